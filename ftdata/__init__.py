@@ -1,0 +1,38 @@
+"""ftdata: supervised fine-tuning data for LLMs, masked exactly, packed tightly, checked before training.
+
+    >>> from ftdata import build_sft_dataset
+    >>> ds = build_sft_dataset("data.json", template="alpaca", max_length=1024)  # doctest: +SKIP
+"""
+
+from ftdata.errors import ConfigError, FtdataError, ReaderError, RecordError, TemplateError, UnusableRecord
+from ftdata.markers import RoleMarkers, detect_role_markers
+from ftdata.options import BuildOptions
+from ftdata.pipeline import BuildResult, build_sft_dataset, prepare
+from ftdata.report import BuildReport
+from ftdata.resources import load_tokenizer
+from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Message, Rendered, TruncationPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IGNORE_INDEX",
+    "BuildOptions",
+    "BuildReport",
+    "BuildResult",
+    "ConfigError",
+    "Example",
+    "FtdataError",
+    "MaskPolicy",
+    "Message",
+    "ReaderError",
+    "RecordError",
+    "Rendered",
+    "RoleMarkers",
+    "TemplateError",
+    "TruncationPolicy",
+    "UnusableRecord",
+    "build_sft_dataset",
+    "detect_role_markers",
+    "load_tokenizer",
+    "prepare",
+]

@@ -1,0 +1,305 @@
+"""Formats: turn one raw row into `Example`s (conversations), detecting its shape per record.
+
+Shapes (names accepted by `format=`):
+
+- ``instruction``: ``instruction``/``input``/``output`` and their aliases (``prompt``,
+  ``question``, ``query`` / ``context`` / ``response``, ``answer``, ``completion``), an optional
+  ``system`` and an optional LLaMA-Factory ``history`` of ``[user, assistant]`` pairs.
+  Self-instruct seeds (``instances: [{input, output}]``) become one example per instance.
+  Values wrapped as ``{"0": text}`` (a pandas export, "nested Q&A") are unwrapped.
+- ``messages``: OpenAI ``messages: [{role, content}]``; content may be a list of typed parts.
+- ``sharegpt``: ``conversations: [{from, value}]`` with ``human``/``gpt`` style roles.
+- ``chat``: a bare list of messages (the row itself is a list).
+
+A column map renames source fields to canonical ones: ``{"output": "std_answer"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
+from ftdata.types import ROLES, Example, Message
+
+FORMATS = ("instruction", "messages", "sharegpt", "chat")
+
+# Canonical instruction field -> accepted source names, in priority order.
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "instruction": ("instruction", "prompt", "question", "query"),
+    "input": ("input", "context"),
+    "output": ("output", "response", "answer", "completion"),
+    "system": ("system",),
+    "history": ("history",),
+    "messages": ("messages", "conversations", "conversation"),
+}
+
+ROLE_ALIASES: dict[str, str] = {
+    "human": "user", "prompter": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant",
+    "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "function_call": "assistant",
+    "observation": "tool", "function": "tool", "ipython": "tool",
+}  # fmt: skip
+
+
+def _unwrap(value: Any) -> Any:
+    """`{"0": text}` (one pandas cell) -> text."""
+    if isinstance(value, dict) and len(value) == 1:
+        (key, inner), = value.items()
+        if isinstance(key, str) and key.isdigit():
+            return inner
+    return value
+
+
+def _text(value: Any, *, location: Location, field: str, required: bool = True) -> str:
+    """Validate a text field: a string, or a list of typed text parts."""
+    value = _unwrap(value)
+    if value is None:
+        if not required:
+            return ""
+        raise RecordError("is null; give a string", location=location, field=field)
+    if isinstance(value, list):  # [{"type": "text", "text"|"value": "..."}]
+        parts = []
+        for part in value:
+            if isinstance(part, dict) and part.get("type", "text") == "text":
+                text = part.get("text", part.get("value"))
+                if isinstance(text, str):
+                    parts.append(text)
+                    continue
+            raise RecordError(
+                f"has a content part {str(part)[:60]!r} that is not text; only text parts are supported",
+                location=location, field=field,
+            )  # fmt: skip
+        return "".join(parts)
+    if not isinstance(value, str):
+        raise RecordError(
+            f"must be a string, got {type(value).__name__} {str(value)[:40]!r}", location=location, field=field
+        )
+    return value
+
+
+class Columns:
+    """A column map `{canonical: source_column}` applied on top of the alias lists."""
+
+    def __init__(self, mapping: Mapping[str, str] | None = None):
+        mapping = dict(mapping or {})
+        canon = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
+        self.explicit: dict[str, str] = {}
+        for key, column in mapping.items():
+            if key not in canon:
+                names = ", ".join(sorted(FIELD_ALIASES))
+                raise ConfigError(f"column map key must be one of {names}; got {key!r}={column!r}")
+            self.explicit[canon[key]] = column
+
+    def find(self, row: Mapping[str, Any], name: str, *, location: Location) -> tuple[str | None, Any]:
+        """The (column, value) for canonical field `name`, or (None, None). Rejects ambiguity."""
+        if name in self.explicit:
+            column = self.explicit[name]
+            if column not in row:
+                raise RecordError(
+                    f"mapped column {column!r} is missing; columns are {', '.join(map(str, row))}",
+                    location=location, field=name,
+                )  # fmt: skip
+            return column, row[column]
+        present = [a for a in FIELD_ALIASES[name] if a in row]
+        if len(present) > 1:
+            values = {a: _unwrap(row[a]) for a in present}
+            if len({repr(v) for v in values.values()}) > 1:
+                raise RecordError(
+                    f"columns {' and '.join(present)} both look like the {name} and differ; "
+                    f"choose one with a column map, e.g. --columns {name}={present[0]}",
+                    location=location, field=name,
+                )  # fmt: skip
+        return (present[0], row[present[0]]) if present else (None, None)
+
+
+def detect(row: Any, columns: Columns) -> str:
+    """The format name of one row."""
+    if isinstance(row, list):
+        return "chat"
+    if not isinstance(row, Mapping):
+        return "unknown"
+    for key in ("messages", "conversations", "conversation"):
+        if key in row or columns.explicit.get("messages") == key:
+            value = row.get(columns.explicit.get("messages", key))
+            if isinstance(value, list) and value and isinstance(value[0], dict) and "from" in value[0]:
+                return "sharegpt"
+            return "messages"
+    return "instruction"
+
+
+def _role(raw: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> str:
+    if not isinstance(raw, str):
+        raise RecordError(f"role must be a string, got {raw!r}", location=location, field=field)
+    key = raw.strip().lower()
+    role = roles.get(key) or ROLE_ALIASES.get(key) or (key if key in ROLES else None)
+    if role is None:
+        raise RecordError(
+            f"unknown role {raw!r}; known roles are {', '.join(ROLES)} and aliases "
+            f"{', '.join(sorted(ROLE_ALIASES))}; map it with roles={{{raw!r}: 'assistant'}}",
+            location=location, field=field,
+        )  # fmt: skip
+    return role
+
+
+def _train_flag(msg: Mapping[str, Any]) -> bool | None:
+    for key in ("train", "loss_weight", "weight"):
+        if key in msg and msg[key] is not None:
+            return bool(msg[key])
+    return None
+
+
+def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> tuple[tuple[Message, ...], list[str]]:
+    if not isinstance(items, list) or not items:
+        raise RecordError("must be a non-empty list of messages", location=location, field=field)
+    out, notes = [], []
+    for i, msg in enumerate(items):
+        where = f"{field}[{i}]"
+        if not isinstance(msg, Mapping):
+            raise RecordError(f"must be an object with role and content, got {type(msg).__name__}", location=location, field=where)
+        role_key = "role" if "role" in msg else "from"
+        content_key = "content" if "content" in msg else "value"
+        if role_key not in msg or content_key not in msg:
+            raise RecordError("needs 'role' and 'content' (or ShareGPT 'from' and 'value')", location=location, field=where)
+        raw_role = msg[role_key]
+        role = _role(raw_role, location=location, field=f"{where}.{role_key}", roles=roles)
+        if role != str(raw_role).strip().lower():
+            notes.append(f"role {raw_role!r} mapped to {role!r}")
+        content = _text(msg[content_key], location=location, field=f"{where}.{content_key}")
+        out.append(Message(role, content, _train_flag(msg)))  # type: ignore[arg-type]
+    return tuple(out), notes
+
+
+def validate(messages: tuple[Message, ...], *, location: Location, field: str = "messages") -> None:
+    """Conversation rules every renderer relies on.
+
+    Raises:
+        UnusableRecord: no assistant turn, an empty assistant turn, or an assistant turn
+            before any user turn (well-formed, but nothing sound to train on).
+        RecordError: a system turn that is not first, or two user/assistant turns in a row.
+    """
+    seen_user = False
+    for i, (prev, msg) in enumerate(zip((None, *messages), messages)):
+        where = f"{field}[{i}]"
+        if msg.role == "system" and i != 0:
+            raise RecordError("a system message must come first", location=location, field=where)
+        if msg.role == "user":
+            seen_user = True
+        if msg.role == "assistant":
+            if not seen_user:
+                raise UnusableRecord("assistant turn before any user turn; add the user message", location=location, field=where)
+            if not msg.content.strip():
+                raise UnusableRecord("empty assistant response; remove the record or fill the response", location=location, field=where)
+        if prev is not None and prev.role == msg.role and msg.role in ("user", "assistant"):
+            raise RecordError(f"two {msg.role} turns in a row; merge them into one", location=location, field=where)
+    if not any(m.role == "assistant" for m in messages):
+        raise UnusableRecord("no assistant turn; nothing to train on", location=location, field=field)
+
+
+def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
+    instr_col, instruction = columns.find(row, "instruction", location=location)
+    if instr_col is None:
+        raise RecordError(
+            f"no instruction field (looked for {', '.join(FIELD_ALIASES['instruction'])}); columns are "
+            f"{', '.join(map(str, row))}; map one with --columns instruction=COLUMN",
+            location=location, field="instruction",
+        )  # fmt: skip
+    instruction = _text(instruction, location=location, field=instr_col)
+    _, system = columns.find(row, "system", location=location)
+    system = _text(system, location=location, field="system", required=False)
+    prefix: list[Message] = [Message("system", system)] if system else []
+    _, history = columns.find(row, "history", location=location)
+    for i, pair in enumerate(history or []):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise RecordError("must be a list of [user, assistant] pairs", location=location, field=f"history[{i}]")
+        prefix.append(Message("user", _text(pair[0], location=location, field=f"history[{i}][0]")))
+        prefix.append(Message("assistant", _text(pair[1], location=location, field=f"history[{i}][1]")))
+
+    if "instances" in row and columns.find(row, "output", location=location)[0] is None:
+        cases = row["instances"]
+        if not isinstance(cases, list) or not cases:
+            raise RecordError("must be a non-empty list of {input, output}", location=location, field="instances")
+        pairs = [(c, f"instances[{i}].") for i, c in enumerate(cases)]
+    else:
+        pairs = [(row, "")]
+    examples = []
+    for case, path in pairs:
+        if not isinstance(case, Mapping):
+            raise RecordError("must be an object", location=location, field=path.rstrip("."))
+        out_col, output = columns.find(case, "output", location=location)
+        if out_col is None:
+            raise RecordError(
+                f"no response field (looked for {', '.join(FIELD_ALIASES['output'])}); columns are "
+                f"{', '.join(map(str, case))}; map one with --columns output=COLUMN",
+                location=location, field=f"{path}output",
+            )  # fmt: skip
+        output = _text(output, location=location, field=path + out_col)
+        if not output.strip():
+            raise UnusableRecord("empty response; remove the record or fill the response", location=location, field=path + out_col)
+        in_col, context = columns.find(case, "input", location=location)
+        context = _text(context, location=location, field=path + (in_col or "input"), required=False)
+        messages = (*prefix, Message("user", instruction), Message("assistant", output))
+        validate(messages, location=location, field="history")
+        examples.append(Example(messages, location, context=context, format="instruction"))
+    return tuple(examples)
+
+
+def to_examples(
+    row: Any,
+    location: Location,
+    *,
+    format: str | None = None,
+    columns: Columns | None = None,
+    roles: Mapping[str, str] | None = None,
+) -> tuple[Example, ...]:
+    """Convert one raw row to examples (one, or one per self-instruct instance).
+
+    Raises:
+        RecordError: the row does not fit its (detected or given) format; the message names
+            the location, the field and the fix.
+    """
+    columns = columns or Columns()
+    roles = {k.lower(): v for k, v in (roles or {}).items()}
+    name = format or detect(row, columns)
+    if name == "chat":
+        if not isinstance(row, list):
+            raise RecordError(f"format 'chat' needs a list of messages, got {type(row).__name__}", location=location)
+        msgs, notes = _messages(row, location=location, field="messages", roles=roles)
+    elif name in ("messages", "sharegpt"):
+        if not isinstance(row, Mapping):
+            raise RecordError(f"expected an object, got {type(row).__name__}", location=location)
+        col, items = columns.find(row, "messages", location=location)
+        if col is None:
+            raise RecordError(f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages")
+        msgs, notes = _messages(items, location=location, field=col, roles=roles)
+        _, system = columns.find(row, "system", location=location)
+        if system and not (msgs and msgs[0].role == "system"):
+            msgs = (Message("system", _text(system, location=location, field="system")), *msgs)
+    elif name == "instruction":
+        if not isinstance(row, Mapping):
+            raise RecordError(f"expected an object, got {type(row).__name__}", location=location)
+        return _instruction(row, columns, location)
+    else:
+        raise RecordError(f"cannot read a {type(row).__name__} as a record; expected an object", location=location)
+    validate(msgs, location=location, field="messages")
+    return (Example(msgs, location, format=name, notes=tuple(dict.fromkeys(notes))),)
+
+
+def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[[Any], bool] | None:
+    """A row predicate from a callable or a Jinja expression over the row's fields.
+
+    `"not input"` keeps records whose `input` is empty (a seed workflow's filter).
+    """
+    if expression is None or callable(expression):
+        return expression
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        compiled = ImmutableSandboxedEnvironment().compile_expression(expression)
+    except TemplateSyntaxError as exc:
+        raise ConfigError(f"filter {expression!r} is not a valid expression: {exc.message}") from None
+
+    def keep(row: Any) -> bool:
+        return bool(compiled(**row)) if isinstance(row, Mapping) else True
+
+    return keep

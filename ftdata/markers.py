@@ -1,0 +1,166 @@
+"""Role markers: what a chat template writes around each role, derived from its own renders.
+
+No model names and no template strings are hard-coded: probe conversations with unique
+contents are rendered, and the text around each content is read off. This is for display,
+diagnostics and one fact the masker needs: the end-of-turn marker after an assistant turn.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from ftdata.errors import TemplateError
+
+SystemSupport = Literal["native", "folded", "ignored", "raises"]
+
+_P = {"system": "SYSPROBE0q", "u1": "USERPROBE1q", "a1": "ASSTPROBE1q", "u2": "USERPROBE2q", "a2": "ASSTPROBE2q"}
+# "26 Jul 2024", "2024-07-26", "July 26, 2024": a date line makes renders depend on the day.
+_DATE = re.compile(r"\b\d{1,2} [A-Z][a-z]{2,8} \d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b[A-Z][a-z]{2,8} \d{1,2}, \d{4}\b")
+
+
+class ChatRenderer:
+    """The tokenizer's own chat template, called as `render(messages, generation=...)`."""
+
+    def __init__(self, tokenizer: Any):
+        if not getattr(tokenizer, "chat_template", None):
+            raise TemplateError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
+                "pass template='alpaca' (or another prompt template)"
+            )
+        self.tokenizer = tokenizer
+
+    def __call__(self, messages: list[dict[str, str]], *, generation: bool = False) -> str:
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=generation
+            )
+        except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
+            roles = ",".join(m["role"] for m in messages)
+            raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None
+        return text if isinstance(text, str) else "".join(text)
+
+
+def common_token_prefix(a: str, b: str, tokenizer: Any) -> int:
+    """Length in chars of the longest common prefix of `a` and `b` made of whole tokens.
+
+    A plain character prefix can end inside a special token (`<|end|>` vs `<|endoftext|>`
+    share `<|end`); comparing tokens cannot.
+    """
+    ea = tokenizer.backend_tokenizer.encode(a, add_special_tokens=False)
+    eb = tokenizer.backend_tokenizer.encode(b, add_special_tokens=False)
+    end = 0
+    for ia, ib, oa, ob in zip(ea.ids, eb.ids, ea.offsets, eb.offsets):
+        if ia != ib or oa != ob:
+            break
+        end = oa[1]
+    return end
+
+
+@dataclass(frozen=True)
+class RoleMarkers:
+    """What a chat template writes around each role."""
+
+    bos: str
+    system_header: str
+    system_footer: str
+    user_header: str
+    user_footer: str
+    assistant_header: str
+    eot: str  # the end-of-turn marker after assistant content; trained with the content
+    separator: str  # whitespace after `eot` that belongs to the next turn; not trained
+    prefix_stable: bool
+    system_support: SystemSupport
+    default_system: str  # text the template injects when a conversation has no system turn
+    date_line: str
+    empty_think: bool
+    warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _msgs(*names: str) -> list[dict[str, str]]:
+    roles = {"system": "system", "u1": "user", "u2": "user", "a1": "assistant", "a2": "assistant"}
+    return [{"role": roles[n], "content": _P[n]} for n in names]
+
+
+def detect_role_markers(tokenizer: Any) -> RoleMarkers:
+    """Derive role markers and template properties from probe renders.
+
+    Raises:
+        TemplateError: the tokenizer has no chat template, or the template cannot render a
+            plain user/assistant conversation.
+    """
+    render = ChatRenderer(tokenizer)
+    full = render(_msgs("u1", "a1", "u2", "a2"))
+    only_user = render(_msgs("u1"))
+    gen = render(_msgs("u1"), generation=True)
+    pos = {n: full.find(_P[n]) for n in ("u1", "a1", "u2", "a2")}
+    if min(pos.values()) < 0 or sorted(pos.values()) != list(pos.values()):
+        raise TemplateError("chat template does not render message contents in order; cannot derive role markers")
+    end = {n: pos[n] + len(_P[n]) for n in pos}
+    bos = tokenizer.bos_token if tokenizer.bos_token and full.startswith(tokenizer.bos_token) else ""
+
+    u_end = gen.find(_P["u1"]) + len(_P["u1"])
+    cut = u_end + common_token_prefix(only_user[u_end:], gen[u_end:], tokenizer)
+    user_footer, assistant_header = gen[u_end:cut], gen[cut:]
+
+    gap = full[end["a1"] : pos["u2"]]
+    tail = full[end["a2"] :]
+    footer = gap[: common_token_prefix(gap, tail, tokenizer)]
+    eot = footer.rstrip()
+    separator = footer[len(eot) :]
+    user_header = gap[len(footer) :]
+    if bos and (user_header.startswith(bos) or assistant_header.startswith(bos)):
+        bos = ""  # ChatML tokenizers name <|im_start|> their BOS: it opens every turn, not the text
+
+    head = only_user[len(bos) : only_user.find(_P["u1"])]
+    default_system = head[: len(head) - len(user_header)] if head.endswith(user_header) else head
+    prefix_stable = all(
+        full.startswith(render(_msgs(*names), generation=True)) for names in (("u1",), ("u1", "a1", "u2"))
+    )
+    system_support, system_header, system_footer, date_line = _system(render, user_header, bos)
+    date_match = _DATE.search(default_system) or _DATE.search(system_header + system_footer)
+    date_line = date_match.group(0) if date_match else ""
+    empty_think = "<think>" in assistant_header or "<think>" in full[end["u2"] : pos["a2"]]
+
+    warnings = []
+    if not eot:
+        warnings.append("no end-of-turn marker after assistant turns: the model will not learn to stop")
+    if default_system.strip():
+        warnings.append(f"injects a default system prompt when none is given: {default_system.strip()[:80]!r}")
+    if date_line:
+        warnings.append(f"injects a date ({date_line}): renders change from day to day")
+    if empty_think:
+        warnings.append("injects an empty <think></think> block into assistant turns")
+    if system_support == "raises":
+        warnings.append("raises on system turns: use system_mode='fold' to fold them into the first user turn")
+    elif system_support == "folded":
+        warnings.append("has no system role: a system message is folded into the first user turn")
+    elif system_support == "ignored":
+        warnings.append("drops system messages")
+    if not prefix_stable:
+        warnings.append("not prefix-stable: spans are located in the full rendering (fallback path)")
+    return RoleMarkers(
+        bos=bos, system_header=system_header, system_footer=system_footer, user_header=user_header,
+        user_footer=user_footer, assistant_header=assistant_header, eot=eot, separator=separator,
+        prefix_stable=prefix_stable, system_support=system_support, default_system=default_system,
+        date_line=date_line, empty_think=empty_think, warnings=tuple(warnings),
+    )  # fmt: skip
+
+
+def _system(render: ChatRenderer, user_header: str, bos: str) -> tuple[SystemSupport, str, str, str]:
+    try:
+        text = render(_msgs("system", "u1"))
+    except TemplateError as exc:
+        return "raises", "", "", str(exc)
+    s, u = text.find(_P["system"]), text.find(_P["u1"])
+    if s < 0:
+        return "ignored", "", "", ""
+    first_user = text.find(user_header) if user_header else -1
+    if 0 <= first_user < s:
+        return "folded", "", "", ""
+    footer_end = u - len(user_header) if text[:u].endswith(user_header) else u
+    return "native", text[len(bos) : s], text[s + len(_P["system"]) : footer_end], ""

@@ -1,0 +1,95 @@
+"""`BuildOptions`: every data option, with its help text, validated once at the boundary.
+
+The same names work in the Python API (`build_sft_dataset(..., **options)`), on the CLI
+(`--max-length`) and in YAML configs (`max_length:`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from ftdata.errors import ConfigError
+from ftdata.formats import FORMATS
+from ftdata.types import MaskPolicy, SystemMode, TruncationPolicy
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class BuildOptions:
+    """Options of `build_sft_dataset`; see docs/cli.md for the CLI spelling of each."""
+
+    template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca)")
+    max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
+    packing: bool = _opt(False, "pack sequences into max_length rows (best-fit decreasing)")
+    test_size: float | int | None = _opt(None, "held-out split: a fraction (0.1) or a record count (200)")
+    seed: int = _opt(42, "seed for shuffling, splitting and packing")
+    format: str | None = _opt(None, f"record format, detected per record when None: {', '.join(FORMATS)}")
+    columns: dict[str, str] | None = _opt(None, "column map {canonical: source}, e.g. {'output': 'std_answer'}")
+    roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
+    reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
+    filter: str | Callable[[Any], bool] | None = _opt(None, "keep rows where this Jinja expression is true, e.g. 'not input'")
+    shuffle: bool = _opt(False, "shuffle records (with seed) before splitting")
+    limit: int | None = _opt(None, "read at most this many records")
+    mask: MaskPolicy = _opt(MaskPolicy.ALL_ASSISTANT, "which tokens carry loss: all_assistant, last_assistant, train_on_prompt")
+    system_prompt: str | None = _opt(None, "system message to add (or override with system_mode=override)")
+    system_mode: SystemMode = _opt(SystemMode.ADD, "add, override, or fold (into the first user turn)")
+    truncation: TruncationPolicy = _opt(TruncationPolicy.KEEP_RESPONSE, "keep_response, keep_start (right), keep_end (left), split, drop, error")
+    padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
+    padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
+    on_error: Literal["raise", "skip"] = _opt("raise", "malformed records: raise (stop at the first) or skip (reject and go on)")
+    num_proc: int = _opt(1, "worker processes for rendering and tokenization")
+    batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
+    rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
+    cache_dir: str | None = _opt(None, "reuse a build with the same inputs and options from this folder")
+
+    def __post_init__(self) -> None:
+        self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
+        self.system_mode = SystemMode.parse(self.system_mode, name="system_mode")  # type: ignore[assignment]
+        self.truncation = TruncationPolicy.parse(self.truncation, name="truncation")  # type: ignore[assignment]
+        if not isinstance(self.max_length, int) or self.max_length <= 0:
+            raise ConfigError(f"max_length must be a positive integer, got max_length={self.max_length!r}")
+        if self.test_size is not None and not (
+            (isinstance(self.test_size, float) and 0 < self.test_size < 1)
+            or (isinstance(self.test_size, int) and self.test_size > 0)
+        ):
+            raise ConfigError(f"test_size must be a fraction in (0, 1) or a positive count, got test_size={self.test_size!r}")
+        if self.format is not None and self.format not in FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got format={self.format!r}")
+        for name, allowed in (("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {name}={getattr(self, name)!r}")
+        if self.packing and self.padding != "none":
+            raise ConfigError("packing and padding=max_length conflict: packed rows need no padding; drop one")
+        for name in ("num_proc", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {name}={getattr(self, name)!r}")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ConfigError(f"limit must be an integer >= 1, got limit={self.limit!r}")
+        for name in ("columns", "roles"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"{name} must be a mapping like {{'output': 'answer'}}, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> BuildOptions:
+        """Build from keyword options, rejecting unknown names with the valid list."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Options that change the output (for the cache key)."""
+        skip = {"num_proc", "batch_size", "rejects_path", "cache_dir"}
+        out = {}
+        for f in fields(self):
+            if f.name not in skip:
+                value = getattr(self, f.name)
+                out[f.name] = value.value if hasattr(value, "value") else value if not callable(value) else repr(value)
+        return out

@@ -1,0 +1,160 @@
+"""Output: token rows -> Arrow -> `datasets.Dataset`, with split, packing, padding and cache.
+
+Everything here is columnar (numpy + pyarrow): no per-token Python loops.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ftdata.options import BuildOptions
+from ftdata.packing import packing_stats, plan_bins
+from ftdata.report import BuildReport
+from ftdata.types import IGNORE_INDEX
+
+
+def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
+
+
+class ArrowRows:
+    """Streams (input_ids, labels) rows into an Arrow IPC file that `Dataset.from_file` maps."""
+
+    SCHEMA = pa.schema(
+        [("input_ids", pa.list_(pa.int32())), ("attention_mask", pa.list_(pa.int8())), ("labels", pa.list_(pa.int32()))]
+    )
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = 0
+        self._writer = pa.ipc.new_stream(str(path), self.SCHEMA)
+
+    def write(self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> None:
+        if not len(lengths):
+            return
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        batch = pa.record_batch(
+            [_lists(offsets, ids), _lists(offsets, np.ones(len(ids), dtype=np.int8)), _lists(offsets, labels)],
+            schema=self.SCHEMA,
+        )
+        self._writer.write_batch(batch)
+        self.rows += len(lengths)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def pack_table(table: pa.Table, *, max_length: int, seed: int) -> tuple[pa.Table, dict[str, Any]]:
+    """Pack the rows of `table` into rows of at most `max_length` tokens (see packing.py).
+
+    Same result as `packing.pack_rows` applied to each bin of `packing.plan_bins`, built
+    column-wise: the first label of every sequence becomes -100, position_ids restart.
+    """
+    lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
+    bins = plan_bins(lengths.tolist(), max_length=max_length, seed=seed)
+    order = np.fromiter((i for b in bins for i in b), dtype=np.int64, count=len(lengths))
+    counts = np.fromiter((len(b) for b in bins), dtype=np.int64, count=len(bins))
+    taken = table.select(["input_ids", "labels"]).take(pa.array(order))
+    ids = pc.list_flatten(taken["input_ids"]).to_numpy()
+    labels = pc.list_flatten(taken["labels"]).to_numpy().copy()
+    seq_len = lengths[order]
+    seq_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
+    labels[seq_start] = IGNORE_INDEX
+    position_ids = (np.arange(len(ids)) - np.repeat(seq_start, seq_len)).astype(np.int32)
+    seq_offsets = np.concatenate([[0], np.cumsum(counts)])
+    row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[seq_offsets]
+    packed = pa.table(
+        {
+            "input_ids": _lists(row_offsets, ids),
+            "attention_mask": _lists(row_offsets, np.ones(len(ids), dtype=np.int8)),
+            "labels": _lists(row_offsets, labels),
+            "position_ids": _lists(row_offsets, position_ids),
+            "seq_lengths": _lists(seq_offsets, seq_len.astype(np.int32)),
+        }
+    )
+    trained = int((labels != IGNORE_INDEX).sum())
+    stats = packing_stats(lengths.tolist(), bins, max_length=max_length, trained_tokens=trained)
+    return packed, asdict(stats)
+
+
+def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa.Table:
+    """Pad every row to `max_length`: pad_id / attention 0 / label -100, left or right."""
+    n = table.num_rows
+    lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
+    out = {}
+    for name, fill in (("input_ids", pad_id), ("attention_mask", 0), ("labels", IGNORE_INDEX)):
+        flat = pc.list_flatten(table[name]).to_numpy()
+        grid = np.full((n, max_length), fill, dtype=flat.dtype)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        for r in range(n):
+            row = flat[starts[r] : starts[r] + lengths[r]]
+            if side == "right":
+                grid[r, : len(row)] = row
+            else:
+                grid[r, max_length - len(row) :] = row
+        out[name] = _lists(np.arange(n + 1) * max_length, grid.reshape(-1))
+    return pa.table(out)
+
+
+def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: int = 0) -> Any:
+    """Arrow file -> Dataset or DatasetDict, shuffled, split, packed or padded per options."""
+    import datasets
+
+    dataset = datasets.Dataset.from_file(str(path))
+    if options.shuffle:
+        dataset = dataset.shuffle(seed=options.seed)
+    splits = {"train": dataset}
+    if options.test_size is not None:
+        test_size = options.test_size
+        if isinstance(test_size, int) and test_size >= len(dataset):
+            from ftdata.errors import ConfigError
+
+            raise ConfigError(f"test_size={test_size} leaves no training rows: only {len(dataset)} sequences were built")
+        parts = dataset.train_test_split(test_size=test_size, seed=options.seed)
+        splits = {"train": parts["train"], "test": parts["test"]}
+    out: dict[str, Any] = {}
+    for name, split in splits.items():
+        table = split.with_format("arrow")[:]
+        if options.packing:
+            table, stats = pack_table(table, max_length=options.max_length, seed=options.seed)
+            report.packing = report.packing or {}
+            report.packing[name] = stats
+        elif options.padding == "max_length":
+            table = pad_table(table, max_length=options.max_length, pad_id=pad_id, side=options.padding_side)
+        if options.packing or options.padding == "max_length":
+            target = path.with_name(f"{name}.arrow")
+            with pa.ipc.new_stream(str(target), table.schema) as sink:
+                sink.write_table(table)
+            split = datasets.Dataset.from_file(str(target))
+        out[name] = split
+    report.rows = sum(len(s) for s in out.values())
+    report.splits = {name: len(s) for name, s in out.items()}
+    return datasets.DatasetDict(out) if options.test_size is not None else out["train"]
+
+
+def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint: str) -> Any:
+    """Save a build under `cache_dir/fingerprint` and return the dataset loaded from there."""
+    import datasets
+
+    folder = cache_dir / fingerprint
+    dataset.save_to_disk(str(folder / "dataset"))
+    (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+    return datasets.load_from_disk(str(folder / "dataset"))
+
+
+def load_cached(cache_dir: Path, fingerprint: str) -> tuple[Any, BuildReport] | None:
+    """A cached build, or None."""
+    import datasets
+
+    folder = cache_dir / fingerprint
+    if not (folder / "report.json").is_file() or not (folder / "dataset").is_dir():
+        return None
+    report = BuildReport.from_dict(json.loads((folder / "report.json").read_text(encoding="utf-8")))
+    return datasets.load_from_disk(str(folder / "dataset")), report

@@ -1,0 +1,143 @@
+"""Prompt templates: Jinja files that render the prompt of an instruction exchange.
+
+The built-ins live in `ftdata/templates/` as package data (see its README). A template
+renders the prompt; the response and EOS follow it and are the only trained text:
+
+    text  = [ prompt (template) ][ response ][EOS]
+    spans =                      ^^^^^^^^^^^^^^^^^ trained
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ftdata.errors import RecordError, TemplateError
+from ftdata.types import Example, Rendered
+
+VARIABLES = ("instruction", "input", "system")
+
+
+def builtin_names() -> tuple[str, ...]:
+    """Names of the built-in prompt templates."""
+    folder = resources.files("ftdata") / "templates"
+    return tuple(sorted(p.name.removesuffix(".jinja") for p in folder.iterdir() if p.name.endswith(".jinja")))
+
+
+@functools.cache
+def _environment() -> Any:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A compiled prompt template. Build one with `load_prompt_template`."""
+
+    name: str
+    source: str
+    uses_system: bool
+    _compiled: Any
+
+    def render(self, *, instruction: str, input: str = "", system: str = "") -> str:
+        """Render the prompt. Raises TemplateError naming the template and the variable."""
+        from jinja2 import TemplateError as JinjaError
+        from jinja2 import UndefinedError
+
+        try:
+            return self._compiled.render(instruction=instruction, input=input, system=system)
+        except UndefinedError as exc:
+            raise TemplateError(
+                f"template {self.name!r}: {exc.message}; available variables: {', '.join(VARIABLES)}"
+            ) from None
+        except JinjaError as exc:
+            raise TemplateError(f"template {self.name!r} failed to render: {exc}") from None
+
+
+@functools.lru_cache(maxsize=32)
+def load_prompt_template(spec: str) -> PromptTemplate:
+    """Load a built-in template by name, or a user `.jinja` file by path.
+
+    Raises:
+        TemplateError: unknown name, unreadable file, or a Jinja syntax error (with its line).
+    """
+    from jinja2 import TemplateSyntaxError, meta
+
+    path = Path(spec).expanduser()
+    if path.suffix == ".jinja" or path.is_file():
+        if not path.is_file():
+            raise TemplateError(f"template file {str(path)!r} does not exist")
+        try:
+            source, name = path.read_text(encoding="utf-8-sig"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError(f"template file {str(path)!r} cannot be read as UTF-8: {exc}") from None
+    elif spec in builtin_names():
+        source = (resources.files("ftdata") / "templates" / f"{spec}.jinja").read_text(encoding="utf-8")
+        name = spec
+    else:
+        raise TemplateError(
+            f"unknown template {spec!r}; built-ins are {', '.join(builtin_names())}, "
+            "or give a path to a .jinja file"
+        )
+    env = _environment()
+    try:
+        ast = env.parse(source)
+        compiled = env.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template {name!r} line {exc.lineno}: syntax error: {exc.message}") from None
+    unknown = meta.find_undeclared_variables(ast) - set(VARIABLES)
+    if unknown:
+        raise TemplateError(
+            f"template {name!r} uses unknown variable(s) {', '.join(sorted(unknown))}; "
+            f"available variables: {', '.join(VARIABLES)}"
+        )
+    uses_system = "system" in meta.find_undeclared_variables(ast)
+    return PromptTemplate(name, source, uses_system, compiled)
+
+
+def render_prompt_template(example: Example, template: PromptTemplate, *, eos: str, trained: list[bool]) -> Rendered:
+    """Render an example as prompt/response exchanges.
+
+    Each user turn renders through the template (the record's `input` goes with the first);
+    each assistant turn follows as `response + eos`. `trained[i]` says whether message i
+    carries loss. Multi-turn records repeat the template per exchange.
+
+    Raises:
+        RecordError: a tool turn (prompt templates have no place for one).
+    """
+    msgs = example.messages
+    system = msgs[0].content if msgs and msgs[0].role == "system" else ""
+    notes = []
+    if system and not template.uses_system:
+        notes.append(f"system message ignored: template {template.name!r} has no {{{{ system }}}}")
+    text: list[str] = []
+    length = 0
+    spans: list[tuple[int, int]] = []
+    boundaries: list[int] = []
+    context = example.context
+    for i, msg in enumerate(msgs):
+        if msg.role == "system":
+            continue
+        if msg.role == "user":
+            piece = template.render(instruction=msg.content, input=context, system=system)
+            context = ""
+        elif msg.role == "assistant":
+            piece = msg.content + eos
+        else:
+            raise RecordError(
+                f"{msg.role} turns cannot be rendered by prompt template {template.name!r}; use the model's "
+                "chat template (template=None) for tool conversations",
+                location=example.source, field=f"messages[{i}]",
+            )  # fmt: skip
+        start, length = length, length + len(piece)
+        text.append(piece)
+        if msg.role == "assistant":
+            if trained[i]:
+                spans.append((start, length))
+            boundaries.append(length)
+    return Rendered("".join(text), tuple(spans), "prompt-template", tuple(boundaries[:-1]), tuple(notes))

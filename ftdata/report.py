@@ -1,0 +1,116 @@
+"""What a build did: counts, rejects (with reasons), token totals, warnings."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """One record that was rejected (not in the output) or cut (in it, shortened)."""
+
+    location: str
+    stage: str  # read, format, render, verify, truncate, filter
+    reason: str
+    kept: bool = False  # True for cut records: kept, but shortened
+    tokens: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """A short, countable category: the reason up to its first ':' or ';'."""
+        return self.reason.split(";")[0].split(":")[0].strip()
+
+
+@dataclass
+class BuildReport:
+    """Counts of a build. `rejected`/`cut` map a reason kind to a count."""
+
+    source: str = ""
+    tokenizer: str = ""
+    template: str = ""
+    records: int = 0
+    examples: int = 0
+    sequences: int = 0
+    rows: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    filtered: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    cut: Counter[str] = field(default_factory=Counter)
+    methods: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
+    formats: Counter[str] = field(default_factory=Counter)
+    splits: dict[str, int] = field(default_factory=dict)
+    markers: dict[str, Any] | None = None
+    packing: dict[str, Any] | None = None
+    fingerprint: str = ""
+    seconds: float = 0.0
+    cached: bool = False
+    rejects_path: str | None = None
+    sample_rejects: list[Reject] = field(default_factory=list)
+
+    def add(self, reject: Reject) -> None:
+        (self.cut if reject.kept else self.rejected)[reject.kind] += 1
+        if len(self.sample_rejects) < 20:
+            self.sample_rejects.append(reject)
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sample_rejects"] = [asdict(r) for r in self.sample_rejects]
+        for key in ("rejected", "cut", "methods", "notes", "formats"):
+            out[key] = dict(getattr(self, key))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildReport:
+        data = dict(data)
+        for key in ("rejected", "cut", "methods", "notes", "formats"):
+            data[key] = Counter(data.get(key, {}))
+        data["sample_rejects"] = [Reject(**r) for r in data.get("sample_rejects", [])]
+        return cls(**data)
+
+    def summary(self) -> str:
+        """One line for logs and warnings."""
+        parts = [f"{self.records} records -> {self.sequences} sequences"]
+        if self.rows != self.sequences:
+            parts.append(f"{self.rows} rows")
+        if self.rejected:
+            parts.append(f"{self.n_rejected} rejected ({_top(self.rejected)})")
+        if self.cut:
+            parts.append(f"{sum(self.cut.values())} cut ({_top(self.cut)})")
+        if self.filtered:
+            parts.append(f"{self.filtered} filtered out")
+        return ", ".join(parts)
+
+
+def _top(counter: Counter[str]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counter.most_common(3))
+
+
+class RejectsWriter:
+    """Streams rejects to a JSONL file (when a path is given) and counts them in a report."""
+
+    def __init__(self, report: BuildReport, path: str | Path | None):
+        self.report = report
+        self._fh: IO[str] | None = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            report.rejects_path = str(path)
+
+    def __call__(self, reject: Reject) -> None:
+        self.report.add(reject)
+        if self._fh is not None:
+            self._fh.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()

