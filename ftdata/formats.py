@@ -72,7 +72,7 @@ def _text(value: Any, *, location: Location, field: str, required: bool = True) 
         return "".join(parts)
     if not isinstance(value, str):
         raise RecordError(
-            f"must be a string, got {type(value).__name__} {str(value)[:40]!r}", location=location, field=field
+            f"must be a string, got {type(value).__name__} {value!r:.40}", location=location, field=field
         )
     return value
 

@@ -169,7 +169,7 @@ def read_hf(path: Path | str) -> Iterator[tuple[Location, Row]]:
 
 def iter_dataset(ds: Any, source: str) -> Iterator[tuple[Location, Row]]:
     """Rows of a `datasets.Dataset`, or the `train` split of a `DatasetDict`."""
-    if hasattr(ds, "keys") and not hasattr(ds, "column_names"):
+    if isinstance(ds, Mapping):  # DatasetDict is a dict of splits
         if "train" not in ds:
             raise ReaderError(f"{source}: dataset has splits {list(ds)}; none is called 'train'")
         ds, source = ds["train"], f"{source}[train]"

@@ -7,8 +7,8 @@
     [BOS]                          [ompt 3 | response 3 ]        2. then trim the prompt's head
     response 3 alone > max_length  ->  rejected with that reason
 
-Every outcome other than "fits" is reported: `cut` records are kept and logged, `None`
-records are rejected; both carry a reason.
+Every outcome other than "fits" is reported as `kind: detail`: cut records are kept and
+logged, rejected ones are not kept; both land in the rejects file with their reason.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def truncate(row: Tokenized, *, max_length: int, policy: TruncationPolicy) -> Tr
     if policy is TruncationPolicy.ERROR:
         raise RecordError(f"{over}; raise max_length or choose another truncation policy", field="max_length")
     if policy is TruncationPolicy.DROP:
-        return Truncated([], f"dropped: {over}")
+        return Truncated([], f"too long: {over} (truncation=drop)")
     if policy is TruncationPolicy.SPLIT:
         chunks = [(ids[i : i + max_length], labels[i : i + max_length]) for i in range(0, n, max_length)]
         kept = [c for c in chunks if _trained(c[1])]
@@ -57,28 +57,28 @@ def truncate(row: Tokenized, *, max_length: int, policy: TruncationPolicy) -> Tr
     total = _trained(labels)
     if policy is TruncationPolicy.KEEP_START:
         out = (ids[:max_length], labels[:max_length])
-        return _partial(out, total, f"cut: kept the first {max_length} of {n} tokens")
+        return _partial(out, total, f"end cut: kept the first {max_length} of {n} tokens")
     if policy is TruncationPolicy.KEEP_END:
         out = (head_ids + ids[n - keep :], head_labels + labels[n - keep :])
-        return _partial(out, total, f"cut: kept the last {keep} of {n} tokens")
+        return _partial(out, total, f"start cut: kept the last {keep} of {n} tokens")
     # keep_response: the earliest exchange boundary after which everything fits.
     for dropped, cut in enumerate((row.prefix, *row.cuts)):
         if n - cut <= keep and _trained(labels[cut:]):
             out = (head_ids + ids[cut:], head_labels + labels[cut:])
             lost = total - _trained(out[1])
-            return Truncated([out], f"cut: dropped {dropped} oldest exchange(s) ({lost} response tokens) to fit {over}")
+            return Truncated([out], f"oldest turns dropped: {dropped} exchange(s) ({lost} response tokens) to fit {over}")
     last = row.cuts[-1] if row.cuts else row.prefix
     first_trained = next((i for i in range(last, n) if labels[i] != IGNORE_INDEX), n)
     if n - first_trained <= keep:
         out = (head_ids + ids[n - keep :], head_labels + labels[n - keep :])
         lost = total - _trained(out[1])
         kept_exchanges = "only the last exchange, " if row.cuts else ""
-        return Truncated([out], f"cut: kept {kept_exchanges}trimmed the prompt's head ({lost} response tokens lost) to fit {over}")
-    return Truncated([], f"dropped: the response alone is {n - first_trained} tokens > max_length {max_length}")
+        return Truncated([out], f"prompt trimmed: kept {kept_exchanges}cut the prompt's head ({lost} response tokens lost) to fit {over}")
+    return Truncated([], f"response too long: the response alone is {n - first_trained} tokens > max_length {max_length}")
 
 
 def _partial(out: tuple[list[int], list[int]], total: int, reason: str) -> Truncated:
     kept = _trained(out[1])
     if not kept:
-        return Truncated([], f"dropped: no response token left ({reason.removeprefix('cut: ')})")
+        return Truncated([], f"no response left: {reason.split(': ', 1)[1]}")
     return Truncated([out], f"{reason} ({total - kept} of {total} response tokens lost)")

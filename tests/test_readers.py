@@ -1,0 +1,163 @@
+"""Readers: every source kind, sniffing, and one-line located errors."""
+
+from __future__ import annotations
+
+import json
+import string
+
+import pytest
+from conftest import DATASETS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ftdata.errors import ConfigError, ReaderError
+from ftdata.readers import read_records, sniff
+
+
+def rows(source, **kw):
+    return [(str(loc), row) for loc, row in read_records(source, **kw)]
+
+
+def test_json_array_locations_are_indexes(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[{"a": 1}, {"a": 2}]')
+    assert rows(path) == [(f"{path}[0]", {"a": 1}), (f"{path}[1]", {"a": 2})]
+
+
+def test_pandas_column_dict_becomes_rows(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"question": {"0": "q0", "1": "q1"}, "answer": {"0": "a0", "1": "a1"}}))
+    assert [r for _, r in rows(path)] == [{"question": "q0", "answer": "a0"}, {"question": "q1", "answer": "a1"}]
+
+
+def test_pandas_list_columns_become_rows(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"instruction": ["i0", "i1"], "output": ["o0", "o1"]}))
+    assert [r for _, r in rows(path)] == [{"instruction": "i0", "output": "o0"}, {"instruction": "i1", "output": "o1"}]
+
+
+def test_jsonl_streams_lines_and_skips_blank_lines(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2}\n')
+    assert rows(path) == [(f"{path}:1", {"a": 1}), (f"{path}:3", {"a": 2})]
+
+
+def test_utf8_bom_is_dropped(tmp_path):
+    for name, text in (("d.json", '[{"a": "x"}]'), ("d.jsonl", '{"a": "x"}\n')):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert [r for _, r in rows(path)] == [{"a": "x"}]
+
+
+def test_invalid_json_names_file_line_and_column(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[\n  {"a": 1},\n  {"a": }\n]')
+    with pytest.raises(ReaderError, match=rf"{path}:3:\d+: invalid JSON: Expecting value"):
+        rows(path)
+
+
+def test_bad_line_in_the_middle_of_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2\n{"a": 3}\n')
+    it = read_records(path)
+    assert next(it)[1] == {"a": 1}
+    with pytest.raises(ReaderError, match=rf"{path}:2:\d+: invalid JSON"):
+        next(it)
+
+
+def test_empty_files_are_errors(tmp_path):
+    for name in ("e.json", "e.jsonl"):
+        path = tmp_path / name
+        path.write_text("\n  \n")
+        with pytest.raises(ReaderError, match=rf"{path}: file is empty"):
+            rows(path)
+    path = tmp_path / "empty_array.json"
+    path.write_text("[]")
+    with pytest.raises(ReaderError, match="JSON array is empty"):
+        rows(path)
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"a": "ok"}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(ReaderError, match=rf"{path}:2: not valid UTF-8 \(byte 0xe9"):
+        rows(path)
+    path = tmp_path / "d.json"
+    path.write_bytes(b'[\n{"a": "caf\xe9"}]')
+    with pytest.raises(ReaderError, match=rf"{path}:2: not valid UTF-8"):
+        rows(path)
+
+
+def test_unknown_suffix_is_sniffed_or_refused(tmp_path):
+    good = tmp_path / "d.txt"
+    good.write_text('[{"a": 1}]')
+    assert sniff(good) == "json"
+    lines = tmp_path / "d.data"
+    lines.write_text('{"a": 1}\n{"a": 2}\n')
+    assert sniff(lines) == "jsonl"
+    bad = tmp_path / "d.xml"
+    bad.write_text("<a/>")
+    with pytest.raises(ReaderError, match=r"unknown file type '\.xml'"):
+        rows(bad)
+
+
+def test_missing_file_and_explicit_reader(tmp_path):
+    with pytest.raises(ReaderError, match="no such file"):
+        rows(tmp_path / "nope.json")
+    path = tmp_path / "d.txt"
+    path.write_text('{"a": 1}\n')
+    assert [r for _, r in rows(path, reader="jsonl")] == [{"a": 1}]
+    with pytest.raises(ConfigError, match="reader must be one of"):
+        rows(path, reader="xml")
+
+
+def test_jsonl_content_in_a_json_file_is_read_as_jsonl():
+    got = rows(DATASETS / "chinese" / "belle_eval_set.json")
+    assert len(got) == 1000
+    assert got[0][0].endswith("belle_eval_set.json:1")
+    assert set(got[0][1]) == {"question", "std_answer", "class"}
+
+
+def test_csv_parquet_dataset_and_lists(tmp_path):
+    import datasets
+
+    data = [{"instruction": "i,0", "output": "o\n0"}, {"instruction": "i1", "output": "o1"}]
+    ds = datasets.Dataset.from_list(data)
+    ds.to_csv(tmp_path / "d.csv", index=False)
+    ds.to_parquet(tmp_path / "d.parquet")
+    ds.save_to_disk(tmp_path / "saved")
+    for source in (tmp_path / "d.csv", tmp_path / "d.parquet", tmp_path / "saved", ds, data):
+        assert [r for _, r in rows(source)] == data
+    assert rows(datasets.DatasetDict({"train": ds}))[0][0] == "<dataset>[train][0]"
+
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=30)
+records = st.lists(st.fixed_dictionaries({"instruction": text, "output": text}), min_size=1, max_size=8)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=records, kind=st.sampled_from(["json", "jsonl", "csv", "parquet"]))
+def test_readers_round_trip(tmp_path, records, kind):
+    import datasets
+
+    path = tmp_path / f"rt.{kind}"
+    if kind == "json":
+        path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    elif kind == "jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    elif kind == "csv":
+        datasets.Dataset.from_list(records).to_csv(path, index=False)
+    else:
+        datasets.Dataset.from_list(records).to_parquet(path)
+    got = [r for _, r in rows(path)]
+    if kind == "csv":  # CSV has no null: empty strings come back as empty strings
+        got = [{k: v or "" for k, v in r.items()} for r in got]
+    assert got == records
+
+
+def test_printable_alphabet_is_safe_in_csv(tmp_path):
+    import datasets
+
+    data = [{"instruction": string.printable.replace("\r", ""), "output": "x"}]
+    datasets.Dataset.from_list(data).to_csv(tmp_path / "p.csv", index=False)
+    assert [r for _, r in rows(tmp_path / "p.csv")] == data
