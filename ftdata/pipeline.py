@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -52,6 +52,7 @@ class Chunk:
     methods: dict[str, int] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
     formats: dict[str, int] = field(default_factory=dict)
+    records: int = 0  # records that went into the chunk (for progress)
 
 
 class Stage:
@@ -114,7 +115,7 @@ class Stage:
                 lengths.append(len(seq_ids))
         return Chunk(
             np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32), np.asarray(lengths, dtype=np.int64),
-            rejects, len(pending), methods, notes, formats,
+            rejects, len(pending), methods, notes, formats, len(records),
         )  # fmt: skip
 
     def tokenize(self, example: Example) -> Tokenized | UnusableRecord:
@@ -189,16 +190,19 @@ def _filtered(records: Iterator[tuple[Location, Any]], options: BuildOptions, si
     for location, row in records:
         sink.report.records += 1
         if keep is not None and not keep(row):
-            sink.report.filtered += 1
             sink(Reject(str(location), "filter", f"filtered: {options.filter} is false"))
             continue
         yield location, row
 
 
-def prepare(source: Any, *, tokenizer: Any = None, **options: Any) -> BuildResult:
+def prepare(
+    source: Any, *, tokenizer: Any = None, progress: Callable[[int], None] | None = None, **options: Any
+) -> BuildResult:
     """Build the dataset and return it with its `BuildReport`.
 
-    Same arguments as `build_sft_dataset`; use this when you want the counts.
+    Same arguments as `build_sft_dataset`; use this when you want the counts. `progress`,
+    when given, is called after each chunk with the number of records it held (records a
+    `filter` dropped are reported once, at the end), e.g. to advance a progress bar.
     """
     from ftdata import output
 
@@ -221,6 +225,14 @@ def prepare(source: Any, *, tokenizer: Any = None, **options: Any) -> BuildResul
     records = _filtered(islice(read_records(source, reader=opts.reader), opts.limit), opts, sink)
     scratch = _scratch_dir()
     writer = output.ArrowRows(scratch / "rows.arrow")
+    reported = 0
+
+    def advance(n: int) -> None:
+        nonlocal reported
+        if progress is not None and n > 0:
+            progress(n)
+            reported += n
+
     try:
         chunks = _chunks(records, opts.batch_size)
         if opts.num_proc > 1:
@@ -228,9 +240,12 @@ def prepare(source: Any, *, tokenizer: Any = None, **options: Any) -> BuildResul
             with ctx.Pool(opts.num_proc, initializer=_init_worker, initargs=(stage,)) as pool:
                 for chunk in pool.imap(_run_worker, chunks):
                     _collect(chunk, writer, sink)
+                    advance(chunk.records)
         else:
             for chunk in map(stage, chunks):
                 _collect(chunk, writer, sink)
+                advance(chunk.records)
+        advance(report.records - reported)  # records the filter dropped
     finally:
         writer.close()
         sink.close()

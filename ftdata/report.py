@@ -54,7 +54,10 @@ class BuildReport:
     sample_rejects: list[Reject] = field(default_factory=list)
 
     def add(self, reject: Reject) -> None:
-        (self.cut if reject.kept else self.rejected)[reject.kind] += 1
+        if reject.stage == "filter":
+            self.filtered += 1
+        else:
+            (self.cut if reject.kept else self.rejected)[reject.kind] += 1
         if len(self.sample_rejects) < 20:
             self.sample_rejects.append(reject)
 
