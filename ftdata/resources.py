@@ -9,6 +9,7 @@ Nothing here touches the network.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -82,6 +83,28 @@ def is_bundled(spec: object) -> bool:
     return spec is None or (isinstance(spec, str) and spec.strip().lower() in BUNDLED_ALIASES)
 
 
+def _tokenizer_class(path: Path) -> Any:
+    """The class that loads the tokenizer folder `path`.
+
+    `AutoTokenizer` imports torch (~2 s). A folder that transformers itself saved as a plain
+    `TokenizersBackend` (the bundled SmolLM2 is one) with no model config or custom code
+    that could pick another class loads as that class directly, which keeps `ftdata preview`
+    fast. Everything else goes through `AutoTokenizer`.
+    """
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    plain = config.get("tokenizer_class") == "TokenizersBackend" and "auto_map" not in config
+    if plain and not (path / "config.json").exists():
+        from transformers import TokenizersBackend
+
+        return TokenizersBackend
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer
+
+
 def load_tokenizer(spec: Any = None) -> PreTrainedTokenizerBase:
     """Return a fast tokenizer for `spec`.
 
@@ -97,11 +120,9 @@ def load_tokenizer(spec: Any = None) -> PreTrainedTokenizerBase:
         tok = spec
     else:
         _offline()
-        from transformers import AutoTokenizer
-
         path = bundled_tokenizer_dir() if is_bundled(spec) else Path(str(spec)).expanduser()
         try:
-            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            tok = _tokenizer_class(path).from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as exc:
             hint = "a local folder with tokenizer.json" if not path.exists() else "a folder with tokenizer.json"
             raise ConfigError(

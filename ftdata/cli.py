@@ -1,0 +1,375 @@
+"""The `ftdata` command line: preview, stats, build, markers, templates (+ train/eval when installed).
+
+Errors: an `FtdataError` (and a missing or unreadable file) prints one line, `error: ...`, on
+stderr and exits with the error's `exit_code` (2 config, 3 reader, 4 record, 5 template, 1
+other); `--debug` shows the traceback instead. Heavy libraries (transformers, datasets,
+matplotlib) are imported only by the commands that need them, so `ftdata preview` starts fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import chain
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, resolve, with_build_options
+from ftdata.errors import ConfigError, FtdataError
+
+_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_FILE_ERROR_EXIT = 3  # the same code as a ReaderError
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code of an error the CLI reports in one line, or None for a bug."""
+    if isinstance(exc, FtdataError):
+        return exc.exit_code
+    if isinstance(exc, _FILE_ERRORS):
+        return _FILE_ERROR_EXIT
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+class FtdataGroup(TyperGroup):
+    """Turns library errors into `error: <message>` and the error's exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # usage errors, typer.Exit and bugs have no code here: re-raised
+            code = exit_code(exc)
+            if code is None or ctx.params.get("debug") or os.environ.get("FTDATA_DEBUG"):
+                raise
+            typer.echo(f"error: {error_message(exc)}", err=True)
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(
+    name="ftdata",
+    cls=FtdataGroup,
+    help="Supervised fine-tuning data for LLMs: preview, measure and build token datasets with exact loss masks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DATA_HELP = "Input file (.json, .jsonl, .csv, .parquet), dataset folder or cached hub id."
+TOKENIZER_HELP = "Tokenizer folder or cached hub id; default: the bundled SmolLM2-135M-Instruct."
+CONFIG_HELP = "YAML file of options (BuildOptions names, plus data and tokenizer); flags override it."
+
+DataArg = Annotated[Optional[str], typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False)]
+TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", "-t", help=TOKENIZER_HELP, show_default=False)]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help=CONFIG_HELP, show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain text, no colours (also when not a terminal).")]
+
+
+def _option(*decls: str, help: str, metavar: str) -> Any:
+    """An option whose default (None: not given) is not worth showing in --help."""
+    return typer.Option(*decls, help=help, metavar=metavar, show_default=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ftdata import __version__
+
+        typer.echo(f"ftdata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of errors (also FTDATA_DEBUG=1).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = (
+        False
+    ),
+) -> None:
+    """Supervised fine-tuning data for LLMs: preview, measure and build token datasets with exact loss masks."""
+
+
+def console(no_color: bool = False, *, stderr: bool = False) -> Console:
+    """A console that never interprets data as markup; plain when not a terminal or --no-color."""
+    return Console(stderr=stderr, color_system=None if no_color else "auto", highlight=False, markup=False, emoji=False)
+
+
+def _stage(settings: Settings) -> Any:
+    from ftdata.pipeline import Stage
+    from ftdata.resources import load_tokenizer
+
+    return Stage(load_tokenizer(settings.tokenizer), settings.options)
+
+
+def tokenizer_label(spec: str | None, tokenizer: Any) -> str:
+    """How to name the tokenizer in output: the bundled one by name, others by their path or id."""
+    from ftdata.resources import BUNDLED_NAME, is_bundled
+
+    return f"{BUNDLED_NAME} (bundled)" if is_bundled(spec) else str(getattr(tokenizer, "name_or_path", spec))
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar on stderr (only on a terminal); yields `advance(n)`."""
+    err = console(stderr=True)
+    if not err.is_terminal:
+        yield lambda n: None
+        return
+    from rich import progress
+
+    columns = (
+        progress.TextColumn("{task.description}"), progress.BarColumn(), progress.MofNCompleteColumn(),
+        progress.TimeElapsedColumn(), progress.TimeRemainingColumn(),
+    )  # fmt: skip
+    with progress.Progress(*columns, console=err) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+# --- preview -----------------------------------------------------------------------------------
+
+
+@app.command()
+@with_build_options(PREVIEW_FIELDS)
+def preview(
+    data: DataArg = None,
+    tokenizer: TokenizerOpt = None,
+    n: Annotated[int, typer.Option("-n", "--num", min=1, help="Number of records to show.")] = 3,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many records first.")] = 0,
+    tokens: Annotated[bool, typer.Option("--tokens", help="Also show a table of token id / text / label.")] = False,
+    as_json: JsonOpt = False,
+    no_color: NoColorOpt = False,
+    config: ConfigOpt = None,
+    *,
+    options: dict[str, Any],
+) -> None:
+    """Show the first records rendered, with trained tokens highlighted and masked tokens dimmed."""
+    from ftdata import preview as view
+    from ftdata.readers import read_records
+
+    settings = resolve(data=data, tokenizer=tokenizer, config=config, flags=options)
+    opts = settings.options
+    records = view.select(read_records(settings.data, reader=opts.reader), filter=opts.filter, offset=offset, n=n)
+    first = next(records, None)  # read errors surface before any output
+    if first is None:
+        filtered = ", after the filter" if opts.filter else ""
+        raise FtdataError(f"{settings.data}: no records to show (offset {offset}{filtered})")
+    stage = _stage(settings)
+    printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens)
+    label = tokenizer_label(settings.tokenizer, stage.tokenizer)
+    view.run(stage, chain([first], records), printer=printer, source=settings.data, tokenizer=label, start=offset + 1)
+
+
+# --- stats -------------------------------------------------------------------------------------
+
+PLOT_HELP = "Write length histograms to this PNG file."
+HTML_HELP = "Write a self-contained HTML report (plots embedded)."
+
+
+@app.command()
+@with_build_options(STATS_FIELDS)
+def stats(
+    data: DataArg = None,
+    tokenizer: TokenizerOpt = None,
+    plot: Annotated[Optional[Path], _option("--plot", help=PLOT_HELP, metavar="PNG")] = None,
+    html: Annotated[Optional[Path], _option("--html", help=HTML_HELP, metavar="HTML")] = None,
+    as_json: JsonOpt = False,
+    no_color: NoColorOpt = False,
+    config: ConfigOpt = None,
+    *,
+    options: dict[str, Any],
+) -> None:
+    """Token length histograms and percentiles, trainable share, truncation and packing at --max-length."""
+    from ftdata import stats_report
+    from ftdata.export import count_records
+    from ftdata.stats import collect
+
+    settings = resolve(data=data, tokenizer=tokenizer, config=config, flags=options)
+    stage = _stage(settings)
+    with progress_bar("measuring", count_records(settings.data, limit=settings.options.limit)) as advance:
+        result = collect(settings.data, stage, progress=advance)
+    result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
+    out = console(no_color)
+    if as_json:
+        out.file.write(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str) + "\n")
+    else:
+        stats_report.show(result, out)
+    for path, write in ((plot, stats_report.write_plot), (html, stats_report.write_html)):
+        if path is not None:
+            write(result, path)
+            console(no_color, stderr=True).print(f"wrote {path}", soft_wrap=True)
+
+
+# --- build -------------------------------------------------------------------------------------
+
+OUTPUT_HELP = "Output folder (or output: in YAML)."
+FORMAT_HELP = "arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text)."
+
+
+@app.command()
+@with_build_options(BUILD_FIELDS)
+def build(
+    data: DataArg = None,
+    output: Annotated[Optional[Path], _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
+    output_format: Annotated[Optional[str], _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
+    tokenizer: TokenizerOpt = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build from scratch; cache nothing.")] = False,
+    no_color: NoColorOpt = False,
+    config: ConfigOpt = None,
+    *,
+    options: dict[str, Any],
+) -> None:
+    """Run the full pipeline and write the dataset, rejects.jsonl and build.json to OUT."""
+    from ftdata import export
+    from ftdata.resources import cache_root, load_tokenizer
+
+    if no_cache and options.get("cache_dir"):
+        raise ConfigError("--no-cache and --cache-dir conflict: drop one")
+    settings = resolve(data=data, tokenizer=tokenizer, config=config, flags=options)
+    out_value = output or settings.extras.get("output")
+    if out_value is None:
+        raise ConfigError("no output folder: give -o OUT (or output: in --config)")
+    out = Path(out_value).expanduser()
+    fmt = export.check_output_format(output_format or settings.extras.get("output_format") or "arrow")
+    opts = settings.options
+    opts = dataclasses.replace(
+        opts,
+        rejects_path=opts.rejects_path or str(out / export.REJECTS),
+        cache_dir=None if no_cache else (opts.cache_dir or str(cache_root() / "builds")),
+    )
+    export.prepare_output_dir(out)
+    tok = load_tokenizer(settings.tokenizer)
+    _build(settings, opts, tok, out=out, fmt=fmt, config=config, no_color=no_color)
+
+
+def _build(
+    settings: Settings, opts: Any, tok: Any, *, out: Path, fmt: str, config: Path | None, no_color: bool
+) -> None:
+    """Run the pipeline, write every output, print the summary."""
+    import datasets
+
+    from ftdata import export
+    from ftdata.pipeline import _fingerprint, prepare
+
+    datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
+    started = time.perf_counter()
+    with progress_bar("building", export.count_records(settings.data, limit=opts.limit)) as advance:
+        result = prepare(settings.data, tokenizer=tok, progress=advance, _options=opts)
+    report = result.report
+    files = export.write_dataset(result.dataset, out, fmt=fmt, tokenizer=tok)
+    rejects = Path(opts.rejects_path)
+    export.cache_rejects(report, rejects=rejects, cache_dir=Path(opts.cache_dir) if opts.cache_dir else None)
+    # Without a cache the pipeline skips the fingerprint; build.json records it anyway.
+    fingerprint = report.fingerprint or _fingerprint(settings.data, tok, opts)
+    record = export.manifest(
+        data=settings.data, tokenizer=tok, tokenizer_name=tokenizer_label(settings.tokenizer, tok), options=opts,
+        report=report, fingerprint=fingerprint, output_format=fmt, files=files, out=out, config=config,
+    )  # fmt: skip
+    manifest = export.write_manifest(out, record)
+    show = console(no_color)
+    seconds = time.perf_counter() - started
+    if report.cached:
+        where = _home_relative(Path(opts.cache_dir) / fingerprint)
+        show.print(f"cached: reused build {fingerprint} from {where} ({seconds:.1f} s)", soft_wrap=True)
+    else:
+        show.print(f"built {fingerprint} in {seconds:.1f} s", soft_wrap=True)
+    show.print(export.summary_table(report))
+    written = [*files, rejects, manifest]
+    show.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True)
+
+
+def _home_relative(path: Path) -> str:
+    """`/home/me/.cache/x` -> `~/.cache/x` (shorter, and the same on every machine)."""
+    try:
+        return "~/" + str(path.expanduser().resolve().relative_to(Path.home().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --- markers and templates ---------------------------------------------------------------------
+
+
+@app.command()
+def markers(tokenizer: TokenizerOpt = None, as_json: JsonOpt = False, no_color: NoColorOpt = False) -> None:
+    """Show what the tokenizer's chat template writes around each role, and what it injects."""
+    from ftdata.markers import detect_role_markers
+    from ftdata.resources import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    found = detect_role_markers(tok)
+    out = console(no_color)
+    if as_json:
+        record = {"tokenizer": tokenizer_label(tokenizer, tok), **found.to_dict()}
+        out.file.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+        return
+    title = f"chat template of {tokenizer_label(tokenizer, tok)}"
+    table = Table("property", "value", title=title, title_justify="left")
+    for key, value in found.to_dict().items():
+        if key != "warnings":
+            table.add_row(key, repr(value) if isinstance(value, str) else str(value))
+    out.print(table)
+    for warning in found.warnings:
+        out.print(Text(f"warning: template {warning}", style="yellow"), soft_wrap=True)
+
+
+EXAMPLE = {
+    "instruction": "Summarize the text in one sentence.",
+    "input": "ftdata turns instruction files into masked token datasets.",
+}
+
+
+@app.command()
+def templates(no_color: NoColorOpt = False) -> None:
+    """List the built-in prompt templates, each with a rendered example."""
+    from ftdata.preview import CLOSE, OPEN
+    from ftdata.prompts import builtin_names, load_prompt_template
+
+    out = console(no_color)
+    plain = out.color_system is None
+    for name in builtin_names():
+        template = load_prompt_template(name)
+        out.rule(Text(f"{name}" + ("  (uses system)" if template.uses_system else "")), align="left")
+        text = Text(template.render(**EXAMPLE), style="" if plain else "cyan italic")
+        response = "<response><eos>"
+        text.append(f"{OPEN}{response}{CLOSE}" if plain else response, style="" if plain else "black on green")
+        out.print(text, soft_wrap=True)
+    out.print()
+    out.print(f"example: instruction={EXAMPLE['instruction']!r}, input={EXAMPLE['input']!r}", soft_wrap=True)
+    usage = "use: --template NAME, or --template path/to/file.jinja (variables: instruction, input, system)"
+    out.print(usage, soft_wrap=True)
+
+
+def _register_training(target: typer.Typer) -> None:
+    """Add `train` and `eval` when the training layer is importable (it needs the train extras)."""
+    try:
+        from ftdata.train.commands import register
+    except ImportError:
+        return
+    register(target)
+
+
+_register_training(app)
+
+
+def main() -> None:
+    """Entry point of the `ftdata` script."""
+    app(prog_name="ftdata")
+
+
+if __name__ == "__main__":
+    main()

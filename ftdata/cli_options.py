@@ -1,0 +1,267 @@
+"""The CLI and YAML spelling of the data options: flags generated from `BuildOptions` fields.
+
+Every `BuildOptions` field is a flag (`max_length` -> `--max-length`) and a YAML key
+(`max_length:`), with the help text of the field's metadata, so the three spellings (Python
+keyword, flag, YAML key) never drift apart. A `--config` YAML file gives values; flags given
+on the command line win over it; `BuildOptions` validates the result once.
+
+    ftdata build data.json -o out --config build.yaml --max-length 512
+    # build.yaml: {template: alpaca, max_length: 1024, packing: true}
+    # -> BuildOptions(template="alpaca", max_length=512, packing=True)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, Field, dataclass, fields
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from ftdata.errors import ConfigError
+from ftdata.options import BuildOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(BuildOptions)}
+PANEL = "Data options (same names as BuildOptions and YAML keys)"
+
+# Options that change how records are read, rendered and masked: what preview shows.
+PREVIEW_FIELDS = (
+    "template", "format", "columns", "roles", "reader", "filter", "mask", "system_prompt",
+    "system_mode", "max_length", "truncation", "on_error",
+)  # fmt: skip
+STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "num_proc")
+BUILD_FIELDS = tuple(FIELDS)
+
+# YAML keys besides the BuildOptions fields.
+EXTRA_KEYS = {
+    "data": "the input: a file, a dataset folder or a cached hub id (the DATA argument)",
+    "tokenizer": "tokenizer folder or cached hub id; omit for the bundled SmolLM2",
+    "output": "build only: output folder (-o)",
+    "output_format": "build only: arrow, parquet or jsonl (--output-format)",
+}
+# Keys whose relative paths are taken relative to the YAML file (when the file exists there,
+# for the first group: "smollm2" or a hub id is not a path).
+_PATH_IF_EXISTS = ("data", "tokenizer", "template")
+_PATH_ALWAYS = ("output", "rejects_path", "cache_dir")
+
+
+def flag_name(name: str) -> str:
+    """`max_length` -> `--max-length`."""
+    return "--" + name.replace("_", "-")
+
+
+def _kind(name: str) -> str:
+    """How a field is spelled on the command line: bool, int, number, pairs or text."""
+    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int"}
+    if name in special:
+        return special[name]
+    default = FIELDS[name].default
+    if isinstance(default, bool):
+        return "bool"
+    return "int" if isinstance(default, int) else "text"
+
+
+def _help(name: str) -> str:
+    text = FIELDS[name].metadata["help"]
+    if _kind(name) == "pairs":
+        text += f"; on the command line {flag_name(name)} KEY=VALUE, repeatable"
+    return text
+
+
+def _parameter(name: str) -> inspect.Parameter:
+    """A keyword-only Typer option for field `name`, defaulting to None ("not given")."""
+    kind = _kind(name)
+    flag = flag_name(name)
+    help_text = _help(name)
+    option: Any
+    if kind == "bool":
+        option = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, rich_help_panel=PANEL, show_default=False)
+        annotation: Any = Annotated[Optional[bool], option]
+    elif kind == "pairs":
+        option = typer.Option(flag, help=help_text, metavar="KEY=VALUE", rich_help_panel=PANEL, show_default=False)
+        annotation = Annotated[Optional[list[str]], option]
+    elif kind == "int":
+        option = typer.Option(flag, help=help_text, rich_help_panel=PANEL, show_default=False)
+        annotation = Annotated[Optional[int], option]
+    else:
+        metavar = "N|FRACTION" if kind == "number" else "TEXT"
+        option = typer.Option(flag, help=help_text, metavar=metavar, rich_help_panel=PANEL, show_default=False)
+        annotation = Annotated[Optional[str], option]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
+def with_build_options(names: Sequence[str]) -> Callable[[F], F]:
+    """Decorate a Typer command so it also takes `--flag`s for the BuildOptions `names`.
+
+    The command declares an `options: dict[str, Any]` parameter; it receives the flags that
+    were given, converted to Python values (`--columns output=answer` -> {"output": "answer"}).
+    """
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+        hints = typing.get_type_hints(func, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name != "options"
+        ]
+        params = own + [_parameter(name) for name in names]
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in names}
+            return func(**kwargs, options=convert_flags(given))
+
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+def parse_pairs(values: Sequence[str], *, name: str) -> dict[str, str]:
+    """`["output=answer", "instruction=q,input=ctx"]` -> {"output": "answer", ...}.
+
+    Raises:
+        ConfigError: an item without `=`.
+    """
+    out: dict[str, str] = {}
+    for value in values:
+        for item in value.split(","):
+            key, sep, column = item.partition("=")
+            if not sep or not key.strip() or not column.strip():
+                flag = flag_name(name)
+                raise ConfigError(f"{flag} takes KEY=VALUE pairs, e.g. {flag} output=answer; got {item!r}")
+            out[key.strip()] = column.strip()
+    return out
+
+
+def parse_number(text: str, *, name: str) -> int | float:
+    """`"200"` -> 200 (a count), `"0.1"` -> 0.1 (a fraction)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{flag_name(name)} takes a count (200) or a fraction (0.1); got {text!r}") from None
+
+
+def convert_flags(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags that were given (not None), as BuildOptions values."""
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None or (_kind(name) == "pairs" and not value):
+            continue
+        if _kind(name) == "pairs":
+            value = parse_pairs(value, name=name)
+        elif _kind(name) == "number":
+            value = parse_number(value, name=name)
+        out[name] = value
+    return out
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Read a YAML config: BuildOptions fields plus `EXTRA_KEYS`; relative paths resolve
+    against the config file's folder.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, not a mapping, or an unknown key.
+    """
+    import yaml
+
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of option: value, got {type(values).__name__}")
+    valid = set(FIELDS) | set(EXTRA_KEYS)
+    unknown = sorted(str(k) for k in values if k not in valid)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    return {key: _resolve_path(key, value, path.parent) for key, value in values.items()}
+
+
+def _resolve_path(key: str, value: Any, base: Path) -> Any:
+    if not isinstance(value, str) or key not in (*_PATH_IF_EXISTS, *_PATH_ALWAYS):
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if key in _PATH_ALWAYS or (base / path).exists():
+        return str(base / path)
+    return value
+
+
+@dataclass
+class Settings:
+    """What a command runs on: the data, the tokenizer spec, the options, and extra YAML keys."""
+
+    data: str
+    tokenizer: str | None
+    options: BuildOptions
+    extras: dict[str, Any]
+
+
+def resolve(
+    *,
+    data: str | None,
+    tokenizer: str | None,
+    config: Path | None,
+    flags: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge defaults <- YAML config <- flags into `Settings`.
+
+    `overrides` are command defaults that apply unless the YAML or a flag sets them
+    (e.g. build's rejects file in the output folder).
+
+    Raises:
+        ConfigError: no data given, an unknown YAML key, or an invalid option value.
+    """
+    values = read_config(config) if config is not None else {}
+    extras = {key: values.pop(key) for key in list(values) if key in EXTRA_KEYS}
+    yaml_data, yaml_tokenizer = extras.pop("data", None), extras.pop("tokenizer", None)
+    data = data if data is not None else yaml_data
+    tokenizer = tokenizer if tokenizer is not None else yaml_tokenizer
+    if data is None:
+        raise ConfigError("no input: give DATA (a file, a dataset folder or a cached hub id) or data: in --config")
+    merged = {**(overrides or {}), **values, **flags}
+    return Settings(str(data), None if tokenizer is None else str(tokenizer), BuildOptions.from_mapping(merged), extras)
+
+
+def _yaml_value(default: Any) -> str:
+    """A default as written in YAML (blank for "not set")."""
+    if default is None or default is MISSING:
+        return ""
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    return f"`{getattr(default, 'value', default)}`"
+
+
+def options_markdown() -> str:
+    """The options table of docs/cli.md, generated from BuildOptions (a test keeps them equal)."""
+    lines = ["| flag | YAML key | default | what |", "|---|---|---|---|"]
+    for name, f in FIELDS.items():
+        flag = flag_name(name)
+        if _kind(name) == "bool":
+            flag = f"{flag} / --no-{flag[2:]}"
+        elif _kind(name) == "pairs":
+            flag = f"{flag} KEY=VALUE"
+        help_text = _help(name).replace("|", "\\|")
+        lines.append(f"| `{flag}` | `{name}` | {_yaml_value(f.default)} | {help_text} |")
+    for key, help_text in EXTRA_KEYS.items():
+        lines.append(f"| | `{key}` | | {help_text} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,246 @@
+"""`ftdata build` outputs: the output folder, dataset files, rejects, `build.json`, the summary.
+
+    OUT/
+      dataset/              --output-format arrow: `datasets.load_from_disk("OUT/dataset")`
+      train.parquet ...     --output-format parquet: one file per split
+      train.jsonl ...       --output-format jsonl: token rows + decoded text and trained text
+      rejects.jsonl         every rejected or cut record, with its reason
+      build.json            inputs, options, fingerprint, counts, library versions
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ftdata.errors import ConfigError
+from ftdata.options import BuildOptions
+from ftdata.report import BuildReport
+from ftdata.types import IGNORE_INDEX
+
+OUTPUT_FORMATS = ("arrow", "parquet", "jsonl")
+MANIFEST = "build.json"
+REJECTS = "rejects.jsonl"
+_SPLITS = ("train", "test")
+_VERSIONED = ("ftdata", "transformers", "tokenizers", "datasets")
+
+
+def check_output_format(value: str) -> str:
+    if value not in OUTPUT_FORMATS:
+        raise ConfigError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got output_format={value!r}")
+    return value
+
+
+OUTPUT_NAMES = frozenset({MANIFEST, REJECTS, "dataset", *(f"{s}.{e}" for s in _SPLITS for e in ("parquet", "jsonl"))})
+
+
+def prepare_output_dir(out: Path) -> None:
+    """Create `out`, or clear the files an earlier (or failed) build wrote there.
+
+    Only ftdata's own output names are removed; anything else in the folder stops the build.
+
+    Raises:
+        ConfigError: `out` is a file, or a folder holding files that no build wrote.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {str(out)!r} is a file; give a folder (-o OUT)")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise ConfigError(
+                f"output folder {str(out)!r} holds files that are not ftdata outputs ({shown}); choose a new folder"
+            )
+        for path in out.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _splits(dataset: Any) -> dict[str, Any]:
+    import datasets
+
+    return dict(dataset) if isinstance(dataset, datasets.DatasetDict) else {"train": dataset}
+
+
+def write_dataset(dataset: Any, out: Path, *, fmt: str, tokenizer: Any) -> list[Path]:
+    """Write the dataset in `fmt` under `out`; return the paths written."""
+    if fmt == "arrow":
+        dataset.save_to_disk(str(out / "dataset"))
+        return [out / "dataset"]
+    paths = []
+    for name, split in _splits(dataset).items():
+        path = out / f"{name}.{fmt}"
+        if fmt == "parquet":
+            split.to_parquet(str(path))
+        else:
+            with path.open("w", encoding="utf-8") as fh:
+                for row in jsonl_rows(split, tokenizer):
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        paths.append(path)
+    return paths
+
+
+def trained_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
+    """The token ids of each contiguous run of trained labels.
+
+        ids [5, 6, 7, 8, 9], labels [-100, 6, 7, -100, 9] -> [[6, 7], [9]]
+    """
+    runs: list[list[int]] = []
+    previous = False
+    for token, label in zip(ids, labels):
+        trained = label != IGNORE_INDEX
+        if trained and not previous:
+            runs.append([])
+        if trained:
+            runs[-1].append(token)
+        previous = trained
+    return runs
+
+
+def jsonl_rows(split: Any, tokenizer: Any, *, batch_size: int = 256) -> Iterator[dict[str, Any]]:
+    """Rows with every column plus `text` (the decoded row) and `trained` (decoded trained runs)."""
+    for batch in split.iter(batch_size=batch_size):
+        texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=False)
+        for i, text in enumerate(texts):
+            runs = trained_runs(batch["input_ids"][i], batch["labels"][i])
+            row = {"text": text, "trained": tokenizer.batch_decode(runs, skip_special_tokens=False) if runs else []}
+            row.update({column: values[i] for column, values in batch.items()})
+            yield row
+
+
+def cache_rejects(report: BuildReport, *, rejects: Path, cache_dir: Path | None) -> None:
+    """Keep the rejects file with a cached build, and bring it back when the cache is reused.
+
+    A reused build writes no rejects (nothing is re-read), so `build` stores the file next to
+    the cached dataset and copies it back on the next run.
+    """
+    if cache_dir is None or not report.fingerprint:
+        return
+    stored = cache_dir / report.fingerprint / REJECTS
+    if not report.cached:
+        if rejects.is_file():
+            shutil.copyfile(rejects, stored)
+        return
+    if stored.is_file():
+        shutil.copyfile(stored, rejects)
+    else:  # cached by the library without a rejects file: keep what the report sampled
+        with rejects.open("w", encoding="utf-8") as fh:
+            for reject in report.sample_rejects:
+                fh.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+    report.rejects_path = str(rejects)
+
+
+def _file_facts(data: str) -> dict[str, Any]:
+    path = Path(data).expanduser()
+    if not path.is_file():
+        return {"path": data}
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _options_dict(options: BuildOptions) -> dict[str, Any]:
+    out = {}
+    for f in fields(options):
+        value = getattr(options, f.name)
+        out[f.name] = getattr(value, "value", value) if not callable(value) else repr(value)
+    return out
+
+
+def manifest(
+    *, data: str, tokenizer: Any, tokenizer_name: str, options: BuildOptions, report: BuildReport,
+    fingerprint: str, output_format: str, files: list[Path], out: Path, config: Path | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The `build.json` record of a build."""
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": {
+            "data": _file_facts(data),
+            "tokenizer": {"name": tokenizer_name, "path": str(getattr(tokenizer, "name_or_path", ""))},
+            "template": report.template,
+            "config": str(config.resolve()) if config else None,
+        },
+        "options": _options_dict(options),
+        "fingerprint": fingerprint,
+        "cached": report.cached,
+        "output": {"format": output_format, "files": [str(p.relative_to(out)) for p in files], "rejects": REJECTS},
+        "counts": report.to_dict(),
+        "versions": {name: _version(name) for name in _VERSIONED},
+    }
+
+
+def write_manifest(out: Path, record: dict[str, Any]) -> Path:
+    path = out / MANIFEST
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _counter_cell(counter: dict[str, int]) -> str:
+    return "\n".join(f"{n:,} {kind}" for kind, n in sorted(counter.items(), key=lambda kv: -kv[1])) or "0"
+
+
+def summary_table(report: BuildReport) -> Table:
+    """What the build did, one row per fact."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    share = report.trained_tokens / report.tokens if report.tokens else 0.0
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("records in", f"{report.records:,}"),
+        ("examples", f"{report.examples:,}"),
+        ("sequences out", f"{report.sequences:,}"),
+        ("rows", f"{report.rows:,}" + (" (packed)" if report.packing else "")),
+        ("rejected", _counter_cell(dict(report.rejected))),
+        ("cut (kept)", _counter_cell(dict(report.cut))),
+        ("filtered out", f"{report.filtered:,}"),
+        ("tokens", f"{report.tokens:,}"),
+        ("trained tokens", f"{report.trained_tokens:,}" + (f" ({share:.1%})" if report.tokens else "")),
+    ]
+    for split, stats in (report.packing or {}).items():
+        rows.append((f"fill ({split})", f"{stats['fill_ratio']:.1%} ({stats['sequences_per_row']:.2f} sequences/row)"))
+    rows.append(("splits", ", ".join(f"{name} {n:,}" for name, n in report.splits.items())))
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
+def count_records(data: str, *, limit: int | None) -> int | None:
+    """How many records a progress bar should expect, when cheap to know (else None)."""
+    path = Path(data).expanduser()
+    total: int | None = None
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson"):
+            with path.open("rb") as fh:
+                total = sum(1 for line in fh if line.strip())
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            total = pq.ParquetFile(path).metadata.num_rows
+        elif suffix == ".json" and path.stat().st_size < (256 << 20):
+            try:
+                obj = json.loads(path.read_bytes())
+            except ValueError:
+                obj = None  # JSON Lines in a .json file, or broken: the reader says which
+            total = len(obj) if isinstance(obj, list) else None
+    if limit is not None:
+        total = min(total, limit) if total is not None else limit
+    return total

@@ -1,0 +1,347 @@
+"""`ftdata stats`: token lengths of a whole dataset, and what truncation and packing would do.
+
+Every record goes through the pipeline's `Stage` (format, render, mask) without truncation;
+each example is reduced to a few integers in the worker (`RecordStats`), so memory stays
+small. Truncation is simulated with the library's own `truncate()` on the real masked row
+for every policy, so the counts are exactly what a build with that policy would report:
+
+    policy          fit   cut  dropped  response tokens lost
+    keep_response   990     9        1                    0
+
+Packing fill uses `packing.plan_bins` on the sequences the configured policy keeps.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from ftdata.errors import FtdataError, Location
+from ftdata.formats import compile_filter
+from ftdata.measure import Inspector, Measured, count_trained
+from ftdata.packing import PackingStats, packing_stats, plan_bins
+from ftdata.pipeline import Stage
+from ftdata.readers import read_records
+from ftdata.report import Reject
+from ftdata.truncation import truncate
+from ftdata.types import IGNORE_INDEX, TruncationPolicy
+
+POLICIES = (
+    TruncationPolicy.KEEP_RESPONSE, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END,
+    TruncationPolicy.SPLIT, TruncationPolicy.DROP,
+)  # fmt: skip
+PERCENTILES = (50, 90, 99)
+FIT, CUT, DROPPED = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStats:
+    """One example reduced to numbers. `outcomes[i]` = (FIT|CUT|DROPPED, response tokens lost) under POLICIES[i]."""
+
+    format: str
+    total: int
+    response: int
+    trained: int
+    outcomes: tuple[tuple[int, int], ...]
+    kept: tuple[int, ...]  # sequence lengths kept by the configured policy
+    kept_trained: int
+    kept_first_trained: int  # kept sequences whose first token is trained (packing masks it)
+
+
+Rows = list[tuple[list[int], list[int]]]
+
+
+def _outcome(row: Any, max_length: int, policy: TruncationPolicy, trained: int) -> tuple[int, int, Rows]:
+    """(FIT|CUT|DROPPED, response tokens lost, kept rows) of one policy on one masked row."""
+    if len(row.input_ids) <= max_length:
+        return FIT, 0, [(row.input_ids, row.labels)]
+    result = truncate(row, max_length=max_length, policy=policy)
+    lost = trained - sum(count_trained(labels) for _, labels in result.rows)
+    return (CUT if result.rows else DROPPED), lost, result.rows
+
+
+def summarize(measured: Measured, *, max_length: int, policy: TruncationPolicy) -> RecordStats:
+    """Reduce a measured example to its lengths and truncation outcomes."""
+    row, trained = measured.tokenized, measured.trained
+    outcomes = []
+    kept: Rows = []
+    for each in POLICIES:
+        state, lost, rows = _outcome(row, max_length, each, trained)
+        outcomes.append((state, lost))
+        if each is policy:
+            kept = rows
+    if policy is TruncationPolicy.ERROR:  # a build stops at such a record; count it as not kept
+        kept = [(row.input_ids, row.labels)] if measured.total <= max_length else []
+    return RecordStats(
+        format=measured.example.format, total=measured.total, response=measured.response, trained=trained,
+        outcomes=tuple(outcomes), kept=tuple(len(ids) for ids, _ in kept),
+        kept_trained=sum(count_trained(labels) for _, labels in kept),
+        kept_first_trained=sum(1 for _, labels in kept if labels and labels[0] != IGNORE_INDEX),
+    )  # fmt: skip
+
+
+@dataclass
+class PolicyOutcome:
+    """What one truncation policy does to the dataset at max_length."""
+
+    policy: str
+    fit: int = 0
+    cut: int = 0
+    dropped: int = 0
+    lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """Training tokens per epoch under the configured truncation (train split only)."""
+
+    train_fraction: float
+    sequences: int
+    tokens: int
+    trained: int
+    packed_trained: int
+    packing: PackingStats | None
+
+
+@dataclass
+class DataStats:
+    """Everything `ftdata stats` reports."""
+
+    source: str
+    tokenizer: str
+    template: str
+    mask: str
+    max_length: int
+    truncation: str
+    records: int = 0
+    filtered: int = 0
+    formats: Counter[str] = field(default_factory=Counter)
+    problems: Counter[str] = field(default_factory=Counter)
+    sample_problems: list[Reject] = field(default_factory=list)
+    total: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    response: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    policies: list[PolicyOutcome] = field(default_factory=list)
+    epoch: Epoch | None = None
+
+    @property
+    def examples(self) -> int:
+        return len(self.total)
+
+    @property
+    def prompt(self) -> np.ndarray:
+        return self.total - self.response
+
+    @property
+    def trained_share(self) -> float:
+        return float(self.trained.sum() / self.total.sum()) if self.total.sum() else 0.0
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        """p50/p90/p99/max/mean of prompt, response and total lengths (nearest rank)."""
+        columns = (("prompt", self.prompt), ("response", self.response), ("total", self.total))
+        return {name: describe(values) for name, values in columns}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready numbers (no per-record arrays)."""
+        out = {
+            "source": self.source, "tokenizer": self.tokenizer, "template": self.template, "mask": self.mask,
+            "max_length": self.max_length, "truncation": self.truncation, "records": self.records,
+            "examples": self.examples, "filtered": self.filtered, "formats": dict(self.formats),
+            "problems": dict(self.problems), "sample_problems": [asdict(r) for r in self.sample_problems],
+            "tokens": int(self.total.sum()), "trained_tokens": int(self.trained.sum()),
+            "trained_share": round(self.trained_share, 4), "lengths": self.percentiles(),
+            "truncation_policies": [asdict(p) for p in self.policies],
+        }  # fmt: skip
+        if self.epoch is not None:
+            out["epoch"] = asdict(self.epoch)
+        return out
+
+
+def describe(values: np.ndarray) -> dict[str, float]:
+    """Percentiles (nearest rank: always a value that occurs), max and mean of `values`."""
+    if len(values) == 0:
+        return {**{f"p{q}": 0 for q in PERCENTILES}, "max": 0, "mean": 0.0}
+    out: dict[str, float] = {f"p{q}": int(np.percentile(values, q, method="inverted_cdf")) for q in PERCENTILES}
+    out["max"] = int(values.max())
+    out["mean"] = round(float(values.mean()), 1)
+    return out
+
+
+def _nice(width: float) -> int:
+    """The smallest of 1, 2, 5 x 10^k that is >= width."""
+    magnitude = 10 ** max(0, int(np.floor(np.log10(max(width, 1)))))
+    for step in (1, 2, 5, 10):
+        if step * magnitude >= width:
+            return int(step * magnitude)
+    return int(10 * magnitude)
+
+
+def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int]]:
+    """`(low, high, count)` rows with round bin widths from min to max; low <= value < high.
+
+        histogram(np.array([1, 3, 12]), bins=2) -> [(0, 10, 2), (10, 20, 1)]
+    """
+    if len(values) == 0:
+        return []
+    low, high = int(values.min()), int(values.max())
+    width = _nice((high - low + 1) / bins)
+    start = low // width * width
+    edges = np.arange(start, high // width * width + 2 * width, width)
+    counts, _ = np.histogram(values, bins=edges)
+    return [(int(lo), int(lo + width), int(n)) for lo, n in zip(edges[:-1], counts)]
+
+
+# --- collecting --------------------------------------------------------------------------------
+
+def _measure_chunk(inspector: Inspector, records: list[tuple[Location, Any]]) -> tuple[list[RecordStats | Reject], int]:
+    opts = inspector.stage.options
+    out: list[RecordStats | Reject] = []
+    for item in inspector.run(records, batch_size=len(records) or 1):
+        if not isinstance(item, Reject):
+            item = summarize(item, max_length=opts.max_length, policy=opts.truncation)
+        out.append(item)
+    return out, len(records)
+
+
+# Worker processes get the inspector once (fork copies it), then only records travel.
+_WORKER: Inspector | None = None
+
+
+def _init_worker(inspector: Inspector) -> None:
+    global _WORKER
+    _WORKER = inspector
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _run_worker(records: list[tuple[Location, Any]]) -> tuple[list[RecordStats | Reject], int]:
+    assert _WORKER is not None, "_init_worker runs first in every worker"
+    return _measure_chunk(_WORKER, records)
+
+
+def _chunks(records: Iterator[tuple[Location, Any]], size: int) -> Iterator[list[tuple[Location, Any]]]:
+    while batch := list(islice(records, size)):
+        yield batch
+
+
+class _Accumulator:
+    """Adds up `RecordStats` and rejects into a `DataStats`."""
+
+    def __init__(self, stats: DataStats):
+        self.stats = stats
+        self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": []}
+        self.kept: list[int] = []
+        self.kept_trained = 0
+        self.kept_first_trained = 0
+        self.policies = [PolicyOutcome(p.value) for p in POLICIES]
+
+    def add(self, item: RecordStats | Reject) -> None:
+        if isinstance(item, Reject):
+            self.stats.problems[item.kind] += 1
+            if len(self.stats.sample_problems) < 20:
+                self.stats.sample_problems.append(item)
+            return
+        self.stats.formats[item.format] += 1
+        for name in self.columns:
+            self.columns[name].append(getattr(item, name))
+        for outcome, (state, lost) in zip(self.policies, item.outcomes):
+            outcome.fit += state == FIT
+            outcome.cut += state == CUT
+            outcome.dropped += state == DROPPED
+            outcome.lost += lost
+        self.kept.extend(item.kept)
+        self.kept_trained += item.kept_trained
+        self.kept_first_trained += item.kept_first_trained
+
+    def finish(self, *, max_length: int, seed: int, test_size: float | int | None) -> DataStats:
+        stats = self.stats
+        stats.total, stats.response, stats.trained = (
+            np.asarray(self.columns[k], dtype=np.int64) for k in ("total", "response", "trained")
+        )
+        stats.policies = self.policies
+        stats.epoch = _epoch(
+            self.kept, self.kept_trained, self.kept_first_trained, max_length=max_length, seed=seed, test_size=test_size
+        )
+        return stats
+
+
+def _epoch(
+    kept: list[int], trained: int, first_trained: int, *, max_length: int, seed: int, test_size: float | int | None
+) -> Epoch:
+    """Per-epoch totals of the train split; packing fill over every kept sequence."""
+    n = len(kept)
+    if test_size is None:
+        fraction = 1.0
+    elif isinstance(test_size, float):
+        fraction = 1.0 - test_size
+    else:
+        fraction = max(0.0, 1.0 - test_size / n) if n else 0.0
+    packing = None
+    if n:
+        packing = packing_stats(kept, plan_bins(kept, max_length=max_length, seed=seed), max_length=max_length)
+    return Epoch(
+        train_fraction=round(fraction, 4), sequences=round(n * fraction), tokens=round(sum(kept) * fraction),
+        trained=round(trained * fraction), packed_trained=round((trained - first_trained) * fraction), packing=packing,
+    )  # fmt: skip
+
+
+def _records(stage: Stage, source: Any, stats: DataStats) -> Iterator[tuple[Location, Any]]:
+    opts = stage.options
+    keep = compile_filter(opts.filter)
+    for location, row in islice(read_records(source, reader=opts.reader), opts.limit):
+        stats.records += 1
+        if keep is not None and not keep(row):
+            stats.filtered += 1
+            continue
+        yield location, row
+
+
+def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None = None) -> DataStats:
+    """Measure every record of `source` (up to `limit`) with `stage`'s options.
+
+    `progress` is called with the number of records done after each batch.
+
+    Raises:
+        ReaderError: the source cannot be read.
+        RecordError: a malformed record with on_error="raise".
+        FtdataError: no record could be measured.
+    """
+    opts = stage.options
+    stats = DataStats(
+        source=str(source), tokenizer=str(getattr(stage.tokenizer, "name_or_path", "")), template=stage.renderer.name,
+        mask=opts.mask.value, max_length=opts.max_length, truncation=opts.truncation.value,
+    )  # fmt: skip
+    acc = _Accumulator(stats)
+    chunks = _chunks(_records(stage, source, stats), opts.batch_size)
+    inspector = Inspector(stage)
+    for items, n in _run_chunks(inspector, chunks, opts.num_proc):
+        for item in items:
+            acc.add(item)
+        if progress is not None:
+            progress(n)
+    if stats.records == 0:
+        raise FtdataError(f"{source}: no records")
+    if not acc.columns["total"]:
+        first = stats.sample_problems[0] if stats.sample_problems else None
+        why = f"; first: {first.location}: {first.reason}" if first else ""
+        raise FtdataError(f"no record could be measured ({stats.records} read, {stats.filtered} filtered){why}")
+    return acc.finish(max_length=opts.max_length, seed=opts.seed, test_size=opts.test_size)
+
+
+def _run_chunks(
+    inspector: Inspector, chunks: Iterable[list[tuple[Location, Any]]], num_proc: int
+) -> Iterator[tuple[list[RecordStats | Reject], int]]:
+    if num_proc <= 1:
+        yield from (_measure_chunk(inspector, chunk) for chunk in chunks)
+        return
+    with multiprocessing.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(inspector,)) as pool:
+        yield from pool.imap(_run_worker, chunks)
+
+
+__all__ = ["DataStats", "Epoch", "PolicyOutcome", "RecordStats", "collect", "describe", "histogram", "summarize"]

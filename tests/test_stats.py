@@ -1,0 +1,116 @@
+"""`ftdata.stats`: literal token rows -> literal numbers, and agreement with a real build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import tokenizer
+from ftdata import prepare
+from ftdata.errors import FtdataError, Location, RecordError
+from ftdata.masking import Tokenized
+from ftdata.measure import Measured
+from ftdata.options import BuildOptions
+from ftdata.pipeline import Stage
+from ftdata.stats import CUT, DROPPED, FIT, POLICIES, collect, describe, histogram, summarize
+from ftdata.types import Example, Message, Rendered, TruncationPolicy
+
+N = -100
+
+
+def measured(ids: list[int], labels: list[int], *, cuts: tuple[int, ...] = ()) -> Measured:
+    example = Example((Message("user", "q"), Message("assistant", "a")), Location("x.jsonl", line=1), format="messages")
+    row = Tokenized(ids, labels, cuts, 0, ())
+    return Measured(example, Rendered("", (), "prefix"), row, response=sum(x != N for x in labels))
+
+
+def test_describe_uses_nearest_rank() -> None:
+    assert describe(np.array([4, 1, 3, 2])) == {"p50": 2, "p90": 4, "p99": 4, "max": 4, "mean": 2.5}
+    assert describe(np.array([], dtype=np.int64)) == {"p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0.0}
+
+
+def test_histogram_has_round_bins_from_min_to_max() -> None:
+    assert histogram(np.array([1, 3, 12]), bins=2) == [(0, 10, 2), (10, 20, 1)]
+    assert histogram(np.array([20, 25, 201]), bins=12) == [
+        (20, 40, 2), (40, 60, 0), (60, 80, 0), (80, 100, 0), (100, 120, 0),
+        (120, 140, 0), (140, 160, 0), (160, 180, 0), (180, 200, 0), (200, 220, 1),
+    ]  # fmt: skip
+    assert histogram(np.array([], dtype=np.int64)) == []
+
+
+def test_summarize_runs_every_truncation_policy_on_the_real_row() -> None:
+    # two exchanges of 5 tokens: 3 prompt + 2 trained each; the second starts at token 5
+    ids = list(range(10, 20))
+    labels = [N, N, N, 13, 14, N, N, N, 18, 19]
+    stats = summarize(measured(ids, labels, cuts=(5,)), max_length=6, policy=TruncationPolicy.KEEP_RESPONSE)
+    outcomes = dict(zip([p.value for p in POLICIES], stats.outcomes))
+    assert outcomes == {
+        "keep_response": (CUT, 2),  # the oldest exchange (2 trained tokens) dropped
+        "keep_start": (CUT, 2),  # tokens 0-5 kept: the second response is lost
+        "keep_end": (CUT, 1),  # tokens 4-9 kept: token 13 lost
+        "split": (CUT, 0),  # [0:6] and [6:10] both hold trained tokens
+        "drop": (DROPPED, 4),
+    }
+    assert (stats.total, stats.response, stats.trained) == (10, 4, 4)
+    assert (stats.kept, stats.kept_trained, stats.kept_first_trained) == ((5,), 2, 0)
+
+
+def test_summarize_fitting_row_and_error_policy() -> None:
+    row = measured([1, 2, 3], [N, 2, 3])
+    fits = summarize(row, max_length=3, policy=TruncationPolicy.ERROR)
+    assert fits.outcomes == ((FIT, 0),) * len(POLICIES) and fits.kept == (3,)
+    too_long = summarize(row, max_length=2, policy=TruncationPolicy.ERROR)
+    assert too_long.kept == ()  # a build with truncation=error would stop here
+
+
+ROWS = [
+    {"instruction": "Say hi.", "output": "Hi!"},
+    {"instruction": "Count to three.", "output": "One, two, three."},
+    {"instruction": "Name a colour.", "input": "A warm one.", "output": "Red."},
+    {"instruction": "Skip me.", "output": "no"},
+]
+
+
+def test_collect_agrees_with_a_build() -> None:
+    smol = tokenizer(None)
+    options = {"template": "alpaca", "filter": "instruction != 'Skip me.'"}
+    stats = collect(ROWS, Stage(smol, BuildOptions(**options)))
+    report = prepare(ROWS, tokenizer=smol, **options).report
+    assert (stats.records, stats.filtered, stats.examples) == (4, 1, 3)
+    assert (int(stats.total.sum()), int(stats.trained.sum())) == (report.tokens, report.trained_tokens)
+    assert stats.epoch is not None and (stats.epoch.sequences, stats.epoch.tokens) == (report.sequences, report.tokens)
+    assert stats.to_dict()["formats"] == {"instruction": 3}
+
+
+def test_collect_counts_responses_apart_from_trained_tokens_for_other_masks() -> None:
+    smol = tokenizer(None)
+    chat = [{"messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"},
+        {"role": "user", "content": "bye"}, {"role": "assistant", "content": "bye"},
+    ]}]  # fmt: skip
+    last = collect(chat, Stage(smol, BuildOptions(mask="last_assistant")))
+    every = collect(chat, Stage(smol, BuildOptions()))
+    assert int(last.response[0]) == int(every.trained[0]) > int(last.trained[0])
+    everything = collect(chat, Stage(smol, BuildOptions(mask="train_on_prompt")))
+    assert int(everything.trained[0]) == int(everything.total[0])
+    assert int(everything.response[0]) == int(every.trained[0])
+
+
+def test_collect_epoch_with_test_split_and_workers() -> None:
+    smol = tokenizer(None)
+    rows = ROWS[:3] * 10
+    one = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=0.2, batch_size=4)))
+    two = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=0.2, batch_size=4, num_proc=2)))
+    assert one.to_dict() == two.to_dict()
+    assert one.epoch is not None and one.epoch.train_fraction == 0.8 and one.epoch.sequences == 24
+    counted = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=6)))
+    assert counted.epoch is not None and counted.epoch.sequences == 24
+
+
+def test_collect_errors() -> None:
+    smol = tokenizer(None)
+    bad = [{"instruction": "no output"}]
+    with pytest.raises(RecordError, match=r"<records>\[0\]: field 'output'"):
+        collect(bad, Stage(smol, BuildOptions(template="alpaca")))
+    with pytest.raises(FtdataError, match=r"no record could be measured \(1 read, 0 filtered\); first: <records>\[0\]"):
+        collect(bad, Stage(smol, BuildOptions(template="alpaca", on_error="skip")))
