@@ -58,6 +58,21 @@ def common_token_prefix(a: str, b: str, tokenizer: Any) -> int:
     return end
 
 
+def control_tokens(tokenizer: Any, markup: str = "") -> tuple[str, ...]:
+    """Strings the tokenizer reads as one control token instead of as text.
+
+    Every special added token, plus any added token that `markup` (the template's role
+    headers and footers) tokenizes to: DeepSeek's `<｜User｜>` is an added token not flagged
+    special.
+    Added tokens meant for content (Qwen's `<tool_call>`) stay text.
+    """
+    backend = tokenizer.backend_tokenizer
+    used = set(backend.encode(markup, add_special_tokens=False).ids) if markup else set()
+    added = backend.get_added_tokens_decoder().items()
+    found = {a.content for i, a in added if a.content.strip() and (a.special or i in used)}
+    return tuple(sorted(found, key=lambda t: (-len(t), t)))
+
+
 @dataclass(frozen=True)
 class RoleMarkers:
     """What a chat template writes around each role."""
@@ -70,6 +85,7 @@ class RoleMarkers:
     assistant_header: str
     eot: str  # the end-of-turn marker after assistant content; trained with the content
     separator: str  # whitespace after `eot` that belongs to the next turn; not trained
+    final_eot: str  # what closes the conversation's last assistant turn (`eot`, `<|return|>`, `eot + EOS`)
     prefix_stable: bool
     system_support: SystemSupport
     default_system: str  # text the template injects when a conversation has no system turn
@@ -79,6 +95,12 @@ class RoleMarkers:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def markup(self) -> str:
+        """All the text the template writes around contents (for control-token lookups)."""
+        return "".join((self.bos, self.system_header, self.system_footer, self.user_header, self.user_footer,
+                        self.assistant_header, self.eot, self.final_eot))  # fmt: skip
 
 
 def _msgs(*names: str) -> list[dict[str, str]]:
@@ -98,8 +120,14 @@ def detect_role_markers(tokenizer: Any) -> RoleMarkers:
     only_user = render(_msgs("u1"))
     gen = render(_msgs("u1"), generation=True)
     pos = {n: full.find(_P[n]) for n in ("u1", "a1", "u2", "a2")}
-    if min(pos.values()) < 0 or sorted(pos.values()) != list(pos.values()):
-        raise TemplateError("chat template does not render message contents in order; cannot derive role markers")
+    turns = {"u1": "first user", "a1": "first assistant", "u2": "second user", "a2": "second assistant"}
+    missing = [turns[n] for n, at in pos.items() if at < 0]
+    if missing or sorted(pos.values()) != list(pos.values()):
+        what = f"drops or rewrites the content of the {', '.join(missing)} turn" if missing else "reorders message contents"
+        raise TemplateError(
+            f"chat template {what} (probe render: {full[:160]!r}); response spans cannot be found in its "
+            "renders: use a template that writes message contents as given"
+        )
     end = {n: pos[n] + len(_P[n]) for n in pos}
     bos = tokenizer.bos_token if tokenizer.bos_token and full.startswith(tokenizer.bos_token) else ""
 
@@ -107,11 +135,16 @@ def detect_role_markers(tokenizer: Any) -> RoleMarkers:
     cut = u_end + common_token_prefix(only_user[u_end:], gen[u_end:], tokenizer)
     user_footer, assistant_header = gen[u_end:cut], gen[cut:]
 
+    # The closer of an assistant turn in the middle of a conversation: the part of the
+    # a1 -> u2 gap that also closes the conversation (`tail`) or a user turn (`user_footer`).
+    # The rest of the gap is the next turn's header. gpt-oss closes middle turns with <|end|>
+    # and the last one with <|return|>, so both are derived.
     gap = full[end["a1"] : pos["u2"]]
     tail = full[end["a2"] :]
-    footer = gap[: common_token_prefix(gap, tail, tokenizer)]
+    footer = max(gap[: common_token_prefix(gap, tail, tokenizer)], gap[: common_token_prefix(gap, user_footer, tokenizer)], key=len)
     eot = footer.rstrip()
     separator = footer[len(eot) :]
+    final_eot = tail.rstrip()
     user_header = gap[len(footer) :]
     if bos and (user_header.startswith(bos) or assistant_header.startswith(bos)):
         bos = ""  # ChatML tokenizers name <|im_start|> their BOS: it opens every turn, not the text
@@ -121,10 +154,14 @@ def detect_role_markers(tokenizer: Any) -> RoleMarkers:
     prefix_stable = all(
         full.startswith(render(_msgs(*names), generation=True)) for names in (("u1",), ("u1", "a1", "u2"))
     )
-    system_support, system_header, system_footer, date_line = _system(render, user_header, bos)
+    system_support, system_header, system_footer = _system(render, user_header, bos)
     date_match = _DATE.search(default_system) or _DATE.search(system_header + system_footer)
     date_line = date_match.group(0) if date_match else ""
-    empty_think = "<think>" in assistant_header or "<think>" in full[end["u2"] : pos["a2"]]
+    # What the template writes between the generation prompt and the content of the last turn
+    # (an empty think block, a gpt-oss channel header): context the model sees, never trained.
+    lead_in = full[end["u2"] : pos["a2"]]
+    injected = lead_in[len(user_footer + assistant_header) :] if lead_in.startswith(user_footer + assistant_header) else ""
+    empty_think = "<think>" in assistant_header or "<think>" in lead_in
 
     warnings = []
     if not eot:
@@ -133,34 +170,49 @@ def detect_role_markers(tokenizer: Any) -> RoleMarkers:
         warnings.append(f"injects a default system prompt when none is given: {default_system.strip()[:80]!r}")
     if date_line:
         warnings.append(f"injects a date ({date_line}): renders change from day to day")
-    if empty_think:
-        warnings.append("injects an empty <think></think> block into assistant turns")
+    if "<think>" in lead_in:
+        warnings.append("injects an empty <think></think> block before assistant contents (context, not trained)")
+    elif "<think>" in assistant_header:
+        warnings.append(
+            f"its generation prompt ends with {assistant_header!r}, which rendered assistant turns do not have: "
+            "the model is prompted to think first but trained on turns without reasoning"
+        )
+    elif injected.strip():
+        warnings.append(f"writes {injected!r} between the generation prompt and the last assistant content (context, not trained)")
+    if final_eot != eot:
+        warnings.append(f"ends the last assistant turn with {final_eot!r} instead of {eot!r}; both are trained where they occur")
     if system_support == "raises":
         warnings.append("raises on system turns: use system_mode='fold' to fold them into the first user turn")
     elif system_support == "folded":
         warnings.append("has no system role: a system message is folded into the first user turn")
     elif system_support == "ignored":
-        warnings.append("drops system messages")
+        warnings.append("drops system messages from conversations that end with an assistant turn: use system_mode='fold'")
+    if bos:
+        warnings.append(f"writes its own BOS {bos!r}: ftdata adds no second one")
     if not prefix_stable:
         warnings.append("not prefix-stable: spans are located in the full rendering (fallback path)")
     return RoleMarkers(
         bos=bos, system_header=system_header, system_footer=system_footer, user_header=user_header,
-        user_footer=user_footer, assistant_header=assistant_header, eot=eot, separator=separator,
+        user_footer=user_footer, assistant_header=assistant_header, eot=eot, separator=separator, final_eot=final_eot,
         prefix_stable=prefix_stable, system_support=system_support, default_system=default_system,
         date_line=date_line, empty_think=empty_think, warnings=tuple(warnings),
     )  # fmt: skip
 
 
-def _system(render: ChatRenderer, user_header: str, bos: str) -> tuple[SystemSupport, str, str, str]:
+def _system(render: ChatRenderer, user_header: str, bos: str) -> tuple[SystemSupport, str, str]:
+    """How the template treats a system turn, and its header/footer when it has one."""
     try:
         text = render(_msgs("system", "u1"))
-    except TemplateError as exc:
-        return "raises", "", "", str(exc)
+        # Mistral's [INST] templates put the system prompt into the *last* user turn only,
+        # so a conversation that ends with the assistant (every training record) loses it.
+        trained = render(_msgs("system", "u1", "a1"))
+    except TemplateError:
+        return "raises", "", ""
     s, u = text.find(_P["system"]), text.find(_P["u1"])
-    if s < 0:
-        return "ignored", "", "", ""
+    if s < 0 or _P["system"] not in trained:
+        return "ignored", "", ""
     first_user = text.find(user_header) if user_header else -1
     if 0 <= first_user < s:
-        return "folded", "", "", ""
+        return "folded", "", ""
     footer_end = u - len(user_header) if text[:u].endswith(user_header) else u
-    return "native", text[len(bos) : s], text[s + len(_P["system"]) : footer_end], ""
+    return "native", text[len(bos) : s], text[s + len(_P["system"]) : footer_end]

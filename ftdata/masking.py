@@ -7,15 +7,21 @@ trained when its characters lie inside a trained span:
     spans   :                                                     [~~~~~~~~~~~~~~)
     labels  :  -100 ...                                             yo  <|im_end|> -100
 
-A token that crosses a span edge (rare: BPE merges across the boundary) cannot be half
-trained; such a record is re-tokenized with the text split at span edges, and noted.
-Verification: the trained tokens of each span must cover its characters exactly (only
-whitespace the tokenizer trims from offsets may be uncovered); otherwise the record is
-rejected, never trained wrong.
+A token that overhangs a span edge by whitespace only stays whole on the side where its
+text is (added tokens with `rstrip`, like Phi-3's `<|assistant|>`, swallow the newline and
+the leading spaces after them). A token that crosses an edge with text on both sides (rare:
+BPE merges across the boundary) cannot be half trained; such a record is re-tokenized with
+the text split at span edges, each piece tokenized as it would be in context, and noted.
+Verification, per span: the trained tokens must cover its characters exactly (only
+whitespace the tokenizer trims from offsets may be uncovered), and decoding them must give
+its text back (whitespace aside, and up to Unicode NFKC: tokenizers normalize). A record
+that fails is rejected with the reason, never trained wrong; a vocabulary that cannot spell
+a character (a byte-level vocab missing a byte) fails here.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +52,7 @@ class Masker:
         plain = tokenizer("x", add_special_tokens=False)["input_ids"]
         at = _find(with_special, plain)
         self.bos_ids: list[int] = with_special[:at] if at >= 0 else []
-        self.bos_text = tokenizer.bos_token or ""
+        self.anchor = _anchor(self.backend)
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
         encodings = self.backend.encode_batch([r.text for r in batch], add_special_tokens=False)
@@ -61,27 +67,55 @@ class Masker:
             notes = (*notes, REPAIRED)
             assert ranges is not None, "splitting at span edges makes every token lie on one side"
         for (s, e), (i0, i1) in zip(r.spans, ranges):
-            problem = _coverage_problem(r.text, s, e, offsets, i0, i1)
+            problem = _coverage_problem(r.text, s, e, offsets, i0, i1) or _decode_problem(
+                r.text[s:e], self.backend.decode(ids[i0:i1], skip_special_tokens=False)
+            )
             if problem:
                 return UnusableRecord(f"verification failed: {problem}", field="labels")
         labels = [IGNORE_INDEX] * len(ids)
         for i0, i1 in ranges:
             labels[i0:i1] = ids[i0:i1]
-        prefix = self.bos_ids if self.bos_ids and not r.text.startswith(self.bos_text) else []
+        # The tokenizer's own BOS, unless the text already starts with it (a chat template that
+        # writes `<|begin_of_text|>` itself must not get a second one).
+        prefix = self.bos_ids if self.bos_ids and ids[: len(self.bos_ids)] != self.bos_ids else []
         n = len(prefix)
         cuts = tuple(n + bisect_left(offsets, (b, -1)) for b in r.boundaries)
         return Tokenized(prefix + ids, [IGNORE_INDEX] * n + labels, cuts, n, notes)
 
     def _split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
+        """Tokenize the text piece by piece, split at every span edge.
+
+        A piece is tokenized after an anchor special token and the anchor dropped: that is how
+        it tokenizes in the middle of a text. Alone, SentencePiece-style tokenizers (Metaspace
+        with `prepend_scheme="first"`: Phi-3, Llama-2, Mistral v1) would prepend a `▁` that is
+        not in the text.
+        """
         edges = sorted({0, len(r.text), *(x for span in r.spans for x in span)})
-        pieces = [r.text[a:b] for a, b in zip(edges, edges[1:]) if b > a]
         starts = [a for a, b in zip(edges, edges[1:]) if b > a]
+        anchor = self.anchor or ""
+        # (prefix length to drop, text to encode) per piece; the first piece starts the text.
+        inputs = [(len(anchor) if a else 0, (anchor if a else "") + r.text[a:b]) for a, b in zip(edges, edges[1:]) if b > a]
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
-        for start, enc in zip(starts, self.backend.encode_batch(pieces, add_special_tokens=False)):
-            ids.extend(enc.ids)
-            offsets.extend((a + start, b + start) for a, b in enc.offsets)
+        encodings = self.backend.encode_batch([text for _, text in inputs], add_special_tokens=False)
+        for start, (drop, _), enc in zip(starts, inputs, encodings):
+            for token, (a, b) in zip(enc.ids, enc.offsets):
+                if b <= drop:
+                    continue  # the anchor
+                ids.append(token)
+                offsets.append((a - drop + start, b - drop + start))
         return ids, offsets
+
+
+def _anchor(backend: Any) -> str | None:
+    """A special token that tokenizes alone and strips nothing around it, or None."""
+    for token in backend.get_added_tokens_decoder().values():
+        if not token.special or token.lstrip or token.rstrip or token.single_word or not token.content.strip():
+            continue
+        enc = backend.encode(token.content + "a b", add_special_tokens=False)
+        if len(enc.ids) > 1 and enc.offsets[0] == (0, len(token.content)) and enc.offsets[1][0] == len(token.content):
+            return token.content
+    return None
 
 
 def _find(haystack: list[int], needle: list[int]) -> int:
@@ -96,19 +130,27 @@ def _token_ranges(
 ) -> list[tuple[int, int]] | None:
     """Token index range [i0, i1) of each span, or None when a token crosses a span edge.
 
-    A token that overhangs an edge by whitespace only belongs to the span: added tokens
-    with `rstrip`/`lstrip` (Phi-3's `<|end|>`) swallow the newline next to them.
+    A token that overhangs an edge by whitespace only stays whole on the side of its text:
+
+        <|assistant|>\n␣ | yo ...    Phi-3's <|assistant|> (rstrip) swallows "\n␣": stays out
+        ... yo<|end|>\n | <|user|>    Phi-3's <|end|> (rstrip) swallows "\n": stays in
     """
     out = []
     for s, e in spans:
         i0 = bisect_left(offsets, (s, -1))
         i1 = bisect_left(offsets, (e, -1))
         if i0 > 0 and offsets[i0 - 1][1] > s:
-            if text[offsets[i0 - 1][0] : s].strip():
+            a, b = offsets[i0 - 1]
+            if not text[a:s].strip():
+                i0 -= 1
+            elif text[s:b].strip():
                 return None
-            i0 -= 1
-        if i1 > 0 and offsets[i1 - 1][1] > e and text[e : offsets[i1 - 1][1]].strip():
-            return None
+        if i1 > 0 and offsets[i1 - 1][1] > e:
+            a, b = offsets[i1 - 1]
+            if text[e:b].strip():
+                if text[a:e].strip():
+                    return None
+                i1 -= 1
         out.append((i0, i1))
     return out
 
@@ -121,3 +163,14 @@ def _coverage_problem(text: str, s: int, e: int, offsets: list[tuple[int, int]],
     if text[s:first].strip() or text[last:e].strip():
         return f"trained tokens cover {text[first:last][:40]!r}, not the response {text[s:e][:40]!r}"
     return ""
+
+
+def _visible(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _decode_problem(expected: str, decoded: str) -> str:
+    """Why the trained tokens do not decode to the span's text ('' when they do)."""
+    if _visible(decoded) == _visible(expected):
+        return ""
+    return f"trained tokens decode to {decoded[:40]!r}, not the response {expected[:40]!r} (the tokenizer cannot spell it)"

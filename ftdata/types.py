@@ -105,8 +105,6 @@ class Rendered:
 
     `boundaries` are char offsets where a whole exchange ends (after an assistant turn's
     end-of-turn marker): keep_response truncation drops oldest exchanges at these cuts.
-    `expected` holds, per span, the text it must contain (the trained content as the
-    template renders it plus the end-of-turn marker); verification checks tokens against it.
     """
 
     text: str
