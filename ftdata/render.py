@@ -182,7 +182,10 @@ def render_chat(example: Example, render: ChatRenderer, markers: RoleMarkers, tr
         done = span[1]
         if trained[i]:
             spans.append(span)
-        boundaries.append(span[1])
+        # The next exchange starts after the separator (ChatML's "\n"), which is neither trained
+        # nor worth keeping at the head of a truncated row.
+        sep = markers.separator
+        boundaries.append(span[1] + len(sep) if sep and text.startswith(sep, span[1]) else span[1])
     return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
 
 

@@ -1,37 +1,21 @@
-"""Shared fixtures: real tokenizers from ../shared/tokenizers, the bundled SmolLM2, real datasets."""
+"""Fixtures shared by the tests; helpers live in support.py."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FTDATA_SHARED", ROOT.parent / "shared"))
-DATASETS = SHARED / "datasets"
-TOKENIZERS = SHARED / "tokenizers"
-TOKENIZER_NAMES = sorted(p.name for p in TOKENIZERS.iterdir() if (p / "tokenizer.json").is_file()) if TOKENIZERS.is_dir() else []
-
-_cache: dict[str, object] = {}
-
-
-def tokenizer(name: str | None):
-    """A real tokenizer by folder name under ../shared/tokenizers (None = bundled SmolLM2), cached."""
-    from ftdata.resources import load_tokenizer
-
-    key = name or "smollm2"
-    if key not in _cache:
-        _cache[key] = load_tokenizer(None if name is None else TOKENIZERS / name)
-    return _cache[key]
+from support import SHARED, make_char_tokenizer, tokenizer
 
 
 @pytest.fixture(scope="session")
 def smol():
+    """The bundled SmolLM2-135M-Instruct tokenizer."""
     return tokenizer(None)
+
+
+@pytest.fixture(scope="session")
+def char_tok():
+    """A reversible one-token-per-byte tokenizer with a ChatML template and a Llama-style BOS."""
+    return make_char_tokenizer()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,43 +23,3 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "shared" in item.keywords and not SHARED.is_dir():
             item.add_marker(needs_shared)
-
-
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def make_char_tokenizer(*, bos: bool = True, chat_template: str | None = CHATML):
-    """A reversible tokenizer: one token per byte, `<s>` added in front like Llama's.
-
-    Special tokens `<s>`, `</s>`, `<|im_start|>`, `<|im_end|>` are single tokens; every other
-    character is its UTF-8 bytes. Offsets are exact, so expected labels read as text.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    backend = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    specials = ["<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-    backend.add_special_tokens(specials)
-    if bos:
-        backend.post_processor = processors.TemplateProcessing(
-            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", backend.token_to_id("<s>"))]
-        )
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
-    tok.chat_template = chat_template
-    return tok
-
-
-@pytest.fixture(scope="session")
-def char_tok():
-    return make_char_tokenizer()
-
-
-def trained_text(tok, row) -> str:
-    """The text of the trained tokens of a dataset row, decoded."""
-    return tok.decode([i for i, label in zip(row["input_ids"], row["labels"]) if label != -100])

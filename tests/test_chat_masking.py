@@ -19,7 +19,7 @@ from collections import Counter
 from contextlib import contextmanager
 
 import pytest
-from conftest import DATASETS, ROOT, TOKENIZER_NAMES, TOKENIZERS, tokenizer
+from support import DATASETS, ROOT, TOKENIZER_NAMES, TOKENIZERS, tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

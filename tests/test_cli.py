@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATASETS, TOKENIZERS, tokenizer
+from support import DATASETS, TOKENIZERS, tokenizer
 from ftdata import resources
 from ftdata.cli import app
 

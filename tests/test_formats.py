@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DATASETS
+from support import DATASETS
 
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.formats import Columns, compile_filter, detect, to_examples

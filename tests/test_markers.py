@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TOKENIZER_NAMES, TOKENIZERS, tokenizer
+from support import TOKENIZER_NAMES, TOKENIZERS, tokenizer
 from test_chat_masking import RAISES_ON_SYSTEM, chat, chat_template, one, trained_texts, trl_template
 
 from ftdata.errors import TemplateError

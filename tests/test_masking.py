@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import TOKENIZER_NAMES, TOKENIZERS, tokenizer
+from support import TOKENIZER_NAMES, TOKENIZERS, tokenizer
 from test_chat_masking import BYTE_LEVEL, chat, chat_template, one, trained_runs, trained_texts
 
 from ftdata.errors import Location

@@ -6,7 +6,7 @@ import json
 import warnings
 
 import pytest
-from conftest import DATASETS, tokenizer, trained_text
+from support import DATASETS, tokenizer, trained_text
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -170,7 +170,7 @@ TOKENIZERS = [None, "llama-3-8b-instruct", "qwen2.5-instruct", "char"]
 
 def _tok(name):
     if name == "char":
-        from conftest import make_char_tokenizer
+        from support import make_char_tokenizer
 
         return make_char_tokenizer()
     return tokenizer(name)
@@ -197,3 +197,12 @@ def test_warnings_off_when_nothing_rejected(char_tok):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_sft_dataset([{"instruction": "a", "output": "b"}], tokenizer=char_tok)
+
+
+def test_keep_response_cuts_at_the_next_turn_header(char_tok):
+    turn = [{"role": "user", "content": "q" * 30}, {"role": "assistant", "content": "a" * 5}]
+    convo = {"messages": turn + [{"role": "user", "content": "u"}, {"role": "assistant", "content": "b"}]}
+    result = prepare([convo], tokenizer=char_tok, max_length=40)
+    text = char_tok.decode(result.dataset[0]["input_ids"])
+    assert text == "<s><|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n"
+    assert result.report.cut == {"oldest turns dropped": 1}

@@ -27,7 +27,7 @@ def test_builtin_renders_with_input(name, expected):
 
 
 def test_alpaca_without_input_matches_stanford_text():
-    from conftest import DATASETS
+    from support import DATASETS
 
     import json
 

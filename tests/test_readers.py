@@ -6,7 +6,7 @@ import json
 import string
 
 import pytest
-from conftest import DATASETS
+from support import DATASETS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import tokenizer
+from support import tokenizer
 from ftdata import prepare
 from ftdata.errors import FtdataError, Location, RecordError
 from ftdata.masking import Tokenized
