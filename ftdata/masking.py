@@ -56,9 +56,14 @@ class Masker:
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
         encodings = self.backend.encode_batch([r.text for r in batch], add_special_tokens=False)
-        return [self._one(r, e.ids, e.offsets) for r, e in zip(batch, encodings)]
+        staged = [self._locate(r, e.ids, e.offsets) for r, e in zip(batch, encodings)]
+        # One Rust call decodes every trained run of the batch, for the decode check.
+        runs = [item[1][i0:i1] for item in staged if not isinstance(item, UnusableRecord) for i0, i1 in item[3]]
+        decoded = iter(self.backend.decode_batch(runs, skip_special_tokens=False)) if runs else iter(())
+        return [item if isinstance(item, UnusableRecord) else self._finish(*item, decoded) for item in staged]
 
-    def _one(self, r: Rendered, ids: list[int], offsets: list[tuple[int, int]]) -> Tokenized | UnusableRecord:
+    def _locate(self, r: Rendered, ids: list[int], offsets: list[tuple[int, int]]) -> Any:
+        """(r, ids, offsets, ranges, notes) with every span's token range covering it, or why not."""
         notes = r.notes
         ranges = _token_ranges(r.text, offsets, r.spans)
         if ranges is None:
@@ -67,11 +72,17 @@ class Masker:
             notes = (*notes, REPAIRED)
             assert ranges is not None, "splitting at span edges makes every token lie on one side"
         for (s, e), (i0, i1) in zip(r.spans, ranges):
-            problem = _coverage_problem(r.text, s, e, offsets, i0, i1) or _decode_problem(
-                r.text[s:e], self.backend.decode(ids[i0:i1], skip_special_tokens=False)
-            )
-            if problem:
+            if problem := _coverage_problem(r.text, s, e, offsets, i0, i1):
                 return UnusableRecord(f"verification failed: {problem}", field="labels")
+        return r, ids, offsets, ranges, notes
+
+    def _finish(
+        self, r: Rendered, ids: list[int], offsets: list[tuple[int, int]], ranges: list[tuple[int, int]],
+        notes: tuple[str, ...], decoded: Any,
+    ) -> Tokenized | UnusableRecord:  # fmt: skip
+        problems = [_decode_problem(r.text[s:e], next(decoded)) for s, e in r.spans]  # consume every run
+        if problem := next((p for p in problems if p), ""):
+            return UnusableRecord(f"verification failed: {problem}", field="labels")
         labels = [IGNORE_INDEX] * len(ids)
         for i0, i1 in ranges:
             labels[i0:i1] = ids[i0:i1]
@@ -171,6 +182,6 @@ def _visible(text: str) -> str:
 
 def _decode_problem(expected: str, decoded: str) -> str:
     """Why the trained tokens do not decode to the span's text ('' when they do)."""
-    if _visible(decoded) == _visible(expected):
+    if decoded == expected or _visible(decoded) == _visible(expected):
         return ""
     return f"trained tokens decode to {decoded[:40]!r}, not the response {expected[:40]!r} (the tokenizer cannot spell it)"
