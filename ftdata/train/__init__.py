@@ -1,0 +1,48 @@
+"""Fine-tuning on ftdata's rows with TRL's SFTTrainer: QLoRA / LoRA, checkpoints, evaluation.
+
+The only part of ftdata that imports torch, trl, peft and bitsandbytes. Importing this
+package is cheap: the heavy modules load when `train` or `evaluate_run` is first used.
+
+    >>> from ftdata.train import TrainConfig, train
+    >>> result = train(TrainConfig(data="alpaca.json", template="alpaca", max_steps=20))  # doctest: +SKIP
+    >>> result.run_dir  # doctest: +SKIP
+    PosixPath('runs/20250101-120000')
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ftdata.train.config import Interval, Precision, Quantization, TrainConfig
+
+if TYPE_CHECKING:
+    from ftdata.train.evaluate import EvalReport, evaluate_run
+    from ftdata.train.run import TrainResult, resume_config, train
+
+__all__ = [
+    "EvalReport",
+    "Interval",
+    "Precision",
+    "Quantization",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_run",
+    "resume_config",
+    "train",
+]
+
+_LAZY = {
+    "train": "ftdata.train.run",
+    "resume_config": "ftdata.train.run",
+    "TrainResult": "ftdata.train.run",
+    "evaluate_run": "ftdata.train.evaluate",
+    "EvalReport": "ftdata.train.evaluate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ftdata.train' has no attribute {name!r}")

@@ -1,0 +1,165 @@
+"""The training data: build it with `ftdata.build_sft_dataset` (or load a built one), split it,
+check the columns SFTTrainer will read, and fingerprint it.
+
+Under `accelerate launch` the main process builds first and the others then read the
+pipeline's cache, so the dataset is tokenized once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftdata.errors import ConfigError
+from ftdata.resources import cache_root
+from ftdata.train.config import TrainConfig
+from ftdata.types import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+REQUIRED_COLUMNS = ("input_ids", "labels")
+
+
+@dataclass
+class Splits:
+    """Train rows, optional eval rows, and whether rows are packed (have `seq_lengths`)."""
+
+    train: Dataset
+    eval: Dataset | None
+    packed: bool
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Per split: datasets' fingerprint, columns, rows, and a SHA-256 of the token content."""
+        out: dict[str, Any] = {}
+        for name, ds in (("train", self.train), ("test", self.eval)):
+            if ds is not None:
+                out[name] = {
+                    "fingerprint": getattr(ds, "_fingerprint", None),
+                    "columns": list(ds.column_names),
+                    "rows": ds.num_rows,
+                    "content_sha256": content_hash(ds),
+                    **token_counts(ds),
+                }
+        return out
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """True for a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    return path.is_dir() and any((path / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+
+
+def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects_path: Path | None = None) -> Splits:
+    """Build (or load) the dataset of `cfg` and return its train/eval splits.
+
+    A `cfg.data` folder written by `save_to_disk` is loaded as is (a `test` split in it is the
+    eval split; `test_size` splits a single dataset). Anything else goes through
+    `build_sft_dataset` with the data options of `cfg`; rejected records are listed in
+    `rejects_path` unless the options name their own file. With several processes
+    (`accelerate launch`) the build is cached in `cache_root()/builds` (as `ftdata build` does) unless the options
+    name a `cache_dir`: the main process builds, the others load its result.
+
+    Raises:
+        ConfigError: no data given, a split is empty, or a required column is missing.
+    """
+    if cfg.data is None:
+        raise ConfigError("no training data: give DATA (a file ftdata can read) or `data:` in the YAML config")
+    from ftdata.train.dist import process_state
+
+    state = process_state()
+    path = Path(cfg.data).expanduser()
+    options = dict(cfg.data_options)
+    if rejects_path is not None and state.is_main_process:
+        options.setdefault("rejects_path", str(rejects_path))
+    if state.num_processes > 1:
+        options.setdefault("cache_dir", str(cache_root() / "builds"))
+    with state.main_process_first():
+        built = _load_saved(path, cfg) if is_saved_dataset(path) else _build(cfg, tokenizer, options)
+    train, test = _split(built)
+    for name, ds in (("train", train), ("test", test)):
+        if ds is not None:
+            _check_columns(ds, name)
+    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names)
+
+
+def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: dict[str, Any]) -> Dataset | DatasetDict:
+    from ftdata import build_sft_dataset
+
+    return build_sft_dataset(
+        cfg.data,
+        tokenizer=tokenizer,
+        template=cfg.template,
+        max_length=cfg.max_length,
+        packing=cfg.packing,
+        test_size=cfg.test_size,
+        seed=cfg.seed,
+        **options,
+    )
+
+
+def _load_saved(path: Path, cfg: TrainConfig) -> Dataset | DatasetDict:
+    from datasets import DatasetDict, load_from_disk
+
+    loaded = load_from_disk(str(path))
+    if isinstance(loaded, DatasetDict):
+        if "train" not in loaded:
+            raise ConfigError(f"{path} holds splits {sorted(loaded)} but no 'train' split")
+        if "test" in loaded or cfg.test_size is None:
+            return loaded
+        loaded = loaded["train"]
+    if cfg.test_size is None:
+        return loaded
+    if cfg.test_size >= loaded.num_rows:
+        raise ConfigError(f"test_size={cfg.test_size} leaves no training rows in {path} ({loaded.num_rows} rows)")
+    return loaded.train_test_split(test_size=cfg.test_size, seed=cfg.seed)
+
+
+def _split(built: Dataset | DatasetDict) -> tuple[Dataset, Dataset | None]:
+    from datasets import DatasetDict
+
+    if isinstance(built, DatasetDict):
+        return built["train"], built.get("test")
+    return built, None
+
+
+def _check_columns(ds: Dataset, split: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise ConfigError(
+            f"the {split} split lacks column(s) {', '.join(missing)} (has {', '.join(ds.column_names)}); "
+            "train on data built by ftdata (input_ids, attention_mask, labels)"
+        )
+    if ds.num_rows == 0:
+        raise ConfigError(f"the {split} split is empty: every record was rejected or test_size took them all")
+
+
+def token_counts(ds: Dataset) -> dict[str, int]:
+    """Total tokens and trained tokens (labels != -100) of a split."""
+    tokens = trained = 0
+    for batch in ds.select_columns(["labels"]).iter(batch_size=4096):
+        for labels in batch["labels"]:
+            tokens += len(labels)
+            trained += sum(1 for t in labels if t != IGNORE_INDEX)
+    return {"tokens": tokens, "trained_tokens": trained}
+
+
+def content_hash(ds: Dataset) -> str:
+    """SHA-256 of the rows' token ids and labels, in order: equal data, equal hash."""
+    digest = hashlib.sha256()
+    columns = [c for c in ("input_ids", "labels", "seq_lengths") if c in ds.column_names]
+    for batch in ds.select_columns(columns).iter(batch_size=4096):
+        digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def save_eval_split(splits: Splits, run_dir: Path) -> Path | None:
+    """Keep the eval rows in the run folder so `ftdata eval RUN` needs nothing else."""
+    if splits.eval is None:
+        return None
+    target = run_dir / "eval_data"
+    splits.eval.save_to_disk(str(target))
+    return target

@@ -1,0 +1,144 @@
+"""The run record: `run.json` (what ran, on what, with which result) and `loss.png`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import resource
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+PLOT_FILE = "loss.png"
+LIBRARIES = ("ftdata", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets")
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601, to the second."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def versions() -> dict[str, str]:
+    """Python, platform and the library versions that shape a run."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            module = sys.modules.get(name)
+            out[name] = getattr(module, "__version__", "not installed")
+    return out
+
+
+def data_fingerprint(splits: dict[str, Any]) -> str:
+    """One short hash over the per-split fingerprints, columns and content hashes."""
+    blob = json.dumps(splits, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def peak_memory_bytes(device_kind: str) -> int:
+    """Peak CUDA memory allocated by this process, or its peak resident set size on CPU."""
+    if device_kind == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def estimated_flops(total_params: int, tokens: int) -> int:
+    """The 6·N·D training estimate (forward 2N + backward 4N per token).
+
+    An upper bound for LoRA: the frozen weights need no weight gradients (~4N per token).
+    """
+    return 6 * total_params * tokens
+
+
+def loss_points(log_history: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(train, eval) loss points as (step, loss) from the trainer's log history."""
+    train = [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e and "step" in e]
+    evals = [(int(e["step"]), float(e["eval_loss"])) for e in log_history if "eval_loss" in e and "step" in e]
+    return train, evals
+
+
+def summarize_losses(log_history: list[dict[str, Any]]) -> dict[str, float | None]:
+    """First and last logged train loss, final eval loss and its perplexity, and the eval
+    loss before training (step 0) when it was measured."""
+    train, evals = loss_points(log_history)
+    eval_loss = evals[-1][1] if evals else None
+    initial = evals[0][1] if evals and evals[0][0] == 0 else None
+    return {
+        "first_loss": train[0][1] if train else None,
+        "last_loss": train[-1][1] if train else None,
+        "initial_eval_loss": initial,
+        "initial_perplexity": perplexity(initial),
+        "eval_loss": eval_loss,
+        "perplexity": perplexity(eval_loss),
+    }
+
+
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss), None when there is no loss, inf when it overflows."""
+    if loss is None:
+        return None
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def plot_losses(log_history: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
+    """Draw train and eval loss against the step into `path` (PNG); None when nothing was logged."""
+    train, evals = loss_points(log_history)
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; safe in worker processes and CI
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", marker="." if len(train) < 50 else None)
+    if evals:
+        ax.plot(*zip(*evals, strict=True), label="eval loss", marker="o")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write `record` atomically (tmp file + rename), non-finite floats as strings."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(record), indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """The run record of `run_dir` ({} when there is none yet)."""
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings so every reader can parse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

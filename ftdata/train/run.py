@@ -1,0 +1,281 @@
+"""One fine-tuning run, start to finish: run folder, model, data, SFTTrainer, outputs, record.
+
+A run folder (`runs/20250101-120000/`) holds:
+
+    config.yaml         the resolved options (what --resume reads back)
+    run.json            record: config, data fingerprint, versions, params, FLOPs, metrics
+    loss.png            train and eval loss curves
+    checkpoint-N/       trainer checkpoints (adapter, optimizer, scheduler, RNG, data position)
+    adapter/            the final LoRA adapter + tokenizer (model/ for a full fine-tune)
+    merged/             base + adapter merged (with merge=True)
+    eval_data/          the held-out rows, for `ftdata eval RUN`
+
+Every process of an `accelerate launch` runs this same code; only the main process writes
+files other than what `Trainer` itself writes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftdata.errors import ConfigError
+from ftdata.train import record
+from ftdata.train.config import TrainConfig, read_yaml
+from ftdata.train.data import Splits, load_splits, save_eval_split
+from ftdata.train.model import LoadedModel, count_parameters, load_for_training, resolve_model_path
+from ftdata.train.trainer import build_trainer, last_checkpoint, trainer_metrics
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+# Options that shape the data, its order or the model: a resumed run must keep them.
+RESUME_LOCKED = (
+    "model", "tokenizer", "data", "template", "max_length", "packing", "test_size", "data_options", "seed",
+    "lora", "lora_r", "lora_alpha", "target_modules", "quantization", "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+)
+
+
+@dataclass
+class TrainResult:
+    """Where a run lives and what it measured."""
+
+    run_dir: Path
+    output_dir: Path  # adapter/ (LoRA) or model/ (full fine-tune)
+    merged_dir: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: str | Path | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> TrainResult:
+    """Fine-tune the model of `cfg` on its data and write a run folder.
+
+    Args:
+        cfg: the options; with `resume`, build it with `resume_config`.
+        resume: an existing run folder: continue from its last checkpoint (same data order,
+            global step, optimizer and RNG state).
+        callbacks: extra `transformers.TrainerCallback`s.
+
+    Raises:
+        ConfigError: a bad option, missing data or model, or nothing to resume from.
+
+    Example:
+        >>> result = train(TrainConfig(data="alpaca.json", template="alpaca", max_steps=20))  # doctest: +SKIP
+        >>> result.metrics["last_loss"] < result.metrics["first_loss"]  # doctest: +SKIP
+        True
+    """
+    from ftdata.train.dist import process_state
+
+    if cfg.data is None:  # fail before the (slow) model load
+        raise ConfigError("no training data: give DATA (a file ftdata can read) or `data:` in the YAML config")
+    state = process_state()
+    run_dir, checkpoint = _locate_run(cfg, resume, state)
+    loaded, splits, base = _setup(cfg, run_dir, state, resuming=checkpoint is not None)
+    trainer = build_trainer(
+        cfg, loaded=loaded, splits=splits, run_dir=run_dir, callbacks=callbacks, resuming=checkpoint is not None
+    )
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    _final_eval(trainer, splits)
+    output_dir = run_dir / ("adapter" if cfg.lora else "model")
+    trainer.save_model(str(output_dir))
+    state.wait_for_everyone()
+    merged_dir = None
+    if cfg.merge and cfg.lora and state.is_main_process:
+        merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
+    total = base["model"]["total_params"]
+    metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind)
+    result = TrainResult(run_dir=run_dir, output_dir=output_dir, merged_dir=merged_dir, metrics=metrics)
+    if state.is_main_process:
+        history = trainer.state.log_history
+        _write_final_record(result, base, history, resumed_from=checkpoint, has_eval=splits.eval is not None)
+    return result
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config saved in `run_dir`, with `overrides` applied (e.g. a larger `max_steps`).
+
+    Raises:
+        ConfigError: `run_dir` is not a run folder, or an override changes an option that
+            shapes the data, its order or the model (see `RESUME_LOCKED`).
+    """
+    folder = _resume_dir(run_dir)
+    saved = read_yaml(folder / record.CONFIG_FILE)
+    overrides = dict(overrides or {})
+    merged = TrainConfig.from_mapping({**saved, **overrides}, origin=str(folder / record.CONFIG_FILE))
+    before = TrainConfig.from_mapping(saved, origin=str(folder / record.CONFIG_FILE)).to_dict()
+    after = merged.to_dict()
+    changed = [k for k in RESUME_LOCKED if k in overrides and before[k] != after[k]]
+    if changed:
+        detail = ", ".join(f"{k}: {before[k]!r} -> {after[k]!r}" for k in changed)
+        raise ConfigError(f"cannot change {detail} when resuming {folder.name}; start a new run instead")
+    return merged
+
+
+def merge_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) -> Path:
+    """Save the full-precision base model with the adapter merged in (plus the tokenizer).
+
+    The base is reloaded unquantized: merging into 4-bit weights would round the update away.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(str(loaded.path), dtype=dtype, local_files_only=True)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(target))
+    loaded.tokenizer.save_pretrained(str(target))
+    return target
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _locate_run(cfg: TrainConfig, resume: str | Path | None, state: Any) -> tuple[Path, Path | None]:
+    """The run folder and, when resuming, its last checkpoint."""
+    if resume is None:
+        return _new_run_dir(cfg, state), None
+    run_dir = _resume_dir(resume)
+    checkpoint = last_checkpoint(run_dir)
+    if checkpoint is None:
+        raise ConfigError(f"nothing to resume in {run_dir}: it has no checkpoint-N folder yet")
+    return run_dir, checkpoint
+
+
+def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tuple[LoadedModel, Splits, dict]:
+    """Load model and data, write config.yaml, the starting run.json and eval_data/."""
+    with state.main_process_first():  # materialise the bundled model once
+        resolve_model_path(cfg.model)
+    loaded = load_for_training(cfg)
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(cfg, loaded.tokenizer, rejects_path=run_dir / "rejects.jsonl")
+    data = _data_record(splits)
+    if resuming:
+        _check_same_data(run_dir, data)
+    trainable, total = count_parameters(loaded.model)
+    base = _base_record(cfg, run_dir, loaded, data, trainable=trainable, total=total)
+    if state.is_main_process:
+        cfg.to_yaml(run_dir / record.CONFIG_FILE)
+        record.write_json(run_dir / record.RUN_FILE, {**base, "status": "running"})
+        if not (run_dir / "eval_data").exists():
+            save_eval_split(splits, run_dir)
+    return loaded, splits, base
+
+
+def _write_final_record(result: TrainResult, base: dict[str, Any], history: list[dict[str, Any]], *,
+                        resumed_from: Path | None, has_eval: bool) -> None:
+    run_dir = result.run_dir
+    plot = record.plot_losses(history, run_dir / record.PLOT_FILE, title=f"ftdata run {run_dir.name}")
+    final = {
+        **base,
+        "status": "completed",
+        "finished": record.now(),
+        "resumed_from": resumed_from.name if resumed_from else None,
+        "metrics": result.metrics,
+        "outputs": {
+            result.output_dir.name: result.output_dir.name,
+            "merged": result.merged_dir.name if result.merged_dir else None,
+            "loss_plot": plot.name if plot else None,
+            "eval_data": "eval_data" if has_eval else None,
+        },
+        "log_history": history,
+    }
+    record.write_json(run_dir / record.RUN_FILE, final)
+
+
+def _new_run_dir(cfg: TrainConfig, state: Any) -> Path:
+    """`output_dir/run_name` (default: a timestamp), the same folder on every process."""
+    parent = Path(cfg.output_dir).expanduser()
+    name = cfg.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    if cfg.run_name is None:
+        base, n = name, 2
+        while (parent / name).exists():
+            name, n = f"{base}-{n}", n + 1
+    elif (parent / name).exists() and any((parent / name).iterdir()):
+        raise ConfigError(
+            f"run folder {parent / name} already exists; use --resume {parent / name} or another --run-name"
+        )
+    if state.num_processes > 1:  # ranks may start a second apart: rank 0's name wins
+        from accelerate.utils import broadcast_object_list
+
+        name = broadcast_object_list([name])[0]
+    return parent / name
+
+
+def _resume_dir(run_dir: str | Path) -> Path:
+    folder = Path(run_dir).expanduser()
+    if not (folder / record.CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"{folder} is not an ftdata run folder (no {record.CONFIG_FILE}); give the folder `ftdata train` created"
+        )
+    return folder
+
+
+def _data_record(splits: Splits) -> dict[str, Any]:
+    per_split = splits.fingerprint()
+    return {"fingerprint": record.data_fingerprint(per_split), "packed": splits.packed, "splits": per_split}
+
+
+def _check_same_data(run_dir: Path, data: dict[str, Any]) -> None:
+    previous = record.read_run(run_dir).get("data", {})
+    if previous and previous.get("fingerprint") != data["fingerprint"]:
+        raise ConfigError(
+            f"the data changed since {run_dir.name} started (fingerprint {previous.get('fingerprint')} -> "
+            f"{data['fingerprint']}): resuming would not continue the same data order; start a new run"
+        )
+
+
+def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dict[str, Any], *,
+                 trainable: int, total: int) -> dict[str, Any]:
+    previous = record.read_run(run_dir)
+    return {
+        "run": run_dir.name,
+        "started": previous.get("started", record.now()),
+        "config": cfg.to_dict(),
+        "model": {
+            "path": str(loaded.path),
+            "class": type(loaded.model).__name__,
+            "device": loaded.device.describe(),
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_percent": round(100 * trainable / total, 4) if total else None,
+            "memory_footprint_bytes": int(loaded.model.get_memory_footprint()),
+        },
+        "data": data,
+        "versions": record.versions(),
+    }
+
+
+def _final_eval(trainer: Any, splits: Splits) -> None:
+    """Evaluate once more unless the last log entry already is an eval at the final step."""
+    if splits.eval is None:
+        return
+    step = trainer.state.global_step
+    if not any("eval_loss" in e and e.get("step") == step for e in trainer.state.log_history):
+        trainer.evaluate()
+
+
+def _metrics(trainer: Any, train_metrics: dict[str, Any], data: dict[str, Any], *, total: int, seconds: float,
+             device: str) -> dict[str, Any]:
+    # Tokens seen = train tokens x epochs done; robust to resume (TRL's own counter restarts at 0).
+    tokens_seen = round(data["splits"]["train"]["tokens"] * float(trainer.state.epoch or 0.0))
+    return {
+        **trainer_metrics(trainer),
+        **{k: v for k, v in train_metrics.items() if isinstance(v, (int, float))},
+        **record.summarize_losses(trainer.state.log_history),
+        "wall_seconds": round(seconds, 3),
+        "tokens_seen": tokens_seen,
+        "estimated_flops": record.estimated_flops(total, tokens_seen),
+        "peak_memory_bytes": record.peak_memory_bytes(device),
+    }
