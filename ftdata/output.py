@@ -51,17 +51,24 @@ class ArrowRows:
         self._writer.close()
 
 
-def pack_table(table: pa.Table, *, max_length: int, seed: int) -> tuple[pa.Table, dict[str, Any]]:
-    """Pack the rows of `table` into rows of at most `max_length` tokens (see packing.py).
+PACKED_SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.int32())),
+        ("attention_mask", pa.list_(pa.int8())),
+        ("labels", pa.list_(pa.int32())),
+        ("position_ids", pa.list_(pa.int32())),
+        ("seq_lengths", pa.list_(pa.int32())),
+    ]
+)
 
-    Same result as `packing.pack_rows` applied to each bin of `packing.plan_bins`, built
-    column-wise: the first label of every sequence becomes -100, position_ids restart.
-    """
-    lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
-    bins = plan_bins(lengths.tolist(), max_length=max_length, seed=seed)
-    order = np.fromiter((i for b in bins for i in b), dtype=np.int64, count=len(lengths))
+
+def _pack_bins(
+    table: pa.Table, lengths: np.ndarray, bins: list[list[int]], rows: np.ndarray | None
+) -> tuple[pa.RecordBatch, int]:
+    """One record batch of packed rows for `bins`, and its trained-token count."""
+    order = np.fromiter((i for b in bins for i in b), dtype=np.int64)
     counts = np.fromiter((len(b) for b in bins), dtype=np.int64, count=len(bins))
-    taken = table.select(["input_ids", "labels"]).take(pa.array(order))
+    taken = table.select(["input_ids", "labels"]).take(pa.array(order if rows is None else rows[order]))
     ids = pc.list_flatten(taken["input_ids"]).to_numpy()
     labels = pc.list_flatten(taken["labels"]).to_numpy().copy()
     seq_len = lengths[order]
@@ -70,18 +77,36 @@ def pack_table(table: pa.Table, *, max_length: int, seed: int) -> tuple[pa.Table
     position_ids = (np.arange(len(ids)) - np.repeat(seq_start, seq_len)).astype(np.int32)
     seq_offsets = np.concatenate([[0], np.cumsum(counts)])
     row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[seq_offsets]
-    packed = pa.table(
-        {
-            "input_ids": _lists(row_offsets, ids),
-            "attention_mask": _lists(row_offsets, np.ones(len(ids), dtype=np.int8)),
-            "labels": _lists(row_offsets, labels),
-            "position_ids": _lists(row_offsets, position_ids),
-            "seq_lengths": _lists(seq_offsets, seq_len.astype(np.int32)),
-        }
-    )
-    trained = int((labels != IGNORE_INDEX).sum())
-    stats = packing_stats(lengths.tolist(), bins, max_length=max_length, trained_tokens=trained)
-    return packed, asdict(stats)
+    columns = [
+        _lists(row_offsets, ids),
+        _lists(row_offsets, np.ones(len(ids), dtype=np.int8)),
+        _lists(row_offsets, labels),
+        _lists(row_offsets, position_ids),
+        _lists(seq_offsets, seq_len.astype(np.int32)),
+    ]
+    return pa.record_batch(columns, schema=PACKED_SCHEMA), int((labels != IGNORE_INDEX).sum())
+
+
+def write_packed(
+    table: pa.Table, path: Path, *, max_length: int, seed: int, rows: np.ndarray | None = None, batch_rows: int = 2048
+) -> dict[str, Any]:
+    """Pack the rows of `table` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
+
+    Same result as `packing.pack_rows` applied to each bin of `packing.plan_bins`, built
+    column-wise a batch of bins at a time (memory stays bounded by `batch_rows`): the first
+    label of every sequence becomes -100 and position_ids restart. Returns the packing stats.
+    """
+    lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
+    if rows is not None:
+        lengths = lengths[rows]
+    bins = plan_bins(lengths.tolist(), max_length=max_length, seed=seed)
+    trained = 0
+    with pa.ipc.new_stream(str(path), PACKED_SCHEMA) as sink:
+        for start in range(0, len(bins), batch_rows):
+            batch, n = _pack_bins(table, lengths, bins[start : start + batch_rows], rows)
+            sink.write_batch(batch)
+            trained += n
+    return asdict(packing_stats(lengths.tolist(), bins, max_length=max_length, trained_tokens=trained))
 
 
 def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa.Table:
@@ -121,17 +146,20 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
         splits = {"train": parts["train"], "test": parts["test"]}
     out: dict[str, Any] = {}
     for name, split in splits.items():
-        table = split.with_format("arrow")[:]
-        if options.packing:
-            table, stats = pack_table(table, max_length=options.max_length, seed=options.seed)
-            report.packing = report.packing or {}
-            report.packing[name] = stats
-        elif options.padding == "max_length":
-            table = pad_table(table, max_length=options.max_length, pad_id=pad_id, side=options.padding_side)
         if options.packing or options.padding == "max_length":
             target = path.with_name(f"{name}.arrow")
-            with pa.ipc.new_stream(str(target), table.schema) as sink:
-                sink.write_table(table)
+            if options.packing:
+                # A shuffle or split is an indices mapping over the memory-mapped rows: pack through it, no copy.
+                rows = split._indices.column(0).to_numpy() if split._indices is not None else None
+                report.packing = report.packing or {}
+                report.packing[name] = write_packed(
+                    split.data.table, target, max_length=options.max_length, seed=options.seed, rows=rows
+                )
+            else:
+                table = split.with_format("arrow")[:]
+                padded = pad_table(table, max_length=options.max_length, pad_id=pad_id, side=options.padding_side)
+                with pa.ipc.new_stream(str(target), padded.schema) as sink:
+                    sink.write_table(padded)
             split = datasets.Dataset.from_file(str(target))
         out[name] = split
     report.rows = sum(len(s) for s in out.values())

@@ -206,3 +206,38 @@ def test_keep_response_cuts_at_the_next_turn_header(char_tok):
     text = char_tok.decode(result.dataset[0]["input_ids"])
     assert text == "<s><|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n"
     assert result.report.cut == {"oldest turns dropped": 1}
+
+
+def test_streamed_column_packing_equals_pack_rows(char_tok, tmp_path):
+    import datasets
+
+    from ftdata.output import write_packed
+    from ftdata.packing import pack_rows, plan_bins
+
+    data = [{"instruction": "q" * i, "output": "a" * (i % 7 + 1)} for i in range(1, 60)]
+    plain = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64)
+    bins = plan_bins([len(x) for x in plain["input_ids"]], max_length=64, seed=7)
+    expected = [pack_rows([plain[i] for i in b]) for b in bins]
+    stats = write_packed(plain.data.table, tmp_path / "p.arrow", max_length=64, seed=7, batch_rows=4)  # many batches
+    packed = datasets.Dataset.from_file(str(tmp_path / "p.arrow"))
+    assert [{k: row[k] for k in expected[0]} for row in packed] == [dict(e) for e in expected]
+    assert stats["rows"] == len(bins) and stats["sequences"] == len(plain)
+    via_api = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64, packing=True, seed=7)
+    assert via_api["input_ids"] == packed["input_ids"]
+
+
+def test_packing_through_a_split_matches_packing_the_selected_rows(char_tok, tmp_path):
+    import datasets
+    import numpy as np
+
+    from ftdata.output import write_packed
+
+    data = [{"instruction": "q" * i, "output": "a" * (i % 5 + 1)} for i in range(1, 30)]
+    plain = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64)
+    rows = np.array([5, 0, 17, 3, 9, 22])
+    write_packed(plain.data.table, tmp_path / "a.arrow", max_length=64, seed=1, rows=rows)
+    plain.select(rows.tolist()).to_parquet(tmp_path / "sel.parquet")
+    selected = datasets.Dataset.from_parquet(str(tmp_path / "sel.parquet"))
+    write_packed(selected.data.table, tmp_path / "b.arrow", max_length=64, seed=1)
+    a, b = (datasets.Dataset.from_file(str(tmp_path / f)) for f in ("a.arrow", "b.arrow"))
+    assert a["input_ids"] == b["input_ids"] and a["seq_lengths"] == b["seq_lengths"]
