@@ -264,18 +264,18 @@ def _build(
     import datasets
 
     from ftdata import export
-    from ftdata.pipeline import _fingerprint, prepare
+    from ftdata.pipeline import build_fingerprint, prepare
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
     with progress_bar("building", export.count_records(settings.data, limit=opts.limit)) as advance:
-        result = prepare(settings.data, tokenizer=tok, progress=advance, _options=opts)
+        result = prepare(settings.data, tokenizer=tok, progress=advance, build_options=opts)
     report = result.report
     files = export.write_dataset(result.dataset, out, fmt=fmt, tokenizer=tok)
     rejects = Path(opts.rejects_path)
     export.cache_rejects(report, rejects=rejects, cache_dir=Path(opts.cache_dir) if opts.cache_dir else None)
     # Without a cache the pipeline skips the fingerprint; build.json records it anyway.
-    fingerprint = report.fingerprint or _fingerprint(settings.data, tok, opts)
+    fingerprint = report.fingerprint or build_fingerprint(settings.data, tok, opts)
     record = export.manifest(
         data=settings.data, tokenizer=tok, tokenizer_name=tokenizer_label(settings.tokenizer, tok), options=opts,
         report=report, fingerprint=fingerprint, output_format=fmt, files=files, out=out, config=config,

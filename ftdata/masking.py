@@ -67,7 +67,7 @@ class Masker:
         notes = r.notes
         ranges = _token_ranges(r.text, offsets, r.spans)
         if ranges is None:
-            ids, offsets = self._split_encode(r)
+            ids, offsets = self.split_encode(r)
             ranges = _token_ranges(r.text, offsets, r.spans)
             notes = (*notes, REPAIRED)
             assert ranges is not None, "splitting at span edges makes every token lie on one side"
@@ -93,7 +93,7 @@ class Masker:
         cuts = tuple(n + bisect_left(offsets, (b, -1)) for b in r.boundaries)
         return Tokenized(prefix + ids, [IGNORE_INDEX] * n + labels, cuts, n, notes)
 
-    def _split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
+    def split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
         """Tokenize the text piece by piece, split at every span edge.
 
         A piece is tokenized after an anchor special token and the anchor dropped: that is how

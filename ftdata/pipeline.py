@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ftdata.errors import FtdataError, Location, RecordError, UnusableRecord
+from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
 from ftdata.formats import Columns, compile_filter, to_examples
 from ftdata.masking import Masker, Tokenized
 from ftdata.options import BuildOptions
@@ -37,7 +37,7 @@ from ftdata.resources import load_tokenizer
 from ftdata.truncation import truncate
 from ftdata.types import Example
 
-__all__ = ["BuildResult", "Stage", "build_sft_dataset", "prepare"]
+__all__ = ["BuildResult", "Stage", "build_fingerprint", "build_sft_dataset", "prepare"]
 
 
 @dataclass
@@ -161,7 +161,8 @@ def _source_id(source: Any) -> str:
         return repr(source)
 
 
-def _fingerprint(source: Any, tokenizer: Any, options: BuildOptions) -> str:
+def build_fingerprint(source: Any, tokenizer: Any, options: BuildOptions) -> str:
+    """Cache key of a build: the source identity, the tokenizer, every output-changing option, the version."""
     from ftdata import __version__
 
     h = hashlib.sha256()
@@ -196,21 +197,29 @@ def _filtered(records: Iterator[tuple[Location, Any]], options: BuildOptions, si
 
 
 def prepare(
-    source: Any, *, tokenizer: Any = None, progress: Callable[[int], None] | None = None, **options: Any
+    source: Any,
+    *,
+    tokenizer: Any = None,
+    progress: Callable[[int], None] | None = None,
+    build_options: BuildOptions | None = None,
+    **options: Any,
 ) -> BuildResult:
     """Build the dataset and return it with its `BuildReport`.
 
-    Same arguments as `build_sft_dataset`; use this when you want the counts. `progress`,
-    when given, is called after each chunk with the number of records it held (records a
-    `filter` dropped are reported once, at the end), e.g. to advance a progress bar.
+    Same arguments as `build_sft_dataset`; use this when you want the counts. Options come
+    as keywords or, already validated, as `build_options` (not both). `progress`, when given,
+    is called after each chunk with the number of records it held (records a `filter`
+    dropped are reported once, at the end), e.g. to advance a progress bar.
     """
     from ftdata import output
 
-    opts = options.pop("_options", None) or BuildOptions.from_mapping(options)
+    if build_options is not None and options:
+        raise ConfigError(f"pass options as keywords or as build_options, not both (got {', '.join(options)})")
+    opts = build_options or BuildOptions.from_mapping(options)
     started = time.perf_counter()
     tok = load_tokenizer(tokenizer)
     stage = Stage(tok, opts)
-    fingerprint = _fingerprint(source, tok, opts) if opts.cache_dir else ""
+    fingerprint = build_fingerprint(source, tok, opts) if opts.cache_dir else ""
     if fingerprint and (cached := output.load_cached(Path(opts.cache_dir), fingerprint)) is not None:  # type: ignore[arg-type]
         dataset, report = cached
         report.cached = True

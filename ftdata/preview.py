@@ -146,7 +146,7 @@ def _offsets(stage: Stage, measured: Measured) -> list[tuple[int, int]]:
     if encoding.ids == row.input_ids[row.prefix :]:
         return list(encoding.offsets)
     # The masker re-tokenized this record split at span edges (see masking.REPAIRED).
-    return stage.masker._split_encode(rendered)[1]
+    return stage.masker.split_encode(rendered)[1]
 
 
 def segments_of(
