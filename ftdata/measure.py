@@ -22,12 +22,7 @@ from ftdata.masking import Tokenized
 from ftdata.pipeline import Stage
 from ftdata.render import Renderer
 from ftdata.report import Reject
-from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Rendered
-
-
-def count_trained(labels: Sequence[int]) -> int:
-    """Tokens that carry loss."""
-    return sum(1 for x in labels if x != IGNORE_INDEX)
+from ftdata.types import Example, MaskPolicy, Rendered, count_trained
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +70,7 @@ class Inspector:
             )  # fmt: skip
 
     def _reject(self, exc: RecordError, location: Location, stage: str) -> Reject:
-        if not isinstance(exc, UnusableRecord) and self.stage.options.on_error == "raise":
-            raise exc
-        if exc.location is None:
-            return Reject(str(location), stage, str(exc))
-        reason = exc.reason if isinstance(exc, UnusableRecord) else str(exc).removeprefix(f"{exc.location}: ")
-        return Reject(str(exc.location), stage, reason)
+        return Reject.from_error(exc, location, stage, on_error=self.stage.options.on_error)
 
     def examples(self, records: Iterable[tuple[Location, Any]]) -> Iterator[Example | Reject]:
         """Format each record into its examples (or a reject)."""

@@ -83,12 +83,8 @@ class Stage:
                 for example in self.examples(location, row):
                     formats[example.format] = formats.get(example.format, 0) + 1
                     pending.append((example, self.renderer(example)))
-            except UnusableRecord as exc:
-                rejects.append(Reject(str(exc.location or location), "format", exc.reason if exc.location else str(exc)))
             except RecordError as exc:
-                if self.options.on_error == "raise":
-                    raise
-                rejects.append(Reject(str(exc.location or location), "format", str(exc).removeprefix(f"{exc.location}: ")))
+                rejects.append(Reject.from_error(exc, location, "format", on_error=self.options.on_error))
         ids: list[int] = []
         labels: list[int] = []
         lengths: list[int] = []

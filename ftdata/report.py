@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ftdata.errors import Location, RecordError, UnusableRecord
+
 
 @dataclass(frozen=True, slots=True)
 class Reject:
@@ -18,6 +20,19 @@ class Reject:
     reason: str
     kept: bool = False  # True for cut records: kept, but shortened
     tokens: int | None = None
+
+    @classmethod
+    def from_error(cls, exc: RecordError, location: Location, stage: str, *, on_error: str) -> Reject:
+        """The reject for a record error, or the error re-raised.
+
+        Unusable records are always rejected; malformed ones only with `on_error="skip"`.
+        """
+        if not isinstance(exc, UnusableRecord) and on_error == "raise":
+            raise exc
+        if exc.location is None:
+            return cls(str(location), stage, str(exc))
+        reason = exc.reason if isinstance(exc, UnusableRecord) else str(exc).removeprefix(f"{exc.location}: ")
+        return cls(str(exc.location), stage, reason)
 
     @property
     def kind(self) -> str:

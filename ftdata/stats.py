@@ -25,13 +25,13 @@ import numpy as np
 
 from ftdata.errors import FtdataError, Location
 from ftdata.formats import compile_filter
-from ftdata.measure import Inspector, Measured, count_trained
+from ftdata.measure import Inspector, Measured
 from ftdata.packing import PackingStats, packing_stats, plan_bins
 from ftdata.pipeline import Stage
 from ftdata.readers import read_records
 from ftdata.report import Reject
 from ftdata.truncation import truncate
-from ftdata.types import IGNORE_INDEX, TruncationPolicy
+from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
 
 POLICIES = (
     TruncationPolicy.KEEP_RESPONSE, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, TypedDict, get_args
@@ -10,6 +11,11 @@ from ftdata.errors import ConfigError, Location
 
 IGNORE_INDEX = -100
 """Label value that carries no loss (PyTorch's cross-entropy default)."""
+
+def count_trained(labels: Sequence[int]) -> int:
+    """Tokens that carry loss."""
+    return sum(1 for x in labels if x != IGNORE_INDEX)
+
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = get_args(Role)
