@@ -15,7 +15,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, fields
+from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,7 @@ def cache_rejects(report: BuildReport, *, rejects: Path, cache_dir: Path | None)
     else:  # cached by the library without a rejects file: keep what the report sampled
         with rejects.open("w", encoding="utf-8") as fh:
             for reject in report.sample_rejects:
-                fh.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+                fh.write(reject.to_json() + "\n")
     report.rejects_path = str(rejects)
 
 

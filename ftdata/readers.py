@@ -252,14 +252,4 @@ def read_records(source: Any, *, reader: str | None = None) -> Iterator[tuple[Lo
     raise ConfigError(f"source must be a path, a datasets.Dataset or a list of records; got {type(source).__name__}")
 
 
-def write_jsonl(rows: Iterable[Mapping[str, Any]], path: Path) -> int:
-    """Write rows as JSON Lines (UTF-8, unescaped); return the count."""
-    n = 0
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    return n
-
-
-__all__ = ["READERS", "read_records", "sniff", "write_jsonl", "iter_dataset"]
+__all__ = ["READERS", "iter_dataset", "read_records", "sniff"]

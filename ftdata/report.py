@@ -34,6 +34,10 @@ class Reject:
         reason = exc.reason if isinstance(exc, UnusableRecord) else str(exc).removeprefix(f"{exc.location}: ")
         return cls(str(exc.location), stage, reason)
 
+    def to_json(self) -> str:
+        """One line of the rejects file."""
+        return json.dumps(asdict(self), ensure_ascii=False)
+
     @property
     def kind(self) -> str:
         """A short, countable category: the reason up to its first ':' or ';'."""
@@ -127,7 +131,7 @@ class RejectsWriter:
     def __call__(self, reject: Reject) -> None:
         self.report.add(reject)
         if self._fh is not None:
-            self._fh.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+            self._fh.write(reject.to_json() + "\n")
 
     def close(self) -> None:
         if self._fh is not None:
