@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, TypedDict, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 from ftdata.errors import ConfigError, Location
 
@@ -69,12 +69,34 @@ class SystemMode(_Choice):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call an assistant turn makes.
+
+    `arguments` is kept as the data gave it (a dict, or a JSON string); the renderer turns it
+    into what the chat template expects (most templates `tojson` a dict; a few print a string).
+    """
+
+    name: str
+    arguments: dict[str, Any] | str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One turn. `train=None` leaves the choice to the masking policy."""
+    """One turn. `train=None` leaves the choice to the masking policy.
+
+    An assistant turn may carry `tool_calls` (its `content` may then be empty) and `reasoning`
+    (OpenAI/Qwen `reasoning_content`, gpt-oss `thinking`). A `tool` turn is a tool's result:
+    `name` is the tool, `tool_call_id` the call it answers.
+    """
 
     role: Role
     content: str
     train: bool | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +113,8 @@ class Example:
     context: str = ""
     format: str = ""
     notes: tuple[str, ...] = field(default=())
+    tools: tuple[dict[str, Any], ...] = ()  # tool (function) schemas passed to the chat template as `tools`
+    template_kwargs: dict[str, Any] = field(default_factory=dict)  # this record's chat_template_kwargs
 
     def chat_messages(self) -> list[dict[str, str]]:
         """Messages as chat-template dicts, with `context` joined to the first user turn."""
