@@ -161,6 +161,9 @@ def _train_flag(msg: Mapping[str, Any]) -> bool | None:
     return None
 
 
+NEEDS_ROLE_AND_CONTENT = "needs 'role' and 'content' (or ShareGPT 'from' and 'value')"
+
+
 def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> tuple[tuple[Message, ...], list[str]]:
     if not isinstance(items, list) or not items:
         raise RecordError("must be a non-empty list of messages", location=location, field=field)
@@ -189,9 +192,6 @@ def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str,
         else:
             out.append(Message("assistant", "", _train_flag(msg), tool_calls=calls))
     return tools.name_tool_results(out), notes
-
-
-NEEDS_ROLE_AND_CONTENT = "needs 'role' and 'content' (or ShareGPT 'from' and 'value')"
 
 
 def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: Location, where: str) -> Message:

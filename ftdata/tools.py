@@ -13,7 +13,8 @@ relies on:
   "parameters"}`` schema is wrapped; its contents are not changed.
 - **Reasoning**: one string from ``reasoning_content`` (OpenAI, Qwen, vLLM), ``thinking``
   (gpt-oss) or ``reasoning``; None when absent, null or blank.
-- **Template kwargs**: a dict of keyword arguments for the chat template, as given.
+- **Template kwargs**: a dict of keyword arguments for the chat template, as given, less
+  null values (a key the row lacks, in Arrow-backed datasets).
 """
 
 from __future__ import annotations
@@ -49,11 +50,12 @@ def _function(item: Any, *, location: Location, field: str, what: str) -> tuple[
     """The function object of a call or schema, wrapped (`{"function": {...}}`) or flat, and its field path."""
     if not isinstance(item, Mapping):
         raise RecordError(f"must be {what}, got {type(item).__name__} {item!r:.40}", location=location, field=field)
-    kind = item.get("type", "function")
+    # Arrow-backed datasets fill keys a row lacks with None: a null `type` or `function` is absent.
+    kind = item.get("type") or "function"
     if kind != "function":
         raise RecordError(f"has type {kind!r}; only function tools are supported", location=location, field=f"{field}.type")
-    if "function" not in item:
-        return dict(item), field
+    if item.get("function") is None:
+        return {k: v for k, v in item.items() if k != "function"}, field
     if not isinstance(item["function"], Mapping):
         raise RecordError(f"must be an object, got {item['function']!r:.40}", location=location, field=f"{field}.function")
     return dict(item["function"]), f"{field}.function"
@@ -122,7 +124,7 @@ def tool_schemas(value: Any, *, location: Location, field: str) -> tuple[dict[st
             func.pop("type", None)
             schemas.append({"type": "function", "function": func})
         else:
-            schemas.append({"type": "function", **item})
+            schemas.append({"type": "function", **{k: v for k, v in item.items() if k != "type"}})
     return tuple(schemas)
 
 
@@ -135,7 +137,8 @@ def template_kwargs(value: Any, *, location: Location, field: str) -> dict[str, 
     for key in kwargs:
         if not isinstance(key, str) or not key.isidentifier():
             raise RecordError(f"has key {key!r}, which is not a keyword argument name; {fix}", location=location, field=field)
-    return dict(kwargs)
+    # A null value is a key this row lacks: Arrow-backed datasets give every row every key.
+    return {key: v for key, v in kwargs.items() if v is not None}
 
 
 def reasoning(msg: Mapping[str, Any], *, location: Location, field: str) -> str | None:

@@ -131,6 +131,34 @@ def test_chat_template_kwargs_column_as_object_or_json():
     assert ex.template_kwargs == {"enable_thinking": False}
 
 
+def test_rows_from_an_arrow_dataset_with_nulls_for_missing_keys():
+    """datasets gives every row every key (null where a row lacks it): nulls read as absent."""
+    import datasets
+
+    calling = [
+        user("q"),
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}]},
+        {"role": "tool", "tool_call_id": "a", "content": "1"},
+        {"role": "assistant", "content": "done", "reasoning_content": "think"},
+    ]  # fmt: skip
+    rows = [
+        {"messages": calling, "tools": [WEATHER], "chat_template_kwargs": {"enable_thinking": False}},
+        {"messages": [user("q"), {"role": "assistant", "content": "a"}], "tools": [], "chat_template_kwargs": {}},
+    ]
+    arrow_rows = list(datasets.Dataset.from_list(rows))
+    assert arrow_rows[1]["chat_template_kwargs"] == {"enable_thinking": None}
+    first, second = (one(row) for row in arrow_rows)
+    assert first.messages == (
+        Message("user", "q"),
+        Message("assistant", "", tool_calls=(ToolCall("f", '{"x": 1}', "a"),)),
+        Message("tool", "1", name="f", tool_call_id="a"),
+        Message("assistant", "done", reasoning="think"),
+    )
+    assert (first.tools, first.template_kwargs) == ((WEATHER,), {"enable_thinking": False})
+    assert second.messages == (Message("user", "q"), Message("assistant", "a"))
+    assert (second.tools, second.template_kwargs) == ((), {})
+
+
 def test_column_map_for_tools_and_template_kwargs():
     row = {"messages": [user(), {"role": "assistant", "content": "ok"}], "my_tools": [WEATHER], "kw": {"x": 1}}
     ex = one(row, columns=Columns({"tools": "my_tools", "chat_template_kwargs": "kw"}))
