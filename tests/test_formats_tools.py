@@ -304,15 +304,17 @@ def exchanges(draw):
     messages.append({"role": "user", "content": question})
     expected.append(Message("user", question))
     for n in range(draw(st.integers(0, 3))):
-        calls = draw(st.lists(st.tuples(names, arguments, st.booleans()), min_size=1, max_size=3))
+        calls = draw(st.lists(st.tuples(names, arguments, st.booleans(), st.booleans()), min_size=1, max_size=3))
         text = draw(st.sampled_from([None, "", "Checking."]))
-        wire = [{"id": f"c{n}_{j}", "type": "function",
-                 "function": {"name": name, "arguments": json.dumps(args) if as_string else args}}
-                for j, (name, args, as_string) in enumerate(calls)]  # fmt: skip
+        wire, tool_calls = [], []
+        for j, (name, args, as_string, flat) in enumerate(calls):
+            call = ToolCall(name, json.dumps(args) if as_string else args, f"c{n}_{j}")
+            function = {"name": call.name, "arguments": call.arguments}
+            wire.append({"id": call.id, **function} if flat else {"id": call.id, "type": "function", "function": function})
+            tool_calls.append(call)
         messages.append({"role": "assistant", "content": text, "tool_calls": wire})
-        tool_calls = tuple(ToolCall(c["function"]["name"], c["function"]["arguments"], c["id"]) for c in wire)
-        expected.append(Message("assistant", text or "", tool_calls=tool_calls))
-        for j, (name, _, _) in enumerate(calls):
+        expected.append(Message("assistant", text or "", tool_calls=tuple(tool_calls)))
+        for j, (name, *_) in enumerate(calls):
             result = draw(texts)
             messages.append({"role": "tool", "tool_call_id": f"c{n}_{j}", "content": result})
             expected.append(Message("tool", result, name=name, tool_call_id=f"c{n}_{j}"))
