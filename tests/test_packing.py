@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import numpy as np
@@ -57,16 +56,14 @@ def test_plan_bins_rejects_bad_input(lengths, max_length, match):
         plan_bins(lengths, max_length=max_length)
 
 
-def test_plan_bins_is_fast_and_fills_realistic_rows():
+def test_plan_bins_fills_realistic_rows():
+    # Speed is measured in benchmarks/packing_fill.py, not asserted here.
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(np.log(300), 0.5, 200_000), 100, 800).astype(int)
-    start = time.perf_counter()
     bins = plan_bins(lengths, max_length=2048)
-    elapsed = time.perf_counter() - start
     stats = packing_stats(lengths, bins, max_length=2048)
     assert stats.fill_ratio >= 0.99
     assert stats.sequences == 200_000
-    assert elapsed < 3.0  # ~0.4 s on one laptop core; generous for loaded CI machines
 
 
 # ---------------------------------------------------------------- pack_rows, literal
