@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 from support import SHARED, make_char_tokenizer, tokenizer
+
+# CI runs the same examples every time (a red main must be reproducible); locally Hypothesis explores.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
