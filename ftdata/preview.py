@@ -30,11 +30,11 @@ from rich.text import Text
 
 from ftdata.errors import FtdataError, Location
 from ftdata.formats import compile_filter
-from ftdata.markers import RoleMarkers
+from ftdata.markers import RoleMarkers, common_token_prefix
 from ftdata.measure import Inspector, Measured
 from ftdata.pipeline import Stage
 from ftdata.render import apply_system
-from ftdata.turns import THINK_BOILERPLATE, changed_region
+from ftdata.turns import THINK_BOILERPLATE
 from ftdata.report import Reject
 from ftdata.truncation import truncate
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
@@ -159,7 +159,12 @@ def schema_region(example: Example, stage: Stage) -> tuple[int, int]:
         without = renderer.chat(msgs, kwargs=kwargs)
     except FtdataError:
         return 0, 0
-    start, end = changed_region(with_tools, without)
+    # Whole tokens from the left: a character prefix would end inside `<|system|>` vs `<|user|>`.
+    start = common_token_prefix(with_tools, without, stage.tokenizer)
+    tail = 0
+    while tail < len(without) - start and with_tools[-1 - tail] == without[-1 - tail]:
+        tail += 1
+    end = len(with_tools) - tail
     return (start, end) if end > start else (0, 0)
 
 

@@ -355,3 +355,47 @@ def test_random_calls_train_exactly_the_calls_and_answers(calls, text, answer):
     # Qwen2.5 writes calls without a newline between them only for the first; later ones start on a new line.
     first = first.replace("</tool_call><tool_call>", "</tool_call>\n<tool_call>")
     assert trained == [f"{first}<|im_end|>", f"{answer.strip()}<|im_end|>"]
+
+
+# ---------------------------------------------------------------- inspection: preview and build
+
+
+def test_build_reports_the_think_block_advice_once_per_build():
+    from ftdata import prepare
+
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(3)]
+    notes = prepare(rows, tokenizer=qwen3()).report.notes
+    note = ("trains '<think>\\n\\n</think>\\n\\n', which the template writes into this turn after the generation prompt; "
+            'chat_template_kwargs {"enable_thinking": false} moves it into the prompt')  # fmt: skip
+    assert notes == {note: 3}  # one line in the report, with its count
+    assert prepare(rows, tokenizer=qwen3(), chat_template_kwargs={"enable_thinking": False}).report.notes == {}
+
+
+def preview_text(tok, examples, **options) -> str:
+    """The plain (no-colour) preview of `examples`, as `ftdata preview --no-color` prints it."""
+    import io
+
+    from rich.console import Console
+
+    from ftdata.measure import Inspector
+    from ftdata.pipeline import Stage
+    from ftdata.preview import Printer, build_view
+
+    stage = Stage(tok, BuildOptions(**options))
+    out = io.StringIO()
+    printer = Printer(Console(file=out, color_system=None, width=200), as_json=False, show_tokens=False)
+    for n, measured in enumerate(Inspector(stage).measure(list(examples)), start=1):
+        printer.record(n, build_view(stage, measured))
+    return out.getvalue()
+
+
+def test_preview_marks_tool_schemas_results_and_trained_calls():
+    text = preview_text(glm(), [weather({"city": "Paris"})])
+    assert "[gMASK]<sop>⟪<|system|>\n# Tools\n\nYou may call one or more functions" in text
+    assert "</tool_call>⟫<|user|>\nWeather in Paris?<|assistant|>⟦\n<think></think>\n<tool_call>⦃get_weather⦄\n" in text
+    assert "<arg_value>⦃Paris⦄</arg_value>\n</tool_call><|observation|>⟧\n<tool_response>\n⟨22C⟩\n</tool_response>" in text
+    assert text.count("moves it into the prompt") == 1  # the advice once, not per turn
+
+
+def test_preview_says_the_think_block_advice_once():
+    assert preview_text(qwen3(), [thinking(None), thinking(None)]).count("moves it into the prompt") == 1
