@@ -119,12 +119,20 @@ def record_pieces(example: Example, stage: Stage) -> list[tuple[str, str]]:
         pieces.append((message.content, "result" if message.role == "tool" else "text"))
         for call in message.tool_calls:
             pieces.append((call.name, "call"))
-            args = call.arguments if isinstance(call.arguments, dict) else {}
+            args = call.arguments if isinstance(call.arguments, dict) else _json_object(call.arguments)
             pieces += [(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), "call") for v in args.values()]
         if message.role == "user" and context:
             pieces.append((context, "text"))
             context = ""
     return pieces
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def content_mask(text: str, pieces: Iterable[tuple[str, str]]) -> list[str]:

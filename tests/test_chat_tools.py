@@ -399,3 +399,40 @@ def test_preview_marks_tool_schemas_results_and_trained_calls():
 
 def test_preview_says_the_think_block_advice_once():
     assert preview_text(qwen3(), [thinking(None), thinking(None)]).count("moves it into the prompt") == 1
+
+
+# ---------------------------------------------------------------- docs/masking.md previews
+
+DOC_PREVIEWS = [
+    ("gpt-oss (TRL's gptoss.jinja), reasoning in the last turn", gptoss, lambda: thinking(), {}),
+    ("Qwen3 (TRL's qwen3.jinja), reasoning in the last turn", qwen3, lambda: thinking(), {}),
+    ("Qwen3, thinking on (the default), no reasoning", qwen3, lambda: thinking(None), {}),
+    ("Qwen3, thinking off: --chat-template-kwargs '{\"enable_thinking\": false}'", qwen3, lambda: thinking(None),
+     {"chat_template_kwargs": {"enable_thinking": False}}),
+    ("GLM-4-MoE (TRL's glm4moe.jinja), a tool call", glm, lambda: weather({"city": "Paris"}), {}),
+    ("Qwen2.5 (qwen2.5-instruct) with tools", lambda: tokenizer("qwen2.5-instruct"),
+     lambda: weather('{"city": "Paris"}', content="Let me check."), {}),
+]  # fmt: skip
+
+
+def doc_previews() -> str:
+    """The 'after' previews of docs/masking.md: `ftdata preview --no-color` bodies (dates masked)."""
+    blocks = []
+    for title, tok, ex, options in DOC_PREVIEWS:
+        body = preview_text(tok(), [ex()], **options).split("\n", 2)[2]  # drop the record title line
+        body = re.sub(r"\d{4}-\d{2}-\d{2}", "YYYY-MM-DD", body).rstrip("\n")
+        text, _, notes = body.partition("\nnote: ")
+        notes = "".join(f"- note: {n}\n" for n in notes.split("\nnote: ") if n.strip())
+        blocks.append(f"**{title}**\n\n```text\n{text}\n```\n\n{notes}")
+    return "\n".join(blocks)
+
+
+def test_docs_show_the_generated_previews():
+    from support import ROOT
+
+    docs = (ROOT / "docs" / "masking.md").read_text(encoding="utf-8")
+    assert doc_previews() in docs, "regenerate with: python tests/test_chat_tools.py"
+
+
+if __name__ == "__main__":
+    print(doc_previews())
