@@ -245,7 +245,7 @@ class ChatSpans:
             names = ", ".join(repr(c["function"]["name"]) for c in msg["tool_calls"])
             return -1, -1, -1, [], f"the chat template does not write its tool calls ({names}); use a template that renders tool_calls"
         if "reasoning" in pieces and "reasoning" not in written:
-            if i == len(msgs) - 1 or not self._writes_last_reasoning(msgs, i, changed, pieces["reasoning"], render):
+            if i == len(msgs) - 1 or not self._writes_last_reasoning(msgs, i, pieces["reasoning"], render):
                 return -1, -1, -1, [], (
                     "the chat template does not write its reasoning (reasoning_content/thinking); the model would be trained "
                     "to answer without it: drop the reasoning or use a template that renders it"
@@ -280,7 +280,7 @@ class ChatSpans:
         return f"the template renders it as {shown!r} (it rewrites the content)"
 
     @staticmethod
-    def _writes_last_reasoning(msgs: list[dict[str, Any]], i: int, changed: dict[str, Any], sentinel: str, render: Render) -> bool:
+    def _writes_last_reasoning(msgs: list[dict[str, Any]], i: int, sentinel: str, render: Render) -> bool:
         """Whether the template writes turn i's reasoning when turn i ends the conversation."""
         try:
             return sentinel in render([*msgs[:i], {**msgs[i], "reasoning_content": sentinel, "thinking": sentinel}])

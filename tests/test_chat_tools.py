@@ -320,7 +320,7 @@ def test_chat_template_kwargs_option_flag_and_fingerprint():
     assert BuildOptions(mask_reasoning=True).fingerprint_fields()["mask_reasoning"] is True
 
 
-def test_build_kwargs_reach_every_render(tmp_path):
+def test_build_kwargs_reach_every_render():
     """Marker detection, the prompts and the fallback renders all see the build's kwargs."""
     off = Renderer.from_options(qwen3(), BuildOptions(chat_template_kwargs={"enable_thinking": False}))
     assert off.markers.assistant_header.endswith("<think>\n\n</think>\n\n")
@@ -436,3 +436,14 @@ def test_docs_show_the_generated_previews():
 
 if __name__ == "__main__":
     print(doc_previews())
+
+
+def test_yaml_config_takes_the_new_options(tmp_path):
+    from ftdata.cli_options import resolve
+
+    config = tmp_path / "build.yaml"
+    config.write_text("chat_template_kwargs:\n  enable_thinking: false\nmask_reasoning: true\n", encoding="utf-8")
+    options = resolve(data="d.jsonl", tokenizer=None, config=config, flags={}).options
+    assert (options.chat_template_kwargs, options.mask_reasoning) == ({"enable_thinking": False}, True)
+    with pytest.raises(ConfigError, match=r"chat_template_kwargs must be a mapping like \{'enable_thinking': False\}"):
+        resolve(data="d.jsonl", tokenizer=None, config=None, flags={"chat_template_kwargs": "enable_thinking=false"})
