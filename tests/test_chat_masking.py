@@ -299,7 +299,9 @@ def test_random_conversations_verify_or_are_rejected_with_reason(name):
     stats: Counter = Counter()
 
     @settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None)
-    @given(conversations(MARKER_TEXT))
+    # Half the conversations carry no marker text, so enough records train whatever Hypothesis
+    # mixes into its strings (it also draws constants it finds in the imported modules).
+    @given(st.one_of(conversations([], plain=True), conversations(MARKER_TEXT)))
     def run(msgs):
         _check_one(name, msgs, stats)
 
