@@ -252,13 +252,15 @@ def build(
         rejects_path=opts.rejects_path or str(out / export.REJECTS),
         cache_dir=None if no_cache else (opts.cache_dir or str(cache_root() / "builds")),
     )
-    export.prepare_output_dir(out)
-    tok = load_tokenizer(settings.tokenizer)
-    _build(settings, opts, tok, out=out, fmt=fmt, config=config, no_color=no_color)
+    inputs = safeio.input_paths(settings.data, settings.tokenizer, config, opts.template)
+    safeio.check_rejects_path(Path(opts.rejects_path), inputs)
+    with safeio.OutputDir(out, inputs=inputs) as target:
+        tok = load_tokenizer(settings.tokenizer, trust_remote_code=trust_remote_code)
+        _build(settings, opts, tok, target=target, fmt=fmt, config=config, no_color=no_color)
 
 
 def _build(
-    settings: Settings, opts: Any, tok: Any, *, out: Path, fmt: str, config: Path | None, no_color: bool
+    settings: Settings, opts: Any, tok: Any, *, target: Any, fmt: str, config: Path | None, no_color: bool
 ) -> None:
     """Run the pipeline, write every output, print the summary."""
     import datasets
@@ -271,16 +273,19 @@ def _build(
     with progress_bar("building", export.count_records(settings.data, limit=opts.limit)) as advance:
         result = prepare(settings.data, tokenizer=tok, progress=advance, build_options=opts)
     report = result.report
-    files = export.write_dataset(result.dataset, out, fmt=fmt, tokenizer=tok)
+    out = target.path
+    files = export.write_dataset(result.dataset, target, fmt=fmt, tokenizer=tok)
     rejects = Path(opts.rejects_path)
-    export.cache_rejects(report, rejects=rejects, cache_dir=Path(opts.cache_dir) if opts.cache_dir else None)
+    if rejects.parent.resolve() == out.resolve():
+        target.adopt(rejects.name)
     # Without a cache the pipeline skips the fingerprint; build.json records it anyway.
     fingerprint = report.fingerprint or build_fingerprint(settings.data, tok, opts)
     record = export.manifest(
         data=settings.data, tokenizer=tok, tokenizer_name=tokenizer_label(settings.tokenizer, tok), options=opts,
         report=report, fingerprint=fingerprint, output_format=fmt, files=files, out=out, config=config,
     )  # fmt: skip
-    manifest = export.write_manifest(out, record)
+    manifest = export.write_manifest(target, record)
+    target.finish()
     show = console(no_color)
     seconds = time.perf_counter() - started
     if report.cached:

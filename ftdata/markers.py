@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from ftdata import limits
 from ftdata.errors import TemplateError
 
 SystemSupport = Literal["native", "folded", "ignored", "raises"]
@@ -33,9 +34,10 @@ class ChatRenderer:
 
     def __call__(self, messages: list[dict[str, str]], *, generation: bool = False) -> str:
         try:
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=generation
-            )
+            with limits.time_limit(limits.limits().render_seconds, "the chat template"):
+                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        except limits.LimitExceeded:
+            raise
         except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
             roles = ",".join(m["role"] for m in messages)
             raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None

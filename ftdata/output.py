@@ -6,6 +6,7 @@ Everything here is columnar (numpy + pyarrow): no per-token Python loops.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ftdata import safeio
 from ftdata.options import BuildOptions
 from ftdata.packing import packing_stats, plan_bins
 from ftdata.report import BuildReport
@@ -167,22 +169,71 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
     return datasets.DatasetDict(out) if options.test_size is not None else out["train"]
 
 
-def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint: str) -> Any:
-    """Save a build under `cache_dir/fingerprint` and return the dataset loaded from there."""
+REJECTS = "rejects.jsonl"
+_COMPLETE = "complete.json"
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+
+
+def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint: str, *, rejects: Path) -> Any:
+    """Save a build under `cache_dir/fingerprint` and return the dataset loaded from there.
+
+    An entry is complete or absent: dataset, report, the full rejects file and `complete.json`
+    (the rejects line count) are written into a temporary folder and renamed into place. When
+    a concurrent build published the same entry first, its copy is used and ours dropped.
+    """
     import datasets
 
     folder = cache_dir / fingerprint
-    dataset.save_to_disk(str(folder / "dataset"))
-    (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = safeio.temp_name(folder)
+    try:
+        dataset.save_to_disk(str(tmp / "dataset"))
+        shutil.copyfile(rejects, tmp / REJECTS)
+        (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+        (tmp / _COMPLETE).write_text(json.dumps({"rejects_lines": _count_lines(tmp / REJECTS)}), encoding="utf-8")
+        with safeio.file_lock(cache_dir / f".{fingerprint}.lock"):
+            if _complete(folder):
+                safeio.remove(tmp)  # another build published the same entry first
+            else:
+                safeio.replace(tmp, folder)
+    finally:
+        safeio.remove(tmp)
     return datasets.load_from_disk(str(folder / "dataset"))
 
 
-def load_cached(cache_dir: Path, fingerprint: str) -> tuple[Any, BuildReport] | None:
-    """A cached build, or None."""
+def _complete(folder: Path) -> bool:
+    """Whether a cache entry has every part, and its rejects file every line."""
+    try:
+        expected = json.loads((folder / _COMPLETE).read_text(encoding="utf-8"))["rejects_lines"]
+        return (folder / "dataset").is_dir() and (folder / "report.json").is_file() and (
+            _count_lines(folder / REJECTS) == expected
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def load_cached(cache_dir: Path, fingerprint: str, *, rejects_path: str | Path | None = None) -> tuple[Any, BuildReport] | None:
+    """A complete cached build, or None (an incomplete entry is ignored: the build reruns and replaces it).
+
+    With `rejects_path`, the entry's full rejects file is copied there (atomically).
+    """
     import datasets
 
     folder = cache_dir / fingerprint
-    if not (folder / "report.json").is_file() or not (folder / "dataset").is_dir():
+    if not _complete(folder):
         return None
-    report = BuildReport.from_dict(json.loads((folder / "report.json").read_text(encoding="utf-8")))
-    return datasets.load_from_disk(str(folder / "dataset")), report
+    try:
+        report = BuildReport.from_dict(json.loads((folder / "report.json").read_text(encoding="utf-8")))
+        dataset = datasets.load_from_disk(str(folder / "dataset"))
+    except (OSError, ValueError, TypeError):
+        return None
+    report.rejects_path = None
+    if rejects_path is not None:
+        with safeio.atomic_path(Path(rejects_path)) as tmp:
+            shutil.copyfile(folder / REJECTS, tmp)
+        report.rejects_path = str(rejects_path)
+    return dataset, report

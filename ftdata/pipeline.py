@@ -9,13 +9,10 @@ file, so a large JSONL never sits in Python objects. Every record that is not ke
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ftdata import safeio
 from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
 from ftdata.formats import Columns, compile_filter, to_examples
 from ftdata.masking import Masker, Tokenized
@@ -142,39 +140,18 @@ class BuildResult:
     report: BuildReport
 
 
-def _source_id(source: Any) -> str:
-    if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        if path.exists():
-            stat = path.stat()
-            return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-        return str(source)
-    if hasattr(source, "_fingerprint"):
-        return str(source._fingerprint)
-    try:
-        return hashlib.sha256(json.dumps(list(source), sort_keys=True, default=str).encode()).hexdigest()
-    except TypeError:
-        return repr(source)
-
-
 def build_fingerprint(source: Any, tokenizer: Any, options: BuildOptions) -> str:
     """Cache key of a build: the source identity, the tokenizer, every output-changing option, the version."""
     from ftdata import __version__
 
     h = hashlib.sha256()
-    h.update(_source_id(source).encode())
+    h.update(safeio.source_id(source).encode())
     h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
     h.update(hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).digest())
     h.update(str(getattr(tokenizer, "chat_template", "")).encode())
     h.update(json.dumps(options.fingerprint_fields(), sort_keys=True, default=str).encode())
     h.update(__version__.encode())
     return h.hexdigest()[:16]
-
-
-def _scratch_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="ftdata-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
 
 
 def _chunks(records: Iterator[tuple[Location, Any]], size: int) -> Iterator[list[tuple[Location, Any]]]:
@@ -186,7 +163,7 @@ def _filtered(records: Iterator[tuple[Location, Any]], options: BuildOptions, si
     keep = compile_filter(options.filter)
     for location, row in records:
         sink.report.records += 1
-        if keep is not None and not keep(row):
+        if keep is not None and not keep(row, location):
             sink(Reject(str(location), "filter", f"filtered: {options.filter} is false"))
             continue
         yield location, row
@@ -215,8 +192,10 @@ def prepare(
     started = time.perf_counter()
     tok = load_tokenizer(tokenizer)
     stage = Stage(tok, opts)
+    if opts.rejects_path:
+        safeio.check_rejects_path(Path(opts.rejects_path), safeio.input_paths(source))
     fingerprint = build_fingerprint(source, tok, opts) if opts.cache_dir else ""
-    if fingerprint and (cached := output.load_cached(Path(opts.cache_dir), fingerprint)) is not None:  # type: ignore[arg-type]
+    if fingerprint and (cached := output.load_cached(Path(opts.cache_dir), fingerprint, rejects_path=opts.rejects_path)) is not None:  # type: ignore[arg-type]
         dataset, report = cached
         report.cached = True
         return BuildResult(dataset, report)
@@ -226,9 +205,12 @@ def prepare(
         tokenizer=str(getattr(tok, "name_or_path", "")), template=stage.renderer.name,
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None, fingerprint=fingerprint,
     )  # fmt: skip
-    sink = RejectsWriter(report, opts.rejects_path)
+    scratch = safeio.scratch_dir()
+    # A cache entry keeps the full rejects file, so a cached build writes one even without rejects_path.
+    rejects_file = opts.rejects_path or (scratch / output.REJECTS if fingerprint else None)
+    sink = RejectsWriter(report, rejects_file)
+    report.rejects_path = opts.rejects_path
     records = _filtered(islice(read_records(source, reader=opts.reader), opts.limit), opts, sink)
-    scratch = _scratch_dir()
     writer = output.ArrowRows(scratch / "rows.arrow")
     reported = 0
 
@@ -251,6 +233,9 @@ def prepare(
                 _collect(chunk, writer, sink)
                 advance(chunk.records)
         advance(report.records - reported)  # records the filter dropped
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         writer.close()
         sink.close()
@@ -263,7 +248,7 @@ def prepare(
     dataset = output.finish(writer.path, opts, report)
     report.seconds = round(time.perf_counter() - started, 3)
     if fingerprint:
-        dataset = output.save_cached(dataset, report, Path(opts.cache_dir), fingerprint)  # type: ignore[arg-type]
+        dataset = output.save_cached(dataset, report, Path(opts.cache_dir), fingerprint, rejects=Path(rejects_file))  # type: ignore[arg-type]
     return BuildResult(dataset, report)
 
 
