@@ -186,7 +186,10 @@ def count_records(data: str, *, limit: int | None) -> int | None:
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            total = pq.ParquetFile(path).metadata.num_rows
+            try:
+                total = pq.ParquetFile(path).metadata.num_rows
+            except Exception:  # noqa: BLE001 - a broken file: the reader reports it, with its location
+                total = None
         elif suffix == ".json" and path.stat().st_size < (256 << 20):
             try:
                 obj = json.loads(path.read_bytes())

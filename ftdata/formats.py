@@ -257,6 +257,8 @@ def to_examples(
         RecordError: the row does not fit its (detected or given) format; the message names
             the location, the field and the fix.
     """
+    if isinstance(row, RecordError):  # a reader could not read this row faithfully (see readers.py)
+        raise row
     columns = columns or Columns()
     roles = {k.lower(): v for k, v in (roles or {}).items()}
     name = format or detect(row, columns)

@@ -12,6 +12,7 @@ them without touching code):
     FTDATA_FILTER_TIMEOUT    seconds one filter evaluation may take (2)
     FTDATA_YAML_MAX_BYTES    size of a YAML config file (1048576)
     FTDATA_YAML_MAX_NODES    values in a YAML config after expanding its aliases (100000)
+    FTDATA_PAD_MAX_BYTES     memory padding=max_length may take (half of this machine's memory)
 
 The time limit works in any thread: a watchdog thread raises `Timeout` asynchronously in the
 thread that overran (at its next Python bytecode), so it stops pure-Python loops such as
@@ -40,6 +41,7 @@ _ENV = {
     "filter_seconds": ("FTDATA_FILTER_TIMEOUT", 2.0),
     "yaml_bytes": ("FTDATA_YAML_MAX_BYTES", 1 << 20),
     "yaml_nodes": ("FTDATA_YAML_MAX_NODES", 100_000),
+    "pad_bytes": ("FTDATA_PAD_MAX_BYTES", 0),  # 0: half this machine's memory
 }
 
 
@@ -63,6 +65,7 @@ class Limits:
     filter_seconds: float
     yaml_bytes: int
     yaml_nodes: int
+    pad_bytes: int
 
 
 def limits() -> Limits:
@@ -75,7 +78,7 @@ def limits() -> Limits:
     for name, (var, default) in _ENV.items():
         raw = os.environ.get(var)
         if raw is None:
-            values[name] = default
+            values[name] = default or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
             continue
         try:
             value = type(default)(float(raw)) if isinstance(default, int) else float(raw)

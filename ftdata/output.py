@@ -6,6 +6,7 @@ Everything here is columnar (numpy + pyarrow): no per-token Python loops.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ftdata import safeio
+from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions
 from ftdata.packing import packing_stats, plan_bins
 from ftdata.report import BuildReport
@@ -111,9 +113,27 @@ def write_packed(
     return asdict(packing_stats(lengths.tolist(), bins, max_length=max_length, trained_tokens=trained))
 
 
+def check_padding(rows: int, max_length: int) -> None:
+    """Refuse padding that would not fit in memory (int32 ids and labels, int8 mask: rows x max_length).
+
+    Raises:
+        ConfigError: with the size it would take and the way out.
+    """
+    from ftdata.limits import env_name, limits
+
+    need, budget = rows * max_length * 9, limits().pad_bytes
+    if need > budget:
+        raise ConfigError(
+            f"padding={rows} rows to max_length={max_length} needs {need / 2**30:.1f} GiB (limit "
+            f"{budget / 2**30:.1f} GiB, {env_name('pad_bytes')}); lower max_length, or leave padding=none and "
+            "pad per batch in the collator"
+        )
+
+
 def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa.Table:
     """Pad every row to `max_length`: pad_id / attention 0 / label -100, left or right."""
     n = table.num_rows
+    check_padding(n, max_length)
     lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
     out = {}
     for name, fill in (("input_ids", pad_id), ("attention_mask", 0), ("labels", IGNORE_INDEX)):
@@ -130,6 +150,20 @@ def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa
     return pa.table(out)
 
 
+def check_split(n: int, test_size: float | int) -> None:
+    """Both splits must get at least one row (the same rounding as `train_test_split`: test = ceil).
+
+    Raises:
+        ConfigError: naming the count and what each split would get.
+    """
+    n_test = test_size if isinstance(test_size, int) else math.ceil(test_size * n)
+    if n_test >= n or n_test < 1:
+        raise ConfigError(
+            f"test_size={test_size} of {n} sequences leaves {max(n - n_test, 0)} for training and {n_test} for test; "
+            "each split needs at least one: lower test_size or add data"
+        )
+
+
 def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: int = 0) -> Any:
     """Arrow file -> Dataset or DatasetDict, shuffled, split, packed or padded per options."""
     import datasets
@@ -140,10 +174,7 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
     splits = {"train": dataset}
     if options.test_size is not None:
         test_size = options.test_size
-        if isinstance(test_size, int) and test_size >= len(dataset):
-            from ftdata.errors import ConfigError
-
-            raise ConfigError(f"test_size={test_size} leaves no training rows: only {len(dataset)} sequences were built")
+        check_split(len(dataset), test_size)
         parts = dataset.train_test_split(test_size=test_size, seed=options.seed)
         splits = {"train": parts["train"], "test": parts["test"]}
     out: dict[str, Any] = {}

@@ -381,6 +381,9 @@ def source_id(source: Any) -> str:
         return str(source)
     if hasattr(source, "_fingerprint"):
         return str(source._fingerprint)
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(source, pandas.DataFrame):  # list(frame) would hash the column names only
+        return hashlib.sha256(source.to_json(orient="split", default_handler=str).encode()).hexdigest()
     try:
         return hashlib.sha256(json.dumps(list(source), sort_keys=True, default=str).encode()).hexdigest()
     except TypeError:
