@@ -89,10 +89,12 @@ class Stage:
         methods: dict[str, int] = {}
         notes: dict[str, int] = {}
         masked = self.masker([r for _, r in pending]) if pending else []
+        kept: dict[str, list[int]] = {}  # location -> indices into `lengths` of its sequences
         for (example, rendered), row in zip(pending, masked):
             where = str(example.source)
             if isinstance(row, UnusableRecord):
                 rejects.append(Reject(where, "verify", row.reason))
+                kept.setdefault(where, []).append(-1)
                 continue
             try:
                 result = truncate(row, max_length=self.options.max_length, policy=self.options.truncation)
@@ -103,10 +105,12 @@ class Stage:
             methods[rendered.method] = methods.get(rendered.method, 0) + 1
             for note in row.notes:
                 notes[note] = notes.get(note, 0) + 1
+            kept.setdefault(where, []).extend(range(len(lengths), len(lengths) + len(result.rows)) or [-1])
             for seq_ids, seq_labels in result.rows:
                 ids.extend(seq_ids)
                 labels.extend(seq_labels)
                 lengths.append(len(seq_ids))
+        ids, labels, lengths = _whole_records(kept, ids, labels, lengths, rejects)
         return Chunk(
             np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32), np.asarray(lengths, dtype=np.int64),
             rejects, len(pending), methods, notes, formats, len(records),
@@ -115,6 +119,29 @@ class Stage:
     def tokenize(self, example: Example) -> Tokenized | UnusableRecord:
         """Render and mask one example (no truncation): for previews."""
         return self.masker([self.renderer(example)])[0]
+
+
+def _whole_records(
+    kept: dict[str, list[int]], ids: list[int], labels: list[int], lengths: list[int], rejects: list[Reject]
+) -> tuple[list[int], list[int], list[int]]:
+    """A record with several examples (self-instruct `instances`) is kept whole or not at all.
+
+    `kept[location]` lists the sequence indices of each of its examples, -1 for an example
+    that was rejected. The surviving sequences of a record with a rejected example are
+    dropped too, each with a reject, so the record is not counted as rejected yet half kept.
+    """
+    drop = {i for seqs in kept.values() if -1 in seqs for i in seqs if i >= 0}
+    if not drop:
+        return ids, labels, lengths
+    for where, seqs in kept.items():
+        rejects.extend(
+            Reject(where, "format", "another instance of this record was rejected; a record is kept whole or not at all")
+            for i in seqs if i in drop
+        )  # fmt: skip
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    keep = [i for i in range(len(lengths)) if i not in drop]
+    tokens = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in keep]) if keep else np.zeros(0, dtype=np.int64)
+    return list(np.asarray(ids)[tokens]), list(np.asarray(labels)[tokens]), [lengths[i] for i in keep]
 
 
 # Worker processes get the stage once (fork copies it), then only records travel.

@@ -525,3 +525,23 @@ def test_hostile_corpus(tmp_path: Path) -> None:
         assert str(path) in line or name in line, (name, line)
         assert time.monotonic() - started < 15, name
     assert {p: digest(p) for p in (tmp_path / "in").iterdir()} == hashes
+
+
+def test_an_instances_record_with_one_bad_instance_is_rejected_whole(tmp_path: Path) -> None:
+    from ftdata import prepare
+
+    record = {"instruction": "Add", "instances": [{"input": "1+1", "output": "2"}, {"input": "2+2", "output": "four " * 300}]}
+    data = jsonl(tmp_path / "i.jsonl", [record, {"instruction": "Mul", "instances": [{"input": "1*1", "output": "1"}]}])
+    result = prepare(str(data), template="alpaca", max_length=64, truncation="drop", rejects_path=str(tmp_path / "r.jsonl"))
+    assert len(result.dataset) == 1  # only the Mul record: no half of the Add record
+    rejects = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [(r["location"], r["stage"]) for r in rejects] == [(f"{data}:1", "truncate"), (f"{data}:1", "format")]
+    assert rejects[1]["reason"].startswith("another instance of this record was rejected")
+
+
+def test_security_doc_lists_every_limit() -> None:
+    from ftdata import limits
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    for name in limits.Limits.__dataclass_fields__:
+        assert f"`{limits.env_name(name)}`" in text
