@@ -25,6 +25,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, resolve, with_build_options
+from ftdata import safeio
 from ftdata.errors import ConfigError, FtdataError
 
 _FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -56,7 +57,9 @@ class FtdataGroup(TyperGroup):
             code = exit_code(exc)
             if code is None or ctx.params.get("debug") or os.environ.get("FTDATA_DEBUG"):
                 raise
-            typer.echo(f"error: {error_message(exc)}", err=True)
+            from ftdata.terminal import escape_controls
+
+            typer.echo(f"error: {escape_controls(error_message(exc))}", err=True)
             raise typer.Exit(code) from None
 
 
@@ -77,6 +80,10 @@ CONFIG_HELP = "YAML file of options (BuildOptions names, plus data and tokenizer
 DataArg = Annotated[Optional[str], typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False)]
 TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", "-t", help=TOKENIZER_HELP, show_default=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help=CONFIG_HELP, show_default=False)]
+ALLOW_CODE_HELP = "Let a 'module:function' reader (--reader or reader: in --config) import and run that Python code."
+TRUST_HELP = "Let a tokenizer folder run the Python code it ships (auto_map). Read that code first."
+AllowCodeOpt = Annotated[bool, typer.Option("--allow-code", help=ALLOW_CODE_HELP)]
+TrustCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain text, no colours (also when not a terminal).")]
 
@@ -102,18 +109,23 @@ def _main(
     ),
 ) -> None:
     """Supervised fine-tuning data for LLMs: preview, measure and build token datasets with exact loss masks."""
+    from ftdata.resources import go_offline
+
+    go_offline()  # before any command reads data: a mistyped path must never become a hub download
 
 
 def console(no_color: bool = False, *, stderr: bool = False) -> Console:
     """A console that never interprets data as markup; plain when not a terminal or --no-color."""
-    return Console(stderr=stderr, color_system=None if no_color else "auto", highlight=False, markup=False, emoji=False)
+    from ftdata.terminal import SafeConsole
+
+    return SafeConsole(stderr=stderr, color_system=None if no_color else "auto", highlight=False, markup=False, emoji=False)
 
 
 def _stage(settings: Settings) -> Any:
     from ftdata.pipeline import Stage
     from ftdata.resources import load_tokenizer
 
-    return Stage(load_tokenizer(settings.tokenizer), settings.options)
+    return Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), settings.options)
 
 
 def tokenizer_label(spec: str | None, tokenizer: Any) -> str:
@@ -155,6 +167,8 @@ def preview(
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
+    allow_code: AllowCodeOpt = False,
+    trust_remote_code: TrustCodeOpt = False,
     *,
     options: dict[str, Any],
 ) -> None:
@@ -162,7 +176,10 @@ def preview(
     from ftdata import preview as view
     from ftdata.readers import read_records
 
-    settings = resolve(data=data, tokenizer=tokenizer, config=config, flags=options)
+    settings = resolve(
+        data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
     opts = settings.options
     records = view.select(read_records(settings.data, reader=opts.reader), filter=opts.filter, offset=offset, n=n)
     first = next(records, None)  # read errors surface before any output
@@ -191,6 +208,8 @@ def stats(
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
+    allow_code: AllowCodeOpt = False,
+    trust_remote_code: TrustCodeOpt = False,
     *,
     options: dict[str, Any],
 ) -> None:
@@ -199,7 +218,10 @@ def stats(
     from ftdata.export import count_records
     from ftdata.stats import collect
 
-    settings = resolve(data=data, tokenizer=tokenizer, config=config, flags=options)
+    settings = resolve(
+        data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
     stage = _stage(settings)
     with progress_bar("measuring", count_records(settings.data, limit=settings.options.limit)) as advance:
         result = collect(settings.data, stage, progress=advance)
@@ -231,6 +253,8 @@ def build(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build from scratch; cache nothing.")] = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
+    allow_code: AllowCodeOpt = False,
+    trust_remote_code: TrustCodeOpt = False,
     *,
     options: dict[str, Any],
 ) -> None:
@@ -240,7 +264,10 @@ def build(
 
     if no_cache and options.get("cache_dir"):
         raise ConfigError("--no-cache and --cache-dir conflict: drop one")
-    settings = resolve(data=data, tokenizer=tokenizer, config=config, flags=options)
+    settings = resolve(
+        data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
     out_value = output or settings.extras.get("output")
     if out_value is None:
         raise ConfigError("no output folder: give -o OUT (or output: in --config)")
@@ -252,13 +279,15 @@ def build(
         rejects_path=opts.rejects_path or str(out / export.REJECTS),
         cache_dir=None if no_cache else (opts.cache_dir or str(cache_root() / "builds")),
     )
-    export.prepare_output_dir(out)
-    tok = load_tokenizer(settings.tokenizer)
-    _build(settings, opts, tok, out=out, fmt=fmt, config=config, no_color=no_color)
+    inputs = safeio.input_paths(settings.data, settings.tokenizer, config, opts.template)
+    safeio.check_rejects_path(Path(opts.rejects_path), inputs)
+    with safeio.OutputDir(out, inputs=inputs) as target:
+        tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
+        _build(settings, opts, tok, target=target, fmt=fmt, config=config, no_color=no_color)
 
 
 def _build(
-    settings: Settings, opts: Any, tok: Any, *, out: Path, fmt: str, config: Path | None, no_color: bool
+    settings: Settings, opts: Any, tok: Any, *, target: Any, fmt: str, config: Path | None, no_color: bool
 ) -> None:
     """Run the pipeline, write every output, print the summary."""
     import datasets
@@ -271,16 +300,19 @@ def _build(
     with progress_bar("building", export.count_records(settings.data, limit=opts.limit)) as advance:
         result = prepare(settings.data, tokenizer=tok, progress=advance, build_options=opts)
     report = result.report
-    files = export.write_dataset(result.dataset, out, fmt=fmt, tokenizer=tok)
+    out = target.path
+    files = export.write_dataset(result.dataset, target, fmt=fmt, tokenizer=tok)
     rejects = Path(opts.rejects_path)
-    export.cache_rejects(report, rejects=rejects, cache_dir=Path(opts.cache_dir) if opts.cache_dir else None)
+    if rejects.parent.resolve() == out.resolve():
+        target.adopt(rejects.name)
     # Without a cache the pipeline skips the fingerprint; build.json records it anyway.
     fingerprint = report.fingerprint or build_fingerprint(settings.data, tok, opts)
     record = export.manifest(
         data=settings.data, tokenizer=tok, tokenizer_name=tokenizer_label(settings.tokenizer, tok), options=opts,
         report=report, fingerprint=fingerprint, output_format=fmt, files=files, out=out, config=config,
     )  # fmt: skip
-    manifest = export.write_manifest(out, record)
+    manifest = export.write_manifest(target, record)
+    target.finish()
     show = console(no_color)
     seconds = time.perf_counter() - started
     if report.cached:
@@ -312,6 +344,7 @@ def markers(
         "'{\"enable_thinking\": false}' (as the build option)", show_default=False)] = None,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
+    trust_remote_code: TrustCodeOpt = False,
 ) -> None:  # fmt: skip
     """Show what the chat template writes around each role, what a turn trains and what stops it."""
     from ftdata.cli_options import parse_json_object
@@ -320,7 +353,7 @@ def markers(
     from ftdata.resources import load_tokenizer
 
     kwargs = parse_json_object(chat_template_kwargs, name="chat_template_kwargs") if chat_template_kwargs else None
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
     found = detect_role_markers(tok, kwargs)
     out = console(no_color)
     if as_json:

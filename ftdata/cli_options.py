@@ -128,6 +128,9 @@ def with_build_options(names: Sequence[str]) -> Callable[[F], F]:
     return decorate
 
 
+_PAIR_EXAMPLES = {"roles": "narrator=assistant", "columns": "output=answer"}
+
+
 def parse_pairs(values: Sequence[str], *, name: str) -> dict[str, str]:
     """`["output=answer", "instruction=q,input=ctx"]` -> {"output": "answer", ...}.
 
@@ -140,7 +143,8 @@ def parse_pairs(values: Sequence[str], *, name: str) -> dict[str, str]:
             key, sep, column = item.partition("=")
             if not sep or not key.strip() or not column.strip():
                 flag = flag_name(name)
-                raise ConfigError(f"{flag} takes KEY=VALUE pairs, e.g. {flag} output=answer; got {item!r}")
+                example = _PAIR_EXAMPLES.get(name, "output=answer")
+                raise ConfigError(f"{flag} takes KEY=VALUE pairs, e.g. {flag} {example}; got {item!r}")
             out[key.strip()] = column.strip()
     return out
 
@@ -196,14 +200,15 @@ def read_config(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: unreadable file, invalid YAML, not a mapping, or an unknown key.
     """
-    import yaml
+    from ftdata.limits import load_yaml
 
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start}); save the config as UTF-8") from None
+    values = load_yaml(text, source=str(path))
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -212,7 +217,35 @@ def read_config(path: Path) -> dict[str, Any]:
     unknown = sorted(str(k) for k in values if k not in valid)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    for key, value in values.items():
+        _check_type(path, key, value)
     return {key: _resolve_path(key, value, path.parent) for key, value in values.items()}
+
+
+_YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "true or false (unquoted)"),
+    "int": ((int,), "a whole number"),
+    "number": ((int, float), "a count (200) or a fraction (0.1)"),
+    "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
+    "text": ((str,), "a string"),
+}
+
+
+def _check_type(path: Path, key: str, value: Any) -> None:
+    """A YAML value must have its option's type: `packing: 'false'` is a string, not false.
+
+    Raises:
+        ConfigError: naming the file, the key, the value and the type expected.
+    """
+    if value is None:
+        return
+    kind = _kind(key) if key in FIELDS else "text"
+    types, wanted = _YAML_TYPES[kind]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if ok and kind == "pairs":
+        ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if not ok:
+        raise ConfigError(f"{path}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
 
 
 def _resolve_path(key: str, value: Any, base: Path) -> Any:
@@ -234,6 +267,7 @@ class Settings:
     tokenizer: str | None
     options: BuildOptions
     extras: dict[str, Any]
+    trust_remote_code: bool = False
 
 
 def resolve(
@@ -243,14 +277,19 @@ def resolve(
     config: Path | None,
     flags: Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
+    allow_code: bool = False,
+    trust_remote_code: bool = False,
 ) -> Settings:
     """Merge defaults <- YAML config <- flags into `Settings`.
 
     `overrides` are command defaults that apply unless the YAML or a flag sets them
-    (e.g. build's rejects file in the output folder).
+    (e.g. build's rejects file in the output folder). A `module:function` reader runs
+    Python code, so it needs `allow_code` (the `--allow-code` flag): a config file alone
+    can never run code.
 
     Raises:
-        ConfigError: no data given, an unknown YAML key, or an invalid option value.
+        ConfigError: no data given, an unknown YAML key, an invalid option value, or a
+            code reader without `allow_code`.
     """
     values = read_config(config) if config is not None else {}
     extras = {key: values.pop(key) for key in list(values) if key in EXTRA_KEYS}
@@ -260,7 +299,15 @@ def resolve(
     if data is None:
         raise ConfigError("no input: give DATA (a file, a dataset folder or a cached hub id) or data: in --config")
     merged = {**(overrides or {}), **values, **flags}
-    return Settings(str(data), None if tokenizer is None else str(tokenizer), BuildOptions.from_mapping(merged), extras)
+    reader = merged.get("reader")
+    if isinstance(reader, str) and ":" in reader and not allow_code:
+        origin = f"reader: in {config}" if "reader" not in flags else "--reader"
+        raise ConfigError(
+            f"{origin} names Python code ({reader!r}), which ftdata runs only with --allow-code; "
+            "add --allow-code if you trust that code, or use a built-in reader (json, jsonl, csv, parquet, hf)"
+        )
+    tok = None if tokenizer is None else str(tokenizer)
+    return Settings(str(data), tok, BuildOptions.from_mapping(merged), extras, trust_remote_code=trust_remote_code)
 
 
 def _yaml_value(default: Any) -> str:

@@ -6,13 +6,14 @@
       train.jsonl ...       --output-format jsonl: token rows + decoded text and trained text
       rejects.jsonl         every rejected or cut record, with its reason
       build.json            inputs, options, fingerprint, counts, library versions
+      .ftdata-output.json   the names ftdata wrote here: the only ones it will ever replace
+
+Every file is written under a temporary name and renamed into place (`safeio.OutputDir`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import fields
@@ -24,12 +25,13 @@ from rich.table import Table
 
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions
+from ftdata.output import REJECTS
 from ftdata.report import BuildReport
+from ftdata.safeio import OutputDir, file_hash
 from ftdata.types import IGNORE_INDEX
 
 OUTPUT_FORMATS = ("arrow", "parquet", "jsonl")
 MANIFEST = "build.json"
-REJECTS = "rejects.jsonl"
 _SPLITS = ("train", "test")
 _VERSIONED = ("ftdata", "transformers", "tokenizers", "datasets")
 
@@ -40,52 +42,28 @@ def check_output_format(value: str) -> str:
     return value
 
 
-OUTPUT_NAMES = frozenset({MANIFEST, REJECTS, "dataset", *(f"{s}.{e}" for s in _SPLITS for e in ("parquet", "jsonl"))})
-
-
-def prepare_output_dir(out: Path) -> None:
-    """Create `out`, or clear the files an earlier (or failed) build wrote there.
-
-    Only ftdata's own output names are removed; anything else in the folder stops the build.
-
-    Raises:
-        ConfigError: `out` is a file, or a folder holding files that no build wrote.
-    """
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {str(out)!r} is a file; give a folder (-o OUT)")
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES)
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise ConfigError(
-                f"output folder {str(out)!r} holds files that are not ftdata outputs ({shown}); choose a new folder"
-            )
-        for path in out.iterdir():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def _splits(dataset: Any) -> dict[str, Any]:
     import datasets
 
     return dict(dataset) if isinstance(dataset, datasets.DatasetDict) else {"train": dataset}
 
 
-def write_dataset(dataset: Any, out: Path, *, fmt: str, tokenizer: Any) -> list[Path]:
-    """Write the dataset in `fmt` under `out`; return the paths written."""
+def write_dataset(dataset: Any, target: OutputDir, *, fmt: str, tokenizer: Any) -> list[Path]:
+    """Write the dataset in `fmt` into the output folder (each file renamed into place when complete)."""
     if fmt == "arrow":
-        dataset.save_to_disk(str(out / "dataset"))
-        return [out / "dataset"]
+        with target.write("dataset") as tmp:
+            dataset.save_to_disk(str(tmp))
+        return [target.path / "dataset"]
     paths = []
     for name, split in _splits(dataset).items():
-        path = out / f"{name}.{fmt}"
-        if fmt == "parquet":
-            split.to_parquet(str(path))
-        else:
-            with path.open("w", encoding="utf-8") as fh:
-                for row in jsonl_rows(split, tokenizer):
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        paths.append(path)
+        with target.write(f"{name}.{fmt}") as tmp:
+            if fmt == "parquet":
+                split.to_parquet(str(tmp))
+            else:
+                with tmp.open("w", encoding="utf-8") as fh:
+                    for row in jsonl_rows(split, tokenizer):
+                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        paths.append(target.path / f"{name}.{fmt}")
     return paths
 
 
@@ -117,37 +95,11 @@ def jsonl_rows(split: Any, tokenizer: Any, *, batch_size: int = 256) -> Iterator
             yield row
 
 
-def cache_rejects(report: BuildReport, *, rejects: Path, cache_dir: Path | None) -> None:
-    """Keep the rejects file with a cached build, and bring it back when the cache is reused.
-
-    A reused build writes no rejects (nothing is re-read), so `build` stores the file next to
-    the cached dataset and copies it back on the next run.
-    """
-    if cache_dir is None or not report.fingerprint:
-        return
-    stored = cache_dir / report.fingerprint / REJECTS
-    if not report.cached:
-        if rejects.is_file():
-            shutil.copyfile(rejects, stored)
-        return
-    if stored.is_file():
-        shutil.copyfile(stored, rejects)
-    else:  # cached by the library without a rejects file: keep what the report sampled
-        with rejects.open("w", encoding="utf-8") as fh:
-            for reject in report.sample_rejects:
-                fh.write(reject.to_json() + "\n")
-    report.rejects_path = str(rejects)
-
-
 def _file_facts(data: str) -> dict[str, Any]:
     path = Path(data).expanduser()
     if not path.is_file():
         return {"path": data}
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_hash(path)}
 
 
 def _version(package: str) -> str | None:
@@ -187,10 +139,10 @@ def manifest(
     }
 
 
-def write_manifest(out: Path, record: dict[str, Any]) -> Path:
-    path = out / MANIFEST
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    return path
+def write_manifest(target: OutputDir, record: dict[str, Any]) -> Path:
+    with target.write(MANIFEST) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return target.path / MANIFEST
 
 
 def _counter_cell(counter: dict[str, int]) -> str:
@@ -234,7 +186,10 @@ def count_records(data: str, *, limit: int | None) -> int | None:
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            total = pq.ParquetFile(path).metadata.num_rows
+            try:
+                total = pq.ParquetFile(path).metadata.num_rows
+            except Exception:  # noqa: BLE001 - a broken file: the reader reports it, with its location
+                total = None
         elif suffix == ".json" and path.stat().st_size < (256 << 20):
             try:
                 obj = json.loads(path.read_bytes())

@@ -29,7 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 from ftdata import tools
-from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
+from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
 from ftdata.types import ROLES, Example, Message
 
 FORMATS = ("instruction", "messages", "sharegpt", "chat")
@@ -321,6 +321,8 @@ def to_examples(
         RecordError: the row does not fit its (detected or given) format; the message names
             the location, the field and the fix.
     """
+    if isinstance(row, RecordError):  # a reader could not read this row faithfully (see readers.py)
+        raise row
     columns = columns or Columns()
     roles = {k.lower(): v for k, v in (roles or {}).items()}
     name = format or detect(row, columns)
@@ -360,22 +362,49 @@ def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], colu
     return tuple(replace(e, tools=schemas, template_kwargs=dict(kwargs)) for e in examples)
 
 
-def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[[Any], bool] | None:
-    """A row predicate from a callable or a Jinja expression over the row's fields.
+def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[..., bool] | None:
+    """A row predicate `keep(row, location=None)` from a callable or a Jinja expression over the row's fields.
 
-    `"not input"` keeps records whose `input` is empty (a seed workflow's filter).
+    `"not input"` keeps records whose `input` is empty (a seed workflow's filter). The
+    expression runs in a sandbox with time and size limits (`ftdata.limits`); a field the
+    record lacks is an error naming the record and its fields (write `x is defined and ...`
+    for a field only some records have), not a silent "false".
+
+    Raises:
+        ConfigError: the expression is invalid, or fails on a record (the message names it).
+        LimitExceeded: one evaluation ran past the time or size limit.
     """
-    if expression is None or callable(expression):
-        return expression
-    from jinja2 import TemplateSyntaxError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    if expression is None:
+        return None
+    if callable(expression):
+        user = expression
+        return lambda row, location=None: bool(user(row))
+    from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+
+    from ftdata import limits
 
     try:
-        compiled = ImmutableSandboxedEnvironment().compile_expression(expression)
+        compiled = limits.sandbox(undefined=StrictUndefined).compile_expression(expression)
     except TemplateSyntaxError as exc:
         raise ConfigError(f"filter {expression!r} is not a valid expression: {exc.message}") from None
 
-    def keep(row: Any) -> bool:
-        return bool(compiled(**row)) if isinstance(row, Mapping) else True
+    def keep(row: Any, location: Location | None = None) -> bool:
+        if not isinstance(row, Mapping):
+            return True
+        where = f"{location}: " if location is not None else ""
+        try:
+            with limits.time_limit(limits.limits().filter_seconds, f"{where}filter {expression!r}", limit="filter_seconds"):
+                return bool(compiled(**row))
+        except UndefinedError as exc:
+            fields = ", ".join(map(str, row)) or "none"
+            raise ConfigError(
+                f"{where}filter {expression!r}: {exc.message}; the record's fields are {fields}; check the spelling, "
+                "or write `FIELD is defined and ...` for a field only some records have"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - the user's expression: ZeroDivisionError, SecurityError, ...
+            if isinstance(exc, FtdataError):
+                raise
+            detail = getattr(exc, "message", None) or str(exc)
+            raise ConfigError(f"{where}filter {expression!r} failed: {type(exc).__name__}: {detail}") from None
 
     return keep

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from ftdata import limits
 from ftdata.errors import TemplateError
 
 SystemSupport = Literal["native", "folded", "ignored", "raises"]
@@ -50,10 +51,13 @@ class ChatRenderer:
         kwargs: Mapping[str, Any] | None = None,
     ) -> str:
         try:
-            text = self.tokenizer.apply_chat_template(
-                messages, tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=generation,
-                **{**self.kwargs, **(kwargs or {})},
-            )  # fmt: skip
+            with limits.time_limit(limits.limits().render_seconds, "the chat template"):
+                text = self.tokenizer.apply_chat_template(
+                    messages, tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=generation,
+                    **{**self.kwargs, **(kwargs or {})},
+                )  # fmt: skip
+        except limits.LimitExceeded:
+            raise
         except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
             roles = ",".join(m["role"] for m in messages)
             raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None

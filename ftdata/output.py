@@ -6,6 +6,8 @@ Everything here is columnar (numpy + pyarrow): no per-token Python loops.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ftdata import safeio
+from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions
 from ftdata.packing import packing_stats, plan_bins
 from ftdata.report import BuildReport
@@ -109,9 +113,27 @@ def write_packed(
     return asdict(packing_stats(lengths.tolist(), bins, max_length=max_length, trained_tokens=trained))
 
 
+def check_padding(rows: int, max_length: int) -> None:
+    """Refuse padding that would not fit in memory (int32 ids and labels, int8 mask: rows x max_length).
+
+    Raises:
+        ConfigError: with the size it would take and the way out.
+    """
+    from ftdata.limits import env_name, limits
+
+    need, budget = rows * max_length * 9, limits().pad_bytes
+    if need > budget:
+        raise ConfigError(
+            f"padding={rows} rows to max_length={max_length} needs {need / 2**30:.1f} GiB (limit "
+            f"{budget / 2**30:.1f} GiB, {env_name('pad_bytes')}); lower max_length, or leave padding=none and "
+            "pad per batch in the collator"
+        )
+
+
 def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa.Table:
     """Pad every row to `max_length`: pad_id / attention 0 / label -100, left or right."""
     n = table.num_rows
+    check_padding(n, max_length)
     lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
     out = {}
     for name, fill in (("input_ids", pad_id), ("attention_mask", 0), ("labels", IGNORE_INDEX)):
@@ -128,6 +150,20 @@ def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa
     return pa.table(out)
 
 
+def check_split(n: int, test_size: float | int) -> None:
+    """Both splits must get at least one row (the same rounding as `train_test_split`: test = ceil).
+
+    Raises:
+        ConfigError: naming the count and what each split would get.
+    """
+    n_test = test_size if isinstance(test_size, int) else math.ceil(test_size * n)
+    if n_test >= n or n_test < 1:
+        raise ConfigError(
+            f"test_size={test_size} of {n} sequences leaves {max(n - n_test, 0)} for training and {n_test} for test; "
+            "each split needs at least one: lower test_size or add data"
+        )
+
+
 def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: int = 0) -> Any:
     """Arrow file -> Dataset or DatasetDict, shuffled, split, packed or padded per options."""
     import datasets
@@ -138,10 +174,7 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
     splits = {"train": dataset}
     if options.test_size is not None:
         test_size = options.test_size
-        if isinstance(test_size, int) and test_size >= len(dataset):
-            from ftdata.errors import ConfigError
-
-            raise ConfigError(f"test_size={test_size} leaves no training rows: only {len(dataset)} sequences were built")
+        check_split(len(dataset), test_size)
         parts = dataset.train_test_split(test_size=test_size, seed=options.seed)
         splits = {"train": parts["train"], "test": parts["test"]}
     out: dict[str, Any] = {}
@@ -167,22 +200,71 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
     return datasets.DatasetDict(out) if options.test_size is not None else out["train"]
 
 
-def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint: str) -> Any:
-    """Save a build under `cache_dir/fingerprint` and return the dataset loaded from there."""
+REJECTS = "rejects.jsonl"
+_COMPLETE = "complete.json"
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+
+
+def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint: str, *, rejects: Path) -> Any:
+    """Save a build under `cache_dir/fingerprint` and return the dataset loaded from there.
+
+    An entry is complete or absent: dataset, report, the full rejects file and `complete.json`
+    (the rejects line count) are written into a temporary folder and renamed into place. When
+    a concurrent build published the same entry first, its copy is used and ours dropped.
+    """
     import datasets
 
     folder = cache_dir / fingerprint
-    dataset.save_to_disk(str(folder / "dataset"))
-    (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = safeio.temp_name(folder)
+    try:
+        dataset.save_to_disk(str(tmp / "dataset"))
+        shutil.copyfile(rejects, tmp / REJECTS)
+        (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+        (tmp / _COMPLETE).write_text(json.dumps({"rejects_lines": _count_lines(tmp / REJECTS)}), encoding="utf-8")
+        with safeio.file_lock(cache_dir / f".{fingerprint}.lock"):
+            if _complete(folder):
+                safeio.remove(tmp)  # another build published the same entry first
+            else:
+                safeio.replace(tmp, folder)
+    finally:
+        safeio.remove(tmp)
     return datasets.load_from_disk(str(folder / "dataset"))
 
 
-def load_cached(cache_dir: Path, fingerprint: str) -> tuple[Any, BuildReport] | None:
-    """A cached build, or None."""
+def _complete(folder: Path) -> bool:
+    """Whether a cache entry has every part, and its rejects file every line."""
+    try:
+        expected = json.loads((folder / _COMPLETE).read_text(encoding="utf-8"))["rejects_lines"]
+        return (folder / "dataset").is_dir() and (folder / "report.json").is_file() and (
+            _count_lines(folder / REJECTS) == expected
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def load_cached(cache_dir: Path, fingerprint: str, *, rejects_path: str | Path | None = None) -> tuple[Any, BuildReport] | None:
+    """A complete cached build, or None (an incomplete entry is ignored: the build reruns and replaces it).
+
+    With `rejects_path`, the entry's full rejects file is copied there (atomically).
+    """
     import datasets
 
     folder = cache_dir / fingerprint
-    if not (folder / "report.json").is_file() or not (folder / "dataset").is_dir():
+    if not _complete(folder):
         return None
-    report = BuildReport.from_dict(json.loads((folder / "report.json").read_text(encoding="utf-8")))
-    return datasets.load_from_disk(str(folder / "dataset")), report
+    try:
+        report = BuildReport.from_dict(json.loads((folder / "report.json").read_text(encoding="utf-8")))
+        dataset = datasets.load_from_disk(str(folder / "dataset"))
+    except (OSError, ValueError, TypeError):
+        return None
+    report.rejects_path = None
+    if rejects_path is not None:
+        with safeio.atomic_path(Path(rejects_path)) as tmp:
+            shutil.copyfile(folder / REJECTS, tmp)
+        report.rejects_path = str(rejects_path)
+    return dataset, report

@@ -9,13 +9,10 @@ file, so a large JSONL never sits in Python objects. Every record that is not ke
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ftdata import safeio
 from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
 from ftdata.formats import Columns, compile_filter, to_examples
 from ftdata.masking import Masker, Tokenized
@@ -88,10 +86,12 @@ class Stage:
         methods: dict[str, int] = {}
         notes: dict[str, int] = {}
         masked = self.masker([r for _, r in pending]) if pending else []
+        kept: dict[str, list[int]] = {}  # location -> indices into `lengths` of its sequences
         for (example, rendered), row in zip(pending, masked):
             where = str(example.source)
             if isinstance(row, UnusableRecord):
                 rejects.append(Reject(where, "verify", row.reason))
+                kept.setdefault(where, []).append(-1)
                 continue
             try:
                 result = truncate(row, max_length=self.options.max_length, policy=self.options.truncation)
@@ -102,10 +102,12 @@ class Stage:
             methods[rendered.method] = methods.get(rendered.method, 0) + 1
             for note in row.notes:
                 notes[note] = notes.get(note, 0) + 1
+            kept.setdefault(where, []).extend(range(len(lengths), len(lengths) + len(result.rows)) or [-1])
             for seq_ids, seq_labels in result.rows:
                 ids.extend(seq_ids)
                 labels.extend(seq_labels)
                 lengths.append(len(seq_ids))
+        ids, labels, lengths = _whole_records(kept, ids, labels, lengths, rejects)
         return Chunk(
             np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32), np.asarray(lengths, dtype=np.int64),
             rejects, len(pending), methods, notes, formats, len(records),
@@ -114,6 +116,29 @@ class Stage:
     def tokenize(self, example: Example) -> Tokenized | UnusableRecord:
         """Render and mask one example (no truncation): for previews."""
         return self.masker([self.renderer(example)])[0]
+
+
+def _whole_records(
+    kept: dict[str, list[int]], ids: list[int], labels: list[int], lengths: list[int], rejects: list[Reject]
+) -> tuple[list[int], list[int], list[int]]:
+    """A record with several examples (self-instruct `instances`) is kept whole or not at all.
+
+    `kept[location]` lists the sequence indices of each of its examples, -1 for an example
+    that was rejected. The surviving sequences of a record with a rejected example are
+    dropped too, each with a reject, so the record is not counted as rejected yet half kept.
+    """
+    drop = {i for seqs in kept.values() if -1 in seqs for i in seqs if i >= 0}
+    if not drop:
+        return ids, labels, lengths
+    for where, seqs in kept.items():
+        rejects.extend(
+            Reject(where, "format", "another instance of this record was rejected; a record is kept whole or not at all")
+            for i in seqs if i in drop
+        )  # fmt: skip
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    keep = [i for i in range(len(lengths)) if i not in drop]
+    tokens = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in keep]) if keep else np.zeros(0, dtype=np.int64)
+    return list(np.asarray(ids)[tokens]), list(np.asarray(labels)[tokens]), [lengths[i] for i in keep]
 
 
 # Worker processes get the stage once (fork copies it), then only records travel.
@@ -139,39 +164,18 @@ class BuildResult:
     report: BuildReport
 
 
-def _source_id(source: Any) -> str:
-    if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        if path.exists():
-            stat = path.stat()
-            return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-        return str(source)
-    if hasattr(source, "_fingerprint"):
-        return str(source._fingerprint)
-    try:
-        return hashlib.sha256(json.dumps(list(source), sort_keys=True, default=str).encode()).hexdigest()
-    except TypeError:
-        return repr(source)
-
-
 def build_fingerprint(source: Any, tokenizer: Any, options: BuildOptions) -> str:
     """Cache key of a build: the source identity, the tokenizer, every output-changing option, the version."""
     from ftdata import __version__
 
     h = hashlib.sha256()
-    h.update(_source_id(source).encode())
+    h.update(safeio.source_id(source).encode())
     h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
     h.update(hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).digest())
     h.update(str(getattr(tokenizer, "chat_template", "")).encode())
     h.update(json.dumps(options.fingerprint_fields(), sort_keys=True, default=str).encode())
     h.update(__version__.encode())
     return h.hexdigest()[:16]
-
-
-def _scratch_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="ftdata-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
 
 
 def _chunks(records: Iterator[tuple[Location, Any]], size: int) -> Iterator[list[tuple[Location, Any]]]:
@@ -183,7 +187,7 @@ def _filtered(records: Iterator[tuple[Location, Any]], options: BuildOptions, si
     keep = compile_filter(options.filter)
     for location, row in records:
         sink.report.records += 1
-        if keep is not None and not keep(row):
+        if keep is not None and not keep(row, location):
             sink(Reject(str(location), "filter", f"filtered: {options.filter} is false"))
             continue
         yield location, row
@@ -212,8 +216,10 @@ def prepare(
     started = time.perf_counter()
     tok = load_tokenizer(tokenizer)
     stage = Stage(tok, opts)
+    if opts.rejects_path:
+        safeio.check_rejects_path(Path(opts.rejects_path), safeio.input_paths(source))
     fingerprint = build_fingerprint(source, tok, opts) if opts.cache_dir else ""
-    if fingerprint and (cached := output.load_cached(Path(opts.cache_dir), fingerprint)) is not None:  # type: ignore[arg-type]
+    if fingerprint and (cached := output.load_cached(Path(opts.cache_dir), fingerprint, rejects_path=opts.rejects_path)) is not None:  # type: ignore[arg-type]
         dataset, report = cached
         report.cached = True
         return BuildResult(dataset, report)
@@ -223,9 +229,12 @@ def prepare(
         tokenizer=str(getattr(tok, "name_or_path", "")), template=stage.renderer.name,
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None, fingerprint=fingerprint,
     )  # fmt: skip
-    sink = RejectsWriter(report, opts.rejects_path)
+    scratch = safeio.scratch_dir()
+    # A cache entry keeps the full rejects file, so a cached build writes one even without rejects_path.
+    rejects_file = opts.rejects_path or (scratch / output.REJECTS if fingerprint else None)
+    sink = RejectsWriter(report, rejects_file)
+    report.rejects_path = opts.rejects_path
     records = _filtered(islice(read_records(source, reader=opts.reader), opts.limit), opts, sink)
-    scratch = _scratch_dir()
     writer = output.ArrowRows(scratch / "rows.arrow")
     reported = 0
 
@@ -248,6 +257,9 @@ def prepare(
                 _collect(chunk, writer, sink)
                 advance(chunk.records)
         advance(report.records - reported)  # records the filter dropped
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         writer.close()
         sink.close()
@@ -260,7 +272,7 @@ def prepare(
     dataset = output.finish(writer.path, opts, report)
     report.seconds = round(time.perf_counter() - started, 3)
     if fingerprint:
-        dataset = output.save_cached(dataset, report, Path(opts.cache_dir), fingerprint)  # type: ignore[arg-type]
+        dataset = output.save_cached(dataset, report, Path(opts.cache_dir), fingerprint, rejects=Path(rejects_file))  # type: ignore[arg-type]
     return BuildResult(dataset, report)
 
 

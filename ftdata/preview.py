@@ -268,7 +268,7 @@ def select(
     """Records `offset` .. `offset + n` (after the filter), read lazily."""
     keep = compile_filter(filter)
     if keep is not None:
-        records = ((loc, row) for loc, row in records if keep(row))
+        records = ((loc, row) for loc, row in records if keep(row, loc))
     return islice(records, offset, offset + n)
 
 

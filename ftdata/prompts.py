@@ -15,7 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ftdata.errors import RecordError, TemplateError
+from ftdata import limits
+from ftdata.errors import Location, RecordError, TemplateError
 from ftdata.types import Example, Rendered
 
 VARIABLES = ("instruction", "input", "system")
@@ -30,9 +31,20 @@ def builtin_names() -> tuple[str, ...]:
 @functools.cache
 def _environment() -> Any:
     from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return limits.sandbox(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def _check_self_contained(ast: Any, name: str) -> None:
+    """A template must not pull in other files: `include`, `import` and `extends` are refused."""
+    from jinja2 import nodes
+
+    for node in ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+        keyword = {nodes.FromImport: "import"}.get(type(node), type(node).__name__.lower())
+        raise TemplateError(
+            f"template {name!r} line {node.lineno}: '{keyword}' is not allowed (a template cannot read other "
+            "files); put everything in one template"
+        )
 
 
 @dataclass(frozen=True)
@@ -44,19 +56,28 @@ class PromptTemplate:
     uses_system: bool
     _compiled: Any
 
-    def render(self, *, instruction: str, input: str = "", system: str = "") -> str:
-        """Render the prompt. Raises TemplateError naming the template and the variable."""
-        from jinja2 import TemplateError as JinjaError
-        from jinja2 import UndefinedError
+    def render(self, *, instruction: str, input: str = "", system: str = "", location: Location | None = None) -> str:
+        """Render the prompt within the time and size limits (`ftdata.limits`).
 
+        Raises:
+            RecordError: the template fails on this record (division by zero, an index past
+                the end of a string, a sandbox violation); names the template and `location`.
+                A TemplateError instead when no location is given.
+            LimitExceeded: the render took too long or grew too large.
+        """
+        from jinja2 import TemplateError as JinjaError
+
+        what = f"template {self.name!r}" + (f" on record {location}" if location is not None else "")
         try:
-            return self._compiled.render(instruction=instruction, input=input, system=system)
-        except UndefinedError as exc:
-            raise TemplateError(
-                f"template {self.name!r}: {exc.message}; available variables: {', '.join(VARIABLES)}"
-            ) from None
-        except JinjaError as exc:
-            raise TemplateError(f"template {self.name!r} failed to render: {exc}") from None
+            return limits.render(self._compiled, {"instruction": instruction, "input": input, "system": system}, what=what)
+        except (JinjaError, ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:
+            detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            if isinstance(exc, RecursionError):
+                detail = "recursion too deep (a macro that calls itself without end?)"
+            message = f"template {self.name!r} failed to render: {type(exc).__name__}: {detail}"
+            if location is None:
+                raise TemplateError(message) from None
+            raise RecordError(message, location=location, field="template") from None
 
 
 @functools.lru_cache(maxsize=32)
@@ -90,6 +111,7 @@ def load_prompt_template(spec: str) -> PromptTemplate:
         compiled = env.from_string(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template {name!r} line {exc.lineno}: syntax error: {exc.message}") from None
+    _check_self_contained(ast, name)
     unknown = meta.find_undeclared_variables(ast) - set(VARIABLES)
     if unknown:
         raise TemplateError(
@@ -124,7 +146,7 @@ def render_prompt_template(example: Example, template: PromptTemplate, *, eos: s
         if msg.role == "system":
             continue
         if msg.role == "user":
-            piece = template.render(instruction=msg.content, input=context, system=system)
+            piece = template.render(instruction=msg.content, input=context, system=system, location=example.source)
             context = ""
         elif msg.role == "assistant":
             piece = msg.content + eos

@@ -4,7 +4,13 @@ Rows are whatever the source holds (usually dicts; a list for a bare message lis
 never interpret rows; `formats.py` does. JSONL, CSV and Parquet are streamed.
 
 Add a reader by registering a function `(path: Path) -> Iterator[tuple[Location, Any]]` in
-`READERS`, or pass `reader="package.module:function"`.
+`READERS`, or pass `reader="package.module:function"` (that imports and runs Python code: the
+CLI allows it only with `--allow-code`).
+
+A row that cannot be read faithfully (duplicate JSON keys with different values, nesting too
+deep to parse, a lone UTF-16 surrogate, a CSV row with more or fewer fields than its header)
+is yielded as a `RecordError` in place of the row: `formats.to_examples` raises it, so it is
+rejected with `on_error="skip"` and stops the build otherwise, like any malformed record.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ftdata.errors import ConfigError, Location, ReaderError
+from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
 
 Row = Any
 Reader = Callable[[Path], Iterator[tuple[Location, Row]]]
@@ -52,6 +60,72 @@ def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> 
     )
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: Any, second: Any):
+        self.key, self.first, self.second = key, first, second
+
+
+def _no_conflicting_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook`: a key given twice with different values is an error, not "last wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out and out[key] != value:
+            raise _DuplicateKey(key, out[key], value)
+        out[key] = value
+    return out
+
+
+# A JSON escape of a UTF-16 surrogate: the only way a lone surrogate gets into parsed JSON.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The field path (`messages[1].content`) of the first string holding a lone surrogate, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "(record)"
+        return None
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((found for where, item in items if (found := _lone_surrogate(item, where))), None)
+
+
+def _checked(row: Any, escaped: bool, location: Location) -> Row:
+    """`row`, or a RecordError when it holds a lone surrogate (`escaped`: its text has a `\\udXXX` escape,
+    the only way one gets in)."""
+    if escaped and (field := _lone_surrogate(row)):
+        return RecordError(
+            "holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), which no tokenizer "
+            "can encode; fix the escape or remove the character",
+            location=location, field=field,
+        )  # fmt: skip
+    return row
+
+
+def _parse_json(text: str, location: Location) -> Any:
+    """`json.loads` that refuses conflicting duplicate keys and over-deep nesting (as a RecordError).
+
+    Raises:
+        json.JSONDecodeError: the text is not JSON (the caller knows how to report it).
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_no_conflicting_keys)
+    except _DuplicateKey as dup:
+        return RecordError(
+            f"key {dup.key!r} appears twice with different values ({dup.first!r:.40} and {dup.second!r:.40}); "
+            "JSON would silently keep the last: remove one",
+            location=location, field=dup.key,
+        )  # fmt: skip
+    except RecursionError:
+        return RecordError("is nested too deeply to parse (thousands of levels); flatten the record", location=location)
+
+
 def _column_dict_rows(obj: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Rows of a pandas `to_json()` export: `{"col": {"0": v, ...}}` or `{"col": [v, ...]}`."""
     values = list(obj.values())
@@ -73,13 +147,16 @@ def read_json(path: Path) -> Iterator[tuple[Location, Row]]:
     """
     text = _read_text(path)
     try:
-        obj = json.loads(text)
+        obj = _parse_json(text, Location(str(path)))
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):
             yield from read_jsonl(path)
             return
         raise _json_error(path, exc) from None
+    if isinstance(obj, RecordError):  # one faulty value spoils the whole file: there are no rows to skip to
+        raise ReaderError(str(obj))
     source = str(path)
+    escaped = bool(_SURROGATE_ESCAPE.search(text))
     if isinstance(obj, list):
         rows: list[Any] = obj
     elif isinstance(obj, dict):
@@ -89,7 +166,8 @@ def read_json(path: Path) -> Iterator[tuple[Location, Row]]:
     if not rows:
         raise ReaderError(f"{path}: the JSON array is empty; expected records")
     for i, row in enumerate(rows):
-        yield Location(source, index=i), row
+        location = Location(source, index=i)
+        yield location, _checked(row, escaped, location)
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
@@ -107,26 +185,51 @@ def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
                 ) from None
             if not line.strip():
                 continue
+            location = Location(source, line=lineno)
             try:
-                row = json.loads(line.rstrip("\r\n"))
+                row = _checked(_parse_json(line, location), bool(_SURROGATE_ESCAPE.search(line)), location)
             except json.JSONDecodeError as exc:
                 raise ReaderError(
                     f"{path}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; each line must be one JSON object"
                 ) from None
             seen = True
-            yield Location(source, line=lineno), row
+            yield location, row
     if not seen:
         raise ReaderError(f"{path}: file is empty; expected one JSON object per line")
 
 
+_CSV_CELL_LIMIT = 1 << 30  # Python's default (128 KiB) rejects valid files with long answers
+
+
+def _csv_row(row: dict[Any, Any], header: list[str], location: Location) -> Row:
+    """The row, or a RecordError when its field count differs from the header's (data would shift)."""
+    extra = row.pop(None, None)
+    if extra is not None:
+        return RecordError(
+            f"has {len(header) + len(extra)} fields but the header has {len(header)} (extra: {extra!r:.60}); "
+            "quote fields that contain commas",
+            location=location,
+        )  # fmt: skip
+    if None in row.values():
+        given = sum(v is not None for v in row.values())
+        return RecordError(f"has {given} fields but the header has {len(header)}; every row needs one per column", location=location)
+    return row
+
+
 def read_csv(path: Path) -> Iterator[tuple[Location, Row]]:
-    """CSV with a header row, streamed; each row is a dict of strings."""
+    """CSV with a header row, streamed; each row is a dict of strings.
+
+    A row with more or fewer fields than the header comes back as a RecordError (rejected
+    with on_error="skip"), never cut or padded silently.
+    """
     source = str(path)
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_CELL_LIMIT))
     with path.open("r", encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         try:
-            for i, row in enumerate(reader):
-                yield Location(source, line=reader.line_num), dict(row)
+            for row in reader:
+                location = Location(source, line=reader.line_num)
+                yield location, _csv_row(dict(row), list(reader.fieldnames or ()), location)
         except UnicodeDecodeError:
             raise ReaderError(f"{path}:{reader.line_num + 1}: not valid UTF-8; re-save the file as UTF-8") from None
         except csv.Error as exc:
@@ -144,24 +247,77 @@ def read_parquet(path: Path) -> Iterator[tuple[Location, Row]]:
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise ReaderError(f"{path}: not a readable Parquet file: {exc}") from None
     i = 0
-    for batch in pf.iter_batches(batch_size=1024):
+    batches = pf.iter_batches(batch_size=1024)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # a corrupt page surfaces here, as OSError or ArrowInvalid
+            raise ReaderError(f"{path}[{i}]: corrupt Parquet data after {i} rows: {str(exc).splitlines()[0]}") from None
         for row in batch.to_pylist():
             yield Location(str(path), index=i), row
             i += 1
+
+
+_SAVED = ("dataset_info.json", "dataset_dict.json", "state.json")
+_IGNORED = re.compile(r"(?i)^(readme|license|licence|notice|citation)(\.\w+)?$|\.(md|txt|yaml|yml|gitattributes|lock)$")
+
+
+def read_folder(path: Path) -> Iterator[tuple[Location, Row]]:
+    """A `save_to_disk` folder, or a folder of data files: each file read by its own reader.
+
+    The split layout is the Hugging Face one (`train.jsonl` / `test.jsonl`, `train/...`):
+    only the train files are read. Every data file is read (JSON, JSONL, CSV and Parquet may
+    be mixed), locations are `file:line`; a file ftdata cannot read is an error, not skipped.
+    """
+    if any((path / name).is_file() for name in _SAVED):
+        yield from read_hf(path)
+        return
+    from datasets.data_files import DataFilesList, get_data_patterns
+
+    from ftdata.resources import go_offline
+
+    go_offline()
+    try:
+        patterns = get_data_patterns(str(path))
+    except FileNotFoundError:
+        raise ReaderError(f"{path}: the folder holds no data files; expected .json, .jsonl, .csv or .parquet") from None
+    if "train" not in patterns:
+        raise ReaderError(f"{path}: the folder has splits {', '.join(map(str, patterns))} but no train split")
+    files = sorted(Path(f) for f in DataFilesList.from_patterns(patterns["train"], base_path=str(path)))
+    data = [f for f in files if f.suffix.lower() in _SUFFIXES]
+    unknown = [f.relative_to(path) for f in files if f not in data and not _IGNORED.search(f.name)]
+    if unknown:
+        shown = ", ".join(map(str, unknown[:3])) + (", ..." if len(unknown) > 3 else "")
+        raise ReaderError(
+            f"{path}: the folder holds files ftdata cannot read ({shown}); use .json, .jsonl, .csv or .parquet, "
+            "or move them out"
+        )
+    if not data:
+        raise ReaderError(f"{path}: the folder holds no data files; expected .json, .jsonl, .csv or .parquet")
+    for file in data:
+        yield from READERS[_SUFFIXES[file.suffix.lower()]](file)
 
 
 def read_hf(path: Path | str) -> Iterator[tuple[Location, Row]]:
     """A `save_to_disk` folder, a local dataset folder, or a hub id already in the local cache."""
     import datasets
 
+    from ftdata.resources import go_offline
+
+    go_offline()
     source = str(path)
     try:
-        if Path(source, "dataset_info.json").is_file() or Path(source, "dataset_dict.json").is_file():
+        if any(Path(source, name).is_file() for name in _SAVED[:2]):
             ds = datasets.load_from_disk(source)
         else:
             ds = datasets.load_dataset(source)
     except FileNotFoundError as exc:
-        raise ReaderError(f"{source}: not a local dataset folder or cached hub dataset ({exc})") from None
+        raise ReaderError(
+            f"{source}: not a local file or folder, and not a dataset in the local Hugging Face cache "
+            f"(ftdata never downloads; {str(exc).splitlines()[0] if str(exc) else 'not found'})"
+        ) from None
     except Exception as exc:  # load_dataset wraps many failures; surface the first line only
         raise ReaderError(f"{source}: cannot load dataset: {str(exc).splitlines()[0]}") from None
     yield from iter_dataset(ds, source)
@@ -183,8 +339,27 @@ READERS: dict[str, Reader] = {
     "csv": read_csv,
     "parquet": read_parquet,
     "hf": read_hf,
+    "folder": read_folder,
 }
 _SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _user_reader(name: str, func: Callable[[Path], Any]) -> Reader:
+    """A `module:function` reader whose failures (and wrong output) are one located line."""
+
+    def read(path: Path) -> Iterator[tuple[Location, Row]]:
+        try:
+            for item in func(path):
+                if not (isinstance(item, tuple) and len(item) == 2):
+                    raise ReaderError(f"reader {name!r} must yield (location, row) pairs; it yielded {item!r:.60}")
+                location, row = item
+                yield (location if isinstance(location, Location) else Location(str(location))), row
+        except FtdataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's code: any failure is reported in one line
+            raise ReaderError(f"{path}: reader {name!r} failed: {type(exc).__name__}: {exc}") from None
+
+    return read
 
 
 def _resolve(name: str) -> Reader:
@@ -193,19 +368,23 @@ def _resolve(name: str) -> Reader:
     if ":" in name:
         module, _, attr = name.partition(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            func = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"reader {name!r} cannot be imported: {exc}") from None
+        if not callable(func):
+            raise ConfigError(f"reader {name!r} is not a function")
+        return _user_reader(name, func)
     raise ConfigError(f"reader must be one of {', '.join(READERS)} or 'package.module:function'; got reader={name!r}")
 
 
 def sniff(path: Path) -> str:
     """Choose a reader for `path` by suffix, else by its first bytes."""
     if path.is_dir():
-        return "hf"
+        return "folder"
     if name := _SUFFIXES.get(path.suffix.lower()):
         return name
-    head = path.read_bytes()[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"["):
         return "json"
     if head.startswith(b"{"):
@@ -230,11 +409,14 @@ def read_records(source: Any, *, reader: str | None = None) -> Iterator[tuple[Lo
     """
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
+        if path.exists() and not (path.is_file() or path.is_dir()):
+            yield from _read_stream(path, reader)
+            return
         if reader is not None:
             yield from _resolve(reader)(path)
             return
         if not path.exists():
-            if isinstance(source, str) and source.count("/") == 1 and not source.startswith((".", "/")):
+            if isinstance(source, str) and _looks_like_hub_id(source):
                 yield from read_hf(source)
                 return
             raise ReaderError(f"{path}: no such file or folder")
@@ -250,6 +432,33 @@ def read_records(source: Any, *, reader: str | None = None) -> Iterator[tuple[Lo
             yield Location("<records>", index=i), row
         return
     raise ConfigError(f"source must be a path, a datasets.Dataset or a list of records; got {type(source).__name__}")
+
+
+_FILE_LIKE = (*_SUFFIXES, ".txt", ".tsv", ".gz", ".zip", ".xlsx", ".arrow", ".yaml", ".yml", ".jinja")
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    """`org/name`: one slash, no leading `.`/`/`/`~`, and no file suffix (`sub/file.jsonl` is a path)."""
+    return (
+        source.count("/") == 1 and not source.startswith((".", "/", "~")) and Path(source).suffix.lower() not in _FILE_LIKE
+    )
+
+
+def _read_stream(path: Path, reader: str | None) -> Iterator[tuple[Location, Row]]:
+    """A pipe, FIFO or `<(process substitution)`: it can be read once, so it is copied to scratch first.
+
+    Locations and messages keep the name the user gave.
+    """
+    from ftdata.safeio import scratch_dir
+
+    copy = scratch_dir() / "stream"
+    with path.open("rb") as src, copy.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    try:
+        for location, row in _resolve(reader or sniff(copy))(copy):
+            yield Location(str(path), location.line, location.index), row
+    except FtdataError as exc:
+        raise type(exc)(str(exc).replace(str(copy), str(path))) from None
 
 
 __all__ = ["READERS", "iter_dataset", "read_records", "sniff"]

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ftdata.errors import Location, RecordError, UnusableRecord
 
@@ -118,21 +118,33 @@ def _top(counter: Counter[str]) -> str:
 
 
 class RejectsWriter:
-    """Streams rejects to a JSONL file (when a path is given) and counts them in a report."""
+    """Streams rejects to a JSONL file (when a path is given) and counts them in a report.
+
+    The file is written under a temporary name next to `path` and renamed to `path` by
+    `close()`: a reader never sees half a file, and an input named as the rejects path is
+    not touched before the build ends (the CLI refuses that path anyway). `abort()` drops it.
+    """
 
     def __init__(self, report: BuildReport, path: str | Path | None):
+        from ftdata.safeio import AtomicFile
+
         self.report = report
-        self._fh: IO[str] | None = None
+        self._file: AtomicFile | None = None
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._file = AtomicFile(Path(path))
             report.rejects_path = str(path)
 
     def __call__(self, reject: Reject) -> None:
         self.report.add(reject)
-        if self._fh is not None:
-            self._fh.write(reject.to_json() + "\n")
+        if self._file is not None:
+            self._file.fh.write(reject.to_json() + "\n")
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
+        """Publish the file (no-op after `abort()`)."""
+        if self._file is not None:
+            self._file.commit()
+
+    def abort(self) -> None:
+        """Drop the temporary file: a failed build leaves no rejects file behind."""
+        if self._file is not None:
+            self._file.abort()

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,10 +54,28 @@ def bundled_dir() -> Path:
     return cache_root() / BUNDLED_NAME.lower()
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def go_offline() -> None:
+    """Switch the Hugging Face libraries offline, before any of them touches data.
+
+    Sets the environment variables (read when the libraries are imported) and, for those
+    already imported in this process, their module-level switches too. ftdata never
+    downloads: a hub id works only when it is in the local cache.
+    """
+    for var in _OFFLINE_VARS:
+        os.environ[var] = "1"
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    for module, names in (
+        ("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+        ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
+    ):
+        if (loaded := sys.modules.get(module)) is not None:
+            for name in names:
+                setattr(loaded, name, True)
+
 
 
 def bundled_tokenizer_dir() -> Path:
@@ -64,11 +83,11 @@ def bundled_tokenizer_dir() -> Path:
     target = bundled_dir() / "tokenizer"
     if (target / "tokenizer.json").is_file():
         return target
-    _offline()
+    go_offline()
     from transformers import AutoTokenizer
 
     gguf = bundled_gguf()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tok-"))
     tok.save_pretrained(tmp)
@@ -105,12 +124,14 @@ def _tokenizer_class(path: Path) -> Any:
     return AutoTokenizer
 
 
-def load_tokenizer(spec: Any = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Return a fast tokenizer for `spec`.
 
     `spec` is a tokenizer object (returned as is), None or "smollm2" (the bundled
     SmolLM2-135M-Instruct), or a local folder with `tokenizer.json`. Hub ids work only when
-    already in the local Hugging Face cache: ftdata never downloads.
+    already in the local Hugging Face cache: ftdata never downloads. A folder whose config
+    names its own Python code (`auto_map`) is refused unless `trust_remote_code=True`
+    (`--trust-remote-code`): that code would run in this process.
 
     Raises:
         ConfigError: the tokenizer cannot be found or is not a fast tokenizer
@@ -119,11 +140,18 @@ def load_tokenizer(spec: Any = None) -> PreTrainedTokenizerBase:
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         tok = spec
     else:
-        _offline()
+        go_offline()
         path = bundled_tokenizer_dir() if is_bundled(spec) else Path(str(spec)).expanduser()
         try:
-            tok = _tokenizer_class(path).from_pretrained(str(path), local_files_only=True)
+            tok = _tokenizer_class(path).from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=trust_remote_code
+            )
         except (OSError, ValueError) as exc:
+            if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+                raise ConfigError(
+                    f"tokenizer {str(spec)!r} ships its own Python code (auto_map); ftdata does not run it "
+                    "unless you pass --trust-remote-code (trust_remote_code=True) after reading that code"
+                ) from None
             hint = "a local folder with tokenizer.json" if not path.exists() else "a folder with tokenizer.json"
             raise ConfigError(
                 f"cannot load tokenizer {str(spec)!r}: {str(exc).splitlines()[0]} "

@@ -296,7 +296,7 @@ def _records(stage: Stage, source: Any, stats: DataStats) -> Iterator[tuple[Loca
     keep = compile_filter(opts.filter)
     for location, row in islice(read_records(source, reader=opts.reader), opts.limit):
         stats.records += 1
-        if keep is not None and not keep(row):
+        if keep is not None and not keep(row, location):
             stats.filtered += 1
             continue
         yield location, row

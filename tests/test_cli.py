@@ -30,12 +30,12 @@ def cached_tokenizers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Load each tokenizer once per session (the CLI calls `resources.load_tokenizer` per command)."""
     real = resources.load_tokenizer
 
-    def load(spec=None):
-        if spec is not None and not isinstance(spec, str):
-            return real(spec)
+    def load(spec=None, **kwargs):
+        if spec is not None and not isinstance(spec, str) or kwargs.get("trust_remote_code"):
+            return real(spec, **kwargs)
         key = "smollm2" if resources.is_bundled(spec) else str(spec)
         if key not in _LOADED:
-            _LOADED[key] = real(spec)
+            _LOADED[key] = real(spec, **kwargs)
         return _LOADED[key]
 
     monkeypatch.setattr(resources, "load_tokenizer", load)
@@ -310,7 +310,8 @@ def test_build_writes_outputs_and_reuses_the_cache(tmp_path: Path) -> None:
     first = run(*args)
     assert first.exit_code == 0, first.output
     assert first.stdout.startswith("built ")
-    assert sorted(p.name for p in out.iterdir()) == ["build.json", "dataset", "rejects.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".ftdata-output.json", ".ftdata.lock", "build.json", "dataset", "rejects.jsonl"]
+    assert json.loads((out / ".ftdata-output.json").read_text())["files"] == ["build.json", "dataset", "rejects.jsonl"]
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["counts"]["records"] == 20 and manifest["counts"]["cached"] is False
     assert manifest["options"]["max_length"] == 256 and manifest["options"]["packing"] is True
@@ -349,7 +350,8 @@ def test_build_parquet_from_config_with_flag_override(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run("build", "--config", EXAMPLES / "build.yaml", "-o", out, "--no-cache", "--max-length", "1024")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["build.json", "rejects.jsonl", "test.parquet", "train.parquet"]
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert visible == ["build.json", "rejects.jsonl", "test.parquet", "train.parquet"]
     manifest = json.loads((tmp_path / "out" / "build.json").read_text())
     assert manifest["options"]["max_length"] == 1024  # the flag wins over the YAML's 512
     assert manifest["options"]["template"] == "alpaca" and manifest["output"]["format"] == "parquet"
@@ -361,7 +363,8 @@ def test_build_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
     write(tmp_path / "out" / "notes.txt", "mine")
     result = run("build", EXAMPLES / "data" / "alpaca_en_demo_20.json", "-o", tmp_path / "out", "--no-cache")
     assert result.exit_code == 2
-    assert "holds files that are not ftdata outputs (notes.txt)" in result.stderr
+    assert "holds files that ftdata did not write (notes.txt)" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]  # nothing added either
 
 
 def test_prepare_reports_progress_per_chunk() -> None:

@@ -253,10 +253,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file not found: {file}")
-    try:
-        values = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    from ftdata.limits import load_yaml  # size and alias limits: no "billion laughs"
+
+    values = load_yaml(file.read_text(encoding="utf-8"), source=str(file)) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{file} must hold a mapping of option: value, got {type(values).__name__}")
     return values

@@ -83,7 +83,9 @@ def bundled_model_dir() -> Path:
     from transformers import AutoModelForCausalLM
 
     gguf = bundled_gguf()
-    source = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    source = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+    )
     settings = {k: v for k, v in source.config.to_dict().items() if k != "quantization_config"}
     config = type(source.config).from_dict(settings)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -168,7 +170,8 @@ def load_base_model(path: Path, *, quantization: Quantization, device: Device, t
         device_map = {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, quantization_config=quant, device_map=device_map, local_files_only=True
+            str(path), dtype=dtype, quantization_config=quant, device_map=device_map, local_files_only=True,
+            trust_remote_code=False,  # a model folder's own Python code never runs
         )
     except (ImportError, RuntimeError, NotImplementedError) as exc:
         if quant is None:

@@ -1,0 +1,316 @@
+"""Bounded work: time and size limits for template renders, filter expressions and YAML configs.
+
+A Jinja template or a filter expression comes from the user, and its work grows with the
+data: five nested loops, `'x' * 3000000000` or a YAML "billion laughs" would otherwise hang
+or exhaust memory. Each is bounded here and fails with one line naming what ran too long.
+
+Limits come from environment variables (read on every use, so a test or a user can change
+them without touching code):
+
+    FTDATA_RENDER_TIMEOUT    seconds one template render may take (10)
+    FTDATA_RENDER_MAX_CHARS  characters one render (or one string it builds) may hold (10000000)
+    FTDATA_FILTER_TIMEOUT    seconds one filter evaluation may take (2)
+    FTDATA_YAML_MAX_BYTES    size of a YAML config file (1048576)
+    FTDATA_YAML_MAX_NODES    values in a YAML config after expanding its aliases (100000)
+    FTDATA_PAD_MAX_BYTES     memory padding=max_length may take (half of this machine's memory)
+
+The time limit works in any thread: a watchdog thread raises `Timeout` asynchronously in the
+thread that overran (at its next Python bytecode), so it stops pure-Python loops such as
+Jinja's. It cannot interrupt one long C call; the size checks on `*`, `**` and `%` below stop
+the ones a template can reach.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ftdata.errors import ConfigError, FtdataError
+
+_ENV = {
+    "render_seconds": ("FTDATA_RENDER_TIMEOUT", 10.0),
+    "render_chars": ("FTDATA_RENDER_MAX_CHARS", 10_000_000),
+    "filter_seconds": ("FTDATA_FILTER_TIMEOUT", 2.0),
+    "yaml_bytes": ("FTDATA_YAML_MAX_BYTES", 1 << 20),
+    "yaml_nodes": ("FTDATA_YAML_MAX_NODES", 100_000),
+    "pad_bytes": ("FTDATA_PAD_MAX_BYTES", 0),  # 0: half this machine's memory
+}
+
+
+class LimitExceeded(FtdataError):
+    """A render, filter or config went past a limit (time or size). The message names the limit."""
+
+    exit_code = 5
+
+
+class Timeout(BaseException):
+    """Raised inside the thread that overran its time limit.
+
+    A BaseException, so the `except Exception` of a template library cannot swallow it.
+    """
+
+
+@dataclass(frozen=True)
+class Limits:
+    render_seconds: float
+    render_chars: int
+    filter_seconds: float
+    yaml_bytes: int
+    yaml_nodes: int
+    pad_bytes: int
+
+
+def limits() -> Limits:
+    """The limits in force now (environment variables over the defaults).
+
+    Raises:
+        ConfigError: a variable that is not a positive number.
+    """
+    values = {}
+    for name, (var, default) in _ENV.items():
+        raw = os.environ.get(var)
+        if raw is None:
+            values[name] = default or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+            continue
+        try:
+            value = type(default)(float(raw)) if isinstance(default, int) else float(raw)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ConfigError(f"{var} must be a positive number, got {var}={raw!r}")
+        values[name] = value
+    return Limits(**values)
+
+
+def env_name(limit: str) -> str:
+    """The environment variable that sets `limit` (e.g. `render_seconds` -> FTDATA_RENDER_TIMEOUT)."""
+    return _ENV[limit][0]
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+class _Watchdog:
+    """One daemon thread per process that raises `Timeout` in threads past their deadline."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the thread does not survive a fork
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._entries: dict[int, tuple[float, int]] = {}  # token -> (deadline, thread id)
+        self._fired: set[int] = set()
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._entries:
+                    self._cond.wait()
+                    continue
+                token, (deadline, tid) = min(self._entries.items(), key=lambda kv: kv[1][0])
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                del self._entries[token]
+                self._fired.add(token)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(Timeout))
+
+    def start(self, seconds: float) -> int:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ftdata-limits", daemon=True)
+                self._thread.start()
+            token = next(self._tokens)
+            self._entries[token] = (time.monotonic() + seconds, threading.get_ident())
+            self._cond.notify()
+            return token
+
+    def stop(self, token: int) -> None:
+        with self._cond:
+            self._entries.pop(token, None)
+            if token in self._fired:
+                self._fired.discard(token)
+                # Fired just as the block ended: take back the exception not yet delivered.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+
+
+_WATCHDOG = _Watchdog()
+
+
+@contextmanager
+def time_limit(seconds: float, what: str, *, limit: str = "render_seconds") -> Iterator[None]:
+    """Run the block for at most `seconds`; past that, raise `LimitExceeded` naming `what`.
+
+    >>> with time_limit(0.1, "template 'slow.jinja'"):  # doctest: +SKIP
+    ...     while True: pass
+    LimitExceeded: template 'slow.jinja' took longer than 0.1 s; raise FTDATA_RENDER_TIMEOUT if it needs more
+    """
+    token = _WATCHDOG.start(seconds)
+    try:
+        yield
+    except Timeout:
+        raise LimitExceeded(
+            f"{what} took longer than {seconds:g} s; make it cheaper, or raise {env_name(limit)} if it needs more"
+        ) from None
+    finally:
+        _WATCHDOG.stop(token)
+
+
+# --- Jinja: a sandbox with size limits ----------------------------------------------------------
+
+_WIDTH = re.compile(r"%[-+ #0]*(\d+)")
+
+
+def _too_big(what: str, size: int, cap: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"{what} would build {size:,} characters (limit {cap:,}); raise {env_name('render_chars')} if it needs more"
+    )
+
+
+def _sized(value: Any) -> bool:
+    return isinstance(value, (str, bytes, list, tuple))
+
+
+class _Bounded:
+    """Mixin for a Jinja sandbox: `*`, `**`, `%` and size arguments cannot build huge values."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        cap = limits().render_chars
+        if operator == "*":
+            seq, n = (left, right) if _sized(left) else (right, left)
+            if _sized(seq) and isinstance(n, int) and len(seq) * n > cap:
+                raise _too_big(f"{type(seq).__name__} * {n}", len(seq) * n, cap)
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+            bits = abs(left).bit_length() * right
+            if right > 0 and bits > cap:
+                raise _too_big(f"{left} ** {right}", bits // 3, cap)
+        elif operator == "%" and isinstance(left, str):
+            widths = [int(w) for w in _WIDTH.findall(left)]
+            if widths and max(widths) > cap:
+                raise _too_big("a % format width", max(widths), cap)
+        return super().call_binop(context, operator, left, right)  # type: ignore[misc]
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        cap = limits().render_chars
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+                raise _too_big(f"calling {getattr(__obj, '__name__', 'a function')} with {value}", value, cap)
+        return super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
+
+
+def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A width-taking Jinja filter (`center`, `indent`) that refuses widths over the size limit."""
+
+    def bounded(value: Any, width: Any = 80, *args: Any, **kwargs: Any) -> Any:
+        cap = limits().render_chars
+        if isinstance(width, int) and width > cap:
+            raise _too_big(f"the {name} filter with width {width}", width, cap)
+        return func(value, width, *args, **kwargs)
+
+    return bounded
+
+
+def sandbox(**options: Any) -> Any:
+    """An immutable Jinja sandbox with the size limits above; `include`/`import`/`extends` find nothing."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class BoundedSandbox(_Bounded, ImmutableSandboxedEnvironment):
+        pass
+
+    env = BoundedSandbox(**options)
+    for name in ("center", "indent"):
+        env.filters[name] = _checked_filter(name, env.filters[name])
+    return env
+
+
+def render(compiled: Any, variables: dict[str, Any], *, what: str) -> str:
+    """Render a compiled Jinja template within the time and output-size limits.
+
+    Raises:
+        LimitExceeded: the render took too long or its output grew past the size limit.
+    """
+    lim = limits()
+    parts: list[str] = []
+    size = 0
+    with time_limit(lim.render_seconds, what):
+        for part in compiled.generate(**variables):
+            size += len(part)
+            if size > lim.render_chars:
+                raise LimitExceeded(
+                    f"{what} output passed {lim.render_chars:,} characters; "
+                    f"raise {env_name('render_chars')} if it needs more"
+                )
+            parts.append(part)
+    return "".join(parts)
+
+
+# --- YAML --------------------------------------------------------------------------------------
+
+
+def load_yaml(text: str, *, source: str) -> Any:
+    """`yaml.safe_load` with a size limit and a limit on values after alias expansion.
+
+    Aliases let a 1 kB file stand for billions of values ("billion laughs"); the node graph
+    is composed first (aliases stay references), its expanded size counted, and only then
+    constructed.
+
+    Raises:
+        ConfigError: invalid YAML, or a file past a limit.
+    """
+    import yaml
+
+    lim = limits()
+    if len(text.encode("utf-8", "surrogatepass")) > lim.yaml_bytes:
+        raise ConfigError(
+            f"{source}: config is larger than {lim.yaml_bytes:,} bytes; raise {env_name('yaml_bytes')} if it must be"
+        )
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if node is None:
+        return None
+    sizes: dict[int, int] = {}
+
+    def expanded(n: Any, depth: int = 0) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if depth > 100:
+            raise ConfigError(f"{source}: config nests deeper than 100 levels")
+        sizes[id(n)] = 1  # a recursive alias counts once instead of looping
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(expanded(k, depth + 1) + expanded(v, depth + 1) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(expanded(v, depth + 1) for v in n.value)
+        else:
+            total = 1
+        sizes[id(n)] = total
+        if total > lim.yaml_nodes:
+            raise ConfigError(
+                f"{source}: config expands to more than {lim.yaml_nodes:,} values (YAML aliases); "
+                f"write the values out, or raise {env_name('yaml_nodes')}"
+            )
+        return total
+
+    expanded(node)
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    finally:
+        loader.dispose()
