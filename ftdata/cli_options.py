@@ -227,6 +227,7 @@ _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "int": ((int,), "a whole number"),
     "number": ((int, float), "a count (200) or a fraction (0.1)"),
     "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
+    "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
     "text": ((str,), "a string"),
 }
 

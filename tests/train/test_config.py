@@ -85,7 +85,7 @@ def test_yaml_errors(tmp_path: Path) -> None:
         TrainConfig.from_yaml(bad)
     broken = tmp_path / "broken.yaml"
     broken.write_text("lora_r: [1,\n")
-    with pytest.raises(ConfigError, match="is not valid YAML"):
+    with pytest.raises(ConfigError, match="invalid YAML"):
         TrainConfig.from_yaml(broken)
 
 
