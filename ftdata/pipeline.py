@@ -30,7 +30,7 @@ from ftdata.errors import ConfigError, FtdataError, Location, RecordError, Unusa
 from ftdata.formats import Columns, compile_filter, to_examples
 from ftdata.masking import Masker, Tokenized
 from ftdata.options import BuildOptions
-from ftdata.readers import read_records
+from ftdata.readers import is_dataframe, read_records
 from ftdata.render import Renderer
 from ftdata.report import BuildReport, Reject, RejectsWriter
 from ftdata.resources import load_tokenizer
@@ -151,6 +151,8 @@ def _source_id(source: Any) -> str:
         return str(source)
     if hasattr(source, "_fingerprint"):
         return str(source._fingerprint)
+    if is_dataframe(source):  # list(frame) would hash the column names only
+        return hashlib.sha256(source.to_json(orient="split", default_handler=str).encode()).hexdigest()
     try:
         return hashlib.sha256(json.dumps(list(source), sort_keys=True, default=str).encode()).hexdigest()
     except TypeError:
