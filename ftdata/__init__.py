@@ -4,6 +4,7 @@
     >>> ds = build_sft_dataset("data.json", template="alpaca", max_length=1024)  # doctest: +SKIP
 """
 
+from ftdata.built import load
 from ftdata.errors import ConfigError, FtdataError, ReaderError, RecordError, TemplateError, UnusableRecord
 from ftdata.markers import RoleMarkers, detect_role_markers
 from ftdata.options import BuildOptions
@@ -33,6 +34,7 @@ __all__ = [
     "UnusableRecord",
     "build_sft_dataset",
     "detect_role_markers",
+    "load",
     "load_tokenizer",
     "prepare",
 ]

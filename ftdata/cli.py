@@ -293,6 +293,7 @@ def _build(
     import datasets
 
     from ftdata import export
+    from ftdata.built import load_hint
     from ftdata.pipeline import build_fingerprint, prepare
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
@@ -323,6 +324,7 @@ def _build(
     show.print(export.summary_table(report))
     written = [*files, rejects, manifest]
     show.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True)
+    show.print(load_hint(out, fmt=fmt), soft_wrap=True)
 
 
 def _home_relative(path: Path) -> str:

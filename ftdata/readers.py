@@ -333,6 +333,38 @@ def iter_dataset(ds: Any, source: str) -> Iterator[tuple[Location, Row]]:
         yield Location(source, index=i), row
 
 
+def read_dataframe(frame: Any, *, batch: int = 1024) -> Iterator[tuple[Location, Row]]:
+    """Rows of a `pandas.DataFrame` as dicts, located by their index label: `DataFrame[17]`.
+
+    Cells pass through as they are (the nested `{"0": text}` dicts that
+    `pd.read_json(..., lines=True)` leaves in a pandas-exported file included; `formats.py`
+    unwraps them); missing cells (NaN, None, NA, NaT) become None. Rows are converted a batch
+    at a time, so a large frame is never copied whole into Python objects.
+    """
+    import math
+
+    import pandas as pd  # only reached with a DataFrame, so pandas is already imported
+
+    def cell(value: Any) -> Any:
+        if value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+            return None
+        return value
+
+    for start in range(0, len(frame), batch):
+        part = frame.iloc[start : start + batch]
+        for label, row in zip(part.index, part.to_dict("records"), strict=True):
+            label = label.item() if hasattr(label, "item") else label  # numpy int64 -> int
+            yield Location("DataFrame", index=label), {str(k): cell(v) for k, v in row.items()}
+
+
+def is_dataframe(source: Any) -> bool:
+    """True for a `pandas.DataFrame`, checked without importing pandas (a frame implies it is loaded)."""
+    import sys
+
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(source, pandas.DataFrame)
+
+
 READERS: dict[str, Reader] = {
     "json": read_json,
     "jsonl": read_jsonl,
@@ -421,6 +453,9 @@ def read_records(source: Any, *, reader: str | None = None) -> Iterator[tuple[Lo
                 return
             raise ReaderError(f"{path}: no such file or folder")
         yield from _resolve(sniff(path))(path)
+        return
+    if is_dataframe(source):
+        yield from read_dataframe(source)
         return
     if hasattr(source, "column_names"):  # datasets.Dataset or DatasetDict
         yield from iter_dataset(source, "<dataset>")

@@ -100,12 +100,12 @@ def parse_data_options(items: list[str]) -> dict[str, Any]:
 
 
 def _run_train(data: str | None, config: Path | None, resume: Path | None, data_option: list[str] | None,
-               **flags: Any) -> None:
+               verbose: bool, **flags: Any) -> None:
     cfg = train_from_flags(data, config=config, resume=resume, data_option=data_option, flags=flags)
     from ftdata.train.dist import process_state
     from ftdata.train.run import train
 
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=resume, verbose=verbose)
     if process_state().is_main_process:  # once, not per rank, under accelerate launch / torchrun
         _print_train_summary(result)
 
@@ -124,11 +124,14 @@ def _train_command() -> Any:
         _param("data_option", list[str] | None, typer.Option(
             None, "--data-option", "-o", help="Other build_sft_dataset option as KEY=VALUE (repeatable).",
             rich_help_panel=PANELS["data"])),
+        _param("verbose", bool, typer.Option(
+            False, "--verbose", help="Also print the raw log dicts and the libraries' own progress bars.")),
     ]
     params += [_field_param(f) for f in fields(TrainConfig) if f.name not in _POSITIONAL]
 
     def train_command(**kwargs: Any) -> None:
-        _run_train(kwargs.pop("data"), kwargs.pop("config"), kwargs.pop("resume"), kwargs.pop("data_option"), **kwargs)
+        _run_train(kwargs.pop("data"), kwargs.pop("config"), kwargs.pop("resume"), kwargs.pop("data_option"),
+                   kwargs.pop("verbose"), **kwargs)
 
     train_command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     train_command.__annotations__ = {p.name: p.annotation for p in params}
@@ -199,7 +202,10 @@ def eval_command(
     if max_samples < 1:
         raise ConfigError(f"max_samples must be >= 1, got max_samples={max_samples}")
     settings = GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size)
-    report = evaluate_run(run, max_samples=max_samples, compare_base=base, settings=settings)
+    from ftdata.train.progress import quiet_libraries
+
+    with quiet_libraries():
+        report = evaluate_run(run, max_samples=max_samples, compare_base=base, settings=settings)
     _print_eval(report, width=width)
 
 

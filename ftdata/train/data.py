@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftdata.built import is_build_output
+from ftdata.built import load as load_build
 from ftdata.errors import ConfigError
 from ftdata.resources import cache_root
 from ftdata.train.config import TrainConfig
@@ -78,7 +80,8 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
     if state.num_processes > 1:
         options.setdefault("cache_dir", str(cache_root() / "builds"))
     with state.main_process_first():
-        built = _load_saved(path, cfg) if is_saved_dataset(path) else _build(cfg, tokenizer, options)
+        saved = is_saved_dataset(path) or is_build_output(path)
+        built = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
     train, test = _split(built)
     for name, ds in (("train", train), ("test", test)):
         if ds is not None:
@@ -102,9 +105,9 @@ def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: dict[s
 
 
 def _load_saved(path: Path, cfg: TrainConfig) -> Dataset | DatasetDict:
-    from datasets import DatasetDict, load_from_disk
+    from datasets import DatasetDict
 
-    loaded = load_from_disk(str(path))
+    loaded = _read_saved(path)
     if isinstance(loaded, DatasetDict):
         if "train" not in loaded:
             raise ConfigError(f"{path} holds splits {sorted(loaded)} but no 'train' split")
@@ -116,6 +119,16 @@ def _load_saved(path: Path, cfg: TrainConfig) -> Dataset | DatasetDict:
     if cfg.test_size >= loaded.num_rows:
         raise ConfigError(f"test_size={cfg.test_size} leaves no training rows in {path} ({loaded.num_rows} rows)")
     return loaded.train_test_split(test_size=cfg.test_size, seed=cfg.seed)
+
+
+def _read_saved(path: Path) -> Dataset | DatasetDict:
+    """A folder `ftdata build` wrote (any output format; build.json says which), else a
+    `save_to_disk` folder. A build folder is trained as built: its own options made the rows."""
+    if is_build_output(path):
+        return load_build(path).dataset
+    from datasets import load_from_disk
+
+    return load_from_disk(str(path))
 
 
 def _split(built: Dataset | DatasetDict) -> tuple[Dataset, Dataset | None]:

@@ -27,9 +27,11 @@ from ftdata.train import record
 from ftdata.train.config import TrainConfig, read_yaml
 from ftdata.train.data import Splits, load_splits, save_eval_split
 from ftdata.train.model import LoadedModel, count_parameters, load_for_training, resolve_model_path
+from ftdata.train.progress import TrainingDisplay, quiet_libraries
 from ftdata.train.trainer import build_trainer, last_checkpoint, trainer_metrics
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from transformers import TrainerCallback
 
 # Options that shape the data, its order or the model: a resumed run must keep them.
@@ -55,6 +57,8 @@ def train(
     *,
     resume: str | Path | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    verbose: bool = False,
+    console: Console | None = None,
 ) -> TrainResult:
     """Fine-tune the model of `cfg` on its data and write a run folder.
 
@@ -63,6 +67,9 @@ def train(
         resume: an existing run folder: continue from its last checkpoint (same data order,
             global step, optimizer and RNG state).
         callbacks: extra `transformers.TrainerCallback`s.
+        verbose: also print the raw log dicts and the libraries' own progress bars and
+            warnings (the raw logs are always in run.json).
+        console: where the progress bar and the eval table go (default: stdout).
 
     Raises:
         ConfigError: a bad option, missing data or model, or nothing to resume from.
@@ -78,16 +85,18 @@ def train(
         raise ConfigError("no training data: give DATA (a file ftdata can read) or `data:` in the YAML config")
     state = process_state()
     run_dir, checkpoint = _locate_run(cfg, resume, state)
-    loaded, splits, base = _setup(cfg, run_dir, state, resuming=checkpoint is not None)
-    trainer = build_trainer(
-        cfg, loaded=loaded, splits=splits, run_dir=run_dir, callbacks=callbacks, resuming=checkpoint is not None
-    )
-    started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.perf_counter() - started
-    _final_eval(trainer, splits)
-    output_dir = run_dir / ("adapter" if cfg.lora else "model")
-    trainer.save_model(str(output_dir))
+    with quiet_libraries(not verbose):
+        loaded, splits, base = _setup(cfg, run_dir, state, resuming=checkpoint is not None)
+        trainer = build_trainer(
+            cfg, loaded=loaded, splits=splits, run_dir=run_dir, callbacks=callbacks,
+            resuming=checkpoint is not None, display=TrainingDisplay(console, verbose=verbose),
+        )  # fmt: skip
+        started = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        seconds = time.perf_counter() - started
+        _final_eval(trainer, splits)
+        output_dir = run_dir / ("adapter" if cfg.lora else "model")
+        trainer.save_model(str(output_dir))
     state.wait_for_everyone()
     merged_dir = None
     if cfg.merge and cfg.lora and state.is_main_process:

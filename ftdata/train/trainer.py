@@ -100,12 +100,18 @@ def build_trainer(
     run_dir: Path,
     callbacks: list[TrainerCallback] | None = None,
     resuming: bool = False,
+    display: TrainerCallback | None = None,
 ) -> SFTTrainer:
-    """An `SFTTrainer` for the loaded (LoRA-wrapped) model and ftdata's prepared rows."""
+    """An `SFTTrainer` for the loaded (LoRA-wrapped) model and ftdata's prepared rows.
+
+    `display` (e.g. `progress.TrainingDisplay`) replaces transformers' raw-dict log printer.
+    """
     from trl import SFTTrainer
 
+    from ftdata.train.progress import replace_printers
+
     args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming)
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=loaded.model,
         args=args,
         train_dataset=splits.train,
@@ -113,6 +119,9 @@ def build_trainer(
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
+    if display is not None:
+        replace_printers(trainer, display)
+    return trainer
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

@@ -1,0 +1,85 @@
+"""Read back what `ftdata build -o OUT` wrote: the dataset and its `BuildReport`.
+
+    >>> result = ftdata.load("out")          # doctest: +SKIP
+    >>> result.dataset["train"][0].keys()   # doctest: +SKIP
+    dict_keys(['input_ids', 'attention_mask', 'labels'])
+    >>> result.report.summary()             # doctest: +SKIP
+    '400 records -> 395 sequences, 5 rejected (5 response too long)'
+
+For the default Arrow output, `datasets.load_from_disk("OUT/dataset")` gives the same
+dataset without the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ftdata.errors import ConfigError
+from ftdata.export import MANIFEST
+from ftdata.pipeline import BuildResult
+from ftdata.report import BuildReport
+
+# Columns a `--output-format jsonl` build adds for people (decoded text), not for training.
+_READABLE_COLUMNS = ("text", "trained")
+
+
+def is_build_output(path: str | Path) -> bool:
+    """True for a folder `ftdata build` wrote (it holds build.json)."""
+    return Path(path, MANIFEST).is_file()
+
+
+def load(out: str | Path) -> BuildResult:
+    """The dataset (`Dataset`, or `DatasetDict` with train/test) and the `BuildReport` of a build folder.
+
+    Works for every `--output-format`: arrow (`OUT/dataset`), parquet and jsonl (one file per
+    split; the jsonl files' decoded `text`/`trained` columns are dropped).
+
+    Raises:
+        ConfigError: `out` is not a folder `ftdata build` wrote, or its files are missing.
+    """
+    folder = Path(out).expanduser()
+    manifest = _manifest(folder)
+    files = [folder / name for name in manifest["output"]["files"]]
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        raise ConfigError(f"{folder}: build.json lists {', '.join(missing)}, which is missing; build again")
+    fmt = manifest["output"]["format"]
+    report = BuildReport.from_dict(manifest["counts"])
+    return BuildResult(_read(fmt, files), report)
+
+
+def load_hint(out: Path, *, fmt: str) -> str:
+    """The line `ftdata build` prints after its summary: how to load and train on what it wrote."""
+    also = f", or datasets.load_from_disk({json.dumps(str(out / 'dataset'))})" if fmt == "arrow" else ""
+    return f"load it with ftdata.load({json.dumps(str(out))}){also}; train on it with `ftdata train {out}`"
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        what = "does not exist" if not folder.exists() else f"has no {MANIFEST}"
+        raise ConfigError(f"{folder} {what}: give a folder written by `ftdata build -o OUT`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); build again") from None
+    output = manifest.get("output") if isinstance(manifest, dict) else None
+    if not isinstance(output, dict) or not {"format", "files"} <= output.keys() or "counts" not in manifest:
+        raise ConfigError(f"{path} is not a build record (no output format, files or counts); build again")
+    return manifest
+
+
+def _read(fmt: str, files: list[Path]) -> Any:
+    import datasets
+
+    if fmt == "arrow":
+        return datasets.load_from_disk(str(files[0]))
+    splits = {}
+    for path in files:
+        split = datasets.Dataset.from_parquet(str(path)) if fmt == "parquet" else datasets.Dataset.from_json(str(path))
+        splits[path.stem] = split.remove_columns([c for c in _READABLE_COLUMNS if c in split.column_names])
+    if list(splits) == ["train"]:  # a build without a test split wrote one Dataset
+        return splits["train"]
+    return datasets.DatasetDict(splits)

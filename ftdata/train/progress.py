@@ -1,0 +1,132 @@
+"""What `ftdata train` shows while it trains: a Rich progress bar with the current loss, and one
+row per evaluation in a compact table.
+
+    training ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━ 30/30 0:01:41 0:00:00  loss 1.912
+     step  eval loss  perplexity  token accuracy
+        0     2.8818       17.85           0.509
+       30     2.1040        8.20           0.561
+
+This replaces transformers' printer callbacks (which print every log as a raw dict between
+tqdm bars). The raw logs are kept in `run.json` (`log_history`) and, with `verbose=True`,
+also printed as they come. Only the main process shows anything.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from ftdata.train.record import perplexity
+
+EVAL_HEADER = f"{'step':>5}  {'eval loss':>9}  {'perplexity':>10}  {'token accuracy':>14}"
+
+
+def eval_row(step: int, logs: dict[str, Any]) -> str:
+    """One line of the eval table, aligned under `EVAL_HEADER`.
+
+    >>> eval_row(30, {"eval_loss": 2.104, "eval_mean_token_accuracy": 0.5612})
+    '   30     2.1040        8.20           0.561'
+    """
+    loss = float(logs["eval_loss"])
+    accuracy = logs.get("eval_mean_token_accuracy")
+    shown = f"{float(accuracy):.3f}" if accuracy is not None else "-"
+    return f"{step:>5}  {loss:>9.4f}  {perplexity(loss):>10.2f}  {shown:>14}"
+
+
+class TrainingDisplay(TrainerCallback):
+    """Progress bar (steps, elapsed, remaining, last train loss) and the eval table.
+
+    Args:
+        console: where to draw; default a stdout console (plain when not a terminal: the bar
+            is then drawn once, when training ends).
+        verbose: also print every raw log dict (what transformers prints by default).
+    """
+
+    def __init__(self, console: Console | None = None, *, verbose: bool = False):
+        self.console = console or Console(highlight=False)
+        self.verbose = verbose
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._header_shown = False
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[loss]}"), console=self.console,
+        )  # fmt: skip
+        self._task = self._progress.add_task("training", total=state.max_steps, completed=state.global_step, loss="")
+        self._progress.start()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=state.global_step)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        if self.verbose:
+            self._print(repr(logs))
+        if "loss" in logs and self._progress is not None:
+            self._progress.update(self._task, loss=f"loss {float(logs['loss']):.3f}")
+        if "eval_loss" in logs:
+            if not self._header_shown:
+                self._print(EVAL_HEADER)
+                self._header_shown = True
+            self._print(eval_row(state.global_step, logs))
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=state.global_step)
+            self._progress.stop()
+            self._progress = None
+
+    def _print(self, line: str) -> None:
+        # Through the live display when there is one, so the line lands above the bar.
+        target = self._progress.console if self._progress is not None else self.console
+        target.print(line, soft_wrap=True, markup=False)
+
+
+def replace_printers(trainer: Any, display: TrainerCallback) -> None:
+    """Swap transformers' default log printers (raw dicts, tqdm) for `display`."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for default in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(default)
+    trainer.add_callback(display)
+
+
+@contextmanager
+def quiet_libraries(quiet: bool = True) -> Iterator[None]:
+    """Hide the libraries' own chatter while ftdata shows its progress: datasets' and
+    transformers' tqdm bars ("Saving the dataset", "Loading weights") and a deprecation
+    warning transformers 5 raises from inside peft. Restored afterwards; `quiet=False` keeps all."""
+    if not quiet:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    bars = (datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled())
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            yield
+    finally:
+        if bars[0]:
+            datasets.enable_progress_bars()
+        if bars[1]:
+            hf_logging.enable_progress_bar()
