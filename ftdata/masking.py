@@ -211,10 +211,11 @@ class Masker:
             labels[i0:i1] = ids[i0:i1]
         # The tokenizer's own BOS, unless the text already starts with it (a chat template that
         # writes `<|begin_of_text|>` itself must not get a second one).
-        prefix = self.bos_ids if self.bos_ids and ids[: len(self.bos_ids)] != self.bos_ids else []
-        n = len(prefix)
+        n = len(self.bos_ids) if self.bos_ids and ids[: len(self.bos_ids)] != self.bos_ids else 0
         cuts = tuple(n + bisect_left(x.offsets, (b, -1)) for b in r.boundaries)
-        return Tokenized(prefix + ids, [IGNORE_INDEX] * n + labels, cuts, n, x.notes)
+        if n:  # copy the rows only when a BOS goes in front
+            ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
+        return Tokenized(ids, labels, cuts, n, x.notes)
 
     def split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
         """Tokenize the text piece by piece, split at every span edge.
