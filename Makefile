@@ -33,6 +33,7 @@ test-slow: install
 
 bench: install
 	$(BIN)/python benchmarks/prep_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) out runs .pytest_cache

@@ -1,26 +1,35 @@
 """Preparation throughput: ftdata vs TRL's own SFTTrainer preparation vs the raw tokenizer.
 
 Same data, same semantics, one run, one machine:
-  (a) raw   : the bundled SmolLM2 fast tokenizer batch-encoding the full texts (prompt + response + EOS),
-              batches of 1000: the floor any preparation pays.
-  (b) trl   : TRL's `SFTTrainer._prepare_dataset` on prompt/completion columns with
-              completion_only_loss=True and packing=True (bfd), datasets caching disabled.
-  (c) ftdata: `prepare(..., template="alpaca", packing=True)` from the JSONL file (reading included).
+  raw      the bundled SmolLM2 fast tokenizer batch-encoding the full texts (prompt + response
+           + EOS), batches of 1000: the floor any preparation pays.
+  trl      TRL's `SFTTrainer._prepare_dataset` on prompt/completion columns with
+           completion_only_loss=True and packing=True (bfd), datasets caching disabled.
+  ftdata   `prepare(..., template="alpaca", packing=True)` from the JSONL file (reading, per-record
+           verification and packing included), once per executor named in --engines.
 Prompts are the Alpaca template rendering of each record, completions its output.
 
-Data: the real Alpaca files in ../shared/datasets/alpaca (1,099 records), and a synthetic
-JSONL of --records records (default 200k) made by resampling those real records.
-Peak RSS of an ftdata build is measured in fresh subprocesses for 20k and --records records.
+Cases: the real Alpaca files in ../shared/datasets/alpaca (1,099 records) and a seeded
+synthetic set of --records records (default 20,000) drawn from them with `random.Random(0)`:
+the reproducible "synthetic 20k" figure (bundled SmolLM2, `alpaca`, BFD packing at 1024).
 
-    python benchmarks/prep_throughput.py [--records 200000] [--max-length 1024] [--num-proc 1]
+Every measurement runs in a fresh subprocess (so its peak RSS is its own), the methods are
+interleaved round by round (--rounds, default 3) and the best time of each is kept: on a
+loaded machine, read the ratios. All tok/s use the raw tokenizer's token count.
+
+    python benchmarks/prep_throughput.py [--records 20000] [--engines local,processes,ray]
+                                         [--rounds 3] [--rss 200000,2000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,6 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FTDATA_SHARED", ROOT.parent / "shared"))
 ALPACA = [SHARED / "datasets/alpaca/llamafactory_alpaca_en_demo.json", SHARED / "datasets/alpaca/stanford_alpaca_first100_torchtune.json"]
+ENGINES = ("local", "processes", "ray")
 
 
 def real_records() -> list[dict[str, str]]:
@@ -48,76 +58,83 @@ def write_jsonl(records: list[dict[str, str]], path: Path) -> Path:
     return path
 
 
+def read_jsonl(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
 def synthetic(base: list[dict[str, str]], n: int, seed: int = 0) -> list[dict[str, str]]:
     rng = random.Random(seed)
     return [dict(rng.choice(base)) for _ in range(n)]
 
 
-def prompts_and_completions(records, tok):
+def engine_unavailable(engine: str) -> str:
+    """Why this ftdata cannot run `engine` here ('' when it can)."""
+    from ftdata.options import BuildOptions
+
+    if engine == "local":
+        return ""
+    if "engine" not in {f.name for f in dataclasses.fields(BuildOptions)}:
+        return "this ftdata has no executor option yet (BuildOptions.engine)"
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        return "ray is not installed (pip install 'ftdata[ray]')"
+    return ""
+
+
+# ---------------------------------------------------------------- one measurement (child process)
+
+
+def prompts_and_completions(records):
     from ftdata.prompts import load_prompt_template
 
     tpl = load_prompt_template("alpaca")
     return [tpl.render(instruction=r["instruction"], input=r["input"]) for r in records], [r["output"] for r in records]
 
 
-def bench_raw(records, tok) -> tuple[float, int]:
-    prompts, completions = prompts_and_completions(records, tok)
+def run_raw(path: Path, tok, max_length: int) -> dict:
+    prompts, completions = prompts_and_completions(read_jsonl(path))
     texts = [p + c + tok.eos_token for p, c in zip(prompts, completions)]
     start = time.perf_counter()
     n = 0
     for i in range(0, len(texts), 1000):
         n += sum(map(len, tok(texts[i : i + 1000], add_special_tokens=False)["input_ids"]))
-    return time.perf_counter() - start, n
+    return {"seconds": time.perf_counter() - start, "tokens": n}
 
 
-def bench_trl(records, tok, max_length: int, num_proc: int) -> float:
+def run_trl(path: Path, tok, max_length: int) -> dict:
     import datasets
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     datasets.disable_caching()
-    prompts, completions = prompts_and_completions(records, tok)
+    prompts, completions = prompts_and_completions(read_jsonl(path))
     data = datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        args = SFTConfig(output_dir=tmp, completion_only_loss=True, packing=True, max_length=max_length, report_to=[],
-                         dataset_num_proc=num_proc if num_proc > 1 else None, use_cpu=True)  # fmt: skip
+        args = SFTConfig(output_dir=tmp, completion_only_loss=True, packing=True, max_length=max_length, report_to=[], use_cpu=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=data.select(range(8)), processing_class=tok)
         start = time.perf_counter()
         trainer._prepare_dataset(data, tok, args, True, None, "train")
-        return time.perf_counter() - start
+        return {"seconds": time.perf_counter() - start}
 
 
-def bench_ftdata(path: Path, tok, max_length: int, num_proc: int) -> tuple[float, object]:
+def run_ftdata(path: Path, tok, max_length: int, engine: str = "local", workers: int = 2) -> dict:
     from ftdata import prepare
+    from ftdata.options import BuildOptions
 
+    options = {"engine": engine} if "engine" in {f.name for f in dataclasses.fields(BuildOptions)} else {}
+    if engine != "local" and "num_workers" in {f.name for f in dataclasses.fields(BuildOptions)}:
+        options["num_workers"] = workers
     start = time.perf_counter()
-    result = prepare(path, tokenizer=tok, template="alpaca", max_length=max_length, packing=True, num_proc=num_proc)
-    return time.perf_counter() - start, result.report
+    report = prepare(path, tokenizer=tok, template="alpaca", max_length=max_length, packing=True, **options).report
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": report.tokens, "fill": report.packing["train"]["fill_ratio"], "records": report.records}
 
 
-def peak_rss(path: Path, max_length: int) -> float:
-    """Peak RSS (MiB) of a fresh process that builds `path` with ftdata."""
-    code = (
-        "import resource, json; from ftdata import prepare; "
-        f"r = prepare({str(path)!r}, template='alpaca', max_length={max_length}, packing=True).report; "
-        "print(json.dumps({'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'seq': r.sequences}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["rss"]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--num-proc", type=int, default=1)
-    parser.add_argument("--skip-rss", action="store_true")
-    args = parser.parse_args()
-
+def child(method: str, path: Path, max_length: int, workers: int) -> None:
     import datasets
     import transformers
 
@@ -126,30 +143,80 @@ def main() -> None:
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     tok = load_tokenizer(None)
-    base = real_records()
-    with tempfile.TemporaryDirectory() as tmp:
-        sets = {"real alpaca": base, f"synthetic {args.records // 1000}k": synthetic(base, args.records)}
-        print(f"machine: {os.cpu_count()} cores; tokenizer: bundled SmolLM2; max_length {args.max_length}; num_proc {args.num_proc}\n")
-        print(f"{'data':<16}{'records':>9}{'tokens':>12}{'raw tok/s':>12}{'trl tok/s':>12}{'ftdata tok/s':>14}{'ftdata/trl':>11}{'ftdata/raw':>11}{'fill':>8}")
-        for name, records in sets.items():
-            path = write_jsonl(records, Path(tmp) / "data.jsonl")
-            raw_s, tokens = bench_raw(records, tok)
-            trl_s = bench_trl(records, tok, args.max_length, args.num_proc)
-            ft_s, report = bench_ftdata(path, tok, args.max_length, args.num_proc)
-            fill = report.packing["train"]["fill_ratio"]
-            print(f"{name:<16}{len(records):>9,}{tokens:>12,}{tokens / raw_s:>12,.0f}{tokens / trl_s:>12,.0f}{tokens / ft_s:>14,.0f}"
-                  f"{trl_s / ft_s:>10.2f}x{raw_s / ft_s:>10.0%}{fill:>8.2%}", flush=True)  # fmt: skip
-        for length in (1024, 2048):
-            from ftdata import prepare
+    if method == "raw":
+        out = run_raw(path, tok, max_length)
+    elif method == "trl":
+        out = run_trl(path, tok, max_length)
+    else:
+        out = run_ftdata(path, tok, max_length, engine=method.split(":", 1)[1], workers=workers)
+    out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
 
-            report = prepare(write_jsonl(sets[f"synthetic {args.records // 1000}k"], Path(tmp) / "fill.jsonl"), tokenizer=tok,
-                             template="alpaca", max_length=length, packing=True).report  # fmt: skip
-            print(f"packing fill at max_length {length}: {report.packing['train']['fill_ratio']:.2%} "
-                  f"({report.packing['train']['rows']:,} rows, {report.packing['train']['sequences_per_row']:.2f} seq/row)")  # fmt: skip
-        if not args.skip_rss:
-            for n in sorted({20_000, args.records}):
-                path = write_jsonl(synthetic(base, n, seed=1), Path(tmp) / f"rss{n}.jsonl")
-                print(f"peak RSS, ftdata build of {n:,} records: {peak_rss(path, args.max_length):,.0f} MiB")
+
+def measure(method: str, path: Path, max_length: int, workers: int = 2) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON line."""
+    command = [sys.executable, __file__, "--child", method, "--data", str(path), "--max-length", str(max_length), "--workers", str(workers)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode:
+        raise SystemExit(f"{method} on {path.name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- the table (parent process)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20_000, help="size of the seeded synthetic case")
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--engines", default="local,processes,ray", help="ftdata executors to measure, comma-separated")
+    parser.add_argument("--workers", type=int, default=2, help="workers for the processes and ray executors")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best time of each method is kept")
+    parser.add_argument("--rss", default="", help="also report peak RSS of ftdata builds of these synthetic sizes, e.g. 200000,2000000")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.data, args.max_length, args.workers)
+
+    sys.path.insert(0, str(ROOT))
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if unknown := [e for e in engines if e not in ENGINES]:
+        parser.error(f"--engines takes {', '.join(ENGINES)}; got {', '.join(unknown)}")
+    methods = ["raw", "trl"]
+    for engine in engines:
+        if why := engine_unavailable(engine):
+            print(f"note: ftdata engine {engine!r} skipped: {why}")
+        else:
+            methods.append(f"ftdata:{engine}")
+    base = real_records()
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; tokenizer: bundled SmolLM2; "
+          f"template alpaca; max_length {args.max_length}; best of {args.rounds} interleaved rounds\n")  # fmt: skip
+    columns = "".join(f"{m.replace('ftdata:', ''):>12}" for m in methods[2:])
+    print(f"{'data':<14}{'records':>8}{'tokens':>11}{'raw tok/s':>11}{'trl tok/s':>11}{columns}"
+          f"{'/trl':>7}{'/raw':>6}{'fill':>8}  peak RSS MiB (raw/trl/" + "/".join(m[7:] for m in methods[2:]) + ")")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = {"real alpaca": base, f"synthetic {args.records // 1000}k": synthetic(base, args.records)}
+        for name, records in cases.items():
+            path = write_jsonl(records, Path(tmp) / f"{name.replace(' ', '_')}.jsonl")
+            best: dict[str, dict] = {}
+            for r in range(args.rounds):
+                for method in methods[r % len(methods) :] + methods[: r % len(methods)]:  # rotate the order
+                    out = measure(method, path, args.max_length, args.workers)
+                    if method not in best or out["seconds"] < best[method]["seconds"]:
+                        best[method] = {**out, "rss_mib": max(out["rss_mib"], best.get(method, {}).get("rss_mib", 0))}
+            tokens = best["raw"]["tokens"]
+            rate = {m: tokens / best[m]["seconds"] for m in methods}
+            first = methods[2] if len(methods) > 2 else None
+            cells = "".join(f"{rate[m]:>12,.0f}" for m in methods[2:])
+            ratios = f"{rate[first] / rate['trl']:>6.2f}x{rate[first] / rate['raw']:>6.2f}{best[first]['fill']:>8.2%}" if first else ""
+            rss = "/".join(f"{best[m]['rss_mib']:.0f}" for m in methods)
+            print(f"{name:<14}{len(records):>8,}{tokens:>11,}{rate['raw']:>11,.0f}{rate['trl']:>11,.0f}{cells}{ratios}  {rss}", flush=True)
+        for n in [int(x) for x in args.rss.split(",") if x.strip()]:
+            path = write_jsonl(synthetic(base, n, seed=1), Path(tmp) / f"rss{n}.jsonl")
+            out = measure("ftdata:local", path, args.max_length)
+            print(f"peak RSS, ftdata build of {n:,} records: {out['rss_mib']:,.0f} MiB ({out['seconds']:.0f} s)", flush=True)
+            path.unlink()
 
 
 if __name__ == "__main__":

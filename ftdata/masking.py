@@ -17,12 +17,21 @@ whitespace the tokenizer trims from offsets may be uncovered), and decoding them
 its text back (whitespace aside, and up to Unicode NFKC: tokenizers normalize). A record
 that fails is rejected with the reason, never trained wrong; a vocabulary that cannot spell
 a character (a byte-level vocab missing a byte) fails here.
+
+The decode is skipped only where it cannot fail: a byte-level BPE tokenizer that adds and
+normalizes nothing hands every byte of the text to BPE, and BPE only merges, so its tokens
+spell the text byte for byte unless a byte has no token of its own. Such a record, when
+every byte of its text is in the vocabulary, passes the decode check by construction; any
+other record (another tokenizer kind, a missing byte, a normalizer on non-ASCII text) is
+decoded. `Masker(tokenizer, fast_verify=False)` decodes every record (the tests compare both).
 """
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,27 +52,141 @@ class Tokenized:
     notes: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """A record whose spans are located and covered; `decode`: the decode check must still run."""
+
+    rendered: Rendered
+    ids: list[int]
+    offsets: Sequence[tuple[int, int]]
+    ranges: list[tuple[int, int]]
+    notes: tuple[str, ...]
+    decode: bool
+
+
+class _Offsets(Sequence[tuple[int, int]]):
+    """An encoding's offsets, read one token at a time.
+
+    Locating spans needs a few bisections per record (~30 offsets); building the whole
+    offsets list costs ~0.15 us per token, a third of what the rest of masking costs.
+    """
+
+    __slots__ = ("_encoding", "_n")
+
+    def __init__(self, encoding: Any):
+        self._encoding = encoding
+        self._n = len(encoding)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:  # an index (bisect and the span rules never slice)
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._encoding.token_to_chars(i % self._n)
+
+
+@dataclass(frozen=True, slots=True)
+class _Spelling:
+    """When a text is spelled exactly by its tokens, so that decoding them can only give it back.
+
+    Holds for byte-level BPE (GPT-2 style: SmolLM2, Llama-3, Qwen2.5, Mistral-Nemo) when the
+    tokenizer neither adds text (no `add_prefix_space`, no prepended marker) nor rewrites it
+    (no normalizer, or a Unicode normalization form on ASCII text, where it changes nothing):
+    the pre-tokenizer hands BPE every byte of the text, BPE only merges adjacent symbols, and
+    the only symbol it can lose is a byte with no token of its own. So a text none of whose
+    UTF-8 bytes is `missing` decodes back byte for byte, and together with the offsets
+    coverage check the trained tokens decode to their span.
+
+        SmolLM2: missing = {0x04, 0x06, ..., 0xc0, 0xc1, 0xf1, ...}
+        "a \U00040000 b" -> bytes 61 20 f1 80 80 80 20 62: f1 is missing -> decode it
+    """
+
+    missing: bytes  # byte values the vocabulary has no token for
+    ascii_only: bool  # a Unicode normalizer: only ASCII text is unchanged by it
+
+    @staticmethod
+    def of(backend: Any) -> _Spelling | None:
+        spec = json.loads(backend.to_str())
+        model, normalizer = spec.get("model") or {}, spec.get("normalizer")
+        unicode_forms = {"NFC", "NFD", "NFKC", "NFKD"}
+        if normalizer is not None and normalizer.get("type") not in unicode_forms:
+            return None
+        if (
+            model.get("type") != "BPE" or (spec.get("decoder") or {}).get("type") != "ByteLevel"
+            or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix")
+            or not _byte_level_only(spec.get("pre_tokenizer"))
+        ):  # fmt: skip
+            return None
+        vocab = backend.get_vocab(with_added_tokens=False)
+        missing = bytes(b for b, char in enumerate(_BYTE_CHARS) if char not in vocab)
+        return _Spelling(missing, ascii_only=normalizer is not None)
+
+    def exact(self, text: str) -> bool:
+        """Whether `text`'s tokens decode back to it by construction (else: decode and compare)."""
+        if self.ascii_only and not text.isascii():  # isascii is O(1) in CPython
+            return False
+        data = text.encode()
+        return len(data.translate(None, self.missing)) == len(data)
+
+
+def _byte_level_only(pre: Any) -> bool:
+    """The pre-tokenizer only splits (keeping every character) and maps bytes, adding nothing."""
+    if pre is None:
+        return False
+    kind = pre.get("type")
+    if kind == "Sequence":
+        return bool(pre["pretokenizers"]) and all(map(_byte_level_only_step, pre["pretokenizers"])) and any(
+            p.get("type") == "ByteLevel" for p in pre["pretokenizers"]
+        )
+    return kind == "ByteLevel" and _byte_level_only_step(pre)
+
+
+def _byte_level_only_step(pre: Any) -> bool:
+    kind = pre.get("type")
+    if kind == "ByteLevel":
+        return not pre.get("add_prefix_space")
+    return kind in ("Split", "Digits", "Punctuation") and pre.get("behavior", "Isolated") != "Removed"
+
+
+def _byte_chars() -> str:
+    """GPT-2's byte -> character table (`bytes_to_unicode`): the character that stands for each byte."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return "".join(chars)
+
+
+_BYTE_CHARS = _byte_chars()
+
+
 class Masker:
     """Tokenizes rendered records in batches and builds their labels."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, *, fast_verify: bool = True):
         self.backend = tokenizer.backend_tokenizer
         with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
         plain = tokenizer("x", add_special_tokens=False)["input_ids"]
         at = _find(with_special, plain)
         self.bos_ids: list[int] = with_special[:at] if at >= 0 else []
         self.anchor = _anchor(self.backend)
+        self.spelling = _Spelling.of(self.backend) if fast_verify else None
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
         encodings = self.backend.encode_batch([r.text for r in batch], add_special_tokens=False)
-        staged = [self._locate(r, e.ids, e.offsets) for r, e in zip(batch, encodings)]
-        # One Rust call decodes every trained run of the batch, for the decode check.
-        runs = [item[1][i0:i1] for item in staged if not isinstance(item, UnusableRecord) for i0, i1 in item[3]]
+        located = [self._locate(r, e.ids, _Offsets(e)) for r, e in zip(batch, encodings)]
+        # One Rust call decodes every trained run of the records whose spelling is not exact by construction.
+        runs = [x.ids[i0:i1] for x in located if isinstance(x, _Located) and x.decode for i0, i1 in x.ranges]
         decoded = iter(self.backend.decode_batch(runs, skip_special_tokens=False)) if runs else iter(())
-        return [item if isinstance(item, UnusableRecord) else self._finish(*item, decoded) for item in staged]
+        return [x if isinstance(x, UnusableRecord) else self._finish(x, decoded) for x in located]
 
-    def _locate(self, r: Rendered, ids: list[int], offsets: list[tuple[int, int]]) -> Any:
-        """(r, ids, offsets, ranges, notes) with every span's token range covering it, or why not."""
+    def _locate(self, r: Rendered, ids: list[int], offsets: Sequence[tuple[int, int]]) -> _Located | UnusableRecord:
+        """Every span's token range, checked to cover the span's characters, or why not."""
         notes = r.notes
         ranges = _token_ranges(r.text, offsets, r.spans)
         if ranges is None:
@@ -74,24 +197,25 @@ class Masker:
         for (s, e), (i0, i1) in zip(r.spans, ranges):
             if problem := _coverage_problem(r.text, s, e, offsets, i0, i1):
                 return UnusableRecord(f"verification failed: {problem}", field="labels")
-        return r, ids, offsets, ranges, notes
+        exact = self.spelling is not None and self.spelling.exact(r.text)
+        return _Located(r, ids, offsets, ranges, notes, decode=not exact)
 
-    def _finish(
-        self, r: Rendered, ids: list[int], offsets: list[tuple[int, int]], ranges: list[tuple[int, int]],
-        notes: tuple[str, ...], decoded: Any,
-    ) -> Tokenized | UnusableRecord:  # fmt: skip
-        problems = [_decode_problem(r.text[s:e], next(decoded)) for s, e in r.spans]  # consume every run
-        if problem := next((p for p in problems if p), ""):
-            return UnusableRecord(f"verification failed: {problem}", field="labels")
+    def _finish(self, x: _Located, decoded: Any) -> Tokenized | UnusableRecord:
+        r, ids = x.rendered, x.ids
+        if x.decode:
+            problems = [_decode_problem(r.text[s:e], next(decoded)) for s, e in r.spans]  # consume every run
+            if problem := next((p for p in problems if p), ""):
+                return UnusableRecord(f"verification failed: {problem}", field="labels")
         labels = [IGNORE_INDEX] * len(ids)
-        for i0, i1 in ranges:
+        for i0, i1 in x.ranges:
             labels[i0:i1] = ids[i0:i1]
         # The tokenizer's own BOS, unless the text already starts with it (a chat template that
         # writes `<|begin_of_text|>` itself must not get a second one).
-        prefix = self.bos_ids if self.bos_ids and ids[: len(self.bos_ids)] != self.bos_ids else []
-        n = len(prefix)
-        cuts = tuple(n + bisect_left(offsets, (b, -1)) for b in r.boundaries)
-        return Tokenized(prefix + ids, [IGNORE_INDEX] * n + labels, cuts, n, notes)
+        n = len(self.bos_ids) if self.bos_ids and ids[: len(self.bos_ids)] != self.bos_ids else 0
+        cuts = tuple(n + bisect_left(x.offsets, (b, -1)) for b in r.boundaries)
+        if n:  # copy the rows only when a BOS goes in front
+            ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
+        return Tokenized(ids, labels, cuts, n, x.notes)
 
     def split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
         """Tokenize the text piece by piece, split at every span edge.

@@ -33,7 +33,7 @@ import numpy as np
 from ftdata.errors import ConfigError, RecordError
 from ftdata.types import IGNORE_INDEX, PackedRow, TokenRow
 
-__all__ = ["PackingStats", "pack_rows", "packing_stats", "plan_bins", "split_row"]
+__all__ = ["PackingStats", "pack_rows", "packing_stats", "plan_arrays", "plan_bins", "split_row"]
 
 
 def _check_max_length(max_length: int) -> None:
@@ -42,7 +42,18 @@ def _check_max_length(max_length: int) -> None:
 
 
 def plan_bins(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> list[list[int]]:
+    """`plan_arrays` as one list of sequence indices per bin (see there)."""
+    starts, members = plan_arrays(lengths, max_length=max_length, seed=seed)
+    flat = members.tolist()
+    return [flat[a:b] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
+
+
+def plan_arrays(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """Group sequence indices into bins whose total length is <= `max_length` (best-fit decreasing).
+
+    Returns `(starts, members)`: bin `j` holds the sequence indices
+    `members[starts[j]:starts[j + 1]]`. Two integer arrays, so a plan for millions of
+    sequences costs ~16 bytes per sequence, not a Python list per bin.
 
     Sequences are placed longest first; each goes into the open bin with the *least* room
     that still fits it, or opens a new bin. Open bins are kept in buckets keyed by their
@@ -56,6 +67,7 @@ def plan_bins(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> lis
 
         lengths [5, 3, 4, 2, 6], max_length 8, seed 42  ->  [[0, 1], [2], [3, 4]]
         (6 opens a bin, 5 and 4 open two more, 3 fills the 5's bin, 2 fills the 6's)
+        as arrays: starts [0, 2, 3, 5], members [0, 1, 2, 3, 4]
 
     Raises:
         ConfigError: `max_length` <= 0, a length < 1, or a length > `max_length` (truncate
@@ -64,7 +76,7 @@ def plan_bins(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> lis
     _check_max_length(max_length)
     sizes = np.asarray(lengths, dtype=np.int64).reshape(-1)
     if sizes.size == 0:
-        return []
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     bad = np.flatnonzero((sizes < 1) | (sizes > max_length))
     if bad.size:
         i = int(bad[0])
@@ -77,39 +89,54 @@ def plan_bins(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> lis
     shuffled = rng.permutation(sizes.size)
     # A stable sort of a seeded shuffle: longest first, equal lengths in seeded order.
     order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
-    bins = _best_fit(order.tolist(), sizes.tolist(), max_length)
-    return [sorted(bins[b]) for b in rng.permutation(len(bins)).tolist()]
+    bin_of = _best_fit(order, sizes, max_length)
+    # Bins in a seeded order (position j holds bin perm[j]), indices ascending inside each:
+    # one sort by (position of the bin, index).
+    perm = rng.permutation(int(bin_of.max()) + 1)
+    rank = np.argsort(perm)[bin_of]
+    members = np.lexsort((np.arange(sizes.size), rank))
+    ends = np.flatnonzero(np.diff(rank[members])) + 1
+    return np.concatenate([[0], ends, [sizes.size]]), members
 
 
-def _best_fit(order: list[int], sizes: list[int], max_length: int) -> list[list[int]]:
-    """Place `order` (indices, longest first) into bins by best fit; bins in opening order."""
-    bins: list[list[int]] = []
+def _best_fit(order: np.ndarray, sizes: np.ndarray, max_length: int, chunk: int = 65_536) -> np.ndarray:
+    """The bin of each sequence when `order` (indices, longest first) is placed by best fit.
+
+    Bins are numbered in opening order. The loop is Python over plain ints, fed a chunk at a
+    time, and bins are kept as one int32 per sequence (not a list per bin), so memory beyond
+    the lengths stays a few bytes per sequence.
+    """
+    bin_of = np.empty(sizes.size, dtype=np.int32)
+    n_bins = 0
     rooms: list[int] = []  # sorted distinct remaining capacities that some open bin has
     open_bins: dict[int, list[int]] = {}  # remaining capacity -> ids of the bins with it
-    for i in order:
-        size = sizes[i]
-        k = bisect_left(rooms, size)
-        if k == len(rooms):
-            b = len(bins)
-            bins.append([i])
-            room = max_length - size
-        else:
-            room = rooms[k]
-            same_room = open_bins[room]
-            b = same_room.pop()
-            if not same_room:
-                del open_bins[room]
-                del rooms[k]
-            bins[b].append(i)
-            room -= size
-        if room:  # a full bin is closed for good
-            same_room = open_bins.get(room)
-            if same_room is None:
-                open_bins[room] = [b]
-                insort(rooms, room)
+    for start in range(0, order.size, chunk):
+        part = order[start : start + chunk]
+        placed = []
+        for size in sizes[part].tolist():
+            k = bisect_left(rooms, size)
+            if k == len(rooms):
+                b = n_bins
+                n_bins += 1
+                room = max_length - size
             else:
-                same_room.append(b)
-    return bins
+                room = rooms[k]
+                same_room = open_bins[room]
+                b = same_room.pop()
+                if not same_room:
+                    del open_bins[room]
+                    del rooms[k]
+                room -= size
+            placed.append(b)
+            if room:  # a full bin is closed for good
+                same_room = open_bins.get(room)
+                if same_room is None:
+                    open_bins[room] = [b]
+                    insort(rooms, room)
+                else:
+                    same_room.append(b)
+        bin_of[part] = placed
+    return bin_of
 
 
 def _columns(row: Mapping[str, Sequence[int]], n: int) -> tuple[Sequence[int], Sequence[int]]:

@@ -7,6 +7,7 @@ loss, and nothing else does.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
@@ -14,7 +15,8 @@ from support import TOKENIZER_NAMES, TOKENIZERS, tokenizer
 from test_chat_masking import BYTE_LEVEL, chat, chat_template, one, trained_runs, trained_texts
 
 from ftdata.errors import Location
-from ftdata.masking import REPAIRED, Masker, _token_ranges
+from ftdata.errors import UnusableRecord
+from ftdata.masking import REPAIRED, Masker, Tokenized, _token_ranges
 from ftdata.render import Renderer
 from ftdata.types import IGNORE_INDEX, Example, Message, Rendered
 
@@ -248,3 +250,93 @@ def test_verification_passes_unicode_the_tokenizer_normalizes():
     tok = tokenizer("qwen2.5-instruct")
     rendered, result = one(tok, chat("hi", "cafe\u0301"))
     assert tok.decode([i for i in result.labels if i != IGNORE_INDEX]) == "café<|im_end|>"
+
+
+# ---------------------------------------------------------------- cheap verification stays exact
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ftdata import masking  # noqa: E402
+
+SPELLING = {None: "ascii", "qwen2.5-instruct": "normalizer", "llama-3-8b-instruct": "ascii",
+            "llama-3.2-instruct": "ascii", "mistral-nemo-instruct-2407": "ascii", "deepseek-v3": None,
+            "gemma-3-it": None, "phi-3-mini-4k-instruct": None}  # fmt: skip
+ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+def test_byte_table_is_gpt2s():
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    assert masking._BYTE_CHARS == "".join(bytes_to_unicode()[b] for b in range(256))
+
+
+@pytest.mark.parametrize("name", ALL, ids=lambda n: n or "smollm2")
+def test_decode_is_skipped_only_for_lossless_byte_level_bpe(name):
+    spelling = Masker(tokenizer(name)).spelling
+    kind = None if spelling is None else ("normalizer" if spelling.ascii_only else "ascii")
+    assert kind == SPELLING[name]
+    if name is None:  # SmolLM2: a few control bytes and the lead bytes of U+40000.. have no token
+        assert spelling.missing.hex(" ") == "04 06 13 14 16 1d c0 c1 f1 f2 f5 f6 f7 f8 f9 fa fb fc fd fe ff"
+        assert spelling.exact("hello, wörld 你好 😀") and not spelling.exact("a \U00040000 b") and not spelling.exact("\x04")
+
+
+@functools.cache
+def _spelling(name):
+    return Masker(tokenizer(name)).spelling
+
+
+@pytest.mark.parametrize("name", [n for n, kind in SPELLING.items() if kind], ids=lambda n: n or "smollm2")
+@settings(max_examples=200, deadline=None)
+@given(text=ANY_TEXT)
+def test_exact_spelling_means_the_tokens_decode_to_the_text(name, text):
+    """The soundness of skipping the decode: whenever the rule says exact, decode(encode(text)) == text."""
+    backend = tokenizer(name).backend_tokenizer
+    if _spelling(name).exact(text):
+        ids = backend.encode(text, add_special_tokens=False).ids
+        assert backend.decode(ids, skip_special_tokens=False) == text
+
+
+_FAST = Masker(tokenizer(None)) if TOKENIZERS.is_dir() else None
+_SLOW = Masker(tokenizer(None), fast_verify=False) if TOKENIZERS.is_dir() else None
+
+
+@settings(max_examples=100, deadline=None)
+@given(prompt=ANY_TEXT, response=ANY_TEXT.filter(str.strip))
+def test_fast_verification_gives_the_same_verdicts_as_decoding_every_record(prompt, response):
+    renderer = Renderer(tokenizer(None), "alpaca")
+    example = Example((Message("user", prompt or "q"), Message("assistant", response)), Location("x"))
+    try:
+        rendered = renderer(example)
+    except UnusableRecord:  # control-token text: rejected before masking
+        return
+    assert list(map(_verdict, _FAST([rendered]))) == list(map(_verdict, _SLOW([rendered])))
+
+
+def _verdict(result):
+    return result.reason if isinstance(result, UnusableRecord) else result
+
+
+def test_a_corrupted_mask_is_caught(smol, monkeypatch):
+    """A span's first token left out (the kind of bug offsets arithmetic can have) fails the coverage check."""
+    real = masking._token_ranges
+
+    def shifted(text, offsets, spans):
+        ranges = real(text, offsets, spans)
+        return [(i0 + 1, i1) for i0, i1 in ranges]
+
+    monkeypatch.setattr(masking, "_token_ranges", shifted)
+    rendered = Renderer(smol, "alpaca")(Example((Message("user", "Say hi."), Message("assistant", "hi there")), Location("x")))
+    (result,) = Masker(smol)([rendered])
+    assert result.reason == "verification failed: trained tokens cover ' there<|im_end|>', not the response 'hi there<|im_end|>'"
+
+
+def test_unspellable_text_is_caught_on_the_fast_path(smol):
+    """SmolLM2 takes the no-decode path for spellable text; U+40000 sends the record to the decode check."""
+    masker = Masker(smol)
+    assert masker.spelling is not None
+    renderer = Renderer(smol, "alpaca")
+    ok, bad = (renderer(Example((Message("user", "q"), Message("assistant", a)), Location("x"))) for a in ("a b", "a \U00040000 b"))
+    good, rejected = masker([ok, bad])
+    assert isinstance(good, Tokenized)
+    assert rejected.reason.startswith("verification failed: trained tokens decode to 'a ��� b")
