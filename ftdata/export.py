@@ -193,8 +193,8 @@ def count_records(data: str, *, limit: int | None) -> int | None:
         elif suffix == ".json" and path.stat().st_size < (256 << 20):
             try:
                 obj = json.loads(path.read_bytes())
-            except ValueError:
-                obj = None  # JSON Lines in a .json file, or broken: the reader says which
+            except (ValueError, RecursionError):
+                obj = None  # JSON Lines in a .json file, too deep, or broken: the reader says which
             total = len(obj) if isinstance(obj, list) else None
     if limit is not None:
         total = min(total, limit) if total is not None else limit

@@ -303,6 +303,8 @@ def test_json_nested_100k_deep_is_one_line(tmp_path: Path) -> None:
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     one_line_error(run("preview", deep), 3, f"{deep}")
+    # build counts records for its progress bar before reading: that count must not raise either
+    one_line_error(run("build", deep, "-o", tmp_path / "out"), 3, f"{deep}: is nested too deeply")
 
 
 def test_a_lone_surrogate_is_rejected_and_skippable(tmp_path: Path) -> None:
