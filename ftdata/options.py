@@ -34,7 +34,7 @@ class BuildOptions:
     template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca)")
     max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
     packing: bool = _opt(False, "pack sequences into max_length rows (best-fit decreasing)")
-    test_size: float | int | None = _opt(None, "held-out split: a fraction (0.1) or a record count (200)")
+    test_size: float | int | None = _opt(None, "held-out split of whole records (a cut record never straddles it): a fraction (0.1) or a record count (200)")
     seed: int = _opt(42, "seed for shuffling, splitting and packing")
     format: str | None = _opt(None, f"record format, detected per record when None: {', '.join(FORMATS)}")
     columns: dict[str, str] | None = _opt(None, "column map {canonical: source}, e.g. {'output': 'std_answer'}")

@@ -28,26 +28,38 @@ def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
+RECORD = "record"  # scratch column: the record a sequence came from (dropped from every output)
+
+
 class ArrowRows:
-    """Streams (input_ids, labels) rows into an Arrow IPC file that `Dataset.from_file` maps."""
+    """Streams (input_ids, labels) rows into an Arrow IPC file that `Dataset.from_file` maps.
+
+    Each row also carries the running index of the record it came from (`RECORD`), so the
+    held-out split can keep a record's pieces (`truncation=split`, `instances`) together.
+    """
 
     SCHEMA = pa.schema(
-        [("input_ids", pa.list_(pa.int32())), ("attention_mask", pa.list_(pa.int8())), ("labels", pa.list_(pa.int32()))]
-    )
+        [("input_ids", pa.list_(pa.int32())), ("attention_mask", pa.list_(pa.int8())), ("labels", pa.list_(pa.int32())),
+         (RECORD, pa.int64())]
+    )  # fmt: skip
 
     def __init__(self, path: Path):
         self.path = path
         self.rows = 0
+        self.records = 0  # records written before the current chunk
         self._writer = pa.ipc.new_stream(str(path), self.SCHEMA)
 
-    def write(self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> None:
+    def write(self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray) -> None:
+        """One chunk's sequences; `groups` is each one's record index within the chunk."""
+        base, self.records = self.records, self.records + (int(groups.max()) + 1 if len(groups) else 0)
         if not len(lengths):
             return
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         batch = pa.record_batch(
-            [_lists(offsets, ids), _lists(offsets, np.ones(len(ids), dtype=np.int8)), _lists(offsets, labels)],
+            [_lists(offsets, ids), _lists(offsets, np.ones(len(ids), dtype=np.int8)), _lists(offsets, labels),
+             pa.array(groups + base)],
             schema=self.SCHEMA,
-        )
+        )  # fmt: skip
         self._writer.write_batch(batch)
         self.rows += len(lengths)
 
@@ -150,8 +162,8 @@ def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa
     return pa.table(out)
 
 
-def check_split(n: int, test_size: float | int) -> None:
-    """Both splits must get at least one row (the same rounding as `train_test_split`: test = ceil).
+def check_split(n: int, test_size: float | int) -> int:
+    """How many of `n` records go to test; both splits must get at least one (test = ceil, as `train_test_split`).
 
     Raises:
         ConfigError: naming the count and what each split would get.
@@ -159,9 +171,25 @@ def check_split(n: int, test_size: float | int) -> None:
     n_test = test_size if isinstance(test_size, int) else math.ceil(test_size * n)
     if n_test >= n or n_test < 1:
         raise ConfigError(
-            f"test_size={test_size} of {n} sequences leaves {max(n - n_test, 0)} for training and {n_test} for test; "
+            f"test_size={test_size} of {n} records leaves {max(n - n_test, 0)} for training and {n_test} for test; "
             "each split needs at least one: lower test_size or add data"
         )
+    return n_test
+
+
+def split_by_record(dataset: Any, test_size: float | int, seed: int) -> tuple[Any, Any]:
+    """(train, test) with every record's sequences on one side: pieces of a cut record never leak.
+
+    Records, not sequences, are drawn for test (seeded); each split keeps the dataset's order
+    (shuffled when `shuffle` was asked for). Both are index mappings over the same rows.
+    """
+    groups = dataset.data.table.column(RECORD).to_numpy()
+    if dataset._indices is not None:
+        groups = groups[dataset._indices.column(0).to_numpy()]
+    records = np.unique(groups)
+    n_test = check_split(len(records), test_size)
+    test = np.isin(groups, np.random.default_rng(seed).choice(records, size=n_test, replace=False))
+    return dataset.select(np.flatnonzero(~test)), dataset.select(np.flatnonzero(test))
 
 
 def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: int = 0) -> Any:
@@ -173,10 +201,8 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
         dataset = dataset.shuffle(seed=options.seed)
     splits = {"train": dataset}
     if options.test_size is not None:
-        test_size = options.test_size
-        check_split(len(dataset), test_size)
-        parts = dataset.train_test_split(test_size=test_size, seed=options.seed)
-        splits = {"train": parts["train"], "test": parts["test"]}
+        train, test = split_by_record(dataset, options.test_size, options.seed)
+        splits = {"train": train, "test": test}
     out: dict[str, Any] = {}
     for name, split in splits.items():
         if options.packing or options.padding == "max_length":
@@ -194,7 +220,7 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
                 with pa.ipc.new_stream(str(target), padded.schema) as sink:
                     sink.write_table(padded)
             split = datasets.Dataset.from_file(str(target))
-        out[name] = split
+        out[name] = split.remove_columns(RECORD) if RECORD in split.column_names else split
     report.rows = sum(len(s) for s in out.values())
     report.splits = {name: len(s) for name, s in out.items()}
     return datasets.DatasetDict(out) if options.test_size is not None else out["train"]

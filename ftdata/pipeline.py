@@ -51,6 +51,7 @@ class Chunk:
     notes: dict[str, int] = field(default_factory=dict)
     formats: dict[str, int] = field(default_factory=dict)
     records: int = 0  # records that went into the chunk (for progress)
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # record index in the chunk, per sequence
 
 
 class Stage:
@@ -71,23 +72,24 @@ class Stage:
 
     def __call__(self, records: list[tuple[Location, Any]]) -> Chunk:
         rejects: list[Reject] = []
-        pending: list[tuple[Example, Any]] = []
+        pending: list[tuple[int, Example, Any]] = []
         formats: dict[str, int] = {}
-        for location, row in records:
+        for record, (location, row) in enumerate(records):
             try:
                 for example in self.examples(location, row):
                     formats[example.format] = formats.get(example.format, 0) + 1
-                    pending.append((example, self.renderer(example)))
+                    pending.append((record, example, self.renderer(example)))
             except RecordError as exc:
                 rejects.append(Reject.from_error(exc, location, "format", on_error=self.options.on_error))
         ids: list[int] = []
         labels: list[int] = []
         lengths: list[int] = []
+        groups: list[int] = []  # the record each sequence came from: the held-out split keeps records whole
         methods: dict[str, int] = {}
         notes: dict[str, int] = {}
-        masked = self.masker([r for _, r in pending]) if pending else []
+        masked = self.masker([r for _, _, r in pending]) if pending else []
         kept: dict[str, list[int]] = {}  # location -> indices into `lengths` of its sequences
-        for (example, rendered), row in zip(pending, masked):
+        for (record, example, rendered), row in zip(pending, masked):
             where = str(example.source)
             if isinstance(row, UnusableRecord):
                 rejects.append(Reject(where, "verify", row.reason))
@@ -107,10 +109,11 @@ class Stage:
                 ids.extend(seq_ids)
                 labels.extend(seq_labels)
                 lengths.append(len(seq_ids))
-        ids, labels, lengths = _whole_records(kept, ids, labels, lengths, rejects)
+                groups.append(record)
+        ids, labels, lengths, groups = _whole_records(kept, ids, labels, lengths, groups, rejects)
         return Chunk(
             np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32), np.asarray(lengths, dtype=np.int64),
-            rejects, len(pending), methods, notes, formats, len(records),
+            rejects, len(pending), methods, notes, formats, len(records), np.asarray(groups, dtype=np.int64),
         )  # fmt: skip
 
     def tokenize(self, example: Example) -> Tokenized | UnusableRecord:
@@ -119,8 +122,9 @@ class Stage:
 
 
 def _whole_records(
-    kept: dict[str, list[int]], ids: list[int], labels: list[int], lengths: list[int], rejects: list[Reject]
-) -> tuple[list[int], list[int], list[int]]:
+    kept: dict[str, list[int]], ids: list[int], labels: list[int], lengths: list[int], groups: list[int],
+    rejects: list[Reject],
+) -> tuple[list[int], list[int], list[int], list[int]]:
     """A record with several examples (self-instruct `instances`) is kept whole or not at all.
 
     `kept[location]` lists the sequence indices of each of its examples, -1 for an example
@@ -129,7 +133,7 @@ def _whole_records(
     """
     drop = {i for seqs in kept.values() if -1 in seqs for i in seqs if i >= 0}
     if not drop:
-        return ids, labels, lengths
+        return ids, labels, lengths, groups
     for where, seqs in kept.items():
         rejects.extend(
             Reject(where, "format", "another instance of this record was rejected; a record is kept whole or not at all")
@@ -138,7 +142,7 @@ def _whole_records(
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     keep = [i for i in range(len(lengths)) if i not in drop]
     tokens = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in keep]) if keep else np.zeros(0, dtype=np.int64)
-    return list(np.asarray(ids)[tokens]), list(np.asarray(labels)[tokens]), [lengths[i] for i in keep]
+    return list(np.asarray(ids)[tokens]), list(np.asarray(labels)[tokens]), [lengths[i] for i in keep], [groups[i] for i in keep]
 
 
 # Worker processes get the stage once (fork copies it), then only records travel.
@@ -278,7 +282,7 @@ def prepare(
 
 def _collect(chunk: Chunk, writer: Any, sink: RejectsWriter) -> None:
     report = sink.report
-    writer.write(chunk.ids, chunk.labels, chunk.lengths)
+    writer.write(chunk.ids, chunk.labels, chunk.lengths, chunk.groups)
     for reject in chunk.rejects:
         sink(reject)
     report.examples += chunk.examples

@@ -332,7 +332,7 @@ def test_corrupt_parquet_is_one_line(tmp_path: Path) -> None:
     ("flags", "match"),
     [
         (("--max-length", "100000000", "--padding", "max_length"), "padding=4 rows to max_length=100000000 needs 3.4 GiB"),
-        (("--test-size", "0.99"), "test_size=0.99 of 4 sequences leaves 0 for training"),
+        (("--test-size", "0.99"), "test_size=0.99 of 4 records leaves 0 for training"),
         (("--seed", "-1", "--shuffle"), "seed must be an integer in [0, 2**32), got seed=-1"),
     ],
 )
