@@ -7,9 +7,11 @@ tokens per second of training, steps, wall time and peak memory (CUDA: peak allo
 peak RSS of this process, which includes everything loaded before).
 
 Models:
-  tiny     a 2-layer Llama built from a config (random weights, vocab of the bundled tokenizer):
-           runs anywhere in seconds.
-  smollm2  the bundled SmolLM2-135M-Instruct.
+  tiny      a 2-layer Llama built from a config (random weights, vocab of the bundled tokenizer):
+            runs anywhere in seconds.
+  llama-1b  a 1.1B Llama built from a config (TinyLlama's shape, random bf16 weights): for GPUs.
+  smollm2   the bundled SmolLM2-135M-Instruct.
+  Anything else is read as a local model folder.
 
 Defaults follow the device: on CUDA, bf16 compute and 4-bit NF4 (QLoRA) weights; on CPU,
 fp32 and no quantization (--quantization 4bit works on CPU too, slowly). The device is
@@ -33,8 +35,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the seeded synthetic data of prep_throughput
 
 
-def tiny_model(folder: Path) -> Path:
-    """A 2-layer Llama with the bundled tokenizer's vocabulary, saved as a model folder."""
+SHAPES = {
+    # 2 layers, hidden 128: runs anywhere in seconds.
+    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    # TinyLlama-1.1B's shape (22 layers, hidden 2048, 32 heads / 4 KV heads): GPU-sized work per token.
+    "llama-1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                     num_key_value_heads=4),
+}  # fmt: skip
+
+
+def config_model(name: str, folder: Path) -> Path:
+    """A Llama of one of `SHAPES` with the bundled tokenizer's vocabulary and random weights, saved as a model folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -42,10 +53,9 @@ def tiny_model(folder: Path) -> Path:
 
     tok = load_tokenizer(None)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=4096, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, **SHAPES[name])  # fmt: skip
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
@@ -111,7 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = prep.write_jsonl(prep.synthetic(prep.real_records(), args.records), Path(tmp) / "data.jsonl")
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            model = {"tiny": lambda: str(tiny_model(Path(tmp) / "tiny")), "smollm2": lambda: None}.get(name, lambda: name)()
+            model = None if name == "smollm2" else str(config_model(name, Path(tmp) / name)) if name in SHAPES else name
             runs = {}
             for packing in (False, True):
                 r = runs[packing] = one_run(model, data, packing=packing, args=args, out=Path(tmp) / "runs" / name)
