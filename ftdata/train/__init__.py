@@ -11,6 +11,7 @@ package is cheap: the heavy modules load when `train` or `evaluate_run` is first
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ftdata.train.config import Interval, Precision, Quantization, TrainConfig
@@ -30,6 +31,17 @@ __all__ = [
     "resume_config",
     "train",
 ]
+
+
+
+def _drop_kernel_hub_notice(record: logging.LogRecord) -> bool:
+    """bitsandbytes logs, when it is imported on a CPU with AVX512-BF16, that the optional
+    `kernels` package (a CPU 4-bit kernel fetched from the Hugging Face hub) is missing. ftdata
+    never fetches from the hub, so the notice is noise in every `ftdata train` / `eval`."""
+    return "kernels-community" not in record.getMessage()
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_drop_kernel_hub_notice)
 
 _LAZY = {
     "train": "ftdata.train.run",

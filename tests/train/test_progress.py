@@ -79,3 +79,18 @@ def test_only_the_main_process_draws() -> None:
     display.on_log(args, state, control, logs={"eval_loss": 1.0})
     display.on_train_end(args, state, control)
     assert out.getvalue() == ""
+
+
+def test_the_bitsandbytes_kernel_hub_notice_is_dropped_and_other_records_kept() -> None:
+    import logging
+
+    import ftdata.train  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+
+    def record(msg: str) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, msg, (), None)
+
+    notice = "Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'."
+    assert not logger.filter(record(notice))
+    assert logger.filter(record("CUDA kernel failed"))  # the record itself from Python 3.12 on, True before
