@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from ftdata import safeio
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions
-from ftdata.packing import packing_stats, plan_bins
+from ftdata.packing import plan_arrays, plan_stats
 from ftdata.report import BuildReport
 from ftdata.types import IGNORE_INDEX
 
@@ -78,29 +78,60 @@ PACKED_SCHEMA = pa.schema(
 )
 
 
+class _ListColumn:
+    """A `list<int>` column of a memory-mapped table, read as zero-copy numpy views per chunk.
+
+    Rows are gathered with numpy over those views. `Table.take` would first concatenate every
+    chunk of the column, a copy of the whole split in anonymous memory (~630 MiB at 400k
+    records), whatever the size of the batch taken.
+    """
+
+    def __init__(self, column: pa.ChunkedArray) -> None:
+        self.values = [chunk.values.to_numpy() for chunk in column.chunks]
+        self.offsets = [chunk.offsets.to_numpy().astype(np.int64) for chunk in column.chunks]
+        self.bounds = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
+
+    def gather(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The tokens of `rows` (of `lengths` tokens each), one after another, as one flat array."""
+        chunk_of = np.searchsorted(self.bounds, rows, side="right") - 1
+        out_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        out = np.empty(int(lengths.sum()), dtype=self.values[0].dtype if self.values else np.int32)
+        for c in np.unique(chunk_of):
+            pick = np.flatnonzero(chunk_of == c)
+            src_start = self.offsets[c][rows[pick] - self.bounds[c]]
+            n = lengths[pick]
+            # index ranges [start, start + n) for every picked row, in one vector each side
+            shift = np.repeat(src_start - out_start[pick], n)
+            dest = np.repeat(out_start[pick], n) + _ranges(n)
+            out[dest] = self.values[c][dest + shift]
+        return out
+
+
+def _ranges(n: np.ndarray) -> np.ndarray:
+    """[0..n0), [0..n1), ... concatenated: `_ranges([2, 3])` -> [0, 1, 0, 1, 2]."""
+    ends = np.cumsum(n)
+    return np.arange(int(ends[-1]) if n.size else 0) - np.repeat(ends - n, n)
+
+
 def _pack_bins(
-    table: pa.Table, lengths: np.ndarray, bins: list[list[int]], rows: np.ndarray | None
+    columns: tuple[_ListColumn, _ListColumn], lengths: np.ndarray, starts: np.ndarray, members: np.ndarray
 ) -> tuple[pa.RecordBatch, int]:
-    """One record batch of packed rows for `bins`, and its trained-token count."""
-    order = np.fromiter((i for b in bins for i in b), dtype=np.int64)
-    counts = np.fromiter((len(b) for b in bins), dtype=np.int64, count=len(bins))
-    taken = table.select(["input_ids", "labels"]).take(pa.array(order if rows is None else rows[order]))
-    ids = pc.list_flatten(taken["input_ids"]).to_numpy()
-    labels = pc.list_flatten(taken["labels"]).to_numpy().copy()
-    seq_len = lengths[order]
+    """One record batch of packed rows: bin j holds rows `members[starts[j]:starts[j + 1]]`; and its trained-token count."""
+    seq_len = lengths[members]
+    ids = columns[0].gather(members, seq_len)
+    labels = columns[1].gather(members, seq_len)
     seq_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
     labels[seq_start] = IGNORE_INDEX
-    position_ids = (np.arange(len(ids)) - np.repeat(seq_start, seq_len)).astype(np.int32)
-    seq_offsets = np.concatenate([[0], np.cumsum(counts)])
-    row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[seq_offsets]
-    columns = [
+    position_ids = _ranges(seq_len).astype(np.int32)
+    row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[starts]
+    columns_out = [
         _lists(row_offsets, ids),
         _lists(row_offsets, np.ones(len(ids), dtype=np.int8)),
         _lists(row_offsets, labels),
         _lists(row_offsets, position_ids),
-        _lists(seq_offsets, seq_len.astype(np.int32)),
+        _lists(starts, seq_len.astype(np.int32)),
     ]
-    return pa.record_batch(columns, schema=PACKED_SCHEMA), int((labels != IGNORE_INDEX).sum())
+    return pa.record_batch(columns_out, schema=PACKED_SCHEMA), int((labels != IGNORE_INDEX).sum())
 
 
 def write_packed(
@@ -109,20 +140,27 @@ def write_packed(
     """Pack the rows of `table` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
 
     Same result as `packing.pack_rows` applied to each bin of `packing.plan_bins`, built
-    column-wise a batch of bins at a time (memory stays bounded by `batch_rows`): the first
+    column-wise a batch of bins at a time from the plan's arrays (memory beyond the
+    memory-mapped rows stays bounded by `batch_rows` plus ~16 bytes per sequence): the first
     label of every sequence becomes -100 and position_ids restart. Returns the packing stats.
     """
     lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
     if rows is not None:
+        rows = rows.astype(np.int64)  # a datasets indices mapping is uint64
         lengths = lengths[rows]
-    bins = plan_bins(lengths.tolist(), max_length=max_length, seed=seed)
+    starts, members = plan_arrays(lengths, max_length=max_length, seed=seed)
+    source = (_ListColumn(table["input_ids"]), _ListColumn(table["labels"]))
+    row_of = members if rows is None else rows[members]
+    all_lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
     trained = 0
     with pa.ipc.new_stream(str(path), PACKED_SCHEMA) as sink:
-        for start in range(0, len(bins), batch_rows):
-            batch, n = _pack_bins(table, lengths, bins[start : start + batch_rows], rows)
+        for first in range(0, len(starts) - 1, batch_rows):
+            last = min(first + batch_rows, len(starts) - 1)
+            bounds = starts[first : last + 1]
+            batch, n = _pack_bins(source, all_lengths, bounds - bounds[0], row_of[bounds[0] : bounds[-1]])
             sink.write_batch(batch)
             trained += n
-    return asdict(packing_stats(lengths.tolist(), bins, max_length=max_length, trained_tokens=trained))
+    return asdict(plan_stats(lengths, starts, members, max_length=max_length, trained_tokens=trained))
 
 
 def check_padding(rows: int, max_length: int) -> None:

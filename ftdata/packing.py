@@ -33,7 +33,7 @@ import numpy as np
 from ftdata.errors import ConfigError, RecordError
 from ftdata.types import IGNORE_INDEX, PackedRow, TokenRow
 
-__all__ = ["PackingStats", "pack_rows", "packing_stats", "plan_arrays", "plan_bins", "split_row"]
+__all__ = ["PackingStats", "pack_rows", "packing_stats", "plan_arrays", "plan_bins", "plan_stats", "split_row"]
 
 
 def _check_max_length(max_length: int) -> None:
@@ -284,15 +284,37 @@ def packing_stats(
     Raises:
         ConfigError: `max_length` <= 0 or a bin holds more than `max_length` tokens.
     """
+    counts = np.fromiter((len(members) for members in bins), dtype=np.int64, count=len(bins))
+    members = np.fromiter((i for b in bins for i in b), dtype=np.int64, count=int(counts.sum()))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    return plan_stats(lengths, starts, members, max_length=max_length, trained_tokens=trained_tokens)
+
+
+def plan_stats(
+    lengths: Sequence[int] | np.ndarray,
+    starts: np.ndarray,
+    members: np.ndarray,
+    *,
+    max_length: int,
+    trained_tokens: int | None = None,
+) -> PackingStats:
+    """`packing_stats` of a plan in the array form of `plan_arrays` (no Python object per bin).
+
+    Raises:
+        ConfigError: `max_length` <= 0 or a bin holds more than `max_length` tokens.
+    """
     _check_max_length(max_length)
-    tokens = 0
-    for b, members in enumerate(bins):
-        size = int(sum(lengths[i] for i in members))
-        if size > max_length:
-            raise ConfigError(f"bin {b} holds {size} tokens, more than max_length={max_length}")
-        tokens += size
-    rows = len(bins)
-    sequences = sum(len(members) for members in bins)
+    rows = len(starts) - 1
+    counts = np.diff(starts)
+    sizes = np.asarray(lengths, dtype=np.int64).reshape(-1)[members]
+    cumulative = np.concatenate([[0], np.cumsum(sizes)])
+    per_bin = cumulative[starts[1:]] - cumulative[starts[:-1]]
+    over = np.flatnonzero(per_bin > max_length)
+    if over.size:
+        b = int(over[0])
+        raise ConfigError(f"bin {b} holds {int(per_bin[b])} tokens, more than max_length={max_length}")
+    tokens = int(per_bin.sum())
+    sequences = int(counts.sum())
     slots = rows * max_length
     return PackingStats(
         rows=rows,
@@ -301,6 +323,6 @@ def packing_stats(
         slots=slots,
         fill_ratio=tokens / slots if slots else 0.0,
         sequences_per_row=sequences / rows if rows else 0.0,
-        max_sequences_per_row=max((len(members) for members in bins), default=0),
+        max_sequences_per_row=int(counts.max()) if rows else 0,
         trained_tokens=trained_tokens,
     )

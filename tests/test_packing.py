@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -259,3 +260,42 @@ def test_split_row_chunks_reassemble_to_the_original(rows, max_length):
     assert all(len(c["input_ids"]) == max_length for c in chunks[:-1])
     for key in ("input_ids", "attention_mask", "labels"):
         assert [t for c in chunks for t in c[key]] == row[key]
+
+
+# ---------------------------------------------------------------- write_packed against pack_rows (oracle)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=40),
+    chunk=st.integers(1, 7),
+    subset=st.booleans(),
+    batch_rows=st.integers(1, 5),
+    seed=st.integers(0, 3),
+)
+def test_write_packed_equals_pack_rows_of_each_planned_bin(tmp_path_factory, lengths, chunk, subset, batch_rows, seed):
+    """The column-wise writer (a multi-chunk memory-mapped table, a split's uint64 indices, several
+    batches) gives exactly `pack_rows` of each bin of `plan_bins`, and the same stats."""
+    import pyarrow as pa
+
+    from ftdata.output import PACKED_SCHEMA, write_packed
+
+    rows = [
+        {"input_ids": [100 * r + t for t in range(n)], "labels": [IGNORE_INDEX if t % 3 == 0 else 100 * r + t for t in range(n)]}
+        for r, n in enumerate(lengths)
+    ]
+    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
+    batches = [pa.RecordBatch.from_pylist(rows[i : i + chunk], schema=schema) for i in range(0, len(rows), chunk)]
+    table = pa.Table.from_batches(batches)
+    picked = np.random.default_rng(seed).permutation(len(rows))[: max(1, len(rows) // 2)] if subset else None
+    view = [rows[i] for i in picked] if subset else rows
+    out = tmp_path_factory.mktemp("packed") / "train.arrow"
+    stats = write_packed(table, out, max_length=16, seed=seed, batch_rows=batch_rows,
+                         rows=None if picked is None else picked.astype(np.uint64))  # fmt: skip
+    written = pa.ipc.open_stream(str(out)).read_all()
+    assert written.schema == PACKED_SCHEMA
+    bins = plan_bins([len(r["input_ids"]) for r in view], max_length=16, seed=seed)
+    expected = [pack_rows([view[i] for i in b]) for b in bins]
+    assert written.to_pylist() == expected
+    trained = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in expected)
+    assert stats == asdict(packing_stats([len(r["input_ids"]) for r in view], bins, max_length=16, trained_tokens=trained))
