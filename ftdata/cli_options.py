@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, fields
@@ -33,7 +34,7 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 # Options that change how records are read, rendered and masked: what preview shows.
 PREVIEW_FIELDS = (
     "template", "format", "columns", "roles", "reader", "filter", "mask", "system_prompt",
-    "system_mode", "max_length", "truncation", "on_error",
+    "system_mode", "mask_reasoning", "chat_template_kwargs", "max_length", "truncation", "on_error",
 )  # fmt: skip
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "num_proc")
 BUILD_FIELDS = tuple(FIELDS)
@@ -57,8 +58,8 @@ def flag_name(name: str) -> str:
 
 
 def _kind(name: str) -> str:
-    """How a field is spelled on the command line: bool, int, number, pairs or text."""
-    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int"}
+    """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
+    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "chat_template_kwargs": "json"}
     if name in special:
         return special[name]
     default = FIELDS[name].default
@@ -71,6 +72,8 @@ def _help(name: str) -> str:
     text = FIELDS[name].metadata["help"]
     if _kind(name) == "pairs":
         text += f"; on the command line {flag_name(name)} KEY=VALUE, repeatable"
+    elif _kind(name) == "json":
+        text += f"; on the command line a JSON object, {flag_name(name)} '{{\"enable_thinking\": false}}'"
     return text
 
 
@@ -90,7 +93,7 @@ def _parameter(name: str) -> inspect.Parameter:
         option = typer.Option(flag, help=help_text, rich_help_panel=PANEL, show_default=False)
         annotation = Annotated[Optional[int], option]
     else:
-        metavar = "N|FRACTION" if kind == "number" else "TEXT"
+        metavar = {"number": "N|FRACTION", "json": "JSON"}.get(kind, "TEXT")
         option = typer.Option(flag, help=help_text, metavar=metavar, rich_help_panel=PANEL, show_default=False)
         annotation = Annotated[Optional[str], option]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
@@ -154,6 +157,22 @@ def parse_number(text: str, *, name: str) -> int | float:
         raise ConfigError(f"{flag_name(name)} takes a count (200) or a fraction (0.1); got {text!r}") from None
 
 
+def parse_json_object(text: str, *, name: str) -> dict[str, Any]:
+    """`'{"enable_thinking": false}'` -> {"enable_thinking": False}.
+
+    Raises:
+        ConfigError: not JSON, or JSON that is not an object.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag_name(name)} takes a JSON object, e.g. {flag_name(name)} '{{\"enable_thinking\": false}}'; "
+                          f"got {text!r} ({exc.msg} at char {exc.pos})") from None  # fmt: skip
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag_name(name)} takes a JSON object ({{...}}), got {text!r}")
+    return value
+
+
 def convert_flags(given: Mapping[str, Any]) -> dict[str, Any]:
     """Flags that were given (not None), as BuildOptions values."""
     out: dict[str, Any] = {}
@@ -164,6 +183,8 @@ def convert_flags(given: Mapping[str, Any]) -> dict[str, Any]:
             value = parse_pairs(value, name=name)
         elif _kind(name) == "number":
             value = parse_number(value, name=name)
+        elif _kind(name) == "json":
+            value = parse_json_object(value, name=name)
         out[name] = value
     return out
 
@@ -260,6 +281,8 @@ def options_markdown() -> str:
             flag = f"{flag} / --no-{flag[2:]}"
         elif _kind(name) == "pairs":
             flag = f"{flag} KEY=VALUE"
+        elif _kind(name) == "json":
+            flag = f"{flag} JSON"
         help_text = _help(name).replace("|", "\\|")
         lines.append(f"| `{flag}` | `{name}` | {_yaml_value(f.default)} | {help_text} |")
     for key, help_text in EXTRA_KEYS.items():

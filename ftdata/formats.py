@@ -8,8 +8,16 @@ Shapes (names accepted by `format=`):
   Self-instruct seeds (``instances: [{input, output}]``) become one example per instance.
   Values wrapped as ``{"0": text}`` (a pandas export, "nested Q&A") are unwrapped.
 - ``messages``: OpenAI ``messages: [{role, content}]``; content may be a list of typed parts.
-- ``sharegpt``: ``conversations: [{from, value}]`` with ``human``/``gpt`` style roles.
+  Assistant turns may carry ``tool_calls`` (content then null or empty) and reasoning
+  (``reasoning_content``, ``thinking``, ``reasoning``); ``tool`` turns carry ``tool_call_id``
+  and ``name``.
+- ``sharegpt``: ``conversations: [{from, value}]`` with ``human``/``gpt`` style roles;
+  LLaMA-Factory's ``function_call`` turns become assistant tool calls, ``observation`` turns
+  tool results.
 - ``chat``: a bare list of messages (the row itself is a list).
+
+Any shape may have a ``tools`` column (tool schemas) and a ``chat_template_kwargs`` column;
+`ftdata.tools` reads them and defines the normal forms the renderer relies on.
 
 A column map renames source fields to canonical ones: ``{"output": "std_answer"}``.
 """
@@ -17,8 +25,10 @@ A column map renames source fields to canonical ones: ``{"output": "std_answer"}
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
+from ftdata import tools
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.types import ROLES, Example, Message
 
@@ -32,6 +42,8 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "system": ("system",),
     "history": ("history",),
     "messages": ("messages", "conversations", "conversation"),
+    "tools": ("tools",),
+    "chat_template_kwargs": ("chat_template_kwargs",),
 }
 
 ROLE_ALIASES: dict[str, str] = {
@@ -39,6 +51,7 @@ ROLE_ALIASES: dict[str, str] = {
     "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "function_call": "assistant",
     "observation": "tool", "function": "tool", "ipython": "tool",
 }  # fmt: skip
+# A `function_call` turn's value is the call itself (JSON), read into the assistant turn's tool_calls.
 
 
 def _unwrap(value: Any) -> Any:
@@ -148,47 +161,95 @@ def _train_flag(msg: Mapping[str, Any]) -> bool | None:
     return None
 
 
+NEEDS_ROLE_AND_CONTENT = "needs 'role' and 'content' (or ShareGPT 'from' and 'value')"
+
+
 def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> tuple[tuple[Message, ...], list[str]]:
     if not isinstance(items, list) or not items:
         raise RecordError("must be a non-empty list of messages", location=location, field=field)
-    out, notes = [], []
+    out: list[Message] = []
+    notes: list[str] = []
     for i, msg in enumerate(items):
         where = f"{field}[{i}]"
         if not isinstance(msg, Mapping):
             raise RecordError(f"must be an object with role and content, got {type(msg).__name__}", location=location, field=where)
         role_key = "role" if "role" in msg else "from"
         content_key = "content" if "content" in msg else "value"
-        if role_key not in msg or content_key not in msg:
-            raise RecordError("needs 'role' and 'content' (or ShareGPT 'from' and 'value')", location=location, field=where)
+        if role_key not in msg:
+            raise RecordError(NEEDS_ROLE_AND_CONTENT, location=location, field=where)
         raw_role = msg[role_key]
         role = _role(raw_role, location=location, field=f"{where}.{role_key}", roles=roles)
         if role != str(raw_role).strip().lower():
             notes.append(f"role {raw_role!r} mapped to {role!r}")
-        content = _text(msg[content_key], location=location, field=f"{where}.{content_key}")
-        out.append(Message(role, content, _train_flag(msg)))  # type: ignore[arg-type]
-    return tuple(out), notes
+        if str(raw_role).strip().lower() != "function_call":
+            out.append(_message(msg, role, content_key, location=location, where=where))
+            continue
+        # ShareGPT (LLaMA-Factory): the turn's value is the call itself, JSON {name, arguments}.
+        calls = tools.function_call_turn(msg.get(content_key), location=location, field=f"{where}.{content_key}")
+        if out and out[-1].role == "assistant" and not out[-1].tool_calls:  # text, then its call: one turn
+            out.append(replace(out.pop(), tool_calls=calls))
+            notes.append("a function_call turn joined the assistant text before it")
+        else:
+            out.append(Message("assistant", "", _train_flag(msg), tool_calls=calls))
+    return tools.name_tool_results(out), notes
+
+
+def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: Location, where: str) -> Message:
+    """One OpenAI-style message: content, tool calls, reasoning, and a tool result's name and call id."""
+    calls = tools.tool_calls(msg.get("tool_calls"), location=location, field=f"{where}.tool_calls")
+    if not calls and msg.get("function_call") is not None:  # OpenAI's legacy single `function_call`
+        calls = (tools.tool_call(msg["function_call"], location=location, field=f"{where}.function_call"),)
+    if content_key not in msg and not calls:
+        raise RecordError(NEEDS_ROLE_AND_CONTENT, location=location, field=where)
+    content = msg.get(content_key)
+    if content is None and role == "assistant":  # OpenAI writes null content on a turn that only calls tools
+        content = ""
+    # A tool result names its tool and the call it answers; other turns' `name` (OpenAI's
+    # participant name) is not read.
+    name, call_id = (
+        (_text(msg.get(key), location=location, field=f"{where}.{key}", required=False) or None) if role == "tool" else None
+        for key in ("name", "tool_call_id")
+    )
+    return Message(
+        role,  # type: ignore[arg-type]
+        _text(content, location=location, field=f"{where}.{content_key}"),
+        _train_flag(msg),
+        tool_calls=calls,
+        reasoning=tools.reasoning(msg, location=location, field=where),
+        name=name,
+        tool_call_id=call_id,
+    )
 
 
 def validate(messages: tuple[Message, ...], *, location: Location, field: str = "messages") -> None:
     """Conversation rules every renderer relies on.
 
     Raises:
-        UnusableRecord: no assistant turn, an empty assistant turn, or an assistant turn
-            before any user turn (well-formed, but nothing sound to train on).
-        RecordError: a system turn that is not first, or two user/assistant turns in a row.
+        UnusableRecord: no assistant turn, an assistant turn with neither text nor tool calls,
+            or an assistant turn before any user turn (well-formed, but nothing sound to train on).
+        RecordError: a system turn that is not first; two user/assistant turns in a row; tool
+            calls or reasoning on a turn that is not the assistant's; a tool result that does
+            not follow an assistant turn with tool calls (or another tool result), or whose
+            `tool_call_id` matches none of that turn's call ids.
     """
     seen_user = False
+    calling: Message | None = None  # the last assistant turn that called tools
     for i, (prev, msg) in enumerate(zip((None, *messages), messages)):
         where = f"{field}[{i}]"
         if msg.role == "system" and i != 0:
             raise RecordError("a system message must come first", location=location, field=where)
+        if msg.role != "assistant" and (msg.tool_calls or msg.reasoning is not None):
+            raise RecordError(f"a {msg.role} turn cannot carry tool calls or reasoning; move them to an assistant turn", location=location, field=where)
         if msg.role == "user":
             seen_user = True
         if msg.role == "assistant":
             if not seen_user:
                 raise UnusableRecord("assistant turn before any user turn; add the user message", location=location, field=where)
-            if not msg.content.strip():
+            if not msg.content.strip() and not msg.tool_calls:
                 raise UnusableRecord("empty assistant response; remove the record or fill the response", location=location, field=where)
+            calling = msg if msg.tool_calls else None
+        if msg.role == "tool":
+            tools.check_result(msg, prev, calling, location=location, field=where)
         if prev is not None and prev.role == msg.role and msg.role in ("user", "assistant"):
             raise RecordError(f"two {msg.role} turns in a row; merge them into one", location=location, field=where)
     if not any(m.role == "assistant" for m in messages):
@@ -277,11 +338,23 @@ def to_examples(
     elif name == "instruction":
         if not isinstance(row, Mapping):
             raise RecordError(f"expected an object, got {type(row).__name__}", location=location)
-        return _instruction(row, columns, location)
+        return _with_row_extras(_instruction(row, columns, location), row, columns, location)
     else:
         raise RecordError(f"cannot read a {type(row).__name__} as a record; expected an object", location=location)
     validate(msgs, location=location, field="messages")
-    return (Example(msgs, location, format=name, notes=tuple(dict.fromkeys(notes))),)
+    examples = (Example(msgs, location, format=name, notes=tuple(dict.fromkeys(notes))),)
+    return _with_row_extras(examples, row, columns, location) if isinstance(row, Mapping) else examples
+
+
+def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
+    """Examples carrying the row's `tools` and `chat_template_kwargs` columns, when it has them."""
+    tools_col, schemas = columns.find(row, "tools", location=location)
+    kwargs_col, kwargs = columns.find(row, "chat_template_kwargs", location=location)
+    schemas = tools.tool_schemas(_unwrap(schemas), location=location, field=tools_col or "tools")
+    kwargs = tools.template_kwargs(_unwrap(kwargs), location=location, field=kwargs_col or "chat_template_kwargs")
+    if not (schemas or kwargs):
+        return examples
+    return tuple(replace(e, tools=schemas, template_kwargs=dict(kwargs)) for e in examples)
 
 
 def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[[Any], bool] | None:

@@ -7,35 +7,53 @@ diagnostics and one fact the masker needs: the end-of-turn marker after an assis
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ftdata.errors import TemplateError
 
 SystemSupport = Literal["native", "folded", "ignored", "raises"]
 
+_TOOL = {"type": "function", "function": {"name": "toolprobe", "description": "TOOLDESCPROBE", "parameters": {
+    "type": "object", "properties": {"argprobe": {"type": "string"}}, "required": ["argprobe"]}}}  # fmt: skip
+_ARGS = {"argprobe": "ARGVALPROBE"}
 _P = {"system": "SYSPROBE0q", "u1": "USERPROBE1q", "a1": "ASSTPROBE1q", "u2": "USERPROBE2q", "a2": "ASSTPROBE2q"}
 # "26 Jul 2024", "2024-07-26", "July 26, 2024": a date line makes renders depend on the day.
 _DATE = re.compile(r"\b\d{1,2} [A-Z][a-z]{2,8} \d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b[A-Z][a-z]{2,8} \d{1,2}, \d{4}\b")
 
 
 class ChatRenderer:
-    """The tokenizer's own chat template, called as `render(messages, generation=...)`."""
+    """The tokenizer's own chat template, called as `render(messages, generation=..., tools=...)`.
 
-    def __init__(self, tokenizer: Any):
+    `kwargs` (the build's `chat_template_kwargs`) go to every render; a call's own `kwargs`
+    (a record's `template_kwargs`) are merged over them: the record wins.
+    """
+
+    def __init__(self, tokenizer: Any, kwargs: Mapping[str, Any] | None = None):
         if not getattr(tokenizer, "chat_template", None):
             raise TemplateError(
                 f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
                 "pass template='alpaca' (or another prompt template)"
             )
         self.tokenizer = tokenizer
+        self.kwargs = dict(kwargs or {})
 
-    def __call__(self, messages: list[dict[str, str]], *, generation: bool = False) -> str:
+    def __call__(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        generation: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> str:
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=generation
-            )
+                messages, tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=generation,
+                **{**self.kwargs, **(kwargs or {})},
+            )  # fmt: skip
         except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
             roles = ",".join(m["role"] for m in messages)
             raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None
@@ -91,6 +109,14 @@ class RoleMarkers:
     default_system: str  # text the template injects when a conversation has no system turn
     date_line: str
     empty_think: bool
+    after_prompt: str  # what a turn writes after the generation prompt before its content: trained
+    stops: tuple[str, ...]  # what ends a trained turn (end-of-turn markers; without one, next-turn headers)
+    eos_appended: str  # without an end-of-turn marker: the EOS appended (and trained) after the last turn
+    tool_arguments: str  # the tool-call `arguments` form the template writes as JSON once: dict, string, either; '' = no calls
+    renders_tools: bool  # writes the `tools` schemas
+    renders_reasoning: bool  # writes an assistant turn's reasoning (`reasoning_content` / `thinking`)
+    reasoning_close: str  # what it writes between a turn's reasoning and its answer
+    thinking_kwarg: str  # a chat_template_kwargs entry that moves `after_prompt` into the prompt
     warnings: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,14 +134,17 @@ def _msgs(*names: str) -> list[dict[str, str]]:
     return [{"role": roles[n], "content": _P[n]} for n in names]
 
 
-def detect_role_markers(tokenizer: Any) -> RoleMarkers:
+def detect_role_markers(tokenizer: Any, kwargs: Mapping[str, Any] | None = None) -> RoleMarkers:
     """Derive role markers and template properties from probe renders.
+
+    `kwargs` are the build's `chat_template_kwargs` (`{"enable_thinking": False}`): every
+    probe is rendered with them, as every record is.
 
     Raises:
         TemplateError: the tokenizer has no chat template, or the template cannot render a
             plain user/assistant conversation.
     """
-    render = ChatRenderer(tokenizer)
+    render = ChatRenderer(tokenizer, kwargs)
     full = render(_msgs("u1", "a1", "u2", "a2"))
     only_user = render(_msgs("u1"))
     gen = render(_msgs("u1"), generation=True)
@@ -158,28 +187,47 @@ def detect_role_markers(tokenizer: Any) -> RoleMarkers:
     date_match = _DATE.search(default_system) or _DATE.search(system_header + system_footer)
     date_line = date_match.group(0) if date_match else ""
     # What the template writes between the generation prompt and the content of the last turn
-    # (an empty think block, a gpt-oss channel header): context the model sees, never trained.
+    # (an empty think block, a gpt-oss channel header): the model writes it, so it is trained.
     lead_in = full[end["u2"] : pos["a2"]]
-    injected = lead_in[len(user_footer + assistant_header) :] if lead_in.startswith(user_footer + assistant_header) else ""
+    prompt2 = render(_msgs("u1", "a1", "u2"), generation=True)
+    after_prompt = full[len(prompt2) : pos["a2"]] if full.startswith(prompt2) else ""
     empty_think = "<think>" in assistant_header or "<think>" in lead_in
+    thinking_kwarg = _thinking_kwarg(render, after_prompt)
+    tools = _tool_probes(render, tokenizer)
+    reasoning = _reasoning_probe(render)
+    added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
+    if eot:
+        tool_stop = tools["stop"] if tools["stop"] in added and tools["stop"] not in (eot, final_eot) else ""
+        stops = tuple(sorted({eot, final_eot, tool_stop} - {""}, key=len, reverse=True))
+        eos_appended = ""
+    else:
+        # No end-of-turn marker (GLM-4-MoE): the next turn's header is what stops generation.
+        heads = (first_token(user_header, tokenizer), first_token(tools["header"], tokenizer))
+        stops = tuple(dict.fromkeys(h for h in heads if h in added))  # a stop is one token, never plain text
+        eos_appended = tokenizer.eos_token or ""
 
     warnings = []
     if not eot:
-        warnings.append("no end-of-turn marker after assistant turns: the model will not learn to stop")
+        middle = (
+            f"a middle assistant turn is trained through the next turn's first header token ({', '.join(map(repr, stops))})"
+            if stops else "no single token opens the next turn, so a middle assistant turn cannot be stopped (rejected)"
+        )  # fmt: skip
+        warnings.append(f"writes no end-of-turn marker: {middle}, and EOS {eos_appended!r} is appended (trained) after the last turn")
     if default_system.strip():
         warnings.append(f"injects a default system prompt when none is given: {default_system.strip()[:80]!r}")
     if date_line:
         warnings.append(f"injects a date ({date_line}): renders change from day to day")
-    if "<think>" in lead_in:
-        warnings.append("injects an empty <think></think> block before assistant contents (context, not trained)")
+    if after_prompt.strip():
+        fix = f"; chat_template_kwargs {thinking_kwarg} moves it into the prompt" if thinking_kwarg else ""
+        warnings.append(f"writes {after_prompt!r} after the generation prompt: the model writes it, so it is trained{fix}")
+    elif "<think>" in lead_in:
+        warnings.append("injects an empty <think></think> block before assistant contents (in the generation prompt: context, not trained)")
     elif "<think>" in assistant_header:
         warnings.append(
             f"its generation prompt ends with {assistant_header!r}, which rendered assistant turns do not have: "
             "the model is prompted to think first but trained on turns without reasoning"
         )
-    elif injected.strip():
-        warnings.append(f"writes {injected!r} between the generation prompt and the last assistant content (context, not trained)")
-    if final_eot != eot:
+    if final_eot != eot and eot:
         warnings.append(f"ends the last assistant turn with {final_eot!r} instead of {eot!r}; both are trained where they occur")
     if system_support == "raises":
         warnings.append("raises on system turns: use system_mode='fold' to fold them into the first user turn")
@@ -195,7 +243,9 @@ def detect_role_markers(tokenizer: Any) -> RoleMarkers:
         bos=bos, system_header=system_header, system_footer=system_footer, user_header=user_header,
         user_footer=user_footer, assistant_header=assistant_header, eot=eot, separator=separator, final_eot=final_eot,
         prefix_stable=prefix_stable, system_support=system_support, default_system=default_system,
-        date_line=date_line, empty_think=empty_think, warnings=tuple(warnings),
+        date_line=date_line, empty_think=empty_think, after_prompt=after_prompt, stops=stops, eos_appended=eos_appended,
+        tool_arguments=tools["arguments"], renders_tools=tools["schemas"], renders_reasoning=reasoning is not None,
+        reasoning_close=reasoning or "", thinking_kwarg=thinking_kwarg, warnings=tuple(warnings),
     )  # fmt: skip
 
 
@@ -216,3 +266,86 @@ def _system(render: ChatRenderer, user_header: str, bos: str) -> tuple[SystemSup
         return "folded", "", ""
     footer_end = u - len(user_header) if text[:u].endswith(user_header) else u
     return "native", text[len(bos) : s], text[s + len(_P["system"]) : footer_end]
+
+
+def first_token(text: str, tokenizer: Any) -> str:
+    """The text of the first token of `text` ('' for empty text)."""
+    offsets = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets if text else []
+    return text[: offsets[0][1]] if offsets else ""
+
+
+def _thinking_kwarg(render: ChatRenderer, after_prompt: str) -> str:
+    """`{"enable_thinking": false}` when that kwarg moves `after_prompt` into the generation prompt.
+
+    Qwen3 writes an empty think block into the last trained turn when thinking is on; with
+    `enable_thinking=False` its generation prompt holds the block, and nothing is trained before
+    the answer. Derived by rendering with the kwarg, for any template that reads it.
+    """
+    if not after_prompt.strip() or "enable_thinking" in render.kwargs:
+        return ""
+    off = {"enable_thinking": False}
+    try:
+        full = render(_msgs("u1", "a1", "u2", "a2"), kwargs=off)
+        prompt = render(_msgs("u1", "a1", "u2"), generation=True, kwargs=off)
+    except TemplateError:
+        return ""
+    moved = full.startswith(prompt) and not full[len(prompt) : full.find(_P["a2"])].strip()
+    return '{"enable_thinking": false}' if moved and after_prompt.strip() in prompt else ""
+
+
+def _call(arguments: Any) -> dict[str, Any]:
+    return {"type": "function", "id": "call00001", "function": {"name": "toolprobe", "arguments": arguments}}
+
+
+def _tool_probes(render: ChatRenderer, tokenizer: Any) -> dict[str, Any]:
+    """How the template treats tools: schemas written, the `arguments` form, a call turn's closer.
+
+    The `arguments` form is derived by rendering one call with a dict and with a JSON string:
+    a form works when the value is written and the JSON is not written twice (an escaped
+    `\\"argprobe`). `stop` is the last token a conversation ending with a call turn closes
+    with (gpt-oss: `<|call|>`); `header` is what opens the tool result after a call.
+    """
+    out: dict[str, Any] = {"schemas": False, "arguments": "", "stop": "", "header": ""}
+    user, tool = _msgs("u1"), {"role": "tool", "content": "TOOLRESULTPROBE", "name": "toolprobe", "tool_call_id": "call00001"}
+    try:
+        out["schemas"] = "toolprobe" in render([*user, *_msgs("a1")], tools=[_TOOL])
+    except TemplateError:
+        pass
+    works = []
+    for form, arguments in (("dict", dict(_ARGS)), ("string", json.dumps(_ARGS))):
+        try:
+            text = render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(arguments)]}], tools=[_TOOL])
+        except TemplateError:
+            continue
+        if "ARGVALPROBE" in text and '\\"argprobe' not in text:
+            works.append(form)
+    out["arguments"] = "either" if len(works) == 2 else works[0] if works else ""
+    if not works:
+        return out
+    call = {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS) if works[0] == "dict" else json.dumps(_ARGS))]}
+    try:
+        alone = render([*user, call], tools=[_TOOL])
+        answered = render([*user, call, tool, {"role": "assistant", "content": _P["a2"]}], tools=[_TOOL])
+    except TemplateError:
+        return out
+    tail = alone[alone.rfind("ARGVALPROBE") + len("ARGVALPROBE") :].rstrip()
+    offsets = tokenizer.backend_tokenizer.encode(tail, add_special_tokens=False).offsets if tail else []
+    out["stop"] = tail[offsets[-1][0] :] if offsets else ""
+    at, result = answered.rfind("ARGVALPROBE") + len("ARGVALPROBE"), answered.find("TOOLRESULTPROBE")
+    if 0 <= at <= result:
+        gap = answered[at:result]
+        out["header"] = gap[common_token_prefix(gap, tail, tokenizer) :].lstrip()
+    return out
+
+
+def _reasoning_probe(render: ChatRenderer) -> str | None:
+    """What the template writes between a last turn's reasoning and its answer; None if it drops reasoning."""
+    turn = {"role": "assistant", "content": _P["a1"], "reasoning_content": "REASONPROBE", "thinking": "REASONPROBE"}
+    try:
+        text = render([*_msgs("u1"), turn])
+    except TemplateError:
+        return None
+    at, answer = text.find("REASONPROBE"), text.find(_P["a1"])
+    if at < 0:
+        return None
+    return text[at + len("REASONPROBE") : answer] if answer > at else ""

@@ -64,10 +64,7 @@ class Inspector:
         # Response counts need the all_assistant spans; other masks render a second time.
         self._responses: Renderer | None = None
         if opts.mask is not MaskPolicy.ALL_ASSISTANT:
-            self._responses = Renderer(
-                stage.tokenizer, opts.template, mask=MaskPolicy.ALL_ASSISTANT,
-                system_prompt=opts.system_prompt, system_mode=opts.system_mode,
-            )  # fmt: skip
+            self._responses = Renderer.from_options(stage.tokenizer, opts, mask=MaskPolicy.ALL_ASSISTANT)
 
     def _reject(self, exc: RecordError, location: Location, stage: str) -> Reject:
         return Reject.from_error(exc, location, stage, on_error=self.stage.options.on_error)

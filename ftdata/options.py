@@ -15,6 +15,14 @@ from ftdata.formats import FORMATS
 from ftdata.types import MaskPolicy, SystemMode, TruncationPolicy
 
 
+# apply_chat_template's own parameters: ftdata passes them on every render.
+RESERVED_TEMPLATE_KWARGS = frozenset({
+    "messages", "conversation", "tools", "documents", "add_generation_prompt", "continue_final_message",
+    "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict", "return_assistant_tokens_mask",
+    "tokenizer_kwargs", "chat_template",
+})  # fmt: skip
+
+
 def _opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kw)
 
@@ -38,6 +46,10 @@ class BuildOptions:
     mask: MaskPolicy = _opt(MaskPolicy.ALL_ASSISTANT, "which tokens carry loss: all_assistant, last_assistant, train_on_prompt")
     system_prompt: str | None = _opt(None, "system message to add (or override with system_mode=override)")
     system_mode: SystemMode = _opt(SystemMode.ADD, "add, override, or fold (into the first user turn)")
+    mask_reasoning: bool = _opt(False, "train only the answer of a turn with reasoning; the reasoning stays context")
+    chat_template_kwargs: dict[str, Any] | None = _opt(
+        None, "extra chat-template variables for every render, e.g. {'enable_thinking': false}; a record's own win"
+    )
     truncation: TruncationPolicy = _opt(TruncationPolicy.KEEP_RESPONSE, "keep_response, keep_start (right), keep_end (left), split, drop, error")
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
@@ -70,6 +82,19 @@ class BuildOptions:
                 raise ConfigError(f"{name} must be an integer >= 1, got {name}={getattr(self, name)!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"limit must be an integer >= 1, got limit={self.limit!r}")
+        if self.chat_template_kwargs is not None:
+            if not isinstance(self.chat_template_kwargs, Mapping):
+                raise ConfigError(
+                    "chat_template_kwargs must be a mapping like {'enable_thinking': False}, "
+                    f"got chat_template_kwargs={self.chat_template_kwargs!r}"
+                )
+            taken = sorted(set(self.chat_template_kwargs) & RESERVED_TEMPLATE_KWARGS)
+            if taken:
+                raise ConfigError(
+                    f"chat_template_kwargs cannot set {', '.join(taken)} (ftdata sets them per render); "
+                    f"got chat_template_kwargs={self.chat_template_kwargs!r}"
+                )
+            self.chat_template_kwargs = dict(self.chat_template_kwargs)
         for name in ("columns", "roles"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):

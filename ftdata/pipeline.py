@@ -65,10 +65,7 @@ class Stage:
         self.tokenizer = tokenizer
         self.options = options
         self.columns = Columns(options.columns)
-        self.renderer = Renderer(
-            tokenizer, options.template, mask=options.mask,
-            system_prompt=options.system_prompt, system_mode=options.system_mode,
-        )  # fmt: skip
+        self.renderer = Renderer.from_options(tokenizer, options)
         self.masker = Masker(tokenizer)
 
     def examples(self, location: Location, row: Any) -> tuple[Example, ...]:

@@ -1,32 +1,36 @@
 """Render: `Example` -> `Rendered` (text + the character spans that carry loss).
 
 Two renderers share one masking path. Prompt templates (prompts.py) know their spans by
-construction. For the model's own chat template, spans are found from the template's own
-renders, in characters (see docs/masking.md):
+construction. For the model's own chat template, the spans follow the inference-consistency
+rule, found from the template's own renders in characters (turns.py, docs/masking.md):
 
-    P = render(messages[:i], add_generation_prompt=True)      # everything before turn i
-    A = render(messages)                                       # the whole conversation
-    A = P + [ws] content [ws] EOT + next turns ...             # when A starts with P
-            ^^^^^^^^^^^^^^^^^^^^^ trained span of assistant turn i
+    P_i = render(messages[:i], add_generation_prompt=True)   the inference prompt of turn i
+    A   = render(messages)                                    the training sequence
+    trained(i) = A[len(P_i) : end of turn i's stop token]
 
-When that fails (the template rewrites earlier turns, moves the system prompt, injects a think
-block), turn i is found by rendering the conversation once more with only its content
-replaced by a sentinel: where the two renders differ is exactly where the template put the
-content ("fallback"). The span is that content + EOT; anything else is a rejection.
+Every render gets the record's `tools` and the build's `chat_template_kwargs` merged under
+the record's own `template_kwargs`. Tool-call arguments are normalised to the form the
+template writes as JSON once (a dict or a JSON string, probed by `detect_role_markers`).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ftdata.errors import TemplateError, UnusableRecord
+from ftdata.errors import UnusableRecord
+
+if TYPE_CHECKING:
+    from ftdata.options import BuildOptions
 from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers
 from ftdata.prompts import PromptTemplate, load_prompt_template, render_prompt_template
+from ftdata.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
 from ftdata.types import Example, MaskPolicy, Message, Rendered, SystemMode
 
-REASONING_DROPPED = "the chat template drops the reasoning (<think>...</think>) of an assistant turn; only its answer is trained"
-SYSTEM_DROPPED = "the chat template dropped the system message; use system_mode='fold' to keep it"
+__all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "Renderer", "apply_system", "trained_turns"]
+
 USER_TRAIN_IGNORED = "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains all)"
 
 
@@ -68,127 +72,6 @@ def apply_system(example: Example, prompt: str | None, mode: SystemMode) -> Exam
     return replace(example, messages=tuple(msgs))
 
 
-def _span_after(text: str, start: int, content: str, eot: str) -> tuple[int, int] | None:
-    """[start, end of EOT) when text[start:] is `[ws] content [ws] EOT`, else None."""
-    core = content.strip()
-    j = start
-    while j < len(text) and text[j].isspace() and not text.startswith(core, j):
-        j += 1
-    if not core or not text.startswith(core, j):
-        return None
-    k = j + len(core)
-    if eot:
-        m = k
-        while m < len(text) and text[m].isspace() and not text.startswith(eot, m):
-            m += 1
-        if not text.startswith(eot, m):
-            return None
-        k = m + len(eot)
-    return start, k
-
-
-def _sentinel(*texts: str) -> str:
-    """A private-use character that occurs in none of `texts`."""
-    return next(chr(c) for c in range(0xE000, 0xF900) if not any(chr(c) in t for t in texts))
-
-
-def _changed_region(a: str, b: str) -> tuple[int, int]:
-    """[start, end) in `a` of the part that differs from `b` (common prefix and suffix removed)."""
-    start = 0
-    limit = min(len(a), len(b))
-    while start < limit and a[start] == b[start]:
-        start += 1
-    tail = 0
-    while tail < limit - start and a[-1 - tail] == b[-1 - tail]:
-        tail += 1
-    return start, len(a) - tail
-
-
-def _diff_span(
-    text: str, msgs: list[dict[str, str]], i: int, render: ChatRenderer, eot: str
-) -> tuple[tuple[int, int] | None, str, str]:
-    """Fallback: locate turn i where the render changes when only its content changes.
-
-    Returns (span or None, why-not, note).
-    """
-    content = msgs[i]["content"]
-    sentinel = _sentinel(text, content)
-    try:
-        other = render([*msgs[:i], {**msgs[i], "content": sentinel}, *msgs[i + 1 :]])
-    except TemplateError as exc:
-        return None, str(exc), ""
-    start, end = _changed_region(text, other)
-    region = text[start:end]
-    core = content.strip()
-    if region.strip() == core:
-        span = _span_after(text, start, content, eot)
-        return span, "" if span else f"it is not followed by the end-of-turn marker {eot!r}", ""
-    answer = core.rsplit("</think>", 1)[1].strip() if "</think>" in core else ""
-    if answer and region.rstrip().endswith(answer):
-        if "</think>" not in region:  # the template drops the reasoning of this turn
-            at = start + len(region.rstrip()) - len(answer)
-            span = _span_after(text, at, answer, eot)
-            return span, "" if span else f"it is not followed by {eot!r}", REASONING_DROPPED
-        # The template re-renders the reasoning as its own think block: train the block as
-        # written (its opening tag sits just before the changed region).
-        opening = text[:start].rstrip()
-        at = len(opening) - len("<think>") if opening.endswith("<think>") else start
-        span = _span_after(text, start + len(region.rstrip()) - len(answer), answer, eot)
-        return ((at, span[1]) if span else None), "" if span else f"it is not followed by {eot!r}", ""
-    shown = region if len(region) <= 60 else region[:57] + "..."
-    return None, f"the template renders it as {shown!r} (it rewrites the content)", ""
-
-
-def render_chat(example: Example, render: ChatRenderer, markers: RoleMarkers, trained: list[bool]) -> Rendered:
-    """Render with the model's chat template and find each assistant span.
-
-    Raises:
-        UnusableRecord: the template raises on this conversation, or an assistant content
-            (plus end-of-turn marker) cannot be located exactly, so it cannot be masked safely.
-    """
-    msgs = example.chat_messages()
-    try:
-        text = render(msgs)
-    except TemplateError as exc:
-        hint = ""
-        if msgs[0]["role"] == "system" and markers.system_support == "raises":
-            hint = "; this template has no system role: use system_mode='fold'"
-        raise UnusableRecord(f"{exc}{hint}", location=example.source, field="messages") from None
-    spans, boundaries, notes, method, done = [], [], [], "prefix", 0
-    if msgs[0]["role"] == "system" and msgs[0]["content"].strip() not in text:
-        notes.append(SYSTEM_DROPPED)
-    for i, msg in enumerate(msgs):
-        if msg["role"] != "assistant":
-            continue
-        eot = markers.final_eot if i == len(msgs) - 1 else markers.eot
-        span, why = None, ""
-        try:
-            prompt = render(msgs[:i], generation=True)
-        except TemplateError:
-            prompt = None
-        if prompt is not None and text.startswith(prompt) and len(prompt) >= done:
-            span = _span_after(text, len(prompt), msg["content"], eot)
-        if span is None:
-            method = "fallback"
-            span, why, note = _diff_span(text, msgs, i, render, eot)
-            if note:
-                notes.append(note)
-        if span is None or span[0] < done:
-            why = why or "it overlaps the previous turn"
-            raise UnusableRecord(
-                f"assistant turn {i} cannot be masked safely: {why}",
-                location=example.source, field=f"messages[{i}]",
-            )  # fmt: skip
-        done = span[1]
-        if trained[i]:
-            spans.append(span)
-        # The next exchange starts after the separator (ChatML's "\n"), which is neither trained
-        # nor worth keeping at the head of a truncated row.
-        sep = markers.separator
-        boundaries.append(span[1] + len(sep) if sep and text.startswith(sep, span[1]) else span[1])
-    return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
-
-
 class Renderer:
     """Renders examples with a prompt template or with the tokenizer's chat template.
 
@@ -207,6 +90,8 @@ class Renderer:
         mask: MaskPolicy = MaskPolicy.ALL_ASSISTANT,
         system_prompt: str | None = None,
         system_mode: SystemMode = SystemMode.ADD,
+        mask_reasoning: bool = False,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
     ):
         self.tokenizer = tokenizer
         self.mask = mask
@@ -215,9 +100,11 @@ class Renderer:
         self.prompt: PromptTemplate | None = None
         self.chat: ChatRenderer | None = None
         self.markers: RoleMarkers | None = None
+        self.spans: ChatSpans | None = None
         if template is None and getattr(tokenizer, "chat_template", None):
-            self.chat = ChatRenderer(tokenizer)
-            self.markers = detect_role_markers(tokenizer)
+            self.chat = ChatRenderer(tokenizer, chat_template_kwargs)
+            self.markers = detect_role_markers(tokenizer, chat_template_kwargs)
+            self.spans = ChatSpans(tokenizer, self.chat, self.markers, mask_reasoning=mask_reasoning)
             self.name = "chat template"
         else:
             self.prompt = load_prompt_template(template or "alpaca")
@@ -225,9 +112,22 @@ class Renderer:
         self.eos = tokenizer.eos_token or ""
         self.controls = control_tokens(tokenizer, self.markers.markup if self.markers else "")
 
+    @classmethod
+    def from_options(cls, tokenizer: Any, options: BuildOptions, **overrides: Any) -> Renderer:
+        """The renderer a build with `options` uses (`overrides` replace single settings, e.g. `mask`)."""
+        settings = {
+            "mask": options.mask, "system_prompt": options.system_prompt, "system_mode": options.system_mode,
+            "mask_reasoning": options.mask_reasoning, "chat_template_kwargs": options.chat_template_kwargs,
+        }  # fmt: skip
+        return cls(tokenizer, options.template, **{**settings, **overrides})
+
     def _check_controls(self, example: Example) -> None:
         texts = [(f"messages[{i}].content", m.content) for i, m in enumerate(example.messages)]
         texts.append(("input", example.context))
+        for i, m in enumerate(example.messages):
+            texts.append((f"messages[{i}].reasoning", m.reasoning or ""))
+            texts += [(f"messages[{i}].tool_calls", json.dumps([c.name, c.arguments], ensure_ascii=False)) for c in m.tool_calls]
+        texts += [("tools", json.dumps(t, ensure_ascii=False)) for t in example.tools]
         for field, text in texts:
             hit = next((c for c in self.controls if c in text), None)
             if hit is not None:
@@ -237,6 +137,45 @@ class Renderer:
                     location=example.source, field=field,
                 )  # fmt: skip
 
+    def _unsupported(self, example: Example) -> tuple[str, str] | None:
+        """(field, what) of tool/reasoning data this renderer cannot write, or None."""
+        for i, m in enumerate(example.messages):
+            if m.tool_calls and (self.markers is None or not self.markers.tool_arguments):
+                return f"messages[{i}].tool_calls", "tool calls"
+            if m.reasoning is not None and (self.markers is None or not self.markers.renders_reasoning):
+                return f"messages[{i}].reasoning", "reasoning (reasoning_content/thinking)"
+        if example.tools and (self.markers is None or not self.markers.renders_tools):
+            return "tools", "tool schemas (tools)"
+        return None
+
+    def chat_messages(self, example: Example) -> list[dict[str, Any]]:
+        """The example's messages as the chat template gets them: tool-call arguments in the
+        form the template writes as JSON once (`markers.tool_arguments`).
+
+        Raises:
+            UnusableRecord: string arguments that are not a JSON object, for a template that
+                needs a dict.
+        """
+        msgs = example.chat_messages()
+        form = self.markers.tool_arguments if self.markers else ""
+        for i, msg in enumerate(msgs):
+            for call in msg.get("tool_calls", ()):
+                args = call["function"]["arguments"]
+                if form == "string" and not isinstance(args, str):
+                    call["function"]["arguments"] = json.dumps(args, ensure_ascii=False)
+                elif form == "dict" and isinstance(args, str):
+                    try:
+                        parsed = json.loads(args) if args.strip() else {}
+                    except json.JSONDecodeError as exc:
+                        parsed = exc
+                    if not isinstance(parsed, dict):
+                        raise UnusableRecord(
+                            f"tool call arguments must be a JSON object for this chat template (it writes a dict as JSON); "
+                            f"got {args[:60]!r}", location=example.source, field=f"messages[{i}].tool_calls",
+                        )  # fmt: skip
+                    call["function"]["arguments"] = parsed
+        return msgs
+
     def __call__(self, example: Example) -> Rendered:
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
             example = apply_system(example, self.system_prompt, self.system_mode)
@@ -245,11 +184,19 @@ class Renderer:
         except UnusableRecord as exc:
             raise UnusableRecord(exc.reason, location=example.source, field=exc.field) from None
         self._check_controls(example)
+        if unsupported := self._unsupported(example):
+            field, what = unsupported
+            by = f"prompt template {self.name!r}" if self.prompt is not None else "the chat template"
+            raise UnusableRecord(
+                f"{by} does not write {what}; the record would be trained without them: "
+                + ("use the tokenizer's chat template (template=None)" if self.prompt is not None else "use a template that renders them"),
+                location=example.source, field=field,
+            )  # fmt: skip
         if self.prompt is not None:
             out = render_prompt_template(example, self.prompt, eos=self.eos, trained=trained)
         else:
-            assert self.chat is not None and self.markers is not None
-            out = render_chat(example, self.chat, self.markers, trained)
+            assert self.spans is not None
+            out = self.spans(example, self.chat_messages(example), trained)
         if self.mask is MaskPolicy.TRAIN_ON_PROMPT:
             out = replace(out, spans=((0, len(out.text)),))
         notes = example.notes

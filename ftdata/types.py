@@ -116,16 +116,36 @@ class Example:
     tools: tuple[dict[str, Any], ...] = ()  # tool (function) schemas passed to the chat template as `tools`
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # this record's chat_template_kwargs
 
-    def chat_messages(self) -> list[dict[str, str]]:
-        """Messages as chat-template dicts, with `context` joined to the first user turn."""
-        out: list[dict[str, str]] = []
+    def chat_messages(self) -> list[dict[str, Any]]:
+        """Messages as chat-template dicts, with `context` joined to the first user turn.
+
+        What templates read: OpenAI `tool_calls` ([{"type": "function", "id", "function":
+        {"name", "arguments"}}]), reasoning as both `reasoning_content` (Qwen, GLM) and
+        `thinking` (gpt-oss), `name`/`tool_call_id` on tool turns. Keys are present only when
+        the message has them: some templates branch on `"tool_calls" in message`. Content is
+        always a string ("" for a turn that only calls tools): templates test it with `in`.
+        """
+        out: list[dict[str, Any]] = []
         joined = not self.context
         for m in self.messages:
             content = m.content
             if not joined and m.role == "user":
                 content = f"{content}\n\n{self.context}"
                 joined = True
-            out.append({"role": m.role, "content": content})
+            msg: dict[str, Any] = {"role": m.role, "content": content}
+            if m.tool_calls:
+                msg["tool_calls"] = [
+                    {"type": "function", **({"id": c.id} if c.id is not None else {}),
+                     "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in m.tool_calls
+                ]  # fmt: skip
+            if m.reasoning is not None:
+                msg["reasoning_content"] = msg["thinking"] = m.reasoning
+            if m.name is not None:
+                msg["name"] = m.name
+            if m.tool_call_id is not None:
+                msg["tool_call_id"] = m.tool_call_id
+            out.append(msg)
         return out
 
 

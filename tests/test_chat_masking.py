@@ -92,10 +92,15 @@ def content_regions(render: ChatRenderer, msgs: list[dict[str, str]]) -> list[tu
     return regions
 
 
-def expected_chars(text: str, regions, msgs, trained: list[bool], eots: tuple[str, str]) -> list[tuple[set[int], range]]:
+def expected_chars(tok, text: str, regions, msgs, trained: list[bool], eots: tuple[str, str], prompts) -> list[tuple[set[int], range]]:
     """Per trained assistant turn: the non-whitespace char positions that must carry loss, and
-    the range a whitespace-only trained token may lie in (the content, with the whitespace
-    before it, up to the end of the end-of-turn marker: never the separator after it)."""
+    the range a whitespace-only trained token may lie in (never the separator after the turn).
+
+    The rule: when the rendering starts with the turn's inference prompt `prompts[k]`, all it
+    writes from there through the content is trained (a gpt-oss channel header, a think
+    block); else only the content. Then the end-of-turn marker; a template without one is
+    stopped by the next turn's first header token, and by the EOS appended after the last turn.
+    """
     out = []
     for k, m in enumerate(msgs):
         if m["role"] != "assistant" or not trained[k]:
@@ -103,16 +108,25 @@ def expected_chars(text: str, regions, msgs, trained: list[bool], eots: tuple[st
         a, b = regions[k]
         core_start = a + len(text[a:b]) - len(text[a:b].lstrip())
         core_end = a + len(text[a:b].rstrip())
+        prompt = prompts[k]
+        lead = len(prompt) if prompt is not None and text.startswith(prompt) and len(prompt) <= core_start else core_start
         eot = eots[1] if k == len(msgs) - 1 else eots[0]
         p = core_end
-        while p < len(text) and text[p].isspace() and not text.startswith(eot, p):
+        while p < len(text) and text[p].isspace() and not text.startswith(eot or "\0", p):
             p += 1
-        assert text.startswith(eot, p), f"oracle: {eot!r} does not follow turn {k} in {text!r}"
-        chars = set(range(core_start, core_end)) | set(range(p, p + len(eot)))
-        lo = core_start
+        if eot:
+            assert text.startswith(eot, p), f"oracle: {eot!r} does not follow turn {k} in {text!r}"
+            stop_end = p + len(eot)
+        elif k == len(msgs) - 1:
+            assert tok.eos_token and text.endswith(tok.eos_token), f"oracle: no EOS appended after the last turn in {text!r}"
+            stop_end = len(text)
+        else:
+            stop_end = tok.backend_tokenizer.encode(text[p:], add_special_tokens=False).offsets[0][1] + p
+        chars = set(range(lead, core_end)) | set(range(p, stop_end))
+        lo = lead
         while lo > 0 and text[lo - 1].isspace():
             lo -= 1
-        out.append(({i for i in chars if not text[i].isspace()}, range(lo, p + len(eot))))
+        out.append(({i for i in chars if not text[i].isspace()}, range(lo, stop_end)))
     return out
 
 
@@ -150,7 +164,13 @@ def check_record(tok, render: ChatRenderer, msgs, rendered, tokenized, trained, 
     regions = content_regions(render, msgs)
     assert regions is not None, f"oracle cannot align the rendering {rendered.text!r}"
     text = rendered.text
-    want = expected_chars(text, regions, msgs, trained, eots)
+    prompts = []
+    for k in range(len(msgs)):
+        try:
+            prompts.append(render(msgs[:k], generation=True) if k else None)
+        except FtdataError:
+            prompts.append(None)
+    want = expected_chars(tok, text, regions, msgs, trained, eots, prompts)
     runs = trained_runs(tok, rendered, tokenized)
     assert len(runs) == len(want), f"{len(runs)} trained runs for {len(want)} trained turns in {text!r}"
     for (ids, offsets), (chars, room) in zip(runs, want):
@@ -371,7 +391,7 @@ def test_trl_matrix_expectations(matrix):
     """Spot checks: the verdicts the docs table reports."""
     result = {name: row["result"] for name, (row, _, _) in matrix.items()}
     assert result["qwen2_5"] == result["llama3"] == result["gemma3"] == result["phi3"] == "verified-prefix"
-    assert result["qwen3"].startswith("verified-fallback")  # the last turn's empty think block
+    assert result["qwen3"] == "verified-prefix"  # the last turn's empty think block is written after the prompt: trained
     assert result["gemma"] == "verified except system"  # Gemma 1/2 raise on system turns
     (system,) = [r for r in matrix["gemma"][2].records if r.name == "system"]
     assert "use system_mode='fold'" in system.reason
@@ -479,7 +499,7 @@ def test_template_that_drops_the_reasoning_trains_the_answer_and_says_so():
     # Turn 1's reasoning is gone from the render: only its answer; the last turn's reasoning
     # is re-rendered as a think block, trained as the model will write it.
     assert trained_texts(tok, rendered, result) == ["a1<|im_end|>", "<think>\nr2\n</think>\n\na2<|im_end|>"]
-    assert rendered.method == "fallback"
+    assert rendered.method == "prefix"  # both turns start where their inference prompts end
     assert "drops the reasoning" in " ".join(result.notes)
 
 

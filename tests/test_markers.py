@@ -88,10 +88,15 @@ def test_warns_about_an_empty_think_block_qwen3():
     with chat_template(tok, trl_template("qwen3")):
         m = detect_role_markers(tok)
         rendered, result = one(tok, chat("q", "a"))
-    assert m.empty_think
-    assert "injects an empty <think></think> block before assistant contents (context, not trained)" in m.warnings
+    assert m.empty_think and m.after_prompt == "<think>\n\n</think>\n\n"
+    # The rule: the model writes the empty block after the generation prompt, so it is trained;
+    # enable_thinking=false moves it into the prompt (see test_chat_tools.py).
+    assert (
+        "writes '<think>\\n\\n</think>\\n\\n' after the generation prompt: the model writes it, so it is trained; "
+        'chat_template_kwargs {"enable_thinking": false} moves it into the prompt'
+    ) in m.warnings
     assert rendered.text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\na<|im_end|>\n")
-    assert trained_texts(tok, rendered, result) == ["a<|im_end|>"]
+    assert trained_texts(tok, rendered, result) == ["<think>\n\n</think>\n\na<|im_end|>"]
 
 
 def test_warns_about_a_generation_prompt_that_opens_a_think_block():
@@ -118,14 +123,23 @@ def test_final_turn_closer_differs_from_the_middle_one(smol):
     assert trained_texts(smol, rendered, result) == ["a1<|im_end|>", "a2<|endoftext|>"]
 
 
-def test_template_without_end_of_turn_marker_is_warned(smol):
+def test_template_without_end_of_turn_marker_appends_eos_or_rejects(smol):
     source = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
     with chat_template(smol, source):
         m = detect_role_markers(smol)
         rendered, result = one(smol, chat("q", "a"))
-    assert m.eot == ""
-    assert m.warnings[0] == "no end-of-turn marker after assistant turns: the model will not learn to stop"
-    assert trained_texts(smol, rendered, result) == [" a"]  # the space is the template's, after 'assistant:'
+        middle = one(smol, chat("q1", "a1", "q2", "a2"))
+    assert (m.eot, m.stops, m.eos_appended) == ("", (), "<|im_end|>")
+    assert m.warnings[0] == (
+        "writes no end-of-turn marker: no single token opens the next turn, so a middle assistant turn cannot be stopped "
+        "(rejected), and EOS '<|im_end|>' is appended (trained) after the last turn"
+    )
+    # The space is the template's, after 'assistant:'; the EOS is appended so the model learns to stop.
+    assert trained_texts(smol, rendered, result) == [" a\n<|im_end|>"]
+    assert middle == (
+        "assistant turn 1 cannot be masked safely: it does not end with a token that stops generation (stop tokens: "
+        "none); the model would not learn to stop"
+    )
 
 
 def test_no_chat_template_is_a_template_error(smol):

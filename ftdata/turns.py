@@ -1,0 +1,308 @@
+"""Where each assistant turn lies in a chat rendering, and which of its characters carry loss.
+
+The inference-consistency rule (docs/masking.md): the trained text of assistant turn i is
+exactly what the model must generate there, given the prompt it gets at inference.
+
+    P_i = render(messages[:i], add_generation_prompt=True)   the inference prompt of turn i
+    A   = render(messages)                                    the training sequence
+    A   = P_i + [what the template writes] data [markup] STOP + next turns ...
+                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ trained (when A starts with P_i)
+
+`data` is the turn's reasoning, content and tool calls. Where they lie is found in characters:
+render once more with each piece replaced by a private-use sentinel; the region where the two
+renders differ is where the template wrote them, and a sentinel missing from the second
+render is a piece the template does not write (a rejection, or a note for reasoning a
+template drops from history). STOP is the first stop token after the data: the template's
+end-of-turn marker (or a call turn's own, gpt-oss `<|call|>`); a template without one (GLM)
+is stopped by the next turn's header, so that header's first token is trained, and after
+the last turn the tokenizer's EOS is appended and trained.
+
+When A does not start with P_i (the template rewrites history: Qwen3 drops old reasoning,
+Mistral moves the system prompt), the turn is trained as it appears in A: from the end of
+its role header to its stop token ("fallback").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ftdata.errors import Location, TemplateError, UnusableRecord
+from ftdata.markers import ChatRenderer, RoleMarkers, common_token_prefix
+from ftdata.types import Example, Rendered
+
+REASONING_DROPPED = "the chat template drops the reasoning (<think>...</think>) of an assistant turn; only its answer is trained"
+SYSTEM_DROPPED = "the chat template dropped the system message; use system_mode='fold' to keep it"
+EOS_APPENDED = "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained"
+
+Render = Callable[..., str]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """Assistant turn i in A: [start, end) is trained; `boundary` is where the next exchange begins."""
+
+    start: int
+    end: int
+    boundary: int
+    method: str  # "prefix" (A starts with P_i) or "fallback"
+    notes: tuple[str, ...] = ()
+    eos: bool = False  # EOS appended after A closes this (last) turn
+
+
+def _sentinel(*texts: str) -> str:
+    """A private-use character that occurs in none of `texts`."""
+    return next(chr(c) for c in range(0xE000, 0xF900) if not any(chr(c) in t for t in texts))
+
+
+def _changed_region(a: str, b: str) -> tuple[int, int]:
+    """[start, end) in `a` of the part that differs from `b` (common prefix and suffix removed)."""
+    start = 0
+    limit = min(len(a), len(b))
+    while start < limit and a[start] == b[start]:
+        start += 1
+    tail = 0
+    while tail < limit - start and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    return start, len(a) - tail
+
+
+def _content_end(text: str, start: int, content: str) -> int | None:
+    """End of `content` when text[start:] is `[ws] content`, else None (the plain-turn fast path)."""
+    core = content.strip()
+    j = start
+    while j < len(text) and text[j].isspace() and not text.startswith(core, j):
+        j += 1
+    return j + len(core) if core and text.startswith(core, j) else None
+
+
+def tool_name(tool: dict[str, Any]) -> str:
+    """The function name of a tool schema (OpenAI `{"type": "function", "function": {...}}` or bare)."""
+    inner = tool.get("function", tool)
+    return str(inner.get("name", "")) if isinstance(inner, dict) else ""
+
+
+class ChatSpans:
+    """Finds the trained span of every assistant turn of an example, by the rule above."""
+
+    def __init__(self, tokenizer: Any, render: ChatRenderer, markers: RoleMarkers, *, mask_reasoning: bool = False):
+        self.tokenizer = tokenizer
+        self.render = render
+        self.markers = markers
+        self.mask_reasoning = mask_reasoning
+        self.eos = tokenizer.eos_token or ""
+        header = markers.assistant_header
+        added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
+        enc = tokenizer.backend_tokenizer.encode(header, add_special_tokens=False) if header else None
+        ends = [b for a, b in enc.offsets if header[a:b] in added or header[b - 1].isspace()] if enc else []
+        # The role header cut after whole markup tokens or line ends, longest first: where a
+        # fallback turn's think block begins when the template re-renders its reasoning.
+        self.headers = tuple(dict.fromkeys(header[:b] for b in reversed(ends) if header[:b].strip()))
+        # Text that opens another turn: a stop search never runs across it.
+        self.openers = tuple(h.strip() for h in (markers.user_header, markers.system_header) if h.strip())
+
+    def __call__(self, example: Example, msgs: list[dict[str, Any]], trained: list[bool]) -> Rendered:
+        """Render `msgs` (the example's chat messages, arguments normalised) and find each span.
+
+        Raises:
+            UnusableRecord: the template raises, drops or rewrites a piece of a turn, or a
+                trained turn would end without a token that stops generation.
+        """
+        tools, kwargs = list(example.tools) or None, example.template_kwargs
+
+        def render(messages: list[dict[str, Any]], *, generation: bool = False) -> str:
+            return self.render(messages, generation=generation, tools=tools, kwargs=kwargs)
+
+        try:
+            text = render(msgs)
+        except TemplateError as exc:
+            hint = ""
+            if msgs[0]["role"] == "system" and self.markers.system_support == "raises":
+                hint = "; this template has no system role: use system_mode='fold'"
+            raise UnusableRecord(f"{exc}{hint}", location=example.source, field="messages") from None
+        notes: list[str] = []
+        if msgs[0]["role"] == "system" and msgs[0]["content"].strip() not in text:
+            notes.append(SYSTEM_DROPPED)
+        for tool in example.tools:
+            if tool_name(tool) not in text:
+                raise UnusableRecord(
+                    f"the chat template does not write the tool schema {tool_name(tool)!r}: the model would be trained to "
+                    "call a tool it was never shown; use a template that renders `tools`",
+                    location=example.source, field="tools",
+                )  # fmt: skip
+        spans, boundaries, method, done = [], [], "prefix", 0
+        for i, msg in enumerate(msgs):
+            if msg["role"] != "assistant":
+                continue
+            turn = self._turn(text, msgs, i, render, done, trained[i], example.source)
+            if turn.method == "fallback":
+                method = "fallback"
+            notes.extend(turn.notes)
+            if turn.eos:
+                text += self.eos
+            if trained[i]:
+                spans.append((turn.start, turn.end))
+            done = turn.end
+            boundaries.append(turn.boundary)
+        return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
+
+    def _turn(
+        self, text: str, msgs: list[dict[str, Any]], i: int, render: Render, done: int, trained: bool, source: Location
+    ) -> Turn:
+        def reject(why: str) -> UnusableRecord:
+            return UnusableRecord(f"assistant turn {i} cannot be masked safely: {why}", location=source, field=f"messages[{i}]")
+
+        msg = msgs[i]
+        try:
+            prompt: str | None = render(msgs[:i], generation=True)
+        except TemplateError:
+            prompt = None
+        prefix = prompt is not None and text.startswith(prompt) and len(prompt) >= done
+        plain = not msg.get("tool_calls") and msg.get("reasoning_content") is None
+        notes: list[str] = []
+        data_end = _content_end(text, len(prompt), msg["content"]) if prefix and plain and prompt is not None else None
+        data_start, reasoning_end, block = -1, -1, False
+        if data_end is None:
+            data_start, data_end, reasoning_end, notes, why = self._data(text, msgs, i, render)
+            if why:
+                raise reject(why)
+            block = REASONING_DROPPED not in notes and (msg.get("reasoning_content") is not None or "</think>" in msg["content"])
+        if prefix and prompt is not None:
+            start, method = len(prompt), "prefix"
+        else:
+            # As it appears in A: the data, and the think block it opens when its reasoning is written.
+            start, method = (self._header_end(text, done, data_start) if block else data_start), "fallback"
+        if start < done:
+            raise reject("it overlaps the previous turn")
+        stop_at, end = self._stop(text, data_end)
+        eos = False
+        if end < 0:
+            if self.markers.eot or not self.eos or i != len(msgs) - 1 or text[data_end:].strip():
+                stops = ", ".join(map(repr, self.markers.stops)) or "none"
+                raise reject(f"it does not end with a token that stops generation (stop tokens: {stops}); the model would not learn to stop")
+            stop_at, end, eos = len(text), len(text) + len(self.eos), True
+            if trained:
+                notes.append(EOS_APPENDED)
+        for call in msg.get("tool_calls", ()):
+            if call["function"]["name"] not in text[start:end]:
+                raise reject(f"the template does not write the name of the tool call {call['function']['name']!r}")
+        if self.markers.eot:
+            sep = self.markers.separator
+            boundary = end + len(sep) if sep and text.startswith(sep, end) else end
+        else:
+            boundary = stop_at  # the trained header token opens the next exchange
+        if self.mask_reasoning and reasoning_end >= 0:
+            close = self.markers.reasoning_close
+            start = max(start, reasoning_end + common_token_prefix(text[reasoning_end:end], close, self.tokenizer))
+        after = self.markers.after_prompt
+        if self.markers.thinking_kwarg and after.strip() and text.startswith(after, start) and msg.get("reasoning_content") is None:
+            notes.append(
+                f"trains {after!r}, which the template writes into this turn after the generation prompt; "
+                f"chat_template_kwargs {self.markers.thinking_kwarg} moves it into the prompt"
+            )
+        return Turn(start, end, boundary, method, tuple(notes), eos)
+
+    def _data(
+        self, text: str, msgs: list[dict[str, Any]], i: int, render: Render
+    ) -> tuple[int, int, int, list[str], str]:
+        """Where the template writes turn i's data: (start, end, end of reasoning or -1, notes, why-not)."""
+        msg = msgs[i]
+        taken = [text]
+
+        def fresh() -> str:
+            taken.append(_sentinel(*taken))
+            return taken[-1]
+
+        pieces: dict[str, str] = {}
+        changed = dict(msg)
+        core = msg["content"].strip()
+        if core:
+            pieces["content"] = changed["content"] = fresh()
+        reasoning = msg.get("reasoning_content")
+        if reasoning is not None and reasoning.strip():
+            pieces["reasoning"] = changed["reasoning_content"] = changed["thinking"] = fresh()
+        if msg.get("tool_calls"):
+            calls = []
+            for j, call in enumerate(msg["tool_calls"]):
+                pieces[f"call {j}"] = fresh()
+                args: Any = {"argument": pieces[f"call {j}"]}
+                args = json.dumps(args, ensure_ascii=False) if isinstance(call["function"]["arguments"], str) else args
+                calls.append({**call, "function": {**call["function"], "arguments": args}})
+            changed["tool_calls"] = calls
+        if not pieces:
+            return -1, -1, -1, [], "it is empty (no content, reasoning or tool calls)"
+        try:
+            other = render([*msgs[:i], changed, *msgs[i + 1 :]])
+        except TemplateError as exc:
+            return -1, -1, -1, [], str(exc)
+        start, end = _changed_region(text, other)
+        region = text[start:end]
+        written = {name for name, s in pieces.items() if s in other}
+        notes: list[str] = []
+        calls = [name for name in pieces if name.startswith("call") and name not in written]
+        if calls:
+            names = ", ".join(repr(c["function"]["name"]) for c in msg["tool_calls"])
+            return -1, -1, -1, [], f"the chat template does not write its tool calls ({names}); use a template that renders tool_calls"
+        if "reasoning" in pieces and "reasoning" not in written:
+            if i == len(msgs) - 1 or not self._writes_last_reasoning(msgs, i, changed, pieces["reasoning"], render):
+                return -1, -1, -1, [], (
+                    "the chat template does not write its reasoning (reasoning_content/thinking); the model would be trained "
+                    "to answer without it: drop the reasoning or use a template that renders it"
+                )  # fmt: skip
+            notes.append(REASONING_DROPPED)  # history reasoning: the template keeps it only in the last turn
+        if "content" in pieces:
+            if "content" not in written:
+                return -1, -1, -1, [], "the chat template drops its content"
+            if why := self._rewritten(region, core, strict=len(pieces) == 1, notes=notes):
+                return -1, -1, -1, [], why
+        reasoning_end = -1
+        if "reasoning" in written and self.mask_reasoning:
+            only = {**msg, "reasoning_content": pieces["reasoning"], "thinking": pieces["reasoning"]}
+            reasoning_end = _changed_region(text, render([*msgs[:i], only, *msgs[i + 1 :]]))[1]
+        return start, end, reasoning_end, notes, ""
+
+    @staticmethod
+    def _rewritten(region: str, core: str, *, strict: bool, notes: list[str]) -> str:
+        """Why the written region does not hold the content as given ('' when it does).
+
+        A content written as `<think>...</think>answer` may come back with its reasoning
+        dropped (history turns of Qwen3: noted) or re-rendered as the template's own block.
+        """
+        if (region.strip() == core) if strict else (core in region):
+            return ""
+        answer = core.rsplit("</think>", 1)[1].strip() if "</think>" in core else ""
+        if answer and region.rstrip().endswith(answer):
+            if "</think>" not in region:
+                notes.append(REASONING_DROPPED)
+            return ""
+        shown = region if len(region) <= 60 else region[:57] + "..."
+        return f"the template renders it as {shown!r} (it rewrites the content)"
+
+    @staticmethod
+    def _writes_last_reasoning(msgs: list[dict[str, Any]], i: int, changed: dict[str, Any], sentinel: str, render: Render) -> bool:
+        """Whether the template writes turn i's reasoning when turn i ends the conversation."""
+        try:
+            return sentinel in render([*msgs[:i], {**msgs[i], "reasoning_content": sentinel, "thinking": sentinel}])
+        except TemplateError:
+            return False
+
+    def _header_end(self, text: str, lo: int, data_start: int) -> int:
+        """Fallback start: just after the turn's role header (the longest part of it that A writes)."""
+        for header in self.headers:
+            at = text.rfind(header, lo, data_start)
+            if at >= 0:
+                return at + len(header)
+        return data_start
+
+    def _stop(self, text: str, data_end: int) -> tuple[int, int]:
+        """(start, end) of the first stop token after the data (the longest where several start), or (-1, -1)."""
+        best = (-1, -1)
+        for stop in self.markers.stops:
+            at = text.find(stop, data_end)
+            if at >= 0 and (best[0] < 0 or at < best[0] or (at == best[0] and at + len(stop) > best[1])):
+                best = (at, at + len(stop))
+        if best[0] >= 0 and any(opener in text[data_end : best[0]] for opener in self.openers):
+            return -1, -1  # the stop found belongs to a later turn
+        return best
