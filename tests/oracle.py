@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -152,7 +153,7 @@ def stop_tokens(tokenizer: Any, kwargs: dict[str, Any]) -> StopTokens:
     u1, a1, u2, a2 = "Qzu1", "Qza1", "Qzu2", "Qza2"
     final = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1}])
     closer = final[final.rindex(a1) + len(a1) :]
-    t_final = _first_tag(closer)
+    t_final = (TAG.findall(closer) or [None])[-1]  # Cohere2 <|END_RESPONSE|><|END_OF_TURN_TOKEN|>: the last
     t_middle = None
     prompt = render([{"role": "user", "content": u1}], generation=True)
     plain = render([{"role": "user", "content": u1}])
@@ -161,7 +162,9 @@ def stop_tokens(tokenizer: Any, kwargs: dict[str, Any]) -> StopTokens:
         middle = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1},
                          {"role": "user", "content": u2}, {"role": "assistant", "content": a2}])  # fmt: skip
         between = middle[middle.index(a1) + len(a1) : middle.index(u2)]
-        t_middle = _first_tag(between) if t_final else None
+        # What a middle turn shares with the last one's closing; gpt-oss shares nothing (<|end|> vs <|return|>).
+        shared = TAG.findall(os.path.commonprefix([closer, between]))
+        t_middle = (shared[-1] if shared else _first_tag(between)) if t_final else None
     except (RenderFailed, ValueError):
         pass
     before = {} if t_final else _headers_after_assistant(render, (u1, a1))
@@ -241,18 +244,24 @@ class Expectation:
         return not self.must_reject and all(t.status == "rule" for t in self.turns)
 
 
+def _value_pieces(value: str) -> list[str]:
+    """A string argument value as templates may write it escaped (JSON, Python repr): the pieces
+    between quotes, backslashes and newlines."""
+    return [p.strip() for p in re.split(r"[\\'\"\n\t]", value) if p.strip()]
+
+
 def _owned(message: dict[str, Any]) -> list[str]:
     """Text an assistant turn owns: content, reasoning, function names, string argument values."""
     out = [message.get("content") or "", reasoning(message)]
     for call in message.get("tool_calls") or ():
         out.append(call["function"]["name"])
-        out += [v for v in call_arguments(call).values() if isinstance(v, str)]
+        out += [p for v in call_arguments(call).values() if isinstance(v, str) for p in _value_pieces(v)]
     return [s.strip() for s in out if s and s.strip()]
 
 
 def _calls_written(message: dict[str, Any], text: str) -> bool:
     return all(call["function"]["name"] in text and all(
-        v.strip() in text for v in call_arguments(call).values() if isinstance(v, str) and v.strip()
+        p in text for v in call_arguments(call).values() if isinstance(v, str) for p in _value_pieces(v)
     ) for call in message.get("tool_calls") or ())  # fmt: skip
 
 
@@ -310,6 +319,9 @@ def expect(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[di
 
 def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int],
           stops: StopTokens, out: Expectation) -> Turn:  # fmt: skip
+    last = i == len(messages) - 1
+    if last and not stops.final:  # no stop token in the template: the rule appends EOS
+        out.text, out.eos_appended = A + render.tokenizer.eos_token, True
     try:
         P = render(messages[:i], generation=True)
     except RenderFailed as exc:
@@ -317,7 +329,6 @@ def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, 
     if not A.startswith(P):
         return Turn(i, "nonprefix", why="A does not start with P_i")
     s = len(P)
-    last = i == len(messages) - 1
     nxt = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] >= s), -1)
     end = len(A) if last or nxt < 0 else nxt
     region = A[s:end]
@@ -327,25 +338,33 @@ def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, 
             owned_end = max(owned_end, at + len(piece))
     if stops.final:
         hits = [(at, t) for t in stops.all if (at := region.find(t, owned_end)) >= 0]
-        if not hits:
-            return Turn(i, "undecided", why="no stop token before the next message")
-        at, tag = min(hits)
-        return Turn(i, "rule", (s, s + at + len(tag)))
-    if last:  # no stop token in the template: the rule appends EOS
-        eos = render.tokenizer.eos_token
-        out.text, out.eos_appended = A + eos, True
-        return Turn(i, "rule", (s, len(A) + len(eos)))
+        if hits:
+            at, tag = min(hits)
+            if last and (at := region.rfind(stops.final)) >= owned_end:  # Phi-3 closes the last turn with <|end|>\n<|endoftext|>
+                tag = stops.final
+            return Turn(i, "rule", (s, s + at + len(tag)))
+    if last:
+        if stops.final:
+            return Turn(i, "undecided", why="no stop token after the last turn")
+        return Turn(i, "rule", (s, len(out.text)))
+    # No stop token before the next message (GLM everywhere; Gemma 4 writes a tool's response
+    # inside the model turn): the next message's first header tag stops generation. It is where
+    # A leaves the rendering that ends with this turn (R), or the header a no-stop template writes.
     try:
         R = render(messages[: i + 1])
     except RenderFailed as exc:
         return Turn(i, "undecided", why=f"the turn alone does not render: {exc}")
-    header = TAG.match(A, len(R)) if A.startswith(R) else None
-    if header is None and nxt >= 0:  # R differs (GLM renders a last turn's reasoning): the next header's text
+    cut = len(os.path.commonprefix([A, R]))
+    inside = next((m for m in TAG.finditer(A, max(cut - 40, 0)) if m.start() < cut < m.end()), None)
+    header = TAG.match(A, inside.start() if inside else cut) if cut < len(A) else None
+    if header is None and (closing := [m for m in TAG.finditer(A, s, cut) if m.end() == cut]):
+        header = closing[-1]  # R ends with the tag too (Gemma 4 closes a last call with <|tool_response>)
+    if header is None and nxt >= 0 and not stops.final:  # R differs (GLM renders a last turn's reasoning)
         lead = stops.headers_before.get(messages[i + 1]["role"], "")
         if lead and A.startswith(lead, nxt - len(lead)):
             header = TAG.match(A, nxt - len(lead))
-    if header is None:
-        return Turn(i, "undecided", why="no header tag right after the turn")
+    if header is None or header.start() < s + owned_end or header.end() > end:
+        return Turn(i, "undecided", why="no stop token and no header tag right after the turn")
     return Turn(i, "rule", (s, header.end()))
 
 
@@ -382,7 +401,8 @@ def trained_runs(tokenizer: Any, text: str, input_ids: list[int], labels: list[i
     full = decoded(input_ids)
     shift = full.find(text) if text else 0
     if shift < 0 or full[shift:] != text:
-        return f"ftdata's tokens spell {full!r}, not the rule's training sequence {text!r}"
+        at = len(os.path.commonprefix([full, text]))
+        return f"ftdata's tokens spell ...{full[max(at - 60, 0):at + 80]!r}, the rule's training sequence ...{text[max(at - 60, 0):at + 80]!r}"
     ends = [len(decoded(input_ids[: k + 1])) - shift for k in range(len(input_ids))]
     return [[(max(ends[k - 1] if k else 0, 0), ends[k]) for k in run] for run in runs]
 
@@ -428,7 +448,10 @@ def compare(exp: Expectation, tokenizer: Any, input_ids: list[int], labels: list
     for t in exp.turns:
         if t.status == "rule" and not any(_fits(text, run, t.span) for run in runs):
             problems.append(f"turn {t.index}: the rule trains {text[t.span[0]:t.span[1]]!r}, not among {shown!r}")
-    enders = exp.stops.all if exp.stops and exp.stops.final else ()
+    # A stop token, or what ends a decided turn (a header tag: Gemma 4's inline <|tool_response>).
+    ends_of_turns = [tags[-1] for t in exp.turns if t.span and (tags := TAG.findall(text[t.span[0] : t.span[1]]))]
+    eos = [tokenizer.eos_token] if exp.eos_appended else []
+    enders = tuple({*(exp.stops.all if exp.stops else ()), *ends_of_turns, *eos})
     for run in shown:
         if enders and not run.rstrip().endswith(enders):
             problems.append(f"trained run {run!r} does not end in a stop token {enders}")
