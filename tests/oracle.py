@@ -299,18 +299,29 @@ def expect(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[di
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        alone = None
-        if m.get("tool_calls") and not _calls_written(m, A):
-            alone = render(messages[: i + 1])
+        # What the template wrote for this turn: after the previous message's text, before the next's
+        # (a user may have asked about "Oslo": the call's "Oslo" must be in the turn itself).
+        prev = (messages[i - 1].get("content") or "").strip() if i else ""
+        lo = starts[i - 1] + len(prev) if i and starts[i - 1] >= 0 else 0
+        hi = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] >= lo), len(A))
+        own, alone = A[lo:hi], None
+
+        def alone_text() -> str:
+            text = render(messages[: i + 1])
+            at = text.rfind(prev) if prev else -1
+            return text[at + len(prev) :] if at >= 0 else text
+
+        if m.get("tool_calls") and not _calls_written(m, own):
+            alone = alone_text()
             if not _calls_written(m, alone):
                 out.must_reject = f"the template does not write the tool calls of turn {i}"
         content = (m.get("content") or "").strip()
-        if content and content not in A:
-            alone = alone or render(messages[: i + 1])
+        if content and content not in own:
+            alone = alone or alone_text()
             if content not in alone:
                 out.must_reject = out.must_reject or f"the template does not write the content of turn {i}"
-        if reasoning(m).strip() and reasoning(m).strip() not in A:
-            alone = alone or render(messages[: i + 1])
+        if reasoning(m).strip() and reasoning(m).strip() not in own:
+            alone = alone or alone_text()
             if reasoning(m).strip() not in alone:
                 out.must_reject = out.must_reject or f"the template does not write the reasoning of turn {i}"
         out.turns.append(_turn(render, messages, i, A, starts, stops, out))
@@ -451,7 +462,8 @@ def compare(exp: Expectation, tokenizer: Any, input_ids: list[int], labels: list
     # A stop token, or what ends a decided turn (a header tag: Gemma 4's inline <|tool_response>).
     ends_of_turns = [tags[-1] for t in exp.turns if t.span and (tags := TAG.findall(text[t.span[0] : t.span[1]]))]
     eos = [tokenizer.eos_token] if exp.eos_appended else []
-    enders = tuple({*(exp.stops.all if exp.stops else ()), *ends_of_turns, *eos})
+    headers = [tags[0] for h in (exp.stops.headers_before.values() if exp.stops else ()) if (tags := TAG.findall(h))]
+    enders = tuple({*(exp.stops.all if exp.stops else ()), *ends_of_turns, *eos, *headers})
     for run in shown:
         if enders and not run.rstrip().endswith(enders):
             problems.append(f"trained run {run!r} does not end in a stop token {enders}")
