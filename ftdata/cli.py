@@ -305,13 +305,23 @@ def _home_relative(path: Path) -> str:
 
 
 @app.command()
-def markers(tokenizer: TokenizerOpt = None, as_json: JsonOpt = False, no_color: NoColorOpt = False) -> None:
-    """Show what the tokenizer's chat template writes around each role, and what it injects."""
+def markers(
+    tokenizer: TokenizerOpt = None,
+    chat_template_kwargs: Annotated[Optional[str], typer.Option(
+        "--chat-template-kwargs", metavar="JSON", help="chat-template variables for every probe render, e.g. "
+        "'{\"enable_thinking\": false}' (as the build option)", show_default=False)] = None,
+    as_json: JsonOpt = False,
+    no_color: NoColorOpt = False,
+) -> None:  # fmt: skip
+    """Show what the chat template writes around each role, what a turn trains and what stops it."""
+    from ftdata.cli_options import parse_json_object
     from ftdata.markers import detect_role_markers
+    from ftdata.preview import describe_training
     from ftdata.resources import load_tokenizer
 
+    kwargs = parse_json_object(chat_template_kwargs, name="chat_template_kwargs") if chat_template_kwargs else None
     tok = load_tokenizer(tokenizer)
-    found = detect_role_markers(tok)
+    found = detect_role_markers(tok, kwargs)
     out = console(no_color)
     if as_json:
         record = {"tokenizer": tokenizer_label(tokenizer, tok), **found.to_dict()}
@@ -323,6 +333,7 @@ def markers(tokenizer: TokenizerOpt = None, as_json: JsonOpt = False, no_color: 
         if key != "warnings":
             table.add_row(key, repr(value) if isinstance(value, str) else str(value))
     out.print(table)
+    out.print(f"a trained turn: generation prompt {found.assistant_header!r}, then {describe_training(found)}", soft_wrap=True)
     for warning in found.warnings:
         out.print(Text(f"warning: template {warning}", style="yellow"), soft_wrap=True)
 

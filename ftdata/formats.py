@@ -239,7 +239,10 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
         if msg.role == "system" and i != 0:
             raise RecordError("a system message must come first", location=location, field=where)
         if msg.role != "assistant" and (msg.tool_calls or msg.reasoning is not None):
-            raise RecordError(f"a {msg.role} turn cannot carry tool calls or reasoning; move them to an assistant turn", location=location, field=where)
+            raise RecordError(
+                f"a {msg.role} turn cannot carry tool calls or reasoning; move them to an assistant turn",
+                location=location, field=where,
+            )  # fmt: skip
         if msg.role == "user":
             seen_user = True
         if msg.role == "assistant":

@@ -28,11 +28,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdata.errors import Location
+from ftdata.errors import FtdataError, Location
 from ftdata.formats import compile_filter
+from ftdata.markers import RoleMarkers, common_token_prefix
 from ftdata.measure import Inspector, Measured
 from ftdata.pipeline import Stage
 from ftdata.render import apply_system
+from ftdata.turns import THINK_BOILERPLATE
 from ftdata.report import Reject
 from ftdata.truncation import truncate
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
@@ -45,15 +47,19 @@ STYLES = {
 }
 LEGEND = (("trained", (True, False)), ("masked", (False, False)), ("template text", (False, True)))
 OPEN, CLOSE = "⟦", "⟧"
+# Tool text: schemas the template writes for `tools`, tool results, tool calls (name + arguments).
+KINDS = {"tools": ("tool schemas", "italic magenta", "⟪", "⟫"), "result": ("tool results", "magenta", "⟨", "⟩"),
+         "call": ("tool calls", "bold underline", "⦃", "⦄")}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A run of characters of one class."""
+    """A run of characters of one class; `kind` marks tool text: tools (schemas), result, call."""
 
     text: str
     trained: bool
     template: bool
+    kind: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,37 +104,76 @@ class RecordView:
 # --- building a view ---------------------------------------------------------------------------
 
 
-def record_pieces(example: Example, stage: Stage) -> list[str]:
-    """The texts a record contributes to the rendering, in order (system prompt option included)."""
+def record_pieces(example: Example, stage: Stage) -> list[tuple[str, str]]:
+    """The texts a record contributes to the rendering, in order, each with its kind: `text`
+    (a message content), `result` (a tool's result) or `call` (a tool call's name and argument
+    values). The system prompt option is applied first, as the renderer does."""
     renderer = stage.renderer
     if renderer.system_prompt is not None or renderer.system_mode is SystemMode.FOLD:
         example = apply_system(example, renderer.system_prompt, renderer.system_mode)
-    pieces: list[str] = []
+    pieces: list[tuple[str, str]] = []
     context = example.context
     for message in example.messages:
-        pieces.append(message.content)
+        if message.reasoning:
+            pieces.append((message.reasoning, "text"))
+        pieces.append((message.content, "result" if message.role == "tool" else "text"))
+        for call in message.tool_calls:
+            pieces.append((call.name, "call"))
+            args = call.arguments if isinstance(call.arguments, dict) else _json_object(call.arguments)
+            pieces += [(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), "call") for v in args.values()]
         if message.role == "user" and context:
-            pieces.append(context)
+            pieces.append((context, "text"))
             context = ""
     return pieces
 
 
-def content_mask(text: str, pieces: Iterable[str]) -> list[bool]:
-    """Which characters of `text` come from the record: each piece located in order.
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
-    A piece the template rewrote (not found whole) is located line by line; text that is
-    found nowhere counts as template text.
+
+def content_mask(text: str, pieces: Iterable[tuple[str, str]]) -> list[str]:
+    """The kind of every character of `text`: a piece's kind where it comes from the record,
+    '' for template text. Each piece is located in order; a piece the template rewrote (not
+    found whole) is located line by line; text found nowhere counts as template text.
     """
-    mask = [False] * len(text)
+    mask = [""] * len(text)
     cursor = 0
-    for piece in pieces:
+    for piece, kind in pieces:
         for part in _parts(text, piece.strip(), cursor):
             at = text.find(part, cursor)
             if at < 0:
                 continue
-            mask[at : at + len(part)] = [True] * len(part)
+            mask[at : at + len(part)] = [kind] * len(part)
             cursor = at + len(part)
     return mask
+
+
+def schema_region(example: Example, stage: Stage) -> tuple[int, int]:
+    """[start, end) of the text the chat template writes for the record's `tools` ((0, 0) when none):
+    where its rendering changes when the tools are left out."""
+    renderer = stage.renderer
+    if not example.tools or renderer.chat is None:
+        return 0, 0
+    if renderer.system_prompt is not None or renderer.system_mode is SystemMode.FOLD:
+        example = apply_system(example, renderer.system_prompt, renderer.system_mode)
+    try:
+        msgs = renderer.chat_messages(example)
+        kwargs = example.template_kwargs
+        with_tools = renderer.chat(msgs, tools=example.tools, kwargs=kwargs)
+        without = renderer.chat(msgs, kwargs=kwargs)
+    except FtdataError:
+        return 0, 0
+    # Whole tokens from the left: a character prefix would end inside `<|system|>` vs `<|user|>`.
+    start = common_token_prefix(with_tools, without, stage.tokenizer)
+    tail = 0
+    while tail < len(without) - start and with_tools[-1 - tail] == without[-1 - tail]:
+        tail += 1
+    end = len(with_tools) - tail
+    return (start, end) if end > start else (0, 0)
 
 
 def _parts(text: str, piece: str, cursor: int) -> list[str]:
@@ -150,9 +195,9 @@ def _offsets(stage: Stage, measured: Measured) -> list[tuple[int, int]]:
 
 
 def segments_of(
-    text: str, *, offsets: list[tuple[int, int]], labels: list[int], content: list[bool]
+    text: str, *, offsets: list[tuple[int, int]], labels: list[int], content: list[str]
 ) -> list[Segment]:
-    """Split `text` into runs of (trained, template) characters."""
+    """Split `text` into runs of (trained, kind) characters (`content` from `content_mask`)."""
     trained = [False] * len(text)
     for (start, end), label in zip(offsets, labels):
         if label != IGNORE_INDEX:
@@ -161,7 +206,8 @@ def segments_of(
     start = 0
     for i in range(1, len(text) + 1):
         if i == len(text) or (trained[i], content[i]) != (trained[start], content[start]):
-            out.append(Segment(text[start:i], trained[start], not content[start]))
+            kind = content[start]
+            out.append(Segment(text[start:i], trained[start], not kind, "" if kind == "text" else kind))
             start = i
     return out
 
@@ -172,6 +218,11 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     offsets = _offsets(stage, measured)
     labels = row.labels[row.prefix :]
     content = content_mask(rendered.text, record_pieces(measured.example, stage))
+    start, end = schema_region(measured.example, stage)
+    if end > start:  # whole tokens: a region edge may fall inside `<|system|>`
+        start = min((a for a, b in offsets if b > start), default=start)
+        end = max((b for a, b in offsets if a < end), default=end)
+        content[start:end] = ["tools"] * (end - start)
     prefix_text = [stage.tokenizer.convert_ids_to_tokens(i) for i in row.input_ids[: row.prefix]]
     segments = [Segment(t, False, True) for t in prefix_text]
     segments += segments_of(rendered.text, offsets=offsets, labels=labels, content=content)
@@ -195,6 +246,20 @@ def _truncation(stage: Stage, measured: Measured) -> str:
         return f"{measured.total} tokens > max_length {opts.max_length}: truncation=error stops a build here"
     result = truncate(measured.tokenized, max_length=opts.max_length, policy=opts.truncation)
     return f"truncation={opts.truncation.value}: {result.reason}" + ("" if result.rows else " (record dropped)")
+
+
+def describe_training(markers: RoleMarkers) -> str:
+    """One line: what a turn trains after the generation prompt, what stops it, tools and reasoning."""
+    after = f"{markers.after_prompt!r} + " if markers.after_prompt else ""
+    if markers.eot:
+        stop = " or ".join(map(repr, markers.stops))
+    else:
+        heads = " or ".join(map(repr, markers.stops)) or "nothing"
+        stop = f"next header {heads} (middle turns) / appended EOS {markers.eos_appended!r} (last turn)"
+    tools = f"calls with {markers.tool_arguments} arguments" if markers.tool_arguments else "no tool calls"
+    schemas = "schemas" if markers.renders_tools else "no schemas"
+    reasoning = "reasoning" if markers.renders_reasoning else "no reasoning"
+    return f"{after}content + {stop}; tools: {schemas}, {tools}; {reasoning}"
 
 
 def select(
@@ -228,6 +293,7 @@ class Printer:
         self.as_json = as_json
         self.show_tokens = show_tokens
         self.plain = console.color_system is None or console.no_color
+        self.said: set[str] = set()
 
     def _line(self, text: str | Text) -> None:
         """One line (or block) of output, never re-wrapped: long lines stay whole for pipes."""
@@ -257,14 +323,19 @@ class Printer:
                 f"markers    user {markers.user_header!r}  assistant {markers.assistant_header!r}  "
                 f"end-of-turn {markers.eot!r}  system {markers.system_support}"
             )
+            print_(f"trains     {describe_training(markers)}")
         for warning in warnings:
             print_(Text(f"warning    template {warning}", style="yellow"))
+        kinds = KINDS.values() if markers and (markers.renders_tools or markers.tool_arguments) else ()
         if self.plain:
-            print_(f"legend     {OPEN}trained{CLOSE} (labels = token ids); all other text is masked (-100)")
+            tools = "".join(f", {o}{label}{c}" for label, _, o, c in kinds)
+            print_(f"legend     {OPEN}trained{CLOSE} (labels = token ids); all other text is masked (-100){tools}")
         else:
             legend = Text("legend     ")
             for label, key in LEGEND:
                 legend.append(label, style=STYLES[key]).append("  ")
+            for label, style, _, _ in kinds:
+                legend.append(label, style=style).append("  ")
             print_(legend)
 
     def record(self, number: int, view: RecordView) -> None:
@@ -278,6 +349,10 @@ class Printer:
         self._line(Text(f"── record {number} · {view.location} · {view.format} · {counts}", style="bold"))
         self._line(self._text(view))
         for note in view.notes:
+            if note in self.said:
+                continue  # boilerplate advice: once per preview
+            if note.startswith(THINK_BOILERPLATE[: THINK_BOILERPLATE.index("{")]):
+                self.said.add(note)
             self._line(Text(f"note: {note}", style="yellow"))
         if view.truncation:
             self._line(Text(f"note: {view.truncation}", style="yellow"))
@@ -300,12 +375,16 @@ class Printer:
                 if seg.trained != inside:
                     text.append(OPEN if seg.trained else CLOSE)
                     inside = seg.trained
-                text.append(seg.text)
+                _, _, o, c = KINDS.get(seg.kind, ("", "", "", ""))
+                text.append(f"{o}{seg.text}{c}")
             if inside:
                 text.append(CLOSE)
             return text
         for seg in view.segments:
-            text.append(seg.text, style=STYLES[seg.trained, seg.template])
+            style = STYLES[seg.trained, seg.template]
+            if seg.kind:
+                style = f"{style} {KINDS[seg.kind][1]}" if seg.trained else KINDS[seg.kind][1]
+            text.append(seg.text, style=style)
         return text
 
     def _table(self, view: RecordView) -> Table:

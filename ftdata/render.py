@@ -126,8 +126,9 @@ class Renderer:
         texts.append(("input", example.context))
         for i, m in enumerate(example.messages):
             texts.append((f"messages[{i}].reasoning", m.reasoning or ""))
-            texts += [(f"messages[{i}].tool_calls", json.dumps([c.name, c.arguments], ensure_ascii=False)) for c in m.tool_calls]
-        texts += [("tools", json.dumps(t, ensure_ascii=False)) for t in example.tools]
+            texts += [(f"messages[{i}].tool_calls", json.dumps([c.name, c.arguments], ensure_ascii=False, default=str))
+                      for c in m.tool_calls]  # fmt: skip
+        texts += [("tools", json.dumps(t, ensure_ascii=False, default=str)) for t in example.tools]
         for field, text in texts:
             hit = next((c for c in self.controls if c in text), None)
             if hit is not None:
@@ -142,7 +143,7 @@ class Renderer:
         for i, m in enumerate(example.messages):
             if m.tool_calls and (self.markers is None or not self.markers.tool_arguments):
                 return f"messages[{i}].tool_calls", "tool calls"
-            if m.reasoning is not None and (self.markers is None or not self.markers.renders_reasoning):
+            if m.reasoning and (self.markers is None or not self.markers.renders_reasoning):
                 return f"messages[{i}].reasoning", "reasoning (reasoning_content/thinking)"
         if example.tools and (self.markers is None or not self.markers.renders_tools):
             return "tools", "tool schemas (tools)"

@@ -64,7 +64,9 @@ def _function(item: Any, *, location: Location, field: str, what: str) -> tuple[
 def _name(func: Mapping[str, Any], *, location: Location, field: str) -> str:
     name = func.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise RecordError(f"must be the function's name as a non-empty string, got {name!r:.40}", location=location, field=f"{field}.name")
+        raise RecordError(
+            f"must be the function's name as a non-empty string, got {name!r:.40}", location=location, field=f"{field}.name"
+        )
     return name
 
 

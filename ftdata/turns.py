@@ -36,6 +36,8 @@ from ftdata.types import Example, Rendered
 REASONING_DROPPED = "the chat template drops the reasoning (<think>...</think>) of an assistant turn; only its answer is trained"
 SYSTEM_DROPPED = "the chat template dropped the system message; use system_mode='fold' to keep it"
 EOS_APPENDED = "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained"
+# Boilerplate the rule trains (Qwen3's empty think block when thinking is on), and the kwarg that moves it.
+THINK_BOILERPLATE = "trains {text!r}, which the template writes into this turn after the generation prompt; chat_template_kwargs {kwarg} moves it into the prompt"
 
 Render = Callable[..., str]
 
@@ -57,7 +59,7 @@ def _sentinel(*texts: str) -> str:
     return next(chr(c) for c in range(0xE000, 0xF900) if not any(chr(c) in t for t in texts))
 
 
-def _changed_region(a: str, b: str) -> tuple[int, int]:
+def changed_region(a: str, b: str) -> tuple[int, int]:
     """[start, end) in `a` of the part that differs from `b` (common prefix and suffix removed)."""
     start = 0
     limit = min(len(a), len(b))
@@ -198,10 +200,7 @@ class ChatSpans:
             start = max(start, reasoning_end + common_token_prefix(text[reasoning_end:end], close, self.tokenizer))
         after = self.markers.after_prompt
         if self.markers.thinking_kwarg and after.strip() and text.startswith(after, start) and msg.get("reasoning_content") is None:
-            notes.append(
-                f"trains {after!r}, which the template writes into this turn after the generation prompt; "
-                f"chat_template_kwargs {self.markers.thinking_kwarg} moves it into the prompt"
-            )
+            notes.append(THINK_BOILERPLATE.format(text=after, kwarg=self.markers.thinking_kwarg))
         return Turn(start, end, boundary, method, tuple(notes), eos)
 
     def _data(
@@ -237,7 +236,7 @@ class ChatSpans:
             other = render([*msgs[:i], changed, *msgs[i + 1 :]])
         except TemplateError as exc:
             return -1, -1, -1, [], str(exc)
-        start, end = _changed_region(text, other)
+        start, end = changed_region(text, other)
         region = text[start:end]
         written = {name for name, s in pieces.items() if s in other}
         notes: list[str] = []
@@ -246,7 +245,7 @@ class ChatSpans:
             names = ", ".join(repr(c["function"]["name"]) for c in msg["tool_calls"])
             return -1, -1, -1, [], f"the chat template does not write its tool calls ({names}); use a template that renders tool_calls"
         if "reasoning" in pieces and "reasoning" not in written:
-            if i == len(msgs) - 1 or not self._writes_last_reasoning(msgs, i, changed, pieces["reasoning"], render):
+            if i == len(msgs) - 1 or not self._writes_last_reasoning(msgs, i, pieces["reasoning"], render):
                 return -1, -1, -1, [], (
                     "the chat template does not write its reasoning (reasoning_content/thinking); the model would be trained "
                     "to answer without it: drop the reasoning or use a template that renders it"
@@ -260,7 +259,7 @@ class ChatSpans:
         reasoning_end = -1
         if "reasoning" in written and self.mask_reasoning:
             only = {**msg, "reasoning_content": pieces["reasoning"], "thinking": pieces["reasoning"]}
-            reasoning_end = _changed_region(text, render([*msgs[:i], only, *msgs[i + 1 :]]))[1]
+            reasoning_end = changed_region(text, render([*msgs[:i], only, *msgs[i + 1 :]]))[1]
         return start, end, reasoning_end, notes, ""
 
     @staticmethod
@@ -281,7 +280,7 @@ class ChatSpans:
         return f"the template renders it as {shown!r} (it rewrites the content)"
 
     @staticmethod
-    def _writes_last_reasoning(msgs: list[dict[str, Any]], i: int, changed: dict[str, Any], sentinel: str, render: Render) -> bool:
+    def _writes_last_reasoning(msgs: list[dict[str, Any]], i: int, sentinel: str, render: Render) -> bool:
         """Whether the template writes turn i's reasoning when turn i ends the conversation."""
         try:
             return sentinel in render([*msgs[:i], {**msgs[i], "reasoning_content": sentinel, "thinking": sentinel}])

@@ -320,7 +320,7 @@ def test_chat_template_kwargs_option_flag_and_fingerprint():
     assert BuildOptions(mask_reasoning=True).fingerprint_fields()["mask_reasoning"] is True
 
 
-def test_build_kwargs_reach_every_render(tmp_path):
+def test_build_kwargs_reach_every_render():
     """Marker detection, the prompts and the fallback renders all see the build's kwargs."""
     off = Renderer.from_options(qwen3(), BuildOptions(chat_template_kwargs={"enable_thinking": False}))
     assert off.markers.assistant_header.endswith("<think>\n\n</think>\n\n")
@@ -355,3 +355,95 @@ def test_random_calls_train_exactly_the_calls_and_answers(calls, text, answer):
     # Qwen2.5 writes calls without a newline between them only for the first; later ones start on a new line.
     first = first.replace("</tool_call><tool_call>", "</tool_call>\n<tool_call>")
     assert trained == [f"{first}<|im_end|>", f"{answer.strip()}<|im_end|>"]
+
+
+# ---------------------------------------------------------------- inspection: preview and build
+
+
+def test_build_reports_the_think_block_advice_once_per_build():
+    from ftdata import prepare
+
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(3)]
+    notes = prepare(rows, tokenizer=qwen3()).report.notes
+    note = ("trains '<think>\\n\\n</think>\\n\\n', which the template writes into this turn after the generation prompt; "
+            'chat_template_kwargs {"enable_thinking": false} moves it into the prompt')  # fmt: skip
+    assert notes == {note: 3}  # one line in the report, with its count
+    assert prepare(rows, tokenizer=qwen3(), chat_template_kwargs={"enable_thinking": False}).report.notes == {}
+
+
+def preview_text(tok, examples, **options) -> str:
+    """The plain (no-colour) preview of `examples`, as `ftdata preview --no-color` prints it."""
+    import io
+
+    from rich.console import Console
+
+    from ftdata.measure import Inspector
+    from ftdata.pipeline import Stage
+    from ftdata.preview import Printer, build_view
+
+    stage = Stage(tok, BuildOptions(**options))
+    out = io.StringIO()
+    printer = Printer(Console(file=out, color_system=None, width=200), as_json=False, show_tokens=False)
+    for n, measured in enumerate(Inspector(stage).measure(list(examples)), start=1):
+        printer.record(n, build_view(stage, measured))
+    return out.getvalue()
+
+
+def test_preview_marks_tool_schemas_results_and_trained_calls():
+    text = preview_text(glm(), [weather({"city": "Paris"})])
+    assert "[gMASK]<sop>⟪<|system|>\n# Tools\n\nYou may call one or more functions" in text
+    assert "</tool_call>⟫<|user|>\nWeather in Paris?<|assistant|>⟦\n<think></think>\n<tool_call>⦃get_weather⦄\n" in text
+    assert "<arg_value>⦃Paris⦄</arg_value>\n</tool_call><|observation|>⟧\n<tool_response>\n⟨22C⟩\n</tool_response>" in text
+    assert text.count("moves it into the prompt") == 1  # the advice once, not per turn
+
+
+def test_preview_says_the_think_block_advice_once():
+    assert preview_text(qwen3(), [thinking(None), thinking(None)]).count("moves it into the prompt") == 1
+
+
+# ---------------------------------------------------------------- docs/masking.md previews
+
+DOC_PREVIEWS = [
+    ("gpt-oss (TRL's gptoss.jinja), reasoning in the last turn", gptoss, lambda: thinking(), {}),
+    ("Qwen3 (TRL's qwen3.jinja), reasoning in the last turn", qwen3, lambda: thinking(), {}),
+    ("Qwen3, thinking on (the default), no reasoning", qwen3, lambda: thinking(None), {}),
+    ("Qwen3, thinking off: --chat-template-kwargs '{\"enable_thinking\": false}'", qwen3, lambda: thinking(None),
+     {"chat_template_kwargs": {"enable_thinking": False}}),
+    ("GLM-4-MoE (TRL's glm4moe.jinja), a tool call", glm, lambda: weather({"city": "Paris"}), {}),
+    ("Qwen2.5 (qwen2.5-instruct) with tools", lambda: tokenizer("qwen2.5-instruct"),
+     lambda: weather('{"city": "Paris"}', content="Let me check."), {}),
+]  # fmt: skip
+
+
+def doc_previews() -> str:
+    """The 'after' previews of docs/masking.md: `ftdata preview --no-color` bodies (dates masked)."""
+    blocks = []
+    for title, tok, ex, options in DOC_PREVIEWS:
+        body = preview_text(tok(), [ex()], **options).split("\n", 2)[2]  # drop the record title line
+        body = re.sub(r"\d{4}-\d{2}-\d{2}", "YYYY-MM-DD", body).rstrip("\n")
+        text, _, notes = body.partition("\nnote: ")
+        notes = "".join(f"- note: {n}\n" for n in notes.split("\nnote: ") if n.strip())
+        blocks.append(f"**{title}**\n\n```text\n{text}\n```\n\n{notes}")
+    return "\n".join(blocks)
+
+
+def test_docs_show_the_generated_previews():
+    from support import ROOT
+
+    docs = (ROOT / "docs" / "masking.md").read_text(encoding="utf-8")
+    assert doc_previews() in docs, "regenerate with: python tests/test_chat_tools.py"
+
+
+if __name__ == "__main__":
+    print(doc_previews())
+
+
+def test_yaml_config_takes_the_new_options(tmp_path):
+    from ftdata.cli_options import resolve
+
+    config = tmp_path / "build.yaml"
+    config.write_text("chat_template_kwargs:\n  enable_thinking: false\nmask_reasoning: true\n", encoding="utf-8")
+    options = resolve(data="d.jsonl", tokenizer=None, config=config, flags={}).options
+    assert (options.chat_template_kwargs, options.mask_reasoning) == ({"enable_thinking": False}, True)
+    with pytest.raises(ConfigError, match=r"chat_template_kwargs must be a mapping like \{'enable_thinking': False\}"):
+        resolve(data="d.jsonl", tokenizer=None, config=None, flags={"chat_template_kwargs": "enable_thinking=false"})

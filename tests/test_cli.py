@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import json
 import subprocess
 import sys
@@ -400,7 +401,7 @@ def test_markers_of_a_shared_tokenizer() -> None:
     assert found["default_system"].startswith("<|im_start|>system\nYou are Qwen")
     table = run("markers", "--tokenizer", TOKENIZERS / "gemma-3-it")
     assert table.exit_code == 0
-    assert "'<start_of_turn>model\\n'" in table.stdout and "│ system_support   │ 'folded'" in table.stdout
+    assert "'<start_of_turn>model\\n'" in table.stdout and re.search(r"│ system_support +│ 'folded'", table.stdout)
     assert "warning: template has no system role: a system message is folded into the first user turn" in table.stdout
 
 
