@@ -334,3 +334,68 @@ def test_oracle_catches_a_wrong_mask():
     assert oracle.compare(exp, tok, ids, labels(spans[1]))  # a turn untrained
     everything = list(ids)
     assert any("another message" in p for p in oracle.compare(exp, tok, ids, everything))
+
+
+# ---------------------------------------------------------------- literal records the oracle found wrong
+
+
+def trained_and_rule(where: str, name: str, record: dict[str, Any], kwargs: dict[str, Any] | None = None):
+    """(what ftdata trains, or why it cannot be placed / why it rejected; what the rule trains)."""
+    kwargs = kwargs or {}
+    with configured(where, name) as tok:
+        stage = Stage(tok, BuildOptions(max_length=100_000, chat_template_kwargs=kwargs or None))
+        messages, tools = oracle_view(record)
+        exp = oracle.expect(tok, messages, tools=tools, kwargs=kwargs)
+        rule = [exp.text[a:b] for a, b in (t.span for t in exp.turns if t.span)]
+        got = ftdata_result(stage, record)
+        if isinstance(got, str):
+            return got, rule
+        runs = oracle.trained_runs(tok, exp.text, got.input_ids, got.labels)
+        return (runs if isinstance(runs, str) else [exp.text[r[0][0] : r[-1][1]] for r in runs]), rule
+
+
+def _one_call(arguments: Any, content: str | None = None) -> dict[str, Any]:
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+    return {"tools": [schema("get_weather")], "messages": [
+        {"role": "user", "content": "Paris?"}, {"role": "assistant", "content": content, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "18C"},
+        {"role": "assistant", "content": "Warm."}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("gemma4", '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|><|tool_response>'),
+        ("gemma4_v2", '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|><turn|>'),
+        ("gemma4_v5", '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|><|tool_response>'),
+        ("qwen2_5", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'),
+        ("gptoss", ' to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>'),
+    ],
+)
+def test_json_string_arguments_are_written_as_the_template_writes_a_dict(name, call):
+    """A JSON-string `arguments` trains the call the template writes for the dict, never `{{"city": ...}}`."""
+    if name not in _trl_sources():
+        pytest.skip("trl not installed")
+    got, rule = trained_and_rule("trl", name, _one_call('{"city": "Paris"}'))
+    assert rule[0] == call
+    assert got == rule
+
+
+def test_a_tool_result_the_template_writes_inside_the_model_turn_is_never_trained():
+    """Gemma 4 writes the response inside the model turn, then the calling turn's text: the call
+    trains through <|tool_response> (what stops generation there), the response never."""
+    if "gemma4" not in _trl_sources():
+        pytest.skip("trl not installed")
+    got, rule = trained_and_rule("trl", "gemma4", _one_call({"city": "Paris"}, content="Let me check."))
+    assert rule == ['<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|><|tool_response>', "Warm.<turn|>"]
+    assert got == rule
+
+
+def test_a_token_across_the_end_of_the_inference_prompt_is_not_trained():
+    """ChatML writes `assistant\\n`; an answer starting with a newline makes one `\\n\\n` token
+    across the prompt's end. At inference the prompt ends with its own `\\n` token, so the
+    label must start at the answer's `\\n` (re-tokenized at the edge), not take the prompt's."""
+    record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\nyo"}]}
+    got, rule = trained_and_rule("own", "qwen2.5-instruct", record)
+    assert rule == ["\nyo<|im_end|>"]
+    assert got == rule
