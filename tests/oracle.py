@@ -299,33 +299,43 @@ def expect(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[di
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        # What the template wrote for this turn: after the previous message's text, before the next's
-        # (a user may have asked about "Oslo": the call's "Oslo" must be in the turn itself).
-        prev = (messages[i - 1].get("content") or "").strip() if i else ""
-        lo = starts[i - 1] + len(prev) if i and starts[i - 1] >= 0 else 0
-        hi = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] >= lo), len(A))
-        own, alone = A[lo:hi], None
-
-        def alone_text() -> str:
-            text = render(messages[: i + 1])
-            at = text.rfind(prev) if prev else -1
-            return text[at + len(prev) :] if at >= 0 else text
-
-        if m.get("tool_calls") and not _calls_written(m, own):
-            alone = alone_text()
-            if not _calls_written(m, alone):
-                out.must_reject = f"the template does not write the tool calls of turn {i}"
-        content = (m.get("content") or "").strip()
-        if content and content not in own:
-            alone = alone or alone_text()
-            if content not in alone:
-                out.must_reject = out.must_reject or f"the template does not write the content of turn {i}"
-        if reasoning(m).strip() and reasoning(m).strip() not in own:
-            alone = alone or alone_text()
-            if reasoning(m).strip() not in alone:
-                out.must_reject = out.must_reject or f"the template does not write the reasoning of turn {i}"
+        out.must_reject = out.must_reject or _not_written(render, messages, i, A, starts)
         out.turns.append(_turn(render, messages, i, A, starts, stops, out))
     return out
+
+
+def _not_written(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int]) -> str:
+    """What of turn i the template never writes (calls, content, reasoning), or "".
+
+    Looked for in the turn itself: after the previous message's text, before the next's (a user
+    asking about "Oslo" does not make a dropped "Oslo" call written). Missing there but written
+    when the turn is the last one is history rewriting, which the rule allows.
+    """
+    m = messages[i]
+    prev = (messages[i - 1].get("content") or "").strip() if i else ""
+    lo = starts[i - 1] + len(prev) if i and starts[i - 1] >= 0 else 0
+    hi = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] >= lo), len(A))
+    own = A[lo:hi]
+    alone: str | None = None
+
+    def as_last() -> str:
+        try:
+            text = render(messages[: i + 1])
+        except RenderFailed:
+            return ""
+        at = text.rfind(prev) if prev else -1
+        return text[at + len(prev) :] if at >= 0 else text
+
+    content, thought = (m.get("content") or "").strip(), reasoning(m).strip()
+    checks = [("tool calls", lambda text: _calls_written(m, text)), ("content", lambda text: content in text),
+              ("reasoning", lambda text: thought in text)]  # fmt: skip
+    wanted = {"tool calls": bool(m.get("tool_calls")), "content": bool(content), "reasoning": bool(thought)}
+    for what, written in checks:
+        if wanted[what] and not written(own):
+            alone = as_last() if alone is None else alone
+            if not written(alone):
+                return f"the template does not write the {what} of turn {i}"
+    return ""
 
 
 def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int],
