@@ -6,9 +6,15 @@ its markup tokens, a few probe conversations are rendered and masked, and each r
 up verified through the prefix path, verified through the fallback path, or rejected with a
 reason. The tokenizer is the first real one under ../shared/tokenizers whose added tokens
 include every markup tag the template writes (`<|im_start|>`, `<start_of_turn>`, ...);
-when none has them all, a Qwen2.5 copy with the tags added as special tokens.
+when none has them all, a Qwen2.5 copy with the tags added as special tokens (tags from
+tool-call and reasoning renders too, where they look like control tokens: `<|call|>`).
 
-    .venv/bin/python benchmarks/template_matrix.py              # prints the markdown table
+A second table covers tool calls (arguments as a dict and as a JSON string, parallel calls,
+tool results) and reasoning, with `enable_thinking` on and off where the template reads it:
+per probe, ftdata's verdict, and whether tests/oracle.py (the inference-consistency rule
+computed from `apply_chat_template` alone) agrees with the labels.
+
+    .venv/bin/python benchmarks/template_matrix.py              # prints both markdown tables
     .venv/bin/python benchmarks/template_matrix.py --previews   # before/after previews for docs/masking.md
 
 tests/test_chat_masking.py imports this module and checks every verified record against an
@@ -17,6 +23,7 @@ independent oracle.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -61,6 +68,45 @@ PROBES: dict[str, list[dict[str, str]]] = {
     ],
 }
 _PROBE_TEXT = [{"role": "user", "content": "USERPROBE"}, {"role": "assistant", "content": "ASSTPROBE"}]
+_WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}  # fmt: skip
+
+
+def _call(k: int, city: str, *, string: bool) -> dict[str, Any]:
+    args = {"city": city}
+    return {"id": f"call_{k}", "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps(args) if string else args}}  # fmt: skip
+
+
+def _tool_record(*, string: bool) -> dict[str, Any]:
+    """Two parallel calls (content null), their results, an answer, then a plain exchange."""
+    return {"tools": [_WEATHER], "messages": [
+        {"role": "user", "content": "Weather in Paris and Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [_call(0, "Paris", string=string), _call(1, "Oslo", string=string)]},
+        {"role": "tool", "tool_call_id": "call_0", "name": "get_weather", "content": "Paris 18C"},
+        {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "Oslo 9C"},
+        {"role": "assistant", "content": "Paris is warmer."},
+        {"role": "user", "content": "Thanks!"},
+        {"role": "assistant", "content": "You are welcome."},
+    ]}  # fmt: skip
+
+
+# Records in OpenAI format, each checked with thinking on and off where the template reads it.
+CHAT_PROBES: dict[str, dict[str, Any]] = {
+    "tools-dict": _tool_record(string=False),
+    "tools-str": _tool_record(string=True),
+    "call+text": {"tools": [_WEATHER], "messages": [
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [_call(0, "Rome", string=False)]},
+        {"role": "tool", "tool_call_id": "call_0", "name": "get_weather", "content": "Rome 25C"},
+        {"role": "assistant", "content": "It is 25C in Rome."}]},
+    "reasoning": {"messages": [
+        {"role": "user", "content": "What is 2+3?"},
+        {"role": "assistant", "content": "5.", "reasoning_content": "Two plus three is five."},
+        {"role": "user", "content": "And 4+4?"},
+        {"role": "assistant", "content": "8.", "reasoning_content": "Four plus four is eight."}]},
+}  # fmt: skip
 
 
 @dataclass
@@ -118,9 +164,17 @@ _PRIVATE: dict[str, Any] = {}
 
 
 def markup_tags(source: str, base: Any) -> list[str]:
-    """Tags the template itself writes around a plain conversation (not its variables' values)."""
+    """Tags the template itself writes (not its variables' values): all of those around a plain
+    conversation, and those around tool calls and reasoning that look like control tokens."""
     text = base.apply_chat_template(_PROBE_TEXT, tokenize=False, chat_template=source)
-    return sorted(t for t in set(TAG.findall(text)) - set(THINK_TAGS) if t in source)
+    tags = set(TAG.findall(text))
+    for record in CHAT_PROBES.values():
+        try:
+            extra = base.apply_chat_template(record["messages"], tools=record.get("tools"), tokenize=False, chat_template=source)
+        except Exception:  # noqa: BLE001 - a template that cannot write tools or reasoning
+            continue
+        tags |= {t for t in TAG.findall(extra) if "|" in t or "\uff5c" in t}
+    return sorted(t for t in tags - set(THINK_TAGS) if t in source)
 
 
 def cases(load: Callable[[str], Any] = _load) -> list[Case]:
@@ -241,10 +295,124 @@ def row(outcome: Outcome) -> dict[str, str]:
     return {"template": case.name, "tokenizer": case.tokenizer_desc, "result": result, "eot": eot, "notes": notes}
 
 
-def table(rows: list[dict[str, str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", "\\n")
+def thinking_variants(case: Case) -> list[dict[str, Any]]:
+    """The chat_template_kwargs a template is checked with: thinking on and off where it reads it."""
+    if "enable_thinking" in case.source:
+        return [{"enable_thinking": True}, {"enable_thinking": False}]
+    return [{}]
 
+
+@dataclass
+class ChatOutcome:
+    """One template with one set of kwargs: ftdata's verdict per probe and the oracle's view."""
+
+    case: Case
+    kwargs: dict[str, Any]
+    markers: Any = None
+    error: str = ""
+    plain: str = ""  # the verdict over PROBES, as `row` words it
+    status: dict[str, str] = field(default_factory=dict)  # probe -> prefix | fallback | rejected
+    reasons: dict[str, str] = field(default_factory=dict)  # probe -> ftdata's rejection reason
+    oracle: dict[str, str] = field(default_factory=dict)  # probe -> "" (agrees) or the disagreement
+
+
+def _oracle() -> Any:
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import oracle
+
+    return oracle
+
+
+def run_chat(case: Case, tokenizer: Any, kwargs: dict[str, Any]) -> ChatOutcome:
+    """Render, mask and check every probe (plain and CHAT_PROBES) with these kwargs."""
+    from ftdata.errors import FtdataError, Location, UnusableRecord
+    from ftdata.options import BuildOptions
+    from ftdata.pipeline import Stage
+
+    oracle = _oracle()
+    out = ChatOutcome(case, kwargs)
+    try:
+        stage = Stage(tokenizer, BuildOptions(max_length=100_000, chat_template_kwargs=kwargs or None))
+    except FtdataError as exc:
+        out.error = str(exc)
+        return out
+    out.markers = stage.renderer.markers
+    stops = oracle.stop_tokens(tokenizer, kwargs)
+    records = {name: {"messages": msgs} for name, msgs in PROBES.items()} | CHAT_PROBES
+    for name, record in records.items():
+        try:
+            (example,) = stage.examples(Location(name), record)
+            result = stage.masker([rendered := stage.renderer(example)])[0]
+            reason = result.reason if isinstance(result, UnusableRecord) else ""
+        except FtdataError as exc:
+            reason = getattr(exc, "reason", "") or str(exc)
+        out.status[name] = "rejected" if reason else rendered.method
+        exp = oracle.expect(tokenizer, record["messages"], tools=record.get("tools"), kwargs=kwargs, stops=stops)
+        if reason:
+            out.reasons[name] = reason
+            out.oracle[name] = "rejected a record the rule masks" if exp.decidable else ""
+        elif exp.must_reject:
+            out.oracle[name] = f"trained a record it must reject: {exp.must_reject}"
+        else:
+            out.oracle[name] = "; ".join(oracle.compare(exp, tokenizer, result.input_ids, result.labels))
+    plain = [Record(n, m, reason=out.reasons.get(n, "")) for n, m in PROBES.items()]
+    counts: dict[str, list[str]] = {}
+    for r in plain:
+        counts.setdefault(out.status[r.name], []).append(r.name)
+    if set(counts) == {"rejected"}:
+        out.plain = "rejected"
+    elif "rejected" in counts:
+        out.plain = "except " + ", ".join(counts["rejected"])
+    else:
+        out.plain = "prefix" if set(counts) == {"prefix"} else "fallback (" + ", ".join(counts.get("fallback", [])) + ")"
+    return out
+
+
+def chat_row(outcome: ChatOutcome) -> dict[str, str]:
+    """One row of the tools / reasoning table."""
+    case, m = outcome.case, outcome.markers
+    thinking = {True: "on", False: "off"}.get(outcome.kwargs.get("enable_thinking"), "-")
+    if case.skip:
+        return {"template": case.name, "thinking": "-", "plain": f"skipped: {case.skip}"}
+    if outcome.error:
+        return {"template": case.name, "thinking": thinking, "plain": "rejected (template)", "why": outcome.error[:120]}
+    cells = {"template": case.name, "thinking": thinking, "plain": outcome.plain}
+    cells |= {name: outcome.status[name] for name in CHAT_PROBES}
+    cells["writes"] = f"{'tools' if m.renders_tools else '-'} / {'reasoning' if m.renders_reasoning else '-'}"
+    cells["arguments"] = m.tool_arguments or "-"
+    cells["stop"] = " ".join(m.stops) + (f" (+{m.eos_appended} last)" if m.eos_appended else "")
+    wrong = [n for n, v in outcome.oracle.items() if v]
+    cells["oracle"] = "agrees" if not wrong else "DISAGREES: " + ", ".join(wrong)
+    reasons = {}
+    for name, reason in outcome.reasons.items():
+        reasons.setdefault(DATE.sub("<date>", reason)[:90], []).append(name)
+    cells["why"] = "; ".join(f"{', '.join(names)}: {r}" for r, names in reasons.items())
+    return cells
+
+
+CHAT_COLUMNS = ["template", "thinking", "plain", *CHAT_PROBES, "writes", "arguments", "stop", "oracle", "why"]
+
+
+def chat_table(rows: list[dict[str, str]]) -> str:
+    """Markdown: per template and thinking setting, ftdata's verdict per probe and the oracle's."""
+    heads = {"writes": "writes tools / reasoning", "arguments": "arguments form", "stop": "stop token(s)",
+             "oracle": "oracle (rule)", "why": "why rejected"}  # fmt: skip
+    lines = ["| " + " | ".join(heads.get(c, c) for c in CHAT_COLUMNS) + " |", "|" + "---|" * len(CHAT_COLUMNS)]
+    for r in rows:
+        cells = [_cell(r.get(c, "")) for c in CHAT_COLUMNS]
+        cells[0] = f"`{cells[0]}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "\\n")
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    cell = _cell
     lines = ["| template | tokenizer | result | end of turn | why / notes |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| `{r['template']}` | {cell(r['tokenizer'])} | {r['result']} | {cell(r['eot'])} | {cell(r['notes'])} |")
@@ -330,14 +498,25 @@ def main() -> int:
     if "--previews" in sys.argv[1:]:
         print(previews(load))
         return 0
-    rows = []
+    rows, chat_rows, disagreements = [], [], []
     for case in cases(load):
         if case.skip:
             rows.append(row(Outcome(case)))
+            chat_rows.append(chat_row(ChatOutcome(case, {})))
             continue
         with template_on(case, load) as tok:
             rows.append(row(run(case, tok)))
+            for kwargs in thinking_variants(case):
+                outcome = run_chat(case, tok, kwargs)
+                chat_rows.append(chat_row(outcome))
+                disagreements += [f"- `{case.name}` {kwargs or ''} {name}: {why}" for name, why in outcome.oracle.items() if why]
+    print("### Plain conversations\n")
     print(table(rows))
+    print("\n### Tool calls and reasoning (ftdata's verdict per probe; the oracle checks the labels)\n")
+    print(chat_table(chat_rows))
+    if disagreements:
+        print("\n### Where the labels break the rule\n")
+        print("\n".join(disagreements))
     return 0
 
 

@@ -22,7 +22,9 @@ the ones a template can reach.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
+import functools
 import itertools
 import os
 import re
@@ -237,6 +239,73 @@ def sandbox(**options: Any) -> Any:
     return env
 
 
+# --- chat templates: transformers compiles and renders them ------------------------------------
+
+_BOUND_CHAT = contextvars.ContextVar("ftdata_bounded_chat_templates", default=False)
+
+
+@contextmanager
+def bounded_chat_templates() -> Iterator[None]:
+    """Within the block, `apply_chat_template` renders with the size limits of `sandbox`.
+
+    transformers compiles a chat template in its own sandbox (its filters, globals and the
+    `{% generation %}` extension) and renders it in one call, so neither the output nor a
+    `'x' * 3000000000` can be bounded from outside. Its compile step is wrapped once: inside
+    this block it returns the same template compiled by a subclass of transformers' own
+    environment with the `*`, `**`, `%` and width checks above; outside, transformers' own.
+    A transformers without that compile step keeps its own (the time limit still holds).
+    """
+    _wrap_chat_compiler()
+    token = _BOUND_CHAT.set(True)
+    try:
+        yield
+    finally:
+        _BOUND_CHAT.reset(token)
+
+
+def _wrap_chat_compiler() -> None:
+    from transformers.utils import chat_template_utils as ctu
+
+    original = getattr(ctu, "_compile_jinja_template", None)
+    if original is None or getattr(original, "ftdata_bounded", False):
+        return
+
+    def compile_template(source: str) -> Any:
+        if not _BOUND_CHAT.get():
+            return original(source)
+        # transformers' environment, taken from an empty template: compiling `source` in it would
+        # already fold constants such as 'x' * 3000000000.
+        return _bounded_chat_template(source, original("").environment)
+
+    compile_template.ftdata_bounded = True  # type: ignore[attr-defined]
+    ctu._compile_jinja_template = compile_template
+
+
+@functools.lru_cache(maxsize=32)
+def _bounded_chat_template(source: str, env: Any) -> Any:
+    bounded = type(f"Bounded{type(env).__name__}", (_Bounded, type(env)), {})(
+        trim_blocks=env.trim_blocks, lstrip_blocks=env.lstrip_blocks, keep_trailing_newline=env.keep_trailing_newline,
+        extensions=[type(e) for e in env.extensions.values()],
+    )  # fmt: skip
+    bounded.filters.update(env.filters)
+    bounded.globals.update(env.globals)
+    for name in ("center", "indent"):
+        bounded.filters[name] = _checked_filter(name, env.filters[name])
+    return bounded.from_string(source)
+
+
+def check_size(text: str, what: str) -> str:
+    """`text`, or LimitExceeded when it is longer than the render size limit."""
+    cap = limits().render_chars
+    if len(text) > cap:
+        raise _output_too_long(what, cap)
+    return text
+
+
+def _output_too_long(what: str, cap: int) -> LimitExceeded:
+    return LimitExceeded(f"{what} output passed {cap:,} characters; raise {env_name('render_chars')} if it needs more")
+
+
 def render(compiled: Any, variables: dict[str, Any], *, what: str) -> str:
     """Render a compiled Jinja template within the time and output-size limits.
 
@@ -250,10 +319,7 @@ def render(compiled: Any, variables: dict[str, Any], *, what: str) -> str:
         for part in compiled.generate(**variables):
             size += len(part)
             if size > lim.render_chars:
-                raise LimitExceeded(
-                    f"{what} output passed {lim.render_chars:,} characters; "
-                    f"raise {env_name('render_chars')} if it needs more"
-                )
+                raise _output_too_long(what, lim.render_chars)
             parts.append(part)
     return "".join(parts)
 

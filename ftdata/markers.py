@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ftdata import limits
-from ftdata.errors import TemplateError
+from ftdata.errors import Location, TemplateError
 
 SystemSupport = Literal["native", "folded", "ignored", "raises"]
 
@@ -49,19 +49,27 @@ class ChatRenderer:
         generation: bool = False,
         tools: Sequence[Mapping[str, Any]] | None = None,
         kwargs: Mapping[str, Any] | None = None,
+        location: Location | None = None,
     ) -> str:
+        """The rendered text, within the time and size limits of `ftdata.limits`.
+
+        Raises:
+            TemplateError: the template raised.
+            LimitExceeded: the render ran too long or built too much; names `location`.
+        """
+        what = "the chat template" + (f" on record {location}" if location is not None else "")
         try:
-            with limits.time_limit(limits.limits().render_seconds, "the chat template"):
+            with limits.time_limit(limits.limits().render_seconds, what), limits.bounded_chat_templates():
                 text = self.tokenizer.apply_chat_template(
                     messages, tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=generation,
                     **{**self.kwargs, **(kwargs or {})},
                 )  # fmt: skip
-        except limits.LimitExceeded:
-            raise
+        except limits.LimitExceeded as exc:
+            raise exc if str(exc).startswith(what) else limits.LimitExceeded(f"{what}: {exc}") from None
         except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
             roles = ",".join(m["role"] for m in messages)
             raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None
-        return text if isinstance(text, str) else "".join(text)
+        return limits.check_size(text if isinstance(text, str) else "".join(text), what)
 
 
 def common_token_prefix(a: str, b: str, tokenizer: Any) -> int:
@@ -306,8 +314,10 @@ def _tool_probes(render: ChatRenderer, tokenizer: Any) -> dict[str, Any]:
 
     The `arguments` form is derived by rendering one call with a dict and with a JSON string:
     a form works when the value is written and the JSON is not written twice (an escaped
-    `\\"argprobe`). `stop` is the last token a conversation ending with a call turn closes
-    with (gpt-oss: `<|call|>`); `header` is what opens the tool result after a call.
+    `\\"argprobe`). When both work but render differently, the form is `dict` (string
+    arguments are parsed); `either` means both render the same text. `stop` is the last
+    token a conversation ending with a call turn closes with (gpt-oss: `<|call|>`); `header`
+    is what opens the tool result after a call.
     """
     out: dict[str, Any] = {"schemas": False, "arguments": "", "stop": "", "header": ""}
     user, tool = _msgs("u1"), {"role": "tool", "content": "TOOLRESULTPROBE", "name": "toolprobe", "tool_call_id": "call00001"}
@@ -315,7 +325,7 @@ def _tool_probes(render: ChatRenderer, tokenizer: Any) -> dict[str, Any]:
         out["schemas"] = "toolprobe" in render([*user, *_msgs("a1")], tools=[_TOOL])
     except TemplateError:
         pass
-    works = []
+    works, texts = [], []
     for form, arguments in (("dict", dict(_ARGS)), ("string", json.dumps(_ARGS))):
         try:
             text = render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(arguments)]}], tools=[_TOOL])
@@ -323,6 +333,11 @@ def _tool_probes(render: ChatRenderer, tokenizer: Any) -> dict[str, Any]:
             continue
         if "ARGVALPROBE" in text and '\\"argprobe' not in text:
             works.append(form)
+            texts.append(text)
+    if len(works) == 2 and texts[0] != texts[1]:
+        # Both are written, differently (Gemma 4 formats a dict as its own call syntax and pastes
+        # a string verbatim): the dict is the structure the template was written for.
+        works = ["dict"]
     out["arguments"] = "either" if len(works) == 2 else works[0] if works else ""
     if not works:
         return out

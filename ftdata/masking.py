@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +175,7 @@ class Masker:
         at = _find(with_special, plain)
         self.bos_ids: list[int] = with_special[:at] if at >= 0 else []
         self.anchor = _anchor(self.backend)
+        self.added = frozenset(self.backend.get_added_tokens_decoder())
         self.spelling = _Spelling.of(self.backend) if fast_verify else None
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
@@ -188,10 +189,10 @@ class Masker:
     def _locate(self, r: Rendered, ids: list[int], offsets: Sequence[tuple[int, int]]) -> _Located | UnusableRecord:
         """Every span's token range, checked to cover the span's characters, or why not."""
         notes = r.notes
-        ranges = _token_ranges(r.text, offsets, r.spans)
+        ranges = _token_ranges(r.text, offsets, r.spans, ids, self.added)
         if ranges is None:
             ids, offsets = self.split_encode(r)
-            ranges = _token_ranges(r.text, offsets, r.spans)
+            ranges = _token_ranges(r.text, offsets, r.spans, ids, self.added)
             notes = (*notes, REPAIRED)
             assert ranges is not None, "splitting at span edges makes every token lie on one side"
         for (s, e), (i0, i1) in zip(r.spans, ranges):
@@ -261,13 +262,21 @@ def _find(haystack: list[int], needle: list[int]) -> int:
 
 
 def _token_ranges(
-    text: str, offsets: list[tuple[int, int]], spans: tuple[tuple[int, int], ...]
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    spans: tuple[tuple[int, int], ...],
+    ids: Sequence[int] = (),
+    added: Collection[int] = frozenset(),
 ) -> list[tuple[int, int]] | None:
     """Token index range [i0, i1) of each span, or None when a token crosses a span edge.
 
-    A token that overhangs an edge by whitespace only stays whole on the side of its text:
+    A token across the start of a span is split there (None): at inference the prompt is
+    tokenized alone and the model generates from the span's first character, so Qwen2.5's
+    `assistant\n` + `\nyo` trains `\n` `yo`, not the whole-text token `\n\n`. Two overhangs
+    by whitespace only keep the token whole, on the side of its text:
 
-        <|assistant|>\n␣ | yo ...    Phi-3's <|assistant|> (rstrip) swallows "\n␣": stays out
+        <|assistant|>\n␣ | yo ...    an added token (`ids`/`added`; Phi-3's <|assistant|>, rstrip)
+                                     swallowed whitespace of the span: the prompt ends with it, out
         ... yo<|end|>\n | <|user|>    Phi-3's <|end|> (rstrip) swallows "\n": stays in
     """
     out = []
@@ -275,10 +284,8 @@ def _token_ranges(
         i0 = bisect_left(offsets, (s, -1))
         i1 = bisect_left(offsets, (e, -1))
         if i0 > 0 and offsets[i0 - 1][1] > s:
-            a, b = offsets[i0 - 1]
-            if not text[a:s].strip():
-                i0 -= 1
-            elif text[s:b].strip():
+            b = offsets[i0 - 1][1]
+            if text[s:b].strip() or ids[i0 - 1] not in added:
                 return None
         if i1 > 0 and offsets[i1 - 1][1] > e:
             a, b = offsets[i1 - 1]

@@ -80,6 +80,13 @@ def _content_end(text: str, start: int, content: str) -> int | None:
     return j + len(core) if core and text.startswith(core, j) else None
 
 
+def _marked_call(call: dict[str, Any], mark: str) -> dict[str, Any]:
+    """`call` with its arguments replaced by `{"argument": mark}`, in the form (dict or JSON string) it had."""
+    args: Any = {"argument": mark}
+    args = json.dumps(args, ensure_ascii=False) if isinstance(call["function"]["arguments"], str) else args
+    return {**call, "function": {**call["function"], "arguments": args}}
+
+
 def tool_name(tool: dict[str, Any]) -> str:
     """The function name of a tool schema (OpenAI `{"type": "function", "function": {...}}` or bare)."""
     inner = tool.get("function", tool)
@@ -115,7 +122,7 @@ class ChatSpans:
         tools, kwargs = list(example.tools) or None, example.template_kwargs
 
         def render(messages: list[dict[str, Any]], *, generation: bool = False) -> str:
-            return self.render(messages, generation=generation, tools=tools, kwargs=kwargs)
+            return self.render(messages, generation=generation, tools=tools, kwargs=kwargs, location=example.source)
 
         try:
             text = render(msgs)
@@ -178,7 +185,11 @@ class ChatSpans:
             start, method = (self._header_end(text, done, data_start) if block else data_start), "fallback"
         if start < done:
             raise reject("it overlaps the previous turn")
-        stop_at, end = self._stop(text, data_end)
+        # A call turn stops at the first stop token after its calls: where a template writes the
+        # tool results and then the turn's text inside the same model turn (Gemma 4), those come
+        # after `<|tool_response>`, which ends generation, so they belong to the next prompt.
+        calls_end = self._calls_end(text, msgs, i, render) if msg.get("tool_calls") else data_end
+        stop_at, end = self._stop(text, min(calls_end, data_end))
         eos = False
         if end < 0:
             if self.markers.eot or not self.eos or i != len(msgs) - 1 or text[data_end:].strip():
@@ -226,9 +237,7 @@ class ChatSpans:
             calls = []
             for j, call in enumerate(msg["tool_calls"]):
                 pieces[f"call {j}"] = fresh()
-                args: Any = {"argument": pieces[f"call {j}"]}
-                args = json.dumps(args, ensure_ascii=False) if isinstance(call["function"]["arguments"], str) else args
-                calls.append({**call, "function": {**call["function"], "arguments": args}})
+                calls.append(_marked_call(call, pieces[f"call {j}"]))
             changed["tool_calls"] = calls
         if not pieces:
             return -1, -1, -1, [], "it is empty (no content, reasoning or tool calls)"
@@ -261,6 +270,17 @@ class ChatSpans:
             only = {**msg, "reasoning_content": pieces["reasoning"], "thinking": pieces["reasoning"]}
             reasoning_end = changed_region(text, render([*msgs[:i], only, *msgs[i + 1 :]]))[1]
         return start, end, reasoning_end, notes, ""
+
+    @staticmethod
+    def _calls_end(text: str, msgs: list[dict[str, Any]], i: int, render: Render) -> int:
+        """Where the template ends turn i's tool calls in `text` (their arguments replaced by a sentinel)."""
+        mark = _sentinel(text)
+        calls = [_marked_call(call, mark) for call in msgs[i]["tool_calls"]]
+        try:
+            other = render([*msgs[:i], {**msgs[i], "tool_calls": calls}, *msgs[i + 1 :]])
+        except TemplateError:
+            return len(text)
+        return changed_region(text, other)[1]
 
     @staticmethod
     def _rewritten(region: str, core: str, *, strict: bool, notes: list[str]) -> str:

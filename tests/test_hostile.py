@@ -400,6 +400,36 @@ def test_a_looping_chat_template_stops_markers_at_the_time_limit(tmp_path: Path)
     assert time.monotonic() - started < 10
 
 
+CHATML_IF = (
+    "{%- for m in messages %}{%- if TRIGGER in m['content'] %}BOMB{%- endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+)
+CHAT_BOMBS = {
+    "loop": ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "took longer than 0.5 s"),
+    "multiply": ("{{ 'x' * 3000000000 }}", "str * 3000000000 would build 3,000,000,000 characters (limit 1,000,000)"),
+    "output": ("{% for i in range(300) %}{{ 'y' * 5000 }}{% endfor %}", "output passed 1,000,000 characters"),
+}
+
+
+@pytest.mark.parametrize("bomb", sorted(CHAT_BOMBS))
+def test_a_hostile_chat_template_fails_in_one_line_naming_the_record(tmp_path: Path, bomb: str) -> None:
+    """The tokenizer's own chat template is bounded like a prompt template: time, one operation's
+    size, the whole output. The template behaves on the probe renders and explodes on record 2."""
+    code, match = CHAT_BOMBS[bomb]
+    folder = tmp_path / "tok"
+    shutil.copytree(bundled_tokenizer_dir(), folder)
+    (folder / "chat_template.jinja").write_text(CHATML_IF.replace("TRIGGER", "'BOOM'").replace("BOMB", code))
+    data = jsonl(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {"messages": [{"role": "user", "content": "BOOM"}, {"role": "assistant", "content": "hello"}]},
+    ])  # fmt: skip
+    started = time.monotonic()
+    line = one_line_error(run("build", data, "-o", tmp_path / "out", "--no-cache", "--tokenizer", folder), 5, match)
+    assert f"the chat template on record {data}:2" in line
+    assert time.monotonic() - started < 20
+
+
 @pytest.mark.parametrize(
     ("expression", "code", "match"),
     [

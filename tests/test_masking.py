@@ -214,9 +214,12 @@ def test_token_crossing_a_response_edge_is_split_there(name, eot, trained_tokens
 
 def test_token_ranges_rules_on_literal_offsets():
     text = "AB\n yoC"
-    # tokens: "AB\n " (rstrip header) | "yo" | "C"
+    # tokens: "AB\n " (an added header token with rstrip, id 900) | "yo" | "C"
     offsets = [(0, 4), (4, 6), (6, 7)]
-    assert _token_ranges(text, offsets, ((3, 6),)) == [(1, 2)]  # header overhangs by " " only: stays out
+    assert _token_ranges(text, offsets, ((3, 6),), [900, 5, 6], {900}) == [(1, 2)]  # added header swallowed " ": out
+    assert _token_ranges(text, offsets, ((3, 6),), [40, 5, 6], {900}) is None  # a plain token across the start: split
+    # Qwen2.5 "assistant\n" + "\nyo": the whole-text token "\n\n" crosses the start: split, as inference does
+    assert _token_ranges("t\n\nyo", [(0, 1), (1, 3), (3, 5)], ((2, 5),), [1, 2, 3], {900}) is None
     assert _token_ranges(text, [(0, 2), (2, 4), (4, 6), (6, 7)], ((2, 6),)) == [(1, 3)]  # whitespace token inside
     assert _token_ranges(text, [(0, 5), (5, 6), (6, 7)], ((4, 6),)) is None  # " y" + "o": crosses with text both sides
     assert _token_ranges("yo\n\nX", [(0, 2), (2, 4), (4, 5)], ((0, 3),)) == [(0, 2)]  # "\n\n" overhangs the end: in
@@ -321,8 +324,8 @@ def test_a_corrupted_mask_is_caught(smol, monkeypatch):
     """A span's first token left out (the kind of bug offsets arithmetic can have) fails the coverage check."""
     real = masking._token_ranges
 
-    def shifted(text, offsets, spans):
-        ranges = real(text, offsets, spans)
+    def shifted(text, offsets, spans, *token_info):
+        ranges = real(text, offsets, spans, *token_info)
         return [(i0 + 1, i1) for i0, i1 in ranges]
 
     monkeypatch.setattr(masking, "_token_ranges", shifted)

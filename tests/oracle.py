@@ -1,0 +1,480 @@
+"""An independent oracle for the inference-consistency rule (test-only).
+
+It computes, straight from `tokenizer.apply_chat_template`, which characters of the
+training sequence must carry loss, and never uses ftdata's span finder, markers or masker:
+
+    P_i = render(messages[:i], add_generation_prompt=True)   # the inference prompt of turn i
+    A   = render(messages)                                    # the training sequence
+    trained(i) = A[len(P_i) : end of turn i's stop token]     # when A starts with P_i
+
+Stop tokens are derived from probe renders with sentinel contents, per template and kwargs:
+the first tag after a final assistant content, the first tag after a middle one (only when
+the template closes a final turn at all), and the tag that closes a tool call (the first one
+of those, or the tag right before the next header). A template that closes no turn (GLM)
+has no stop token: a middle turn trains up to and including the next message's first
+header tag, the last turn gets the tokenizer's EOS appended.
+
+In a record, turn i's stop token is the first stop token at or after the end of the last
+piece of text that turn owns (its content, reasoning, function names, string argument
+values) and before the next message's content. Where the rule cannot decide, the turn gets
+a weaker check (see `Turn.status`):
+
+- `nonprefix`: A does not start with P_i (the template rewrites history: Qwen3 drops old
+  reasoning, thinking-off prompts that end in an empty think block, Mistral moves the
+  system prompt). Checked: what ftdata trains for the turn ends in a stop token.
+- `undecided`: the template writes no stop token before the next message (Gemma 4 writes
+  a tool's response inline in the model turn). Checked: nothing of another message trained.
+
+For every record: the contents of user, system and tool turns and the tool schemas are
+never trained; a record whose tool calls or reasoning the template never writes (not even
+for the turn as the last one: history dropping is allowed) must be rejected.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+IGNORE_INDEX = -100
+# A markup tag: <|im_end|>, <end_of_turn>, <turn|>, <｜end▁of▁sentence｜>, </s>, [INST].
+TAG = re.compile(r"<[^<>\s]{1,40}>|\[[A-Za-z_/]{2,20}\]")
+PROBE_TOOL = {"type": "function", "function": {
+    "name": "probe_fn", "description": "Probe.",
+    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}  # fmt: skip
+
+
+class RenderFailed(Exception):
+    """The template raised for these messages (the record cannot be rendered as it is)."""
+
+
+# ---------------------------------------------------------------- rendering the record as given
+
+
+def reasoning(message: dict[str, Any]) -> str:
+    """An assistant message's reasoning, under either name the data may use."""
+    return message.get("reasoning_content") or message.get("thinking") or ""
+
+
+def call_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's arguments as a dict, whether the data gave a dict or a JSON string."""
+    args = call["function"]["arguments"]
+    return json.loads(args) if isinstance(args, str) else args
+
+
+def as_template_messages(messages: Sequence[dict[str, Any]], *, string_arguments: bool) -> list[dict[str, Any]]:
+    """OpenAI messages as chat templates read them: arguments as a dict (or a JSON string when
+    `string_arguments`; the data's own string is kept), reasoning under both names templates use."""
+    out = []
+    for m in messages:
+        m = copy.deepcopy(dict(m))
+        for call in m.get("tool_calls") or ():
+            args = call["function"]["arguments"]
+            if string_arguments and not isinstance(args, str):
+                call["function"]["arguments"] = json.dumps(args, ensure_ascii=False)
+            elif not string_arguments:
+                call["function"]["arguments"] = call_arguments(call)
+        if reasoning(m):  # templates read one name or the other (gpt-oss: `thinking`)
+            m["reasoning_content"] = m["thinking"] = reasoning(m)
+        out.append(m)
+    return out
+
+
+@dataclass
+class Renderer:
+    """`apply_chat_template` with the record's tools and kwargs; the arguments form is the first
+    that renders (dict, else JSON string), chosen once per record."""
+
+    tokenizer: Any
+    tools: list[dict[str, Any]] | None
+    kwargs: dict[str, Any]
+    string_arguments: bool = False
+
+    def __call__(self, messages: Sequence[dict[str, Any]], *, generation: bool = False) -> str:
+        msgs = as_template_messages(messages, string_arguments=self.string_arguments)
+        try:
+            return self.tokenizer.apply_chat_template(
+                msgs, tools=self.tools or None, tokenize=False, add_generation_prompt=generation, **self.kwargs
+            )
+        except Exception as exc:  # noqa: BLE001 - templates raise anything
+            raise RenderFailed(f"{type(exc).__name__}: {exc}") from None
+
+    def choose_arguments(self, messages: Sequence[dict[str, Any]]) -> str:
+        """Render the whole record, trying dict arguments then string ones; returns A."""
+        try:
+            return self(messages)
+        except RenderFailed:
+            if not any(m.get("tool_calls") for m in messages):
+                raise
+            self.string_arguments = True
+            return self(messages)
+
+
+# ---------------------------------------------------------------- stop tokens from probe renders
+
+
+@dataclass(frozen=True, eq=False)
+class StopTokens:
+    """What closes an assistant turn in a template (derived from sentinel probes)."""
+
+    final: str | None  # after the last assistant turn (gpt-oss: <|return|>)
+    middle: str | None  # after an assistant turn that another message follows (gpt-oss: <|end|>)
+    call: str | None  # after a tool call (gpt-oss: <|call|>), None where the template renders none
+    headers: frozenset[str]  # tags of the generation prompt (the assistant header)
+    headers_before: dict[str, str] = field(default_factory=dict)  # no stop token: role -> text before its content
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return tuple(t for t in dict.fromkeys((self.final, self.middle, self.call)) if t)
+
+    def describe(self) -> str:
+        if not self.final:
+            return "none: next header / EOS"
+        parts = [self.middle or "?"]
+        if self.final != self.middle:
+            parts.append(f"last {self.final}")
+        if self.call and self.call not in (self.final, self.middle):
+            parts.append(f"call {self.call}")
+        return " / ".join(parts)
+
+
+def _first_tag(text: str) -> str | None:
+    m = TAG.search(text)
+    return m.group(0) if m else None
+
+
+def stop_tokens(tokenizer: Any, kwargs: dict[str, Any]) -> StopTokens:
+    """Derive a template's stop tokens from renders of sentinel conversations."""
+    render = Renderer(tokenizer, None, kwargs)
+    u1, a1, u2, a2 = "Qzu1", "Qza1", "Qzu2", "Qza2"
+    final = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1}])
+    closer = final[final.rindex(a1) + len(a1) :]
+    t_final = (TAG.findall(closer) or [None])[-1]  # Cohere2 <|END_RESPONSE|><|END_OF_TURN_TOKEN|>: the last
+    t_middle = None
+    prompt = render([{"role": "user", "content": u1}], generation=True)
+    plain = render([{"role": "user", "content": u1}])
+    headers = frozenset(TAG.findall(prompt[len(plain) :] if prompt.startswith(plain) else ""))
+    try:
+        middle = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1},
+                         {"role": "user", "content": u2}, {"role": "assistant", "content": a2}])  # fmt: skip
+        between = middle[middle.index(a1) + len(a1) : middle.index(u2)]
+        # What a middle turn shares with the last one's closing; gpt-oss shares nothing (<|end|> vs <|return|>).
+        shared = TAG.findall(os.path.commonprefix([closer, between]))
+        t_middle = (shared[-1] if shared else _first_tag(between)) if t_final else None
+    except (RenderFailed, ValueError):
+        pass
+    before = {} if t_final else _headers_after_assistant(render, (u1, a1))
+    return StopTokens(t_final, t_middle, _call_stop(tokenizer, kwargs, (t_final, t_middle), headers), headers, before)
+
+
+def _headers_after_assistant(render: Renderer, opening: tuple[str, str]) -> dict[str, str]:
+    """For a template without stop tokens: the text it writes between an assistant content and
+    the next user / tool content (that message's header)."""
+    out = {}
+    for role in ("user", "tool"):
+        nxt = {"role": role, "content": "Qznext", **({"tool_call_id": "call_0", "name": "probe_fn"} if role == "tool" else {})}
+        try:
+            text = render([{"role": "user", "content": opening[0]}, {"role": "assistant", "content": opening[1]}, nxt,
+                           {"role": "assistant", "content": "Qza2"}])  # fmt: skip
+        except RenderFailed:
+            continue
+        a, b = text.find(opening[1]), text.find("Qznext")
+        if 0 <= a < b:
+            out[role] = text[a + len(opening[1]) : b]
+    return out
+
+
+def _call_stop(tokenizer: Any, kwargs: dict[str, Any], plain: tuple[str | None, ...], headers: frozenset[str]) -> str | None:
+    """The tag that ends a tool-call turn: a plain stop token if one comes first after the
+    arguments, else the tag right before the next header (gpt-oss `<|call|><|start|>`)."""
+    arg, result = "Qzarg", "Qzres"
+    call = {"id": "call_0", "type": "function", "function": {"name": "probe_fn", "arguments": {"q": arg}}}
+    msgs = [{"role": "user", "content": "Qzu1"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_0", "name": "probe_fn", "content": result},
+            {"role": "assistant", "content": "Qza2"}]  # fmt: skip
+    render = Renderer(tokenizer, [PROBE_TOOL], kwargs)
+    try:
+        text = render.choose_arguments(msgs)
+    except RenderFailed:
+        return None
+    at, end = text.find(arg), text.find(result)
+    if at < 0 or end < at:
+        return None  # the template does not write the call (or writes the result first)
+    stretch = text[at + len(arg) : end]
+    tags = [(m.group(0), m.start(), m.end()) for m in TAG.finditer(stretch)]
+    written_before = set(TAG.findall(text[text.find("Qzu1") : at]))
+    for k, (tag, _, end_at) in enumerate(tags):
+        if tag in plain:
+            return tag
+        following = tags[k + 1][0] if k + 1 < len(tags) and tags[k + 1][1] == end_at else None
+        if following in headers and tag not in written_before:
+            return tag
+    return None
+
+
+# ---------------------------------------------------------------- the expectation for one record
+
+
+@dataclass
+class Turn:
+    index: int  # message index of the assistant turn
+    status: str  # "rule" | "nonprefix" | "undecided"
+    span: tuple[int, int] | None = None  # characters of `Expectation.text` that must carry loss
+    why: str = ""
+
+
+@dataclass
+class Expectation:
+    """What the rule says about one record."""
+
+    text: str = ""  # A, plus the EOS the rule appends after a last turn that has no stop token
+    eos_appended: bool = False
+    turns: list[Turn] = field(default_factory=list)
+    forbidden: list[tuple[int, int]] = field(default_factory=list)  # other messages' text and schemas
+    must_reject: str = ""  # why the record cannot be trained as the rule asks
+    string_arguments: bool = False
+    stops: StopTokens | None = None
+
+    @property
+    def decidable(self) -> bool:
+        return not self.must_reject and all(t.status == "rule" for t in self.turns)
+
+
+def _value_pieces(value: str) -> list[str]:
+    """A string argument value as templates may write it escaped (JSON, Python repr): the pieces
+    between quotes, backslashes and newlines."""
+    return [p.strip() for p in re.split(r"[\\'\"\n\t]", value) if p.strip()]
+
+
+def _owned(message: dict[str, Any]) -> list[str]:
+    """Text an assistant turn owns: content, reasoning, function names, string argument values."""
+    out = [message.get("content") or "", reasoning(message)]
+    for call in message.get("tool_calls") or ():
+        out.append(call["function"]["name"])
+        out += [p for v in call_arguments(call).values() if isinstance(v, str) for p in _value_pieces(v)]
+    return [s.strip() for s in out if s and s.strip()]
+
+
+def _calls_written(message: dict[str, Any], text: str) -> bool:
+    return all(call["function"]["name"] in text and all(
+        p in text for v in call_arguments(call).values() if isinstance(v, str) for p in _value_pieces(v)
+    ) for call in message.get("tool_calls") or ())  # fmt: skip
+
+
+def expect(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+           kwargs: dict[str, Any] | None = None, stops: StopTokens | None = None) -> Expectation:  # fmt: skip
+    """Apply the rule to one OpenAI-format record (every assistant turn trained)."""
+    kwargs = kwargs or {}
+    out = Expectation(stops=stops or stop_tokens(tokenizer, kwargs))
+    render = Renderer(tokenizer, tools, kwargs)
+    try:
+        A = render.choose_arguments(messages)
+    except RenderFailed as exc:
+        out.must_reject = f"the template raises: {exc}"
+        return out
+    out.string_arguments = render.string_arguments
+    out.text = A
+    stops = out.stops
+    # Where each message's own text sits in A (first occurrence in order), for anchors and forbidden text.
+    cursor = 0
+    starts: list[int] = []
+    for m in messages:
+        pieces = _owned(m) if m["role"] == "assistant" else [(m.get("content") or "").strip()]
+        found = [A.find(p, cursor) for p in pieces if p]
+        found = [f for f in found if f >= 0]
+        starts.append(min(found) if found else -1)
+        if m["role"] != "assistant":
+            p = (m.get("content") or "").strip()
+            if p and (at := A.find(p, cursor)) >= 0:
+                out.forbidden.append((at, at + len(p)))
+                cursor = at + len(p)
+    for tool in tools or ():
+        desc = tool.get("function", tool).get("description", "")
+        if desc and (at := A.find(desc)) >= 0:
+            out.forbidden.append((at, at + len(desc)))
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        out.must_reject = out.must_reject or _not_written(render, messages, i, A, starts)
+        out.turns.append(_turn(render, messages, i, A, starts, stops, out))
+    return out
+
+
+def _not_written(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int]) -> str:
+    """What of turn i the template never writes (calls, content, reasoning), or "".
+
+    Looked for in the turn itself: after the previous message's text, before the next's (a user
+    asking about "Oslo" does not make a dropped "Oslo" call written). Missing there but written
+    when the turn is the last one is history rewriting, which the rule allows.
+    """
+    m = messages[i]
+    prev = (messages[i - 1].get("content") or "").strip() if i else ""
+    lo = starts[i - 1] + len(prev) if i and starts[i - 1] >= 0 else 0
+    hi = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] >= lo), len(A))
+    own = A[lo:hi]
+    alone: str | None = None
+
+    def as_last() -> str:
+        try:
+            text = render(messages[: i + 1])
+        except RenderFailed:
+            return ""
+        at = text.rfind(prev) if prev else -1
+        return text[at + len(prev) :] if at >= 0 else text
+
+    content, thought = (m.get("content") or "").strip(), reasoning(m).strip()
+    checks = [("tool calls", lambda text: _calls_written(m, text)), ("content", lambda text: content in text),
+              ("reasoning", lambda text: thought in text)]  # fmt: skip
+    wanted = {"tool calls": bool(m.get("tool_calls")), "content": bool(content), "reasoning": bool(thought)}
+    for what, written in checks:
+        if wanted[what] and not written(own):
+            alone = as_last() if alone is None else alone
+            if not written(alone):
+                return f"the template does not write the {what} of turn {i}"
+    return ""
+
+
+def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int],
+          stops: StopTokens, out: Expectation) -> Turn:  # fmt: skip
+    last = i == len(messages) - 1
+    if last and not stops.final:  # no stop token in the template: the rule appends EOS
+        out.text, out.eos_appended = A + render.tokenizer.eos_token, True
+    try:
+        P = render(messages[:i], generation=True)
+    except RenderFailed as exc:
+        return Turn(i, "undecided", why=f"the generation prompt does not render: {exc}")
+    if not A.startswith(P):
+        return Turn(i, "nonprefix", why="A does not start with P_i")
+    s = len(P)
+    nxt = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] >= s), -1)
+    end = len(A) if last or nxt < 0 else nxt
+    region = A[s:end]
+    owned_end = 0
+    for piece in _owned(messages[i]):  # first occurrences: a tool's name comes back in its result's header
+        if (at := region.find(piece)) >= 0:
+            owned_end = max(owned_end, at + len(piece))
+    if stops.final:
+        hits = [(at, t) for t in stops.all if (at := region.find(t, owned_end)) >= 0]
+        if hits:
+            at, tag = min(hits)
+            if last and (at := region.rfind(stops.final)) >= owned_end:  # Phi-3 closes the last turn with <|end|>\n<|endoftext|>
+                tag = stops.final
+            return Turn(i, "rule", (s, s + at + len(tag)))
+    if last:
+        if stops.final:
+            return Turn(i, "undecided", why="no stop token after the last turn")
+        return Turn(i, "rule", (s, len(out.text)))
+    # No stop token before the next message (GLM everywhere; Gemma 4 writes a tool's response
+    # inside the model turn): the next message's first header tag stops generation. It is where
+    # A leaves the rendering that ends with this turn (R), or the header a no-stop template writes.
+    try:
+        R = render(messages[: i + 1])
+    except RenderFailed as exc:
+        return Turn(i, "undecided", why=f"the turn alone does not render: {exc}")
+    cut = len(os.path.commonprefix([A, R]))
+    inside = next((m for m in TAG.finditer(A, max(cut - 40, 0)) if m.start() < cut < m.end()), None)
+    header = TAG.match(A, inside.start() if inside else cut) if cut < len(A) else None
+    if header is None and (closing := [m for m in TAG.finditer(A, s, cut) if m.end() == cut]):
+        header = closing[-1]  # R ends with the tag too (Gemma 4 closes a last call with <|tool_response>)
+    if header is None and nxt >= 0 and not stops.final:  # R differs (GLM renders a last turn's reasoning)
+        lead = stops.headers_before.get(messages[i + 1]["role"], "")
+        if lead and A.startswith(lead, nxt - len(lead)):
+            header = TAG.match(A, nxt - len(lead))
+    if header is None or header.start() < s + owned_end or header.end() > end:
+        return Turn(i, "undecided", why="no stop token and no header tag right after the turn")
+    return Turn(i, "rule", (s, header.end()))
+
+
+# ---------------------------------------------------------------- what ftdata trained, and the comparison
+
+
+def trained_runs(tokenizer: Any, text: str, input_ids: list[int], labels: list[int]) -> list[list[tuple[int, int]]] | str:
+    """Per run of trained tokens, each token's char range in `text`; or why they cannot be placed.
+
+    When ftdata kept the plain tokenization of `text` (after a BOS it may add), the offsets of
+    an independent encoding place every token; otherwise each token's text is recovered by
+    decoding growing prefixes of the ids, which must spell `text`.
+    """
+    enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+    lead = len(input_ids) - len(enc.ids)
+    runs: list[list[int]] = []
+    for k, label in enumerate(labels):
+        if label == IGNORE_INDEX:
+            continue
+        if label != input_ids[k]:
+            return f"label {label} at {k} is not its input id {input_ids[k]}"
+        if runs and runs[-1][-1] == k - 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    if lead >= 0 and input_ids[lead:] == enc.ids:
+        if any(labels[k] != IGNORE_INDEX for k in range(lead)):
+            return "a token ftdata added in front (BOS) is trained"
+        return [[enc.offsets[k - lead] for k in run] for run in runs]
+
+    def decoded(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    full = decoded(input_ids)
+    shift = full.find(text) if text else 0
+    if shift < 0 or full[shift:] != text:
+        at = len(os.path.commonprefix([full, text]))
+        return f"ftdata's tokens spell ...{full[max(at - 60, 0):at + 80]!r}, the rule's training sequence ...{text[max(at - 60, 0):at + 80]!r}"
+    ends = [len(decoded(input_ids[: k + 1])) - shift for k in range(len(input_ids))]
+    return [[(max(ends[k - 1] if k else 0, 0), ends[k]) for k in run] for run in runs]
+
+
+def _core(text: str, span: tuple[int, int]) -> tuple[int, int]:
+    """The span without the whitespace at its ends (tokenizers differ in where they put it)."""
+    a, b = span
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return a, b
+
+
+def _fits(text: str, tokens: list[tuple[int, int]], span: tuple[int, int]) -> bool:
+    """A run trains a span when they cover the same text up to whitespace at the ends, and no
+    whitespace-only token lies outside the span (whitespace may only come with a trained token)."""
+    run = (tokens[0][0], tokens[-1][1])
+    if _core(text, run) != _core(text, span):
+        return False
+    return all(text[a:b].strip() or (span[0] <= a and b <= span[1]) for a, b in tokens)
+
+
+def compare(exp: Expectation, tokenizer: Any, input_ids: list[int], labels: list[int]) -> list[str]:
+    """Every way ftdata's labels break the rule for this record ([] when they follow it)."""
+    text = exp.text
+    runs = trained_runs(tokenizer, text, input_ids, labels)
+    if isinstance(runs, str):
+        return [runs]
+    problems = []
+    shown = [text[run[0][0] : run[-1][1]] for run in runs]
+    for run in runs:
+        a, b = run[0][0], run[-1][1]
+        for fa, fb in exp.forbidden:
+            if a < fb and fa < b:
+                problems.append(f"trains another message's text {text[max(a, fa):min(b, fb)]!r} (in run {text[a:b]!r})")
+    spans = [t.span for t in exp.turns if t.status == "rule"]
+    if exp.decidable:
+        if len(runs) != len(spans) or not all(_fits(text, run, span) for run, span in zip(runs, spans)):
+            problems.append(f"trained {shown!r}, the rule trains {[text[a:b] for a, b in spans]!r}")
+        return problems
+    # Weak checks: every decided turn is one of the runs, and every run ends in a stop token.
+    for t in exp.turns:
+        if t.status == "rule" and not any(_fits(text, run, t.span) for run in runs):
+            problems.append(f"turn {t.index}: the rule trains {text[t.span[0]:t.span[1]]!r}, not among {shown!r}")
+    # A stop token, or what ends a decided turn (a header tag: Gemma 4's inline <|tool_response>).
+    ends_of_turns = [tags[-1] for t in exp.turns if t.span and (tags := TAG.findall(text[t.span[0] : t.span[1]]))]
+    eos = [tokenizer.eos_token] if exp.eos_appended else []
+    headers = [tags[0] for h in (exp.stops.headers_before.values() if exp.stops else ()) if (tags := TAG.findall(h))]
+    enders = tuple({*(exp.stops.all if exp.stops else ()), *ends_of_turns, *eos, *headers})
+    for run in shown:
+        if enders and not run.rstrip().endswith(enders):
+            problems.append(f"trained run {run!r} does not end in a stop token {enders}")
+    return problems
