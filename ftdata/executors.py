@@ -21,6 +21,7 @@ import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
 from itertools import chain
 from typing import Any, Protocol, TypeVar
@@ -32,8 +33,9 @@ __all__ = ["IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessEx
 B = TypeVar("B", bound=Sized)
 T = TypeVar("T")
 
-# Records below which engine=processes runs in this process: starting the workers (~2-4 s on
-# two cores) costs more than a few thousand records take (~2,000 records/s per core, alpaca).
+# Records below which engine=processes runs in this process: starting the workers (seconds:
+# each imports ftdata and unpickles the tokenizer) costs more than a few thousand records take
+# in one process (~1,500-2,000 Alpaca records/s on one core).
 IN_PROCESS_BELOW = 5000
 
 
@@ -161,7 +163,12 @@ class ProcessExecutor:
                     pending.append(pool.submit(_call, fn, batch))
                 if not pending:
                     break
-                result = pending.popleft().result()
+                try:
+                    result = pending.popleft().result()
+                except BrokenProcessPool:
+                    raise FtdataError(
+                        "a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local"
+                    ) from None
                 if isinstance(result, _Raised):
                     raise result.error() from None
                 yield result

@@ -59,7 +59,7 @@ class BuildOptions:
         Engine.LOCAL, "where rendering and tokenization run: local (this process) or processes (spawned workers; "
         "inputs under a few thousand records stay local); same output either way"
     )
-    num_workers: int | None = _opt(None, "worker processes for engine=processes; None = one per CPU core")
+    num_workers: int | None = _opt(None, "worker processes for engine=processes (default: one per CPU core)")
     batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
     rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
     cache_dir: str | None = _opt(None, "reuse a build with the same inputs and options from this folder")
