@@ -36,7 +36,7 @@ PREVIEW_FIELDS = (
     "template", "format", "columns", "roles", "reader", "filter", "mask", "system_prompt",
     "system_mode", "mask_reasoning", "chat_template_kwargs", "max_length", "truncation", "on_error",
 )  # fmt: skip
-STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "num_proc")
+STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers")
 BUILD_FIELDS = tuple(FIELDS)
 
 # YAML keys besides the BuildOptions fields.
@@ -59,7 +59,7 @@ def flag_name(name: str) -> str:
 
 def _kind(name: str) -> str:
     """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
-    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "chat_template_kwargs": "json"}
+    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "chat_template_kwargs": "json"}
     if name in special:
         return special[name]
     default = FIELDS[name].default

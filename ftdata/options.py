@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ftdata.errors import ConfigError
+from ftdata.executors import Engine
 from ftdata.formats import FORMATS
 from ftdata.types import MaskPolicy, SystemMode, TruncationPolicy
 
@@ -54,7 +55,11 @@ class BuildOptions:
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
     on_error: Literal["raise", "skip"] = _opt("raise", "malformed records: raise (stop at the first) or skip (reject and go on)")
-    num_proc: int = _opt(1, "worker processes for rendering and tokenization")
+    engine: Engine = _opt(
+        Engine.LOCAL, "where rendering and tokenization run: local (this process) or processes (spawned workers; "
+        "inputs under a few thousand records stay local); same output either way"
+    )
+    num_workers: int | None = _opt(None, "worker processes for engine=processes (default: one per CPU core)")
     batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
     rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
     cache_dir: str | None = _opt(None, "reuse a build with the same inputs and options from this folder")
@@ -77,9 +82,11 @@ class BuildOptions:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {name}={getattr(self, name)!r}")
         if self.packing and self.padding != "none":
             raise ConfigError("packing and padding=max_length conflict: packed rows need no padding; drop one")
-        for name in ("num_proc", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {name}={getattr(self, name)!r}")
+        self.engine = Engine.parse(self.engine)
+        for name in ("num_workers", "batch_size"):
+            value = getattr(self, name)
+            if not (value is None and name == "num_workers") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {name}={value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got seed={self.seed!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
@@ -113,7 +120,7 @@ class BuildOptions:
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """Options that change the output (for the cache key)."""
-        skip = {"num_proc", "batch_size", "rejects_path", "cache_dir"}
+        skip = {"engine", "num_workers", "batch_size", "rejects_path", "cache_dir"}
         out = {}
         for f in fields(self):
             if f.name not in skip:

@@ -9,10 +9,9 @@ file, so a large JSONL never sits in Python objects. Every record that is not ke
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import multiprocessing
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ import numpy as np
 
 from ftdata import safeio
 from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
+from ftdata.executors import executor
 from ftdata.formats import Columns, compile_filter, to_examples
 from ftdata.masking import Masker, Tokenized
 from ftdata.options import BuildOptions
@@ -35,7 +35,7 @@ from ftdata.resources import load_tokenizer
 from ftdata.truncation import truncate
 from ftdata.types import Example
 
-__all__ = ["BuildResult", "Stage", "build_fingerprint", "build_sft_dataset", "prepare"]
+__all__ = ["Batch", "BuildResult", "Stage", "StageSpec", "build_fingerprint", "build_sft_dataset", "prepare", "read_batches"]
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Chunk:
     methods: dict[str, int] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
     formats: dict[str, int] = field(default_factory=dict)
-    records: int = 0  # records that went into the chunk (for progress)
+    records: int = 0  # records read for the chunk, filtered ones included
     groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # record index in the chunk, per sequence
 
 
@@ -145,19 +145,77 @@ def _whole_records(
     return list(np.asarray(ids)[tokens]), list(np.asarray(labels)[tokens]), [lengths[i] for i in keep], [groups[i] for i in keep]
 
 
-# Worker processes get the stage once (fork copies it), then only records travel.
-_WORKER_STAGE: Stage | None = None
+Record = tuple[Location, Any]
 
 
-def _init_worker(stage: Stage) -> None:
-    global _WORKER_STAGE
-    _WORKER_STAGE = stage
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+@dataclass(frozen=True)
+class StageSpec:
+    """What a worker process needs to rebuild the `Stage`: the options and the tokenizer. Picklable.
+
+    A fast tokenizer pickles as its JSON, config and chat template; a prompt template is
+    loaded again from its name or path. The filter stays behind (it runs where records are
+    read), so a lambda filter never has to cross. The compiled stage is built once per process.
+    """
+
+    options: BuildOptions
+    tokenizer: Any
+    stage: Stage | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def create(cls, stage: Stage) -> StageSpec:
+        return cls(dataclasses.replace(stage.options, filter=None), stage.tokenizer, stage)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "tokenizer": self.tokenizer}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in {**state, "stage": None}.items():
+            object.__setattr__(self, name, value)
+
+    def compiled(self) -> Stage:
+        if self.stage is None:
+            object.__setattr__(self, "stage", Stage(self.tokenizer, self.options))
+        return self.stage  # type: ignore[return-value]
 
 
-def _run_worker(records: list[tuple[Location, Any]]) -> Chunk:
-    assert _WORKER_STAGE is not None
-    return _WORKER_STAGE(records)
+@dataclass
+class Batch:
+    """The records of one chunk, and the filter's rejects of the records read with them."""
+
+    records: list[Record] = field(default_factory=list)
+    filtered: list[Reject] = field(default_factory=list)
+    read: int = 0
+
+    def __len__(self) -> int:
+        return self.read
+
+
+def read_batches(source: Any, options: BuildOptions) -> Iterator[Batch]:
+    """The records of `source` (up to `limit`) in batches of `batch_size` kept records.
+
+    The filter runs here, where records are read, never in a worker.
+    """
+    keep = compile_filter(options.filter)
+    batch = Batch()
+    for location, row in islice(read_records(source, reader=options.reader), options.limit):
+        batch.read += 1
+        if keep is not None and not keep(row, location):
+            batch.filtered.append(Reject(str(location), "filter", f"filtered: {options.filter} is false"))
+            continue
+        batch.records.append((location, row))
+        if len(batch.records) == options.batch_size:
+            yield batch
+            batch = Batch()
+    if batch.read:
+        yield batch
+
+
+def _run_stage(spec: StageSpec, batch: Batch) -> Chunk:
+    """One batch through the stage (in this process or a worker); the filter's rejects go first."""
+    chunk = spec.compiled()(batch.records)
+    chunk.rejects[:0] = batch.filtered
+    chunk.records = batch.read
+    return chunk
 
 
 @dataclass
@@ -182,21 +240,6 @@ def build_fingerprint(source: Any, tokenizer: Any, options: BuildOptions) -> str
     return h.hexdigest()[:16]
 
 
-def _chunks(records: Iterator[tuple[Location, Any]], size: int) -> Iterator[list[tuple[Location, Any]]]:
-    while batch := list(islice(records, size)):
-        yield batch
-
-
-def _filtered(records: Iterator[tuple[Location, Any]], options: BuildOptions, sink: RejectsWriter) -> Iterator[tuple[Location, Any]]:
-    keep = compile_filter(options.filter)
-    for location, row in records:
-        sink.report.records += 1
-        if keep is not None and not keep(row, location):
-            sink(Reject(str(location), "filter", f"filtered: {options.filter} is false"))
-            continue
-        yield location, row
-
-
 def prepare(
     source: Any,
     *,
@@ -209,8 +252,9 @@ def prepare(
 
     Same arguments as `build_sft_dataset`; use this when you want the counts. Options come
     as keywords or, already validated, as `build_options` (not both). `progress`, when given,
-    is called after each chunk with the number of records it held (records a `filter`
-    dropped are reported once, at the end), e.g. to advance a progress bar.
+    is called after each chunk with the number of records read for it (filtered ones
+    included), e.g. to advance a progress bar. `engine="processes"` runs the per-record work in
+    `num_workers` spawned processes (see `ftdata.executors`); the output is the same.
     """
     from ftdata import output
 
@@ -238,29 +282,13 @@ def prepare(
     rejects_file = opts.rejects_path or (scratch / output.REJECTS if fingerprint else None)
     sink = RejectsWriter(report, rejects_file)
     report.rejects_path = opts.rejects_path
-    records = _filtered(islice(read_records(source, reader=opts.reader), opts.limit), opts, sink)
+    batches = read_batches(source, opts)
     writer = output.ArrowRows(scratch / "rows.arrow")
-    reported = 0
-
-    def advance(n: int) -> None:
-        nonlocal reported
-        if progress is not None and n > 0:
-            progress(n)
-            reported += n
-
     try:
-        chunks = _chunks(records, opts.batch_size)
-        if opts.num_proc > 1:
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(opts.num_proc, initializer=_init_worker, initargs=(stage,)) as pool:
-                for chunk in pool.imap(_run_worker, chunks):
-                    _collect(chunk, writer, sink)
-                    advance(chunk.records)
-        else:
-            for chunk in map(stage, chunks):
-                _collect(chunk, writer, sink)
-                advance(chunk.records)
-        advance(report.records - reported)  # records the filter dropped
+        for chunk in executor(opts.engine, opts.num_workers).map(_run_stage, StageSpec.create(stage), batches):
+            _collect(chunk, writer, sink)
+            if progress is not None and chunk.records:
+                progress(chunk.records)
     except BaseException:
         sink.abort()
         raise
@@ -282,6 +310,7 @@ def prepare(
 
 def _collect(chunk: Chunk, writer: Any, sink: RejectsWriter) -> None:
     report = sink.report
+    report.records += chunk.records
     writer.write(chunk.ids, chunk.labels, chunk.lengths, chunk.groups)
     for reject in chunk.rejects:
         sink(reject)

@@ -13,22 +13,18 @@ Packing fill uses `packing.plan_bins` on the sequences the configured policy kee
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from typing import Any
 
 import numpy as np
 
-from ftdata.errors import FtdataError, Location
-from ftdata.formats import compile_filter
+from ftdata.errors import FtdataError
+from ftdata.executors import executor
 from ftdata.measure import Inspector, Measured
 from ftdata.packing import PackingStats, packing_stats, plan_bins
-from ftdata.pipeline import Stage
-from ftdata.readers import read_records
+from ftdata.pipeline import Batch, Stage, StageSpec, read_batches
 from ftdata.report import Reject
 from ftdata.truncation import truncate
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
@@ -200,34 +196,21 @@ def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int
 
 # --- collecting --------------------------------------------------------------------------------
 
-def _measure_chunk(inspector: Inspector, records: list[tuple[Location, Any]]) -> tuple[list[RecordStats | Reject], int]:
-    opts = inspector.stage.options
+_INSPECTOR: Inspector | None = None  # of this process's stage, built once
+
+
+def _measure_batch(spec: StageSpec, batch: Batch) -> tuple[list[RecordStats | Reject], int, int]:
+    """A batch's examples reduced to `RecordStats` (or rejects), the records read and filtered out."""
+    global _INSPECTOR
+    if _INSPECTOR is None or _INSPECTOR.stage is not spec.compiled():
+        _INSPECTOR = Inspector(spec.compiled())
+    opts = spec.options
     out: list[RecordStats | Reject] = []
-    for item in inspector.run(records, batch_size=len(records) or 1):
+    for item in _INSPECTOR.run(batch.records, batch_size=len(batch.records) or 1):
         if not isinstance(item, Reject):
             item = summarize(item, max_length=opts.max_length, policy=opts.truncation)
         out.append(item)
-    return out, len(records)
-
-
-# Worker processes get the inspector once (fork copies it), then only records travel.
-_WORKER: Inspector | None = None
-
-
-def _init_worker(inspector: Inspector) -> None:
-    global _WORKER
-    _WORKER = inspector
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
-
-def _run_worker(records: list[tuple[Location, Any]]) -> tuple[list[RecordStats | Reject], int]:
-    assert _WORKER is not None, "_init_worker runs first in every worker"
-    return _measure_chunk(_WORKER, records)
-
-
-def _chunks(records: Iterator[tuple[Location, Any]], size: int) -> Iterator[list[tuple[Location, Any]]]:
-    while batch := list(islice(records, size)):
-        yield batch
+    return out, batch.read, len(batch.filtered)
 
 
 class _Accumulator:
@@ -291,17 +274,6 @@ def _epoch(
     )  # fmt: skip
 
 
-def _records(stage: Stage, source: Any, stats: DataStats) -> Iterator[tuple[Location, Any]]:
-    opts = stage.options
-    keep = compile_filter(opts.filter)
-    for location, row in islice(read_records(source, reader=opts.reader), opts.limit):
-        stats.records += 1
-        if keep is not None and not keep(row, location):
-            stats.filtered += 1
-            continue
-        yield location, row
-
-
 def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None = None) -> DataStats:
     """Measure every record of `source` (up to `limit`) with `stage`'s options.
 
@@ -318,13 +290,14 @@ def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None
         mask=opts.mask.value, max_length=opts.max_length, truncation=opts.truncation.value,
     )  # fmt: skip
     acc = _Accumulator(stats)
-    chunks = _chunks(_records(stage, source, stats), opts.batch_size)
-    inspector = Inspector(stage)
-    for items, n in _run_chunks(inspector, chunks, opts.num_proc):
+    run = executor(opts.engine, opts.num_workers)
+    for items, read, filtered in run.map(_measure_batch, StageSpec.create(stage), read_batches(source, opts)):
+        stats.records += read
+        stats.filtered += filtered
         for item in items:
             acc.add(item)
         if progress is not None:
-            progress(n)
+            progress(read)
     if stats.records == 0:
         raise FtdataError(f"{source}: no records")
     if not acc.columns["total"]:
@@ -332,16 +305,6 @@ def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None
         why = f"; first: {first.location}: {first.reason}" if first else ""
         raise FtdataError(f"no record could be measured ({stats.records} read, {stats.filtered} filtered){why}")
     return acc.finish(max_length=opts.max_length, seed=opts.seed, test_size=opts.test_size)
-
-
-def _run_chunks(
-    inspector: Inspector, chunks: Iterable[list[tuple[Location, Any]]], num_proc: int
-) -> Iterator[tuple[list[RecordStats | Reject], int]]:
-    if num_proc <= 1:
-        yield from (_measure_chunk(inspector, chunk) for chunk in chunks)
-        return
-    with multiprocessing.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(inspector,)) as pool:
-        yield from pool.imap(_run_worker, chunks)
 
 
 __all__ = ["DataStats", "Epoch", "PolicyOutcome", "RecordStats", "collect", "describe", "histogram", "summarize"]

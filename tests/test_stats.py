@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from support import tokenizer
-from ftdata import prepare
+from ftdata import executors, prepare
 from ftdata.errors import FtdataError, Location, RecordError
 from ftdata.masking import Tokenized
 from ftdata.measure import Measured
@@ -96,11 +96,12 @@ def test_collect_counts_responses_apart_from_trained_tokens_for_other_masks() ->
     assert int(everything.response[0]) == int(every.trained[0])
 
 
-def test_collect_epoch_with_test_split_and_workers() -> None:
+def test_collect_epoch_with_test_split_and_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executors, "IN_PROCESS_BELOW", 0)  # a pool even for 30 records
     smol = tokenizer(None)
     rows = ROWS[:3] * 10
     one = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=0.2, batch_size=4)))
-    two = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=0.2, batch_size=4, num_proc=2)))
+    two = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=0.2, batch_size=4, engine="processes", num_workers=2)))
     assert one.to_dict() == two.to_dict()
     assert one.epoch is not None and one.epoch.train_fraction == 0.8 and one.epoch.sequences == 24
     counted = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=6)))

@@ -1,0 +1,135 @@
+"""engine=processes gives what engine=local gives: the same rows, labels, rejects file, report and errors.
+
+Every test forces the pool with `IN_PROCESS_BELOW = 0` (a real input this small would stay in
+process) and a small batch size, so the records cross several workers and batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from support import DATASETS
+from ftdata import executors, prepare
+from ftdata.cli import app
+from ftdata.errors import ConfigError, RecordError
+from ftdata.executors import LocalExecutor, ProcessExecutor
+from ftdata.options import BuildOptions
+
+ALPACA = DATASETS / "alpaca" / "llamafactory_alpaca_en_demo.json"
+
+
+@pytest.fixture(autouse=True)
+def always_a_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executors, "IN_PROCESS_BELOW", 0)
+
+
+def both_engines(source: Any, tmp_path: Path, **options: Any) -> dict[str, tuple[dict, str, dict]]:
+    """{engine: (rows, rejects file text, report)} of the same build under each engine."""
+    out = {}
+    for engine in ("local", "processes"):
+        rejects = tmp_path / f"{engine}.jsonl"
+        result = prepare(source, engine=engine, num_workers=2, rejects_path=str(rejects), **options)
+        report = result.report.to_dict()
+        for volatile in ("seconds", "rejects_path"):
+            report.pop(volatile)
+        out[engine] = (result.dataset.to_dict(), rejects.read_text(encoding="utf-8"), report)
+    return out
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_processes_equal_local_on_a_real_file(tmp_path: Path, smol, packing: bool) -> None:
+    runs = both_engines(
+        ALPACA, tmp_path, tokenizer=smol, template="alpaca", max_length=192, limit=300, batch_size=32, packing=packing
+    )
+    assert runs["processes"] == runs["local"]
+    rows, rejects, report = runs["local"]
+    assert report["records"] == 300 and sum(report["cut"].values()) > 0  # cut records crossed the workers too
+    assert len(rejects.splitlines()) == sum(report["cut"].values()) + sum(report["rejected"].values())
+    assert ("position_ids" in rows) == packing
+
+
+RECORDS = [
+    {"instruction": "Say hi.", "output": "Hi."},
+    {"instruction": "skip me", "output": "never built"},  # filtered
+    {"instruction": "Name a colour.", "output": ""},  # rejected: empty response
+    {"instruction": "Repeat: " + "abc " * 40, "output": "ok"},  # cut: prompt trimmed to fit
+    {"question": "2+2?"},  # malformed: no answer (skipped with on_error=skip)
+    {"instruction": "Count to three.", "output": "1, 2, 3."},
+    {"instruction": "Last one.", "output": "Done."},
+]
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_processes_equal_local_on_rejected_cut_and_filtered_records(tmp_path: Path, char_tok, packing: bool) -> None:
+    runs = both_engines(
+        RECORDS, tmp_path, tokenizer=char_tok, template="alpaca", max_length=200, batch_size=2, packing=packing,
+        on_error="skip", filter="instruction is not defined or instruction != 'skip me'",
+    )  # fmt: skip
+    assert runs["processes"] == runs["local"]
+    rows, rejects, report = runs["local"]
+    assert [(r["location"], r["stage"], r["kept"]) for r in map(json.loads, rejects.splitlines())] == [
+        ("<records>[1]", "filter", False), ("<records>[2]", "format", False),  # batch 1: records 0, 2
+        ("<records>[4]", "format", False), ("<records>[3]", "truncate", True),  # batch 2: records 3, 4
+    ]  # fmt: skip
+    assert (report["records"], report["sequences"], report["filtered"]) == (7, 4, 1)
+    assert len(rows["input_ids"]) == 4 and ("position_ids" in rows) == packing  # ~150-200 tokens each: one per row
+
+
+def test_a_bad_record_raises_the_same_error_under_both_engines(tmp_path: Path, char_tok) -> None:
+    # Line 3 is malformed; line 6 is broken JSON, read (by the pool's read-ahead) before line 3's
+    # batch comes back: the error is still line 3's, as in a local run.
+    lines = [json.dumps(r) for r in (RECORDS[0], RECORDS[5], {"question": "2+2?"}, RECORDS[6], RECORDS[0])] + ["{oops"]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    errors = {}
+    for engine in ("local", "processes"):
+        with pytest.raises(RecordError) as caught:
+            prepare(data, tokenizer=char_tok, template="alpaca", batch_size=2, engine=engine, num_workers=2)
+        errors[engine] = (type(caught.value), str(caught.value), caught.value.location, caught.value.field)
+    assert errors["processes"] == errors["local"]
+    assert errors["local"][1].startswith(f"{data}:3: ")
+
+
+def test_cli_prints_the_worker_error_as_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([RECORDS[0], RECORDS[5], {"question": "2+2?"}]), encoding="utf-8")
+    runner = CliRunner()
+    outputs = {}
+    for engine in ("local", "processes"):
+        args = ["build", str(data), "-o", str(tmp_path / engine), "--template", "alpaca", "--batch-size", "1"]
+        result = runner.invoke(app, [*args, "--engine", engine, "--num-workers", "2", "--no-cache"])
+        outputs[engine] = (result.exit_code, result.stderr)
+    assert outputs["processes"] == outputs["local"]
+    exit_code, stderr = outputs["local"]
+    assert exit_code == 4 and stderr.count("\n") == 1 and f"{data}[2]" in stderr and "Traceback" not in stderr
+
+
+def test_engine_typo_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^engine must be one of local, processes, got engine='proceses'$"):
+        BuildOptions(engine="proceses")
+    with pytest.raises(ConfigError, match=r"^num_workers must be an integer >= 1, got num_workers=0$"):
+        BuildOptions(engine="processes", num_workers=0)
+    result = CliRunner().invoke(app, ["stats", str(ALPACA), "--engine", "proceses"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith("engine must be one of local, processes, got engine='proceses'")
+
+
+def _pid(spec: Any, batch: list[int]) -> tuple[int, int]:
+    return os.getpid(), sum(batch) + spec
+
+
+def test_small_inputs_stay_in_process_and_results_keep_batch_order() -> None:
+    batches = [[i, i] for i in range(6)]
+    local = list(LocalExecutor().map(_pid, 100, batches))
+    assert [s for _, s in local] == [100, 102, 104, 106, 108, 110]
+    stays = list(ProcessExecutor(2, in_process_below=13).map(_pid, 100, batches))
+    assert stays == local  # 12 records < 13: no pool, this process
+    pooled = list(ProcessExecutor(2, in_process_below=12).map(_pid, 100, batches))
+    assert [s for _, s in pooled] == [s for _, s in local]
+    assert os.getpid() not in {pid for pid, _ in pooled}
