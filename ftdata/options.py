@@ -114,6 +114,8 @@ class BuildOptions:
         """Build from keyword options, rejecting unknown names with the valid list."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
+        if "num_proc" in unknown:
+            raise ConfigError("num_proc was replaced by engine and num_workers: use engine='processes', num_workers=N")
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
         return cls(**values)

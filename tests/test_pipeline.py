@@ -126,6 +126,11 @@ def test_unknown_option_lists_valid_ones(char_tok):
         build_sft_dataset([{"instruction": "a", "output": "b"}], tokenizer=char_tok, max_len=5)
 
 
+def test_the_removed_num_proc_option_says_what_replaced_it(char_tok):
+    with pytest.raises(FtdataError, match="num_proc was replaced by engine and num_workers: use engine='processes'"):
+        build_sft_dataset([{"instruction": "a", "output": "b"}], tokenizer=char_tok, num_proc=2)
+
+
 def test_cache_reuses_a_build(tmp_path, smol):
     kw = dict(tokenizer=smol, template="alpaca", limit=20, cache_dir=str(tmp_path))
     first = prepare(ALPACA, **kw)
