@@ -332,12 +332,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: see `read_yaml`.
     """
-    path = Path(path)
-    values = _resolve_paths(read_yaml(path), path.parent)
-    nested = values.get(NESTED_KEY)
-    if isinstance(nested, dict):
-        values[NESTED_KEY] = _resolve_paths(nested, path.parent)
-    return values
+    return resolve_paths(read_yaml(path), Path(path).parent)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -385,8 +380,14 @@ def check_type(origin: str | Path, key: str, value: Any) -> None:
         raise ConfigError(f"{origin}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
 
 
-def _resolve_paths(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
-    return {key: _resolve_path(key, value, base) for key, value in values.items()}
+def resolve_paths(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """`values` with the relative paths of the keys `load_config_file` names (also inside a
+    `data_options:` mapping) taken against `base`; with `base=Path.cwd()`, made absolute."""
+    out = {key: _resolve_path(key, value, base) for key, value in values.items()}
+    nested = out.get(NESTED_KEY)
+    if isinstance(nested, Mapping):
+        out[NESTED_KEY] = {key: _resolve_path(key, value, base) for key, value in nested.items()}
+    return out
 
 
 def _resolve_path(key: str, value: Any, base: Path) -> Any:
