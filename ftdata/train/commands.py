@@ -20,7 +20,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ftdata.cli_options import FIELDS as BUILD_FIELDS
-from ftdata.cli_options import Flag, build_flag, check_code_reader, load_config_file, parse_data_options, with_flags
+from ftdata.cli_options import Flag, build_flag, parse_data_options, with_flags
+from ftdata.config_files import check_code_reader, load_config_file
 from ftdata.errors import ConfigError
 from ftdata.train.config import FLAT_DATA_KEYS, TrainConfig, field_help
 
@@ -165,8 +166,8 @@ def train_from_flags(
 
 def _check_output_dir(value: str | None) -> None:
     """`-o limit=20` meant `--data-option limit=20` before `-o` became --output-dir."""
-    key = (value or "").partition("=")[0]
-    if "=" in (value or "") and key in BUILD_FIELDS:
+    key, sep, _ = (value or "").partition("=")
+    if sep and key in BUILD_FIELDS:
         raise ConfigError(
             f"-o is --output-dir, the folder of the runs, got -o {value!r}; for a data option write --data-option {value}"
         )

@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 
 from ftdata.cli_options import FIELDS as BUILD_FIELDS
-from ftdata.cli_options import check_names, check_type, load_config_file, read_yaml, resolve_paths
+from ftdata.cli_options import check_type
+from ftdata.config_files import check_names, load_config_file, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions
 from ftdata.types import _Choice

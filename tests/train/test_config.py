@@ -186,6 +186,23 @@ def test_relative_paths_in_a_yaml_file_are_relative_to_it(tmp_path: Path, monkey
                                                    "rejects_path": "configs/rejects.jsonl"}  # fmt: skip
 
 
+def test_a_saved_config_holds_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's config.yaml means the same read from anywhere (--resume, ftdata eval)."""
+    (tmp_path / "d.json").write_text("[]")
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(data="d.json", model="smollm2", data_options={"template": "alpaca", "rejects_path": "r.jsonl"})
+    (tmp_path / "run").mkdir()
+    cfg.to_yaml(tmp_path / "run" / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (saved["data"], saved["output_dir"], saved["model"]) == (str(tmp_path / "d.json"), str(tmp_path / "runs"), "smollm2")
+    assert (saved["data_options"]["template"], saved["data_options"]["rejects_path"]) == ("alpaca", str(tmp_path / "r.jsonl"))
+    monkeypatch.chdir(tmp_path / "run")
+    again = TrainConfig.from_yaml("config.yaml")
+    assert (again.data, again.output_dir, again.data_options.rejects_path) == (
+        str(tmp_path / "d.json"), str(tmp_path / "runs"), str(tmp_path / "r.jsonl"),
+    )  # fmt: skip
+
+
 def test_changed_options_compares_the_data_options_that_shape_the_rows() -> None:
     before = TrainConfig(lora_r=8, data_options={"max_length": 64})
     after = TrainConfig(lora_r=4, data_options={"max_length": 512, "num_proc": 2})
