@@ -9,6 +9,7 @@ directory: `data: train.jsonl` in `configs/run.yaml` is `configs/train.jsonl`.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def _resolve_path(key: str, value: Any, base: Path) -> Any:
     if path.is_absolute():
         return str(path)
     if key in _PATH_ALWAYS or (base / path).exists():
-        return str(base / path)
+        return os.path.normpath(base / path)  # examples/../runs -> runs
     return value
 
 

@@ -180,6 +180,8 @@ def test_relative_paths_in_a_yaml_file_are_relative_to_it(tmp_path: Path, monkey
     assert (cfg.data, cfg.output_dir, cfg.model) == ("configs/d.json", "configs/runs", "smollm2")  # smollm2: no such file
     opts = cfg.data_options
     assert (opts.template, opts.rejects_path, opts.cache_dir) == ("configs/my.jinja", "configs/rejects.jsonl", "configs/cache")
+    (folder / "up.yaml").write_text("output_dir: ../runs\n")
+    assert TrainConfig.from_yaml("configs/up.yaml").output_dir == "runs"  # normalised, not configs/../runs
     # The reader of `ftdata build --config` resolves the same keys the same way.
     (folder / "b.yaml").write_text("data: d.json\ntemplate: my.jinja\nrejects_path: rejects.jsonl\n")
     assert read_config(Path("configs/b.yaml")) == {"data": "configs/d.json", "template": "configs/my.jinja",
