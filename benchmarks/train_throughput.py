@@ -79,7 +79,7 @@ def one_run(model: str | None, data: Path, *, packing: bool, args: argparse.Name
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     cfg = TrainConfig(
-        model=model, data=str(data), template="alpaca", max_length=args.max_length, packing=packing,
+        model=model, data=str(data), data_options={"template": "alpaca", "max_length": args.max_length, "packing": packing},
         quantization=quantization, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
         logging_steps=1, save_strategy="no", output_dir=str(out), run_name=f"{'packed' if packing else 'padded'}",
         warmup_steps=0,

@@ -1,9 +1,12 @@
-"""The CLI and YAML spelling of the data options: flags generated from `BuildOptions` fields.
+"""The CLI and YAML spelling of options: flags generated from dataclass fields, parsed once.
 
 Every `BuildOptions` field is a flag (`max_length` -> `--max-length`) and a YAML key
 (`max_length:`), with the help text of the field's metadata, so the three spellings (Python
 keyword, flag, YAML key) never drift apart. A `--config` YAML file gives values; flags given
-on the command line win over it; `BuildOptions` validates the result once.
+on the command line win over it; `BuildOptions` validates the result once. `ftdata train`
+makes its flags with the same `Flag` generator and reads its YAML with the same
+`ftdata.config_files.load_config_file`, so a flag parses, and a relative path in a config file
+resolves, the same way in every command.
 
     ftdata build data.json -o out --config build.yaml --max-length 512
     # build.yaml: {template: alpaca, max_length: 1024, packing: true}
@@ -23,6 +26,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
+from ftdata.config_files import check_code_reader, check_names, load_config_file
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions
 
@@ -46,10 +50,6 @@ EXTRA_KEYS = {
     "output": "build only: output folder (-o)",
     "output_format": "build only: arrow, parquet or jsonl (--output-format)",
 }
-# Keys whose relative paths are taken relative to the YAML file (when the file exists there,
-# for the first group: "smollm2" or a hub id is not a path).
-_PATH_IF_EXISTS = ("data", "tokenizer", "template")
-_PATH_ALWAYS = ("output", "rejects_path", "cache_dir")
 
 
 def flag_name(name: str) -> str:
@@ -77,55 +77,81 @@ def _help(name: str) -> str:
     return text
 
 
-def _parameter(name: str) -> inspect.Parameter:
-    """A keyword-only Typer option for field `name`, defaulting to None ("not given")."""
-    kind = _kind(name)
-    flag = flag_name(name)
-    help_text = _help(name)
-    option: Any
-    if kind == "bool":
-        option = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, rich_help_panel=PANEL, show_default=False)
-        annotation: Any = Annotated[Optional[bool], option]
-    elif kind == "pairs":
-        option = typer.Option(flag, help=help_text, metavar="KEY=VALUE", rich_help_panel=PANEL, show_default=False)
+_METAVARS = {"int": "INTEGER", "float": "NUMBER", "number": "N|FRACTION", "json": "JSON", "pairs": "KEY=VALUE", "text": "TEXT"}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One generated command-line option: the field it sets (`max_length` -> `--max-length`),
+    how its text parses (`kind`: bool, int, float, number, pairs, json or text) and its help.
+
+    Every kind but bool and pairs reaches the command as text and is parsed by `parse_value`,
+    so a bad value is a one-line `ConfigError` that names the flag, never a usage box.
+    """
+
+    name: str
+    kind: str
+    help: str
+    panel: str = PANEL
+    short: str | None = None
+    metavar: str | None = None
+
+
+def build_flag(name: str, *, panel: str = PANEL) -> Flag:
+    """The flag of `BuildOptions` field `name`."""
+    return Flag(name, _kind(name), _help(name), panel)
+
+
+def _parameter(flag: Flag) -> inspect.Parameter:
+    """A keyword-only Typer option for `flag`, defaulting to None ("not given")."""
+    decls = [flag_name(flag.name), *([flag.short] if flag.short else [])]
+    common: dict[str, Any] = {"help": flag.help, "rich_help_panel": flag.panel, "show_default": False}
+    annotation: Any
+    if flag.kind == "bool":
+        option = typer.Option(f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:], **common)
+        annotation = Annotated[Optional[bool], option]
+    elif flag.kind == "pairs":
+        option = typer.Option(*decls, metavar="KEY=VALUE", **common)
         annotation = Annotated[Optional[list[str]], option]
-    elif kind == "int":
-        option = typer.Option(flag, help=help_text, rich_help_panel=PANEL, show_default=False)
-        annotation = Annotated[Optional[int], option]
     else:
-        metavar = {"number": "N|FRACTION", "json": "JSON"}.get(kind, "TEXT")
-        option = typer.Option(flag, help=help_text, metavar=metavar, rich_help_panel=PANEL, show_default=False)
+        option = typer.Option(*decls, metavar=flag.metavar or _METAVARS[flag.kind], **common)
         annotation = Annotated[Optional[str], option]
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    return inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 
-def with_build_options(names: Sequence[str]) -> Callable[[F], F]:
-    """Decorate a Typer command so it also takes `--flag`s for the BuildOptions `names`.
+def with_flags(flags: Sequence[Flag], *, into: str = "options") -> Callable[[F], F]:
+    """Decorate a Typer command so it also takes the generated `flags`.
 
-    The command declares an `options: dict[str, Any]` parameter; it receives the flags that
-    were given, converted to Python values (`--columns output=answer` -> {"output": "answer"}).
+    The command declares a parameter named `into` (a `dict[str, Any]`); it receives the flags
+    that were given, parsed (`--columns output=answer` -> {"columns": {"output": "answer"}}).
     """
 
     def decorate(func: F) -> F:
         signature = inspect.signature(func)
         hints = typing.get_type_hints(func, include_extras=True)
-        own = [
-            p.replace(annotation=hints.get(p.name, p.annotation))
-            for p in signature.parameters.values()
-            if p.name != "options"
-        ]
-        params = own + [_parameter(name) for name in names]
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values() if p.name != into]
+        params = own + [_parameter(flag) for flag in flags]
+        kinds = {flag.name: flag.kind for flag in flags}
 
         @functools.wraps(func)
         def command(**kwargs: Any) -> Any:
-            given = {name: kwargs.pop(name) for name in names}
-            return func(**kwargs, options=convert_flags(given))
+            given = {name: kwargs.pop(name) for name in kinds}
+            return func(**kwargs, **{into: convert_flags(given, kinds=kinds)})
 
         command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command  # type: ignore[return-value]
 
     return decorate
+
+
+def with_build_options(names: Sequence[str]) -> Callable[[F], F]:
+    """Decorate a Typer command so it also takes `--flag`s for the BuildOptions `names`.
+
+    The command declares an `options: dict[str, Any]` parameter; it receives the flags that
+    were given, converted to Python values (`--columns output=answer` -> {"columns": {"output": "answer"}}).
+    """
+    return with_flags([build_flag(name) for name in names])
 
 
 _PAIR_EXAMPLES = {"roles": "narrator=assistant", "columns": "output=answer"}
@@ -177,49 +203,97 @@ def parse_json_object(text: str, *, name: str) -> dict[str, Any]:
     return value
 
 
-def convert_flags(given: Mapping[str, Any]) -> dict[str, Any]:
-    """Flags that were given (not None), as BuildOptions values."""
+def parse_bool(text: str, *, name: str) -> bool:
+    """`"true"` -> True, `"no"` -> False (YAML's spellings)."""
+    value = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    key = text.strip().lower()
+    if key not in value:
+        raise ConfigError(f"{name} must be true or false, got {name}={text!r}")
+    return value[key]
+
+
+def _parse_scalar(text: str, kind: type, *, name: str, what: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{flag_name(name)} takes {what}; got {text!r}") from None
+
+
+def parse_value(name: str, value: str | Sequence[str], *, kind: str | None = None) -> Any:
+    """Command-line text -> the option's value (`kind` defaults to the BuildOptions field's).
+
+    One parser per kind, shared by `ftdata build --max-length 512`, `ftdata train
+    --max-length 512` and `ftdata train --data-option max_length=512`, so a bad value gives
+    the same one-line message in all three.
+
+    Raises:
+        ConfigError: the text does not parse, naming the flag and echoing the text.
+    """
+    kind = kind or _kind(name)
+    if kind == "pairs":
+        return parse_pairs([value] if isinstance(value, str) else value, name=name)
+    text = value if isinstance(value, str) else ",".join(value)
+    if kind == "bool":
+        return parse_bool(text, name=name)
+    if kind == "int":
+        return _parse_scalar(text, int, name=name, what="a whole number")
+    if kind == "float":
+        return _parse_scalar(text, float, name=name, what="a number")
+    if kind == "number":
+        return parse_number(text, name=name)
+    if kind == "json":
+        return parse_json_object(text, name=name)
+    return text
+
+
+def convert_flags(given: Mapping[str, Any], *, kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Flags that were given (not None), as option values; `kinds` defaults to BuildOptions'."""
     out: dict[str, Any] = {}
     for name, value in given.items():
-        if value is None or (_kind(name) == "pairs" and not value):
+        kind = kinds[name] if kinds is not None else _kind(name)
+        if value is None or (kind == "pairs" and not value):
             continue
-        if _kind(name) == "pairs":
-            value = parse_pairs(value, name=name)
-        elif _kind(name) == "number":
-            value = parse_number(value, name=name)
-        elif _kind(name) == "json":
-            value = parse_json_object(value, name=name)
-        out[name] = value
+        out[name] = value if kind in ("bool", "text") else parse_value(name, value, kind=kind)
+    return out
+
+
+def parse_data_options(items: Sequence[str], *, flag: str = "--data-option") -> dict[str, Any]:
+    """`["max_length=512", "columns=output=answer"]` -> {"max_length": 512, "columns": {"output": "answer"}}.
+
+    Each KEY must be a BuildOptions field and each VALUE parses as that field's own flag does.
+
+    Raises:
+        ConfigError: an item without `=`, an unknown KEY (with the closest name), or a VALUE
+            that does not parse.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE, e.g. {flag} max_length=512; got {item!r}")
+        check_names([key], FIELDS, origin=flag)
+        parsed = parse_value(key, value)
+        out[key] = {**out.get(key, {}), **parsed} if _kind(key) == "pairs" else parsed  # pairs repeat, as flags do
     return out
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """Read a YAML config: BuildOptions fields plus `EXTRA_KEYS`; relative paths resolve
-    against the config file's folder.
+    """Read a data-command YAML config: BuildOptions fields plus `EXTRA_KEYS`; relative paths
+    resolve against the config file's folder (see `load_config_file`).
 
     Raises:
-        ConfigError: unreadable file, invalid YAML, not a mapping, or an unknown key.
+        ConfigError: unreadable file, invalid YAML, not a mapping, an unknown key or a value
+            of the wrong type.
     """
-    from ftdata.limits import load_yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start}); save the config as UTF-8") from None
-    values = load_yaml(text, source=str(path))
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of option: value, got {type(values).__name__}")
+    values = load_config_file(path)
     valid = set(FIELDS) | set(EXTRA_KEYS)
     unknown = sorted(str(k) for k in values if k not in valid)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
     for key, value in values.items():
-        _check_type(path, key, value)
-    return {key: _resolve_path(key, value, path.parent) for key, value in values.items()}
+        check_type(path, key, value)
+    return values
 
 
 _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -232,7 +306,7 @@ _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def _check_type(path: Path, key: str, value: Any) -> None:
+def check_type(origin: str | Path, key: str, value: Any) -> None:
     """A YAML value must have its option's type: `packing: 'false'` is a string, not false.
 
     Raises:
@@ -246,18 +320,7 @@ def _check_type(path: Path, key: str, value: Any) -> None:
     if ok and kind == "pairs":
         ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
     if not ok:
-        raise ConfigError(f"{path}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
-
-
-def _resolve_path(key: str, value: Any, base: Path) -> Any:
-    if not isinstance(value, str) or key not in (*_PATH_IF_EXISTS, *_PATH_ALWAYS):
-        return value
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        return str(path)
-    if key in _PATH_ALWAYS or (base / path).exists():
-        return str(base / path)
-    return value
+        raise ConfigError(f"{origin}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
 
 
 @dataclass
@@ -300,13 +363,8 @@ def resolve(
     if data is None:
         raise ConfigError("no input: give DATA (a file, a dataset folder or a cached hub id) or data: in --config")
     merged = {**(overrides or {}), **values, **flags}
-    reader = merged.get("reader")
-    if isinstance(reader, str) and ":" in reader and not allow_code:
-        origin = f"reader: in {config}" if "reader" not in flags else "--reader"
-        raise ConfigError(
-            f"{origin} names Python code ({reader!r}), which ftdata runs only with --allow-code; "
-            "add --allow-code if you trust that code, or use a built-in reader (json, jsonl, csv, parquet, hf)"
-        )
+    origin = f"reader: in {config}" if "reader" not in flags else "--reader"
+    check_code_reader(merged.get("reader"), origin=origin, allow_code=allow_code)
     tok = None if tokenizer is None else str(tokenizer)
     return Settings(str(data), tok, BuildOptions.from_mapping(merged), extras, trust_remote_code=trust_remote_code)
 

@@ -4,21 +4,39 @@ The same names work in three places: keyword arguments of `TrainConfig(...)`, ke
 file (`ftdata train --config run.yaml`), and CLI flags (`--lora-r 16`). Each field carries its
 help text in `metadata["help"]`; the CLI and `docs/training.md` read it from there.
 
+The data options are not copied here: `data_options` is a `BuildOptions`, the options of
+`ftdata build`, with its names, types and checks. In YAML they sit under `data_options:`; the
+five that have their own `train` flags (`FLAT_DATA_KEYS`: `template`, `max_length`, `packing`,
+`test_size`, `seed`) may also be written at the top level:
+
+    data: alpaca.json
+    max_length: 512                     # the same as data_options: {max_length: 512}
+    data_options: {mask: last_assistant, limit: 1000}
+
 This module imports neither torch nor transformers, so loading and validating a config is
 instant; scheduler and optimizer names are checked when the trainer is built.
 """
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ftdata.cli_options import FIELDS as BUILD_FIELDS
+from ftdata.cli_options import check_type
+from ftdata.config_files import check_names, load_config_file, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
+from ftdata.options import BuildOptions
 from ftdata.types import _Choice
+
+__all__ = ["FLAT_DATA_KEYS", "Interval", "Precision", "Quantization", "TrainConfig", "read_yaml"]
+
+# Data options with their own `train` flags (`--max-length`), also written flat in a YAML config.
+FLAT_DATA_KEYS = ("template", "max_length", "packing", "test_size", "seed")
 
 
 class Quantization(_Choice):
@@ -54,10 +72,7 @@ class Interval(_Choice):
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     """A dataclass field with its help text (and optional CLI hints) in the metadata."""
-    meta = {"help": help, **extra}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
@@ -65,9 +80,9 @@ class TrainConfig:
     """Options of one fine-tuning run. Validated (and strings converted to enums) on creation.
 
     Example:
-        >>> cfg = TrainConfig(data="alpaca.json", template="alpaca", max_steps=50)
-        >>> cfg.quantization
-        <Quantization.NF4: '4bit'>
+        >>> cfg = TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=50)
+        >>> cfg.quantization, cfg.data_options.max_length
+        (<Quantization.NF4: '4bit'>, 2048)
     """
 
     # --- model -----------------------------------------------------------------------------
@@ -80,34 +95,21 @@ class TrainConfig:
     tokenizer: str | None = _opt(
         None, "Tokenizer folder. Default: the model's own tokenizer.", group="model"
     )
-    # --- data (names and meaning as in ftdata.build_sft_dataset) ---------------------------
+    # --- data ------------------------------------------------------------------------------
     data: str | None = _opt(
         None,
         "Training data: any file or folder `ftdata build` reads (passed to build_sft_dataset as "
-        "`source`), or a dataset folder written by `ftdata build` / `save_to_disk`.",
+        "`source`), or a dataset folder written by `ftdata build` / `save_to_disk` (trained as built).",
         group="data",
     )
-    template: str | None = _opt(
-        None,
-        "Prompt template (alpaca, instruction-response, question-answer, or a .jinja file). "
-        "Default: the tokenizer's chat template.",
-        group="data",
-    )
-    max_length: int = _opt(2048, "Longest token sequence (and packed row length).", group="data")
-    packing: bool = _opt(
-        False, "Pack several records per row (position_ids restart; trained padding-free).", group="data"
-    )
-    test_size: float | None = _opt(
-        None,
-        "Hold out a test split: a fraction in (0, 1) or a record count >= 1. Enables eval loss, "
-        "perplexity and `ftdata eval`.",
-        group="data",
-    )
-    data_options: dict[str, Any] = _opt(
-        {},
-        "Other build_sft_dataset options, e.g. {mask: last_assistant, truncation: keep_end}. "
-        "CLI: --data-option KEY=VALUE (repeatable; VALUE is parsed as YAML).",
-        group="data",
+    data_options: BuildOptions = field(
+        default_factory=BuildOptions,
+        metadata={
+            "help": "The options of `ftdata build` (BuildOptions: same names, types and checks), e.g. "
+            "{mask: last_assistant, limit: 1000}. CLI: --data-option KEY=VALUE (-D, repeatable; VALUE "
+            "as the build flag --KEY takes it).",
+            "group": "data",
+        },
     )
     # --- adapter and quantization ----------------------------------------------------------
     lora: bool = _opt(True, "Train a LoRA adapter. --no-lora trains every weight (needs --quantization none).",
@@ -161,7 +163,6 @@ class TrainConfig:
     group_by_length: bool = _opt(
         False, "Sample rows of similar length together (less padding; not with packing).", group="train"
     )
-    seed: int = _opt(42, "Seed of the data split, the LoRA init and the data order.", group="train")
     # --- evaluation, logging, checkpoints --------------------------------------------------
     eval_strategy: Interval = _opt(
         Interval.EPOCH, "When to compute eval loss: no, steps, epoch (needs --test-size).", group="schedule",
@@ -182,12 +183,13 @@ class TrainConfig:
         group="schedule",
     )
     # --- outputs ---------------------------------------------------------------------------
-    output_dir: str = _opt("runs", "Parent folder of the run folders.", group="output")
+    output_dir: str = _opt("runs", "Parent folder of the run folders (-o on the command line).", group="output")
     run_name: str | None = _opt(None, "Run folder name. Default: a timestamp such as 20250101-120000.",
                                 group="output")
     merge: bool = _opt(False, "Also save the base model with the adapter merged in (merged/).", group="output")
 
     def __post_init__(self) -> None:
+        self.data_options = _data_options(self.data_options)
         self.quantization = Quantization.parse(self.quantization, name="quantization")  # type: ignore[assignment]
         self.precision = Precision.parse(self.precision, name="precision")  # type: ignore[assignment]
         for name in ("eval_strategy", "logging_strategy", "save_strategy"):
@@ -196,69 +198,118 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be one of no, steps, epoch; got {name}='best'")
             setattr(self, name, value)
         self.target_modules = _modules(self.target_modules)
-        self.test_size = _test_size(self.test_size)
-        if not isinstance(self.data_options, dict):
-            raise ConfigError(f"data_options must be a mapping, got data_options={self.data_options!r}")
         _check_numbers(self)
         _check_combinations(self)
 
+    @property
+    def seed(self) -> int:
+        """The run's one seed, `data_options.seed`: it splits, shuffles and packs the data and
+        also seeds the LoRA init and the order of the training rows."""
+        return self.data_options.seed
+
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], *, origin: str = "config") -> TrainConfig:
+    def from_mapping(cls, values: Mapping[str, Any], *, origin: str = "config") -> TrainConfig:
         """Build a config from a dict (YAML document, CLI flags); unknown keys are errors.
 
         Raises:
             ConfigError: an unknown key (with the closest valid name) or a bad value.
         """
-        if not isinstance(values, dict):
-            raise ConfigError(f"{origin} must be a mapping of option: value, got {type(values).__name__}")
-        names = [f.name for f in fields(cls)]
-        for key in values:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean {close[0]}?)" if close else f"; valid options: {', '.join(names)}"
-                raise ConfigError(f"{origin}: unknown option {key!r}{hint}")
-        return cls(**values)
+        return cls.from_layers((origin, values))
+
+    @classmethod
+    def from_layers(cls, *layers: tuple[str, Mapping[str, Any]]) -> TrainConfig:
+        """Build a config from `(origin, mapping)` layers, later ones winning (defaults <- YAML
+        <- flags). Each layer is checked on its own, so an error names where it came from; data
+        options merge key by key (a flag `--max-length` keeps the file's `data_options: {mask: ...}`).
+
+        Raises:
+            ConfigError: an unknown key (with the closest valid name), a data option set twice
+                in one layer, or a bad value.
+        """
+        merged: dict[str, Any] = {}
+        data: dict[str, Any] = {}
+        for origin, values in layers:
+            layer = normalize(values, origin=origin)
+            data.update(layer.pop("data_options"))
+            merged.update(layer)
+        return cls(**merged, data_options=data)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Load a YAML file of options; `overrides` (e.g. CLI flags) win over the file.
+        """Load a YAML config file (relative paths in it are relative to its folder, as in every
+        ftdata config); `overrides` (e.g. CLI flags) win over the file.
 
         Raises:
             ConfigError: the file is missing, is not valid YAML, or holds a bad option.
         """
-        values = read_yaml(path)
-        values.update(overrides)
-        return cls.from_mapping(values, origin=str(path))
+        return cls.from_layers((str(path), load_config_file(path)), ("overrides", overrides))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, YAML/JSON-safe dict (enums as their string values)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, _Choice):
-                out[key] = value.value
-        return out
+        """Plain, YAML/JSON-safe dict (enums as their string values, every data option nested)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     def to_yaml(self, path: str | Path) -> None:
-        """Write the config as YAML (the run folder keeps one for `--resume`)."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        """Write the config as YAML (the run folder keeps one for `--resume`). Paths are written
+        absolute: a config file's relative paths would be read relative to the file."""
+        values = resolve_paths(self.to_dict(), Path.cwd())
+        Path(path).write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping of options.
+def normalize(values: Mapping[str, Any], *, origin: str) -> dict[str, Any]:
+    """One layer of options (a YAML document, the flags) in `TrainConfig`'s shape: names
+    checked, the flat data keys moved into `data_options`, data option values type-checked
+    as `ftdata build` checks its YAML.
+
+        {"max_length": 512, "lora_r": 8, "data_options": {"mask": "last_assistant"}}
+        -> {"lora_r": 8, "data_options": {"mask": "last_assistant", "max_length": 512}}
 
     Raises:
-        ConfigError: the file is missing, unreadable, or not a mapping.
+        ConfigError: not a mapping, an unknown name (with the closest valid one), a data
+            option set both flat and under data_options, or a value of the wrong type.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file not found: {file}")
-    from ftdata.limits import load_yaml  # size and alias limits: no "billion laughs"
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{origin} must be a mapping of option: value, got {type(values).__name__}")
+    for key in values:
+        if key in BUILD_FIELDS and key not in FLAT_DATA_KEYS:
+            raise ConfigError(
+                f"{origin}: {key} is a data option: put it under data_options: (on the command line, "
+                f"--data-option {key}=...)"
+            )
+    check_names(values, [*(f.name for f in fields(TrainConfig)), *FLAT_DATA_KEYS], origin=origin)
+    out = dict(values)
+    data = out.pop("data_options", None)
+    data = _plain(data) if isinstance(data, BuildOptions) else {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{origin}: data_options must be a mapping like {{mask: last_assistant}}, got {data!r:.60}")
+    data = dict(data)
+    check_names(data, BUILD_FIELDS, origin=f"{origin}: data_options")
+    for key in FLAT_DATA_KEYS:
+        if key in out:
+            value = out.pop(key)
+            if key in data and data[key] != value:
+                raise ConfigError(
+                    f"{origin}: {key} is set twice ({key}={value!r} and data_options.{key}={data[key]!r}); keep one"
+                )
+            data[key] = value
+    for key, value in data.items():
+        check_type(origin, key, value)
+    return {**out, "data_options": data}
 
-    values = load_yaml(file.read_text(encoding="utf-8"), source=str(file)) or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{file} must hold a mapping of option: value, got {type(values).__name__}")
-    return values
+
+def changed_options(before: TrainConfig, after: TrainConfig, names: Iterable[str]) -> list[tuple[str, Any, Any]]:
+    """`(name, before, after)` for each option of `names` whose value differs; `data_options`
+    is compared option by option, over the ones that change the rows (not `num_proc`):
+    `[("max_length", 64, 512)]`."""
+    old, new = before.to_dict(), after.to_dict()
+    changed = []
+    for name in names:
+        if name == "data_options":
+            shaping = before.data_options.fingerprint_fields()
+            changed += [(key, old[name][key], new[name][key]) for key in shaping if new[name][key] != old[name][key]]
+        elif old[name] != new[name]:
+            changed.append((name, old[name], new[name]))
+    return changed
 
 
 def field_help() -> dict[str, str]:
@@ -267,12 +318,37 @@ def field_help() -> dict[str, str]:
 
 
 def field_defaults() -> dict[str, Any]:
-    """Default value of every option, by name."""
+    """Default value of every option, by name (data_options: a dict of the BuildOptions defaults)."""
     out: dict[str, Any] = {}
     for f in fields(TrainConfig):
         value = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
-        out[f.name] = value.value if isinstance(value, _Choice) else value
+        out[f.name] = _plain(value)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Enums as their values, a `BuildOptions` as a dict: what YAML and JSON hold."""
+    if isinstance(value, _Choice):
+        return value.value
+    if isinstance(value, BuildOptions):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (list, dict)):
+        return type(value)(value)
+    return value
+
+
+def _data_options(value: Any) -> BuildOptions:
+    """A `BuildOptions` (or a mapping of its fields, checked by it) that a run can save as YAML."""
+    if isinstance(value, Mapping):
+        value = BuildOptions.from_mapping(value)
+    if not isinstance(value, BuildOptions):
+        raise ConfigError(f"data_options must be a mapping of build options or a BuildOptions, got data_options={value!r}")
+    if value.filter is not None and not isinstance(value.filter, str):
+        raise ConfigError(
+            "data_options.filter must be a Jinja expression such as 'not input' (a run saves its options as YAML), "
+            f"got filter={value.filter!r}"
+        )
+    return value
 
 
 # --- validation helpers ------------------------------------------------------------------------
@@ -307,12 +383,11 @@ def _coerce(value: Any, kind: type) -> int | float:
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
-    for name in ("max_length", "lora_r", "lora_alpha", "per_device_train_batch_size",
+    for name in ("lora_r", "lora_alpha", "per_device_train_batch_size",
                  "per_device_eval_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
         _number(cfg, name, int, low=1)
     for name in ("max_steps", "eval_steps", "save_total_limit"):
         _number(cfg, name, int, low=1, optional=True)
-    _number(cfg, "seed", int, low=0)
     _number(cfg, "learning_rate", float, low=0, inclusive=False)
     _number(cfg, "num_train_epochs", float, low=0, inclusive=False)
     for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
@@ -332,7 +407,7 @@ def _check_combinations(cfg: TrainConfig) -> None:
             f"quantized weights cannot be trained: --no-lora needs --quantization none, "
             f"got quantization={cfg.quantization.value!r}"
         )
-    if cfg.group_by_length and cfg.packing:
+    if cfg.group_by_length and cfg.data_options.packing:
         raise ConfigError("group_by_length and packing exclude each other: packed rows all have max_length tokens")
     if cfg.load_best_model_at_end and cfg.eval_strategy is Interval.NO:
         raise ConfigError("load_best_model_at_end needs eval_strategy steps or epoch, got eval_strategy='no'")
@@ -350,22 +425,3 @@ def _modules(value: Any) -> str | list[str]:
             f"target_modules must be 'all-linear' or a non-empty list of module names, got target_modules={value!r}"
         )
     return list(value)
-
-
-def _test_size(value: Any) -> float | int | None:
-    """None, a fraction in (0, 1), or a whole record count >= 1."""
-    if value is None:
-        return None
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"test_size must be a fraction in (0, 1) or a record count, got test_size={value!r}"
-        ) from None
-    if 0 < number < 1:
-        return number
-    if number >= 1 and number.is_integer():
-        return int(number)
-    raise ConfigError(f"test_size must be a fraction in (0, 1) or a record count >= 1, got test_size={value!r}")

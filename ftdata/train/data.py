@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftdata.built import is_build_output
 from ftdata.built import load as load_build
 from ftdata.errors import ConfigError
+from ftdata.options import BuildOptions
 from ftdata.resources import cache_root
 from ftdata.train.config import TrainConfig
 from ftdata.types import IGNORE_INDEX
@@ -74,11 +75,11 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
 
     state = process_state()
     path = Path(cfg.data).expanduser()
-    options = dict(cfg.data_options)
-    if rejects_path is not None and state.is_main_process:
-        options.setdefault("rejects_path", str(rejects_path))
-    if state.num_processes > 1:
-        options.setdefault("cache_dir", str(cache_root() / "builds"))
+    options = cfg.data_options
+    if options.rejects_path is None and rejects_path is not None and state.is_main_process:
+        options = replace(options, rejects_path=str(rejects_path))
+    if options.cache_dir is None and state.num_processes > 1:
+        options = replace(options, cache_dir=str(cache_root() / "builds"))
     with state.main_process_first():
         saved = is_saved_dataset(path) or is_build_output(path)
         built = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
@@ -89,36 +90,27 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
     return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names)
 
 
-def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: dict[str, Any]) -> Dataset | DatasetDict:
+def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> Dataset | DatasetDict:
     from ftdata import build_sft_dataset
 
-    return build_sft_dataset(
-        cfg.data,
-        tokenizer=tokenizer,
-        template=cfg.template,
-        max_length=cfg.max_length,
-        packing=cfg.packing,
-        test_size=cfg.test_size,
-        seed=cfg.seed,
-        **options,
-    )
+    return build_sft_dataset(cfg.data, tokenizer=tokenizer, **{f.name: getattr(options, f.name) for f in fields(options)})
 
 
 def _load_saved(path: Path, cfg: TrainConfig) -> Dataset | DatasetDict:
     from datasets import DatasetDict
 
-    loaded = _read_saved(path)
+    loaded, test_size = _read_saved(path), cfg.data_options.test_size
     if isinstance(loaded, DatasetDict):
         if "train" not in loaded:
             raise ConfigError(f"{path} holds splits {sorted(loaded)} but no 'train' split")
-        if "test" in loaded or cfg.test_size is None:
+        if "test" in loaded or test_size is None:
             return loaded
         loaded = loaded["train"]
-    if cfg.test_size is None:
+    if test_size is None:
         return loaded
-    if cfg.test_size >= loaded.num_rows:
-        raise ConfigError(f"test_size={cfg.test_size} leaves no training rows in {path} ({loaded.num_rows} rows)")
-    return loaded.train_test_split(test_size=cfg.test_size, seed=cfg.seed)
+    if test_size >= loaded.num_rows:
+        raise ConfigError(f"test_size={test_size} leaves no training rows in {path} ({loaded.num_rows} rows)")
+    return loaded.train_test_split(test_size=test_size, seed=cfg.seed)
 
 
 def _read_saved(path: Path) -> Dataset | DatasetDict:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError
 from ftdata.train import record
-from ftdata.train.config import TrainConfig, read_yaml
+from ftdata.train.config import TrainConfig, changed_options, read_yaml
 from ftdata.train.data import Splits, load_splits, save_eval_split
 from ftdata.train.model import LoadedModel, count_parameters, load_for_training, resolve_model_path
 from ftdata.train.progress import TrainingDisplay, quiet_libraries
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Options that shape the data, its order or the model: a resumed run must keep them.
 RESUME_LOCKED = (
-    "model", "tokenizer", "data", "template", "max_length", "packing", "test_size", "data_options", "seed",
+    "model", "tokenizer", "data", "data_options",
     "lora", "lora_r", "lora_alpha", "target_modules", "quantization", "per_device_train_batch_size",
     "gradient_accumulation_steps",
 )
@@ -75,7 +75,7 @@ def train(
         ConfigError: a bad option, missing data or model, or nothing to resume from.
 
     Example:
-        >>> result = train(TrainConfig(data="alpaca.json", template="alpaca", max_steps=20))  # doctest: +SKIP
+        >>> result = train(TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=20))  # doctest: +SKIP
         >>> result.metrics["last_loss"] < result.metrics["first_loss"]  # doctest: +SKIP
         True
     """
@@ -118,14 +118,11 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
             shapes the data, its order or the model (see `RESUME_LOCKED`).
     """
     folder = _resume_dir(run_dir)
-    saved = read_yaml(folder / record.CONFIG_FILE)
-    overrides = dict(overrides or {})
-    merged = TrainConfig.from_mapping({**saved, **overrides}, origin=str(folder / record.CONFIG_FILE))
-    before = TrainConfig.from_mapping(saved, origin=str(folder / record.CONFIG_FILE)).to_dict()
-    after = merged.to_dict()
-    changed = [k for k in RESUME_LOCKED if k in overrides and before[k] != after[k]]
+    saved, origin = read_yaml(folder / record.CONFIG_FILE), str(folder / record.CONFIG_FILE)
+    merged = TrainConfig.from_layers((origin, saved), ("overrides", overrides or {}))
+    changed = changed_options(TrainConfig.from_mapping(saved, origin=origin), merged, RESUME_LOCKED)
     if changed:
-        detail = ", ".join(f"{k}: {before[k]!r} -> {after[k]!r}" for k in changed)
+        detail = ", ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in changed)
         raise ConfigError(f"cannot change {detail} when resuming {folder.name}; start a new run instead")
     return merged
 

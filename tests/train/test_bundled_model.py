@@ -30,7 +30,7 @@ def test_bundled_model_materialises_once() -> None:
 @pytest.mark.slow
 def test_qlora_on_the_bundled_model_cpu(tmp_path: Path, qa_json: Path) -> None:
     cfg = TrainConfig(
-        data=str(qa_json), quantization="4bit", lora_r=8, lora_alpha=16, max_length=96, test_size=4,
+        data=str(qa_json), data_options={"max_length": 96, "test_size": 4}, quantization="4bit", lora_r=8, lora_alpha=16,
         max_steps=4, learning_rate=1e-3, warmup_steps=0, per_device_train_batch_size=4, logging_steps=1,
         eval_strategy="steps", eval_steps=4, save_strategy="no", output_dir=str(tmp_path), run_name="smol",
     )  # fmt: skip
