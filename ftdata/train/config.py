@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +300,7 @@ def normalize(values: Mapping[str, Any], *, origin: str) -> dict[str, Any]:
 
 def changed_options(before: TrainConfig, after: TrainConfig, names: Iterable[str]) -> list[tuple[str, Any, Any]]:
     """`(name, before, after)` for each option of `names` whose value differs; `data_options`
-    is compared option by option, over the ones that change the rows (not `num_proc`):
+    is compared option by option, over the ones that change the rows (not `engine`):
     `[("max_length", 64, 512)]`."""
     old, new = before.to_dict(), after.to_dict()
     changed = []
@@ -328,7 +329,7 @@ def field_defaults() -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     """Enums as their values, a `BuildOptions` as a dict: what YAML and JSON hold."""
-    if isinstance(value, _Choice):
+    if isinstance(value, Enum):
         return value.value
     if isinstance(value, BuildOptions):
         return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}

@@ -194,11 +194,11 @@ def test_resume_keeps_the_saved_data_options(tmp_path: Path, started: list[Train
     TrainConfig(data="/data/qa.json", max_steps=4, data_options={"max_length": 64, "mask": "last_assistant"}).to_yaml(
         run / "config.yaml"
     )
-    result = cli("train", "--resume", run, "--max-steps", "8", "-D", "num_proc=2")
+    result = cli("train", "--resume", run, "--max-steps", "8", "-D", "num_workers=2")
     assert result.exit_code == 0, result.output
     (cfg,) = started
     opts = cfg.data_options
-    assert (cfg.max_steps, opts.max_length, opts.mask, opts.num_proc) == (8, 64, MaskPolicy.LAST_ASSISTANT, 2)
+    assert (cfg.max_steps, opts.max_length, opts.mask, opts.num_workers) == (8, 64, MaskPolicy.LAST_ASSISTANT, 2)
     for args, change in [(["--max-length", "512"], "max_length: 64 -> 512"),
                          (["-D", "mask=all_assistant"], "mask: 'last_assistant' -> 'all_assistant'")]:  # fmt: skip
         result = cli("train", "--resume", run, *args)

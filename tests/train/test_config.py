@@ -10,6 +10,7 @@ import yaml
 
 from ftdata.cli_options import parse_data_options, read_config
 from ftdata.errors import ConfigError
+from ftdata.executors import Engine
 from ftdata.options import BuildOptions
 from ftdata.train.config import (
     Interval, Precision, Quantization, TrainConfig, changed_options, field_defaults, field_help,
@@ -130,7 +131,8 @@ SAMPLES = {
     "padding": ("max_length", "max_length"),
     "padding_side": ("left", "left"),
     "on_error": ("skip", "skip"),
-    "num_proc": ("2", 2),
+    "engine": ("processes", Engine.PROCESSES),
+    "num_workers": ("2", 2),
     "batch_size": ("64", 64),
     "rejects_path": ("/tmp/rejects.jsonl", "/tmp/rejects.jsonl"),
     "cache_dir": ("/tmp/cache", "/tmp/cache"),
@@ -207,7 +209,7 @@ def test_a_saved_config_holds_absolute_paths(tmp_path: Path, monkeypatch: pytest
 
 def test_changed_options_compares_the_data_options_that_shape_the_rows() -> None:
     before = TrainConfig(lora_r=8, data_options={"max_length": 64})
-    after = TrainConfig(lora_r=4, data_options={"max_length": 512, "num_proc": 2})
+    after = TrainConfig(lora_r=4, data_options={"max_length": 512, "engine": "processes", "num_workers": 2})
     assert changed_options(before, after, ["lora_r", "data_options", "lora_alpha"]) == [
         ("lora_r", 8, 4), ("max_length", 64, 512),
     ]  # fmt: skip
