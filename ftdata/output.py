@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ftdata import safeio
-from ftdata.errors import ConfigError
+from ftdata.errors import ConfigError, FtdataError
 from ftdata.options import BuildOptions
 from ftdata.packing import plan_arrays, plan_stats
 from ftdata.report import BuildReport
@@ -78,33 +79,58 @@ PACKED_SCHEMA = pa.schema(
 )
 
 
-class _ListColumn:
-    """A `list<int>` column of a memory-mapped table, read as zero-copy numpy views per chunk.
+class RowsFile:
+    """The rows file (an Arrow IPC stream) for packing and splitting, its tokens read on demand.
 
-    Rows are gathered with numpy over those views. `Table.take` would first concatenate every
-    chunk of the column, a copy of the whole split in anonymous memory (~630 MiB at 400k
-    records), whatever the size of the batch taken.
+    Packing reads rows scattered over the whole file, in plan order. Read through a memory
+    mapping, every touched page stays in this process's RSS, and the kernel maps a whole large
+    folio (up to 2 MiB) per touch: peak RSS grew with the file (5 GiB at 2M records) though the
+    pages are clean. So only the small per-row facts are kept in memory (lengths, record
+    index, each row's byte position: ~40 bytes a row), read through a mapping that is dropped
+    at once, and `gather` reads a batch's tokens with `preadv` straight into its output
+    array: the tokens go through the page cache, never into this process's RSS.
     """
 
-    def __init__(self, column: pa.ChunkedArray) -> None:
-        self.values = [chunk.values.to_numpy() for chunk in column.chunks]
-        self.offsets = [chunk.offsets.to_numpy().astype(np.int64) for chunk in column.chunks]
-        self.bounds = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
+    COLUMNS = ("input_ids", "labels")
 
-    def gather(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """The tokens of `rows` (of `lengths` tokens each), one after another, as one flat array."""
-        chunk_of = np.searchsorted(self.bounds, rows, side="right") - 1
-        out_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        out = np.empty(int(lengths.sum()), dtype=self.values[0].dtype if self.values else np.int32)
-        for c in np.unique(chunk_of):
-            pick = np.flatnonzero(chunk_of == c)
-            src_start = self.offsets[c][rows[pick] - self.bounds[c]]
-            n = lengths[pick]
-            # index ranges [start, start + n) for every picked row, in one vector each side
-            shift = np.repeat(src_start - out_start[pick], n)
-            dest = np.repeat(out_start[pick], n) + _ranges(n)
-            out[dest] = self.values[c][dest + shift]
+    def __init__(self, path: Path):
+        self.path = path
+        with pa.memory_map(str(path)) as source:
+            base = source.read_buffer(source.size()).address
+            source.seek(0)
+            table = pa.ipc.open_stream(source).read_all()  # zero-copy: buffers are views of the mapping
+            self.lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
+            # the record of every row (no such column: each row is its own record)
+            self.groups = table[RECORD].to_numpy().copy() if RECORD in table.column_names else np.arange(len(self.lengths))
+            self._starts = {name: _byte_starts(table[name], base) for name in self.COLUMNS}
+            self._dtypes = {name: np.dtype(table.schema.field(name).type.value_type.to_pandas_dtype()) for name in self.COLUMNS}
+            del table
+
+    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The tokens of column `name` of `rows`, one row after another, as one flat array."""
+        dtype = self._dtypes[name]
+        nbytes = self.lengths[rows] * dtype.itemsize
+        out = np.empty(int(nbytes.sum()) // dtype.itemsize, dtype=dtype)
+        view = memoryview(out).cast("B")
+        dest = 0
+        with self.path.open("rb", buffering=0) as fh:
+            fd = fh.fileno()
+            for position, n in zip(self._starts[name][rows].tolist(), nbytes.tolist()):
+                if os.preadv(fd, [view[dest : dest + n]], position) != n:
+                    raise FtdataError(f"{self.path}: the rows file changed while ftdata was packing it; build again")
+                dest += n
         return out
+
+
+def _byte_starts(column: pa.ChunkedArray, base: int) -> np.ndarray:
+    """File position of the first token of every row of a `list<int>` column read zero-copy from a mapping at `base`."""
+    parts = []
+    for chunk in column.chunks:
+        values = chunk.values
+        itemsize = values.type.bit_width // 8
+        first = values.buffers()[1].address - base + values.offset * itemsize
+        parts.append(first + chunk.offsets.to_numpy()[:-1].astype(np.int64) * itemsize)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _ranges(n: np.ndarray) -> np.ndarray:
@@ -113,13 +139,11 @@ def _ranges(n: np.ndarray) -> np.ndarray:
     return np.arange(int(ends[-1]) if n.size else 0) - np.repeat(ends - n, n)
 
 
-def _pack_bins(
-    columns: tuple[_ListColumn, _ListColumn], lengths: np.ndarray, starts: np.ndarray, members: np.ndarray
-) -> tuple[pa.RecordBatch, int]:
+def _pack_bins(source: RowsFile, starts: np.ndarray, members: np.ndarray) -> tuple[pa.RecordBatch, int]:
     """One record batch of packed rows: bin j holds rows `members[starts[j]:starts[j + 1]]`; and its trained-token count."""
-    seq_len = lengths[members]
-    ids = columns[0].gather(members, seq_len)
-    labels = columns[1].gather(members, seq_len)
+    seq_len = source.lengths[members]
+    ids = source.gather("input_ids", members)
+    labels = source.gather("labels", members)
     seq_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
     labels[seq_start] = IGNORE_INDEX
     position_ids = _ranges(seq_len).astype(np.int32)
@@ -135,29 +159,27 @@ def _pack_bins(
 
 
 def write_packed(
-    table: pa.Table, path: Path, *, max_length: int, seed: int, rows: np.ndarray | None = None, batch_rows: int = 2048
+    source: RowsFile, path: Path, *, max_length: int, seed: int, rows: np.ndarray | None = None, batch_rows: int = 2048
 ) -> dict[str, Any]:
-    """Pack the rows of `table` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
+    """Pack the rows of `source` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
 
     Same result as `packing.pack_rows` applied to each bin of `packing.plan_bins`, built
-    column-wise a batch of bins at a time from the plan's arrays (memory beyond the
-    memory-mapped rows stays bounded by `batch_rows` plus ~16 bytes per sequence): the first
-    label of every sequence becomes -100 and position_ids restart. Returns the packing stats.
+    column-wise a batch of bins at a time from the plan's arrays (memory stays bounded by
+    `batch_rows` bins plus ~56 bytes per sequence): the first label of every sequence becomes
+    -100 and position_ids restart. Returns the packing stats.
     """
-    lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
+    lengths = source.lengths
     if rows is not None:
         rows = rows.astype(np.int64)  # a datasets indices mapping is uint64
         lengths = lengths[rows]
     starts, members = plan_arrays(lengths, max_length=max_length, seed=seed)
-    source = (_ListColumn(table["input_ids"]), _ListColumn(table["labels"]))
     row_of = members if rows is None else rows[members]
-    all_lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
     trained = 0
     with pa.ipc.new_stream(str(path), PACKED_SCHEMA) as sink:
         for first in range(0, len(starts) - 1, batch_rows):
             last = min(first + batch_rows, len(starts) - 1)
             bounds = starts[first : last + 1]
-            batch, n = _pack_bins(source, all_lengths, bounds - bounds[0], row_of[bounds[0] : bounds[-1]])
+            batch, n = _pack_bins(source, bounds - bounds[0], row_of[bounds[0] : bounds[-1]])
             sink.write_batch(batch)
             trained += n
     return asdict(plan_stats(lengths, starts, members, max_length=max_length, trained_tokens=trained))
@@ -215,19 +237,16 @@ def check_split(n: int, test_size: float | int) -> int:
     return n_test
 
 
-def split_by_record(dataset: Any, test_size: float | int, seed: int) -> tuple[Any, Any]:
-    """(train, test) with every record's sequences on one side: pieces of a cut record never leak.
+def split_by_record(groups: np.ndarray, test_size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) positions into `groups` (the record of each row, in order): pieces of a cut record never leak.
 
-    Records, not sequences, are drawn for test (seeded); each split keeps the dataset's order
-    (shuffled when `shuffle` was asked for). Both are index mappings over the same rows.
+    Records, not sequences, are drawn for test (seeded); each split keeps the rows' order
+    (shuffled when `shuffle` was asked for).
     """
-    groups = dataset.data.table.column(RECORD).to_numpy()
-    if dataset._indices is not None:
-        groups = groups[dataset._indices.column(0).to_numpy()]
     records = np.unique(groups)
     n_test = check_split(len(records), test_size)
     test = np.isin(groups, np.random.default_rng(seed).choice(records, size=n_test, replace=False))
-    return dataset.select(np.flatnonzero(~test)), dataset.select(np.flatnonzero(test))
+    return np.flatnonzero(~test), np.flatnonzero(test)
 
 
 def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: int = 0) -> Any:
@@ -235,23 +254,27 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
     import datasets
 
     dataset = datasets.Dataset.from_file(str(path))
+    # Row order as indices into the rows file: None = file order, else the shuffle's permutation.
+    order = None
     if options.shuffle:
         dataset = dataset.shuffle(seed=options.seed)
-    splits = {"train": dataset}
-    if options.test_size is not None:
-        train, test = split_by_record(dataset, options.test_size, options.seed)
-        splits = {"train": train, "test": test}
+        order = dataset._indices.column(0).to_numpy().astype(np.int64)
+    # What packing and splitting read of the rows, without mapping the tokens into this process.
+    source = RowsFile(path) if options.packing or options.test_size is not None else None
+    positions: dict[str, np.ndarray | None] = {"train": None}  # positions in `order`; None = all rows
+    if source is not None and options.test_size is not None:
+        groups = source.groups if order is None else source.groups[order]
+        positions["train"], positions["test"] = split_by_record(groups, options.test_size, options.seed)
     out: dict[str, Any] = {}
-    for name, split in splits.items():
+    for name, picked in positions.items():
+        split = dataset if picked is None else dataset.select(picked)
         if options.packing or options.padding == "max_length":
             target = path.with_name(f"{name}.arrow")
-            if options.packing:
-                # A shuffle or split is an indices mapping over the memory-mapped rows: pack through it, no copy.
-                rows = split._indices.column(0).to_numpy() if split._indices is not None else None
+            if source is not None and options.packing:
+                # A shuffle or split is a list of row indices into the rows file: pack through it, no copy.
+                rows = order if picked is None else picked if order is None else order[picked]
                 report.packing = report.packing or {}
-                report.packing[name] = write_packed(
-                    split.data.table, target, max_length=options.max_length, seed=options.seed, rows=rows
-                )
+                report.packing[name] = write_packed(source, target, max_length=options.max_length, seed=options.seed, rows=rows)
             else:
                 table = split.with_format("arrow")[:]
                 padded = pad_table(table, max_length=options.max_length, pad_id=pad_id, side=options.padding_side)

@@ -274,11 +274,11 @@ def test_split_row_chunks_reassemble_to_the_original(rows, max_length):
     seed=st.integers(0, 3),
 )
 def test_write_packed_equals_pack_rows_of_each_planned_bin(tmp_path_factory, lengths, chunk, subset, batch_rows, seed):
-    """The column-wise writer (a multi-chunk memory-mapped table, a split's uint64 indices, several
-    batches) gives exactly `pack_rows` of each bin of `plan_bins`, and the same stats."""
+    """The column-wise writer (a multi-chunk rows file read with preadv, a split's uint64 indices,
+    several batches) gives exactly `pack_rows` of each bin of `plan_bins`, and the same stats."""
     import pyarrow as pa
 
-    from ftdata.output import PACKED_SCHEMA, write_packed
+    from ftdata.output import PACKED_SCHEMA, RowsFile, write_packed
 
     rows = [
         {"input_ids": [100 * r + t for t in range(n)], "labels": [IGNORE_INDEX if t % 3 == 0 else 100 * r + t for t in range(n)]}
@@ -286,11 +286,14 @@ def test_write_packed_equals_pack_rows_of_each_planned_bin(tmp_path_factory, len
     ]
     schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
     batches = [pa.RecordBatch.from_pylist(rows[i : i + chunk], schema=schema) for i in range(0, len(rows), chunk)]
-    table = pa.Table.from_batches(batches)
+    folder = tmp_path_factory.mktemp("packed")
+    with pa.ipc.new_stream(str(folder / "rows.arrow"), schema) as sink:
+        for batch in batches:
+            sink.write_batch(batch)
     picked = np.random.default_rng(seed).permutation(len(rows))[: max(1, len(rows) // 2)] if subset else None
     view = [rows[i] for i in picked] if subset else rows
-    out = tmp_path_factory.mktemp("packed") / "train.arrow"
-    stats = write_packed(table, out, max_length=16, seed=seed, batch_rows=batch_rows,
+    out = folder / "train.arrow"
+    stats = write_packed(RowsFile(folder / "rows.arrow"), out, max_length=16, seed=seed, batch_rows=batch_rows,
                          rows=None if picked is None else picked.astype(np.uint64))  # fmt: skip
     written = pa.ipc.open_stream(str(out)).read_all()
     assert written.schema == PACKED_SCHEMA

@@ -213,6 +213,17 @@ def test_keep_response_cuts_at_the_next_turn_header(char_tok):
     assert result.report.cut == {"oldest turns dropped": 1}
 
 
+def rows_file(dataset, path):
+    """The rows of a dataset written to `path` as the Arrow stream file that packing reads."""
+    import pyarrow as pa
+
+    from ftdata.output import RowsFile
+
+    with pa.ipc.new_stream(str(path), dataset.data.table.schema) as sink:
+        sink.write_table(dataset.data.table)
+    return RowsFile(path)
+
+
 def test_streamed_column_packing_equals_pack_rows(char_tok, tmp_path):
     import datasets
 
@@ -223,7 +234,7 @@ def test_streamed_column_packing_equals_pack_rows(char_tok, tmp_path):
     plain = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64)
     bins = plan_bins([len(x) for x in plain["input_ids"]], max_length=64, seed=7)
     expected = [pack_rows([plain[i] for i in b]) for b in bins]
-    stats = write_packed(plain.data.table, tmp_path / "p.arrow", max_length=64, seed=7, batch_rows=4)  # many batches
+    stats = write_packed(rows_file(plain, tmp_path / "rows.arrow"), tmp_path / "p.arrow", max_length=64, seed=7, batch_rows=4)  # many batches
     packed = datasets.Dataset.from_file(str(tmp_path / "p.arrow"))
     assert [{k: row[k] for k in expected[0]} for row in packed] == [dict(e) for e in expected]
     assert stats["rows"] == len(bins) and stats["sequences"] == len(plain)
@@ -240,9 +251,9 @@ def test_packing_through_a_split_matches_packing_the_selected_rows(char_tok, tmp
     data = [{"instruction": "q" * i, "output": "a" * (i % 5 + 1)} for i in range(1, 30)]
     plain = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64)
     rows = np.array([5, 0, 17, 3, 9, 22])
-    write_packed(plain.data.table, tmp_path / "a.arrow", max_length=64, seed=1, rows=rows)
+    write_packed(rows_file(plain, tmp_path / "rows.arrow"), tmp_path / "a.arrow", max_length=64, seed=1, rows=rows)
     plain.select(rows.tolist()).to_parquet(tmp_path / "sel.parquet")
     selected = datasets.Dataset.from_parquet(str(tmp_path / "sel.parquet"))
-    write_packed(selected.data.table, tmp_path / "b.arrow", max_length=64, seed=1)
+    write_packed(rows_file(selected, tmp_path / "sel.arrow"), tmp_path / "b.arrow", max_length=64, seed=1)
     a, b = (datasets.Dataset.from_file(str(tmp_path / f)) for f in ("a.arrow", "b.arrow"))
     assert a["input_ids"] == b["input_ids"] and a["seq_lengths"] == b["seq_lengths"]
