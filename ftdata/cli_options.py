@@ -40,7 +40,7 @@ PREVIEW_FIELDS = (
     "template", "format", "columns", "roles", "reader", "filter", "mask", "system_prompt",
     "system_mode", "mask_reasoning", "chat_template_kwargs", "max_length", "truncation", "on_error",
 )  # fmt: skip
-STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers")
+STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
 BUILD_FIELDS = tuple(FIELDS)
 
 # YAML keys besides the BuildOptions fields.

@@ -1,8 +1,10 @@
-"""Executors: where the per-record work runs. One interface, two places.
+"""Executors: where the per-record work runs. One interface, three places.
 
     local      in this process, batch after batch
     processes  N worker processes on this machine, started with `spawn` (safe with threads,
                the same on Linux, macOS and Windows)
+    ray        tasks on a Ray cluster (`pip install 'ftdata[ray]'`): a local one started for
+               the build, or the one at `ray_address`
 
 `Executor.map(fn, spec, batches)` applies a module-level `fn(spec, batch)` to every batch
 and yields the results in batch order, so whatever the caller writes from them is the same
@@ -28,7 +30,9 @@ from typing import Any, Protocol, TypeVar
 
 from ftdata.errors import ConfigError, FtdataError
 
-__all__ = ["IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "default_workers", "executor"]
+__all__ = [
+    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "default_workers", "executor",
+]  # fmt: skip
 
 B = TypeVar("B", bound=Sized)
 T = TypeVar("T")
@@ -44,6 +48,7 @@ class Engine(str, Enum):
 
     LOCAL = "local"
     PROCESSES = "processes"
+    RAY = "ray"
 
     @classmethod
     def parse(cls, value: Any, *, name: str = "engine") -> Engine:
@@ -92,12 +97,16 @@ class _Raised:
 _SPEC: Any = None  # the spec of this worker process
 
 
-def _init_worker(payload: bytes) -> None:
-    global _SPEC
+def _one_thread() -> None:
     # The workers are the parallelism: one tokenizer thread each. Set before the tokenizer is
     # unpickled, so its thread pool is sized by them.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ["RAYON_NUM_THREADS"] = "1"
+
+
+def _init_worker(payload: bytes) -> None:
+    global _SPEC
+    _one_thread()
     _SPEC = pickle.loads(payload)
 
 
@@ -139,13 +148,7 @@ class ProcessExecutor:
     def _pool(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterator[B]) -> Iterator[T]:
         import multiprocessing
 
-        try:
-            payload = pickle.dumps(spec)
-        except Exception as exc:  # lambdas, open handles, locks: pickle raises several types
-            raise ConfigError(
-                f"engine=processes cannot send this build to worker processes ({type(exc).__name__}: {exc}); "
-                "pass picklable options and tokenizer, or use engine=local"
-            ) from None
+        payload = _pickled(spec, "processes")
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(payload,))
         pending: deque[Future[T | _Raised]] = deque()
@@ -178,8 +181,90 @@ class ProcessExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def executor(engine: Engine, num_workers: int | None) -> Executor:
-    """The executor for `engine` (`num_workers` None: one per CPU core)."""
+def _pickled(spec: Any, engine: str) -> bytes:
+    try:
+        return pickle.dumps(spec)
+    except Exception as exc:  # lambdas, open handles, locks: pickle raises several types
+        raise ConfigError(
+            f"engine={engine} cannot send this build to worker processes ({type(exc).__name__}: {exc}); "
+            "pass picklable options and tokenizer, or use engine=local"
+        ) from None
+
+
+_RAY_SPECS: dict[str, Any] = {}  # spec key -> the unpickled spec, once per Ray worker process
+
+
+def _ray_call(fn: Callable[[Any, Any], T], key: str, payload: list[Any], batch: Any) -> T | _Raised:
+    """One batch in a Ray worker; the spec is fetched and unpickled once per worker process."""
+    if key not in _RAY_SPECS:
+        import ray
+
+        _one_thread()
+        _RAY_SPECS.clear()  # one build's spec at a time
+        _RAY_SPECS[key] = pickle.loads(ray.get(payload[0]))
+    try:
+        return fn(_RAY_SPECS[key], batch)
+    except FtdataError as exc:
+        return _Raised(exc)
+
+
+class RayExecutor:
+    """Ray tasks, at most two batches per worker in flight, results in batch order.
+
+    Connects to the cluster at `address` (e.g. "auto", "ray://head:10001"), or starts a local
+    one of `num_workers` CPUs for the build and stops it after. A cluster this process already
+    joined (`ray.init()` before the build) is used as it is. Every input runs on the cluster:
+    asking for Ray is asking for it, whatever the size.
+    """
+
+    def __init__(self, num_workers: int | None, *, address: str | None = None):
+        self.num_workers = num_workers
+        self.address = address
+
+    def map(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterable[B]) -> Iterator[T]:
+        import logging
+        import uuid
+
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("engine=ray needs Ray: pip install 'ftdata[ray]' (or use engine=processes)") from None
+        payload = _pickled(spec, "ray")
+        started = not ray.is_initialized()
+        if started:
+            try:
+                ray.init(address=self.address, num_cpus=None if self.address else self.num_workers,
+                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
+            except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
+                raise ConfigError(f"engine=ray could not start or reach a Ray cluster at {self.address or 'this machine'}: {exc}") from None
+        try:
+            workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            task = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
+            key, ref = uuid.uuid4().hex, ray.put(payload)
+            pending: deque[Any] = deque()
+            source = iter(batches)
+            while True:
+                while len(pending) < 2 * workers and (batch := next(source, None)) is not None:
+                    pending.append(task.remote(fn, key, [ref], batch))
+                if not pending:
+                    break
+                try:
+                    result = ray.get(pending.popleft())
+                except ray.exceptions.RayError as exc:
+                    cause = getattr(exc, "cause", None) or exc
+                    raise FtdataError(f"a Ray worker failed: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+                if isinstance(result, _Raised):
+                    raise result.error() from None
+                yield result
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def executor(engine: Engine, num_workers: int | None, *, ray_address: str | None = None) -> Executor:
+    """The executor for `engine` (`num_workers` None: one per CPU core, or the Ray cluster's CPUs)."""
     if engine is Engine.PROCESSES:
         return ProcessExecutor(num_workers or default_workers())
+    if engine is Engine.RAY:
+        return RayExecutor(num_workers, address=ray_address)
     return LocalExecutor()

@@ -56,10 +56,11 @@ class BuildOptions:
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
     on_error: Literal["raise", "skip"] = _opt("raise", "malformed records: raise (stop at the first) or skip (reject and go on)")
     engine: Engine = _opt(
-        Engine.LOCAL, "where rendering and tokenization run: local (this process) or processes (spawned workers; "
-        "inputs under a few thousand records stay local); same output either way"
+        Engine.LOCAL, "where rendering and tokenization run: local (this process), processes (spawned workers; "
+        "inputs under a few thousand records stay local) or ray (a Ray cluster); same output every way"
     )
-    num_workers: int | None = _opt(None, "worker processes for engine=processes (default: one per CPU core)")
+    num_workers: int | None = _opt(None, "workers for engine=processes or ray (default: one per CPU core / the cluster's CPUs)")
+    ray_address: str | None = _opt(None, "engine=ray: the cluster to join ('auto', 'ray://head:10001'); None starts a local one")
     batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
     rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
     cache_dir: str | None = _opt(None, "reuse a build with the same inputs and options from this folder")
@@ -83,6 +84,8 @@ class BuildOptions:
         if self.packing and self.padding != "none":
             raise ConfigError("packing and padding=max_length conflict: packed rows need no padding; drop one")
         self.engine = Engine.parse(self.engine)
+        if self.ray_address is not None and not isinstance(self.ray_address, str):
+            raise ConfigError(f"ray_address must be a cluster address like 'auto' or 'ray://head:10001', got ray_address={self.ray_address!r}")
         for name in ("num_workers", "batch_size"):
             value = getattr(self, name)
             if not (value is None and name == "num_workers") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -122,7 +125,7 @@ class BuildOptions:
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """Options that change the output (for the cache key)."""
-        skip = {"engine", "num_workers", "batch_size", "rejects_path", "cache_dir"}
+        skip = {"engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache_dir"}
         out = {}
         for f in fields(self):
             if f.name not in skip:

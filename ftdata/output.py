@@ -85,26 +85,34 @@ class RowsFile:
     Packing reads rows scattered over the whole file, in plan order. Read through a memory
     mapping, every touched page stays in this process's RSS, and the kernel maps a whole large
     folio (up to 2 MiB) per touch: peak RSS grew with the file (5 GiB at 2M records) though the
-    pages are clean. So only the small per-row facts are kept in memory (lengths, record
-    index, each row's byte position: ~40 bytes a row), read through a mapping that is dropped
-    at once, and `gather` reads a batch's tokens with `preadv` straight into its output
-    array: the tokens go through the page cache, never into this process's RSS.
+    pages are clean. So the file is never mapped: one sequential pass keeps the small per-row
+    facts (lengths, record index, each row's byte position: ~40 bytes a row), and `gather`
+    reads a batch's tokens with `preadv` straight into its output array. The tokens go through
+    the page cache, never into this process's RSS.
     """
 
     COLUMNS = ("input_ids", "labels")
 
     def __init__(self, path: Path):
         self.path = path
-        with pa.memory_map(str(path)) as source:
-            base = source.read_buffer(source.size()).address
-            source.seek(0)
-            table = pa.ipc.open_stream(source).read_all()  # zero-copy: buffers are views of the mapping
-            self.lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
-            # the record of every row (no such column: each row is its own record)
-            self.groups = table[RECORD].to_numpy().copy() if RECORD in table.column_names else np.arange(len(self.lengths))
-            self._starts = {name: _byte_starts(table[name], base) for name in self.COLUMNS}
-            self._dtypes = {name: np.dtype(table.schema.field(name).type.value_type.to_pandas_dtype()) for name in self.COLUMNS}
-            del table
+        lengths: list[np.ndarray] = []
+        groups: list[np.ndarray] = []
+        starts: dict[str, list[np.ndarray]] = {name: [] for name in self.COLUMNS}
+        with pa.OSFile(str(path)) as fh:
+            schema = pa.ipc.read_schema(fh)
+            while (message := _next_message(fh)) is not None:
+                body = fh.tell() - message.body.size  # file position of the batch's buffers
+                batch = pa.ipc.read_record_batch(message, schema)
+                for name in self.COLUMNS:
+                    starts[name].append(_byte_starts(batch.column(name), body - message.body.address))
+                lengths.append(np.diff(batch.column("input_ids").offsets.to_numpy()).astype(np.int64))
+                if RECORD in schema.names:  # a copy: a view would keep the whole batch in memory
+                    groups.append(batch.column(RECORD).to_numpy().copy())
+        self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+        # the record of every row (no such column: each row is its own record)
+        self.groups = np.concatenate(groups) if groups else np.arange(len(self.lengths))
+        self._starts = {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in starts.items()}
+        self._dtypes = {name: np.dtype(schema.field(name).type.value_type.to_pandas_dtype()) for name in self.COLUMNS}
 
     def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
         """The tokens of column `name` of `rows`, one row after another, as one flat array."""
@@ -122,15 +130,19 @@ class RowsFile:
         return out
 
 
-def _byte_starts(column: pa.ChunkedArray, base: int) -> np.ndarray:
-    """File position of the first token of every row of a `list<int>` column read zero-copy from a mapping at `base`."""
-    parts = []
-    for chunk in column.chunks:
-        values = chunk.values
-        itemsize = values.type.bit_width // 8
-        first = values.buffers()[1].address - base + values.offset * itemsize
-        parts.append(first + chunk.offsets.to_numpy()[:-1].astype(np.int64) * itemsize)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+def _next_message(fh: Any) -> Any:
+    try:
+        return pa.ipc.read_message(fh)
+    except EOFError:  # the end-of-stream marker
+        return None
+
+
+def _byte_starts(column: pa.Array, shift: int) -> np.ndarray:
+    """File position of the first token of every row of a `list<int>` column whose buffers sit at address + `shift` in the file."""
+    values = column.values
+    itemsize = values.type.bit_width // 8
+    first = values.buffers()[1].address + shift + values.offset * itemsize
+    return first + column.offsets.to_numpy()[:-1].astype(np.int64) * itemsize
 
 
 def _ranges(n: np.ndarray) -> np.ndarray:
@@ -253,34 +265,31 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
     """Arrow file -> Dataset or DatasetDict, shuffled, split, packed or padded per options."""
     import datasets
 
-    dataset = datasets.Dataset.from_file(str(path))
-    # Row order as indices into the rows file: None = file order, else the shuffle's permutation.
-    order = None
-    if options.shuffle:
-        dataset = dataset.shuffle(seed=options.seed)
-        order = dataset._indices.column(0).to_numpy().astype(np.int64)
     # What packing and splitting read of the rows, without mapping the tokens into this process.
     source = RowsFile(path) if options.packing or options.test_size is not None else None
+    dataset = None if options.packing else datasets.Dataset.from_file(str(path))  # packed rows come from `source`
+    n = len(source.lengths) if source is not None else len(dataset)  # type: ignore[arg-type]
+    # Row order as indices into the rows file (None: file order), the permutation of `Dataset.shuffle(seed)`.
+    order = np.random.default_rng(options.seed).permutation(n) if options.shuffle else None
     positions: dict[str, np.ndarray | None] = {"train": None}  # positions in `order`; None = all rows
     if source is not None and options.test_size is not None:
         groups = source.groups if order is None else source.groups[order]
         positions["train"], positions["test"] = split_by_record(groups, options.test_size, options.seed)
     out: dict[str, Any] = {}
     for name, picked in positions.items():
-        split = dataset if picked is None else dataset.select(picked)
-        if options.packing or options.padding == "max_length":
-            target = path.with_name(f"{name}.arrow")
-            if source is not None and options.packing:
-                # A shuffle or split is a list of row indices into the rows file: pack through it, no copy.
-                rows = order if picked is None else picked if order is None else order[picked]
-                report.packing = report.packing or {}
-                report.packing[name] = write_packed(source, target, max_length=options.max_length, seed=options.seed, rows=rows)
-            else:
-                table = split.with_format("arrow")[:]
-                padded = pad_table(table, max_length=options.max_length, pad_id=pad_id, side=options.padding_side)
+        rows = order if picked is None else picked if order is None else order[picked]  # into the rows file
+        target = path.with_name(f"{name}.arrow")
+        if source is not None and options.packing:
+            report.packing = report.packing or {}
+            report.packing[name] = write_packed(source, target, max_length=options.max_length, seed=options.seed, rows=rows)
+            split = datasets.Dataset.from_file(str(target))
+        else:
+            split = dataset if rows is None else dataset.select(rows)  # type: ignore[union-attr]
+            if options.padding == "max_length":
+                padded = pad_table(split.with_format("arrow")[:], max_length=options.max_length, pad_id=pad_id, side=options.padding_side)
                 with pa.ipc.new_stream(str(target), padded.schema) as sink:
                     sink.write_table(padded)
-            split = datasets.Dataset.from_file(str(target))
+                split = datasets.Dataset.from_file(str(target))
         out[name] = split.remove_columns(RECORD) if RECORD in split.column_names else split
     report.rows = sum(len(s) for s in out.values())
     report.splits = {name: len(s) for name, s in out.items()}

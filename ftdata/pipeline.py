@@ -285,7 +285,7 @@ def prepare(
     batches = read_batches(source, opts)
     writer = output.ArrowRows(scratch / "rows.arrow")
     try:
-        for chunk in executor(opts.engine, opts.num_workers).map(_run_stage, StageSpec.create(stage), batches):
+        for chunk in executor(opts.engine, opts.num_workers, ray_address=opts.ray_address).map(_run_stage, StageSpec.create(stage), batches):
             _collect(chunk, writer, sink)
             if progress is not None and chunk.records:
                 progress(chunk.records)

@@ -290,7 +290,7 @@ def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None
         mask=opts.mask.value, max_length=opts.max_length, truncation=opts.truncation.value,
     )  # fmt: skip
     acc = _Accumulator(stats)
-    run = executor(opts.engine, opts.num_workers)
+    run = executor(opts.engine, opts.num_workers, ray_address=opts.ray_address)
     for items, read, filtered in run.map(_measure_batch, StageSpec.create(stage), read_batches(source, opts)):
         stats.records += read
         stats.filtered += filtered

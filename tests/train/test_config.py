@@ -133,6 +133,7 @@ SAMPLES = {
     "on_error": ("skip", "skip"),
     "engine": ("processes", Engine.PROCESSES),
     "num_workers": ("2", 2),
+    "ray_address": ("auto", "auto"),
     "batch_size": ("64", 64),
     "rejects_path": ("/tmp/rejects.jsonl", "/tmp/rejects.jsonl"),
     "cache_dir": ("/tmp/cache", "/tmp/cache"),
