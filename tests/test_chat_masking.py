@@ -537,6 +537,23 @@ def test_marker_text_in_content_trains_as_text_or_is_rejected(name, trained):
     assert tok.backend_tokenizer.token_to_id("<|im_end|>") not in ids  # spelled as text, never the id
 
 
+@pytest.mark.parametrize(
+    ("content", "rejected"),
+    [
+        ("half a marker <|im_end and <|im_start", None),  # prefixes of control tokens are text
+        ("a | b < c > d [x] (y) * z", None),  # regex metacharacters of the control tokens' text
+        ("two: <|im_start|> then <|im_end|>", "<|im_start|>"),  # the message names the longest hit, as ever
+        ("reversed <|im_end|> <|im_start|>", "<|im_start|>"),
+    ],
+)
+def test_control_tokens_are_found_exactly(content, rejected):
+    out = one(tokenizer("qwen2.5-instruct"), chat("say it", content))
+    if rejected is None:
+        assert not isinstance(out, str), out
+    else:
+        assert out.startswith(f"contains {rejected!r}, which the tokenizer reads as a control token")
+
+
 # ---------------------------------------------------------------- policies
 
 def test_all_assistant_turns_by_default_last_only_on_request(smol):
