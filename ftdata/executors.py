@@ -22,6 +22,7 @@ import os
 import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
@@ -32,6 +33,7 @@ from ftdata.errors import ConfigError, FtdataError
 
 __all__ = [
     "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "default_workers", "executor",
+    "ray_cluster", "ray_failure", "ray_spec",
 ]  # fmt: skip
 
 B = TypeVar("B", bound=Sized)
@@ -194,18 +196,62 @@ def _pickled(spec: Any, engine: str) -> bytes:
 _RAY_SPECS: dict[str, Any] = {}  # spec key -> the unpickled spec, once per Ray worker process
 
 
-def _ray_call(fn: Callable[[Any, Any], T], key: str, payload: list[Any], batch: Any) -> T | _Raised:
-    """One batch in a Ray worker; the spec is fetched and unpickled once per worker process."""
+def ray_spec(key: str, payload: list[Any]) -> Any:
+    """In a Ray worker: the spec put in the object store as `payload[0]`, fetched and unpickled once per process.
+
+    The reference travels inside a list so that Ray passes it as is instead of fetching it for every task.
+    """
     if key not in _RAY_SPECS:
         import ray
 
         _one_thread()
         _RAY_SPECS.clear()  # one build's spec at a time
         _RAY_SPECS[key] = pickle.loads(ray.get(payload[0]))
+    return _RAY_SPECS[key]
+
+
+def _ray_call(fn: Callable[[Any, Any], T], key: str, payload: list[Any], batch: Any) -> T | _Raised:
+    """One batch in a Ray worker."""
     try:
-        return fn(_RAY_SPECS[key], batch)
+        return fn(ray_spec(key, payload), batch)
     except FtdataError as exc:
         return _Raised(exc)
+
+
+@contextmanager
+def ray_cluster(address: str | None, num_workers: int | None) -> Iterator[tuple[Any, int]]:
+    """(the `ray` module, the CPUs to use) on the cluster at `address`, or on a local one started here.
+
+    A cluster this process already joined (`ray.init()` before the build) is used as it is;
+    one started here is stopped at the end.
+
+    Raises:
+        ConfigError: Ray is not installed, or the cluster cannot be started or reached.
+    """
+    import logging
+
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("engine=ray needs Ray: pip install 'ftdata[ray]' (or use engine=processes)") from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, num_cpus=None if address else num_workers,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
+            raise ConfigError(f"engine=ray could not start or reach a Ray cluster at {address or 'this machine'}: {exc}") from None
+    try:
+        yield ray, num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def ray_failure(exc: BaseException) -> FtdataError:
+    """One line for a Ray task that failed without a `FtdataError` (a worker died, a bug)."""
+    cause = getattr(exc, "cause", None) or exc
+    return FtdataError(f"a Ray worker failed: {type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}")
 
 
 class RayExecutor:
@@ -222,23 +268,10 @@ class RayExecutor:
         self.address = address
 
     def map(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterable[B]) -> Iterator[T]:
-        import logging
         import uuid
 
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError("engine=ray needs Ray: pip install 'ftdata[ray]' (or use engine=processes)") from None
         payload = _pickled(spec, "ray")
-        started = not ray.is_initialized()
-        if started:
-            try:
-                ray.init(address=self.address, num_cpus=None if self.address else self.num_workers,
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
-            except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
-                raise ConfigError(f"engine=ray could not start or reach a Ray cluster at {self.address or 'this machine'}: {exc}") from None
-        try:
-            workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        with ray_cluster(self.address, self.num_workers) as (ray, workers):
             task = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
             key, ref = uuid.uuid4().hex, ray.put(payload)
             pending: deque[Any] = deque()
@@ -251,14 +284,10 @@ class RayExecutor:
                 try:
                     result = ray.get(pending.popleft())
                 except ray.exceptions.RayError as exc:
-                    cause = getattr(exc, "cause", None) or exc
-                    raise FtdataError(f"a Ray worker failed: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+                    raise ray_failure(exc) from None
                 if isinstance(result, _Raised):
                     raise result.error() from None
                 yield result
-        finally:
-            if started:
-                ray.shutdown()
 
 
 def executor(engine: Engine, num_workers: int | None, *, ray_address: str | None = None) -> Executor:
