@@ -22,6 +22,8 @@ What differs from the other engines, by design:
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import tempfile
 import uuid
 from collections import Counter
@@ -44,6 +46,7 @@ __all__ = ["DATA", "REJECTS_DIR", "build_shards", "merge_reports", "shard_files"
 
 DATA = "data"  # OUT/data/*.parquet: the rows, written by Ray's Parquet writer
 REJECTS_DIR = "rejects"  # OUT/rejects/part-00000.jsonl: each shard's rejects, in record order
+_ERRORS = "errors"  # a failed shard's FtdataError, pickled by the worker
 _REFUSED = {
     "test_size": "split at training time (datasets' train_test_split), or use engine=local or processes",
     "shuffle": "shuffle at training time (SFTTrainer shuffles every epoch), or use engine=local or processes",
@@ -58,17 +61,6 @@ class _ShardJob:
     spec: StageSpec
     options: BuildOptions
     sidecar: str  # folder the workers write rejects and reports into
-
-
-class _ShardFailed(Exception):
-    """A shard's `FtdataError`, carried through Ray Data as a picklable exception and raised again as itself."""
-
-    def __init__(self, raised: _Raised):
-        super().__init__(raised.message)
-        self.raised = raised
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _ShardFailed, (self.raised,)
 
 
 def shard_files(source: Any, options: BuildOptions) -> list[Any]:
@@ -97,7 +89,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     """Build `source` shard by shard on Ray Data into `target` (OUT/data/*.parquet, OUT/rejects/); return the merged report and [OUT/data].
 
     A `FtdataError` in a shard (a malformed record with on_error=raise) is raised here as the
-    same error, with its `file:line`. Nothing is published into OUT unless every shard succeeded.
+    same error, with its `file:line`: that of the first failing shard, as engine=local would. Nothing is published into OUT unless every shard succeeded.
     With `options.rejects_path`, the rejects shards are also concatenated there, in shard order.
 
     Raises:
@@ -118,8 +110,11 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     try:
         (sidecar / REJECTS_DIR).mkdir(parents=True)
         (sidecar / "reports").mkdir()
+        (sidecar / _ERRORS).mkdir()
         with ray_cluster(options.ray_address, options.num_workers) as (ray, _), target.write(DATA) as data:
             _run(ray, shards, payload, data)
+            if (error := _first_error(sidecar)) is not None:
+                raise error
             merge_reports(report, [_read_report(sidecar, i) for i in range(len(shards))])
             check_built(report, report.rows)
         with target.write(REJECTS_DIR) as rejects:
@@ -136,6 +131,10 @@ def _run(ray: Any, shards: list[Any], payload: bytes, data: Path) -> None:
     """The Ray Data job: shard list -> map_batches(one shard per call) -> Parquet files in `data`."""
     import sys
 
+    # Ray Data's INFO lines would bury the build's summary; it reads this when a job starts
+    quiet = "RAY_DATA_LOG_LEVEL" not in os.environ
+    if quiet:
+        os.environ["RAY_DATA_LOG_LEVEL"] = "ERROR"
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars
     context.execution_options.preserve_order = True  # files in shard order
@@ -147,33 +146,45 @@ def _run(ray: Any, shards: list[Any], payload: bytes, data: Path) -> None:
             _build_shard, batch_size=1, batch_format="pyarrow", fn_kwargs={"key": key, "payload": [ref]}, num_cpus=1
         )
         dataset.write_parquet(str(data))
-    except Exception as exc:  # Ray wraps what the worker raised; ours is found in the chain
-        raise _unwrap(exc) from None
+    except Exception as exc:  # a worker died, or a bug: shard errors do not get here
+        raise ray_failure(exc) from None
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
-
-
-def _unwrap(exc: BaseException) -> FtdataError:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, _ShardFailed):
-            return seen.raised.error()
-        if isinstance(seen, FtdataError):
-            return seen
-        seen = seen.__cause__ or getattr(seen, "cause", None)
-    return ray_failure(exc)
+        if quiet:
+            del os.environ["RAY_DATA_LOG_LEVEL"]
 
 
 def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
-    """In a Ray worker: the rows of the shard(s) in `batch` (columns shard, path)."""
+    """In a Ray worker: the rows of the shard(s) in `batch` (columns shard, path).
+
+    A shard's `FtdataError` is saved beside the output, not raised: Ray Data would wrap it
+    and drop its type and location. A shard after one that failed is skipped; the ones
+    before it still run, so the driver raises the error of the first failing shard, which
+    is the error engine=local raises.
+    """
     job: _ShardJob = ray_spec(key, payload)
+    errors = Path(job.sidecar) / _ERRORS
     tables = []
     for shard, path in zip(batch.column("shard").to_pylist(), batch.column("path").to_pylist()):
+        if any(int(name.split("-")[1].split(".")[0]) < shard for name in os.listdir(errors)):
+            continue
         try:
             tables.append(_shard_rows(job, shard, path))
         except FtdataError as exc:
-            raise _ShardFailed(_Raised(exc)) from None
-    return pa.concat_tables(tables)
+            with atomic_path(errors / f"part-{shard:05d}.pickle") as tmp:
+                tmp.write_bytes(pickle.dumps(_Raised(exc)))
+    return pa.concat_tables(tables) if tables else _schema(job.options).empty_table()
+
+
+def _first_error(sidecar: Path) -> FtdataError | None:
+    failed = sorted((sidecar / _ERRORS).glob("*.pickle"))
+    return pickle.loads(failed[0].read_bytes()).error() if failed else None
+
+
+def _schema(options: BuildOptions) -> pa.Schema:
+    if options.packing:
+        return output.PACKED_SCHEMA
+    return output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
 
 
 def _shard_rows(job: _ShardJob, shard: int, source: Any) -> pa.Table:
@@ -193,7 +204,7 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any) -> pa.Table:
         finally:
             writer.close()
             sink.close()
-        schema = output.PACKED_SCHEMA if options.packing else output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
+        schema = _schema(options)
         table = schema.empty_table()
         if writer.rows:
             finished = output.finish(writer.path, options, report)
