@@ -241,7 +241,7 @@ def stats(
 # --- build -------------------------------------------------------------------------------------
 
 OUTPUT_HELP = "Output folder (or output: in YAML)."
-FORMAT_HELP = "arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text)."
+FORMAT_HELP = "arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); --engine ray writes sharded Parquet only."
 
 
 @app.command()
