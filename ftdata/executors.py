@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 from ftdata.errors import ConfigError, FtdataError
 
 __all__ = [
-    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "default_workers", "executor",
+    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "pickled",
     "ray_cluster", "ray_failure", "ray_spec",
 ]  # fmt: skip
 
@@ -79,7 +79,7 @@ class LocalExecutor:
             yield fn(spec, batch)
 
 
-class _Raised:
+class Raised:
     """A `FtdataError` from a worker, carried back as data and raised again in the parent.
 
     Returned rather than raised: the pool would chain a remote traceback to it, and a
@@ -112,11 +112,11 @@ def _init_worker(payload: bytes) -> None:
     _SPEC = pickle.loads(payload)
 
 
-def _call(fn: Callable[[Any, Any], T], batch: Any) -> T | _Raised:
+def _call(fn: Callable[[Any, Any], T], batch: Any) -> T | Raised:
     try:
         return fn(_SPEC, batch)
     except FtdataError as exc:
-        return _Raised(exc)
+        return Raised(exc)
 
 
 class ProcessExecutor:
@@ -150,10 +150,10 @@ class ProcessExecutor:
     def _pool(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterator[B]) -> Iterator[T]:
         import multiprocessing
 
-        payload = _pickled(spec, "processes")
+        payload = pickled(spec, "processes")
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(payload,))
-        pending: deque[Future[T | _Raised]] = deque()
+        pending: deque[Future[T | Raised]] = deque()
         failure: BaseException | None = None
         try:
             while True:
@@ -174,7 +174,7 @@ class ProcessExecutor:
                     raise FtdataError(
                         "a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local"
                     ) from None
-                if isinstance(result, _Raised):
+                if isinstance(result, Raised):
                     raise result.error() from None
                 yield result
             if failure is not None:
@@ -183,7 +183,7 @@ class ProcessExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _pickled(spec: Any, engine: str) -> bytes:
+def pickled(spec: Any, engine: str) -> bytes:
     try:
         return pickle.dumps(spec)
     except Exception as exc:  # lambdas, open handles, locks: pickle raises several types
@@ -210,12 +210,12 @@ def ray_spec(key: str, payload: list[Any]) -> Any:
     return _RAY_SPECS[key]
 
 
-def _ray_call(fn: Callable[[Any, Any], T], key: str, payload: list[Any], batch: Any) -> T | _Raised:
+def _ray_call(fn: Callable[[Any, Any], T], key: str, payload: list[Any], batch: Any) -> T | Raised:
     """One batch in a Ray worker."""
     try:
         return fn(ray_spec(key, payload), batch)
     except FtdataError as exc:
-        return _Raised(exc)
+        return Raised(exc)
 
 
 @contextmanager
@@ -270,7 +270,7 @@ class RayExecutor:
     def map(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterable[B]) -> Iterator[T]:
         import uuid
 
-        payload = _pickled(spec, "ray")
+        payload = pickled(spec, "ray")
         with ray_cluster(self.address, self.num_workers) as (ray, workers):
             task = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
             key, ref = uuid.uuid4().hex, ray.put(payload)
@@ -285,7 +285,7 @@ class RayExecutor:
                     result = ray.get(pending.popleft())
                 except ray.exceptions.RayError as exc:
                     raise ray_failure(exc) from None
-                if isinstance(result, _Raised):
+                if isinstance(result, Raised):
                     raise result.error() from None
                 yield result
 

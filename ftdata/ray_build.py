@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import tempfile
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import pyarrow as pa
 
 from ftdata import output
 from ftdata.errors import ConfigError, FtdataError
-from ftdata.executors import _pickled, _Raised, ray_cluster, ray_failure, ray_spec
+from ftdata.executors import pickled, Raised, ray_cluster, ray_failure, ray_spec
 from ftdata.options import BuildOptions
 from ftdata.pipeline import Stage, StageSpec, _collect, _run_stage, check_built, read_batches
 from ftdata.readers import data_files
@@ -86,22 +87,25 @@ def check_options(options: BuildOptions) -> None:
 
 
 def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: OutputDir) -> tuple[BuildReport, list[Path]]:
-    """Build `source` shard by shard on Ray Data into `target` (OUT/data/*.parquet, OUT/rejects/); return the merged report and [OUT/data].
+    """Build `source` shard by shard on Ray Data into `target`; return the merged report and [OUT/data].
 
+    Writes OUT/data/*.parquet and OUT/rejects/part-NNNNN.jsonl (`build.json` is the caller's).
     A `FtdataError` in a shard (a malformed record with on_error=raise) is raised here as the
-    same error, with its `file:line`: that of the first failing shard, as engine=local would. Nothing is published into OUT unless every shard succeeded.
-    With `options.rejects_path`, the rejects shards are also concatenated there, in shard order.
+    same error, with its `file:line`: that of the first failing shard, as engine=local would.
+    Nothing is published into OUT unless every shard succeeded. With `options.rejects_path`,
+    the rejects shards are also concatenated there, in shard order.
 
     Raises:
         ConfigError: an option engine=ray refuses, Ray missing, the cluster unreachable.
         FtdataError: what a shard raised; no records, or every record rejected.
     """
+    started = time.perf_counter()
     check_options(options)
     stage = Stage(tokenizer, options)  # a bad template or option fails here, before any cluster starts
     shards = shard_files(source, options)
     sidecar = temp_name(target.path / "shards")
     job = _ShardJob(StageSpec.create(stage), options, str(sidecar))
-    payload = _pickled(job, "ray")
+    payload = pickled(job, "ray")
     report = BuildReport(
         source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
         tokenizer=str(getattr(tokenizer, "name_or_path", "")), template=stage.renderer.name,
@@ -112,7 +116,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
         (sidecar / "reports").mkdir()
         (sidecar / _ERRORS).mkdir()
         with ray_cluster(options.ray_address, options.num_workers) as (ray, _), target.write(DATA) as data:
-            _run(ray, shards, payload, data)
+            _run(ray, shards, payload, data, options)
             if (error := _first_error(sidecar)) is not None:
                 raise error
             merge_reports(report, [_read_report(sidecar, i) for i in range(len(shards))])
@@ -124,10 +128,11 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     finally:
         remove(sidecar)
     report.rejects_path = options.rejects_path
+    report.seconds = round(time.perf_counter() - started, 3)
     return report, [target.path / DATA]
 
 
-def _run(ray: Any, shards: list[Any], payload: bytes, data: Path) -> None:
+def _run(ray: Any, shards: list[Any], payload: bytes, data: Path, options: BuildOptions) -> None:
     """The Ray Data job: shard list -> map_batches(one shard per call) -> Parquet files in `data`."""
     import sys
 
@@ -143,7 +148,8 @@ def _run(ray: Any, shards: list[Any], payload: bytes, data: Path) -> None:
     items = [{"shard": i, "path": str(p) if isinstance(p, (str, Path)) else p} for i, p in enumerate(shards)]
     try:
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            _build_shard, batch_size=1, batch_format="pyarrow", fn_kwargs={"key": key, "payload": [ref]}, num_cpus=1
+            _build_shard, batch_size=1, batch_format="pyarrow", fn_kwargs={"key": key, "payload": [ref]}, num_cpus=1,
+            concurrency=options.num_workers,
         )
         dataset.write_parquet(str(data))
     except Exception as exc:  # a worker died, or a bug: shard errors do not get here
@@ -166,19 +172,24 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
     errors = Path(job.sidecar) / _ERRORS
     tables = []
     for shard, path in zip(batch.column("shard").to_pylist(), batch.column("path").to_pylist()):
-        if any(int(name.split("-")[1].split(".")[0]) < shard for name in os.listdir(errors)):
+        if any(failed < shard for failed in _failed_shards(errors)):
             continue
         try:
             tables.append(_shard_rows(job, shard, path))
         except FtdataError as exc:
             with atomic_path(errors / f"part-{shard:05d}.pickle") as tmp:
-                tmp.write_bytes(pickle.dumps(_Raised(exc)))
+                tmp.write_bytes(pickle.dumps(Raised(exc)))
     return pa.concat_tables(tables) if tables else _schema(job.options).empty_table()
 
 
+def _failed_shards(errors: Path) -> list[int]:
+    """The shards that saved an error (`part-00003.pickle` -> 3), in order; files still being written are not yet there."""
+    return sorted(int(p.stem.removeprefix("part-")) for p in errors.glob("part-*.pickle"))
+
+
 def _first_error(sidecar: Path) -> FtdataError | None:
-    failed = sorted((sidecar / _ERRORS).glob("*.pickle"))
-    return pickle.loads(failed[0].read_bytes()).error() if failed else None
+    failed = _failed_shards(sidecar / _ERRORS)
+    return pickle.loads((sidecar / _ERRORS / f"part-{failed[0]:05d}.pickle").read_bytes()).error() if failed else None
 
 
 def _schema(options: BuildOptions) -> pa.Schema:
