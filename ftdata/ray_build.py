@@ -91,7 +91,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
 
     Writes OUT/data/*.parquet and OUT/rejects/part-NNNNN.jsonl (`build.json` is the caller's).
     A `FtdataError` in a shard (a malformed record with on_error=raise) is raised here as the
-    same error, with its `file:line`: that of the first failing shard, as engine=local would.
+    same error, with its `file:line`: the first error of the first failing shard.
     Nothing is published into OUT unless every shard succeeded. With `options.rejects_path`,
     the rejects shards are also concatenated there, in shard order.
 
@@ -165,8 +165,7 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
 
     A shard's `FtdataError` is saved beside the output, not raised: Ray Data would wrap it
     and drop its type and location. A shard after one that failed is skipped; the ones
-    before it still run, so the driver raises the error of the first failing shard, which
-    is the error engine=local raises.
+    before it still run, so the driver raises the error of the first failing shard.
     """
     job: _ShardJob = ray_spec(key, payload)
     errors = Path(job.sidecar) / _ERRORS
