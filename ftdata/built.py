@@ -34,7 +34,8 @@ def load(out: str | Path) -> BuildResult:
     """The dataset (`Dataset`, or `DatasetDict` with train/test) and the `BuildReport` of a build folder.
 
     Works for every `--output-format`: arrow (`OUT/dataset`), parquet and jsonl (one file per
-    split; the jsonl files' decoded `text`/`trained` columns are dropped).
+    split; the jsonl files' decoded `text`/`trained` columns are dropped), and engine=ray's
+    folder of Parquet shards (`OUT/data/*.parquet`).
 
     Raises:
         ConfigError: `out` is not a folder `ftdata build` wrote, or its files are missing.
@@ -78,8 +79,11 @@ def _read(fmt: str, files: list[Path]) -> Any:
         return datasets.load_from_disk(str(files[0]))
     splits = {}
     for path in files:
-        split = datasets.Dataset.from_parquet(str(path)) if fmt == "parquet" else datasets.Dataset.from_json(str(path))
-        splits[path.stem] = split.remove_columns([c for c in _READABLE_COLUMNS if c in split.column_names])
+        if path.is_dir():  # engine=ray: a folder of Parquet shards, the train split
+            split, name = datasets.Dataset.from_parquet(sorted(str(p) for p in path.glob("*.parquet"))), "train"
+        else:
+            split, name = datasets.Dataset.from_parquet(str(path)) if fmt == "parquet" else datasets.Dataset.from_json(str(path)), path.stem
+        splits[name] = split.remove_columns([c for c in _READABLE_COLUMNS if c in split.column_names])
     if list(splits) == ["train"]:  # a build without a test split wrote one Dataset
         return splits["train"]
     return datasets.DatasetDict(splits)

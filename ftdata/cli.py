@@ -27,6 +27,7 @@ from typer.core import TyperGroup
 from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, resolve, with_build_options
 from ftdata import safeio
 from ftdata.errors import ConfigError, FtdataError
+from ftdata.executors import Engine
 
 _FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _FILE_ERROR_EXIT = 3  # the same code as a ReaderError
@@ -240,7 +241,7 @@ def stats(
 # --- build -------------------------------------------------------------------------------------
 
 OUTPUT_HELP = "Output folder (or output: in YAML)."
-FORMAT_HELP = "arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text)."
+FORMAT_HELP = "arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); --engine ray writes sharded Parquet only."
 
 
 @app.command()
@@ -274,13 +275,17 @@ def build(
     out = Path(out_value).expanduser()
     fmt = export.check_output_format(output_format or settings.extras.get("output_format") or "arrow")
     opts = settings.options
+    sharded = opts.engine is Engine.RAY  # Ray Data: sharded Parquet, rejects shards in OUT/rejects/, no cache
+    if sharded and (output_format or settings.extras.get("output_format") or "parquet") != "parquet":
+        raise ConfigError("engine=ray writes sharded Parquet (OUT/data/*.parquet); drop --output-format or use engine=local")
     opts = dataclasses.replace(
         opts,
-        rejects_path=opts.rejects_path or str(out / export.REJECTS),
-        cache_dir=None if no_cache else (opts.cache_dir or str(cache_root() / "builds")),
+        rejects_path=opts.rejects_path or (None if sharded else str(out / export.REJECTS)),
+        cache_dir=None if no_cache or sharded else (opts.cache_dir or str(cache_root() / "builds")),
     )
     inputs = safeio.input_paths(settings.data, settings.tokenizer, config, opts.template)
-    safeio.check_rejects_path(Path(opts.rejects_path), inputs)
+    if opts.rejects_path:
+        safeio.check_rejects_path(Path(opts.rejects_path), inputs)
     with safeio.OutputDir(out, inputs=inputs) as target:
         tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
         _build(settings, opts, tok, target=target, fmt=fmt, config=config, no_color=no_color)
@@ -298,19 +303,27 @@ def _build(
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
-    with progress_bar("building", export.count_records(settings.data, limit=opts.limit)) as advance:
-        result = prepare(settings.data, tokenizer=tok, progress=advance, build_options=opts)
-    report = result.report
     out = target.path
-    files = export.write_dataset(result.dataset, target, fmt=fmt, tokenizer=tok)
-    rejects = Path(opts.rejects_path)
-    if rejects.parent.resolve() == out.resolve():
+    if opts.engine is Engine.RAY:
+        from ftdata.ray_build import REJECTS_DIR, build_shards
+
+        fmt = "parquet"
+        report, files = build_shards(settings.data, tokenizer=tok, options=opts, target=target)
+        rejects, rejects_name = Path(opts.rejects_path or out / REJECTS_DIR), f"{REJECTS_DIR}/"
+    else:
+        with progress_bar("building", export.count_records(settings.data, limit=opts.limit)) as advance:
+            result = prepare(settings.data, tokenizer=tok, progress=advance, build_options=opts)
+        report = result.report
+        files = export.write_dataset(result.dataset, target, fmt=fmt, tokenizer=tok)
+        rejects, rejects_name = Path(opts.rejects_path), export.REJECTS
+    if rejects.parent.resolve() == out.resolve() and rejects.name not in target.written:
         target.adopt(rejects.name)
     # Without a cache the pipeline skips the fingerprint; build.json records it anyway.
     fingerprint = report.fingerprint or build_fingerprint(settings.data, tok, opts)
     record = export.manifest(
         data=settings.data, tokenizer=tok, tokenizer_name=tokenizer_label(settings.tokenizer, tok), options=opts,
         report=report, fingerprint=fingerprint, output_format=fmt, files=files, out=out, config=config,
+        rejects=rejects_name,
     )  # fmt: skip
     manifest = export.write_manifest(target, record)
     target.finish()

@@ -22,6 +22,7 @@ import os
 import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
@@ -31,7 +32,8 @@ from typing import Any, Protocol, TypeVar
 from ftdata.errors import ConfigError, FtdataError
 
 __all__ = [
-    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "default_workers", "executor",
+    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "pickled",
+    "ray_cluster", "ray_failure", "ray_spec",
 ]  # fmt: skip
 
 B = TypeVar("B", bound=Sized)
@@ -77,7 +79,7 @@ class LocalExecutor:
             yield fn(spec, batch)
 
 
-class _Raised:
+class Raised:
     """A `FtdataError` from a worker, carried back as data and raised again in the parent.
 
     Returned rather than raised: the pool would chain a remote traceback to it, and a
@@ -110,11 +112,11 @@ def _init_worker(payload: bytes) -> None:
     _SPEC = pickle.loads(payload)
 
 
-def _call(fn: Callable[[Any, Any], T], batch: Any) -> T | _Raised:
+def _call(fn: Callable[[Any, Any], T], batch: Any) -> T | Raised:
     try:
         return fn(_SPEC, batch)
     except FtdataError as exc:
-        return _Raised(exc)
+        return Raised(exc)
 
 
 class ProcessExecutor:
@@ -148,10 +150,10 @@ class ProcessExecutor:
     def _pool(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterator[B]) -> Iterator[T]:
         import multiprocessing
 
-        payload = _pickled(spec, "processes")
+        payload = pickled(spec, "processes")
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(payload,))
-        pending: deque[Future[T | _Raised]] = deque()
+        pending: deque[Future[T | Raised]] = deque()
         failure: BaseException | None = None
         try:
             while True:
@@ -172,7 +174,7 @@ class ProcessExecutor:
                     raise FtdataError(
                         "a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local"
                     ) from None
-                if isinstance(result, _Raised):
+                if isinstance(result, Raised):
                     raise result.error() from None
                 yield result
             if failure is not None:
@@ -181,7 +183,7 @@ class ProcessExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _pickled(spec: Any, engine: str) -> bytes:
+def pickled(spec: Any, engine: str) -> bytes:
     try:
         return pickle.dumps(spec)
     except Exception as exc:  # lambdas, open handles, locks: pickle raises several types
@@ -194,18 +196,62 @@ def _pickled(spec: Any, engine: str) -> bytes:
 _RAY_SPECS: dict[str, Any] = {}  # spec key -> the unpickled spec, once per Ray worker process
 
 
-def _ray_call(fn: Callable[[Any, Any], T], key: str, payload: list[Any], batch: Any) -> T | _Raised:
-    """One batch in a Ray worker; the spec is fetched and unpickled once per worker process."""
+def ray_spec(key: str, payload: list[Any]) -> Any:
+    """In a Ray worker: the spec put in the object store as `payload[0]`, fetched and unpickled once per process.
+
+    The reference travels inside a list so that Ray passes it as is instead of fetching it for every task.
+    """
     if key not in _RAY_SPECS:
         import ray
 
         _one_thread()
         _RAY_SPECS.clear()  # one build's spec at a time
         _RAY_SPECS[key] = pickle.loads(ray.get(payload[0]))
+    return _RAY_SPECS[key]
+
+
+def _ray_call(fn: Callable[[Any, Any], T], key: str, payload: list[Any], batch: Any) -> T | Raised:
+    """One batch in a Ray worker."""
     try:
-        return fn(_RAY_SPECS[key], batch)
+        return fn(ray_spec(key, payload), batch)
     except FtdataError as exc:
-        return _Raised(exc)
+        return Raised(exc)
+
+
+@contextmanager
+def ray_cluster(address: str | None, num_workers: int | None) -> Iterator[tuple[Any, int]]:
+    """(the `ray` module, the CPUs to use) on the cluster at `address`, or on a local one started here.
+
+    A cluster this process already joined (`ray.init()` before the build) is used as it is;
+    one started here is stopped at the end.
+
+    Raises:
+        ConfigError: Ray is not installed, or the cluster cannot be started or reached.
+    """
+    import logging
+
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("engine=ray needs Ray: pip install 'ftdata[ray]' (or use engine=processes)") from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, num_cpus=None if address else num_workers,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
+            raise ConfigError(f"engine=ray could not start or reach a Ray cluster at {address or 'this machine'}: {exc}") from None
+    try:
+        yield ray, num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def ray_failure(exc: BaseException) -> FtdataError:
+    """One line for a Ray task that failed without a `FtdataError` (a worker died, a bug)."""
+    cause = getattr(exc, "cause", None) or exc
+    return FtdataError(f"a Ray worker failed: {type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}")
 
 
 class RayExecutor:
@@ -222,23 +268,10 @@ class RayExecutor:
         self.address = address
 
     def map(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterable[B]) -> Iterator[T]:
-        import logging
         import uuid
 
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError("engine=ray needs Ray: pip install 'ftdata[ray]' (or use engine=processes)") from None
-        payload = _pickled(spec, "ray")
-        started = not ray.is_initialized()
-        if started:
-            try:
-                ray.init(address=self.address, num_cpus=None if self.address else self.num_workers,
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
-            except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
-                raise ConfigError(f"engine=ray could not start or reach a Ray cluster at {self.address or 'this machine'}: {exc}") from None
-        try:
-            workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        payload = pickled(spec, "ray")
+        with ray_cluster(self.address, self.num_workers) as (ray, workers):
             task = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
             key, ref = uuid.uuid4().hex, ray.put(payload)
             pending: deque[Any] = deque()
@@ -251,14 +284,10 @@ class RayExecutor:
                 try:
                     result = ray.get(pending.popleft())
                 except ray.exceptions.RayError as exc:
-                    cause = getattr(exc, "cause", None) or exc
-                    raise FtdataError(f"a Ray worker failed: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
-                if isinstance(result, _Raised):
+                    raise ray_failure(exc) from None
+                if isinstance(result, Raised):
                     raise result.error() from None
                 yield result
-        finally:
-            if started:
-                ray.shutdown()
 
 
 def executor(engine: Engine, num_workers: int | None, *, ray_address: str | None = None) -> Executor:

@@ -119,7 +119,7 @@ def _options_dict(options: BuildOptions) -> dict[str, Any]:
 
 def manifest(
     *, data: str, tokenizer: Any, tokenizer_name: str, options: BuildOptions, report: BuildReport,
-    fingerprint: str, output_format: str, files: list[Path], out: Path, config: Path | None,
+    fingerprint: str, output_format: str, files: list[Path], out: Path, config: Path | None, rejects: str = REJECTS,
 ) -> dict[str, Any]:  # fmt: skip
     """The `build.json` record of a build."""
     return {
@@ -133,7 +133,7 @@ def manifest(
         "options": _options_dict(options),
         "fingerprint": fingerprint,
         "cached": report.cached,
-        "output": {"format": output_format, "files": [str(p.relative_to(out)) for p in files], "rejects": REJECTS},
+        "output": {"format": output_format, "files": [str(p.relative_to(out)) for p in files], "rejects": rejects},
         "counts": report.to_dict(),
         "versions": {name: _version(name) for name in _VERSIONED},
     }

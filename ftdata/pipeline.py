@@ -295,17 +295,22 @@ def prepare(
     finally:
         writer.close()
         sink.close()
-    if report.records == 0:
-        raise FtdataError(f"{report.source}: no records to build from")
-    if writer.rows == 0:
-        first = report.sample_rejects[0] if report.sample_rejects else None
-        why = f"; first: {first.location}: {first.reason}" if first else ""
-        raise FtdataError(f"every record was rejected ({report.n_rejected} of {report.records}){why}")
+    check_built(report, writer.rows)
     dataset = output.finish(writer.path, opts, report)
     report.seconds = round(time.perf_counter() - started, 3)
     if fingerprint:
         dataset = output.save_cached(dataset, report, Path(opts.cache_dir), fingerprint, rejects=Path(rejects_file))  # type: ignore[arg-type]
     return BuildResult(dataset, report)
+
+
+def check_built(report: BuildReport, rows: int) -> None:
+    """Raise when a build read no records or kept no rows (naming the first reject)."""
+    if report.records == 0:
+        raise FtdataError(f"{report.source}: no records to build from")
+    if rows == 0:
+        first = report.sample_rejects[0] if report.sample_rejects else None
+        why = f"; first: {first.location}: {first.reason}" if first else ""
+        raise FtdataError(f"every record was rejected ({report.n_rejected} of {report.records}){why}")
 
 
 def _collect(chunk: Chunk, writer: Any, sink: RejectsWriter) -> None:

@@ -271,9 +271,22 @@ def read_folder(path: Path) -> Iterator[tuple[Location, Row]]:
     only the train files are read. Every data file is read (JSON, JSONL, CSV and Parquet may
     be mixed), locations are `file:line`; a file ftdata cannot read is an error, not skipped.
     """
-    if any((path / name).is_file() for name in _SAVED):
+    data = data_files(path)
+    if data is None:
         yield from read_hf(path)
         return
+    for file in data:
+        yield from READERS[_SUFFIXES[file.suffix.lower()]](file)
+
+
+def data_files(path: Path) -> list[Path] | None:
+    """The train data files of a folder, in the order `read_folder` reads them; None for a `save_to_disk` folder.
+
+    Raises:
+        ReaderError: the folder holds no data files, no train split, or files ftdata cannot read.
+    """
+    if any((path / name).is_file() for name in _SAVED):
+        return None
     from datasets.data_files import DataFilesList, get_data_patterns
 
     from ftdata.resources import go_offline
@@ -296,8 +309,7 @@ def read_folder(path: Path) -> Iterator[tuple[Location, Row]]:
         )
     if not data:
         raise ReaderError(f"{path}: the folder holds no data files; expected .json, .jsonl, .csv or .parquet")
-    for file in data:
-        yield from READERS[_SUFFIXES[file.suffix.lower()]](file)
+    return data
 
 
 def read_hf(path: Path | str) -> Iterator[tuple[Location, Row]]:
@@ -496,4 +508,4 @@ def _read_stream(path: Path, reader: str | None) -> Iterator[tuple[Location, Row
         raise type(exc)(str(exc).replace(str(copy), str(path))) from None
 
 
-__all__ = ["READERS", "iter_dataset", "read_records", "sniff"]
+__all__ = ["READERS", "data_files", "iter_dataset", "read_records", "sniff"]

@@ -1,11 +1,14 @@
 """engine=ray gives what engine=local gives, on a local Ray cluster started (and stopped) here.
 
 One cluster of 2 CPUs for the module: starting one takes seconds. The build joins it, as a
-build on a real cluster joins the one at `ray_address`.
+build on a real cluster joins the one at `ray_address`. `prepare(..., engine="ray")` runs
+batches as Ray tasks; `ftdata build SHARDS --engine ray -o OUT` runs a Ray Data job over
+the shard files and writes sharded Parquet.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from support import DATASETS
+import ftdata
 from ftdata import prepare
 from ftdata.cli import app
 from ftdata.errors import ConfigError, RecordError
@@ -75,19 +79,115 @@ def test_a_bad_record_raises_the_same_error_under_ray(tmp_path: Path, char_tok) 
     assert errors["local"][0].startswith(f"{data}:4: ")
 
 
-def test_cli_build_and_stats_under_ray_count_what_local_counts(tmp_path: Path) -> None:
+def test_cli_stats_under_ray_counts_what_local_counts() -> None:
     runner = CliRunner()
     counts = {}
     for engine in ("local", "ray"):
-        out = tmp_path / engine
         args = [str(ALPACA), "--template", "alpaca", "--limit", "200", "--batch-size", "50", "--engine", engine]
-        built = runner.invoke(app, ["build", *args, "-o", str(out), "--no-cache", "--no-color"])
         stats = runner.invoke(app, ["stats", *args, "--json"])
-        assert built.exit_code == 0 and stats.exit_code == 0, built.output + stats.output
-        report = json.loads((out / "build.json").read_text())["counts"]
-        counts[engine] = ({k: report[k] for k in ("records", "sequences", "tokens", "trained_tokens", "cut", "rejected")},
-                          json.loads(stats.stdout))  # fmt: skip
+        assert stats.exit_code == 0, stats.output
+        counts[engine] = json.loads(stats.stdout)
     assert counts["ray"] == counts["local"]
+
+
+def write_shards(folder: Path, records: list[dict], formats: list[str]) -> Path:
+    """`records` dealt round-robin into one shard file per format: part-0.json, part-1.jsonl, ..."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    for i, fmt in enumerate(formats):
+        part, path = records[i :: len(formats)], folder / f"part-{i}.{fmt}"
+        if fmt == "json":
+            path.write_text(json.dumps(part), encoding="utf-8")
+        elif fmt == "jsonl":
+            path.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+        elif fmt == "parquet":
+            pq.write_table(pa.Table.from_pylist(part), path)
+        else:
+            with path.open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(part[0]))
+                writer.writeheader()
+                writer.writerows(part)
+    return folder
+
+
+def build_cli(data: Path, out: Path, engine: str, *args: str) -> Any:
+    return CliRunner().invoke(app, ["build", str(data), "-o", str(out), "--engine", engine, "--no-cache", "--no-color", *args])
+
+
+def sequences(dataset: Any) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Every sequence as (input_ids, labels), packed rows cut at their seq_lengths; sorted."""
+    out = []
+    for row in dataset:
+        start = 0
+        for n in row.get("seq_lengths") or [len(row["input_ids"])]:
+            out.append((tuple(row["input_ids"][start : start + n]), tuple(row["labels"][start : start + n])))
+            start += n
+    return sorted(out)
+
+
+def _records(path: Path, n: int) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))[:n]
+
+
+@pytest.mark.parametrize(
+    ("shards", "args"),
+    [
+        ((_records(ALPACA, 240), ["json", "jsonl", "parquet", "csv"]), ["--template", "alpaca", "--max-length", "192"]),
+        ((_records(ALPACA, 150) + _records(SHAREGPT, 60), ["jsonl", "jsonl", "json"]), ["--max-length", "256", "--packing"]),
+    ],
+    ids=["alpaca-json-jsonl-parquet-csv", "alpaca-sharegpt-packed"],
+)
+def test_sharded_ray_build_equals_local(tmp_path: Path, shards: tuple, args: list[str]) -> None:
+    data = write_shards(tmp_path / "shards", *shards)
+    built = {}
+    for engine in ("local", "ray"):
+        result = build_cli(data, tmp_path / engine, engine, *args)
+        assert result.exit_code == 0, result.output
+        built[engine] = ftdata.load(tmp_path / engine)
+    local, ray_ = built["local"], built["ray"]
+    # the same sequences (labels included) and the same counts; packing differs only in how rows are filled
+    assert sequences(ray_.dataset) == sequences(local.dataset)
+    volatile = {"seconds", "rejects_path", "rows", "splits", "packing"}
+    assert {k: v for k, v in ray_.report.to_dict().items() if k not in volatile} == {
+        k: v for k, v in local.report.to_dict().items() if k not in volatile
+    }
+    assert ray_.report.sequences == len(sequences(local.dataset)) and ray_.report.rejected
+    if "--packing" in args:
+        assert ray_.report.packing["train"]["trained_tokens"] == local.report.packing["train"]["trained_tokens"]
+        assert ray_.report.rows == len(ray_.dataset) and ray_.report.packing["train"]["fill_ratio"] > 0.8
+    else:
+        assert ray_.report.rows == local.report.rows
+    # the rejects shards, in shard order, are the local rejects file line for line
+    shards_text = "".join(p.read_text(encoding="utf-8") for p in sorted((tmp_path / "ray" / "rejects").glob("*.jsonl")))
+    assert shards_text == (tmp_path / "local" / "rejects.jsonl").read_text(encoding="utf-8")
+    # plain Parquet shards: datasets reads them without ftdata
+    import datasets
+
+    parquet = datasets.load_dataset("parquet", data_files=str(tmp_path / "ray" / "data" / "*.parquet"), split="train")
+    assert sequences(parquet) == sequences(local.dataset)
+
+
+def test_a_bad_record_in_a_shard_stops_the_ray_build_with_the_local_error(tmp_path: Path) -> None:
+    records = [{"instruction": f"Say {i}.", "output": f"{i}."} for i in range(6)]
+    data = write_shards(tmp_path / "shards", records, ["jsonl", "jsonl"])
+    with (data / "part-1.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"question": "2+2?"}) + "\n")
+    results = {engine: build_cli(data, tmp_path / engine, engine, "--template", "alpaca") for engine in ("local", "ray")}
+    assert results["ray"].exit_code == results["local"].exit_code == 4
+    assert results["ray"].output == results["local"].output
+    assert results["ray"].output.startswith(f"error: {data / 'part-1.jsonl'}:4: field 'output': no response field")
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == [".ftdata-output.json", ".ftdata.lock"]  # nothing published
+
+
+def test_ray_build_refuses_what_needs_the_whole_corpus(tmp_path: Path) -> None:
+    result = build_cli(ALPACA, tmp_path / "out", "ray", "--template", "alpaca", "--test-size", "0.1")
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: test_size=0.1 needs the whole corpus at once, which engine=ray does not do; "
+        "split at training time (datasets' train_test_split), or use engine=local or processes\n"
+    )
 
 
 def test_engine_ray_without_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, char_tok) -> None:

@@ -1,0 +1,268 @@
+"""`ftdata build DATA --engine ray -o OUT`: a corpus built by Ray Data, shard by shard, into sharded Parquet.
+
+    DATA/                       Ray Data                                     OUT/
+      part-0.jsonl  ─┐   one row per shard file ──map_batches──▶ rows   ──▶  data/*.parquet
+      part-1.json    ├─▶ (the shard is read by ftdata's own        │          rejects/part-00000.jsonl ...
+      part-2.parquet ┘    readers, in the worker)                  └──────▶  build.json (one merged report)
+
+Each shard file runs the local pipeline in a worker: read (same readers, same `file:line`
+locations), filter, the record engine (`pipeline._run_stage`), then packing with the same
+best-fit decreasing plan (`output.finish`) over that shard's sequences. The shard's rows
+go back as an Arrow block and Ray's Parquet writer writes them; its rejects and report are
+written beside the output, and the driver merges the reports into one `build.json`.
+
+What differs from the other engines, by design:
+- packing is per shard (a packed row never mixes two shards), so rows and fill differ; the
+  sequences, tokens and trained tokens are the same;
+- `test_size`, `shuffle` and `limit` would need every shard at once: they are refused, with
+  the way out (split or shuffle at training time, or use engine=local/processes);
+- the build cache is not used (a cluster build writes straight to OUT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ftdata import output
+from ftdata.errors import ConfigError, FtdataError
+from ftdata.executors import pickled, Raised, ray_cluster, ray_failure, ray_spec
+from ftdata.options import BuildOptions
+from ftdata.pipeline import Stage, StageSpec, _collect, _run_stage, check_built, read_batches
+from ftdata.readers import data_files
+from ftdata.report import BuildReport, RejectsWriter
+from ftdata.safeio import OutputDir, atomic_path, remove, temp_name
+
+__all__ = ["DATA", "REJECTS_DIR", "build_shards", "merge_reports", "shard_files"]
+
+DATA = "data"  # OUT/data/*.parquet: the rows, written by Ray's Parquet writer
+REJECTS_DIR = "rejects"  # OUT/rejects/part-00000.jsonl: each shard's rejects, in record order
+_ERRORS = "errors"  # a failed shard's FtdataError, pickled by the worker
+_REFUSED = {
+    "test_size": "split at training time (datasets' train_test_split), or use engine=local or processes",
+    "shuffle": "shuffle at training time (SFTTrainer shuffles every epoch), or use engine=local or processes",
+    "limit": "give fewer shard files, or use engine=local or processes",
+}
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    """What a worker needs for a shard: the stage spec and the options (the filter runs where the shard is read)."""
+
+    spec: StageSpec
+    options: BuildOptions
+    sidecar: str  # folder the workers write rejects and reports into
+
+
+def shard_files(source: Any, options: BuildOptions) -> list[Any]:
+    """The shards of `source`: the data files of a folder (in the order engine=local reads them), else `source` itself."""
+    path = Path(source).expanduser() if isinstance(source, (str, Path)) else None
+    if path is not None and path.is_dir() and options.reader is None:
+        files = data_files(path)
+        if files is not None:
+            return files
+    return [source]
+
+
+def check_options(options: BuildOptions) -> None:
+    """Refuse the options a shard-parallel build cannot honour.
+
+    Raises:
+        ConfigError: naming the option and the way out.
+    """
+    for name, fix in _REFUSED.items():
+        value = getattr(options, name)
+        if value not in (None, False):
+            raise ConfigError(f"{name}={value!r} needs the whole corpus at once, which engine=ray does not do; {fix}")
+
+
+def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: OutputDir) -> tuple[BuildReport, list[Path]]:
+    """Build `source` shard by shard on Ray Data into `target`; return the merged report and [OUT/data].
+
+    Writes OUT/data/*.parquet and OUT/rejects/part-NNNNN.jsonl (`build.json` is the caller's).
+    A `FtdataError` in a shard (a malformed record with on_error=raise) is raised here as the
+    same error, with its `file:line`: the first error of the first failing shard.
+    Nothing is published into OUT unless every shard succeeded. With `options.rejects_path`,
+    the rejects shards are also concatenated there, in shard order.
+
+    Raises:
+        ConfigError: an option engine=ray refuses, Ray missing, the cluster unreachable.
+        FtdataError: what a shard raised; no records, or every record rejected.
+    """
+    started = time.perf_counter()
+    check_options(options)
+    stage = Stage(tokenizer, options)  # a bad template or option fails here, before any cluster starts
+    shards = shard_files(source, options)
+    sidecar = temp_name(target.path / "shards")
+    job = _ShardJob(StageSpec.create(stage), options, str(sidecar))
+    payload = pickled(job, "ray")
+    report = BuildReport(
+        source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
+        tokenizer=str(getattr(tokenizer, "name_or_path", "")), template=stage.renderer.name,
+        markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
+    )  # fmt: skip
+    try:
+        (sidecar / REJECTS_DIR).mkdir(parents=True)
+        (sidecar / "reports").mkdir()
+        (sidecar / _ERRORS).mkdir()
+        with ray_cluster(options.ray_address, options.num_workers) as (ray, _), target.write(DATA) as data:
+            _run(ray, shards, payload, data, options)
+            if (error := _first_error(sidecar)) is not None:
+                raise error
+            merge_reports(report, [_read_report(sidecar, i) for i in range(len(shards))])
+            check_built(report, report.rows)
+        with target.write(REJECTS_DIR) as rejects:
+            (sidecar / REJECTS_DIR).rename(rejects)
+        if options.rejects_path:
+            _concatenate(sorted((target.path / REJECTS_DIR).glob("*.jsonl")), Path(options.rejects_path))
+    finally:
+        remove(sidecar)
+    report.rejects_path = options.rejects_path
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report, [target.path / DATA]
+
+
+def _run(ray: Any, shards: list[Any], payload: bytes, data: Path, options: BuildOptions) -> None:
+    """The Ray Data job: shard list -> map_batches(one shard per call) -> Parquet files in `data`."""
+    import sys
+
+    # Ray Data's INFO lines would bury the build's summary; it reads this when a job starts
+    quiet = "RAY_DATA_LOG_LEVEL" not in os.environ
+    if quiet:
+        os.environ["RAY_DATA_LOG_LEVEL"] = "ERROR"
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order, context.enable_progress_bars
+    context.execution_options.preserve_order = True  # files in shard order
+    context.enable_progress_bars = sys.stderr.isatty()
+    key, ref = uuid.uuid4().hex, ray.put(payload)
+    items = [{"shard": i, "path": str(p) if isinstance(p, (str, Path)) else p} for i, p in enumerate(shards)]
+    try:
+        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _build_shard, batch_size=1, batch_format="pyarrow", fn_kwargs={"key": key, "payload": [ref]}, num_cpus=1,
+            concurrency=options.num_workers,
+        )
+        dataset.write_parquet(str(data))
+    except Exception as exc:  # a worker died, or a bug: shard errors do not get here
+        raise ray_failure(exc) from None
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
+        if quiet:
+            del os.environ["RAY_DATA_LOG_LEVEL"]
+
+
+def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
+    """In a Ray worker: the rows of the shard(s) in `batch` (columns shard, path).
+
+    A shard's `FtdataError` is saved beside the output, not raised: Ray Data would wrap it
+    and drop its type and location. A shard after one that failed is skipped; the ones
+    before it still run, so the driver raises the error of the first failing shard.
+    """
+    job: _ShardJob = ray_spec(key, payload)
+    errors = Path(job.sidecar) / _ERRORS
+    tables = []
+    for shard, path in zip(batch.column("shard").to_pylist(), batch.column("path").to_pylist()):
+        if any(failed < shard for failed in _failed_shards(errors)):
+            continue
+        try:
+            tables.append(_shard_rows(job, shard, path))
+        except FtdataError as exc:
+            with atomic_path(errors / f"part-{shard:05d}.pickle") as tmp:
+                tmp.write_bytes(pickle.dumps(Raised(exc)))
+    return pa.concat_tables(tables) if tables else _schema(job.options).empty_table()
+
+
+def _failed_shards(errors: Path) -> list[int]:
+    """The shards that saved an error (`part-00003.pickle` -> 3), in order; files still being written are not yet there."""
+    return sorted(int(p.stem.removeprefix("part-")) for p in errors.glob("part-*.pickle"))
+
+
+def _first_error(sidecar: Path) -> FtdataError | None:
+    failed = _failed_shards(sidecar / _ERRORS)
+    return pickle.loads((sidecar / _ERRORS / f"part-{failed[0]:05d}.pickle").read_bytes()).error() if failed else None
+
+
+def _schema(options: BuildOptions) -> pa.Schema:
+    if options.packing:
+        return output.PACKED_SCHEMA
+    return output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
+
+
+def _shard_rows(job: _ShardJob, shard: int, source: Any) -> pa.Table:
+    """One shard through the local pipeline: read, filter, record engine, pack; rejects and report beside."""
+    options = job.options
+    report = BuildReport()
+    sidecar = Path(job.sidecar)
+    sink = RejectsWriter(report, sidecar / REJECTS_DIR / f"part-{shard:05d}.jsonl")
+    with tempfile.TemporaryDirectory(prefix="ftdata-shard-") as scratch:
+        writer = output.ArrowRows(Path(scratch) / "rows.arrow")
+        try:
+            for batch in read_batches(source, options):
+                _collect(_run_stage(job.spec, batch), writer, sink)
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            writer.close()
+            sink.close()
+        schema = _schema(options)
+        table = schema.empty_table()
+        if writer.rows:
+            finished = output.finish(writer.path, options, report)
+            with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes
+                table = rows.read_all().select(schema.names)
+    (sidecar / "reports" / f"part-{shard:05d}.json").write_text(json.dumps(report.to_dict(), default=str), encoding="utf-8")
+    return table
+
+
+def _read_report(sidecar: Path, shard: int) -> BuildReport:
+    return BuildReport.from_dict(json.loads((sidecar / "reports" / f"part-{shard:05d}.json").read_text(encoding="utf-8")))
+
+
+def merge_reports(into: BuildReport, parts: list[BuildReport]) -> BuildReport:
+    """Add the shards' counts into `into` (in shard order: the sample rejects are the first 20 of the build).
+
+    To be replaced by `BuildReport.merge` once reports merge themselves.
+    """
+    for part in parts:
+        for name in ("records", "examples", "sequences", "rows", "tokens", "trained_tokens", "filtered"):
+            setattr(into, name, getattr(into, name) + getattr(part, name))
+        for name in ("rejected", "cut", "methods", "notes", "formats"):
+            getattr(into, name).update(getattr(part, name))
+        into.sample_rejects.extend(part.sample_rejects[: 20 - len(into.sample_rejects)])
+        for split, stats in (part.packing or {}).items():
+            into.packing = into.packing or {}
+            into.packing[split] = _add_packing(into.packing.get(split), stats)
+    into.splits = {"train": into.rows}
+    return into
+
+
+def _add_packing(total: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    """Packing stats of two sets of rows taken together."""
+    if total is None:
+        return dict(part)
+    summed = Counter({k: total[k] + part[k] for k in ("rows", "sequences", "tokens", "slots")})
+    trained = None if total["trained_tokens"] is None else total["trained_tokens"] + (part["trained_tokens"] or 0)
+    return {
+        **summed,
+        "fill_ratio": summed["tokens"] / summed["slots"] if summed["slots"] else 0.0,
+        "sequences_per_row": summed["sequences"] / summed["rows"] if summed["rows"] else 0.0,
+        "max_sequences_per_row": max(total["max_sequences_per_row"], part["max_sequences_per_row"]),
+        "trained_tokens": trained,
+    }
+
+
+def _concatenate(parts: list[Path], dest: Path) -> None:
+    with atomic_path(dest) as tmp, tmp.open("wb") as out:
+        for part in parts:
+            out.write(part.read_bytes())
+
