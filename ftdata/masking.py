@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftdata.errors import UnusableRecord
+from ftdata.outcomes import RejectCode
 from ftdata.types import IGNORE_INDEX, Rendered
 
 REPAIRED = "a token crossed a response edge; re-tokenized split at the edge"
@@ -197,7 +198,7 @@ class Masker:
             assert ranges is not None, "splitting at span edges makes every token lie on one side"
         for (s, e), (i0, i1) in zip(r.spans, ranges):
             if problem := _coverage_problem(r.text, s, e, offsets, i0, i1):
-                return UnusableRecord(f"verification failed: {problem}", field="labels")
+                return UnusableRecord(f"verification failed: {problem}", field="labels", code=RejectCode.UNVERIFIABLE)
         exact = self.spelling is not None and self.spelling.exact(r.text)
         return _Located(r, ids, offsets, ranges, notes, decode=not exact)
 
@@ -206,7 +207,7 @@ class Masker:
         if x.decode:
             problems = [_decode_problem(r.text[s:e], next(decoded)) for s, e in r.spans]  # consume every run
             if problem := next((p for p in problems if p), ""):
-                return UnusableRecord(f"verification failed: {problem}", field="labels")
+                return UnusableRecord(f"verification failed: {problem}", field="labels", code=RejectCode.UNVERIFIABLE)
         labels = [IGNORE_INDEX] * len(ids)
         for i0, i1 in x.ranges:
             labels[i0:i1] = ids[i0:i1]

@@ -1,7 +1,7 @@
 """`ftdata preview`: the first records as the model will see them, with what carries loss.
 
-Each record is rendered and masked by the pipeline's own `Stage` (so the preview is the
-build), then every character of the rendered text is put in one of four classes:
+Each record is rendered and masked by the build's record engine (`Stage.measure`: the preview
+is the build), then every character of the rendered text is put in one of four classes:
 
     trained            inside a token whose label is its id       green background
     masked             record text whose tokens are -100          dim
@@ -28,11 +28,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ftdata.engine import Measured, Stage
 from ftdata.errors import FtdataError, Location
 from ftdata.formats import compile_filter
 from ftdata.markers import RoleMarkers, common_token_prefix
-from ftdata.measure import Inspector, Measured
-from ftdata.pipeline import Stage
 from ftdata.render import apply_system
 from ftdata.turns import THINK_BOILERPLATE
 from ftdata.report import Reject
@@ -273,9 +272,10 @@ def select(
 
 
 def views(stage: Stage, records: Iterable[tuple[Location, Any]]) -> Iterator[RecordView | Reject]:
-    """A view (or a problem) per example of `records`, one at a time."""
-    for item in Inspector(stage).run(records, batch_size=1):
-        yield item if isinstance(item, Reject) else build_view(stage, item)
+    """A view (or a problem) per example of `records`, one record at a time."""
+    for record in records:
+        for _, item in stage.measure([record], responses=True):
+            yield item if isinstance(item, Reject) else build_view(stage, item)
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ class Printer:
 
     def problem(self, number: int, reject: Reject) -> None:
         if self.as_json:
-            self._json({"type": "problem", "location": reject.location, "stage": reject.stage, "reason": reject.reason})
+            self._json({"type": "problem", "location": reject.location, "stage": reject.stage, "code": reject.code, "reason": reject.reason})
             return
         self._line("")
         title = f"── record {number} · {reject.location} · PROBLEM ({reject.stage}): {reject.reason}"
