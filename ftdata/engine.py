@@ -17,6 +17,7 @@ rejected at the same stage, with the same code, by every command. Token counts o
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -219,12 +220,11 @@ class Stage:
 
 
 def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, labels, lengths) of `seqs` as flat arrays, each list converted once."""
+    """(ids, labels, lengths) of `seqs` as flat arrays, filled once from one iterator each."""
     lengths = np.fromiter((len(ids) for ids, _ in seqs), dtype=np.int64, count=len(seqs))
-    if not seqs:
-        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32), lengths
-    ids = np.concatenate([np.asarray(i, dtype=np.int32) for i, _ in seqs])
-    labels = np.concatenate([np.asarray(lab, dtype=np.int32) for _, lab in seqs])
+    total = int(lengths.sum())
+    ids = np.fromiter(chain.from_iterable(i for i, _ in seqs), dtype=np.int32, count=total)
+    labels = np.fromiter(chain.from_iterable(lab for _, lab in seqs), dtype=np.int32, count=total)
     return ids, labels, lengths
 
 
