@@ -32,7 +32,7 @@ import json
 import unicodedata
 from bisect import bisect_left
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftdata.errors import UnusableRecord
@@ -51,6 +51,8 @@ class Tokenized:
     cuts: tuple[int, ...]
     prefix: int  # leading special tokens added by ftdata (BOS), kept by every truncation
     notes: tuple[str, ...]
+    # Character span of each token after `prefix` in the rendered text, for inspection (preview).
+    offsets: Sequence[tuple[int, int]] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +219,7 @@ class Masker:
         cuts = tuple(n + bisect_left(x.offsets, (b, -1)) for b in r.boundaries)
         if n:  # copy the rows only when a BOS goes in front
             ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
-        return Tokenized(ids, labels, cuts, n, x.notes)
+        return Tokenized(ids, labels, cuts, n, x.notes, x.offsets)
 
     def split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
         """Tokenize the text piece by piece, split at every span edge.

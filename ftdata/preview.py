@@ -183,16 +183,6 @@ def _parts(text: str, piece: str, cursor: int) -> list[str]:
     return [line.strip() for line in piece.splitlines() if line.strip()]
 
 
-def _offsets(stage: Stage, measured: Measured) -> list[tuple[int, int]]:
-    """Character offsets of the record's tokens (without the BOS that ftdata adds)."""
-    rendered, row = measured.rendered, measured.tokenized
-    encoding = stage.tokenizer.backend_tokenizer.encode(rendered.text, add_special_tokens=False)
-    if encoding.ids == row.input_ids[row.prefix :]:
-        return list(encoding.offsets)
-    # The masker re-tokenized this record split at span edges (see masking.REPAIRED).
-    return stage.masker.split_encode(rendered)[1]
-
-
 def segments_of(
     text: str, *, offsets: list[tuple[int, int]], labels: list[int], content: list[str]
 ) -> list[Segment]:
@@ -214,7 +204,7 @@ def segments_of(
 def build_view(stage: Stage, measured: Measured) -> RecordView:
     """The `RecordView` of one measured example."""
     row, rendered = measured.tokenized, measured.rendered
-    offsets = _offsets(stage, measured)
+    offsets = list(row.offsets)  # of the tokens after the BOS ftdata adds, as the masker tokenized them
     labels = row.labels[row.prefix :]
     content = content_mask(rendered.text, record_pieces(measured.example, stage))
     start, end = schema_region(measured.example, stage)
