@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ftdata.outcomes import RejectCode
+
 
 @dataclass(frozen=True, slots=True)
 class Location:
@@ -41,8 +43,12 @@ class RecordError(FtdataError):
 
     exit_code = 4
 
-    def __init__(self, message: str, *, location: Location | None = None, field: str | None = None):
+    def __init__(
+        self, message: str, *, location: Location | None = None, field: str | None = None,
+        code: RejectCode = RejectCode.MALFORMED,
+    ):  # fmt: skip
         self.reason = message
+        self.code = code  # counted when the record is rejected
         self.location = location
         self.field = field
         where = f"{location}: " if location is not None else ""

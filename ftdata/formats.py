@@ -30,6 +30,7 @@ from typing import Any
 
 from ftdata import tools
 from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
+from ftdata.outcomes import RejectCode
 from ftdata.types import ROLES, Example, Message
 
 FORMATS = ("instruction", "messages", "sharegpt", "chat")
@@ -247,16 +248,16 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
             seen_user = True
         if msg.role == "assistant":
             if not seen_user:
-                raise UnusableRecord("assistant turn before any user turn; add the user message", location=location, field=where)
+                raise UnusableRecord("assistant turn before any user turn; add the user message", location=location, field=where, code=RejectCode.ASSISTANT_FIRST)
             if not msg.content.strip() and not msg.tool_calls:
-                raise UnusableRecord("empty assistant response; remove the record or fill the response", location=location, field=where)
+                raise UnusableRecord("empty assistant response; remove the record or fill the response", location=location, field=where, code=RejectCode.EMPTY_RESPONSE)
             calling = msg if msg.tool_calls else None
         if msg.role == "tool":
             tools.check_result(msg, prev, calling, location=location, field=where)
         if prev is not None and prev.role == msg.role and msg.role in ("user", "assistant"):
             raise RecordError(f"two {msg.role} turns in a row; merge them into one", location=location, field=where)
     if not any(m.role == "assistant" for m in messages):
-        raise UnusableRecord("no assistant turn; nothing to train on", location=location, field=field)
+        raise UnusableRecord("no assistant turn; nothing to train on", location=location, field=field, code=RejectCode.NO_ASSISTANT)
 
 
 def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
@@ -298,7 +299,7 @@ def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -
             )  # fmt: skip
         output = _text(output, location=location, field=path + out_col)
         if not output.strip():
-            raise UnusableRecord("empty response; remove the record or fill the response", location=location, field=path + out_col)
+            raise UnusableRecord("empty response; remove the record or fill the response", location=location, field=path + out_col, code=RejectCode.EMPTY_RESPONSE)
         in_col, context = columns.find(case, "input", location=location)
         context = _text(context, location=location, field=path + (in_col or "input"), required=False)
         messages = (*prefix, Message("user", instruction), Message("assistant", output))

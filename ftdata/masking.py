@@ -32,10 +32,11 @@ import json
 import unicodedata
 from bisect import bisect_left
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftdata.errors import UnusableRecord
+from ftdata.outcomes import RejectCode
 from ftdata.types import IGNORE_INDEX, Rendered
 
 REPAIRED = "a token crossed a response edge; re-tokenized split at the edge"
@@ -50,6 +51,8 @@ class Tokenized:
     cuts: tuple[int, ...]
     prefix: int  # leading special tokens added by ftdata (BOS), kept by every truncation
     notes: tuple[str, ...]
+    # Character span of each token after `prefix` in the rendered text, for inspection (preview).
+    offsets: Sequence[tuple[int, int]] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +200,7 @@ class Masker:
             assert ranges is not None, "splitting at span edges makes every token lie on one side"
         for (s, e), (i0, i1) in zip(r.spans, ranges):
             if problem := _coverage_problem(r.text, s, e, offsets, i0, i1):
-                return UnusableRecord(f"verification failed: {problem}", field="labels")
+                return UnusableRecord(f"verification failed: {problem}", field="labels", code=RejectCode.UNVERIFIABLE)
         exact = self.spelling is not None and self.spelling.exact(r.text)
         return _Located(r, ids, offsets, ranges, notes, decode=not exact)
 
@@ -206,7 +209,7 @@ class Masker:
         if x.decode:
             problems = [_decode_problem(r.text[s:e], next(decoded)) for s, e in r.spans]  # consume every run
             if problem := next((p for p in problems if p), ""):
-                return UnusableRecord(f"verification failed: {problem}", field="labels")
+                return UnusableRecord(f"verification failed: {problem}", field="labels", code=RejectCode.UNVERIFIABLE)
         labels = [IGNORE_INDEX] * len(ids)
         for i0, i1 in x.ranges:
             labels[i0:i1] = ids[i0:i1]
@@ -216,7 +219,7 @@ class Masker:
         cuts = tuple(n + bisect_left(x.offsets, (b, -1)) for b in r.boundaries)
         if n:  # copy the rows only when a BOS goes in front
             ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
-        return Tokenized(ids, labels, cuts, n, x.notes)
+        return Tokenized(ids, labels, cuts, n, x.notes, x.offsets)
 
     def split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
         """Tokenize the text piece by piece, split at every span edge.

@@ -1,8 +1,9 @@
 """The pipeline: the only place where the stages are wired together.
 
-    read -> format -> render -> tokenize+mask -> truncate -> Arrow -> [split] -> [pack | pad]
+    read -> [engine: format -> render -> tokenize+mask -> truncate] -> Arrow -> [split] -> [pack | pad]
 
-Records stream through in chunks (optionally in worker processes) and land in an Arrow
+Records are read in batches; each batch runs through the record engine (`engine.Stage`, in
+this process or a worker: `_run_stage(spec, batch) -> Chunk`) and lands in an Arrow
 file, so a large JSONL never sits in Python objects. Every record that is not kept as is
 (rejected, cut, filtered) is counted in the report and written to the rejects file.
 """
@@ -20,132 +21,18 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ftdata import safeio
-from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
+from ftdata.engine import Chunk, Record, Stage
+from ftdata.errors import ConfigError, FtdataError
 from ftdata.executors import executor
-from ftdata.formats import Columns, compile_filter, to_examples
-from ftdata.masking import Masker, Tokenized
+from ftdata.formats import compile_filter
 from ftdata.options import BuildOptions
+from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.readers import read_records
-from ftdata.render import Renderer
-from ftdata.report import BuildReport, Reject, RejectsWriter
+from ftdata.report import REPORT_FORMAT, BuildReport, Reject, RejectsWriter
 from ftdata.resources import load_tokenizer
-from ftdata.truncation import truncate
-from ftdata.types import Example
 
 __all__ = ["Batch", "BuildResult", "Stage", "StageSpec", "build_fingerprint", "build_sft_dataset", "prepare", "read_batches"]
-
-
-@dataclass
-class Chunk:
-    """Output of one chunk of records: flat token arrays plus what happened to each record."""
-
-    ids: np.ndarray
-    labels: np.ndarray
-    lengths: np.ndarray
-    rejects: list[Reject] = field(default_factory=list)
-    examples: int = 0
-    methods: dict[str, int] = field(default_factory=dict)
-    notes: dict[str, int] = field(default_factory=dict)
-    formats: dict[str, int] = field(default_factory=dict)
-    records: int = 0  # records read for the chunk, filtered ones included
-    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # record index in the chunk, per sequence
-
-
-class Stage:
-    """Format, render, mask and truncate records: everything between reading and Arrow.
-
-    Also the engine of `ftdata preview`: `examples()` and `tokenize()` work on a few records.
-    """
-
-    def __init__(self, tokenizer: Any, options: BuildOptions):
-        self.tokenizer = tokenizer
-        self.options = options
-        self.columns = Columns(options.columns)
-        self.renderer = Renderer.from_options(tokenizer, options)
-        self.masker = Masker(tokenizer)
-
-    def examples(self, location: Location, row: Any) -> tuple[Example, ...]:
-        return to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
-
-    def __call__(self, records: list[tuple[Location, Any]]) -> Chunk:
-        rejects: list[Reject] = []
-        pending: list[tuple[int, Example, Any]] = []
-        formats: dict[str, int] = {}
-        for record, (location, row) in enumerate(records):
-            try:
-                for example in self.examples(location, row):
-                    formats[example.format] = formats.get(example.format, 0) + 1
-                    pending.append((record, example, self.renderer(example)))
-            except RecordError as exc:
-                rejects.append(Reject.from_error(exc, location, "format", on_error=self.options.on_error))
-        ids: list[int] = []
-        labels: list[int] = []
-        lengths: list[int] = []
-        groups: list[int] = []  # the record each sequence came from: the held-out split keeps records whole
-        methods: dict[str, int] = {}
-        notes: dict[str, int] = {}
-        masked = self.masker([r for _, _, r in pending]) if pending else []
-        kept: dict[str, list[int]] = {}  # location -> indices into `lengths` of its sequences
-        for (record, example, rendered), row in zip(pending, masked):
-            where = str(example.source)
-            if isinstance(row, UnusableRecord):
-                rejects.append(Reject(where, "verify", row.reason))
-                kept.setdefault(where, []).append(-1)
-                continue
-            try:
-                result = truncate(row, max_length=self.options.max_length, policy=self.options.truncation)
-            except RecordError as exc:
-                raise RecordError(exc.reason, location=example.source, field=exc.field) from None
-            if result.reason:
-                rejects.append(Reject(where, "truncate", result.reason, kept=bool(result.rows), tokens=len(row.input_ids)))
-            methods[rendered.method] = methods.get(rendered.method, 0) + 1
-            for note in row.notes:
-                notes[note] = notes.get(note, 0) + 1
-            kept.setdefault(where, []).extend(range(len(lengths), len(lengths) + len(result.rows)) or [-1])
-            for seq_ids, seq_labels in result.rows:
-                ids.extend(seq_ids)
-                labels.extend(seq_labels)
-                lengths.append(len(seq_ids))
-                groups.append(record)
-        ids, labels, lengths, groups = _whole_records(kept, ids, labels, lengths, groups, rejects)
-        return Chunk(
-            np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32), np.asarray(lengths, dtype=np.int64),
-            rejects, len(pending), methods, notes, formats, len(records), np.asarray(groups, dtype=np.int64),
-        )  # fmt: skip
-
-    def tokenize(self, example: Example) -> Tokenized | UnusableRecord:
-        """Render and mask one example (no truncation): for previews."""
-        return self.masker([self.renderer(example)])[0]
-
-
-def _whole_records(
-    kept: dict[str, list[int]], ids: list[int], labels: list[int], lengths: list[int], groups: list[int],
-    rejects: list[Reject],
-) -> tuple[list[int], list[int], list[int], list[int]]:
-    """A record with several examples (self-instruct `instances`) is kept whole or not at all.
-
-    `kept[location]` lists the sequence indices of each of its examples, -1 for an example
-    that was rejected. The surviving sequences of a record with a rejected example are
-    dropped too, each with a reject, so the record is not counted as rejected yet half kept.
-    """
-    drop = {i for seqs in kept.values() if -1 in seqs for i in seqs if i >= 0}
-    if not drop:
-        return ids, labels, lengths, groups
-    for where, seqs in kept.items():
-        rejects.extend(
-            Reject(where, "format", "another instance of this record was rejected; a record is kept whole or not at all")
-            for i in seqs if i in drop
-        )  # fmt: skip
-    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    keep = [i for i in range(len(lengths)) if i not in drop]
-    tokens = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in keep]) if keep else np.zeros(0, dtype=np.int64)
-    return list(np.asarray(ids)[tokens]), list(np.asarray(labels)[tokens]), [lengths[i] for i in keep], [groups[i] for i in keep]
-
-
-Record = tuple[Location, Any]
 
 
 @dataclass(frozen=True)
@@ -200,7 +87,7 @@ def read_batches(source: Any, options: BuildOptions) -> Iterator[Batch]:
     for location, row in islice(read_records(source, reader=options.reader), options.limit):
         batch.read += 1
         if keep is not None and not keep(row, location):
-            batch.filtered.append(Reject(str(location), "filter", f"filtered: {options.filter} is false"))
+            batch.filtered.append(Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false"))
             continue
         batch.records.append((location, row))
         if len(batch.records) == options.batch_size:
@@ -214,7 +101,10 @@ def _run_stage(spec: StageSpec, batch: Batch) -> Chunk:
     """One batch through the stage (in this process or a worker); the filter's rejects go first."""
     chunk = spec.compiled()(batch.records)
     chunk.rejects[:0] = batch.filtered
-    chunk.records = batch.read
+    filtered = BuildReport(records=batch.read - len(batch.records))
+    for reject in batch.filtered:
+        filtered.add(reject)
+    chunk.report = filtered.merge(chunk.report)
     return chunk
 
 
@@ -237,6 +127,7 @@ def build_fingerprint(source: Any, tokenizer: Any, options: BuildOptions) -> str
     h.update(str(getattr(tokenizer, "chat_template", "")).encode())
     h.update(json.dumps(options.fingerprint_fields(), sort_keys=True, default=str).encode())
     h.update(__version__.encode())
+    h.update(f"report {REPORT_FORMAT}".encode())
     return h.hexdigest()[:16]
 
 
@@ -314,18 +205,9 @@ def check_built(report: BuildReport, rows: int) -> None:
 
 
 def _collect(chunk: Chunk, writer: Any, sink: RejectsWriter) -> None:
-    report = sink.report
-    report.records += chunk.records
     writer.write(chunk.ids, chunk.labels, chunk.lengths, chunk.groups)
-    for reject in chunk.rejects:
-        sink(reject)
-    report.examples += chunk.examples
-    report.sequences += len(chunk.lengths)
-    report.tokens += int(chunk.lengths.sum())
-    report.trained_tokens += int((chunk.labels != -100).sum())
-    report.methods.update(chunk.methods)
-    report.notes.update(chunk.notes)
-    report.formats.update(chunk.formats)
+    sink.write(chunk.rejects)
+    sink.report.merge(chunk.report)
 
 
 def build_sft_dataset(

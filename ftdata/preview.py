@@ -1,7 +1,7 @@
 """`ftdata preview`: the first records as the model will see them, with what carries loss.
 
-Each record is rendered and masked by the pipeline's own `Stage` (so the preview is the
-build), then every character of the rendered text is put in one of four classes:
+Each record is rendered and masked by the build's record engine (`Stage.measure`: the preview
+is the build), then every character of the rendered text is put in one of four classes:
 
     trained            inside a token whose label is its id       green background
     masked             record text whose tokens are -100          dim
@@ -28,11 +28,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ftdata.engine import Measured, Stage
 from ftdata.errors import FtdataError, Location
 from ftdata.formats import compile_filter
 from ftdata.markers import RoleMarkers, common_token_prefix
-from ftdata.measure import Inspector, Measured
-from ftdata.pipeline import Stage
 from ftdata.render import apply_system
 from ftdata.turns import THINK_BOILERPLATE
 from ftdata.report import Reject
@@ -184,16 +183,6 @@ def _parts(text: str, piece: str, cursor: int) -> list[str]:
     return [line.strip() for line in piece.splitlines() if line.strip()]
 
 
-def _offsets(stage: Stage, measured: Measured) -> list[tuple[int, int]]:
-    """Character offsets of the record's tokens (without the BOS that ftdata adds)."""
-    rendered, row = measured.rendered, measured.tokenized
-    encoding = stage.tokenizer.backend_tokenizer.encode(rendered.text, add_special_tokens=False)
-    if encoding.ids == row.input_ids[row.prefix :]:
-        return list(encoding.offsets)
-    # The masker re-tokenized this record split at span edges (see masking.REPAIRED).
-    return stage.masker.split_encode(rendered)[1]
-
-
 def segments_of(
     text: str, *, offsets: list[tuple[int, int]], labels: list[int], content: list[str]
 ) -> list[Segment]:
@@ -215,7 +204,7 @@ def segments_of(
 def build_view(stage: Stage, measured: Measured) -> RecordView:
     """The `RecordView` of one measured example."""
     row, rendered = measured.tokenized, measured.rendered
-    offsets = _offsets(stage, measured)
+    offsets = list(row.offsets)  # of the tokens after the BOS ftdata adds, as the masker tokenized them
     labels = row.labels[row.prefix :]
     content = content_mask(rendered.text, record_pieces(measured.example, stage))
     start, end = schema_region(measured.example, stage)
@@ -273,9 +262,10 @@ def select(
 
 
 def views(stage: Stage, records: Iterable[tuple[Location, Any]]) -> Iterator[RecordView | Reject]:
-    """A view (or a problem) per example of `records`, one at a time."""
-    for item in Inspector(stage).run(records, batch_size=1):
-        yield item if isinstance(item, Reject) else build_view(stage, item)
+    """A view (or a problem) per example of `records`, one record at a time."""
+    for record in records:
+        for _, item in stage.measure([record], responses=True):
+            yield item if isinstance(item, Reject) else build_view(stage, item)
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -361,7 +351,7 @@ class Printer:
 
     def problem(self, number: int, reject: Reject) -> None:
         if self.as_json:
-            self._json({"type": "problem", "location": reject.location, "stage": reject.stage, "reason": reject.reason})
+            self._json({"type": "problem", "location": reject.location, "stage": reject.stage, "code": reject.code, "reason": reject.reason})
             return
         self._line("")
         title = f"── record {number} · {reject.location} · PROBLEM ({reject.stage}): {reject.reason}"

@@ -26,6 +26,7 @@ from ftdata.errors import UnusableRecord
 if TYPE_CHECKING:
     from ftdata.options import BuildOptions
 from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers
+from ftdata.outcomes import RejectCode
 from ftdata.prompts import PromptTemplate, load_prompt_template, render_prompt_template
 from ftdata.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
 from ftdata.types import Example, MaskPolicy, Message, Rendered, SystemMode
@@ -54,7 +55,7 @@ def trained_turns(messages: tuple[Message, ...], policy: MaskPolicy) -> list[boo
         why = "every assistant turn has train=false" if policy is not MaskPolicy.LAST_ASSISTANT else (
             "mask=last_assistant and the last assistant turn has train=false"
         )  # fmt: skip
-        raise UnusableRecord(f"{why}; nothing to train on", field="messages")
+        raise UnusableRecord(f"{why}; nothing to train on", field="messages", code=RejectCode.NOTHING_TO_TRAIN)
     return out
 
 
@@ -140,7 +141,7 @@ class Renderer:
                 raise UnusableRecord(
                     f"contains {hit!r}, which the tokenizer reads as a control token, not as text; the tokens "
                     "would not say what the data says (remove or escape it)",
-                    location=example.source, field=field,
+                    location=example.source, field=field, code=RejectCode.CONTROL_TOKEN,
                 )  # fmt: skip
 
     def _unsupported(self, example: Example) -> tuple[str, str] | None:
@@ -178,6 +179,7 @@ class Renderer:
                         raise UnusableRecord(
                             f"tool call arguments must be a JSON object for this chat template (it writes a dict as JSON); "
                             f"got {args[:60]!r}", location=example.source, field=f"messages[{i}].tool_calls",
+                            code=RejectCode.TOOL_ARGUMENTS,
                         )  # fmt: skip
                     call["function"]["arguments"] = parsed
         return msgs
@@ -188,7 +190,7 @@ class Renderer:
         try:
             trained = trained_turns(example.messages, self.mask)
         except UnusableRecord as exc:
-            raise UnusableRecord(exc.reason, location=example.source, field=exc.field) from None
+            raise UnusableRecord(exc.reason, location=example.source, field=exc.field, code=exc.code) from None
         self._check_controls(example)
         if unsupported := self._unsupported(example):
             field, what = unsupported
@@ -196,7 +198,7 @@ class Renderer:
             raise UnusableRecord(
                 f"{by} does not write {what}; the record would be trained without them: "
                 + ("use the tokenizer's chat template (template=None)" if self.prompt is not None else "use a template that renders them"),
-                location=example.source, field=field,
+                location=example.source, field=field, code=RejectCode.NOT_RENDERED,
             )  # fmt: skip
         if self.prompt is not None:
             out = render_prompt_template(example, self.prompt, eos=self.eos, trained=trained)

@@ -8,21 +8,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdata.errors import Location, RecordError, UnusableRecord
+from ftdata.errors import FtdataError, Location, RecordError, UnusableRecord
+from ftdata.outcomes import RejectCode, RejectStage
+
+
+SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
+REPORT_FORMAT = 2  # part of the cache key: 2 = rejects counted by code
+COUNTERS = ("rejected", "cut", "methods", "notes", "formats")
 
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """One record that was rejected (not in the output) or cut (in it, shortened)."""
+    """One record that was rejected (not in the output) or cut (in it, shortened).
+
+    `stage` and `code` are what is counted; `reason` says it to a person.
+    """
 
     location: str
-    stage: str  # read, format, render, verify, truncate, filter
+    stage: RejectStage
+    code: RejectCode
     reason: str
     kept: bool = False  # True for cut records: kept, but shortened
     tokens: int | None = None
 
     @classmethod
-    def from_error(cls, exc: RecordError, location: Location, stage: str, *, on_error: str) -> Reject:
+    def from_error(cls, exc: RecordError, location: Location, stage: RejectStage, *, on_error: str) -> Reject:
         """The reject for a record error, or the error re-raised.
 
         Unusable records are always rejected; malformed ones only with `on_error="skip"`.
@@ -30,23 +40,31 @@ class Reject:
         if not isinstance(exc, UnusableRecord) and on_error == "raise":
             raise exc
         if exc.location is None:
-            return cls(str(location), stage, str(exc))
+            return cls(str(location), stage, exc.code, str(exc))
         reason = exc.reason if isinstance(exc, UnusableRecord) else str(exc).removeprefix(f"{exc.location}: ")
-        return cls(str(exc.location), stage, reason)
+        return cls(str(exc.location), stage, exc.code, reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "stage": self.stage.value, "code": self.code.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reject:
+        if "code" not in data:
+            raise FtdataError("this build was written by an older ftdata (its rejects have no code); build it again")
+        return cls(**{**data, "stage": RejectStage(data["stage"]), "code": RejectCode(data["code"])})
 
     def to_json(self) -> str:
         """One line of the rejects file."""
-        return json.dumps(asdict(self), ensure_ascii=False)
-
-    @property
-    def kind(self) -> str:
-        """A short, countable category: the reason up to its first ':' or ';'."""
-        return self.reason.split(";")[0].split(":")[0].strip()
+        return json.dumps(self.to_dict(), ensure_ascii=False)
 
 
 @dataclass
 class BuildReport:
-    """Counts of a build. `rejected`/`cut` map a reason kind to a count."""
+    """Counts of a build. `rejected`/`cut` map a `RejectCode` to a count.
+
+    Reports add up: `a.merge(b)` is the report of a's records followed by b's (counters add,
+    the first `SAMPLES` rejects are kept in order), so workers can count their own part.
+    """
 
     source: str = ""
     tokenizer: str = ""
@@ -58,8 +76,8 @@ class BuildReport:
     tokens: int = 0
     trained_tokens: int = 0
     filtered: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    cut: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[RejectCode] = field(default_factory=Counter)
+    cut: Counter[RejectCode] = field(default_factory=Counter)
     methods: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)
     formats: Counter[str] = field(default_factory=Counter)
@@ -73,12 +91,27 @@ class BuildReport:
     sample_rejects: list[Reject] = field(default_factory=list)
 
     def add(self, reject: Reject) -> None:
-        if reject.stage == "filter":
+        if reject.stage is RejectStage.FILTER:
             self.filtered += 1
         else:
-            (self.cut if reject.kept else self.rejected)[reject.kind] += 1
-        if len(self.sample_rejects) < 20:
-            self.sample_rejects.append(reject)
+            (self.cut if reject.kept else self.rejected)[reject.code] += 1
+        self._sample([reject])
+
+    def _sample(self, rejects: list[Reject]) -> None:
+        self.sample_rejects.extend(rejects[: max(0, SAMPLES - len(self.sample_rejects))])
+
+    def merge(self, other: BuildReport) -> BuildReport:
+        """Add `other`'s counts (the records after this report's) into this report; returns it.
+
+        Only the counts merge: labels (source, tokenizer, ...) and the output's numbers
+        (rows, splits, packing) stay this report's.
+        """
+        for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in COUNTERS:
+            getattr(self, name).update(getattr(other, name))
+        self._sample(other.sample_rejects)
+        return self
 
     @property
     def n_rejected(self) -> int:
@@ -86,17 +119,19 @@ class BuildReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["sample_rejects"] = [asdict(r) for r in self.sample_rejects]
-        for key in ("rejected", "cut", "methods", "notes", "formats"):
-            out[key] = dict(getattr(self, key))
+        out["sample_rejects"] = [r.to_dict() for r in self.sample_rejects]
+        for key in COUNTERS:
+            out[key] = {str(getattr(k, "value", k)): n for k, n in getattr(self, key).items()}
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildReport:
         data = dict(data)
-        for key in ("rejected", "cut", "methods", "notes", "formats"):
+        for key in COUNTERS:
             data[key] = Counter(data.get(key, {}))
-        data["sample_rejects"] = [Reject(**r) for r in data.get("sample_rejects", [])]
+        for key in ("rejected", "cut"):
+            data[key] = Counter({_code(k): n for k, n in data[key].items()})
+        data["sample_rejects"] = [Reject.from_dict(r) for r in data.get("sample_rejects", [])]
         return cls(**data)
 
     def summary(self) -> str:
@@ -113,12 +148,19 @@ class BuildReport:
         return ", ".join(parts)
 
 
-def _top(counter: Counter[str]) -> str:
-    return ", ".join(f"{n} {kind}" for kind, n in counter.most_common(3))
+def _code(key: str) -> RejectCode:
+    try:
+        return RejectCode(key)
+    except ValueError:
+        raise FtdataError(f"this build was written by an older ftdata (reject category {key!r}); build it again") from None
+
+
+def _top(counter: Counter[RejectCode]) -> str:
+    return ", ".join(f"{n} {code.value}" for code, n in counter.most_common(3))
 
 
 class RejectsWriter:
-    """Streams rejects to a JSONL file (when a path is given) and counts them in a report.
+    """Streams rejects to a JSONL file (when a path is given); they are counted in the report by merging.
 
     The file is written under a temporary name next to `path` and renamed to `path` by
     `close()`: a reader never sees half a file, and an input named as the rejects path is
@@ -134,10 +176,9 @@ class RejectsWriter:
             self._file = AtomicFile(Path(path))
             report.rejects_path = str(path)
 
-    def __call__(self, reject: Reject) -> None:
-        self.report.add(reject)
+    def write(self, rejects: list[Reject]) -> None:
         if self._file is not None:
-            self._file.fh.write(reject.to_json() + "\n")
+            self._file.fh.writelines(reject.to_json() + "\n" for reject in rejects)
 
     def close(self) -> None:
         """Publish the file (no-op after `abort()`)."""

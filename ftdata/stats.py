@@ -1,8 +1,8 @@
 """`ftdata stats`: token lengths of a whole dataset, and what truncation and packing would do.
 
-Every record goes through the pipeline's `Stage` (format, render, mask) without truncation;
-each example is reduced to a few integers in the worker (`RecordStats`), so memory stays
-small. Truncation is simulated with the library's own `truncate()` on the real masked row
+Every record goes through the record engine (`Stage.measure`: format, render, mask; the
+same rejects as a build) without truncation; each example is reduced to a few integers in
+the worker (`RecordStats`), so memory stays small. Truncation is simulated with the library's own `truncate()` on the real masked row
 for every policy, so the counts are exactly what a build with that policy would report:
 
     policy          fit   cut  dropped  response tokens lost
@@ -22,10 +22,10 @@ import numpy as np
 
 from ftdata.errors import FtdataError
 from ftdata.executors import executor
-from ftdata.measure import Inspector, Measured
+from ftdata.engine import Measured
 from ftdata.packing import PackingStats, packing_stats, plan_bins
 from ftdata.pipeline import Batch, Stage, StageSpec, read_batches
-from ftdata.report import Reject
+from ftdata.report import BuildReport, Reject
 from ftdata.truncation import truncate
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
 
@@ -66,6 +66,7 @@ def _outcome(row: Any, max_length: int, policy: TruncationPolicy, trained: int) 
 def summarize(measured: Measured, *, max_length: int, policy: TruncationPolicy) -> RecordStats:
     """Reduce a measured example to its lengths and truncation outcomes."""
     row, trained = measured.tokenized, measured.trained
+    response = measured.trained if measured.response is None else measured.response
     outcomes = []
     kept: Rows = []
     for each in POLICIES:
@@ -76,7 +77,7 @@ def summarize(measured: Measured, *, max_length: int, policy: TruncationPolicy) 
     if policy is TruncationPolicy.ERROR:  # a build stops at such a record; count it as not kept
         kept = [(row.input_ids, row.labels)] if measured.total <= max_length else []
     return RecordStats(
-        format=measured.example.format, total=measured.total, response=measured.response, trained=trained,
+        format=measured.example.format, total=measured.total, response=response, trained=trained,
         outcomes=tuple(outcomes), kept=tuple(len(ids) for ids, _ in kept),
         kept_trained=sum(count_trained(labels) for _, labels in kept),
         kept_first_trained=sum(1 for _, labels in kept if labels and labels[0] != IGNORE_INDEX),
@@ -116,11 +117,8 @@ class DataStats:
     mask: str
     max_length: int
     truncation: str
-    records: int = 0
-    filtered: int = 0
+    counts: BuildReport = field(default_factory=BuildReport)  # records read, filtered, problems (rejects by code)
     formats: Counter[str] = field(default_factory=Counter)
-    problems: Counter[str] = field(default_factory=Counter)
-    sample_problems: list[Reject] = field(default_factory=list)
     total: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     response: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -130,6 +128,23 @@ class DataStats:
     @property
     def examples(self) -> int:
         return len(self.total)
+
+    @property
+    def records(self) -> int:
+        return self.counts.records
+
+    @property
+    def filtered(self) -> int:
+        return self.counts.filtered
+
+    @property
+    def problems(self) -> Counter[Any]:
+        """Examples that cannot be used, per `RejectCode`."""
+        return self.counts.rejected
+
+    @property
+    def sample_problems(self) -> list[Reject]:
+        return self.counts.sample_rejects
 
     @property
     def prompt(self) -> np.ndarray:
@@ -150,7 +165,7 @@ class DataStats:
             "source": self.source, "tokenizer": self.tokenizer, "template": self.template, "mask": self.mask,
             "max_length": self.max_length, "truncation": self.truncation, "records": self.records,
             "examples": self.examples, "filtered": self.filtered, "formats": dict(self.formats),
-            "problems": dict(self.problems), "sample_problems": [asdict(r) for r in self.sample_problems],
+            "problems": dict(self.problems), "sample_problems": [r.to_dict() for r in self.sample_problems],
             "tokens": int(self.total.sum()), "trained_tokens": int(self.trained.sum()),
             "trained_share": round(self.trained_share, 4), "lengths": self.percentiles(),
             "truncation_policies": [asdict(p) for p in self.policies],
@@ -196,25 +211,23 @@ def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int
 
 # --- collecting --------------------------------------------------------------------------------
 
-_INSPECTOR: Inspector | None = None  # of this process's stage, built once
-
-
-def _measure_batch(spec: StageSpec, batch: Batch) -> tuple[list[RecordStats | Reject], int, int]:
-    """A batch's examples reduced to `RecordStats` (or rejects), the records read and filtered out."""
-    global _INSPECTOR
-    if _INSPECTOR is None or _INSPECTOR.stage is not spec.compiled():
-        _INSPECTOR = Inspector(spec.compiled())
+def _measure_batch(spec: StageSpec, batch: Batch) -> tuple[list[RecordStats], BuildReport]:
+    """A batch's examples reduced to `RecordStats`, and the counts of its records, filtered ones and rejects."""
     opts = spec.options
-    out: list[RecordStats | Reject] = []
-    for item in _INSPECTOR.run(batch.records, batch_size=len(batch.records) or 1):
-        if not isinstance(item, Reject):
-            item = summarize(item, max_length=opts.max_length, policy=opts.truncation)
-        out.append(item)
-    return out, batch.read, len(batch.filtered)
+    counts = BuildReport(records=batch.read)
+    out: list[RecordStats] = []
+    for reject in batch.filtered:
+        counts.add(reject)
+    for _, item in spec.compiled().measure(batch.records, responses=True):
+        if isinstance(item, Reject):
+            counts.add(item)
+        else:
+            out.append(summarize(item, max_length=opts.max_length, policy=opts.truncation))
+    return out, counts
 
 
 class _Accumulator:
-    """Adds up `RecordStats` and rejects into a `DataStats`."""
+    """Adds up `RecordStats` and batch counts into a `DataStats`."""
 
     def __init__(self, stats: DataStats):
         self.stats = stats
@@ -224,12 +237,7 @@ class _Accumulator:
         self.kept_first_trained = 0
         self.policies = [PolicyOutcome(p.value) for p in POLICIES]
 
-    def add(self, item: RecordStats | Reject) -> None:
-        if isinstance(item, Reject):
-            self.stats.problems[item.kind] += 1
-            if len(self.stats.sample_problems) < 20:
-                self.stats.sample_problems.append(item)
-            return
+    def add(self, item: RecordStats) -> None:
         self.stats.formats[item.format] += 1
         for name in self.columns:
             self.columns[name].append(getattr(item, name))
@@ -291,13 +299,12 @@ def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None
     )  # fmt: skip
     acc = _Accumulator(stats)
     run = executor(opts.engine, opts.num_workers, ray_address=opts.ray_address)
-    for items, read, filtered in run.map(_measure_batch, StageSpec.create(stage), read_batches(source, opts)):
-        stats.records += read
-        stats.filtered += filtered
+    for items, counts in run.map(_measure_batch, StageSpec.create(stage), read_batches(source, opts)):
+        stats.counts.merge(counts)
         for item in items:
             acc.add(item)
         if progress is not None:
-            progress(read)
+            progress(counts.records)
     if stats.records == 0:
         raise FtdataError(f"{source}: no records")
     if not acc.columns["total"]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ftdata.errors import RecordError
 from ftdata.masking import Tokenized
+from ftdata.outcomes import RejectCode
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
 
 
@@ -26,6 +27,7 @@ class Truncated:
 
     rows: list[tuple[list[int], list[int]]]
     reason: str = ""
+    code: RejectCode | None = None  # set exactly when reason is
 
 
 def truncate(row: Tokenized, *, max_length: int, policy: TruncationPolicy) -> Truncated:
@@ -43,38 +45,40 @@ def truncate(row: Tokenized, *, max_length: int, policy: TruncationPolicy) -> Tr
     if policy is TruncationPolicy.ERROR:
         raise RecordError(f"{over}; raise max_length or choose another truncation policy", field="max_length")
     if policy is TruncationPolicy.DROP:
-        return Truncated([], f"too long: {over} (truncation=drop)")
+        return Truncated([], f"too long: {over} (truncation=drop)", RejectCode.TOO_LONG)
     if policy is TruncationPolicy.SPLIT:
         chunks = [(ids[i : i + max_length], labels[i : i + max_length]) for i in range(0, n, max_length)]
         kept = [c for c in chunks if count_trained(c[1])]
-        return Truncated(kept, f"split: {over} into {len(chunks)} chunks ({len(chunks) - len(kept)} without response dropped)")
+        why = f"split: {over} into {len(chunks)} chunks ({len(chunks) - len(kept)} without response dropped)"
+        return Truncated(kept, why, RejectCode.SPLIT if kept else RejectCode.NO_RESPONSE_LEFT)
     keep = max_length - row.prefix
     head_ids, head_labels = ids[: row.prefix], labels[: row.prefix]
     total = count_trained(labels)
     if policy is TruncationPolicy.KEEP_START:
         out = (ids[:max_length], labels[:max_length])
-        return _partial(out, total, f"end cut: kept the first {max_length} of {n} tokens")
+        return _partial(out, total, f"end cut: kept the first {max_length} of {n} tokens", RejectCode.END_CUT)
     if policy is TruncationPolicy.KEEP_END:
         out = (head_ids + ids[n - keep :], head_labels + labels[n - keep :])
-        return _partial(out, total, f"start cut: kept the last {keep} of {n} tokens")
+        return _partial(out, total, f"start cut: kept the last {keep} of {n} tokens", RejectCode.START_CUT)
     # keep_response: the earliest exchange boundary after which everything fits.
     for dropped, cut in enumerate((row.prefix, *row.cuts)):
         if n - cut <= keep and count_trained(labels[cut:]):
             out = (head_ids + ids[cut:], head_labels + labels[cut:])
             lost = total - count_trained(out[1])
-            return Truncated([out], f"oldest turns dropped: {dropped} exchange(s) ({lost} response tokens) to fit {over}")
+            return Truncated([out], f"oldest turns dropped: {dropped} exchange(s) ({lost} response tokens) to fit {over}", RejectCode.TURNS_DROPPED)
     last = row.cuts[-1] if row.cuts else row.prefix
     first_trained = next((i for i in range(last, n) if labels[i] != IGNORE_INDEX), n)
     if n - first_trained <= keep:
         out = (head_ids + ids[n - keep :], head_labels + labels[n - keep :])
         lost = total - count_trained(out[1])
         kept_exchanges = "only the last exchange, " if row.cuts else ""
-        return Truncated([out], f"prompt trimmed: kept {kept_exchanges}cut the prompt's head ({lost} response tokens lost) to fit {over}")
-    return Truncated([], f"response too long: the response alone is {n - first_trained} tokens > max_length {max_length}")
+        return Truncated([out], f"prompt trimmed: kept {kept_exchanges}cut the prompt's head ({lost} response tokens lost) to fit {over}", RejectCode.PROMPT_TRIMMED)
+    why = f"response too long: the response alone is {n - first_trained} tokens > max_length {max_length}"
+    return Truncated([], why, RejectCode.RESPONSE_TOO_LONG)
 
 
-def _partial(out: tuple[list[int], list[int]], total: int, reason: str) -> Truncated:
+def _partial(out: tuple[list[int], list[int]], total: int, reason: str, code: RejectCode) -> Truncated:
     kept = count_trained(out[1])
     if not kept:
-        return Truncated([], f"no response left: {reason.split(': ', 1)[1]}")
-    return Truncated([out], f"{reason} ({total - kept} of {total} response tokens lost)")
+        return Truncated([], f"no response left: {reason.split(': ', 1)[1]}", RejectCode.NO_RESPONSE_LEFT)
+    return Truncated([out], f"{reason} ({total - kept} of {total} response tokens lost)", code)

@@ -31,6 +31,7 @@ from typing import Any
 
 from ftdata.errors import Location, TemplateError, UnusableRecord
 from ftdata.markers import ChatRenderer, RoleMarkers, common_token_prefix
+from ftdata.outcomes import RejectCode
 from ftdata.types import Example, Rendered
 
 REASONING_DROPPED = "the chat template drops the reasoning (<think>...</think>) of an assistant turn; only its answer is trained"
@@ -130,7 +131,7 @@ class ChatSpans:
             hint = ""
             if msgs[0]["role"] == "system" and self.markers.system_support == "raises":
                 hint = "; this template has no system role: use system_mode='fold'"
-            raise UnusableRecord(f"{exc}{hint}", location=example.source, field="messages") from None
+            raise UnusableRecord(f"{exc}{hint}", location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR) from None
         notes: list[str] = []
         if msgs[0]["role"] == "system" and msgs[0]["content"].strip() not in text:
             notes.append(SYSTEM_DROPPED)
@@ -139,7 +140,7 @@ class ChatSpans:
                 raise UnusableRecord(
                     f"the chat template does not write the tool schema {tool_name(tool)!r}: the model would be trained to "
                     "call a tool it was never shown; use a template that renders `tools`",
-                    location=example.source, field="tools",
+                    location=example.source, field="tools", code=RejectCode.NOT_RENDERED,
                 )  # fmt: skip
         spans, boundaries, method, done = [], [], "prefix", 0
         for i, msg in enumerate(msgs):
@@ -161,7 +162,10 @@ class ChatSpans:
         self, text: str, msgs: list[dict[str, Any]], i: int, render: Render, done: int, trained: bool, source: Location
     ) -> Turn:
         def reject(why: str) -> UnusableRecord:
-            return UnusableRecord(f"assistant turn {i} cannot be masked safely: {why}", location=source, field=f"messages[{i}]")
+            return UnusableRecord(
+                f"assistant turn {i} cannot be masked safely: {why}", location=source, field=f"messages[{i}]",
+                code=RejectCode.UNMASKABLE,
+            )  # fmt: skip
 
         msg = msgs[i]
         try:

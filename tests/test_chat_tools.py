@@ -377,14 +377,13 @@ def preview_text(tok, examples, **options) -> str:
 
     from rich.console import Console
 
-    from ftdata.measure import Inspector
     from ftdata.pipeline import Stage
     from ftdata.preview import Printer, build_view
 
     stage = Stage(tok, BuildOptions(**options))
     out = io.StringIO()
     printer = Printer(Console(file=out, color_system=None, width=200), as_json=False, show_tokens=False)
-    for n, measured in enumerate(Inspector(stage).measure(list(examples)), start=1):
+    for n, (_, measured) in enumerate(stage.measure_examples([(0, e) for e in examples], responses=True), start=1):
         printer.record(n, build_view(stage, measured))
     return out.getvalue()
 

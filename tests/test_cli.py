@@ -296,7 +296,7 @@ def test_stats_limit_and_problems(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     stats = json.loads(result.stdout)
     assert (stats["records"], stats["examples"]) == (4, 3)
-    assert stats["problems"] == {"assistant turn before any user turn": 1}
+    assert stats["problems"] == {"assistant_first": 1}
 
 
 # --- build -------------------------------------------------------------------------------------

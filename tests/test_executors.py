@@ -75,7 +75,7 @@ def test_processes_equal_local_on_rejected_cut_and_filtered_records(tmp_path: Pa
     rows, rejects, report = runs["local"]
     assert [(r["location"], r["stage"], r["kept"]) for r in map(json.loads, rejects.splitlines())] == [
         ("<records>[1]", "filter", False), ("<records>[2]", "format", False),  # batch 1: records 0, 2
-        ("<records>[4]", "format", False), ("<records>[3]", "truncate", True),  # batch 2: records 3, 4
+        ("<records>[3]", "truncate", True), ("<records>[4]", "format", False),  # batch 2: records 3, 4
     ]  # fmt: skip
     assert (report["records"], report["sequences"], report["filtered"]) == (7, 4, 1)
     assert len(rows["input_ids"]) == 4 and ("position_ids" in rows) == packing  # ~150-200 tokens each: one per row

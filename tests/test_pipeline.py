@@ -91,20 +91,20 @@ def test_padding_to_max_length(char_tok, side):
 
 def test_rejects_are_counted_written_and_warned(tmp_path, smol):
     path = tmp_path / "rejects.jsonl"
-    with pytest.warns(UserWarning, match=r"1400 records -> 1399 sequences, 1 rejected \(1 empty response\)"):
+    with pytest.warns(UserWarning, match=r"1400 records -> 1399 sequences, 1 rejected \(1 empty_response\)"):
         ds = build_sft_dataset(DATASETS / "lamini" / "lamini_docs_nested.jsonl", tokenizer=smol,
                                template="question-answer", rejects_path=str(path))  # fmt: skip
     assert len(ds) == 1399
     (reject,) = [json.loads(line) for line in path.read_text().splitlines()]
     assert reject["location"].endswith("lamini_docs_nested.jsonl:951")
-    assert reject["stage"] == "format" and "empty response" in reject["reason"]
+    assert (reject["stage"], reject["code"]) == ("format", "empty_response") and "empty response" in reject["reason"]
 
 
 def test_truncation_rejects_and_cuts_are_reported(char_tok):
     data = [{"instruction": "q" * 5, "output": "a" * 100}, {"instruction": "q" * 100, "output": "a" * 5}]
     result = prepare(data, tokenizer=char_tok, template="question-answer", max_length=60)
-    assert result.report.rejected == {"response too long": 1}
-    assert result.report.cut == {"prompt trimmed": 1}
+    assert result.report.rejected == {"response_too_long": 1}
+    assert result.report.cut == {"prompt_trimmed": 1}
     assert len(result.dataset) == 1 and len(result.dataset[0]["input_ids"]) == 60
 
 
@@ -210,7 +210,7 @@ def test_keep_response_cuts_at_the_next_turn_header(char_tok):
     result = prepare([convo], tokenizer=char_tok, max_length=40)
     text = char_tok.decode(result.dataset[0]["input_ids"])
     assert text == "<s><|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n"
-    assert result.report.cut == {"oldest turns dropped": 1}
+    assert result.report.cut == {"turns_dropped": 1}
 
 
 def rows_file(dataset, path):

@@ -9,7 +9,7 @@ from support import tokenizer
 from ftdata import executors, prepare
 from ftdata.errors import FtdataError, Location, RecordError
 from ftdata.masking import Tokenized
-from ftdata.measure import Measured
+from ftdata.engine import Measured
 from ftdata.options import BuildOptions
 from ftdata.pipeline import Stage
 from ftdata.stats import CUT, DROPPED, FIT, POLICIES, collect, describe, histogram, summarize

@@ -1,0 +1,231 @@
+"""The record engine: the one loop that formats, renders, masks and rejects records.
+
+    (location, row) ──format──▶ Example ──render──▶ Rendered ──mask──▶ Measured | Reject
+
+`Stage.measure` is that loop; everything else is a reducer over its outcomes: a build
+(`Stage.__call__` truncates and flattens them into token arrays), `ftdata stats` (reduces
+each example to a few integers) and `ftdata preview` (shows each example). So a record is
+rejected at the same stage, with the same code, by every command. Token counts of one example:
+
+    total    every token of the example, with the BOS that ftdata adds
+    response tokens of the assistant turns plus their end-of-turn markers: what carries loss
+             under mask=all_assistant (per-message `train` flags in the data still apply)
+    trained  tokens that carry loss under the chosen mask
+    prompt   total - response
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from itertools import chain
+from typing import Any
+
+import numpy as np
+
+from ftdata.errors import Location, RecordError, UnusableRecord
+from ftdata.formats import Columns, to_examples
+from ftdata.masking import Masker, Tokenized
+from ftdata.options import BuildOptions
+from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.render import Renderer
+from ftdata.report import BuildReport, Reject
+from ftdata.truncation import truncate
+from ftdata.types import Example, MaskPolicy, Rendered, count_trained
+
+Record = tuple[Location, Any]
+SIBLING = "another instance of this record was rejected; a record is kept whole or not at all"
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One example, rendered and masked (not truncated). `response` is counted only when asked for."""
+
+    example: Example
+    rendered: Rendered
+    tokenized: Tokenized
+    response: int | None = None
+
+    @property
+    def location(self) -> str:
+        return str(self.example.source)
+
+    @property
+    def total(self) -> int:
+        return len(self.tokenized.input_ids)
+
+    @property
+    def trained(self) -> int:
+        return count_trained(self.tokenized.labels)
+
+    @property
+    def prompt(self) -> int:
+        return self.total - (self.response or 0)
+
+
+Outcome = tuple[int, "Measured | Reject"]  # (index of the record in its batch, what became of one example)
+
+
+@dataclass
+class Chunk:
+    """A build's output for one batch: flat token arrays, every reject (for the file) and the counts."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    lengths: np.ndarray
+    groups: np.ndarray  # record index in the batch, per sequence: the held-out split keeps records whole
+    rejects: list[Reject] = field(default_factory=list)
+    report: BuildReport = field(default_factory=BuildReport)
+
+    @property
+    def records(self) -> int:
+        return self.report.records
+
+
+class Stage:
+    """The compiled engine of one set of options: columns, renderer and masker.
+
+    Built once per process (see `pipeline.StageSpec`); `measure` is the record loop.
+    """
+
+    def __init__(self, tokenizer: Any, options: BuildOptions):
+        self.tokenizer = tokenizer
+        self.options = options
+        self.columns = Columns(options.columns)
+        self.renderer = Renderer.from_options(tokenizer, options)
+        self.masker = Masker(tokenizer)
+        self._responses: Renderer | None = None  # the all_assistant renderer, for response counts
+
+    def examples(self, location: Location, row: Any) -> tuple[Example, ...]:
+        return to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
+
+    def _reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:
+        return Reject.from_error(exc, location, stage, on_error=self.options.on_error)
+
+    def measure(self, records: list[Record], *, responses: bool = False) -> list[Outcome]:
+        """Format, render and mask `records` (one tokenizer call); an outcome per example, in order.
+
+        A row the reader could not read is rejected at stage `read`, a row that is not a
+        valid record at `format`, an example the template cannot render faithfully at
+        `render`, one whose trained tokens fail the check at `verify`. `responses`: also
+        count each example's response tokens (a second masking pass when mask is not
+        all_assistant).
+
+        Raises:
+            RecordError: a malformed record with on_error="raise".
+        """
+        formatted: list[tuple[int, Example | Reject]] = []
+        for record, (location, row) in enumerate(records):
+            try:
+                formatted.extend((record, example) for example in self.examples(location, row))
+            except RecordError as exc:
+                if exc is row:  # a reader yields a row it could not read faithfully as its error
+                    reject = replace(self._reject(exc, location, RejectStage.READ), code=RejectCode.UNREADABLE)
+                else:
+                    reject = self._reject(exc, location, RejectStage.FORMAT)
+                formatted.append((record, reject))
+        return self.measure_examples(formatted, responses=responses)
+
+    def measure_examples(self, formatted: list[tuple[int, Example | Reject]], *, responses: bool = False) -> list[Outcome]:
+        """`measure` from the format stage's outcomes on: render and mask the examples, keep the rejects."""
+        out: list[Any] = []
+        todo: list[tuple[int, Example, Rendered]] = []  # (position in `out`, example, rendering)
+        for record, example in formatted:
+            if isinstance(example, Reject):
+                out.append((record, example))
+                continue
+            try:
+                todo.append((len(out), example, self.renderer(example)))
+                out.append((record, None))
+            except RecordError as exc:
+                out.append((record, self._reject(exc, example.source, RejectStage.RENDER)))
+        masked = self.masker([r for _, _, r in todo]) if todo else []
+        counts = self._response_counts([e for _, e, _ in todo], masked) if responses else [None] * len(todo)
+        for (i, example, rendered), row, response in zip(todo, masked, counts):
+            if isinstance(row, UnusableRecord):
+                item: Measured | Reject = Reject(str(example.source), RejectStage.VERIFY, row.code, row.reason)
+            else:
+                item = Measured(example, rendered, row, response)
+            out[i] = (out[i][0], item)
+        return out
+
+    def _response_counts(self, examples: list[Example], masked: list[Tokenized | UnusableRecord]) -> list[int]:
+        if self.options.mask is MaskPolicy.ALL_ASSISTANT:
+            return [count_trained(m.labels) if isinstance(m, Tokenized) else 0 for m in masked]
+        if self._responses is None:
+            self._responses = Renderer.from_options(self.tokenizer, self.options, mask=MaskPolicy.ALL_ASSISTANT)
+        rendered: list[Rendered | None] = []
+        for example in examples:
+            try:
+                rendered.append(self._responses(example))
+            except RecordError:
+                rendered.append(None)
+        rows = iter(self.masker([r for r in rendered if r is not None]))
+        counts = []
+        for r in rendered:
+            row = next(rows) if r is not None else None
+            counts.append(count_trained(row.labels) if isinstance(row, Tokenized) else 0)
+        return counts
+
+    def tokenize(self, example: Example) -> Tokenized | UnusableRecord:
+        """Render and mask one example, no truncation (render errors raise): for checks of one record."""
+        return self.masker([self.renderer(example)])[0]
+
+    def __call__(self, records: list[Record]) -> Chunk:
+        """A build's batch: measure, truncate, and flatten the kept sequences into token arrays.
+
+        A record with several examples (self-instruct `instances`) is kept whole or not at
+        all: the surviving sequences of a record with a rejected example are dropped, each
+        with a reject, so the record is not counted as rejected yet half kept.
+        """
+        opts = self.options
+        report = BuildReport(records=len(records))
+        rejects: list[Reject] = []
+        seqs: list[tuple[list[int], list[int]]] = []
+        owner: list[tuple[int, str]] = []  # per sequence: its record and its example's location
+        failed: set[int] = set()  # records with a rejected example
+        for record, item in self.measure(records):
+            if isinstance(item, Reject):
+                rejects.append(item)
+                failed.add(record)
+                continue
+            report.examples += 1
+            report.formats[item.example.format] += 1
+            report.methods[item.rendered.method] += 1
+            report.notes.update(item.tokenized.notes)
+            try:
+                result = truncate(item.tokenized, max_length=opts.max_length, policy=opts.truncation)
+            except RecordError as exc:
+                raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
+            if result.code is not None:
+                rejects.append(
+                    Reject(item.location, RejectStage.TRUNCATE, result.code, result.reason, kept=bool(result.rows), tokens=item.total)
+                )  # fmt: skip
+            if not result.rows:
+                failed.add(record)
+            seqs.extend(result.rows)
+            owner.extend((record, item.location) for _ in result.rows)
+        if failed:
+            rejects.extend(
+                Reject(where, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for record, where in owner if record in failed
+            )  # fmt: skip
+            seqs = [s for s, (record, _) in zip(seqs, owner) if record not in failed]
+            owner = [o for o in owner if o[0] not in failed]
+        for reject in rejects:
+            report.add(reject)
+        chunk = Chunk(*_flatten(seqs), np.fromiter((r for r, _ in owner), dtype=np.int64, count=len(owner)), rejects, report)
+        report.sequences = len(seqs)
+        report.tokens = int(chunk.lengths.sum())
+        report.trained_tokens = int((chunk.labels != -100).sum())
+        return chunk
+
+
+def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, labels, lengths) of `seqs` as flat arrays, filled once from one iterator each."""
+    lengths = np.fromiter((len(ids) for ids, _ in seqs), dtype=np.int64, count=len(seqs))
+    total = int(lengths.sum())
+    ids = np.fromiter(chain.from_iterable(i for i, _ in seqs), dtype=np.int32, count=total)
+    labels = np.fromiter(chain.from_iterable(lab for _, lab in seqs), dtype=np.int32, count=total)
+    return ids, labels, lengths
+
+
+__all__ = ["Chunk", "Measured", "Outcome", "Stage"]

@@ -1,0 +1,51 @@
+"""What can happen to a record: the stage that rejected (or cut) it and a closed code for why.
+
+Codes are set where the reason is known (the error raised, the truncation applied) and
+counted as they are; the free-text reason sits beside them for people. Nothing recovers a
+category by reading a message.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RejectStage(StrEnum):
+    """Where in the pipeline a record was rejected or cut."""
+
+    READ = "read"  # the reader could not read the row faithfully
+    FILTER = "filter"  # the `filter` expression was false
+    FORMAT = "format"  # the row could not become an Example
+    RENDER = "render"  # the template could not render it, or would render it wrong
+    VERIFY = "verify"  # the trained tokens do not cover / decode to the response text
+    TRUNCATE = "truncate"  # too long for max_length: cut (kept) or rejected
+
+
+class RejectCode(StrEnum):
+    """Why a record was rejected or cut (one per cause that exists in the code)."""
+
+    UNREADABLE = "unreadable"  # duplicate keys, nesting too deep, a lone surrogate, a bad CSV row
+    FILTERED = "filtered"
+    MALFORMED = "malformed"  # a field is missing, null or of the wrong type (any plain RecordError)
+    EMPTY_RESPONSE = "empty_response"
+    NO_ASSISTANT = "no_assistant"
+    ASSISTANT_FIRST = "assistant_first"  # an assistant turn before any user turn
+    NOTHING_TO_TRAIN = "nothing_to_train"  # every assistant turn has train=false under the mask
+    CONTROL_TOKEN = "control_token"  # the text holds a special token the tokenizer would not read as text
+    TOOL_ARGUMENTS = "tool_arguments"  # tool-call arguments the template cannot write
+    NOT_RENDERED = "not_rendered"  # the template does not write tool calls, reasoning or tool schemas
+    TEMPLATE_ERROR = "template_error"  # the chat template raised on the record
+    UNMASKABLE = "unmaskable"  # an assistant turn cannot be located in the rendering
+    UNVERIFIABLE = "unverifiable"  # the trained tokens fail the coverage or decode check
+    INCOMPLETE = "incomplete"  # another example of the same record was rejected (kept whole or not at all)
+    TOO_LONG = "too_long"  # truncation=drop
+    RESPONSE_TOO_LONG = "response_too_long"  # the response alone does not fit
+    NO_RESPONSE_LEFT = "no_response_left"  # the cut kept no trained token
+    PROMPT_TRIMMED = "prompt_trimmed"  # cut: the prompt's head
+    TURNS_DROPPED = "turns_dropped"  # cut: the oldest exchanges
+    END_CUT = "end_cut"  # cut: truncation=keep_start
+    START_CUT = "start_cut"  # cut: truncation=keep_end
+    SPLIT = "split"  # cut: truncation=split
+
+
+__all__ = ["RejectCode", "RejectStage"]
