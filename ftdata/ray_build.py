@@ -229,16 +229,11 @@ def _read_report(sidecar: Path, shard: int) -> BuildReport:
 
 
 def merge_reports(into: BuildReport, parts: list[BuildReport]) -> BuildReport:
-    """Add the shards' counts into `into` (in shard order: the sample rejects are the first 20 of the build).
-
-    To be replaced by `BuildReport.merge` once reports merge themselves.
-    """
+    """The shards' reports merged into `into`, in shard order (`BuildReport.merge` adds the
+    counts; the output's numbers, rows and packing, add up here: each shard is its own output)."""
     for part in parts:
-        for name in ("records", "examples", "sequences", "rows", "tokens", "trained_tokens", "filtered"):
-            setattr(into, name, getattr(into, name) + getattr(part, name))
-        for name in ("rejected", "cut", "methods", "notes", "formats"):
-            getattr(into, name).update(getattr(part, name))
-        into.sample_rejects.extend(part.sample_rejects[: 20 - len(into.sample_rejects)])
+        into.merge(part)
+        into.rows += part.rows
         for split, stats in (part.packing or {}).items():
             into.packing = into.packing or {}
             into.packing[split] = _add_packing(into.packing.get(split), stats)
