@@ -35,7 +35,7 @@ def test_load_gives_the_built_rows_and_the_report(tmp_path: Path, fmt: str) -> N
     for split in ("train", "test"):
         assert loaded.dataset[split].to_list() == expected.dataset[split].to_list()
     report = loaded.report
-    assert (report.records, report.sequences, dict(report.rejected)) == (6, 5, {"empty response": 1})
+    assert (report.records, report.sequences, dict(report.rejected)) == (6, 5, {"empty_response": 1})
     assert report.splits == {"train": 3, "test": 2}
 
 
