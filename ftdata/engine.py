@@ -16,6 +16,7 @@ rejected at the same stage, with the same code, by every command. Token counts o
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any
@@ -94,6 +95,7 @@ class Stage:
         self.renderer = Renderer.from_options(tokenizer, options)
         self.masker = Masker(tokenizer)
         self._responses: Renderer | None = None  # the all_assistant renderer, for response counts
+        self._responses_lock = threading.Lock()  # engine=local measures batches on several threads
 
     def examples(self, location: Location, row: Any) -> tuple[Example, ...]:
         return to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
@@ -151,8 +153,9 @@ class Stage:
     def _response_counts(self, examples: list[Example], masked: list[Tokenized | UnusableRecord]) -> list[int]:
         if self.options.mask is MaskPolicy.ALL_ASSISTANT:
             return [count_trained(m.labels) if isinstance(m, Tokenized) else 0 for m in masked]
-        if self._responses is None:
-            self._responses = Renderer.from_options(self.tokenizer, self.options, mask=MaskPolicy.ALL_ASSISTANT)
+        with self._responses_lock:
+            if self._responses is None:
+                self._responses = Renderer.from_options(self.tokenizer, self.options, mask=MaskPolicy.ALL_ASSISTANT)
         rendered: list[Rendered | None] = []
         for example in examples:
             try:

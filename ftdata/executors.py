@@ -1,6 +1,7 @@
 """Executors: where the per-record work runs. One interface, three places.
 
-    local      in this process, batch after batch
+    local      in this process, a few batches at a time on threads (the tokenizer releases
+               the GIL while it encodes)
     processes  N worker processes on this machine, started with `spawn` (safe with threads,
                the same on Linux, macOS and Windows)
     ray        tasks on a Ray cluster (`pip install 'ftdata[ray]'`): a local one started for
@@ -23,7 +24,7 @@ import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
 from itertools import chain
@@ -32,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 from ftdata.errors import ConfigError, FtdataError
 
 __all__ = [
-    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "pickled",
+    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "local_threads", "pickled",
     "ray_cluster", "ray_failure", "ray_spec",
 ]  # fmt: skip
 
@@ -65,6 +66,11 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def local_threads() -> int:
+    """Threads of engine=local: one per core plus one, so a core is never left waiting on Python."""
+    return default_workers() + 1
+
+
 class Executor(Protocol):
     """Runs `fn(spec, batch)` over batches, yielding the results in batch order."""
 
@@ -72,11 +78,66 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """In this process."""
+    """In this process: `threads` batches at a time, each tokenized by a single-threaded tokenizer.
+
+    The tokenizer releases the GIL while it encodes, so one thread's Python (format, render,
+    labels) runs while others encode. That keeps every core busy; with the tokenizer's own
+    threads on one batch at a time, the cores idle while Python runs (see docs/performance.md).
+    Results come back in batch order, and an error reading batch k+n is raised only after
+    batches up to k+n-1 have been returned, as with one thread.
+    """
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
 
     def map(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterable[B]) -> Iterator[T]:
-        for batch in batches:
-            yield fn(spec, batch)
+        if self.threads <= 1:
+            for batch in batches:
+                yield fn(spec, batch)
+            return
+        with _one_tokenizer_thread(), ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool:
+            yield from _in_order(pool, lambda batch: pool.submit(fn, spec, batch), iter(batches), self.threads)
+
+
+@contextmanager
+def _one_tokenizer_thread() -> Iterator[None]:
+    """The Rust tokenizer single-threaded while it lasts: the tokenizers library reads the variable per call."""
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved
+
+
+def _in_order(pool: Any, submit: Callable[[B], Future[T]], batches: Iterator[B], ahead: int) -> Iterator[T]:
+    """Submit up to `ahead` batches at a time; yield their futures' results in batch order.
+
+    A `FtdataError` reading a batch is raised after the batches before it have been yielded.
+    """
+    pending: deque[Future[T]] = deque()
+    failure: FtdataError | None = None
+    try:
+        while True:
+            while failure is None and len(pending) < ahead:
+                try:
+                    batch = next(batches, None)
+                except FtdataError as exc:
+                    failure = exc
+                    break
+                if batch is None:
+                    break
+                pending.append(submit(batch))
+            if not pending:
+                break
+            yield pending.popleft().result()
+        if failure is not None:
+            raise failure
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Raised:
@@ -141,7 +202,7 @@ class ProcessExecutor:
         except FtdataError as exc:
             failure = exc
         if failure is not None or sum(map(len, ahead)) < self.in_process_below:
-            yield from LocalExecutor().map(fn, spec, ahead)
+            yield from LocalExecutor(local_threads()).map(fn, spec, ahead)
             if failure is not None:
                 raise failure
             return
@@ -153,34 +214,15 @@ class ProcessExecutor:
         payload = pickled(spec, "processes")
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(payload,))
-        pending: deque[Future[T | Raised]] = deque()
-        failure: BaseException | None = None
         try:
-            while True:
-                while failure is None and len(pending) < 2 * self.num_workers:
-                    try:
-                        batch = next(batches, None)
-                    except FtdataError as exc:
-                        failure = exc
-                        break
-                    if batch is None:
-                        break
-                    pending.append(pool.submit(_call, fn, batch))
-                if not pending:
-                    break
-                try:
-                    result = pending.popleft().result()
-                except BrokenProcessPool:
-                    raise FtdataError(
-                        "a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local"
-                    ) from None
+            for result in _in_order(pool, lambda batch: pool.submit(_call, fn, batch), batches, 2 * self.num_workers):
                 if isinstance(result, Raised):
                     raise result.error() from None
                 yield result
-            if failure is not None:
-                raise failure
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BrokenProcessPool:
+            raise FtdataError(
+                "a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local"
+            ) from None
 
 
 def pickled(spec: Any, engine: str) -> bytes:
@@ -296,4 +338,4 @@ def executor(engine: Engine, num_workers: int | None, *, ray_address: str | None
         return ProcessExecutor(num_workers or default_workers())
     if engine is Engine.RAY:
         return RayExecutor(num_workers, address=ray_address)
-    return LocalExecutor()
+    return LocalExecutor(local_threads())

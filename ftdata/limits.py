@@ -26,6 +26,7 @@ import contextvars
 import ctypes
 import functools
 import itertools
+import math
 import os
 import re
 import threading
@@ -118,16 +119,19 @@ class _Watchdog:
         self._fired: set[int] = set()
         self._tokens = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wakes = math.inf  # when the watchdog thread wakes next (inf: only when notified)
 
     def _run(self) -> None:
         with self._cond:
             while True:
                 if not self._entries:
+                    self._wakes = math.inf
                     self._cond.wait()
                     continue
                 token, (deadline, tid) = min(self._entries.items(), key=lambda kv: kv[1][0])
                 left = deadline - time.monotonic()
                 if left > 0:
+                    self._wakes = deadline
                     self._cond.wait(left)
                     continue
                 del self._entries[token]
@@ -140,8 +144,10 @@ class _Watchdog:
                 self._thread = threading.Thread(target=self._run, name="ftdata-limits", daemon=True)
                 self._thread.start()
             token = next(self._tokens)
-            self._entries[token] = (time.monotonic() + seconds, threading.get_ident())
-            self._cond.notify()
+            deadline = time.monotonic() + seconds
+            self._entries[token] = (deadline, threading.get_ident())
+            if deadline < self._wakes:  # else the watchdog wakes in time anyway: no thread switch per render
+                self._cond.notify()
             return token
 
     def stop(self, token: int) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +135,61 @@ def test_small_inputs_stay_in_process_and_results_keep_batch_order() -> None:
     pooled = list(ProcessExecutor(2, in_process_below=12).map(_pid, 100, batches))
     assert [s for _, s in pooled] == [s for _, s in local]
     assert os.getpid() not in {pid for pid, _ in pooled}
+
+
+def _late_first(spec: Any, batch: list[int]) -> tuple[str, int]:
+    time.sleep(0.02 * (5 - batch[0]))  # the later batches finish first
+    return threading.current_thread().name, batch[0] ** 2 + spec
+
+
+def test_threads_keep_batch_order_and_a_read_error_comes_after_the_batches_before_it() -> None:
+    def batches():
+        for i in range(5):
+            yield [i]
+        raise RecordError("line 6 is not JSON")
+
+    got = []
+    with pytest.raises(RecordError, match="line 6 is not JSON"):
+        for item in LocalExecutor(threads=3).map(_late_first, 1, batches()):
+            got.append(item)
+    assert [value for _, value in got] == [1, 2, 5, 10, 17]
+    assert all(name.startswith("ftdata") for name, _ in got)  # on the pool's threads, not this one
+
+
+def _bad_batch(spec: Any, batch: list[int]) -> int:
+    if batch[0] == 2:
+        raise RecordError("record 2: no response", field="output")
+    return batch[0]
+
+
+def test_a_threads_error_is_raised_as_itself_after_the_batches_before_it() -> None:
+    got = []
+    with pytest.raises(RecordError, match="record 2: no response") as raised:
+        for item in LocalExecutor(threads=3).map(_bad_batch, None, [[i] for i in range(5)]):
+            got.append(item)
+    assert got == [0, 1] and raised.value.field == "output"
+
+
+def test_threads_run_the_tokenizer_single_threaded_and_restore_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    seen = list(LocalExecutor(threads=2).map(lambda spec, batch: os.environ["TOKENIZERS_PARALLELISM"], None, [[1], [2]]))
+    assert seen == ["false", "false"]
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+
+
+def test_threaded_local_gives_what_one_thread_gives_on_a_real_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, smol) -> None:
+    """Rows, labels, the rejects file and the report: cut records included (max_length 96)."""
+    out = {}
+    for threads in (1, 4):
+        monkeypatch.setattr(executors, "local_threads", lambda: threads)
+        rejects = tmp_path / f"{threads}.jsonl"
+        result = prepare(
+            ALPACA, tokenizer=smol, template="alpaca", max_length=96, truncation="drop", batch_size=37,
+            rejects_path=str(rejects),
+        )  # fmt: skip
+        report = result.report.to_dict()
+        for volatile in ("seconds", "rejects_path"):
+            report.pop(volatile)
+        out[threads] = (result.dataset.to_dict(), rejects.read_text(encoding="utf-8"), report)
+    assert out[1][2]["records"] > 37 * 4 and out[1][2]["rejected"] == {"too_long": 704}
+    assert out[4] == out[1]

@@ -400,6 +400,34 @@ def test_a_looping_chat_template_stops_markers_at_the_time_limit(tmp_path: Path)
     assert time.monotonic() - started < 10
 
 
+def test_a_short_time_limit_fires_while_a_long_one_runs_on_another_thread() -> None:
+    """The watchdog sleeps until the earliest deadline; a later, shorter limit must wake it."""
+    import threading
+
+    from ftdata.limits import LimitExceeded, time_limit
+
+    def spin(seconds: float, until: threading.Event | None = None) -> str:
+        try:
+            with time_limit(seconds, "spin"):
+                while until is None or not until.is_set():
+                    pass
+        except LimitExceeded as exc:
+            return str(exc)
+        return "ended"
+
+    release, results = threading.Event(), {}
+    long_one = threading.Thread(target=lambda: results.setdefault("long", spin(30, release)))
+    long_one.start()
+    time.sleep(0.2)  # the watchdog now waits for the 30 s deadline
+    for _ in range(2):  # and again after the first short one fired
+        started = time.monotonic()
+        assert spin(0.3) == "spin took longer than 0.3 s; make it cheaper, or raise FTDATA_RENDER_TIMEOUT if it needs more"
+        assert time.monotonic() - started < 3
+    release.set()
+    long_one.join()
+    assert results["long"] == "ended"
+
+
 CHATML_IF = (
     "{%- for m in messages %}{%- if TRIGGER in m['content'] %}BOMB{%- endif %}"
     "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{%- endfor %}"
