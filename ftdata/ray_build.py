@@ -225,7 +225,19 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any) -> pa.Table:
 
 
 def _read_report(sidecar: Path, shard: int) -> BuildReport:
-    return BuildReport.from_dict(json.loads((sidecar / "reports" / f"part-{shard:05d}.json").read_text(encoding="utf-8")))
+    """Shard `shard`'s report, written by its worker into OUT.
+
+    Raises:
+        FtdataError: the report is not there: the worker ran on a node that does not see OUT.
+    """
+    path = sidecar / "reports" / f"part-{shard:05d}.json"
+    try:
+        return BuildReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise FtdataError(
+            f"shard {shard}'s counts never reached {path.parent}: its worker wrote them where this machine cannot see; "
+            "on a multi-node cluster, -o OUT must be a folder every node mounts at the same path (NFS, a shared volume)"
+        ) from None
 
 
 def merge_reports(into: BuildReport, parts: list[BuildReport]) -> BuildReport:

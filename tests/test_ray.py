@@ -211,3 +211,17 @@ def test_batches_run_in_ray_workers_and_come_back_in_order() -> None:
     results = list(RayExecutor(2).map(_pid, 100, [[i, i] for i in range(8)]))
     assert [s for _, s in results] == [100 + 2 * i for i in range(8)]
     assert os.getpid() not in {pid for pid, _ in results}
+
+
+def test_a_shard_report_that_never_reached_out_is_one_line(tmp_path: Path) -> None:
+    """A worker on a node that does not mount OUT writes its counts elsewhere: say so, no traceback."""
+    from ftdata.errors import FtdataError
+    from ftdata.ray_build import _read_report
+
+    (tmp_path / "reports").mkdir()
+    with pytest.raises(FtdataError) as raised:
+        _read_report(tmp_path, 3)
+    message = str(raised.value)
+    assert message.startswith(f"shard 3's counts never reached {tmp_path / 'reports'}: ")
+    assert message.endswith("-o OUT must be a folder every node mounts at the same path (NFS, a shared volume)")
+    assert "\n" not in message
