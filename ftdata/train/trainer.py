@@ -48,6 +48,9 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
         what = "load_best_model_at_end" if cfg.load_best_model_at_end else "save_strategy=best"
         raise ConfigError(f"{what} needs an eval split: set test_size (e.g. --test-size 0.1)")
     eval_strategy = cfg.eval_strategy.value if has_eval else "no"
+    # transformers 5.23 renamed gradient_checkpointing (the old name still works there, with a warning)
+    renamed = "activation_checkpointing" in SFTConfig.__dataclass_fields__
+    checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing": cfg.gradient_checkpointing}
     try:
         return SFTConfig(
             output_dir=str(run_dir),
@@ -63,7 +66,7 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_eval_batch_size,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
+            **checkpointing,
             optim=cfg.optim,
             weight_decay=cfg.weight_decay,
             max_grad_norm=cfg.max_grad_norm,

@@ -37,6 +37,15 @@ def test_packed_rows_train_padding_free(tmp_path: Path, make_row, pack_rows) -> 
     assert args.padding_free is True
 
 
+@pytest.mark.parametrize("on", [True, False])
+def test_gradient_checkpointing_reaches_the_trainer(tmp_path: Path, make_row, on: bool) -> None:
+    args = sft_args(TrainConfig(gradient_checkpointing=on), run_dir=tmp_path, device=resolve_device(Precision.AUTO),
+                    splits=_splits([make_row("a?", "b.")]))
+    # transformers >= 5.23 calls it activation_checkpointing; older 5.x only knows gradient_checkpointing
+    name = "activation_checkpointing" if hasattr(args, "activation_checkpointing") else "gradient_checkpointing"
+    assert getattr(args, name) is on
+
+
 def test_best_model_needs_an_eval_split(tmp_path: Path, make_row) -> None:
     device = resolve_device(Precision.AUTO)
     cfg = TrainConfig(load_best_model_at_end=True, eval_strategy="steps", save_strategy="steps")
