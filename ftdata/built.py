@@ -51,8 +51,11 @@ def load(out: str | Path) -> BuildResult:
     return BuildResult(_read(fmt, files), report)
 
 
-def load_hint(out: Path, *, fmt: str) -> str:
+def load_hint(out: Path | str, *, fmt: str) -> str:
     """The line `ftdata build` prints after its summary: how to load and train on what it wrote."""
+    if isinstance(out, str):  # a URI: the Parquet shards are read where they lie, by datasets (fsspec)
+        files = json.dumps(f"{out}/data/*.parquet")
+        return f'load it with datasets.load_dataset("parquet", data_files={files}); to train, copy it to a local folder'
     also = f", or datasets.load_from_disk({json.dumps(str(out / 'dataset'))})" if fmt == "arrow" else ""
     return f"load it with ftdata.load({json.dumps(str(out))}){also}; train on it with `ftdata train {out}`"
 

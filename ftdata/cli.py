@@ -25,7 +25,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, resolve, with_build_options
-from ftdata import safeio
+from ftdata import safeio, store
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.executors import Engine
 
@@ -240,7 +240,7 @@ def stats(
 
 # --- build -------------------------------------------------------------------------------------
 
-OUTPUT_HELP = "Output folder (or output: in YAML)."
+OUTPUT_HELP = "Output folder, or with --engine ray a URI (s3://bucket/prefix); or output: in YAML."
 FORMAT_HELP = "arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); --engine ray writes sharded Parquet only."
 
 
@@ -248,7 +248,7 @@ FORMAT_HELP = "arrow (save_to_disk, the default), parquet, or jsonl (token rows 
 @with_build_options(BUILD_FIELDS)
 def build(
     data: DataArg = None,
-    output: Annotated[Optional[Path], _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
+    output: Annotated[Optional[str], _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
     output_format: Annotated[Optional[str], _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
     tokenizer: TokenizerOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build from scratch; cache nothing.")] = False,
@@ -272,10 +272,16 @@ def build(
     out_value = output or settings.extras.get("output")
     if out_value is None:
         raise ConfigError("no output folder: give -o OUT (or output: in --config)")
-    out = Path(out_value).expanduser()
     fmt = export.check_output_format(output_format or settings.extras.get("output_format") or "arrow")
     opts = settings.options
     sharded = opts.engine is Engine.RAY  # Ray Data: sharded Parquet, rejects shards in OUT/rejects/, no cache
+    remote = store.is_uri(str(out_value))
+    if remote and not sharded:
+        raise ConfigError(
+            f"-o {out_value}: only engine=ray writes to a URI (every node writes its shards there); "
+            "add --engine ray, or give a local folder"
+        )
+    out = Path(out_value).expanduser()
     if sharded and (output_format or settings.extras.get("output_format") or "parquet") != "parquet":
         raise ConfigError("engine=ray writes sharded Parquet (OUT/data/*.parquet); drop --output-format or use engine=local")
     opts = dataclasses.replace(
@@ -286,7 +292,7 @@ def build(
     inputs = safeio.input_paths(settings.data, settings.tokenizer, config, opts.template)
     if opts.rejects_path:
         safeio.check_rejects_path(Path(opts.rejects_path), inputs)
-    with safeio.OutputDir(out, inputs=inputs) as target:
+    with store.StoreOut(str(out_value)) if remote else safeio.OutputDir(out, inputs=inputs) as target:
         tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
         _build(settings, opts, tok, target=target, fmt=fmt, config=config, no_color=no_color)
 
@@ -303,29 +309,31 @@ def _build(
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
-    out = target.path
+    out = target.path  # a Path, or the URI of a StoreOut
     if opts.engine is Engine.RAY:
-        from ftdata.ray_build import REJECTS_DIR, build_shards
+        from ftdata.ray_build import DATA, REJECTS_DIR, build_shards
 
         fmt = "parquet"
-        report, files = build_shards(settings.data, tokenizer=tok, options=opts, target=target)
-        rejects, rejects_name = Path(opts.rejects_path or out / REJECTS_DIR), f"{REJECTS_DIR}/"
+        report = build_shards(settings.data, tokenizer=tok, options=opts, target=target)
+        files, rejects_name = [DATA], f"{REJECTS_DIR}/"
+        rejects = opts.rejects_path or f"{out}/{REJECTS_DIR}"
     else:
         with progress_bar("building", export.count_records(settings.data, limit=opts.limit)) as advance:
             result = prepare(settings.data, tokenizer=tok, progress=advance, build_options=opts)
         report = result.report
-        files = export.write_dataset(result.dataset, target, fmt=fmt, tokenizer=tok)
-        rejects, rejects_name = Path(opts.rejects_path), export.REJECTS
-    if rejects.parent.resolve() == out.resolve() and rejects.name not in target.written:
-        target.adopt(rejects.name)
+        files = [str(p.relative_to(out)) for p in export.write_dataset(result.dataset, target, fmt=fmt, tokenizer=tok)]
+        rejects, rejects_name = opts.rejects_path, export.REJECTS
+    if isinstance(target, safeio.OutputDir) and opts.rejects_path:
+        path = Path(opts.rejects_path)
+        if path.parent.resolve() == out.resolve() and path.name not in target.written:
+            target.adopt(path.name)
     # Without a cache the pipeline skips the fingerprint; build.json records it anyway.
     fingerprint = report.fingerprint or build_fingerprint(settings.data, tok, opts)
     record = export.manifest(
         data=settings.data, tokenizer=tok, tokenizer_name=tokenizer_label(settings.tokenizer, tok), options=opts,
-        report=report, fingerprint=fingerprint, output_format=fmt, files=files, out=out, config=config,
-        rejects=rejects_name,
+        report=report, fingerprint=fingerprint, output_format=fmt, files=files, config=config, rejects=rejects_name,
     )  # fmt: skip
-    manifest = export.write_manifest(target, record)
+    export.write_manifest(target, record)
     target.finish()
     show = console(no_color)
     seconds = time.perf_counter() - started
@@ -335,8 +343,8 @@ def _build(
     else:
         show.print(f"built {fingerprint} in {seconds:.1f} s", soft_wrap=True)
     show.print(export.summary_table(report))
-    written = [*files, rejects, manifest]
-    show.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True)
+    written = [*(f"{out}/{name}" for name in files), rejects, f"{out}/{export.MANIFEST}"]
+    show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
     show.print(load_hint(out, fmt=fmt), soft_wrap=True)
 
 

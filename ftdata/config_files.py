@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
+from ftdata.store import is_uri
 
 # Keys whose relative paths are taken relative to the YAML file, in any command's config (when
 # the file exists there, for the first group: "smollm2" or a hub id is not a path).
@@ -72,7 +73,7 @@ def resolve_paths(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
 
 
 def _resolve_path(key: str, value: Any, base: Path) -> Any:
-    if not isinstance(value, str) or key not in (*_PATH_IF_EXISTS, *_PATH_ALWAYS):
+    if not isinstance(value, str) or key not in (*_PATH_IF_EXISTS, *_PATH_ALWAYS) or is_uri(value):
         return value
     path = Path(value).expanduser()
     if path.is_absolute():

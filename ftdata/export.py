@@ -28,6 +28,7 @@ from ftdata.options import BuildOptions
 from ftdata.output import REJECTS
 from ftdata.report import BuildReport
 from ftdata.safeio import OutputDir, file_hash
+from ftdata.store import StoreOut
 from ftdata.types import IGNORE_INDEX
 
 OUTPUT_FORMATS = ("arrow", "parquet", "jsonl")
@@ -119,9 +120,9 @@ def _options_dict(options: BuildOptions) -> dict[str, Any]:
 
 def manifest(
     *, data: str, tokenizer: Any, tokenizer_name: str, options: BuildOptions, report: BuildReport,
-    fingerprint: str, output_format: str, files: list[Path], out: Path, config: Path | None, rejects: str = REJECTS,
+    fingerprint: str, output_format: str, files: list[str], config: Path | None, rejects: str = REJECTS,
 ) -> dict[str, Any]:  # fmt: skip
-    """The `build.json` record of a build."""
+    """The `build.json` record of a build; `files`: the outputs' names inside OUT."""
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inputs": {
@@ -133,16 +134,16 @@ def manifest(
         "options": _options_dict(options),
         "fingerprint": fingerprint,
         "cached": report.cached,
-        "output": {"format": output_format, "files": [str(p.relative_to(out)) for p in files], "rejects": rejects},
+        "output": {"format": output_format, "files": files, "rejects": rejects},
         "counts": report.to_dict(),
         "versions": {name: _version(name) for name in _VERSIONED},
     }
 
 
-def write_manifest(target: OutputDir, record: dict[str, Any]) -> Path:
+def write_manifest(target: OutputDir | StoreOut, record: dict[str, Any]) -> None:
+    """OUT/build.json; written last, so OUT holds a finished build exactly when it has one."""
     with target.write(MANIFEST) as tmp:
         tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    return target.path / MANIFEST
 
 
 def _counter_cell(counter: dict[str, int]) -> str:

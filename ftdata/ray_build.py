@@ -1,6 +1,6 @@
 """`ftdata build DATA --engine ray -o OUT`: a corpus built by Ray Data, shard by shard, into sharded Parquet.
 
-    DATA/                       Ray Data                                     OUT/
+    DATA/                       Ray Data                                     OUT/ (a folder, or a URI: s3://...)
       part-0.jsonl  ─┐   one row per shard file ──map_batches──▶ rows   ──▶  data/*.parquet
       part-1.json    ├─▶ (the shard is read by ftdata's own        │          rejects/part-00000.jsonl ...
       part-2.parquet ┘    readers, in the worker)                  └──────▶  build.json (one merged report)
@@ -10,6 +10,11 @@ locations), filter, the record engine (`pipeline._run_stage`), then packing with
 best-fit decreasing plan (`output.finish`) over that shard's sequences. The shard's rows
 go back as an Arrow block and Ray's Parquet writer writes them; its rejects and report are
 written beside the output, and the driver merges the reports into one `build.json`.
+
+OUT is a local folder (on a multi-node cluster, one that every node mounts at the same path)
+or a URI on any filesystem pyarrow reaches (`s3://bucket/prefix`, `gs://`, `abfs://`, `hdfs://`,
+`file://`): then every node writes straight to the store and the prefix must be new or empty
+(`store.StoreOut`).
 
 What differs from the other engines, by design:
 - packing is per shard (a packed row never mixes two shards), so rows and fill differ; the
@@ -21,6 +26,7 @@ What differs from the other engines, by design:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -33,21 +39,24 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from pyarrow import fs
 
-from ftdata import output
+from ftdata import output, store
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.executors import pickled, Raised, ray_cluster, ray_failure, ray_spec
 from ftdata.options import BuildOptions
 from ftdata.pipeline import Stage, StageSpec, _collect, _run_stage, check_built, read_batches
 from ftdata.readers import data_files
 from ftdata.report import BuildReport, RejectsWriter
-from ftdata.safeio import OutputDir, atomic_path, remove, temp_name
+from ftdata.safeio import TEMP_MARK, OutputDir, atomic_path, temp_name
+from ftdata.store import StoreOut
 
 __all__ = ["DATA", "REJECTS_DIR", "build_shards", "merge_reports", "shard_files"]
 
 DATA = "data"  # OUT/data/*.parquet: the rows, written by Ray's Parquet writer
 REJECTS_DIR = "rejects"  # OUT/rejects/part-00000.jsonl: each shard's rejects, in record order
 _ERRORS = "errors"  # a failed shard's FtdataError, pickled by the worker
+_REPORTS = "reports"  # each shard's BuildReport, as JSON
 _REFUSED = {
     "test_size": "split at training time (datasets' train_test_split), or use engine=local or processes",
     "shuffle": "shuffle at training time (SFTTrainer shuffles every epoch), or use engine=local or processes",
@@ -61,7 +70,7 @@ class _ShardJob:
 
     spec: StageSpec
     options: BuildOptions
-    sidecar: str  # folder the workers write rejects and reports into
+    sidecar: str  # folder (local path or URI) the workers write rejects, reports and errors into
 
 
 def shard_files(source: Any, options: BuildOptions) -> list[Any]:
@@ -86,8 +95,8 @@ def check_options(options: BuildOptions) -> None:
             raise ConfigError(f"{name}={value!r} needs the whole corpus at once, which engine=ray does not do; {fix}")
 
 
-def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: OutputDir) -> tuple[BuildReport, list[Path]]:
-    """Build `source` shard by shard on Ray Data into `target`; return the merged report and [OUT/data].
+def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: OutputDir | StoreOut) -> BuildReport:
+    """Build `source` shard by shard on Ray Data into `target`; return the merged report.
 
     Writes OUT/data/*.parquet and OUT/rejects/part-NNNNN.jsonl (`build.json` is the caller's).
     A `FtdataError` in a shard (a malformed record with on_error=raise) is raised here as the
@@ -103,8 +112,10 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     check_options(options)
     stage = Stage(tokenizer, options)  # a bad template or option fails here, before any cluster starts
     shards = shard_files(source, options)
-    sidecar = temp_name(target.path / "shards")
-    job = _ShardJob(StageSpec.create(stage), options, str(sidecar))
+    remote = isinstance(target, StoreOut)
+    sidecar = target.url(f"{TEMP_MARK}{uuid.uuid4().hex[:8]}-shards") if remote else str(temp_name(target.path / "shards"))
+    side = store.filesystem(sidecar)
+    job = _ShardJob(StageSpec.create(stage), options, sidecar)
     payload = pickled(job, "ray")
     report = BuildReport(
         source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
@@ -112,28 +123,61 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
     )  # fmt: skip
     try:
-        (sidecar / REJECTS_DIR).mkdir(parents=True)
-        (sidecar / "reports").mkdir()
-        (sidecar / _ERRORS).mkdir()
-        with ray_cluster(options.ray_address, options.num_workers) as (ray, _), target.write(DATA) as data:
+        for folder in (REJECTS_DIR, _REPORTS, _ERRORS):
+            side[0].create_dir(f"{side[1]}/{folder}")
+        with ray_cluster(options.ray_address, options.num_workers) as (ray, _), _data_location(target) as data:
             _run(ray, shards, payload, data, options)
-            if (error := _first_error(sidecar)) is not None:
+            if (error := _first_error(side)) is not None:
                 raise error
-            merge_reports(report, [_read_report(sidecar, i) for i in range(len(shards))])
+            merge_reports(report, [_read_report(side, i, shared=sidecar) for i in range(len(shards))])
             check_built(report, report.rows)
-        with target.write(REJECTS_DIR) as rejects:
-            (sidecar / REJECTS_DIR).rename(rejects)
+        rejects = _sub(side, REJECTS_DIR)
+        if isinstance(target, StoreOut):
+            target.adopt(REJECTS_DIR)
+            store.copy(rejects, target.inside(REJECTS_DIR))
+        else:
+            with target.write(REJECTS_DIR) as folder:
+                Path(rejects[1]).rename(folder)
+            rejects = _sub(store.filesystem(str(target.path)), REJECTS_DIR)
         if options.rejects_path:
-            _concatenate(sorted((target.path / REJECTS_DIR).glob("*.jsonl")), Path(options.rejects_path))
+            _concatenate(rejects, Path(options.rejects_path))
     finally:
-        remove(sidecar)
+        store.delete(side)
     report.rejects_path = options.rejects_path
     report.seconds = round(time.perf_counter() - started, 3)
-    return report, [target.path / DATA]
+    return report
 
 
-def _run(ray: Any, shards: list[Any], payload: bytes, data: Path, options: BuildOptions) -> None:
-    """The Ray Data job: shard list -> map_batches(one shard per call) -> Parquet files in `data`."""
+def _data_location(target: OutputDir | StoreOut) -> Any:
+    """Where Ray's Parquet writer puts OUT/data: the store itself, or a temporary folder renamed on success."""
+    if isinstance(target, StoreOut):
+        return contextlib.nullcontext(target.url(DATA))
+    return target.write(DATA)
+
+
+def _sub(where: tuple[Any, str], name: str) -> tuple[Any, str]:
+    return where[0], f"{where[1]}/{name}"
+
+
+def _names(where: tuple[Any, str]) -> list[str]:
+    """The file names in a folder, sorted (none when it is missing)."""
+    infos = where[0].get_file_info(fs.FileSelector(where[1], allow_not_found=True))
+    return sorted(Path(info.path).name for info in infos if info.type == fs.FileType.File)
+
+
+def _put(where: tuple[Any, str], data: bytes) -> None:
+    """Write a small file into the sidecar; a file on a store appears whole or not at all."""
+    with where[0].open_output_stream(where[1]) as out:
+        out.write(data)
+
+
+def _get(where: tuple[Any, str]) -> bytes:
+    with where[0].open_input_stream(where[1]) as src:
+        return src.read()
+
+
+def _run(ray: Any, shards: list[Any], payload: bytes, data: str | Path, options: BuildOptions) -> None:
+    """The Ray Data job: shard list -> map_batches(one shard per call) -> Parquet files in `data` (a folder or URI)."""
     import sys
 
     # Ray Data's INFO lines would bury the build's summary; it reads this when a job starts
@@ -168,7 +212,7 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
     before it still run, so the driver raises the error of the first failing shard.
     """
     job: _ShardJob = ray_spec(key, payload)
-    errors = Path(job.sidecar) / _ERRORS
+    errors = _sub(store.filesystem(job.sidecar), _ERRORS)
     tables = []
     for shard, path in zip(batch.column("shard").to_pylist(), batch.column("path").to_pylist()):
         if any(failed < shard for failed in _failed_shards(errors)):
@@ -176,19 +220,18 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
         try:
             tables.append(_shard_rows(job, shard, path))
         except FtdataError as exc:
-            with atomic_path(errors / f"part-{shard:05d}.pickle") as tmp:
-                tmp.write_bytes(pickle.dumps(Raised(exc)))
+            _put(_sub(errors, f"part-{shard:05d}.pickle"), pickle.dumps(Raised(exc)))
     return pa.concat_tables(tables) if tables else _schema(job.options).empty_table()
 
 
-def _failed_shards(errors: Path) -> list[int]:
-    """The shards that saved an error (`part-00003.pickle` -> 3), in order; files still being written are not yet there."""
-    return sorted(int(p.stem.removeprefix("part-")) for p in errors.glob("part-*.pickle"))
+def _failed_shards(errors: tuple[Any, str]) -> list[int]:
+    """The shards that saved an error (`part-00003.pickle` -> 3), in order."""
+    return sorted(int(name.removeprefix("part-").removesuffix(".pickle")) for name in _names(errors))
 
 
-def _first_error(sidecar: Path) -> FtdataError | None:
-    failed = _failed_shards(sidecar / _ERRORS)
-    return pickle.loads((sidecar / _ERRORS / f"part-{failed[0]:05d}.pickle").read_bytes()).error() if failed else None
+def _first_error(side: tuple[Any, str]) -> FtdataError | None:
+    failed = _failed_shards(_sub(side, _ERRORS))
+    return pickle.loads(_get(_sub(side, f"{_ERRORS}/part-{failed[0]:05d}.pickle"))).error() if failed else None
 
 
 def _schema(options: BuildOptions) -> pa.Schema:
@@ -201,9 +244,10 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any) -> pa.Table:
     """One shard through the local pipeline: read, filter, record engine, pack; rejects and report beside."""
     options = job.options
     report = BuildReport()
-    sidecar = Path(job.sidecar)
-    sink = RejectsWriter(report, sidecar / REJECTS_DIR / f"part-{shard:05d}.jsonl")
+    side = store.filesystem(job.sidecar)
+    name = f"part-{shard:05d}"
     with tempfile.TemporaryDirectory(prefix="ftdata-shard-") as scratch:
+        sink = RejectsWriter(report, Path(scratch) / "rejects.jsonl")
         writer = output.ArrowRows(Path(scratch) / "rows.arrow")
         try:
             for batch in read_batches(source, options):
@@ -220,23 +264,24 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any) -> pa.Table:
             finished = output.finish(writer.path, options, report)
             with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes
                 table = rows.read_all().select(schema.names)
-    (sidecar / "reports" / f"part-{shard:05d}.json").write_text(json.dumps(report.to_dict(), default=str), encoding="utf-8")
+        store.copy((fs.LocalFileSystem(), str(Path(scratch) / "rejects.jsonl")), _sub(side, f"{REJECTS_DIR}/{name}.jsonl"))
+    _put(_sub(side, f"{_REPORTS}/{name}.json"), json.dumps(report.to_dict(), default=str).encode())
     return table
 
 
-def _read_report(sidecar: Path, shard: int) -> BuildReport:
-    """Shard `shard`'s report, written by its worker into OUT.
+def _read_report(side: tuple[Any, str], shard: int, *, shared: str) -> BuildReport:
+    """Shard `shard`'s report, written by its worker into the sidecar `shared` (`side`: its filesystem and path).
 
     Raises:
         FtdataError: the report is not there: the worker ran on a node that does not see OUT.
     """
-    path = sidecar / "reports" / f"part-{shard:05d}.json"
     try:
-        return BuildReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return BuildReport.from_dict(json.loads(_get(_sub(side, f"{_REPORTS}/part-{shard:05d}.json"))))
     except FileNotFoundError:
         raise FtdataError(
-            f"shard {shard}'s counts never reached {path.parent}: its worker wrote them where this machine cannot see; "
-            "on a multi-node cluster, -o OUT must be a folder every node mounts at the same path (NFS, a shared volume)"
+            f"shard {shard}'s counts never reached {shared}/{_REPORTS}: its worker wrote them where this machine "
+            "cannot see; on a multi-node cluster, -o OUT must be a folder every node mounts at the same path "
+            "(NFS, a shared volume) or a URI every node reaches (s3://bucket/prefix)"
         ) from None
 
 
@@ -268,8 +313,9 @@ def _add_packing(total: dict[str, Any] | None, part: dict[str, Any]) -> dict[str
     }
 
 
-def _concatenate(parts: list[Path], dest: Path) -> None:
+def _concatenate(folder: tuple[Any, str], dest: Path) -> None:
+    """The rejects shards of `folder`, in shard order, as one local file."""
     with atomic_path(dest) as tmp, tmp.open("wb") as out:
-        for part in parts:
-            out.write(part.read_bytes())
+        for name in _names(folder):
+            out.write(_get(_sub(folder, name)))
 

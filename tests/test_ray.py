@@ -218,10 +218,83 @@ def test_a_shard_report_that_never_reached_out_is_one_line(tmp_path: Path) -> No
     from ftdata.errors import FtdataError
     from ftdata.ray_build import _read_report
 
+    from ftdata.store import filesystem
+
     (tmp_path / "reports").mkdir()
     with pytest.raises(FtdataError) as raised:
-        _read_report(tmp_path, 3)
+        _read_report(filesystem(str(tmp_path)), 3, shared=str(tmp_path))
     message = str(raised.value)
     assert message.startswith(f"shard 3's counts never reached {tmp_path / 'reports'}: ")
-    assert message.endswith("-o OUT must be a folder every node mounts at the same path (NFS, a shared volume)")
+    assert message.endswith(
+        "-o OUT must be a folder every node mounts at the same path (NFS, a shared volume) "
+        "or a URI every node reaches (s3://bucket/prefix)"
+    )
     assert "\n" not in message
+
+
+def test_a_ray_build_writes_to_a_uri_what_it_writes_to_a_folder(tmp_path: Path) -> None:
+    """-o s3://... works the same way; file:// is the store a test can reach (same pyarrow code path)."""
+    data = write_shards(tmp_path / "shards", _records(ALPACA, 60) + [{"instruction": "x", "output": " "}], ["jsonl", "json"])
+    args = ["--template", "alpaca", "--max-length", "192", "--packing"]
+    folder = build_cli(data, tmp_path / "folder", "ray", *args)
+    uri = f"file://{tmp_path}/bucket/run-1"
+    result = CliRunner().invoke(app, ["build", str(data), "-o", uri, "--engine", "ray", "--no-color", *args])
+    assert folder.exit_code == result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "bucket" / "run-1").iterdir())
+    assert written == ["build.json", "data", "rejects"]  # no lock, no owner file, no sidecar left behind
+    assert f"wrote {uri}/data, {uri}/rejects, {uri}/build.json" in result.output
+    assert f'datasets.load_dataset("parquet", data_files="{uri}/data/*.parquet")' in result.output
+    in_store, in_folder = (ftdata.load(tmp_path / where) for where in ("bucket/run-1", "folder"))
+    assert sequences(in_store.dataset) == sequences(in_folder.dataset)
+    volatile = {"seconds", "rejects_path"}
+    assert {k: v for k, v in in_store.report.to_dict().items() if k not in volatile} == {
+        k: v for k, v in in_folder.report.to_dict().items() if k not in volatile
+    }
+    assert in_store.report.rejected["empty_response"] == 1 and in_store.report.rows == len(in_store.dataset)
+    for name in ("part-00000.jsonl", "part-00001.jsonl"):
+        stored = tmp_path / "bucket" / "run-1" / "rejects" / name
+        assert stored.read_bytes() == (tmp_path / "folder" / "rejects" / name).read_bytes()
+
+
+def test_a_uri_out_must_be_a_new_or_empty_prefix(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine", encoding="utf-8")
+    result = build_cli(ALPACA, f"file://{tmp_path}/run", "ray", "--template", "alpaca")  # type: ignore[arg-type]
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: output 'file://{tmp_path}/run' already holds notes.txt; ftdata writes a URI OUT only into a new "
+        "or empty prefix (it can neither lock nor rename there): give a new one\n"
+    )
+    assert (tmp_path / "run" / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_a_failed_ray_build_leaves_the_uri_prefix_as_it_found_it(tmp_path: Path) -> None:
+    records = [{"instruction": f"Say {i}.", "output": f"{i}."} for i in range(6)]
+    data = write_shards(tmp_path / "shards", records, ["jsonl", "jsonl"])
+    with (data / "part-1.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"question": "2+2?"}) + "\n")
+    result = build_cli(data, f"file://{tmp_path}/run", "ray", "--template", "alpaca")  # type: ignore[arg-type]
+    assert result.exit_code == 4
+    assert result.output.startswith(f"error: {data / 'part-1.jsonl'}:4: field 'output': no response field")
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_only_engine_ray_writes_to_a_uri(tmp_path: Path) -> None:
+    result = build_cli(ALPACA, f"file://{tmp_path}/run", "local", "--template", "alpaca")  # type: ignore[arg-type]
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: -o file://{tmp_path}/run: only engine=ray writes to a URI (every node writes its shards there); "
+        "add --engine ray, or give a local folder\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_uri_pyarrow_cannot_open_is_one_line(tmp_path: Path) -> None:
+    result = build_cli(ALPACA, "nosuchfs://bucket/run", "ray", "--template", "alpaca")  # type: ignore[arg-type]
+    assert result.exit_code == 2
+    assert result.output.startswith("error: cannot open 'nosuchfs://bucket/run': ")
+    assert result.output.endswith(
+        "; give a URI pyarrow's filesystems reach (s3://bucket/prefix, gs://bucket/prefix, file:///absolute/path), "
+        "with the store's credentials in the environment\n"
+    )
+    assert result.output.count("\n") == 1

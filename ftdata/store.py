@@ -1,0 +1,143 @@
+"""OUT as a URI: where engine=ray writes a build on a filesystem pyarrow reaches (s3://, gs://, abfs://, hdfs://, file://).
+
+An object store has no rename and no lock, so the local folder's guarantees (`safeio.OutputDir`)
+are kept another way:
+- the prefix must be new or empty: ftdata never writes beside, over or into objects it did not write;
+- every file goes straight to its final name and `build.json` goes last: a prefix holds a
+  finished build exactly when its `build.json` exists;
+- a build that fails deletes what it wrote (the names it created, nothing else), so the prefix
+  is left as it was found.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ftdata.errors import ConfigError
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(text: object) -> bool:
+    """Whether `text` names a location by URI (`s3://bucket/prefix`, `file:///tmp/out`) rather than a local path."""
+    return isinstance(text, str) and bool(_SCHEME.match(text))
+
+
+def filesystem(location: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path inside it) of a URI or of an absolute local path.
+
+    Raises:
+        ConfigError: a scheme pyarrow does not know, or a store it cannot open (credentials, region).
+    """
+    import pyarrow as pa
+    from pyarrow import fs
+
+    try:
+        return fs.FileSystem.from_uri(location)
+    except (ValueError, OSError, pa.ArrowException) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot open {location!r}: {reason}; give a URI pyarrow's filesystems reach (s3://bucket/prefix, "
+            "gs://bucket/prefix, file:///absolute/path), with the store's credentials in the environment"
+        ) from None
+
+
+def copy(source: tuple[Any, str], dest: tuple[Any, str]) -> None:
+    """Copy a file or a folder tree from one (filesystem, path) to another."""
+    from pyarrow import fs
+
+    if source[0].get_file_info(source[1]).type == fs.FileType.Directory:
+        dest[0].create_dir(dest[1])  # a local destination needs its folder first
+    fs.copy_files(source[1], dest[1], source_filesystem=source[0], destination_filesystem=dest[0])
+
+
+def delete(target: tuple[Any, str]) -> None:
+    """Delete a file or a folder tree at (filesystem, path); nothing there is fine."""
+    from pyarrow import fs
+
+    filesystem_, path = target
+    kind = filesystem_.get_file_info(path).type
+    if kind == fs.FileType.Directory:
+        filesystem_.delete_dir(path)
+    elif kind == fs.FileType.File:
+        filesystem_.delete_file(path)
+
+
+class StoreOut:
+    """A new or empty prefix that a build writes into, named by URI (`-o s3://bucket/run1`).
+
+        with StoreOut("s3://bucket/run1") as target:
+            with target.write("build.json") as tmp: ...   # a local file, uploaded on success
+            target.url("data")                             # where a writer that reaches the store puts its files
+
+    Raises (on entering):
+        ConfigError: the URI cannot be opened, names a file, or holds anything already.
+    """
+
+    def __init__(self, uri: str):
+        self.path = uri.rstrip("/")  # what the summary prints, like OutputDir.path
+        self.fs, self.root = filesystem(self.path)
+        self.written: list[str] = []
+
+    def __enter__(self) -> StoreOut:
+        from pyarrow import fs
+
+        kind = self.fs.get_file_info(self.root).type
+        if kind == fs.FileType.File:
+            raise ConfigError(f"output {self.path!r} is a file; give a new or empty prefix (-o OUT)")
+        if kind == fs.FileType.Directory:
+            there = sorted(Path(info.path).name for info in self.fs.get_file_info(fs.FileSelector(self.root)))
+            if there:
+                shown = ", ".join(there[:3]) + (", ..." if len(there) > 3 else "")
+                raise ConfigError(
+                    f"output {self.path!r} already holds {shown}; ftdata writes a URI OUT only into a new or "
+                    "empty prefix (it can neither lock nor rename there): give a new one"
+                )
+        self.fs.create_dir(self.root)
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if kind is not None:
+            self.discard()
+
+    def url(self, name: str) -> str:
+        """OUT/name as a URI, for a writer that reaches the store itself (Ray's Parquet writer, on every node)."""
+        self.adopt(name)
+        return f"{self.path}/{name}"
+
+    def inside(self, name: str) -> tuple[Any, str]:
+        """OUT/name as (filesystem, path)."""
+        return self.fs, f"{self.root}/{name}"
+
+    @contextmanager
+    def write(self, name: str) -> Iterator[Path]:
+        """A local temporary path for output `name` (file or folder), uploaded to OUT/name when the block succeeds."""
+        from pyarrow import fs
+
+        with tempfile.TemporaryDirectory(prefix="ftdata-upload-") as scratch:
+            tmp = Path(scratch) / name
+            yield tmp
+            self.adopt(name)
+            copy((fs.LocalFileSystem(), str(tmp)), self.inside(name))
+
+    def adopt(self, name: str) -> None:
+        """Record `name` as written by this build (a failed build deletes it)."""
+        if name not in self.written:
+            self.written.append(name)
+
+    def finish(self) -> None:
+        """Nothing older to remove: the prefix was empty when the build began."""
+
+    def discard(self) -> None:
+        """Delete what this build wrote, and only that: a failed build leaves the prefix as it found it."""
+        for name in reversed(self.written):
+            delete(self.inside(name))
+        self.written.clear()
+
+
+__all__ = ["StoreOut", "copy", "delete", "filesystem", "is_uri"]
