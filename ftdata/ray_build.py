@@ -101,7 +101,8 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     Writes OUT/data/*.parquet and OUT/rejects/part-NNNNN.jsonl (`build.json` is the caller's).
     A `FtdataError` in a shard (a malformed record with on_error=raise) is raised here as the
     same error, with its `file:line`: the first error of the first failing shard.
-    Nothing is published into OUT unless every shard succeeded. With `options.rejects_path`,
+    Nothing is published into OUT unless every shard succeeded (a URI OUT, written in place,
+    has what the build wrote deleted by `StoreOut` on failure). With `options.rejects_path`,
     the rejects shards are also concatenated there, in shard order.
 
     Raises:
