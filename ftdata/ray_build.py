@@ -113,8 +113,10 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     check_options(options)
     stage = Stage(tokenizer, options)  # a bad template or option fails here, before any cluster starts
     shards = shard_files(source, options)
-    remote = isinstance(target, StoreOut)
-    sidecar = target.url(f"{TEMP_MARK}{uuid.uuid4().hex[:8]}-shards") if remote else str(temp_name(target.path / "shards"))
+    if isinstance(target, StoreOut):
+        sidecar = target.url(f"{TEMP_MARK}{uuid.uuid4().hex[:8]}-shards")
+    else:  # absolute: a worker resolves a relative path against its own working folder
+        sidecar = str(temp_name(target.path.absolute() / "shards"))
     side = store.filesystem(sidecar)
     job = _ShardJob(StageSpec.create(stage), options, sidecar)
     payload = pickled(job, "ray")
@@ -139,7 +141,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
         else:
             with target.write(REJECTS_DIR) as folder:
                 Path(rejects[1]).rename(folder)
-            rejects = _sub(store.filesystem(str(target.path)), REJECTS_DIR)
+            rejects = _sub(store.filesystem(str(target.path.absolute())), REJECTS_DIR)
         if options.rejects_path:
             _concatenate(rejects, Path(options.rejects_path))
     finally:
@@ -153,7 +155,7 @@ def _data_location(target: OutputDir | StoreOut) -> Any:
     """Where Ray's Parquet writer puts OUT/data: the store itself, or a temporary folder renamed on success."""
     if isinstance(target, StoreOut):
         return contextlib.nullcontext(target.url(DATA))
-    return target.write(DATA)
+    return target.write(DATA)  # a Path: `_run` makes it absolute for the workers
 
 
 def _sub(where: tuple[Any, str], name: str) -> tuple[Any, str]:
@@ -196,7 +198,7 @@ def _run(ray: Any, shards: list[Any], payload: bytes, data: str | Path, options:
             _build_shard, batch_size=1, batch_format="pyarrow", fn_kwargs={"key": key, "payload": [ref]}, num_cpus=1,
             concurrency=options.num_workers,
         )
-        dataset.write_parquet(str(data))
+        dataset.write_parquet(data if isinstance(data, str) else str(data.absolute()))
     except Exception as exc:  # a worker died, or a bug: shard errors do not get here
         raise ray_failure(exc) from None
     finally:

@@ -298,3 +298,15 @@ def test_a_uri_pyarrow_cannot_open_is_one_line(tmp_path: Path) -> None:
         "with the store's credentials in the environment\n"
     )
     assert result.output.count("\n") == 1
+
+
+def test_a_relative_out_folder_works_under_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers resolve paths against their own working folder: OUT and the sidecar reach them absolute."""
+    data = write_shards(tmp_path / "shards", [{"instruction": f"Say {i}.", "output": f"{i}."} for i in range(6)], ["jsonl", "json"])
+    monkeypatch.chdir(tmp_path)
+    result = build_cli(Path("shards"), Path("out"), "ray", "--template", "alpaca", "--rejects-path", "all-rejects.jsonl")
+    assert result.exit_code == 0, result.output
+    assert "wrote out/data, all-rejects.jsonl, out/build.json" in result.output
+    assert ftdata.load(tmp_path / "out").report.records == 6
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ftdata-output.json", ".ftdata.lock", "build.json", "data", "rejects"]
+    assert (tmp_path / "all-rejects.jsonl").read_text(encoding="utf-8") == ""
