@@ -215,13 +215,14 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
     before it still run, so the driver raises the error of the first failing shard.
     """
     job: _ShardJob = ray_spec(key, payload)
-    errors = _sub(store.filesystem(job.sidecar), _ERRORS)
+    side = store.filesystem(job.sidecar)
+    errors = _sub(side, _ERRORS)
     tables = []
     for shard, path in zip(batch.column("shard").to_pylist(), batch.column("path").to_pylist()):
         if any(failed < shard for failed in _failed_shards(errors)):
             continue
         try:
-            tables.append(_shard_rows(job, shard, path))
+            tables.append(_shard_rows(job, shard, path, side))
         except FtdataError as exc:
             _put(_sub(errors, f"part-{shard:05d}.pickle"), pickle.dumps(Raised(exc)))
     return pa.concat_tables(tables) if tables else _schema(job.options).empty_table()
@@ -243,11 +244,10 @@ def _schema(options: BuildOptions) -> pa.Schema:
     return output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
 
 
-def _shard_rows(job: _ShardJob, shard: int, source: Any) -> pa.Table:
+def _shard_rows(job: _ShardJob, shard: int, source: Any, side: tuple[Any, str]) -> pa.Table:
     """One shard through the local pipeline: read, filter, record engine, pack; rejects and report beside."""
     options = job.options
     report = BuildReport()
-    side = store.filesystem(job.sidecar)
     name = f"part-{shard:05d}"
     with tempfile.TemporaryDirectory(prefix="ftdata-shard-") as scratch:
         sink = RejectsWriter(report, Path(scratch) / "rejects.jsonl")
