@@ -49,7 +49,7 @@ from ftdata.pipeline import Stage, StageSpec, _collect, _run_stage, check_built,
 from ftdata.readers import data_files
 from ftdata.report import BuildReport, RejectsWriter
 from ftdata.safeio import TEMP_MARK, OutputDir, atomic_path, temp_name
-from ftdata.store import StoreOut
+from ftdata.store import StoreOut, Where
 
 __all__ = ["DATA", "REJECTS_DIR", "build_shards", "merge_reports", "shard_files"]
 
@@ -126,22 +126,22 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
     )  # fmt: skip
     try:
-        for folder in (REJECTS_DIR, _REPORTS, _ERRORS):
-            side[0].create_dir(f"{side[1]}/{folder}")
+        for sub in (REJECTS_DIR, _REPORTS, _ERRORS):
+            side[0].create_dir(store.child(side, sub)[1])
         with ray_cluster(options.ray_address, options.num_workers) as (ray, _), _data_location(target) as data:
             _run(ray, shards, payload, data, options)
             if (error := _first_error(side)) is not None:
                 raise error
             merge_reports(report, [_read_report(side, i, shared=sidecar) for i in range(len(shards))])
             check_built(report, report.rows)
-        rejects = _sub(side, REJECTS_DIR)
+        rejects = store.child(side, REJECTS_DIR)
         if isinstance(target, StoreOut):
             target.adopt(REJECTS_DIR)
             store.copy(rejects, target.inside(REJECTS_DIR))
         else:
             with target.write(REJECTS_DIR) as folder:
                 Path(rejects[1]).rename(folder)
-            rejects = _sub(store.filesystem(str(target.path.absolute())), REJECTS_DIR)
+            rejects = side[0], str(target.path.absolute() / REJECTS_DIR)  # the same local filesystem
         if options.rejects_path:
             _concatenate(rejects, Path(options.rejects_path))
     finally:
@@ -156,27 +156,6 @@ def _data_location(target: OutputDir | StoreOut) -> Any:
     if isinstance(target, StoreOut):
         return contextlib.nullcontext(target.url(DATA))
     return target.write(DATA)  # a Path: `_run` makes it absolute for the workers
-
-
-def _sub(where: tuple[Any, str], name: str) -> tuple[Any, str]:
-    return where[0], f"{where[1]}/{name}"
-
-
-def _names(where: tuple[Any, str]) -> list[str]:
-    """The file names in a folder, sorted (none when it is missing)."""
-    infos = where[0].get_file_info(fs.FileSelector(where[1], allow_not_found=True))
-    return sorted(Path(info.path).name for info in infos if info.type == fs.FileType.File)
-
-
-def _put(where: tuple[Any, str], data: bytes) -> None:
-    """Write a small file into the sidecar; a file on a store appears whole or not at all."""
-    with where[0].open_output_stream(where[1]) as out:
-        out.write(data)
-
-
-def _get(where: tuple[Any, str]) -> bytes:
-    with where[0].open_input_stream(where[1]) as src:
-        return src.read()
 
 
 def _run(ray: Any, shards: list[Any], payload: bytes, data: str | Path, options: BuildOptions) -> None:
@@ -216,7 +195,7 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
     """
     job: _ShardJob = ray_spec(key, payload)
     side = store.filesystem(job.sidecar)
-    errors = _sub(side, _ERRORS)
+    errors = store.child(side, _ERRORS)
     tables = []
     for shard, path in zip(batch.column("shard").to_pylist(), batch.column("path").to_pylist()):
         if any(failed < shard for failed in _failed_shards(errors)):
@@ -224,18 +203,20 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
         try:
             tables.append(_shard_rows(job, shard, path, side))
         except FtdataError as exc:
-            _put(_sub(errors, f"part-{shard:05d}.pickle"), pickle.dumps(Raised(exc)))
+            store.write_bytes(store.child(errors, f"part-{shard:05d}.pickle"), pickle.dumps(Raised(exc)))
     return pa.concat_tables(tables) if tables else _schema(job.options).empty_table()
 
 
-def _failed_shards(errors: tuple[Any, str]) -> list[int]:
+def _failed_shards(errors: Where) -> list[int]:
     """The shards that saved an error (`part-00003.pickle` -> 3), in order."""
-    return sorted(int(name.removeprefix("part-").removesuffix(".pickle")) for name in _names(errors))
+    return sorted(int(name.removeprefix("part-").removesuffix(".pickle")) for name in store.file_names(errors))
 
 
-def _first_error(side: tuple[Any, str]) -> FtdataError | None:
-    failed = _failed_shards(_sub(side, _ERRORS))
-    return pickle.loads(_get(_sub(side, f"{_ERRORS}/part-{failed[0]:05d}.pickle"))).error() if failed else None
+def _first_error(side: Where) -> FtdataError | None:
+    failed = _failed_shards(store.child(side, _ERRORS))
+    if not failed:
+        return None
+    return pickle.loads(store.read_bytes(store.child(side, f"{_ERRORS}/part-{failed[0]:05d}.pickle"))).error()
 
 
 def _schema(options: BuildOptions) -> pa.Schema:
@@ -244,7 +225,7 @@ def _schema(options: BuildOptions) -> pa.Schema:
     return output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
 
 
-def _shard_rows(job: _ShardJob, shard: int, source: Any, side: tuple[Any, str]) -> pa.Table:
+def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Table:
     """One shard through the local pipeline: read, filter, record engine, pack; rejects and report beside."""
     options = job.options
     report = BuildReport()
@@ -267,19 +248,21 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any, side: tuple[Any, str]) 
             finished = output.finish(writer.path, options, report)
             with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes
                 table = rows.read_all().select(schema.names)
-        store.copy((fs.LocalFileSystem(), str(Path(scratch) / "rejects.jsonl")), _sub(side, f"{REJECTS_DIR}/{name}.jsonl"))
-    _put(_sub(side, f"{_REPORTS}/{name}.json"), json.dumps(report.to_dict(), default=str).encode())
+        local = fs.LocalFileSystem(), str(Path(scratch) / "rejects.jsonl")
+        store.copy(local, store.child(side, f"{REJECTS_DIR}/{name}.jsonl"))
+    store.write_bytes(store.child(side, f"{_REPORTS}/{name}.json"), json.dumps(report.to_dict(), default=str).encode())
     return table
 
 
-def _read_report(side: tuple[Any, str], shard: int, *, shared: str) -> BuildReport:
+def _read_report(side: Where, shard: int, *, shared: str) -> BuildReport:
     """Shard `shard`'s report, written by its worker into the sidecar `shared` (`side`: its filesystem and path).
 
     Raises:
         FtdataError: the report is not there: the worker ran on a node that does not see OUT.
     """
     try:
-        return BuildReport.from_dict(json.loads(_get(_sub(side, f"{_REPORTS}/part-{shard:05d}.json"))))
+        data = store.read_bytes(store.child(side, f"{_REPORTS}/part-{shard:05d}.json"))
+        return BuildReport.from_dict(json.loads(data))
     except FileNotFoundError:
         raise FtdataError(
             f"shard {shard}'s counts never reached {shared}/{_REPORTS}: its worker wrote them where this machine "
@@ -316,9 +299,9 @@ def _add_packing(total: dict[str, Any] | None, part: dict[str, Any]) -> dict[str
     }
 
 
-def _concatenate(folder: tuple[Any, str], dest: Path) -> None:
+def _concatenate(folder: Where, dest: Path) -> None:
     """The rejects shards of `folder`, in shard order, as one local file."""
     with atomic_path(dest) as tmp, tmp.open("wb") as out:
-        for name in _names(folder):
-            out.write(_get(_sub(folder, name)))
+        for name in store.file_names(folder):
+            out.write(store.read_bytes(store.child(folder, name)))
 

@@ -47,7 +47,34 @@ def filesystem(location: str) -> tuple[Any, str]:
         ) from None
 
 
-def copy(source: tuple[Any, str], dest: tuple[Any, str]) -> None:
+Where = tuple[Any, str]  # (pyarrow filesystem, path inside it)
+
+
+def child(where: Where, name: str) -> Where:
+    """`name` inside the folder `where`."""
+    return where[0], f"{where[1]}/{name}"
+
+
+def file_names(where: Where) -> list[str]:
+    """The names of the files in the folder `where`, sorted (none when it is missing)."""
+    from pyarrow import fs
+
+    infos = where[0].get_file_info(fs.FileSelector(where[1], allow_not_found=True))
+    return sorted(Path(info.path).name for info in infos if info.type == fs.FileType.File)
+
+
+def write_bytes(where: Where, data: bytes) -> None:
+    """Write a small file; on an object store it appears whole or not at all."""
+    with where[0].open_output_stream(where[1]) as out:
+        out.write(data)
+
+
+def read_bytes(where: Where) -> bytes:
+    with where[0].open_input_stream(where[1]) as src:
+        return src.read()
+
+
+def copy(source: Where, dest: Where) -> None:
     """Copy a file or a folder tree from one (filesystem, path) to another."""
     from pyarrow import fs
 
@@ -56,7 +83,7 @@ def copy(source: tuple[Any, str], dest: tuple[Any, str]) -> None:
     fs.copy_files(source[1], dest[1], source_filesystem=source[0], destination_filesystem=dest[0])
 
 
-def delete(target: tuple[Any, str]) -> None:
+def delete(target: Where) -> None:
     """Delete a file or a folder tree at (filesystem, path); nothing there is fine."""
     from pyarrow import fs
 
@@ -110,9 +137,9 @@ class StoreOut:
         self.adopt(name)
         return f"{self.path}/{name}"
 
-    def inside(self, name: str) -> tuple[Any, str]:
+    def inside(self, name: str) -> Where:
         """OUT/name as (filesystem, path)."""
-        return self.fs, f"{self.root}/{name}"
+        return child((self.fs, self.root), name)
 
     @contextmanager
     def write(self, name: str) -> Iterator[Path]:
@@ -140,4 +167,6 @@ class StoreOut:
         self.written.clear()
 
 
-__all__ = ["StoreOut", "copy", "delete", "filesystem", "is_uri"]
+__all__ = [
+    "StoreOut", "Where", "child", "copy", "delete", "file_names", "filesystem", "is_uri", "read_bytes", "write_bytes",
+]
