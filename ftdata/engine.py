@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ftdata import limits
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.formats import Columns, to_examples
 from ftdata.masking import Masker, Tokenized
@@ -128,7 +129,14 @@ class Stage:
         return self.measure_examples(formatted, responses=responses)
 
     def measure_examples(self, formatted: list[tuple[int, Example | Reject]], *, responses: bool = False) -> list[Outcome]:
-        """`measure` from the format stage's outcomes on: render and mask the examples, keep the rejects."""
+        """`measure` from the format stage's outcomes on: render and mask the examples, keep the rejects.
+
+        The limits are read once for the batch (`limits.pinned`), not per render.
+        """
+        with limits.pinned():
+            return self._measure_examples(formatted, responses)
+
+    def _measure_examples(self, formatted: list[tuple[int, Example | Reject]], responses: bool) -> list[Outcome]:
         out: list[Any] = []
         todo: list[tuple[int, Example, Rendered]] = []  # (position in `out`, example, rendering)
         for record, example in formatted:

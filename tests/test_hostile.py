@@ -400,6 +400,16 @@ def test_a_looping_chat_template_stops_markers_at_the_time_limit(tmp_path: Path)
     assert time.monotonic() - started < 10
 
 
+def test_pinned_limits_are_read_once_for_the_block_and_the_environment_again_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftdata.limits import limits, pinned
+
+    monkeypatch.setenv("FTDATA_RENDER_MAX_CHARS", "1000")
+    with pinned() as lim:
+        monkeypatch.setenv("FTDATA_RENDER_MAX_CHARS", "2000")
+        assert lim.render_chars == limits().render_chars == 1000
+    assert limits().render_chars == 2000
+
+
 def test_a_short_time_limit_fires_while_a_long_one_runs_on_another_thread() -> None:
     """The watchdog sleeps until the earliest deadline; a later, shorter limit must wake it."""
     import threading
