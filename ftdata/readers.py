@@ -67,12 +67,18 @@ class _DuplicateKey(Exception):
 
 def _no_conflicting_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """`object_pairs_hook`: a key given twice with different values is an error, not "last wins"."""
-    out: dict[str, Any] = {}
+    out = dict(pairs)
+    if len(out) == len(pairs):  # no key twice: the usual case, checked at C speed
+        return out
+    out = {}
     for key, value in pairs:
         if key in out and out[key] != value:
             raise _DuplicateKey(key, out[key], value)
         out[key] = value
     return out
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_conflicting_keys)  # one for every record: json.loads builds one per call
 
 
 # A JSON escape of a UTF-16 surrogate: the only way a lone surrogate gets into parsed JSON.
@@ -115,7 +121,9 @@ def _parse_json(text: str, location: Location) -> Any:
         json.JSONDecodeError: the text is not JSON (the caller knows how to report it).
     """
     try:
-        return json.loads(text, object_pairs_hook=_no_conflicting_keys)
+        if text.startswith("\ufeff"):  # json.loads's own message for a BOM mid-file
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except _DuplicateKey as dup:
         return RecordError(
             f"key {dup.key!r} appears twice with different values ({dup.first!r:.40} and {dup.second!r:.40}); "
@@ -183,7 +191,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
                     f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
                     "re-save the file as UTF-8"
                 ) from None
-            if not line.strip():
+            if not line or line.isspace():
                 continue
             location = Location(source, line=lineno)
             try:

@@ -49,6 +49,16 @@ def test_utf8_bom_is_dropped(tmp_path):
         assert [r for _, r in rows(path)] == [{"a": "x"}]
 
 
+def test_a_key_given_twice_with_the_same_value_is_read_and_nested_objects_are_checked_too(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": 1, "a": 1, "m": [{"r": "u", "r": "u"}]}\n{"m": [{"r": "u", "r": "v"}]}\n\ufeff{"a": 1}\n')
+    it = read_records(path)
+    assert next(it)[1] == {"a": 1, "m": [{"r": "u"}]}
+    assert str(next(it)[1]) == f"{path}:2: field 'r': key 'r' appears twice with different values ('u' and 'v'); JSON would silently keep the last: remove one"
+    with pytest.raises(ReaderError, match=rf"{path}:3:1: invalid JSON: Unexpected UTF-8 BOM"):
+        next(it)
+
+
 def test_invalid_json_names_file_line_and_column(tmp_path):
     path = tmp_path / "d.json"
     path.write_text('[\n  {"a": 1},\n  {"a": }\n]')
