@@ -128,6 +128,11 @@ class Renderer:
     def _check_controls(self, example: Example) -> None:
         if self._any_control is None:
             return
+        search = self._any_control.search
+        if not (example.tools or search(example.context) or any(
+            m.tool_calls or search(m.content) or (m.reasoning and search(m.reasoning)) for m in example.messages
+        )):  # fmt: skip
+            return  # the usual record: plain text, no control token; the fields are named below only when needed
         texts = [(f"messages[{i}].content", m.content) for i, m in enumerate(example.messages)]
         texts.append(("input", example.context))
         for i, m in enumerate(example.messages):
