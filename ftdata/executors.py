@@ -19,6 +19,7 @@ A pool costs seconds to start (each worker imports ftdata and unpickles the toke
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 from collections import deque
@@ -95,7 +96,7 @@ class LocalExecutor:
             for batch in batches:
                 yield fn(spec, batch)
             return
-        with _one_tokenizer_thread(), ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool:
+        with _one_tokenizer_thread(), _frozen_heap(), ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool:
             yield from _in_order(pool, lambda batch: pool.submit(fn, spec, batch), iter(batches), self.threads)
 
 
@@ -111,6 +112,21 @@ def _one_tokenizer_thread() -> Iterator[None]:
             del os.environ["TOKENIZERS_PARALLELISM"]
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = saved
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """The objects alive before the build left out of the garbage collector's full passes while it lasts.
+
+    The modules, the tokenizer and the caller's objects do not change during a build, yet
+    each full collection walked all of them while holding the GIL (0.1 s each, 0.3 s of a
+    20k-record build). Unfrozen after, so their garbage is collected as before.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _in_order(pool: Any, submit: Callable[[B], Future[T]], batches: Iterator[B], ahead: int) -> Iterator[T]:
@@ -171,6 +187,7 @@ def _init_worker(payload: bytes) -> None:
     global _SPEC
     _one_thread()
     _SPEC = pickle.loads(payload)
+    gc.freeze()  # the worker's modules and tokenizer stay for its life: full collections skip them (see _frozen_heap)
 
 
 def _call(fn: Callable[[Any, Any], T], batch: Any) -> T | Raised:

@@ -177,6 +177,14 @@ def test_threads_run_the_tokenizer_single_threaded_and_restore_the_setting(monke
     assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
 
 
+def test_threads_leave_the_heap_to_the_garbage_collector_again_after_the_build() -> None:
+    import gc
+
+    seen = list(LocalExecutor(threads=2).map(lambda spec, batch: gc.get_freeze_count() > 0, None, [[1], [2]]))
+    assert seen == [True, True]  # full collections skipped what was alive before the build
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
 def test_threaded_local_gives_what_one_thread_gives_on_a_real_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, smol) -> None:
     """Rows, labels, the rejects file and the report: cut records included (max_length 96)."""
     out = {}
