@@ -146,9 +146,17 @@ def _byte_starts(column: pa.Array, shift: int) -> np.ndarray:
 
 
 def _ranges(n: np.ndarray) -> np.ndarray:
-    """[0..n0), [0..n1), ... concatenated: `_ranges([2, 3])` -> [0, 1, 0, 1, 2]."""
-    ends = np.cumsum(n)
-    return np.arange(int(ends[-1]) if n.size else 0) - np.repeat(ends - n, n)
+    """[0..n0), [0..n1), ... concatenated, as int32: `_ranges([2, 3])` -> [0, 1, 0, 1, 2].
+
+    One array and one running sum over it: ones, with each range's first step going back to 0.
+    """
+    n = n[n > 0]
+    out = np.ones(int(n.sum()), dtype=np.int32)
+    if out.size:
+        out[0] = 0
+        out[np.cumsum(n[:-1])] = 1 - n[:-1]
+        np.cumsum(out, out=out)
+    return out
 
 
 def _pack_bins(source: RowsFile, starts: np.ndarray, members: np.ndarray) -> tuple[pa.RecordBatch, int]:
@@ -158,7 +166,7 @@ def _pack_bins(source: RowsFile, starts: np.ndarray, members: np.ndarray) -> tup
     labels = source.gather("labels", members)
     seq_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
     labels[seq_start] = IGNORE_INDEX
-    position_ids = _ranges(seq_len).astype(np.int32)
+    position_ids = _ranges(seq_len)
     row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[starts]
     columns_out = [
         _lists(row_offsets, ids),
