@@ -202,7 +202,8 @@ class Stage:
             report.examples += 1
             report.formats[item.example.format] += 1
             report.methods[item.rendered.method] += 1
-            report.notes.update(item.tokenized.notes)
+            if item.tokenized.notes:  # Counter.update costs a Python call even when empty
+                report.notes.update(item.tokenized.notes)
             try:
                 result = truncate(item.tokenized, max_length=opts.max_length, policy=opts.truncation)
             except RecordError as exc:
