@@ -120,8 +120,12 @@ def _frozen_heap() -> Iterator[None]:
 
     The modules, the tokenizer and the caller's objects do not change during a build, yet
     each full collection walked all of them while holding the GIL (0.1 s each, 0.3 s of a
-    20k-record build). Unfrozen after, so their garbage is collected as before.
+    20k-record build). Unfrozen after, so their garbage is collected as before. A caller that
+    froze its own heap (say, before forking workers) keeps it as it is: that state is theirs.
     """
+    if gc.get_freeze_count():
+        yield
+        return
     gc.freeze()
     try:
         yield

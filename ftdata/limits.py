@@ -94,9 +94,10 @@ def pinned() -> Iterator[Limits]:
     Raises:
         ConfigError: a variable that is not a positive number.
     """
-    token = _PINNED.set(limits())
+    lim = limits()
+    token = _PINNED.set(lim)
     try:
-        yield _PINNED.get()  # type: ignore[misc]
+        yield lim
     finally:
         _PINNED.reset(token)
 

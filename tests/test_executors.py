@@ -183,6 +183,13 @@ def test_threads_leave_the_heap_to_the_garbage_collector_again_after_the_build()
     seen = list(LocalExecutor(threads=2).map(lambda spec, batch: gc.get_freeze_count() > 0, None, [[1], [2]]))
     assert seen == [True, True]  # full collections skipped what was alive before the build
     assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.freeze()  # a caller's own frozen heap is left as the caller froze it
+    try:
+        frozen = gc.get_freeze_count()
+        list(LocalExecutor(threads=2).map(lambda spec, batch: None, None, [[1], [2]]))
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_threaded_local_gives_what_one_thread_gives_on_a_real_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, smol) -> None:
