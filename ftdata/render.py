@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import UnusableRecord
@@ -72,6 +72,22 @@ def apply_system(example: Example, prompt: str | None, mode: SystemMode) -> Exam
         rest[first] = replace(rest[first], content=f"{system.content}\n\n{rest[first].content}")
         msgs = rest
     return replace(example, messages=tuple(msgs))
+
+
+def _control_checked(example: Example) -> Iterator[tuple[str, int | None, str]]:
+    """(field kind, message index or None, text) of every field that must hold no control token,
+    in the order a hit is reported. The field's name is written out only for a hit: on every
+    record, formatting the names cost more than the search."""
+    for i, m in enumerate(example.messages):
+        yield "content", i, m.content
+    yield "input", None, example.context
+    for i, m in enumerate(example.messages):
+        if m.reasoning:
+            yield "reasoning", i, m.reasoning
+        for c in m.tool_calls:
+            yield "tool_calls", i, json.dumps([c.name, c.arguments], ensure_ascii=False, default=str)
+    for t in example.tools:
+        yield "tools", None, json.dumps(t, ensure_ascii=False, default=str)
 
 
 class Renderer:
@@ -128,25 +144,13 @@ class Renderer:
     def _check_controls(self, example: Example) -> None:
         if self._any_control is None:
             return
-        search = self._any_control.search
-        if not (example.tools or search(example.context) or any(
-            m.tool_calls or search(m.content) or (m.reasoning and search(m.reasoning)) for m in example.messages
-        )):  # fmt: skip
-            return  # the usual record: plain text, no control token; the fields are named below only when needed
-        texts = [(f"messages[{i}].content", m.content) for i, m in enumerate(example.messages)]
-        texts.append(("input", example.context))
-        for i, m in enumerate(example.messages):
-            texts.append((f"messages[{i}].reasoning", m.reasoning or ""))
-            texts += [(f"messages[{i}].tool_calls", json.dumps([c.name, c.arguments], ensure_ascii=False, default=str))
-                      for c in m.tool_calls]  # fmt: skip
-        texts += [("tools", json.dumps(t, ensure_ascii=False, default=str)) for t in example.tools]
-        for field, text in texts:
+        for kind, i, text in _control_checked(example):
             if self._any_control.search(text) is not None:
                 hit = next(c for c in self.controls if c in text)  # the message names the same token as ever
                 raise UnusableRecord(
                     f"contains {hit!r}, which the tokenizer reads as a control token, not as text; the tokens "
                     "would not say what the data says (remove or escape it)",
-                    location=example.source, field=field, code=RejectCode.CONTROL_TOKEN,
+                    location=example.source, field=kind if i is None else f"messages[{i}].{kind}", code=RejectCode.CONTROL_TOKEN,
                 )  # fmt: skip
 
     def _unsupported(self, example: Example) -> tuple[str, str] | None:
