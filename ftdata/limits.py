@@ -342,7 +342,7 @@ def check_size(text: str, what: str) -> str:
     return text
 
 
-def _output_too_long(what: str, cap: int) -> LimitExceeded:
+def _output_too_long(what: object, cap: int) -> LimitExceeded:
     return LimitExceeded(f"{what} output passed {cap:,} characters; raise {env_name('render_chars')} if it needs more")
 
 
