@@ -51,6 +51,14 @@ class BuildOptions:
     chat_template_kwargs: dict[str, Any] | None = _opt(
         None, "extra chat-template variables for every render, e.g. {'enable_thinking': false}; a record's own win"
     )
+    stop_tokens: list[str] | None = _opt(
+        None, "tokens inference stops on besides the template's end-of-turn markers and generation_config.json's "
+        "eos_token_id (read from the tokenizer folder), e.g. ['<|eom_id|>']; each must be one token of the tokenizer"
+    )
+    special_tokens_in_data: Literal["reject", "text"] = _opt(
+        "reject", "a record whose text holds a control token (<|im_end|>, [INST]): reject it, or train it as the "
+        "plain text it is (tokenized with special tokens split)"
+    )
     truncation: TruncationPolicy = _opt(TruncationPolicy.KEEP_RESPONSE, "keep_response, keep_start (right), keep_end (left), split, drop, error")
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
@@ -78,7 +86,10 @@ class BuildOptions:
             raise ConfigError(f"test_size must be a fraction in (0, 1) or a positive count, got test_size={self.test_size!r}")
         if self.format is not None and self.format not in FORMATS:
             raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got format={self.format!r}")
-        for name, allowed in (("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip"))):
+        for name, allowed in (
+            ("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip")),
+            ("special_tokens_in_data", ("reject", "text")),
+        ):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {name}={getattr(self, name)!r}")
         if self.packing and self.padding != "none":
@@ -107,6 +118,8 @@ class BuildOptions:
                     f"got chat_template_kwargs={self.chat_template_kwargs!r}"
                 )
             self.chat_template_kwargs = dict(self.chat_template_kwargs)
+        if self.stop_tokens is not None:
+            self.stop_tokens = parse_stop_tokens(self.stop_tokens)
         for name in ("columns", "roles"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
@@ -132,3 +145,15 @@ class BuildOptions:
                 value = getattr(self, f.name)
                 out[f.name] = value.value if hasattr(value, "value") else value if not callable(value) else repr(value)
         return out
+
+
+def parse_stop_tokens(value: Any) -> list[str]:
+    """`"<|eom_id|>,<|eot_id|>"` or a list of strings -> a list of distinct non-empty tokens.
+
+    Raises:
+        ConfigError: not a string or a list of strings.
+    """
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+        raise ConfigError(f"stop_tokens must be a list of token strings like ['<|eom_id|>'], got stop_tokens={value!r}")
+    return list(dict.fromkeys(t.strip() for t in items if t.strip()))

@@ -155,6 +155,8 @@ class Rendered:
 
     `boundaries` are char offsets where a whole exchange ends (after an assistant turn's
     end-of-turn marker): keep_response truncation drops oldest exchanges at these cuts.
+    `literal` are char spans of control-token text that came from the data
+    (`special_tokens_in_data="text"`): they are tokenized as plain text, not as control tokens.
     """
 
     text: str
@@ -162,6 +164,7 @@ class Rendered:
     method: str
     boundaries: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
+    literal: tuple[tuple[int, int], ...] = ()
 
 
 class TokenRow(TypedDict):

@@ -527,7 +527,7 @@ def test_marker_text_in_content_trains_as_text_or_is_rejected(name, trained):
     if not trained:
         assert out == (
             "contains '<|im_end|>', which the tokenizer reads as a control token, not as text; the tokens would not "
-            "say what the data says (remove or escape it)"
+            "say what the data says (remove or escape it, or special_tokens_in_data='text' to train it as plain text)"
         )
         return
     rendered, result = out
