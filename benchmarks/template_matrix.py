@@ -601,8 +601,11 @@ def served_on(case: ServedCase) -> Iterator[Any]:
     if "served" not in _PRIVATE:
         _PRIVATE["served"] = _load(FALLBACK_BASE)
     tok = _PRIVATE["served"]
-    wanted = [*case.special_tokens, *(t for t in (case.bos, case.eos) if t)]
-    tok.add_tokens([t for t in dict.fromkeys(wanted) if tok.backend_tokenizer.token_to_id(t) is None], special_tokens=True)
+    wanted = [*case.special_tokens, *case.stop_tokens, *(t for t in (case.bos, case.eos) if t)]
+    # A string that is a vocabulary entry can still be split by the pre-tokenizer (Qwen2.5 has `</s>`
+    # in its vocabulary and encodes it as three tokens): add what does not encode as one token.
+    tok.add_tokens([t for t in dict.fromkeys(wanted) if len(tok.backend_tokenizer.encode(t, add_special_tokens=False).ids) != 1],
+                   special_tokens=True)  # fmt: skip
     tok.add_tokens([t for t in THINK_TAGS if tok.backend_tokenizer.token_to_id(t) is None])
     old = tok.chat_template, tok.bos_token, tok.eos_token
     tok.chat_template, tok.bos_token, tok.eos_token = case.source, case.bos, case.eos

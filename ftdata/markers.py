@@ -253,7 +253,7 @@ def detect_role_markers(
     tools = _tool_probes(render, tokenizer)
     reasoning = _reasoning_probe(render)
     added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
-    model_stops = {t for t in stop_tokens if t in added}  # a stop is one token, never plain text
+    model_stops = {t for t in stop_tokens if one_token(t, tokenizer)}  # a stop is one token id, never plain text
     # The token a call turn ends on, where it is not the end-of-turn marker (gpt-oss `<|call|>`,
     # Apertus `<|tools_suffix|>`, Gemma 4 `<|tool_response>`): generation stops there for the call.
     tool_stop = tools["stop"] if tools["stop"] in added and tools["stop"] not in (eot, final_eot) else ""
@@ -337,6 +337,12 @@ def _system(render: ChatRenderer, user_header: str, bos: str) -> tuple[SystemSup
         return "folded", "", ""
     footer_end = u - len(user_header) if text[:u].endswith(user_header) else u
     return "native", text[len(bos) : s], text[s + len(_P["system"]) : footer_end]
+
+
+def one_token(text: str, tokenizer: Any) -> bool:
+    """Whether `text` is exactly one token of `tokenizer` (an added token, or one vocabulary entry)."""
+    enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False) if text else None
+    return enc is not None and len(enc.ids) == 1 and enc.offsets[0] == (0, len(text))
 
 
 def first_token(text: str, tokenizer: Any) -> str:

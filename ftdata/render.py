@@ -25,7 +25,7 @@ from ftdata.errors import ConfigError, UnusableRecord
 
 if TYPE_CHECKING:
     from ftdata.options import BuildOptions
-from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens
+from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
 from ftdata.outcomes import RejectCode
 from ftdata.prompts import PromptTemplate, load_prompt_template, render_prompt_template
 from ftdata.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
@@ -98,9 +98,8 @@ def role_markers(tokenizer: Any, kwargs: Mapping[str, Any] | None, stop_tokens: 
         ConfigError: a stop token the tokenizer does not read as a single token.
         TemplateError: the template cannot render a plain conversation.
     """
-    added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
     for token in stop_tokens:
-        if token not in added:
+        if not one_token(token, tokenizer):
             raise ConfigError(
                 f"stop_tokens: {token!r} is not one token of tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} "
                 "(inference stops on a token id); give an added or special token of the tokenizer"
