@@ -14,7 +14,7 @@ and the record's `input` (`context`, which belongs to the first user turn), or, 
 resort of keep_end, a trained assistant turn's content. The system prompt is never cut.
 
     cut_text("one two three four", offsets, drop=2, side=END)     -> "one two"
-    cut_text("one two three four", offsets, drop=2, side=MIDDLE)  -> "one\\n[...]\\n four"  (marker tokens counted by the caller)
+    cut_text("one two three four", offsets, drop=2, side=MIDDLE)  -> "one [...] four"  (marker tokens counted by the caller)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Literal
 
 from ftdata.types import Example, PromptCut
 
-MARKER = "\n[...]\n"  # where prompt_cut=middle took text out
+MARKER = " [...] "  # where prompt_cut=middle took text out
 
 Piece = int | Literal["context"]  # a message index, or the record's `input`
 
@@ -95,7 +95,7 @@ def cut_text(text: str, offsets: Sequence[tuple[int, int]], *, drop: int, side: 
         return text[offsets[n - keep][0] :]
     first = (keep + 1) // 2
     tail = text[offsets[n - (keep - first)][0] :] if keep > first else ""
-    return text[: offsets[first - 1][1]] + MARKER + tail
+    return text[: offsets[first - 1][1]].rstrip() + MARKER + tail.lstrip()
 
 
 __all__ = [

@@ -102,19 +102,19 @@ class Truncator:
             raise RecordError(f"{over}; raise max_length or choose another truncation policy", field="max_length")
         if policy is TruncationPolicy.DROP:
             return Truncated([], f"too long: {over} (truncation=drop)", RejectCode.TOO_LONG)
-        total = count_trained(row.labels)
         if policy is TruncationPolicy.KEEP_START:
             out = (row.input_ids[:limit], row.labels[:limit])
-            kept = count_trained(out[1])
+            kept, total = count_trained(out[1]), count_trained(row.labels)
             if not kept:
                 return Truncated([], f"no response left: kept the first {limit} of {n} tokens", RejectCode.NO_RESPONSE_LEFT)
             return Truncated([out], f"end cut: kept the first {limit} of {n} tokens ({total - kept} of {total} response tokens lost)", RejectCode.END_CUT)
         starts = exchange_starts(example)
-        if policy is TruncationPolicy.SPLIT and len(starts) > 1:
-            return self._split(example, len(starts), total, over)
         keep_end = policy is TruncationPolicy.KEEP_END
+        if policy is TruncationPolicy.SPLIT and len(starts) > 1:
+            return self._split(example, len(starts), count_trained(row.labels), over)
         if not keep_end and (why := self._response_alone(row)):
-            return Truncated([], why, RejectCode.RESPONSE_TOO_LONG)
+            return Truncated([], why, RejectCode.RESPONSE_TOO_LONG)  # before any render: most over-long records end here
+        total = count_trained(row.labels)
         fit = self._fit(example, 0, len(starts), keep_end=keep_end, known=row)
         if fit.row is None:
             return Truncated([], f"{fit.reason} ({over})", fit.code)
@@ -200,9 +200,9 @@ class Truncator:
             if not any(rooms):
                 continue
             drops = rooms if everything else _level(rooms, over)
-            for piece, text, enc, room, drop in zip(pieces, texts, encodings, rooms, drops):
-                if drop and side is PromptCut.MIDDLE and drop < room:
-                    drop = min(drop + self._marker, room)  # the marker's tokens come out of what is kept
+            if side is PromptCut.MIDDLE and not everything:  # each piece cut in the middle gets a marker to pay for
+                drops = _level(rooms, over + self._marker * sum(0 < d < r for d, r in zip(drops, rooms)))
+            for piece, text, enc, drop in zip(pieces, texts, encodings, drops):
                 if drop:
                     example = with_text(example, piece, cut_text(text, enc.offsets, drop=drop, side=side, keep_some=keep_some))
             return example

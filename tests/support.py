@@ -19,6 +19,19 @@ TOKENIZER_NAMES = sorted(p.name for p in TOKENIZERS.iterdir() if (p / "tokenizer
 _cache: dict[str, object] = {}
 
 
+def template_matrix():
+    """benchmarks/template_matrix.py as a module (loaded once): every TRL chat template on a tokenizer with its tags."""
+    import importlib.util
+    import sys
+
+    if "template_matrix" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("template_matrix", ROOT / "benchmarks" / "template_matrix.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules["template_matrix"]
+
+
 def tokenizer(name: str | None):
     """A real tokenizer by folder name under ../shared/tokenizers (None = bundled SmolLM2), cached."""
     from ftdata.resources import load_tokenizer
