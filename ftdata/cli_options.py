@@ -39,7 +39,7 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 PREVIEW_FIELDS = (
     "template", "format", "columns", "roles", "reader", "filter", "mask", "system_prompt",
     "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data", "max_length",
-    "truncation", "on_error",
+    "truncation", "prompt_cut", "on_error",
 )  # fmt: skip
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
 BUILD_FIELDS = tuple(FIELDS)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from ftdata.errors import ConfigError
 from ftdata.executors import Engine
 from ftdata.formats import FORMATS
-from ftdata.types import MaskPolicy, SystemMode, TruncationPolicy
+from ftdata.types import MaskPolicy, PromptCut, SystemMode, TruncationPolicy
 
 
 # apply_chat_template's own parameters: ftdata passes them on every render.
@@ -60,6 +60,10 @@ class BuildOptions:
         "plain text it is (tokenized with special tokens split)"
     )
     truncation: TruncationPolicy = _opt(TruncationPolicy.KEEP_RESPONSE, "keep_response, keep_start (right), keep_end (left), split, drop, error")
+    prompt_cut: PromptCut = _opt(
+        PromptCut.END, "keep_response and split: what a too-long prompt message loses: end (keep its head), "
+        "middle (keep head and tail, '[...]' between) or start (keep its tail)"
+    )
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
     on_error: Literal["raise", "skip"] = _opt("raise", "malformed records: raise (stop at the first) or skip (reject and go on)")
@@ -77,6 +81,7 @@ class BuildOptions:
         self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
         self.system_mode = SystemMode.parse(self.system_mode, name="system_mode")  # type: ignore[assignment]
         self.truncation = TruncationPolicy.parse(self.truncation, name="truncation")  # type: ignore[assignment]
+        self.prompt_cut = PromptCut.parse(self.prompt_cut, name="prompt_cut")  # type: ignore[assignment]
         if not isinstance(self.max_length, int) or self.max_length <= 0:
             raise ConfigError(f"max_length must be a positive integer, got max_length={self.max_length!r}")
         if self.test_size is not None and not (
