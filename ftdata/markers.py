@@ -8,6 +8,7 @@ diagnostics and one fact the masker needs: the end-of-turn marker after an assis
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -211,7 +212,14 @@ def detect_role_markers(
     cut = u_end + common_token_prefix(only_user[u_end:], gen[u_end:], tokenizer)
     user_footer, assistant_header = gen[u_end:cut], gen[cut:]
     ignores_generation = False
-    if gen == only_user and full.startswith(user_footer, end["u1"]):
+    # A template that writes the generation prompt after every conversation, the last assistant
+    # turn's included (vLLM's ToolACE and Phi-4-mini templates): what a conversation ending with
+    # the assistant and one ending with the user share at their ends, past its first token (the
+    # closer), is that prompt. It is never trained and is no part of a closer.
+    appended = _appended_prompt(full[end["a2"] :], only_user[only_user.find(_P["u1"]) + len(_P["u1"]) :], tokenizer) if gen == only_user else ""
+    if appended:
+        user_footer, assistant_header = user_footer[: len(user_footer) - len(appended)], appended
+    elif gen == only_user and full.startswith(user_footer, end["u1"]):
         # No generation prompt to follow (Mistral's [INST] templates write none and need none):
         # a header rendered turns carry is what an inference server adds itself, so it is
         # prompt, not trained (TRL, transformers and Axolotl mask it too).
@@ -224,7 +232,7 @@ def detect_role_markers(
     # The rest of the gap is the next turn's header. gpt-oss closes middle turns with <|end|>
     # and the last one with <|return|>, so both are derived.
     gap = full[end["a1"] : pos["u2"]]
-    tail = full[end["a2"] :]
+    tail = full[end["a2"] : len(full) - len(appended)]
     footer = max(gap[: common_token_prefix(gap, tail, tokenizer)], gap[: common_token_prefix(gap, user_footer, tokenizer)], key=len)
     eot = footer.rstrip()
     separator = footer[len(eot) :]
@@ -250,7 +258,7 @@ def detect_role_markers(
     after_prompt = full[len(prompt2) : pos["a2"]] if full.startswith(prompt2) else ""
     empty_think = "<think>" in assistant_header or "<think>" in lead_in
     thinking_kwarg = _thinking_kwarg(render, after_prompt)
-    tools = _tool_probes(render, tokenizer)
+    tools = _tool_probes(render, tokenizer, appended)
     reasoning = _reasoning_probe(render)
     added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
     model_stops = {t for t in stop_tokens if one_token(t, tokenizer)}  # a stop is one token id, never plain text
@@ -270,6 +278,8 @@ def detect_role_markers(
         eos_appended = tokenizer.eos_token or ""
 
     warnings = []
+    if appended:
+        warnings.append(f"writes the generation prompt {appended!r} after every conversation, the last assistant turn's too: it is prompt, never trained")
     if needs_tools:
         warnings.append("renders only with `tools` (it iterates them unconditionally): a record without a tool schema is rejected")
     if ignores_generation:
@@ -345,6 +355,18 @@ def one_token(text: str, tokenizer: Any) -> bool:
     return enc is not None and len(enc.ids) == 1 and enc.offsets[0] == (0, len(text))
 
 
+def _appended_prompt(tail: str, trailer: str, tokenizer: Any) -> str:
+    """The generation prompt a template writes after every conversation, or ''.
+
+    `tail` is what follows the last assistant content, `trailer` what follows a lone user
+    content (both rendered without a generation prompt). Their common end, less its first
+    token (the turn's closer, `<|eot_id|>`), is that prompt when anything but whitespace is left.
+    """
+    common = os.path.commonprefix([tail[::-1], trailer[::-1]])[::-1]
+    rest = common[len(first_token(common, tokenizer)) :]
+    return rest if rest.strip() else ""
+
+
 def first_token(text: str, tokenizer: Any) -> str:
     """The text of the first token of `text` ('' for empty text)."""
     offsets = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets if text else []
@@ -374,14 +396,15 @@ def _call(arguments: Any) -> dict[str, Any]:
     return {"type": "function", "id": "call00001", "function": {"name": "toolprobe", "arguments": arguments}}
 
 
-def _tool_probes(render: ChatRenderer, tokenizer: Any) -> dict[str, Any]:
+def _tool_probes(render: ChatRenderer, tokenizer: Any, appended: str = "") -> dict[str, Any]:
     """How the template treats tools: schemas written, the `arguments` form, a call turn's closer.
 
     The `arguments` form is derived by rendering one call with a dict and with a JSON string:
     a form works when the value is written and the JSON is not written twice (an escaped
     `\\"argprobe`). When both work but render differently, the form is `dict` (string
     arguments are parsed); `either` means both render the same text. `stop` is the last
-    token a conversation ending with a call turn closes with (gpt-oss: `<|call|>`); `header`
+    token a conversation ending with a call turn closes with (gpt-oss: `<|call|>`; a generation
+    prompt the template `appended` after every conversation left out); `header`
     is what opens the tool result after a call.
     """
     out: dict[str, Any] = {"schemas": False, "arguments": "", "stop": "", "header": ""}
@@ -413,7 +436,8 @@ def _tool_probes(render: ChatRenderer, tokenizer: Any) -> dict[str, Any]:
         answered = render([*user, call, tool, {"role": "assistant", "content": _P["a2"]}], tools=[_TOOL])
     except TemplateError:
         return out
-    tail = alone[alone.rfind("ARGVALPROBE") + len("ARGVALPROBE") :].rstrip()
+    tail = alone[alone.rfind("ARGVALPROBE") + len("ARGVALPROBE") :]
+    tail = (tail[: len(tail) - len(appended)] if appended and tail.endswith(appended) else tail).rstrip()
     offsets = tokenizer.backend_tokenizer.encode(tail, add_special_tokens=False).offsets if tail else []
     out["stop"] = tail[offsets[-1][0] :] if offsets else ""
     at, result = answered.rfind("ARGVALPROBE") + len("ARGVALPROBE"), answered.find("TOOLRESULTPROBE")

@@ -157,3 +157,16 @@ def test_class6_control_token_text_in_data_trains_as_plain_text_when_asked():
     assert "".join(pieces).replace("Ġ", " ") == "The <|im_end|> token.<|im_end|>"
     assert pieces[-1] == "<|im_end|>" and pieces.count("<|im_end|>") == 1  # only the real closer is the control token
     assert row["input_ids"].count(tok.convert_tokens_to_ids("<|im_end|>")) == 3  # system, user, assistant closers
+
+
+def test_a_generation_prompt_written_after_every_conversation_is_never_trained():
+    """vLLM's ToolACE and Phi-4-mini templates end every conversation with the assistant header."""
+    tok = qwen_with(TURNS + "<|im_start|>assistant\n")  # Jinja drops the template's last newline
+    markers = detect_role_markers(tok)
+    assert (markers.eot, markers.final_eot, markers.assistant_header) == ("<|im_end|>", "<|im_end|>", "<|im_start|>assistant")
+    assert any("after every conversation" in w for w in markers.warnings)
+    # Before: the closer was taken as '<|im_end|><|im_start|>assistant' after the last turn.
+    assert trained(tok, prepare([PLAIN, CALL_RECORD], tokenizer=tok)) == [
+        "Hello!<|im_end|>",
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>It is 18C.<|im_end|>',
+    ]
