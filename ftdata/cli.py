@@ -182,7 +182,7 @@ def preview(
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
     opts = settings.options
-    records = view.select(read_records(settings.data, reader=opts.reader), filter=opts.filter, offset=offset, n=n)
+    records = view.select(read_records(settings.data, reader=opts.reader, delimiter=opts.delimiter, field=opts.field), filter=opts.filter, offset=offset, n=n)
     first = next(records, None)  # read errors surface before any output
     if first is None:
         filtered = ", after the filter" if opts.filter else ""

@@ -37,7 +37,7 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 
 # Options that change how records are read, rendered and masked: what preview shows.
 PREVIEW_FIELDS = (
-    "template", "format", "columns", "roles", "reader", "filter", "mask", "system_prompt",
+    "template", "format", "columns", "roles", "reader", "delimiter", "field", "filter", "mask", "system_prompt",
     "system_mode", "mask_reasoning", "chat_template_kwargs", "max_length", "truncation", "on_error",
 )  # fmt: skip
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
@@ -59,7 +59,8 @@ def flag_name(name: str) -> str:
 
 def _kind(name: str) -> str:
     """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
-    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "chat_template_kwargs": "json"}
+    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "chat_template_kwargs": "json",
+               "max_reject_ratio": "float"}
     if name in special:
         return special[name]
     default = FIELDS[name].default
@@ -300,6 +301,7 @@ _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "bool": ((bool,), "true or false (unquoted)"),
     "int": ((int,), "a whole number"),
     "number": ((int, float), "a count (200) or a fraction (0.1)"),
+    "float": ((int, float), "a number"),
     "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
     "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
     "text": ((str,), "a string"),

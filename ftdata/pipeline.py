@@ -84,7 +84,7 @@ def read_batches(source: Any, options: BuildOptions) -> Iterator[Batch]:
     """
     keep = compile_filter(options.filter)
     batch = Batch()
-    for location, row in islice(read_records(source, reader=options.reader), options.limit):
+    for location, row in islice(read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field), options.limit):
         batch.read += 1
         if keep is not None and not keep(row, location):
             batch.filtered.append(Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false"))
