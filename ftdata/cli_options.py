@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, fields
@@ -98,9 +99,38 @@ class Flag:
     metavar: str | None = None
 
 
+def choices(name: str) -> tuple[str, ...]:
+    """The closed choices of BuildOptions field `name` (its Enum or Literal type), else ()."""
+    from enum import Enum
+
+    if name == "format":
+        from ftdata.formats import FORMAT_ALIASES, FORMATS
+
+        return (*FORMATS, *FORMAT_ALIASES)
+    hint = typing.get_type_hints(BuildOptions)[name]
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return tuple(str(m.value) for m in hint)
+    if typing.get_origin(hint) is typing.Literal:
+        return tuple(map(str, typing.get_args(hint)))
+    return ()
+
+
+def shown_default(name: str) -> str:
+    """A field's default as --help shows it ('' for "not set")."""
+    default = FIELDS[name].default
+    if default is None or default is MISSING:
+        return ""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(getattr(default, "value", default))
+
+
 def build_flag(name: str, *, panel: str = PANEL) -> Flag:
-    """The flag of `BuildOptions` field `name`."""
-    return Flag(name, _kind(name), _help(name), panel)
+    """The flag of `BuildOptions` field `name`: its help with the default, its choices as metavar."""
+    default = shown_default(name)
+    help_text = _help(name) + (f"  [default: {default}]" if default else "")
+    options = choices(name)
+    return Flag(name, _kind(name), help_text, panel, metavar="[" + "|".join(options) + "]" if options else None)
 
 
 def _parameter(flag: Flag) -> inspect.Parameter:
@@ -288,10 +318,7 @@ def read_config(path: Path) -> dict[str, Any]:
             of the wrong type.
     """
     values = load_config_file(path)
-    valid = set(FIELDS) | set(EXTRA_KEYS)
-    unknown = sorted(str(k) for k in values if k not in valid)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    check_names(values, sorted({*FIELDS, *EXTRA_KEYS}), origin=str(path), what="key")
     for key, value in values.items():
         check_type(path, key, value)
     return values
@@ -396,3 +423,45 @@ def options_markdown() -> str:
     for key, help_text in EXTRA_KEYS.items():
         lines.append(f"| | `{key}` | | {help_text} |")
     return "\n".join(lines) + "\n"
+
+
+def _spells_a_value(name: str, value: str) -> bool:
+    """True when `value` is one the option takes (so `name=value` is a setting, not prose)."""
+    if value == "None" or choices(name):
+        return value == "None" or value in choices(name)
+    try:
+        parse_value(name, value)
+    except ConfigError:
+        return False
+    return True
+
+
+_ASSIGNMENT = re.compile(r"\b([a-z_]+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;)]+)")
+_SUBJECT = re.compile(r"^([a-z_]+)(?= must )")
+
+
+def cli_spelling(text: str) -> str:
+    """A library message in command-line spelling: `system_mode='fold'` -> `--system-mode fold`,
+    `template=None` -> `no --template`, `max_length must be` -> `--max-length must be`.
+
+    The library speaks Python (its options are keyword arguments); the CLI translates its
+    messages once, where it prints them. Only `BuildOptions` names are translated.
+    """
+
+    def assignment(match: re.Match[str]) -> str:
+        name, value = match.groups()
+        quoted = value[0] in "'\"" and value[-1] == value[0] and len(value) > 1
+        tail = "" if quoted else value[len(value.rstrip(":.")):]
+        value = value if quoted else value.rstrip(":.")
+        if name not in FIELDS or not value or not (quoted or _spells_a_value(name, value)):
+            return match.group(0)  # `padding=4 rows` is prose, not the option's value
+        if value == "None":
+            return f"no {flag_name(name)}{tail}"
+        if value in ("True", "False") and _kind(name) == "bool":
+            return (flag_name(name) if value == "True" else f"--no-{flag_name(name)[2:]}") + tail
+        if quoted and re.fullmatch(r"[\w.:/@+-]+", value[1:-1]):
+            value = value[1:-1]
+        return f"{flag_name(name)} {value}{tail}"
+
+    text = _ASSIGNMENT.sub(assignment, text)
+    return _SUBJECT.sub(lambda m: flag_name(m.group(1)) if m.group(1) in FIELDS else m.group(1), text)

@@ -254,4 +254,5 @@ def build_sft_dataset(
     if report.rejected or report.cut:
         where = f"; see {report.rejects_path}" if report.rejects_path else "; pass rejects_path=... to list them"
         warnings.warn(f"ftdata: {report.summary()}{where}", stacklevel=2)
+    report.check_reject_ratio(options.get("max_reject_ratio"))
     return result.dataset

@@ -19,7 +19,7 @@ Only the requested records are read and tokenized: the reader is a stream, cut b
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
@@ -35,6 +35,7 @@ from ftdata.markers import RoleMarkers, common_token_prefix
 from ftdata.render import apply_system
 from ftdata.turns import THINK_BOILERPLATE
 from ftdata.report import Reject
+from ftdata.terminal import dumps, escape_controls, unicode_ok
 from ftdata.truncation import truncate
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
 
@@ -45,10 +46,26 @@ STYLES = {
     (False, True): "italic cyan",
 }
 LEGEND = (("trained", (True, False)), ("masked", (False, False)), ("template text", (False, True)))
-OPEN, CLOSE = "⟦", "⟧"
 # Tool text: schemas the template writes for `tools`, tool results, tool calls (name + arguments).
-KINDS = {"tools": ("tool schemas", "italic magenta", "⟪", "⟫"), "result": ("tool results", "magenta", "⟨", "⟩"),
-         "call": ("tool calls", "bold underline", "⦃", "⦄")}  # fmt: skip
+KINDS = {"tools": ("tool schemas", "italic magenta"), "result": ("tool results", "magenta"), "call": ("tool calls", "bold underline")}
+
+
+@dataclass(frozen=True)
+class Glyphs:
+    """The characters plain output marks text with: trained text, each tool kind, the record
+    rule, and a space and an empty token in the --tokens table."""
+
+    trained: tuple[str, str]
+    kinds: dict[str, tuple[str, str]]
+    rule: str
+    space: str
+    empty: str
+
+
+UNICODE = Glyphs(("⟦", "⟧"), {"tools": ("⟪", "⟫"), "result": ("⟨", "⟩"), "call": ("⦃", "⦄")}, "──", "␣", "∅")
+# For output that cannot hold them (cp1252 when redirected on Windows).
+ASCII = Glyphs(("[[", "]]"), {"tools": ("{{", "}}"), "result": ("<<", ">>"), "call": ("((", "))")}, "--", "~", "(empty)")
+OPEN, CLOSE = UNICODE.trained
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,18 +288,26 @@ def views(stage: Stage, records: Iterable[tuple[Location, Any]]) -> Iterator[Rec
 # --- printing ----------------------------------------------------------------------------------
 
 
-def _visible(token: str) -> str:
-    return token.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "␣") or "∅"
+def _visible(token: str, glyphs: Glyphs) -> str:
+    return escape_controls(token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace(" ", glyphs.space)) or glyphs.empty
+
+
+def faithful(text: str) -> str:
+    """Record text as it is trained, shown: a `\\r` (CSV's `\\r\\n`) and other control characters
+    as visible escapes (Rich would drop them), newlines and tabs as they are."""
+    return escape_controls(text.replace("\r", "\\r"))
 
 
 class Printer:
     """Prints the header and records as rich text, plain text or JSON lines."""
 
-    def __init__(self, console: Console, *, as_json: bool, show_tokens: bool):
+    def __init__(self, console: Console, *, as_json: bool, show_tokens: bool, spell: Callable[[str], str] = str):
         self.console = console
         self.as_json = as_json
         self.show_tokens = show_tokens
         self.plain = console.color_system is None or console.no_color
+        self.glyphs = UNICODE if unicode_ok(console) else ASCII
+        self.spell = spell  # the CLI's spelling of option names in notes (`--system-mode fold`)
         self.said: set[str] = set()
 
     def _line(self, text: str | Text) -> None:
@@ -290,7 +315,7 @@ class Printer:
         self.console.print(Text(text) if isinstance(text, str) else text, soft_wrap=True, highlight=False)
 
     def _json(self, obj: dict[str, Any]) -> None:
-        self.console.file.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.console.file.write(dumps(obj, self.console) + "\n")
         self.console.file.flush()
 
     def header(self, source: str, stage: Stage, *, tokenizer: str) -> None:
@@ -316,15 +341,16 @@ class Printer:
             print_(f"trains     {describe_training(markers)}")
         for warning in warnings:
             print_(Text(f"warning    template {warning}", style="yellow"))
-        kinds = KINDS.values() if markers and (markers.renders_tools or markers.tool_arguments) else ()
+        kinds = KINDS if markers and (markers.renders_tools or markers.tool_arguments) else {}
         if self.plain:
-            tools = "".join(f", {o}{label}{c}" for label, _, o, c in kinds)
-            print_(f"legend     {OPEN}trained{CLOSE} (labels = token ids); all other text is masked (-100){tools}")
+            tools = "".join(f", {self.glyphs.kinds[k][0]}{label}{self.glyphs.kinds[k][1]}" for k, (label, _) in kinds.items())
+            o, c = self.glyphs.trained
+            print_(f"legend     {o}trained{c} (labels = token ids); all other text is masked (-100){tools}")
         else:
             legend = Text("legend     ")
             for label, key in LEGEND:
                 legend.append(label, style=STYLES[key]).append("  ")
-            for label, style, _, _ in kinds:
+            for label, style in kinds.values():
                 legend.append(label, style=style).append("  ")
             print_(legend)
 
@@ -336,16 +362,17 @@ class Printer:
             f"{view.total} tokens = {view.prompt} prompt + {view.response} response; {view.trained} trained"
         )
         self._line("")
-        self._line(Text(f"── record {number} · {view.location} · {view.format} · {counts}", style="bold"))
+        rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
+        self._line(Text(f"{rule} record {number}{dot}{view.location}{dot}{view.format}{dot}{counts}", style="bold"))
         self._line(self._text(view))
         for note in view.notes:
             if note in self.said:
                 continue  # boilerplate advice: once per preview
             if note.startswith(THINK_BOILERPLATE[: THINK_BOILERPLATE.index("{")]):
                 self.said.add(note)
-            self._line(Text(f"note: {note}", style="yellow"))
+            self._line(Text(f"note: {self.spell(note)}", style="yellow"))
         if view.truncation:
-            self._line(Text(f"note: {view.truncation}", style="yellow"))
+            self._line(Text(f"note: {self.spell(view.truncation)}", style="yellow"))
         if self.show_tokens:
             self.console.print(self._table(view))
 
@@ -354,34 +381,36 @@ class Printer:
             self._json({"type": "problem", "location": reject.location, "stage": reject.stage, "code": reject.code, "reason": reject.reason})
             return
         self._line("")
-        title = f"── record {number} · {reject.location} · PROBLEM ({reject.stage}): {reject.reason}"
+        rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
+        title = f"{rule} record {number}{dot}{reject.location}{dot}PROBLEM ({reject.stage}): {self.spell(reject.reason)}"
         self._line(Text(title, style="bold red"))
 
     def _text(self, view: RecordView) -> Text:
         text = Text()
         if self.plain:
             inside = False
+            opened, closed = self.glyphs.trained
             for seg in view.segments:
                 if seg.trained != inside:
-                    text.append(OPEN if seg.trained else CLOSE)
+                    text.append(opened if seg.trained else closed)
                     inside = seg.trained
-                _, _, o, c = KINDS.get(seg.kind, ("", "", "", ""))
-                text.append(f"{o}{seg.text}{c}")
+                o, c = self.glyphs.kinds.get(seg.kind, ("", ""))
+                text.append(f"{o}{faithful(seg.text)}{c}")
             if inside:
-                text.append(CLOSE)
+                text.append(closed)
             return text
         for seg in view.segments:
             style = STYLES[seg.trained, seg.template]
             if seg.kind:
                 style = f"{style} {KINDS[seg.kind][1]}" if seg.trained else KINDS[seg.kind][1]
-            text.append(seg.text, style=style)
+            text.append(faithful(seg.text), style=style)
         return text
 
     def _table(self, view: RecordView) -> Table:
         table = Table("#", "id", "token", "label", box=None, pad_edge=False)
         for i, token in enumerate(view.tokens):
             style = "" if self.plain else ("green" if token.label != IGNORE_INDEX else "dim")
-            table.add_row(str(i), str(token.id), Text(_visible(token.text)), str(token.label), style=style)
+            table.add_row(str(i), str(token.id), Text(_visible(token.text, self.glyphs)), str(token.label), style=style)
         return table
 
 

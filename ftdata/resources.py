@@ -124,6 +124,45 @@ def _tokenizer_class(path: Path) -> Any:
     return AutoTokenizer
 
 
+def _hub_id(spec: str) -> bool:
+    """`org/name` (one slash, no leading `.`, `/` or `~`): what a cached hub id looks like."""
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and all(spec.split("/"))
+
+
+def _in_hub_cache(spec: str) -> bool:
+    """True when hub id `spec` has a `tokenizer.json` in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(spec, "tokenizer.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def check_tokenizer_path(spec: str, path: Path) -> None:
+    """Say what is missing where, before transformers is asked (it would say it about the hub).
+
+    Raises:
+        ConfigError: `path` does not exist (and `spec` is no hub id in the local cache), is a
+            file, or is a folder without `tokenizer.json` (naming what it holds).
+    """
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            return
+        held = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "") if held else "nothing"
+        raise ConfigError(
+            f"tokenizer folder {str(path)!r} has no tokenizer.json (it holds {shown}); ftdata needs a fast tokenizer's "
+            "tokenizer.json: save one with AutoTokenizer.from_pretrained(...).save_pretrained(folder)"
+        )
+    if path.exists():
+        raise ConfigError(f"tokenizer {spec!r} is a file; give the folder that holds tokenizer.json and tokenizer_config.json")
+    if _hub_id(spec) and _in_hub_cache(spec):
+        return
+    cache = " and not a hub id in the local Hugging Face cache (ftdata never downloads)" if _hub_id(spec) else ""
+    raise ConfigError(f"tokenizer {spec!r}: no such folder{cache}; give a folder with tokenizer.json, or omit --tokenizer for the bundled SmolLM2")
+
+
 def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Return a fast tokenizer for `spec`.
 
@@ -142,6 +181,8 @@ def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreT
     else:
         go_offline()
         path = bundled_tokenizer_dir() if is_bundled(spec) else Path(str(spec)).expanduser()
+        if not is_bundled(spec):
+            check_tokenizer_path(str(spec), path)
         try:
             tok = _tokenizer_class(path).from_pretrained(
                 str(path), local_files_only=True, trust_remote_code=trust_remote_code
