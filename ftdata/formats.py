@@ -24,6 +24,7 @@ A column map renames source fields to canonical ones: ``{"output": "std_answer"}
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -158,6 +159,23 @@ def detect(row: Any, columns: Columns) -> str:
                 return "sharegpt"
             return "messages"
     return "instruction"
+
+
+# A prompt template's own header at the start of a line: data that is already formatted.
+_TEMPLATE_HEADER = re.compile(r"^[ \t]*(### ?(?:Instruction|Question|Input|Response|Answer)):", re.M)
+
+
+def preformatted(example: Example) -> Example:
+    """`example`, with a note when a user turn already holds a prompt template's header
+    (`### Question:`): the template wraps it again, and the model learns the doubled format."""
+    for message in example.messages:
+        if message.role == "user" and (found := _TEMPLATE_HEADER.search(message.content)):
+            note = (
+                f"the prompt already holds a prompt template's {found.group(1) + ':'!r} header and the template wraps "
+                "it again (the model learns both formats); strip the headers from the data if it is pre-formatted"
+            )
+            return replace(example, notes=(*example.notes, note))
+    return example
 
 
 def _is_messages(value: Any) -> bool:
@@ -382,6 +400,12 @@ def to_examples(
     """
     if isinstance(row, RecordError):  # a reader could not read this row faithfully (see readers.py)
         raise row
+    return tuple(map(preformatted, _to_examples(row, location, format=format, columns=columns, roles=roles)))
+
+
+def _to_examples(
+    row: Any, location: Location, *, format: str | None, columns: Columns | None, roles: Mapping[str, str] | None
+) -> tuple[Example, ...]:
     columns = columns or Columns()
     roles = {k.lower(): v for k, v in (roles or {}).items()}
     name = format or detect(row, columns)

@@ -19,6 +19,7 @@ Only the requested records are read and tokenized: the reader is a stream, cut b
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -31,7 +32,7 @@ from rich.text import Text
 from ftdata.engine import Measured, Stage
 from ftdata.errors import FtdataError, Location
 from ftdata.formats import compile_filter
-from ftdata.markers import RoleMarkers, common_token_prefix
+from ftdata.markers import RoleMarkers
 from ftdata.render import apply_system
 from ftdata.turns import THINK_BOILERPLATE
 from ftdata.report import Reject
@@ -159,7 +160,7 @@ def content_mask(text: str, pieces: Iterable[tuple[str, str]]) -> list[str]:
     mask = [""] * len(text)
     cursor = 0
     for piece, kind in pieces:
-        for part in _parts(text, piece.strip(), cursor):
+        for part in _parts(text, piece.strip(), cursor, encoded=kind == "result"):
             at = text.find(part, cursor)
             if at < 0:
                 continue
@@ -183,21 +184,61 @@ def schema_region(example: Example, stage: Stage) -> tuple[int, int]:
         without = renderer.chat(msgs, kwargs=kwargs)
     except FtdataError:
         return 0, 0
-    # Whole tokens from the left: a character prefix would end inside `<|system|>` vs `<|user|>`.
-    start = common_token_prefix(with_tools, without, stage.tokenizer)
+    # Characters, not tokens: Qwen's `.\n\n` is one token, and the schema starts after its `.`.
+    start = len(os.path.commonprefix([with_tools, without]))
     tail = 0
     while tail < len(without) - start and with_tools[-1 - tail] == without[-1 - tail]:
         tail += 1
     end = len(with_tools) - tail
+    # An edge inside a control token (`<|system|>` vs `<|user|>` share `<|`) moves out to its edge.
+    for token in _added_tokens(stage.tokenizer):
+        start = _outside(with_tools, token, start, to_end=False)
+        end = _outside(with_tools, token, end, to_end=True)
     return (start, end) if end > start else (0, 0)
 
 
-def _parts(text: str, piece: str, cursor: int) -> list[str]:
+def _added_tokens(tokenizer: Any) -> list[str]:
+    return [t.content for t in tokenizer.backend_tokenizer.get_added_tokens_decoder().values() if len(t.content) > 1]
+
+
+def _outside(text: str, token: str, at: int, *, to_end: bool) -> int:
+    """`at`, or the start (end, `to_end`) of an occurrence of `token` in `text` that `at` falls inside."""
+    found = text.find(token, max(0, at - len(token) + 1))
+    if found != -1 and found < at < found + len(token):
+        return found + len(token) if to_end else found
+    return at
+
+
+RESULTS_ENCODED = (
+    "the chat template JSON-encodes tool results again: a result is written as a quoted string with its quotes "
+    "and newlines escaped (\"{\\\"key\\\": ...}\"), and the model sees (and learns to read) it that way"
+)
+
+
+def _json_string(piece: str) -> str | None:
+    """`piece` as the JSON string a template's `tojson` writes (None when that is `piece` itself)."""
+    quoted = json.dumps(piece, ensure_ascii=False)
+    return quoted if quoted != piece else None
+
+
+def _parts(text: str, piece: str, cursor: int, *, encoded: bool = False) -> list[str]:
     if not piece:
         return []
     if text.find(piece, cursor) >= 0:
         return [piece]
+    if encoded and (quoted := _json_string(piece)) and text.find(quoted, cursor) >= 0:
+        return [quoted]
     return [line.strip() for line in piece.splitlines() if line.strip()]
+
+
+def results_encoded(text: str, pieces: Iterable[tuple[str, str]]) -> bool:
+    """True when a tool result is in `text` only JSON-encoded again (Llama 3.x's `tojson` of a string result)."""
+    for piece, kind in pieces:
+        if kind == "result" and piece.strip() and piece.strip() not in text:
+            quoted = _json_string(piece.strip())
+            if quoted and quoted in text:
+                return True
+    return False
 
 
 def segments_of(
@@ -223,12 +264,10 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     row, rendered = measured.tokenized, measured.rendered
     offsets = list(row.offsets)  # of the tokens after the BOS ftdata adds, as the masker tokenized them
     labels = row.labels[row.prefix :]
-    content = content_mask(rendered.text, record_pieces(measured.example, stage))
+    pieces = record_pieces(measured.example, stage)
+    content = content_mask(rendered.text, pieces)
     start, end = schema_region(measured.example, stage)
-    if end > start:  # whole tokens: a region edge may fall inside `<|system|>`
-        start = min((a for a, b in offsets if b > start), default=start)
-        end = max((b for a, b in offsets if a < end), default=end)
-        content[start:end] = ["tools"] * (end - start)
+    content[start:end] = ["tools"] * (end - start)
     prefix_text = [stage.tokenizer.convert_ids_to_tokens(i) for i in row.input_ids[: row.prefix]]
     segments = [Segment(t, False, True) for t in prefix_text]
     segments += segments_of(rendered.text, offsets=offsets, labels=labels, content=content)
@@ -240,7 +279,8 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     return RecordView(
         location=measured.location, format=measured.example.format, method=rendered.method,
         total=measured.total, prompt=measured.prompt, response=measured.response, trained=measured.trained,
-        segments=segments, tokens=tokens, notes=list(row.notes), truncation=_truncation(stage, measured),
+        segments=segments, tokens=tokens, truncation=_truncation(stage, measured),
+        notes=[*row.notes, *([RESULTS_ENCODED] if results_encoded(rendered.text, pieces) else [])],
     )  # fmt: skip
 
 
@@ -368,7 +408,7 @@ class Printer:
         for note in view.notes:
             if note in self.said:
                 continue  # boilerplate advice: once per preview
-            if note.startswith(THINK_BOILERPLATE[: THINK_BOILERPLATE.index("{")]):
+            if note == RESULTS_ENCODED or note.startswith(THINK_BOILERPLATE[: THINK_BOILERPLATE.index("{")]):
                 self.said.add(note)
             self._line(Text(f"note: {self.spell(note)}", style="yellow"))
         if view.truncation:

@@ -102,23 +102,32 @@ def is_bundled(spec: object) -> bool:
     return spec is None or (isinstance(spec, str) and spec.strip().lower() in BUNDLED_ALIASES)
 
 
+# `tokenizer_class` names that AutoTokenizer, for a folder without config.json or auto_map,
+# resolves to that very class (its other rules look at config.json's model type, or at a
+# LlamaTokenizer's tokenizer.json); tests/test_cli.py checks the loads are identical.
+_DIRECT_CLASSES = {"TokenizersBackend": "TokenizersBackend", "PreTrainedTokenizerFast": "TokenizersBackend",
+                   "Qwen2Tokenizer": "Qwen2Tokenizer", "Qwen2TokenizerFast": "Qwen2Tokenizer",
+                   "GemmaTokenizer": "GemmaTokenizer", "GemmaTokenizerFast": "GemmaTokenizer"}  # fmt: skip
+
+
 def _tokenizer_class(path: Path) -> Any:
     """The class that loads the tokenizer folder `path`.
 
-    `AutoTokenizer` imports torch (~2 s). A folder that transformers itself saved as a plain
-    `TokenizersBackend` (the bundled SmolLM2 is one) with no model config or custom code
-    that could pick another class loads as that class directly, which keeps `ftdata preview`
-    fast. Everything else goes through `AutoTokenizer`.
+    `AutoTokenizer` imports torch (~4 s of a 5-9 s `ftdata preview -t FOLDER`). A folder
+    without a model config or custom code whose `tokenizer_class` is one of `_DIRECT_CLASSES`
+    (the bundled SmolLM2, Qwen2.5, Llama 3.x, Mistral-Nemo, Gemma 3 folders) loads as that
+    class directly, the class AutoTokenizer would pick. Everything else goes through
+    `AutoTokenizer`.
     """
     try:
         config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         config = {}
-    plain = config.get("tokenizer_class") == "TokenizersBackend" and "auto_map" not in config
-    if plain and not (path / "config.json").exists():
-        from transformers import TokenizersBackend
+    direct = _DIRECT_CLASSES.get(str(config.get("tokenizer_class")))
+    if direct and "auto_map" not in config and not (path / "config.json").exists():
+        import transformers
 
-        return TokenizersBackend
+        return getattr(transformers, direct)
     from transformers import AutoTokenizer
 
     return AutoTokenizer
