@@ -457,7 +457,7 @@ def markers(
     out.print(table)
     out.print(f"a trained turn: generation prompt {found.assistant_header!r}, then {describe_training(found)}", soft_wrap=True)
     for warning in found.warnings:
-        out.print(Text(f"warning: template {warning}", style="yellow"), soft_wrap=True)
+        out.print(Text(f"warning: template {cli_spelling(warning)}", style="yellow"), soft_wrap=True)
 
 
 EXAMPLE = {

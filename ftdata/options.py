@@ -33,7 +33,7 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 class BuildOptions:
     """Options of `build_sft_dataset`; see docs/cli.md for the CLI spelling of each."""
 
-    template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca)")
+    template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the tokenizer's own chat template, which must be ChatML")
     max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
     packing: bool = _opt(False, "pack sequences into max_length rows (best-fit decreasing)")
     test_size: float | int | None = _opt(None, "held-out split of whole records (a cut record never straddles it): a fraction (0.1) or a record count (200)")

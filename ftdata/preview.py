@@ -380,7 +380,7 @@ class Printer:
             )
             print_(f"trains     {describe_training(markers)}")
         for warning in warnings:
-            print_(Text(f"warning    template {warning}", style="yellow"))
+            print_(Text(f"warning    template {self.spell(warning)}", style="yellow"))
         kinds = KINDS if markers and (markers.renders_tools or markers.tool_arguments) else {}
         if self.plain:
             tools = "".join(f", {self.glyphs.kinds[k][0]}{label}{self.glyphs.kinds[k][1]}" for k, (label, _) in kinds.items())

@@ -78,6 +78,12 @@ class SafeConsole(Console):
     """A Rich console that escapes control characters in everything it renders; tables printed
     to a pipe or file carry no trailing spaces (Rich pads every cell to its column's width)."""
 
+    def on_broken_pipe(self) -> None:
+        """A closed pipe (`ftdata preview | head`) is a reader that has seen enough, not an
+        error: print nothing more and let the command end (the CLI exits 0); Rich would exit 1."""
+        self.quiet = True
+        raise BrokenPipeError(32, "Broken pipe")
+
     def print(self, *objects: Any, **kwargs: Any) -> None:
         if self.is_terminal or not any(isinstance(o, (Table, Group)) for o in objects):
             super().print(*objects, **kwargs)
