@@ -56,12 +56,18 @@ def error_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    """Print `error: <message>` (one line, command-line spelling) on stderr; the Exit to raise."""
+# Commands whose options are the BuildOptions flags: their messages say `--max-length 512`.
+# `train` takes data options as `--data-option max_length=512`, the library's own spelling.
+FLAG_SPELLED = frozenset({"preview", "stats", "build", "markers", "templates"})
+
+
+def _fail(message: str, code: int, *, command: str | None = None) -> typer.Exit:
+    """Print `error: <message>` (one line; option names as `command`'s flags) on stderr; the Exit to raise."""
     from ftdata.cli_options import cli_spelling
     from ftdata.terminal import escape_controls
 
-    typer.echo(f"error: {escape_controls(cli_spelling(message))}", err=True)
+    text = cli_spelling(message) if command in FLAG_SPELLED else message
+    typer.echo(f"error: {escape_controls(text)}", err=True)
     return typer.Exit(code)
 
 
@@ -116,7 +122,7 @@ class FtdataGroup(TyperGroup):
             code = exit_code(exc)
             if code is None or ctx.params.get("debug") or os.environ.get("FTDATA_DEBUG"):
                 raise
-            raise _fail(error_message(exc), code) from None
+            raise _fail(error_message(exc), code, command=ctx.invoked_subcommand) from None
 
 
 app = typer.Typer(

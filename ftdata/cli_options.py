@@ -97,6 +97,7 @@ class Flag:
     panel: str = PANEL
     short: str | None = None
     metavar: str | None = None
+    default: str = ""  # shown in --help as `[default: ...]` (the option itself defaults to "not given")
 
 
 def choices(name: str) -> tuple[str, ...]:
@@ -126,17 +127,17 @@ def shown_default(name: str) -> str:
 
 
 def build_flag(name: str, *, panel: str = PANEL) -> Flag:
-    """The flag of `BuildOptions` field `name`: its help with the default, its choices as metavar."""
-    default = shown_default(name)
-    help_text = _help(name) + (f"  [default: {default}]" if default else "")
+    """The flag of `BuildOptions` field `name`: its help, its default, its choices as metavar."""
     options = choices(name)
-    return Flag(name, _kind(name), help_text, panel, metavar="[" + "|".join(options) + "]" if options else None)
+    metavar = "[" + "|".join(options) + "]" if options else None
+    return Flag(name, _kind(name), _help(name), panel, metavar=metavar, default=shown_default(name))
 
 
 def _parameter(flag: Flag) -> inspect.Parameter:
     """A keyword-only Typer option for `flag`, defaulting to None ("not given")."""
     decls = [flag_name(flag.name), *([flag.short] if flag.short else [])]
-    common: dict[str, Any] = {"help": flag.help, "rich_help_panel": flag.panel, "show_default": False}
+    help_text = flag.help + (f"  [default: {flag.default}]" if flag.default else "")
+    common: dict[str, Any] = {"help": help_text, "rich_help_panel": flag.panel, "show_default": False}
     annotation: Any
     if flag.kind == "bool":
         option = typer.Option(f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:], **common)
@@ -436,7 +437,7 @@ def _spells_a_value(name: str, value: str) -> bool:
     return True
 
 
-_ASSIGNMENT = re.compile(r"\b([a-z_]+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;)]+)")
+_ASSIGNMENT = re.compile(r"(?<![\w.'\"-])([a-z_]+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;)]+)")
 _SUBJECT = re.compile(r"^([a-z_]+)(?= must )")
 
 

@@ -185,14 +185,16 @@ def schema_region(example: Example, stage: Stage) -> tuple[int, int]:
     except FtdataError:
         return 0, 0
     # Characters, not tokens: Qwen's `.\n\n` is one token, and the schema starts after its `.`.
+    # An edge inside a control token (`<|system|>` vs `<|user|>` share `<|`) moves out to its edge.
+    added = _added_tokens(stage.tokenizer)
     start = len(os.path.commonprefix([with_tools, without]))
+    for token in added:
+        start = _outside(with_tools, token, start, to_end=False)
     tail = 0
     while tail < len(without) - start and with_tools[-1 - tail] == without[-1 - tail]:
         tail += 1
     end = len(with_tools) - tail
-    # An edge inside a control token (`<|system|>` vs `<|user|>` share `<|`) moves out to its edge.
-    for token in _added_tokens(stage.tokenizer):
-        start = _outside(with_tools, token, start, to_end=False)
+    for token in added:
         end = _outside(with_tools, token, end, to_end=True)
     return (start, end) if end > start else (0, 0)
 

@@ -119,6 +119,8 @@ SAMPLES = {
     "columns": ("output=answer", {"output": "answer"}),
     "roles": ("narrator=assistant", {"narrator": "assistant"}),
     "reader": ("jsonl", "jsonl"),
+    "delimiter": ("tab", "\t"),
+    "field": ("data", "data"),
     "filter": ("not input", "not input"),
     "shuffle": ("yes", True),
     "limit": ("100", 100),
@@ -137,6 +139,7 @@ SAMPLES = {
     "batch_size": ("64", 64),
     "rejects_path": ("/tmp/rejects.jsonl", "/tmp/rejects.jsonl"),
     "cache_dir": ("/tmp/cache", "/tmp/cache"),
+    "max_reject_ratio": ("0.05", 0.05),
 }
 
 
