@@ -16,6 +16,13 @@ computed from `apply_chat_template` alone) agrees with the labels.
 
     .venv/bin/python benchmarks/template_matrix.py              # prints both markdown tables
     .venv/bin/python benchmarks/template_matrix.py --previews   # before/after previews for docs/masking.md
+    .venv/bin/python benchmarks/template_matrix.py --served     # the served-template corpus + summary
+
+`--served` runs the corpus of real served templates under tests/templates/served/ (where each
+came from, its special tokens, bos/eos and generation_config stop set: sources.json there)
+with SERVED_PROBES, thinking on and off where the template reads a thinking kwarg: per
+template x probe, ftdata's verdict, the oracle's (with its served edge cases), the kind of
+disagreement (false reject, mis-trained, true reject) and the classes of issue 21 it falls in.
 
 tests/test_chat_masking.py imports this module and checks every verified record against an
 independent oracle.
@@ -325,9 +332,23 @@ def _oracle() -> Any:
     return oracle
 
 
+def ftdata_verdict(stage: Any, name: str, record: dict[str, Any]) -> tuple[str, str, Any]:
+    """(prefix | fallback | rejected, ftdata's reason or "", the Tokenized row or None) for one record."""
+    from ftdata.errors import FtdataError, Location, UnusableRecord
+
+    try:
+        (example,) = stage.examples(Location(name), record)
+        result = stage.masker([rendered := stage.renderer(example)])[0]
+    except FtdataError as exc:
+        return "rejected", getattr(exc, "reason", "") or str(exc), None
+    if isinstance(result, UnusableRecord):
+        return "rejected", result.reason, None
+    return rendered.method, "", result
+
+
 def run_chat(case: Case, tokenizer: Any, kwargs: dict[str, Any]) -> ChatOutcome:
     """Render, mask and check every probe (plain and CHAT_PROBES) with these kwargs."""
-    from ftdata.errors import FtdataError, Location, UnusableRecord
+    from ftdata.errors import FtdataError
     from ftdata.options import BuildOptions
     from ftdata.pipeline import Stage
 
@@ -342,13 +363,7 @@ def run_chat(case: Case, tokenizer: Any, kwargs: dict[str, Any]) -> ChatOutcome:
     stops = oracle.stop_tokens(tokenizer, kwargs)
     records = {name: {"messages": msgs} for name, msgs in PROBES.items()} | CHAT_PROBES
     for name, record in records.items():
-        try:
-            (example,) = stage.examples(Location(name), record)
-            result = stage.masker([rendered := stage.renderer(example)])[0]
-            reason = result.reason if isinstance(result, UnusableRecord) else ""
-        except FtdataError as exc:
-            reason = getattr(exc, "reason", "") or str(exc)
-        out.status[name] = "rejected" if reason else rendered.method
+        out.status[name], reason, result = ftdata_verdict(stage, name, record)
         exp = oracle.expect(tokenizer, record["messages"], tools=record.get("tools"), kwargs=kwargs, stops=stops)
         if reason:
             out.reasons[name] = reason
@@ -486,6 +501,269 @@ def previews(load: Callable[[str | None], Any] = _load) -> str:
     return "\n".join(blocks)
 
 
+# ---------------------------------------------------------------- the served-template corpus
+
+SERVED = ROOT / "tests" / "templates" / "served"
+PINNED = {"date_string": "26 Jul 2024"}  # Llama 3.x print a date: two renders of one record must agree
+_CITY = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+                   "required": ["city"]}}}  # fmt: skip
+
+
+def _served_call(k: int, city: str, *, string: bool) -> dict[str, Any]:
+    """A call with a 9-character alphanumeric id (Mistral's templates raise on other ids)."""
+    args = {"city": city, "unit": "celsius"}
+    return {"id": f"call{k}abcd", "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps(args) if string else args}}  # fmt: skip
+
+
+def _call_turns(calls: list[dict[str, Any]], content: str | None, answer: str, **extra: Any) -> list[dict[str, Any]]:
+    results = [{"role": "tool", "tool_call_id": c["id"], "name": "get_weather",
+                "content": f"{c['id'][4]}: {18 + int(c['id'][4])} degrees"} for c in calls]  # fmt: skip
+    return [{"role": "assistant", "content": content, "tool_calls": calls, **extra}, *results,
+            {"role": "assistant", "content": answer}]  # fmt: skip
+
+
+# The probe conversations of issue 21 (OpenAI format); "special-text" gets the case's own tag.
+SERVED_PROBES: dict[str, dict[str, Any]] = {
+    "plain": {"messages": [
+        {"role": "system", "content": "You answer briefly."},
+        {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue is one."},
+        {"role": "user", "content": "Another one?"}, {"role": "assistant", "content": "Green works too."}]},
+    "call-dict": {"tools": [_CITY], "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        *_call_turns([_served_call(0, "Paris", string=False)], None, "It is mild in Paris.")]},
+    "call-str": {"tools": [_CITY], "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        *_call_turns([_served_call(0, "Paris", string=True)], None, "It is mild in Paris.")]},
+    "parallel": {"tools": [_CITY], "messages": [
+        {"role": "user", "content": "Weather in Rome and Oslo?"},
+        *_call_turns([_served_call(1, "Rome", string=False), _served_call(2, "Oslo", string=False)], None,
+                     "Rome is warmer than Oslo.")]},
+    "call+text": {"tools": [_CITY], "messages": [
+        {"role": "user", "content": "Weather in Lima?"},
+        *_call_turns([_served_call(3, "Lima", string=False)], "Let me look that up.", "Lima is cloudy."),
+        {"role": "user", "content": "Thanks a lot."}, {"role": "assistant", "content": "Glad to help."}]},
+    "reasoning": {"messages": [
+        {"role": "user", "content": "What is 2+3?"},
+        {"role": "assistant", "content": "It is 5.", "reasoning_content": "Two plus three makes five."},
+        {"role": "user", "content": "And 4+4?"},
+        {"role": "assistant", "content": "It is 8.", "reasoning_content": "Four plus four makes eight."}]},
+    "reasoning+call": {"tools": [_CITY], "messages": [
+        {"role": "user", "content": "Weather in Kyiv?"},
+        *_call_turns([_served_call(4, "Kyiv", string=False)], None, "Kyiv is cool today.",
+                     reasoning_content="The user wants Kyiv weather, so I call the tool.")]},
+    "special-text": {"messages": [
+        {"role": "user", "content": "What does {tag} mean in a prompt?"},
+        {"role": "assistant", "content": "It is a markup token."}]},
+}  # fmt: skip
+TOOL_PROBES = frozenset(n for n, r in SERVED_PROBES.items() if any(m.get("tool_calls") for m in r["messages"]))
+ISSUE_CLASSES = {
+    1: "generation prompt opens a think block / call turn rejected with a false reason",
+    2: "template needs tools to render",
+    3: "generation prompt adds nothing",
+    4: "generation prompt closes the think block",
+    5: "stop tokens (generation_config)",
+    6: "special tokens in data",
+}
+
+
+@dataclass(frozen=True)
+class ServedCase:
+    """One served template as tests/templates/served/sources.json describes it."""
+
+    name: str
+    source: str
+    special_tokens: tuple[str, ...]
+    bos: str | None
+    eos: str
+    stop_tokens: tuple[str, ...]  # generation_config.json's eos_token_id set
+    kwargs: tuple[dict[str, Any], ...]  # chat_template_kwargs variants (thinking on / off)
+
+
+def served_cases() -> list[ServedCase]:
+    """Every template of the corpus, in sources.json's order."""
+    entries = json.loads((SERVED / "sources.json").read_text(encoding="utf-8"))["templates"]
+    return [
+        ServedCase(e["name"], (SERVED / e["file"]).read_text(encoding="utf-8"), tuple(e["special_tokens"]), e["bos"],
+                   e["eos"], tuple(e["stop_tokens"]), tuple(e["kwargs"]))
+        for e in entries
+    ]  # fmt: skip
+
+
+@contextmanager
+def served_on(case: ServedCase) -> Iterator[Any]:
+    """A private Qwen2.5 copy with the case's special tokens, bos/eos and template set.
+
+    The copy is loaded once; tokens added for earlier cases stay (none of them is in a probe's
+    text), bos/eos and the template come back after."""
+    if "served" not in _PRIVATE:
+        _PRIVATE["served"] = _load(FALLBACK_BASE)
+    tok = _PRIVATE["served"]
+    wanted = [*case.special_tokens, *case.stop_tokens, *(t for t in (case.bos, case.eos) if t)]
+    # A string that is a vocabulary entry can still be split by the pre-tokenizer (Qwen2.5 has `</s>`
+    # in its vocabulary and encodes it as three tokens): add what does not encode as one token.
+    tok.add_tokens([t for t in dict.fromkeys(wanted) if len(tok.backend_tokenizer.encode(t, add_special_tokens=False).ids) != 1],
+                   special_tokens=True)  # fmt: skip
+    tok.add_tokens([t for t in THINK_TAGS if tok.backend_tokenizer.token_to_id(t) is None])
+    old = tok.chat_template, tok.bos_token, tok.eos_token
+    tok.chat_template, tok.bos_token, tok.eos_token = case.source, case.bos, case.eos
+    try:
+        yield tok
+    finally:
+        tok.chat_template, tok.bos_token, tok.eos_token = old
+
+
+def served_records(case: ServedCase) -> dict[str, dict[str, Any]]:
+    """SERVED_PROBES with the case's EOS quoted in "special-text"."""
+    tag = case.eos
+    out = json.loads(json.dumps(SERVED_PROBES))
+    out["special-text"]["messages"][0]["content"] = out["special-text"]["messages"][0]["content"].format(tag=tag)
+    return out
+
+
+@dataclass
+class Verdict:
+    """ftdata's and the oracle's word on one record, and what their disagreement is."""
+
+    probe: str
+    status: str  # prefix | fallback | rejected
+    reason: str  # ftdata's reason for rejecting
+    oracle: str  # the oracle's must-reject reason, or its problems with ftdata's labels ("" = agrees)
+    kind: str  # agrees | true reject | false reject | mis-trained | undecided reject
+    classes: tuple[int, ...]  # issue 21 classes the record falls in (empty when ftdata follows the rule)
+    cases: tuple[str, ...]  # the oracle's edge cases on this record
+
+
+def _classes(kind: str, probe: str, exp: Any) -> tuple[int, ...]:
+    """Issue 21's class of a record ftdata got wrong (or, class 6, rejected as it must), from the
+    oracle's view: the first that applies of needs-tools (2), think-closed (4), header (3),
+    think-opened or a tool-call record (1), a call or model stop (5)."""
+    if kind == "true reject" and "special token" in exp.must_reject:
+        return (6,)
+    if kind not in ("false reject", "mis-trained"):
+        return ()
+    cases = {c for t in exp.turns for c in t.case}
+    if exp.stops.needs_tools:
+        return (2,)
+    for n, case in ((4, "think-closed"), (3, "header"), (1, "think-opened")):
+        if case in cases:
+            return (n,)
+    if cases & {"call-stop", "model-stop"}:
+        return (5,)
+    return (1,) if probe in TOOL_PROBES else ()
+
+
+def classify(probe: str, status: str, reason: str, exp: Any, problems: list[str]) -> Verdict:
+    """Compare ftdata's verdict on a record with the oracle's expectation."""
+    cases = tuple(dict.fromkeys(c for t in exp.turns for c in t.case))
+    if status == "rejected":
+        kind = "true reject" if exp.must_reject else "false reject" if exp.decidable else "undecided reject"
+        oracle = exp.must_reject or ("" if exp.decidable else "; ".join(t.why for t in exp.turns if t.why))
+    elif exp.must_reject:
+        kind, oracle = "mis-trained", f"trained a record it must reject: {exp.must_reject}"
+    else:
+        kind, oracle = ("mis-trained" if problems else "agrees"), "; ".join(problems)
+    return Verdict(probe, status, reason, oracle, kind, _classes(kind, probe, exp), cases)
+
+
+def build_options(kwargs: dict[str, Any], stop_tokens: tuple[str, ...]) -> Any:
+    """BuildOptions for a matrix run: no length limit, the kwargs, the model's stop set once
+    ftdata takes one (`stop_tokens`)."""
+    from dataclasses import fields
+
+    from ftdata.options import BuildOptions
+
+    extra = {"stop_tokens": list(stop_tokens)} if "stop_tokens" in {f.name for f in fields(BuildOptions)} else {}
+    return BuildOptions(max_length=100_000, chat_template_kwargs=kwargs or None, **extra)
+
+
+def run_served(case: ServedCase, tokenizer: Any, kwargs: dict[str, Any]) -> dict[str, Verdict]:
+    """Every served probe through ftdata and the oracle, with these kwargs."""
+    from ftdata.errors import FtdataError
+    from ftdata.pipeline import Stage
+
+    oracle = _oracle()
+    records = served_records(case)
+    stops = oracle.stop_tokens(tokenizer, kwargs, case.stop_tokens)
+    try:
+        stage = Stage(tokenizer, build_options(kwargs, case.stop_tokens))
+    except FtdataError as exc:
+        stage, refused = None, str(exc)
+    out = {}
+    for name, record in records.items():
+        status, reason, result = ftdata_verdict(stage, name, record) if stage else ("rejected", refused, None)
+        exp = oracle.expect(tokenizer, record["messages"], tools=record.get("tools"), kwargs=kwargs, stops=stops,
+                            edge_cases=True)  # fmt: skip
+        problems = [] if result is None or exp.must_reject else oracle.compare(exp, tokenizer, result.input_ids, result.labels)
+        out[name] = classify(name, status, reason, exp, problems)
+    return out
+
+
+def variant_id(case: ServedCase, kwargs: dict[str, Any]) -> str:
+    """`qwen3`, `qwen3-think`, `qwen3-nothink`: the case and its thinking setting."""
+    flag = kwargs.get("enable_thinking", kwargs.get("thinking"))
+    return case.name + {True: "-think", False: "-nothink"}.get(flag, "")
+
+
+def served_matrix() -> dict[str, dict[str, Verdict]]:
+    """variant id -> probe -> Verdict, over the whole corpus."""
+    out = {}
+    for case in served_cases():
+        with served_on(case) as tok:
+            for kwargs in case.kwargs:
+                out[variant_id(case, kwargs)] = run_served(case, tok, {**PINNED, **kwargs} if "date_string" in case.source else kwargs)
+    return out
+
+
+SHORT = {"prefix": "prefix", "fallback": "fallback", "rejected": "REJ"}
+
+
+def served_table(matrix: dict[str, dict[str, Verdict]]) -> str:
+    """Markdown: per template variant and probe, ftdata's verdict and the disagreement kind."""
+    probes = list(SERVED_PROBES)
+    lines = ["| template | " + " | ".join(probes) + " |", "|---|" + "---|" * len(probes)]
+    for variant, verdicts in matrix.items():
+        cells = []
+        for p in probes:
+            v = verdicts[p]
+            mark = "" if v.kind in ("agrees", "true reject") else f" **{v.kind}**" + (f" (class {','.join(map(str, v.classes))})" if v.classes else "")
+            cells.append(SHORT[v.status] + mark)
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def served_summary(matrix: dict[str, dict[str, Verdict]]) -> str:
+    """Per issue class: templates and records hit; the share of tool-call records trained."""
+    lines = ["| class | what | templates | records |", "|---|---|---|---|"]
+    for n, what in ISSUE_CLASSES.items():
+        hit = [(variant, p) for variant, vs in matrix.items() for p, v in vs.items() if n in v.classes]
+        templates = {variant.removesuffix("-think").removesuffix("-nothink") for variant, _ in hit}
+        lines.append(f"| {n} | {what} | {len(templates)} | {len(hit)} |")
+    kinds: dict[str, int] = {}
+    for vs in matrix.values():
+        for v in vs.values():
+            kinds[v.kind] = kinds.get(v.kind, 0) + 1
+    writable = [v for vs in matrix.values() for p, v in vs.items() if p in TOOL_PROBES and v.kind not in ("true reject",)]
+    trained = [v for v in writable if v.status != "rejected"]
+    right = [v for v in trained if v.kind == "agrees"]
+    lines += ["", "records by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
+              f"tool-call records the template can write: {len(writable)}; trained {len(trained)} "
+              f"({len(trained) / max(len(writable), 1):.0%}), trained as the oracle says {len(right)} "
+              f"({len(right) / max(len(writable), 1):.0%})"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def served_disagreements(matrix: dict[str, dict[str, Verdict]]) -> str:
+    """One line per record where ftdata and the oracle disagree."""
+    return "\n".join(
+        f"- `{variant}` {p}: {v.kind} (class {','.join(map(str, v.classes)) or '-'}): "
+        + DATE.sub("<date>", v.reason or v.oracle)[:300]
+        for variant, vs in matrix.items() for p, v in vs.items() if v.kind not in ("agrees", "true reject")
+    )  # fmt: skip
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     loaded: dict[str | None, Any] = {}
@@ -497,6 +775,15 @@ def main() -> int:
 
     if "--previews" in sys.argv[1:]:
         print(previews(load))
+        return 0
+    if "--served" in sys.argv[1:]:
+        matrix = served_matrix()
+        print("### Served templates (ftdata's verdict per probe; bold: where it breaks the rule)\n")
+        print(served_table(matrix))
+        print("\n### Summary (issue 21 classes)\n")
+        print(served_summary(matrix))
+        print("\n### Where ftdata and the oracle disagree\n")
+        print(served_disagreements(matrix))
         return 0
     rows, chat_rows, disagreements = [], [], []
     for case in cases(load):

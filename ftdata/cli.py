@@ -437,19 +437,23 @@ def markers(
     chat_template_kwargs: Annotated[Optional[str], typer.Option(
         "--chat-template-kwargs", metavar="JSON", help="chat-template variables for every probe render, e.g. "
         "'{\"enable_thinking\": false}' (as the build option)", show_default=False)] = None,
+    stop_tokens: Annotated[Optional[str], typer.Option(
+        "--stop-tokens", metavar="TOKENS", help="comma-separated tokens inference also stops on (as the build option); "
+        "generation_config.json's eos_token_id in the tokenizer folder is read by itself", show_default=False)] = None,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     trust_remote_code: TrustCodeOpt = False,
 ) -> None:  # fmt: skip
     """Show what the chat template writes around each role, what a turn trains and what stops it."""
     from ftdata.cli_options import parse_json_object
-    from ftdata.markers import detect_role_markers
+    from ftdata.options import parse_stop_tokens
     from ftdata.preview import describe_training
+    from ftdata.render import role_markers
     from ftdata.resources import load_tokenizer
 
     kwargs = parse_json_object(chat_template_kwargs, name="chat_template_kwargs") if chat_template_kwargs else None
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
-    found = detect_role_markers(tok, kwargs)
+    found = role_markers(tok, kwargs, parse_stop_tokens(stop_tokens) if stop_tokens else ())
     out = console(no_color)
     if as_json:
         record = {"tokenizer": tokenizer_label(tokenizer, tok), **found.to_dict()}

@@ -39,7 +39,8 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 # Options that change how records are read, rendered and masked: what preview shows.
 PREVIEW_FIELDS = (
     "template", "format", "columns", "roles", "reader", "delimiter", "field", "filter", "mask", "system_prompt",
-    "system_mode", "mask_reasoning", "chat_template_kwargs", "max_length", "truncation", "on_error",
+    "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data", "max_length",
+    "truncation", "prompt_cut", "on_error",
 )  # fmt: skip
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
 BUILD_FIELDS = tuple(FIELDS)
@@ -74,6 +75,8 @@ def _help(name: str) -> str:
     text = FIELDS[name].metadata["help"]
     if _kind(name) == "pairs":
         text += f"; on the command line {flag_name(name)} KEY=VALUE, repeatable"
+    elif name == "stop_tokens":
+        text += f"; on the command line comma-separated, {flag_name(name)} '<|eom_id|>,<|eot_id|>'"
     elif _kind(name) == "json":
         text += f"; on the command line a JSON object, {flag_name(name)} '{{\"enable_thinking\": false}}'"
     return text

@@ -31,8 +31,8 @@ from ftdata.options import BuildOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.render import Renderer
 from ftdata.report import BuildReport, Reject
-from ftdata.truncation import truncate
-from ftdata.types import Example, MaskPolicy, Rendered, count_trained
+from ftdata.truncation import Truncated, Truncator
+from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
 
 Record = tuple[Location, Any]
 SIBLING = "another instance of this record was rejected; a record is kept whole or not at all"
@@ -95,6 +95,7 @@ class Stage:
         self.columns = Columns(options.columns)
         self.renderer = Renderer.from_options(tokenizer, options)
         self.masker = Masker(tokenizer)
+        self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
         self._responses: Renderer | None = None  # the all_assistant renderer, for response counts
         self._responses_lock = threading.Lock()  # engine=local measures batches on several threads
 
@@ -181,6 +182,23 @@ class Stage:
         """Render and mask one example, no truncation (render errors raise): for checks of one record."""
         return self.masker([self.renderer(example)])[0]
 
+    def truncate(self, item: Measured, *, policy: TruncationPolicy | None = None) -> Truncated:
+        """`item` fitted to max_length by `policy` (default: the build's): what build, stats and preview all use.
+
+        A record that fits costs nothing more; an over-long one is shortened as a conversation
+        and rendered again (`ftdata.truncation`).
+
+        Raises:
+            RecordError: policy `error` and the record is too long (names the record).
+        """
+        if item.total <= self.options.max_length:
+            return Truncated([(item.tokenized.input_ids, item.tokenized.labels)])
+        try:
+            with limits.pinned():
+                return self.truncator(item.example, item.tokenized, policy=policy or self.options.truncation)
+        except RecordError as exc:
+            raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
+
     def __call__(self, records: list[Record]) -> Chunk:
         """A build's batch: measure, truncate, and flatten the kept sequences into token arrays.
 
@@ -204,10 +222,7 @@ class Stage:
             report.methods[item.rendered.method] += 1
             if item.tokenized.notes:  # Counter.update costs a Python call even when empty
                 report.notes.update(item.tokenized.notes)
-            try:
-                result = truncate(item.tokenized, max_length=opts.max_length, policy=opts.truncation)
-            except RecordError as exc:
-                raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
+            result = self.truncate(item)
             if result.code is not None:
                 rejects.append(
                     Reject(item.location, RejectStage.TRUNCATE, result.code, result.reason, kept=bool(result.rows), tokens=item.total)

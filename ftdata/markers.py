@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -33,7 +34,9 @@ class ChatRenderer:
     (a record's `template_kwargs`) are merged over them: the record wins.
     """
 
-    def __init__(self, tokenizer: Any, kwargs: Mapping[str, Any] | None = None):
+    def __init__(
+        self, tokenizer: Any, kwargs: Mapping[str, Any] | None = None, *, tools: Sequence[Mapping[str, Any]] | None = None
+    ):
         if not getattr(tokenizer, "chat_template", None):
             raise TemplateError(
                 f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
@@ -41,6 +44,7 @@ class ChatRenderer:
             )
         self.tokenizer = tokenizer
         self.kwargs = dict(kwargs or {})
+        self.tools = list(tools) if tools else None  # probes only: a render's own `tools` win
 
     def __call__(
         self,
@@ -61,7 +65,7 @@ class ChatRenderer:
         try:
             with limits.time_limit(limits.limits().render_seconds, what), limits.bounded_chat_templates():
                 text = self.tokenizer.apply_chat_template(
-                    messages, tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=generation,
+                    messages, tools=list(tools) if tools else self.tools, tokenize=False, add_generation_prompt=generation,
                     **{**self.kwargs, **(kwargs or {})},
                 )  # fmt: skip
         except limits.LimitExceeded as exc:
@@ -70,6 +74,22 @@ class ChatRenderer:
             roles = ",".join(m["role"] for m in messages)
             raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None
         return limits.check_size(text if isinstance(text, str) else "".join(text), what)
+
+
+def model_stop_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The tokens `generation_config.json` in the tokenizer's folder stops on (its `eos_token_id`,
+    an id or a list: Llama 3 `<|eot_id|>`, `<|end_of_text|>`, `<|eom_id|>`); () without one.
+
+    Only a local folder is read: nothing is looked up on the model hub.
+    """
+    path = Path(str(getattr(tokenizer, "name_or_path", "") or "")) / "generation_config.json"
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return ()  # unreadable or not an object: the template's own closers still apply
+    ids = [ids] if isinstance(ids, int) else ids if isinstance(ids, list) else []
+    size = len(tokenizer)
+    return tuple(tokenizer.convert_ids_to_tokens(i) for i in ids if isinstance(i, int) and 0 <= i < size)
 
 
 def common_token_prefix(a: str, b: str, tokenizer: Any) -> int:
@@ -130,6 +150,10 @@ class RoleMarkers:
     reasoning_close: str  # what it writes between a turn's reasoning and its answer
     thinking_kwarg: str  # a chat_template_kwargs entry that moves `after_prompt` into the prompt
     warnings: tuple[str, ...]
+    # The generation prompt adds nothing (the template ignores add_generation_prompt): `assistant_header`
+    # is then the header rendered turns carry, read off a full render, and it stays prompt (untrained).
+    ignores_generation_prompt: bool = False
+    needs_tools: bool = False  # the template raises without `tools` (Hermes tool_use): probes carry a schema
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,18 +170,29 @@ def _msgs(*names: str) -> list[dict[str, str]]:
     return [{"role": roles[n], "content": _P[n]} for n in names]
 
 
-def detect_role_markers(tokenizer: Any, kwargs: Mapping[str, Any] | None = None) -> RoleMarkers:
+def detect_role_markers(
+    tokenizer: Any, kwargs: Mapping[str, Any] | None = None, *, stop_tokens: Sequence[str] = ()
+) -> RoleMarkers:
     """Derive role markers and template properties from probe renders.
 
     `kwargs` are the build's `chat_template_kwargs` (`{"enable_thinking": False}`): every
-    probe is rendered with them, as every record is.
+    probe is rendered with them, as every record is. `stop_tokens` are tokens inference
+    stops on besides the template's own closers (`generation_config.json`'s `eos_token_id`,
+    the build's `stop_tokens` option): a turn that ends on one of them is stopped.
 
     Raises:
         TemplateError: the tokenizer has no chat template, or the template cannot render a
-            plain user/assistant conversation.
+            plain user/assistant conversation (with a tool schema, for templates that need one).
     """
     render = ChatRenderer(tokenizer, kwargs)
-    full = render(_msgs("u1", "a1", "u2", "a2"))
+    needs_tools = False
+    try:
+        full = render(_msgs("u1", "a1", "u2", "a2"))
+    except TemplateError:
+        # Hermes tool_use templates iterate `tools` unconditionally: probe them with a schema.
+        render = ChatRenderer(tokenizer, kwargs, tools=[_TOOL])
+        full = render(_msgs("u1", "a1", "u2", "a2"))
+        needs_tools = True
     only_user = render(_msgs("u1"))
     gen = render(_msgs("u1"), generation=True)
     pos = {n: full.find(_P[n]) for n in ("u1", "a1", "u2", "a2")}
@@ -175,6 +210,14 @@ def detect_role_markers(tokenizer: Any, kwargs: Mapping[str, Any] | None = None)
     u_end = gen.find(_P["u1"]) + len(_P["u1"])
     cut = u_end + common_token_prefix(only_user[u_end:], gen[u_end:], tokenizer)
     user_footer, assistant_header = gen[u_end:cut], gen[cut:]
+    ignores_generation = False
+    if gen == only_user and full.startswith(user_footer, end["u1"]):
+        # No generation prompt to follow (Mistral's [INST] templates write none and need none):
+        # a header rendered turns carry is what an inference server adds itself, so it is
+        # prompt, not trained (TRL, transformers and Axolotl mask it too).
+        rendered_header = full[end["u1"] + len(user_footer) : pos["a1"]]
+        ignores_generation = bool(rendered_header.strip())
+        assistant_header = rendered_header if ignores_generation else assistant_header
 
     # The closer of an assistant turn in the middle of a conversation: the part of the
     # a1 -> u2 gap that also closes the conversation (`tail`) or a user turn (`user_footer`).
@@ -202,23 +245,38 @@ def detect_role_markers(tokenizer: Any, kwargs: Mapping[str, Any] | None = None)
     # (an empty think block, a gpt-oss channel header): the model writes it, so it is trained.
     lead_in = full[end["u2"] : pos["a2"]]
     prompt2 = render(_msgs("u1", "a1", "u2"), generation=True)
+    if ignores_generation and full.startswith(assistant_header, len(prompt2)):
+        prompt2 += assistant_header
     after_prompt = full[len(prompt2) : pos["a2"]] if full.startswith(prompt2) else ""
     empty_think = "<think>" in assistant_header or "<think>" in lead_in
     thinking_kwarg = _thinking_kwarg(render, after_prompt)
     tools = _tool_probes(render, tokenizer)
     reasoning = _reasoning_probe(render)
     added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
+    model_stops = {t for t in stop_tokens if one_token(t, tokenizer)}  # a stop is one token id, never plain text
+    # The token a call turn ends on, where it is not the end-of-turn marker (gpt-oss `<|call|>`,
+    # Apertus `<|tools_suffix|>`, Gemma 4 `<|tool_response>`): generation stops there for the call.
+    tool_stop = tools["stop"] if tools["stop"] in added and tools["stop"] not in (eot, final_eot) else ""
     if eot:
-        tool_stop = tools["stop"] if tools["stop"] in added and tools["stop"] not in (eot, final_eot) else ""
-        stops = tuple(sorted({eot, final_eot, tool_stop} - {""}, key=len, reverse=True))
+        stops = tuple(sorted({eot, final_eot, tool_stop, *model_stops} - {""}, key=len, reverse=True))
         eos_appended = ""
     else:
-        # No end-of-turn marker (GLM-4-MoE): the next turn's header is what stops generation.
-        heads = (first_token(user_header, tokenizer), first_token(tools["header"], tokenizer))
-        stops = tuple(dict.fromkeys(h for h in heads if h in added))  # a stop is one token, never plain text
+        # No end-of-turn marker (GLM-4-MoE, Apertus' last turn): the next turn's header is what stops generation.
+        # A tool result opened by a header (GLM `<|observation|>`) stops a call turn there; one written
+        # inline without a header (Apertus `]<|tools_suffix|>[result]`) leaves the call's own closer.
+        user_head, tool_head = first_token(user_header, tokenizer), first_token(tools["header"], tokenizer)
+        call_stop = tool_head if tool_head in added else tool_stop
+        stops = tuple(dict.fromkeys(h for h in (user_head, call_stop, *sorted(model_stops)) if h in added))
         eos_appended = tokenizer.eos_token or ""
 
     warnings = []
+    if needs_tools:
+        warnings.append("renders only with `tools` (it iterates them unconditionally): a record without a tool schema is rejected")
+    if ignores_generation:
+        warnings.append(
+            f"ignores add_generation_prompt: the assistant header {assistant_header!r} is treated as prompt (not trained), "
+            "as an inference server that adds it itself expects"
+        )  # fmt: skip
     if not eot:
         middle = (
             f"a middle assistant turn is trained through the next turn's first header token ({', '.join(map(repr, stops))})"
@@ -258,6 +316,7 @@ def detect_role_markers(tokenizer: Any, kwargs: Mapping[str, Any] | None = None)
         date_line=date_line, empty_think=empty_think, after_prompt=after_prompt, stops=stops, eos_appended=eos_appended,
         tool_arguments=tools["arguments"], renders_tools=tools["schemas"], renders_reasoning=reasoning is not None,
         reasoning_close=reasoning or "", thinking_kwarg=thinking_kwarg, warnings=tuple(warnings),
+        ignores_generation_prompt=ignores_generation, needs_tools=needs_tools,
     )  # fmt: skip
 
 
@@ -278,6 +337,12 @@ def _system(render: ChatRenderer, user_header: str, bos: str) -> tuple[SystemSup
         return "folded", "", ""
     footer_end = u - len(user_header) if text[:u].endswith(user_header) else u
     return "native", text[len(bos) : s], text[s + len(_P["system"]) : footer_end]
+
+
+def one_token(text: str, tokenizer: Any) -> bool:
+    """Whether `text` is exactly one token of `tokenizer` (an added token, or one vocabulary entry)."""
+    enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False) if text else None
+    return enc is not None and len(enc.ids) == 1 and enc.offsets[0] == (0, len(text))
 
 
 def first_token(text: str, tokenizer: Any) -> str:
@@ -331,7 +396,8 @@ def _tool_probes(render: ChatRenderer, tokenizer: Any) -> dict[str, Any]:
             text = render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(arguments)]}], tools=[_TOOL])
         except TemplateError:
             continue
-        if "ARGVALPROBE" in text and '\\"argprobe' not in text:
+        # Written, not JSON-escaped twice, and not printed as a Python dict (`{'argprobe': ...}`: no parser reads it).
+        if "ARGVALPROBE" in text and '\\"argprobe' not in text and str(_ARGS) not in text:
             works.append(form)
             texts.append(text)
     if len(works) == 2 and texts[0] != texts[1]:

@@ -28,7 +28,9 @@ decoded. `Masker(tokenizer, fast_verify=False)` decodes every record (the tests 
 
 from __future__ import annotations
 
+import copy
 import json
+import threading
 import unicodedata
 from bisect import bisect_left
 from collections.abc import Collection, Sequence
@@ -185,6 +187,8 @@ class Masker:
         self.anchor = _anchor(self.backend)
         self.added = frozenset(self.backend.get_added_tokens_decoder())
         self.spelling = _Spelling.of(self.backend) if fast_verify else None
+        self._literal: Any = None
+        self._literal_lock = threading.Lock()  # engine=local masks batches on several threads
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
         encodings = self.backend.encode_batch([r.text for r in batch], add_special_tokens=False)
@@ -197,6 +201,8 @@ class Masker:
     def _locate(self, r: Rendered, ids: list[int], offsets: Sequence[tuple[int, int]]) -> _Located | UnusableRecord:
         """Every span's token range, checked to cover the span's characters, or why not."""
         notes = r.notes
+        if r.literal:  # control-token text from the data: tokenized piece by piece, as plain text
+            ids, offsets = self.split_encode(r)
         ranges = _token_ranges(r.text, offsets, r.spans, ids, self.added)
         if ranges is None:
             ids, offsets = self.split_encode(r)
@@ -227,28 +233,45 @@ class Masker:
         return Tokenized(ids, labels, cuts, n, x.notes, x.offsets)
 
     def split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
-        """Tokenize the text piece by piece, split at every span edge.
+        """Tokenize the text piece by piece, split at every span edge and literal edge.
 
         A piece is tokenized after an anchor special token and the anchor dropped: that is how
         it tokenizes in the middle of a text. Alone, SentencePiece-style tokenizers (Metaspace
         with `prepend_scheme="first"`: Phi-3, Llama-2, Mistral v1) would prepend a `▁` that is
-        not in the text.
+        not in the text. A literal piece (control-token text from the data) is tokenized alone
+        with special tokens split, so `<|im_end|>` in a response trains as `<`, `|`, `im`, ...
         """
-        edges = sorted({0, len(r.text), *(x for span in r.spans for x in span)})
-        starts = [a for a, b in zip(edges, edges[1:]) if b > a]
+        edges = sorted({0, len(r.text), *(x for span in (*r.spans, *r.literal) for x in span)})
+        pieces = [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+        literal = [p in r.literal for p in pieces]
         anchor = self.anchor or ""
-        # (prefix length to drop, text to encode) per piece; the first piece starts the text.
-        inputs = [(len(anchor) if a else 0, (anchor if a else "") + r.text[a:b]) for a, b in zip(edges, edges[1:]) if b > a]
+        # (prefix length to drop, text to encode) per plain piece; the first piece starts the text.
+        inputs = [(len(anchor) if a else 0, (anchor if a else "") + r.text[a:b]) for (a, b), lit in zip(pieces, literal) if not lit]
+        plain = iter(zip(inputs, self.backend.encode_batch([text for _, text in inputs], add_special_tokens=False)))
+        texts = [r.text[a:b] for (a, b), lit in zip(pieces, literal) if lit]
+        spelled = iter(self._literal_backend().encode_batch(texts, add_special_tokens=False) if texts else ())
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
-        encodings = self.backend.encode_batch([text for _, text in inputs], add_special_tokens=False)
-        for start, (drop, _), enc in zip(starts, inputs, encodings):
+        for (start, _), lit in zip(pieces, literal):
+            if lit:
+                drop, enc = 0, next(spelled)
+            else:
+                (drop, _text), enc = next(plain)
             for token, (a, b) in zip(enc.ids, enc.offsets):
                 if b <= drop:
                     continue  # the anchor
                 ids.append(token)
                 offsets.append((a - drop + start, b - drop + start))
         return ids, offsets
+
+    def _literal_backend(self) -> Any:
+        """A copy of the tokenizer that reads control-token text as plain text (made once, when needed)."""
+        with self._literal_lock:
+            if self._literal is None:
+                backend = copy.deepcopy(self.backend)
+                backend.encode_special_tokens = True
+                self._literal = backend
+        return self._literal
 
 
 def _anchor(backend: Any) -> str | None:

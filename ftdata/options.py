@@ -14,7 +14,7 @@ from ftdata.errors import ConfigError
 from ftdata.executors import Engine
 from ftdata.delimited import check_delimiter
 from ftdata.formats import FORMAT_ALIASES, FORMATS, format_name
-from ftdata.types import MaskPolicy, SystemMode, TruncationPolicy
+from ftdata.types import MaskPolicy, PromptCut, SystemMode, TruncationPolicy
 
 
 # apply_chat_template's own parameters: ftdata passes them on every render.
@@ -57,7 +57,19 @@ class BuildOptions:
     chat_template_kwargs: dict[str, Any] | None = _opt(
         None, "extra chat-template variables for every render, e.g. {'enable_thinking': false}; a record's own win"
     )
+    stop_tokens: list[str] | None = _opt(
+        None, "tokens inference stops on besides the template's end-of-turn markers and generation_config.json's "
+        "eos_token_id (read from the tokenizer folder), e.g. ['<|eom_id|>']; each must be one token of the tokenizer"
+    )
+    special_tokens_in_data: Literal["reject", "text"] = _opt(
+        "reject", "a record whose text holds a control token (<|im_end|>, [INST]): reject it, or train it as the "
+        "plain text it is (tokenized with special tokens split)"
+    )
     truncation: TruncationPolicy = _opt(TruncationPolicy.KEEP_RESPONSE, "keep_response, keep_start (right), keep_end (left), split, drop, error")
+    prompt_cut: PromptCut = _opt(
+        PromptCut.END, "keep_response and split: what a too-long prompt message loses: end (keep its head), "
+        "middle (keep head and tail, '[...]' between) or start (keep its tail)"
+    )
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
     on_error: Literal["raise", "skip"] = _opt("raise", "malformed records: raise (stop at the first) or skip (reject and go on)")
@@ -78,6 +90,7 @@ class BuildOptions:
         self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
         self.system_mode = SystemMode.parse(self.system_mode, name="system_mode")  # type: ignore[assignment]
         self.truncation = TruncationPolicy.parse(self.truncation, name="truncation")  # type: ignore[assignment]
+        self.prompt_cut = PromptCut.parse(self.prompt_cut, name="prompt_cut")  # type: ignore[assignment]
         if not isinstance(self.max_length, int) or self.max_length <= 0:
             raise ConfigError(f"max_length must be a positive integer, got max_length={self.max_length!r}")
         if self.test_size is not None and not (
@@ -94,7 +107,10 @@ class BuildOptions:
             or not 0 <= self.max_reject_ratio <= 1
         ):
             raise ConfigError(f"max_reject_ratio must be a fraction in [0, 1], got max_reject_ratio={self.max_reject_ratio!r}")
-        for name, allowed in (("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip"))):
+        for name, allowed in (
+            ("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip")),
+            ("special_tokens_in_data", ("reject", "text")),
+        ):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {name}={getattr(self, name)!r}")
         if self.packing and self.padding != "none":
@@ -123,6 +139,8 @@ class BuildOptions:
                     f"got chat_template_kwargs={self.chat_template_kwargs!r}"
                 )
             self.chat_template_kwargs = dict(self.chat_template_kwargs)
+        if self.stop_tokens is not None:
+            self.stop_tokens = parse_stop_tokens(self.stop_tokens)
         for name in ("columns", "roles"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
@@ -148,3 +166,15 @@ class BuildOptions:
                 value = getattr(self, f.name)
                 out[f.name] = value.value if hasattr(value, "value") else value if not callable(value) else repr(value)
         return out
+
+
+def parse_stop_tokens(value: Any) -> list[str]:
+    """`"<|eom_id|>,<|eot_id|>"` or a list of strings -> a list of distinct non-empty tokens.
+
+    Raises:
+        ConfigError: not a string or a list of strings.
+    """
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+        raise ConfigError(f"stop_tokens must be a list of token strings like ['<|eom_id|>'], got stop_tokens={value!r}")
+    return list(dict.fromkeys(t.strip() for t in items if t.strip()))

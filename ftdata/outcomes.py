@@ -41,11 +41,11 @@ class RejectCode(StrEnum):
     TOO_LONG = "too_long"  # truncation=drop
     RESPONSE_TOO_LONG = "response_too_long"  # the response alone does not fit
     NO_RESPONSE_LEFT = "no_response_left"  # the cut kept no trained token
-    PROMPT_TRIMMED = "prompt_trimmed"  # cut: the prompt's head
-    TURNS_DROPPED = "turns_dropped"  # cut: the oldest exchanges
+    TURNS_DROPPED = "turns_dropped"  # cut: whole oldest exchanges dropped, the rest re-rendered
+    PROMPT_SHORTENED = "prompt_shortened"  # cut: a prompt message's text shortened (oldest exchanges maybe dropped too)
     END_CUT = "end_cut"  # cut: truncation=keep_start
-    START_CUT = "start_cut"  # cut: truncation=keep_end
-    SPLIT = "split"  # cut: truncation=split
+    START_CUT = "start_cut"  # cut: truncation=keep_end shortened a response's start
+    SPLIT = "split"  # cut: truncation=split made several conversations
 
 
 __all__ = ["RejectCode", "RejectStage"]

@@ -37,7 +37,6 @@ from ftdata.render import apply_system
 from ftdata.turns import THINK_BOILERPLATE
 from ftdata.report import Reject
 from ftdata.terminal import dumps, escape_controls, unicode_ok
-from ftdata.truncation import truncate
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
 
 STYLES = {
@@ -292,7 +291,7 @@ def _truncation(stage: Stage, measured: Measured) -> str:
         return ""
     if opts.truncation is TruncationPolicy.ERROR:
         return f"{measured.total} tokens > max_length {opts.max_length}: truncation=error stops a build here"
-    result = truncate(measured.tokenized, max_length=opts.max_length, policy=opts.truncation)
+    result = stage.truncate(measured)
     return f"truncation={opts.truncation.value}: {result.reason}" + ("" if result.rows else " (record dropped)")
 
 

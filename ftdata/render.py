@@ -15,17 +15,17 @@ template writes as JSON once (a dict or a JSON string, probed by `detect_role_ma
 
 from __future__ import annotations
 
-from dataclasses import replace
 import json
+from dataclasses import dataclass, replace
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ftdata.errors import UnusableRecord
+from ftdata.errors import ConfigError, UnusableRecord
 
 if TYPE_CHECKING:
     from ftdata.options import BuildOptions
-from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers
+from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
 from ftdata.outcomes import RejectCode
 from ftdata.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
 from ftdata.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
@@ -90,6 +90,83 @@ def _control_checked(example: Example) -> Iterator[tuple[str, int | None, str]]:
         yield "tools", None, json.dumps(t, ensure_ascii=False, default=str)
 
 
+def role_markers(tokenizer: Any, kwargs: Mapping[str, Any] | None, stop_tokens: Sequence[str] = ()) -> RoleMarkers:
+    """The markers a build renders with: probes with the build's kwargs, and the stop tokens of
+    `generation_config.json` (next to the tokenizer) and of the `stop_tokens` option.
+
+    Raises:
+        ConfigError: a stop token the tokenizer does not read as a single token.
+        TemplateError: the template cannot render a plain conversation.
+    """
+    for token in stop_tokens:
+        if not one_token(token, tokenizer):
+            raise ConfigError(
+                f"stop_tokens: {token!r} is not one token of tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} "
+                "(inference stops on a token id); give an added or special token of the tokenizer"
+            )
+    return detect_role_markers(tokenizer, kwargs, stop_tokens=(*model_stop_tokens(tokenizer), *stop_tokens))
+
+
+@dataclass(frozen=True, slots=True)
+class _Escapes:
+    """Control-token text of a record's data stood in for by runs of private-use characters.
+
+    Each token becomes a run of one private character as long as the token, so the template
+    renders the record with nothing it reads as markup and every offset stays put; after
+    rendering the runs are the token's text again and are marked `literal` (plain text to the
+    tokenizer). `special_tokens_in_data="text"`, as LLaMA-Factory encodes such data.
+    """
+
+    runs: dict[str, str]  # control token -> its stand-in run
+
+    @staticmethod
+    def of(example: Example, tokens: list[str]) -> _Escapes | None:
+        if not tokens:
+            return None
+        seen = json.dumps([list(_control_checked(example)), example.context], ensure_ascii=False, default=str)
+        chars = (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in seen)
+        return _Escapes({token: next(chars) * len(token) for token in tokens})
+
+    def apply(self, example: Example) -> Example:
+        def esc(value: Any) -> Any:
+            if isinstance(value, str):
+                for token, run in self.runs.items():
+                    value = value.replace(token, run)
+                return value
+            if isinstance(value, dict):
+                return {k: esc(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(esc(v) for v in value)
+            return value
+
+        messages = tuple(
+            replace(m, content=esc(m.content), reasoning=esc(m.reasoning),
+                    tool_calls=tuple(replace(c, name=esc(c.name), arguments=esc(c.arguments)) for c in m.tool_calls))
+            for m in example.messages
+        )  # fmt: skip
+        return replace(example, messages=messages, context=esc(example.context), tools=esc(example.tools))
+
+    def restore(self, out: Rendered, source: Any) -> Rendered:
+        """The rendering with each run back to its token, the runs marked literal.
+
+        Raises:
+            UnusableRecord: the template cut or escaped a stand-in (the text could not be restored).
+        """
+        text, literal = out.text, []
+        for token, run in self.runs.items():
+            literal.extend((m.start(), m.end()) for m in re.finditer(re.escape(run), text))
+            text = text.replace(run, token)
+        for run in self.runs.values():
+            char = run[0]
+            if char in text or json.dumps(char)[1:-1] in text:  # cut, or written as a JSON escape
+                raise UnusableRecord(
+                    "the chat template cut or escaped control-token text of the record, so it cannot be trained as "
+                    "plain text; remove the control tokens from the data", location=source, field="messages",
+                    code=RejectCode.CONTROL_TOKEN,
+                )  # fmt: skip
+        return replace(out, text=text, literal=tuple(sorted(literal)))
+
+
 class Renderer:
     """Renders examples with a prompt template or with the tokenizer's chat template.
 
@@ -110,6 +187,8 @@ class Renderer:
         system_mode: SystemMode = SystemMode.ADD,
         mask_reasoning: bool = False,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        stop_tokens: Sequence[str] = (),
+        special_tokens_in_data: str = "reject",
     ):
         self.tokenizer = tokenizer
         self.mask = mask
@@ -122,7 +201,7 @@ class Renderer:
         template = chat_template_alias(template, tokenizer)  # "chatml": the tokenizer's own, when ChatML
         if template is None and getattr(tokenizer, "chat_template", None):
             self.chat = ChatRenderer(tokenizer, chat_template_kwargs)
-            self.markers = detect_role_markers(tokenizer, chat_template_kwargs)
+            self.markers = role_markers(tokenizer, chat_template_kwargs, stop_tokens)
             self.spans = ChatSpans(tokenizer, self.chat, self.markers, mask_reasoning=mask_reasoning)
             self.name = "chat template"
         else:
@@ -130,6 +209,7 @@ class Renderer:
             self.name = self.prompt.name
         self.eos = tokenizer.eos_token or ""
         self.controls = control_tokens(tokenizer, self.markers.markup if self.markers else "")
+        self.literal = special_tokens_in_data == "text"
         # One search per field finds whether any control token occurs (15x faster than one `in` per token).
         self._any_control = re.compile("|".join(map(re.escape, self.controls))) if self.controls else None
 
@@ -139,20 +219,33 @@ class Renderer:
         settings = {
             "mask": options.mask, "system_prompt": options.system_prompt, "system_mode": options.system_mode,
             "mask_reasoning": options.mask_reasoning, "chat_template_kwargs": options.chat_template_kwargs,
+            "stop_tokens": options.stop_tokens or (), "special_tokens_in_data": options.special_tokens_in_data,
         }  # fmt: skip
         return cls(tokenizer, options.template, **{**settings, **overrides})
 
-    def _check_controls(self, example: Example) -> None:
+    def _controls_in(self, example: Example) -> list[str]:
+        """The control tokens a record's text holds (special_tokens_in_data="text"), or [].
+
+        Raises:
+            UnusableRecord: the record holds one and special_tokens_in_data="reject".
+        """
         if self._any_control is None:
-            return
+            return []
+        found: list[str] = []
         for kind, i, text in _control_checked(example):
-            if self._any_control.search(text) is not None:
-                hit = next(c for c in self.controls if c in text)  # the message names the same token as ever
-                raise UnusableRecord(
-                    f"contains {hit!r}, which the tokenizer reads as a control token, not as text; the tokens "
-                    "would not say what the data says (remove or escape it)",
-                    location=example.source, field=kind if i is None else f"messages[{i}].{kind}", code=RejectCode.CONTROL_TOKEN,
-                )  # fmt: skip
+            if self._any_control.search(text) is None:
+                continue
+            if self.literal:
+                found.extend(c for c in self.controls if c in text and c not in found)
+                continue
+            hit = next(c for c in self.controls if c in text)  # the message names the same token as ever
+            raise UnusableRecord(
+                f"contains {hit!r}, which the tokenizer reads as a control token, not as text; the tokens "
+                "would not say what the data says (remove or escape it, or special_tokens_in_data='text' to "
+                "train it as plain text)",
+                location=example.source, field=kind if i is None else f"messages[{i}].{kind}", code=RejectCode.CONTROL_TOKEN,
+            )  # fmt: skip
+        return found
 
     def _unsupported(self, example: Example) -> tuple[str, str] | None:
         """(field, what) of tool/reasoning data this renderer cannot write, or None."""
@@ -201,7 +294,9 @@ class Renderer:
             trained = trained_turns(example.messages, self.mask)
         except UnusableRecord as exc:
             raise UnusableRecord(exc.reason, location=example.source, field=exc.field, code=exc.code) from None
-        self._check_controls(example)
+        escapes = _Escapes.of(example, self._controls_in(example))
+        if escapes is not None:
+            example = escapes.apply(example)
         if unsupported := self._unsupported(example):
             field, what = unsupported
             by = f"prompt template {self.name!r}" if self.prompt is not None else "the chat template"
@@ -215,6 +310,8 @@ class Renderer:
         else:
             assert self.spans is not None
             out = self.spans(example, self.chat_messages(example), trained)
+        if escapes is not None:
+            out = escapes.restore(out, example.source)
         if self.mask is MaskPolicy.TRAIN_ON_PROMPT:
             out = replace(out, spans=((0, len(out.text)),))
         notes = example.notes

@@ -2,8 +2,9 @@
 
 Every record goes through the record engine (`Stage.measure`: format, render, mask; the
 same rejects as a build) without truncation; each example is reduced to a few integers in
-the worker (`RecordStats`), so memory stays small. Truncation is simulated with the library's own `truncate()` on the real masked row
-for every policy, so the counts are exactly what a build with that policy would report:
+the worker (`RecordStats`), so memory stays small. Truncation runs through the build's own
+`Stage.truncate` (the record shortened and rendered again) for every policy, so the counts
+are exactly what a build with that policy would report:
 
     policy          fit   cut  dropped  response tokens lost
     keep_response   990     9        1                    0
@@ -26,7 +27,6 @@ from ftdata.engine import Measured
 from ftdata.packing import PackingStats, packing_stats, plan_bins
 from ftdata.pipeline import Batch, Stage, StageSpec, read_batches
 from ftdata.report import BuildReport, Reject
-from ftdata.truncation import truncate
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
 
 POLICIES = (
@@ -54,23 +54,25 @@ class RecordStats:
 Rows = list[tuple[list[int], list[int]]]
 
 
-def _outcome(row: Any, max_length: int, policy: TruncationPolicy, trained: int) -> tuple[int, int, Rows]:
-    """(FIT|CUT|DROPPED, response tokens lost, kept rows) of one policy on one masked row."""
-    if len(row.input_ids) <= max_length:
+def _outcome(stage: Stage, measured: Measured, policy: TruncationPolicy) -> tuple[int, int, Rows]:
+    """(FIT|CUT|DROPPED, response tokens lost, kept rows) of one policy on one measured example."""
+    row = measured.tokenized
+    if measured.total <= stage.options.max_length:
         return FIT, 0, [(row.input_ids, row.labels)]
-    result = truncate(row, max_length=max_length, policy=policy)
-    lost = trained - sum(count_trained(labels) for _, labels in result.rows)
+    result = stage.truncate(measured, policy=policy)
+    lost = measured.trained - sum(count_trained(labels) for _, labels in result.rows)
     return (CUT if result.rows else DROPPED), lost, result.rows
 
 
-def summarize(measured: Measured, *, max_length: int, policy: TruncationPolicy) -> RecordStats:
-    """Reduce a measured example to its lengths and truncation outcomes."""
+def summarize(measured: Measured, *, stage: Stage) -> RecordStats:
+    """Reduce a measured example to its lengths and its outcome under every truncation policy."""
     row, trained = measured.tokenized, measured.trained
+    max_length, policy = stage.options.max_length, stage.options.truncation
     response = measured.trained if measured.response is None else measured.response
     outcomes = []
     kept: Rows = []
     for each in POLICIES:
-        state, lost, rows = _outcome(row, max_length, each, trained)
+        state, lost, rows = _outcome(stage, measured, each)
         outcomes.append((state, lost))
         if each is policy:
             kept = rows
@@ -213,16 +215,16 @@ def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int
 
 def _measure_batch(spec: StageSpec, batch: Batch) -> tuple[list[RecordStats], BuildReport]:
     """A batch's examples reduced to `RecordStats`, and the counts of its records, filtered ones and rejects."""
-    opts = spec.options
+    stage = spec.compiled()
     counts = BuildReport(records=batch.read)
     out: list[RecordStats] = []
     for reject in batch.filtered:
         counts.add(reject)
-    for _, item in spec.compiled().measure(batch.records, responses=True):
+    for _, item in stage.measure(batch.records, responses=True):
         if isinstance(item, Reject):
             counts.add(item)
         else:
-            out.append(summarize(item, max_length=opts.max_length, policy=opts.truncation))
+            out.append(summarize(item, stage=stage))
     return out, counts
 
 

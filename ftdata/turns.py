@@ -25,6 +25,8 @@ its role header to its stop token ("fallback").
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,10 @@ from ftdata.outcomes import RejectCode
 from ftdata.types import Example, Rendered
 
 REASONING_DROPPED = "the chat template drops the reasoning (<think>...</think>) of an assistant turn; only its answer is trained"
+REASONING_PROMPT_CLOSED = (
+    "the generation prompt already closes the think block (e.g. enable_thinking=false), so the model cannot write the "
+    "reasoning after it: only the answer is trained; build with thinking on to train the reasoning, or mask_reasoning=True"
+)
 SYSTEM_DROPPED = "the chat template dropped the system message; use system_mode='fold' to keep it"
 EOS_APPENDED = "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained"
 # Boilerplate the rule trains (Qwen3's empty think block when thinking is on), and the kwarg that moves it.
@@ -131,6 +137,8 @@ class ChatSpans:
             hint = ""
             if msgs[0]["role"] == "system" and self.markers.system_support == "raises":
                 hint = "; this template has no system role: use system_mode='fold'"
+            elif self.markers.needs_tools and not tools:
+                hint = "; this template renders only with tools: give the record a `tools` schema"
             raise UnusableRecord(f"{exc}{hint}", location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR) from None
         notes: list[str] = []
         if msgs[0]["role"] == "system" and msgs[0]["content"].strip() not in text:
@@ -173,20 +181,33 @@ class ChatSpans:
         except TemplateError:
             prompt = None
         prefix = prompt is not None and text.startswith(prompt) and len(prompt) >= done
+        opened = len(prompt) if prefix and prompt is not None else -1  # where the model starts writing
+        header = self.markers.assistant_header
+        if prefix and self.markers.ignores_generation_prompt and header and text.startswith(header, opened):
+            opened += len(header)  # no generation prompt: the rendered header is what a server adds
         plain = not msg.get("tool_calls") and msg.get("reasoning_content") is None
         notes: list[str] = []
-        data_end = _content_end(text, len(prompt), msg["content"]) if prefix and plain and prompt is not None else None
+        data_end = _content_end(text, opened, msg["content"]) if prefix and plain else None
         data_start, reasoning_end, block = -1, -1, False
         if data_end is None:
             data_start, data_end, reasoning_end, notes, why = self._data(text, msgs, i, render)
             if why:
                 raise reject(why)
-            block = REASONING_DROPPED not in notes and (msg.get("reasoning_content") is not None or "</think>" in msg["content"])
-        if prefix and prompt is not None:
-            start, method = len(prompt), "prefix"
+            # Markup the model writes before its data: the think block it opens when its reasoning
+            # is written, the call markup before a call's name (`<tool_call>\n{"name": `).
+            block = bool(msg.get("tool_calls")) or (
+                REASONING_DROPPED not in notes and (msg.get("reasoning_content") is not None or "</think>" in msg["content"])
+            )  # fmt: skip
+        if prefix:
+            start, method = opened, "prefix"
         else:
-            # As it appears in A: the data, and the think block it opens when its reasoning is written.
-            start, method = (self._header_end(text, done, data_start) if block else data_start), "fallback"
+            # As it appears in A: from its data, or from the end of its role header when the model
+            # writes markup before the data (a call-only turn has no content to anchor on).
+            start, method = (self._markup_start(text, prompt, done, data_start) if block else data_start), "fallback"
+            if prompt is not None:
+                start, closed = self._after_prompt_tail(text, prompt, start, self._answer_start(text, msg, start, data_end))
+                if closed and msg.get("reasoning_content"):
+                    notes.append(REASONING_PROMPT_CLOSED)
         if start < done:
             raise reject("it overlaps the previous turn")
         # A call turn stops at the first stop token after its calls: where a template writes the
@@ -202,9 +223,11 @@ class ChatSpans:
             stop_at, end, eos = len(text), len(text) + len(self.eos), True
             if trained:
                 notes.append(EOS_APPENDED)
-        for call in msg.get("tool_calls", ()):
-            if call["function"]["name"] not in text[start:end]:
-                raise reject(f"the template does not write the name of the tool call {call['function']['name']!r}")
+        names = Counter(call["function"]["name"] for call in msg.get("tool_calls", ()))
+        for name, n in names.items():
+            if text.count(name, start, end) < n:
+                where = "does not write" if name not in text else "writes part of its calls before where the turn can be located; cannot train"
+                raise reject(f"the template {where} the name of the tool call {name!r}")
         if self.markers.eot:
             sep = self.markers.separator
             boundary = end + len(sep) if sep and text.startswith(sep, end) else end
@@ -310,6 +333,50 @@ class ChatSpans:
             return sentinel in render([*msgs[:i], {**msgs[i], "reasoning_content": sentinel, "thinking": sentinel}])
         except TemplateError:
             return False
+
+    @staticmethod
+    def _answer_start(text: str, msg: dict[str, Any], lo: int, hi: int) -> int:
+        """Where turn i's answer (its content, else its first call's name) begins in text[lo:hi]."""
+        core = msg["content"].strip()
+        at = text.rfind(core, lo, hi) if core else -1
+        if at < 0 and msg.get("tool_calls"):
+            at = text.find(msg["tool_calls"][0]["function"]["name"], lo, hi)
+        return at if at >= 0 else hi
+
+    def _after_prompt_tail(self, text: str, prompt: str, start: int, answer: int) -> tuple[int, bool]:
+        """Move `start` past what the generation prompt already holds of this turn, if A writes it.
+
+        When P_i is not a prefix of A, the prompt's own tail (what it writes after the point where
+        it and A part) is context the model is given. If A writes that tail again inside the turn,
+        before the answer (`enable_thinking=false`: P_i ends in `<think>\n\n</think>\n\n`, A's
+        turn holds `<think>\nreasoning\n</think>\n\n`), the model starts writing after it there.
+        Returns (start, moved). Only the stretch between the role header and the answer is
+        searched (markup and reasoning), and a whitespace-only tail is never matched.
+        """
+        lcp = len(os.path.commonprefix([prompt, text]))
+        tail = prompt[lcp:]
+        core = tail.strip()
+        if not core:
+            return start, False
+        for needle in (tail, core):
+            at = text.find(needle, start, answer)
+            if at >= 0:
+                return at + len(needle), True
+        return start, False
+
+    def _markup_start(self, text: str, prompt: str | None, lo: int, data_start: int) -> int:
+        """Where a fallback turn's own markup begins: where its inference prompt and A part
+        (snapped to a token edge), when that lies within the turn; else after its role header.
+
+        DeepSeek-V3 (vLLM's template) prompts with `<｜Assistant｜>\n` and writes a call turn
+        as `<｜Assistant｜>` + spaces + `<｜tool▁calls▁begin｜>...`: the turn starts after
+        `<｜Assistant｜>`, so the call markup before the first name is trained.
+        """
+        if prompt is not None:
+            part = lo + common_token_prefix(prompt[lo:], text[lo:], self.tokenizer)
+            if part <= data_start:
+                return part
+        return self._header_end(text, lo, data_start)
 
     def _header_end(self, text: str, lo: int, data_start: int) -> int:
         """Fallback start: just after the turn's role header (the longest part of it that A writes)."""

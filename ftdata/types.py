@@ -45,12 +45,12 @@ class MaskPolicy(_Choice):
 
 
 class TruncationPolicy(_Choice):
-    """What to do with a record longer than `max_length` tokens."""
+    """What to do with a record longer than `max_length` tokens (see `ftdata.truncation`)."""
 
-    KEEP_RESPONSE = "keep_response"  # drop oldest turns, then the prompt's head; never cut a response
+    KEEP_RESPONSE = "keep_response"  # drop oldest exchanges, then shorten the longest prompt message; never cut a response
     KEEP_START = "keep_start"  # keep the first max_length tokens (right truncation)
-    KEEP_END = "keep_end"  # keep the last max_length tokens (left truncation)
-    SPLIT = "split"  # cut into consecutive max_length chunks (chunks without response dropped)
+    KEEP_END = "keep_end"  # drop oldest exchanges, then cut the start of prompt messages (and of a response)
+    SPLIT = "split"  # several conversations cut at exchange boundaries, the system prompt in each
     DROP = "drop"  # reject the record
     ERROR = "error"  # raise RecordError
 
@@ -58,6 +58,14 @@ class TruncationPolicy(_Choice):
 # Classic tokenizer vocabulary: truncation_side="right" keeps the start, "left" keeps the end.
 TruncationPolicy.KEEP_START.aliases = ("right",)  # type: ignore[attr-defined]
 TruncationPolicy.KEEP_END.aliases = ("left",)  # type: ignore[attr-defined]
+
+
+class PromptCut(_Choice):
+    """Which part of a too-long prompt message `keep_response` and `split` cut away."""
+
+    END = "end"  # keep its head
+    MIDDLE = "middle"  # keep its head and its tail, a "[...]" line between
+    START = "start"  # keep its tail (the text nearest the response)
 
 
 class SystemMode(_Choice):
@@ -155,6 +163,8 @@ class Rendered:
 
     `boundaries` are char offsets where a whole exchange ends (after an assistant turn's
     end-of-turn marker): keep_response truncation drops oldest exchanges at these cuts.
+    `literal` are char spans of control-token text that came from the data
+    (`special_tokens_in_data="text"`): they are tokenized as plain text, not as control tokens.
     """
 
     text: str
@@ -162,6 +172,7 @@ class Rendered:
     method: str
     boundaries: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
+    literal: tuple[tuple[int, int], ...] = ()
 
 
 class TokenRow(TypedDict):

@@ -27,7 +27,32 @@ a weaker check (see `Turn.status`):
 
 For every record: the contents of user, system and tool turns and the tool schemas are
 never trained; a record whose tool calls or reasoning the template never writes (not even
-for the turn as the last one: history dropping is allowed) must be rejected.
+for the turn as the last one: history dropping is allowed) must be rejected, and so must a
+record whose text holds a special token of the tokenizer (`<|im_start|>` in a user turn).
+
+With `edge_cases=True` (the served-template corpus, tests/templates/served) the rule also
+decides the edge cases that real served templates raise (see `Turn.case`):
+
+- `header`: the generation prompt adds nothing (the template ignores
+  `add_generation_prompt`): the assistant header the template writes before a sentinel
+  content is prompt; the turn trains from after it.
+- `think-opened`: the generation prompt opens a think block (or writes other text) that the
+  history rendering lacks, so A does not start with P_i: the turn trains as A writes it,
+  from where A leaves the text P_i writes after the previous message, through its stop token
+  (a call-only turn is found by its calls: the start does not depend on content).
+- `history`: as `think-opened`, but A closes the previous message differently than P_i does
+  (vLLM's Hermes template): the turn starts after the header A writes before a sentinel content.
+- `think-closed`: the generation prompt already closes the think block but the turn carries
+  reasoning: only what follows the closing tag in A (the answer, the calls) is trained.
+- `call-stop` / `model-stop`: the turn ends on the closer only tool calls get (`<|call|>`,
+  `<|tools_suffix|>`), or on a stop token of the model's `generation_config.json`
+  (`model_stops`) that the probe renders do not find.
+
+With `edge_cases`, a record with tools whose schemas the template never writes (no tool's
+description in A) must be rejected too.
+
+Stop tokens are the template's own plus `model_stops`. A template that raises without
+`tools` (Hermes `tool_use`) is probed with a schema (`StopTokens.needs_tools`).
 """
 
 from __future__ import annotations
@@ -66,12 +91,16 @@ def call_arguments(call: dict[str, Any]) -> dict[str, Any]:
     return json.loads(args) if isinstance(args, str) else args
 
 
-def as_template_messages(messages: Sequence[dict[str, Any]], *, string_arguments: bool) -> list[dict[str, Any]]:
+def as_template_messages(messages: Sequence[dict[str, Any]], *, string_arguments: bool,
+                         empty_content: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """OpenAI messages as chat templates read them: arguments as a dict (or a JSON string when
-    `string_arguments`; the data's own string is kept), reasoning under both names templates use."""
+    `string_arguments`; the data's own string is kept), reasoning under both names templates use,
+    a null content as "" when `empty_content` (templates that read `message.content` raise on null)."""
     out = []
     for m in messages:
         m = copy.deepcopy(dict(m))
+        if empty_content and m.get("content") is None:
+            m["content"] = ""
         for call in m.get("tool_calls") or ():
             args = call["function"]["arguments"]
             if string_arguments and not isinstance(args, str):
@@ -93,9 +122,10 @@ class Renderer:
     tools: list[dict[str, Any]] | None
     kwargs: dict[str, Any]
     string_arguments: bool = False
+    empty_content: bool = False
 
     def __call__(self, messages: Sequence[dict[str, Any]], *, generation: bool = False) -> str:
-        msgs = as_template_messages(messages, string_arguments=self.string_arguments)
+        msgs = as_template_messages(messages, string_arguments=self.string_arguments, empty_content=self.empty_content)
         try:
             return self.tokenizer.apply_chat_template(
                 msgs, tools=self.tools or None, tokenize=False, add_generation_prompt=generation, **self.kwargs
@@ -104,14 +134,17 @@ class Renderer:
             raise RenderFailed(f"{type(exc).__name__}: {exc}") from None
 
     def choose_arguments(self, messages: Sequence[dict[str, Any]]) -> str:
-        """Render the whole record, trying dict arguments then string ones; returns A."""
-        try:
-            return self(messages)
-        except RenderFailed:
-            if not any(m.get("tool_calls") for m in messages):
-                raise
-            self.string_arguments = True
-            return self(messages)
+        """Render the whole record, trying dict arguments then string ones (then both again with
+        a null content as ""); returns A."""
+        calls, null = any(m.get("tool_calls") for m in messages), any(m.get("content", "") is None for m in messages)
+        forms = [(sa, ec) for ec in (False, True) if null or not ec for sa in (False, True) if calls or not sa]
+        for k, (self.string_arguments, self.empty_content) in enumerate(forms):
+            try:
+                return self(messages)
+            except RenderFailed:
+                if k == len(forms) - 1:
+                    raise
+        raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------- stop tokens from probe renders
@@ -126,10 +159,12 @@ class StopTokens:
     call: str | None  # after a tool call (gpt-oss: <|call|>), None where the template renders none
     headers: frozenset[str]  # tags of the generation prompt (the assistant header)
     headers_before: dict[str, str] = field(default_factory=dict)  # no stop token: role -> text before its content
+    model: tuple[str, ...] = ()  # generation_config.json's eos_token_id set (and other stops the case names)
+    needs_tools: bool = False  # the template raises unless it gets tools (probed with PROBE_TOOL)
 
     @property
     def all(self) -> tuple[str, ...]:
-        return tuple(t for t in dict.fromkeys((self.final, self.middle, self.call)) if t)
+        return tuple(t for t in dict.fromkeys((self.final, self.middle, self.call, *self.model)) if t)
 
     def describe(self) -> str:
         if not self.final:
@@ -147,13 +182,24 @@ def _first_tag(text: str) -> str | None:
     return m.group(0) if m else None
 
 
-def stop_tokens(tokenizer: Any, kwargs: dict[str, Any]) -> StopTokens:
-    """Derive a template's stop tokens from renders of sentinel conversations."""
+def stop_tokens(tokenizer: Any, kwargs: dict[str, Any], model_stops: Sequence[str] = ()) -> StopTokens:
+    """Derive a template's stop tokens from renders of sentinel conversations; `model_stops`
+    (generation_config's eos set) are stop tokens too."""
     render = Renderer(tokenizer, None, kwargs)
     u1, a1, u2, a2 = "Qzu1", "Qza1", "Qzu2", "Qza2"
-    final = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1}])
+    try:
+        final = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1}])
+    except RenderFailed:  # Hermes tool_use iterates over `tools` unconditionally
+        render.tools = [PROBE_TOOL]
+        final = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1}])
     closer = final[final.rindex(a1) + len(a1) :]
-    t_final = (TAG.findall(closer) or [None])[-1]  # Cohere2 <|END_RESPONSE|><|END_OF_TURN_TOKEN|>: the last
+    # The assistant header's tags (after the tag that closes the user turn): a template that opens
+    # the next assistant turn after the last one (ToolACE) does not stop there.
+    header_tags = set(TAG.findall(final[final.index(u1) + len(u1) : final.rindex(a1)])[1:])
+    closing = TAG.findall(closer)
+    while len(closing) > 1 and closing[-1] in header_tags:
+        closing.pop()
+    t_final = (closing or [None])[-1]  # Cohere2 <|END_RESPONSE|><|END_OF_TURN_TOKEN|>: the last
     t_middle = None
     prompt = render([{"role": "user", "content": u1}], generation=True)
     plain = render([{"role": "user", "content": u1}])
@@ -168,7 +214,8 @@ def stop_tokens(tokenizer: Any, kwargs: dict[str, Any]) -> StopTokens:
     except (RenderFailed, ValueError):
         pass
     before = {} if t_final else _headers_after_assistant(render, (u1, a1))
-    return StopTokens(t_final, t_middle, _call_stop(tokenizer, kwargs, (t_final, t_middle), headers), headers, before)
+    call = _call_stop(tokenizer, kwargs, (t_final, t_middle), headers)
+    return StopTokens(t_final, t_middle, call, headers, before, tuple(model_stops), bool(render.tools))
 
 
 def _headers_after_assistant(render: Renderer, opening: tuple[str, str]) -> dict[str, str]:
@@ -225,6 +272,7 @@ class Turn:
     status: str  # "rule" | "nonprefix" | "undecided"
     span: tuple[int, int] | None = None  # characters of `Expectation.text` that must carry loss
     why: str = ""
+    case: tuple[str, ...] = ()  # edge cases met: header, think-opened, history, think-closed, call-stop, model-stop
 
 
 @dataclass
@@ -266,10 +314,18 @@ def _calls_written(message: dict[str, Any], text: str) -> bool:
 
 
 def expect(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-           kwargs: dict[str, Any] | None = None, stops: StopTokens | None = None) -> Expectation:  # fmt: skip
-    """Apply the rule to one OpenAI-format record (every assistant turn trained)."""
+           kwargs: dict[str, Any] | None = None, stops: StopTokens | None = None, model_stops: Sequence[str] = (),
+           edge_cases: bool = False) -> Expectation:  # fmt: skip
+    """Apply the rule to one OpenAI-format record (every assistant turn trained).
+
+    `edge_cases` decides the served templates' edge cases (module docstring); without it a
+    turn whose P_i is not a prefix of A gets the weak `nonprefix` check.
+    """
     kwargs = kwargs or {}
-    out = Expectation(stops=stops or stop_tokens(tokenizer, kwargs))
+    out = Expectation(stops=stops or stop_tokens(tokenizer, kwargs, model_stops))
+    if edge_cases and (hit := _special_text(tokenizer, messages)):
+        out.must_reject = f"the record's text holds the special token {hit!r}"
+        return out
     render = Renderer(tokenizer, tools, kwargs)
     try:
         A = render.choose_arguments(messages)
@@ -293,15 +349,29 @@ def expect(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[di
                 out.forbidden.append((at, at + len(p)))
                 cursor = at + len(p)
     for tool in tools or ():
-        desc = tool.get("function", tool).get("description", "")
+        desc = _description(tool)
         if desc and (at := A.find(desc)) >= 0:
             out.forbidden.append((at, at + len(desc)))
+    if edge_cases and tools and not any(_description(t) in A for t in tools if _description(t)):
+        out.must_reject = "the template does not write the tool schemas"
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
         out.must_reject = out.must_reject or _not_written(render, messages, i, A, starts)
-        out.turns.append(_turn(render, messages, i, A, starts, stops, out))
+        out.turns.append(_turn(render, messages, i, A, starts, stops, out, edge_cases=edge_cases))
     return out
+
+
+def _description(tool: dict[str, Any]) -> str:
+    return str(tool.get("function", tool).get("description", ""))
+
+
+def _special_text(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> str:
+    """A special added token of the tokenizer that a message's text holds, or ""."""
+    specials = [a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values() if a.special and a.content.strip()]
+    texts = [str(m.get(k) or "") for m in messages for k in ("content", "reasoning_content", "thinking")]
+    texts += [json.dumps(c["function"], ensure_ascii=False) for m in messages for c in m.get("tool_calls") or ()]
+    return next((t for t in specials for text in texts if t in text), "")
 
 
 def _not_written(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int]) -> str:
@@ -339,17 +409,23 @@ def _not_written(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A
 
 
 def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int],
-          stops: StopTokens, out: Expectation) -> Turn:  # fmt: skip
+          stops: StopTokens, out: Expectation, *, edge_cases: bool = False) -> Turn:  # fmt: skip
     last = i == len(messages) - 1
-    if last and not stops.final:  # no stop token in the template: the rule appends EOS
+    if last and not stops.final and not stops.model:  # no stop token in the template: the rule appends EOS
         out.text, out.eos_appended = A + render.tokenizer.eos_token, True
     try:
         P = render(messages[:i], generation=True)
     except RenderFailed as exc:
         return Turn(i, "undecided", why=f"the generation prompt does not render: {exc}")
-    if not A.startswith(P):
+    case: tuple[str, ...] = ()
+    if A.startswith(P):
+        s = len(P)
+        if edge_cases and (header := _header_if_prompt_adds_nothing(render, messages, i, P, A)):
+            s, case = s + len(header), ("header",)
+    elif edge_cases and (located := _diverged(render, P, messages, i, A, starts, stops)):
+        s, case = located
+    else:
         return Turn(i, "nonprefix", why="A does not start with P_i")
-    s = len(P)
     nxt = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] >= s), -1)
     end = len(A) if last or nxt < 0 else nxt
     region = A[s:end]
@@ -357,24 +433,28 @@ def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, 
     for piece in _owned(messages[i]):  # first occurrences: a tool's name comes back in its result's header
         if (at := region.find(piece)) >= 0:
             owned_end = max(owned_end, at + len(piece))
-    if stops.final:
+    if stops.final or stops.model:
         hits = [(at, t) for t in stops.all if (at := region.find(t, owned_end)) >= 0]
         if hits:
             at, tag = min(hits)
-            if last and (at := region.rfind(stops.final)) >= owned_end:  # Phi-3 closes the last turn with <|end|>\n<|endoftext|>
+            if last and stops.final and (at := region.rfind(stops.final)) >= owned_end:  # Phi-3 closes the last turn with <|end|>\n<|endoftext|>
                 tag = stops.final
-            return Turn(i, "rule", (s, s + at + len(tag)))
+            if stops.final and tag not in (stops.final, stops.middle):  # a closer only calls or the model stop on
+                case += ("call-stop",) if tag == stops.call else ("model-stop",)
+            return Turn(i, "rule", (s, s + at + len(tag)), case=case)
     if last:
         if stops.final:
-            return Turn(i, "undecided", why="no stop token after the last turn")
-        return Turn(i, "rule", (s, len(out.text)))
+            return Turn(i, "undecided", why="no stop token after the last turn", case=case)
+        if not out.eos_appended:
+            out.text, out.eos_appended = A + render.tokenizer.eos_token, True
+        return Turn(i, "rule", (s, len(out.text)), case=case)
     # No stop token before the next message (GLM everywhere; Gemma 4 writes a tool's response
     # inside the model turn): the next message's first header tag stops generation. It is where
     # A leaves the rendering that ends with this turn (R), or the header a no-stop template writes.
     try:
         R = render(messages[: i + 1])
     except RenderFailed as exc:
-        return Turn(i, "undecided", why=f"the turn alone does not render: {exc}")
+        return Turn(i, "undecided", why=f"the turn alone does not render: {exc}", case=case)
     cut = len(os.path.commonprefix([A, R]))
     inside = next((m for m in TAG.finditer(A, max(cut - 40, 0)) if m.start() < cut < m.end()), None)
     header = TAG.match(A, inside.start() if inside else cut) if cut < len(A) else None
@@ -385,8 +465,75 @@ def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, 
         if lead and A.startswith(lead, nxt - len(lead)):
             header = TAG.match(A, nxt - len(lead))
     if header is None or header.start() < s + owned_end or header.end() > end:
-        return Turn(i, "undecided", why="no stop token and no header tag right after the turn")
-    return Turn(i, "rule", (s, header.end()))
+        return Turn(i, "undecided", why="no stop token and no header tag right after the turn", case=case)
+    return Turn(i, "rule", (s, header.end()), case=case)
+
+
+def _tag_start(text: str, at: int) -> int:
+    """`at`, moved back to the start of a markup tag it falls inside of."""
+    inside = next((m for m in TAG.finditer(text, max(at - 40, 0)) if m.start() < at < m.end()), None)
+    return inside.start() if inside else at
+
+
+def _header_if_prompt_adds_nothing(render: Renderer, messages: Sequence[dict[str, Any]], i: int, P: str, A: str) -> str:
+    """The assistant header A writes for turn i when the generation prompt adds nothing, else "".
+
+    The header is what the template writes between the conversation so far and a sentinel
+    content (as far as A writes the same)."""
+    sentinel = "Qzheader"
+    try:
+        if render(messages[:i]) != P:
+            return ""
+        S = render([*messages[:i], {"role": "assistant", "content": sentinel}])
+    except RenderFailed:
+        return ""
+    if not S.startswith(P) or sentinel not in S[len(P) :]:
+        return ""
+    header = os.path.commonprefix([S[len(P) : S.index(sentinel, len(P))], A[len(P) :]])
+    return header[: _tag_start(A, len(P) + len(header)) - len(P)]
+
+
+def _diverged(render: Renderer, P: str, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int],
+              stops: StopTokens) -> tuple[int, tuple[str, ...]] | None:  # fmt: skip
+    """Where turn i starts in A when A does not start with P_i, and which edge case it is.
+
+    After the previous message's text, P_i writes the assistant header and whatever the
+    generation prompt adds (`<think>\n`); A writes the header and the turn. The turn starts
+    where they part (a tag they part inside belongs to the turn). Where they part before A's
+    assistant header (the template closes the previous message differently when it is the
+    last), the turn starts after the header A writes before a sentinel content. When the part
+    of P_i that A lacks closes the think block that A writes the turn's reasoning in, the
+    reasoning cannot follow that prompt: the turn starts after A's closing tag."""
+    prev = (messages[i - 1].get("content") or "").strip() if i else ""
+    if not prev or starts[i - 1] < 0 or prev not in P:
+        return None
+    lo_A, lo_P = starts[i - 1] + len(prev), P.rindex(prev) + len(prev)
+    tail = P[lo_P:]
+    s = _tag_start(A, lo_A + len(os.path.commonprefix([tail, A[lo_A:]])))
+    first_owned = min((at for piece in _owned(messages[i]) if (at := A.find(piece, lo_A)) >= 0), default=len(A))
+    header_at = max((m.start() for m in TAG.finditer(A, lo_A, first_owned) if m.group(0) in stops.headers), default=-1)
+    if s < header_at:
+        sentinel = "Qzheader"
+        try:
+            S = render([*messages[:i], {"role": "assistant", "content": sentinel}])
+        except RenderFailed:
+            return None
+        at = S.rfind(prev, 0, S.find(sentinel))
+        if at < 0:
+            return None
+        s = _tag_start(A, lo_A + len(os.path.commonprefix([S[at + len(prev) : S.find(sentinel)], A[lo_A:]])))
+        return s, ("history",)
+    rest = tail[s - lo_A :]
+    thought = reasoning(messages[i]).strip()
+    nxt = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] > s), len(A))
+    if thought and (r := A.find(thought, s, nxt)) >= 0:
+        after = r + len(thought)
+        for tag in TAG.findall(rest):
+            at = A.find(tag, after, nxt)
+            if at >= 0 and not A[after:at].strip():
+                s = at + len(tag)
+                return s + len(A[s:nxt]) - len(A[s:nxt].lstrip()), ("think-closed",)
+    return s, ("think-opened",)
 
 
 # ---------------------------------------------------------------- what ftdata trained, and the comparison

@@ -65,3 +65,17 @@ def make_char_tokenizer(*, bos: bool = True, chat_template: str | None = CHATML)
 def trained_text(tok, row) -> str:
     """The text of the trained tokens of a dataset row, decoded."""
     return tok.decode([i for i, label in zip(row["input_ids"], row["labels"]) if label != -100])
+
+
+def matrix_module():
+    """benchmarks/template_matrix.py as a module (loaded once; dataclasses look their module up)."""
+    import importlib.util
+    import sys
+
+    name = "template_matrix"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "template_matrix.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

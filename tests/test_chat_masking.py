@@ -11,15 +11,13 @@ a reason. Hypothesis drives it with unicode, whitespace and marker-like text.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections import Counter
 from contextlib import contextmanager
 
 import pytest
-from support import DATASETS, ROOT, TOKENIZER_NAMES, TOKENIZERS, tokenizer
+from support import DATASETS, ROOT, TOKENIZER_NAMES, TOKENIZERS, matrix_module, tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,14 +44,6 @@ EOT = {
 }
 BYTE_LEVEL = [None, "qwen2.5-instruct", "llama-3-8b-instruct", "llama-3.2-instruct", "mistral-nemo-instruct-2407", "deepseek-v3"]
 MARK = re.compile("\ue000(\\d+)\ue001")
-
-
-def _matrix_module():
-    spec = importlib.util.spec_from_file_location("template_matrix", ROOT / "benchmarks" / "template_matrix.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------- the oracle
@@ -324,7 +314,7 @@ def test_plain_text_is_never_rejected(name):
 
 # ---------------------------------------------------------------- every chat template shipped with TRL
 
-MATRIX = _matrix_module()
+MATRIX = matrix_module()
 try:
     TRL_NAMES = sorted(p.stem for p in MATRIX.template_dir().glob("*.jinja") if not p.stem.endswith("_training"))
 except ImportError:  # trl is an optional dependency (the `train` extra)
@@ -527,7 +517,7 @@ def test_marker_text_in_content_trains_as_text_or_is_rejected(name, trained):
     if not trained:
         assert out == (
             "contains '<|im_end|>', which the tokenizer reads as a control token, not as text; the tokens would not "
-            "say what the data says (remove or escape it)"
+            "say what the data says (remove or escape it, or special_tokens_in_data='text' to train it as plain text)"
         )
         return
     rendered, result = out

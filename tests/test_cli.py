@@ -126,7 +126,7 @@ def test_preview_shows_problems_and_truncation_per_record() -> None:
     assert result.exit_code == 0, result.output
     problem = "PROBLEM (format): assistant turn before any user turn; add the user message"
     assert f"── record 4 · {TOY_CHAT}:4 · {problem}" in result.stdout
-    too_long = "response too long: the response alone is 8002 tokens > max_length 512 (record dropped)"
+    too_long = "response too long: the response alone is 8001 tokens > max_length 512 (record dropped)"
     assert f"note: --truncation keep_response: {too_long}" in result.stdout
 
 

@@ -17,9 +17,7 @@ A record fails the test when ftdata
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import unicodedata
 from collections import Counter
 from contextlib import contextmanager
@@ -30,7 +28,7 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from support import ROOT, TOKENIZER_NAMES, TOKENIZERS, tokenizer
+from support import TOKENIZER_NAMES, TOKENIZERS, matrix_module, tokenizer
 
 from ftdata.errors import FtdataError, Location, UnusableRecord
 from ftdata.options import BuildOptions
@@ -39,17 +37,7 @@ from ftdata.pipeline import Stage
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 
 
-def _matrix_module():
-    name = "template_matrix"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "template_matrix.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-MATRIX = _matrix_module()
+MATRIX = matrix_module()
 
 # ---------------------------------------------------------------- which templates, which kwargs
 

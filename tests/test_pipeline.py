@@ -104,7 +104,7 @@ def test_truncation_rejects_and_cuts_are_reported(char_tok):
     data = [{"instruction": "q" * 5, "output": "a" * 100}, {"instruction": "q" * 100, "output": "a" * 5}]
     result = prepare(data, tokenizer=char_tok, template="question-answer", max_length=60)
     assert result.report.rejected == {"response_too_long": 1}
-    assert result.report.cut == {"prompt_trimmed": 1}
+    assert result.report.cut == {"prompt_shortened": 1}
     assert len(result.dataset) == 1 and len(result.dataset[0]["input_ids"]) == 60
 
 

@@ -73,9 +73,9 @@ def test_merge_is_associative(a: list[Reject], b: list[Reject], c: list[Reject])
 
 
 def test_a_report_round_trips_through_json_and_an_old_one_is_refused() -> None:
-    report = _report([Reject("a:1", RejectStage.TRUNCATE, RejectCode.PROMPT_TRIMMED, "prompt trimmed: ...", kept=True)], 1)
+    report = _report([Reject("a:1", RejectStage.TRUNCATE, RejectCode.PROMPT_SHORTENED, "prompt shortened: ...", kept=True)], 1)
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["cut"] == {"prompt_trimmed": 1} and data["sample_rejects"][0]["code"] == "prompt_trimmed"
+    assert data["cut"] == {"prompt_shortened": 1} and data["sample_rejects"][0]["code"] == "prompt_shortened"
     assert BuildReport.from_dict(data) == report
     with pytest.raises(FtdataError, match=r"written by an older ftdata \(reject category 'prompt trimmed'\); build it again"):
         BuildReport.from_dict({**data, "cut": {"prompt trimmed": 1}, "sample_rejects": []})

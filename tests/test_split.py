@@ -11,11 +11,14 @@ from hypothesis import strategies as st
 from ftdata import ConfigError, prepare
 
 
-def _records(n: int, long_every: int = 3) -> list[dict[str, str]]:
-    # Every `long_every`-th record is long enough for truncation="split" to cut it into pieces.
-    return [
-        {"instruction": f"q{i:03d}", "output": f"<{i:03d}>" * (20 if i % long_every == 0 else 1)} for i in range(n)
-    ]
+def _records(n: int, long_every: int = 3) -> list[dict]:
+    # Every `long_every`-th record is a chat of 4 exchanges, longer than max_length=48: truncation="split"
+    # makes 4 conversations of it (one exchange is 39 tokens with the char tokenizer).
+    def chat(i: int, exchanges: int) -> dict:
+        turns = ({"role": "user", "content": f"q{i:03d}"}, {"role": "assistant", "content": f"<{i:03d}>"})
+        return {"messages": [m for _ in range(exchanges) for m in turns]}
+
+    return [chat(i, 4 if i % long_every == 0 else 1) for i in range(n)]
 
 
 def _record_ids(char_tok, split) -> set[str]:
@@ -28,7 +31,7 @@ def _record_ids(char_tok, split) -> set[str]:
 
 
 def test_split_pieces_of_a_record_stay_in_one_split(char_tok):
-    result = prepare(_records(12), tokenizer=char_tok, template="alpaca", max_length=48, truncation="split", test_size=0.25)
+    result = prepare(_records(12), tokenizer=char_tok, template="question-answer", max_length=48, truncation="split", test_size=0.25)
     ds = result.dataset
     assert result.report.cut  # some records were really cut into pieces
     assert ds["train"].column_names == ["input_ids", "attention_mask", "labels"]  # the record column stays private
@@ -48,7 +51,7 @@ def test_test_size_counts_records_and_instances_stay_together(char_tok):
 
 def test_test_size_beyond_the_records_is_a_config_error(char_tok):
     with pytest.raises(ConfigError, match=r"test_size=3 of 3 records leaves 0 for training"):
-        prepare(_records(3), tokenizer=char_tok, template="alpaca", max_length=48, truncation="split", test_size=3)
+        prepare(_records(3), tokenizer=char_tok, template="question-answer", max_length=48, truncation="split", test_size=3)
 
 
 @settings(max_examples=25, deadline=None)
@@ -56,7 +59,7 @@ def test_test_size_beyond_the_records_is_a_config_error(char_tok):
 def test_splits_are_disjoint_and_cover_every_record(char_tok, n, long_every, fraction, packing):
     assume(math.ceil(fraction * n) < n)  # else a ConfigError, pinned above
     ds = prepare(
-        _records(n, long_every), tokenizer=char_tok, template="alpaca", max_length=48, truncation="split",
+        _records(n, long_every), tokenizer=char_tok, template="question-answer", max_length=48, truncation="split",
         test_size=fraction, packing=packing,
     ).dataset  # fmt: skip
     train, test = _record_ids(char_tok, ds["train"]), _record_ids(char_tok, ds["test"])

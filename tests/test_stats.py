@@ -18,10 +18,16 @@ from ftdata.types import Example, Message, Rendered, TruncationPolicy
 N = -100
 
 
-def measured(ids: list[int], labels: list[int], *, cuts: tuple[int, ...] = ()) -> Measured:
-    example = Example((Message("user", "q"), Message("assistant", "a")), Location("x.jsonl", line=1), format="messages")
-    row = Tokenized(ids, labels, cuts, 0, ())
-    return Measured(example, Rendered("", (), "prefix"), row, response=sum(x != N for x in labels))
+CONV = {"messages": [
+    {"role": "system", "content": "S"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+    {"role": "user", "content": "question two"}, {"role": "assistant", "content": "a2"},
+]}  # fmt: skip  (72 tokens with the char tokenizer, 3 trained per exchange)
+
+
+def summarized(tok, **options):
+    stage = Stage(tok, BuildOptions(**options))
+    ((_, measured),) = stage.measure([(Location("t", index=0), CONV)], responses=True)
+    return summarize(measured, stage=stage)
 
 
 def test_describe_uses_nearest_rank() -> None:
@@ -38,28 +44,24 @@ def test_histogram_has_round_bins_from_min_to_max() -> None:
     assert histogram(np.array([], dtype=np.int64)) == []
 
 
-def test_summarize_runs_every_truncation_policy_on_the_real_row() -> None:
-    # two exchanges of 5 tokens: 3 prompt + 2 trained each; the second starts at token 5
-    ids = list(range(10, 20))
-    labels = [N, N, N, 13, 14, N, N, N, 18, 19]
-    stats = summarize(measured(ids, labels, cuts=(5,)), max_length=6, policy=TruncationPolicy.KEEP_RESPONSE)
+def test_summarize_runs_every_truncation_policy_through_the_builds_truncation(char_tok) -> None:
+    stats = summarized(char_tok, max_length=60)
     outcomes = dict(zip([p.value for p in POLICIES], stats.outcomes))
     assert outcomes == {
-        "keep_response": (CUT, 2),  # the oldest exchange (2 trained tokens) dropped
-        "keep_start": (CUT, 2),  # tokens 0-5 kept: the second response is lost
-        "keep_end": (CUT, 1),  # tokens 4-9 kept: token 13 lost
-        "split": (CUT, 0),  # [0:6] and [6:10] both hold trained tokens
-        "drop": (DROPPED, 4),
+        "keep_response": (CUT, 3),  # the oldest exchange (3 trained tokens) dropped, the rest re-rendered
+        "keep_start": (CUT, 3),  # the first 60 tokens: the second response is lost
+        "keep_end": (CUT, 3),  # the same exchange dropped
+        "split": (CUT, 0),  # two conversations, each with the system prompt
+        "drop": (DROPPED, 6),
     }
-    assert (stats.total, stats.response, stats.trained) == (10, 4, 4)
-    assert (stats.kept, stats.kept_trained, stats.kept_first_trained) == ((5,), 2, 0)
+    assert (stats.total, stats.response, stats.trained) == (72, 6, 6)
+    assert (stats.kept, stats.kept_trained, stats.kept_first_trained) == ((47,), 3, 0)
 
 
-def test_summarize_fitting_row_and_error_policy() -> None:
-    row = measured([1, 2, 3], [N, 2, 3])
-    fits = summarize(row, max_length=3, policy=TruncationPolicy.ERROR)
-    assert fits.outcomes == ((FIT, 0),) * len(POLICIES) and fits.kept == (3,)
-    too_long = summarize(row, max_length=2, policy=TruncationPolicy.ERROR)
+def test_summarize_fitting_row_and_error_policy(char_tok) -> None:
+    fits = summarized(char_tok, max_length=72, truncation="error")
+    assert fits.outcomes == ((FIT, 0),) * len(POLICIES) and fits.kept == (72,)
+    too_long = summarized(char_tok, max_length=71, truncation="error")
     assert too_long.kept == ()  # a build with truncation=error would stop here
 
 

@@ -15,7 +15,7 @@ from ftdata.options import BuildOptions
 from ftdata.train.config import (
     Interval, Precision, Quantization, TrainConfig, changed_options, field_defaults, field_help,
 )  # fmt: skip
-from ftdata.types import MaskPolicy, SystemMode, TruncationPolicy
+from ftdata.types import MaskPolicy, PromptCut, SystemMode, TruncationPolicy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -130,6 +130,7 @@ SAMPLES = {
     "mask_reasoning": ("true", True),
     "chat_template_kwargs": ('{"enable_thinking": false}', {"enable_thinking": False}),
     "truncation": ("keep_end", TruncationPolicy.KEEP_END),
+    "prompt_cut": ("middle", PromptCut.MIDDLE),
     "padding": ("max_length", "max_length"),
     "padding_side": ("left", "left"),
     "on_error": ("skip", "skip"),
