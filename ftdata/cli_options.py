@@ -336,6 +336,7 @@ _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
     "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
     "text": ((str,), "a string"),
+    "tokens": ((list, str), "a list of token strings, e.g. ['<|eom_id|>']"),
 }
 
 
@@ -347,7 +348,7 @@ def check_type(origin: str | Path, key: str, value: Any) -> None:
     """
     if value is None:
         return
-    kind = _kind(key) if key in FIELDS else "text"
+    kind = "tokens" if key == "stop_tokens" else _kind(key) if key in FIELDS else "text"  # YAML takes a list
     types, wanted = _YAML_TYPES[kind]
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if ok and kind == "pairs":
