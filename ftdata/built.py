@@ -13,6 +13,8 @@ dataset without the report.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,26 @@ def _manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """datasets' progress bars off while a build is read (a load prints nothing), then as they were."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
 def _read(fmt: str, files: list[Path]) -> Any:
+    with _no_progress_bars():
+        return _read_files(fmt, files)
+
+
+def _read_files(fmt: str, files: list[Path]) -> Any:
     import datasets
 
     if fmt == "arrow":

@@ -9,8 +9,10 @@ matplotlib) are imported only by the commands that need them, so `ftdata preview
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,10 +26,16 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, resolve, with_build_options
+from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
 from ftdata import safeio, store
 from ftdata.errors import ConfigError, FtdataError
+from ftdata.terminal import dumps
 from ftdata.executors import Engine
+
+try:  # typer vendors click from 0.2x on; its exceptions are not click's
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - an older typer on the real click
+    from click.exceptions import ClickException, UsageError
 
 _FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _FILE_ERROR_EXIT = 3  # the same code as a ReaderError
@@ -48,20 +56,73 @@ def error_message(exc: BaseException) -> str:
     return str(exc)
 
 
+# Commands whose options are the BuildOptions flags: their messages say `--max-length 512`.
+# `train` takes data options as `--data-option max_length=512`, the library's own spelling.
+FLAG_SPELLED = frozenset({"preview", "stats", "build", "markers", "templates"})
+
+
+def _fail(message: str, code: int, *, command: str | None = None) -> typer.Exit:
+    """Print `error: <message>` (one line; option names as `command`'s flags) on stderr; the Exit to raise."""
+    from ftdata.cli_options import cli_spelling
+    from ftdata.terminal import escape_controls
+
+    text = cli_spelling(message) if command in FLAG_SPELLED else message
+    typer.echo(f"error: {escape_controls(text)}", err=True)
+    return typer.Exit(code)
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (`ftdata preview | head`): send what is left to /dev/null, so that
+    the flush at exit raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (a test runner's buffer)
+        pass
+
+
+def _plain_help(command: Any) -> None:
+    """Click's plain help (no boxes, no colour) for `command` and its subcommands."""
+    command.rich_markup_mode = None  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+
+
 class FtdataGroup(TyperGroup):
-    """Turns library errors into `error: <message>` and the error's exit code."""
+    """Turns library errors into `error: <message>` and the error's exit code; usage errors
+    too (exit 2); a closed stdout pipe ends the command quietly (exit 0); help is plain text
+    unless stdout is a terminal."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not sys.stdout.isatty():
+            _plain_help(self)
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ftdata`: the help, as click shows it
+                typer.echo(exc.format_message(), err=True)
+                raise SystemExit(exc.exit_code) from None
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            raise SystemExit(_fail(exc.format_message() + where, exc.exit_code).exit_code) from None
+        except ClickException as exc:
+            raise SystemExit(_fail(exc.format_message(), exc.exit_code).exit_code) from None
+        except typer.Abort:
+            raise SystemExit(_fail("aborted", 1).exit_code) from None
+        raise SystemExit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise typer.Exit(0) from None
         except Exception as exc:  # usage errors, typer.Exit and bugs have no code here: re-raised
             code = exit_code(exc)
             if code is None or ctx.params.get("debug") or os.environ.get("FTDATA_DEBUG"):
                 raise
-            from ftdata.terminal import escape_controls
-
-            typer.echo(f"error: {escape_controls(error_message(exc))}", err=True)
-            raise typer.Exit(code) from None
+            raise _fail(error_message(exc), code, command=ctx.invoked_subcommand) from None
 
 
 app = typer.Typer(
@@ -111,15 +172,19 @@ def _main(
 ) -> None:
     """Supervised fine-tuning data for LLMs: preview, measure and build token datasets with exact loss masks."""
     from ftdata.resources import go_offline
+    from ftdata.terminal import fit_output_encoding
 
     go_offline()  # before any command reads data: a mistyped path must never become a hub download
+    fit_output_encoding()  # cp1252 output (Windows, redirected): escapes and ASCII markers, never a traceback
 
 
 def console(no_color: bool = False, *, stderr: bool = False) -> Console:
-    """A console that never interprets data as markup; plain when not a terminal or --no-color."""
+    """A console that never interprets data as markup; plain (no ANSI codes at all, bold
+    included) when not a terminal, with --no-color, or with NO_COLOR set (no-color.org)."""
     from ftdata.terminal import SafeConsole
 
-    return SafeConsole(stderr=stderr, color_system=None if no_color else "auto", highlight=False, markup=False, emoji=False)
+    plain = no_color or bool(os.environ.get("NO_COLOR"))
+    return SafeConsole(stderr=stderr, color_system=None if plain else "auto", highlight=False, markup=False, emoji=False)
 
 
 def _stage(settings: Settings) -> Any:
@@ -182,13 +247,13 @@ def preview(
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
     opts = settings.options
-    records = view.select(read_records(settings.data, reader=opts.reader), filter=opts.filter, offset=offset, n=n)
+    records = view.select(read_records(settings.data, reader=opts.reader, delimiter=opts.delimiter, field=opts.field), filter=opts.filter, offset=offset, n=n)
     first = next(records, None)  # read errors surface before any output
     if first is None:
         filtered = ", after the filter" if opts.filter else ""
         raise FtdataError(f"{settings.data}: no records to show (offset {offset}{filtered})")
     stage = _stage(settings)
-    printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens)
+    printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
     view.run(stage, chain([first], records), printer=printer, source=settings.data, tokenizer=label, start=offset + 1)
 
@@ -229,9 +294,9 @@ def stats(
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
     out = console(no_color)
     if as_json:
-        out.file.write(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str) + "\n")
+        out.file.write(dumps(result.to_dict(), out, indent=2, default=str) + "\n")
     else:
-        stats_report.show(result, out)
+        stats_report.show(result, out, spell=cli_spelling)
     for path, write in ((plot, stats_report.write_plot), (html, stats_report.write_html)):
         if path is not None:
             write(result, path)
@@ -252,6 +317,7 @@ def build(
     output_format: Annotated[Optional[str], _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
     tokenizer: TokenizerOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build from scratch; cache nothing.")] = False,
+    as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
     allow_code: AllowCodeOpt = False,
@@ -294,13 +360,15 @@ def build(
         safeio.check_rejects_path(Path(opts.rejects_path), inputs)
     with store.StoreOut(str(out_value)) if remote else safeio.OutputDir(out, inputs=inputs) as target:
         tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
-        _build(settings, opts, tok, target=target, fmt=fmt, config=config, no_color=no_color)
+        report = _build(settings, opts, tok, target=target, fmt=fmt, config=config, no_color=no_color, as_json=as_json)
+    report.check_reject_ratio(opts.max_reject_ratio)  # after the summary: the rejects are written, to look at
 
 
 def _build(
-    settings: Settings, opts: Any, tok: Any, *, target: Any, fmt: str, config: Path | None, no_color: bool
-) -> None:
-    """Run the pipeline, write every output, print the summary."""
+    settings: Settings, opts: Any, tok: Any, *, target: Any, fmt: str, config: Path | None, no_color: bool, as_json: bool
+) -> Any:
+    """Run the pipeline, write every output, print the summary (or, `as_json`, build.json's
+    record and the paths written); return the report."""
     import datasets
 
     from ftdata import export
@@ -337,15 +405,19 @@ def _build(
     target.finish()
     show = console(no_color)
     seconds = time.perf_counter() - started
+    written = [*(f"{out}/{name}" for name in files), rejects, f"{out}/{export.MANIFEST}"]
+    if as_json:
+        show.file.write(dumps({**record, "seconds": round(seconds, 3), "written": [str(p) for p in written]}, show, indent=2, default=str) + "\n")
+        return report
     if report.cached:
         where = _home_relative(Path(opts.cache_dir) / fingerprint)
         show.print(f"cached: reused build {fingerprint} from {where} ({seconds:.1f} s)", soft_wrap=True)
     else:
         show.print(f"built {fingerprint} in {seconds:.1f} s", soft_wrap=True)
-    show.print(export.summary_table(report))
-    written = [*(f"{out}/{name}" for name in files), rejects, f"{out}/{export.MANIFEST}"]
+    show.print(export.summary_table(report, spell=cli_spelling))
     show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
     show.print(load_hint(out, fmt=fmt), soft_wrap=True)
+    return report
 
 
 def _home_relative(path: Path) -> str:
@@ -385,7 +457,7 @@ def markers(
     out = console(no_color)
     if as_json:
         record = {"tokenizer": tokenizer_label(tokenizer, tok), **found.to_dict()}
-        out.file.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+        out.file.write(dumps(record, out, indent=2) + "\n")
         return
     title = f"chat template of {tokenizer_label(tokenizer, tok)}"
     table = Table("property", "value", title=title, title_justify="left")
@@ -395,7 +467,7 @@ def markers(
     out.print(table)
     out.print(f"a trained turn: generation prompt {found.assistant_header!r}, then {describe_training(found)}", soft_wrap=True)
     for warning in found.warnings:
-        out.print(Text(f"warning: template {warning}", style="yellow"), soft_wrap=True)
+        out.print(Text(f"warning: template {cli_spelling(warning)}", style="yellow"), soft_wrap=True)
 
 
 EXAMPLE = {
@@ -407,11 +479,13 @@ EXAMPLE = {
 @app.command()
 def templates(no_color: NoColorOpt = False) -> None:
     """List the built-in prompt templates, each with a rendered example."""
-    from ftdata.preview import CLOSE, OPEN
+    from ftdata.preview import ASCII, UNICODE
     from ftdata.prompts import builtin_names, load_prompt_template
+    from ftdata.terminal import unicode_ok
 
     out = console(no_color)
     plain = out.color_system is None
+    OPEN, CLOSE = (UNICODE if unicode_ok(out) else ASCII).trained
     for name in builtin_names():
         template = load_prompt_template(name)
         out.rule(Text(f"{name}" + ("  (uses system)" if template.uses_system else "")), align="left")

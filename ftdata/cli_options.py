@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, fields
@@ -37,7 +38,7 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 
 # Options that change how records are read, rendered and masked: what preview shows.
 PREVIEW_FIELDS = (
-    "template", "format", "columns", "roles", "reader", "filter", "mask", "system_prompt",
+    "template", "format", "columns", "roles", "reader", "delimiter", "field", "filter", "mask", "system_prompt",
     "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data", "max_length",
     "truncation", "prompt_cut", "on_error",
 )  # fmt: skip
@@ -60,7 +61,8 @@ def flag_name(name: str) -> str:
 
 def _kind(name: str) -> str:
     """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
-    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "chat_template_kwargs": "json"}
+    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "chat_template_kwargs": "json",
+               "max_reject_ratio": "float"}
     if name in special:
         return special[name]
     default = FIELDS[name].default
@@ -98,17 +100,47 @@ class Flag:
     panel: str = PANEL
     short: str | None = None
     metavar: str | None = None
+    default: str = ""  # shown in --help as `[default: ...]` (the option itself defaults to "not given")
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The closed choices of BuildOptions field `name` (its Enum or Literal type), else ()."""
+    from enum import Enum
+
+    if name == "format":
+        from ftdata.formats import FORMAT_ALIASES, FORMATS
+
+        return (*FORMATS, *FORMAT_ALIASES)
+    hint = typing.get_type_hints(BuildOptions)[name]
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return tuple(str(m.value) for m in hint)
+    if typing.get_origin(hint) is typing.Literal:
+        return tuple(map(str, typing.get_args(hint)))
+    return ()
+
+
+def shown_default(name: str) -> str:
+    """A field's default as --help shows it ('' for "not set")."""
+    default = FIELDS[name].default
+    if default is None or default is MISSING:
+        return ""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(getattr(default, "value", default))
 
 
 def build_flag(name: str, *, panel: str = PANEL) -> Flag:
-    """The flag of `BuildOptions` field `name`."""
-    return Flag(name, _kind(name), _help(name), panel)
+    """The flag of `BuildOptions` field `name`: its help, its default, its choices as metavar."""
+    options = choices(name)
+    metavar = "[" + "|".join(options) + "]" if options else None
+    return Flag(name, _kind(name), _help(name), panel, metavar=metavar, default=shown_default(name))
 
 
 def _parameter(flag: Flag) -> inspect.Parameter:
     """A keyword-only Typer option for `flag`, defaulting to None ("not given")."""
     decls = [flag_name(flag.name), *([flag.short] if flag.short else [])]
-    common: dict[str, Any] = {"help": flag.help, "rich_help_panel": flag.panel, "show_default": False}
+    help_text = flag.help + (f"  [default: {flag.default}]" if flag.default else "")
+    common: dict[str, Any] = {"help": help_text, "rich_help_panel": flag.panel, "show_default": False}
     annotation: Any
     if flag.kind == "bool":
         option = typer.Option(f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:], **common)
@@ -290,10 +322,7 @@ def read_config(path: Path) -> dict[str, Any]:
             of the wrong type.
     """
     values = load_config_file(path)
-    valid = set(FIELDS) | set(EXTRA_KEYS)
-    unknown = sorted(str(k) for k in values if k not in valid)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    check_names(values, sorted({*FIELDS, *EXTRA_KEYS}), origin=str(path), what="key")
     for key, value in values.items():
         check_type(path, key, value)
     return values
@@ -303,9 +332,11 @@ _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "bool": ((bool,), "true or false (unquoted)"),
     "int": ((int,), "a whole number"),
     "number": ((int, float), "a count (200) or a fraction (0.1)"),
+    "float": ((int, float), "a number"),
     "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
     "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
     "text": ((str,), "a string"),
+    "tokens": ((list, str), "a list of token strings, e.g. ['<|eom_id|>']"),
 }
 
 
@@ -317,7 +348,7 @@ def check_type(origin: str | Path, key: str, value: Any) -> None:
     """
     if value is None:
         return
-    kind = _kind(key) if key in FIELDS else "text"
+    kind = "tokens" if key == "stop_tokens" else _kind(key) if key in FIELDS else "text"  # YAML takes a list
     types, wanted = _YAML_TYPES[kind]
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if ok and kind == "pairs":
@@ -397,3 +428,45 @@ def options_markdown() -> str:
     for key, help_text in EXTRA_KEYS.items():
         lines.append(f"| | `{key}` | | {help_text} |")
     return "\n".join(lines) + "\n"
+
+
+def _spells_a_value(name: str, value: str) -> bool:
+    """True when `value` is one the option takes (so `name=value` is a setting, not prose)."""
+    if value == "None" or choices(name):
+        return value == "None" or value in choices(name)
+    try:
+        parse_value(name, value)
+    except ConfigError:
+        return False
+    return True
+
+
+_ASSIGNMENT = re.compile(r"(?<![\w.'\"-])([a-z_]+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;)]+)")
+_SUBJECT = re.compile(r"^([a-z_]+)(?= must )")
+
+
+def cli_spelling(text: str) -> str:
+    """A library message in command-line spelling: `system_mode='fold'` -> `--system-mode fold`,
+    `template=None` -> `no --template`, `max_length must be` -> `--max-length must be`.
+
+    The library speaks Python (its options are keyword arguments); the CLI translates its
+    messages once, where it prints them. Only `BuildOptions` names are translated.
+    """
+
+    def assignment(match: re.Match[str]) -> str:
+        name, value = match.groups()
+        quoted = value[0] in "'\"" and value[-1] == value[0] and len(value) > 1
+        tail = "" if quoted else value[len(value.rstrip(":.")):]
+        value = value if quoted else value.rstrip(":.")
+        if name not in FIELDS or not value or not (quoted or _spells_a_value(name, value)):
+            return match.group(0)  # `padding=4 rows` is prose, not the option's value
+        if value == "None":
+            return f"no {flag_name(name)}{tail}"
+        if value in ("True", "False") and _kind(name) == "bool":
+            return (flag_name(name) if value == "True" else f"--no-{flag_name(name)[2:]}") + tail
+        if quoted and re.fullmatch(r"[\w.:/@+-]+", value[1:-1]):
+            value = value[1:-1]
+        return f"{flag_name(name)} {value}{tail}"
+
+    text = _ASSIGNMENT.sub(assignment, text)
+    return _SUBJECT.sub(lambda m: flag_name(m.group(1)) if m.group(1) in FIELDS else m.group(1), text)

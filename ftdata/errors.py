@@ -73,3 +73,9 @@ class ConfigError(FtdataError):
     """An option has a bad value or conflicts with another option."""
 
     exit_code = 2
+
+
+class TooManyRejects(FtdataError):
+    """A build rejected a larger share of its records than `max_reject_ratio` allows."""
+
+    exit_code = 4

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +35,7 @@ OUTPUT_FORMATS = ("arrow", "parquet", "jsonl")
 MANIFEST = "build.json"
 _SPLITS = ("train", "test")
 _VERSIONED = ("ftdata", "transformers", "tokenizers", "datasets")
+NOTES_SHOWN = 5  # the most common notes in the summary; build.json counts them all
 
 
 def check_output_format(value: str) -> str:
@@ -150,8 +151,9 @@ def _counter_cell(counter: dict[str, int]) -> str:
     return "\n".join(f"{n:,} {kind}" for kind, n in sorted(counter.items(), key=lambda kv: -kv[1])) or "0"
 
 
-def summary_table(report: BuildReport) -> Table:
-    """What the build did, one row per fact."""
+def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> Table:
+    """What the build did, one row per fact; the notes records got, each once with its count
+    (`spell`: the CLI's spelling of option names in them)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     share = report.trained_tokens / report.tokens if report.tokens else 0.0
     table.add_column(style="bold")
@@ -162,6 +164,7 @@ def summary_table(report: BuildReport) -> Table:
         ("sequences out", f"{report.sequences:,}"),
         ("rows", f"{report.rows:,}" + (" (packed)" if report.packing else "")),
         ("rejected", _counter_cell(dict(report.rejected))),
+        ("reject ratio", f"{report.reject_ratio:.1%}"),
         ("cut (kept)", _counter_cell(dict(report.cut))),
         ("filtered out", f"{report.filtered:,}"),
         ("tokens", f"{report.tokens:,}"),
@@ -170,6 +173,8 @@ def summary_table(report: BuildReport) -> Table:
     for split, stats in (report.packing or {}).items():
         rows.append((f"fill ({split})", f"{stats['fill_ratio']:.1%} ({stats['sequences_per_row']:.2f} sequences/row)"))
     rows.append(("splits", ", ".join(f"{name} {n:,}" for name, n in report.splits.items())))
+    for note, n in report.notes.most_common(NOTES_SHOWN):
+        rows.append(("note", f"{spell(note)} ({n:,} {'example' if n == 1 else 'examples'})"))
     for label, value in rows:
         table.add_row(label, value)
     return table

@@ -24,6 +24,7 @@ A column map renames source fields to canonical ones: ``{"output": "std_answer"}
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -34,6 +35,23 @@ from ftdata.outcomes import RejectCode
 from ftdata.types import ROLES, Example, Message
 
 FORMATS = ("instruction", "messages", "sharegpt", "chat")
+# What other tools call the same shapes (LLaMA-Factory and axolotl's `alpaca`, OpenAI's chat format).
+FORMAT_ALIASES = {"alpaca": "instruction", "openai": "messages"}
+
+
+def format_name(value: Any) -> str | None:
+    """`format` as given -> one of FORMATS (an alias mapped), or None for "detect".
+
+    Raises:
+        ConfigError: an unknown name, listing the valid ones.
+    """
+    if value is None:
+        return None
+    name = FORMAT_ALIASES.get(value, value) if isinstance(value, str) else value
+    if name not in FORMATS:
+        known = ", ".join((*FORMATS, *FORMAT_ALIASES))
+        raise ConfigError(f"format must be one of {known}, got format={value!r}")
+    return name
 
 # Canonical instruction field -> accepted source names, in priority order.
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -132,6 +150,8 @@ def detect(row: Any, columns: Columns) -> str:
         return "chat"
     if not isinstance(row, Mapping):
         return "unknown"
+    if _conversational_pair(row, columns):
+        return "messages"
     for key in ("messages", "conversations", "conversation"):
         if key in row or columns.explicit.get("messages") == key:
             value = row.get(columns.explicit.get("messages", key))
@@ -139,6 +159,42 @@ def detect(row: Any, columns: Columns) -> str:
                 return "sharegpt"
             return "messages"
     return "instruction"
+
+
+# A prompt template's own header at the start of a line: data that is already formatted.
+_TEMPLATE_HEADER = re.compile(r"^[ \t]*(### ?(?:Instruction|Question|Input|Response|Answer)):", re.M)
+
+
+def preformatted(example: Example) -> Example:
+    """`example`, with a note when a user turn already holds a prompt template's header
+    (`### Question:`): the template wraps it again, and the model learns the doubled format."""
+    for message in example.messages:
+        if message.role == "user" and (found := _TEMPLATE_HEADER.search(message.content)):
+            note = (
+                f"the prompt already holds a prompt template's {found.group(1) + ':'!r} header and the template wraps "
+                "it again (the model learns both formats); strip the headers from the data if it is pre-formatted"
+            )
+            return replace(example, notes=(*example.notes, note))
+    return example
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, Mapping) and "role" in m for m in value)
+
+
+def _conversational_pair(row: Mapping[str, Any], columns: Columns) -> bool:
+    """TRL's conversational prompt-completion row: `{"prompt": [messages], "completion": [messages]}`."""
+    if columns.explicit.get("messages"):
+        return False
+    return _is_messages(row.get("prompt")) and _is_messages(row.get("completion"))
+
+
+def _pair_messages(row: Mapping[str, Any]) -> list[Any]:
+    """The prompt's messages then the completion's, as one conversation. As in TRL, only the
+    completion is trained: an assistant turn in the prompt is context (train=false) unless it
+    says otherwise."""
+    prompt = [m if m.get("role") != "assistant" or "train" in m else {**m, "train": False} for m in row["prompt"]]
+    return [*prompt, *row["completion"]]
 
 
 def _role(raw: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> str:
@@ -155,10 +211,22 @@ def _role(raw: Any, *, location: Location, field: str, roles: Mapping[str, str])
     return role
 
 
-def _train_flag(msg: Mapping[str, Any]) -> bool | None:
+def _train_flag(msg: Mapping[str, Any], *, location: Location, field: str) -> bool | None:
+    """A message's own train flag: `train` (true/false), or a LLaMA-Factory `loss_weight` /
+    `weight` of exactly 0 or 1. A fractional weight is an error: a label is a token id or -100,
+    so a turn is trained fully or not at all, and reading 0.5 as "trained" would be silent."""
     for key in ("train", "loss_weight", "weight"):
-        if key in msg and msg[key] is not None:
-            return bool(msg[key])
+        value = msg.get(key)
+        if value is None:
+            continue
+        if key != "train" and not isinstance(value, bool):
+            if not isinstance(value, (int, float)) or value not in (0, 1):
+                raise RecordError(
+                    f"is {value!r}; ftdata trains a turn fully (1) or not at all (0): labels are token ids or -100, "
+                    "with no per-token weight; use 0 or 1, or train=true/false",
+                    location=location, field=f"{field}.{key}",
+                )  # fmt: skip
+        return bool(value)
     return None
 
 
@@ -191,7 +259,7 @@ def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str,
             out.append(replace(out.pop(), tool_calls=calls))
             notes.append("a function_call turn joined the assistant text before it")
         else:
-            out.append(Message("assistant", "", _train_flag(msg), tool_calls=calls))
+            out.append(Message("assistant", "", _train_flag(msg, location=location, field=where), tool_calls=calls))
     return tools.name_tool_results(out), notes
 
 
@@ -214,7 +282,7 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     return Message(
         role,  # type: ignore[arg-type]
         _text(content, location=location, field=f"{where}.{content_key}"),
-        _train_flag(msg),
+        _train_flag(msg, location=location, field=where),
         tool_calls=calls,
         reasoning=tools.reasoning(msg, location=location, field=where),
         name=name,
@@ -262,6 +330,14 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
 
 def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
     instr_col, instruction = columns.find(row, "instruction", location=location)
+    if instr_col is None and "text" in row and columns.find(row, "output", location=location)[0] is None:
+        raise RecordError(
+            "plain text is not instruction data: a 'text'-only record (TRL's language-modelling format) has no "
+            "prompt/response split, so nothing says which tokens to train; ftdata builds prompt -> response data. "
+            "Give each record instruction/output (or messages) columns, map yours with --columns "
+            "instruction=COLUMN,output=COLUMN, or train on the raw text with TRL's SFTTrainer (dataset_text_field='text')",
+            location=location, field="text",
+        )  # fmt: skip
     if instr_col is None:
         raise RecordError(
             f"no instruction field (looked for {', '.join(FIELD_ALIASES['instruction'])}); columns are "
@@ -324,6 +400,12 @@ def to_examples(
     """
     if isinstance(row, RecordError):  # a reader could not read this row faithfully (see readers.py)
         raise row
+    return tuple(map(preformatted, _to_examples(row, location, format=format, columns=columns, roles=roles)))
+
+
+def _to_examples(
+    row: Any, location: Location, *, format: str | None, columns: Columns | None, roles: Mapping[str, str] | None
+) -> tuple[Example, ...]:
     columns = columns or Columns()
     roles = {k.lower(): v for k, v in (roles or {}).items()}
     name = format or detect(row, columns)
@@ -335,6 +417,8 @@ def to_examples(
         if not isinstance(row, Mapping):
             raise RecordError(f"expected an object, got {type(row).__name__}", location=location)
         col, items = columns.find(row, "messages", location=location)
+        if col is None and _conversational_pair(row, columns):
+            col, items = "prompt+completion", _pair_messages(row)
         if col is None:
             raise RecordError(f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages")
         msgs, notes = _messages(items, location=location, field=col, roles=roles)

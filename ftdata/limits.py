@@ -368,6 +368,14 @@ def render(compiled: Any, variables: dict[str, Any], *, what: object) -> str:
 # --- YAML --------------------------------------------------------------------------------------
 
 
+def _yaml_error(source: str, exc: Exception) -> ConfigError:
+    """`config.yaml:3:10: invalid YAML: mapping values are not allowed here` (line and column of the problem)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    what = " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc).splitlines()[0]
+    return ConfigError(f"{where}: invalid YAML: {what}")
+
+
 def load_yaml(text: str, *, source: str) -> Any:
     """`yaml.safe_load` with a size limit and a limit on values after alias expansion.
 
@@ -389,7 +397,7 @@ def load_yaml(text: str, *, source: str) -> Any:
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise _yaml_error(source, exc) from None
     if node is None:
         return None
     sizes: dict[int, int] = {}
@@ -418,6 +426,6 @@ def load_yaml(text: str, *, source: str) -> Any:
     try:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise _yaml_error(source, exc) from None
     finally:
         loader.dispose()

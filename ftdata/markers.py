@@ -295,7 +295,7 @@ def detect_role_markers(
         warnings.append(f"writes no end-of-turn marker: {middle}, and EOS {eos_appended!r} is appended (trained) after the last turn")
     if default_system.strip():
         warnings.append(f"injects a default system prompt when none is given: {default_system.strip()[:80]!r}")
-    if date_line:
+    if date_line and not any(isinstance(v, str) and date_line in v for v in (kwargs or {}).values()):  # date_string pins it
         warnings.append(f"injects a date ({date_line}): renders change from day to day")
     if after_prompt.strip():
         fix = f"; chat_template_kwargs {thinking_kwarg} moves it into the prompt" if thinking_kwarg else ""

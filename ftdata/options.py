@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from ftdata.errors import ConfigError
 from ftdata.executors import Engine
-from ftdata.formats import FORMATS
+from ftdata.delimited import check_delimiter
+from ftdata.formats import FORMAT_ALIASES, FORMATS, format_name
 from ftdata.types import MaskPolicy, PromptCut, SystemMode, TruncationPolicy
 
 
@@ -32,15 +33,20 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 class BuildOptions:
     """Options of `build_sft_dataset`; see docs/cli.md for the CLI spelling of each."""
 
-    template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca)")
+    template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the tokenizer's own chat template, which must be ChatML")
     max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
     packing: bool = _opt(False, "pack sequences into max_length rows (best-fit decreasing)")
     test_size: float | int | None = _opt(None, "held-out split of whole records (a cut record never straddles it): a fraction (0.1) or a record count (200)")
     seed: int = _opt(42, "seed for shuffling, splitting and packing")
-    format: str | None = _opt(None, f"record format, detected per record when None: {', '.join(FORMATS)}")
+    format: str | None = _opt(
+        None, f"record format, detected per record when None: {', '.join(FORMATS)} "
+        f"(also {', '.join(f'{k} = {v}' for k, v in FORMAT_ALIASES.items())})"
+    )
     columns: dict[str, str] | None = _opt(None, "column map {canonical: source}, e.g. {'output': 'std_answer'}")
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
     reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
+    delimiter: str | None = _opt(None, "CSV field separator: ',', ';', '|' or a tab ('\\t' or 'tab'); None = sniffed from the header line (a tab for .tsv)")
+    field: str | None = _opt(None, "JSON only: the key of the top-level object that holds the records, e.g. 'data' for {\"data\": [...]}")
     filter: str | Callable[[Any], bool] | None = _opt(None, "keep rows where this Jinja expression is true, e.g. 'not input'")
     shuffle: bool = _opt(False, "shuffle records (with seed) before splitting")
     limit: int | None = _opt(None, "read at most this many records")
@@ -76,6 +82,9 @@ class BuildOptions:
     batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
     rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
     cache_dir: str | None = _opt(None, "reuse a build with the same inputs and options from this folder")
+    max_reject_ratio: float | None = _opt(
+        None, "fail (exit 4) when more than this fraction of the records read is rejected, e.g. 0.05; None = never"
+    )
 
     def __post_init__(self) -> None:
         self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
@@ -89,8 +98,15 @@ class BuildOptions:
             or (isinstance(self.test_size, int) and self.test_size > 0)
         ):
             raise ConfigError(f"test_size must be a fraction in (0, 1) or a positive count, got test_size={self.test_size!r}")
-        if self.format is not None and self.format not in FORMATS:
-            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got format={self.format!r}")
+        self.format = format_name(self.format)
+        self.delimiter = check_delimiter(self.delimiter)
+        if self.field is not None and (not isinstance(self.field, str) or not self.field):
+            raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
+        if self.max_reject_ratio is not None and (
+            isinstance(self.max_reject_ratio, bool) or not isinstance(self.max_reject_ratio, (int, float))
+            or not 0 <= self.max_reject_ratio <= 1
+        ):
+            raise ConfigError(f"max_reject_ratio must be a fraction in [0, 1], got max_reject_ratio={self.max_reject_ratio!r}")
         for name, allowed in (
             ("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip")),
             ("special_tokens_in_data", ("reject", "text")),
@@ -143,7 +159,7 @@ class BuildOptions:
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """Options that change the output (for the cache key)."""
-        skip = {"engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache_dir"}
+        skip = {"engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache_dir", "max_reject_ratio"}
         out = {}
         for f in fields(self):
             if f.name not in skip:

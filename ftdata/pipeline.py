@@ -84,7 +84,7 @@ def read_batches(source: Any, options: BuildOptions) -> Iterator[Batch]:
     """
     keep = compile_filter(options.filter)
     batch = Batch()
-    for location, row in islice(read_records(source, reader=options.reader), options.limit):
+    for location, row in islice(read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field), options.limit):
         batch.read += 1
         if keep is not None and not keep(row, location):
             batch.filtered.append(Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false"))
@@ -254,4 +254,5 @@ def build_sft_dataset(
     if report.rejected or report.cut:
         where = f"; see {report.rejects_path}" if report.rejects_path else "; pass rejects_path=... to list them"
         warnings.warn(f"ftdata: {report.summary()}{where}", stacklevel=2)
+    report.check_reject_ratio(options.get("max_reject_ratio"))
     return result.dataset

@@ -19,7 +19,8 @@ Only the requested records are read and tokenized: the reader is a stream, cut b
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
@@ -31,10 +32,11 @@ from rich.text import Text
 from ftdata.engine import Measured, Stage
 from ftdata.errors import FtdataError, Location
 from ftdata.formats import compile_filter
-from ftdata.markers import RoleMarkers, common_token_prefix
+from ftdata.markers import RoleMarkers
 from ftdata.render import apply_system
 from ftdata.turns import THINK_BOILERPLATE
 from ftdata.report import Reject
+from ftdata.terminal import dumps, escape_controls, unicode_ok
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
 
 STYLES = {
@@ -44,10 +46,26 @@ STYLES = {
     (False, True): "italic cyan",
 }
 LEGEND = (("trained", (True, False)), ("masked", (False, False)), ("template text", (False, True)))
-OPEN, CLOSE = "⟦", "⟧"
 # Tool text: schemas the template writes for `tools`, tool results, tool calls (name + arguments).
-KINDS = {"tools": ("tool schemas", "italic magenta", "⟪", "⟫"), "result": ("tool results", "magenta", "⟨", "⟩"),
-         "call": ("tool calls", "bold underline", "⦃", "⦄")}  # fmt: skip
+KINDS = {"tools": ("tool schemas", "italic magenta"), "result": ("tool results", "magenta"), "call": ("tool calls", "bold underline")}
+
+
+@dataclass(frozen=True)
+class Glyphs:
+    """The characters plain output marks text with: trained text, each tool kind, the record
+    rule, and a space and an empty token in the --tokens table."""
+
+    trained: tuple[str, str]
+    kinds: dict[str, tuple[str, str]]
+    rule: str
+    space: str
+    empty: str
+
+
+UNICODE = Glyphs(("⟦", "⟧"), {"tools": ("⟪", "⟫"), "result": ("⟨", "⟩"), "call": ("⦃", "⦄")}, "──", "␣", "∅")
+# For output that cannot hold them (cp1252 when redirected on Windows).
+ASCII = Glyphs(("[[", "]]"), {"tools": ("{{", "}}"), "result": ("<<", ">>"), "call": ("((", "))")}, "--", "~", "(empty)")
+OPEN, CLOSE = UNICODE.trained
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +159,7 @@ def content_mask(text: str, pieces: Iterable[tuple[str, str]]) -> list[str]:
     mask = [""] * len(text)
     cursor = 0
     for piece, kind in pieces:
-        for part in _parts(text, piece.strip(), cursor):
+        for part in _parts(text, piece.strip(), cursor, encoded=kind == "result"):
             at = text.find(part, cursor)
             if at < 0:
                 continue
@@ -165,21 +183,63 @@ def schema_region(example: Example, stage: Stage) -> tuple[int, int]:
         without = renderer.chat(msgs, kwargs=kwargs)
     except FtdataError:
         return 0, 0
-    # Whole tokens from the left: a character prefix would end inside `<|system|>` vs `<|user|>`.
-    start = common_token_prefix(with_tools, without, stage.tokenizer)
+    # Characters, not tokens: Qwen's `.\n\n` is one token, and the schema starts after its `.`.
+    # An edge inside a control token (`<|system|>` vs `<|user|>` share `<|`) moves out to its edge.
+    added = _added_tokens(stage.tokenizer)
+    start = len(os.path.commonprefix([with_tools, without]))
+    for token in added:
+        start = _outside(with_tools, token, start, to_end=False)
     tail = 0
     while tail < len(without) - start and with_tools[-1 - tail] == without[-1 - tail]:
         tail += 1
     end = len(with_tools) - tail
+    for token in added:
+        end = _outside(with_tools, token, end, to_end=True)
     return (start, end) if end > start else (0, 0)
 
 
-def _parts(text: str, piece: str, cursor: int) -> list[str]:
+def _added_tokens(tokenizer: Any) -> list[str]:
+    return [t.content for t in tokenizer.backend_tokenizer.get_added_tokens_decoder().values() if len(t.content) > 1]
+
+
+def _outside(text: str, token: str, at: int, *, to_end: bool) -> int:
+    """`at`, or the start (end, `to_end`) of an occurrence of `token` in `text` that `at` falls inside."""
+    found = text.find(token, max(0, at - len(token) + 1))
+    if found != -1 and found < at < found + len(token):
+        return found + len(token) if to_end else found
+    return at
+
+
+RESULTS_ENCODED = (
+    "the chat template JSON-encodes tool results again: a result is written as a quoted string with its quotes "
+    "and newlines escaped (\"{\\\"key\\\": ...}\"), and the model sees (and learns to read) it that way"
+)
+
+
+def _json_string(piece: str) -> str | None:
+    """`piece` as the JSON string a template's `tojson` writes (None when that is `piece` itself)."""
+    quoted = json.dumps(piece, ensure_ascii=False)
+    return quoted if quoted != piece else None
+
+
+def _parts(text: str, piece: str, cursor: int, *, encoded: bool = False) -> list[str]:
     if not piece:
         return []
     if text.find(piece, cursor) >= 0:
         return [piece]
+    if encoded and (quoted := _json_string(piece)) and text.find(quoted, cursor) >= 0:
+        return [quoted]
     return [line.strip() for line in piece.splitlines() if line.strip()]
+
+
+def results_encoded(text: str, pieces: Iterable[tuple[str, str]]) -> bool:
+    """True when a tool result is in `text` only JSON-encoded again (Llama 3.x's `tojson` of a string result)."""
+    for piece, kind in pieces:
+        if kind == "result" and piece.strip() and piece.strip() not in text:
+            quoted = _json_string(piece.strip())
+            if quoted and quoted in text:
+                return True
+    return False
 
 
 def segments_of(
@@ -205,12 +265,10 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     row, rendered = measured.tokenized, measured.rendered
     offsets = list(row.offsets)  # of the tokens after the BOS ftdata adds, as the masker tokenized them
     labels = row.labels[row.prefix :]
-    content = content_mask(rendered.text, record_pieces(measured.example, stage))
+    pieces = record_pieces(measured.example, stage)
+    content = content_mask(rendered.text, pieces)
     start, end = schema_region(measured.example, stage)
-    if end > start:  # whole tokens: a region edge may fall inside `<|system|>`
-        start = min((a for a, b in offsets if b > start), default=start)
-        end = max((b for a, b in offsets if a < end), default=end)
-        content[start:end] = ["tools"] * (end - start)
+    content[start:end] = ["tools"] * (end - start)
     prefix_text = [stage.tokenizer.convert_ids_to_tokens(i) for i in row.input_ids[: row.prefix]]
     segments = [Segment(t, False, True) for t in prefix_text]
     segments += segments_of(rendered.text, offsets=offsets, labels=labels, content=content)
@@ -222,7 +280,8 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     return RecordView(
         location=measured.location, format=measured.example.format, method=rendered.method,
         total=measured.total, prompt=measured.prompt, response=measured.response, trained=measured.trained,
-        segments=segments, tokens=tokens, notes=list(row.notes), truncation=_truncation(stage, measured),
+        segments=segments, tokens=tokens, truncation=_truncation(stage, measured),
+        notes=[*row.notes, *([RESULTS_ENCODED] if results_encoded(rendered.text, pieces) else [])],
     )  # fmt: skip
 
 
@@ -270,18 +329,26 @@ def views(stage: Stage, records: Iterable[tuple[Location, Any]]) -> Iterator[Rec
 # --- printing ----------------------------------------------------------------------------------
 
 
-def _visible(token: str) -> str:
-    return token.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "␣") or "∅"
+def _visible(token: str, glyphs: Glyphs) -> str:
+    return escape_controls(token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace(" ", glyphs.space)) or glyphs.empty
+
+
+def faithful(text: str) -> str:
+    """Record text as it is trained, shown: a `\\r` (CSV's `\\r\\n`) and other control characters
+    as visible escapes (Rich would drop them), newlines and tabs as they are."""
+    return escape_controls(text.replace("\r", "\\r"))
 
 
 class Printer:
     """Prints the header and records as rich text, plain text or JSON lines."""
 
-    def __init__(self, console: Console, *, as_json: bool, show_tokens: bool):
+    def __init__(self, console: Console, *, as_json: bool, show_tokens: bool, spell: Callable[[str], str] = str):
         self.console = console
         self.as_json = as_json
         self.show_tokens = show_tokens
         self.plain = console.color_system is None or console.no_color
+        self.glyphs = UNICODE if unicode_ok(console) else ASCII
+        self.spell = spell  # the CLI's spelling of option names in notes (`--system-mode fold`)
         self.said: set[str] = set()
 
     def _line(self, text: str | Text) -> None:
@@ -289,7 +356,7 @@ class Printer:
         self.console.print(Text(text) if isinstance(text, str) else text, soft_wrap=True, highlight=False)
 
     def _json(self, obj: dict[str, Any]) -> None:
-        self.console.file.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.console.file.write(dumps(obj, self.console) + "\n")
         self.console.file.flush()
 
     def header(self, source: str, stage: Stage, *, tokenizer: str) -> None:
@@ -314,16 +381,17 @@ class Printer:
             )
             print_(f"trains     {describe_training(markers)}")
         for warning in warnings:
-            print_(Text(f"warning    template {warning}", style="yellow"))
-        kinds = KINDS.values() if markers and (markers.renders_tools or markers.tool_arguments) else ()
+            print_(Text(f"warning    template {self.spell(warning)}", style="yellow"))
+        kinds = KINDS if markers and (markers.renders_tools or markers.tool_arguments) else {}
         if self.plain:
-            tools = "".join(f", {o}{label}{c}" for label, _, o, c in kinds)
-            print_(f"legend     {OPEN}trained{CLOSE} (labels = token ids); all other text is masked (-100){tools}")
+            tools = "".join(f", {self.glyphs.kinds[k][0]}{label}{self.glyphs.kinds[k][1]}" for k, (label, _) in kinds.items())
+            o, c = self.glyphs.trained
+            print_(f"legend     {o}trained{c} (labels = token ids); all other text is masked (-100){tools}")
         else:
             legend = Text("legend     ")
             for label, key in LEGEND:
                 legend.append(label, style=STYLES[key]).append("  ")
-            for label, style, _, _ in kinds:
+            for label, style in kinds.values():
                 legend.append(label, style=style).append("  ")
             print_(legend)
 
@@ -335,16 +403,17 @@ class Printer:
             f"{view.total} tokens = {view.prompt} prompt + {view.response} response; {view.trained} trained"
         )
         self._line("")
-        self._line(Text(f"── record {number} · {view.location} · {view.format} · {counts}", style="bold"))
+        rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
+        self._line(Text(f"{rule} record {number}{dot}{view.location}{dot}{view.format}{dot}{counts}", style="bold"))
         self._line(self._text(view))
         for note in view.notes:
             if note in self.said:
                 continue  # boilerplate advice: once per preview
-            if note.startswith(THINK_BOILERPLATE[: THINK_BOILERPLATE.index("{")]):
+            if note == RESULTS_ENCODED or note.startswith(THINK_BOILERPLATE[: THINK_BOILERPLATE.index("{")]):
                 self.said.add(note)
-            self._line(Text(f"note: {note}", style="yellow"))
+            self._line(Text(f"note: {self.spell(note)}", style="yellow"))
         if view.truncation:
-            self._line(Text(f"note: {view.truncation}", style="yellow"))
+            self._line(Text(f"note: {self.spell(view.truncation)}", style="yellow"))
         if self.show_tokens:
             self.console.print(self._table(view))
 
@@ -353,34 +422,36 @@ class Printer:
             self._json({"type": "problem", "location": reject.location, "stage": reject.stage, "code": reject.code, "reason": reject.reason})
             return
         self._line("")
-        title = f"── record {number} · {reject.location} · PROBLEM ({reject.stage}): {reject.reason}"
+        rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
+        title = f"{rule} record {number}{dot}{reject.location}{dot}PROBLEM ({reject.stage}): {self.spell(reject.reason)}"
         self._line(Text(title, style="bold red"))
 
     def _text(self, view: RecordView) -> Text:
         text = Text()
         if self.plain:
             inside = False
+            opened, closed = self.glyphs.trained
             for seg in view.segments:
                 if seg.trained != inside:
-                    text.append(OPEN if seg.trained else CLOSE)
+                    text.append(opened if seg.trained else closed)
                     inside = seg.trained
-                _, _, o, c = KINDS.get(seg.kind, ("", "", "", ""))
-                text.append(f"{o}{seg.text}{c}")
+                o, c = self.glyphs.kinds.get(seg.kind, ("", ""))
+                text.append(f"{o}{faithful(seg.text)}{c}")
             if inside:
-                text.append(CLOSE)
+                text.append(closed)
             return text
         for seg in view.segments:
             style = STYLES[seg.trained, seg.template]
             if seg.kind:
                 style = f"{style} {KINDS[seg.kind][1]}" if seg.trained else KINDS[seg.kind][1]
-            text.append(seg.text, style=style)
+            text.append(faithful(seg.text), style=style)
         return text
 
     def _table(self, view: RecordView) -> Table:
         table = Table("#", "id", "token", "label", box=None, pad_edge=False)
         for i, token in enumerate(view.tokens):
             style = "" if self.plain else ("green" if token.label != IGNORE_INDEX else "dim")
-            table.add_row(str(i), str(token.id), Text(_visible(token.text)), str(token.label), style=style)
+            table.add_row(str(i), str(token.id), Text(_visible(token.text, self.glyphs)), str(token.label), style=style)
         return table
 
 

@@ -92,6 +92,33 @@ class PromptTemplate:
             raise RecordError(message, location=location, field="template") from None
 
 
+CHAT_TEMPLATE_NAMES = ("chatml",)  # what other tools call a chat format; see `chat_template_alias`
+
+
+def chat_template_alias(template: str | None, tokenizer: Any) -> str | None:
+    """`template`, with `"chatml"` (axolotl's and LLaMA-Factory's name) read as "the tokenizer's
+    own chat template", which must then be ChatML (`<|im_start|>role ... <|im_end|>`).
+
+    ftdata never swaps a model's chat template for another (the model was trained on its own),
+    so there is no built-in ChatML template to fall back on.
+
+    Raises:
+        TemplateError: `"chatml"` for a tokenizer whose chat template is missing or not ChatML.
+    """
+    if template not in CHAT_TEMPLATE_NAMES:
+        return template
+    chat = getattr(tokenizer, "chat_template", None)
+    if not isinstance(chat, str) or "<|im_start|>" not in chat:
+        what = "has no chat template" if not chat else "has a chat template that is not ChatML (no <|im_start|>)"
+        raise TemplateError(
+            f"template={template!r} means the tokenizer's own ChatML chat template, but "
+            f"{getattr(tokenizer, 'name_or_path', 'this tokenizer')!r} {what}; ftdata never swaps a model's chat "
+            "template: leave template unset to use the tokenizer's own, or pick a prompt template "
+            f"({', '.join(builtin_names())})"
+        )
+    return None
+
+
 @functools.lru_cache(maxsize=32)
 def load_prompt_template(spec: str) -> PromptTemplate:
     """Load a built-in template by name, or a user `.jinja` file by path.

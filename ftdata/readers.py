@@ -15,7 +15,7 @@ rejected with `on_error="skip"` and stops the build otherwise, like any malforme
 
 from __future__ import annotations
 
-import csv
+import functools
 import importlib
 import json
 import re
@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ftdata.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
 
 Row = Any
@@ -32,14 +33,33 @@ Reader = Callable[[Path], Iterator[tuple[Location, Row]]]
 _SNIFF_BYTES = 4096
 
 
+# The first bytes of compressed files: read as text they are "not valid UTF-8" at byte 1 or 2.
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip"}
+_DECOMPRESS = {"gzip": "gunzip", "zstd": "unzstd", "bzip2": "bunzip2", "xz": "unxz", "zip": "unzip"}
+
+
+def compression(path: Path) -> str | None:
+    """The compression `path` is in, by its magic bytes (gzip, zstd, bzip2, xz, zip), or None."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(6)
+    except OSError:
+        return None
+    return next((name for magic, name in _COMPRESSED.items() if head.startswith(magic)), None)
+
+
+def decode_error_hint(path: Path) -> str:
+    """What to do about a file that is not UTF-8: decompress it, or re-encode it."""
+    if kind := compression(path):
+        return f"this is a {kind}-compressed file; decompress it first (`{_DECOMPRESS[kind]} {path.name}`)"
+    return "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+
+
 def _decode_error(path: Path, exc: UnicodeDecodeError, data: bytes, start: int = 0) -> ReaderError:
     offset = start + exc.start
     line = data[: exc.start].count(b"\n") + 1 if start == 0 else None
     where = f"{path}:{line}" if line else f"{path} (byte {offset})"
-    return ReaderError(
-        f"{where}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {offset}); "
-        "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-    )
+    return ReaderError(f"{where}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {offset}); {decode_error_hint(path)}")
 
 
 def _read_text(path: Path) -> str:
@@ -148,8 +168,34 @@ def _column_dict_rows(obj: dict[str, Any]) -> list[dict[str, Any]] | None:
     return None
 
 
-def read_json(path: Path) -> Iterator[tuple[Location, Row]]:
-    """A JSON array of records, a pandas column dict, or a single record.
+_MESSAGE_KEYS = frozenset({"messages", "conversations", "conversation"})
+
+
+def _wrapped_list(obj: dict[str, Any]) -> str | None:
+    """The key of `{"data": [{...}, ...]}`: an object whose one value is a list of records (not a
+    single chat record's `messages`), or None."""
+    if len(obj) != 1:
+        return None
+    (key, value), = obj.items()
+    records = isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+    chat = key in _MESSAGE_KEYS or (records and {"role", "from"} & value[0].keys())
+    return key if records and not chat else None
+
+
+def _field_rows(path: Path, obj: Any, field: str) -> list[Any]:
+    """The records under `field` of a JSON object (datasets' JSON loader's `field`)."""
+    if not isinstance(obj, dict) or field not in obj:
+        keys = ", ".join(map(repr, obj)) if isinstance(obj, dict) else f"a {type(obj).__name__}, not an object"
+        raise ReaderError(f"{path}: field={field!r} names no key of the top-level JSON object (it has {keys})")
+    rows = obj[field]
+    if not isinstance(rows, list):
+        raise ReaderError(f"{path}: field={field!r} holds a {type(rows).__name__}; expected a list of records")
+    return rows
+
+
+def read_json(path: Path, *, field: str | None = None) -> Iterator[tuple[Location, Row]]:
+    """A JSON array of records, a pandas column dict, or a single record; with `field`, the
+    array under that key of the top-level object (`{"data": [...]}` with `field="data"`).
 
     A `.json` file that actually holds JSON Lines (one object per line) is read as JSONL.
     """
@@ -165,9 +211,16 @@ def read_json(path: Path) -> Iterator[tuple[Location, Row]]:
         raise ReaderError(str(obj))
     source = str(path)
     escaped = bool(_SURROGATE_ESCAPE.search(text))
-    if isinstance(obj, list):
-        rows: list[Any] = obj
+    if field is not None:
+        rows: list[Any] = _field_rows(path, obj, field)
+    elif isinstance(obj, list):
+        rows = obj
     elif isinstance(obj, dict):
+        if (key := _wrapped_list(obj)) is not None:
+            raise ReaderError(
+                f"{path}: the records are wrapped in an object under {key!r} ({{{key!r}: [...]}}); "
+                f"read them with field={key!r}"
+            )
         rows = _column_dict_rows(obj) or [obj]
     else:
         raise ReaderError(f"{path}: top-level JSON is a {type(obj).__name__}; expected an array of records")
@@ -189,7 +242,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
             except UnicodeDecodeError as exc:
                 raise ReaderError(
                     f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                    "re-save the file as UTF-8"
+                    f"{decode_error_hint(path)}"
                 ) from None
             if not line or line.isspace():
                 continue
@@ -204,46 +257,6 @@ def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
             yield location, row
     if not seen:
         raise ReaderError(f"{path}: file is empty; expected one JSON object per line")
-
-
-_CSV_CELL_LIMIT = 1 << 30  # Python's default (128 KiB) rejects valid files with long answers
-
-
-def _csv_row(row: dict[Any, Any], header: list[str], location: Location) -> Row:
-    """The row, or a RecordError when its field count differs from the header's (data would shift)."""
-    extra = row.pop(None, None)
-    if extra is not None:
-        return RecordError(
-            f"has {len(header) + len(extra)} fields but the header has {len(header)} (extra: {extra!r:.60}); "
-            "quote fields that contain commas",
-            location=location,
-        )  # fmt: skip
-    if None in row.values():
-        given = sum(v is not None for v in row.values())
-        return RecordError(f"has {given} fields but the header has {len(header)}; every row needs one per column", location=location)
-    return row
-
-
-def read_csv(path: Path) -> Iterator[tuple[Location, Row]]:
-    """CSV with a header row, streamed; each row is a dict of strings.
-
-    A row with more or fewer fields than the header comes back as a RecordError (rejected
-    with on_error="skip"), never cut or padded silently.
-    """
-    source = str(path)
-    csv.field_size_limit(max(csv.field_size_limit(), _CSV_CELL_LIMIT))
-    with path.open("r", encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        try:
-            for row in reader:
-                location = Location(source, line=reader.line_num)
-                yield location, _csv_row(dict(row), list(reader.fieldnames or ()), location)
-        except UnicodeDecodeError:
-            raise ReaderError(f"{path}:{reader.line_num + 1}: not valid UTF-8; re-save the file as UTF-8") from None
-        except csv.Error as exc:
-            raise ReaderError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from None
-        if reader.line_num <= 1 and reader.fieldnames is None:
-            raise ReaderError(f"{path}: file is empty; expected a header row and records")
 
 
 def read_parquet(path: Path) -> Iterator[tuple[Location, Row]]:
@@ -272,7 +285,7 @@ _SAVED = ("dataset_info.json", "dataset_dict.json", "state.json")
 _IGNORED = re.compile(r"(?i)^(readme|license|licence|notice|citation)(\.\w+)?$|\.(md|txt|yaml|yml|gitattributes|lock)$")
 
 
-def read_folder(path: Path) -> Iterator[tuple[Location, Row]]:
+def read_folder(path: Path, *, delimiter: str | None = None, field: str | None = None) -> Iterator[tuple[Location, Row]]:
     """A `save_to_disk` folder, or a folder of data files: each file read by its own reader.
 
     The split layout is the Hugging Face one (`train.jsonl` / `test.jsonl`, `train/...`):
@@ -284,7 +297,8 @@ def read_folder(path: Path) -> Iterator[tuple[Location, Row]]:
         yield from read_hf(path)
         return
     for file in data:
-        yield from READERS[_SUFFIXES[file.suffix.lower()]](file)
+        name = _SUFFIXES[file.suffix.lower()]
+        yield from _reader(name, delimiter=delimiter, field=field if name == "json" else None)(file)
 
 
 def data_files(path: Path) -> list[Path] | None:
@@ -393,7 +407,7 @@ READERS: dict[str, Reader] = {
     "hf": read_hf,
     "folder": read_folder,
 }
-_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
 
 def _user_reader(name: str, func: Callable[[Path], Any]) -> Reader:
@@ -429,6 +443,23 @@ def _resolve(name: str) -> Reader:
     raise ConfigError(f"reader must be one of {', '.join(READERS)} or 'package.module:function'; got reader={name!r}")
 
 
+def _reader(name: str, *, delimiter: str | None, field: str | None) -> Reader:
+    """Reader `name`, given the options that apply to it (`delimiter`: csv; `field`: json, folder).
+
+    Raises:
+        ConfigError: `field` for a reader that is not JSON (JSON Lines, CSV and Parquet rows
+            are never wrapped).
+    """
+    if field is not None and name not in ("json", "folder"):
+        raise ConfigError(f"field={field!r} picks the records out of a JSON object; reader {name!r} has no such object")
+    if name == "csv":
+        return functools.partial(read_csv, delimiter=delimiter)
+    if name in ("json", "folder"):
+        kwargs: dict[str, Any] = {"field": field} if name == "json" else {"field": field, "delimiter": delimiter}
+        return functools.partial(READERS[name], **kwargs)
+    return _resolve(name)
+
+
 def sniff(path: Path) -> str:
     """Choose a reader for `path` by suffix, else by its first bytes."""
     if path.is_dir():
@@ -444,17 +475,23 @@ def sniff(path: Path) -> str:
         return "jsonl" if first.endswith(b"}") else "json"
     if head.startswith(b"PAR1"):
         return "parquet"
+    if kind := compression(path):
+        raise ReaderError(f"{path}: {decode_error_hint(path)}; ftdata reads .json, .jsonl, .csv, .tsv and .parquet")
     raise ReaderError(
         f"{path}: unknown file type {path.suffix or '(no suffix)'!r}; "
         "use .json, .jsonl, .csv or .parquet, or pass reader=json|jsonl|csv|parquet"
     )
 
 
-def read_records(source: Any, *, reader: str | None = None) -> Iterator[tuple[Location, Row]]:
+def read_records(
+    source: Any, *, reader: str | None = None, delimiter: str | None = None, field: str | None = None
+) -> Iterator[tuple[Location, Row]]:
     """Yield `(location, row)` for every record of `source`.
 
     `source` is a path (file or dataset folder), a hub id in the local cache, a
-    `datasets.Dataset`/`DatasetDict`, or an iterable of rows. `reader` forces a reader.
+    `datasets.Dataset`/`DatasetDict`, or an iterable of rows. `reader` forces a reader;
+    `delimiter` is a CSV file's (sniffed from its header when None); `field` picks the records
+    of a JSON file out of its top-level object (`{"data": [...]}`).
 
     Raises:
         ReaderError: the source cannot be read; the message names the file and line.
@@ -462,17 +499,17 @@ def read_records(source: Any, *, reader: str | None = None) -> Iterator[tuple[Lo
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if path.exists() and not (path.is_file() or path.is_dir()):
-            yield from _read_stream(path, reader)
+            yield from _read_stream(path, reader, delimiter=delimiter, field=field)
             return
         if reader is not None:
-            yield from _resolve(reader)(path)
+            yield from _reader(reader, delimiter=delimiter, field=field)(path)
             return
         if not path.exists():
             if isinstance(source, str) and _looks_like_hub_id(source):
                 yield from read_hf(source)
                 return
             raise ReaderError(f"{path}: no such file or folder")
-        yield from _resolve(sniff(path))(path)
+        yield from _reader(sniff(path), delimiter=delimiter, field=field)(path)
         return
     if is_dataframe(source):
         yield from read_dataframe(source)
@@ -499,7 +536,7 @@ def _looks_like_hub_id(source: str) -> bool:
     )
 
 
-def _read_stream(path: Path, reader: str | None) -> Iterator[tuple[Location, Row]]:
+def _read_stream(path: Path, reader: str | None, *, delimiter: str | None, field: str | None) -> Iterator[tuple[Location, Row]]:
     """A pipe, FIFO or `<(process substitution)`: it can be read once, so it is copied to scratch first.
 
     Locations and messages keep the name the user gave.
@@ -510,7 +547,7 @@ def _read_stream(path: Path, reader: str | None) -> Iterator[tuple[Location, Row
     with path.open("rb") as src, copy.open("wb") as dst:
         shutil.copyfileobj(src, dst)
     try:
-        for location, row in _resolve(reader or sniff(copy))(copy):
+        for location, row in _reader(reader or sniff(copy), delimiter=delimiter, field=field)(copy):
             yield Location(str(path), location.line, location.index), row
     except FtdataError as exc:
         raise type(exc)(str(exc).replace(str(copy), str(path))) from None

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ftdata.options import BuildOptions
 from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
 from ftdata.outcomes import RejectCode
-from ftdata.prompts import PromptTemplate, load_prompt_template, render_prompt_template
+from ftdata.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
 from ftdata.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
 from ftdata.types import Example, MaskPolicy, Message, Rendered, SystemMode
 
@@ -198,6 +198,7 @@ class Renderer:
         self.chat: ChatRenderer | None = None
         self.markers: RoleMarkers | None = None
         self.spans: ChatSpans | None = None
+        template = chat_template_alias(template, tokenizer)  # "chatml": the tokenizer's own, when ChatML
         if template is None and getattr(tokenizer, "chat_template", None):
             self.chat = ChatRenderer(tokenizer, chat_template_kwargs)
             self.markers = role_markers(tokenizer, chat_template_kwargs, stop_tokens)

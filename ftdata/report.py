@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdata.errors import FtdataError, Location, RecordError, UnusableRecord
+from ftdata.errors import FtdataError, Location, RecordError, TooManyRejects, UnusableRecord
 from ftdata.outcomes import RejectCode, RejectStage
 
 
@@ -116,6 +116,25 @@ class BuildReport:
     @property
     def n_rejected(self) -> int:
         return sum(self.rejected.values())
+
+    @property
+    def reject_ratio(self) -> float:
+        """Rejected records per record read (filtered ones are not rejects)."""
+        return min(1.0, self.n_rejected / self.records) if self.records else 0.0
+
+    def check_reject_ratio(self, limit: float | None) -> None:
+        """Raise when more than `limit` of the records were rejected (`max_reject_ratio`).
+
+        Raises:
+            TooManyRejects: the share, the counts, the limit and where the rejects are.
+        """
+        if limit is None or self.reject_ratio <= limit:
+            return
+        where = f"; see {self.rejects_path}" if self.rejects_path else ""
+        raise TooManyRejects(
+            f"{self.reject_ratio:.1%} of the records were rejected ({self.n_rejected:,} of {self.records:,}), "
+            f"more than max_reject_ratio={limit}{where}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -102,26 +102,74 @@ def is_bundled(spec: object) -> bool:
     return spec is None or (isinstance(spec, str) and spec.strip().lower() in BUNDLED_ALIASES)
 
 
+# `tokenizer_class` names that AutoTokenizer, for a folder without config.json or auto_map,
+# resolves to that very class (its other rules look at config.json's model type, or at a
+# LlamaTokenizer's tokenizer.json); tests/test_cli.py checks the loads are identical.
+_DIRECT_CLASSES = {"TokenizersBackend": "TokenizersBackend", "PreTrainedTokenizerFast": "TokenizersBackend",
+                   "Qwen2Tokenizer": "Qwen2Tokenizer", "Qwen2TokenizerFast": "Qwen2Tokenizer",
+                   "GemmaTokenizer": "GemmaTokenizer", "GemmaTokenizerFast": "GemmaTokenizer"}  # fmt: skip
+
+
 def _tokenizer_class(path: Path) -> Any:
     """The class that loads the tokenizer folder `path`.
 
-    `AutoTokenizer` imports torch (~2 s). A folder that transformers itself saved as a plain
-    `TokenizersBackend` (the bundled SmolLM2 is one) with no model config or custom code
-    that could pick another class loads as that class directly, which keeps `ftdata preview`
-    fast. Everything else goes through `AutoTokenizer`.
+    `AutoTokenizer` imports torch (~4 s of a 5-9 s `ftdata preview -t FOLDER`). A folder
+    without a model config or custom code whose `tokenizer_class` is one of `_DIRECT_CLASSES`
+    (the bundled SmolLM2, Qwen2.5, Llama 3.x, Mistral-Nemo, Gemma 3 folders) loads as that
+    class directly, the class AutoTokenizer would pick. Everything else goes through
+    `AutoTokenizer`.
     """
     try:
         config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         config = {}
-    plain = config.get("tokenizer_class") == "TokenizersBackend" and "auto_map" not in config
-    if plain and not (path / "config.json").exists():
-        from transformers import TokenizersBackend
+    direct = _DIRECT_CLASSES.get(str(config.get("tokenizer_class")))
+    if direct and "auto_map" not in config and not (path / "config.json").exists():
+        import transformers
 
-        return TokenizersBackend
+        return getattr(transformers, direct)
     from transformers import AutoTokenizer
 
     return AutoTokenizer
+
+
+def _hub_id(spec: str) -> bool:
+    """`org/name` (one slash, no leading `.`, `/` or `~`): what a cached hub id looks like."""
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and all(spec.split("/"))
+
+
+def _in_hub_cache(spec: str) -> bool:
+    """True when hub id `spec` has a `tokenizer.json` in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(spec, "tokenizer.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def check_tokenizer_path(spec: str, path: Path) -> None:
+    """Say what is missing where, before transformers is asked (it would say it about the hub).
+
+    Raises:
+        ConfigError: `path` does not exist (and `spec` is no hub id in the local cache), is a
+            file, or is a folder without `tokenizer.json` (naming what it holds).
+    """
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            return
+        held = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "") if held else "nothing"
+        raise ConfigError(
+            f"tokenizer folder {str(path)!r} has no tokenizer.json (it holds {shown}); ftdata needs a fast tokenizer's "
+            "tokenizer.json: save one with AutoTokenizer.from_pretrained(...).save_pretrained(folder)"
+        )
+    if path.exists():
+        raise ConfigError(f"tokenizer {spec!r} is a file; give the folder that holds tokenizer.json and tokenizer_config.json")
+    if _hub_id(spec) and _in_hub_cache(spec):
+        return
+    cache = " and not a hub id in the local Hugging Face cache (ftdata never downloads)" if _hub_id(spec) else ""
+    raise ConfigError(f"tokenizer {spec!r}: no such folder{cache}; give a folder with tokenizer.json, or omit --tokenizer for the bundled SmolLM2")
 
 
 def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -142,6 +190,8 @@ def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreT
     else:
         go_offline()
         path = bundled_tokenizer_dir() if is_bundled(spec) else Path(str(spec)).expanduser()
+        if not is_bundled(spec):
+            check_tokenizer_path(str(spec), path)
         try:
             tok = _tokenizer_class(path).from_pretrained(
                 str(path), local_files_only=True, trust_remote_code=trust_remote_code

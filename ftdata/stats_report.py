@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftdata.stats import DataStats, histogram
+from ftdata.terminal import unicode_ok
 
 BAR_WIDTH = 40
 _LENGTH_ROWS = ("prompt", "response", "total")
@@ -51,14 +53,15 @@ def lengths_table(stats: DataStats) -> Table:
     return table
 
 
-def bars(values: np.ndarray, title: str, *, max_length: int | None = None) -> Table:
-    """A histogram as a table of `low-high | count | ████`."""
+def bars(values: np.ndarray, title: str, *, max_length: int | None = None, ascii: bool = False) -> Table:
+    """A histogram as a table of `low-high | count | ████` (`####` with `ascii`)."""
+    full, part = ("#", "|") if ascii else ("█", "▏")
     rows = histogram(values)
     table = Table(title, "examples", "", box=None, pad_edge=False, title_justify="left")
     peak = max((n for *_, n in rows), default=0) or 1
     for low, high, n in rows:
         length = n * BAR_WIDTH / peak
-        bar = "█" * int(length) + ("▏" if n and length < 1 else "")
+        bar = full * int(length) + (part if n and length < 1 else "")
         over = max_length is not None and high > max_length
         table.add_row(f"{low:,}-{high - 1:,}", f"{n:,}", Text(bar, style="red" if over else "green"))
     return table
@@ -100,21 +103,23 @@ def epoch_lines(stats: DataStats) -> list[str]:
     return lines
 
 
-def show(stats: DataStats, console: Console) -> None:
-    """Print the whole report to `console`."""
+def show(stats: DataStats, console: Console, *, spell: Callable[[str], str] = str) -> None:
+    """Print the whole report to `console` (`spell`: the CLI's spelling of option names in problems)."""
     for line in summary_lines(stats):
         console.print(line, soft_wrap=True)
     console.print()
     console.print(lengths_table(stats))
     console.print()
-    console.print(Group(bars(stats.prompt, "prompt tokens"), Text(""), bars(stats.response, "response tokens")))
+    ascii = not unicode_ok(console)
+    prompt, response = (bars(values, f"{name} tokens", ascii=ascii) for values, name in ((stats.prompt, "prompt"), (stats.response, "response")))
+    console.print(Group(prompt, Text(""), response))
     console.print()
     console.print(policies_table(stats))
     console.print()
     for line in epoch_lines(stats):
         console.print(line, soft_wrap=True)
     for reject in stats.sample_problems[:5]:
-        console.print(Text(f"problem       {reject.location}: {reject.reason}", style="red"), soft_wrap=True)
+        console.print(Text(f"problem       {reject.location}: {spell(reject.reason)}", style="red"), soft_wrap=True)
     console.file.flush()
 
 

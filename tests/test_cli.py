@@ -127,7 +127,7 @@ def test_preview_shows_problems_and_truncation_per_record() -> None:
     problem = "PROBLEM (format): assistant turn before any user turn; add the user message"
     assert f"── record 4 · {TOY_CHAT}:4 · {problem}" in result.stdout
     too_long = "response too long: the response alone is 8001 tokens > max_length 512 (record dropped)"
-    assert f"note: truncation=keep_response: {too_long}" in result.stdout
+    assert f"note: --truncation keep_response: {too_long}" in result.stdout
 
 
 def test_preview_reads_only_the_records_it_shows(tmp_path: Path) -> None:
@@ -193,9 +193,9 @@ def test_unknown_template_and_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--packing", "--padding", "max_length"], "packing and padding=max_length conflict"),
+        (["--packing", "--padding", "max_length"], "packing and --padding max_length conflict"),
         (["--no-cache", "--cache-dir", "x"], "--no-cache and --cache-dir conflict: drop one"),
-        (["--mask", "bogus"], "mask must be one of all_assistant, last_assistant, train_on_prompt; got mask='bogus'"),
+        (["--mask", "bogus"], "--mask must be one of all_assistant, last_assistant, train_on_prompt; got --mask bogus"),
         (["--test-size", "lots"], "--test-size takes a count (200) or a fraction (0.1); got 'lots'"),
         (["--columns", "output"], "--columns takes KEY=VALUE pairs"),
         (["--output-format", "csv"], "output_format must be one of arrow, parquet, jsonl, got output_format='csv'"),
@@ -389,7 +389,7 @@ def test_config_values_flags_and_unknown_keys(tmp_path: Path) -> None:
     write(tmp_path / "bad.yaml", "max_lenght: 3\n")
     result = run("stats", data, "--config", tmp_path / "bad.yaml")
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {tmp_path}/bad.yaml: unknown key(s) max_lenght; valid keys: ")
+    assert result.stderr == f"error: {tmp_path}/bad.yaml: unknown key 'max_lenght' (did you mean max_length?)\n"
 
 
 # --- markers, templates, version ---------------------------------------------------------------

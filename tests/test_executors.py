@@ -119,7 +119,7 @@ def test_engine_typo_is_a_one_line_config_error() -> None:
         BuildOptions(engine="processes", num_workers=0)
     result = CliRunner().invoke(app, ["stats", str(ALPACA), "--engine", "proceses"])
     assert result.exit_code == 2
-    assert result.stderr.strip().endswith("engine must be one of local, processes, ray, got engine='proceses'")
+    assert result.stderr.strip().endswith("--engine must be one of local, processes, ray, got --engine proceses")
 
 
 def _pid(spec: Any, batch: list[int]) -> tuple[int, int]:

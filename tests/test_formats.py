@@ -164,3 +164,51 @@ def test_real_files_detect_per_record(relpath, count, fmt):
             pass  # lamini has one empty answer (line 951): counted by the pipeline
     assert len(examples) == count
     assert {e.format for e in examples} == {fmt}
+
+
+# --- shapes other tools write (issue 24) --------------------------------------------------------
+
+
+def test_trl_conversational_prompt_completion_is_read_as_messages():
+    row = {
+        "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
+                   {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}],
+        "completion": [{"role": "assistant", "content": "A2"}],
+    }  # fmt: skip
+    ex = one(row)
+    assert ex.format == "messages"
+    assert [(m.role, m.content, m.train) for m in ex.messages] == [
+        ("system", "S", None), ("user", "Q1", None), ("assistant", "A1", False), ("user", "Q2", None), ("assistant", "A2", None),
+    ]  # fmt: skip
+
+
+def test_trl_string_prompt_completion_is_instruction():
+    ex = one({"prompt": "Q", "completion": "A"})
+    assert ex.messages == (Message("user", "Q"), Message("assistant", "A"))
+
+
+def test_text_only_record_says_plain_text_is_not_instruction_data():
+    with pytest.raises(RecordError, match=r"field 'text': plain text is not instruction data.*dataset_text_field='text'"):
+        one({"text": "Once upon a time"})
+
+
+@pytest.mark.parametrize(("weight", "train"), [(0, False), (1, True), (0.0, False), (1.0, True), (True, True)])
+def test_loss_weight_zero_and_one_are_train_flags(weight, train):
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss_weight": weight}]}
+    assert one(row).messages[1].train is train
+
+
+@pytest.mark.parametrize("weight", [0.5, 2, "1"])
+def test_fractional_loss_weight_is_rejected_with_the_reason(weight):
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss_weight": weight}]}
+    with pytest.raises(RecordError, match=r"field 'messages\[1\]\.loss_weight': is .*trains a turn fully \(1\) or not at all \(0\)"):
+        one(row)
+
+
+def test_peer_format_names_are_aliases():
+    from ftdata.options import BuildOptions
+
+    assert BuildOptions(format="alpaca").format == "instruction"
+    assert BuildOptions(format="openai").format == "messages"
+    with pytest.raises(ConfigError, match=r"format must be one of instruction, messages, sharegpt, chat, alpaca, openai"):
+        BuildOptions(format="axolotl")

@@ -185,8 +185,8 @@ def test_ray_build_refuses_what_needs_the_whole_corpus(tmp_path: Path) -> None:
     result = build_cli(ALPACA, tmp_path / "out", "ray", "--template", "alpaca", "--test-size", "0.1")
     assert result.exit_code == 2
     assert result.output == (
-        "error: test_size=0.1 needs the whole corpus at once, which engine=ray does not do; "
-        "split at training time (datasets' train_test_split), or use engine=local or processes\n"
+        "error: --test-size 0.1 needs the whole corpus at once, which --engine ray does not do; "
+        "split at training time (datasets' train_test_split), or use --engine local or processes\n"
     )
 
 
@@ -283,7 +283,7 @@ def test_only_engine_ray_writes_to_a_uri(tmp_path: Path) -> None:
     result = build_cli(ALPACA, f"file://{tmp_path}/run", "local", "--template", "alpaca")  # type: ignore[arg-type]
     assert result.exit_code == 2
     assert result.output == (
-        f"error: -o file://{tmp_path}/run: only engine=ray writes to a URI (every node writes its shards there); "
+        f"error: -o file://{tmp_path}/run: only --engine ray writes to a URI (every node writes its shards there); "
         "add --engine ray, or give a local folder\n"
     )
     assert not (tmp_path / "run").exists()

@@ -171,3 +171,69 @@ def test_printable_alphabet_is_safe_in_csv(tmp_path):
     data = [{"instruction": string.printable.replace("\r", ""), "output": "x"}]
     datasets.Dataset.from_list(data).to_csv(tmp_path / "p.csv", index=False)
     assert [r for _, r in rows(tmp_path / "p.csv")] == data
+
+
+# --- compressed input, delimiters, wrapped JSON (issue 24) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("magic", "kind", "tool"),
+    [(b"\x1f\x8b\x08\x00", "gzip", "gunzip"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"), (b"BZh91AY", "bzip2", "bunzip2"),
+     (b"\xfd7zXZ\x00\x00", "xz", "unxz")],
+)  # fmt: skip
+def test_compressed_input_is_named_not_called_bad_utf8(tmp_path, magic, kind, tool):
+    path = tmp_path / "data.jsonl.gz"
+    path.write_bytes(magic + b"\x8b\xff\x00rest")
+    message = f"this is a {kind}-compressed file; decompress it first \\(`{tool} data.jsonl.gz`\\)"
+    with pytest.raises(ReaderError, match=f"not valid UTF-8 .*; {message}"):
+        rows(path, reader="jsonl")
+    with pytest.raises(ReaderError, match=message):
+        rows(path)  # by suffix: no reader for .gz
+    plain = tmp_path / "latin1.json"
+    plain.write_bytes(b'[{"a": "caf\xe9"}]')
+    with pytest.raises(ReaderError, match="re-save the file as UTF-8"):
+        rows(plain)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("semi.csv", 'instruction;output\n"a, b";"c; d"\n'), ("tab.tsv", "instruction\toutput\na, b\tc; d\n"),
+     ("pipe.csv", "instruction|output\na, b|c; d\n"), ("tab.csv", "instruction\toutput\na, b\tc; d\n")],
+)  # fmt: skip
+def test_csv_delimiter_is_sniffed_from_the_header(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert [r for _, r in rows(path)] == [{"instruction": "a, b", "output": "c; d"}]
+
+
+def test_csv_delimiter_option_wins_and_is_checked(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("instruction;output\na;b\n", encoding="utf-8")
+    assert [r for _, r in rows(path, delimiter=",")] == [{"instruction;output": "a;b"}]
+    from ftdata.options import BuildOptions
+
+    assert BuildOptions(delimiter="tab").delimiter == "\t"
+    assert BuildOptions(delimiter="\\t").delimiter == "\t"
+    with pytest.raises(ConfigError, match=r"delimiter must be one character .*got delimiter=';;'"):
+        BuildOptions(delimiter=";;")
+
+
+def test_csv_keeps_crlf_inside_a_quoted_field(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b'instruction,output\r\n"line 1\r\nline 2",b\r\n')
+    assert [r for _, r in rows(path)] == [{"instruction": "line 1\r\nline 2", "output": "b"}]
+
+
+def test_json_wrapped_in_an_object_needs_field(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"data": [{"instruction": "i", "output": "o"}, {"instruction": "j", "output": "p"}]}))
+    with pytest.raises(ReaderError, match=r"records are wrapped in an object under 'data' .*read them with field='data'"):
+        rows(path)
+    assert [r for _, r in rows(path, field="data")] == [{"instruction": "i", "output": "o"}, {"instruction": "j", "output": "p"}]
+    with pytest.raises(ReaderError, match=r"field='rows' names no key of the top-level JSON object \(it has 'data'\)"):
+        rows(path, field="rows")
+    with pytest.raises(ConfigError, match="field='data' picks the records out of a JSON object; reader 'jsonl'"):
+        rows(path, field="data", reader="jsonl")
+    single = tmp_path / "chat.json"
+    single.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}))
+    assert len(rows(single)) == 1  # one chat record is not a wrapped list

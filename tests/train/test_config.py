@@ -119,6 +119,8 @@ SAMPLES = {
     "columns": ("output=answer", {"output": "answer"}),
     "roles": ("narrator=assistant", {"narrator": "assistant"}),
     "reader": ("jsonl", "jsonl"),
+    "delimiter": ("tab", "\t"),
+    "field": ("data", "data"),
     "filter": ("not input", "not input"),
     "shuffle": ("yes", True),
     "limit": ("100", 100),
@@ -129,6 +131,8 @@ SAMPLES = {
     "chat_template_kwargs": ('{"enable_thinking": false}', {"enable_thinking": False}),
     "truncation": ("keep_end", TruncationPolicy.KEEP_END),
     "prompt_cut": ("middle", PromptCut.MIDDLE),
+    "stop_tokens": ("<|eom_id|>", ["<|eom_id|>"]),
+    "special_tokens_in_data": ("text", "text"),
     "padding": ("max_length", "max_length"),
     "padding_side": ("left", "left"),
     "on_error": ("skip", "skip"),
@@ -138,6 +142,7 @@ SAMPLES = {
     "batch_size": ("64", 64),
     "rejects_path": ("/tmp/rejects.jsonl", "/tmp/rejects.jsonl"),
     "cache_dir": ("/tmp/cache", "/tmp/cache"),
+    "max_reject_ratio": ("0.05", 0.05),
 }
 
 
