@@ -161,12 +161,12 @@ def test_class6_control_token_text_in_data_trains_as_plain_text_when_asked():
 
 def test_a_generation_prompt_written_after_every_conversation_is_never_trained():
     """vLLM's ToolACE and Phi-4-mini templates end every conversation with the assistant header."""
-    tok = qwen_with(TURNS + "<|im_start|>assistant\n")  # Jinja drops the template's last newline
+    tok = qwen_with(TOOLS + TURNS + "{{ '<|im_start|>assistant\\n' }}")
     markers = detect_role_markers(tok)
-    assert (markers.eot, markers.final_eot, markers.assistant_header) == ("<|im_end|>", "<|im_end|>", "<|im_start|>assistant")
+    assert (markers.eot, markers.final_eot, markers.assistant_header) == ("<|im_end|>", "<|im_end|>", "<|im_start|>assistant\n")
     assert any("after every conversation" in w for w in markers.warnings)
     # Before: the closer was taken as '<|im_end|><|im_start|>assistant' after the last turn.
-    assert trained(tok, prepare([PLAIN, CALL_RECORD], tokenizer=tok)) == [
+    assert trained(tok, prepare([PLAIN, CALL_RECORD], tokenizer=tok, rejects_path=None)) == [
         "Hello!<|im_end|>",
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>It is 18C.<|im_end|>',
     ]
