@@ -110,6 +110,7 @@ class ChatSpans:
         self.mask_reasoning = mask_reasoning
         self.eos = tokenizer.eos_token or ""
         header = markers.assistant_header
+        self.added = frozenset(tokenizer.backend_tokenizer.get_added_tokens_decoder())
         added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
         enc = tokenizer.backend_tokenizer.encode(header, add_special_tokens=False) if header else None
         ends = [b for a, b in enc.offsets if header[a:b] in added or header[b - 1].isspace()] if enc else []
@@ -203,7 +204,7 @@ class ChatSpans:
         else:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
-            start, method = (self._markup_start(text, prompt, done, data_start) if block else data_start), "fallback"
+            start, method = self._markup_start(text, prompt, done, data_start, block), "fallback"
             if prompt is not None:
                 start, closed = self._after_prompt_tail(text, prompt, start, self._answer_start(text, msg, start, data_end))
                 if closed and msg.get("reasoning_content"):
@@ -364,9 +365,15 @@ class ChatSpans:
                 return at + len(needle), True
         return start, False
 
-    def _markup_start(self, text: str, prompt: str | None, lo: int, data_start: int) -> int:
-        """Where a fallback turn's own markup begins: where its inference prompt and A part
-        (snapped to a token edge), when that lies within the turn; else after its role header.
+    def _markup_start(self, text: str, prompt: str | None, lo: int, data_start: int, block: bool) -> int:
+        """Where a fallback turn begins: where its inference prompt and A part (snapped to a token
+        edge), when that lies within the turn; else after its role header (`block`: the model
+        writes markup before its data) or at its data.
+
+        Before plain content only markup may be taken in: GLM-4.7 prompts with `<think>` and
+        writes `</think>` at the start of history turns, which the model then writes (trained);
+        a template that rewrote an earlier message (Mistral moves the system prompt) parts
+        inside text, and the turn starts at its content.
 
         DeepSeek-V3 (vLLM's template) prompts with `<｜Assistant｜>\n` and writes a call turn
         as `<｜Assistant｜>` + spaces + `<｜tool▁calls▁begin｜>...`: the turn starts after
@@ -374,9 +381,19 @@ class ChatSpans:
         """
         if prompt is not None:
             part = lo + common_token_prefix(prompt[lo:], text[lo:], self.tokenizer)
-            if part <= data_start:
+            if part <= data_start and (block or (self._after_header(text, lo, part, data_start) and self._markup_only(text[part:data_start]))):
                 return part
-        return self._header_end(text, lo, data_start)
+        return self._header_end(text, lo, data_start) if block else data_start
+
+    def _after_header(self, text: str, lo: int, part: int, data_start: int) -> bool:
+        """Whether `part` lies at or after the turn's own role header (its last one before the data)."""
+        ends = [at + len(h) for h in self.headers if (at := text.rfind(h, lo, data_start)) >= 0]
+        return bool(ends) and part >= min(ends)
+
+    def _markup_only(self, text: str) -> bool:
+        """Whether `text` is only added tokens (markup) and whitespace."""
+        enc = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+        return all(i in self.added or not text[a:b].strip() for i, (a, b) in zip(enc.ids, enc.offsets))
 
     def _header_end(self, text: str, lo: int, data_start: int) -> int:
         """Fallback start: just after the turn's role header (the longest part of it that A writes)."""
