@@ -204,7 +204,8 @@ class ChatSpans:
         else:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
-            start, method = self._markup_start(text, prompt, done, data_start, block), "fallback"
+            previous = self._after_previous(text, msgs[:i], done, data_start)
+            start, method = self._markup_start(text, prompt, previous, done, data_start, block), "fallback"
             if prompt is not None:
                 start, closed = self._after_prompt_tail(text, prompt, start, self._answer_start(text, msg, start, data_end))
                 if closed and msg.get("reasoning_content"):
@@ -365,25 +366,43 @@ class ChatSpans:
                 return at + len(needle), True
         return start, False
 
-    def _markup_start(self, text: str, prompt: str | None, lo: int, data_start: int, block: bool) -> int:
-        """Where a fallback turn begins: where its inference prompt and A part (snapped to a token
-        edge), when that lies within the turn; else after its role header (`block`: the model
-        writes markup before its data) or at its data.
+    def _markup_start(self, text: str, prompt: str | None, previous: int, done: int, data_start: int, block: bool) -> int:
+        """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
+        -1 when not found; never before `done`, the previous turn's end): where its inference prompt
+        and A part (snapped to a token edge), when that lies within the turn; else after its role
+        header (`block`: the model writes markup before its data) or at its data.
 
         Before plain content only markup may be taken in: GLM-4.7 prompts with `<think>` and
-        writes `</think>` at the start of history turns, which the model then writes (trained);
-        a template that rewrote an earlier message (Mistral moves the system prompt) parts
-        inside text, and the turn starts at its content.
-
-        DeepSeek-V3 (vLLM's template) prompts with `<｜Assistant｜>\n` and writes a call turn
-        as `<｜Assistant｜>` + spaces + `<｜tool▁calls▁begin｜>...`: the turn starts after
-        `<｜Assistant｜>`, so the call markup before the first name is trained.
+        writes `</think>` at the start of history turns, which the model then writes (trained).
         """
+        lo = max(previous, done)
         if prompt is not None:
-            part = lo + common_token_prefix(prompt[lo:], text[lo:], self.tokenizer)
-            if part <= data_start and (block or (self._after_header(text, lo, part, data_start) and self._markup_only(text[part:data_start]))):
+            part = len(prompt) if text.startswith(prompt) else common_token_prefix(prompt, text, self.tokenizer)
+            if lo <= part <= data_start and (block or (self._after_header(text, lo, part, data_start) and self._markup_only(text[part:data_start]))):
                 return part
-        return self._header_end(text, lo, data_start) if block else data_start
+        if not block:
+            return data_start
+        header_end = self._header_end(text, lo, data_start)
+        # No role header before the calls (vLLM's Mistral template: `[/INST][TOOL_CALLS] [...]`): the
+        # turn begins where the message before it ends, when that message was found in A.
+        return previous if header_end == data_start and previous >= 0 else header_end
+
+    def _after_previous(self, text: str, before: list[dict[str, Any]], done: int, data_start: int) -> int:
+        """Where the message before turn i ends in A (its content and its closer), or -1.
+
+        A fallback turn never starts inside another message: a template that rewrote an earlier
+        message (vLLM's Mistral template) parts from the inference prompt inside it.
+        """
+        core = (before[-1].get("content") or "").strip() if before else ""
+        at = text.rfind(core, done, data_start) if core else -1
+        if at < 0:
+            return -1
+        end = at + len(core)
+        footer = self.markers.user_footer.strip() if before[-1]["role"] == "user" else ""
+        gap = text[end:data_start]
+        if footer and gap.lstrip().startswith(footer):
+            end += len(gap) - len(gap.lstrip()) + len(footer)
+        return end
 
     def _after_header(self, text: str, lo: int, part: int, data_start: int) -> bool:
         """Whether `part` lies at or after the turn's own role header (its last one before the data)."""
