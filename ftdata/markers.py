@@ -324,7 +324,8 @@ def detect_role_markers(
         user_footer=user_footer, assistant_header=assistant_header, eot=eot, separator=separator, final_eot=final_eot,
         prefix_stable=prefix_stable, system_support=system_support, default_system=default_system,
         date_line=date_line, empty_think=empty_think, after_prompt=after_prompt, stops=stops, eos_appended=eos_appended,
-        tool_arguments=tools["arguments"], renders_tools=tools["schemas"], renders_reasoning=reasoning is not None,
+        tool_arguments=tools["arguments"], renders_tools=tools["schemas"],
+        renders_reasoning=reasoning is not None or _writes_call_reasoning(render, tools["arguments"]),
         reasoning_close=reasoning or "", thinking_kwarg=thinking_kwarg, warnings=tuple(warnings),
         ignores_generation_prompt=ignores_generation, needs_tools=needs_tools,
     )  # fmt: skip
@@ -445,6 +446,19 @@ def _tool_probes(render: ChatRenderer, tokenizer: Any, appended: str = "") -> di
         gap = answered[at:result]
         out["header"] = gap[common_token_prefix(gap, tail, tokenizer) :].lstrip()
     return out
+
+
+def _writes_call_reasoning(render: ChatRenderer, arguments: str) -> bool:
+    """Whether the template writes the reasoning of a turn that calls a tool (Gemma 4 writes it
+    there only); a record's own render is checked again, turn by turn."""
+    if not arguments:
+        return False
+    args = json.dumps(_ARGS) if arguments == "string" else dict(_ARGS)
+    turn = {"role": "assistant", "content": "", "tool_calls": [_call(args)], "reasoning_content": "REASONPROBE", "thinking": "REASONPROBE"}
+    try:
+        return "REASONPROBE" in render([*_msgs("u1"), turn], tools=[_TOOL])
+    except TemplateError:
+        return False
 
 
 def _reasoning_probe(render: ChatRenderer) -> str | None:

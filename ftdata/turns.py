@@ -360,11 +360,17 @@ class ChatSpans:
         core = tail.strip()
         if not core:
             return start, False
-        for needle in (tail, core):
-            at = text.find(needle, start, answer)
-            if at >= 0:
-                return at + len(needle), True
-        return start, False
+        at = text.find(tail, start, answer)
+        if at >= 0:
+            return at + len(tail), True
+        at = text.find(core, start, answer)
+        if at < 0:
+            return start, False
+        # The whitespace the prompt writes after its tail is the prompt's too, where A writes it.
+        end, after = at + len(core), tail[tail.index(core) + len(core) :]
+        while after and not text.startswith(after, end):
+            after = after[:-1]
+        return end + len(after), True
 
     def _markup_start(self, text: str, prompt: str | None, previous: int, done: int, data_start: int, block: bool) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,

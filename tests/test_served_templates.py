@@ -47,8 +47,6 @@ XFAIL: dict[tuple[str, str], str] = {
     ("deepseek-v3.2-nothink", "call+text"): "issue 21 class 1: mis-trained: trained [’</think>Let me look that up.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=”get_weather”>\n<｜DSML｜pa",
     ("nemotron-3-nano-nothink", "reasoning"): "issue 21 class 4: mis-trained: trained [’\nIt is 5.<|im_end|>’, ’\nIt is 8.<|im_end|>’], the rule trains [’\nIt is 5.<|im_end|>’, ’It is 8.<|",
     ("nemotron-3-nano-nothink", "reasoning+call"): "issue 21 class 4: mis-trained: trained [’\n<tool_call>\n<function=get_weather>\n<parameter=city>\nKyiv\n</parameter>\n<parameter=unit>\ncelsi",
-    ("gemma-4-31b-think", "reasoning+call"): "issue 21 class 5: false reject: the chat template does not write reasoning (reasoning_content/thinking); the record would be trained without t",
-    ("gemma-4-31b-nothink", "reasoning+call"): "issue 21 class 4: false reject: the chat template does not write reasoning (reasoning_content/thinking); the record would be trained without t",
     ("command-r7b-tool-use-think", "plain"): "issue 21 class 3: mis-trained: trained [’<|START_RESPONSE|>Blue is one.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>’, ’<|START_RESPONSE|>Green works",
     ("command-r7b-tool-use-think", "call-dict"): "issue 21 class 3: mis-trained: trained [’<|START_THINKING|><|END_THINKING|><|START_ACTION|>[\n {”tool_call_id”: ”0”, ”tool_name”: ”get_weathe",
     ("command-r7b-tool-use-think", "call-str"): "issue 21 class 3: mis-trained: trained [’<|START_THINKING|><|END_THINKING|><|START_ACTION|>[\n {”tool_call_id”: ”0”, ”tool_name”: ”get_weathe",
