@@ -110,8 +110,9 @@ class ChatSpans:
         self.mask_reasoning = mask_reasoning
         self.eos = tokenizer.eos_token or ""
         header = markers.assistant_header
-        self.added = frozenset(tokenizer.backend_tokenizer.get_added_tokens_decoder())
-        added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
+        decoder = tokenizer.backend_tokenizer.get_added_tokens_decoder()
+        self.added = frozenset(decoder)  # ids of added tokens: markup
+        added = {a.content for a in decoder.values()}
         enc = tokenizer.backend_tokenizer.encode(header, add_special_tokens=False) if header else None
         ends = [b for a, b in enc.offsets if header[a:b] in added or header[b - 1].isspace()] if enc else []
         # The role header cut after whole markup tokens or line ends, longest first: where a
@@ -228,8 +229,10 @@ class ChatSpans:
         names = Counter(call["function"]["name"] for call in msg.get("tool_calls", ()))
         for name, n in names.items():
             if text.count(name, start, end) < n:
-                where = "does not write" if name not in text else "writes part of its calls before where the turn can be located; cannot train"
-                raise reject(f"the template {where} the name of the tool call {name!r}")
+                raise reject(
+                    f"the template does not write the name of the tool call {name!r}" if name not in text else
+                    f"its tool call {name!r} begins before where the turn can be located, so it cannot be trained whole"
+                )  # fmt: skip
         if self.markers.eot:
             sep = self.markers.separator
             boundary = end + len(sep) if sep and text.startswith(sep, end) else end
@@ -382,9 +385,10 @@ class ChatSpans:
         writes `</think>` at the start of history turns, which the model then writes (trained).
         """
         lo = max(previous, done)
-        if prompt is not None:
-            part = len(prompt) if text.startswith(prompt) else common_token_prefix(prompt, text, self.tokenizer)
-            if lo <= part <= data_start and (block or (self._after_header(text, lo, part, data_start) and self._markup_only(text[part:data_start]))):
+        if prompt is not None and len(os.path.commonprefix([prompt, text])) >= lo:
+            part = lo + common_token_prefix(prompt[lo:], text[lo:], self.tokenizer)  # tokenized from the turn on
+            within = part <= data_start and (block or self._after_header(text, lo, part, data_start))
+            if within and (block or self._markup_only(text[part:data_start])):
                 return part
         if not block:
             return data_start
