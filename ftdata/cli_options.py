@@ -60,7 +60,7 @@ def flag_name(name: str) -> str:
 
 def _kind(name: str) -> str:
     """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
-    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "chat_template_kwargs": "json"}
+    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "pad_to_multiple_of": "int", "chat_template_kwargs": "json"}
     if name in special:
         return special[name]
     default = FIELDS[name].default

@@ -167,10 +167,12 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
         run_dir.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg, loaded.tokenizer, rejects_path=run_dir / "rejects.jsonl")
     data = _data_record(splits)
+    processes = _processes_record(cfg, state)
     if resuming:
         _check_same_data(run_dir, data)
+        _check_same_processes(run_dir, processes)
     trainable, total = count_parameters(loaded.model)
-    base = _base_record(cfg, run_dir, loaded, data, trainable=trainable, total=total)
+    base = _base_record(cfg, run_dir, loaded, data, processes, trainable=trainable, total=total)
     if state.is_main_process:
         cfg.to_yaml(run_dir / record.CONFIG_FILE)
         record.write_json(run_dir / record.RUN_FILE, {**base, "status": "running"})
@@ -242,8 +244,31 @@ def _check_same_data(run_dir: Path, data: dict[str, Any]) -> None:
         )
 
 
-def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dict[str, Any], *,
-                 trainable: int, total: int) -> dict[str, Any]:
+def _processes_record(cfg: TrainConfig, state: Any) -> dict[str, Any]:
+    """How many processes train and how many rows one optimizer step sees across them."""
+    world = state.num_processes
+    return {
+        "world_size": world,
+        "backend": state.backend,  # gloo on CPU, nccl on CUDA, None for one process
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "global_batch_size": world * cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
+    }
+
+
+def _check_same_processes(run_dir: Path, processes: dict[str, Any]) -> None:
+    """A checkpoint's data position counts batches of its world size: resume with the same one."""
+    previous = record.read_run(run_dir).get("processes", {}).get("world_size")
+    if previous is not None and previous != processes["world_size"]:
+        raise ConfigError(
+            f"{run_dir.name} was trained by {previous} process(es), this resume runs {processes['world_size']}: "
+            "the checkpoint's data position and global batch would not carry over; resume with "
+            f"{previous} process(es) or start a new run"
+        )
+
+
+def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dict[str, Any],
+                 processes: dict[str, Any], *, trainable: int, total: int) -> dict[str, Any]:
     previous = record.read_run(run_dir)
     return {
         "run": run_dir.name,
@@ -259,6 +284,7 @@ def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dic
             "memory_footprint_bytes": int(loaded.model.get_memory_footprint()),
         },
         "data": data,
+        "processes": processes,
         "versions": record.versions(),
     }
 

@@ -90,6 +90,9 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
             max_length=None,
             packing=False,
             padding_free=splits.packed,
+            # Every LoRA weight takes part in every forward pass: DDP need not search the graph
+            # for unused ones after each step (and warn that it found none).
+            ddp_find_unused_parameters=False if cfg.lora else None,
         )
     except ValueError as exc:
         raise ConfigError(f"invalid training option: {_first_line(exc)}") from None
