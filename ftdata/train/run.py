@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Options that shape the data, its order or the model: a resumed run must keep them.
 RESUME_LOCKED = (
-    "model", "tokenizer", "data", "data_options",
+    "model", "tokenizer", "data", "data_options", "streaming", "shuffle_buffer",
     "lora", "lora_r", "lora_alpha", "target_modules", "quantization", "per_device_train_batch_size",
     "gradient_accumulation_steps",
 )
@@ -102,7 +102,8 @@ def train(
     if cfg.merge and cfg.lora and state.is_main_process:
         merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
     total = base["model"]["total_params"]
-    metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind)
+    metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind,
+                       global_batch=base["processes"]["global_batch_size"])
     result = TrainResult(run_dir=run_dir, output_dir=output_dir, merged_dir=merged_dir, metrics=metrics)
     if state.is_main_process:
         history = trainer.state.log_history
@@ -299,9 +300,13 @@ def _final_eval(trainer: Any, splits: Splits) -> None:
 
 
 def _metrics(trainer: Any, train_metrics: dict[str, Any], data: dict[str, Any], *, total: int, seconds: float,
-             device: str) -> dict[str, Any]:
+             device: str, global_batch: int) -> dict[str, Any]:
     # Tokens seen = train tokens x epochs done; robust to resume (TRL's own counter restarts at 0).
-    tokens_seen = round(data["splits"]["train"]["tokens"] * float(trainer.state.epoch or 0.0))
+    split = data["splits"]["train"]
+    epochs = float(trainer.state.epoch or 0.0)
+    if split.get("streamed"):  # the Trainer cannot count the epochs of a stream (it has no length)
+        epochs = trainer.state.global_step * global_batch / split["rows"]
+    tokens_seen = round(split["tokens"] * epochs)
     return {
         **trainer_metrics(trainer),
         **{k: v for k, v in train_metrics.items() if isinstance(v, (int, float))},

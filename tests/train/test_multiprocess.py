@@ -176,3 +176,15 @@ def test_resume_with_another_world_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"trained by 2 process\(es\), this resume runs 1"):
         _check_same_processes(tmp_path, {"world_size": 1})
     _check_same_processes(tmp_path, {"world_size": 2})
+
+
+def test_the_fsdp_example_is_an_accelerate_config_for_the_bundled_model() -> None:
+    """Not run here (no GPU): the file parses as accelerate's own config, and it wraps the
+    decoder layer class of the bundled model (what FSDP must shard unit by unit)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+    from transformers import LlamaForCausalLM
+
+    config = load_config_from_file(str(Path(__file__).resolve().parents[2] / "examples" / "accelerate_fsdp_gpu.yaml"))
+    assert config.distributed_type is DistributedType.FSDP and config.fsdp_config["fsdp_version"] == 2
+    assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] in LlamaForCausalLM._no_split_modules
