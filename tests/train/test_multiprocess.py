@@ -24,6 +24,9 @@ import pytest
 from ftdata.errors import ConfigError
 
 pytest.importorskip("torch")
+# One worker runs the launches for every test here (`make test` passes --dist loadgroup):
+# with plain -n 2 each worker would run the module fixture, doubling its 90 s.
+pytestmark = pytest.mark.xdist_group("multiprocess")
 BIN = Path(sys.executable).parent
 
 # The two runs see the same rows in the same order and normalise the loss by the tokens of the
