@@ -60,7 +60,7 @@ def flag_name(name: str) -> str:
 
 def _kind(name: str) -> str:
     """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
-    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "pad_to_multiple_of": "int", "chat_template_kwargs": "json"}
+    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens"}
     if name in special:
         return special[name]
     default = FIELDS[name].default
@@ -80,7 +80,7 @@ def _help(name: str) -> str:
     return text
 
 
-_METAVARS = {"int": "INTEGER", "float": "NUMBER", "number": "N|FRACTION", "json": "JSON", "pairs": "KEY=VALUE", "text": "TEXT"}
+_METAVARS = {"tokens": "TEXT", "int": "INTEGER", "float": "NUMBER", "number": "N|FRACTION", "json": "JSON", "pairs": "KEY=VALUE", "text": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -306,6 +306,7 @@ _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
     "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
     "text": ((str,), "a string"),
+    "tokens": ((list, str), "a list of token strings, e.g. ['<|eom_id|>']"),
 }
 
 

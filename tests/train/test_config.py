@@ -130,6 +130,8 @@ SAMPLES = {
     "chat_template_kwargs": ('{"enable_thinking": false}', {"enable_thinking": False}),
     "truncation": ("keep_end", TruncationPolicy.KEEP_END),
     "prompt_cut": ("middle", PromptCut.MIDDLE),
+    "stop_tokens": ("<|eom_id|>", ["<|eom_id|>"]),
+    "special_tokens_in_data": ("text", "text"),
     "padding": ("max_length", "max_length"),
     "padding_side": ("left", "left"),
     "on_error": ("skip", "skip"),
