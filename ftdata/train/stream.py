@@ -2,7 +2,7 @@
 
 `ftdata train OUT --streaming` reads the train split of a build folder written with
 `--output-format parquet` (one file per split) or by engine=ray (`OUT/data/*.parquet`, one
-file per shard) through `datasets`' iterable Parquet reader: a row group at a time, shuffled
+file per shard) through `datasets`' iterable Parquet reader, 256 rows at a time, shuffled
 in a buffer of `shuffle_buffer` rows with the run's seed. Nothing is converted to an Arrow
 cache or memory-mapped, so the process's memory does not grow with the corpus.
 
