@@ -24,9 +24,6 @@ import pytest
 from ftdata.errors import ConfigError
 
 pytest.importorskip("torch")
-# One worker runs the launches for every test here (`make test` passes --dist loadgroup):
-# with plain -n 2 each worker would run the module fixture, doubling its 90 s.
-pytestmark = pytest.mark.xdist_group("multiprocess")
 BIN = Path(sys.executable).parent
 
 # The two runs see the same rows in the same order and normalise the loss by the tokens of the
@@ -88,9 +85,8 @@ class Launcher:
         return {p.name for p in (self.root / "marks" / name).iterdir()}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("multiprocess")
+def _launch_all(root: Path):
+    """Build, then the one-process run, the torchrun run, and the accelerate resume."""
     launch = Launcher(root)
     data = root / "qa.json"
     pairs = [("What colour is the sky?", "The sky is blue."), ("Name a fruit.", "An apple is a fruit."),
@@ -119,7 +115,7 @@ def losses(record: dict) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in record["log_history"] if "loss" in e}
 
 
-def test_two_processes_match_one_with_the_same_global_batch(runs) -> None:
+def _two_processes_match_one_with_the_same_global_batch(runs) -> None:
     _, _, records, _ = runs
     one, two = losses(records["one"]), losses(records["two"])
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
@@ -128,7 +124,7 @@ def test_two_processes_match_one_with_the_same_global_batch(runs) -> None:
     assert one[4] < one[1] - 1.0  # it trained: the comparison is not between two flat lines
 
 
-def test_run_json_records_world_size_and_global_batch(runs) -> None:
+def _run_json_records_world_size_and_global_batch(runs) -> None:
     _, _, records, _ = runs
     assert records["one"]["processes"] == {
         "world_size": 1, "backend": None, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
@@ -143,21 +139,21 @@ def test_run_json_records_world_size_and_global_batch(runs) -> None:
         assert records[name]["metrics"]["epoch"] == pytest.approx(4 * 4 / rows)
 
 
-def test_no_rank_tokenizes_the_built_rows(runs) -> None:
+def _no_rank_tokenizes_the_built_rows(runs) -> None:
     launch, _, _, _ = runs
     assert launch.marks("one") == {"started-main"}
     assert launch.marks("two") == {"started-main", "started-0", "started-1"}
     assert launch.marks("resumed") == {"started-main", "started-0", "started-1"}
 
 
-def test_no_ddp_warning_and_one_summary(runs) -> None:
+def _no_ddp_warning_and_one_summary(runs) -> None:
     _, procs, _, _ = runs
     for name in ("two", "resumed"):
         assert "find_unused_parameters" not in procs[name].stderr
         assert procs[name].stdout.count("done ") == 1
 
 
-def test_checkpoints_and_resume_under_two_processes(runs) -> None:
+def _checkpoints_and_resume_under_two_processes(runs) -> None:
     _, _, records, folder = runs
     checkpoint = folder / "two" / "checkpoint-2"
     assert {"adapter_model.safetensors", "optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"} <= {
@@ -170,6 +166,16 @@ def test_checkpoints_and_resume_under_two_processes(runs) -> None:
     for step in (3, 4):  # trained after resuming: same weights, optimizer, data position
         assert again[step] == pytest.approx(straight[step], abs=1e-5), step
     assert (folder / "resumed" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_two_processes_on_cpu(tmp_path: Path) -> None:
+    """One test, so that the ~90 s of launches run once whatever the xdist distribution."""
+    runs = _launch_all(tmp_path)
+    _two_processes_match_one_with_the_same_global_batch(runs)
+    _run_json_records_world_size_and_global_batch(runs)
+    _no_rank_tokenizes_the_built_rows(runs)
+    _no_ddp_warning_and_one_summary(runs)
+    _checkpoints_and_resume_under_two_processes(runs)
 
 
 def test_resume_with_another_world_size_is_refused(tmp_path: Path) -> None:
