@@ -53,6 +53,34 @@ def load(out: str | Path) -> BuildResult:
     return BuildResult(_read(fmt, files), report)
 
 
+def parquet_files(out: str | Path) -> dict[str, list[Path]]:
+    """The Parquet files of each split of a build folder, for reading them as a stream:
+    `{"train": [OUT/train.parquet], "test": [OUT/test.parquet]}` for `--output-format parquet`,
+    `{"train": [OUT/data/part-0.parquet, ...]}` for an engine=ray build (its shards, sorted).
+
+    Raises:
+        ConfigError: `out` is not a build folder, its files are missing, or it is not Parquet.
+    """
+    folder = Path(out).expanduser()
+    manifest = _manifest(folder)
+    fmt = manifest["output"]["format"]
+    if fmt != "parquet":
+        raise ConfigError(
+            f"{folder} was built with --output-format {fmt}; streaming reads Parquet: build with --output-format parquet "
+            "(or engine=ray)"
+        )
+    splits: dict[str, list[Path]] = {}
+    for name in manifest["output"]["files"]:
+        path = folder / name
+        if not path.exists():
+            raise ConfigError(f"{folder}: build.json lists {path}, which is missing; build again")
+        if path.is_dir():
+            splits["train"] = sorted(path.glob("*.parquet"))
+        else:
+            splits[path.stem] = [path]
+    return splits
+
+
 def load_hint(out: Path | str, *, fmt: str) -> str:
     """The line `ftdata build` prints after its summary: how to load and train on what it wrote."""
     if isinstance(out, str):  # a URI: the Parquet shards are read where they lie, by datasets (fsspec)

@@ -61,8 +61,10 @@ def flag_name(name: str) -> str:
 
 def _kind(name: str) -> str:
     """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
-    special = {"columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int", "chat_template_kwargs": "json",
-               "max_reject_ratio": "float"}
+    special = {
+        "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
+        "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
+    }  # fmt: skip
     if name in special:
         return special[name]
     default = FIELDS[name].default
@@ -82,7 +84,7 @@ def _help(name: str) -> str:
     return text
 
 
-_METAVARS = {"int": "INTEGER", "float": "NUMBER", "number": "N|FRACTION", "json": "JSON", "pairs": "KEY=VALUE", "text": "TEXT"}
+_METAVARS = {"tokens": "TEXT", "int": "INTEGER", "float": "NUMBER", "number": "N|FRACTION", "json": "JSON", "pairs": "KEY=VALUE", "text": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,7 @@ def check_type(origin: str | Path, key: str, value: Any) -> None:
     """
     if value is None:
         return
-    kind = "tokens" if key == "stop_tokens" else _kind(key) if key in FIELDS else "text"  # YAML takes a list
+    kind = _kind(key) if key in FIELDS else "text"
     types, wanted = _YAML_TYPES[kind]
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if ok and kind == "pairs":

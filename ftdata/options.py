@@ -14,6 +14,7 @@ from ftdata.errors import ConfigError
 from ftdata.executors import Engine
 from ftdata.delimited import check_delimiter
 from ftdata.formats import FORMAT_ALIASES, FORMATS, format_name
+from ftdata.packing import check_pad_multiple
 from ftdata.types import MaskPolicy, PromptCut, SystemMode, TruncationPolicy
 
 
@@ -36,6 +37,9 @@ class BuildOptions:
     template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the tokenizer's own chat template, which must be ChatML")
     max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
     packing: bool = _opt(False, "pack sequences into max_length rows (best-fit decreasing)")
+    pad_to_multiple_of: int | None = _opt(
+        None, "packing: pad each sequence (pad tokens, label -100) to a multiple of this, e.g. 2 x the context-parallel size; must divide max_length"
+    )
     test_size: float | int | None = _opt(None, "held-out split of whole records (a cut record never straddles it): a fraction (0.1) or a record count (200)")
     seed: int = _opt(42, "seed for shuffling, splitting and packing")
     format: str | None = _opt(
@@ -115,6 +119,11 @@ class BuildOptions:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {name}={getattr(self, name)!r}")
         if self.packing and self.padding != "none":
             raise ConfigError("packing and padding=max_length conflict: packed rows need no padding; drop one")
+        if self.pad_to_multiple_of is not None and not self.packing:
+            raise ConfigError(
+                f"pad_to_multiple_of={self.pad_to_multiple_of!r} pads packed sequences: add packing=True (--packing)"
+            )
+        check_pad_multiple(self.pad_to_multiple_of, max_length=self.max_length)
         self.engine = Engine.parse(self.engine)
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise ConfigError(f"ray_address must be a cluster address like 'auto' or 'ray://head:10001', got ray_address={self.ray_address!r}")

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from ftdata import safeio
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.options import BuildOptions
-from ftdata.packing import plan_arrays, plan_stats
+from ftdata.packing import pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.report import BuildReport
 from ftdata.types import IGNORE_INDEX
 
@@ -159,18 +159,21 @@ def _ranges(n: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pack_bins(source: RowsFile, starts: np.ndarray, members: np.ndarray) -> tuple[pa.RecordBatch, int]:
+def _pack_bins(
+    source: RowsFile, starts: np.ndarray, members: np.ndarray, *, pad_to_multiple_of: int | None = None, pad_id: int = 0
+) -> tuple[pa.RecordBatch, int]:
     """One record batch of packed rows: bin j holds rows `members[starts[j]:starts[j + 1]]`; and its trained-token count."""
     seq_len = source.lengths[members]
     ids = source.gather("input_ids", members)
     labels = source.gather("labels", members)
     seq_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
     labels[seq_start] = IGNORE_INDEX
+    ids, labels, mask, seq_len = pad_sequences(ids, labels, seq_len, multiple=pad_to_multiple_of, pad_id=pad_id)
     position_ids = _ranges(seq_len)
     row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[starts]
     columns_out = [
         _lists(row_offsets, ids),
-        _lists(row_offsets, np.ones(len(ids), dtype=np.int8)),
+        _lists(row_offsets, mask),
         _lists(row_offsets, labels),
         _lists(row_offsets, position_ids),
         _lists(starts, seq_len.astype(np.int32)),
@@ -179,27 +182,33 @@ def _pack_bins(source: RowsFile, starts: np.ndarray, members: np.ndarray) -> tup
 
 
 def write_packed(
-    source: RowsFile, path: Path, *, max_length: int, seed: int, rows: np.ndarray | None = None, batch_rows: int = 2048
+    source: RowsFile, path: Path, *, max_length: int, seed: int, rows: np.ndarray | None = None, batch_rows: int = 2048,
+    pad_to_multiple_of: int | None = None, pad_id: int = 0,
 ) -> dict[str, Any]:
     """Pack the rows of `source` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
 
     Same result as `packing.pack_rows` applied to each bin of `packing.plan_bins`, built
     column-wise a batch of bins at a time from the plan's arrays (memory stays bounded by
     `batch_rows` bins plus ~56 bytes per sequence): the first label of every sequence becomes
-    -100 and position_ids restart. Returns the packing stats.
+    -100 and position_ids restart; with `pad_to_multiple_of`, bins are planned and rows built
+    on the padded lengths (`packing.pad_sequences`). Returns the packing stats (fill counts
+    real tokens, not pads).
     """
     lengths = source.lengths
     if rows is not None:
         rows = rows.astype(np.int64)  # a datasets indices mapping is uint64
         lengths = lengths[rows]
-    starts, members = plan_arrays(lengths, max_length=max_length, seed=seed)
+    starts, members = plan_arrays(padded_lengths(lengths, multiple=pad_to_multiple_of), max_length=max_length, seed=seed)
     row_of = members if rows is None else rows[members]
     trained = 0
     with pa.ipc.new_stream(str(path), PACKED_SCHEMA) as sink:
         for first in range(0, len(starts) - 1, batch_rows):
             last = min(first + batch_rows, len(starts) - 1)
             bounds = starts[first : last + 1]
-            batch, n = _pack_bins(source, bounds - bounds[0], row_of[bounds[0] : bounds[-1]])
+            batch, n = _pack_bins(
+                source, bounds - bounds[0], row_of[bounds[0] : bounds[-1]], pad_to_multiple_of=pad_to_multiple_of,
+                pad_id=pad_id,
+            )  # fmt: skip
             sink.write_batch(batch)
             trained += n
     return asdict(plan_stats(lengths, starts, members, max_length=max_length, trained_tokens=trained))
@@ -289,7 +298,10 @@ def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: in
         target = path.with_name(f"{name}.arrow")
         if source is not None and options.packing:
             report.packing = report.packing or {}
-            report.packing[name] = write_packed(source, target, max_length=options.max_length, seed=options.seed, rows=rows)
+            report.packing[name] = write_packed(
+                source, target, max_length=options.max_length, seed=options.seed, rows=rows,
+                pad_to_multiple_of=options.pad_to_multiple_of, pad_id=pad_id,
+            )  # fmt: skip
             split = datasets.Dataset.from_file(str(target))
         else:
             split = dataset if rows is None else dataset.select(rows)  # type: ignore[union-attr]

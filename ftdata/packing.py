@@ -11,9 +11,27 @@ the first label of each one masked, so that no sequence sees or learns from its 
     attention_mask  1     1     1     1     1
     seq_lengths   [3, 2]
 
+With `pad_to_multiple_of` (context parallelism splits every sequence into 2 x cp chunks, so
+ring attention needs each length to divide evenly), each sequence is padded at its end up to
+the next multiple; pad tokens have label -100 and attention_mask 0, and their positions
+continue the sequence's own, so `seq_lengths` and `position_ids` still describe the row
+exactly (what TRL's collator rebuilds from `seq_lengths` is what is stored)::
+
+    pad_to_multiple_of 4:  A = a0 a1 a2 + 1 pad,  B = b0 b1 + 2 pads
+
+    input_ids      a0    a1    a2   pad    b0    b1   pad   pad
+    labels       -100    a1    a2  -100  -100    b1  -100  -100
+    position_ids    0     1     2     3     0     1     2     3
+    attention_mask  1     1     1     0     1     1     0     0
+    seq_lengths   [4, 4]
+
+The pads trail their sequence, so under causal attention no real token sees them: every real
+token's logits are those of its sequence alone (tests/test_isolation.py).
+
 `plan_bins` decides which sequences share a row (best-fit decreasing), `pack_rows` builds one
-row, `split_row` cuts an over-long row into chunks, `packing_stats` says how full the rows
-are. Nothing here imports torch: rows are plain int lists.
+row, `pad_sequences` pads a flat batch of sequences, `split_row` cuts an over-long row into
+chunks, `packing_stats` says how full the rows are. Nothing here imports torch: rows are
+plain int lists.
 
 Why `position_ids` are enough for isolation (transformers 5.23, see docs/packing.md): when a
 model gets `position_ids` and no `attention_mask` and no KV cache, its mask builder
@@ -33,12 +51,72 @@ import numpy as np
 from ftdata.errors import ConfigError, RecordError
 from ftdata.types import IGNORE_INDEX, PackedRow, TokenRow
 
-__all__ = ["PackingStats", "pack_rows", "packing_stats", "plan_arrays", "plan_bins", "plan_stats", "split_row"]
+__all__ = [
+    "PackingStats", "pack_rows", "packing_stats", "pad_sequences", "padded_lengths", "plan_arrays", "plan_bins",
+    "plan_stats", "split_row",
+]  # fmt: skip
 
 
 def _check_max_length(max_length: int) -> None:
     if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length <= 0:
         raise ConfigError(f"max_length must be an integer > 0, got max_length={max_length!r}")
+
+
+def check_pad_multiple(pad_to_multiple_of: int | None, *, max_length: int) -> None:
+    """`pad_to_multiple_of` is None or an integer >= 1 that divides `max_length` (so a padded
+    sequence that fitted still fits).
+
+    Raises:
+        ConfigError: naming the value and the fix.
+    """
+    if pad_to_multiple_of is None:
+        return
+    value = _multiple(pad_to_multiple_of)
+    if max_length % value:
+        raise ConfigError(
+            f"pad_to_multiple_of={value} must divide max_length={max_length} (a padded sequence must still fit "
+            f"a row); use a max_length such as {max_length - max_length % value or value}"
+        )
+
+
+def _multiple(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"pad_to_multiple_of must be an integer >= 1, got pad_to_multiple_of={value!r}")
+    return int(value)
+
+
+def padded_lengths(lengths: Sequence[int] | np.ndarray, *, multiple: int | None) -> np.ndarray:
+    """Each length rounded up to a multiple of `multiple` (as is for None):
+    `padded_lengths([3, 2, 4, 5], multiple=4)` -> [4, 4, 4, 8]."""
+    sizes = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if multiple is None or multiple == 1:
+        return sizes
+    return -(-sizes // multiple) * multiple
+
+
+def pad_sequences(
+    ids: np.ndarray, labels: np.ndarray, seq_len: np.ndarray, *, multiple: int | None, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pad each of the sequences laid end to end in `ids`/`labels` (lengths `seq_len`) at its
+    end up to a multiple of `multiple`: pad_id, label -100, attention 0.
+
+    Returns `(ids, labels, attention_mask, padded_seq_len)`, columnar (no loop per sequence)::
+
+        ids [7 8 9 4 5], seq_len [3 2], multiple 4, pad_id 0
+        -> ids [7 8 9 0 4 5 0 0], attention_mask [1 1 1 0 1 1 0 0], seq_len [4 4]
+    """
+    padded = padded_lengths(seq_len, multiple=multiple)
+    if np.array_equal(padded, seq_len):
+        return ids, labels, np.ones(len(ids), dtype=np.int8), seq_len
+    # Each real token moves right by the padding of the sequences before its own.
+    shift = np.cumsum(padded - seq_len) - (padded - seq_len)
+    dest = np.arange(len(ids)) + np.repeat(shift, seq_len)
+    total = int(padded.sum())
+    out_ids = np.full(total, pad_id, dtype=ids.dtype)
+    out_labels = np.full(total, IGNORE_INDEX, dtype=labels.dtype)
+    mask = np.zeros(total, dtype=np.int8)
+    out_ids[dest], out_labels[dest], mask[dest] = ids, labels, 1
+    return out_ids, out_labels, mask, padded
 
 
 def plan_bins(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> list[list[int]]:
@@ -155,11 +233,13 @@ def _columns(row: Mapping[str, Sequence[int]], n: int) -> tuple[Sequence[int], S
     return ids, labels
 
 
-def pack_rows(rows: Sequence[Mapping[str, Sequence[int]]]) -> PackedRow:
+def pack_rows(
+    rows: Sequence[Mapping[str, Sequence[int]]], *, pad_to_multiple_of: int | None = None, pad_id: int = 0
+) -> PackedRow:
     """Concatenate token rows into one packed row.
 
     `position_ids` restart at 0 for each sequence, `seq_lengths` lists each sequence's
-    length, `attention_mask` is all 1 (there is no padding), and the FIRST label of every
+    length, `attention_mask` is all 1 (no padding by default), and the FIRST label of every
     sequence becomes `IGNORE_INDEX`::
 
         rows  [7 8 9] labels [-100 8 9]   and   [4 5] labels [4 5]
@@ -177,29 +257,37 @@ def pack_rows(rows: Sequence[Mapping[str, Sequence[int]]]) -> PackedRow:
     sequences start with prompt tokens, so that first token is untrained anyway (except
     under `train_on_prompt`, where it was never a real target either).
 
+    With `pad_to_multiple_of`, each sequence is followed by `pad_id` tokens up to the next
+    multiple (label -100, attention_mask 0, positions continuing), and `seq_lengths` holds
+    the padded lengths (see the module docstring).
+
     Raises:
-        ConfigError: `rows` is empty.
+        ConfigError: `rows` is empty, or `pad_to_multiple_of` is not an integer >= 1.
         RecordError: a row is empty, its labels do not match its input_ids, or its
             attention_mask has padding.
     """
     if not rows:
         raise ConfigError("pack_rows needs at least one row, got none")
+    multiple = 1 if pad_to_multiple_of is None else _multiple(pad_to_multiple_of)
     input_ids: list[int] = []
     labels: list[int] = []
+    attention_mask: list[int] = []
     position_ids: list[int] = []
     seq_lengths: list[int] = []
     for n, row in enumerate(rows):
         ids, row_labels = _columns(row, n)
         if not ids:
             raise RecordError(f"row {n} is empty; drop empty rows before packing", field="input_ids")
-        input_ids.extend(ids)
+        pads = -len(ids) % multiple
+        input_ids.extend([*ids, *[pad_id] * pads])
         labels.append(IGNORE_INDEX)
-        labels.extend(row_labels[1:])
-        position_ids.extend(range(len(ids)))
-        seq_lengths.append(len(ids))
+        labels.extend([*row_labels[1:], *[IGNORE_INDEX] * pads])
+        attention_mask.extend([1] * len(ids) + [0] * pads)
+        position_ids.extend(range(len(ids) + pads))
+        seq_lengths.append(len(ids) + pads)
     return PackedRow(
         input_ids=input_ids,
-        attention_mask=[1] * len(input_ids),
+        attention_mask=attention_mask,
         labels=labels,
         position_ids=position_ids,
         seq_lengths=seq_lengths,

@@ -10,6 +10,9 @@ train mode) or an all-ones `attention_mask` switch the detection off.
 The last tests run the path `SFTTrainer` uses for ftdata's packed data: TRL's
 `DataCollatorForLanguageModeling(padding_free=True)` builds `position_ids` from
 `seq_lengths`, and `SFTTrainer.compute_loss` passes `use_cache=False`.
+
+Each positive test also runs with `pad_to_multiple_of=4` (every sequence padded at its end,
+positions continuing): the real tokens' logits must still equal the sequence alone.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 trl_sft = pytest.importorskip("trl.trainer.sft_trainer")
 
-from ftdata.packing import pack_rows, plan_bins  # noqa: E402
+from ftdata.packing import pack_rows, padded_lengths, plan_bins  # noqa: E402
 from ftdata.types import IGNORE_INDEX, TokenRow  # noqa: E402
 
 VOCAB = 1000
@@ -32,6 +35,8 @@ ATOL = 1e-4
 LEAK = 1e-2  # a leaking segment differs by ~0.5 in these models; far above ATOL
 ARCHS = ("llama", "qwen2")
 ATTNS = ("sdpa", "eager")
+MULTIPLES = (None, 4)  # pad_to_multiple_of: off, and what a context-parallel size of 2 needs
+PAD = 3  # a real token id used as the pad: it must not matter, as no real token sees it
 
 
 def build_model(arch: str, attn: str) -> transformers.PreTrainedModel:
@@ -74,14 +79,18 @@ def alone_logits(model, row: TokenRow) -> torch.Tensor:
         return model(input_ids=torch.tensor([row["input_ids"]]), use_cache=False).logits[0]
 
 
-def segment_errors(model, rows: Sequence[TokenRow], packed_logits: torch.Tensor) -> list[float]:
-    """Max |packed - alone| of each sequence's segment of a packed row's logits."""
-    segments = packed_logits.split([len(r["input_ids"]) for r in rows])
-    return [(seg - alone_logits(model, r)).abs().max().item() for seg, r in zip(segments, rows)]
+def segment_errors(
+    model, rows: Sequence[TokenRow], packed_logits: torch.Tensor, *, multiple: int | None = None
+) -> list[float]:
+    """Max |packed - alone| over the real tokens of each sequence's segment of a packed row's
+    logits (a segment is the sequence plus its padding up to `multiple`)."""
+    lengths = [len(r["input_ids"]) for r in rows]
+    segments = packed_logits.split(padded_lengths(lengths, multiple=multiple).tolist())
+    return [(seg[:n] - alone_logits(model, r)).abs().max().item() for seg, r, n in zip(segments, rows, lengths)]
 
 
-def packed_forward(model, rows: Sequence[TokenRow], **overrides) -> torch.Tensor:
-    packed = pack_rows(rows)
+def packed_forward(model, rows: Sequence[TokenRow], *, multiple: int | None = None, **overrides) -> torch.Tensor:
+    packed = pack_rows(rows, pad_to_multiple_of=multiple, pad_id=PAD)
     inputs = dict(
         input_ids=torch.tensor([packed["input_ids"]]),
         position_ids=torch.tensor([packed["position_ids"]]),
@@ -93,12 +102,13 @@ def packed_forward(model, rows: Sequence[TokenRow], **overrides) -> torch.Tensor
         return model(**inputs).logits[0]
 
 
+@pytest.mark.parametrize("multiple", MULTIPLES)
 @pytest.mark.parametrize("attn", ATTNS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_packed_segments_equal_sequences_run_alone(arch, attn):
+def test_packed_segments_equal_sequences_run_alone(arch, attn, multiple):
     model = tiny_model(arch, attn)
     rows = token_rows([7, 12, 5])
-    errors = segment_errors(model, rows, packed_forward(model, rows))
+    errors = segment_errors(model, rows, packed_forward(model, rows, multiple=multiple), multiple=multiple)
     assert max(errors) < ATOL, errors
 
 
@@ -132,29 +142,34 @@ def test_train_mode_alone_does_not_isolate():
     assert min(segment_errors(model, rows, logits)[1:]) > LEAK
 
 
-def collate(rows: Sequence[TokenRow], *, max_length: int, padding_free: bool = True) -> tuple[list, dict]:
+def collate(
+    rows: Sequence[TokenRow], *, max_length: int, padding_free: bool = True, multiple: int | None = None
+) -> tuple[list, dict]:
     """Plan and pack `rows`, then collate the packed rows as SFTTrainer would (its columns only)."""
-    bins = plan_bins([len(r["input_ids"]) for r in rows], max_length=max_length)
-    packed = [pack_rows([rows[i] for i in b]) for b in bins]
+    lengths = padded_lengths([len(r["input_ids"]) for r in rows], multiple=multiple)
+    bins = plan_bins(lengths, max_length=max_length)
+    packed = [pack_rows([rows[i] for i in b], pad_to_multiple_of=multiple, pad_id=PAD) for b in bins]
     collator = trl_sft.DataCollatorForLanguageModeling(pad_token_id=0, padding_free=padding_free)
     examples = [{k: p[k] for k in ("input_ids", "labels", "seq_lengths")} for p in packed]
     order = [rows[i] for b in bins for i in b]
     return order, collator(examples)
 
 
+@pytest.mark.parametrize("multiple", MULTIPLES)
 @pytest.mark.parametrize("attn", ATTNS)
-def test_trl_padding_free_batch_is_isolated_and_loss_matches(attn):
+def test_trl_padding_free_batch_is_isolated_and_loss_matches(attn, multiple):
     model = tiny_model("llama", attn)
     rows = token_rows([9, 4, 11, 6, 3, 8, 7])
-    order, batch = collate(rows, max_length=20)
+    order, batch = collate(rows, max_length=20, multiple=multiple)
     assert "attention_mask" not in batch
-    assert batch["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in rows))
-    lengths = [len(r["input_ids"]) for r in order]
+    lengths = padded_lengths([len(r["input_ids"]) for r in order], multiple=multiple).tolist()
+    assert batch["input_ids"].shape == (1, sum(lengths))
+    # what TRL rebuilds from seq_lengths is what pack_rows stored: positions run on through the pads
     assert batch["position_ids"][0].tolist() == [p for n in lengths for p in range(n)]
 
     with torch.no_grad():
         out = model(**batch, use_cache=False)
-    errors = segment_errors(model, order, out.logits[0])
+    errors = segment_errors(model, order, out.logits[0], multiple=multiple)
     assert max(errors) < ATOL, errors
 
     # The packed loss is the token-weighted mean of the separate losses: nothing crosses a boundary.

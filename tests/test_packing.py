@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftdata.errors import ConfigError, RecordError
-from ftdata.packing import PackingStats, pack_rows, packing_stats, plan_bins, split_row
+from ftdata.options import BuildOptions
+from ftdata.packing import PackingStats, pack_rows, packing_stats, pad_sequences, padded_lengths, plan_bins, split_row
 from ftdata.types import IGNORE_INDEX
 
 # ---------------------------------------------------------------- plan_bins, literal
@@ -103,6 +104,71 @@ def test_pack_rows_does_not_mutate_input():
 def test_pack_rows_rejects_bad_rows(rows, error, match):
     with pytest.raises(error, match=match):
         pack_rows(rows)
+
+
+# ---------------------------------------------------------------- pad_to_multiple_of, literal
+
+
+def test_pack_rows_pads_each_sequence_to_a_multiple():
+    rows = [
+        {"input_ids": [7, 8, 9], "labels": [-100, 8, 9]},
+        {"input_ids": [4, 5], "labels": [4, 5]},
+        {"input_ids": [1, 2, 3, 6], "labels": [-100, -100, 3, 6]},
+    ]
+    packed = pack_rows(rows, pad_to_multiple_of=4, pad_id=0)
+    assert packed == {
+        "input_ids":      [7, 8, 9, 0, 4, 5, 0, 0, 1, 2, 3, 6],
+        "attention_mask": [1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 1],
+        "labels":         [-100, 8, 9, -100, -100, 5, -100, -100, -100, -100, 3, 6],
+        "position_ids":   [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3],
+        "seq_lengths":    [4, 4, 4],
+    }  # fmt: skip
+    assert pack_rows(rows, pad_to_multiple_of=1) == pack_rows(rows)
+
+
+def test_pad_sequences_is_pack_rows_columnwise():
+    ids, labels = np.array([7, 8, 9, 4, 5], dtype=np.int32), np.array([-100, 8, 9, -100, 5], dtype=np.int32)
+    out_ids, out_labels, mask, lengths = pad_sequences(ids, labels, np.array([3, 2]), multiple=4, pad_id=0)
+    assert out_ids.tolist() == [7, 8, 9, 0, 4, 5, 0, 0]
+    assert out_labels.tolist() == [-100, 8, 9, -100, -100, 5, -100, -100]
+    assert mask.tolist() == [1, 1, 1, 0, 1, 1, 0, 0] and lengths.tolist() == [4, 4]
+    assert padded_lengths([3, 2, 4, 5], multiple=4).tolist() == [4, 4, 4, 8]
+    assert padded_lengths([3, 2], multiple=None).tolist() == [3, 2]
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"packing": True, "max_length": 10, "pad_to_multiple_of": 4},
+         r"pad_to_multiple_of=4 must divide max_length=10 .* use a max_length such as 8"),
+        ({"packing": True, "pad_to_multiple_of": 0}, r"pad_to_multiple_of must be an integer >= 1, got pad_to_multiple_of=0"),
+        ({"packing": True, "pad_to_multiple_of": True}, r"pad_to_multiple_of must be an integer >= 1, got pad_to_multiple_of=True"),
+        ({"pad_to_multiple_of": 4}, r"pad_to_multiple_of=4 pads packed sequences: add packing=True \(--packing\)"),
+    ],
+)  # fmt: skip
+def test_pad_to_multiple_of_is_checked(options, match):
+    with pytest.raises(ConfigError, match=match):
+        BuildOptions(**options)
+
+
+def test_build_pads_packed_sequences_to_the_multiple(smol):
+    from ftdata import build_sft_dataset
+
+    records = [{"instruction": f"Say {word} {'again ' * n}", "input": "", "output": word * (n + 1)}
+               for n, word in enumerate(["yes", "no", "maybe", "sure", "never", "often", "rarely"])]  # fmt: skip
+    plain = build_sft_dataset(records, tokenizer=smol, template="alpaca", max_length=128, packing=True)
+    padded = build_sft_dataset(records, tokenizer=smol, template="alpaca", max_length=128, packing=True, pad_to_multiple_of=8)
+    trained = [sum(lab != IGNORE_INDEX for lab in row["labels"]) for row in plain]
+    assert sum(trained) == sum(sum(lab != IGNORE_INDEX for lab in row["labels"]) for row in padded)
+    real = sorted(n for row in plain for n in row["seq_lengths"])
+    assert sorted(sum(row["attention_mask"][a : a + n]) for row in padded
+                  for a, n in zip(np.cumsum([0, *row["seq_lengths"][:-1]]), row["seq_lengths"])) == real  # fmt: skip
+    for row in padded:
+        assert all(n % 8 == 0 for n in row["seq_lengths"]) and len(row["input_ids"]) <= 128
+        assert row["position_ids"] == [p for n in row["seq_lengths"] for p in range(n)]
+        pads = [i for i, m in enumerate(row["attention_mask"]) if m == 0]
+        assert all(row["labels"][i] == IGNORE_INDEX for i in pads)
+    assert any(0 in row["attention_mask"] for row in padded)  # some sequence did need padding
 
 
 # ---------------------------------------------------------------- split_row, literal
@@ -206,47 +272,67 @@ def test_plan_bins_no_two_bins_could_merge(case):
     assert len(totals) < 2 or totals[0] + totals[1] > max_length
 
 
-@given(token_rows())
-def test_pack_rows_keeps_sequences_contiguous_and_positions_restarting(rows):
-    packed = pack_rows(rows)
+MULTIPLES = pytest.mark.parametrize("multiple", [None, 4])  # pad_to_multiple_of: off, and on
+PAD = -7  # a pad id no generated row uses, so every pad is visible
+
+
+def _unpadded(packed, key):
+    """The tokens of `key` where attention_mask is 1: the packed row without its pads."""
+    return [t for t, m in zip(packed[key], packed["attention_mask"]) if m]
+
+
+@MULTIPLES
+@given(rows=token_rows())
+def test_pack_rows_keeps_sequences_contiguous_and_positions_restarting(rows, multiple):
+    packed = pack_rows(rows, pad_to_multiple_of=multiple, pad_id=PAD)
     lengths = [len(r["input_ids"]) for r in rows]
-    assert packed["seq_lengths"] == lengths
-    assert packed["input_ids"] == [t for r in rows for t in r["input_ids"]]
-    assert packed["position_ids"] == [p for n in lengths for p in range(n)]
-    assert packed["attention_mask"] == [1] * sum(lengths)
-    assert len(packed["labels"]) == sum(lengths)
-    starts = np.cumsum([0, *lengths[:-1]]).tolist()
+    padded = [n + -n % (multiple or 1) for n in lengths]
+    assert packed["seq_lengths"] == padded
+    assert all(n % (multiple or 1) == 0 for n in packed["seq_lengths"])
+    assert packed["input_ids"] == [t for r, p in zip(rows, padded) for t in [*r["input_ids"], *[PAD] * (p - len(r["input_ids"]))]]
+    assert packed["position_ids"] == [p for n in padded for p in range(n)]
+    assert packed["attention_mask"] == [m for n, p in zip(lengths, padded) for m in [1] * n + [0] * (p - n)]
+    assert len(packed["labels"]) == sum(padded)
+    starts = np.cumsum([0, *padded[:-1]]).tolist()
     assert [i for i, p in enumerate(packed["position_ids"]) if p == 0] == starts
+    assert all(lab == IGNORE_INDEX for lab, m in zip(packed["labels"], packed["attention_mask"]) if not m)
 
 
-@given(token_rows())
-def test_pack_rows_preserves_every_trained_token_but_each_first(rows):
+@MULTIPLES
+@given(rows=token_rows())
+def test_pack_rows_preserves_every_trained_token_but_each_first(rows, multiple):
     # The documented rule: each sequence's first label becomes IGNORE_INDEX (it would be
     # predicted from the neighbour's last token); every other (sequence, position, label)
-    # that was trained is still trained, and nothing is trained that was not.
-    packed = pack_rows(rows)
+    # that was trained is still trained, and nothing is trained that was not (pads never are).
+    packed = pack_rows(rows, pad_to_multiple_of=multiple, pad_id=PAD)
     expected = Counter()
     got = Counter()
     offset = 0
-    for s, row in enumerate(rows):
+    for s, (row, size) in enumerate(zip(rows, packed["seq_lengths"], strict=True)):
         n = len(row["input_ids"])
         assert packed["labels"][offset] == IGNORE_INDEX
         for j in range(1, n):
             if row["labels"][j] != IGNORE_INDEX:
                 expected[(s, j, row["labels"][j])] += 1
+        for j in range(1, size):
             if packed["labels"][offset + j] != IGNORE_INDEX:
                 got[(s, j, packed["labels"][offset + j])] += 1
-        offset += n
+        offset += size
     assert got == expected
 
 
+@MULTIPLES
 @settings(max_examples=50)
-@given(token_rows(max_rows=30), st.integers(min_value=12, max_value=40), st.integers(0, 1000))
-def test_plan_then_pack_never_exceeds_max_length_or_loses_tokens(rows, max_length, seed):
-    bins = plan_bins([len(r["input_ids"]) for r in rows], max_length=max_length, seed=seed)
-    packed = [pack_rows([rows[i] for i in b]) for b in bins]
+@given(rows=token_rows(max_rows=30), max_length=st.integers(min_value=3, max_value=10), seed=st.integers(0, 1000))
+def test_plan_then_pack_never_exceeds_max_length_or_loses_tokens(rows, max_length, seed, multiple):
+    max_length *= 4  # 12..40, and a multiple of 4 as pad_to_multiple_of=4 requires
+    lengths = padded_lengths([len(r["input_ids"]) for r in rows], multiple=multiple)
+    bins = plan_bins(lengths, max_length=max_length, seed=seed)
+    packed = [pack_rows([rows[i] for i in b], pad_to_multiple_of=multiple, pad_id=PAD) for b in bins]
     assert all(len(p["input_ids"]) <= max_length for p in packed)
-    assert Counter(t for p in packed for t in p["input_ids"]) == Counter(t for r in rows for t in r["input_ids"])
+    assert all(len(p["input_ids"]) % (multiple or 1) == 0 for p in packed)
+    assert Counter(t for p in packed for t in _unpadded(p, "input_ids")) == Counter(t for r in rows for t in r["input_ids"])
+    assert sum(len(p["input_ids"]) for p in packed) == sum(lengths)
     trained_after = sum(lab != IGNORE_INDEX for p in packed for lab in p["labels"])
     trained_before = sum(lab != IGNORE_INDEX for r in rows for lab in r["labels"][1:])
     assert trained_after == trained_before
@@ -265,6 +351,7 @@ def test_split_row_chunks_reassemble_to_the_original(rows, max_length):
 # ---------------------------------------------------------------- write_packed against pack_rows (oracle)
 
 
+@MULTIPLES
 @settings(max_examples=60, deadline=None)
 @given(
     lengths=st.lists(st.integers(1, 12), min_size=1, max_size=40),
@@ -273,7 +360,9 @@ def test_split_row_chunks_reassemble_to_the_original(rows, max_length):
     batch_rows=st.integers(1, 5),
     seed=st.integers(0, 3),
 )
-def test_write_packed_equals_pack_rows_of_each_planned_bin(tmp_path_factory, lengths, chunk, subset, batch_rows, seed):
+def test_write_packed_equals_pack_rows_of_each_planned_bin(
+    tmp_path_factory, lengths, chunk, subset, batch_rows, seed, multiple
+):
     """The column-wise writer (a multi-chunk rows file read with preadv, a split's uint64 indices,
     several batches) gives exactly `pack_rows` of each bin of `plan_bins`, and the same stats."""
     import pyarrow as pa
@@ -294,11 +383,12 @@ def test_write_packed_equals_pack_rows_of_each_planned_bin(tmp_path_factory, len
     view = [rows[i] for i in picked] if subset else rows
     out = folder / "train.arrow"
     stats = write_packed(RowsFile(folder / "rows.arrow"), out, max_length=16, seed=seed, batch_rows=batch_rows,
-                         rows=None if picked is None else picked.astype(np.uint64))  # fmt: skip
+                         rows=None if picked is None else picked.astype(np.uint64), pad_to_multiple_of=multiple,
+                         pad_id=PAD)  # fmt: skip
     written = pa.ipc.open_stream(str(out)).read_all()
     assert written.schema == PACKED_SCHEMA
-    bins = plan_bins([len(r["input_ids"]) for r in view], max_length=16, seed=seed)
-    expected = [pack_rows([view[i] for i in b]) for b in bins]
+    bins = plan_bins(padded_lengths([len(r["input_ids"]) for r in view], multiple=multiple), max_length=16, seed=seed)
+    expected = [pack_rows([view[i] for i in b], pad_to_multiple_of=multiple, pad_id=PAD) for b in bins]
     assert written.to_pylist() == expected
     trained = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in expected)
     assert stats == asdict(packing_stats([len(r["input_ids"]) for r in view], bins, max_length=16, trained_tokens=trained))

@@ -112,6 +112,15 @@ class TrainConfig:
             "group": "data",
         },
     )
+    streaming: bool = _opt(
+        False,
+        "Stream the train rows of a Parquet build (ftdata build --output-format parquet, or engine=ray) "
+        "instead of loading them: memory stays flat as the corpus grows.",
+        group="data",
+    )
+    shuffle_buffer: int = _opt(
+        1000, "With --streaming: rows held (decoded) in the shuffle buffer, shuffled with the seed.", group="data"
+    )
     # --- adapter and quantization ----------------------------------------------------------
     lora: bool = _opt(True, "Train a LoRA adapter. --no-lora trains every weight (needs --quantization none).",
                       group="lora")
@@ -384,7 +393,7 @@ def _coerce(value: Any, kind: type) -> int | float:
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
-    for name in ("lora_r", "lora_alpha", "per_device_train_batch_size",
+    for name in ("lora_r", "lora_alpha", "per_device_train_batch_size", "shuffle_buffer",
                  "per_device_eval_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
         _number(cfg, name, int, low=1)
     for name in ("max_steps", "eval_steps", "save_total_limit"):
@@ -408,6 +417,8 @@ def _check_combinations(cfg: TrainConfig) -> None:
             f"quantized weights cannot be trained: --no-lora needs --quantization none, "
             f"got quantization={cfg.quantization.value!r}"
         )
+    if cfg.group_by_length and cfg.streaming:
+        raise ConfigError("group_by_length and streaming exclude each other: a stream has no lengths to sort by")
     if cfg.group_by_length and cfg.data_options.packing:
         raise ConfigError("group_by_length and packing exclude each other: packed rows all have max_length tokens")
     if cfg.load_best_model_at_end and cfg.eval_strategy is Interval.NO:

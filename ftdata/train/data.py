@@ -2,7 +2,8 @@
 check the columns SFTTrainer will read, and fingerprint it.
 
 Under `accelerate launch` the main process builds first and the others then read the
-pipeline's cache, so the dataset is tokenized once.
+pipeline's cache, so the dataset is tokenized once. With `streaming`, the train rows of a
+Parquet build are read as a stream (`stream.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ftdata.train.config import TrainConfig
 from ftdata.types import IGNORE_INDEX
 
 if TYPE_CHECKING:
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, IterableDataset
     from transformers import PreTrainedTokenizerBase
 
 REQUIRED_COLUMNS = ("input_ids", "labels")
@@ -30,17 +31,25 @@ REQUIRED_COLUMNS = ("input_ids", "labels")
 
 @dataclass
 class Splits:
-    """Train rows, optional eval rows, and whether rows are packed (have `seq_lengths`)."""
+    """Train rows, optional eval rows, and whether rows are packed (have `seq_lengths`).
 
-    train: Dataset
+    `streamed`: for train rows streamed from Parquet files, their rows, token counts and
+    hash (`stream.file_stats`); None when the rows are loaded.
+    """
+
+    train: Dataset | IterableDataset
     eval: Dataset | None
     packed: bool
+    streamed: dict[str, Any] | None = None
 
     def fingerprint(self) -> dict[str, Any]:
-        """Per split: datasets' fingerprint, columns, rows, and a SHA-256 of the token content."""
+        """Per split: datasets' fingerprint, columns, rows, and a SHA-256 of the token content
+        (of the files' bytes for a streamed split)."""
         out: dict[str, Any] = {}
+        if self.streamed is not None:
+            out["train"] = {"fingerprint": None, "columns": list(self.train.column_names), "streamed": True, **self.streamed}
         for name, ds in (("train", self.train), ("test", self.eval)):
-            if ds is not None:
+            if ds is not None and name not in out:
                 out[name] = {
                     "fingerprint": getattr(ds, "_fingerprint", None),
                     "columns": list(ds.column_names),
@@ -80,6 +89,8 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
         options = replace(options, rejects_path=str(rejects_path))
     if options.cache_dir is None and state.num_processes > 1:
         options = replace(options, cache_dir=str(cache_root() / "builds"))
+    if cfg.streaming:
+        return _streamed(path, cfg)
     with state.main_process_first():
         saved = is_saved_dataset(path) or is_build_output(path)
         built = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
@@ -88,6 +99,22 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
         if ds is not None:
             _check_columns(ds, name)
     return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names)
+
+
+def _streamed(path: Path, cfg: TrainConfig) -> Splits:
+    from ftdata.train.stream import file_stats, stream_build
+
+    if not is_build_output(path):
+        raise ConfigError(
+            f"streaming reads the Parquet files of a build folder; {path} is not one: run "
+            "`ftdata build DATA -o OUT --output-format parquet` and train on OUT"
+        )
+    train, test, files = stream_build(path, cfg)
+    stats = file_stats(files)
+    _check_columns(train, "train", rows=stats["rows"])
+    if test is not None:
+        _check_columns(test, "test")
+    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, streamed=stats)
 
 
 def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> Dataset | DatasetDict:
@@ -131,14 +158,14 @@ def _split(built: Dataset | DatasetDict) -> tuple[Dataset, Dataset | None]:
     return built, None
 
 
-def _check_columns(ds: Dataset, split: str) -> None:
+def _check_columns(ds: Dataset | IterableDataset, split: str, *, rows: int | None = None) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
     if missing:
         raise ConfigError(
             f"the {split} split lacks column(s) {', '.join(missing)} (has {', '.join(ds.column_names)}); "
             "train on data built by ftdata (input_ids, attention_mask, labels)"
         )
-    if ds.num_rows == 0:
+    if (ds.num_rows if rows is None else rows) == 0:
         raise ConfigError(f"the {split} split is empty: every record was rejected or test_size took them all")
 
 

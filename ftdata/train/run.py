@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Options that shape the data, its order or the model: a resumed run must keep them.
 RESUME_LOCKED = (
-    "model", "tokenizer", "data", "data_options",
+    "model", "tokenizer", "data", "data_options", "streaming", "shuffle_buffer",
     "lora", "lora_r", "lora_alpha", "target_modules", "quantization", "per_device_train_batch_size",
     "gradient_accumulation_steps",
 )
@@ -102,7 +102,8 @@ def train(
     if cfg.merge and cfg.lora and state.is_main_process:
         merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
     total = base["model"]["total_params"]
-    metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind)
+    metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind,
+                       global_batch=base["processes"]["global_batch_size"])
     result = TrainResult(run_dir=run_dir, output_dir=output_dir, merged_dir=merged_dir, metrics=metrics)
     if state.is_main_process:
         history = trainer.state.log_history
@@ -167,10 +168,12 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
         run_dir.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg, loaded.tokenizer, rejects_path=run_dir / "rejects.jsonl")
     data = _data_record(splits)
+    processes = _processes_record(cfg, state)
     if resuming:
         _check_same_data(run_dir, data)
+        _check_same_processes(run_dir, processes)
     trainable, total = count_parameters(loaded.model)
-    base = _base_record(cfg, run_dir, loaded, data, trainable=trainable, total=total)
+    base = _base_record(cfg, run_dir, loaded, data, processes, trainable=trainable, total=total)
     if state.is_main_process:
         cfg.to_yaml(run_dir / record.CONFIG_FILE)
         record.write_json(run_dir / record.RUN_FILE, {**base, "status": "running"})
@@ -242,8 +245,31 @@ def _check_same_data(run_dir: Path, data: dict[str, Any]) -> None:
         )
 
 
-def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dict[str, Any], *,
-                 trainable: int, total: int) -> dict[str, Any]:
+def _processes_record(cfg: TrainConfig, state: Any) -> dict[str, Any]:
+    """How many processes train and how many rows one optimizer step sees across them."""
+    world = state.num_processes
+    return {
+        "world_size": world,
+        "backend": state.backend,  # gloo on CPU, nccl on CUDA, None for one process
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "global_batch_size": world * cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
+    }
+
+
+def _check_same_processes(run_dir: Path, processes: dict[str, Any]) -> None:
+    """A checkpoint's data position counts batches of its world size: resume with the same one."""
+    previous = record.read_run(run_dir).get("processes", {}).get("world_size")
+    if previous is not None and previous != processes["world_size"]:
+        raise ConfigError(
+            f"{run_dir.name} was trained by {previous} process(es), this resume runs {processes['world_size']}: "
+            "the checkpoint's data position and global batch would not carry over; resume with "
+            f"{previous} process(es) or start a new run"
+        )
+
+
+def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dict[str, Any],
+                 processes: dict[str, Any], *, trainable: int, total: int) -> dict[str, Any]:
     previous = record.read_run(run_dir)
     return {
         "run": run_dir.name,
@@ -259,6 +285,7 @@ def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dic
             "memory_footprint_bytes": int(loaded.model.get_memory_footprint()),
         },
         "data": data,
+        "processes": processes,
         "versions": record.versions(),
     }
 
@@ -273,9 +300,13 @@ def _final_eval(trainer: Any, splits: Splits) -> None:
 
 
 def _metrics(trainer: Any, train_metrics: dict[str, Any], data: dict[str, Any], *, total: int, seconds: float,
-             device: str) -> dict[str, Any]:
+             device: str, global_batch: int) -> dict[str, Any]:
     # Tokens seen = train tokens x epochs done; robust to resume (TRL's own counter restarts at 0).
-    tokens_seen = round(data["splits"]["train"]["tokens"] * float(trainer.state.epoch or 0.0))
+    split = data["splits"]["train"]
+    epochs = float(trainer.state.epoch or 0.0)
+    if split.get("streamed"):  # the Trainer cannot count the epochs of a stream (it has no length)
+        epochs = trainer.state.global_step * global_batch / split["rows"]
+    tokens_seen = round(split["tokens"] * epochs)
     return {
         **trainer_metrics(trainer),
         **{k: v for k, v in train_metrics.items() if isinstance(v, (int, float))},

@@ -59,7 +59,7 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
             seed=cfg.seed,
             data_seed=cfg.seed,
             num_train_epochs=cfg.num_train_epochs,
-            max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
+            max_steps=_max_steps(cfg, splits),
             learning_rate=cfg.learning_rate,
             lr_scheduler_type=cfg.lr_scheduler_type,
             warmup_steps=cfg.warmup_steps,
@@ -90,9 +90,24 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
             max_length=None,
             packing=False,
             padding_free=splits.packed,
+            # Every LoRA weight takes part in every forward pass: DDP need not search the graph
+            # for unused ones after each step (and warn that it found none).
+            ddp_find_unused_parameters=False if cfg.lora else None,
         )
     except ValueError as exc:
         raise ConfigError(f"invalid training option: {_first_line(exc)}") from None
+
+
+def _max_steps(cfg: TrainConfig, splits: Splits) -> int:
+    """`max_steps`, or for streamed rows (no length for the Trainer) the steps of `num_train_epochs`."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    if splits.streamed is None:
+        return -1
+    from ftdata.train.dist import process_state
+    from ftdata.train.stream import epoch_steps
+
+    return epoch_steps(cfg, rows=splits.streamed["rows"], processes=process_state().num_processes)
 
 
 def build_trainer(

@@ -67,32 +67,3 @@ def test_qlora_bf16_nf4_on_cuda(tmp_path: Path, tiny_model_dir: Path, qa_dataset
     result = train(cfg)
     assert result.metrics["last_loss"] < result.metrics["first_loss"]
     assert result.metrics["peak_memory_bytes"] > 0
-
-
-@pytest.mark.slow
-def test_two_processes_train_one_run(tmp_path: Path, tiny_model_dir: Path, qa_json: Path) -> None:
-    """`torchrun --nproc_per_node 2` (what `accelerate launch` sets up too) on CPU: one run folder,
-    the data sharded between the ranks (2 x 4 rows per step), the summary printed once."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    ftdata = shutil.which("ftdata", path=str(Path(sys.executable).parent))
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    if ftdata is None or torchrun is None:
-        pytest.skip("needs the ftdata and torchrun scripts next to the interpreter")
-    command = [
-        torchrun, "--nproc_per_node", "2", ftdata, "train", str(qa_json), "--model", str(tiny_model_dir),
-        "--quantization", "none", "--max-length", "64", "--max-steps", "3", "--logging-steps", "1",
-        "--save-strategy", "no", "--output-dir", str(tmp_path), "--per-device-train-batch-size", "4",
-    ]  # fmt: skip
-    env = {**os.environ, "FTDATA_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = [p for p in tmp_path.iterdir() if p.name != "cache"]
-    assert proc.stdout.count("done ") == 1
-    record = json.loads((run / "run.json").read_text())
-    rows = record["data"]["splits"]["train"]["rows"]
-    assert record["metrics"]["epoch"] == pytest.approx(3 * 2 * 4 / rows)  # 3 steps x 2 ranks x 4 rows
-    assert (run / "adapter" / "adapter_model.safetensors").is_file()

@@ -113,6 +113,7 @@ SAMPLES = {
     "template": ("alpaca", "alpaca"),
     "max_length": ("512", 512),
     "packing": ("true", True),
+    "pad_to_multiple_of": ("8", 8),
     "test_size": ("0.1", 0.1),
     "seed": ("7", 7),
     "format": ("instruction", "instruction"),
@@ -146,6 +147,10 @@ SAMPLES = {
 }
 
 
+# Options that only mean something next to another one.
+NEEDS = {"pad_to_multiple_of": ("packing", "true", True)}
+
+
 def test_the_samples_cover_every_build_option() -> None:
     assert set(SAMPLES) == {f.name for f in fields(BuildOptions)}
 
@@ -153,11 +158,13 @@ def test_the_samples_cover_every_build_option() -> None:
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_every_build_option_is_settable_from_the_command_line_and_yaml(name: str, tmp_path: Path) -> None:
     text, expected = SAMPLES[name]
-    from_cli = TrainConfig.from_mapping({"data_options": parse_data_options([f"{name}={text}"])})
+    needs = NEEDS.get(name)
+    pairs = [f"{name}={text}", *([f"{needs[0]}={needs[1]}"] if needs else [])]
+    from_cli = TrainConfig.from_mapping({"data_options": parse_data_options(pairs)})
     assert getattr(from_cli.data_options, name) == expected
     value = expected.value if hasattr(expected, "value") else expected
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"data_options": {name: value}}))
+    config.write_text(yaml.safe_dump({"data_options": {name: value, **({needs[0]: needs[2]} if needs else {})}}))
     assert getattr(TrainConfig.from_yaml(config).data_options, name) == expected
 
 
