@@ -115,9 +115,9 @@ class ChatSpans:
         added = {a.content for a in decoder.values()}
         enc = tokenizer.backend_tokenizer.encode(header, add_special_tokens=False) if header else None
         ends = [b for a, b in enc.offsets if header[a:b] in added or header[b - 1].isspace()] if enc else []
-        # The role header cut after whole markup tokens or line ends, longest first: where a
+        # The role header, whole and cut after markup tokens or line ends, longest first: where a
         # fallback turn's think block begins when the template re-renders its reasoning.
-        self.headers = tuple(dict.fromkeys(header[:b] for b in reversed(ends) if header[:b].strip()))
+        self.headers = tuple(dict.fromkeys(header[:b] for b in (len(header), *reversed(ends)) if header[:b].strip()))
         # Text that opens another turn: a stop search never runs across it.
         self.openers = tuple(h.strip() for h in (markers.user_header, markers.system_header) if h.strip())
 
@@ -390,9 +390,13 @@ class ChatSpans:
             within = part <= data_start and (block or self._after_header(text, lo, part, data_start))
             if within and (block or self._markup_only(text[part:data_start])):
                 return part
-        if not block:
-            return data_start
         header_end = self._header_end(text, lo, data_start)
+        if not block:
+            # What the template writes after its role header is the model's when it is what every
+            # turn opens with (gpt-oss `<|channel|>final<|message|>` after a call turn rewrote history).
+            lead = text[header_end:data_start]
+            opens = lead.strip() and (lead == self.markers.after_prompt or self._markup_only(lead))
+            return header_end if header_end < data_start and opens else data_start
         # No role header before the calls (vLLM's Mistral template: `[/INST][TOOL_CALLS] [...]`): the
         # turn begins where the message before it ends, when that message was found in A.
         return previous if header_end == data_start and previous >= 0 else header_end
