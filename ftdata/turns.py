@@ -206,9 +206,11 @@ class ChatSpans:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
             previous = self._after_previous(text, msgs[:i], done, data_start)
-            start, method = self._markup_start(text, prompt, previous, done, data_start, block), "fallback"
+            part = self._parting(text, prompt, max(previous, done)) if prompt is not None else -1
+            start, method = self._markup_start(text, part, previous, done, data_start, block), "fallback"
             if prompt is not None:
-                start, closed = self._after_prompt_tail(text, prompt, start, self._answer_start(text, msg, start, data_end))
+                tail = prompt[part if part >= 0 else len(os.path.commonprefix([prompt, text])) :]
+                start, closed = self._after_prompt_tail(text, tail, start, self._answer_start(text, msg, start, data_end))
                 if closed and msg.get("reasoning_content"):
                     notes.append(REASONING_PROMPT_CLOSED)
         if start < done:
@@ -348,18 +350,17 @@ class ChatSpans:
             at = text.find(msg["tool_calls"][0]["function"]["name"], lo, hi)
         return at if at >= 0 else hi
 
-    def _after_prompt_tail(self, text: str, prompt: str, start: int, answer: int) -> tuple[int, bool]:
+    @staticmethod
+    def _after_prompt_tail(text: str, tail: str, start: int, answer: int) -> tuple[int, bool]:
         """Move `start` past what the generation prompt already holds of this turn, if A writes it.
 
-        When P_i is not a prefix of A, the prompt's own tail (what it writes after the point where
+        When P_i is not a prefix of A, the prompt's own `tail` (what it writes after the point where
         it and A part) is context the model is given. If A writes that tail again inside the turn,
         before the answer (`enable_thinking=false`: P_i ends in `<think>\n\n</think>\n\n`, A's
         turn holds `<think>\nreasoning\n</think>\n\n`), the model starts writing after it there.
         Returns (start, moved). Only the stretch between the role header and the answer is
         searched (markup and reasoning), and a whitespace-only tail is never matched.
         """
-        lcp = len(os.path.commonprefix([prompt, text]))
-        tail = prompt[lcp:]
         core = tail.strip()
         if not core:
             return start, False
@@ -375,21 +376,26 @@ class ChatSpans:
             after = after[:-1]
         return end + len(after), True
 
-    def _markup_start(self, text: str, prompt: str | None, previous: int, done: int, data_start: int, block: bool) -> int:
+    def _parting(self, text: str, prompt: str, lo: int) -> int:
+        """Where P_i and A part, on a token edge, when that is at or after `lo` (the end of the
+        message before turn i), else -1. Tokenized from `lo` on: `<think>` and `</think>` share a
+        first character, so the parting point in characters can fall inside a token."""
+        if len(os.path.commonprefix([prompt, text])) < lo:
+            return -1
+        return lo + common_token_prefix(prompt[lo:], text[lo:], self.tokenizer)
+
+    def _markup_start(self, text: str, part: int, previous: int, done: int, data_start: int, block: bool) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
         -1 when not found; never before `done`, the previous turn's end): where its inference prompt
-        and A part (snapped to a token edge), when that lies within the turn; else after its role
-        header (`block`: the model writes markup before its data) or at its data.
+        and A part (`part`, -1 when not within the turn), when that lies within the turn; else after
+        its role header (`block`: the model writes markup before its data) or at its data.
 
         Before plain content only markup may be taken in: GLM-4.7 prompts with `<think>` and
         writes `</think>` at the start of history turns, which the model then writes (trained).
         """
         lo = max(previous, done)
-        if prompt is not None and len(os.path.commonprefix([prompt, text])) >= lo:
-            part = lo + common_token_prefix(prompt[lo:], text[lo:], self.tokenizer)  # tokenized from the turn on
-            within = part <= data_start and (block or self._after_header(text, lo, part, data_start))
-            if within and (block or self._markup_only(text[part:data_start])):
-                return part
+        if 0 <= part <= data_start and (block or (self._after_header(text, lo, part, data_start) and self._markup_only(text[part:data_start]))):
+            return part
         header_end = self._header_end(text, lo, data_start)
         if not block:
             # What the template writes after its role header is the model's when it is what every
