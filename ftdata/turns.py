@@ -377,12 +377,21 @@ class ChatSpans:
         return end + len(after), True
 
     def _parting(self, text: str, prompt: str, lo: int) -> int:
-        """Where P_i and A part, on a token edge, when that is at or after `lo` (the end of the
-        message before turn i), else -1. Tokenized from `lo` on: `<think>` and `</think>` share a
-        first character, so the parting point in characters can fall inside a token."""
-        if len(os.path.commonprefix([prompt, text])) < lo:
+        """Where P_i and A part, when that is at or after `lo` (the end of the message before turn
+        i), else -1; moved back to the start of a markup token it falls inside, on either side:
+        GLM-4.7 prompts with `<think>` and writes `</think>`, QwQ prompts with `<think>` and
+        writes `<tool_call>`, and the two share their first characters."""
+        part = len(os.path.commonprefix([prompt, text]))
+        if part < lo:
             return -1
-        return lo + common_token_prefix(prompt[lo:], text[lo:], self.tokenizer)
+        for side in (prompt, text):  # a window around the parting point: a markup token is short
+            window = side[lo : part + 64]
+            enc = self.tokenizer.backend_tokenizer.encode(window, add_special_tokens=False)
+            for token, (a, b) in zip(enc.ids, enc.offsets):
+                if lo + a < part < lo + b and token in self.added:
+                    part = lo + a
+                    break
+        return part
 
     def _markup_start(self, text: str, part: int, previous: int, done: int, data_start: int, block: bool) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
