@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ftdata.compressed import REENCODE, data_suffix, open_bytes, open_text
 from ftdata.errors import ConfigError, Location, ReaderError, RecordError
 
 DELIMITERS = ",;\t|"
@@ -39,9 +40,9 @@ def check_delimiter(value: Any) -> str | None:
 
 def sniff_delimiter(path: Path) -> str:
     """The delimiter of `path`'s header line: `,`, `;`, tab or `|` (`,` when it has one column)."""
-    if path.suffix.lower() == ".tsv":
+    if data_suffix(path) == ".tsv":
         return "\t"
-    with path.open("rb") as fh:
+    with open_bytes(path) as fh:
         head = fh.read(_HEAD_BYTES)
     header = head.decode("utf-8-sig", errors="replace").splitlines()[0] if head.strip() else ""
     try:
@@ -72,19 +73,17 @@ def read_csv(path: Path, *, delimiter: str | None = None) -> Iterator[tuple[Loca
     A row with more or fewer fields than the header comes back as a RecordError (rejected
     with on_error="skip"), never cut or padded silently.
     """
-    from ftdata.readers import decode_error_hint
-
     source = str(path)
     sep = check_delimiter(delimiter) or sniff_delimiter(path)
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_CELL_LIMIT))
-    with path.open("r", encoding="utf-8-sig", newline="") as fh:
+    with open_text(path) as fh:
         reader = csv.DictReader(fh, delimiter=sep)
         try:
             for row in reader:
                 location = Location(source, line=reader.line_num)
                 yield location, _row(dict(row), list(reader.fieldnames or ()), location)
         except UnicodeDecodeError:
-            raise ReaderError(f"{path}:{reader.line_num + 1}: not valid UTF-8; {decode_error_hint(path)}") from None
+            raise ReaderError(f"{path}:{reader.line_num + 1}: not valid UTF-8; {REENCODE}") from None
         except csv.Error as exc:
             raise ReaderError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from None
         if reader.line_num <= 1 and reader.fieldnames is None:

@@ -1,4 +1,5 @@
-"""Bounded work: time and size limits for template renders, filter expressions and YAML configs.
+"""Bounded work: time and size limits for template renders, filter expressions, YAML configs and
+compressed inputs.
 
 A Jinja template or a filter expression comes from the user, and its work grows with the
 data: five nested loops, `'x' * 3000000000` or a YAML "billion laughs" would otherwise hang
@@ -13,6 +14,7 @@ them without touching code) except inside `pinned()`, where a batch of records r
     FTDATA_YAML_MAX_BYTES    size of a YAML config file (1048576)
     FTDATA_YAML_MAX_NODES    values in a YAML config after expanding its aliases (100000)
     FTDATA_PAD_MAX_BYTES     memory padding=max_length may take (half of this machine's memory)
+    FTDATA_DECOMPRESSED_MAX_BYTES  bytes one compressed input file may inflate to (34359738368: 32 GiB)
 
 The time limit works in any thread: a watchdog thread raises `Timeout` asynchronously in the
 thread that overran (at its next Python bytecode), so it stops pure-Python loops such as
@@ -45,6 +47,7 @@ _ENV = {
     "yaml_bytes": ("FTDATA_YAML_MAX_BYTES", 1 << 20),
     "yaml_nodes": ("FTDATA_YAML_MAX_NODES", 100_000),
     "pad_bytes": ("FTDATA_PAD_MAX_BYTES", 0),  # 0: half this machine's memory
+    "decompressed_bytes": ("FTDATA_DECOMPRESSED_MAX_BYTES", 32 << 30),
 }
 
 
@@ -69,6 +72,7 @@ class Limits:
     yaml_bytes: int
     yaml_nodes: int
     pad_bytes: int
+    decompressed_bytes: int
 
 
 _PINNED: contextvars.ContextVar[Limits | None] = contextvars.ContextVar("ftdata_pinned_limits", default=None)
@@ -88,7 +92,7 @@ def limits() -> Limits:
 
 @contextmanager
 def pinned() -> Iterator[Limits]:
-    """The limits read once for the block, in this thread: a batch of renders reads six
+    """The limits read once for the block, in this thread: a batch of renders reads the
     environment variables once instead of per render and per template call (9 µs each time).
 
     Raises:
@@ -107,7 +111,7 @@ def _parse(raws: tuple[str | None, ...]) -> Limits:
     values = {}
     for (name, (var, default)), raw in zip(_ENV.items(), raws):
         if raw is None:
-            values[name] = default or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+            values[name] = default or half_memory()
             continue
         try:
             value = type(default)(float(raw)) if isinstance(default, int) else float(raw)
@@ -117,6 +121,11 @@ def _parse(raws: tuple[str | None, ...]) -> Limits:
             raise ConfigError(f"{var} must be a positive number, got {var}={raw!r}")
         values[name] = value
     return Limits(**values)
+
+
+def half_memory() -> int:
+    """Half of this machine's physical memory, in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def env_name(limit: str) -> str:

@@ -1,7 +1,8 @@
 """Readers: turn a source (file, folder, hub id, Dataset, list) into `(Location, row)` pairs.
 
 Rows are whatever the source holds (usually dicts; a list for a bare message list). Readers
-never interpret rows; `formats.py` does. JSONL, CSV and Parquet are streamed.
+never interpret rows; `formats.py` does. JSONL, CSV and Parquet are streamed; JSON, JSONL and
+CSV may be gzip, zstd, bzip2 or xz compressed (`compressed.py`: by their first bytes).
 
 Add a reader by registering a function `(path: Path) -> Iterator[tuple[Location, Any]]` in
 `READERS`, or pass `reader="package.module:function"` (that imports and runs Python code: the
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ftdata.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
 from ftdata.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
 
@@ -33,37 +35,16 @@ Reader = Callable[[Path], Iterator[tuple[Location, Row]]]
 _SNIFF_BYTES = 4096
 
 
-# The first bytes of compressed files: read as text they are "not valid UTF-8" at byte 1 or 2.
-_COMPRESSED = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip"}
-_DECOMPRESS = {"gzip": "gunzip", "zstd": "unzstd", "bzip2": "bunzip2", "xz": "unxz", "zip": "unzip"}
-
-
-def compression(path: Path) -> str | None:
-    """The compression `path` is in, by its magic bytes (gzip, zstd, bzip2, xz, zip), or None."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(6)
-    except OSError:
-        return None
-    return next((name for magic, name in _COMPRESSED.items() if head.startswith(magic)), None)
-
-
-def decode_error_hint(path: Path) -> str:
-    """What to do about a file that is not UTF-8: decompress it, or re-encode it."""
-    if kind := compression(path):
-        return f"this is a {kind}-compressed file; decompress it first (`{_DECOMPRESS[kind]} {path.name}`)"
-    return "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-
-
 def _decode_error(path: Path, exc: UnicodeDecodeError, data: bytes, start: int = 0) -> ReaderError:
     offset = start + exc.start
     line = data[: exc.start].count(b"\n") + 1 if start == 0 else None
     where = f"{path}:{line}" if line else f"{path} (byte {offset})"
-    return ReaderError(f"{where}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {offset}); {decode_error_hint(path)}")
+    return ReaderError(f"{where}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {offset}); {REENCODE}")
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    with open_bytes(path, whole=True) as fh:
+        data = fh.read()
     try:
         text = data.decode("utf-8-sig")  # -sig: a UTF-8 BOM is dropped, not read as text
     except UnicodeDecodeError as exc:
@@ -235,14 +216,14 @@ def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
     """JSON Lines, streamed one line at a time; blank lines are skipped."""
     source = str(path)
     seen = False
-    with path.open("rb") as fh:
+    with open_bytes(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 raise ReaderError(
                     f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                    f"{decode_error_hint(path)}"
+                    f"{REENCODE}"
                 ) from None
             if not line or line.isspace():
                 continue
@@ -263,6 +244,11 @@ def read_parquet(path: Path) -> Iterator[tuple[Location, Row]]:
     """Parquet, streamed in record batches."""
     import pyarrow.parquet as pq
 
+    if kind := codec(path):
+        raise ReaderError(
+            f"{path}: a {kind}-compressed Parquet file; Parquet compresses its own columns, so ftdata reads it "
+            f"as written: `{DECOMPRESS[kind]} {path.name}`"
+        )
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
@@ -297,7 +283,7 @@ def read_folder(path: Path, *, delimiter: str | None = None, field: str | None =
         yield from read_hf(path)
         return
     for file in data:
-        name = _SUFFIXES[file.suffix.lower()]
+        name = _SUFFIXES[data_suffix(file)]
         yield from _reader(name, delimiter=delimiter, field=field if name == "json" else None)(file)
 
 
@@ -321,7 +307,7 @@ def data_files(path: Path) -> list[Path] | None:
     if "train" not in patterns:
         raise ReaderError(f"{path}: the folder has splits {', '.join(map(str, patterns))} but no train split")
     files = sorted(Path(f) for f in DataFilesList.from_patterns(patterns["train"], base_path=str(path)))
-    data = [f for f in files if f.suffix.lower() in _SUFFIXES]
+    data = [f for f in files if data_suffix(f) in _SUFFIXES]
     unknown = [f.relative_to(path) for f in files if f not in data and not _IGNORED.search(f.name)]
     if unknown:
         shown = ", ".join(map(str, unknown[:3])) + (", ..." if len(unknown) > 3 else "")
@@ -464,9 +450,9 @@ def sniff(path: Path) -> str:
     """Choose a reader for `path` by suffix, else by its first bytes."""
     if path.is_dir():
         return "folder"
-    if name := _SUFFIXES.get(path.suffix.lower()):
+    if name := _SUFFIXES.get(data_suffix(path)):
         return name
-    with path.open("rb") as fh:
+    with open_bytes(path) as fh:
         head = fh.read(_SNIFF_BYTES).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"["):
         return "json"
@@ -475,11 +461,9 @@ def sniff(path: Path) -> str:
         return "jsonl" if first.endswith(b"}") else "json"
     if head.startswith(b"PAR1"):
         return "parquet"
-    if kind := compression(path):
-        raise ReaderError(f"{path}: {decode_error_hint(path)}; ftdata reads .json, .jsonl, .csv, .tsv and .parquet")
     raise ReaderError(
-        f"{path}: unknown file type {path.suffix or '(no suffix)'!r}; "
-        "use .json, .jsonl, .csv or .parquet, or pass reader=json|jsonl|csv|parquet"
+        f"{path}: unknown file type {path.suffix or '(no suffix)'!r}; use .json, .jsonl, .csv or .parquet "
+        "(JSON and CSV also as .gz, .zst, .bz2 or .xz), or pass reader=json|jsonl|csv|parquet"
     )
 
 
@@ -526,7 +510,7 @@ def read_records(
     raise ConfigError(f"source must be a path, a datasets.Dataset or a list of records; got {type(source).__name__}")
 
 
-_FILE_LIKE = (*_SUFFIXES, ".txt", ".tsv", ".gz", ".zip", ".xlsx", ".arrow", ".yaml", ".yml", ".jinja")
+_FILE_LIKE = (*_SUFFIXES, ".txt", ".gz", ".zst", ".bz2", ".xz", ".zip", ".xlsx", ".arrow", ".yaml", ".yml", ".jinja")
 
 
 def _looks_like_hub_id(source: str) -> bool:

@@ -370,14 +370,18 @@ def test_semicolon_csv_tsv_and_wrapped_json_through_the_cli(tmp_path: Path) -> N
     assert run("preview", ALPACA20, "--format", "alpaca", "-n", "1").exit_code == 0
 
 
-def test_compressed_and_text_only_inputs_say_what_to_do(tmp_path: Path) -> None:
-    import gzip
+def test_zipped_and_text_only_inputs_say_what_to_do(tmp_path: Path) -> None:
+    import zipfile
 
-    packed = tmp_path / "d.jsonl.gz"
-    packed.write_bytes(gzip.compress(b'{"instruction": "a", "output": "b"}\n'))
+    packed = tmp_path / "d.zip"
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr("d.jsonl", '{"instruction": "a", "output": "b"}\n')
     result = run("preview", packed, "--reader", "jsonl")
     assert result.exit_code == 3
-    assert result.stderr.endswith("this is a gzip-compressed file; decompress it first (`gunzip d.jsonl.gz`)\n")
+    assert result.stderr == (
+        f"error: {packed}: a zip archive holds files, not one stream of records; unzip it (`unzip d.zip`) "
+        "and pass the file or the folder it holds\n"
+    )
     text = jsonl(tmp_path / "t.jsonl", [{"text": "Once upon a time."}])
     result = run("preview", text)
     assert result.exit_code == 4

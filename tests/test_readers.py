@@ -173,25 +173,13 @@ def test_printable_alphabet_is_safe_in_csv(tmp_path):
     assert [r for _, r in rows(tmp_path / "p.csv")] == data
 
 
-# --- compressed input, delimiters, wrapped JSON (issue 24) -------------------------------------
+# --- encodings, delimiters, wrapped JSON (issue 24); compressed input: test_compressed.py ----------
 
 
-@pytest.mark.parametrize(
-    ("magic", "kind", "tool"),
-    [(b"\x1f\x8b\x08\x00", "gzip", "gunzip"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"), (b"BZh91AY", "bzip2", "bunzip2"),
-     (b"\xfd7zXZ\x00\x00", "xz", "unxz")],
-)  # fmt: skip
-def test_compressed_input_is_named_not_called_bad_utf8(tmp_path, magic, kind, tool):
-    path = tmp_path / "data.jsonl.gz"
-    path.write_bytes(magic + b"\x8b\xff\x00rest")
-    message = f"this is a {kind}-compressed file; decompress it first \\(`{tool} data.jsonl.gz`\\)"
-    with pytest.raises(ReaderError, match=f"not valid UTF-8 .*; {message}"):
-        rows(path, reader="jsonl")
-    with pytest.raises(ReaderError, match=message):
-        rows(path)  # by suffix: no reader for .gz
+def test_text_that_is_not_utf8_says_how_to_re_encode(tmp_path):
     plain = tmp_path / "latin1.json"
     plain.write_bytes(b'[{"a": "caf\xe9"}]')
-    with pytest.raises(ReaderError, match="re-save the file as UTF-8"):
+    with pytest.raises(ReaderError, match="latin1.json:1: not valid UTF-8 .*; re-save the file as UTF-8"):
         rows(plain)
 
 

@@ -1,0 +1,156 @@
+"""Compressed inputs: gzip, bzip2, xz and zstd files read as the text they hold, streamed and bounded.
+
+The codec comes from a file's first bytes, never its name: `data.jsonl` holding gzip bytes is
+read, and so is `data.jsonl.gz` holding plain text. The suffix under the codec's picks the
+reader (`data.tsv.zst` -> `.tsv`). The text is decompressed as it is read, so JSONL and CSV
+never hold more than a buffer of it; a JSON document is read whole, as uncompressed.
+
+    data.jsonl.gz --gzip--> counted: bytes (<= FTDATA_DECOMPRESSED_MAX_BYTES), lines --> reader
+
+Every decompressed byte is counted against FTDATA_DECOMPRESSED_MAX_BYTES, so a "bomb" (a few
+kilobytes that inflate to terabytes) stops with one line instead of filling memory or disk,
+and newlines are counted too, so a truncated or corrupt stream is an error located at the
+line where the damage starts: `data.jsonl.gz:1834: the gzip stream ends early ...`.
+
+A zip archive holds files, not one stream of records: it is refused with a hint to unzip it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import zlib
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from ftdata.errors import ReaderError
+from ftdata.limits import LimitExceeded, env_name, half_memory, limits
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip"}
+_SUFFIXES = frozenset({".gz", ".gzip", ".zst", ".zstd", ".bz2", ".xz", ".zip"})
+_CHECK = {"gzip": "gzip -t", "zstd": "zstd -t", "bzip2": "bzip2 -t", "xz": "xz -t"}
+DECOMPRESS = {"gzip": "gunzip", "zstd": "unzstd", "bzip2": "bunzip2", "xz": "unxz", "zip": "unzip"}
+_BUFFER = 1 << 16
+REENCODE = "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"  # the hint for text that is not UTF-8
+
+
+def codec(path: Path) -> str | None:
+    """The compression `path` is in, by its first bytes (gzip, zstd, bzip2, xz, zip), or None."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(6)
+    except OSError:
+        return None
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def data_suffix(path: Path) -> str:
+    """The suffix that names the data format, under a compression suffix: `.tsv` for `d.tsv.zst`."""
+    if path.suffix.lower() in _SUFFIXES:
+        return Path(path.stem).suffix.lower()
+    return path.suffix.lower()
+
+
+def open_bytes(path: Path, *, whole: bool = False) -> BinaryIO:
+    """`path` opened for reading its (decompressed) bytes.
+
+    `whole`: the caller reads everything into memory (a JSON document), so the decompressed
+    size is also capped at half of this machine's memory.
+
+    Raises:
+        ReaderError: a zip archive; or, while reading, a truncated or corrupt stream.
+        LimitExceeded: while reading, the text passes FTDATA_DECOMPRESSED_MAX_BYTES.
+    """
+    kind = codec(path)
+    if kind is None:
+        return path.open("rb")
+    if kind == "zip":
+        raise ReaderError(
+            f"{path}: a zip archive holds files, not one stream of records; unzip it (`unzip {path.name}`) "
+            "and pass the file or the folder it holds"
+        )
+    raw = path.open("rb")
+    return io.BufferedReader(_Counted(_decompressing(kind, raw), raw, path=path, kind=kind, whole=whole), buffer_size=_BUFFER)
+
+
+def _decompressing(kind: str, raw: IO[bytes]) -> Any:
+    """A file object of `raw`'s decompressed bytes that raises EOFError where `raw` ends early."""
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if kind == "zstd":
+        return _zstd().ZstdFile(raw)
+    return {"bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind](raw)
+
+
+def _zstd() -> Any:
+    """The zstd module: the standard library's from Python 3.14, its backport before."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+    return zstd
+
+
+def open_text(path: Path) -> IO[str]:
+    """`path` opened as UTF-8 text (a BOM dropped, newlines kept as written), decompressed as `open_bytes`."""
+    return io.TextIOWrapper(open_bytes(path), encoding="utf-8-sig", newline="")
+
+
+class _Counted(io.RawIOBase):
+    """A decompressing stream whose bytes and newlines are counted, and whose failures are located."""
+
+    def __init__(self, stream: Any, raw: IO[bytes], *, path: Path, kind: str, whole: bool):
+        self._stream, self._raw, self._path, self._kind = stream, raw, path, kind
+        self._bytes = self._lines = 0
+        lim = limits()
+        name = env_name("decompressed_bytes")
+        self._cap, self._what, self._fix = lim.decompressed_bytes, name, f"raise {name} if the data is real"
+        if whole and (memory := half_memory()) < self._cap:
+            self._cap, self._what = memory, "half of this machine's memory, the most a JSON document read whole may take"
+            self._fix = "store the records as JSON Lines, which are read line by line"
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            n = self._stream.readinto(buffer)
+        except EOFError:
+            raise self._damaged(f"the {self._kind} stream ends early (the file is truncated)") from None
+        except (OSError, zlib.error, lzma.LZMAError, _zstd().ZstdError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise self._damaged(f"corrupt {self._kind} data ({reason})") from None
+        self._bytes += n
+        self._lines += memoryview(buffer)[:n].tobytes().count(b"\n")
+        if self._bytes > self._cap:
+            raise LimitExceeded(
+                f"{self._where()}: decompresses to more than {self._cap:,} bytes ({self._what}), which looks like a "
+                f"decompression bomb; {self._fix}"
+            )
+        return n
+
+    def readall(self) -> bytes:
+        data = bytearray()
+        while chunk := self.read(1 << 20):  # RawIOBase's own reads 8 KiB at a time
+            data += chunk
+        return bytes(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+            self._raw.close()
+        super().close()
+
+    def _where(self) -> str:
+        return f"{self._path}:{self._lines + 1}"
+
+    def _damaged(self, what: str) -> ReaderError:
+        return ReaderError(
+            f"{self._where()}: {what} after {self._bytes:,} decompressed bytes; fetch it again "
+            f"(`{_CHECK[self._kind]} {self._path.name}` checks a file)"
+        )
+
+
+__all__ = ["DECOMPRESS", "REENCODE", "codec", "data_suffix", "open_bytes", "open_text"]
