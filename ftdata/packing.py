@@ -346,6 +346,25 @@ class PackingStats:
     trained_tokens: int | None
     """Tokens that carry loss, when the caller counted them."""
 
+    def __add__(self, other: PackingStats) -> PackingStats:
+        """The stats of both sets of rows taken together (shards packed apart, each its own rows)."""
+        rows, sequences, tokens = self.rows + other.rows, self.sequences + other.sequences, self.tokens + other.tokens
+        slots = self.slots + other.slots
+        trained = (
+            None if self.trained_tokens is None or other.trained_tokens is None
+            else self.trained_tokens + other.trained_tokens
+        )  # fmt: skip
+        return PackingStats(
+            rows=rows,
+            sequences=sequences,
+            tokens=tokens,
+            slots=slots,
+            fill_ratio=tokens / slots if slots else 0.0,
+            sequences_per_row=sequences / rows if rows else 0.0,
+            max_sequences_per_row=max(self.max_sequences_per_row, other.max_sequences_per_row),
+            trained_tokens=trained,
+        )
+
     def __str__(self) -> str:
         trained = f", {self.trained_tokens:,} trained" if self.trained_tokens is not None else ""
         return (

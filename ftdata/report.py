@@ -10,6 +10,7 @@ from typing import Any
 
 from ftdata.errors import FtdataError, Location, RecordError, TooManyRejects, UnusableRecord
 from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.packing import PackingStats
 
 
 SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
@@ -83,7 +84,7 @@ class BuildReport:
     formats: Counter[str] = field(default_factory=Counter)
     splits: dict[str, int] = field(default_factory=dict)
     markers: dict[str, Any] | None = None
-    packing: dict[str, Any] | None = None
+    packing: dict[str, PackingStats] | None = None  # per split
     fingerprint: str = ""
     seconds: float = 0.0
     cached: bool = False
@@ -151,6 +152,8 @@ class BuildReport:
         for key in ("rejected", "cut"):
             data[key] = Counter({_code(k): n for k, n in data[key].items()})
         data["sample_rejects"] = [Reject.from_dict(r) for r in data.get("sample_rejects", [])]
+        if data.get("packing") is not None:
+            data["packing"] = {split: PackingStats(**stats) for split, stats in data["packing"].items()}
         return cls(**data)
 
     def summary(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -216,6 +215,16 @@ def test_packing_stats_literal():
     )
 
 
+def test_packing_stats_add_as_one_plan():
+    """Shards packed apart: their stats added are the stats of all their rows taken together."""
+    a = packing_stats([5, 3, 4], [[2], [0, 1]], max_length=8, trained_tokens=7)
+    b = packing_stats([2, 6, 1], [[0, 1], [2]], max_length=8, trained_tokens=4)
+    both = packing_stats([5, 3, 4, 2, 6, 1], [[2], [0, 1], [3, 4], [5]], max_length=8, trained_tokens=11)
+    assert a + b == both
+    assert (a + b).fill_ratio == 21 / 32 and (a + b).max_sequences_per_row == 2
+    assert (a + packing_stats([1], [[0]], max_length=8)).trained_tokens is None  # not counted on one side
+
+
 def test_packing_stats_empty_and_overfull():
     assert packing_stats([], [], max_length=8).fill_ratio == 0.0
     with pytest.raises(ConfigError, match="bin 0 holds 9 tokens, more than max_length=8"):
@@ -391,4 +400,4 @@ def test_write_packed_equals_pack_rows_of_each_planned_bin(
     expected = [pack_rows([view[i] for i in b], pad_to_multiple_of=multiple, pad_id=PAD) for b in bins]
     assert written.to_pylist() == expected
     trained = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in expected)
-    assert stats == asdict(packing_stats([len(r["input_ids"]) for r in view], bins, max_length=16, trained_tokens=trained))
+    assert stats == packing_stats([len(r["input_ids"]) for r in view], bins, max_length=16, trained_tokens=trained)
