@@ -186,7 +186,8 @@ def write_packed(
 ) -> PackingStats:
     """Pack the rows of `source` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
 
-    Same result as `packing.pack_rows` applied to each bin of `packing.plan_bins`, built
+    Same result as the reference packer (`pack_rows` in tests/packing_reference.py) applied to
+    each bin of `packing.plan_bins`, built
     column-wise a batch of bins at a time from the plan's arrays (memory stays bounded by
     `batch_rows` bins plus ~56 bytes per sequence): the first label of every sequence becomes
     -100 and position_ids restart; with `pad_to_multiple_of`, bins are planned and rows built

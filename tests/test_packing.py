@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from ftdata.errors import ConfigError, RecordError
 from ftdata.options import BuildOptions
-from ftdata.packing import PackingStats, pack_rows, packing_stats, pad_sequences, padded_lengths, plan_bins, split_row
+from ftdata.packing import PackingStats, packing_stats, pad_sequences, padded_lengths, plan_bins
 from ftdata.types import IGNORE_INDEX
+from packing_reference import pack_rows
 
 # ---------------------------------------------------------------- plan_bins, literal
 
@@ -170,31 +171,6 @@ def test_build_pads_packed_sequences_to_the_multiple(smol):
     assert any(0 in row["attention_mask"] for row in padded)  # some sequence did need padding
 
 
-# ---------------------------------------------------------------- split_row, literal
-
-
-def test_split_row_literal():
-    row = {"input_ids": [1, 2, 3, 4, 5, 6, 7], "labels": [-100, -100, 3, 4, 5, 6, 7]}
-    assert split_row(row, max_length=3) == [
-        {"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": [-100, -100, 3]},
-        {"input_ids": [4, 5, 6], "attention_mask": [1, 1, 1], "labels": [4, 5, 6]},
-        {"input_ids": [7], "attention_mask": [1], "labels": [7]},
-    ]
-
-
-def test_split_row_keeps_untrained_chunks_and_short_rows():
-    row = {"input_ids": [1, 2, 3, 4], "attention_mask": [1, 1, 1, 1], "labels": [-100, -100, -100, 4]}
-    chunks = split_row(row, max_length=2)
-    assert [c["labels"] for c in chunks] == [[-100, -100], [-100, 4]]
-    assert split_row(row, max_length=4) == [row]
-    assert split_row({"input_ids": [], "labels": []}, max_length=4) == []
-
-
-def test_split_row_rejects_bad_max_length():
-    with pytest.raises(ConfigError, match="max_length must be an integer > 0, got max_length=0"):
-        split_row({"input_ids": [1], "labels": [1]}, max_length=0)
-
-
 # ---------------------------------------------------------------- packing_stats, literal
 
 
@@ -347,14 +323,6 @@ def test_plan_then_pack_never_exceeds_max_length_or_loses_tokens(rows, max_lengt
     assert trained_after == trained_before
 
 
-@given(token_rows(max_rows=1, max_len=60), st.integers(min_value=1, max_value=20))
-def test_split_row_chunks_reassemble_to_the_original(rows, max_length):
-    row = rows[0]
-    chunks = split_row(row, max_length=max_length)
-    assert all(1 <= len(c["input_ids"]) <= max_length for c in chunks)
-    assert all(len(c["input_ids"]) == max_length for c in chunks[:-1])
-    for key in ("input_ids", "attention_mask", "labels"):
-        assert [t for c in chunks for t in c[key]] == row[key]
 
 
 # ---------------------------------------------------------------- write_packed against pack_rows (oracle)

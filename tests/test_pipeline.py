@@ -228,7 +228,8 @@ def test_streamed_column_packing_equals_pack_rows(char_tok, tmp_path):
     import datasets
 
     from ftdata.output import write_packed
-    from ftdata.packing import pack_rows, plan_bins
+    from ftdata.packing import plan_bins
+    from packing_reference import pack_rows
 
     data = [{"instruction": "q" * i, "output": "a" * (i % 7 + 1)} for i in range(1, 60)]
     plain = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64)
