@@ -131,7 +131,7 @@ def run_ftdata(path: Path, tok, max_length: int, engine: str = "local", workers:
     start = time.perf_counter()
     report = prepare(path, tokenizer=tok, template="alpaca", max_length=max_length, packing=True, **options).report
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "tokens": report.tokens, "fill": report.packing["train"]["fill_ratio"], "records": report.records}
+    return {"seconds": seconds, "tokens": report.tokens, "fill": report.packing["train"].fill_ratio, "records": report.records}
 
 
 def child(method: str, path: Path, max_length: int, workers: int) -> None:

@@ -171,10 +171,11 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
         ("trained tokens", f"{report.trained_tokens:,}" + (f" ({share:.1%})" if report.tokens else "")),
     ]
     for split, stats in (report.packing or {}).items():
-        rows.append((f"fill ({split})", f"{stats['fill_ratio']:.1%} ({stats['sequences_per_row']:.2f} sequences/row)"))
+        rows.append((f"fill ({split})", f"{stats.fill_ratio:.1%} ({stats.sequences_per_row:.2f} sequences/row)"))
     rows.append(("splits", ", ".join(f"{name} {n:,}" for name, n in report.splits.items())))
-    for note, n in report.notes.most_common(NOTES_SHOWN):
-        rows.append(("note", f"{spell(note)} ({n:,} {'example' if n == 1 else 'examples'})"))
+    for code, n in report.notes.most_common(NOTES_SHOWN):
+        text = "; ".join(spell(t) for t in report.note_texts.get(code, [code.value]))
+        rows.append(("note", f"{text} ({n:,} {'example' if n == 1 else 'examples'})"))
     for label, value in rows:
         table.add_row(label, value)
     return table

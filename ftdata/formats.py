@@ -31,7 +31,7 @@ from typing import Any
 
 from ftdata import tools
 from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
-from ftdata.outcomes import RejectCode
+from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message
 
 FORMATS = ("instruction", "messages", "sharegpt", "chat")
@@ -170,9 +170,10 @@ def preformatted(example: Example) -> Example:
     (`### Question:`): the template wraps it again, and the model learns the doubled format."""
     for message in example.messages:
         if message.role == "user" and (found := _TEMPLATE_HEADER.search(message.content)):
-            note = (
+            note = Note(
+                NoteCode.PREFORMATTED,
                 f"the prompt already holds a prompt template's {found.group(1) + ':'!r} header and the template wraps "
-                "it again (the model learns both formats); strip the headers from the data if it is pre-formatted"
+                "it again (the model learns both formats); strip the headers from the data if it is pre-formatted",
             )
             return replace(example, notes=(*example.notes, note))
     return example
@@ -233,11 +234,11 @@ def _train_flag(msg: Mapping[str, Any], *, location: Location, field: str) -> bo
 NEEDS_ROLE_AND_CONTENT = "needs 'role' and 'content' (or ShareGPT 'from' and 'value')"
 
 
-def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> tuple[tuple[Message, ...], list[str]]:
+def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> tuple[tuple[Message, ...], list[Note]]:
     if not isinstance(items, list) or not items:
         raise RecordError("must be a non-empty list of messages", location=location, field=field)
     out: list[Message] = []
-    notes: list[str] = []
+    notes: list[Note] = []
     for i, msg in enumerate(items):
         where = f"{field}[{i}]"
         if not isinstance(msg, Mapping):
@@ -249,7 +250,7 @@ def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str,
         raw_role = msg[role_key]
         role = _role(raw_role, location=location, field=f"{where}.{role_key}", roles=roles)
         if role != str(raw_role).strip().lower():
-            notes.append(f"role {raw_role!r} mapped to {role!r}")
+            notes.append(Note(NoteCode.ROLE_MAPPED, f"role {raw_role!r} mapped to {role!r}"))
         if str(raw_role).strip().lower() != "function_call":
             out.append(_message(msg, role, content_key, location=location, where=where))
             continue
@@ -257,7 +258,7 @@ def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str,
         calls = tools.function_call_turn(msg.get(content_key), location=location, field=f"{where}.{content_key}")
         if out and out[-1].role == "assistant" and not out[-1].tool_calls:  # text, then its call: one turn
             out.append(replace(out.pop(), tool_calls=calls))
-            notes.append("a function_call turn joined the assistant text before it")
+            notes.append(Note(NoteCode.FUNCTION_CALL_JOINED, "a function_call turn joined the assistant text before it"))
         else:
             out.append(Message("assistant", "", _train_flag(msg, location=location, field=where), tool_calls=calls))
     return tools.name_tool_results(out), notes

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftdata.errors import UnusableRecord
-from ftdata.outcomes import RejectCode
+from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import IGNORE_INDEX, Rendered
 
-REPAIRED = "a token crossed a response edge; re-tokenized split at the edge"
+REPAIRED = Note(NoteCode.REPAIRED, "a token crossed a response edge; re-tokenized split at the edge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Tokenized:
     labels: list[int]
     cuts: tuple[int, ...]
     prefix: int  # leading special tokens added by ftdata (BOS), kept by every truncation
-    notes: tuple[str, ...]
+    notes: tuple[Note, ...]
     # Character span of each token after `prefix` in the rendered text, for inspection (preview).
     offsets: Sequence[tuple[int, int]] = field(default=(), compare=False, repr=False)
 
@@ -65,7 +65,7 @@ class _Located:
     ids: list[int]
     offsets: Sequence[tuple[int, int]]
     ranges: list[tuple[int, int]]
-    notes: tuple[str, ...]
+    notes: tuple[Note, ...]
     decode: bool
 
 

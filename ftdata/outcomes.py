@@ -1,12 +1,14 @@
-"""What can happen to a record: the stage that rejected (or cut) it and a closed code for why.
+"""What can happen to a record: the stage that rejected (or cut) it and a closed code for why,
+and the notes a kept record carries.
 
-Codes are set where the reason is known (the error raised, the truncation applied) and
-counted as they are; the free-text reason sits beside them for people. Nothing recovers a
-category by reading a message.
+Codes are set where the reason is known (the error raised, the truncation applied, the note
+made) and counted as they are; the free-text reason or note sits beside them for people.
+Nothing recovers a category by reading a message.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -48,4 +50,40 @@ class RejectCode(StrEnum):
     SPLIT = "split"  # cut: truncation=split made several conversations
 
 
-__all__ = ["RejectCode", "RejectStage"]
+class NoteCode(StrEnum):
+    """What a note on a kept record says (one per note the code makes)."""
+
+    ROLE_MAPPED = "role_mapped"  # a role name of the data mapped to a chat role (`human` -> `user`)
+    FUNCTION_CALL_JOINED = "function_call_joined"  # a function_call turn joined the assistant text before it
+    PREFORMATTED = "preformatted"  # a user turn already holds a prompt template's header
+    SYSTEM_IGNORED = "system_ignored"  # the prompt template has no {{ system }}
+    SYSTEM_DROPPED = "system_dropped"  # the chat template dropped the system message
+    REASONING_DROPPED = "reasoning_dropped"  # the chat template drops an assistant turn's reasoning
+    REASONING_PROMPT_CLOSED = "reasoning_prompt_closed"  # the generation prompt closes the think block
+    EOS_APPENDED = "eos_appended"  # the template writes no end-of-turn marker: EOS appended and trained
+    THINK_BOILERPLATE = "think_boilerplate"  # the rule trains the template's own empty think block
+    USER_TRAIN_IGNORED = "user_train_ignored"  # train=true on a non-assistant turn
+    REPAIRED = "repaired"  # a token crossed a response edge: re-tokenized split at the edge
+    RESULTS_ENCODED = "results_encoded"  # preview only: the template encodes tool results as a string
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A note on a kept record: `code` is what code checks and reports count, `text` says it to a person."""
+
+    code: NoteCode
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code.value, "text": self.text}
+
+
+def has_note(notes: tuple[Note, ...] | list[Note], code: NoteCode) -> bool:
+    """Whether any of `notes` has `code`."""
+    return any(note.code is code for note in notes)
+
+
+__all__ = ["Note", "NoteCode", "RejectCode", "RejectStage", "has_note"]

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 from ftdata import safeio
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.options import BuildOptions
-from ftdata.packing import pad_sequences, padded_lengths, plan_arrays, plan_stats
+from ftdata.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.report import BuildReport
 from ftdata.types import IGNORE_INDEX
 
@@ -184,10 +183,11 @@ def _pack_bins(
 def write_packed(
     source: RowsFile, path: Path, *, max_length: int, seed: int, rows: np.ndarray | None = None, batch_rows: int = 2048,
     pad_to_multiple_of: int | None = None, pad_id: int = 0,
-) -> dict[str, Any]:
+) -> PackingStats:
     """Pack the rows of `source` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
 
-    Same result as `packing.pack_rows` applied to each bin of `packing.plan_bins`, built
+    Same result as the reference packer (`pack_rows` in tests/packing_reference.py) applied to
+    each bin of `packing.plan_bins`, built
     column-wise a batch of bins at a time from the plan's arrays (memory stays bounded by
     `batch_rows` bins plus ~56 bytes per sequence): the first label of every sequence becomes
     -100 and position_ids restart; with `pad_to_multiple_of`, bins are planned and rows built
@@ -211,7 +211,7 @@ def write_packed(
             )  # fmt: skip
             sink.write_batch(batch)
             trained += n
-    return asdict(plan_stats(lengths, starts, members, max_length=max_length, trained_tokens=trained))
+    return plan_stats(lengths, starts, members, max_length=max_length, trained_tokens=trained)
 
 
 def check_padding(rows: int, max_length: int) -> None:

@@ -28,9 +28,10 @@ exactly (what TRL's collator rebuilds from `seq_lengths` is what is stored)::
 The pads trail their sequence, so under causal attention no real token sees them: every real
 token's logits are those of its sequence alone (tests/test_isolation.py).
 
-`plan_bins` decides which sequences share a row (best-fit decreasing), `pack_rows` builds one
-row, `pad_sequences` pads a flat batch of sequences, `split_row` cuts an over-long row into
-chunks, `packing_stats` says how full the rows are. Nothing here imports torch: rows are
+`plan_bins` decides which sequences share a row (best-fit decreasing), `pad_sequences` pads a
+flat batch of sequences, `packing_stats` says how full the rows are; `output.write_packed`
+builds the packed rows column-wise (checked against the one-row-at-a-time reference packer in
+`tests/packing_reference.py`). Nothing here imports torch: rows are
 plain int lists.
 
 Why `position_ids` are enough for isolation (transformers 5.23, see docs/packing.md): when a
@@ -43,17 +44,16 @@ does not grow by 1, and sdpa/eager attention become block-diagonal causal. TRL's
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ftdata.errors import ConfigError, RecordError
-from ftdata.types import IGNORE_INDEX, PackedRow, TokenRow
+from ftdata.errors import ConfigError
+from ftdata.types import IGNORE_INDEX
 
 __all__ = [
-    "PackingStats", "pack_rows", "packing_stats", "pad_sequences", "padded_lengths", "plan_arrays", "plan_bins",
-    "plan_stats", "split_row",
+    "PackingStats", "packing_stats", "pad_sequences", "padded_lengths", "plan_arrays", "plan_bins", "plan_stats",
 ]  # fmt: skip
 
 
@@ -149,7 +149,7 @@ def plan_arrays(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> t
 
     Raises:
         ConfigError: `max_length` <= 0, a length < 1, or a length > `max_length` (truncate
-            or `split_row` it first).
+            or split it first: `truncation="split"`).
     """
     _check_max_length(max_length)
     sizes = np.asarray(lengths, dtype=np.int64).reshape(-1)
@@ -217,114 +217,6 @@ def _best_fit(order: np.ndarray, sizes: np.ndarray, max_length: int, chunk: int 
     return bin_of
 
 
-def _columns(row: Mapping[str, Sequence[int]], n: int) -> tuple[Sequence[int], Sequence[int]]:
-    """`input_ids` and `labels` of row `n`, checked to be consistent and unpadded."""
-    ids, labels = row["input_ids"], row["labels"]
-    if len(labels) != len(ids):
-        raise RecordError(
-            f"row {n} has {len(ids)} input_ids but {len(labels)} labels; they must match", field="labels"
-        )
-    mask = row.get("attention_mask")
-    if mask is not None and (len(mask) != len(ids) or 0 in mask):
-        raise RecordError(
-            f"row {n} has an attention_mask with padding or the wrong length; pack unpadded rows",
-            field="attention_mask",
-        )
-    return ids, labels
-
-
-def pack_rows(
-    rows: Sequence[Mapping[str, Sequence[int]]], *, pad_to_multiple_of: int | None = None, pad_id: int = 0
-) -> PackedRow:
-    """Concatenate token rows into one packed row.
-
-    `position_ids` restart at 0 for each sequence, `seq_lengths` lists each sequence's
-    length, `attention_mask` is all 1 (no padding by default), and the FIRST label of every
-    sequence becomes `IGNORE_INDEX`::
-
-        rows  [7 8 9] labels [-100 8 9]   and   [4 5] labels [4 5]
-
-        input_ids      7    8    9    4    5
-        labels      -100    8    9 -100    5
-        position_ids   0    1    2    0    1
-        seq_lengths [3, 2]
-
-    Why the first label: a causal LM's loss predicts `labels[t]` from the logits at `t-1`.
-    The label at a sequence's first position would be predicted from the *previous*
-    sequence's last token, i.e. learned across the boundary. Alone, that label is never a
-    target (nothing precedes it), so masking it makes the packed loss exactly the sum of the
-    separate losses; no trained token other than a sequence's first is touched. ftdata
-    sequences start with prompt tokens, so that first token is untrained anyway (except
-    under `train_on_prompt`, where it was never a real target either).
-
-    With `pad_to_multiple_of`, each sequence is followed by `pad_id` tokens up to the next
-    multiple (label -100, attention_mask 0, positions continuing), and `seq_lengths` holds
-    the padded lengths (see the module docstring).
-
-    Raises:
-        ConfigError: `rows` is empty, or `pad_to_multiple_of` is not an integer >= 1.
-        RecordError: a row is empty, its labels do not match its input_ids, or its
-            attention_mask has padding.
-    """
-    if not rows:
-        raise ConfigError("pack_rows needs at least one row, got none")
-    multiple = 1 if pad_to_multiple_of is None else _multiple(pad_to_multiple_of)
-    input_ids: list[int] = []
-    labels: list[int] = []
-    attention_mask: list[int] = []
-    position_ids: list[int] = []
-    seq_lengths: list[int] = []
-    for n, row in enumerate(rows):
-        ids, row_labels = _columns(row, n)
-        if not ids:
-            raise RecordError(f"row {n} is empty; drop empty rows before packing", field="input_ids")
-        pads = -len(ids) % multiple
-        input_ids.extend([*ids, *[pad_id] * pads])
-        labels.append(IGNORE_INDEX)
-        labels.extend([*row_labels[1:], *[IGNORE_INDEX] * pads])
-        attention_mask.extend([1] * len(ids) + [0] * pads)
-        position_ids.extend(range(len(ids) + pads))
-        seq_lengths.append(len(ids) + pads)
-    return PackedRow(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        labels=labels,
-        position_ids=position_ids,
-        seq_lengths=seq_lengths,
-    )
-
-
-def split_row(row: Mapping[str, Sequence[int]], *, max_length: int) -> list[TokenRow]:
-    """Split a token row into consecutive chunks of at most `max_length` tokens.
-
-    The "split instead of truncate" option: nothing is dropped and the chunks, concatenated,
-    give back the row. Each chunk is a row of its own, so once packed its first label is
-    masked and it cannot attend to the chunk before it::
-
-        input_ids [1 2 3 4 5 6 7], max_length 3  ->  [1 2 3] [4 5 6] [7]
-
-    Chunks with no trained label are still returned: the caller counts and drops them.
-    A row that fits comes back as a single chunk (a copy); an empty row gives no chunks.
-
-    Raises:
-        ConfigError: `max_length` <= 0.
-        RecordError: labels or attention_mask do not match input_ids.
-    """
-    _check_max_length(max_length)
-    ids, labels = _columns(row, 0)
-    mask = row.get("attention_mask")
-    if mask is None:
-        mask = [1] * len(ids)
-    return [
-        TokenRow(
-            input_ids=list(ids[start : start + max_length]),
-            attention_mask=list(mask[start : start + max_length]),
-            labels=list(labels[start : start + max_length]),
-        )
-        for start in range(0, len(ids), max_length)
-    ]
-
-
 @dataclass(frozen=True, slots=True)
 class PackingStats:
     """How well a packing plan fills its rows."""
@@ -345,6 +237,36 @@ class PackingStats:
     """Most sequences in one row."""
     trained_tokens: int | None
     """Tokens that carry loss, when the caller counted them."""
+
+    @classmethod
+    def of(
+        cls, *, rows: int, sequences: int, tokens: int, slots: int, max_sequences_per_row: int,
+        trained_tokens: int | None,
+    ) -> PackingStats:
+        """The stats of these counts, with the ratios worked out from them."""
+        return cls(
+            rows=rows,
+            sequences=sequences,
+            tokens=tokens,
+            slots=slots,
+            fill_ratio=tokens / slots if slots else 0.0,
+            sequences_per_row=sequences / rows if rows else 0.0,
+            max_sequences_per_row=max_sequences_per_row,
+            trained_tokens=trained_tokens,
+        )
+
+    def __add__(self, other: PackingStats) -> PackingStats:
+        """The stats of both sets of rows taken together (shards packed apart, each its own rows)."""
+        return PackingStats.of(
+            rows=self.rows + other.rows,
+            sequences=self.sequences + other.sequences,
+            tokens=self.tokens + other.tokens,
+            slots=self.slots + other.slots,
+            max_sequences_per_row=max(self.max_sequences_per_row, other.max_sequences_per_row),
+            trained_tokens=None
+            if self.trained_tokens is None or other.trained_tokens is None
+            else self.trained_tokens + other.trained_tokens,
+        )
 
     def __str__(self) -> str:
         trained = f", {self.trained_tokens:,} trained" if self.trained_tokens is not None else ""
@@ -401,16 +323,11 @@ def plan_stats(
     if over.size:
         b = int(over[0])
         raise ConfigError(f"bin {b} holds {int(per_bin[b])} tokens, more than max_length={max_length}")
-    tokens = int(per_bin.sum())
-    sequences = int(counts.sum())
-    slots = rows * max_length
-    return PackingStats(
+    return PackingStats.of(
         rows=rows,
-        sequences=sequences,
-        tokens=tokens,
-        slots=slots,
-        fill_ratio=tokens / slots if slots else 0.0,
-        sequences_per_row=sequences / rows if rows else 0.0,
+        sequences=int(counts.sum()),
+        tokens=int(per_bin.sum()),
+        slots=rows * max_length,
         max_sequences_per_row=int(counts.max()) if rows else 0,
         trained_tokens=trained_tokens,
     )

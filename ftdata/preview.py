@@ -34,7 +34,7 @@ from ftdata.errors import FtdataError, Location
 from ftdata.formats import compile_filter
 from ftdata.markers import RoleMarkers
 from ftdata.render import apply_system
-from ftdata.turns import THINK_BOILERPLATE
+from ftdata.outcomes import Note, NoteCode
 from ftdata.report import Reject
 from ftdata.terminal import dumps, escape_controls, unicode_ok
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
@@ -100,7 +100,7 @@ class RecordView:
     trained: int
     segments: list[Segment]
     tokens: list[TokenView]
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     truncation: str = ""
 
     def to_json(self, *, with_tokens: bool) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class RecordView:
         out["counts"]["trained"] = self.trained
         out["text"] = "".join(s.text for s in self.segments)
         out["segments"] = [asdict(s) for s in self.segments]
-        out["notes"] = self.notes
+        out["notes"] = [note.to_dict() for note in self.notes]
         out["truncation"] = self.truncation or None
         if with_tokens:
             out["tokens"] = [asdict(t) for t in self.tokens]
@@ -210,9 +210,10 @@ def _outside(text: str, token: str, at: int, *, to_end: bool) -> int:
     return at
 
 
-RESULTS_ENCODED = (
+RESULTS_ENCODED = Note(
+    NoteCode.RESULTS_ENCODED,
     "the chat template JSON-encodes tool results again: a result is written as a quoted string with its quotes "
-    "and newlines escaped (\"{\\\"key\\\": ...}\"), and the model sees (and learns to read) it that way"
+    "and newlines escaped (\"{\\\"key\\\": ...}\"), and the model sees (and learns to read) it that way",
 )
 
 
@@ -349,7 +350,7 @@ class Printer:
         self.plain = console.color_system is None or console.no_color
         self.glyphs = UNICODE if unicode_ok(console) else ASCII
         self.spell = spell  # the CLI's spelling of option names in notes (`--system-mode fold`)
-        self.said: set[str] = set()
+        self.said: set[Note] = set()
 
     def _line(self, text: str | Text) -> None:
         """One line (or block) of output, never re-wrapped: long lines stay whole for pipes."""
@@ -409,9 +410,9 @@ class Printer:
         for note in view.notes:
             if note in self.said:
                 continue  # boilerplate advice: once per preview
-            if note == RESULTS_ENCODED or note.startswith(THINK_BOILERPLATE[: THINK_BOILERPLATE.index("{")]):
+            if note.code in (NoteCode.RESULTS_ENCODED, NoteCode.THINK_BOILERPLATE):
                 self.said.add(note)
-            self._line(Text(f"note: {self.spell(note)}", style="yellow"))
+            self._line(Text(f"note: {self.spell(note.text)}", style="yellow"))
         if view.truncation:
             self._line(Text(f"note: {self.spell(view.truncation)}", style="yellow"))
         if self.show_tokens:

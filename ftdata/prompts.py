@@ -17,6 +17,7 @@ from typing import Any
 
 from ftdata import limits
 from ftdata.errors import Location, RecordError, TemplateError
+from ftdata.outcomes import Note, NoteCode
 from ftdata.types import Example, Rendered
 
 VARIABLES = ("instruction", "input", "system")
@@ -176,9 +177,9 @@ def render_prompt_template(example: Example, template: PromptTemplate, *, eos: s
     """
     msgs = example.messages
     system = msgs[0].content if msgs and msgs[0].role == "system" else ""
-    notes = []
+    notes: list[Note] = []
     if system and not template.uses_system:
-        notes.append(f"system message ignored: template {template.name!r} has no {{{{ system }}}}")
+        notes.append(Note(NoteCode.SYSTEM_IGNORED, f"system message ignored: template {template.name!r} has no {{{{ system }}}}"))
     text: list[str] = []
     length = 0
     spans: list[tuple[int, int]] = []

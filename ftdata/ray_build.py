@@ -33,7 +33,6 @@ import pickle
 import tempfile
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,24 +278,10 @@ def merge_reports(into: BuildReport, parts: list[BuildReport]) -> BuildReport:
         into.rows += part.rows
         for split, stats in (part.packing or {}).items():
             into.packing = into.packing or {}
-            into.packing[split] = _add_packing(into.packing.get(split), stats)
+            total = into.packing.get(split)
+            into.packing[split] = stats if total is None else total + stats
     into.splits = {"train": into.rows}
     return into
-
-
-def _add_packing(total: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
-    """Packing stats of two sets of rows taken together."""
-    if total is None:
-        return dict(part)
-    summed = Counter({k: total[k] + part[k] for k in ("rows", "sequences", "tokens", "slots")})
-    trained = None if total["trained_tokens"] is None else total["trained_tokens"] + (part["trained_tokens"] or 0)
-    return {
-        **summed,
-        "fill_ratio": summed["tokens"] / summed["slots"] if summed["slots"] else 0.0,
-        "sequences_per_row": summed["sequences"] / summed["rows"] if summed["rows"] else 0.0,
-        "max_sequences_per_row": max(total["max_sequences_per_row"], part["max_sequences_per_row"]),
-        "trained_tokens": trained,
-    }
 
 
 def _concatenate(folder: Where, dest: Path) -> None:

@@ -26,14 +26,17 @@ from ftdata.errors import ConfigError, UnusableRecord
 if TYPE_CHECKING:
     from ftdata.options import BuildOptions
 from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
-from ftdata.outcomes import RejectCode
+from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
 from ftdata.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
 from ftdata.types import Example, MaskPolicy, Message, Rendered, SystemMode
 
-__all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "Renderer", "apply_system", "trained_turns"]
+__all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Renderer", "apply_system", "trained_turns"]
 
-USER_TRAIN_IGNORED = "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains all)"
+USER_TRAIN_IGNORED = Note(
+    NoteCode.USER_TRAIN_IGNORED,
+    "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains all)",
+)
 
 
 def trained_turns(messages: tuple[Message, ...], policy: MaskPolicy) -> list[bool]:

@@ -6,14 +6,16 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ftdata.errors import FtdataError, Location, RecordError, TooManyRejects, UnusableRecord
-from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
+from ftdata.packing import PackingStats
 
 
 SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
-REPORT_FORMAT = 2  # part of the cache key: 2 = rejects counted by code
+REPORT_FORMAT = 3  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code
+NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
 COUNTERS = ("rejected", "cut", "methods", "notes", "formats")
 
 
@@ -60,7 +62,9 @@ class Reject:
 
 @dataclass
 class BuildReport:
-    """Counts of a build. `rejected`/`cut` map a `RejectCode` to a count.
+    """Counts of a build. `rejected`/`cut` map a `RejectCode` to a count; `notes` maps a
+    `NoteCode` to the examples that carry such a note, and `note_texts` keeps the first few
+    distinct texts of each code for people.
 
     Reports add up: `a.merge(b)` is the report of a's records followed by b's (counters add,
     the first `SAMPLES` rejects are kept in order), so workers can count their own part.
@@ -79,11 +83,12 @@ class BuildReport:
     rejected: Counter[RejectCode] = field(default_factory=Counter)
     cut: Counter[RejectCode] = field(default_factory=Counter)
     methods: Counter[str] = field(default_factory=Counter)
-    notes: Counter[str] = field(default_factory=Counter)
+    notes: Counter[NoteCode] = field(default_factory=Counter)
+    note_texts: dict[NoteCode, list[str]] = field(default_factory=dict)
     formats: Counter[str] = field(default_factory=Counter)
     splits: dict[str, int] = field(default_factory=dict)
     markers: dict[str, Any] | None = None
-    packing: dict[str, Any] | None = None
+    packing: dict[str, PackingStats] | None = None  # per split
     fingerprint: str = ""
     seconds: float = 0.0
     cached: bool = False
@@ -96,6 +101,17 @@ class BuildReport:
         else:
             (self.cut if reject.kept else self.rejected)[reject.code] += 1
         self._sample([reject])
+
+    def note(self, notes: tuple[Note, ...]) -> None:
+        """Count one example's notes: once per code, whatever the texts."""
+        self.notes.update(dict.fromkeys((note.code for note in notes), 1))
+        for note in notes:
+            self._note_text(note.code, note.text)
+
+    def _note_text(self, code: NoteCode, text: str) -> None:
+        texts = self.note_texts.setdefault(code, [])
+        if len(texts) < NOTE_TEXTS and text not in texts:
+            texts.append(text)
 
     def _sample(self, rejects: list[Reject]) -> None:
         self.sample_rejects.extend(rejects[: max(0, SAMPLES - len(self.sample_rejects))])
@@ -110,6 +126,9 @@ class BuildReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))
+        for code, texts in other.note_texts.items():
+            for text in texts:
+                self._note_text(code, text)
         self._sample(other.sample_rejects)
         return self
 
@@ -141,6 +160,7 @@ class BuildReport:
         out["sample_rejects"] = [r.to_dict() for r in self.sample_rejects]
         for key in COUNTERS:
             out[key] = {str(getattr(k, "value", k)): n for k, n in getattr(self, key).items()}
+        out["note_texts"] = {code.value: list(texts) for code, texts in self.note_texts.items()}
         return out
 
     @classmethod
@@ -149,8 +169,12 @@ class BuildReport:
         for key in COUNTERS:
             data[key] = Counter(data.get(key, {}))
         for key in ("rejected", "cut"):
-            data[key] = Counter({_code(k): n for k, n in data[key].items()})
+            data[key] = Counter({_code(RejectCode, k, "reject category"): n for k, n in data[key].items()})
+        data["notes"] = Counter({_code(NoteCode, k, "note"): n for k, n in data["notes"].items()})
+        data["note_texts"] = {_code(NoteCode, k, "note"): list(t) for k, t in data.get("note_texts", {}).items()}
         data["sample_rejects"] = [Reject.from_dict(r) for r in data.get("sample_rejects", [])]
+        if data.get("packing") is not None:
+            data["packing"] = {split: PackingStats(**stats) for split, stats in data["packing"].items()}
         return cls(**data)
 
     def summary(self) -> str:
@@ -167,11 +191,14 @@ class BuildReport:
         return ", ".join(parts)
 
 
-def _code(key: str) -> RejectCode:
+_Code = TypeVar("_Code", RejectCode, NoteCode)
+
+
+def _code(kind: type[_Code], key: str, what: str) -> _Code:
     try:
-        return RejectCode(key)
+        return kind(key)
     except ValueError:
-        raise FtdataError(f"this build was written by an older ftdata (reject category {key!r}); build it again") from None
+        raise FtdataError(f"this build was written by an older ftdata ({what} {key!r}); build it again") from None
 
 
 def _top(counter: Counter[RejectCode]) -> str:

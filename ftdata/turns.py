@@ -33,16 +33,23 @@ from typing import Any
 
 from ftdata.errors import Location, TemplateError, UnusableRecord
 from ftdata.markers import ChatRenderer, RoleMarkers, common_token_prefix
-from ftdata.outcomes import RejectCode
+from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.types import Example, Rendered
 
-REASONING_DROPPED = "the chat template drops the reasoning (<think>...</think>) of an assistant turn; only its answer is trained"
-REASONING_PROMPT_CLOSED = (
-    "the generation prompt already closes the think block (e.g. enable_thinking=false), so the model cannot write the "
-    "reasoning after it: only the answer is trained; build with thinking on to train the reasoning, or mask_reasoning=True"
+REASONING_DROPPED = Note(
+    NoteCode.REASONING_DROPPED,
+    "the chat template drops the reasoning (<think>...</think>) of an assistant turn; only its answer is trained",
 )
-SYSTEM_DROPPED = "the chat template dropped the system message; use system_mode='fold' to keep it"
-EOS_APPENDED = "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained"
+REASONING_PROMPT_CLOSED = Note(
+    NoteCode.REASONING_PROMPT_CLOSED,
+    "the generation prompt already closes the think block (e.g. enable_thinking=false), so the model cannot write the "
+    "reasoning after it: only the answer is trained; build with thinking on to train the reasoning, or mask_reasoning=True",
+)
+SYSTEM_DROPPED = Note(NoteCode.SYSTEM_DROPPED, "the chat template dropped the system message; use system_mode='fold' to keep it")
+EOS_APPENDED = Note(
+    NoteCode.EOS_APPENDED,
+    "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained",
+)
 # Boilerplate the rule trains (Qwen3's empty think block when thinking is on), and the kwarg that moves it.
 THINK_BOILERPLATE = "trains {text!r}, which the template writes into this turn after the generation prompt; chat_template_kwargs {kwarg} moves it into the prompt"
 
@@ -57,7 +64,7 @@ class Turn:
     end: int
     boundary: int
     method: str  # "prefix" (A starts with P_i) or "fallback"
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
     eos: bool = False  # EOS appended after A closes this (last) turn
 
 
@@ -142,7 +149,7 @@ class ChatSpans:
             elif self.markers.needs_tools and not tools:
                 hint = "; this template renders only with tools: give the record a `tools` schema"
             raise UnusableRecord(f"{exc}{hint}", location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR) from None
-        notes: list[str] = []
+        notes: list[Note] = []
         if msgs[0]["role"] == "system" and msgs[0]["content"].strip() not in text:
             notes.append(SYSTEM_DROPPED)
         for tool in example.tools:
@@ -188,7 +195,7 @@ class ChatSpans:
         if prefix and self.markers.ignores_generation_prompt and header and text.startswith(header, opened):
             opened += len(header)  # no generation prompt: the rendered header is what a server adds
         plain = not msg.get("tool_calls") and msg.get("reasoning_content") is None
-        notes: list[str] = []
+        notes: list[Note] = []
         data_end = _content_end(text, opened, msg["content"]) if prefix and plain else None
         data_start, reasoning_end, block = -1, -1, False
         if data_end is None:
@@ -198,7 +205,7 @@ class ChatSpans:
             # Markup the model writes before its data: the think block it opens when its reasoning
             # is written, the call markup before a call's name (`<tool_call>\n{"name": `).
             block = bool(msg.get("tool_calls")) or (
-                REASONING_DROPPED not in notes and (msg.get("reasoning_content") is not None or "</think>" in msg["content"])
+                not has_note(notes, NoteCode.REASONING_DROPPED) and (msg.get("reasoning_content") is not None or "</think>" in msg["content"])
             )  # fmt: skip
         if prefix:
             start, method = opened, "prefix"
@@ -245,12 +252,12 @@ class ChatSpans:
             start = max(start, reasoning_end + common_token_prefix(text[reasoning_end:end], close, self.tokenizer))
         after = self.markers.after_prompt
         if self.markers.thinking_kwarg and after.strip() and text.startswith(after, start) and msg.get("reasoning_content") is None:
-            notes.append(THINK_BOILERPLATE.format(text=after, kwarg=self.markers.thinking_kwarg))
+            notes.append(Note(NoteCode.THINK_BOILERPLATE, THINK_BOILERPLATE.format(text=after, kwarg=self.markers.thinking_kwarg)))
         return Turn(start, end, boundary, method, tuple(notes), eos)
 
     def _data(
         self, text: str, msgs: list[dict[str, Any]], i: int, render: Render
-    ) -> tuple[int, int, int, list[str], str]:
+    ) -> tuple[int, int, int, list[Note], str]:
         """Where the template writes turn i's data: (start, end, end of reasoning or -1, notes, why-not)."""
         msg = msgs[i]
         taken = [text]
@@ -282,7 +289,7 @@ class ChatSpans:
         start, end = changed_region(text, other)
         region = text[start:end]
         written = {name for name, s in pieces.items() if s in other}
-        notes: list[str] = []
+        notes: list[Note] = []
         calls = [name for name in pieces if name.startswith("call") and name not in written]
         if calls:
             names = ", ".join(repr(c["function"]["name"]) for c in msg["tool_calls"])
@@ -317,7 +324,7 @@ class ChatSpans:
         return changed_region(text, other)[1]
 
     @staticmethod
-    def _rewritten(region: str, core: str, *, strict: bool, notes: list[str]) -> str:
+    def _rewritten(region: str, core: str, *, strict: bool, notes: list[Note]) -> str:
         """Why the written region does not hold the content as given ('' when it does).
 
         A content written as `<think>...</think>answer` may come back with its reasoning

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any, Literal, TypedDict, get_args
 
 from ftdata.errors import ConfigError, Location
+from ftdata.outcomes import Note
 
 IGNORE_INDEX = -100
 """Label value that carries no loss (PyTorch's cross-entropy default)."""
@@ -120,7 +121,7 @@ class Example:
     source: Location
     context: str = ""
     format: str = ""
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[Note, ...] = field(default=())
     tools: tuple[dict[str, Any], ...] = ()  # tool (function) schemas passed to the chat template as `tools`
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # this record's chat_template_kwargs
 
@@ -171,7 +172,7 @@ class Rendered:
     spans: tuple[tuple[int, int], ...]
     method: str
     boundaries: tuple[int, ...] = ()
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
     literal: tuple[tuple[int, int], ...] = ()
 
 

@@ -28,6 +28,7 @@ from ftdata.markers import ChatRenderer
 from ftdata.masking import REPAIRED, Masker
 from ftdata.render import Renderer
 from ftdata.types import IGNORE_INDEX, MaskPolicy, SystemMode
+from ftdata.outcomes import Note, NoteCode
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 ALL = [None, *TOKENIZER_NAMES]  # None = the bundled SmolLM2
@@ -492,7 +493,7 @@ def test_template_that_drops_the_reasoning_trains_the_answer_and_says_so():
     # is re-rendered as a think block, trained as the model will write it.
     assert trained_texts(tok, rendered, result) == ["a1<|im_end|>", "<think>\nr2\n</think>\n\na2<|im_end|>"]
     assert rendered.method == "prefix"  # both turns start where their inference prompts end
-    assert "drops the reasoning" in " ".join(result.notes)
+    assert [n.code for n in result.notes] == [NoteCode.REASONING_DROPPED]
 
 
 def test_system_prompt_moved_by_the_template_is_found_by_the_fallback():
@@ -503,7 +504,7 @@ def test_system_prompt_moved_by_the_template_is_found_by_the_fallback():
     # Without folding, Mistral's template drops the system prompt of a training record.
     rendered, result = one(tok, {"messages": [{"role": "system", "content": "Be brief."}, *chat("q1", "a1")["messages"]]})
     assert rendered.text == "<s>[INST]q1[/INST]a1</s>"
-    assert "dropped the system message" in " ".join(result.notes)
+    assert [n.code for n in result.notes] == [NoteCode.SYSTEM_DROPPED]
 
 
 @pytest.mark.parametrize(
@@ -570,7 +571,7 @@ def test_per_message_train_flags_win_over_the_policy(smol):
     ]}  # fmt: skip
     rendered, result = one(smol, row)
     assert trained_texts(smol, rendered, result) == ["a2<|im_end|>"]
-    assert "train=true on a non-assistant turn is ignored" in " ".join(result.notes)
+    assert [n.code for n in result.notes] == [NoteCode.USER_TRAIN_IGNORED]
     row["messages"][3]["train"] = False
     assert one(smol, row) == "every assistant turn has train=false; nothing to train on"
     del row["messages"][1]["loss_weight"]  # no flag: the policy decides, and last_assistant says no
@@ -634,7 +635,11 @@ def test_fold_rescues_a_template_that_raises_on_system_turns(smol):
 def test_mapped_role_names_are_noted_on_the_record(smol):
     row = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
     rendered, result = one(smol, row)
-    assert rendered.notes == result.notes == ("role 'human' mapped to 'user'", "role 'gpt' mapped to 'assistant'")
+    assert rendered.notes == result.notes == (
+        Note(NoteCode.ROLE_MAPPED, "role 'human' mapped to 'user'"),
+        Note(NoteCode.ROLE_MAPPED, "role 'gpt' mapped to 'assistant'"),
+    )
     assert trained_texts(smol, rendered, result) == ["yo<|im_end|>"]
     report = prepare([row], tokenizer=smol).report
-    assert report.notes["role 'gpt' mapped to 'assistant'"] == 1
+    assert report.notes == {NoteCode.ROLE_MAPPED: 1}  # one example, however many roles it maps
+    assert report.note_texts == {NoteCode.ROLE_MAPPED: ["role 'human' mapped to 'user'", "role 'gpt' mapped to 'assistant'"]}

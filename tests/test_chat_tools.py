@@ -25,6 +25,7 @@ from ftdata.options import BuildOptions
 from ftdata.pipeline import build_fingerprint
 from ftdata.render import REASONING_DROPPED, Renderer
 from ftdata.types import IGNORE_INDEX, Example, Message, ToolCall
+from ftdata.outcomes import Note, NoteCode
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 
@@ -175,7 +176,8 @@ def test_glm_trains_the_observation_header_that_stops_a_call_turn():
         "\n<think></think>\nIt is 22C.<|endoftext|>",
     ]
     assert text.endswith("<|assistant|>\n<think></think>\nIt is 22C.<|endoftext|>")  # EOS appended: GLM writes none
-    assert "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained" in notes
+    eos = "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained"
+    assert Note(NoteCode.EOS_APPENDED, eos) in notes
 
 
 def test_template_without_tool_support_rejects_the_record():
@@ -253,8 +255,11 @@ def test_qwen3_thinking_on_trains_the_empty_think_block_and_says_which_kwarg_mov
     assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n4<|im_end|>\n")
     assert trained == ["yo<|im_end|>", "<think>\n\n</think>\n\n4<|im_end|>"]
     assert notes == (
-        "trains '<think>\\n\\n</think>\\n\\n', which the template writes into this turn after the generation prompt; "
-        'chat_template_kwargs {"enable_thinking": false} moves it into the prompt',
+        Note(
+            NoteCode.THINK_BOILERPLATE,
+            "trains '<think>\\n\\n</think>\\n\\n', which the template writes into this turn after the generation prompt; "
+            'chat_template_kwargs {"enable_thinking": false} moves it into the prompt',
+        ),
     )
 
 
@@ -364,10 +369,11 @@ def test_build_reports_the_think_block_advice_once_per_build():
     from ftdata import prepare
 
     rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(3)]
-    notes = prepare(rows, tokenizer=qwen3()).report.notes
+    report = prepare(rows, tokenizer=qwen3()).report
     note = ("trains '<think>\\n\\n</think>\\n\\n', which the template writes into this turn after the generation prompt; "
             'chat_template_kwargs {"enable_thinking": false} moves it into the prompt')  # fmt: skip
-    assert notes == {note: 3}  # one line in the report, with its count
+    assert report.notes == {NoteCode.THINK_BOILERPLATE: 3}  # one line in the report, with its count
+    assert report.note_texts == {NoteCode.THINK_BOILERPLATE: [note]}
     assert prepare(rows, tokenizer=qwen3(), chat_template_kwargs={"enable_thinking": False}).report.notes == {}
 
 

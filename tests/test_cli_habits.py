@@ -304,10 +304,10 @@ def test_llama_tool_results_are_marked_and_their_encoding_said_once() -> None:
     record = _segments([GLAIVE, "-n", "1", "-t", TOKENIZERS / "llama-3.2-instruct"])
     results = [s["text"] for s in record["segments"] if s["kind"] == "result"]
     assert results and results[0].startswith('"{\\"recipes\\": [{\\"name\\"')
-    assert RESULTS_ENCODED in record["notes"]
+    assert RESULTS_ENCODED.to_dict() in record["notes"]
     result = run("preview", GLAIVE, "-n", "3", "-t", TOKENIZERS / "llama-3.2-instruct")
     assert result.exit_code == 0, result.output
-    assert result.stdout.count(RESULTS_ENCODED) == 1
+    assert result.stdout.count(RESULTS_ENCODED.text) == 1
     assert "⟨\"{\\\"recipes\\\"" in result.stdout
 
 

@@ -9,6 +9,7 @@ from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.formats import Columns, compile_filter, detect, to_examples
 from ftdata.readers import read_records
 from ftdata.types import Message
+from ftdata.outcomes import Note, NoteCode
 
 LOC = Location("d.jsonl", line=7)
 
@@ -102,7 +103,10 @@ def test_sharegpt_roles_are_mapped_with_a_note():
     ex = one(row)
     assert ex.format == "sharegpt"
     assert [m.role for m in ex.messages] == ["system", "user", "assistant"]
-    assert ex.notes == ("role 'human' mapped to 'user'", "role 'gpt' mapped to 'assistant'")
+    assert ex.notes == (
+        Note(NoteCode.ROLE_MAPPED, "role 'human' mapped to 'user'"),
+        Note(NoteCode.ROLE_MAPPED, "role 'gpt' mapped to 'assistant'"),
+    )
 
 
 def test_bare_message_list():

@@ -13,6 +13,7 @@ from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.formats import Columns, to_examples
 from ftdata.readers import read_records
 from ftdata.types import Example, Message, ToolCall
+from ftdata.outcomes import Note, NoteCode
 
 LOC = Location("d.jsonl", line=3)
 GLAIVE = DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json"
@@ -188,7 +189,7 @@ def test_sharegpt_function_call_and_observation_become_a_call_and_its_result():
         Message("assistant", "21 degrees."),
     )
     assert ex.tools == (WEATHER,)
-    assert "a function_call turn joined the assistant text before it" in ex.notes
+    assert Note(NoteCode.FUNCTION_CALL_JOINED, "a function_call turn joined the assistant text before it") in ex.notes
 
 
 def test_sharegpt_function_call_with_a_list_of_calls():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ from hypothesis import strategies as st
 
 from ftdata.errors import ConfigError, RecordError
 from ftdata.options import BuildOptions
-from ftdata.packing import PackingStats, pack_rows, packing_stats, pad_sequences, padded_lengths, plan_bins, split_row
+from ftdata.packing import PackingStats, packing_stats, pad_sequences, padded_lengths, plan_bins
 from ftdata.types import IGNORE_INDEX
+from packing_reference import pack_rows
 
 # ---------------------------------------------------------------- plan_bins, literal
 
@@ -171,31 +171,6 @@ def test_build_pads_packed_sequences_to_the_multiple(smol):
     assert any(0 in row["attention_mask"] for row in padded)  # some sequence did need padding
 
 
-# ---------------------------------------------------------------- split_row, literal
-
-
-def test_split_row_literal():
-    row = {"input_ids": [1, 2, 3, 4, 5, 6, 7], "labels": [-100, -100, 3, 4, 5, 6, 7]}
-    assert split_row(row, max_length=3) == [
-        {"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": [-100, -100, 3]},
-        {"input_ids": [4, 5, 6], "attention_mask": [1, 1, 1], "labels": [4, 5, 6]},
-        {"input_ids": [7], "attention_mask": [1], "labels": [7]},
-    ]
-
-
-def test_split_row_keeps_untrained_chunks_and_short_rows():
-    row = {"input_ids": [1, 2, 3, 4], "attention_mask": [1, 1, 1, 1], "labels": [-100, -100, -100, 4]}
-    chunks = split_row(row, max_length=2)
-    assert [c["labels"] for c in chunks] == [[-100, -100], [-100, 4]]
-    assert split_row(row, max_length=4) == [row]
-    assert split_row({"input_ids": [], "labels": []}, max_length=4) == []
-
-
-def test_split_row_rejects_bad_max_length():
-    with pytest.raises(ConfigError, match="max_length must be an integer > 0, got max_length=0"):
-        split_row({"input_ids": [1], "labels": [1]}, max_length=0)
-
-
 # ---------------------------------------------------------------- packing_stats, literal
 
 
@@ -214,6 +189,16 @@ def test_packing_stats_literal():
     assert str(stats) == (
         "5 sequences -> 3 rows (20 tokens, 11 trained); fill 83.33%, 1.67 sequences/row (max 2)"
     )
+
+
+def test_packing_stats_add_as_one_plan():
+    """Shards packed apart: their stats added are the stats of all their rows taken together."""
+    a = packing_stats([5, 3, 4], [[2], [0, 1]], max_length=8, trained_tokens=7)
+    b = packing_stats([2, 6, 1], [[0, 1], [2]], max_length=8, trained_tokens=4)
+    both = packing_stats([5, 3, 4, 2, 6, 1], [[2], [0, 1], [3, 4], [5]], max_length=8, trained_tokens=11)
+    assert a + b == both
+    assert (a + b).fill_ratio == 21 / 32 and (a + b).max_sequences_per_row == 2
+    assert (a + packing_stats([1], [[0]], max_length=8)).trained_tokens is None  # not counted on one side
 
 
 def test_packing_stats_empty_and_overfull():
@@ -338,14 +323,6 @@ def test_plan_then_pack_never_exceeds_max_length_or_loses_tokens(rows, max_lengt
     assert trained_after == trained_before
 
 
-@given(token_rows(max_rows=1, max_len=60), st.integers(min_value=1, max_value=20))
-def test_split_row_chunks_reassemble_to_the_original(rows, max_length):
-    row = rows[0]
-    chunks = split_row(row, max_length=max_length)
-    assert all(1 <= len(c["input_ids"]) <= max_length for c in chunks)
-    assert all(len(c["input_ids"]) == max_length for c in chunks[:-1])
-    for key in ("input_ids", "attention_mask", "labels"):
-        assert [t for c in chunks for t in c[key]] == row[key]
 
 
 # ---------------------------------------------------------------- write_packed against pack_rows (oracle)
@@ -391,4 +368,4 @@ def test_write_packed_equals_pack_rows_of_each_planned_bin(
     expected = [pack_rows([view[i] for i in b], pad_to_multiple_of=multiple, pad_id=PAD) for b in bins]
     assert written.to_pylist() == expected
     trained = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in expected)
-    assert stats == asdict(packing_stats([len(r["input_ids"]) for r in view], bins, max_length=16, trained_tokens=trained))
+    assert stats == packing_stats([len(r["input_ids"]) for r in view], bins, max_length=16, trained_tokens=trained)

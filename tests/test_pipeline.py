@@ -73,7 +73,7 @@ def test_split_pack_and_report(smol):
     for row in dd["train"]:
         assert len(row["input_ids"]) <= 1024 == 1024
         assert sum(row["seq_lengths"]) == len(row["input_ids"]) == len(row["position_ids"])
-    assert report.packing["train"]["fill_ratio"] > 0.9
+    assert report.packing["train"].fill_ratio > 0.9
     assert report.sequences == 200 and report.records == 200
 
 
@@ -228,7 +228,8 @@ def test_streamed_column_packing_equals_pack_rows(char_tok, tmp_path):
     import datasets
 
     from ftdata.output import write_packed
-    from ftdata.packing import pack_rows, plan_bins
+    from ftdata.packing import plan_bins
+    from packing_reference import pack_rows
 
     data = [{"instruction": "q" * i, "output": "a" * (i % 7 + 1)} for i in range(1, 60)]
     plain = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64)
@@ -237,7 +238,7 @@ def test_streamed_column_packing_equals_pack_rows(char_tok, tmp_path):
     stats = write_packed(rows_file(plain, tmp_path / "rows.arrow"), tmp_path / "p.arrow", max_length=64, seed=7, batch_rows=4)  # many batches
     packed = datasets.Dataset.from_file(str(tmp_path / "p.arrow"))
     assert [{k: row[k] for k in expected[0]} for row in packed] == [dict(e) for e in expected]
-    assert stats["rows"] == len(bins) and stats["sequences"] == len(plain)
+    assert stats.rows == len(bins) and stats.sequences == len(plain)
     via_api = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64, packing=True, seed=7)
     assert via_api["input_ids"] == packed["input_ids"]
 

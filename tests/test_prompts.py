@@ -7,6 +7,7 @@ import pytest
 from ftdata.errors import Location, RecordError, TemplateError
 from ftdata.prompts import builtin_names, load_prompt_template, render_prompt_template
 from ftdata.types import Example, Message
+from ftdata.outcomes import Note, NoteCode
 
 
 def test_builtins():
@@ -70,7 +71,7 @@ def test_render_spans_multi_turn_and_notes():
     assert out.text == "### Question:\nq1\n\nctx\n\n### Answer:\na1</s>### Question:\nq2\n\n### Answer:\na2</s>"
     assert [out.text[s:e] for s, e in out.spans] == ["a1</s>", "a2</s>"]
     assert out.boundaries == (out.text.index("a1</s>") + 6,)
-    assert out.notes == ("system message ignored: template 'question-answer' has no {{ system }}",)
+    assert out.notes == (Note(NoteCode.SYSTEM_IGNORED, "system message ignored: template 'question-answer' has no {{ system }}"),)
 
 
 def test_tool_turns_need_a_chat_template():

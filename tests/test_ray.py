@@ -155,8 +155,8 @@ def test_sharded_ray_build_equals_local(tmp_path: Path, shards: tuple, args: lis
     }
     assert ray_.report.sequences == len(sequences(local.dataset)) and ray_.report.rejected
     if "--packing" in args:
-        assert ray_.report.packing["train"]["trained_tokens"] == local.report.packing["train"]["trained_tokens"]
-        assert ray_.report.rows == len(ray_.dataset) and ray_.report.packing["train"]["fill_ratio"] > 0.8
+        assert ray_.report.packing["train"].trained_tokens == local.report.packing["train"].trained_tokens
+        assert ray_.report.rows == len(ray_.dataset) and ray_.report.packing["train"].fill_ratio > 0.8
     else:
         assert ray_.report.rows == local.report.rows
     # the rejects shards, in shard order, are the local rejects file line for line

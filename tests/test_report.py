@@ -12,9 +12,10 @@ from support import tokenizer
 from ftdata import prepare, preview
 from ftdata.errors import FtdataError, Location
 from ftdata.options import BuildOptions
-from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
+from ftdata.packing import packing_stats
 from ftdata.pipeline import Stage
-from ftdata.report import SAMPLES, BuildReport, Reject
+from ftdata.report import NOTE_TEXTS, SAMPLES, BuildReport, Reject
 from ftdata.stats import collect
 
 CONTROL = {"instruction": "What ends a turn?", "output": "The marker <|im_end|> does."}
@@ -79,3 +80,47 @@ def test_a_report_round_trips_through_json_and_an_old_one_is_refused() -> None:
     assert BuildReport.from_dict(data) == report
     with pytest.raises(FtdataError, match=r"written by an older ftdata \(reject category 'prompt trimmed'\); build it again"):
         BuildReport.from_dict({**data, "cut": {"prompt trimmed": 1}, "sample_rejects": []})
+
+
+notes = st.builds(Note, code=st.sampled_from(list(NoteCode)), text=st.sampled_from(["one", "two", "three", "four"]))
+examples = st.lists(st.lists(notes, max_size=4).map(tuple), max_size=8)  # each example's notes
+
+
+def _noted(per_example: list[tuple[Note, ...]]) -> BuildReport:
+    report = BuildReport()
+    for example in per_example:
+        report.note(example)
+    return report
+
+
+@given(st.lists(examples, min_size=1, max_size=5))
+def test_notes_count_examples_per_code_and_merge_like_one_report(chunks: list[list[tuple[Note, ...]]]) -> None:
+    merged = BuildReport()
+    for chunk in chunks:
+        merged.merge(_noted(chunk))
+    everything = [example for chunk in chunks for example in chunk]
+    assert merged.to_dict() == _noted(everything).to_dict()
+    for code, n in merged.notes.items():
+        assert n == sum(any(note.code is code for note in example) for example in everything)
+        seen = list(dict.fromkeys(note.text for example in everything for note in example if note.code is code))
+        assert merged.note_texts[code] == seen[:NOTE_TEXTS]
+
+
+def test_build_json_shows_note_codes_and_texts_and_an_old_one_is_refused() -> None:
+    report = _noted([
+        (Note(NoteCode.ROLE_MAPPED, "role 'human' mapped to 'user'"), Note(NoteCode.ROLE_MAPPED, "role 'gpt' mapped to 'assistant'")),
+        (Note(NoteCode.ROLE_MAPPED, "role 'human' mapped to 'user'"),),
+    ])  # fmt: skip
+    report.packing = {"train": packing_stats([5, 3, 4], [[2], [0, 1]], max_length=8, trained_tokens=7)}
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["notes"] == {"role_mapped": 2}
+    assert data["note_texts"] == {"role_mapped": ["role 'human' mapped to 'user'", "role 'gpt' mapped to 'assistant'"]}
+    assert data["packing"]["train"] == {
+        "rows": 2, "sequences": 3, "tokens": 12, "slots": 16, "fill_ratio": 0.75, "sequences_per_row": 1.5,
+        "max_sequences_per_row": 2, "trained_tokens": 7,
+    }  # fmt: skip
+    assert BuildReport.from_dict(data) == report
+    old = {**data, "notes": {"role 'human' mapped to 'user'": 2}}
+    old.pop("note_texts")
+    with pytest.raises(FtdataError, match=r"written by an older ftdata \(note \"role 'human' mapped to 'user'\"\); build it again"):
+        BuildReport.from_dict(old)

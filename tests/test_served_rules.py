@@ -20,7 +20,7 @@ from support import TOKENIZERS, matrix_module, tokenizer
 
 from ftdata import ConfigError, prepare
 from ftdata.markers import detect_role_markers, model_stop_tokens
-from ftdata.turns import REASONING_PROMPT_CLOSED
+from ftdata.outcomes import NoteCode
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 
@@ -117,10 +117,10 @@ def test_class4_only_the_answer_is_trained_after_a_prompt_that_closes_the_think_
     off = prepare([record], tokenizer=tok, chat_template_kwargs={"enable_thinking": False})
     # Before: '<think>\nTwo and two.\n</think>\n\n4.<|im_end|>' after a prompt ending in '</think>\n\n'.
     assert trained(tok, off) == ["4.<|im_end|>"]
-    assert off.report.notes[REASONING_PROMPT_CLOSED] == 1
+    assert off.report.notes[NoteCode.REASONING_PROMPT_CLOSED] == 1
     on = prepare([record], tokenizer=tok)
     assert trained(tok, on) == ["<think>\nTwo and two.\n</think>\n\n4.<|im_end|>"]
-    assert not on.report.notes[REASONING_PROMPT_CLOSED]
+    assert not on.report.notes[NoteCode.REASONING_PROMPT_CLOSED]
 
 
 def test_class5_stop_tokens_come_from_generation_config_and_the_option(tmp_path):

@@ -75,20 +75,6 @@ def chat_row(tok, question: str, answer: str) -> dict[str, list[int]]:
     }
 
 
-def pack(rows: list[dict[str, list[int]]]) -> dict[str, list[int]]:
-    """Concatenate rows into one packed row (positions restart, first label of each masked)."""
-    keys = ("input_ids", "attention_mask", "labels", "position_ids", "seq_lengths")
-    out: dict[str, list[int]] = {key: [] for key in keys}
-    for row in rows:
-        n = len(row["input_ids"])
-        out["input_ids"] += row["input_ids"]
-        out["attention_mask"] += [1] * n
-        out["labels"] += [IGNORE_INDEX] + row["labels"][1:]
-        out["position_ids"] += list(range(n))
-        out["seq_lengths"].append(n)
-    return out
-
-
 def rows_dataset(tok, pairs=QA, *, repeat: int = 1):
     from datasets import Dataset
 
@@ -122,4 +108,6 @@ def make_row(smol_tok):
 
 @pytest.fixture(scope="session")
 def pack_rows():
-    return pack
+    from packing_reference import pack_rows
+
+    return pack_rows
