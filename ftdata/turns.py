@@ -214,7 +214,8 @@ class ChatSpans:
             # writes markup before the data (a call-only turn has no content to anchor on).
             previous = self._after_previous(text, msgs[:i], done, data_start)
             part = self._parting(text, prompt, max(previous, done)) if prompt is not None else -1
-            start, method = self._markup_start(text, part, previous, done, data_start, block), "fallback"
+            after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
+            start, method = self._markup_start(text, part, previous, done, data_start, block, after_tool), "fallback"
             if prompt is not None:
                 tail = prompt[part if part >= 0 else len(os.path.commonprefix([prompt, text])) :]
                 start, closed = self._after_prompt_tail(text, tail, start, self._answer_start(text, msg, start, data_end))
@@ -400,7 +401,9 @@ class ChatSpans:
                     break
         return part
 
-    def _markup_start(self, text: str, part: int, previous: int, done: int, data_start: int, block: bool) -> int:
+    def _markup_start(
+        self, text: str, part: int, previous: int, done: int, data_start: int, block: bool, after_tool: bool = False
+    ) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
         -1 when not found; never before `done`, the previous turn's end): where its inference prompt
         and A part (`part`, -1 when not within the turn), when that lies within the turn; else after
@@ -410,7 +413,10 @@ class ChatSpans:
         writes `</think>` at the start of history turns, which the model then writes (trained).
         """
         lo = max(previous, done)
-        if 0 <= part <= data_start and (block or (self._after_header(text, lo, part, data_start) and self._markup_only(text[part:data_start]))):
+        # After a tool result a template may write no role header at all (DeepSeek-V3.2: the result,
+        # then `</think>` and the answer); after a user or system message the header is required.
+        headed = after_tool or self._after_header(text, lo, part, data_start)
+        if 0 <= part <= data_start and (block or (headed and self._markup_only(text[part:data_start]))):
             return part
         header_end = self._header_end(text, lo, data_start)
         if not block:
