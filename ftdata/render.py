@@ -126,7 +126,7 @@ class _Escapes:
     def of(example: Example, tokens: list[str]) -> _Escapes | None:
         if not tokens:
             return None
-        seen = json.dumps([list(_control_checked(example)), example.context], ensure_ascii=False, default=str)
+        seen = json.dumps(list(_control_checked(example)), ensure_ascii=False, default=str)  # every field, `input` too
         chars = (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in seen)
         return _Escapes({token: next(chars) * len(token) for token in tokens})
 

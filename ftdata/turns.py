@@ -213,11 +213,12 @@ class ChatSpans:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
             previous = self._after_previous(text, msgs[:i], done, data_start)
-            part = self._parting(text, prompt, max(previous, done)) if prompt is not None else -1
+            parted = len(os.path.commonprefix([prompt, text])) if prompt is not None else -1  # in characters
+            part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
             after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
             start, method = self._markup_start(text, part, previous, done, data_start, block, after_tool), "fallback"
             if prompt is not None:
-                tail = prompt[part if part >= 0 else len(os.path.commonprefix([prompt, text])) :]
+                tail = prompt[part if part >= 0 else parted :]
                 start, closed = self._after_prompt_tail(text, tail, start, self._answer_start(text, msg, start, data_end))
                 if closed and msg.get("reasoning_content"):
                     notes.append(REASONING_PROMPT_CLOSED)
@@ -384,12 +385,11 @@ class ChatSpans:
             after = after[:-1]
         return end + len(after), True
 
-    def _parting(self, text: str, prompt: str, lo: int) -> int:
-        """Where P_i and A part, when that is at or after `lo` (the end of the message before turn
-        i), else -1; moved back to the start of a markup token it falls inside, on either side:
+    def _parting(self, text: str, prompt: str, lo: int, part: int) -> int:
+        """Where P_i and A part (`part`, in characters), when that is at or after `lo` (the end of
+        the message before turn i), else -1; moved back to the start of a markup token it falls inside, on either side:
         GLM-4.7 prompts with `<think>` and writes `</think>`, QwQ prompts with `<think>` and
         writes `<tool_call>`, and the two share their first characters."""
-        part = len(os.path.commonprefix([prompt, text]))
         if part < lo:
             return -1
         for side in (prompt, text):  # a window around the parting point: a markup token is short
