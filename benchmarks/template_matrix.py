@@ -245,14 +245,14 @@ def template_on(case: Case, load: Callable[[str], Any] = _load) -> Iterator[Any]
 def run(case: Case, tokenizer: Any) -> Outcome:
     """Render and mask every probe conversation with this template (set on `tokenizer`)."""
     from ftdata.errors import FtdataError, Location, UnusableRecord
-    from ftdata.options import BuildOptions
-    from ftdata.pipeline import Stage
+    from ftdata.options import DataOptions
+    from ftdata.engine import Stage
 
     outcome = Outcome(case)
     if case.skip:
         return outcome
     try:
-        stage = Stage(tokenizer, BuildOptions())
+        stage = Stage(tokenizer, DataOptions())
     except FtdataError as exc:
         outcome.error = str(exc)
         return outcome
@@ -349,13 +349,13 @@ def ftdata_verdict(stage: Any, name: str, record: dict[str, Any]) -> tuple[str, 
 def run_chat(case: Case, tokenizer: Any, kwargs: dict[str, Any]) -> ChatOutcome:
     """Render, mask and check every probe (plain and CHAT_PROBES) with these kwargs."""
     from ftdata.errors import FtdataError
-    from ftdata.options import BuildOptions
-    from ftdata.pipeline import Stage
+    from ftdata.options import DataOptions
+    from ftdata.engine import Stage
 
     oracle = _oracle()
     out = ChatOutcome(case, kwargs)
     try:
-        stage = Stage(tokenizer, BuildOptions(max_length=100_000, chat_template_kwargs=kwargs or None))
+        stage = Stage(tokenizer, DataOptions(max_length=100_000, chat_template_kwargs=kwargs or None))
     except FtdataError as exc:
         out.error = str(exc)
         return out
@@ -478,8 +478,8 @@ PREVIEWS = [
 def previews(load: Callable[[str | None], Any] = _load) -> str:
     """Markdown: for each preview, the rendered text with trained spans in ⟦ ⟧, method and notes."""
     from ftdata.errors import Location, UnusableRecord
-    from ftdata.options import BuildOptions
-    from ftdata.pipeline import Stage
+    from ftdata.options import DataOptions
+    from ftdata.engine import Stage
     blocks = []
     for title, name, template, options, record in PREVIEWS:
         tok = load(name)
@@ -487,7 +487,7 @@ def previews(load: Callable[[str | None], Any] = _load) -> str:
         if template:
             tok.chat_template = (template_dir() / f"{template}.jinja").read_text(encoding="utf-8")
         try:
-            stage = Stage(tok, BuildOptions(**options))
+            stage = Stage(tok, DataOptions(**options))
             (example,) = stage.examples(Location("preview"), record)
             rendered = stage.renderer(example)
             result = stage.masker([rendered])[0]
@@ -673,16 +673,16 @@ def build_options(kwargs: dict[str, Any], stop_tokens: tuple[str, ...]) -> Any:
     ftdata takes one (`stop_tokens`)."""
     from dataclasses import fields
 
-    from ftdata.options import BuildOptions
+    from ftdata.options import DataOptions
 
-    extra = {"stop_tokens": list(stop_tokens)} if "stop_tokens" in {f.name for f in fields(BuildOptions)} else {}
-    return BuildOptions(max_length=100_000, chat_template_kwargs=kwargs or None, **extra)
+    extra = {"stop_tokens": list(stop_tokens)} if "stop_tokens" in {f.name for f in fields(DataOptions)} else {}
+    return DataOptions(max_length=100_000, chat_template_kwargs=kwargs or None, **extra)
 
 
 def run_served(case: ServedCase, tokenizer: Any, kwargs: dict[str, Any]) -> dict[str, Verdict]:
     """Every served probe through ftdata and the oracle, with these kwargs."""
     from ftdata.errors import FtdataError
-    from ftdata.pipeline import Stage
+    from ftdata.engine import Stage
 
     oracle = _oracle()
     records = served_records(case)

@@ -1,14 +1,15 @@
 """ftdata: supervised fine-tuning data for LLMs, masked exactly, packed tightly, checked before training.
 
-    >>> from ftdata import build_sft_dataset
+    >>> from ftdata import build, build_sft_dataset
     >>> ds = build_sft_dataset("data.json", template="alpaca", max_length=1024)  # doctest: +SKIP
+    >>> result = build("data.json", "out", template="alpaca", packing=True)  # doctest: +SKIP
 """
 
 from ftdata.built import load
 from ftdata.errors import ConfigError, FtdataError, ReaderError, RecordError, TemplateError, UnusableRecord
 from ftdata.markers import RoleMarkers, detect_role_markers
-from ftdata.options import BuildOptions
-from ftdata.pipeline import BuildResult, build_sft_dataset, prepare
+from ftdata.driver import BuildResult, build, build_sft_dataset, prepare
+from ftdata.options import BuildOptions, DataOptions, OutputOptions, RunOptions
 from ftdata.report import BuildReport
 from ftdata.resources import load_tokenizer
 from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Message, Rendered, TruncationPolicy
@@ -20,6 +21,9 @@ __all__ = [
     "BuildOptions",
     "BuildReport",
     "BuildResult",
+    "DataOptions",
+    "OutputOptions",
+    "RunOptions",
     "ConfigError",
     "Example",
     "FtdataError",
@@ -32,6 +36,7 @@ __all__ = [
     "TemplateError",
     "TruncationPolicy",
     "UnusableRecord",
+    "build",
     "build_sft_dataset",
     "detect_role_markers",
     "load",

@@ -20,7 +20,7 @@ from typing import Any
 
 from ftdata.errors import ConfigError
 from ftdata.export import MANIFEST
-from ftdata.pipeline import BuildResult
+from ftdata.driver import BuildResult
 from ftdata.report import BuildReport
 
 # Columns a `--output-format jsonl` build adds for people (decoded text), not for training.

@@ -8,7 +8,6 @@ matplotlib) are imported only by the commands that need them, so `ftdata preview
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -16,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -27,10 +25,9 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
-from ftdata import safeio, store
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.terminal import dumps
-from ftdata.executors import Engine
+from ftdata.types import Engine
 
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
     from typer._click.exceptions import ClickException, UsageError
@@ -188,10 +185,10 @@ def console(no_color: bool = False, *, stderr: bool = False) -> Console:
 
 
 def _stage(settings: Settings) -> Any:
-    from ftdata.pipeline import Stage
+    from ftdata.engine import Stage
     from ftdata.resources import load_tokenizer
 
-    return Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), settings.options)
+    return Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), settings.options.data)
 
 
 def tokenizer_label(spec: str | None, tokenizer: Any) -> str:
@@ -240,22 +237,15 @@ def preview(
 ) -> None:
     """Show the first records rendered, with trained tokens highlighted and masked tokens dimmed."""
     from ftdata import preview as view
-    from ftdata.readers import read_records
 
     settings = resolve(
         data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
-    opts = settings.options
-    records = view.select(read_records(settings.data, reader=opts.reader, delimiter=opts.delimiter, field=opts.field), filter=opts.filter, offset=offset, n=n)
-    first = next(records, None)  # read errors surface before any output
-    if first is None:
-        filtered = ", after the filter" if opts.filter else ""
-        raise FtdataError(f"{settings.data}: no records to show (offset {offset}{filtered})")
     stage = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
-    view.run(stage, chain([first], records), printer=printer, source=settings.data, tokenizer=label, start=offset + 1)
+    view.run(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
 
 
 # --- stats -------------------------------------------------------------------------------------
@@ -289,8 +279,8 @@ def stats(
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
     stage = _stage(settings)
-    with progress_bar("measuring", count_records(settings.data, limit=settings.options.limit)) as advance:
-        result = collect(settings.data, stage, progress=advance)
+    with progress_bar("measuring", count_records(settings.data, limit=settings.options.data.limit)) as advance:
+        result = collect(settings.data, stage, settings.options.run, progress=advance)
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
     out = console(no_color)
     if as_json:
@@ -326,7 +316,11 @@ def build(
     options: dict[str, Any],
 ) -> None:
     """Run the full pipeline and write the dataset, rejects.jsonl and build.json to OUT."""
-    from ftdata import export
+    import datasets
+
+    from ftdata.built import load_hint
+    from ftdata.driver import build as run_build
+    from ftdata.export import MANIFEST, count_records, summary_table
     from ftdata.resources import cache_root, load_tokenizer
 
     if no_cache and options.get("cache_dir"):
@@ -335,89 +329,37 @@ def build(
         data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
-    out_value = output or settings.extras.get("output")
-    if out_value is None:
+    out = output or settings.extras.get("output")
+    if out is None:
         raise ConfigError("no output folder: give -o OUT (or output: in --config)")
-    fmt = export.check_output_format(output_format or settings.extras.get("output_format") or "arrow")
     opts = settings.options
-    sharded = opts.engine is Engine.RAY  # Ray Data: sharded Parquet, rejects shards in OUT/rejects/, no cache
-    remote = store.is_uri(str(out_value))
-    if remote and not sharded:
-        raise ConfigError(
-            f"-o {out_value}: only engine=ray writes to a URI (every node writes its shards there); "
-            "add --engine ray, or give a local folder"
-        )
-    out = Path(out_value).expanduser()
-    if sharded and (output_format or settings.extras.get("output_format") or "parquet") != "parquet":
-        raise ConfigError("engine=ray writes sharded Parquet (OUT/data/*.parquet); drop --output-format or use engine=local")
-    opts = dataclasses.replace(
-        opts,
-        rejects_path=opts.rejects_path or (None if sharded else str(out / export.REJECTS)),
-        cache_dir=None if no_cache or sharded else (opts.cache_dir or str(cache_root() / "builds")),
-    )
-    inputs = safeio.input_paths(settings.data, settings.tokenizer, config, opts.template)
-    if opts.rejects_path:
-        safeio.check_rejects_path(Path(opts.rejects_path), inputs)
-    with store.StoreOut(str(out_value)) if remote else safeio.OutputDir(out, inputs=inputs) as target:
-        tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
-        report = _build(settings, opts, tok, target=target, fmt=fmt, config=config, no_color=no_color, as_json=as_json)
-    report.check_reject_ratio(opts.max_reject_ratio)  # after the summary: the rejects are written, to look at
-
-
-def _build(
-    settings: Settings, opts: Any, tok: Any, *, target: Any, fmt: str, config: Path | None, no_color: bool, as_json: bool
-) -> Any:
-    """Run the pipeline, write every output, print the summary (or, `as_json`, build.json's
-    record and the paths written); return the report."""
-    import datasets
-
-    from ftdata import export
-    from ftdata.built import load_hint
-    from ftdata.pipeline import build_fingerprint, prepare
-
+    if not no_cache and not opts.output.cache_dir and opts.run.engine is not Engine.RAY:
+        opts = opts.updated(cache_dir=str(cache_root() / "builds"))
+    tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
-    out = target.path  # a Path, or the URI of a StoreOut
-    if opts.engine is Engine.RAY:
-        from ftdata.ray_build import DATA, REJECTS_DIR, build_shards
-
-        fmt = "parquet"
-        report = build_shards(settings.data, tokenizer=tok, options=opts, target=target)
-        files, rejects_name = [DATA], f"{REJECTS_DIR}/"
-        rejects = opts.rejects_path or f"{out}/{REJECTS_DIR}"
-    else:
-        with progress_bar("building", export.count_records(settings.data, limit=opts.limit)) as advance:
-            result = prepare(settings.data, tokenizer=tok, progress=advance, build_options=opts)
-        report = result.report
-        files = [str(p.relative_to(out)) for p in export.write_dataset(result.dataset, target, fmt=fmt, tokenizer=tok)]
-        rejects, rejects_name = opts.rejects_path, export.REJECTS
-    if isinstance(target, safeio.OutputDir) and opts.rejects_path:
-        path = Path(opts.rejects_path)
-        if path.parent.resolve() == out.resolve() and path.name not in target.written:
-            target.adopt(path.name)
-    # Without a cache the pipeline skips the fingerprint; build.json records it anyway.
-    fingerprint = report.fingerprint or build_fingerprint(settings.data, tok, opts)
-    record = export.manifest(
-        data=settings.data, tokenizer=tok, tokenizer_name=tokenizer_label(settings.tokenizer, tok), options=opts,
-        report=report, fingerprint=fingerprint, output_format=fmt, files=files, config=config, rejects=rejects_name,
-    )  # fmt: skip
-    export.write_manifest(target, record)
-    target.finish()
-    show = console(no_color)
+    with progress_bar("building", count_records(settings.data, limit=opts.data.limit)) as advance:
+        result = run_build(
+            settings.data, out, tokenizer=tok, options=opts, output_format=output_format or settings.extras.get("output_format"),
+            progress=advance, tokenizer_name=tokenizer_label(settings.tokenizer, tok), protect=[settings.tokenizer, config], config=config,
+        )  # fmt: skip
+    report, record = result.report, result.manifest or {}
     seconds = time.perf_counter() - started
-    written = [*(f"{out}/{name}" for name in files), rejects, f"{out}/{export.MANIFEST}"]
+    rejects = result.options.output.rejects_path or f"{result.out}/{record['output']['rejects'].rstrip('/')}"  # type: ignore[union-attr]
+    written = [*(f"{result.out}/{name}" for name in result.files), rejects, f"{result.out}/{MANIFEST}"]
+    show = console(no_color)
     if as_json:
         show.file.write(dumps({**record, "seconds": round(seconds, 3), "written": [str(p) for p in written]}, show, indent=2, default=str) + "\n")
-        return report
-    if report.cached:
-        where = _home_relative(Path(opts.cache_dir) / fingerprint)
-        show.print(f"cached: reused build {fingerprint} from {where} ({seconds:.1f} s)", soft_wrap=True)
     else:
-        show.print(f"built {fingerprint} in {seconds:.1f} s", soft_wrap=True)
-    show.print(export.summary_table(report, spell=cli_spelling))
-    show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
-    show.print(load_hint(out, fmt=fmt), soft_wrap=True)
-    return report
+        if report.cached:
+            where = _home_relative(Path(result.options.output.cache_dir) / record["fingerprint"])  # type: ignore[arg-type]
+            show.print(f"cached: reused build {record['fingerprint']} from {where} ({seconds:.1f} s)", soft_wrap=True)
+        else:
+            show.print(f"built {record['fingerprint']} in {seconds:.1f} s", soft_wrap=True)
+        show.print(summary_table(report, spell=cli_spelling))
+        show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
+        show.print(load_hint(result.out, fmt=result.output_format), soft_wrap=True)
+    report.check_reject_ratio(opts.run.max_reject_ratio)  # after the summary: the rejects are written, to look at
 
 
 def _home_relative(path: Path) -> str:

@@ -27,13 +27,14 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from ftdata.config_files import check_code_reader, check_names, load_config_file
+from ftdata.config_files import check_code_reader, check_names, check_type, load_config_file, option_kind
 from ftdata.errors import ConfigError
-from ftdata.options import BuildOptions
+from ftdata.options import FIELDS, BuildOptions, DataOptions, OutputOptions, RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(BuildOptions)}
+# The type of every option by its flat name (the flags' choices and parsers come from these).
+_HINTS: dict[str, Any] = {name: hint for group in (DataOptions, RunOptions, OutputOptions) for name, hint in typing.get_type_hints(group).items()}
 PANEL = "Data options (same names as BuildOptions and YAML keys)"
 
 # Options that change how records are read, rendered and masked: what preview shows.
@@ -59,27 +60,13 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _kind(name: str) -> str:
-    """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
-    special = {
-        "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
-        "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
-    }  # fmt: skip
-    if name in special:
-        return special[name]
-    default = FIELDS[name].default
-    if isinstance(default, bool):
-        return "bool"
-    return "int" if isinstance(default, int) else "text"
-
-
 def _help(name: str) -> str:
     text = FIELDS[name].metadata["help"]
-    if _kind(name) == "pairs":
+    if option_kind(name) == "pairs":
         text += f"; on the command line {flag_name(name)} KEY=VALUE, repeatable"
     elif name == "stop_tokens":
         text += f"; on the command line comma-separated, {flag_name(name)} '<|eom_id|>,<|eot_id|>'"
-    elif _kind(name) == "json":
+    elif option_kind(name) == "json":
         text += f"; on the command line a JSON object, {flag_name(name)} '{{\"enable_thinking\": false}}'"
     return text
 
@@ -113,7 +100,7 @@ def choices(name: str) -> tuple[str, ...]:
         from ftdata.formats import FORMAT_ALIASES, FORMATS
 
         return (*FORMATS, *FORMAT_ALIASES)
-    hint = typing.get_type_hints(BuildOptions)[name]
+    hint = _HINTS[name]
     if isinstance(hint, type) and issubclass(hint, Enum):
         return tuple(str(m.value) for m in hint)
     if typing.get_origin(hint) is typing.Literal:
@@ -135,7 +122,7 @@ def build_flag(name: str, *, panel: str = PANEL) -> Flag:
     """The flag of `BuildOptions` field `name`: its help, its default, its choices as metavar."""
     options = choices(name)
     metavar = "[" + "|".join(options) + "]" if options else None
-    return Flag(name, _kind(name), _help(name), panel, metavar=metavar, default=shown_default(name))
+    return Flag(name, option_kind(name), _help(name), panel, metavar=metavar, default=shown_default(name))
 
 
 def _parameter(flag: Flag) -> inspect.Parameter:
@@ -266,7 +253,7 @@ def parse_value(name: str, value: str | Sequence[str], *, kind: str | None = Non
     Raises:
         ConfigError: the text does not parse, naming the flag and echoing the text.
     """
-    kind = kind or _kind(name)
+    kind = kind or option_kind(name)
     if kind == "pairs":
         return parse_pairs([value] if isinstance(value, str) else value, name=name)
     text = value if isinstance(value, str) else ",".join(value)
@@ -287,7 +274,7 @@ def convert_flags(given: Mapping[str, Any], *, kinds: Mapping[str, str] | None =
     """Flags that were given (not None), as option values; `kinds` defaults to BuildOptions'."""
     out: dict[str, Any] = {}
     for name, value in given.items():
-        kind = kinds[name] if kinds is not None else _kind(name)
+        kind = kinds[name] if kinds is not None else option_kind(name)
         if value is None or (kind == "pairs" and not value):
             continue
         out[name] = value if kind in ("bool", "text") else parse_value(name, value, kind=kind)
@@ -311,7 +298,7 @@ def parse_data_options(items: Sequence[str], *, flag: str = "--data-option") -> 
             raise ConfigError(f"{flag} takes KEY=VALUE, e.g. {flag} max_length=512; got {item!r}")
         check_names([key], FIELDS, origin=flag)
         parsed = parse_value(key, value)
-        out[key] = {**out.get(key, {}), **parsed} if _kind(key) == "pairs" else parsed  # pairs repeat, as flags do
+        out[key] = {**out.get(key, {}), **parsed} if option_kind(key) == "pairs" else parsed  # pairs repeat, as flags do
     return out
 
 
@@ -328,35 +315,6 @@ def read_config(path: Path) -> dict[str, Any]:
     for key, value in values.items():
         check_type(path, key, value)
     return values
-
-
-_YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "bool": ((bool,), "true or false (unquoted)"),
-    "int": ((int,), "a whole number"),
-    "number": ((int, float), "a count (200) or a fraction (0.1)"),
-    "float": ((int, float), "a number"),
-    "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
-    "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
-    "text": ((str,), "a string"),
-    "tokens": ((list, str), "a list of token strings, e.g. ['<|eom_id|>']"),
-}
-
-
-def check_type(origin: str | Path, key: str, value: Any) -> None:
-    """A YAML value must have its option's type: `packing: 'false'` is a string, not false.
-
-    Raises:
-        ConfigError: naming the file, the key, the value and the type expected.
-    """
-    if value is None:
-        return
-    kind = _kind(key) if key in FIELDS else "text"
-    types, wanted = _YAML_TYPES[kind]
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if ok and kind == "pairs":
-        ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-    if not ok:
-        raise ConfigError(f"{origin}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
 
 
 @dataclass
@@ -419,11 +377,11 @@ def options_markdown() -> str:
     lines = ["| flag | YAML key | default | what |", "|---|---|---|---|"]
     for name, f in FIELDS.items():
         flag = flag_name(name)
-        if _kind(name) == "bool":
+        if option_kind(name) == "bool":
             flag = f"{flag} / --no-{flag[2:]}"
-        elif _kind(name) == "pairs":
+        elif option_kind(name) == "pairs":
             flag = f"{flag} KEY=VALUE"
-        elif _kind(name) == "json":
+        elif option_kind(name) == "json":
             flag = f"{flag} JSON"
         help_text = _help(name).replace("|", "\\|")
         lines.append(f"| `{flag}` | `{name}` | {_yaml_value(f.default)} | {help_text} |")
@@ -464,7 +422,7 @@ def cli_spelling(text: str) -> str:
             return match.group(0)  # `padding=4 rows` is prose, not the option's value
         if value == "None":
             return f"no {flag_name(name)}{tail}"
-        if value in ("True", "False") and _kind(name) == "bool":
+        if value in ("True", "False") and option_kind(name) == "bool":
             return (flag_name(name) if value == "True" else f"--no-{flag_name(name)[2:]}") + tail
         if quoted and re.fullmatch(r"[\w.:/@+-]+", value[1:-1]):
             value = value[1:-1]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
+from ftdata.options import FIELDS
 from ftdata.store import is_uri
 
 # Keys whose relative paths are taken relative to the YAML file, in any command's config (when
@@ -109,3 +110,46 @@ def check_code_reader(reader: Any, *, origin: str, allow_code: bool) -> None:
             f"{origin} names Python code ({reader!r}), which ftdata runs only with --allow-code; "
             "add --allow-code if you trust that code, or use a built-in reader (json, jsonl, csv, parquet, hf)"
         )
+
+
+def option_kind(name: str) -> str:
+    """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
+    special = {
+        "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
+        "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
+    }  # fmt: skip
+    if name in special:
+        return special[name]
+    default = FIELDS[name].default
+    if isinstance(default, bool):
+        return "bool"
+    return "int" if isinstance(default, int) else "text"
+
+
+_YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "true or false (unquoted)"),
+    "int": ((int,), "a whole number"),
+    "number": ((int, float), "a count (200) or a fraction (0.1)"),
+    "float": ((int, float), "a number"),
+    "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
+    "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
+    "text": ((str,), "a string"),
+    "tokens": ((list, str), "a list of token strings, e.g. ['<|eom_id|>']"),
+}
+
+
+def check_type(origin: str | Path, key: str, value: Any) -> None:
+    """A YAML value must have its option's type: `packing: 'false'` is a string, not false.
+
+    Raises:
+        ConfigError: naming the file, the key, the value and the type expected.
+    """
+    if value is None:
+        return
+    kind = option_kind(key) if key in FIELDS else "text"
+    types, wanted = _YAML_TYPES[kind]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if ok and kind == "pairs":
+        ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if not ok:
+        raise ConfigError(f"{origin}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")

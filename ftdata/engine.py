@@ -27,7 +27,7 @@ from ftdata import limits
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.formats import Columns, to_examples
 from ftdata.masking import Masker, Tokenized
-from ftdata.options import BuildOptions
+from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.render import Renderer
 from ftdata.report import BuildReport, Reject
@@ -89,7 +89,7 @@ class Stage:
     Built once per process (see `pipeline.StageSpec`); `measure` is the record loop.
     """
 
-    def __init__(self, tokenizer: Any, options: BuildOptions):
+    def __init__(self, tokenizer: Any, options: DataOptions):
         self.tokenizer = tokenizer
         self.options = options
         self.columns = Columns(options.columns)
@@ -199,22 +199,26 @@ class Stage:
         except RecordError as exc:
             raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
 
-    def __call__(self, records: list[Record]) -> Chunk:
-        """A build's batch: measure, truncate, and flatten the kept sequences into token arrays.
+    def run(self, records: list[Record], *, responses: bool = False, lenient: bool = False) -> Ran:
+        """Measure and truncate `records`, keeping each record whole: what every command reduces.
 
         A record with several examples (self-instruct `instances`) is kept whole or not at
-        all: the surviving sequences of a record with a rejected example are dropped, each
-        with a reject, so the record is not counted as rejected yet half kept.
+        all: the surviving sequences of a record with a rejected (or dropped) example are
+        dropped, each with a reject, so the record is not counted as rejected yet half kept.
+        `lenient`: under truncation=error a too-long record is dropped (with its reject) where
+        a build stops: what stats and preview show.
+
+        Raises:
+            RecordError: a malformed record with on_error="raise"; a too-long one under truncation=error.
         """
-        opts = self.options
+        policy = TruncationPolicy.DROP if lenient and self.options.truncation is TruncationPolicy.ERROR else None
         report = BuildReport(records=len(records))
-        rejects: list[Reject] = []
-        seqs: list[tuple[list[int], list[int]]] = []
-        owner: list[tuple[int, str]] = []  # per sequence: its record and its example's location
+        ran = Ran(report=report)
         failed: set[int] = set()  # records with a rejected example
-        for record, item in self.measure(records):
+        for record, item in self.measure(records, responses=responses):
             if isinstance(item, Reject):
-                rejects.append(item)
+                ran.rejects.append(item)
+                ran.outcomes.append((record, item, None))
                 failed.add(record)
                 continue
             report.examples += 1
@@ -222,28 +226,49 @@ class Stage:
             report.methods[item.rendered.method] += 1
             if item.tokenized.notes:  # counting costs Python calls even when there are none
                 report.note(item.tokenized.notes)
-            result = self.truncate(item)
+            result = self.truncate(item, policy=policy)
             if result.code is not None:
-                rejects.append(
+                ran.rejects.append(
                     Reject(item.location, RejectStage.TRUNCATE, result.code, result.reason, kept=bool(result.rows), tokens=item.total)
                 )  # fmt: skip
             if not result.rows:
                 failed.add(record)
-            seqs.extend(result.rows)
-            owner.extend((record, item.location) for _ in result.rows)
+            ran.outcomes.append((record, item, result))
         if failed:
-            rejects.extend(
-                Reject(where, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for record, where in owner if record in failed
-            )  # fmt: skip
-            seqs = [s for s, (record, _) in zip(seqs, owner) if record not in failed]
-            owner = [o for o in owner if o[0] not in failed]
-        for reject in rejects:
+            for i, (record, item, result) in enumerate(ran.outcomes):
+                if record in failed and result is not None and result.rows:
+                    ran.rejects.extend(Reject(item.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for _ in result.rows)  # type: ignore[union-attr]
+                    ran.outcomes[i] = (record, item, replace(result, rows=[]))
+        for reject in ran.rejects:
             report.add(reject)
-        chunk = Chunk(*_flatten(seqs), np.fromiter((r for r, _ in owner), dtype=np.int64, count=len(owner)), rejects, report)
-        report.sequences = len(seqs)
-        report.tokens = int(chunk.lengths.sum())
-        report.trained_tokens = int((chunk.labels != -100).sum())
-        return chunk
+        return ran
+
+
+def chunk(ran: Ran) -> Chunk:
+    """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts."""
+    seqs: list[tuple[list[int], list[int]]] = []
+    groups: list[int] = []  # per sequence: its record in the batch
+    for record, _, result in ran.outcomes:
+        if result is not None and result.rows:
+            seqs.extend(result.rows)
+            groups.extend(record for _ in result.rows)
+    report = ran.report
+    out = Chunk(*_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report)
+    report.sequences = len(seqs)
+    report.tokens = int(out.lengths.sum())
+    report.trained_tokens = int((out.labels != -100).sum())
+    return out
+
+
+@dataclass
+class Ran:
+    """What the record engine made of one batch, in order: per example `(record index, its
+    measurement or reject, its truncation under the build's policy)` (a record that is not
+    kept whole has its rows emptied); every reject as the rejects file lists them; the counts."""
+
+    outcomes: list[tuple[int, Measured | Reject, Truncated | None]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    report: BuildReport = field(default_factory=BuildReport)
 
 
 def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -255,4 +280,4 @@ def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.nd
     return ids, labels, lengths
 
 
-__all__ = ["Chunk", "Measured", "Outcome", "Stage"]
+__all__ = ["Chunk", "Measured", "Outcome", "Ran", "Stage", "chunk"]

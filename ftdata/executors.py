@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from enum import Enum
 from itertools import chain
 from typing import Any, Protocol, TypeVar
 
 from ftdata.errors import ConfigError, FtdataError
+from ftdata.types import Engine
 
 __all__ = [
     "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "local_threads", "pickled",
@@ -45,21 +45,6 @@ T = TypeVar("T")
 # each imports ftdata and unpickles the tokenizer) costs more than a few thousand records take
 # in one process (~1,500-2,000 Alpaca records/s on one core).
 IN_PROCESS_BELOW = 5000
-
-
-class Engine(str, Enum):
-    """Where the per-record work runs."""
-
-    LOCAL = "local"
-    PROCESSES = "processes"
-    RAY = "ray"
-
-    @classmethod
-    def parse(cls, value: Any, *, name: str = "engine") -> Engine:
-        try:
-            return cls(value.value if isinstance(value, Enum) else value)
-        except ValueError:
-            raise ConfigError(f"{name} must be one of {', '.join(e.value for e in cls)}, got {name}={value!r}") from None
 
 
 def default_workers() -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from rich.table import Table
 
 from ftdata.errors import ConfigError
-from ftdata.options import BuildOptions
+from ftdata.options import BuildOptions, plain
 from ftdata.output import REJECTS
 from ftdata.report import BuildReport
 from ftdata.safeio import OutputDir, file_hash
@@ -111,14 +110,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _options_dict(options: BuildOptions) -> dict[str, Any]:
-    out = {}
-    for f in fields(options):
-        value = getattr(options, f.name)
-        out[f.name] = getattr(value, "value", value) if not callable(value) else repr(value)
-    return out
-
-
 def manifest(
     *, data: str, tokenizer: Any, tokenizer_name: str, options: BuildOptions, report: BuildReport,
     fingerprint: str, output_format: str, files: list[str], config: Path | None, rejects: str = REJECTS,
@@ -132,7 +123,7 @@ def manifest(
             "template": report.template,
             "config": str(config.resolve()) if config else None,
         },
-        "options": _options_dict(options),
+        "options": plain(options),
         "fingerprint": fingerprint,
         "cached": report.cached,
         "output": {"format": output_format, "files": files, "rejects": rejects},

@@ -1,21 +1,28 @@
-"""`BuildOptions`: every data option, with its help text, validated once at the boundary.
+"""A build's options in three objects, each validated once at the boundary:
 
-The same names work in the Python API (`build_sft_dataset(..., **options)`), on the CLI
-(`--max-length`) and in YAML configs (`max_length:`).
+    DataOptions    what the rows are made of (template, max_length, mask, truncation, ...):
+                   its serialised form is the build's cache fingerprint, whole
+    RunOptions     where and how the work runs (engine, workers, batch size, the reject limit):
+                   the same rows whatever they are
+    OutputOptions  where the side files go (rejects, the build cache)
+
+`BuildOptions` holds the three. The same flat names work everywhere: the Python API
+(`build_sft_dataset(..., max_length=512)`), the CLI (`--max-length 512`) and YAML
+(`max_length: 512`); `BuildOptions.from_mapping` sorts them into their object, and `plain`
+is the one serialiser (build.json, the fingerprint, a training run's saved config).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from ftdata.errors import ConfigError
-from ftdata.executors import Engine
 from ftdata.delimited import check_delimiter
 from ftdata.formats import FORMAT_ALIASES, FORMATS, format_name
 from ftdata.packing import check_pad_multiple
-from ftdata.types import MaskPolicy, PromptCut, SystemMode, TruncationPolicy
+from ftdata.types import Engine, MaskPolicy, PromptCut, SystemMode, TruncationPolicy
 
 
 # apply_chat_template's own parameters: ftdata passes them on every render.
@@ -31,8 +38,8 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 
 
 @dataclass
-class BuildOptions:
-    """Options of `build_sft_dataset`; see docs/cli.md for the CLI spelling of each."""
+class DataOptions:
+    """What the rows are made of: every option here changes the output, and only these do."""
 
     template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the tokenizer's own chat template, which must be ChatML")
     max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
@@ -77,18 +84,6 @@ class BuildOptions:
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
     on_error: Literal["raise", "skip"] = _opt("raise", "malformed records: raise (stop at the first) or skip (reject and go on)")
-    engine: Engine = _opt(
-        Engine.LOCAL, "where rendering and tokenization run: local (this process), processes (spawned workers; "
-        "inputs under a few thousand records stay local) or ray (a Ray cluster); same output every way"
-    )
-    num_workers: int | None = _opt(None, "workers for engine=processes or ray (default: one per CPU core / the cluster's CPUs)")
-    ray_address: str | None = _opt(None, "engine=ray: the cluster to join ('auto', 'ray://head:10001'); None starts a local one")
-    batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
-    rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
-    cache_dir: str | None = _opt(None, "reuse a build with the same inputs and options from this folder")
-    max_reject_ratio: float | None = _opt(
-        None, "fail (exit 4) when more than this fraction of the records read is rejected, e.g. 0.05; None = never"
-    )
 
     def __post_init__(self) -> None:
         self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
@@ -106,11 +101,6 @@ class BuildOptions:
         self.delimiter = check_delimiter(self.delimiter)
         if self.field is not None and (not isinstance(self.field, str) or not self.field):
             raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
-        if self.max_reject_ratio is not None and (
-            isinstance(self.max_reject_ratio, bool) or not isinstance(self.max_reject_ratio, (int, float))
-            or not 0 <= self.max_reject_ratio <= 1
-        ):
-            raise ConfigError(f"max_reject_ratio must be a fraction in [0, 1], got max_reject_ratio={self.max_reject_ratio!r}")
         for name, allowed in (
             ("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip")),
             ("special_tokens_in_data", ("reject", "text")),
@@ -124,13 +114,6 @@ class BuildOptions:
                 f"pad_to_multiple_of={self.pad_to_multiple_of!r} pads packed sequences: add packing=True (--packing)"
             )
         check_pad_multiple(self.pad_to_multiple_of, max_length=self.max_length)
-        self.engine = Engine.parse(self.engine)
-        if self.ray_address is not None and not isinstance(self.ray_address, str):
-            raise ConfigError(f"ray_address must be a cluster address like 'auto' or 'ray://head:10001', got ray_address={self.ray_address!r}")
-        for name in ("num_workers", "batch_size"):
-            value = getattr(self, name)
-            if not (value is None and name == "num_workers") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"{name} must be an integer >= 1, got {name}={value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got seed={self.seed!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
@@ -155,26 +138,112 @@ class BuildOptions:
             if value is not None and not isinstance(value, Mapping):
                 raise ConfigError(f"{name} must be a mapping like {{'output': 'answer'}}, got {value!r}")
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The serialised options: with the source and the tokenizer, the build's cache key."""
+        return plain(self)
+
+
+@dataclass
+class RunOptions:
+    """Where and how the per-record work runs; the rows are the same whatever these are."""
+
+    engine: Engine = _opt(
+        Engine.LOCAL, "where rendering and tokenization run: local (this process), processes (spawned workers; "
+        "inputs under a few thousand records stay local) or ray (a Ray cluster); same output every way"
+    )
+    num_workers: int | None = _opt(None, "workers for engine=processes or ray (default: one per CPU core / the cluster's CPUs)")
+    ray_address: str | None = _opt(None, "engine=ray: the cluster to join ('auto', 'ray://head:10001'); None starts a local one")
+    batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
+    max_reject_ratio: float | None = _opt(
+        None, "fail (exit 4) when more than this fraction of the records read is rejected, e.g. 0.05; None = never"
+    )
+
+    def __post_init__(self) -> None:
+        self.engine = Engine.parse(self.engine)
+        if self.ray_address is not None and not isinstance(self.ray_address, str):
+            raise ConfigError(f"ray_address must be a cluster address like 'auto' or 'ray://head:10001', got ray_address={self.ray_address!r}")
+        for name in ("num_workers", "batch_size"):
+            value = getattr(self, name)
+            if not (value is None and name == "num_workers") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {name}={value!r}")
+        if self.max_reject_ratio is not None and (
+            isinstance(self.max_reject_ratio, bool) or not isinstance(self.max_reject_ratio, (int, float))
+            or not 0 <= self.max_reject_ratio <= 1
+        ):
+            raise ConfigError(f"max_reject_ratio must be a fraction in [0, 1], got max_reject_ratio={self.max_reject_ratio!r}")
+
+
+@dataclass
+class OutputOptions:
+    """Where a build's side files go."""
+
+    rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
+    cache_dir: str | None = _opt(None, "reuse a build with the same inputs and options from this folder")
+
+
+_GROUPS: dict[str, type] = {"data": DataOptions, "run": RunOptions, "output": OutputOptions}
+FIELDS: dict[str, Field[Any]] = {f.name: f for group in _GROUPS.values() for f in fields(group)}
+"""Every option by its flat name, in flag order: the CLI flags, the YAML keys and docs/cli.md come from these."""
+_GROUP_OF: dict[str, str] = {f.name: name for name, group in _GROUPS.items() for f in fields(group)}
+
+
+@dataclass(frozen=True, init=False)
+class BuildOptions:
+    """The options of a build, as the three objects; constructed from flat names.
+
+        >>> opts = BuildOptions(max_length=512, engine="processes")
+        >>> opts.data.max_length, opts.run.engine.value
+        (512, 'processes')
+    """
+
+    data: DataOptions
+    run: RunOptions
+    output: OutputOptions
+
+    def __init__(
+        self, data: DataOptions | None = None, run: RunOptions | None = None, output: OutputOptions | None = None,
+        **flat: Any,
+    ) -> None:  # fmt: skip
+        given = {"data": data, "run": run, "output": output}
+        split = _split(flat)
+        for name, group in _GROUPS.items():
+            value = given[name]
+            if value is not None and split[name]:
+                raise ConfigError(f"pass {', '.join(split[name])} in {name}= or as keywords, not both")
+            object.__setattr__(self, name, value if value is not None else group(**split[name]))
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> BuildOptions:
-        """Build from keyword options, rejecting unknown names with the valid list."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if "num_proc" in unknown:
-            raise ConfigError("num_proc was replaced by engine and num_workers: use engine='processes', num_workers=N")
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
+        """Build from flat keyword options, rejecting unknown names with the valid list."""
         return cls(**values)
 
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """Options that change the output (for the cache key)."""
-        skip = {"engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache_dir", "max_reject_ratio"}
-        out = {}
-        for f in fields(self):
-            if f.name not in skip:
-                value = getattr(self, f.name)
-                out[f.name] = value.value if hasattr(value, "value") else value if not callable(value) else repr(value)
-        return out
+    def to_mapping(self) -> dict[str, Any]:
+        """Every option by its flat name, as its value (enums and callables as they are)."""
+        return {name: getattr(getattr(self, group), name) for name, group in _GROUP_OF.items()}
+
+    def updated(self, **flat: Any) -> BuildOptions:
+        """A copy with the options `flat` (flat names) replaced; checked as at construction."""
+        return BuildOptions.from_mapping({**self.to_mapping(), **flat})
+
+
+def _split(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat options sorted into their object, by name; unknown names are one error with the valid list."""
+    unknown = sorted(set(flat) - set(FIELDS))
+    if "num_proc" in unknown:
+        raise ConfigError("num_proc was replaced by engine and num_workers: use engine='processes', num_workers=N")
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(FIELDS))}")
+    out: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
+    for key, value in flat.items():
+        out[_GROUP_OF[key]][key] = value
+    return out
+
+
+def plain(options: Any) -> dict[str, Any]:
+    """Options (any of the three, or `BuildOptions`, flat) as JSON/YAML values: enums as their
+    values, a callable filter as its repr. The one serialiser: build.json, the fingerprint, saved runs."""
+    values = options.to_mapping() if isinstance(options, BuildOptions) else {f.name: getattr(options, f.name) for f in fields(options)}
+    return {name: value.value if hasattr(value, "value") else repr(value) if callable(value) else value for name, value in values.items()}
 
 
 def parse_stop_tokens(value: Any) -> list[str]:

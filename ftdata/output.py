@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from ftdata import safeio
 from ftdata.errors import ConfigError, FtdataError
-from ftdata.options import BuildOptions
+from ftdata.options import DataOptions
 from ftdata.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.report import BuildReport
 from ftdata.types import IGNORE_INDEX
@@ -278,7 +278,7 @@ def split_by_record(groups: np.ndarray, test_size: float | int, seed: int) -> tu
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
-def finish(path: Path, options: BuildOptions, report: BuildReport, *, pad_id: int = 0) -> Any:
+def finish(path: Path, options: DataOptions, report: BuildReport, *, pad_id: int = 0) -> Any:
     """Arrow file -> Dataset or DatasetDict, shuffled, split, packed or padded per options."""
     import datasets
 

@@ -1,7 +1,7 @@
 """`ftdata preview`: the first records as the model will see them, with what carries loss.
 
-Each record is rendered and masked by the build's record engine (`Stage.measure`: the preview
-is the build), then every character of the rendered text is put in one of four classes:
+Each record goes through the build's run loop (`loop.run`, one record per batch: the preview
+is the build, reducer `views`), then every character of the rendered text is put in one of four classes:
 
     trained            inside a token whose label is its id       green background
     masked             record text whose tokens are -100          dim
@@ -13,29 +13,31 @@ is the build), then every character of the rendered text is put in one of four c
 Without colour (not a terminal, `--no-color`) trained text is wrapped in ⟦ ⟧. `--json`
 prints one JSON object per line: a header, then one per record (or problem).
 
-Only the requested records are read and tokenized: the reader is a stream, cut by islice.
+Only the requested records are read and tokenized: the loop reads no further than the last one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import chain
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdata.engine import Measured, Stage
-from ftdata.errors import FtdataError, Location
-from ftdata.formats import compile_filter
+from ftdata import loop
+from ftdata.engine import Measured, Ran, Stage
+from ftdata.errors import FtdataError
+from ftdata.executors import LocalExecutor
 from ftdata.markers import RoleMarkers
 from ftdata.render import apply_system
 from ftdata.outcomes import Note, NoteCode
-from ftdata.report import Reject
+from ftdata.options import RunOptions, plain
+from ftdata.report import BuildReport, Reject
 from ftdata.terminal import dumps, escape_controls, unicode_ok
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
 
@@ -310,21 +312,9 @@ def describe_training(markers: RoleMarkers) -> str:
     return f"{after}content + {stop}; tools: {schemas}, {tools}; {reasoning}"
 
 
-def select(
-    records: Iterable[tuple[Location, Any]], *, filter: Any, offset: int, n: int
-) -> Iterator[tuple[Location, Any]]:
-    """Records `offset` .. `offset + n` (after the filter), read lazily."""
-    keep = compile_filter(filter)
-    if keep is not None:
-        records = ((loc, row) for loc, row in records if keep(row, loc))
-    return islice(records, offset, offset + n)
-
-
-def views(stage: Stage, records: Iterable[tuple[Location, Any]]) -> Iterator[RecordView | Reject]:
-    """A view (or a problem) per example of `records`, one record at a time."""
-    for record in records:
-        for _, item in stage.measure([record], responses=True):
-            yield item if isinstance(item, Reject) else build_view(stage, item)
+def views(stage: Stage, ran: Ran) -> list[RecordView | Reject]:
+    """The preview reducer: a view (or a problem) per example of the batch."""
+    return [item if isinstance(item, Reject) else build_view(stage, item) for _, item, _ in ran.outcomes]
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -368,7 +358,7 @@ class Printer:
             self._json({
                 "type": "header", "source": source, "tokenizer": tokenizer,
                 "template": renderer.name, "markers": markers.to_dict() if markers else None,
-                "warnings": warnings, "options": opts.fingerprint_fields(),
+                "warnings": warnings, "options": plain(opts),
             })  # fmt: skip
             return
         print_ = self._line
@@ -456,28 +446,30 @@ class Printer:
         return table
 
 
-def run(
-    stage: Stage,
-    records: Iterable[tuple[Location, Any]],
-    *,
-    printer: Printer,
-    source: str,
-    tokenizer: str,
-    start: int = 1,
-) -> int:
-    """Print the header and one view per example (numbered from `start`); return how many.
+def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
+    """Print the header and one view per example of records `offset` .. `offset + n` (after the
+    filter), numbered from offset + 1; return how many. Read and render errors surface before
+    the header. Under truncation=error a too-long record is shown with what a build would do.
 
     Raises:
+        FtdataError: no records in that window.
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
-    printer.header(source, stage, tokenizer=tokenizer)
+    parts = loop.run(
+        source, stage, RunOptions(batch_size=1), views, report=BuildReport(), responses=True, lenient=True,
+        window=(offset, n), on=LocalExecutor(1),
+    )  # fmt: skip
+    first = next(parts)  # read errors, and an empty window, surface before any output
+    printer.header(str(source), stage, tokenizer=tokenizer)
     shown = 0
-    for shown, item in enumerate(views(stage, records), start=1):
-        if isinstance(item, Reject):
-            printer.problem(start + shown - 1, item)
-        else:
-            printer.record(start + shown - 1, item)
+    for part in chain([first], parts):
+        for item in part:
+            shown += 1
+            if isinstance(item, Reject):
+                printer.problem(offset + shown, item)
+            else:
+                printer.record(offset + shown, item)
     return shown
 
 
-__all__ = ["Printer", "RecordView", "Segment", "TokenView", "build_view", "content_mask", "run", "select", "views"]
+__all__ = ["Printer", "RecordView", "Segment", "TokenView", "build_view", "content_mask", "run", "views"]

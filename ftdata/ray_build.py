@@ -6,7 +6,7 @@
       part-2.parquet ┘    readers, in the worker)                  └──────▶  build.json (one merged report)
 
 Each shard file runs the local pipeline in a worker: read (same readers, same `file:line`
-locations), filter, the record engine (`pipeline._run_stage`), then packing with the same
+locations), filter, the record engine (the run loop, `loop.run`), then packing with the same
 best-fit decreasing plan (`output.finish`) over that shard's sequences. The shard's rows
 go back as an Arrow block and Ray's Parquet writer writes them; its rejects and report are
 written beside the output, and the driver merges the reports into one `build.json`.
@@ -42,9 +42,10 @@ from pyarrow import fs
 
 from ftdata import output, store
 from ftdata.errors import ConfigError, FtdataError
-from ftdata.executors import pickled, Raised, ray_cluster, ray_failure, ray_spec
-from ftdata.options import BuildOptions
-from ftdata.pipeline import Stage, StageSpec, _collect, _run_stage, check_built, read_batches
+from ftdata.driver import check_built, write_rows
+from ftdata.engine import Stage
+from ftdata.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
+from ftdata.options import BuildOptions, DataOptions
 from ftdata.readers import data_files
 from ftdata.report import BuildReport, RejectsWriter
 from ftdata.safeio import TEMP_MARK, OutputDir, atomic_path, temp_name
@@ -65,17 +66,17 @@ _REFUSED = {
 
 @dataclass(frozen=True)
 class _ShardJob:
-    """What a worker needs for a shard: the stage spec and the options (the filter runs where the shard is read)."""
+    """What a worker needs for a shard: the options and the tokenizer (the stage is compiled once per worker)."""
 
-    spec: StageSpec
     options: BuildOptions
+    tokenizer: Any
     sidecar: str  # folder (local path or URI) the workers write rejects, reports and errors into
 
 
 def shard_files(source: Any, options: BuildOptions) -> list[Any]:
     """The shards of `source`: the data files of a folder (in the order engine=local reads them), else `source` itself."""
     path = Path(source).expanduser() if isinstance(source, (str, Path)) else None
-    if path is not None and path.is_dir() and options.reader is None:
+    if path is not None and path.is_dir() and options.data.reader is None:
         files = data_files(path)
         if files is not None:
             return files
@@ -89,7 +90,7 @@ def check_options(options: BuildOptions) -> None:
         ConfigError: naming the option and the way out.
     """
     for name, fix in _REFUSED.items():
-        value = getattr(options, name)
+        value = getattr(options.data, name)
         if value not in (None, False):
             raise ConfigError(f"{name}={value!r} needs the whole corpus at once, which engine=ray does not do; {fix}")
 
@@ -101,7 +102,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     A `FtdataError` in a shard (a malformed record with on_error=raise) is raised here as the
     same error, with its `file:line`: the first error of the first failing shard.
     Nothing is published into OUT unless every shard succeeded (a URI OUT, written in place,
-    has what the build wrote deleted by `StoreOut` on failure). With `options.rejects_path`,
+    has what the build wrote deleted by `StoreOut` on failure). With `options.output.rejects_path`,
     the rejects shards are also concatenated there, in shard order.
 
     Raises:
@@ -110,14 +111,14 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     """
     started = time.perf_counter()
     check_options(options)
-    stage = Stage(tokenizer, options)  # a bad template or option fails here, before any cluster starts
+    stage = Stage(tokenizer, options.data)  # a bad template or option fails here, before any cluster starts
     shards = shard_files(source, options)
     if isinstance(target, StoreOut):
         sidecar = target.url(f"{TEMP_MARK}{uuid.uuid4().hex[:8]}-shards")
     else:  # absolute: a worker resolves a relative path against its own working folder
         sidecar = str(temp_name(target.path.absolute() / "shards"))
     side = store.filesystem(sidecar)
-    job = _ShardJob(StageSpec.create(stage), options, sidecar)
+    job = _ShardJob(options, tokenizer, sidecar)
     payload = pickled(job, "ray")
     report = BuildReport(
         source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
@@ -127,7 +128,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     try:
         for sub in (REJECTS_DIR, _REPORTS, _ERRORS):
             side[0].create_dir(store.child(side, sub)[1])
-        with ray_cluster(options.ray_address, options.num_workers) as (ray, _), _data_location(target) as data:
+        with ray_cluster(options.run.ray_address, options.run.num_workers) as (ray, _), _data_location(target) as data:
             _run(ray, shards, payload, data, options)
             if (error := _first_error(side)) is not None:
                 raise error
@@ -141,11 +142,11 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
             with target.write(REJECTS_DIR) as folder:
                 Path(rejects[1]).rename(folder)
             rejects = side[0], str(target.path.absolute() / REJECTS_DIR)  # the same local filesystem
-        if options.rejects_path:
-            _concatenate(rejects, Path(options.rejects_path))
+        if options.output.rejects_path:
+            _concatenate(rejects, Path(options.output.rejects_path))
     finally:
         store.delete(side)
-    report.rejects_path = options.rejects_path
+    report.rejects_path = options.output.rejects_path
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -174,7 +175,7 @@ def _run(ray: Any, shards: list[Any], payload: bytes, data: str | Path, options:
     try:
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _build_shard, batch_size=1, batch_format="pyarrow", fn_kwargs={"key": key, "payload": [ref]}, num_cpus=1,
-            concurrency=options.num_workers,
+            concurrency=options.run.num_workers,
         )
         dataset.write_parquet(data if isinstance(data, str) else str(data.absolute()))
     except Exception as exc:  # a worker died, or a bug: shard errors do not get here
@@ -203,7 +204,7 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
             tables.append(_shard_rows(job, shard, path, side))
         except FtdataError as exc:
             store.write_bytes(store.child(errors, f"part-{shard:05d}.pickle"), pickle.dumps(Raised(exc)))
-    return pa.concat_tables(tables) if tables else _schema(job.options).empty_table()
+    return pa.concat_tables(tables) if tables else _schema(job.options.data).empty_table()
 
 
 def _failed_shards(errors: Where) -> list[int]:
@@ -218,39 +219,42 @@ def _first_error(side: Where) -> FtdataError | None:
     return pickle.loads(store.read_bytes(store.child(side, f"{_ERRORS}/part-{failed[0]:05d}.pickle"))).error()
 
 
-def _schema(options: BuildOptions) -> pa.Schema:
+def _schema(options: DataOptions) -> pa.Schema:
     if options.packing:
         return output.PACKED_SCHEMA
     return output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
 
 
 def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Table:
-    """One shard through the local pipeline: read, filter, record engine, pack; rejects and report beside."""
-    options = job.options
+    """One shard through the run loop in this worker (one thread: the worker is one CPU), then packed;
+    rejects and report beside."""
+    options = job.options.data
     report = BuildReport()
     name = f"part-{shard:05d}"
     with tempfile.TemporaryDirectory(prefix="ftdata-shard-") as scratch:
+        rows = output.ArrowRows(Path(scratch) / "rows.arrow")
         sink = RejectsWriter(report, Path(scratch) / "rejects.jsonl")
-        writer = output.ArrowRows(Path(scratch) / "rows.arrow")
-        try:
-            for batch in read_batches(source, options):
-                _collect(_run_stage(job.spec, batch), writer, sink)
-        except BaseException:
-            sink.abort()
-            raise
-        finally:
-            writer.close()
-            sink.close()
+        write_rows(source, _stage(job), job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
         schema = _schema(options)
         table = schema.empty_table()
-        if writer.rows:
-            finished = output.finish(writer.path, options, report)
+        if rows.rows:
+            finished = output.finish(rows.path, options, report)
             with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes
                 table = rows.read_all().select(schema.names)
         local = fs.LocalFileSystem(), str(Path(scratch) / "rejects.jsonl")
         store.copy(local, store.child(side, f"{REJECTS_DIR}/{name}.jsonl"))
     store.write_bytes(store.child(side, f"{_REPORTS}/{name}.json"), json.dumps(report.to_dict(), default=str).encode())
     return table
+
+
+_STAGES: dict[int, Stage] = {}  # id of the job -> its compiled stage, once per worker process
+
+
+def _stage(job: _ShardJob) -> Stage:
+    if id(job) not in _STAGES:
+        _STAGES.clear()
+        _STAGES[id(job)] = Stage(job.tokenizer, job.options.data)
+    return _STAGES[id(job)]
 
 
 def _read_report(side: Where, shard: int, *, shared: str) -> BuildReport:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ftdata.errors import ConfigError, UnusableRecord
 
 if TYPE_CHECKING:
-    from ftdata.options import BuildOptions
+    from ftdata.options import DataOptions
 from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
@@ -217,7 +217,7 @@ class Renderer:
         self._any_control = re.compile("|".join(map(re.escape, self.controls))) if self.controls else None
 
     @classmethod
-    def from_options(cls, tokenizer: Any, options: BuildOptions, **overrides: Any) -> Renderer:
+    def from_options(cls, tokenizer: Any, options: DataOptions, **overrides: Any) -> Renderer:
         """The renderer a build with `options` uses (`overrides` replace single settings, e.g. `mask`)."""
         settings = {
             "mask": options.mask, "system_prompt": options.system_prompt, "system_mode": options.system_mode,

@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from ftdata import loop
+from ftdata.engine import Measured, Ran, Stage
 from ftdata.errors import FtdataError
-from ftdata.executors import executor
-from ftdata.engine import Measured
+from ftdata.options import RunOptions
 from ftdata.packing import PackingStats, packing_stats, plan_bins
-from ftdata.pipeline import Batch, Stage, StageSpec, read_batches
 from ftdata.report import BuildReport, Reject
+from ftdata.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
 
 POLICIES = (
@@ -64,25 +65,18 @@ def _outcome(stage: Stage, measured: Measured, policy: TruncationPolicy) -> tupl
     return (CUT if result.rows else DROPPED), lost, result.rows
 
 
-def summarize(measured: Measured, *, stage: Stage) -> RecordStats:
-    """Reduce a measured example to its lengths and its outcome under every truncation policy."""
-    row, trained = measured.tokenized, measured.trained
-    max_length, policy = stage.options.max_length, stage.options.truncation
+def summarize(measured: Measured, kept: Truncated, *, stage: Stage) -> RecordStats:
+    """Reduce a measured example to its lengths and its outcome under every truncation policy;
+    `kept`: what the build keeps of it (the run loop's truncation, after the whole-record rule)."""
+    trained = measured.trained
     response = measured.trained if measured.response is None else measured.response
-    outcomes = []
-    kept: Rows = []
-    for each in POLICIES:
-        state, lost, rows = _outcome(stage, measured, each)
-        outcomes.append((state, lost))
-        if each is policy:
-            kept = rows
-    if policy is TruncationPolicy.ERROR:  # a build stops at such a record; count it as not kept
-        kept = [(row.input_ids, row.labels)] if measured.total <= max_length else []
+    outcomes = tuple(_outcome(stage, measured, each)[:2] for each in POLICIES)
+    rows = kept.rows
     return RecordStats(
         format=measured.example.format, total=measured.total, response=response, trained=trained,
-        outcomes=tuple(outcomes), kept=tuple(len(ids) for ids, _ in kept),
-        kept_trained=sum(count_trained(labels) for _, labels in kept),
-        kept_first_trained=sum(1 for _, labels in kept if labels and labels[0] != IGNORE_INDEX),
+        outcomes=outcomes, kept=tuple(len(ids) for ids, _ in rows),
+        kept_trained=sum(count_trained(labels) for _, labels in rows),
+        kept_first_trained=sum(1 for _, labels in rows if labels and labels[0] != IGNORE_INDEX),
     )  # fmt: skip
 
 
@@ -146,7 +140,8 @@ class DataStats:
 
     @property
     def sample_problems(self) -> list[Reject]:
-        return self.counts.sample_rejects
+        """The first rejects (a record truncation cut but kept is no problem)."""
+        return [r for r in self.counts.sample_rejects if not r.kept]
 
     @property
     def prompt(self) -> np.ndarray:
@@ -213,19 +208,9 @@ def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int
 
 # --- collecting --------------------------------------------------------------------------------
 
-def _measure_batch(spec: StageSpec, batch: Batch) -> tuple[list[RecordStats], BuildReport]:
-    """A batch's examples reduced to `RecordStats`, and the counts of its records, filtered ones and rejects."""
-    stage = spec.compiled()
-    counts = BuildReport(records=batch.read)
-    out: list[RecordStats] = []
-    for reject in batch.filtered:
-        counts.add(reject)
-    for _, item in stage.measure(batch.records, responses=True):
-        if isinstance(item, Reject):
-            counts.add(item)
-        else:
-            out.append(summarize(item, stage=stage))
-    return out, counts
+def summaries(stage: Stage, ran: Ran) -> list[RecordStats]:
+    """The stats reducer: each measured example of a batch reduced to `RecordStats` (in the worker)."""
+    return [summarize(item, kept, stage=stage) for _, item, kept in ran.outcomes if isinstance(item, Measured) and kept is not None]
 
 
 class _Accumulator:
@@ -284,15 +269,17 @@ def _epoch(
     )  # fmt: skip
 
 
-def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None = None) -> DataStats:
-    """Measure every record of `source` (up to `limit`) with `stage`'s options.
+def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None) -> DataStats:
+    """Measure every record of `source` (up to `limit`) with `stage`'s options, on `run`'s engine.
 
+    The run loop counts as a build counts (the same rejects, the whole-record rule); under
+    truncation=error, where a build would stop, a too-long record counts as dropped.
     `progress` is called with the number of records done after each batch.
 
     Raises:
         ReaderError: the source cannot be read.
         RecordError: a malformed record with on_error="raise".
-        FtdataError: no record could be measured.
+        FtdataError: no records, or none could be measured.
     """
     opts = stage.options
     stats = DataStats(
@@ -300,15 +287,10 @@ def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None
         mask=opts.mask.value, max_length=opts.max_length, truncation=opts.truncation.value,
     )  # fmt: skip
     acc = _Accumulator(stats)
-    run = executor(opts.engine, opts.num_workers, ray_address=opts.ray_address)
-    for items, counts in run.map(_measure_batch, StageSpec.create(stage), read_batches(source, opts)):
-        stats.counts.merge(counts)
+    parts = loop.run(source, stage, run or RunOptions(), summaries, report=stats.counts, responses=True, lenient=True, progress=progress)
+    for items in parts:
         for item in items:
             acc.add(item)
-        if progress is not None:
-            progress(counts.records)
-    if stats.records == 0:
-        raise FtdataError(f"{source}: no records")
     if not acc.columns["total"]:
         first = stats.sample_problems[0] if stats.sample_problems else None
         why = f"; first: {first.location}: {first.reason}" if first else ""
@@ -316,4 +298,4 @@ def collect(source: Any, stage: Stage, *, progress: Callable[[int], None] | None
     return acc.finish(max_length=opts.max_length, seed=opts.seed, test_size=opts.test_size)
 
 
-__all__ = ["DataStats", "Epoch", "PolicyOutcome", "RecordStats", "collect", "describe", "histogram", "summarize"]
+__all__ = ["DataStats", "Epoch", "PolicyOutcome", "RecordStats", "collect", "describe", "histogram", "summaries", "summarize"]

@@ -189,3 +189,18 @@ class PackedRow(TokenRow):
 
     position_ids: list[int]
     seq_lengths: list[int]
+
+
+class Engine(str, Enum):
+    """Where the per-record work runs."""
+
+    LOCAL = "local"
+    PROCESSES = "processes"
+    RAY = "ray"
+
+    @classmethod
+    def parse(cls, value: Any, *, name: str = "engine") -> Engine:
+        try:
+            return cls(value.value if isinstance(value, Enum) else value)
+        except ValueError:
+            raise ConfigError(f"{name} must be one of {', '.join(e.value for e in cls)}, got {name}={value!r}") from None

@@ -21,8 +21,8 @@ from support import TOKENIZERS, tokenizer
 from ftdata.errors import ConfigError, Location, UnusableRecord
 from ftdata.markers import detect_role_markers
 from ftdata.masking import Masker
-from ftdata.options import BuildOptions
-from ftdata.pipeline import build_fingerprint
+from ftdata.options import BuildOptions, DataOptions
+from ftdata.driver import build_fingerprint
 from ftdata.render import REASONING_DROPPED, Renderer
 from ftdata.types import IGNORE_INDEX, Example, Message, ToolCall
 from ftdata.outcomes import Note, NoteCode
@@ -320,14 +320,14 @@ def test_chat_template_kwargs_option_flag_and_fingerprint():
     with pytest.raises(ConfigError, match="chat_template_kwargs cannot set add_generation_prompt"):
         BuildOptions(chat_template_kwargs={"add_generation_prompt": True})
     tok = tokenizer(None)
-    on, off = (build_fingerprint([{"a": 1}], tok, BuildOptions(chat_template_kwargs={"enable_thinking": v})) for v in (True, False))
+    on, off = (build_fingerprint([{"a": 1}], tok, DataOptions(chat_template_kwargs={"enable_thinking": v})) for v in (True, False))
     assert on != off
-    assert BuildOptions(mask_reasoning=True).fingerprint_fields()["mask_reasoning"] is True
+    assert DataOptions(mask_reasoning=True).fingerprint()["mask_reasoning"] is True
 
 
 def test_build_kwargs_reach_every_render():
     """Marker detection, the prompts and the fallback renders all see the build's kwargs."""
-    off = Renderer.from_options(qwen3(), BuildOptions(chat_template_kwargs={"enable_thinking": False}))
+    off = Renderer.from_options(qwen3(), DataOptions(chat_template_kwargs={"enable_thinking": False}))
     assert off.markers.assistant_header.endswith("<think>\n\n</think>\n\n")
     assert off.chat.kwargs == {"enable_thinking": False}
 
@@ -383,10 +383,10 @@ def preview_text(tok, examples, **options) -> str:
 
     from rich.console import Console
 
-    from ftdata.pipeline import Stage
+    from ftdata.engine import Stage
     from ftdata.preview import Printer, build_view
 
-    stage = Stage(tok, BuildOptions(**options))
+    stage = Stage(tok, DataOptions(**options))
     out = io.StringIO()
     printer = Printer(Console(file=out, color_system=None, width=200), as_json=False, show_tokens=False)
     for n, (_, measured) in enumerate(stage.measure_examples([(0, e) for e in examples], responses=True), start=1):
@@ -448,7 +448,7 @@ def test_yaml_config_takes_the_new_options(tmp_path):
 
     config = tmp_path / "build.yaml"
     config.write_text("chat_template_kwargs:\n  enable_thinking: false\nmask_reasoning: true\n", encoding="utf-8")
-    options = resolve(data="d.jsonl", tokenizer=None, config=config, flags={}).options
+    options = resolve(data="d.jsonl", tokenizer=None, config=config, flags={}).options.data
     assert (options.chat_template_kwargs, options.mask_reasoning) == ({"enable_thinking": False}, True)
     with pytest.raises(ConfigError, match=r"chat_template_kwargs must be a mapping like \{'enable_thinking': False\}"):
         resolve(data="d.jsonl", tokenizer=None, config=None, flags={"chat_template_kwargs": "enable_thinking=false"})

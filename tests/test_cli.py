@@ -227,8 +227,8 @@ def test_script_prints_one_line_and_exits_with_the_code(tmp_path: Path) -> None:
 def test_preview_startup_imports_no_torch() -> None:
     """`ftdata preview` with the bundled tokenizer must not pay for importing torch (~2 s)."""
     code = (
-        "import sys, ftdata.cli; from ftdata.resources import load_tokenizer; from ftdata.pipeline import Stage; "
-        "from ftdata.options import BuildOptions; Stage(load_tokenizer(None), BuildOptions()); "
+        "import sys, ftdata.cli; from ftdata.resources import load_tokenizer; from ftdata.engine import Stage; "
+        "from ftdata.options import DataOptions; Stage(load_tokenizer(None), DataOptions()); "
         "print(sorted(m for m in ('torch', 'datasets', 'matplotlib') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
@@ -430,16 +430,15 @@ def test_colour_output_marks_trained_masked_and_template_text() -> None:
     from rich.console import Console
 
     from ftdata import preview
-    from ftdata.errors import Location
-    from ftdata.options import BuildOptions
-    from ftdata.pipeline import Stage
+    from ftdata.options import DataOptions
+    from ftdata.engine import Stage
 
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, color_system="standard")
     printer = preview.Printer(console, as_json=False, show_tokens=False)
-    stage = Stage(tokenizer(None), BuildOptions())
-    records = [(Location("mem", index=0), {"instruction": "Name a colour.", "output": "Red."})]
-    assert preview.run(stage, records, printer=printer, source="mem", tokenizer="smol") == 1
+    stage = Stage(tokenizer(None), DataOptions())
+    records = [{"instruction": "Name a colour.", "output": "Red."}]
+    assert preview.run(records, stage, offset=0, n=3, printer=printer, tokenizer="smol") == 1
     text = out.getvalue()
     assert "\x1b[30;42mRed.\x1b[0m\x1b[3;30;42m<|im_end|>\x1b[0m" in text  # trained: green; the EOT is template text
     assert "\x1b[2mName a colour.\x1b[0m" in text  # masked record text: dim

@@ -212,7 +212,7 @@ def test_fractional_loss_weight_is_rejected_with_the_reason(weight):
 def test_peer_format_names_are_aliases():
     from ftdata.options import BuildOptions
 
-    assert BuildOptions(format="alpaca").format == "instruction"
-    assert BuildOptions(format="openai").format == "messages"
+    assert BuildOptions(format="alpaca").data.format == "instruction"
+    assert BuildOptions(format="openai").data.format == "messages"
     with pytest.raises(ConfigError, match=r"format must be one of instruction, messages, sharegpt, chat, alpaca, openai"):
         BuildOptions(format="axolotl")

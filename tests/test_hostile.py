@@ -218,13 +218,13 @@ def test_an_entry_from_before_completeness_markers_is_ignored(tmp_path: Path) ->
 
 
 def test_the_cache_key_follows_the_content_not_size_and_mtime(tmp_path: Path) -> None:
-    from ftdata.pipeline import build_fingerprint
-    from ftdata.options import BuildOptions
+    from ftdata.driver import build_fingerprint
+    from ftdata.options import DataOptions
     from ftdata.resources import load_tokenizer
 
     data = jsonl(tmp_path / "d.jsonl", [{"instruction": "a", "output": "b"}])
     st = data.stat()
-    tok, opts = load_tokenizer(None), BuildOptions()
+    tok, opts = load_tokenizer(None), DataOptions()
     before = build_fingerprint(str(data), tok, opts)
     data.write_text(data.read_text().replace('"b"', '"c"'))  # same size
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime

@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from support import TOKENIZER_NAMES, TOKENIZERS, matrix_module, tokenizer
 
 from ftdata.errors import FtdataError, Location, UnusableRecord
-from ftdata.options import BuildOptions
-from ftdata.pipeline import Stage
+from ftdata.options import DataOptions
+from ftdata.engine import Stage
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 
@@ -229,7 +229,7 @@ def run_config(config: tuple[str, str, dict[str, Any]], *, examples: int, shrink
     phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
     with configured(where, name) as tok:
         try:
-            stage = Stage(tok, BuildOptions(max_length=100_000, chat_template_kwargs=kwargs or None))
+            stage = Stage(tok, DataOptions(max_length=100_000, chat_template_kwargs=kwargs or None))
         except FtdataError as exc:  # a template ftdata refuses up front (it says why)
             assert str(exc).strip()
             pytest.skip(f"ftdata refuses the template: {exc}")
@@ -331,7 +331,7 @@ def trained_and_rule(where: str, name: str, record: dict[str, Any], kwargs: dict
     """(what ftdata trains, or why it cannot be placed / why it rejected; what the rule trains)."""
     kwargs = kwargs or {}
     with configured(where, name) as tok:
-        stage = Stage(tok, BuildOptions(max_length=100_000, chat_template_kwargs=kwargs or None))
+        stage = Stage(tok, DataOptions(max_length=100_000, chat_template_kwargs=kwargs or None))
         messages, tools = oracle_view(record)
         exp = oracle.expect(tok, messages, tools=tools, kwargs=kwargs)
         rule = [exp.text[a:b] for a, b in (t.span for t in exp.turns if t.span)]

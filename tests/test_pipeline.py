@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from ftdata import FtdataError, RecordError, build_sft_dataset, prepare
 from ftdata.errors import Location
 from ftdata.formats import to_examples
-from ftdata.options import BuildOptions
-from ftdata.pipeline import Stage
+from ftdata.options import DataOptions
+from ftdata.engine import Stage
 from ftdata.prompts import builtin_names
 
 P = -100
@@ -188,7 +188,7 @@ def test_trained_tokens_are_exactly_output_plus_eos(instruction, context, output
     tok = _tok(name)
     # Some vocabularies cannot represent every codepoint (lossy bytes): that is the tokenizer's limit, not masking's.
     assume(tok.decode(tok(output, add_special_tokens=False)["input_ids"]) == output)
-    stage = Stage(tok, BuildOptions(template=template))
+    stage = Stage(tok, DataOptions(template=template))
     (example,) = to_examples({"instruction": instruction, "input": context, "output": output}, Location("h", index=0))
     row = stage.tokenize(example)
     trained = [i for i, label in zip(row.input_ids, row.labels) if label != P]

@@ -200,8 +200,8 @@ def test_csv_delimiter_option_wins_and_is_checked(tmp_path):
     assert [r for _, r in rows(path, delimiter=",")] == [{"instruction;output": "a;b"}]
     from ftdata.options import BuildOptions
 
-    assert BuildOptions(delimiter="tab").delimiter == "\t"
-    assert BuildOptions(delimiter="\\t").delimiter == "\t"
+    assert BuildOptions(delimiter="tab").data.delimiter == "\t"
+    assert BuildOptions(delimiter="\\t").data.delimiter == "\t"
     with pytest.raises(ConfigError, match=r"delimiter must be one character .*got delimiter=';;'"):
         BuildOptions(delimiter=";;")
 

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from support import tokenizer
 from ftdata import prepare, preview
 from ftdata.errors import FtdataError, Location
-from ftdata.options import BuildOptions
+from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.packing import packing_stats
-from ftdata.pipeline import Stage
+from ftdata.engine import Stage
 from ftdata.report import NOTE_TEXTS, SAMPLES, BuildReport, Reject
 from ftdata.stats import collect
 
@@ -31,9 +31,9 @@ def test_build_preview_and_stats_reject_a_control_token_at_the_same_stage_with_t
     assert "'<|im_end|>', which the tokenizer reads as a control token" in line["reason"]
     assert built.report.rejected == {RejectCode.CONTROL_TOKEN: 1}
 
-    stage = Stage(tok, BuildOptions())
+    stage = Stage(tok, DataOptions())
     records = [(Location("<records>", index=i), r) for i, r in enumerate([PLAIN, CONTROL])]
-    shown = [v for v in preview.views(stage, records) if isinstance(v, Reject)]
+    shown = [v for v in preview.views(stage, stage.run(records, responses=True, lenient=True)) if isinstance(v, Reject)]
     assert [(r.location, r.stage, r.code) for r in shown] == [("<records>[1]", RejectStage.RENDER, RejectCode.CONTROL_TOKEN)]
 
     stats = collect([PLAIN, CONTROL], stage)

@@ -10,9 +10,9 @@ from ftdata import executors, prepare
 from ftdata.errors import FtdataError, Location, RecordError
 from ftdata.masking import Tokenized
 from ftdata.engine import Measured
-from ftdata.options import BuildOptions
-from ftdata.pipeline import Stage
-from ftdata.stats import CUT, DROPPED, FIT, POLICIES, collect, describe, histogram, summarize
+from ftdata.options import DataOptions, RunOptions
+from ftdata.engine import Stage
+from ftdata.stats import CUT, DROPPED, FIT, POLICIES, collect, describe, histogram, summaries
 from ftdata.types import Example, Message, Rendered, TruncationPolicy
 
 N = -100
@@ -25,9 +25,9 @@ CONV = {"messages": [
 
 
 def summarized(tok, **options):
-    stage = Stage(tok, BuildOptions(**options))
-    ((_, measured),) = stage.measure([(Location("t", index=0), CONV)], responses=True)
-    return summarize(measured, stage=stage)
+    stage = Stage(tok, DataOptions(**options))
+    (stats,) = summaries(stage, stage.run([(Location("t", index=0), CONV)], responses=True, lenient=True))
+    return stats
 
 
 def test_describe_uses_nearest_rank() -> None:
@@ -76,7 +76,7 @@ ROWS = [
 def test_collect_agrees_with_a_build() -> None:
     smol = tokenizer(None)
     options = {"template": "alpaca", "filter": "instruction != 'Skip me.'"}
-    stats = collect(ROWS, Stage(smol, BuildOptions(**options)))
+    stats = collect(ROWS, Stage(smol, DataOptions(**options)))
     report = prepare(ROWS, tokenizer=smol, **options).report
     assert (stats.records, stats.filtered, stats.examples) == (4, 1, 3)
     assert (int(stats.total.sum()), int(stats.trained.sum())) == (report.tokens, report.trained_tokens)
@@ -90,10 +90,10 @@ def test_collect_counts_responses_apart_from_trained_tokens_for_other_masks() ->
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"},
         {"role": "user", "content": "bye"}, {"role": "assistant", "content": "bye"},
     ]}]  # fmt: skip
-    last = collect(chat, Stage(smol, BuildOptions(mask="last_assistant")))
-    every = collect(chat, Stage(smol, BuildOptions()))
+    last = collect(chat, Stage(smol, DataOptions(mask="last_assistant")))
+    every = collect(chat, Stage(smol, DataOptions()))
     assert int(last.response[0]) == int(every.trained[0]) > int(last.trained[0])
-    everything = collect(chat, Stage(smol, BuildOptions(mask="train_on_prompt")))
+    everything = collect(chat, Stage(smol, DataOptions(mask="train_on_prompt")))
     assert int(everything.trained[0]) == int(everything.total[0])
     assert int(everything.response[0]) == int(every.trained[0])
 
@@ -102,11 +102,12 @@ def test_collect_epoch_with_test_split_and_workers(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(executors, "IN_PROCESS_BELOW", 0)  # a pool even for 30 records
     smol = tokenizer(None)
     rows = ROWS[:3] * 10
-    one = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=0.2, batch_size=4)))
-    two = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=0.2, batch_size=4, engine="processes", num_workers=2)))
+    stage = Stage(smol, DataOptions(template="alpaca", test_size=0.2))
+    one = collect(rows, stage, RunOptions(batch_size=4))
+    two = collect(rows, stage, RunOptions(batch_size=4, engine="processes", num_workers=2))
     assert one.to_dict() == two.to_dict()
     assert one.epoch is not None and one.epoch.train_fraction == 0.8 and one.epoch.sequences == 24
-    counted = collect(rows, Stage(smol, BuildOptions(template="alpaca", test_size=6)))
+    counted = collect(rows, Stage(smol, DataOptions(template="alpaca", test_size=6)))
     assert counted.epoch is not None and counted.epoch.sequences == 24
 
 
@@ -114,6 +115,6 @@ def test_collect_errors() -> None:
     smol = tokenizer(None)
     bad = [{"instruction": "no output"}]
     with pytest.raises(RecordError, match=r"<records>\[0\]: field 'output'"):
-        collect(bad, Stage(smol, BuildOptions(template="alpaca")))
+        collect(bad, Stage(smol, DataOptions(template="alpaca")))
     with pytest.raises(FtdataError, match=r"no record could be measured \(1 read, 0 filtered\); first: <records>\[0\]"):
-        collect(bad, Stage(smol, BuildOptions(template="alpaca", on_error="skip")))
+        collect(bad, Stage(smol, DataOptions(template="alpaca", on_error="skip")))

@@ -12,8 +12,8 @@ from support import DATASETS, TOKENIZERS, tokenizer
 
 from ftdata.engine import Stage
 from ftdata.errors import Location, RecordError
-from ftdata.options import BuildOptions
-from ftdata.pipeline import prepare
+from ftdata.options import DataOptions
+from ftdata.driver import prepare
 from ftdata.stats import collect
 from ftdata.types import TruncationPolicy as T
 
@@ -27,7 +27,7 @@ LAST = f"{SYS}{HEAD}user\n{{}}<|im_end|>\n{HEAD}assistant\na2<|im_end|>\n"
 
 def cut(tok, record, **options):
     """(code, reason, kept texts) of the build's truncation of `record`."""
-    stage = Stage(tok, BuildOptions(**options))
+    stage = Stage(tok, DataOptions(**options))
     ((_, measured),) = stage.measure([(Location("t", index=0), record)])
     result = stage.truncate(measured)
     return result.code, result.reason, [tok.decode(ids) for ids, _ in result.rows]
@@ -113,7 +113,7 @@ def test_left_and_right_are_classic_aliases():
 def test_stats_counts_are_what_each_policy_builds(char_tok):
     records = [CONV, {"instruction": "q" * 30, "output": "a" * 5}, {"instruction": "q", "output": "a" * 60}, {"instruction": "hi", "output": "yo"}]
     for max_length in (40, 60):
-        stats = collect(records, Stage(char_tok, BuildOptions(max_length=max_length)))
+        stats = collect(records, Stage(char_tok, DataOptions(max_length=max_length)))
         for outcome in stats.policies:
             result = prepare(records, tokenizer=char_tok, max_length=max_length, truncation=outcome.policy)
             rejected, cut_ = sum(result.report.rejected.values()), sum(result.report.cut.values())

@@ -20,9 +20,9 @@ from support import TOKENIZER_NAMES, TOKENIZERS, matrix_module, tokenizer
 
 from ftdata.errors import FtdataError, Location
 from ftdata.masking import REPAIRED, Tokenized
-from ftdata.options import BuildOptions
+from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode
-from ftdata.pipeline import Stage
+from ftdata.engine import Stage
 from ftdata.shorten import MARKER
 from ftdata.truncation import Truncator
 from ftdata.types import Example, PromptCut, TruncationPolicy
@@ -112,7 +112,7 @@ def _stage(tok) -> Stage | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return Stage(tok, BuildOptions())
+            return Stage(tok, DataOptions())
         except FtdataError:
             return None
 

@@ -175,7 +175,7 @@ def _check_output_dir(value: str | None) -> None:
 
 def _check_data_options(cfg: TrainConfig, *, given: dict[str, Any], allow_code: bool) -> None:
     """What BuildOptions cannot check on its own, checked before the model loads."""
-    options = cfg.data_options
+    options = cfg.data_options.data
     origin = "--data-option reader" if "reader" in given.get("data_options", {}) else "data_options.reader"
     check_code_reader(options.reader, origin=origin, allow_code=allow_code)
     if options.template is not None:

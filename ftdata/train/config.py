@@ -27,11 +27,11 @@ from typing import Any
 
 import yaml
 
-from ftdata.cli_options import FIELDS as BUILD_FIELDS
-from ftdata.cli_options import check_type
+from ftdata.config_files import check_type
 from ftdata.config_files import check_names, load_config_file, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
-from ftdata.options import BuildOptions
+from ftdata.options import FIELDS as BUILD_FIELDS
+from ftdata.options import BuildOptions, plain
 from ftdata.types import _Choice
 
 __all__ = ["FLAT_DATA_KEYS", "Interval", "Precision", "Quantization", "TrainConfig", "read_yaml"]
@@ -82,7 +82,7 @@ class TrainConfig:
 
     Example:
         >>> cfg = TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=50)
-        >>> cfg.quantization, cfg.data_options.max_length
+        >>> cfg.quantization, cfg.data_options.data.max_length
         (<Quantization.NF4: '4bit'>, 2048)
     """
 
@@ -215,7 +215,7 @@ class TrainConfig:
     def seed(self) -> int:
         """The run's one seed, `data_options.seed`: it splits, shuffles and packs the data and
         also seeds the LoRA init and the order of the training rows."""
-        return self.data_options.seed
+        return self.data_options.data.seed
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -315,7 +315,7 @@ def changed_options(before: TrainConfig, after: TrainConfig, names: Iterable[str
     changed = []
     for name in names:
         if name == "data_options":
-            shaping = before.data_options.fingerprint_fields()
+            shaping = before.data_options.data.fingerprint()
             changed += [(key, old[name][key], new[name][key]) for key in shaping if new[name][key] != old[name][key]]
         elif old[name] != new[name]:
             changed.append((name, old[name], new[name]))
@@ -341,7 +341,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, BuildOptions):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return plain(value)
     if isinstance(value, (list, dict)):
         return type(value)(value)
     return value
@@ -353,10 +353,10 @@ def _data_options(value: Any) -> BuildOptions:
         value = BuildOptions.from_mapping(value)
     if not isinstance(value, BuildOptions):
         raise ConfigError(f"data_options must be a mapping of build options or a BuildOptions, got data_options={value!r}")
-    if value.filter is not None and not isinstance(value.filter, str):
+    if value.data.filter is not None and not isinstance(value.data.filter, str):
         raise ConfigError(
             "data_options.filter must be a Jinja expression such as 'not input' (a run saves its options as YAML), "
-            f"got filter={value.filter!r}"
+            f"got filter={value.data.filter!r}"
         )
     return value
 
@@ -419,7 +419,7 @@ def _check_combinations(cfg: TrainConfig) -> None:
         )
     if cfg.group_by_length and cfg.streaming:
         raise ConfigError("group_by_length and streaming exclude each other: a stream has no lengths to sort by")
-    if cfg.group_by_length and cfg.data_options.packing:
+    if cfg.group_by_length and cfg.data_options.data.packing:
         raise ConfigError("group_by_length and packing exclude each other: packed rows all have max_length tokens")
     if cfg.load_best_model_at_end and cfg.eval_strategy is Interval.NO:
         raise ConfigError("load_best_model_at_end needs eval_strategy steps or epoch, got eval_strategy='no'")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from ftdata.built import is_build_output
 from ftdata.built import load as load_build
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions
+from ftdata.report import BuildReport
 from ftdata.resources import cache_root
 from ftdata.train.config import TrainConfig
 from ftdata.types import IGNORE_INDEX
@@ -34,13 +35,15 @@ class Splits:
     """Train rows, optional eval rows, and whether rows are packed (have `seq_lengths`).
 
     `streamed`: for train rows streamed from Parquet files, their rows, token counts and
-    hash (`stream.file_stats`); None when the rows are loaded.
+    hash (`stream.file_stats`); None when the rows are loaded. `report`: the `BuildReport` of
+    the rows (None for a plain saved dataset): the run keeps it beside its metrics.
     """
 
     train: Dataset | IterableDataset
     eval: Dataset | None
     packed: bool
     streamed: dict[str, Any] | None = None
+    report: BuildReport | None = None  # the build's report, when ftdata built the rows (here or into a build folder)
 
     def fingerprint(self) -> dict[str, Any]:
         """Per split: datasets' fingerprint, columns, rows, and a SHA-256 of the token content
@@ -85,20 +88,20 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
     state = process_state()
     path = Path(cfg.data).expanduser()
     options = cfg.data_options
-    if options.rejects_path is None and rejects_path is not None and state.is_main_process:
-        options = replace(options, rejects_path=str(rejects_path))
-    if options.cache_dir is None and state.num_processes > 1:
-        options = replace(options, cache_dir=str(cache_root() / "builds"))
+    if options.output.rejects_path is None and rejects_path is not None and state.is_main_process:
+        options = options.updated(rejects_path=str(rejects_path))
+    if options.output.cache_dir is None and state.num_processes > 1:
+        options = options.updated(cache_dir=str(cache_root() / "builds"))
     if cfg.streaming:
         return _streamed(path, cfg)
     with state.main_process_first():
         saved = is_saved_dataset(path) or is_build_output(path)
-        built = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
+        built, report = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
     train, test = _split(built)
     for name, ds in (("train", train), ("test", test)):
         if ds is not None:
             _check_columns(ds, name)
-    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names)
+    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, report=report)
 
 
 def _streamed(path: Path, cfg: TrainConfig) -> Splits:
@@ -117,37 +120,40 @@ def _streamed(path: Path, cfg: TrainConfig) -> Splits:
     return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, streamed=stats)
 
 
-def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> Dataset | DatasetDict:
-    from ftdata import build_sft_dataset
+def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> tuple[Dataset | DatasetDict, BuildReport]:
+    """The build of `cfg.data` in memory, with its report (warned about rejects, checked against max_reject_ratio)."""
+    from ftdata.driver import build, checked
 
-    return build_sft_dataset(cfg.data, tokenizer=tokenizer, **{f.name: getattr(options, f.name) for f in fields(options)})
+    result = build(cfg.data, tokenizer=tokenizer, options=options)
+    return result.dataset, checked(result.report, max_reject_ratio=options.run.max_reject_ratio, stacklevel=4)
 
 
-def _load_saved(path: Path, cfg: TrainConfig) -> Dataset | DatasetDict:
+def _load_saved(path: Path, cfg: TrainConfig) -> tuple[Dataset | DatasetDict, BuildReport | None]:
     from datasets import DatasetDict
 
-    loaded, test_size = _read_saved(path), cfg.data_options.test_size
+    (loaded, report), test_size = _read_saved(path), cfg.data_options.data.test_size
     if isinstance(loaded, DatasetDict):
         if "train" not in loaded:
             raise ConfigError(f"{path} holds splits {sorted(loaded)} but no 'train' split")
         if "test" in loaded or test_size is None:
-            return loaded
+            return loaded, report
         loaded = loaded["train"]
     if test_size is None:
-        return loaded
+        return loaded, report
     if test_size >= loaded.num_rows:
         raise ConfigError(f"test_size={test_size} leaves no training rows in {path} ({loaded.num_rows} rows)")
-    return loaded.train_test_split(test_size=test_size, seed=cfg.seed)
+    return loaded.train_test_split(test_size=test_size, seed=cfg.seed), report
 
 
-def _read_saved(path: Path) -> Dataset | DatasetDict:
-    """A folder `ftdata build` wrote (any output format; build.json says which), else a
-    `save_to_disk` folder. A build folder is trained as built: its own options made the rows."""
+def _read_saved(path: Path) -> tuple[Dataset | DatasetDict, BuildReport | None]:
+    """A folder `ftdata build` wrote (any output format; build.json says which) with its report,
+    else a `save_to_disk` folder. A build folder is trained as built: its own options made the rows."""
     if is_build_output(path):
-        return load_build(path).dataset
+        result = load_build(path)
+        return result.dataset, result.report
     from datasets import load_from_disk
 
-    return load_from_disk(str(path))
+    return load_from_disk(str(path)), None
 
 
 def _split(built: Dataset | DatasetDict) -> tuple[Dataset, Dataset | None]:

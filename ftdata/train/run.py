@@ -233,7 +233,10 @@ def _resume_dir(run_dir: str | Path) -> Path:
 
 def _data_record(splits: Splits) -> dict[str, Any]:
     per_split = splits.fingerprint()
-    return {"fingerprint": record.data_fingerprint(per_split), "packed": splits.packed, "splits": per_split}
+    out = {"fingerprint": record.data_fingerprint(per_split), "packed": splits.packed, "splits": per_split}
+    if splits.report is not None:  # what the build did to every record, kept with the run
+        out["build"] = splits.report.to_dict()
+    return out
 
 
 def _check_same_data(run_dir: Path, data: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ def stream_build(path: Path, cfg: TrainConfig) -> tuple[IterableDataset, Dataset
     splits = parquet_files(path)
     if "train" not in splits or not splits["train"]:
         raise ConfigError(f"{path} has no train split to stream (its Parquet files: {sorted(splits)})")
-    if cfg.data_options.test_size is not None and "test" not in splits:
+    if cfg.data_options.data.test_size is not None and "test" not in splits:
         raise ConfigError(
             "streaming cannot split off test_size from a stream: build with --test-size, or drop --test-size"
         )

@@ -58,7 +58,7 @@ def test_flags_override_yaml_which_overrides_defaults(tmp_path: Path) -> None:
                       "data_options: {limit: 5, mask: last_assistant}")  # fmt: skip
     cfg = train_from_flags(None, config=config, resume=None, data_option=["limit=7"], flags={"lora_r": 4, "seed": 3})
     assert (cfg.data, cfg.lora_r, cfg.learning_rate, cfg.seed) == ("/data/a.json", 4, 1e-3, 3)
-    opts = cfg.data_options
+    opts = cfg.data_options.data
     assert (opts.limit, opts.mask, opts.max_length, opts.seed) == (7, MaskPolicy.LAST_ASSISTANT, 1024, 3)
     assert train_from_flags("b.json", config=config, resume=None, data_option=None, flags={}).data == "b.json"
 
@@ -111,7 +111,7 @@ def test_data_option_max_length_is_accepted(qa_json: Path, tmp_path: Path, start
     result = cli("train", qa_json, "--data-option", "max_length=512", "-D", "mask=last_assistant", "-o", tmp_path)
     assert result.exit_code == 0, result.output
     (cfg,) = started
-    assert (cfg.data_options.max_length, cfg.data_options.mask, cfg.output_dir) == (
+    assert (cfg.data_options.data.max_length, cfg.data_options.data.mask, cfg.output_dir) == (
         512, MaskPolicy.LAST_ASSISTANT, str(tmp_path),
     )  # fmt: skip
 
@@ -189,7 +189,7 @@ def test_a_config_file_reads_paths_relative_to_itself(
     assert result.exit_code == 0, result.output
     (cfg,) = started
     assert (cfg.data, cfg.output_dir) == ("project/qa.json", "project/runs")
-    assert (cfg.data_options.max_length, cfg.data_options.limit) == (256, 4)
+    assert (cfg.data_options.data.max_length, cfg.data_options.data.limit) == (256, 4)
 
 
 def test_resume_keeps_the_saved_data_options(tmp_path: Path, started: list[TrainConfig]) -> None:
@@ -201,8 +201,8 @@ def test_resume_keeps_the_saved_data_options(tmp_path: Path, started: list[Train
     result = cli("train", "--resume", run, "--max-steps", "8", "-D", "num_workers=2")
     assert result.exit_code == 0, result.output
     (cfg,) = started
-    opts = cfg.data_options
-    assert (cfg.max_steps, opts.max_length, opts.mask, opts.num_workers) == (8, 64, MaskPolicy.LAST_ASSISTANT, 2)
+    opts = cfg.data_options.to_mapping()
+    assert (cfg.max_steps, opts["max_length"], opts["mask"], opts["num_workers"]) == (8, 64, MaskPolicy.LAST_ASSISTANT, 2)
     for args, change in [(["--max-length", "512"], "max_length: 64 -> 512"),
                          (["-D", "mask=all_assistant"], "mask: 'last_assistant' -> 'all_assistant'")]:  # fmt: skip
         result = cli("train", "--resume", run, *args)
@@ -220,7 +220,7 @@ def test_resume_reads_a_config_saved_before_the_options_nested(tmp_path: Path, s
     result = cli("train", "--resume", run, "--max-steps", "3")
     assert result.exit_code == 0, result.output
     (cfg,) = started
-    opts = cfg.data_options
+    opts = cfg.data_options.data
     assert (opts.template, opts.max_length, opts.test_size, opts.limit, cfg.seed, cfg.lora_r) == ("alpaca", 64, 4, 20, 7, 8)
 
 

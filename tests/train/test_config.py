@@ -11,7 +11,7 @@ import yaml
 from ftdata.cli_options import parse_data_options, read_config
 from ftdata.errors import ConfigError
 from ftdata.executors import Engine
-from ftdata.options import BuildOptions
+from ftdata.options import FIELDS, BuildOptions
 from ftdata.train.config import (
     Interval, Precision, Quantization, TrainConfig, changed_options, field_defaults, field_help,
 )  # fmt: skip
@@ -25,7 +25,7 @@ def test_defaults_are_qlora_with_auto_precision() -> None:
     assert cfg.quantization is Quantization.NF4
     assert cfg.precision is Precision.AUTO
     assert cfg.target_modules == "all-linear"
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.data_options.max_length, cfg.seed) == (16, 32, 2048, 42)
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.data_options.data.max_length, cfg.seed) == (16, 32, 2048, 42)
     assert cfg.data_options == BuildOptions()
     assert cfg.save_strategy is Interval.STEPS and cfg.eval_strategy is Interval.EPOCH
 
@@ -37,7 +37,7 @@ def test_strings_convert_once_at_the_boundary() -> None:
     assert cfg.eval_strategy is Interval.STEPS
     assert cfg.learning_rate == 2e-4 and cfg.lora_r == 8 and cfg.warmup_steps == 10.0
     assert cfg.target_modules == ["q_proj", "v_proj"]
-    assert cfg.data_options.mask is MaskPolicy.LAST_ASSISTANT
+    assert cfg.data_options.data.mask is MaskPolicy.LAST_ASSISTANT
     assert TrainConfig(target_modules="ALL_LINEAR").target_modules == "all-linear"
 
 
@@ -91,7 +91,7 @@ def test_flat_data_keys_are_spellings_of_data_options() -> None:
     assert flat.data_options == BuildOptions(template="alpaca", max_length=512, packing=True, test_size=20, seed=7)
     assert flat.seed == 7  # one seed: the data's, also the run's
     same = TrainConfig.from_mapping({"max_length": 512, "data_options": {"max_length": 512}})
-    assert same.data_options.max_length == 512
+    assert same.data_options.data.max_length == 512
     with pytest.raises(ConfigError, match=r"^c.yaml: max_length is set twice \(max_length=512 and "
                                           r"data_options.max_length=1024\); keep one$"):
         TrainConfig.from_mapping({"max_length": 512, "data_options": {"max_length": 1024}}, origin="c.yaml")
@@ -103,7 +103,7 @@ def test_layers_merge_data_options_key_by_key() -> None:
         ("command line", {"lora_r": 4, "data_options": {"limit": 7}}),
     )
     assert cfg.lora_r == 4
-    assert (cfg.data_options.max_length, cfg.data_options.mask, cfg.data_options.limit) == (
+    assert (cfg.data_options.data.max_length, cfg.data_options.data.mask, cfg.data_options.data.limit) == (
         1024, MaskPolicy.LAST_ASSISTANT, 7,
     )  # fmt: skip
 
@@ -152,7 +152,7 @@ NEEDS = {"pad_to_multiple_of": ("packing", "true", True)}
 
 
 def test_the_samples_cover_every_build_option() -> None:
-    assert set(SAMPLES) == {f.name for f in fields(BuildOptions)}
+    assert set(SAMPLES) == set(FIELDS)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -161,11 +161,11 @@ def test_every_build_option_is_settable_from_the_command_line_and_yaml(name: str
     needs = NEEDS.get(name)
     pairs = [f"{name}={text}", *([f"{needs[0]}={needs[1]}"] if needs else [])]
     from_cli = TrainConfig.from_mapping({"data_options": parse_data_options(pairs)})
-    assert getattr(from_cli.data_options, name) == expected
+    assert from_cli.data_options.to_mapping()[name] == expected
     value = expected.value if hasattr(expected, "value") else expected
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"data_options": {name: value, **({needs[0]: needs[2]} if needs else {})}}))
-    assert getattr(TrainConfig.from_yaml(config).data_options, name) == expected
+    assert TrainConfig.from_yaml(config).data_options.to_mapping()[name] == expected
 
 
 @pytest.mark.parametrize(("key", "value"), [("packing", "'false'"), ("max_length", "'512'"), ("columns", "[a]")])
@@ -195,7 +195,7 @@ def test_relative_paths_in_a_yaml_file_are_relative_to_it(tmp_path: Path, monkey
     cfg = TrainConfig.from_yaml("configs/c.yaml")
     assert (cfg.data, cfg.output_dir, cfg.model) == ("configs/d.json", "configs/runs", "smollm2")  # smollm2: no such file
     opts = cfg.data_options
-    assert (opts.template, opts.rejects_path, opts.cache_dir) == ("configs/my.jinja", "configs/rejects.jsonl", "configs/cache")
+    assert (opts.data.template, opts.output.rejects_path, opts.output.cache_dir) == ("configs/my.jinja", "configs/rejects.jsonl", "configs/cache")
     (folder / "up.yaml").write_text("output_dir: ../runs\n")
     assert TrainConfig.from_yaml("configs/up.yaml").output_dir == "runs"  # normalised, not configs/../runs
     # The reader of `ftdata build --config` resolves the same keys the same way.
@@ -216,7 +216,7 @@ def test_a_saved_config_holds_absolute_paths(tmp_path: Path, monkeypatch: pytest
     assert (saved["data_options"]["template"], saved["data_options"]["rejects_path"]) == ("alpaca", str(tmp_path / "r.jsonl"))
     monkeypatch.chdir(tmp_path / "run")
     again = TrainConfig.from_yaml("config.yaml")
-    assert (again.data, again.output_dir, again.data_options.rejects_path) == (
+    assert (again.data, again.output_dir, again.data_options.output.rejects_path) == (
         str(tmp_path / "d.json"), str(tmp_path / "runs"), str(tmp_path / "r.jsonl"),
     )  # fmt: skip
 
@@ -239,7 +239,7 @@ def test_yaml_round_trip_and_overrides(tmp_path: Path) -> None:
     again = TrainConfig.from_yaml(path)
     assert again == cfg
     assert TrainConfig.from_yaml(path, lora_r=4).lora_r == 4
-    assert TrainConfig.from_yaml(path, max_length=512).data_options.mask is MaskPolicy.LAST_ASSISTANT
+    assert TrainConfig.from_yaml(path, max_length=512).data_options.data.mask is MaskPolicy.LAST_ASSISTANT
 
 
 def test_yaml_errors(tmp_path: Path) -> None:

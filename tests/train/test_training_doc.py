@@ -64,7 +64,7 @@ def test_gpu_figures_name_their_hardware_and_come_from_the_config_shown() -> Non
     assert f"--config examples/{config.name}" in text
     cfg = TrainConfig.from_yaml(config)
     # What the GPU section says the run was: NF4 weights, bf16 compute, packed rows.
-    assert (cfg.quantization.value, cfg.precision.value, cfg.data_options.packing) == ("4bit", "bf16", True)
+    assert (cfg.quantization.value, cfg.precision.value, cfg.data_options.data.packing) == ("4bit", "bf16", True)
     assert cfg.data == str(ROOT / "examples" / "data" / "lamini_docs_600.jsonl")  # relative to the config file
 
 

@@ -1,0 +1,166 @@
+"""The run loop: the one place that reads a source and runs the record engine over it.
+
+    source ──read, filter, limit──▶ batches ──executor──▶ Stage.run ──reduce──▶ one part per batch, in order
+
+`run` does the reading (the filter runs here, where records are read, never in a worker),
+the batching, the executor (`ftdata.executors`), the counts (each batch's report merged
+into the caller's, the filter's rejects included), the empty-input check and the
+keep-a-record-whole rule (`Stage.run`). A command is a reducer: a module-level
+`reduce(stage, ran) -> part` that runs where the batch ran (so only the part travels back):
+
+    build     engine.chunk: the kept sequences as token arrays, and the rejects for the file
+    stats     stats.summaries: each example reduced to a few integers
+    preview   preview.views: each example as a view, or its reject
+
+so build, stats and preview count every record the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Generic, TypeVar
+
+from ftdata.engine import Ran, Record, Stage
+from ftdata.errors import FtdataError
+from ftdata.executors import Executor, executor
+from ftdata.formats import compile_filter
+from ftdata.options import DataOptions, RunOptions
+from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.readers import read_records
+from ftdata.report import BuildReport, Reject
+
+__all__ = ["Batch", "StageSpec", "read_batches", "run"]
+
+P = TypeVar("P")
+Reduce = Callable[[Stage, Ran], P]
+
+
+@dataclass(frozen=True)
+class StageSpec(Generic[P]):
+    """What a worker needs to run a batch: the data options, the tokenizer and the reducer. Picklable.
+
+    A fast tokenizer pickles as its JSON, config and chat template; a prompt template is
+    loaded again from its name or path; `reduce` is a module-level function (pickled by name).
+    The filter stays behind (it runs where records are read), so a lambda filter never has
+    to cross. The compiled stage is built once per process.
+    """
+
+    options: DataOptions
+    tokenizer: Any
+    reduce: Reduce[P]
+    responses: bool = False
+    lenient: bool = False
+    stage: Stage | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def create(cls, stage: Stage, reduce: Reduce[P], *, responses: bool = False, lenient: bool = False) -> StageSpec[P]:
+        options = dataclasses.replace(stage.options, filter=None)
+        return cls(options, stage.tokenizer, reduce, responses, lenient, stage)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "stage"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in {**state, "stage": None}.items():
+            object.__setattr__(self, name, value)
+
+    def compiled(self) -> Stage:
+        if self.stage is None:
+            object.__setattr__(self, "stage", Stage(self.tokenizer, self.options))
+        return self.stage  # type: ignore[return-value]
+
+
+@dataclass
+class Batch:
+    """The records of one chunk, and the filter's rejects of the records read with them."""
+
+    records: list[Record] = field(default_factory=list)
+    filtered: list[Reject] = field(default_factory=list)
+    read: int = 0
+
+    def __len__(self) -> int:
+        return self.read
+
+
+def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: tuple[int, int] | None = None) -> Iterator[Batch]:
+    """The records of `source` (up to `limit`) in batches of `batch_size` kept records.
+
+    `window` (offset, n): only the kept records offset .. offset + n (the filter's rejects
+    are not counted then), read no further than the last of them.
+    """
+    keep = compile_filter(options.filter)
+    start, end = (0, None) if window is None else (window[0], window[0] + window[1])
+    kept = 0
+    batch = Batch()
+    reader = read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field)
+    for location, row in islice(reader, options.limit):
+        if keep is not None and not keep(row, location):
+            if window is None:
+                batch.read += 1
+                batch.filtered.append(Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false"))
+            continue
+        kept += 1
+        if kept <= start:
+            continue
+        batch.read += 1
+        batch.records.append((location, row))
+        if len(batch.records) == batch_size:
+            yield batch
+            batch = Batch()
+        if kept == end:
+            break
+    if batch.read:
+        yield batch
+
+
+def _run_batch(spec: StageSpec[P], batch: Batch) -> tuple[P, BuildReport]:
+    """One batch through the stage and the reducer (in this process or a worker); the filter's rejects go first."""
+    stage = spec.compiled()
+    ran = stage.run(batch.records, responses=spec.responses, lenient=spec.lenient)
+    ran.rejects[:0] = batch.filtered
+    counts = BuildReport(records=batch.read - len(batch.records))
+    for reject in batch.filtered:
+        counts.add(reject)
+    ran.report = counts.merge(ran.report)
+    return spec.reduce(stage, ran), ran.report
+
+
+def run(
+    source: Any,
+    stage: Stage,
+    options: RunOptions,
+    reduce: Reduce[P],
+    *,
+    report: BuildReport,
+    responses: bool = False,
+    lenient: bool = False,
+    window: tuple[int, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+    on: Executor | None = None,
+    empty_ok: bool = False,
+) -> Iterator[P]:
+    """Every record of `source` through `stage` on `options.engine`; `reduce`'s part per batch, in batch order.
+
+    Each batch's counts are merged into `report` before its part is yielded; `progress` is
+    called with the records read for it (filtered ones included). `responses`: count each
+    example's response tokens; `lenient`: see `Stage.run`;
+    `window`: see `read_batches`; `on`: an executor instead of the one `options` names;
+    `empty_ok`: a source without records is no error (one shard of many).
+
+    Raises:
+        FtdataError: `source` has no records (after the window); what the reader or a record raised.
+    """
+    spec = StageSpec.create(stage, reduce, responses=responses, lenient=lenient)
+    batches = read_batches(source, stage.options, batch_size=options.batch_size, window=window)
+    work = on or executor(options.engine, options.num_workers, ray_address=options.ray_address)
+    for part, counts in work.map(_run_batch, spec, batches):
+        report.merge(counts)
+        if progress is not None and counts.records:
+            progress(counts.records)
+        yield part
+    if report.records == 0 and not empty_ok:
+        where = "" if window is None else f" to show (offset {window[0]}{', after the filter' if stage.options.filter else ''})"
+        raise FtdataError(f"{source}: no records{where}")

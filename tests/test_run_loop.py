@@ -1,0 +1,87 @@
+"""One run loop: build, stats and preview are reducers over `loop.run`, so they count alike.
+
+The property: for any input (good records, malformed ones, self-instruct records with
+several examples, records too long for max_length, a filter) and any truncation policy,
+`ftdata stats` and a build report the same records, filtered, examples, rejects by code,
+cuts by code, and the same sequences, tokens and trained tokens per epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ftdata import loop
+from ftdata.driver import prepare
+from ftdata.engine import Stage
+from ftdata.errors import FtdataError
+from ftdata.executors import LocalExecutor
+from ftdata.options import DataOptions, RunOptions
+from ftdata.report import BuildReport
+from ftdata.stats import collect
+
+WORDS = st.text(alphabet="abc xyz", min_size=1, max_size=40).filter(str.strip)
+
+alpaca = st.fixed_dictionaries({"instruction": WORDS, "output": WORDS})
+long_one = st.fixed_dictionaries({"instruction": WORDS.map(lambda w: w * 8), "output": WORDS})
+malformed = st.fixed_dictionaries({"instruction": WORDS})  # no output
+instances = st.fixed_dictionaries({
+    "instruction": WORDS,
+    "instances": st.lists(st.one_of(st.fixed_dictionaries({"input": WORDS, "output": WORDS}), st.fixed_dictionaries({"input": WORDS})), min_size=1, max_size=3),
+})  # fmt: skip
+records = st.lists(st.one_of(alpaca, long_one, malformed, instances), min_size=1, max_size=14)
+policies = st.sampled_from(["keep_response", "keep_start", "keep_end", "split", "drop"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=records, truncation=policies, filtered=st.booleans(), batch_size=st.integers(1, 5))
+def test_stats_and_build_agree_on_every_count(char_tok, rows: list[dict[str, Any]], truncation: str, filtered: bool, batch_size: int) -> None:
+    options: dict[str, Any] = {"template": "alpaca", "max_length": 220, "truncation": truncation, "on_error": "skip"}
+    if filtered:
+        options["filter"] = "'z' not in instruction"
+    data = DataOptions(**options)
+    try:
+        built = prepare(rows, tokenizer=char_tok, batch_size=batch_size, **options).report
+    except FtdataError as exc:  # every record rejected or filtered: stats keeps no sequence either
+        assert "every record was rejected" in str(exc) or "no records" in str(exc)
+        try:
+            nothing = collect(rows, Stage(char_tok, data), RunOptions(batch_size=batch_size))
+        except FtdataError:
+            return
+        assert nothing.epoch is not None and nothing.epoch.sequences == 0
+        return
+    stats = collect(rows, Stage(char_tok, data), RunOptions(batch_size=batch_size))
+    assert (stats.records, stats.filtered, stats.examples) == (built.records, built.filtered, built.examples)
+    assert dict(stats.counts.rejected) == dict(built.rejected)
+    assert dict(stats.counts.cut) == dict(built.cut)
+    assert stats.epoch is not None
+    assert (stats.epoch.sequences, stats.epoch.tokens, stats.epoch.trained) == (built.sequences, built.tokens, built.trained_tokens)
+
+
+def test_an_instances_record_is_kept_whole_by_every_reducer(char_tok) -> None:
+    """A dropped instance rejects its record's other instance in stats as in a build (code `incomplete`)."""
+    rows = [{"instruction": "Add", "instances": [{"input": "1+1", "output": "2"}, {"input": "2+2", "output": "four " * 50}]},
+            {"instruction": "Hi", "output": "Hello"}]  # fmt: skip
+    options = {"template": "alpaca", "max_length": 220, "truncation": "drop"}
+    built = prepare(rows, tokenizer=char_tok, **options).report
+    stats = collect(rows, Stage(char_tok, DataOptions(**options)))
+    assert dict(built.rejected) == dict(stats.counts.rejected) == {"too_long": 1, "incomplete": 1}
+    assert stats.epoch is not None and stats.epoch.sequences == built.sequences == 1
+
+
+def _count(stage: Stage, ran: Any) -> int:
+    return len(ran.outcomes)
+
+
+def test_the_loop_reads_no_further_than_its_window(char_tok) -> None:
+    """A window stops reading at its last record: a broken line after it is never read."""
+    rows: list[Any] = [{"instruction": f"q{i}", "output": "a"} for i in range(4)] + ["not a record"]
+    stage = Stage(char_tok, DataOptions(template="alpaca"))
+    report = BuildReport()
+    parts = loop.run(rows, stage, RunOptions(batch_size=1), _count, report=report, window=(1, 3), on=LocalExecutor(1))
+    assert list(parts) == [1, 1, 1] and report.records == 3
+    with pytest.raises(FtdataError, match=r"no records to show \(offset 9\)$"):
+        list(loop.run(rows[:4], stage, RunOptions(), _count, report=BuildReport(), window=(9, 3)))
