@@ -62,7 +62,7 @@ class EvalIndex:
             self.locations.append(location)
         table = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), dtype=np.uint64)
         hashes, first = np.unique(table[0], return_index=True)  # the first record with an n-gram names it
-        self._hashes, self._owner = hashes, table[1, first].astype(np.int64)
+        self._hashes, self._owner = hashes, table[1, first].astype(np.uint32)
 
     @classmethod
     def from_files(cls, paths: Sequence[str | Path], *, n: int = 13, **read: Any) -> EvalIndex:
