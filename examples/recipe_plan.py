@@ -19,7 +19,7 @@ RECIPE = Path(__file__).with_name("recipe.yaml")
 
 def texts(source: RecipeSource) -> Iterator[tuple[Location, str]]:
     """(location, text) of every usable record; the driver uses the rendered text instead."""
-    options = source.build_options()
+    options = source.build_options().data
     for path in source.files():
         for location, row in read_records(path):
             try:

@@ -34,11 +34,11 @@ from typing import Any
 from ftdata.compressed import data_suffix
 from ftdata.config_files import check_code_reader, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
-from ftdata.options import BuildOptions
+from ftdata.options import FIELDS, BuildOptions
 from ftdata.store import is_uri
 from ftdata.types import _Choice
 
-_BUILD_OPTIONS = tuple(f.name for f in fields(BuildOptions))
+_BUILD_OPTIONS = tuple(FIELDS)
 
 # Build options that shape the one output (or the run that makes it): set once, at the top.
 WHOLE_BUILD_OPTIONS = frozenset({
@@ -169,7 +169,7 @@ class Recipe:
             tokenizer=_optional_str(top.get("tokenizer"), "tokenizer", where=origin),
             mix_by=_choice(MixBy, top.get("mix_by") or MixBy.RECORDS, "mix_by", where=origin),  # type: ignore[arg-type]
             total=_total(top.get("total"), where=origin),
-            seed=whole.seed,
+            seed=whole.data.seed,
             dedup=_choice(Dedup, top.get("dedup") or Dedup.NONE, "dedup", where=origin),  # type: ignore[arg-type]
             near_threshold=_fraction(top.get("near_threshold", 0.8), "near_threshold", where=origin),
             decontaminate=tuple(_paths(top.get("decontaminate"), base=base, where=origin)),

@@ -70,10 +70,10 @@ def test_the_issue_example_loads_with_paths_relative_to_the_file(tmp_path: Path)
     # recipe-level options are every source's defaults; whole-build ones stay at the top
     assert dict(recipe.sources[0].options) == {"truncation": "drop"}
     assert dict(recipe.sources[1].options) == {"truncation": "drop", "chat_template_kwargs": {"enable_thinking": False}}
-    lamini = recipe.sources[2].build_options()
+    lamini = recipe.sources[2].build_options().data
     assert (lamini.template, lamini.columns, lamini.truncation.value) == ("question-answer", {"output": "answer"}, "keep_response")
     assert lamini.system_prompt == "You answer questions about Lamini."
-    whole = recipe.build_options()
+    whole = recipe.build_options().data
     assert (whole.max_length, whole.packing, whole.seed) == (4096, True, 42)
     assert recipe.sources[2].files() == [str(DATASETS / "lamini" / "lamini_docs_nested.jsonl")]
     with pytest.raises(ConfigError, match=r"source 'chats': '.*chats/\*\.jsonl' matches no file"):
