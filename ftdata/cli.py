@@ -321,6 +321,7 @@ def build(
     from ftdata.built import load_hint
     from ftdata.driver import build as run_build
     from ftdata.export import MANIFEST, count_records, summary_table
+    from ftdata.mix import is_recipe, load_recipe
     from ftdata.resources import cache_root, load_tokenizer
 
     if no_cache and options.get("cache_dir"):
@@ -335,13 +336,16 @@ def build(
     opts = settings.options
     if not no_cache and not opts.output.cache_dir and opts.run.engine is not Engine.RAY:
         opts = opts.updated(cache_dir=str(cache_root() / "builds"))
-    tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
+    recipe = load_recipe(settings.data, allow_code=allow_code) if is_recipe(settings.data) else None
+    spec = settings.tokenizer or (recipe.tokenizer if recipe is not None else None)  # a recipe names its tokenizer
+    tok = load_tokenizer(spec, trust_remote_code=settings.trust_remote_code)
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
-    with progress_bar("building", count_records(settings.data, limit=opts.data.limit)) as advance:
+    total = None if recipe is not None else count_records(settings.data, limit=opts.data.limit)
+    with progress_bar("building", total) as advance:
         result = run_build(
-            settings.data, out, tokenizer=tok, options=opts, output_format=output_format or settings.extras.get("output_format"),
-            progress=advance, tokenizer_name=tokenizer_label(settings.tokenizer, tok), protect=[settings.tokenizer, config], config=config,
+            recipe or settings.data, out, tokenizer=tok, options=opts, output_format=output_format or settings.extras.get("output_format"),
+            progress=advance, tokenizer_name=tokenizer_label(spec, tok), protect=[spec, config], config=config,
         )  # fmt: skip
     report, record = result.report, result.manifest or {}
     seconds = time.perf_counter() - started

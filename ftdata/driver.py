@@ -34,6 +34,9 @@ from ftdata.engine import Ran, Stage, chunk
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.executors import Executor
 from ftdata.options import BuildOptions, DataOptions, RunOptions
+from ftdata.options import FIELDS as ALL_FIELDS
+
+DATA_FIELDS = {name: f for name, f in ALL_FIELDS.items() if name in DataOptions.__dataclass_fields__}
 from ftdata.report import REPORT_FORMAT, BuildReport, RejectsWriter
 from ftdata.resources import load_tokenizer
 from ftdata.types import Engine
@@ -115,6 +118,10 @@ def _new_report(source: Any, tokenizer: Any, stage: Stage, fingerprint: str = ""
 
 def _in_memory(source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None) -> BuildResult:
     """The dataset in memory (memory-mapped Arrow), from the cache when `cache_dir` holds this build."""
+    from ftdata.mix import Recipe
+
+    if isinstance(source, Recipe):
+        return _recipe_in_memory(source, tok, opts, progress)
     started = time.perf_counter()
     data, out = opts.data, opts.output
     stage = Stage(tok, data)
@@ -140,6 +147,55 @@ def _in_memory(source: Any, tok: Any, opts: BuildOptions, progress: Callable[[in
     return BuildResult(dataset, report)
 
 
+def _recipe_in_memory(recipe: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None) -> BuildResult:
+    """A recipe's mixture (`ftdata.mix.build`); its fingerprint covers the recipe and every source file."""
+    from ftdata.mix.build import build_recipe
+
+    if opts.output.rejects_path:
+        inputs = safeio.input_paths(recipe.origin, *(f for s in recipe.sources for f in s.files()))
+        safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
+    dataset, report = build_recipe(recipe, tokenizer=tok, options=opts, progress=progress)
+    report.fingerprint = recipe_fingerprint(recipe, tok, opts.data)
+    return BuildResult(dataset, report, options=opts)
+
+
+def recipe_fingerprint(recipe: Any, tokenizer: Any, options: DataOptions) -> str:
+    """What identifies a recipe build: the recipe file, every source file's content, the tokenizer, the options."""
+    h = hashlib.sha256(build_fingerprint(recipe.origin, tokenizer, options).encode())
+    for spec in recipe.sources:
+        h.update(json.dumps([spec.name, spec.weight, spec.epochs_max, plain_mapping(spec.options)], sort_keys=True, default=str).encode())
+        for path in spec.files():
+            h.update(safeio.source_id(path).encode())
+    return h.hexdigest()[:16]
+
+
+def plain_mapping(options: Any) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in dict(options).items()}
+
+
+def _as_recipe(source: Any, options: BuildOptions | None, flat: dict[str, Any]) -> tuple[Any, BuildOptions | None]:
+    """(the recipe, its options with the given run and output options) when `source` is a recipe, else as given.
+
+    Raises:
+        ConfigError: a data option given beside a recipe (it belongs in the recipe).
+    """
+    from ftdata.mix import Recipe, is_recipe, load_recipe
+
+    if not isinstance(source, Recipe):
+        if not (isinstance(source, (str, Path)) and is_recipe(source)):
+            return source, options
+        source = load_recipe(source)
+    given = options.to_mapping() if options is not None else flat
+    beside = {k: v for k, v in given.items() if k in DATA_FIELDS and v != DATA_FIELDS[k].default}
+    if beside:
+        raise ConfigError(f"{source.origin}: a recipe carries its data options: set {', '.join(sorted(beside))} in the recipe, not beside it")
+    run_output = {k: v for k, v in given.items() if k not in DATA_FIELDS}
+    from ftdata.mix.build import check_shares
+
+    check_shares(source)  # a share that cannot be met fails before any tokenizing
+    return source, source.build_options().updated(**run_output)
+
+
 def _output_format(output_format: str | None, *, sharded: bool) -> str:
     if sharded:
         return "parquet"
@@ -151,9 +207,12 @@ def _to_out(
     protect: Sequence[Any], config: Path | None, progress: Callable[[int], None] | None,
 ) -> BuildResult:  # fmt: skip
     """The build written into OUT (a folder, or with engine=ray a URI), build.json last."""
+    from ftdata.mix import Recipe
+
+    recipe = isinstance(source, Recipe)
     ray = opts.run.engine is Engine.RAY
     remote = store.is_uri(str(out))
-    sharded = ray and output_format in (None, "parquet")
+    sharded = ray and not recipe and output_format in (None, "parquet")  # a recipe is mixed here, whatever the engine
     if remote and not sharded:
         raise ConfigError(
             f"-o {out}: only engine=ray writes to a URI (every node writes its shards there); "
@@ -165,7 +224,8 @@ def _to_out(
         opts = opts.updated(rejects_path=str(folder / export.REJECTS))
     if sharded and opts.output.cache_dir:
         opts = opts.updated(cache_dir=None)  # workers write straight to OUT: there is nothing to cache
-    inputs = safeio.input_paths(source, *protect, opts.data.template)
+    named = [source.origin, *(f for s in source.sources for f in s.files())] if recipe else [source, opts.data.template]
+    inputs = safeio.input_paths(*named, *protect)
     if opts.output.rejects_path:
         safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
     with store.StoreOut(str(out)) if remote else safeio.OutputDir(folder, inputs=inputs) as target:
@@ -186,7 +246,7 @@ def _to_out(
                 target.adopt(path.name)
         fingerprint = report.fingerprint or build_fingerprint(source, tok, opts.data)  # without a cache, build.json records it anyway
         record = export.manifest(
-            data=str(source), tokenizer=tok, tokenizer_name=tokenizer_name, options=opts, report=report,
+            data=source.origin if recipe else str(source), tokenizer=tok, tokenizer_name=tokenizer_name, options=opts, report=report,
             fingerprint=fingerprint, output_format=fmt, files=files, config=config, rejects=rejects_name,
         )  # fmt: skip
         export.write_manifest(target, record)
@@ -222,7 +282,10 @@ def build(
     """
     if options is not None and flat:
         raise ConfigError(f"pass options as keywords or as options=, not both (got {', '.join(flat)})")
+    source, options = _as_recipe(source, options, flat)
     opts = options or BuildOptions.from_mapping(flat)
+    if tokenizer is None and getattr(source, "tokenizer", None):
+        tokenizer = source.tokenizer  # a recipe names its tokenizer
     tok = load_tokenizer(tokenizer)
     if out is None:
         if output_format is not None:

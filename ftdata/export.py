@@ -164,12 +164,25 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
     for split, stats in (report.packing or {}).items():
         rows.append((f"fill ({split})", f"{stats.fill_ratio:.1%} ({stats.sequences_per_row:.2f} sequences/row)"))
     rows.append(("splits", ", ".join(f"{name} {n:,}" for name, n in report.splits.items())))
+    for source in report.mix or []:
+        rows.append((f"source {source['source']}", mix_line(source)))
     for code, n in report.notes.most_common(NOTES_SHOWN):
         text = "; ".join(spell(t) for t in report.note_texts.get(code, [code.value]))
         rows.append(("note", f"{text} ({n:,} {'example' if n == 1 else 'examples'})"))
     for label, value in rows:
         table.add_row(label, value)
     return table
+
+
+def mix_line(source: dict[str, Any]) -> str:
+    """One source of a recipe build: what it gave, its shares in every unit next to the target."""
+    unit = source["mix_by"]
+    shares = ", ".join(f"{source[u]['share']:.2%} of {u.replace('_', ' ')}" for u in ("records", "tokens", "trained_tokens"))
+    removed = [f"{source[k]:,} {k}" for k in ("deduplicated", "decontaminated", "not_drawn") if source[k]]
+    removed += [f"{n:,} {code}" for code, n in source["rejected"].items()]
+    tail = f"; {', '.join(removed).replace('not_drawn', 'not drawn')}" if removed else ""
+    return (f"{source['used']:,} of {source['read']:,} records ({source['repeats']:,} repeats): {shares} "
+            f"(target {source['target_share']:.2%} of {unit.replace('_', ' ')}){tail}")  # fmt: skip
 
 
 def count_records(data: str, *, limit: int | None) -> int | None:

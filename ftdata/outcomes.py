@@ -21,6 +21,7 @@ class RejectStage(StrEnum):
     RENDER = "render"  # the template could not render it, or would render it wrong
     VERIFY = "verify"  # the trained tokens do not cover / decode to the response text
     TRUNCATE = "truncate"  # too long for max_length: cut (kept) or rejected
+    MIX = "mix"  # a recipe removed it: a duplicate, an evaluation overlap, or not drawn for its source's share
 
 
 class RejectCode(StrEnum):
@@ -48,6 +49,9 @@ class RejectCode(StrEnum):
     END_CUT = "end_cut"  # cut: truncation=keep_start
     START_CUT = "start_cut"  # cut: truncation=keep_end shortened a response's start
     SPLIT = "split"  # cut: truncation=split made several conversations
+    DUPLICATE = "duplicate"  # recipe dedup: the record repeats one kept before it
+    CONTAMINATED = "contaminated"  # recipe decontaminate: an n-gram of it is in an evaluation record
+    NOT_DRAWN = "not_drawn"  # recipe mixing: its source's share was met without it (not an error)
 
 
 class NoteCode(StrEnum):

@@ -278,23 +278,22 @@ def split_by_record(groups: np.ndarray, test_size: float | int, seed: int) -> tu
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
-def finish(path: Path, options: DataOptions, report: BuildReport, *, pad_id: int = 0) -> Any:
-    """Arrow file -> Dataset or DatasetDict, shuffled, split, packed or padded per options."""
+def finish(
+    path: Path, options: DataOptions, report: BuildReport, *, pad_id: int = 0, splits: dict[str, np.ndarray] | None = None
+) -> Any:
+    """Arrow file -> Dataset or DatasetDict, shuffled, split, packed or padded per options.
+
+    `splits`: the rows of each split as indices into the file (a row may repeat), chosen by
+    the caller (a recipe's mixture); then the options' shuffle and test_size are not applied.
+    """
     import datasets
 
     # What packing and splitting read of the rows, without mapping the tokens into this process.
     source = RowsFile(path) if options.packing or options.test_size is not None else None
     dataset = None if options.packing else datasets.Dataset.from_file(str(path))  # packed rows come from `source`
-    n = len(source.lengths) if source is not None else len(dataset)  # type: ignore[arg-type]
-    # Row order as indices into the rows file (None: file order), the permutation of `Dataset.shuffle(seed)`.
-    order = np.random.default_rng(options.seed).permutation(n) if options.shuffle else None
-    positions: dict[str, np.ndarray | None] = {"train": None}  # positions in `order`; None = all rows
-    if source is not None and options.test_size is not None:
-        groups = source.groups if order is None else source.groups[order]
-        positions["train"], positions["test"] = split_by_record(groups, options.test_size, options.seed)
+    picks = dict(splits) if splits is not None else _splits(source, dataset, options)
     out: dict[str, Any] = {}
-    for name, picked in positions.items():
-        rows = order if picked is None else picked if order is None else order[picked]  # into the rows file
+    for name, rows in picks.items():
         target = path.with_name(f"{name}.arrow")
         if source is not None and options.packing:
             report.packing = report.packing or {}
@@ -313,7 +312,19 @@ def finish(path: Path, options: DataOptions, report: BuildReport, *, pad_id: int
         out[name] = split.remove_columns(RECORD) if RECORD in split.column_names else split
     report.rows = sum(len(s) for s in out.values())
     report.splits = {name: len(s) for name, s in out.items()}
-    return datasets.DatasetDict(out) if options.test_size is not None else out["train"]
+    return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]
+
+
+def _splits(source: RowsFile | None, dataset: Any, options: DataOptions) -> dict[str, np.ndarray | None]:
+    """Each split's rows as indices into the rows file (None: every row in file order): shuffled, split by record."""
+    n = len(source.lengths) if source is not None else len(dataset)
+    # Row order as indices into the rows file (None: file order), the permutation of `Dataset.shuffle(seed)`.
+    order = np.random.default_rng(options.seed).permutation(n) if options.shuffle else None
+    if source is None or options.test_size is None:
+        return {"train": order}
+    groups = source.groups if order is None else source.groups[order]
+    train, test = split_by_record(groups, options.test_size, options.seed)  # positions in `order`
+    return {"train": train if order is None else order[train], "test": test if order is None else order[test]}
 
 
 REJECTS = "rejects.jsonl"

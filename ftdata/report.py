@@ -93,11 +93,15 @@ class BuildReport:
     seconds: float = 0.0
     cached: bool = False
     rejects_path: str | None = None
+    not_drawn: int = 0  # recipe records left out by mixing (written to the rejects file, not rejected)
+    mix: list[dict[str, Any]] | None = None  # recipe: one row per source (see ftdata.mix.build)
     sample_rejects: list[Reject] = field(default_factory=list)
 
     def add(self, reject: Reject) -> None:
         if reject.stage is RejectStage.FILTER:
             self.filtered += 1
+        elif reject.code is RejectCode.NOT_DRAWN:  # a choice of the mixture, not a rejection
+            self.not_drawn += 1
         else:
             (self.cut if reject.kept else self.rejected)[reject.code] += 1
         self._sample([reject])
@@ -122,7 +126,7 @@ class BuildReport:
         Only the counts merge: labels (source, tokenizer, ...) and the output's numbers
         (rows, splits, packing) stay this report's.
         """
-        for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered"):
+        for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))

@@ -109,6 +109,7 @@ class Recipe:
     decontaminate: tuple[str, ...] = ()  # evaluation files: paths or globs, absolute
     ngram: int = 13
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # recipe-level build options
+    origin: str = "recipe"  # the file, in messages and in build.json
 
     @property
     def shares(self) -> tuple[float, ...]:
@@ -166,7 +167,7 @@ class Recipe:
             raise ConfigError(f"{origin}: two sources are named {twice!r}; add `name:` to one of them")
         return cls(
             sources=sources,
-            tokenizer=_optional_str(top.get("tokenizer"), "tokenizer", where=origin),
+            tokenizer=_tokenizer(_optional_str(top.get("tokenizer"), "tokenizer", where=origin), base),
             mix_by=_choice(MixBy, top.get("mix_by") or MixBy.RECORDS, "mix_by", where=origin),  # type: ignore[arg-type]
             total=_total(top.get("total"), where=origin),
             seed=whole.data.seed,
@@ -175,6 +176,7 @@ class Recipe:
             decontaminate=tuple(_paths(top.get("decontaminate"), base=base, where=origin)),
             ngram=_positive_int(top.get("ngram", 13), "ngram", where=origin),
             options=MappingProxyType(options),
+            origin=origin,
         )
 
 
@@ -287,6 +289,14 @@ def _path(value: str, base: Path) -> str:
         return value
     path = Path(value).expanduser()
     return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _tokenizer(value: str | None, base: Path | None) -> str | None:
+    """A tokenizer folder relative to the recipe file when one is there; else as given (a cached hub id)."""
+    if value is None or base is None or is_uri(value) or Path(value).expanduser().is_absolute():
+        return value
+    candidate = Path(_path(value, base))
+    return str(candidate) if candidate.exists() else value
 
 
 def _paths(value: Any, *, base: Path, where: str) -> list[str]:

@@ -1,0 +1,304 @@
+"""A recipe built: every source through the run loop, then deduplicated, decontaminated, split and mixed.
+
+    source 1 ─┐   loop.run (its own options)         one rows file        per record: units, split
+    source 2 ─┼─▶ rows + rendered text per record ─▶ + dedup / eval  ──▶ plan_mix ──▶ rows of each split
+    source 3 ─┘   (every engine: the same records)     overlap checks      (seeded)     ──▶ output.finish
+
+Every decision is taken here, in record order, from what the records are: the same seed gives
+the same mixture under every engine. Each source's records are split (test_size) before
+mixing, so no copy of a test record is drawn into train; the test split keeps each held-out
+record once. A record removed as a duplicate or an evaluation overlap, or left out by the
+mixture, is written to the rejects file with its source and what it repeats or overlaps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ftdata import loop, output, safeio
+from ftdata.engine import Measured, Ran, Stage, chunk
+from ftdata.errors import FtdataError, Location
+from ftdata.mix.contamination import EvalIndex
+from ftdata.mix.dedup import Deduplicator
+from ftdata.mix.recipe import Dedup, MixBy, Recipe
+from ftdata.mix.shares import Plan, SourceSizes, plan_mix
+from ftdata.options import BuildOptions
+from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.report import BuildReport, Reject, RejectsWriter
+from ftdata.types import IGNORE_INDEX
+
+__all__ = ["build_recipe", "check_shares"]
+
+UNITS = ("records", "tokens", "trained_tokens")
+
+
+@dataclass
+class _Part:
+    """A batch of one source: the build's chunk, and each kept record's location (and text, when asked)."""
+
+    chunk: Any
+    located: list[tuple[int, Location, str]]  # (record in the batch, its location, its rendered text or "")
+
+
+def _records(stage: Stage, ran: Ran, *, texts: bool) -> _Part:
+    seen: dict[int, tuple[Location, list[str]]] = {}
+    for record, item, result in ran.outcomes:
+        if isinstance(item, Measured) and result is not None and result.rows:
+            where, parts = seen.setdefault(record, (item.example.source, []))
+            if texts:
+                parts.append(item.rendered.text)
+    return _Part(chunk(ran), [(record, where, "\n".join(parts)) for record, (where, parts) in seen.items()])
+
+
+def _with_texts(stage: Stage, ran: Ran) -> _Part:
+    """The recipe reducer when dedup or decontamination reads the texts (module level: it travels by name)."""
+    return _records(stage, ran, texts=True)
+
+
+def _without_texts(stage: Stage, ran: Ran) -> _Part:
+    return _records(stage, ran, texts=False)
+
+
+@dataclass
+class _Source:
+    """What the build learned of one source: its records' ids in the rows file and its counts."""
+
+    name: str
+    report: BuildReport
+    first: int = 0  # record ids first .. last (ArrowRows numbering)
+    last: int = 0
+    removed: dict[str, int] = field(default_factory=lambda: {"deduplicated": 0, "decontaminated": 0})
+
+
+class _Records:
+    """Each kept record's location, kept compactly (file number, line, index) by record id."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self._file_ids: dict[str, int] = {}
+        self.ids: list[np.ndarray] = []
+        self.where: list[np.ndarray] = []
+
+    def add(self, ids: list[int], locations: list[Location]) -> None:
+        self.ids.append(np.asarray(ids, dtype=np.int64))
+        rows = [(self._file_ids.setdefault(loc.source, len(self._file_ids)), -1 if loc.line is None else loc.line,
+                 -1 if loc.index is None else loc.index) for loc in locations]  # fmt: skip
+        self.where.append(np.asarray(rows, dtype=np.int64).reshape(-1, 3))
+        self.files = list(self._file_ids)
+
+    def locations(self, records: np.ndarray) -> list[str]:
+        """The locations of `records` (ids), in that order."""
+        if not len(records):
+            return []
+        ids, where = np.concatenate(self.ids), np.concatenate(self.where)
+        order = np.argsort(ids)
+        at = order[np.searchsorted(ids, records, sorter=order)]
+        return [str(Location(self.files[f], None if line < 0 else int(line), None if index < 0 else int(index))) for f, line, index in where[at]]
+
+
+def _units_per_record(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(record of each row, tokens of each row, trained tokens of each row) of the rows file."""
+    rows = output.RowsFile(path)
+    trained = np.zeros(len(rows.lengths), dtype=np.int64)
+    step = 1 << 16
+    for start in range(0, len(rows.lengths), step):
+        picked = np.arange(start, min(start + step, len(rows.lengths)))
+        labels = rows.gather("labels", picked) != IGNORE_INDEX
+        bounds = np.concatenate([[0], np.cumsum(rows.lengths[picked])[:-1]])
+        trained[picked] = np.add.reduceat(labels, bounds) if len(labels) else 0
+    return rows.groups, rows.lengths, trained
+
+
+def build_recipe(
+    recipe: Recipe, *, tokenizer: Any, options: BuildOptions, progress: Callable[[int], None] | None = None
+) -> tuple[Any, BuildReport]:
+    """Build `recipe` in memory: the mixed dataset and its report (`report.mix`: one row per source).
+
+    `options`: the recipe's whole-build options as the caller resolved them (run options,
+    rejects path). Sources are read in order; so are their records.
+
+    Raises:
+        ConfigError: a target no source can meet (before anything is written), a bad recipe.
+        FtdataError: what a source's records raise; nothing kept.
+    """
+    started = time.perf_counter()
+    data = options.data
+    report = BuildReport(source=recipe.origin, tokenizer=str(getattr(tokenizer, "name_or_path", "")), template="per source")
+    scratch = safeio.scratch_dir()
+    rows = output.ArrowRows(scratch / "rows.arrow")
+    sink = RejectsWriter(report, options.output.rejects_path)
+    texts = recipe.dedup is not Dedup.NONE or bool(recipe.decontaminate)
+    dedup: Deduplicator[int] | None = Deduplicator(recipe.dedup, threshold=recipe.near_threshold) if recipe.dedup is not Dedup.NONE else None
+    index = EvalIndex.from_files(recipe.eval_files(), n=recipe.ngram) if recipe.decontaminate else None
+    records = _Records()
+    removed: set[int] = set()
+    duplicates: list[tuple[str, str, int, str]] = []  # (location, source, the record it repeats, how): written at the end
+    sources: list[_Source] = []
+    try:
+        for spec in recipe.sources:
+            source = _Source(spec.name, BuildReport(source=spec.name), first=rows.records)
+            merged = BuildOptions.from_mapping({**recipe.options, **spec.options})
+            stage = Stage(tokenizer, merged.data)
+            for path in spec.files():
+                parts = loop.run(
+                    path, stage, options.run, _with_texts if texts else _without_texts, report=source.report,
+                    progress=progress, empty_ok=True,
+                )  # fmt: skip
+                for part in parts:
+                    base = rows.records
+                    c = part.chunk
+                    rows.write(c.ids, c.labels, c.lengths, c.groups)
+                    sink.write(c.rejects)
+                    records.add([base + r for r, _, _ in part.located], [where for _, where, _ in part.located])
+                    for r, where, text in part.located:
+                        if _removed(base + r, where, text, source=source, dedup=dedup, index=index, sink=sink, duplicates=duplicates):
+                            removed.add(base + r)
+            source.last = rows.records
+            if source.report.records == 0:
+                raise FtdataError(f"{recipe.origin}: source {spec.name!r} ({spec.data}) has no records")
+            sources.append(source)
+        rows.close()
+        originals = records.locations(np.asarray([d[2] for d in duplicates], dtype=np.int64))
+        sink.write([Reject(where, RejectStage.MIX, RejectCode.DUPLICATE, f"source {name!r}: duplicates {original} ({how})")
+                    for (where, name, _, how), original in zip(duplicates, originals)])  # fmt: skip
+        splits, mix = _mixture(recipe, data, sources, rows.path, removed, records, sink)
+    except BaseException:
+        sink.abort()
+        rows.close()
+        raise
+    sink.close()
+    for source in sources:
+        report.merge(source.report)
+    report.mix = mix
+    report.rejects_path = options.output.rejects_path
+    if not len(splits["train"]):
+        raise FtdataError(f"{recipe.origin}: the mixture has no records (every record was rejected or removed)")
+    dataset = output.finish(rows.path, data, report, splits=splits)
+    report.sequences = int(sum(m["sequences"] for m in mix))
+    report.tokens = int(sum(m["tokens"]["used"] for m in mix))
+    report.trained_tokens = int(sum(m["trained_tokens"]["used"] for m in mix))
+    report.seconds = round(time.perf_counter() - started, 3)
+    return dataset, report
+
+
+def _removed(record: int, where: Location, text: str, *, source: _Source, dedup: Deduplicator[int] | None,
+             index: EvalIndex | None, sink: RejectsWriter, duplicates: list[tuple[str, str, int, str]]) -> bool:  # fmt: skip
+    """Whether a record overlaps an evaluation record (its reject written now) or repeats a kept
+    one (its reject written at the end, when the location of the one it repeats is looked up)."""
+    if index is not None and (hit := index.check(text)) is not None:
+        source.removed["decontaminated"] += 1
+        reason = f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in {len(hit.ngram.split())} words: {hit.ngram!r}"
+        reject = Reject(str(where), RejectStage.MIX, RejectCode.CONTAMINATED, reason)
+        source.report.add(reject)
+        sink.write([reject])
+        return True
+    if dedup is not None and (dup := dedup.check(record, text)) is not None:
+        source.removed["deduplicated"] += 1
+        source.report.rejected[RejectCode.DUPLICATE] += 1
+        duplicates.append((str(where), source.name, dup.original, "exact" if dup.jaccard == 1.0 else f"near, Jaccard {dup.jaccard:.2f}"))
+        return True
+    return False
+
+
+def _mixture(
+    recipe: Recipe, data: Any, sources: list[_Source], path: Path, removed: set[int], records: _Records, sink: RejectsWriter
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """The rows of train (mixed, with repeats) and test (held out before mixing), and the per-source table.
+
+    Raises:
+        ConfigError: a source cannot meet its share (plan_mix names it).
+    """
+    groups, lengths, trained = _units_per_record(path)
+    n_records = int(groups.max()) + 1 if len(groups) else 0
+    per = {
+        "records": np.zeros(n_records, dtype=np.int64),
+        "tokens": np.bincount(groups, weights=lengths, minlength=n_records).astype(np.int64),
+        "trained_tokens": np.bincount(groups, weights=trained, minlength=n_records).astype(np.int64),
+    }
+    per["records"][np.unique(groups)] = 1
+    held = _held_out(groups, sources, data, removed)
+    kept = []  # per source: its train records (ids, ascending)
+    for source in sources:
+        ids = np.arange(source.first, source.last)
+        ids = ids[(per["records"][ids] == 1) & ~np.isin(ids, list(removed)) & ~np.isin(ids, held)]
+        kept.append(ids)
+    unit = recipe.mix_by.value
+    plan = plan_mix(
+        [SourceSizes(s.name, per[unit][ids], w, spec.epochs_max) for s, ids, w, spec in zip(sources, kept, recipe.shares, recipe.sources)],
+        total=recipe.total, seed=recipe.seed, unit=unit,
+    )  # fmt: skip
+    drawn = np.concatenate([np.repeat(ids, sp.counts) for ids, sp in zip(kept, plan.sources)]) if kept else np.zeros(0, dtype=np.int64)
+    for ids, sp, source in zip(kept, plan.sources, sources):
+        left = ids[sp.counts == 0]
+        sink.write([Reject(where, RejectStage.MIX, RejectCode.NOT_DRAWN, f"source {source.name!r}: its share is met without it")
+                    for where in records.locations(left)])  # fmt: skip
+        source.report.not_drawn += len(left)
+    rows_of = _rows_by_record(groups)
+    train = np.concatenate([rows_of[r] for r in drawn.tolist()]) if len(drawn) else np.zeros(0, dtype=np.int64)
+    if data.shuffle:
+        train = train[np.random.default_rng(recipe.seed).permutation(len(train))]
+    splits = {"train": train}
+    if data.test_size is not None:
+        splits["test"] = np.flatnonzero(np.isin(groups, held))
+    return splits, _table(plan, sources, kept, per, recipe, lengths, groups)
+
+
+def _held_out(groups: np.ndarray, sources: list[_Source], data: Any, removed: set[int]) -> np.ndarray:
+    """Each source's test records (test_size of its records, seeded), chosen before any mixing."""
+    if data.test_size is None:
+        return np.zeros(0, dtype=np.int64)
+    out = []
+    for i, source in enumerate(sources):
+        ids = np.unique(groups[(groups >= source.first) & (groups < source.last)])
+        ids = ids[~np.isin(ids, list(removed))]
+        n_test = output.check_split(len(ids), data.test_size)
+        out.append(np.sort(np.random.default_rng([data.seed, i]).choice(ids, size=n_test, replace=False)))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def _rows_by_record(groups: np.ndarray) -> dict[int, np.ndarray]:
+    order = np.argsort(groups, kind="stable")
+    ids, starts = np.unique(groups[order], return_index=True)
+    return {int(r): rows for r, rows in zip(ids, np.split(order, starts[1:]))}
+
+
+def _table(plan: Plan, sources: list[_Source], kept: list[np.ndarray], per: dict[str, np.ndarray], recipe: Recipe,
+           lengths: np.ndarray, groups: np.ndarray) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per source: what was read, rejected, removed, used and repeated, and the shares in every unit."""
+    used = {unit: plan.units_in([per[unit][ids] for ids in kept]) for unit in UNITS}
+    whole = {unit: sum(used[unit]) or 1 for unit in UNITS}
+    rows_per_record = np.bincount(groups, minlength=len(per["records"]))
+    out = []
+    for i, (source, sp, ids) in enumerate(zip(sources, plan.sources, kept)):
+        r = source.report
+        out.append({
+            "source": source.name, "read": r.records, "rejected": {str(k.value): n for k, n in r.rejected.items() if k not in (RejectCode.DUPLICATE, RejectCode.CONTAMINATED)},
+            "filtered": r.filtered, **source.removed, "available": len(ids), "used": sp.records, "repeats": sp.repeats,
+            "not_drawn": r.not_drawn, "sequences": int(np.dot(rows_per_record[ids], sp.counts)),
+            "mix_by": recipe.mix_by.value, "target_share": round(sp.target_share, 6),
+            **{unit: {"used": used[unit][i], "share": round(used[unit][i] / whole[unit], 6)} for unit in UNITS},
+        })  # fmt: skip
+    return out
+
+
+def check_shares(recipe: Recipe) -> None:
+    """Before any tokenizing: a recipe mixed by records whose target a source cannot meet even
+    if every record of it were usable (counted without reading, where the format allows).
+
+    Raises:
+        ConfigError: the planner's message, naming the source, what it has and what it needs.
+    """
+    if recipe.mix_by is not MixBy.RECORDS:
+        return  # tokens are known once the records are tokenized: the planner checks then
+    from ftdata.export import count_records
+
+    counts = [sum(count_records(path, limit=None) or 0 for path in spec.files()) for spec in recipe.sources]
+    if all(counts):
+        plan_mix([SourceSizes(s.name, np.ones(n, dtype=np.int64), s.weight, s.epochs_max) for s, n in zip(recipe.sources, counts)],
+                 total=recipe.total, seed=recipe.seed, unit="records")  # fmt: skip

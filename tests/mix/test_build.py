@@ -1,0 +1,142 @@
+"""A recipe built end to end: the same mixture on every engine, exact shares, removals reported, no test leak."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import DATASETS, TOKENIZERS
+
+import ftdata
+from ftdata.errors import ConfigError
+
+needs_data = pytest.mark.skipif(not DATASETS.is_dir(), reason=f"shared datasets not found at {DATASETS}")
+ALPACA = DATASETS / "alpaca" / "llamafactory_alpaca_en_demo.json"
+GLAIVE = DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json"
+LAMINI = DATASETS / "lamini" / "lamini_docs_nested.jsonl"
+
+
+def write_recipe(folder: Path, **top: Any) -> Path:
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(top, sort_keys=False))
+    return path
+
+
+def three_sources(folder: Path, **top: Any) -> Path:
+    """The issue's three shared sources: Alpaca, glaive tool calls (Qwen 2.5 writes them), Lamini Q&A."""
+    sources = [
+        {"data": str(ALPACA), "name": "alpaca", "weight": 0.5},
+        {"data": str(GLAIVE), "name": "glaive", "weight": 0.3, "epochs_max": 3},
+        {"data": str(LAMINI), "name": "lamini", "weight": 0.2, "template": "question-answer"},
+    ]
+    return write_recipe(folder, tokenizer=str(TOKENIZERS / "qwen2.5-instruct"), max_length=1024, on_error="skip", sources=sources, **top)
+
+
+def rows_digest(dataset: Any) -> list[list[int]]:
+    return [list(map(int, r)) for r in dataset["input_ids"]]
+
+
+@needs_data
+def test_a_three_source_recipe_is_the_same_mixture_on_every_engine(tmp_path: Path) -> None:
+    recipe = three_sources(tmp_path, mix_by="records", total=600)
+    local = ftdata.build(recipe)
+    processes = ftdata.build(recipe, engine="processes", num_workers=2, batch_size=64)
+    assert rows_digest(local.dataset) == rows_digest(processes.dataset)
+    assert local.report.mix == processes.report.mix
+    used = {s["source"]: s["used"] for s in local.report.mix}
+    assert used == {"alpaca": 300, "glaive": 180, "lamini": 120}  # 600 records at 0.5 / 0.3 / 0.2, exactly
+
+
+@needs_data
+@pytest.mark.parametrize("unit", ["tokens", "trained_tokens"])
+def test_shares_in_tokens_are_within_half_a_percent(tmp_path: Path, unit: str) -> None:
+    recipe = three_sources(tmp_path, mix_by=unit)
+    mix = ftdata.build(recipe).report.mix
+    assert mix is not None
+    for source in mix:
+        assert source[unit]["share"] == pytest.approx(source["target_share"], rel=0.005), source
+    glaive = next(s for s in mix if s["source"] == "glaive")
+    assert glaive["used"] <= 3 * glaive["available"]  # epochs_max=3
+
+
+@needs_data
+def test_a_planted_duplicate_and_an_eval_overlap_are_removed_and_reported(tmp_path: Path) -> None:
+    alpaca = json.loads(ALPACA.read_text())
+    mine = tmp_path / "mine.jsonl"
+    planted = {"instruction": alpaca[7]["instruction"].upper(), "input": alpaca[7]["input"], "output": "  " + alpaca[7]["output"]}
+    mine.write_text("\n".join(json.dumps(r) for r in [{"instruction": "Say hi.", "output": "Hi!"}, planted]) + "\n")
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(json.dumps({"question": "q", "answer": alpaca[11]["output"]}) + "\n")
+    sources = [{"data": str(ALPACA), "name": "alpaca", "weight": 1}, {"data": str(mine), "name": "mine", "weight": 1}]
+    recipe = write_recipe(tmp_path, dedup="exact", decontaminate=[str(evals)], sources=sources, template="alpaca")
+    result = ftdata.build(recipe, rejects_path=str(tmp_path / "rejects.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    dup = [r for r in lines if r["code"] == "duplicate" and r["location"].startswith(str(mine))]
+    over = [r for r in lines if r["code"] == "contaminated"]
+    assert [(r["location"], r["stage"]) for r in dup] == [(f"{mine}:2", "mix")]  # (the Alpaca demo repeats 14 of its own)
+    assert f"duplicates {ALPACA}[7] (exact)" in dup[0]["reason"] and "source 'mine'" in dup[0]["reason"]
+    assert [r["location"] for r in over] == [f"{ALPACA}[11]"]
+    assert f"overlaps evaluation record {evals}:1" in over[0]["reason"]
+    by_name = {s["source"]: s for s in result.report.mix}  # type: ignore[union-attr]
+    assert (by_name["alpaca"]["decontaminated"], by_name["mine"]["deduplicated"]) == (1, 1)
+    # everything once: 'mine' has one record left, so alpaca is drawn down to one record too
+    assert (by_name["alpaca"]["used"], by_name["mine"]["used"]) == (1, 1)
+    assert result.report.not_drawn == by_name["alpaca"]["available"] - 1
+
+
+@needs_data
+def test_no_test_record_reaches_train(tmp_path: Path) -> None:
+    # upsampled (glaive repeats to reach its share) and deduplicated: the shared sets repeat some records verbatim
+    recipe = three_sources(tmp_path, mix_by="records", total=900, test_size=0.1, dedup="exact")
+    built = ftdata.build(recipe).dataset
+    train = {tuple(r) for r in built["train"]["input_ids"]}
+    test = [tuple(r) for r in built["test"]["input_ids"]]
+    assert len(test) > 0 and not any(t in train for t in test)
+    assert len(set(test)) == len(test)  # each held-out record once
+
+
+def test_a_share_no_source_can_meet_fails_before_anything_is_written(tmp_path: Path) -> None:
+    small = tmp_path / "small.jsonl"
+    small.write_text("\n".join(json.dumps({"instruction": f"q{i}", "output": "a"}) for i in range(3)) + "\n")
+    big = tmp_path / "big.jsonl"
+    big.write_text("\n".join(json.dumps({"instruction": f"w{i}", "output": "b"}) for i in range(30)) + "\n")
+    recipe = write_recipe(tmp_path, template="alpaca", mix_by="records", total=20,
+                          sources=[{"data": str(small), "weight": 1}, {"data": str(big), "weight": 1}])  # fmt: skip
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"source 'small' has 3 records but its share of total=20 needs 10: .*epochs_max=4 would do"):
+        ftdata.build(recipe, out)
+    assert not out.exists()
+
+
+def test_data_options_beside_a_recipe_are_refused(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    recipe = write_recipe(tmp_path, sources=[{"data": str(data)}])
+    with pytest.raises(ConfigError, match=r"a recipe carries its data options: set max_length in the recipe"):
+        ftdata.build(recipe, max_length=64)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(20, 120), min_size=2, max_size=3), weights=st.lists(st.integers(1, 9), min_size=3, max_size=3),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_random_weights_and_sizes_get_their_record_shares(char_tok, tmp_path_factory: Any, sizes: list[int], weights: list[int], seed: int) -> None:
+    folder = tmp_path_factory.mktemp("mix")
+    sources = []
+    for i, n in enumerate(sizes):
+        path = folder / f"s{i}.jsonl"
+        path.write_text("\n".join(json.dumps({"instruction": f"s{i} q{j}", "output": "ok" * (1 + j % 4)}) for j in range(n)) + "\n")
+        sources.append({"data": str(path), "weight": weights[i], "epochs_max": 4})
+    recipe = write_recipe(folder, template="alpaca", max_length=512, mix_by="records", seed=seed, sources=sources)
+    first = ftdata.build(recipe, tokenizer=char_tok)
+    mix = first.report.mix
+    assert mix is not None
+    used = np.array([s["used"] for s in mix])
+    target = np.array(weights[: len(sizes)]) / sum(weights[: len(sizes)]) * used.sum()
+    assert np.all(np.abs(used - target) <= 1)  # whole records: each within one record of its share
+    assert rows_digest(ftdata.build(recipe, tokenizer=char_tok).dataset) == rows_digest(first.dataset)  # same seed, same mixture
