@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -27,6 +28,7 @@ from typer.core import TyperGroup
 from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.terminal import dumps
+from ftdata.options import DataOptions
 from ftdata.types import Engine
 
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
@@ -227,6 +229,9 @@ def preview(
     n: Annotated[int, typer.Option("-n", "--num", min=1, help="Number of records to show.")] = 3,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many records first.")] = 0,
     tokens: Annotated[bool, typer.Option("--tokens", help="Also show a table of token id / text / label.")] = False,
+    source: Annotated[Optional[str], typer.Option(
+        "--source", metavar="N|NAME", help="DATA is a recipe: preview this source (1-based number or name; default 1).",
+        show_default=False)] = None,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
@@ -242,6 +247,10 @@ def preview(
         data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
+    if (recipe := _recipe(settings, allow_code=allow_code)) is not None:
+        settings = _source_settings(recipe, settings, source)
+    elif source is not None:
+        raise ConfigError(f"--source picks a source of a recipe; {settings.data} is not a recipe (a YAML file with sources:)")
     stage = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
@@ -278,6 +287,9 @@ def stats(
         data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
+    if (recipe := _recipe(settings, allow_code=allow_code)) is not None:
+        _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
+        return
     stage = _stage(settings)
     with progress_bar("measuring", count_records(settings.data, limit=settings.options.data.limit)) as advance:
         result = collect(settings.data, stage, settings.options.run, progress=advance)
@@ -291,6 +303,59 @@ def stats(
         if path is not None:
             write(result, path)
             console(no_color, stderr=True).print(f"wrote {path}", soft_wrap=True)
+
+
+def _recipe(settings: Settings, *, allow_code: bool) -> Any:
+    """The recipe DATA names (None when DATA is data), with its tokenizer unless --tokenizer gave one.
+
+    Raises:
+        ConfigError: a data option given beside the recipe (it belongs in the recipe file).
+    """
+    from ftdata.mix import is_recipe, load_recipe
+
+    if not is_recipe(settings.data):
+        return None
+    recipe = load_recipe(settings.data, allow_code=allow_code)
+    beside = sorted(k for k, v in dataclasses.asdict(settings.options.data).items() if v != DataOptions.__dataclass_fields__[k].default)
+    if beside:
+        raise ConfigError(f"{recipe.origin}: a recipe carries its data options: set {', '.join(beside)} in the recipe, not beside it")
+    settings.tokenizer = settings.tokenizer or recipe.tokenizer
+    return recipe
+
+
+def _source_settings(recipe: Any, settings: Settings, pick: str | None) -> Settings:
+    """The settings of one source of `recipe`: its first file, its options, the recipe's tokenizer.
+
+    Raises:
+        ConfigError: no such source (the message lists them).
+    """
+    from ftdata.options import BuildOptions
+
+    names = [s.name for s in recipe.sources]
+    index = int(pick) - 1 if pick is not None and pick.isdigit() else names.index(pick) if pick in names else 0 if pick is None else -1
+    if not 0 <= index < len(names):
+        choices = ", ".join(f"{i} ({n})" for i, n in enumerate(names, start=1))
+        raise ConfigError(f"--source {pick}: {recipe.origin} has sources {choices}")
+    spec = recipe.sources[index]
+    opts = BuildOptions.from_mapping({**recipe.options, **spec.options}).updated(**{k: v for k, v in settings.options.to_mapping().items() if k not in DataOptions.__dataclass_fields__})
+    return dataclasses.replace(settings, data=spec.files()[0], options=opts)
+
+
+def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: bool) -> None:
+    """`ftdata stats recipe.yaml`: the per-source table before building."""
+    from ftdata.mix.survey import survey, survey_table
+    from ftdata.resources import load_tokenizer
+
+    tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
+    with progress_bar("measuring", None) as advance:
+        rows = survey(recipe, tokenizer=tok, run=settings.options.run, progress=advance)
+    out = console(no_color)
+    if as_json:
+        out.file.write(dumps({"recipe": recipe.origin, "mix_by": recipe.mix_by.value, "sources": rows}, out, indent=2) + "\n")
+        return
+    out.print(f"recipe     {recipe.origin} (mix_by {recipe.mix_by.value}, tokenizer {tokenizer_label(settings.tokenizer, tok)})", soft_wrap=True)
+    out.print(survey_table(rows, unit=recipe.mix_by.value))
+    out.print("(deduplication and decontamination run in `ftdata build`; they can only lower these counts)", soft_wrap=True)
 
 
 # --- build -------------------------------------------------------------------------------------
