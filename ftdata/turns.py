@@ -101,6 +101,20 @@ def _marked_call(call: dict[str, Any], mark: str) -> dict[str, Any]:
     return {**call, "function": {**call["function"], "arguments": args}}
 
 
+def _aligned(text: str, prompt: str, before: str, done: int, data_start: int) -> str:
+    """P_i as A writes the conversation up to the message before turn i (`before`: its content).
+
+    A template may render an earlier turn differently once a later user message follows it
+    (DeepSeek-V3.2 writes `<think>` into the last exchange and `</think>` into history), so P_i
+    and A part before turn i's own exchange; what P_i writes after that message is what counts.
+    """
+    core = before.strip()
+    at_p, at_a = (prompt.rfind(core), text.rfind(core, done, data_start)) if core else (-1, -1)
+    if at_p < 0 or at_a < 0 or len(os.path.commonprefix([prompt, text])) >= at_a + len(core):
+        return prompt
+    return text[: at_a + len(core)] + prompt[at_p + len(core) :]
+
+
 def tool_name(tool: dict[str, Any]) -> str:
     """The function name of a tool schema (OpenAI `{"type": "function", "function": {...}}` or bare)."""
     inner = tool.get("function", tool)
@@ -213,12 +227,19 @@ class ChatSpans:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
             previous = self._after_previous(text, msgs[:i], done, data_start)
+            if prompt is not None:
+                prompt = _aligned(text, prompt, msgs[i - 1].get("content") or "", done, data_start)
             parted = len(os.path.commonprefix([prompt, text])) if prompt is not None else -1  # in characters
             part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
+            tail = prompt[part if part >= 0 else parted :] if prompt is not None else ""
             after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
-            start, method = self._markup_start(text, part, previous, done, data_start, block, after_tool), "fallback"
+            # After a tool result a generation prompt that writes no role header A writes too continues the
+            # model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`; diffusion_gemma: `<|channel>thought\n`,
+            # then A's `<|turn>model\n`): what A writes from there is the model's.
+            lead = text[part:data_start] if 0 <= part <= data_start else ""
+            unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
+            start, method = self._markup_start(text, part, previous, done, data_start, block, unheaded), "fallback"
             if prompt is not None:
-                tail = prompt[part if part >= 0 else parted :]
                 start, closed = self._after_prompt_tail(text, tail, start, self._answer_start(text, msg, start, data_end))
                 if closed and msg.get("reasoning_content"):
                     notes.append(REASONING_PROMPT_CLOSED)
@@ -402,21 +423,21 @@ class ChatSpans:
         return part
 
     def _markup_start(
-        self, text: str, part: int, previous: int, done: int, data_start: int, block: bool, after_tool: bool = False
+        self, text: str, part: int, previous: int, done: int, data_start: int, block: bool, unheaded: bool = False
     ) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
         -1 when not found; never before `done`, the previous turn's end): where its inference prompt
         and A part (`part`, -1 when not within the turn), when that lies within the turn; else after
         its role header (`block`: the model writes markup before its data) or at its data.
 
-        Before plain content only markup may be taken in: GLM-4.7 prompts with `<think>` and
-        writes `</think>` at the start of history turns, which the model then writes (trained).
+        Before plain content the parting point is taken when it lies after the turn's own role
+        header, or anywhere when the prompt continues the model's turn with no header (`unheaded`):
+        what A writes from there to the content is what the model writes after its prompt. GLM-4.7
+        and Nemotron 3 prompt with `<think>` and write `</think>` at the start of history turns (one
+        token or, in a tokenizer without it, plain text: the model writes it either way).
         """
         lo = max(previous, done)
-        # After a tool result a template may write no role header at all (DeepSeek-V3.2: the result,
-        # then `</think>` and the answer); after a user or system message the header is required.
-        headed = after_tool or self._after_header(text, lo, part, data_start)
-        if 0 <= part <= data_start and (block or (headed and self._markup_only(text[part:data_start]))):
+        if 0 <= part <= data_start and (block or unheaded or self._after_header(text, lo, part, data_start)):
             return part
         header_end = self._header_end(text, lo, data_start)
         if not block:
