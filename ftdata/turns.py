@@ -19,8 +19,8 @@ the last turn the tokenizer's EOS is appended and trained.
 
 When A does not start with P_i (the template rewrites history: Qwen3 drops old reasoning,
 Mistral moves the system prompt), the turn is trained as it appears in A, from where the
-model starts writing (`ftdata.fallback`) to its stop token ("fallback"). Stop tokens are
-`ftdata.stops`'.
+model starts writing (`ftdata.fallback`) to its stop token ("fallback"). Stop tokens come
+from `ftdata.stops`.
 """
 
 from __future__ import annotations
