@@ -15,7 +15,9 @@ from typing import Any, Literal, NamedTuple
 
 from ftdata import limits
 from ftdata.errors import Location, TemplateError
-from ftdata.probes import PROBE, PROBE_TOOL, probe_messages, reasoning_probe, thinking_kwarg, tool_probes, writes_call_reasoning
+from ftdata.probes import (
+    PROBE, PROBE_TOOL, probe_messages, reasoning_probe, thinking_kwarg, tool_probes, writes_call_reasoning,
+)  # fmt: skip
 from ftdata.stops import common_token_prefix, first_token, model_stop_tokens, one_token, turn_stops
 
 __all__ = [  # the token and stop-token helpers live in ftdata.stops; they stay importable from here
@@ -227,7 +229,9 @@ def _positions(full: str) -> dict[str, int]:
     return pos
 
 
-def _generation_prompt(render: ChatRenderer, tokenizer: Any, full: str, only_user: str, pos: dict[str, int]) -> _GenerationPrompt:
+def _generation_prompt(
+    render: ChatRenderer, tokenizer: Any, full: str, only_user: str, pos: dict[str, int]
+) -> _GenerationPrompt:
     """The user footer and the assistant header the generation prompt adds after a user turn."""
     gen = render(probe_messages("u1"), generation=True)
     u_end = gen.find(PROBE["u1"]) + len(PROBE["u1"])
@@ -268,7 +272,8 @@ def _closers(full: str, pos: dict[str, int], prompt: _GenerationPrompt, tokenize
 
 def _prefix_stable(render: ChatRenderer, full: str) -> bool:
     """Whether the full render starts with every generation prompt along it."""
-    return all(full.startswith(render(probe_messages(*names), generation=True)) for names in (("u1",), ("u1", "a1", "u2")))
+    prompts = (render(probe_messages(*names), generation=True) for names in (("u1",), ("u1", "a1", "u2")))
+    return all(full.startswith(prompt) for prompt in prompts)
 
 
 def _after_prompt(render: ChatRenderer, full: str, pos: dict[str, int], prompt: _GenerationPrompt) -> str:

@@ -41,11 +41,14 @@ decides the edge cases that real served templates raise (see `Turn.case`):
 - `think-opened`: the generation prompt opens a think block (or writes other text) that the
   history rendering lacks, so A does not start with P_i: the turn trains as A writes it,
   from where A leaves the text P_i writes after the previous message, through its stop token
-  (a call-only turn is found by its calls: the start does not depend on content).
+  (a call-only turn is found by its calls: the start does not depend on content). Where the
+  two differ only in the whitespace before a tag both write next, the tag is P_i's.
 - `history`: as `think-opened`, but A closes the previous message differently than P_i does
   (vLLM's Hermes template): the turn starts after the header A writes before a sentinel content.
 - `think-closed`: the generation prompt already closes the think block but the turn carries
-  reasoning: only what follows the closing tag in A (the answer, the calls) is trained.
+  reasoning: only what follows the closing tag in A (the answer, the calls) is trained, less
+  what P_i itself writes after its closing tag (Qwen3's `\n\n`; GLM-4.6 writes none, so the
+  `\n` before the answer is the model's).
 - `call-stop` / `model-stop`: the turn ends on the closer only tool calls get (`<|call|>`,
   `<|tools_suffix|>`), or on a stop token of the model's `generation_config.json`
   (`model_stops`) that the probe renders do not find.
@@ -462,7 +465,9 @@ def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, 
     case: tuple[str, ...] = ()
     if A.startswith(P):
         s = len(P)
-        if edge_cases and stops.no_generation_prompt and (header := _header_if_prompt_adds_nothing(render, messages, i, P, A)):
+        adds_nothing = edge_cases and stops.no_generation_prompt
+        header = _header_if_prompt_adds_nothing(render, messages, i, P, A) if adds_nothing else ""
+        if header:
             s, case = s + len(header), ("header",)
     elif edge_cases and (located := _diverged(render, P, messages, i, A, starts, stops)):
         s, case = located
