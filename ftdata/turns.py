@@ -18,22 +18,24 @@ is stopped by the next turn's header, so that header's first token is trained, a
 the last turn the tokenizer's EOS is appended and trained.
 
 When A does not start with P_i (the template rewrites history: Qwen3 drops old reasoning,
-Mistral moves the system prompt), the turn is trained as it appears in A: from the end of
-its role header to its stop token ("fallback").
+Mistral moves the system prompt), the turn is trained as it appears in A, from where the
+model starts writing (`ftdata.fallback`) to its stop token ("fallback"). Stop tokens come
+from `ftdata.stops`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ftdata.errors import Location, TemplateError, UnusableRecord
-from ftdata.markers import ChatRenderer, RoleMarkers, common_token_prefix
+from ftdata.fallback import FallbackStart
+from ftdata.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
+from ftdata.stops import common_token_prefix, first_stop
 from ftdata.types import Example, Rendered
 
 REASONING_DROPPED = Note(
@@ -116,15 +118,7 @@ class ChatSpans:
         self.markers = markers
         self.mask_reasoning = mask_reasoning
         self.eos = tokenizer.eos_token or ""
-        header = markers.assistant_header
-        decoder = tokenizer.backend_tokenizer.get_added_tokens_decoder()
-        self.added = frozenset(decoder)  # ids of added tokens: markup
-        added = {a.content for a in decoder.values()}
-        enc = tokenizer.backend_tokenizer.encode(header, add_special_tokens=False) if header else None
-        ends = [b for a, b in enc.offsets if header[a:b] in added or header[b - 1].isspace()] if enc else []
-        # The role header, whole and cut after markup tokens or line ends, longest first: where a
-        # fallback turn's think block begins when the template re-renders its reasoning.
-        self.headers = tuple(dict.fromkeys(header[:b] for b in (len(header), *reversed(ends)) if header[:b].strip()))
+        self.fallback = FallbackStart(tokenizer, markers)
         # Text that opens another turn: a stop search never runs across it.
         self.openers = tuple(h.strip() for h in (markers.user_header, markers.system_header) if h.strip())
 
@@ -212,23 +206,17 @@ class ChatSpans:
         else:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
-            previous = self._after_previous(text, msgs[:i], done, data_start)
-            parted = len(os.path.commonprefix([prompt, text])) if prompt is not None else -1  # in characters
-            part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
-            after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
-            start, method = self._markup_start(text, part, previous, done, data_start, block, after_tool), "fallback"
-            if prompt is not None:
-                tail = prompt[part if part >= 0 else parted :]
-                start, closed = self._after_prompt_tail(text, tail, start, self._answer_start(text, msg, start, data_end))
-                if closed and msg.get("reasoning_content"):
-                    notes.append(REASONING_PROMPT_CLOSED)
+            start, closed = self.fallback(text, msgs, i, prompt, done=done, data=(data_start, data_end), block=block)
+            method = "fallback"
+            if closed and msg.get("reasoning_content"):
+                notes.append(REASONING_PROMPT_CLOSED)
         if start < done:
             raise reject("it overlaps the previous turn")
         # A call turn stops at the first stop token after its calls: where a template writes the
         # tool results and then the turn's text inside the same model turn (Gemma 4), those come
         # after `<|tool_response>`, which ends generation, so they belong to the next prompt.
         calls_end = self._calls_end(text, msgs, i, render) if msg.get("tool_calls") else data_end
-        stop_at, end = self._stop(text, min(calls_end, data_end))
+        stop_at, end = first_stop(text, min(calls_end, data_end), self.markers.stops, self.openers)
         eos = False
         if end < 0:
             if self.markers.eot or not self.eos or i != len(msgs) - 1 or text[data_end:].strip():
@@ -349,128 +337,3 @@ class ChatSpans:
             return sentinel in render([*msgs[:i], {**msgs[i], "reasoning_content": sentinel, "thinking": sentinel}])
         except TemplateError:
             return False
-
-    @staticmethod
-    def _answer_start(text: str, msg: dict[str, Any], lo: int, hi: int) -> int:
-        """Where turn i's answer (its content, else its first call's name) begins in text[lo:hi]."""
-        core = msg["content"].strip()
-        at = text.rfind(core, lo, hi) if core else -1
-        if at < 0 and msg.get("tool_calls"):
-            at = text.find(msg["tool_calls"][0]["function"]["name"], lo, hi)
-        return at if at >= 0 else hi
-
-    @staticmethod
-    def _after_prompt_tail(text: str, tail: str, start: int, answer: int) -> tuple[int, bool]:
-        """Move `start` past what the generation prompt already holds of this turn, if A writes it.
-
-        When P_i is not a prefix of A, the prompt's own `tail` (what it writes after the point where
-        it and A part) is context the model is given. If A writes that tail again inside the turn,
-        before the answer (`enable_thinking=false`: P_i ends in `<think>\n\n</think>\n\n`, A's
-        turn holds `<think>\nreasoning\n</think>\n\n`), the model starts writing after it there.
-        Returns (start, moved). Only the stretch between the role header and the answer is
-        searched (markup and reasoning), and a whitespace-only tail is never matched.
-        """
-        core = tail.strip()
-        if not core:
-            return start, False
-        at = text.find(tail, start, answer)
-        if at >= 0:
-            return at + len(tail), True
-        at = text.find(core, start, answer)
-        if at < 0:
-            return start, False
-        # The whitespace the prompt writes after its tail is the prompt's too, where A writes it.
-        end, after = at + len(core), tail[tail.index(core) + len(core) :]
-        while after and not text.startswith(after, end):
-            after = after[:-1]
-        return end + len(after), True
-
-    def _parting(self, text: str, prompt: str, lo: int, part: int) -> int:
-        """Where P_i and A part (`part`, in characters), when that is at or after `lo` (the end of
-        the message before turn i), else -1; moved back to the start of a markup token it falls inside, on either side:
-        GLM-4.7 prompts with `<think>` and writes `</think>`, QwQ prompts with `<think>` and
-        writes `<tool_call>`, and the two share their first characters."""
-        if part < lo:
-            return -1
-        for side in (prompt, text):  # a window around the parting point: a markup token is short
-            window = side[lo : part + 64]
-            enc = self.tokenizer.backend_tokenizer.encode(window, add_special_tokens=False)
-            for token, (a, b) in zip(enc.ids, enc.offsets):
-                if lo + a < part < lo + b and token in self.added:
-                    part = lo + a
-                    break
-        return part
-
-    def _markup_start(
-        self, text: str, part: int, previous: int, done: int, data_start: int, block: bool, after_tool: bool = False
-    ) -> int:
-        """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
-        -1 when not found; never before `done`, the previous turn's end): where its inference prompt
-        and A part (`part`, -1 when not within the turn), when that lies within the turn; else after
-        its role header (`block`: the model writes markup before its data) or at its data.
-
-        Before plain content only markup may be taken in: GLM-4.7 prompts with `<think>` and
-        writes `</think>` at the start of history turns, which the model then writes (trained).
-        """
-        lo = max(previous, done)
-        # After a tool result a template may write no role header at all (DeepSeek-V3.2: the result,
-        # then `</think>` and the answer); after a user or system message the header is required.
-        headed = after_tool or self._after_header(text, lo, part, data_start)
-        if 0 <= part <= data_start and (block or (headed and self._markup_only(text[part:data_start]))):
-            return part
-        header_end = self._header_end(text, lo, data_start)
-        if not block:
-            # What the template writes after its role header is the model's when it is what every
-            # turn opens with (gpt-oss `<|channel|>final<|message|>` after a call turn rewrote history).
-            lead = text[header_end:data_start]
-            opens = lead.strip() and (lead == self.markers.after_prompt or self._markup_only(lead))
-            return header_end if header_end < data_start and opens else data_start
-        # No role header before the calls (vLLM's Mistral template: `[/INST][TOOL_CALLS] [...]`): the
-        # turn begins where the message before it ends, when that message was found in A.
-        return previous if header_end == data_start and previous >= 0 else header_end
-
-    def _after_previous(self, text: str, before: list[dict[str, Any]], done: int, data_start: int) -> int:
-        """Where the message before turn i ends in A (its content and its closer), or -1.
-
-        A fallback turn never starts inside another message: a template that rewrote an earlier
-        message (vLLM's Mistral template) parts from the inference prompt inside it.
-        """
-        core = (before[-1].get("content") or "").strip() if before else ""
-        at = text.rfind(core, done, data_start) if core else -1
-        if at < 0:
-            return -1
-        end = at + len(core)
-        footer = self.markers.user_footer.strip() if before[-1]["role"] == "user" else ""
-        gap = text[end:data_start]
-        if footer and gap.lstrip().startswith(footer):
-            end += len(gap) - len(gap.lstrip()) + len(footer)
-        return end
-
-    def _after_header(self, text: str, lo: int, part: int, data_start: int) -> bool:
-        """Whether `part` lies at or after the turn's own role header (its last one before the data)."""
-        ends = [at + len(h) for h in self.headers if (at := text.rfind(h, lo, data_start)) >= 0]
-        return bool(ends) and part >= min(ends)
-
-    def _markup_only(self, text: str) -> bool:
-        """Whether `text` is only added tokens (markup) and whitespace."""
-        enc = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-        return all(i in self.added or not text[a:b].strip() for i, (a, b) in zip(enc.ids, enc.offsets))
-
-    def _header_end(self, text: str, lo: int, data_start: int) -> int:
-        """Fallback start: just after the turn's role header (the longest part of it that A writes)."""
-        for header in self.headers:
-            at = text.rfind(header, lo, data_start)
-            if at >= 0:
-                return at + len(header)
-        return data_start
-
-    def _stop(self, text: str, data_end: int) -> tuple[int, int]:
-        """(start, end) of the first stop token after the data (the longest where several start), or (-1, -1)."""
-        best = (-1, -1)
-        for stop in self.markers.stops:
-            at = text.find(stop, data_end)
-            if at >= 0 and (best[0] < 0 or at < best[0] or (at == best[0] and at + len(stop) > best[1])):
-                best = (at, at + len(stop))
-        if best[0] >= 0 and any(opener in text[data_end : best[0]] for opener in self.openers):
-            return -1, -1  # the stop found belongs to a later turn
-        return best

@@ -28,22 +28,27 @@ a weaker check (see `Turn.status`):
 For every record: the contents of user, system and tool turns and the tool schemas are
 never trained; a record whose tool calls or reasoning the template never writes (not even
 for the turn as the last one: history dropping is allowed) must be rejected, and so must a
+record whose assistant content A lacks (history may drop reasoning, not the answer) and a
 record whose text holds a special token of the tokenizer (`<|im_start|>` in a user turn).
 
 With `edge_cases=True` (the served-template corpus, tests/templates/served) the rule also
 decides the edge cases that real served templates raise (see `Turn.case`):
 
 - `header`: the generation prompt adds nothing (the template ignores
-  `add_generation_prompt`): the assistant header the template writes before a sentinel
-  content is prompt; the turn trains from after it.
+  `add_generation_prompt` and writes no prompt after every conversation either): the
+  assistant header the template writes before a sentinel content is prompt; the turn trains
+  from after it.
 - `think-opened`: the generation prompt opens a think block (or writes other text) that the
   history rendering lacks, so A does not start with P_i: the turn trains as A writes it,
   from where A leaves the text P_i writes after the previous message, through its stop token
-  (a call-only turn is found by its calls: the start does not depend on content).
+  (a call-only turn is found by its calls: the start does not depend on content). Where the
+  two differ only in the whitespace before a tag both write next, the tag is P_i's.
 - `history`: as `think-opened`, but A closes the previous message differently than P_i does
   (vLLM's Hermes template): the turn starts after the header A writes before a sentinel content.
 - `think-closed`: the generation prompt already closes the think block but the turn carries
-  reasoning: only what follows the closing tag in A (the answer, the calls) is trained.
+  reasoning: only what follows the closing tag in A (the answer, the calls) is trained, less
+  what P_i itself writes after its closing tag (Qwen3's `\n\n`; GLM-4.6 writes none, so the
+  `\n` before the answer is the model's).
 - `call-stop` / `model-stop`: the turn ends on the closer only tool calls get (`<|call|>`,
   `<|tools_suffix|>`), or on a stop token of the model's `generation_config.json`
   (`model_stops`) that the probe renders do not find.
@@ -135,16 +140,35 @@ class Renderer:
 
     def choose_arguments(self, messages: Sequence[dict[str, Any]]) -> str:
         """Render the whole record, trying dict arguments then string ones (then both again with
-        a null content as ""); returns A."""
+        a null content as ""); returns A.
+
+        A dict the template prints as a Python dict (`{'city': 'Paris'}`) is skipped while another
+        form renders: no parser reads it as the call's arguments. vLLM's Phi-4-mini template pastes
+        `{{ call.function.arguments }}` (tool_chat_template_phi4_mini.jinja line 41), and its system
+        prompt asks for `"arguments": [function arguments as JSON]` (line 20): a JSON string."""
         calls, null = any(m.get("tool_calls") for m in messages), any(m.get("content", "") is None for m in messages)
         forms = [(sa, ec) for ec in (False, True) if null or not ec for sa in (False, True) if calls or not sa]
-        for k, (self.string_arguments, self.empty_content) in enumerate(forms):
+        printed: tuple[tuple[bool, bool], str] | None = None
+        failure: RenderFailed | None = None
+        for self.string_arguments, self.empty_content in forms:
             try:
-                return self(messages)
-            except RenderFailed:
-                if k == len(forms) - 1:
-                    raise
-        raise AssertionError("unreachable")
+                text = self(messages)
+            except RenderFailed as exc:
+                failure = exc
+                continue
+            if self.string_arguments or not _python_dict_written(messages, text):
+                return text
+            printed = printed or ((self.string_arguments, self.empty_content), text)
+        if printed is None:
+            raise failure or AssertionError("unreachable")
+        (self.string_arguments, self.empty_content), text = printed
+        return text
+
+
+def _python_dict_written(messages: Sequence[dict[str, Any]], text: str) -> bool:
+    """Whether `text` holds a call's arguments printed as a Python dict (`{'city': 'Paris'}`)."""
+    args = [call_arguments(c) for m in messages for c in m.get("tool_calls") or ()]
+    return any(a and str(a) in text for a in args)
 
 
 # ---------------------------------------------------------------- stop tokens from probe renders
@@ -161,6 +185,9 @@ class StopTokens:
     headers_before: dict[str, str] = field(default_factory=dict)  # no stop token: role -> text before its content
     model: tuple[str, ...] = ()  # generation_config.json's eos_token_id set (and other stops the case names)
     needs_tools: bool = False  # the template raises unless it gets tools (probed with PROBE_TOOL)
+    # The template ignores add_generation_prompt and writes no prompt after every conversation either
+    # (Mistral's [INST] templates, transformers' test template): the `header` edge case.
+    no_generation_prompt: bool = False
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -193,6 +220,19 @@ def stop_tokens(tokenizer: Any, kwargs: dict[str, Any], model_stops: Sequence[st
         render.tools = [PROBE_TOOL]
         final = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1}])
     closer = final[final.rindex(a1) + len(a1) :]
+    prompt = render([{"role": "user", "content": u1}], generation=True)
+    plain = render([{"role": "user", "content": u1}])
+    # A template that writes the generation prompt after every conversation whatever add_generation_prompt
+    # says (Command R7B's tool_use template ends with `<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>` outside any
+    # `if add_generation_prompt`, line 156): what a conversation ending with the assistant, one ending
+    # with the user and the generation prompt share at their ends, past the first tag (the turn's
+    # closer). It is the next turn's prompt, no part of the closer, and the template does write a
+    # generation prompt. (Phi-3's `<|endoftext|>` after every conversation is not: the prompt lacks it.)
+    common = os.path.commonprefix([closer[::-1], plain[plain.rindex(u1) + len(u1) :][::-1]])[::-1]
+    first = TAG.search(common)
+    appended = common[first.end() :] if first and common[first.end() :].strip() else ""
+    appended = appended if prompt.endswith(appended) else ""
+    closer = closer[: len(closer) - len(appended)]
     # The assistant header's tags (after the tag that closes the user turn): a template that opens
     # the next assistant turn after the last one (ToolACE) does not stop there.
     header_tags = set(TAG.findall(final[final.index(u1) + len(u1) : final.rindex(a1)])[1:])
@@ -201,8 +241,6 @@ def stop_tokens(tokenizer: Any, kwargs: dict[str, Any], model_stops: Sequence[st
         closing.pop()
     t_final = (closing or [None])[-1]  # Cohere2 <|END_RESPONSE|><|END_OF_TURN_TOKEN|>: the last
     t_middle = None
-    prompt = render([{"role": "user", "content": u1}], generation=True)
-    plain = render([{"role": "user", "content": u1}])
     headers = frozenset(TAG.findall(prompt[len(plain) :] if prompt.startswith(plain) else ""))
     try:
         middle = render([{"role": "user", "content": u1}, {"role": "assistant", "content": a1},
@@ -215,7 +253,8 @@ def stop_tokens(tokenizer: Any, kwargs: dict[str, Any], model_stops: Sequence[st
         pass
     before = {} if t_final else _headers_after_assistant(render, (u1, a1))
     call = _call_stop(tokenizer, kwargs, (t_final, t_middle), headers)
-    return StopTokens(t_final, t_middle, call, headers, before, tuple(model_stops), bool(render.tools))
+    return StopTokens(t_final, t_middle, call, headers, before, tuple(model_stops), bool(render.tools),
+                      no_generation_prompt=prompt == plain and not appended)
 
 
 def _headers_after_assistant(render: Renderer, opening: tuple[str, str]) -> dict[str, str]:
@@ -379,7 +418,8 @@ def _not_written(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A
 
     Looked for in the turn itself: after the previous message's text, before the next's (a user
     asking about "Oslo" does not make a dropped "Oslo" call written). Missing there but written
-    when the turn is the last one is history rewriting, which the rule allows.
+    when the turn is the last one is history rewriting, which the rule allows, except for the
+    content: a content A does not write at all is never trained, so the record is rejected.
     """
     m = messages[i]
     prev = (messages[i - 1].get("content") or "").strip() if i else ""
@@ -402,6 +442,11 @@ def _not_written(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A
     wanted = {"tool calls": bool(m.get("tool_calls")), "content": bool(content), "reasoning": bool(thought)}
     for what, written in checks:
         if wanted[what] and not written(own):
+            if what == "content" and not written(A[lo:]):
+                # History may drop reasoning (Qwen3), never the answer: the content is the response text
+                # the promise trains. gpt-oss writes a call turn's content (as analysis) only when no final
+                # answer follows it (gpt-oss.jinja line 291), so A lacks it and the record is rejected.
+                return f"the template does not write the content of turn {i}"
             alone = as_last() if alone is None else alone
             if not written(alone):
                 return f"the template does not write the {what} of turn {i}"
@@ -420,7 +465,9 @@ def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, 
     case: tuple[str, ...] = ()
     if A.startswith(P):
         s = len(P)
-        if edge_cases and (header := _header_if_prompt_adds_nothing(render, messages, i, P, A)):
+        adds_nothing = edge_cases and stops.no_generation_prompt
+        header = _header_if_prompt_adds_nothing(render, messages, i, P, A) if adds_nothing else ""
+        if header:
             s, case = s + len(header), ("header",)
     elif edge_cases and (located := _diverged(render, P, messages, i, A, starts, stops)):
         s, case = located
@@ -479,7 +526,10 @@ def _header_if_prompt_adds_nothing(render: Renderer, messages: Sequence[dict[str
     """The assistant header A writes for turn i when the generation prompt adds nothing, else "".
 
     The header is what the template writes between the conversation so far and a sentinel
-    content (as far as A writes the same)."""
+    content (as far as A writes the same). Only for templates that write no generation prompt
+    anywhere (`StopTokens.no_generation_prompt`): a template whose prompt adds nothing after a
+    tool result on purpose (diffusion_gemma continues the model turn there, `<|turn>model\n` only
+    after other messages) leaves what A writes next to the model, as on every prefix turn."""
     sentinel = "Qzheader"
     try:
         if render(messages[:i]) != P:
@@ -524,15 +574,28 @@ def _diverged(render: Renderer, P: str, messages: Sequence[dict[str, Any]], i: i
         s = _tag_start(A, lo_A + len(os.path.commonprefix([S[at + len(prev) : S.find(sentinel)], A[lo_A:]])))
         return s, ("history",)
     rest = tail[s - lo_A :]
-    thought = reasoning(messages[i]).strip()
+    # Where P_i and A part only in the whitespace before a tag both write next, that tag is P_i's: vLLM's
+    # DeepSeek-V3 template closes the tool results with `<｜tool▁outputs▁end｜>` in the generation prompt
+    # (tool_chat_template_deepseekv3.jinja line 91) and again, after other whitespace, before the answer
+    # in history (line 70): one closer, which the prompt holds, so the model never writes it.
     nxt = next((starts[j] for j in range(i + 1, len(messages)) if starts[j] > s), len(A))
+    while (tag := TAG.match(rest.lstrip())) and A[s:nxt].lstrip().startswith(tag.group(0)):
+        s += len(A[s:]) - len(A[s:].lstrip()) + len(tag.group(0))
+        rest = rest.lstrip()[len(tag.group(0)) :]
+        given = os.path.commonprefix([rest, A[s:]])
+        s, rest = s + len(given), rest[len(given) :]
+    thought = reasoning(messages[i]).strip()
     if thought and (r := A.find(thought, s, nxt)) >= 0:
         after = r + len(thought)
-        for tag in TAG.findall(rest):
-            at = A.find(tag, after, nxt)
+        for tag in TAG.finditer(rest):
+            at = A.find(tag.group(0), after, nxt)
             if at >= 0 and not A[after:at].strip():
-                s = at + len(tag)
-                return s + len(A[s:nxt]) - len(A[s:nxt].lstrip()), ("think-closed",)
+                s = at + len(tag.group(0))
+                # What P_i writes after its closing tag is prompt (Qwen3: `</think>\n\n`); whitespace A
+                # writes beyond it is the model's, as on the prefix path: GLM-4.6 and Nemotron 3 end the
+                # prompt at `</think>` and write `\n` before the answer, which a prefix turn trains.
+                given = os.path.commonprefix([rest[tag.end() :], A[s:nxt]])
+                return s + len(given), ("think-closed",)
     return s, ("think-opened",)
 
 

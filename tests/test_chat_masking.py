@@ -12,10 +12,12 @@ a reason. Hypothesis drives it with unicode, whitespace and marker-like text.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from contextlib import contextmanager
 
+import oracle
 import pytest
 from support import DATASETS, ROOT, TOKENIZER_NAMES, TOKENIZERS, matrix_module, tokenizer
 from hypothesis import HealthCheck, given, settings
@@ -89,8 +91,11 @@ def expected_chars(tok, text: str, regions, msgs, trained: list[bool], eots: tup
 
     The rule: when the rendering starts with the turn's inference prompt `prompts[k]`, all it
     writes from there through the content is trained (a gpt-oss channel header, a think
-    block); else only the content. Then the end-of-turn marker; a template without one is
-    stopped by the next turn's first header token, and by the EOS appended after the last turn.
+    block); else what it writes from where it leaves the prompt, when that is after the message
+    before and the prompt writes only markup beyond it (Nemotron 3 prompts with `<think>\n` and
+    writes `<think></think>` into history turns: `</think>` is the model's), or only the content.
+    Then the end-of-turn marker; a template without one is stopped by the next turn's first
+    header token, and by the EOS appended after the last turn.
     """
     out = []
     for k, m in enumerate(msgs):
@@ -101,6 +106,12 @@ def expected_chars(tok, text: str, regions, msgs, trained: list[bool], eots: tup
         core_end = a + len(text[a:b].rstrip())
         prompt = prompts[k]
         lead = len(prompt) if prompt is not None and text.startswith(prompt) and len(prompt) <= core_start else core_start
+        if prompt is not None and not text.startswith(prompt):
+            # Only where what the prompt writes beyond the parting point is markup (`<think>\n`), not
+            # where it rewrote an earlier message (Mistral moves the system prompt into the last user turn).
+            parted = oracle._tag_start(text, len(os.path.commonprefix([prompt, text])))
+            markup = not oracle.TAG.sub("", prompt[parted:]).strip()
+            lead = parted if markup and regions[k - 1][1] <= parted <= core_start else lead
         eot = eots[1] if k == len(msgs) - 1 else eots[0]
         p = core_end
         while p < len(text) and text[p].isspace() and not text.startswith(eot or "\0", p):

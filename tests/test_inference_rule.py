@@ -206,7 +206,7 @@ def ftdata_result(stage: Stage, record: dict[str, Any]) -> Any:
 def check_record(tok: Any, stage: Stage, record: dict[str, Any], kwargs: dict[str, Any], stops: oracle.StopTokens,
                  stats: Counter) -> None:  # fmt: skip
     messages, tools = oracle_view(record)
-    exp = oracle.expect(tok, messages, tools=tools, kwargs=kwargs, stops=stops)
+    exp = oracle.expect(tok, messages, tools=tools, kwargs=kwargs, stops=stops, edge_cases=True)
     got = ftdata_result(stage, record)
     shown = json.dumps(record, ensure_ascii=False)
     if isinstance(got, str):

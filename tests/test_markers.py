@@ -8,6 +8,7 @@ from test_chat_masking import RAISES_ON_SYSTEM, chat, chat_template, one, traine
 
 from ftdata.errors import TemplateError
 from ftdata.markers import common_token_prefix, control_tokens, detect_role_markers
+from ftdata.stops import first_stop
 
 # name -> (bos, user_header, user_footer, assistant_header, eot, separator, final_eot, system_support)
 MARKERS = {
@@ -160,3 +161,17 @@ def test_control_tokens_are_special_or_template_markup():
     deepseek = tokenizer("deepseek-v3")
     assert "<｜User｜>" not in control_tokens(deepseek)  # not flagged special...
     assert "<｜User｜>" in control_tokens(deepseek, detect_role_markers(deepseek).markup)  # ...but the template's markup
+
+
+def test_stops_are_longest_first_with_ties_in_text_order():
+    """Two model stops of one length used to come out in a set's order, which changes per process."""
+    markers = detect_role_markers(tokenizer("qwen2.5-instruct"), stop_tokens=["<|fim_pad|>", "<|box_end|>"])
+    assert markers.stops == ("<|box_end|>", "<|fim_pad|>", "<|im_end|>")
+
+
+def test_first_stop_is_the_earliest_and_longest_and_never_past_another_turn():
+    stops, openers = ("<|end|>", "<|end|>\n<|endoftext|>", "<|call|>"), ("<|user|>",)
+    text = "yo<|end|>\n<|endoftext|><|user|>hi<|call|>"
+    assert first_stop(text, 2, stops, openers) == (2, 23)  # both start at 2: the longer wins
+    assert first_stop(text, 23, stops, openers) == (-1, -1)  # `<|call|>` lies past the next user header
+    assert first_stop("a<|call|>b<|end|>", 0, stops, openers) == (1, 9)

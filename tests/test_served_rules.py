@@ -170,3 +170,80 @@ def test_a_generation_prompt_written_after_every_conversation_is_never_trained()
         "Hello!<|im_end|>",
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>It is 18C.<|im_end|>',
     ]
+
+
+# ---------------------------------------------------------------- the last disagreements with the oracle
+
+
+def qwen_with_think_tokens(template: str):
+    """`qwen_with`, plus `<think>` / `</think>` as added tokens (as Qwen3, DeepSeek and GLM have them)."""
+    tok = qwen_with(template)
+    tok.add_tokens(["<think>", "</think>"])
+    return tok
+
+
+# DeepSeek-V3.2: turns after the last user message open with `<think></think>`, earlier ones with `</think>`;
+# tool results are written with no role header, and the generation prompt after one is `<think>`.
+AFTER_LAST_USER = (
+    "{%- set ns = namespace(last=-1) %}{%- for m in messages %}{%- if m.role == 'user' %}{%- set ns.last = loop.index0 %}"
+    "{%- endif %}{%- endfor %}" + TOOLS
+    + "{%- for m in messages %}{%- if m.role == 'user' %}<|im_start|>user\n{{ m.content }}<|im_end|>\n<|im_start|>assistant\n"
+    "{% elif m.role == 'tool' %}<tool_response>{{ m.content }}</tool_response>\n"
+    "{%- else %}{% if loop.index0 > ns.last %}<think>{% endif %}</think>{{ m.content or '' }}"
+    "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }} {{ c.function.arguments | tojson }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{%- endif %}{%- endfor %}{%- if add_generation_prompt %}<think>{% endif %}"
+)
+CALL_TEXT_RECORD = {"tools": [WEATHER], "messages": [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "Let me look.", "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "call_0", "name": "get_weather", "content": "18C"},
+    {"role": "assistant", "content": "It is 18C."},
+    {"role": "user", "content": "Thanks."}, {"role": "assistant", "content": "Glad to help."}]}  # fmt: skip
+
+
+def test_class1_the_closer_before_an_answer_after_a_tool_result_is_trained():
+    """P_3 renders turn 1 as the last exchange (`<think></think>`), A as history (`</think>`): P_3 and
+    A part inside turn 1. What P_3 writes after the tool result (`<think>`) is what counts: the
+    model writes `</think>` there, as in every other turn."""
+    tok = qwen_with_think_tokens(AFTER_LAST_USER)
+    # Before: '...It is 18C.<|im_end|>' (the `</think>` after the tool result left untrained).
+    assert trained(tok, prepare([CALL_TEXT_RECORD], tokenizer=tok)) == [
+        '</think>Let me look.<tool_call>get_weather {"city": "Paris"}</tool_call><|im_end|>'
+        "</think>It is 18C.<|im_end|></think>Glad to help.<|im_end|>"
+    ]
+
+
+# diffusion_gemma: after a tool result the generation prompt continues the model's turn (`<think>\n`, no
+# header); the history rendering opens a new assistant turn there.
+CONTINUED = TOOLS + (
+    "{%- for m in messages %}{%- if m.role == 'tool' %}<tool_response>{{ m.content }}</tool_response>"
+    "{%- elif m.role == 'assistant' %}<|im_start|>assistant\n{{ m.content or '' }}"
+    "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }} {{ c.function.arguments | tojson }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{% if messages[-1].role == 'tool' %}<think>\n{% else %}<|im_start|>assistant\n{% endif %}{% endif %}"
+)
+
+
+def test_class1_a_header_the_prompt_after_a_tool_result_does_not_give_is_trained():
+    tok = qwen_with_think_tokens(CONTINUED)
+    # Before: '...It is 18C.<|im_end|>': the header A writes after the result, which no prompt gives, untrained.
+    assert trained(tok, prepare([CALL_RECORD], tokenizer=tok)) == [
+        '<tool_call>get_weather {"city": "Paris"}</tool_call><|im_end|><|im_start|>assistant\nIt is 18C.<|im_end|>'
+    ]
+
+
+# Nemotron 3: the generation prompt opens a think block, history turns open and close an empty one.
+EMPTY_THINK = TOOLS + TURNS.replace("<|im_start|>assistant\\n{% if", "<|im_start|>assistant\\n<think></think>{% if").replace(
+    "<|im_start|>assistant\n{% if", "<|im_start|>assistant\n<think></think>{% if"
+) + "{%- if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+
+
+@pytest.mark.parametrize("think_tokens", [True, False], ids=["think-tokens", "think-as-text"])
+def test_class1_the_think_closer_of_a_history_turn_is_trained_in_any_tokenizer(think_tokens):
+    """The model writes `</think>` after a prompt that ends in `<think>\\n`, whether the tokenizer
+    has it as one token or spells it as text (a Qwen2.5 tokenizer with a reasoning template)."""
+    tok = (qwen_with_think_tokens if think_tokens else qwen_with)(EMPTY_THINK)
+    assert "<think></think>" in tok.apply_chat_template(PLAIN["messages"], tokenize=False)
+    record = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " Hello!"}]}
+    # Before, with `</think>` as text: ' Hello!<|im_end|>' (only markup tokens were taken in).
+    assert trained(tok, prepare([PLAIN, record], tokenizer=tok)) == ["</think>Hello!<|im_end|>", "</think> Hello!<|im_end|>"]

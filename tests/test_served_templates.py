@@ -8,8 +8,8 @@ tokens in data) goes through ftdata and through the independent oracle (tests/or
 its served edge cases). A record passes when ftdata trains exactly what the oracle says, or
 rejects it where the oracle says the template truly cannot write it.
 
-Today's failures are listed one by one in XFAIL (strict): a fix flips its entries to XPASS,
-which fails until the entry is deleted here.
+Failures would be listed one by one in XFAIL (strict: a fix flips an entry to XPASS, which
+fails until the entry is deleted here); none is left.
 """
 
 from __future__ import annotations
@@ -28,31 +28,7 @@ SERVED = ROOT / "tests" / "templates" / "served"
 MATRIX = matrix_module()
 
 # (template variant, probe) -> why it fails today. Delete an entry when its fix makes it pass.
-XFAIL: dict[tuple[str, str], str] = {
-    ("glm-4.6-nothink", "reasoning"): "issue 21 class 4, mis-trained: whitespace: the newline after a closed think block (the oracle leaves it out, ftdata trains it as written)",
-    ("glm-4.6-nothink", "reasoning+call"): "issue 21 class 4, mis-trained: whitespace: the newline after a closed think block (the oracle leaves it out, ftdata trains it as written)",
-    ("deepseek-v3.2-think", "call+text"): "issue 21 class 1, mis-trained: DeepSeek-V3.2 writes </think> before an answer that follows a tool result; ftdata starts the turn at the answer",
-    ("nemotron-3-nano-nothink", "reasoning"): "issue 21 class 4, mis-trained: whitespace: the newline after a closed think block (the oracle leaves it out, ftdata trains it as written)",
-    ("nemotron-3-nano-nothink", "reasoning+call"): "issue 21 class 4, mis-trained: whitespace: the newline after a closed think block (the oracle leaves it out, ftdata trains it as written)",
-    ("command-r7b-tool-use-think", "plain"): "issue 21 class 3, mis-trained: differ on Command R7B's <|START_RESPONSE|>: the oracle takes it as header, ftdata trains it (the prompt ends in <|START_THINKING|>)",
-    ("command-r7b-tool-use-think", "call-dict"): "issue 21 class 3, mis-trained: differ on Command R7B's <|START_RESPONSE|>: the oracle takes it as header, ftdata trains it (the prompt ends in <|START_THINKING|>)",
-    ("command-r7b-tool-use-think", "call-str"): "issue 21 class 3, mis-trained: differ on Command R7B's <|START_RESPONSE|>: the oracle takes it as header, ftdata trains it (the prompt ends in <|START_THINKING|>)",
-    ("command-r7b-tool-use-think", "parallel"): "issue 21 class 3, mis-trained: differ on Command R7B's <|START_RESPONSE|>: the oracle takes it as header, ftdata trains it (the prompt ends in <|START_THINKING|>)",
-    ("command-r7b-tool-use-think", "reasoning+call"): "issue 21 class 3, mis-trained: differ on Command R7B's <|START_RESPONSE|>: the oracle takes it as header, ftdata trains it (the prompt ends in <|START_THINKING|>)",
-    ("command-r7b-tool-use-nothink", "plain"): "issue 21 class 1, mis-trained: oracle: takes the generation prompt Command R7B writes after every conversation as the last turn's closer; ftdata keeps it prompt",
-    ("command-r7b-tool-use-nothink", "call-dict"): "issue 21 class 1, mis-trained: oracle: takes the generation prompt Command R7B writes after every conversation as the last turn's closer; ftdata keeps it prompt",
-    ("command-r7b-tool-use-nothink", "call-str"): "issue 21 class 1, mis-trained: oracle: takes the generation prompt Command R7B writes after every conversation as the last turn's closer; ftdata keeps it prompt",
-    ("command-r7b-tool-use-nothink", "parallel"): "issue 21 class 1, mis-trained: oracle: takes the generation prompt Command R7B writes after every conversation as the last turn's closer; ftdata keeps it prompt",
-    ("command-r7b-tool-use-nothink", "reasoning+call"): "issue 21 class 4, mis-trained: oracle: takes the generation prompt Command R7B writes after every conversation as the last turn's closer; ftdata keeps it prompt",
-    ("gpt-oss", "call+text"): "oracle: it counts the content of a gpt-oss call turn as written; the template drops it (ftdata is right): assistant turn 1 cannot be masked safely: the chat template drops its content",
-    ("vllm-deepseekv3", "call-dict"): "issue 21 class 1, mis-trained: oracle: trains the tool result's <｜tool▁outputs▁end｜> as the next turn's start",
-    ("vllm-deepseekv3", "call-str"): "issue 21 class 1, mis-trained: oracle: trains the tool result's <｜tool▁outputs▁end｜> as the next turn's start",
-    ("vllm-deepseekv3", "parallel"): "issue 21 class 1, mis-trained: oracle: trains the tool result's <｜tool▁outputs▁end｜> as the next turn's start",
-    ("vllm-deepseekv3", "call+text"): "issue 21 class 1, mis-trained: oracle: trains the tool result's <｜tool▁outputs▁end｜> as the next turn's start",
-    ("vllm-phi4-mini", "call-dict"): "issue 21 class 1, mis-trained: argument form: the template prints a dict as a Python dict, ftdata writes JSON-string arguments, the oracle the dict",
-    ("vllm-phi4-mini", "call-str"): "issue 21 class 1, mis-trained: argument form: the template prints a dict as a Python dict, ftdata writes JSON-string arguments, the oracle the dict",
-    ("vllm-phi4-mini", "parallel"): "issue 21 class 1, mis-trained: argument form: the template prints a dict as a Python dict, ftdata writes JSON-string arguments, the oracle the dict",
-}  # fmt: skip
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 @cache
@@ -136,3 +112,43 @@ def test_oracle_probes_a_template_that_needs_tools_with_a_schema():
     exp, spans = _expect("hermes-3-tool-use", "call-dict", {})
     assert exp.stops.needs_tools and exp.decidable
     assert spans[0][0].startswith("<tool_call>\n{") and spans[0][0].endswith("</tool_call><|im_end|>")
+
+
+def test_oracle_trains_the_whitespace_the_model_writes_after_a_closed_think_block():
+    """GLM-4.6's prompt ends at `</think>` and A writes `\\n` before the answer: the prefix turn trains
+    it, and so does the turn whose reasoning the prompt closed (only what P_i writes after its
+    closing tag is prompt: Qwen3's `</think>\\n\\n`)."""
+    exp, spans = _expect("glm-4.6", "reasoning", {"enable_thinking": False})
+    assert spans == [("\nIt is 5.<|user|>", ()), ("\nIt is 8.<|endoftext|>", ("think-closed",))]
+    exp, spans = _expect("qwen3", "reasoning", {"enable_thinking": False})
+    assert spans[1] == ("It is 8.<|im_end|>", ("think-closed",))
+
+
+def test_oracle_takes_a_prompt_written_after_every_conversation_as_a_prompt():
+    """Command R7B writes `<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>` after every conversation: it is the
+    generation prompt (so `<|START_RESPONSE|>` is the model's, no header), and never a closer."""
+    exp, spans = _expect("command-r7b-tool-use", "plain", {"enable_thinking": True})
+    assert not exp.stops.no_generation_prompt and exp.stops.final == "<|END_OF_TURN_TOKEN|>"
+    assert [s for s, _ in spans] == ["<|START_RESPONSE|>Blue is one.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>",
+                                     "<|START_RESPONSE|>Green works too.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"]  # fmt: skip
+    exp, spans = _expect("command-r7b-tool-use", "plain", {"enable_thinking": False})
+    assert spans[1][0] == "<|START_RESPONSE|>Green works too.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"
+
+
+def test_oracle_leaves_a_closer_the_prompt_holds_to_the_prompt():
+    """vLLM's DeepSeek-V3 template closes the tool results in the prompt and again, after other
+    whitespace, before the answer: the closer is the prompt's, the answer the model's."""
+    exp, spans = _expect("vllm-deepseekv3", "call-dict", {})
+    assert spans[1] == ("It is mild in Paris.<｜end▁of▁sentence｜>", ("think-opened",))
+
+
+def test_oracle_writes_arguments_as_json_where_a_dict_would_print_as_python():
+    exp, spans = _expect("vllm-phi4-mini", "call-dict", {})
+    assert exp.string_arguments
+    assert spans[0][0] == '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}<|end|>'
+
+
+def test_oracle_rejects_a_record_whose_content_history_drops():
+    """gpt-oss writes a call turn's content only when no final answer follows it."""
+    exp, _ = _expect("gpt-oss", "call+text", {})
+    assert exp.must_reject == "the template does not write the content of turn 1"

@@ -1,0 +1,193 @@
+"""Where an assistant turn begins when the training sequence does not start with its prompt.
+
+When A (the whole record rendered) does not start with P_i (turn i's inference prompt), the
+template rewrites history or its generation prompt writes what history turns lack (a think
+block opened or closed). The turn is then trained as it appears in A, from where the model
+starts writing: where P_i and A part, when that lies within the turn, moved past what the
+prompt already holds; else after the turn's role header, or at its data.
+
+    P_i = ...<|im_start|>assistant\n<think>\n
+    A   = ...<|im_start|>assistant\n<think></think>answer<|im_end|>
+                                           ^ parted: the model writes `</think>answer<|im_end|>`
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ftdata.markers import RoleMarkers
+
+
+def _aligned(text: str, prompt: str, before: str, done: int, data_start: int) -> str:
+    """P_i as A writes the conversation up to the message before turn i (`before`: its content).
+
+    A template may render an earlier turn differently once a later user message follows it
+    (DeepSeek-V3.2 writes `<think>` into the last exchange and `</think>` into history), so P_i
+    and A part before turn i's own exchange; what P_i writes after that message is what counts.
+    """
+    core = before.strip()
+    at_p, at_a = (prompt.rfind(core), text.rfind(core, done, data_start)) if core else (-1, -1)
+    if at_p < 0 or at_a < 0 or len(os.path.commonprefix([prompt, text])) >= at_a + len(core):
+        return prompt
+    return text[: at_a + len(core)] + prompt[at_p + len(core) :]
+
+
+class FallbackStart:
+    """Where a fallback turn begins in A, for one tokenizer and template."""
+
+    def __init__(self, tokenizer: Any, markers: RoleMarkers):
+        self.tokenizer = tokenizer
+        self.markers = markers
+        header = markers.assistant_header
+        decoder = tokenizer.backend_tokenizer.get_added_tokens_decoder()
+        self.added = frozenset(decoder)  # ids of added tokens: markup
+        added = {a.content for a in decoder.values()}
+        enc = tokenizer.backend_tokenizer.encode(header, add_special_tokens=False) if header else None
+        ends = [b for a, b in enc.offsets if header[a:b] in added or header[b - 1].isspace()] if enc else []
+        # The role header, whole and cut after markup tokens or line ends, longest first: where a
+        # fallback turn's think block begins when the template re-renders its reasoning.
+        self.headers = tuple(dict.fromkeys(header[:b] for b in (len(header), *reversed(ends)) if header[:b].strip()))
+
+    def __call__(
+        self, text: str, msgs: list[dict[str, Any]], i: int, prompt: str | None, *, done: int, data: tuple[int, int],
+        block: bool,
+    ) -> tuple[int, bool]:  # fmt: skip
+        """(where turn i begins in A, whether A writes again the prompt's close of a think block).
+
+        `prompt` is P_i (None when it does not render), `done` the end of the previous trained
+        turn, `data` where the template writes the turn's data ((-1, end) on the plain path),
+        `block`: the model writes markup before its data (a think block, call markup).
+        """
+        data_start, data_end = data
+        msg = msgs[i]
+        previous = self._after_previous(text, msgs[:i], done, data_start)
+        if prompt is not None:
+            prompt = _aligned(text, prompt, msgs[i - 1].get("content") or "", done, data_start)
+        parted = len(os.path.commonprefix([prompt, text])) if prompt is not None else -1  # in characters
+        part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
+        tail = prompt[part if part >= 0 else parted :] if prompt is not None else ""
+        after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
+        # After a tool result a generation prompt that writes no role header A writes too continues the
+        # model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`; diffusion_gemma: `<|channel>thought\n`,
+        # then A's `<|turn>model\n`): what A writes from there is the model's.
+        lead = text[part:data_start] if 0 <= part <= data_start else ""
+        unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
+        start = self._markup_start(text, part, previous, done, data_start, block, unheaded)
+        if prompt is None:
+            return start, False
+        return self._after_prompt_tail(text, tail, start, self._answer_start(text, msg, start, data_end))
+
+    @staticmethod
+    def _answer_start(text: str, msg: dict[str, Any], lo: int, hi: int) -> int:
+        """Where turn i's answer (its content, else its first call's name) begins in text[lo:hi]."""
+        core = msg["content"].strip()
+        at = text.rfind(core, lo, hi) if core else -1
+        if at < 0 and msg.get("tool_calls"):
+            at = text.find(msg["tool_calls"][0]["function"]["name"], lo, hi)
+        return at if at >= 0 else hi
+
+    @staticmethod
+    def _after_prompt_tail(text: str, tail: str, start: int, answer: int) -> tuple[int, bool]:
+        """Move `start` past what the generation prompt already holds of this turn, if A writes it.
+
+        When P_i is not a prefix of A, the prompt's own `tail` (what it writes after the point where
+        it and A part) is context the model is given. If A writes that tail again inside the turn,
+        before the answer (`enable_thinking=false`: P_i ends in `<think>\n\n</think>\n\n`, A's
+        turn holds `<think>\nreasoning\n</think>\n\n`), the model starts writing after it there.
+        Returns (start, moved). Only the stretch between the role header and the answer is
+        searched (markup and reasoning), and a whitespace-only tail is never matched.
+        """
+        core = tail.strip()
+        if not core:
+            return start, False
+        at = text.find(tail, start, answer)
+        if at >= 0:
+            return at + len(tail), True
+        at = text.find(core, start, answer)
+        if at < 0:
+            return start, False
+        # The whitespace the prompt writes after its tail is the prompt's too, where A writes it.
+        end, after = at + len(core), tail[tail.index(core) + len(core) :]
+        while after and not text.startswith(after, end):
+            after = after[:-1]
+        return end + len(after), True
+
+    def _parting(self, text: str, prompt: str, lo: int, part: int) -> int:
+        """Where P_i and A part (`part`, in characters), when that is at or after `lo` (the end of
+        the message before turn i), else -1; moved back to the start of a markup token it falls inside, on either side:
+        GLM-4.7 prompts with `<think>` and writes `</think>`, QwQ prompts with `<think>` and
+        writes `<tool_call>`, and the two share their first characters."""
+        if part < lo:
+            return -1
+        for side in (prompt, text):  # a window around the parting point: a markup token is short
+            window = side[lo : part + 64]
+            enc = self.tokenizer.backend_tokenizer.encode(window, add_special_tokens=False)
+            for token, (a, b) in zip(enc.ids, enc.offsets):
+                if lo + a < part < lo + b and token in self.added:
+                    part = lo + a
+                    break
+        return part
+
+    def _markup_start(
+        self, text: str, part: int, previous: int, done: int, data_start: int, block: bool, unheaded: bool = False
+    ) -> int:
+        """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
+        -1 when not found; never before `done`, the previous turn's end): where its inference prompt
+        and A part (`part`, -1 when not within the turn), when that lies within the turn; else after
+        its role header (`block`: the model writes markup before its data) or at its data.
+
+        Before plain content the parting point is taken when it lies after the turn's own role
+        header, or anywhere when the prompt continues the model's turn with no header (`unheaded`):
+        what A writes from there to the content is what the model writes after its prompt. GLM-4.7
+        and Nemotron 3 prompt with `<think>` and write `</think>` at the start of history turns (one
+        token or, in a tokenizer without it, plain text: the model writes it either way).
+        """
+        lo = max(previous, done)
+        if 0 <= part <= data_start and (block or unheaded or self._after_header(text, lo, part, data_start)):
+            return part
+        header_end = self._header_end(text, lo, data_start)
+        if not block:
+            # What the template writes after its role header is the model's when it is what every
+            # turn opens with (gpt-oss `<|channel|>final<|message|>` after a call turn rewrote history).
+            lead = text[header_end:data_start]
+            opens = lead.strip() and (lead == self.markers.after_prompt or self._markup_only(lead))
+            return header_end if header_end < data_start and opens else data_start
+        # No role header before the calls (vLLM's Mistral template: `[/INST][TOOL_CALLS] [...]`): the
+        # turn begins where the message before it ends, when that message was found in A.
+        return previous if header_end == data_start and previous >= 0 else header_end
+
+    def _after_previous(self, text: str, before: list[dict[str, Any]], done: int, data_start: int) -> int:
+        """Where the message before turn i ends in A (its content and its closer), or -1.
+
+        A fallback turn never starts inside another message: a template that rewrote an earlier
+        message (vLLM's Mistral template) parts from the inference prompt inside it.
+        """
+        core = (before[-1].get("content") or "").strip() if before else ""
+        at = text.rfind(core, done, data_start) if core else -1
+        if at < 0:
+            return -1
+        end = at + len(core)
+        footer = self.markers.user_footer.strip() if before[-1]["role"] == "user" else ""
+        gap = text[end:data_start]
+        if footer and gap.lstrip().startswith(footer):
+            end += len(gap) - len(gap.lstrip()) + len(footer)
+        return end
+
+    def _after_header(self, text: str, lo: int, part: int, data_start: int) -> bool:
+        """Whether `part` lies at or after the turn's own role header (its last one before the data)."""
+        ends = [at + len(h) for h in self.headers if (at := text.rfind(h, lo, data_start)) >= 0]
+        return bool(ends) and part >= min(ends)
+
+    def _markup_only(self, text: str) -> bool:
+        """Whether `text` is only added tokens (markup) and whitespace."""
+        enc = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+        return all(i in self.added or not text[a:b].strip() for i, (a, b) in zip(enc.ids, enc.offsets))
+
+    def _header_end(self, text: str, lo: int, data_start: int) -> int:
+        """Fallback start: just after the turn's role header (the longest part of it that A writes)."""
+        for header in self.headers:
+            at = text.rfind(header, lo, data_start)
+            if at >= 0:
+                return at + len(header)
+        return data_start

@@ -1,0 +1,129 @@
+"""Probe conversations, and what a chat template does with tools, reasoning and thinking kwargs.
+
+Each probe renders a conversation with unique contents (`PROBE`) and reads the template's
+behaviour off the text: the `arguments` form it writes tool calls in, the token a call turn
+ends on, what opens a tool result, whether it writes reasoning, and whether a thinking kwarg
+moves boilerplate into the generation prompt. `ftdata.markers` puts the answers together.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ftdata.errors import TemplateError
+from ftdata.stops import common_token_prefix
+
+if TYPE_CHECKING:
+    from ftdata.markers import ChatRenderer
+
+PROBE_TOOL = {"type": "function", "function": {"name": "toolprobe", "description": "TOOLDESCPROBE", "parameters": {
+    "type": "object", "properties": {"argprobe": {"type": "string"}}, "required": ["argprobe"]}}}  # fmt: skip
+_ARGS = {"argprobe": "ARGVALPROBE"}
+PROBE = {"system": "SYSPROBE0q", "u1": "USERPROBE1q", "a1": "ASSTPROBE1q", "u2": "USERPROBE2q", "a2": "ASSTPROBE2q"}
+
+
+def probe_messages(*names: str) -> list[dict[str, str]]:
+    """Probe messages by name: `probe_messages("u1", "a1")` is a user and an assistant turn."""
+    roles = {"system": "system", "u1": "user", "u2": "user", "a1": "assistant", "a2": "assistant"}
+    return [{"role": roles[n], "content": PROBE[n]} for n in names]
+
+
+def thinking_kwarg(render: ChatRenderer, after_prompt: str) -> str:
+    """`{"enable_thinking": false}` when that kwarg moves `after_prompt` into the generation prompt.
+
+    Qwen3 writes an empty think block into the last trained turn when thinking is on; with
+    `enable_thinking=False` its generation prompt holds the block, and nothing is trained before
+    the answer. Derived by rendering with the kwarg, for any template that reads it.
+    """
+    if not after_prompt.strip() or "enable_thinking" in render.kwargs:
+        return ""
+    off = {"enable_thinking": False}
+    try:
+        full = render(probe_messages("u1", "a1", "u2", "a2"), kwargs=off)
+        prompt = render(probe_messages("u1", "a1", "u2"), generation=True, kwargs=off)
+    except TemplateError:
+        return ""
+    moved = full.startswith(prompt) and not full[len(prompt) : full.find(PROBE["a2"])].strip()
+    return '{"enable_thinking": false}' if moved and after_prompt.strip() in prompt else ""
+
+
+def _call(arguments: Any) -> dict[str, Any]:
+    return {"type": "function", "id": "call00001", "function": {"name": "toolprobe", "arguments": arguments}}
+
+
+def tool_probes(render: ChatRenderer, tokenizer: Any, appended: str = "") -> dict[str, Any]:
+    """How the template treats tools: schemas written, the `arguments` form, a call turn's closer.
+
+    The `arguments` form is derived by rendering one call with a dict and with a JSON string:
+    a form works when the value is written and the JSON is not written twice (an escaped
+    `\\"argprobe`). When both work but render differently, the form is `dict` (string
+    arguments are parsed); `either` means both render the same text. `stop` is the last
+    token a conversation ending with a call turn closes with (gpt-oss: `<|call|>`; a generation
+    prompt the template `appended` after every conversation left out); `header`
+    is what opens the tool result after a call.
+    """
+    out: dict[str, Any] = {"schemas": False, "arguments": "", "stop": "", "header": ""}
+    user, tool = probe_messages("u1"), {"role": "tool", "content": "TOOLRESULTPROBE", "name": "toolprobe", "tool_call_id": "call00001"}
+    try:
+        out["schemas"] = "toolprobe" in render([*user, *probe_messages("a1")], tools=[PROBE_TOOL])
+    except TemplateError:
+        pass
+    works, texts = [], []
+    for form, arguments in (("dict", dict(_ARGS)), ("string", json.dumps(_ARGS))):
+        try:
+            text = render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(arguments)]}], tools=[PROBE_TOOL])
+        except TemplateError:
+            continue
+        # Written, not JSON-escaped twice, and not printed as a Python dict (`{'argprobe': ...}`: no parser reads it).
+        if "ARGVALPROBE" in text and '\\"argprobe' not in text and str(_ARGS) not in text:
+            works.append(form)
+            texts.append(text)
+    if len(works) == 2 and texts[0] != texts[1]:
+        # Both are written, differently (Gemma 4 formats a dict as its own call syntax and pastes
+        # a string verbatim): the dict is the structure the template was written for.
+        works = ["dict"]
+    out["arguments"] = "either" if len(works) == 2 else works[0] if works else ""
+    if not works:
+        return out
+    call = {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS) if works[0] == "dict" else json.dumps(_ARGS))]}
+    try:
+        alone = render([*user, call], tools=[PROBE_TOOL])
+        answered = render([*user, call, tool, {"role": "assistant", "content": PROBE["a2"]}], tools=[PROBE_TOOL])
+    except TemplateError:
+        return out
+    tail = alone[alone.rfind("ARGVALPROBE") + len("ARGVALPROBE") :]
+    tail = (tail[: len(tail) - len(appended)] if appended and tail.endswith(appended) else tail).rstrip()
+    offsets = tokenizer.backend_tokenizer.encode(tail, add_special_tokens=False).offsets if tail else []
+    out["stop"] = tail[offsets[-1][0] :] if offsets else ""
+    at, result = answered.rfind("ARGVALPROBE") + len("ARGVALPROBE"), answered.find("TOOLRESULTPROBE")
+    if 0 <= at <= result:
+        gap = answered[at:result]
+        out["header"] = gap[common_token_prefix(gap, tail, tokenizer) :].lstrip()
+    return out
+
+
+def writes_call_reasoning(render: ChatRenderer, arguments: str) -> bool:
+    """Whether the template writes the reasoning of a turn that calls a tool (Gemma 4 writes it
+    there only); a record's own render is checked again, turn by turn."""
+    if not arguments:
+        return False
+    args = json.dumps(_ARGS) if arguments == "string" else dict(_ARGS)
+    turn = {"role": "assistant", "content": "", "tool_calls": [_call(args)], "reasoning_content": "REASONPROBE", "thinking": "REASONPROBE"}
+    try:
+        return "REASONPROBE" in render([*probe_messages("u1"), turn], tools=[PROBE_TOOL])
+    except TemplateError:
+        return False
+
+
+def reasoning_probe(render: ChatRenderer) -> str | None:
+    """What the template writes between a last turn's reasoning and its answer; None if it drops reasoning."""
+    turn = {"role": "assistant", "content": PROBE["a1"], "reasoning_content": "REASONPROBE", "thinking": "REASONPROBE"}
+    try:
+        text = render([*probe_messages("u1"), turn])
+    except TemplateError:
+        return None
+    at, answer = text.find("REASONPROBE"), text.find(PROBE["a1"])
+    if at < 0:
+        return None
+    return text[at + len("REASONPROBE") : answer] if answer > at else ""
