@@ -310,3 +310,19 @@ def test_a_relative_out_folder_works_under_ray(tmp_path: Path, monkeypatch: pyte
     assert ftdata.load(tmp_path / "out").report.records == 6
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ftdata-output.json", ".ftdata.lock", "build.json", "data", "rejects"]
     assert (tmp_path / "all-rejects.jsonl").read_text(encoding="utf-8") == ""
+
+
+def test_a_recipe_is_the_same_mixture_under_ray(tmp_path: Path) -> None:
+    """The three shared sources, deduplicated and mixed by records: Ray tasks give what local gives."""
+    import yaml
+
+    lamini = DATASETS / "lamini" / "lamini_docs_nested.jsonl"
+    sources = [{"data": str(ALPACA), "weight": 0.5}, {"data": str(SHAREGPT), "weight": 0.3, "epochs_max": 2},
+               {"data": str(lamini), "weight": 0.2, "template": "question-answer"}]  # fmt: skip
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"max_length": 512, "on_error": "skip", "dedup": "exact", "mix_by": "records", "total": 400, "sources": sources}))
+    local = ftdata.build(recipe, rejects_path=str(tmp_path / "l.jsonl"))
+    on_ray = ftdata.build(recipe, engine="ray", num_workers=2, batch_size=64, rejects_path=str(tmp_path / "r.jsonl"))
+    assert local.dataset["input_ids"] == on_ray.dataset["input_ids"]
+    assert local.report.mix == on_ray.report.mix
+    assert (tmp_path / "l.jsonl").read_text() == (tmp_path / "r.jsonl").read_text()

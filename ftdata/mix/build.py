@@ -13,6 +13,7 @@ mixture, is written to the rejects file with its source and what it repeats or o
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +29,11 @@ from ftdata.mix.contamination import EvalIndex
 from ftdata.mix.dedup import Deduplicator
 from ftdata.mix.recipe import Dedup, MixBy, Recipe
 from ftdata.mix.shares import Plan, SourceSizes, plan_mix
-from ftdata.options import BuildOptions
+from ftdata.executors import ray_cluster
+from ftdata.options import BuildOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.report import BuildReport, Reject, RejectsWriter
-from ftdata.types import IGNORE_INDEX
+from ftdata.types import IGNORE_INDEX, Engine
 
 __all__ = ["build_recipe", "check_shares"]
 
@@ -130,56 +132,26 @@ def build_recipe(
     started = time.perf_counter()
     data = options.data
     report = BuildReport(source=recipe.origin, tokenizer=str(getattr(tokenizer, "name_or_path", "")), template="per source")
-    scratch = safeio.scratch_dir()
-    rows = output.ArrowRows(scratch / "rows.arrow")
-    sink = RejectsWriter(report, options.output.rejects_path)
-    texts = recipe.dedup is not Dedup.NONE or bool(recipe.decontaminate)
-    dedup: Deduplicator[int] | None = Deduplicator(recipe.dedup, threshold=recipe.near_threshold) if recipe.dedup is not Dedup.NONE else None
-    index = EvalIndex.from_files(recipe.eval_files(), n=recipe.ngram) if recipe.decontaminate else None
-    records = _Records()
-    removed: set[int] = set()
-    duplicates: list[tuple[str, str, int, str]] = []  # (location, source, the record it repeats, how): written at the end
-    sources: list[_Source] = []
+    reading = _Reading(recipe, RejectsWriter(report, options.output.rejects_path))
     try:
-        for spec in recipe.sources:
-            source = _Source(spec.name, BuildReport(source=spec.name), first=rows.records)
-            merged = BuildOptions.from_mapping({**recipe.options, **spec.options})
-            stage = Stage(tokenizer, merged.data)
-            for path in spec.files():
-                parts = loop.run(
-                    path, stage, options.run, _with_texts if texts else _without_texts, report=source.report,
-                    progress=progress, empty_ok=True,
-                )  # fmt: skip
-                for part in parts:
-                    base = rows.records
-                    c = part.chunk
-                    rows.write(c.ids, c.labels, c.lengths, c.groups)
-                    sink.write(c.rejects)
-                    records.add([base + r for r, _, _ in part.located], [where for _, where, _ in part.located])
-                    for r, where, text in part.located:
-                        if _removed(base + r, where, text, source=source, dedup=dedup, index=index, sink=sink, duplicates=duplicates):
-                            removed.add(base + r)
-            source.last = rows.records
-            if source.report.records == 0:
-                raise FtdataError(f"{recipe.origin}: source {spec.name!r} ({spec.data}) has no records")
-            sources.append(source)
-        rows.close()
-        originals = records.locations(np.asarray([d[2] for d in duplicates], dtype=np.int64))
-        sink.write([Reject(where, RejectStage.MIX, RejectCode.DUPLICATE, f"source {name!r}: duplicates {original} ({how})")
-                    for (where, name, _, how), original in zip(duplicates, originals)])  # fmt: skip
-        splits, mix = _mixture(recipe, data, sources, rows.path, removed, records, sink)
+        with _one_cluster(options.run):
+            for spec in recipe.sources:
+                reading.source(spec, tokenizer, BuildOptions.from_mapping({**recipe.options, **spec.options}), options.run, progress)
+        reading.rows.close()
+        reading.write_duplicates()
+        splits, mix = _mixture(recipe, data, reading.sources, reading.rows.path, reading.removed, reading.records, reading.sink)
     except BaseException:
-        sink.abort()
-        rows.close()
+        reading.sink.abort()
+        reading.rows.close()
         raise
-    sink.close()
-    for source in sources:
+    reading.sink.close()
+    for source in reading.sources:
         report.merge(source.report)
     report.mix = mix
     report.rejects_path = options.output.rejects_path
     if not len(splits["train"]):
         raise FtdataError(f"{recipe.origin}: the mixture has no records (every record was rejected or removed)")
-    dataset = output.finish(rows.path, data, report, splits=splits)
+    dataset = output.finish(reading.rows.path, data, report, splits=splits)
     report.sequences = int(sum(m["sequences"] for m in mix))
     report.tokens = int(sum(m["tokens"]["used"] for m in mix))
     report.trained_tokens = int(sum(m["trained_tokens"]["used"] for m in mix))
@@ -187,23 +159,76 @@ def build_recipe(
     return dataset, report
 
 
-def _removed(record: int, where: Location, text: str, *, source: _Source, dedup: Deduplicator[int] | None,
-             index: EvalIndex | None, sink: RejectsWriter, duplicates: list[tuple[str, str, int, str]]) -> bool:  # fmt: skip
-    """Whether a record overlaps an evaluation record (its reject written now) or repeats a kept
-    one (its reject written at the end, when the location of the one it repeats is looked up)."""
-    if index is not None and (hit := index.check(text)) is not None:
-        source.removed["decontaminated"] += 1
-        reason = f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in {len(hit.ngram.split())} words: {hit.ngram!r}"
-        reject = Reject(str(where), RejectStage.MIX, RejectCode.CONTAMINATED, reason)
-        source.report.add(reject)
-        sink.write([reject])
-        return True
-    if dedup is not None and (dup := dedup.check(record, text)) is not None:
-        source.removed["deduplicated"] += 1
-        source.report.rejected[RejectCode.DUPLICATE] += 1
-        duplicates.append((str(where), source.name, dup.original, "exact" if dup.jaccard == 1.0 else f"near, Jaccard {dup.jaccard:.2f}"))
-        return True
-    return False
+def _one_cluster(run: RunOptions) -> Any:
+    """engine=ray: one cluster for every source (started here unless this process joined one)."""
+    if run.engine is not Engine.RAY:
+        return contextlib.nullcontext()
+    return ray_cluster(run.ray_address, run.num_workers)
+
+
+class _Reading:
+    """The sources read in order into one rows file and one rejects file; duplicates and
+    evaluation overlaps noted as their records arrive."""
+
+    def __init__(self, recipe: Recipe, sink: RejectsWriter) -> None:
+        self.recipe = recipe
+        self.sink = sink
+        self.rows = output.ArrowRows(safeio.scratch_dir() / "rows.arrow")
+        self.texts = recipe.dedup is not Dedup.NONE or bool(recipe.decontaminate)
+        self.dedup: Deduplicator[int] | None = None
+        if recipe.dedup is not Dedup.NONE:
+            self.dedup = Deduplicator(recipe.dedup, threshold=recipe.near_threshold)
+        self.index = EvalIndex.from_files(recipe.eval_files(), n=recipe.ngram) if recipe.decontaminate else None
+        self.records = _Records()
+        self.removed: set[int] = set()
+        self.duplicates: list[tuple[str, str, int, str]] = []  # (location, source, the record it repeats, how)
+        self.sources: list[_Source] = []
+
+    def source(self, spec: Any, tokenizer: Any, options: BuildOptions, run: RunOptions, progress: Callable[[int], None] | None) -> None:
+        """Every record of one source, through the run loop with its own options."""
+        source = _Source(spec.name, BuildReport(source=spec.name), first=self.rows.records)
+        stage = Stage(tokenizer, options.data)
+        reduce = _with_texts if self.texts else _without_texts
+        for path in spec.files():
+            for part in loop.run(path, stage, run, reduce, report=source.report, progress=progress, empty_ok=True):
+                base = self.rows.records
+                c = part.chunk
+                self.rows.write(c.ids, c.labels, c.lengths, c.groups)
+                self.sink.write(c.rejects)
+                self.records.add([base + r for r, _, _ in part.located], [where for _, where, _ in part.located])
+                for r, where, text in part.located:
+                    if self._removed(base + r, where, text, source):
+                        self.removed.add(base + r)
+        source.last = self.rows.records
+        if source.report.records == 0:
+            raise FtdataError(f"{self.recipe.origin}: source {spec.name!r} ({spec.data}) has no records")
+        self.sources.append(source)
+
+    def _removed(self, record: int, where: Location, text: str, source: _Source) -> bool:
+        """Whether a record overlaps an evaluation record (its reject written now) or repeats a kept
+        one (its reject written by `write_duplicates`, when the location of the one it repeats is looked up)."""
+        if self.index is not None and (hit := self.index.check(text)) is not None:
+            source.removed["decontaminated"] += 1
+            reason = f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in {len(hit.ngram.split())} words: {hit.ngram!r}"
+            reject = Reject(str(where), RejectStage.MIX, RejectCode.CONTAMINATED, reason)
+            source.report.add(reject)
+            self.sink.write([reject])
+            return True
+        if self.dedup is not None and (dup := self.dedup.check(record, text)) is not None:
+            source.removed["deduplicated"] += 1
+            source.report.rejected[RejectCode.DUPLICATE] += 1
+            how = "exact" if dup.jaccard == 1.0 else f"near, Jaccard {dup.jaccard:.2f}"
+            self.duplicates.append((str(where), source.name, dup.original, how))
+            return True
+        return False
+
+    def write_duplicates(self) -> None:
+        """The duplicates' rejects, each naming the location of the record it repeats."""
+        originals = self.records.locations(np.asarray([d[2] for d in self.duplicates], dtype=np.int64))
+        self.sink.write([
+            Reject(where, RejectStage.MIX, RejectCode.DUPLICATE, f"source {name!r}: duplicates {original} ({how})")
+            for (where, name, _, how), original in zip(self.duplicates, originals)
+        ])  # fmt: skip
 
 
 def _mixture(

@@ -140,3 +140,38 @@ def test_random_weights_and_sizes_get_their_record_shares(char_tok, tmp_path_fac
     target = np.array(weights[: len(sizes)]) / sum(weights[: len(sizes)]) * used.sum()
     assert np.all(np.abs(used - target) <= 1)  # whole records: each within one record of its share
     assert rows_digest(ftdata.build(recipe, tokenizer=char_tok).dataset) == rows_digest(first.dataset)  # same seed, same mixture
+
+
+def small_recipe(folder: Path) -> Path:
+    for name, n in (("a", 6), ("b", 4)):
+        (folder / f"{name}.jsonl").write_text("\n".join(json.dumps({"instruction": f"{name}{i}?", "output": f"{name}{i}!"}) for i in range(n)) + "\n")
+    sources = [{"data": "a.jsonl", "weight": 1}, {"data": "b.jsonl", "weight": 1, "template": "question-answer"}]
+    return write_recipe(folder, template="alpaca", max_length=256, mix_by="records", sources=sources)
+
+
+def test_the_cli_builds_surveys_and_previews_a_recipe(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ftdata.cli import app
+
+    recipe = small_recipe(tmp_path)
+    run = CliRunner().invoke
+    built = run(app, ["build", str(recipe), "-o", str(tmp_path / "out"), "--no-color"])
+    assert built.exit_code == 0, built.output
+    assert "source a        4 of 6 records (0 repeats): 50.00% of records" in built.output
+    assert "2 not drawn" in built.output
+    manifest = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert [s["used"] for s in manifest["counts"]["mix"]] == [4, 4]
+    lines = (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
+    assert [json.loads(line)["code"] for line in lines] == ["not_drawn", "not_drawn"]
+    survey = run(app, ["stats", str(recipe), "--json"])
+    assert survey.exit_code == 0, survey.output
+    rows = json.loads(survey.output)["sources"]
+    assert [(r["source"], r["records"], r["planned"]) for r in rows] == [("a", 6, 4), ("b", 4, 4)]
+    shown = run(app, ["preview", str(recipe), "--source", "b", "-n", "1", "--no-color"])
+    assert shown.exit_code == 0, shown.output
+    assert "### Question:\nb0?" in shown.output and "b.jsonl:1" in shown.output
+    wrong = run(app, ["preview", str(recipe), "--source", "9"])
+    assert wrong.exit_code == 2 and "has sources 1 (a), 2 (b)" in wrong.stderr
+    beside = run(app, ["build", str(recipe), "-o", str(tmp_path / "o2"), "--max-length", "64"])
+    assert beside.exit_code == 2 and "a recipe carries its data options: set max_length in the recipe" in beside.stderr
