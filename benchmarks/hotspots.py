@@ -39,9 +39,9 @@ def main() -> None:
 
     from ftdata import load_tokenizer
     from ftdata.errors import Location
-    from ftdata.formats import Columns, to_examples
-    from ftdata.markers import control_tokens
-    from ftdata.prompts import load_prompt_template
+    from ftdata.chat.formats import Columns, to_examples
+    from ftdata.chat.markers import control_tokens
+    from ftdata.chat.prompts import load_prompt_template
 
     import prep_throughput as prep
     records = prep.synthetic(prep.real_records(), args.records)

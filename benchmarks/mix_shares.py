@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ftdata.errors import RecordError
-from ftdata.formats import to_examples
+from ftdata.chat.formats import to_examples
 from ftdata.mix.shares import SourceSizes, plan_mix
-from ftdata.readers import read_records
+from ftdata.io.readers import read_records
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SOURCES = [  # name, file, weight, epochs_max

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ftdata.packing import packing_stats, plan_bins
+from ftdata.tokens.packing import packing_stats, plan_bins
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ALPACA = SHARED / "datasets" / "alpaca" / "llamafactory_alpaca_en_demo.json"

@@ -38,9 +38,9 @@ def write_records(path: Path, n: int) -> None:
 
 
 def ftdata_command() -> list[str]:
-    """The installed `ftdata` script next to this interpreter, else `python -m ftdata.cli`."""
+    """The installed `ftdata` script next to this interpreter, else `python -m ftdata.cli.app`."""
     script = Path(sys.executable).with_name("ftdata")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "ftdata.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "ftdata.cli.app"]
 
 
 def time_once(command: list[str]) -> tuple[float, float, float]:

@@ -160,7 +160,7 @@ def template_dir() -> Path:
 
 def _load(name: str | None) -> Any:
     """A real tokenizer by folder name under ../shared/tokenizers (None: the bundled SmolLM2)."""
-    from ftdata.resources import load_tokenizer
+    from ftdata.io.resources import load_tokenizer
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -246,7 +246,7 @@ def run(case: Case, tokenizer: Any) -> Outcome:
     """Render and mask every probe conversation with this template (set on `tokenizer`)."""
     from ftdata.errors import FtdataError, Location, UnusableRecord
     from ftdata.options import DataOptions
-    from ftdata.engine import Stage
+    from ftdata.run.engine import Stage
 
     outcome = Outcome(case)
     if case.skip:
@@ -350,7 +350,7 @@ def run_chat(case: Case, tokenizer: Any, kwargs: dict[str, Any]) -> ChatOutcome:
     """Render, mask and check every probe (plain and CHAT_PROBES) with these kwargs."""
     from ftdata.errors import FtdataError
     from ftdata.options import DataOptions
-    from ftdata.engine import Stage
+    from ftdata.run.engine import Stage
 
     oracle = _oracle()
     out = ChatOutcome(case, kwargs)
@@ -479,7 +479,7 @@ def previews(load: Callable[[str | None], Any] = _load) -> str:
     """Markdown: for each preview, the rendered text with trained spans in ⟦ ⟧, method and notes."""
     from ftdata.errors import Location, UnusableRecord
     from ftdata.options import DataOptions
-    from ftdata.engine import Stage
+    from ftdata.run.engine import Stage
     blocks = []
     for title, name, template, options, record in PREVIEWS:
         tok = load(name)
@@ -682,7 +682,7 @@ def build_options(kwargs: dict[str, Any], stop_tokens: tuple[str, ...]) -> Any:
 def run_served(case: ServedCase, tokenizer: Any, kwargs: dict[str, Any]) -> dict[str, Verdict]:
     """Every served probe through ftdata and the oracle, with these kwargs."""
     from ftdata.errors import FtdataError
-    from ftdata.engine import Stage
+    from ftdata.run.engine import Stage
 
     oracle = _oracle()
     records = served_records(case)

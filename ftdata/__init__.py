@@ -5,13 +5,14 @@
     >>> result = build("data.json", "out", template="alpaca", packing=True)  # doctest: +SKIP
 """
 
-from ftdata.built import load
+from ftdata.io.built import load
 from ftdata.errors import ConfigError, FtdataError, ReaderError, RecordError, TemplateError, UnusableRecord
-from ftdata.markers import RoleMarkers, detect_role_markers
-from ftdata.driver import BuildResult, build, build_sft_dataset, prepare
+from ftdata.chat.markers import RoleMarkers, detect_role_markers
+from ftdata.run.driver import BuildResult, build, build_sft_dataset, prepare
+from ftdata.mix.recipe import Recipe, load_recipe
 from ftdata.options import BuildOptions, DataOptions, OutputOptions, RunOptions
 from ftdata.report import BuildReport
-from ftdata.resources import load_tokenizer
+from ftdata.io.resources import load_tokenizer
 from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Message, Rendered, TruncationPolicy
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "BuildResult",
     "DataOptions",
     "OutputOptions",
+    "Recipe",
     "RunOptions",
     "ConfigError",
     "Example",
@@ -40,6 +42,7 @@ __all__ = [
     "build_sft_dataset",
     "detect_role_markers",
     "load",
+    "load_recipe",
     "load_tokenizer",
     "prepare",
 ]

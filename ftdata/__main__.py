@@ -1,6 +1,6 @@
 """`python -m ftdata`: the same command line as the `ftdata` script."""
 
-from ftdata.cli import main
+from ftdata.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -19,9 +19,9 @@ from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from ftdata.errors import ConfigError
-from ftdata.delimited import check_delimiter
-from ftdata.formats import FORMAT_ALIASES, FORMATS, format_name
-from ftdata.packing import check_pad_multiple
+from ftdata.io.delimited import check_delimiter
+from ftdata.chat.formats import FORMAT_ALIASES, FORMATS, format_name
+from ftdata.tokens.packing import check_pad_multiple
 from ftdata.types import Engine, MaskPolicy, PromptCut, SystemMode, TruncationPolicy
 
 

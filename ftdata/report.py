@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from ftdata.errors import FtdataError, Location, RecordError, TooManyRejects, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
-from ftdata.packing import PackingStats
+from ftdata.tokens.packing import PackingStats
 
 
 SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
@@ -218,7 +218,7 @@ class RejectsWriter:
     """
 
     def __init__(self, report: BuildReport, path: str | Path | None):
-        from ftdata.safeio import AtomicFile
+        from ftdata.io.safeio import AtomicFile
 
         self.report = report
         self._file: AtomicFile | None = None

@@ -46,7 +46,7 @@ class MaskPolicy(_Choice):
 
 
 class TruncationPolicy(_Choice):
-    """What to do with a record longer than `max_length` tokens (see `ftdata.truncation`)."""
+    """What to do with a record longer than `max_length` tokens (see `ftdata.tokens.truncation`)."""
 
     KEEP_RESPONSE = "keep_response"  # drop oldest exchanges, then shorten the longest prompt message; never cut a response
     KEEP_START = "keep_start"  # keep the first max_length tokens (right truncation)

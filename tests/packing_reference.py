@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ftdata.errors import ConfigError, RecordError
-from ftdata.packing import _multiple
+from ftdata.tokens.packing import _multiple
 from ftdata.types import IGNORE_INDEX, PackedRow
 
 

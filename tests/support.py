@@ -21,7 +21,7 @@ _cache: dict[str, object] = {}
 
 def tokenizer(name: str | None):
     """A real tokenizer by folder name under ../shared/tokenizers (None = bundled SmolLM2), cached."""
-    from ftdata.resources import load_tokenizer
+    from ftdata.io.resources import load_tokenizer
 
     key = name or "smollm2"
     if key not in _cache:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from test_cli import cached_tokenizers  # noqa: F401  - the fixture, re-used here
 import ftdata
-from ftdata.cli import app
+from ftdata.cli.app import app
 from ftdata.errors import ConfigError
 
 RECORDS = [{"instruction": f"Say {word}.", "output": f"{word.title()}!"} for word in ("hi", "bye", "yes", "no", "ok")]

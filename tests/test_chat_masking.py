@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from ftdata import FtdataError, prepare
 from ftdata.errors import Location, UnusableRecord
-from ftdata.formats import to_examples
-from ftdata.markers import ChatRenderer
-from ftdata.masking import REPAIRED, Masker
-from ftdata.render import Renderer
+from ftdata.chat.formats import to_examples
+from ftdata.chat.markers import ChatRenderer
+from ftdata.tokens.masking import REPAIRED, Masker
+from ftdata.chat.render import Renderer
 from ftdata.types import IGNORE_INDEX, MaskPolicy, SystemMode
 from ftdata.outcomes import Note, NoteCode
 

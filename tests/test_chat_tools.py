@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from support import TOKENIZERS, tokenizer
 
 from ftdata.errors import ConfigError, Location, UnusableRecord
-from ftdata.markers import detect_role_markers
-from ftdata.masking import Masker
+from ftdata.chat.markers import detect_role_markers
+from ftdata.tokens.masking import Masker
 from ftdata.options import BuildOptions, DataOptions
-from ftdata.driver import build_fingerprint
-from ftdata.render import REASONING_DROPPED, Renderer
+from ftdata.run.driver import build_fingerprint
+from ftdata.chat.render import REASONING_DROPPED, Renderer
 from ftdata.types import IGNORE_INDEX, Example, Message, ToolCall
 from ftdata.outcomes import Note, NoteCode
 
@@ -41,7 +41,7 @@ _PRIVATE: dict[tuple, object] = {}
 def template_tokenizer(template: str, tags: tuple[str, ...] = (), eos: str | None = None):
     """A private Qwen2.5 copy with one of TRL's templates and its markup tags as special tokens
     (as benchmarks/template_matrix.py builds them), so the real tokenizer stays untouched."""
-    from ftdata.resources import load_tokenizer
+    from ftdata.io.resources import load_tokenizer
 
     key = (template, tags, eos)
     if key not in _PRIVATE:
@@ -310,7 +310,7 @@ def test_markers_report_what_each_template_trains_and_how_it_stops():
 
 
 def test_chat_template_kwargs_option_flag_and_fingerprint():
-    from ftdata.cli_options import convert_flags
+    from ftdata.cli.options import convert_flags
 
     assert convert_flags({"chat_template_kwargs": '{"enable_thinking": false}'}) == {"chat_template_kwargs": {"enable_thinking": False}}
     with pytest.raises(ConfigError, match=re.escape("--chat-template-kwargs takes a JSON object, e.g. --chat-template-kwargs")):
@@ -383,8 +383,8 @@ def preview_text(tok, examples, **options) -> str:
 
     from rich.console import Console
 
-    from ftdata.engine import Stage
-    from ftdata.preview import Printer, build_view
+    from ftdata.run.engine import Stage
+    from ftdata.cli.preview import Printer, build_view
 
     stage = Stage(tok, DataOptions(**options))
     out = io.StringIO()
@@ -444,7 +444,7 @@ if __name__ == "__main__":
 
 
 def test_yaml_config_takes_the_new_options(tmp_path):
-    from ftdata.cli_options import resolve
+    from ftdata.cli.options import resolve
 
     config = tmp_path / "build.yaml"
     config.write_text("chat_template_kwargs:\n  enable_thinking: false\nmask_reasoning: true\n", encoding="utf-8")

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from support import DATASETS, TOKENIZERS, tokenizer
-from ftdata import resources
-from ftdata.cli import app
+from ftdata.io import resources
+from ftdata.cli.app import app
 
 ALPACA = DATASETS / "alpaca" / "llamafactory_alpaca_en_demo.json"
 SHAREGPT = DATASETS / "sharegpt" / "fastchat_dummy_conversation.json"
@@ -227,7 +227,7 @@ def test_script_prints_one_line_and_exits_with_the_code(tmp_path: Path) -> None:
 def test_preview_startup_imports_no_torch() -> None:
     """`ftdata preview` with the bundled tokenizer must not pay for importing torch (~2 s)."""
     code = (
-        "import sys, ftdata.cli; from ftdata.resources import load_tokenizer; from ftdata.engine import Stage; "
+        "import sys, ftdata.cli.app; from ftdata.io.resources import load_tokenizer; from ftdata.run.engine import Stage; "
         "from ftdata.options import DataOptions; Stage(load_tokenizer(None), DataOptions()); "
         "print(sorted(m for m in ('torch', 'datasets', 'matplotlib') if m in sys.modules))"
     )
@@ -239,7 +239,7 @@ def test_preview_startup_imports_no_torch() -> None:
 
 
 def test_stats_numbers_on_a_small_file(tmp_path: Path, smol) -> None:
-    from ftdata.prompts import load_prompt_template
+    from ftdata.chat.prompts import load_prompt_template
 
     rows = [
         {"instruction": "Say hi.", "output": "Hi!"},
@@ -429,9 +429,9 @@ def test_colour_output_marks_trained_masked_and_template_text() -> None:
 
     from rich.console import Console
 
-    from ftdata import preview
+    from ftdata.cli import preview
     from ftdata.options import DataOptions
-    from ftdata.engine import Stage
+    from ftdata.run.engine import Stage
 
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, color_system="standard")

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from support import DATASETS, ROOT, TOKENIZERS
-from ftdata.cli import app
+from ftdata.cli.app import app
 
 ALPACA20 = ROOT / "examples" / "data" / "alpaca_en_demo_20.json"
 GLAIVE = DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json"
@@ -32,7 +32,7 @@ def jsonl(path: Path, rows: list[object]) -> Path:
 def script(*args: object, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
     """The real `ftdata` script in a subprocess (pipes, encodings and exit codes as a shell sees them)."""
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ftdata.cli", *map(str, args)], env=environ, capture_output=True, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run([sys.executable, "-m", "ftdata.cli.app", *map(str, args)], env=environ, capture_output=True, **kwargs)  # type: ignore[call-overload]
 
 
 # --- usage errors and help ---------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_help_off_a_terminal_is_plain_with_defaults_and_choices() -> None:
 
 def test_a_closed_pipe_exits_0_quietly() -> None:
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "ftdata.cli", "preview", str(ALPACA20), "-n", "20", "--tokens"]
+    command = [sys.executable, "-m", "ftdata.cli.app", "preview", str(ALPACA20), "-n", "20", "--tokens"]
     proc = subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().startswith(b"source")
@@ -107,7 +107,7 @@ def test_no_color_env_emits_no_ansi_at_all() -> None:
 
     code = (
         "import os, sys; os.environ['NO_COLOR']='1'; sys.argv=['ftdata','preview',sys.argv[1],'-n','1'];"
-        "from ftdata.cli import main; main()"
+        "from ftdata.cli.app import main; main()"
     )
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color"}
     out = bytearray()
@@ -148,7 +148,7 @@ def test_messages_use_flag_spelling_on_the_cli(tmp_path: Path) -> None:
 
 
 def test_cli_spelling_translates_only_option_values() -> None:
-    from ftdata.cli_options import cli_spelling
+    from ftdata.cli.options import cli_spelling
 
     assert cli_spelling("use system_mode='fold' to keep it") == "use --system-mode fold to keep it"
     assert cli_spelling("got max_length=-3") == "got --max-length -3"
@@ -245,7 +245,7 @@ def test_tokenizer_paths_say_what_is_missing_where(tmp_path: Path, monkeypatch: 
 def test_tokenizers_loaded_directly_equal_autotokenizers(name: str) -> None:
     from transformers import AutoTokenizer
 
-    from ftdata.resources import _tokenizer_class, load_tokenizer
+    from ftdata.io.resources import _tokenizer_class, load_tokenizer
 
     path = TOKENIZERS / name
     assert _tokenizer_class(path).__name__ != "AutoTokenizer"  # the fast path is taken
@@ -259,7 +259,7 @@ def test_tokenizers_loaded_directly_equal_autotokenizers(name: str) -> None:
 def test_preview_with_a_real_tokenizer_imports_no_torch() -> None:
     code = (
         "import sys; sys.argv=['ftdata','preview',sys.argv[1],'-n','1','-t',sys.argv[2]];"
-        "from ftdata.cli import app\ntry: app(prog_name='ftdata')\nexcept SystemExit: pass\n"
+        "from ftdata.cli.app import app\ntry: app(prog_name='ftdata')\nexcept SystemExit: pass\n"
         "print('torch' in sys.modules)"
     )
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -299,7 +299,7 @@ def test_qwen_tool_schema_span_starts_after_the_system_prompt() -> None:
 
 
 def test_llama_tool_results_are_marked_and_their_encoding_said_once() -> None:
-    from ftdata.preview import RESULTS_ENCODED
+    from ftdata.cli.preview import RESULTS_ENCODED
 
     record = _segments([GLAIVE, "-n", "1", "-t", TOKENIZERS / "llama-3.2-instruct"])
     results = [s["text"] for s in record["segments"] if s["kind"] == "result"]

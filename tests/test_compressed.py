@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ftdata import prepare
-from ftdata.cli import app
-from ftdata.compressed import data_suffix
+from ftdata.cli.app import app
+from ftdata.io.compressed import data_suffix
 from ftdata.errors import ReaderError, RecordError
-from ftdata.limits import LimitExceeded
-from ftdata.readers import read_records
+from ftdata.tokens.limits import LimitExceeded
+from ftdata.io.readers import read_records
 
 try:
     from compression import zstd  # type: ignore[import-not-found]
@@ -224,7 +224,7 @@ def test_a_decompression_bomb_stops_at_the_limit(tmp_path, monkeypatch, name, ex
 
 def test_a_json_document_read_whole_is_also_capped_by_memory(tmp_path, monkeypatch):
     path = write(tmp_path / "b.json.gz", b"[" + b" " * 3_000_000 + b"]", "gz")
-    monkeypatch.setattr("ftdata.compressed.half_memory", lambda: 1_000_000)
+    monkeypatch.setattr("ftdata.io.compressed.half_memory", lambda: 1_000_000)
     message, _ = _bomb_peak(path)
     assert message == (
         f"{path}:1: decompresses to more than 1,000,000 bytes (half of this machine's memory, the most a JSON document "

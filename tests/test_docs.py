@@ -29,8 +29,8 @@ WIDTH = {"COLUMNS": "80"}  # Rich wraps tables at the terminal width; pin the wi
 sys.path.insert(0, str(ROOT / "tests"))
 from test_cli import cached_tokenizers  # noqa: E402,F401  - the fixture, re-used here
 
-from ftdata.cli import app  # noqa: E402
-from ftdata.cli_options import options_markdown  # noqa: E402
+from ftdata.cli.app import app  # noqa: E402
+from ftdata.cli.options import options_markdown  # noqa: E402
 
 
 def _commands() -> dict[str, object]:
@@ -111,7 +111,7 @@ def test_build_examples_are_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def update() -> None:
     """Rewrite the options table and every example block of docs/cli.md with real output."""
-    from ftdata import resources
+    from ftdata.io import resources
 
     os.chdir(ROOT)
     os.environ.update(WIDTH)

@@ -17,10 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from support import DATASETS
-from ftdata import executors, prepare
-from ftdata.cli import app
+from ftdata import prepare
+from ftdata.run import executors
+from ftdata.cli.app import app
 from ftdata.errors import ConfigError, RecordError
-from ftdata.executors import LocalExecutor, ProcessExecutor
+from ftdata.run.executors import LocalExecutor, ProcessExecutor
 from ftdata.options import BuildOptions
 
 ALPACA = DATASETS / "alpaca" / "llamafactory_alpaca_en_demo.json"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ftdata.cli import app
-from ftdata.resources import bundled_tokenizer_dir
+from ftdata.cli.app import app
+from ftdata.io.resources import bundled_tokenizer_dir
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ALPACA20 = EXAMPLES / "data" / "alpaca_en_demo_20.json"
@@ -218,9 +218,9 @@ def test_an_entry_from_before_completeness_markers_is_ignored(tmp_path: Path) ->
 
 
 def test_the_cache_key_follows_the_content_not_size_and_mtime(tmp_path: Path) -> None:
-    from ftdata.driver import build_fingerprint
+    from ftdata.run.driver import build_fingerprint
     from ftdata.options import DataOptions
-    from ftdata.resources import load_tokenizer
+    from ftdata.io.resources import load_tokenizer
 
     data = jsonl(tmp_path / "d.jsonl", [{"instruction": "a", "output": "b"}])
     st = data.stat()
@@ -235,7 +235,7 @@ def test_the_cache_key_follows_the_content_not_size_and_mtime(tmp_path: Path) ->
 def test_stale_scratch_of_a_dead_run_is_removed(tmp_path: Path) -> None:
     import fcntl
 
-    from ftdata import safeio
+    from ftdata.io import safeio
 
     stale, live = tmp_path / "ftdata-1-dead", tmp_path / "ftdata-2-live"
     for folder in (stale, live):
@@ -262,7 +262,7 @@ def test_a_csv_row_with_extra_fields_is_rejected_not_cut(tmp_path: Path) -> None
 
 
 def test_a_folder_of_mixed_files_reads_every_file_with_file_line_locations(tmp_path: Path) -> None:
-    from ftdata.readers import read_records
+    from ftdata.io.readers import read_records
 
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -401,7 +401,7 @@ def test_a_looping_chat_template_stops_markers_at_the_time_limit(tmp_path: Path)
 
 
 def test_pinned_limits_are_read_once_for_the_block_and_the_environment_again_after(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ftdata.limits import limits, pinned
+    from ftdata.tokens.limits import limits, pinned
 
     monkeypatch.setenv("FTDATA_RENDER_MAX_CHARS", "1000")
     with pinned() as lim:
@@ -414,7 +414,7 @@ def test_a_short_time_limit_fires_while_a_long_one_runs_on_another_thread() -> N
     """The watchdog sleeps until the earliest deadline; a later, shorter limit must wake it."""
     import threading
 
-    from ftdata.limits import LimitExceeded, time_limit
+    from ftdata.tokens.limits import LimitExceeded, time_limit
 
     def spin(seconds: float, until: threading.Event | None = None) -> str:
         try:
@@ -504,7 +504,7 @@ def test_a_yaml_billion_laughs_is_refused_quickly(tmp_path: Path) -> None:
 
 
 def test_a_csv_cell_over_128_kib_is_read(tmp_path: Path) -> None:
-    from ftdata.readers import read_records
+    from ftdata.io.readers import read_records
 
     data = tmp_path / "big.csv"
     data.write_text(f"instruction,output\nq,{'a' * 200_000}\nq2,b\n")
@@ -515,7 +515,7 @@ def test_a_csv_cell_over_128_kib_is_read(tmp_path: Path) -> None:
 def test_a_fifo_is_read_once_and_named_as_given(tmp_path: Path) -> None:
     import threading
 
-    from ftdata.readers import read_records
+    from ftdata.io.readers import read_records
 
     fifo = tmp_path / "63"
     os.mkfifo(fifo)
@@ -610,7 +610,7 @@ def test_an_instances_record_with_one_bad_instance_is_rejected_whole(tmp_path: P
 
 
 def test_security_doc_lists_every_limit() -> None:
-    from ftdata import limits
+    from ftdata.tokens import limits
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
     for name in limits.Limits.__dataclass_fields__:

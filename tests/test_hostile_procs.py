@@ -30,7 +30,7 @@ def _data(tmp_path: Path) -> Path:
 
 
 def _build(tmp_path: Path, *args: object) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "ftdata.cli", "build", *map(str, args), "--template", "alpaca", "--on-error", "skip"]
+    cmd = [sys.executable, "-m", "ftdata.cli.app", "build", *map(str, args), "--template", "alpaca", "--on-error", "skip"]
     return subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
 
 
@@ -73,7 +73,7 @@ def test_two_builds_at_once_into_one_out_take_turns(tmp_path: Path) -> None:
 
 _HOLD_SCRATCH = """
 import sys, time
-from ftdata import safeio
+from ftdata.io import safeio
 print(safeio.scratch_dir(), flush=True)
 time.sleep(60)
 """
@@ -101,7 +101,7 @@ def test_scratch_of_a_killed_run_is_removed_by_the_next_run(tmp_path: Path) -> N
     proc.wait(timeout=30)
     assert path.exists()  # SIGKILL cannot be handled
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", "from ftdata import safeio; safeio.scratch_dir()"], env=_env(tmp_path), check=True)
+    subprocess.run([sys.executable, "-c", "from ftdata.io import safeio; safeio.scratch_dir()"], env=_env(tmp_path), check=True)
     assert not path.exists() and live_path.exists()  # the live run's scratch is left alone
     live.kill()
     live.wait(timeout=30)

@@ -27,7 +27,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 trl_sft = pytest.importorskip("trl.trainer.sft_trainer")
 
-from ftdata.packing import padded_lengths, plan_bins  # noqa: E402
+from ftdata.tokens.packing import padded_lengths, plan_bins  # noqa: E402
 from packing_reference import pack_rows  # noqa: E402
 from ftdata.types import IGNORE_INDEX, TokenRow  # noqa: E402
 

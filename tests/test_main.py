@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ftdata.cli import app
+from ftdata.cli.app import app
 
 
 def python_m(*args: str | Path) -> subprocess.CompletedProcess[str]:

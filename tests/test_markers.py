@@ -7,8 +7,8 @@ from support import TOKENIZER_NAMES, TOKENIZERS, tokenizer
 from test_chat_masking import RAISES_ON_SYSTEM, chat, chat_template, one, trained_texts, trl_template
 
 from ftdata.errors import TemplateError
-from ftdata.markers import common_token_prefix, control_tokens, detect_role_markers
-from ftdata.stops import first_stop
+from ftdata.chat.markers import common_token_prefix, control_tokens, detect_role_markers
+from ftdata.chat.stops import first_stop
 
 # name -> (bos, user_header, user_footer, assistant_header, eot, separator, final_eot, system_support)
 MARKERS = {

@@ -16,8 +16,8 @@ from test_chat_masking import BYTE_LEVEL, chat, chat_template, one, trained_runs
 
 from ftdata.errors import Location
 from ftdata.errors import UnusableRecord
-from ftdata.masking import REPAIRED, Masker, Tokenized, _token_ranges
-from ftdata.render import Renderer
+from ftdata.tokens.masking import REPAIRED, Masker, Tokenized, _token_ranges
+from ftdata.chat.render import Renderer
 from ftdata.types import IGNORE_INDEX, Example, Message, Rendered
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -260,7 +260,7 @@ def test_verification_passes_unicode_the_tokenizer_normalizes():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ftdata import masking  # noqa: E402
+from ftdata.tokens import masking  # noqa: E402
 
 SPELLING = {None: "ascii", "qwen2.5-instruct": "normalizer", "llama-3-8b-instruct": "ascii",
             "llama-3.2-instruct": "ascii", "mistral-nemo-instruct-2407": "ascii", "deepseek-v3": None,

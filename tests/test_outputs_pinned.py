@@ -70,7 +70,7 @@ def test_the_cli_build_writes_the_rows_prepare_makes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     import ftdata
-    from ftdata.cli import app
+    from ftdata.cli.app import app
 
     data, _, options = CASES["alpaca-packed-split"]
     out = tmp_path / "out"

@@ -10,7 +10,7 @@ import pytest
 
 from support import DATASETS, make_char_tokenizer
 from ftdata import RecordError, build_sft_dataset, prepare
-from ftdata.readers import read_records
+from ftdata.io.readers import read_records
 
 pd = pytest.importorskip("pandas")
 
@@ -84,7 +84,7 @@ def test_the_build_cache_tells_frames_with_the_same_columns_apart(tok, tmp_path)
 
 def test_reading_records_never_imports_pandas() -> None:
     code = (
-        "import sys; from ftdata.readers import read_records; "
+        "import sys; from ftdata.io.readers import read_records; "
         "list(read_records([{'instruction': 'a', 'output': 'b'}])); print('pandas' in sys.modules)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from support import DATASETS
 import ftdata
 from ftdata import prepare
-from ftdata.cli import app
+from ftdata.cli.app import app
 from ftdata.errors import ConfigError, RecordError
 
 ray = pytest.importorskip("ray")
@@ -205,7 +205,7 @@ def _pid(spec: int, batch: list[int]) -> tuple[int, int]:
 def test_batches_run_in_ray_workers_and_come_back_in_order() -> None:
     import os
 
-    from ftdata.executors import RayExecutor
+    from ftdata.run.executors import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module
     results = list(RayExecutor(2).map(_pid, 100, [[i, i] for i in range(8)]))
@@ -216,9 +216,9 @@ def test_batches_run_in_ray_workers_and_come_back_in_order() -> None:
 def test_a_shard_report_that_never_reached_out_is_one_line(tmp_path: Path) -> None:
     """A worker on a node that does not mount OUT writes its counts elsewhere: say so, no traceback."""
     from ftdata.errors import FtdataError
-    from ftdata.ray_build import _read_report
+    from ftdata.run.ray_build import _read_report
 
-    from ftdata.store import filesystem
+    from ftdata.io.store import filesystem
 
     (tmp_path / "reports").mkdir()
     with pytest.raises(FtdataError) as raised:

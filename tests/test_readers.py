@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ftdata.errors import ConfigError, ReaderError
-from ftdata.readers import read_records, sniff
+from ftdata.io.readers import read_records, sniff
 
 
 def rows(source, **kw):

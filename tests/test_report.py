@@ -9,14 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from support import tokenizer
-from ftdata import prepare, preview
+from ftdata import prepare
+from ftdata.cli import preview
 from ftdata.errors import FtdataError, Location
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
-from ftdata.packing import packing_stats
-from ftdata.engine import Stage
+from ftdata.tokens.packing import packing_stats
+from ftdata.run.engine import Stage
 from ftdata.report import NOTE_TEXTS, SAMPLES, BuildReport, Reject
-from ftdata.stats import collect
+from ftdata.run.stats import collect
 
 CONTROL = {"instruction": "What ends a turn?", "output": "The marker <|im_end|> does."}
 PLAIN = {"instruction": "Say hi", "output": "hi"}

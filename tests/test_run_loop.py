@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftdata import loop
-from ftdata.driver import prepare
-from ftdata.engine import Stage
+from ftdata.run import loop
+from ftdata.run.driver import prepare
+from ftdata.run.engine import Stage
 from ftdata.errors import FtdataError
-from ftdata.executors import LocalExecutor
+from ftdata.run.executors import LocalExecutor
 from ftdata.options import DataOptions, RunOptions
 from ftdata.report import BuildReport
-from ftdata.stats import collect
+from ftdata.run.stats import collect
 
 WORDS = st.text(alphabet="abc xyz", min_size=1, max_size=40).filter(str.strip)
 

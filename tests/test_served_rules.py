@@ -19,7 +19,7 @@ import pytest
 from support import TOKENIZERS, matrix_module, tokenizer
 
 from ftdata import ConfigError, prepare
-from ftdata.markers import detect_role_markers, model_stop_tokens
+from ftdata.chat.markers import detect_role_markers, model_stop_tokens
 from ftdata.outcomes import NoteCode
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -127,7 +127,7 @@ def test_class5_stop_tokens_come_from_generation_config_and_the_option(tmp_path)
     folder = tmp_path / "llama"
     shutil.copytree(TOKENIZERS / "llama-3.2-instruct", folder)
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [128001, 128008, 128009]}))
-    from ftdata.resources import load_tokenizer
+    from ftdata.io.resources import load_tokenizer
 
     tok = load_tokenizer(folder)
     assert model_stop_tokens(tok) == ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")

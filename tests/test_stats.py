@@ -1,4 +1,4 @@
-"""`ftdata.stats`: literal token rows -> literal numbers, and agreement with a real build."""
+"""`ftdata.run.stats`: literal token rows -> literal numbers, and agreement with a real build."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from support import tokenizer
-from ftdata import executors, prepare
+from ftdata import prepare
+from ftdata.run import executors
 from ftdata.errors import FtdataError, Location, RecordError
-from ftdata.masking import Tokenized
-from ftdata.engine import Measured
+from ftdata.tokens.masking import Tokenized
+from ftdata.run.engine import Measured
 from ftdata.options import DataOptions, RunOptions
-from ftdata.engine import Stage
-from ftdata.stats import CUT, DROPPED, FIT, POLICIES, collect, describe, histogram, summaries
+from ftdata.run.engine import Stage
+from ftdata.run.stats import CUT, DROPPED, FIT, POLICIES, collect, describe, histogram, summaries
 from ftdata.types import Example, Message, Rendered, TruncationPolicy
 
 N = -100

@@ -10,11 +10,11 @@ import json
 import pytest
 from support import DATASETS, TOKENIZERS, tokenizer
 
-from ftdata.engine import Stage
+from ftdata.run.engine import Stage
 from ftdata.errors import Location, RecordError
 from ftdata.options import DataOptions
-from ftdata.driver import prepare
-from ftdata.stats import collect
+from ftdata.run.driver import prepare
+from ftdata.run.stats import collect
 from ftdata.types import TruncationPolicy as T
 
 SYS, HEAD = "<s><|im_start|>system\nS<|im_end|>\n", "<|im_start|>"

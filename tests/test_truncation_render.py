@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from support import TOKENIZER_NAMES, TOKENIZERS, matrix_module, tokenizer
 
 from ftdata.errors import FtdataError, Location
-from ftdata.masking import REPAIRED, Tokenized
+from ftdata.tokens.masking import REPAIRED, Tokenized
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode
-from ftdata.engine import Stage
-from ftdata.shorten import MARKER
-from ftdata.truncation import Truncator
+from ftdata.run.engine import Stage
+from ftdata.tokens.shorten import MARKER
+from ftdata.tokens.truncation import Truncator
 from ftdata.types import Example, PromptCut, TruncationPolicy
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")

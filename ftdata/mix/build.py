@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from ftdata import loop, output, safeio
-from ftdata.engine import Measured, Ran, Stage, chunk
+from ftdata.run import loop
+
+from ftdata.io import output, safeio
+from ftdata.run.engine import Measured, Ran, Stage, chunk
 from ftdata.errors import FtdataError, Location
 from ftdata.mix.contamination import EvalIndex
 from ftdata.mix.dedup import Deduplicator
 from ftdata.mix.recipe import Dedup, MixBy, Recipe
 from ftdata.mix.shares import Plan, SourceSizes, plan_mix
-from ftdata.executors import ray_cluster
+from ftdata.run.executors import ray_cluster
 from ftdata.options import BuildOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.report import BuildReport, Reject, RejectsWriter
@@ -321,7 +323,7 @@ def check_shares(recipe: Recipe) -> None:
     """
     if recipe.mix_by is not MixBy.RECORDS:
         return  # tokens are known once the records are tokenized: the planner checks then
-    from ftdata.export import count_records
+    from ftdata.io.export import count_records
 
     counts = [sum(count_records(path, limit=None) or 0 for path in spec.files()) for spec in recipe.sources]
     if all(counts):

@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ftdata.errors import ConfigError, Location, RecordError
-from ftdata.formats import to_examples
+from ftdata.chat.formats import to_examples
 from ftdata.mix.normalise import words
-from ftdata.readers import read_records
+from ftdata.io.readers import read_records
 
 K = TypeVar("K", bound=Hashable)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it mod 2**64 loses nothing

@@ -31,11 +31,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ftdata.compressed import data_suffix
-from ftdata.config_files import check_code_reader, read_yaml, resolve_paths
+from ftdata.io.compressed import data_suffix
+from ftdata.io.config_files import check_code_reader, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions
-from ftdata.store import is_uri
+from ftdata.io.store import is_uri
 from ftdata.types import _Choice
 
 _BUILD_OPTIONS = tuple(FIELDS)

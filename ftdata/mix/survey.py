@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from ftdata.engine import Stage
+from ftdata.run.engine import Stage
 from ftdata.mix.recipe import Recipe
 from ftdata.mix.shares import SourceSizes, plan_mix
 from ftdata.options import BuildOptions, RunOptions
-from ftdata.stats import collect
+from ftdata.run.stats import collect
 
 __all__ = ["survey", "survey_table"]
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from ftdata.config_files import check_type
-from ftdata.config_files import check_names, load_config_file, read_yaml, resolve_paths
+from ftdata.io.config_files import check_type
+from ftdata.io.config_files import check_names, load_config_file, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS as BUILD_FIELDS
 from ftdata.options import BuildOptions, plain

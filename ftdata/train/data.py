@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftdata.built import is_build_output
-from ftdata.built import load as load_build
+from ftdata.io.built import is_build_output
+from ftdata.io.built import load as load_build
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions
 from ftdata.report import BuildReport
-from ftdata.resources import cache_root
+from ftdata.io.resources import cache_root
 from ftdata.train.config import TrainConfig
 from ftdata.types import IGNORE_INDEX
 
@@ -122,7 +122,7 @@ def _streamed(path: Path, cfg: TrainConfig) -> Splits:
 
 def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> tuple[Dataset | DatasetDict, BuildReport]:
     """The build of `cfg.data` in memory, with its report (warned about rejects, checked against max_reject_ratio)."""
-    from ftdata.driver import build, checked
+    from ftdata.run.driver import build, checked
 
     result = build(cfg.data, tokenizer=tokenizer, options=options)
     return result.dataset, checked(result.report, max_reject_ratio=options.run.max_reject_ratio, stacklevel=4)

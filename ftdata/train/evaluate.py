@@ -80,7 +80,7 @@ def evaluate_run(
     if not samples:
         raise ConfigError(f"no usable prompt in {folder / 'eval_data'}: all {skipped} sequences are trained "
                           "from their first token (train_on_prompt), so there is no prompt to answer")
-    from ftdata.resources import load_tokenizer
+    from ftdata.io.resources import load_tokenizer
     from ftdata.train.model import with_pad_token
 
     tokenizer = with_pad_token(load_tokenizer(str(tuned_dir)))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ftdata.errors import ConfigError
-from ftdata.resources import bundled_dir, bundled_gguf, bundled_tokenizer_dir, is_bundled, load_tokenizer
+from ftdata.io.resources import bundled_dir, bundled_gguf, bundled_tokenizer_dir, is_bundled, load_tokenizer
 from ftdata.train.config import Precision, Quantization, TrainConfig
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftdata.built import parquet_files
+from ftdata.io.built import parquet_files
 from ftdata.errors import ConfigError
 from ftdata.types import IGNORE_INDEX
 

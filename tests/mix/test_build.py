@@ -152,15 +152,15 @@ def small_recipe(folder: Path) -> Path:
 def test_the_cli_builds_surveys_and_previews_a_recipe(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from ftdata.cli import app
+    from ftdata.cli.app import app
 
     recipe = small_recipe(tmp_path)
     run = CliRunner().invoke
     built = run(app, ["build", str(recipe), "-o", str(tmp_path / "out"), "--no-color"])
     assert built.exit_code == 0, built.output
-    assert "source a        4 of 6 records (0 repeats): 50.00% of records" in built.output
-    assert "2 not drawn" in built.output
+    assert "source a        4 draws of 6 records (0 repeats): 50.00% of records" in built.output
     manifest = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert (manifest["counts"]["not_drawn"], manifest["counts"]["mix"][0]["not_drawn"]) == (2, 2)
     assert [s["used"] for s in manifest["counts"]["mix"]] == [4, 4]
     lines = (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
     assert [json.loads(line)["code"] for line in lines] == ["not_drawn", "not_drawn"]

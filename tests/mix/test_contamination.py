@@ -10,9 +10,9 @@ import pytest
 from support import DATASETS
 
 from ftdata.errors import ConfigError, Location, ReaderError
-from ftdata.formats import to_examples
+from ftdata.chat.formats import to_examples
 from ftdata.mix.contamination import EvalIndex, Overlap, count_by_eval_file, find_overlaps
-from ftdata.readers import read_records
+from ftdata.io.readers import read_records
 
 ALPACA = DATASETS / "alpaca" / "llamafactory_alpaca_en_demo.json"
 GLAIVE = DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json"

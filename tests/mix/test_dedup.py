@@ -10,11 +10,11 @@ import pytest
 from support import DATASETS
 
 from ftdata.errors import ConfigError, Location
-from ftdata.formats import to_examples
+from ftdata.chat.formats import to_examples
 from ftdata.mix.dedup import Deduplicator, Duplicate, digest, find_duplicates
 from ftdata.mix.normalise import normalise, words
 from ftdata.mix.recipe import Dedup
-from ftdata.readers import read_records
+from ftdata.io.readers import read_records
 
 GLAIVE = DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json"
 LONG = ("The quick brown fox jumps over the lazy dog and then runs far away into the deep dark forest "

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import runpy
 from pathlib import Path
 
 import pytest
@@ -167,13 +165,3 @@ def test_eval_files_expand_globs_in_order(tmp_path: Path) -> None:
     missing = Recipe.from_mapping({"sources": [{"data": "a.jsonl"}], "decontaminate": "nope.jsonl"}, base=tmp_path)
     with pytest.raises(ConfigError, match=r"decontaminate: '.*nope\.jsonl': no such file or folder"):
         missing.eval_files()
-
-
-@needs_data
-def test_the_docs_example_plan_is_real_output(capsys: pytest.CaptureFixture[str]) -> None:
-    root = Path(__file__).resolve().parents[2]
-    runpy.run_path(str(root / "examples" / "recipe_plan.py"), run_name="__main__")
-    block = re.search(r"<!-- recipe_plan output -->\n```console\n\$ python examples/recipe_plan.py\n(.*?)```",
-                      (root / "docs" / "recipes.md").read_text(encoding="utf-8"), re.S)  # fmt: skip
-    assert block is not None
-    assert capsys.readouterr().out == block.group(1)

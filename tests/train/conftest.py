@@ -35,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def smol_tok():
-    from ftdata.resources import load_tokenizer
+    from ftdata.io.resources import load_tokenizer
 
     return load_tokenizer(None)
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 import ftdata.train.model
 import ftdata.train.run
-from ftdata.cli import app as ftdata_app
-from ftdata.cli_options import parse_data_options
+from ftdata.cli.app import app as ftdata_app
+from ftdata.cli.options import parse_data_options
 from ftdata.errors import ConfigError
-from ftdata.train.commands import register, train_from_flags
+from ftdata.cli.train import register, train_from_flags
 from ftdata.train.config import TrainConfig
 from ftdata.types import MaskPolicy
 
@@ -144,7 +144,7 @@ def test_a_bad_data_option_value_fails_as_its_build_flag_does(
     key, _, value = option.partition("=")
     build = cli("build", qa_json, "-o", tmp_path / "out", "--" + key.replace("_", "-"), value)
     train = cli("train", qa_json, "--data-option", option)
-    from ftdata.cli_options import cli_spelling
+    from ftdata.cli.options import cli_spelling
 
     assert (train.exit_code, train.stderr) == (2, f"error: {message}\n")  # train speaks data_options' spelling
     assert (build.exit_code, build.stderr) == (2, f"error: {cli_spelling(message)}\n")  # build its flags'

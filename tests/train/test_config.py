@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftdata.cli_options import parse_data_options, read_config
+from ftdata.cli.options import parse_data_options, read_config
 from ftdata.errors import ConfigError
-from ftdata.executors import Engine
+from ftdata.run.executors import Engine
 from ftdata.options import FIELDS, BuildOptions
 from ftdata.train.config import (
     Interval, Precision, Quantization, TrainConfig, changed_options, field_defaults, field_help,

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import ftdata
-from ftdata.cli import app
+from ftdata.cli.app import app
 from ftdata.train import TrainConfig
 from ftdata.train.data import load_splits
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from typer.main import get_command
 
-from ftdata.train.commands import options_markdown, register
+from ftdata.cli.train import options_markdown, register
 from ftdata.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ftdata import limits
+from ftdata.tokens import limits
 from ftdata.errors import Location, RecordError, TemplateError
 from ftdata.outcomes import Note, NoteCode
 from ftdata.types import Example, Rendered
@@ -70,7 +70,7 @@ class PromptTemplate:
     _compiled: Any
 
     def render(self, *, instruction: str, input: str = "", system: str = "", location: Location | None = None) -> str:
-        """Render the prompt within the time and size limits (`ftdata.limits`).
+        """Render the prompt within the time and size limits (`ftdata.tokens.limits`).
 
         Raises:
             RecordError: the template fails on this record (division by zero, an index past

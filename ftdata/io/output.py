@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftdata import safeio
+from ftdata.io import safeio
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.options import DataOptions
-from ftdata.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
+from ftdata.tokens.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.report import BuildReport
 from ftdata.types import IGNORE_INDEX
 
@@ -220,7 +220,7 @@ def check_padding(rows: int, max_length: int) -> None:
     Raises:
         ConfigError: with the size it would take and the way out.
     """
-    from ftdata.limits import env_name, limits
+    from ftdata.tokens.limits import env_name, limits
 
     need, budget = rows * max_length * 9, limits().pad_bytes
     if need > budget:

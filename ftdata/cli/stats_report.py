@@ -13,8 +13,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ftdata.stats import DataStats, histogram
-from ftdata.terminal import unicode_ok
+from ftdata.run.stats import DataStats, histogram
+from ftdata.cli.terminal import unicode_ok
 
 BAR_WIDTH = 40
 _LENGTH_ROWS = ("prompt", "response", "total")

@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from ftdata import limits
+from ftdata.tokens import limits
 from ftdata.errors import Location, RecordError, UnusableRecord
-from ftdata.formats import Columns, to_examples
-from ftdata.masking import Masker, Tokenized
+from ftdata.chat.formats import Columns, to_examples
+from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.render import Renderer
+from ftdata.chat.render import Renderer
 from ftdata.report import BuildReport, Reject
-from ftdata.truncation import Truncated, Truncator
+from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
 
 Record = tuple[Location, Any]
@@ -186,7 +186,7 @@ class Stage:
         """`item` fitted to max_length by `policy` (default: the build's): what build, stats and preview all use.
 
         A record that fits costs nothing more; an over-long one is shortened as a conversation
-        and rendered again (`ftdata.truncation`).
+        and rendered again (`ftdata.tokens.truncation`).
 
         Raises:
             RecordError: policy `error` and the record is too long (names the record).

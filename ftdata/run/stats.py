@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from ftdata import loop
-from ftdata.engine import Measured, Ran, Stage
+from ftdata.run import loop
+from ftdata.run.engine import Measured, Ran, Stage
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
-from ftdata.packing import PackingStats, packing_stats, plan_bins
+from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
 from ftdata.report import BuildReport, Reject
-from ftdata.truncation import Truncated
+from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
 
 POLICIES = (

@@ -17,7 +17,7 @@ Shapes (names accepted by `format=`):
 - ``chat``: a bare list of messages (the row itself is a list).
 
 Any shape may have a ``tools`` column (tool schemas) and a ``chat_template_kwargs`` column;
-`ftdata.tools` reads them and defines the normal forms the renderer relies on.
+`ftdata.chat.tools` reads them and defines the normal forms the renderer relies on.
 
 A column map renames source fields to canonical ones: ``{"output": "std_answer"}``.
 """
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from ftdata import tools
+from ftdata.chat import tools
 from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message
@@ -452,7 +452,7 @@ def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[.
     """A row predicate `keep(row, location=None)` from a callable or a Jinja expression over the row's fields.
 
     `"not input"` keeps records whose `input` is empty (a seed workflow's filter). The
-    expression runs in a sandbox with time and size limits (`ftdata.limits`); a field the
+    expression runs in a sandbox with time and size limits (`ftdata.tokens.limits`); a field the
     record lacks is an error naming the record and its fields (write `x is defined and ...`
     for a field only some records have), not a silent "false".
 
@@ -467,7 +467,7 @@ def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[.
         return lambda row, location=None: bool(user(row))
     from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 
-    from ftdata import limits
+    from ftdata.tokens import limits
 
     try:
         compiled = limits.sandbox(undefined=StrictUndefined).compile_expression(expression)

@@ -24,10 +24,10 @@ from rich.table import Table
 
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions, plain
-from ftdata.output import REJECTS
+from ftdata.io.output import REJECTS
 from ftdata.report import BuildReport
-from ftdata.safeio import OutputDir, file_hash
-from ftdata.store import StoreOut
+from ftdata.io.safeio import OutputDir, file_hash
+from ftdata.io.store import StoreOut
 from ftdata.types import IGNORE_INDEX
 
 OUTPUT_FORMATS = ("arrow", "parquet", "jsonl")
@@ -181,7 +181,7 @@ def mix_line(source: dict[str, Any]) -> str:
     removed = [f"{source[k]:,} {k}" for k in ("deduplicated", "decontaminated", "not_drawn") if source[k]]
     removed += [f"{n:,} {code}" for code, n in source["rejected"].items()]
     tail = f"; {', '.join(removed).replace('not_drawn', 'not drawn')}" if removed else ""
-    return (f"{source['used']:,} of {source['read']:,} records ({source['repeats']:,} repeats): {shares} "
+    return (f"{source['used']:,} draws of {source['available']:,} records ({source['repeats']:,} repeats): {shares} "
             f"(target {source['target_share']:.2%} of {unit.replace('_', ' ')}){tail}")  # fmt: skip
 
 

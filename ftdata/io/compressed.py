@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from ftdata.errors import ReaderError
-from ftdata.limits import LimitExceeded, env_name, half_memory, limits
+from ftdata.tokens.limits import LimitExceeded, env_name, half_memory, limits
 
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip"}
 _SUFFIXES = frozenset({".gz", ".gzip", ".zst", ".zstd", ".bz2", ".xz", ".zip"})

@@ -19,8 +19,8 @@ the last turn the tokenizer's EOS is appended and trained.
 
 When A does not start with P_i (the template rewrites history: Qwen3 drops old reasoning,
 Mistral moves the system prompt), the turn is trained as it appears in A, from where the
-model starts writing (`ftdata.fallback`) to its stop token ("fallback"). Stop tokens come
-from `ftdata.stops`.
+model starts writing (`ftdata.chat.fallback`) to its stop token ("fallback"). Stop tokens come
+from `ftdata.chat.stops`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftdata.errors import Location, TemplateError, UnusableRecord
-from ftdata.fallback import FallbackStart
-from ftdata.markers import ChatRenderer, RoleMarkers
+from ftdata.chat.fallback import FallbackStart
+from ftdata.chat.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
-from ftdata.stops import common_token_prefix, first_stop
+from ftdata.chat.stops import common_token_prefix, first_stop
 from ftdata.types import Example, Rendered
 
 REASONING_DROPPED = Note(

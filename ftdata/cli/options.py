@@ -5,7 +5,7 @@ Every `BuildOptions` field is a flag (`max_length` -> `--max-length`) and a YAML
 keyword, flag, YAML key) never drift apart. A `--config` YAML file gives values; flags given
 on the command line win over it; `BuildOptions` validates the result once. `ftdata train`
 makes its flags with the same `Flag` generator and reads its YAML with the same
-`ftdata.config_files.load_config_file`, so a flag parses, and a relative path in a config file
+`ftdata.io.config_files.load_config_file`, so a flag parses, and a relative path in a config file
 resolves, the same way in every command.
 
     ftdata build data.json -o out --config build.yaml --max-length 512
@@ -27,7 +27,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from ftdata.config_files import check_code_reader, check_names, check_type, load_config_file, option_kind
+from ftdata.io.config_files import check_code_reader, check_names, check_type, load_config_file, option_kind
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions, DataOptions, OutputOptions, RunOptions
 
@@ -97,7 +97,7 @@ def choices(name: str) -> tuple[str, ...]:
     from enum import Enum
 
     if name == "format":
-        from ftdata.formats import FORMAT_ALIASES, FORMATS
+        from ftdata.chat.formats import FORMAT_ALIASES, FORMATS
 
         return (*FORMATS, *FORMAT_ALIASES)
     hint = _HINTS[name]

@@ -3,7 +3,7 @@
 Each probe renders a conversation with unique contents (`PROBE`) and reads the template's
 behaviour off the text: the `arguments` form it writes tool calls in, the token a call turn
 ends on, what opens a tool result, whether it writes reasoning, and whether a thinking kwarg
-moves boilerplate into the generation prompt. `ftdata.markers` puts the answers together.
+moves boilerplate into the generation prompt. `ftdata.chat.markers` puts the answers together.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import TemplateError
-from ftdata.stops import common_token_prefix
+from ftdata.chat.stops import common_token_prefix
 
 if TYPE_CHECKING:
-    from ftdata.markers import ChatRenderer
+    from ftdata.chat.markers import ChatRenderer
 
 PROBE_TOOL = {"type": "function", "function": {"name": "toolprobe", "description": "TOOLDESCPROBE", "parameters": {
     "type": "object", "properties": {"argprobe": {"type": "string"}}, "required": ["argprobe"]}}}  # fmt: skip

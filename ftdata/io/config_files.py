@@ -16,7 +16,7 @@ from typing import Any
 
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS
-from ftdata.store import is_uri
+from ftdata.io.store import is_uri
 
 # Keys whose relative paths are taken relative to the YAML file, in any command's config (when
 # the file exists there, for the first group: "smollm2" or a hub id is not a path).
@@ -31,7 +31,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: unreadable file, not UTF-8, invalid YAML, or not a mapping.
     """
-    from ftdata.limits import load_yaml  # size and alias limits: no "billion laughs"
+    from ftdata.tokens.limits import load_yaml  # size and alias limits: no "billion laughs"
 
     path = Path(path)
     try:

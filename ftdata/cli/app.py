@@ -25,9 +25,9 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from ftdata.cli_options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
+from ftdata.cli.options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
 from ftdata.errors import ConfigError, FtdataError
-from ftdata.terminal import dumps
+from ftdata.cli.terminal import dumps
 from ftdata.options import DataOptions
 from ftdata.types import Engine
 
@@ -62,8 +62,8 @@ FLAG_SPELLED = frozenset({"preview", "stats", "build", "markers", "templates"})
 
 def _fail(message: str, code: int, *, command: str | None = None) -> typer.Exit:
     """Print `error: <message>` (one line; option names as `command`'s flags) on stderr; the Exit to raise."""
-    from ftdata.cli_options import cli_spelling
-    from ftdata.terminal import escape_controls
+    from ftdata.cli.options import cli_spelling
+    from ftdata.cli.terminal import escape_controls
 
     text = cli_spelling(message) if command in FLAG_SPELLED else message
     typer.echo(f"error: {escape_controls(text)}", err=True)
@@ -170,8 +170,8 @@ def _main(
     ),
 ) -> None:
     """Supervised fine-tuning data for LLMs: preview, measure and build token datasets with exact loss masks."""
-    from ftdata.resources import go_offline
-    from ftdata.terminal import fit_output_encoding
+    from ftdata.io.resources import go_offline
+    from ftdata.cli.terminal import fit_output_encoding
 
     go_offline()  # before any command reads data: a mistyped path must never become a hub download
     fit_output_encoding()  # cp1252 output (Windows, redirected): escapes and ASCII markers, never a traceback
@@ -180,22 +180,22 @@ def _main(
 def console(no_color: bool = False, *, stderr: bool = False) -> Console:
     """A console that never interprets data as markup; plain (no ANSI codes at all, bold
     included) when not a terminal, with --no-color, or with NO_COLOR set (no-color.org)."""
-    from ftdata.terminal import SafeConsole
+    from ftdata.cli.terminal import SafeConsole
 
     plain = no_color or bool(os.environ.get("NO_COLOR"))
     return SafeConsole(stderr=stderr, color_system=None if plain else "auto", highlight=False, markup=False, emoji=False)
 
 
 def _stage(settings: Settings) -> Any:
-    from ftdata.engine import Stage
-    from ftdata.resources import load_tokenizer
+    from ftdata.run.engine import Stage
+    from ftdata.io.resources import load_tokenizer
 
     return Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), settings.options.data)
 
 
 def tokenizer_label(spec: str | None, tokenizer: Any) -> str:
     """How to name the tokenizer in output: the bundled one by name, others by their path or id."""
-    from ftdata.resources import BUNDLED_NAME, is_bundled
+    from ftdata.io.resources import BUNDLED_NAME, is_bundled
 
     return f"{BUNDLED_NAME} (bundled)" if is_bundled(spec) else str(getattr(tokenizer, "name_or_path", spec))
 
@@ -241,7 +241,7 @@ def preview(
     options: dict[str, Any],
 ) -> None:
     """Show the first records rendered, with trained tokens highlighted and masked tokens dimmed."""
-    from ftdata import preview as view
+    from ftdata.cli import preview as view
 
     settings = resolve(
         data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
@@ -279,9 +279,9 @@ def stats(
     options: dict[str, Any],
 ) -> None:
     """Token length histograms and percentiles, trainable share, truncation and packing at --max-length."""
-    from ftdata import stats_report
-    from ftdata.export import count_records
-    from ftdata.stats import collect
+    from ftdata.cli import stats_report
+    from ftdata.io.export import count_records
+    from ftdata.run.stats import collect
 
     settings = resolve(
         data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
@@ -344,7 +344,7 @@ def _source_settings(recipe: Any, settings: Settings, pick: str | None) -> Setti
 def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: bool) -> None:
     """`ftdata stats recipe.yaml`: the per-source table before building."""
     from ftdata.mix.survey import survey, survey_table
-    from ftdata.resources import load_tokenizer
+    from ftdata.io.resources import load_tokenizer
 
     tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
     with progress_bar("measuring", None) as advance:
@@ -361,7 +361,8 @@ def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: b
 # --- build -------------------------------------------------------------------------------------
 
 OUTPUT_HELP = "Output folder, or with --engine ray a URI (s3://bucket/prefix); or output: in YAML."
-FORMAT_HELP = "arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); --engine ray writes sharded Parquet only."
+FORMAT_HELP = ("arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); with --engine ray the default is "
+               "Parquet shards written by the workers (arrow or jsonl: the rows come back here and are written as usual).")
 
 
 @app.command()
@@ -383,11 +384,11 @@ def build(
     """Run the full pipeline and write the dataset, rejects.jsonl and build.json to OUT."""
     import datasets
 
-    from ftdata.built import load_hint
-    from ftdata.driver import build as run_build
-    from ftdata.export import MANIFEST, count_records, summary_table
+    from ftdata.io.built import load_hint
+    from ftdata.run.driver import build as run_build
+    from ftdata.io.export import MANIFEST, count_records, summary_table
     from ftdata.mix import is_recipe, load_recipe
-    from ftdata.resources import cache_root, load_tokenizer
+    from ftdata.io.resources import cache_root, load_tokenizer
 
     if no_cache and options.get("cache_dir"):
         raise ConfigError("--no-cache and --cache-dir conflict: drop one")
@@ -456,11 +457,11 @@ def markers(
     trust_remote_code: TrustCodeOpt = False,
 ) -> None:  # fmt: skip
     """Show what the chat template writes around each role, what a turn trains and what stops it."""
-    from ftdata.cli_options import parse_json_object
+    from ftdata.cli.options import parse_json_object
     from ftdata.options import parse_stop_tokens
-    from ftdata.preview import describe_training
-    from ftdata.render import role_markers
-    from ftdata.resources import load_tokenizer
+    from ftdata.cli.preview import describe_training
+    from ftdata.chat.render import role_markers
+    from ftdata.io.resources import load_tokenizer
 
     kwargs = parse_json_object(chat_template_kwargs, name="chat_template_kwargs") if chat_template_kwargs else None
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
@@ -490,9 +491,9 @@ EXAMPLE = {
 @app.command()
 def templates(no_color: NoColorOpt = False) -> None:
     """List the built-in prompt templates, each with a rendered example."""
-    from ftdata.preview import ASCII, UNICODE
-    from ftdata.prompts import builtin_names, load_prompt_template
-    from ftdata.terminal import unicode_ok
+    from ftdata.cli.preview import ASCII, UNICODE
+    from ftdata.chat.prompts import builtin_names, load_prompt_template
+    from ftdata.cli.terminal import unicode_ok
 
     out = console(no_color)
     plain = out.color_system is None
@@ -513,7 +514,7 @@ def templates(no_color: NoColorOpt = False) -> None:
 def _register_training(target: typer.Typer) -> None:
     """Add `train` and `eval` when the training layer is importable (it needs the train extras)."""
     try:
-        from ftdata.train.commands import register
+        from ftdata.cli.train import register
     except ImportError:
         return
     register(target)

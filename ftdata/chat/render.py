@@ -25,10 +25,10 @@ from ftdata.errors import ConfigError, UnusableRecord
 
 if TYPE_CHECKING:
     from ftdata.options import DataOptions
-from ftdata.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
+from ftdata.chat.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
 from ftdata.outcomes import Note, NoteCode, RejectCode
-from ftdata.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
-from ftdata.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
+from ftdata.chat.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
+from ftdata.chat.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
 from ftdata.types import Example, MaskPolicy, Message, Rendered, SystemMode
 
 __all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Renderer", "apply_system", "trained_turns"]

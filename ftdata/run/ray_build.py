@@ -40,16 +40,16 @@ from typing import Any
 import pyarrow as pa
 from pyarrow import fs
 
-from ftdata import output, store
+from ftdata.io import output, store
 from ftdata.errors import ConfigError, FtdataError
-from ftdata.driver import check_built, write_rows
-from ftdata.engine import Stage
-from ftdata.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
+from ftdata.run.driver import check_built, write_rows
+from ftdata.run.engine import Stage
+from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
 from ftdata.options import BuildOptions, DataOptions
-from ftdata.readers import data_files
+from ftdata.io.readers import data_files
 from ftdata.report import BuildReport, RejectsWriter
-from ftdata.safeio import TEMP_MARK, OutputDir, atomic_path, temp_name
-from ftdata.store import StoreOut, Where
+from ftdata.io.safeio import TEMP_MARK, OutputDir, atomic_path, temp_name
+from ftdata.io.store import StoreOut, Where
 
 __all__ = ["DATA", "REJECTS_DIR", "build_shards", "merge_reports", "shard_files"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
-from ftdata.export import MANIFEST
-from ftdata.driver import BuildResult
+from ftdata.io.export import MANIFEST
+from ftdata.run.driver import BuildResult
 from ftdata.report import BuildReport
 
 # Columns a `--output-format jsonl` build adds for people (decoded text), not for training.

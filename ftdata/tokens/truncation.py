@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftdata.errors import RecordError
-from ftdata.masking import Tokenized
+from ftdata.tokens.masking import Tokenized
 from ftdata.outcomes import RejectCode
-from ftdata.render import trained_turns
-from ftdata.shorten import MARKER, Piece, cut_text, exchange_starts, exchanges, prompt_pieces, response_pieces, text_of, with_text
+from ftdata.chat.render import trained_turns
+from ftdata.tokens.shorten import MARKER, Piece, cut_text, exchange_starts, exchanges, prompt_pieces, response_pieces, text_of, with_text
 from ftdata.types import Example, MaskPolicy, PromptCut, TruncationPolicy, count_trained
 
 if TYPE_CHECKING:
-    from ftdata.render import Renderer
+    from ftdata.chat.render import Renderer
 
 ROUNDS = 4  # renders a prompt cut may take; the last one empties every prompt message
 Row = tuple[list[int], list[int]]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ftdata.compressed import REENCODE, data_suffix, open_bytes, open_text
+from ftdata.io.compressed import REENCODE, data_suffix, open_bytes, open_text
 from ftdata.errors import ConfigError, Location, ReaderError, RecordError
 
 DELIMITERS = ",;\t|"

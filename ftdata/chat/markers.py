@@ -13,14 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, NamedTuple
 
-from ftdata import limits
+from ftdata.tokens import limits
 from ftdata.errors import Location, TemplateError
-from ftdata.probes import (
+from ftdata.chat.probes import (
     PROBE, PROBE_TOOL, probe_messages, reasoning_probe, thinking_kwarg, tool_probes, writes_call_reasoning,
 )  # fmt: skip
-from ftdata.stops import common_token_prefix, first_token, model_stop_tokens, one_token, turn_stops
+from ftdata.chat.stops import common_token_prefix, first_token, model_stop_tokens, one_token, turn_stops
 
-__all__ = [  # the token and stop-token helpers live in ftdata.stops; they stay importable from here
+__all__ = [  # the token and stop-token helpers live in ftdata.chat.stops; they stay importable from here
     "ChatRenderer", "RoleMarkers", "SystemSupport", "common_token_prefix", "control_tokens", "detect_role_markers",
     "first_token", "model_stop_tokens", "one_token",
 ]  # fmt: skip
@@ -59,7 +59,7 @@ class ChatRenderer:
         kwargs: Mapping[str, Any] | None = None,
         location: Location | None = None,
     ) -> str:
-        """The rendered text, within the time and size limits of `ftdata.limits`.
+        """The rendered text, within the time and size limits of `ftdata.tokens.limits`.
 
         Raises:
             TemplateError: the template raised.

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ftdata.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
-from ftdata.delimited import read_csv
+from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
+from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
 
 Row = Any
@@ -297,7 +297,7 @@ def data_files(path: Path) -> list[Path] | None:
         return None
     from datasets.data_files import DataFilesList, get_data_patterns
 
-    from ftdata.resources import go_offline
+    from ftdata.io.resources import go_offline
 
     go_offline()
     try:
@@ -324,7 +324,7 @@ def read_hf(path: Path | str) -> Iterator[tuple[Location, Row]]:
     """A `save_to_disk` folder, a local dataset folder, or a hub id already in the local cache."""
     import datasets
 
-    from ftdata.resources import go_offline
+    from ftdata.io.resources import go_offline
 
     go_offline()
     source = str(path)
@@ -525,7 +525,7 @@ def _read_stream(path: Path, reader: str | None, *, delimiter: str | None, field
 
     Locations and messages keep the name the user gave.
     """
-    from ftdata.safeio import scratch_dir
+    from ftdata.io.safeio import scratch_dir
 
     copy = scratch_dir() / "stream"
     with path.open("rb") as src, copy.open("wb") as dst:

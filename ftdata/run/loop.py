@@ -3,7 +3,7 @@
     source ──read, filter, limit──▶ batches ──executor──▶ Stage.run ──reduce──▶ one part per batch, in order
 
 `run` does the reading (the filter runs here, where records are read, never in a worker),
-the batching, the executor (`ftdata.executors`), the counts (each batch's report merged
+the batching, the executor (`ftdata.run.executors`), the counts (each batch's report merged
 into the caller's, the filter's rejects included), the empty-input check and the
 keep-a-record-whole rule (`Stage.run`). A command is a reducer: a module-level
 `reduce(stage, ran) -> part` that runs where the batch ran (so only the part travels back):
@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from ftdata.engine import Ran, Record, Stage
+from ftdata.run.engine import Ran, Record, Stage
 from ftdata.errors import FtdataError
-from ftdata.executors import Executor, executor
-from ftdata.formats import compile_filter
+from ftdata.run.executors import Executor, executor
+from ftdata.chat.formats import compile_filter
 from ftdata.options import DataOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.readers import read_records
+from ftdata.io.readers import read_records
 from ftdata.report import BuildReport, Reject
 
 __all__ = ["Batch", "StageSpec", "read_batches", "run"]

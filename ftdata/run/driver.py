@@ -10,7 +10,7 @@ Output, by what is asked for:
     out=FOLDER                  the dataset (arrow, parquet or jsonl), rejects.jsonl and build.json
                                 in FOLDER, each renamed into place when complete: `ftdata build -o`
     out=FOLDER or URI, engine=ray
-                                sharded Parquet written by the Ray workers (`ftdata.ray_build`),
+                                sharded Parquet written by the Ray workers (`ftdata.run.ray_build`),
                                 unless output_format asks for arrow or jsonl
 
 `engine` means the same thing on every path: where the per-record work runs. A build to a
@@ -29,16 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdata import export, loop, output, safeio, store
-from ftdata.engine import Ran, Stage, chunk
+from ftdata.io import export, output, safeio, store
+
+from ftdata.run import loop
+from ftdata.run.engine import Ran, Stage, chunk
 from ftdata.errors import ConfigError, FtdataError
-from ftdata.executors import Executor
+from ftdata.run.executors import Executor
 from ftdata.options import BuildOptions, DataOptions, RunOptions
 from ftdata.options import FIELDS as ALL_FIELDS
 
 DATA_FIELDS = {name: f for name, f in ALL_FIELDS.items() if name in DataOptions.__dataclass_fields__}
 from ftdata.report import REPORT_FORMAT, BuildReport, RejectsWriter
-from ftdata.resources import load_tokenizer
+from ftdata.io.resources import load_tokenizer
 from ftdata.types import Engine
 
 __all__ = ["BuildResult", "build", "build_fingerprint", "build_sft_dataset", "checked", "prepare", "write_rows"]
@@ -230,7 +232,7 @@ def _to_out(
         safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
     with store.StoreOut(str(out)) if remote else safeio.OutputDir(folder, inputs=inputs) as target:
         if sharded:
-            from ftdata.ray_build import DATA, REJECTS_DIR, build_shards
+            from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
 
             report = build_shards(source, tokenizer=tok, options=opts, target=target)
             dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
@@ -314,7 +316,7 @@ def prepare(
     as keywords or, already validated, as `build_options` (not both). `progress`, when given,
     is called after each chunk with the number of records read for it (filtered ones
     included), e.g. to advance a progress bar. `engine="processes"` runs the per-record work in
-    `num_workers` spawned processes (see `ftdata.executors`); the output is the same.
+    `num_workers` spawned processes (see `ftdata.run.executors`); the output is the same.
     """
     if build_options is not None and options:
         raise ConfigError(f"pass options as keywords or as build_options, not both (got {', '.join(options)})")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ftdata.markers import RoleMarkers
+from ftdata.chat.markers import RoleMarkers
 
 
 def _aligned(text: str, prompt: str, before: str, done: int, data_start: int) -> str:

@@ -29,16 +29,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdata import loop
-from ftdata.engine import Measured, Ran, Stage
+from ftdata.run import loop
+from ftdata.run.engine import Measured, Ran, Stage
 from ftdata.errors import FtdataError
-from ftdata.executors import LocalExecutor
-from ftdata.markers import RoleMarkers
-from ftdata.render import apply_system
+from ftdata.run.executors import LocalExecutor
+from ftdata.chat.markers import RoleMarkers
+from ftdata.chat.render import apply_system
 from ftdata.outcomes import Note, NoteCode
 from ftdata.options import RunOptions, plain
 from ftdata.report import BuildReport, Reject
-from ftdata.terminal import dumps, escape_controls, unicode_ok
+from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
 
 STYLES = {
