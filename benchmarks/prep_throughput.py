@@ -13,12 +13,15 @@ Cases: the real Alpaca files in ../shared/datasets/alpaca (1,099 records) and a 
 synthetic set of --records records (default 20,000) drawn from them with `random.Random(0)`:
 the reproducible "synthetic 20k" figure (bundled SmolLM2, `alpaca`, BFD packing at 1024).
 
-Every measurement runs in a fresh subprocess (so its peak RSS is its own), the methods are
-interleaved round by round (--rounds, default 3) and the best time of each is kept: on a
-loaded machine, read the ratios. All tok/s use the raw tokenizer's token count.
+Every measurement runs in a fresh subprocess (so its peak RSS is its own). The methods
+alternate in a fixed order, round after round (raw, trl, ftdata, raw, trl, ftdata, ...;
+--rounds, default 5), and each round's ratios come from that round's own measurements, so a
+machine whose speed drifts compares like with like. The table gives every round, then the
+min and median of each ratio. All tok/s use the raw tokenizer's token count. Peak memory of
+larger builds, on every path: benchmarks/build_memory.py.
 
     python benchmarks/prep_throughput.py [--records 20000] [--engines local,processes,ray]
-                                         [--rounds 3] [--rss 200000,2000000]
+                                         [--rounds 5] [--synthetic-only]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,8 +175,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--engines", default="local,processes,ray", help="ftdata executors to measure, comma-separated")
     parser.add_argument("--workers", type=int, default=2, help="workers for the processes and ray executors")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best time of each method is kept")
-    parser.add_argument("--rss", default="", help="also report peak RSS of ftdata builds of these synthetic sizes, e.g. 200000,2000000")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every method in turn; min and median of each ratio")
+    parser.add_argument("--synthetic-only", action="store_true", help="skip the real Alpaca case")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,32 +195,37 @@ def main() -> None:
             methods.append(f"ftdata:{engine}")
     base = real_records()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; tokenizer: bundled SmolLM2; "
-          f"template alpaca; max_length {args.max_length}; best of {args.rounds} interleaved rounds\n")  # fmt: skip
-    columns = "".join(f"{m.replace('ftdata:', ''):>12}" for m in methods[2:])
-    print(f"{'data':<14}{'records':>8}{'tokens':>11}{'raw tok/s':>11}{'trl tok/s':>11}{columns}"
-          f"{'/trl':>7}{'/raw':>6}{'fill':>8}  peak RSS MiB (raw/trl/" + "/".join(m[7:] for m in methods[2:]) + ")")  # fmt: skip
+          f"template alpaca; max_length {args.max_length}; {args.rounds} rounds of {', '.join(methods)} in turn\n")  # fmt: skip
+    cases = {f"synthetic {args.records // 1000}k": synthetic(base, args.records)}
+    if not args.synthetic_only:
+        cases = {"real alpaca": base, **cases}
     with tempfile.TemporaryDirectory() as tmp:
-        cases = {"real alpaca": base, f"synthetic {args.records // 1000}k": synthetic(base, args.records)}
         for name, records in cases.items():
             path = write_jsonl(records, Path(tmp) / f"{name.replace(' ', '_')}.jsonl")
-            best: dict[str, dict] = {}
-            for r in range(args.rounds):
-                for method in methods[r % len(methods) :] + methods[: r % len(methods)]:  # rotate the order
-                    out = measure(method, path, args.max_length, args.workers)
-                    if method not in best or out["seconds"] < best[method]["seconds"]:
-                        best[method] = {**out, "rss_mib": max(out["rss_mib"], best.get(method, {}).get("rss_mib", 0))}
-            tokens = best["raw"]["tokens"]
-            rate = {m: tokens / best[m]["seconds"] for m in methods}
-            first = methods[2] if len(methods) > 2 else None
-            cells = "".join(f"{rate[m]:>12,.0f}" for m in methods[2:])
-            ratios = f"{rate[first] / rate['trl']:>6.2f}x{rate[first] / rate['raw']:>6.2f}{best[first]['fill']:>8.2%}" if first else ""
-            rss = "/".join(f"{best[m]['rss_mib']:.0f}" for m in methods)
-            print(f"{name:<14}{len(records):>8,}{tokens:>11,}{rate['raw']:>11,.0f}{rate['trl']:>11,.0f}{cells}{ratios}  {rss}", flush=True)
-        for n in [int(x) for x in args.rss.split(",") if x.strip()]:
-            path = write_jsonl(synthetic(base, n, seed=1), Path(tmp) / f"rss{n}.jsonl")
-            out = measure("ftdata:local", path, args.max_length)
-            print(f"peak RSS, ftdata build of {n:,} records: {out['rss_mib']:,.0f} MiB ({out['seconds']:.0f} s)", flush=True)
-            path.unlink()
+            rounds = [{m: measure(m, path, args.max_length, args.workers) for m in methods} for _ in range(args.rounds)]
+            show(name, len(records), methods, rounds)
+
+
+def show(name: str, records: int, methods: list[str], rounds: list[dict[str, dict]]) -> None:
+    """Every round's rates and ratios, then the min and median of each ratio."""
+    engines = [m.split(":", 1)[1] for m in methods[2:]]
+    tokens = rounds[0]["raw"]["tokens"]
+    print(f"{name}: {records:,} records, {tokens:,} tokens, fill {rounds[0][methods[-1]]['fill']:.2%}" if engines else name)
+    ratio_names = [f"{e}/{base}" for e in engines for base in ("raw", "trl")]
+    print(f"{'round':>7}{'raw tok/s':>11}{'trl tok/s':>11}" + "".join(f"{e:>11}" for e in engines)
+          + "".join(f"{r:>15}" for r in ratio_names) + "  peak RSS MiB (" + "/".join(m.replace("ftdata:", "") for m in methods) + ")")  # fmt: skip
+    ratios: dict[str, list[float]] = {r: [] for r in ratio_names}
+    for i, measured in enumerate(rounds, 1):
+        rate = {m: tokens / measured[m]["seconds"] for m in methods}
+        for e, m in zip(engines, methods[2:]):
+            ratios[f"{e}/raw"].append(rate[m] / rate["raw"])
+            ratios[f"{e}/trl"].append(rate[m] / rate["trl"])
+        rss = "/".join(f"{measured[m]['rss_mib']:.0f}" for m in methods)
+        print(f"{i:>7}{rate['raw']:>11,.0f}{rate['trl']:>11,.0f}" + "".join(f"{rate[m]:>11,.0f}" for m in methods[2:])
+              + "".join(f"{ratios[r][-1]:>14.2f}x" for r in ratio_names) + f"  {rss}", flush=True)  # fmt: skip
+    for label, pick in (("min", min), ("median", statistics.median)):
+        print(f"{label:>7}{'':>22}{'':>{11 * len(engines)}}" + "".join(f"{pick(ratios[r]):>14.2f}x" for r in ratio_names))
+    print()
 
 
 if __name__ == "__main__":

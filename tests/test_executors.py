@@ -157,6 +157,20 @@ def test_threads_keep_batch_order_and_a_read_error_comes_after_the_batches_befor
     assert all(name.startswith("ftdata") for name, _ in got)  # on the pool's threads, not this one
 
 
+def test_threads_run_later_batches_while_the_oldest_is_still_running() -> None:
+    """Two batches per thread are read ahead: a slow first batch does not leave the other thread idle."""
+    third_done = threading.Event()
+
+    def work(spec: Any, batch: list[int]) -> bool:
+        if batch[0] == 0:
+            return third_done.wait(timeout=10)  # batches 1-3 all run on the other thread meanwhile
+        if batch[0] == 3:
+            third_done.set()
+        return True
+
+    assert list(LocalExecutor(threads=2).map(work, None, [[i] for i in range(6)])) == [True] * 6
+
+
 def _bad_batch(spec: Any, batch: list[int]) -> int:
     if batch[0] == 2:
         raise RecordError("record 2: no response", field="output")
@@ -181,9 +195,11 @@ def test_threads_run_the_tokenizer_single_threaded_and_restore_the_setting(monke
 def test_threads_leave_the_heap_to_the_garbage_collector_again_after_the_build() -> None:
     import gc
 
-    seen = list(LocalExecutor(threads=2).map(lambda spec, batch: gc.get_freeze_count() > 0, None, [[1], [2]]))
-    assert seen == [True, True]  # full collections skipped what was alive before the build
-    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    before = gc.get_threshold()
+    seen = list(LocalExecutor(threads=2).map(lambda spec, batch: (gc.get_freeze_count() > 0, gc.get_threshold()), None, [[1], [2]]))
+    # Full collections skipped what was alive before the build; young ones came every 50,000 allocations.
+    assert seen == [(True, (executors.YOUNG_COLLECTION_EVERY, *before[1:]))] * 2
+    assert gc.get_freeze_count() == 0 and gc.isenabled() and gc.get_threshold() == before
     gc.freeze()  # a caller's own frozen heap is left as the caller froze it
     try:
         frozen = gc.get_freeze_count()

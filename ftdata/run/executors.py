@@ -69,8 +69,10 @@ class LocalExecutor:
     The tokenizer releases the GIL while it encodes, so one thread's Python (format, render,
     labels) runs while others encode. That keeps every core busy; with the tokenizer's own
     threads on one batch at a time, the cores idle while Python runs (see docs/performance.md).
-    Results come back in batch order, and an error reading batch k+n is raised only after
-    batches up to k+n-1 have been returned, as with one thread.
+    Two batches per thread are read ahead: results come back in batch order, and with only
+    one per thread a thread that finished before the oldest batch would wait for it, idle.
+    An error reading batch k+n is raised only after batches up to k+n-1 have been returned,
+    as with one thread.
     """
 
     def __init__(self, threads: int = 1):
@@ -81,8 +83,8 @@ class LocalExecutor:
             for batch in batches:
                 yield fn(spec, batch)
             return
-        with _one_tokenizer_thread(), _frozen_heap(), ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool:
-            yield from _in_order(pool, lambda batch: pool.submit(fn, spec, batch), iter(batches), self.threads)
+        with _one_tokenizer_thread(), _quiet_collector(), ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool:
+            yield from _in_order(pool, lambda batch: pool.submit(fn, spec, batch), iter(batches), 2 * self.threads)
 
 
 @contextmanager
@@ -99,23 +101,37 @@ def _one_tokenizer_thread() -> Iterator[None]:
             os.environ["TOKENIZERS_PARALLELISM"] = saved
 
 
-@contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """The objects alive before the build left out of the garbage collector's full passes while it lasts.
+# Container objects allocated (net) between two young-generation collections while a build
+# runs; Python's default is 700, a collection every record or two. Each collection walks every
+# young object alive, the batches in flight included, and promotes the survivors, which the
+# older generations then walked again: 0.5-0.8 s of a 20k-record build with the GIL held, so
+# no thread ran Python meanwhile. Garbage without cycles is freed by reference counting either
+# way; cyclic garbage waits for at most this many allocations.
+YOUNG_COLLECTION_EVERY = 50_000
 
-    The modules, the tokenizer and the caller's objects do not change during a build, yet
-    each full collection walked all of them while holding the GIL (0.1 s each, 0.3 s of a
-    20k-record build). Unfrozen after, so their garbage is collected as before. A caller that
-    froze its own heap (say, before forking workers) keeps it as it is: that state is theirs.
+
+@contextmanager
+def _quiet_collector() -> Iterator[None]:
+    """The garbage collector out of the build's way while it lasts: a frozen heap, rare young collections.
+
+    The objects alive before the build (the modules, the tokenizer, the caller's objects) do
+    not change during it, yet each full collection walked all of them while holding the GIL
+    (0.1 s each): they are frozen, and unfrozen after, so their garbage is collected as before.
+    A caller that froze its own heap (say, before forking workers) keeps it as it is: that
+    state is theirs. The young generation is collected every `YOUNG_COLLECTION_EVERY`
+    allocations instead of 700; the thresholds are restored after.
     """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION_EVERY), *thresholds[1:])
+    frozen = gc.get_freeze_count() == 0
+    if frozen:
+        gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if frozen:
+            gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def _in_order(pool: Any, submit: Callable[[B], Future[T]], batches: Iterator[B], ahead: int) -> Iterator[T]:
@@ -176,7 +192,10 @@ def _init_worker(payload: bytes) -> None:
     global _SPEC
     _one_thread()
     _SPEC = pickle.loads(payload)
-    gc.freeze()  # the worker's modules and tokenizer stay for its life: full collections skip them (see _frozen_heap)
+    # The worker's modules and tokenizer stay for its life: full collections skip them, and the
+    # young generation is collected as rarely as in a local build (see _quiet_collector).
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
 
 
 def _call(fn: Callable[[Any, Any], T], batch: Any) -> T | Raised:
