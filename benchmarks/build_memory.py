@@ -13,11 +13,13 @@ Paths (bundled SmolLM2, `alpaca` template, --max-length 1024):
   prepare      `prepare(DATA, template="alpaca", max_length=1024, packing=True)` in a fresh interpreter
   ray          `ftdata build DIR --engine ray --packing -o OUT`: a local Ray cluster of 2 CPUs; DIR holds
                the records in 8 shard files; the tree includes Ray's own services (GCS, raylet, ...)
+  recipe       `ftdata build recipe.yaml -o OUT`: the same records as two sources (shards 0-3, 4-7)
+               mixed 1:1 by records, dedup exact, packed
 
 The records are short synthetic Alpaca records (a few words each, seeded), generated once
 and cached under $TMPDIR/ftdata-build-memory. The 1M runs take minutes each.
 
-    python benchmarks/build_memory.py [--sizes 100000,1000000] [--paths cli,cli-packing,prepare,ray]
+    python benchmarks/build_memory.py [--sizes 100000,1000000] [--paths cli,cli-packing,prepare,ray,recipe]
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(tempfile.gettempdir()) / "ftdata-build-memory"
-PATHS = ("cli", "cli-packing", "prepare", "ray")
+PATHS = ("cli", "cli-packing", "prepare", "ray", "recipe")
 SHARDS = 8
 WORDS = ("the a model data token label train answer question list explain write short long why how "
          "river city number colour music science history poem code sort table memory fast slow").split()  # fmt: skip
@@ -85,6 +87,12 @@ def command(path: str, n: int, out: Path) -> list[str]:
         return [*ftdata, str(single), *common, "--packing"]
     if path == "prepare":
         return [sys.executable, "-c", PREPARE, str(single)]
+    if path == "recipe":  # the same records as two sources (shards 0-3 and 4-7), mixed 1:1 by records, deduplicated
+        recipe = out.parent / "recipe.yaml"
+        sources = [{"data": str(sharded / f"part-[{lo}-{lo + 3}].jsonl"), "name": f"half{lo}", "weight": 1} for lo in (0, 4)]
+        recipe.write_text(json.dumps({"template": "alpaca", "max_length": 1024, "packing": True, "mix_by": "records",
+                                      "dedup": "exact", "sources": sources}))  # fmt: skip
+        return [*ftdata, str(recipe), "-o", str(out)]
     return [*ftdata, str(sharded), "--template", "alpaca", "--max-length", "1024", "-o", str(out),
             "--engine", "ray", "--num-workers", "2", "--packing"]  # fmt: skip
 

@@ -78,7 +78,7 @@ def engine_unavailable(engine: str) -> str:
 
     if engine == "local":
         return ""
-    if "engine" not in {f.name for f in dataclasses.fields(BuildOptions)}:
+    if "engine" not in _option_names(BuildOptions):
         return "this ftdata has no executor option yet (BuildOptions.engine)"
     if engine == "ray" and importlib.util.find_spec("ray") is None:
         return "ray is not installed (pip install 'ftdata[ray]')"
@@ -129,8 +129,8 @@ def run_ftdata(path: Path, tok, max_length: int, engine: str = "local", workers:
     from ftdata import prepare
     from ftdata.options import BuildOptions
 
-    options = {"engine": engine} if "engine" in {f.name for f in dataclasses.fields(BuildOptions)} else {}
-    if engine != "local" and "num_workers" in {f.name for f in dataclasses.fields(BuildOptions)}:
+    options = {"engine": engine} if "engine" in _option_names(BuildOptions) else {}
+    if engine != "local" and "num_workers" in _option_names(BuildOptions):
         options["num_workers"] = workers
     start = time.perf_counter()
     report = prepare(path, tokenizer=tok, template="alpaca", max_length=max_length, packing=True, **options).report
@@ -167,6 +167,18 @@ def measure(method: str, path: Path, max_length: int, workers: int = 2) -> dict:
 
 
 # ---------------------------------------------------------------- the table (parent process)
+
+
+def _option_names(options: type) -> set[str]:
+    """Every option name, flat: the fields of BuildOptions, or of its three parts where it holds them."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(options)}
+    if names == {"data", "run", "output"}:
+        from ftdata.options import FIELDS
+
+        return set(FIELDS)
+    return names
 
 
 def main() -> None:
@@ -230,3 +242,4 @@ def show(name: str, records: int, methods: list[str], rounds: list[dict[str, dic
 
 if __name__ == "__main__":
     main()
+

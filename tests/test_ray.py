@@ -326,3 +326,23 @@ def test_a_recipe_is_the_same_mixture_under_ray(tmp_path: Path) -> None:
     assert local.dataset["input_ids"] == on_ray.dataset["input_ids"]
     assert local.report.mix == on_ray.report.mix
     assert (tmp_path / "l.jsonl").read_text() == (tmp_path / "r.jsonl").read_text()
+
+
+def test_engine_ray_means_one_thing_from_python_and_the_cli(tmp_path: Path) -> None:
+    """`ftdata.build(..., out, engine="ray")` writes the shards the CLI writes; with output_format="arrow"
+    the rows come back from the Ray tasks and are written here, the same rows as engine=local."""
+    data = write_shards(tmp_path / "shards", _records(ALPACA, 90), ["jsonl", "json"])
+    sharded = ftdata.build(data, tmp_path / "sharded", template="alpaca", max_length=192, engine="ray", num_workers=2)
+    assert (sharded.dataset, sharded.files, sharded.output_format) == (None, ["data"], "parquet")
+    assert sorted(p.name for p in (tmp_path / "sharded" / "data").glob("*.parquet"))
+    gathered = ftdata.build(data, tmp_path / "gathered", template="alpaca", max_length=192, engine="ray", num_workers=2,
+                            output_format="arrow", test_size=0.1)  # fmt: skip
+    local = ftdata.build(data, tmp_path / "local", template="alpaca", max_length=192, output_format="arrow", test_size=0.1)
+    assert gathered.files == ["dataset"] and gathered.dataset["train"]["input_ids"] == local.dataset["train"]["input_ids"]
+    assert sequences(ftdata.load(tmp_path / "sharded").dataset) == sequences(_all(local.dataset))
+
+
+def _all(dataset: Any) -> Any:
+    import datasets
+
+    return datasets.concatenate_datasets([dataset["train"], dataset["test"]])

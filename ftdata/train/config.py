@@ -99,8 +99,8 @@ class TrainConfig:
     # --- data ------------------------------------------------------------------------------
     data: str | None = _opt(
         None,
-        "Training data: any file or folder `ftdata build` reads (passed to build_sft_dataset as "
-        "`source`), or a dataset folder written by `ftdata build` / `save_to_disk` (trained as built).",
+        "Training data: any file or folder `ftdata build` reads, or a recipe file (built by `ftdata.build`, "
+        "the driver of `ftdata build`), or a dataset folder written by `ftdata build` / `save_to_disk` (trained as built).",
         group="data",
     )
     data_options: BuildOptions = field(

@@ -175,3 +175,14 @@ def test_the_cli_builds_surveys_and_previews_a_recipe(tmp_path: Path) -> None:
     assert wrong.exit_code == 2 and "has sources 1 (a), 2 (b)" in wrong.stderr
     beside = run(app, ["build", str(recipe), "-o", str(tmp_path / "o2"), "--max-length", "64"])
     assert beside.exit_code == 2 and "a recipe carries its data options: set max_length in the recipe" in beside.stderr
+
+
+def test_training_data_can_be_a_recipe(tmp_path: Path) -> None:
+    """`ftdata train recipe.yaml`: the data step is the same driver; the run keeps the recipe's report."""
+    from ftdata.io.resources import load_tokenizer
+    from ftdata.train.config import TrainConfig
+    from ftdata.train.data import load_splits
+
+    splits = load_splits(TrainConfig(data=str(small_recipe(tmp_path)), max_steps=1), load_tokenizer(None))
+    assert splits.train.num_rows == 8
+    assert splits.report is not None and [s["used"] for s in splits.report.mix or []] == [4, 4]
