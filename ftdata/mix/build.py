@@ -266,8 +266,7 @@ def _mixture(
         sink.write([Reject(where, RejectStage.MIX, RejectCode.NOT_DRAWN, f"source {source.name!r}: its share is met without it")
                     for where in records.locations(left)])  # fmt: skip
         source.report.not_drawn += len(left)
-    rows_of = _rows_by_record(groups)
-    train = np.concatenate([rows_of[r] for r in drawn.tolist()]) if len(drawn) else np.zeros(0, dtype=np.int64)
+    train = _rows_of(groups, drawn)
     if data.shuffle:
         train = train[np.random.default_rng(recipe.seed).permutation(len(train))]
     splits = {"train": train}
@@ -289,10 +288,13 @@ def _held_out(groups: np.ndarray, sources: list[_Source], data: Any, removed: se
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def _rows_by_record(groups: np.ndarray) -> dict[int, np.ndarray]:
-    order = np.argsort(groups, kind="stable")
-    ids, starts = np.unique(groups[order], return_index=True)
-    return {int(r): rows for r, rows in zip(ids, np.split(order, starts[1:]))}
+def _rows_of(groups: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """The rows of `records` (a record may repeat), in that order: a record's rows are consecutive in the
+    rows file (records are written in order), so each is a range found by binary search."""
+    starts = np.searchsorted(groups, records, side="left")
+    counts = np.searchsorted(groups, records, side="right") - starts
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return offsets + np.arange(int(counts.sum()))
 
 
 def _table(plan: Plan, sources: list[_Source], kept: list[np.ndarray], per: dict[str, np.ndarray], recipe: Recipe,
