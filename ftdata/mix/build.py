@@ -28,7 +28,7 @@ from ftdata.io import output, safeio
 from ftdata.run.engine import Measured, Ran, Stage, chunk
 from ftdata.errors import FtdataError, Location
 from ftdata.mix.contamination import EvalIndex
-from ftdata.mix.dedup import Deduplicator
+from ftdata.mix.dedup import Deduplicator, digest
 from ftdata.mix.recipe import Dedup, MixBy, Recipe
 from ftdata.mix.shares import Plan, SourceSizes, plan_mix
 from ftdata.run.executors import ray_cluster
@@ -140,7 +140,7 @@ def build_recipe(
             for spec in recipe.sources:
                 reading.source(spec, tokenizer, BuildOptions.from_mapping({**recipe.options, **spec.options}), options.run, progress)
         reading.rows.close()
-        reading.write_duplicates()
+        reading.dedupe()
         splits, mix = _mixture(recipe, data, reading.sources, reading.rows.path, reading.removed, reading.records, reading.sink)
     except BaseException:
         reading.sink.abort()
@@ -169,21 +169,23 @@ def _one_cluster(run: RunOptions) -> Any:
 
 
 class _Reading:
-    """The sources read in order into one rows file and one rejects file; duplicates and
-    evaluation overlaps noted as their records arrive."""
+    """The sources read in order into one rows file and one rejects file; evaluation overlaps
+    removed as their records arrive, duplicates found once every source is read."""
 
     def __init__(self, recipe: Recipe, sink: RejectsWriter) -> None:
         self.recipe = recipe
         self.sink = sink
         self.rows = output.ArrowRows(safeio.scratch_dir() / "rows.arrow")
         self.texts = recipe.dedup is not Dedup.NONE or bool(recipe.decontaminate)
-        self.dedup: Deduplicator[int] | None = None
-        if recipe.dedup is not Dedup.NONE:
-            self.dedup = Deduplicator(recipe.dedup, threshold=recipe.near_threshold)
+        # near: MinHash LSH, record by record; exact: a 16-byte digest per record, compared at the end
+        self.near: Deduplicator[int] | None = None
+        if recipe.dedup is Dedup.NEAR:
+            self.near = Deduplicator(recipe.dedup, threshold=recipe.near_threshold)
+        self.digests: list[tuple[np.ndarray, bytes]] = []  # per batch: (record ids, their digests joined)
         self.index = EvalIndex.from_files(recipe.eval_files(), n=recipe.ngram) if recipe.decontaminate else None
         self.records = _Records()
         self.removed: set[int] = set()
-        self.duplicates: list[tuple[str, str, int, str]] = []  # (location, source, the record it repeats, how)
+        self.duplicates: list[tuple[int, int, str]] = []  # (record, the record it repeats, how)
         self.sources: list[_Source] = []
 
     def source(self, spec: Any, tokenizer: Any, options: BuildOptions, run: RunOptions, progress: Callable[[int], None] | None) -> None:
@@ -198,39 +200,54 @@ class _Reading:
                 self.rows.write(c.ids, c.labels, c.lengths, c.groups)
                 self.sink.write(c.rejects)
                 self.records.add([base + r for r, _, _ in part.located], [where for _, where, _ in part.located])
-                for r, where, text in part.located:
-                    if self._removed(base + r, where, text, source):
-                        self.removed.add(base + r)
+                self._check(base, part.located, source)
         source.last = self.rows.records
         if source.report.records == 0:
             raise FtdataError(f"{self.recipe.origin}: source {spec.name!r} ({spec.data}) has no records")
         self.sources.append(source)
 
-    def _removed(self, record: int, where: Location, text: str, source: _Source) -> bool:
-        """Whether a record overlaps an evaluation record (its reject written now) or repeats a kept
-        one (its reject written by `write_duplicates`, when the location of the one it repeats is looked up)."""
-        if self.index is not None and (hit := self.index.check(text)) is not None:
-            source.removed["decontaminated"] += 1
-            reason = f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in {len(hit.ngram.split())} words: {hit.ngram!r}"
-            reject = Reject(str(where), RejectStage.MIX, RejectCode.CONTAMINATED, reason)
-            source.report.add(reject)
-            self.sink.write([reject])
-            return True
-        if self.dedup is not None and (dup := self.dedup.check(record, text)) is not None:
+    def _check(self, base: int, located: list[tuple[int, Location, str]], source: _Source) -> None:
+        """Remove a batch's records that overlap an evaluation record (rejects written now); note
+        the rest for dedup (near: checked now; exact: digests kept for `dedupe`)."""
+        exact: list[tuple[int, bytes]] = []
+        for r, where, text in located:
+            if self.index is not None and (hit := self.index.check(text)) is not None:
+                source.removed["decontaminated"] += 1
+                reason = f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in {len(hit.ngram.split())} words: {hit.ngram!r}"
+                reject = Reject(str(where), RejectStage.MIX, RejectCode.CONTAMINATED, reason)
+                source.report.add(reject)
+                self.sink.write([reject])
+                self.removed.add(base + r)
+            elif self.near is not None and (dup := self.near.check(base + r, text)) is not None:
+                self.duplicates.append((base + r, dup.original, "exact" if dup.jaccard == 1.0 else f"near, Jaccard {dup.jaccard:.2f}"))
+            elif self.recipe.dedup is Dedup.EXACT:
+                exact.append((base + r, digest(text)))
+        if exact:
+            self.digests.append((np.asarray([r for r, _ in exact], dtype=np.int64), b"".join(d for _, d in exact)))
+
+    def dedupe(self) -> None:
+        """Remove every record that repeats an earlier one; write each reject naming the one it repeats."""
+        if self.digests:
+            ids = np.concatenate([i for i, _ in self.digests])
+            keys = np.frombuffer(b"".join(d for _, d in self.digests), dtype="S16")
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            original = ids[first[inverse]]
+            self.duplicates += [(int(r), int(o), "exact") for r, o in zip(ids[original != ids], original[original != ids])]
+            self.duplicates.sort()
+        if not self.duplicates:
+            return
+        firsts = np.asarray([s.first for s in self.sources])
+        dups = np.asarray([d[0] for d in self.duplicates], dtype=np.int64)
+        where = self.records.locations(dups)
+        originals = self.records.locations(np.asarray([d[1] for d in self.duplicates], dtype=np.int64))
+        rejects = []
+        for (record, _, how), at, original, s in zip(self.duplicates, where, originals, np.searchsorted(firsts, dups, side="right") - 1):
+            source = self.sources[s]
             source.removed["deduplicated"] += 1
             source.report.rejected[RejectCode.DUPLICATE] += 1
-            how = "exact" if dup.jaccard == 1.0 else f"near, Jaccard {dup.jaccard:.2f}"
-            self.duplicates.append((str(where), source.name, dup.original, how))
-            return True
-        return False
-
-    def write_duplicates(self) -> None:
-        """The duplicates' rejects, each naming the location of the record it repeats."""
-        originals = self.records.locations(np.asarray([d[2] for d in self.duplicates], dtype=np.int64))
-        self.sink.write([
-            Reject(where, RejectStage.MIX, RejectCode.DUPLICATE, f"source {name!r}: duplicates {original} ({how})")
-            for (where, name, _, how), original in zip(self.duplicates, originals)
-        ])  # fmt: skip
+            self.removed.add(record)
+            rejects.append(Reject(at, RejectStage.MIX, RejectCode.DUPLICATE, f"source {source.name!r}: duplicates {original} ({how})"))
+        self.sink.write(rejects)
 
 
 def _mixture(
