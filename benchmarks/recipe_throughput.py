@@ -2,7 +2,7 @@
 
 The recipe mixes three sources (the shared Alpaca, glaive tool-call and Lamini sets, each
 repeated `--copies` times into a JSONL file) with weights equal to their sizes and
-`epochs_max: 1`, so the mixture is every record exactly once: the same records as the three
+`epochs_max: 1` (weights = each source's usable records), so the mixture is every record exactly once: the same records as the three
 single builds (each source with its own options). Both go through `ftdata.build`, the
 driver `ftdata build` runs. Rounds alternate (single, recipe, single, ...); the ratio is
 single-build time / recipe time (>= 1: the recipe is as fast), min and median over rounds.
@@ -58,7 +58,13 @@ def main() -> None:
             files[name] = tmp / f"{name}.jsonl"
             files[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
             sizes[name] = len(records)
-        sources = [{"data": str(files[n]), "name": n, "weight": sizes[n], **SOURCES[n][1]} for n in SOURCES]
+        # weights = each source's usable records (a single build's records less its rejects): the
+        # mixture "everything once" is then exactly the records the single builds keep
+        usable = {}
+        for n in SOURCES:
+            report = ftdata.build(str(files[n]), tokenizer=tok, **COMMON, **SOURCES[n][1]).report
+            usable[n] = report.records - report.n_rejected
+        sources = [{"data": str(files[n]), "name": n, "weight": usable[n], **SOURCES[n][1]} for n in SOURCES]
         plain = tmp / "recipe.yaml"
         plain.write_text(yaml.safe_dump({**COMMON, "mix_by": "records", "sources": sources}))
         checked = tmp / "checked.yaml"
