@@ -184,6 +184,7 @@ class OutputOptions:
 _GROUPS: dict[str, type] = {"data": DataOptions, "run": RunOptions, "output": OutputOptions}
 FIELDS: dict[str, Field[Any]] = {f.name: f for group in _GROUPS.values() for f in fields(group)}
 """Every option by its flat name, in flag order: the CLI flags, the YAML keys and docs/cli.md come from these."""
+DATA_FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(DataOptions)}
 _GROUP_OF: dict[str, str] = {f.name: name for name, group in _GROUPS.items() for f in fields(group)}
 
 

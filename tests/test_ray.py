@@ -313,14 +313,19 @@ def test_a_relative_out_folder_works_under_ray(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_recipe_is_the_same_mixture_under_ray(tmp_path: Path) -> None:
-    """The three shared sources, deduplicated and mixed by records: Ray tasks give what local gives."""
+    """The issue's three shared sources (Alpaca, glaive tool calls, Lamini), deduplicated and mixed by
+    trained tokens: Ray tasks give the mixture local gives."""
     import yaml
 
+    from support import TOKENIZERS
+
+    glaive = DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json"
     lamini = DATASETS / "lamini" / "lamini_docs_nested.jsonl"
-    sources = [{"data": str(ALPACA), "weight": 0.5}, {"data": str(SHAREGPT), "weight": 0.3, "epochs_max": 2},
+    sources = [{"data": str(ALPACA), "weight": 0.5}, {"data": str(glaive), "weight": 0.3, "epochs_max": 3},
                {"data": str(lamini), "weight": 0.2, "template": "question-answer"}]  # fmt: skip
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"max_length": 512, "on_error": "skip", "dedup": "exact", "mix_by": "records", "total": 400, "sources": sources}))
+    recipe.write_text(yaml.safe_dump({"tokenizer": str(TOKENIZERS / "qwen2.5-instruct"), "max_length": 1024, "on_error": "skip",
+                                      "dedup": "exact", "mix_by": "trained_tokens", "sources": sources}))  # fmt: skip
     local = ftdata.build(recipe, rejects_path=str(tmp_path / "l.jsonl"))
     on_ray = ftdata.build(recipe, engine="ray", num_workers=2, batch_size=64, rejects_path=str(tmp_path / "r.jsonl"))
     assert local.dataset["input_ids"] == on_ray.dataset["input_ids"]
@@ -346,3 +351,24 @@ def _all(dataset: Any) -> Any:
     import datasets
 
     return datasets.concatenate_datasets([dataset["train"], dataset["test"]])
+
+
+def test_a_recipe_on_ray_writes_the_shards_layout_to_a_folder_or_a_uri(tmp_path: Path) -> None:
+    """engine=ray to OUT means Parquet shards for a recipe too (written by the driver, which mixes);
+    ftdata.load reads them back as the mixture built in memory."""
+    import yaml
+
+    sources = [{"data": str(ALPACA), "weight": 1}, {"data": str(SHAREGPT), "weight": 1, "epochs_max": 4}]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"max_length": 512, "on_error": "skip", "mix_by": "records", "total": 300, "sources": sources}))
+    in_memory = ftdata.build(recipe)
+    for out in (tmp_path / "folder", f"file://{tmp_path / 'bucket' / 'run'}"):
+        result = ftdata.build(recipe, out, engine="ray", num_workers=2)
+        assert (result.files, result.output_format) == (["data"], "parquet")
+        local = Path(str(out).removeprefix("file://"))
+        assert {"build.json", "data", "rejects.jsonl"} <= {p.name for p in local.iterdir()}
+        assert ftdata.load(local).dataset["input_ids"] == in_memory.dataset["input_ids"]
+    split = tmp_path / "split.yaml"
+    split.write_text(yaml.safe_dump({"max_length": 512, "test_size": 0.1, "sources": sources}))
+    with pytest.raises(ConfigError, match=r"a recipe's Parquet shards \(engine=ray\) hold one split"):
+        ftdata.build(split, tmp_path / "split", engine="ray")

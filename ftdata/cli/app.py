@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 from ftdata.cli.options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.cli.terminal import dumps
-from ftdata.options import DataOptions
+from ftdata.options import DATA_FIELDS
 from ftdata.types import Engine
 
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
@@ -312,13 +312,12 @@ def _recipe(settings: Settings, *, allow_code: bool) -> Any:
         ConfigError: a data option given beside the recipe (it belongs in the recipe file).
     """
     from ftdata.mix import is_recipe, load_recipe
+    from ftdata.mix.recipe import check_nothing_beside
 
     if not is_recipe(settings.data):
         return None
     recipe = load_recipe(settings.data, allow_code=allow_code)
-    beside = sorted(k for k, v in dataclasses.asdict(settings.options.data).items() if v != DataOptions.__dataclass_fields__[k].default)
-    if beside:
-        raise ConfigError(f"{recipe.origin}: a recipe carries its data options: set {', '.join(beside)} in the recipe, not beside it")
+    check_nothing_beside(recipe, settings.options.to_mapping())
     settings.tokenizer = settings.tokenizer or recipe.tokenizer
     return recipe
 
@@ -337,7 +336,8 @@ def _source_settings(recipe: Any, settings: Settings, pick: str | None) -> Setti
         choices = ", ".join(f"{i} ({n})" for i, n in enumerate(names, start=1))
         raise ConfigError(f"--source {pick}: {recipe.origin} has sources {choices}")
     spec = recipe.sources[index]
-    opts = BuildOptions.from_mapping({**recipe.options, **spec.options}).updated(**{k: v for k, v in settings.options.to_mapping().items() if k not in DataOptions.__dataclass_fields__})
+    run_output = {k: v for k, v in settings.options.to_mapping().items() if k not in DATA_FIELDS}
+    opts = BuildOptions.from_mapping({**recipe.options, **spec.options, **run_output})
     return dataclasses.replace(settings, data=spec.files()[0], options=opts)
 
 
@@ -415,7 +415,7 @@ def build(
         )  # fmt: skip
     report, record = result.report, result.manifest or {}
     seconds = time.perf_counter() - started
-    rejects = result.options.output.rejects_path or f"{result.out}/{record['output']['rejects'].rstrip('/')}"  # type: ignore[union-attr]
+    rejects = opts.output.rejects_path or f"{result.out}/{record['output']['rejects'].rstrip('/')}"  # the user's file, or OUT's
     written = [*(f"{result.out}/{name}" for name in result.files), rejects, f"{result.out}/{MANIFEST}"]
     show = console(no_color)
     if as_json:

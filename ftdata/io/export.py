@@ -68,6 +68,22 @@ def write_dataset(dataset: Any, target: OutputDir, *, fmt: str, tokenizer: Any) 
     return paths
 
 
+SHARD_ROWS = 100_000  # rows per Parquet shard the driver writes
+
+
+def write_shards(dataset: Any, target: OutputDir | StoreOut, *, rows: int = SHARD_ROWS) -> list[str]:
+    """The train rows as OUT/data/part-NNNNN.parquet, the layout of an engine=ray build (read by
+    `ftdata.load`, `ftdata train` and `datasets.load_dataset("parquet", ...)` alike)."""
+    import pyarrow.parquet as pq
+
+    table = dataset.with_format("arrow")[:]
+    with target.write("data") as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for i, start in enumerate(range(0, max(len(table), 1), rows)):
+            pq.write_table(table.slice(start, rows), str(tmp / f"part-{i:05d}.parquet"))
+    return ["data"]
+
+
 def trained_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
     """The token ids of each contiguous run of trained labels.
 

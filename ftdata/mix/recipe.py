@@ -34,7 +34,7 @@ from typing import Any
 from ftdata.io.compressed import data_suffix
 from ftdata.io.config_files import check_code_reader, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
-from ftdata.options import FIELDS, BuildOptions
+from ftdata.options import DATA_FIELDS, FIELDS, BuildOptions
 from ftdata.io.store import is_uri
 from ftdata.types import _Choice
 
@@ -178,6 +178,17 @@ class Recipe:
             options=MappingProxyType(options),
             origin=origin,
         )
+
+
+def check_nothing_beside(recipe: Recipe, options: Mapping[str, Any]) -> None:
+    """A recipe carries its data options: one given beside it (a flag, a keyword) would be ambiguous.
+
+    Raises:
+        ConfigError: naming the options that are not at their defaults.
+    """
+    beside = sorted(k for k, v in options.items() if k in DATA_FIELDS and v != DATA_FIELDS[k].default)
+    if beside:
+        raise ConfigError(f"{recipe.origin}: a recipe carries its data options: set {', '.join(beside)} in the recipe, not beside it")
 
 
 def load_recipe(path: str | Path, *, allow_code: bool = False) -> Recipe:

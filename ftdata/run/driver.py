@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -35,10 +36,7 @@ from ftdata.run import loop
 from ftdata.run.engine import Ran, Stage, chunk
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.run.executors import Executor
-from ftdata.options import BuildOptions, DataOptions, RunOptions
-from ftdata.options import FIELDS as ALL_FIELDS
-
-DATA_FIELDS = {name: f for name, f in ALL_FIELDS.items() if name in DataOptions.__dataclass_fields__}
+from ftdata.options import DATA_FIELDS, BuildOptions, DataOptions, RunOptions
 from ftdata.report import REPORT_FORMAT, BuildReport, RejectsWriter
 from ftdata.io.resources import load_tokenizer
 from ftdata.types import Engine
@@ -165,14 +163,11 @@ def recipe_fingerprint(recipe: Any, tokenizer: Any, options: DataOptions) -> str
     """What identifies a recipe build: the recipe file, every source file's content, the tokenizer, the options."""
     h = hashlib.sha256(build_fingerprint(recipe.origin, tokenizer, options).encode())
     for spec in recipe.sources:
-        h.update(json.dumps([spec.name, spec.weight, spec.epochs_max, plain_mapping(spec.options)], sort_keys=True, default=str).encode())
+        plain = {k: getattr(v, "value", v) for k, v in spec.options.items()}
+        h.update(json.dumps([spec.name, spec.weight, spec.epochs_max, plain], sort_keys=True, default=str).encode())
         for path in spec.files():
             h.update(safeio.source_id(path).encode())
     return h.hexdigest()[:16]
-
-
-def plain_mapping(options: Any) -> dict[str, Any]:
-    return {k: getattr(v, "value", v) for k, v in dict(options).items()}
 
 
 def _as_recipe(source: Any, options: BuildOptions | None, flat: dict[str, Any]) -> tuple[Any, BuildOptions | None]:
@@ -187,13 +182,12 @@ def _as_recipe(source: Any, options: BuildOptions | None, flat: dict[str, Any]) 
         if not (isinstance(source, (str, Path)) and is_recipe(source)):
             return source, options
         source = load_recipe(source)
-    given = options.to_mapping() if options is not None else flat
-    beside = {k: v for k, v in given.items() if k in DATA_FIELDS and v != DATA_FIELDS[k].default}
-    if beside:
-        raise ConfigError(f"{source.origin}: a recipe carries its data options: set {', '.join(sorted(beside))} in the recipe, not beside it")
-    run_output = {k: v for k, v in given.items() if k not in DATA_FIELDS}
     from ftdata.mix.build import check_shares
+    from ftdata.mix.recipe import check_nothing_beside
 
+    given = options.to_mapping() if options is not None else flat
+    check_nothing_beside(source, given)
+    run_output = {k: v for k, v in given.items() if k not in DATA_FIELDS}
     check_shares(source)  # a share that cannot be met fails before any tokenizing
     return source, source.build_options().updated(**run_output)
 
@@ -212,18 +206,23 @@ def _to_out(
     from ftdata.mix import Recipe
 
     recipe = isinstance(source, Recipe)
-    ray = opts.run.engine is Engine.RAY
     remote = store.is_uri(str(out))
-    sharded = ray and not recipe and output_format in (None, "parquet")  # a recipe is mixed here, whatever the engine
-    if remote and not sharded:
+    shards = opts.run.engine is Engine.RAY and output_format in (None, "parquet")  # engine=ray to OUT: OUT/data/*.parquet
+    sharded = shards and not recipe  # written by the workers; a recipe is mixed here, so the driver writes its shards
+    if remote and not shards:
         raise ConfigError(
             f"-o {out}: only engine=ray writes to a URI (every node writes its shards there); "
             "add --engine ray, or give a local folder"
         )
-    fmt = _output_format(output_format, sharded=sharded)
+    if shards and recipe and opts.data.test_size is not None:
+        raise ConfigError(
+            f"test_size={opts.data.test_size!r}: a recipe's Parquet shards (engine=ray) hold one split; "
+            "use output_format='arrow' (--output-format arrow) for train and test, or drop test_size"
+        )
+    fmt = _output_format(output_format, sharded=shards)
     folder = Path(out).expanduser()
-    if not opts.output.rejects_path and not sharded:
-        opts = opts.updated(rejects_path=str(folder / export.REJECTS))
+    if not opts.output.rejects_path and not sharded:  # a URI: written here first, then copied into OUT
+        opts = opts.updated(rejects_path=str((safeio.scratch_dir() if remote else folder) / export.REJECTS))
     if sharded and opts.output.cache_dir:
         opts = opts.updated(cache_dir=None)  # workers write straight to OUT: there is nothing to cache
     named = [source.origin, *(f for s in source.sources for f in s.files())] if recipe else [source, opts.data.template]
@@ -239,8 +238,14 @@ def _to_out(
         else:
             result = _in_memory(source, tok, opts, progress)
             dataset, report = result.dataset, result.report
-            files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok)]
+            if shards:
+                files = export.write_shards(dataset, target)
+            else:
+                files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok)]
             rejects_name = export.REJECTS
+            if remote:
+                with target.write(export.REJECTS) as tmp:
+                    shutil.copyfile(str(opts.output.rejects_path), tmp)
         rejects = opts.output.rejects_path
         if isinstance(target, safeio.OutputDir) and rejects:
             path = Path(rejects)
