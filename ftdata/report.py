@@ -192,6 +192,8 @@ class BuildReport:
             parts.append(f"{sum(self.cut.values())} cut ({_top(self.cut)})")
         if self.filtered:
             parts.append(f"{self.filtered} filtered out")
+        if self.not_drawn:
+            parts.append(f"{self.not_drawn} not drawn for the mixture")
         return ", ".join(parts)
 
 

@@ -174,6 +174,7 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
         ("reject ratio", f"{report.reject_ratio:.1%}"),
         ("cut (kept)", _counter_cell(dict(report.cut))),
         ("filtered out", f"{report.filtered:,}"),
+        *([("not drawn", f"{report.not_drawn:,} (left out by the recipe's shares; in the rejects file)")] if report.not_drawn else []),
         ("tokens", f"{report.tokens:,}"),
         ("trained tokens", f"{report.trained_tokens:,}" + (f" ({share:.1%})" if report.tokens else "")),
     ]
