@@ -132,7 +132,10 @@ class Columns:
                     location=location, field=name,
                 )  # fmt: skip
             return column, row[column]
-        present = [a for a in FIELD_ALIASES[name] if a in row]
+        aliases = FIELD_ALIASES[name]
+        if len(aliases) == 1:  # system, history, tools, ...: one name, nothing to be ambiguous with
+            return (aliases[0], row[aliases[0]]) if aliases[0] in row else (None, None)
+        present = [a for a in aliases if a in row]
         if len(present) > 1:
             values = {a: _unwrap(row[a]) for a in present}
             if len({repr(v) for v in values.values()}) > 1:
