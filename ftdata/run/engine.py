@@ -2,9 +2,10 @@
 
     (location, row) ──format──▶ Example ──render──▶ Rendered ──mask──▶ Measured | Reject
 
-`Stage.measure` is that loop; everything else is a reducer over its outcomes: a build
-(`Stage.__call__` truncates and flattens them into token arrays), `ftdata stats` (reduces
-each example to a few integers) and `ftdata preview` (shows each example). So a record is
+`Stage.measure` is that loop; `Stage.run` adds truncation and keeps each record whole, and
+every command reduces what it returns (`loop.run` drives it over a source): a build
+(`chunk` flattens the kept sequences into token arrays), `ftdata stats` (reduces each
+example to a few integers) and `ftdata preview` (shows each example). So a record is
 rejected at the same stage, with the same code, by every command. Token counts of one example:
 
     total    every token of the example, with the BOS that ftdata adds
@@ -86,7 +87,7 @@ class Chunk:
 class Stage:
     """The compiled engine of one set of options: columns, renderer and masker.
 
-    Built once per process (see `pipeline.StageSpec`); `measure` is the record loop.
+    Built once per process (see `loop.StageSpec`); `measure` is the record loop, `run` keeps records whole.
     """
 
     def __init__(self, tokenizer: Any, options: DataOptions):
