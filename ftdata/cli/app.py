@@ -134,7 +134,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DATA_HELP = "Input file (.json, .jsonl, .csv, .parquet), dataset folder or cached hub id."
+DATA_HELP = "Input file (.json, .jsonl, .csv, .parquet; also .gz/.zst/.bz2/.xz), dataset folder, cached hub id, or a recipe (.yaml with sources:)."
 TOKENIZER_HELP = "Tokenizer folder or cached hub id; default: the bundled SmolLM2-135M-Instruct."
 CONFIG_HELP = "YAML file of options (BuildOptions names, plus data and tokenizer); flags override it."
 
