@@ -387,7 +387,6 @@ def build(
     from ftdata.io.built import load_hint
     from ftdata.run.driver import build as run_build
     from ftdata.io.export import MANIFEST, count_records, summary_table
-    from ftdata.mix import is_recipe, load_recipe
     from ftdata.io.resources import cache_root, load_tokenizer
 
     if no_cache and options.get("cache_dir"):
@@ -402,8 +401,8 @@ def build(
     opts = settings.options
     if not no_cache and not opts.output.cache_dir and opts.run.engine is not Engine.RAY:
         opts = opts.updated(cache_dir=str(cache_root() / "builds"))
-    recipe = load_recipe(settings.data, allow_code=allow_code) if is_recipe(settings.data) else None
-    spec = settings.tokenizer or (recipe.tokenizer if recipe is not None else None)  # a recipe names its tokenizer
+    recipe = _recipe(settings, allow_code=allow_code)  # a recipe names its tokenizer (settings.tokenizer)
+    spec = settings.tokenizer
     tok = load_tokenizer(spec, trust_remote_code=settings.trust_remote_code)
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()

@@ -17,7 +17,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,8 +83,7 @@ class _Records:
     """Each kept record's location, kept compactly (file number, line, index) by record id."""
 
     def __init__(self) -> None:
-        self.files: list[str] = []
-        self._file_ids: dict[str, int] = {}
+        self._file_ids: dict[str, int] = {}  # file -> its number, in the order first seen
         self.ids: list[np.ndarray] = []
         self.where: list[np.ndarray] = []
 
@@ -94,29 +92,15 @@ class _Records:
         rows = [(self._file_ids.setdefault(loc.source, len(self._file_ids)), -1 if loc.line is None else loc.line,
                  -1 if loc.index is None else loc.index) for loc in locations]  # fmt: skip
         self.where.append(np.asarray(rows, dtype=np.int64).reshape(-1, 3))
-        self.files = list(self._file_ids)
 
     def locations(self, records: np.ndarray) -> list[str]:
         """The locations of `records` (ids), in that order."""
         if not len(records):
             return []
-        ids, where = np.concatenate(self.ids), np.concatenate(self.where)
+        ids, where, files = np.concatenate(self.ids), np.concatenate(self.where), list(self._file_ids)
         order = np.argsort(ids)
         at = order[np.searchsorted(ids, records, sorter=order)]
-        return [str(Location(self.files[f], None if line < 0 else int(line), None if index < 0 else int(index))) for f, line, index in where[at]]
-
-
-def _units_per_record(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(record of each row, tokens of each row, trained tokens of each row) of the rows file."""
-    rows = output.RowsFile(path)
-    trained = np.zeros(len(rows.lengths), dtype=np.int64)
-    step = 1 << 16
-    for start in range(0, len(rows.lengths), step):
-        picked = np.arange(start, min(start + step, len(rows.lengths)))
-        labels = rows.gather("labels", picked) != IGNORE_INDEX
-        bounds = np.concatenate([[0], np.cumsum(rows.lengths[picked])[:-1]])
-        trained[picked] = np.add.reduceat(labels, bounds) if len(labels) else 0
-    return rows.groups, rows.lengths, trained
+        return [str(Location(files[f], None if line < 0 else int(line), None if index < 0 else int(index))) for f, line, index in where[at]]
 
 
 def build_recipe(
@@ -141,7 +125,7 @@ def build_recipe(
                 reading.source(spec, tokenizer, BuildOptions.from_mapping({**recipe.options, **spec.options}), options.run, progress)
         reading.rows.close()
         reading.dedupe()
-        splits, mix = _mixture(recipe, data, reading.sources, reading.rows.path, reading.removed, reading.records, reading.sink)
+        splits, mix = _mixture(recipe, data, reading.sources, reading.row_units(), reading.removed, reading.records, reading.sink)
     except BaseException:
         reading.sink.abort()
         reading.rows.close()
@@ -184,6 +168,7 @@ class _Reading:
         self.digests: list[tuple[np.ndarray, bytes]] = []  # per batch: (record ids, their digests joined)
         self.index = EvalIndex.from_files(recipe.eval_files(), n=recipe.ngram) if recipe.decontaminate else None
         self.records = _Records()
+        self.units: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per batch: each row's record, tokens, trained tokens
         self.removed: set[int] = set()
         self.duplicates: list[tuple[int, int, str]] = []  # (record, the record it repeats, how)
         self.sources: list[_Source] = []
@@ -199,6 +184,9 @@ class _Reading:
                 c = part.chunk
                 self.rows.write(c.ids, c.labels, c.lengths, c.groups)
                 self.sink.write(c.rejects)
+                starts = np.concatenate([[0], np.cumsum(c.lengths)[:-1]]).astype(np.int64)
+                trained = np.add.reduceat(c.labels != IGNORE_INDEX, starts) if len(c.lengths) else np.zeros(0, dtype=np.int64)
+                self.units.append((base + c.groups, c.lengths, trained.astype(np.int64)))
                 self.records.add([base + r for r, _, _ in part.located], [where for _, where, _ in part.located])
                 self._check(base, part.located, source)
         source.last = self.rows.records
@@ -225,6 +213,12 @@ class _Reading:
         if exact:
             self.digests.append((np.asarray([r for r, _ in exact], dtype=np.int64), b"".join(d for _, d in exact)))
 
+    def row_units(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(record, tokens, trained tokens) of every row of the rows file, in file order (counted as written)."""
+        if not self.units:
+            return tuple(np.zeros(0, dtype=np.int64) for _ in range(3))  # type: ignore[return-value]
+        return tuple(np.concatenate(column) for column in zip(*self.units))  # type: ignore[return-value]
+
     def dedupe(self) -> None:
         """Remove every record that repeats an earlier one; write each reject naming the one it repeats."""
         if self.digests:
@@ -244,21 +238,22 @@ class _Reading:
         for (record, _, how), at, original, s in zip(self.duplicates, where, originals, np.searchsorted(firsts, dups, side="right") - 1):
             source = self.sources[s]
             source.removed["deduplicated"] += 1
-            source.report.rejected[RejectCode.DUPLICATE] += 1
             self.removed.add(record)
             rejects.append(Reject(at, RejectStage.MIX, RejectCode.DUPLICATE, f"source {source.name!r}: duplicates {original} ({how})"))
+            source.report.add(rejects[-1])
         self.sink.write(rejects)
 
 
 def _mixture(
-    recipe: Recipe, data: Any, sources: list[_Source], path: Path, removed: set[int], records: _Records, sink: RejectsWriter
+    recipe: Recipe, data: Any, sources: list[_Source], units: tuple[np.ndarray, np.ndarray, np.ndarray], removed: set[int],
+    records: _Records, sink: RejectsWriter,
 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """The rows of train (mixed, with repeats) and test (held out before mixing), and the per-source table.
 
     Raises:
         ConfigError: a source cannot meet its share (plan_mix names it).
     """
-    groups, lengths, trained = _units_per_record(path)
+    groups, lengths, trained = units
     n_records = int(groups.max()) + 1 if len(groups) else 0
     per = {
         "records": np.zeros(n_records, dtype=np.int64),

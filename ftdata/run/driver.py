@@ -156,7 +156,7 @@ def _recipe_in_memory(recipe: Any, tok: Any, opts: BuildOptions, progress: Calla
         safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
     dataset, report = build_recipe(recipe, tokenizer=tok, options=opts, progress=progress)
     report.fingerprint = recipe_fingerprint(recipe, tok, opts.data)
-    return BuildResult(dataset, report, options=opts)
+    return BuildResult(dataset, report)
 
 
 def recipe_fingerprint(recipe: Any, tokenizer: Any, options: DataOptions) -> str:
