@@ -14,9 +14,10 @@ synthetic set of --records records (default 20,000) drawn from them with `random
 the reproducible "synthetic 20k" figure (bundled SmolLM2, `alpaca`, BFD packing at 1024).
 
 Every measurement runs in a fresh subprocess (so its peak RSS is its own). The methods
-alternate in a fixed order, round after round (raw, trl, ftdata, raw, trl, ftdata, ...;
+alternate in a fixed order, round after round (raw, ftdata, trl, raw, ftdata, trl, ...;
 --rounds, default 5), and each round's ratios come from that round's own measurements, so a
-machine whose speed drifts compares like with like. The table gives every round, then the
+machine whose speed drifts compares like with like: ftdata runs right after the raw
+tokenizer and right before TRL, never 15 s of TRL away from either. The table gives every round, then the
 min and median of each ratio. All tok/s use the raw tokenizer's token count. Peak memory of
 larger builds, on every path: benchmarks/build_memory.py.
 
@@ -214,7 +215,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, records in cases.items():
             path = write_jsonl(records, Path(tmp) / f"{name.replace(' ', '_')}.jsonl")
-            rounds = [{m: measure(m, path, args.max_length, args.workers) for m in methods} for _ in range(args.rounds)]
+            order = ["raw", *methods[2:], "trl"]  # ftdata next to both baselines
+            rounds = [{m: measure(m, path, args.max_length, args.workers) for m in order} for _ in range(args.rounds)]
             show(name, len(records), methods, rounds)
 
 
