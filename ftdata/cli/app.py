@@ -382,8 +382,6 @@ def build(
     options: dict[str, Any],
 ) -> None:
     """Run the full pipeline and write the dataset, rejects.jsonl and build.json to OUT."""
-    import datasets
-
     from ftdata.io.built import load_hint
     from ftdata.run.driver import build as run_build
     from ftdata.io.export import MANIFEST, count_records, summary_table
@@ -404,6 +402,8 @@ def build(
     recipe = _recipe(settings, allow_code=allow_code)  # a recipe names its tokenizer (settings.tokenizer)
     spec = settings.tokenizer
     tok = load_tokenizer(spec, trust_remote_code=settings.trust_remote_code)
+    import datasets  # after the tokenizer: imported first, it leaves the build 17-40 MiB more anonymous memory
+
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
     total = None if recipe is not None else count_records(settings.data, limit=opts.data.limit)
