@@ -17,8 +17,8 @@ Every measurement runs in a fresh subprocess (so its peak RSS is its own). The m
 alternate in a fixed order, round after round (raw, ftdata, trl, raw, ftdata, trl, ...;
 --rounds, default 5), and each round's ratios come from that round's own measurements, so a
 machine whose speed drifts compares like with like: ftdata runs right after the raw
-tokenizer and right before TRL, never 15 s of TRL away from either. The table gives every round, then the
-min and median of each ratio. All tok/s use the raw tokenizer's token count. Peak memory of
+tokenizer and right before TRL, never 15 s of TRL away from either. The table gives every
+round, then the min and median of each ratio. All tok/s use the raw tokenizer's token count. Peak memory of
 larger builds, on every path: benchmarks/build_memory.py.
 
     python benchmarks/prep_throughput.py [--records 20000] [--engines local,processes,ray]
