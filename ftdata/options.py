@@ -19,6 +19,7 @@ from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from ftdata.errors import ConfigError
+from ftdata.io.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
 from ftdata.io.delimited import check_delimiter
 from ftdata.chat.formats import FORMAT_ALIASES, FORMATS, format_name
 from ftdata.tokens.packing import check_pad_multiple
@@ -84,6 +85,22 @@ class DataOptions:
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
     on_error: Literal["raise", "skip"] = _opt("raise", "malformed records: raise (stop at the first) or skip (reject and go on)")
+    max_line_bytes: int = _opt(
+        MAX_LINE_BYTES, "longest line a reader takes (JSONL, CSV); a longer one is skipped unread: a located "
+        "reject (on_error=skip) or error, in bounded memory"
+    )
+    max_string_chars: int = _opt(
+        MAX_STRING_CHARS, "longest string a record may hold (the most one render may hold); a longer one is a "
+        "located reject (on_error=skip) or error"
+    )
+    max_decompressed_bytes: int = _opt(
+        MAX_DECOMPRESSED_BYTES, "bytes one compressed input file (.gz, .zst, .bz2, .xz) may decompress to; past "
+        "that it is a decompression bomb: a one-line error"
+    )
+    max_messages: int = _opt(
+        MAX_MESSAGES, "most messages one conversation may hold; a longer one is a reject (too_many_messages): "
+        "its render and masking work grows with every turn"
+    )
 
     def __post_init__(self) -> None:
         self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
@@ -118,6 +135,9 @@ class DataOptions:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got seed={self.seed!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"limit must be an integer >= 1, got limit={self.limit!r}")
+        ReadBounds.of(self)  # checks the three read bounds
+        if not isinstance(self.max_messages, int) or isinstance(self.max_messages, bool) or self.max_messages < 2:
+            raise ConfigError(f"max_messages must be an integer >= 2 (a user turn and a reply), got max_messages={self.max_messages!r}")
         if self.chat_template_kwargs is not None:
             if not isinstance(self.chat_template_kwargs, Mapping):
                 raise ConfigError(

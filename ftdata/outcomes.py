@@ -52,6 +52,8 @@ class RejectCode(StrEnum):
     DUPLICATE = "duplicate"  # recipe dedup: the record repeats one kept before it
     CONTAMINATED = "contaminated"  # recipe decontaminate: an n-gram of it is in an evaluation record
     NOT_DRAWN = "not_drawn"  # recipe mixing: its source's share was met without it (not an error)
+    OVER_LIMIT = "over_limit"  # past a bound: a line, a string (max_line_bytes, max_string_chars), a render's time or size
+    TOO_MANY_MESSAGES = "too_many_messages"  # more messages than max_messages
 
 
 class NoteCode(StrEnum):

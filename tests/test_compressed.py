@@ -8,6 +8,7 @@ import json
 import lzma
 import re
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 
 from ftdata import prepare
 from ftdata.cli.app import app
+from ftdata.io.bounds import ReadBounds
 from ftdata.io.compressed import data_suffix
 from ftdata.errors import ReaderError, RecordError
 from ftdata.tokens.limits import LimitExceeded
@@ -42,7 +44,7 @@ FILES = {
     "d.tsv": "instruction\toutput\nSay hi.\tHi!\nCount to two.\tOne, two.\n",
 }
 ROWS = [{"instruction": "Say hi.", "output": "Hi!"}, {"instruction": "Count to two.", "output": "One, two."}]
-LIMIT = "FTDATA_DECOMPRESSED_MAX_BYTES"
+BOMB = "which looks like a decompression bomb; raise max_decompressed_bytes (--max-decompressed-bytes) if the data is real"
 
 
 def write(path: Path, text: str | bytes, ext: str | None = None) -> Path:
@@ -51,8 +53,8 @@ def write(path: Path, text: str | bytes, ext: str | None = None) -> Path:
     return path
 
 
-def located(path: Path) -> list[tuple[str, int | None, int | None, object]]:
-    return [(loc.source, loc.line, loc.index, row) for loc, row in read_records(path)]
+def located(path: Path, bounds: ReadBounds = ReadBounds()) -> list[tuple[str, int | None, int | None, object]]:
+    return [(loc.source, loc.line, loc.index, row) for loc, row in read_records(path, bounds=bounds)]
 
 
 def lines(n: int) -> list[dict[str, str]]:
@@ -154,6 +156,13 @@ def test_errors_name_the_compressed_file_and_the_line_of_its_text(tmp_path):
     assert str(error).startswith(f"{ragged}:3: has 3 fields but the header has 2")
 
 
+def _decodable(ext: str, data: bytes) -> bytes:
+    """All the text a truncated stream holds, decompressed in one call (what `gzip -dc` writes before its error)."""
+    decompressor = {"gz": lambda: zlib.decompressobj(wbits=31), "zst": zstd.ZstdDecompressor,
+                    "bz2": bz2.BZ2Decompressor, "xz": lzma.LZMADecompressor}[ext]()  # fmt: skip
+    return decompressor.decompress(data)
+
+
 @pytest.mark.parametrize("ext", CODECS)
 def test_a_truncated_file_fails_at_the_line_where_its_text_stops(tmp_path, ext):
     kind = CODECS[ext][0]
@@ -161,14 +170,16 @@ def test_a_truncated_file_fails_at_the_line_where_its_text_stops(tmp_path, ext):
     whole = CODECS[ext][1](jsonl_text(rows).encode())
     path = tmp_path / f"cut.jsonl.{ext}"
     path.write_bytes(whole[: len(whole) // 2])
+    text = _decodable(ext, path.read_bytes())
     got = []
     with pytest.raises(ReaderError) as raised:
         for _, row in read_records(path):
             got.append(row)
-    assert got == rows[: len(got)]
+    stops = text.count(b"\n") + 1
+    assert got == rows[: stops - 1]  # every whole line of the text, none lost in a buffer
     assert re.fullmatch(
-        rf"{re.escape(str(path))}:{len(got) + 1}: the {kind} stream ends early \(the file is truncated\) after "
-        rf"[\d,]+ decompressed bytes; fetch it again \(`{kind} -t cut.jsonl.{ext}` checks a file\)",
+        rf"{re.escape(str(path))}:{stops}: the {kind} stream ends early \(the file is truncated\) after "
+        rf"{len(text):,} decompressed bytes; fetch it again \(`{kind} -t cut.jsonl.{ext}` checks a file\)",
         str(raised.value),
     )
 
@@ -179,6 +190,7 @@ def test_a_truncated_file_fails_at_the_line_where_its_text_stops(tmp_path, ext):
      ("bz2", "Invalid data stream"), ("xz", "Corrupt input data")],
 )  # fmt: skip
 def test_a_corrupt_file_is_one_located_line(tmp_path, ext, reason):
+    # gzip checks its CRC after the text: all three lines decompress, the text stops at line 4
     kind = CODECS[ext][0]
     good = CODECS[ext][1](FILES["d.jsonl"].encode())
     path = tmp_path / f"bad.jsonl.{ext}"
@@ -187,17 +199,18 @@ def test_a_corrupt_file_is_one_located_line(tmp_path, ext, reason):
     with pytest.raises(ReaderError) as raised:
         located(path)
     assert re.fullmatch(
-        rf"{re.escape(str(path))}:1: corrupt {kind} data \({reason}\) after 0 decompressed bytes; "
+        rf"{re.escape(str(path))}:{4 if ext == 'gz' else 1}: corrupt {kind} data \({reason}\) after {101 if ext == 'gz' else 0} "
+        rf"decompressed bytes; "
         rf"fetch it again \(`{kind} -t bad.jsonl.{ext}` checks a file\)",
         str(raised.value),
     )
 
 
-def _bomb_peak(path: Path) -> tuple[str, int]:
+def _bomb_peak(path: Path, bounds: ReadBounds = ReadBounds()) -> tuple[str, int]:
     tracemalloc.start()
     try:
         with pytest.raises(LimitExceeded) as raised:
-            located(path)
+            located(path, bounds)
         return str(raised.value), tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -205,19 +218,14 @@ def _bomb_peak(path: Path) -> tuple[str, int]:
 
 @pytest.mark.parametrize(("name", "ext", "megabytes"), [("b.jsonl", "gz", 50), ("b.json", "gz", 50), ("b.csv", "gz", 50),
                                                         ("b.jsonl", "zst", 50), ("b.jsonl", "bz2", 8), ("b.jsonl", "xz", 8)])  # fmt: skip
-def test_a_decompression_bomb_stops_at_the_limit(tmp_path, monkeypatch, name, ext, megabytes):
+def test_a_decompression_bomb_stops_at_the_limit(tmp_path, name, ext, megabytes):
     path = write(tmp_path / f"{name}.{ext}", b"\0" * (megabytes << 20), ext)
     assert path.stat().st_size < 60_000
-    monkeypatch.setenv(LIMIT, "1000000")
-    message, peak = _bomb_peak(path)
-    assert message == (
-        f"{path}:1: decompresses to more than 1,000,000 bytes ({LIMIT}), which looks like a decompression bomb; "
-        f"raise {LIMIT} if the data is real"
-    )
+    message, peak = _bomb_peak(path, ReadBounds(decompressed_bytes=1_000_000))
+    assert message == f"{path}:1: decompresses to more than 1,000,000 bytes (max_decompressed_bytes), {BOMB}"
     assert peak < 16_000_000  # buffers (and an xz dictionary), never the bomb's megabytes
-    monkeypatch.setenv(LIMIT, str(megabytes << 21))
     try:  # under the limit it is read through: NULs, not records
-        located(path)
+        located(path, ReadBounds(decompressed_bytes=megabytes << 21))
     except ReaderError:
         pass
 
@@ -277,13 +285,11 @@ def test_cli_stats_of_a_compressed_file_equals_the_plain_one(tmp_path):
 
 def test_cli_bomb_is_one_line_with_the_limit_exit_code(tmp_path):
     path = write(tmp_path / "bomb.jsonl.gz", b"\0" * (50 << 20), "gz")
-    result = CliRunner().invoke(app, ["stats", str(path)], env={LIMIT: "1000000"})
+    result = CliRunner().invoke(app, ["build", str(path), "-o", str(path.parent / "out"), "--max-decompressed-bytes", "1000000"])
     assert result.exit_code == 5
-    assert result.stderr == (
-        f"error: {path}:1: decompresses to more than 1,000,000 bytes ({LIMIT}), which looks like a decompression "
-        f"bomb; raise {LIMIT} if the data is real\n"
-    )
+    assert result.stderr == f"error: {path}:1: decompresses to more than 1,000,000 bytes (max_decompressed_bytes), {BOMB}\n"
     bad = write(tmp_path / "cut.jsonl.gz", gzip.compress(FILES["d.jsonl"].encode())[:-10])
     result = CliRunner().invoke(app, ["stats", str(bad)])
     assert result.exit_code == 3
-    assert result.stderr.startswith(f"error: {bad}:1: the gzip stream ends early (the file is truncated)")
+    # the text stops in line 3 (two whole lines decompress, then 8 bytes of checksum and 2 of data are missing)
+    assert result.stderr.startswith(f"error: {bad}:3: the gzip stream ends early (the file is truncated) after 100 decompressed")

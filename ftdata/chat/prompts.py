@@ -83,6 +83,8 @@ class PromptTemplate:
         what = _Described(self.name, location)
         try:
             return limits.render(self._compiled, {"instruction": instruction, "input": input, "system": system}, what=what)
+        except limits.LimitExceeded as exc:  # a size check inside the render names the operation, not the record
+            raise exc if str(exc).startswith(str(what)) else limits.LimitExceeded(f"{what}: {exc}") from None
         except (JinjaError, ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:
             detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             if isinstance(exc, RecursionError):

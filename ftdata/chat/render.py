@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError, UnusableRecord
+from ftdata.io.bounds import MAX_MESSAGES
+from ftdata.tokens.limits import LimitExceeded, RecordOverLimit
 
 if TYPE_CHECKING:
     from ftdata.options import DataOptions
@@ -192,8 +194,10 @@ class Renderer:
         chat_template_kwargs: Mapping[str, Any] | None = None,
         stop_tokens: Sequence[str] = (),
         special_tokens_in_data: str = "reject",
+        max_messages: int = MAX_MESSAGES,
     ):
         self.tokenizer = tokenizer
+        self.max_messages = max_messages
         self.mask = mask
         self.system_prompt = system_prompt
         self.system_mode = system_mode
@@ -223,6 +227,7 @@ class Renderer:
             "mask": options.mask, "system_prompt": options.system_prompt, "system_mode": options.system_mode,
             "mask_reasoning": options.mask_reasoning, "chat_template_kwargs": options.chat_template_kwargs,
             "stop_tokens": options.stop_tokens or (), "special_tokens_in_data": options.special_tokens_in_data,
+            "max_messages": options.max_messages,
         }  # fmt: skip
         return cls(tokenizer, options.template, **{**settings, **overrides})
 
@@ -291,6 +296,27 @@ class Renderer:
         return msgs
 
     def __call__(self, example: Example) -> Rendered:
+        """The example rendered, with the spans that carry loss.
+
+        Raises:
+            UnusableRecord: the record cannot be trained as it is (rejected with a code).
+            RecordError: a RecordOverLimit when a render passes a time or size limit (rejected
+                under on_error="skip"), or the template failed on the record.
+        """
+        if len(example.messages) > self.max_messages:
+            raise UnusableRecord(
+                f"has {len(example.messages):,} messages, more than max_messages={self.max_messages:,}; split the "
+                "conversation, or raise max_messages (--max-messages) if it is real",
+                location=example.source, field="messages", code=RejectCode.TOO_MANY_MESSAGES,
+            )  # fmt: skip
+        try:
+            return self._render(example)
+        except RecordOverLimit:
+            raise
+        except LimitExceeded as exc:  # a record's render, not the build: a reject under on_error="skip"
+            raise RecordOverLimit(str(exc)) from None
+
+    def _render(self, example: Example) -> Rendered:
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
             example = apply_system(example, self.system_prompt, self.system_mode)
         try:

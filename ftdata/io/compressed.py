@@ -5,12 +5,12 @@ read, and so is `data.jsonl.gz` holding plain text. The suffix under the codec's
 reader (`data.tsv.zst` -> `.tsv`). The text is decompressed as it is read, so JSONL and CSV
 never hold more than a buffer of it; a JSON document is read whole, as uncompressed.
 
-    data.jsonl.gz --gzip--> counted: bytes (<= FTDATA_DECOMPRESSED_MAX_BYTES), lines --> reader
+    data.jsonl.gz --gzip--> counted: bytes (<= max_decompressed_bytes), lines --> reader
 
-Every decompressed byte is counted against FTDATA_DECOMPRESSED_MAX_BYTES, so a "bomb" (a few
-kilobytes that inflate to terabytes) stops with one line instead of filling memory or disk,
-and newlines are counted too, so a truncated or corrupt stream is an error located at the
-line where the damage starts: `data.jsonl.gz:1834: the gzip stream ends early ...`.
+Every decompressed byte is counted against the `max_decompressed_bytes` option, so a "bomb" (a
+few kilobytes that inflate to terabytes) stops with one line instead of filling memory or
+disk, and newlines are counted too, so a truncated or corrupt stream is an error located at
+the line where the decompressed text stops: `data.jsonl.gz:1834: the gzip stream ends early ...`.
 
 A zip archive holds files, not one stream of records: it is refused with a hint to unzip it.
 """
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from ftdata.errors import ReaderError
-from ftdata.tokens.limits import LimitExceeded, env_name, half_memory, limits
+from ftdata.io.bounds import MAX_DECOMPRESSED_BYTES
+from ftdata.tokens.limits import LimitExceeded, half_memory
 
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip"}
 _SUFFIXES = frozenset({".gz", ".gzip", ".zst", ".zstd", ".bz2", ".xz", ".zip"})
@@ -53,15 +54,15 @@ def data_suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def open_bytes(path: Path, *, whole: bool = False) -> BinaryIO:
-    """`path` opened for reading its (decompressed) bytes.
+def open_bytes(path: Path, *, whole: bool = False, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> BinaryIO:
+    """`path` opened for reading its (decompressed) bytes, at most `max_bytes` of them.
 
     `whole`: the caller reads everything into memory (a JSON document), so the decompressed
     size is also capped at half of this machine's memory.
 
     Raises:
         ReaderError: a zip archive; or, while reading, a truncated or corrupt stream.
-        LimitExceeded: while reading, the text passes FTDATA_DECOMPRESSED_MAX_BYTES.
+        LimitExceeded: while reading, the text passes `max_bytes` (max_decompressed_bytes).
     """
     kind = codec(path)
     if kind is None:
@@ -72,7 +73,8 @@ def open_bytes(path: Path, *, whole: bool = False) -> BinaryIO:
             "and pass the file or the folder it holds"
         )
     raw = path.open("rb")
-    return io.BufferedReader(_Counted(_decompressing(kind, raw), raw, path=path, kind=kind, whole=whole), buffer_size=_BUFFER)
+    counted = _Counted(_decompressing(kind, raw), raw, path=path, kind=kind, whole=whole, cap=max_bytes)
+    return io.BufferedReader(counted, buffer_size=_BUFFER)
 
 
 def _decompressing(kind: str, raw: IO[bytes]) -> Any:
@@ -93,20 +95,19 @@ def _zstd() -> Any:
     return zstd
 
 
-def open_text(path: Path) -> IO[str]:
+def open_text(path: Path, *, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> IO[str]:
     """`path` opened as UTF-8 text (a BOM dropped, newlines kept as written), decompressed as `open_bytes`."""
-    return io.TextIOWrapper(open_bytes(path), encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(open_bytes(path, max_bytes=max_bytes), encoding="utf-8-sig", newline="")
 
 
 class _Counted(io.RawIOBase):
     """A decompressing stream whose bytes and newlines are counted, and whose failures are located."""
 
-    def __init__(self, stream: Any, raw: IO[bytes], *, path: Path, kind: str, whole: bool):
+    def __init__(self, stream: Any, raw: IO[bytes], *, path: Path, kind: str, whole: bool, cap: int):
         self._stream, self._raw, self._path, self._kind = stream, raw, path, kind
         self._bytes = self._lines = 0
-        lim = limits()
-        name = env_name("decompressed_bytes")
-        self._cap, self._what, self._fix = lim.decompressed_bytes, name, f"raise {name} if the data is real"
+        self._cap, self._what = cap, "max_decompressed_bytes"
+        self._fix = "raise max_decompressed_bytes (--max-decompressed-bytes) if the data is real"
         if whole and (memory := half_memory()) < self._cap:
             self._cap, self._what = memory, "half of this machine's memory, the most a JSON document read whole may take"
             self._fix = "store the records as JSON Lines, which are read line by line"
@@ -116,7 +117,10 @@ class _Counted(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         try:
-            n = self._stream.readinto(buffer)
+            # One read of the decompressor at most: a full `readinto` loops, and the bytes it had
+            # copied when a truncated stream ends are lost with the exception (the error then named
+            # a line up to a hundred before the one where the text stops).
+            n = self._stream.readinto1(buffer)
         except EOFError:
             raise self._damaged(f"the {self._kind} stream ends early (the file is truncated)") from None
         except (OSError, zlib.error, lzma.LZMAError, _zstd().ZstdError) as exc:

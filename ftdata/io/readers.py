@@ -10,7 +10,8 @@ CLI allows it only with `--allow-code`).
 
 A row that cannot be read faithfully (duplicate JSON keys with different values, nesting too
 deep to parse, a lone UTF-16 surrogate, a CSV row with more or fewer fields than its header)
-is yielded as a `RecordError` in place of the row: `formats.to_examples` raises it, so it is
+or that passes a read bound (`bounds.py`: a JSONL line over `max_line_bytes`, a string over
+`max_string_chars`) is yielded as a `RecordError` in place of the row: `formats.to_examples` raises it, so it is
 rejected with `on_error="skip"` and stops the build otherwise, like any malformed record.
 """
 
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ftdata.io.bounds import ReadBounds, bounded_lines, line_too_long, string_checked
 from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
 from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
@@ -33,6 +35,7 @@ Row = Any
 Reader = Callable[[Path], Iterator[tuple[Location, Row]]]
 
 _SNIFF_BYTES = 4096
+DEFAULT_BOUNDS = ReadBounds()
 
 
 def _decode_error(path: Path, exc: UnicodeDecodeError, data: bytes, start: int = 0) -> ReaderError:
@@ -42,8 +45,8 @@ def _decode_error(path: Path, exc: UnicodeDecodeError, data: bytes, start: int =
     return ReaderError(f"{where}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {offset}); {REENCODE}")
 
 
-def _read_text(path: Path) -> str:
-    with open_bytes(path, whole=True) as fh:
+def _read_text(path: Path, bounds: ReadBounds) -> str:
+    with open_bytes(path, whole=True, max_bytes=bounds.decompressed_bytes) as fh:
         data = fh.read()
     try:
         text = data.decode("utf-8-sig")  # -sig: a UTF-8 BOM is dropped, not read as text
@@ -174,24 +177,25 @@ def _field_rows(path: Path, obj: Any, field: str) -> list[Any]:
     return rows
 
 
-def read_json(path: Path, *, field: str | None = None) -> Iterator[tuple[Location, Row]]:
+def read_json(path: Path, *, field: str | None = None, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[Location, Row]]:
     """A JSON array of records, a pandas column dict, or a single record; with `field`, the
     array under that key of the top-level object (`{"data": [...]}` with `field="data"`).
 
     A `.json` file that actually holds JSON Lines (one object per line) is read as JSONL.
     """
-    text = _read_text(path)
+    text = _read_text(path, bounds)
     try:
         obj = _parse_json(text, Location(str(path)))
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):
-            yield from read_jsonl(path)
+            yield from read_jsonl(path, bounds=bounds)
             return
         raise _json_error(path, exc) from None
     if isinstance(obj, RecordError):  # one faulty value spoils the whole file: there are no rows to skip to
         raise ReaderError(str(obj))
     source = str(path)
     escaped = bool(_SURROGATE_ESCAPE.search(text))
+    long = len(text) > bounds.string_chars  # no string is longer than the text that holds it
     if field is not None:
         rows: list[Any] = _field_rows(path, obj, field)
     elif isinstance(obj, list):
@@ -207,17 +211,28 @@ def read_json(path: Path, *, field: str | None = None) -> Iterator[tuple[Locatio
         raise ReaderError(f"{path}: top-level JSON is a {type(obj).__name__}; expected an array of records")
     if not rows:
         raise ReaderError(f"{path}: the JSON array is empty; expected records")
+    del text
     for i, row in enumerate(rows):
         location = Location(source, index=i)
-        yield location, _checked(row, escaped, location)
+        row = _checked(row, escaped, location)
+        yield location, string_checked(row, location, bounds.string_chars) if long else row
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
-    """JSON Lines, streamed one line at a time; blank lines are skipped."""
+def read_jsonl(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[Location, Row]]:
+    """JSON Lines, streamed one line at a time; blank lines are skipped.
+
+    A line is read only up to `bounds.line_bytes`: a longer one is skipped unread and comes
+    back as a located RecordError, so one 6 GiB line costs a buffer, not 6 GiB.
+    """
     source = str(path)
     seen = False
-    with open_bytes(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with open_bytes(path, max_bytes=bounds.decompressed_bytes) as fh:
+        for lineno, raw in enumerate(bounded_lines(fh, bounds.line_bytes), start=1):
+            if raw is None:
+                seen = True
+                location = Location(source, line=lineno)
+                yield location, line_too_long(location, bounds.line_bytes)
+                continue
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
@@ -230,6 +245,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
             location = Location(source, line=lineno)
             try:
                 row = _checked(_parse_json(line, location), bool(_SURROGATE_ESCAPE.search(line)), location)
+                if len(line) > bounds.string_chars:
+                    row = string_checked(row, location, bounds.string_chars)
             except json.JSONDecodeError as exc:
                 raise ReaderError(
                     f"{path}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; each line must be one JSON object"
@@ -240,7 +257,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[Location, Row]]:
         raise ReaderError(f"{path}: file is empty; expected one JSON object per line")
 
 
-def read_parquet(path: Path) -> Iterator[tuple[Location, Row]]:
+def read_parquet(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[Location, Row]]:
     """Parquet, streamed in record batches."""
     import pyarrow.parquet as pq
 
@@ -262,8 +279,10 @@ def read_parquet(path: Path) -> Iterator[tuple[Location, Row]]:
             return
         except Exception as exc:  # a corrupt page surfaces here, as OSError or ArrowInvalid
             raise ReaderError(f"{path}[{i}]: corrupt Parquet data after {i} rows: {str(exc).splitlines()[0]}") from None
+        long = batch.nbytes > bounds.string_chars  # no string is longer than its batch
         for row in batch.to_pylist():
-            yield Location(str(path), index=i), row
+            location = Location(str(path), index=i)
+            yield location, string_checked(row, location, bounds.string_chars) if long else row
             i += 1
 
 
@@ -271,7 +290,9 @@ _SAVED = ("dataset_info.json", "dataset_dict.json", "state.json")
 _IGNORED = re.compile(r"(?i)^(readme|license|licence|notice|citation)(\.\w+)?$|\.(md|txt|yaml|yml|gitattributes|lock)$")
 
 
-def read_folder(path: Path, *, delimiter: str | None = None, field: str | None = None) -> Iterator[tuple[Location, Row]]:
+def read_folder(
+    path: Path, *, delimiter: str | None = None, field: str | None = None, bounds: ReadBounds = DEFAULT_BOUNDS
+) -> Iterator[tuple[Location, Row]]:
     """A `save_to_disk` folder, or a folder of data files: each file read by its own reader.
 
     The split layout is the Hugging Face one (`train.jsonl` / `test.jsonl`, `train/...`):
@@ -284,7 +305,7 @@ def read_folder(path: Path, *, delimiter: str | None = None, field: str | None =
         return
     for file in data:
         name = _SUFFIXES[data_suffix(file)]
-        yield from _reader(name, delimiter=delimiter, field=field if name == "json" else None)(file)
+        yield from _reader(name, delimiter=delimiter, field=field if name == "json" else None, bounds=bounds)(file)
 
 
 def data_files(path: Path) -> list[Path] | None:
@@ -429,8 +450,9 @@ def _resolve(name: str) -> Reader:
     raise ConfigError(f"reader must be one of {', '.join(READERS)} or 'package.module:function'; got reader={name!r}")
 
 
-def _reader(name: str, *, delimiter: str | None, field: str | None) -> Reader:
-    """Reader `name`, given the options that apply to it (`delimiter`: csv; `field`: json, folder).
+def _reader(name: str, *, delimiter: str | None, field: str | None, bounds: ReadBounds) -> Reader:
+    """Reader `name`, given the options that apply to it (`delimiter`: csv; `field`: json, folder;
+    `bounds`: every file reader).
 
     Raises:
         ConfigError: `field` for a reader that is not JSON (JSON Lines, CSV and Parquet rows
@@ -439,10 +461,12 @@ def _reader(name: str, *, delimiter: str | None, field: str | None) -> Reader:
     if field is not None and name not in ("json", "folder"):
         raise ConfigError(f"field={field!r} picks the records out of a JSON object; reader {name!r} has no such object")
     if name == "csv":
-        return functools.partial(read_csv, delimiter=delimiter)
+        return functools.partial(read_csv, delimiter=delimiter, bounds=bounds)
     if name in ("json", "folder"):
         kwargs: dict[str, Any] = {"field": field} if name == "json" else {"field": field, "delimiter": delimiter}
-        return functools.partial(READERS[name], **kwargs)
+        return functools.partial(READERS[name], **kwargs, bounds=bounds)
+    if name in ("jsonl", "parquet"):
+        return functools.partial(READERS[name], bounds=bounds)
     return _resolve(name)
 
 
@@ -468,14 +492,16 @@ def sniff(path: Path) -> str:
 
 
 def read_records(
-    source: Any, *, reader: str | None = None, delimiter: str | None = None, field: str | None = None
-) -> Iterator[tuple[Location, Row]]:
+    source: Any, *, reader: str | None = None, delimiter: str | None = None, field: str | None = None,
+    bounds: ReadBounds = DEFAULT_BOUNDS,
+) -> Iterator[tuple[Location, Row]]:  # fmt: skip
     """Yield `(location, row)` for every record of `source`.
 
     `source` is a path (file or dataset folder), a hub id in the local cache, a
     `datasets.Dataset`/`DatasetDict`, or an iterable of rows. `reader` forces a reader;
     `delimiter` is a CSV file's (sniffed from its header when None); `field` picks the records
-    of a JSON file out of its top-level object (`{"data": [...]}`).
+    of a JSON file out of its top-level object (`{"data": [...]}`); `bounds`: the longest line
+    and string and the decompressed bytes of a file (`ftdata.io.bounds`).
 
     Raises:
         ReaderError: the source cannot be read; the message names the file and line.
@@ -483,17 +509,17 @@ def read_records(
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if path.exists() and not (path.is_file() or path.is_dir()):
-            yield from _read_stream(path, reader, delimiter=delimiter, field=field)
+            yield from _read_stream(path, reader, delimiter=delimiter, field=field, bounds=bounds)
             return
         if reader is not None:
-            yield from _reader(reader, delimiter=delimiter, field=field)(path)
+            yield from _reader(reader, delimiter=delimiter, field=field, bounds=bounds)(path)
             return
         if not path.exists():
             if isinstance(source, str) and _looks_like_hub_id(source):
                 yield from read_hf(source)
                 return
             raise ReaderError(f"{path}: no such file or folder")
-        yield from _reader(sniff(path), delimiter=delimiter, field=field)(path)
+        yield from _reader(sniff(path), delimiter=delimiter, field=field, bounds=bounds)(path)
         return
     if is_dataframe(source):
         yield from read_dataframe(source)
@@ -520,7 +546,9 @@ def _looks_like_hub_id(source: str) -> bool:
     )
 
 
-def _read_stream(path: Path, reader: str | None, *, delimiter: str | None, field: str | None) -> Iterator[tuple[Location, Row]]:
+def _read_stream(
+    path: Path, reader: str | None, *, delimiter: str | None, field: str | None, bounds: ReadBounds
+) -> Iterator[tuple[Location, Row]]:
     """A pipe, FIFO or `<(process substitution)`: it can be read once, so it is copied to scratch first.
 
     Locations and messages keep the name the user gave.
@@ -531,7 +559,7 @@ def _read_stream(path: Path, reader: str | None, *, delimiter: str | None, field
     with path.open("rb") as src, copy.open("wb") as dst:
         shutil.copyfileobj(src, dst)
     try:
-        for location, row in _reader(reader or sniff(copy), delimiter=delimiter, field=field)(copy):
+        for location, row in _reader(reader or sniff(copy), delimiter=delimiter, field=field, bounds=bounds)(copy):
             yield Location(str(path), location.line, location.index), row
     except FtdataError as exc:
         raise type(exc)(str(exc).replace(str(copy), str(path))) from None

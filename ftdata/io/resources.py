@@ -121,7 +121,7 @@ def _tokenizer_class(path: Path) -> Any:
     """
     try:
         config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deep; from_pretrained says so
         config = {}
     direct = _DIRECT_CLASSES.get(str(config.get("tokenizer_class")))
     if direct and "auto_map" not in config and not (path / "config.json").exists():
@@ -172,6 +172,28 @@ def check_tokenizer_path(spec: str, path: Path) -> None:
     raise ConfigError(f"tokenizer {spec!r}: no such folder{cache}; give a folder with tokenizer.json, or omit --tokenizer for the bundled SmolLM2")
 
 
+# What transformers and tokenizers parse of a tokenizer folder (weights beside them are never read).
+_TOKENIZER_FILES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
+
+
+def check_tokenizer_sizes(path: Path) -> None:
+    """Refuse a tokenizer file larger than FTDATA_TOKENIZER_MAX_BYTES before anything parses it:
+    parsing a 1 GiB tokenizer.json took 2.1 GiB of memory before its error.
+
+    Raises:
+        ConfigError: a file of the folder is over the limit (named, with its size).
+    """
+    from ftdata.tokens.limits import env_name, limits
+
+    cap = limits().tokenizer_bytes
+    for file in sorted(path.iterdir()) if path.is_dir() else ():
+        if file.suffix in _TOKENIZER_FILES and file.is_file() and (size := file.stat().st_size) > cap:
+            raise ConfigError(
+                f"tokenizer file {str(file)!r} is {size:,} bytes, more than {cap:,} ({env_name('tokenizer_bytes')}); "
+                f"the largest real tokenizers are tens of MB: check the file, or raise {env_name('tokenizer_bytes')}"
+            )
+
+
 def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Return a fast tokenizer for `spec`.
 
@@ -192,10 +214,16 @@ def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreT
         path = bundled_tokenizer_dir() if is_bundled(spec) else Path(str(spec)).expanduser()
         if not is_bundled(spec):
             check_tokenizer_path(str(spec), path)
+            check_tokenizer_sizes(path)
         try:
             tok = _tokenizer_class(path).from_pretrained(
                 str(path), local_files_only=True, trust_remote_code=trust_remote_code
             )
+        except RecursionError:
+            raise ConfigError(
+                f"cannot load tokenizer {str(spec)!r}: one of its JSON files is nested too deeply to parse "
+                "(thousands of levels), which no real tokenizer is; check tokenizer.json and tokenizer_config.json"
+            ) from None
         except (OSError, ValueError) as exc:
             if "trust_remote_code" in str(exc) or "custom code" in str(exc):
                 raise ConfigError(

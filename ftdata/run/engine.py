@@ -124,7 +124,9 @@ class Stage:
                 formatted.extend((record, example) for example in self.examples(location, row))
             except RecordError as exc:
                 if exc is row:  # a reader yields a row it could not read faithfully as its error
-                    reject = replace(self._reject(exc, location, RejectStage.READ), code=RejectCode.UNREADABLE)
+                    reject = self._reject(exc, location, RejectStage.READ)
+                    if reject.code is RejectCode.MALFORMED:  # a bound passed keeps its own code
+                        reject = replace(reject, code=RejectCode.UNREADABLE)
                 else:
                     reject = self._reject(exc, location, RejectStage.FORMAT)
                 formatted.append((record, reject))

@@ -29,6 +29,7 @@ from ftdata.run.executors import Executor, executor
 from ftdata.chat.formats import compile_filter
 from ftdata.options import DataOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.io.bounds import ReadBounds
 from ftdata.io.readers import read_records
 from ftdata.report import BuildReport, Reject
 
@@ -95,7 +96,7 @@ def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: 
     start, end = (0, None) if window is None else (window[0], window[0] + window[1])
     kept = 0
     batch = Batch()
-    reader = read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field)
+    reader = read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field, bounds=ReadBounds.of(options))
     for location, row in islice(reader, options.limit):
         if keep is not None and not keep(row, location):
             if window is None:

@@ -14,7 +14,9 @@ them without touching code) except inside `pinned()`, where a batch of records r
     FTDATA_YAML_MAX_BYTES    size of a YAML config file (1048576)
     FTDATA_YAML_MAX_NODES    values in a YAML config after expanding its aliases (100000)
     FTDATA_PAD_MAX_BYTES     memory padding=max_length may take (half of this machine's memory)
-    FTDATA_DECOMPRESSED_MAX_BYTES  bytes one compressed input file may inflate to (34359738368: 32 GiB)
+    FTDATA_TOKENIZER_MAX_BYTES  size of one file of a tokenizer folder, checked before parsing (268435456: 256 MiB)
+
+(What a reader may take, lines, strings and decompressed bytes, is a build option: `ftdata.io.bounds`.)
 
 The time limit works in any thread: a watchdog thread raises `Timeout` asynchronously in the
 thread that overran (at its next Python bytecode), so it stops pure-Python loops such as
@@ -38,7 +40,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ftdata.errors import ConfigError, FtdataError
+from ftdata.errors import ConfigError, FtdataError, RecordError
+from ftdata.outcomes import RejectCode
 
 _ENV = {
     "render_seconds": ("FTDATA_RENDER_TIMEOUT", 10.0),
@@ -47,7 +50,7 @@ _ENV = {
     "yaml_bytes": ("FTDATA_YAML_MAX_BYTES", 1 << 20),
     "yaml_nodes": ("FTDATA_YAML_MAX_NODES", 100_000),
     "pad_bytes": ("FTDATA_PAD_MAX_BYTES", 0),  # 0: half this machine's memory
-    "decompressed_bytes": ("FTDATA_DECOMPRESSED_MAX_BYTES", 32 << 30),
+    "tokenizer_bytes": ("FTDATA_TOKENIZER_MAX_BYTES", 256 << 20),  # the largest real tokenizer.json: ~35 MB
 }
 
 
@@ -55,6 +58,16 @@ class LimitExceeded(FtdataError):
     """A render, filter or config went past a limit (time or size). The message names the limit."""
 
     exit_code = 5
+
+
+class RecordOverLimit(RecordError, LimitExceeded):
+    """A render of one record went past a limit: rejected under `on_error="skip"` like any bad
+    record (code `over_limit`), the same one-line error as before otherwise. The message names the record."""
+
+    exit_code = 5
+
+    def __init__(self, message: str):
+        super().__init__(message, code=RejectCode.OVER_LIMIT)
 
 
 class Timeout(BaseException):
@@ -72,7 +85,7 @@ class Limits:
     yaml_bytes: int
     yaml_nodes: int
     pad_bytes: int
-    decompressed_bytes: int
+    tokenizer_bytes: int
 
 
 _PINNED: contextvars.ContextVar[Limits | None] = contextvars.ContextVar("ftdata_pinned_limits", default=None)
@@ -234,10 +247,92 @@ def _sized(value: Any) -> bool:
     return isinstance(value, (str, bytes, list, tuple))
 
 
-class _Bounded:
-    """Mixin for a Jinja sandbox: `*`, `**`, `%` and size arguments cannot build huge values."""
+def _length(value: Any) -> int:
+    """Characters of `value` as a template writes it (elements of a list)."""
+    return len(value) if _sized(value) else len(str(value))
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+
+def _checked_size(what: str, size: int) -> None:
+    cap = limits().render_chars
+    if size > cap:
+        raise _too_big(what, size, cap)
+
+
+def _bounded_join(join: Callable[[Any], Any], seq: Any) -> Any:
+    """`~` (Jinja's concatenation): the operands' sizes summed before they are joined."""
+    seq = tuple(seq)
+    _checked_size("a ~ concatenation", sum(map(_length, seq)))
+    return join(seq)
+
+
+def _bounded_concat(parts: Any) -> str:
+    """The environment's `concat`: the output of a render, a `{% set %}` block or a macro, counted as it grows."""
+    cap, size, out = limits().render_chars, 0, []
+    for part in parts:
+        size += len(part)
+        if size > cap:
+            raise _output_too_long("the template", cap)
+        out.append(part)
+    return "".join(out)
+
+
+def _grown(name: str, value: Any, args: tuple[Any, ...]) -> int | None:
+    """What a string method or filter `name` would build from `value` (a str) and `args`, or None
+    when it cannot grow a string past its inputs."""
+    if name == "join":  # `sep.join(items)` / `items|join(sep)`: value is the separator
+        items = list(args[0]) if args else []
+        return sum(map(_length, items)) + len(value) * max(len(items) - 1, 0)
+    if name == "replace" and len(args) >= 2:
+        old, new = str(args[0]), str(args[1])
+        hits = value.count(old) if old else len(value) + 1
+        if len(args) > 2 and isinstance(args[2], int) and args[2] >= 0:
+            hits = min(hits, args[2])
+        return len(value) + hits * max(len(new) - len(old), 0)
+    if name == "indent":
+        width = args[0] if args else 4
+        return len(value) + _length(width) * (value.count("\n") + 1)
+    if name in ("format", "format_map"):
+        widths = [int(w) for w in _WIDTH.findall(value)] + [int(w) for w in re.findall(r"\{[^{}]*:[^{}\d]*(\d+)", value)]
+        return len(value) + max(widths, default=0) + sum(map(_length, args))
+    return None
+
+
+@functools.cache
+def _code_generator() -> type:
+    """Jinja's code generator with `~` routed through the size check (it calls `str_join` directly)."""
+    from jinja2.compiler import CodeGenerator
+
+    class BoundedCodeGenerator(CodeGenerator):
+        def visit_Concat(self, node: Any, frame: Any) -> None:
+            if frame.eval_ctx.volatile:
+                join = "(markup_join if context.eval_ctx.volatile else str_join)"
+            else:
+                join = "markup_join" if frame.eval_ctx.autoescape else "str_join"
+            self.write(f"environment.bounded_join({join}, (")
+            for arg in node.nodes:
+                self.visit(arg, frame)
+                self.write(", ")
+            self.write("))")
+
+    return BoundedCodeGenerator
+
+
+class _Bounded:
+    """Mixin for a Jinja sandbox: no operation builds a string or list past the size limit.
+
+    `*`, `**` and `%` are checked on their operands; `+` and `~` on the sizes they add; a
+    string method or filter that grows its input (`join`, `replace`, `format`, `indent`,
+    `center`) on what it would build; every output (a render, a `{% set %}` block, a macro)
+    as it grows. So a template that doubles a string stops at the limit, not at 4 GiB.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    bounded_join = staticmethod(_bounded_join)
+    concat = staticmethod(_bounded_concat)
+
+    @property
+    def code_generator_class(self) -> type:  # type: ignore[override]
+        return _code_generator()
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         cap = limits().render_chars
@@ -245,6 +340,8 @@ class _Bounded:
             seq, n = (left, right) if _sized(left) else (right, left)
             if _sized(seq) and isinstance(n, int) and len(seq) * n > cap:
                 raise _too_big(f"{type(seq).__name__} * {n}", len(seq) * n, cap)
+        elif operator == "+" and _sized(left) and _sized(right) and len(left) + len(right) > cap:
+            raise _too_big(f"{type(left).__name__} + {type(right).__name__}", len(left) + len(right), cap)
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
             bits = abs(left).bit_length() * right
             if right > 0 and bits > cap:
@@ -257,22 +354,47 @@ class _Bounded:
 
     def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         cap = limits().render_chars
+        name = getattr(__obj, "__name__", "a function")
         for value in (*args, *kwargs.values()):
             if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-                raise _too_big(f"calling {getattr(__obj, '__name__', 'a function')} with {value}", value, cap)
-        return super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
+                raise _too_big(f"calling {name} with {value}", value, cap)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str) and (size := _grown(name, owner, args)) is not None:
+            _checked_size(f"str.{name}", size)
+        out = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
+        if _sized(out) and len(out) > cap:  # what no check above foresaw: stopped after one step
+            raise _too_big(f"calling {name}", len(out), cap)
+        return out
 
 
 def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    """A width-taking Jinja filter (`center`, `indent`) that refuses widths over the size limit."""
+    """A Jinja filter that grows a string (`center`, `indent`, `join`, `replace`, `format`), refused
+    when what it would build passes the size limit."""
+    context = hasattr(func, "jinja_pass_arg")  # join and replace take the evaluation context first
 
-    def bounded(value: Any, width: Any = 80, *args: Any, **kwargs: Any) -> Any:
-        cap = limits().render_chars
-        if isinstance(width, int) and width > cap:
-            raise _too_big(f"the {name} filter with width {width}", width, cap)
-        return func(value, width, *args, **kwargs)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        value, rest = (args[1], args[2:]) if context else (args[0], args[1:])
+        if name == "center":
+            width = rest[0] if rest else kwargs.get("width", 80)
+            size = width if isinstance(width, int) else 0
+        elif name == "join":
+            sep = rest[0] if rest else kwargs.get("d", "")
+            size = 0 if kwargs.get("attribute", rest[1] if len(rest) > 1 else None) is not None else _grown("join", str(sep), (value,))
+        elif name == "indent":
+            size = _grown(name, str(value), (rest[0] if rest else kwargs.get("width", 4),))
+        else:
+            size = _grown(name, str(value), (*rest, *kwargs.values()))
+        _checked_size(f"the {name} filter", size or 0)
+        out = func(*args, **kwargs)
+        _checked_size(f"the {name} filter", len(out) if _sized(out) else 0)
+        return out
 
+    if context:
+        bounded.jinja_pass_arg = func.jinja_pass_arg  # type: ignore[attr-defined]
     return bounded
+
+
+_GROWING_FILTERS = ("center", "indent", "join", "replace", "format")
 
 
 def sandbox(**options: Any) -> Any:
@@ -283,7 +405,7 @@ def sandbox(**options: Any) -> Any:
         pass
 
     env = BoundedSandbox(**options)
-    for name in ("center", "indent"):
+    for name in _GROWING_FILTERS:
         env.filters[name] = _checked_filter(name, env.filters[name])
     return env
 
@@ -338,7 +460,7 @@ def _bounded_chat_template(source: str, env: Any) -> Any:
     )  # fmt: skip
     bounded.filters.update(env.filters)
     bounded.globals.update(env.globals)
-    for name in ("center", "indent"):
+    for name in _GROWING_FILTERS:
         bounded.filters[name] = _checked_filter(name, env.filters[name])
     return bounded.from_string(source)
 

@@ -1,0 +1,108 @@
+"""Read bounds: the longest line, the longest string and the decompressed size a reader takes.
+
+A file from the internet can hold one 6 GiB line (a 28 MB `.jsonl.gz` does), or one valid
+record whose string is 3 GiB. Read as it comes, either grows memory by gigabytes before any
+check can run. So a reader never holds more of a line than `line_bytes`: it reads lines with a
+bounded `readline`, and a longer line is skipped to its end a buffer at a time and comes back
+as a located `RecordError` (rejected with `on_error="skip"`, the build stopped otherwise):
+
+    data.jsonl.gz:7: the line is longer than 67,108,864 bytes (max_line_bytes) ...
+
+The bounds are options (`max_line_bytes`, `max_string_chars`, `max_decompressed_bytes` of
+`DataOptions`, `--max-line-bytes` ... on the command line), so a build that needs more says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from ftdata.errors import ConfigError, Location, RecordError
+from ftdata.outcomes import RejectCode
+
+# A record is one line of JSONL: a 128k-token conversation is ~0.5 MB; 64 MiB leaves room for
+# records 100x that, and is what one line may cost in memory (twice, while it is decoded).
+MAX_LINE_BYTES = 64 << 20
+# One render may hold 10,000,000 characters (FTDATA_RENDER_MAX_CHARS): a longer string can never render.
+MAX_STRING_CHARS = 10_000_000
+# Bytes one compressed file may inflate to: far past any real dataset file, far short of a bomb's terabytes.
+MAX_DECOMPRESSED_BYTES = 32 << 30
+# Messages of one conversation: a 128k-token context filled by 1,024 messages averages 128 tokens
+# each, and real chat data (ShareGPT, OpenAI logs) stays under a few hundred turns; locating the
+# turns of a record costs renders per assistant turn, so its work must be bounded by its length.
+MAX_MESSAGES = 1024
+_SKIP = 1 << 20  # a too-long line is skipped this many bytes at a time
+_ENDS = ("\n", "\r", b"\n")  # what ends a line: text read with newline="" also ends one at a lone \r
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBounds:
+    """What one reader may take: bytes per line, characters per string, decompressed bytes per file."""
+
+    line_bytes: int = MAX_LINE_BYTES
+    string_chars: int = MAX_STRING_CHARS
+    decompressed_bytes: int = MAX_DECOMPRESSED_BYTES
+
+    def __post_init__(self) -> None:
+        for name, option in (("line_bytes", "max_line_bytes"), ("string_chars", "max_string_chars"),
+                             ("decompressed_bytes", "max_decompressed_bytes")):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{option} must be a positive integer, got {option}={value!r}")
+
+    @classmethod
+    def of(cls, options: Any) -> ReadBounds:
+        """The bounds of `DataOptions`."""
+        return cls(options.max_line_bytes, options.max_string_chars, options.max_decompressed_bytes)
+
+
+def bounded_lines(fh: IO[Any], limit: int) -> Iterator[Any]:
+    """The lines of `fh` (bytes or text), each at most `limit` long; a longer line is read past
+    `_SKIP` at a time and yields None in its place, so memory never holds more than `limit`."""
+    while line := fh.readline(limit + 1):
+        end = line[-1:]
+        if len(line) <= limit or end in _ENDS:  # the newline is not counted
+            yield line
+            continue
+        while end not in _ENDS and (rest := fh.readline(_SKIP)):
+            end = rest[-1:]
+        yield None
+
+
+def line_too_long(location: Location, limit: int) -> RecordError:
+    """The reject of a line past `max_line_bytes` (nothing of it was kept)."""
+    return RecordError(
+        f"the line is longer than {limit:,} bytes (max_line_bytes), so it was skipped unread; split the record, or "
+        "raise max_line_bytes (--max-line-bytes) if it is real",
+        location=location, code=RejectCode.OVER_LIMIT,
+    )  # fmt: skip
+
+
+def long_string(value: Any, limit: int, path: str = "") -> tuple[str, int] | None:
+    """(field path, length) of the first string in `value` longer than `limit` characters, or None."""
+    if isinstance(value, str):
+        return (path or "(record)", len(value)) if len(value) > limit else None
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((found for where, item in items if (found := long_string(item, limit, where))), None)
+
+
+def string_checked(row: Any, location: Location, limit: int) -> Any:
+    """`row`, or a RecordError naming its field when one of its strings is longer than `limit` characters."""
+    found = long_string(row, limit)
+    if found is None:
+        return row
+    field, size = found
+    return RecordError(
+        f"holds a string of {size:,} characters, more than {limit:,} (max_string_chars); shorten it, or raise "
+        "max_string_chars (--max-string-chars) if it is real",
+        location=location, field=field, code=RejectCode.OVER_LIMIT,
+    )  # fmt: skip
+
+
+__all__ = ["MAX_DECOMPRESSED_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "ReadBounds", "bounded_lines", "line_too_long", "string_checked"]

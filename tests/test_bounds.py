@@ -1,0 +1,318 @@
+"""Bounds on what one record may cost (issue 32): the longest line, string and conversation, the
+decompressed bytes of a file, a template's output and a tokenizer file. Each bound passed is a
+located reject (`--on-error skip`) or a one-line error, reached in bounded memory and time."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import re
+import shutil
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ftdata import prepare
+from ftdata.cli.app import app
+from ftdata.errors import ConfigError, ReaderError, RecordError
+from ftdata.io.bounds import ReadBounds
+from ftdata.io.readers import read_records
+from ftdata.io.resources import bundled_tokenizer_dir
+
+try:
+    from compression import zstd  # type: ignore[import-not-found]
+except ImportError:
+    from backports import zstd  # type: ignore[import-not-found,no-redef]
+
+GOOD = {"instruction": "Say hi.", "output": "Hi!"}
+OPENERS = {"gz": lambda p: gzip.open(p, "wb", compresslevel=1), "zst": lambda p: zstd.open(p, "wb"),
+           "xz": lambda p: lzma.open(p, "wb", preset=0), "bz2": lambda p: bz2.open(p, "wb")}  # fmt: skip
+MB = 1 << 20
+
+
+def run(*args: object) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line(result: object, code: int) -> str:
+    assert result.exit_code == code, result.output  # type: ignore[attr-defined]
+    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr  # type: ignore[attr-defined]
+    return lines[0]
+
+
+def long_line_file(path: Path, ext: str | None, megabytes: int) -> Path:
+    """A good record, one line of `megabytes` MiB of 'a' (written a MiB at a time), a good record."""
+    opener = OPENERS[ext] if ext else (lambda p: open(p, "wb"))
+    good = json.dumps(GOOD).encode() + b"\n"
+    with opener(path) as fh:
+        fh.write(good + b'{"instruction": "')
+        for _ in range(megabytes):
+            fh.write(b"a" * MB)
+        fh.write(b'", "output": "x"}\n' + good)
+    return path
+
+
+def peak_of(fn) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        return fn(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# --- lines --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ext", "megabytes"), [(None, 48), ("gz", 48), ("zst", 48), ("xz", 24), ("bz2", 8)])
+def test_a_line_past_max_line_bytes_is_a_located_reject_read_in_bounded_memory(tmp_path, ext, megabytes):
+    path = long_line_file(tmp_path / ("long.jsonl" + (f".{ext}" if ext else "")), ext, megabytes)
+    rows, peak = peak_of(lambda: list(read_records(path, bounds=ReadBounds(line_bytes=MB))))
+    assert peak < 8 * MB  # a MiB of the line at a time, never its megabytes
+    (one, first), (two, error), (three, last) = rows
+    assert (one.line, first, three.line, last) == (1, GOOD, 3, GOOD)
+    assert isinstance(error, RecordError) and two.line == 2
+    assert str(error) == (
+        f"{path}:2: the line is longer than 1,048,576 bytes (max_line_bytes), so it was skipped unread; split the "
+        "record, or raise max_line_bytes (--max-line-bytes) if it is real"
+    )
+
+
+def test_a_line_at_the_bound_is_read_and_its_newline_is_not_counted(tmp_path):
+    line = json.dumps({"instruction": "x" * 100, "output": "y"})
+    path = tmp_path / "d.jsonl"
+    path.write_text(f"{line}\r\n{line}\n{line}")
+    rows = [row for _, row in read_records(path, bounds=ReadBounds(line_bytes=len(line) + 1))]
+    assert rows == [json.loads(line)] * 3
+    rows = [row for _, row in read_records(path, bounds=ReadBounds(line_bytes=len(line) - 1))]
+    assert all(isinstance(r, RecordError) for r in rows) and len(rows) == 3
+
+
+def test_cli_a_long_line_is_rejected_with_skip_and_stops_the_build_without(tmp_path):
+    path = long_line_file(tmp_path / "long.jsonl.gz", "gz", 3)
+    out, rejects = tmp_path / "out", tmp_path / "rejects.jsonl"
+    result = run("build", path, "-o", out, "--max-line-bytes", MB, "--on-error", "skip", "--rejects-path", rejects,
+                 "--template", "alpaca", "--no-cache")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert (reject["location"], reject["stage"], reject["code"]) == (f"{path}:2", "read", "over_limit")
+    line = one_line(run("build", path, "-o", tmp_path / "out2", "--max-line-bytes", MB, "--no-cache"), 4)
+    assert line.startswith(f"error: {path}:2: the line is longer than 1,048,576 bytes (max_line_bytes)")
+
+
+def test_a_csv_line_past_the_bound_is_a_located_error(tmp_path):
+    path = tmp_path / "d.csv.gz"
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        fh.write(b"instruction,output\nhi,there\n")
+        for _ in range(8):
+            fh.write(b"a" * MB)
+        fh.write(b",x\n")
+    read, peak = peak_of(lambda: pytest.raises(ReaderError, lambda: list(read_records(path, bounds=ReadBounds(line_bytes=MB)))))
+    assert peak < 12 * MB
+    assert str(read.value) == (
+        f"{path}:3: the line is longer than 1,048,576 characters (max_line_bytes); split the record, or raise "
+        "max_line_bytes (--max-line-bytes) if it is real"
+    )
+
+
+# --- strings ------------------------------------------------------------------------------------
+
+
+def _long_string_files(folder: Path) -> dict[str, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [GOOD, {"instruction": "Repeat.", "output": "b" * 300_000}, GOOD]
+    files = {"jsonl": folder / "d.jsonl", "json": folder / "d.json", "parquet": folder / "d.parquet"}
+    files["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files["json"].write_text(json.dumps(rows))
+    pq.write_table(pa.Table.from_pylist(rows), files["parquet"])
+    return files
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json", "parquet"])
+def test_a_string_past_max_string_chars_is_a_located_reject(tmp_path, kind):
+    path = _long_string_files(tmp_path)[kind]
+    rows = list(read_records(path, bounds=ReadBounds(string_chars=100_000)))
+    assert [row for _, row in rows][::2] == [GOOD, GOOD]
+    location, error = rows[1]
+    assert isinstance(error, RecordError) and error.field == "output"
+    assert str(error) == (
+        f"{location}: field 'output': holds a string of 300,000 characters, more than 100,000 (max_string_chars); "
+        "shorten it, or raise max_string_chars (--max-string-chars) if it is real"
+    )
+    assert str(location) == (f"{path}:2" if kind == "jsonl" else f"{path}[1]")
+
+
+def test_a_csv_field_past_max_string_chars_is_a_located_error(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('instruction,output\nhi,there\n"a\n' + "b\n" * 60_000 + '",x\n')
+    with pytest.raises(ReaderError) as raised:
+        list(read_records(path, bounds=ReadBounds(string_chars=100_000)))
+    assert str(raised.value).startswith(f"{path}:")
+    assert "a field is longer than 100,000 characters (max_string_chars)" in str(raised.value)
+
+
+def test_prepare_with_skip_rejects_the_long_string_and_keeps_the_rest(tmp_path):
+    path = _long_string_files(tmp_path)["jsonl"]
+    result = prepare(str(path), template="alpaca", max_string_chars=100_000, on_error="skip", max_length=64)
+    assert len(result.dataset) == 2
+    assert dict(result.report.rejected) == {"over_limit": 1}
+
+
+@pytest.mark.parametrize(("name", "value"), [("max_line_bytes", 0), ("max_string_chars", -1), ("max_decompressed_bytes", "big"),
+                                             ("max_messages", 1)])  # fmt: skip
+def test_bounds_must_be_positive_integers(name, value):
+    with pytest.raises(ConfigError, match=f"^{name} must be"):
+        prepare([GOOD], template="alpaca", **{name: value})
+
+
+# --- conversations --------------------------------------------------------------------------------
+
+
+def _conversation(n: int) -> dict[str, object]:
+    return {"messages": [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(n)]}
+
+
+def test_a_conversation_past_max_messages_is_rejected_with_its_own_code(tmp_path):
+    rows = [_conversation(4), _conversation(6)]
+    result = prepare(rows, max_messages=4, rejects_path=str(tmp_path / "r.jsonl"))
+    assert len(result.dataset) == 1
+    (reject,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert (reject["location"], reject["code"]) == ("<records>[1]", "too_many_messages")
+    assert reject["reason"] == "has 6 messages, more than max_messages=4; split the conversation, or raise max_messages (--max-messages) if it is real"
+
+
+def test_a_conversation_of_100k_messages_is_rejected_at_once_by_default():
+    started = time.monotonic()
+    result = prepare([_conversation(2), _conversation(100_000)])
+    assert time.monotonic() - started < 30  # it never finished before
+    assert len(result.dataset) == 1 and dict(result.report.rejected) == {"too_many_messages": 1}
+
+
+# --- templates: every growing operation is bounded -------------------------------------------------
+
+DOUBLE = "{% set ns = namespace(x=START) %}{% for i in range(24) %}{% set ns.x = STEP %}{% endfor %}{{ ns.x|length }}"
+GROWERS = {
+    "tilde": ("'ab'", "ns.x ~ ns.x", "a ~ concatenation would build 1,048,576 characters"),
+    "plus": ("'ab'", "ns.x + ns.x", "str + str would build 1,048,576 characters"),
+    "list_plus": ("[1, 2]", "ns.x + ns.x", "list + list would build 1,048,576"),
+    "join_filter": ("'ab'", "[ns.x, ns.x]|join", "the join filter would build 1,048,576 characters"),
+    "join_method": ("'ab'", "''.join([ns.x, ns.x])", "str.join would build 1,048,576 characters"),
+    "replace_filter": ("'ab'", "ns.x|replace('a', 'aa')", "the replace filter would build 1,048,577 characters"),
+    "replace_method": ("'ab'", "ns.x.replace('b', 'bb')", "str.replace would build 1,048,577 characters"),
+    "format_filter": ("'ab'", "'%s%s'|format(ns.x, ns.x)", "the format filter would build 1,048,580 characters"),
+    "format_method": ("'ab'", "'{}{}'.format(ns.x, ns.x)", "calling format would build 1,048,576 characters"),
+    "indent": ("'a\\nb'", "ns.x|indent(ns.x|length)", "the indent filter would build"),
+}
+SET_BLOCK = "{% set ns = namespace(x='ab') %}{% for i in range(24) %}{% set y %}{{ ns.x }}{{ ns.x }}{% endset %}{% set ns.x = y %}{% endfor %}{{ ns.x|length }}"
+
+
+@pytest.fixture
+def small_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FTDATA_RENDER_MAX_CHARS", "1000000")
+    monkeypatch.setenv("FTDATA_RENDER_TIMEOUT", "5")
+
+
+@pytest.mark.parametrize("grower", sorted(GROWERS))
+def test_a_prompt_template_that_doubles_a_value_stops_at_the_size_limit(tmp_path, small_renders, grower):
+    start, step, message = GROWERS[grower]
+    template = tmp_path / "t.jinja"
+    template.write_text(DOUBLE.replace("START", start).replace("STEP", step) + "{{ instruction }}")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(GOOD) + "\n")
+    line = one_line(run("build", data, "-o", tmp_path / "out", "--template", template, "--no-cache"), 5)
+    assert f"template {str(template)!r} on record {data}:1" in line or f"template 't' on record {data}:1" in line, line
+    assert message in line and "(limit 1,000,000); raise FTDATA_RENDER_MAX_CHARS if it needs more" in line
+
+
+def test_a_set_block_that_doubles_its_output_stops_at_the_size_limit(tmp_path, small_renders):
+    from ftdata.tokens import limits
+
+    with pytest.raises(limits.LimitExceeded, match="output passed 1,000,000 characters"):
+        limits.sandbox().from_string(SET_BLOCK).render()
+
+
+CHATML = (
+    "{%- for m in messages %}{%- if 'BOOM' in m['content'] %}{{ GROW }}{%- endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+)
+
+
+def _chat_tokenizer(tmp_path: Path, grow: str) -> Path:
+    folder = tmp_path / "tok"
+    shutil.copytree(bundled_tokenizer_dir(), folder)
+    (folder / "chat_template.jinja").write_text(CHATML.replace("{{ GROW }}", grow))
+    return folder
+
+
+def _chat_data(tmp_path: Path) -> Path:
+    data = tmp_path / "chat.jsonl"
+    rows = [{"messages": [{"role": "user", "content": c}, {"role": "assistant", "content": "hello"}]} for c in ("hi", "BOOM", "bye")]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
+@pytest.mark.parametrize("grow", [DOUBLE.replace("START", "'ab'").replace("STEP", "ns.x ~ ns.x"), SET_BLOCK])
+def test_a_chat_template_that_doubles_a_string_fails_in_one_line_naming_the_record(tmp_path, small_renders, grow):
+    folder, data = _chat_tokenizer(tmp_path, grow), _chat_data(tmp_path)
+    started = time.monotonic()
+    line = one_line(run("build", data, "-o", tmp_path / "out", "--no-cache", "--tokenizer", folder), 5)
+    assert line.startswith(f"error: the chat template on record {data}:2: ")
+    assert re.search(r"(would build 1,048,576 characters|output passed 1,000,000 characters)", line)
+    assert time.monotonic() - started < 20
+
+
+def test_a_record_over_the_render_size_limit_is_a_reject_under_skip(tmp_path, small_renders):
+    folder, data = _chat_tokenizer(tmp_path, "{% for i in range(300) %}{{ 'y' * 5000 }}{% endfor %}"), _chat_data(tmp_path)
+    rejects = tmp_path / "rejects.jsonl"
+    result = run("build", data, "-o", tmp_path / "out", "--no-cache", "--tokenizer", folder, "--on-error", "skip",
+                 "--rejects-path", rejects)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert (reject["location"], reject["stage"], reject["code"]) == (f"{data}:2", "render", "over_limit")
+    assert reject["reason"] == (
+        f"the chat template on record {data}:2: the template output passed 1,000,000 characters; raise "
+        "FTDATA_RENDER_MAX_CHARS if it needs more"
+    )
+    assert json.loads((tmp_path / "out" / "build.json").read_text())["counts"]["examples"] == 2
+
+
+# --- tokenizer files ------------------------------------------------------------------------------
+
+
+def _preview_with(tmp_path: Path, name: str, content: bytes) -> str:
+    """The one error line of `ftdata preview` with the bundled tokenizer's file `name` replaced by `content`."""
+    folder = tmp_path / "tok"
+    shutil.copytree(bundled_tokenizer_dir(), folder)
+    (folder / name).write_bytes(content)
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(GOOD) + "\n")
+    return one_line(run("preview", data, "--tokenizer", folder), 2)
+
+
+def test_a_tokenizer_file_over_the_size_limit_is_refused_before_parsing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTDATA_TOKENIZER_MAX_BYTES", str(MB))
+    folder = tmp_path / "tok"
+    line = _preview_with(tmp_path, "tokenizer.json", b"[" * (3 * MB))  # would take seconds and memory to parse
+    assert line == (
+        f"error: tokenizer file {str(folder / 'tokenizer.json')!r} is 3,145,728 bytes, more than 1,048,576 "
+        "(FTDATA_TOKENIZER_MAX_BYTES); the largest real tokenizers are tens of MB: check the file, or raise "
+        "FTDATA_TOKENIZER_MAX_BYTES"
+    )
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_tokenizer_file_nested_200k_deep_is_one_line(tmp_path, name):
+    folder = tmp_path / "tok"
+    line = _preview_with(tmp_path, name, b"[" * 200_000 + b"]" * 200_000)
+    assert line == (
+        f"error: cannot load tokenizer {str(folder)!r}: one of its JSON files is nested too deeply to parse (thousands "
+        "of levels), which no real tokenizer is; check tokenizer.json and tokenizer_config.json"
+    )
