@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -249,6 +250,11 @@ def _source(item: Any, *, defaults: dict[str, Any], whole: dict[str, Any], base:
     merged = {**defaults, **own}
     _checked({**whole, **merged}, where=where)  # cross-checks (e.g. with max_length) as one build makes them
     weight = item.get("weight", 1.0)
+    if isinstance(weight, int) and not isinstance(weight, bool) and weight > sys.float_info.max:  # float(weight) would overflow
+        raise ConfigError(
+            f"{where}: weight is larger than a float holds (an integer of {weight.bit_length():,} bits); only the ratio "
+            "of the weights counts: scale them down"
+        )
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight > 0):
         raise ConfigError(f"{where}: weight must be a number > 0, got weight={weight!r}")
     epochs = item.get("epochs_max", 1)
@@ -284,6 +290,11 @@ def _check_weights(sources: tuple[RecipeSource, ...], raw: list[Any], *, origin:
     if any(given) and not all(given):
         missing = ", ".join(f"sources[{i}] ({s.name})" for i, (s, g) in enumerate(zip(sources, given)) if not g)
         raise ConfigError(f"{origin}: give every source a weight or none (none = equal shares); no weight: {missing}")
+    if not math.isfinite(sum(s.weight for s in sources)):  # 1e308 twice: the shares would be inf / inf
+        raise ConfigError(
+            f"{origin}: the weights add up to more than a float holds ({' + '.join(f'{s.weight:g}' for s in sources)}); "
+            "only their ratio counts: scale them down, e.g. 1 and 1"
+        )
 
 
 def _stem(data: str) -> str:
