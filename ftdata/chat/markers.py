@@ -18,7 +18,9 @@ from ftdata.errors import Location, TemplateError
 from ftdata.chat.probes import (
     PROBE, PROBE_TOOL, probe_messages, reasoning_probe, thinking_kwarg, tool_probes, writes_call_reasoning,
 )  # fmt: skip
-from ftdata.chat.stops import common_token_prefix, first_token, model_stop_tokens, one_token, turn_stops
+from ftdata.chat.stops import (
+    common_token_prefix, first_token, model_stop_tokens, one_token, spelled_as_text, turn_stops, units,
+)
 
 __all__ = [  # the token and stop-token helpers live in ftdata.chat.stops; they stay importable from here
     "ChatRenderer", "RoleMarkers", "SystemSupport", "common_token_prefix", "control_tokens", "detect_role_markers",
@@ -126,6 +128,9 @@ class RoleMarkers:
     # is then the header rendered turns carry, read off a full render, and it stays prompt (untrained).
     ignores_generation_prompt: bool = False
     needs_tools: bool = False  # the template raises without `tools` (Hermes tool_use): probes carry a schema
+    # Stops that are plain text to this tokenizer, not one token (a ChatML template on a base model's
+    # tokenizer): trained as the text they are; inference must stop on them as stop strings.
+    text_stops: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,7 +179,7 @@ def detect_role_markers(
     end = {n: pos[n] + len(PROBE[n]) for n in pos}
     only_user = render(probe_messages("u1"))
     prompt = _generation_prompt(render, tokenizer, full, only_user, pos)
-    closers = _closers(full, pos, prompt, tokenizer)
+    closers = _closers(full, pos, prompt, tokenizer, lead=only_user[: only_user.find(PROBE["u1"])])
     bos = tokenizer.bos_token if tokenizer.bos_token and full.startswith(tokenizer.bos_token) else ""
     if bos and (closers.user_header.startswith(bos) or prompt.assistant_header.startswith(bos)):
         bos = ""  # ChatML tokenizers name <|im_start|> their BOS: it opens every turn, not the text
@@ -200,6 +205,7 @@ def detect_role_markers(
         renders_reasoning=reasoning is not None or writes_call_reasoning(render, tools["arguments"]),
         reasoning_close=reasoning or "", thinking_kwarg=thinking_kwarg(render, after_prompt), warnings=(),
         ignores_generation_prompt=prompt.ignored, needs_tools=needs_tools,
+        text_stops=tuple(stop for stop in stops if spelled_as_text(stop, tokenizer)),
     )  # fmt: skip
     return replace(markers, warnings=_warnings(markers, appended=prompt.appended, lead_in=lead_in, kwargs=kwargs))
 
@@ -257,17 +263,31 @@ def _generation_prompt(
     return _GenerationPrompt(user_footer, assistant_header, "", False)
 
 
-def _closers(full: str, pos: dict[str, int], prompt: _GenerationPrompt, tokenizer: Any) -> _Closers:
+def _closers(full: str, pos: dict[str, int], prompt: _GenerationPrompt, tokenizer: Any, *, lead: str) -> _Closers:
     """The closer of an assistant turn in the middle of a conversation: the part of the a1 -> u2
     gap that also closes the conversation (`tail`) or a user turn (the user footer). The rest of
     the gap is the next turn's header. gpt-oss closes middle turns with <|end|> and the last one
-    with <|return|>, so both are derived."""
+    with <|return|>, so both are derived.
+
+    A template that closes an assistant turn only when another message follows (Apriel 1.6 writes
+    `\n<|end|>\n` between turns and nothing after the last) shares nothing with either: there the
+    header is what the gap shares at its end with `lead`, the text before a conversation's first
+    user content, and what comes before it is the closer. GLM's gap (`<|user|>`) is all header."""
     gap = full[pos["a1"] + len(PROBE["a1"]) : pos["u2"]]
     tail = full[pos["a2"] + len(PROBE["a2"]) : len(full) - len(prompt.appended)]
     shared = (common_token_prefix(gap, tail, tokenizer), common_token_prefix(gap, prompt.user_footer, tokenizer))
     footer = gap[: max(shared)]
-    eot = footer.rstrip()
-    return _Closers(eot, footer[len(eot) :], tail.rstrip(), gap[len(footer) :])
+    if not footer.strip():
+        footer = gap[: _header_start(gap, lead, tokenizer)]
+    eot = footer.strip()
+    return _Closers(eot, footer[len(footer.rstrip()) :], tail.rstrip(), gap[len(footer) :])
+
+
+def _header_start(gap: str, lead: str, tokenizer: Any) -> int:
+    """Where in `gap` the longest end it shares with `lead` starts, at a unit boundary of `gap`."""
+    suffix = len(os.path.commonprefix([gap[::-1], lead[::-1]]))
+    cut = len(gap) - suffix
+    return next((a for a, _ in units(gap, tokenizer) if a >= cut), len(gap))
 
 
 def _prefix_stable(render: ChatRenderer, full: str) -> bool:
@@ -317,7 +337,18 @@ def _warnings(m: RoleMarkers, *, appended: str, lead_in: str, kwargs: Mapping[st
             f"its generation prompt ends with {m.assistant_header!r}, which rendered assistant turns do not have: "
             "the model is prompted to think first but trained on turns without reasoning"
         )
-    if m.final_eot != m.eot and m.eot:
+    if m.text_stops:
+        shown = ", ".join(map(repr, m.text_stops))
+        warnings.append(
+            f"writes markers that are not tokens of this tokenizer: {shown} is plain text, trained as "
+            f"the text it is; inference needs it as a stop string (e.g. stop=[{shown}]), or add the markers as special tokens"
+        )  # fmt: skip
+    if m.eot and not m.final_eot:
+        warnings.append(
+            f"closes an assistant turn with {m.eot!r} only when another message follows: middle turns train through it, "
+            f"and EOS {m.eos_appended!r} is appended (trained) after the last turn"
+        )  # fmt: skip
+    if m.final_eot != m.eot and m.eot and m.final_eot:
         warnings.append(f"ends the last assistant turn with {m.final_eot!r} instead of {m.eot!r}; both are trained where they occur")
     warnings += _SYSTEM_WARNINGS.get(m.system_support, [])
     if m.bos:

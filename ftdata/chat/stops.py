@@ -34,19 +34,44 @@ def model_stop_tokens(tokenizer: Any) -> tuple[str, ...]:
     return tuple(tokenizer.convert_ids_to_tokens(i) for i in ids if isinstance(i, int) and 0 <= i < size)
 
 
+def units(text: str, tokenizer: Any) -> list[tuple[int, int]]:
+    """The markup units of `text`: [start, end) spans that a comparison of template markup may not cut.
+
+    An added token is one unit. Plain text is cut where the tokenizer cuts it and where it turns
+    from whitespace to non-whitespace, and runs of the same kind are joined: a marker the
+    tokenizer reads as plain text (`<|im_end|>` on Llama 3: `<|`, `im`, `_end`, `|>\n`) is one
+    unit, `<|im_end|>`, and the newline a byte-level merge glued to it is another. On a
+    tokenizer that has its template's markers as tokens, units are its tokens (less whitespace merges).
+    """
+    if not text:
+        return []
+    enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+    added = {i for i, a in tokenizer.backend_tokenizer.get_added_tokens_decoder().items() if a.content.strip()}
+    out: list[tuple[int, int, int]] = []  # (start, end, kind): 0 added token, 1 plain whitespace, 2 plain text
+    for token_id, (a, b) in zip(enc.ids, enc.offsets):
+        if token_id in added:
+            out.append((a, b, 0))
+            continue
+        for j in range(a, b):
+            kind = 1 if text[j].isspace() else 2
+            if out and out[-1][1] == j and out[-1][2] == kind:
+                out[-1] = (out[-1][0], j + 1, kind)
+            else:
+                out.append((j, j + 1, kind))
+    return [(a, b) for a, b, _ in out]
+
+
 def common_token_prefix(a: str, b: str, tokenizer: Any) -> int:
-    """Length in chars of the longest common prefix of `a` and `b` made of whole tokens.
+    """Length in chars of the longest common prefix of `a` and `b` made of whole units (`units`).
 
     A plain character prefix can end inside a special token (`<|end|>` vs `<|endoftext|>`
-    share `<|end`); comparing tokens cannot.
+    share `<|end`), or inside a marker that is plain text to the tokenizer; comparing units cannot.
     """
-    ea = tokenizer.backend_tokenizer.encode(a, add_special_tokens=False)
-    eb = tokenizer.backend_tokenizer.encode(b, add_special_tokens=False)
     end = 0
-    for ia, ib, oa, ob in zip(ea.ids, eb.ids, ea.offsets, eb.offsets):
-        if ia != ib or oa != ob:
+    for ua, ub in zip(units(a, tokenizer), units(b, tokenizer)):
+        if ua != ub or a[ua[0] : ua[1]] != b[ub[0] : ub[1]]:
             break
-        end = oa[1]
+        end = ua[1]
     return end
 
 
@@ -56,10 +81,18 @@ def one_token(text: str, tokenizer: Any) -> bool:
     return enc is not None and len(enc.ids) == 1 and enc.offsets[0] == (0, len(text))
 
 
+def spelled_as_text(text: str, tokenizer: Any) -> bool:
+    """Whether some non-whitespace of `text` is plain text to `tokenizer`, not added tokens (`<|im_end|>`
+    on Llama 3: five plain tokens; Cohere's `<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`: two added ones)."""
+    enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+    added = set(tokenizer.backend_tokenizer.get_added_tokens_decoder())
+    return any(i not in added and text[a:b].strip() for i, (a, b) in zip(enc.ids, enc.offsets))
+
+
 def first_token(text: str, tokenizer: Any) -> str:
-    """The text of the first token of `text` ('' for empty text)."""
-    offsets = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets if text else []
-    return text[: offsets[0][1]] if offsets else ""
+    """The text of the first unit of `text` (`units`: a token, or a marker that is plain text); '' for empty text."""
+    spans = units(text, tokenizer)
+    return text[: spans[0][1]] if spans else ""
 
 
 def turn_stops(
@@ -78,8 +111,11 @@ def turn_stops(
     # Apertus `<|tools_suffix|>`, Gemma 4 `<|tool_response>`): generation stops there for the call.
     tool_stop = call_closer if call_closer in added and call_closer not in (eot, final_eot) else ""
     if eot:
-        # Longest first, ties by text: a set's order changes from process to process.
-        return tuple(sorted({eot, final_eot, tool_stop, *model_stops} - {""}, key=lambda t: (-len(t), t))), ""
+        # Longest first, ties by text: a set's order changes from process to process. A template that
+        # closes a turn only when another message follows (Apriel 1.6) writes no `final_eot`: EOS is
+        # appended after the last turn, as for a template without any end-of-turn marker.
+        stops = tuple(sorted({eot, final_eot, tool_stop, *model_stops} - {""}, key=lambda t: (-len(t), t)))
+        return stops, "" if final_eot else tokenizer.eos_token or ""
     # No end-of-turn marker (GLM-4-MoE, Apertus' last turn): the next turn's header is what stops generation.
     # A tool result opened by a header (GLM `<|observation|>`) stops a call turn there; one written
     # inline without a header (Apertus `]<|tools_suffix|>[result]`) leaves the call's own closer.

@@ -130,6 +130,25 @@ def tool_schemas(value: Any, *, location: Location, field: str) -> tuple[dict[st
     return tuple(schemas)
 
 
+def escaped_forms(mark: str) -> tuple[str, ...]:
+    """The forms a template can write the private-use sentinel `mark` in: as given, JSON-escaped
+    (`tojson(ensure_ascii=True)`, Python's `json.dumps` default, and `repr` of a dict: the six
+    characters `\\ue000`, in either case) and as an HTML character reference (`&#57344;`, `&#xe000;`).
+
+    A template writes a call's arguments through such filters (Reka Edge: `arguments | tojson(ensure_ascii=True)`);
+    a sentinel found in none of these forms is one the template did not write.
+    """
+    code = ord(mark)
+    return (mark, f"\\u{code:04x}", f"\\u{code:04X}", f"&#{code};", f"&#x{code:x};", f"&#x{code:X};")
+
+
+def writes(mark: str, text: str, original: str = "") -> bool:
+    """Whether `text` (a render with `mark` in place of a piece of data) holds `mark` in any form a
+    template can write it (`escaped_forms`) more often than `original` (the render without it) does:
+    data may hold the six characters `\\ue000` itself."""
+    return any(text.count(form) > original.count(form) for form in escaped_forms(mark))
+
+
 def template_kwargs(value: Any, *, location: Location, field: str) -> dict[str, Any]:
     """A per-record `chat_template_kwargs` value: an object, or JSON text of one."""
     if value is None or (isinstance(value, str) and not value.strip()):

@@ -36,6 +36,7 @@ from ftdata.chat.fallback import FallbackStart
 from ftdata.chat.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.chat.stops import common_token_prefix, first_stop
+from ftdata.chat.tools import writes
 from ftdata.types import Example, Rendered
 
 REASONING_DROPPED = Note(
@@ -219,7 +220,7 @@ class ChatSpans:
         stop_at, end = first_stop(text, min(calls_end, data_end), self.markers.stops, self.openers)
         eos = False
         if end < 0:
-            if self.markers.eot or not self.eos or i != len(msgs) - 1 or text[data_end:].strip():
+            if not self.markers.eos_appended or not self.eos or i != len(msgs) - 1 or text[data_end:].strip():
                 stops = ", ".join(map(repr, self.markers.stops)) or "none"
                 raise reject(f"it does not end with a token that stops generation (stop tokens: {stops}); the model would not learn to stop")
             stop_at, end, eos = len(text), len(text) + len(self.eos), True
@@ -278,7 +279,7 @@ class ChatSpans:
             return -1, -1, -1, [], str(exc)
         start, end = changed_region(text, other)
         region = text[start:end]
-        written = {name for name, s in pieces.items() if s in other}
+        written = {name for name, s in pieces.items() if writes(s, other, text)}  # also escaped (tojson(ensure_ascii=True))
         notes: list[Note] = []
         calls = [name for name in pieces if name.startswith("call") and name not in written]
         if calls:

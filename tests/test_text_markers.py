@@ -1,0 +1,191 @@
+"""Issue 30, items 3-5 (detection): markers the template escapes, closes late, or writes as plain text.
+
+- Tool-call arguments written through `tojson(ensure_ascii=True)` (Reka Edge): the sentinel ftdata
+  puts into the arguments comes back as the six characters `\\ue000`; dict arguments train exactly
+  as JSON-string ones.
+- A template that closes an assistant turn only when another message follows (Apriel 1.6: `\\n<|end|>\\n`
+  between turns, nothing after the last): that closer ends middle turns, EOS ends the last one.
+- Markers that are plain text to the tokenizer (a ChatML template on a base model's tokenizer) with a
+  template that ignores `add_generation_prompt` (transformers' own `{% generation %}` test template,
+  tests/templates/peers/): the whole closer is trained, the header is prompt, and ftdata agrees with
+  transformers' `return_assistant_tokens_mask` on every base tokenizer here (ported as literal cases).
+"""
+
+from __future__ import annotations
+
+import pytest
+from support import ROOT, TOKENIZERS, matrix_module, tokenizer
+from test_chat_masking import chat_template, one, trained_texts
+
+from ftdata.chat.markers import detect_role_markers
+from ftdata.chat.stops import common_token_prefix, first_token, units
+from ftdata.chat.tools import escaped_forms, writes
+
+pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
+MATRIX = matrix_module()
+PEERS = ROOT / "tests" / "templates" / "peers"
+# transformers' test template (tests/test_tokenization_common.py, test_chat_template_return_assistant_tokens_mask,
+# huggingface/transformers at 060060143eabd3e53bebb9b268ce240a7c19ef29), byte for byte in tests/templates/peers/.
+GENERATION_CHATML = (PEERS / "transformers-generation-chatml.jinja").read_text(encoding="utf-8")
+BASE_TOKENIZERS = ("llama-3-8b-instruct", "llama-3.2-instruct", "gemma-3-it", "mistral-nemo-instruct-2407",
+                   "phi-3-mini-4k-instruct", "deepseek-v3")  # fmt: skip
+
+
+def served_trained(name: str, probe: str, kwargs: dict | None = None) -> list[str] | str:
+    """The trained text of a served-corpus probe (one string per run of trained tokens), or ftdata's reason."""
+    from ftdata.run.engine import Stage
+
+    case = next(c for c in MATRIX.served_cases() if c.name == name)
+    with MATRIX.served_on(case) as tok:
+        stage = Stage(tok, MATRIX.build_options(kwargs or {}, case.stop_tokens))
+        status, reason, result = MATRIX.ftdata_verdict(stage, probe, MATRIX.served_records(case)[probe])
+        if result is None:
+            return reason
+        runs, run = [], []
+        for token, label in zip(result.input_ids, result.labels):
+            if label != -100:
+                run.append(token)
+            elif run:
+                runs, run = [*runs, tok.decode(run)], []
+        return runs + ([tok.decode(run)] if run else [])
+
+
+# ---------------------------------------------------------------- 3. escaped tool-call arguments
+
+
+def test_a_sentinel_is_found_in_every_form_a_template_escapes_it_to():
+    assert escaped_forms("\ue000") == ("\ue000", "\\ue000", "\\uE000", "&#57344;", "&#xe000;", "&#xE000;")
+    assert writes("\ue001", '{"argument": "\\ue001"}')
+    assert writes("\ue001", "{'argument': '\\uE001'}")
+    assert not writes("\ue001", '{"argument": "\\ue002"}')
+    # The data itself may hold the six characters: only more of them than the render without the sentinel counts.
+    assert not writes("\ue001", 'x "\\ue001"', original='x "\\ue001"')
+
+
+def test_reka_edge_trains_dict_arguments_exactly_as_string_ones():
+    """Reka Edge writes a dict of arguments with tojson(ensure_ascii=True); before, every dict call was
+    rejected with "the chat template does not write its tool calls ('get_weather')"."""
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}</tool_call>\n\n<sep>'
+    assert served_trained("reka-edge", "call-dict") == [f" {call}", " It is mild in Paris.\n\n<sep>"]
+    assert served_trained("reka-edge", "call-str") == served_trained("reka-edge", "call-dict")
+    parallel = served_trained("reka-edge", "parallel")
+    assert parallel[0].count("<tool_call>") == 2 and '"city": "Oslo"' in parallel[0]
+
+
+def test_a_template_that_really_drops_the_arguments_is_still_rejected(smol):
+    drops = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+        "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }}()</tool_call>{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    row = {"messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [call]}]}
+    with chat_template(smol, drops):
+        assert one(smol, row).startswith("the chat template does not write tool calls")
+
+
+# ---------------------------------------------------------------- 4. a closer only before the next message
+
+
+def test_apriel_closes_middle_turns_with_end_and_the_last_with_eos():
+    case = next(c for c in MATRIX.served_cases() if c.name == "apriel-1.6")
+    with MATRIX.served_on(case) as tok:
+        m = detect_role_markers(tok, stop_tokens=case.stop_tokens)
+    # Before: eot '', user_header '\n<|end|>\n<|begin_user|>\n', stops ('</s>',): every multi-turn record rejected.
+    assert (m.eot, m.final_eot, m.user_header, m.stops, m.eos_appended) == (
+        "<|end|>", "", "\n<|begin_user|>\n", ("<|end|>", "</s>"), "</s>")
+    assert any("only when another message follows" in w for w in m.warnings)
+
+
+@pytest.mark.parametrize(("probe", "expected"), [
+    ("plain", ["Blue is one.\n<|end|>", "Green works too.</s>"]),
+    ("call-dict", ['\n<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}, '
+                   '"id": "call0abcd"}]</tool_calls>\n<|end|>', "It is mild in Paris.</s>"]),
+    ("reasoning", ["It is 5.\n<|end|>", "Four plus four makes eight.\n[BEGIN FINAL RESPONSE]\nIt is 8.</s>"]),
+])  # fmt: skip
+def test_apriel_multi_turn_and_tool_records_train(probe, expected):
+    """Before: rejected, "it does not end with a token that stops generation (stop tokens: '</s>')"."""
+    assert served_trained("apriel-1.6", probe) == expected
+
+
+def test_apriel_training_form_closes_the_last_turn_with_its_own_closer():
+    """`training_prompt=True` makes the template write `\\n<|end|>\\n` after the last turn too: no EOS then."""
+    assert served_trained("apriel-1.6", "plain", {"training_prompt": True}) == [
+        "Blue is one.\n<|end|>", "Green works too.\n<|end|>"]
+
+
+# ---------------------------------------------------------------- 5. markers that are plain text
+
+
+def test_units_keep_a_plain_text_marker_whole():
+    llama = tokenizer("llama-3-8b-instruct")  # <|im_end|> is no token of Llama 3
+    text = "<|im_end|>\n<|im_start|>user\n"
+    assert [text[a:b] for a, b in units(text, llama)] == ["<|im_end|>", "\n", "<|im_start|>user", "\n"]
+    assert first_token("<|im_end|>\n", llama) == "<|im_end|>"
+    assert common_token_prefix(text, "<|im_end|>\n", llama) == len("<|im_end|>\n")
+    qwen = tokenizer("qwen2.5-instruct")  # the same text where the markers are tokens: the tokens
+    assert [text[a:b] for a, b in units(text, qwen)] == ["<|im_end|>", "\n", "<|im_start|>", "user", "\n"]
+
+
+@pytest.mark.parametrize("name", BASE_TOKENIZERS)
+def test_text_markers_are_detected_whole(name):
+    """Before: eot '<', stops ('<',), assistant_header '|im_end|>\\n' taken as a prompt written after every turn."""
+    with chat_template(tokenizer(name), GENERATION_CHATML) as tok:
+        m = detect_role_markers(tok)
+    assert (m.eot, m.final_eot, m.stops, m.assistant_header, m.user_header) == (
+        "<|im_end|>", "<|im_end|>", ("<|im_end|>",), "<|im_start|>assistant\n", "<|im_start|>user\n")
+    assert m.ignores_generation_prompt and m.text_stops == ("<|im_end|>",)
+    assert any("not tokens of this tokenizer" in w and "stop string" in w for w in m.warnings)
+
+
+# transformers' test_chat_template_return_assistant_tokens_mask, ported: its two conversations, and what
+# `return_assistant_tokens_mask=True` marks on each tokenizer (decoded; measured with transformers 5.23).
+PEER_CONVERSATIONS = [
+    [{"role": "system", "content": "system message"}, {"role": "user", "content": "user message"},
+     {"role": "assistant", "content": "start turn 1 assistant message. end turn 1"},
+     {"role": "user", "content": "user message 2"}, {"role": "assistant", "content": "start turn 2 assistant message. end turn 2"}],
+    [{"role": "system", "content": "system message 3"}, {"role": "user", "content": "user message 3"},
+     {"role": "assistant", "content": "start turn 3 assistant message. end turn 3"},
+     {"role": "user", "content": "user message 4"}, {"role": "assistant", "content": "start turn 4 assistant message. end turn 4"}],
+]  # fmt: skip
+# Byte-level BPE tokenizers merge `>` and the newline after it into one token (`|>\n`): transformers marks the
+# token that holds the generation block's last character, ftdata keeps a token that crosses a span's end by
+# whitespace only whole (docs/masking.md, section 2): both train the newline there. Gemma and Phi-3 split it.
+NEWLINE_GLUED = {"llama-3-8b-instruct", "llama-3.2-instruct", "mistral-nemo-instruct-2407", "deepseek-v3"}
+
+
+@pytest.mark.parametrize("name", BASE_TOKENIZERS)
+@pytest.mark.parametrize("k", [0, 1])
+def test_text_markers_train_as_transformers_assistant_mask_does(name, k):
+    tok = tokenizer(name)
+    nl = "\n" if name in NEWLINE_GLUED else ""
+    first, second = (1, 2) if k == 0 else (3, 4)
+    expected = [f"start turn {first} assistant message. end turn {first}<|im_end|>{nl}",
+                f"start turn {second} assistant message. end turn {second}<|im_end|>{nl}"]  # fmt: skip
+    with chat_template(tok, GENERATION_CHATML):
+        rendered, result = one(tok, {"messages": PEER_CONVERSATIONS[k]})
+        assert rendered.method == "prefix"
+        assert trained_texts(tok, rendered, result) == expected
+        peer = tok.apply_chat_template(PEER_CONVERSATIONS[k], tokenize=True, return_assistant_tokens_mask=True, return_dict=True)
+    runs, run = [], []
+    for token, on in zip(peer["input_ids"], peer["assistant_masks"]):
+        if on:
+            run.append(token)
+        elif run:
+            runs, run = [*runs, tok.decode(run)], []
+    assert runs + ([tok.decode(run)] if run else []) == expected
+
+
+def test_text_markers_with_a_generation_prompt_train_the_closer_not_the_header():
+    """The same markers on a template that honours add_generation_prompt (prefix path, no ignored prompt)."""
+    chatml = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tok = tokenizer("llama-3-8b-instruct")
+    with chat_template(tok, chatml):
+        m = detect_role_markers(tok)
+        rendered, result = one(tok, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                                                  {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})  # fmt: skip
+    assert (m.eot, m.stops, m.ignores_generation_prompt) == ("<|im_end|>", ("<|im_end|>",), False)
+    assert trained_texts(tok, rendered, result) == ["yo<|im_end|>\n", "4<|im_end|>\n"]
