@@ -52,6 +52,17 @@ class RejectCode(StrEnum):
     DUPLICATE = "duplicate"  # recipe dedup: the record repeats one kept before it
     CONTAMINATED = "contaminated"  # recipe decontaminate: an n-gram of it is in an evaluation record
     NOT_DRAWN = "not_drawn"  # recipe mixing: its source's share was met without it (not an error)
+    # images (ftdata.vision): every media reject names the image and the fix
+    MEDIA_MISMATCH = "media_mismatch"  # image placeholders and images differ in number
+    MEDIA_MISSING = "media_missing"  # an image file that does not exist
+    MEDIA_UNREADABLE = "media_unreadable"  # not an image, a corrupt header, a bad data: URI, an unsupported value
+    MEDIA_URL = "media_url"  # an http(s) image: ftdata never fetches
+    MEDIA_TOO_LARGE = "media_too_large"  # an image over the pixel budget (max_image_pixels)
+    MEDIA_TOO_MANY = "media_too_many"  # more images than max_images
+    MEDIA_IN_RESPONSE = "media_in_response"  # an image in a trained turn: the model cannot write image tokens
+    MEDIA_NO_PROCESSOR = "media_no_processor"  # a record with images in a build without a processor
+    MEDIA_TOO_LONG = "media_too_long"  # the response and its images cannot fit max_length (images are never cut)
+    MEDIA_UNVERIFIABLE = "media_unverifiable"  # an expanded image's tokens differ from the processor's count
 
 
 class NoteCode(StrEnum):
