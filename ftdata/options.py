@@ -101,6 +101,18 @@ class DataOptions:
         MAX_MESSAGES, "most messages one conversation may hold; a longer one is a reject (too_many_messages): "
         "its render and masking work grows with every turn"
     )
+    processor: str | None = _opt(
+        None, "vision-language: the model's processor folder (tokenizer, preprocessor_config.json, chat template; "
+        "in Python also a transformers processor); each image is counted and expanded with it (docs/vision.md)"
+    )
+    max_images: int | None = _opt(None, "with processor: reject a record with more images than this (media_too_many)")
+    max_image_pixels: int | None = _opt(
+        None, "with processor: reject a record with an image of more pixels (width x height, from its header) than this (media_too_large)"
+    )
+    image_dir: str | None = _opt(
+        None, "with processor: where inline images (data: URIs, bytes) are written as <sha256>.<ext>; "
+        "default OUT/images for a build to OUT, else ~/.cache/ftdata/images"
+    )
 
     def __post_init__(self) -> None:
         self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
@@ -153,6 +165,10 @@ class DataOptions:
             self.chat_template_kwargs = dict(self.chat_template_kwargs)
         if self.stop_tokens is not None:
             self.stop_tokens = parse_stop_tokens(self.stop_tokens)
+        for name in ("max_images", "max_image_pixels"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {name}={value!r}")
         for name in ("columns", "roles"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
@@ -160,7 +176,10 @@ class DataOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """The serialised options: with the source and the tokenizer, the build's cache key."""
-        return plain(self)
+        out = plain(self)
+        if self.processor is not None and not isinstance(self.processor, str):  # a processor object: its class and source
+            out["processor"] = f"{type(self.processor).__name__}:{getattr(self.processor.tokenizer, 'name_or_path', '')}"
+        return out
 
 
 @dataclass

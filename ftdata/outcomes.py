@@ -54,6 +54,17 @@ class RejectCode(StrEnum):
     NOT_DRAWN = "not_drawn"  # recipe mixing: its source's share was met without it (not an error)
     OVER_LIMIT = "over_limit"  # past a bound: a line, a string (max_line_bytes, max_string_chars), a render's time or size
     TOO_MANY_MESSAGES = "too_many_messages"  # more messages than max_messages
+    # images (ftdata.vision): every media reject names the image and the fix
+    MEDIA_MISMATCH = "media_mismatch"  # image placeholders and images differ in number
+    MEDIA_MISSING = "media_missing"  # an image file that does not exist
+    MEDIA_UNREADABLE = "media_unreadable"  # not an image, a corrupt header, a bad data: URI, an unsupported value
+    MEDIA_URL = "media_url"  # an http(s) image: ftdata never fetches
+    MEDIA_TOO_LARGE = "media_too_large"  # an image over the pixel budget (max_image_pixels)
+    MEDIA_TOO_MANY = "media_too_many"  # more images than max_images
+    MEDIA_IN_RESPONSE = "media_in_response"  # an image in a trained turn: the model cannot write image tokens
+    MEDIA_NO_PROCESSOR = "media_no_processor"  # a record with images in a build without a processor
+    MEDIA_TOO_LONG = "media_too_long"  # the response and its images cannot fit max_length (images are never cut)
+    MEDIA_UNVERIFIABLE = "media_unverifiable"  # an expanded image's tokens differ from the processor's count
 
 
 class NoteCode(StrEnum):

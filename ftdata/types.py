@@ -106,6 +106,7 @@ class Message:
     reasoning: str | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    media: tuple[Any, ...] = ()  # image references, one per placeholder (ftdata.vision.content.MEDIA) in `content`
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,7 @@ class Rendered:
     boundaries: tuple[int, ...] = ()
     notes: tuple[Note, ...] = ()
     literal: tuple[tuple[int, int], ...] = ()
+    media: tuple[Any, ...] = ()  # images expanded in `text` (ftdata.vision.expand.Expanded), in order
 
 
 class TokenRow(TypedDict):

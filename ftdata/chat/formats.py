@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 from ftdata.chat import tools
+from ftdata.vision import content as vision_content
 from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message
@@ -277,6 +278,9 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     content = msg.get(content_key)
     if content is None and role == "assistant":  # OpenAI writes null content on a turn that only calls tools
         content = ""
+    media: tuple[Any, ...] = ()
+    if vision_content.has_media(content):  # image parts: a placeholder per image, its reference in `media`
+        content, media = vision_content.content_parts(content, location=location, field=f"{where}.{content_key}")
     # A tool result names its tool and the call it answers; other turns' `name` (OpenAI's
     # participant name) is not read.
     name, call_id = (
@@ -291,6 +295,7 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
         reasoning=tools.reasoning(msg, location=location, field=where),
         name=name,
         tool_call_id=call_id,
+        media=media,
     )
 
 
@@ -441,7 +446,8 @@ def _to_examples(
 
 
 def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
-    """Examples carrying the row's `tools` and `chat_template_kwargs` columns, when it has them."""
+    """Examples carrying the row's `tools` and `chat_template_kwargs` columns, when it has them (and its `images`)."""
+    examples = vision_content.attach_images(examples, row, location)
     tools_col, schemas = columns.find(row, "tools", location=location)
     kwargs_col, kwargs = columns.find(row, "chat_template_kwargs", location=location)
     schemas = tools.tool_schemas(_unwrap(schemas), location=location, field=tools_col or "tools")

@@ -359,8 +359,11 @@ def resolve(
     merged = {**(overrides or {}), **values, **flags}
     origin = f"reader: in {config}" if "reader" not in flags else "--reader"
     check_code_reader(merged.get("reader"), origin=origin, allow_code=allow_code)
+    options = BuildOptions.from_mapping(merged)
+    if tokenizer is None and options.data.processor is not None:  # a vision build reads the processor folder's tokenizer
+        tokenizer = options.data.processor
     tok = None if tokenizer is None else str(tokenizer)
-    return Settings(str(data), tok, BuildOptions.from_mapping(merged), extras, trust_remote_code=trust_remote_code)
+    return Settings(str(data), tok, options, extras, trust_remote_code=trust_remote_code)
 
 
 def _yaml_value(default: Any) -> str:

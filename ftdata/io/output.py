@@ -29,6 +29,10 @@ def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
 
 
 RECORD = "record"  # scratch column: the record a sequence came from (dropped from every output)
+IMAGES_TYPE = pa.list_(pa.struct(
+    [("ref", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("tokens", pa.int32()), ("start", pa.int32())]
+))  # fmt: skip
+"""A row's images (a build with a processor): reference, original size, image-pad tokens, first pad's index. No pixels."""
 
 
 class ArrowRows:
@@ -43,22 +47,25 @@ class ArrowRows:
          (RECORD, pa.int64())]
     )  # fmt: skip
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, images: bool = False):
         self.path = path
         self.rows = 0
         self.records = 0  # records written before the current chunk
-        self._writer = pa.ipc.new_stream(str(path), self.SCHEMA)
+        self.schema = self.SCHEMA.append(pa.field("images", IMAGES_TYPE)) if images else self.SCHEMA
+        self._writer = pa.ipc.new_stream(str(path), self.schema)
 
-    def write(self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray) -> None:
-        """One chunk's sequences; `groups` is each one's record index within the chunk."""
+    def write(
+        self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray, *, images: list[Any] | None = None
+    ) -> None:  # fmt: skip
+        """One chunk's sequences; `groups` is each one's record index within the chunk; `images` each one's images."""
         base, self.records = self.records, self.records + (int(groups.max()) + 1 if len(groups) else 0)
         if not len(lengths):
             return
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         batch = pa.record_batch(
             [_lists(offsets, ids), _lists(offsets, np.ones(len(ids), dtype=np.int8)), _lists(offsets, labels),
-             pa.array(groups + base)],
-            schema=self.SCHEMA,
+             pa.array(groups + base), *([pa.array(images, type=IMAGES_TYPE)] if "images" in self.schema.names else [])],
+            schema=self.schema,
         )  # fmt: skip
         self._writer.write_batch(batch)
         self.rows += len(lengths)

@@ -41,6 +41,8 @@ from ftdata.report import REPORT_FORMAT, BuildReport, RejectsWriter
 from ftdata.io.resources import load_tokenizer
 from ftdata.types import Engine
 
+IMAGES = "images"  # OUT/images: the inline images of a build with a processor
+
 __all__ = ["BuildResult", "build", "build_fingerprint", "build_sft_dataset", "checked", "prepare", "write_rows"]
 
 
@@ -85,7 +87,7 @@ def check_built(report: BuildReport, rows: int) -> None:
 
 def _chunk(stage: Stage, ran: Ran) -> Any:
     """The build's reducer (module level: it travels to workers by name)."""
-    return chunk(ran)
+    return chunk(ran, vision=stage.vision)
 
 
 def write_rows(
@@ -98,7 +100,7 @@ def write_rows(
     """
     try:
         for part in loop.run(source, stage, options, _chunk, report=report, progress=progress, on=on, empty_ok=empty_ok):
-            rows.write(part.ids, part.labels, part.lengths, part.groups)
+            rows.write(part.ids, part.labels, part.lengths, part.groups, images=part.images)
             sink.write(part.rejects)
     except BaseException:
         sink.abort()
@@ -136,7 +138,7 @@ def _in_memory(source: Any, tok: Any, opts: BuildOptions, progress: Callable[[in
     scratch = safeio.scratch_dir()
     # A cache entry keeps the full rejects file, so a cached build writes one even without rejects_path.
     rejects_file = out.rejects_path or (scratch / output.REJECTS if fingerprint else None)
-    rows = output.ArrowRows(scratch / "rows.arrow")
+    rows = output.ArrowRows(scratch / "rows.arrow", images=stage.vision is not None)
     write_rows(source, stage, opts.run, report=report, rows=rows, sink=RejectsWriter(report, rejects_file), progress=progress)
     report.rejects_path = out.rejects_path
     check_built(report, rows.rows)
@@ -247,6 +249,8 @@ def _to_out(
                 with target.write(export.REJECTS) as tmp:
                     shutil.copyfile(str(opts.output.rejects_path), tmp)
         rejects = opts.output.rejects_path
+        if isinstance(target, safeio.OutputDir) and (folder / IMAGES).is_dir() and IMAGES not in target.written:
+            target.adopt(IMAGES)  # the inline images the build wrote (content-addressed, written once)
         if isinstance(target, safeio.OutputDir) and rejects:
             path = Path(rejects)
             if path.parent.resolve() == folder.resolve() and path.name not in target.written:
@@ -293,6 +297,10 @@ def build(
     opts = options or BuildOptions.from_mapping(flat)
     if tokenizer is None and getattr(source, "tokenizer", None):
         tokenizer = source.tokenizer  # a recipe names its tokenizer
+    if tokenizer is None and opts.data.processor is not None:  # a vision build: the processor's own tokenizer
+        tokenizer = opts.data.processor if isinstance(opts.data.processor, (str, Path)) else opts.data.processor.tokenizer
+    if out is not None and opts.data.processor is not None and not opts.data.image_dir and not store.is_uri(str(out)):
+        opts = opts.updated(image_dir=str(Path(out).expanduser() / IMAGES))  # inline images: OUT/images
     tok = load_tokenizer(tokenizer)
     if out is None:
         if output_format is not None:

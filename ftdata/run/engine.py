@@ -34,6 +34,7 @@ from ftdata.chat.render import Renderer
 from ftdata.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
+from ftdata.vision.expand import no_processor
 
 Record = tuple[Location, Any]
 SIBLING = "another instance of this record was rejected; a record is kept whole or not at all"
@@ -78,6 +79,7 @@ class Chunk:
     groups: np.ndarray  # record index in the batch, per sequence: the held-out split keeps records whole
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
+    images: list[list[dict[str, Any]]] | None = None  # per sequence, a build with a processor only
 
     @property
     def records(self) -> int:
@@ -96,12 +98,22 @@ class Stage:
         self.columns = Columns(options.columns)
         self.renderer = Renderer.from_options(tokenizer, options)
         self.masker = Masker(tokenizer)
+        self.vision = None  # images: expanded by the processor's rules, verified per record (ftdata.vision)
+        if options.processor is not None:
+            from ftdata.vision.expand import Vision, VisionMasker, VisionRenderer
+
+            self.vision = Vision(options, tokenizer)
+            self.renderer, self.masker = VisionRenderer(self.renderer, self.vision), VisionMasker(self.masker, self.vision)
         self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
         self._responses: Renderer | None = None  # the all_assistant renderer, for response counts
         self._responses_lock = threading.Lock()  # engine=local measures batches on several threads
 
     def examples(self, location: Location, row: Any) -> tuple[Example, ...]:
-        return to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
+        examples = to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
+        if self.vision is None:
+            for example in examples:
+                no_processor(example)
+        return examples
 
     def _reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:
         return Reject.from_error(exc, location, stage, on_error=self.options.on_error)
@@ -198,9 +210,12 @@ class Stage:
             return Truncated([(item.tokenized.input_ids, item.tokenized.labels)])
         try:
             with limits.pinned():
-                return self.truncator(item.example, item.tokenized, policy=policy or self.options.truncation)
+                result = self.truncator(item.example, item.tokenized, policy=policy or self.options.truncation)
         except RecordError as exc:
             raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
+        if self.vision is not None and item.rendered.media:  # an image is whole or absent, never cut
+            result = self.vision.truncated(item, result, limit=self.options.max_length)
+        return result
 
     def run(self, records: list[Record], *, responses: bool = False, lenient: bool = False) -> Ran:
         """Measure and truncate `records`, keeping each record whole: what every command reduces.
@@ -247,16 +262,23 @@ class Stage:
         return ran
 
 
-def chunk(ran: Ran) -> Chunk:
-    """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts."""
+def chunk(ran: Ran, *, vision: Any = None) -> Chunk:
+    """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
+
+    `vision` (a build with a processor): each sequence's `images` too (`Vision.row_images`).
+    """
     seqs: list[tuple[list[int], list[int]]] = []
     groups: list[int] = []  # per sequence: its record in the batch
-    for record, _, result in ran.outcomes:
+    images: list[list[dict[str, Any]]] | None = [] if vision is not None else None
+    for record, item, result in ran.outcomes:
         if result is not None and result.rows:
             seqs.extend(result.rows)
             groups.extend(record for _ in result.rows)
+            if images is not None:
+                sources = result.conversations or (item.example,) * len(result.rows)  # type: ignore[union-attr]
+                images.extend(vision.row_images(ids, example) for (ids, _), example in zip(result.rows, sources))
     report = ran.report
-    out = Chunk(*_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report)
+    out = Chunk(*_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, images=images)
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())
     report.trained_tokens = int((out.labels != -100).sum())

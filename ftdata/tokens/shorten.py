@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
+from ftdata.vision.content import MEDIA
 from ftdata.types import Example, PromptCut
 
 MARKER = " [...] "  # where prompt_cut=middle took text out
@@ -83,6 +84,11 @@ def cut_text(text: str, offsets: Sequence[tuple[int, int]], *, drop: int, side: 
     tokenizes alone (in context a token or two may merge differently: the caller re-renders
     and checks). `keep_some`: keep at least one token (a response is never emptied).
     """
+    cut = _cut(text, offsets, drop=drop, side=side, keep_some=keep_some)
+    return keep_media(text, cut, side) if MEDIA in text else cut
+
+
+def _cut(text: str, offsets: Sequence[tuple[int, int]], *, drop: int, side: PromptCut, keep_some: bool) -> str:
     n = len(offsets)
     keep = max(n - drop, 1 if keep_some else 0)
     if keep >= n:
@@ -96,6 +102,22 @@ def cut_text(text: str, offsets: Sequence[tuple[int, int]], *, drop: int, side: 
     first = (keep + 1) // 2
     tail = text[offsets[n - (keep - first)][0] :] if keep > first else ""
     return text[: offsets[first - 1][1]].rstrip() + MARKER + tail.lstrip()
+
+
+def keep_media(text: str, cut: str, side: PromptCut) -> str:
+    """`cut` with the image placeholders the cut took put back, in order: text is shortened, an image never.
+
+    END: after the kept head; START: before the kept tail; MIDDLE: where the marker is.
+    """
+    lost = MEDIA * (text.count(MEDIA) - cut.count(MEDIA))
+    if not lost:
+        return cut
+    if side is PromptCut.END:
+        return cut + lost
+    if side is PromptCut.START:
+        return lost + cut
+    at = cut.find(MARKER)
+    return cut[:at] + lost + cut[at:] if at >= 0 else cut + lost
 
 
 __all__ = [

@@ -1,0 +1,225 @@
+"""Image references: where an image is, its size from the file header, the budgets. No pixels.
+
+    "cat.png"                     a path, relative to the data file  -> ref = its absolute path
+    "/data/cat.png", file://...   an absolute path                   -> ref = the path
+    "data:image/png;base64,..."   inline bytes                       -> ref = "sha256:<hex>"
+    {"bytes": b"...", "path": p}  a Hugging Face `Image` feature     -> bytes: "sha256:<hex>"; else the path
+    PIL.Image.Image               a decoded image (datasets decode)  -> its file when it has one, else PNG bytes
+    "http://...", "https://..."   refused (`media_url`): ftdata never fetches
+
+Only the header is read (`PIL.Image.open` is lazy: it parses the header and stops), so an
+image costs a few microseconds and no pixel memory. A file that is not an image, or whose
+header is corrupt, is rejected (`media_unreadable`); a file whose pixel data is cut after a
+sound header passes here and fails where pixels are made (the training collator).
+
+Inline images are written once, content-addressed, to `store/<hex>.<ext>` (a build to OUT:
+OUT/images; in memory: the `image_dir` option, else ~/.cache/ftdata/images), so rows hold
+only the reference and `open_image` finds the bytes again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftdata.errors import UnusableRecord
+from ftdata.outcomes import RejectCode
+
+DIGEST = "sha256:"
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+
+
+def default_store() -> Path:
+    """Where an in-memory build writes inline images when `image_dir` is not given."""
+    return Path(os.environ.get("FTDATA_IMAGE_DIR") or Path.home() / ".cache" / "ftdata" / "images")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """One image as a row stores it: its reference and its original size (from the header)."""
+
+    ref: str
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+class Headers:
+    """Reads image headers, with a per-process cache keyed by path, size and mtime (truncation re-renders)."""
+
+    def __init__(self, *, store: Path | None, max_pixels: int | None, limit: int = 65536):
+        self.store = store
+        self.max_pixels = max_pixels
+        self._cache: dict[tuple[str, int, int], tuple[int, int]] = {}
+        self._limit = limit
+        self._lock = threading.Lock()  # engine=local renders batches on several threads
+
+    def info(self, raw: Any, *, base: Path | None, field: str) -> ImageInfo:
+        """The reference and size of one image value from a record.
+
+        Raises:
+            UnusableRecord: missing file (`media_missing`), URL (`media_url`), not an image or a bad
+                value (`media_unreadable`), over `max_pixels` (`media_too_large`).
+        """
+        value = _unwrap(raw)
+        if isinstance(value, bytes):
+            return self._inline(value, field=field)
+        if isinstance(value, str):
+            text = value.strip()
+            lower = text[:8].lower()
+            if lower.startswith(("http://", "https://")):
+                raise _reject(f"{text[:80]!r} is a URL; ftdata never fetches (offline): download the image and give its path", field, RejectCode.MEDIA_URL)
+            if lower.startswith("data:"):
+                return self._inline(_data_uri(text, field), field=field)
+            if text.startswith(DIGEST) and self.store is not None:
+                found = stored(text, self.store)
+                if found is None:
+                    raise _reject(f"{text!r} is not in the image store {self.store}", field, RejectCode.MEDIA_MISSING)
+                return self._file(found, ref=text, field=field)
+            path = Path(text.removeprefix("file://")).expanduser()
+            if not path.is_absolute():
+                path = (base or Path.cwd()) / path
+            return self._file(path, ref=str(path.resolve()), field=field)
+        raise _reject(
+            f"an image must be a path, a data: URI, bytes or a datasets Image value, got {type(value).__name__}",
+            field, RejectCode.MEDIA_UNREADABLE,
+        )  # fmt: skip
+
+    def _file(self, path: Path, *, ref: str, field: str) -> ImageInfo:
+        try:
+            st = path.stat()
+        except OSError:
+            raise _reject(f"image file {str(path)!r} does not exist; fix the path (relative paths start at the data file)", field, RejectCode.MEDIA_MISSING) from None
+        if not path.is_file():
+            raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        size = self._cache.get(key)
+        if size is None:
+            try:
+                with path.open("rb") as fh:
+                    size = _header(fh, what=str(path))[0]
+            except OSError as exc:
+                raise _reject(f"image file {str(path)!r} cannot be read: {exc.strerror or exc}", field, RejectCode.MEDIA_UNREADABLE) from None
+            except ValueError as exc:
+                raise _reject(str(exc), field, RejectCode.MEDIA_UNREADABLE) from None
+            with self._lock:
+                if len(self._cache) >= self._limit:
+                    self._cache.clear()
+                self._cache[key] = size
+        return self._checked(ImageInfo(ref, *size), field)
+
+    def _inline(self, data: bytes, *, field: str) -> ImageInfo:
+        try:
+            size, fmt = _header(io.BytesIO(data), what="inline image")
+        except ValueError as exc:
+            raise _reject(str(exc), field, RejectCode.MEDIA_UNREADABLE) from None
+        digest = hashlib.sha256(data).hexdigest()
+        info = self._checked(ImageInfo(DIGEST + digest, *size), field)
+        if self.store is not None:
+            write_once(self.store / f"{digest}.{_EXTENSIONS.get(fmt, 'img')}", data)
+        return info
+
+    def _checked(self, info: ImageInfo, field: str) -> ImageInfo:
+        if self.max_pixels is not None and info.pixels > self.max_pixels:
+            raise _reject(
+                f"image {info.ref[:80]!r} is {info.width}x{info.height} = {info.pixels} pixels > max_image_pixels "
+                f"{self.max_pixels}; downscale it or raise max_image_pixels", field, RejectCode.MEDIA_TOO_LARGE,
+            )  # fmt: skip
+        return info
+
+
+def _unwrap(value: Any) -> Any:
+    """A datasets `Image` value ({"bytes", "path"}) or a PIL image as bytes or a path."""
+    if isinstance(value, Mapping):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        return value.get("path") if value.get("path") is not None else value.get("url", value)
+    if type(value).__module__.startswith("PIL."):
+        filename = getattr(value, "filename", "")
+        if filename:
+            return str(filename)
+        out = io.BytesIO()
+        value.save(out, format="PNG")  # a decoded image with no file: its bytes, once
+        return out.getvalue()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _data_uri(text: str, field: str) -> bytes:
+    head, sep, body = text.partition(",")
+    if not sep or not head.lower().endswith(";base64"):
+        raise _reject(f"data: URI {text[:40]!r}... is not base64 (data:image/png;base64,...)", field, RejectCode.MEDIA_UNREADABLE)
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise _reject(f"data: URI {text[:40]!r}... holds invalid base64", field, RejectCode.MEDIA_UNREADABLE) from None
+
+
+def _header(fh: Any, *, what: str) -> tuple[tuple[int, int], str]:
+    """((width, height), format) from an image header, reading no pixels.
+
+    Raises:
+        ValueError: not an image, or a header PIL cannot parse (the message says which).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(fh) as im:
+            width, height = im.size
+            fmt = im.format or ""
+    except UnidentifiedImageError:
+        raise ValueError(f"{what} is not an image PIL can read (corrupt or unknown format)") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:  # a corrupt header raises these
+        raise ValueError(f"{what} has a corrupt header: {exc}") from None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{what} has size {width}x{height}")
+    return (width, height), fmt
+
+
+def write_once(path: Path, data: bytes) -> None:
+    """Write `data` to `path` unless it is there (content-addressed: same name, same bytes), atomically."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def stored(ref: str, store: Path) -> Path | None:
+    """The file of an inline image `sha256:<hex>` in `store`, or None."""
+    digest = ref.removeprefix(DIGEST)
+    return next(iter(sorted(store.glob(f"{digest}.*"))), None) if store.is_dir() else None
+
+
+def open_image(ref: str, *, store: str | Path | None = None) -> Any:
+    """The image a row's `ref` names, as a PIL image (the one place pixels are made: the training collator).
+
+    Raises:
+        FileNotFoundError: the file, or the inline image in `store`, is not there.
+    """
+    from PIL import Image
+
+    path = stored(ref, Path(store) if store else default_store()) if ref.startswith(DIGEST) else Path(ref)
+    if path is None:
+        raise FileNotFoundError(f"{ref}: not in the image store {store or default_store()}")
+    return Image.open(path)
+
+
+def _reject(reason: str, field: str, code: RejectCode) -> UnusableRecord:
+    return UnusableRecord(reason, field=field, code=code)
+
+
+__all__ = ["DIGEST", "Headers", "ImageInfo", "default_store", "open_image", "stored", "write_once"]

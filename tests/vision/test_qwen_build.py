@@ -1,0 +1,163 @@
+"""Qwen2-VL end to end: `ftdata build DATA --processor DIR` on real images, checked against the processor itself."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ftdata.cli.app import app
+from ftdata.run.driver import build
+from ftdata.types import IGNORE_INDEX
+
+
+PAD, START, END = "<|image_pad|>", "<|vision_start|>", "<|vision_end|>"
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def ask(image_part, question="What is this?", answer="A picture."):
+    return {"messages": [{"role": "user", "content": [image_part, {"type": "text", "text": question}]},
+                         {"role": "assistant", "content": answer}]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def processor(qwen_dir):
+    from ftdata.vision.processors import load_processor
+
+    return load_processor(str(qwen_dir))
+
+
+def reference_ids(processor, record, images):
+    """What the Qwen2-VL processor itself makes of the record: its chat template on content parts, then its __call__ on the pixels."""
+    from PIL import Image
+
+    text = processor.apply_chat_template(record["messages"], tokenize=False)
+    pil = [Image.open(images / name).convert("RGB") for name in record["_files"]]
+    return processor(text=[text], images=pil or None)["input_ids"][0]
+
+
+def test_rows_equal_the_processors_own_output(qwen_dir, images, processor):
+    records = [
+        {**ask({"type": "image", "image": "grace_hopper.jpg"}, "Who is this?", "Grace Hopper."), "_files": ["grace_hopper.jpg"]},
+        {**ask({"type": "image_url", "image_url": {"url": "logo2.png"}}, "Which logo?", "Matplotlib's."), "_files": ["logo2.png"]},
+        {"messages": [{"role": "user", "content": [{"type": "image", "image": "chart.png"}, {"type": "text", "text": "Trend?"},
+                                                    {"type": "image", "image": "logo2.png"}]},
+                      {"role": "assistant", "content": "Up, then down, then up."}], "_files": ["chart.png", "logo2.png"]},
+    ]  # fmt: skip
+    data = write_jsonl(images / "rows.jsonl", [{k: v for k, v in r.items() if k != "_files"} for r in records])
+    ds = build(data, processor=str(qwen_dir)).dataset
+    tok = processor.tokenizer
+    pad = tok.convert_tokens_to_ids(PAD)
+    assert len(ds) == 3
+    for row, record in zip(ds, records):
+        assert row["input_ids"] == reference_ids(processor, record, images)  # token for token, image spans included
+        ids, labels = np.array(row["input_ids"]), np.array(row["labels"])
+        trained = tok.decode(ids[labels != IGNORE_INDEX])
+        assert trained == record["messages"][-1]["content"] + "<|im_end|>"
+        for image, name in zip(row["images"], record["_files"]):
+            assert image["ref"] == str((images / name).resolve())
+            assert (ids[image["start"] : image["start"] + image["tokens"]] == pad).all()
+            assert ids[image["start"] - 1] == tok.convert_tokens_to_ids(START)
+            assert ids[image["start"] + image["tokens"]] == tok.convert_tokens_to_ids(END)
+        assert sum(i["tokens"] for i in row["images"]) == int((ids == pad).sum())
+    sizes = [(i["width"], i["height"], i["tokens"]) for i in ds[2]["images"]]
+    assert sizes == [(320, 240, 99), (542, 130, 95)]  # smart_resize: 320x240 -> 308x252 = 22x18 patches, / 2x2 merge
+
+
+def test_counts_are_the_processors(processor, images):
+    from PIL import Image
+
+    from ftdata.vision.processors import Counter
+
+    counter = Counter(processor)
+    for name in ("grace_hopper.jpg", "logo2.png", "chart.png"):
+        with Image.open(images / name) as im:
+            grid = processor.image_processor(images=[im.convert("RGB")])["image_grid_thw"][0]
+            w, h = im.size
+        assert counter.expansion(w, h).pads == int(np.prod(grid)) // 4
+
+
+def test_bad_images_are_rejected_with_reasons(qwen_dir, images, tmp_path):
+    png = base64.b64encode((images / "logo2.png").read_bytes()).decode()
+    records = [
+        ask({"type": "image", "image": "missing.png"}),
+        ask({"type": "image", "image": "https://example.com/cat.png"}),
+        ask({"type": "image", "image": "not_an_image.png"}),
+        ask({"type": "image", "image": "corrupt.png"}),
+        {"messages": [{"role": "user", "content": "<image> and <image>?"}, {"role": "assistant", "content": "One."}], "images": ["logo2.png"]},
+        {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}, {"role": "assistant", "content": "No image."}]},
+        {"messages": [{"role": "user", "content": "Look."}, {"role": "assistant", "content": [{"type": "image", "image": "logo2.png"}]}]},
+        ask({"type": "image", "image": "grace_hopper.jpg"}),  # over the pixel budget below
+        ask({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}),  # kept
+        {"messages": [{"role": "user", "content": "Plain text."}, {"role": "assistant", "content": "Still built."}]},  # kept
+    ]  # fmt: skip
+    data = write_jsonl(images / "bad.jsonl", records)
+    out = tmp_path / "out"
+    result = build(data, out, processor=str(qwen_dir), output_format="jsonl", max_image_pixels=200_000)
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    codes = [(r["location"].rsplit(":", 1)[1], r["code"]) for r in rejects]
+    assert codes == [
+        ("1", "media_missing"), ("2", "media_url"), ("3", "media_unreadable"), ("4", "media_unreadable"),
+        ("5", "media_mismatch"), ("6", "media_mismatch"), ("7", "media_in_response"), ("8", "media_too_large"),
+    ]  # fmt: skip
+    assert "512x600 = 307200 pixels > max_image_pixels 200000" in rejects[7]["reason"]
+    assert result.report.rejected == {c: n for c, n in [("media_missing", 1), ("media_url", 1), ("media_unreadable", 2), ("media_mismatch", 2), ("media_in_response", 1), ("media_too_large", 1)]}  # fmt: skip
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    inline, text_only = rows
+    digest = inline["images"][0]["ref"].removeprefix("sha256:")
+    assert (out / "images" / f"{digest}.png").read_bytes() == (images / "logo2.png").read_bytes()
+    assert text_only["images"] == [] and text_only["trained"] == ["Still built.<|im_end|>"]
+    assert "pixel" not in json.dumps(rows)  # references and sizes only
+
+
+def test_without_a_processor_image_records_are_rejected_text_records_build(images, tmp_path):
+    data = write_jsonl(images / "noproc.jsonl", [
+        ask({"type": "image", "image": "logo2.png"}),
+        {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]},
+    ])  # fmt: skip
+    result = build(data)
+    assert len(result.dataset) == 1 and "images" not in result.dataset.column_names
+    assert result.report.rejected == {"media_no_processor": 1}
+
+
+def test_short_max_length_never_leaves_part_of_an_image(qwen_dir, images, tmp_path):
+    """Oldest exchanges (with their images) go first; the last exchange's image stays whole or the record goes."""
+    turns = [
+        {"role": "user", "content": [{"type": "image", "image": "grace_hopper.jpg"}, {"type": "text", "text": "Who?"}]},
+        {"role": "assistant", "content": "Grace Hopper."},
+        {"role": "user", "content": [{"type": "image", "image": "chart.png"}, {"type": "text", "text": "And this chart? " + "Please look closely. " * 40}]},
+        {"role": "assistant", "content": "A line chart."},
+    ]  # fmt: skip
+    text = {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]}
+    data = write_jsonl(images / "long.jsonl", [{"messages": turns}, {"messages": turns[:2]}, text])
+    for policy in ("keep_response", "keep_end", "split", "keep_start"):
+        result = build(data, processor=str(qwen_dir), max_length=200, truncation=policy)
+        pad = 151655
+        for row in result.dataset:
+            ids = np.array(row["input_ids"])
+            assert len(ids) <= 200
+            assert sum(i["tokens"] for i in row["images"]) == int((ids == pad).sum())
+            for image in row["images"]:
+                s = image["start"]
+                assert ids[s - 1] == 151652 and ids[s + image["tokens"]] == 151653  # whole: start and end markers
+        codes = dict(result.report.rejected)
+        assert codes.get("media_too_long", 0) >= 1, (policy, codes)  # Grace Hopper alone is 378 tokens
+    kept = build(data, processor=str(qwen_dir), max_length=200).dataset
+    assert [[i["ref"].rsplit("/", 1)[1] for i in row["images"]] for row in kept] == [["chart.png"], []]  # exchange 1 dropped
+
+
+def test_cli_build_jsonl(qwen_dir, images, tmp_path):
+    data = write_jsonl(images / "cli.jsonl", [ask({"type": "image", "image": "chart.png"}, "Trend?", "Rising.")])
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["build", str(data), "--processor", str(qwen_dir), "-o", str(out), "--output-format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "train.jsonl").read_text())
+    assert row["images"] == [{"ref": str((images / "chart.png").resolve()), "width": 320, "height": 240, "tokens": 99, "start": 15}]
+    assert row["trained"] == ["Rising.<|im_end|>"]
