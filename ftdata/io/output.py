@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from ftdata.io import safeio
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.options import DataOptions
+from ftdata.tokens.media_packing import IMAGE_TYPE, IMAGES_FIELD, checked_images, pack_images
 from ftdata.tokens.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.report import BuildReport
 from ftdata.types import IGNORE_INDEX
@@ -83,6 +84,9 @@ PACKED_SCHEMA = pa.schema(
         ("seq_lengths", pa.list_(pa.int32())),
     ]
 )
+
+
+PACKED_MEDIA_SCHEMA = PACKED_SCHEMA.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE)))
 
 
 class RowsFile:
@@ -166,7 +170,8 @@ def _ranges(n: np.ndarray) -> np.ndarray:
 
 
 def _pack_bins(
-    source: RowsFile, starts: np.ndarray, members: np.ndarray, *, pad_to_multiple_of: int | None = None, pad_id: int = 0
+    source: RowsFile, starts: np.ndarray, members: np.ndarray, *, pad_to_multiple_of: int | None = None, pad_id: int = 0,
+    media: pa.ListArray | None = None,
 ) -> tuple[pa.RecordBatch, int]:
     """One record batch of packed rows: bin j holds rows `members[starts[j]:starts[j + 1]]`; and its trained-token count."""
     seq_len = source.lengths[members]
@@ -184,12 +189,15 @@ def _pack_bins(
         _lists(row_offsets, position_ids),
         _lists(starts, seq_len.astype(np.int32)),
     ]
+    if media is not None:  # the images follow their sequences, `start` moved to the packed row
+        columns_out.append(pack_images(media, members, seq_len, starts))
+        return pa.record_batch(columns_out, schema=PACKED_MEDIA_SCHEMA), int((labels != IGNORE_INDEX).sum())
     return pa.record_batch(columns_out, schema=PACKED_SCHEMA), int((labels != IGNORE_INDEX).sum())
 
 
 def write_packed(
     source: RowsFile, path: Path, *, max_length: int, seed: int, rows: np.ndarray | None = None, batch_rows: int = 2048,
-    pad_to_multiple_of: int | None = None, pad_id: int = 0,
+    pad_to_multiple_of: int | None = None, pad_id: int = 0, media: pa.ListArray | None = None,
 ) -> PackingStats:
     """Pack the rows of `source` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
 
@@ -199,8 +207,11 @@ def write_packed(
     `batch_rows` bins plus ~56 bytes per sequence): the first label of every sequence becomes
     -100 and position_ids restart; with `pad_to_multiple_of`, bins are planned and rows built
     on the padded lengths (`packing.pad_sequences`). Returns the packing stats (fill counts
-    real tokens, not pads).
+    real tokens, not pads). `media` (the `images` column of `source`'s rows,
+    `media_packing.IMAGE_TYPE`) adds the packed rows' images in pack order.
     """
+    if media is not None:
+        media = checked_images(media, source.lengths)
     lengths = source.lengths
     if rows is not None:
         rows = rows.astype(np.int64)  # a datasets indices mapping is uint64
@@ -208,13 +219,13 @@ def write_packed(
     starts, members = plan_arrays(padded_lengths(lengths, multiple=pad_to_multiple_of), max_length=max_length, seed=seed)
     row_of = members if rows is None else rows[members]
     trained = 0
-    with pa.ipc.new_stream(str(path), PACKED_SCHEMA) as sink:
+    with pa.ipc.new_stream(str(path), PACKED_SCHEMA if media is None else PACKED_MEDIA_SCHEMA) as sink:
         for first in range(0, len(starts) - 1, batch_rows):
             last = min(first + batch_rows, len(starts) - 1)
             bounds = starts[first : last + 1]
             batch, n = _pack_bins(
                 source, bounds - bounds[0], row_of[bounds[0] : bounds[-1]], pad_to_multiple_of=pad_to_multiple_of,
-                pad_id=pad_id,
+                pad_id=pad_id, media=media,
             )  # fmt: skip
             sink.write_batch(batch)
             trained += n

@@ -1,0 +1,350 @@
+"""The vision-language collator: the only place where pixels exist.
+
+ftdata's rows hold the expanded text (each image already replaced by the processor's own run
+of pad tokens) and, per image, `{ref, width, height, tokens, start}`: a reference, never
+pixels. Per batch, `VisionCollator` loads the images (an absolute path, or `sha256:<hex>` for
+an inline image written as `OUT/images/<hex>.<ext>`), runs the image processor, and checks
+each image's features against its token span before the model sees them: a span that does
+not hold exactly `tokens` image tokens, or a processor that makes another number of features,
+is a typed `ImageFeatureMismatch` naming the row and the image, never the model's
+"Image features and image tokens do not match" halfway through a step.
+
+Rows (packed or not) are right-padded to the longest row of the batch; what isolates the
+sequences of a packed row depends on the family (tests/vision_train/test_media_isolation.py
+proves each with tiny random-weight models: packed logits == each sequence alone)::
+
+    family   positions sent                         attention_mask     images attend
+    MROPE    (4, B, L): text row restarting per     none               causally (the text row
+             sequence + the model's own 3 mRoPE                         tells transformers where
+             rows, computed per sequence                                sequences begin)
+    BLOCKS   (B, L) restarting per sequence         {full_attention,   bidirectionally inside
+             + token_type_ids (image = 1)           sliding_attention} each image, built here
+                                                    (B, 1, L, L) each
+
+Why BLOCKS gets explicit masks: Gemma 3 lets an image's tokens see each other both ways. In
+transformers 5.23 the full-attention layers apply that overlay after the packed-sequence
+remap, but the sliding-window layers apply it before (`create_causal_mask(or_mask_function=
+blockwise_overlay(...))` is wrapped by `packed_sequence_compatibility_function`), so it is
+indexed by the position inside the sequence instead of the index in the row: a sequence that
+is not first gets image attention at the wrong tokens (measured: logits off by ~0.1). A mask
+dict passed as `attention_mask` is used as is, so the collator builds both masks itself.
+
+Pads trail the last sequence of a row with continuing positions and label -100; under causal
+attention no real token sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftdata.errors import ConfigError, RecordError
+from ftdata.types import IGNORE_INDEX
+
+
+class Family(str, Enum):
+    """How a model keeps the sequences of a packed row apart (see the module docstring)."""
+
+    MROPE = "mrope"  # Qwen2-VL, Qwen2.5-VL: 3-row multimodal RoPE + a text row
+    BLOCKS = "blocks"  # Gemma 3: bidirectional attention inside each image
+    UNPROVEN = "unproven"  # no packed-row proof: rows must hold one sequence each
+
+
+# model_type -> family, for the families whose packed rows are proven isolated by a test.
+FAMILIES = {"qwen2_vl": Family.MROPE, "qwen2_5_vl": Family.MROPE, "gemma3": Family.BLOCKS}
+
+
+def family_of(model_type: str) -> Family:
+    return FAMILIES.get(model_type, Family.UNPROVEN)
+
+
+class ImageFeatureMismatch(RecordError):
+    """An image's features, its token span and its recorded `tokens` disagree."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the collator needs from the model's config (picklable: no model inside)."""
+
+    model_type: str
+    image_token_id: int
+    pad_token_id: int = 0
+    merge_size: int = 1  # Qwen: features per image = grid t*h*w / merge_size**2
+    tokens_per_image: int | None = None  # Gemma 3: every image makes this many features
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, config: Any, *, pad_token_id: int = 0) -> ModelFacts:
+        """From a transformers vision-language config (Qwen2-VL, Qwen2.5-VL, Gemma 3, ...)."""
+        text = config.get_text_config()
+        image_token = getattr(config, "image_token_id", None)
+        if image_token is None:
+            image_token = getattr(config, "image_token_index", None)
+        if image_token is None:
+            raise ConfigError(f"model type {config.model_type!r} names no image token (image_token_id) in its config")
+        vision = getattr(config, "vision_config", None)
+        return cls(
+            model_type=config.model_type,
+            image_token_id=int(image_token),
+            pad_token_id=pad_token_id,
+            merge_size=int(getattr(vision, "spatial_merge_size", 1) or 1),
+            tokens_per_image=getattr(config, "mm_tokens_per_image", None),
+            sliding_window=getattr(text, "sliding_window", None),
+            layer_types=tuple(getattr(text, "layer_types", None) or ()),
+        )
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.model_type)
+
+
+def resolve_image(ref: str, image_dir: Path | None) -> Path:
+    """The file of an image reference: an absolute path, or `sha256:<hex>` under `image_dir`.
+
+    Raises:
+        RecordError: the file is missing (the message says where it was looked for).
+    """
+    if ref.startswith("sha256:"):
+        digest = ref.removeprefix("sha256:")
+        found = sorted(image_dir.glob(f"{digest}.*")) if image_dir is not None else []
+        if not found:
+            where = image_dir if image_dir is not None else "no image folder (pass the build's OUT/images)"
+            raise RecordError(f"inline image {ref} not found in {where}", field="images")
+        return found[0]
+    path = Path(ref)
+    if not path.is_file():
+        raise RecordError(f"image file {ref} is missing (moved since the build?)", field="images")
+    return path
+
+
+def load_images(refs: Sequence[str], image_dir: Path | None) -> list[Any]:
+    """The images as RGB PIL images, in order."""
+    from PIL import Image
+
+    out = []
+    for ref in refs:
+        path = resolve_image(ref, image_dir)
+        try:
+            with Image.open(path) as img:
+                out.append(img.convert("RGB"))
+        except OSError as exc:
+            raise RecordError(f"image {ref} cannot be read: {exc}", field="images") from None
+    return out
+
+
+def sequence_lengths(example: Mapping[str, Any]) -> list[int]:
+    """The sequences of a row: `seq_lengths` when packed, else the whole row."""
+    lengths = example.get("seq_lengths")
+    return [int(n) for n in lengths] if lengths is not None else [len(example["input_ids"])]
+
+
+@dataclass
+class VisionCollator:
+    """Batches rows with images for a vision-language model (see the module docstring).
+
+    Args:
+        image_processor: the model's image processor (a PIL one works: no torchvision).
+        facts: `ModelFacts.of(model.config)`.
+        rope_index: for the MROPE family, the model's own `get_rope_index` (found by
+            `rope_index_of(model)`); called per sequence.
+        image_dir: where `sha256:` images live (the build's `OUT/images`).
+        dtype: dtype of the explicit masks (BLOCKS family): the model's compute dtype.
+    """
+
+    image_processor: Any
+    facts: ModelFacts
+    rope_index: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    image_dir: Path | None = None
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        if self.facts.family is Family.MROPE and self.rope_index is None:
+            raise ConfigError(f"{self.facts.model_type}: the collator needs the model's get_rope_index (rope_index_of(model))")
+        if self.facts.family is Family.BLOCKS and getattr(self.image_processor, "do_pan_and_scan", False):
+            raise ConfigError("do_pan_and_scan makes extra crops per image that the rows do not count; switch it off")
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        width = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), width), self.facts.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(examples), width), dtype=torch.long)
+        seq_lengths: list[list[int]] = []
+        images: list[dict[str, Any]] = []
+        image_row: list[int] = []
+        for b, example in enumerate(examples):
+            n = len(example["input_ids"])
+            lengths = sequence_lengths(example)
+            if len(lengths) > 1 and self.facts.family is Family.UNPROVEN:
+                raise ConfigError(
+                    f"packed rows are not proven isolated for model type {self.facts.model_type!r} (proven: "
+                    f"{', '.join(sorted(FAMILIES))}): build without --packing"
+                )
+            # the pads continue the last sequence, so its positions run on through them
+            lengths = [*lengths[:-1], lengths[-1] + width - n]
+            ids[b, :n] = torch.tensor(example["input_ids"])
+            labels[b, :n] = torch.tensor(example["labels"])
+            positions[b] = torch.cat([torch.arange(k) for k in lengths])
+            labels[b, positions[b] == 0] = IGNORE_INDEX  # no sequence learns from its neighbour
+            seq_lengths.append(lengths)
+            for image in example.get("images") or ():
+                images.append(image)
+                image_row.append(b)
+        batch: dict[str, Any] = {"input_ids": ids, "labels": labels}
+        self._check_spans(ids, images, image_row, examples)
+        if images:
+            pixels = self.image_processor(
+                images=load_images([im["ref"] for im in images], self.image_dir), return_tensors="pt"
+            )
+            self._check_features(pixels, images, image_row, examples)
+            batch.update({k: v for k, v in pixels.items() if k in ("pixel_values", "image_grid_thw")})
+        family = self.facts.family
+        if family is Family.MROPE:
+            batch["position_ids"] = self._mrope_positions(ids, positions, seq_lengths, batch.get("image_grid_thw"))
+        elif family is Family.BLOCKS:
+            is_image = ids == self.facts.image_token_id
+            batch["position_ids"] = positions
+            batch["token_type_ids"] = is_image.long()
+            batch["attention_mask"] = block_masks(
+                seq_lengths, is_image, sliding_window=self.facts.sliding_window, dtype=self.dtype
+            )
+        else:
+            batch["attention_mask"] = (torch.arange(width)[None] < torch.tensor([[len(e["input_ids"])] for e in examples])).long()
+        return batch
+
+    def _check_spans(self, ids: torch.Tensor, images: list[dict], image_row: list[int], examples: Sequence) -> None:
+        """Each image's span holds exactly `tokens` image tokens, and a row has no image token outside its spans."""
+        is_image = ids == self.facts.image_token_id
+        covered = torch.zeros_like(is_image)
+        for k, (image, b) in enumerate(zip(images, image_row)):
+            start, tokens = int(image["start"]), int(image["tokens"])
+            run = _run_length(is_image[b], start)
+            if run != tokens or (start > 0 and bool(is_image[b, start - 1])):
+                raise ImageFeatureMismatch(
+                    f"image {_which(k, image_row)} ({image['ref']}) should span {tokens} image tokens from token "
+                    f"{start}, but the row holds a run of {run} there: the rows and their images disagree; "
+                    "build again", field=f"{_row_name(examples[b], b)}: images",
+                )  # fmt: skip
+            covered[b, start : start + tokens] = True
+        stray = is_image & ~covered
+        if bool(stray.any()):
+            b = int(stray.any(dim=1).nonzero()[0])
+            raise ImageFeatureMismatch(
+                f"{int(stray[b].sum())} image tokens lie outside every recorded image span (first at token "
+                f"{int(stray[b].nonzero()[0])}): the model would fill them with another image's features",
+                field=f"{_row_name(examples[b], b)}: input_ids",
+            )
+
+    def _check_features(self, pixels: Mapping[str, Any], images: list[dict], image_row: list[int], examples: Sequence) -> None:
+        """The processor made exactly `tokens` features for every image."""
+        made = self.features_per_image(pixels, len(images))
+        for k, (image, n, b) in enumerate(zip(images, made, image_row)):
+            if n != int(image["tokens"]):
+                raise ImageFeatureMismatch(
+                    f"image {_which(k, image_row)} ({image['ref']}, {image['width']}x{image['height']}) makes {n} "
+                    f"features with this image processor, but its span holds {image['tokens']} tokens: the data "
+                    "was built with another processor or other min_pixels/max_pixels; build again with this one",
+                    field=f"{_row_name(examples[b], b)}: images",
+                )
+
+    def features_per_image(self, pixels: Mapping[str, Any], count: int) -> list[int]:
+        """How many features the model will make for each processed image."""
+        grid = pixels.get("image_grid_thw")
+        if grid is not None:
+            return (grid.prod(-1) // self.facts.merge_size**2).tolist()
+        if self.facts.tokens_per_image is not None and len(pixels["pixel_values"]) == count:
+            return [int(self.facts.tokens_per_image)] * count
+        raise ConfigError(
+            f"cannot count the features of {self.facts.model_type!r} images from its processor's output "
+            f"({', '.join(pixels)}): families supported: {', '.join(sorted(FAMILIES))}"
+        )
+
+    def _mrope_positions(
+        self, ids: torch.Tensor, text: torch.Tensor, seq_lengths: list[list[int]], grids: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(4, B, L): the text row on top of the model's own 3 mRoPE rows, computed per sequence."""
+        rope = text[None].repeat(3, 1, 1)
+        next_grid = 0
+        for b, lengths in enumerate(seq_lengths):
+            begin = 0
+            for n in lengths:
+                seq = ids[b, begin : begin + n][None]
+                is_image = seq == self.facts.image_token_id
+                count = _image_runs(is_image[0])
+                if count:
+                    assert grids is not None  # spans were checked: there are images, so there are grids
+                    own = grids[next_grid : next_grid + count]
+                    next_grid += count
+                    pos, _ = self.rope_index(seq, mm_token_type_ids=is_image.int(), image_grid_thw=own)
+                    rope[:, b, begin : begin + n] = pos[:, 0]
+                begin += n
+        return torch.cat([text[None], rope], dim=0)
+
+
+def _run_length(is_image: torch.Tensor, start: int) -> int:
+    """How many image tokens run from `start` (0 when `start` is not one)."""
+    rest = is_image[start:].int()
+    return int(rest.cumprod(0).sum()) if len(rest) else 0
+
+
+def _image_runs(is_image: torch.Tensor) -> int:
+    """The number of runs of image tokens (one per image)."""
+    flags = is_image.int()
+    return int((flags[1:] > flags[:-1]).sum()) + int(flags[:1].sum()) if len(flags) else 0
+
+
+def block_masks(
+    seq_lengths: list[list[int]], is_image: torch.Tensor, *, sliding_window: int | None, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Gemma 3's two attention masks for packed rows, (B, 1, L, L) additive (0 or the dtype's min).
+
+    A query sees a key of its own sequence that is not after it, or any key of its own image
+    (images attend both ways); sliding layers also need `q - k < sliding_window`, counted inside
+    the sequence, exactly as `masking_utils.sliding_window_overlay` does.
+    """
+    rows, width = is_image.shape
+    seq = torch.stack([torch.repeat_interleave(torch.arange(len(n)), torch.tensor(n)) for n in seq_lengths])
+    starts = torch.zeros_like(is_image, dtype=torch.long)
+    starts[:, 1:] = (is_image[:, 1:] & ~is_image[:, :-1]).long()
+    starts[:, 0] = is_image[:, 0].long()
+    block = torch.where(is_image, starts.cumsum(1), 0)  # image k of the row -> k (1-based); text -> 0
+    q, k = torch.arange(width)[:, None], torch.arange(width)[None, :]
+    same_seq = seq[:, :, None] == seq[:, None, :]
+    same_image = (block[:, :, None] == block[:, None, :]) & (block[:, :, None] > 0)
+    full = same_seq & ((k <= q) | same_image)
+    masks = {"full_attention": full}
+    if sliding_window is not None:
+        masks["sliding_attention"] = full & (k > q - sliding_window)
+    low = torch.finfo(dtype).min
+    return {name: torch.where(m, 0.0, low).to(dtype)[:, None] for name, m in masks.items()}
+
+
+def rope_index_of(model: Any) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The model's own `get_rope_index` (through a peft wrapper too).
+
+    Raises:
+        ConfigError: the model has none.
+    """
+    for module in model.modules():
+        method = getattr(module, "get_rope_index", None)
+        if callable(method):
+            return method
+    raise ConfigError(f"{type(model).__name__} has no get_rope_index: not a multimodal-RoPE model")
+
+
+def _which(k: int, image_row: list[int]) -> int:
+    """The index of image `k` (of the batch) within its own row."""
+    return image_row[:k].count(image_row[k])
+
+
+def _row_name(example: Mapping[str, Any], b: int) -> str:
+    """How an error names a row: its source location when the row carries one."""
+    for key in ("location", "source", "record"):
+        if example.get(key) is not None:
+            return f"record {example[key]}"
+    return f"row {b} of the batch"

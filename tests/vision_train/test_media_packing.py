@@ -1,0 +1,72 @@
+"""The images column through packing (no model): literal rows, the span checks, and the
+collator's typed errors when an image's features, its span and its `tokens` disagree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ftdata.errors import ConfigError, RecordError
+from ftdata.tokens.media_packing import IMAGE_TYPE, checked_images, pack_images
+
+
+def image(start: int, tokens: int, ref: str = "/x.png") -> dict:
+    return {"ref": ref, "width": 10, "height": 20, "tokens": tokens, "start": start}
+
+
+def test_images_follow_their_sequences_with_start_moved():
+    #  A = a0 [3 pads] a4        B = b0 b1 [2 pads] b4        C = c0 c1 (no image)
+    images = pa.array([[image(1, 3, "/a.png")], [image(2, 2, "/b.png")], []], type=pa.list_(IMAGE_TYPE))
+    # one bin [A, B], one bin [C]
+    out = pack_images(images, np.array([0, 1, 2]), np.array([5, 5, 2]), np.array([0, 2, 3])).to_pylist()
+    assert out == [[image(1, 3, "/a.png"), image(7, 2, "/b.png")], []]
+    # the same sequences in the other order: B first, so A's image moves by B's length
+    out = pack_images(images, np.array([1, 0]), np.array([5, 5]), np.array([0, 2])).to_pylist()
+    assert out == [[image(2, 2, "/b.png"), image(6, 3, "/a.png")]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 30), st.integers(0, 3)), min_size=1, max_size=12), st.integers(0, 2**16))
+def test_every_image_lands_on_its_own_tokens(spec, seed):
+    # invariant: after packing, the packed row's tokens at each image's new start are that image's tokens
+    rng = np.random.default_rng(seed)
+    rows, images = [], []
+    for n, k in spec:
+        ids, spans = list(rng.integers(0, 50, n)), []
+        for j in range(k):
+            start = len(ids)
+            tokens = int(rng.integers(1, 4))
+            ids += [1000 + len(rows) * 10 + j] * tokens
+            spans.append(image(start, tokens))
+        rows.append(ids)
+        images.append(spans)
+    order = rng.permutation(len(rows))
+    cuts = np.sort(rng.choice(np.arange(1, len(rows)), size=min(2, len(rows) - 1), replace=False)) if len(rows) > 1 else []
+    starts = np.array([0, *cuts, len(rows)])
+    seq_len = np.array([len(rows[i]) for i in order])
+    column = pa.array(images, type=pa.list_(IMAGE_TYPE))
+    packed = pack_images(column, order, seq_len, starts).to_pylist()
+    for j in range(len(starts) - 1):
+        members = order[starts[j] : starts[j + 1]]
+        row = [t for i in members for t in rows[i]]
+        expected = [rows[i][s["start"]] for i in members for s in images[i]]
+        assert [row[s["start"]] for s in packed[j]] == expected
+        assert all(len(set(row[s["start"] : s["start"] + s["tokens"]])) == 1 for s in packed[j])
+
+
+def test_checked_images_casts_and_refuses_bad_spans():
+    wide = pa.array([[{**image(1, 2), "tokens": 2}]], type=pa.list_(pa.struct([
+        ("ref", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("tokens", pa.int64()), ("start", pa.int64())
+    ])))  # fmt: skip
+    assert checked_images(wide, np.array([4])).type == pa.list_(IMAGE_TYPE)
+    with pytest.raises(RecordError, match=r"row 0: images.*image 0 \(/x.png\) spans tokens 3..5 of a 4-token row"):
+        checked_images(pa.array([[image(3, 2)]], type=pa.list_(IMAGE_TYPE)), np.array([4]))
+    with pytest.raises(RecordError, match=r"row 1: images.*image 1 .* spans tokens 2..4"):
+        checked_images(pa.array([[], [image(1, 3), image(2, 2)]], type=pa.list_(IMAGE_TYPE)), np.array([3, 9]))
+    with pytest.raises(ConfigError, match="has 1 rows for 2 token rows"):
+        checked_images(pa.array([[]], type=pa.list_(IMAGE_TYPE)), np.array([3, 4]))
+    with pytest.raises(ConfigError, match=r"must be a list of \{ref, width, height, tokens, start\}"):
+        checked_images(pa.array([[1, 2]]), np.array([3]))

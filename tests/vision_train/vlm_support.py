@@ -1,0 +1,135 @@
+"""Tiny random-weight vision-language models built from a config, real images, and rows in the
+layout ftdata's vision builds write (`input_ids` with each image expanded to its pad tokens,
+`labels`, `images` = [{ref, width, height, tokens, start}])."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pyarrow as pa
+import torch
+import transformers
+from PIL import Image
+
+from ftdata.io.output import ArrowRows, RowsFile, write_packed
+from ftdata.tokens.media_packing import IMAGE_TYPE
+from ftdata.types import IGNORE_INDEX
+
+SAMPLES = Path(matplotlib.get_data_path()) / "sample_data"
+# Real photos and logos that ship with matplotlib: a portrait JPEG, a wide logo, a product shot.
+PHOTOS = [SAMPLES / "grace_hopper.jpg", SAMPLES / "logo2.png", SAMPLES / "Minduka_Present_Blue_Pack.png"]
+
+VOCAB = 1000
+IMG, START, END = 997, 995, 996  # image pad, image start, image end (Qwen: vision_start/end; Gemma: boi/eoi)
+GEMMA_TOKENS = 4  # features per image of the tiny Gemma 3 (mm_tokens_per_image)
+
+
+def qwen_image_processor():
+    """Qwen2-VL's PIL image processor (no torchvision), small pixel budget: 16-64 tokens a photo."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+
+
+def gemma_image_processor():
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    return Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
+
+
+def qwen_config(**extra) -> transformers.Qwen2VLConfig:
+    return transformers.Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=extra.pop("vocab_size", VOCAB), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, bos_token_id=None, eos_token_id=None,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+        ),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2),
+        **{"image_token_id": IMG, "vision_start_token_id": START, "vision_end_token_id": END, "video_token_id": 998,
+           **extra},
+    )  # fmt: skip
+
+
+def gemma_config() -> transformers.Gemma3Config:
+    """Two text layers, one sliding (window 6, shorter than every sequence) and one full."""
+    return transformers.Gemma3Config(
+        text_config=dict(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, sliding_window=6, query_pre_attn_scalar=16,
+            layer_types=["sliding_attention", "full_attention"],
+        ),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=56, patch_size=14),
+        mm_tokens_per_image=GEMMA_TOKENS, boi_token_index=START, eoi_token_index=END, image_token_index=IMG,
+    )  # fmt: skip
+
+
+def build(family: str, attn: str) -> transformers.PreTrainedModel:
+    """The tiny model of `family` ("qwen2_vl" or "gemma3"), eval, fp32, same weights on every call."""
+    torch.manual_seed(0)
+    config = qwen_config() if family == "qwen2_vl" else gemma_config()
+    config._attn_implementation = attn
+    cls = transformers.Qwen2VLForConditionalGeneration if family == "qwen2_vl" else transformers.Gemma3ForConditionalGeneration
+    model = cls(config).float().eval()
+    assert model.config._attn_implementation == attn
+    return model
+
+
+def image_tokens(family: str, path: Path) -> int:
+    """The processor's own count for an image, from its size alone (what a build stores)."""
+    if family == "gemma3":
+        return GEMMA_TOKENS
+    with Image.open(path) as img:
+        width, height = img.size
+    return qwen_image_processor().get_number_of_image_patches(height, width) // 4
+
+
+def inline_copy(path: Path, folder: Path) -> str:
+    """Store `path` as a build stores an inline image (OUT/images/<sha256>.<ext>); its `sha256:` ref."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, folder / f"{digest}{path.suffix}")
+    return f"sha256:{digest}"
+
+
+def make_row(family: str, *, prefix: int, images: list[Path], suffix: int, seed: int, refs: list[str] | None = None) -> dict:
+    """prompt (random ids) + each image expanded as START IMG*n END + a trained reply."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 990, (prefix,), generator=g).tolist()
+    spans = []
+    for k, path in enumerate(images):
+        n = image_tokens(family, path)
+        ids.append(START)
+        with Image.open(path) as img:
+            width, height = img.size
+        ref = refs[k] if refs else str(path)
+        spans.append({"ref": ref, "width": width, "height": height, "tokens": n, "start": len(ids)})
+        ids += [IMG] * n + [END] + torch.randint(1, 990, (2,), generator=g).tolist()
+    prompt = len(ids)
+    ids += torch.randint(1, 990, (suffix,), generator=g).tolist()
+    labels = [IGNORE_INDEX] * prompt + ids[prompt:]
+    return {"input_ids": ids, "labels": labels, "images": spans}
+
+
+def pack(rows: list[dict], tmp: Path, *, max_length: int, seed: int = 0, multiple: int | None = None) -> list[dict]:
+    """Pack `rows` with ftdata's own writer (rows file -> write_packed with the images column)."""
+    rows_path, packed_path = tmp / "rows.arrow", tmp / "packed.arrow"
+    writer = ArrowRows(rows_path)
+    lengths = np.array([len(r["input_ids"]) for r in rows])
+    writer.write(
+        np.concatenate([r["input_ids"] for r in rows]).astype(np.int32),
+        np.concatenate([r["labels"] for r in rows]).astype(np.int32),
+        lengths,
+        np.arange(len(rows)),
+    )
+    writer.close()
+    media = pa.array([r["images"] for r in rows], type=pa.list_(IMAGE_TYPE))
+    write_packed(RowsFile(rows_path), packed_path, max_length=max_length, seed=seed, media=media,
+                 pad_to_multiple_of=multiple)  # fmt: skip
+    with pa.ipc.open_stream(str(packed_path)) as reader:
+        return reader.read_all().to_pylist()
