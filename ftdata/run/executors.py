@@ -24,13 +24,14 @@ import os
 import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import chain
 from typing import Any, Protocol, TypeVar
 
 from ftdata.errors import ConfigError, FtdataError
+from ftdata.run.reaper import Reaper, die_with_parent
 from ftdata.types import Engine
 
 __all__ = [
@@ -188,8 +189,9 @@ def _one_thread() -> None:
     os.environ["RAYON_NUM_THREADS"] = "1"
 
 
-def _init_worker(payload: bytes) -> None:
+def _init_worker(payload: bytes, parent: int) -> None:
     global _SPEC
+    die_with_parent(parent)  # a SIGKILL of the build leaves no worker (nor the resource tracker they keep alive)
     _one_thread()
     _SPEC = pickle.loads(payload)
     # The worker's modules and tokenizer stay for its life: full collections skip them, and the
@@ -238,7 +240,7 @@ class ProcessExecutor:
 
         payload = pickled(spec, "processes")
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(payload,))
+        pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(payload, os.getpid()))
         try:
             for result in _in_order(pool, lambda batch: pool.submit(_call, fn, batch), batches, 2 * self.num_workers):
                 if isinstance(result, Raised):
@@ -290,7 +292,8 @@ def ray_cluster(address: str | None, num_workers: int | None) -> Iterator[tuple[
     """(the `ray` module, the CPUs to use) on the cluster at `address`, or on a local one started here.
 
     A cluster this process already joined (`ray.init()` before the build) is used as it is;
-    one started here is stopped at the end.
+    one started here is stopped at the end, and killed by a watchdog (`reaper.Reaper`) if this
+    process is killed first.
 
     Raises:
         ConfigError: Ray is not installed, or the cluster cannot be started or reached.
@@ -302,17 +305,18 @@ def ray_cluster(address: str | None, num_workers: int | None) -> Iterator[tuple[
     except ImportError:
         raise ConfigError("engine=ray needs Ray: pip install 'ftdata[ray]' (or use engine=processes)") from None
     started = not ray.is_initialized()
-    if started:
-        try:
-            ray.init(address=address, num_cpus=None if address else num_workers,
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
-        except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
-            raise ConfigError(f"engine=ray could not start or reach a Ray cluster at {address or 'this machine'}: {exc}") from None
-    try:
-        yield ray, num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    finally:
+    with Reaper() if started and address is None else nullcontext():
         if started:
-            ray.shutdown()
+            try:
+                ray.init(address=address, num_cpus=None if address else num_workers,
+                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
+            except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
+                raise ConfigError(f"engine=ray could not start or reach a Ray cluster at {address or 'this machine'}: {exc}") from None
+        try:
+            yield ray, num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def ray_failure(exc: BaseException) -> FtdataError:

@@ -48,7 +48,7 @@ from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ra
 from ftdata.options import BuildOptions, DataOptions
 from ftdata.io.readers import data_files
 from ftdata.report import BuildReport, RejectsWriter
-from ftdata.io.safeio import TEMP_MARK, OutputDir, atomic_path, temp_name
+from ftdata.io.safeio import TEMP_MARK, OutputDir, atomic_path, scratch_dir, temp_name
 from ftdata.io.store import StoreOut, Where
 
 __all__ = ["DATA", "REJECTS_DIR", "build_shards", "merge_reports", "shard_files"]
@@ -231,7 +231,7 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Tabl
     options = job.options.data
     report = BuildReport()
     name = f"part-{shard:05d}"
-    with tempfile.TemporaryDirectory(prefix="ftdata-shard-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="shard-", dir=_worker_scratch()) as scratch:
         rows = output.ArrowRows(Path(scratch) / "rows.arrow")
         sink = RejectsWriter(report, Path(scratch) / "rejects.jsonl")
         write_rows(source, _stage(job), job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
@@ -245,6 +245,20 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Tabl
         store.copy(local, store.child(side, f"{REJECTS_DIR}/{name}.jsonl"))
     store.write_bytes(store.child(side, f"{_REPORTS}/{name}.json"), json.dumps(report.to_dict(), default=str).encode())
     return table
+
+
+_SCRATCH: dict[int, Path] = {}  # pid -> this worker's scratch folder
+
+
+def _worker_scratch() -> Path:
+    """This worker's scratch folder (`$TMPDIR/ftdata-<pid>-*`, locked while it lives): a shard's
+    scratch inside it goes when the shard is done, and what a killed worker left (SIGKILL runs no
+    cleanup) goes with the folder when the next ftdata run sweeps stale scratch."""
+    pid = os.getpid()
+    if pid not in _SCRATCH:
+        _SCRATCH.clear()
+        _SCRATCH[pid] = scratch_dir()
+    return _SCRATCH[pid]
 
 
 _STAGES: dict[int, Stage] = {}  # id of the job -> its compiled stage, once per worker process
