@@ -41,7 +41,7 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 PREVIEW_FIELDS = (
     "template", "format", "columns", "roles", "reader", "delimiter", "field", "filter", "mask", "system_prompt",
     "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data", "max_length",
-    "truncation", "prompt_cut", "on_error",
+    "truncation", "prompt_cut", "on_error", "processor", "max_images", "max_image_pixels",
 )  # fmt: skip
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
 BUILD_FIELDS = tuple(FIELDS)

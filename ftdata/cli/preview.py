@@ -40,6 +40,7 @@ from ftdata.options import RunOptions, plain
 from ftdata.report import BuildReport, Reject
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
+from ftdata.vision.inspect import collapse_segments, collapse_tokens
 
 STYLES = {
     (True, False): "black on green",
@@ -274,12 +275,13 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     content[start:end] = ["tools"] * (end - start)
     prefix_text = [stage.tokenizer.convert_ids_to_tokens(i) for i in row.input_ids[: row.prefix]]
     segments = [Segment(t, False, True) for t in prefix_text]
-    segments += segments_of(rendered.text, offsets=offsets, labels=labels, content=content)
+    segments += collapse_segments(segments_of(rendered.text, offsets=offsets, labels=labels, content=content), rendered)
     tokens = [TokenView(i, t, -100) for i, t in zip(row.input_ids[: row.prefix], prefix_text)]
     tokens += [
         TokenView(i, rendered.text[start:end], label)
         for i, (start, end), label in zip(row.input_ids[row.prefix :], offsets, labels)
     ]
+    tokens = collapse_tokens(tokens, offsets, row.prefix, rendered)  # an image: one marker, not its pad tokens
     return RecordView(
         location=measured.location, format=measured.example.format, method=rendered.method,
         total=measured.total, prompt=measured.prompt, response=measured.response, trained=measured.trained,

@@ -13,7 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ftdata.run.stats import DataStats, histogram
+from ftdata.run.stats import DataStats, describe, histogram
 from ftdata.cli.terminal import unicode_ok
 
 BAR_WIDTH = 40
@@ -43,6 +43,13 @@ def summary_lines(stats: DataStats) -> list[str]:
         f"tokens        {int(stats.total.sum()):,} total, {int(stats.trained.sum()):,} trained "
         f"({stats.trained_share:.1%} of tokens carry loss)"
     )
+    if stats.images.any():
+        per, visual = describe(stats.images), describe(stats.visual)
+        lines.append(
+            f"images        {int(stats.images.sum()):,} in {int((stats.images > 0).sum()):,} examples; per example mean {per['mean']}, "
+            f"max {per['max']}; visual tokens per example p50 {visual['p50']:,}, max {visual['max']:,}, "
+            f"{int(stats.visual.sum()):,} in all ({stats.visual.sum() / max(stats.total.sum(), 1):.1%} of tokens)"
+        )
     return lines
 
 

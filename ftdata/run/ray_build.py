@@ -222,7 +222,8 @@ def _first_error(side: Where) -> FtdataError | None:
 def _schema(options: DataOptions) -> pa.Schema:
     if options.packing:
         return output.PACKED_SCHEMA
-    return output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
+    schema = output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
+    return schema.append(pa.field("images", output.IMAGES_TYPE)) if options.processor is not None else schema
 
 
 def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Table:
@@ -232,7 +233,7 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Tabl
     report = BuildReport()
     name = f"part-{shard:05d}"
     with tempfile.TemporaryDirectory(prefix="shard-", dir=_worker_scratch()) as scratch:
-        rows = output.ArrowRows(Path(scratch) / "rows.arrow")
+        rows = output.ArrowRows(Path(scratch) / "rows.arrow", images=options.processor is not None)
         sink = RejectsWriter(report, Path(scratch) / "rejects.jsonl")
         write_rows(source, _stage(job), job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
         schema = _schema(options)

@@ -29,6 +29,7 @@ from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
 from ftdata.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
+from ftdata.vision.inspect import media_counts
 
 POLICIES = (
     TruncationPolicy.KEEP_RESPONSE, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END,
@@ -50,6 +51,8 @@ class RecordStats:
     kept: tuple[int, ...]  # sequence lengths kept by the configured policy
     kept_trained: int
     kept_first_trained: int  # kept sequences whose first token is trained (packing masks it)
+    images: int = 0  # images in the example (a build with a processor)
+    visual: int = 0  # their image-pad tokens
 
 
 Rows = list[tuple[list[int], list[int]]]
@@ -77,6 +80,7 @@ def summarize(measured: Measured, kept: Truncated, *, stage: Stage) -> RecordSta
         outcomes=outcomes, kept=tuple(len(ids) for ids, _ in rows),
         kept_trained=sum(count_trained(labels) for _, labels in rows),
         kept_first_trained=sum(1 for _, labels in rows if labels and labels[0] != IGNORE_INDEX),
+        **dict(zip(("images", "visual"), media_counts(measured.rendered))),
     )  # fmt: skip
 
 
@@ -118,6 +122,8 @@ class DataStats:
     total: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     response: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    images: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # per example
+    visual: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # image-pad tokens per example
     policies: list[PolicyOutcome] = field(default_factory=list)
     epoch: Epoch | None = None
 
@@ -169,6 +175,8 @@ class DataStats:
         }  # fmt: skip
         if self.epoch is not None:
             out["epoch"] = asdict(self.epoch)
+        if self.images.any():
+            out["images"] = {"total": int(self.images.sum()), "per_example": describe(self.images), "visual_tokens_per_example": describe(self.visual)}
         return out
 
 
@@ -218,7 +226,7 @@ class _Accumulator:
 
     def __init__(self, stats: DataStats):
         self.stats = stats
-        self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": []}
+        self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": [], "images": [], "visual": []}
         self.kept: list[int] = []
         self.kept_trained = 0
         self.kept_first_trained = 0
@@ -239,8 +247,8 @@ class _Accumulator:
 
     def finish(self, *, max_length: int, seed: int, test_size: float | int | None) -> DataStats:
         stats = self.stats
-        stats.total, stats.response, stats.trained = (
-            np.asarray(self.columns[k], dtype=np.int64) for k in ("total", "response", "trained")
+        stats.total, stats.response, stats.trained, stats.images, stats.visual = (
+            np.asarray(self.columns[k], dtype=np.int64) for k in ("total", "response", "trained", "images", "visual")
         )
         stats.policies = self.policies
         stats.epoch = _epoch(

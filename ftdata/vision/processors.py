@@ -89,6 +89,12 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+_PAN_AND_SCAN = (
+    "Gemma 3 processor with do_pan_and_scan=true: its crop count per image is not counted by ftdata yet; "
+    "set do_pan_and_scan to false in preprocessor_config.json"
+)
+
+
 def family(processor: Any) -> Family:
     """The family of a processor object.
 
@@ -102,10 +108,7 @@ def family(processor: Any) -> Family:
             f"processor {name} is not supported for image counting; supported: {', '.join(sorted(FAMILIES))}"
         )
     if found.name == "gemma3" and getattr(processor.image_processor, "do_pan_and_scan", False):
-        raise ConfigError(
-            "Gemma 3 processor with do_pan_and_scan=true: the crops of an image depend on its pixels' layout in a "
-            "way ftdata does not count yet; set do_pan_and_scan to false in preprocessor_config.json"
-        )
+        raise ConfigError(_PAN_AND_SCAN)
     return found
 
 
@@ -143,6 +146,8 @@ def _load(folder: str, tokenizer: Any) -> Any:
     settings = {**_json(path / "processor_config.json")}
     if not pre:
         raise ConfigError(f"processor folder {folder!r} has no preprocessor_config.json (the image processor's settings)")
+    if pre.get("do_pan_and_scan"):
+        raise ConfigError(_PAN_AND_SCAN)
     name = settings.get("processor_class") or pre.get("processor_class")
     cls = getattr(transformers, str(name), None) if name else None
     if cls is None or name not in FAMILIES:

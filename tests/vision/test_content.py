@@ -1,0 +1,91 @@
+"""Records with images read into messages (no processor needed), and image headers read without pixels."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from ftdata.chat.formats import to_examples
+from ftdata.errors import Location, RecordError, UnusableRecord
+from ftdata.outcomes import RejectCode
+from ftdata.tokens.shorten import cut_text
+from ftdata.types import PromptCut
+from ftdata.vision.content import MEDIA
+from ftdata.vision.media import Headers
+
+HERE = Location("data.jsonl", 1)
+
+
+def one(row):
+    (example,) = to_examples(row, HERE)
+    return example
+
+
+def test_openai_parts_become_placeholders_in_order():
+    ex = one({"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "image", "image": "a.png"},
+                                     {"type": "text", "text": " and "}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+        {"role": "assistant", "content": "Same."}]})  # fmt: skip
+    user = ex.messages[0]
+    assert user.content == f"Compare {MEDIA} and {MEDIA}"
+    assert user.media == ("a.png", "data:image/png;base64,AAAA")
+
+
+def test_trl_placeholders_take_the_images_column():
+    ex = one({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]},
+                           {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]}], "images": ["cat.jpg"]})  # fmt: skip
+    assert ex.messages[0].content == f"{MEDIA}What?" and ex.messages[0].media == ("cat.jpg",)
+    assert ex.messages[1].content == "A cat."
+
+
+def test_sharegpt_image_tags_with_an_images_column():
+    ex = one({"conversations": [{"from": "human", "value": "<image>\nWhat is in <image>?"}, {"from": "gpt", "value": "Two dogs."}],
+              "images": ["1.png", "2.png"]})  # fmt: skip
+    assert ex.messages[0].content == f"{MEDIA}\nWhat is in {MEDIA}?" and ex.messages[0].media == ("1.png", "2.png")
+
+
+def test_image_tags_without_an_images_column_stay_text():
+    ex = one({"messages": [{"role": "user", "content": "Write <image> in HTML"}, {"role": "assistant", "content": "<img>"}]})
+    assert ex.messages[0].content == "Write <image> in HTML" and ex.messages[0].media == ()
+
+
+def test_placeholder_count_mismatch_is_a_typed_reject():
+    with pytest.raises(UnusableRecord) as err:
+        one({"messages": [{"role": "user", "content": "<image>"}, {"role": "assistant", "content": "x"}], "images": ["a", "b"]})
+    assert err.value.code is RejectCode.MEDIA_MISMATCH and "1 image placeholder(s)" in err.value.reason
+
+
+def test_unknown_part_is_malformed():
+    with pytest.raises(RecordError, match="neither text nor image"):
+        one({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "audio", "audio": "a.wav"}]},
+                          {"role": "assistant", "content": "x"}]})  # fmt: skip
+
+
+@pytest.mark.parametrize("side", list(PromptCut))
+def test_a_prompt_cut_keeps_every_placeholder(side):
+    text = f"{MEDIA}one two three four five six{MEDIA} seven"
+    offsets, at = [], 0
+    for word in text.split(" "):
+        offsets.append((at, at + len(word)))
+        at += len(word) + 1
+    cut = cut_text(text, offsets, drop=4, side=side)
+    assert cut.count(MEDIA) == 2 and len(cut) < len(text)
+
+
+def test_headers_give_size_and_reject_with_codes(images, tmp_path):
+    headers = Headers(store=tmp_path / "store", max_pixels=100_000)
+    assert headers.info("logo2.png", base=images, field="f").width == 542
+    inline = "data:image/png;base64," + base64.b64encode((images / "chart.png").read_bytes()).decode()
+    info = headers.info(inline, base=None, field="f")
+    assert (info.width, info.height) == (320, 240) and info.ref.startswith("sha256:")
+    assert len(list((tmp_path / "store").glob("*.png"))) == 1
+    assert headers.info({"bytes": (images / "chart.png").read_bytes(), "path": None}, base=None, field="f").ref == info.ref
+    cases = {
+        "missing.png": RejectCode.MEDIA_MISSING, "http://x/y.png": RejectCode.MEDIA_URL, "not_an_image.png": RejectCode.MEDIA_UNREADABLE,
+        "corrupt.png": RejectCode.MEDIA_UNREADABLE, "grace_hopper.jpg": RejectCode.MEDIA_TOO_LARGE, "data:image/png,xyz": RejectCode.MEDIA_UNREADABLE,
+    }  # fmt: skip
+    for ref, code in cases.items():
+        with pytest.raises(UnusableRecord) as err:
+            headers.info(ref, base=images, field="f")
+        assert err.value.code is code, ref

@@ -1,0 +1,53 @@
+"""preview shows an image as one marker; stats counts images and visual tokens; an HF `Image` feature builds."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from ftdata.cli.app import app
+from ftdata.run.driver import build
+
+
+def _data(images):
+    path = images / "inspect.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": [{"type": "image", "image": "chart.png"}, {"type": "text", "text": "Trend?"}]},
+                      {"role": "assistant", "content": "Rising."}]},
+        {"messages": [{"role": "user", "content": "<image><image>Both?"}, {"role": "assistant", "content": "Yes."}], "images": ["chart.png", "logo2.png"]},
+        {"messages": [{"role": "user", "content": "No image."}, {"role": "assistant", "content": "Fine."}]},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_preview_shows_one_marker_per_image(qwen_dir, images):
+    args = ["preview", str(_data(images)), "--processor", str(qwen_dir), "-n", "2", "--no-color"]
+    out = CliRunner().invoke(app, args).output
+    assert "[image 320x240, 99 tokens: chart.png]Trend?<|im_end|>" in out
+    assert "[image 320x240, 99 tokens: chart.png][image 542x130, 95 tokens: logo2.png]Both?" in out
+    assert "<|image_pad|>" not in out and "⟦Rising.<|im_end|>⟧" in out
+    rows = [json.loads(line) for line in CliRunner().invoke(app, [*args, "--json", "--tokens"]).output.splitlines()]
+    record = next(r for r in rows if r["type"] == "record")
+    assert [t["text"] for t in record["tokens"] if t["id"] == -1] == ["[image 320x240, 99 tokens: chart.png]"]
+    assert len(record["tokens"]) == record["counts"]["tokens"] - 100  # 99 pads + start + end: one row
+
+
+def test_stats_count_images_and_visual_tokens(qwen_dir, images):
+    out = CliRunner().invoke(app, ["stats", str(_data(images)), "--processor", str(qwen_dir), "--json"]).output
+    stats = json.loads(out)
+    assert stats["images"]["total"] == 3
+    assert stats["images"]["per_example"]["max"] == 2
+    assert stats["images"]["visual_tokens_per_example"]["max"] == 99 + 95
+
+
+def test_hf_dataset_with_an_image_feature(qwen_dir, images):
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"messages": [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]},
+                       {"role": "assistant", "content": [{"type": "text", "text": "A logo."}]}]], "images": [[str(images / "logo2.png")]]},
+    ).cast_column("images", datasets.Sequence(datasets.Image()))  # fmt: skip
+    row = build(ds, processor=str(qwen_dir)).dataset[0]
+    assert [(i["width"], i["height"], i["tokens"]) for i in row["images"]] == [(542, 130, 95)]
