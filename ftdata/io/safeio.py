@@ -450,7 +450,7 @@ _SCRATCH_PID = os.getpid()
 _HANDLED = False
 _LOCKS: dict[Path, int] = {}  # scratch folder -> the descriptor holding its lock
 SCRATCH_MARK = ".ftdata-scratch"  # in every scratch folder: ftdata's mark and its lock
-_SCRATCH_TEXT = b"ftdata scratch folder: removed when the run that made it ends\n"
+SCRATCH_TEXT = b"ftdata scratch folder: removed when the run that made it ends\n"
 _SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}\d+-[a-z0-9_]{{8}}")  # tempfile.mkdtemp(prefix="ftdata-<pid>-")
 
 
@@ -498,7 +498,7 @@ def _stale(folder: Path) -> int | None:
         return None
     try:
         mark = os.fstat(fd)
-        if stat.S_ISREG(mark.st_mode) and mark.st_uid == os.getuid() and os.read(fd, 256) == _SCRATCH_TEXT:
+        if stat.S_ISREG(mark.st_mode) and mark.st_uid == os.getuid() and os.read(fd, 256) == SCRATCH_TEXT:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
     except OSError:  # BlockingIOError: its run is alive
@@ -539,7 +539,7 @@ def scratch_dir() -> Path:
     # Marked and locked before the mark's name is visible, so a sweeping run never sees it free.
     pending = path / f"{TEMP_MARK}scratch"
     fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    os.write(fd, _SCRATCH_TEXT)
+    os.write(fd, SCRATCH_TEXT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # held for the life of the process
     pending.rename(path / SCRATCH_MARK)
     _LOCKS[path] = fd
