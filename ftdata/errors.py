@@ -79,3 +79,21 @@ class TooManyRejects(FtdataError):
     """A build rejected a larger share of its records than `max_reject_ratio` allows."""
 
     exit_code = 4
+
+
+class OutputMismatch(ConfigError):
+    """An output folder's files do not match its `build.json` (changed after the build, or cut short)."""
+
+
+class DiskFullError(FtdataError):
+    """A write found no space (`ENOSPC`): the folder, roughly what the build needed there, what was free."""
+
+    def __init__(self, message: str, *, folder: object = None, needed: int = 0, free: int = 0):
+        self.folder = folder
+        self.needed = needed
+        self.free = free
+        super().__init__(message)
+
+
+class FtdataWarning(UserWarning):
+    """Something the user should know that did not stop the work (a full cache: built without it)."""

@@ -237,12 +237,12 @@ def test_stale_scratch_of_a_dead_run_is_removed(tmp_path: Path) -> None:
 
     from ftdata.io import safeio
 
-    stale, live = tmp_path / "ftdata-1-dead", tmp_path / "ftdata-2-live"
+    stale, live = tmp_path / "ftdata-1-dead0000", tmp_path / "ftdata-2-live0000"  # named and marked as ftdata makes them
     for folder in (stale, live):
         folder.mkdir()
         (folder / "rows.arrow").write_bytes(b"x" * 100)
-        (folder / ".lock").touch()
-    with open(live / ".lock") as held:
+        (folder / safeio.SCRATCH_MARK).write_bytes(safeio.SCRATCH_TEXT)
+    with open(live / safeio.SCRATCH_MARK) as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         assert safeio.clean_stale_scratch(tmp_path) == 1
     assert not stale.exists() and live.exists()

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import dataclasses
@@ -26,7 +27,8 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ftdata.cli.options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
-from ftdata.errors import ConfigError, FtdataError
+from ftdata.errors import ConfigError, DiskFullError, FtdataError, FtdataWarning
+from ftdata.io.space import is_disk_full
 from ftdata.cli.terminal import dumps
 from ftdata.options import DATA_FIELDS
 from ftdata.types import Engine
@@ -38,6 +40,7 @@ except ImportError:  # pragma: no cover - an older typer on the real click
 
 _FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _FILE_ERROR_EXIT = 3  # the same code as a ReaderError
+_PYTHON_SHOWWARNING = warnings.showwarning
 
 
 def exit_code(exc: BaseException) -> int | None:
@@ -46,13 +49,24 @@ def exit_code(exc: BaseException) -> int | None:
         return exc.exit_code
     if isinstance(exc, _FILE_ERRORS):
         return _FILE_ERROR_EXIT
+    if is_disk_full(exc):  # a write no library step mapped to a DiskFullError: still one line
+        return DiskFullError.exit_code
     return None
 
 
 def error_message(exc: BaseException) -> str:
+    """The error's one line: its text and its notes (where a failed build left its rejects)."""
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror}"
-    return str(exc)
+    return "; ".join([str(exc), *getattr(exc, "__notes__", ())])
+
+
+def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """ftdata's own warnings as `warning: <message>` lines on stderr; others as Python shows them."""
+    if issubclass(category, FtdataWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _PYTHON_SHOWWARNING(message, category, *args, **kwargs)
 
 
 # Commands whose options are the BuildOptions flags: their messages say `--max-length 512`.
@@ -113,7 +127,9 @@ class FtdataGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except BrokenPipeError:
             _quiet_stdout()
             raise typer.Exit(0) from None

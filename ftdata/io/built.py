@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ftdata.errors import ConfigError
-from ftdata.io.export import MANIFEST
+from ftdata.errors import ConfigError, OutputMismatch
+from ftdata.io.export import MANIFEST, count_lines
+from ftdata.io.safeio import finish_publishing
+from ftdata.io.space import tree_bytes
 from ftdata.run.driver import BuildResult
 from ftdata.report import BuildReport
 
@@ -39,18 +41,61 @@ def load(out: str | Path) -> BuildResult:
     split; the jsonl files' decoded `text`/`trained` columns are dropped), and engine=ray's
     folder of Parquet shards (`OUT/data/*.parquet`).
 
+    OUT's files are checked against build.json first (names, sizes, the rejects file's lines
+    and the counts that say how many it holds), the dataset's rows after reading. A build
+    that was stopped while it published its files is finished first (`safeio.finish_publishing`).
+
     Raises:
-        ConfigError: `out` is not a folder `ftdata build` wrote, or its files are missing.
+        ConfigError: `out` is not a folder `ftdata build` wrote.
+        OutputMismatch: a file build.json lists is missing or is not the one it describes.
     """
     folder = Path(out).expanduser()
     manifest = _manifest(folder)
-    files = [folder / name for name in manifest["output"]["files"]]
+    files = _checked_files(folder, manifest)
+    report = BuildReport.from_dict(manifest["counts"])
+    dataset = _read(manifest["output"]["format"], files)
+    splits = dict(dataset) if isinstance(dataset, dict) else {"train": dataset}
+    rows = {name: len(split) for name, split in splits.items()}
+    if report.splits and rows != report.splits:
+        raise OutputMismatch(f"{folder}: the dataset holds {_rows(rows)}, build.json counts {_rows(report.splits)}; {_AGAIN}")
+    return BuildResult(dataset, report)
+
+
+_AGAIN = "the folder was changed after ftdata built it: build again"
+
+
+def _rows(splits: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n:,} rows" for name, n in sorted(splits.items()))
+
+
+def _checked_files(folder: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The dataset files build.json lists, each checked to be the one it describes.
+
+    build.json of an older ftdata records no sizes: then only the names are checked.
+
+    Raises:
+        OutputMismatch: naming the file, what build.json says and what is there.
+    """
+    output = manifest["output"]
+    files = [folder / name for name in output["files"]]
     missing = [str(p) for p in files if not p.exists()]
     if missing:
-        raise ConfigError(f"{folder}: build.json lists {', '.join(missing)}, which is missing; build again")
-    fmt = manifest["output"]["format"]
-    report = BuildReport.from_dict(manifest["counts"])
-    return BuildResult(_read(fmt, files), report)
+        raise OutputMismatch(f"{folder}: build.json lists {', '.join(missing)}, which is missing; build again")
+    for name, size in (output.get("bytes") or {}).items():
+        there = tree_bytes(folder / name) if (folder / name).exists() else None
+        if there != size:
+            held = "is missing" if there is None else f"holds {there:,} bytes"
+            raise OutputMismatch(f"{folder}: {name} {held}, build.json records {size:,} bytes; {_AGAIN}")
+    lines = output.get("rejects_lines")
+    if lines is not None:
+        rejects = folder / str(output.get("rejects", "")).rstrip("/")
+        there = count_lines(rejects)
+        counts = BuildReport.from_dict(manifest["counts"])
+        listed = counts.n_rejected + sum(counts.cut.values()) + counts.filtered + counts.not_drawn
+        if there != lines or listed != lines:
+            says = f"records {lines:,} lines" if there != lines else f"counts {listed:,} rejected, cut or filtered records"
+            raise OutputMismatch(f"{folder}: {rejects.name} holds {there:,} lines, build.json {says}; {_AGAIN}")
+    return files
 
 
 def parquet_files(out: str | Path) -> dict[str, list[Path]]:
@@ -63,6 +108,7 @@ def parquet_files(out: str | Path) -> dict[str, list[Path]]:
     """
     folder = Path(out).expanduser()
     manifest = _manifest(folder)
+    _checked_files(folder, manifest)
     fmt = manifest["output"]["format"]
     if fmt != "parquet":
         raise ConfigError(
@@ -91,6 +137,8 @@ def load_hint(out: Path | str, *, fmt: str) -> str:
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
+    if folder.is_dir():
+        finish_publishing(folder)
     path = folder / MANIFEST
     if not path.is_file():
         what = "does not exist" if not folder.exists() else f"has no {MANIFEST}"

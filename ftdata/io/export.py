@@ -25,8 +25,10 @@ from rich.table import Table
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions, plain
 from ftdata.io.output import REJECTS
+from ftdata.io.output import count_lines as output_lines
 from ftdata.report import BuildReport
 from ftdata.io.safeio import OutputDir, file_hash
+from ftdata.io.space import tree_bytes
 from ftdata.io.store import StoreOut
 from ftdata.types import IGNORE_INDEX
 
@@ -129,8 +131,10 @@ def _version(package: str) -> str | None:
 def manifest(
     *, data: str, tokenizer: Any, tokenizer_name: str, options: BuildOptions, report: BuildReport,
     fingerprint: str, output_format: str, files: list[str], config: Path | None, rejects: str = REJECTS,
+    on_disk: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The `build.json` record of a build; `files`: the outputs' names inside OUT."""
+    """The `build.json` record of a build; `files`: the outputs' names inside OUT; `on_disk`:
+    their sizes and the rejects file's line count (`disk_facts`), which `ftdata.load` checks."""
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inputs": {
@@ -142,7 +146,7 @@ def manifest(
         "options": plain(options),
         "fingerprint": fingerprint,
         "cached": report.cached,
-        "output": {"format": output_format, "files": files, "rejects": rejects},
+        "output": {"format": output_format, "files": files, "rejects": rejects, **(on_disk or {})},
         "counts": report.to_dict(),
         "versions": {name: _version(name) for name in _VERSIONED},
     }
@@ -152,6 +156,22 @@ def write_manifest(target: OutputDir | StoreOut, record: dict[str, Any]) -> None
     """OUT/build.json; written last, so OUT holds a finished build exactly when it has one."""
     with target.write(MANIFEST) as tmp:
         tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+def disk_facts(folder: Path, names: list[str]) -> dict[str, Any]:
+    """What build.json records of the files in `folder` (the staged build): bytes per name, and
+    the lines of the rejects file or folder (`names[-1]`)."""
+    return {
+        "bytes": {name.rstrip("/"): tree_bytes(folder / name.rstrip("/")) for name in names},
+        "rejects_lines": count_lines(folder / names[-1].rstrip("/")),
+    }
+
+
+def count_lines(path: Path) -> int:
+    """Lines of a file, or of every `.jsonl` file in a folder (a rejects folder of shards)."""
+    if not path.exists():
+        return 0
+    return sum(map(output_lines, sorted(path.glob("*.jsonl")))) if path.is_dir() else output_lines(path)
 
 
 def _counter_cell(counter: dict[str, int]) -> str:

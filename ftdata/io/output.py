@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ftdata.io import safeio
-from ftdata.errors import ConfigError, FtdataError
+from ftdata.errors import ConfigError, FtdataError, FtdataWarning
+from ftdata.io.space import free_bytes, is_disk_full, size_text, tree_bytes
 from ftdata.options import DataOptions
 from ftdata.tokens.media_packing import IMAGE_TYPE, IMAGES_FIELD, checked_images, pack_images
 from ftdata.tokens.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
@@ -349,7 +351,8 @@ REJECTS = "rejects.jsonl"
 _COMPLETE = "complete.json"
 
 
-def _count_lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
+    """Lines of a file (newlines counted, a block at a time)."""
     with path.open("rb") as fh:
         return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
 
@@ -360,25 +363,45 @@ def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint:
     An entry is complete or absent: dataset, report, the full rejects file and `complete.json`
     (the rejects line count) are written into a temporary folder and renamed into place. When
     a concurrent build published the same entry first, its copy is used and ours dropped.
+    A cache without room never fails the build: the entry is dropped, `dataset` returned as
+    it is, and an `FtdataWarning` says so.
     """
     import datasets
 
     folder = cache_dir / fingerprint
-    cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = safeio.temp_name(folder)
     try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
         dataset.save_to_disk(str(tmp / "dataset"))
         shutil.copyfile(rejects, tmp / REJECTS)
         (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
-        (tmp / _COMPLETE).write_text(json.dumps({"rejects_lines": _count_lines(tmp / REJECTS)}), encoding="utf-8")
+        (tmp / _COMPLETE).write_text(json.dumps({"rejects_lines": count_lines(tmp / REJECTS)}), encoding="utf-8")
         with safeio.file_lock(cache_dir / f".{fingerprint}.lock"):
             if _complete(folder):
                 safeio.remove(tmp)  # another build published the same entry first
             else:
                 safeio.replace(tmp, folder)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        safeio.remove(tmp)
+        need, free = tree_bytes(rejects) + dataset_bytes(dataset), free_bytes(cache_dir)
+        warnings.warn(
+            f"the build cache {cache_dir} is full (this build needs about {size_text(need)} there, {size_text(free)} is "
+            "free): built without caching it; free space there, or build with no cache_dir",
+            FtdataWarning, stacklevel=2,
+        )  # fmt: skip
+        return dataset
     finally:
         safeio.remove(tmp)
     return datasets.load_from_disk(str(folder / "dataset"))
+
+
+def dataset_bytes(dataset: Any) -> int:
+    """Bytes of the Arrow files behind a Dataset (or every split of a DatasetDict): what writing it out takes, roughly."""
+    files = dataset.cache_files
+    parts = [f for split in files.values() for f in split] if isinstance(files, dict) else files
+    return sum(tree_bytes(Path(f["filename"])) for f in parts)
 
 
 def _complete(folder: Path) -> bool:
@@ -386,7 +409,7 @@ def _complete(folder: Path) -> bool:
     try:
         expected = json.loads((folder / _COMPLETE).read_text(encoding="utf-8"))["rejects_lines"]
         return (folder / "dataset").is_dir() and (folder / "report.json").is_file() and (
-            _count_lines(folder / REJECTS) == expected
+            count_lines(folder / REJECTS) == expected
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False

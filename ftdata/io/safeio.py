@@ -5,10 +5,18 @@ The rules every writer in ftdata follows:
 - A file or folder is written under a temporary name in its destination's folder (same
   filesystem) and renamed into place when complete: a reader sees the old version or the
   new one, never half of one; a killed build leaves only temporary names behind.
+- The files of one build into an output folder are published together (`OutputDir.finish`):
+  staged in a hidden folder inside OUT, committed by one rename, then moved into place; a
+  build killed before the commit leaves OUT as it was, one killed after it is completed by
+  the next ftdata that opens OUT.
+- Nothing ftdata creates, locks or deletes is reached through a symbolic link (`O_NOFOLLOW`,
+  `O_EXCL`, `lstat`); the stale-scratch sweep removes only folders ftdata marked as its own.
+- A write that runs out of space (`ENOSPC`) is a `DiskFullError` naming the folder (`disk_space`).
 - ftdata deletes or replaces only what it wrote. An output folder carries a manifest
   (`.ftdata-output.json`) listing the names ftdata put there; a folder holding anything else
   is refused, and so is an output that equals or contains an input.
-- Concurrent builds on one output folder take turns (an `fcntl` lock).
+- Concurrent builds on one output folder take turns (an `fcntl` lock); what OUT holds is
+  judged only while the lock is held.
 - Scratch folders are removed on exit and on SIGTERM/SIGHUP; those of killed runs (whose
   lock is free) are removed by the next run.
 """
@@ -16,12 +24,15 @@ The rules every writer in ftdata follows:
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -36,7 +47,10 @@ from ftdata.errors import ConfigError
 TEMP_MARK = ".ftdata-tmp-"
 OWNER_FILE = ".ftdata-output.json"
 LOCK_FILE = ".ftdata.lock"
+FAILED_REJECTS = ".ftdata-failed-rejects.jsonl"  # a failed build's rejects, beside the build OUT holds
 SCRATCH_PREFIX = "ftdata-"
+# A new file, never an existing one, never reached through a symbolic link.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def temp_name(dest: Path) -> Path:
@@ -44,8 +58,13 @@ def temp_name(dest: Path) -> Path:
     return dest.with_name(f"{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}-{dest.name}")
 
 
+def create(path: Path) -> IO[str]:
+    """A new text file at `path`, opened for writing (`O_EXCL | O_NOFOLLOW`: a planted file or link is an error)."""
+    return os.fdopen(os.open(path, _NEW_FILE, 0o666), "w", encoding="utf-8")
+
+
 def remove(path: Path) -> None:
-    """Remove a file or a folder tree; nothing when it is gone already."""
+    """Remove a file or a folder tree; nothing when it is gone already. A link is removed, never followed."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -77,8 +96,8 @@ def atomic_path(dest: Path) -> Iterator[Path]:
 
 def write_text(dest: Path, text: str) -> None:
     """Write `text` to `dest` atomically."""
-    with atomic_path(dest) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    with atomic_path(dest) as tmp, create(tmp) as fh:
+        fh.write(text)
 
 
 class AtomicFile:
@@ -88,7 +107,7 @@ class AtomicFile:
         self.dest = dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temp_name(dest)
-        self.fh: IO[str] = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in commit/abort
+        self.fh: IO[str] = create(self.tmp)
 
     def commit(self) -> None:
         if not self.fh.closed:
@@ -101,24 +120,50 @@ class AtomicFile:
             remove(self.tmp)
 
 
+def open_lock(path: Path) -> int:
+    """A descriptor of the lock file `path`, created if missing; never through a link, never on a FIFO or device.
+
+    Raises:
+        ConfigError: `path` is a symbolic link or not a plain file.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(
+                f"{path} is a symbolic link; ftdata never follows a link for a file it creates or locks: remove it"
+            ) from None
+        if exc.errno != errno.EISDIR:
+            raise
+        fd = -1
+    if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd >= 0:
+            os.close(fd)
+        raise ConfigError(f"{path} is not a plain file; ftdata keeps its lock there: remove it")
+    return fd
+
+
 @contextmanager
 def file_lock(path: Path, *, waiting: str | None = None) -> Iterator[None]:
     """Hold an exclusive `fcntl` lock on `path` (created if missing); wait for another holder.
 
     `waiting`, when given, is printed to stderr if the lock is busy.
+
+    Raises:
+        ConfigError: `path` is a symbolic link or not a plain file (`open_lock`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
+    fd = open_lock(path)
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if waiting:
                 print(waiting, file=sys.stderr)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 # --- inputs versus outputs ---------------------------------------------------------------------
@@ -183,37 +228,145 @@ def check_rejects_path(path: Path, inputs: Iterable[Path]) -> None:
 
 # --- owned output folders ----------------------------------------------------------------------
 
+PUBLISH = ".ftdata-publish.json"  # in a stage: the build is complete; move these names into OUT
+_ASIDE = ".ftdata-old"  # in a stage: where OUT's earlier versions wait to be removed
+LAST = "build.json"  # published last: OUT holds a finished build exactly when it has one
+
+
+def _plain_name(name: str) -> str:
+    """`name` when it is one plain entry of a folder (no `/`, not `.` or `..`).
+
+    Raises:
+        ConfigError: anything else (a tampered owner file listing `../x`).
+    """
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ConfigError(f"{name!r} is not a file name ftdata writes; the output folder's {OWNER_FILE} was changed")
+    return name
+
+
+class Staging:
+    """The hidden folder inside OUT where a build's files wait until they are published together.
+
+    `write(name)` is `OutputDir.write`; a writer that needs the folder itself (Ray's shards)
+    gets this object as its target: `path` is where what it wrote lies until `finish()`.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.written: list[str] = []
+
+    @contextmanager
+    def write(self, name: str) -> Iterator[Path]:
+        """A temporary path for output `name`; staged as `name` when the block succeeds."""
+        with atomic_path(self.path / _plain_name(name)) as tmp:
+            yield tmp
+        self.add(name)
+
+    def add(self, name: str) -> Path:
+        """Stage `name` (written at the returned path by the caller); the path."""
+        if name not in self.written:
+            self.written.append(_plain_name(name))
+        return self.path / name
+
+
+def _committed(folder: Path) -> list[Path]:
+    """Stages in `folder` whose build committed (they hold `PUBLISH`) but was not published in full."""
+    return sorted(p for p in folder.glob(f"{TEMP_MARK}*") if not p.is_symlink() and (p / PUBLISH).is_file())
+
+
+def _publish(folder: Path, stage: Path) -> None:
+    """Move a committed stage's files into `folder`; idempotent, so a kill at any point is finished by a rerun.
+
+    The earlier build.json goes first and the new one last: while the files change, OUT has
+    no build.json, so no reader takes the new files for the old build or the reverse. Every
+    step is a rename or a removal: publishing needs no space (`finish` allocated it all).
+    """
+    plan = json.loads((stage / PUBLISH).read_text(encoding="utf-8"))
+    files, gone = [_plain_name(n) for n in plan["files"]], [_plain_name(n) for n in plan["remove"]]
+    aside = stage / _ASIDE
+    aside.mkdir(exist_ok=True)
+    if (stage / LAST).exists() and os.path.lexists(folder / LAST):
+        os.replace(folder / LAST, aside / LAST)
+    for name in sorted(files, key=lambda n: n == LAST):
+        new, dest = stage / name, folder / name
+        if not os.path.lexists(new):
+            continue  # published before a kill
+        if os.path.lexists(dest) and (new.is_dir() or (dest.is_dir() and not dest.is_symlink())):
+            os.replace(dest, aside / name)  # a folder cannot be renamed over another one
+        os.replace(new, dest)
+    for name in gone:
+        remove(folder / name)
+    if (stage / OWNER_FILE).exists():
+        os.replace(stage / OWNER_FILE, folder / OWNER_FILE)
+    remove(stage)
+
+
+def settle(folder: Path, *, leftovers: bool = True) -> None:
+    """With OUT's lock held: finish publishing what a killed build committed; drop other `TEMP_MARK` leftovers."""
+    committed = _committed(folder)
+    for stage in committed:
+        _publish(folder, stage)
+    if leftovers:
+        for leftover in folder.glob(f"{TEMP_MARK}*"):  # a killed build's uncommitted stage or temp file
+            remove(leftover)
+
+
+def finish_publishing(folder: Path) -> None:
+    """Publish what a build killed while publishing had committed (a reader's repair; needs OUT's lock).
+
+    Raises:
+        ConfigError: such a build is there but OUT cannot be locked (no write access).
+    """
+    if not _committed(folder):
+        return
+    try:
+        with file_lock(folder / LOCK_FILE):
+            settle(folder, leftovers=False)
+    except PermissionError:
+        raise ConfigError(
+            f"{folder}: a build was stopped while it published its files; run `ftdata build` again, or ask who owns "
+            "the folder to open it once"
+        ) from None
+
 
 class OutputDir:
-    """An output folder that ftdata owns: locked while in use, written by atomic renames.
+    """An output folder that ftdata owns: locked while in use, its files published together.
 
         with OutputDir(out, inputs=[data]) as target:
-            with target.write("train.parquet") as tmp: ...   # renamed into place on success
-            target.finish()                                  # drop stale outputs, record what is there
+            with target.write("dataset") as tmp: ...        # staged when the block succeeds
+            target.finish()                                 # publish every staged file, drop stale outputs
+
+    Until `finish()` nothing visible in OUT changes: files are staged in a hidden folder inside
+    OUT (`.ftdata-tmp-...-stage`); leaving the block without `finish()` (an error, a kill)
+    leaves OUT as it was.
 
     Raises (on entering):
         ConfigError: OUT is a file, equals/contains/lies inside an input, or holds anything
-            that ftdata did not write.
+            that ftdata did not write; its lock file is a link.
     """
 
     def __init__(self, path: Path, *, inputs: Iterable[Path] = ()):
         self.path = path.expanduser()
         self.inputs = list(inputs)
-        self.written: list[str] = []
+        self.staging: Staging | None = None
         self._lock: Any = None
+
+    @property
+    def written(self) -> list[str]:
+        return self.staging.written if self.staging is not None else []
 
     def _owned(self) -> set[str]:
         try:
             record = json.loads((self.path / OWNER_FILE).read_text(encoding="utf-8"))
-            return set(record.get("files", []))
-        except (OSError, ValueError, AttributeError):
+            return {_plain_name(name) for name in record.get("files", [])}
+        except (OSError, ValueError, AttributeError, TypeError):
             return set()
 
     def _foreign(self) -> list[str]:
-        owned = self._owned() | {OWNER_FILE, LOCK_FILE}
+        owned = self._owned() | {OWNER_FILE, LOCK_FILE, FAILED_REJECTS}
         marked = (self.path / OWNER_FILE).exists()
         names = sorted(p.name for p in self.path.iterdir())
-        return [n for n in names if n not in owned and not (marked and n.startswith(TEMP_MARK)) and n != LOCK_FILE]
+        return [n for n in names if n not in owned and not (marked and n.startswith(TEMP_MARK))]
 
     def _refuse_foreign(self) -> None:
         foreign = self._foreign()
@@ -228,46 +381,66 @@ class OutputDir:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"output {str(self.path)!r} is a file; give a folder (-o OUT)")
         check_output(self.path, self.inputs, what="output folder")
-        if self.path.is_dir():
-            self._refuse_foreign()  # before creating anything in it
+        if self.path.is_dir() and not os.path.lexists(self.path / LOCK_FILE):
+            # A folder ftdata never locked is no build's, now or later (a build creates the lock
+            # before anything else): refuse it before writing even the lock file into it.
+            self._refuse_foreign()
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = file_lock(self.path / LOCK_FILE, waiting=f"waiting for another build writing {self.path} ...")
         self._lock.__enter__()
-        try:
-            self._refuse_foreign()  # again: the build that held the lock may have changed it
-            for leftover in self.path.glob(f"{TEMP_MARK}*"):  # from a killed build
-                remove(leftover)
+        try:  # what OUT holds is judged only now, with the lock: a live build's files are settled
+            settle(self.path)
+            self._refuse_foreign()
             if not (self.path / OWNER_FILE).exists():
                 self._mark(sorted(self._owned()))
+            stage = temp_name(self.path / "stage")
+            stage.mkdir()
+            self.staging = Staging(stage)
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._lock.__exit__(*exc)
+        try:
+            if self.staging is not None and not (self.staging.path / PUBLISH).exists():
+                remove(self.staging.path)  # not committed: OUT stays as it was (a committed one is finished by settle)
+        finally:
+            self._lock.__exit__(*exc)
 
     def _mark(self, files: list[str]) -> None:
         write_text(self.path / OWNER_FILE, json.dumps({"written_by": "ftdata", "files": files}, indent=1) + "\n")
 
-    @contextmanager
-    def write(self, name: str) -> Iterator[Path]:
-        """A temporary path for output `name`; renamed to OUT/name when the block succeeds."""
-        self._mark(sorted(self._owned() | {name}))  # owned before it exists: a kill leaves no orphan
-        with atomic_path(self.path / name) as tmp:
-            yield tmp
-        self.written.append(name)
+    def write(self, name: str) -> Any:
+        """A temporary path for output `name`; staged when the block succeeds, published by `finish()`."""
+        assert self.staging is not None, "OutputDir.write outside `with`"
+        return self.staging.write(name)
 
-    def adopt(self, name: str) -> None:
-        """Record `name` (written into OUT by someone else in ftdata, e.g. the rejects file) as owned."""
-        self._mark(sorted(self._owned() | {name}))
-        self.written.append(name)
+    def staged(self, name: str) -> Path:
+        """Where to write output `name` directly (published by `finish()` with the rest)."""
+        assert self.staging is not None, "OutputDir.staged outside `with`"
+        return self.staging.add(name)
+
+    def keep_failed(self, rejects: Path) -> Path:
+        """Move a failed build's rejects file into OUT now, as `FAILED_REJECTS`; OUT's build is not touched."""
+        os.replace(rejects, self.path / FAILED_REJECTS)
+        return self.path / FAILED_REJECTS
 
     def finish(self) -> None:
-        """Remove what an earlier build wrote and this one did not; record what OUT now holds."""
-        for name in self._owned() - set(self.written):
-            remove(self.path / name)
-        self._mark(sorted(set(self.written)))
+        """Publish every staged file together; remove what an earlier build wrote and this one did not.
+
+        Everything that takes space (the new owner file, the folder for the earlier versions,
+        the commit record) is written before the commit, so a full disk fails before it.
+        """
+        assert self.staging is not None, "OutputDir.finish outside `with`"
+        stage, written = self.staging.path, self.staging.written
+        with create(stage / OWNER_FILE) as fh:
+            fh.write(json.dumps({"written_by": "ftdata", "files": sorted(written)}, indent=1) + "\n")
+        (stage / _ASIDE).mkdir()
+        plan = {"files": written, "remove": sorted(self._owned() - set(written) | {FAILED_REJECTS})}
+        write_text(stage / PUBLISH, json.dumps(plan) + "\n")  # the commit: from here on the build is published
+        _publish(self.path, stage)
+        self.staging = None
 
 
 # --- scratch ------------------------------------------------------------------------------------
@@ -275,7 +448,10 @@ class OutputDir:
 _SCRATCH: list[Path] = []
 _SCRATCH_PID = os.getpid()
 _HANDLED = False
-_LOCKS: list[IO[str]] = []
+_LOCKS: dict[Path, int] = {}  # scratch folder -> the descriptor holding its lock
+SCRATCH_MARK = ".ftdata-scratch"  # in every scratch folder: ftdata's mark and its lock
+SCRATCH_TEXT = b"ftdata scratch folder: removed when the run that made it ends\n"
+_SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}\d+-[a-z0-9_]{{8}}")  # tempfile.mkdtemp(prefix="ftdata-<pid>-")
 
 
 def _cleanup_scratch() -> None:
@@ -304,23 +480,49 @@ def _install_handlers() -> None:
             signal.signal(sig, _on_signal)
 
 
+def _stale(folder: Path) -> int | None:
+    """A descriptor holding the lock of `folder` when it is a scratch folder of a run that is gone, else None.
+
+    Only a folder ftdata made qualifies: its own naming (`ftdata-<pid>-xxxxxxxx`), a real folder
+    (not a link) owned by this user, holding ftdata's mark file (a plain file with ftdata's
+    text), whose lock no live run holds.
+    """
+    if not _SCRATCH_NAME.fullmatch(folder.name):
+        return None
+    try:
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return None
+        fd = os.open(folder / SCRATCH_MARK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        mark = os.fstat(fd)
+        if stat.S_ISREG(mark.st_mode) and mark.st_uid == os.getuid() and os.read(fd, 256) == SCRATCH_TEXT:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+    except OSError:  # BlockingIOError: its run is alive
+        pass
+    os.close(fd)
+    return None
+
+
 def clean_stale_scratch(root: Path | None = None) -> int:
     """Remove scratch folders of runs that died without cleaning up; return how many.
 
-    A live run holds an `fcntl` lock on its folder's `.lock`; a free lock means its owner is gone.
+    A live run holds an `fcntl` lock on its folder's mark file; a free lock means its owner
+    is gone. Folders ftdata did not make (`$TMPDIR/ftdata-myproject`) are never touched (`_stale`).
     """
     removed = 0
     for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
-        lock = folder / ".lock"
-        if not lock.is_file():
+        fd = _stale(folder)
+        if fd is None:
             continue
         try:
-            with open(lock, "a") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                remove(folder)
-                removed += 1
-        except (BlockingIOError, OSError):
-            continue
+            remove(folder)
+            removed += 1
+        finally:
+            os.close(fd)
     return removed
 
 
@@ -329,18 +531,30 @@ def scratch_dir() -> Path:
     global _SCRATCH_PID
     if os.getpid() != _SCRATCH_PID:
         _SCRATCH.clear()
+        _LOCKS.clear()
         _SCRATCH_PID = os.getpid()
     _install_handlers()
     clean_stale_scratch()
     path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
-    # Lock before the name is visible, so a sweeping run never sees it free.
-    pending = path / f"{TEMP_MARK}lock"
-    fh = open(pending, "a")  # noqa: SIM115 - held for the life of the process
-    fcntl.flock(fh, fcntl.LOCK_EX)
-    pending.rename(path / ".lock")
-    _LOCKS.append(fh)
+    # Marked and locked before the mark's name is visible, so a sweeping run never sees it free.
+    pending = path / f"{TEMP_MARK}scratch"
+    fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.write(fd, SCRATCH_TEXT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held for the life of the process
+    pending.rename(path / SCRATCH_MARK)
+    _LOCKS[path] = fd
     _SCRATCH.append(path)
     return path
+
+
+def drop_scratch(path: Path) -> None:
+    """Remove a scratch folder now (a failed build's), not at exit."""
+    if path in _SCRATCH:
+        _SCRATCH.remove(path)
+    remove(path)
+    fd = _LOCKS.pop(path, None)
+    if fd is not None:
+        os.close(fd)
 
 
 # --- input identity -----------------------------------------------------------------------------

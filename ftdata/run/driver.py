@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdata.io import export, output, safeio, store
+from ftdata.io import export, output, safeio, space, store
 
 from ftdata.run import loop
 from ftdata.run.engine import Ran, Stage, chunk
-from ftdata.errors import ConfigError, FtdataError
+from ftdata.errors import ConfigError, DiskFullError, FtdataError
 from ftdata.run.executors import Executor
 from ftdata.options import DATA_FIELDS, BuildOptions, DataOptions, RunOptions
 from ftdata.report import REPORT_FORMAT, BuildReport, RejectsWriter
@@ -118,12 +119,46 @@ def _new_report(source: Any, tokenizer: Any, stage: Stage, fingerprint: str = ""
     )  # fmt: skip
 
 
-def _in_memory(source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None) -> BuildResult:
-    """The dataset in memory (memory-mapped Arrow), from the cache when `cache_dir` holds this build."""
+def _in_memory(
+    source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, out: space.Place | None = None
+) -> BuildResult:
+    """The dataset in memory (memory-mapped Arrow), from the cache when `cache_dir` holds this build.
+
+    A failed build removes its scratch now; a full disk is a `DiskFullError` naming scratch
+    space, the rejects file's folder or `out` (the output folder, when the rejects go there).
+    """
     from ftdata.mix import Recipe
 
+    rejects = opts.output.rejects_path
+    places = (out,) if out is not None else (_rejects_place(Path(rejects)),) if rejects else ()
     if isinstance(source, Recipe):
-        return _recipe_in_memory(source, tok, opts, progress)
+        with space.disk_space(_scratch_place(None), *places):
+            return _recipe_in_memory(source, tok, opts, progress)
+    scratch: list[Path] = []
+    try:
+        with space.disk_space(_scratch_place(lambda: scratch[0] if scratch else None), *places):
+            return _build_in_memory(source, tok, opts, progress, scratch=scratch)
+    except BaseException:
+        for folder in scratch:
+            safeio.drop_scratch(folder)
+        raise
+
+
+def _scratch_place(mine: Callable[[], Path | None] | None) -> space.Place:
+    return space.Place(
+        Path(tempfile.gettempdir()), "scratch space, $TMPDIR", "free space there or set TMPDIR to a folder with room",
+        mine=mine or (lambda: None),
+    )  # fmt: skip
+
+
+def _rejects_place(path: Path) -> space.Place:
+    return space.Place(path.parent, "the rejects file's folder", "free space there or give another rejects_path")
+
+
+def _build_in_memory(
+    source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, scratch: list[Path]
+) -> BuildResult:
+    """`_in_memory` of a source (not a recipe); the scratch folder it makes is appended to `scratch`."""
     started = time.perf_counter()
     data, out = opts.data, opts.output
     stage = Stage(tok, data)
@@ -135,10 +170,10 @@ def _in_memory(source: Any, tok: Any, opts: BuildOptions, progress: Callable[[in
         report.cached = True
         return BuildResult(dataset, report)
     report = _new_report(source, tok, stage, fingerprint)
-    scratch = safeio.scratch_dir()
+    scratch.append(safeio.scratch_dir())
     # A cache entry keeps the full rejects file, so a cached build writes one even without rejects_path.
-    rejects_file = out.rejects_path or (scratch / output.REJECTS if fingerprint else None)
-    rows = output.ArrowRows(scratch / "rows.arrow", images=stage.vision is not None)
+    rejects_file = out.rejects_path or (scratch[0] / output.REJECTS if fingerprint else None)
+    rows = output.ArrowRows(scratch[0] / "rows.arrow", images=stage.vision is not None)
     write_rows(source, stage, opts.run, report=report, rows=rows, sink=RejectsWriter(report, rejects_file), progress=progress)
     report.rejects_path = out.rejects_path
     check_built(report, rows.rows)
@@ -222,16 +257,27 @@ def _to_out(
             "use output_format='arrow' (--output-format arrow) for train and test, or drop test_size"
         )
     fmt = _output_format(output_format, sharded=shards)
-    folder = Path(out).expanduser()
-    if not opts.output.rejects_path and not sharded:  # a URI: written here first, then copied into OUT
-        opts = opts.updated(rejects_path=str((safeio.scratch_dir() if remote else folder) / export.REJECTS))
     if sharded and opts.output.cache_dir:
         opts = opts.updated(cache_dir=None)  # workers write straight to OUT: there is nothing to cache
     named = [source.origin, *(f for s in source.sources for f in s.files())] if recipe else [source, opts.data.template]
     inputs = safeio.input_paths(*named, *protect)
     if opts.output.rejects_path:
         safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
-    with store.StoreOut(str(out)) if remote else safeio.OutputDir(folder, inputs=inputs) as target:
+    facts = dict(data=source.origin if recipe else str(source), tokenizer=tok, tokenizer_name=tokenizer_name, config=config)
+    if remote:
+        return _to_store(source, str(out), tok, opts, fmt=fmt, sharded=sharded, facts=facts, progress=progress)
+    return _to_folder(source, Path(out).expanduser(), tok, opts, fmt=fmt, inputs=inputs, sharded=sharded, shards=shards,
+                      facts=facts, progress=progress)  # fmt: skip
+
+
+def _to_store(
+    source: Any, out: str, tok: Any, opts: BuildOptions, *, fmt: str, sharded: bool, facts: dict[str, Any],
+    progress: Callable[[int], None] | None,
+) -> BuildResult:  # fmt: skip
+    """engine=ray into a URI: the workers' shards, or a recipe's mixture written here as shards."""
+    if not opts.output.rejects_path and not sharded:  # written here first, then copied into OUT
+        opts = opts.updated(rejects_path=str(safeio.scratch_dir() / export.REJECTS))
+    with store.StoreOut(out) as target:
         if sharded:
             from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
 
@@ -240,29 +286,92 @@ def _to_out(
         else:
             result = _in_memory(source, tok, opts, progress)
             dataset, report = result.dataset, result.report
+            files, rejects_name = export.write_shards(dataset, target), export.REJECTS
+            with target.write(export.REJECTS) as tmp:
+                shutil.copyfile(str(opts.output.rejects_path), tmp)
+        record = _manifest(source, tok, opts, report, facts, fmt=fmt, files=files, rejects=rejects_name)
+        export.write_manifest(target, record)
+    return BuildResult(dataset, report, out=target.path, output_format=fmt, files=files, manifest=record, options=opts)
+
+
+def _to_folder(
+    source: Any, folder: Path, tok: Any, opts: BuildOptions, *, fmt: str, inputs: list[Path], sharded: bool, shards: bool,
+    facts: dict[str, Any], progress: Callable[[int], None] | None,
+) -> BuildResult:  # fmt: skip
+    """The build into a local folder: every file staged inside OUT and published together by `OutputDir.finish`.
+
+    The rejects go to OUT/rejects.jsonl with the rest; a `rejects_path` of the user's gets a
+    copy once OUT is published. A build that fails after its records were read keeps its
+    rejects beside the earlier build (OUT/.ftdata-failed-rejects.jsonl, or the user's `rejects_path`)
+    and says where in the error; OUT's earlier build is not touched.
+    """
+    given = opts.output.rejects_path
+    inside = given is not None and Path(given).expanduser().resolve().parent == folder.resolve()
+    recorded = opts if sharded or given else opts.updated(rejects_path=str(folder / export.REJECTS))
+    target = safeio.OutputDir(folder, inputs=inputs)
+    expected: list[int] = []
+    place = space.Place(
+        folder, "the output folder", "free space there or give another output folder (this one is left as it was)",
+        mine=lambda: target.staging.path if target.staging else None, expected=lambda: expected[0] if expected else None,
+    )  # fmt: skip
+    with space.disk_space(place), target, space.disk_space(place):
+        staging = target.staging
+        assert staging is not None
+        if sharded:
+            from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
+
+            report = build_shards(source, tokenizer=tok, options=opts, target=staging)  # type: ignore[arg-type]
+            dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
+        else:
+            staged = target.staged(export.REJECTS)
+            try:
+                result = _in_memory(source, tok, opts.updated(rejects_path=str(staged)), progress, out=place)
+            except FtdataError as exc:
+                _keep_rejects(target, staged, given if given and not inside else None, exc)
+                raise
+            dataset, report = result.dataset, result.report
+            expected.append(output.dataset_bytes(dataset) + space.tree_bytes(staged))
             if shards:
                 files = export.write_shards(dataset, target)
             else:
                 files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok)]
             rejects_name = export.REJECTS
-            if remote:
-                with target.write(export.REJECTS) as tmp:
-                    shutil.copyfile(str(opts.output.rejects_path), tmp)
-        rejects = opts.output.rejects_path
-        if isinstance(target, safeio.OutputDir) and (folder / IMAGES).is_dir() and IMAGES not in target.written:
-            target.adopt(IMAGES)  # the inline images the build wrote (content-addressed, written once)
-        if isinstance(target, safeio.OutputDir) and rejects:
-            path = Path(rejects)
-            if path.parent.resolve() == folder.resolve() and path.name not in target.written:
-                target.adopt(path.name)
-        fingerprint = report.fingerprint or build_fingerprint(source, tok, opts.data)  # without a cache, build.json records it anyway
-        record = export.manifest(
-            data=source.origin if recipe else str(source), tokenizer=tok, tokenizer_name=tokenizer_name, options=opts, report=report,
-            fingerprint=fingerprint, output_format=fmt, files=files, config=config, rejects=rejects_name,
-        )  # fmt: skip
+            if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]
+                shutil.copyfile(staged, target.staged(Path(given).name))  # type: ignore[arg-type]
+            report.rejects_path = given or str(folder / export.REJECTS)
+        on_disk = export.disk_facts(staging.path, [*files, rejects_name])
+        record = _manifest(source, tok, recorded, report, facts, fmt=fmt, files=files, rejects=rejects_name, on_disk=on_disk)
         export.write_manifest(target, record)
         target.finish()
-    return BuildResult(dataset, report, out=target.path, output_format=fmt, files=files, manifest=record, options=opts)
+    if given and not inside and not sharded:  # the user's copy (engine=ray wrote its own)
+        with space.disk_space(_rejects_place(Path(given))), safeio.atomic_path(Path(given)) as tmp:
+            shutil.copyfile(folder / export.REJECTS, tmp)
+    return BuildResult(dataset, report, out=folder, output_format=fmt, files=files, manifest=record, options=recorded)
+
+
+def _keep_rejects(target: safeio.OutputDir, staged: Path, given: str | None, exc: FtdataError) -> None:
+    """A failed build's rejects, kept where the user can read them (named in a note on `exc`); OUT's build untouched."""
+    if isinstance(exc, DiskFullError) or not staged.is_file() or staged.stat().st_size == 0:
+        return
+    if given:
+        with safeio.atomic_path(Path(given)) as tmp:
+            shutil.copyfile(staged, tmp)
+        where = Path(given)
+    else:
+        where = target.keep_failed(staged)
+    state = "keeps its earlier build" if (target.path / export.MANIFEST).exists() else "holds no build"
+    exc.add_note(f"the rejects of this build are in {where}; {target.path} {state}")
+
+
+def _manifest(
+    source: Any, tok: Any, opts: BuildOptions, report: BuildReport, facts: dict[str, Any], *, fmt: str, files: list[str],
+    rejects: str, on_disk: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    fingerprint = report.fingerprint or build_fingerprint(source, tok, opts.data)  # without a cache, build.json records it anyway
+    return export.manifest(
+        **facts, options=opts, report=report, fingerprint=fingerprint, output_format=fmt, files=files, rejects=rejects,
+        on_disk=on_disk,
+    )  # fmt: skip
 
 
 def build(
