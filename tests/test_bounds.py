@@ -308,6 +308,16 @@ def test_a_tokenizer_file_over_the_size_limit_is_refused_before_parsing(tmp_path
     )
 
 
+def test_a_generation_config_nested_200k_deep_is_ignored_like_an_unreadable_one(tmp_path):
+    from ftdata.chat.stops import model_stop_tokens
+    from ftdata.io.resources import load_tokenizer
+
+    folder = tmp_path / "tok"
+    shutil.copytree(bundled_tokenizer_dir(), folder)
+    (folder / "generation_config.json").write_text("[" * 200_000 + "]" * 200_000)
+    assert model_stop_tokens(load_tokenizer(str(folder))) == ()
+
+
 @pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
 def test_a_tokenizer_file_nested_200k_deep_is_one_line(tmp_path, name):
     folder = tmp_path / "tok"

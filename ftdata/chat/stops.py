@@ -27,8 +27,8 @@ def model_stop_tokens(tokenizer: Any) -> tuple[str, ...]:
     path = Path(str(getattr(tokenizer, "name_or_path", "") or "")) / "generation_config.json"
     try:
         ids = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id") if path.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return ()  # unreadable or not an object: the template's own closers still apply
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return ()  # unreadable, nested too deep or not an object: the template's own closers still apply
     ids = [ids] if isinstance(ids, int) else ids if isinstance(ids, list) else []
     size = len(tokenizer)
     return tuple(tokenizer.convert_ids_to_tokens(i) for i in ids if isinstance(i, int) and 0 <= i < size)

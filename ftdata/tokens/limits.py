@@ -243,8 +243,11 @@ def _too_big(what: str, size: int, cap: int) -> LimitExceeded:
     )
 
 
+_SIZED = (str, bytes, list, tuple)
+
+
 def _sized(value: Any) -> bool:
-    return isinstance(value, (str, bytes, list, tuple))
+    return isinstance(value, _SIZED)
 
 
 def _length(value: Any) -> int:
@@ -335,13 +338,15 @@ class _Bounded:
         return _code_generator()
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "+":  # chat templates add strings on every turn: the common case first, and cheap
+            if isinstance(left, _SIZED) and isinstance(right, _SIZED) and len(left) + len(right) > (cap := limits().render_chars):
+                raise _too_big(f"{type(left).__name__} + {type(right).__name__}", len(left) + len(right), cap)
+            return left + right  # what the sandbox's binop_table["+"] does
         cap = limits().render_chars
         if operator == "*":
             seq, n = (left, right) if _sized(left) else (right, left)
             if _sized(seq) and isinstance(n, int) and len(seq) * n > cap:
                 raise _too_big(f"{type(seq).__name__} * {n}", len(seq) * n, cap)
-        elif operator == "+" and _sized(left) and _sized(right) and len(left) + len(right) > cap:
-            raise _too_big(f"{type(left).__name__} + {type(right).__name__}", len(left) + len(right), cap)
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
             bits = abs(left).bit_length() * right
             if right > 0 and bits > cap:
