@@ -189,3 +189,59 @@ def test_text_markers_with_a_generation_prompt_train_the_closer_not_the_header()
                                                   {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})  # fmt: skip
     assert (m.eot, m.stops, m.ignores_generation_prompt) == ("<|im_end|>", ("<|im_end|>",), False)
     assert trained_texts(tok, rendered, result) == ["yo<|im_end|>\n", "4<|im_end|>\n"]
+
+
+def test_markers_and_preview_say_the_markers_need_a_stop_string(tmp_path):
+    """`ftdata markers` and `ftdata preview` on a base tokenizer folder whose chat template is ChatML."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ftdata.cli.app import app
+
+    folder = tmp_path / "llama-chatml"
+    folder.mkdir()
+    shutil.copy(TOKENIZERS / "llama-3-8b-instruct" / "tokenizer.json", folder)
+    config = json.loads((TOKENIZERS / "llama-3-8b-instruct" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": GENERATION_CHATML}), encoding="utf-8")
+    warning = ("template writes markers that are not tokens of this tokenizer: '<|im_end|>' is plain text, trained as the "
+               "text it is; inference needs it as a stop string (e.g. stop=['<|im_end|>'])")  # fmt: skip
+    shown = CliRunner().invoke(app, ["markers", "-t", str(folder), "--no-color"])
+    assert shown.exit_code == 0 and warning in " ".join(shown.stdout.split())
+    assert "│ text_stops                │ ('<|im_end|>',)" in shown.stdout
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}) + "\n")
+    shown = CliRunner().invoke(app, ["preview", str(data), "-t", str(folder), "--no-color"])
+    assert shown.exit_code == 0 and warning in " ".join(shown.stdout.split())
+    assert "⟦yo<|im_end|>\n⟧" in shown.stdout  # the whole closer (and the newline glued to it) trained, not the header
+
+
+PIECES = ["<|im_end|>", "<|im_start|>", "user", "assistant", "\n", "\n\n", " ", "<|end|>", "</s>", "[INST]", "hi", "Ответ", "😀"]
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b-instruct", "qwen2.5-instruct", "gemma-3-it"])
+def test_units_tile_the_text_and_common_prefixes_end_on_both_units(name):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    tok = tokenizer(name)
+    added = {a.content for a in tok.backend_tokenizer.get_added_tokens_decoder().values()}
+    text = st.lists(st.sampled_from(PIECES), max_size=8).map("".join)
+
+    @settings(max_examples=60, deadline=None)
+    @given(text, text, text)
+    def check(head, a, b):
+        for t in (head + a, head + b):
+            spans = units(t, tok)
+            assert all(x[1] <= y[0] for x, y in zip(spans, spans[1:]))  # sorted, disjoint
+            covered = {i for s, e in spans for i in range(s, e)}
+            assert all(i in covered for i, c in enumerate(t) if not c.isspace())
+            # A unit is an added token, or plain text all whitespace or without any.
+            assert all(t[s:e] in added or t[s:e].isspace() or not any(c.isspace() for c in t[s:e]) for s, e in spans)
+        n = common_token_prefix(head + a, head + b, tok)
+        assert (head + a)[:n] == (head + b)[:n]
+        for t in (head + a, head + b):
+            assert n == 0 or n in {e for _, e in units(t, tok)}
+
+    check()
