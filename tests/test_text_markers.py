@@ -245,3 +245,40 @@ def test_units_tile_the_text_and_common_prefixes_end_on_both_units(name):
             assert n == 0 or n in {e for _, e in units(t, tok)}
 
     check()
+
+
+def test_the_trains_line_says_the_last_turn_gets_eos_where_the_closer_comes_only_before_the_next_message():
+    from ftdata.cli.preview import describe_training
+
+    case = next(c for c in MATRIX.served_cases() if c.name == "apriel-1.6")
+    with MATRIX.served_on(case) as tok:
+        m = detect_role_markers(tok, stop_tokens=case.stop_tokens)
+    assert describe_training(m).startswith(
+        "content + '<|end|>' or '</s>' (middle turns) / appended EOS '</s>' (last turn); tools: schemas, calls with dict arguments")
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b-instruct", "gemma-3-it"])
+def test_a_truncated_assistant_turn_trains_up_to_the_cut_as_transformers_does(name):
+    """transformers' test_chat_template_return_assistant_tokens_mask_truncated, ported: cut inside the
+    assistant turn, everything from its start to the cut is trained. Convention difference: ftdata adds the
+    tokenizer's BOS (what `tokenizer(text)` adds; these tokenizers have one) and counts it in max_length,
+    transformers' `apply_chat_template(tokenize=True)` adds none, so the same max_length keeps one response
+    token fewer here (`truncated`)."""
+    from ftdata import prepare
+
+    long = ("start turn assistant. long string to be truncated, long string to be truncated, "
+            "long string to be truncated, long string to be truncated, long string to be truncated")  # fmt: skip
+    conv = [{"role": "system", "content": "system message"}, {"role": "user", "content": "user message"},
+            {"role": "assistant", "content": long}, {"role": "user", "content": "another user message"}]  # fmt: skip
+    tok = tokenizer(name)
+    with chat_template(tok, GENERATION_CHATML):
+        text = tok.apply_chat_template(conv, tokenize=False)
+        cut = tok.apply_chat_template(conv, tokenize=True, return_dict=True).char_to_token(text.index(", long string to be truncated,"))
+        peer = tok.apply_chat_template(conv, tokenize=True, return_assistant_tokens_mask=True, return_dict=True,
+                                       max_length=cut, truncation=True)  # fmt: skip
+        row = prepare([{"messages": conv}], tokenizer=tok, max_length=cut, truncation="keep_start").dataset[0]
+    assert tok.decode([t for t, on in zip(peer["input_ids"], peer["assistant_masks"]) if on]) == (
+        "start turn assistant. long string to be truncated")
+    assert tok.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]) == (
+        "start turn assistant. long string to be")
+    assert len(row["input_ids"]) == len(peer["input_ids"]) == cut and row["input_ids"][0] == tok.bos_token_id
