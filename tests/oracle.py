@@ -505,12 +505,14 @@ def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, 
     cut = len(os.path.commonprefix([A, R]))
     inside = next((m for m in TAG.finditer(A, max(cut - 40, 0)) if m.start() < cut < m.end()), None)
     header = TAG.match(A, inside.start() if inside else cut) if cut < len(A) else None
+    if header is None and not inside and A[cut : cut + 1].isspace():  # Apriel 1.6: `\n<|end|>\n` closes a turn
+        header = TAG.match(A, cut + len(A[cut:]) - len(A[cut:].lstrip()))  # only when another message follows
     if header is None and (closing := [m for m in TAG.finditer(A, s, cut) if m.end() == cut]):
         header = closing[-1]  # R ends with the tag too (Gemma 4 closes a last call with <|tool_response>)
     if header is None and nxt >= 0 and not stops.final:  # R differs (GLM renders a last turn's reasoning)
         lead = stops.headers_before.get(messages[i + 1]["role"], "")
         if lead and A.startswith(lead, nxt - len(lead)):
-            header = TAG.match(A, nxt - len(lead))
+            header = TAG.match(A, nxt - len(lead.lstrip()))  # past the whitespace before a closer (Apriel `\n<|end|>`)
     if header is None or header.start() < s + owned_end or header.end() > end:
         return Turn(i, "undecided", why="no stop token and no header tag right after the turn", case=case)
     return Turn(i, "rule", (s, header.end()), case=case)

@@ -152,3 +152,21 @@ def test_oracle_rejects_a_record_whose_content_history_drops():
     """gpt-oss writes a call turn's content only when no final answer follows it."""
     exp, _ = _expect("gpt-oss", "call+text", {})
     assert exp.must_reject == "the template does not write the content of turn 1"
+
+
+def test_oracle_ends_a_middle_turn_on_a_closer_written_only_before_the_next_message():
+    """Apriel 1.6 writes `\\n<|end|>\\n` between turns and nothing after the last: the first tag after the
+    whitespace that follows a middle turn stops it (before, the turn was undecided); the last gets EOS."""
+    exp, spans = _expect("apriel-1.6", "plain", {})
+    assert exp.decidable and exp.eos_appended
+    assert [s for s, _ in spans] == ["Blue is one.\n<|end|>", "Green works too.</s>"]
+    exp, spans = _expect("apriel-1.6", "call-dict", {})
+    assert spans[0][0].startswith("\n<tool_calls>[{") and spans[0][0].endswith("]</tool_calls>\n<|end|>")
+
+
+def test_oracle_finds_arguments_a_template_writes_with_ensure_ascii():
+    """Reka Edge (reproduction) writes a dict of arguments with tojson(ensure_ascii=True): the call is
+    written, dict and string arguments render the same text, and the rule trains both alike."""
+    dict_exp, dict_spans = _expect("reka-edge", "call-dict", {})
+    str_exp, str_spans = _expect("reka-edge", "call-str", {})
+    assert not dict_exp.must_reject and dict_exp.text == str_exp.text and dict_spans == str_spans

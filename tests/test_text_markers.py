@@ -189,3 +189,96 @@ def test_text_markers_with_a_generation_prompt_train_the_closer_not_the_header()
                                                   {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})  # fmt: skip
     assert (m.eot, m.stops, m.ignores_generation_prompt) == ("<|im_end|>", ("<|im_end|>",), False)
     assert trained_texts(tok, rendered, result) == ["yo<|im_end|>\n", "4<|im_end|>\n"]
+
+
+def test_markers_and_preview_say_the_markers_need_a_stop_string(tmp_path):
+    """`ftdata markers` and `ftdata preview` on a base tokenizer folder whose chat template is ChatML."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ftdata.cli.app import app
+
+    folder = tmp_path / "llama-chatml"
+    folder.mkdir()
+    shutil.copy(TOKENIZERS / "llama-3-8b-instruct" / "tokenizer.json", folder)
+    config = json.loads((TOKENIZERS / "llama-3-8b-instruct" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": GENERATION_CHATML}), encoding="utf-8")
+    warning = ("template writes markers that are not tokens of this tokenizer: '<|im_end|>' is plain text, trained as the "
+               "text it is; inference needs it as a stop string (e.g. stop=['<|im_end|>'])")  # fmt: skip
+    shown = CliRunner().invoke(app, ["markers", "-t", str(folder), "--no-color"])
+    assert shown.exit_code == 0 and warning in " ".join(shown.stdout.split())
+    assert "│ text_stops                │ ('<|im_end|>',)" in shown.stdout
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}) + "\n")
+    shown = CliRunner().invoke(app, ["preview", str(data), "-t", str(folder), "--no-color"])
+    assert shown.exit_code == 0 and warning in " ".join(shown.stdout.split())
+    assert "⟦yo<|im_end|>\n⟧" in shown.stdout  # the whole closer (and the newline glued to it) trained, not the header
+
+
+PIECES = ["<|im_end|>", "<|im_start|>", "user", "assistant", "\n", "\n\n", " ", "<|end|>", "</s>", "[INST]", "hi", "Ответ", "😀"]
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b-instruct", "qwen2.5-instruct", "gemma-3-it"])
+def test_units_tile_the_text_and_common_prefixes_end_on_both_units(name):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    tok = tokenizer(name)
+    added = {a.content for a in tok.backend_tokenizer.get_added_tokens_decoder().values()}
+    text = st.lists(st.sampled_from(PIECES), max_size=8).map("".join)
+
+    @settings(max_examples=60, deadline=None)
+    @given(text, text, text)
+    def check(head, a, b):
+        for t in (head + a, head + b):
+            spans = units(t, tok)
+            assert all(x[1] <= y[0] for x, y in zip(spans, spans[1:]))  # sorted, disjoint
+            covered = {i for s, e in spans for i in range(s, e)}
+            assert all(i in covered for i, c in enumerate(t) if not c.isspace())
+            # A unit is an added token, or plain text all whitespace or without any.
+            assert all(t[s:e] in added or t[s:e].isspace() or not any(c.isspace() for c in t[s:e]) for s, e in spans)
+        n = common_token_prefix(head + a, head + b, tok)
+        assert (head + a)[:n] == (head + b)[:n]
+        for t in (head + a, head + b):
+            assert n == 0 or n in {e for _, e in units(t, tok)}
+
+    check()
+
+
+def test_the_trains_line_says_the_last_turn_gets_eos_where_the_closer_comes_only_before_the_next_message():
+    from ftdata.cli.preview import describe_training
+
+    case = next(c for c in MATRIX.served_cases() if c.name == "apriel-1.6")
+    with MATRIX.served_on(case) as tok:
+        m = detect_role_markers(tok, stop_tokens=case.stop_tokens)
+    assert describe_training(m).startswith(
+        "content + '<|end|>' or '</s>' (middle turns) / appended EOS '</s>' (last turn); tools: schemas, calls with dict arguments")
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b-instruct", "gemma-3-it"])
+def test_a_truncated_assistant_turn_trains_up_to_the_cut_as_transformers_does(name):
+    """transformers' test_chat_template_return_assistant_tokens_mask_truncated, ported: cut inside the
+    assistant turn, everything from its start to the cut is trained. Convention difference: ftdata adds the
+    tokenizer's BOS (what `tokenizer(text)` adds; these tokenizers have one) and counts it in max_length,
+    transformers' `apply_chat_template(tokenize=True)` adds none, so the same max_length keeps one response
+    token fewer here (`truncated`)."""
+    from ftdata import prepare
+
+    long = ("start turn assistant. long string to be truncated, long string to be truncated, "
+            "long string to be truncated, long string to be truncated, long string to be truncated")  # fmt: skip
+    conv = [{"role": "system", "content": "system message"}, {"role": "user", "content": "user message"},
+            {"role": "assistant", "content": long}, {"role": "user", "content": "another user message"}]  # fmt: skip
+    tok = tokenizer(name)
+    with chat_template(tok, GENERATION_CHATML):
+        text = tok.apply_chat_template(conv, tokenize=False)
+        cut = tok.apply_chat_template(conv, tokenize=True, return_dict=True).char_to_token(text.index(", long string to be truncated,"))
+        peer = tok.apply_chat_template(conv, tokenize=True, return_assistant_tokens_mask=True, return_dict=True,
+                                       max_length=cut, truncation=True)  # fmt: skip
+        row = prepare([{"messages": conv}], tokenizer=tok, max_length=cut, truncation="keep_start").dataset[0]
+    assert tok.decode([t for t, on in zip(peer["input_ids"], peer["assistant_masks"]) if on]) == (
+        "start turn assistant. long string to be truncated")
+    assert tok.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]) == (
+        "start turn assistant. long string to be")
+    assert len(row["input_ids"]) == len(peer["input_ids"]) == cut and row["input_ids"][0] == tok.bos_token_id

@@ -340,8 +340,8 @@ def _warnings(m: RoleMarkers, *, appended: str, lead_in: str, kwargs: Mapping[st
     if m.text_stops:
         shown = ", ".join(map(repr, m.text_stops))
         warnings.append(
-            f"writes markers that are not tokens of this tokenizer: {shown} is plain text, trained as "
-            f"the text it is; inference needs it as a stop string (e.g. stop=[{shown}]), or add the markers as special tokens"
+            f"writes markers that are not tokens of this tokenizer: {shown} is plain text, trained as the text it is; "
+            f"inference needs it as a stop string (e.g. stop=[{shown}]), or add the markers as special tokens (add_chat_tokens)"
         )  # fmt: skip
     if m.eot and not m.final_eot:
         warnings.append(

@@ -49,10 +49,11 @@ def units(text: str, tokenizer: Any) -> list[tuple[int, int]]:
     added = {i for i, a in tokenizer.backend_tokenizer.get_added_tokens_decoder().items() if a.content.strip()}
     out: list[tuple[int, int, int]] = []  # (start, end, kind): 0 added token, 1 plain whitespace, 2 plain text
     for token_id, (a, b) in zip(enc.ids, enc.offsets):
+        done = out[-1][1] if out else 0  # byte-level pieces of one character share its offsets (an emoji)
         if token_id in added:
             out.append((a, b, 0))
             continue
-        for j in range(a, b):
+        for j in range(max(a, done), b):
             kind = 1 if text[j].isspace() else 2
             if out and out[-1][1] == j and out[-1][2] == kind:
                 out[-1] = (out[-1][0], j + 1, kind)

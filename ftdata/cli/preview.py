@@ -305,6 +305,8 @@ def describe_training(markers: RoleMarkers) -> str:
     after = f"{markers.after_prompt!r} + " if markers.after_prompt else ""
     if markers.eot:
         stop = " or ".join(map(repr, markers.stops))
+        if markers.eos_appended:  # a closer written only before the next message (Apriel 1.6)
+            stop += f" (middle turns) / appended EOS {markers.eos_appended!r} (last turn)"
     else:
         heads = " or ".join(map(repr, markers.stops)) or "nothing"
         stop = f"next header {heads} (middle turns) / appended EOS {markers.eos_appended!r} (last turn)"
