@@ -14,7 +14,8 @@ from ftdata.types import IGNORE_INDEX
 from ftdata.vision.expand import template_image_text
 from ftdata.vision.processors import load_processor
 
-FAMILIES = ["gemma_dir", "llava_dir", "llava_next_dir", "idefics3_dir"]
+SLOW = pytest.mark.slow  # 20-60 s each on two shared cores: tokenizer, processor and the pixels
+FAMILIES = [pytest.param("gemma_dir", marks=SLOW), "llava_dir", pytest.param("llava_next_dir", marks=SLOW), pytest.param("idefics3_dir", marks=SLOW)]
 
 
 def _records():
