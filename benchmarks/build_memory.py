@@ -134,19 +134,23 @@ def tree_memory(root: int) -> tuple[int, int]:
 def measure(path: str, n: int, interval: float) -> dict:
     """Run one build in a fresh process tree; the peak of each memory sum and the wall time."""
     with tempfile.TemporaryDirectory(prefix="ftdata-mem-") as tmp:
-        argv = command(path, n, Path(tmp) / "out")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "FTDATA_CACHE": str(Path(tmp) / "home")}
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp)
-        peak_anon = peak_file = 0
-        while proc.poll() is None:
-            anon, file = tree_memory(proc.pid)
-            peak_anon, peak_file = max(peak_anon, anon), max(peak_file, file)
-            time.sleep(interval)
-        seconds = time.perf_counter() - start
-        stdout, stderr = proc.communicate()
-        if proc.returncode:
-            raise SystemExit(f"{path} at {n:,} records failed ({proc.returncode}):\n{stderr.decode()[-3000:]}")
+        return sampled(command(path, n, Path(tmp) / "out"), Path(tmp), interval, what=f"{path} at {n:,} records")
+
+
+def sampled(argv: list[str], tmp: Path, interval: float, *, what: str) -> dict:
+    """Run `argv` in `tmp` (ftdata's cache there too), sampling its tree's memory: peak MiB and seconds."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "FTDATA_CACHE": str(tmp / "home")}
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp)
+    peak_anon = peak_file = 0
+    while proc.poll() is None:
+        anon, file = tree_memory(proc.pid)
+        peak_anon, peak_file = max(peak_anon, anon), max(peak_file, file)
+        time.sleep(interval)
+    seconds = time.perf_counter() - start
+    stdout, stderr = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"{what} failed ({proc.returncode}):\n{stderr.decode()[-3000:]}")
     return {"anon": peak_anon / 1024, "file": peak_file / 1024, "seconds": seconds}
 
 

@@ -20,7 +20,7 @@ from ftdata.io.store import is_uri
 
 # Keys whose relative paths are taken relative to the YAML file, in any command's config (when
 # the file exists there, for the first group: "smollm2" or a hub id is not a path).
-_PATH_IF_EXISTS = ("data", "tokenizer", "template", "model")
+_PATH_IF_EXISTS = ("data", "tokenizer", "template", "model", "processor")
 _PATH_ALWAYS = ("output", "output_dir", "rejects_path", "cache_dir")
 NESTED_KEY = "data_options"  # a train config's mapping of BuildOptions fields
 

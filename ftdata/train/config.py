@@ -96,6 +96,12 @@ class TrainConfig:
     tokenizer: str | None = _opt(
         None, "Tokenizer folder. Default: the model's own tokenizer.", group="model"
     )
+    processor: str | None = _opt(
+        None,
+        "Vision-language models: the processor folder (preprocessor_config.json, tokenizer, chat template). "
+        "Default: the model folder. Its image processor turns each batch's images into pixels.",
+        group="model",
+    )
     # --- data ------------------------------------------------------------------------------
     data: str | None = _opt(
         None,

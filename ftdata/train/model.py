@@ -318,12 +318,18 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     path: Path
     device: Device
+    processor: Any = None  # vision-language models: the processor (SFTTrainer's processing_class)
+    collator: Any = None  # vision-language models: `vision.VisionCollator` (loads and processes the images)
 
 
 def load_for_training(cfg: TrainConfig) -> LoadedModel:
     """Resolve, load, quantize and (unless `lora=False`) LoRA-wrap the model of `cfg`."""
     device = resolve_device(cfg.precision)
     path = resolve_model_path(cfg.model)
+    from ftdata.train.vlm import is_vision_language, load_vision_for_training
+
+    if is_vision_language(path):
+        return load_vision_for_training(cfg, path, device)
     tokenizer = load_model_tokenizer(cfg, path)
     model = load_base_model(path, quantization=cfg.quantization, device=device, trainable=not cfg.lora)
     if device.kind == "cpu" and cfg.quantization is Quantization.NF4:

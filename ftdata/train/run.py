@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Options that shape the data, its order or the model: a resumed run must keep them.
 RESUME_LOCKED = (
-    "model", "tokenizer", "data", "data_options", "streaming", "shuffle_buffer",
+    "model", "tokenizer", "processor", "data", "data_options", "streaming", "shuffle_buffer",
     "lora", "lora_r", "lora_alpha", "target_modules", "quantization", "per_device_train_batch_size",
     "gradient_accumulation_steps",
 )

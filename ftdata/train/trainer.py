@@ -129,12 +129,17 @@ def build_trainer(
     from ftdata.train.progress import replace_printers
 
     args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming)
+    if loaded.collator is not None:  # rows with images: the vision collator batches them (vlm.py)
+        from ftdata.train.vlm import adapt_args
+
+        args = adapt_args(args)
     trainer = SFTTrainer(
         model=loaded.model,
         args=args,
+        data_collator=loaded.collator,
         train_dataset=splits.train,
         eval_dataset=splits.eval,
-        processing_class=loaded.tokenizer,
+        processing_class=loaded.processor or loaded.tokenizer,
         callbacks=callbacks,
     )
     if display is not None:

@@ -133,3 +133,63 @@ def pack(rows: list[dict], tmp: Path, *, max_length: int, seed: int = 0, multipl
                  pad_to_multiple_of=multiple)  # fmt: skip
     with pa.ipc.open_stream(str(packed_path)) as reader:
         return reader.read_all().to_pylist()
+
+
+# --- a tiny Qwen2-VL that `ftdata train` can load: model folder + processor folder -------------
+
+QWEN_TOKENIZER = Path(__file__).resolve().parents[3] / "shared" / "tokenizers" / "qwen2.5-instruct"
+PREPROCESSOR = {
+    "processor_class": "Qwen2VLProcessor", "image_processor_type": "Qwen2VLImageProcessor",
+    "min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16, "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+}  # fmt: skip
+
+
+def qwen_folders(tmp: Path) -> tuple[Path, Path]:
+    """(model folder, processor folder): a random-weight Qwen2-VL sized for the real Qwen2.5
+    tokenizer (which has the vision tokens), and a processor folder = that tokenizer + a
+    preprocessor_config.json with a small pixel budget."""
+    import json
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(QWEN_TOKENIZER))
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>")}
+    processor = tmp / "processor"
+    tokenizer.save_pretrained(str(processor))
+    (processor / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
+    torch.manual_seed(0)
+    config = qwen_config(
+        vocab_size=len(tokenizer), image_token_id=ids["<|image_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], video_token_id=ids["<|video_pad|>"],
+    )  # fmt: skip
+    model = tmp / "model"
+    transformers.Qwen2VLForConditionalGeneration(config).save_pretrained(str(model))
+    return model, processor
+
+
+CAPTIONS = [
+    (PHOTOS[0], "Who is in the picture?", "A woman in a navy uniform."),
+    (PHOTOS[1], "What does the logo say?", "It says matplotlib."),
+    (PHOTOS[2], "What colour is the box?", "The box is blue."),
+    (PHOTOS[0], "Is this a photo or a drawing?", "It is a photo."),
+]
+
+
+def chat_rows(processor_dir: Path) -> list[dict]:
+    """One Qwen2.5 ChatML conversation per caption, with the image expanded to the processor's
+    own count: -100 on the prompt and every image token, the reply and its <|im_end|> trained."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(processor_dir))
+    processor = qwen_image_processor()
+    pad, start, end = (tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>"))
+    rows = []
+    for path, question, answer in CAPTIONS:
+        with Image.open(path) as img:
+            width, height = img.size
+        n = processor.get_number_of_image_patches(height, width) // 4
+        head = tokenizer.encode("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+        prompt = head + [start] + [pad] * n + [end] + tokenizer.encode(f"{question}<|im_end|>\n<|im_start|>assistant\n")
+        reply = tokenizer.encode(f"{answer}<|im_end|>")
+        ids = prompt + reply + tokenizer.encode("\n")
+        labels = [IGNORE_INDEX] * len(prompt) + reply + [IGNORE_INDEX]
+        image = {"ref": str(path), "width": width, "height": height, "tokens": n, "start": len(head) + 1}
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "images": [image]})
+    return rows

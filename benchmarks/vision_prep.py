@@ -1,0 +1,223 @@
+"""Images counted per second vs images processed per second, and the memory of a vision build.
+
+Part 1, counting (runs today). For every image, in one run and side by side:
+  count    read the size from the file header (`PIL.Image.open(...).size`, no decode) and apply the
+           processor's own rule: Qwen2-VL `get_number_of_image_patches(h, w)` (smart_resize with the
+           folder's min/max_pixels) // merge_size**2; Gemma 3 a fixed `image_seq_length`.
+  process  what the peers do to know the count: decode the image and run the image processor
+           (resize, rescale, normalise, patchify: the pixels), then read the count off its output
+           (`image_grid_thw`), or for Gemma 3 the one 896x896 crop.
+The two counts are checked equal for every image. Processors: the PIL backends (no torchvision)
+with the settings of Qwen/Qwen2-VL-7B-Instruct (min_pixels 3136, max_pixels 12845056) and
+google/gemma-3-4b-it (896x896, 256 tokens). Images: matplotlib's sample photos at their own
+sizes and re-encoded at phone/camera sizes (JPEG 640x480 .. 4032x3024), plus charts rendered
+by matplotlib (PNG).
+
+Part 2, memory (needs `ftdata build --processor`, from the vision build side of ftdata): peak
+anonymous memory (RssAnon, summed over the process tree, sampled every 50 ms; see
+build_memory.py) of `ftdata build DATA --processor DIR -o OUT` on generated chat records with
+one image each (OpenAI content parts pointing at the image files above), at 10k and 100k
+records. It must stay flat: no pixels are held, only references, sizes and token spans.
+
+    python benchmarks/vision_prep.py [--rounds 3] [--sizes 10000,100000] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+QWEN_TOKENIZER = SHARED / "tokenizers" / "qwen2.5-instruct"
+CACHE = Path(tempfile.gettempdir()) / "ftdata-vision-prep"
+CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+# Qwen/Qwen2-VL-7B-Instruct preprocessor_config.json
+QWEN2_VL = {
+    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+    "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
+    "processor_class": "Qwen2VLProcessor",
+}  # fmt: skip
+# The chat template of Qwen/Qwen2-VL-7B-Instruct.
+QWEN2_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
+    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}"
+)
+SIZES = [(640, 480), (1280, 960), (1920, 1080), (4032, 3024)]
+
+
+def images(folder: Path) -> list[Path]:
+    """The benchmark's image files (made once): sample photos, re-encoded photos, rendered charts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    samples = Path(matplotlib.get_data_path()) / "sample_data"
+    photos = [samples / "grace_hopper.jpg", samples / "logo2.png", samples / "Minduka_Present_Blue_Pack.png"]
+    folder.mkdir(parents=True, exist_ok=True)
+    out = list(photos)
+    for width, height in SIZES:
+        target = folder / f"photo_{width}x{height}.jpg"
+        if not target.exists():
+            with Image.open(photos[0]) as img:
+                img.convert("RGB").resize((width, height)).save(target, quality=90)
+        out.append(target)
+    for k, (width, height) in enumerate([(800, 600), (1200, 400)]):
+        target = folder / f"chart_{width}x{height}.png"
+        if not target.exists():
+            fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+            fig.gca().plot([x * x * (k + 1) for x in range(50)])
+            fig.savefig(target)
+            plt.close(fig)
+        out.append(target)
+    return out
+
+
+def qwen_processor():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(min_pixels=QWEN2_VL["min_pixels"], max_pixels=QWEN2_VL["max_pixels"])
+
+
+def gemma_processor():
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    return Gemma3ImageProcessorPil(size={"height": 896, "width": 896}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def count_qwen(processor, path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:  # the header only: nothing is decoded
+        width, height = img.size
+    return processor.get_number_of_image_patches(height, width) // processor.merge_size**2
+
+
+def process_qwen(processor, path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        out = processor(images=img.convert("RGB"), return_tensors="np")
+    return int(out["image_grid_thw"].prod()) // processor.merge_size**2
+
+
+def count_gemma(processor, path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:  # opened (the header read) so a broken file fails here too
+        img.size
+    return 256
+
+
+def process_gemma(processor, path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        out = processor(images=img.convert("RGB"), return_tensors="np")
+    return 256 * len(out["pixel_values"])
+
+
+def rate(fn, processor, files: list[Path], rounds: int) -> tuple[float, list[int]]:
+    """Best images/s over `rounds` passes over `files`, and the counts of the last pass."""
+    best, counts = 0.0, []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        counts = [fn(processor, path) for path in files]
+        best = max(best, len(files) / (time.perf_counter() - start))
+    return best, counts
+
+
+def counting(files: list[Path], rounds: int) -> None:
+    tokens = []
+    print(f"{'processor':<10}{'images':>8}{'count img/s':>14}{'process img/s':>16}{'speedup':>10}{'ms/img count':>14}{'ms/img process':>16}")
+    for name, make, count, process in (("qwen2-vl", qwen_processor, count_qwen, process_qwen),
+                                       ("gemma-3", gemma_processor, count_gemma, process_gemma)):  # fmt: skip
+        processor = make()
+        fast, counted = rate(count, processor, files, rounds * 20)
+        slow, processed = rate(process, processor, files, rounds)
+        if counted != processed:
+            raise SystemExit(f"{name}: counted {counted} but the processor made {processed}")
+        print(f"{name:<10}{len(files):>8}{fast:>14,.0f}{slow:>16,.1f}{fast / slow:>9,.0f}x{1000 / fast:>14.3f}{1000 / slow:>16.1f}", flush=True)
+        tokens.append(f"{name}: {', '.join(f'{p.name} {c}' for p, c in zip(files, counted))}")
+    print("tokens per image, the same both ways:\n  " + "\n  ".join(tokens))
+
+
+# --- part 2: memory of `ftdata build --processor` -------------------------------------------------
+
+
+def processor_folder(folder: Path) -> Path:
+    """Qwen2-VL's processor folder from the shared Qwen2.5 tokenizer (which has the vision tokens)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(QWEN_TOKENIZER / name, folder / name)
+    (folder / "preprocessor_config.json").write_text(json.dumps(QWEN2_VL))
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
+    (folder / "chat_template.jinja").write_text(QWEN2_VL_TEMPLATE)
+    return folder
+
+
+def records_file(n: int, files: list[Path]) -> Path:
+    """`n` chat records, one image each (cycling through `files`), as JSONL; made once."""
+    path = CACHE / f"records_{n}.jsonl"
+    if not path.exists():
+        with path.open("w", encoding="utf-8") as fh:
+            for i in range(n):
+                image = files[i % len(files)]
+                record = {"messages": [
+                    {"role": "user", "content": [{"type": "image", "image": str(image)}, {"type": "text", "text": f"What is in picture {i}?"}]},
+                    {"role": "assistant", "content": f"Picture {i} shows {image.stem.replace('_', ' ')}."},
+                ]}  # fmt: skip
+                fh.write(json.dumps(record) + "\n")
+    return path
+
+
+def memory(sizes: list[int], files: list[Path], interval: float) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from build_memory import sampled  # the same RssAnon/RssFile sampling as the text builds
+
+    processor = processor_folder(CACHE / "qwen2-vl-processor")
+    ftdata = [sys.executable, "-m", "ftdata"]
+    print(f"\n{'records':>10}{'anon MiB':>10}{'file MiB':>10}{'seconds':>9}{'anon ratio':>12}")
+    first = None
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="ftdata-vision-mem-") as tmp:
+            argv = [*ftdata, "build", str(records_file(n, files)), "--processor", str(processor), "-o",
+                    str(Path(tmp) / "out"), "--max-length", "2048"]  # fmt: skip
+            out = sampled(argv, Path(tmp), interval, what=f"ftdata build --processor at {n:,} records")
+        first = first or out["anon"]
+        ratio = f"{out['anon'] / first:.2f}x" if n != sizes[0] else ""
+        print(f"{n:>10,}{out['anon']:>10,.0f}{out['file']:>10,.0f}{out['seconds']:>9.0f}{ratio:>12}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the images for processing (x20 for counting); best kept")
+    parser.add_argument("--sizes", default="10000,100000", help="record counts of the memory part, smallest first")
+    parser.add_argument("--skip-memory", action="store_true", help="only the counting comparison")
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between memory samples")
+    args = parser.parse_args()
+    files = images(CACHE / "images")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n")
+    counting(files, args.rounds)
+    if not args.skip_memory:
+        memory([int(s) for s in args.sizes.split(",") if s.strip()], files, args.interval)
+
+
+if __name__ == "__main__":
+    main()

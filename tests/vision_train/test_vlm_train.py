@@ -1,0 +1,85 @@
+"""`ftdata train` on a vision-language model: a tiny random-weight Qwen2-VL (built from a config,
+saved with a processor folder made of the real Qwen2.5 tokenizer + a preprocessor_config.json)
+trains on rows with real images, LoRA on the language model only, through SFTTrainer."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+datasets = pytest.importorskip("datasets")
+
+from vlm_support import QWEN_TOKENIZER, chat_rows, pack, qwen_folders  # noqa: E402
+
+from ftdata.errors import ConfigError  # noqa: E402
+from ftdata.train import TrainConfig, train  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not QWEN_TOKENIZER.is_dir(), reason="shared Qwen2.5 tokenizer not found")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> tuple[Path, Path]:
+    return qwen_folders(tmp_path_factory.mktemp("qwen2vl"))
+
+
+@pytest.mark.slow  # ~50 s: 6 steps with the 151k-token Qwen vocabulary on 2 CPU cores
+@pytest.mark.parametrize("packed", [False, True])
+def test_tiny_qwen2_vl_trains_with_falling_loss(folders, tmp_path, packed):
+    rows = chat_rows(folders[1])
+    if packed:
+        rows = [{k: v for k, v in r.items()} for r in pack(rows, tmp_path, max_length=256)]
+        assert any(len(r["seq_lengths"]) > 1 for r in rows)
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "data"))
+    seen = []
+    model_type = None
+
+    def spy(module, args, kwargs):
+        seen.append({k: kwargs.get(k) for k in ("position_ids", "attention_mask", "pixel_values", "image_grid_thw")})
+
+    from transformers import TrainerCallback
+
+    class Hook(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            nonlocal model_type
+            model_type = model.config.model_type
+            model.register_forward_pre_hook(spy, with_kwargs=True)
+
+    result = train(TrainConfig(
+        model=str(folders[0]), processor=str(folders[1]), data=str(tmp_path / "data"), quantization="none", lora_r=8,
+        lora_alpha=16, max_steps=6, learning_rate=1e-2, lr_scheduler_type="constant", warmup_steps=0,
+        per_device_train_batch_size=4, logging_steps=1, save_strategy="no", eval_strategy="no",
+        output_dir=str(tmp_path / "runs"), run_name="vlm",
+    ), callbacks=[Hook()])  # fmt: skip
+    m = result.metrics
+    assert math.isfinite(m["first_loss"]) and math.isfinite(m["last_loss"])
+    assert m["last_loss"] < m["first_loss"] - 0.5, m  # the same batch six times: the loss must fall
+    assert model_type == "qwen2_vl" and seen
+    batch = seen[0]
+    assert batch["attention_mask"] is None and batch["position_ids"].shape[0] == 4  # text row + 3 mRoPE rows
+    assert batch["image_grid_thw"].shape == (4, 3) and batch["pixel_values"].shape[1] == 3 * 2 * 14 * 14
+    adapter = result.output_dir
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "preprocessor_config.json").is_file()
+
+
+def test_lora_sits_on_the_language_model_only(folders, tmp_path):
+    from ftdata.train.model import load_for_training
+
+    loaded = load_for_training(TrainConfig(model=str(folders[0]), processor=str(folders[1]), quantization="none"))
+    trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ".language_model." in n for n in trainable)
+    assert not any("visual" in n for n, _ in loaded.model.named_modules() if "lora_" in n)
+    with pytest.raises(ConfigError, match="match no layer of the language model; its linear layers are: down_proj"):
+        load_for_training(TrainConfig(model=str(folders[0]), processor=str(folders[1]), quantization="none",
+                                      target_modules=["qkv"]))  # fmt: skip
+
+
+def test_processor_folder_is_required(folders, tmp_path):
+    from ftdata.train.model import load_for_training
+
+    with pytest.raises(ConfigError, match="has no preprocessor_config.json: give --processor DIR"):
+        load_for_training(TrainConfig(model=str(folders[0]), processor=str(tmp_path), quantization="none"))
