@@ -13,6 +13,7 @@ after the last turn by an EOS that ftdata appends:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,19 @@ def model_stop_tokens(tokenizer: Any) -> tuple[str, ...]:
     return tuple(tokenizer.convert_ids_to_tokens(i) for i in ids if isinstance(i, int) and 0 <= i < size)
 
 
+# The shape of a markup tag written as text: <|im_end|>, <end_of_turn>, <｜User｜>, [INST], [/INST].
+_TAG = re.compile(r"<[^<>\s]{1,40}>|\[[A-Za-z_/]{2,20}\]")
+
+
 def units(text: str, tokenizer: Any) -> list[tuple[int, int]]:
     """The markup units of `text`: [start, end) spans that a comparison of template markup may not cut.
 
     An added token is one unit. Plain text is cut where the tokenizer cuts it and where it turns
-    from whitespace to non-whitespace, and runs of the same kind are joined: a marker the
-    tokenizer reads as plain text (`<|im_end|>` on Llama 3: `<|`, `im`, `_end`, `|>\n`) is one
-    unit, `<|im_end|>`, and the newline a byte-level merge glued to it is another. On a
-    tokenizer that has its template's markers as tokens, units are its tokens (less whitespace merges).
+    from whitespace to non-whitespace, and runs of the same kind are joined, less tag-shaped pieces
+    (`_TAG`), each a unit of its own: a marker the tokenizer reads as plain text (`<|im_end|>` on
+    Llama 3: `<|`, `im`, `_end`, `|>\n`) is one unit, `<|im_end|>`, and the newline a byte-level
+    merge glued to it is another. On a tokenizer that has its template's markers as tokens, units
+    are its tokens (less whitespace merges).
     """
     if not text:
         return []
@@ -59,7 +65,16 @@ def units(text: str, tokenizer: Any) -> list[tuple[int, int]]:
                 out[-1] = (out[-1][0], j + 1, kind)
             else:
                 out.append((j, j + 1, kind))
-    return [(a, b) for a, b, _ in out]
+    spans: list[tuple[int, int]] = []
+    for a, b, kind in out:
+        at = a
+        # Markers glued together as plain text (Llama 3's template on Gemma's tokenizer writes
+        # `<|eot_id|><|start_header_id|>user`): each tag-shaped piece is a unit of its own.
+        for tag in _TAG.finditer(text, a, b) if kind == 2 else ():
+            spans += [(at, tag.start())] * (tag.start() > at) + [tag.span()]
+            at = tag.end()
+        spans += [(at, b)] * (b > at)
+    return spans
 
 
 def common_token_prefix(a: str, b: str, tokenizer: Any) -> int:
