@@ -18,7 +18,7 @@ from support import ROOT, TOKENIZERS, matrix_module, tokenizer
 from test_chat_masking import chat_template, one, trained_texts
 
 from ftdata.chat.markers import detect_role_markers
-from ftdata.chat.stops import common_token_prefix, first_token, units
+from ftdata.chat.stops import added_ids, common_token_prefix, first_token, spelled_as_text, units
 from ftdata.chat.tools import escaped_forms, writes
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -299,3 +299,15 @@ def test_a_truncated_assistant_turn_trains_up_to_the_cut_as_transformers_does(na
     assert tok.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]) == (
         "start turn assistant. long string to be")
     assert len(row["input_ids"]) == len(peer["input_ids"]) == cut and row["input_ids"][0] == tok.bos_token_id
+
+
+def test_added_ids_are_read_again_once_a_token_is_added():
+    """`units` caches a tokenizer's added ids (thousands on Gemma 3); a token added later must count."""
+    from ftdata.io.resources import load_tokenizer
+
+    tok = load_tokenizer(TOKENIZERS / "qwen2.5-instruct")  # a private copy: the shared one stays untouched
+    assert [("<|turn|>hi")[a:b] for a, b in units("<|turn|>hi", tok)] == ["<|turn|>", "hi"]
+    assert tok.convert_tokens_to_ids("<|im_end|>") in added_ids(tok)
+    tok.add_tokens(["<|turn|>"], special_tokens=True)
+    assert tok.convert_tokens_to_ids("<|turn|>") in added_ids(tok)
+    assert not spelled_as_text("<|turn|>", tok) and spelled_as_text("<|turn2|>", tok)

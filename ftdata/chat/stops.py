@@ -35,6 +35,27 @@ def model_stop_tokens(tokenizer: Any) -> tuple[str, ...]:
     return tuple(tokenizer.convert_ids_to_tokens(i) for i in ids if isinstance(i, int) and 0 <= i < size)
 
 
+_ADDED: dict[int, tuple[Any, int, frozenset[int]]] = {}  # id(backend) -> (backend, vocab size, added ids)
+
+
+def added_ids(tokenizer: Any) -> frozenset[int]:
+    """The ids of the tokenizer's added tokens that are not whitespace, cached per tokenizer.
+
+    Reading them is slow where there are thousands (Gemma 3: 6415, 34 ms), and markers compare
+    text in units many times. The cache holds the backend itself, so its id is never reused while
+    cached; a token added since (a new vocabulary size) reads them again.
+    """
+    backend = tokenizer.backend_tokenizer
+    size = backend.get_vocab_size(with_added_tokens=True)
+    hit = _ADDED.get(id(backend))
+    if hit is None or hit[0] is not backend or hit[1] != size:
+        if len(_ADDED) >= 16:
+            _ADDED.pop(next(iter(_ADDED)))
+        added = backend.get_added_tokens_decoder().items()
+        hit = _ADDED[id(backend)] = (backend, size, frozenset(i for i, a in added if a.content.strip()))
+    return hit[2]
+
+
 # The shape of a markup tag written as text: <|im_end|>, <end_of_turn>, <｜User｜>, [INST], [/INST].
 _TAG = re.compile(r"<[^<>\s]{1,40}>|\[[A-Za-z_/]{2,20}\]")
 
@@ -52,7 +73,7 @@ def units(text: str, tokenizer: Any) -> list[tuple[int, int]]:
     if not text:
         return []
     enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-    added = {i for i, a in tokenizer.backend_tokenizer.get_added_tokens_decoder().items() if a.content.strip()}
+    added = added_ids(tokenizer)
     out: list[tuple[int, int, int]] = []  # (start, end, kind): 0 added token, 1 plain whitespace, 2 plain text
     for token_id, (a, b) in zip(enc.ids, enc.offsets):
         done = out[-1][1] if out else 0  # byte-level pieces of one character share its offsets (an emoji)
@@ -101,7 +122,7 @@ def spelled_as_text(text: str, tokenizer: Any) -> bool:
     """Whether some non-whitespace of `text` is plain text to `tokenizer`, not added tokens (`<|im_end|>`
     on Llama 3: five plain tokens; Cohere's `<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`: two added ones)."""
     enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-    added = set(tokenizer.backend_tokenizer.get_added_tokens_decoder())
+    added = added_ids(tokenizer)
     return any(i not in added and text[a:b].strip() for i, (a, b) in zip(enc.ids, enc.offsets))
 
 
