@@ -18,7 +18,7 @@ from support import ROOT, TOKENIZERS, matrix_module, tokenizer
 from test_chat_masking import chat_template, one, trained_texts
 
 from ftdata.chat.markers import detect_role_markers
-from ftdata.chat.stops import common_token_prefix, first_token, units
+from ftdata.chat.stops import added_ids, common_token_prefix, first_token, spelled_as_text, units
 from ftdata.chat.tools import escaped_forms, writes
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -120,7 +120,7 @@ def test_apriel_training_form_closes_the_last_turn_with_its_own_closer():
 def test_units_keep_a_plain_text_marker_whole():
     llama = tokenizer("llama-3-8b-instruct")  # <|im_end|> is no token of Llama 3
     text = "<|im_end|>\n<|im_start|>user\n"
-    assert [text[a:b] for a, b in units(text, llama)] == ["<|im_end|>", "\n", "<|im_start|>user", "\n"]
+    assert [text[a:b] for a, b in units(text, llama)] == ["<|im_end|>", "\n", "<|im_start|>", "user", "\n"]
     assert first_token("<|im_end|>\n", llama) == "<|im_end|>"
     assert common_token_prefix(text, "<|im_end|>\n", llama) == len("<|im_end|>\n")
     qwen = tokenizer("qwen2.5-instruct")  # the same text where the markers are tokens: the tokens
@@ -136,6 +136,23 @@ def test_text_markers_are_detected_whole(name):
         "<|im_end|>", "<|im_end|>", ("<|im_end|>",), "<|im_start|>assistant\n", "<|im_start|>user\n")
     assert m.ignores_generation_prompt and m.text_stops == ("<|im_end|>",)
     assert any("not tokens of this tokenizer" in w and "stop string" in w for w in m.warnings)
+
+
+@pytest.mark.parametrize(("template", "name", "eot", "expected"), [
+    ("gemma-3-it", "llama-3-8b-instruct", "<end_of_turn>", ["yo<end_of_turn>\n", "4<end_of_turn>\n"]),
+    # Markers glued together as text (`<|eot_id|><|start_header_id|>user`): each tag is a unit of its own.
+    ("llama-3-8b-instruct", "gemma-3-it", "<|eot_id|>", ["yo<|eot_id|>", "4<|eot_id|>"]),
+    ("deepseek-v3", "llama-3.2-instruct", "<｜end▁of▁sentence｜>", ["yo<｜end▁of▁sentence｜>", "4<｜end▁of▁sentence｜>"]),
+    ("qwen2.5-instruct", "phi-3-mini-4k-instruct", "<|im_end|>", ["yo<|im_end|>", "4<|im_end|>"]),
+])  # fmt: skip
+def test_a_template_on_a_tokenizer_without_its_markers_trains_the_whole_closer(template, name, eot, expected):
+    tok = tokenizer(name)
+    with chat_template(tok, tokenizer(template).chat_template):
+        m = detect_role_markers(tok)
+        rendered, result = one(tok, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                                                  {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})  # fmt: skip
+    assert (m.eot, m.stops, m.text_stops) == (eot, (eot,), (eot,))
+    assert trained_texts(tok, rendered, result) == expected
 
 
 # transformers' test_chat_template_return_assistant_tokens_mask, ported: its two conversations, and what
@@ -282,3 +299,15 @@ def test_a_truncated_assistant_turn_trains_up_to_the_cut_as_transformers_does(na
     assert tok.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]) == (
         "start turn assistant. long string to be")
     assert len(row["input_ids"]) == len(peer["input_ids"]) == cut and row["input_ids"][0] == tok.bos_token_id
+
+
+def test_added_ids_are_read_again_once_a_token_is_added():
+    """`units` caches a tokenizer's added ids (thousands on Gemma 3); a token added later must count."""
+    from ftdata.io.resources import load_tokenizer
+
+    tok = load_tokenizer(TOKENIZERS / "qwen2.5-instruct")  # a private copy: the shared one stays untouched
+    assert [("<|turn|>hi")[a:b] for a, b in units("<|turn|>hi", tok)] == ["<|turn|>", "hi"]
+    assert tok.convert_tokens_to_ids("<|im_end|>") in added_ids(tok)
+    tok.add_tokens(["<|turn|>"], special_tokens=True)
+    assert tok.convert_tokens_to_ids("<|turn|>") in added_ids(tok)
+    assert not spelled_as_text("<|turn|>", tok) and spelled_as_text("<|turn2|>", tok)

@@ -13,6 +13,7 @@ after the last turn by an EOS that ftdata appends:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,19 +35,45 @@ def model_stop_tokens(tokenizer: Any) -> tuple[str, ...]:
     return tuple(tokenizer.convert_ids_to_tokens(i) for i in ids if isinstance(i, int) and 0 <= i < size)
 
 
+_ADDED: dict[int, tuple[Any, int, frozenset[int]]] = {}  # id(backend) -> (backend, vocab size, added ids)
+
+
+def added_ids(tokenizer: Any) -> frozenset[int]:
+    """The ids of the tokenizer's added tokens that are not whitespace, cached per tokenizer.
+
+    Reading them is slow where there are thousands (Gemma 3: 6415, 34 ms), and markers compare
+    text in units many times. The cache holds the backend itself, so its id is never reused while
+    cached; a token added since (a new vocabulary size) reads them again.
+    """
+    backend = tokenizer.backend_tokenizer
+    size = backend.get_vocab_size(with_added_tokens=True)
+    hit = _ADDED.get(id(backend))
+    if hit is None or hit[0] is not backend or hit[1] != size:
+        if len(_ADDED) >= 16:
+            _ADDED.pop(next(iter(_ADDED)))
+        added = backend.get_added_tokens_decoder().items()
+        hit = _ADDED[id(backend)] = (backend, size, frozenset(i for i, a in added if a.content.strip()))
+    return hit[2]
+
+
+# The shape of a markup tag written as text: <|im_end|>, <end_of_turn>, <｜User｜>, [INST], [/INST].
+_TAG = re.compile(r"<[^<>\s]{1,40}>|\[[A-Za-z_/]{2,20}\]")
+
+
 def units(text: str, tokenizer: Any) -> list[tuple[int, int]]:
     """The markup units of `text`: [start, end) spans that a comparison of template markup may not cut.
 
     An added token is one unit. Plain text is cut where the tokenizer cuts it and where it turns
-    from whitespace to non-whitespace, and runs of the same kind are joined: a marker the
-    tokenizer reads as plain text (`<|im_end|>` on Llama 3: `<|`, `im`, `_end`, `|>\n`) is one
-    unit, `<|im_end|>`, and the newline a byte-level merge glued to it is another. On a
-    tokenizer that has its template's markers as tokens, units are its tokens (less whitespace merges).
+    from whitespace to non-whitespace, and runs of the same kind are joined, less tag-shaped pieces
+    (`_TAG`), each a unit of its own: a marker the tokenizer reads as plain text (`<|im_end|>` on
+    Llama 3: `<|`, `im`, `_end`, `|>\n`) is one unit, `<|im_end|>`, and the newline a byte-level
+    merge glued to it is another. On a tokenizer that has its template's markers as tokens, units
+    are its tokens (less whitespace merges).
     """
     if not text:
         return []
     enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-    added = {i for i, a in tokenizer.backend_tokenizer.get_added_tokens_decoder().items() if a.content.strip()}
+    added = added_ids(tokenizer)
     out: list[tuple[int, int, int]] = []  # (start, end, kind): 0 added token, 1 plain whitespace, 2 plain text
     for token_id, (a, b) in zip(enc.ids, enc.offsets):
         done = out[-1][1] if out else 0  # byte-level pieces of one character share its offsets (an emoji)
@@ -59,7 +86,16 @@ def units(text: str, tokenizer: Any) -> list[tuple[int, int]]:
                 out[-1] = (out[-1][0], j + 1, kind)
             else:
                 out.append((j, j + 1, kind))
-    return [(a, b) for a, b, _ in out]
+    spans: list[tuple[int, int]] = []
+    for a, b, kind in out:
+        at = a
+        # Markers glued together as plain text (Llama 3's template on Gemma's tokenizer writes
+        # `<|eot_id|><|start_header_id|>user`): each tag-shaped piece is a unit of its own.
+        for tag in _TAG.finditer(text, a, b) if kind == 2 else ():
+            spans += [(at, tag.start())] * (tag.start() > at) + [tag.span()]
+            at = tag.end()
+        spans += [(at, b)] * (b > at)
+    return spans
 
 
 def common_token_prefix(a: str, b: str, tokenizer: Any) -> int:
@@ -86,7 +122,7 @@ def spelled_as_text(text: str, tokenizer: Any) -> bool:
     """Whether some non-whitespace of `text` is plain text to `tokenizer`, not added tokens (`<|im_end|>`
     on Llama 3: five plain tokens; Cohere's `<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`: two added ones)."""
     enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-    added = set(tokenizer.backend_tokenizer.get_added_tokens_decoder())
+    added = added_ids(tokenizer)
     return any(i not in added and text[a:b].strip() for i, (a, b) in zip(enc.ids, enc.offsets))
 
 
