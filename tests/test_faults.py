@@ -246,7 +246,7 @@ def test_a_full_cache_never_fails_the_build(tmp_path: Path, monkeypatch: pytest.
     cache = tmp_path / "cache"
     real = output.shutil.copyfile
     monkeypatch.setattr(output.shutil, "copyfile", lambda src, dst: _no_space() if str(dst).startswith(str(cache)) else real(src, dst))
-    with pytest.warns(FtdataWarning, match=rf"^the build cache {cache} is full \(this build needs about .+ there, .+ is free\): built without caching it; free space there, or build with no cache_dir$"):
+    with pytest.warns(FtdataWarning, match=rf"^the build cache {cache} is full \(this build needs about .+ there, .+ is free\): built without caching it; free space there, or build with cache_dir=None$"):
         result = ftdata.prepare(str(_jsonl(tmp_path / "d.jsonl", OLD)), template="alpaca", cache_dir=str(cache))
     assert len(result.dataset) == 5
     assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == []

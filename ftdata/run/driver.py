@@ -149,8 +149,10 @@ def _scratch_place(mine: Callable[[], Path | None] | None) -> space.Place:
     )  # fmt: skip
 
 
-def _rejects_place(path: Path) -> space.Place:
-    return space.Place(path.parent, "the rejects file's folder", "free space there or give another rejects_path")
+def _rejects_place(path: Path, *, need: int | None = None) -> space.Place:
+    return space.Place(
+        path.parent, "the rejects file's folder", "free space there or give another rejects file", expected=lambda: need
+    )
 
 
 def _build_in_memory(
@@ -342,8 +344,14 @@ def _to_folder(
         export.write_manifest(target, record)
         target.finish()
     if given and not inside and not sharded:  # the user's copy (engine=ray wrote its own)
-        with space.disk_space(_rejects_place(Path(given))), safeio.atomic_path(Path(given)) as tmp:
-            shutil.copyfile(folder / export.REJECTS, tmp)
+        source_rejects = folder / export.REJECTS
+        try:
+            place = _rejects_place(Path(given), need=source_rejects.stat().st_size)
+            with space.disk_space(place), safeio.atomic_path(Path(given)) as tmp:
+                shutil.copyfile(source_rejects, tmp)
+        except DiskFullError as exc:
+            exc.add_note(f"{folder} holds the finished build, its rejects in {source_rejects}")
+            raise
     return BuildResult(dataset, report, out=folder, output_format=fmt, files=files, manifest=record, options=recorded)
 
 
