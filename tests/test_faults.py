@@ -214,6 +214,33 @@ def test_a_build_stopped_while_publishing_is_finished_by_the_next_reader(tmp_pat
     assert not safeio._committed(out) and not list(out.glob(f"{safeio.TEMP_MARK}*"))
 
 
+def test_a_load_during_a_publish_waits_for_it_and_reads_the_new_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    build(_jsonl(tmp_path / "old.jsonl", OLD), out, output_format="jsonl")
+    aside, go = threading.Event(), threading.Event()
+    real = safeio._publish
+
+    def paused(folder: Path, stage: Path) -> None:  # the publish, stopped after its first step
+        os.replace(folder / "build.json", stage / ".ftdata-old" / "build.json")
+        aside.set()
+        go.wait(30)
+        real(folder, stage)
+
+    monkeypatch.setattr(safeio, "_publish", paused)
+    builder = threading.Thread(target=build, args=(_jsonl(tmp_path / "new.jsonl", NEW), out), kwargs={"output_format": "jsonl"})
+    builder.start()
+    assert aside.wait(60) and not (out / "build.json").exists()
+    loaded: list[BuildResult] = []
+    reader = threading.Thread(target=lambda: loaded.append(ftdata.load(out)))
+    reader.start()
+    reader.join(0.5)
+    assert reader.is_alive()  # waits for the publish, never reads half of it
+    go.set()
+    builder.join(60)
+    reader.join(60)
+    assert [r.report.records for r in loaded] == [5]
+
+
 # --- 3. disk full ---------------------------------------------------------------------------------
 
 
@@ -290,6 +317,17 @@ def test_a_real_full_disk_in_scratch_out_and_cache(tmp_path: Path, small_disk: P
     assert result.exit_code == 0, result.output
     assert f"warning: the build cache {cache} is full" in result.stderr
     assert ftdata.load(tmp_path / "out2").report.records == 3000
+    # a disk full before the build writes anything: still one line, with a rough need
+    shutil.rmtree(cache)
+    shutil.rmtree(small_disk / "out")
+    fd = os.open(small_disk / "fill", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    result = runner.invoke(app, ["build", str(data), "-o", str(small_disk / "out"), "--template", "alpaca", "--no-cache"])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: no space left in {small_disk / 'out'} (the output folder): the build needs about ")
 
 
 # --- 5. symbolic links and the sweep --------------------------------------------------------------

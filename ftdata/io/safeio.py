@@ -199,6 +199,8 @@ def settle(folder: Path, *, leftovers: bool = True) -> None:
 def finish_publishing(folder: Path) -> None:
     """Publish what a build killed while publishing had committed (a reader's repair; needs OUT's lock).
 
+    A build publishing right now holds the lock for the milliseconds it takes: this waits for it.
+
     Raises:
         ConfigError: such a build is there but OUT cannot be locked (no write access).
     """

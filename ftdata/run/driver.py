@@ -130,11 +130,11 @@ def _in_memory(
     rejects = opts.output.rejects_path
     places = (out,) if out is not None else (_rejects_place(Path(rejects)),) if rejects else ()
     if isinstance(source, Recipe):
-        with space.disk_space(_scratch_place(None), *places):
+        with space.disk_space(_scratch_place(None, rough=None), *places):
             return _recipe_in_memory(source, tok, opts, progress)
     scratch: list[Path] = []
     try:
-        with space.disk_space(_scratch_place(lambda: scratch[0] if scratch else None), *places):
+        with space.disk_space(_scratch_place(lambda: scratch[0] if scratch else None, rough=rough_need(source)), *places):
             return _build_in_memory(source, tok, opts, progress, scratch=scratch)
     except BaseException:
         for folder in scratch:
@@ -142,11 +142,19 @@ def _in_memory(
         raise
 
 
-def _scratch_place(mine: Callable[[], Path | None] | None) -> space.Place:
+def _scratch_place(mine: Callable[[], Path | None] | None, *, rough: int | None) -> space.Place:
     return space.Place(
         Path(tempfile.gettempdir()), "scratch space, $TMPDIR", "free space there or set TMPDIR to a folder with room",
-        mine=mine or (lambda: None),
+        mine=mine or (lambda: None), expected=lambda: rough,
     )  # fmt: skip
+
+
+def rough_need(source: Any) -> int | None:
+    """What a build of `source` writes (its rows file, its output), roughly, before anything is known:
+    twice the input's bytes (9 bytes a token of ids, labels and mask; ~4 characters a token)."""
+    if isinstance(source, (str, Path)) and Path(source).expanduser().exists():
+        return 2 * space.tree_bytes(Path(source).expanduser())
+    return None
 
 
 def _rejects_place(path: Path, *, need: int | None = None) -> space.Place:
@@ -312,7 +320,8 @@ def _to_folder(
     expected: list[int] = []
     place = space.Place(
         folder, "the output folder", "free space there or give another output folder (this one is left as it was)",
-        mine=lambda: target.staging.path if target.staging else None, expected=lambda: expected[0] if expected else None,
+        mine=lambda: target.staging.path if target.staging else None,
+        expected=lambda: expected[0] if expected else rough_need(source),
     )  # fmt: skip
     with space.disk_space(place), target, space.disk_space(place):
         staging = target.staging
