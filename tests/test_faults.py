@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,11 @@ def test_a_second_build_waits_for_the_lock_before_it_judges_out(tmp_path: Path, 
 
     thread = threading.Thread(target=second)
     thread.start()
-    waited = ""
-    while thread.is_alive() and "waiting for another build" not in waited:
+    waited, deadline = "", time.monotonic() + 120
+    while thread.is_alive() and "waiting for another build" not in waited and time.monotonic() < deadline:
         thread.join(0.05)
         waited += capsys.readouterr().err
+    assert "waiting for another build" in waited
     assert not outcome, outcome  # blocked on the lock, nothing judged
     (out / safeio.OWNER_FILE).write_text(json.dumps({"written_by": "ftdata", "files": ["rejects.jsonl"]}))
     os.close(fd)  # the live build ends
