@@ -110,13 +110,13 @@ def test_a_build_where_every_record_is_rejected_leaves_the_earlier_out_as_it_was
     before = snapshot(out)
     result = CliRunner().invoke(app, ["build", str(_jsonl(tmp_path / "bad.jsonl", BAD)), "-o", str(out), "--template", "alpaca", "--no-cache"])
     assert result.exit_code == 1
-    kept = out / safeio.FAILED_REJECTS
+    kept = out / ".ftdata-failed-rejects.jsonl"
     assert result.stderr.splitlines() == [
         f"error: every record was rejected (12 of 12); first: {tmp_path}/bad.jsonl:1: empty response; remove the record or "
         f"fill the response; the rejects of this build are in {kept}; {out} keeps its earlier build"
     ]
     after = snapshot(out)
-    assert len(after.pop(safeio.FAILED_REJECTS).splitlines()) == 12  # type: ignore[union-attr]
+    assert len(after.pop(kept.name).splitlines()) == 12  # type: ignore[union-attr]
     assert after == before
     ftdata.load(out)  # still the earlier build, consistent
     build(_jsonl(tmp_path / "new.jsonl", NEW), out)  # the next build drops the failed build's rejects
