@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,11 @@ def test_a_second_build_waits_for_the_lock_before_it_judges_out(tmp_path: Path, 
 
     thread = threading.Thread(target=second)
     thread.start()
-    waited = ""
-    while thread.is_alive() and "waiting for another build" not in waited:
+    waited, deadline = "", time.monotonic() + 120
+    while thread.is_alive() and "waiting for another build" not in waited and time.monotonic() < deadline:
         thread.join(0.05)
         waited += capsys.readouterr().err
+    assert "waiting for another build" in waited
     assert not outcome, outcome  # blocked on the lock, nothing judged
     (out / safeio.OWNER_FILE).write_text(json.dumps({"written_by": "ftdata", "files": ["rejects.jsonl"]}))
     os.close(fd)  # the live build ends
@@ -108,13 +110,13 @@ def test_a_build_where_every_record_is_rejected_leaves_the_earlier_out_as_it_was
     before = snapshot(out)
     result = CliRunner().invoke(app, ["build", str(_jsonl(tmp_path / "bad.jsonl", BAD)), "-o", str(out), "--template", "alpaca", "--no-cache"])
     assert result.exit_code == 1
-    kept = out / safeio.FAILED_REJECTS
+    kept = out / ".ftdata-failed-rejects.jsonl"
     assert result.stderr.splitlines() == [
         f"error: every record was rejected (12 of 12); first: {tmp_path}/bad.jsonl:1: empty response; remove the record or "
         f"fill the response; the rejects of this build are in {kept}; {out} keeps its earlier build"
     ]
     after = snapshot(out)
-    assert len(after.pop(safeio.FAILED_REJECTS).splitlines()) == 12  # type: ignore[union-attr]
+    assert len(after.pop(kept.name).splitlines()) == 12  # type: ignore[union-attr]
     assert after == before
     ftdata.load(out)  # still the earlier build, consistent
     build(_jsonl(tmp_path / "new.jsonl", NEW), out)  # the next build drops the failed build's rejects
@@ -214,6 +216,33 @@ def test_a_build_stopped_while_publishing_is_finished_by_the_next_reader(tmp_pat
     assert not safeio._committed(out) and not list(out.glob(f"{safeio.TEMP_MARK}*"))
 
 
+def test_a_load_during_a_publish_waits_for_it_and_reads_the_new_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    build(_jsonl(tmp_path / "old.jsonl", OLD), out, output_format="jsonl")
+    aside, go = threading.Event(), threading.Event()
+    real = safeio._publish
+
+    def paused(folder: Path, stage: Path) -> None:  # the publish, stopped after its first step
+        os.replace(folder / "build.json", stage / ".ftdata-old" / "build.json")
+        aside.set()
+        go.wait(30)
+        real(folder, stage)
+
+    monkeypatch.setattr(safeio, "_publish", paused)
+    builder = threading.Thread(target=build, args=(_jsonl(tmp_path / "new.jsonl", NEW), out), kwargs={"output_format": "jsonl"})
+    builder.start()
+    assert aside.wait(60) and not (out / "build.json").exists()
+    loaded: list[BuildResult] = []
+    reader = threading.Thread(target=lambda: loaded.append(ftdata.load(out)))
+    reader.start()
+    reader.join(0.5)
+    assert reader.is_alive()  # waits for the publish, never reads half of it
+    go.set()
+    builder.join(60)
+    reader.join(60)
+    assert [r.report.records for r in loaded] == [5]
+
+
 # --- 3. disk full ---------------------------------------------------------------------------------
 
 
@@ -246,7 +275,7 @@ def test_a_full_cache_never_fails_the_build(tmp_path: Path, monkeypatch: pytest.
     cache = tmp_path / "cache"
     real = output.shutil.copyfile
     monkeypatch.setattr(output.shutil, "copyfile", lambda src, dst: _no_space() if str(dst).startswith(str(cache)) else real(src, dst))
-    with pytest.warns(FtdataWarning, match=rf"^the build cache {cache} is full \(this build needs about .+ there, .+ is free\): built without caching it; free space there, or build with no cache_dir$"):
+    with pytest.warns(FtdataWarning, match=rf"^the build cache {cache} is full \(this build needs about .+ there, .+ is free\): built without caching it; free space there, or build with cache_dir=None$"):
         result = ftdata.prepare(str(_jsonl(tmp_path / "d.jsonl", OLD)), template="alpaca", cache_dir=str(cache))
     assert len(result.dataset) == 5
     assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == []
@@ -290,6 +319,17 @@ def test_a_real_full_disk_in_scratch_out_and_cache(tmp_path: Path, small_disk: P
     assert result.exit_code == 0, result.output
     assert f"warning: the build cache {cache} is full" in result.stderr
     assert ftdata.load(tmp_path / "out2").report.records == 3000
+    # a disk full before the build writes anything: still one line, with a rough need
+    shutil.rmtree(cache)
+    shutil.rmtree(small_disk / "out")
+    fd = os.open(small_disk / "fill", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    result = runner.invoke(app, ["build", str(data), "-o", str(small_disk / "out"), "--template", "alpaca", "--no-cache"])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: no space left in {small_disk / 'out'} (the output folder): the build needs about ")
 
 
 # --- 5. symbolic links and the sweep --------------------------------------------------------------

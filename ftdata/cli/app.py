@@ -64,7 +64,7 @@ def error_message(exc: BaseException) -> str:
 def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     """ftdata's own warnings as `warning: <message>` lines on stderr; others as Python shows them."""
     if issubclass(category, FtdataWarning):
-        typer.echo(f"warning: {message}", err=True)
+        typer.echo(f"warning: {cli_spelling(str(message))}", err=True)
     else:
         _PYTHON_SHOWWARNING(message, category, *args, **kwargs)
 

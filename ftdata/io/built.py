@@ -50,8 +50,12 @@ def load(out: str | Path) -> BuildResult:
         OutputMismatch: a file build.json lists is missing or is not the one it describes.
     """
     folder = Path(out).expanduser()
-    manifest = _manifest(folder)
-    files = _checked_files(folder, manifest)
+    try:
+        manifest = _manifest(folder)
+        files = _checked_files(folder, manifest)
+    except ConfigError:  # read while a build published its files: once more, after it (a tampered OUT fails again)
+        manifest = _manifest(folder)
+        files = _checked_files(folder, manifest)
     report = BuildReport.from_dict(manifest["counts"])
     dataset = _read(manifest["output"]["format"], files)
     splits = dict(dataset) if isinstance(dataset, dict) else {"train": dataset}
@@ -137,6 +141,7 @@ def load_hint(out: Path | str, *, fmt: str) -> str:
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
+    """build.json of `folder`, after finishing what a build stopped while publishing had committed."""
     if folder.is_dir():
         finish_publishing(folder)
     path = folder / MANIFEST

@@ -388,7 +388,7 @@ def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint:
         need, free = tree_bytes(rejects) + dataset_bytes(dataset), free_bytes(cache_dir)
         warnings.warn(
             f"the build cache {cache_dir} is full (this build needs about {size_text(need)} there, {size_text(free)} is "
-            "free): built without caching it; free space there, or build with no cache_dir",
+            "free): built without caching it; free space there, or build with cache_dir=None",
             FtdataWarning, stacklevel=2,
         )  # fmt: skip
         return dataset

@@ -23,147 +23,32 @@ The rules every writer in ftdata follows:
 
 from __future__ import annotations
 
-import atexit
-import errno
-import fcntl
 import hashlib
 import json
 import os
-import re
-import shutil
-import signal
-import stat
 import sys
-import tempfile
-import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ftdata.errors import ConfigError
+from ftdata.io.atomic import (
+    TEMP_MARK, AtomicFile, atomic_path, create, file_lock, open_lock, remove, replace, temp_name, write_text,
+)  # fmt: skip
+from ftdata.io.scratch import SCRATCH_MARK, SCRATCH_PREFIX, SCRATCH_TEXT, clean_stale_scratch, drop_scratch, scratch_dir
 
-TEMP_MARK = ".ftdata-tmp-"
+__all__ = [
+    "FAILED_REJECTS", "LOCK_FILE", "OWNER_FILE", "SCRATCH_MARK", "SCRATCH_PREFIX", "SCRATCH_TEXT", "TEMP_MARK", "AtomicFile",
+    "OutputDir", "Staging", "atomic_path", "check_output", "check_rejects_path", "clean_stale_scratch", "create",
+    "drop_scratch", "file_hash", "file_lock", "finish_publishing", "input_paths", "open_lock", "remove", "replace",
+    "scratch_dir", "settle", "source_id", "temp_name", "write_text",
+]  # fmt: skip
+
 OWNER_FILE = ".ftdata-output.json"
 LOCK_FILE = ".ftdata.lock"
 FAILED_REJECTS = ".ftdata-failed-rejects.jsonl"  # a failed build's rejects, beside the build OUT holds
-SCRATCH_PREFIX = "ftdata-"
-# A new file, never an existing one, never reached through a symbolic link.
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def temp_name(dest: Path) -> Path:
-    """A unique temporary sibling of `dest` (same folder, so a rename is atomic)."""
-    return dest.with_name(f"{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}-{dest.name}")
-
-
-def create(path: Path) -> IO[str]:
-    """A new text file at `path`, opened for writing (`O_EXCL | O_NOFOLLOW`: a planted file or link is an error)."""
-    return os.fdopen(os.open(path, _NEW_FILE, 0o666), "w", encoding="utf-8")
-
-
-def remove(path: Path) -> None:
-    """Remove a file or a folder tree; nothing when it is gone already. A link is removed, never followed."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def replace(tmp: Path, dest: Path) -> None:
-    """Move `tmp` onto `dest` atomically; a folder `dest` is swapped (set aside, then removed)."""
-    if dest.is_dir() and not dest.is_symlink():
-        old = temp_name(dest)
-        dest.rename(old)
-        tmp.rename(dest)
-        remove(old)
-    else:
-        os.replace(tmp, dest)
-
-
-@contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path to write `dest` at; it replaces `dest` only if the block succeeds."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(dest)
-    try:
-        yield tmp
-        replace(tmp, dest)
-    finally:
-        remove(tmp)
-
-
-def write_text(dest: Path, text: str) -> None:
-    """Write `text` to `dest` atomically."""
-    with atomic_path(dest) as tmp, create(tmp) as fh:
-        fh.write(text)
-
-
-class AtomicFile:
-    """A text file written under a temporary name: `commit()` renames it to `dest`, `abort()` drops it."""
-
-    def __init__(self, dest: Path):
-        self.dest = dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_name(dest)
-        self.fh: IO[str] = create(self.tmp)
-
-    def commit(self) -> None:
-        if not self.fh.closed:
-            self.fh.close()
-            os.replace(self.tmp, self.dest)
-
-    def abort(self) -> None:
-        if not self.fh.closed:
-            self.fh.close()
-            remove(self.tmp)
-
-
-def open_lock(path: Path) -> int:
-    """A descriptor of the lock file `path`, created if missing; never through a link, never on a FIFO or device.
-
-    Raises:
-        ConfigError: `path` is a symbolic link or not a plain file.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ConfigError(
-                f"{path} is a symbolic link; ftdata never follows a link for a file it creates or locks: remove it"
-            ) from None
-        if exc.errno != errno.EISDIR:
-            raise
-        fd = -1
-    if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
-        if fd >= 0:
-            os.close(fd)
-        raise ConfigError(f"{path} is not a plain file; ftdata keeps its lock there: remove it")
-    return fd
-
-
-@contextmanager
-def file_lock(path: Path, *, waiting: str | None = None) -> Iterator[None]:
-    """Hold an exclusive `fcntl` lock on `path` (created if missing); wait for another holder.
-
-    `waiting`, when given, is printed to stderr if the lock is busy.
-
-    Raises:
-        ConfigError: `path` is a symbolic link or not a plain file (`open_lock`).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = open_lock(path)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting:
-                print(waiting, file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the last descriptor releases the lock
 
 
 # --- inputs versus outputs ---------------------------------------------------------------------
@@ -314,6 +199,8 @@ def settle(folder: Path, *, leftovers: bool = True) -> None:
 def finish_publishing(folder: Path) -> None:
     """Publish what a build killed while publishing had committed (a reader's repair; needs OUT's lock).
 
+    A build publishing right now holds the lock for the milliseconds it takes: this waits for it.
+
     Raises:
         ConfigError: such a build is there but OUT cannot be locked (no write access).
     """
@@ -368,8 +255,8 @@ class OutputDir:
         names = sorted(p.name for p in self.path.iterdir())
         return [n for n in names if n not in owned and not (marked and n.startswith(TEMP_MARK))]
 
-    def _refuse_foreign(self) -> None:
-        foreign = self._foreign()
+    def _refuse_foreign(self, foreign: list[str] | None = None) -> None:
+        foreign = self._foreign() if foreign is None else foreign
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise ConfigError(
@@ -381,10 +268,14 @@ class OutputDir:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"output {str(self.path)!r} is a file; give a folder (-o OUT)")
         check_output(self.path, self.inputs, what="output folder")
-        if self.path.is_dir() and not os.path.lexists(self.path / LOCK_FILE):
-            # A folder ftdata never locked is no build's, now or later (a build creates the lock
-            # before anything else): refuse it before writing even the lock file into it.
-            self._refuse_foreign()
+        lock = self.path / LOCK_FILE
+        if self.path.is_dir() and not os.path.lexists(lock):
+            # A folder ftdata never locked is refused before even the lock file is written into
+            # it. A build creates the lock before anything else, so a listing taken while no
+            # lock exists (checked after it) holds nothing of a live build's.
+            foreign = self._foreign()
+            if not os.path.lexists(lock):
+                self._refuse_foreign(foreign)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = file_lock(self.path / LOCK_FILE, waiting=f"waiting for another build writing {self.path} ...")
         self._lock.__enter__()
@@ -441,120 +332,6 @@ class OutputDir:
         write_text(stage / PUBLISH, json.dumps(plan) + "\n")  # the commit: from here on the build is published
         _publish(self.path, stage)
         self.staging = None
-
-
-# --- scratch ------------------------------------------------------------------------------------
-
-_SCRATCH: list[Path] = []
-_SCRATCH_PID = os.getpid()
-_HANDLED = False
-_LOCKS: dict[Path, int] = {}  # scratch folder -> the descriptor holding its lock
-SCRATCH_MARK = ".ftdata-scratch"  # in every scratch folder: ftdata's mark and its lock
-SCRATCH_TEXT = b"ftdata scratch folder: removed when the run that made it ends\n"
-_SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}\d+-[a-z0-9_]{{8}}")  # tempfile.mkdtemp(prefix="ftdata-<pid>-")
-
-
-def _cleanup_scratch() -> None:
-    if os.getpid() != _SCRATCH_PID:  # a forked worker must not remove its parent's scratch
-        return
-    while _SCRATCH:
-        remove(_SCRATCH.pop())
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    _cleanup_scratch()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_handlers() -> None:
-    global _HANDLED
-    if _HANDLED:
-        return
-    _HANDLED = True
-    atexit.register(_cleanup_scratch)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is signal.SIG_DFL:  # never replace a handler the application set
-            signal.signal(sig, _on_signal)
-
-
-def _stale(folder: Path) -> int | None:
-    """A descriptor holding the lock of `folder` when it is a scratch folder of a run that is gone, else None.
-
-    Only a folder ftdata made qualifies: its own naming (`ftdata-<pid>-xxxxxxxx`), a real folder
-    (not a link) owned by this user, holding ftdata's mark file (a plain file with ftdata's
-    text), whose lock no live run holds.
-    """
-    if not _SCRATCH_NAME.fullmatch(folder.name):
-        return None
-    try:
-        info = os.lstat(folder)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            return None
-        fd = os.open(folder / SCRATCH_MARK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        mark = os.fstat(fd)
-        if stat.S_ISREG(mark.st_mode) and mark.st_uid == os.getuid() and os.read(fd, 256) == SCRATCH_TEXT:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-    except OSError:  # BlockingIOError: its run is alive
-        pass
-    os.close(fd)
-    return None
-
-
-def clean_stale_scratch(root: Path | None = None) -> int:
-    """Remove scratch folders of runs that died without cleaning up; return how many.
-
-    A live run holds an `fcntl` lock on its folder's mark file; a free lock means its owner
-    is gone. Folders ftdata did not make (`$TMPDIR/ftdata-myproject`) are never touched (`_stale`).
-    """
-    removed = 0
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
-        fd = _stale(folder)
-        if fd is None:
-            continue
-        try:
-            remove(folder)
-            removed += 1
-        finally:
-            os.close(fd)
-    return removed
-
-
-def scratch_dir() -> Path:
-    """A fresh scratch folder, removed at exit or on SIGTERM/SIGHUP (stale ones are swept first)."""
-    global _SCRATCH_PID
-    if os.getpid() != _SCRATCH_PID:
-        _SCRATCH.clear()
-        _LOCKS.clear()
-        _SCRATCH_PID = os.getpid()
-    _install_handlers()
-    clean_stale_scratch()
-    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
-    # Marked and locked before the mark's name is visible, so a sweeping run never sees it free.
-    pending = path / f"{TEMP_MARK}scratch"
-    fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    os.write(fd, SCRATCH_TEXT)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # held for the life of the process
-    pending.rename(path / SCRATCH_MARK)
-    _LOCKS[path] = fd
-    _SCRATCH.append(path)
-    return path
-
-
-def drop_scratch(path: Path) -> None:
-    """Remove a scratch folder now (a failed build's), not at exit."""
-    if path in _SCRATCH:
-        _SCRATCH.remove(path)
-    remove(path)
-    fd = _LOCKS.pop(path, None)
-    if fd is not None:
-        os.close(fd)
 
 
 # --- input identity -----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Output, by what is asked for:
     out=None                    a `datasets.Dataset` (or DatasetDict) in memory: `prepare`,
                                 `build_sft_dataset`, `ftdata train`'s data step
     out=FOLDER                  the dataset (arrow, parquet or jsonl), rejects.jsonl and build.json
-                                in FOLDER, each renamed into place when complete: `ftdata build -o`
+                                in FOLDER, published together when the build succeeds
+                                (`ftdata.run.publish`): `ftdata build -o`
     out=FOLDER or URI, engine=ray
                                 sharded Parquet written by the Ray workers (`ftdata.run.ray_build`),
                                 unless output_format asks for arrow or jsonl
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import tempfile
 import time
 import warnings
@@ -31,16 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdata.io import export, output, safeio, space, store
+from ftdata.io import output, safeio, space
 
 from ftdata.run import loop
 from ftdata.run.engine import Ran, Stage, chunk
-from ftdata.errors import ConfigError, DiskFullError, FtdataError
+from ftdata.errors import ConfigError, FtdataError
 from ftdata.run.executors import Executor
 from ftdata.options import DATA_FIELDS, BuildOptions, DataOptions, RunOptions
 from ftdata.report import REPORT_FORMAT, BuildReport, RejectsWriter
 from ftdata.io.resources import load_tokenizer
-from ftdata.types import Engine
 
 IMAGES = "images"  # OUT/images: the inline images of a build with a processor
 
@@ -132,11 +131,11 @@ def _in_memory(
     rejects = opts.output.rejects_path
     places = (out,) if out is not None else (_rejects_place(Path(rejects)),) if rejects else ()
     if isinstance(source, Recipe):
-        with space.disk_space(_scratch_place(None), *places):
+        with space.disk_space(_scratch_place(None, rough=None), *places):
             return _recipe_in_memory(source, tok, opts, progress)
     scratch: list[Path] = []
     try:
-        with space.disk_space(_scratch_place(lambda: scratch[0] if scratch else None), *places):
+        with space.disk_space(_scratch_place(lambda: scratch[0] if scratch else None, rough=rough_need(source)), *places):
             return _build_in_memory(source, tok, opts, progress, scratch=scratch)
     except BaseException:
         for folder in scratch:
@@ -144,15 +143,25 @@ def _in_memory(
         raise
 
 
-def _scratch_place(mine: Callable[[], Path | None] | None) -> space.Place:
+def _scratch_place(mine: Callable[[], Path | None] | None, *, rough: int | None) -> space.Place:
     return space.Place(
         Path(tempfile.gettempdir()), "scratch space, $TMPDIR", "free space there or set TMPDIR to a folder with room",
-        mine=mine or (lambda: None),
+        mine=mine or (lambda: None), expected=lambda: rough,
     )  # fmt: skip
 
 
-def _rejects_place(path: Path) -> space.Place:
-    return space.Place(path.parent, "the rejects file's folder", "free space there or give another rejects_path")
+def rough_need(source: Any) -> int | None:
+    """What a build of `source` writes (its rows file, its output), roughly, before anything is known:
+    twice the input's bytes (9 bytes a token of ids, labels and mask; ~4 characters a token)."""
+    if isinstance(source, (str, Path)) and Path(source).expanduser().exists():
+        return 2 * space.tree_bytes(Path(source).expanduser())
+    return None
+
+
+def _rejects_place(path: Path, *, need: int | None = None) -> space.Place:
+    return space.Place(
+        path.parent, "the rejects file's folder", "free space there or give another rejects file", expected=lambda: need
+    )
 
 
 def _build_in_memory(
@@ -229,151 +238,6 @@ def _as_recipe(source: Any, options: BuildOptions | None, flat: dict[str, Any]) 
     return source, source.build_options().updated(**run_output)
 
 
-def _output_format(output_format: str | None, *, sharded: bool) -> str:
-    if sharded:
-        return "parquet"
-    return export.check_output_format(output_format or "arrow")
-
-
-def _to_out(
-    source: Any, out: str | Path, tok: Any, opts: BuildOptions, *, output_format: str | None, tokenizer_name: str,
-    protect: Sequence[Any], config: Path | None, progress: Callable[[int], None] | None,
-) -> BuildResult:  # fmt: skip
-    """The build written into OUT (a folder, or with engine=ray a URI), build.json last."""
-    from ftdata.mix import Recipe
-
-    recipe = isinstance(source, Recipe)
-    remote = store.is_uri(str(out))
-    shards = opts.run.engine is Engine.RAY and output_format in (None, "parquet")  # engine=ray to OUT: OUT/data/*.parquet
-    sharded = shards and not recipe  # written by the workers; a recipe is mixed here, so the driver writes its shards
-    if remote and not shards:
-        raise ConfigError(
-            f"-o {out}: only engine=ray writes to a URI (every node writes its shards there); "
-            "add --engine ray, or give a local folder"
-        )
-    if shards and recipe and opts.data.test_size is not None:
-        raise ConfigError(
-            f"test_size={opts.data.test_size!r}: a recipe's Parquet shards (engine=ray) hold one split; "
-            "use output_format='arrow' (--output-format arrow) for train and test, or drop test_size"
-        )
-    fmt = _output_format(output_format, sharded=shards)
-    if sharded and opts.output.cache_dir:
-        opts = opts.updated(cache_dir=None)  # workers write straight to OUT: there is nothing to cache
-    named = [source.origin, *(f for s in source.sources for f in s.files())] if recipe else [source, opts.data.template]
-    inputs = safeio.input_paths(*named, *protect)
-    if opts.output.rejects_path:
-        safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
-    facts = dict(data=source.origin if recipe else str(source), tokenizer=tok, tokenizer_name=tokenizer_name, config=config)
-    if remote:
-        return _to_store(source, str(out), tok, opts, fmt=fmt, sharded=sharded, facts=facts, progress=progress)
-    return _to_folder(source, Path(out).expanduser(), tok, opts, fmt=fmt, inputs=inputs, sharded=sharded, shards=shards,
-                      facts=facts, progress=progress)  # fmt: skip
-
-
-def _to_store(
-    source: Any, out: str, tok: Any, opts: BuildOptions, *, fmt: str, sharded: bool, facts: dict[str, Any],
-    progress: Callable[[int], None] | None,
-) -> BuildResult:  # fmt: skip
-    """engine=ray into a URI: the workers' shards, or a recipe's mixture written here as shards."""
-    if not opts.output.rejects_path and not sharded:  # written here first, then copied into OUT
-        opts = opts.updated(rejects_path=str(safeio.scratch_dir() / export.REJECTS))
-    with store.StoreOut(out) as target:
-        if sharded:
-            from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
-
-            report = build_shards(source, tokenizer=tok, options=opts, target=target)
-            dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
-        else:
-            result = _in_memory(source, tok, opts, progress)
-            dataset, report = result.dataset, result.report
-            files, rejects_name = export.write_shards(dataset, target), export.REJECTS
-            with target.write(export.REJECTS) as tmp:
-                shutil.copyfile(str(opts.output.rejects_path), tmp)
-        record = _manifest(source, tok, opts, report, facts, fmt=fmt, files=files, rejects=rejects_name)
-        export.write_manifest(target, record)
-    return BuildResult(dataset, report, out=target.path, output_format=fmt, files=files, manifest=record, options=opts)
-
-
-def _to_folder(
-    source: Any, folder: Path, tok: Any, opts: BuildOptions, *, fmt: str, inputs: list[Path], sharded: bool, shards: bool,
-    facts: dict[str, Any], progress: Callable[[int], None] | None,
-) -> BuildResult:  # fmt: skip
-    """The build into a local folder: every file staged inside OUT and published together by `OutputDir.finish`.
-
-    The rejects go to OUT/rejects.jsonl with the rest; a `rejects_path` of the user's gets a
-    copy once OUT is published. A build that fails after its records were read keeps its
-    rejects beside the earlier build (OUT/.ftdata-failed-rejects.jsonl, or the user's `rejects_path`)
-    and says where in the error; OUT's earlier build is not touched.
-    """
-    given = opts.output.rejects_path
-    inside = given is not None and Path(given).expanduser().resolve().parent == folder.resolve()
-    recorded = opts if sharded or given else opts.updated(rejects_path=str(folder / export.REJECTS))
-    target = safeio.OutputDir(folder, inputs=inputs)
-    expected: list[int] = []
-    place = space.Place(
-        folder, "the output folder", "free space there or give another output folder (this one is left as it was)",
-        mine=lambda: target.staging.path if target.staging else None, expected=lambda: expected[0] if expected else None,
-    )  # fmt: skip
-    with space.disk_space(place), target, space.disk_space(place):
-        staging = target.staging
-        assert staging is not None
-        if sharded:
-            from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
-
-            report = build_shards(source, tokenizer=tok, options=opts, target=staging)  # type: ignore[arg-type]
-            dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
-        else:
-            staged = target.staged(export.REJECTS)
-            try:
-                result = _in_memory(source, tok, opts.updated(rejects_path=str(staged)), progress, out=place)
-            except FtdataError as exc:
-                _keep_rejects(target, staged, given if given and not inside else None, exc)
-                raise
-            dataset, report = result.dataset, result.report
-            expected.append(output.dataset_bytes(dataset) + space.tree_bytes(staged))
-            if shards:
-                files = export.write_shards(dataset, target)
-            else:
-                files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok)]
-            rejects_name = export.REJECTS
-            if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]
-                shutil.copyfile(staged, target.staged(Path(given).name))  # type: ignore[arg-type]
-            report.rejects_path = given or str(folder / export.REJECTS)
-        on_disk = export.disk_facts(staging.path, [*files, rejects_name])
-        record = _manifest(source, tok, recorded, report, facts, fmt=fmt, files=files, rejects=rejects_name, on_disk=on_disk)
-        export.write_manifest(target, record)
-        target.finish()
-    if given and not inside and not sharded:  # the user's copy (engine=ray wrote its own)
-        with space.disk_space(_rejects_place(Path(given))), safeio.atomic_path(Path(given)) as tmp:
-            shutil.copyfile(folder / export.REJECTS, tmp)
-    return BuildResult(dataset, report, out=folder, output_format=fmt, files=files, manifest=record, options=recorded)
-
-
-def _keep_rejects(target: safeio.OutputDir, staged: Path, given: str | None, exc: FtdataError) -> None:
-    """A failed build's rejects, kept where the user can read them (named in a note on `exc`); OUT's build untouched."""
-    if isinstance(exc, DiskFullError) or not staged.is_file() or staged.stat().st_size == 0:
-        return
-    if given:
-        with safeio.atomic_path(Path(given)) as tmp:
-            shutil.copyfile(staged, tmp)
-        where = Path(given)
-    else:
-        where = target.keep_failed(staged)
-    state = "keeps its earlier build" if (target.path / export.MANIFEST).exists() else "holds no build"
-    exc.add_note(f"the rejects of this build are in {where}; {target.path} {state}")
-
-
-def _manifest(
-    source: Any, tok: Any, opts: BuildOptions, report: BuildReport, facts: dict[str, Any], *, fmt: str, files: list[str],
-    rejects: str, on_disk: dict[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    fingerprint = report.fingerprint or build_fingerprint(source, tok, opts.data)  # without a cache, build.json records it anyway
-    return export.manifest(
-        **facts, options=opts, report=report, fingerprint=fingerprint, output_format=fmt, files=files, rejects=rejects,
-        on_disk=on_disk,
-    )  # fmt: skip
-
-
 def build(
     source: Any,
     out: str | Path | None = None,
@@ -417,8 +281,10 @@ def build(
         result = _in_memory(source, tok, opts, progress)
         result.options = opts
         return result
+    from ftdata.run.publish import to_out  # it builds through this module's _in_memory
+
     name = tokenizer_name or str(getattr(tok, "name_or_path", ""))
-    return _to_out(
+    return to_out(
         source, out, tok, opts, output_format=output_format, tokenizer_name=name, protect=protect, config=config,
         progress=progress,
     )  # fmt: skip

@@ -1,0 +1,178 @@
+"""A build written to OUT: a local folder, published whole (`safeio.OutputDir`), or a URI (engine=ray).
+
+    build(source, out) ─▶ to_out ─┬─ a folder: _to_folder: the rows (driver._in_memory) or Ray's shards, staged
+                                  │  inside OUT with rejects.jsonl and build.json, published together
+                                  └─ a URI:    _to_store: Ray's shards, build.json last (`store.StoreOut`)
+
+A build that fails leaves OUT as it was; one that had read its records keeps their rejects
+beside the earlier build and names them in the error (`_keep_rejects`). A full disk is a
+`DiskFullError` naming the output folder, scratch or the rejects file's folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ftdata.errors import ConfigError, DiskFullError, FtdataError
+from ftdata.io import export, output, safeio, space, store
+from ftdata.options import BuildOptions
+from ftdata.report import BuildReport
+from ftdata.run.driver import BuildResult, _in_memory, _rejects_place, build_fingerprint, rough_need
+from ftdata.types import Engine
+
+__all__ = ["to_out"]
+
+
+def _output_format(output_format: str | None, *, sharded: bool) -> str:
+    if sharded:
+        return "parquet"
+    return export.check_output_format(output_format or "arrow")
+
+
+def to_out(
+    source: Any, out: str | Path, tok: Any, opts: BuildOptions, *, output_format: str | None, tokenizer_name: str,
+    protect: Sequence[Any], config: Path | None, progress: Callable[[int], None] | None,
+) -> BuildResult:  # fmt: skip
+    """The build written into OUT (a folder, or with engine=ray a URI), build.json last."""
+    from ftdata.mix import Recipe
+
+    recipe = isinstance(source, Recipe)
+    remote = store.is_uri(str(out))
+    shards = opts.run.engine is Engine.RAY and output_format in (None, "parquet")  # engine=ray to OUT: OUT/data/*.parquet
+    sharded = shards and not recipe  # written by the workers; a recipe is mixed here, so the driver writes its shards
+    if remote and not shards:
+        raise ConfigError(
+            f"-o {out}: only engine=ray writes to a URI (every node writes its shards there); "
+            "add --engine ray, or give a local folder"
+        )
+    if shards and recipe and opts.data.test_size is not None:
+        raise ConfigError(
+            f"test_size={opts.data.test_size!r}: a recipe's Parquet shards (engine=ray) hold one split; "
+            "use output_format='arrow' (--output-format arrow) for train and test, or drop test_size"
+        )
+    fmt = _output_format(output_format, sharded=shards)
+    if sharded and opts.output.cache_dir:
+        opts = opts.updated(cache_dir=None)  # workers write straight to OUT: there is nothing to cache
+    named = [source.origin, *(f for s in source.sources for f in s.files())] if recipe else [source, opts.data.template]
+    inputs = safeio.input_paths(*named, *protect)
+    if opts.output.rejects_path:
+        safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
+    facts = dict(data=source.origin if recipe else str(source), tokenizer=tok, tokenizer_name=tokenizer_name, config=config)
+    if remote:
+        return _to_store(source, str(out), tok, opts, fmt=fmt, sharded=sharded, facts=facts, progress=progress)
+    return _to_folder(source, Path(out).expanduser(), tok, opts, fmt=fmt, inputs=inputs, sharded=sharded, shards=shards,
+                      facts=facts, progress=progress)  # fmt: skip
+
+
+def _to_store(
+    source: Any, out: str, tok: Any, opts: BuildOptions, *, fmt: str, sharded: bool, facts: dict[str, Any],
+    progress: Callable[[int], None] | None,
+) -> BuildResult:  # fmt: skip
+    """engine=ray into a URI: the workers' shards, or a recipe's mixture written here as shards."""
+    if not opts.output.rejects_path and not sharded:  # written here first, then copied into OUT
+        opts = opts.updated(rejects_path=str(safeio.scratch_dir() / export.REJECTS))
+    with store.StoreOut(out) as target:
+        if sharded:
+            from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
+
+            report = build_shards(source, tokenizer=tok, options=opts, target=target)
+            dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
+        else:
+            result = _in_memory(source, tok, opts, progress)
+            dataset, report = result.dataset, result.report
+            files, rejects_name = export.write_shards(dataset, target), export.REJECTS
+            with target.write(export.REJECTS) as tmp:
+                shutil.copyfile(str(opts.output.rejects_path), tmp)
+        record = _manifest(source, tok, opts, report, facts, fmt=fmt, files=files, rejects=rejects_name)
+        export.write_manifest(target, record)
+    return BuildResult(dataset, report, out=target.path, output_format=fmt, files=files, manifest=record, options=opts)
+
+
+def _to_folder(
+    source: Any, folder: Path, tok: Any, opts: BuildOptions, *, fmt: str, inputs: list[Path], sharded: bool, shards: bool,
+    facts: dict[str, Any], progress: Callable[[int], None] | None,
+) -> BuildResult:  # fmt: skip
+    """The build into a local folder: every file staged inside OUT and published together by `OutputDir.finish`.
+
+    The rejects go to OUT/rejects.jsonl with the rest; a `rejects_path` of the user's gets a
+    copy once OUT is published. A build that fails after its records were read keeps its
+    rejects beside the earlier build (OUT/.ftdata-failed-rejects.jsonl, or the user's `rejects_path`)
+    and says where in the error; OUT's earlier build is not touched.
+    """
+    given = opts.output.rejects_path
+    inside = given is not None and Path(given).expanduser().resolve().parent == folder.resolve()
+    recorded = opts if sharded or given else opts.updated(rejects_path=str(folder / export.REJECTS))
+    target = safeio.OutputDir(folder, inputs=inputs)
+    expected: list[int] = []
+    place = space.Place(
+        folder, "the output folder", "free space there or give another output folder (this one is left as it was)",
+        mine=lambda: target.staging.path if target.staging else None,
+        expected=lambda: expected[0] if expected else rough_need(source),
+    )  # fmt: skip
+    with space.disk_space(place), target, space.disk_space(place):
+        staging = target.staging
+        assert staging is not None
+        if sharded:
+            from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
+
+            report = build_shards(source, tokenizer=tok, options=opts, target=staging)  # type: ignore[arg-type]
+            dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
+        else:
+            staged = target.staged(export.REJECTS)
+            try:
+                result = _in_memory(source, tok, opts.updated(rejects_path=str(staged)), progress, out=place)
+            except FtdataError as exc:
+                _keep_rejects(target, staged, given if given and not inside else None, exc)
+                raise
+            dataset, report = result.dataset, result.report
+            expected.append(output.dataset_bytes(dataset) + space.tree_bytes(staged))
+            if shards:
+                files = export.write_shards(dataset, target)
+            else:
+                files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok)]
+            rejects_name = export.REJECTS
+            if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]
+                shutil.copyfile(staged, target.staged(Path(given).name))  # type: ignore[arg-type]
+            report.rejects_path = given or str(folder / export.REJECTS)
+        on_disk = export.disk_facts(staging.path, [*files, rejects_name])
+        record = _manifest(source, tok, recorded, report, facts, fmt=fmt, files=files, rejects=rejects_name, on_disk=on_disk)
+        export.write_manifest(target, record)
+        target.finish()
+    if given and not inside and not sharded:  # the user's copy (engine=ray wrote its own)
+        source_rejects = folder / export.REJECTS
+        try:
+            place = _rejects_place(Path(given), need=source_rejects.stat().st_size)
+            with space.disk_space(place), safeio.atomic_path(Path(given)) as tmp:
+                shutil.copyfile(source_rejects, tmp)
+        except DiskFullError as exc:
+            exc.add_note(f"{folder} holds the finished build, its rejects in {source_rejects}")
+            raise
+    return BuildResult(dataset, report, out=folder, output_format=fmt, files=files, manifest=record, options=recorded)
+
+
+def _keep_rejects(target: safeio.OutputDir, staged: Path, given: str | None, exc: FtdataError) -> None:
+    """A failed build's rejects, kept where the user can read them (named in a note on `exc`); OUT's build untouched."""
+    if isinstance(exc, DiskFullError) or not staged.is_file() or staged.stat().st_size == 0:
+        return
+    if given:
+        with safeio.atomic_path(Path(given)) as tmp:
+            shutil.copyfile(staged, tmp)
+        where = Path(given)
+    else:
+        where = target.keep_failed(staged)
+    state = "keeps its earlier build" if (target.path / export.MANIFEST).exists() else "holds no build"
+    exc.add_note(f"the rejects of this build are in {where}; {target.path} {state}")
+
+
+def _manifest(
+    source: Any, tok: Any, opts: BuildOptions, report: BuildReport, facts: dict[str, Any], *, fmt: str, files: list[str],
+    rejects: str, on_disk: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    fingerprint = report.fingerprint or build_fingerprint(source, tok, opts.data)  # without a cache, build.json records it anyway
+    return export.manifest(
+        **facts, options=opts, report=report, fingerprint=fingerprint, output_format=fmt, files=files, rejects=rejects,
+        on_disk=on_disk,
+    )  # fmt: skip
