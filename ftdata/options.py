@@ -110,8 +110,9 @@ class DataOptions:
         None, "with processor: reject a record with an image of more pixels (width x height, from its header) than this (media_too_large)"
     )
     image_dir: str | None = _opt(
-        None, "with processor: where inline images (data: URIs, bytes) are written as <sha256>.<ext>; "
-        "default OUT/images for a build to OUT, else ~/.cache/ftdata/images"
+        None, "with processor: the image store where inline images (data: URIs, bytes) are written once as "
+        "<sha256>.<ext>; default ~/.cache/ftdata/images ($FTDATA_IMAGE_DIR); a build to OUT also publishes its own "
+        "in OUT/images"
     )
 
     def __post_init__(self) -> None:
@@ -177,6 +178,7 @@ class DataOptions:
     def fingerprint(self) -> dict[str, Any]:
         """The serialised options: with the source and the tokenizer, the build's cache key."""
         out = plain(self)
+        out.pop("image_dir", None)  # where inline images are kept, not what the rows hold (`sha256:` refs)
         if self.processor is not None and not isinstance(self.processor, str):  # a processor object: its class and source
             out["processor"] = f"{type(self.processor).__name__}:{getattr(self.processor.tokenizer, 'name_or_path', '')}"
         return out

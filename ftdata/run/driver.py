@@ -41,7 +41,6 @@ from ftdata.options import DATA_FIELDS, BuildOptions, DataOptions, RunOptions
 from ftdata.report import REPORT_FORMAT, BuildReport, RejectsWriter
 from ftdata.io.resources import load_tokenizer
 
-IMAGES = "images"  # OUT/images: the inline images of a build with a processor
 
 __all__ = ["BuildResult", "build", "build_fingerprint", "build_sft_dataset", "checked", "prepare", "write_rows"]
 
@@ -272,8 +271,6 @@ def build(
         tokenizer = source.tokenizer  # a recipe names its tokenizer
     if tokenizer is None and opts.data.processor is not None:  # a vision build: the processor's own tokenizer
         tokenizer = opts.data.processor if isinstance(opts.data.processor, (str, Path)) else opts.data.processor.tokenizer
-    if out is not None and opts.data.processor is not None and not opts.data.image_dir and not store.is_uri(str(out)):
-        opts = opts.updated(image_dir=str(Path(out).expanduser() / IMAGES))  # inline images: OUT/images
     tok = load_tokenizer(tokenizer)
     if out is None:
         if output_format is not None:

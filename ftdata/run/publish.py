@@ -11,6 +11,7 @@ beside the earlier build and names them in the error (`_keep_rejects`). A full d
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from ftdata.options import BuildOptions
 from ftdata.report import BuildReport
 from ftdata.run.driver import BuildResult, _in_memory, _rejects_place, build_fingerprint, rough_need
 from ftdata.types import Engine
+
+IMAGES = "images"  # OUT/images: the inline images of a build with a processor
 
 __all__ = ["to_out"]
 
@@ -134,6 +137,7 @@ def _to_folder(
             else:
                 files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok)]
             rejects_name = export.REJECTS
+            files += _stage_images(dataset, staging, opts)
             if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]
                 shutil.copyfile(staged, target.staged(Path(given).name))  # type: ignore[arg-type]
             report.rejects_path = given or str(folder / export.REJECTS)
@@ -151,6 +155,39 @@ def _to_folder(
             exc.add_note(f"{folder} holds the finished build, its rejects in {source_rejects}")
             raise
     return BuildResult(dataset, report, out=folder, output_format=fmt, files=files, manifest=record, options=recorded)
+
+
+def _stage_images(dataset: Any, staging: safeio.Staging, opts: BuildOptions) -> list[str]:
+    """Stage the inline images (`sha256:` refs) the rows name as OUT/images, published with the build; [] or ["images"].
+
+    Inline images are written once, content-addressed, to the image store (`image_dir`, else
+    ~/.cache/ftdata/images) while records are read; the build's own are linked (or copied) from
+    there, so OUT holds exactly the images its rows name, and a cached build gets them too.
+
+    Raises:
+        FtdataError: an image the rows name is no longer in the store (it was removed since the build was cached).
+    """
+    from ftdata.vision.media import DIGEST, default_store, stored
+
+    refs: set[str] = set()
+    for split in dataset.values() if hasattr(dataset, "values") else [dataset]:
+        if "images" in split.column_names:
+            refs.update(i["ref"] for row in split["images"] for i in row or () if i["ref"].startswith(DIGEST))
+    if not refs:
+        return []
+    store_dir = Path(opts.data.image_dir).expanduser() if opts.data.image_dir else default_store()
+    folder = staging.path / IMAGES
+    folder.mkdir(exist_ok=True)
+    for ref in sorted(refs):
+        path = stored(ref, store_dir)
+        if path is None:
+            raise FtdataError(f"inline image {ref} is not in the image store {store_dir}; build again with --no-cache")
+        try:
+            os.link(path, folder / path.name)
+        except OSError:  # another filesystem, or links not allowed
+            shutil.copyfile(path, folder / path.name)
+    staging.add(IMAGES)
+    return [IMAGES]
 
 
 def _keep_rejects(target: safeio.OutputDir, staged: Path, given: str | None, exc: FtdataError) -> None:

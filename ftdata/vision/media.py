@@ -12,9 +12,10 @@ image costs a few microseconds and no pixel memory. A file that is not an image,
 header is corrupt, is rejected (`media_unreadable`); a file whose pixel data is cut after a
 sound header passes here and fails where pixels are made (the training collator).
 
-Inline images are written once, content-addressed, to `store/<hex>.<ext>` (a build to OUT:
-OUT/images; in memory: the `image_dir` option, else ~/.cache/ftdata/images), so rows hold
-only the reference and `open_image` finds the bytes again.
+Inline images are written once, content-addressed, to `store/<hex>.<ext>` (the `image_dir`
+option, else ~/.cache/ftdata/images), so rows hold only the reference and `open_image` finds
+the bytes again; a build to OUT publishes the ones its rows name in OUT/images
+(`ftdata.run.publish`).
 """
 
 from __future__ import annotations

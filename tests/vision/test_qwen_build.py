@@ -115,6 +115,10 @@ def test_bad_images_are_rejected_with_reasons(qwen_dir, images, tmp_path):
     assert (out / "images" / f"{digest}.png").read_bytes() == (images / "logo2.png").read_bytes()
     assert text_only["images"] == [] and text_only["trained"] == ["Still built.<|im_end|>"]
     assert "pixel" not in json.dumps(rows)  # references and sizes only
+    # OUT/images is published with the build and is the build's own: building again into OUT takes it over.
+    assert "images" in json.loads((out / "build.json").read_text())["output"]["files"]
+    build(data, out, processor=str(qwen_dir), output_format="jsonl", max_image_pixels=200_000)
+    assert (out / "images" / f"{digest}.png").read_bytes() == (images / "logo2.png").read_bytes()
 
 
 def test_without_a_processor_image_records_are_rejected_text_records_build(images, tmp_path):
