@@ -31,6 +31,7 @@ from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.chat.render import Renderer
+from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
@@ -78,6 +79,8 @@ class Chunk:
     groups: np.ndarray  # record index in the batch, per sequence: the held-out split keeps records whole
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
+    # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
+    weights: np.ndarray | None = None
 
     @property
     def records(self) -> int:
@@ -94,7 +97,7 @@ class Stage:
         self.tokenizer = tokenizer
         self.options = options
         self.columns = Columns(options.columns)
-        self.renderer = Renderer.from_options(tokenizer, options)
+        self.renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]
         self.masker = Masker(tokenizer)
         self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
         self._responses: Renderer | None = None  # the all_assistant renderer, for response counts
@@ -193,7 +196,7 @@ class Stage:
             RecordError: policy `error` and the record is too long (names the record).
         """
         if item.total <= self.options.max_length:
-            return Truncated([(item.tokenized.input_ids, item.tokenized.labels)])
+            return Truncated([_row(item.tokenized)])
         try:
             with limits.pinned():
                 return self.truncator(item.example, item.tokenized, policy=policy or self.options.truncation)
@@ -254,7 +257,7 @@ def chunk(ran: Ran) -> Chunk:
             seqs.extend(result.rows)
             groups.extend(record for _ in result.rows)
     report = ran.report
-    out = Chunk(*_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report)
+    out = Chunk(*_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, _weights(seqs))
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())
     report.trained_tokens = int((out.labels != -100).sum())
@@ -272,12 +275,29 @@ class Ran:
     report: BuildReport = field(default_factory=BuildReport)
 
 
+def _row(tokenized: Tokenized) -> tuple[list[int], ...]:
+    """A kept row: (ids, labels), and the per-token loss weights when the record has any."""
+    if tokenized.weights is None:
+        return tokenized.input_ids, tokenized.labels
+    return tokenized.input_ids, tokenized.labels, tokenized.weights
+
+
+def _weights(seqs: list[tuple[list[int], ...]]) -> np.ndarray | None:
+    """The loss weights of `seqs` laid end to end (1 for a row without them), or None when no row has any."""
+    if all(len(row) == 2 for row in seqs):
+        return None
+    return np.fromiter(
+        chain.from_iterable(row[2] if len(row) > 2 else [1.0] * len(row[0]) for row in seqs), dtype=np.float32,
+        count=sum(len(row[0]) for row in seqs),
+    )  # fmt: skip
+
+
 def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, labels, lengths) of `seqs` as flat arrays, filled once from one iterator each."""
-    lengths = np.fromiter((len(ids) for ids, _ in seqs), dtype=np.int64, count=len(seqs))
+    lengths = np.fromiter((len(row[0]) for row in seqs), dtype=np.int64, count=len(seqs))
     total = int(lengths.sum())
-    ids = np.fromiter(chain.from_iterable(i for i, _ in seqs), dtype=np.int32, count=total)
-    labels = np.fromiter(chain.from_iterable(lab for _, lab in seqs), dtype=np.int32, count=total)
+    ids = np.fromiter(chain.from_iterable(row[0] for row in seqs), dtype=np.int32, count=total)
+    labels = np.fromiter(chain.from_iterable(row[1] for row in seqs), dtype=np.int32, count=total)
     return ids, labels, lengths
 
 

@@ -96,14 +96,14 @@ class Truncator:
         """
         n, limit = len(row.input_ids), self.max_length
         if n <= limit:
-            return Truncated([(row.input_ids, row.labels)])
+            return Truncated([_pair(row)])
         over = f"{n} tokens > max_length {limit}"
         if policy is TruncationPolicy.ERROR:
             raise RecordError(f"{over}; raise max_length or choose another truncation policy", field="max_length")
         if policy is TruncationPolicy.DROP:
             return Truncated([], f"too long: {over} (truncation=drop)", RejectCode.TOO_LONG)
         if policy is TruncationPolicy.KEEP_START:
-            out = (row.input_ids[:limit], row.labels[:limit])
+            out = _pair(row, limit)
             kept, total = count_trained(out[1]), count_trained(row.labels)
             if not kept:
                 return Truncated([], f"no response left: kept the first {limit} of {n} tokens", RejectCode.NO_RESPONSE_LEFT)
@@ -250,8 +250,12 @@ class Truncator:
         )  # fmt: skip
 
 
-def _pair(row: Tokenized) -> Row:
-    return row.input_ids, row.labels
+def _pair(row: Tokenized, limit: int | None = None) -> Row:
+    """(ids, labels), and the loss weights when the record has any (`ftdata.chat.supervision`); the first `limit` tokens."""
+    pair = (row.input_ids, row.labels) if limit is None else (row.input_ids[:limit], row.labels[:limit])
+    if row.weights is None:
+        return pair
+    return (*pair, row.weights if limit is None else row.weights[:limit])  # type: ignore[return-value]
 
 
 def _level(rooms: list[int], over: int) -> list[int]:
