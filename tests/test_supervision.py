@@ -4,6 +4,8 @@ and the `loss_weights` column (ftdata/chat/supervision.py, masking, output)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import make_char_tokenizer, tokenizer
 
 from ftdata import build_sft_dataset
@@ -11,6 +13,8 @@ from ftdata.errors import RecordError
 from ftdata.outcomes import NoteCode
 from ftdata.run.engine import Stage
 from ftdata.options import DataOptions
+
+CHAR_TOK = make_char_tokenizer()
 
 # Axolotl's own case: tests/prompt_strategies/test_chat_templates_advanced.py::test_message_field_training
 # (axolotl-ai-cloud/axolotl): end_offset is inclusive, so [9..18] is " very well".
@@ -168,3 +172,28 @@ def test_offsets_count_from_the_content_as_given_when_the_template_trims_it():
     detail = [{"begin_offset": 2, "end_offset": 4, "train": True}]  # "abc" of "  abc def  "
     (row,) = build_sft_dataset([conversation(detail, content="  abc def  ")], tokenizer=tok)
     assert runs(tok, row) == ["abc", "<|im_end|>"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    content=st.text(alphabet="ab cd.", min_size=1, max_size=24),
+    cuts=st.lists(st.tuples(st.integers(0, 23), st.integers(0, 23), st.booleans()), min_size=1, max_size=4),
+)
+def test_trained_characters_are_exactly_the_trained_spans_on_the_reversible_tokenizer(content, cuts):
+    """One token per byte: the trained text is the content's characters inside a train: true span
+    (and not only in train: false ones), then the end-of-turn marker; nothing when no span trains."""
+    detail = [
+        {"begin_offset": min(a, b) % len(content), "end_offset": max(a, b) % len(content), "train": t} for a, b, t in cuts
+    ]
+    detail = [d for d in detail if d["begin_offset"] <= d["end_offset"]]
+    trained = [any(d["train"] and d["begin_offset"] <= k <= d["end_offset"] for d in detail) for k in range(len(content))]
+    if not content.strip() or not detail:
+        return
+    row = {"messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": content, "train_detail": detail},
+        {"role": "user", "content": "q2"}, {"role": "assistant", "content": "end"},
+    ]}  # fmt: skip
+    (out,) = build_sft_dataset([row], tokenizer=CHAR_TOK)
+    text = "".join(c for c, t in zip(content, trained) if t)
+    expected = (text + "<|im_end|>" if any(trained) else "") + "end<|im_end|>"
+    assert "".join(runs(CHAR_TOK, out)) == expected

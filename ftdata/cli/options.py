@@ -40,7 +40,7 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 # Options that change how records are read, rendered and masked: what preview shows.
 PREVIEW_FIELDS = (
     "template", "format", "columns", "roles", "reader", "delimiter", "field", "filter", "mask", "system_prompt",
-    "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data", "max_length",
+    "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data", "add_chat_tokens", "max_length",
     "truncation", "prompt_cut", "on_error",
 )  # fmt: skip
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")

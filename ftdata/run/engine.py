@@ -31,6 +31,7 @@ from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.chat.render import Renderer
+from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
@@ -94,6 +95,8 @@ class Stage:
     """
 
     def __init__(self, tokenizer: Any, options: DataOptions):
+        if options.add_chat_tokens:  # a copy with the template's markers as tokens (the same tokenizer when they are)
+            tokenizer = with_chat_tokens(tokenizer)
         self.tokenizer = tokenizer
         self.options = options
         self.columns = Columns(options.columns)

@@ -133,7 +133,9 @@ def build_trainer(
 
     args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming)
     weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
-    trainer = (weighted_trainer_class() if weighted else SFTTrainer)(
+    # Added chat tokens train through peft's trainable-token rows, which TRL's fused LM head (it reads
+    # lm_head.weight itself) would bypass: the loss then comes from the model's own logits.
+    trainer = (weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer)(
         model=loaded.model,
         args=args,
         train_dataset=splits.train,

@@ -68,8 +68,14 @@ class WeightedCollator:
         return batch
 
 
-def weighted_trainer_class() -> type:
-    """An `SFTTrainer` whose loss is `weighted_loss` on batches with `loss_weights` (others: TRL's own)."""
+def weighted_trainer_class(*, logits_loss: bool = False) -> type:
+    """An `SFTTrainer` whose loss is `weighted_loss` on batches with `loss_weights` (others: TRL's own,
+    or with `logits_loss` `weighted_loss` with every weight 1: the mean cross-entropy from the model's logits).
+
+    `logits_loss` is for models whose output rows are replaced by peft's trainable tokens
+    (`add_chat_tokens`): TRL's fused LM head multiplies by `lm_head.weight` itself and would
+    train and score with the base rows.
+    """
     from trl import SFTTrainer
 
     class WeightedSFTTrainer(SFTTrainer):
@@ -80,6 +86,8 @@ def weighted_trainer_class() -> type:
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             weights = inputs.pop(WEIGHTS, None)
+            if weights is None and logits_loss:
+                weights = torch.ones(inputs["labels"].shape)
             if weights is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
             labels = inputs["labels"]
