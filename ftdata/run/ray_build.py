@@ -237,13 +237,12 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Tabl
         write_rows(source, _stage(job), job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
         schema = _schema(options)
         table = schema.empty_table()
+        if rows.weighted:  # not dropped in silence: the Ray shards have no such column yet
+            raise ConfigError("loss weights (loss_weight in the data) are not carried by engine=ray yet; build with engine=local or processes")
         if rows.rows:
             finished = output.finish(rows.path, options, report)
             with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes
-                table = rows.read_all()
-            if output.WEIGHTS in table.column_names:  # not dropped in silence: the Ray shards have no such column yet
-                raise ConfigError("loss weights (loss_weight in the data) are not carried by engine=ray yet; build with engine=local or processes")
-            table = table.select(schema.names)
+                table = rows.read_all().select(schema.names)
         local = fs.LocalFileSystem(), str(Path(scratch) / "rejects.jsonl")
         store.copy(local, store.child(side, f"{REJECTS_DIR}/{name}.jsonl"))
     store.write_bytes(store.child(side, f"{_REPORTS}/{name}.json"), json.dumps(report.to_dict(), default=str).encode())
