@@ -197,3 +197,18 @@ def test_trained_characters_are_exactly_the_trained_spans_on_the_reversible_toke
     text = "".join(c for c, t in zip(content, trained) if t)
     expected = (text + "<|im_end|>" if any(trained) else "") + "end<|im_end|>"
     assert "".join(runs(CHAR_TOK, out)) == expected
+
+
+def test_stats_and_split_truncation_read_weighted_rows():
+    from ftdata.run.stats import collect
+
+    tok = tokenizer("qwen2.5-instruct")
+    turns = []
+    for i in range(4):
+        turns += [{"role": "user", "content": f"question {i} " * 6}, {"role": "assistant", "content": f"answer {i}", "loss_weight": 0.5}]
+    parts = build_sft_dataset([{"messages": turns}], tokenizer=tok, max_length=60, truncation="split")
+    assert len(parts) > 1
+    stats = collect([{"messages": turns}], Stage(tok, DataOptions(max_length=60, truncation="split")))
+    assert stats.counts.records == 1 and stats.counts.n_rejected == 0  # the stats reducer reads weighted rows as pairs
+    for row in parts:
+        assert {w for w, label in zip(row["loss_weights"], row["labels"]) if label != -100} == {0.5}

@@ -27,7 +27,7 @@ import numpy as np
 from ftdata.tokens import limits
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.chat.formats import Columns, to_examples
-from ftdata.tokens.masking import Masker, Tokenized
+from ftdata.tokens.masking import Masker, Tokenized, WeightedRow, row_of
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.chat.render import Renderer
@@ -199,7 +199,7 @@ class Stage:
             RecordError: policy `error` and the record is too long (names the record).
         """
         if item.total <= self.options.max_length:
-            return Truncated([_row(item.tokenized)])
+            return Truncated([row_of(item.tokenized)])
         try:
             with limits.pinned():
                 return self.truncator(item.example, item.tokenized, policy=policy or self.options.truncation)
@@ -278,29 +278,22 @@ class Ran:
     report: BuildReport = field(default_factory=BuildReport)
 
 
-def _row(tokenized: Tokenized) -> tuple[list[int], ...]:
-    """A kept row: (ids, labels), and the per-token loss weights when the record has any."""
-    if tokenized.weights is None:
-        return tokenized.input_ids, tokenized.labels
-    return tokenized.input_ids, tokenized.labels, tokenized.weights
-
-
-def _weights(seqs: list[tuple[list[int], ...]]) -> np.ndarray | None:
+def _weights(seqs: list[tuple[list[int], list[int]]]) -> np.ndarray | None:
     """The loss weights of `seqs` laid end to end (1 for a row without them), or None when no row has any."""
-    if all(len(row) == 2 for row in seqs):
+    if not any(isinstance(row, WeightedRow) for row in seqs):
         return None
     return np.fromiter(
-        chain.from_iterable(row[2] if len(row) > 2 else [1.0] * len(row[0]) for row in seqs), dtype=np.float32,
-        count=sum(len(row[0]) for row in seqs),
+        chain.from_iterable(row.weights if isinstance(row, WeightedRow) else [1.0] * len(row[0]) for row in seqs),
+        dtype=np.float32, count=sum(len(row[0]) for row in seqs),
     )  # fmt: skip
 
 
 def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, labels, lengths) of `seqs` as flat arrays, filled once from one iterator each."""
-    lengths = np.fromiter((len(row[0]) for row in seqs), dtype=np.int64, count=len(seqs))
+    lengths = np.fromiter((len(ids) for ids, _ in seqs), dtype=np.int64, count=len(seqs))
     total = int(lengths.sum())
-    ids = np.fromiter(chain.from_iterable(row[0] for row in seqs), dtype=np.int32, count=total)
-    labels = np.fromiter(chain.from_iterable(row[1] for row in seqs), dtype=np.int32, count=total)
+    ids = np.fromiter(chain.from_iterable(i for i, _ in seqs), dtype=np.int32, count=total)
+    labels = np.fromiter(chain.from_iterable(lab for _, lab in seqs), dtype=np.int32, count=total)
     return ids, labels, lengths
 
 

@@ -63,6 +63,32 @@ class Tokenized:
     weights: list[float] | None = None
 
 
+class WeightedRow(tuple):  # type: ignore[type-arg]
+    """A kept row `(ids, labels)` that also carries per-token loss weights (`.weights`).
+
+    Still a pair, so every `ids, labels = row` reading rows is unchanged; the engine writes
+    `.weights` into the `loss_weights` column (`ftdata.chat.supervision`).
+    """
+
+    weights: list[float]
+
+    def __new__(cls, ids: list[int], labels: list[int], weights: list[float]) -> WeightedRow:
+        row = super().__new__(cls, (ids, labels))
+        row.weights = weights
+        return row
+
+    def __reduce__(self) -> Any:
+        return (WeightedRow, (self[0], self[1], self.weights))
+
+
+def row_of(tokenized: Tokenized, limit: int | None = None) -> tuple[list[int], list[int]]:
+    """The kept row of a masked record, its first `limit` tokens: `(ids, labels)`, a `WeightedRow` when it has weights."""
+    ids, labels = (tokenized.input_ids, tokenized.labels) if limit is None else (tokenized.input_ids[:limit], tokenized.labels[:limit])
+    if tokenized.weights is None:
+        return ids, labels
+    return WeightedRow(ids, labels, tokenized.weights if limit is None else tokenized.weights[:limit])
+
+
 @dataclass(frozen=True, slots=True)
 class _Located:
     """A record whose spans are located and covered; `decode`: the decode check must still run."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftdata.errors import RecordError
-from ftdata.tokens.masking import Tokenized
+from ftdata.tokens.masking import Tokenized, row_of
 from ftdata.outcomes import RejectCode
 from ftdata.chat.render import trained_turns
 from ftdata.tokens.shorten import MARKER, Piece, cut_text, exchange_starts, exchanges, prompt_pieces, response_pieces, text_of, with_text
@@ -251,11 +251,7 @@ class Truncator:
 
 
 def _pair(row: Tokenized, limit: int | None = None) -> Row:
-    """(ids, labels), and the loss weights when the record has any (`ftdata.chat.supervision`); the first `limit` tokens."""
-    pair = (row.input_ids, row.labels) if limit is None else (row.input_ids[:limit], row.labels[:limit])
-    if row.weights is None:
-        return pair
-    return (*pair, row.weights if limit is None else row.weights[:limit])  # type: ignore[return-value]
+    return row_of(row, limit)  # a `WeightedRow` when the record has loss weights (`ftdata.chat.supervision`)
 
 
 def _level(rooms: list[int], over: int) -> list[int]:
