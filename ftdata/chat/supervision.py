@@ -72,12 +72,8 @@ class SupervisedRenderer:
             out = self.inner(example)
             return replace(out, notes=(*out.notes, SUPERVISION_IGNORED))
         example = replace(example, messages=tuple(_trained_by_detail(m) for m in example.messages))
-        out = self.inner(example)
-        try:
-            flags = trained_turns(example.messages, self.inner.mask)
-        except UnusableRecord:  # the inner render would have raised it already
-            raise
-        turns = [i for i, trained in enumerate(flags) if trained]
+        out = self.inner(example)  # raises what trained_turns raises below, so that cannot fail here
+        turns = [i for i, trained in enumerate(trained_turns(example.messages, self.inner.mask)) if trained]
         if len(turns) != len(out.spans):  # one span per trained assistant turn, in order
             raise UnusableRecord(
                 f"loss_weight/train_detail: {len(out.spans)} trained spans for {len(turns)} trained turns; "
