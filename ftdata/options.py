@@ -77,6 +77,11 @@ class DataOptions:
         "reject", "a record whose text holds a control token (<|im_end|>, [INST]): reject it, or train it as the "
         "plain text it is (tokenized with special tokens split)"
     )
+    add_chat_tokens: bool = _opt(
+        False, "add the chat template's markers (<|im_start|>, <|im_end|>, ...) that the tokenizer splits into "
+        "several tokens as special tokens before building (TRL's clone_chat_template, Axolotl's tokens:); "
+        "ftdata train then resizes the embeddings, trains the new rows and saves the tokenizer with the adapter"
+    )
     truncation: TruncationPolicy = _opt(TruncationPolicy.KEEP_RESPONSE, "keep_response, keep_start (right), keep_end (left), split, drop, error")
     prompt_cut: PromptCut = _opt(
         PromptCut.END, "keep_response and split: what a too-long prompt message loses: end (keep its head), "

@@ -82,6 +82,9 @@ class NoteCode(StrEnum):
     USER_TRAIN_IGNORED = "user_train_ignored"  # train=true on a non-assistant turn
     REPAIRED = "repaired"  # a token crossed a response edge: re-tokenized split at the edge
     RESULTS_ENCODED = "results_encoded"  # preview only: the template encodes tool results as a string
+    SUPERVISION_IGNORED = "supervision_ignored"  # loss_weight/train_detail on a turn that carries no loss
+    TRAIN_DETAIL_WIDENED = "train_detail_widened"  # a token across a train_detail edge stays trained (Axolotl's rule)
+    SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
 
 
 @dataclass(frozen=True, slots=True)

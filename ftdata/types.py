@@ -91,6 +91,16 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainSpan:
+    """Axolotl's `train_detail` entry: characters `begin..end` of a message's content, END INCLUSIVE
+    (Axolotl's convention: `{"begin_offset": 0, "end_offset": 4}` covers 5 characters)."""
+
+    begin: int
+    end: int
+    train: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One turn. `train=None` leaves the choice to the masking policy.
 
@@ -107,6 +117,10 @@ class Message:
     name: str | None = None
     tool_call_id: str | None = None
     media: tuple[Any, ...] = ()  # image references, one per placeholder (ftdata.vision.content.MEDIA) in `content`
+    # Span-level and weighted supervision (`ftdata.chat.supervision`): a float loss weight for the
+    # turn's trained tokens (None: 1), and Axolotl's character spans of `content` (None: the whole content).
+    loss_weight: float | None = None
+    train_detail: tuple[TrainSpan, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +190,11 @@ class Rendered:
     notes: tuple[Note, ...] = ()
     literal: tuple[tuple[int, int], ...] = ()
     media: tuple[Any, ...] = ()  # images expanded in `text` (ftdata.vision.expand.Expanded), in order
+    # Loss weight of each span (empty: every span weighs 1), and character ranges inside the spans
+    # that carry no loss (train_detail): a token wholly inside one is masked, a token across its
+    # edge stays trained (Axolotl's rule).
+    weights: tuple[float, ...] = ()
+    holes: tuple[tuple[int, int], ...] = ()
 
 
 class TokenRow(TypedDict):

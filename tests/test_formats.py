@@ -202,10 +202,17 @@ def test_loss_weight_zero_and_one_are_train_flags(weight, train):
     assert one(row).messages[1].train is train
 
 
-@pytest.mark.parametrize("weight", [0.5, 2, "1"])
-def test_fractional_loss_weight_is_rejected_with_the_reason(weight):
+@pytest.mark.parametrize("weight", [0.5, 2, 0.25])
+def test_fractional_loss_weight_is_kept_as_the_turns_weight(weight):
     row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss_weight": weight}]}
-    with pytest.raises(RecordError, match=r"field 'messages\[1\]\.loss_weight': is .*trains a turn fully \(1\) or not at all \(0\)"):
+    example = one(row)
+    assert (example.messages[1].train, example.messages[1].loss_weight) == (True, float(weight))
+
+
+@pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf"), "1", [1]])
+def test_a_bad_loss_weight_is_a_record_error_naming_the_field(weight):
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss_weight": weight}]}
+    with pytest.raises(RecordError, match=r"field 'messages\[1\]\.loss_weight': is .*must be a finite number >= 0"):
         one(row)
 
 

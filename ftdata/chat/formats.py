@@ -24,6 +24,7 @@ A column map renames source fields to canonical ones: ``{"output": "std_answer"}
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -33,7 +34,7 @@ from ftdata.chat import tools
 from ftdata.vision import content as vision_content
 from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
-from ftdata.types import ROLES, Example, Message
+from ftdata.types import ROLES, Example, Message, TrainSpan
 
 FORMATS = ("instruction", "messages", "sharegpt", "chat")
 # What other tools call the same shapes (LLaMA-Factory and axolotl's `alpaca`, OpenAI's chat format).
@@ -218,21 +219,72 @@ def _role(raw: Any, *, location: Location, field: str, roles: Mapping[str, str])
 
 def _train_flag(msg: Mapping[str, Any], *, location: Location, field: str) -> bool | None:
     """A message's own train flag: `train` (true/false), or a LLaMA-Factory `loss_weight` /
-    `weight` of exactly 0 or 1. A fractional weight is an error: a label is a token id or -100,
-    so a turn is trained fully or not at all, and reading 0.5 as "trained" would be silent."""
+    `weight`: 0 is not trained, any other weight is trained (its value is read by `_loss_weight`)."""
     for key in ("train", "loss_weight", "weight"):
         value = msg.get(key)
         if value is None:
             continue
         if key != "train" and not isinstance(value, bool):
-            if not isinstance(value, (int, float)) or value not in (0, 1):
-                raise RecordError(
-                    f"is {value!r}; ftdata trains a turn fully (1) or not at all (0): labels are token ids or -100, "
-                    "with no per-token weight; use 0 or 1, or train=true/false",
-                    location=location, field=f"{field}.{key}",
-                )  # fmt: skip
+            return _weight(value, location=location, field=f"{field}.{key}") != 0
         return bool(value)
     return None
+
+
+def _weight(value: Any, *, location: Location, field: str) -> float:
+    """A loss weight: a finite number >= 0.
+
+    Raises:
+        RecordError: naming the field, for a non-number, a negative or a non-finite weight.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise RecordError(
+            f"is {value!r}; a loss weight must be a finite number >= 0 (0 = not trained, 1 = trained as usual, "
+            "0.5 = half the loss)", location=location, field=field,
+        )  # fmt: skip
+    return float(value)
+
+
+def _loss_weight(msg: Mapping[str, Any], *, location: Location, field: str) -> float | None:
+    """The message's fractional loss weight (LLaMA-Factory v1 `loss_weight`, ShareGPT `weight`);
+    None for no weight, 0 and 1 (those are the train flag of `_train_flag`)."""
+    if msg.get("train") is not None:
+        return None  # `train` wins, as in `_train_flag`
+    for key in ("loss_weight", "weight"):
+        value = msg.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        weight = _weight(value, location=location, field=f"{field}.{key}")
+        return None if weight in (0, 1) else weight
+    return None
+
+
+def _train_detail(value: Any, content: str, *, location: Location, field: str) -> tuple[TrainSpan, ...] | None:
+    """Axolotl's `train_detail`: `[{"begin_offset", "end_offset", "train"}]`, offsets into the
+    content with the end inclusive.
+
+    Raises:
+        RecordError: not a list of such objects, or an offset outside the content.
+    """
+    if value is None:
+        return None
+    fix = 'give a list of {"begin_offset": int, "end_offset": int, "train": bool} (end inclusive)'
+    if not isinstance(value, list):
+        raise RecordError(f"must be a list; {fix}", location=location, field=field)
+    spans = []
+    for j, item in enumerate(value):
+        where = f"{field}[{j}]"
+        if not isinstance(item, Mapping) or not {"begin_offset", "end_offset"} <= set(item):
+            raise RecordError(f"is {item!r:.60}; {fix}", location=location, field=where)
+        begin, end, train = item["begin_offset"], item["end_offset"], item.get("train", True)
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end)) or not isinstance(train, bool):
+            raise RecordError(f"is {dict(item)!r:.80}; {fix}", location=location, field=where)
+        if not 0 <= begin <= end < len(content):
+            raise RecordError(
+                f"begin_offset={begin}, end_offset={end} is outside the content's {len(content)} characters "
+                f"(offsets 0..{len(content) - 1}, end inclusive)", location=location, field=where,
+            )  # fmt: skip
+        spans.append(TrainSpan(begin, end, train))
+    return tuple(spans)
 
 
 NEEDS_ROLE_AND_CONTENT = "needs 'role' and 'content' (or ShareGPT 'from' and 'value')"
@@ -287,15 +339,18 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
         (_text(msg.get(key), location=location, field=f"{where}.{key}", required=False) or None) if role == "tool" else None
         for key in ("name", "tool_call_id")
     )
+    text = _text(content, location=location, field=f"{where}.{content_key}")
     return Message(
         role,  # type: ignore[arg-type]
-        _text(content, location=location, field=f"{where}.{content_key}"),
+        text,
         _train_flag(msg, location=location, field=where),
         tool_calls=calls,
         reasoning=tools.reasoning(msg, location=location, field=where),
         name=name,
         tool_call_id=call_id,
         media=media,
+        loss_weight=_loss_weight(msg, location=location, field=where),
+        train_detail=_train_detail(msg.get("train_detail"), text, location=location, field=f"{where}.train_detail"),
     )
 
 

@@ -35,6 +35,7 @@ from ftdata.errors import FtdataError
 from ftdata.run.executors import LocalExecutor
 from ftdata.chat.markers import RoleMarkers
 from ftdata.chat.render import apply_system
+from ftdata.chat.supervision import describe
 from ftdata.outcomes import Note, NoteCode
 from ftdata.options import RunOptions, plain
 from ftdata.report import BuildReport, Reject
@@ -286,7 +287,7 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
         location=measured.location, format=measured.example.format, method=rendered.method,
         total=measured.total, prompt=measured.prompt, response=measured.response, trained=measured.trained,
         segments=segments, tokens=tokens, truncation=_truncation(stage, measured),
-        notes=[*row.notes, *([RESULTS_ENCODED] if results_encoded(rendered.text, pieces) else [])],
+        notes=[*row.notes, *([RESULTS_ENCODED] if results_encoded(rendered.text, pieces) else []), *describe(rendered)],
     )  # fmt: skip
 
 

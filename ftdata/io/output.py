@@ -36,6 +36,9 @@ IMAGES_TYPE = pa.list_(pa.struct(
     [("ref", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("tokens", pa.int32()), ("start", pa.int32())]
 ))  # fmt: skip
 """A row's images (a build with a processor): reference, original size, image-pad tokens, first pad's index. No pixels."""
+# Per-token loss weights (`ftdata.chat.supervision`): in the output only when a build has any; in the
+# rows file a row without weights holds an empty list (1 for every token).
+WEIGHTS = "loss_weights"
 
 
 class ArrowRows:
@@ -50,28 +53,41 @@ class ArrowRows:
          (RECORD, pa.int64())]
     )  # fmt: skip
 
+    WRITTEN = SCHEMA.append(pa.field(WEIGHTS, pa.list_(pa.float32())))
+
     def __init__(self, path: Path, *, images: bool = False):
         self.path = path
         self.rows = 0
         self.records = 0  # records written before the current chunk
-        self.schema = self.SCHEMA.append(pa.field("images", IMAGES_TYPE)) if images else self.SCHEMA
+        self.weighted = False  # a row with loss weights was written (and the marker file beside)
+        self.schema = self.WRITTEN.append(pa.field("images", IMAGES_TYPE)) if images else self.WRITTEN
         self._writer = pa.ipc.new_stream(str(path), self.schema)
 
     def write(
-        self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray, *, images: list[Any] | None = None
+        self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray,
+        weights: np.ndarray | None = None, *, images: list[Any] | None = None,
     ) -> None:  # fmt: skip
-        """One chunk's sequences; `groups` is each one's record index within the chunk; `images` each one's images."""
+        """One chunk's sequences; `groups` is each one's record index within the chunk; `weights` per token, if
+        any; `images` each one's images (a build with a processor)."""
         base, self.records = self.records, self.records + (int(groups.max()) + 1 if len(groups) else 0)
         if not len(lengths):
             return
         offsets = np.concatenate([[0], np.cumsum(lengths)])
+        if weights is None:  # an empty list per row: 4 bytes of offsets a row
+            weights, w_offsets = np.zeros(0, dtype=np.float32), np.zeros(len(offsets), dtype=np.int64)
+        else:
+            w_offsets = offsets
         batch = pa.record_batch(
             [_lists(offsets, ids), _lists(offsets, np.ones(len(ids), dtype=np.int8)), _lists(offsets, labels),
-             pa.array(groups + base), *([pa.array(images, type=IMAGES_TYPE)] if "images" in self.schema.names else [])],
+             pa.array(groups + base), _lists(w_offsets, weights),
+             *([pa.array(images, type=IMAGES_TYPE)] if "images" in self.schema.names else [])],
             schema=self.schema,
         )  # fmt: skip
         self._writer.write_batch(batch)
         self.rows += len(lengths)
+        if len(weights) and not self.weighted:
+            self.weighted = True
+            _weighted(self.path).touch()
 
     def close(self) -> None:
         self._writer.close()
@@ -88,7 +104,6 @@ PACKED_SCHEMA = pa.schema(
 )
 
 
-PACKED_MEDIA_SCHEMA = PACKED_SCHEMA.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE)))
 
 
 class RowsFile:
@@ -110,6 +125,8 @@ class RowsFile:
         lengths: list[np.ndarray] = []
         groups: list[np.ndarray] = []
         starts: dict[str, list[np.ndarray]] = {name: [] for name in self.COLUMNS}
+        w_starts: list[np.ndarray] = []
+        w_lengths: list[np.ndarray] = []
         with pa.OSFile(str(path)) as fh:
             schema = pa.ipc.read_schema(fh)
             while (message := _next_message(fh)) is not None:
@@ -120,7 +137,15 @@ class RowsFile:
                 lengths.append(np.diff(batch.column("input_ids").offsets.to_numpy()).astype(np.int64))
                 if RECORD in schema.names:  # a copy: a view would keep the whole batch in memory
                     groups.append(batch.column(RECORD).to_numpy().copy())
+                if WEIGHTS in schema.names:
+                    column = batch.column(WEIGHTS)
+                    w_starts.append(_byte_starts(column, body - message.body.address))
+                    w_lengths.append(np.diff(column.offsets.to_numpy()).astype(np.int64))
         self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+        # Rows with loss weights (the others weigh 1 everywhere): their byte positions and lengths.
+        self._w_lengths = np.concatenate(w_lengths) if w_lengths else np.zeros(len(self.lengths), dtype=np.int64)
+        self._w_starts = np.concatenate(w_starts) if w_starts else np.zeros(len(self.lengths), dtype=np.int64)
+        self.weighted = bool(self._w_lengths.any())
         # the record of every row (no such column: each row is its own record)
         self.groups = np.concatenate(groups) if groups else np.arange(len(self.lengths))
         self._starts = {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in starts.items()}
@@ -139,6 +164,20 @@ class RowsFile:
                 if os.preadv(fd, [view[dest : dest + n]], position) != n:
                     raise FtdataError(f"{self.path}: the rows file changed while ftdata was packing it; build again")
                 dest += n
+        return out
+
+
+    def gather_weights(self, rows: np.ndarray) -> np.ndarray:
+        """The loss weights of `rows` as one flat float32 array, 1 for the tokens of a row without weights."""
+        lengths = self.lengths[rows]
+        out = np.ones(int(lengths.sum()), dtype=np.float32)
+        view = memoryview(out).cast("B")
+        dest = np.concatenate([[0], np.cumsum(lengths)[:-1]]) * 4
+        with self.path.open("rb", buffering=0) as fh:
+            for row, at in zip(rows.tolist(), dest.tolist()):
+                n = int(self._w_lengths[row]) * 4
+                if n and os.preadv(fh.fileno(), [view[at : at + n]], int(self._w_starts[row])) != n:
+                    raise FtdataError(f"{self.path}: the rows file changed while ftdata was packing it; build again")
         return out
 
 
@@ -181,6 +220,9 @@ def _pack_bins(
     labels = source.gather("labels", members)
     seq_start = np.concatenate([[0], np.cumsum(seq_len)[:-1]])
     labels[seq_start] = IGNORE_INDEX
+    weights = source.gather_weights(members) if source.weighted else None
+    if weights is not None:  # padded like the ids (pad weight 0)
+        weights = pad_sequences(weights, weights, seq_len, multiple=pad_to_multiple_of, pad_id=0)[0]
     ids, labels, mask, seq_len = pad_sequences(ids, labels, seq_len, multiple=pad_to_multiple_of, pad_id=pad_id)
     position_ids = _ranges(seq_len)
     row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[starts]
@@ -191,10 +233,17 @@ def _pack_bins(
         _lists(row_offsets, position_ids),
         _lists(starts, seq_len.astype(np.int32)),
     ]
+    if weights is not None:
+        columns_out.append(_lists(row_offsets, weights))
     if media is not None:  # the images follow their sequences, `start` moved to the packed row
         columns_out.append(pack_images(media, members, seq_len, starts))
-        return pa.record_batch(columns_out, schema=PACKED_MEDIA_SCHEMA), int((labels != IGNORE_INDEX).sum())
-    return pa.record_batch(columns_out, schema=PACKED_SCHEMA), int((labels != IGNORE_INDEX).sum())
+    schema = _packed_schema(weights is not None, media=media is not None)
+    return pa.record_batch(columns_out, schema=schema), int((labels != IGNORE_INDEX).sum())
+
+
+def _packed_schema(weighted: bool, *, media: bool = False) -> pa.Schema:
+    schema = PACKED_SCHEMA.append(pa.field(WEIGHTS, pa.list_(pa.float32()))) if weighted else PACKED_SCHEMA
+    return schema.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE))) if media else schema
 
 
 def write_packed(
@@ -221,7 +270,7 @@ def write_packed(
     starts, members = plan_arrays(padded_lengths(lengths, multiple=pad_to_multiple_of), max_length=max_length, seed=seed)
     row_of = members if rows is None else rows[members]
     trained = 0
-    with pa.ipc.new_stream(str(path), PACKED_SCHEMA if media is None else PACKED_MEDIA_SCHEMA) as sink:
+    with pa.ipc.new_stream(str(path), _packed_schema(source.weighted, media=media is not None)) as sink:
         for first in range(0, len(starts) - 1, batch_rows):
             last = min(first + batch_rows, len(starts) - 1)
             bounds = starts[first : last + 1]
@@ -257,7 +306,8 @@ def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa
     check_padding(n, max_length)
     lengths = pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64)
     out = {}
-    for name, fill in (("input_ids", pad_id), ("attention_mask", 0), ("labels", IGNORE_INDEX)):
+    padded = (("input_ids", pad_id), ("attention_mask", 0), ("labels", IGNORE_INDEX), (WEIGHTS, 0.0))
+    for name, fill in (p for p in padded if p[0] in table.column_names):
         flat = pc.list_flatten(table[name]).to_numpy()
         grid = np.full((n, max_length), fill, dtype=flat.dtype)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -310,7 +360,7 @@ def finish(
 
     # What packing and splitting read of the rows, without mapping the tokens into this process.
     source = RowsFile(path) if options.packing or options.test_size is not None else None
-    dataset = None if options.packing else datasets.Dataset.from_file(str(path))  # packed rows come from `source`
+    dataset = None if options.packing else datasets.Dataset.from_file(str(_filled_weights(path)))  # packed rows come from `source`
     picks = dict(splits) if splits is not None else _splits(source, dataset, options)
     out: dict[str, Any] = {}
     for name, rows in picks.items():
@@ -329,10 +379,35 @@ def finish(
                 with pa.ipc.new_stream(str(target), padded.schema) as sink:
                     sink.write_table(padded)
                 split = datasets.Dataset.from_file(str(target))
-        out[name] = split.remove_columns(RECORD) if RECORD in split.column_names else split
+        scratch = [c for c in (RECORD, WEIGHTS) if c in split.column_names and (c == RECORD or not _weighted(path).exists())]
+        out[name] = split.remove_columns(scratch) if scratch else split
     report.rows = sum(len(s) for s in out.values())
     report.splits = {name: len(s) for name, s in out.items()}
     return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]
+
+
+def _weighted(path: Path) -> Path:
+    """The marker `ArrowRows` leaves beside a rows file that holds loss weights."""
+    return path.with_name(f"{path.name}.weighted")
+
+
+def _filled_weights(path: Path) -> Path:
+    """The rows file with every row's loss weights written out (1 where a row has none), or `path`
+    itself when no row has any: only a weighted build pays for this pass."""
+    if not _weighted(path).exists():
+        return path
+    target = path.with_name(f"{path.stem}-weighted.arrow")
+    with pa.ipc.open_stream(str(path)) as reader, pa.ipc.new_stream(str(target), reader.schema) as sink:
+        at = reader.schema.get_field_index(WEIGHTS)
+        for batch in reader:
+            offsets = batch.column("input_ids").offsets.to_numpy().astype(np.int64)
+            column = batch.column(WEIGHTS)
+            w_offsets, values = column.offsets.to_numpy(), column.values.to_numpy(zero_copy_only=False)
+            out = np.ones(int(offsets[-1] - offsets[0]), dtype=np.float32)
+            for r in np.flatnonzero(np.diff(w_offsets)):  # rows with weights: copied; the others stay 1
+                out[offsets[r] - offsets[0] : offsets[r + 1] - offsets[0]] = values[w_offsets[r] - w_offsets[0] : w_offsets[r + 1] - w_offsets[0]]
+            sink.write_batch(batch.set_column(at, WEIGHTS, _lists(offsets - offsets[0], out)))
+    return target
 
 
 def _splits(source: RowsFile | None, dataset: Any, options: DataOptions) -> dict[str, np.ndarray | None]:

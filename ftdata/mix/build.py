@@ -182,7 +182,7 @@ class _Reading:
             for part in loop.run(path, stage, run, reduce, report=source.report, progress=progress, empty_ok=True):
                 base = self.rows.records
                 c = part.chunk
-                self.rows.write(c.ids, c.labels, c.lengths, c.groups)
+                self.rows.write(c.ids, c.labels, c.lengths, c.groups, c.weights)
                 self.sink.write(c.rejects)
                 starts = np.concatenate([[0], np.cumsum(c.lengths)[:-1]]).astype(np.int64)
                 trained = np.add.reduceat(c.labels != IGNORE_INDEX, starts) if len(c.lengths) else np.zeros(0, dtype=np.int64)

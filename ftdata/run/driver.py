@@ -99,7 +99,7 @@ def write_rows(
     """
     try:
         for part in loop.run(source, stage, options, _chunk, report=report, progress=progress, on=on, empty_ok=empty_ok):
-            rows.write(part.ids, part.labels, part.lengths, part.groups, images=part.images)
+            rows.write(part.ids, part.labels, part.lengths, part.groups, part.weights, images=part.images)
             sink.write(part.rejects)
     except BaseException:
         sink.abort()

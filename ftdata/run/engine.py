@@ -27,10 +27,12 @@ import numpy as np
 from ftdata.tokens import limits
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.chat.formats import Columns, to_examples
-from ftdata.tokens.masking import Masker, Tokenized
+from ftdata.tokens.masking import Masker, Tokenized, WeightedRow, row_of
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.chat.render import Renderer
+from ftdata.chat.chat_tokens import with_chat_tokens
+from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
@@ -80,6 +82,8 @@ class Chunk:
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
     images: list[list[dict[str, Any]]] | None = None  # per sequence, a build with a processor only
+    # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
+    weights: np.ndarray | None = None
 
     @property
     def records(self) -> int:
@@ -93,10 +97,12 @@ class Stage:
     """
 
     def __init__(self, tokenizer: Any, options: DataOptions):
+        if options.add_chat_tokens:  # a copy with the template's markers as tokens (the same tokenizer when they are)
+            tokenizer = with_chat_tokens(tokenizer)
         self.tokenizer = tokenizer
         self.options = options
         self.columns = Columns(options.columns)
-        self.renderer = Renderer.from_options(tokenizer, options)
+        self.renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]
         self.masker = Masker(tokenizer)
         self.vision = None  # images: expanded by the processor's rules, verified per record (ftdata.vision)
         if options.processor is not None:
@@ -207,7 +213,7 @@ class Stage:
             RecordError: policy `error` and the record is too long (names the record).
         """
         if item.total <= self.options.max_length:
-            return Truncated([(item.tokenized.input_ids, item.tokenized.labels)])
+            return Truncated([row_of(item.tokenized)])
         try:
             with limits.pinned():
                 result = self.truncator(item.example, item.tokenized, policy=policy or self.options.truncation)
@@ -278,7 +284,7 @@ def chunk(ran: Ran, *, vision: Any = None) -> Chunk:
                 sources = result.conversations or (item.example,) * len(result.rows)  # type: ignore[union-attr]
                 images.extend(vision.row_images(ids, example) for (ids, _), example in zip(result.rows, sources))
     report = ran.report
-    out = Chunk(*_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, images=images)
+    out = Chunk(*_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, images=images, weights=_weights(seqs))
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())
     report.trained_tokens = int((out.labels != -100).sum())
@@ -294,6 +300,16 @@ class Ran:
     outcomes: list[tuple[int, Measured | Reject, Truncated | None]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
+
+
+def _weights(seqs: list[tuple[list[int], list[int]]]) -> np.ndarray | None:
+    """The loss weights of `seqs` laid end to end (1 for a row without them), or None when no row has any."""
+    if not any(isinstance(row, WeightedRow) for row in seqs):
+        return None
+    return np.fromiter(
+        chain.from_iterable(row.weights if isinstance(row, WeightedRow) else [1.0] * len(row[0]) for row in seqs),
+        dtype=np.float32, count=sum(len(row[0]) for row in seqs),
+    )  # fmt: skip
 
 
 def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -238,6 +238,8 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Tabl
         write_rows(source, _stage(job), job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
         schema = _schema(options)
         table = schema.empty_table()
+        if rows.weighted:  # not dropped in silence: the Ray shards have no such column yet
+            raise ConfigError("loss weights (loss_weight in the data) are not carried by engine=ray yet; build with engine=local or processes")
         if rows.rows:
             finished = output.finish(rows.path, options, report)
             with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes

@@ -42,6 +42,10 @@ from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import IGNORE_INDEX, Rendered
 
 REPAIRED = Note(NoteCode.REPAIRED, "a token crossed a response edge; re-tokenized split at the edge")
+WIDENED = Note(
+    NoteCode.TRAIN_DETAIL_WIDENED,
+    "a token crosses a train_detail edge: it stays trained, whole (Axolotl's rule; the tokenization is the model's own)",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,34 @@ class Tokenized:
     notes: tuple[Note, ...]
     # Character span of each token after `prefix` in the rendered text, for inspection (preview).
     offsets: Sequence[tuple[int, int]] = field(default=(), compare=False, repr=False)
+    # The loss weight of each token (`Rendered.weights` per span, 1 elsewhere), or None: every token weighs 1.
+    weights: list[float] | None = None
+
+
+class WeightedRow(tuple):  # type: ignore[type-arg]
+    """A kept row `(ids, labels)` that also carries per-token loss weights (`.weights`).
+
+    Still a pair, so every `ids, labels = row` reading rows is unchanged; the engine writes
+    `.weights` into the `loss_weights` column (`ftdata.chat.supervision`).
+    """
+
+    weights: list[float]
+
+    def __new__(cls, ids: list[int], labels: list[int], weights: list[float]) -> WeightedRow:
+        row = super().__new__(cls, (ids, labels))
+        row.weights = weights
+        return row
+
+    def __reduce__(self) -> Any:
+        return (WeightedRow, (self[0], self[1], self.weights))
+
+
+def row_of(tokenized: Tokenized, limit: int | None = None) -> tuple[list[int], list[int]]:
+    """The kept row of a masked record, its first `limit` tokens: `(ids, labels)`, a `WeightedRow` when it has weights."""
+    ids, labels = (tokenized.input_ids, tokenized.labels) if limit is None else (tokenized.input_ids[:limit], tokenized.labels[:limit])
+    if tokenized.weights is None:
+        return ids, labels
+    return WeightedRow(ids, labels, tokenized.weights if limit is None else tokenized.weights[:limit])
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,13 +275,24 @@ class Masker:
         labels = [IGNORE_INDEX] * len(ids)
         for i0, i1 in x.ranges:
             labels[i0:i1] = ids[i0:i1]
+        notes, weights = x.notes, None
+        if r.holes:
+            problem, widened = _mask_holes(labels, x.offsets, r.holes, r.spans)
+            if problem:
+                return UnusableRecord(f"verification failed: {problem}", field="labels", code=RejectCode.UNVERIFIABLE)
+            notes = (*notes, WIDENED) if widened else notes
+        if r.weights:
+            weights = [1.0] * len(ids)
+            for (i0, i1), w in zip(x.ranges, r.weights):
+                weights[i0:i1] = [w] * (i1 - i0)
         # The tokenizer's own BOS, unless the text already starts with it (a chat template that
         # writes `<|begin_of_text|>` itself must not get a second one).
         n = len(self.bos_ids) if self.bos_ids and ids[: len(self.bos_ids)] != self.bos_ids else 0
         cuts = tuple(n + _first_at(x.offsets, b) for b in r.boundaries)
         if n:  # copy the rows only when a BOS goes in front
             ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
-        return Tokenized(ids, labels, cuts, n, x.notes, x.offsets)
+            weights = None if weights is None else [1.0] * n + weights
+        return Tokenized(ids, labels, cuts, n, notes, x.offsets, weights)
 
     def split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
         """Tokenize the text piece by piece, split at every span edge and literal edge.
@@ -345,6 +388,33 @@ def _token_ranges(
                 i1 -= 1
         out.append((i0, i1))
     return out
+
+
+def _mask_holes(
+    labels: list[int], offsets: Sequence[tuple[int, int]], holes: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> tuple[str, bool]:
+    """Mask every token wholly inside a hole (train_detail characters that carry no loss).
+
+    Returns (why the holes cannot be applied or '', whether a token crosses a hole's edge).
+    A token across an edge keeps its label (Axolotl's rule): it holds trained characters too.
+
+        text     ...  doing| very| well|, thank ...      hole [9, 14): " very" masked
+        offsets       (4,9) (9,14) (14,19)
+    """
+    widened = False
+    for s, e in holes:
+        if not any(a <= s and e <= b for a, b in spans):
+            return f"a train_detail range [{s}, {e}) lies outside the trained turn", False
+        i = _first_at(offsets, s)
+        if i > 0 and offsets[i - 1][1] > s:
+            widened = True
+        while i < len(offsets) and offsets[i][1] <= e:
+            if offsets[i][1] > offsets[i][0]:  # a token with characters (not an empty added piece)
+                labels[i] = IGNORE_INDEX
+            i += 1
+        if i < len(offsets) and offsets[i][0] < e:
+            widened = True
+    return "", widened
 
 
 def _coverage_problem(text: str, s: int, e: int, offsets: list[tuple[int, int]], i0: int, i1: int) -> str:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftdata.errors import RecordError
-from ftdata.tokens.masking import Tokenized
+from ftdata.tokens.masking import Tokenized, row_of
 from ftdata.outcomes import RejectCode
 from ftdata.chat.render import trained_turns
 from ftdata.tokens.shorten import MARKER, Piece, cut_text, exchange_starts, exchanges, prompt_pieces, response_pieces, text_of, with_text
@@ -96,14 +96,14 @@ class Truncator:
         """
         n, limit = len(row.input_ids), self.max_length
         if n <= limit:
-            return Truncated([(row.input_ids, row.labels)])
+            return Truncated([_pair(row)])
         over = f"{n} tokens > max_length {limit}"
         if policy is TruncationPolicy.ERROR:
             raise RecordError(f"{over}; raise max_length or choose another truncation policy", field="max_length")
         if policy is TruncationPolicy.DROP:
             return Truncated([], f"too long: {over} (truncation=drop)", RejectCode.TOO_LONG)
         if policy is TruncationPolicy.KEEP_START:
-            out = (row.input_ids[:limit], row.labels[:limit])
+            out = _pair(row, limit)
             kept, total = count_trained(out[1]), count_trained(row.labels)
             if not kept:
                 return Truncated([], f"no response left: kept the first {limit} of {n} tokens", RejectCode.NO_RESPONSE_LEFT)
@@ -250,8 +250,8 @@ class Truncator:
         )  # fmt: skip
 
 
-def _pair(row: Tokenized) -> Row:
-    return row.input_ids, row.labels
+def _pair(row: Tokenized, limit: int | None = None) -> Row:
+    return row_of(row, limit)  # a `WeightedRow` when the record has loss weights (`ftdata.chat.supervision`)
 
 
 def _level(rooms: list[int], over: int) -> list[int]:

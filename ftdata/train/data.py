@@ -101,6 +101,8 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
     for name, ds in (("train", train), ("test", test)):
         if ds is not None:
             _check_columns(ds, name)
+            if saved and tokenizer is not None:
+                _check_vocabulary(ds, name, tokenizer)
     return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, report=report)
 
 
@@ -175,6 +177,22 @@ def _check_columns(ds: Dataset | IterableDataset, split: str, *, rows: int | Non
         raise ConfigError(f"the {split} split is empty: every record was rejected or test_size took them all")
 
 
+def _check_vocabulary(ds: Dataset, split: str, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse rows holding a token id the tokenizer lacks (one columnar max, no loop per row).
+
+    A build made with `add_chat_tokens` holds ids past the base tokenizer: training it without
+    the option would index past the embeddings.
+    """
+    import pyarrow.compute as pc
+
+    top = pc.max(pc.list_flatten(ds.data.column("input_ids"))).as_py()
+    if top is not None and top >= len(tokenizer):
+        raise ConfigError(
+            f"the {split} split holds token id {top} but the tokenizer has {len(tokenizer)} tokens: the data was built "
+            "with a larger tokenizer (add_chat_tokens?); train with the same tokenizer or --add-chat-tokens"
+        )
+
+
 def token_counts(ds: Dataset) -> dict[str, int]:
     """Total tokens and trained tokens (labels != -100) of a split."""
     tokens = trained = 0
@@ -188,7 +206,7 @@ def token_counts(ds: Dataset) -> dict[str, int]:
 def content_hash(ds: Dataset) -> str:
     """SHA-256 of the rows' token ids and labels, in order: equal data, equal hash."""
     digest = hashlib.sha256()
-    columns = [c for c in ("input_ids", "labels", "seq_lengths") if c in ds.column_names]
+    columns = [c for c in ("input_ids", "labels", "seq_lengths", "loss_weights") if c in ds.column_names]
     for batch in ds.select_columns(columns).iter(batch_size=4096):
         digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":")).encode())
     return digest.hexdigest()

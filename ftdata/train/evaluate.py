@@ -164,7 +164,7 @@ def _finished_run(folder: Path) -> tuple[TrainConfig, Path]:
 def _generate_all(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, tuned_dir: Path, samples: list[Sample], *,
                   settings: GenerationSettings, compare_base: bool) -> dict[str, list[str]]:
     """Answers by model: {"base": [...], "tuned": [...]} (no "base" without `compare_base`)."""
-    from ftdata.train.model import load_base_model, resolve_device, resolve_model_path, sync_pad_token
+    from ftdata.train.model import fit_embeddings, load_base_model, resolve_device, resolve_model_path, sync_pad_token
 
     device = resolve_device(cfg.precision)
     stop_ids = end_marker_ids(samples, set(tokenizer.all_special_ids)) | {tokenizer.eos_token_id}
@@ -173,6 +173,7 @@ def _generate_all(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, tuned_di
 
     def load(path: Path) -> Any:
         model = load_base_model(path, quantization=cfg.quantization, device=device, trainable=False)
+        fit_embeddings(model, tokenizer)  # add_chat_tokens: rows for the tokens the run added, as in training
         sync_pad_token(model, tokenizer)
         return model.eval()
 

@@ -14,13 +14,14 @@ import importlib.util
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ftdata.errors import ConfigError
+from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import bundled_dir, bundled_gguf, bundled_tokenizer_dir, is_bundled, load_tokenizer
 from ftdata.train.config import Precision, Quantization, TrainConfig
 
@@ -261,8 +262,41 @@ def sync_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def add_lora(model: PreTrainedModel, cfg: TrainConfig) -> Any:
+def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, first_new: int | None = None) -> list[int]:
+    """Give the model an embedding row for every token of `tokenizer` (`add_chat_tokens` adds some).
+
+    Resizes the input (and untied output) embeddings when the tokenizer outgrew them, and sets
+    the rows of the new tokens, ids `first_new..len(tokenizer)-1`, to the mean of the rows before
+    them: deterministic, so `ftdata eval` rebuilds the same base before loading the adapter (peft's
+    trainable tokens replace those rows with the trained ones). Returns the new token ids.
+    `first_new` defaults to the embedding rows before resizing.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    first = rows if first_new is None else first_new
+    if len(tokenizer) <= first:
+        return []
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
+            layer.weight[first : len(tokenizer)] = layer.weight[:first].float().mean(0).to(layer.weight.dtype)
+    return list(range(first, len(tokenizer)))
+
+
+def _embedding_names(model: PreTrainedModel) -> list[str]:
+    """Module names of the input embeddings and, when not tied to them, the output head."""
+    wanted = [model.get_input_embeddings(), model.get_output_embeddings()]
+    if wanted[1] is not None and wanted[1].weight is wanted[0].weight:
+        wanted = wanted[:1]
+    return [name.rsplit(".", 1)[-1] for w in wanted if w is not None for name, m in model.named_modules() if m is w][: len(wanted)]
+
+
+def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] | None = None) -> Any:
     """Wrap `model` in a peft LoRA model (after `prepare_model_for_kbit_training` when quantized).
+
+    `new_tokens` (ids `add_chat_tokens` added): their embedding rows (and output rows of an
+    untied head) train too, with peft's `trainable_token_indices` where the installed peft has
+    it, else the whole embedding and head modules (`modules_to_save`).
 
     Raises:
         ConfigError: a target module does not exist, or targets the output head.
@@ -275,6 +309,13 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig) -> Any:
                           "directly, so an adapter there would never train")
     if cfg.quantization is not Quantization.NONE:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    extra: dict[str, Any] = {}
+    if new_tokens:
+        names = _embedding_names(model)
+        if "trainable_token_indices" in LoraConfig.__dataclass_fields__:
+            extra["trainable_token_indices"] = {name: list(new_tokens) for name in names}
+        else:
+            extra["modules_to_save"] = names
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -282,6 +323,7 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig) -> Any:
         target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
+        **extra,
     )
     try:
         return get_peft_model(model, lora)
@@ -320,6 +362,7 @@ class LoadedModel:
     device: Device
     processor: Any = None  # vision-language models: the processor (SFTTrainer's processing_class)
     collator: Any = None  # vision-language models: `vision.VisionCollator` (loads and processes the images)
+    new_tokens: list[int] = field(default_factory=list)  # ids `add_chat_tokens` added (their rows train)
 
 
 def load_for_training(cfg: TrainConfig) -> LoadedModel:
@@ -331,7 +374,11 @@ def load_for_training(cfg: TrainConfig) -> LoadedModel:
     if is_vision_language(path):
         return load_vision_for_training(cfg, path, device)
     tokenizer = load_model_tokenizer(cfg, path)
+    base_tokens = len(tokenizer)
+    if cfg.data_options.data.add_chat_tokens:  # the template's markers as tokens: the data is built with them
+        tokenizer = with_chat_tokens(tokenizer)
     model = load_base_model(path, quantization=cfg.quantization, device=device, trainable=not cfg.lora)
+    new_tokens = fit_embeddings(model, tokenizer, first_new=base_tokens)
     if device.kind == "cpu" and cfg.quantization is Quantization.NF4:
         keep_cpu_4bit_trainable(model)
     sync_pad_token(model, tokenizer)
@@ -341,5 +388,5 @@ def load_for_training(cfg: TrainConfig) -> LoadedModel:
         # LoRA A matrices are drawn at random: seed first, or two runs with the same config
         # (or a run and its resumed half) start from different adapters.
         set_seed(cfg.seed)
-        model = add_lora(model, cfg)
-    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device)
+        model = add_lora(model, cfg, new_tokens=new_tokens)
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device, new_tokens=new_tokens)

@@ -138,7 +138,10 @@ def merge_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
+    from ftdata.train.model import fit_embeddings
+
     base = AutoModelForCausalLM.from_pretrained(str(loaded.path), dtype=dtype, local_files_only=True, trust_remote_code=False)
+    fit_embeddings(base, loaded.tokenizer)  # add_chat_tokens: the rows the adapter's trained tokens replace
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(target))
     loaded.tokenizer.save_pretrained(str(target))

@@ -13,6 +13,8 @@ truncated and, when asked, packed. So the trainer gets them untouched:
       seq_lengths [3, 2]  ->  position_ids 0 1 2 0 1   (the label at each 0 is set to -100)
 
 - unpacked rows are right-padded per batch with an attention mask; `labels` are used as is.
+- rows with a `loss_weights` column (per-message loss weights) train with token-weighted
+  cross-entropy, normalised by the trained-token count (`ftdata.train.weighting`).
 """
 
 from __future__ import annotations
@@ -127,13 +129,17 @@ def build_trainer(
     from trl import SFTTrainer
 
     from ftdata.train.progress import replace_printers
+    from ftdata.train.weighting import WEIGHTS, WeightedCollator, weighted_trainer_class
 
     args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming)
     if loaded.collator is not None:  # rows with images: the vision collator batches them (vlm.py)
         from ftdata.train.vlm import adapt_args
 
         args = adapt_args(args)
-    trainer = SFTTrainer(
+    weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
+    # Added chat tokens train through peft's trainable-token rows, which TRL's fused LM head (it reads
+    # lm_head.weight itself) would bypass: the loss then comes from the model's own logits.
+    trainer = (weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer)(
         model=loaded.model,
         args=args,
         data_collator=loaded.collator,
@@ -142,6 +148,8 @@ def build_trainer(
         processing_class=loaded.processor or loaded.tokenizer,
         callbacks=callbacks,
     )
+    if weighted:  # rows with loss weights: token-weighted cross-entropy (`ftdata.train.weighting`)
+        trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=splits.packed)
     if display is not None:
         replace_printers(trainer, display)
     return trainer

@@ -134,6 +134,7 @@ SAMPLES = {
     "prompt_cut": ("middle", PromptCut.MIDDLE),
     "stop_tokens": ("<|eom_id|>", ["<|eom_id|>"]),
     "special_tokens_in_data": ("text", "text"),
+    "add_chat_tokens": ("true", True),
     "padding": ("max_length", "max_length"),
     "padding_side": ("left", "left"),
     "on_error": ("skip", "skip"),

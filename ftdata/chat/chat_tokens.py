@@ -1,0 +1,79 @@
+"""`add_chat_tokens`: the chat template's markers as special tokens of the tokenizer.
+
+A ChatML template on a base tokenizer (Llama-3, Gemma, Mistral, Phi, DeepSeek) writes
+`<|im_start|>` and `<|im_end|>`, which that tokenizer splits into `<`, `|`, `im`, `_end`, `|>`:
+the model must learn a five-token closer, and inference has to stop on a string. TRL's
+`clone_chat_template` and Axolotl's `tokens:` add such markers to the tokenizer as tokens;
+`add_chat_tokens=True` does the same, with the markers found from the template's own renders:
+
+    probe    [system "\\ue000", user "\\ue001", assistant "\\ue002", user "\\ue003", assistant "\\ue004"]
+    render   <|im_start|>system\\n\\ue000<|im_end|>\\n<|im_start|>user\\n\\ue001<|im_end|>\\n ...
+    markup   the text between the sentinels (and the generation prompt)
+    markers  its bracketed pieces, `<|...|>`, `<｜...｜>`, `<name>`, `</name>`, `[NAME]`, `[/NAME]`,
+             that the tokenizer does not already read as one token: ['<|im_start|>', '<|im_end|>']
+
+Role names and newlines in the markup are plain text and stay so. `ftdata train` then resizes
+the model's embeddings and trains the new rows (`ftdata.train.model`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from ftdata.chat.markers import ChatRenderer
+from ftdata.chat.stops import one_token
+from ftdata.errors import TemplateError
+
+# A chat marker: <|im_end|>, <｜Assistant｜> (DeepSeek's full-width bars), <start_of_turn>, </s>, [INST], [/INST].
+MARKER = re.compile(r"<\|[^<>|\s]+\|>|<｜[^<>｜]+｜>|</?[A-Za-z_][\w.-]*>|\[/?[A-Z][A-Z_]*\]")
+
+
+def chat_markers(tokenizer: Any) -> list[str]:
+    """The markers the tokenizer's chat template writes around messages that are not one token of it, in order.
+
+    Raises:
+        TemplateError: the tokenizer has no chat template, or it renders no probe conversation.
+    """
+    render = ChatRenderer(tokenizer)
+    marks = [chr(0xE000 + i) for i in range(5)]
+    turns = [("system", marks[0]), ("user", marks[1]), ("assistant", marks[2]), ("user", marks[3]), ("assistant", marks[4])]
+    texts = []
+    for first in (0, 1):  # a template that raises on a system turn is probed without one
+        messages = [{"role": role, "content": text} for role, text in turns[first:]]
+        try:
+            texts = [render(messages), render(messages[:2 - first], generation=True)]
+            break
+        except TemplateError:
+            continue
+    if not texts:
+        raise TemplateError("add_chat_tokens: the chat template renders no plain conversation, so its markers cannot be found")
+    split = re.compile("[" + "".join(marks) + "]")
+    found: dict[str, None] = {}
+    for text in texts:
+        for markup in split.split(text):
+            found.update(dict.fromkeys(MARKER.findall(markup)))
+    return [m for m in found if not one_token(m, tokenizer)]
+
+
+def with_chat_tokens(tokenizer: Any) -> Any:
+    """A copy of `tokenizer` with the template's markers added as special tokens (`tokenizer`
+    itself when every marker already is one token: so applying it twice changes nothing)."""
+    markers = chat_markers(tokenizer)
+    if not markers:
+        return tokenizer
+    from tokenizers import AddedToken
+
+    extended = copy.deepcopy(tokenizer)
+    tokens = [AddedToken(m, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False) for m in markers]
+    extended.add_special_tokens({"additional_special_tokens": tokens}, replace_extra_special_tokens=False)
+    return extended
+
+
+def added_token_ids(tokenizer: Any, base_vocab: int) -> list[int]:
+    """Ids of the tokens past the model's embedding rows (`base_vocab`): the rows training must learn."""
+    return list(range(base_vocab, len(tokenizer)))
+
+
+__all__ = ["MARKER", "added_token_ids", "chat_markers", "with_chat_tokens"]
