@@ -186,7 +186,7 @@ class Vision:
         return replace(
             rendered, text=final, spans=tuple((at(s), at(e)) for s, e in rendered.spans),
             boundaries=tuple(at(b) for b in rendered.boundaries), literal=tuple((at(s), at(e)) for s, e in rendered.literal),
-            media=tuple(placed),
+            holes=tuple((at(s), at(e)) for s, e in rendered.holes), media=tuple(placed),
         )  # fmt: skip
 
     # --- verification ----------------------------------------------------------------------
