@@ -175,3 +175,20 @@ def test_trl_templates_truncate_to_renderings_of_shorter_conversations(name, trl
 @pytest.mark.parametrize("name", TRL_NAMES)
 def test_trl_templates_truncate_to_renderings_of_shorter_conversations_exhaustive(name, trl_cases):
     _trl(name, trl_cases, examples=100)
+
+
+def test_a_cut_that_leaves_no_assistant_turn_is_a_reject_not_a_crash() -> None:
+    """A conversation that ends on a user turn: keep_response drops the one exchange with an answer, and what is
+    left has nothing to train (it was `ValueError: max() arg is an empty sequence`, a traceback)."""
+    from ftdata.run.driver import build
+
+    records = [
+        {"messages": [{"role": "user", "content": "hello there " * 5}, {"role": "assistant", "content": "General Kenobi."},
+                      {"role": "user", "content": "and then a long user turn " * 10}]},
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo."}]},
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = build(records, max_length=48, truncation="keep_response")
+    assert dict(result.report.rejected) == {RejectCode.NO_ASSISTANT: 1}
+    assert len(result.dataset) == 1

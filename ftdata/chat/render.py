@@ -47,7 +47,9 @@ def trained_turns(messages: tuple[Message, ...], policy: MaskPolicy) -> list[boo
     Raises:
         UnusableRecord: no assistant turn is left to train on.
     """
-    last = max(i for i, m in enumerate(messages) if m.role == "assistant")
+    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    if last < 0:  # truncation can drop every exchange that had one (a conversation ending on a user turn)
+        raise UnusableRecord("no assistant turn is left to train on", field="messages", code=RejectCode.NO_ASSISTANT)
     out = []
     for i, m in enumerate(messages):
         if m.role != "assistant":
