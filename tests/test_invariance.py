@@ -2,7 +2,7 @@
 
 A metamorphic property over every chat template of both corpora (TRL's shipped originals on
 the shared tokenizers, and the served corpus in tests/templates/served, thinking on and off):
-take a record that trains with benign user, system and tool texts, replace those texts with
+take a record (plain, a tool call, reasoning) that trains with benign user, system and tool texts, replace those texts with
 text drawn from fragments of the template's own markup (its string literals, its rendered
 scaffold, marker words: "TEXT", "START", "ink", "<|", "think", "assistant", "\\n", ...) and
 with arbitrary text, and the trained text of every assistant turn must stay the same, and the
@@ -70,6 +70,14 @@ def call_record(user: str, result: str) -> dict[str, Any]:
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call0abcd", "name": "get_weather", "content": result},
         {"role": "assistant", "content": "It is mild in Paris."}]}  # fmt: skip
+
+
+def reasoning_record(user1: str, user2: str) -> dict[str, Any]:
+    return {"messages": [
+        {"role": "user", "content": user1},
+        {"role": "assistant", "content": "It is 5.", "reasoning_content": "Two plus three makes five."},
+        {"role": "user", "content": user2},
+        {"role": "assistant", "content": "It is 8.", "reasoning_content": "Four plus four makes eight."}]}  # fmt: skip
 
 
 def variants() -> list[Any]:
@@ -188,7 +196,10 @@ def check_template(kind: str, case: Any, kwargs: dict[str, Any], *, examples: in
         shapes = {"plain": (plain_record, ((0, "content"), (1, "content"), (3, "content")))}
         if markers.tool_arguments and markers.renders_tools:
             shapes["call"] = (call_record, ((0, "content"), (2, "content")))
-        benign_args = {"plain": (BENIGN["system"], *BENIGN["user"]), "call": (BENIGN["user"][0], BENIGN["tool"])}
+        if markers.renders_reasoning:
+            shapes["reasoning"] = (reasoning_record, ((0, "content"), (2, "content")))
+        benign_args = {"plain": (BENIGN["system"], *BENIGN["user"]), "call": (BENIGN["user"][0], BENIGN["tool"]),
+                       "reasoning": BENIGN["user"]}  # fmt: skip
         expected = {}
         for name in shapes:
             make = shapes[name][0]
