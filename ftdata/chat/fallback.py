@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from ftdata.chat.markers import RoleMarkers
-from ftdata.chat.regions import Render, content_at, written_at
+from ftdata.chat.regions import Regions, Render, content_at, written_at
 
 # A tag written as text, in a tokenizer that lacks it as a token (`</think>` on a base tokenizer).
 _TAG = re.compile(r"<[^<>\s]{1,40}>")
@@ -56,7 +56,7 @@ class FallbackStart:
 
     def __call__(
         self, text: str, msgs: list[dict[str, Any]], i: int, prompt: str | None, *, done: int, data: tuple[int, int],
-        block: bool, render: Render,
+        block: bool, render: Render, regions: Regions = lambda: None,
     ) -> tuple[int, bool]:  # fmt: skip
         """(where turn i begins in A, whether A writes again the prompt's close of a think block).
 
@@ -64,10 +64,11 @@ class FallbackStart:
         turn, `data` where the template writes the turn's data, `block`: the model writes markup
         before its data (a think block, call markup). `render(messages, generation=...)` renders
         with the record's tools and kwargs: the message before turn i is located by rendering it
-        once more with its content replaced (`ftdata.chat.regions`), never by searching its text.
+        once more with its content replaced (`ftdata.chat.regions`), never by searching its text;
+        `regions()` gives every content's place from one render, where the template allows.
         """
         data_start, data_end = data
-        before = self._before(text, msgs, i, render, done, data_start)  # where message i-1's content ends in A
+        before = self._before(text, msgs, i, render, regions, done, data_start)  # where message i-1's content ends in A
         previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before >= 0 else -1
         if prompt is not None and 0 <= before and len(os.path.commonprefix([prompt, text])) < before:
             in_prompt = content_at(prompt, render, msgs[:i], i - 1, generation=True)
@@ -93,10 +94,15 @@ class FallbackStart:
         return start, False
 
     @staticmethod
-    def _before(text: str, msgs: list[dict[str, Any]], i: int, render: Render, done: int, data_start: int) -> int:
+    def _before(
+        text: str, msgs: list[dict[str, Any]], i: int, render: Render, regions: Regions, done: int, data_start: int
+    ) -> int:  # fmt: skip
         """Where the content of the message before turn i ends in A, when it lies between the
         previous trained turn and turn i's data; else -1."""
-        region = content_at(text, render, msgs, i - 1) if i > 0 else None
+        if i == 0:
+            return -1
+        places = regions()
+        region = places[i - 1] if places is not None else content_at(text, render, msgs, i - 1)
         return region[1] if region and done <= region[0] and region[1] <= data_start else -1
 
     @staticmethod

@@ -18,6 +18,8 @@ from typing import Any
 from ftdata.errors import TemplateError
 
 Render = Callable[..., str]
+Places = list[tuple[int, int] | None]
+Regions = Callable[[], "Places | None"]  # every content's place in A (`content_regions`), computed once when asked
 
 
 def sentinel(*texts: str) -> str:
@@ -61,7 +63,7 @@ def content_at(text: str, render: Render, msgs: list[dict[str, Any]], j: int, *,
     return written_at(text, render, msgs, j, lambda m, mark: {**m, "content": mark}, generation=generation)
 
 
-def content_regions(text: str, render: Render, msgs: list[dict[str, Any]]) -> list[tuple[int, int] | None] | None:
+def content_regions(text: str, render: Render, msgs: list[dict[str, Any]]) -> Places | None:
     """Where each message's content lies in `text` (= render(msgs)), from one render with every
     non-empty content replaced by its own sentinel: `text` must be that skeleton with each sentinel
     replaced by its content (as given, or trimmed: every content alike), so the template writes
@@ -98,17 +100,16 @@ def content_regions(text: str, render: Render, msgs: list[dict[str, Any]]) -> li
 
 
 def prompt_ends(
-    text: str, render: Render, msgs: list[dict[str, Any]], header: str, turns: list[int]
+    text: str, render: Render, msgs: list[dict[str, Any]], header: str, turns: list[int], regions: Places | None
 ) -> dict[int, int]:
     """len(P_i) for assistant turns `turns` (plain: content only) of a prefix-stable template, in a
     bounded number of renders instead of one conversation prefix per turn (quadratic in a long record).
 
     P_i is A up to the generation prompt (`header`) the template writes between the content of
     message i-1 and turn i's own content, both located by `content_regions`: that stretch holds
-    markup only. The first and the last turn are rendered as they are, and must agree; else {}
-    (every turn is then rendered).
+    markup only (`regions`: from `content_regions`). The first and the last turn are rendered as
+    they are, and must agree; else {} (every turn is then rendered).
     """
-    regions = content_regions(text, render, msgs)
     if regions is None:
         return {}
     out = {}

@@ -28,11 +28,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from ftdata.errors import Location, TemplateError, UnusableRecord
 from ftdata.chat.fallback import FallbackStart
-from ftdata.chat.regions import Render, changed_region, prompt_ends, sentinel as _sentinel
+from ftdata.chat.regions import Regions, Render, changed_region, content_regions, prompt_ends, sentinel as _sentinel
 from ftdata.chat.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.chat.stops import common_token_prefix, first_stop
@@ -139,11 +140,12 @@ class ChatSpans:
                     location=example.source, field="tools", code=RejectCode.NOT_RENDERED,
                 )  # fmt: skip
         spans, boundaries, method, done = [], [], "prefix", 0
-        known = self._prompt_ends(text, msgs, render)
+        regions = cache(lambda: content_regions(text, render, msgs))  # every content's place, one render, when asked
+        known = self._prompt_ends(msgs, regions, render, text)
         for i, msg in enumerate(msgs):
             if msg["role"] != "assistant":
                 continue
-            turn = self._turn(text, msgs, i, render, done, trained[i], example.source, known.get(i))
+            turn = self._turn(text, msgs, i, render, done, trained[i], example.source, known.get(i), regions)
             if turn.method == "fallback":
                 method = "fallback"
             notes.extend(turn.notes)
@@ -155,7 +157,7 @@ class ChatSpans:
             boundaries.append(turn.boundary)
         return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
 
-    def _prompt_ends(self, text: str, msgs: list[dict[str, Any]], render: Render) -> dict[int, int]:
+    def _prompt_ends(self, msgs: list[dict[str, Any]], regions: Regions, render: Render, text: str) -> dict[int, int]:
         """len(P_i) of a long conversation's plain turns without rendering each prefix (`prompt_ends`),
         where the template is prefix-stable and writes a generation prompt; {} otherwise."""
         m = self.markers
@@ -163,11 +165,11 @@ class ChatSpans:
                  and msg.get("reasoning_content") is None and i > 0]  # fmt: skip
         if len(plain) < LONG or not m.prefix_stable or m.ignores_generation_prompt or not m.assistant_header.strip():
             return {}
-        return prompt_ends(text, render, msgs, m.assistant_header, plain)
+        return prompt_ends(text, render, msgs, m.assistant_header, plain, regions())
 
     def _turn(
         self, text: str, msgs: list[dict[str, Any]], i: int, render: Render, done: int, trained: bool, source: Location,
-        known: int | None = None,
+        known: int | None = None, regions: Regions = lambda: None,
     ) -> Turn:  # fmt: skip
         def reject(why: str) -> UnusableRecord:
             return UnusableRecord(
@@ -208,7 +210,8 @@ class ChatSpans:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
             start, closed = self.fallback(
-                text, msgs, i, prompt, done=done, data=(data_start, data_end), block=block, render=render
+                text, msgs, i, prompt, done=done, data=(data_start, data_end), block=block, render=render,
+                regions=regions,
             )
             method = "fallback"
             if closed and msg.get("reasoning_content"):
