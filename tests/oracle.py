@@ -586,6 +586,14 @@ def _diverged(render: Renderer, P: str, messages: Sequence[dict[str, Any]], i: i
         rest = rest.lstrip()[len(tag.group(0)) :]
         given = os.path.commonprefix([rest, A[s:]])
         s, rest = s + len(given), rest[len(given) :]
+    # A tag P_i ends with, where A's turn opens with it, is P_i's too: DeepSeek-V3.2 with thinking off
+    # prompts `<｜Assistant｜><think></think>` and writes history turns `<｜Assistant｜></think>answer`; the
+    # model never writes that `</think>`. (Where P_i ends by opening the block, `<think>\n`, A's `</think>`
+    # is the model's.)
+    last = next(reversed(list(TAG.finditer(P))), None)
+    if last and not P[last.end() :].strip() and last.group(0) in rest and A.startswith(last.group(0), s):
+        s += len(last.group(0))
+        s += len(os.path.commonprefix([P[last.end() :], A[s:nxt]]))
     thought = reasoning(messages[i]).strip()
     if thought and (r := A.find(thought, s, nxt)) >= 0:
         after = r + len(thought)

@@ -247,3 +247,76 @@ def test_class1_the_think_closer_of_a_history_turn_is_trained_in_any_tokenizer(t
     record = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " Hello!"}]}
     # Before, with `</think>` as text: ' Hello!<|im_end|>' (only markup tokens were taken in).
     assert trained(tok, prepare([PLAIN, record], tokenizer=tok)) == ["</think>Hello!<|im_end|>", "</think> Hello!<|im_end|>"]
+
+
+# ---------------------------------------------------------------- issue 30: invariance, the prompt's own closer
+
+SERVED = matrix_module().SERVED
+
+
+def trl_or_served(name: str) -> str:
+    """A template of either corpus: `trl:<stem>` (TRL's chat_templates) or a served file name."""
+    if name.startswith("trl:"):
+        return (matrix_module().template_dir() / f"{name[4:]}.jinja").read_text(encoding="utf-8")
+    return (SERVED / name).read_text(encoding="utf-8")
+
+
+def asked(user: str) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": "4"}]}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [("trl:nemotron_3_nano", "</think>4<|im_end|>"), ("nemotron-3-nano.jinja", "</think>4<|im_end|>"),
+     ("glm-4.7-flash.jinja", "</think>4<|endoftext|>")],
+)  # fmt: skip
+def test_the_think_closer_is_trained_whatever_the_user_wrote(template, expected):
+    """The prompt opens `<think>`, the history writes `</think>4`: the closer is the model's. Before, a
+    user who wrote "hi" or "ink" (inside `<think>`) had it masked; "What is 2+2?" had it trained."""
+    tok = qwen_with_think_tokens(trl_or_served(template))
+    tok.add_tokens(["[gMASK]", "<sop>", "<|user|>", "<|assistant|>"], special_tokens=True)
+    tok.eos_token = "<|endoftext|>"  # GLM's: its template writes no end-of-turn marker, so EOS is appended
+    users = ["What is 2+2?", "hi", "ink", "think", "assistant", "<", ">\n"]
+    assert trained(tok, prepare([asked(u) for u in users], tokenizer=tok, chat_template_kwargs={"enable_thinking": True})) == [
+        expected
+    ] * len(users)
+
+
+COHERE = ["<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>",
+          "<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_THINKING|>", "<|END_THINKING|>", "<|START_TEXT|>", "<|END_TEXT|>"]  # fmt: skip
+
+
+def test_a_user_who_writes_start_keeps_the_response_opener_trained():
+    """Command R7B with thinking off: `<|START_RESPONSE|>` is the model's. Before, a user who wrote
+    "START" (inside `<|START_RESPONSE|>`) had it masked in the first turn."""
+    tok = qwen_with(trl_or_served("command-r7b-tool-use.jinja"))
+    tok.add_tokens(COHERE, special_tokens=True)
+    record = {"messages": [{"role": "system", "content": "START"}, {"role": "user", "content": "\nSTART"},
+                           {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "STARTSTART"},
+                           {"role": "assistant", "content": "Green."}]}  # fmt: skip
+    got = trained(tok, prepare([record], tokenizer=tok, chat_template_kwargs={"enable_thinking": False}))
+    assert got == ["<|START_RESPONSE|>Blue.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"
+                   "<|START_RESPONSE|>Green.<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"]  # fmt: skip
+
+
+TWO_TURNS = {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"},
+                          {"role": "user", "content": "hi"}, {"role": "assistant", "content": "5"}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [(None, "4<｜end▁of▁sentence｜>5<｜end▁of▁sentence｜>"),  # thinking off, the template's default
+     ({"thinking": False}, "4<｜end▁of▁sentence｜>5<｜end▁of▁sentence｜>"),
+     ({"thinking": True}, "</think>4<｜end▁of▁sentence｜></think>5<｜end▁of▁sentence｜>")],
+)  # fmt: skip
+def test_a_closer_the_generation_prompt_already_ends_with_is_never_trained(kwargs, expected):
+    """DeepSeek-V3.2 on its own tokenizer (`<think>` is text there). Thinking off: the prompt ends in
+    `<｜Assistant｜><think></think>`, the history writes `<｜Assistant｜></think>4`: that `</think>` is the
+    prompt's. Before: `</think>4<｜end▁of▁sentence｜>` on every turn. Thinking on: the prompt ends in
+    `<think>`, and the `</think>` the history writes is the model's."""
+    tok = copy.deepcopy(tokenizer("deepseek-v3"))
+    tok.chat_template = trl_or_served("deepseek-v3.2.jinja")
+    assert tok.apply_chat_template(TWO_TURNS["messages"][:1], tokenize=False, add_generation_prompt=True, **(kwargs or {})).endswith(
+        "<｜Assistant｜><think></think>" if not (kwargs or {}).get("thinking") else "<｜Assistant｜><think>"
+    )
+    assert trained(tok, prepare([TWO_TURNS], tokenizer=tok, chat_template_kwargs=kwargs)) == [expected]

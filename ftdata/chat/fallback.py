@@ -14,23 +14,28 @@ prompt already holds; else after the turn's role header, or at its data.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from ftdata.chat.markers import RoleMarkers
+from ftdata.chat.regions import Regions, Render, content_at, written_at
+
+# A tag written as text, in a tokenizer that lacks it as a token (`</think>` on a base tokenizer).
+_TAG = re.compile(r"<[^<>\s]{1,40}>")
+_TAGS = re.compile(r"(?:\s*<[^<>\s]{1,40}>)+")
 
 
-def _aligned(text: str, prompt: str, before: str, done: int, data_start: int) -> str:
-    """P_i as A writes the conversation up to the message before turn i (`before`: its content).
+def _aligned(text: str, prompt: str, end_a: int, end_p: int) -> str:
+    """P_i as A writes the conversation up to the message before turn i (`end_a`, `end_p`: where
+    that message's content ends in A and in P_i).
 
     A template may render an earlier turn differently once a later user message follows it
     (DeepSeek-V3.2 writes `<think>` into the last exchange and `</think>` into history), so P_i
     and A part before turn i's own exchange; what P_i writes after that message is what counts.
     """
-    core = before.strip()
-    at_p, at_a = (prompt.rfind(core), text.rfind(core, done, data_start)) if core else (-1, -1)
-    if at_p < 0 or at_a < 0 or len(os.path.commonprefix([prompt, text])) >= at_a + len(core):
+    if end_p < 0 or end_a < 0 or len(os.path.commonprefix([prompt, text])) >= end_a:
         return prompt
-    return text[: at_a + len(core)] + prompt[at_p + len(core) :]
+    return text[:end_a] + prompt[end_p:]
 
 
 class FallbackStart:
@@ -51,19 +56,23 @@ class FallbackStart:
 
     def __call__(
         self, text: str, msgs: list[dict[str, Any]], i: int, prompt: str | None, *, done: int, data: tuple[int, int],
-        block: bool,
+        block: bool, render: Render, regions: Regions = lambda: None,
     ) -> tuple[int, bool]:  # fmt: skip
         """(where turn i begins in A, whether A writes again the prompt's close of a think block).
 
         `prompt` is P_i (None when it does not render), `done` the end of the previous trained
-        turn, `data` where the template writes the turn's data ((-1, end) on the plain path),
-        `block`: the model writes markup before its data (a think block, call markup).
+        turn, `data` where the template writes the turn's data, `block`: the model writes markup
+        before its data (a think block, call markup). `render(messages, generation=...)` renders
+        with the record's tools and kwargs: the message before turn i is located by rendering it
+        once more with its content replaced (`ftdata.chat.regions`), never by searching its text;
+        `regions()` gives every content's place from one render, where the template allows.
         """
         data_start, data_end = data
-        msg = msgs[i]
-        previous = self._after_previous(text, msgs[:i], done, data_start)
-        if prompt is not None:
-            prompt = _aligned(text, prompt, msgs[i - 1].get("content") or "", done, data_start)
+        before = self._before(text, msgs, i, render, regions, done, data_start)  # where message i-1's content ends in A
+        previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before >= 0 else -1
+        if prompt is not None and 0 <= before and len(os.path.commonprefix([prompt, text])) < before:
+            in_prompt = content_at(prompt, render, msgs[:i], i - 1, generation=True)
+            prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else -1)
         parted = len(os.path.commonprefix([prompt, text])) if prompt is not None else -1  # in characters
         part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
         tail = prompt[part if part >= 0 else parted :] if prompt is not None else ""
@@ -76,16 +85,46 @@ class FallbackStart:
         start = self._markup_start(text, part, previous, done, data_start, block, unheaded)
         if prompt is None:
             return start, False
-        return self._after_prompt_tail(text, tail, start, self._answer_start(text, msg, start, data_end))
+        if tail.strip():
+            answer = self._answer_start(text, render, msgs, i, data, start)
+            start, moved = self._after_prompt_tail(text, tail, start, answer)
+            if not moved:
+                start = self._past_prompt_end(text, prompt, start)
+            return start, moved
+        return start, False
 
     @staticmethod
-    def _answer_start(text: str, msg: dict[str, Any], lo: int, hi: int) -> int:
-        """Where turn i's answer (its content, else its first call's name) begins in text[lo:hi]."""
-        core = msg["content"].strip()
-        at = text.rfind(core, lo, hi) if core else -1
-        if at < 0 and msg.get("tool_calls"):
-            at = text.find(msg["tool_calls"][0]["function"]["name"], lo, hi)
-        return at if at >= 0 else hi
+    def _before(
+        text: str, msgs: list[dict[str, Any]], i: int, render: Render, regions: Regions, done: int, data_start: int
+    ) -> int:  # fmt: skip
+        """Where the content of the message before turn i ends in A, when it lies between the
+        previous trained turn and turn i's data; else -1."""
+        if i == 0:
+            return -1
+        places = regions()
+        region = places[i - 1] if places is not None else content_at(text, render, msgs, i - 1)
+        return region[1] if region and done <= region[0] and region[1] <= data_start else -1
+
+    @staticmethod
+    def _answer_start(text: str, render: Render, msgs: list[dict[str, Any]], i: int, data: tuple[int, int], lo: int) -> int:
+        """Where turn i's answer (its content, else its first call's name) begins in text[lo:data end].
+
+        A plain turn's data is its content; otherwise the content (or the name) is located by a
+        render with only it replaced.
+        """
+        msg, (data_start, hi) = msgs[i], data
+        if not msg.get("tool_calls") and msg.get("reasoning_content") is None:
+            region: tuple[int, int] | None = (data_start, hi)
+        elif (msg.get("content") or "").strip():
+            region = content_at(text, render, msgs, i)
+        else:
+            first, *rest = msg["tool_calls"]
+
+            def named(m: dict[str, Any], mark: str) -> dict[str, Any]:
+                return {**m, "tool_calls": [{**first, "function": {**first["function"], "name": mark}}, *rest]}
+
+            region = written_at(text, render, msgs, i, named)
+        return region[0] if region and lo <= region[0] <= hi else hi
 
     @staticmethod
     def _after_prompt_tail(text: str, tail: str, start: int, answer: int) -> tuple[int, bool]:
@@ -113,11 +152,36 @@ class FallbackStart:
             after = after[:-1]
         return end + len(after), True
 
+    def _past_prompt_end(self, text: str, prompt: str, start: int) -> int:
+        """`start` moved past markup the generation prompt already ends with, where A's turn opens with it.
+
+        DeepSeek-V3.2 with thinking off prompts with `<｜Assistant｜><think></think>` and writes history
+        turns as `<｜Assistant｜></think>answer`: the two part after the header, and the `</think>` that
+        opens A's turn is the one the prompt ends with, so the model never writes it. The markup
+        (added tokens, or tags as text) must end the prompt, and A must write it across `start`,
+        where the two part; the whitespace the prompt writes after it goes with it. Where the prompt
+        opens the block (`<think>\n`: Nemotron 3, GLM-4.7) A's `</think>` is the model's.
+        """
+        base = max(len(prompt) - 64, 0)  # a markup token is short
+        enc = self.tokenizer.backend_tokenizer.encode(prompt[base:], add_special_tokens=False)
+        cuts = sorted({base + a for a, _ in enc.offsets} | {m.start() for m in _TAG.finditer(prompt, base)})
+        for cut in cuts:  # longest first
+            end = prompt[cut:]
+            core = end.rstrip()
+            if not core.strip() or not (_TAGS.fullmatch(core) or self._markup_only(core)):
+                continue
+            at = next((at for at in range(max(start - len(core) + 1, 0), start + 1) if text.startswith(core, at)), -1)
+            if at >= 0:
+                after = at + len(core)
+                return after + len(os.path.commonprefix([end[len(core) :], text[after : after + 64]]))
+        return start
+
     def _parting(self, text: str, prompt: str, lo: int, part: int) -> int:
         """Where P_i and A part (`part`, in characters), when that is at or after `lo` (the end of
-        the message before turn i), else -1; moved back to the start of a markup token it falls inside, on either side:
-        GLM-4.7 prompts with `<think>` and writes `</think>`, QwQ prompts with `<think>` and
-        writes `<tool_call>`, and the two share their first characters."""
+        the message before turn i), else -1; moved back to the start of a markup token (or a tag
+        written as text) it falls inside, on either side: GLM-4.7 prompts with `<think>` and writes
+        `</think>`, QwQ prompts with `<think>` and writes `<tool_call>`, and the two share their
+        first characters."""
         if part < lo:
             return -1
         for side in (prompt, text):  # a window around the parting point: a markup token is short
@@ -127,6 +191,8 @@ class FallbackStart:
                 if lo + a < part < lo + b and token in self.added:
                     part = lo + a
                     break
+            tag = next((m for m in _TAG.finditer(side, max(part - 40, lo), part + 40) if m.start() < part < m.end()), None)
+            part = tag.start() if tag else part
         return part
 
     def _markup_start(
@@ -157,18 +223,14 @@ class FallbackStart:
         # turn begins where the message before it ends, when that message was found in A.
         return previous if header_end == data_start and previous >= 0 else header_end
 
-    def _after_previous(self, text: str, before: list[dict[str, Any]], done: int, data_start: int) -> int:
-        """Where the message before turn i ends in A (its content and its closer), or -1.
+    def _after_previous(self, text: str, role: str, end: int, data_start: int) -> int:
+        """Where the message before turn i ends in A: its content (ending at `end`) and, for a user
+        message, the footer the template closes it with.
 
         A fallback turn never starts inside another message: a template that rewrote an earlier
         message (vLLM's Mistral template) parts from the inference prompt inside it.
         """
-        core = (before[-1].get("content") or "").strip() if before else ""
-        at = text.rfind(core, done, data_start) if core else -1
-        if at < 0:
-            return -1
-        end = at + len(core)
-        footer = self.markers.user_footer.strip() if before[-1]["role"] == "user" else ""
+        footer = self.markers.user_footer.strip() if role == "user" else ""
         gap = text[end:data_start]
         if footer and gap.lstrip().startswith(footer):
             end += len(gap) - len(gap.lstrip()) + len(footer)

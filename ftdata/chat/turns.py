@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from ftdata.errors import Location, TemplateError, UnusableRecord
 from ftdata.chat.fallback import FallbackStart
+from ftdata.chat.regions import Regions, Render, changed_region, content_regions, prompt_ends, sentinel as _sentinel
 from ftdata.chat.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.chat.stops import common_token_prefix, first_stop
@@ -54,9 +55,11 @@ EOS_APPENDED = Note(
     "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained",
 )
 # Boilerplate the rule trains (Qwen3's empty think block when thinking is on), and the kwarg that moves it.
+# From this many plain assistant turns on, a prefix-stable conversation's inference prompts are located
+# in a bounded number of renders (`prompt_ends`) rather than rendered one by one.
+LONG = 4
 THINK_BOILERPLATE = "trains {text!r}, which the template writes into this turn after the generation prompt; chat_template_kwargs {kwarg} moves it into the prompt"
 
-Render = Callable[..., str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,23 +72,6 @@ class Turn:
     method: str  # "prefix" (A starts with P_i) or "fallback"
     notes: tuple[Note, ...] = ()
     eos: bool = False  # EOS appended after A closes this (last) turn
-
-
-def _sentinel(*texts: str) -> str:
-    """A private-use character that occurs in none of `texts`."""
-    return next(chr(c) for c in range(0xE000, 0xF900) if not any(chr(c) in t for t in texts))
-
-
-def changed_region(a: str, b: str) -> tuple[int, int]:
-    """[start, end) in `a` of the part that differs from `b` (common prefix and suffix removed)."""
-    start = 0
-    limit = min(len(a), len(b))
-    while start < limit and a[start] == b[start]:
-        start += 1
-    tail = 0
-    while tail < limit - start and a[-1 - tail] == b[-1 - tail]:
-        tail += 1
-    return start, len(a) - tail
 
 
 def _content_end(text: str, start: int, content: str) -> int | None:
@@ -155,10 +141,12 @@ class ChatSpans:
                     location=example.source, field="tools", code=RejectCode.NOT_RENDERED,
                 )  # fmt: skip
         spans, boundaries, method, done = [], [], "prefix", 0
+        regions = cache(lambda: content_regions(text, render, msgs))  # every content's place, one render, when asked
+        known = self._prompt_ends(msgs, regions, render, text)
         for i, msg in enumerate(msgs):
             if msg["role"] != "assistant":
                 continue
-            turn = self._turn(text, msgs, i, render, done, trained[i], example.source)
+            turn = self._turn(text, msgs, i, render, done, trained[i], example.source, known.get(i), regions)
             if turn.method == "fallback":
                 method = "fallback"
             notes.extend(turn.notes)
@@ -170,9 +158,20 @@ class ChatSpans:
             boundaries.append(turn.boundary)
         return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
 
+    def _prompt_ends(self, msgs: list[dict[str, Any]], regions: Regions, render: Render, text: str) -> dict[int, int]:
+        """len(P_i) of a long conversation's plain turns without rendering each prefix (`prompt_ends`),
+        where the template is prefix-stable and writes a generation prompt; {} otherwise."""
+        m = self.markers
+        plain = [i for i, msg in enumerate(msgs) if msg["role"] == "assistant" and not msg.get("tool_calls")
+                 and msg.get("reasoning_content") is None and i > 0]  # fmt: skip
+        if len(plain) < LONG or not m.prefix_stable or m.ignores_generation_prompt or not m.assistant_header.strip():
+            return {}
+        return prompt_ends(text, render, msgs, m.assistant_header, plain, regions())
+
     def _turn(
-        self, text: str, msgs: list[dict[str, Any]], i: int, render: Render, done: int, trained: bool, source: Location
-    ) -> Turn:
+        self, text: str, msgs: list[dict[str, Any]], i: int, render: Render, done: int, trained: bool, source: Location,
+        known: int | None = None, regions: Regions = lambda: None,
+    ) -> Turn:  # fmt: skip
         def reject(why: str) -> UnusableRecord:
             return UnusableRecord(
                 f"assistant turn {i} cannot be masked safely: {why}", location=source, field=f"messages[{i}]",
@@ -180,12 +179,16 @@ class ChatSpans:
             )  # fmt: skip
 
         msg = msgs[i]
-        try:
-            prompt: str | None = render(msgs[:i], generation=True)
-        except TemplateError:
-            prompt = None
-        prefix = prompt is not None and text.startswith(prompt) and len(prompt) >= done
-        opened = len(prompt) if prefix and prompt is not None else -1  # where the model starts writing
+        prompt: str | None = None
+        if known is not None and known >= done:  # P_i is text[:known] (`_prompt_ends`)
+            prefix, opened = True, known
+        else:
+            try:
+                prompt = render(msgs[:i], generation=True)
+            except TemplateError:
+                prompt = None
+            prefix = prompt is not None and text.startswith(prompt) and len(prompt) >= done
+            opened = len(prompt) if prefix and prompt is not None else -1  # where the model starts writing
         header = self.markers.assistant_header
         if prefix and self.markers.ignores_generation_prompt and header and text.startswith(header, opened):
             opened += len(header)  # no generation prompt: the rendered header is what a server adds
@@ -207,7 +210,10 @@ class ChatSpans:
         else:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
-            start, closed = self.fallback(text, msgs, i, prompt, done=done, data=(data_start, data_end), block=block)
+            start, closed = self.fallback(
+                text, msgs, i, prompt, done=done, data=(data_start, data_end), block=block, render=render,
+                regions=regions,
+            )
             method = "fallback"
             if closed and msg.get("reasoning_content"):
                 notes.append(REASONING_PROMPT_CLOSED)
