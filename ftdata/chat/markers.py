@@ -131,6 +131,9 @@ class RoleMarkers:
     # Stops that are plain text to this tokenizer, not one token (a ChatML template on a base model's
     # tokenizer): trained as the text they are; inference must stop on them as stop strings.
     text_stops: tuple[str, ...] = ()
+    # No `tool_arguments` form, yet a call turn's function name is written: the template writes calls but
+    # drops (or rewrites beyond tracing) their arguments, which is what a reject then says.
+    writes_call_names: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,7 +208,7 @@ def detect_role_markers(
         renders_reasoning=reasoning is not None or writes_call_reasoning(render, tools["arguments"]),
         reasoning_close=reasoning or "", thinking_kwarg=thinking_kwarg(render, after_prompt), warnings=(),
         ignores_generation_prompt=prompt.ignored, needs_tools=needs_tools,
-        text_stops=tuple(stop for stop in stops if spelled_as_text(stop, tokenizer)),
+        text_stops=tuple(stop for stop in stops if spelled_as_text(stop, tokenizer)), writes_call_names=tools["names"],
     )  # fmt: skip
     return replace(markers, warnings=_warnings(markers, appended=prompt.appended, lead_in=lead_in, kwargs=kwargs))
 

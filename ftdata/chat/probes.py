@@ -48,8 +48,19 @@ def thinking_kwarg(render: ChatRenderer, after_prompt: str) -> str:
     return '{"enable_thinking": false}' if moved and after_prompt.strip() in prompt else ""
 
 
-def _call(arguments: Any) -> dict[str, Any]:
-    return {"type": "function", "id": "call00001", "function": {"name": "toolprobe", "arguments": arguments}}
+def _call(arguments: Any, name: str = "toolprobe") -> dict[str, Any]:
+    return {"type": "function", "id": "call00001", "function": {"name": name, "arguments": arguments}}
+
+
+def _writes_call_names(render: ChatRenderer, user: list[dict[str, str]]) -> bool:
+    """Whether the template writes a call turn's function name (two renders that differ only in it differ)."""
+    texts = []
+    for name in ("toolprobe", "otherprobe"):
+        try:
+            texts.append(render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS), name)]}], tools=[PROBE_TOOL]))
+        except TemplateError:
+            return False
+    return texts[0] != texts[1]
 
 
 def tool_probes(render: ChatRenderer, tokenizer: Any, appended: str = "") -> dict[str, Any]:
@@ -63,7 +74,7 @@ def tool_probes(render: ChatRenderer, tokenizer: Any, appended: str = "") -> dic
     prompt the template `appended` after every conversation left out); `header`
     is what opens the tool result after a call.
     """
-    out: dict[str, Any] = {"schemas": False, "arguments": "", "stop": "", "header": ""}
+    out: dict[str, Any] = {"schemas": False, "arguments": "", "stop": "", "header": "", "names": False}
     user, tool = probe_messages("u1"), {"role": "tool", "content": "TOOLRESULTPROBE", "name": "toolprobe", "tool_call_id": "call00001"}
     try:
         out["schemas"] = "toolprobe" in render([*user, *probe_messages("a1")], tools=[PROBE_TOOL])
@@ -85,6 +96,7 @@ def tool_probes(render: ChatRenderer, tokenizer: Any, appended: str = "") -> dic
         works = ["dict"]
     out["arguments"] = "either" if len(works) == 2 else works[0] if works else ""
     if not works:
+        out["names"] = _writes_call_names(render, user)
         return out
     call = {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS) if works[0] == "dict" else json.dumps(_ARGS))]}
     try:

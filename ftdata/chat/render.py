@@ -261,7 +261,8 @@ class Renderer:
         """(field, what) of tool/reasoning data this renderer cannot write, or None."""
         for i, m in enumerate(example.messages):
             if m.tool_calls and (self.markers is None or not self.markers.tool_arguments):
-                return f"messages[{i}].tool_calls", "tool calls"
+                names_only = self.markers is not None and self.markers.writes_call_names
+                return f"messages[{i}].tool_calls", "the arguments of tool calls (only their names)" if names_only else "tool calls"
             if m.reasoning and (self.markers is None or not self.markers.renders_reasoning):
                 return f"messages[{i}].reasoning", "reasoning (reasoning_content/thinking)"
         if example.tools and (self.markers is None or not self.markers.renders_tools):
