@@ -161,3 +161,23 @@ def test_cli_build_jsonl(qwen_dir, images, tmp_path):
     row = json.loads((out / "train.jsonl").read_text())
     assert row["images"] == [{"ref": str((images / "chart.png").resolve()), "width": 320, "height": 240, "tokens": 99, "start": 15}]
     assert row["trained"] == ["Rising.<|im_end|>"]
+
+
+def test_folder_variants_chat_template_json_and_no_processor_class(images, tmp_path):
+    """A model folder with the older chat_template.json, no processor_class (inferred from config.json's
+    model_type), and one with only the text model's template: images still get Qwen's vision markers."""
+    from conftest import QWEN2_VL, TEMPLATES, make_processor_folder
+
+    pre = {k: v for k, v in QWEN2_VL.items() if k != "processor_class"}
+    legacy = make_processor_folder(tmp_path / "legacy", tokenizer="qwen2.5-instruct", preprocessor=pre, model_config={"model_type": "qwen2_vl"})
+    (legacy / "chat_template.json").write_text(json.dumps({"chat_template": (TEMPLATES / "qwen2_vl.jinja").read_text()}))
+    text_only = make_processor_folder(tmp_path / "text", tokenizer="qwen2.5-instruct", preprocessor=QWEN2_VL)
+    data = write_jsonl(images / "variants.jsonl", [ask({"type": "image", "image": "chart.png"}, "Trend?", "Rising.")])
+    for folder, system in ((legacy, "You are a helpful assistant."), (text_only, "You are Qwen, created by Alibaba Cloud.")):
+        row = build(data, processor=str(folder)).dataset[0]
+        ids = np.array(row["input_ids"])
+        (image,) = row["images"]
+        assert (image["tokens"], ids[image["start"] - 1], ids[image["start"] + image["tokens"]]) == (99, 151652, 151653)
+        from ftdata.io.resources import load_tokenizer
+
+        assert system in load_tokenizer(str(folder)).decode(ids)
