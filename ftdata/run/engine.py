@@ -18,6 +18,7 @@ rejected at the same stage, with the same code, by every command. Token counts o
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any
@@ -34,6 +35,7 @@ from ftdata.chat.render import Renderer
 from ftdata.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
+from ftdata.vision.content import attach_images
 from ftdata.vision.expand import Vision, VisionMasker, VisionRenderer, no_processor
 
 Record = tuple[Location, Any]
@@ -110,9 +112,10 @@ class Stage:
 
     def examples(self, location: Location, row: Any) -> tuple[Example, ...]:
         examples = to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
-        if self.vision is None:
-            for example in examples:
-                no_processor(example)
+        if self.vision is not None:  # the row's images column, for <image> tags and bare {"type": "image"} parts
+            return attach_images(examples, row, location) if isinstance(row, Mapping) else examples
+        for example in examples:
+            no_processor(example)
         return examples
 
     def _reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:

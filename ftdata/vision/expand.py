@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ftdata.errors import UnusableRecord
+from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.tokens.masking import Tokenized
 from ftdata.types import IGNORE_INDEX, Example, Rendered
@@ -84,6 +84,13 @@ class Vision:
     """
 
     def __init__(self, options: Any, tokenizer: Any):
+        """Raises:
+            ConfigError: packing or padding, whose row writers do not carry the images column yet (a row
+                would lose its images silently); the processor cannot be loaded (see `load_processor`).
+        """
+        if options.packing or options.padding != "none":
+            what = "packing=True" if options.packing else f"padding={options.padding!r}"
+            raise ConfigError(f"{what} with a processor: those rows do not carry the images column yet; build unpacked and unpadded")
         spec = options.processor
         self.processor = load_processor(spec, tokenizer=tokenizer if isinstance(spec, (str, Path)) else None)
         # The build renders with the processor's chat template (a model folder's chat_template.json may

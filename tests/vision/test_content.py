@@ -11,14 +11,15 @@ from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.tokens.shorten import cut_text
 from ftdata.types import PromptCut
-from ftdata.vision.content import MEDIA
+from ftdata.vision.content import MEDIA, attach_images
 from ftdata.vision.media import Headers
 
 HERE = Location("data.jsonl", 1)
 
 
 def one(row):
-    (example,) = to_examples(row, HERE)
+    """The row as a vision build reads it: formatted, then given its images column."""
+    (example,) = attach_images(to_examples(row, HERE), row, HERE)
     return example
 
 

@@ -118,12 +118,14 @@ def test_bad_images_are_rejected_with_reasons(qwen_dir, images, tmp_path):
 
 
 def test_without_a_processor_image_records_are_rejected_text_records_build(images, tmp_path):
+    """A text build: image parts are rejected; an `images` column and `<image>` text are data as before."""
     data = write_jsonl(images / "noproc.jsonl", [
         ask({"type": "image", "image": "logo2.png"}),
-        {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]},
+        {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}], "images": ["logo2.png"]},
+        {"messages": [{"role": "user", "content": "Write <image> in HTML."}, {"role": "assistant", "content": "<img>"}]},
     ])  # fmt: skip
     result = build(data)
-    assert len(result.dataset) == 1 and "images" not in result.dataset.column_names
+    assert len(result.dataset) == 2 and "images" not in result.dataset.column_names
     assert result.report.rejected == {"media_no_processor": 1}
 
 
@@ -181,3 +183,12 @@ def test_folder_variants_chat_template_json_and_no_processor_class(images, tmp_p
         from ftdata.io.resources import load_tokenizer
 
         assert system in load_tokenizer(str(folder)).decode(ids)
+
+
+def test_packing_or_padding_with_images_is_refused_not_silently_dropped(qwen_dir, images):
+    from ftdata.errors import ConfigError
+
+    data = write_jsonl(images / "pack.jsonl", [ask({"type": "image", "image": "chart.png"})])
+    for options in ({"packing": True}, {"padding": "max_length"}):
+        with pytest.raises(ConfigError, match="do not carry the images column yet"):
+            build(data, processor=str(qwen_dir), **options)
