@@ -22,7 +22,6 @@ re-renders shortened conversations) goes through the same expansion: an image is
 from __future__ import annotations
 
 import copy
-import threading
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -111,7 +110,6 @@ class Vision:
         specials = [t for t in tokenizer.all_special_tokens + list(getattr(tokenizer, "added_tokens_encoder", {})) if t in sample]
         self.media_ids = np.array(sorted({vocab[t] for t in specials if t in vocab} | {self.counter.pad_id}), dtype=np.int64)
         self.pad_id = self.counter.pad_id
-        self._lock = threading.Lock()
 
     # --- references ------------------------------------------------------------------------
     def images(self, example: Example) -> list[tuple[ImageInfo, Expansion]]:

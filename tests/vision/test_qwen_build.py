@@ -97,18 +97,20 @@ def test_bad_images_are_rejected_with_reasons(qwen_dir, images, tmp_path):
         ask({"type": "image", "image": "grace_hopper.jpg"}),  # over the pixel budget below
         ask({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}),  # kept
         {"messages": [{"role": "user", "content": "Plain text."}, {"role": "assistant", "content": "Still built."}]},  # kept
+        {"messages": [{"role": "user", "content": "<image><image>"}, {"role": "assistant", "content": "Two."}], "images": ["logo2.png", "chart.png"]},
     ]  # fmt: skip
     data = write_jsonl(images / "bad.jsonl", records)
     out = tmp_path / "out"
-    result = build(data, out, processor=str(qwen_dir), output_format="jsonl", max_image_pixels=200_000)
+    result = build(data, out, processor=str(qwen_dir), output_format="jsonl", max_image_pixels=200_000, max_images=1)
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     codes = [(r["location"].rsplit(":", 1)[1], r["code"]) for r in rejects]
     assert codes == [
         ("1", "media_missing"), ("2", "media_url"), ("3", "media_unreadable"), ("4", "media_unreadable"),
         ("5", "media_mismatch"), ("6", "media_mismatch"), ("7", "media_in_response"), ("8", "media_too_large"),
+        ("11", "media_too_many"),
     ]  # fmt: skip
     assert "512x600 = 307200 pixels > max_image_pixels 200000" in rejects[7]["reason"]
-    assert result.report.rejected == {c: n for c, n in [("media_missing", 1), ("media_url", 1), ("media_unreadable", 2), ("media_mismatch", 2), ("media_in_response", 1), ("media_too_large", 1)]}  # fmt: skip
+    assert result.report.rejected == {c: n for c, n in [("media_missing", 1), ("media_url", 1), ("media_unreadable", 2), ("media_mismatch", 2), ("media_in_response", 1), ("media_too_large", 1), ("media_too_many", 1)]}  # fmt: skip
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     inline, text_only = rows
     digest = inline["images"][0]["ref"].removeprefix("sha256:")
