@@ -6,8 +6,8 @@ help text in `metadata["help"]`; the CLI and `docs/training.md` read it from the
 
 The data options are not copied here: `data_options` is a `BuildOptions`, the options of
 `ftdata build`, with its names, types and checks. In YAML they sit under `data_options:`; the
-five that have their own `train` flags (`FLAT_DATA_KEYS`: `template`, `max_length`, `packing`,
-`test_size`, `seed`) may also be written at the top level:
+six that have their own `train` flags (`FLAT_DATA_KEYS`: `template`, `max_length`, `packing`,
+`test_size`, `seed`, `processor`) may also be written at the top level:
 
     data: alpaca.json
     max_length: 512                     # the same as data_options: {max_length: 512}
@@ -37,7 +37,7 @@ from ftdata.types import _Choice
 __all__ = ["FLAT_DATA_KEYS", "Interval", "Precision", "Quantization", "TrainConfig", "read_yaml"]
 
 # Data options with their own `train` flags (`--max-length`), also written flat in a YAML config.
-FLAT_DATA_KEYS = ("template", "max_length", "packing", "test_size", "seed")
+FLAT_DATA_KEYS = ("template", "max_length", "packing", "test_size", "seed", "processor")
 
 
 class Quantization(_Choice):
