@@ -193,3 +193,50 @@ def chat_rows(processor_dir: Path) -> list[dict]:
         image = {"ref": str(path), "width": width, "height": height, "tokens": n, "start": len(head) + 1}
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "images": [image]})
     return rows
+
+
+# --- a tiny Gemma 3 for the real Gemma 3 tokenizer ----------------------------------------------
+
+GEMMA_TOKENIZER = QWEN_TOKENIZER.parent / "gemma-3-it"
+
+
+def gemma_folders(tmp: Path) -> tuple[Path, Path]:
+    """(model folder, processor folder) of a random-weight Gemma 3 sized for the real Gemma 3
+    tokenizer (<start_of_image>, <image_soft_token>, <end_of_image>), 4 tokens a 56x56 image."""
+    import json
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(GEMMA_TOKENIZER))
+    processor = tmp / "processor"
+    tokenizer.save_pretrained(str(processor))
+    (processor / "preprocessor_config.json").write_text(json.dumps({
+        "processor_class": "Gemma3Processor", "image_processor_type": "Gemma3ImageProcessor", "image_seq_length": GEMMA_TOKENS,
+        "size": {"height": 56, "width": 56}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3, "do_pan_and_scan": None,
+    }))  # fmt: skip
+    config = gemma_config()
+    config.text_config.vocab_size = 262_208
+    config.boi_token_index, config.eoi_token_index = tokenizer.convert_tokens_to_ids(["<start_of_image>", "<end_of_image>"])
+    config.image_token_index = tokenizer.convert_tokens_to_ids("<image_soft_token>")
+    torch.manual_seed(0)
+    model = tmp / "model"
+    transformers.Gemma3ForConditionalGeneration(config).save_pretrained(str(model))
+    return model, processor
+
+
+def gemma_chat_rows(processor_dir: Path) -> list[dict]:
+    """One Gemma 3 turn pair per caption, the image expanded to 4 soft tokens; reply + <end_of_turn> trained."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(processor_dir))
+    boi, pad, eoi = tokenizer.convert_tokens_to_ids(["<start_of_image>", "<image_soft_token>", "<end_of_image>"])
+    rows = []
+    for path, question, answer in CAPTIONS:
+        with Image.open(path) as img:
+            width, height = img.size
+        head = tokenizer.encode("<start_of_turn>user\n")  # with <bos>
+        prompt = head + [boi] + [pad] * GEMMA_TOKENS + [eoi] + tokenizer.encode(
+            f"{question}<end_of_turn>\n<start_of_turn>model\n", add_special_tokens=False
+        )
+        reply = tokenizer.encode(f"{answer}<end_of_turn>", add_special_tokens=False)
+        ids = prompt + reply
+        image = {"ref": str(path), "width": width, "height": height, "tokens": GEMMA_TOKENS, "start": len(head) + 1}
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [IGNORE_INDEX] * len(prompt) + reply,
+                     "images": [image]})  # fmt: skip
+    return rows
