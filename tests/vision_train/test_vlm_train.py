@@ -106,3 +106,10 @@ def test_processor_folder_is_required(folders, tmp_path):
 
     with pytest.raises(ConfigError, match="has no preprocessor_config.json: give --processor DIR"):
         load_for_training(TrainConfig(model=str(folders[0]), processor=str(tmp_path), quantization="none"))
+
+
+def test_processor_in_a_yaml_config_is_relative_to_the_file(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "run.yaml").write_text("processor: proc\nmodel: somewhere-else\n")
+    cfg = TrainConfig.from_yaml(tmp_path / "run.yaml")
+    assert cfg.processor == str(tmp_path / "proc") and cfg.model == "somewhere-else"
