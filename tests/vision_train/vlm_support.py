@@ -69,13 +69,32 @@ def gemma_config() -> transformers.Gemma3Config:
     )  # fmt: skip
 
 
+def qwen25_config() -> transformers.Qwen2_5_VLConfig:
+    """Qwen2.5-VL: the same text model; a vision tower with window attention (window 28 px) and one full block."""
+    text = qwen_config().text_config.to_dict()
+    return transformers.Qwen2_5_VLConfig(
+        text_config={k: text[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                          "num_attention_heads", "num_key_value_heads", "rope_parameters")},
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, out_hidden_size=64, num_heads=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=28, fullatt_block_indexes=[1]),
+        image_token_id=IMG, vision_start_token_id=START, vision_end_token_id=END, video_token_id=998,
+    )  # fmt: skip
+
+
+FAMILIES = {
+    "qwen2_vl": (qwen_config, "Qwen2VLForConditionalGeneration"),
+    "qwen2_5_vl": (qwen25_config, "Qwen2_5_VLForConditionalGeneration"),
+    "gemma3": (gemma_config, "Gemma3ForConditionalGeneration"),
+}
+
+
 def build(family: str, attn: str) -> transformers.PreTrainedModel:
-    """The tiny model of `family` ("qwen2_vl" or "gemma3"), eval, fp32, same weights on every call."""
+    """The tiny model of `family` (a key of FAMILIES), eval, fp32, same weights on every call."""
     torch.manual_seed(0)
-    config = qwen_config() if family == "qwen2_vl" else gemma_config()
+    make, cls = FAMILIES[family]
+    config = make()
     config._attn_implementation = attn
-    cls = transformers.Qwen2VLForConditionalGeneration if family == "qwen2_vl" else transformers.Gemma3ForConditionalGeneration
-    model = cls(config).float().eval()
+    model = getattr(transformers, cls)(config).float().eval()
     assert model.config._attn_implementation == attn
     return model
 
@@ -84,7 +103,7 @@ def image_tokens(family: str, path: Path) -> int:
     """The processor's own count for an image, from its size alone (what a build stores)."""
     if family == "gemma3":
         return GEMMA_TOKENS
-    with Image.open(path) as img:
+    with Image.open(path) as img:  # Qwen2-VL and Qwen2.5-VL: the same image processor
         width, height = img.size
     return qwen_image_processor().get_number_of_image_patches(height, width) // 4
 
