@@ -76,6 +76,10 @@ def template_image_text(processor: Any) -> str:
     return text if processor.image_token in text and text.count(processor.image_token) == 1 else fallback
 
 
+PACKABLE = ("qwen2-vl", "qwen2.5-vl", "gemma3")
+"""Processor families whose packed rows the training collator keeps apart (tests/vision_train/test_media_isolation.py)."""
+
+
 class Vision:
     """The compiled image side of one build: the processor, its counter, the header reader and the budgets.
 
@@ -84,14 +88,17 @@ class Vision:
 
     def __init__(self, options: Any, tokenizer: Any):
         """Raises:
-            ConfigError: packing or padding, whose row writers do not carry the images column yet (a row
-                would lose its images silently); the processor cannot be loaded (see `load_processor`).
+            ConfigError: packing for a family whose packed rows are not proven isolated (`PACKABLE`);
+                the processor cannot be loaded (see `load_processor`).
         """
-        if options.packing or options.padding != "none":
-            what = "packing=True" if options.packing else f"padding={options.padding!r}"
-            raise ConfigError(f"{what} with a processor: those rows do not carry the images column yet; build unpacked and unpadded")
         spec = options.processor
         self.processor = load_processor(spec, tokenizer=tokenizer if isinstance(spec, (str, Path)) else None)
+        name = family(self.processor).name
+        if options.packing and name not in PACKABLE:
+            raise ConfigError(
+                f"packing=True with a {name} processor: packed rows are proven isolated (each sequence's logits equal "
+                f"to it alone) only for {', '.join(PACKABLE)} (docs/vision.md); build without packing"
+            )  # fmt: skip
         # The build renders with the processor's chat template (a model folder's chat_template.json may
         # differ from its tokenizer's): the tokenizer is copied with it, not changed.
         template = self.processor.chat_template

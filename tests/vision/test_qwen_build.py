@@ -185,12 +185,3 @@ def test_folder_variants_chat_template_json_and_no_processor_class(images, tmp_p
         from ftdata.io.resources import load_tokenizer
 
         assert system in load_tokenizer(str(folder)).decode(ids)
-
-
-def test_packing_or_padding_with_images_is_refused_not_silently_dropped(qwen_dir, images):
-    from ftdata.errors import ConfigError
-
-    data = write_jsonl(images / "pack.jsonl", [ask({"type": "image", "image": "chart.png"})])
-    for options in ({"packing": True}, {"padding": "max_length"}):
-        with pytest.raises(ConfigError, match="do not carry the images column yet"):
-            build(data, processor=str(qwen_dir), **options)

@@ -113,3 +113,30 @@ def test_processor_in_a_yaml_config_is_relative_to_the_file(tmp_path):
     (tmp_path / "run.yaml").write_text("processor: proc\nmodel: somewhere-else\n")
     cfg = TrainConfig.from_yaml(tmp_path / "run.yaml")
     assert cfg.processor == str(tmp_path / "proc") and cfg.model == "somewhere-else"
+
+
+@pytest.mark.slow  # ~1 min: a vision build, then 4 steps of the tiny Qwen2-VL on 2 CPU cores
+def test_ftdata_train_builds_raw_data_with_the_runs_processor(folders, tmp_path):
+    """`ftdata train DATA.jsonl --processor DIR --packing`: the run's processor reaches the build, whose packed
+    rows (images expanded, never trained) then train with falling loss."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ftdata.cli.app import app
+    from vlm_support import CAPTIONS
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": [{"type": "image", "image": str(photo)}, {"type": "text", "text": question}]},
+        {"role": "assistant", "content": answer}]}) + "\n" for photo, question, answer in CAPTIONS))  # fmt: skip
+    args = ["train", str(data), "--model", str(folders[0]), "--processor", str(folders[1]), "--packing", "--max-length", "512",
+            "--quantization", "none", "--lora-r", "8", "--lora-alpha", "16", "--max-steps", "4", "--learning-rate", "1e-2",
+            "--lr-scheduler-type", "constant", "--warmup-steps", "0", "--logging-steps", "1", "--save-strategy", "no",
+            "-o", str(tmp_path / "runs"), "--run-name", "raw"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "runs" / "raw" / "run.json").read_text())
+    metrics = record["metrics"]
+    assert math.isfinite(metrics["first_loss"]) and metrics["last_loss"] < metrics["first_loss"], metrics
+    assert record["config"]["processor"] == str(folders[1])
