@@ -501,8 +501,7 @@ def _to_examples(
 
 
 def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
-    """Examples carrying the row's `tools` and `chat_template_kwargs` columns, when it has them (and its `images`)."""
-    examples = vision_content.attach_images(examples, row, location)
+    """Examples carrying the row's `tools` and `chat_template_kwargs` columns, when it has them."""
     tools_col, schemas = columns.find(row, "tools", location=location)
     kwargs_col, kwargs = columns.find(row, "chat_template_kwargs", location=location)
     schemas = tools.tool_schemas(_unwrap(schemas), location=location, field=tools_col or "tools")

@@ -117,6 +117,7 @@ def option_kind(name: str) -> str:
     special = {
         "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
         "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
+        "max_images": "int", "max_image_pixels": "int",
     }  # fmt: skip
     if name in special:
         return special[name]

@@ -21,7 +21,7 @@ from ftdata.io import safeio
 from ftdata.errors import ConfigError, FtdataError, FtdataWarning
 from ftdata.io.space import free_bytes, is_disk_full, size_text, tree_bytes
 from ftdata.options import DataOptions
-from ftdata.tokens.media_packing import IMAGE_TYPE, IMAGES_FIELD, checked_images, pack_images
+from ftdata.tokens.media_packing import IMAGE_TYPE, IMAGES_FIELD, checked_images, image_column, pack_images
 from ftdata.tokens.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.report import BuildReport
 from ftdata.types import IGNORE_INDEX
@@ -32,10 +32,6 @@ def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
 
 
 RECORD = "record"  # scratch column: the record a sequence came from (dropped from every output)
-IMAGES_TYPE = pa.list_(pa.struct(
-    [("ref", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("tokens", pa.int32()), ("start", pa.int32())]
-))  # fmt: skip
-"""A row's images (a build with a processor): reference, original size, image-pad tokens, first pad's index. No pixels."""
 # Per-token loss weights (`ftdata.chat.supervision`): in the output only when a build has any; in the
 # rows file a row without weights holds an empty list (1 for every token).
 WEIGHTS = "loss_weights"
@@ -60,7 +56,7 @@ class ArrowRows:
         self.rows = 0
         self.records = 0  # records written before the current chunk
         self.weighted = False  # a row with loss weights was written (and the marker file beside)
-        self.schema = self.WRITTEN.append(pa.field("images", IMAGES_TYPE)) if images else self.WRITTEN
+        self.schema = self.WRITTEN.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE))) if images else self.WRITTEN
         self._writer = pa.ipc.new_stream(str(path), self.schema)
 
     def write(
@@ -80,7 +76,7 @@ class ArrowRows:
         batch = pa.record_batch(
             [_lists(offsets, ids), _lists(offsets, np.ones(len(ids), dtype=np.int8)), _lists(offsets, labels),
              pa.array(groups + base), _lists(w_offsets, weights),
-             *([pa.array(images, type=IMAGES_TYPE)] if "images" in self.schema.names else [])],
+             *([pa.array(images, type=pa.list_(IMAGE_TYPE))] if IMAGES_FIELD in self.schema.names else [])],
             schema=self.schema,
         )  # fmt: skip
         self._writer.write_batch(batch)
@@ -318,7 +314,21 @@ def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa
             else:
                 grid[r, max_length - len(row) :] = row
         out[name] = _lists(np.arange(n + 1) * max_length, grid.reshape(-1))
+    if IMAGES_FIELD in table.column_names:  # images unchanged on the right; moved by the pads on the left
+        images = table[IMAGES_FIELD].combine_chunks()
+        out[IMAGES_FIELD] = images if side == "right" else _shift_images(images, max_length - lengths)
     return pa.table(out)
+
+
+def _shift_images(images: pa.ListArray, shift: np.ndarray) -> pa.ListArray:
+    """`images` (one list per row) with every `start` moved by its row's `shift`."""
+    counts = np.diff(images.offsets.to_numpy())
+    flat = images.flatten()
+    moved = pc.add(flat.field("start").cast(pa.int64()), pa.array(np.repeat(shift, counts))).cast(pa.int32())
+    names = [f.name for f in flat.type]
+    fields = [moved if name == "start" else flat.field(name) for name in names]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.StructArray.from_arrays(fields, names=names))
 
 
 def check_split(n: int, test_size: float | int) -> int:
@@ -362,6 +372,7 @@ def finish(
     source = RowsFile(path) if options.packing or options.test_size is not None else None
     dataset = None if options.packing else datasets.Dataset.from_file(str(_filled_weights(path)))  # packed rows come from `source`
     picks = dict(splits) if splits is not None else _splits(source, dataset, options)
+    media = image_column(path) if options.packing else None  # a vision build's images follow their sequences
     out: dict[str, Any] = {}
     for name, rows in picks.items():
         target = path.with_name(f"{name}.arrow")
@@ -369,7 +380,7 @@ def finish(
             report.packing = report.packing or {}
             report.packing[name] = write_packed(
                 source, target, max_length=options.max_length, seed=options.seed, rows=rows,
-                pad_to_multiple_of=options.pad_to_multiple_of, pad_id=pad_id,
+                pad_to_multiple_of=options.pad_to_multiple_of, pad_id=pad_id, media=media,
             )  # fmt: skip
             split = datasets.Dataset.from_file(str(target))
         else:

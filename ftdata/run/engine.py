@@ -18,6 +18,7 @@ rejected at the same stage, with the same code, by every command. Token counts o
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any
@@ -36,7 +37,8 @@ from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
-from ftdata.vision.expand import no_processor
+from ftdata.vision.content import attach_images
+from ftdata.vision.expand import Vision, VisionMasker, VisionRenderer, no_processor
 
 Record = tuple[Location, Any]
 SIBLING = "another instance of this record was rejected; a record is kept whole or not at all"
@@ -102,13 +104,13 @@ class Stage:
         self.tokenizer = tokenizer
         self.options = options
         self.columns = Columns(options.columns)
-        self.renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]
-        self.masker = Masker(tokenizer)
         self.vision = None  # images: expanded by the processor's rules, verified per record (ftdata.vision)
         if options.processor is not None:
-            from ftdata.vision.expand import Vision, VisionMasker, VisionRenderer
-
             self.vision = Vision(options, tokenizer)
+            tokenizer = self.tokenizer = self.vision.tokenizer  # with the processor's chat template
+        self.renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]
+        self.masker = Masker(tokenizer)
+        if self.vision is not None:
             self.renderer, self.masker = VisionRenderer(self.renderer, self.vision), VisionMasker(self.masker, self.vision)
         self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
         self._responses: Renderer | None = None  # the all_assistant renderer, for response counts
@@ -116,9 +118,10 @@ class Stage:
 
     def examples(self, location: Location, row: Any) -> tuple[Example, ...]:
         examples = to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
-        if self.vision is None:
-            for example in examples:
-                no_processor(example)
+        if self.vision is not None:  # the row's images column, for <image> tags and bare {"type": "image"} parts
+            return attach_images(examples, row, location) if isinstance(row, Mapping) else examples
+        for example in examples:
+            no_processor(example)
         return examples
 
     def _reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:

@@ -44,6 +44,7 @@ from ftdata.io import output, store
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.run.driver import check_built, write_rows
 from ftdata.run.engine import Stage
+from ftdata.tokens.media_packing import IMAGE_TYPE, IMAGES_FIELD
 from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
 from ftdata.options import BuildOptions, DataOptions
 from ftdata.io.readers import data_files
@@ -223,7 +224,7 @@ def _schema(options: DataOptions) -> pa.Schema:
     if options.packing:
         return output.PACKED_SCHEMA
     schema = output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
-    return schema.append(pa.field("images", output.IMAGES_TYPE)) if options.processor is not None else schema
+    return schema.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE))) if options.processor is not None else schema
 
 
 def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Table:

@@ -27,13 +27,15 @@ imports torch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ftdata.errors import ConfigError, RecordError
 
-__all__ = ["IMAGE_TYPE", "IMAGES_FIELD", "checked_images", "pack_images"]
+__all__ = ["IMAGE_TYPE", "IMAGES_FIELD", "checked_images", "image_column", "pack_images"]
 
 IMAGES_FIELD = "images"
 IMAGE_TYPE = pa.struct(
@@ -110,3 +112,19 @@ def checked_images(images: pa.Array | pa.ChunkedArray, lengths: np.ndarray) -> p
             field=f"row {row[i]}: images",
         )
     return images
+
+
+def image_column(path: Path) -> pa.ListArray | None:
+    """The `images` column of a rows file (an Arrow IPC stream, `output.ArrowRows`), or None when
+    the build has no images: what `write_packed(..., media=...)` takes. Only that column is
+    kept in memory (references and four integers an image), never the tokens.
+    """
+    chunks = []
+    with pa.OSFile(str(path)) as fh, pa.ipc.open_stream(fh) as reader:
+        if IMAGES_FIELD not in reader.schema.names:
+            return None
+        for batch in reader:
+            chunks.append(batch.column(IMAGES_FIELD))
+    if not chunks:
+        return pa.array([], type=pa.list_(IMAGE_TYPE))
+    return pa.chunked_array(chunks).combine_chunks()

@@ -7,7 +7,8 @@ help text in `metadata["help"]`; the CLI and `docs/training.md` read it from the
 The data options are not copied here: `data_options` is a `BuildOptions`, the options of
 `ftdata build`, with its names, types and checks. In YAML they sit under `data_options:`; the
 five that have their own `train` flags (`FLAT_DATA_KEYS`: `template`, `max_length`, `packing`,
-`test_size`, `seed`) may also be written at the top level:
+`test_size`, `seed`) may also be written at the top level. `processor` is the run's own option
+(the collator's image processor), passed on to the build of raw data:
 
     data: alpaca.json
     max_length: 512                     # the same as data_options: {max_length: 512}
@@ -287,7 +288,7 @@ def normalize(values: Mapping[str, Any], *, origin: str) -> dict[str, Any]:
     if not isinstance(values, Mapping):
         raise ConfigError(f"{origin} must be a mapping of option: value, got {type(values).__name__}")
     for key in values:
-        if key in BUILD_FIELDS and key not in FLAT_DATA_KEYS:
+        if key in BUILD_FIELDS and key not in FLAT_DATA_KEYS and key != "processor":  # processor: the run's, forwarded
             raise ConfigError(
                 f"{origin}: {key} is a data option: put it under data_options: (on the command line, "
                 f"--data-option {key}=...)"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ftdata.io.built import is_build_output
 from ftdata.io.built import load as load_build
 from ftdata.errors import ConfigError
-from ftdata.options import BuildOptions
+from ftdata.options import FIELDS, BuildOptions
 from ftdata.report import BuildReport
 from ftdata.io.resources import cache_root
 from ftdata.train.config import TrainConfig
@@ -90,6 +90,8 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
     options = cfg.data_options
     if options.output.rejects_path is None and rejects_path is not None and state.is_main_process:
         options = options.updated(rejects_path=str(rejects_path))
+    if cfg.processor is not None and "processor" in FIELDS and options.to_mapping().get("processor") is None:
+        options = options.updated(processor=cfg.processor)  # a build with images expands them with the run's processor
     if options.output.cache_dir is None and state.num_processes > 1:
         options = options.updated(cache_dir=str(cache_root() / "builds"))
     if cfg.streaming:

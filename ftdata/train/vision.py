@@ -321,7 +321,17 @@ def block_masks(
     if sliding_window is not None:
         masks["sliding_attention"] = full & (k > q - sliding_window)
     low = torch.finfo(dtype).min
-    return {name: torch.where(m, 0.0, low).to(dtype)[:, None] for name, m in masks.items()}
+    out = BlockMasks({name: torch.where(m, 0.0, low).to(dtype)[:, None] for name, m in masks.items()})
+    out["tokens"] = (seq >= 0).long()
+    return out
+
+
+class BlockMasks(dict):
+    """Gemma 3's masks by layer type (its forward uses a dict `attention_mask` as is), plus
+    `tokens`, (B, L) ones: SFTTrainer counts a batch's tokens as `inputs["attention_mask"].sum()`."""
+
+    def sum(self) -> torch.Tensor:
+        return self["tokens"].sum()
 
 
 def rope_index_of(model: Any) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:

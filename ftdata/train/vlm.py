@@ -28,7 +28,10 @@ import torch
 
 from ftdata.errors import ConfigError
 from ftdata.train.config import Quantization, TrainConfig
-from ftdata.train.model import Device, LoadedModel, _is_linear, quantization_config, sync_pad_token, with_pad_token
+from ftdata.train.model import (
+    Device, LoadedModel, _is_linear, check_cpu_4bit_shapes, keep_cpu_4bit_trainable, quantization_config, sync_pad_token,
+    with_pad_token,
+)  # fmt: skip
 from ftdata.train.vision import Family, ModelFacts, VisionCollator, rope_index_of
 
 # Module names of the vision side in the families ftdata trains (kept unquantized and adapter-free).
@@ -152,7 +155,8 @@ def load_vision_for_training(cfg: TrainConfig, path: Path, device: Device) -> Lo
     save_parts_only(processor)
     quant = quantization_config(cfg.quantization, device.dtype)
     if quant is not None:
-        quant.llm_int8_skip_modules = [*VISION_MODULES, "lm_head"]
+        # transformers matches these from the start of a module's full name (model.visual.blocks...)
+        quant.llm_int8_skip_modules = [rf"(?:.*\.)?{name}" for name in VISION_MODULES] + ["lm_head"]
     device_map: Any = {"": device.index} if device.kind == "cuda" else ({"": "cpu"} if quant is not None else None)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
@@ -161,7 +165,13 @@ def load_vision_for_training(cfg: TrainConfig, path: Path, device: Device) -> Lo
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"cannot load {path} as a vision-language model: {str(exc).splitlines()[0]}") from None
+    if quant is not None and device.kind == "cpu":
+        if cfg.quantization is Quantization.NF4:
+            check_cpu_4bit_shapes(model)
+        keep_cpu_4bit_trainable(model)
     sync_pad_token(model, processor.tokenizer)
+    text = model.config.get_text_config()  # the language model's own ids, which generation reads
+    text.pad_token_id, text.eos_token_id = processor.tokenizer.pad_token_id, processor.tokenizer.eos_token_id
     facts = ModelFacts.of(model.config, pad_token_id=processor.tokenizer.pad_token_id)
     rope = rope_index_of(model) if facts.family is Family.MROPE else None
     if cfg.lora:

@@ -21,7 +21,7 @@ re-renders shortened conversations) goes through the same expansion: an image is
 
 from __future__ import annotations
 
-import threading
+import copy
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from ftdata.errors import UnusableRecord
+from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.tokens.masking import Tokenized
 from ftdata.types import IGNORE_INDEX, Example, Rendered
 from ftdata.vision.content import MEDIA, example_media
 from ftdata.vision.media import Headers, ImageInfo, default_store
-from ftdata.vision.processors import Counter, Expansion, load_processor
+from ftdata.vision.processors import Counter, Expansion, family, load_processor
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +52,10 @@ def template_image_text(processor: Any) -> str:
     """What the processor's chat template writes for one image part (Qwen-VL: `<|vision_start|><|image_pad|><|vision_end|>`).
 
     Found by rendering a user turn with and without an image part; a template that writes
-    nothing for it (or has none) stands the image in as the processor's own image token.
+    nothing for it (or has none: a text model's template in the folder) stands the image in as the
+    family's own (Qwen-VL's `<|vision_start|><|image_pad|><|vision_end|>`) or the processor's image token.
     """
+    fallback = family(processor).image_text or str(processor.image_token)
     template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
     mark = "\ue000"
     renders = []
@@ -61,8 +63,8 @@ def template_image_text(processor: Any) -> str:
         try:
             renders.append(processor.tokenizer.apply_chat_template(
                 [{"role": "user", "content": parts}], chat_template=template, tokenize=False))  # fmt: skip
-        except Exception:  # noqa: BLE001 - any template error: fall back to the processor's token
-            return str(processor.image_token)
+        except Exception:  # noqa: BLE001 - any template error: fall back to the family's image text
+            return fallback
     with_image, without = renders
     i = 0
     while i < min(len(with_image), len(without)) and with_image[i] == without[i]:
@@ -71,7 +73,11 @@ def template_image_text(processor: Any) -> str:
     while j < min(len(with_image), len(without)) - i and with_image[-1 - j] == without[-1 - j]:
         j += 1
     text = with_image[i : len(with_image) - j]
-    return text if processor.image_token in text and text.count(processor.image_token) == 1 else str(processor.image_token)
+    return text if processor.image_token in text and text.count(processor.image_token) == 1 else fallback
+
+
+PACKABLE = ("qwen2-vl", "qwen2.5-vl", "gemma3")
+"""Processor families whose packed rows the training collator keeps apart (tests/vision_train/test_media_isolation.py)."""
 
 
 class Vision:
@@ -81,8 +87,25 @@ class Vision:
     """
 
     def __init__(self, options: Any, tokenizer: Any):
+        """Raises:
+            ConfigError: packing for a family whose packed rows are not proven isolated (`PACKABLE`);
+                the processor cannot be loaded (see `load_processor`).
+        """
         spec = options.processor
         self.processor = load_processor(spec, tokenizer=tokenizer if isinstance(spec, (str, Path)) else None)
+        name = family(self.processor).name
+        if options.packing and name not in PACKABLE:
+            raise ConfigError(
+                f"packing=True with a {name} processor: packed rows are proven isolated (each sequence's logits equal "
+                f"to it alone) only for {', '.join(PACKABLE)} (docs/vision.md); build without packing"
+            )  # fmt: skip
+        # The build renders with the processor's chat template (a model folder's chat_template.json may
+        # differ from its tokenizer's): the tokenizer is copied with it, not changed.
+        template = self.processor.chat_template
+        if isinstance(template, str) and template != getattr(tokenizer, "chat_template", None):
+            tokenizer = copy.copy(tokenizer)
+            tokenizer.chat_template = template
+        self.tokenizer = tokenizer
         self.counter = Counter(self.processor)
         self.image_text = template_image_text(self.processor)
         self.placeholder = self.counter.placeholder
@@ -94,7 +117,6 @@ class Vision:
         specials = [t for t in tokenizer.all_special_tokens + list(getattr(tokenizer, "added_tokens_encoder", {})) if t in sample]
         self.media_ids = np.array(sorted({vocab[t] for t in specials if t in vocab} | {self.counter.pad_id}), dtype=np.int64)
         self.pad_id = self.counter.pad_id
-        self._lock = threading.Lock()
 
     # --- references ------------------------------------------------------------------------
     def images(self, example: Example) -> list[tuple[ImageInfo, Expansion]]:

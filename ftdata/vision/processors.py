@@ -75,12 +75,14 @@ class Family:
     name: str
     image_inputs: Callable[[Any, int, int], dict[str, Any]]
     counts: str = "pads"  # what the processor's token count counts: image-pad tokens, or the whole expansion ("span")
+    image_text: str = ""  # what the model's template writes for an image, when a template writes none ("": the image token)
 
 
+_QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"  # Qwen-VL's template for an image part
 FAMILIES: dict[str, Family] = {
-    "Qwen2VLProcessor": Family("qwen2-vl", _qwen),
-    "Qwen2_5_VLProcessor": Family("qwen2.5-vl", _qwen),
-    "Qwen3VLProcessor": Family("qwen3-vl", _qwen),
+    "Qwen2VLProcessor": Family("qwen2-vl", _qwen, image_text=_QWEN_IMAGE),
+    "Qwen2_5_VLProcessor": Family("qwen2.5-vl", _qwen, image_text=_QWEN_IMAGE),
+    "Qwen3VLProcessor": Family("qwen3-vl", _qwen, image_text=_QWEN_IMAGE),
     "Gemma3Processor": Family("gemma3", _gemma3),
     "LlavaProcessor": Family("llava", _llava),
     "LlavaNextProcessor": Family("llava-next", _llava_next),
@@ -148,7 +150,7 @@ def _load(folder: str, tokenizer: Any) -> Any:
         raise ConfigError(f"processor folder {folder!r} has no preprocessor_config.json (the image processor's settings)")
     if pre.get("do_pan_and_scan"):
         raise ConfigError(_PAN_AND_SCAN)
-    name = settings.get("processor_class") or pre.get("processor_class")
+    name = settings.get("processor_class") or pre.get("processor_class") or _infer_class(pre, _json(path / "config.json"))
     cls = getattr(transformers, str(name), None) if name else None
     if cls is None or name not in FAMILIES:
         raise ConfigError(
@@ -167,13 +169,43 @@ def _load(folder: str, tokenizer: Any) -> Any:
     processor = cls.__new__(cls)
     processor.check_argument_for_proper_class = lambda name, value: None  # allow the missing video processor
     try:
-        cls.__init__(processor, **parts, chat_template=tok.chat_template, **kwargs)
+        cls.__init__(processor, **parts, chat_template=folder_chat_template(path) or tok.chat_template, **kwargs)
     finally:
         del processor.check_argument_for_proper_class
     family(processor)
     if (path / "config.json").is_file():
         check_model_config(processor, _json(path / "config.json"))
     return processor
+
+
+# Folders whose configs name no processor class: the image processor's type, or the model's type.
+_BY_IMAGE_PROCESSOR = {
+    "Qwen2VLImageProcessor": "Qwen2VLProcessor", "Gemma3ImageProcessor": "Gemma3Processor",
+    "LlavaNextImageProcessor": "LlavaNextProcessor", "Idefics3ImageProcessor": "Idefics3Processor",
+    "SmolVLMImageProcessor": "SmolVLMProcessor",
+}  # fmt: skip
+_BY_MODEL_TYPE = {
+    "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor",
+    "gemma3": "Gemma3Processor", "llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor",
+    "idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor",
+}  # fmt: skip
+
+
+def _infer_class(pre: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """The processor class of a folder whose configs do not name it: from config.json's model type, else the image processor's."""
+    if config.get("model_type") in _BY_MODEL_TYPE:
+        return _BY_MODEL_TYPE[config["model_type"]]
+    kind = str(pre.get("image_processor_type", "")).removesuffix("Fast").removesuffix("Pil")
+    return _BY_IMAGE_PROCESSOR.get(kind)
+
+
+def folder_chat_template(path: Path) -> str | None:
+    """The processor's own chat template in a model folder: `chat_template.jinja`, else `chat_template.json`
+    (the older processor file); None when the folder has neither (the tokenizer's is used)."""
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    template = _json(path / "chat_template.json").get("chat_template")
+    return template if isinstance(template, str) else None
 
 
 def check_model_config(processor: Any, config: Any) -> None:

@@ -11,14 +11,15 @@ from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.tokens.shorten import cut_text
 from ftdata.types import PromptCut
-from ftdata.vision.content import MEDIA
+from ftdata.vision.content import MEDIA, attach_images
 from ftdata.vision.media import Headers
 
 HERE = Location("data.jsonl", 1)
 
 
 def one(row):
-    (example,) = to_examples(row, HERE)
+    """The row as a vision build reads it: formatted, then given its images column."""
+    (example,) = attach_images(to_examples(row, HERE), row, HERE)
     return example
 
 
@@ -89,3 +90,33 @@ def test_headers_give_size_and_reject_with_codes(images, tmp_path):
         with pytest.raises(UnusableRecord) as err:
             headers.info(ref, base=images, field="f")
         assert err.value.code is code, ref
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(words=st.lists(st.sampled_from(["a", "bb", MEDIA, "ccc"]), min_size=1, max_size=30), drop=st.integers(0, 40),
+       side=st.sampled_from(list(PromptCut)))  # fmt: skip
+def test_cuts_never_lose_an_image(words, drop, side):
+    """Whatever a prompt cut takes, every image placeholder stays, and the text only gets shorter (bar the marker)."""
+    text = " ".join(words)
+    offsets, at = [], 0
+    for word in words:
+        offsets.append((at, at + len(word)))
+        at += len(word) + 1
+    cut = cut_text(text, offsets, drop=drop, side=side)
+    assert cut.count(MEDIA) == text.count(MEDIA)
+    if side is not PromptCut.MIDDLE:
+        assert len(cut.replace(MEDIA, "")) <= len(text.replace(MEDIA, ""))
+
+
+def test_open_image_finds_paths_and_inline_images(images, tmp_path):
+    from ftdata.vision.media import open_image
+
+    headers = Headers(store=tmp_path, max_pixels=None)
+    inline = headers.info((images / "chart.png").read_bytes(), base=None, field="f")
+    assert open_image(inline.ref, store=tmp_path).size == (320, 240)
+    assert open_image(str(images / "logo2.png")).size == (542, 130)
+    with pytest.raises(FileNotFoundError):
+        open_image("sha256:" + "0" * 64, store=tmp_path)

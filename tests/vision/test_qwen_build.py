@@ -97,18 +97,20 @@ def test_bad_images_are_rejected_with_reasons(qwen_dir, images, tmp_path):
         ask({"type": "image", "image": "grace_hopper.jpg"}),  # over the pixel budget below
         ask({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}),  # kept
         {"messages": [{"role": "user", "content": "Plain text."}, {"role": "assistant", "content": "Still built."}]},  # kept
+        {"messages": [{"role": "user", "content": "<image><image>"}, {"role": "assistant", "content": "Two."}], "images": ["logo2.png", "chart.png"]},
     ]  # fmt: skip
     data = write_jsonl(images / "bad.jsonl", records)
     out = tmp_path / "out"
-    result = build(data, out, processor=str(qwen_dir), output_format="jsonl", max_image_pixels=200_000)
+    result = build(data, out, processor=str(qwen_dir), output_format="jsonl", max_image_pixels=200_000, max_images=1)
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     codes = [(r["location"].rsplit(":", 1)[1], r["code"]) for r in rejects]
     assert codes == [
         ("1", "media_missing"), ("2", "media_url"), ("3", "media_unreadable"), ("4", "media_unreadable"),
         ("5", "media_mismatch"), ("6", "media_mismatch"), ("7", "media_in_response"), ("8", "media_too_large"),
+        ("11", "media_too_many"),
     ]  # fmt: skip
     assert "512x600 = 307200 pixels > max_image_pixels 200000" in rejects[7]["reason"]
-    assert result.report.rejected == {c: n for c, n in [("media_missing", 1), ("media_url", 1), ("media_unreadable", 2), ("media_mismatch", 2), ("media_in_response", 1), ("media_too_large", 1)]}  # fmt: skip
+    assert result.report.rejected == {c: n for c, n in [("media_missing", 1), ("media_url", 1), ("media_unreadable", 2), ("media_mismatch", 2), ("media_in_response", 1), ("media_too_large", 1), ("media_too_many", 1)]}  # fmt: skip
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     inline, text_only = rows
     digest = inline["images"][0]["ref"].removeprefix("sha256:")
@@ -122,12 +124,14 @@ def test_bad_images_are_rejected_with_reasons(qwen_dir, images, tmp_path):
 
 
 def test_without_a_processor_image_records_are_rejected_text_records_build(images, tmp_path):
+    """A text build: image parts are rejected; an `images` column and `<image>` text are data as before."""
     data = write_jsonl(images / "noproc.jsonl", [
         ask({"type": "image", "image": "logo2.png"}),
-        {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]},
+        {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}], "images": ["logo2.png"]},
+        {"messages": [{"role": "user", "content": "Write <image> in HTML."}, {"role": "assistant", "content": "<img>"}]},
     ])  # fmt: skip
     result = build(data)
-    assert len(result.dataset) == 1 and "images" not in result.dataset.column_names
+    assert len(result.dataset) == 2 and "images" not in result.dataset.column_names
     assert result.report.rejected == {"media_no_processor": 1}
 
 
@@ -165,3 +169,23 @@ def test_cli_build_jsonl(qwen_dir, images, tmp_path):
     row = json.loads((out / "train.jsonl").read_text())
     assert row["images"] == [{"ref": str((images / "chart.png").resolve()), "width": 320, "height": 240, "tokens": 99, "start": 15}]
     assert row["trained"] == ["Rising.<|im_end|>"]
+
+
+def test_folder_variants_chat_template_json_and_no_processor_class(images, tmp_path):
+    """A model folder with the older chat_template.json, no processor_class (inferred from config.json's
+    model_type), and one with only the text model's template: images still get Qwen's vision markers."""
+    from conftest import QWEN2_VL, TEMPLATES, make_processor_folder
+
+    pre = {k: v for k, v in QWEN2_VL.items() if k != "processor_class"}
+    legacy = make_processor_folder(tmp_path / "legacy", tokenizer="qwen2.5-instruct", preprocessor=pre, model_config={"model_type": "qwen2_vl"})
+    (legacy / "chat_template.json").write_text(json.dumps({"chat_template": (TEMPLATES / "qwen2_vl.jinja").read_text()}))
+    text_only = make_processor_folder(tmp_path / "text", tokenizer="qwen2.5-instruct", preprocessor=QWEN2_VL)
+    data = write_jsonl(images / "variants.jsonl", [ask({"type": "image", "image": "chart.png"}, "Trend?", "Rising.")])
+    for folder, system in ((legacy, "You are a helpful assistant."), (text_only, "You are Qwen, created by Alibaba Cloud.")):
+        row = build(data, processor=str(folder)).dataset[0]
+        ids = np.array(row["input_ids"])
+        (image,) = row["images"]
+        assert (image["tokens"], ids[image["start"] - 1], ids[image["start"] + image["tokens"]]) == (99, 151652, 151653)
+        from ftdata.io.resources import load_tokenizer
+
+        assert system in load_tokenizer(str(folder)).decode(ids)

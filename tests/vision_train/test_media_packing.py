@@ -70,3 +70,27 @@ def test_checked_images_casts_and_refuses_bad_spans():
         checked_images(pa.array([[]], type=pa.list_(IMAGE_TYPE)), np.array([3, 4]))
     with pytest.raises(ConfigError, match=r"must be a list of \{ref, width, height, tokens, start\}"):
         checked_images(pa.array([[1, 2]]), np.array([3]))
+
+
+def test_image_column_reads_a_rows_file(tmp_path):
+    import pyarrow as pa
+
+    from ftdata.io.output import ArrowRows
+    from ftdata.tokens.media_packing import image_column
+
+    plain = ArrowRows(tmp_path / "text.arrow")
+    plain.write(np.array([1, 2, 3], dtype=np.int32), np.array([-100, 2, 3], dtype=np.int32), np.array([3]), np.array([0]))
+    plain.close()
+    assert image_column(tmp_path / "text.arrow") is None  # a text build: nothing to carry
+
+    schema = ArrowRows.SCHEMA.append(pa.field("images", pa.list_(IMAGE_TYPE)))
+    rows = [[image(1, 2, "/a.png")], [], [image(0, 1, "/b.png"), image(2, 1, "/c.png")]]
+    with pa.ipc.new_stream(str(tmp_path / "vision.arrow"), schema) as sink:
+        for chunk in (rows[:2], rows[2:]):  # two record batches, as a build writes chunks
+            n = len(chunk)
+            sink.write_batch(pa.record_batch([
+                pa.array([[7, 8, 9]] * n, type=pa.list_(pa.int32())), pa.array([[1, 1, 1]] * n, type=pa.list_(pa.int8())),
+                pa.array([[7, 8, 9]] * n, type=pa.list_(pa.int32())), pa.array([0] * n, type=pa.int64()),
+                pa.array(chunk, type=pa.list_(IMAGE_TYPE)),
+            ], schema=schema))  # fmt: skip
+    assert image_column(tmp_path / "vision.arrow").to_pylist() == rows

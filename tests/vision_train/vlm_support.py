@@ -69,13 +69,32 @@ def gemma_config() -> transformers.Gemma3Config:
     )  # fmt: skip
 
 
+def qwen25_config() -> transformers.Qwen2_5_VLConfig:
+    """Qwen2.5-VL: the same text model; a vision tower with window attention (window 28 px) and one full block."""
+    text = qwen_config().text_config.to_dict()
+    return transformers.Qwen2_5_VLConfig(
+        text_config={k: text[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                          "num_attention_heads", "num_key_value_heads", "rope_parameters")},
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, out_hidden_size=64, num_heads=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=28, fullatt_block_indexes=[1]),
+        image_token_id=IMG, vision_start_token_id=START, vision_end_token_id=END, video_token_id=998,
+    )  # fmt: skip
+
+
+FAMILIES = {
+    "qwen2_vl": (qwen_config, "Qwen2VLForConditionalGeneration"),
+    "qwen2_5_vl": (qwen25_config, "Qwen2_5_VLForConditionalGeneration"),
+    "gemma3": (gemma_config, "Gemma3ForConditionalGeneration"),
+}
+
+
 def build(family: str, attn: str) -> transformers.PreTrainedModel:
-    """The tiny model of `family` ("qwen2_vl" or "gemma3"), eval, fp32, same weights on every call."""
+    """The tiny model of `family` (a key of FAMILIES), eval, fp32, same weights on every call."""
     torch.manual_seed(0)
-    config = qwen_config() if family == "qwen2_vl" else gemma_config()
+    make, cls = FAMILIES[family]
+    config = make()
     config._attn_implementation = attn
-    cls = transformers.Qwen2VLForConditionalGeneration if family == "qwen2_vl" else transformers.Gemma3ForConditionalGeneration
-    model = cls(config).float().eval()
+    model = getattr(transformers, cls)(config).float().eval()
     assert model.config._attn_implementation == attn
     return model
 
@@ -84,7 +103,7 @@ def image_tokens(family: str, path: Path) -> int:
     """The processor's own count for an image, from its size alone (what a build stores)."""
     if family == "gemma3":
         return GEMMA_TOKENS
-    with Image.open(path) as img:
+    with Image.open(path) as img:  # Qwen2-VL and Qwen2.5-VL: the same image processor
         width, height = img.size
     return qwen_image_processor().get_number_of_image_patches(height, width) // 4
 
@@ -192,4 +211,51 @@ def chat_rows(processor_dir: Path) -> list[dict]:
         labels = [IGNORE_INDEX] * len(prompt) + reply + [IGNORE_INDEX]
         image = {"ref": str(path), "width": width, "height": height, "tokens": n, "start": len(head) + 1}
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "images": [image]})
+    return rows
+
+
+# --- a tiny Gemma 3 for the real Gemma 3 tokenizer ----------------------------------------------
+
+GEMMA_TOKENIZER = QWEN_TOKENIZER.parent / "gemma-3-it"
+
+
+def gemma_folders(tmp: Path) -> tuple[Path, Path]:
+    """(model folder, processor folder) of a random-weight Gemma 3 sized for the real Gemma 3
+    tokenizer (<start_of_image>, <image_soft_token>, <end_of_image>), 4 tokens a 56x56 image."""
+    import json
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(GEMMA_TOKENIZER))
+    processor = tmp / "processor"
+    tokenizer.save_pretrained(str(processor))
+    (processor / "preprocessor_config.json").write_text(json.dumps({
+        "processor_class": "Gemma3Processor", "image_processor_type": "Gemma3ImageProcessor", "image_seq_length": GEMMA_TOKENS,
+        "size": {"height": 56, "width": 56}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3, "do_pan_and_scan": None,
+    }))  # fmt: skip
+    config = gemma_config()
+    config.text_config.vocab_size = 262_208
+    config.boi_token_index, config.eoi_token_index = tokenizer.convert_tokens_to_ids(["<start_of_image>", "<end_of_image>"])
+    config.image_token_index = tokenizer.convert_tokens_to_ids("<image_soft_token>")
+    torch.manual_seed(0)
+    model = tmp / "model"
+    transformers.Gemma3ForConditionalGeneration(config).save_pretrained(str(model))
+    return model, processor
+
+
+def gemma_chat_rows(processor_dir: Path) -> list[dict]:
+    """One Gemma 3 turn pair per caption, the image expanded to 4 soft tokens; reply + <end_of_turn> trained."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(processor_dir))
+    boi, pad, eoi = tokenizer.convert_tokens_to_ids(["<start_of_image>", "<image_soft_token>", "<end_of_image>"])
+    rows = []
+    for path, question, answer in CAPTIONS:
+        with Image.open(path) as img:
+            width, height = img.size
+        head = tokenizer.encode("<start_of_turn>user\n")  # with <bos>
+        prompt = head + [boi] + [pad] * GEMMA_TOKENS + [eoi] + tokenizer.encode(
+            f"{question}<end_of_turn>\n<start_of_turn>model\n", add_special_tokens=False
+        )
+        reply = tokenizer.encode(f"{answer}<end_of_turn>", add_special_tokens=False)
+        ids = prompt + reply
+        image = {"ref": str(path), "width": width, "height": height, "tokens": GEMMA_TOKENS, "start": len(head) + 1}
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [IGNORE_INDEX] * len(prompt) + reply,
+                     "images": [image]})  # fmt: skip
     return rows
