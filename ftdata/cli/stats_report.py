@@ -107,6 +107,9 @@ def epoch_lines(stats: DataStats) -> list[str]:
             f"{stats.max_length:,}{scope}, {p.sequences_per_row:.2f} sequences/row; "
             f"{epoch.packed_trained:,} trained tokens per epoch packed"
         )
+    if epoch.visual_per_pack is not None:
+        v = epoch.visual_per_pack
+        lines.append(f"visual/pack   image tokens per packed row p50 {v['p50']:,}, p90 {v['p90']:,}, max {v['max']:,}, mean {v['mean']:,}")
     return lines
 
 

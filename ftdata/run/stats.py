@@ -53,6 +53,7 @@ class RecordStats:
     kept_first_trained: int  # kept sequences whose first token is trained (packing masks it)
     images: int = 0  # images in the example (a build with a processor)
     visual: int = 0  # their image-pad tokens
+    kept_visual: tuple[int, ...] = ()  # image-pad tokens of each kept sequence (a build with a processor)
 
 
 Rows = list[tuple[list[int], list[int]]]
@@ -81,6 +82,7 @@ def summarize(measured: Measured, kept: Truncated, *, stage: Stage) -> RecordSta
         kept_trained=sum(count_trained(labels) for _, labels in rows),
         kept_first_trained=sum(1 for _, labels in rows if labels and labels[0] != IGNORE_INDEX),
         **dict(zip(("images", "visual"), media_counts(measured.rendered))),
+        kept_visual=tuple(sum(t == stage.vision.pad_id for t in ids) for ids, _ in rows) if stage.vision else (),
     )  # fmt: skip
 
 
@@ -105,6 +107,7 @@ class Epoch:
     trained: int
     packed_trained: int
     packing: PackingStats | None
+    visual_per_pack: dict[str, float] | None = None  # image-pad tokens per packed row (a build with a processor)
 
 
 @dataclass
@@ -228,6 +231,7 @@ class _Accumulator:
         self.stats = stats
         self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": [], "images": [], "visual": []}
         self.kept: list[int] = []
+        self.kept_visual: list[int] = []
         self.kept_trained = 0
         self.kept_first_trained = 0
         self.policies = [PolicyOutcome(p.value) for p in POLICIES]
@@ -242,6 +246,7 @@ class _Accumulator:
             outcome.dropped += state == DROPPED
             outcome.lost += lost
         self.kept.extend(item.kept)
+        self.kept_visual.extend(item.kept_visual)
         self.kept_trained += item.kept_trained
         self.kept_first_trained += item.kept_first_trained
 
@@ -252,13 +257,15 @@ class _Accumulator:
         )
         stats.policies = self.policies
         stats.epoch = _epoch(
-            self.kept, self.kept_trained, self.kept_first_trained, max_length=max_length, seed=seed, test_size=test_size
-        )
+            self.kept, self.kept_trained, self.kept_first_trained, max_length=max_length, seed=seed, test_size=test_size,
+            visual=self.kept_visual,
+        )  # fmt: skip
         return stats
 
 
 def _epoch(
-    kept: list[int], trained: int, first_trained: int, *, max_length: int, seed: int, test_size: float | int | None
+    kept: list[int], trained: int, first_trained: int, *, max_length: int, seed: int, test_size: float | int | None,
+    visual: list[int] = (),  # type: ignore[assignment]
 ) -> Epoch:
     """Per-epoch totals of the train split; packing fill over every kept sequence."""
     n = len(kept)
@@ -268,12 +275,16 @@ def _epoch(
         fraction = 1.0 - test_size
     else:
         fraction = max(0.0, 1.0 - test_size / n) if n else 0.0
-    packing = None
+    packing = per_pack = None
     if n:
-        packing = packing_stats(kept, plan_bins(kept, max_length=max_length, seed=seed), max_length=max_length)
+        bins = plan_bins(kept, max_length=max_length, seed=seed)
+        packing = packing_stats(kept, bins, max_length=max_length)
+        if any(visual):  # visual tokens per packed row: each bin's sequences' image-pad tokens
+            per_pack = describe(np.array([sum(visual[i] for i in members) for members in bins], dtype=np.int64))
     return Epoch(
         train_fraction=round(fraction, 4), sequences=round(n * fraction), tokens=round(sum(kept) * fraction),
         trained=round(trained * fraction), packed_trained=round((trained - first_trained) * fraction), packing=packing,
+        visual_per_pack=per_pack,
     )  # fmt: skip
 
 

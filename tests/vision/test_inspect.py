@@ -51,3 +51,20 @@ def test_hf_dataset_with_an_image_feature(qwen_dir, images):
     ).cast_column("images", datasets.Sequence(datasets.Image()))  # fmt: skip
     row = build(ds, processor=str(qwen_dir)).dataset[0]
     assert [(i["width"], i["height"], i["tokens"]) for i in row["images"]] == [(542, 130, 95)]
+
+
+def test_stats_visual_tokens_per_pack_match_the_packed_build(qwen_dir, images):
+    import numpy as np
+
+    from ftdata.run.stats import describe
+
+    data = _data(images)
+    args = ["stats", str(data), "--processor", str(qwen_dir), "--max-length", "300", "--json"]
+    per_pack = json.loads(CliRunner().invoke(app, args).output)["epoch"]["visual_per_pack"]
+    rows = build(data, processor=str(qwen_dir), packing=True, max_length=300).dataset
+    pad = 151655  # <|image_pad|>
+    counts = np.array([sum(t == pad for t in r["input_ids"]) for r in rows])
+    assert len(rows) >= 2 and counts.sum() == 99 + 99 + 95
+    assert per_pack == describe(counts)
+    out = CliRunner().invoke(app, args[:-1]).output
+    assert f"visual/pack   image tokens per packed row p50 {per_pack['p50']:,}" in out
