@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ftdata.io import export
+
 from ftdata.errors import ConfigError
 from ftdata.train import TrainConfig, train
 
@@ -57,6 +59,9 @@ def _sharded(built: Path, target: Path, *, shards: int) -> Path:
         shutil.copyfile(built / "train.parquet", target / "data" / f"part-{n:05d}.parquet")
     manifest = json.loads((built / "build.json").read_text(encoding="utf-8"))
     manifest["output"]["files"] = ["data"]
+    rejects = manifest["output"]["rejects"]
+    shutil.copyfile(built / rejects, target / rejects)
+    manifest["output"].update(export.disk_facts(target, ["data", rejects]))  # what build.json records of them
     (target / "build.json").write_text(json.dumps(manifest), encoding="utf-8")
     return target
 
@@ -155,7 +160,7 @@ def test_streaming_needs_a_parquet_build(tmp_path: Path, small_build: Path, smol
         load_splits(TrainConfig(data=str(tmp_path), streaming=True), smol_tok)
     manifest = json.loads((small_build / "build.json").read_text())
     arrow = tmp_path / "arrow"
-    arrow.mkdir()
+    (arrow / "dataset").mkdir(parents=True)  # what build.json lists is there (load checks it)
     (arrow / "build.json").write_text(json.dumps({**manifest, "output": {"format": "arrow", "files": ["dataset"]}}))
     with pytest.raises(ConfigError, match=r"was built with --output-format arrow; streaming reads Parquet"):
         load_splits(TrainConfig(data=str(arrow), streaming=True), smol_tok)
