@@ -37,26 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 QWEN_TOKENIZER = SHARED / "tokenizers" / "qwen2.5-instruct"
 CACHE = Path(tempfile.gettempdir()) / "ftdata-vision-prep"
-CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
-# Qwen/Qwen2-VL-7B-Instruct preprocessor_config.json
-QWEN2_VL = {
-    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-    "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
-    "processor_class": "Qwen2VLProcessor",
-}  # fmt: skip
-# The chat template of Qwen/Qwen2-VL-7B-Instruct.
-QWEN2_VL_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
-    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
-    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
-    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
-    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
-    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}"
-    "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
-    "<|im_start|>assistant\n{% endif %}"
-)
+# The bundled example processor folder: Qwen/Qwen2-VL-7B-Instruct's preprocessor_config.json and chat template.
+EXAMPLE = ROOT / "examples" / "vision" / "qwen2-vl"
+QWEN2_VL = json.loads((EXAMPLE / "preprocessor_config.json").read_text(encoding="utf-8"))
 SIZES = [(640, 480), (1280, 960), (1920, 1080), (4032, 3024)]
 
 
@@ -166,9 +149,9 @@ def processor_folder(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(QWEN_TOKENIZER / name, folder / name)
-    (folder / "preprocessor_config.json").write_text(json.dumps(QWEN2_VL))
+    for name in ("preprocessor_config.json", "chat_template.jinja"):
+        shutil.copyfile(EXAMPLE / name, folder / name)
     (folder / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
-    (folder / "chat_template.jinja").write_text(QWEN2_VL_TEMPLATE)
     return folder
 
 
