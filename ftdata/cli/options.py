@@ -362,7 +362,9 @@ def resolve(
     check_code_reader(merged.get("reader"), origin=origin, allow_code=allow_code)
     options = BuildOptions.from_mapping(merged)
     if tokenizer is None and options.data.processor is not None:  # a vision build reads the processor folder's tokenizer
-        tokenizer = options.data.processor
+        from ftdata.vision.processors import processor_tokenizer
+
+        tokenizer = processor_tokenizer(options.data.processor)
     tok = None if tokenizer is None else str(tokenizer)
     return Settings(str(data), tok, options, extras, trust_remote_code=trust_remote_code)
 

@@ -270,7 +270,9 @@ def build(
     if tokenizer is None and getattr(source, "tokenizer", None):
         tokenizer = source.tokenizer  # a recipe names its tokenizer
     if tokenizer is None and opts.data.processor is not None:  # a vision build: the processor's own tokenizer
-        tokenizer = opts.data.processor if isinstance(opts.data.processor, (str, Path)) else opts.data.processor.tokenizer
+        from ftdata.vision.processors import processor_tokenizer
+
+        tokenizer = processor_tokenizer(opts.data.processor)
     tok = load_tokenizer(tokenizer)
     if out is None:
         if output_format is not None:

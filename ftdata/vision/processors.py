@@ -38,6 +38,22 @@ from ftdata.errors import ConfigError
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
+def processor_tokenizer(processor: Any) -> Any:
+    """The tokenizer a vision build uses: the processor folder (its tokenizer files) or the processor's own.
+
+    Raises:
+        ConfigError: a folder that does not exist (named as the processor, not as a tokenizer).
+    """
+    if not isinstance(processor, (str, Path)):
+        return processor.tokenizer
+    if not Path(processor).expanduser().is_dir():
+        raise ConfigError(
+            f"processor {str(processor)!r}: no such folder; give the vision-language model's folder (tokenizer files, "
+            "preprocessor_config.json, chat template)"
+        )
+    return processor
+
+
 def _zeros(*shape: int) -> Any:
     """An array of `shape` that holds no memory (a broadcast view): a processor reads only its shape."""
     return np.broadcast_to(np.zeros(1, dtype=np.uint8), shape)

@@ -189,3 +189,17 @@ def test_folder_variants_chat_template_json_and_no_processor_class(images, tmp_p
         from ftdata.io.resources import load_tokenizer
 
         assert system in load_tokenizer(str(folder)).decode(ids)
+
+
+def test_a_missing_processor_folder_is_one_line_naming_the_processor(tmp_path):
+    """It was "tokenizer '/x': no such folder; ... or omit --tokenizer": the user gave --processor, not --tokenizer."""
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    missing = tmp_path / "no-such-model"
+    result = CliRunner().invoke(app, ["build", str(data), "--processor", str(missing), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: processor '{missing}': no such folder; give the vision-language model's folder (tokenizer files, "
+        "preprocessor_config.json, chat template)"
+    )
+    assert not (tmp_path / "out").exists()
