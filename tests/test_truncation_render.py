@@ -11,6 +11,7 @@ of the kept turns whole. The default suite runs a few records per template; `-m 
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -192,3 +193,35 @@ def test_a_cut_that_leaves_no_assistant_turn_is_a_reject_not_a_crash() -> None:
         result = build(records, max_length=48, truncation="keep_response")
     assert dict(result.report.rejected) == {RejectCode.NO_ASSISTANT: 1}
     assert len(result.dataset) == 1
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_a_re_render_past_a_limit_is_never_taken_for_does_not_fit(on_error, monkeypatch, tmp_path) -> None:
+    """Truncation re-renders shorter conversations; one that passes a time or size limit (a busy machine: the
+    render time limit is wall-clock) must stop or reject the record, never pick another cut silently."""
+    from ftdata.run.driver import build
+    from ftdata.tokens.limits import RecordOverLimit
+
+    from ftdata.chat.render import Renderer
+
+    records = [{"messages": [{"role": "user", "content": "hello there " * 30}, {"role": "assistant", "content": "Hi."}]}]
+    original, calls = Renderer.__call__, []
+
+    def busy(self, example):  # the record's own render succeeds; truncation's trial renders run out of time
+        calls.append(example)
+        if len(calls) > 1:
+            raise RecordOverLimit(f"the chat template on record {example.source}: took longer than 10 s")
+        return original(self, example)
+
+    monkeypatch.setattr(Renderer, "__call__", busy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if on_error == "raise":  # the render's own error (exit 5), as for the record's first render
+            with pytest.raises(RecordOverLimit, match="took longer than 10 s"):
+                build(records, max_length=64, truncation="keep_response", on_error=on_error)
+            return
+        with pytest.raises(FtdataError, match="every record was rejected"):
+            build(records, max_length=64, truncation="keep_response", on_error=on_error, rejects_path=str(tmp_path / "r.jsonl"))
+    (reject,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert (reject["stage"], reject["code"]) == ("truncate", "over_limit")  # not response_too_long: no cut was judged
+    assert "took longer than 10 s" in reject["reason"]

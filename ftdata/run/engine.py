@@ -222,6 +222,9 @@ class Stage:
                 result = self.truncator(item.example, item.tokenized, policy=policy or self.options.truncation)
         except UnusableRecord as exc:  # what the cut left cannot be trained (no assistant turn left): a reject
             return Truncated([], exc.reason, exc.code or RejectCode.NO_ASSISTANT)
+        except limits.RecordOverLimit as exc:  # a re-render past a limit: rejected like the first render's (on_error)
+            reject = self._reject(exc, item.example.source, RejectStage.TRUNCATE)
+            return Truncated([], reject.reason, reject.code)
         except RecordError as exc:
             raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
         if self.vision is not None and item.rendered.media:  # an image is whole or absent, never cut

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftdata.errors import RecordError
+from ftdata.tokens.limits import RecordOverLimit
 from ftdata.tokens.masking import Tokenized, row_of
 from ftdata.outcomes import RejectCode
 from ftdata.chat.render import trained_turns
@@ -140,9 +141,17 @@ class Truncator:
         return f"response too long: the response alone is {alone} tokens > max_length {self.max_length}"
 
     def _row(self, example: Example) -> Tokenized | RecordError:
-        """`example` rendered and masked like any record, or why it cannot be."""
+        """`example` rendered and masked like any record, or why it cannot be.
+
+        Raises:
+            RecordOverLimit: the render passed a time or size limit. That says nothing of whether the
+                shorter record fits; taking it for "does not fit" would make what is trained depend on
+                how busy the machine is.
+        """
         try:
             return self.masker([self.renderer(example)])[0]  # type: ignore[operator, no-any-return]
+        except RecordOverLimit:
+            raise
         except RecordError as exc:
             return exc
 
