@@ -21,12 +21,8 @@ HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
-# Qwen/Qwen2-VL-7B-Instruct preprocessor_config.json (Qwen2.5-VL ships the same values).
-QWEN2_VL = {
-    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-    "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
-    "processor_class": "Qwen2VLProcessor",
-}  # fmt: skip
+# Qwen/Qwen2-VL-7B-Instruct preprocessor_config.json (Qwen2.5-VL ships the same values), as the example folder holds it.
+QWEN2_VL = json.loads((HERE.parents[1] / "examples" / "vision" / "qwen2-vl" / "preprocessor_config.json").read_text())
 # google/gemma-3-4b-it preprocessor_config.json and processor_config.json.
 GEMMA3 = {
     "do_normalize": True, "do_pan_and_scan": None, "do_rescale": True, "do_resize": True, "image_mean": [0.5] * 3,
