@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 from ftdata.tokens import limits
 from ftdata.errors import Location, TemplateError
+from ftdata.chat.parts import STRING, ContentForm, as_parts, collapse, contents_of, media_count
 from ftdata.chat.probes import (
     PROBE, PROBE_TOOL, probe_messages, reasoning_probe, thinking_kwarg, tool_probes, writes_call_reasoning,
 )  # fmt: skip
@@ -51,6 +52,8 @@ class ChatRenderer:
         self.tokenizer = tokenizer
         self.kwargs = dict(kwargs or {})
         self.tools = list(tools) if tools else None  # probes only: a render's own `tools` win
+        self.contents = STRING  # string contents, or lists of parts for templates that read only those (chat/parts.py)
+        self.contents = contents_of(self)
 
     def __call__(
         self,
@@ -68,6 +71,9 @@ class ChatRenderer:
             LimitExceeded: the render ran too long or built too much; names `location`.
         """
         what = "the chat template" + (f" on record {location}" if location is not None else "")
+        images = 0
+        if self.contents.form is ContentForm.PARTS:  # LLaVA-Next, Idefics3: each image back to one MEDIA after
+            images, messages = media_count(messages), as_parts(messages)
         try:
             with limits.time_limit(limits.limits().render_seconds, what), limits.bounded_chat_templates():
                 text = self.tokenizer.apply_chat_template(
@@ -79,7 +85,8 @@ class ChatRenderer:
         except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
             roles = ",".join(m["role"] for m in messages)
             raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None
-        return limits.check_size(text if isinstance(text, str) else "".join(text), what)
+        text = limits.check_size(text if isinstance(text, str) else "".join(text), what)
+        return collapse(text, self.contents, images) if images else text
 
 
 def control_tokens(tokenizer: Any, markup: str = "") -> tuple[str, ...]:

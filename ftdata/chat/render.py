@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ftdata.errors import ConfigError, UnusableRecord
+from ftdata.errors import ConfigError, TemplateError, UnusableRecord
 from ftdata.io.bounds import MAX_MESSAGES
 from ftdata.tokens.limits import LimitExceeded, RecordOverLimit
 
@@ -210,7 +210,12 @@ class Renderer:
         template = chat_template_alias(template, tokenizer)  # "chatml": the tokenizer's own, when ChatML
         if template is None and getattr(tokenizer, "chat_template", None):
             self.chat = ChatRenderer(tokenizer, chat_template_kwargs)
-            self.markers = role_markers(tokenizer, chat_template_kwargs, stop_tokens)
+            try:
+                self.markers = role_markers(tokenizer, chat_template_kwargs, stop_tokens)
+            except TemplateError as exc:  # as strings; say that lists of parts failed too
+                if not self.chat.contents.why:
+                    raise
+                raise TemplateError(f"{exc}; as lists of text parts neither: {self.chat.contents.why}") from None
             self.spans = ChatSpans(tokenizer, self.chat, self.markers, mask_reasoning=mask_reasoning)
             self.name = "chat template"
         else:

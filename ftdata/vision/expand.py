@@ -177,14 +177,20 @@ class Vision:
                     f"image {k} is in a trained turn; a model writes no image tokens: move the image to a user turn",
                     location=example.source, field="messages", code=RejectCode.MEDIA_IN_RESPONSE,
                 )  # fmt: skip
+        # Token text the data holds as plain text (special_tokens_in_data="text": a user's "<image>") is no image,
+        # but the processor takes every image token for one: same-length private-use stand-ins while expanding.
+        runs = _stand_ins(text, [text[s:e] for s, e in rendered.literal])
+        src = "".join(runs[text[s:e]] if k % 2 else text[s:e] for k, (s, e) in enumerate(_cuts(rendered.literal, len(text))))
         # 1. each placeholder -> the template's image text; 2. the processor's own expansion, with offsets.
         pieces, last = [], 0
         for p in positions:
-            pieces += [text[last:p], self.image_text]
+            pieces += [src[last:p], self.image_text]
             last = p + 1
-        staged = "".join([*pieces, text[last:]])
+        staged = "".join([*pieces, src[last:]])
         expanded, offsets = self.processor.get_text_with_replacements([staged], images_replacements=[e.text for _, e in images])
         final, replaced = expanded[0], offsets[0] if offsets else []
+        for token, run in runs.items():
+            final = final.replace(run, token)
         if len(replaced) != len(images):
             raise UnusableRecord(
                 f"the processor found {len(replaced)} image token(s) for {len(images)} images", location=example.source,
@@ -283,6 +289,21 @@ class Vision:
             return Truncated([], f"{result.reason}: its {n} image(s) take {tokens} tokens and are never cut; raise max_length "
                              "or lower the processor's max_pixels", RejectCode.MEDIA_TOO_LONG)  # fmt: skip
         return result
+
+
+def _stand_ins(text: str, tokens: list[str]) -> dict[str, str]:
+    """Each distinct token -> a run, as long as it, of a private-use character that is not in `text`."""
+    chars = (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in text)
+    return {token: next(chars) * len(token) for token in dict.fromkeys(tokens)}
+
+
+def _cuts(spans: tuple[tuple[int, int], ...], size: int) -> list[tuple[int, int]]:
+    """[0, size) cut at sorted, disjoint `spans`: the pieces between them at even indexes, the spans at odd ones."""
+    out, last = [], 0
+    for s, e in spans:
+        out += [(last, s), (s, e)]
+        last = e
+    return [*out, (last, size)]
 
 
 def _base(example: Example) -> Path | None:

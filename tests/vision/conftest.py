@@ -104,19 +104,23 @@ def llava_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def llava_next_dir(tmp_path_factory):
+    """LLaVA-Next (llava-v1.6-mistral-7b-hf): Mistral-Nemo's tokenizer (the shared Mistral one: `</s>` is its EOS)
+    with an added <image> token, and the model's own chat template, which reads contents only as lists of parts."""
     return make_processor_folder(
-        tmp_path_factory.mktemp("llava-next"), tokenizer="llama-3-8b-instruct", preprocessor=LLAVA_NEXT,
-        processor=LLAVA_NEXT_PROCESSOR, added=["<image>"],
+        tmp_path_factory.mktemp("llava-next"), tokenizer="mistral-nemo-instruct-2407", preprocessor=LLAVA_NEXT,
+        processor=LLAVA_NEXT_PROCESSOR, added=["<image>"], template="llava_next.jinja",
     )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def idefics3_dir(tmp_path_factory):
-    """Idefics3: Llama-3's tokenizer with its image tokens (tiles' row/column tokens, <global-img>)."""
+    """Idefics3: Llama-3's tokenizer with its image tokens (tiles' row/column tokens, <global-img>), and the
+    model's own chat template, which reads contents only as lists of parts."""
     tiles = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
     return make_processor_folder(
         tmp_path_factory.mktemp("idefics3"), tokenizer="llama-3-8b-instruct", preprocessor=IDEFICS3,
         processor=IDEFICS3_PROCESSOR, added=["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *tiles],
+        template="idefics3.jinja",
     )  # fmt: skip
 
 
