@@ -116,15 +116,22 @@ def test_string_contents_become_parts_in_order():
 
 
 TRL_TEMPLATES = Path(__import__("trl").__file__).parent / "chat_templates"
+PARTS_ONLY = ("idefics3", "llava_next", "smolvlm")  # TRL 1.16's templates that read no string content
+
+
+@pytest.fixture(scope="module")
+def llama_with_image(idefics3_dir):
+    return load_tokenizer(str(idefics3_dir))  # Llama-3 with <image> and <end_of_utterance> added
 
 
 @pytest.mark.parametrize(("template", "form", "image_text"), [
     ("templates/qwen2_vl.jinja", ContentForm.STRING, ""), ("templates/gemma3.jinja", ContentForm.STRING, ""),
     ("templates/llava_next.jinja", ContentForm.PARTS, "<image>\n"), ("templates/idefics3.jinja", ContentForm.PARTS, "<image>"),
-    (TRL_TEMPLATES / "smolvlm.jinja", ContentForm.PARTS, "<image>"), (TRL_TEMPLATES / "lfm2_2_5_vl.jinja", ContentForm.STRING, ""),
-])  # fmt: skip
-def test_each_template_gets_the_contents_it_reads(template, form, image_text, idefics3_dir):
-    tok = load_tokenizer(str(idefics3_dir))  # Llama-3 with <image> and <end_of_utterance> added
+    *[(path, ContentForm.PARTS if path.name.startswith(PARTS_ONLY) else ContentForm.STRING, "<image>\n" if "llava" in path.name
+       else "<image>" if path.name.startswith(PARTS_ONLY) else "") for path in sorted(TRL_TEMPLATES.glob("*.jinja"))],
+], ids=str)  # fmt: skip
+def test_each_template_gets_the_contents_it_reads(template, form, image_text, llama_with_image):
+    tok = llama_with_image
     tok.chat_template = (Path(__file__).parent / template).read_text()
     render = ChatRenderer(tok)
     assert (render.contents.form, render.contents.image_text) == (form, image_text)
@@ -132,8 +139,8 @@ def test_each_template_gets_the_contents_it_reads(template, form, image_text, id
     assert text.count(MEDIA) == 1 and "Who is this?" in text and "Grace Hopper." in text  # one MEDIA per image either way
 
 
-def test_a_template_that_reads_contents_neither_way_is_refused(idefics3_dir):
-    tok = load_tokenizer(str(idefics3_dir))
+def test_a_template_that_reads_contents_neither_way_is_refused(llama_with_image):
+    tok = llama_with_image
     tok.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content']['body'] }}\n{% endfor %}"
     with pytest.raises(TemplateError, match=r"chat template raised for roles .*; as lists of text parts neither: chat template raised"):
         Renderer(tok)
