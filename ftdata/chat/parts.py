@@ -108,10 +108,10 @@ _CACHE: dict[tuple[str, ...], Contents] = {}
 
 def contents_of(render: ChatRenderer) -> Contents:
     """How `render`'s template takes contents: strings when it writes the probe's string contents
-    in order, else parts when it writes them as text parts; cached per template, kwargs and tokens."""
+    in order, else parts when it writes them as text parts; cached per template, kwargs and tokenizer."""
     tok = render.tokenizer
     key = (repr(getattr(tok, "chat_template", None)), json.dumps(render.kwargs, sort_keys=True, default=str),
-           str(tok.bos_token), str(tok.eos_token), repr(render.tools))  # fmt: skip
+           str(tok.bos_token), str(tok.eos_token), str(len(tok)), repr(render.tools))  # fmt: skip
     found = _CACHE.get(key)
     if found is None:
         found = _probe(render)

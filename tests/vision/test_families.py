@@ -177,3 +177,16 @@ def test_markup_in_a_users_text_changes_nothing_trained(family, request, images)
         image = [(i["ref"], i["width"], i["height"], i["tokens"]) for i in row["images"]]
         assert image == ([(ds[0]["images"][0]["ref"], 542, 130, ds[0]["images"][0]["tokens"])] if k < len(texts) else [])
         assert int((ids == pad).sum()) == sum(i["tokens"] for i in row["images"])  # the user's "<image>" is text, not an image
+
+
+def test_a_parts_template_that_writes_no_image_refuses_records_with_images(llama_with_image):
+    """Idefics3's template without its image branch: text records render, a record with an image is refused
+    (the build rejects it as template_error with this reason)."""
+    tok = llama_with_image
+    tok.chat_template = (Path(__file__).parent / "templates/idefics3.jinja").read_text().replace(
+        "{% elif line['type'] == 'image' %}{{ '<image>' }}", "")  # fmt: skip
+    render = ChatRenderer(tok)
+    assert (render.contents.form, render.contents.image_text) == (ContentForm.PARTS, "")
+    assert render([{"role": "user", "content": "Hi"}]) == "<|begin_of_text|>User: Hi<end_of_utterance>\n"
+    with pytest.raises(TemplateError, match="writes no markup with a token of its tokenizer for an image part"):
+        render([{"role": "user", "content": f"{MEDIA}Hi"}])
