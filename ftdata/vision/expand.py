@@ -180,7 +180,7 @@ class Vision:
         # Token text the data holds as plain text (special_tokens_in_data="text": a user's "<image>") is no image,
         # but the processor takes every image token for one: same-length private-use stand-ins while expanding.
         runs = _stand_ins(text, [text[s:e] for s, e in rendered.literal])
-        src = "".join(runs[text[s:e]] if k % 2 else text[s:e] for k, (s, e) in enumerate(_cuts(rendered.literal, len(text))))
+        src = "".join(runs[text[s:e]] if k % 2 else text[s:e] for k, (s, e) in enumerate(_cuts(rendered.literal, len(text)))) if runs else text
         # 1. each placeholder -> the template's image text; 2. the processor's own expansion, with offsets.
         pieces, last = [], 0
         for p in positions:
