@@ -219,7 +219,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_script_prints_one_line_and_exits_with_the_code(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("ftdata")
-    proc = subprocess.run([script, "preview", tmp_path / "nope.json"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([script, "preview", tmp_path / "nope.json"], capture_output=True, text=True, timeout=300)
     expected = (3, "", f"error: {tmp_path}/nope.json: no such file or folder\n")
     assert (proc.returncode, proc.stdout, proc.stderr) == expected
 
@@ -231,7 +231,7 @@ def test_preview_startup_imports_no_torch() -> None:
         "from ftdata.options import DataOptions; Stage(load_tokenizer(None), DataOptions()); "
         "print(sorted(m for m in ('torch', 'datasets', 'matplotlib') if m in sys.modules))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert proc.stdout.strip() == "[]"
 
 

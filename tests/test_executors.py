@@ -163,7 +163,7 @@ def test_threads_run_later_batches_while_the_oldest_is_still_running() -> None:
 
     def work(spec: Any, batch: list[int]) -> bool:
         if batch[0] == 0:
-            return third_done.wait(timeout=10)  # batches 1-3 all run on the other thread meanwhile
+            return third_done.wait(timeout=120)  # batches 1-3 all run on the other thread meanwhile
         if batch[0] == 3:
             third_done.set()
         return True

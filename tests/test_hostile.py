@@ -165,7 +165,7 @@ def test_a_mistyped_file_path_is_not_a_hub_lookup(tmp_path: Path, monkeypatch: p
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     started = time.monotonic()
     one_line_error(run("preview", "sub/file.jsonl"), 3, "sub/file.jsonl: no such file or folder")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # a guard against a hang, with slack for a loaded machine
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
 
 
@@ -387,7 +387,7 @@ def test_a_prompt_template_with_nested_loops_stops_at_the_time_limit(tmp_path: P
     started = time.monotonic()
     line = one_line_error(run("preview", data, "--template", template), 5, "took longer than 0.5 s")
     assert f"template '{template}' on record {data}:1" in line and "FTDATA_RENDER_TIMEOUT" in line
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # a guard against a hang, with slack for a loaded machine
 
 
 def test_a_looping_chat_template_stops_markers_at_the_time_limit(tmp_path: Path) -> None:
@@ -397,7 +397,7 @@ def test_a_looping_chat_template_stops_markers_at_the_time_limit(tmp_path: Path)
     (folder / "chat_template.jinja").write_text(loop + "{{ messages[0]['content'] }}")
     started = time.monotonic()
     one_line_error(run("markers", "--tokenizer", folder), 5, "the chat template took longer than 0.5 s")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # a guard against a hang, with slack for a loaded machine
 
 
 def test_pinned_limits_are_read_once_for_the_block_and_the_environment_again_after(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -432,7 +432,7 @@ def test_a_short_time_limit_fires_while_a_long_one_runs_on_another_thread() -> N
     for _ in range(2):  # and again after the first short one fired
         started = time.monotonic()
         assert spin(0.3) == "spin took longer than 0.3 s; make it cheaper, or raise FTDATA_RENDER_TIMEOUT if it needs more"
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 15  # woken, not left to the 30 s deadline (slack for a loaded machine)
     release.set()
     long_one.join()
     assert results["long"] == "ended"
@@ -465,7 +465,7 @@ def test_a_hostile_chat_template_fails_in_one_line_naming_the_record(tmp_path: P
     started = time.monotonic()
     line = one_line_error(run("build", data, "-o", tmp_path / "out", "--no-cache", "--tokenizer", folder), 5, match)
     assert f"the chat template on record {data}:2" in line
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 90  # a guard against a hang, with slack for a loaded machine
 
 
 @pytest.mark.parametrize(
@@ -497,7 +497,7 @@ def test_a_yaml_billion_laughs_is_refused_quickly(tmp_path: Path) -> None:
     config.write_text("columns:\n  output: answer\ndata: d.jsonl\n" + "\n".join(lines).replace("a: &a", "z: &a") + "\n")
     started = time.monotonic()
     one_line_error(run("preview", "--config", config), 2, "expands to more than 100,000 values")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # a guard against a hang, with slack for a loaded machine
 
 
 # --- misleading messages ----------------------------------------------------------------------------
@@ -593,7 +593,7 @@ def test_hostile_corpus(tmp_path: Path) -> None:
         assert result.exit_code in (2, 3, 4, 5), (name, result.exit_code, result.output)
         line = one_line_error(result, result.exit_code, "")
         assert str(path) in line or name in line, (name, line)
-        assert time.monotonic() - started < 15, name
+        assert time.monotonic() - started < 60, name  # a guard against a hang
     assert {p: digest(p) for p in (tmp_path / "in").iterdir()} == hashes
 
 

@@ -10,7 +10,7 @@ from ftdata.cli.app import app
 
 
 def python_m(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ftdata", *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "ftdata", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def test_help_lists_the_commands_of_the_app() -> None:

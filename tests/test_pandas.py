@@ -87,5 +87,5 @@ def test_reading_records_never_imports_pandas() -> None:
         "import sys; from ftdata.io.readers import read_records; "
         "list(read_records([{'instruction': 'a', 'output': 'b'}])); print('pandas' in sys.modules)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert proc.stdout.strip() == "False"

@@ -31,6 +31,9 @@ BIN = Path(sys.executable).parent
 # against one 4-row matmul): measured at most 6e-7 over 4 steps. 1e-4 leaves a wide margin and is
 # still far below the loss changes between steps (0.3 to 1.7), where wrong sharding would show.
 LOSS_TOLERANCE = 1e-4
+# A guard against a hang, not a speed check: each launch takes ~30 s on 2 quiet cores, but on a
+# loaded machine (the full suite beside other work, load 10) one took over 400 s.
+TIMEOUT = 1200
 # Dropout masks are drawn per process and cannot match; a constant LR lets max_steps stay as is.
 TRAIN_FLAGS = (
     "--quantization", "none", "--lora-dropout", "0", "--max-steps", "4", "--learning-rate", "1e-3",
@@ -77,7 +80,7 @@ class Launcher:
         marks.mkdir(parents=True)
         path = os.pathsep.join(p for p in (str(self.root / "hook"), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONPATH": path, "FTDATA_TEST_MARKS": str(marks)}
-        proc = subprocess.run([*launcher, _script("ftdata"), *args], capture_output=True, text=True, timeout=400, env=env)
+        proc = subprocess.run([*launcher, _script("ftdata"), *args], capture_output=True, text=True, timeout=TIMEOUT, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
@@ -94,7 +97,7 @@ def _launch_all(root: Path):
     data.write_text(json.dumps([{"instruction": q, "input": "", "output": a} for q, a in pairs * 6]), encoding="utf-8")
     built = root / "built"
     subprocess.run([_script("ftdata"), "build", str(data), "-o", str(built), "--max-length", "64"], check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
+                   capture_output=True, timeout=TIMEOUT)  # fmt: skip
     common = ["train", str(built), *TRAIN_FLAGS, "--output-dir", str(root / "runs")]
     torchrun = [_script("torchrun"), "--nproc_per_node", "2"]
     procs = {
