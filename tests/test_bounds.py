@@ -8,8 +8,13 @@ import bz2
 import gzip
 import json
 import lzma
+import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -178,6 +183,54 @@ def test_a_csv_header_past_the_bound_is_a_located_error(tmp_path):
     path.write_text("instruction" * 20 + ",output\nhi,there\n")
     with pytest.raises(ReaderError, match=re.escape(f"{path}:1: the header is longer than 100 characters (max_line_bytes)")):
         list(read_records(path, bounds=ReadBounds(line_bytes=100)))
+
+
+# --- pipes -------------------------------------------------------------------------------------
+
+
+def _fifo(path: Path, lines: int, line: bytes) -> tuple[Path, threading.Thread]:
+    """A FIFO at `path` fed `lines` copies of `line` by a thread (which stops when the reader goes)."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        try:
+            with open(path, "wb") as fh:
+                for _ in range(lines):
+                    fh.write(line)
+        except BrokenPipeError:
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    return path, writer
+
+
+def test_a_pipe_past_max_decompressed_bytes_stops_at_the_bound_and_its_copy_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    line = json.dumps(GOOD).encode() + b"\n"  # 44 bytes
+    fifo, writer = _fifo(tmp_path / "63", 1_000_000, line)
+    with pytest.raises(ReaderError) as raised:
+        list(read_records(str(fifo), bounds=ReadBounds(decompressed_bytes=1000 * len(line) + 5)))
+    writer.join(10)
+    assert str(raised.value) == (
+        f"{fifo}:1001: the pipe gives more than 44,005 bytes (max_decompressed_bytes, the most ftdata copies from a "
+        "pipe); raise max_decompressed_bytes (--max-decompressed-bytes) if the data is real, or give a file"
+    )
+    assert not list(tmp_path.glob("ftdata-*"))  # the copy's scratch is gone
+    fifo2, writer = _fifo(tmp_path / "64", 1000, line)  # at the bound: read whole, the copy gone once read
+    assert len(list(read_records(str(fifo2), bounds=ReadBounds(decompressed_bytes=1000 * len(line))))) == 1000
+    assert not list(tmp_path.glob("ftdata-*"))
+
+
+def test_cli_an_endless_process_substitution_stops_at_the_bound(tmp_path):
+    script = (f'"{sys.executable}" -m ftdata build <(yes \'{json.dumps(GOOD)}\') -o "{tmp_path}/out" '
+              "--template alpaca --no-cache --max-decompressed-bytes 1000000")  # fmt: skip
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert re.fullmatch(r"error: /dev/fd/\d+:22728: the pipe gives more than 1,000,000 bytes \(max_decompressed_bytes, "
+                        r"the most ftdata copies from a pipe\); raise .* or give a file\n", done.stderr), done.stderr  # fmt: skip
+    assert not list(tmp_path.glob("ftdata-*")) and sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ftdata-output.json", ".ftdata.lock"]
 
 
 # --- strings ------------------------------------------------------------------------------------

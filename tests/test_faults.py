@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import ftdata
 from ftdata.cli.app import app
 from ftdata.errors import ConfigError, DiskFullError, FtdataWarning, OutputMismatch
 from ftdata.io import output, safeio
+from ftdata.io.readers import read_records
 from ftdata.run.driver import BuildResult
 from support import tokenizer
 
@@ -330,6 +332,48 @@ def test_a_real_full_disk_in_scratch_out_and_cache(tmp_path: Path, small_disk: P
     result = runner.invoke(app, ["build", str(data), "-o", str(small_disk / "out"), "--template", "alpaca", "--no-cache"])
     assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"error: no space left in {small_disk / 'out'} (the output folder): the build needs about ")
+
+
+def _fifo_of(path: Path, rows: list[dict[str, str]]) -> Path:
+    """A FIFO at `path` that a thread fills with `rows` as JSONL (and gives up if no one reads to the end)."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        try:
+            with open(path, "w") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in rows))
+        except BrokenPipeError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    return path
+
+
+def test_a_pipe_copied_into_full_scratch_is_one_line_naming_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real_open = Path.open
+
+    def opened(path: Path, mode: str = "r", *args: object, **kwargs: object):  # noqa: ANN202 - a file object
+        fh = real_open(path, mode, *args, **kwargs)
+        if path.name == "stream" and "w" in mode:
+            fh.write = _no_space  # type: ignore[method-assign]
+        return fh
+
+    monkeypatch.setattr(Path, "open", opened)
+    result = CliRunner().invoke(app, ["build", str(_fifo_of(tmp_path / "63", ROWS)), "-o", str(tmp_path / "out"), "--template", "alpaca", "--no-cache"])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.output
+    assert re.fullmatch(rf"error: no space left in {scratch} \(scratch space, \$TMPDIR\): the build needs more than [\d.]+ \w+ "
+                        r"there, [\d.]+ \w+ is free; free space there or set TMPDIR to a folder with room\n", result.stderr)  # fmt: skip
+    assert not list(scratch.glob("ftdata-*"))
+
+
+def test_a_pipe_copied_into_a_really_full_scratch_is_one_line(tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk))
+    with pytest.raises(DiskFullError, match=rf"^no space left in {small_disk} \(scratch space, \$TMPDIR\): the build needs more than"):
+        list(read_records(str(_fifo_of(tmp_path / "63", ROWS))))
+    assert not list(small_disk.glob("ftdata-*"))
 
 
 # --- 5. symbolic links and the sweep --------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,6 +108,14 @@ class Place:
             f"{self.fix}",
             folder=self.folder, needed=need, free=free,
         )  # fmt: skip
+
+
+def scratch_place(*, mine: Callable[[], Path | None] = lambda: None, expected: Callable[[], int | None] = lambda: None) -> Place:
+    """`$TMPDIR` (the scratch folders' parent) as a `Place`."""
+    return Place(
+        Path(tempfile.gettempdir()), "scratch space, $TMPDIR", "free space there or set TMPDIR to a folder with room",
+        mine=mine, expected=expected,
+    )  # fmt: skip
 
 
 def _named(exc: BaseException | None) -> list[Path]:
