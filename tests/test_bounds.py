@@ -401,6 +401,32 @@ def test_a_record_over_the_render_size_limit_is_a_reject_under_skip(tmp_path, sm
     assert json.loads((tmp_path / "out" / "build.json").read_text())["counts"]["examples"] == 2
 
 
+FILTERS = {  # a filter that passes a limit on the second record only, and the reason it gives
+    "size": ("instruction * 100000", "filter 'instruction * 100000': str * 100000 would build 1,400,000 characters (limit "
+             "1,000,000); raise FTDATA_RENDER_MAX_CHARS if it needs more"),
+    "time": ("instruction|length < 10 or (range(99999)|map('string')|join|length * range(99999)|map('string')|join|length) > 0",
+             "took longer than 0.05 s; make it cheaper, or raise FTDATA_FILTER_TIMEOUT if it needs more"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("limit", sorted(FILTERS))
+def test_a_filter_past_a_limit_on_one_record_is_its_reject_under_skip(tmp_path, small_renders, monkeypatch, limit):
+    monkeypatch.setenv("FTDATA_FILTER_TIMEOUT", "0.05")
+    expression, reason = FILTERS[limit]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [GOOD, {"instruction": "Say it loudly.", "output": "IT!"}, GOOD]))
+    rejects = tmp_path / "rejects.jsonl"
+    result = run("build", data, "-o", tmp_path / "out", "--no-cache", "--template", "alpaca", "--filter", expression,
+                 "--on-error", "skip", "--rejects-path", rejects)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert (reject["location"], reject["stage"], reject["code"]) == (f"{data}:2", "filter", "over_limit")
+    assert reject["reason"].startswith(f"filter {expression!r}") and reject["reason"].endswith(reason)
+    assert len(ftdata.load(tmp_path / "out").dataset) == 2
+    line = one_line(run("build", data, "-o", tmp_path / "out2", "--no-cache", "--template", "alpaca", "--filter", expression), 5)
+    assert line.startswith(f"error: {data}:2: filter {expression!r}") and line.endswith(reason)
+
+
 # --- tokenizer files ------------------------------------------------------------------------------
 
 

@@ -296,7 +296,7 @@ def small_disk(tmp_path: Path):  # noqa: ANN201
     """A 256 KiB tmpfs at tmp_path/small (skipped where mounting is not allowed)."""
     disk = _tmpfs(tmp_path / "small", "256k")
     yield disk
-    subprocess.run(["umount", str(disk)], check=False)
+    subprocess.run(["umount", "-l", str(disk)], check=False)  # lazily: a failed test may leave a file open there
 
 
 ROWS = [{"instruction": f"Say {i} and say why.", "output": f"Number {i} is the answer, said in words."} for i in range(3000)]
