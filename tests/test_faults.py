@@ -376,6 +376,42 @@ def test_a_pipe_copied_into_a_really_full_scratch_is_one_line(tmp_path: Path, sm
     assert not list(small_disk.glob("ftdata-*"))
 
 
+def _to_uri(data: Path, uri: str) -> BuildResult:
+    """A build into a URI OUT as engine=ray's driver writes it (a recipe's mixture: shards, rejects,
+    build.json into `store.StoreOut`), run here on the local engine: no Ray cluster needed."""
+    from ftdata.options import BuildOptions
+    from ftdata.run import publish
+
+    tok = tokenizer(None)
+    facts = dict(data=str(data), tokenizer=tok, tokenizer_name="smollm2", config=None)
+    opts = BuildOptions.from_mapping({"template": "alpaca"})
+    return publish._to_store(str(data), uri, tok, opts, fmt="parquet", sharded=False, facts=facts, progress=None)
+
+
+def test_a_full_uri_output_is_one_line_naming_it_and_what_it_wrote_is_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftdata.io import store
+
+    out, data = tmp_path / "out", _jsonl(tmp_path / "d.jsonl", OLD)
+    assert _to_uri(data, f"file://{tmp_path}/ok").report.records == 6  # the path works
+    real = store.copy
+    monkeypatch.setattr(store, "copy", lambda src, dst: _no_space() if dst[1].startswith(str(out)) else real(src, dst))
+    with pytest.raises(DiskFullError) as raised:
+        _to_uri(data, f"file://{out}")
+    assert re.fullmatch(
+        rf"no space left in file://{out} \(the output\): the build needs (about|more than) [\d.]+ \w+ there, [\d.]+ \w+ is free; "
+        r"free space there or give another output \(what this build wrote there is deleted\)", str(raised.value)
+    ), raised.value  # fmt: skip
+    assert raised.value.folder == f"file://{out}" and list(out.iterdir()) == []
+
+
+def test_a_really_full_uri_output_is_one_line(tmp_path: Path, small_disk: Path) -> None:
+    with open(small_disk / "fill", "wb") as fh:  # leave 8 KiB: less than the shards need
+        fh.write(b"\0" * (shutil.disk_usage(small_disk).free - 8192))
+    with pytest.raises(DiskFullError, match=rf"^no space left in file://{small_disk}/out \(the output\): the build needs "):
+        _to_uri(_jsonl(tmp_path / "d.jsonl", ROWS), f"file://{small_disk}/out")
+    assert list((small_disk / "out").iterdir()) == []
+
+
 # --- 5. symbolic links and the sweep --------------------------------------------------------------
 
 
