@@ -412,6 +412,29 @@ def test_a_really_full_uri_output_is_one_line(tmp_path: Path, small_disk: Path) 
     assert list((small_disk / "out").iterdir()) == []
 
 
+@pytest.mark.xfail(strict=True, raises=OSError, reason="issue 32: ray_build._shard_rows needs its scratch in "
+                   "space.disk_space(space.scratch_place(...)) (a two-line change in ray_build.py, owned elsewhere)")
+def test_a_ray_shards_full_scratch_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray worker's write path (`_shard_rows`, called here as the worker calls it: no cluster)
+    with no space in its scratch: the shard's error is a DiskFullError naming $TMPDIR, which the
+    worker saves for the driver to raise (an OSError would reach the driver wrapped by Ray,
+    attributed to OUT)."""
+    pytest.importorskip("ray")
+    from ftdata.io import store
+    from ftdata.options import BuildOptions
+    from ftdata.run import ray_build
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(ray_build, "_SCRATCH", {})
+    monkeypatch.setattr(output.ArrowRows, "write", _no_space)
+    job = ray_build._ShardJob(options=BuildOptions.from_mapping({"template": "alpaca"}), tokenizer=tokenizer(None), sidecar=str(tmp_path / "side"))
+    with pytest.raises(DiskFullError, match=rf"^no space left in {scratch} \(scratch space, \$TMPDIR\): the build needs "):
+        ray_build._shard_rows(job, 0, str(_jsonl(tmp_path / "d.jsonl", OLD)), store.filesystem(str(tmp_path / "side")))
+    assert [p.name for p in (scratch).glob("ftdata-*/shard-*")] == []
+
+
 # --- 5. symbolic links and the sweep --------------------------------------------------------------
 
 
