@@ -178,6 +178,29 @@ def _seen(location: object, row: object) -> tuple[object, object]:
     return location.line, row  # type: ignore[attr-defined]
 
 
+def _state_by_char(text: str) -> str:
+    """csv's reader state after `text` (default dialect), one character at a time: the slow reference."""
+    state = "FIELD"
+    for char in text:
+        if state == "QUOTED":
+            state = "QUOTE" if char == '"' else "QUOTED"
+        elif char == ",":
+            state = "FIELD"
+        else:
+            state = "QUOTED" if char == '"' and state in ("FIELD", "QUOTE") else "UNQUOTED"
+    return state
+
+
+@given(text=st.text(alphabet='ab,"', max_size=60), cuts=st.lists(st.integers(0, 60), max_size=3))
+def test_the_csv_skip_scan_agrees_with_csv_state_by_state_wherever_the_text_is_cut(text, cuts):
+    from ftdata.io.delimited import _Record, _scan
+
+    state, start = _Record.FIELD, 0
+    for cut in [*sorted(c for c in cuts if c <= len(text)), len(text)]:
+        state, start = _scan(state, text[start:cut], ","), cut
+    assert state.name == _state_by_char(text)
+
+
 def test_a_csv_header_past_the_bound_is_a_located_error(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("instruction" * 20 + ",output\nhi,there\n")

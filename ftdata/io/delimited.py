@@ -12,6 +12,7 @@ holds column names, so the records' own text (full of commas and semicolons) can
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Iterator
 from enum import Enum
@@ -82,23 +83,38 @@ class _Record(Enum):
 _QUOTED_BODY = re.compile(r'[^"]*(?:""[^"]*)*')  # a quoted field's text up to its closing quote
 
 
+@functools.lru_cache(maxsize=8)
+def _fields(delimiter: str) -> re.Pattern[str]:
+    """Whole fields from a field's start, each with its delimiter.
+
+    A field is quoted (`"a ""b"", c"`, and what follows its closing quote up to the delimiter, as
+    csv keeps it) or not (a quote inside it is text). Atomic groups: a `""` is never a closing quote.
+    """
+    d = re.escape(delimiter)
+    return re.compile(rf'(?>(?>"(?>(?:[^"]|"")*)"[^{d}]*+|[^"{d}][^{d}]*+|){d})*+')
+
+
 def _scan(state: _Record, text: str, delimiter: str) -> _Record:
     """The state after `text`, a piece of a line, as csv's reader would leave it (quote `"`, doubled
-    quotes, not strict): only quotes at the start of a field open a quoted one, where a newline is text."""
-    opener, i = re.compile(re.escape(delimiter) + '"'), 0
+    quotes, not strict): only quotes at the start of a field open a quoted one, where a newline is text.
+    Whole fields are passed by one regular expression, so a line of millions of fields costs no more
+    than reading it."""
+    fields, i = _fields(delimiter), 0
     while i < len(text):
-        if state is _Record.QUOTED:
+        if state is _Record.FIELD and (end := fields.match(text, i).end()) > i:  # type: ignore[union-attr]
+            i = end  # whole fields, each with its delimiter
+        elif state is _Record.FIELD:  # the last field of the text, not ended in it
+            state, i = (_Record.QUOTED, i + 1) if text[i] == '"' else (_Record.UNQUOTED, i)
+        elif state is _Record.QUOTED:
             i = _QUOTED_BODY.match(text, i).end()  # type: ignore[union-attr]  # the pattern matches anywhere
             state, i = (state, i) if i == len(text) else (_Record.QUOTE, i + 1)
         elif state is _Record.QUOTE:
             char, i = text[i], i + 1
             state = _Record.QUOTED if char == '"' else _Record.FIELD if char == delimiter else _Record.UNQUOTED
-        elif state is _Record.FIELD and text[i] == '"':
-            state, i = _Record.QUOTED, i + 1
-        elif found := opener.search(text, i):
-            state, i = _Record.QUOTED, found.end()
+        elif (end := text.find(delimiter, i)) >= 0:  # unquoted: a quote is text, the delimiter ends it
+            state, i = _Record.FIELD, end + 1
         else:
-            return _Record.FIELD if text.endswith(delimiter) else _Record.UNQUOTED
+            return state
     return state
 
 
