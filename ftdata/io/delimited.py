@@ -7,6 +7,16 @@ holds column names, so the records' own text (full of commas and semicolons) can
     instruction;output          -> ";"
     "instruction","output"      -> ","
     text                        -> "," (one column: nothing to sniff)
+
+A record may span lines (a quoted field holds newlines), so the read bound `max_line_bytes`
+counts a record's lines together. A longer record is read past a MiB at a time, following
+csv's quoting to where it ends, and comes back as a located `over_limit` reject; the records
+after it are read as csv would read them:
+
+    "x...(64 MiB)...     line 3   -> data.csv:3: the record is longer than ... (lines 3-5)
+    ...more text...      line 4
+    ",z                  line 5
+    a,b                  line 6   -> {"instruction": "a", "output": "b"}
 """
 
 from __future__ import annotations
@@ -230,7 +240,7 @@ def read_csv(path: Path, *, delimiter: str | None = None, bounds: ReadBounds = R
                     return
                 except _TooLong as skipped:
                     yield Location(source, line=skipped.first), _too_long(source, skipped, bounds.line_bytes)
-        except _TooLong as skipped:
+        except _TooLong:
             raise ReaderError(
                 f"{path}:1: the header is longer than {bounds.line_bytes:,} characters (max_line_bytes); "
                 "check the file, or raise max_line_bytes (--max-line-bytes) if it is real"
