@@ -99,8 +99,8 @@ class DataOptions:
         "located reject (on_error=skip) or error"
     )
     max_decompressed_bytes: int = _opt(
-        MAX_DECOMPRESSED_BYTES, "bytes one compressed input file (.gz, .zst, .bz2, .xz) may decompress to; past "
-        "that it is a decompression bomb: a one-line error"
+        MAX_DECOMPRESSED_BYTES, "bytes one compressed input file (.gz, .zst, .bz2, .xz) may decompress to, and a "
+        "pipe (stdin, a FIFO, <(...)) may give; past that it is a one-line error"
     )
     max_messages: int = _opt(
         MAX_MESSAGES, "most messages one conversation may hold; a longer one is a reject (too_many_messages): "

@@ -8,20 +8,29 @@ import bz2
 import gzip
 import json
 import lzma
+import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+import ftdata
 from ftdata import prepare
 from ftdata.cli.app import app
 from ftdata.errors import ConfigError, ReaderError, RecordError
 from ftdata.io.bounds import ReadBounds
 from ftdata.io.readers import read_records
+from ftdata.outcomes import RejectCode
 from ftdata.io.resources import bundled_tokenizer_dir
 
 try:
@@ -93,31 +102,158 @@ def test_a_line_at_the_bound_is_read_and_its_newline_is_not_counted(tmp_path):
     assert all(isinstance(r, RecordError) for r in rows) and len(rows) == 3
 
 
-def test_cli_a_long_line_is_rejected_with_skip_and_stops_the_build_without(tmp_path):
-    path = long_line_file(tmp_path / "long.jsonl.gz", "gz", 3)
+def _long_csv(path: Path) -> Path:
+    path.write_text("instruction,output\nhi,there\n" + "a" * (MB + 10) + ",x\nbye,now\n")
+    return path
+
+
+@pytest.mark.parametrize(("name", "line", "message"), [
+    ("long.jsonl.gz", 2, "the line is longer than 1,048,576 bytes (max_line_bytes), so it was skipped unread; split the record"),
+    ("long.csv", 3, "the record is longer than 1,048,576 characters (max_line_bytes), so it was skipped unread; split the record"),
+])  # fmt: skip
+def test_cli_a_long_line_is_rejected_with_skip_and_stops_the_build_without(tmp_path, name, line, message):
+    path = _long_csv(tmp_path / name) if name.endswith(".csv") else long_line_file(tmp_path / name, "gz", 3)
     out, rejects = tmp_path / "out", tmp_path / "rejects.jsonl"
     result = run("build", path, "-o", out, "--max-line-bytes", MB, "--on-error", "skip", "--rejects-path", rejects,
                  "--template", "alpaca", "--no-cache")  # fmt: skip
     assert result.exit_code == 0, result.output
     (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
-    assert (reject["location"], reject["stage"], reject["code"]) == (f"{path}:2", "read", "over_limit")
-    line = one_line(run("build", path, "-o", tmp_path / "out2", "--max-line-bytes", MB, "--no-cache"), 4)
-    assert line.startswith(f"error: {path}:2: the line is longer than 1,048,576 bytes (max_line_bytes)")
+    assert (reject["location"], reject["stage"], reject["code"]) == (f"{path}:{line}", "read", "over_limit")
+    assert len(ftdata.load(out).dataset) == 2  # the records before and after it
+    error = one_line(run("build", path, "-o", tmp_path / "out2", "--max-line-bytes", MB, "--template", "alpaca", "--no-cache"), 4)
+    assert error == f"error: {path}:{line}: {message}, or raise max_line_bytes (--max-line-bytes) if it is real"
 
 
-def test_a_csv_line_past_the_bound_is_a_located_error(tmp_path):
+def test_a_csv_line_past_the_bound_is_a_located_reject_and_the_file_is_read_on(tmp_path):
     path = tmp_path / "d.csv.gz"
     with gzip.open(path, "wb", compresslevel=1) as fh:
         fh.write(b"instruction,output\nhi,there\n")
         for _ in range(8):
-            fh.write(b"a" * MB)
-        fh.write(b",x\n")
-    read, peak = peak_of(lambda: pytest.raises(ReaderError, lambda: list(read_records(path, bounds=ReadBounds(line_bytes=MB)))))
-    assert peak < 12 * MB
-    assert str(read.value) == (
-        f"{path}:3: the line is longer than 1,048,576 characters (max_line_bytes); split the record, or raise "
-        "max_line_bytes (--max-line-bytes) if it is real"
+            fh.write(b"a,b" * (MB // 3))
+        fh.write(b',x\n"last ""one""",y\n')
+    rows, peak = peak_of(lambda: list(read_records(path, bounds=ReadBounds(line_bytes=MB))))
+    assert peak < 8 * MB  # a MiB of the line at a time, never its 8 MiB
+    (one, first), (two, error), (three, last) = rows
+    assert (one.line, first, three.line, last) == (2, {"instruction": "hi", "output": "there"}, 4, {"instruction": 'last "one"', "output": "y"})
+    assert isinstance(error, RecordError) and error.code == RejectCode.OVER_LIMIT and two.line == 3
+    assert str(error) == (
+        f"{path}:3: the record is longer than 1,048,576 characters (max_line_bytes), so it was skipped unread; split the "
+        "record, or raise max_line_bytes (--max-line-bytes) if it is real"
     )
+
+
+def test_a_csv_record_spanning_lines_past_the_bound_is_skipped_to_its_end(tmp_path):
+    """A quoted field may hold newlines, quotes and delimiters: the skip follows csv's quoting to
+    the record's real end (line 8 here), so the next record is read as csv would read it."""
+    path = tmp_path / "d.csv"
+    long = "x" * 50 + ",\n" + '"",' * 20 + "\n"
+    path.write_text(f'instruction,output\nhi,there\n"{long * 2}y\n",z\n"a\nb",c\n')
+    rows = list(read_records(path, bounds=ReadBounds(line_bytes=100)))
+    assert [(loc.line, row if isinstance(row, dict) else str(row).split(": ", 1)[1]) for loc, row in rows] == [
+        (2, {"instruction": "hi", "output": "there"}),
+        (3, "the record is longer than 100 characters (max_line_bytes) (lines 3-8), so it was skipped unread; split "
+            "the record, or raise max_line_bytes (--max-line-bytes) if it is real"),
+        (10, {"instruction": "a\nb", "output": "c"}),
+    ]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.text(alphabet='ab,"\n\r', max_size=80), limit=st.integers(3, 12))
+def test_a_csv_record_skipped_past_the_bound_ends_where_csv_ends_it(tmp_path, body, limit):
+    """Whatever the quoting, the bounded reader finds each record's end where csv itself does: the
+    records it keeps are csv's, at csv's lines, and each skipped one stands for one of csv's."""
+    path = tmp_path / "d.csv"
+    path.write_text("p,q\n" + body, newline="")
+    whole = [_seen(loc, row) for loc, row in read_records(path, bounds=ReadBounds(line_bytes=1000))]
+    bounded = [_seen(loc, row) for loc, row in read_records(path, bounds=ReadBounds(line_bytes=limit))]
+    assert len(bounded) == len(whole)
+    for kept in bounded:
+        if kept[1] != "over_limit":
+            whole.remove(kept)  # ValueError: a record csv never read
+
+
+def _seen(location: object, row: object) -> tuple[object, object]:
+    if isinstance(row, RecordError):
+        return (None, "over_limit") if row.code == RejectCode.OVER_LIMIT else (location.line, str(row))  # type: ignore[attr-defined]
+    return location.line, row  # type: ignore[attr-defined]
+
+
+def _state_by_char(text: str) -> str:
+    """csv's reader state after `text` (default dialect), one character at a time: the slow reference."""
+    state = "FIELD"
+    for char in text:
+        if state == "QUOTED":
+            state = "QUOTE" if char == '"' else "QUOTED"
+        elif char == ",":
+            state = "FIELD"
+        else:
+            state = "QUOTED" if char == '"' and state in ("FIELD", "QUOTE") else "UNQUOTED"
+    return state
+
+
+@given(text=st.text(alphabet='ab,"', max_size=60), cuts=st.lists(st.integers(0, 60), max_size=3))
+def test_the_csv_skip_scan_agrees_with_csv_state_by_state_wherever_the_text_is_cut(text, cuts):
+    from ftdata.io.delimited import _Record, _scan
+
+    state, start = _Record.FIELD, 0
+    for cut in [*sorted(c for c in cuts if c <= len(text)), len(text)]:
+        state, start = _scan(state, text[start:cut], ","), cut
+    assert state.name == _state_by_char(text)
+
+
+def test_a_csv_header_past_the_bound_is_a_located_error(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("instruction" * 20 + ",output\nhi,there\n")
+    with pytest.raises(ReaderError, match=re.escape(f"{path}:1: the header is longer than 100 characters (max_line_bytes)")):
+        list(read_records(path, bounds=ReadBounds(line_bytes=100)))
+
+
+# --- pipes -------------------------------------------------------------------------------------
+
+
+def _fifo(path: Path, lines: int, line: bytes) -> tuple[Path, threading.Thread]:
+    """A FIFO at `path` fed `lines` copies of `line` by a thread (which stops when the reader goes)."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        try:
+            with open(path, "wb") as fh:
+                for _ in range(lines):
+                    fh.write(line)
+        except BrokenPipeError:
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    return path, writer
+
+
+def test_a_pipe_past_max_decompressed_bytes_stops_at_the_bound_and_its_copy_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    line = json.dumps(GOOD).encode() + b"\n"  # 44 bytes
+    fifo, writer = _fifo(tmp_path / "63", 1_000_000, line)
+    with pytest.raises(ReaderError) as raised:
+        list(read_records(str(fifo), bounds=ReadBounds(decompressed_bytes=1000 * len(line) + 5)))
+    writer.join(10)
+    assert str(raised.value) == (
+        f"{fifo}:1001: the pipe gives more than 44,005 bytes (max_decompressed_bytes, the most ftdata copies from a "
+        "pipe); raise max_decompressed_bytes (--max-decompressed-bytes) if the data is real, or give a file"
+    )
+    assert not list(tmp_path.glob("ftdata-*"))  # the copy's scratch is gone
+    fifo2, writer = _fifo(tmp_path / "64", 1000, line)  # at the bound: read whole, the copy gone once read
+    assert len(list(read_records(str(fifo2), bounds=ReadBounds(decompressed_bytes=1000 * len(line))))) == 1000
+    assert not list(tmp_path.glob("ftdata-*"))
+
+
+def test_cli_an_endless_process_substitution_stops_at_the_bound(tmp_path):
+    script = (f'"{sys.executable}" -m ftdata build <(yes \'{json.dumps(GOOD)}\') -o "{tmp_path}/out" '
+              "--template alpaca --no-cache --max-decompressed-bytes 1000000")  # fmt: skip
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert re.fullmatch(r"error: /dev/fd/\d+:22728: the pipe gives more than 1,000,000 bytes \(max_decompressed_bytes, "
+                        r"the most ftdata copies from a pipe\); raise .* or give a file\n", done.stderr), done.stderr  # fmt: skip
+    assert not list(tmp_path.glob("ftdata-*")) and sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ftdata-output.json", ".ftdata.lock"]
 
 
 # --- strings ------------------------------------------------------------------------------------
@@ -149,13 +285,17 @@ def test_a_string_past_max_string_chars_is_a_located_reject(tmp_path, kind):
     assert str(location) == (f"{path}:2" if kind == "jsonl" else f"{path}[1]")
 
 
-def test_a_csv_field_past_max_string_chars_is_a_located_error(tmp_path):
+def test_a_csv_field_past_max_string_chars_is_a_located_reject(tmp_path):
     path = tmp_path / "d.csv"
-    path.write_text('instruction,output\nhi,there\n"a\n' + "b\n" * 60_000 + '",x\n')
-    with pytest.raises(ReaderError) as raised:
-        list(read_records(path, bounds=ReadBounds(string_chars=100_000)))
-    assert str(raised.value).startswith(f"{path}:")
-    assert "a field is longer than 100,000 characters (max_string_chars)" in str(raised.value)
+    path.write_text('instruction,output\nhi,there\n"a\n' + "b\n" * 60_000 + '",x\nbye,now\n')
+    rows = list(read_records(path, bounds=ReadBounds(string_chars=100_000)))
+    assert [(loc.line, row) for loc, row in rows[::2]] == [(2, {"instruction": "hi", "output": "there"}), (60_005, {"instruction": "bye", "output": "now"})]
+    location, error = rows[1]
+    assert isinstance(error, RecordError) and error.field == "instruction" and error.code == RejectCode.OVER_LIMIT
+    assert str(error) == (
+        f"{path}:60004: field 'instruction': holds a string of 120,002 characters, more than 100,000 (max_string_chars); "
+        "shorten it, or raise max_string_chars (--max-string-chars) if it is real"
+    )
 
 
 def test_prepare_with_skip_rejects_the_long_string_and_keeps_the_rest(tmp_path):
@@ -282,6 +422,32 @@ def test_a_record_over_the_render_size_limit_is_a_reject_under_skip(tmp_path, sm
         "FTDATA_RENDER_MAX_CHARS if it needs more"
     )
     assert json.loads((tmp_path / "out" / "build.json").read_text())["counts"]["examples"] == 2
+
+
+FILTERS = {  # a filter that passes a limit on the second record only, and the reason it gives
+    "size": ("instruction * 100000", "filter 'instruction * 100000': str * 100000 would build 1,400,000 characters (limit "
+             "1,000,000); raise FTDATA_RENDER_MAX_CHARS if it needs more"),
+    "time": ("instruction|length < 10 or (range(99999)|map('string')|join|length * range(99999)|map('string')|join|length) > 0",
+             "took longer than 0.05 s; make it cheaper, or raise FTDATA_FILTER_TIMEOUT if it needs more"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("limit", sorted(FILTERS))
+def test_a_filter_past_a_limit_on_one_record_is_its_reject_under_skip(tmp_path, small_renders, monkeypatch, limit):
+    monkeypatch.setenv("FTDATA_FILTER_TIMEOUT", "0.05")
+    expression, reason = FILTERS[limit]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [GOOD, {"instruction": "Say it loudly.", "output": "IT!"}, GOOD]))
+    rejects = tmp_path / "rejects.jsonl"
+    result = run("build", data, "-o", tmp_path / "out", "--no-cache", "--template", "alpaca", "--filter", expression,
+                 "--on-error", "skip", "--rejects-path", rejects)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert (reject["location"], reject["stage"], reject["code"]) == (f"{data}:2", "filter", "over_limit")
+    assert reject["reason"].startswith(f"filter {expression!r}") and reject["reason"].endswith(reason)
+    assert len(ftdata.load(tmp_path / "out").dataset) == 2
+    line = one_line(run("build", data, "-o", tmp_path / "out2", "--no-cache", "--template", "alpaca", "--filter", expression), 5)
+    assert line.startswith(f"error: {data}:2: filter {expression!r}") and line.endswith(reason)
 
 
 # --- tokenizer files ------------------------------------------------------------------------------

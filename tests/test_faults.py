@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import ftdata
 from ftdata.cli.app import app
 from ftdata.errors import ConfigError, DiskFullError, FtdataWarning, OutputMismatch
 from ftdata.io import output, safeio
+from ftdata.io.readers import read_records
 from ftdata.run.driver import BuildResult
 from support import tokenizer
 
@@ -294,7 +296,7 @@ def small_disk(tmp_path: Path):  # noqa: ANN201
     """A 256 KiB tmpfs at tmp_path/small (skipped where mounting is not allowed)."""
     disk = _tmpfs(tmp_path / "small", "256k")
     yield disk
-    subprocess.run(["umount", str(disk)], check=False)
+    subprocess.run(["umount", "-l", str(disk)], check=False)  # lazily: a failed test may leave a file open there
 
 
 ROWS = [{"instruction": f"Say {i} and say why.", "output": f"Number {i} is the answer, said in words."} for i in range(3000)]
@@ -330,6 +332,107 @@ def test_a_real_full_disk_in_scratch_out_and_cache(tmp_path: Path, small_disk: P
     result = runner.invoke(app, ["build", str(data), "-o", str(small_disk / "out"), "--template", "alpaca", "--no-cache"])
     assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"error: no space left in {small_disk / 'out'} (the output folder): the build needs about ")
+
+
+def _fifo_of(path: Path, rows: list[dict[str, str]]) -> Path:
+    """A FIFO at `path` that a thread fills with `rows` as JSONL (and gives up if no one reads to the end)."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        try:
+            with open(path, "w") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in rows))
+        except BrokenPipeError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    return path
+
+
+def test_a_pipe_copied_into_full_scratch_is_one_line_naming_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real_open = Path.open
+
+    def opened(path: Path, mode: str = "r", *args: object, **kwargs: object):  # noqa: ANN202 - a file object
+        fh = real_open(path, mode, *args, **kwargs)
+        if path.name == "stream" and "w" in mode:
+            fh.write = _no_space  # type: ignore[method-assign]
+        return fh
+
+    monkeypatch.setattr(Path, "open", opened)
+    result = CliRunner().invoke(app, ["build", str(_fifo_of(tmp_path / "63", ROWS)), "-o", str(tmp_path / "out"), "--template", "alpaca", "--no-cache"])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.output
+    assert re.fullmatch(rf"error: no space left in {scratch} \(scratch space, \$TMPDIR\): the build needs more than [\d.]+ \w+ "
+                        r"there, [\d.]+ \w+ is free; free space there or set TMPDIR to a folder with room\n", result.stderr)  # fmt: skip
+    assert not list(scratch.glob("ftdata-*"))
+
+
+def test_a_pipe_copied_into_a_really_full_scratch_is_one_line(tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk))
+    with pytest.raises(DiskFullError, match=rf"^no space left in {small_disk} \(scratch space, \$TMPDIR\): the build needs more than"):
+        list(read_records(str(_fifo_of(tmp_path / "63", ROWS))))
+    assert not list(small_disk.glob("ftdata-*"))
+
+
+def _to_uri(data: Path, uri: str) -> BuildResult:
+    """A build into a URI OUT as engine=ray's driver writes it (a recipe's mixture: shards, rejects,
+    build.json into `store.StoreOut`), run here on the local engine: no Ray cluster needed."""
+    from ftdata.options import BuildOptions
+    from ftdata.run import publish
+
+    tok = tokenizer(None)
+    facts = dict(data=str(data), tokenizer=tok, tokenizer_name="smollm2", config=None)
+    opts = BuildOptions.from_mapping({"template": "alpaca"})
+    return publish._to_store(str(data), uri, tok, opts, fmt="parquet", sharded=False, facts=facts, progress=None)
+
+
+def test_a_full_uri_output_is_one_line_naming_it_and_what_it_wrote_is_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftdata.io import store
+
+    out, data = tmp_path / "out", _jsonl(tmp_path / "d.jsonl", OLD)
+    assert _to_uri(data, f"file://{tmp_path}/ok").report.records == 6  # the path works
+    real = store.copy
+    monkeypatch.setattr(store, "copy", lambda src, dst: _no_space() if dst[1].startswith(str(out)) else real(src, dst))
+    with pytest.raises(DiskFullError) as raised:
+        _to_uri(data, f"file://{out}")
+    assert re.fullmatch(
+        rf"no space left in file://{out} \(the output\): the build needs (about|more than) [\d.]+ \w+ there, [\d.]+ \w+ is free; "
+        r"free space there or give another output \(what this build wrote there is deleted\)", str(raised.value)
+    ), raised.value  # fmt: skip
+    assert raised.value.folder == f"file://{out}" and list(out.iterdir()) == []
+
+
+def test_a_really_full_uri_output_is_one_line(tmp_path: Path, small_disk: Path) -> None:
+    with open(small_disk / "fill", "wb") as fh:  # leave 8 KiB: less than the shards need
+        fh.write(b"\0" * (shutil.disk_usage(small_disk).free - 8192))
+    with pytest.raises(DiskFullError, match=rf"^no space left in file://{small_disk}/out \(the output\): the build needs "):
+        _to_uri(_jsonl(tmp_path / "d.jsonl", ROWS), f"file://{small_disk}/out")
+    assert list((small_disk / "out").iterdir()) == []
+
+
+@pytest.mark.xfail(strict=True, raises=OSError, reason="issue 32: ray_build._shard_rows needs its scratch in "
+                   "space.disk_space(space.scratch_place(...)) (a two-line change in ray_build.py, owned elsewhere)")
+def test_a_ray_shards_full_scratch_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray worker's write path (`_shard_rows`, called here as the worker calls it: no cluster)
+    with no space in its scratch: the shard's error is a DiskFullError naming $TMPDIR, which the
+    worker saves for the driver to raise (an OSError would reach the driver wrapped by Ray,
+    attributed to OUT)."""
+    pytest.importorskip("ray")
+    from ftdata.io import store
+    from ftdata.options import BuildOptions
+    from ftdata.run import ray_build
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(ray_build, "_SCRATCH", {})
+    monkeypatch.setattr(output.ArrowRows, "write", _no_space)
+    job = ray_build._ShardJob(options=BuildOptions.from_mapping({"template": "alpaca"}), tokenizer=tokenizer(None), sidecar=str(tmp_path / "side"))
+    with pytest.raises(DiskFullError, match=rf"^no space left in {scratch} \(scratch space, \$TMPDIR\): the build needs "):
+        ray_build._shard_rows(job, 0, str(_jsonl(tmp_path / "d.jsonl", OLD)), store.filesystem(str(tmp_path / "side")))
+    assert [p.name for p in (scratch).glob("ftdata-*/shard-*")] == []
 
 
 # --- 5. symbolic links and the sweep --------------------------------------------------------------

@@ -521,7 +521,8 @@ def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[.
 
     Raises:
         ConfigError: the expression is invalid, or fails on a record (the message names it).
-        LimitExceeded: one evaluation ran past the time or size limit.
+        RecordOverLimit: one evaluation ran past the time or size limit (a `RecordError` with
+            code `over_limit`, naming the record: rejected under on_error="skip").
     """
     if expression is None:
         return None
@@ -540,10 +541,13 @@ def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[.
     def keep(row: Any, location: Location | None = None) -> bool:
         if not isinstance(row, Mapping):
             return True
-        where = f"{location}: " if location is not None else ""
+        where, label = f"{location}: " if location is not None else "", f"filter {expression!r}"
         try:
-            with limits.time_limit(limits.limits().filter_seconds, f"{where}filter {expression!r}", limit="filter_seconds"):
+            with limits.time_limit(limits.limits().filter_seconds, label, limit="filter_seconds"):
                 return bool(compiled(**row))
+        except limits.LimitExceeded as exc:  # this record made it too slow or too big, not the build
+            said = str(exc)
+            raise limits.RecordOverLimit(said if said.startswith(label) else f"{label}: {said}", location=location) from None
         except UndefinedError as exc:
             fields = ", ".join(map(str, row)) or "none"
             raise ConfigError(

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
-from ftdata.errors import ConfigError, Location, RecordError
+from ftdata.errors import ConfigError, Location, ReaderError, RecordError
+from ftdata.io.space import disk_space, scratch_place
 from ftdata.outcomes import RejectCode
 
 # A record is one line of JSONL: a 128k-token conversation is ~0.5 MB; 64 MiB leaves room for
@@ -70,6 +72,30 @@ def bounded_lines(fh: IO[Any], limit: int) -> Iterator[Any]:
         yield None
 
 
+def copy_pipe(pipe: Path, copy: Path, *, limit: int) -> None:
+    """Copy what `pipe` (stdin, a FIFO, a `<(process substitution)`) gives into `copy`, at most `limit` bytes.
+
+    A pipe can be read once and may never end (`<(yes ...)`), so it is copied to scratch up to the
+    bound, a MiB at a time.
+
+    Raises:
+        ReaderError: the pipe gave more than `limit` bytes (located at the line where it passed).
+        DiskFullError: scratch filled up while copying (naming `$TMPDIR`).
+    """
+    copied = lines = 0
+    with disk_space(scratch_place(mine=lambda: copy)), pipe.open("rb") as src, copy.open("wb") as dst:
+        while chunk := src.read(_SKIP):
+            if copied + len(chunk) > limit:
+                line = lines + chunk.count(b"\n", 0, limit - copied) + 1
+                raise ReaderError(
+                    f"{pipe}:{line}: the pipe gives more than {limit:,} bytes (max_decompressed_bytes, the most "
+                    "ftdata copies from a pipe); raise max_decompressed_bytes (--max-decompressed-bytes) if the "
+                    "data is real, or give a file"
+                )  # fmt: skip
+            copied, lines = copied + len(chunk), lines + chunk.count(b"\n")
+            dst.write(chunk)
+
+
 def line_too_long(location: Location, limit: int) -> RecordError:
     """The reject of a line past `max_line_bytes` (nothing of it was kept)."""
     return RecordError(
@@ -105,4 +131,4 @@ def string_checked(row: Any, location: Location, limit: int) -> Any:
     )  # fmt: skip
 
 
-__all__ = ["MAX_DECOMPRESSED_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "ReadBounds", "bounded_lines", "line_too_long", "string_checked"]
+__all__ = ["MAX_DECOMPRESSED_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "ReadBounds", "bounded_lines", "copy_pipe", "line_too_long", "string_checked"]

@@ -7,21 +7,36 @@ holds column names, so the records' own text (full of commas and semicolons) can
     instruction;output          -> ";"
     "instruction","output"      -> ","
     text                        -> "," (one column: nothing to sniff)
+
+A record may span lines (a quoted field holds newlines), so the read bound `max_line_bytes`
+counts a record's lines together. A longer record is read past a MiB at a time, following
+csv's quoting to where it ends, and comes back as a located `over_limit` reject; the records
+after it are read as csv would read them:
+
+    "x...(64 MiB)...     line 3   -> data.csv:3: the record is longer than ... (lines 3-5)
+    ...more text...      line 4
+    ",z                  line 5
+    a,b                  line 6   -> {"instruction": "a", "output": "b"}
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import re
 from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ftdata.io.bounds import ReadBounds, bounded_lines
+from ftdata.io.bounds import ReadBounds, string_checked
 from ftdata.io.compressed import REENCODE, data_suffix, open_bytes, open_text
 from ftdata.errors import ConfigError, Location, ReaderError, RecordError
+from ftdata.outcomes import RejectCode
 
 DELIMITERS = ",;\t|"
 _HEAD_BYTES = 1 << 16  # the header line is read from at most this much of the file
+_SKIP = 1 << 20  # a too-long record is read past this many characters at a time
 
 
 def check_delimiter(value: Any) -> str | None:
@@ -66,45 +81,171 @@ def _row(row: dict[Any, Any], header: list[str], location: Location) -> Any:
     return row
 
 
-def _bounded(fh: Any, path: Path, limit: int) -> Iterator[str]:
-    """The lines of `fh`, or a ReaderError at one longer than `limit`: a record of CSV may span
-    lines (a quoted field), so there is no telling where the next one starts to skip to it."""
-    for n, line in enumerate(bounded_lines(fh, limit), start=1):
-        if line is None:
-            raise ReaderError(
-                f"{path}:{n}: the line is longer than {limit:,} characters (max_line_bytes); split the record, "
-                "or raise max_line_bytes (--max-line-bytes) if it is real"
-            )
-        yield line
+class _Record(Enum):
+    """Where a scan of CSV text stands (csv's own states, for its default quoting)."""
+
+    FIELD = "at the start of a field"
+    UNQUOTED = "in an unquoted field"
+    QUOTED = "in a quoted field"
+    QUOTE = "after a quote in a quoted field"
+
+
+_QUOTED_BODY = re.compile(r'[^"]*(?:""[^"]*)*')  # a quoted field's text up to its closing quote
+
+
+@functools.lru_cache(maxsize=8)
+def _fields(delimiter: str) -> re.Pattern[str]:
+    """Whole fields from a field's start, each with its delimiter.
+
+    A field is quoted (`"a ""b"", c"`, and what follows its closing quote up to the delimiter, as
+    csv keeps it) or not (a quote inside it is text). Atomic groups: a `""` is never a closing quote.
+    """
+    d = re.escape(delimiter)
+    return re.compile(rf'(?>(?>"(?>(?:[^"]|"")*)"[^{d}]*+|[^"{d}][^{d}]*+|){d})*+')
+
+
+def _scan(state: _Record, text: str, delimiter: str) -> _Record:
+    """The state after `text`, a piece of a line, as csv's reader would leave it (quote `"`, doubled
+    quotes, not strict): only quotes at the start of a field open a quoted one, where a newline is text.
+    Whole fields are passed by one regular expression, so a line of millions of fields costs no more
+    than reading it."""
+    fields, i = _fields(delimiter), 0
+    while i < len(text):
+        if state is _Record.FIELD and (end := fields.match(text, i).end()) > i:  # type: ignore[union-attr]
+            i = end  # whole fields, each with its delimiter
+        elif state is _Record.FIELD:  # the last field of the text, not ended in it
+            state, i = (_Record.QUOTED, i + 1) if text[i] == '"' else (_Record.UNQUOTED, i)
+        elif state is _Record.QUOTED:
+            i = _QUOTED_BODY.match(text, i).end()  # type: ignore[union-attr]  # the pattern matches anywhere
+            state, i = (state, i) if i == len(text) else (_Record.QUOTE, i + 1)
+        elif state is _Record.QUOTE:
+            char, i = text[i], i + 1
+            state = _Record.QUOTED if char == '"' else _Record.FIELD if char == delimiter else _Record.UNQUOTED
+        elif (end := text.find(delimiter, i)) >= 0:  # unquoted: a quote is text, the delimiter ends it
+            state, i = _Record.FIELD, end + 1
+        else:
+            return state
+    return state
+
+
+class _TooLong(Exception):
+    """A record past the bound was skipped: lines `first` to `last`."""
+
+    def __init__(self, first: int, last: int) -> None:
+        super().__init__(first, last)
+        self.first, self.last = first, last
+
+
+class _Lines:
+    """The lines of a CSV file for `csv.reader`, no record longer than `limit` characters.
+
+    A record of CSV may span lines (a quoted field holding newlines), so the lines of the record
+    being read are counted together: when they pass the bound, the rest of the record is read
+    past a MiB at a time, following csv's quoting to find where it ends, and `_TooLong` is raised
+    in csv's reader. What is held is one record of at most `limit`, never the long one.
+    """
+
+    def __init__(self, fh: Any, *, limit: int, delimiter: str) -> None:
+        self.fh, self.limit, self.delimiter = fh, limit, delimiter
+        self.line, self.carry = 0, ""  # the last line read; a character read past it
+        self.first, self.size, self.held = 1, 0, []  # the record being read: its first line, characters, lines
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def record_done(self) -> None:
+        self.first, self.size, self.held = self.line + 1, 0, []
+
+    def _readline(self, size: int) -> str:
+        """`fh.readline(size)`, but a `\\r\\n` cut in two by the size is read whole (the `\\n` is no line of its own)."""
+        if self.carry:
+            line, self.carry = self.carry, ""
+            line += "" if line == "\r" else self.fh.readline(size - 1)
+        else:
+            line = self.fh.readline(size)
+        if line.endswith("\r"):  # text read with newline="" ends a line at \r, \n or \r\n
+            after = self.fh.read(1)
+            line, self.carry = (line + after, "") if after == "\n" else (line, after)
+        return line
+
+    def __next__(self) -> str:
+        line = self._readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self.line += 1
+        if not self.held and not line.strip("\r\n"):  # a blank line between records: csv skips it
+            self.first = self.line + 1
+            return line
+        whole = len(line) <= self.limit or line[-1] in "\r\n"
+        if whole and self.size + len(line.rstrip("\r\n")) <= self.limit:  # the last newline is not counted
+            self.size += len(line)
+            self.held.append(line)
+            return line
+        state = _Record.FIELD
+        for text in (*self.held, line):
+            state = _scan(state, text, self.delimiter)
+        self.held = []
+        while True:  # to the end of the line, then of every line a quoted field goes on to
+            while line[-1] not in "\r\n" and (line := self._readline(_SKIP)):
+                state = _scan(state, line, self.delimiter)
+            if state is not _Record.QUOTED or not (line := self._readline(_SKIP)):
+                break
+            self.line += 1
+            state = _scan(state, line, self.delimiter)
+        first = self.first
+        self.record_done()
+        raise _TooLong(first, self.line)
+
+
+def _too_long(source: str, skipped: _TooLong, limit: int) -> RecordError:
+    """The reject of a record past `max_line_bytes` (nothing of it was kept)."""
+    lines = f" (lines {skipped.first}-{skipped.last})" if skipped.last > skipped.first else ""
+    return RecordError(
+        f"the record is longer than {limit:,} characters (max_line_bytes){lines}, so it was skipped unread; split "
+        "the record, or raise max_line_bytes (--max-line-bytes) if it is real",
+        location=Location(source, line=skipped.first), code=RejectCode.OVER_LIMIT,
+    )  # fmt: skip
 
 
 def read_csv(path: Path, *, delimiter: str | None = None, bounds: ReadBounds = ReadBounds()) -> Iterator[tuple[Location, Any]]:
     """CSV or TSV with a header row, streamed; each row is a dict of strings, kept as written
     (a `\\r\\n` inside a quoted field stays `\\r\\n`).
 
-    A row with more or fewer fields than the header comes back as a RecordError (rejected
-    with on_error="skip"), never cut or padded silently. A line longer than
-    `bounds.line_bytes`, or a field longer than `bounds.string_chars`, is a ReaderError
-    located at its line, reached with no more than that in memory.
+    A row with more or fewer fields than the header, a record (its lines) longer than
+    `bounds.line_bytes` characters, or a field longer than `bounds.string_chars`, comes back
+    as a RecordError located at its line (rejected with on_error="skip"), never cut or padded
+    silently; the rest of the file is read on, with no more than one record in memory.
     """
     source = str(path)
     sep = check_delimiter(delimiter) or sniff_delimiter(path)
-    # Python's default (128 KiB) rejects valid files with long answers; the bound is the longest string.
-    csv.field_size_limit(bounds.string_chars)
+    # Python's default (128 KiB) rejects valid files with long answers; no field is longer than its record.
+    csv.field_size_limit(max(bounds.line_bytes, bounds.string_chars) + 2)
     with open_text(path, max_bytes=bounds.decompressed_bytes) as fh:
-        reader = csv.DictReader(_bounded(fh, path, bounds.line_bytes), delimiter=sep)
+        lines = _Lines(fh, limit=bounds.line_bytes, delimiter=sep)
         try:
-            for row in reader:
-                location = Location(source, line=reader.line_num)
-                yield location, _row(dict(row), list(reader.fieldnames or ()), location)
+            header = next(csv.reader(lines, delimiter=sep), None)
+            if header is None:
+                raise ReaderError(f"{path}: file is empty; expected a header row and records")
+            lines.record_done()
+            while True:
+                reader = csv.DictReader(lines, fieldnames=header, delimiter=sep)
+                try:
+                    for row in reader:
+                        location = Location(source, line=lines.line)
+                        checked = _row(dict(row), header, location)
+                        if lines.size > bounds.string_chars and isinstance(checked, dict):
+                            checked = string_checked(checked, location, bounds.string_chars)
+                        lines.record_done()
+                        yield location, checked
+                    return
+                except _TooLong as skipped:
+                    yield Location(source, line=skipped.first), _too_long(source, skipped, bounds.line_bytes)
+        except _TooLong:
+            raise ReaderError(
+                f"{path}:1: the header is longer than {bounds.line_bytes:,} characters (max_line_bytes); "
+                "check the file, or raise max_line_bytes (--max-line-bytes) if it is real"
+            ) from None
         except UnicodeDecodeError:
-            raise ReaderError(f"{path}:{reader.line_num + 1}: not valid UTF-8; {REENCODE}") from None
+            raise ReaderError(f"{path}:{lines.line + 1}: not valid UTF-8; {REENCODE}") from None
         except csv.Error as exc:
-            if "field limit" in str(exc):  # the only csv.Error that is a bound, not a syntax error
-                raise ReaderError(
-                    f"{path}:{reader.line_num}: a field is longer than {bounds.string_chars:,} characters "
-                    "(max_string_chars); shorten it, or raise max_string_chars (--max-string-chars) if it is real"
-                ) from None
-            raise ReaderError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from None
-        if reader.line_num <= 1 and reader.fieldnames is None:
-            raise ReaderError(f"{path}: file is empty; expected a header row and records")
+            raise ReaderError(f"{path}:{lines.line}: invalid CSV: {exc}") from None

@@ -21,12 +21,11 @@ import functools
 import importlib
 import json
 import re
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ftdata.io.bounds import ReadBounds, bounded_lines, line_too_long, string_checked
+from ftdata.io.bounds import ReadBounds, bounded_lines, copy_pipe, line_too_long, string_checked
 from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
 from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
@@ -549,20 +548,24 @@ def _looks_like_hub_id(source: str) -> bool:
 def _read_stream(
     path: Path, reader: str | None, *, delimiter: str | None, field: str | None, bounds: ReadBounds
 ) -> Iterator[tuple[Location, Row]]:
-    """A pipe, FIFO or `<(process substitution)`: it can be read once, so it is copied to scratch first.
+    """A pipe, FIFO or `<(process substitution)`: it can be read once, so it is copied to scratch first
+    (at most `bounds.decompressed_bytes` of it), and the copy is removed when it has been read.
 
     Locations and messages keep the name the user gave.
     """
-    from ftdata.io.safeio import scratch_dir
+    from ftdata.io.safeio import drop_scratch, scratch_dir
 
-    copy = scratch_dir() / "stream"
-    with path.open("rb") as src, copy.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
+    folder = scratch_dir()
+    copy = folder / "stream"
     try:
-        for location, row in _reader(reader or sniff(copy), delimiter=delimiter, field=field, bounds=bounds)(copy):
-            yield Location(str(path), location.line, location.index), row
-    except FtdataError as exc:
-        raise type(exc)(str(exc).replace(str(copy), str(path))) from None
+        copy_pipe(path, copy, limit=bounds.decompressed_bytes)
+        try:
+            for location, row in _reader(reader or sniff(copy), delimiter=delimiter, field=field, bounds=bounds)(copy):
+                yield Location(str(path), location.line, location.index), row
+        except FtdataError as exc:
+            raise type(exc)(str(exc).replace(str(copy), str(path))) from None
+    finally:
+        drop_scratch(folder)
 
 
 __all__ = ["READERS", "data_files", "iter_dataset", "read_records", "sniff"]

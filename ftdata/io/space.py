@@ -13,8 +13,10 @@ the places with the least space left (pyarrow's and datasets' errors name no fil
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,19 +96,44 @@ class Place:
     fix: str
     mine: Callable[[], Path | None] = lambda: None
     expected: Callable[[], int | None] = lambda: None
+    shown: str | None = None  # how the error names the place when not by `folder` (a URI)
+    measured: bool = True  # False: a store whose free space cannot be measured from here (s3://)
 
     def error(self) -> DiskFullError:
         """The one-line error for this place, measured now."""
+        shown = self.shown or str(self.folder)
+        if not self.measured:
+            return DiskFullError(f"no space left in {shown} ({self.what}); {self.fix}", folder=shown)
         free, written = free_bytes(self.folder), tree_bytes(self.mine())
         expected = self.expected()
         # It filled up: the step needed what it wrote, what was left, and the write that failed.
         need, about = (expected, True) if expected is not None and expected > written + free else (written + free, False)
         needs = f"about {size_text(need)}" if about else f"more than {size_text(need)}"
         return DiskFullError(
-            f"no space left in {self.folder} ({self.what}): the build needs {needs} there, {size_text(free)} is free; "
-            f"{self.fix}",
-            folder=self.folder, needed=need, free=free,
+            f"no space left in {shown} ({self.what}): the build needs {needs} there, {size_text(free)} is free; {self.fix}",
+            folder=self.shown or self.folder, needed=need, free=free,
         )  # fmt: skip
+
+
+def scratch_place(*, mine: Callable[[], Path | None] = lambda: None, expected: Callable[[], int | None] = lambda: None) -> Place:
+    """`$TMPDIR` (the scratch folders' parent) as a `Place`."""
+    return Place(
+        Path(tempfile.gettempdir()), "scratch space, $TMPDIR", "free space there or set TMPDIR to a folder with room",
+        mine=mine, expected=expected,
+    )  # fmt: skip
+
+
+def store_place(uri: str, *, expected: Callable[[], int | None] = lambda: None) -> Place:
+    """A URI OUT (`-o file:///data/out`, `s3://bucket/run1`) as a `Place`, named by its URI; a
+    `file://` one is measured as the local folder it is, another store's free space is unknown."""
+    from ftdata.io.store import filesystem
+
+    store, root = filesystem(uri)
+    local = type(store).__name__ == "LocalFileSystem"
+    return Place(
+        Path(root), "the output", "free space there or give another output (what this build wrote there is deleted)",
+        mine=(lambda: Path(root)) if local else (lambda: None), expected=expected, shown=uri, measured=local,
+    )  # fmt: skip
 
 
 def _named(exc: BaseException | None) -> list[Path]:
@@ -126,7 +153,8 @@ def filled(places: tuple[Place, ...], exc: BaseException) -> Place:
         for place in places:
             if place.folder == name or place.folder in name.parents:
                 return place
-    return min(places, key=lambda place: free_bytes(place.folder))
+    # An object store never says ENOSPC itself: a local place filled, when there is one.
+    return min(places, key=lambda place: free_bytes(place.folder) if place.measured else math.inf)
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.io.bounds import ReadBounds
 from ftdata.io.readers import read_records
 from ftdata.report import BuildReport, Reject
+from ftdata.tokens.limits import RecordOverLimit
 
 __all__ = ["Batch", "StageSpec", "read_batches", "run"]
 
@@ -98,10 +99,15 @@ def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: 
     batch = Batch()
     reader = read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field, bounds=ReadBounds.of(options))
     for location, row in islice(reader, options.limit):
-        if keep is not None and not keep(row, location):
+        try:
+            dropped = keep is not None and not keep(row, location)
+        except RecordOverLimit as exc:  # the filter ran past a limit on this record: its reject (on_error=skip) or the error
+            dropped = Reject.from_error(exc, location, RejectStage.FILTER, on_error=options.on_error)
+        if dropped:
             if window is None:
                 batch.read += 1
-                batch.filtered.append(Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false"))
+                filtered = Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false")
+                batch.filtered.append(dropped if isinstance(dropped, Reject) else filtered)
             continue
         kept += 1
         if kept <= start:

@@ -77,7 +77,8 @@ def _to_store(
     """engine=ray into a URI: the workers' shards, or a recipe's mixture written here as shards."""
     if not opts.output.rejects_path and not sharded:  # written here first, then copied into OUT
         opts = opts.updated(rejects_path=str(safeio.scratch_dir() / export.REJECTS))
-    with store.StoreOut(out) as target:
+    place = space.store_place(out, expected=lambda: rough_need(source))
+    with store.StoreOut(out) as target, space.disk_space(place, space.scratch_place()):  # inside: measured before it is deleted
         if sharded:
             from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
 

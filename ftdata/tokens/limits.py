@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ftdata.errors import ConfigError, FtdataError, RecordError
+from ftdata.errors import ConfigError, FtdataError, Location, RecordError
 from ftdata.outcomes import RejectCode
 
 _ENV = {
@@ -66,8 +66,8 @@ class RecordOverLimit(RecordError, LimitExceeded):
 
     exit_code = 5
 
-    def __init__(self, message: str):
-        super().__init__(message, code=RejectCode.OVER_LIMIT)
+    def __init__(self, message: str, *, location: Location | None = None):
+        super().__init__(message, location=location, code=RejectCode.OVER_LIMIT)
 
 
 class Timeout(BaseException):
