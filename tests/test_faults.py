@@ -412,8 +412,6 @@ def test_a_really_full_uri_output_is_one_line(tmp_path: Path, small_disk: Path) 
     assert list((small_disk / "out").iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason="issue 32: ray_build._shard_rows needs its scratch in "
-                   "space.disk_space(space.scratch_place(...)) (a two-line change in ray_build.py, owned elsewhere)")
 def test_a_ray_shards_full_scratch_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ray worker's write path (`_shard_rows`, called here as the worker calls it: no cluster)
     with no space in its scratch: the shard's error is a DiskFullError naming $TMPDIR, which the

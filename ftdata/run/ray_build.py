@@ -40,7 +40,7 @@ from typing import Any
 import pyarrow as pa
 from pyarrow import fs
 
-from ftdata.io import output, store
+from ftdata.io import output, space, store
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.run.driver import check_built, write_rows
 from ftdata.run.engine import Stage
@@ -233,7 +233,8 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Tabl
     options = job.options.data
     report = BuildReport()
     name = f"part-{shard:05d}"
-    with tempfile.TemporaryDirectory(prefix="shard-", dir=_worker_scratch()) as scratch:
+    scratch_place = space.scratch_place(mine=_worker_scratch)  # a full worker disk: one line naming its scratch
+    with space.disk_space(scratch_place), tempfile.TemporaryDirectory(prefix="shard-", dir=_worker_scratch()) as scratch:
         rows = output.ArrowRows(Path(scratch) / "rows.arrow", images=options.processor is not None)
         sink = RejectsWriter(report, Path(scratch) / "rejects.jsonl")
         write_rows(source, _stage(job), job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
