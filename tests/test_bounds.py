@@ -256,6 +256,21 @@ def test_cli_an_endless_process_substitution_stops_at_the_bound(tmp_path):
     assert not list(tmp_path.glob("ftdata-*")) and sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ftdata-output.json", ".ftdata.lock"]
 
 
+def test_cli_dash_reads_standard_input_as_a_bounded_pipe(tmp_path):
+    """`cat d.jsonl | ftdata build - -o OUT`: `-` is standard input, read as a pipe under max_decompressed_bytes."""
+    line = json.dumps(GOOD) + "\n"
+    built = subprocess.run([sys.executable, "-m", "ftdata", "build", "-", "-o", str(tmp_path / "out"), "--template", "alpaca",
+                            "--no-cache", "--output-format", "jsonl"], input=line * 3, capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert len((tmp_path / "out" / "train.jsonl").read_text().splitlines()) == 3
+    over = subprocess.run([sys.executable, "-m", "ftdata", "preview", "-", "--template", "alpaca", "--max-decompressed-bytes",
+                           str(2 * len(line))], input=line * 3, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
+    assert over.returncode == 3 and over.stderr.startswith("error: /dev/stdin:3: the pipe gives more than "), over.stderr
+    assert not list(tmp_path.glob("ftdata-*"))
+
+
 # --- strings ------------------------------------------------------------------------------------
 
 

@@ -150,11 +150,18 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DATA_HELP = "Input file (.json, .jsonl, .csv, .parquet; also .gz/.zst/.bz2/.xz), dataset folder, cached hub id, or a recipe (.yaml with sources:)."
+DATA_HELP = "Input file (.json, .jsonl, .csv, .parquet; also .gz/.zst/.bz2/.xz; - for standard input), dataset folder, cached hub id, or a recipe (.yaml with sources:)."
 TOKENIZER_HELP = "Tokenizer folder or cached hub id; default: the bundled SmolLM2-135M-Instruct."
 CONFIG_HELP = "YAML file of options (BuildOptions names, plus data and tokenizer); flags override it."
 
-DataArg = Annotated[Optional[str], typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False)]
+
+
+def _stdin(data: str | None) -> str | None:
+    """`-` is standard input, as in most tools: `cat d.jsonl | ftdata build - -o OUT` (read as a pipe, bounded)."""
+    return "/dev/stdin" if data == "-" else data
+
+
+DataArg = Annotated[Optional[str], typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False, callback=_stdin)]
 TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", "-t", help=TOKENIZER_HELP, show_default=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help=CONFIG_HELP, show_default=False)]
 ALLOW_CODE_HELP = "Let a 'module:function' reader (--reader or reader: in --config) import and run that Python code."
