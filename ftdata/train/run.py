@@ -137,6 +137,10 @@ def merge_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    if loaded.processor is not None:  # a vision-language model (vlm.py)
+        from ftdata.train.vlm import merge_vision_adapter
+
+        return merge_vision_adapter(loaded, adapter_dir, target)
     dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
     from ftdata.train.model import fit_embeddings
 
