@@ -208,11 +208,15 @@ def collator_for(model: Any, processor: Any, *, image_dir: Path | None, dtype: t
     return VisionCollator(processor.image_processor, facts, rope_index=rope, image_dir=image_dir, dtype=dtype)
 
 
-def image_folder(cfg: TrainConfig) -> Path | None:
-    """Where the run's `sha256:` images live: `image_dir` of the data options, else the build folder's `images/`."""
+def image_folder(cfg: TrainConfig) -> Path:
+    """Where the run's `sha256:` images live: `image_dir` of the data options, else the build folder's
+    `images/`, else the image store a build of raw data writes them to (`~/.cache/ftdata/images`)."""
+    from ftdata.vision.media import default_store
+
     data = Path(cfg.data).expanduser() if cfg.data else None
-    image_dir = getattr(cfg.data_options, "image_dir", None) or (data / "images" if data and (data / "images").is_dir() else None)
-    return Path(image_dir) if image_dir else None
+    if cfg.data_options.data.image_dir:
+        return Path(cfg.data_options.data.image_dir).expanduser()
+    return data / "images" if data is not None and (data / "images").is_dir() else default_store()
 
 
 def _add_language_lora(model: Any, cfg: TrainConfig) -> Any:
@@ -265,13 +269,20 @@ def vision_trainer_class(base: type) -> type:
     class VisionSFTTrainer(base):  # type: ignore[misc, valid-type]
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             tokens = inputs.pop(TOKENS, None)
-            before = self._total_train_tokens
+            before = self._total_train_tokens or self._logged_tokens()
             out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
             if tokens is not None and self.model.training:  # TRL counts train batches only, as here
                 gathered = self.accelerator.gather_for_metrics(tokens.reshape(1).to(self.accelerator.device))
                 self._total_train_tokens = before + int(gathered.sum())
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return out
+
+        def _logged_tokens(self) -> int:
+            """After a resume TRL's counter restarts at 0: go on from the checkpoint's last logged count."""
+            if self.state.global_step == 0:
+                return 0
+            logged = [e["num_tokens"] for e in self.state.log_history if "num_tokens" in e and e.get("step", 0) <= self.state.global_step]
+            return int(logged[-1]) if logged else 0
 
     return VisionSFTTrainer
 
