@@ -100,7 +100,8 @@ def train(
     state.wait_for_everyone()
     merged_dir = None
     if cfg.merge and cfg.lora and state.is_main_process:
-        merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
+        with quiet_libraries(not verbose):
+            merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
     total = base["model"]["total_params"]
     metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind,
                        global_batch=base["processes"]["global_batch_size"])

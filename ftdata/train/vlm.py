@@ -198,6 +198,12 @@ def load_vision_model(path: Path, *, quantization: Quantization, device: Device,
     sync_pad_token(model, tokenizer)
     text = model.config.get_text_config()  # the language model's own ids, which generation reads
     text.pad_token_id, text.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    generation, eos = getattr(model, "generation_config", None), tokenizer.eos_token_id
+    if generation is not None and eos is not None:  # generation stops there too (and the trainer does not warn)
+        ids = generation.eos_token_id
+        held = [t for t in (ids if isinstance(ids, list) else [ids]) if t is not None]
+        if eos not in held:
+            generation.eos_token_id = [eos, *held] if held else eos
     return model
 
 
