@@ -249,11 +249,17 @@ def _data_record(splits: Splits) -> dict[str, Any]:
 
 def _check_same_data(run_dir: Path, data: dict[str, Any]) -> None:
     previous = record.read_run(run_dir).get("data", {})
-    if previous and previous.get("fingerprint") != data["fingerprint"]:
+    if previous and _content(previous) != _content(data):
         raise ConfigError(
             f"the data changed since {run_dir.name} started (fingerprint {previous.get('fingerprint')} -> "
             f"{data['fingerprint']}): resuming would not continue the same data order; start a new run"
         )
+
+
+def _content(data: dict[str, Any]) -> dict[str, Any]:
+    """What a resume compares: each split's columns, rows, token counts and content hash. Not datasets'
+    own `_fingerprint`: it is random for rows built in memory (raw data), so no such run could resume."""
+    return {name: {k: v for k, v in split.items() if k != "fingerprint"} for name, split in data.get("splits", {}).items()}
 
 
 def _processes_record(cfg: TrainConfig, state: Any) -> dict[str, Any]:

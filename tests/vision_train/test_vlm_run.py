@@ -210,3 +210,65 @@ def test_image_folder_of_a_run(tmp_path, monkeypatch):
     assert image_folder(TrainConfig(data=str(tmp_path / "chat.jsonl"))) == tmp_path / "store"
     given = TrainConfig(data=str(tmp_path / "out"), data_options={"image_dir": str(tmp_path / "mine")})
     assert image_folder(given) == tmp_path / "mine"
+
+
+def test_resume_compares_the_rows_not_the_random_fingerprint_of_an_in_memory_build(tmp_path):
+    """Raw data (`ftdata train chat.jsonl ...`) is built in memory, where datasets draws a random
+    `_fingerprint`: resuming such a run must compare what the rows hold, images included."""
+    from ftdata.errors import ConfigError
+    from ftdata.train import record
+    from ftdata.train.data import Splits
+    from ftdata.train.run import _check_same_data, _data_record
+
+    rows = [make_row("qwen2_vl", prefix=3, images=[PHOTOS[0]], suffix=4, seed=1)]
+
+    def data(images, fingerprint):
+        ds = datasets.Dataset.from_list([{**rows[0], "images": images}])
+        ds._fingerprint = fingerprint  # what `ftdata.build` of raw data gets: a random one per build
+        return _data_record(Splits(train=ds, eval=None, packed=False))
+
+    first, again = data(rows[0]["images"], "76893142baa36b2b"), data(rows[0]["images"], "3785e14552214dff")
+    record.write_json(tmp_path / record.RUN_FILE, {"data": first})
+    _check_same_data(tmp_path, again)  # the same rows: resumes
+    other = data([{**rows[0]["images"][0], "ref": str(PHOTOS[2])}], "76893142baa36b2b")  # the same tokens, another image
+    with pytest.raises(ConfigError, match="the data changed since"):
+        _check_same_data(tmp_path, other)
+
+
+class DigitsTokenizer:
+    """Just what generation needs: pad and end ids, and a decode that shows the ids."""
+
+    pad_token_id, eos_token_id = 0, 999
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(str(int(i)) for i in ids if not (skip_special_tokens and int(i) in (0, 999)))
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "gemma3"])
+def test_generation_with_images_batched_equals_one_by_one(family):
+    """Prompts of different lengths with their images, left-padded in one batch, get the answers
+    they get alone; the model receives the pixels and which tokens are image tokens."""
+    from vlm_support import build, gemma_image_processor
+
+    from ftdata.train.evaluate import GenerationSettings
+    from ftdata.train.vision import rope_index_of
+    from ftdata.train.vlm_eval import generate_with_images
+
+    model = build(family, "sdpa")
+    processor = qwen_image_processor() if family == "qwen2_vl" else gemma_image_processor()
+    rope = rope_index_of(model) if family == "qwen2_vl" else None
+    collator = VisionCollator(processor, ModelFacts.of(model.config), rope_index=rope)
+    rows = [make_row(family, prefix=3, images=[PHOTOS[0]], suffix=4, seed=1),
+            make_row(family, prefix=9, images=[PHOTOS[1], PHOTOS[2]], suffix=3, seed=2)]  # fmt: skip
+    samples, _ = vision_samples(rows, limit=None)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append(sorted(k for k, v in kw.items() if v is not None)), with_kwargs=True)
+
+    def answers(batch_size):
+        settings = GenerationSettings(max_new_tokens=5, batch_size=batch_size)
+        return generate_with_images(model, DigitsTokenizer(), collator, samples, settings=settings, stop_ids={999})
+
+    together = answers(2)
+    # the image features (transformers 5.23 encodes the pixels before the first step) and the image-token flags
+    assert {"pixel_values", "mm_encoder_outputs"} & set(seen[0]) and ("mm_token_type_ids" if family == "qwen2_vl" else "token_type_ids") in seen[0]
+    assert together == answers(1) and all(len(a.split()) == 5 for a in together)
