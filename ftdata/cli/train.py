@@ -239,6 +239,10 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     base: Annotated[bool, typer.Option("--base/--no-base", help="Also answer with the base model, to compare.")] = True,
     width: Annotated[int, typer.Option(help="Characters of each text shown in the table (files keep all).")] = 300,
+    processor: Annotated[
+        Optional[Path],  # noqa: UP045 (typer reads the annotation)
+        typer.Option(help="Vision-language runs: the processor folder (default: the one saved with the run's adapter)."),
+    ] = None,
 ) -> None:
     """Generate, score with sacreBLEU, and compare base vs fine-tuned answers."""
     from ftdata.train.evaluate import GenerationSettings, evaluate_run
@@ -249,7 +253,7 @@ def eval_command(
     from ftdata.train.progress import quiet_libraries
 
     with quiet_libraries():
-        report = evaluate_run(run, max_samples=max_samples, compare_base=base, settings=settings)
+        report = evaluate_run(run, max_samples=max_samples, compare_base=base, settings=settings, processor=processor)
     _print_eval(report, width=width)
 
 
@@ -269,6 +273,10 @@ def _print_eval(report: Any, *, width: int) -> None:
     console.print(table)
     scores = "  ".join(f"{name} {score:.2f}" for name, score in report.bleu.items())
     console.print(f"sacreBLEU: {scores}")
+    if report.loss:  # vision-language runs: measured on every held-out row
+        measured = report.scores()
+        losses = "  ".join(f"{name} {value:.4f} (perplexity {measured['perplexity'][name]:.2f})" for name, value in report.loss.items())
+        console.print(f"eval loss: {losses}")
     if report.skipped:
         console.print(f"[yellow]{report.skipped} sequence(s) skipped: trained from their first token, no prompt[/]")
     console.print(f"saved {report.files['csv']} and {report.files['json']}")

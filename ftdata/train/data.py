@@ -206,9 +206,9 @@ def token_counts(ds: Dataset) -> dict[str, int]:
 
 
 def content_hash(ds: Dataset) -> str:
-    """SHA-256 of the rows' token ids and labels, in order: equal data, equal hash."""
+    """SHA-256 of the rows' token ids and labels (and images: references, sizes, spans), in order: equal data, equal hash."""
     digest = hashlib.sha256()
-    columns = [c for c in ("input_ids", "labels", "seq_lengths", "loss_weights") if c in ds.column_names]
+    columns = [c for c in ("input_ids", "labels", "seq_lengths", "loss_weights", "images") if c in ds.column_names]
     for batch in ds.select_columns(columns).iter(batch_size=4096):
         digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":")).encode())
     return digest.hexdigest()

@@ -48,6 +48,17 @@ class EvalReport:
     skipped: int  # sequences without a prompt (e.g. trained on the whole text)
     settings: GenerationSettings
     files: dict[str, str] = field(default_factory=dict)
+    loss: dict[str, float] = field(default_factory=dict)  # mean eval loss by model (vision-language runs)
+
+    def scores(self) -> dict[str, Any]:
+        """BLEU, and loss and perplexity when measured: what the report files and run.json keep."""
+        out: dict[str, Any] = {"bleu": self.bleu}
+        if self.loss:
+            from ftdata.train.vlm_eval import perplexity
+
+            out["loss"] = {name: round(value, 6) for name, value in self.loss.items()}
+            out["perplexity"] = {name: round(perplexity(value), 4) for name, value in self.loss.items()}
+        return out
 
 
 def evaluate_run(
@@ -56,8 +67,13 @@ def evaluate_run(
     max_samples: int | None = 32,
     compare_base: bool = True,
     settings: GenerationSettings | None = None,
+    processor: str | Path | None = None,
 ) -> EvalReport:
     """Generate answers for the run's held-out prompts and score them with sacreBLEU.
+
+    A vision-language run (its model's config has a `vision_config`) also gets the eval loss
+    and perplexity, and its prompts are answered with their images (`vlm_eval.py`); `processor`
+    is its processor folder (default: the one saved with the run).
 
     Writes `RUN/eval/comparison.csv` and `RUN/eval/comparison.json` and adds a summary to
     `RUN/run.json` under "evaluation".
@@ -76,7 +92,21 @@ def evaluate_run(
     cfg, tuned_dir = _finished_run(folder)
     from datasets import load_from_disk
 
-    samples, skipped = extract_samples(load_from_disk(str(folder / "eval_data")), limit=max_samples)
+    rows = load_from_disk(str(folder / "eval_data"))
+    from ftdata.train.model import resolve_model_path
+    from ftdata.train.vlm import is_vision_language
+
+    if is_vision_language(resolve_model_path(cfg.model)):
+        from ftdata.train.vlm_eval import evaluate_vision_run
+
+        report = evaluate_vision_run(folder, cfg, tuned_dir, rows, processor=processor, max_samples=max_samples,
+                                     compare_base=compare_base, settings=settings)  # fmt: skip
+        report.files = save_report(report, folder / "eval")
+        _record_summary(folder, report)
+        return report
+    if processor is not None:
+        raise ConfigError(f"--processor is for vision-language runs; {folder.name} trained the text model {cfg.model or 'bundled'}")
+    samples, skipped = extract_samples(rows, limit=max_samples)
     if not samples:
         raise ConfigError(f"no usable prompt in {folder / 'eval_data'}: all {skipped} sequences are trained "
                           "from their first token (train_on_prompt), so there is no prompt to answer")
@@ -85,7 +115,7 @@ def evaluate_run(
 
     tokenizer = with_pad_token(load_tokenizer(str(tuned_dir)))
     answers = _generate_all(cfg, tokenizer, tuned_dir, samples, settings=settings, compare_base=compare_base)
-    rows, references = _rows(tokenizer, samples, answers)
+    rows, references = rows_and_references(tokenizer, samples, answers)
     bleu = {name: corpus_bleu(outputs, references) for name, outputs in answers.items()}
     report = EvalReport(run_dir=folder, rows=rows, bleu=bleu, skipped=skipped, settings=settings)
     report.files = save_report(report, folder / "eval")
@@ -138,7 +168,7 @@ def save_report(report: EvalReport, folder: Path) -> dict[str, str]:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(report.rows)
-    payload = {"bleu": report.bleu, "samples": len(report.rows), "skipped": report.skipped,
+    payload = {**report.scores(), "samples": len(report.rows), "skipped": report.skipped,
                "settings": asdict(report.settings), "rows": report.rows}
     json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"csv": str(csv_path), "json": str(json_path)}
@@ -196,7 +226,7 @@ def _generate_all(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, tuned_di
     return out
 
 
-def _rows(tokenizer: PreTrainedTokenizerBase, samples: list[Sample],
+def rows_and_references(tokenizer: PreTrainedTokenizerBase, samples: list[Sample],
           answers: dict[str, list[str]]) -> tuple[list[dict[str, str]], list[str]]:
     """Table rows (prompt, reference, base, tuned) and the reference texts."""
     special = set(tokenizer.all_special_ids)
@@ -214,6 +244,6 @@ def _rows(tokenizer: PreTrainedTokenizerBase, samples: list[Sample],
 def _record_summary(folder: Path, report: EvalReport) -> None:
     run = record.read_run(folder)
     if run:
-        run["evaluation"] = {"bleu": report.bleu, "samples": len(report.rows), "skipped": report.skipped,
+        run["evaluation"] = {**report.scores(), "samples": len(report.rows), "skipped": report.skipped,
                              "settings": asdict(report.settings), "finished": record.now(), **report.files}
         record.write_json(folder / record.RUN_FILE, run)

@@ -100,7 +100,8 @@ def train(
     state.wait_for_everyone()
     merged_dir = None
     if cfg.merge and cfg.lora and state.is_main_process:
-        merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
+        with quiet_libraries(not verbose):
+            merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
     total = base["model"]["total_params"]
     metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind,
                        global_batch=base["processes"]["global_batch_size"])
@@ -137,6 +138,10 @@ def merge_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    if loaded.processor is not None:  # a vision-language model (vlm.py)
+        from ftdata.train.vlm import merge_vision_adapter
+
+        return merge_vision_adapter(loaded, adapter_dir, target)
     dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
     from ftdata.train.model import fit_embeddings
 
@@ -244,11 +249,17 @@ def _data_record(splits: Splits) -> dict[str, Any]:
 
 def _check_same_data(run_dir: Path, data: dict[str, Any]) -> None:
     previous = record.read_run(run_dir).get("data", {})
-    if previous and previous.get("fingerprint") != data["fingerprint"]:
+    if previous and _content(previous) != _content(data):
         raise ConfigError(
             f"the data changed since {run_dir.name} started (fingerprint {previous.get('fingerprint')} -> "
             f"{data['fingerprint']}): resuming would not continue the same data order; start a new run"
         )
+
+
+def _content(data: dict[str, Any]) -> dict[str, Any]:
+    """What a resume compares: each split's columns, rows, token counts and content hash. Not datasets'
+    own `_fingerprint`: it is random for rows built in memory (raw data), so no such run could resume."""
+    return {name: {k: v for k, v in split.items() if k != "fingerprint"} for name, split in data.get("splits", {}).items()}
 
 
 def _processes_record(cfg: TrainConfig, state: Any) -> dict[str, Any]:

@@ -139,10 +139,16 @@ def build_trainer(
     weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
     # Added chat tokens train through peft's trainable-token rows, which TRL's fused LM head (it reads
     # lm_head.weight itself) would bypass: the loss then comes from the model's own logits.
-    trainer = (weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer)(
+    trainer_class = weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer
+    collator = loaded.collator
+    if collator is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
+        from ftdata.train.vlm import CountingCollator, vision_trainer_class
+
+        trainer_class, collator = vision_trainer_class(trainer_class), CountingCollator(collator)
+    trainer = trainer_class(
         model=loaded.model,
         args=args,
-        data_collator=loaded.collator,
+        data_collator=collator,
         train_dataset=splits.train,
         eval_dataset=splits.eval,
         processing_class=loaded.processor or loaded.tokenizer,

@@ -196,13 +196,7 @@ class VisionCollator:
                 images.append(image)
                 image_row.append(b)
         batch: dict[str, Any] = {"input_ids": ids, "labels": labels}
-        self._check_spans(ids, images, image_row, examples)
-        if images:
-            pixels = self.image_processor(
-                images=load_images([im["ref"] for im in images], self.image_dir), return_tensors="pt"
-            )
-            self._check_features(pixels, images, image_row, examples)
-            batch.update({k: v for k, v in pixels.items() if k in ("pixel_values", "image_grid_thw")})
+        batch.update(self.pixels(ids, images, image_row, examples))
         family = self.facts.family
         if family is Family.MROPE:
             batch["position_ids"] = self._mrope_positions(ids, positions, seq_lengths, batch.get("image_grid_thw"))
@@ -216,6 +210,24 @@ class VisionCollator:
         else:
             batch["attention_mask"] = (torch.arange(width)[None] < torch.tensor([[len(e["input_ids"])] for e in examples])).long()
         return batch
+
+    def pixels(
+        self, ids: torch.Tensor, images: list[dict], image_row: list[int], examples: Sequence[Mapping[str, Any]]
+    ) -> dict[str, torch.Tensor]:
+        """The model's image inputs (`pixel_values`, `image_grid_thw`) for the `images` of the rows of `ids`
+        (`image_row[k]`: the row of image k; each `start` indexes that row), after checking every span
+        and every image's features. Empty when there are no images.
+
+        Raises:
+            ImageFeatureMismatch: a span, its `tokens` and the processor's features disagree.
+            RecordError: an image file is missing or unreadable.
+        """
+        self._check_spans(ids, images, image_row, examples)
+        if not images:
+            return {}
+        pixels = self.image_processor(images=load_images([im["ref"] for im in images], self.image_dir), return_tensors="pt")
+        self._check_features(pixels, images, image_row, examples)
+        return {k: v for k, v in pixels.items() if k in ("pixel_values", "image_grid_thw")}
 
     def _check_spans(self, ids: torch.Tensor, images: list[dict], image_row: list[int], examples: Sequence) -> None:
         """Each image's span holds exactly `tokens` image tokens, and a row has no image token outside its spans."""

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +94,21 @@ def load_processor(folder: Path, tokenizer: Any) -> Any:
     return processor
 
 
-def save_parts_only(processor: Any) -> None:
-    """Make `processor.save_pretrained` write its tokenizer and image processor only.
+def save_parts_only(processor: Any, source: Path | None = None) -> None:
+    """Make `processor.save_pretrained` write its tokenizer and image processor only (and the
+    `source` folder's `processor_config.json`, which holds Gemma 3's `image_seq_length` and LLaVA's
+    `patch_size`), so the saved folder loads again as `--processor`.
 
     transformers' `ProcessorMixin.save_pretrained` fails on the missing video processor, and
-    the trainer saves the processor with every checkpoint and the adapter.
+    the trainer saves the processor with every checkpoint, the adapter and the merged model.
     """
+    extra = source / "processor_config.json" if source is not None else None
 
     def save(save_directory: str, **kwargs: Any) -> list[str]:
         processor.tokenizer.save_pretrained(save_directory)
         processor.image_processor.save_pretrained(save_directory)
+        if extra is not None and extra.is_file():
+            shutil.copyfile(extra, Path(save_directory) / extra.name)
         return [save_directory]
 
     processor.save_pretrained = save
@@ -146,45 +154,75 @@ def load_vision_for_training(cfg: TrainConfig, path: Path, device: Device) -> Lo
     Raises:
         ConfigError: no processor files, an unsupported family for the data, or bad LoRA targets.
     """
-    from transformers import AutoModelForImageTextToText
-
     from ftdata.io.resources import load_tokenizer
 
     folder = processor_folder(cfg, path)
     processor = load_processor(folder, with_pad_token(load_tokenizer(cfg.tokenizer or str(folder))))
-    save_parts_only(processor)
-    quant = quantization_config(cfg.quantization, device.dtype)
+    save_parts_only(processor, folder)
+    model = load_vision_model(path, quantization=cfg.quantization, device=device,
+                              dtype=torch.float32 if not cfg.lora else device.dtype, tokenizer=processor.tokenizer)  # fmt: skip
+    if cfg.quantization is not Quantization.NONE and device.kind == "cpu":
+        keep_cpu_4bit_trainable(model)
+    collator = collator_for(model, processor, image_dir=image_folder(cfg), dtype=device.dtype)
+    if cfg.lora:
+        model = _add_language_lora(model, cfg)
+    else:
+        freeze_vision(model)
+    return LoadedModel(model=model, tokenizer=processor.tokenizer, path=path, device=device, processor=processor,
+                       collator=collator)
+
+
+def load_vision_model(path: Path, *, quantization: Quantization, device: Device, dtype: torch.dtype, tokenizer: Any) -> Any:
+    """The vision-language model at `path` (`AutoModelForImageTextToText`), its language model quantized
+    as asked (the vision tower and projector never), its pad and end ids those of `tokenizer`.
+
+    Raises:
+        ConfigError: the folder is not a vision-language model transformers knows.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    quant = quantization_config(quantization, device.dtype)
     if quant is not None:
         # transformers matches these from the start of a module's full name (model.visual.blocks...)
         quant.llm_int8_skip_modules = [rf"(?:.*\.)?{name}" for name in VISION_MODULES] + ["lm_head"]
     device_map: Any = {"": device.index} if device.kind == "cuda" else ({"": "cpu"} if quant is not None else None)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
-            str(path), dtype=torch.float32 if not cfg.lora else device.dtype, quantization_config=quant,
-            device_map=device_map, local_files_only=True, trust_remote_code=False,
+            str(path), dtype=dtype, quantization_config=quant, device_map=device_map, local_files_only=True,
+            trust_remote_code=False,
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"cannot load {path} as a vision-language model: {str(exc).splitlines()[0]}") from None
-    if quant is not None and device.kind == "cpu":
-        if cfg.quantization is Quantization.NF4:
-            check_cpu_4bit_shapes(model)
-        keep_cpu_4bit_trainable(model)
-    sync_pad_token(model, processor.tokenizer)
+    if quantization is Quantization.NF4 and device.kind == "cpu":
+        check_cpu_4bit_shapes(model)
+    sync_pad_token(model, tokenizer)
     text = model.config.get_text_config()  # the language model's own ids, which generation reads
-    text.pad_token_id, text.eos_token_id = processor.tokenizer.pad_token_id, processor.tokenizer.eos_token_id
+    text.pad_token_id, text.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    generation, eos = getattr(model, "generation_config", None), tokenizer.eos_token_id
+    if generation is not None and eos is not None:  # generation stops there too (and the trainer does not warn)
+        ids = generation.eos_token_id
+        held = [t for t in (ids if isinstance(ids, list) else [ids]) if t is not None]
+        if eos not in held:
+            generation.eos_token_id = [eos, *held] if held else eos
+    return model
+
+
+def collator_for(model: Any, processor: Any, *, image_dir: Path | None, dtype: torch.dtype) -> VisionCollator:
+    """The `VisionCollator` of `model` (before LoRA wraps it) with `processor`'s image processor."""
     facts = ModelFacts.of(model.config, pad_token_id=processor.tokenizer.pad_token_id)
     rope = rope_index_of(model) if facts.family is Family.MROPE else None
-    if cfg.lora:
-        model = _add_language_lora(model, cfg)
-    else:
-        freeze_vision(model)
+    return VisionCollator(processor.image_processor, facts, rope_index=rope, image_dir=image_dir, dtype=dtype)
+
+
+def image_folder(cfg: TrainConfig) -> Path:
+    """Where the run's `sha256:` images live: `image_dir` of the data options, else the build folder's
+    `images/`, else the image store a build of raw data writes them to (`~/.cache/ftdata/images`)."""
+    from ftdata.vision.media import default_store
+
     data = Path(cfg.data).expanduser() if cfg.data else None
-    image_dir = getattr(cfg.data_options, "image_dir", None) or (data / "images" if data and (data / "images").is_dir() else None)
-    collator = VisionCollator(
-        processor.image_processor, facts, rope_index=rope, image_dir=Path(image_dir) if image_dir else None, dtype=device.dtype
-    )
-    return LoadedModel(model=model, tokenizer=processor.tokenizer, path=path, device=device, processor=processor,
-                       collator=collator)
+    if cfg.data_options.data.image_dir:
+        return Path(cfg.data_options.data.image_dir).expanduser()
+    return data / "images" if data is not None and (data / "images").is_dir() else default_store()
 
 
 def _add_language_lora(model: Any, cfg: TrainConfig) -> Any:
@@ -207,3 +245,69 @@ def adapt_args(args: Any) -> Any:
     args.padding_free = False
     args.remove_unused_columns = False
     return args
+
+
+# --- the tokens SFTTrainer logs ------------------------------------------------------------------
+
+TOKENS = "ftdata_num_tokens"  # a batch key the trainer pops before the model runs
+
+
+@dataclass
+class CountingCollator:
+    """The vision collator plus, under `TOKENS`, the batch's real tokens (the rows' lengths, no pads).
+
+    SFTTrainer's `num_tokens` counts `attention_mask.sum()`, or `position_ids.size(1)` without a
+    mask: for Qwen-VL's (4, B, L) positions that is B a batch, and Gemma 3's mask dict counts the
+    pads. `vision_trainer_class` pops this count and logs it instead.
+    """
+
+    collator: VisionCollator
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        batch = self.collator(examples)
+        batch[TOKENS] = torch.tensor(sum(len(e["input_ids"]) for e in examples))
+        return batch
+
+
+def vision_trainer_class(base: type) -> type:
+    """`base` (SFTTrainer or a subclass) logging `num_tokens` from `CountingCollator`'s count."""
+
+    class VisionSFTTrainer(base):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+            tokens = inputs.pop(TOKENS, None)
+            before = self._total_train_tokens or self._logged_tokens()
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            if tokens is not None and self.model.training:  # TRL counts train batches only, as here
+                gathered = self.accelerator.gather_for_metrics(tokens.reshape(1).to(self.accelerator.device))
+                self._total_train_tokens = before + int(gathered.sum())
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return out
+
+        def _logged_tokens(self) -> int:
+            """After a resume TRL's counter restarts at 0: go on from the checkpoint's last logged count."""
+            if self.state.global_step == 0:
+                return 0
+            logged = [e["num_tokens"] for e in self.state.log_history if "num_tokens" in e and e.get("step", 0) <= self.state.global_step]
+            return int(logged[-1]) if logged else 0
+
+    return VisionSFTTrainer
+
+
+# --- merging the adapter --------------------------------------------------------------------------
+
+
+def merge_vision_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) -> Path:
+    """Save the vision-language base with the adapter merged in, plus the processor files, to `target`.
+
+    The base is reloaded unquantized (merging into 4-bit weights would round the update away);
+    `target` loads with `AutoModelForImageTextToText.from_pretrained` and as `--processor`.
+    """
+    from peft import PeftModel
+
+    dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
+    base = load_vision_model(loaded.path, quantization=Quantization.NONE, device=loaded.device, dtype=dtype,
+                             tokenizer=loaded.tokenizer)  # fmt: skip
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(target))
+    loaded.processor.save_pretrained(str(target))
+    return target
