@@ -152,7 +152,8 @@ class Truncator:
         every trial render, each costing a tokenization of the images' thousands of tokens.
         """
         start = row.cuts[-1] if row.cuts else row.prefix
-        media = sum(1 for i in row.input_ids[start:] if i in self._media)
+        tail = row.input_ids[start:]
+        media = sum(tail.count(i) for i in self._media)  # list.count: a photo's run is thousands of tokens
         cuttable = keep_end or self.renderer.mask is MaskPolicy.TRAIN_ON_PROMPT
         response = 1 if cuttable else count_trained(row.labels[start:])
         if row.prefix + media + response <= self.max_length:

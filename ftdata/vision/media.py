@@ -31,6 +31,7 @@ import binascii
 import hashlib
 import io
 import os
+import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class Headers:
     def __init__(self, *, store: Path | None, max_pixels: int | None, limit: int = 65536):
         self.store = store
         self.max_pixels = max_pixels
-        self._cache: dict[tuple[str, int, int], tuple[int, int]] = {}
+        self._cache: dict[tuple[str, int, int], tuple[str, tuple[int, int]]] = {}  # -> (resolved path, size)
         self._limit = limit
         self._lock = threading.Lock()  # engine=local renders batches on several threads
 
@@ -97,22 +98,23 @@ class Headers:
             path = Path(text.removeprefix("file://")).expanduser()
             if not path.is_absolute():
                 path = (base or Path.cwd()) / path
-            return self._file(path, ref=str(path.resolve()), field=field)
+            return self._file(path, ref=None, field=field)
         raise _reject(
             f"an image must be a path, a data: URI, bytes or a datasets Image value, got {type(value).__name__}",
             field, RejectCode.MEDIA_UNREADABLE,
         )  # fmt: skip
 
-    def _file(self, path: Path, *, ref: str, field: str) -> ImageInfo:
+    def _file(self, path: Path, *, ref: str | None, field: str) -> ImageInfo:
+        """The image file `path`; `ref`: its reference, None for its resolved path (resolved once: a few syscalls a part)."""
         try:
             st = path.stat()
         except OSError:
             raise _reject(f"image file {str(path)!r} does not exist; fix the path (relative paths start at the data file)", field, RejectCode.MEDIA_MISSING) from None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
         key = (str(path), st.st_size, st.st_mtime_ns)
-        size = self._cache.get(key)
-        if size is None:
+        found = self._cache.get(key)
+        if found is None:
             try:
                 with path.open("rb") as fh:
                     size = _header(fh, what=str(path))[0]
@@ -120,11 +122,12 @@ class Headers:
                 raise _reject(f"image file {str(path)!r} cannot be read: {exc.strerror or exc}", field, RejectCode.MEDIA_UNREADABLE) from None
             except ValueError as exc:
                 raise _reject(str(exc), field, RejectCode.MEDIA_UNREADABLE) from None
+            found = (str(path.resolve()), size)
             with self._lock:
                 if len(self._cache) >= self._limit:
                     self._cache.clear()
-                self._cache[key] = size
-        return self._checked(ImageInfo(ref, *size), field)
+                self._cache[key] = found
+        return self._checked(ImageInfo(ref or found[0], *found[1]), field)
 
     def _inline(self, data: bytes, *, field: str) -> ImageInfo:
         try:
