@@ -7,13 +7,17 @@ through the expansion, verify every record, and say where each image sits in its
     template   \\ufffc -> <|vision_start|><|image_pad|><|vision_end|>   (what the chat template writes for an image part)
     processor  <|image_pad|> -> <|image_pad|> x 378                      (get_text_with_replacements, with offsets)
     mask       the trained spans moved by the expansion; the image is never inside one
+    tokenize   ...<|vision_start|><|image_pad|><|vision_end|>...   one pad per run, then 377 more pad ids spliced in
 
 The masking rule runs on the rendering with one character per image, so every assistant turn is
 located exactly as in a text record (docs/masking.md); the expansion only moves character
 offsets, which `processor.get_text_with_replacements` reports. After tokenizing, each record is
 verified: as many image-pad tokens as the images' counts, each image's tokens inside its
 expanded text, the processor's count equal to what the tokenizer made of it, and no image token
-carrying loss. A record that fails any of these is rejected with the reason.
+carrying loss. A record that fails any of these is rejected with the reason. The text is
+tokenized with each run of image pads written once and the run spliced back in as ids
+(`ftdata.vision.splice`): the pads cost nothing to tokenize, and where each run's one
+pad lands is checked per record (docs/vision.md, "How the image tokens are tokenized and checked").
 
 `VisionRenderer` and `VisionMasker` wrap the build's renderer and masker, so truncation (which
 re-renders shortened conversations) goes through the same expansion: an image is whole or absent.
@@ -22,9 +26,7 @@ re-renders shortened conversations) goes through the same expansion: an image is
 from __future__ import annotations
 
 import copy
-import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from ftdata.types import IGNORE_INDEX, Example, Rendered
 from ftdata.vision.content import MEDIA, example_media
 from ftdata.vision.media import Headers, ImageInfo, default_store
 from ftdata.vision.processors import Counter, Expansion, family, load_processor
+from ftdata.vision.splice import Splicer
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +123,8 @@ class Vision:
         self.media_ids = np.array(sorted({vocab[t] for t in specials if t in vocab} | {self.counter.pad_id}), dtype=np.int64)
         self.media_id_set = frozenset(int(i) for i in self.media_ids)
         self.pad_id = self.counter.pad_id
-        self.lead = self.image_text.index(self.placeholder)  # characters before the processor's replacement
-        self._runs_of: dict[Expansion, tuple[tuple[int, int], ...]] = {}
-        self._pad_run = re.compile(f"(?:{re.escape(self.counter.pad)})+")
-        self.splices = _atomic(tokenizer.backend_tokenizer, self.counter.pad, self.pad_id)
+        lead = self.image_text.index(self.placeholder)  # characters before the processor's replacement
+        self.splicer = Splicer(tokenizer.backend_tokenizer, pad=self.counter.pad, pad_id=self.pad_id, lead=lead)
 
     # --- references ------------------------------------------------------------------------
     def images(self, example: Example) -> list[tuple[ImageInfo, Expansion]]:
@@ -218,79 +219,6 @@ class Vision:
             holes=tuple((at(s), at(e)) for s, e in rendered.holes), media=tuple(placed),
         )  # fmt: skip
 
-    # --- tokenizing with one pad per run ---------------------------------------------------
-    def _runs(self, exp: Expansion) -> tuple[tuple[int, int], ...]:
-        """(character offset in `exp.text`, length) of each run of image-pad tokens of an expansion (cached)."""
-        runs = self._runs_of.get(exp)
-        if runs is None:
-            width = len(self.counter.pad)
-            runs = tuple((m.start(), (m.end() - m.start()) // width) for m in self._pad_run.finditer(exp.text))
-            if len(self._runs_of) < 65536:
-                self._runs_of[exp] = runs
-        return runs
-
-    def compact(self, rendered: Rendered) -> _Compact | None:
-        """`rendered` (expanded) with each run of k image-pad tokens written as one: what is tokenized.
-
-        A run of pads is k copies of one added token, which the tokenizer splits out before anything
-        else (checked once per tokenizer: `_atomic`), so it tokenizes to exactly k pad ids whatever is
-        around it; tokenizing its k x 13 characters costs ~4 us a pad (60 ms for a 15,552-token photo),
-        and truncation tokenizes a record once per trial. None when the tokenizer fails that check.
-        """
-        if not self.splices:
-            return None
-        width = len(self.counter.pad)
-        runs = [(p.start + self.lead + off, k) for p in rendered.media for off, k in self._runs(p.expansion) if k > 1]
-        if not runs:
-            return None
-        text, pieces, last, removed, ends, drops, placed = rendered.text, [], 0, 0, [], [], []
-        for at, k in runs:
-            pieces.append(text[last : at + width])
-            placed.append((at - removed, k, at))  # (compact position, pads, expanded position)
-            last = at + k * width
-            removed += (k - 1) * width
-            ends.append(last)
-            drops.append(removed)
-
-        def to(x: int) -> int:  # an offset outside every run, expanded -> compact
-            i = bisect_right(ends, x)
-            return x - (drops[i - 1] if i else 0)
-
-        pieces.append(text[last:])
-        small = replace(
-            rendered, text="".join(pieces), spans=tuple((to(s), to(e)) for s, e in rendered.spans),
-            boundaries=tuple(to(b) for b in rendered.boundaries), literal=tuple((to(s), to(e)) for s, e in rendered.literal),
-            holes=tuple((to(s), to(e)) for s, e in rendered.holes), media=(),
-        )  # fmt: skip
-        return _Compact(small, tuple(placed))
-
-    def splice(self, row: Tokenized, compact: _Compact) -> Tokenized | str:
-        """The row of the expanded text from the row of `compact`: each run's one pad id repeated k times,
-        offsets and cuts moved; or why not (a run's pad did not tokenize to one pad id on its own characters)."""
-        width, n = len(self.counter.pad), row.prefix
-        ids, labels, weights, offsets = row.input_ids, row.labels, row.weights, row.offsets
-        out_ids, out_labels, out_weights = ids[:n], labels[:n], None if weights is None else weights[:n]
-        prev, added, runs, at = 0, 0, [], []
-        for c, pads, e in compact.runs:
-            j = bisect_left(offsets, c, key=lambda o: o[0])
-            if j >= len(offsets) or tuple(offsets[j]) != (c, c + width) or ids[n + j] != self.pad_id:
-                return f"the image-pad run at character {e} did not tokenize to one pad token there"
-            out_ids += ids[n + prev : n + j] + [self.pad_id] * pads
-            out_labels += labels[n + prev : n + j] + [labels[n + j]] * pads  # -100; `verify` rejects it otherwise
-            if out_weights is not None:
-                out_weights += weights[n + prev : n + j] + [weights[n + j]] * pads  # type: ignore[index]
-            at.append((j, pads))
-            added += pads - 1
-            runs.append((j + added - pads + 1, pads, e, added, added * width))
-            prev = j + 1
-        out_ids += ids[n + prev :]
-        out_labels += labels[n + prev :]
-        if out_weights is not None:
-            out_weights += weights[n + prev :]  # type: ignore[index]
-        cuts = tuple(c + sum(pads - 1 for j, pads in at if n + j < c) for c in row.cuts)  # a cut never falls in a run
-        spliced = _SplicedOffsets(offsets, runs, width)
-        return replace(row, input_ids=out_ids, labels=out_labels, cuts=cuts, offsets=spliced, weights=out_weights)
-
     # --- verification ----------------------------------------------------------------------
     def verify(self, row: Tokenized, rendered: Rendered) -> str:
         """Why the tokenized record does not hold its images exactly ('' when it does)."""
@@ -365,63 +293,6 @@ class Vision:
         return result
 
 
-@dataclass(frozen=True, slots=True)
-class _Compact:
-    """A rendering with each run of image pads written once, and per run: (its position there, its pads, its position expanded)."""
-
-    rendered: Rendered
-    runs: tuple[tuple[int, int, int], ...]
-
-
-class _SplicedOffsets(Sequence[tuple[int, int]]):
-    """The character offsets of a spliced row's tokens, computed per lookup from the compact row's.
-
-    A photo's run is thousands of pads; verification and truncation look up a few offsets by
-    bisection, so no list of them is built (that cost ~1 us a pad, more than tokenizing them).
-    """
-
-    __slots__ = ("_compact", "_firsts", "_runs", "_width", "_n")
-
-    def __init__(self, compact: Sequence[tuple[int, int]], runs: list[tuple[int, int, int, int, int]], width: int):
-        self._compact = compact
-        self._runs = runs  # (index of its first pad here, pads, its first character, tokens and characters added up to its end)
-        self._firsts = [r[0] for r in runs]
-        self._width = width
-        self._n = len(compact) + sum(r[1] - 1 for r in runs)
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i: Any) -> Any:  # an index (bisect and the span rules never slice)
-        if not -self._n <= i < self._n:
-            raise IndexError(i)
-        i %= self._n
-        r = bisect_right(self._firsts, i) - 1
-        if r < 0:
-            return tuple(self._compact[i])
-        first, pads, start, extra, moved = self._runs[r]
-        if i < first + pads:
-            q = i - first
-            return (start + q * self._width, start + (q + 1) * self._width)
-        a, b = self._compact[i - extra]
-        return (a + moved, b + moved)
-
-
-def _atomic(backend: Any, pad: str, pad_id: int) -> bool:
-    """Whether k copies of `pad` tokenize to k pad ids, each on its own characters, whatever is around them.
-
-    True of an added token (the tokenizer splits added tokens out before normalizing and pre-tokenizing);
-    checked on real text, so a tokenizer where it fails is tokenized in full instead (`Vision.compact`).
-    """
-    width = len(pad)
-    for before, k, after in (("a", 1, "b"), ("\n", 2, " x"), ("", 1000, "")):
-        enc = backend.encode(before + pad * k + after, add_special_tokens=False)
-        spans = [o for i, o in zip(enc.ids, enc.offsets) if i == pad_id]
-        if spans != [(len(before) + q * width, len(before) + (q + 1) * width) for q in range(k)]:
-            return False
-    return True
-
-
 def _base(example: Example) -> Path | None:
     """The folder of the data file a record came from (relative image paths start there)."""
     source = getattr(example.source, "source", None)
@@ -454,7 +325,7 @@ class VisionRenderer(_Wrapped):
 
 class VisionMasker(_Wrapped):
     """The build's masker: a record with images is tokenized with one pad per run of pads, the runs
-    spliced back in (`Vision.compact`, `Vision.splice`), and verified (`Vision.verify`)."""
+    spliced back in (`ftdata.vision.splice`), and verified (`Vision.verify`)."""
 
     @property
     def media_ids(self) -> frozenset[int]:
@@ -462,12 +333,12 @@ class VisionMasker(_Wrapped):
         return self.vision.media_id_set
 
     def __call__(self, batch: list[Rendered]) -> list[Any]:
-        compact = [self.vision.compact(r) if r.media else None for r in batch]
+        compact = [self.vision.splicer.compact(r) if r.media else None for r in batch]
         out = self.inner([r if c is None else c.rendered for r, c in zip(batch, compact)])
         for i, (rendered, c, row) in enumerate(zip(batch, compact, out)):
             if not rendered.media or not isinstance(row, Tokenized):
                 continue
-            row = self.vision.splice(row, c) if c is not None else row
+            row = self.vision.splicer.splice(row, c) if c is not None else row
             why = row if isinstance(row, str) else self.vision.verify(row, rendered)
             out[i] = UnusableRecord(f"image verification failed: {why}", field="images", code=RejectCode.MEDIA_UNVERIFIABLE) if why else row
         return out

@@ -174,7 +174,7 @@ def test_spliced_pad_runs_equal_tokenizing_the_whole_expanded_text(qwen_dir, ima
     data = write_jsonl(images / "splice.jsonl", [{"messages": turns}, {"messages": turns[:2]}, {"messages": turns[2:]}])
     options = [{}, {"max_length": 400}, {"max_length": 400, "truncation": "keep_start"}, {"max_length": 300, "truncation": "keep_end"}]
     spliced = [build(data, processor=str(qwen_dir), **o) for o in options]
-    monkeypatch.setattr("ftdata.vision.expand._atomic", lambda *a: False)
+    monkeypatch.setattr("ftdata.vision.splice.atomic", lambda *a: False)
     whole = [build(data, processor=str(qwen_dir), **o) for o in options]
     for a, b in zip(spliced, whole):
         assert a.dataset.to_list() == b.dataset.to_list() and len(a.dataset) >= 1
