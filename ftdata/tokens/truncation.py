@@ -86,6 +86,7 @@ class Truncator:
         self.prompt_cut = prompt_cut
         self._backend = masker.backend  # type: ignore[attr-defined]
         self._marker = len(self._backend.encode(MARKER, add_special_tokens=False).ids)
+        self._media: frozenset[int] = getattr(masker, "media_ids", frozenset())  # image tokens: never cut (ftdata.vision)
 
     def __call__(self, example: Example, row: Tokenized, *, policy: TruncationPolicy) -> Truncated:
         """Apply `policy` to `example`, whose masked row is `row`.
@@ -115,6 +116,8 @@ class Truncator:
             return self._split(example, len(starts), count_trained(row.labels), over)
         if not keep_end and (why := self._response_alone(row)):
             return Truncated([], why, RejectCode.RESPONSE_TOO_LONG)  # before any render: most over-long records end here
+        if self._media and (why := self._media_alone(row, keep_end=keep_end)):
+            return Truncated([], f"{why} ({over})", RejectCode.MEDIA_TOO_LONG)  # before any render, as above
         total = count_trained(row.labels)
         fit = self._fit(example, 0, len(starts), keep_end=keep_end, known=row)
         if fit.row is None:
@@ -139,6 +142,27 @@ class Truncator:
         if row.prefix + alone <= self.max_length:
             return ""
         return f"response too long: the response alone is {alone} tokens > max_length {self.max_length}"
+
+    def _media_alone(self, row: Tokenized, *, keep_end: bool) -> str:
+        """Why the last exchange cannot fit with its images however its text is cut ('' when it may).
+
+        Every shortening keeps the last exchange's images whole, so its image tokens plus its
+        response (one token where the response or the prompt may be cut instead) are a floor on
+        the length of any fit: a record above it would be rejected (`media_too_long`) only after
+        every trial render, each costing a tokenization of the images' thousands of tokens.
+        """
+        start = row.cuts[-1] if row.cuts else row.prefix
+        tail = row.input_ids[start:]
+        media = sum(tail.count(i) for i in self._media)  # list.count: a photo's run is thousands of tokens
+        cuttable = keep_end or self.renderer.mask is MaskPolicy.TRAIN_ON_PROMPT
+        response = 1 if cuttable else count_trained(row.labels[start:])
+        if row.prefix + media + response <= self.max_length:
+            return ""
+        what = "one response token" if cuttable else f"the response's {response} tokens"
+        return (
+            f"media too long: the last exchange's images take {media} tokens, which are never cut, and with {what} "
+            f"they do not fit max_length {self.max_length}; raise max_length or lower the processor's max_pixels"
+        )  # fmt: skip
 
     def _row(self, example: Example) -> Tokenized | RecordError:
         """`example` rendered and masked like any record, or why it cannot be.

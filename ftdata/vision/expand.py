@@ -7,13 +7,17 @@ through the expansion, verify every record, and say where each image sits in its
     template   \\ufffc -> <|vision_start|><|image_pad|><|vision_end|>   (what the chat template writes for an image part)
     processor  <|image_pad|> -> <|image_pad|> x 378                      (get_text_with_replacements, with offsets)
     mask       the trained spans moved by the expansion; the image is never inside one
+    tokenize   ...<|vision_start|><|image_pad|><|vision_end|>...   one pad per run, then 377 more pad ids spliced in
 
 The masking rule runs on the rendering with one character per image, so every assistant turn is
 located exactly as in a text record (docs/masking.md); the expansion only moves character
 offsets, which `processor.get_text_with_replacements` reports. After tokenizing, each record is
 verified: as many image-pad tokens as the images' counts, each image's tokens inside its
 expanded text, the processor's count equal to what the tokenizer made of it, and no image token
-carrying loss. A record that fails any of these is rejected with the reason.
+carrying loss. A record that fails any of these is rejected with the reason. The text is
+tokenized with each run of image pads written once and the run spliced back in as ids
+(`ftdata.vision.splice`): the pads cost nothing to tokenize, and where each run's one
+pad lands is checked per record (docs/vision.md, "How the image tokens are tokenized and checked").
 
 `VisionRenderer` and `VisionMasker` wrap the build's renderer and masker, so truncation (which
 re-renders shortened conversations) goes through the same expansion: an image is whole or absent.
@@ -36,6 +40,7 @@ from ftdata.types import IGNORE_INDEX, Example, Rendered
 from ftdata.vision.content import MEDIA, example_media
 from ftdata.vision.media import Headers, ImageInfo, default_store
 from ftdata.vision.processors import Counter, Expansion, family, load_processor
+from ftdata.vision.splice import Splicer
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +121,10 @@ class Vision:
         sample = self.image_text.replace(self.placeholder, self.counter.expansion(224, 224).text)
         specials = [t for t in tokenizer.all_special_tokens + list(getattr(tokenizer, "added_tokens_encoder", {})) if t in sample]
         self.media_ids = np.array(sorted({vocab[t] for t in specials if t in vocab} | {self.counter.pad_id}), dtype=np.int64)
+        self.media_id_set = frozenset(int(i) for i in self.media_ids)
         self.pad_id = self.counter.pad_id
+        lead = self.image_text.index(self.placeholder)  # characters before the processor's replacement
+        self.splicer = Splicer(tokenizer.backend_tokenizer, pad=self.counter.pad, pad_id=self.pad_id, lead=lead)
 
     # --- references ------------------------------------------------------------------------
     def images(self, example: Example) -> list[tuple[ImageInfo, Expansion]]:
@@ -337,13 +345,23 @@ class VisionRenderer(_Wrapped):
 
 
 class VisionMasker(_Wrapped):
-    """The build's masker, with every record that holds images verified (`Vision.verify`)."""
+    """The build's masker: a record with images is tokenized with one pad per run of pads, the runs
+    spliced back in (`ftdata.vision.splice`), and verified (`Vision.verify`)."""
+
+    @property
+    def media_ids(self) -> frozenset[int]:
+        """The ids of every image token (pads and the family's markers): never trained, never cut."""
+        return self.vision.media_id_set
 
     def __call__(self, batch: list[Rendered]) -> list[Any]:
-        out = self.inner(batch)
-        for i, (rendered, row) in enumerate(zip(batch, out)):
-            if rendered.media and isinstance(row, Tokenized) and (why := self.vision.verify(row, rendered)):
-                out[i] = UnusableRecord(f"image verification failed: {why}", field="images", code=RejectCode.MEDIA_UNVERIFIABLE)
+        compact = [self.vision.splicer.compact(r) if r.media else None for r in batch]
+        out = self.inner([r if c is None else c.rendered for r, c in zip(batch, compact)])
+        for i, (rendered, c, row) in enumerate(zip(batch, compact, out)):
+            if not rendered.media or not isinstance(row, Tokenized):
+                continue
+            row = self.vision.splicer.splice(row, c) if c is not None else row
+            why = row if isinstance(row, str) else self.vision.verify(row, rendered)
+            out[i] = UnusableRecord(f"image verification failed: {why}", field="images", code=RejectCode.MEDIA_UNVERIFIABLE) if why else row
         return out
 
 

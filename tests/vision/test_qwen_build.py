@@ -161,6 +161,46 @@ def test_short_max_length_never_leaves_part_of_an_image(qwen_dir, images, tmp_pa
     assert [[i["ref"].rsplit("/", 1)[1] for i in row["images"]] for row in kept] == [["chart.png"], []]  # exchange 1 dropped
 
 
+def test_spliced_pad_runs_equal_tokenizing_the_whole_expanded_text(qwen_dir, images, monkeypatch):
+    """Each run of image pads is tokenized as one pad and spliced back: the rows (cut ones too) are those
+    of tokenizing the whole expanded text, which is what a tokenizer failing the splice check gets."""
+    turns = [
+        {"role": "user", "content": [{"type": "image", "image": "grace_hopper.jpg"}, {"type": "text", "text": "Who?"}]},
+        {"role": "assistant", "content": "Grace Hopper."},
+        {"role": "user", "content": [{"type": "text", "text": "And these? " + "Look closely. " * 30}, {"type": "image", "image": "chart.png"},
+                                     {"type": "image", "image": "logo2.png"}]},
+        {"role": "assistant", "content": "A chart and a logo."},
+    ]  # fmt: skip
+    data = write_jsonl(images / "splice.jsonl", [{"messages": turns}, {"messages": turns[:2]}, {"messages": turns[2:]}])
+    options = [{}, {"max_length": 400}, {"max_length": 400, "truncation": "keep_start"}, {"max_length": 300, "truncation": "keep_end"}]
+    spliced = [build(data, processor=str(qwen_dir), **o) for o in options]
+    monkeypatch.setattr("ftdata.vision.splice.atomic", lambda *a: False)
+    whole = [build(data, processor=str(qwen_dir), **o) for o in options]
+    for a, b in zip(spliced, whole):
+        assert a.dataset.to_list() == b.dataset.to_list() and len(a.dataset) >= 1
+        assert a.report.rejected == b.report.rejected and a.report.cut == b.report.cut
+
+
+def test_images_that_cannot_fit_are_rejected_before_any_trial(qwen_dir, images, tmp_path, monkeypatch):
+    """The last exchange's image tokens and response already pass max_length: no shorter conversation can
+    fit, so none is rendered (a trial re-tokenizes the image's pads)."""
+    from ftdata.tokens.truncation import Truncator
+
+    def no_trial(*args, **kwargs):
+        raise AssertionError("a truncation trial ran")
+
+    monkeypatch.setattr(Truncator, "_fit", no_trial)
+    text = {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]}
+    data = write_jsonl(images / "big.jsonl", [ask({"type": "image", "image": "grace_hopper.jpg"}, "Who?", "Grace Hopper."), text])
+    result = build(data, tmp_path / "out", processor=str(qwen_dir), output_format="jsonl", max_length=300, max_reject_ratio=1.0)
+    assert result.report.rejected == {"media_too_long": 1}
+    reject = json.loads((tmp_path / "out" / "rejects.jsonl").read_text().splitlines()[0])
+    assert reject["reason"] == (
+        "media too long: the last exchange's images take 380 tokens, which are never cut, and with the response's 5 tokens "
+        "they do not fit max_length 300; raise max_length or lower the processor's max_pixels (407 tokens > max_length 300)"
+    )
+
+
 def test_cli_build_jsonl(qwen_dir, images, tmp_path):
     data = write_jsonl(images / "cli.jsonl", [ask({"type": "image", "image": "chart.png"}, "Trend?", "Rising.")])
     out = tmp_path / "cli"
