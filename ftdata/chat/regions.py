@@ -116,6 +116,11 @@ def content_regions(text: str, render: Render, msgs: list[dict[str, Any]]) -> Pl
     return None
 
 
+# Inference prompts rendered per kind of turn to check a long record's prompts (`prompt_ends`, `prompt_tails`): the first,
+# the last and evenly spaced ones between.
+SAMPLES = 5
+
+
 def prompt_ends(
     text: str, render: Render, msgs: list[dict[str, Any]], header: str, turns: list[int], regions: Places | None
 ) -> dict[int, int]:
@@ -124,8 +129,10 @@ def prompt_ends(
 
     P_i is A up to the generation prompt (`header`) the template writes between the content of
     message i-1 and turn i's own content, both located by `content_regions`: that stretch holds
-    markup only (`regions`: from `content_regions`). The first and the last turn are rendered as
-    they are, and must agree; else {} (every turn is then rendered).
+    markup only (`regions`: from `content_regions`). In each group of turns that follow a message
+    of one role (a tool result may end without the header: diffusion_gemma), up to `SAMPLES`
+    prompts are rendered as they are (`_picks`) and must agree; a group where one does not is left
+    out (its turns are then rendered).
     """
     if regions is None:
         return {}
@@ -137,19 +144,32 @@ def prompt_ends(
         at = text.rfind(header, before[1], own[0])
         if at >= 0:
             out[i] = at + len(header)
-    for i in {min(out), max(out)} if out else ():
+    def agrees(i: int) -> bool:
         try:
             prompt = render(msgs[:i], generation=True)
         except TemplateError:
-            return {}
-        if len(prompt) != out[i] or not text.startswith(prompt):
-            return {}
-    return out
+            return False
+        return len(prompt) == out[i] and text.startswith(prompt)
+
+    kept: dict[int, int] = {}
+    for group in _groups(msgs, list(out)).values():
+        if all(agrees(i) for i in _picks(group)):
+            kept.update((i, out[i]) for i in group)
+    return kept
 
 
-# Inference prompts rendered per kind of turn to check their tails (`prompt_tails`): the first,
-# the last and evenly spaced ones between.
-SAMPLES = 5
+def _groups(msgs: list[dict[str, Any]], turns: list[int]) -> dict[str, list[int]]:
+    """`turns` by the role of the message before each (templates close a user and a tool turn apart)."""
+    groups: dict[str, list[int]] = {}
+    for i in turns:
+        groups.setdefault(msgs[i - 1]["role"], []).append(i)
+    return groups
+
+
+def _picks(group: list[int]) -> list[int]:
+    """The turns of `group` whose prompts are rendered to check it: the first, the last, and evenly
+    spaced ones between (`SAMPLES` in all, at most)."""
+    return sorted({group[round(k * (len(group) - 1) / (SAMPLES - 1))] for k in range(SAMPLES)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,14 +218,9 @@ def prompt_tails(text: str, render: Render, msgs: list[dict[str, Any]], turns: l
     """
     if regions is None:
         return {}
-    groups: dict[str, list[int]] = {}
-    for i in turns:
-        if i > 0 and regions[i - 1] is not None:
-            groups.setdefault(msgs[i - 1]["role"], []).append(i)
     out: dict[int, Tail] = {}
-    for group in groups.values():
-        picks = sorted({group[round(k * (len(group) - 1) / (SAMPLES - 1))] for k in range(SAMPLES)})
-        tails = {_tail(text, render, msgs, i, regions[i - 1][1]) for i in picks}  # type: ignore[index]
+    for group in _groups(msgs, [i for i in turns if i > 0 and regions[i - 1] is not None]).values():
+        tails = {_tail(text, render, msgs, i, regions[i - 1][1]) for i in _picks(group)}  # type: ignore[index]
         if len(tails) == 1 and None not in tails:
             ((rewritten, tail),) = tails
             out.update((i, Tail(regions[i - 1][1], tail, rewritten)) for i in group)  # type: ignore[index]
