@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from ftdata.chat.markers import RoleMarkers
-from ftdata.chat.regions import Regions, Render, content_at, written_at
+from ftdata.chat.regions import Regions, Render, common_prefix, content_at, written_at
 
 # A tag written as text, in a tokenizer that lacks it as a token (`</think>` on a base tokenizer).
 _TAG = re.compile(r"<[^<>\s]{1,40}>")
@@ -33,7 +33,7 @@ def _aligned(text: str, prompt: str, end_a: int, end_p: int) -> str:
     (DeepSeek-V3.2 writes `<think>` into the last exchange and `</think>` into history), so P_i
     and A part before turn i's own exchange; what P_i writes after that message is what counts.
     """
-    if end_p < 0 or end_a < 0 or len(os.path.commonprefix([prompt, text])) >= end_a:
+    if end_p < 0 or end_a < 0 or common_prefix(prompt, text) >= end_a:
         return prompt
     return text[:end_a] + prompt[end_p:]
 
@@ -70,10 +70,10 @@ class FallbackStart:
         data_start, data_end = data
         before = self._before(text, msgs, i, render, regions, done, data_start)  # where message i-1's content ends in A
         previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before >= 0 else -1
-        if prompt is not None and 0 <= before and len(os.path.commonprefix([prompt, text])) < before:
+        if prompt is not None and 0 <= before and common_prefix(prompt, text) < before:
             in_prompt = content_at(prompt, render, msgs[:i], i - 1, generation=True)
             prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else -1)
-        parted = len(os.path.commonprefix([prompt, text])) if prompt is not None else -1  # in characters
+        parted = common_prefix(prompt, text) if prompt is not None else -1  # in characters
         part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
         tail = prompt[part if part >= 0 else parted :] if prompt is not None else ""
         after_tool = i > 0 and msgs[i - 1]["role"] == "tool"

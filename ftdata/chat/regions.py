@@ -13,6 +13,7 @@ sentinel: the two renders differ exactly where the template wrote it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ftdata.errors import TemplateError
@@ -27,15 +28,31 @@ def sentinel(*texts: str) -> str:
     return next(chr(c) for c in range(0xE000, 0xF900) if not any(chr(c) in t for t in texts))
 
 
+def common_prefix(a: str, b: str) -> int:
+    """len of the longest common prefix of `a` and `b`, compared in growing slices (a character
+    loop over a long record's text, once per turn, was quadratic work in Python)."""
+    limit, at, step = min(len(a), len(b)), 0, 64
+    while at < limit:
+        end = min(at + step, limit)
+        if a[at:end] != b[at:end]:
+            while end - at > 16:  # halve the stretch that differs
+                mid = (at + end) // 2
+                if a[at:mid] == b[at:mid]:
+                    at = mid
+                else:
+                    end = mid
+            while a[at] == b[at]:
+                at += 1
+            return at
+        at, step = end, step * 2
+    return limit
+
+
 def changed_region(a: str, b: str) -> tuple[int, int]:
     """[start, end) in `a` of the part that differs from `b` (common prefix and suffix removed)."""
-    start = 0
-    limit = min(len(a), len(b))
-    while start < limit and a[start] == b[start]:
-        start += 1
-    tail = 0
-    while tail < limit - start and a[-1 - tail] == b[-1 - tail]:
-        tail += 1
+    start = common_prefix(a, b)
+    limit = min(len(a), len(b)) - start
+    tail = common_prefix(a[::-1][:limit], b[::-1][:limit])
     return start, len(a) - tail
 
 
@@ -99,6 +116,11 @@ def content_regions(text: str, render: Render, msgs: list[dict[str, Any]]) -> Pl
     return None
 
 
+# Inference prompts rendered per kind of turn to check a long record's prompts (`prompt_ends`, `prompt_tails`): the first,
+# the last and evenly spaced ones between.
+SAMPLES = 5
+
+
 def prompt_ends(
     text: str, render: Render, msgs: list[dict[str, Any]], header: str, turns: list[int], regions: Places | None
 ) -> dict[int, int]:
@@ -107,8 +129,10 @@ def prompt_ends(
 
     P_i is A up to the generation prompt (`header`) the template writes between the content of
     message i-1 and turn i's own content, both located by `content_regions`: that stretch holds
-    markup only (`regions`: from `content_regions`). The first and the last turn are rendered as
-    they are, and must agree; else {} (every turn is then rendered).
+    markup only (`regions`: from `content_regions`). In each group of turns that follow a message
+    of one role (a tool result may end without the header: diffusion_gemma), up to `SAMPLES`
+    prompts are rendered as they are (`_picks`) and must agree; a group where one does not is left
+    out (its turns are then rendered).
     """
     if regions is None:
         return {}
@@ -120,11 +144,84 @@ def prompt_ends(
         at = text.rfind(header, before[1], own[0])
         if at >= 0:
             out[i] = at + len(header)
-    for i in {min(out), max(out)} if out else ():
+    def agrees(i: int) -> bool:
         try:
             prompt = render(msgs[:i], generation=True)
         except TemplateError:
-            return {}
-        if len(prompt) != out[i] or not text.startswith(prompt):
-            return {}
+            return False
+        return len(prompt) == out[i] and text.startswith(prompt)
+
+    kept: dict[int, int] = {}
+    for group in _groups(msgs, list(out)).values():
+        if all(agrees(i) for i in _picks(group)):
+            kept.update((i, out[i]) for i in group)
+    return kept
+
+
+def _groups(msgs: list[dict[str, Any]], turns: list[int]) -> dict[str, list[int]]:
+    """`turns` by the role of the message before each (templates close a user and a tool turn apart)."""
+    groups: dict[str, list[int]] = {}
+    for i in turns:
+        groups.setdefault(msgs[i - 1]["role"], []).append(i)
+    return groups
+
+
+def _picks(group: list[int]) -> list[int]:
+    """The turns of `group` whose prompts are rendered to check it: the first, the last, and evenly
+    spaced ones between (`SAMPLES` in all, at most)."""
+    return sorted({group[round(k * (len(group) - 1) / (SAMPLES - 1))] for k in range(SAMPLES)})
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """P_i as A writes the conversation up to the end of message i-1's content (`before`), then
+    what the generation prompt writes after that content (`text`: a user footer, the assistant
+    header, an opened think block).
+
+    `rewritten`: P_i itself writes the history before that point otherwise than A (Qwen3.5 writes
+    an empty think block into the last exchange's call turn, A's history does not), so P_i is
+    not a prefix of A, and `prompt` is P_i aligned to A as `ftdata.chat.fallback` aligns it.
+    """
+
+    before: int
+    text: str
+    rewritten: bool = False
+
+    def prompt(self, a: str) -> str:
+        return a[: self.before] + self.text
+
+
+def _tail(text: str, render: Render, msgs: list[dict[str, Any]], i: int, before: int) -> tuple[bool, str] | None:
+    """(rewritten, tail) of P_i rendered, as `Tail` holds them; None when it does not render or
+    message i-1's content cannot be located in it."""
+    try:
+        prompt = render(msgs[:i], generation=True)
+    except TemplateError:
+        return None
+    if common_prefix(prompt, text) >= before:
+        return False, prompt[before:]
+    where = content_at(prompt, render, msgs[:i], i - 1, generation=True)
+    return (True, prompt[where[1] :]) if where is not None else None
+
+
+def prompt_tails(text: str, render: Render, msgs: list[dict[str, Any]], turns: list[int], regions: Places | None) -> dict[int, Tail]:
+    """P_i for assistant turns `turns` in a bounded number of renders, where a template is not
+    prefix-stable (it writes the generation prompt otherwise than the history: Nemotron 3 opens
+    `<think>`, the history writes `<think></think>`).
+
+    Turns are grouped by the role of the message before them (a user or a tool turn: templates
+    close the two differently). In each group, up to `SAMPLES` prompts are rendered (the first,
+    the last, evenly spaced between): each must be A up to the end of message i-1's content
+    (located by `content_regions`, and in P_i by a sentinel render, never by its text) followed
+    by one and the same tail; the group's other prompts are taken to be built alike. A group
+    where any sample differs, or a render raises, is left out (its turns are rendered one by one).
+    """
+    if regions is None:
+        return {}
+    out: dict[int, Tail] = {}
+    for group in _groups(msgs, [i for i in turns if i > 0 and regions[i - 1] is not None]).values():
+        tails = {_tail(text, render, msgs, i, regions[i - 1][1]) for i in _picks(group)}  # type: ignore[index]
+        if len(tails) == 1 and None not in tails:
+            ((rewritten, tail),) = tails
+            out.update((i, Tail(regions[i - 1][1], tail, rewritten)) for i in group)  # type: ignore[index]
     return out

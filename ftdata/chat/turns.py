@@ -33,7 +33,7 @@ from typing import Any
 
 from ftdata.errors import Location, TemplateError, UnusableRecord
 from ftdata.chat.fallback import FallbackStart
-from ftdata.chat.regions import Regions, Render, changed_region, content_regions, prompt_ends, sentinel as _sentinel
+from ftdata.chat.regions import Regions, Render, Tail, changed_region, content_regions, prompt_ends, prompt_tails, sentinel as _sentinel
 from ftdata.chat.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.chat.stops import common_token_prefix, first_stop
@@ -55,8 +55,9 @@ EOS_APPENDED = Note(
     "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained",
 )
 # Boilerplate the rule trains (Qwen3's empty think block when thinking is on), and the kwarg that moves it.
-# From this many plain assistant turns on, a prefix-stable conversation's inference prompts are located
-# in a bounded number of renders (`prompt_ends`) rather than rendered one by one.
+# From this many plain assistant turns on, a conversation's inference prompts are located in a bounded
+# number of renders (`prompt_ends` where the template is prefix-stable, else `prompt_tails`), and
+# plain turns' contents from one skeleton render, rather than rendered one by one.
 LONG = 4
 THINK_BOILERPLATE = "trains {text!r}, which the template writes into this turn after the generation prompt; chat_template_kwargs {kwarg} moves it into the prompt"
 
@@ -158,19 +159,26 @@ class ChatSpans:
             boundaries.append(turn.boundary)
         return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
 
-    def _prompt_ends(self, msgs: list[dict[str, Any]], regions: Regions, render: Render, text: str) -> dict[int, int]:
-        """len(P_i) of a long conversation's plain turns without rendering each prefix (`prompt_ends`),
-        where the template is prefix-stable and writes a generation prompt; {} otherwise."""
+    def _prompt_ends(self, msgs: list[dict[str, Any]], regions: Regions, render: Render, text: str) -> dict[int, int | Tail]:
+        """P_i of a long conversation's plain turns without rendering each prefix: len(P_i) where the
+        template is prefix-stable and writes a generation prompt (`prompt_ends`), else P_i as A's
+        text plus a tail (`prompt_tails`); {} for a short conversation (every prefix is rendered)."""
         m = self.markers
         plain = [i for i, msg in enumerate(msgs) if msg["role"] == "assistant" and not msg.get("tool_calls")
                  and msg.get("reasoning_content") is None and i > 0]  # fmt: skip
-        if len(plain) < LONG or not m.prefix_stable or m.ignores_generation_prompt or not m.assistant_header.strip():
+        if len(plain) < LONG:
             return {}
-        return prompt_ends(text, render, msgs, m.assistant_header, plain, regions())
+        ends: dict[int, int | Tail] = {}
+        if m.prefix_stable and not m.ignores_generation_prompt and m.assistant_header.strip():
+            ends.update(prompt_ends(text, render, msgs, m.assistant_header, plain, regions()))
+        rest = [i for i in plain if i not in ends]
+        if len(rest) >= LONG:
+            ends.update(prompt_tails(text, render, msgs, rest, regions()))
+        return ends
 
     def _turn(
         self, text: str, msgs: list[dict[str, Any]], i: int, render: Render, done: int, trained: bool, source: Location,
-        known: int | None = None, regions: Regions = lambda: None,
+        known: int | Tail | None = None, regions: Regions = lambda: None,
     ) -> Turn:  # fmt: skip
         def reject(why: str) -> UnusableRecord:
             return UnusableRecord(
@@ -180,14 +188,15 @@ class ChatSpans:
 
         msg = msgs[i]
         prompt: str | None = None
-        if known is not None and known >= done:  # P_i is text[:known] (`_prompt_ends`)
+        aligned = isinstance(known, Tail) and known.rewritten  # P_i as the fallback aligns it to A: not a prefix
+        if isinstance(known, int) and known >= done:  # P_i is text[:known] (`_prompt_ends`)
             prefix, opened = True, known
         else:
             try:
-                prompt = render(msgs[:i], generation=True)
+                prompt = known.prompt(text) if isinstance(known, Tail) else render(msgs[:i], generation=True)
             except TemplateError:
                 prompt = None
-            prefix = prompt is not None and text.startswith(prompt) and len(prompt) >= done
+            prefix = prompt is not None and not aligned and text.startswith(prompt) and len(prompt) >= done
             opened = len(prompt) if prefix and prompt is not None else -1  # where the model starts writing
         header = self.markers.assistant_header
         if prefix and self.markers.ignores_generation_prompt and header and text.startswith(header, opened):
@@ -196,7 +205,12 @@ class ChatSpans:
         notes: list[Note] = []
         data_end = _content_end(text, opened, msg["content"]) if prefix and plain else None
         data_start, reasoning_end, block = -1, -1, False
-        if data_end is None:
+        places = regions() if known is not None and plain and data_end is None else None
+        place = places[i] if places is not None else None
+        if place is not None:  # a long record's plain turn: its content's place from the skeleton render
+            data_start, data_end = place
+            block = "</think>" in msg["content"]
+        elif data_end is None:
             data_start, data_end, reasoning_end, notes, why = self._data(text, msgs, i, render)
             if why:
                 raise reject(why)
@@ -210,6 +224,11 @@ class ChatSpans:
         else:
             # As it appears in A: from its data, or from the end of its role header when the model
             # writes markup before the data (a call-only turn has no content to anchor on).
+            if aligned and not self._aligns(regions, i, done, data_start):
+                try:  # the fallback would not align P_i to A here: it needs P_i as rendered
+                    prompt = render(msgs[:i], generation=True)
+                except TemplateError:
+                    prompt = None
             start, closed = self.fallback(
                 text, msgs, i, prompt, done=done, data=(data_start, data_end), block=block, render=render,
                 regions=regions,
@@ -251,6 +270,13 @@ class ChatSpans:
         if self.markers.thinking_kwarg and after.strip() and text.startswith(after, start) and msg.get("reasoning_content") is None:
             notes.append(Note(NoteCode.THINK_BOILERPLATE, THINK_BOILERPLATE.format(text=after, kwarg=self.markers.thinking_kwarg)))
         return Turn(start, end, boundary, method, tuple(notes), eos)
+
+    @staticmethod
+    def _aligns(regions: Regions, i: int, done: int, data_start: int) -> bool:
+        """Whether `FallbackStart` aligns P_i to A at message i-1's content (it lies between the previous
+        turn and turn i's data), as a rewritten `Tail` is."""
+        place = (regions() or [None] * i)[i - 1]
+        return place is not None and done <= place[0] and place[1] <= data_start
 
     def _data(
         self, text: str, msgs: list[dict[str, Any]], i: int, render: Render
