@@ -116,9 +116,10 @@ def content_regions(text: str, render: Render, msgs: list[dict[str, Any]]) -> Pl
     return None
 
 
-# Inference prompts rendered per kind of turn to check a long record's prompts (`prompt_ends`, `prompt_tails`): the first,
-# the last and evenly spaced ones between.
-SAMPLES = 5
+# Inference prompts rendered per kind of turn to check a long record's prompts (`prompt_ends`, `prompt_tails`): every
+# one in a group of up to this many turns (so nearly every real conversation is checked turn by turn), else the first,
+# the last and evenly spaced ones between. A constant: 16 renders of a 1,000-message record, not 500.
+SAMPLES = 16
 
 
 def prompt_ends(
