@@ -35,11 +35,10 @@ from typing import TYPE_CHECKING, Any
 from ftdata.errors import TemplateError
 from ftdata.chat.probes import PROBE, PROBE_TOOL, probe_messages
 from ftdata.chat.regions import changed_region
+from ftdata.vision.content import MEDIA  # one image in a message's text
 
 if TYPE_CHECKING:
     from ftdata.chat.markers import ChatRenderer
-
-MEDIA = "\ufffc"  # ftdata.vision.content.MEDIA: one image in a message's text (not imported: this module stays light)
 
 
 class ContentForm(Enum):

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ftdata.chat.regions import sentinel
 from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.tokens.masking import Tokenized
@@ -300,9 +301,11 @@ class Vision:
 
 
 def _stand_ins(text: str, tokens: list[str]) -> dict[str, str]:
-    """Each distinct token -> a run, as long as it, of a private-use character that is not in `text`."""
-    chars = (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in text)
-    return {token: next(chars) * len(token) for token in dict.fromkeys(tokens)}
+    """Each distinct token -> a run, as long as it, of a private-use character in neither `text` nor another run."""
+    runs: dict[str, str] = {}
+    for token in dict.fromkeys(tokens):
+        runs[token] = sentinel(text, *runs.values()) * len(token)
+    return runs
 
 
 def _cuts(spans: tuple[tuple[int, int], ...], size: int) -> list[tuple[int, int]]:
