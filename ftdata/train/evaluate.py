@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,25 +139,40 @@ def generate(
     import torch
 
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     answers: dict[int, str] = {}
-    for start in range(0, len(order), settings.batch_size):
-        batch = order[start : start + settings.batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]) :] = 1
+    for batch, ids, mask, _ in left_padded(prompts, tokenizer, settings.batch_size):
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=settings.max_new_tokens,
-                num_beams=settings.num_beams, do_sample=False, eos_token_id=sorted(stop_ids), pad_token_id=pad_id,
+                num_beams=settings.num_beams, do_sample=False, eos_token_id=sorted(stop_ids), pad_token_id=pad_id(tokenizer),
             )  # fmt: skip
         for row, i in enumerate(batch):
-            answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+            answers[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
     return [answers[i] for i in range(len(prompts))]
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id generation pads with: the pad token, else the end of sequence."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def left_padded(prompts: Sequence[Sequence[int]], tokenizer: Any, batch_size: int) -> Iterator[tuple[list[int], Any, Any, list[int]]]:
+    """Batches of `prompts` for generation, shortest first (similar lengths share a batch): (their
+    indexes, ids, attention mask, each row's left padding). Left padding: every prompt ends where
+    generation starts."""
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad_id(tokenizer), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        shifts = [width - len(prompts[i]) for i in batch]
+        for row, (i, shift) in enumerate(zip(batch, shifts)):
+            ids[row, shift:] = torch.tensor(prompts[i])
+            mask[row, shift:] = 1
+        yield batch, ids, mask, shifts
 
 
 def save_report(report: EvalReport, folder: Path) -> dict[str, str]:

@@ -27,7 +27,7 @@ import torch
 
 from ftdata.errors import ConfigError
 from ftdata.train.config import TrainConfig
-from ftdata.train.evaluate import EvalReport, GenerationSettings, corpus_bleu, rows_and_references
+from ftdata.train.evaluate import EvalReport, GenerationSettings, corpus_bleu, left_padded, pad_id, rows_and_references
 from ftdata.train.samples import Sample, end_marker_ids, extract_samples, sequences
 from ftdata.train.vision import Family, VisionCollator
 from ftdata.types import IGNORE_INDEX
@@ -145,19 +145,11 @@ def generate_with_images(
 ) -> list[str]:  # fmt: skip
     """Answers to the prompts with their images, batched with left padding, prompt stripped, in input order."""
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    order = sorted(range(len(samples)), key=lambda i: len(samples[i].sample.prompt_ids))
     answers: dict[int, str] = {}
-    for first in range(0, len(order), settings.batch_size):
-        batch = [samples[i] for i in order[first : first + settings.batch_size]]
-        width = max(len(s.sample.prompt_ids) for s in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for order, ids, mask, shifts in left_padded([s.sample.prompt_ids for s in samples], tokenizer, settings.batch_size):
+        batch = [samples[i] for i in order]
         images, image_row = [], []
-        for row, s in enumerate(batch):  # left padding: every prompt ends where generation starts
-            shift = width - len(s.sample.prompt_ids)
-            ids[row, shift:] = torch.tensor(s.sample.prompt_ids)
-            mask[row, shift:] = 1
+        for row, (s, shift) in enumerate(zip(batch, shifts)):  # each image moves with its prompt's padding
             for image in s.images:
                 images.append({**image, "start": int(image["start"]) + shift})
                 image_row.append(row)
@@ -171,10 +163,10 @@ def generate_with_images(
         with torch.no_grad():
             out = model.generate(
                 **_to(inputs, device), max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                do_sample=False, eos_token_id=sorted(stop_ids), pad_token_id=pad_id,
+                do_sample=False, eos_token_id=sorted(stop_ids), pad_token_id=pad_id(tokenizer),
             )  # fmt: skip
-        for row, i in enumerate(order[first : first + settings.batch_size]):
-            answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+        for row, i in enumerate(order):
+            answers[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
     return [answers[i] for i in range(len(samples))]
 
 
