@@ -429,7 +429,7 @@ def test_a_ray_shards_full_scratch_is_one_line_naming_it(tmp_path: Path, monkeyp
     monkeypatch.setattr(output.ArrowRows, "write", _no_space)
     job = ray_build._ShardJob(options=BuildOptions.from_mapping({"template": "alpaca"}), tokenizer=tokenizer(None), sidecar=str(tmp_path / "side"))
     with pytest.raises(DiskFullError, match=rf"^no space left in {scratch} \(scratch space, \$TMPDIR\): the build needs "):
-        ray_build._shard_rows(job, 0, str(_jsonl(tmp_path / "d.jsonl", OLD)), store.filesystem(str(tmp_path / "side")))
+        ray_build._shard_rows(job, ray_build._stage("build", job), 0, str(_jsonl(tmp_path / "d.jsonl", OLD)), store.filesystem(str(tmp_path / "side")))
     assert [p.name for p in (scratch).glob("ftdata-*/shard-*")] == []
 
 

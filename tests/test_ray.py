@@ -213,6 +213,22 @@ def test_batches_run_in_ray_workers_and_come_back_in_order() -> None:
     assert os.getpid() not in {pid for pid, _ in results}
 
 
+def test_a_worker_builds_each_build_with_its_own_stage_even_at_the_last_jobs_address(smol) -> None:
+    """A Ray worker keeps one build's job (`ray_spec`) and its compiled stage. The next build's job
+    may be unpickled at the address of the last one, which `ray_spec` just dropped: the stage must
+    follow the build, not the address (CI once built a shard of a chat-template build with the
+    alpaca template of the build before it). Simulated here with one object whose options change."""
+    from ftdata.options import BuildOptions
+    from ftdata.run import ray_build
+
+    job = ray_build._ShardJob(BuildOptions.from_mapping({"template": "alpaca"}), smol, sidecar="unused")
+    first = ray_build._stage("first-build", job)
+    assert ray_build._stage("first-build", job) is first  # compiled once per build
+    object.__setattr__(job, "options", BuildOptions.from_mapping({"max_length": 256}))  # the same id, the next build
+    second = ray_build._stage("second-build", job)
+    assert (first.renderer.name, second.renderer.name) == ("alpaca", "chat template")
+
+
 def test_a_shard_report_that_never_reached_out_is_one_line(tmp_path: Path) -> None:
     """A worker on a node that does not mount OUT writes its counts elsewhere: say so, no traceback."""
     from ftdata.errors import FtdataError

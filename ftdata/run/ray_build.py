@@ -202,7 +202,7 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
         if any(failed < shard for failed in _failed_shards(errors)):
             continue
         try:
-            tables.append(_shard_rows(job, shard, path, side))
+            tables.append(_shard_rows(job, _stage(key, job), shard, path, side))
         except FtdataError as exc:
             store.write_bytes(store.child(errors, f"part-{shard:05d}.pickle"), pickle.dumps(Raised(exc)))
     return pa.concat_tables(tables) if tables else _schema(job.options.data).empty_table()
@@ -227,7 +227,7 @@ def _schema(options: DataOptions) -> pa.Schema:
     return schema.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE))) if options.processor is not None else schema
 
 
-def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Table:
+def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Where) -> pa.Table:
     """One shard through the run loop in this worker (one thread: the worker is one CPU), then packed;
     rejects and report beside."""
     options = job.options.data
@@ -237,7 +237,7 @@ def _shard_rows(job: _ShardJob, shard: int, source: Any, side: Where) -> pa.Tabl
     with space.disk_space(scratch_place), tempfile.TemporaryDirectory(prefix="shard-", dir=_worker_scratch()) as scratch:
         rows = output.ArrowRows(Path(scratch) / "rows.arrow", images=options.processor is not None)
         sink = RejectsWriter(report, Path(scratch) / "rejects.jsonl")
-        write_rows(source, _stage(job), job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
+        write_rows(source, stage, job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
         schema = _schema(options)
         table = schema.empty_table()
         if rows.weighted:  # not dropped in silence: the Ray shards have no such column yet
@@ -266,14 +266,17 @@ def _worker_scratch() -> Path:
     return _SCRATCH[pid]
 
 
-_STAGES: dict[int, Stage] = {}  # id of the job -> its compiled stage, once per worker process
+_STAGES: dict[str, Stage] = {}  # the build's key -> its compiled stage, once per worker process
 
 
-def _stage(job: _ShardJob) -> Stage:
-    if id(job) not in _STAGES:
+def _stage(key: str, job: _ShardJob) -> Stage:
+    """The build's stage, compiled once per worker process. Keyed by the build's key, never by
+    `id(job)`: `ray_spec` drops the last build's job, and the next one may be unpickled at its
+    address (a worker then built a shard with the last build's template and options)."""
+    if key not in _STAGES:
         _STAGES.clear()
-        _STAGES[id(job)] = Stage(job.tokenizer, job.options.data)
-    return _STAGES[id(job)]
+        _STAGES[key] = Stage(job.tokenizer, job.options.data)
+    return _STAGES[key]
 
 
 def _read_report(side: Where, shard: int, *, shared: str) -> BuildReport:
