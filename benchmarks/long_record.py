@@ -6,7 +6,7 @@ structure in a bounded number of renders instead: where the template is prefix-s
 (`prompt_ends`) and where it is not (`prompt_tails`: Nemotron 3, Qwen3 with thinking off,
 GLM-4.7, DeepSeek-V3.2; docs/masking.md). This prints the seconds one record takes at each size.
 
-    python benchmarks/long_record.py [--tokenizer NAME] [--template T] [--kwargs JSON] [--build] [1000 2000 4000]
+    python benchmarks/long_record.py [--tokenizer NAME] [--template T] [--kwargs JSON] [--kind K] [--build] [1000 2000 4000]
 
 NAME is a folder under ../shared/tokenizers (default: the bundled SmolLM2, ChatML; with
 --template: qwen2.5-instruct). T is a chat template that replaces the tokenizer's own: a TRL
@@ -35,8 +35,23 @@ SHARED = Path(os.environ.get("FTDATA_SHARED", Path(__file__).resolve().parents[2
 THINK_TAGS = ("<think>", "</think>")
 
 
-def record(n: int) -> dict[str, Any]:
-    return {"messages": [{"role": "user" if k % 2 == 0 else "assistant", "content": f"message number {k}"} for k in range(n)]}
+CITY = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+def record(n: int, kind: str = "plain") -> dict[str, Any]:
+    """n messages: user / assistant alternating ("plain"), with each assistant turn's reasoning
+    ("reasoning"), or user / tool call / tool result / answer ("call")."""
+    if kind != "call":
+        think = {"reasoning_content": "thinking it over"} if kind == "reasoning" else {}
+        return {"messages": [{"role": "user", "content": f"message number {k}"} if k % 2 == 0 else
+                             {"role": "assistant", "content": f"message number {k}", **think} for k in range(n)]}  # fmt: skip
+    messages: list[dict[str, Any]] = []
+    for k in range(n // 4):
+        call = {"id": f"call{k:05d}", "type": "function", "function": {"name": "get_weather", "arguments": {"city": f"City {k}"}}}
+        messages += [{"role": "user", "content": f"weather {k}?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                     {"role": "tool", "tool_call_id": call["id"], "name": "get_weather", "content": f"sunny {k}"},
+                     {"role": "assistant", "content": f"It is sunny {k}."}]  # fmt: skip
+    return {"messages": messages, "tools": [CITY]}
 
 
 def load(tokenizer: str | None, template: str | None) -> Any:
@@ -59,14 +74,14 @@ def load(tokenizer: str | None, template: str | None) -> Any:
     return tok
 
 
-def in_process(tok: Any, sizes: list[int], kwargs: dict[str, Any] | None) -> None:
+def in_process(tok: Any, sizes: list[int], kwargs: dict[str, Any] | None, kind: str) -> None:
     from ftdata.errors import Location
     from ftdata.options import DataOptions
     from ftdata.run.engine import Stage
 
-    stage = Stage(tok, DataOptions(max_length=10**8, chat_template_kwargs=kwargs))
+    stage = Stage(tok, DataOptions(max_length=10**8, chat_template_kwargs=kwargs, max_messages=max(sizes)))
     for n in sizes:
-        (example,) = stage.examples(Location("long"), record(n))
+        (example,) = stage.examples(Location("long"), record(n, kind))
         start = time.perf_counter()
         rendered = stage.renderer(example)
         row = stage.masker([rendered])[0]
@@ -74,14 +89,14 @@ def in_process(tok: Any, sizes: list[int], kwargs: dict[str, Any] | None) -> Non
         print(f"{n} messages: {seconds:.2f} s ({len(rendered.spans)} trained turns, {len(row.input_ids)} tokens, {rendered.method})")
 
 
-def with_build(tok: Any, sizes: list[int], kwargs: dict[str, Any] | None) -> None:
+def with_build(tok: Any, sizes: list[int], kwargs: dict[str, Any] | None, kind: str) -> None:
     """`ftdata build` of a JSONL file with the one record, timed from outside (a fresh process)."""
     with tempfile.TemporaryDirectory(prefix="long-record-") as tmp:
         folder = Path(tmp) / "tokenizer"
         tok.save_pretrained(folder)
         for n in sizes:
             data = Path(tmp) / f"long-{n}.jsonl"
-            data.write_text(json.dumps(record(n)) + "\n", encoding="utf-8")
+            data.write_text(json.dumps(record(n, kind)) + "\n", encoding="utf-8")
             command = [sys.executable, "-m", "ftdata", "build", str(data), "-o", str(Path(tmp) / f"out-{n}"), "-t", str(folder),
                        "--max-length", str(10**7), "--no-packing", "--no-cache", "--max-messages", str(max(n, 1024))]  # fmt: skip
             if kwargs:
@@ -98,12 +113,14 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="folder under ../shared/tokenizers (default: bundled SmolLM2)")
     parser.add_argument("--template", default=None, help="chat template: a TRL template name or a .jinja path")
     parser.add_argument("--kwargs", default=None, help="chat_template_kwargs as JSON, e.g. '{\"enable_thinking\": false}'")
+    parser.add_argument("--kind", choices=["plain", "reasoning", "call"], default="plain",
+                        help="assistant turns: plain, with reasoning, or tool calls (user / call / result / answer)")
     parser.add_argument("--build", action="store_true", help="time `ftdata build` on a JSONL file holding the record")
     parser.add_argument("sizes", nargs="*", type=int, default=[1000, 2000, 4000])
     args = parser.parse_args()
     tok = load(args.tokenizer, args.template)
     kwargs = json.loads(args.kwargs) if args.kwargs else None
-    (with_build if args.build else in_process)(tok, args.sizes, kwargs)
+    (with_build if args.build else in_process)(tok, args.sizes, kwargs, args.kind)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class FallbackStart:
 
     def __call__(
         self, text: str, msgs: list[dict[str, Any]], i: int, prompt: str | None, *, done: int, data: tuple[int, int],
-        block: bool, render: Render, regions: Regions = lambda: None,
+        block: bool, render: Render, regions: Regions = lambda: None, answer: tuple[int, int] | None = None,
     ) -> tuple[int, bool]:  # fmt: skip
         """(where turn i begins in A, whether A writes again the prompt's close of a think block).
 
@@ -65,7 +65,8 @@ class FallbackStart:
         before its data (a think block, call markup). `render(messages, generation=...)` renders
         with the record's tools and kwargs: the message before turn i is located by rendering it
         once more with its content replaced (`ftdata.chat.regions`), never by searching its text;
-        `regions()` gives every content's place from one render, where the template allows.
+        `regions()` gives every content's place from one render, where the template allows;
+        `answer`: where the turn's answer is written (`pieces.Found.answer`), else located here.
         """
         data_start, data_end = data
         before = self._before(text, msgs, i, render, regions, done, data_start)  # where message i-1's content ends in A
@@ -86,8 +87,8 @@ class FallbackStart:
         if prompt is None:
             return start, False
         if tail.strip():
-            answer = self._answer_start(text, render, msgs, i, data, start)
-            start, moved = self._after_prompt_tail(text, tail, start, answer)
+            begins = self._answer_start(text, render, msgs, i, data, start, answer)
+            start, moved = self._after_prompt_tail(text, tail, start, begins)
             if not moved:
                 start = self._past_prompt_end(text, prompt, start)
             return start, moved
@@ -106,15 +107,20 @@ class FallbackStart:
         return region[1] if region and done <= region[0] and region[1] <= data_start else -1
 
     @staticmethod
-    def _answer_start(text: str, render: Render, msgs: list[dict[str, Any]], i: int, data: tuple[int, int], lo: int) -> int:
+    def _answer_start(
+        text: str, render: Render, msgs: list[dict[str, Any]], i: int, data: tuple[int, int], lo: int,
+        located: tuple[int, int] | None,
+    ) -> int:  # fmt: skip
         """Where turn i's answer (its content, else its first call's name) begins in text[lo:data end].
 
-        A plain turn's data is its content; otherwise the content (or the name) is located by a
-        render with only it replaced.
+        A plain turn's data is its content; otherwise the content (or the name) is where the
+        long-record skeletons `located` it, else located by a render with only it replaced.
         """
         msg, (data_start, hi) = msgs[i], data
         if not msg.get("tool_calls") and msg.get("reasoning_content") is None:
             region: tuple[int, int] | None = (data_start, hi)
+        elif located is not None:
+            region = located
         elif (msg.get("content") or "").strip():
             region = content_at(text, render, msgs, i)
         else:

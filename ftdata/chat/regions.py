@@ -12,7 +12,8 @@ sentinel: the two renders differ exactly where the template wrote it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,14 +81,49 @@ def content_at(text: str, render: Render, msgs: list[dict[str, Any]], j: int, *,
     return written_at(text, render, msgs, j, lambda m, mark: {**m, "content": mark}, generation=generation)
 
 
+def free_marks(text: str) -> Iterator[str]:
+    """Private-use characters that do not occur in `text`, one after another (the planes' too: a
+    long record may need thousands)."""
+    used = set(text)
+    planes = (*range(0xE000, 0xF900), *range(0xF0000, 0xFFFFE), *range(0x100000, 0x10FFFE))
+    return (chr(c) for c in planes if chr(c) not in used)
+
+
+# How a template may write a piece of text: as given, or trimmed (one form for every piece of a kind).
+FORMS: tuple[Callable[[str], str], ...] = (str, str.strip)
+
+
+def put_back(
+    text: str, skeleton: str, at: list[tuple[int, str]], values: dict[str, tuple[str, str]],
+    forms: dict[str, tuple[Callable[[str], str], ...]],
+) -> dict[str, tuple[int, int]] | None:  # fmt: skip
+    """{mark: [start, end) in `text`} when `text` is `skeleton` with each mark (at its position, in
+    the order of `at`) replaced by its value (`values`: mark -> (kind, value)) in one of its kind's
+    `forms`, the same for every piece of a kind; None when no forms give `text`."""
+    kinds = sorted({kind for kind, _ in values.values()})
+    for choice in itertools.product(*(forms[kind] for kind in kinds)):
+        form = dict(zip(kinds, choice))
+        parts, out, pos, size = [], {}, 0, 0
+        for k, mark in at:
+            kind, value = values[mark]
+            written = form[kind](value)
+            parts += [skeleton[pos:k], written]
+            size += k - pos
+            out[mark] = (size, size + len(written))
+            size += len(written)
+            pos = k + 1
+        if "".join([*parts, skeleton[pos:]]) == text:
+            return out
+    return None
+
+
 def content_regions(text: str, render: Render, msgs: list[dict[str, Any]]) -> Places | None:
     """Where each message's content lies in `text` (= render(msgs)), from one render with every
     non-empty content replaced by its own sentinel: `text` must be that skeleton with each sentinel
     replaced by its content (as given, or trimmed: every content alike), so the template writes
     contents as opaque text and every offset follows. None when it does not (or the render raises).
     """
-    used = set(text)
-    free = (chr(c) for c in (*range(0xE000, 0xF900), *range(0xF0000, 0xFFFFE), *range(0x100000, 0x10FFFE)) if chr(c) not in used)
+    free = free_marks(text)
     marks: dict[str, int] = {}
     changed = list(msgs)
     for j, m in enumerate(msgs):
@@ -101,19 +137,13 @@ def content_regions(text: str, render: Render, msgs: list[dict[str, Any]]) -> Pl
     at = sorted((k, ch) for k, ch in enumerate(skeleton) if ch in marks)
     if len(at) != len(marks) or len({ch for _, ch in at}) != len(marks):  # each written once
         return None
-    for form in (str, str.strip):
-        out: list[tuple[int, int] | None] = [None] * len(msgs)
-        parts, pos, size = [], 0, 0
-        for k, mark in at:
-            value = form(msgs[marks[mark]]["content"])
-            parts += [skeleton[pos:k], value]
-            size += k - pos
-            out[marks[mark]] = (size, size + len(value))
-            size += len(value)
-            pos = k + 1
-        if "".join([*parts, skeleton[pos:]]) == text:
-            return out
-    return None
+    spans = put_back(text, skeleton, at, {ch: ("content", msgs[j]["content"]) for ch, j in marks.items()}, {"content": FORMS})
+    if spans is None:
+        return None
+    out: Places = [None] * len(msgs)
+    for ch, j in marks.items():
+        out[j] = spans[ch]
+    return out
 
 
 # Inference prompts rendered per kind of turn to check a long record's prompts (`prompt_ends`, `prompt_tails`): every
@@ -132,7 +162,7 @@ def prompt_ends(
     message i-1 and turn i's own content, both located by `content_regions`: that stretch holds
     markup only (`regions`: from `content_regions`). In each group of turns that follow a message
     of one role (a tool result may end without the header: diffusion_gemma), up to `SAMPLES`
-    prompts are rendered as they are (`_picks`) and must agree; a group where one does not is left
+    prompts are rendered as they are (`picks`) and must agree; a group where one does not is left
     out (its turns are then rendered).
     """
     if regions is None:
@@ -153,13 +183,13 @@ def prompt_ends(
         return len(prompt) == out[i] and text.startswith(prompt)
 
     kept: dict[int, int] = {}
-    for group in _groups(msgs, list(out)).values():
-        if all(agrees(i) for i in _picks(group)):
+    for group in groups(msgs, list(out)).values():
+        if all(agrees(i) for i in picks(group)):
             kept.update((i, out[i]) for i in group)
     return kept
 
 
-def _groups(msgs: list[dict[str, Any]], turns: list[int]) -> dict[str, list[int]]:
+def groups(msgs: list[dict[str, Any]], turns: list[int]) -> dict[str, list[int]]:
     """`turns` by the role of the message before each (templates close a user and a tool turn apart)."""
     groups: dict[str, list[int]] = {}
     for i in turns:
@@ -167,7 +197,7 @@ def _groups(msgs: list[dict[str, Any]], turns: list[int]) -> dict[str, list[int]
     return groups
 
 
-def _picks(group: list[int]) -> list[int]:
+def picks(group: list[int]) -> list[int]:
     """The turns of `group` whose prompts are rendered to check it: the first, the last, and evenly
     spaced ones between (`SAMPLES` in all, at most)."""
     return sorted({group[round(k * (len(group) - 1) / (SAMPLES - 1))] for k in range(SAMPLES)})
@@ -220,8 +250,8 @@ def prompt_tails(text: str, render: Render, msgs: list[dict[str, Any]], turns: l
     if regions is None:
         return {}
     out: dict[int, Tail] = {}
-    for group in _groups(msgs, [i for i in turns if i > 0 and regions[i - 1] is not None]).values():
-        tails = {_tail(text, render, msgs, i, regions[i - 1][1]) for i in _picks(group)}  # type: ignore[index]
+    for group in groups(msgs, [i for i in turns if i > 0 and regions[i - 1] is not None]).values():
+        tails = {_tail(text, render, msgs, i, regions[i - 1][1]) for i in picks(group)}  # type: ignore[index]
         if len(tails) == 1 and None not in tails:
             ((rewritten, tail),) = tails
             out.update((i, Tail(regions[i - 1][1], tail, rewritten)) for i in group)  # type: ignore[index]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError, TemplateError, UnusableRecord
 from ftdata.io.bounds import MAX_MESSAGES
-from ftdata.tokens.limits import LimitExceeded, RecordOverLimit
+from ftdata.tokens.limits import LimitExceeded, RecordOverLimit, pinned
 
 if TYPE_CHECKING:
     from ftdata.options import DataOptions
@@ -318,7 +318,8 @@ class Renderer:
                 location=example.source, field="messages", code=RejectCode.TOO_MANY_MESSAGES,
             )  # fmt: skip
         try:
-            return self._render(example)
+            with pinned():  # the record's renders read the limits once (a long record renders tens of times)
+                return self._render(example)
         except RecordOverLimit:
             raise
         except LimitExceeded as exc:  # a record's render, not the build: a reject under on_error="skip"

@@ -25,7 +25,6 @@ from `ftdata.chat.stops`.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
@@ -33,7 +32,8 @@ from typing import Any
 
 from ftdata.errors import Location, TemplateError, UnusableRecord
 from ftdata.chat.fallback import FallbackStart
-from ftdata.chat.regions import Regions, Render, Tail, changed_region, content_regions, prompt_ends, prompt_tails, sentinel as _sentinel
+from ftdata.chat.pieces import Found, has_reasoning, locate, marked_call
+from ftdata.chat.regions import Regions, Render, Tail, changed_region, content_regions, groups, picks, prompt_ends, prompt_tails, sentinel as _sentinel
 from ftdata.chat.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.chat.stops import common_token_prefix, first_stop
@@ -55,9 +55,10 @@ EOS_APPENDED = Note(
     "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained",
 )
 # Boilerplate the rule trains (Qwen3's empty think block when thinking is on), and the kwarg that moves it.
-# From this many plain assistant turns on, a conversation's inference prompts are located in a bounded
-# number of renders (`prompt_ends` where the template is prefix-stable, else `prompt_tails`), and
-# plain turns' contents from one skeleton render, rather than rendered one by one.
+# From this many assistant turns of a kind on (plain; with reasoning or tool calls), a conversation's
+# inference prompts are located in a bounded number of renders (`prompt_ends` where the template is
+# prefix-stable, else `prompt_tails`), plain turns' contents from one skeleton render and the data of
+# turns with reasoning or calls from two (`pieces.locate`), rather than rendered one by one.
 LONG = 4
 THINK_BOILERPLATE = "trains {text!r}, which the template writes into this turn after the generation prompt; chat_template_kwargs {kwarg} moves it into the prompt"
 
@@ -82,13 +83,6 @@ def _content_end(text: str, start: int, content: str) -> int | None:
     while j < len(text) and text[j].isspace() and not text.startswith(core, j):
         j += 1
     return j + len(core) if core and text.startswith(core, j) else None
-
-
-def _marked_call(call: dict[str, Any], mark: str) -> dict[str, Any]:
-    """`call` with its arguments replaced by `{"argument": mark}`, in the form (dict or JSON string) it had."""
-    args: Any = {"argument": mark}
-    args = json.dumps(args, ensure_ascii=False) if isinstance(call["function"]["arguments"], str) else args
-    return {**call, "function": {**call["function"], "arguments": args}}
 
 
 def tool_name(tool: dict[str, Any]) -> str:
@@ -143,11 +137,11 @@ class ChatSpans:
                 )  # fmt: skip
         spans, boundaries, method, done = [], [], "prefix", 0
         regions = cache(lambda: content_regions(text, render, msgs))  # every content's place, one render, when asked
-        known = self._prompt_ends(msgs, regions, render, text)
+        known, found, lasts = self._long(msgs, regions, render, text)
         for i, msg in enumerate(msgs):
             if msg["role"] != "assistant":
                 continue
-            turn = self._turn(text, msgs, i, render, done, trained[i], example.source, known.get(i), regions)
+            turn = self._turn(text, msgs, i, render, done, trained[i], example.source, known.get(i), regions, found.get(i), lasts.get(i))
             if turn.method == "fallback":
                 method = "fallback"
             notes.extend(turn.notes)
@@ -159,26 +153,57 @@ class ChatSpans:
             boundaries.append(turn.boundary)
         return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
 
-    def _prompt_ends(self, msgs: list[dict[str, Any]], regions: Regions, render: Render, text: str) -> dict[int, int | Tail]:
-        """P_i of a long conversation's plain turns without rendering each prefix: len(P_i) where the
-        template is prefix-stable and writes a generation prompt (`prompt_ends`), else P_i as A's
-        text plus a tail (`prompt_tails`); {} for a short conversation (every prefix is rendered)."""
+    def _long(
+        self, msgs: list[dict[str, Any]], regions: Regions, render: Render, text: str
+    ) -> tuple[dict[int, int | Tail], dict[int, Found], dict[int, bool]]:  # fmt: skip
+        """A long conversation's turns without rendering each prefix: (P_i by turn, the data of turns
+        with reasoning or calls by turn, whether the template writes a turn's dropped reasoning when
+        the turn is last, by turn); each {} for a kind of turn with fewer than `LONG` turns (they are
+        rendered one by one).
+
+        P_i: len(P_i) where the template is prefix-stable and writes a generation prompt
+        (`prompt_ends`), else P_i as A's text plus a tail (`prompt_tails`); each kind of turn (plain,
+        with reasoning or calls) checked apart. The data of turns with reasoning or calls: from two
+        skeleton renders (`pieces.locate`); a plain turn's content: from `content_regions`.
+        """
         m = self.markers
-        plain = [i for i, msg in enumerate(msgs) if msg["role"] == "assistant" and not msg.get("tool_calls")
-                 and msg.get("reasoning_content") is None and i > 0]  # fmt: skip
-        if len(plain) < LONG:
-            return {}
+        turns = [i for i, msg in enumerate(msgs) if msg["role"] == "assistant" and i > 0]
+        plain = [i for i in turns if not msgs[i].get("tool_calls") and msgs[i].get("reasoning_content") is None]
+        other = [i for i in turns if msgs[i].get("tool_calls") or msgs[i].get("reasoning_content") is not None]
+        if len(plain) < LONG and len(other) < LONG:
+            return {}, {}, {}  # a short conversation: every turn rendered
+        found = locate(text, render, msgs, other) if len(other) >= LONG else {}
+        places = regions()
+        if places is not None and found:  # a turn's own place begins where its data does (its reasoning, its calls)
+            places = [(found[i].start, found[i].end) if i in found else place for i, place in enumerate(places)]
         ends: dict[int, int | Tail] = {}
-        if m.prefix_stable and not m.ignores_generation_prompt and m.assistant_header.strip():
-            ends.update(prompt_ends(text, render, msgs, m.assistant_header, plain, regions()))
-        rest = [i for i in plain if i not in ends]
-        if len(rest) >= LONG:
-            ends.update(prompt_tails(text, render, msgs, rest, regions()))
-        return ends
+        for kind in (plain, [i for i in other if i in found]):
+            if len(kind) < LONG:
+                continue
+            if m.prefix_stable and not m.ignores_generation_prompt and m.assistant_header.strip():
+                ends.update(prompt_ends(text, render, msgs, m.assistant_header, kind, places))
+            rest = [i for i in kind if i not in ends]
+            if len(rest) >= LONG:
+                ends.update(prompt_tails(text, render, msgs, rest, places))
+        return ends, found, self._lasts(msgs, found, render, text)
+
+    def _lasts(self, msgs: list[dict[str, Any]], found: dict[int, Found], render: Render, text: str) -> dict[int, bool]:
+        """Whether the template writes a turn's reasoning when the turn ends the conversation, for the
+        turns whose reasoning it drops (history turns of Qwen3): rendered for up to `SAMPLES` of
+        them per role before them; where those agree, the verdict holds for the group."""
+        dropped = [i for i, f in found.items() if "reasoning" in f.pieces and "reasoning" not in f.written and i < len(msgs) - 1]
+        mark = _sentinel(text)
+        out: dict[int, bool] = {}
+        for group in groups(msgs, dropped).values():
+            verdicts = {self._writes_last_reasoning(msgs, i, mark, render) for i in picks(group)}
+            if len(verdicts) == 1:
+                out.update(dict.fromkeys(group, verdicts.pop()))
+        return out
 
     def _turn(
         self, text: str, msgs: list[dict[str, Any]], i: int, render: Render, done: int, trained: bool, source: Location,
-        known: int | Tail | None = None, regions: Regions = lambda: None,
+        known: int | Tail | None = None, regions: Regions = lambda: None, found: Found | None = None,
+        writes_last: bool | None = None,
     ) -> Turn:  # fmt: skip
         def reject(why: str) -> UnusableRecord:
             return UnusableRecord(
@@ -211,7 +236,7 @@ class ChatSpans:
             data_start, data_end = place
             block = "</think>" in msg["content"]
         elif data_end is None:
-            data_start, data_end, reasoning_end, notes, why = self._data(text, msgs, i, render)
+            data_start, data_end, reasoning_end, notes, why = self._data(text, msgs, i, render, found, writes_last)
             if why:
                 raise reject(why)
             # Markup the model writes before its data: the think block it opens when its reasoning
@@ -231,7 +256,7 @@ class ChatSpans:
                     prompt = None
             start, closed = self.fallback(
                 text, msgs, i, prompt, done=done, data=(data_start, data_end), block=block, render=render,
-                regions=regions,
+                regions=regions, answer=found.answer if found is not None else None,
             )
             method = "fallback"
             if closed and msg.get("reasoning_content"):
@@ -241,7 +266,10 @@ class ChatSpans:
         # A call turn stops at the first stop token after its calls: where a template writes the
         # tool results and then the turn's text inside the same model turn (Gemma 4), those come
         # after `<|tool_response>`, which ends generation, so they belong to the next prompt.
-        calls_end = self._calls_end(text, msgs, i, render) if msg.get("tool_calls") else data_end
+        if not msg.get("tool_calls"):
+            calls_end = data_end
+        else:
+            calls_end = found.calls_end if found is not None else self._calls_end(text, msgs, i, render)
         stop_at, end = first_stop(text, min(calls_end, data_end), self.markers.stops, self.openers)
         eos = False
         if end < 0:
@@ -279,9 +307,50 @@ class ChatSpans:
         return place is not None and done <= place[0] and place[1] <= data_start
 
     def _data(
-        self, text: str, msgs: list[dict[str, Any]], i: int, render: Render
-    ) -> tuple[int, int, int, list[Note], str]:
-        """Where the template writes turn i's data: (start, end, end of reasoning or -1, notes, why-not)."""
+        self, text: str, msgs: list[dict[str, Any]], i: int, render: Render, found: Found | None = None,
+        writes_last: bool | None = None,
+    ) -> tuple[int, int, int, list[Note], str]:  # fmt: skip
+        """Where the template writes turn i's data: (start, end, end of reasoning or -1, notes, why-not).
+
+        `found`: the data as the long-record skeletons located it (else one render with the turn's
+        pieces replaced); `writes_last`: whether the template writes the turn's reasoning when the
+        turn is last (else rendered here, where it drops the reasoning).
+        """
+        msg = msgs[i]
+        if found is None:
+            found = self._find(text, msgs, i, render)
+            if isinstance(found, str):
+                return -1, -1, -1, [], found
+        written, notes = found.written, []
+        calls = [name for name in found.pieces if name.startswith("call") and name not in written]
+        if calls:
+            names = ", ".join(repr(c["function"]["name"]) for c in msg["tool_calls"])
+            return -1, -1, -1, [], f"the chat template does not write its tool calls ({names}); use a template that renders tool_calls"
+        if "reasoning" in found.pieces and "reasoning" not in written:
+            if writes_last is None and i < len(msgs) - 1:
+                writes_last = self._writes_last_reasoning(msgs, i, _sentinel(text), render)
+            if i == len(msgs) - 1 or not writes_last:
+                return -1, -1, -1, [], (
+                    "the chat template does not write its reasoning (reasoning_content/thinking); the model would be trained "
+                    "to answer without it: drop the reasoning or use a template that renders it"
+                )  # fmt: skip
+            notes.append(REASONING_DROPPED)  # history reasoning: the template keeps it only in the last turn
+        if "content" in found.pieces:
+            if "content" not in written:
+                return -1, -1, -1, [], "the chat template drops its content"
+            region = text[found.start : found.end]
+            if why := self._rewritten(region, msg["content"].strip(), strict=len(found.pieces) == 1, notes=notes):
+                return -1, -1, -1, [], why
+        reasoning_end = found.reasoning_end
+        if "reasoning" in written and self.mask_reasoning and reasoning_end < 0:
+            mark = _sentinel(text)
+            only = {**msg, "reasoning_content": mark, "thinking": mark}
+            reasoning_end = changed_region(text, render([*msgs[:i], only, *msgs[i + 1 :]]))[1]
+        return found.start, found.end, reasoning_end, notes, ""
+
+    def _find(self, text: str, msgs: list[dict[str, Any]], i: int, render: Render) -> Found | str:
+        """Turn i's data located by one render with its pieces (content, reasoning, each call's
+        arguments) replaced by sentinels; or why it cannot be (empty, the render raises)."""
         msg = msgs[i]
         taken = [text]
 
@@ -291,55 +360,31 @@ class ChatSpans:
 
         pieces: dict[str, str] = {}
         changed = dict(msg)
-        core = msg["content"].strip()
-        if core:
+        if msg["content"].strip():
             pieces["content"] = changed["content"] = fresh()
-        reasoning = msg.get("reasoning_content")
-        if reasoning is not None and reasoning.strip():
+        if has_reasoning(msg):
             pieces["reasoning"] = changed["reasoning_content"] = changed["thinking"] = fresh()
         if msg.get("tool_calls"):
             calls = []
             for j, call in enumerate(msg["tool_calls"]):
                 pieces[f"call {j}"] = fresh()
-                calls.append(_marked_call(call, pieces[f"call {j}"]))
+                calls.append(marked_call(call, pieces[f"call {j}"]))
             changed["tool_calls"] = calls
         if not pieces:
-            return -1, -1, -1, [], "it is empty (no content, reasoning or tool calls)"
+            return "it is empty (no content, reasoning or tool calls)"
         try:
             other = render([*msgs[:i], changed, *msgs[i + 1 :]])
         except TemplateError as exc:
-            return -1, -1, -1, [], str(exc)
+            return str(exc)
         start, end = changed_region(text, other)
-        region = text[start:end]
-        written = {name for name, s in pieces.items() if writes(s, other, text)}  # also escaped (tojson(ensure_ascii=True))
-        notes: list[Note] = []
-        calls = [name for name in pieces if name.startswith("call") and name not in written]
-        if calls:
-            names = ", ".join(repr(c["function"]["name"]) for c in msg["tool_calls"])
-            return -1, -1, -1, [], f"the chat template does not write its tool calls ({names}); use a template that renders tool_calls"
-        if "reasoning" in pieces and "reasoning" not in written:
-            if i == len(msgs) - 1 or not self._writes_last_reasoning(msgs, i, pieces["reasoning"], render):
-                return -1, -1, -1, [], (
-                    "the chat template does not write its reasoning (reasoning_content/thinking); the model would be trained "
-                    "to answer without it: drop the reasoning or use a template that renders it"
-                )  # fmt: skip
-            notes.append(REASONING_DROPPED)  # history reasoning: the template keeps it only in the last turn
-        if "content" in pieces:
-            if "content" not in written:
-                return -1, -1, -1, [], "the chat template drops its content"
-            if why := self._rewritten(region, core, strict=len(pieces) == 1, notes=notes):
-                return -1, -1, -1, [], why
-        reasoning_end = -1
-        if "reasoning" in written and self.mask_reasoning:
-            only = {**msg, "reasoning_content": pieces["reasoning"], "thinking": pieces["reasoning"]}
-            reasoning_end = changed_region(text, render([*msgs[:i], only, *msgs[i + 1 :]]))[1]
-        return start, end, reasoning_end, notes, ""
+        written = frozenset(name for name, s in pieces.items() if writes(s, other, text))  # also escaped (tojson(ensure_ascii=True))
+        return Found(start, end, tuple(pieces), written)
 
     @staticmethod
     def _calls_end(text: str, msgs: list[dict[str, Any]], i: int, render: Render) -> int:
         """Where the template ends turn i's tool calls in `text` (their arguments replaced by a sentinel)."""
         mark = _sentinel(text)
-        calls = [_marked_call(call, mark) for call in msgs[i]["tool_calls"]]
+        calls = [marked_call(call, mark) for call in msgs[i]["tool_calls"]]
         try:
             other = render([*msgs[:i], {**msgs[i], "tool_calls": calls}, *msgs[i + 1 :]])
         except TemplateError:
