@@ -66,12 +66,17 @@ def listing(folder: Path) -> dict[str, bytes | str]:
 
 
 def _within(seconds: float, done: Callable[[], bool]) -> bool:
+    """Whether `done()` holds within `seconds` (a look that finds a file removed under it is looked again)."""
     deadline = time.monotonic() + seconds
-    while not done():
+    while True:
+        try:
+            if done():
+                return True
+        except OSError:
+            pass
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
-    return True
 
 
 def _watchdogs(pid: int) -> list[str]:
@@ -141,10 +146,7 @@ def _running(proc: subprocess.Popen[str], condition: Callable[[], bool]) -> Call
 
     def check() -> bool:
         assert proc.poll() is None, "the build ended before the moment to kill it"
-        try:
-            return condition()
-        except OSError:  # a file renamed or removed under the look
-            return False
+        return condition()
 
     return check
 

@@ -7,8 +7,9 @@ The rules every writer in ftdata follows:
   new one, never half of one; a killed build leaves only temporary names behind.
 - The files of one build into an output folder are published together (`OutputDir.finish`):
   staged in a hidden folder inside OUT, committed by one rename, then moved into place; a
-  build killed before the commit leaves OUT as it was, one killed after it is completed by
-  the next ftdata that opens OUT.
+  build killed before the commit leaves OUT as it was, one killed after it leaves the new build
+  whole: its watchdog (`reaper.Watchdog`, `commit.recover`) removes or publishes the stage the
+  moment the build is gone; failing that, the next ftdata that opens OUT does.
 - Nothing ftdata creates, locks or deletes is reached through a symbolic link (`O_NOFOLLOW`,
   `O_EXCL`, `lstat`); the stale-scratch sweep removes only folders ftdata marked as its own.
 - A write that runs out of space (`ENOSPC`) is a `DiskFullError` naming the folder (`disk_space`).
