@@ -32,6 +32,23 @@ NEW = [{"instruction": f"q{i}", "output": ""} if i % 4 == 0 else {"instruction":
 SMALL = NEW[:200]  # reaches its commit quickly
 ARGS = ("--template", "alpaca", "--on-error", "skip", "--no-cache", "--output-format", "jsonl")
 
+# `python -m ftdata build ...` that stops once it has written its cache entry (under its temporary name)
+CACHING = """
+import runpy, sys, time
+import datasets
+
+real = datasets.Dataset.save_to_disk
+
+def paused(self, path, *args, **kwargs):
+    real(self, path, *args, **kwargs)
+    print("caching", flush=True)
+    time.sleep(120)
+
+datasets.Dataset.save_to_disk = paused
+sys.argv[0] = "ftdata"
+runpy.run_module("ftdata", run_name="__main__")
+"""
+
 # `python -m ftdata build ...` whose publish stops (after `steps` of its renames) until it is killed
 PAUSED = """
 import os, runpy, sys, time
@@ -92,10 +109,12 @@ def _watchdogs(pid: int) -> list[str]:
     return found
 
 
-def _start(tmp_path: Path, data: Path, out: Path, *extra: str, script: str | None = None) -> subprocess.Popen[str]:
+def _start(
+    tmp_path: Path, data: Path, out: Path, *extra: str, script: str | None = None, args: tuple[str, ...] = ARGS
+) -> subprocess.Popen[str]:  # fmt: skip
     head = ["-c", script] if script else ["-m", "ftdata"]
     return subprocess.Popen(
-        [sys.executable, *head, "build", str(data), "-o", str(out), *ARGS, *extra], env=_env(tmp_path), cwd=tmp_path,
+        [sys.executable, *head, "build", str(data), "-o", str(out), *args, *extra], env=_env(tmp_path), cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
     )  # fmt: skip
 
@@ -199,6 +218,22 @@ def test_a_build_killed_after_its_commit_is_published_whole_at_once(builds: Path
     assert ftdata.load(out).report.records == len(SMALL)
 
 
+def test_a_build_killed_while_it_writes_its_cache_entry_leaves_nothing_in_the_cache(builds: Path, tmp_path: Path) -> None:
+    """The entry is written under a temporary name in the cache folder and renamed when complete;
+    killed before that, the build's watchdog removes it (before: a full copy of the dataset stayed
+    there for good, as nothing sweeps a cache folder)."""
+    out, before = _earlier(builds, tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    args = tuple(a for a in ARGS if a != "--no-cache")
+    proc = _start(tmp_path, builds / "small.jsonl", out, "--cache-dir", str(cache), script=CACHING, args=args)
+    assert proc.stdout is not None and proc.stdout.readline() == "caching\n"
+    assert [p.name for p in cache.iterdir() if p.name.startswith(safeio.TEMP_MARK)]
+    _kill(proc, group=True)
+    assert _within(5, lambda: listing(cache) == {} and listing(out) == before), (sorted(listing(cache)), sorted(listing(out)))
+    assert _within(5, lambda: _watchdogs(proc.pid) == [])
+
+
 # --- what the watchdog touches: only this build's names, never through a link ----------------------
 
 
@@ -276,3 +311,23 @@ def test_the_watchdog_acts_on_the_death_of_its_process_only(tmp_path: Path, stop
     expected = sorted([commit.LOCK_FILE, f"{safeio.TEMP_MARK}{proc.pid}-aaaaaaaa-stage"]) if stop else [commit.LOCK_FILE]
     assert _within(5, lambda: sorted(p.name for p in out.iterdir()) == expected), sorted(p.name for p in out.iterdir())
     assert _within(5, lambda: _watchdogs(proc.pid) == [])
+
+
+@pytest.mark.slow
+def test_a_ray_build_killed_while_its_workers_write_into_the_stage_leaves_out_as_it_was(builds: Path, tmp_path: Path) -> None:
+    """engine=ray's workers write their Parquet files into the stage (and would make its folders
+    again): the stage watchdog removes it until it stays gone while the reaper kills them."""
+    pytest.importorskip("ray")
+    out, before = _earlier(builds, tmp_path)
+    temp = Path(f"/tmp/kill-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
+    temp.mkdir(exist_ok=True)
+    try:
+        args = ("--template", "alpaca", "--on-error", "skip", "--no-cache", "--engine", "ray", "--num-workers", "2")
+        proc = _start(temp, builds / "new.jsonl", out, args=args)
+        writing = lambda: any(p.name.endswith("-data") for stage in _stage(out) for p in stage.iterdir())  # noqa: E731
+        assert _within(300, _running(proc, writing))
+        _kill(proc, group=True)
+        assert _within(5, lambda: listing(out) == before), sorted(listing(out))
+        assert _within(5, lambda: _watchdogs(proc.pid) == [])
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
