@@ -1,9 +1,11 @@
 """A build killed with SIGKILL (issue 32): OUT is the earlier build again, or the new one whole, a moment
 after the kill, without another ftdata run: the build's watchdog (`reaper.Watchdog("stage")`,
 `commit.recover`) removes its uncommitted stage or finishes its publish. Real `python -m ftdata build`
-processes, killed (alone or with their process group) before the commit, mid-build with
-`--engine processes`, at the commit and mid-publish; OUT's full listing, dot files included, and
-its bytes are compared. Read from /proc (Linux)."""
+processes, killed (alone or with their process group; SIGTERM once) before the commit, mid-build with
+`--engine processes` or `ray` (slow), at the commit and mid-publish, and while writing a cache entry;
+OUT's full listing, dot files included, and its bytes are compared. ftdata has no test hook: where a
+build must stop at a given step, the killed process's own script (`PAUSED`, `CACHING`) patches that
+step to wait. Read from /proc (Linux)."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ runpy.run_module("ftdata", run_name="__main__")
 # `python -m ftdata build ...` whose publish stops (after `steps` of its renames) until it is killed
 PAUSED = """
 import os, runpy, sys, time
-from ftdata.io import commit, safeio
+from ftdata.io import commit
 
 def paused(folder, stage):
     for name in {steps!r}:  # the real publish's first renames: the earlier build.json aside, then a new file

@@ -266,8 +266,8 @@ class OutputDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = file_lock(self.path / LOCK_FILE, waiting=f"waiting for another build writing {self.path} ...")
         self._lock.__enter__()
-        # before anything is written: every temporary name of this process in OUT is the watchdog's to remove
-        self._watchdog = Watchdog("stage", str(self.path.absolute()), f"{TEMP_MARK}{os.getpid()}-").__enter__()  # see temp_name
+        # before anything is written: every temporary name of this process in OUT (`temp_name`) is the watchdog's
+        self._watchdog = Watchdog("stage", str(self.path.absolute()), f"{TEMP_MARK}{os.getpid()}-").__enter__()
         try:  # what OUT holds is judged only now, with the lock: a live build's files are settled
             settle(self.path)
             self._refuse_foreign()

@@ -165,7 +165,8 @@ def _after(parent: int, job: str, args: list[str]) -> None:
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("ftdata_commit", Path(__file__).resolve().parents[1] / "io" / "commit.py")
+    path = Path(__file__).resolve().parents[1] / "io" / "commit.py"
+    spec = importlib.util.spec_from_file_location("ftdata_commit", path)
     assert spec is not None and spec.loader is not None
     commit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(commit)
@@ -197,7 +198,7 @@ class Watchdog:
         try:
             self.proc = subprocess.Popen(
                 # -I -S: the file alone, without the ftdata package, its folder or site-packages
-                [sys.executable, "-I", "-S", __file__, self.job, str(os.getpid()), *self.args],
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), self.job, str(os.getpid()), *self.args],
                 stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,  # not in this process's group: a signal to the group leaves it to do its job
             )  # fmt: skip
