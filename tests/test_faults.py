@@ -401,7 +401,7 @@ def test_a_full_uri_output_is_one_line_naming_it_and_what_it_wrote_is_deleted(tm
         rf"no space left in file://{out} \(the output\): the build needs (about|more than) [\d.]+ \w+ there, [\d.]+ \w+ is free; "
         r"free space there or give another output \(what this build wrote there is deleted\)", str(raised.value)
     ), raised.value  # fmt: skip
-    assert raised.value.folder == f"file://{out}" and list(out.iterdir()) == []
+    assert raised.value.folder == f"file://{out}" and not out.exists()  # a new prefix: removed again
 
 
 def test_a_really_full_uri_output_is_one_line(tmp_path: Path, small_disk: Path) -> None:
@@ -409,7 +409,39 @@ def test_a_really_full_uri_output_is_one_line(tmp_path: Path, small_disk: Path) 
         fh.write(b"\0" * (shutil.disk_usage(small_disk).free - 8192))
     with pytest.raises(DiskFullError, match=rf"^no space left in file://{small_disk}/out \(the output\): the build needs "):
         _to_uri(_jsonl(tmp_path / "d.jsonl", ROWS), f"file://{small_disk}/out")
-    assert list((small_disk / "out").iterdir()) == []
+    assert not (small_disk / "out").exists()
+
+
+def test_a_failed_build_into_a_new_uri_prefix_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Every record rejected: the new prefix, and the folders above it that the build made, are
+    removed again (before: an empty prefix folder stayed); an existing empty prefix stays."""
+    bad = _jsonl(tmp_path / "bad.jsonl", BAD)
+    with pytest.raises(ftdata.FtdataError, match=r"^every record was rejected \(12 of 12\)"):
+        _to_uri(bad, f"file://{tmp_path}/made/above/new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ftdata.FtdataError, match=r"^every record was rejected"):
+        _to_uri(bad, f"file://{tmp_path}/empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "empty"] and not list((tmp_path / "empty").iterdir())
+
+
+@pytest.mark.slow
+def test_a_failed_ray_build_into_a_new_uri_prefix_leaves_nothing_behind(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    bad = _jsonl(tmp_path / "bad.jsonl", BAD)
+    temp = Path(f"/tmp/uri-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
+    temp.mkdir(exist_ok=True)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ftdata", "build", str(bad), "-o", f"file://{tmp_path}/runs/new", "--template", "alpaca",
+             "--engine", "ray", "--num-workers", "1"],
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TMPDIR": str(temp)},
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 1 and "\nerror: every record was rejected (12 of 12)" in f"\n{done.stderr}", done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
 
 
 def test_a_ray_shards_full_scratch_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ from ftdata.tokens.media_packing import IMAGE_TYPE, IMAGES_FIELD, checked_images
 from ftdata.tokens.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.report import BuildReport
 from ftdata.types import IGNORE_INDEX
+from ftdata.run.reaper import Watchdog
 
 
 def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
@@ -456,6 +457,7 @@ def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint:
 
     folder = cache_dir / fingerprint
     tmp = safeio.temp_name(folder)
+    watchdog = Watchdog("remove", str(tmp.absolute())).__enter__()  # killed, the build leaves no half-written entry
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         dataset.save_to_disk(str(tmp / "dataset"))
@@ -480,6 +482,7 @@ def save_cached(dataset: Any, report: BuildReport, cache_dir: Path, fingerprint:
         return dataset
     finally:
         safeio.remove(tmp)
+        watchdog.stop()
     return datasets.load_from_disk(str(folder / "dataset"))
 
 

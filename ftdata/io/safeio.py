@@ -7,8 +7,9 @@ The rules every writer in ftdata follows:
   new one, never half of one; a killed build leaves only temporary names behind.
 - The files of one build into an output folder are published together (`OutputDir.finish`):
   staged in a hidden folder inside OUT, committed by one rename, then moved into place; a
-  build killed before the commit leaves OUT as it was, one killed after it is completed by
-  the next ftdata that opens OUT.
+  build killed before the commit leaves OUT as it was, one killed after it leaves the new build
+  whole: its watchdog (`reaper.Watchdog`, `commit.recover`) removes or publishes the stage the
+  moment the build is gone; failing that, the next ftdata that opens OUT does.
 - Nothing ftdata creates, locks or deletes is reached through a symbolic link (`O_NOFOLLOW`,
   `O_EXCL`, `lstat`); the stale-scratch sweep removes only folders ftdata marked as its own.
 - A write that runs out of space (`ENOSPC`) is a `DiskFullError` naming the folder (`disk_space`).
@@ -34,10 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
+from ftdata.io import commit
 from ftdata.io.atomic import (
     TEMP_MARK, AtomicFile, atomic_path, create, file_lock, open_lock, remove, replace, temp_name, write_text,
 )  # fmt: skip
+from ftdata.io.commit import ASIDE as _ASIDE
+from ftdata.io.commit import LOCK_FILE, OWNER_FILE, PUBLISH
 from ftdata.io.scratch import SCRATCH_MARK, SCRATCH_PREFIX, SCRATCH_TEXT, clean_stale_scratch, drop_scratch, scratch_dir
+from ftdata.run.reaper import Watchdog
 
 __all__ = [
     "FAILED_REJECTS", "LOCK_FILE", "OWNER_FILE", "SCRATCH_MARK", "SCRATCH_PREFIX", "SCRATCH_TEXT", "TEMP_MARK", "AtomicFile",
@@ -46,8 +51,6 @@ __all__ = [
     "scratch_dir", "settle", "source_id", "temp_name", "write_text",
 ]  # fmt: skip
 
-OWNER_FILE = ".ftdata-output.json"
-LOCK_FILE = ".ftdata.lock"
 FAILED_REJECTS = ".ftdata-failed-rejects.jsonl"  # a failed build's rejects, beside the build OUT holds
 
 
@@ -113,11 +116,6 @@ def check_rejects_path(path: Path, inputs: Iterable[Path]) -> None:
 
 # --- owned output folders ----------------------------------------------------------------------
 
-PUBLISH = ".ftdata-publish.json"  # in a stage: the build is complete; move these names into OUT
-_ASIDE = ".ftdata-old"  # in a stage: where OUT's earlier versions wait to be removed
-LAST = "build.json"  # published last: OUT holds a finished build exactly when it has one
-
-
 def _plain_name(name: str) -> str:
     """`name` when it is one plain entry of a folder (no `/`, not `.` or `..`).
 
@@ -156,34 +154,19 @@ class Staging:
 
 def _committed(folder: Path) -> list[Path]:
     """Stages in `folder` whose build committed (they hold `PUBLISH`) but was not published in full."""
-    return sorted(p for p in folder.glob(f"{TEMP_MARK}*") if not p.is_symlink() and (p / PUBLISH).is_file())
+    return sorted(p for p in folder.glob(f"{TEMP_MARK}*") if commit.committed(p))
 
 
 def _publish(folder: Path, stage: Path) -> None:
-    """Move a committed stage's files into `folder`; idempotent, so a kill at any point is finished by a rerun.
+    """Move a committed stage's files into `folder` (`commit.publish`: idempotent, finished by a rerun after a kill).
 
-    The earlier build.json goes first and the new one last: while the files change, OUT has
-    no build.json, so no reader takes the new files for the old build or the reverse. Every
-    step is a rename or a removal: publishing needs no space (`finish` allocated it all).
+    Raises:
+        ConfigError: the stage's commit record was changed (names a path that is not a plain file name).
     """
-    plan = json.loads((stage / PUBLISH).read_text(encoding="utf-8"))
-    files, gone = [_plain_name(n) for n in plan["files"]], [_plain_name(n) for n in plan["remove"]]
-    aside = stage / _ASIDE
-    aside.mkdir(exist_ok=True)
-    if (stage / LAST).exists() and os.path.lexists(folder / LAST):
-        os.replace(folder / LAST, aside / LAST)
-    for name in sorted(files, key=lambda n: n == LAST):
-        new, dest = stage / name, folder / name
-        if not os.path.lexists(new):
-            continue  # published before a kill
-        if os.path.lexists(dest) and (new.is_dir() or (dest.is_dir() and not dest.is_symlink())):
-            os.replace(dest, aside / name)  # a folder cannot be renamed over another one
-        os.replace(new, dest)
-    for name in gone:
-        remove(folder / name)
-    if (stage / OWNER_FILE).exists():
-        os.replace(stage / OWNER_FILE, folder / OWNER_FILE)
-    remove(stage)
+    try:
+        commit.publish(folder, stage)
+    except ValueError as exc:
+        raise ConfigError(f"{folder}: {exc}; remove {stage} and build again") from None
 
 
 def settle(folder: Path, *, leftovers: bool = True) -> None:
@@ -224,8 +207,11 @@ class OutputDir:
             target.finish()                                 # publish every staged file, drop stale outputs
 
     Until `finish()` nothing visible in OUT changes: files are staged in a hidden folder inside
-    OUT (`.ftdata-tmp-...-stage`); leaving the block without `finish()` (an error, a kill)
-    leaves OUT as it was.
+    OUT (`.ftdata-tmp-...-stage`); leaving the block without `finish()` (an error) leaves OUT
+    as it was. A kill (SIGKILL runs no cleanup) is a watchdog's to clean up: while the lock is
+    held, a `reaper.Watchdog` waits for this process to be gone and then, with the lock, removes
+    the uncommitted stage and this process's temporary names in OUT, or publishes a committed
+    stage (`commit.recover`); a normal exit stops it.
 
     Raises (on entering):
         ConfigError: OUT is a file, equals/contains/lies inside an input, or holds anything
@@ -237,6 +223,7 @@ class OutputDir:
         self.inputs = list(inputs)
         self.staging: Staging | None = None
         self._lock: Any = None
+        self._watchdog = Watchdog("stage")
 
     @property
     def written(self) -> list[str]:
@@ -279,6 +266,8 @@ class OutputDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = file_lock(self.path / LOCK_FILE, waiting=f"waiting for another build writing {self.path} ...")
         self._lock.__enter__()
+        # before anything is written: every temporary name of this process in OUT (`temp_name`) is the watchdog's
+        self._watchdog = Watchdog("stage", str(self.path.absolute()), f"{TEMP_MARK}{os.getpid()}-").__enter__()
         try:  # what OUT holds is judged only now, with the lock: a live build's files are settled
             settle(self.path)
             self._refuse_foreign()
@@ -288,6 +277,7 @@ class OutputDir:
             stage.mkdir()
             self.staging = Staging(stage)
         except BaseException:
+            self._watchdog.stop()
             self._lock.__exit__(None, None, None)
             raise
         return self
@@ -297,6 +287,8 @@ class OutputDir:
             if self.staging is not None and not (self.staging.path / PUBLISH).exists():
                 remove(self.staging.path)  # not committed: OUT stays as it was (a committed one is finished by settle)
         finally:
+            # stopped once OUT is in order: a kill before this line is still the watchdog's to clean up
+            self._watchdog.stop()
             self._lock.__exit__(*exc)
 
     def _mark(self, files: list[str]) -> None:

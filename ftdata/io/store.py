@@ -6,7 +6,8 @@ are kept another way:
 - every file goes straight to its final name and `build.json` goes last: a prefix holds a
   finished build exactly when its `build.json` exists;
 - a build that fails deletes what it wrote (the names it created, nothing else), so the prefix
-  is left as it was found.
+  is left as it was found: one it created (a new prefix, and the folders above it that it made
+  on a filesystem that has folders) is removed again.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class StoreOut:
         self.path = uri.rstrip("/")  # what the summary prints, like OutputDir.path
         self.fs, self.root = filesystem(self.path)
         self.written: list[str] = []
+        self.made: list[str] = []  # the folders `__enter__` created, the prefix first, then those above it
 
     def __enter__(self) -> StoreOut:
         from pyarrow import fs
@@ -125,6 +127,7 @@ class StoreOut:
                     f"output {self.path!r} already holds {shown}; ftdata writes a URI OUT only into a new or "
                     "empty prefix (it can neither lock nor rename there): give a new one"
                 )
+        self.made = _missing(self.fs, self.root)
         self.fs.create_dir(self.root)
         return self
 
@@ -161,10 +164,35 @@ class StoreOut:
         """Nothing older to remove: the prefix was empty when the build began."""
 
     def discard(self) -> None:
-        """Delete what this build wrote, and only that: a failed build leaves the prefix as it found it."""
+        """Delete what this build wrote, and only that: a failed build leaves the prefix as it found it.
+
+        A folder `__enter__` created goes too, while it is empty (something another writer put
+        there since keeps it and the ones above it).
+        """
+        from pyarrow import fs
+
         for name in reversed(self.written):
             delete(self.inside(name))
         self.written.clear()
+        for folder in self.made:
+            try:
+                if self.fs.get_file_info(fs.FileSelector(folder, allow_not_found=True)):
+                    break
+                self.fs.delete_dir(folder)
+            except OSError:  # a store that refuses (a bucket): what the build wrote is gone all the same
+                break
+        self.made.clear()
+
+
+def _missing(filesystem_: Any, path: str) -> list[str]:
+    """`path` and the folders above it that do not exist (`create_dir` makes them all), deepest first."""
+    from pyarrow import fs
+
+    missing = []
+    while path and path not in ("/", ".") and filesystem_.get_file_info(path).type == fs.FileType.NotFound:
+        missing.append(path)
+        path = path.rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
+    return missing
 
 
 __all__ = [
