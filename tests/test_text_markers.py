@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from support import ROOT, TOKENIZERS, matrix_module, tokenizer
 from test_chat_masking import chat_template, one, trained_texts
@@ -60,6 +62,11 @@ def test_a_sentinel_is_found_in_every_form_a_template_escapes_it_to():
     assert not writes("\ue001", '{"argument": "\\ue002"}')
     # The data itself may hold the six characters: only more of them than the render without the sentinel counts.
     assert not writes("\ue001", 'x "\\ue001"', original='x "\\ue001"')
+    # Past the BMP (a long record's skeletons use the planes' private-use characters too): JSON writes a
+    # surrogate pair, repr an eight-digit escape.
+    mark = "\U000f0000"
+    assert json.dumps({"a": mark}) == '{"a": "\\udb80\\udc00"}' and writes(mark, json.dumps({"a": mark}))
+    assert writes(mark, repr({"a": mark})) and writes(mark, "&#983040;") and not writes(mark, json.dumps({"a": "\U000f0001"}))
 
 
 def test_reka_edge_trains_dict_arguments_exactly_as_string_ones():

@@ -182,3 +182,22 @@ def test_renders_of_a_conversation_with_calls_and_reasoning_do_not_grow_with_it(
                 assert outcome(stage, record) == fast
             assert isinstance(fast[0], tuple), fast  # trained, not rejected
     assert len(kinds) > 1 and renders[0] == renders[1] < 100, renders
+
+
+@pytest.mark.parametrize(("kind", "case", "kwargs"), [v for v in _variants() if v.id in ("served:reka-edge", "trl:qwen2_5", "trl:qwen3-think")])
+def test_skeleton_sentinels_past_the_bmp_locate_as_the_first_ones_do(kind, case, kwargs, monkeypatch):
+    """A long record's skeletons need a sentinel per piece: past 6,400 of them they are drawn from
+    the planes beyond the BMP, which JSON escapes as a surrogate pair (Reka Edge writes the arguments
+    with tojson(ensure_ascii=True)). Taken there, they locate what the BMP's do; one written escaped
+    sends its turns to their own renders, never to a wrong verdict. Here every skeleton sentinel is
+    taken past the BMP."""
+    import ftdata.chat.pieces as pieces
+
+    monkeypatch.setattr(pieces, "free_marks", lambda text: (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in text))
+    with on(kind, case) as tok:
+        stage = stage_for(kind, case, kwargs, tok)
+        record = cycled(kinds_of(stage.renderer.markers), 12)
+        fast = outcome(stage, record)
+        monkeypatch.setattr(turns, "LONG", 10**9)
+        assert outcome(stage, record) == fast
+    assert isinstance(fast[0], tuple), fast

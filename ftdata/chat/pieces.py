@@ -21,6 +21,7 @@ sentinel is, or a sentinel written other than once, leaves every turn to them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,22 +120,27 @@ def locate(text: str, render: Render, msgs: list[dict[str, Any]], turns: list[in
         return {}
     regions, unknown, at, s = call_regions
     unknown |= name_regions[1]
+    by_turn: dict[int, dict[str, str]] = {}  # turn -> {piece: its sentinel}
+    for ch, (j, piece) in owner.items():
+        if piece != "name":
+            by_turn.setdefault(j, {})[piece] = ch
+    escaped_in_s, escaped_in_s2 = _escapes(s), _escapes(s2)
     found: dict[int, Found] = {}
     for i in turns:
         pieces, written = [], set()
-        marks = {piece: ch for ch, (j, piece) in owner.items() if j == i and piece != "name"}
+        marks = by_turn.get(i, {})
         ends: list[tuple[int, int]] = []
         for piece, ch in marks.items():
             pieces.append(piece)
             if piece.startswith("call"):
                 if len(at.get(ch, ())) == 1:
                     written.add(piece)
-                elif ch in at or writes(ch, s):
+                elif ch in at or escaped_in_s(ch):
                     unknown.add(i)  # written twice, or escaped: its own renders judge it
             elif ch in spans:
                 written.add(piece)
                 ends.append(spans[ch])
-            elif writes(ch, s2):
+            elif escaped_in_s2(ch):
                 unknown.add(i)  # escaped: its own renders judge it
         call = regions.get(i)
         if i in unknown or not pieces or (call is None and any(p.startswith("call") for p in written)):
@@ -148,6 +154,14 @@ def locate(text: str, render: Render, msgs: list[dict[str, Any]], turns: list[in
         found[i] = Found(min(a for a, _ in ends), max(b for _, b in ends), tuple(pieces), frozenset(written),
                          call[1] if call is not None else -1, reasoning, answer)  # fmt: skip
     return found
+
+
+def _escapes(rendered: str) -> Callable[[str], bool]:
+    """`writes(mark, rendered)` for a mark not in `rendered` as given: whether it holds it escaped
+    (`tools.escaped_forms`); looked for only where `rendered` holds an escape at all (one scan, not one per mark)."""
+    if not any(e in rendered for e in ("\\u", "\\U", "&#")):
+        return lambda mark: False
+    return lambda mark: writes(mark, rendered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +181,7 @@ class _Skeleton:
         """`msgs` (S2's messages with more pieces, named `piece...`, replaced) rendered and compared
         with S2 stretch by stretch: ({turn: [start, end) in A where its pieces differ}, turns whose
         pieces share a stretch with another turn's, where each sentinel is in the render, the render);
-        None when
-        it does not render, its anchors differ from S2's, or it differs where no such piece is."""
+        None when it does not render, its anchors differ from S2's, or it differs where no such piece is."""
         try:
             other = render(msgs)
         except TemplateError:

@@ -133,13 +133,18 @@ def tool_schemas(value: Any, *, location: Location, field: str) -> tuple[dict[st
 def escaped_forms(mark: str) -> tuple[str, ...]:
     """The forms a template can write the private-use sentinel `mark` in: as given, JSON-escaped
     (`tojson(ensure_ascii=True)`, Python's `json.dumps` default, and `repr` of a dict: the six
-    characters `\\ue000`, in either case) and as an HTML character reference (`&#57344;`, `&#xe000;`).
+    characters `\\ue000`, in either case; past the BMP a surrogate pair, or `repr`'s `\\U000f0000`) and as
+    an HTML character reference (`&#57344;`, `&#xe000;`).
 
     A template writes a call's arguments through such filters (Reka Edge: `arguments | tojson(ensure_ascii=True)`);
     a sentinel found in none of these forms is one the template did not write.
     """
     code = ord(mark)
-    return (mark, f"\\u{code:04x}", f"\\u{code:04X}", f"&#{code};", f"&#x{code:x};", f"&#x{code:X};")
+    html = (f"&#{code};", f"&#x{code:x};", f"&#x{code:X};")
+    if code <= 0xFFFF:
+        return (mark, f"\\u{code:04x}", f"\\u{code:04X}", *html)
+    high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)  # JSON: a surrogate pair
+    return (mark, f"\\u{high:04x}\\u{low:04x}", f"\\u{high:04X}\\u{low:04X}", f"\\U{code:08x}", *html)
 
 
 def writes(mark: str, text: str, original: str = "") -> bool:
