@@ -66,6 +66,7 @@ def marked_call(call: dict[str, Any], mark: str) -> dict[str, Any]:
 
 
 def _positions(rendered: str, marks: dict[str, Any]) -> dict[str, list[int]]:
+    """Where each of `marks` occurs in `rendered` (a mark it does not hold is not a key)."""
     at: dict[str, list[int]] = {}
     for k, ch in enumerate(rendered):
         if ch in marks:
@@ -113,7 +114,7 @@ def locate(text: str, render: Render, msgs: list[dict[str, Any]], turns: list[in
     spans = put_back(text, s2, anchors, values, _FORMS)
     if spans is None:
         return {}
-    skeleton = _Skeleton(text, s2, anchors, spans, owner)
+    skeleton = _Skeleton(s2, anchors, spans, owner)
     call_regions = skeleton.regions(render, calls, "call")
     name_regions = skeleton.regions(render, names, "name") if names != changed else ({}, set(), {}, "")
     if call_regions is None or name_regions is None:
@@ -169,7 +170,6 @@ class _Skeleton:
     """S2 (`skeleton`) and where its anchors (every content's and written reasoning's sentinel, in
     order: `anchors`) lie in it and in A (`spans`); `owner`: every sentinel's (turn, piece)."""
 
-    text: str
     skeleton: str
     anchors: list[tuple[int, str]]
     spans: dict[str, tuple[int, int]]
