@@ -201,3 +201,21 @@ def test_skeleton_sentinels_past_the_bmp_locate_as_the_first_ones_do(kind, case,
         monkeypatch.setattr(turns, "LONG", 10**9)
         assert outcome(stage, record) == fast
     assert isinstance(fast[0], tuple), fast
+
+
+@pytest.mark.parametrize(("kind", "case", "kwargs"), [v for v in _variants() if v.id in ("trl:qwen3-think", "trl:qwen3_8-think", "served:seed-oss")])
+def test_a_long_records_masked_reasoning_ends_where_its_own_renders_end_it(kind, case, kwargs, monkeypatch):
+    """mask_reasoning=True: a long record's reasoning ends are taken from the skeleton, not from a
+    render per turn; the labels are those of rendering every prefix, and fewer are trained than
+    without the option (Qwen3 writes the last turn's reasoning, Qwen3-8B's and Seed-OSS's every turn's)."""
+    from dataclasses import replace
+
+    from test_invariance import MATRIX
+
+    with on(kind, case) as tok:
+        stage = Stage(tok, replace(MATRIX.build_options(kwargs, getattr(case, "stop_tokens", ())), mask_reasoning=True))
+        record = cycled(["reasoning", "plain"], 13)
+        fast, unmasked = outcome(stage, record), outcome(stage_for(kind, case, kwargs, tok), record)
+        monkeypatch.setattr(turns, "LONG", 10**9)
+        assert outcome(stage, record) == fast
+    assert isinstance(fast[0], tuple) and sum(l != -100 for l in fast[1]) < sum(l != -100 for l in unmasked[1])
