@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from ftdata.chat.markers import RoleMarkers
+from ftdata.chat.pieces import first_named
 from ftdata.chat.regions import Regions, Render, common_prefix, content_at, written_at
 
 # A tag written as text, in a tokenizer that lacks it as a token (`</think>` on a base tokenizer).
@@ -124,12 +125,7 @@ class FallbackStart:
         elif (msg.get("content") or "").strip():
             region = content_at(text, render, msgs, i)
         else:
-            first, *rest = msg["tool_calls"]
-
-            def named(m: dict[str, Any], mark: str) -> dict[str, Any]:
-                return {**m, "tool_calls": [{**first, "function": {**first["function"], "name": mark}}, *rest]}
-
-            region = written_at(text, render, msgs, i, named)
+            region = written_at(text, render, msgs, i, first_named)
         return region[0] if region and lo <= region[0] <= hi else hi
 
     @staticmethod

@@ -65,6 +65,12 @@ def marked_call(call: dict[str, Any], mark: str) -> dict[str, Any]:
     return {**call, "function": {**call["function"], "arguments": args}}
 
 
+def first_named(msg: dict[str, Any], mark: str) -> dict[str, Any]:
+    """`msg` with its first tool call's name replaced by `mark`: where a call-only turn's answer begins."""
+    first, *rest = msg["tool_calls"]
+    return {**msg, "tool_calls": [{**first, "function": {**first["function"], "name": mark}}, *rest]}
+
+
 def _positions(rendered: str, marks: dict[str, Any]) -> dict[str, list[int]]:
     """Where each of `marks` occurs in `rendered` (a mark it does not hold is not a key)."""
     at: dict[str, list[int]] = {}
@@ -100,9 +106,8 @@ def locate(text: str, render: Render, msgs: list[dict[str, Any]], turns: list[in
         if marked:
             calls[i] = {**calls[i], "tool_calls": marked}
             if not (msgs[i].get("content") or "").strip():  # `FallbackStart` begins its answer at the first call's name
-                first, *rest = msgs[i]["tool_calls"]
                 owner[mark := next(free)] = (i, "name")
-                names[i] = {**names[i], "tool_calls": [{**first, "function": {**first["function"], "name": mark}}, *rest]}
+                names[i] = first_named(names[i], mark)
     try:
         s2 = render(changed)
     except TemplateError:
