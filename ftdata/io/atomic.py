@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import stat
 import sys
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from ftdata.errors import ConfigError
+from ftdata.io.commit import remove  # one definition: the killed build's watchdog loads commit.py alone
 
 TEMP_MARK = ".ftdata-tmp-"
 # A new file, never an existing one, never reached through a symbolic link.
@@ -36,14 +36,6 @@ def temp_name(dest: Path) -> Path:
 def create(path: Path) -> IO[str]:
     """A new text file at `path`, opened for writing (`O_EXCL | O_NOFOLLOW`: a planted file or link is an error)."""
     return os.fdopen(os.open(path, _NEW_FILE, 0o666), "w", encoding="utf-8")
-
-
-def remove(path: Path) -> None:
-    """Remove a file or a folder tree; nothing when it is gone already. A link is removed, never followed."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def replace(tmp: Path, dest: Path) -> None:

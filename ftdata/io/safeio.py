@@ -122,7 +122,7 @@ def _plain_name(name: str) -> str:
     Raises:
         ConfigError: anything else (a tampered owner file listing `../x`).
     """
-    if not name or "/" in name or "\\" in name or name in (".", ".."):
+    if not commit.plain(name):
         raise ConfigError(f"{name!r} is not a file name ftdata writes; the output folder's {OWNER_FILE} was changed")
     return name
 
