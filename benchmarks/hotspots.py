@@ -39,7 +39,7 @@ def main() -> None:
 
     from ftdata import load_tokenizer
     from ftdata.errors import Location
-    from ftdata.chat.formats import Columns, to_examples
+    from ftdata.records.formats import Columns, to_examples
     from ftdata.chat.markers import control_tokens
     from ftdata.chat.prompts import load_prompt_template
 

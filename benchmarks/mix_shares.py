@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ftdata.errors import RecordError
-from ftdata.chat.formats import to_examples
+from ftdata.records.formats import to_examples
 from ftdata.mix.shares import SourceSizes, plan_mix
 from ftdata.io.readers import read_records
 

@@ -5,13 +5,13 @@
     >>> result = build("data.json", "out", template="alpaca", packing=True)  # doctest: +SKIP
 """
 
-from ftdata.io.built import load
+from ftdata.build.load import load
 from ftdata.errors import ConfigError, FtdataError, ReaderError, RecordError, TemplateError, UnusableRecord
 from ftdata.chat.markers import RoleMarkers, detect_role_markers
-from ftdata.run.driver import BuildResult, build, build_sft_dataset, prepare
+from ftdata.build.api import BuildResult, build, build_sft_dataset, prepare
 from ftdata.mix.recipe import Recipe, load_recipe
 from ftdata.options import BuildOptions, DataOptions, OutputOptions, RunOptions
-from ftdata.report import BuildReport
+from ftdata.run.report import BuildReport
 from ftdata.io.resources import load_tokenizer
 from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Message, Rendered, TruncationPolicy
 

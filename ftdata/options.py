@@ -15,14 +15,15 @@ is the one serialiser (build.json, the fingerprint, a training run's saved confi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import Field, dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields
+from numbers import Integral
+from pathlib import Path
 from typing import Any, Literal
 
 from ftdata.errors import ConfigError
-from ftdata.io.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
+from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
 from ftdata.io.delimited import check_delimiter
-from ftdata.chat.formats import FORMAT_ALIASES, FORMATS, format_name
-from ftdata.tokens.packing import check_pad_multiple
+from ftdata.records.formats import FORMAT_ALIASES, FORMATS, format_name
 from ftdata.types import Engine, MaskPolicy, PromptCut, SystemMode, TruncationPolicy
 
 
@@ -303,3 +304,70 @@ def parse_stop_tokens(value: Any) -> list[str]:
     if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
         raise ConfigError(f"stop_tokens must be a list of token strings like ['<|eom_id|>'], got stop_tokens={value!r}")
     return list(dict.fromkeys(t.strip() for t in items if t.strip()))
+
+
+def option_kind(name: str) -> str:
+    """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
+    special = {
+        "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
+        "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
+        "max_images": "int", "max_image_pixels": "int",
+    }  # fmt: skip
+    if name in special:
+        return special[name]
+    default = FIELDS[name].default
+    if isinstance(default, bool):
+        return "bool"
+    return "int" if isinstance(default, int) else "text"
+
+
+_YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "true or false (unquoted)"),
+    "int": ((int,), "a whole number"),
+    "number": ((int, float), "a count (200) or a fraction (0.1)"),
+    "float": ((int, float), "a number"),
+    "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
+    "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
+    "text": ((str,), "a string"),
+    "tokens": ((list, str), "a list of token strings, e.g. ['<|eom_id|>']"),
+}
+
+
+def check_type(origin: str | Path, key: str, value: Any) -> None:
+    """A YAML value must have its option's type: `packing: 'false'` is a string, not false.
+
+    Raises:
+        ConfigError: naming the file, the key, the value and the type expected.
+    """
+    if value is None:
+        return
+    kind = option_kind(key) if key in FIELDS else "text"
+    types, wanted = _YAML_TYPES[kind]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if ok and kind == "pairs":
+        ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if not ok:
+        raise ConfigError(f"{origin}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
+
+
+def check_pad_multiple(pad_to_multiple_of: int | None, *, max_length: int) -> None:
+    """`pad_to_multiple_of` is None or an integer >= 1 that divides `max_length` (so a padded
+    sequence that fitted still fits).
+
+    Raises:
+        ConfigError: naming the value and the fix.
+    """
+    if pad_to_multiple_of is None:
+        return
+    value = pad_multiple(pad_to_multiple_of)
+    if max_length % value:
+        raise ConfigError(
+            f"pad_to_multiple_of={value} must divide max_length={max_length} (a padded sequence must still fit "
+            f"a row); use a max_length such as {max_length - max_length % value or value}"
+        )
+
+
+def pad_multiple(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ConfigError(f"pad_to_multiple_of must be an integer >= 1, got pad_to_multiple_of={value!r}")
+    return int(value)

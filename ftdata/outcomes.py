@@ -54,7 +54,7 @@ class RejectCode(StrEnum):
     NOT_DRAWN = "not_drawn"  # recipe mixing: its source's share was met without it (not an error)
     OVER_LIMIT = "over_limit"  # past a bound: a line, a string (max_line_bytes, max_string_chars), a render's time or size
     TOO_MANY_MESSAGES = "too_many_messages"  # more messages than max_messages
-    # images (ftdata.vision): every media reject names the image and the fix
+    # images (ftdata.media): every media reject names the image and the fix
     MEDIA_MISMATCH = "media_mismatch"  # image placeholders and images differ in number
     MEDIA_MISSING = "media_missing"  # an image file that does not exist
     MEDIA_UNREADABLE = "media_unreadable"  # not an image, a corrupt header, a bad data: URI, an unsupported value

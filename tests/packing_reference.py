@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ftdata.errors import ConfigError, RecordError
-from ftdata.tokens.packing import _multiple
+from ftdata.options import pad_multiple
 from ftdata.types import IGNORE_INDEX, PackedRow
 
 
@@ -62,7 +62,7 @@ def pack_rows(
     """
     if not rows:
         raise ConfigError("pack_rows needs at least one row, got none")
-    multiple = 1 if pad_to_multiple_of is None else _multiple(pad_to_multiple_of)
+    multiple = 1 if pad_to_multiple_of is None else pad_multiple(pad_to_multiple_of)
     input_ids: list[int] = []
     labels: list[int] = []
     attention_mask: list[int] = []

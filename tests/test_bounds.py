@@ -28,7 +28,7 @@ import ftdata
 from ftdata import prepare
 from ftdata.cli.app import app
 from ftdata.errors import ConfigError, ReaderError, RecordError
-from ftdata.io.bounds import ReadBounds
+from ftdata.guard.bounds import ReadBounds
 from ftdata.io.readers import read_records
 from ftdata.outcomes import RejectCode
 from ftdata.io.resources import bundled_tokenizer_dir
@@ -387,10 +387,11 @@ def test_a_prompt_template_that_doubles_a_value_stops_at_the_size_limit(tmp_path
 
 
 def test_a_set_block_that_doubles_its_output_stops_at_the_size_limit(tmp_path, small_renders):
-    from ftdata.tokens import limits
+    from ftdata.chat import sandbox
+    from ftdata.guard import limits
 
     with pytest.raises(limits.LimitExceeded, match="output passed 1,000,000 characters"):
-        limits.sandbox().from_string(SET_BLOCK).render()
+        sandbox.sandbox().from_string(SET_BLOCK).render()
 
 
 CHATML = (

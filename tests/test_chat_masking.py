@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from ftdata import FtdataError, prepare
 from ftdata.errors import Location, UnusableRecord
-from ftdata.chat.formats import to_examples
+from ftdata.records.formats import to_examples
 from ftdata.chat.markers import ChatRenderer
 from ftdata.tokens.masking import REPAIRED, Masker
 from ftdata.chat.render import Renderer

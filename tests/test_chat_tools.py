@@ -22,7 +22,7 @@ from ftdata.errors import ConfigError, Location, UnusableRecord
 from ftdata.chat.markers import detect_role_markers
 from ftdata.tokens.masking import Masker
 from ftdata.options import BuildOptions, DataOptions
-from ftdata.run.driver import build_fingerprint
+from ftdata.build.fingerprint import build_fingerprint
 from ftdata.chat.render import REASONING_DROPPED, Renderer
 from ftdata.types import IGNORE_INDEX, Example, Message, ToolCall
 from ftdata.outcomes import Note, NoteCode

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from ftdata import prepare
 from ftdata.cli.app import app
-from ftdata.io.bounds import ReadBounds
+from ftdata.guard.bounds import ReadBounds
 from ftdata.io.compressed import data_suffix
 from ftdata.errors import ReaderError, RecordError
-from ftdata.tokens.limits import LimitExceeded
+from ftdata.guard.limits import LimitExceeded
 from ftdata.io.readers import read_records
 
 try:

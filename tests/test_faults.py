@@ -25,9 +25,10 @@ from test_cli import cached_tokenizers  # noqa: F401  - the fixture, re-used her
 import ftdata
 from ftdata.cli.app import app
 from ftdata.errors import ConfigError, DiskFullError, FtdataWarning, OutputMismatch
-from ftdata.io import output, safeio
+from ftdata.run.rows import ArrowRows
+from ftdata.guard import safeio
 from ftdata.io.readers import read_records
-from ftdata.run.driver import BuildResult
+from ftdata.build.api import BuildResult
 from support import tokenizer
 
 OLD = [{"instruction": f"Say {w}.", "output": f"{w.title()}!"} for w in ("hi", "bye", "yes", "no", "ok")] + [
@@ -254,7 +255,7 @@ def _no_space(*args: object, **kwargs: object) -> None:
 
 def test_a_full_scratch_disk_is_one_error_and_the_scratch_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(output.ArrowRows, "write", _no_space)
+    monkeypatch.setattr(ArrowRows, "write", _no_space)
     with pytest.raises(DiskFullError, match=rf"^no space left in {tmp_path} \(scratch space, \$TMPDIR\): the build needs more than [\d.]+ \w+ there, [\d.]+ \w+ is free; free space there or set TMPDIR to a folder with room$"):
         ftdata.prepare(str(_jsonl(tmp_path / "d.jsonl", OLD)), template="alpaca")
     assert not list(tmp_path.glob("ftdata-*"))
@@ -275,8 +276,8 @@ def test_a_full_output_folder_is_one_error_and_out_is_left_as_it_was(tmp_path: P
 
 def test_a_full_cache_never_fails_the_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
-    real = output.shutil.copyfile
-    monkeypatch.setattr(output.shutil, "copyfile", lambda src, dst: _no_space() if str(dst).startswith(str(cache)) else real(src, dst))
+    real = shutil.copyfile
+    monkeypatch.setattr(shutil, "copyfile", lambda src, dst: _no_space() if str(dst).startswith(str(cache)) else real(src, dst))
     with pytest.warns(FtdataWarning, match=rf"^the build cache {cache} is full \(this build needs about .+ there, .+ is free\): built without caching it; free space there, or build with cache_dir=None$"):
         result = ftdata.prepare(str(_jsonl(tmp_path / "d.jsonl", OLD)), template="alpaca", cache_dir=str(cache))
     assert len(result.dataset) == 5
@@ -380,7 +381,7 @@ def _to_uri(data: Path, uri: str) -> BuildResult:
     """A build into a URI OUT as engine=ray's driver writes it (a recipe's mixture: shards, rejects,
     build.json into `store.StoreOut`), run here on the local engine: no Ray cluster needed."""
     from ftdata.options import BuildOptions
-    from ftdata.run import publish
+    from ftdata.build import publish
 
     tok = tokenizer(None)
     facts = dict(data=str(data), tokenizer=tok, tokenizer_name="smollm2", config=None)
@@ -452,16 +453,16 @@ def test_a_ray_shards_full_scratch_is_one_line_naming_it(tmp_path: Path, monkeyp
     pytest.importorskip("ray")
     from ftdata.io import store
     from ftdata.options import BuildOptions
-    from ftdata.run import ray_build
+    from ftdata.build import shards
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.setattr(ray_build, "_SCRATCH", {})
-    monkeypatch.setattr(output.ArrowRows, "write", _no_space)
-    job = ray_build._ShardJob(options=BuildOptions.from_mapping({"template": "alpaca"}), tokenizer=tokenizer(None), sidecar=str(tmp_path / "side"))
+    monkeypatch.setattr(shards, "_SCRATCH", {})
+    monkeypatch.setattr(ArrowRows, "write", _no_space)
+    job = shards._ShardJob(options=BuildOptions.from_mapping({"template": "alpaca"}), tokenizer=tokenizer(None), sidecar=str(tmp_path / "side"))
     with pytest.raises(DiskFullError, match=rf"^no space left in {scratch} \(scratch space, \$TMPDIR\): the build needs "):
-        ray_build._shard_rows(job, ray_build._stage("build", job), 0, str(_jsonl(tmp_path / "d.jsonl", OLD)), store.filesystem(str(tmp_path / "side")))
+        shards._shard_rows(job, shards._stage("build", job), 0, str(_jsonl(tmp_path / "d.jsonl", OLD)), store.filesystem(str(tmp_path / "side")))
     assert [p.name for p in (scratch).glob("ftdata-*/shard-*")] == []
 
 
@@ -513,7 +514,7 @@ def test_the_sweep_never_removes_a_users_folder(tmp_path: Path) -> None:
 
 def test_the_sweep_removes_a_dead_runs_scratch_and_follows_no_link(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", "import os; from ftdata.io import safeio; print(safeio.scratch_dir()); os._exit(0)"],
+        [sys.executable, "-c", "import os; from ftdata.guard import safeio; print(safeio.scratch_dir()); os._exit(0)"],
         env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         capture_output=True, text=True, check=True,
     )  # fmt: skip

@@ -6,7 +6,8 @@ import pytest
 from support import DATASETS
 
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
-from ftdata.chat.formats import Columns, compile_filter, detect, to_examples
+from ftdata.chat.sandbox import compile_filter
+from ftdata.records.formats import Columns, detect, to_examples
 from ftdata.io.readers import read_records
 from ftdata.types import Message
 from ftdata.outcomes import Note, NoteCode

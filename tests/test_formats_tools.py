@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from support import DATASETS
 
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
-from ftdata.chat.formats import Columns, to_examples
+from ftdata.records.formats import Columns, to_examples
 from ftdata.io.readers import read_records
 from ftdata.types import Example, Message, ToolCall
 from ftdata.outcomes import Note, NoteCode

@@ -218,7 +218,7 @@ def test_an_entry_from_before_completeness_markers_is_ignored(tmp_path: Path) ->
 
 
 def test_the_cache_key_follows_the_content_not_size_and_mtime(tmp_path: Path) -> None:
-    from ftdata.run.driver import build_fingerprint
+    from ftdata.build.fingerprint import build_fingerprint
     from ftdata.options import DataOptions
     from ftdata.io.resources import load_tokenizer
 
@@ -235,7 +235,7 @@ def test_the_cache_key_follows_the_content_not_size_and_mtime(tmp_path: Path) ->
 def test_stale_scratch_of_a_dead_run_is_removed(tmp_path: Path) -> None:
     import fcntl
 
-    from ftdata.io import safeio
+    from ftdata.guard import safeio
 
     stale, live = tmp_path / "ftdata-1-dead0000", tmp_path / "ftdata-2-live0000"  # named and marked as ftdata makes them
     for folder in (stale, live):
@@ -401,7 +401,7 @@ def test_a_looping_chat_template_stops_markers_at_the_time_limit(tmp_path: Path)
 
 
 def test_pinned_limits_are_read_once_for_the_block_and_the_environment_again_after(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ftdata.tokens.limits import limits, pinned
+    from ftdata.guard.limits import limits, pinned
 
     monkeypatch.setenv("FTDATA_RENDER_MAX_CHARS", "1000")
     with pinned() as lim:
@@ -414,7 +414,7 @@ def test_a_short_time_limit_fires_while_a_long_one_runs_on_another_thread() -> N
     """The watchdog sleeps until the earliest deadline; a later, shorter limit must wake it."""
     import threading
 
-    from ftdata.tokens.limits import LimitExceeded, time_limit
+    from ftdata.guard.limits import LimitExceeded, time_limit
 
     def spin(seconds: float, until: threading.Event | None = None) -> str:
         try:
@@ -610,7 +610,7 @@ def test_an_instances_record_with_one_bad_instance_is_rejected_whole(tmp_path: P
 
 
 def test_security_doc_lists_every_limit() -> None:
-    from ftdata.tokens import limits
+    from ftdata.guard import limits
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
     for name in limits.Limits.__dataclass_fields__:

@@ -81,7 +81,7 @@ def test_two_builds_at_once_into_one_out_take_turns(tmp_path: Path) -> None:
 
 _HOLD_SCRATCH = """
 import sys, time
-from ftdata.io import safeio
+from ftdata.guard import safeio
 print(safeio.scratch_dir(), flush=True)
 time.sleep(60)
 """
@@ -109,7 +109,7 @@ def test_scratch_of_a_killed_run_is_removed_by_the_next_run(tmp_path: Path) -> N
     proc.wait(timeout=30)
     assert path.exists()  # SIGKILL cannot be handled
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", "from ftdata.io import safeio; safeio.scratch_dir()"], env=_env(tmp_path), check=True)
+    subprocess.run([sys.executable, "-c", "from ftdata.guard import safeio; safeio.scratch_dir()"], env=_env(tmp_path), check=True)
     assert not path.exists() and live_path.exists()  # the live run's scratch is left alone
     live.kill()
     live.wait(timeout=30)

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 import ftdata
-from ftdata.io import commit, safeio
-from ftdata.run.reaper import descendants
+from ftdata.guard import commit, safeio
+from ftdata.guard.reaper import descendants
 from test_hostile_procs import _env
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -54,7 +54,7 @@ runpy.run_module("ftdata", run_name="__main__")
 # `python -m ftdata build ...` whose publish stops (after `steps` of its renames) until it is killed
 PAUSED = """
 import os, runpy, sys, time
-from ftdata.io import commit
+from ftdata.guard import commit
 
 def paused(folder, stage):
     for name in {steps!r}:  # the real publish's first renames: the earlier build.json aside, then a new file
@@ -289,7 +289,7 @@ def test_recover_does_nothing_when_the_lock_is_a_link(tmp_path: Path) -> None:
 WATCHED = """
 import os, sys, time
 from pathlib import Path
-from ftdata.run.reaper import Watchdog
+from ftdata.guard.reaper import Watchdog
 out = Path(sys.argv[1])
 dog = Watchdog("stage", str(out), f".ftdata-tmp-{os.getpid()}-").__enter__()
 (out / f".ftdata-tmp-{os.getpid()}-aaaaaaaa-stage").mkdir()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ftdata.run.reaper import descendants
+from ftdata.guard.reaper import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")

@@ -344,7 +344,7 @@ def test_write_packed_equals_pack_rows_of_each_planned_bin(
     several batches) gives exactly `pack_rows` of each bin of `plan_bins`, and the same stats."""
     import pyarrow as pa
 
-    from ftdata.io.output import PACKED_SCHEMA, RowsFile, write_packed
+    from ftdata.run.rows import PACKED_SCHEMA, RowsFile, write_packed
 
     rows = [
         {"input_ids": [100 * r + t for t in range(n)], "labels": [IGNORE_INDEX if t % 3 == 0 else 100 * r + t for t in range(n)]}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ftdata import FtdataError, RecordError, build_sft_dataset, prepare
 from ftdata.errors import Location
-from ftdata.chat.formats import to_examples
+from ftdata.records.formats import to_examples
 from ftdata.options import DataOptions
 from ftdata.run.engine import Stage
 from ftdata.chat.prompts import builtin_names
@@ -217,7 +217,7 @@ def rows_file(dataset, path):
     """The rows of a dataset written to `path` as the Arrow stream file that packing reads."""
     import pyarrow as pa
 
-    from ftdata.io.output import RowsFile
+    from ftdata.run.rows import RowsFile
 
     with pa.ipc.new_stream(str(path), dataset.data.table.schema) as sink:
         sink.write_table(dataset.data.table)
@@ -227,7 +227,7 @@ def rows_file(dataset, path):
 def test_streamed_column_packing_equals_pack_rows(char_tok, tmp_path):
     import datasets
 
-    from ftdata.io.output import write_packed
+    from ftdata.run.rows import write_packed
     from ftdata.tokens.packing import plan_bins
     from packing_reference import pack_rows
 
@@ -247,7 +247,7 @@ def test_packing_through_a_split_matches_packing_the_selected_rows(char_tok, tmp
     import datasets
     import numpy as np
 
-    from ftdata.io.output import write_packed
+    from ftdata.run.rows import write_packed
 
     data = [{"instruction": "q" * i, "output": "a" * (i % 5 + 1)} for i in range(1, 30)]
     plain = build_sft_dataset(data, tokenizer=char_tok, template="question-answer", max_length=64)

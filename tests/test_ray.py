@@ -219,20 +219,20 @@ def test_a_worker_builds_each_build_with_its_own_stage_even_at_the_last_jobs_add
     follow the build, not the address (CI once built a shard of a chat-template build with the
     alpaca template of the build before it). Simulated here with one object whose options change."""
     from ftdata.options import BuildOptions
-    from ftdata.run import ray_build
+    from ftdata.build import shards
 
-    job = ray_build._ShardJob(BuildOptions.from_mapping({"template": "alpaca"}), smol, sidecar="unused")
-    first = ray_build._stage("first-build", job)
-    assert ray_build._stage("first-build", job) is first  # compiled once per build
+    job = shards._ShardJob(BuildOptions.from_mapping({"template": "alpaca"}), smol, sidecar="unused")
+    first = shards._stage("first-build", job)
+    assert shards._stage("first-build", job) is first  # compiled once per build
     object.__setattr__(job, "options", BuildOptions.from_mapping({"max_length": 256}))  # the same id, the next build
-    second = ray_build._stage("second-build", job)
+    second = shards._stage("second-build", job)
     assert (first.renderer.name, second.renderer.name) == ("alpaca", "chat template")
 
 
 def test_a_shard_report_that_never_reached_out_is_one_line(tmp_path: Path) -> None:
     """A worker on a node that does not mount OUT writes its counts elsewhere: say so, no traceback."""
     from ftdata.errors import FtdataError
-    from ftdata.run.ray_build import _read_report
+    from ftdata.build.shards import _read_report
 
     from ftdata.io.store import filesystem
 

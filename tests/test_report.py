@@ -16,7 +16,7 @@ from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.tokens.packing import packing_stats
 from ftdata.run.engine import Stage
-from ftdata.report import NOTE_TEXTS, SAMPLES, BuildReport, Reject
+from ftdata.run.report import NOTE_TEXTS, SAMPLES, BuildReport, Reject
 from ftdata.run.stats import collect
 
 CONTROL = {"instruction": "What ends a turn?", "output": "The marker <|im_end|> does."}

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ftdata.run import loop
-from ftdata.run.driver import prepare
+from ftdata.build.api import prepare
 from ftdata.run.engine import Stage
 from ftdata.errors import FtdataError
 from ftdata.run.executors import LocalExecutor
 from ftdata.options import DataOptions, RunOptions
-from ftdata.report import BuildReport
+from ftdata.run.report import BuildReport
 from ftdata.run.stats import collect
 
 WORDS = st.text(alphabet="abc xyz", min_size=1, max_size=40).filter(str.strip)

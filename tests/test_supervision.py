@@ -134,7 +134,7 @@ def test_train_detail_on_a_template_that_rewrites_the_content_is_rejected(tmp_pa
     ],
 )
 def test_bad_train_detail_is_a_record_error_naming_the_field(detail, match):
-    from ftdata.chat.formats import to_examples
+    from ftdata.records.formats import to_examples
 
     with pytest.raises(RecordError, match=r"messages\[1\]\.train_detail.*" + match):
         to_examples(conversation(detail), "x.jsonl:1")

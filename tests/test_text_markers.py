@@ -21,7 +21,7 @@ from test_chat_masking import chat_template, one, trained_texts
 
 from ftdata.chat.markers import detect_role_markers
 from ftdata.chat.stops import added_ids, common_token_prefix, first_token, spelled_as_text, units
-from ftdata.chat.tools import escaped_forms, writes
+from ftdata.records.tools import escaped_forms, writes
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 MATRIX = matrix_module()

@@ -13,7 +13,7 @@ from support import DATASETS, TOKENIZERS, tokenizer
 from ftdata.run.engine import Stage
 from ftdata.errors import Location, RecordError
 from ftdata.options import DataOptions
-from ftdata.run.driver import prepare
+from ftdata.build.api import prepare
 from ftdata.run.stats import collect
 from ftdata.types import TruncationPolicy as T
 

@@ -181,7 +181,7 @@ def test_trl_templates_truncate_to_renderings_of_shorter_conversations_exhaustiv
 def test_a_cut_that_leaves_no_assistant_turn_is_a_reject_not_a_crash() -> None:
     """A conversation that ends on a user turn: keep_response drops the one exchange with an answer, and what is
     left has nothing to train (it was `ValueError: max() arg is an empty sequence`, a traceback)."""
-    from ftdata.run.driver import build
+    from ftdata.build.api import build
 
     records = [
         {"messages": [{"role": "user", "content": "hello there " * 5}, {"role": "assistant", "content": "General Kenobi."},
@@ -199,8 +199,8 @@ def test_a_cut_that_leaves_no_assistant_turn_is_a_reject_not_a_crash() -> None:
 def test_a_re_render_past_a_limit_is_never_taken_for_does_not_fit(on_error, monkeypatch, tmp_path) -> None:
     """Truncation re-renders shorter conversations; one that passes a time or size limit (a busy machine: the
     render time limit is wall-clock) must stop or reject the record, never pick another cut silently."""
-    from ftdata.run.driver import build
-    from ftdata.tokens.limits import RecordOverLimit
+    from ftdata.build.api import build
+    from ftdata.guard.limits import RecordOverLimit
 
     from ftdata.chat.render import Renderer
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, NamedTuple
 
-from ftdata.tokens import limits
+from ftdata.chat import sandbox
+from ftdata.guard import limits
 from ftdata.errors import Location, TemplateError
 from ftdata.chat.parts import STRING, ContentForm, as_parts, collapse, contents_of, media_count
 from ftdata.chat.probes import (
@@ -64,7 +65,7 @@ class ChatRenderer:
         kwargs: Mapping[str, Any] | None = None,
         location: Location | None = None,
     ) -> str:
-        """The rendered text, within the time and size limits of `ftdata.tokens.limits`.
+        """The rendered text, within the time and size limits of `ftdata.guard.limits`.
 
         Raises:
             TemplateError: the template raised.
@@ -75,7 +76,7 @@ class ChatRenderer:
         if self.contents.form is ContentForm.PARTS:  # LLaVA-Next, Idefics3: each image back to one MEDIA after
             images, messages = media_count(messages), as_parts(messages)
         try:
-            with limits.time_limit(limits.limits().render_seconds, what), limits.bounded_chat_templates():
+            with limits.time_limit(limits.limits().render_seconds, what), sandbox.bounded_chat_templates():
                 text = self.tokenizer.apply_chat_template(
                     messages, tools=list(tools) if tools else self.tools, tokenize=False, add_generation_prompt=generation,
                     **{**self.kwargs, **(kwargs or {})},

@@ -30,15 +30,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ftdata.errors import TemplateError
 from ftdata.chat.probes import PROBE, PROBE_TOOL, probe_messages
-from ftdata.chat.regions import changed_region
-from ftdata.vision.content import MEDIA  # one image in a message's text
+from ftdata.chat.regions import TemplateRender, changed_region
+from ftdata.records.media import MEDIA  # one image in a message's text
 
-if TYPE_CHECKING:
-    from ftdata.chat.markers import ChatRenderer
 
 
 class ContentForm(Enum):
@@ -105,7 +103,7 @@ def media_count(messages: Sequence[Mapping[str, Any]]) -> int:
 _CACHE: dict[tuple[str, ...], Contents] = {}
 
 
-def contents_of(render: ChatRenderer) -> Contents:
+def contents_of(render: TemplateRender) -> Contents:
     """How `render`'s template takes contents: strings when it writes the probe's string contents
     in order, else parts when it writes them as text parts; cached per template, kwargs and tokenizer."""
     tok = render.tokenizer
@@ -119,7 +117,7 @@ def contents_of(render: ChatRenderer) -> Contents:
     return found
 
 
-def _writes(render: ChatRenderer, messages: list[dict[str, Any]]) -> str:
+def _writes(render: TemplateRender, messages: list[dict[str, Any]]) -> str:
     """'' when the template writes the probe contents in order (with a tool schema if it needs one), else what it did."""
     why = ""
     for tools in (None, [PROBE_TOOL]):
@@ -135,7 +133,7 @@ def _writes(render: ChatRenderer, messages: list[dict[str, Any]]) -> str:
     return why
 
 
-def _probe(render: ChatRenderer) -> Contents:
+def _probe(render: TemplateRender) -> Contents:
     plain = probe_messages("u1", "a1", "u2", "a2")
     string_why = _writes(render, plain)
     if not string_why:
@@ -146,7 +144,7 @@ def _probe(render: ChatRenderer) -> Contents:
     return Contents(ContentForm.PARTS, image_text=_image_text(render))
 
 
-def _image_text(render: ChatRenderer) -> str:
+def _image_text(render: TemplateRender) -> str:
     """What the template writes for one image part: a user turn rendered with and without one differ
     there. '' when that holds no added token of the tokenizer (it could then be a user's text)."""
     mark = "\ue000"

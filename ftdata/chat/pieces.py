@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftdata.chat.regions import FORMS, Render, changed_region, free_marks, put_back
-from ftdata.chat.tools import writes
+from ftdata.records.tools import writes
 from ftdata.errors import TemplateError
 
 # A reasoning may also be stripped of its line ends (Qwen3: `reasoning_content.strip('\n')`).

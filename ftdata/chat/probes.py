@@ -9,13 +9,12 @@ moves boilerplate into the generation prompt. `ftdata.chat.markers` puts the ans
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ftdata.errors import TemplateError
+from ftdata.chat.regions import TemplateRender
 from ftdata.chat.stops import common_token_prefix
 
-if TYPE_CHECKING:
-    from ftdata.chat.markers import ChatRenderer
 
 PROBE_TOOL = {"type": "function", "function": {"name": "toolprobe", "description": "TOOLDESCPROBE", "parameters": {
     "type": "object", "properties": {"argprobe": {"type": "string"}}, "required": ["argprobe"]}}}  # fmt: skip
@@ -29,7 +28,7 @@ def probe_messages(*names: str) -> list[dict[str, str]]:
     return [{"role": roles[n], "content": PROBE[n]} for n in names]
 
 
-def thinking_kwarg(render: ChatRenderer, after_prompt: str) -> str:
+def thinking_kwarg(render: TemplateRender, after_prompt: str) -> str:
     """`{"enable_thinking": false}` when that kwarg moves `after_prompt` into the generation prompt.
 
     Qwen3 writes an empty think block into the last trained turn when thinking is on; with
@@ -52,7 +51,7 @@ def _call(arguments: Any, name: str = "toolprobe") -> dict[str, Any]:
     return {"type": "function", "id": "call00001", "function": {"name": name, "arguments": arguments}}
 
 
-def _writes_call_names(render: ChatRenderer, user: list[dict[str, str]]) -> bool:
+def _writes_call_names(render: TemplateRender, user: list[dict[str, str]]) -> bool:
     """Whether the template writes a call turn's function name (two renders that differ only in it differ)."""
     texts = []
     for name in ("toolprobe", "otherprobe"):
@@ -63,7 +62,7 @@ def _writes_call_names(render: ChatRenderer, user: list[dict[str, str]]) -> bool
     return texts[0] != texts[1]
 
 
-def tool_probes(render: ChatRenderer, tokenizer: Any, appended: str = "") -> dict[str, Any]:
+def tool_probes(render: TemplateRender, tokenizer: Any, appended: str = "") -> dict[str, Any]:
     """How the template treats tools: schemas written, the `arguments` form, a call turn's closer.
 
     The `arguments` form is derived by rendering one call with a dict and with a JSON string:
@@ -115,7 +114,7 @@ def tool_probes(render: ChatRenderer, tokenizer: Any, appended: str = "") -> dic
     return out
 
 
-def writes_call_reasoning(render: ChatRenderer, arguments: str) -> bool:
+def writes_call_reasoning(render: TemplateRender, arguments: str) -> bool:
     """Whether the template writes the reasoning of a turn that calls a tool (Gemma 4 writes it
     there only); a record's own render is checked again, turn by turn."""
     if not arguments:
@@ -128,7 +127,7 @@ def writes_call_reasoning(render: ChatRenderer, arguments: str) -> bool:
         return False
 
 
-def reasoning_probe(render: ChatRenderer) -> str | None:
+def reasoning_probe(render: TemplateRender) -> str | None:
     """What the template writes between a last turn's reasoning and its answer; None if it drops reasoning."""
     turn = {"role": "assistant", "content": PROBE["a1"], "reasoning_content": "REASONPROBE", "thinking": "REASONPROBE"}
     try:

@@ -15,7 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ftdata.tokens import limits
+from ftdata.chat import sandbox
+from ftdata.guard import limits
 from ftdata.errors import Location, RecordError, TemplateError
 from ftdata.outcomes import Note, NoteCode
 from ftdata.types import Example, Rendered
@@ -33,7 +34,7 @@ def builtin_names() -> tuple[str, ...]:
 def _environment() -> Any:
     from jinja2 import StrictUndefined
 
-    return limits.sandbox(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return sandbox.sandbox(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 def _check_self_contained(ast: Any, name: str) -> None:
@@ -70,7 +71,7 @@ class PromptTemplate:
     _compiled: Any
 
     def render(self, *, instruction: str, input: str = "", system: str = "", location: Location | None = None) -> str:
-        """Render the prompt within the time and size limits (`ftdata.tokens.limits`).
+        """Render the prompt within the time and size limits (`ftdata.guard.limits`).
 
         Raises:
             RecordError: the template fails on this record (division by zero, an index past
@@ -82,7 +83,7 @@ class PromptTemplate:
 
         what = _Described(self.name, location)
         try:
-            return limits.render(self._compiled, {"instruction": instruction, "input": input, "system": system}, what=what)
+            return sandbox.render(self._compiled, {"instruction": instruction, "input": input, "system": system}, what=what)
         except limits.LimitExceeded as exc:  # a size check inside the render names the operation, not the record
             raise exc if str(exc).startswith(str(what)) else limits.LimitExceeded(f"{what}: {exc}") from None
         except (JinjaError, ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:

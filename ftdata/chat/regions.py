@@ -15,11 +15,23 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ftdata.errors import TemplateError
 
 Render = Callable[..., str]
+
+
+class TemplateRender(Protocol):
+    """A chat template bound to its tokenizer and kwargs (`markers.ChatRenderer`), as the probes see it."""
+
+    tokenizer: Any
+    kwargs: dict[str, Any]
+    tools: list[Any] | None
+
+    def __call__(self, messages: list[dict[str, Any]], **options: Any) -> str: ...
+
+
 Places = list[tuple[int, int] | None]
 Regions = Callable[[], "Places | None"]  # every content's place in A (`content_regions`), computed once when asked
 

@@ -22,8 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError, TemplateError, UnusableRecord
-from ftdata.io.bounds import MAX_MESSAGES
-from ftdata.tokens.limits import LimitExceeded, RecordOverLimit, pinned
+from ftdata.guard.bounds import MAX_MESSAGES
+from ftdata.guard.limits import LimitExceeded, RecordOverLimit, pinned
 
 if TYPE_CHECKING:
     from ftdata.options import DataOptions

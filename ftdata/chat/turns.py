@@ -37,7 +37,7 @@ from ftdata.chat.regions import Regions, Render, Tail, changed_region, content_r
 from ftdata.chat.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.chat.stops import common_token_prefix, first_stop
-from ftdata.chat.tools import writes
+from ftdata.records.tools import writes
 from ftdata.types import Example, Rendered
 
 REASONING_DROPPED = Note(

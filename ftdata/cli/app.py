@@ -9,7 +9,6 @@ matplotlib) are imported only by the commands that need them, so `ftdata preview
 from __future__ import annotations
 
 import io
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from typer.core import TyperGroup
 
 from ftdata.cli.options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
 from ftdata.errors import ConfigError, DiskFullError, FtdataError, FtdataWarning
-from ftdata.io.space import is_disk_full
+from ftdata.guard.space import is_disk_full
 from ftdata.cli.terminal import dumps
 from ftdata.options import DATA_FIELDS
 from ftdata.types import Engine
@@ -303,7 +302,7 @@ def stats(
 ) -> None:
     """Token length histograms and percentiles, trainable share, truncation and packing at --max-length."""
     from ftdata.cli import stats_report
-    from ftdata.io.export import count_records
+    from ftdata.io.readers import count_records
     from ftdata.run.stats import collect
 
     settings = resolve(
@@ -405,9 +404,10 @@ def build(
     options: dict[str, Any],
 ) -> None:
     """Run the full pipeline and write the dataset, rejects.jsonl and build.json to OUT."""
-    from ftdata.io.built import load_hint
-    from ftdata.run.driver import build as run_build
-    from ftdata.io.export import MANIFEST, count_records, summary_table
+    from ftdata.build.load import load_hint
+    from ftdata.build.api import build as run_build
+    from ftdata.build.export import MANIFEST, summary_table
+    from ftdata.io.readers import count_records
     from ftdata.io.resources import cache_root, load_tokenizer
 
     if no_cache and options.get("cache_dir"):

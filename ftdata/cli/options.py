@@ -21,13 +21,14 @@ import json
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, Field, dataclass, fields
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from ftdata.io.config_files import check_code_reader, check_names, check_type, load_config_file, option_kind
+from ftdata.io.config_files import check_code_reader, check_names, load_config_file
+from ftdata.options import check_type, option_kind
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions, DataOptions, OutputOptions, RunOptions
 
@@ -98,7 +99,7 @@ def choices(name: str) -> tuple[str, ...]:
     from enum import Enum
 
     if name == "format":
-        from ftdata.chat.formats import FORMAT_ALIASES, FORMATS
+        from ftdata.records.formats import FORMAT_ALIASES, FORMATS
 
         return (*FORMATS, *FORMAT_ALIASES)
     hint = _HINTS[name]
@@ -362,7 +363,7 @@ def resolve(
     check_code_reader(merged.get("reader"), origin=origin, allow_code=allow_code)
     options = BuildOptions.from_mapping(merged)
     if tokenizer is None and options.data.processor is not None:  # a vision build reads the processor folder's tokenizer
-        from ftdata.vision.processors import processor_tokenizer
+        from ftdata.media.processors import processor_tokenizer
 
         tokenizer = processor_tokenizer(options.data.processor)
     tok = None if tokenizer is None else str(tokenizer)

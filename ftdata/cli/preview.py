@@ -38,10 +38,10 @@ from ftdata.chat.render import apply_system
 from ftdata.chat.supervision import describe
 from ftdata.outcomes import Note, NoteCode
 from ftdata.options import RunOptions, plain
-from ftdata.report import BuildReport, Reject
+from ftdata.run.report import BuildReport, Reject
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
-from ftdata.vision.inspect import collapse_segments, collapse_tokens
+from ftdata.media.inspect import collapse_segments, collapse_tokens
 
 STYLES = {
     (True, False): "black on green",

@@ -245,7 +245,8 @@ def eval_command(
     ] = None,
 ) -> None:
     """Generate, score with sacreBLEU, and compare base vs fine-tuned answers."""
-    from ftdata.train.evaluate import GenerationSettings, evaluate_run
+    from ftdata.train.evaluate import evaluate_run
+    from ftdata.train.generation import GenerationSettings
 
     if max_samples < 1:
         raise ConfigError(f"max_samples must be >= 1, got max_samples={max_samples}")

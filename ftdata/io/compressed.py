@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from ftdata.errors import ReaderError
-from ftdata.io.bounds import MAX_DECOMPRESSED_BYTES
-from ftdata.tokens.limits import LimitExceeded, half_memory
+from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES
+from ftdata.guard.limits import LimitExceeded, half_memory
 
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip"}
 _SUFFIXES = frozenset({".gz", ".gzip", ".zst", ".zstd", ".bz2", ".xz", ".zip"})

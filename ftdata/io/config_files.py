@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
-from ftdata.options import FIELDS
+from ftdata.guard.limits import env_name, limits
 from ftdata.io.store import is_uri
 
 # Keys whose relative paths are taken relative to the YAML file, in any command's config (when
@@ -31,8 +31,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: unreadable file, not UTF-8, invalid YAML, or not a mapping.
     """
-    from ftdata.tokens.limits import load_yaml  # size and alias limits: no "billion laughs"
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -112,45 +110,64 @@ def check_code_reader(reader: Any, *, origin: str, allow_code: bool) -> None:
         )
 
 
-def option_kind(name: str) -> str:
-    """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
-    special = {
-        "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
-        "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
-        "max_images": "int", "max_image_pixels": "int",
-    }  # fmt: skip
-    if name in special:
-        return special[name]
-    default = FIELDS[name].default
-    if isinstance(default, bool):
-        return "bool"
-    return "int" if isinstance(default, int) else "text"
+def _yaml_error(source: str, exc: Exception) -> ConfigError:
+    """`config.yaml:3:10: invalid YAML: mapping values are not allowed here` (line and column of the problem)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    what = " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc).splitlines()[0]
+    return ConfigError(f"{where}: invalid YAML: {what}")
 
 
-_YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "bool": ((bool,), "true or false (unquoted)"),
-    "int": ((int,), "a whole number"),
-    "number": ((int, float), "a count (200) or a fraction (0.1)"),
-    "float": ((int, float), "a number"),
-    "pairs": ((dict,), "a mapping, e.g. {output: answer}"),
-    "json": ((dict, str), "a mapping, e.g. {enable_thinking: false}"),
-    "text": ((str,), "a string"),
-    "tokens": ((list, str), "a list of token strings, e.g. ['<|eom_id|>']"),
-}
+def load_yaml(text: str, *, source: str) -> Any:
+    """`yaml.safe_load` with a size limit and a limit on values after alias expansion.
 
-
-def check_type(origin: str | Path, key: str, value: Any) -> None:
-    """A YAML value must have its option's type: `packing: 'false'` is a string, not false.
+    Aliases let a 1 kB file stand for billions of values ("billion laughs"); the node graph
+    is composed first (aliases stay references), its expanded size counted, and only then
+    constructed.
 
     Raises:
-        ConfigError: naming the file, the key, the value and the type expected.
+        ConfigError: invalid YAML, or a file past a limit.
     """
-    if value is None:
-        return
-    kind = option_kind(key) if key in FIELDS else "text"
-    types, wanted = _YAML_TYPES[kind]
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if ok and kind == "pairs":
-        ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-    if not ok:
-        raise ConfigError(f"{origin}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
+    import yaml
+
+    lim = limits()
+    if len(text.encode("utf-8", "surrogatepass")) > lim.yaml_bytes:
+        raise ConfigError(
+            f"{source}: config is larger than {lim.yaml_bytes:,} bytes; raise {env_name('yaml_bytes')} if it must be"
+        )
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        raise _yaml_error(source, exc) from None
+    if node is None:
+        return None
+    sizes: dict[int, int] = {}
+
+    def expanded(n: Any, depth: int = 0) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if depth > 100:
+            raise ConfigError(f"{source}: config nests deeper than 100 levels")
+        sizes[id(n)] = 1  # a recursive alias counts once instead of looping
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(expanded(k, depth + 1) + expanded(v, depth + 1) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(expanded(v, depth + 1) for v in n.value)
+        else:
+            total = 1
+        sizes[id(n)] = total
+        if total > lim.yaml_nodes:
+            raise ConfigError(
+                f"{source}: config expands to more than {lim.yaml_nodes:,} values (YAML aliases); "
+                f"write the values out, or raise {env_name('yaml_nodes')}"
+            )
+        return total
+
+    expanded(node)
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(source, exc) from None
+    finally:
+        loader.dispose()

@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ftdata.io.bounds import ReadBounds, string_checked
+from ftdata.guard.bounds import ReadBounds, string_checked
 from ftdata.io.compressed import REENCODE, data_suffix, open_bytes, open_text
 from ftdata.errors import ConfigError, Location, ReaderError, RecordError
 from ftdata.outcomes import RejectCode

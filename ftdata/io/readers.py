@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ftdata.io.bounds import ReadBounds, bounded_lines, copy_pipe, line_too_long, string_checked
+from ftdata.guard.bounds import ReadBounds, bounded_lines, copy_pipe, line_too_long, string_checked
 from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
 from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
@@ -500,7 +500,7 @@ def read_records(
     `datasets.Dataset`/`DatasetDict`, or an iterable of rows. `reader` forces a reader;
     `delimiter` is a CSV file's (sniffed from its header when None); `field` picks the records
     of a JSON file out of its top-level object (`{"data": [...]}`); `bounds`: the longest line
-    and string and the decompressed bytes of a file (`ftdata.io.bounds`).
+    and string and the decompressed bytes of a file (`ftdata.guard.bounds`).
 
     Raises:
         ReaderError: the source cannot be read; the message names the file and line.
@@ -553,7 +553,7 @@ def _read_stream(
 
     Locations and messages keep the name the user gave.
     """
-    from ftdata.io.safeio import drop_scratch, scratch_dir
+    from ftdata.guard.safeio import drop_scratch, scratch_dir
 
     folder = scratch_dir()
     copy = folder / "stream"
@@ -568,4 +568,31 @@ def _read_stream(
         drop_scratch(folder)
 
 
-__all__ = ["READERS", "data_files", "iter_dataset", "read_records", "sniff"]
+__all__ = ["READERS", "count_records", "data_files", "iter_dataset", "read_records", "sniff"]
+
+
+def count_records(data: str, *, limit: int | None) -> int | None:
+    """How many records a progress bar should expect, when cheap to know (else None)."""
+    path = Path(data).expanduser()
+    total: int | None = None
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson"):
+            with path.open("rb") as fh:
+                total = sum(1 for line in fh if line.strip())
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                total = pq.ParquetFile(path).metadata.num_rows
+            except Exception:  # noqa: BLE001 - a broken file: the reader reports it, with its location
+                total = None
+        elif suffix == ".json" and path.stat().st_size < (256 << 20):
+            try:
+                obj = json.loads(path.read_bytes())
+            except (ValueError, RecursionError):
+                obj = None  # JSON Lines in a .json file, too deep, or broken: the reader says which
+            total = len(obj) if isinstance(obj, list) else None
+    if limit is not None:
+        total = min(total, limit) if total is not None else limit
+    return total

@@ -183,7 +183,7 @@ def check_tokenizer_sizes(path: Path) -> None:
     Raises:
         ConfigError: a file of the folder is over the limit (named, with its size).
     """
-    from ftdata.tokens.limits import env_name, limits
+    from ftdata.guard.limits import env_name, limits
 
     cap = limits().tokenizer_bytes
     for file in sorted(path.iterdir()) if path.is_dir() else ():

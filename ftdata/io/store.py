@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
+from ftdata.guard.space import Place
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -195,6 +196,18 @@ def _missing(filesystem_: Any, path: str) -> list[str]:
     return missing
 
 
+def store_place(uri: str, *, expected: Callable[[], int | None] = lambda: None) -> Place:
+    """A URI OUT (`-o file:///data/out`, `s3://bucket/run1`) as a `Place`, named by its URI; a
+    `file://` one is measured as the local folder it is, another store's free space is unknown."""
+    store, root = filesystem(uri)
+    local = type(store).__name__ == "LocalFileSystem"
+    return Place(
+        Path(root), "the output", "free space there or give another output (what this build wrote there is deleted)",
+        mine=(lambda: Path(root)) if local else (lambda: None), expected=expected, shown=uri, measured=local,
+    )  # fmt: skip
+
+
 __all__ = [
-    "StoreOut", "Where", "child", "copy", "delete", "file_names", "filesystem", "is_uri", "read_bytes", "write_bytes",
+    "StoreOut", "Where", "child", "copy", "delete", "file_names", "filesystem", "is_uri", "read_bytes", "store_place",
+    "write_bytes",
 ]

@@ -2,7 +2,7 @@
 
     source 1 ─┐   loop.run (its own options)         one rows file        per record: units, split
     source 2 ─┼─▶ rows + rendered text per record ─▶ + dedup / eval  ──▶ plan_mix ──▶ rows of each split
-    source 3 ─┘   (every engine: the same records)     overlap checks      (seeded)     ──▶ output.finish
+    source 3 ─┘   (every engine: the same records)     overlap checks      (seeded)     ──▶ finish
 
 Every decision is taken here, in record order, from what the records are: the same seed gives
 the same mixture under every engine. Each source's records are split (test_size) before
@@ -23,7 +23,9 @@ import numpy as np
 
 from ftdata.run import loop
 
-from ftdata.io import output, safeio
+from ftdata.run.rows import ArrowRows, check_split, finish
+
+from ftdata.guard import safeio
 from ftdata.run.engine import Measured, Ran, Stage, chunk
 from ftdata.errors import FtdataError, Location
 from ftdata.mix.contamination import EvalIndex
@@ -33,7 +35,7 @@ from ftdata.mix.shares import Plan, SourceSizes, plan_mix
 from ftdata.run.executors import ray_cluster
 from ftdata.options import BuildOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.report import BuildReport, Reject, RejectsWriter
+from ftdata.run.report import BuildReport, Reject, RejectsWriter
 from ftdata.types import IGNORE_INDEX, Engine
 
 __all__ = ["build_recipe", "check_shares"]
@@ -137,7 +139,7 @@ def build_recipe(
     report.rejects_path = options.output.rejects_path
     if not len(splits["train"]):
         raise FtdataError(f"{recipe.origin}: the mixture has no records (every record was rejected or removed)")
-    dataset = output.finish(reading.rows.path, data, report, splits=splits)
+    dataset = finish(reading.rows.path, data, report, splits=splits)
     report.sequences = int(sum(m["sequences"] for m in mix))
     report.tokens = int(sum(m["tokens"]["used"] for m in mix))
     report.trained_tokens = int(sum(m["trained_tokens"]["used"] for m in mix))
@@ -159,7 +161,7 @@ class _Reading:
     def __init__(self, recipe: Recipe, sink: RejectsWriter) -> None:
         self.recipe = recipe
         self.sink = sink
-        self.rows = output.ArrowRows(safeio.scratch_dir() / "rows.arrow")
+        self.rows = ArrowRows(safeio.scratch_dir() / "rows.arrow")
         self.texts = recipe.dedup is not Dedup.NONE or bool(recipe.decontaminate)
         # near: MinHash LSH, record by record; exact: a 16-byte digest per record, compared at the end
         self.near: Deduplicator[int] | None = None
@@ -295,7 +297,7 @@ def _held_out(groups: np.ndarray, sources: list[_Source], data: Any, removed: se
     for i, source in enumerate(sources):
         ids = np.unique(groups[(groups >= source.first) & (groups < source.last)])
         ids = ids[~np.isin(ids, list(removed))]
-        n_test = output.check_split(len(ids), data.test_size)
+        n_test = check_split(len(ids), data.test_size)
         out.append(np.sort(np.random.default_rng([data.seed, i]).choice(ids, size=n_test, replace=False)))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
@@ -337,7 +339,7 @@ def check_shares(recipe: Recipe) -> None:
     """
     if recipe.mix_by is not MixBy.RECORDS:
         return  # tokens are known once the records are tokenized: the planner checks then
-    from ftdata.io.export import count_records
+    from ftdata.io.readers import count_records
 
     counts = [sum(count_records(path, limit=None) or 0 for path in spec.files()) for spec in recipe.sources]
     if all(counts):

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ftdata.errors import ConfigError, Location, RecordError
-from ftdata.chat.formats import to_examples
+from ftdata.records.formats import to_examples
 from ftdata.mix.normalise import words
 from ftdata.io.readers import read_records
 

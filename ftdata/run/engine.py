@@ -25,20 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from ftdata.tokens import limits
+from ftdata.guard import limits
 from ftdata.errors import Location, RecordError, UnusableRecord
-from ftdata.chat.formats import Columns, to_examples
+from ftdata.records.formats import Columns, to_examples
 from ftdata.tokens.masking import Masker, Tokenized, WeightedRow, row_of
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.chat.render import Renderer
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.chat.supervision import SupervisedRenderer
-from ftdata.report import BuildReport, Reject
+from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
-from ftdata.vision.content import attach_images
-from ftdata.vision.expand import Vision, VisionMasker, VisionRenderer, no_processor
+from ftdata.records.media import attach_images
+from ftdata.media.expand import Vision, VisionMasker, VisionRenderer, no_processor
 
 Record = tuple[Location, Any]
 SIBLING = "another instance of this record was rejected; a record is kept whole or not at all"
@@ -104,7 +104,7 @@ class Stage:
         self.tokenizer = tokenizer
         self.options = options
         self.columns = Columns(options.columns)
-        self.vision = None  # images: expanded by the processor's rules, verified per record (ftdata.vision)
+        self.vision = None  # images: expanded by the processor's rules, verified per record (ftdata.media)
         if options.processor is not None:
             self.vision = Vision(options, tokenizer)
             tokenizer = self.tokenizer = self.vision.tokenizer  # with the processor's chat template

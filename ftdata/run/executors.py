@@ -31,7 +31,7 @@ from itertools import chain
 from typing import Any, Protocol, TypeVar
 
 from ftdata.errors import ConfigError, FtdataError
-from ftdata.run.reaper import Reaper, die_with_parent
+from ftdata.guard.reaper import Reaper, die_with_parent
 from ftdata.types import Engine
 
 __all__ = [

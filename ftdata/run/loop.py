@@ -26,13 +26,13 @@ from typing import Any, Generic, TypeVar
 from ftdata.run.engine import Ran, Record, Stage
 from ftdata.errors import FtdataError
 from ftdata.run.executors import Executor, executor
-from ftdata.chat.formats import compile_filter
+from ftdata.chat.sandbox import compile_filter
 from ftdata.options import DataOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.io.bounds import ReadBounds
+from ftdata.guard.bounds import ReadBounds
 from ftdata.io.readers import read_records
-from ftdata.report import BuildReport, Reject
-from ftdata.tokens.limits import RecordOverLimit
+from ftdata.run.report import BuildReport, Reject
+from ftdata.guard.limits import RecordOverLimit
 
 __all__ = ["Batch", "StageSpec", "read_batches", "run"]
 

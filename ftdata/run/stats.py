@@ -26,10 +26,10 @@ from ftdata.run.engine import Measured, Ran, Stage
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
-from ftdata.report import BuildReport, Reject
+from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
-from ftdata.vision.inspect import media_counts
+from ftdata.media.inspect import media_counts
 
 POLICIES = (
     TruncationPolicy.KEEP_RESPONSE, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END,

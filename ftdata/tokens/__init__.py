@@ -1,3 +1,3 @@
 """Tokens: the rendered text tokenized with offsets and labelled (`masking`), fitted to
-max_length (`truncation`, `shorten`), packed (`packing`), within the resource limits (`limits`).
+max_length (`truncation`, `shorten`), packed (`packing`).
 """

@@ -62,29 +62,6 @@ def _check_max_length(max_length: int) -> None:
         raise ConfigError(f"max_length must be an integer > 0, got max_length={max_length!r}")
 
 
-def check_pad_multiple(pad_to_multiple_of: int | None, *, max_length: int) -> None:
-    """`pad_to_multiple_of` is None or an integer >= 1 that divides `max_length` (so a padded
-    sequence that fitted still fits).
-
-    Raises:
-        ConfigError: naming the value and the fix.
-    """
-    if pad_to_multiple_of is None:
-        return
-    value = _multiple(pad_to_multiple_of)
-    if max_length % value:
-        raise ConfigError(
-            f"pad_to_multiple_of={value} must divide max_length={max_length} (a padded sequence must still fit "
-            f"a row); use a max_length such as {max_length - max_length % value or value}"
-        )
-
-
-def _multiple(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"pad_to_multiple_of must be an integer >= 1, got pad_to_multiple_of={value!r}")
-    return int(value)
-
-
 def padded_lengths(lengths: Sequence[int] | np.ndarray, *, multiple: int | None) -> np.ndarray:
     """Each length rounded up to a multiple of `multiple` (as is for None):
     `padded_lengths([3, 2, 4, 5], multiple=4)` -> [4, 4, 4, 8]."""

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
-from ftdata.vision.content import MEDIA
+from ftdata.records.media import MEDIA
 from ftdata.types import Example, PromptCut
 
 MARKER = " [...] "  # where prompt_cut=middle took text out

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftdata.errors import RecordError
-from ftdata.tokens.limits import RecordOverLimit
+from ftdata.guard.limits import RecordOverLimit
 from ftdata.tokens.masking import Tokenized, row_of
 from ftdata.outcomes import RejectCode
 from ftdata.chat.render import trained_turns
@@ -86,7 +86,7 @@ class Truncator:
         self.prompt_cut = prompt_cut
         self._backend = masker.backend  # type: ignore[attr-defined]
         self._marker = len(self._backend.encode(MARKER, add_special_tokens=False).ids)
-        self._media: frozenset[int] = getattr(masker, "media_ids", frozenset())  # image tokens: never cut (ftdata.vision)
+        self._media: frozenset[int] = getattr(masker, "media_ids", frozenset())  # image tokens: never cut (ftdata.media)
 
     def __call__(self, example: Example, row: Tokenized, *, policy: TruncationPolicy) -> Truncated:
         """Apply `policy` to `example`, whose masked row is `row`.

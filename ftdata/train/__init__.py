@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ftdata.train.config import Interval, Precision, Quantization, TrainConfig
 
 if TYPE_CHECKING:
-    from ftdata.train.evaluate import EvalReport, evaluate_run
+    from ftdata.train.evaluate import evaluate_run
+    from ftdata.train.generation import EvalReport
     from ftdata.train.run import TrainResult, resume_config, train
 
 __all__ = [
@@ -48,7 +49,7 @@ _LAZY = {
     "resume_config": "ftdata.train.run",
     "TrainResult": "ftdata.train.run",
     "evaluate_run": "ftdata.train.evaluate",
-    "EvalReport": "ftdata.train.evaluate",
+    "EvalReport": "ftdata.train.generation",
 }
 
 

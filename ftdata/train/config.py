@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from ftdata.io.config_files import check_type
 from ftdata.io.config_files import check_names, load_config_file, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS as BUILD_FIELDS
+from ftdata.options import check_type
 from ftdata.options import BuildOptions, plain
 from ftdata.types import _Choice
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftdata.io.built import is_build_output
-from ftdata.io.built import load as load_build
+from ftdata.build.load import is_build_output
+from ftdata.build.load import load as load_build
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions
-from ftdata.report import BuildReport
+from ftdata.run.report import BuildReport
 from ftdata.io.resources import cache_root
 from ftdata.train.config import TrainConfig
 from ftdata.types import IGNORE_INDEX
@@ -126,7 +126,7 @@ def _streamed(path: Path, cfg: TrainConfig) -> Splits:
 
 def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> tuple[Dataset | DatasetDict, BuildReport]:
     """The build of `cfg.data` in memory, with its report (warned about rejects, checked against max_reject_ratio)."""
-    from ftdata.run.driver import build, checked
+    from ftdata.build.api import build, checked
 
     result = build(cfg.data, tokenizer=tokenizer, options=options)
     return result.dataset, checked(result.report, max_reject_ratio=options.run.max_reject_ratio, stacklevel=4)

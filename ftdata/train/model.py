@@ -366,13 +366,10 @@ class LoadedModel:
 
 
 def load_for_training(cfg: TrainConfig) -> LoadedModel:
-    """Resolve, load, quantize and (unless `lora=False`) LoRA-wrap the model of `cfg`."""
+    """Resolve, load, quantize and (unless `lora=False`) LoRA-wrap the causal LM of `cfg`
+    (a vision-language model is loaded by `vlm.load_vision_for_training`: `run.load_model` chooses)."""
     device = resolve_device(cfg.precision)
     path = resolve_model_path(cfg.model)
-    from ftdata.train.vlm import is_vision_language, load_vision_for_training
-
-    if is_vision_language(path):
-        return load_vision_for_training(cfg, path, device)
     tokenizer = load_model_tokenizer(cfg, path)
     base_tokens = len(tokenizer)
     if cfg.data_options.data.add_chat_tokens:  # the template's markers as tokens: the data is built with them

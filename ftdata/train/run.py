@@ -26,9 +26,10 @@ from ftdata.errors import ConfigError
 from ftdata.train import record
 from ftdata.train.config import TrainConfig, changed_options, read_yaml
 from ftdata.train.data import Splits, load_splits, save_eval_split
-from ftdata.train.model import LoadedModel, count_parameters, load_for_training, resolve_model_path
+from ftdata.train.model import LoadedModel, count_parameters, fit_embeddings, load_for_training, resolve_device, resolve_model_path
 from ftdata.train.progress import TrainingDisplay, quiet_libraries
 from ftdata.train.trainer import build_trainer, last_checkpoint, trainer_metrics
+from ftdata.train.vlm import is_vision_language, load_vision_for_training, merge_vision_adapter
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -139,12 +140,8 @@ def merge_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     if loaded.processor is not None:  # a vision-language model (vlm.py)
-        from ftdata.train.vlm import merge_vision_adapter
-
         return merge_vision_adapter(loaded, adapter_dir, target)
     dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
-    from ftdata.train.model import fit_embeddings
-
     base = AutoModelForCausalLM.from_pretrained(str(loaded.path), dtype=dtype, local_files_only=True, trust_remote_code=False)
     fit_embeddings(base, loaded.tokenizer)  # add_chat_tokens: the rows the adapter's trained tokens replace
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
@@ -167,11 +164,20 @@ def _locate_run(cfg: TrainConfig, resume: str | Path | None, state: Any) -> tupl
     return run_dir, checkpoint
 
 
+def load_model(cfg: TrainConfig) -> LoadedModel:
+    """The model of `cfg` loaded for training: a vision-language model with its processor and
+    collator (`vlm.py`), else a causal LM (`model.py`). The one place training chooses."""
+    path = resolve_model_path(cfg.model)
+    if is_vision_language(path):
+        return load_vision_for_training(cfg, path, resolve_device(cfg.precision))
+    return load_for_training(cfg)
+
+
 def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tuple[LoadedModel, Splits, dict]:
     """Load model and data, write config.yaml, the starting run.json and eval_data/."""
     with state.main_process_first():  # materialise the bundled model once
         resolve_model_path(cfg.model)
-    loaded = load_for_training(cfg)
+    loaded = load_model(cfg)
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg, loaded.tokenizer, rejects_path=run_dir / "rejects.jsonl")

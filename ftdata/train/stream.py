@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftdata.io.built import parquet_files
+from ftdata.build.load import parquet_files
 from ftdata.errors import ConfigError
 from ftdata.types import IGNORE_INDEX
 

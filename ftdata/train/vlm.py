@@ -67,8 +67,8 @@ def processor_folder(cfg: TrainConfig, model_path: Path) -> Path:
 
 def load_processor(folder: Path, tokenizer: Any) -> Any:
     """The model's processor from its folder, without torchvision (no video processor)."""
-    try:  # ftdata.vision (the data side of vision builds) owns this when present
-        from ftdata.vision.processors import load_processor as shared
+    try:  # ftdata.media (the data side of vision builds) owns this when present
+        from ftdata.media.processors import load_processor as shared
     except ImportError:
         shared = None
     if shared is not None:
@@ -217,7 +217,7 @@ def collator_for(model: Any, processor: Any, *, image_dir: Path | None, dtype: t
 def image_folder(cfg: TrainConfig) -> Path:
     """Where the run's `sha256:` images live: `image_dir` of the data options, else the build folder's
     `images/`, else the image store a build of raw data writes them to (`~/.cache/ftdata/images`)."""
-    from ftdata.vision.media import default_store
+    from ftdata.media.images import default_store
 
     data = Path(cfg.data).expanduser() if cfg.data else None
     if cfg.data_options.data.image_dir:

@@ -17,7 +17,6 @@ What differs from a text run (`evaluate.py`):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from ftdata.errors import ConfigError
 from ftdata.train.config import TrainConfig
-from ftdata.train.evaluate import EvalReport, GenerationSettings, corpus_bleu, left_padded, pad_id, rows_and_references
+from ftdata.train.generation import EvalReport, GenerationSettings, corpus_bleu, left_padded, pad_id, rows_and_references
 from ftdata.train.samples import Sample, end_marker_ids, extract_samples, sequences
 from ftdata.train.vision import Family, VisionCollator
 from ftdata.types import IGNORE_INDEX
@@ -133,10 +132,6 @@ def mean_loss(model: Any, collator: VisionCollator, rows: Sequence[Mapping[str, 
     if count == 0:
         raise ConfigError("the eval rows have no trained token: nothing to measure a loss on")
     return total / count
-
-
-def perplexity(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else math.inf
 
 
 def generate_with_images(

@@ -10,7 +10,7 @@ import pytest
 from support import DATASETS
 
 from ftdata.errors import ConfigError, Location, ReaderError
-from ftdata.chat.formats import to_examples
+from ftdata.records.formats import to_examples
 from ftdata.mix.contamination import EvalIndex, Overlap, count_by_eval_file, find_overlaps
 from ftdata.io.readers import read_records
 

@@ -10,7 +10,7 @@ import pytest
 from support import DATASETS
 
 from ftdata.errors import ConfigError, Location
-from ftdata.chat.formats import to_examples
+from ftdata.records.formats import to_examples
 from ftdata.mix.dedup import Deduplicator, Duplicate, digest, find_duplicates
 from ftdata.mix.normalise import normalise, words
 from ftdata.mix.recipe import Dedup

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ftdata.io import export
+from ftdata.build import export
 
 from ftdata.errors import ConfigError
 from ftdata.train import TrainConfig, train

@@ -6,13 +6,13 @@ import base64
 
 import pytest
 
-from ftdata.chat.formats import to_examples
+from ftdata.records.formats import to_examples
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.tokens.shorten import cut_text
 from ftdata.types import PromptCut
-from ftdata.vision.content import MEDIA, attach_images
-from ftdata.vision.media import Headers
+from ftdata.records.media import MEDIA, attach_images
+from ftdata.media.images import Headers
 
 HERE = Location("data.jsonl", 1)
 
@@ -112,7 +112,7 @@ def test_cuts_never_lose_an_image(words, drop, side):
 
 
 def test_open_image_finds_paths_and_inline_images(images, tmp_path):
-    from ftdata.vision.media import open_image
+    from ftdata.media.images import open_image
 
     headers = Headers(store=tmp_path, max_pixels=None)
     inline = headers.info((images / "chart.png").read_bytes(), base=None, field="f")

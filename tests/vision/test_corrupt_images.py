@@ -13,8 +13,8 @@ from PIL import Image
 
 from ftdata.errors import UnusableRecord
 from ftdata.outcomes import RejectCode
-from ftdata.run.driver import build
-from ftdata.vision.media import Headers
+from ftdata.build.api import build
+from ftdata.media.images import Headers
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from support import TOKENIZERS
 
-from ftdata.run.driver import build
+from ftdata.build.api import build
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "vision"

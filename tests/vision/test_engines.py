@@ -11,7 +11,7 @@ import pytest
 
 import ftdata
 from ftdata.run import executors
-from ftdata.run.driver import build
+from ftdata.build.api import build
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ from ftdata.chat.parts import MEDIA, ContentForm, to_parts
 from ftdata.chat.render import Renderer
 from ftdata.errors import ConfigError, TemplateError
 from ftdata.io.resources import load_tokenizer
-from ftdata.run.driver import build
+from ftdata.build.api import build
 from ftdata.types import IGNORE_INDEX
-from ftdata.vision.expand import template_image_text
-from ftdata.vision.processors import load_processor
+from ftdata.media.expand import template_image_text
+from ftdata.media.processors import load_processor
 
 SLOW = pytest.mark.slow  # 20-60 s each on two shared cores: tokenizer, processor and the pixels
 FAMILIES = [pytest.param("gemma_dir", marks=SLOW), "llava_dir", pytest.param("llava_next_dir", marks=SLOW), pytest.param("idefics3_dir", marks=SLOW)]
@@ -77,7 +77,7 @@ def _collapsed(ids, images, tok, image_text, processor):
     out = tok.decode(ids)
     for image in images:
         replacement = processor.replace_image_token(
-            __import__("ftdata.vision.processors", fromlist=["FAMILIES"]).FAMILIES[type(processor).__name__].image_inputs(processor, image["height"], image["width"]), 0
+            __import__("ftdata.media.processors", fromlist=["FAMILIES"]).FAMILIES[type(processor).__name__].image_inputs(processor, image["height"], image["width"]), 0
         )  # fmt: skip
         out = out.replace(image_text.replace(processor.image_token, replacement), image_text, 1)
     return tok(out, add_special_tokens=False)["input_ids"]

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from ftdata.cli.app import app
-from ftdata.run.driver import build
+from ftdata.build.api import build
 
 
 def _data(images):

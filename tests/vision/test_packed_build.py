@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from ftdata.cli.app import app
 from ftdata.errors import ConfigError
-from ftdata.run.driver import build
+from ftdata.build.api import build
 from ftdata.types import IGNORE_INDEX
 
 PAD, START, END = "<|image_pad|>", "<|vision_start|>", "<|vision_end|>"

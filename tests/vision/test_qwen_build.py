@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ftdata.cli.app import app
-from ftdata.run.driver import build
+from ftdata.build.api import build
 from ftdata.types import IGNORE_INDEX
 
 
@@ -29,7 +29,7 @@ def ask(image_part, question="What is this?", answer="A picture."):
 
 @pytest.fixture(scope="module")
 def processor(qwen_dir):
-    from ftdata.vision.processors import load_processor
+    from ftdata.media.processors import load_processor
 
     return load_processor(str(qwen_dir))
 
@@ -74,7 +74,7 @@ def test_rows_equal_the_processors_own_output(qwen_dir, images, processor):
 def test_counts_are_the_processors(processor, images):
     from PIL import Image
 
-    from ftdata.vision.processors import Counter
+    from ftdata.media.processors import Counter
 
     counter = Counter(processor)
     for name in ("grace_hopper.jpg", "logo2.png", "chart.png"):
@@ -174,7 +174,7 @@ def test_spliced_pad_runs_equal_tokenizing_the_whole_expanded_text(qwen_dir, ima
     data = write_jsonl(images / "splice.jsonl", [{"messages": turns}, {"messages": turns[:2]}, {"messages": turns[2:]}])
     options = [{}, {"max_length": 400}, {"max_length": 400, "truncation": "keep_start"}, {"max_length": 300, "truncation": "keep_end"}]
     spliced = [build(data, processor=str(qwen_dir), **o) for o in options]
-    monkeypatch.setattr("ftdata.vision.splice.atomic", lambda *a: False)
+    monkeypatch.setattr("ftdata.media.splice.atomic", lambda *a: False)
     whole = [build(data, processor=str(qwen_dir), **o) for o in options]
     for a, b in zip(spliced, whole):
         assert a.dataset.to_list() == b.dataset.to_list() and len(a.dataset) >= 1

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftdata.errors import ConfigError, RecordError
-from ftdata.tokens.media_packing import IMAGE_TYPE, checked_images, pack_images
+from ftdata.media.packing import IMAGE_TYPE, checked_images, pack_images
 
 
 def image(start: int, tokens: int, ref: str = "/x.png") -> dict:
@@ -75,8 +75,8 @@ def test_checked_images_casts_and_refuses_bad_spans():
 def test_image_column_reads_a_rows_file(tmp_path):
     import pyarrow as pa
 
-    from ftdata.io.output import ArrowRows
-    from ftdata.tokens.media_packing import image_column
+    from ftdata.run.rows import ArrowRows
+    from ftdata.media.packing import image_column
 
     plain = ArrowRows(tmp_path / "text.arrow")
     plain.write(np.array([1, 2, 3], dtype=np.int32), np.array([-100, 2, 3], dtype=np.int32), np.array([3]), np.array([0]))

@@ -75,11 +75,11 @@ def test_merge_writes_a_vision_language_folder_with_the_logits_of_base_plus_adap
     logits of the base with the adapter on, on a row with a real image."""
     from peft import PeftModel
 
-    from ftdata.train.model import load_for_training
+    from ftdata.train.run import load_model
     from ftdata.train.vlm import load_processor, merge_vision_adapter
 
     model_dir, processor_dir = qwen_folders(tmp_path)
-    loaded = load_for_training(TrainConfig(model=str(model_dir), processor=str(processor_dir), quantization="none", lora_r=4))
+    loaded = load_model(TrainConfig(model=str(model_dir), processor=str(processor_dir), quantization="none", lora_r=4))
     with torch.no_grad():  # a trained adapter: LoRA B starts at zero, which would merge to the base
         for name, param in loaded.model.named_parameters():
             if "lora_B" in name:
@@ -151,7 +151,8 @@ def test_vlm_run_logs_the_real_tokens_and_writes_what_a_text_run_writes(vlm_run)
 
 @pytest.mark.slow  # ~40 s: loss and generation with images, base and tuned
 def test_eval_on_a_vlm_run_reports_loss_perplexity_and_answers_with_images(vlm_run):
-    from ftdata.train.evaluate import GenerationSettings, evaluate_run
+    from ftdata.train.evaluate import evaluate_run
+    from ftdata.train.generation import GenerationSettings
 
     result, _ = vlm_run
     report = evaluate_run(result.run_dir, settings=GenerationSettings(max_new_tokens=4, batch_size=2))
@@ -250,7 +251,7 @@ def test_generation_with_images_batched_equals_one_by_one(family):
     they get alone; the model receives the pixels and which tokens are image tokens."""
     from vlm_support import build, gemma_image_processor
 
-    from ftdata.train.evaluate import GenerationSettings
+    from ftdata.train.generation import GenerationSettings
     from ftdata.train.vision import rope_index_of
     from ftdata.train.vlm_eval import generate_with_images
 

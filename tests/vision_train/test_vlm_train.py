@@ -81,31 +81,31 @@ def test_tiny_vlm_trains_with_falling_loss(family, packed, tmp_path):
 
 
 def test_lora_sits_on_the_language_model_only(folders, tmp_path):
-    from ftdata.train.model import load_for_training
+    from ftdata.train.run import load_model
 
-    loaded = load_for_training(TrainConfig(model=str(folders[0]), processor=str(folders[1]), quantization="none"))
+    loaded = load_model(TrainConfig(model=str(folders[0]), processor=str(folders[1]), quantization="none"))
     trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and ".language_model." in n for n in trainable)
     assert not any("visual" in n for n, _ in loaded.model.named_modules() if "lora_" in n)
     with pytest.raises(ConfigError, match="match no layer of the language model; its linear layers are: down_proj"):
-        load_for_training(TrainConfig(model=str(folders[0]), processor=str(folders[1]), quantization="none",
+        load_model(TrainConfig(model=str(folders[0]), processor=str(folders[1]), quantization="none",
                                       target_modules=["qkv"]))  # fmt: skip
 
 
 def test_qlora_quantizes_the_language_model_only(folders):
-    from ftdata.train.model import load_for_training
+    from ftdata.train.run import load_model
 
-    loaded = load_for_training(TrainConfig(model=str(folders[0]), processor=str(folders[1]), quantization="4bit"))
+    loaded = load_model(TrainConfig(model=str(folders[0]), processor=str(folders[1]), quantization="4bit"))
     kinds = {(".visual." in n, type(m).__name__) for n, m in loaded.model.named_modules() if type(m).__name__ in ("Linear", "Linear4bit")}
     assert (True, "Linear") in kinds and (True, "Linear4bit") not in kinds  # the vision tower stays full precision
     assert (False, "Linear4bit") in kinds
 
 
 def test_processor_folder_is_required(folders, tmp_path):
-    from ftdata.train.model import load_for_training
+    from ftdata.train.run import load_model
 
     with pytest.raises(ConfigError, match="has no preprocessor_config.json: give --processor DIR"):
-        load_for_training(TrainConfig(model=str(folders[0]), processor=str(tmp_path), quantization="none"))
+        load_model(TrainConfig(model=str(folders[0]), processor=str(tmp_path), quantization="none"))
 
 
 def test_processor_in_a_yaml_config_is_relative_to_the_file(tmp_path):

@@ -15,8 +15,8 @@ import torch
 import transformers
 from PIL import Image
 
-from ftdata.io.output import ArrowRows, RowsFile, write_packed
-from ftdata.tokens.media_packing import IMAGE_TYPE
+from ftdata.run.rows import ArrowRows, RowsFile, write_packed
+from ftdata.media.packing import IMAGE_TYPE
 from ftdata.types import IGNORE_INDEX
 
 SAMPLES = Path(matplotlib.get_data_path()) / "sample_data"

@@ -1,6 +1,6 @@
 """A build written to OUT: a local folder, published whole (`safeio.OutputDir`), or a URI (engine=ray).
 
-    build(source, out) ─▶ to_out ─┬─ a folder: _to_folder: the rows (driver._in_memory) or Ray's shards, staged
+    build(source, out) ─▶ to_out ─┬─ a folder: _to_folder: the rows (local.in_memory) or Ray's shards, staged
                                   │  inside OUT with rejects.jsonl and build.json, published together
                                   └─ a URI:    _to_store: Ray's shards, build.json last (`store.StoreOut`)
 
@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, DiskFullError, FtdataError
-from ftdata.io import export, output, safeio, space, store
+from ftdata.build import cache, export
+from ftdata.guard import safeio, space
+from ftdata.io import store
 from ftdata.options import BuildOptions
-from ftdata.report import BuildReport
-from ftdata.run.driver import BuildResult, _in_memory, _rejects_place, build_fingerprint, rough_need
+from ftdata.run.report import BuildReport
+from ftdata.build.fingerprint import build_fingerprint
+from ftdata.build.local import BuildResult, in_memory, rejects_place, rough_need
 from ftdata.types import Engine
 
 IMAGES = "images"  # OUT/images: the inline images of a build with a processor
@@ -77,15 +80,15 @@ def _to_store(
     """engine=ray into a URI: the workers' shards, or a recipe's mixture written here as shards."""
     if not opts.output.rejects_path and not sharded:  # written here first, then copied into OUT
         opts = opts.updated(rejects_path=str(safeio.scratch_dir() / export.REJECTS))
-    place = space.store_place(out, expected=lambda: rough_need(source))
+    place = store.store_place(out, expected=lambda: rough_need(source))
     with store.StoreOut(out) as target, space.disk_space(place, space.scratch_place()):  # inside: measured before it is deleted
         if sharded:
-            from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
+            from ftdata.build.shards import DATA, REJECTS_DIR, build_shards
 
             report = build_shards(source, tokenizer=tok, options=opts, target=target)
             dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
         else:
-            result = _in_memory(source, tok, opts, progress)
+            result = in_memory(source, tok, opts, progress)
             dataset, report = result.dataset, result.report
             files, rejects_name = export.write_shards(dataset, target), export.REJECTS
             with target.write(export.REJECTS) as tmp:
@@ -120,19 +123,19 @@ def _to_folder(
         staging = target.staging
         assert staging is not None
         if sharded:
-            from ftdata.run.ray_build import DATA, REJECTS_DIR, build_shards
+            from ftdata.build.shards import DATA, REJECTS_DIR, build_shards
 
             report = build_shards(source, tokenizer=tok, options=opts, target=staging)  # type: ignore[arg-type]
             dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
         else:
             staged = target.staged(export.REJECTS)
             try:
-                result = _in_memory(source, tok, opts.updated(rejects_path=str(staged)), progress, out=place)
+                result = in_memory(source, tok, opts.updated(rejects_path=str(staged)), progress, out=place)
             except FtdataError as exc:
                 _keep_rejects(target, staged, given if given and not inside else None, exc)
                 raise
             dataset, report = result.dataset, result.report
-            expected.append(output.dataset_bytes(dataset) + space.tree_bytes(staged))
+            expected.append(cache.dataset_bytes(dataset) + space.tree_bytes(staged))
             if shards:
                 files = export.write_shards(dataset, target)
             else:
@@ -149,7 +152,7 @@ def _to_folder(
     if given and not inside and not sharded:  # the user's copy (engine=ray wrote its own)
         source_rejects = folder / export.REJECTS
         try:
-            place = _rejects_place(Path(given), need=source_rejects.stat().st_size)
+            place = rejects_place(Path(given), need=source_rejects.stat().st_size)
             with space.disk_space(place), safeio.atomic_path(Path(given)) as tmp:
                 shutil.copyfile(source_rejects, tmp)
         except DiskFullError as exc:
@@ -168,7 +171,7 @@ def _stage_images(dataset: Any, staging: safeio.Staging, opts: BuildOptions) -> 
     Raises:
         FtdataError: an image the rows name is no longer in the store (it was removed since the build was cached).
     """
-    from ftdata.vision.media import DIGEST, default_store, stored
+    from ftdata.media.images import DIGEST, default_store, stored
 
     refs: set[str] = set()
     for split in dataset.values() if hasattr(dataset, "values") else [dataset]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from ftdata.errors import ConfigError
-from ftdata.io.commit import remove  # one definition: the killed build's watchdog loads commit.py alone
+from ftdata.guard.commit import remove  # one definition: the killed build's watchdog loads commit.py alone
 
 TEMP_MARK = ".ftdata-tmp-"
 # A new file, never an existing one, never reached through a symbolic link.

@@ -123,19 +123,6 @@ def scratch_place(*, mine: Callable[[], Path | None] = lambda: None, expected: C
     )  # fmt: skip
 
 
-def store_place(uri: str, *, expected: Callable[[], int | None] = lambda: None) -> Place:
-    """A URI OUT (`-o file:///data/out`, `s3://bucket/run1`) as a `Place`, named by its URI; a
-    `file://` one is measured as the local folder it is, another store's free space is unknown."""
-    from ftdata.io.store import filesystem
-
-    store, root = filesystem(uri)
-    local = type(store).__name__ == "LocalFileSystem"
-    return Place(
-        Path(root), "the output", "free space there or give another output (what this build wrote there is deleted)",
-        mine=(lambda: Path(root)) if local else (lambda: None), expected=expected, shown=uri, measured=local,
-    )  # fmt: skip
-
-
 def _named(exc: BaseException | None) -> list[Path]:
     """The paths the chain of `exc` names (`OSError.filename`, `filename2`)."""
     names = []

@@ -24,16 +24,15 @@ from rich.table import Table
 
 from ftdata.errors import ConfigError
 from ftdata.options import BuildOptions, plain
-from ftdata.io.output import REJECTS
-from ftdata.io.output import count_lines as output_lines
-from ftdata.report import BuildReport
-from ftdata.io.safeio import OutputDir, file_hash
-from ftdata.io.space import tree_bytes
+from ftdata.run.report import BuildReport
+from ftdata.guard.safeio import OutputDir, file_hash
+from ftdata.guard.space import tree_bytes
 from ftdata.io.store import StoreOut
 from ftdata.types import IGNORE_INDEX
 
 OUTPUT_FORMATS = ("arrow", "parquet", "jsonl")
 MANIFEST = "build.json"
+REJECTS = "rejects.jsonl"  # OUT/rejects.jsonl: every record rejected or cut, with its reason
 _SPLITS = ("train", "test")
 _VERSIONED = ("ftdata", "transformers", "tokenizers", "datasets")
 NOTES_SHOWN = 5  # the most common notes in the summary; build.json counts them all
@@ -167,11 +166,17 @@ def disk_facts(folder: Path, names: list[str]) -> dict[str, Any]:
     }
 
 
+def file_lines(path: Path) -> int:
+    """Lines of one file (newlines counted, a block at a time)."""
+    with path.open("rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+
+
 def count_lines(path: Path) -> int:
     """Lines of a file, or of every `.jsonl` file in a folder (a rejects folder of shards)."""
     if not path.exists():
         return 0
-    return sum(map(output_lines, sorted(path.glob("*.jsonl")))) if path.is_dir() else output_lines(path)
+    return sum(map(file_lines, sorted(path.glob("*.jsonl")))) if path.is_dir() else file_lines(path)
 
 
 def _counter_cell(counter: dict[str, int]) -> str:
@@ -220,30 +225,3 @@ def mix_line(source: dict[str, Any]) -> str:
     tail = f"; {', '.join(removed).replace('not_drawn', 'not drawn')}" if removed else ""
     return (f"{source['used']:,} draws of {source['available']:,} records ({source['repeats']:,} repeats): {shares} "
             f"(target {source['target_share']:.2%} of {unit.replace('_', ' ')}){tail}")  # fmt: skip
-
-
-def count_records(data: str, *, limit: int | None) -> int | None:
-    """How many records a progress bar should expect, when cheap to know (else None)."""
-    path = Path(data).expanduser()
-    total: int | None = None
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".ndjson"):
-            with path.open("rb") as fh:
-                total = sum(1 for line in fh if line.strip())
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            try:
-                total = pq.ParquetFile(path).metadata.num_rows
-            except Exception:  # noqa: BLE001 - a broken file: the reader reports it, with its location
-                total = None
-        elif suffix == ".json" and path.stat().st_size < (256 << 20):
-            try:
-                obj = json.loads(path.read_bytes())
-            except (ValueError, RecursionError):
-                obj = None  # JSON Lines in a .json file, too deep, or broken: the reader says which
-            total = len(obj) if isinstance(obj, list) else None
-    if limit is not None:
-        total = min(total, limit) if total is not None else limit
-    return total

@@ -17,11 +17,11 @@ would stay inside OUT. Two mechanisms:
                            and theirs) and kill them
         Watchdog("stage")  "stage OUT PREFIX": around a build into OUT (`safeio.OutputDir`),
                            publish its committed stage or remove its uncommitted one and its
-                           temporary files (`ftdata/io/commit.py`, loaded by path)
+                           temporary files (`ftdata/guard/commit.py`, loaded by path)
         Watchdog("remove") "remove PATH": around a temporary folder outside OUT (a cache entry
-                           being written, `output.save_cached`), remove it
+                           being written, `cache.save_cached`), remove it
 
-`python -I -S ftdata/run/reaper.py JOB PID ARGS...` is the watchdog (standard library only: it
+`python -I -S ftdata/guard/reaper.py JOB PID ARGS...` is the watchdog (standard library only: it
 never imports the ftdata package, which costs 0.7 s and 80 MB).
 """
 
@@ -156,7 +156,7 @@ def _reap(parent: int, excluded: set[int]) -> None:
 
 
 def _after(parent: int, job: str, args: list[str]) -> None:
-    """Wait for `parent` to be gone, then do `job` with ftdata/io/commit.py (loaded by its path, without the package).
+    """Wait for `parent` to be gone, then do `job` with ftdata/guard/commit.py (loaded by its path, without the package).
 
     "stage OUT PREFIX": finish or remove the build's stage in OUT (`commit.recover`);
     "remove PATH": remove a file or folder the build was writing (a cache entry; `commit.remove`).
@@ -165,7 +165,7 @@ def _after(parent: int, job: str, args: list[str]) -> None:
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "io" / "commit.py"
+    path = Path(__file__).resolve().with_name("commit.py")
     spec = importlib.util.spec_from_file_location("ftdata_commit", path)
     assert spec is not None and spec.loader is not None
     commit = importlib.util.module_from_spec(spec)

@@ -2,7 +2,7 @@
 
 `safeio.OutputDir` stages a build in a hidden folder inside OUT (`.ftdata-tmp-<pid>-...-stage`)
 and commits it by writing `PUBLISH` there; `publish` then moves its files into place. When the
-build is killed (SIGKILL runs no cleanup), its watchdog (`ftdata/run/reaper.py`) loads this file
+build is killed (SIGKILL runs no cleanup), its watchdog (`ftdata/guard/reaper.py`) loads this file
 by its path and runs `recover`: importing the ftdata package would take it 0.7 s and 80 MB, this
 file takes nothing. So OUT is back to the earlier build, or holds the new one whole, a moment
 after the kill, without waiting for the next ftdata run.

@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
-from ftdata.io import commit
-from ftdata.io.atomic import (
+from ftdata.guard import commit
+from ftdata.guard.atomic import (
     TEMP_MARK, AtomicFile, atomic_path, create, file_lock, open_lock, remove, replace, temp_name, write_text,
 )  # fmt: skip
-from ftdata.io.commit import ASIDE as _ASIDE
-from ftdata.io.commit import LOCK_FILE, OWNER_FILE, PUBLISH
-from ftdata.io.scratch import SCRATCH_MARK, SCRATCH_PREFIX, SCRATCH_TEXT, clean_stale_scratch, drop_scratch, scratch_dir
-from ftdata.run.reaper import Watchdog
+from ftdata.guard.commit import ASIDE as _ASIDE
+from ftdata.guard.commit import LOCK_FILE, OWNER_FILE, PUBLISH
+from ftdata.guard.scratch import SCRATCH_MARK, SCRATCH_PREFIX, SCRATCH_TEXT, clean_stale_scratch, drop_scratch, scratch_dir
+from ftdata.guard.reaper import Watchdog
 
 __all__ = [
     "FAILED_REJECTS", "LOCK_FILE", "OWNER_FILE", "SCRATCH_MARK", "SCRATCH_PREFIX", "SCRATCH_TEXT", "TEMP_MARK", "AtomicFile",

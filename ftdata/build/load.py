@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, OutputMismatch
-from ftdata.io.export import MANIFEST, count_lines
-from ftdata.io.safeio import finish_publishing
-from ftdata.io.space import tree_bytes
-from ftdata.run.driver import BuildResult
-from ftdata.report import BuildReport
+from ftdata.build.export import MANIFEST, count_lines
+from ftdata.guard.safeio import finish_publishing
+from ftdata.guard.space import tree_bytes
+from ftdata.build.local import BuildResult
+from ftdata.run.report import BuildReport
 
 # Columns a `--output-format jsonl` build adds for people (decoded text), not for training.
 _READABLE_COLUMNS = ("text", "trained")

@@ -25,7 +25,7 @@ from typing import Any
 
 from ftdata.tokens.masking import Tokenized
 from ftdata.types import Rendered
-from ftdata.vision.processors import Expansion
+from ftdata.media.processors import Expansion
 
 
 class Splicer:

@@ -17,7 +17,7 @@ Shapes (names accepted by `format=`):
 - ``chat``: a bare list of messages (the row itself is a list).
 
 Any shape may have a ``tools`` column (tool schemas) and a ``chat_template_kwargs`` column;
-`ftdata.chat.tools` reads them and defines the normal forms the renderer relies on.
+`ftdata.records.tools` reads them and defines the normal forms the renderer relies on.
 
 A column map renames source fields to canonical ones: ``{"output": "std_answer"}``.
 """
@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ftdata.chat import tools
-from ftdata.vision import content as vision_content
-from ftdata.errors import ConfigError, FtdataError, Location, RecordError, UnusableRecord
+from ftdata.records import tools
+from ftdata.records.media import content_parts, has_media
+from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message, TrainSpan
 
@@ -331,8 +331,8 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     if content is None and role == "assistant":  # OpenAI writes null content on a turn that only calls tools
         content = ""
     media: tuple[Any, ...] = ()
-    if vision_content.has_media(content):  # image parts: a placeholder per image, its reference in `media`
-        content, media = vision_content.content_parts(content, location=location, field=f"{where}.{content_key}")
+    if has_media(content):  # image parts: a placeholder per image, its reference in `media`
+        content, media = content_parts(content, location=location, field=f"{where}.{content_key}")
     # A tool result names its tool and the call it answers; other turns' `name` (OpenAI's
     # participant name) is not read.
     name, call_id = (
@@ -509,55 +509,3 @@ def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], colu
     if not (schemas or kwargs):
         return examples
     return tuple(replace(e, tools=schemas, template_kwargs=dict(kwargs)) for e in examples)
-
-
-def compile_filter(expression: str | Callable[[Any], bool] | None) -> Callable[..., bool] | None:
-    """A row predicate `keep(row, location=None)` from a callable or a Jinja expression over the row's fields.
-
-    `"not input"` keeps records whose `input` is empty (a seed workflow's filter). The
-    expression runs in a sandbox with time and size limits (`ftdata.tokens.limits`); a field the
-    record lacks is an error naming the record and its fields (write `x is defined and ...`
-    for a field only some records have), not a silent "false".
-
-    Raises:
-        ConfigError: the expression is invalid, or fails on a record (the message names it).
-        RecordOverLimit: one evaluation ran past the time or size limit (a `RecordError` with
-            code `over_limit`, naming the record: rejected under on_error="skip").
-    """
-    if expression is None:
-        return None
-    if callable(expression):
-        user = expression
-        return lambda row, location=None: bool(user(row))
-    from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
-
-    from ftdata.tokens import limits
-
-    try:
-        compiled = limits.sandbox(undefined=StrictUndefined).compile_expression(expression)
-    except TemplateSyntaxError as exc:
-        raise ConfigError(f"filter {expression!r} is not a valid expression: {exc.message}") from None
-
-    def keep(row: Any, location: Location | None = None) -> bool:
-        if not isinstance(row, Mapping):
-            return True
-        where, label = f"{location}: " if location is not None else "", f"filter {expression!r}"
-        try:
-            with limits.time_limit(limits.limits().filter_seconds, label, limit="filter_seconds"):
-                return bool(compiled(**row))
-        except limits.LimitExceeded as exc:  # this record made it too slow or too big, not the build
-            said = str(exc)
-            raise limits.RecordOverLimit(said if said.startswith(label) else f"{label}: {said}", location=location) from None
-        except UndefinedError as exc:
-            fields = ", ".join(map(str, row)) or "none"
-            raise ConfigError(
-                f"{where}filter {expression!r}: {exc.message}; the record's fields are {fields}; check the spelling, "
-                "or write `FIELD is defined and ...` for a field only some records have"
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - the user's expression: ZeroDivisionError, SecurityError, ...
-            if isinstance(exc, FtdataError):
-                raise
-            detail = getattr(exc, "message", None) or str(exc)
-            raise ConfigError(f"{where}filter {expression!r} failed: {type(exc).__name__}: {detail}") from None
-
-    return keep

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ftdata.errors import ConfigError, Location, ReaderError, RecordError
-from ftdata.io.space import disk_space, scratch_place
+from ftdata.guard.space import disk_space, scratch_place
 from ftdata.outcomes import RejectCode
 
 # A record is one line of JSONL: a 128k-token conversation is ~0.5 MB; 64 MiB leaves room for

@@ -16,7 +16,7 @@ verified: as many image-pad tokens as the images' counts, each image's tokens in
 expanded text, the processor's count equal to what the tokenizer made of it, and no image token
 carrying loss. A record that fails any of these is rejected with the reason. The text is
 tokenized with each run of image pads written once and the run spliced back in as ids
-(`ftdata.vision.splice`): the pads cost nothing to tokenize, and where each run's one
+(`ftdata.media.splice`): the pads cost nothing to tokenize, and where each run's one
 pad lands is checked per record (docs/vision.md, "How the image tokens are tokenized and checked").
 
 `VisionRenderer` and `VisionMasker` wrap the build's renderer and masker, so truncation (which
@@ -38,10 +38,10 @@ from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.tokens.masking import Tokenized
 from ftdata.types import IGNORE_INDEX, Example, Rendered
-from ftdata.vision.content import MEDIA, example_media
-from ftdata.vision.media import Headers, ImageInfo, default_store
-from ftdata.vision.processors import Counter, Expansion, family, load_processor
-from ftdata.vision.splice import Splicer
+from ftdata.records.media import MEDIA, example_media
+from ftdata.media.images import Headers, ImageInfo, default_store
+from ftdata.media.processors import Counter, Expansion, family, load_processor
+from ftdata.media.splice import Splicer
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +349,7 @@ class VisionRenderer(_Wrapped):
 
 class VisionMasker(_Wrapped):
     """The build's masker: a record with images is tokenized with one pad per run of pads, the runs
-    spliced back in (`ftdata.vision.splice`), and verified (`Vision.verify`)."""
+    spliced back in (`ftdata.media.splice`), and verified (`Vision.verify`)."""
 
     @property
     def media_ids(self) -> frozenset[int]:

@@ -220,7 +220,7 @@ class RejectsWriter:
     """
 
     def __init__(self, report: BuildReport, path: str | Path | None):
-        from ftdata.io.safeio import AtomicFile
+        from ftdata.guard.safeio import AtomicFile
 
         self.report = report
         self._file: AtomicFile | None = None

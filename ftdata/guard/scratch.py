@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ftdata.io.atomic import TEMP_MARK, remove
+from ftdata.guard.atomic import TEMP_MARK, remove
 
 SCRATCH_PREFIX = "ftdata-"
 

@@ -7,7 +7,7 @@
 
 Each shard file runs the local pipeline in a worker: read (same readers, same `file:line`
 locations), filter, the record engine (the run loop, `loop.run`), then packing with the same
-best-fit decreasing plan (`output.finish`) over that shard's sequences. The shard's rows
+best-fit decreasing plan (`finish`) over that shard's sequences. The shard's rows
 go back as an Arrow block and Ray's Parquet writer writes them; its rejects and report are
 written beside the output, and the driver merges the reports into one `build.json`.
 
@@ -40,16 +40,20 @@ from typing import Any
 import pyarrow as pa
 from pyarrow import fs
 
-from ftdata.io import output, space, store
+from ftdata.run.rows import ArrowRows, PACKED_SCHEMA, RECORD, finish
+
+from ftdata.guard import space
+
+from ftdata.io import store
 from ftdata.errors import ConfigError, FtdataError
-from ftdata.run.driver import check_built, write_rows
+from ftdata.build.local import check_built, write_rows
 from ftdata.run.engine import Stage
-from ftdata.tokens.media_packing import IMAGE_TYPE, IMAGES_FIELD
+from ftdata.media.packing import IMAGE_TYPE, IMAGES_FIELD
 from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
 from ftdata.options import BuildOptions, DataOptions
 from ftdata.io.readers import data_files
-from ftdata.report import BuildReport, RejectsWriter
-from ftdata.io.safeio import TEMP_MARK, OutputDir, atomic_path, scratch_dir, temp_name
+from ftdata.run.report import BuildReport, RejectsWriter
+from ftdata.guard.safeio import TEMP_MARK, OutputDir, atomic_path, scratch_dir, temp_name
 from ftdata.io.store import StoreOut, Where
 
 __all__ = ["DATA", "REJECTS_DIR", "build_shards", "merge_reports", "shard_files"]
@@ -222,8 +226,8 @@ def _first_error(side: Where) -> FtdataError | None:
 
 def _schema(options: DataOptions) -> pa.Schema:
     if options.packing:
-        return output.PACKED_SCHEMA
-    schema = output.ArrowRows.SCHEMA.remove(output.ArrowRows.SCHEMA.get_field_index(output.RECORD))
+        return PACKED_SCHEMA
+    schema = ArrowRows.SCHEMA.remove(ArrowRows.SCHEMA.get_field_index(RECORD))
     return schema.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE))) if options.processor is not None else schema
 
 
@@ -235,7 +239,7 @@ def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Whe
     name = f"part-{shard:05d}"
     scratch_place = space.scratch_place(mine=_worker_scratch)  # a full worker disk: one line naming its scratch
     with space.disk_space(scratch_place), tempfile.TemporaryDirectory(prefix="shard-", dir=_worker_scratch()) as scratch:
-        rows = output.ArrowRows(Path(scratch) / "rows.arrow", images=options.processor is not None)
+        rows = ArrowRows(Path(scratch) / "rows.arrow", images=options.processor is not None)
         sink = RejectsWriter(report, Path(scratch) / "rejects.jsonl")
         write_rows(source, stage, job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
         schema = _schema(options)
@@ -243,7 +247,7 @@ def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Whe
         if rows.weighted:  # not dropped in silence: the Ray shards have no such column yet
             raise ConfigError("loss weights (loss_weight in the data) are not carried by engine=ray yet; build with engine=local or processes")
         if rows.rows:
-            finished = output.finish(rows.path, options, report)
+            finished = finish(rows.path, options, report)
             with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes
                 table = rows.read_all().select(schema.names)
         local = fs.LocalFileSystem(), str(Path(scratch) / "rejects.jsonl")

@@ -21,7 +21,7 @@ either way. Each file is checked once per process (cached by path, size and mtim
 Inline images are written once, content-addressed, to `store/<hex>.<ext>` (the `image_dir`
 option, else ~/.cache/ftdata/images), so rows hold only the reference and `open_image` finds
 the bytes again; a build to OUT publishes the ones its rows name in OUT/images
-(`ftdata.run.publish`).
+(`ftdata.build.publish`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every image becomes one placeholder character, `MEDIA` (U+FFFC, the Unicode object
 replacement character), in its message's text, and its reference goes to `Message.media`
 (one per placeholder, in order). The chat template renders the placeholder as text; the
-vision stage (`ftdata.vision.expand`) replaces it by what the processor expands the image to.
+vision stage (`ftdata.media.expand`) replaces it by what the processor expands the image to.
 
     {"role": "user", "content": [{"type": "image", "image": "cat.png"},
                                  {"type": "text", "text": "What is this?"}]}

@@ -1,0 +1,187 @@
+"""The build driver: `ftdata.build(source, out, ...)` is the one way a dataset is built.
+
+    source ──run loop (loop.run, reducer engine.chunk)──▶ rows ──output──▶ in memory │ OUT folder │ OUT shards
+                                                          └──────────────▶ report, rejects, build.json, cache
+
+Output, by what is asked for:
+
+    out=None                    a `datasets.Dataset` (or DatasetDict) in memory: `prepare`,
+                                `build_sft_dataset`, `ftdata train`'s data step
+    out=FOLDER                  the dataset (arrow, parquet or jsonl), rejects.jsonl and build.json
+                                in FOLDER, published together when the build succeeds
+                                (`ftdata.build.publish`): `ftdata build -o`
+    out=FOLDER or URI, engine=ray
+                                sharded Parquet written by the Ray workers (`ftdata.build.shards`),
+                                unless output_format asks for arrow or jsonl
+
+`engine` means the same thing on every path: where the per-record work runs. A build to a
+folder with engine=ray writes shards from the workers (a corpus never passes through this
+process); in memory, or with output_format arrow/jsonl, its sequences come back here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ftdata.build.local import BuildResult, in_memory
+from ftdata.build.publish import to_out
+from ftdata.errors import ConfigError
+from ftdata.io.resources import load_tokenizer
+from ftdata.options import DATA_FIELDS, BuildOptions
+from ftdata.run.report import BuildReport
+
+__all__ = ["BuildResult", "build", "build_sft_dataset", "checked", "prepare"]
+
+
+def _as_recipe(source: Any, options: BuildOptions | None, flat: dict[str, Any]) -> tuple[Any, BuildOptions | None]:
+    """(the recipe, its options with the given run and output options) when `source` is a recipe, else as given.
+
+    Raises:
+        ConfigError: a data option given beside a recipe (it belongs in the recipe).
+    """
+    from ftdata.mix import Recipe, is_recipe, load_recipe
+
+    if not isinstance(source, Recipe):
+        if not (isinstance(source, (str, Path)) and is_recipe(source)):
+            return source, options
+        source = load_recipe(source)
+    from ftdata.mix.build import check_shares
+    from ftdata.mix.recipe import check_nothing_beside
+
+    given = options.to_mapping() if options is not None else flat
+    check_nothing_beside(source, given)
+    run_output = {k: v for k, v in given.items() if k not in DATA_FIELDS}
+    check_shares(source)  # a share that cannot be met fails before any tokenizing
+    return source, source.build_options().updated(**run_output)
+
+
+def build(
+    source: Any,
+    out: str | Path | None = None,
+    *,
+    tokenizer: Any = None,
+    options: BuildOptions | None = None,
+    output_format: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    tokenizer_name: str | None = None,
+    protect: Sequence[Any] = (),
+    config: Path | None = None,
+    **flat: Any,
+) -> BuildResult:
+    """Build `source` into a dataset in memory (`out=None`) or into `out`; see the module docstring.
+
+    Options come as flat keywords (`max_length=512`, `engine="processes"`) or, already
+    validated, as `options` (not both). `tokenizer`: a loaded fast tokenizer, a local folder,
+    or None for the bundled SmolLM2. `output_format`: arrow (default), parquet or jsonl for a
+    folder. `progress`: called after each batch with the records read for it. `protect`:
+    further paths OUT must not overwrite (a config file); `tokenizer_name` and `config` are
+    recorded in build.json.
+
+    Raises:
+        ConfigError: a bad option or output; ReaderError, RecordError, TemplateError: see docs;
+        FtdataError: no records, or every record rejected.
+    """
+    if options is not None and flat:
+        raise ConfigError(f"pass options as keywords or as options=, not both (got {', '.join(flat)})")
+    source, options = _as_recipe(source, options, flat)
+    opts = options or BuildOptions.from_mapping(flat)
+    if tokenizer is None and getattr(source, "tokenizer", None):
+        tokenizer = source.tokenizer  # a recipe names its tokenizer
+    if tokenizer is None and opts.data.processor is not None:  # a vision build: the processor's own tokenizer
+        from ftdata.media.processors import processor_tokenizer
+
+        tokenizer = processor_tokenizer(opts.data.processor)
+    tok = load_tokenizer(tokenizer)
+    if out is None:
+        if output_format is not None:
+            raise ConfigError(f"output_format={output_format!r} needs an output: give out=FOLDER")
+        result = in_memory(source, tok, opts, progress)
+        result.options = opts
+        return result
+    name = tokenizer_name or str(getattr(tok, "name_or_path", ""))
+    return to_out(
+        source, out, tok, opts, output_format=output_format, tokenizer_name=name, protect=protect, config=config,
+        progress=progress,
+    )  # fmt: skip
+
+
+def prepare(
+    source: Any,
+    *,
+    tokenizer: Any = None,
+    progress: Callable[[int], None] | None = None,
+    build_options: BuildOptions | None = None,
+    **options: Any,
+) -> BuildResult:
+    """Build the dataset in memory and return it with its `BuildReport`: `build(source, ...)`.
+
+    Same arguments as `build_sft_dataset`; use this when you want the counts. Options come
+    as keywords or, already validated, as `build_options` (not both). `progress`, when given,
+    is called after each chunk with the number of records read for it (filtered ones
+    included), e.g. to advance a progress bar. `engine="processes"` runs the per-record work in
+    `num_workers` spawned processes (see `ftdata.run.executors`); the output is the same.
+    """
+    if build_options is not None and options:
+        raise ConfigError(f"pass options as keywords or as build_options, not both (got {', '.join(options)})")
+    return build(source, tokenizer=tokenizer, progress=progress, options=build_options, **options)
+
+
+def build_sft_dataset(
+    source: Any,
+    *,
+    tokenizer: Any = None,
+    template: str | None = None,
+    max_length: int = 2048,
+    packing: bool = False,
+    test_size: float | int | None = None,
+    seed: int = 42,
+    **options: Any,
+) -> Any:
+    """Read, render, mask, truncate (and pack) `source` into a dataset SFTTrainer accepts as is.
+
+    Args:
+        source: a path (.json, .jsonl, .csv, .parquet, dataset folder), a hub id in the
+            local cache, a `datasets.Dataset`, or a list of records.
+        tokenizer: a fast tokenizer, a local folder, or None for the bundled SmolLM2.
+        template: None (the tokenizer's chat template, else alpaca), a built-in prompt
+            template name (alpaca, instruction-response, question-answer) or a .jinja path.
+        max_length: longest sequence in tokens; see `truncation` for what happens beyond.
+        packing: pack sequences into rows of max_length with restarting position_ids.
+        test_size: fraction or count for a held-out `test` split (returns a DatasetDict).
+        seed: seed for shuffling, splitting and packing.
+        **options: any other option by its flat name (format, columns, mask, truncation,
+            engine, rejects_path, ...; see `BuildOptions`).
+
+    Returns:
+        `datasets.Dataset` with input_ids, attention_mask, labels (-100 = no loss), plus
+        position_ids and seq_lengths when packed; a `DatasetDict` (train/test) with test_size.
+
+    Raises:
+        ReaderError, RecordError, TemplateError, ConfigError: see docs; every message names
+            the file, the record and the field.
+
+    Example:
+        >>> ds = build_sft_dataset("data.json", template="alpaca", max_length=512)  # doctest: +SKIP
+    """
+    result = build(
+        source, tokenizer=tokenizer, template=template, max_length=max_length,
+        packing=packing, test_size=test_size, seed=seed, **options,
+    )  # fmt: skip
+    checked(result.report, max_reject_ratio=options.get("max_reject_ratio"), stacklevel=3)
+    return result.dataset
+
+
+def checked(report: BuildReport, *, max_reject_ratio: float | None, stacklevel: int = 2) -> BuildReport:
+    """Warn (one line) when records were rejected or cut; raise past `max_reject_ratio`.
+
+    Raises:
+        FtdataError: more than `max_reject_ratio` of the records read were rejected.
+    """
+    if report.rejected or report.cut:
+        where = f"; see {report.rejects_path}" if report.rejects_path else "; pass rejects_path=... to list them"
+        warnings.warn(f"ftdata: {report.summary()}{where}", stacklevel=stacklevel)
+    report.check_reject_ratio(max_reject_ratio)
+    return report

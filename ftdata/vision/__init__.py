@@ -1,1 +1,0 @@
-"""Vision-language data: images in records, counted and expanded with the model's own processor (docs/vision.md)."""
