@@ -54,7 +54,12 @@ class RejectCode(StrEnum):
     NOT_DRAWN = "not_drawn"  # recipe mixing: its source's share was met without it (not an error)
     OVER_LIMIT = "over_limit"  # past a bound: a line, a string (max_line_bytes, max_string_chars), a render's time or size
     TOO_MANY_MESSAGES = "too_many_messages"  # more messages than max_messages
-    # images (ftdata.media): every media reject names the image and the fix
+    # preference data (ftdata.records.preference): a pair or an unpaired (KTO) record
+    CHOSEN_IS_REJECTED = "chosen_is_rejected"  # the two sides are the same conversation: nothing to prefer
+    PROMPT_MISMATCH = "prompt_mismatch"  # the sides differ before their final assistant turns
+    NOT_ASSISTANT_END = "not_assistant_end"  # a side (or a KTO completion) does not end with an assistant turn
+    NO_PREFERENCE = "no_preference"  # the data's scores tie: neither side is preferred
+    # media (ftdata.media): every media reject names the file and the fix
     MEDIA_MISMATCH = "media_mismatch"  # image placeholders and images differ in number
     MEDIA_MISSING = "media_missing"  # an image file that does not exist
     MEDIA_UNREADABLE = "media_unreadable"  # not an image, a corrupt header, a bad data: URI, an unsupported value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal, TypedDict, get_args
 
@@ -171,6 +171,56 @@ class Example:
                 msg["tool_call_id"] = m.tool_call_id
             out.append(msg)
         return out
+
+
+class Task(_Choice):
+    """What a build makes from its records (`--task`)."""
+
+    SFT = "sft"  # input_ids + labels (the default shapes: instruction, messages, sharegpt, chat)
+    PREFERENCE = "preference"  # prompt_ids, chosen_ids, rejected_ids: DPO and the other paired losses
+    KTO = "kto"  # prompt_ids, completion_ids, label: unpaired preference
+
+
+Task.PREFERENCE.aliases = ("dpo", "pairs")  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One preference pair: the prompt both sides share, and each side's final assistant turn.
+
+    `prompt` is a conversation ending with a user or tool turn; its `tools`, `template_kwargs`,
+    `context`, `format` and `notes` hold for both sides. `chosen` and `rejected` are one assistant
+    turn each (text, tool calls, reasoning): what the model writes after that prompt. The scores
+    are the data's own (UltraFeedback), None where it has none.
+    """
+
+    prompt: Example
+    chosen: Message
+    rejected: Message
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+
+    def chosen_example(self) -> Example:
+        """The prompt followed by the chosen turn, as one conversation."""
+        return replace(self.prompt, messages=(*self.prompt.messages, self.chosen))
+
+    def rejected_example(self) -> Example:
+        """The prompt followed by the rejected turn, as one conversation."""
+        return replace(self.prompt, messages=(*self.prompt.messages, self.rejected))
+
+
+@dataclass(frozen=True, slots=True)
+class Unpaired:
+    """One unpaired preference record (KTO): a prompt, one assistant turn, and whether that turn
+    is desirable (`label=True`) or not."""
+
+    prompt: Example
+    completion: Message
+    label: bool
+
+    def example(self) -> Example:
+        """The prompt followed by the completion, as one conversation."""
+        return replace(self.prompt, messages=(*self.prompt.messages, self.completion))
 
 
 @dataclass(frozen=True, slots=True)

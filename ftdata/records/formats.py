@@ -112,15 +112,20 @@ def _text(value: Any, *, location: Location, field: str, required: bool = True) 
 
 
 class Columns:
-    """A column map `{canonical: source_column}` applied on top of the alias lists."""
+    """A column map `{canonical: source_column}` applied on top of the alias lists.
 
-    def __init__(self, mapping: Mapping[str, str] | None = None):
+    `fields` is the alias table (canonical field -> accepted source names): SFT's FIELD_ALIASES by
+    default; preference data adds its own fields (`ftdata.records.preference.PREFERENCE_FIELDS`).
+    """
+
+    def __init__(self, mapping: Mapping[str, str] | None = None, *, fields: Mapping[str, tuple[str, ...]] = FIELD_ALIASES):
         mapping = dict(mapping or {})
-        canon = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
+        self.fields = fields
+        canon = {alias: name for name, aliases in fields.items() for alias in aliases}
         self.explicit: dict[str, str] = {}
         for key, column in mapping.items():
             if key not in canon:
-                names = ", ".join(sorted(FIELD_ALIASES))
+                names = ", ".join(sorted(fields))
                 raise ConfigError(f"column map key must be one of {names}; got {key!r}={column!r}")
             self.explicit[canon[key]] = column
 
@@ -134,7 +139,7 @@ class Columns:
                     location=location, field=name,
                 )  # fmt: skip
             return column, row[column]
-        aliases = FIELD_ALIASES[name]
+        aliases = self.fields[name]
         if len(aliases) == 1:  # system, history, tools, ...: one name, nothing to be ambiguous with
             return (aliases[0], row[aliases[0]]) if aliases[0] in row else (None, None)
         present = [a for a in aliases if a in row]
