@@ -1,157 +1,268 @@
-"""Media items counted per second from their headers vs processed per second by the model's own feature extractor.
+"""Images counted per second vs images processed per second, the memory of a build with images, and the
+record loop of this tree against another.
 
-Audio (this part). For every clip, in one run and side by side:
-  count    `read_header` (WAV/FLAC/OGG: the header, plus a walk of the RIFF chunks, the last FLAC sample or the last
-           Ogg page to prove the file whole; MP3: every packet demuxed, nothing decoded) and the family's rule
-           (`count_audio`): no sample is decoded.
-  process  what the peers do to know the count: decode the clip, average it to mono, resample it with soxr to the
-           feature extractor's rate (`load_audio`, the collator's path), run the feature extractor, and read the
-           count off its output the way the processor does (Qwen2-Audio: its own `_process_audio` on the mask;
-           Phi-4: `audio_embed_sizes`; Gemma 3n: the fixed 188 once the features exist).
-The two counts are checked equal for every clip. Clips: a 440/660 Hz tone with noise, written once per format
-(tests/media/audio_support.py: WAV and FLAC 16-bit and OGG Vorbis with soundfile, MP3 with PyAV's libmp3lame) at 8 / 16 / 22.05 /
-44.1 / 48 kHz, mono and stereo, 2 to 28 s. The MP3 table compares the two exact ways to know an MP3's length:
-demuxing its packets (what `read_header` does) and decoding them.
-Measured (2 shared cores, load average 3.3-3.4, 12 clips a format, 162 s of audio; the process column is noisy):
-  qwen2-audio  WAV 15,175 vs 10.6 clips/s (1,433x), FLAC 6,373 vs 10.5 (605x), MP3 815 vs 9.8 (83x), OGG 2,270 vs 9.7 (235x)
-  phi4         WAV 14,974 vs 11.5 (1,306x), FLAC 6,744 vs 12.2 (555x), MP3 702 vs 10.5 (67x), OGG 2,274 vs 47.6 (48x)
-  gemma3n      WAV 15,393 vs 46.5 (331x), FLAC 6,812 vs 30.1 (226x), MP3 713 vs 21.0 (34x), OGG 2,276 vs 17.7 (128x)
-  MP3 length: demux 1.2-1.6 ms a clip, decode 5.2-6.5 ms (14 s clips); both grow with the clip's length.
-The image part (vision_prep.py's counting) joins this file when ftdata.vision moves to ftdata.media.
+Part 1, counting (runs today). For every image, in one run and side by side:
+  count    read the size from the file header (`PIL.Image.open(...).size`, no decode) and apply the
+           processor's own rule: Qwen2-VL `get_number_of_image_patches(h, w)` (smart_resize with the
+           folder's min/max_pixels) // merge_size**2; Gemma 3 a fixed `image_seq_length`.
+  process  what the peers do to know the count: decode the image and run the image processor
+           (resize, rescale, normalise, patchify: the pixels), then read the count off its output
+           (`image_grid_thw`), or for Gemma 3 the one 896x896 crop.
+The two counts are checked equal for every image. Processors: the PIL backends (no torchvision)
+with the settings of Qwen/Qwen2-VL-7B-Instruct (min_pixels 3136, max_pixels 12845056) and
+google/gemma-3-4b-it (896x896, 256 tokens). Images: matplotlib's sample photos at their own
+sizes and re-encoded at phone/camera sizes (JPEG 640x480 .. 4032x3024), plus charts rendered
+by matplotlib (PNG).
 
-    python benchmarks/media_prep.py [--family qwen2-audio|gemma3n|phi4] [--clips 12] [--rounds 3]
+Part 2, memory (needs `ftdata build --processor`, from the vision build side of ftdata): peak
+anonymous memory (RssAnon, summed over the process tree, sampled every 50 ms; see
+build_memory.py) of `ftdata build DATA --processor DIR -o OUT` on generated chat records with
+one image each (OpenAI content parts pointing at the image files above), at 10k and 100k
+records. It must stay flat: no pixels are held, only references, sizes and token spans.
+Measured (docs/media.md, 2 shared cores, load average 2-3.5): 541 MiB at 10,000 records, 552 MiB
+at 100,000 (1.02x); 10,000 records built in 42 s, 100,000 in 199 s (502 records a second).
+
+Part 3, the record loop of two source trees side by side (`--compare TREE`: another checkout of ftdata,
+e.g. `git archive <commit> | tar -x -C /tmp/before`): `Stage.run` and `chunk` (render, expand, tokenize,
+splice, verify, truncate, the media column) over the same records in fresh processes, the two trees in
+turn (A B A B ...), CPU seconds of each process's loop (`time.process_time`, so the load of a shared
+machine counts less than in wall time); each round builds a new stage, so header and count caches start
+cold. The records are part 2's.
+
+    python benchmarks/media_prep.py [--rounds 3] [--sizes 10000,100000] [--skip-memory]
+    python benchmarks/media_prep.py --skip-counting --skip-memory --compare /tmp/before [--loop-records 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
-
-import numpy as np
-
-from ftdata.media.audio_families import (
-    AudioFamily,
-    AudioRule,
-    FixedRule,
-    StackedFramesRule,
-    WhisperConvRule,
-    count_audio,
-)
-from ftdata.media.audio_files import load_audio, read_header
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(tempfile.gettempdir()) / "ftdata-media-prep" / "audio"
-RATES = (8000, 16000, 22050, 44100, 48000)
-FORMATS = ("wav", "flac", "mp3", "ogg")
+SHARED = ROOT.parent / "shared"
+QWEN_TOKENIZER = SHARED / "tokenizers" / "qwen2.5-instruct"
+CACHE = Path(tempfile.gettempdir()) / "ftdata-vision-prep"
+# The bundled example processor folder: Qwen/Qwen2-VL-7B-Instruct's preprocessor_config.json and chat template.
+EXAMPLE = ROOT / "examples" / "media" / "qwen2-vl"
+QWEN2_VL = json.loads((EXAMPLE / "preprocessor_config.json").read_text(encoding="utf-8"))
+SIZES = [(640, 480), (1280, 960), (1920, 1080), (4032, 3024)]
 
 
-def clips(folder: Path, per_format: int) -> dict[str, list[Path]]:
-    """`per_format` clips per format, made once (with the tests' writers): rates and layouts cycling, 2 to 28 s."""
-    tests = str(ROOT / "tests" / "media")
-    if tests not in sys.path:
-        sys.path[:0] = [tests, str(ROOT / "tests")]
-    from audio_support import tone, write_clip
+def images(folder: Path) -> list[Path]:
+    """The benchmark's image files (made once): sample photos, re-encoded photos, rendered charts."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    samples = Path(matplotlib.get_data_path()) / "sample_data"
+    photos = [samples / "grace_hopper.jpg", samples / "logo2.png", samples / "Minduka_Present_Blue_Pack.png"]
     folder.mkdir(parents=True, exist_ok=True)
-    out: dict[str, list[Path]] = {fmt: [] for fmt in FORMATS}
-    for k in range(per_format):
-        rate, channels, seconds = RATES[k % len(RATES)], 1 + k % 2, 2 + (k * 7) % 27
-        for fmt in FORMATS:
-            path = folder / f"clip{k}_{rate}_{channels}ch_{seconds}s.{fmt}"
-            if not path.exists():
-                write_clip(path, tone(seconds * rate, rate, channels, seed=k), rate)
-            out[fmt].append(path)
+    out = list(photos)
+    for width, height in SIZES:
+        target = folder / f"photo_{width}x{height}.jpg"
+        if not target.exists():
+            with Image.open(photos[0]) as img:
+                img.convert("RGB").resize((width, height)).save(target, quality=90)
+        out.append(target)
+    for k, (width, height) in enumerate([(800, 600), (1200, 400)]):
+        target = folder / f"chart_{width}x{height}.png"
+        if not target.exists():
+            fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+            fig.gca().plot([x * x * (k + 1) for x in range(50)])
+            fig.savefig(target)
+            plt.close(fig)
+        out.append(target)
     return out
 
 
-def family(name: str) -> tuple[AudioRule, object]:
-    """The family's rule (what `audio_rule` reads from its processor) and its feature extractor, from the model
-    repos' settings: Qwen/Qwen2-Audio-7B-Instruct, google/gemma-3n-E4B-it, microsoft/Phi-4-multimodal-instruct."""
-    if name == "qwen2-audio":
-        from transformers import WhisperFeatureExtractor
+def qwen_processor():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        fe = WhisperFeatureExtractor(feature_size=128, return_attention_mask=True)
-        return WhisperConvRule(AudioFamily.QWEN2_AUDIO, "<|AUDIO|>", 16000, fe.n_samples, fe.hop_length), fe
-    if name == "gemma3n":
-        from transformers.models.gemma3n import Gemma3nAudioFeatureExtractor
-
-        fe = Gemma3nAudioFeatureExtractor()
-        return FixedRule(AudioFamily.GEMMA3N, "<audio_soft_token>", 16000, 480_000, 188, fe.frame_length), fe
-    from transformers.models.phi4_multimodal.feature_extraction_phi4_multimodal import Phi4MultimodalFeatureExtractor
-
-    fe = Phi4MultimodalFeatureExtractor()
-    return StackedFramesRule(AudioFamily.PHI4_MULTIMODAL, "<|endoftext11|>", 16000, fe.win_length, fe.hop_length,
-                             fe.audio_feat_stride, fe.audio_compression_rate, fe.audio_downsample_rate), fe  # fmt: skip
+    return Qwen2VLImageProcessorPil(min_pixels=QWEN2_VL["min_pixels"], max_pixels=QWEN2_VL["max_pixels"])
 
 
-def processed_count(name: str, fe, audio: np.ndarray) -> int:
-    """The processor's count from the feature extractor's output on the clip."""
-    if name == "qwen2-audio":
-        from transformers.models.qwen2_audio.processing_qwen2_audio import Qwen2AudioProcessor
+def gemma_processor():
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
-        stand_in = SimpleNamespace(feature_extractor=fe, replace_audio_token=lambda inputs, audio_idx: "<|AUDIO|>" * inputs["num_audio_tokens"][audio_idx])
-        _, texts = Qwen2AudioProcessor._process_audio(stand_in, [audio], sampling_rate=16000)
-        return texts[0].count("<|AUDIO|>")
-    out = fe(audio, sampling_rate=16000, return_tensors="np") if name == "phi4" else fe(audio, return_tensors="np")
-    return int(out["audio_embed_sizes"][0]) if name == "phi4" else 188 * len(out["input_features"])
+    return Gemma3ImageProcessorPil(size={"height": 896, "width": 896}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 
 
-def rate(fn, files: list[Path], rounds: int) -> tuple[float, list[int]]:
-    """Best clips/s over `rounds` passes over `files`, and the counts of the last pass."""
+def count_qwen(processor, path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:  # the header only: nothing is decoded
+        width, height = img.size
+    return processor.get_number_of_image_patches(height, width) // processor.merge_size**2
+
+
+def process_qwen(processor, path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        out = processor(images=img.convert("RGB"), return_tensors="np")
+    return int(out["image_grid_thw"].prod()) // processor.merge_size**2
+
+
+def count_gemma(processor, path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:  # opened (the header read) so a broken file fails here too
+        img.size
+    return 256
+
+
+def process_gemma(processor, path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        out = processor(images=img.convert("RGB"), return_tensors="np")
+    return 256 * len(out["pixel_values"])
+
+
+def rate(fn, processor, files: list[Path], rounds: int) -> tuple[float, list[int]]:
+    """Best images/s over `rounds` passes over `files`, and the counts of the last pass."""
     best, counts = 0.0, []
     for _ in range(rounds):
         start = time.perf_counter()
-        counts = [fn(path) for path in files]
+        counts = [fn(processor, path) for path in files]
         best = max(best, len(files) / (time.perf_counter() - start))
     return best, counts
 
 
-def audio(name: str, per_format: int, rounds: int) -> None:
-    rule, fe = family(name)
-    files = clips(CACHE, per_format)
-    print(f"audio, {name}: header count vs decode + soxr + feature extractor ({per_format} clips a format)")
-    print(f"{'format':<8}{'clips':>6}{'seconds':>9}{'count clip/s':>14}{'process clip/s':>16}{'speedup':>10}{'ms/clip count':>15}{'ms/clip process':>17}")
-    for fmt in FORMATS:
-        paths = files[fmt]
-        fast, counted = rate(lambda p: count_audio(read_header(p), rule).tokens, paths, rounds * 10)
-        slow, processed = rate(lambda p: processed_count(name, fe, load_audio(p, rate=rule.sampling_rate)), paths, rounds)
+def counting(files: list[Path], rounds: int) -> None:
+    tokens = []
+    print(f"{'processor':<10}{'images':>8}{'count img/s':>14}{'process img/s':>16}{'speedup':>10}{'ms/img count':>14}{'ms/img process':>16}")
+    for name, make, count, process in (("qwen2-vl", qwen_processor, count_qwen, process_qwen),
+                                       ("gemma-3", gemma_processor, count_gemma, process_gemma)):  # fmt: skip
+        processor = make()
+        fast, counted = rate(count, processor, files, rounds * 20)
+        slow, processed = rate(process, processor, files, rounds)
         if counted != processed:
-            raise SystemExit(f"{name} {fmt}: counted {counted} but the processor made {processed}")
-        seconds = sum(read_header(p).seconds for p in paths)
-        print(f"{fmt:<8}{len(paths):>6}{seconds:>9.0f}{fast:>14,.0f}{slow:>16,.1f}{fast / slow:>9,.0f}x{1000 / fast:>15.3f}{1000 / slow:>17.1f}", flush=True)
-    mp3_cost(files["mp3"], rounds)
+            raise SystemExit(f"{name}: counted {counted} but the processor made {processed}")
+        print(f"{name:<10}{len(files):>8}{fast:>14,.0f}{slow:>16,.1f}{fast / slow:>9,.0f}x{1000 / fast:>14.3f}{1000 / slow:>16.1f}", flush=True)
+        tokens.append(f"{name}: {', '.join(f'{p.name} {c}' for p, c in zip(files, counted))}")
+    print("tokens per image, the same both ways:\n  " + "\n  ".join(tokens))
 
 
-def mp3_cost(paths: list[Path], rounds: int) -> None:
-    """An MP3's exact length two ways: demuxing its packets (read_header) and decoding every frame."""
-    import av
+# --- part 2: memory of `ftdata build --processor` -------------------------------------------------
 
-    def decoded(path: Path) -> int:
-        with av.open(str(path)) as container:
-            return sum(frame.samples for frame in container.decode(container.streams.audio[0]))
 
-    demux, by_header = rate(lambda p: read_header(p).frames, paths, rounds * 3)
-    decode, by_decoding = rate(decoded, paths, rounds)
-    if by_header != by_decoding:
-        raise SystemExit(f"MP3 lengths differ: demuxed {by_header}, decoded {by_decoding}")
-    seconds = sum(n / read_header(p).sample_rate for n, p in zip(by_header, paths)) / len(paths)
-    print(f"\nMP3 length, exact both ways ({len(paths)} clips, {seconds:.0f} s each on average): demux "
-          f"{1000 / demux:.2f} ms/clip, decode {1000 / decode:.2f} ms/clip ({decode and demux / decode:.1f}x)")
+def processor_folder(folder: Path) -> Path:
+    """Qwen2-VL's processor folder from the shared Qwen2.5 tokenizer (which has the vision tokens)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(QWEN_TOKENIZER / name, folder / name)
+    for name in ("preprocessor_config.json", "chat_template.jinja"):
+        shutil.copyfile(EXAMPLE / name, folder / name)
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
+    return folder
+
+
+def records_file(n: int, files: list[Path]) -> Path:
+    """`n` chat records, one image each (cycling through `files`), as JSONL; made once."""
+    path = CACHE / f"records_{n}.jsonl"
+    if not path.exists():
+        with path.open("w", encoding="utf-8") as fh:
+            for i in range(n):
+                image = files[i % len(files)]
+                record = {"messages": [
+                    {"role": "user", "content": [{"type": "image", "image": str(image)}, {"type": "text", "text": f"What is in picture {i}?"}]},
+                    {"role": "assistant", "content": f"Picture {i} shows {image.stem.replace('_', ' ')}."},
+                ]}  # fmt: skip
+                fh.write(json.dumps(record) + "\n")
+    return path
+
+
+def memory(sizes: list[int], files: list[Path], interval: float) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from build_memory import sampled  # the same RssAnon/RssFile sampling as the text builds
+
+    processor = processor_folder(CACHE / "qwen2-vl-processor")
+    ftdata = [sys.executable, "-m", "ftdata"]
+    print(f"\n{'records':>10}{'anon MiB':>10}{'file MiB':>10}{'seconds':>9}{'anon ratio':>12}")
+    first = None
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="ftdata-vision-mem-") as tmp:
+            argv = [*ftdata, "build", str(records_file(n, files)), "--processor", str(processor), "-o",
+                    str(Path(tmp) / "out"), "--max-length", "2048"]  # fmt: skip
+            out = sampled(argv, Path(tmp), interval, what=f"ftdata build --processor at {n:,} records")
+        first = first or out["anon"]
+        ratio = f"{out['anon'] / first:.2f}x" if n != sizes[0] else ""
+        print(f"{n:>10,}{out['anon']:>10,.0f}{out['file']:>10,.0f}{out['seconds']:>9.0f}{ratio:>12}", flush=True)
+
+
+# --- part 3: the record loop, this tree against another ------------------------------------------
+
+_LOOP = """
+import json, sys, time
+from ftdata.errors import Location
+from ftdata.io.resources import load_tokenizer
+from ftdata.options import DataOptions
+from ftdata.run.engine import Stage, chunk
+processor, data, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tokenizer = load_tokenizer(processor)
+records = [(Location(data, i + 1), json.loads(line)) for i, line in enumerate(open(data, encoding="utf-8"))]
+best, rows = None, 0
+for _ in range(rounds):
+    stage = Stage(tokenizer, DataOptions(processor=processor, max_length=2048))
+    side = {"media": stage.media} if hasattr(stage, "media") else {"vision": stage.vision}  # the tree before the seam
+    start = time.process_time()
+    rows = sum(len(chunk(stage.run(records[i : i + 256]), **side).lengths) for i in range(0, len(records), 256))
+    seconds = time.process_time() - start
+    best = seconds if best is None else min(best, seconds)
+print(json.dumps({"seconds": best, "records": len(records), "rows": rows}))
+"""
+
+
+def loop(trees: list[Path], n: int, files: list[Path], rounds: int, turns: int) -> None:
+    """Records per CPU second of the record loop, per tree, the trees in turn (best of `rounds` each)."""
+    import subprocess
+
+    processor = processor_folder(CACHE / "qwen2-vl-processor")
+    data = records_file(n, files)
+    print(f"\nrecord loop, {n:,} records (one image each, max_length 2048), best of {rounds} per process, trees in turn")
+    print(f"{'tree':<40}{'turn':>6}{'CPU s':>9}{'records/CPU s':>15}{'rows':>7}")
+    results: dict[Path, list[float]] = {tree: [] for tree in trees}
+    for turn in range(turns):
+        for tree in trees:
+            env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
+            done = subprocess.run([sys.executable, "-c", _LOOP, str(processor), str(data), str(rounds)], env=env, cwd=tree,
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            results[tree].append(out["seconds"])
+            print(f"{str(tree)[-40:]:<40}{turn + 1:>6}{out['seconds']:>9.2f}{n / out['seconds']:>15,.0f}{out['rows']:>7}", flush=True)
+    for tree, seconds in results.items():
+        best, median = min(seconds), sorted(seconds)[len(seconds) // 2]
+        print(f"{str(tree)[-40:]:<40} best {best:.2f} CPU s ({n / best:,.0f} records/CPU s), median {median:.2f} ({n / median:,.0f})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", default="qwen2-audio", choices=["qwen2-audio", "gemma3n", "phi4"])
-    parser.add_argument("--clips", type=int, default=12, help="clips per format")
-    parser.add_argument("--rounds", type=int, default=3, help="passes over the clips for processing (x10 for counting); best kept")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the images for processing (x20 for counting); best kept")
+    parser.add_argument("--sizes", default="10000,100000", help="record counts of the memory part, smallest first")
+    parser.add_argument("--skip-memory", action="store_true", help="only the counting comparison")
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between memory samples")
+    parser.add_argument("--skip-counting", action="store_true", help="no counting comparison (part 1)")
+    parser.add_argument("--compare", type=Path, help="part 3: another ftdata tree whose record loop runs beside this one's")
+    parser.add_argument("--loop-records", type=int, default=2000, help="records of the record-loop comparison")
+    parser.add_argument("--turns", type=int, default=2, help="processes per tree in the record-loop comparison, in turn")
     args = parser.parse_args()
+    files = images(CACHE / "images")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n")
-    audio(args.family, args.clips, args.rounds)
+    if not args.skip_counting:
+        counting(files, args.rounds)
+    if not args.skip_memory:
+        memory([int(s) for s in args.sizes.split(",") if s.strip()], files, args.interval)
+    if args.compare is not None:
+        loop([ROOT, args.compare.resolve()], args.loop_records, files, args.rounds, args.turns)
 
 
 if __name__ == "__main__":

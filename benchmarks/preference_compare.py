@@ -3,7 +3,7 @@
 Data: LLaMA-Factory's DPO demo (../shared/datasets/preference/llamafactory_dpo_en_demo.json, 300
 ShareGPT pairs), read with `ftdata.records.preference.to_pairs` and written as TRL's conversational
 `prompt`/`chosen`/`rejected`. Per tokenizer (the bundled SmolLM2 and every folder of
-../shared/tokenizers, or --tokenizers), each pair is prepared three ways:
+../shared/tokenizers, or --tokenizers), each pair is prepared four ways:
 
   exact    the rule (docs/design.md, "Preference data"): prompt_ids = the inference prompt
            `render(prompt, add_generation_prompt=True)` tokenized alone; completion = the text the
@@ -20,6 +20,9 @@ ShareGPT pairs), read with `ftdata.records.preference.to_pairs` and written as T
            turn, cut at `str.find(answer)` and `rstrip()`ed; the strings then prepared by TRL 1.16's
            text path (EOS appended when missing, `tokenizer(text)`), as Axolotl's DPO trainer
            hands them to TRL.
+
+  ftdata pairs
+           ftdata's preference rows (`ftdata.build` of the demo file: docs/preference.md).
 
 A pair counts once per column when either side shows it: `prompt differs` (the prompt tokens are
 not the inference prompt's: TRL cut its end where prompt and prompt+completion tokenize apart, or a
@@ -127,6 +130,15 @@ def ftdata_last_turn(tok, rows: list[dict]) -> list[list[int]]:
     return [[i for i, label in zip(ids, labels) if label != -100] for ids, labels in zip(result.dataset["input_ids"], result.dataset["labels"])]
 
 
+def ftdata_pairs(tok) -> list[dict]:
+    """ftdata's own preference rows of the demo file (`ftdata.build`, the pairs detected, nothing cut)."""
+    from ftdata import prepare
+
+    result = prepare(DEMO, tokenizer=tok, max_length=1 << 20)
+    assert result.report.task == "preference" and len(result.dataset) == 300, result.report.summary()
+    return result.dataset.to_list()
+
+
 def classify(tok, want: tuple[list[int], list[int], list[int]], got: dict) -> set[str]:
     """What one prepared pair does against the rule, as `kind:detail` strings."""
     prompt, chosen, rejected = want
@@ -167,7 +179,8 @@ def compare(name: str, tok, rows: list[dict]) -> list[tuple[str, str, collection
         check.update({"no rule"} if want is None else completion_kind(tok, want[1], trained) or {"exact"})
     tallies = [(name, "ftdata SFT, last turn (check of exact)", check)]
     axolotl = [axolotl_strings(tok, row) for row in rows]
-    for method, prepared in (("trl", trl_prepare(tok, rows)), ("axolotl", trl_prepare(tok, axolotl))):
+    methods = (("ftdata pairs", ftdata_pairs(tok)), ("trl", trl_prepare(tok, rows)), ("axolotl", trl_prepare(tok, axolotl)))
+    for method, prepared in methods:
         counts = collections.Counter()
         for want, got in zip(wants, prepared):
             counts.update({"no rule"} if want is None else classify(tok, want, got) or {"exact"})

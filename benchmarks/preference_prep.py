@@ -6,16 +6,20 @@ Same data, one run, one machine, the bundled SmolLM2 tokenizer:
            prompt+chosen and prompt+rejected rendered and tokenized, the completions cut at the shortest
            common token prefix. One process (`dataset_num_proc=None`), datasets caching disabled,
            `max_length=None` (no filter). The rows are built before the clock starts.
-  ftdata   `ftdata_prepare` below: the preference builder from the JSON file (reading, per-pair
-           verification included). NOT WRITTEN YET: it raises NotImplementedError, and the table says
-           so, until ftdata's preference rows exist (the lead completes it).
+  ftdata   `ftdata.build(FILE)` in process (`ftdata_prepare`): the JSON file read, the pairs detected,
+           `prompt_ids`/`chosen_ids`/`rejected_ids` built under the inference-consistency rule and every
+           pair verified (docs/preference.md), engine=local with its default threads (one per core).
+  ftdata build
+           `ftdata build FILE -o OUT --no-cache`, the CLI path users run (`ftdata_cli`), timed once the CLI
+           is imported: the bundled tokenizer loaded, the rows built, OUT written (dataset, rejects, build.json).
 
 Cases: LLaMA-Factory's DPO demo as it is (300 ShareGPT pairs, ../shared/datasets/preference) and a
 seeded synthetic set of --pairs pairs (default 3,000) drawn from it with `random.Random(0)`.
 
 Every measurement runs in a fresh subprocess; the methods alternate round after round (trl, ftdata,
-trl, ftdata, ...; --rounds, default 3) so a drifting machine compares like with like. The table gives
-each method's median seconds and pairs/s, and the median of the per-round ratios.
+ftdata build, trl, ...; --rounds, default 3) so a drifting machine compares like with like. The table
+gives each method's median wall and CPU seconds (CPU: every thread of the child, so a loaded machine shows
+less in it), pairs per second of each, and the medians of the per-round speed ratios to trl.
 
     python benchmarks/preference_prep.py [--pairs 3000] [--rounds 3]
 """
@@ -38,7 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FTDATA_SHARED", ROOT.parent / "shared"))
 DEMO = SHARED / "datasets/preference/llamafactory_dpo_en_demo.json"
-METHODS = ("trl", "ftdata")
+METHODS = ("trl", "ftdata", "ftdata build")
 
 
 # ---------------------------------------------------------------- one measurement (child process)
@@ -70,21 +74,41 @@ def trl_prepare(path: Path, tok) -> dict:
         args = DPOConfig(output_dir=out, max_length=None, report_to=[], use_cpu=True, bf16=False)
     # _prepare_dataset reads one attribute of the trainer; building a trainer (a model) is not preparation.
     trainer = types.SimpleNamespace(_tokenizer=tok)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     prepared = DPOTrainer._prepare_dataset(trainer, data, tok, args, "train")
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "pairs": len(prepared), "tokens": sum(map(len, prepared["chosen_ids"]))}
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"seconds": seconds, "cpu": cpu, "pairs": len(prepared), "tokens": sum(map(len, prepared["chosen_ids"]))}
 
 
 def ftdata_prepare(path: Path, tok) -> dict:
-    """ftdata's preference rows from `path`: TO BE WRITTEN with the preference builder.
+    """ftdata's preference rows from `path`, in process: `ftdata.build` (the one driver) reads the JSON file,
+    detects the pairs, builds `prompt_ids`/`chosen_ids`/`rejected_ids` under the inference-consistency rule
+    and verifies every pair (engine=local, its default threads), with a max_length nothing reaches; timed
+    from reading to the finished dataset."""
+    import ftdata
 
-    Contract: read `path` (a JSON array of LLaMA-Factory ShareGPT pairs), build `prompt_ids`/
-    `chosen_ids`/`rejected_ids` with `tok` under the inference-consistency rule (max_length large
-    enough that nothing is cut), time from reading to the finished dataset, and return
-    {"seconds": float, "pairs": rows built, "tokens": chosen tokens}.
-    """
-    raise NotImplementedError("ftdata's preference builder is not written yet (benchmarks/preference_prep.py)")
+    start, cpu = time.perf_counter(), time.process_time()
+    result = ftdata.build(path, tokenizer=tok, max_length=1 << 20)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    data = result.dataset
+    assert result.report.task == "preference" and not result.report.rejected and not result.report.cut
+    return {"seconds": seconds, "cpu": cpu, "pairs": len(data), "tokens": sum(map(len, data["chosen_ids"]))}
+
+
+def ftdata_cli(path: Path, tok) -> dict:
+    """`ftdata build FILE -o OUT --no-cache` as a user runs it, timed in the child once the CLI module is
+    imported: the bundled tokenizer loaded, the rows built and written to OUT with rejects.jsonl and build.json."""
+    import ftdata
+    from ftdata.cli.app import app
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        start, cpu = time.perf_counter(), time.process_time()
+        code = app(["build", str(path), "-o", str(out), "--no-cache", "--max-length", str(1 << 20)], standalone_mode=False)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        assert code in (None, 0), code
+        data = ftdata.load(out).dataset
+        return {"seconds": seconds, "cpu": cpu, "pairs": len(data), "tokens": sum(map(len, data["chosen_ids"]))}
 
 
 def child(method: str, path: Path) -> None:
@@ -96,10 +120,8 @@ def child(method: str, path: Path) -> None:
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     tok = load_tokenizer(None)
-    try:
-        out = trl_prepare(path, tok) if method == "trl" else ftdata_prepare(path, tok)
-    except NotImplementedError as exc:
-        out = {"missing": str(exc)}
+    prepare = {"trl": trl_prepare, "ftdata": ftdata_prepare, "ftdata build": ftdata_cli}[method]
+    out = prepare(path, tok)
     print(json.dumps(out))
 
 
@@ -119,20 +141,15 @@ def run_case(name: str, path: Path, pairs: int, rounds: int) -> list[str]:
     runs: dict[str, list[dict]] = {m: [] for m in METHODS}
     for _ in range(rounds):
         for method in METHODS:
-            if runs[method] and "missing" in runs[method][-1]:
-                continue  # not written yet: once is enough to say so
             runs[method].append(measure(method, path))
     lines = []
     for method in METHODS:
-        if "missing" in runs[method][0]:
-            lines.append(f"| {name} | {pairs} | {method} | not written yet | | |")
-            continue
-        seconds = statistics.median(r["seconds"] for r in runs[method])
+        seconds, cpu = (statistics.median(r[key] for r in runs[method]) for key in ("seconds", "cpu"))
         built = runs[method][0]["pairs"]
-        lines.append(f"| {name} | {pairs} | {method} | {seconds:.2f} | {built / seconds:,.0f} | {built} |")
-    if all("missing" not in runs[m][0] for m in METHODS):
-        ratio = statistics.median(f["seconds"] / t["seconds"] for t, f in zip(runs["trl"], runs["ftdata"]))
-        lines.append(f"| {name} | {pairs} | ftdata / trl time | {ratio:.2f}x (median of {rounds} rounds) | | |")
+        lines.append(f"| {name} | {pairs} | {method} | {seconds:.2f} | {built / seconds:,.0f} | {cpu:.2f} | {built / cpu:,.0f} | {built} |")
+    for method in METHODS[1:]:
+        wall, cpu = (statistics.median(t[key] / f[key] for t, f in zip(runs["trl"], runs[method])) for key in ("seconds", "cpu"))
+        lines.append(f"| {name} | {pairs} | {method} / trl | {wall:.2f}x | | {cpu:.2f}x | | (medians of {rounds} per-round ratios) |")
     return lines
 
 
@@ -147,7 +164,10 @@ def main() -> None:
         return child(args.child, args.data)
     demo = json.loads(DEMO.read_text(encoding="utf-8"))
     rng = random.Random(0)
-    lines = ["| case | pairs | method | seconds (median) | pairs/s | rows built |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| case | pairs | method | seconds (median) | pairs/s | CPU seconds (median) | pairs per CPU second | rows built |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = Path(tmp) / "synthetic.json"
         synthetic.write_text(json.dumps([rng.choice(demo) for _ in range(args.pairs)]), encoding="utf-8")

@@ -17,12 +17,19 @@ computed from `apply_chat_template` alone) agrees with the labels.
     .venv/bin/python benchmarks/template_matrix.py              # prints both markdown tables
     .venv/bin/python benchmarks/template_matrix.py --previews   # before/after previews for docs/masking.md
     .venv/bin/python benchmarks/template_matrix.py --served     # the served-template corpus + summary
+    .venv/bin/python benchmarks/template_matrix.py --base       # TRL templates on base tokenizers
 
 `--served` runs the corpus of real served templates under tests/templates/served/ (where each
 came from, its special tokens, bos/eos and generation_config stop set: sources.json there)
 with SERVED_PROBES, thinking on and off where the template reads a thinking kwarg: per
 template x probe, ftdata's verdict, the oracle's (with its served edge cases), the kind of
 disagreement (false reject, mis-trained, true reject) and the classes of issue 21 it falls in.
+
+`--base` sets every TRL template on every shared tokenizer where some of its markers are plain
+text (not added tokens: a ChatML template on Llama 3, `<think>` anywhere), thinking on and off,
+and runs every probe through ftdata and the oracle, whose check includes the tokens at each
+prompt/response border (`oracle.border_problems`): the prompt tokenized alone, the reply from a
+fresh token. `border` marks a record right in characters and wrong in tokens.
 
 tests/test_chat_masking.py imports this module and checks every verified record against an
 independent oracle.
@@ -37,7 +44,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -631,9 +638,10 @@ class Verdict:
     status: str  # prefix | fallback | rejected
     reason: str  # ftdata's reason for rejecting
     oracle: str  # the oracle's must-reject reason, or its problems with ftdata's labels ("" = agrees)
-    kind: str  # agrees | true reject | false reject | mis-trained | undecided reject
+    kind: str  # agrees | true reject | false reject | mis-trained | undecided reject | border (base tokenizers)
     classes: tuple[int, ...]  # issue 21 classes the record falls in (empty when ftdata follows the rule)
     cases: tuple[str, ...]  # the oracle's edge cases on this record
+    split: bool = False  # ftdata re-tokenized the record split at its span edges (note `repaired`)
 
 
 def _classes(kind: str, probe: str, exp: Any) -> tuple[int, ...]:
@@ -764,6 +772,147 @@ def served_disagreements(matrix: dict[str, dict[str, Verdict]]) -> str:
     )  # fmt: skip
 
 
+# ---------------------------------------------------------------- TRL templates on base tokenizers
+
+
+def text_markers(source: str, tokenizer: Any) -> tuple[str, ...] | None:
+    """The template's markup tags (`<think>` and `</think>` included) that are plain text to
+    `tokenizer` (no added token of it), or None where the template does not render there (Llama 3's
+    templates need their own bos_token)."""
+    try:
+        tags = [*markup_tags(source, tokenizer), *(t for t in THINK_TAGS if t in source)]
+    except Exception:  # noqa: BLE001 - templates raise anything
+        return None
+    added = {a.content for a in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()}
+    return tuple(t for t in tags if t not in added)
+
+
+def base_pairs(load: Callable[[str], Any] = _load) -> list[tuple[Case, str]]:
+    """Every original TRL template on every shared tokenizer where some of its markers are plain text."""
+    names = sorted(p.name for p in TOKENIZERS.iterdir() if (p / "tokenizer.json").is_file())
+    out = []
+    for case in cases(load):
+        for name in [] if case.skip else names:
+            with base_on(case, name, load) as tok:
+                if text_markers(case.source, tok):
+                    out.append((case, name))
+    return out
+
+
+@contextmanager
+def base_on(case: Case, name: str, load: Callable[[str], Any] = _load) -> Iterator[Any]:
+    """The shared tokenizer `name` as it is (no token added) with the case's template set."""
+    tok = load(name)
+    old, tok.chat_template = tok.chat_template, case.source
+    try:
+        yield tok
+    finally:
+        tok.chat_template = old
+
+
+def base_kwargs(case: Case) -> list[dict[str, Any]]:
+    """Thinking on and off where the template reads it; the date pinned where it prints one."""
+    pinned = PINNED if "date_string" in case.source else {}
+    return [{**pinned, **kwargs} for kwargs in thinking_variants(case)]
+
+
+def run_base(tokenizer: Any, kwargs: dict[str, Any]) -> dict[str, Verdict]:
+    """Every probe (plain and CHAT_PROBES) through ftdata and the oracle, edge cases on; a record whose
+    characters agree and whose tokens at a prompt/response border do not is `border`."""
+    from ftdata.errors import FtdataError
+    from ftdata.outcomes import NoteCode, has_note
+    from ftdata.run.engine import Stage
+
+    oracle = _oracle()
+    stops = oracle.stop_tokens(tokenizer, kwargs)
+    try:
+        stage = Stage(tokenizer, build_options(kwargs, ()))
+    except FtdataError as exc:
+        stage, refused = None, str(exc)
+    out = {}
+    for name, record in ({n: {"messages": m} for n, m in PROBES.items()} | CHAT_PROBES).items():
+        status, reason, result = ftdata_verdict(stage, name, record) if stage else ("rejected", refused, None)
+        exp = oracle.expect(tokenizer, record["messages"], tools=record.get("tools"), kwargs=kwargs, stops=stops,
+                            edge_cases=True)  # fmt: skip
+        problems = [] if result is None or exp.must_reject else oracle.compare(exp, tokenizer, result.input_ids, result.labels)
+        verdict = classify(name, status, reason, exp, problems)
+        if problems and problems == oracle.border_problems(exp, tokenizer, result.input_ids, result.labels):
+            verdict = replace(verdict, kind="border")
+        out[name] = replace(verdict, split=result is not None and has_note(result.notes, NoteCode.REPAIRED))
+    return out
+
+
+def base_matrix(load: Callable[[str], Any] = _load) -> dict[tuple[str, str], dict[str, Verdict]]:
+    """(template variant, tokenizer) -> probe -> Verdict, over every base pair."""
+    out = {}
+    for case, name in base_pairs(load):
+        with base_on(case, name, load) as tok:
+            for kwargs in base_kwargs(case):
+                flag = {True: "-think", False: "-nothink"}.get(kwargs.get("enable_thinking"), "")
+                out[(case.name + flag, name)] = run_base(tok, kwargs)
+    return out
+
+
+BASE_MARKS = {"agrees": "", "true reject": "", "false reject": "false-rej", "undecided reject": "rej?",
+              "mis-trained": "**mis-trained**", "border": "**border**"}  # fmt: skip
+
+
+def base_table(matrix: dict[tuple[str, str], dict[str, Verdict]]) -> str:
+    """Markdown: per template variant (rows) and tokenizer (columns), how its probes fared.
+
+    A cell counts the records trained as the oracle says (characters and border tokens), `+n rej`
+    the records rejected where the template cannot write them, and names the rest; `-` where every
+    marker of the template is a token of that tokenizer (not a base tokenizer for it)."""
+    names = sorted({name for _, name in matrix})
+    lines = ["| template | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for variant in dict.fromkeys(v for v, _ in matrix):
+        cells = []
+        for name in names:
+            verdicts = matrix.get((variant, name))
+            if verdicts is None:
+                cells.append("-")
+                continue
+            kinds = [v.kind for v in verdicts.values()]
+            cell = f"{kinds.count('agrees')} ok"
+            if n := kinds.count("true reject"):
+                cell += f" +{n} rej"
+            for kind, mark in BASE_MARKS.items():
+                if mark and (n := kinds.count(kind)):
+                    cell += f", {n} {mark}"
+            cells.append(cell)
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def base_summary(matrix: dict[tuple[str, str], dict[str, Verdict]]) -> str:
+    """Records by kind, and how many trained records were split at a border."""
+    verdicts = [v for vs in matrix.values() for v in vs.values()]
+    kinds: dict[str, int] = {}
+    for v in verdicts:
+        kinds[v.kind] = kinds.get(v.kind, 0) + 1
+    trained = [v for v in verdicts if v.status != "rejected"]
+    split = sum(v.split for v in trained)
+    return (f"{len(matrix)} template variants x base tokenizers, {len(verdicts)} records: "
+            + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+            + f"; trained {len(trained)}, of which re-tokenized split at a span edge (note `repaired`) {split}")  # fmt: skip
+
+
+def base_disagreements(matrix: dict[tuple[str, str], dict[str, Verdict]]) -> str:
+    """One line per template variant, probe and kind of disagreement, with the tokenizers it occurs on
+    and the first tokenizer's reason, shortened."""
+    groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for (variant, name), verdicts in matrix.items():
+        for probe, v in verdicts.items():
+            if v.kind not in ("agrees", "true reject"):
+                groups.setdefault((variant, probe, v.kind), []).append((name, v.reason or v.oracle))
+    lines = []
+    for (variant, probe, kind), hits in groups.items():
+        bases = sum(v == variant for v, _ in matrix)  # the tokenizers this variant is on
+        on = f"all {bases} of its base tokenizers" if len(hits) == bases else ", ".join(n for n, _ in hits)
+        lines.append(f"- `{variant}` {probe}: {kind} on {on}: " + _cell(DATE.sub("<date>", hits[0][1])[:150]))
+    return "\n".join(lines)
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     loaded: dict[str | None, Any] = {}
@@ -775,6 +924,14 @@ def main() -> int:
 
     if "--previews" in sys.argv[1:]:
         print(previews(load))
+        return 0
+    if "--base" in sys.argv[1:]:
+        base = base_matrix(load)
+        print("### TRL templates on base tokenizers (records per template and tokenizer)\n")
+        print(base_table(base))
+        print("\n" + base_summary(base))
+        print("\n### Where ftdata and the oracle disagree\n")
+        print(base_disagreements(base))
         return 0
     if "--served" in sys.argv[1:]:
         matrix = served_matrix()

@@ -1,7 +1,7 @@
 """A build's options in three objects, each validated once at the boundary:
 
     DataOptions    what the rows are made of (template, max_length, mask, truncation, ...):
-                   its serialised form is the build's cache fingerprint, whole
+                   its serialised form is in the build's key (the files it names, by their bytes)
     RunOptions     where and how the work runs (engine, workers, batch size, the reject limit):
                    the same rows whatever they are
     OutputOptions  where the side files go (rejects, the build cache)
@@ -24,7 +24,7 @@ from ftdata.errors import ConfigError
 from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
 from ftdata.io.delimited import check_delimiter
 from ftdata.records.formats import FORMAT_ALIASES, FORMATS, format_name
-from ftdata.types import Engine, MaskPolicy, PromptCut, SystemMode, TruncationPolicy
+from ftdata.types import Engine, MaskPolicy, PromptCut, SystemMode, Task, TruncationPolicy
 
 
 # apply_chat_template's own parameters: ftdata passes them on every render.
@@ -44,6 +44,11 @@ class DataOptions:
     """What the rows are made of: every option here changes the output, and only these do."""
 
     template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the tokenizer's own chat template, which must be ChatML")
+    chat_template: str | None = _opt(
+        None, "render with this chat template instead of the tokenizer's (or the processor's): a .jinja file or a "
+        "template TRL ships by name (qwen3, llama3, ...); the tokenizer folder is not changed; ftdata train saves it "
+        "with the tokenizer (TRL's chat_template_path)"
+    )
     max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
     packing: bool = _opt(False, "pack sequences into max_length rows (best-fit decreasing)")
     pad_to_multiple_of: int | None = _opt(
@@ -54,6 +59,11 @@ class DataOptions:
     format: str | None = _opt(
         None, f"record format, detected per record when None: {', '.join(FORMATS)} "
         f"(also {', '.join(f'{k} = {v}' for k, v in FORMAT_ALIASES.items())})"
+    )
+    task: Task | None = _opt(
+        None, "what the rows are: sft (input_ids + labels), preference (prompt_ids, chosen_ids, rejected_ids; also dpo) "
+        "or kto (prompt_ids, completion_ids, label); None = from the data: preference-shaped records (chosen/rejected) "
+        "build preference rows, and messages + a true/false label must be told kto or sft"
     )
     columns: dict[str, str] | None = _opt(None, "column map {canonical: source}, e.g. {'output': 'std_answer'}")
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
@@ -108,8 +118,8 @@ class DataOptions:
         "its render and masking work grows with every turn"
     )
     processor: str | None = _opt(
-        None, "vision-language: the model's processor folder (tokenizer, preprocessor_config.json, chat template; "
-        "in Python also a transformers processor); each image is counted and expanded with it (docs/vision.md)"
+        None, "media (images): the model's processor folder (tokenizer, preprocessor_config.json, chat template; "
+        "in Python also a transformers processor); each media item is counted and expanded with it (docs/media.md)"
     )
     max_images: int | None = _opt(None, "with processor: reject a record with more images than this (media_too_many)")
     max_image_pixels: int | None = _opt(
@@ -126,6 +136,8 @@ class DataOptions:
         self.system_mode = SystemMode.parse(self.system_mode, name="system_mode")  # type: ignore[assignment]
         self.truncation = TruncationPolicy.parse(self.truncation, name="truncation")  # type: ignore[assignment]
         self.prompt_cut = PromptCut.parse(self.prompt_cut, name="prompt_cut")  # type: ignore[assignment]
+        if self.task is not None:
+            self.task = Task.parse(self.task, name="task")  # type: ignore[assignment]
         if not isinstance(self.max_length, int) or self.max_length <= 0:
             raise ConfigError(f"max_length must be a positive integer, got max_length={self.max_length!r}")
         if self.test_size is not None and not (
@@ -135,6 +147,13 @@ class DataOptions:
             raise ConfigError(f"test_size must be a fraction in (0, 1) or a positive count, got test_size={self.test_size!r}")
         self.format = format_name(self.format)
         self.delimiter = check_delimiter(self.delimiter)
+        if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
+            raise ConfigError(f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={self.chat_template!r}")
+        if self.chat_template is not None and self.template not in (None, "chatml"):
+            raise ConfigError(
+                f"chat_template={self.chat_template!r} renders with a chat template, template={self.template!r} with a "
+                "prompt template: drop one"
+            )
         if self.field is not None and (not isinstance(self.field, str) or not self.field):
             raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
         for name, allowed in (
@@ -180,9 +199,30 @@ class DataOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
                 raise ConfigError(f"{name} must be a mapping like {{'output': 'answer'}}, got {value!r}")
+        self._check_task()
+
+    def _check_task(self) -> None:
+        """Options that mean nothing for preference rows are refused, never ignored."""
+        if self.task not in (Task.PREFERENCE, Task.KTO):
+            return
+        for name, given, why in (
+            ("packing", self.packing, "the trainer puts each prompt before each of its completions"),
+            ("padding", self.padding != "none", "the preference collator pads every batch"),
+            ("truncation", self.truncation is TruncationPolicy.SPLIT, "a pair has one prompt; keep_response cuts it"),
+            ("mask", self.mask is MaskPolicy.TRAIN_ON_PROMPT, "a completion is the final assistant turn; a prompt carries no loss"),
+            ("mask_reasoning", self.mask_reasoning, "a completion is the whole final turn, its reasoning included"),
+            ("format", self.format is not None, "preference shapes are detected per record (map columns with columns=)"),
+            ("processor", self.processor is not None, "preference rows with images are not built yet"),
+        ):  # fmt: skip
+            if given:
+                value = getattr(self, name)
+                raise ConfigError(
+                    f"{name}={getattr(value, 'value', value)!r} does not apply to task={self.task.value}: {why}; drop {name}"
+                )
 
     def fingerprint(self) -> dict[str, Any]:
-        """The serialised options: with the source and the tokenizer, the build's cache key."""
+        """The serialised options that shape the rows (a resumed run compares them); the build's key takes
+        them without those that name files (`template`, `chat_template`, `processor`): their bytes stand for them."""
         out = plain(self)
         out.pop("image_dir", None)  # where inline images are kept, not what the rows hold (`sha256:` refs)
         if self.processor is not None and not isinstance(self.processor, str):  # a processor object: its class and source

@@ -41,13 +41,13 @@ class RejectCode(StrEnum):
     UNMASKABLE = "unmaskable"  # an assistant turn cannot be located in the rendering
     UNVERIFIABLE = "unverifiable"  # the trained tokens fail the coverage or decode check
     INCOMPLETE = "incomplete"  # another example of the same record was rejected (kept whole or not at all)
-    TOO_LONG = "too_long"  # truncation=drop
+    TOO_LONG = "too_long"  # truncation=drop; a preference pair whose longer completion cannot fit with the template
     RESPONSE_TOO_LONG = "response_too_long"  # the response alone does not fit
     NO_RESPONSE_LEFT = "no_response_left"  # the cut kept no trained token
     TURNS_DROPPED = "turns_dropped"  # cut: whole oldest exchanges dropped, the rest re-rendered
     PROMPT_SHORTENED = "prompt_shortened"  # cut: a prompt message's text shortened (oldest exchanges maybe dropped too)
-    END_CUT = "end_cut"  # cut: truncation=keep_start
-    START_CUT = "start_cut"  # cut: truncation=keep_end shortened a response's start
+    END_CUT = "end_cut"  # cut: truncation=keep_start (a pair: each completion's end)
+    START_CUT = "start_cut"  # cut: truncation=keep_end shortened a response's start (a pair: its shared prompt's)
     SPLIT = "split"  # cut: truncation=split made several conversations
     DUPLICATE = "duplicate"  # recipe dedup: the record repeats one kept before it
     CONTAMINATED = "contaminated"  # recipe decontaminate: an n-gram of it is in an evaluation record
@@ -71,6 +71,7 @@ class RejectCode(StrEnum):
     MEDIA_TOO_LONG = "media_too_long"  # the response and its images cannot fit max_length (images are never cut)
     MEDIA_UNVERIFIABLE = "media_unverifiable"  # an expanded image's tokens differ from the processor's count
     MEDIA_TOO_SHORT = "media_too_short"  # an audio clip too short for the feature extractor to make a token
+    MEDIA_REFUSED = "media_refused"  # the processor refuses the item (its reason: an aspect ratio past its limit, ...)
 
 
 class NoteCode(StrEnum):
@@ -90,6 +91,7 @@ class NoteCode(StrEnum):
     RESULTS_ENCODED = "results_encoded"  # preview only: the template encodes tool results as a string
     SUPERVISION_IGNORED = "supervision_ignored"  # loss_weight/train_detail on a turn that carries no loss
     TRAIN_DETAIL_WIDENED = "train_detail_widened"  # a token across a train_detail edge stays trained (Axolotl's rule)
+    MEDIA_PLACED = "media_placed"  # no placeholder in the messages: the column's items go before the first user text (TRL)
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
 
 

@@ -116,7 +116,7 @@ class Message:
     reasoning: str | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    media: tuple[Any, ...] = ()  # image references, one per placeholder (ftdata.records.media.MEDIA) in `content`
+    media: tuple[Any, ...] = ()  # media references (`records.media.Ref`), one per placeholder (`records.media.MEDIA`) in `content`
     # Span-level and weighted supervision (`ftdata.chat.supervision`): a float loss weight for the
     # turn's trained tokens (None: 1), and Axolotl's character spans of `content` (None: the whole content).
     loss_weight: float | None = None
@@ -239,7 +239,7 @@ class Rendered:
     boundaries: tuple[int, ...] = ()
     notes: tuple[Note, ...] = ()
     literal: tuple[tuple[int, int], ...] = ()
-    media: tuple[Any, ...] = ()  # images expanded in `text` (ftdata.media.expand.Expanded), in order
+    media: tuple[Any, ...] = ()  # media items expanded in `text` (`ftdata.media.expand.Placed`), in order
     # Loss weight of each span (empty: every span weighs 1), and character ranges inside the spans
     # that carry no loss (train_detail): a token wholly inside one is masked, a token across its
     # edge stays trained (Axolotl's rule).

@@ -542,7 +542,10 @@ def _header_if_prompt_adds_nothing(render: Renderer, messages: Sequence[dict[str
     if not S.startswith(P) or sentinel not in S[len(P) :]:
         return ""
     header = os.path.commonprefix([S[len(P) : S.index(sentinel, len(P))], A[len(P) :]])
-    return header[: _tag_start(A, len(P) + len(header)) - len(P)]
+    header = header[: _tag_start(A, len(P) + len(header)) - len(P)]
+    # Whitespace alone is no header: the model writes it, in its first token (vLLM's Mistral template,
+    # `[/TOOL_RESULTS] It`: inference prompts with `[/TOOL_RESULTS]`, the model writes ` It`).
+    return header if header.strip() else ""
 
 
 def _diverged(render: Renderer, P: str, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int],
@@ -684,7 +687,7 @@ def compare(exp: Expectation, tokenizer: Any, input_ids: list[int], labels: list
     if exp.decidable:
         if len(runs) != len(spans) or not all(_fits(text, run, span) for run, span in zip(runs, spans)):
             problems.append(f"trained {shown!r}, the rule trains {[text[a:b] for a, b in spans]!r}")
-        return problems
+        return problems or border_problems(exp, tokenizer, input_ids, labels)
     # Weak checks: every decided turn is one of the runs, and every run ends in a stop token.
     for t in exp.turns:
         if t.status == "rule" and not any(_fits(text, run, t.span) for run in runs):
@@ -698,3 +701,123 @@ def compare(exp: Expectation, tokenizer: Any, input_ids: list[int], labels: list
         if enders and not run.rstrip().endswith(enders):
             problems.append(f"trained run {run!r} does not end in a stop token {enders}")
     return problems
+
+
+# ---------------------------------------------------------------- tokens at the prompt/response border
+
+_FRESH: dict[int, tuple[int, Any]] = {}
+
+
+def _fresh_backend(tokenizer: Any) -> Any:
+    """The tokenizer as generation continues a text: no word-start marker in front.
+
+    A SentencePiece-style Metaspace pre-tokenizer (`prepend_scheme="first"`: Phi-3, Llama 2) puts
+    `▁` before the first word of a sequence; a reply generated after a prompt is no sequence start,
+    so it is tokenized with `prepend_scheme="never"` (a copy, made once per tokenizer and size).
+    Other tokenizers here add nothing in front, and are used as they are."""
+    backend = tokenizer.backend_tokenizer
+    pre = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer is not None else {}
+    if pre.get("type") != "Metaspace" or pre.get("prepend_scheme") == "never":
+        return backend
+    size = backend.get_vocab_size(with_added_tokens=True)
+    cached = _FRESH.get(id(backend))
+    if cached is None or cached[0] != size:
+        from tokenizers import pre_tokenizers
+
+        fresh = copy.deepcopy(backend)
+        fresh.pre_tokenizer = pre_tokenizers.Metaspace(replacement=pre["replacement"], prepend_scheme="never",
+                                                       split=pre.get("split", True))  # fmt: skip
+        _FRESH[id(backend)] = cached = (size, fresh)
+    return cached[1]
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How inference tokenizes: the prompt alone, from the sequence's start (the tokenizer's BOS in
+    front unless the text writes it), and what the model generates after it as fresh tokens."""
+
+    tokenizer: Any
+
+    def prompt(self, text: str) -> Any:
+        return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+
+    def fresh(self, text: str) -> list[int]:
+        return _fresh_backend(self.tokenizer).encode(text, add_special_tokens=False).ids if text else []
+
+    def bos(self, ids: list[int]) -> list[int]:
+        """The BOS the tokenizer adds (what `tokenizer(text)` puts in front), unless `ids` start with it."""
+        plain = self.tokenizer("x", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("x", add_special_tokens=True)["input_ids"]
+        lead = full[: len(full) - len(plain)] if full[len(full) - len(plain) :] == plain else []
+        return [] if ids[: len(lead)] == lead else lead
+
+    def context(self, text: str, done: int, s: int) -> list[int]:
+        """The row's tokens for text[done:s]: the prompt text[:s] as inference tokenizes it.
+
+        From the sequence's start (`done` 0) that is tok(text[:s]) alone, BOS included. After an
+        earlier trained turn (`done`: where its trained tokens end) it is tok(text[:s])'s tokens from
+        the first boundary at or after `done`; text before that boundary (a token tok(text[:s]) merges
+        across the earlier turn's end) is a fresh start, as the model wrote that turn."""
+        enc = self.prompt(text[:s])
+        if done == 0:
+            return self.bos(enc.ids) + enc.ids
+        k = next((k for k, (a, _) in enumerate(enc.offsets) if a >= done), len(enc.ids))
+        return self.fresh(text[done : enc.offsets[k][0] if k < len(enc.ids) else s]) + enc.ids[k:]
+
+    def swallowed(self, text: str, s: int) -> int:
+        """Whitespace at text[s:] that the prompt's last token takes in when the prompt is tokenized
+        with it (an added token with rstrip: Phi-3's `<|assistant|>`): the prompt's, not the reply's."""
+        n = len(text[s:]) - len(text[s:].lstrip())
+        return n if n and self.prompt(text[: s + n]).ids == self.prompt(text[:s]).ids else 0
+
+
+def _shown(tokenizer: Any, ids: Sequence[int]) -> str:
+    return "[" + ", ".join(f"{i} {tokenizer.decode([i])!r}" for i in ids) + "]"
+
+
+def border_problems(exp: Expectation, tokenizer: Any, input_ids: list[int], labels: list[int]) -> list[str]:
+    """Where a decided record's tokens at a prompt/response border are not what inference has there.
+
+    Inference tokenizes turn i's prompt alone and the model generates from a fresh token. For each
+    trained turn, in order, with [s, e) its trained characters of A (`exp.text`):
+
+    - the row's tokens before its first trained token are the prompt as inference tokenizes it,
+      tok(A[:s]) alone (`Inference.context`): A[:s] is P_i where A starts with it, and the history the
+      row holds where the template rewrites it (the row can hold nothing else);
+    - its trained tokens are A[s:e] tokenized alone, without a word-start marker (`Inference.fresh`),
+      as the model writes it after that prompt. Two allowances, where inference agrees: whitespace an
+      added token at the prompt's end takes in (Phi-3's `<|assistant|>`, rstrip) is the prompt's, and
+      whitespace after the stop token that the tokenizer glues to its last token (`|>\\n` on Llama 3,
+      where the template writes `<|im_end|>\\n`) may be trained with it (a stop string still matches);
+    - after the last trained turn, the rest of the row is the rest of A the same way.
+
+    One row holds every turn, so a later turn's context holds the earlier turns as the model wrote
+    them: where inference's tok(P_i) merges a token across an earlier turn's end, the row starts a
+    fresh token there (the only place the row may differ from tok(P_i)).
+    """
+    if not exp.decidable:
+        return []
+    text, inference = exp.text, Inference(tokenizer)
+    p = done = 0
+    for s, e in sorted(t.span for t in exp.turns if t.span):
+        want = inference.context(text, done, s)
+        got = input_ids[p : p + len(want)]
+        if got != want or any(x != IGNORE_INDEX for x in labels[p : p + len(want)]):
+            at = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            got, want = (_shown(tokenizer, x[max(at - 2, 0) : at + 3]) for x in (got, want))
+            return [f"the prompt before {text[s:e][:30]!r} is not tokenized as inference tokenizes it alone: the row has {got}, inference {want}"]
+        p += len(want)
+        n = next((k for k, x in enumerate(labels[p:]) if x == IGNORE_INDEX), len(labels) - p)
+        run = input_ids[p : p + n]
+        start = s + inference.swallowed(text, s)
+        glue = len(text[e:]) - len(text[e:].lstrip())
+        fresh = [inference.fresh(text[start : e + w]) for w in range(glue + 1)]
+        if run not in fresh or labels[p : p + n] != run:
+            row, writes = _shown(tokenizer, input_ids[p : p + 6]), _shown(tokenizer, fresh[0][:6])
+            return [f"turn {text[s:e][:30]!r}: after its prompt the row has {row}... ({n} trained), the model writes {writes}..."]
+        # The most whitespace the run spells: an rstrip stop token (Phi-3's `<|end|>`) takes in the `\n` after it.
+        p, done = p + n, e + max(w for w, ids in enumerate(fresh) if ids == run)
+    rest = inference.context(text, done, len(text)) if done < len(text) else []
+    if input_ids[p:] != rest or any(x != IGNORE_INDEX for x in labels[p:]):
+        return [f"after the last trained turn the row has {_shown(tokenizer, input_ids[p : p + 4])}, the text tokenized {_shown(tokenizer, rest[:4])}"]
+    return []

@@ -79,3 +79,14 @@ def matrix_module():
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def peak_of(fn):
+    """(what `fn()` returns, the peak of Python's traced memory while it ran, in bytes)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        return fn(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -16,12 +16,12 @@ import sys
 import tempfile
 import threading
 import time
-import tracemalloc
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import peak_of
 from typer.testing import CliRunner
 
 import ftdata
@@ -65,14 +65,6 @@ def long_line_file(path: Path, ext: str | None, megabytes: int) -> Path:
             fh.write(b"a" * MB)
         fh.write(b'", "output": "x"}\n' + good)
     return path
-
-
-def peak_of(fn) -> tuple[object, int]:
-    tracemalloc.start()
-    try:
-        return fn(), tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 # --- lines --------------------------------------------------------------------------------------
@@ -201,6 +193,36 @@ def test_the_csv_skip_scan_agrees_with_csv_state_by_state_wherever_the_text_is_c
     assert state.name == _state_by_char(text)
 
 
+@pytest.mark.parametrize(("unit", "most"), [(b"x" * MB, 8 * MB), ((b"x" * 99 + b"\n") * (MB // 100), 3 * MB)], ids=["one-line", "lines"])
+def test_a_long_quoted_csv_field_is_a_located_reject_in_memory_of_the_bound_not_of_the_field(tmp_path, unit, most):
+    """A quoted field of 8 MiB against a bound of 1 MiB (issue 39: one of 100 MB grew past 4 GB and
+    ended in a MemoryError traceback). Before: the scan of the line's fields took the regex engine
+    ~120 bytes of stack a character (147 MiB here), and a field of many lines was handed to csv as it
+    was read, whose field buffer takes 4 bytes a character (5.8 MiB here). Now: the bound, a MiB at a time."""
+    path = tmp_path / "d.csv"
+    with path.open("wb") as fh:
+        fh.write(b'instruction,output\nhi,there\n"')
+        for _ in range(8):
+            fh.write(unit)
+        fh.write(b'",x\nbye,now\n')
+    rows, peak = peak_of(lambda: list(read_records(path, bounds=ReadBounds(line_bytes=MB))))
+    assert peak < most
+    (one, first), (two, error), (three, last) = rows
+    lines = path.read_bytes().count(b"\n")  # the last record is on the last line
+    assert (one.line, first, three.line, last) == (2, {"instruction": "hi", "output": "there"}, lines, {"instruction": "bye", "output": "now"})
+    assert isinstance(error, RecordError) and error.code == RejectCode.OVER_LIMIT and two.line == 3
+    assert str(error).startswith(f"{path}:3: the record is longer than 1,048,576 characters (max_line_bytes)")
+
+
+@given(text=st.text(alphabet='ab,"\n', max_size=40), quoted=st.booleans())
+def test_one_match_says_whether_a_line_leaves_a_quoted_field_open_as_the_scan_does(text, quoted):
+    from ftdata.io.delimited import _grammar, _Record, _scan
+
+    grammar = _grammar(",")
+    opened = not (grammar.closes_quoted if quoted else grammar.closes).fullmatch(text)
+    assert opened == (_scan(_Record.QUOTED if quoted else _Record.FIELD, text, ",") is _Record.QUOTED)
+
+
 def test_a_csv_header_past_the_bound_is_a_located_error(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("instruction" * 20 + ",output\nhi,there\n")
@@ -325,6 +347,58 @@ def test_prepare_with_skip_rejects_the_long_string_and_keeps_the_rest(tmp_path):
 def test_bounds_must_be_positive_integers(name, value):
     with pytest.raises(ConfigError, match=f"^{name} must be"):
         prepare([GOOD], template="alpaca", **{name: value})
+
+
+# --- configs and media headers ---------------------------------------------------------------------
+
+
+def test_a_config_past_its_size_limit_is_refused_before_it_is_read_whole(tmp_path):
+    """Before: the whole file was read (and encoded again) before its size was checked."""
+    from ftdata.io.config_files import read_yaml
+
+    config = tmp_path / "big.yaml"
+    config.write_bytes(b"template: alpaca\n" + b"# padding\n" * (2 * MB))  # 20 MiB
+    raised, peak = peak_of(lambda: pytest.raises(ConfigError, read_yaml, config))
+    assert str(raised.value) == f"{config}: config is larger than 1,048,576 bytes; raise FTDATA_YAML_MAX_BYTES if it must be"
+    assert peak < 4 * MB  # the limit and a byte, never the 20 MiB
+    error = one_line(run("build", "--config", config, "-o", tmp_path / "out"), 2)
+    assert error == f"error: {raised.value}"
+
+
+def _png_with_chunk_before_pixels(path: Path, size: int) -> Path:
+    """A valid 4x4 PNG with a private chunk of `size` bytes between its header and its pixels."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(out, format="PNG")
+    png = out.getvalue()
+    at = 8 + 25  # the signature, then IHDR (length, type, 13 bytes, CRC)
+    body = b"x" * size
+    chunk = struct.pack(">I", size) + b"prVt" + body + struct.pack(">I", zlib.crc32(b"prVt" + body))
+    path.write_bytes(png[:at] + chunk + png[at:])
+    return path
+
+
+def test_an_image_header_is_read_only_up_to_its_bound(tmp_path, monkeypatch):
+    """PIL reads every chunk before a PNG's pixels whole: 4 MiB here, gigabytes in a hostile file.
+    Before: read whatever its size. Now a header past MAX_HEADER_BYTES (1 MiB here) is the image's
+    reject, read no further than the bound."""
+    from ftdata.errors import UnusableRecord
+    from ftdata.media import images
+
+    monkeypatch.setattr(images, "MAX_HEADER_BYTES", MB)
+    small, large = _png_with_chunk_before_pixels(tmp_path / "small.png", 1000), _png_with_chunk_before_pixels(tmp_path / "large.png", 4 * MB)
+    headers = images.Headers(store=None, max_pixels=None)
+    info = headers.info(str(small), base=None, field="image")
+    assert (info.width, info.height) == (4, 4)
+    raised, peak = peak_of(lambda: pytest.raises(UnusableRecord, headers.info, str(large), base=None, field="image"))
+    assert raised.value.code == RejectCode.MEDIA_UNREADABLE
+    assert peak < 3 * MB  # the bound, never the 4 MiB chunk
+    assert str(raised.value).endswith(f"{large} has more than 1,048,576 bytes of header before its pixels; strip its metadata or re-save it")
 
 
 # --- conversations --------------------------------------------------------------------------------

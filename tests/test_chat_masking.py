@@ -142,7 +142,7 @@ def trained_runs(tok, rendered, tokenized) -> list[tuple[list[int], list[tuple[i
     if REPAIRED not in tokenized.notes:
         assert ids == enc.ids, "the masker must keep the exact tokenization of the rendered text"
     else:  # re-tokenized at span edges: rebuild the offsets the same way, then check by decoding
-        offsets = Masker(tok).split_encode(rendered)[1]
+        offsets = Masker(tok).border.split_encode(rendered)[1]
     runs, current = [], None
     for i, label in enumerate(labels):
         if label == IGNORE_INDEX:

@@ -22,7 +22,7 @@ from ftdata.errors import ConfigError, Location, UnusableRecord
 from ftdata.chat.markers import detect_role_markers
 from ftdata.tokens.masking import Masker
 from ftdata.options import BuildOptions, DataOptions
-from ftdata.build.fingerprint import build_fingerprint
+from ftdata.build.fingerprint import build_key
 from ftdata.chat.render import REASONING_DROPPED, Renderer
 from ftdata.types import IGNORE_INDEX, Example, Message, ToolCall
 from ftdata.outcomes import Note, NoteCode
@@ -319,8 +319,7 @@ def test_chat_template_kwargs_option_flag_and_fingerprint():
         convert_flags({"chat_template_kwargs": "[1]"})
     with pytest.raises(ConfigError, match="chat_template_kwargs cannot set add_generation_prompt"):
         BuildOptions(chat_template_kwargs={"add_generation_prompt": True})
-    tok = tokenizer(None)
-    on, off = (build_fingerprint([{"a": 1}], tok, DataOptions(chat_template_kwargs={"enable_thinking": v})) for v in (True, False))
+    on, off = (build_key([], DataOptions(chat_template_kwargs={"enable_thinking": v})) for v in (True, False))
     assert on != off
     assert DataOptions(mask_reasoning=True).fingerprint()["mask_reasoning"] is True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import json
 import subprocess
@@ -315,8 +316,8 @@ def test_build_writes_outputs_and_reuses_the_cache(tmp_path: Path) -> None:
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["counts"]["records"] == 20 and manifest["counts"]["cached"] is False
     assert manifest["options"]["max_length"] == 256 and manifest["options"]["packing"] is True
-    assert manifest["inputs"]["data"]["bytes"] == data.stat().st_size
-    assert len(manifest["inputs"]["data"]["sha256"]) == 64
+    assert [(i["kind"], i["name"]) for i in manifest["inputs"]] == [("data", str(data)), ("template", "alpaca"), ("tokenizer", str(tokenizer(None).name_or_path))]
+    assert manifest["inputs"][0]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert set(manifest["versions"]) == {"ftdata", "transformers", "tokenizers", "datasets"}
     rejects = (out / "rejects.jsonl").read_text()
     counts = manifest["counts"]
@@ -325,7 +326,9 @@ def test_build_writes_outputs_and_reuses_the_cache(tmp_path: Path) -> None:
     second = run(*args)
     assert second.exit_code == 0, second.output
     fingerprint = manifest["fingerprint"]
-    assert second.stdout.startswith(f"cached: reused build {fingerprint} from {cache / fingerprint}")
+    assert second.stdout.startswith(
+        f"cached: reused build {fingerprint} (5 inputs unchanged: data, template alpaca, tokenizer (3 files)) from {cache / fingerprint} ("
+    )
     assert (out / "rejects.jsonl").read_text() == rejects
     assert json.loads((out / "build.json").read_text())["cached"] is True
 
@@ -355,7 +358,10 @@ def test_build_parquet_from_config_with_flag_override(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "out" / "build.json").read_text())
     assert manifest["options"]["max_length"] == 1024  # the flag wins over the YAML's 512
     assert manifest["options"]["template"] == "alpaca" and manifest["output"]["format"] == "parquet"
-    assert manifest["inputs"]["data"]["path"] == str((EXAMPLES / "data" / "alpaca_en_demo_20.json").resolve())
+    data = next(i for i in manifest["inputs"] if i["kind"] == "data")
+    assert data["path"] == str((EXAMPLES / "data" / "alpaca_en_demo_20.json").absolute())
+    config = next(i for i in manifest["inputs"] if i["kind"] == "config")
+    assert config["sha256"] == hashlib.sha256((EXAMPLES / "build.yaml").read_bytes()).hexdigest()
 
 
 def test_build_refuses_a_folder_with_other_files(tmp_path: Path) -> None:

@@ -384,7 +384,7 @@ def _to_uri(data: Path, uri: str) -> BuildResult:
     from ftdata.build import publish
 
     tok = tokenizer(None)
-    facts = dict(data=str(data), tokenizer=tok, tokenizer_name="smollm2", config=None)
+    facts = publish.Facts("smollm2", config=None)
     opts = BuildOptions.from_mapping({"template": "alpaca"})
     return publish._to_store(str(data), uri, tok, opts, fmt="parquet", sharded=False, facts=facts, progress=None)
 
@@ -458,12 +458,11 @@ def test_a_ray_shards_full_scratch_is_one_line_naming_it(tmp_path: Path, monkeyp
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.setattr(shards, "_SCRATCH", {})
     monkeypatch.setattr(ArrowRows, "write", _no_space)
     job = shards._ShardJob(options=BuildOptions.from_mapping({"template": "alpaca"}), tokenizer=tokenizer(None), sidecar=str(tmp_path / "side"))
     with pytest.raises(DiskFullError, match=rf"^no space left in {scratch} \(scratch space, \$TMPDIR\): the build needs "):
         shards._shard_rows(job, shards._stage("build", job), 0, str(_jsonl(tmp_path / "d.jsonl", OLD)), store.filesystem(str(tmp_path / "side")))
-    assert [p.name for p in (scratch).glob("ftdata-*/shard-*")] == []
+    assert [p.name for p in scratch.glob("ftdata-*")] == []  # the shard's scratch is dropped, failed or not
 
 
 # --- 5. symbolic links and the sweep --------------------------------------------------------------

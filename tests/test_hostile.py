@@ -218,18 +218,16 @@ def test_an_entry_from_before_completeness_markers_is_ignored(tmp_path: Path) ->
 
 
 def test_the_cache_key_follows_the_content_not_size_and_mtime(tmp_path: Path) -> None:
-    from ftdata.build.fingerprint import build_fingerprint
-    from ftdata.options import DataOptions
-    from ftdata.io.resources import load_tokenizer
+    from ftdata.guard.inputs import Digests, data_input
 
     data = jsonl(tmp_path / "d.jsonl", [{"instruction": "a", "output": "b"}])
     st = data.stat()
-    tok, opts = load_tokenizer(None), DataOptions()
-    before = build_fingerprint(str(data), tok, opts)
+    files = Digests(tmp_path / "index.sqlite")
+    before = data_input(str(data), files)
     data.write_text(data.read_text().replace('"b"', '"c"'))  # same size
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
     assert data.stat().st_size == st.st_size
-    assert build_fingerprint(str(data), tok, opts) != before
+    assert data_input(str(data), files).digest != before.digest
 
 
 def test_stale_scratch_of_a_dead_run_is_removed(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import ftdata
+from ftdata.build import cache as cache_module
 from ftdata.guard import commit, safeio
 from ftdata.guard.reaper import descendants
 from test_hostile_procs import _env
@@ -184,16 +185,23 @@ def test_a_build_killed_before_its_commit_leaves_out_exactly_as_it_was_at_once(
     builds: Path, tmp_path: Path, moment: str, group: bool, sig: signal.Signals
 ) -> None:  # fmt: skip
     """Killed once its stage exists, or once it writes rejects there: within 5 s OUT lists (dot files
-    included) and holds exactly what it did before, and the watchdog is gone. Before: the hidden
-    stage stayed in OUT until the next ftdata run (SIGTERM too: ftdata's handler removes its scratch
-    and dies of the signal again, running no `finally`)."""
+    included) and holds exactly what it did before, $TMPDIR holds no scratch of it, and the watchdog
+    is gone. Before: the hidden stage stayed in OUT until the next ftdata run (SIGTERM too: ftdata's
+    handler removes its scratch and dies of the signal again, running no `finally`), and so did the
+    scratch of a build killed with SIGKILL."""
     out, before = _earlier(builds, tmp_path)
-    proc = _start(tmp_path, builds / "new.jsonl", out)
+    proc = _start(tmp_path, builds / "new.jsonl", out)  # TMPDIR is tmp_path
     assert _within(120, _running(proc, (lambda: bool(_stage(out))) if moment == "staged" else (lambda: _rejects_growing(out))))
     assert listing(out) != before
     _kill(proc, group=group, sig=sig)
     assert _within(5, lambda: listing(out) == before), sorted(listing(out))
+    assert _within(5, lambda: _scratch(tmp_path) == [])
     assert _within(5, lambda: _watchdogs(proc.pid) == [])
+
+
+def _scratch(folder: Path) -> list[str]:
+    """ftdata's scratch folders in `folder` (a build's $TMPDIR)."""
+    return sorted(p.name for p in folder.glob(f"{safeio.SCRATCH_PREFIX}*"))
 
 
 @pytest.mark.slow
@@ -236,7 +244,9 @@ def test_a_build_killed_while_it_writes_its_cache_entry_leaves_nothing_in_the_ca
     assert proc.stdout is not None and proc.stdout.readline() == "caching\n"
     assert [p.name for p in cache.iterdir() if p.name.startswith(safeio.TEMP_MARK)]
     _kill(proc, group=True)
-    assert _within(5, lambda: listing(cache) == {} and listing(out) == before), (sorted(listing(cache)), sorted(listing(out)))
+    # No entry stays; the digest index (`.digests.sqlite`, written as files are hashed) is no half-written entry.
+    entries = lambda: [name for name in listing(cache) if name != cache_module.DIGESTS]  # noqa: E731
+    assert _within(5, lambda: entries() == [] and listing(out) == before), (sorted(listing(cache)), sorted(listing(out)))
     assert _within(5, lambda: _watchdogs(proc.pid) == [])
 
 
@@ -334,6 +344,34 @@ def test_a_ray_build_killed_while_its_workers_write_into_the_stage_leaves_out_as
         assert _within(300, _running(proc, writing))
         _kill(proc, group=True)
         assert _within(5, lambda: listing(out) == before), sorted(listing(out))
+        assert _within(5, lambda: _watchdogs(proc.pid) == [])
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group", [True, False])
+def test_a_ray_build_killed_while_a_worker_holds_its_shard_scratch_leaves_tmpdir_as_it_was(tmp_path: Path, group: bool) -> None:
+    """Killed (the driver alone, or its process group) while a Ray worker builds a shard in its own
+    scratch: the reaper kills the cluster, then sweeps the scratch whose owners it killed, so within
+    5 s $TMPDIR holds nothing of ftdata's. Before: the worker's `ftdata-<pid>-*` folder stayed until
+    the next ftdata run (Ray ends its workers without their exit handlers; SIGKILL runs none)."""
+    pytest.importorskip("ray")
+    temp = Path(f"/tmp/kill-{os.getpid()}")  # short: Ray's socket paths must fit in 107 bytes
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(4):
+        _jsonl(shards / f"part-{i}.jsonl", NEW[i::4])
+    try:
+        args = ("--template", "alpaca", "--on-error", "skip", "--no-cache", "--engine", "ray", "--num-workers", "2")
+        proc = _start(temp, shards, tmp_path / "out", args=args)  # TMPDIR is temp
+        worker = lambda: any(not name.startswith(f"{safeio.SCRATCH_PREFIX}{proc.pid}-") for name in _scratch(temp))
+        assert _within(300, _running(proc, worker))
+        _kill(proc, group=group)
+        left = lambda: sorted(name for name in os.listdir(temp) if name != "ray")  # ray: Ray's own session folder (its logs)
+        assert _within(5, lambda: left() == []), left()
         assert _within(5, lambda: _watchdogs(proc.pid) == [])
     finally:
         shutil.rmtree(temp, ignore_errors=True)

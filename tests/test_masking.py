@@ -16,7 +16,8 @@ from test_chat_masking import BYTE_LEVEL, chat, chat_template, one, trained_runs
 
 from ftdata.errors import Location
 from ftdata.errors import UnusableRecord
-from ftdata.tokens.masking import REPAIRED, Masker, Tokenized, _token_ranges
+from ftdata.tokens.border import token_ranges
+from ftdata.tokens.masking import REPAIRED, Masker, Tokenized
 from ftdata.chat.render import Renderer
 from ftdata.types import IGNORE_INDEX, Example, Message, Rendered
 
@@ -214,15 +215,18 @@ def test_token_crossing_a_response_edge_is_split_there(name, eot, trained_tokens
 
 def test_token_ranges_rules_on_literal_offsets():
     text = "AB\n yoC"
-    # tokens: "AB\n " (an added header token with rstrip, id 900) | "yo" | "C"
+    # tokens: "AB\n " (an added header token "AB" with rstrip, id 900) | "yo" | "C"
     offsets = [(0, 4), (4, 6), (6, 7)]
-    assert _token_ranges(text, offsets, ((3, 6),), [900, 5, 6], {900}) == [(1, 2)]  # added header swallowed " ": out
-    assert _token_ranges(text, offsets, ((3, 6),), [40, 5, 6], {900}) is None  # a plain token across the start: split
+    assert token_ranges(text, offsets, ((3, 6),), [900, 5, 6], {900: "AB"}) == [(1, 2)]  # added header swallowed " ": out
+    assert token_ranges(text, offsets, ((3, 6),), [40, 5, 6], {900: "AB"}) is None  # a plain token across the start: split
+    assert token_ranges(text, offsets, ((1, 6),), [900, 5, 6], {900: "AB"}) is None  # its own text crosses the start
     # Qwen2.5 "assistant\n" + "\nyo": the whole-text token "\n\n" crosses the start: split, as inference does
-    assert _token_ranges("t\n\nyo", [(0, 1), (1, 3), (3, 5)], ((2, 5),), [1, 2, 3], {900}) is None
-    assert _token_ranges(text, [(0, 2), (2, 4), (4, 6), (6, 7)], ((2, 6),)) == [(1, 3)]  # whitespace token inside
-    assert _token_ranges(text, [(0, 5), (5, 6), (6, 7)], ((4, 6),)) is None  # " y" + "o": crosses with text both sides
-    assert _token_ranges("yo\n\nX", [(0, 2), (2, 4), (4, 5)], ((0, 3),)) == [(0, 2)]  # "\n\n" overhangs the end: in
+    assert token_ranges("t\n\nyo", [(0, 1), (1, 3), (3, 5)], ((2, 5),), [1, 2, 3], {900: "AB"}) is None
+    # Gemma 3's "\n\n" is an added token, but whitespace itself: the prompt alone ends with "\n": split
+    assert token_ranges("t\n\nyo", [(0, 1), (1, 3), (3, 5)], ((2, 5),), [1, 108, 3], {108: "\n\n"}) is None
+    assert token_ranges(text, [(0, 2), (2, 4), (4, 6), (6, 7)], ((2, 6),)) == [(1, 3)]  # whitespace token inside
+    assert token_ranges(text, [(0, 5), (5, 6), (6, 7)], ((4, 6),)) is None  # " y" + "o": crosses with text both sides
+    assert token_ranges("yo\n\nX", [(0, 2), (2, 4), (4, 5)], ((0, 3),)) == [(0, 2)]  # "\n\n" overhangs the end: in
 
 
 # ---------------------------------------------------------------- verification
@@ -322,13 +326,15 @@ def _verdict(result):
 
 def test_a_corrupted_mask_is_caught(smol, monkeypatch):
     """A span's first token left out (the kind of bug offsets arithmetic can have) fails the coverage check."""
-    real = masking._token_ranges
+    from ftdata.tokens import border
+
+    real = border.token_ranges
 
     def shifted(text, offsets, spans, *token_info):
         ranges = real(text, offsets, spans, *token_info)
         return [(i0 + 1, i1) for i0, i1 in ranges]
 
-    monkeypatch.setattr(masking, "_token_ranges", shifted)
+    monkeypatch.setattr(border, "token_ranges", shifted)
     rendered = Renderer(smol, "alpaca")(Example((Message("user", "Say hi."), Message("assistant", "hi there")), Location("x")))
     (result,) = Masker(smol)([rendered])
     assert result.reason == "verification failed: trained tokens cover ' there<|im_end|>', not the response 'hi there<|im_end|>'"

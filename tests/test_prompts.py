@@ -60,6 +60,22 @@ def test_user_file_and_its_errors(tmp_path):
         load_prompt_template("vicuna")
 
 
+def test_a_template_file_is_read_again_on_every_load_and_declared_by_its_bytes(tmp_path):
+    """The same path naming edited bytes is another template (it was cached by path: a process saw the old one)."""
+    import hashlib
+
+    path = tmp_path / "t.jinja"
+    path.write_text("### Q: {{ instruction }}\n### A: ")
+    first = load_prompt_template(str(path))
+    path.write_text("### Question: {{ instruction }}\n### A: ")
+    second = load_prompt_template(str(path))
+    assert second.render(instruction="hi") == "### Question: hi\n### A: " != first.render(instruction="hi")
+    assert (second.input.kind.value, second.input.name, second.input.path) == ("template", str(path), str(path))
+    assert second.input.digest == hashlib.sha256(path.read_bytes()).hexdigest() != first.input.digest
+    alpaca = load_prompt_template("alpaca")
+    assert (alpaca.input.name, alpaca.input.path) == ("alpaca", "")
+
+
 def test_render_spans_multi_turn_and_notes():
     ex = Example(
         (Message("system", "S"), Message("user", "q1"), Message("assistant", "a1"), Message("user", "q2"), Message("assistant", "a2")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,23 @@ def test_sharded_ray_build_equals_local(tmp_path: Path, shards: tuple, args: lis
 
     parquet = datasets.load_dataset("parquet", data_files=str(tmp_path / "ray" / "data" / "*.parquet"), split="train")
     assert sequences(parquet) == sequences(local.dataset)
+
+
+def test_a_ray_build_leaves_no_scratch_in_its_workers_tmpdir(tmp_path: Path) -> None:
+    """Ray ends its workers without their exit handlers, and a joined cluster's workers outlive the
+    build: each shard's scratch is dropped when the shard is done, so no worker holds an
+    `$TMPDIR/ftdata-<pid>-*` folder after it. Before: each worker kept one for its life and left it there."""
+    import re
+    import tempfile
+
+    from ftdata.guard.reaper import descendants
+
+    data = write_shards(tmp_path / "shards", _records(ALPACA, 60), ["jsonl", "json", "csv"])
+    result = build_cli(data, tmp_path / "out", "ray", "--template", "alpaca", "--max-length", "192")
+    assert result.exit_code == 0, result.output
+    cluster = {pid for pid, _ in descendants(os.getpid())}  # the workers among them
+    named = (re.fullmatch(r"ftdata-(\d+)-\w{8}", p.name) for p in Path(tempfile.gettempdir()).iterdir())
+    assert cluster and [m.group(0) for m in named if m and int(m.group(1)) in cluster] == []
 
 
 def test_a_bad_record_in_a_shard_stops_the_ray_build_with_the_local_error(tmp_path: Path) -> None:

@@ -100,11 +100,32 @@ def test_oracle_trains_the_answer_only_after_a_prompt_that_closes_the_think_bloc
 
 
 def test_oracle_keeps_the_header_as_prompt_where_the_generation_prompt_adds_nothing():
-    """vLLM's Mistral parallel template ignores add_generation_prompt: after a tool result, the
-    `[/INST]`-less header it writes before the answer stays prompt."""
+    """transformers' test template ignores add_generation_prompt: the header it writes before the
+    answer (`<|im_start|>assistant\\n`) stays prompt."""
+    from support import tokenizer
+    from test_text_markers import GENERATION_CHATML, PEER_CONVERSATIONS
+
+    tok = tokenizer("llama-3-8b-instruct")  # its markers are plain text there
+    old, tok.chat_template = tok.chat_template, GENERATION_CHATML
+    try:
+        exp = oracle.expect(tok, PEER_CONVERSATIONS[0], edge_cases=True)
+    finally:
+        tok.chat_template = old
+    assert exp.decidable and exp.stops.no_generation_prompt
+    assert [(exp.text[a:b], t.case) for a, b, t in ((*t.span, t) for t in exp.turns)] == [
+        ("start turn 1 assistant message. end turn 1<|im_end|>", ("header",)),
+        ("start turn 2 assistant message. end turn 2<|im_end|>", ("header",)),
+    ]
+
+
+def test_oracle_takes_whitespace_alone_for_no_header():
+    """vLLM's Mistral parallel template ignores add_generation_prompt and writes ` It is mild…` after a
+    tool result: inference prompts with `[/TOOL_RESULTS]`, and the model writes the space in its first
+    token (` It`). Before, the oracle took the space for a header and the turn as `It is mild…`, which
+    starts the row's answer after a lone ` ` token that no inference prompt ends with."""
     exp, spans = _expect("vllm-mistral-parallel", "call-dict", {})
     assert exp.decidable
-    assert spans[1] == ("It is mild in Paris.</s>", ("header",))
+    assert spans[1] == (" It is mild in Paris.</s>", ())
     assert spans[0][0].startswith("[TOOL_CALLS] [{") and spans[0][0].endswith("}]</s>")
 
 

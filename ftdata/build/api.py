@@ -32,8 +32,15 @@ from ftdata.errors import ConfigError
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.report import BuildReport
+from ftdata.run.task import with_task
 
 __all__ = ["BuildResult", "build", "build_sft_dataset", "checked", "prepare"]
+
+
+def _is_recipe(source: Any) -> bool:
+    from ftdata.mix import Recipe
+
+    return isinstance(source, Recipe)
 
 
 def _as_recipe(source: Any, options: BuildOptions | None, flat: dict[str, Any]) -> tuple[Any, BuildOptions | None]:
@@ -77,8 +84,9 @@ def build(
     validated, as `options` (not both). `tokenizer`: a loaded fast tokenizer, a local folder,
     or None for the bundled SmolLM2. `output_format`: arrow (default), parquet or jsonl for a
     folder. `progress`: called after each batch with the records read for it. `protect`:
-    further paths OUT must not overwrite (a config file); `tokenizer_name` and `config` are
-    recorded in build.json.
+    further paths OUT must not overwrite (a config file); `tokenizer_name` is recorded in
+    build.json, and `config` (the file the options came from) too, by its bytes, which are
+    part of the build's key.
 
     Raises:
         ConfigError: a bad option or output; ReaderError, RecordError, TemplateError: see docs;
@@ -88,9 +96,11 @@ def build(
         raise ConfigError(f"pass options as keywords or as options=, not both (got {', '.join(flat)})")
     source, options = _as_recipe(source, options, flat)
     opts = options or BuildOptions.from_mapping(flat)
+    if not _is_recipe(source):
+        opts = with_task(source, opts)  # preference-shaped data builds preference rows (ftdata.run.task)
     if tokenizer is None and getattr(source, "tokenizer", None):
         tokenizer = source.tokenizer  # a recipe names its tokenizer
-    if tokenizer is None and opts.data.processor is not None:  # a vision build: the processor's own tokenizer
+    if tokenizer is None and opts.data.processor is not None:  # a build with a processor: its own tokenizer
         from ftdata.media.processors import processor_tokenizer
 
         tokenizer = processor_tokenizer(opts.data.processor)

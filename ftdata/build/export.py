@@ -5,7 +5,7 @@
       train.parquet ...     --output-format parquet: one file per split
       train.jsonl ...       --output-format jsonl: token rows + decoded text and trained text
       rejects.jsonl         every rejected or cut record, with its reason
-      build.json            inputs, options, fingerprint, counts, library versions
+      build.json            inputs (each by name and sha256), options, fingerprint, counts, library versions
       .ftdata-output.json   the names ftdata wrote here: the only ones it will ever replace
 
 Every file is written under a temporary name and renamed into place (`safeio.OutputDir`).
@@ -23,9 +23,11 @@ from typing import Any
 from rich.table import Table
 
 from ftdata.errors import ConfigError
+from ftdata.guard.inputs import Input
 from ftdata.options import BuildOptions, plain
-from ftdata.run.report import BuildReport
-from ftdata.guard.safeio import OutputDir, file_hash
+from ftdata.run.pair_rows import jsonl_pair_rows
+from ftdata.run.report import UNITS, BuildReport
+from ftdata.guard.safeio import OutputDir
 from ftdata.guard.space import tree_bytes
 from ftdata.io.store import StoreOut
 from ftdata.types import IGNORE_INDEX
@@ -63,7 +65,8 @@ def write_dataset(dataset: Any, target: OutputDir, *, fmt: str, tokenizer: Any) 
                 split.to_parquet(str(tmp))
             else:
                 with tmp.open("w", encoding="utf-8") as fh:
-                    for row in jsonl_rows(split, tokenizer):
+                    rows = jsonl_pair_rows if "prompt_ids" in split.column_names else jsonl_rows  # preference rows
+                    for row in rows(split, tokenizer):
                         fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         paths.append(target.path / f"{name}.{fmt}")
     return paths
@@ -113,13 +116,6 @@ def jsonl_rows(split: Any, tokenizer: Any, *, batch_size: int = 256) -> Iterator
             yield row
 
 
-def _file_facts(data: str) -> dict[str, Any]:
-    path = Path(data).expanduser()
-    if not path.is_file():
-        return {"path": data}
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_hash(path)}
-
-
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -128,22 +124,20 @@ def _version(package: str) -> str | None:
 
 
 def manifest(
-    *, data: str, tokenizer: Any, tokenizer_name: str, options: BuildOptions, report: BuildReport,
-    fingerprint: str, output_format: str, files: list[str], config: Path | None, rejects: str = REJECTS,
-    on_disk: dict[str, Any] | None = None,
+    *, inputs: list[Input], tokenizer_name: str, options: BuildOptions, report: BuildReport, output_format: str,
+    files: list[str], rejects: str = REJECTS, on_disk: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The `build.json` record of a build; `files`: the outputs' names inside OUT; `on_disk`:
-    their sizes and the rejects file's line count (`disk_facts`), which `ftdata.load` checks."""
+    """The `build.json` record of a build: every input it read by name and sha256 (the media files its
+    records named as one entry: their count and the digest of their manifest), the options, the
+    fingerprint made of both; `files`: the outputs' names inside OUT; `on_disk`: their sizes and the
+    rejects file's line count (`disk_facts`), which `ftdata.load` checks."""
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": {
-            "data": _file_facts(data),
-            "tokenizer": {"name": tokenizer_name, "path": str(getattr(tokenizer, "name_or_path", ""))},
-            "template": report.template,
-            "config": str(config.resolve()) if config else None,
-        },
+        "inputs": [item.to_dict() for item in inputs],
+        "tokenizer": tokenizer_name,
+        "template": report.template,
         "options": plain(options),
-        "fingerprint": fingerprint,
+        "fingerprint": report.fingerprint,
         "cached": report.cached,
         "output": {"format": output_format, "files": files, "rejects": rejects, **(on_disk or {})},
         "counts": report.to_dict(),
@@ -193,7 +187,7 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
     rows = [
         ("records in", f"{report.records:,}"),
         ("examples", f"{report.examples:,}"),
-        ("sequences out", f"{report.sequences:,}"),
+        (f"{UNITS.get(report.task, 'sequences')} out", f"{report.sequences:,}"),
         ("rows", f"{report.rows:,}" + (" (packed)" if report.packing else "")),
         ("rejected", _counter_cell(dict(report.rejected))),
         ("reject ratio", f"{report.reject_ratio:.1%}"),

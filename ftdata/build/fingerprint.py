@@ -1,40 +1,46 @@
-"""A build's cache key: what identifies the rows a build makes."""
+"""A build's key and fingerprint, composed from what it declares it read (`ftdata.guard.inputs`).
+
+    key          every input known before a record is read (DATA, a recipe and its sources, evaluation
+                 sets, a config file, prompt and chat templates, the tokenizer and processor folders), by
+                 name and content, + the options that are not files + the version: the cache entry's name
+    fingerprint  the key + the media files the records named (their manifest's digest): the build's
+                 identity in build.json; the key itself when no record names a file
+
+An option that names a file (`template`, `chat_template`, `processor`) enters through the input it
+declares, never as its string: the same string naming edited bytes is another build.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Sequence
 
-from ftdata.guard import safeio
+from ftdata.guard.inputs import Input, Manifest
 from ftdata.options import DataOptions
 from ftdata.run.report import REPORT_FORMAT
 
+_NAMED_BY_INPUTS = ("template", "chat_template", "processor")
 
-def build_fingerprint(source: Any, tokenizer: Any, options: DataOptions) -> str:
-    """Cache key of a build: the source identity, the tokenizer, the data options, the version."""
+
+def build_key(inputs: Sequence[Input], options: DataOptions) -> str:
+    """The cache key of a build that read `inputs` (in declaration order) with `options`."""
     from ftdata import __version__
 
     h = hashlib.sha256()
-    h.update(safeio.source_id(source).encode())
-    h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
-    h.update(hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).digest())
-    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
-    h.update(json.dumps(options.fingerprint(), sort_keys=True, default=str).encode())
-    h.update(__version__.encode())
-    h.update(f"report {REPORT_FORMAT}".encode())
+    for item in inputs:
+        h.update(item.key())
+    settings = {k: v for k, v in options.fingerprint().items() if k not in _NAMED_BY_INPUTS}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(f"ftdata {__version__} report {REPORT_FORMAT}".encode())
     return h.hexdigest()[:16]
 
 
-def recipe_fingerprint(recipe: Any, tokenizer: Any, options: DataOptions) -> str:
-    """What identifies a recipe build: the recipe file, every source file's content, the tokenizer, the options."""
-    h = hashlib.sha256(build_fingerprint(recipe.origin, tokenizer, options).encode())
-    for spec in recipe.sources:
-        plain = {k: getattr(v, "value", v) for k, v in spec.options.items()}
-        h.update(json.dumps([spec.name, spec.weight, spec.epochs_max, plain], sort_keys=True, default=str).encode())
-        for path in spec.files():
-            h.update(safeio.source_id(path).encode())
-    return h.hexdigest()[:16]
+def build_fingerprint(key: str, media: Manifest | None) -> str:
+    """The identity of a build: its key, and the content of the media files its records named."""
+    if not media:
+        return key
+    return hashlib.sha256(f"{key}\0{media.digest}".encode()).hexdigest()[:16]
 
 
-__all__ = ["build_fingerprint", "recipe_fingerprint"]
+__all__ = ["build_fingerprint", "build_key"]

@@ -11,27 +11,32 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftdata.build import cache
 from ftdata.build.export import REJECTS
-from ftdata.build.fingerprint import build_fingerprint, recipe_fingerprint
+from ftdata.build.fingerprint import build_fingerprint, build_key
 from ftdata.errors import FtdataError
 from ftdata.guard import safeio, space
-from ftdata.options import BuildOptions, RunOptions
+from ftdata.guard.inputs import Digests, Input, Manifest, Stat, add_read, data_input
+from ftdata.options import BuildOptions, OutputOptions, RunOptions
 from ftdata.run import loop
-from ftdata.run.rows import ArrowRows, finish
-from ftdata.run.engine import Ran, Stage, chunk
+from ftdata.run.rows import ArrowRows
+from ftdata.run.engine import Ran, Stage
+from ftdata.run.pair_rows import PairChunk, PairRows, build_part, finish_rows, open_rows
+from ftdata.run.pairs import compile_stage
 from ftdata.run.executors import Executor
 from ftdata.run.report import BuildReport, RejectsWriter
+from ftdata.types import Task
 
 
 @dataclass
 class BuildResult:
-    """What a build made: the dataset (None when Ray workers wrote it as shards), its report and,
+    """What a build made: the dataset (None when Ray workers wrote it as shards), its report, what it
+    read (`inputs`, when keyed: a cached build or one to OUT), the cache entry it came from on a hit and,
     for a build to OUT, what was written there (`files` inside OUT, build.json's `manifest`)."""
 
     dataset: Any  # datasets.Dataset | datasets.DatasetDict | None
@@ -41,6 +46,8 @@ class BuildResult:
     files: list[str] = field(default_factory=list)
     manifest: dict[str, Any] | None = None
     options: BuildOptions | None = None  # as the build ran them (defaults filled in: OUT's rejects file)
+    inputs: list[Input] = field(default_factory=list)
+    cached_from: Path | None = None
 
 
 def check_built(report: BuildReport, rows: int) -> None:
@@ -55,21 +62,29 @@ def check_built(report: BuildReport, rows: int) -> None:
 
 def _chunk(stage: Stage, ran: Ran) -> Any:
     """The build's reducer (module level: it travels to workers by name)."""
-    return chunk(ran, vision=stage.vision)
+    return build_part(stage, ran)
 
 
 def write_rows(
-    source: Any, stage: Stage, options: RunOptions, *, report: BuildReport, rows: ArrowRows, sink: RejectsWriter,
+    source: Any, stage: Stage, options: RunOptions, *, report: BuildReport, rows: ArrowRows | PairRows, sink: RejectsWriter,
     progress: Callable[[int], None] | None = None, on: Executor | None = None, empty_ok: bool = False,
+    media: dict[str, Stat | None] | None = None,
 ) -> None:  # fmt: skip
-    """Every kept sequence of `source` into `rows`, every reject into `sink`, the counts into `report`.
+    """Every kept sequence of `source` into `rows`, every reject into `sink`, the counts into `report`,
+    and into `media` (when given) every media file the records named.
 
     The rejects file is published only when every batch succeeded; `rows` is closed either way.
     """
     try:
         for part in loop.run(source, stage, options, _chunk, report=report, progress=progress, on=on, empty_ok=empty_ok):
-            rows.write(part.ids, part.labels, part.lengths, part.groups, part.weights, images=part.images)
+            if isinstance(part, PairChunk):  # preference rows (ftdata.run.pairs)
+                rows.write(part)  # type: ignore[call-arg]
+                sink.write(part.rejects)
+                continue
+            rows.write(part.ids, part.labels, part.lengths, part.groups, part.weights, media=part.media)
             sink.write(part.rejects)
+            if media is not None:
+                add_read(media, part.read)
     except BaseException:
         sink.abort()
         raise
@@ -78,33 +93,37 @@ def write_rows(
         sink.close()
 
 
-def _new_report(source: Any, tokenizer: Any, stage: Stage, fingerprint: str = "") -> BuildReport:
+def _new_report(source: Any, tokenizer: Any, stage: Stage) -> BuildReport:
     return BuildReport(
-        source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
+        source=str(source) if isinstance(source, (str, Path)) else type(source).__name__, task=(stage.options.task or Task.SFT).value,
         tokenizer=str(getattr(tokenizer, "name_or_path", "")), template=stage.renderer.name,
-        markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None, fingerprint=fingerprint,
+        markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
     )  # fmt: skip
 
 
 def in_memory(
-    source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, out: space.Place | None = None
-) -> BuildResult:
+    source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, out: space.Place | None = None,
+    declared: Sequence[Input] = (), keyed: bool = False,
+) -> BuildResult:  # fmt: skip
     """The dataset in memory (memory-mapped Arrow), from the cache when `cache_dir` holds this build.
 
-    A failed build removes its scratch now; a full disk is a `DiskFullError` naming scratch
-    space, the rejects file's folder or `out` (the output folder, when the rejects go there).
+    `declared`: inputs the caller read (a config file), part of the key; `keyed`: declare the inputs
+    and fingerprint the build even without a cache (for build.json). A failed build removes its
+    scratch now; a full disk is a `DiskFullError` naming scratch space, the rejects file's folder
+    or `out` (the output folder, when the rejects go there).
     """
     from ftdata.mix import Recipe
 
     rejects = opts.output.rejects_path
     places = (out,) if out is not None else (rejects_place(Path(rejects)),) if rejects else ()
-    if isinstance(source, Recipe):
-        with space.disk_space(_scratch_place(None, rough=None), *places):
-            return _recipein_memory(source, tok, opts, progress)
+    keyed = keyed or bool(opts.output.cache_dir)
     scratch: list[Path] = []
     try:
+        if isinstance(source, Recipe):
+            with space.disk_space(_scratch_place(None, rough=None), *places):
+                return _recipe_in_memory(source, tok, opts, progress, declared=declared, keyed=keyed, scratch=scratch)
         with space.disk_space(_scratch_place(lambda: scratch[0] if scratch else None, rough=rough_need(source)), *places):
-            return _buildin_memory(source, tok, opts, progress, scratch=scratch)
+            return _build_in_memory(source, tok, opts, progress, declared=declared, keyed=keyed, scratch=scratch)
     except BaseException:
         for folder in scratch:
             safeio.drop_scratch(folder)
@@ -132,45 +151,117 @@ def rejects_place(path: Path, *, need: int | None = None) -> space.Place:
     )
 
 
-def _buildin_memory(
-    source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, scratch: list[Path]
-) -> BuildResult:
-    """`_in_memory` of a source (not a recipe); the scratch folder it makes is appended to `scratch`."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class _Key:
+    """What a keyed build declared before reading a record, and the key made of it."""
+
+    inputs: tuple[Input, ...]
+    key: str
+
+
+def _key(inputs: Sequence[Input], opts: BuildOptions) -> _Key:
+    unique = tuple(dict.fromkeys(inputs))  # a recipe's sources share a tokenizer: declared once
+    return _Key(unique, build_key(unique, opts.data))
+
+
+def _hit(key: _Key, out: OutputOptions, files: Digests) -> BuildResult | None:
+    """The cached build of `key`, when the cache holds it and its media files are unchanged."""
+    if not out.cache_dir:
+        return None
+    found = cache.load_cached(Path(out.cache_dir), key.key, files, rejects_path=out.rejects_path)
+    if found is None:
+        return None
+    found.report.cached = True
+    media = [found.media.input()] if found.media else []
+    return BuildResult(found.dataset, found.report, inputs=[*key.inputs, *media], cached_from=found.folder)
+
+
+def _rejects_file(out: OutputOptions, scratch: list[Path]) -> Path | None:
+    """Where the rejects go: the user's file; else, for a cache entry (it keeps the full file), the build's scratch."""
+    if out.rejects_path:
+        return Path(out.rejects_path)
+    if not out.cache_dir:
+        return None
+    if not scratch:
+        scratch.append(safeio.scratch_dir())
+    return scratch[-1] / REJECTS
+
+
+def _finish_keyed(
+    dataset: Any, report: BuildReport, key: _Key | None, out: OutputOptions, *, rejects: Path | None, media: Manifest | None,
+) -> BuildResult:  # fmt: skip
+    """The build's fingerprint into its report, and the build into the cache (when there is one)."""
+    if key is None:
+        return BuildResult(dataset, report)
+    report.fingerprint = build_fingerprint(key.key, media)
+    if out.cache_dir:
+        dataset = cache.save_cached(dataset, report, Path(out.cache_dir), key.key, rejects=rejects, media=media)  # type: ignore[arg-type]
+    return BuildResult(dataset, report, inputs=[*key.inputs, *([media.input()] if media else [])])
+
+
+def declare(source: Any, tok: Any, opts: BuildOptions, *, declared: Sequence[Input], report: BuildReport) -> list[Input]:
+    """The inputs of a build that ran elsewhere (engine=ray shards: the workers read the records), its fingerprint
+    into `report`. The media its records named are not known here: none is declared."""
+    with cache.digests(opts.output.cache_dir) as files:
+        key = _key([data_input(source, files), *Stage(tok, opts.data).inputs(files), *declared], opts)
+    report.fingerprint = key.key
+    return list(key.inputs)
+
+
+def _build_in_memory(
+    source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, declared: Sequence[Input],
+    keyed: bool, scratch: list[Path],
+) -> BuildResult:  # fmt: skip
+    """`in_memory` of a source (not a recipe); the scratch folders it makes are appended to `scratch`."""
+    started, taken = time.perf_counter(), time.time_ns()
     data, out = opts.data, opts.output
-    stage = Stage(tok, data)
+    stage = compile_stage(tok, data)
     if out.rejects_path:
         safeio.check_rejects_path(Path(out.rejects_path), safeio.input_paths(source))
-    fingerprint = build_fingerprint(source, tok, data) if out.cache_dir else ""
-    if fingerprint and (cached := cache.load_cached(Path(out.cache_dir), fingerprint, rejects_path=out.rejects_path)) is not None:  # type: ignore[arg-type]
-        dataset, report = cached
-        report.cached = True
-        return BuildResult(dataset, report)
-    report = _new_report(source, tok, stage, fingerprint)
-    scratch.append(safeio.scratch_dir())
-    # A cache entry keeps the full rejects file, so a cached build writes one even without rejects_path.
-    rejects_file = out.rejects_path or (scratch[0] / REJECTS if fingerprint else None)
-    rows = ArrowRows(scratch[0] / "rows.arrow", images=stage.vision is not None)
-    write_rows(source, stage, opts.run, report=report, rows=rows, sink=RejectsWriter(report, rejects_file), progress=progress)
-    report.rejects_path = out.rejects_path
-    check_built(report, rows.rows)
-    dataset = finish(rows.path, data, report)
-    report.seconds = round(time.perf_counter() - started, 3)
-    if fingerprint:
-        dataset = cache.save_cached(dataset, report, Path(out.cache_dir), fingerprint, rejects=Path(rejects_file))  # type: ignore[arg-type]
-    return BuildResult(dataset, report)
+    with cache.digests(out.cache_dir) as files:
+        key = _key([data_input(source, files), *stage.inputs(files), *declared], opts) if keyed else None
+        if key is not None and (hit := _hit(key, out, files)) is not None:
+            return hit
+        report = _new_report(source, tok, stage)
+        scratch.append(safeio.scratch_dir())
+        rows = open_rows(scratch[-1] / "rows.arrow", data)
+        rejects_file = _rejects_file(out, scratch)
+        media: dict[str, Stat | None] | None = {} if key is not None and stage.media is not None else None
+        sink = RejectsWriter(report, rejects_file)
+        write_rows(source, stage, opts.run, report=report, rows=rows, sink=sink, progress=progress, media=media)
+        report.rejects_path = out.rejects_path
+        check_built(report, rows.rows)
+        dataset = finish_rows(rows.path, data, report)
+        report.seconds = round(time.perf_counter() - started, 3)
+        manifest = Manifest.of(media, files, taken_ns=taken) if media is not None else None
+        return _finish_keyed(dataset, report, key, out, rejects=rejects_file, media=manifest)
 
 
-def _recipein_memory(recipe: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None) -> BuildResult:
-    """A recipe's mixture (`ftdata.mix.build`); its fingerprint covers the recipe and every source file."""
-    from ftdata.mix.build import build_recipe
+def _recipe_in_memory(
+    recipe: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, declared: Sequence[Input],
+    keyed: bool, scratch: list[Path],
+) -> BuildResult:  # fmt: skip
+    """A recipe's mixture (`ftdata.mix.build`); its key covers the recipe, every source file, the evaluation
+    sets and what each source's stage read."""
+    from ftdata.mix.build import build_recipe, recipe_stages
+    from ftdata.mix.recipe import recipe_inputs
 
-    if opts.output.rejects_path:
-        inputs = safeio.input_paths(recipe.origin, *(f for s in recipe.sources for f in s.files()))
-        safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
-    dataset, report = build_recipe(recipe, tokenizer=tok, options=opts, progress=progress)
-    report.fingerprint = recipe_fingerprint(recipe, tok, opts.data)
-    return BuildResult(dataset, report)
+    taken, out = time.time_ns(), opts.output
+    if out.rejects_path:
+        inputs = safeio.input_paths(recipe.origin, *(f for s in recipe.sources for f in s.files()), *recipe.eval_files())
+        safeio.check_rejects_path(Path(out.rejects_path), inputs)
+    stages = recipe_stages(recipe, tok)
+    with cache.digests(out.cache_dir) as files:
+        key = _key([*recipe_inputs(recipe, files), *(i for s in stages for i in s.inputs(files)), *declared], opts) if keyed else None
+        if key is not None and (hit := _hit(key, out, files)) is not None:
+            return hit
+        rejects_file = _rejects_file(out, scratch)
+        media: dict[str, Stat | None] | None = {} if key is not None and any(s.media for s in stages) else None
+        built = opts.updated(rejects_path=str(rejects_file)) if rejects_file is not None else opts
+        dataset, report = build_recipe(recipe, tokenizer=tok, options=built, progress=progress, stages=stages, media=media)
+        report.rejects_path = out.rejects_path
+        manifest = Manifest.of(media, files, taken_ns=taken) if media is not None else None
+        return _finish_keyed(dataset, report, key, out, rejects=rejects_file, media=manifest)
 
 
-__all__ = ["BuildResult", "check_built", "in_memory", "rejects_place", "rough_need", "write_rows"]
+__all__ = ["BuildResult", "check_built", "declare", "in_memory", "rejects_place", "rough_need", "write_rows"]

@@ -14,20 +14,20 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, DiskFullError, FtdataError
 from ftdata.build import cache, export
 from ftdata.guard import safeio, space
+from ftdata.guard.inputs import Input, InputKind, text_input
 from ftdata.io import store
 from ftdata.options import BuildOptions
-from ftdata.run.report import BuildReport
-from ftdata.build.fingerprint import build_fingerprint
-from ftdata.build.local import BuildResult, in_memory, rejects_place, rough_need
+from ftdata.build.local import BuildResult, declare, in_memory, rejects_place, rough_need
 from ftdata.types import Engine
 
-IMAGES = "images"  # OUT/images: the inline images of a build with a processor
+IMAGES = "images"  # OUT/images: the inline media items (sha256: refs) of a build with a processor
 
 __all__ = ["to_out"]
 
@@ -62,19 +62,46 @@ def to_out(
     fmt = _output_format(output_format, sharded=shards)
     if sharded and opts.output.cache_dir:
         opts = opts.updated(cache_dir=None)  # workers write straight to OUT: there is nothing to cache
-    named = [source.origin, *(f for s in source.sources for f in s.files())] if recipe else [source, opts.data.template]
+    if recipe:
+        named = [source.origin, *(f for s in source.sources for f in s.files()), *source.eval_files()]
+    else:
+        named = [source, opts.data.template, opts.data.chat_template, opts.data.processor]
     inputs = safeio.input_paths(*named, *protect)
     if opts.output.rejects_path:
         safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
-    facts = dict(data=source.origin if recipe else str(source), tokenizer=tok, tokenizer_name=tokenizer_name, config=config)
+    facts = Facts(tokenizer_name, _config_input(config))
     if remote:
         return _to_store(source, str(out), tok, opts, fmt=fmt, sharded=sharded, facts=facts, progress=progress)
     return _to_folder(source, Path(out).expanduser(), tok, opts, fmt=fmt, inputs=inputs, sharded=sharded, shards=shards,
                       facts=facts, progress=progress)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What build.json records besides the build's own result: how to name the tokenizer, the config file."""
+
+    tokenizer_name: str
+    config: Input | None
+
+    @property
+    def declared(self) -> tuple[Input, ...]:
+        """The inputs read before the build (the config file): part of its key."""
+        return (self.config,) if self.config is not None else ()
+
+
+def _config_input(config: Path | None) -> Input | None:
+    """The config file the options came from, by its bytes (read again: the options it gave are in the key too).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    if config is None:
+        return None
+    return text_input(InputKind.CONFIG, str(config), Path(config).read_bytes(), path=Path(config).absolute())
+
+
 def _to_store(
-    source: Any, out: str, tok: Any, opts: BuildOptions, *, fmt: str, sharded: bool, facts: dict[str, Any],
+    source: Any, out: str, tok: Any, opts: BuildOptions, *, fmt: str, sharded: bool, facts: Facts,
     progress: Callable[[int], None] | None,
 ) -> BuildResult:  # fmt: skip
     """engine=ray into a URI: the workers' shards, or a recipe's mixture written here as shards."""
@@ -85,22 +112,22 @@ def _to_store(
         if sharded:
             from ftdata.build.shards import DATA, REJECTS_DIR, build_shards
 
-            report = build_shards(source, tokenizer=tok, options=opts, target=target)
-            dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
+            result = BuildResult(None, build_shards(source, tokenizer=tok, options=opts, target=target))
+            result.inputs = declare(source, tok, opts, declared=facts.declared, report=result.report)
+            files, rejects_name = [DATA], f"{REJECTS_DIR}/"
         else:
-            result = in_memory(source, tok, opts, progress)
-            dataset, report = result.dataset, result.report
-            files, rejects_name = export.write_shards(dataset, target), export.REJECTS
+            result = in_memory(source, tok, opts, progress, declared=facts.declared, keyed=True)
+            files, rejects_name = export.write_shards(result.dataset, target), export.REJECTS
             with target.write(export.REJECTS) as tmp:
                 shutil.copyfile(str(opts.output.rejects_path), tmp)
-        record = _manifest(source, tok, opts, report, facts, fmt=fmt, files=files, rejects=rejects_name)
+        record = _manifest(result, opts, facts, fmt=fmt, files=files, rejects=rejects_name)
         export.write_manifest(target, record)
-    return BuildResult(dataset, report, out=target.path, output_format=fmt, files=files, manifest=record, options=opts)
+    return _published(result, out=target.path, fmt=fmt, files=files, record=record, options=opts)
 
 
 def _to_folder(
     source: Any, folder: Path, tok: Any, opts: BuildOptions, *, fmt: str, inputs: list[Path], sharded: bool, shards: bool,
-    facts: dict[str, Any], progress: Callable[[int], None] | None,
+    facts: Facts, progress: Callable[[int], None] | None,
 ) -> BuildResult:  # fmt: skip
     """The build into a local folder: every file staged inside OUT and published together by `OutputDir.finish`.
 
@@ -125,28 +152,31 @@ def _to_folder(
         if sharded:
             from ftdata.build.shards import DATA, REJECTS_DIR, build_shards
 
-            report = build_shards(source, tokenizer=tok, options=opts, target=staging)  # type: ignore[arg-type]
-            dataset, files, rejects_name = None, [DATA], f"{REJECTS_DIR}/"
+            result = BuildResult(None, build_shards(source, tokenizer=tok, options=opts, target=staging))  # type: ignore[arg-type]
+            result.inputs = declare(source, tok, opts, declared=facts.declared, report=result.report)
+            files, rejects_name = [DATA], f"{REJECTS_DIR}/"
         else:
             staged = target.staged(export.REJECTS)
             try:
-                result = in_memory(source, tok, opts.updated(rejects_path=str(staged)), progress, out=place)
+                result = in_memory(
+                    source, tok, opts.updated(rejects_path=str(staged)), progress, out=place, declared=facts.declared, keyed=True
+                )  # fmt: skip
             except FtdataError as exc:
                 _keep_rejects(target, staged, given if given and not inside else None, exc)
                 raise
-            dataset, report = result.dataset, result.report
+            dataset = result.dataset
             expected.append(cache.dataset_bytes(dataset) + space.tree_bytes(staged))
             if shards:
                 files = export.write_shards(dataset, target)
             else:
                 files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok)]
             rejects_name = export.REJECTS
-            files += _stage_images(dataset, staging, opts)
+            files += _stage_media(dataset, staging, opts)
             if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]
                 shutil.copyfile(staged, target.staged(Path(given).name))  # type: ignore[arg-type]
-            report.rejects_path = given or str(folder / export.REJECTS)
+            result.report.rejects_path = given or str(folder / export.REJECTS)
         on_disk = export.disk_facts(staging.path, [*files, rejects_name])
-        record = _manifest(source, tok, recorded, report, facts, fmt=fmt, files=files, rejects=rejects_name, on_disk=on_disk)
+        record = _manifest(result, recorded, facts, fmt=fmt, files=files, rejects=rejects_name, on_disk=on_disk)
         export.write_manifest(target, record)
         target.finish()
     if given and not inside and not sharded:  # the user's copy (engine=ray wrote its own)
@@ -158,25 +188,32 @@ def _to_folder(
         except DiskFullError as exc:
             exc.add_note(f"{folder} holds the finished build, its rejects in {source_rejects}")
             raise
-    return BuildResult(dataset, report, out=folder, output_format=fmt, files=files, manifest=record, options=recorded)
+    return _published(result, out=folder, fmt=fmt, files=files, record=record, options=recorded)
 
 
-def _stage_images(dataset: Any, staging: safeio.Staging, opts: BuildOptions) -> list[str]:
-    """Stage the inline images (`sha256:` refs) the rows name as OUT/images, published with the build; [] or ["images"].
+def _published(result: BuildResult, *, out: Path | str, fmt: str, files: list[str], record: dict[str, Any], options: BuildOptions) -> BuildResult:
+    """`result` with what was written to OUT."""
+    result.out, result.output_format, result.files, result.manifest, result.options = out, fmt, files, record, options
+    return result
 
-    Inline images are written once, content-addressed, to the image store (`image_dir`, else
+
+def _stage_media(dataset: Any, staging: safeio.Staging, opts: BuildOptions) -> list[str]:
+    """Stage the inline media items (`sha256:` refs) the rows name as OUT/images, published with the build; [] or ["images"].
+
+    Inline items are written once, content-addressed, to the store (`image_dir`, else
     ~/.cache/ftdata/images) while records are read; the build's own are linked (or copied) from
-    there, so OUT holds exactly the images its rows name, and a cached build gets them too.
+    there, so OUT holds exactly the items its rows name, and a cached build gets them too.
 
     Raises:
-        FtdataError: an image the rows name is no longer in the store (it was removed since the build was cached).
+        FtdataError: an item the rows name is no longer in the store (it was removed since the build was cached).
     """
+    from ftdata.media.column import MEDIA_FIELD
     from ftdata.media.images import DIGEST, default_store, stored
 
     refs: set[str] = set()
     for split in dataset.values() if hasattr(dataset, "values") else [dataset]:
-        if "images" in split.column_names:
-            refs.update(i["ref"] for row in split["images"] for i in row or () if i["ref"].startswith(DIGEST))
+        if MEDIA_FIELD in split.column_names:
+            refs.update(i["ref"] for row in split[MEDIA_FIELD] for i in row or () if i["ref"].startswith(DIGEST))
     if not refs:
         return []
     store_dir = Path(opts.data.image_dir).expanduser() if opts.data.image_dir else default_store()
@@ -185,7 +222,7 @@ def _stage_images(dataset: Any, staging: safeio.Staging, opts: BuildOptions) -> 
     for ref in sorted(refs):
         path = stored(ref, store_dir)
         if path is None:
-            raise FtdataError(f"inline image {ref} is not in the image store {store_dir}; build again with --no-cache")
+            raise FtdataError(f"inline item {ref} is not in the store {store_dir}; build again with --no-cache")
         try:
             os.link(path, folder / path.name)
         except OSError:  # another filesystem, or links not allowed
@@ -209,11 +246,10 @@ def _keep_rejects(target: safeio.OutputDir, staged: Path, given: str | None, exc
 
 
 def _manifest(
-    source: Any, tok: Any, opts: BuildOptions, report: BuildReport, facts: dict[str, Any], *, fmt: str, files: list[str],
-    rejects: str, on_disk: dict[str, Any] | None = None,
+    result: BuildResult, opts: BuildOptions, facts: Facts, *, fmt: str, files: list[str], rejects: str,
+    on_disk: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    fingerprint = report.fingerprint or build_fingerprint(source, tok, opts.data)  # without a cache, build.json records it anyway
     return export.manifest(
-        **facts, options=opts, report=report, fingerprint=fingerprint, output_format=fmt, files=files, rejects=rejects,
-        on_disk=on_disk,
+        inputs=result.inputs, tokenizer_name=facts.tokenizer_name, options=opts, report=result.report, output_format=fmt,
+        files=files, rejects=rejects, on_disk=on_disk,
     )  # fmt: skip

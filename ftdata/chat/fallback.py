@@ -214,6 +214,11 @@ class FallbackStart:
         lo = max(previous, done)
         if 0 <= part <= data_start and (block or unheaded or self._after_header(text, lo, part, data_start)):
             return part
+        if 0 <= lo <= part < data_start and not text[part:data_start].strip():
+            # Only whitespace between where the prompt ends and the content (vLLM's DeepSeek-V3 template:
+            # `<｜Assistant｜>` + twelve spaces; vLLM's Mistral: `[/INST] Blue`): the prompt does not hold
+            # it, so the model writes it, in its first token (` Blue`), never after a lone ` ` token.
+            return part
         header_end = self._header_end(text, lo, data_start)
         if not block:
             # What the template writes after its role header is the model's when it is what every

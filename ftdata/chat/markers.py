@@ -73,8 +73,8 @@ class ChatRenderer:
         """
         what = "the chat template" + (f" on record {location}" if location is not None else "")
         images = 0
-        if self.contents.form is ContentForm.PARTS:  # LLaVA-Next, Idefics3: each image back to one MEDIA after
-            images, messages = media_count(messages), as_parts(messages)
+        if self.contents.form_of(messages) is ContentForm.PARTS:  # LLaVA-Next, Idefics3, records with media: each
+            images, messages = media_count(messages), as_parts(messages)  # image back to one MEDIA after
         try:
             with limits.time_limit(limits.limits().render_seconds, what), sandbox.bounded_chat_templates():
                 text = self.tokenizer.apply_chat_template(

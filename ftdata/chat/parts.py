@@ -3,7 +3,7 @@
 LLaVA-Next's and Idefics3/SmolVLM's templates read `message['content']` only as a list of
 parts (`{% for line in message['content'] %}{% if line['type'] == 'text' %}...`,
 `message['content'][0]['text']`): given a string they raise or drop it. ftdata keeps every
-content a string everywhere (one `MEDIA` character per image, docs/vision.md) and converts at
+content a string everywhere (one `MEDIA` character per item, docs/media.md) and converts at
 the Jinja call only, for the templates that need it:
 
     "\\ufffcWho is this?"  ->  [{"type": "image"}, {"type": "text", "text": "Who is this?"}]
@@ -19,9 +19,15 @@ characters, before any render: `render._Escapes`), so it is the template's, neve
 
 Which form a template gets is probed once per template (`contents_of`): string contents when
 it writes string contents as given (Qwen2-VL, Gemma 3 and every text template take strings:
-nothing changes for them), else parts when it writes text parts as given (LLaVA-Next,
-Idefics3, SmolVLM); neither is the string form's TemplateError at the build's start, which then
-says what lists of parts did too (`Contents.why`).
+nothing changes for their text records), else parts when it writes text parts as given
+(LLaVA-Next, Idefics3, SmolVLM); neither is the string form's TemplateError at the build's start,
+which then says what lists of parts did too (`Contents.why`). A record with media is given parts
+by every template that writes parts, marks up an image part with its own markup and renders a
+conversation with media otherwise as parts than as strings (`Contents.media`, probed once): that is
+what the processor's `apply_chat_template` renders at inference, where images come as parts, so the
+row is the template's rendering of the parts (Gemma 3 trims each text part: "Compare " and an image
+render as "Compare<start_of_image>"); where the two renderings are the same (Qwen-VL) the cheaper
+string render is kept.
 """
 
 from __future__ import annotations
@@ -49,8 +55,13 @@ class Contents:
     """How one chat template takes message contents."""
 
     form: ContentForm
-    image_text: str = ""  # PARTS: what the template writes for one image part ('' when nothing tellable from text)
+    image_text: str = ""  # what the template writes for one image part ('' when nothing tellable from text)
     why: str = ""  # neither form renders: what the parts probe did (said with the string form's TemplateError)
+    media: ContentForm = ContentForm.STRING  # the form of a record with media: PARTS when the template writes them
+
+    def form_of(self, messages: Sequence[Mapping[str, Any]]) -> ContentForm:
+        """The form `messages` are rendered in: parts for a record with media where the template writes parts."""
+        return self.form if self.media is self.form or not media_count(messages) else self.media
 
 
 STRING = Contents(ContentForm.STRING)
@@ -136,12 +147,42 @@ def _writes(render: TemplateRender, messages: list[dict[str, Any]]) -> str:
 def _probe(render: TemplateRender) -> Contents:
     plain = probe_messages("u1", "a1", "u2", "a2")
     string_why = _writes(render, plain)
-    if not string_why:
-        return STRING
     parts_why = _writes(render, as_parts(plain))
+    if not string_why:  # records with media as parts where the template renders their parts otherwise
+        image_text = "" if parts_why else _image_text(render)
+        media = ContentForm.PARTS if image_text and _parts_differ(render, Contents(ContentForm.PARTS, image_text)) else ContentForm.STRING
+        return Contents(ContentForm.STRING, image_text=image_text, media=media)
     if parts_why:  # neither: the build refuses the template with both reasons
         return Contents(ContentForm.STRING, why=parts_why)
-    return Contents(ContentForm.PARTS, image_text=_image_text(render))
+    return Contents(ContentForm.PARTS, image_text=_image_text(render), media=ContentForm.PARTS)
+
+
+_MEDIA_PROBE = (  # text on both sides of an item, with the spaces a template may trim; an item first and last
+    {"role": "system", "content": " Be brief. "},
+    {"role": "user", "content": f" Compare {MEDIA} with {MEDIA}. "},
+    {"role": "assistant", "content": " Both charts. "},
+    {"role": "user", "content": f"{MEDIA}\nAnd this{MEDIA}"},
+    {"role": "assistant", "content": "A logo."},
+)
+
+
+def _parts_differ(render: TemplateRender, parts: Contents) -> bool:
+    """Whether the template renders a conversation with media as parts otherwise than as strings (Gemma 3 trims
+    each text part); the string form is the cheaper render, so it is kept where the two are the same."""
+    messages = list(_MEDIA_PROBE)
+    try:
+        as_string = render(messages)
+    except TemplateError:
+        messages = messages[1:]  # a template that refuses system turns
+        try:
+            as_string = render(messages)
+        except TemplateError:
+            return True
+    try:
+        as_parts_ = collapse(render(as_parts(messages)), parts, media_count(messages))
+    except TemplateError:
+        return False
+    return as_parts_ != as_string
 
 
 def _image_text(render: TemplateRender) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ftdata.chat import sandbox
 from ftdata.guard import limits
+from ftdata.guard.inputs import Input, InputKind, text_input
 from ftdata.errors import Location, RecordError, TemplateError
 from ftdata.outcomes import Note, NoteCode
 from ftdata.types import Example, Rendered
@@ -63,12 +64,13 @@ class _Described:
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A compiled prompt template. Build one with `load_prompt_template`."""
+    """A compiled prompt template. Build one with `load_prompt_template`; `input`: the bytes it was compiled from."""
 
     name: str
     source: str
     uses_system: bool
     _compiled: Any
+    input: Input
 
     def render(self, *, instruction: str, input: str = "", system: str = "", location: Location | None = None) -> str:
         """Render the prompt within the time and size limits (`ftdata.guard.limits`).
@@ -123,31 +125,43 @@ def chat_template_alias(template: str | None, tokenizer: Any) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=32)
 def load_prompt_template(spec: str) -> PromptTemplate:
-    """Load a built-in template by name, or a user `.jinja` file by path.
+    """Load a built-in template by name, or a user `.jinja` file by path (read on every call: an
+    edited file is the edited template; compiling is cached by content).
 
     Raises:
         TemplateError: unknown name, unreadable file, or a Jinja syntax error (with its line).
     """
-    from jinja2 import TemplateSyntaxError, meta
-
     path = Path(spec).expanduser()
     if path.suffix == ".jinja" or path.is_file():
         if not path.is_file():
             raise TemplateError(f"template file {str(path)!r} does not exist")
         try:
-            source, name = path.read_text(encoding="utf-8-sig"), str(path)
+            data = path.read_bytes()
+            source, name, where = data.decode("utf-8-sig"), str(path), str(path.absolute())
         except (OSError, UnicodeDecodeError) as exc:
             raise TemplateError(f"template file {str(path)!r} cannot be read as UTF-8: {exc}") from None
     elif spec in builtin_names():
-        source = (resources.files("ftdata") / "templates" / f"{spec}.jinja").read_text(encoding="utf-8")
-        name = spec
+        data = (resources.files("ftdata") / "templates" / f"{spec}.jinja").read_bytes()
+        source, name, where = data.decode("utf-8"), spec, ""  # package data: the version covers it, the digest too
     else:
         raise TemplateError(
             f"unknown template {spec!r}; built-ins are {', '.join(builtin_names())}, "
             "or give a path to a .jinja file"
         )
+    compiled, uses_system = _compile(name, source)
+    return PromptTemplate(name, source, uses_system, compiled, text_input(InputKind.TEMPLATE, name, data, path=where))
+
+
+@functools.lru_cache(maxsize=32)
+def _compile(name: str, source: str) -> tuple[Any, bool]:
+    """(the compiled template, whether it uses `system`).
+
+    Raises:
+        TemplateError: a syntax error, an include/import/extends, or an unknown variable.
+    """
+    from jinja2 import TemplateSyntaxError, meta
+
     env = _environment()
     try:
         ast = env.parse(source)
@@ -164,8 +178,7 @@ def load_prompt_template(spec: str) -> PromptTemplate:
             f"template {name!r} uses unknown variable(s) {', '.join(sorted(unknown))}; "
             f"available variables: {', '.join(VARIABLES)}"
         )
-    uses_system = "system" in meta.find_undeclared_variables(ast)
-    return PromptTemplate(name, source, uses_system, compiled)
+    return compiled, "system" in meta.find_undeclared_variables(ast)
 
 
 def render_prompt_template(example: Example, template: PromptTemplate, *, eos: str, trained: list[bool]) -> Rendered:

@@ -97,7 +97,7 @@ def free_marks(text: str) -> Iterator[str]:
     """Private-use characters that do not occur in `text`, one after another (the planes' too: a
     long record may need thousands)."""
     used = set(text)
-    planes = (*range(0xE000, 0xF900), *range(0xF0000, 0xFFFFE), *range(0x100000, 0x10FFFE))
+    planes = itertools.chain(range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))  # lazily: ~1M code points
     return (chr(c) for c in planes if chr(c) not in used)
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError, TemplateError, UnusableRecord
 from ftdata.guard.bounds import MAX_MESSAGES
+from ftdata.guard.inputs import Input
 from ftdata.guard.limits import LimitExceeded, RecordOverLimit, pinned
 
 if TYPE_CHECKING:
@@ -197,7 +198,10 @@ class Renderer:
         stop_tokens: Sequence[str] = (),
         special_tokens_in_data: str = "reject",
         max_messages: int = MAX_MESSAGES,
+        chat_template: str | None = None,
     ):
+        """`chat_template`: the name of the chat template the tokenizer holds in place of its own (the
+        `chat_template` option; the Stage applies it), shown in the renderer's name."""
         self.tokenizer = tokenizer
         self.max_messages = max_messages
         self.mask = mask
@@ -212,12 +216,13 @@ class Renderer:
             self.chat = ChatRenderer(tokenizer, chat_template_kwargs)
             try:
                 self.markers = role_markers(tokenizer, chat_template_kwargs, stop_tokens)
-            except TemplateError as exc:  # as strings; say that lists of parts failed too
-                if not self.chat.contents.why:
+            except TemplateError as exc:  # as strings; say that lists of parts failed too, and which template it was
+                if not self.chat.contents.why and not chat_template:
                     raise
-                raise TemplateError(f"{exc}; as lists of text parts neither: {self.chat.contents.why}") from None
+                why = f"{exc}; as lists of text parts neither: {self.chat.contents.why}" if self.chat.contents.why else str(exc)
+                raise TemplateError(f"chat template {chat_template}: {why}" if chat_template else why) from None
             self.spans = ChatSpans(tokenizer, self.chat, self.markers, mask_reasoning=mask_reasoning)
-            self.name = "chat template"
+            self.name = f"chat template {chat_template}" if chat_template else "chat template"
         else:
             self.prompt = load_prompt_template(template or "alpaca")
             self.name = self.prompt.name
@@ -227,6 +232,12 @@ class Renderer:
         # One search per field finds whether any control token occurs (15x faster than one `in` per token).
         self._any_control = re.compile("|".join(map(re.escape, self.controls))) if self.controls else None
 
+    @property
+    def inputs(self) -> tuple[Input, ...]:
+        """The template file this renderer read (a prompt template's bytes); a chat template comes with the
+        tokenizer (or the `chat_template` file the stage declares)."""
+        return (self.prompt.input,) if self.prompt is not None else ()
+
     @classmethod
     def from_options(cls, tokenizer: Any, options: DataOptions, **overrides: Any) -> Renderer:
         """The renderer a build with `options` uses (`overrides` replace single settings, e.g. `mask`)."""
@@ -234,7 +245,7 @@ class Renderer:
             "mask": options.mask, "system_prompt": options.system_prompt, "system_mode": options.system_mode,
             "mask_reasoning": options.mask_reasoning, "chat_template_kwargs": options.chat_template_kwargs,
             "stop_tokens": options.stop_tokens or (), "special_tokens_in_data": options.special_tokens_in_data,
-            "max_messages": options.max_messages,
+            "max_messages": options.max_messages, "chat_template": options.chat_template,
         }  # fmt: skip
         return cls(tokenizer, options.template, **{**settings, **overrides})
 
@@ -358,3 +369,47 @@ class Renderer:
         if notes:
             out = replace(out, notes=out.notes + notes)
         return out
+
+    def generation_prompt(self, example: Example) -> Rendered:
+        """The inference prompt after `example`, a conversation that ends before the model's turn: the chat
+        template rendered with add_generation_prompt=True (a prompt template: its prompt), no span trained.
+
+        Preference rows' prompt where the template writes the history differently from this prompt
+        (Mistral moves the system prompt into the last user turn: `ftdata.run.pairs`).
+
+        Raises:
+            UnusableRecord: control-token text, tool data the template does not write, a template error.
+            RecordError: a render past a time or size limit (RecordOverLimit).
+        """
+        try:
+            with pinned():
+                return self._generation_prompt(example)
+        except RecordOverLimit:
+            raise
+        except LimitExceeded as exc:
+            raise RecordOverLimit(str(exc)) from None
+
+    def _generation_prompt(self, example: Example) -> Rendered:
+        if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
+            example = apply_system(example, self.system_prompt, self.system_mode)
+        escapes = _Escapes.of(example, self._controls_in(example))
+        if escapes is not None:
+            example = escapes.apply(example)
+        if (unsupported := self._unsupported(example)) is not None:
+            raise UnusableRecord(
+                f"the template does not write {unsupported[1]}", location=example.source, field=unsupported[0],
+                code=RejectCode.NOT_RENDERED,
+            )  # fmt: skip
+        if self.prompt is not None:
+            text = render_prompt_template(example, self.prompt, eos=self.eos, trained=[False] * len(example.messages)).text
+        else:
+            assert self.chat is not None
+            try:
+                text = self.chat(
+                    self.chat_messages(example), generation=True, tools=list(example.tools) or None,
+                    kwargs=example.template_kwargs, location=example.source,
+                )  # fmt: skip
+            except TemplateError as exc:
+                raise UnusableRecord(str(exc), location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR) from None
+        out = Rendered(text, (), "generation prompt")
+        return escapes.restore(out, example.source) if escapes is not None else out

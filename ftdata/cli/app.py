@@ -209,10 +209,13 @@ def console(no_color: bool = False, *, stderr: bool = False) -> Console:
 
 
 def _stage(settings: Settings) -> Any:
-    from ftdata.run.engine import Stage
+    """The record engine for DATA: a `PairStage` where the data (or --task) says preference or kto."""
     from ftdata.io.resources import load_tokenizer
+    from ftdata.run.pairs import compile_stage
+    from ftdata.run.task import with_task
 
-    return Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), settings.options.data)
+    options = with_task(settings.data, settings.options)
+    return compile_stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), options.data)
 
 
 def tokenizer_label(spec: str | None, tokenizer: Any) -> str:
@@ -276,6 +279,13 @@ def preview(
     stage = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
+    from ftdata.run.pairs import PairStage
+
+    if isinstance(stage, PairStage):
+        from ftdata.cli import pair_preview
+
+        pair_preview.run(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
+        return
     view.run(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
 
 
@@ -302,7 +312,8 @@ def stats(
 ) -> None:
     """Token length histograms and percentiles, trainable share, truncation and packing at --max-length."""
     from ftdata.cli import stats_report
-    from ftdata.io.readers import count_records
+    from ftdata.guard.bounds import ReadBounds
+    from ftdata.io.counter import count_records
     from ftdata.run.stats import collect
 
     settings = resolve(
@@ -313,14 +324,25 @@ def stats(
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
     stage = _stage(settings)
-    with progress_bar("measuring", count_records(settings.data, limit=settings.options.data.limit)) as advance:
-        result = collect(settings.data, stage, settings.options.run, progress=advance)
+    from ftdata.run.pairs import PairStage
+
+    pairs = isinstance(stage, PairStage)  # preference data: pairs, lengths, length bias, shared starts, repeats
+    if pairs and (plot or html):
+        raise ConfigError("--plot and --html draw SFT length histograms; for preference data use the table or --json")
+    if pairs:
+        from ftdata.cli import pair_report as report
+        from ftdata.run.pair_stats import collect_pairs as measure
+    else:
+        report, measure = stats_report, collect  # type: ignore[assignment]
+    data_options = settings.options.data
+    with progress_bar("measuring", count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))) as advance:
+        result = measure(settings.data, stage, settings.options.run, progress=advance)
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
     out = console(no_color)
     if as_json:
         out.file.write(dumps(result.to_dict(), out, indent=2, default=str) + "\n")
     else:
-        stats_report.show(result, out, spell=cli_spelling)
+        report.show(result, out, spell=cli_spelling)
     for path, write in ((plot, stats_report.write_plot), (html, stats_report.write_html)):
         if path is not None:
             write(result, path)
@@ -407,7 +429,8 @@ def build(
     from ftdata.build.load import load_hint
     from ftdata.build.api import build as run_build
     from ftdata.build.export import MANIFEST, summary_table
-    from ftdata.io.readers import count_records
+    from ftdata.guard.bounds import ReadBounds
+    from ftdata.io.counter import count_records
     from ftdata.io.resources import cache_root, load_tokenizer
 
     if no_cache and options.get("cache_dir"):
@@ -429,7 +452,7 @@ def build(
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
-    total = None if recipe is not None else count_records(settings.data, limit=opts.data.limit)
+    total = None if recipe is not None else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
     with progress_bar("building", total) as advance:
         result = run_build(
             recipe or settings.data, out, tokenizer=tok, options=opts, output_format=output_format or settings.extras.get("output_format"),
@@ -444,8 +467,11 @@ def build(
         show.file.write(dumps({**record, "seconds": round(seconds, 3), "written": [str(p) for p in written]}, show, indent=2, default=str) + "\n")
     else:
         if report.cached:
-            where = _home_relative(Path(result.options.output.cache_dir) / record["fingerprint"])  # type: ignore[arg-type]
-            show.print(f"cached: reused build {record['fingerprint']} from {where} ({seconds:.1f} s)", soft_wrap=True)
+            from ftdata.guard.inputs import describe
+
+            where = _home_relative(result.cached_from)  # type: ignore[arg-type]
+            why = describe(result.inputs)
+            show.print(f"cached: reused build {record['fingerprint']} ({why}) from {where} ({seconds:.1f} s)", soft_wrap=True)
         else:
             show.print(f"built {record['fingerprint']} in {seconds:.1f} s", soft_wrap=True)
         show.print(summary_table(report, spell=cli_spelling))
@@ -474,6 +500,9 @@ def markers(
     stop_tokens: Annotated[Optional[str], typer.Option(
         "--stop-tokens", metavar="TOKENS", help="comma-separated tokens inference also stops on (as the build option); "
         "generation_config.json's eos_token_id in the tokenizer folder is read by itself", show_default=False)] = None,
+    chat_template: Annotated[Optional[str], typer.Option(
+        "--chat-template", metavar="FILE|NAME", help="probe this chat template instead of the tokenizer's: a .jinja "
+        "file or a template TRL ships by name (as the build option)", show_default=False)] = None,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     trust_remote_code: TrustCodeOpt = False,
@@ -482,18 +511,22 @@ def markers(
     from ftdata.cli.options import parse_json_object
     from ftdata.options import parse_stop_tokens
     from ftdata.cli.preview import describe_training
+    from ftdata.chat.chat_template import load_chat_template
     from ftdata.chat.render import role_markers
     from ftdata.io.resources import load_tokenizer
 
     kwargs = parse_json_object(chat_template_kwargs, name="chat_template_kwargs") if chat_template_kwargs else None
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+    label = tokenizer_label(tokenizer, tok)
+    if chat_template is not None:
+        tok = load_chat_template(chat_template).applied(tok)
     found = role_markers(tok, kwargs, parse_stop_tokens(stop_tokens) if stop_tokens else ())
     out = console(no_color)
     if as_json:
-        record = {"tokenizer": tokenizer_label(tokenizer, tok), **found.to_dict()}
+        record = {"tokenizer": label, **({"chat_template": chat_template} if chat_template else {}), **found.to_dict()}
         out.file.write(dumps(record, out, indent=2) + "\n")
         return
-    title = f"chat template of {tokenizer_label(tokenizer, tok)}"
+    title = f"chat template {chat_template} on {label}" if chat_template else f"chat template of {label}"
     table = Table("property", "value", title=title, title_justify="left")
     for key, value in found.to_dict().items():
         if key != "warnings":

@@ -19,6 +19,7 @@ import functools
 import inspect
 import json
 import re
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
@@ -40,10 +41,10 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 
 # Options that change how records are read, rendered and masked: what preview shows.
 PREVIEW_FIELDS = (
-    "template", "format", "columns", "roles", "reader", "delimiter", "field", "filter", "mask", "system_prompt",
-    "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data", "add_chat_tokens",
-    "max_length", "truncation", "prompt_cut", "on_error", "processor", "max_images", "max_image_pixels", "max_line_bytes",
-    "max_string_chars", "max_decompressed_bytes", "max_messages",
+    "template", "chat_template", "format", "task", "columns", "roles", "reader", "delimiter", "field", "filter", "mask",
+    "system_prompt", "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data",
+    "add_chat_tokens", "max_length", "truncation", "prompt_cut", "on_error", "processor", "max_images", "max_image_pixels",
+    "max_line_bytes", "max_string_chars", "max_decompressed_bytes", "max_messages",
 )  # fmt: skip
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
 BUILD_FIELDS = tuple(FIELDS)
@@ -103,6 +104,8 @@ def choices(name: str) -> tuple[str, ...]:
 
         return (*FORMATS, *FORMAT_ALIASES)
     hint = _HINTS[name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Task | None`: the enum's choices
+        hint = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
     if isinstance(hint, type) and issubclass(hint, Enum):
         return tuple(str(m.value) for m in hint)
     if typing.get_origin(hint) is typing.Literal:
@@ -362,7 +365,7 @@ def resolve(
     origin = f"reader: in {config}" if "reader" not in flags else "--reader"
     check_code_reader(merged.get("reader"), origin=origin, allow_code=allow_code)
     options = BuildOptions.from_mapping(merged)
-    if tokenizer is None and options.data.processor is not None:  # a vision build reads the processor folder's tokenizer
+    if tokenizer is None and options.data.processor is not None:  # a build with a processor reads its folder's tokenizer
         from ftdata.media.processors import processor_tokenizer
 
         tokenizer = processor_tokenizer(options.data.processor)

@@ -282,7 +282,7 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
         TokenView(i, rendered.text[start:end], label)
         for i, (start, end), label in zip(row.input_ids[row.prefix :], offsets, labels)
     ]
-    tokens = collapse_tokens(tokens, offsets, row.prefix, rendered)  # an image: one marker, not its pad tokens
+    tokens = collapse_tokens(tokens, offsets, row.prefix, rendered)  # a media item: one marker, not its pad tokens
     return RecordView(
         location=measured.location, format=measured.example.format, method=rendered.method,
         total=measured.total, prompt=measured.prompt, response=measured.response, trained=measured.trained,

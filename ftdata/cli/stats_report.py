@@ -43,12 +43,13 @@ def summary_lines(stats: DataStats) -> list[str]:
         f"tokens        {int(stats.total.sum()):,} total, {int(stats.trained.sum()):,} trained "
         f"({stats.trained_share:.1%} of tokens carry loss)"
     )
-    if stats.images.any():
-        per, visual = describe(stats.images), describe(stats.visual)
+    if stats.media.any():
+        per, tokens = describe(stats.media), describe(stats.media_tokens)
+        kinds = ", ".join(f"{n:,} {kind}{'s' if n != 1 else ''}" for kind, n in sorted(stats.kinds.items()))
         lines.append(
-            f"images        {int(stats.images.sum()):,} in {int((stats.images > 0).sum()):,} examples; per example mean {per['mean']}, "
-            f"max {per['max']}; visual tokens per example p50 {visual['p50']:,}, max {visual['max']:,}, "
-            f"{int(stats.visual.sum()):,} in all ({stats.visual.sum() / max(stats.total.sum(), 1):.1%} of tokens)"
+            f"media         {kinds} in {int((stats.media > 0).sum()):,} examples; per example mean {per['mean']}, "
+            f"max {per['max']}; media tokens per example p50 {tokens['p50']:,}, max {tokens['max']:,}, "
+            f"{int(stats.media_tokens.sum()):,} in all ({stats.media_tokens.sum() / max(stats.total.sum(), 1):.1%} of tokens)"
         )
     return lines
 
@@ -107,9 +108,9 @@ def epoch_lines(stats: DataStats) -> list[str]:
             f"{stats.max_length:,}{scope}, {p.sequences_per_row:.2f} sequences/row; "
             f"{epoch.packed_trained:,} trained tokens per epoch packed"
         )
-    if epoch.visual_per_pack is not None:
-        v = epoch.visual_per_pack
-        lines.append(f"visual/pack   image tokens per packed row p50 {v['p50']:,}, p90 {v['p90']:,}, max {v['max']:,}, mean {v['mean']:,}")
+    if epoch.media_per_pack is not None:
+        v = epoch.media_per_pack
+        lines.append(f"media/pack    media tokens per packed row p50 {v['p50']:,}, p90 {v['p90']:,}, max {v['max']:,}, mean {v['mean']:,}")
     return lines
 
 

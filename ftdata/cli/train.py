@@ -28,6 +28,7 @@ from ftdata.train.config import FLAT_DATA_KEYS, TrainConfig, field_help
 PANELS = {
     "model": "Model",
     "data": "Data (the options of ftdata build)",
+    "preference": "Method: SFT, DPO, KTO",
     "lora": "LoRA and quantization",
     "train": "Optimisation",
     "schedule": "Evaluation, logging, checkpoints",
@@ -50,13 +51,15 @@ def register(app: typer.Typer) -> None:
 
 
 TRAIN_HELP = (
-    "Fine-tune a model (QLoRA by default) on DATA with TRL's SFTTrainer; writes a run folder with "
+    "Fine-tune a model (QLoRA by default) on DATA with TRL's SFTTrainer, or its DPOTrainer / KTOTrainer on "
+    "preference data (--method, default: what the data's task implies); writes a run folder with "
     "checkpoints, the adapter, run.json and loss.png. Options come from flags, --config YAML (same "
     "names, underscores; data options under data_options:) or, with --resume RUN, the run's saved config."
 )
 EVAL_HELP = (
     "Answer the held-out prompts of RUN with the base and the fine-tuned model, score both with "
-    "sacreBLEU, print them side by side and save RUN/eval/comparison.csv and .json."
+    "sacreBLEU, print them side by side and save RUN/eval/comparison.csv and .json. A DPO/KTO run: "
+    "the preference accuracy of both (held-out pairs whose chosen completion has the higher log-prob)."
 )
 
 
@@ -213,6 +216,18 @@ def train_command(
         _print_train_summary(result)
 
 
+def _before_after(metrics: dict[str, Any], name: str, spec: str, *, also: str | None = None) -> str:
+    """'2.8506 (perplexity 17.30) -> 2.2266 (perplexity 9.27)': the value before training (when
+    measured) and after, each with `also` when the metrics hold it."""
+
+    def shown(prefix: str) -> str:
+        extra = metrics.get(prefix + also) if also else None
+        return f"{metrics[prefix + name]:{spec}}" + (f" ({also} {extra:.2f})" if extra is not None else "")
+
+    before = f"{shown('initial_')} -> " if metrics.get("initial_" + name) is not None else ""
+    return before + shown("")
+
+
 def _print_train_summary(result: Any) -> None:
     from rich.console import Console
 
@@ -222,9 +237,12 @@ def _print_train_summary(result: Any) -> None:
     if m.get("first_loss") is not None:
         console.print(f"  train loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}")
     if m.get("eval_loss") is not None:
-        before = m.get("initial_eval_loss")
-        start = f"{before:.4f} (perplexity {m['initial_perplexity']:.2f}) -> " if before is not None else ""
-        console.print(f"  eval loss {start}{m['eval_loss']:.4f} (perplexity {m['perplexity']:.2f})")
+        console.print(f"  eval loss {_before_after(m, 'eval_loss', '.4f', also='perplexity')}")
+    if m.get("first_reward_margin") is not None:  # DPO/KTO
+        console.print(f"  train reward margin {m['first_reward_margin']:.4f} -> {m['last_reward_margin']:.4f}")
+    for name, label in (("eval_reward_margin", "eval reward margin"), ("eval_reward_accuracy", "eval reward accuracy")):
+        if m.get(name) is not None:
+            console.print(f"  {label} {_before_after(m, name, '.4f')}")
     console.print(f"  saved {result.output_dir}" + (f" and {result.merged_dir}" if result.merged_dir else ""))
 
 
@@ -241,11 +259,11 @@ def eval_command(
     width: Annotated[int, typer.Option(help="Characters of each text shown in the table (files keep all).")] = 300,
     processor: Annotated[
         Optional[Path],  # noqa: UP045 (typer reads the annotation)
-        typer.Option(help="Vision-language runs: the processor folder (default: the one saved with the run's adapter)."),
+        typer.Option(help="Runs whose model reads media: the processor folder (default: the one saved with the run's adapter)."),
     ] = None,
 ) -> None:
     """Generate, score with sacreBLEU, and compare base vs fine-tuned answers."""
-    from ftdata.train.evaluate import evaluate_run
+    from ftdata.train.run import evaluate_run
     from ftdata.train.generation import GenerationSettings
 
     if max_samples < 1:
@@ -262,6 +280,11 @@ def _print_eval(report: Any, *, width: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ftdata.train.preference_eval import PreferenceReport
+
+    if isinstance(report, PreferenceReport):
+        _print_preference_eval(report, width=width)
+        return
     table = Table(title=f"{report.run_dir.name}: {len(report.rows)} held-out prompts", show_lines=True)
     table.add_column("#", justify="right", style="dim")
     columns = [c for c in ("prompt", "reference", "base", "tuned") if not report.rows or c in report.rows[0]]
@@ -274,12 +297,37 @@ def _print_eval(report: Any, *, width: int) -> None:
     console.print(table)
     scores = "  ".join(f"{name} {score:.2f}" for name, score in report.bleu.items())
     console.print(f"sacreBLEU: {scores}")
-    if report.loss:  # vision-language runs: measured on every held-out row
+    if report.loss:  # runs whose model reads media: measured on every held-out row
         measured = report.scores()
         losses = "  ".join(f"{name} {value:.4f} (perplexity {measured['perplexity'][name]:.2f})" for name, value in report.loss.items())
         console.print(f"eval loss: {losses}")
     if report.skipped:
         console.print(f"[yellow]{report.skipped} sequence(s) skipped: trained from their first token, no prompt[/]")
+    console.print(f"saved {report.files['csv']} and {report.files['json']}")
+
+
+def _print_preference_eval(report: Any, *, width: int) -> None:
+    """Per pair the prompt's end, both completions and each model's log-prob margin; then the accuracies."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report.run_dir.name}: {len(report.rows)} held-out pairs", show_lines=True)
+    table.add_column("#", justify="right", style="dim")
+    for title in ("prompt (end)", "chosen", "rejected"):
+        table.add_column(title, overflow="fold", ratio=1)
+    models = list(report.accuracy)
+    for name in models:
+        table.add_column(f"{'fine-tuned' if name == 'tuned' else name} margin", justify="right")
+    for i, row in enumerate(report.rows, 1):
+        texts = [_clip(row["prompt"], width, tail=True), _clip(row["chosen"], width), _clip(row["rejected"], width)]
+        table.add_row(str(i), *texts, *(f"{row[name]:+.3f}" for name in models))
+    console = Console()
+    console.print(table)
+    console.print("margin = log p(chosen) - log p(rejected), summed over the completion's tokens")
+    console.print("preference accuracy: " + "  ".join(f"{name} {value:.3f}" for name, value in report.accuracy.items()))
+    console.print("mean margin: " + "  ".join(f"{name} {value:+.3f}" for name, value in report.margin.items()))
+    if report.skipped:
+        console.print(f"[yellow]{report.skipped} row(s) skipped: no row of the other label with the same prompt[/]")
     console.print(f"saved {report.files['csv']} and {report.files['json']}")
 
 

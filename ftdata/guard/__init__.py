@@ -8,6 +8,7 @@
     scratch    `$TMPDIR/ftdata-<pid>-*` folders, removed when their run ends
     safeio     OUT published whole (`OutputDir`), owned output folders, input checks
     reaper     watchdogs: what a build leaves running or half-written dies or is finished with it
+    inputs     what a build read, by content: declarations, digests remembered by stat, the media manifest
 
 Nothing here imports another ftdata package but `errors` and `outcomes` (an import-linter contract).
 """

@@ -10,10 +10,13 @@ as a located `RecordError` (rejected with `on_error="skip"`, the build stopped o
 
 The bounds are options (`max_line_bytes`, `max_string_chars`, `max_decompressed_bytes` of
 `DataOptions`, `--max-line-bytes` ... on the command line), so a build that needs more says so.
+Every read of user bytes goes through them, the progress counter's included (`io/counter.py`);
+an image's header is parsed through `BoundedHead`, which stops at `MAX_HEADER_BYTES`.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,10 @@ MAX_DECOMPRESSED_BYTES = 32 << 30
 # each, and real chat data (ShareGPT, OpenAI logs) stays under a few hundred turns; locating the
 # turns of a record costs renders per assistant turn, so its work must be bounded by its length.
 MAX_MESSAGES = 1024
+# What parsing one media file's header may read: real headers are kilobytes (EXIF, ICC profiles and
+# text chunks reach a few MB), and PIL reads a WebP whole to parse it; a PNG may hold gigabytes of
+# chunks before its pixels, which PIL would read whole.
+MAX_HEADER_BYTES = 64 << 20
 _SKIP = 1 << 20  # a too-long line is skipped this many bytes at a time
 _ENDS = ("\n", "\r", b"\n")  # what ends a line: text read with newline="" also ends one at a lone \r
 
@@ -70,6 +77,56 @@ def bounded_lines(fh: IO[Any], limit: int) -> Iterator[Any]:
         while end not in _ENDS and (rest := fh.readline(_SKIP)):
             end = rest[-1:]
         yield None
+
+
+class HeaderTooLong(Exception):
+    """A header read past its bound (`BoundedHead`)."""
+
+
+class BoundedHead(io.RawIOBase):
+    """A seekable binary file whose reads raise `HeaderTooLong` once `limit` bytes have been read
+    in all, until `lift()`: the header of an image is parsed through it, its pixels are not.
+
+        head = BoundedHead(fh, MAX_HEADER_BYTES)
+        with Image.open(head) as im:   # at most MAX_HEADER_BYTES read
+            head.lift()                # the pixel check reads on
+    """
+
+    def __init__(self, fh: IO[bytes], limit: int) -> None:
+        super().__init__()
+        self._fh, self.taken = fh, 0
+        self.limit: int | None = limit
+
+    def lift(self) -> None:
+        self.limit = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def read(self, size: int | None = -1) -> bytes:
+        # read, not only readinto: PIL reads a header a few bytes at a time, and this is one call each
+        if self.limit is None:
+            return self._fh.read(size)
+        room = self.limit - self.taken + 1  # one byte past the bound is enough to know
+        data = self._fh.read(room if size is None or size < 0 else min(size, room))
+        self.taken += len(data)
+        if self.taken > self.limit:
+            raise HeaderTooLong(self.limit)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def copy_pipe(pipe: Path, copy: Path, *, limit: int) -> None:
@@ -131,4 +188,7 @@ def string_checked(row: Any, location: Location, limit: int) -> Any:
     )  # fmt: skip
 
 
-__all__ = ["MAX_DECOMPRESSED_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "ReadBounds", "bounded_lines", "copy_pipe", "line_too_long", "string_checked"]
+__all__ = [
+    "MAX_DECOMPRESSED_BYTES", "MAX_HEADER_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "BoundedHead", "HeaderTooLong",
+    "ReadBounds", "bounded_lines", "copy_pipe", "line_too_long", "string_checked",
+]  # fmt: skip

@@ -1,4 +1,4 @@
-"""A build's stage inside OUT, published or removed: the standard library alone, no other ftdata module.
+"""What a watchdog does once its build is gone: the standard library alone, no other ftdata module.
 
 `safeio.OutputDir` stages a build in a hidden folder inside OUT (`.ftdata-tmp-<pid>-...-stage`)
 and commits it by writing `PUBLISH` there; `publish` then moves its files into place. When the
@@ -6,6 +6,10 @@ build is killed (SIGKILL runs no cleanup), its watchdog (`ftdata/guard/reaper.py
 by its path and runs `recover`: importing the ftdata package would take it 0.7 s and 80 MB, this
 file takes nothing. So OUT is back to the earlier build, or holds the new one whole, a moment
 after the kill, without waiting for the next ftdata run.
+
+Then every watchdog sweeps the scratch folders (`$TMPDIR/ftdata-<pid>-xxxxxxxx`, `scratch.py`) of
+runs that are gone (`clean_stale_scratch`): the build's own, and, around a Ray cluster, those of
+the workers it has just killed. Each run's next start sweeps them too.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import stat
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +31,10 @@ ASIDE = ".ftdata-old"  # in a stage: where OUT's earlier versions wait to be rem
 LAST = "build.json"  # published last: OUT holds a finished build exactly when it has one
 QUIET = 0.3  # seconds a killed build's names must stay gone (a Ray worker may still write for a moment)
 PATIENCE = 5.0  # seconds the watchdog keeps removing them at most
+SCRATCH_PREFIX = "ftdata-"
+SCRATCH_MARK = ".ftdata-scratch"  # in every scratch folder: ftdata's mark and its lock
+SCRATCH_TEXT = b"ftdata scratch folder: removed when the run that made it ends\n"
+_SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}\d+-[a-z0-9_]{{8}}")  # tempfile.mkdtemp(prefix="ftdata-<pid>-")
 
 
 def plain(name: str) -> bool:
@@ -108,3 +118,49 @@ def recover(folder: Path, prefix: str) -> None:
             time.sleep(0.05)
     finally:
         os.close(fd)
+
+
+def _stale(folder: Path) -> int | None:
+    """A descriptor holding the lock of `folder` when it is a scratch folder of a run that is gone, else None.
+
+    Only a folder ftdata made qualifies: its own naming (`ftdata-<pid>-xxxxxxxx`), a real folder
+    (not a link) owned by this user, holding ftdata's mark file (a plain file with ftdata's
+    text), whose lock no live run holds.
+    """
+    if not _SCRATCH_NAME.fullmatch(folder.name):
+        return None
+    try:
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return None
+        fd = os.open(folder / SCRATCH_MARK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        mark = os.fstat(fd)
+        if stat.S_ISREG(mark.st_mode) and mark.st_uid == os.getuid() and os.read(fd, 256) == SCRATCH_TEXT:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+    except OSError:  # BlockingIOError: its run is alive
+        pass
+    os.close(fd)
+    return None
+
+
+def clean_stale_scratch(root: Path | None = None) -> int:
+    """Remove scratch folders of runs that died without cleaning up; return how many.
+
+    A live run holds an `fcntl` lock on its folder's mark file; a free lock means its owner
+    is gone. Folders ftdata did not make (`$TMPDIR/ftdata-myproject`) are never touched (`_stale`).
+    """
+    removed = 0
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        fd = _stale(folder)
+        if fd is None:
+            continue
+        try:
+            remove(folder)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed

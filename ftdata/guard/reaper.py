@@ -20,6 +20,9 @@ would stay inside OUT. Two mechanisms:
                            temporary files (`ftdata/guard/commit.py`, loaded by path)
         Watchdog("remove") "remove PATH": around a temporary folder outside OUT (a cache entry
                            being written, `cache.save_cached`), remove it
+                           After its job, each sweeps the scratch folders in $TMPDIR of runs that
+                           are gone (`commit.clean_stale_scratch`): the build's own, and for the
+                           Reaper those of the cluster's workers it has just killed.
 
 `python -I -S ftdata/guard/reaper.py JOB PID ARGS...` is the watchdog (standard library only: it
 never imports the ftdata package, which costs 0.7 s and 80 MB).
@@ -38,6 +41,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable
+    from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _POLL = 0.5  # seconds between two looks at the parent
@@ -151,17 +155,30 @@ def _reap(parent: int, excluded: set[int]) -> None:
                 pass
         known = alive
         if not alive:
-            return
+            break
         time.sleep(0.2)
+    _commit().clean_stale_scratch()  # the build's scratch and its workers': their locks went with them
 
 
 def _after(parent: int, job: str, args: list[str]) -> None:
-    """Wait for `parent` to be gone, then do `job` with ftdata/guard/commit.py (loaded by its path, without the package).
+    """Wait for `parent` to be gone, then do `job` with ftdata/guard/commit.py, and sweep the scratch it left.
 
     "stage OUT PREFIX": finish or remove the build's stage in OUT (`commit.recover`);
     "remove PATH": remove a file or folder the build was writing (a cache entry; `commit.remove`).
     """
+    from pathlib import Path
+
     _gone(parent)(None)
+    commit = _commit()
+    if job == "stage":
+        commit.recover(Path(args[0]), args[1])
+    else:
+        commit.remove(Path(args[0]))
+    commit.clean_stale_scratch()
+
+
+def _commit() -> Any:
+    """ftdata/guard/commit.py, loaded by its path (without the package, which costs 0.7 s and 80 MB)."""
     import importlib.util
     from pathlib import Path
 
@@ -170,10 +187,7 @@ def _after(parent: int, job: str, args: list[str]) -> None:
     assert spec is not None and spec.loader is not None
     commit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(commit)
-    if job == "stage":
-        commit.recover(Path(args[0]), args[1])
-    else:
-        commit.remove(Path(args[0]))
+    return commit
 
 
 class Watchdog:

@@ -1,4 +1,4 @@
-"""Safe file handling: atomic publishing, owned output folders, locks, scratch space, input hashes.
+"""Safe file handling: atomic publishing, owned output folders, locks, scratch space (input digests: `inputs.py`).
 
 The rules every writer in ftdata follows:
 
@@ -24,11 +24,8 @@ The rules every writer in ftdata follows:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import sys
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,8 +44,8 @@ from ftdata.guard.reaper import Watchdog
 __all__ = [
     "FAILED_REJECTS", "LOCK_FILE", "OWNER_FILE", "SCRATCH_MARK", "SCRATCH_PREFIX", "SCRATCH_TEXT", "TEMP_MARK", "AtomicFile",
     "OutputDir", "Staging", "atomic_path", "check_output", "check_rejects_path", "clean_stale_scratch", "create",
-    "drop_scratch", "file_hash", "file_lock", "finish_publishing", "input_paths", "open_lock", "remove", "replace",
-    "scratch_dir", "settle", "source_id", "temp_name", "write_text",
+    "drop_scratch", "file_lock", "finish_publishing", "input_paths", "open_lock", "remove", "replace",
+    "scratch_dir", "settle", "temp_name", "write_text",
 ]  # fmt: skip
 
 FAILED_REJECTS = ".ftdata-failed-rejects.jsonl"  # a failed build's rejects, beside the build OUT holds
@@ -324,50 +321,3 @@ class OutputDir:
         write_text(stage / PUBLISH, json.dumps(plan) + "\n")  # the commit: from here on the build is published
         _publish(self.path, stage)
         self.staging = None
-
-
-# --- input identity -----------------------------------------------------------------------------
-
-_HASHES: dict[tuple[Any, ...], str] = {}
-
-
-def file_hash(path: Path) -> str:
-    """sha256 of a file's bytes (remembered in this process while its inode, size and times hold)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
-
-
-def source_id(source: Any) -> str:
-    """What identifies a build's input for its cache key: the content, never size + mtime.
-
-    A file: its sha256. A folder: the names and sha256 of every file in it. A pipe or other
-    stream cannot be read twice: a fresh random id (never a cache hit). A hub id: the id.
-    """
-    if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        if path.is_file():
-            return f"file:{file_hash(path)}"
-        if path.is_dir():
-            digest = hashlib.sha256()
-            for item in sorted(p for p in path.rglob("*") if p.is_file()):
-                digest.update(f"{item.relative_to(path)}\0{file_hash(item)}\n".encode())
-            return f"folder:{digest.hexdigest()}"
-        if path.exists():
-            return f"stream:{uuid.uuid4().hex}"
-        return str(source)
-    if hasattr(source, "_fingerprint"):
-        return str(source._fingerprint)
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(source, pandas.DataFrame):  # list(frame) would hash the column names only
-        return hashlib.sha256(source.to_json(orient="split", default_handler=str).encode()).hexdigest()
-    try:
-        return hashlib.sha256(json.dumps(list(source), sort_keys=True, default=str).encode()).hexdigest()
-    except TypeError:
-        return repr(source)

@@ -1,9 +1,12 @@
 """Scratch folders: `$TMPDIR/ftdata-<pid>-xxxxxxxx`, removed when the run that made them ends.
 
 A run removes its scratch at exit, on SIGTERM/SIGHUP, and when a build fails
-(`drop_scratch`). A run killed with SIGKILL cannot: the next run sweeps its scratch
-(`clean_stale_scratch`), and only folders ftdata made (its naming, a real folder owned by
-this user, ftdata's mark file whose lock no live run holds).
+(`drop_scratch`). A run killed with SIGKILL cannot: its watchdog, when it has one (a build into
+OUT, a cache entry, a local Ray cluster: `reaper.py`), sweeps its scratch the moment it is gone,
+and the next run does too (`commit.clean_stale_scratch`), only folders ftdata made (its naming, a
+real folder owned by this user, ftdata's mark file whose lock no live run holds). Ray ends its
+workers without their exit handlers, so a worker's scratch is one shard's, dropped when the shard
+is done (`build/shards.py`).
 """
 
 from __future__ import annotations
@@ -11,25 +14,19 @@ from __future__ import annotations
 import atexit
 import fcntl
 import os
-import re
 import signal
-import stat
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from ftdata.guard.atomic import TEMP_MARK, remove
-
-SCRATCH_PREFIX = "ftdata-"
+from ftdata.guard.commit import SCRATCH_MARK, SCRATCH_PREFIX, SCRATCH_TEXT, clean_stale_scratch
 
 _SCRATCH: list[Path] = []
 _SCRATCH_PID = os.getpid()
 _HANDLED = False
 _LOCKS: dict[Path, int] = {}  # scratch folder -> the descriptor holding its lock
-SCRATCH_MARK = ".ftdata-scratch"  # in every scratch folder: ftdata's mark and its lock
-SCRATCH_TEXT = b"ftdata scratch folder: removed when the run that made it ends\n"
-_SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}\d+-[a-z0-9_]{{8}}")  # tempfile.mkdtemp(prefix="ftdata-<pid>-")
 
 
 def _cleanup_scratch() -> None:
@@ -56,52 +53,6 @@ def _install_handlers() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_DFL:  # never replace a handler the application set
             signal.signal(sig, _on_signal)
-
-
-def _stale(folder: Path) -> int | None:
-    """A descriptor holding the lock of `folder` when it is a scratch folder of a run that is gone, else None.
-
-    Only a folder ftdata made qualifies: its own naming (`ftdata-<pid>-xxxxxxxx`), a real folder
-    (not a link) owned by this user, holding ftdata's mark file (a plain file with ftdata's
-    text), whose lock no live run holds.
-    """
-    if not _SCRATCH_NAME.fullmatch(folder.name):
-        return None
-    try:
-        info = os.lstat(folder)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            return None
-        fd = os.open(folder / SCRATCH_MARK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        mark = os.fstat(fd)
-        if stat.S_ISREG(mark.st_mode) and mark.st_uid == os.getuid() and os.read(fd, 256) == SCRATCH_TEXT:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-    except OSError:  # BlockingIOError: its run is alive
-        pass
-    os.close(fd)
-    return None
-
-
-def clean_stale_scratch(root: Path | None = None) -> int:
-    """Remove scratch folders of runs that died without cleaning up; return how many.
-
-    A live run holds an `fcntl` lock on its folder's mark file; a free lock means its owner
-    is gone. Folders ftdata did not make (`$TMPDIR/ftdata-myproject`) are never touched (`_stale`).
-    """
-    removed = 0
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
-        fd = _stale(folder)
-        if fd is None:
-            continue
-        try:
-            remove(folder)
-            removed += 1
-        finally:
-            os.close(fd)
-    return removed
 
 
 def scratch_dir() -> Path:

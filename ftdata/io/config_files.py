@@ -20,7 +20,7 @@ from ftdata.io.store import is_uri
 
 # Keys whose relative paths are taken relative to the YAML file, in any command's config (when
 # the file exists there, for the first group: "smollm2" or a hub id is not a path).
-_PATH_IF_EXISTS = ("data", "tokenizer", "template", "model", "processor")
+_PATH_IF_EXISTS = ("data", "tokenizer", "template", "chat_template", "model", "processor")
 _PATH_ALWAYS = ("output", "output_dir", "rejects_path", "cache_dir")
 NESTED_KEY = "data_options"  # a train config's mapping of BuildOptions fields
 
@@ -28,14 +28,23 @@ NESTED_KEY = "data_options"  # a train config's mapping of BuildOptions fields
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that holds a mapping of option: value (an empty file is {}).
 
+    At most `FTDATA_YAML_MAX_BYTES` of it is read: a larger file (or an endless pipe) is refused
+    before it is held whole.
+
     Raises:
-        ConfigError: unreadable file, not UTF-8, invalid YAML, or not a mapping.
+        ConfigError: unreadable file, larger than the limit, not UTF-8, invalid YAML, or not a mapping.
     """
     path = Path(path)
+    limit = limits().yaml_bytes
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{path}: config is larger than {limit:,} bytes; raise {env_name('yaml_bytes')} if it must be")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start}); save the config as UTF-8") from None
     values = load_yaml(text, source=str(path))
@@ -119,22 +128,18 @@ def _yaml_error(source: str, exc: Exception) -> ConfigError:
 
 
 def load_yaml(text: str, *, source: str) -> Any:
-    """`yaml.safe_load` with a size limit and a limit on values after alias expansion.
+    """`yaml.safe_load` with a limit on values after alias expansion (`read_yaml` bounds the size).
 
     Aliases let a 1 kB file stand for billions of values ("billion laughs"); the node graph
     is composed first (aliases stay references), its expanded size counted, and only then
     constructed.
 
     Raises:
-        ConfigError: invalid YAML, or a file past a limit.
+        ConfigError: invalid YAML, or more values than the limit.
     """
     import yaml
 
     lim = limits()
-    if len(text.encode("utf-8", "surrogatepass")) > lim.yaml_bytes:
-        raise ConfigError(
-            f"{source}: config is larger than {lim.yaml_bytes:,} bytes; raise {env_name('yaml_bytes')} if it must be"
-        )
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()

@@ -24,10 +24,12 @@ from __future__ import annotations
 import csv
 import functools
 import re
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ftdata.guard.bounds import ReadBounds, string_checked
 from ftdata.io.compressed import REENCODE, data_suffix, open_bytes, open_text
@@ -90,18 +92,34 @@ class _Record(Enum):
     QUOTE = "after a quote in a quoted field"
 
 
-_QUOTED_BODY = re.compile(r'[^"]*(?:""[^"]*)*')  # a quoted field's text up to its closing quote
+# A quoted field's text up to its closing quote, unrolled: a repeated group of one character
+# (`(?:[^"]|"")*`) costs the regex engine tens of bytes of stack per character (8 GB for a quoted
+# field of 64 MiB); a repeated character class costs nothing.
+_BODY = '[^"]*+(?:""[^"]*+)*+'
+_QUOTED_BODY = re.compile(_BODY)
 
 
-@functools.lru_cache(maxsize=8)
-def _fields(delimiter: str) -> re.Pattern[str]:
-    """Whole fields from a field's start, each with its delimiter.
+@dataclass(frozen=True, slots=True)
+class _Grammar:
+    """One delimiter's CSV (csv's default quoting) as regular expressions.
 
     A field is quoted (`"a ""b"", c"`, and what follows its closing quote up to the delimiter, as
     csv keeps it) or not (a quote inside it is text). Atomic groups: a `""` is never a closing quote.
+    A line ends its record unless it leaves a quoted field open: one match tells, from a record's
+    start (`closes`) or from inside a quoted field (`closes_quoted`), where `_scan` takes a step a field.
     """
-    d = re.escape(delimiter)
-    return re.compile(rf'(?>(?>"(?>(?:[^"]|"")*)"[^{d}]*+|[^"{d}][^{d}]*+|){d})*+')
+
+    fields: re.Pattern[str]  # whole fields from a field's start, each with its delimiter
+    closes: re.Pattern[str]
+    closes_quoted: re.Pattern[str]
+
+
+@functools.lru_cache(maxsize=8)
+def _grammar(delimiter: str) -> _Grammar:
+    d, body = re.escape(delimiter), f'{_BODY}"'
+    field = rf'(?>"{body}[^{d}]*+|[^"{d}][^{d}]*+|)'
+    record = rf"(?>{field}{d})*+{field}"
+    return _Grammar(re.compile(rf"(?>{field}{d})*+"), re.compile(record), re.compile(rf"{body}[^{d}]*+(?:{d}{record})?"))
 
 
 def _scan(state: _Record, text: str, delimiter: str) -> _Record:
@@ -109,7 +127,7 @@ def _scan(state: _Record, text: str, delimiter: str) -> _Record:
     quotes, not strict): only quotes at the start of a field open a quoted one, where a newline is text.
     Whole fields are passed by one regular expression, so a line of millions of fields costs no more
     than reading it."""
-    fields, i = _fields(delimiter), 0
+    fields, i = _grammar(delimiter).fields, 0
     while i < len(text):
         if state is _Record.FIELD and (end := fields.match(text, i).end()) > i:  # type: ignore[union-attr]
             i = end  # whole fields, each with its delimiter
@@ -139,22 +157,25 @@ class _TooLong(Exception):
 class _Lines:
     """The lines of a CSV file for `csv.reader`, no record longer than `limit` characters.
 
-    A record of CSV may span lines (a quoted field holding newlines), so the lines of the record
-    being read are counted together: when they pass the bound, the rest of the record is read
-    past a MiB at a time, following csv's quoting to find where it ends, and `_TooLong` is raised
-    in csv's reader. What is held is one record of at most `limit`, never the long one.
+    A record of CSV may span lines (a quoted field holding newlines), so a record's lines are read
+    and counted together, following csv's quoting (`_scan`) to where it ends, before csv is given
+    any of them. When they pass the bound, what was held is dropped, the rest of the record is read
+    past a MiB at a time, and `_TooLong` is raised in csv's reader: what is held is one record of at
+    most `limit`, and csv never builds a field of the long one (its field buffer takes 4 bytes a
+    character).
     """
 
     def __init__(self, fh: Any, *, limit: int, delimiter: str) -> None:
-        self.fh, self.limit, self.delimiter = fh, limit, delimiter
+        self.fh, self.limit, self.delimiter, self.grammar = fh, limit, delimiter, _grammar(delimiter)
         self.line, self.carry = 0, ""  # the last line read; a character read past it
-        self.first, self.size, self.held = 1, 0, []  # the record being read: its first line, characters, lines
+        self.first, self.size = 1, 0  # the record csv is reading: its first line, its characters
+        self.pending: deque[str] = deque()  # lines read, not yet given to csv
 
     def __iter__(self) -> _Lines:
         return self
 
     def record_done(self) -> None:
-        self.first, self.size, self.held = self.line + 1, 0, []
+        self.first, self.size = self.line + 1, 0
 
     def _readline(self, size: int) -> str:
         """`fh.readline(size)`, but a `\\r\\n` cut in two by the size is read whole (the `\\n` is no line of its own)."""
@@ -169,23 +190,41 @@ class _Lines:
         return line
 
     def __next__(self) -> str:
-        line = self._readline(self.limit + 1)
-        if not line:
-            raise StopIteration
-        self.line += 1
-        if not self.held and not line.strip("\r\n"):  # a blank line between records: csv skips it
-            self.first = self.line + 1
-            return line
-        whole = len(line) <= self.limit or line[-1] in "\r\n"
-        if whole and self.size + len(line.rstrip("\r\n")) <= self.limit:  # the last newline is not counted
+        if not self.pending:
+            self._read_record()
+        return self.pending.popleft()
+
+    def _read_record(self) -> None:
+        """The lines of the next record into `pending`, each read only as far as the bound leaves room.
+
+        Raises:
+            StopIteration: the file has ended.
+            _TooLong: the record passes the bound (it was read past, to its end).
+        """
+        quoted = False  # whether a quoted field is open at the end of the line
+        while line := self._readline(max(self.limit - self.size, 0) + 1):  # what still fits, and one more
+            self.line += 1
+            if not self.size and not line.strip("\r\n"):  # a blank line between records: csv skips it
+                self.first = self.line + 1
+                self.pending.append(line)
+                return
+            if self.size + len(line.rstrip("\r\n")) > self.limit:  # cut short by the read, or the file's last line; its newline is not counted
+                self._skip(_Record.QUOTED if quoted else _Record.FIELD, line)
             self.size += len(line)
-            self.held.append(line)
-            return line
-        state = _Record.FIELD
-        for text in (*self.held, line):
-            state = _scan(state, text, self.delimiter)
-        self.held = []
-        while True:  # to the end of the line, then of every line a quoted field goes on to
+            self.pending.append(line)
+            if '"' in line:  # without a quote, a line leaves a quoted field open and ends any other record
+                quoted = not (self.grammar.closes_quoted if quoted else self.grammar.closes).fullmatch(line)
+            if not quoted:
+                return
+        if not self.pending:  # else: the file ends inside a quoted field, which csv reads as it does
+            raise StopIteration
+
+    def _skip(self, state: _Record, line: str) -> NoReturn:
+        """Drop what is held of a record past the bound and read on to its end (`state`: csv's before
+        `line`, its last line read): to the end of the line, then of every line a quoted field goes on to."""
+        self.pending.clear()
+        state = _scan(state, line, self.delimiter)
+        while True:
             while line[-1] not in "\r\n" and (line := self._readline(_SKIP)):
                 state = _scan(state, line, self.delimiter)
             if state is not _Record.QUOTED or not (line := self._readline(_SKIP)):

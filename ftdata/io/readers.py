@@ -225,35 +225,38 @@ def read_jsonl(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[t
     """
     source = str(path)
     seen = False
-    with open_bytes(path, max_bytes=bounds.decompressed_bytes) as fh:
-        for lineno, raw in enumerate(bounded_lines(fh, bounds.line_bytes), start=1):
-            if raw is None:
-                seen = True
-                location = Location(source, line=lineno)
-                yield location, line_too_long(location, bounds.line_bytes)
-                continue
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise ReaderError(
-                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                    f"{REENCODE}"
-                ) from None
-            if not line or line.isspace():
-                continue
-            location = Location(source, line=lineno)
-            try:
-                row = _checked(_parse_json(line, location), bool(_SURROGATE_ESCAPE.search(line)), location)
-                if len(line) > bounds.string_chars:
-                    row = string_checked(row, location, bounds.string_chars)
-            except json.JSONDecodeError as exc:
-                raise ReaderError(
-                    f"{path}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; each line must be one JSON object"
-                ) from None
+    for lineno, raw in jsonl_lines(path, bounds):
+        if raw is None:
             seen = True
-            yield location, row
+            location = Location(source, line=lineno)
+            yield location, line_too_long(location, bounds.line_bytes)
+            continue
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ReaderError(
+                f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); {REENCODE}"
+            ) from None
+        if not line or line.isspace():
+            continue
+        location = Location(source, line=lineno)
+        try:
+            row = _checked(_parse_json(line, location), bool(_SURROGATE_ESCAPE.search(line)), location)
+            if len(line) > bounds.string_chars:
+                row = string_checked(row, location, bounds.string_chars)
+        except json.JSONDecodeError as exc:
+            raise ReaderError(f"{path}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; each line must be one JSON object") from None
+        seen = True
+        yield location, row
     if not seen:
         raise ReaderError(f"{path}: file is empty; expected one JSON object per line")
+
+
+def jsonl_lines(path: Path, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) of every line of `path`, decompressed and read within `bounds`: None for a
+    line past `bounds.line_bytes`, which was skipped unread. The JSONL reader's and the progress counter's."""
+    with open_bytes(path, max_bytes=bounds.decompressed_bytes) as fh:
+        yield from enumerate(bounded_lines(fh, bounds.line_bytes), start=1)
 
 
 def read_parquet(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[Location, Row]]:
@@ -568,31 +571,4 @@ def _read_stream(
         drop_scratch(folder)
 
 
-__all__ = ["READERS", "count_records", "data_files", "iter_dataset", "read_records", "sniff"]
-
-
-def count_records(data: str, *, limit: int | None) -> int | None:
-    """How many records a progress bar should expect, when cheap to know (else None)."""
-    path = Path(data).expanduser()
-    total: int | None = None
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".ndjson"):
-            with path.open("rb") as fh:
-                total = sum(1 for line in fh if line.strip())
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            try:
-                total = pq.ParquetFile(path).metadata.num_rows
-            except Exception:  # noqa: BLE001 - a broken file: the reader reports it, with its location
-                total = None
-        elif suffix == ".json" and path.stat().st_size < (256 << 20):
-            try:
-                obj = json.loads(path.read_bytes())
-            except (ValueError, RecursionError):
-                obj = None  # JSON Lines in a .json file, too deep, or broken: the reader says which
-            total = len(obj) if isinstance(obj, list) else None
-    if limit is not None:
-        total = min(total, limit) if total is not None else limit
-    return total
+__all__ = ["READERS", "data_files", "iter_dataset", "jsonl_lines", "read_records", "sniff"]

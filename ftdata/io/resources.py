@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError
+from ftdata.guard.inputs import Digests, Input, InputKind, folder_input, text_digest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -241,3 +242,34 @@ def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreT
             "offset mappings (load it with use_fast=True or convert it with `tokenizers`)"
         )
     return tok
+
+
+def tokenizer_input(tokenizer: Any, digests: Digests) -> Input:
+    """The tokenizer as a build reads it: the files of its folder (`name_or_path`, when a folder: tokenizer
+    files, chat template, generation_config.json, config.json, ..., never weights) and its loaded state
+    (vocabulary and rules, chat template, special tokens), which also covers a tokenizer changed in Python."""
+    name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+    state = json.dumps(
+        [type(tokenizer).__name__, tokenizer.backend_tokenizer.to_str(), getattr(tokenizer, "chat_template", None),
+         getattr(tokenizer, "special_tokens_map", {})], default=str,
+    )  # fmt: skip
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return Input(InputKind.TOKENIZER, name, text_digest(state), files=0)
+    files = folder_input(InputKind.TOKENIZER, folder, digests, name=name)
+    return Input(InputKind.TOKENIZER, name, text_digest(files.digest + text_digest(state)), files=files.files, path=files.path)
+
+
+def processor_input(processor: Any, digests: Digests) -> Input:
+    """A vision build's processor: its folder's files (preprocessor_config.json, processor_config.json, the chat
+    template, config.json, ...), or for a processor object its settings (`to_json_string`) and chat template."""
+    if isinstance(processor, (str, os.PathLike)):
+        return folder_input(InputKind.PROCESSOR, processor, digests, name=str(processor))
+    parts = [type(processor).__name__, getattr(processor, "chat_template", None)]
+    for part in (processor, getattr(processor, "image_processor", None)):
+        try:
+            parts.append(part.to_json_string() if part is not None else None)
+        except (TypeError, ValueError, AttributeError):  # a part that does not serialise: its repr
+            parts.append(repr(part))
+    return Input(InputKind.PROCESSOR, type(processor).__name__, text_digest(json.dumps(parts, default=str)), files=0)
+

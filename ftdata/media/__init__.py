@@ -1,5 +1,8 @@
-"""Media in records: images counted from their headers and expanded with the model's own processor
-rules (`processors`, `images`, `expand`, `splice`), images in packed rows (`packing`), preview and
-stats markers (`inspect`); audio clips' header facts and exact counts (`audio_files`,
-`audio_families`); docs/vision.md. References are read from records in `ftdata.records.media`.
+"""Media in records, one seam for every medium (docs/media.md): each kind is a `medium.Medium` (header
+facts and the family's count: `images`; audio clips' header facts and exact counts: `audio_files`,
+`audio_families`), the one family table keyed by processor class (`families`), processor folders
+without torchvision (`processors`), expansion, splicing and the per-record check (`expand`,
+`splice`), the rows' `media` column and its packing (`column`), preview and stats markers
+(`inspect`). References are read from records in `ftdata.records.media`; the collator, the only
+place pixels and samples exist, is `ftdata.train.media_collator`.
 """

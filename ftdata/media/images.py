@@ -1,4 +1,4 @@
-"""Image references: where an image is, its size from the file header, the budgets. No pixels.
+"""The image medium: where an image is, its size from the file header, the budgets, its count. No pixels.
 
     "cat.png"                     a path, relative to the data file  -> ref = its absolute path
     "/data/cat.png", file://...   an absolute path                   -> ref = the path
@@ -8,15 +8,24 @@
     "http://...", "https://..."   refused (`media_url`): ftdata never fetches
 
 The size comes from the header (`PIL.Image.open` is lazy: it parses the header and stops), so
-an image costs no pixel memory. A file that is not an image, or whose header is corrupt, is
-rejected (`media_unreadable`); so is one whose pixel data is cut after a sound header, which
-would otherwise fail where pixels are made (the training collator). That check reads the file
+an image costs no pixel memory. It is the size the processor sees: a photo whose EXIF orientation
+turns it a quarter (5-8) has width and height swapped, as `transformers.image_utils.load_image` and
+datasets' `Image` feature turn it (`exif_transpose`), and as the collator loads it (`load_image`).
+A file that is not an image, or whose header is corrupt, is rejected (`media_unreadable`); so is
+one whose pixel data is cut after a sound header, which would otherwise fail where pixels are made
+(the training collator). That check reads the file
 without decoding it: a JPEG must end with its end-of-image marker, a PNG's chunks must pass their
 CRCs through IEND (`Image.verify`); a JPEG without the marker (some carry bytes after it) is
 decoded at 1/8 scale (`draft`), and other formats are decoded. About 0.05 ms an image, where a
 decode costs 5-200 ms a photo; and a decode would add little: libjpeg conceals damage inside a
 JPEG's scan data (it decodes to grey blocks, raising nothing), so only a cut file is caught
 either way. Each file is checked once per process (cached by path, size and mtime).
+
+`ImageMedium` is the image implementation of `ftdata.media.medium.Medium`: the header's facts,
+then the family's count and the processor's expansion (`_get_num_multimodal_tokens`, and
+`replace_image_token` fed what its image processor reports for that size), cached per size; an
+image the processor refuses (Qwen2-VL: an aspect ratio over 200) is a `media_refused` reject with
+the processor's reason.
 
 Inline images are written once, content-addressed, to `store/<hex>.<ext>` (the `image_dir`
 option, else ~/.cache/ftdata/images), so rows hold only the reference and `open_image` finds
@@ -38,8 +47,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftdata.errors import UnusableRecord
+from ftdata.errors import ConfigError, UnusableRecord
+from ftdata.guard.bounds import MAX_HEADER_BYTES, BoundedHead, HeaderTooLong
+from ftdata.media.families import Counts, family
+from ftdata.media.medium import Expansion, Item
 from ftdata.outcomes import RejectCode
+from ftdata.records.media import MediaKind
 
 DIGEST = "sha256:"
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
@@ -72,6 +85,19 @@ class Headers:
         self._cache: dict[tuple[str, int, int], tuple[str, tuple[int, int]]] = {}  # -> (resolved path, size)
         self._limit = limit
         self._lock = threading.Lock()  # engine=local renders batches on several threads
+        self._read: dict[str, tuple[int, int, int, int] | None] = {}  # path -> (size, mtime, ctime, inode), None: no file
+
+    def drain(self) -> dict[str, tuple[int, int, int, int] | None]:
+        """Every image file named since the last drain, as stat'ed when read (None: no file there): what the
+        build's cache checks on a hit (`ftdata.guard.inputs.Manifest`)."""
+        with self._lock:
+            read, self._read = self._read, {}
+        return read
+
+    def _saw(self, path: Path, st: os.stat_result | None) -> None:
+        version = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
+        with self._lock:
+            self._read[os.path.abspath(path)] = version
 
     def info(self, raw: Any, *, base: Path | None, field: str) -> ImageInfo:
         """The reference and size of one image value from a record.
@@ -109,7 +135,9 @@ class Headers:
         try:
             st = path.stat()
         except OSError:
+            self._saw(path, None)
             raise _reject(f"image file {str(path)!r} does not exist; fix the path (relative paths start at the data file)", field, RejectCode.MEDIA_MISSING) from None
+        self._saw(path, st)
         if not stat.S_ISREG(st.st_mode):
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
         key = (str(path), st.st_size, st.st_mtime_ns)
@@ -186,14 +214,20 @@ def _header(fh: Any, *, what: str) -> tuple[tuple[int, int], str]:
     """
     from PIL import Image, UnidentifiedImageError
 
+    head = BoundedHead(fh, MAX_HEADER_BYTES)  # a PNG may hold gigabytes of chunks before its pixels
     try:
-        with Image.open(fh) as im:
+        with Image.open(head) as im:
+            head.lift()  # the header is read: the pixel check reads on
             width, height = im.size
             fmt = im.format or ""
             if width > 0 and height > 0:
                 _check_pixels(im, fh, fmt)
+                if _orientation(im) in _QUARTER_TURNS:  # the processor sees the photo turned: its sides swap
+                    width, height = height, width
     except UnidentifiedImageError:
         raise ValueError(f"{what} is not an image PIL can read (corrupt or unknown format)") from None
+    except HeaderTooLong:
+        raise ValueError(f"{what} has more than {MAX_HEADER_BYTES:,} bytes of header before its pixels; strip its metadata or re-save it") from None
     except _Cut as exc:
         raise ValueError(f"{what} has a sound header but {exc}: the file is cut or corrupt; replace it") from None
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:  # a corrupt header raises these
@@ -201,6 +235,22 @@ def _header(fh: Any, *, what: str) -> tuple[tuple[int, int], str]:
     if width <= 0 or height <= 0:
         raise ValueError(f"{what} has size {width}x{height}")
     return (width, height), fmt
+
+
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that transpose or turn the image by 90 degrees
+
+
+def _orientation(im: Any) -> int:
+    """The EXIF orientation tag of an opened image (1 when it has none), read without decoding.
+
+    A PNG's eXIf chunk is in `info` once read (a PNG's getexif would decode the pixels to look
+    further); a JPEG's, WebP's and TIFF's come with the header."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block: PIL's exif_transpose ignores it too
+        return 1
 
 
 class _Cut(Exception):
@@ -251,7 +301,7 @@ def stored(ref: str, store: Path) -> Path | None:
 
 
 def open_image(ref: str, *, store: str | Path | None = None) -> Any:
-    """The image a row's `ref` names, as a PIL image (the one place pixels are made: the training collator).
+    """The image a row's `ref` names, as a lazy PIL image.
 
     Raises:
         FileNotFoundError: the file, or the inline image in `store`, is not there.
@@ -264,8 +314,90 @@ def open_image(ref: str, *, store: str | Path | None = None) -> Any:
     return Image.open(path)
 
 
+def load_image(ref: str, *, store: str | Path | None = None) -> Any:
+    """The pixels of a row's image as the processor sees them: RGB, its EXIF orientation applied (as
+    `transformers.image_utils.load_image` does). The one place pixels are made: the training collator.
+
+    Raises:
+        FileNotFoundError: the file, or the inline image in `store`, is not there.
+        OSError: the file cannot be decoded.
+    """
+    from PIL import ImageOps
+
+    with open_image(ref, store=store) as img:
+        return ImageOps.exif_transpose(img).convert("RGB")
+
+
+class ImageMedium:
+    """Images with one processor: each one's size from its header, its count and expansion by the family's rule."""
+
+    kind = MediaKind.IMAGE
+    replacements = "images_replacements"
+
+    def __init__(self, processor: Any, *, store: Path | None, max_pixels: int | None):
+        self.processor = processor
+        self.rule = family(processor).image
+        if self.rule is None:
+            raise ConfigError(f"processor {type(processor).__name__} reads no images")
+        self.spans = self.rule.counts is Counts.SPAN
+        self.headers = Headers(store=store, max_pixels=max_pixels)
+        tok = processor.tokenizer
+        self.placeholder: str = processor.image_token  # what the processor replaces in the text
+        candidates = [t for t in (getattr(tok, "image_token", None), processor.image_token) if isinstance(t, str)]
+        probe = self._replacement(224, 224)
+        self.pad: str = max(candidates, key=probe.count)  # the token repeated per image feature
+        self.pad_id: int = tok.convert_tokens_to_ids(self.pad)
+        self.text = self.rule.text or self.placeholder
+        self._sizes: dict[tuple[int, int], Expansion] = {}
+
+    def drain(self) -> dict[str, tuple[int, int, int, int] | None]:
+        return self.headers.drain()
+
+    def sample(self) -> Expansion:
+        return self.expansion(224, 224)
+
+    def _replacement(self, height: int, width: int) -> str:
+        return str(self.processor.replace_image_token(self.rule.inputs(self.processor, height, width), 0))  # type: ignore[union-attr]
+
+    def expansion(self, width: int, height: int) -> Expansion:
+        """The processor's expansion of an image of `width` x `height` (cached per size).
+
+        Raises:
+            ValueError (or whatever the processor raises): the processor refuses an image of that size.
+        """
+        key = (width, height)
+        found = self._sizes.get(key)
+        if found is None:
+            text = self._replacement(height, width)
+            pads = text.count(self.pad)
+            if self.rule.counts is Counts.EXPANSION:  # type: ignore[union-attr]
+                tokens = pads
+            else:
+                tokens = int(self.processor._get_num_multimodal_tokens(image_sizes=[[height, width]]).num_image_tokens[0])
+            found = Expansion(text, tokens, pads)
+            if len(self._sizes) < 65536:
+                self._sizes[key] = found
+        return found
+
+    def item(self, value: Any, *, base: Path | None, field: str) -> Item:
+        """One image: its reference and size from the header, counted and expanded.
+
+        Raises:
+            UnusableRecord: see `Headers.info`; the processor refuses it (`media_refused`, its reason).
+        """
+        info = self.headers.info(value, base=base, field=field)
+        try:
+            expansion = self.expansion(info.width, info.height)
+        except Exception as exc:  # noqa: BLE001 - the processor's own refusal (ValueError from smart_resize, ...)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise _reject(
+                f"the processor refuses image {info.ref[:80]!r} ({info.width}x{info.height}): {reason}", field, RejectCode.MEDIA_REFUSED,
+            ) from None  # fmt: skip
+        return Item(MediaKind.IMAGE, info.ref, expansion, width=info.width, height=info.height)
+
+
 def _reject(reason: str, field: str, code: RejectCode) -> UnusableRecord:
     return UnusableRecord(reason, field=field, code=code)
 
 
-__all__ = ["DIGEST", "Headers", "ImageInfo", "default_store", "open_image", "stored", "write_once"]
+__all__ = ["DIGEST", "Headers", "ImageInfo", "ImageMedium", "default_store", "load_image", "open_image", "stored", "write_once"]

@@ -1,13 +1,14 @@
-"""Images in `ftdata preview` and `ftdata stats`: one marker per image, counts per record.
+"""Media in `ftdata preview` and `ftdata stats`: one marker per item, counts per record.
 
     <|vision_start|><|image_pad|> x 378<|vision_end|>   ->   [image 512x600, 378 tokens: grace_hopper.jpg]
 
-Preview shows each image as that one marker (and one row of the --tokens table) instead of
-hundreds of pad tokens; stats counts images and visual (image-pad) tokens per example.
+Preview shows each item as that one marker (and one row of the --tokens table) instead of
+hundreds of pad tokens; stats counts items (by kind) and their placeholder tokens per example.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -15,15 +16,15 @@ from ftdata.types import IGNORE_INDEX, Rendered
 
 
 def marker(placed: Any) -> str:
-    """The one-line stand-in of an expanded image."""
-    ref = placed.info.ref
-    name = ref[:19] if ref.startswith("sha256:") else ref.rsplit("/", 1)[-1]
-    return f"[image {placed.info.width}x{placed.info.height}, {placed.expansion.pads} tokens: {name}]"
+    """The one-line stand-in of an expanded item."""
+    item = placed.item
+    name = item.ref[:19] if item.ref.startswith("sha256:") else item.ref.rsplit("/", 1)[-1]
+    return f"[{item.kind} {item.size}, {item.expansion.pads} tokens: {name}]"
 
 
-def media_counts(rendered: Rendered) -> tuple[int, int]:
-    """(images, image-pad tokens) of one rendered example."""
-    return len(rendered.media), sum(p.expansion.pads for p in rendered.media)
+def media_counts(rendered: Rendered) -> tuple[Counter[str], int]:
+    """(items by kind, their placeholder tokens) of one rendered example."""
+    return Counter(p.item.kind.value for p in rendered.media), sum(p.item.expansion.pads for p in rendered.media)
 
 
 def collapse_segments(segments: list[Any], rendered: Rendered) -> list[Any]:

@@ -16,18 +16,24 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ftdata.run import loop
 
-from ftdata.run.rows import ArrowRows, check_split, finish
+from ftdata.run.rows import check_split
+from ftdata.run.pair_rows import PairChunk, build_part, finish_rows, open_rows
+from ftdata.run.pairs import compile_stage
+from ftdata.run.task import data_task
 
 from ftdata.guard import safeio
-from ftdata.run.engine import Measured, Ran, Stage, chunk
-from ftdata.errors import FtdataError, Location
+from ftdata.guard.inputs import Stat, add_read
+from ftdata.run.engine import Ran, Stage
+from ftdata.errors import ConfigError, FtdataError, Location
+from ftdata.guard.bounds import ReadBounds
+from ftdata.io.counter import count_records
 from ftdata.mix.contamination import EvalIndex
 from ftdata.mix.dedup import Deduplicator, digest
 from ftdata.mix.recipe import Dedup, MixBy, Recipe
@@ -36,9 +42,9 @@ from ftdata.run.executors import ray_cluster
 from ftdata.options import BuildOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.run.report import BuildReport, Reject, RejectsWriter
-from ftdata.types import IGNORE_INDEX, Engine
+from ftdata.types import IGNORE_INDEX, Engine, Task
 
-__all__ = ["build_recipe", "check_shares"]
+__all__ = ["build_recipe", "check_shares", "recipe_stages"]
 
 UNITS = ("records", "tokens", "trained_tokens")
 
@@ -52,13 +58,15 @@ class _Part:
 
 
 def _records(stage: Stage, ran: Ran, *, texts: bool) -> _Part:
+    """The batch's part, and each kept record's location and text: its rendering (a pair's: its prompt's,
+    so dedup and decontamination read the prompt)."""
     seen: dict[int, tuple[Location, list[str]]] = {}
     for record, item, result in ran.outcomes:
-        if isinstance(item, Measured) and result is not None and result.rows:
+        if not isinstance(item, Reject) and result is not None and result.rows:
             where, parts = seen.setdefault(record, (item.example.source, []))
             if texts:
                 parts.append(item.rendered.text)
-    return _Part(chunk(ran), [(record, where, "\n".join(parts)) for record, (where, parts) in seen.items()])
+    return _Part(build_part(stage, ran), [(record, where, "\n".join(parts)) for record, (where, parts) in seen.items()])
 
 
 def _with_texts(stage: Stage, ran: Ran) -> _Part:
@@ -105,26 +113,40 @@ class _Records:
         return [str(Location(files[f], None if line < 0 else int(line), None if index < 0 else int(index))) for f, line, index in where[at]]
 
 
+def recipe_stages(recipe: Recipe, tokenizer: Any) -> list[Stage]:
+    """Each source's compiled stage: its own options over the recipe's, the recipe's task (`recipe_task`)
+    for all; what declares the files it reads."""
+    task = recipe_task(recipe)
+    options = [recipe.source_options(spec) for spec in recipe.sources]
+    return [compile_stage(tokenizer, (o if task is None else o.updated(task=task)).data) for o in options]
+
+
 def build_recipe(
-    recipe: Recipe, *, tokenizer: Any, options: BuildOptions, progress: Callable[[int], None] | None = None
-) -> tuple[Any, BuildReport]:
+    recipe: Recipe, *, tokenizer: Any, options: BuildOptions, progress: Callable[[int], None] | None = None,
+    stages: list[Stage] | None = None, media: dict[str, Stat | None] | None = None,
+) -> tuple[Any, BuildReport]:  # fmt: skip
     """Build `recipe` in memory: the mixed dataset and its report (`report.mix`: one row per source).
 
     `options`: the recipe's whole-build options as the caller resolved them (run options,
-    rejects path). Sources are read in order; so are their records.
+    rejects path). Sources are read in order; so are their records. `stages`: each source's
+    (`recipe_stages`, made here when None); `media`: filled with the media files records named.
 
     Raises:
         ConfigError: a target no source can meet (before anything is written), a bad recipe.
         FtdataError: what a source's records raise; nothing kept.
     """
     started = time.perf_counter()
-    data = options.data
-    report = BuildReport(source=recipe.origin, tokenizer=str(getattr(tokenizer, "name_or_path", "")), template="per source")
-    reading = _Reading(recipe, RejectsWriter(report, options.output.rejects_path))
+    task = recipe_task(recipe)
+    data = options.data if task is None else options.updated(task=task).data
+    report = BuildReport(
+        source=recipe.origin, tokenizer=str(getattr(tokenizer, "name_or_path", "")), template="per source",
+        task=(data.task or Task.SFT).value,
+    )  # fmt: skip
+    reading = _Reading(recipe, RejectsWriter(report, options.output.rejects_path), data, media=media)
     try:
         with _one_cluster(options.run):
-            for spec in recipe.sources:
-                reading.source(spec, tokenizer, BuildOptions.from_mapping({**recipe.options, **spec.options}), options.run, progress)
+            for spec, stage in zip(recipe.sources, stages or recipe_stages(recipe, tokenizer)):
+                reading.source(spec, stage, options.run, progress)
         reading.rows.close()
         reading.dedupe()
         splits, mix = _mixture(recipe, data, reading.sources, reading.row_units(), reading.removed, reading.records, reading.sink)
@@ -139,7 +161,7 @@ def build_recipe(
     report.rejects_path = options.output.rejects_path
     if not len(splits["train"]):
         raise FtdataError(f"{recipe.origin}: the mixture has no records (every record was rejected or removed)")
-    dataset = finish(reading.rows.path, data, report, splits=splits)
+    dataset = finish_rows(reading.rows.path, data, report, splits=splits)
     report.sequences = int(sum(m["sequences"] for m in mix))
     report.tokens = int(sum(m["tokens"]["used"] for m in mix))
     report.trained_tokens = int(sum(m["trained_tokens"]["used"] for m in mix))
@@ -158,37 +180,45 @@ class _Reading:
     """The sources read in order into one rows file and one rejects file; evaluation overlaps
     removed as their records arrive, duplicates found once every source is read."""
 
-    def __init__(self, recipe: Recipe, sink: RejectsWriter) -> None:
+    def __init__(self, recipe: Recipe, sink: RejectsWriter, data: Any, *, media: dict[str, Stat | None] | None = None) -> None:
         self.recipe = recipe
         self.sink = sink
-        self.rows = ArrowRows(safeio.scratch_dir() / "rows.arrow")
+        self.media = media
+        self.rows = open_rows(safeio.scratch_dir() / "rows.arrow", replace(data, processor=None))
         self.texts = recipe.dedup is not Dedup.NONE or bool(recipe.decontaminate)
         # near: MinHash LSH, record by record; exact: a 16-byte digest per record, compared at the end
         self.near: Deduplicator[int] | None = None
         if recipe.dedup is Dedup.NEAR:
             self.near = Deduplicator(recipe.dedup, threshold=recipe.near_threshold)
         self.digests: list[tuple[np.ndarray, bytes]] = []  # per batch: (record ids, their digests joined)
-        self.index = EvalIndex.from_files(recipe.eval_files(), n=recipe.ngram) if recipe.decontaminate else None
+        self.index = None
+        if recipe.decontaminate:  # evaluation files are user bytes too: read within the build's bounds
+            self.index = EvalIndex.from_files(recipe.eval_files(), n=recipe.ngram, bounds=ReadBounds.of(recipe.build_options().data))
         self.records = _Records()
         self.units: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per batch: each row's record, tokens, trained tokens
         self.removed: set[int] = set()
         self.duplicates: list[tuple[int, int, str]] = []  # (record, the record it repeats, how)
         self.sources: list[_Source] = []
 
-    def source(self, spec: Any, tokenizer: Any, options: BuildOptions, run: RunOptions, progress: Callable[[int], None] | None) -> None:
-        """Every record of one source, through the run loop with its own options."""
+    def source(self, spec: Any, stage: Stage, run: RunOptions, progress: Callable[[int], None] | None) -> None:
+        """Every record of one source, through the run loop with its own stage."""
         source = _Source(spec.name, BuildReport(source=spec.name), first=self.rows.records)
-        stage = Stage(tokenizer, options.data)
         reduce = _with_texts if self.texts else _without_texts
         for path in spec.files():
             for part in loop.run(path, stage, run, reduce, report=source.report, progress=progress, empty_ok=True):
                 base = self.rows.records
                 c = part.chunk
-                self.rows.write(c.ids, c.labels, c.lengths, c.groups, c.weights)
                 self.sink.write(c.rejects)
-                starts = np.concatenate([[0], np.cumsum(c.lengths)[:-1]]).astype(np.int64)
-                trained = np.add.reduceat(c.labels != IGNORE_INDEX, starts) if len(c.lengths) else np.zeros(0, dtype=np.int64)
-                self.units.append((base + c.groups, c.lengths, trained.astype(np.int64)))
+                if self.media is not None:
+                    add_read(self.media, c.read)
+                if isinstance(c, PairChunk):  # preference rows: a pair's tokens are its prompt's and completions'
+                    self.rows.write(c)  # type: ignore[call-arg]
+                    self.units.append((base + c.groups, *c.units()))
+                else:
+                    self.rows.write(c.ids, c.labels, c.lengths, c.groups, c.weights)  # type: ignore[call-arg]
+                    starts = np.concatenate([[0], np.cumsum(c.lengths)[:-1]]).astype(np.int64)
+                    trained = np.add.reduceat(c.labels != IGNORE_INDEX, starts) if len(c.lengths) else np.zeros(0, dtype=np.int64)
+                    self.units.append((base + c.groups, c.lengths, trained.astype(np.int64)))
                 self.records.add([base + r for r, _, _ in part.located], [where for _, where, _ in part.located])
                 self._check(base, part.located, source)
         source.last = self.rows.records
@@ -330,18 +360,41 @@ def _table(plan: Plan, sources: list[_Source], kept: list[np.ndarray], per: dict
     return out
 
 
+def recipe_task(recipe: Recipe) -> Task | None:
+    """The task of every source of `recipe` when the recipe names none: what each source's first file says
+    (`ftdata.run.task`); None for SFT data.
+
+    Raises:
+        ConfigError: sources of different tasks (a build makes one kind of rows).
+    """
+    if recipe.options.get("task") is not None:
+        return None
+    found = {
+        spec.name: data_task(spec.files()[0], BuildOptions.from_mapping({**recipe.options, **spec.options}).data) or Task.SFT
+        for spec in recipe.sources
+    }  # fmt: skip
+    if len(set(found.values())) > 1:
+        kinds = ", ".join(f"{name} is {task.value}" for name, task in found.items())
+        raise ConfigError(f"{recipe.origin}: the sources hold different kinds of data ({kinds}); a build makes one kind of rows: "
+                          "split the recipe, or set task: at its top")  # fmt: skip
+    task = next(iter(found.values()))
+    return None if task is Task.SFT else task
+
+
 def check_shares(recipe: Recipe) -> None:
     """Before any tokenizing: a recipe mixed by records whose target a source cannot meet even
-    if every record of it were usable (counted without reading, where the format allows).
+    if every record of it were usable (counted by the progress counter, within the build's read
+    bounds, where the format allows).
 
     Raises:
         ConfigError: the planner's message, naming the source, what it has and what it needs.
     """
     if recipe.mix_by is not MixBy.RECORDS:
         return  # tokens are known once the records are tokenized: the planner checks then
-    from ftdata.io.readers import count_records
-
-    counts = [sum(count_records(path, limit=None) or 0 for path in spec.files()) for spec in recipe.sources]
+    counts = []
+    for spec in recipe.sources:
+        data = recipe.source_options(spec).data  # each file read as the build reads it: its bounds, its limit
+        counts.append(sum(count_records(path, limit=data.limit, bounds=ReadBounds.of(data)) or 0 for path in spec.files()))
     if all(counts):
         plan_mix([SourceSizes(s.name, np.ones(n, dtype=np.int64), s.weight, s.epochs_max) for s, n in zip(recipe.sources, counts)],
                  total=recipe.total, seed=recipe.seed, unit="records")  # fmt: skip

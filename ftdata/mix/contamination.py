@@ -67,10 +67,11 @@ class EvalIndex:
     @classmethod
     def from_files(cls, paths: Sequence[str | Path], *, n: int = 13, **read: Any) -> EvalIndex:
         """Index evaluation files in any format ftdata reads (`read` goes to `read_records`:
-        reader, delimiter, field).
+        reader, delimiter, field, bounds).
 
         Raises:
             ReaderError: a file cannot be read (the message names it and the line).
+            RecordError: a record cannot be read faithfully, e.g. a line past `bounds` (naming it).
         """
         return cls((item for path in paths for item in _eval_texts(path, **read)), n=n)
 
@@ -130,7 +131,15 @@ def _combine(windows: np.ndarray) -> np.ndarray:
 
 
 def _eval_texts(path: str | Path, **read: Any) -> Iterator[tuple[Location, str]]:
+    """Each evaluation record's text. A record the reader could not read faithfully (past a read
+    bound, a lone surrogate) is an error: skipped, it would leave its n-grams out of the check.
+
+    Raises:
+        RecordError: naming the evaluation file, the line and the fix.
+    """
     for location, row in read_records(path, **read):
+        if isinstance(row, RecordError):
+            raise row
         yield location, "\n".join(_texts(row, location))
 
 

@@ -23,6 +23,7 @@ source's options are checked by `BuildOptions` exactly as a single build's are.
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import sys
@@ -35,7 +36,8 @@ from typing import Any
 from ftdata.io.compressed import data_suffix
 from ftdata.io.config_files import check_code_reader, read_yaml, resolve_paths
 from ftdata.errors import ConfigError
-from ftdata.options import DATA_FIELDS, FIELDS, BuildOptions
+from ftdata.guard.inputs import Digests, Input, InputKind, data_input, text_digest
+from ftdata.options import DATA_FIELDS, FIELDS, BuildOptions, plain
 from ftdata.io.store import is_uri
 from ftdata.types import _Choice
 
@@ -45,7 +47,7 @@ _BUILD_OPTIONS = tuple(FIELDS)
 WHOLE_BUILD_OPTIONS = frozenset({
     "max_length", "packing", "pad_to_multiple_of", "padding", "padding_side", "test_size", "seed", "shuffle",
     "stop_tokens", "engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache_dir",
-    "max_reject_ratio",
+    "max_reject_ratio", "task",
 })  # fmt: skip
 SOURCE_OPTIONS = tuple(name for name in _BUILD_OPTIONS if name not in WHOLE_BUILD_OPTIONS)
 SOURCE_KEYS = ("data", "name", "weight", "epochs_max", *SOURCE_OPTIONS)
@@ -121,6 +123,10 @@ class Recipe:
     def build_options(self) -> BuildOptions:
         """The options of the whole build (max_length, packing, test_size, seed, engine, ...)."""
         return BuildOptions.from_mapping(self.options)
+
+    def source_options(self, source: RecipeSource) -> BuildOptions:
+        """The options `source` is read and built with: the recipe's, then its own."""
+        return BuildOptions.from_mapping({**self.options, **source.options})
 
     def eval_files(self) -> list[str]:
         """The evaluation files `decontaminate` names, globs expanded, in order.
@@ -200,6 +206,28 @@ def load_recipe(path: str | Path, *, allow_code: bool = False) -> Recipe:
     """
     path = Path(path)
     return Recipe.from_mapping(read_yaml(path), base=path.parent, origin=str(path), allow_code=allow_code)
+
+
+def recipe_inputs(recipe: Recipe, files: Digests) -> list[Input]:
+    """What a recipe build reads besides each source's stage (`Stage.inputs`): the recipe (its file's bytes
+    and what they resolved to: sources, weights, options, globs' matches), every source file, every
+    evaluation file `decontaminate` names.
+
+    Raises:
+        ConfigError: a glob that matches nothing, a path that does not exist.
+    """
+    sources = [(spec.name, spec.data, spec.weight, spec.epochs_max, plain(spec.build_options()), spec.files()) for spec in recipe.sources]
+    settings = [
+        recipe.tokenizer, recipe.mix_by.value, recipe.total, recipe.seed, recipe.dedup.value, recipe.near_threshold,
+        recipe.decontaminate, recipe.ngram, plain(recipe.build_options()), sources,
+    ]  # fmt: skip
+    origin = Path(recipe.origin)
+    on_disk = files.file(origin) if origin.is_file() else ""
+    resolved = text_digest(on_disk + json.dumps(settings, sort_keys=True, default=str))
+    out = [Input(InputKind.RECIPE, recipe.origin, resolved, path=str(origin.absolute()) if on_disk else "")]
+    out += [data_input(path, files) for *_, paths in sources for path in paths]
+    out += [data_input(path, files, kind=InputKind.EVAL_SET) for path in recipe.eval_files()]
+    return out
 
 
 def is_recipe(path: str | Path) -> bool:
@@ -358,4 +386,4 @@ def _fraction(value: Any, name: str, *, where: str) -> float:
     return float(value)
 
 
-__all__ = ["Dedup", "MixBy", "Recipe", "RecipeSource", "expand", "is_recipe", "load_recipe"]
+__all__ = ["Dedup", "MixBy", "Recipe", "RecipeSource", "expand", "is_recipe", "load_recipe", "recipe_inputs"]

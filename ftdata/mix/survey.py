@@ -9,15 +9,19 @@ left to it: the table says what the sources hold before them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from rich.table import Table
 
+from ftdata.mix.build import recipe_stages
 from ftdata.run.engine import Stage
+from ftdata.run.pair_stats import collect_pairs
+from ftdata.run.pairs import PairStage
 from ftdata.mix.recipe import Recipe
 from ftdata.mix.shares import SourceSizes, plan_mix
-from ftdata.options import BuildOptions, RunOptions
+from ftdata.options import RunOptions
 from ftdata.run.stats import collect
 
 __all__ = ["survey", "survey_table"]
@@ -31,18 +35,17 @@ def survey(recipe: Recipe, *, tokenizer: Any, run: RunOptions, progress: Callabl
         FtdataError: a source with no usable record.
     """
     rows, units = [], []
-    for spec in recipe.sources:
-        stage = Stage(tokenizer, BuildOptions.from_mapping({**recipe.options, **spec.options}).data)
-        measured = [collect(path, stage, run, progress=progress) for path in spec.files()]
+    for spec, stage in zip(recipe.sources, recipe_stages(recipe, tokenizer)):
+        measured = [_measure(path, stage, run, progress) for path in spec.files()]
         per = {
-            "records": np.concatenate([np.ones(m.examples, dtype=np.int64) for m in measured]),
-            "tokens": np.concatenate([m.total for m in measured]),
+            "records": np.concatenate([np.ones(len(m.tokens), dtype=np.int64) for m in measured]),
+            "tokens": np.concatenate([m.tokens for m in measured]),
             "trained_tokens": np.concatenate([m.trained for m in measured]),
         }
         units.append(per)
         rows.append({
             "source": spec.name, "files": len(measured), "records": sum(m.records for m in measured),
-            "rejected": sum(sum(m.problems.values()) for m in measured), "examples": len(per["records"]),
+            "rejected": sum(m.rejected for m in measured), "examples": len(per["records"]),
             "tokens": int(per["tokens"].sum()), "trained_tokens": int(per["trained_tokens"].sum()), "epochs_max": spec.epochs_max,
         })  # fmt: skip
     unit = recipe.mix_by.value
@@ -53,6 +56,26 @@ def survey(recipe: Recipe, *, tokenizer: Any, run: RunOptions, progress: Callabl
     for row, sp in zip(rows, plan.sources):
         row.update(target_share=round(sp.target_share, 6), planned=sp.records, repeats=sp.repeats, share=round(sp.share, 6))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    """One file of a source as the planner reads it: records read and rejected, each example's (or pair's) tokens and trained tokens."""
+
+    records: int
+    rejected: int
+    tokens: np.ndarray
+    trained: np.ndarray
+
+
+def _measure(path: str, stage: Stage, run: RunOptions, progress: Callable[[int], None] | None) -> _Measured:
+    """`ftdata stats` of one file: SFT examples, or pairs (a pair's tokens: its prompt's and completions')."""
+    if isinstance(stage, PairStage):
+        pairs = collect_pairs(path, stage, run, progress=progress)
+        trained = pairs.completions.sum(axis=1)
+        return _Measured(pairs.counts.records, pairs.counts.n_rejected, pairs.prompt + trained, trained)
+    m = collect(path, stage, run, progress=progress)
+    return _Measured(m.records, sum(m.problems.values()), m.total, m.trained)
 
 
 def survey_table(rows: list[dict[str, Any]], *, unit: str) -> Table:

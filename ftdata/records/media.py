@@ -1,18 +1,21 @@
-"""Images in records: content parts, `<image>` tags and an `images` column, read into messages.
+"""Media in records: content parts, tags and columns read into messages, for every kind of media.
 
-Every image becomes one placeholder character, `MEDIA` (U+FFFC, the Unicode object
-replacement character), in its message's text, and its reference goes to `Message.media`
-(one per placeholder, in order). The chat template renders the placeholder as text; the
-vision stage (`ftdata.media.expand`) replaces it by what the processor expands the image to.
+Every media item becomes one placeholder character, `MEDIA` (U+FFFC, the Unicode object
+replacement character), in its message's text, and a `Ref` (its kind and what the record gives
+for it) goes to `Message.media`, one per placeholder, in order. The chat template renders the
+placeholder as text; the media stage (`ftdata.media.expand`) replaces it by what the processor
+expands the item to.
 
     {"role": "user", "content": [{"type": "image", "image": "cat.png"},
                                  {"type": "text", "text": "What is this?"}]}
-        -> Message("user", "\\ufffcWhat is this?", media=("cat.png",))
+        -> Message("user", "\\ufffcWhat is this?", media=(Ref(IMAGE, "cat.png"),))
 
-Shapes read (docs/vision.md):
-- OpenAI parts: `{"type": "image", "image": PATH}`, `{"type": "image_url", "image_url": {"url": PATH or data: URI}}`
+How records name each kind is one row of `SHAPES` (docs/media.md):
+- content parts: `{"type": "image", "image": PATH}`, `{"type": "image_url", "image_url": {"url": PATH or data: URI}}`
   (also `url`/`path` keys, as transformers' chat templates take them);
-- TRL: `{"type": "image"}` parts without a reference, the images in the row's `images` column, in order;
+- TRL: `{"type": "image"}` parts without a reference, the items in the row's `images` column, in order;
+  a row whose messages hold no placeholder at all gets its column's items before the first user text,
+  as TRL's `prepare_multimodal_messages` puts them (noted: `media_placed`);
 - LLaMA-Factory / ShareGPT: `<image>` tags in the text and an `images` column;
 - Hugging Face datasets with an `Image` feature: the column's values (`{"bytes", "path"}` or PIL images).
 
@@ -23,117 +26,189 @@ This module imports nothing heavy: formats.py uses it on every record.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from ftdata.errors import Location, RecordError, UnusableRecord
-from ftdata.outcomes import RejectCode
-from ftdata.types import Example
+from ftdata.outcomes import Note, NoteCode, RejectCode
+from ftdata.types import Example, Message
 
 MEDIA = "\ufffc"
-"""The placeholder of one image in a message's text (U+FFFC OBJECT REPLACEMENT CHARACTER)."""
-
-TAG = "<image>"  # LLaMA-Factory's placeholder, read as an image only where the row has an `images` column
-IMAGE_COLUMNS = ("images", "image")
-_IMAGE_TYPES = ("image", "image_url", "input_image")
+"""The placeholder of one media item in a message's text (U+FFFC OBJECT REPLACEMENT CHARACTER)."""
 
 
-def is_image_part(part: Any) -> bool:
-    return isinstance(part, Mapping) and (part.get("type") in _IMAGE_TYPES or (
-        part.get("type") is None and ("image" in part or "image_url" in part)))  # fmt: skip
+class MediaKind(StrEnum):
+    """A kind of media a record can carry (the `kind` of a row's `media` item)."""
+
+    IMAGE = "image"
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """One media item a message names: its kind, and what the record gives for it (a path, a URL or
+    data: URI, bytes, a datasets value; None for a bare placeholder that takes the row's column)."""
+
+    kind: MediaKind
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How records name one kind of media."""
+
+    kind: MediaKind
+    part_types: tuple[str, ...]  # a content part's "type" (or, with no type, a key it holds)
+    keys: tuple[str, ...]  # where a part holds its reference, the first found wins ({"url": ...} under *_url)
+    columns: tuple[str, ...]  # a row's column of items, for bare parts and tags (the first present)
+    tag: str  # LLaMA-Factory's placeholder in text, an item only in a row with such a column
+
+
+SHAPES = (
+    Shape(MediaKind.IMAGE, ("image", "image_url", "input_image"), ("image", "image_url", "url", "path"), ("images", "image"), "<image>"),
+)
+MEDIA_COLUMNS = tuple(c for s in SHAPES for c in s.columns)
+PLACED = "{n} {kind}(s) placed before the first user text: the messages hold no placeholder (TRL's prepare_multimodal_messages)"
+
+
+def kind_of(part: Any) -> MediaKind | None:
+    """The media kind of a content part, or None for text (or anything else)."""
+    if not isinstance(part, Mapping):
+        return None
+    kind = part.get("type")
+    for shape in SHAPES:
+        if kind in shape.part_types or (kind is None and any(k in part for k in shape.part_types)):
+            return shape.kind
+    return None
 
 
 def has_media(content: Any) -> bool:
-    """Whether a message's content is a list with an image part."""
-    return isinstance(content, list) and any(map(is_image_part, content))
+    """Whether a message's content is a list with a media part."""
+    return isinstance(content, list) and any(kind_of(p) is not None for p in content)
 
 
-def content_parts(parts: list[Any], *, location: Location, field: str) -> tuple[str, tuple[Any, ...]]:
-    """(text with one `MEDIA` per image, the images' references in order; None for a part without one).
+def content_parts(parts: list[Any], *, location: Location, field: str) -> tuple[str, tuple[Ref, ...]]:
+    """(text with one `MEDIA` per media part, the parts' `Ref`s in order).
 
     Raises:
-        RecordError: a part that is neither text nor image, or a text part that is not a string.
+        RecordError: a part that is neither text nor media, or a text part that is not a string.
+        UnusableRecord: a text that holds `MEDIA` itself (`media_mismatch`).
     """
     texts: list[str] = []
-    media: list[Any] = []
+    media: list[Ref] = []
     for i, part in enumerate(parts):
         where = f"{field}[{i}]"
+        kind = kind_of(part)
         if isinstance(part, str):
             texts.append(part)
-        elif is_image_part(part):
+        elif kind is not None:
             texts.append(MEDIA)
-            media.append(_reference(part))
+            media.append(Ref(kind, _reference(part, _SHAPE[kind])))
         elif isinstance(part, Mapping) and part.get("type", "text") == "text" and isinstance(part.get("text", part.get("value")), str):
             texts.append(part.get("text", part.get("value")))
         else:
             raise RecordError(
-                f"has a content part {str(part)[:60]!r} that is neither text nor image; ftdata reads "
+                f"has a content part {str(part)[:60]!r} that is neither text nor media; ftdata reads "
                 "{'type': 'text', 'text': ...} and {'type': 'image', 'image': PATH} / {'type': 'image_url', ...} parts",
                 location=location, field=where,
             )  # fmt: skip
-        if MEDIA in texts[-1] and not is_image_part(part):
+        if MEDIA in texts[-1] and kind is None:
             raise UnusableRecord(
-                "the text holds U+FFFC, the character ftdata stands each image in with; remove it from the text",
+                "the text holds U+FFFC, the character ftdata stands each media item in with; remove it from the text",
                 location=location, field=where, code=RejectCode.MEDIA_MISMATCH,
             )  # fmt: skip
     return "".join(texts), tuple(media)
 
 
-def _reference(part: Mapping[str, Any]) -> Any:
-    """What an image part points at: a path, a URL or data: URI, inline bytes, or None (TRL's bare `{"type": "image"}`)."""
-    for key in ("image", "image_url", "url", "path"):
+def _reference(part: Mapping[str, Any], shape: Shape) -> Any:
+    """What a media part points at: a path, a URL or data: URI, inline bytes, or None (TRL's bare `{"type": "image"}`)."""
+    for key in shape.keys:
         value = part.get(key)
-        if isinstance(value, Mapping) and key == "image_url":
+        if isinstance(value, Mapping) and key.endswith("_url"):
             value = value.get("url")
         if value is not None:
             return value
     return None
 
 
-def attach_images(examples: tuple[Example, ...], row: Mapping[str, Any], location: Location) -> tuple[Example, ...]:
-    """The row's `images` (or `image`) column given to the placeholders that carry no reference, in order.
+_SHAPE = {s.kind: s for s in SHAPES}
+
+
+def attach_columns(examples: tuple[Example, ...], row: Mapping[str, Any], location: Location) -> tuple[Example, ...]:
+    """Each kind's column (`images`, ...) given to the placeholders that carry no reference, in order.
 
     Placeholders are TRL's bare `{"type": "image"}` parts or, when there are none, LLaMA-Factory's
-    `<image>` tags (read as images only in a row with such a column).
+    `<image>` tags (read as items only in a row with such a column); when the messages name no item
+    of the kind at all, the column's items go before the first user text, as TRL places them.
 
     Raises:
-        UnusableRecord: the placeholders and the column's images differ in number (`media_mismatch`).
+        UnusableRecord: the placeholders and the column's items differ in number (`media_mismatch`).
     """
-    column = next((c for c in IMAGE_COLUMNS if row.get(c) is not None), None)
-    if column is None:
-        return examples
-    value = row[column]
-    images = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not images:
-        return examples
-    out = []
-    for example in examples:
-        messages = list(example.messages)
-        if not any(None in m.media for m in messages):  # no bare parts: LLaMA-Factory tags
-            messages = [_tags_to_media(m) for m in messages]
-        slots = sum(m.media.count(None) for m in messages)
-        if slots != len(images):
-            raise UnusableRecord(
-                f"{slots} image placeholder(s) in the messages but {len(images)} image(s) in column {column!r}; "
-                "give one placeholder ({'type': 'image'} part or <image> tag) per image",
-                location=location, field=column, code=RejectCode.MEDIA_MISMATCH,
-            )  # fmt: skip
-        given = iter(images)
-        messages = [replace(m, media=tuple(next(given) if r is None else r for r in m.media)) if None in m.media else m for m in messages]
-        out.append(replace(example, messages=tuple(messages)))
-    return tuple(out)
+    for shape in SHAPES:
+        column = next((c for c in shape.columns if row.get(c) is not None), None)
+        if column is None:
+            continue
+        value = row[column]
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if items:
+            examples = tuple(_attach(example, shape, column, items, location) for example in examples)
+    return examples
 
 
-def _tags_to_media(message: Any) -> Any:
-    if TAG not in message.content:
+def _attach(example: Example, shape: Shape, column: str, items: list[Any], location: Location) -> Example:
+    messages = list(example.messages)
+    named = [r for m in messages for r in m.media if r.kind is shape.kind]
+    notes = example.notes
+    if not any(r.value is None for r in named):  # no bare parts: LLaMA-Factory tags
+        messages = [_tags_to_media(m, shape) for m in messages]
+        if not named and not any(MEDIA in m.content for m in messages):  # no placeholder at all: TRL's placement
+            messages, notes = _placed(messages, shape, len(items)), (*notes, Note(NoteCode.MEDIA_PLACED, PLACED.format(n=len(items), kind=shape.kind)))
+    slots = sum(1 for m in messages for r in m.media if r.kind is shape.kind and r.value is None)
+    if slots != len(items):
+        raise UnusableRecord(
+            f"{slots} {shape.kind} placeholder(s) in the messages but {len(items)} {shape.kind}(s) in column {column!r}; "
+            f"give one placeholder ({{'type': '{shape.kind}'}} part or {shape.tag} tag) per {shape.kind}",
+            location=location, field=column, code=RejectCode.MEDIA_MISMATCH,
+        )  # fmt: skip
+    given = iter(items)
+
+    def filled(m: Message) -> Message:
+        refs = tuple(Ref(r.kind, next(given)) if r.kind is shape.kind and r.value is None else r for r in m.media)
+        return replace(m, media=refs) if refs != m.media else m
+
+    return replace(example, messages=tuple(filled(m) for m in messages), notes=notes)
+
+
+def _tags_to_media(message: Message, shape: Shape) -> Message:
+    """`message` with each of `shape`'s tags a placeholder, its slot in text order among the message's items."""
+    if shape.tag not in message.content:
         return message
-    n = message.content.count(TAG)
-    return replace(message, content=message.content.replace(TAG, MEDIA), media=(*message.media, *([None] * n)))
+    named = iter(message.media)
+    media: list[Ref] = []
+    pieces = message.content.split(shape.tag)
+    for k, piece in enumerate(pieces):
+        media.extend(next(named) for _ in range(piece.count(MEDIA)))
+        if k < len(pieces) - 1:
+            media.append(Ref(shape.kind))
+    return replace(message, content=MEDIA.join(pieces), media=tuple(media))
 
 
-def example_media(example: Example) -> list[Any]:
-    """Every image reference of `example`, in the order of its messages."""
+def _placed(messages: list[Message], shape: Shape, n: int) -> list[Message]:
+    """`n` bare placeholders of `shape` before the first user message's text (TRL's `prepare_multimodal_messages`)."""
+    at = next((i for i, m in enumerate(messages) if m.role == "user"), None)
+    if at is None:
+        return messages
+    m = messages[at]
+    messages[at] = replace(m, content=MEDIA * n + m.content, media=(*(Ref(shape.kind) for _ in range(n)), *m.media))
+    return messages
+
+
+def example_media(example: Example) -> list[Ref]:
+    """Every media item of `example`, in the order of its messages."""
     return [ref for m in example.messages for ref in m.media]
 
 
-__all__ = ["IMAGE_COLUMNS", "MEDIA", "TAG", "attach_images", "content_parts", "example_media", "has_media", "is_image_part"]
+__all__ = [
+    "MEDIA", "MEDIA_COLUMNS", "SHAPES", "MediaKind", "Ref", "Shape", "attach_columns", "content_parts", "example_media",
+    "has_media", "kind_of",
+]  # fmt: skip

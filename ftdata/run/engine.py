@@ -26,19 +26,23 @@ from typing import Any
 import numpy as np
 
 from ftdata.guard import limits
+from ftdata.guard.inputs import Digests, Input, Stat
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.records.formats import Columns, to_examples
+from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
 from ftdata.tokens.masking import Masker, Tokenized, WeightedRow, row_of
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.chat.render import Renderer
+from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
+from ftdata.io.resources import processor_input, tokenizer_input
 from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
-from ftdata.types import Example, MaskPolicy, Rendered, TruncationPolicy, count_trained
-from ftdata.records.media import attach_images
-from ftdata.media.expand import Vision, VisionMasker, VisionRenderer, no_processor
+from ftdata.types import Example, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
+from ftdata.records.media import attach_columns
+from ftdata.media.expand import Media, MediaMasker, MediaRenderer, no_processor
 
 Record = tuple[Location, Any]
 SIBLING = "another instance of this record was rejected; a record is kept whole or not at all"
@@ -83,9 +87,10 @@ class Chunk:
     groups: np.ndarray  # record index in the batch, per sequence: the held-out split keeps records whole
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
-    images: list[list[dict[str, Any]]] | None = None  # per sequence, a build with a processor only
+    media: list[list[dict[str, Any]]] | None = None  # per sequence, its `media` column (a build with a processor only)
     # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
     weights: np.ndarray | None = None
+    read: dict[str, Stat | None] = field(default_factory=dict)  # the media files the batch read (`Ran.read`)
 
     @property
     def records(self) -> int:
@@ -95,34 +100,76 @@ class Chunk:
 class Stage:
     """The compiled engine of one set of options: columns, renderer and masker.
 
-    Built once per process (see `loop.StageSpec`); `measure` is the record loop, `run` keeps records whole.
+    Built once per process (see `loop.StageSpec`); `measure` is the record loop, `run` keeps records whole;
+    `inputs` declares the files it read (the build's key is made from them).
     """
 
     def __init__(self, tokenizer: Any, options: DataOptions):
+        self._given = tokenizer  # as loaded: what `inputs` declares
+        self.chat_template = load_chat_template(options.chat_template) if options.chat_template is not None else None
+        if self.chat_template is not None:  # a copy rendering with it; the processor's template gives way too (Vision)
+            tokenizer = self.chat_template.applied(tokenizer)
         if options.add_chat_tokens:  # a copy with the template's markers as tokens (the same tokenizer when they are)
             tokenizer = with_chat_tokens(tokenizer)
         self.tokenizer = tokenizer
         self.options = options
         self.columns = Columns(options.columns)
-        self.vision = None  # images: expanded by the processor's rules, verified per record (ftdata.media)
+        self.pair_columns = preference_columns(options.columns)  # to tell preference-shaped rows apart
+        self.media = None  # media items: expanded by the processor's rules, verified per record (ftdata.media)
         if options.processor is not None:
-            self.vision = Vision(options, tokenizer)
-            tokenizer = self.tokenizer = self.vision.tokenizer  # with the processor's chat template
+            self.media = Media(options, tokenizer)
+            tokenizer = self.tokenizer = self.media.tokenizer  # with the processor's chat template
         self.renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]
         self.masker = Masker(tokenizer)
-        if self.vision is not None:
-            self.renderer, self.masker = VisionRenderer(self.renderer, self.vision), VisionMasker(self.masker, self.vision)
+        if self.media is not None:
+            self.renderer, self.masker = MediaRenderer(self.renderer, self.media), MediaMasker(self.masker, self.media)
         self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
         self._responses: Renderer | None = None  # the all_assistant renderer, for response counts
         self._responses_lock = threading.Lock()  # engine=local measures batches on several threads
 
+    @property
+    def templates(self) -> tuple[Input, ...]:
+        """The template files this stage compiled (a prompt template, a `chat_template` file), as read."""
+        return (*self.renderer.inputs, *([self.chat_template.input] if self.chat_template else []))
+
+    def inputs(self, digests: Digests) -> tuple[Input, ...]:
+        """What this stage read, by content: the tokenizer (its folder's files and its state), the prompt
+        template, the chat template file and the processor folder. The images records name are read per
+        record: each batch's are in `Ran.read`."""
+        declared = [*self.templates, tokenizer_input(self._given, digests)]
+        if self.options.processor is not None:
+            declared.append(processor_input(self.options.processor, digests))
+        return tuple(declared)
+
     def examples(self, location: Location, row: Any) -> tuple[Example, ...]:
-        examples = to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
-        if self.vision is not None:  # the row's images column, for <image> tags and bare {"type": "image"} parts
-            return attach_images(examples, row, location) if isinstance(row, Mapping) else examples
+        if looks_like_preference(row, self.pair_columns) is not None and (chosen := self._chosen(location, row)) is not None:
+            examples = chosen
+        else:
+            examples = to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
+        if self.media is not None:  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts
+            return attach_columns(examples, row, location) if isinstance(row, Mapping) else examples
         for example in examples:
             no_processor(example)
         return examples
+
+    def _chosen(self, location: Location, row: Any) -> tuple[Example, ...] | None:
+        """A preference-shaped row in an SFT build. Told task=sft, a pair trains its chosen conversation (a KTO
+        row: its conversation, the label unread: None); else the data mixes shapes and the build stops here.
+
+        Raises:
+            RecordError: the task was detected from the data's first record, which was SFT-shaped.
+        """
+        if self.options.task is Task.SFT:
+            if looks_like_preference(row, self.pair_columns) is Task.PREFERENCE:
+                return tuple(p.chosen_example() for p in to_pairs(row, location, columns=self.pair_columns, roles=self.options.roles))
+            return None
+        task = detect_task(row, location, columns=self.pair_columns)  # a label to ask about: asks
+        raise RecordError(
+            f"is {task.value} data (chosen/rejected or a true/false label) but the build is SFT: the data's first "
+            f"record is SFT data, or a source read once (a pipe) is not read ahead; choose with --task {task.value} "
+            "or --task sft, or split the file by shape",
+            location=location,
+        )  # fmt: skip
 
     def _reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:
         return Reject.from_error(exc, location, stage, on_error=self.options.on_error)
@@ -227,8 +274,8 @@ class Stage:
             return Truncated([], reject.reason, reject.code)
         except RecordError as exc:
             raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
-        if self.vision is not None and item.rendered.media:  # an image is whole or absent, never cut
-            result = self.vision.truncated(item, result, limit=self.options.max_length)
+        if self.media is not None and item.rendered.media:  # a media item is whole or absent, never cut
+            result = self.media.truncated(item, result, limit=self.options.max_length)
         return result
 
     def run(self, records: list[Record], *, responses: bool = False, lenient: bool = False) -> Ran:
@@ -273,26 +320,34 @@ class Stage:
                     ran.outcomes[i] = (record, item, replace(result, rows=[]))
         for reject in ran.rejects:
             report.add(reject)
+        if self.media is not None:  # the media files this batch's records named (and those of batches beside it)
+            ran.read = self.media.drain()
         return ran
 
 
-def chunk(ran: Ran, *, vision: Any = None) -> Chunk:
+def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
     """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
 
-    `vision` (a build with a processor): each sequence's `images` too (`Vision.row_images`).
+    `media` (a build with a processor): each sequence's `media` column too (`Media.column`).
     """
     seqs: list[tuple[list[int], list[int]]] = []
     groups: list[int] = []  # per sequence: its record in the batch
-    images: list[list[dict[str, Any]]] | None = [] if vision is not None else None
+    columns: list[list[dict[str, Any]]] | None = [] if media is not None else None
     for record, item, result in ran.outcomes:
         if result is not None and result.rows:
             seqs.extend(result.rows)
             groups.extend(record for _ in result.rows)
-            if images is not None:
+            if columns is not None:  # a row of the record as measured reuses its items; a shortened one reads them again
                 sources = result.conversations or (item.example,) * len(result.rows)  # type: ignore[union-attr]
-                images.extend(vision.row_images(ids, example) for (ids, _), example in zip(result.rows, sources))
+                columns.extend(
+                    media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]
+                    for (ids, _), example in zip(result.rows, sources)
+                )  # fmt: skip
     report = ran.report
-    out = Chunk(*_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, images=images, weights=_weights(seqs))
+    out = Chunk(
+        *_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, media=columns, weights=_weights(seqs),
+        read=ran.read,
+    )  # fmt: skip
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())
     report.trained_tokens = int((out.labels != -100).sum())
@@ -308,6 +363,8 @@ class Ran:
     outcomes: list[tuple[int, Measured | Reject, Truncated | None]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
+    # The media files read while it ran, as stat'ed (None: no file there): the build's manifest is their union.
+    read: dict[str, Stat | None] = field(default_factory=dict)
 
 
 def _weights(seqs: list[tuple[list[int], list[int]]]) -> np.ndarray | None:

@@ -24,12 +24,14 @@ from itertools import islice
 from typing import Any, Generic, TypeVar
 
 from ftdata.run.engine import Ran, Record, Stage
+from ftdata.run.pairs import compile_stage
 from ftdata.errors import FtdataError
 from ftdata.run.executors import Executor, executor
 from ftdata.chat.sandbox import compile_filter
 from ftdata.options import DataOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.guard.bounds import ReadBounds
+from ftdata.guard.inputs import Input
 from ftdata.io.readers import read_records
 from ftdata.run.report import BuildReport, Reject
 from ftdata.guard.limits import RecordOverLimit
@@ -56,11 +58,12 @@ class StageSpec(Generic[P]):
     responses: bool = False
     lenient: bool = False
     stage: Stage | None = field(default=None, compare=False, repr=False)
+    templates: tuple[Input, ...] = ()  # as this process read them: a worker that reads other bytes stops the build
 
     @classmethod
     def create(cls, stage: Stage, reduce: Reduce[P], *, responses: bool = False, lenient: bool = False) -> StageSpec[P]:
         options = dataclasses.replace(stage.options, filter=None)
-        return cls(options, stage.tokenizer, reduce, responses, lenient, stage)
+        return cls(options, stage.tokenizer, reduce, responses, lenient, stage, stage.templates)
 
     def __getstate__(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "stage"}
@@ -70,8 +73,17 @@ class StageSpec(Generic[P]):
             object.__setattr__(self, name, value)
 
     def compiled(self) -> Stage:
+        """The stage, compiled once per process.
+
+        Raises:
+            FtdataError: a template file this worker read is not what the build read (edited while it ran).
+        """
         if self.stage is None:
-            object.__setattr__(self, "stage", Stage(self.tokenizer, self.options))
+            stage = compile_stage(self.tokenizer, self.options)
+            for read, ours in zip(stage.templates, self.templates):
+                if read != ours:
+                    raise FtdataError(f"{ours.name} changed while the build ran (a worker read other bytes); build again")
+            object.__setattr__(self, "stage", stage)
         return self.stage  # type: ignore[return-value]
 
 

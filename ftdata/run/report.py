@@ -17,6 +17,7 @@ SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of 
 REPORT_FORMAT = 3  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
 COUNTERS = ("rejected", "cut", "methods", "notes", "formats")
+UNITS = {"preference": "pairs", "kto": "completions"}  # what a report's `sequences` counts, by task (else sequences)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class BuildReport:
     source: str = ""
     tokenizer: str = ""
     template: str = ""
+    task: str = "sft"  # what the rows are: sft, preference (a sequence is a pair) or kto
     records: int = 0
     examples: int = 0
     sequences: int = 0
@@ -183,7 +185,7 @@ class BuildReport:
 
     def summary(self) -> str:
         """One line for logs and warnings."""
-        parts = [f"{self.records} records -> {self.sequences} sequences"]
+        parts = [f"{self.records} records -> {self.sequences} {UNITS.get(self.task, 'sequences')}"]
         if self.rows != self.sequences:
             parts.append(f"{self.rows} rows")
         if self.rejected:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.options import DataOptions
-from ftdata.media.packing import IMAGE_TYPE, IMAGES_FIELD, checked_images, image_column, pack_images
+from ftdata.media.column import MEDIA_FIELD, MEDIA_TYPE, checked_media, media_column, pack_media, shift_media
 from ftdata.tokens.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.run.report import BuildReport
 from ftdata.types import IGNORE_INDEX
@@ -46,20 +47,20 @@ class ArrowRows:
 
     WRITTEN = SCHEMA.append(pa.field(WEIGHTS, pa.list_(pa.float32())))
 
-    def __init__(self, path: Path, *, images: bool = False):
+    def __init__(self, path: Path, *, media: bool = False):
         self.path = path
         self.rows = 0
         self.records = 0  # records written before the current chunk
         self.weighted = False  # a row with loss weights was written (and the marker file beside)
-        self.schema = self.WRITTEN.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE))) if images else self.WRITTEN
+        self.schema = self.WRITTEN.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if media else self.WRITTEN
         self._writer = pa.ipc.new_stream(str(path), self.schema)
 
     def write(
         self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray,
-        weights: np.ndarray | None = None, *, images: list[Any] | None = None,
+        weights: np.ndarray | None = None, *, media: list[Any] | None = None,
     ) -> None:  # fmt: skip
         """One chunk's sequences; `groups` is each one's record index within the chunk; `weights` per token, if
-        any; `images` each one's images (a build with a processor)."""
+        any; `media` each one's `media` column (a build with a processor)."""
         base, self.records = self.records, self.records + (int(groups.max()) + 1 if len(groups) else 0)
         if not len(lengths):
             return
@@ -71,7 +72,7 @@ class ArrowRows:
         batch = pa.record_batch(
             [_lists(offsets, ids), _lists(offsets, np.ones(len(ids), dtype=np.int8)), _lists(offsets, labels),
              pa.array(groups + base), _lists(w_offsets, weights),
-             *([pa.array(images, type=pa.list_(IMAGE_TYPE))] if IMAGES_FIELD in self.schema.names else [])],
+             *([pa.array(media, type=MEDIA_TYPE)] if MEDIA_FIELD in self.schema.names else [])],
             schema=self.schema,
         )  # fmt: skip
         self._writer.write_batch(batch)
@@ -224,15 +225,15 @@ def _pack_bins(
     ]
     if weights is not None:
         columns_out.append(_lists(row_offsets, weights))
-    if media is not None:  # the images follow their sequences, `start` moved to the packed row
-        columns_out.append(pack_images(media, members, seq_len, starts))
+    if media is not None:  # the media items follow their sequences, `start` moved to the packed row
+        columns_out.append(pack_media(media, members, seq_len, starts))
     schema = _packed_schema(weights is not None, media=media is not None)
     return pa.record_batch(columns_out, schema=schema), int((labels != IGNORE_INDEX).sum())
 
 
 def _packed_schema(weighted: bool, *, media: bool = False) -> pa.Schema:
     schema = PACKED_SCHEMA.append(pa.field(WEIGHTS, pa.list_(pa.float32()))) if weighted else PACKED_SCHEMA
-    return schema.append(pa.field(IMAGES_FIELD, pa.list_(IMAGE_TYPE))) if media else schema
+    return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if media else schema
 
 
 def write_packed(
@@ -247,11 +248,11 @@ def write_packed(
     `batch_rows` bins plus ~56 bytes per sequence): the first label of every sequence becomes
     -100 and position_ids restart; with `pad_to_multiple_of`, bins are planned and rows built
     on the padded lengths (`packing.pad_sequences`). Returns the packing stats (fill counts
-    real tokens, not pads). `media` (the `images` column of `source`'s rows,
-    `media_packing.IMAGE_TYPE`) adds the packed rows' images in pack order.
+    real tokens, not pads). `media` (the `media` column of `source`'s rows, `column.MEDIA_TYPE`)
+    adds the packed rows' items in pack order.
     """
     if media is not None:
-        media = checked_images(media, source.lengths)
+        media = checked_media(media, source.lengths)
     lengths = source.lengths
     if rows is not None:
         rows = rows.astype(np.int64)  # a datasets indices mapping is uint64
@@ -307,21 +308,10 @@ def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa
             else:
                 grid[r, max_length - len(row) :] = row
         out[name] = _lists(np.arange(n + 1) * max_length, grid.reshape(-1))
-    if IMAGES_FIELD in table.column_names:  # images unchanged on the right; moved by the pads on the left
-        images = table[IMAGES_FIELD].combine_chunks()
-        out[IMAGES_FIELD] = images if side == "right" else _shift_images(images, max_length - lengths)
+    if MEDIA_FIELD in table.column_names:  # media unchanged on the right; moved by the pads on the left
+        media = table[MEDIA_FIELD].combine_chunks()
+        out[MEDIA_FIELD] = media if side == "right" else shift_media(media, max_length - lengths)
     return pa.table(out)
-
-
-def _shift_images(images: pa.ListArray, shift: np.ndarray) -> pa.ListArray:
-    """`images` (one list per row) with every `start` moved by its row's `shift`."""
-    counts = np.diff(images.offsets.to_numpy())
-    flat = images.flatten()
-    moved = pc.add(flat.field("start").cast(pa.int64()), pa.array(np.repeat(shift, counts))).cast(pa.int32())
-    names = [f.name for f in flat.type]
-    fields = [moved if name == "start" else flat.field(name) for name in names]
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.StructArray.from_arrays(fields, names=names))
 
 
 def check_split(n: int, test_size: float | int) -> int:
@@ -365,7 +355,7 @@ def finish(
     source = RowsFile(path) if options.packing or options.test_size is not None else None
     dataset = None if options.packing else datasets.Dataset.from_file(str(_filled_weights(path)))  # packed rows come from `source`
     picks = dict(splits) if splits is not None else _splits(source, dataset, options)
-    media = image_column(path) if options.packing else None  # a vision build's images follow their sequences
+    media = media_column(path) if options.packing else None  # a build's media items follow their sequences
     out: dict[str, Any] = {}
     for name, rows in picks.items():
         target = path.with_name(f"{name}.arrow")
@@ -417,11 +407,17 @@ def _filled_weights(path: Path) -> Path:
 def _splits(source: RowsFile | None, dataset: Any, options: DataOptions) -> dict[str, np.ndarray | None]:
     """Each split's rows as indices into the rows file (None: every row in file order): shuffled, split by record."""
     n = len(source.lengths) if source is not None else len(dataset)
+    return record_splits(n, lambda: source.groups, options)  # type: ignore[union-attr]  # read only with test_size
+
+
+def record_splits(n: int, records: Callable[[], np.ndarray], options: DataOptions) -> dict[str, np.ndarray | None]:
+    """The splits of `n` rows as indices into them (None: every row in order): shuffled with `options.seed`
+    when asked, and with test_size split by record (`records()`: each row's record), so no record straddles."""
     # Row order as indices into the rows file (None: file order), the permutation of `Dataset.shuffle(seed)`.
     order = np.random.default_rng(options.seed).permutation(n) if options.shuffle else None
-    if source is None or options.test_size is None:
+    if options.test_size is None:
         return {"train": order}
-    groups = source.groups if order is None else source.groups[order]
+    groups = records() if order is None else records()[order]
     train, test = split_by_record(groups, options.test_size, options.seed)  # positions in `order`
     return {"train": train if order is None else order[train], "test": test if order is None else order[test]}
 

@@ -51,9 +51,10 @@ class RecordStats:
     kept: tuple[int, ...]  # sequence lengths kept by the configured policy
     kept_trained: int
     kept_first_trained: int  # kept sequences whose first token is trained (packing masks it)
-    images: int = 0  # images in the example (a build with a processor)
-    visual: int = 0  # their image-pad tokens
-    kept_visual: tuple[int, ...] = ()  # image-pad tokens of each kept sequence (a build with a processor)
+    media: int = 0  # media items in the example (a build with a processor)
+    media_tokens: int = 0  # their placeholder tokens
+    kinds: tuple[tuple[str, int], ...] = ()  # items by kind
+    kept_media_tokens: tuple[int, ...] = ()  # placeholder tokens of each kept sequence (a build with a processor)
 
 
 Rows = list[tuple[list[int], list[int]]]
@@ -76,13 +77,14 @@ def summarize(measured: Measured, kept: Truncated, *, stage: Stage) -> RecordSta
     response = measured.trained if measured.response is None else measured.response
     outcomes = tuple(_outcome(stage, measured, each)[:2] for each in POLICIES)
     rows = kept.rows
+    kinds, media_tokens = media_counts(measured.rendered)
     return RecordStats(
         format=measured.example.format, total=measured.total, response=response, trained=trained,
         outcomes=outcomes, kept=tuple(len(ids) for ids, _ in rows),
         kept_trained=sum(count_trained(labels) for _, labels in rows),
         kept_first_trained=sum(1 for _, labels in rows if labels and labels[0] != IGNORE_INDEX),
-        **dict(zip(("images", "visual"), media_counts(measured.rendered))),
-        kept_visual=tuple(sum(t == stage.vision.pad_id for t in ids) for ids, _ in rows) if stage.vision else (),
+        media=sum(kinds.values()), media_tokens=media_tokens, kinds=tuple(kinds.items()),
+        kept_media_tokens=tuple(stage.media.tokens(ids) for ids, _ in rows) if stage.media else (),
     )  # fmt: skip
 
 
@@ -107,7 +109,7 @@ class Epoch:
     trained: int
     packed_trained: int
     packing: PackingStats | None
-    visual_per_pack: dict[str, float] | None = None  # image-pad tokens per packed row (a build with a processor)
+    media_per_pack: dict[str, float] | None = None  # media placeholder tokens per packed row (a build with a processor)
 
 
 @dataclass
@@ -125,8 +127,9 @@ class DataStats:
     total: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     response: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    images: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # per example
-    visual: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # image-pad tokens per example
+    media: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # media items per example
+    media_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # their placeholder tokens per example
+    kinds: Counter[str] = field(default_factory=Counter)  # media items by kind
     policies: list[PolicyOutcome] = field(default_factory=list)
     epoch: Epoch | None = None
 
@@ -178,8 +181,9 @@ class DataStats:
         }  # fmt: skip
         if self.epoch is not None:
             out["epoch"] = asdict(self.epoch)
-        if self.images.any():
-            out["images"] = {"total": int(self.images.sum()), "per_example": describe(self.images), "visual_tokens_per_example": describe(self.visual)}
+        if self.media.any():
+            out["media"] = {"total": int(self.media.sum()), "kinds": dict(self.kinds), "per_example": describe(self.media),
+                            "tokens_per_example": describe(self.media_tokens)}  # fmt: skip
         return out
 
 
@@ -229,9 +233,9 @@ class _Accumulator:
 
     def __init__(self, stats: DataStats):
         self.stats = stats
-        self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": [], "images": [], "visual": []}
+        self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": [], "media": [], "media_tokens": []}
         self.kept: list[int] = []
-        self.kept_visual: list[int] = []
+        self.kept_media_tokens: list[int] = []
         self.kept_trained = 0
         self.kept_first_trained = 0
         self.policies = [PolicyOutcome(p.value) for p in POLICIES]
@@ -245,27 +249,28 @@ class _Accumulator:
             outcome.cut += state == CUT
             outcome.dropped += state == DROPPED
             outcome.lost += lost
+        self.stats.kinds.update(dict(item.kinds))
         self.kept.extend(item.kept)
-        self.kept_visual.extend(item.kept_visual)
+        self.kept_media_tokens.extend(item.kept_media_tokens)
         self.kept_trained += item.kept_trained
         self.kept_first_trained += item.kept_first_trained
 
     def finish(self, *, max_length: int, seed: int, test_size: float | int | None) -> DataStats:
         stats = self.stats
-        stats.total, stats.response, stats.trained, stats.images, stats.visual = (
-            np.asarray(self.columns[k], dtype=np.int64) for k in ("total", "response", "trained", "images", "visual")
+        stats.total, stats.response, stats.trained, stats.media, stats.media_tokens = (
+            np.asarray(self.columns[k], dtype=np.int64) for k in ("total", "response", "trained", "media", "media_tokens")
         )
         stats.policies = self.policies
         stats.epoch = _epoch(
             self.kept, self.kept_trained, self.kept_first_trained, max_length=max_length, seed=seed, test_size=test_size,
-            visual=self.kept_visual,
+            media_tokens=self.kept_media_tokens,
         )  # fmt: skip
         return stats
 
 
 def _epoch(
     kept: list[int], trained: int, first_trained: int, *, max_length: int, seed: int, test_size: float | int | None,
-    visual: list[int] = (),  # type: ignore[assignment]
+    media_tokens: list[int] = (),  # type: ignore[assignment]
 ) -> Epoch:
     """Per-epoch totals of the train split; packing fill over every kept sequence."""
     n = len(kept)
@@ -279,12 +284,12 @@ def _epoch(
     if n:
         bins = plan_bins(kept, max_length=max_length, seed=seed)
         packing = packing_stats(kept, bins, max_length=max_length)
-        if any(visual):  # visual tokens per packed row: each bin's sequences' image-pad tokens
-            per_pack = describe(np.array([sum(visual[i] for i in members) for members in bins], dtype=np.int64))
+        if any(media_tokens):  # media tokens per packed row: each bin's sequences' placeholder tokens
+            per_pack = describe(np.array([sum(media_tokens[i] for i in members) for members in bins], dtype=np.int64))
     return Epoch(
         train_fraction=round(fraction, 4), sequences=round(n * fraction), tokens=round(sum(kept) * fraction),
         trained=round(trained * fraction), packed_trained=round((trained - first_trained) * fraction), packing=packing,
-        visual_per_pack=per_pack,
+        media_per_pack=per_pack,
     )  # fmt: skip
 
 

@@ -7,11 +7,12 @@ trained when its characters lie inside a trained span:
     spans   :                                                     [~~~~~~~~~~~~~~)
     labels  :  -100 ...                                             yo  <|im_end|> -100
 
-A token that overhangs a span edge by whitespace only stays whole on the side where its
-text is (added tokens with `rstrip`, like Phi-3's `<|assistant|>`, swallow the newline and
-the leading spaces after them). A token that crosses an edge with text on both sides (rare:
-BPE merges across the boundary) cannot be half trained; such a record is re-tokenized with
-the text split at span edges, each piece tokenized as it would be in context, and noted.
+At a span edge the row holds what inference holds: the prompt tokenized alone, the response
+from a fresh token (`ftdata.tokens.border`). A token that overhangs an edge by whitespace only
+stays whole on the side where its text is (added tokens with `rstrip`, like Phi-3's
+`<|assistant|>`, swallow the newline and the leading spaces after them). Where the whole
+text's tokens across an edge are not each side's own (a BPE merge across it, a regex
+pre-token across it), the record is re-tokenized split at its span edges, and noted.
 Verification, per span: the trained tokens must cover its characters exactly (only
 whitespace the tokenizer trims from offsets may be uncovered), and decoding them must give
 its text back (whitespace aside, and up to Unicode NFKC: tokenizers normalize). A record
@@ -28,20 +29,17 @@ decoded. `Masker(tokenizer, fast_verify=False)` decodes every record (the tests 
 
 from __future__ import annotations
 
-import copy
 import json
-import threading
 import unicodedata
-from bisect import bisect_left
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ftdata.errors import UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
+from ftdata.tokens.border import REPAIRED, Border, Offsets, first_at
 from ftdata.types import IGNORE_INDEX, Rendered
 
-REPAIRED = Note(NoteCode.REPAIRED, "a token crossed a response edge; re-tokenized split at the edge")
 WIDENED = Note(
     NoteCode.TRAIN_DETAIL_WIDENED,
     "a token crosses a train_detail edge: it stays trained, whole (Axolotl's rule; the tokenization is the model's own)",
@@ -99,47 +97,6 @@ class _Located:
     ranges: list[tuple[int, int]]
     notes: tuple[Note, ...]
     decode: bool
-
-
-class _Offsets(Sequence[tuple[int, int]]):
-    """An encoding's offsets, read one token at a time.
-
-    Locating spans needs a few bisections per record (~30 offsets); building the whole
-    offsets list costs ~0.15 us per token, a third of what the rest of masking costs.
-    """
-
-    __slots__ = ("_encoding", "_n")
-
-    def __init__(self, encoding: Any):
-        self._encoding = encoding
-        self._n = len(encoding)
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i: Any) -> Any:  # an index (bisect and the span rules never slice)
-        if not -self._n <= i < self._n:
-            raise IndexError(i)
-        return self._encoding.token_to_chars(i % self._n)
-
-    def first_at(self, s: int) -> int | None:
-        """`bisect_left(self, (s, -1))` (the first token starting at or after character `s`) from
-        the token that holds `s`, in three lookups instead of a bisection's eight; None when the
-        encoding cannot say (no token holds `s`) or the tokens around do not bound `s` as bisect would."""
-        t = self._encoding.char_to_token(s)
-        if t is None:  # past the last token (a span that ends the text), or a character no token holds
-            return self._n if self._n and self._encoding.token_to_chars(self._n - 1)[0] < s else None
-        i = t if self._encoding.token_to_chars(t)[0] >= s else t + 1
-        if (i > 0 and self._encoding.token_to_chars(i - 1)[0] >= s) or (i < self._n and self._encoding.token_to_chars(i)[0] < s):
-            return None
-        return i
-
-
-def _first_at(offsets: Sequence[tuple[int, int]], s: int) -> int:
-    """The first token whose start is at or after character `s` (starts rise token by token)."""
-    if isinstance(offsets, _Offsets) and (i := offsets.first_at(s)) is not None:
-        return i
-    return bisect_left(offsets, (s, -1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,15 +192,18 @@ class Masker:
         plain = tokenizer("x", add_special_tokens=False)["input_ids"]
         at = _find(with_special, plain)
         self.bos_ids: list[int] = with_special[:at] if at >= 0 else []
-        self.anchor = _anchor(self.backend)
-        self.added = frozenset(self.backend.get_added_tokens_decoder())
+        self.border = Border(self.backend)
         self.spelling = _Spelling.of(self.backend) if fast_verify else None
-        self._literal: Any = None
-        self._literal_lock = threading.Lock()  # engine=local masks batches on several threads
+
+    @property
+    def anchor(self) -> str | None:
+        """The special token a piece is tokenized after and dropped from (`Border.anchor`): text after
+        it starts a fresh token, as generation after a prompt does."""
+        return self.border.anchor
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
         encodings = self.backend.encode_batch([r.text for r in batch], add_special_tokens=False)
-        located = [self._locate(r, e.ids, _Offsets(e)) for r, e in zip(batch, encodings)]
+        located = [self._locate(r, e.ids, Offsets(e)) for r, e in zip(batch, encodings)]
         # One Rust call decodes every trained run of the records whose spelling is not exact by construction.
         runs = [x.ids[i0:i1] for x in located if isinstance(x, _Located) and x.decode for i0, i1 in x.ranges]
         decoded = iter(self.backend.decode_batch(runs, skip_special_tokens=False)) if runs else iter(())
@@ -251,20 +211,12 @@ class Masker:
 
     def _locate(self, r: Rendered, ids: list[int], offsets: Sequence[tuple[int, int]]) -> _Located | UnusableRecord:
         """Every span's token range, checked to cover the span's characters, or why not."""
-        notes = r.notes
-        if r.literal:  # control-token text from the data: tokenized piece by piece, as plain text
-            ids, offsets = self.split_encode(r)
-        ranges = _token_ranges(r.text, offsets, r.spans, ids, self.added)
-        if ranges is None:
-            ids, offsets = self.split_encode(r)
-            ranges = _token_ranges(r.text, offsets, r.spans, ids, self.added)
-            notes = (*notes, REPAIRED)
-            assert ranges is not None, "splitting at span edges makes every token lie on one side"
-        for (s, e), (i0, i1) in zip(r.spans, ranges):
-            if problem := _coverage_problem(r.text, s, e, offsets, i0, i1):
+        t = self.border.tokens(r, ids, offsets)
+        for (s, e), (i0, i1) in zip(r.spans, t.ranges):
+            if problem := _coverage_problem(r.text, s, e, t.offsets, i0, i1):
                 return UnusableRecord(f"verification failed: {problem}", field="labels", code=RejectCode.UNVERIFIABLE)
         exact = self.spelling is not None and self.spelling.exact(r.text)
-        return _Located(r, ids, offsets, ranges, notes, decode=not exact)
+        return _Located(r, t.ids, t.offsets, t.ranges, (*r.notes, REPAIRED) if t.split else r.notes, decode=not exact)
 
     def _finish(self, x: _Located, decoded: Any) -> Tokenized | UnusableRecord:
         r, ids = x.rendered, x.ids
@@ -288,106 +240,17 @@ class Masker:
         # The tokenizer's own BOS, unless the text already starts with it (a chat template that
         # writes `<|begin_of_text|>` itself must not get a second one).
         n = len(self.bos_ids) if self.bos_ids and ids[: len(self.bos_ids)] != self.bos_ids else 0
-        cuts = tuple(n + _first_at(x.offsets, b) for b in r.boundaries)
+        cuts = tuple(n + first_at(x.offsets, b) for b in r.boundaries)
         if n:  # copy the rows only when a BOS goes in front
             ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
             weights = None if weights is None else [1.0] * n + weights
         return Tokenized(ids, labels, cuts, n, notes, x.offsets, weights)
-
-    def split_encode(self, r: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
-        """Tokenize the text piece by piece, split at every span edge and literal edge.
-
-        A piece is tokenized after an anchor special token and the anchor dropped: that is how
-        it tokenizes in the middle of a text. Alone, SentencePiece-style tokenizers (Metaspace
-        with `prepend_scheme="first"`: Phi-3, Llama-2, Mistral v1) would prepend a `▁` that is
-        not in the text. A literal piece (control-token text from the data) is tokenized alone
-        with special tokens split, so `<|im_end|>` in a response trains as `<`, `|`, `im`, ...
-        """
-        edges = sorted({0, len(r.text), *(x for span in (*r.spans, *r.literal) for x in span)})
-        pieces = [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
-        literal = [p in r.literal for p in pieces]
-        anchor = self.anchor or ""
-        # (prefix length to drop, text to encode) per plain piece; the first piece starts the text.
-        inputs = [(len(anchor) if a else 0, (anchor if a else "") + r.text[a:b]) for (a, b), lit in zip(pieces, literal) if not lit]
-        plain = iter(zip(inputs, self.backend.encode_batch([text for _, text in inputs], add_special_tokens=False)))
-        texts = [r.text[a:b] for (a, b), lit in zip(pieces, literal) if lit]
-        spelled = iter(self._literal_backend().encode_batch(texts, add_special_tokens=False) if texts else ())
-        ids: list[int] = []
-        offsets: list[tuple[int, int]] = []
-        for (start, _), lit in zip(pieces, literal):
-            if lit:
-                drop, enc = 0, next(spelled)
-            else:
-                (drop, _text), enc = next(plain)
-            for token, (a, b) in zip(enc.ids, enc.offsets):
-                if b <= drop:
-                    continue  # the anchor
-                ids.append(token)
-                offsets.append((a - drop + start, b - drop + start))
-        return ids, offsets
-
-    def _literal_backend(self) -> Any:
-        """A copy of the tokenizer that reads control-token text as plain text (made once, when needed)."""
-        with self._literal_lock:
-            if self._literal is None:
-                backend = copy.deepcopy(self.backend)
-                backend.encode_special_tokens = True
-                self._literal = backend
-        return self._literal
-
-
-def _anchor(backend: Any) -> str | None:
-    """A special token that tokenizes alone and strips nothing around it, or None."""
-    for token in backend.get_added_tokens_decoder().values():
-        if not token.special or token.lstrip or token.rstrip or token.single_word or not token.content.strip():
-            continue
-        enc = backend.encode(token.content + "a b", add_special_tokens=False)
-        if len(enc.ids) > 1 and enc.offsets[0] == (0, len(token.content)) and enc.offsets[1][0] == len(token.content):
-            return token.content
-    return None
-
 
 def _find(haystack: list[int], needle: list[int]) -> int:
     for i in range(len(haystack) - len(needle) + 1):
         if haystack[i : i + len(needle)] == needle:
             return i
     return -1
-
-
-def _token_ranges(
-    text: str,
-    offsets: Sequence[tuple[int, int]],
-    spans: tuple[tuple[int, int], ...],
-    ids: Sequence[int] = (),
-    added: Collection[int] = frozenset(),
-) -> list[tuple[int, int]] | None:
-    """Token index range [i0, i1) of each span, or None when a token crosses a span edge.
-
-    A token across the start of a span is split there (None): at inference the prompt is
-    tokenized alone and the model generates from the span's first character, so Qwen2.5's
-    `assistant\n` + `\nyo` trains `\n` `yo`, not the whole-text token `\n\n`. Two overhangs
-    by whitespace only keep the token whole, on the side of its text:
-
-        <|assistant|>\n␣ | yo ...    an added token (`ids`/`added`; Phi-3's <|assistant|>, rstrip)
-                                     swallowed whitespace of the span: the prompt ends with it, out
-        ... yo<|end|>\n | <|user|>    Phi-3's <|end|> (rstrip) swallows "\n": stays in
-    """
-    out = []
-    for s, e in spans:
-        i0 = _first_at(offsets, s)
-        i1 = _first_at(offsets, e)
-        if i0 > 0 and offsets[i0 - 1][1] > s:
-            b = offsets[i0 - 1][1]
-            if text[s:b].strip() or ids[i0 - 1] not in added:
-                return None
-        if i1 > 0 and offsets[i1 - 1][1] > e:
-            a, b = offsets[i1 - 1]
-            if text[e:b].strip():
-                if text[a:e].strip():
-                    return None
-                i1 -= 1
-        out.append((i0, i1))
-    return out
 
 
 def _mask_holes(
@@ -405,7 +268,7 @@ def _mask_holes(
     for s, e in holes:
         if not any(a <= s and e <= b for a, b in spans):
             return f"a train_detail range [{s}, {e}) lies outside the trained turn", False
-        i = _first_at(offsets, s)
+        i = first_at(offsets, s)
         if i > 0 and offsets[i - 1][1] > s:
             widened = True
         while i < len(offsets) and offsets[i][1] <= e:

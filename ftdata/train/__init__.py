@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ftdata.train.config import Interval, Precision, Quantization, TrainConfig
 
 if TYPE_CHECKING:
-    from ftdata.train.evaluate import evaluate_run
+    from ftdata.train.run import evaluate_run
     from ftdata.train.generation import EvalReport
     from ftdata.train.run import TrainResult, resume_config, train
 
@@ -48,7 +48,7 @@ _LAZY = {
     "train": "ftdata.train.run",
     "resume_config": "ftdata.train.run",
     "TrainResult": "ftdata.train.run",
-    "evaluate_run": "ftdata.train.evaluate",
+    "evaluate_run": "ftdata.train.run",
     "EvalReport": "ftdata.train.generation",
 }
 

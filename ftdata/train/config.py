@@ -6,8 +6,8 @@ help text in `metadata["help"]`; the CLI and `docs/training.md` read it from the
 
 The data options are not copied here: `data_options` is a `BuildOptions`, the options of
 `ftdata build`, with its names, types and checks. In YAML they sit under `data_options:`; the
-five that have their own `train` flags (`FLAT_DATA_KEYS`: `template`, `max_length`, `packing`,
-`test_size`, `seed`) may also be written at the top level. `processor` is the run's own option
+six that have their own `train` flags (`FLAT_DATA_KEYS`: `template`, `chat_template`, `max_length`,
+`packing`, `test_size`, `seed`) may also be written at the top level. `processor` is the run's own option
 (the collator's image processor), passed on to the build of raw data:
 
     data: alpaca.json
@@ -33,12 +33,12 @@ from ftdata.errors import ConfigError
 from ftdata.options import FIELDS as BUILD_FIELDS
 from ftdata.options import check_type
 from ftdata.options import BuildOptions, plain
-from ftdata.types import _Choice
+from ftdata.types import Task, _Choice
 
-__all__ = ["FLAT_DATA_KEYS", "Interval", "Precision", "Quantization", "TrainConfig", "read_yaml"]
+__all__ = ["FLAT_DATA_KEYS", "Interval", "Method", "Precision", "Quantization", "TrainConfig", "read_yaml"]
 
 # Data options with their own `train` flags (`--max-length`), also written flat in a YAML config.
-FLAT_DATA_KEYS = ("template", "max_length", "packing", "test_size", "seed")
+FLAT_DATA_KEYS = ("template", "chat_template", "max_length", "packing", "test_size", "seed")
 
 
 class Quantization(_Choice):
@@ -72,6 +72,31 @@ class Interval(_Choice):
     BEST = "best"
 
 
+class Method(_Choice):
+    """What a run optimises, and on which rows (the build's task): SFT on `input_ids`/`labels`,
+    DPO on pairs (`prompt_ids`/`chosen_ids`/`rejected_ids`), KTO on unpaired rows
+    (`prompt_ids`/`completion_ids`/`label`)."""
+
+    SFT = "sft"
+    DPO = "dpo"
+    KTO = "kto"
+
+    @property
+    def task(self) -> Task:
+        """The build task whose rows this method trains on."""
+        return _TASKS[self]
+
+    @classmethod
+    def of(cls, task: Task) -> Method:
+        """The method a build's task implies: preference -> dpo, kto -> kto, sft -> sft."""
+        return next(method for method, trained in _TASKS.items() if trained is task)
+
+
+_TASKS = {Method.SFT: Task.SFT, Method.DPO: Task.PREFERENCE, Method.KTO: Task.KTO}
+# TRL's own defaults (DPOConfig.loss_type, KTOConfig.loss_type): what runs when loss_type is not given.
+DEFAULT_LOSS = {Method.DPO: "sigmoid", Method.KTO: "kto"}
+
+
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     """A dataclass field with its help text (and optional CLI hints) in the metadata."""
     return field(default=default, metadata={"help": help, **extra})
@@ -99,7 +124,7 @@ class TrainConfig:
     )
     processor: str | None = _opt(
         None,
-        "Vision-language models: the processor folder (preprocessor_config.json, tokenizer, chat template). "
+        "Models that read media: the processor folder (preprocessor_config.json, tokenizer, chat template). "
         "Default: the model folder. Its image processor turns each batch's images into pixels.",
         group="model",
     )
@@ -128,6 +153,29 @@ class TrainConfig:
     shuffle_buffer: int = _opt(
         1000, "With --streaming: rows held (decoded) in the shuffle buffer, shuffled with the seed.", group="data"
     )
+    # --- preference training ---------------------------------------------------------------
+    method: Method | None = _opt(
+        None,
+        "Training method: sft (TRL's SFTTrainer), dpo (DPOTrainer, on preference pairs) or kto (KTOTrainer, on "
+        "unpaired rows with a label). Default: the one the data's task implies (a build of pairs trains dpo, of "
+        "kto rows kto, anything else sft).",
+        group="preference",
+        choices=[m.value for m in Method],
+    )
+    loss_type: str | None = _opt(
+        None,
+        "DPO/KTO loss, named as TRL's DPOConfig/KTOConfig name it and checked against the installed TRL: "
+        "dpo: sigmoid (default), hinge, ipo, robust, bco_pair, apo_zero, sft, ...; kto: kto (default), "
+        "apo_zero_unpaired.",
+        group="preference",
+    )
+    beta: float = _opt(
+        0.1, "DPO/KTO: how far the policy may move from the reference model (higher = closer to it).",
+        group="preference",
+    )
+    desirable_weight: float = _opt(1.0, "KTO: weight of the loss of desirable rows (label true).", group="preference")
+    undesirable_weight: float = _opt(1.0, "KTO: weight of the loss of undesirable rows (label false).",
+                                     group="preference")
     # --- adapter and quantization ----------------------------------------------------------
     lora: bool = _opt(True, "Train a LoRA adapter. --no-lora trains every weight (needs --quantization none).",
                       group="lora")
@@ -215,6 +263,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be one of no, steps, epoch; got {name}='best'")
             setattr(self, name, value)
         self.target_modules = _modules(self.target_modules)
+        if self.method is not None:
+            self.method = Method.parse(self.method, name="method")  # type: ignore[assignment]
+        if self.loss_type is not None and (not isinstance(self.loss_type, str) or not self.loss_type.strip()):
+            raise ConfigError(f"loss_type must be a loss name such as sigmoid, got loss_type={self.loss_type!r}")
+        self.loss_type = self.loss_type.strip().lower() if self.loss_type is not None else None
         _check_numbers(self)
         _check_combinations(self)
 
@@ -409,6 +462,8 @@ def _check_numbers(cfg: TrainConfig) -> None:
     _number(cfg, "num_train_epochs", float, low=0, inclusive=False)
     for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
         _number(cfg, name, float, low=0)
+    for name in ("beta", "desirable_weight", "undesirable_weight"):
+        _number(cfg, name, float, low=0, inclusive=False)
     _number(cfg, "lora_dropout", float, low=0)
     if cfg.lora_dropout >= 1:
         raise ConfigError(f"lora_dropout must be in [0, 1), got lora_dropout={cfg.lora_dropout!r}")
@@ -430,6 +485,27 @@ def _check_combinations(cfg: TrainConfig) -> None:
         raise ConfigError("group_by_length and packing exclude each other: packed rows all have max_length tokens")
     if cfg.load_best_model_at_end and cfg.eval_strategy is Interval.NO:
         raise ConfigError("load_best_model_at_end needs eval_strategy steps or epoch, got eval_strategy='no'")
+    if cfg.method is not None:
+        check_method(cfg, cfg.method)
+
+
+def check_method(cfg: TrainConfig, method: Method) -> None:
+    """The options `method` rules out. Checked on creation when `method` is given, and again once the
+    data has decided the method (`method: null`, the default).
+
+    Raises:
+        ConfigError: a DPO/KTO option on an SFT run, or an SFT-only option on a DPO/KTO run.
+    """
+    if method is Method.SFT:
+        if cfg.loss_type is not None:
+            raise ConfigError(
+                f"loss_type is an option of --method dpo or kto; this run trains sft rows, got loss_type={cfg.loss_type!r}"
+            )
+        return
+    data = cfg.data_options.data
+    for name, on in (("streaming", cfg.streaming), ("group_by_length", cfg.group_by_length), ("packing", data.packing)):
+        if on:
+            raise ConfigError(f"{name} works on sft rows only and this run trains {method.value}: drop {name}")
 
 
 def _modules(value: Any) -> str | list[str]:

@@ -1,5 +1,9 @@
 """The training data: build it with `ftdata.build_sft_dataset` (or load a built one), split it,
-check the columns SFTTrainer will read, and fingerprint it.
+check the columns the trainer will read, and fingerprint it.
+
+The rows' task decides the method (`TrainConfig.method` may only confirm it): a build records its
+task in build.json (`options.task`: `sft`, or absent in builds older than preference data;
+`preference`; `kto`), a plain saved dataset shows it by its columns (`COLUMNS`).
 
 Under `accelerate launch` the main process builds first and the others then read the
 pipeline's cache, so the dataset is tokenized once. With `streaming`, the train rows of a
@@ -14,20 +18,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftdata.build.export import MANIFEST
 from ftdata.build.load import is_build_output
 from ftdata.build.load import load as load_build
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions
 from ftdata.run.report import BuildReport
 from ftdata.io.resources import cache_root
-from ftdata.train.config import TrainConfig
-from ftdata.types import IGNORE_INDEX
+from ftdata.train.config import Method, TrainConfig, check_method
+from ftdata.types import IGNORE_INDEX, Task
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from datasets import Dataset, DatasetDict, IterableDataset
     from transformers import PreTrainedTokenizerBase
 
-REQUIRED_COLUMNS = ("input_ids", "labels")
+# The columns each task's trainer reads; other columns are ignored.
+COLUMNS: dict[Task, tuple[str, ...]] = {
+    Task.SFT: ("input_ids", "labels"),
+    Task.PREFERENCE: ("prompt_ids", "chosen_ids", "rejected_ids"),
+    Task.KTO: ("prompt_ids", "completion_ids", "label"),
+}
+ROWS = {
+    Task.SFT: "sft rows (input_ids, labels)",
+    Task.PREFERENCE: "preference pairs (prompt_ids, chosen_ids, rejected_ids)",
+    Task.KTO: "unpaired rows (prompt_ids, completion_ids, label)",
+}
 
 
 @dataclass
@@ -44,6 +61,12 @@ class Splits:
     packed: bool
     streamed: dict[str, Any] | None = None
     report: BuildReport | None = None  # the build's report, when ftdata built the rows (here or into a build folder)
+    task: Task = Task.SFT  # what the rows are (`data_task`): it decides the method
+
+    @property
+    def method(self) -> Method:
+        """The method that trains these rows (`load_splits` checked it against the one asked for)."""
+        return Method.of(self.task)
 
     def fingerprint(self) -> dict[str, Any]:
         """Per split: datasets' fingerprint, columns, rows, and a SHA-256 of the token content
@@ -58,7 +81,7 @@ class Splits:
                     "columns": list(ds.column_names),
                     "rows": ds.num_rows,
                     "content_sha256": content_hash(ds),
-                    **token_counts(ds),
+                    **token_counts(ds, self.task),
                 }
         return out
 
@@ -78,8 +101,11 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
     (`accelerate launch`) the build is cached in `cache_root()/builds` (as `ftdata build` does) unless the options
     name a `cache_dir`: the main process builds, the others load its result.
 
+    The rows' task (`data_task`) must be the one `cfg.method` trains, when it is given.
+
     Raises:
-        ConfigError: no data given, a split is empty, or a required column is missing.
+        ConfigError: no data given, a split is empty, a required column is missing, or the rows
+            are not what `cfg.method` trains.
     """
     if cfg.data is None:
         raise ConfigError("no training data: give DATA (a file ftdata can read) or `data:` in the YAML config")
@@ -91,21 +117,63 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
     if options.output.rejects_path is None and rejects_path is not None and state.is_main_process:
         options = options.updated(rejects_path=str(rejects_path))
     if cfg.processor is not None and "processor" in FIELDS and options.to_mapping().get("processor") is None:
-        options = options.updated(processor=cfg.processor)  # a build with images expands them with the run's processor
+        options = options.updated(processor=cfg.processor)  # a build with media expands them with the run's processor
     if options.output.cache_dir is None and state.num_processes > 1:
         options = options.updated(cache_dir=str(cache_root() / "builds"))
+    if cfg.method is not None and "task" in FIELDS and options.to_mapping().get("task") is None:
+        options = options.updated(task=cfg.method.task.value)  # raw data is built into the rows the method trains
     if cfg.streaming:
         return _streamed(path, cfg)
     with state.main_process_first():
         saved = is_saved_dataset(path) or is_build_output(path)
-        built, report = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
+        built, report, declared = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
+    if is_build_output(path) and tokenizer is not None:
+        _check_chat_template(path, tokenizer, given=options.data.chat_template)
     train, test = _split(built)
+    task = data_task(declared, train.column_names)
     for name, ds in (("train", train), ("test", test)):
         if ds is not None:
-            _check_columns(ds, name)
+            _check_columns(ds, name, task)
             if saved and tokenizer is not None:
-                _check_vocabulary(ds, name, tokenizer)
-    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, report=report)
+                _check_vocabulary(ds, name, task, tokenizer)
+    _check_method(cfg, task)
+    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, report=report, task=task)
+
+
+def data_task(declared: str | None, columns: Sequence[str]) -> Task:
+    """What rows are: the task their build declared (build.json's `options.task`), else the one their
+    columns show (`chosen_ids`: preference pairs, `completion_ids`: KTO rows, else SFT rows).
+
+    >>> data_task(None, ["prompt_ids", "chosen_ids", "rejected_ids"]).value
+    'preference'
+    """
+    if declared is not None:
+        return Task.parse(declared, name="task")
+    if "chosen_ids" in columns:
+        return Task.PREFERENCE
+    return Task.KTO if "completion_ids" in columns else Task.SFT
+
+
+def built_task(path: Path) -> str | None:
+    """The task build folder `path` records in build.json (None for builds older than preference data)."""
+    options = json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("options") or {}
+    return options.get("task")
+
+
+def _check_method(cfg: TrainConfig, task: Task) -> None:
+    """The rows must be what `cfg.method` trains; the method the rows imply must allow `cfg`'s options.
+
+    Raises:
+        ConfigError: e.g. `--method kto` on preference pairs: one line naming the data and the fix.
+    """
+    implied = Method.of(task)
+    if cfg.method is not None and cfg.method is not implied:
+        wanted = cfg.method.task
+        raise ConfigError(
+            f"--method {cfg.method.value} trains {ROWS[wanted]}, but {cfg.data} holds {ROWS[task]}: train it with "
+            f"--method {implied.value} (or no --method), or build the data with --task {wanted.value}"
+        )
+    check_method(cfg, implied)
 
 
 def _streamed(path: Path, cfg: TrainConfig) -> Splits:
@@ -117,36 +185,41 @@ def _streamed(path: Path, cfg: TrainConfig) -> Splits:
             "`ftdata build DATA -o OUT --output-format parquet` and train on OUT"
         )
     train, test, files = stream_build(path, cfg)
+    _check_method(cfg, data_task(built_task(path), train.column_names))  # streaming is for sft rows
     stats = file_stats(files)
-    _check_columns(train, "train", rows=stats["rows"])
+    _check_columns(train, "train", Task.SFT, rows=stats["rows"])
     if test is not None:
-        _check_columns(test, "test")
+        _check_columns(test, "test", Task.SFT)
     return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, streamed=stats)
 
 
-def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> tuple[Dataset | DatasetDict, BuildReport]:
-    """The build of `cfg.data` in memory, with its report (warned about rejects, checked against max_reject_ratio)."""
+def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> tuple[Dataset | DatasetDict, BuildReport, str | None]:
+    """The build of `cfg.data` in memory, with its report (warned about rejects, checked against
+    max_reject_ratio) and the task it built (its options' `task`, where the build has one)."""
     from ftdata.build.api import build, checked
 
     result = build(cfg.data, tokenizer=tokenizer, options=options)
-    return result.dataset, checked(result.report, max_reject_ratio=options.run.max_reject_ratio, stacklevel=4)
+    report = checked(result.report, max_reject_ratio=options.run.max_reject_ratio, stacklevel=4)
+    task = result.options.to_mapping().get("task") if result.options is not None else None
+    return result.dataset, report, getattr(task, "value", task)
 
 
-def _load_saved(path: Path, cfg: TrainConfig) -> tuple[Dataset | DatasetDict, BuildReport | None]:
+def _load_saved(path: Path, cfg: TrainConfig) -> tuple[Dataset | DatasetDict, BuildReport | None, str | None]:
     from datasets import DatasetDict
 
     (loaded, report), test_size = _read_saved(path), cfg.data_options.data.test_size
+    declared = built_task(path) if is_build_output(path) else None
     if isinstance(loaded, DatasetDict):
         if "train" not in loaded:
             raise ConfigError(f"{path} holds splits {sorted(loaded)} but no 'train' split")
         if "test" in loaded or test_size is None:
-            return loaded, report
+            return loaded, report, declared
         loaded = loaded["train"]
     if test_size is None:
-        return loaded, report
+        return loaded, report, declared
     if test_size >= loaded.num_rows:
         raise ConfigError(f"test_size={test_size} leaves no training rows in {path} ({loaded.num_rows} rows)")
-    return loaded.train_test_split(test_size=test_size, seed=cfg.seed), report
+    return loaded.train_test_split(test_size=test_size, seed=cfg.seed), report, declared
 
 
 def _read_saved(path: Path) -> tuple[Dataset | DatasetDict, BuildReport | None]:
@@ -168,26 +241,53 @@ def _split(built: Dataset | DatasetDict) -> tuple[Dataset, Dataset | None]:
     return built, None
 
 
-def _check_columns(ds: Dataset | IterableDataset, split: str, *, rows: int | None = None) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
+def _check_columns(ds: Dataset | IterableDataset, split: str, task: Task, *, rows: int | None = None) -> None:
+    missing = [c for c in COLUMNS[task] if c not in ds.column_names]
     if missing:
         raise ConfigError(
             f"the {split} split lacks column(s) {', '.join(missing)} (has {', '.join(ds.column_names)}); "
-            "train on data built by ftdata (input_ids, attention_mask, labels)"
+            f"train on data built by ftdata ({ROWS[task]})"
         )
     if (ds.num_rows if rows is None else rows) == 0:
         raise ConfigError(f"the {split} split is empty: every record was rejected or test_size took them all")
 
 
-def _check_vocabulary(ds: Dataset, split: str, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Refuse rows holding a token id the tokenizer lacks (one columnar max, no loop per row).
+def _check_chat_template(folder: Path, tokenizer: PreTrainedTokenizerBase, *, given: str | None) -> None:
+    """A build made with `chat_template` trains with that template, one made without it without one (`given`:
+    the run's): the trainer saves the template with the tokenizer, and inference must render what the rows hold.
+
+    Raises:
+        ConfigError: build.json names a chat template other than the one the run's tokenizer renders with, or
+            none while the run gives one.
+    """
+    from ftdata.build.export import MANIFEST
+    from ftdata.guard.inputs import InputKind, text_digest
+
+    inputs = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("inputs")
+    built = next((i for i in inputs if i.get("kind") == InputKind.CHAT_TEMPLATE.value), None) if isinstance(inputs, list) else None
+    template = getattr(tokenizer, "chat_template", None)
+    if built is not None and (not isinstance(template, str) or text_digest(template) != built.get("sha256")):
+        raise ConfigError(
+            f"{folder} was built with chat template {built.get('name')!r}; train with the same one (--chat-template, "
+            "chat_template: in the config), so the adapter is saved with the template its rows were rendered with"
+        )
+    if built is None and given is not None:
+        raise ConfigError(
+            f"{folder} was built with the tokenizer's own chat template, the run gives chat_template={given!r}: drop it, "
+            "or build again with it"
+        )
+
+
+def _check_vocabulary(ds: Dataset, split: str, task: Task, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse rows holding a token id the tokenizer lacks (one columnar max per id column, no loop per row).
 
     A build made with `add_chat_tokens` holds ids past the base tokenizer: training it without
     the option would index past the embeddings.
     """
     import pyarrow.compute as pc
 
-    top = pc.max(pc.list_flatten(ds.data.column("input_ids"))).as_py()
+    tops = [pc.max(pc.list_flatten(ds.data.column(name))).as_py() for name in COLUMNS[task] if name.endswith("_ids")]
+    top = max((t for t in tops if t is not None), default=None)
     if top is not None and top >= len(tokenizer):
         raise ConfigError(
             f"the {split} split holds token id {top} but the tokenizer has {len(tokenizer)} tokens: the data was built "
@@ -195,20 +295,37 @@ def _check_vocabulary(ds: Dataset, split: str, tokenizer: PreTrainedTokenizerBas
         )
 
 
-def token_counts(ds: Dataset) -> dict[str, int]:
-    """Total tokens and trained tokens (labels != -100) of a split."""
-    tokens = trained = 0
-    for batch in ds.select_columns(["labels"]).iter(batch_size=4096):
-        for labels in batch["labels"]:
-            tokens += len(labels)
-            trained += sum(1 for t in labels if t != IGNORE_INDEX)
-    return {"tokens": tokens, "trained_tokens": trained}
+def token_counts(ds: Dataset, task: Task = Task.SFT) -> dict[str, int]:
+    """Tokens of the sequences the model runs and the trained ones, per split.
+
+    SFT: every token, and those with a label != -100. Preference: a pair runs two sequences,
+    prompt + chosen and prompt + rejected, and trains both completions. KTO: prompt + completion,
+    the completion trained; also the rows labelled desirable (the balance the KTO weights answer).
+    """
+    tokens = trained = desirable = 0
+    for batch in ds.select_columns(list(COLUMNS[task])).iter(batch_size=4096):
+        if task is Task.SFT:
+            for labels in batch["labels"]:
+                tokens += len(labels)
+                trained += sum(1 for t in labels if t != IGNORE_INDEX)
+        elif task is Task.PREFERENCE:
+            for prompt, chosen, rejected in zip(batch["prompt_ids"], batch["chosen_ids"], batch["rejected_ids"]):
+                tokens += 2 * len(prompt) + len(chosen) + len(rejected)
+                trained += len(chosen) + len(rejected)
+        else:
+            for prompt, completion, label in zip(batch["prompt_ids"], batch["completion_ids"], batch["label"]):
+                tokens += len(prompt) + len(completion)
+                trained += len(completion)
+                desirable += bool(label)
+    counts = {"tokens": tokens, "trained_tokens": trained}
+    return {**counts, "desirable": desirable} if task is Task.KTO else counts
 
 
 def content_hash(ds: Dataset) -> str:
-    """SHA-256 of the rows' token ids and labels (and images: references, sizes, spans), in order: equal data, equal hash."""
+    """SHA-256 of the rows' token ids and labels (and media: references, sizes, spans), in order: equal data, equal hash."""
     digest = hashlib.sha256()
-    columns = [c for c in ("input_ids", "labels", "seq_lengths", "loss_weights", "images") if c in ds.column_names]
+    names = ("input_ids", "labels", "seq_lengths", "loss_weights", "media", *COLUMNS[Task.PREFERENCE], *COLUMNS[Task.KTO])
+    columns = [c for c in dict.fromkeys(names) if c in ds.column_names]
     for batch in ds.select_columns(columns).iter(batch_size=4096):
         digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":")).encode())
     return digest.hexdigest()

@@ -1,5 +1,5 @@
 """Generation and scoring shared by `ftdata eval` on text runs (`evaluate.py`) and on
-vision-language runs (`vlm_eval.py`): settings, left-padded batches, sacreBLEU, the report.
+runs whose model reads media (`media_eval.py`): settings, left-padded batches, sacreBLEU, the report.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ftdata.errors import ConfigError
+from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import bundled_dir, bundled_gguf, bundled_tokenizer_dir, is_bundled, load_tokenizer
 from ftdata.train.config import Precision, Quantization, TrainConfig
@@ -227,14 +228,28 @@ def check_cpu_4bit_shapes(model: torch.nn.Module, block: int = 64) -> None:
 
 
 def load_model_tokenizer(cfg: TrainConfig, model_path: Path) -> PreTrainedTokenizerBase:
-    """The tokenizer named by `cfg.tokenizer`, else the one saved with the model (pad token set)."""
+    """The tokenizer named by `cfg.tokenizer`, else the one saved with the model (the run's chat template
+    and pad token set)."""
     if cfg.tokenizer is not None:
         tokenizer = load_tokenizer(cfg.tokenizer)
     elif is_bundled(cfg.model):
         tokenizer = load_tokenizer(None)
     else:
         tokenizer = load_tokenizer(str(model_path))
-    return with_pad_token(tokenizer)
+    return with_pad_token(with_run_template(tokenizer, cfg))
+
+
+def with_run_template(tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig) -> PreTrainedTokenizerBase:
+    """`tokenizer` rendering with the run's `chat_template` data option (a copy), else as it is.
+
+    The data is built with that template, and the trainer saves the tokenizer with the adapter (and the
+    merged model) as `chat_template.jinja`: `ftdata eval` and inference render what training saw.
+
+    Raises:
+        ConfigError: the template file or name cannot be read (`load_chat_template`).
+    """
+    spec = cfg.data_options.data.chat_template
+    return load_chat_template(spec).applied(tokenizer) if spec is not None else tokenizer
 
 
 def with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -360,14 +375,14 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     path: Path
     device: Device
-    processor: Any = None  # vision-language models: the processor (SFTTrainer's processing_class)
-    collator: Any = None  # vision-language models: `vision.VisionCollator` (loads and processes the images)
+    # Models that read media: the processor, the collator and the trainer's changes (`media_model.MediaTraining`).
+    media: Any = None
     new_tokens: list[int] = field(default_factory=list)  # ids `add_chat_tokens` added (their rows train)
 
 
 def load_for_training(cfg: TrainConfig) -> LoadedModel:
     """Resolve, load, quantize and (unless `lora=False`) LoRA-wrap the causal LM of `cfg`
-    (a vision-language model is loaded by `vlm.load_vision_for_training`: `run.load_model` chooses)."""
+    (a model that reads media is loaded by `media_model.load_media_for_training`: `run.load_model` chooses)."""
     device = resolve_device(cfg.precision)
     path = resolve_model_path(cfg.model)
     tokenizer = load_model_tokenizer(cfg, path)

@@ -6,6 +6,9 @@ row per evaluation in a compact table.
         0     2.8818       17.85           0.509
        30     2.1040        8.20           0.561
 
+A DPO/KTO run's table shows the reward margin (chosen - rejected) and, for DPO, the share of
+pairs whose chosen reward is the higher one, instead of the perplexity and token accuracy.
+
 This replaces transformers' printer callbacks (which print every log as a raw dict between
 tqdm bars). The raw logs are kept in `run.json` (`log_history`) and, with `verbose=True`,
 also printed as they come. Only the main process shows anything.
@@ -22,21 +25,30 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ftdata.train.record import perplexity
+from ftdata.train.config import Method
+from ftdata.train.record import ACCURACY, MARGIN, perplexity
 
 EVAL_HEADER = f"{'step':>5}  {'eval loss':>9}  {'perplexity':>10}  {'token accuracy':>14}"
+PREFERENCE_HEADER = f"{'step':>5}  {'eval loss':>9}  {'reward margin':>13}  {'reward accuracy':>15}"
 
 
-def eval_row(step: int, logs: dict[str, Any]) -> str:
-    """One line of the eval table, aligned under `EVAL_HEADER`.
+def eval_row(step: int, logs: dict[str, Any], method: Method = Method.SFT) -> str:
+    """One line of the eval table, aligned under `EVAL_HEADER` (`PREFERENCE_HEADER` for DPO/KTO).
 
     >>> eval_row(30, {"eval_loss": 2.104, "eval_mean_token_accuracy": 0.5612})
     '   30     2.1040        8.20           0.561'
+    >>> eval_row(30, {"eval_loss": 0.6012, "eval_rewards/margins": 0.2141, "eval_rewards/accuracies": 0.75}, Method.DPO)
+    '   30     0.6012         0.2141            0.750'
     """
     loss = float(logs["eval_loss"])
-    accuracy = logs.get("eval_mean_token_accuracy")
-    shown = f"{float(accuracy):.3f}" if accuracy is not None else "-"
-    return f"{step:>5}  {loss:>9.4f}  {perplexity(loss):>10.2f}  {shown:>14}"
+    if method is Method.SFT:
+        return f"{step:>5}  {loss:>9.4f}  {perplexity(loss):>10.2f}  {_shown(logs.get('eval_mean_token_accuracy'), 3):>14}"
+    margin, accuracy = _shown(logs.get(f"eval_{MARGIN}"), 4), _shown(logs.get(f"eval_{ACCURACY}"), 3)
+    return f"{step:>5}  {loss:>9.4f}  {margin:>13}  {accuracy:>15}"
+
+
+def _shown(value: Any, digits: int) -> str:
+    return f"{float(value):.{digits}f}" if value is not None else "-"
 
 
 class TrainingDisplay(TrainerCallback):
@@ -46,11 +58,13 @@ class TrainingDisplay(TrainerCallback):
         console: where to draw; default a stdout console (plain when not a terminal: the bar
             is then drawn once, when training ends).
         verbose: also print every raw log dict (what transformers prints by default).
+        method: the run's method: the eval table's columns (perplexity for SFT, reward margin for DPO/KTO).
     """
 
-    def __init__(self, console: Console | None = None, *, verbose: bool = False):
+    def __init__(self, console: Console | None = None, *, verbose: bool = False, method: Method = Method.SFT):
         self.console = console or Console(highlight=False)
         self.verbose = verbose
+        self.method = method
         self._progress: Progress | None = None
         self._task: Any = None
         self._header_shown = False
@@ -81,9 +95,9 @@ class TrainingDisplay(TrainerCallback):
             self._progress.update(self._task, loss=f"loss {float(logs['loss']):.3f}")
         if "eval_loss" in logs:
             if not self._header_shown:
-                self._print(EVAL_HEADER)
+                self._print(EVAL_HEADER if self.method is Method.SFT else PREFERENCE_HEADER)
                 self._header_shown = True
-            self._print(eval_row(state.global_step, logs))
+            self._print(eval_row(state.global_step, logs, self.method))
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:

@@ -1,4 +1,5 @@
-"""The run record: `run.json` (what ran, on what, with which result) and `loss.png`."""
+"""The run record: `run.json` (what ran, on what, with which result), `loss.png` and, for DPO/KTO
+runs, `rewards.png` (the reward margin, chosen minus rejected, that TRL logs)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from typing import Any
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 PLOT_FILE = "loss.png"
+REWARDS_PLOT_FILE = "rewards.png"
+# TRL's DPO/KTO log keys: the mean of beta * (policy - reference log-prob) of chosen minus rejected
+# completions, and (DPO) the share of pairs where the chosen reward is the higher one.
+MARGIN, ACCURACY = "rewards/margins", "rewards/accuracies"
 LIBRARIES = ("ftdata", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets")
 
 
@@ -59,27 +64,46 @@ def estimated_flops(total_params: int, tokens: int) -> int:
     return 6 * total_params * tokens
 
 
+def points(log_history: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(step, value) of every log entry that holds `key`."""
+    return [(int(e["step"]), float(e[key])) for e in log_history if key in e and "step" in e]
+
+
 def loss_points(log_history: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(train, eval) loss points as (step, loss) from the trainer's log history."""
-    train = [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e and "step" in e]
-    evals = [(int(e["step"]), float(e["eval_loss"])) for e in log_history if "eval_loss" in e and "step" in e]
-    return train, evals
+    return points(log_history, "loss"), points(log_history, "eval_loss")
 
 
-def summarize_losses(log_history: list[dict[str, Any]]) -> dict[str, float | None]:
+def summarize_losses(log_history: list[dict[str, Any]], *, perplexities: bool = True) -> dict[str, float | None]:
     """First and last logged train loss, final eval loss and its perplexity, and the eval
-    loss before training (step 0) when it was measured."""
+    loss before training (step 0) when it was measured. `perplexities=False` (DPO/KTO, whose
+    loss is no cross-entropy) leaves the perplexities out."""
     train, evals = loss_points(log_history)
-    eval_loss = evals[-1][1] if evals else None
-    initial = evals[0][1] if evals and evals[0][0] == 0 else None
-    return {
+    summary = {
         "first_loss": train[0][1] if train else None,
         "last_loss": train[-1][1] if train else None,
-        "initial_eval_loss": initial,
-        "initial_perplexity": perplexity(initial),
-        "eval_loss": eval_loss,
-        "perplexity": perplexity(eval_loss),
+        **_final(evals, "eval_loss"),
     }
+    if perplexities:
+        summary |= {"initial_perplexity": perplexity(summary["initial_eval_loss"]), "perplexity": perplexity(summary["eval_loss"])}
+    return summary
+
+
+def summarize_rewards(log_history: list[dict[str, Any]]) -> dict[str, float | None]:
+    """A DPO/KTO run's reward margins (first and last logged in training, before and after
+    training on the eval split) and the eval reward accuracy (DPO)."""
+    train = points(log_history, MARGIN)
+    return {
+        "first_reward_margin": train[0][1] if train else None,
+        "last_reward_margin": train[-1][1] if train else None,
+        **_final(points(log_history, f"eval_{MARGIN}"), "eval_reward_margin"),
+        **_final(points(log_history, f"eval_{ACCURACY}"), "eval_reward_accuracy"),
+    }
+
+
+def _final(evals: list[tuple[int, float]], name: str) -> dict[str, float | None]:
+    """`name` (the last value) and `initial_<name>` (the value at step 0, before training, if measured)."""
+    return {f"initial_{name}": evals[0][1] if evals and evals[0][0] == 0 else None, name: evals[-1][1] if evals else None}
 
 
 def perplexity(loss: float | None) -> float | None:
@@ -94,7 +118,17 @@ def perplexity(loss: float | None) -> float | None:
 
 def plot_losses(log_history: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
     """Draw train and eval loss against the step into `path` (PNG); None when nothing was logged."""
-    train, evals = loss_points(log_history)
+    return plot_curves(log_history, path, title=title, key="loss", label="loss")
+
+
+def plot_rewards(log_history: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
+    """Draw the train and eval reward margin (chosen - rejected) of a DPO/KTO run into `path`."""
+    return plot_curves(log_history, path, title=title, key=MARGIN, label="reward margin")
+
+
+def plot_curves(log_history: list[dict[str, Any]], path: Path, *, title: str, key: str, label: str) -> Path | None:
+    """Draw `key` (train) and `eval_<key>` against the step into `path` (PNG); None when neither was logged."""
+    train, evals = points(log_history, key), points(log_history, f"eval_{key}")
     if not train and not evals:
         return None
     import matplotlib
@@ -104,11 +138,11 @@ def plot_losses(log_history: list[dict[str, Any]], path: Path, *, title: str) ->
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
-        ax.plot(*zip(*train, strict=True), label="train loss", marker="." if len(train) < 50 else None)
+        ax.plot(*zip(*train, strict=True), label=f"train {label}", marker="." if len(train) < 50 else None)
     if evals:
-        ax.plot(*zip(*evals, strict=True), label="eval loss", marker="o")
+        ax.plot(*zip(*evals, strict=True), label=f"eval {label}", marker="o")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

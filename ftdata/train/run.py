@@ -1,10 +1,13 @@
-"""One fine-tuning run, start to finish: run folder, model, data, SFTTrainer, outputs, record.
+"""One fine-tuning run, start to finish: run folder, model, data, trainer, outputs, record.
 
+The trainer is chosen once, by the method the rows imply (`make_trainer`): TRL's SFTTrainer
+(`trainer.py`), or its DPOTrainer / KTOTrainer (`preference.py`); everything else is the same run.
 A run folder (`runs/20250101-120000/`) holds:
 
     config.yaml         the resolved options (what --resume reads back)
-    run.json            record: config, data fingerprint, versions, params, FLOPs, metrics
+    run.json            record: config, method, data fingerprint, versions, params, FLOPs, metrics
     loss.png            train and eval loss curves
+    rewards.png         DPO/KTO: train and eval reward margin (chosen - rejected)
     checkpoint-N/       trainer checkpoints (adapter, optimizer, scheduler, RNG, data position)
     adapter/            the final LoRA adapter + tokenizer (model/ for a full fine-tune)
     merged/             base + adapter merged (with merge=True)
@@ -23,13 +26,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError
+from ftdata.types import Task
 from ftdata.train import record
-from ftdata.train.config import TrainConfig, changed_options, read_yaml
-from ftdata.train.data import Splits, load_splits, save_eval_split
+from ftdata.train.config import Method, TrainConfig, changed_options, read_yaml
+from ftdata.train.data import Splits, data_task, load_splits, save_eval_split
+from ftdata.train.generation import EvalReport, GenerationSettings
 from ftdata.train.model import LoadedModel, count_parameters, fit_embeddings, load_for_training, resolve_device, resolve_model_path
+from ftdata.train.preference import build_preference_trainer, method_record
+from ftdata.train.preference_eval import PreferenceReport
 from ftdata.train.progress import TrainingDisplay, quiet_libraries
+from ftdata.train.media_model import load_media_for_training, merge_media_adapter, takes_media
 from ftdata.train.trainer import build_trainer, last_checkpoint, trainer_metrics
-from ftdata.train.vlm import is_vision_language, load_vision_for_training, merge_vision_adapter
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
 RESUME_LOCKED = (
     "model", "tokenizer", "processor", "data", "data_options", "streaming", "shuffle_buffer",
     "lora", "lora_r", "lora_alpha", "target_modules", "quantization", "per_device_train_batch_size",
-    "gradient_accumulation_steps",
+    "gradient_accumulation_steps", "method", "loss_type",
 )
 
 
@@ -88,9 +95,9 @@ def train(
     run_dir, checkpoint = _locate_run(cfg, resume, state)
     with quiet_libraries(not verbose):
         loaded, splits, base = _setup(cfg, run_dir, state, resuming=checkpoint is not None)
-        trainer = build_trainer(
+        trainer = make_trainer(
             cfg, loaded=loaded, splits=splits, run_dir=run_dir, callbacks=callbacks,
-            resuming=checkpoint is not None, display=TrainingDisplay(console, verbose=verbose),
+            resuming=checkpoint is not None, display=TrainingDisplay(console, verbose=verbose, method=splits.method),
         )  # fmt: skip
         started = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -105,7 +112,7 @@ def train(
             merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
     total = base["model"]["total_params"]
     metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind,
-                       global_batch=base["processes"]["global_batch_size"])
+                       global_batch=base["processes"]["global_batch_size"], method=splits.method)
     result = TrainResult(run_dir=run_dir, output_dir=output_dir, merged_dir=merged_dir, metrics=metrics)
     if state.is_main_process:
         history = trainer.state.log_history
@@ -139,8 +146,8 @@ def merge_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    if loaded.processor is not None:  # a vision-language model (vlm.py)
-        return merge_vision_adapter(loaded, adapter_dir, target)
+    if loaded.media is not None:  # a model that reads media (media_model.py)
+        return merge_media_adapter(loaded, adapter_dir, target)
     dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
     base = AutoModelForCausalLM.from_pretrained(str(loaded.path), dtype=dtype, local_files_only=True, trust_remote_code=False)
     fit_embeddings(base, loaded.tokenizer)  # add_chat_tokens: the rows the adapter's trained tokens replace
@@ -165,12 +172,67 @@ def _locate_run(cfg: TrainConfig, resume: str | Path | None, state: Any) -> tupl
 
 
 def load_model(cfg: TrainConfig) -> LoadedModel:
-    """The model of `cfg` loaded for training: a vision-language model with its processor and
-    collator (`vlm.py`), else a causal LM (`model.py`). The one place training chooses."""
+    """The model of `cfg` loaded for training: a model that reads media with its processor and
+    collator (`media_model.py`), else a causal LM (`model.py`). The one place training chooses."""
     path = resolve_model_path(cfg.model)
-    if is_vision_language(path):
-        return load_vision_for_training(cfg, path, resolve_device(cfg.precision))
+    if takes_media(path):
+        return load_media_for_training(cfg, path, resolve_device(cfg.precision))
     return load_for_training(cfg)
+
+
+def evaluate_run(
+    run_dir: str | Path, *, max_samples: int | None = 32, compare_base: bool = True, settings: GenerationSettings | None = None,
+    processor: str | Path | None = None,
+) -> EvalReport | PreferenceReport:  # fmt: skip
+    """`ftdata eval RUN`: generate answers for the run's held-out prompts and score them with sacreBLEU.
+
+    The one place evaluation chooses: a DPO/KTO run (preference rows) gets the preference accuracy
+    of both models on up to `max_samples` held-out pairs, `settings.batch_size` sequences at a time
+    (`preference_eval.py`); a run whose model reads media (its config has a `vision_config`)
+    also gets the eval loss and perplexity, and its prompts are answered with their images
+    (`media_eval.py`, `processor`: its processor folder, default the one saved with the run); a text
+    run is `evaluate.evaluate_text_run`.
+
+    Writes `RUN/eval/comparison.csv` and `RUN/eval/comparison.json` and adds a summary to
+    `RUN/run.json` under "evaluation".
+
+    Raises:
+        ConfigError: not a finished run folder, no eval rows (train with test_size), no usable prompt
+            in them, or `processor` for a text run.
+
+    Example:
+        >>> report = evaluate_run("runs/20250101-120000", max_samples=16)  # doctest: +SKIP
+        >>> report.bleu  # doctest: +SKIP
+        {'tuned': 23.1, 'base': 9.8}
+    """
+    from ftdata.train.evaluate import eval_rows, evaluate_preference_run, evaluate_text_run, finished_run, record_report
+    from ftdata.train.preference_eval import ScoringSettings
+
+    settings = settings or GenerationSettings()
+    folder = Path(run_dir).expanduser()
+    cfg, tuned_dir = finished_run(folder)
+    rows = eval_rows(folder)
+    task = data_task(None, rows.column_names)
+    if task is not Task.SFT:
+        report: Any = evaluate_preference_run(folder, cfg, tuned_dir, rows, task, max_samples=max_samples,
+                                              compare_base=compare_base, settings=ScoringSettings(settings.batch_size))  # fmt: skip
+    elif takes_media(resolve_model_path(cfg.model)):
+        from ftdata.train.media_eval import evaluate_media_run
+
+        report = evaluate_media_run(folder, cfg, tuned_dir, processor=processor, max_samples=max_samples,
+                                    compare_base=compare_base, settings=settings)  # fmt: skip
+    elif processor is not None:
+        raise ConfigError(f"--processor is for runs whose model reads media; {folder.name} trained the text model {cfg.model or 'bundled'}")
+    else:
+        report = evaluate_text_run(folder, cfg, tuned_dir, max_samples=max_samples, compare_base=compare_base, settings=settings)
+    return record_report(folder, report)
+
+
+def make_trainer(cfg: TrainConfig, *, loaded: LoadedModel, splits: Splits, run_dir: Path, **options: Any) -> Any:
+    """The trainer of the rows' method: SFTTrainer (`trainer.py`) or DPO/KTO (`preference.py`). The one
+    place training chooses; `options`: callbacks, resuming, display."""
+    build = build_trainer if splits.method is Method.SFT else build_preference_trainer
+    return build(cfg, loaded=loaded, splits=splits, run_dir=run_dir, **options)
 
 
 def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tuple[LoadedModel, Splits, dict]:
@@ -187,7 +249,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
         _check_same_data(run_dir, data)
         _check_same_processes(run_dir, processes)
     trainable, total = count_parameters(loaded.model)
-    base = _base_record(cfg, run_dir, loaded, data, processes, trainable=trainable, total=total)
+    base = _base_record(cfg, run_dir, loaded, data, processes, trainable=trainable, total=total, method=splits.method)
     if state.is_main_process:
         cfg.to_yaml(run_dir / record.CONFIG_FILE)
         record.write_json(run_dir / record.RUN_FILE, {**base, "status": "running"})
@@ -200,6 +262,7 @@ def _write_final_record(result: TrainResult, base: dict[str, Any], history: list
                         resumed_from: Path | None, has_eval: bool) -> None:
     run_dir = result.run_dir
     plot = record.plot_losses(history, run_dir / record.PLOT_FILE, title=f"ftdata run {run_dir.name}")
+    rewards = record.plot_rewards(history, run_dir / record.REWARDS_PLOT_FILE, title=f"ftdata run {run_dir.name}")
     final = {
         **base,
         "status": "completed",
@@ -210,6 +273,7 @@ def _write_final_record(result: TrainResult, base: dict[str, Any], history: list
             result.output_dir.name: result.output_dir.name,
             "merged": result.merged_dir.name if result.merged_dir else None,
             "loss_plot": plot.name if plot else None,
+            **({"rewards_plot": rewards.name} if rewards else {}),
             "eval_data": "eval_data" if has_eval else None,
         },
         "log_history": history,
@@ -247,7 +311,8 @@ def _resume_dir(run_dir: str | Path) -> Path:
 
 def _data_record(splits: Splits) -> dict[str, Any]:
     per_split = splits.fingerprint()
-    out = {"fingerprint": record.data_fingerprint(per_split), "packed": splits.packed, "splits": per_split}
+    out = {"fingerprint": record.data_fingerprint(per_split), "task": splits.task.value, "packed": splits.packed,
+           "splits": per_split}
     if splits.report is not None:  # what the build did to every record, kept with the run
         out["build"] = splits.report.to_dict()
     return out
@@ -292,12 +357,13 @@ def _check_same_processes(run_dir: Path, processes: dict[str, Any]) -> None:
 
 
 def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dict[str, Any],
-                 processes: dict[str, Any], *, trainable: int, total: int) -> dict[str, Any]:
+                 processes: dict[str, Any], *, trainable: int, total: int, method: Method) -> dict[str, Any]:
     previous = record.read_run(run_dir)
     return {
         "run": run_dir.name,
         "started": previous.get("started", record.now()),
         "config": cfg.to_dict(),
+        "method": method_record(cfg, method),
         "model": {
             "path": str(loaded.path),
             "class": type(loaded.model).__name__,
@@ -323,7 +389,7 @@ def _final_eval(trainer: Any, splits: Splits) -> None:
 
 
 def _metrics(trainer: Any, train_metrics: dict[str, Any], data: dict[str, Any], *, total: int, seconds: float,
-             device: str, global_batch: int) -> dict[str, Any]:
+             device: str, global_batch: int, method: Method) -> dict[str, Any]:
     # Tokens seen = train tokens x epochs done; robust to resume (TRL's own counter restarts at 0).
     split = data["splits"]["train"]
     epochs = float(trainer.state.epoch or 0.0)
@@ -333,7 +399,8 @@ def _metrics(trainer: Any, train_metrics: dict[str, Any], data: dict[str, Any], 
     return {
         **trainer_metrics(trainer),
         **{k: v for k, v in train_metrics.items() if isinstance(v, (int, float))},
-        **record.summarize_losses(trainer.state.log_history),
+        **record.summarize_losses(trainer.state.log_history, perplexities=method is Method.SFT),
+        **(record.summarize_rewards(trainer.state.log_history) if method is not Method.SFT else {}),
         "wall_seconds": round(seconds, 3),
         "tokens_seen": tokens_seen,
         "estimated_flops": record.estimated_flops(total, tokens_seen),

@@ -44,6 +44,24 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
     """
     from trl import SFTConfig
 
+    return trainer_config(
+        SFTConfig, common_args(cfg, run_dir=run_dir, device=device, splits=splits, resuming=resuming),
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+        packing=False,
+        padding_free=splits.packed,
+    )  # fmt: skip
+
+
+def common_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False) -> dict[str, Any]:
+    """The trainer settings every method shares (SFT, DPO, KTO): schedule, optimizer, precision,
+    evaluation, logging and checkpoints, as keyword arguments of TRL's config classes.
+
+    Raises:
+        ConfigError: an option needs an eval split that is missing.
+    """
+    from transformers import TrainingArguments
+
     has_eval = splits.eval is not None
     wants_best = cfg.load_best_model_at_end or cfg.save_strategy is Interval.BEST
     if wants_best and not has_eval:
@@ -51,51 +69,57 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
         raise ConfigError(f"{what} needs an eval split: set test_size (e.g. --test-size 0.1)")
     eval_strategy = cfg.eval_strategy.value if has_eval else "no"
     # transformers 5.23 renamed gradient_checkpointing (the old name still works there, with a warning)
-    renamed = "activation_checkpointing" in SFTConfig.__dataclass_fields__
+    renamed = "activation_checkpointing" in TrainingArguments.__dataclass_fields__
     checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing": cfg.gradient_checkpointing}
+    return dict(
+        output_dir=str(run_dir),
+        run_name=run_dir.name,
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=_max_steps(cfg, splits),
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        **checkpointing,
+        optim=cfg.optim,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        eval_strategy=eval_strategy,
+        eval_on_start=eval_strategy != "no" and not resuming,
+        eval_steps=cfg.eval_steps,
+        logging_strategy=cfg.logging_strategy.value,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,  # the loss before any update, for run.json and loss.png
+        save_strategy=cfg.save_strategy.value,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=cfg.load_best_model_at_end,
+        metric_for_best_model="eval_loss" if wants_best else None,
+        greater_is_better=False if wants_best else None,
+        bf16=device.precision is Precision.BF16,
+        fp16=device.precision is Precision.FP16,
+        use_cpu=device.kind == "cpu",
+        # Every LoRA weight takes part in every forward pass: DDP need not search the graph
+        # for unused ones after each step (and warn that it found none).
+        ddp_find_unused_parameters=False if cfg.lora else None,
+    )
+
+
+def trainer_config(kind: type, common: dict[str, Any], **own: Any) -> Any:
+    """`kind(**common, **own)` (SFTConfig, DPOConfig, KTOConfig: `own` wins), transformers' and TRL's
+    rejections as one-line `ConfigError`s.
+
+    Raises:
+        ConfigError: e.g. an unknown scheduler or optimizer name, inconsistent strategies.
+    """
     try:
-        return SFTConfig(
-            output_dir=str(run_dir),
-            run_name=run_dir.name,
-            report_to="none",
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            num_train_epochs=cfg.num_train_epochs,
-            max_steps=_max_steps(cfg, splits),
-            learning_rate=cfg.learning_rate,
-            lr_scheduler_type=cfg.lr_scheduler_type,
-            warmup_steps=cfg.warmup_steps,
-            per_device_train_batch_size=cfg.per_device_train_batch_size,
-            per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            **checkpointing,
-            optim=cfg.optim,
-            weight_decay=cfg.weight_decay,
-            max_grad_norm=cfg.max_grad_norm,
-            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-            eval_strategy=eval_strategy,
-            eval_on_start=eval_strategy != "no" and not resuming,
-            eval_steps=cfg.eval_steps,
-            logging_strategy=cfg.logging_strategy.value,
-            logging_steps=cfg.logging_steps,
-            logging_first_step=True,  # the loss before any update, for run.json and loss.png
-            save_strategy=cfg.save_strategy.value,
-            save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit,
-            load_best_model_at_end=cfg.load_best_model_at_end,
-            metric_for_best_model="eval_loss" if wants_best else None,
-            greater_is_better=False if wants_best else None,
-            bf16=device.precision is Precision.BF16,
-            fp16=device.precision is Precision.FP16,
-            use_cpu=device.kind == "cpu",
-            dataset_kwargs={"skip_prepare_dataset": True},
-            max_length=None,
-            packing=False,
-            padding_free=splits.packed,
-            # Every LoRA weight takes part in every forward pass: DDP need not search the graph
-            # for unused ones after each step (and warn that it found none).
-            ddp_find_unused_parameters=False if cfg.lora else None,
-        )
+        return kind(**{**common, **own})
     except ValueError as exc:
         raise ConfigError(f"invalid training option: {_first_line(exc)}") from None
 
@@ -132,26 +156,23 @@ def build_trainer(
     from ftdata.train.weighting import WEIGHTS, WeightedCollator, weighted_trainer_class
 
     args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming)
-    if loaded.collator is not None:  # rows with images: the vision collator batches them (vlm.py)
-        from ftdata.train.vlm import adapt_args
-
-        args = adapt_args(args)
+    media = loaded.media  # rows with media: its collator batches them, its trainer counts their tokens (media_model.py)
+    if media is not None:
+        args = media.adapt(args)
     weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
     # Added chat tokens train through peft's trainable-token rows, which TRL's fused LM head (it reads
     # lm_head.weight itself) would bypass: the loss then comes from the model's own logits.
     trainer_class = weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer
-    collator = loaded.collator
-    if collator is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
-        from ftdata.train.vlm import CountingCollator, vision_trainer_class
-
-        trainer_class, collator = vision_trainer_class(trainer_class), CountingCollator(collator)
+    collator = None
+    if media is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
+        trainer_class, collator = media.trainer(trainer_class)
     trainer = trainer_class(
         model=loaded.model,
         args=args,
         data_collator=collator,
         train_dataset=splits.train,
         eval_dataset=splits.eval,
-        processing_class=loaded.processor or loaded.tokenizer,
+        processing_class=media.processor if media is not None else loaded.tokenizer,
         callbacks=callbacks,
     )
     if weighted:  # rows with loss weights: token-weighted cross-entropy (`ftdata.train.weighting`)

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import DATASETS, TOKENIZERS
+from support import DATASETS, TOKENIZERS, peak_of
 
 import ftdata
-from ftdata.errors import ConfigError
+from ftdata.errors import ConfigError, RecordError
 
 needs_data = pytest.mark.skipif(not DATASETS.is_dir(), reason=f"shared datasets not found at {DATASETS}")
 ALPACA = DATASETS / "alpaca" / "llamafactory_alpaca_en_demo.json"
@@ -186,3 +186,73 @@ def test_training_data_can_be_a_recipe(tmp_path: Path) -> None:
     splits = load_splits(TrainConfig(data=str(small_recipe(tmp_path)), max_steps=1), load_tokenizer(None))
     assert splits.train.num_rows == 8
     assert splits.report is not None and [s["used"] for s in splits.report.mix or []] == [4, 4]
+
+
+# --- read bounds (issue 39): a recipe reads its sources and evaluation sets as a build does ---------
+
+MB = 1 << 20
+
+
+def _long_line_source(folder: Path, megabytes: int) -> Path:
+    """Three records, the second on a line of `megabytes` MiB (written a MiB at a time)."""
+    path = folder / "long.jsonl"
+    with path.open("wb") as fh:
+        fh.write(json.dumps({"instruction": "q1", "output": "a1"}).encode() + b'\n{"instruction": "')
+        for _ in range(megabytes):
+            fh.write(b"x" * MB)
+        fh.write(b'", "output": "a2"}\n' + json.dumps({"instruction": "q3", "output": "a3"}).encode() + b"\n")
+    return path
+
+
+def test_the_share_check_counts_a_source_within_its_read_bounds(tmp_path: Path) -> None:
+    """`check_shares` counts each source before any tokenizing. Before: whole lines, whatever the
+    recipe's max_line_bytes (a 200 MB line took a recipe build to 596 MB)."""
+    from ftdata.mix import load_recipe
+    from ftdata.mix.build import check_shares
+
+    long = _long_line_source(tmp_path, 32)
+    small = small_recipe(tmp_path)  # a.jsonl: 6 records
+    recipe = write_recipe(tmp_path, template="alpaca", mix_by="records", total=12, max_line_bytes=MB, on_error="skip",
+                          sources=[{"data": str(long), "weight": 1}, {"data": str(small.parent / "a.jsonl"), "weight": 1}])  # fmt: skip
+    raised, peak = peak_of(lambda: pytest.raises(ConfigError, check_shares, load_recipe(recipe)))
+    assert raised.match(r"source 'long' has 3 records but its share of total=12 needs 6")
+    assert peak < 8 * MB  # a MiB of the line at a time, never its 32 MiB
+
+
+def test_a_survey_rejects_records_past_the_bound_in_bounded_memory(tmp_path: Path, char_tok: Any) -> None:
+    """`ftdata stats recipe.yaml` measures each source within its read bounds: a JSONL line and a CSV
+    record past max_line_bytes are one reject each. (The survey read through the run loop before
+    too; the CSV source's quoted field of 8 MiB took the old field scanner 150 MiB.)"""
+    from ftdata.mix import load_recipe
+    from ftdata.mix.survey import survey
+    from ftdata.options import RunOptions
+
+    long = _long_line_source(tmp_path, 32)
+    field = tmp_path / "field.csv"
+    with field.open("wb") as fh:
+        fh.write(b'instruction,output\nq1,a1\n"')
+        for _ in range(8):
+            fh.write(b"x" * MB)
+        fh.write(b'",a2\nq3,a3\n')
+    sources = [{"data": str(long), "weight": 1}, {"data": str(field), "weight": 1}]
+    recipe = write_recipe(tmp_path, template="alpaca", max_line_bytes=MB, on_error="skip", sources=sources)
+    rows, peak = peak_of(lambda: survey(load_recipe(recipe), tokenizer=char_tok, run=RunOptions()))
+    assert [(r["source"], r["records"], r["rejected"], r["examples"]) for r in rows] == [("long", 3, 1, 2), ("field", 3, 1, 2)]
+    assert peak < 8 * MB
+
+
+def test_an_evaluation_line_past_the_bound_is_a_located_error_not_a_silent_gap(tmp_path: Path, char_tok: Any) -> None:
+    """Evaluation sets are read with the build's bounds. A record the reader cannot read would leave
+    its n-grams out of the check: the build stops, naming it. Before: read with the default bounds
+    (64 MiB a line), and a record past them was indexed as an empty text."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(3)))
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n" + json.dumps({"question": "q" * 2000, "answer": "a"}) + "\n")
+    recipe = write_recipe(tmp_path, template="alpaca", max_line_bytes=1000, decontaminate=[str(evals)], sources=[{"data": str(data)}])
+    with pytest.raises(RecordError) as raised:
+        ftdata.build(recipe, tokenizer=char_tok)
+    assert str(raised.value) == (
+        f"{evals}:2: the line is longer than 1,000 bytes (max_line_bytes), so it was skipped unread; split the record, "
+        "or raise max_line_bytes (--max-line-bytes) if it is real"
+    )

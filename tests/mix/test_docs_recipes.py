@@ -41,6 +41,7 @@ def normal(text: str) -> str:
 @pytest.mark.skipif(not DATASETS.is_dir(), reason=f"shared datasets not found at {DATASETS}")
 def test_the_recipe_examples_are_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))  # a fresh build cache: the example shows a first build
     blocks = BLOCK.findall(DOC.read_text(encoding="utf-8"))
     assert [c.split()[1] for c, _ in blocks] == ["stats", "build"]
     for command, shown in blocks:
@@ -52,6 +53,7 @@ if __name__ == "__main__" and "--update" in sys.argv:
 
     os.chdir(ROOT)
     with tempfile.TemporaryDirectory() as folder:
+        os.environ["FTDATA_CACHE"] = str(Path(folder) / "cache")
         text = BLOCK.sub(lambda m: f"<!-- recipe example -->\n```console\n$ {m.group(1)}\n{run(m.group(1), Path(folder) / 'out')}```",
                          DOC.read_text(encoding="utf-8"))  # fmt: skip
     DOC.write_text(text, encoding="utf-8")

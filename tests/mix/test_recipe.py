@@ -104,7 +104,7 @@ def test_weights_default_to_equal_shares_and_names_to_the_stem() -> None:
         ({"sources": [{"data": "a.jsonl", "seed": 1}]}, r"sources\[0\] \(a\): seed applies to the whole build"),
         ({"sources": [{"data": "a.jsonl", "total": 5}]}, r"sources\[0\] \(a\): total applies to the whole build"),
         ({"sources": [{"data": "a.jsonl", "colums": {}}]},
-         r"sources\[0\] \(a\): unknown key\(s\) colums; valid keys: data, name, weight, epochs_max, template, format, columns,"),
+         r"sources\[0\] \(a\): unknown key\(s\) colums; valid keys: data, name, weight, epochs_max, template, chat_template, format, columns,"),
         (_recipe(max_lenght=3), r"^r\.yaml: unknown key\(s\) max_lenght; valid keys: sources, tokenizer, mix_by, total, "),
         ({"sources": [{"data": "a.jsonl", "weight": 0}]}, r"sources\[0\] \(a\): weight must be a number > 0, got weight=0"),
         ({"sources": [{"data": "a.jsonl", "weight": 1e308}, {"data": "b.jsonl", "weight": 1e308}]},

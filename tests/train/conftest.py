@@ -111,3 +111,98 @@ def pack_rows():
     from packing_reference import pack_rows
 
     return pack_rows
+
+
+# --- preference data ---------------------------------------------------------------------------
+# Pairs whose sides are about as long: the chosen reply right, the rejected one wrong.
+PAIRS = [
+    ("What colour is the sky?", "Blue.", "Green."),
+    ("How many legs has a cat?", "Four.", "Nine."),
+    ("What is two plus two?", "Four.", "Five."),
+    ("Name a fruit.", "An apple.", "A brick."),
+    ("What do bees make?", "Honey.", "Steel."),
+    ("Where do fish live?", "In water.", "In sand."),
+    ("What is frozen water?", "Ice.", "Soup."),
+    ("Which animal barks?", "A dog.", "A fish."),
+]
+
+
+def preference_records(task: str, pairs=PAIRS) -> list[dict]:
+    """TRL's conversational preference records (`prompt` messages, `chosen`/`rejected` assistant turns),
+    or for KTO its unpaired ones (`prompt`/`completion`/`label`: each pair as a desirable and an
+    undesirable row). A short system prompt keeps SmolLM2's default one (20 tokens) out of the rows."""
+
+    def prompt(question: str) -> list[dict]:
+        return [{"role": "system", "content": "Answer."}, {"role": "user", "content": question}]
+
+    def reply(text: str) -> list[dict]:
+        return [{"role": "assistant", "content": text}]
+
+    if task == "kto":
+        return [{"prompt": prompt(q), "completion": reply(text), "label": label}
+                for q, good, bad in pairs for text, label in ((good, True), (bad, False))]  # fmt: skip
+    return [{"prompt": prompt(q), "chosen": reply(good), "rejected": reply(bad)} for q, good, bad in pairs]
+
+
+def rule_ids(tok, prompt: list[dict], reply: str) -> tuple[list[int], list[int]]:
+    """(prompt_ids, completion_ids) under the rule of DESIGN.md "Preference data", for a ChatML template
+    (SmolLM2): the inference prompt tokenized alone; the completion = the reply and `<|im_end|>`,
+    tokenized after that prompt (benchmarks/preference_compare.py `exact`, checked on 300/300 pairs)."""
+    inference = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    encoded = tok(inference + reply + "<|im_end|>", add_special_tokens=False, return_offsets_mapping=True)
+    cut = next(i for i, (start, _) in enumerate(encoded["offset_mapping"]) if start >= len(inference))
+    prompt_ids = tok(inference, add_special_tokens=False)["input_ids"]
+    assert encoded["input_ids"][:cut] == prompt_ids
+    return prompt_ids, encoded["input_ids"][cut:]
+
+
+def preference_rows(tok, records: list[dict], task: str) -> list[dict]:
+    """ftdata's preference rows of `records` (read by ftdata's own preference readers)."""
+    from ftdata.errors import Location
+    from ftdata.records.preference import to_pairs, to_unpaired
+
+    rows = []
+    for i, record in enumerate(records):
+        where = Location("records.jsonl", line=i + 1)
+        if task == "kto":
+            (unpaired,) = to_unpaired(record, where)
+            prompt_ids, completion = rule_ids(tok, unpaired.prompt.chat_messages(), unpaired.completion.content)
+            rows.append({"prompt_ids": prompt_ids, "completion_ids": completion, "label": unpaired.label})
+        else:
+            (pair,) = to_pairs(record, where)
+            prompt_ids, chosen = rule_ids(tok, pair.prompt.chat_messages(), pair.chosen.content)
+            _, rejected = rule_ids(tok, pair.prompt.chat_messages(), pair.rejected.content)
+            rows.append({"prompt_ids": prompt_ids, "chosen_ids": chosen, "rejected_ids": rejected})
+    return rows
+
+
+def preference_build(folder: Path, tok, *, task: str, train: list[dict], test: list[dict] | None = None) -> Path:
+    """`ftdata build` of preference records into `folder` (`task`: preference or kto): `train` and `test`
+    written to one file, the held-out split made by the build (`test_size=len(test)`); the rows are
+    checked against the rule (`preference_rows`) before the folder is handed out."""
+    import ftdata
+
+    source = folder.parent / f"{folder.name}.jsonl"
+    records = train + (test or [])
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    result = ftdata.build(str(source), folder, tokenizer=tok, task=task, test_size=len(test) if test else None)
+    expected = {json.dumps(row, sort_keys=True) for row in preference_rows(tok, records, task)}
+    splits = result.dataset.values() if hasattr(result.dataset, "values") else [result.dataset]
+    built = [{k: row[k] for k in row if k in ("prompt_ids", "chosen_ids", "rejected_ids", "completion_ids", "label")} for ds in splits for row in ds]
+    assert {json.dumps(row, sort_keys=True) for row in built} <= expected, "a built row is not the rule's"
+    return folder
+
+
+@pytest.fixture(scope="session")
+def dpo_build(tmp_path_factory: pytest.TempPathFactory, smol_tok) -> Path:
+    """A preference build: train = the 8 pairs x2, test = the first 4 pairs."""
+    records = preference_records("preference")
+    return preference_build(tmp_path_factory.mktemp("dpo") / "built", smol_tok, task="preference",
+                            train=records * 2, test=records[:4])  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def kto_build(tmp_path_factory: pytest.TempPathFactory, smol_tok) -> Path:
+    """A KTO build: train = the 16 unpaired rows (each pair as a desirable and an undesirable row), test = the first 4."""
+    records = preference_records("kto")
+    return preference_build(tmp_path_factory.mktemp("kto") / "built", smol_tok, task="kto", train=records, test=records[:4])

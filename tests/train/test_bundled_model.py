@@ -42,7 +42,7 @@ def test_qlora_on_the_bundled_model_cpu(tmp_path: Path, qa_json: Path) -> None:
     assert record["model"]["total_params"] > 130_000_000  # 134.5M, counted unpacked from 4-bit
     assert (result.output_dir / "adapter_model.safetensors").is_file()
 
-    from ftdata.train.evaluate import evaluate_run
+    from ftdata.train.run import evaluate_run
     from ftdata.train.generation import GenerationSettings
 
     report = evaluate_run(result.run_dir, max_samples=2, settings=GenerationSettings(max_new_tokens=12))

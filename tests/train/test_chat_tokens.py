@@ -68,7 +68,7 @@ def chatml_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_train_with_add_chat_tokens_then_eval_stops_at_im_end(tmp_path: Path, chatml_model_dir: Path) -> None:
     from ftdata.train import TrainConfig, train
-    from ftdata.train.evaluate import evaluate_run
+    from ftdata.train.run import evaluate_run
 
     data = tmp_path / "data.jsonl"
     pairs = [("What is 2+2?", "4"), ("Name a colour.", "Blue")]

@@ -15,7 +15,7 @@ from ftdata.options import FIELDS, BuildOptions
 from ftdata.train.config import (
     Interval, Precision, Quantization, TrainConfig, changed_options, field_defaults, field_help,
 )  # fmt: skip
-from ftdata.types import MaskPolicy, PromptCut, SystemMode, TruncationPolicy
+from ftdata.types import MaskPolicy, PromptCut, SystemMode, Task, TruncationPolicy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -111,12 +111,14 @@ def test_layers_merge_data_options_key_by_key() -> None:
 # Every BuildOptions field, as command-line text and as the value it becomes.
 SAMPLES = {
     "template": ("alpaca", "alpaca"),
+    "chat_template": ("qwen3", "qwen3"),
     "max_length": ("512", 512),
     "packing": ("true", True),
     "pad_to_multiple_of": ("8", 8),
     "test_size": ("0.1", 0.1),
     "seed": ("7", 7),
     "format": ("instruction", "instruction"),
+    "task": ("dpo", Task.PREFERENCE),
     "columns": ("output=answer", {"output": "answer"}),
     "roles": ("narrator=assistant", {"narrator": "assistant"}),
     "reader": ("jsonl", "jsonl"),

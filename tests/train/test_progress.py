@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from ftdata.train import TrainConfig, train
-from ftdata.train.progress import EVAL_HEADER, TrainingDisplay, eval_row
+from ftdata.train.config import Method
+from ftdata.train.progress import EVAL_HEADER, PREFERENCE_HEADER, TrainingDisplay, eval_row
 
 
 def test_eval_row_aligns_under_the_header() -> None:
@@ -19,6 +20,14 @@ def test_eval_row_aligns_under_the_header() -> None:
     assert row == "   30     2.1040        8.20           0.561"
     assert len(row) == len(EVAL_HEADER)
     assert eval_row(0, {"eval_loss": 3.0}) == "    0     3.0000       20.09               -"
+
+
+def test_a_preference_run_shows_reward_margin_and_accuracy() -> None:
+    logs = {"eval_loss": 0.6012, "eval_rewards/margins": 0.2141, "eval_rewards/accuracies": 0.75, "eval_mean_token_accuracy": 0.3}
+    row = eval_row(30, logs, Method.DPO)
+    assert PREFERENCE_HEADER == " step  eval loss  reward margin  reward accuracy"
+    assert row == "   30     0.6012         0.2141            0.750" and len(row) == len(PREFERENCE_HEADER)
+    assert eval_row(0, {"eval_loss": 0.5, "eval_rewards/margins": 0.0}, Method.KTO) == "    0     0.5000         0.0000                -"
 
 
 def test_train_shows_a_bar_with_the_loss_and_an_eval_table(

@@ -91,7 +91,7 @@ def test_merged_model_equals_base_plus_adapter(trained, tiny_model_dir: Path) ->
 
 
 def test_eval_writes_the_comparison(trained) -> None:
-    from ftdata.train.evaluate import evaluate_run
+    from ftdata.train.run import evaluate_run
     from ftdata.train.generation import GenerationSettings, corpus_bleu
 
     report = evaluate_run(trained.run_dir, max_samples=5, settings=GenerationSettings(max_new_tokens=6, batch_size=3))

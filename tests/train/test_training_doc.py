@@ -70,7 +70,7 @@ def test_gpu_figures_name_their_hardware_and_come_from_the_config_shown() -> Non
 
 def test_the_yaml_shown_is_the_example_file() -> None:
     text = DOC.read_text(encoding="utf-8")
-    for name in ("train_quick_cpu.yaml", "train_qlora_alpaca.yaml"):
+    for name in ("train_quick_cpu.yaml", "train_qlora_alpaca.yaml", "train_dpo_demo.yaml"):
         assert (ROOT / "examples" / name).read_text(encoding="utf-8") in text, f"docs/training.md shows a stale {name}"
 
 

@@ -1,0 +1,163 @@
+"""Preference rows out: the pairs a `PairStage` kept -> an Arrow file -> `datasets.Dataset`.
+
+    task=preference   prompt_ids  chosen_ids  rejected_ids     list<int32> each
+    task=kto          prompt_ids  completion_ids  label        list<int32>, list<int32>, bool
+
+The columns TRL's preference collators read (`DataCollatorForPreference`,
+`DataCollatorForUnpairedPreference`): they add no BOS and no EOS and make the attention and
+completion masks themselves, so a row holds nothing else. `prompt_ids` holds the tokenizer's BOS
+where inference adds one; each completion ends with its stop token.
+
+    build   pair_chunk (the reducer, in the worker) ──▶ PairRows (the rows file, each row's record)
+            ──▶ finish_pairs: shuffled, split by record (test_size), the record column dropped
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ftdata.options import DataOptions
+from ftdata.run.engine import Ran, Stage, chunk
+from ftdata.run.pairs import PAIR_TASKS, PairRow, PairStage
+from ftdata.run.report import BuildReport, Reject
+from ftdata.run.rows import RECORD, ArrowRows, finish, record_splits
+from ftdata.types import Task
+
+__all__ = [
+    "COMPLETIONS", "PairChunk", "PairRows", "build_part", "finish_pairs", "finish_rows", "jsonl_pair_rows", "open_rows",
+    "pair_chunk", "pair_schema",
+]  # fmt: skip
+
+COMPLETIONS = {Task.PREFERENCE: ("chosen_ids", "rejected_ids"), Task.KTO: ("completion_ids",)}
+IDS = pa.list_(pa.int32())
+
+
+def pair_schema(task: Task) -> pa.Schema:
+    """The columns of `task`'s rows, as written to the output."""
+    fields = [("prompt_ids", IDS), *((name, IDS) for name in COMPLETIONS[task])]
+    return pa.schema([*fields, ("label", pa.bool_())] if task is Task.KTO else fields)
+
+
+@dataclass
+class PairChunk:
+    """A build's output for one batch of pairs: the kept rows, each one's record in the batch, the rejects, the counts."""
+
+    rows: list[PairRow]
+    groups: np.ndarray
+    rejects: list[Reject] = field(default_factory=list)
+    report: BuildReport = field(default_factory=BuildReport)
+
+    @property
+    def records(self) -> int:
+        return self.report.records
+
+    def units(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's tokens (its prompt's and its completions') and trained tokens (its completions'), as a recipe counts them."""
+        n = len(self.rows)
+        return (np.fromiter((row.tokens for row in self.rows), dtype=np.int64, count=n),
+                np.fromiter((row.trained for row in self.rows), dtype=np.int64, count=n))  # fmt: skip
+
+
+def pair_chunk(ran: Ran) -> PairChunk:
+    """The build's reducer for pairs: the rows `Stage.run` kept (after the whole-record rule), with the counts
+    a build reports: a row is a sequence, its tokens the prompt's and the completions', the completions' trained."""
+    rows: list[PairRow] = []
+    groups: list[int] = []
+    for record, _, result in ran.outcomes:
+        if result is not None and result.rows:
+            rows.extend(result.rows)
+            groups.extend(record for _ in result.rows)
+    report = ran.report
+    report.sequences = len(rows)
+    report.tokens = sum(row.tokens for row in rows)
+    report.trained_tokens = sum(row.trained for row in rows)
+    return PairChunk(rows, np.asarray(groups, dtype=np.int64), ran.rejects, report)
+
+
+def _lists(lists: list[list[int]]) -> pa.ListArray:
+    """`lists` as one Arrow list<int32> column, filled from one flat array."""
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.fromiter(chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+class PairRows:
+    """Streams pair rows into an Arrow IPC file that `Dataset.from_file` maps, each with its record's running index."""
+
+    weighted = False  # pairs carry no loss weights (the SFT rows' `ArrowRows` may)
+
+    def __init__(self, path: Path, *, task: Task):
+        self.path = path
+        self.task = task
+        self.rows = 0
+        self.records = 0  # records written before the current chunk
+        self.schema = pair_schema(task).append(pa.field(RECORD, pa.int64()))
+        self._writer = pa.ipc.new_stream(str(path), self.schema)
+
+    def write(self, part: PairChunk) -> None:
+        base, self.records = self.records, self.records + (int(part.groups.max()) + 1 if len(part.groups) else 0)
+        if not part.rows:
+            return
+        columns = [_lists([row.prompt for row in part.rows])]
+        columns += [_lists([row.completions[i] for row in part.rows]) for i in range(len(COMPLETIONS[self.task]))]
+        if self.task is Task.KTO:
+            columns.append(pa.array([row.label for row in part.rows], type=pa.bool_()))
+        self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=self.schema))
+        self.rows += len(part.rows)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def finish_pairs(path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None = None) -> Any:
+    """The rows file as a Dataset (or DatasetDict with test_size): shuffled and split by record as `options`
+    say, or into `splits` (indices into the file, a row may repeat: a recipe's mixture)."""
+    import datasets
+
+    dataset = datasets.Dataset.from_file(str(path))
+    picks = dict(splits) if splits is not None else record_splits(len(dataset), lambda: np.asarray(dataset.data.column(RECORD)), options)
+    out = {name: (dataset if rows is None else dataset.select(rows)).remove_columns([RECORD]) for name, rows in picks.items()}
+    report.rows = sum(len(split) for split in out.values())
+    report.splits = {name: len(split) for name, split in out.items()}
+    return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]
+
+
+def jsonl_pair_rows(split: Any, tokenizer: Any, *, batch_size: int = 256) -> Iterator[dict[str, Any]]:
+    """Pair rows with every column plus each one decoded: `prompt`, and `chosen`/`rejected` (or `completion`)."""
+    names = [c for c in split.column_names if c.endswith("_ids")]
+    for batch in split.iter(batch_size=batch_size):
+        decoded = {name: tokenizer.batch_decode(batch[name], skip_special_tokens=False) for name in names}
+        for i in range(len(batch[names[0]])):
+            row = {name.removesuffix("_ids"): decoded[name][i] for name in names}
+            row.update({column: values[i] for column, values in batch.items()})
+            yield row
+
+
+# --- a build's rows, whichever its task: the hooks the build paths call -------------------------
+
+
+def open_rows(path: Path, options: DataOptions) -> ArrowRows | PairRows:
+    """The rows file of a build with `options`: pair rows for preference and KTO, else token rows."""
+    if options.task in PAIR_TASKS:
+        return PairRows(path, task=options.task)
+    return ArrowRows(path, media=options.processor is not None)
+
+
+def build_part(stage: Stage, ran: Ran) -> Any:
+    """The build's reducer: `pair_chunk` for pairs, `engine.chunk` for token rows."""
+    return pair_chunk(ran) if isinstance(stage, PairStage) else chunk(ran, media=stage.media)
+
+
+def finish_rows(path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None = None, pad_id: int = 0) -> Any:
+    """The rows file as the build's dataset: `finish_pairs` for pair rows, `rows.finish` for token rows."""
+    if options.task in PAIR_TASKS:
+        return finish_pairs(path, options, report, splits=splits)
+    return finish(path, options, report, pad_id=pad_id, splits=splits)

@@ -1,0 +1,360 @@
+"""Preference pairs through the record engine: one prompt, each side's completion, verified per pair.
+
+    row ──records.preference──▶ Pair(prompt, chosen, rejected) | Unpaired(prompt, completion, label)
+        ──render prompt + reply per side, as SFT renders it (mask=last_assistant)──▶ the reply's span
+        ──the inference prompt: the side's text before that span (prefix-stable templates), else
+          the generation-prompt render (Mistral writes history differently)──▶
+        ──mask (one tokenizer call: prompts and sides)──▶ prompt_ids + completion ids ──▶ verify ──▶ fit
+
+A completion is exactly what the SFT rule trains for the final assistant turn (docs/masking.md): the
+reply with its reasoning and tool calls as the template writes them for the last turn, and its stop
+token. The prompt is tokenized alone, as inference tokenizes it (the tokenizer's BOS included), and
+the masker splits a token that would span the border, so each completion starts with a fresh token.
+Verified per pair: both sides follow the same prompt text, each completion is one non-empty run of
+tokens that starts at the border, and the two completions differ.
+
+`PairStage` is a `Stage`: `Stage.measure` and `Stage.run` (the one loop: rejects, counts, the
+whole-record rule) drive it with its reading, rendering and truncation put in; the reducers in
+`ftdata.run.pair_rows` (build), `ftdata.run.pair_stats` and the CLI's pair preview read its outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ftdata.errors import RecordError, UnusableRecord
+from ftdata.guard import limits
+from ftdata.guard.limits import RecordOverLimit
+from ftdata.options import DataOptions
+from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
+from ftdata.records.preference import to_pairs, to_unpaired
+from ftdata.run.engine import Stage
+from ftdata.run.report import Reject
+from ftdata.tokens.masking import Tokenized
+from ftdata.tokens.truncation import Truncator
+from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Pair, Rendered, Task, TruncationPolicy, Unpaired
+
+__all__ = ["PAIR_TASKS", "Fitted", "MeasuredPair", "PairRow", "PairStage", "Side", "compile_stage", "sides_of"]
+
+PAIR_TASKS = frozenset({Task.PREFERENCE, Task.KTO})
+ROUNDS = 3  # prompt cuts a pair may take: the SFT budget is re-aimed after each by what the pair still has over
+CUT_WORDS = {RejectCode.TURNS_DROPPED: "oldest turns dropped", RejectCode.PROMPT_SHORTENED: "prompt shortened"}
+
+
+@dataclass(frozen=True, slots=True)
+class PairRow:
+    """One output row: the prompt's tokens and each completion's (chosen, rejected; or a KTO completion)."""
+
+    prompt: list[int]
+    completions: tuple[list[int], ...]
+    label: bool | None = None  # KTO: the completion is desirable
+
+    @property
+    def length(self) -> int:
+        """The longest sequence the trainer makes of the row: the prompt and its longer completion."""
+        return len(self.prompt) + max(map(len, self.completions))
+
+    @property
+    def tokens(self) -> int:
+        return len(self.prompt) + self.trained
+
+    @property
+    def trained(self) -> int:
+        """Completion tokens: the ones that carry loss."""
+        return sum(map(len, self.completions))
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One reply after the prompt: prompt + reply rendered (the SFT rule's span of the final turn), and the
+    text from that span on tokenized as a continuation (`continuation`), its completion tokens [start, end)."""
+
+    rendered: Rendered
+    tokenized: Tokenized
+    start: int
+    end: int
+
+    @property
+    def ids(self) -> list[int]:
+        return self.tokenized.input_ids[self.start : self.end]
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredPair:
+    """A pair (or a KTO record) rendered, masked and verified, not yet fitted to max_length.
+
+    `Stage.run` reads it as it reads a `Measured`: `example` is the prompt, `rendered` the inference
+    prompt (its method: prefix when both sides continue it as written, else fallback), `tokenized` that
+    prompt tokenized alone with both sides' notes, `total` the longer sequence.
+    """
+
+    record: Pair | Unpaired
+    rendered: Rendered
+    tokenized: Tokenized
+    sides: tuple[Side, ...]
+    row: PairRow
+
+    @property
+    def example(self) -> Example:
+        return self.record.prompt
+
+    @property
+    def location(self) -> str:
+        return str(self.record.prompt.source)
+
+    @property
+    def total(self) -> int:
+        return self.row.length
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """A measured pair fitted to max_length, read by `Stage.run` as a `Truncated`: its row (none when
+    rejected) and why it was cut or dropped; `measured`: the pair measured again after a prompt cut."""
+
+    rows: list[PairRow]
+    reason: str = ""
+    code: RejectCode | None = None
+    measured: MeasuredPair | None = None
+
+
+def sides_of(record: Pair | Unpaired) -> tuple[Example, ...]:
+    """The conversations a record's completions end: (prompt + chosen, prompt + rejected), or (prompt + completion,)."""
+    if isinstance(record, Pair):
+        return record.chosen_example(), record.rejected_example()
+    return (record.example(),)
+
+
+class PairStage(Stage):
+    """The record engine for `task=preference` or `task=kto`: the SFT stage's renderer and masker, with
+    the last assistant turn as the one trained (a completion is the final turn)."""
+
+    def __init__(self, tokenizer: Any, options: DataOptions):
+        super().__init__(tokenizer, replace(options, mask=MaskPolicy.LAST_ASSISTANT))
+        self.task = options.task
+
+    def examples(self, location: Any, row: Any) -> tuple[Pair | Unpaired, ...]:  # type: ignore[override]
+        read = to_unpaired if self.task is Task.KTO else to_pairs
+        return read(row, location, columns=self.pair_columns, roles=self.options.roles)
+
+    def _measure_examples(self, formatted: list[tuple[int, Any]], responses: bool) -> list[Any]:
+        """Render every side and prompt, tokenize them in one call, and verify each pair."""
+        out: list[Any] = []
+        todo: list[tuple[int, Pair | Unpaired, Rendered, tuple[Rendered, ...]]] = []
+        for record, item in formatted:
+            if isinstance(item, Reject):
+                out.append((record, item))
+                continue
+            try:
+                sides = tuple(self.renderer(example) for example in sides_of(item))
+                prompt = self._prompt(item, sides)
+            except RecordError as exc:
+                out.append((record, self._reject(exc, item.prompt.source, RejectStage.RENDER)))
+                continue
+            todo.append((len(out), item, prompt, sides))
+            out.append((record, None))
+        texts = [r for _, _, prompt, sides in todo for r in (prompt, *(continuation(side, self.masker.anchor) for side in sides))]
+        masked = iter(zip(texts, self.masker(texts)) if todo else ())
+        for i, item, prompt, sides in todo:
+            prompt_tokens = next(masked)[1]
+            try:
+                measured: MeasuredPair | Reject = _measured(item, prompt, prompt_tokens, [(side, *next(masked)) for side in sides])
+            except UnusableRecord as exc:
+                measured = Reject(str(item.prompt.source), RejectStage.VERIFY, exc.code, exc.reason)
+            out[i] = (out[i][0], measured)
+        return out
+
+    def _prompt(self, record: Pair | Unpaired, sides: tuple[Rendered, ...]) -> Rendered:
+        """The inference prompt of `record`: where every side's final turn continues its prompt as rendered
+        (method prefix), the sides' common text before their spans; else the generation-prompt render.
+
+        Raises:
+            UnusableRecord: the sides write the prompt differently (prompt_mismatch), or a render fails.
+        """
+        for rendered in sides:
+            if len(rendered.spans) != 1:  # mask=last_assistant: the final turn's span, alone
+                raise UnusableRecord(
+                    "the final assistant turn cannot be located in the rendering", location=record.prompt.source,
+                    field="messages", code=RejectCode.UNMASKABLE,
+                )  # fmt: skip
+        written = {r.text[: r.spans[0][0]] for r in sides if r.method == "prefix"}
+        if len(written) == 1 and all(r.method == "prefix" for r in sides):
+            first = sides[0]
+            start = first.spans[0][0]
+            return Rendered(first.text[:start], (), "prefix", literal=tuple(x for x in first.literal if x[1] <= start))
+        prompt = replace(self.renderer.generation_prompt(record.prompt), method="fallback")
+        if written - {prompt.text}:
+            raise UnusableRecord(
+                "the chat template writes the shared prompt differently before the two replies, so the completions "
+                "would not follow the same prompt; check the replies for markup the template reacts to",
+                location=record.prompt.source, field="prompt", code=RejectCode.PROMPT_MISMATCH,
+            )  # fmt: skip
+        return prompt
+
+    def truncate(self, item: MeasuredPair, *, policy: TruncationPolicy | None = None) -> Fitted:  # type: ignore[override]
+        """`item` fitted to max_length: the shared prompt cut once for both sides, never a completion
+        (keep_response); keep_start/keep_end cut tokens as TRL's collator does, once for both sides.
+
+        Raises:
+            RecordError: truncation=error and the pair is too long.
+        """
+        row, limit = item.row, self.options.max_length
+        if row.length <= limit:
+            return Fitted([row])
+        policy = policy or self.options.truncation
+        over = f"{row.length} tokens (prompt {len(row.prompt)} + longer completion {row.length - len(row.prompt)}) > max_length {limit}"
+        if policy is TruncationPolicy.ERROR:
+            raise RecordError(f"{over}; raise max_length or choose another truncation policy", location=item.example.source, field="max_length")
+        if policy is TruncationPolicy.DROP:
+            return Fitted([], f"too long: {over} (truncation=drop)", RejectCode.TOO_LONG)
+        if policy is TruncationPolicy.KEEP_START:
+            return _keep_start(row, limit, over)
+        if policy is TruncationPolicy.KEEP_END:
+            return _keep_end(row, limit, over)
+        try:
+            return self._shorten(item, over)
+        except UnusableRecord as exc:
+            return Fitted([], exc.reason, exc.code)
+        except RecordOverLimit as exc:  # a re-render past a limit: rejected like the first render's (on_error)
+            reject = self._reject(exc, item.example.source, RejectStage.TRUNCATE)
+            return Fitted([], reject.reason, reject.code)
+
+    def _shorten(self, item: MeasuredPair, over: str) -> Fitted:
+        """keep_response: the prompt cut by SFT's record-level truncation of prompt + the longer reply (oldest
+        exchanges first, then the longest prompt message by prompt_cut), once, for both sides.
+
+        The SFT row of that conversation holds what the pair row holds, give or take how the template writes
+        it as history (a trailing newline, a moved system prompt): that difference is the budget's slack,
+        re-aimed after each cut by what the measured pair still has over.
+        """
+        limit = self.options.max_length
+        longer = max(range(len(item.sides)), key=lambda i: len(item.sides[i].ids))
+        side, conversation = item.sides[longer], sides_of(item.record)[longer]
+        whole = self.masker([side.rendered])[0]  # the SFT row of prompt + reply, which the truncator shortens
+        if isinstance(whole, UnusableRecord):
+            raise whole
+        slack = len(whole.input_ids) - len(item.row.prompt) - len(side.ids)
+        for _ in range(ROUNDS):
+            truncator = Truncator(self.renderer, self.masker, max_length=limit + slack, prompt_cut=self.options.prompt_cut)
+            with limits.pinned():
+                cut = truncator(conversation, whole, policy=TruncationPolicy.KEEP_RESPONSE)
+            if not cut.rows or not cut.conversations or cut.code not in CUT_WORDS:
+                break
+            shorter = cut.conversations[0]
+            record = replace(item.record, prompt=replace(shorter, messages=shorter.messages[:-1]))
+            ((_, again),) = self.measure_examples([(0, record)])
+            if isinstance(again, Reject):
+                return Fitted([], f"the pair with its prompt shortened cannot be used: {again.reason}", again.code)
+            if again.row.length <= limit:
+                words = f"{CUT_WORDS[cut.code]}: the shared prompt cut from {len(item.row.prompt)} to {len(again.row.prompt)} tokens"
+                return Fitted([again.row], f"{words} to fit {over}", cut.code, again)
+            slack -= again.row.length - limit
+        why = "the longer completion with the template alone does not fit"
+        return Fitted([], f"too long: {why} ({over}); completions are never cut", RejectCode.TOO_LONG)
+
+
+def continuation(rendered: Rendered, anchor: str | None) -> Rendered:
+    """`rendered` (prompt + reply) from its trained span on, behind `anchor`, a special token that tokenizes
+    alone: the masker then tokenizes the completion as inference generates it after the prompt, starting
+    with a fresh token at the border, and the prompt is not tokenized again for every side. Without an
+    anchor, `rendered` itself (the masker splits a token across the border)."""
+    if anchor is None:
+        return rendered
+    start, end = rendered.spans[0]
+    shift = len(anchor) - start
+    literal = tuple((a + shift, b + shift) for a, b in rendered.literal if a >= start)
+    return Rendered(anchor + rendered.text[start:], ((start + shift, end + shift),), rendered.method, notes=rendered.notes, literal=literal)
+
+
+def _measured(
+    record: Pair | Unpaired, prompt: Rendered, prompt_tokens: Any, sides: list[tuple[Rendered, Rendered, Any]]
+) -> MeasuredPair:
+    """The pair from its prompt (rendered, masked) and its sides (each: prompt + reply rendered, the text the
+    masker tokenized for it, that masked), verified.
+
+    Raises:
+        UnusableRecord: a side that fails the masker's check, a completion that is not one run of tokens
+            starting at the border, or two sides with the same completion.
+    """
+    for masked in (prompt_tokens, *(m for _, _, m in sides)):
+        if isinstance(masked, UnusableRecord):
+            raise UnusableRecord(masked.reason, location=record.prompt.source, field=masked.field, code=masked.code)
+    built = tuple(_side(rendered, text, masked, record) for rendered, text, masked in sides)
+    if isinstance(record, Pair) and built[0].ids == built[1].ids:
+        raise UnusableRecord(
+            "chosen and rejected are the same tokens once rendered; nothing to prefer", location=record.prompt.source,
+            field="rejected", code=RejectCode.CHOSEN_IS_REJECTED,
+        )  # fmt: skip
+    notes = tuple(dict.fromkeys(note for side in built for note in side.tokenized.notes if not _moot(note, record, prompt)))
+    label = record.label if isinstance(record, Unpaired) else None
+    row = PairRow(prompt_tokens.input_ids, tuple(side.ids for side in built), label)
+    return MeasuredPair(record, prompt, replace(prompt_tokens, notes=notes), built, row)
+
+
+def _moot(note: Note, record: Pair | Unpaired, prompt: Rendered) -> bool:
+    """Whether a side's note says the template dropped a system prompt that the pair's prompt holds (a
+    template that writes it only into the inference prompt, as Mistral does)."""
+    messages = record.prompt.messages
+    system = messages[0].content.strip() if messages and messages[0].role == "system" else ""
+    return note.code is NoteCode.SYSTEM_DROPPED and bool(system) and system in prompt.text
+
+
+def _side(rendered: Rendered, text: Rendered, masked: Tokenized, record: Pair | Unpaired) -> Side:
+    """The completion of one side (`text`: what was tokenized for it, `masked`): its trained tokens, one run
+    whose first token starts at the border and whose token before starts before it.
+
+    Raises:
+        UnusableRecord: no trained token (no_response_left), or trained tokens that are not one run
+            starting with a fresh token at the border (unverifiable).
+    """
+    labels = masked.labels
+    trained = len(labels) - labels.count(IGNORE_INDEX)
+    if not trained:
+        raise UnusableRecord(
+            "the reply leaves no completion token", location=record.prompt.source, field="messages",
+            code=RejectCode.NO_RESPONSE_LEFT,
+        )  # fmt: skip
+    start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+    end = len(labels) - next(i for i, label in enumerate(reversed(labels)) if label != IGNORE_INDEX)
+    border = text.spans[0][0]
+    offsets = masked.offsets
+    first = offsets[start - masked.prefix][0]
+    before = offsets[start - masked.prefix - 1][0] if start > masked.prefix else -1
+    if end - start != trained or first < border or before >= border:
+        raise UnusableRecord(
+            "verification failed: the completion's tokens are not one run that starts at the end of the prompt",
+            location=record.prompt.source, field="labels", code=RejectCode.UNVERIFIABLE,
+        )  # fmt: skip
+    return Side(rendered, masked, start, end)
+
+
+def _keep_start(row: PairRow, limit: int, over: str) -> Fitted:
+    """TRL's keep_start, once for both sides: the prompt whole, each completion's end cut."""
+    room = limit - len(row.prompt)
+    if room < 1:
+        why = f"too long: the prompt alone is {len(row.prompt)} tokens, no completion token fits max_length {limit} (truncation=keep_start)"
+        return Fitted([], why, RejectCode.TOO_LONG)
+    kept = PairRow(row.prompt, tuple(c[:room] for c in row.completions), row.label)
+    if row.label is None and kept.completions[0] == kept.completions[1]:
+        return Fitted([], f"the cut left chosen and rejected the same ({over}, truncation=keep_start)", RejectCode.CHOSEN_IS_REJECTED)
+    lost = row.trained - kept.trained
+    why = f"end cut: kept the first {room} tokens of each completion ({lost} completion tokens lost; a cut one has no stop token)"
+    return Fitted([kept], f"{why} to fit {over}", RejectCode.END_CUT)
+
+
+def _keep_end(row: PairRow, limit: int, over: str) -> Fitted:
+    """TRL's keep_end, once for both sides: the prompt's first tokens cut (its BOS and system prompt with
+    them), never a completion's."""
+    longest = max(map(len, row.completions))
+    if longest >= limit:
+        why = f"too long: the longer completion alone is {longest} tokens, max_length {limit} leaves no prompt token (truncation=keep_end)"
+        return Fitted([], why, RejectCode.TOO_LONG)
+    drop = row.length - limit
+    kept = PairRow(row.prompt[drop:], row.completions, row.label)
+    return Fitted([kept], f"start cut: the shared prompt lost its first {drop} of {len(row.prompt)} tokens to fit {over}", RejectCode.START_CUT)
+
+
+def compile_stage(tokenizer: Any, options: DataOptions) -> Stage:
+    """The record engine of a build with `options`: a `PairStage` for preference and KTO rows, else a `Stage`."""
+    return PairStage(tokenizer, options) if options.task in PAIR_TASKS else Stage(tokenizer, options)

@@ -1,0 +1,354 @@
+"""The media collator: the only place where pixels (or samples) exist.
+
+ftdata's rows hold the expanded text (each item already replaced by the processor's own run
+of placeholder tokens) and a `media` column, per item `{kind, ref, start, tokens, width, height,
+seconds}`: a reference, never pixels. Per batch, `MediaCollator` loads the items (an absolute
+path, or `sha256:<hex>` for an inline item written as `OUT/images/<hex>.<ext>`; images as the
+processor sees them: `ftdata.media.images.load_image`, EXIF orientation applied), runs the
+processor, and checks each item's features against its token span before the model sees them:
+a span that does not hold exactly `tokens` placeholder tokens, or a processor that makes another
+number of features, is a typed `FeatureMismatch` naming the row and the item, never the model's
+"Image features and image tokens do not match" halfway through a step.
+
+Rows (packed or not) are right-padded to the longest row of the batch; what isolates the
+sequences of a packed row is the family table's `Collate` (ftdata/media/families.py;
+tests/media_train/test_media_isolation.py proves each with tiny random-weight models: packed
+logits == each sequence alone)::
+
+    collate  positions sent                         attention_mask     images attend
+    MROPE    (4, B, L): text row restarting per     none               causally (the text row
+             sequence + the model's own 3 mRoPE                         tells transformers where
+             rows, computed per sequence                                sequences begin)
+    BLOCKS   (B, L) restarting per sequence         {full_attention,   bidirectionally inside
+             + token_type_ids (image = 1)           sliding_attention} each image, built here
+                                                    (B, 1, L, L) each
+
+Why BLOCKS gets explicit masks: Gemma 3 lets an image's tokens see each other both ways. In
+transformers 5.23 the full-attention layers apply that overlay after the packed-sequence
+remap, but the sliding-window layers apply it before (`create_causal_mask(or_mask_function=
+blockwise_overlay(...))` is wrapped by `packed_sequence_compatibility_function`), so it is
+indexed by the position inside the sequence instead of the index in the row: a sequence that
+is not first gets image attention at the wrong tokens (measured: logits off by ~0.1). A mask
+dict passed as `attention_mask` is used as is, so the collator builds both masks itself.
+
+Pads trail the last sequence of a row with continuing positions and label -100; under causal
+attention no real token sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftdata.errors import ConfigError, RecordError
+from ftdata.media.column import MEDIA_FIELD
+from ftdata.media.families import Collate, by_model_type, packable_model_types
+from ftdata.media.images import DIGEST, load_image
+from ftdata.types import IGNORE_INDEX
+
+
+class FeatureMismatch(RecordError):
+    """An item's features, its token span and its recorded `tokens` disagree."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the collator needs from the model's config (picklable: no model inside)."""
+
+    model_type: str
+    image_token_id: int
+    pad_token_id: int = 0
+    merge_size: int = 1  # Qwen: features per image = grid t*h*w / merge_size**2
+    tokens_per_image: int | None = None  # Gemma 3: every image makes this many features
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, config: Any, *, pad_token_id: int = 0) -> ModelFacts:
+        """From the config of a model that reads media (Qwen2-VL, Qwen2.5-VL, Gemma 3, ...)."""
+        text = config.get_text_config()
+        image_token = getattr(config, "image_token_id", None)
+        if image_token is None:
+            image_token = getattr(config, "image_token_index", None)
+        if image_token is None:
+            raise ConfigError(f"model type {config.model_type!r} names no image token (image_token_id) in its config")
+        vision = getattr(config, "vision_config", None)
+        return cls(
+            model_type=config.model_type,
+            image_token_id=int(image_token),
+            pad_token_id=pad_token_id,
+            merge_size=int(getattr(vision, "spatial_merge_size", 1) or 1),
+            tokens_per_image=getattr(config, "mm_tokens_per_image", None),
+            sliding_window=getattr(text, "sliding_window", None),
+            layer_types=tuple(getattr(text, "layer_types", None) or ()),
+        )
+
+    @property
+    def collate(self) -> Collate:
+        """What the collator sends the model: the family table's row for this model type (PLAIN without one)."""
+        found = by_model_type(self.model_type)
+        return found.collate if found is not None else Collate.PLAIN
+
+
+def load_images(refs: Sequence[str], image_dir: Path | None) -> list[Any]:
+    """The images as the processor sees them (RGB, EXIF orientation applied), in order; `sha256:`
+    refs under `image_dir`.
+
+    Raises:
+        RecordError: a file is missing (the message says where it was looked for) or cannot be decoded.
+    """
+    out = []
+    for ref in refs:
+        inline = ref.startswith(DIGEST)
+        if inline and image_dir is None:
+            raise RecordError(f"inline image {ref} not found in no image folder (pass the build's OUT/images)", field=MEDIA_FIELD)
+        try:
+            out.append(load_image(ref, store=image_dir))
+        except FileNotFoundError:
+            where = f"inline image {ref} not found in {image_dir}" if inline else f"image file {ref} is missing (moved since the build?)"
+            raise RecordError(where, field=MEDIA_FIELD) from None
+        except OSError as exc:
+            raise RecordError(f"image {ref} cannot be read: {exc}", field=MEDIA_FIELD) from None
+    return out
+
+
+def sequence_lengths(example: Mapping[str, Any]) -> list[int]:
+    """The sequences of a row: `seq_lengths` when packed, else the whole row."""
+    lengths = example.get("seq_lengths")
+    return [int(n) for n in lengths] if lengths is not None else [len(example["input_ids"])]
+
+
+@dataclass
+class MediaCollator:
+    """Batches rows with media for a model that reads them (see the module docstring).
+
+    Args:
+        image_processor: the model's image processor (a PIL one works: no torchvision).
+        facts: `ModelFacts.of(model.config)`.
+        rope_index: for MROPE, the model's own `get_rope_index` (found by `rope_index_of(model)`);
+            called per sequence.
+        image_dir: where `sha256:` items live (the build's `OUT/images`).
+        dtype: dtype of the explicit masks (BLOCKS): the model's compute dtype.
+    """
+
+    image_processor: Any
+    facts: ModelFacts
+    rope_index: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    image_dir: Path | None = None
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        if self.facts.collate is Collate.MROPE and self.rope_index is None:
+            raise ConfigError(f"{self.facts.model_type}: the collator needs the model's get_rope_index (rope_index_of(model))")
+        if self.facts.collate is Collate.BLOCKS and getattr(self.image_processor, "do_pan_and_scan", False):
+            raise ConfigError("do_pan_and_scan makes extra crops per image that the rows do not count; switch it off")
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        width = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), width), self.facts.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(examples), width), dtype=torch.long)
+        seq_lengths: list[list[int]] = []
+        items: list[dict[str, Any]] = []
+        item_row: list[int] = []
+        collate = self.facts.collate
+        for b, example in enumerate(examples):
+            n = len(example["input_ids"])
+            lengths = sequence_lengths(example)
+            if len(lengths) > 1 and collate is Collate.PLAIN:
+                raise ConfigError(
+                    f"packed rows are not proven isolated for model type {self.facts.model_type!r} (proven: "
+                    f"{', '.join(packable_model_types())}): build without --packing"
+                )
+            # the pads continue the last sequence, so its positions run on through them
+            lengths = [*lengths[:-1], lengths[-1] + width - n]
+            ids[b, :n] = torch.tensor(example["input_ids"])
+            labels[b, :n] = torch.tensor(example["labels"])
+            positions[b] = torch.cat([torch.arange(k) for k in lengths])
+            labels[b, positions[b] == 0] = IGNORE_INDEX  # no sequence learns from its neighbour
+            seq_lengths.append(lengths)
+            for item in example.get(MEDIA_FIELD) or ():
+                items.append(item)
+                item_row.append(b)
+        batch: dict[str, Any] = {"input_ids": ids, "labels": labels}
+        batch.update(self.features(ids, items, item_row, examples))
+        if collate is Collate.MROPE:
+            batch["position_ids"] = self._mrope_positions(ids, positions, seq_lengths, batch.get("image_grid_thw"))
+        elif collate is Collate.BLOCKS:
+            is_image = ids == self.facts.image_token_id
+            batch["position_ids"] = positions
+            batch["token_type_ids"] = is_image.long()
+            batch["attention_mask"] = block_masks(
+                seq_lengths, is_image, sliding_window=self.facts.sliding_window, dtype=self.dtype
+            )
+        else:
+            batch["attention_mask"] = (torch.arange(width)[None] < torch.tensor([[len(e["input_ids"])] for e in examples])).long()
+        return batch
+
+    def features(
+        self, ids: torch.Tensor, items: list[dict], item_row: list[int], examples: Sequence[Mapping[str, Any]]
+    ) -> dict[str, torch.Tensor]:
+        """The model's media inputs (images: `pixel_values`, `image_grid_thw`) for the `media` items of the
+        rows of `ids` (`item_row[k]`: the row of item k; each `start` indexes that row), after checking
+        every span and every item's features. Empty when there are no items.
+
+        Raises:
+            FeatureMismatch: a span, its `tokens` and the processor's features disagree.
+            RecordError: a file is missing or unreadable.
+            ConfigError: an item of a kind this model reads none of.
+        """
+        self._check_spans(ids, items, item_row, examples)
+        if not items:
+            return {}
+        unread = sorted({item["kind"] for item in items} - {"image"})
+        if unread:
+            raise ConfigError(f"model type {self.facts.model_type!r} reads no {'/'.join(unread)} items; the collator reads images")
+        pixels = self.image_processor(images=load_images([im["ref"] for im in items], self.image_dir), return_tensors="pt")
+        self._check_features(pixels, items, item_row, examples)
+        return {k: v for k, v in pixels.items() if k in ("pixel_values", "image_grid_thw")}
+
+    def _check_spans(self, ids: torch.Tensor, items: list[dict], item_row: list[int], examples: Sequence) -> None:
+        """Each item's span holds exactly `tokens` placeholder tokens, and a row has none outside its spans."""
+        is_image = ids == self.facts.image_token_id
+        covered = torch.zeros_like(is_image)
+        for k, (item, b) in enumerate(zip(items, item_row)):
+            start, tokens = int(item["start"]), int(item["tokens"])
+            run = _run_length(is_image[b], start)
+            if run != tokens or (start > 0 and bool(is_image[b, start - 1])):
+                raise FeatureMismatch(
+                    f"{item['kind']} {_which(k, item_row)} ({item['ref']}) should span {tokens} placeholder tokens from "
+                    f"token {start}, but the row holds a run of {run} there: the rows and their media disagree; "
+                    "build again", field=f"{_row_name(examples[b], b)}: {MEDIA_FIELD}",
+                )  # fmt: skip
+            covered[b, start : start + tokens] = True
+        stray = is_image & ~covered
+        if bool(stray.any()):
+            b = int(stray.any(dim=1).nonzero()[0])
+            raise FeatureMismatch(
+                f"{int(stray[b].sum())} image tokens lie outside every recorded image span (first at token "
+                f"{int(stray[b].nonzero()[0])}): the model would fill them with another image's features",
+                field=f"{_row_name(examples[b], b)}: input_ids",
+            )
+
+    def _check_features(self, pixels: Mapping[str, Any], items: list[dict], item_row: list[int], examples: Sequence) -> None:
+        """The processor made exactly `tokens` features for every item."""
+        made = self.features_per_image(pixels, len(items))
+        for k, (item, n, b) in enumerate(zip(items, made, item_row)):
+            if n != int(item["tokens"]):
+                raise FeatureMismatch(
+                    f"{item['kind']} {_which(k, item_row)} ({item['ref']}, {item['width']}x{item['height']}) makes {n} "
+                    f"features with this processor, but its span holds {item['tokens']} tokens: the data "
+                    "was built with another processor or other min_pixels/max_pixels; build again with this one",
+                    field=f"{_row_name(examples[b], b)}: {MEDIA_FIELD}",
+                )
+
+    def features_per_image(self, pixels: Mapping[str, Any], count: int) -> list[int]:
+        """How many features the model will make for each processed image."""
+        grid = pixels.get("image_grid_thw")
+        if grid is not None:
+            return (grid.prod(-1) // self.facts.merge_size**2).tolist()
+        if self.facts.tokens_per_image is not None and len(pixels["pixel_values"]) == count:
+            return [int(self.facts.tokens_per_image)] * count
+        raise ConfigError(
+            f"cannot count the features of {self.facts.model_type!r} images from its processor's output "
+            f"({', '.join(pixels)}): the collator counts image_grid_thw (Qwen-VL) or a fixed mm_tokens_per_image (Gemma 3)"
+        )
+
+    def _mrope_positions(
+        self, ids: torch.Tensor, text: torch.Tensor, seq_lengths: list[list[int]], grids: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(4, B, L): the text row on top of the model's own 3 mRoPE rows, computed per sequence."""
+        rope = text[None].repeat(3, 1, 1)
+        next_grid = 0
+        for b, lengths in enumerate(seq_lengths):
+            begin = 0
+            for n in lengths:
+                seq = ids[b, begin : begin + n][None]
+                is_image = seq == self.facts.image_token_id
+                count = _image_runs(is_image[0])
+                if count:
+                    assert grids is not None  # spans were checked: there are images, so there are grids
+                    own = grids[next_grid : next_grid + count]
+                    next_grid += count
+                    pos, _ = self.rope_index(seq, mm_token_type_ids=is_image.int(), image_grid_thw=own)
+                    rope[:, b, begin : begin + n] = pos[:, 0]
+                begin += n
+        return torch.cat([text[None], rope], dim=0)
+
+
+def _run_length(is_image: torch.Tensor, start: int) -> int:
+    """How many image tokens run from `start` (0 when `start` is not one)."""
+    rest = is_image[start:].int()
+    return int(rest.cumprod(0).sum()) if len(rest) else 0
+
+
+def _image_runs(is_image: torch.Tensor) -> int:
+    """The number of runs of image tokens (one per image)."""
+    flags = is_image.int()
+    return int((flags[1:] > flags[:-1]).sum()) + int(flags[:1].sum()) if len(flags) else 0
+
+
+def block_masks(
+    seq_lengths: list[list[int]], is_image: torch.Tensor, *, sliding_window: int | None, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Gemma 3's two attention masks for packed rows, (B, 1, L, L) additive (0 or the dtype's min).
+
+    A query sees a key of its own sequence that is not after it, or any key of its own image
+    (images attend both ways); sliding layers also need `q - k < sliding_window`, counted inside
+    the sequence, exactly as `masking_utils.sliding_window_overlay` does.
+    """
+    rows, width = is_image.shape
+    seq = torch.stack([torch.repeat_interleave(torch.arange(len(n)), torch.tensor(n)) for n in seq_lengths])
+    starts = torch.zeros_like(is_image, dtype=torch.long)
+    starts[:, 1:] = (is_image[:, 1:] & ~is_image[:, :-1]).long()
+    starts[:, 0] = is_image[:, 0].long()
+    block = torch.where(is_image, starts.cumsum(1), 0)  # image k of the row -> k (1-based); text -> 0
+    q, k = torch.arange(width)[:, None], torch.arange(width)[None, :]
+    same_seq = seq[:, :, None] == seq[:, None, :]
+    same_image = (block[:, :, None] == block[:, None, :]) & (block[:, :, None] > 0)
+    full = same_seq & ((k <= q) | same_image)
+    masks = {"full_attention": full}
+    if sliding_window is not None:
+        masks["sliding_attention"] = full & (k > q - sliding_window)
+    low = torch.finfo(dtype).min
+    out = BlockMasks({name: torch.where(m, 0.0, low).to(dtype)[:, None] for name, m in masks.items()})
+    out["tokens"] = (seq >= 0).long()
+    return out
+
+
+class BlockMasks(dict):
+    """Gemma 3's masks by layer type (its forward uses a dict `attention_mask` as is), plus
+    `tokens`, (B, L) ones: SFTTrainer counts a batch's tokens as `inputs["attention_mask"].sum()`."""
+
+    def sum(self) -> torch.Tensor:
+        return self["tokens"].sum()
+
+
+def rope_index_of(model: Any) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The model's own `get_rope_index` (through a peft wrapper too).
+
+    Raises:
+        ConfigError: the model has none.
+    """
+    for module in model.modules():
+        method = getattr(module, "get_rope_index", None)
+        if callable(method):
+            return method
+    raise ConfigError(f"{type(model).__name__} has no get_rope_index: not a multimodal-RoPE model")
+
+
+def _which(k: int, item_row: list[int]) -> int:
+    """The index of item `k` (of the batch) within its own row."""
+    return item_row[:k].count(item_row[k])
+
+
+def _row_name(example: Mapping[str, Any], b: int) -> str:
+    """How an error names a row: its source location when the row carries one."""
+    for key in ("location", "source", "record"):
+        if example.get(key) is not None:
+            return f"record {example[key]}"
+    return f"row {b} of the batch"

@@ -1,0 +1,76 @@
+"""Images whose header is sound but whose pixel data is cut or corrupt are rejected at build time
+(`media_unreadable`), not in the training collator; sound files, with bytes after the JPEG end
+marker too, pass. Files made from matplotlib's sample photos."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from ftdata.errors import UnusableRecord
+from ftdata.outcomes import RejectCode
+from ftdata.build.api import build
+from ftdata.media.images import Headers
+
+
+@pytest.fixture(scope="module")
+def damaged(images, tmp_path_factory):
+    """Sound files and damaged copies: each damaged one still opens (its header is whole) but cannot be decoded."""
+    folder = tmp_path_factory.mktemp("damaged")
+    jpeg, png = (images / "grace_hopper.jpg").read_bytes(), (images / "logo2.png").read_bytes()
+    idat = png.index(b"IDAT")
+    broken = bytearray(png)
+    broken[idat + 100] ^= 0xFF  # one byte of the compressed pixels flipped: the chunk's CRC no longer matches
+    files = {
+        "cut.jpg": jpeg[: len(jpeg) // 2],  # a download that stopped half way
+        "cut.png": png[: len(png) // 2],
+        "broken_idat.png": bytes(broken),
+        "trailer.jpg": jpeg + b"\x00" * 64,  # sound, with bytes after the end marker (some cameras write them)
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    for name in ("grace_hopper.jpg", "logo2.png"):
+        shutil.copyfile(images / name, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["cut.jpg", "cut.png", "broken_idat.png"])
+def test_sound_header_damaged_pixels_are_unreadable(damaged, name):
+    with Image.open(damaged / name) as im:  # the header alone reads fine: what the build read before
+        assert im.size == {"jpg": (512, 600), "png": (542, 130)}[name[-3:]]
+    with pytest.raises(UnusableRecord, match=rf"{name} has a sound header but its pixel data does not decode .*: the file is cut or corrupt; replace it") as err:  # fmt: skip
+        Headers(store=None, max_pixels=None).info(name, base=damaged, field="messages[0].content")
+    assert err.value.code is RejectCode.MEDIA_UNREADABLE
+
+
+def test_sound_files_pass_with_their_size(damaged):
+    headers = Headers(store=None, max_pixels=None)
+    sizes = {name: headers.info(name, base=damaged, field="f") for name in ("grace_hopper.jpg", "logo2.png", "trailer.jpg")}
+    assert {name: (i.width, i.height) for name, i in sizes.items()} == {
+        "grace_hopper.jpg": (512, 600), "logo2.png": (542, 130), "trailer.jpg": (512, 600),
+    }  # fmt: skip
+
+
+def test_an_inline_cut_image_is_unreadable(damaged, tmp_path):
+    uri = "data:image/jpeg;base64," + base64.b64encode((damaged / "cut.jpg").read_bytes()).decode()
+    with pytest.raises(UnusableRecord, match="inline image has a sound header but its pixel data does not decode") as err:
+        Headers(store=tmp_path, max_pixels=None).info(uri, base=None, field="f")
+    assert err.value.code is RejectCode.MEDIA_UNREADABLE
+    assert not list(tmp_path.iterdir())  # never written to the image store
+
+
+def test_build_rejects_them_and_keeps_the_rest(qwen_dir, damaged):
+    def ask(image):
+        return {"messages": [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What?"}]},
+                             {"role": "assistant", "content": "A picture."}]}  # fmt: skip
+
+    names = ["grace_hopper.jpg", "cut.jpg", "cut.png", "broken_idat.png", "trailer.jpg"]
+    data = damaged / "chat.jsonl"
+    data.write_text("".join(json.dumps(ask(n)) + "\n" for n in names), encoding="utf-8")
+    result = build(data, processor=str(qwen_dir))
+    assert [row["media"][0]["ref"].rsplit("/", 1)[1] for row in result.dataset] == ["grace_hopper.jpg", "trailer.jpg"]
+    assert result.report.rejected == {"media_unreadable": 3}
