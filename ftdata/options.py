@@ -265,7 +265,17 @@ class OutputOptions:
     """Where a build's side files go."""
 
     rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
-    cache_dir: str | None = _opt(None, "reuse a build with the same inputs and options from this folder")
+    cache: bool = _opt(
+        True, "a build to a folder reuses (and keeps) an unchanged build from cache_dir, by default ~/.cache/ftdata/builds; "
+        "off: build from scratch and cache nothing"
+    )
+    cache_dir: str | None = _opt(None, "the build cache folder: a build with the same input bytes and options is reused from it")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cache, bool):
+            raise ConfigError(f"cache must be true or false, got cache={self.cache!r}")
+        if not self.cache and self.cache_dir is not None:
+            raise ConfigError(f"cache=False and cache_dir={self.cache_dir!r} conflict: drop one")
 
 
 _GROUPS: dict[str, type] = {"data": DataOptions, "run": RunOptions, "output": OutputOptions}

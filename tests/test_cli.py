@@ -195,7 +195,7 @@ def test_unknown_template_and_missing_file(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--packing", "--padding", "max_length"], "packing and --padding max_length conflict"),
-        (["--no-cache", "--cache-dir", "x"], "--no-cache and --cache-dir conflict: drop one"),
+        (["--no-cache", "--cache-dir", "x"], "--no-cache and --cache-dir x conflict: drop one"),
         (["--mask", "bogus"], "--mask must be one of all_assistant, last_assistant, train_on_prompt; got --mask bogus"),
         (["--test-size", "lots"], "--test-size takes a count (200) or a fraction (0.1); got 'lots'"),
         (["--columns", "output"], "--columns takes KEY=VALUE pairs"),

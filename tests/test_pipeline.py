@@ -6,11 +6,11 @@ import json
 import warnings
 
 import pytest
-from support import DATASETS, tokenizer, trained_text
+from support import DATASETS, SHARED, tokenizer, trained_text
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ftdata import FtdataError, RecordError, build_sft_dataset, prepare
+from ftdata import ConfigError, FtdataError, RecordError, build_sft_dataset, prepare
 from ftdata.errors import Location
 from ftdata.records.formats import to_examples
 from ftdata.options import DataOptions
@@ -138,6 +138,51 @@ def test_cache_reuses_a_build(tmp_path, smol):
     assert not first.report.cached and second.report.cached
     assert second.dataset["input_ids"] == first.dataset["input_ids"]
     assert prepare(ALPACA, **{**kw, "max_length": 100}).report.cached is False
+
+
+def test_the_library_decides_what_a_build_to_a_folder_caches(tmp_path, monkeypatch, smol):
+    """`ftdata.build(DATA, OUT)` caches as `ftdata build` does (the choice is the library's, not the CLI's):
+    an unchanged re-run is a hit from the default cache; cache=False builds and stores nothing."""
+    import ftdata
+
+    monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))
+    kw = dict(tokenizer=smol, template="alpaca", limit=5)
+    first, second = (ftdata.build(ALPACA, tmp_path / name, **kw) for name in ("a", "b"))
+    assert not first.report.cached and second.report.cached
+    assert [p.name for p in (tmp_path / "cache" / "builds").iterdir() if not p.name.startswith(".")] == [first.manifest["fingerprint"]]
+    third = ftdata.build(ALPACA, tmp_path / "c", cache=False, **kw)
+    assert not third.report.cached and third.dataset["input_ids"] == second.dataset["input_ids"]
+    assert len([p for p in (tmp_path / "cache" / "builds").iterdir() if not p.name.startswith(".")]) == 1
+    assert not prepare(ALPACA, **kw).report.cached  # in memory: cached only with a cache_dir
+    with pytest.raises(ConfigError, match="cache=False and cache_dir='x' conflict: drop one"):
+        ftdata.build(ALPACA, tmp_path / "d", cache=False, cache_dir="x", **kw)
+
+
+def test_the_tokenizer_is_the_one_given_else_the_recipes_else_the_processors(tmp_path):
+    from ftdata.build.api import tokenizer_spec
+    from ftdata.mix import load_recipe
+    from ftdata.options import BuildOptions
+
+    qwen = str(SHARED / "tokenizers" / "qwen2.5-instruct")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"tokenizer: {qwen}\nsources:\n  - data: {ALPACA}\n")
+    recipe = load_recipe(recipe_file)
+    processor = tmp_path / "proc"
+    processor.mkdir()
+    with_processor = BuildOptions(processor=str(processor))
+    assert tokenizer_spec("given", with_processor, recipe=recipe) == "given"
+    assert tokenizer_spec(None, with_processor, recipe=recipe) == qwen
+    assert str(tokenizer_spec(None, with_processor)) == str(processor)
+    assert tokenizer_spec(None, BuildOptions()) is None  # the bundled SmolLM2
+
+
+def test_a_recipe_with_a_code_reader_needs_allow_code(tmp_path):
+    import ftdata
+
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"sources:\n  - data: {ALPACA}\n    reader: json:loads\n")
+    with pytest.raises(ConfigError, match="names Python code .* only with --allow-code"):
+        ftdata.build(recipe_file, tokenizer=None)
 
 
 def test_filter_drops_and_counts(smol):

@@ -29,12 +29,12 @@ from typing import Any
 from ftdata.build.local import BuildResult, in_memory
 from ftdata.build.publish import to_out
 from ftdata.errors import ConfigError
-from ftdata.io.resources import load_tokenizer
+from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.report import BuildReport
 from ftdata.run.task import with_task
 
-__all__ = ["BuildResult", "build", "build_sft_dataset", "checked", "prepare"]
+__all__ = ["BuildResult", "build", "build_sft_dataset", "checked", "prepare", "tokenizer_spec"]
 
 
 def _is_recipe(source: Any) -> bool:
@@ -43,18 +43,21 @@ def _is_recipe(source: Any) -> bool:
     return isinstance(source, Recipe)
 
 
-def _as_recipe(source: Any, options: BuildOptions | None, flat: dict[str, Any]) -> tuple[Any, BuildOptions | None]:
+def _as_recipe(
+    source: Any, options: BuildOptions | None, flat: dict[str, Any], *, allow_code: bool
+) -> tuple[Any, BuildOptions | None]:
     """(the recipe, its options with the given run and output options) when `source` is a recipe, else as given.
 
     Raises:
-        ConfigError: a data option given beside a recipe (it belongs in the recipe).
+        ConfigError: a data option given beside a recipe (it belongs in the recipe), or a recipe
+            source with a code reader without `allow_code`.
     """
     from ftdata.mix import Recipe, is_recipe, load_recipe
 
     if not isinstance(source, Recipe):
         if not (isinstance(source, (str, Path)) and is_recipe(source)):
             return source, options
-        source = load_recipe(source)
+        source = load_recipe(source, allow_code=allow_code)
     from ftdata.mix.build import check_shares
     from ftdata.mix.recipe import check_nothing_beside
 
@@ -76,17 +79,21 @@ def build(
     tokenizer_name: str | None = None,
     protect: Sequence[Any] = (),
     config: Path | None = None,
+    allow_code: bool = False,
     **flat: Any,
 ) -> BuildResult:
     """Build `source` into a dataset in memory (`out=None`) or into `out`; see the module docstring.
 
     Options come as flat keywords (`max_length=512`, `engine="processes"`) or, already
-    validated, as `options` (not both). `tokenizer`: a loaded fast tokenizer, a local folder,
-    or None for the bundled SmolLM2. `output_format`: arrow (default), parquet or jsonl for a
-    folder. `progress`: called after each batch with the records read for it. `protect`:
-    further paths OUT must not overwrite (a config file); `tokenizer_name` is recorded in
-    build.json, and `config` (the file the options came from) too, by its bytes, which are
-    part of the build's key.
+    validated, as `options` (not both). `source` may be a recipe (a `Recipe` or its YAML
+    file; `allow_code` lets its sources name a `module:function` reader). `tokenizer`: a
+    loaded fast tokenizer or a local folder; None takes `tokenizer_spec`'s choice. A build to
+    a folder is cached by default (`cache=False` builds from scratch; see `OutputOptions`).
+    `output_format`: arrow (default), parquet or jsonl for a folder. `progress`: called after
+    each batch with the records read for it. `protect`: further paths OUT must not overwrite
+    (a config file); `tokenizer_name` is recorded in build.json (default: `tokenizer_label`),
+    and `config` (the file the options came from) too, by its bytes, which are part of the
+    build's key.
 
     Raises:
         ConfigError: a bad option or output; ReaderError, RecordError, TemplateError: see docs;
@@ -94,28 +101,37 @@ def build(
     """
     if options is not None and flat:
         raise ConfigError(f"pass options as keywords or as options=, not both (got {', '.join(flat)})")
-    source, options = _as_recipe(source, options, flat)
+    source, options = _as_recipe(source, options, flat, allow_code=allow_code)
     opts = options or BuildOptions.from_mapping(flat)
     if not _is_recipe(source):
         opts = with_task(source, opts)  # preference-shaped data builds preference rows (ftdata.run.task)
-    if tokenizer is None and getattr(source, "tokenizer", None):
-        tokenizer = source.tokenizer  # a recipe names its tokenizer
-    if tokenizer is None and opts.data.processor is not None:  # a build with a processor: its own tokenizer
-        from ftdata.media.processors import processor_tokenizer
-
-        tokenizer = processor_tokenizer(opts.data.processor)
-    tok = load_tokenizer(tokenizer)
+    spec = tokenizer if tokenizer is not None else tokenizer_spec(None, opts, recipe=source if _is_recipe(source) else None)
+    tok = load_tokenizer(spec)
     if out is None:
         if output_format is not None:
             raise ConfigError(f"output_format={output_format!r} needs an output: give out=FOLDER")
         result = in_memory(source, tok, opts, progress)
         result.options = opts
         return result
-    name = tokenizer_name or str(getattr(tok, "name_or_path", ""))
+    name = tokenizer_name or tokenizer_label(spec, tok)
     return to_out(
         source, out, tok, opts, output_format=output_format, tokenizer_name=name, protect=protect, config=config,
         progress=progress,
     )  # fmt: skip
+
+
+def tokenizer_spec(given: Any, options: BuildOptions, *, recipe: Any = None) -> Any:
+    """What a build tokenizes with: the tokenizer given, else the recipe's, else the processor
+    folder's own (a build with media), else None (the bundled SmolLM2)."""
+    if given is not None:
+        return given
+    if recipe is not None and recipe.tokenizer:
+        return recipe.tokenizer
+    if options.data.processor is not None:
+        from ftdata.media.processors import processor_tokenizer
+
+        return processor_tokenizer(options.data.processor)
+    return None
 
 
 def prepare(

@@ -23,6 +23,7 @@ from ftdata.build import cache, export
 from ftdata.guard import safeio, space
 from ftdata.guard.inputs import Input, InputKind, text_input
 from ftdata.io import store
+from ftdata.io.resources import cache_root
 from ftdata.options import BuildOptions
 from ftdata.build.local import BuildResult, declare, in_memory, rejects_place, rough_need
 from ftdata.types import Engine
@@ -62,11 +63,13 @@ def to_out(
     fmt = _output_format(output_format, sharded=shards)
     if sharded and opts.output.cache_dir:
         opts = opts.updated(cache_dir=None)  # workers write straight to OUT: there is nothing to cache
+    elif opts.output.cache and not opts.output.cache_dir and opts.run.engine is not Engine.RAY:
+        opts = opts.updated(cache_dir=str(cache_root() / "builds"))  # a build to a folder is cached unless cache=False
     if recipe:
         named = [source.origin, *(f for s in source.sources for f in s.files()), *source.eval_files()]
     else:
         named = [source, opts.data.template, opts.data.chat_template, opts.data.processor]
-    inputs = safeio.input_paths(*named, *protect)
+    inputs = safeio.input_paths(*named, getattr(tok, "name_or_path", None), *protect)  # the tokenizer's folder too
     if opts.output.rejects_path:
         safeio.check_rejects_path(Path(opts.output.rejects_path), inputs)
     facts = Facts(tokenizer_name, _config_input(config))

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from ftdata.io.resources import tokenizer_label
 from ftdata.cli.options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
 from ftdata.errors import ConfigError, DiskFullError, FtdataError, FtdataWarning
 from ftdata.guard.space import is_disk_full
@@ -218,13 +219,6 @@ def _stage(settings: Settings) -> Any:
     return compile_stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), options.data)
 
 
-def tokenizer_label(spec: str | None, tokenizer: Any) -> str:
-    """How to name the tokenizer in output: the bundled one by name, others by their path or id."""
-    from ftdata.io.resources import BUNDLED_NAME, is_bundled
-
-    return f"{BUNDLED_NAME} (bundled)" if is_bundled(spec) else str(getattr(tokenizer, "name_or_path", spec))
-
-
 @contextmanager
 def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A Rich progress bar on stderr (only on a terminal); yields `advance(n)`."""
@@ -355,6 +349,7 @@ def _recipe(settings: Settings, *, allow_code: bool) -> Any:
     Raises:
         ConfigError: a data option given beside the recipe (it belongs in the recipe file).
     """
+    from ftdata.build.api import tokenizer_spec
     from ftdata.mix import is_recipe, load_recipe
     from ftdata.mix.recipe import check_nothing_beside
 
@@ -362,7 +357,7 @@ def _recipe(settings: Settings, *, allow_code: bool) -> Any:
         return None
     recipe = load_recipe(settings.data, allow_code=allow_code)
     check_nothing_beside(recipe, settings.options.to_mapping())
-    settings.tokenizer = settings.tokenizer or recipe.tokenizer
+    settings.tokenizer = tokenizer_spec(settings.tokenizer, settings.options, recipe=recipe)
     return recipe
 
 
@@ -416,7 +411,6 @@ def build(
     output: Annotated[Optional[str], _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
     output_format: Annotated[Optional[str], _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
     tokenizer: TokenizerOpt = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build from scratch; cache nothing.")] = False,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
@@ -426,15 +420,14 @@ def build(
     options: dict[str, Any],
 ) -> None:
     """Run the full pipeline and write the dataset, rejects.jsonl and build.json to OUT."""
-    from ftdata.build.load import load_hint
     from ftdata.build.api import build as run_build
     from ftdata.build.export import MANIFEST, summary_table
+    from ftdata.build.load import load_hint
     from ftdata.guard.bounds import ReadBounds
     from ftdata.io.counter import count_records
-    from ftdata.io.resources import cache_root, load_tokenizer
+    from ftdata.io.resources import load_tokenizer
+    from ftdata.mix import is_recipe
 
-    if no_cache and options.get("cache_dir"):
-        raise ConfigError("--no-cache and --cache-dir conflict: drop one")
     settings = resolve(
         data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
         trust_remote_code=trust_remote_code,
@@ -442,21 +435,20 @@ def build(
     out = output or settings.extras.get("output")
     if out is None:
         raise ConfigError("no output folder: give -o OUT (or output: in --config)")
-    opts = settings.options
-    if not no_cache and not opts.output.cache_dir and opts.run.engine is not Engine.RAY:
-        opts = opts.updated(cache_dir=str(cache_root() / "builds"))
-    recipe = _recipe(settings, allow_code=allow_code)  # a recipe names its tokenizer (settings.tokenizer)
-    spec = settings.tokenizer
+    opts, recipe = settings.options, _recipe(settings, allow_code=allow_code)
+    # the library decides the rest (ftdata.build.api): the recipe's options, the cache, the tokenizer;
+    # it is loaded here first only because `datasets`, imported before it, costs the build 17-40 MiB more
+    spec = settings.tokenizer  # `tokenizer_spec`'s choice (`resolve`, `_recipe`)
     tok = load_tokenizer(spec, trust_remote_code=settings.trust_remote_code)
-    import datasets  # after the tokenizer: imported first, it leaves the build 17-40 MiB more anonymous memory
+    import datasets
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
-    total = None if recipe is not None else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
+    total = None if is_recipe(settings.data) else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
     with progress_bar("building", total) as advance:
         result = run_build(
             recipe or settings.data, out, tokenizer=tok, options=opts, output_format=output_format or settings.extras.get("output_format"),
-            progress=advance, tokenizer_name=tokenizer_label(spec, tok), protect=[spec, config], config=config,
+            progress=advance, tokenizer_name=tokenizer_label(spec, tok), protect=[config], config=config, allow_code=allow_code,
         )  # fmt: skip
     report, record = result.report, result.manifest or {}
     seconds = time.perf_counter() - started

@@ -365,10 +365,9 @@ def resolve(
     origin = f"reader: in {config}" if "reader" not in flags else "--reader"
     check_code_reader(merged.get("reader"), origin=origin, allow_code=allow_code)
     options = BuildOptions.from_mapping(merged)
-    if tokenizer is None and options.data.processor is not None:  # a build with a processor reads its folder's tokenizer
-        from ftdata.media.processors import processor_tokenizer
+    from ftdata.build.api import tokenizer_spec  # the library's choice (a processor build: its folder's tokenizer)
 
-        tokenizer = processor_tokenizer(options.data.processor)
+    tokenizer = tokenizer_spec(tokenizer, options)
     tok = None if tokenizer is None else str(tokenizer)
     return Settings(str(data), tok, options, extras, trust_remote_code=trust_remote_code)
 

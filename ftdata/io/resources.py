@@ -273,3 +273,7 @@ def processor_input(processor: Any, digests: Digests) -> Input:
             parts.append(repr(part))
     return Input(InputKind.PROCESSOR, type(processor).__name__, text_digest(json.dumps(parts, default=str)), files=0)
 
+
+def tokenizer_label(spec: Any, tokenizer: Any) -> str:
+    """How to name the tokenizer in output and build.json: the bundled one by name, others by path or id."""
+    return f"{BUNDLED_NAME} (bundled)" if is_bundled(spec) else str(getattr(tokenizer, "name_or_path", spec))

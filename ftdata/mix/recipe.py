@@ -46,7 +46,7 @@ _BUILD_OPTIONS = tuple(FIELDS)
 # Build options that shape the one output (or the run that makes it): set once, at the top.
 WHOLE_BUILD_OPTIONS = frozenset({
     "max_length", "packing", "pad_to_multiple_of", "padding", "padding_side", "test_size", "seed", "shuffle",
-    "stop_tokens", "engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache_dir",
+    "stop_tokens", "engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache", "cache_dir",
     "max_reject_ratio", "task",
 })  # fmt: skip
 SOURCE_OPTIONS = tuple(name for name in _BUILD_OPTIONS if name not in WHOLE_BUILD_OPTIONS)

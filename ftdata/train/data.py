@@ -118,7 +118,7 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
         options = options.updated(rejects_path=str(rejects_path))
     if cfg.processor is not None and "processor" in FIELDS and options.to_mapping().get("processor") is None:
         options = options.updated(processor=cfg.processor)  # a build with media expands them with the run's processor
-    if options.output.cache_dir is None and state.num_processes > 1:
+    if options.output.cache and options.output.cache_dir is None and state.num_processes > 1:
         options = options.updated(cache_dir=str(cache_root() / "builds"))
     if cfg.method is not None and "task" in FIELDS and options.to_mapping().get("task") is None:
         options = options.updated(task=cfg.method.task.value)  # raw data is built into the rows the method trains
