@@ -38,12 +38,13 @@ import numpy as np
 
 from ftdata.chat.regions import sentinel
 from ftdata.errors import ConfigError, UnusableRecord
+from ftdata.media.audio import AudioMedium
 from ftdata.media.families import FAMILIES, family
 from ftdata.media.images import ImageMedium, default_store
 from ftdata.media.medium import Item, Medium
 from ftdata.media.processors import load_processor
 from ftdata.media.splice import Splicer
-from ftdata.outcomes import RejectCode
+from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.records.media import MEDIA, MediaKind, example_media
 from ftdata.tokens.masking import Tokenized
 from ftdata.types import IGNORE_INDEX, Example, Rendered
@@ -120,9 +121,16 @@ class Media:
         media: list[Medium] = []
         if fam.image is not None:
             media.append(ImageMedium(self.processor, store=store, max_pixels=options.max_image_pixels))
+        if fam.audio is not None:
+            media.append(AudioMedium(self.processor, store=store, window=options.audio_window))
         self.media: dict[MediaKind, Medium] = {m.kind: m for m in media}
         self.max_images = options.max_images
-        self.texts = {m.kind: template_text(self.processor, m.kind, m.placeholder, m.text) for m in media}
+        # Audio: the family's text where it names one (Qwen2-Audio's markers; its template's "Audio N: " label
+        # numbers the clips, which one text per kind cannot hold), else what the template writes for a part.
+        self.texts = {
+            m.kind: m.text if m.kind is MediaKind.AUDIO and m.text != m.placeholder
+            else template_text(self.processor, m.kind, m.placeholder, m.text) for m in media
+        }  # fmt: skip
         self.leads = {kind: text.index(self.media[kind].placeholder) for kind, text in self.texts.items()}
         vocab = tokenizer.get_vocab()
         specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
@@ -233,8 +241,11 @@ class Media:
             i = bisect_left(positions, x)  # placeholders strictly before x
             return x + (shifts[i - 1][1] if i else 0)
 
+        cut = [Note(NoteCode.AUDIO_CUT, f"audio {k}: {p.item.dropped:.2f} s past the processor's window dropped "
+                    "(audio_window=cut): the row holds what the processor keeps")
+               for k, p in enumerate(placed) if p.item.dropped > 0]  # fmt: skip
         return replace(
-            rendered, text=final, spans=tuple((at(s), at(e)) for s, e in rendered.spans),
+            rendered, text=final, spans=tuple((at(s), at(e)) for s, e in rendered.spans), notes=(*rendered.notes, *cut),
             boundaries=tuple(at(b) for b in rendered.boundaries), literal=tuple((at(s), at(e)) for s, e in rendered.literal),
             holes=tuple((at(s), at(e)) for s, e in rendered.holes), media=tuple(placed),
         )  # fmt: skip
@@ -327,8 +338,9 @@ class Media:
             kinds = Counter(p.item.kind.value for p in item.rendered.media)
             what = ", ".join(f"{n} {kind}(s)" for kind, n in kinds.items())
             tokens = sum(p.item.expansion.tokens for p in item.rendered.media)
+            smaller = "shorten the clips" if set(kinds) == {MediaKind.AUDIO.value} else "lower the processor's max_pixels"
             return Truncated([], f"{result.reason}: its {what} take {tokens} tokens and are never cut; raise max_length "
-                             "or lower the processor's max_pixels", RejectCode.MEDIA_TOO_LONG)  # fmt: skip
+                             f"or {smaller}", RejectCode.MEDIA_TOO_LONG)  # fmt: skip
         return result
 
 
