@@ -281,3 +281,26 @@ def test_an_edited_clip_invalidates_the_cache(qwen2_audio, tmp_path):
     cached, record = run("o3")
     assert cached is False
     assert json.loads(record)["counts"]["examples"] == 1
+
+
+def _cli(*args):
+    result = CliRunner().invoke(app, [*args, "--no-color"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_preview_shows_one_marker_per_clip_with_its_seconds_and_tokens(qwen2_audio, data, tmp_path):
+    folder = tmp_path / "qwen2-audio"
+    qwen2_audio.save_pretrained(str(folder))
+    out = _cli("preview", str(data / "demo.json"), "--processor", str(folder), "-n", "2")
+    assert "<|im_start|>user\n[audio 4.03 s, 101 tokens: 1.mp3]What's that sound?<|im_end|>" in out
+    assert "[audio 2.90 s, 73 tokens: 2.wav]What can you hear?" in out
+    assert "<|AUDIO|>" not in out and "<|audio_bos|>" not in out  # the markers around the pads are inside the one marker
+
+
+def test_stats_reports_audio_seconds_and_tokens_per_record(qwen2_audio, data, tmp_path):
+    folder = tmp_path / "qwen2-audio"
+    qwen2_audio.save_pretrained(str(folder))
+    out = _cli("stats", str(data / "demo.json"), "--processor", str(folder))
+    # 1.mp3 4.032 s (101 tokens), 2.wav 2.901 s (73), 3.flac 5.855 s (146)
+    assert "audio         12.79 s in 3 examples; seconds per example p50 4.03, max 5.86; audio tokens per example p50 101, max 146, 320 in all" in out
