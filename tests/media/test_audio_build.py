@@ -13,6 +13,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from audio_support import CLIPS, SHARED_AUDIO, gemma3n, phi4, qwen2_audio, tone, write_clip
 from typer.testing import CliRunner
 
@@ -304,3 +306,50 @@ def test_stats_reports_audio_seconds_and_tokens_per_record(qwen2_audio, data, tm
     out = _cli("stats", str(data / "demo.json"), "--processor", str(folder))
     # 1.mp3 4.032 s (101 tokens), 2.wav 2.901 s (73), 3.flac 5.855 s (146)
     assert "audio         12.79 s in 3 examples; seconds per example p50 4.03, max 5.86; audio tokens per example p50 101, max 146, 320 in all" in out
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(rate=st.sampled_from([8000, 16000, 22050, 44100, 48000]), channels=st.sampled_from([1, 2]),
+       seconds=st.floats(0.1, 35.0), fmt=st.sampled_from(["wav", "flac"]))  # fmt: skip
+def test_the_medium_counts_what_the_processor_makes_at_any_rate_and_length(qwen2_audio, tmp_path, rate, channels, seconds, fmt):
+    from ftdata.media.audio import AudioMedium
+
+    path = write_clip(tmp_path / f"h.{fmt}", tone(int(seconds * rate), rate, channels), rate)
+    medium = AudioMedium(qwen2_audio, store=None, window="cut")
+    item = medium.item(str(path), base=None, field="messages[0].content")
+    wave = load_audio(path, rate=16000)
+    text = f"<|audio_bos|>{qwen2_audio.audio_token}<|audio_eos|>"
+    ids = qwen2_audio(text=[text], audio=[wave], sampling_rate=16000)["input_ids"][0]
+    assert item.expansion.pads == ids.count(qwen2_audio.audio_token_id)
+    assert item.dropped == pytest.approx(max(0.0, len(wave) - 480000) / 16000)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(pick=st.integers(0, 10**6), value=st.integers(0, 255))
+def test_a_one_byte_edit_of_a_clip_is_seen_by_the_cache(qwen2_audio, tmp_path_factory, pick, value):
+    """Any byte of a clip edited in place, its size and mtime kept: a build from the cache equals a fresh build."""
+    import os
+
+    root = tmp_path_factory.mktemp("edit")
+    folder = root / "qwen2-audio"
+    qwen2_audio.save_pretrained(str(folder))
+    clip = write_clip(root / "a.wav", tone(24000, 16000, 1), 16000)
+    data = write_jsonl(root / "a.jsonl", [ask({"type": "audio", "path": "a.wav"}), ask({"type": "text", "text": "x"}, "Hi", "Hello.")])
+
+    def run(out, cache=True):
+        flags = ["--cache-dir", str(root / "cache")] if cache else ["--no-cache"]
+        result = CliRunner().invoke(app, ["build", str(data), "--processor", str(folder), "-o", str(root / out), "--output-format", "jsonl", *flags])
+        assert result.exit_code == 0, result.output
+        rows = "".join(p.read_text() for p in sorted((root / out).glob("*.jsonl")) if p.name != "rejects.jsonl")
+        return result.stdout.startswith("cached:"), rows, (root / out / "rejects.jsonl").read_text()
+
+    run("o1")
+    raw = clip.read_bytes()
+    before = clip.stat()
+    offset = pick % len(raw)
+    with clip.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(bytes([value if value != raw[offset] else (value + 1) % 256]))
+    os.utime(clip, ns=(before.st_atime_ns, before.st_mtime_ns))
+    cached, fresh = run("o2"), run("o3", cache=False)
+    assert not cached[0] and cached[1:] == fresh[1:]
