@@ -353,3 +353,27 @@ def test_a_one_byte_edit_of_a_clip_is_seen_by_the_cache(qwen2_audio, tmp_path_fa
     os.utime(clip, ns=(before.st_atime_ns, before.st_mtime_ns))
     cached, fresh = run("o2"), run("o3", cache=False)
     assert not cached[0] and cached[1:] == fresh[1:]
+
+
+def test_qwen2_audio_rows_equal_the_processors_chat_template_and_call(qwen2_audio, data):
+    """The inference path itself: Qwen2-Audio's `apply_chat_template` on the parts (it numbers the clips:
+    `Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\\n`, across turns), then its `__call__` on the clips."""
+    clips = ["mllm_demo_data/2.wav", "mllm_demo_data/3.flac", "mllm_demo_data/1.mp3"]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "audio", "path": clips[0]},
+                                     {"type": "text", "text": " with "}, {"type": "audio", "path": clips[1]}]},
+        {"role": "assistant", "content": "The second is longer."},
+        {"role": "user", "content": [{"type": "audio", "path": clips[2]}, {"type": "text", "text": "And this one?"}]},
+        {"role": "assistant", "content": "Glass breaking."},
+    ]  # fmt: skip
+    row = build(write_jsonl(data / "turns.jsonl", [{"messages": messages}]), processor=qwen2_audio, max_length=4096).dataset[0]
+    as_served = [{**m, "content": [{**p, "audio_url": p["path"]} if p["type"] == "audio" else p for p in m["content"]]}
+                 if isinstance(m["content"], list) else m for m in messages]  # fmt: skip
+    text = qwen2_audio.apply_chat_template(as_served)
+    assert "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n with Audio 2:" in text and "Audio 3: " in text
+    waves = [load_audio(data / c, rate=16000) for c in clips]
+    expected = list(qwen2_audio(text=[text], audio=waves, sampling_rate=16000)["input_ids"][0])
+    assert row["input_ids"] == expected[: len(row["input_ids"])] and len(expected) - len(row["input_ids"]) <= 1  # the template's last "\n"
+    labels, tok = np.array(row["labels"]), qwen2_audio.tokenizer
+    assert tok.decode(np.array(row["input_ids"])[labels != IGNORE_INDEX]) == "The second is longer.<|im_end|>Glass breaking.<|im_end|>"
+    assert [i["tokens"] for i in row["media"]] == [73, 146, 101]
