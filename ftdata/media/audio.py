@@ -45,11 +45,10 @@ RESAMPLER = "soxr"
 
 @dataclass(frozen=True, slots=True)
 class Clip:
-    """One clip as a row stores it: its reference, its header, and the seconds the processor's window drops."""
+    """One clip as a row stores it: its reference, and its header (length, rate, channels, format)."""
 
     ref: str
     header: AudioHeader
-    dropped: float = 0.0
 
 
 class AudioMedium:

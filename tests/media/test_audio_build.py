@@ -134,6 +134,8 @@ def test_each_input_shape_builds_the_same_row(qwen2_audio, data):
         "data uri": ask({"type": "audio", "audio": "data:audio/wav;base64," + b64}),
         "llamafactory tag": {"messages": [{"role": "user", "content": "<audio>What is that sound?"},
                                           {"role": "assistant", "content": "Glass breaking."}], "audios": [path]},  # fmt: skip
+        "trl column only": {"messages": [{"role": "user", "content": "What is that sound?"},
+                                         {"role": "assistant", "content": "Glass breaking."}], "audios": [path]},  # fmt: skip
         "trl bare part": {"messages": [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "What is that sound?"}]},
                                        {"role": "assistant", "content": "Glass breaking."}], "audios": [path]},  # fmt: skip
     }
