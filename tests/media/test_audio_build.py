@@ -379,3 +379,17 @@ def test_qwen2_audio_rows_equal_the_processors_chat_template_and_call(qwen2_audi
     labels, tok = np.array(row["labels"]), qwen2_audio.tokenizer
     assert tok.decode(np.array(row["input_ids"])[labels != IGNORE_INDEX]) == "The second is longer.<|im_end|>Glass breaking.<|im_end|>"
     assert [i["tokens"] for i in row["media"]] == [73, 146, 101]
+
+
+def test_a_build_to_out_publishes_its_inline_clips(qwen2_audio, data, tmp_path):
+    folder = tmp_path / "qwen2-audio"
+    qwen2_audio.save_pretrained(str(folder))
+    wav = (data / "mllm_demo_data" / "2.wav").read_bytes()
+    part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
+    records = write_jsonl(tmp_path / "inline.jsonl", [ask(part)])
+    out = tmp_path / "out"
+    args = ["build", str(records), "--processor", str(folder), "-o", str(out), "--no-cache", "--image-dir", str(tmp_path / "store")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    digest = __import__("hashlib").sha256(wav).hexdigest()
+    assert (out / "images" / f"{digest}.wav").read_bytes() == wav
