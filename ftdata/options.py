@@ -118,12 +118,17 @@ class DataOptions:
         "its render and masking work grows with every turn"
     )
     processor: str | None = _opt(
-        None, "media (images): the model's processor folder (tokenizer, preprocessor_config.json, chat template; "
+        None, "media (images, audio): the model's processor folder (tokenizer, preprocessor_config.json, chat template; "
         "in Python also a transformers processor); each media item is counted and expanded with it (docs/media.md)"
     )
     max_images: int | None = _opt(None, "with processor: reject a record with more images than this (media_too_many)")
     max_image_pixels: int | None = _opt(
         None, "with processor: reject a record with an image of more pixels (width x height, from its header) than this (media_too_large)"
+    )
+    audio_window: Literal["reject", "cut"] = _opt(
+        "reject", "with processor: a clip longer than the processor's window (Qwen2-Audio, Gemma 3n: 30 s) is rejected "
+        "(media_too_long), or with cut kept as the processor cuts it (the row equals the processor's; an audio_cut "
+        "note counts the seconds dropped)"
     )
     image_dir: str | None = _opt(
         None, "with processor: the image store where inline images (data: URIs, bytes) are written once as "
@@ -158,7 +163,7 @@ class DataOptions:
             raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
         for name, allowed in (
             ("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip")),
-            ("special_tokens_in_data", ("reject", "text")),
+            ("special_tokens_in_data", ("reject", "text")), ("audio_window", ("reject", "cut")),
         ):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {name}={getattr(self, name)!r}")

@@ -92,6 +92,7 @@ class NoteCode(StrEnum):
     SUPERVISION_IGNORED = "supervision_ignored"  # loss_weight/train_detail on a turn that carries no loss
     TRAIN_DETAIL_WIDENED = "train_detail_widened"  # a token across a train_detail edge stays trained (Axolotl's rule)
     MEDIA_PLACED = "media_placed"  # no placeholder in the messages: the column's items go before the first user text (TRL)
+    AUDIO_CUT = "audio_cut"  # audio_window=cut: a clip past the processor's window, the seconds it drops
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
 
 

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from ftdata.errors import ConfigError
 from ftdata.guard.inputs import Input
+from ftdata.media.audio import DECODER, RESAMPLER
 from ftdata.options import BuildOptions, plain
 from ftdata.run.pair_rows import jsonl_pair_rows
 from ftdata.run.report import UNITS, BuildReport
@@ -37,6 +38,7 @@ MANIFEST = "build.json"
 REJECTS = "rejects.jsonl"  # OUT/rejects.jsonl: every record rejected or cut, with its reason
 _SPLITS = ("train", "test")
 _VERSIONED = ("ftdata", "transformers", "tokenizers", "datasets")
+_AUDIO_VERSIONED = ("soundfile", "av", "soxr")  # what reads and resamples clips: in build.json of a build with a processor
 NOTES_SHOWN = 5  # the most common notes in the summary; build.json counts them all
 
 
@@ -142,7 +144,13 @@ def manifest(
         "output": {"format": output_format, "files": files, "rejects": rejects, **(on_disk or {})},
         "counts": report.to_dict(),
         "versions": {name: _version(name) for name in _VERSIONED},
+        **({"audio": _audio_readers()} if options.data.processor is not None else {}),
     }
+
+
+def _audio_readers() -> dict[str, Any]:
+    """Which library decodes each clip format, which resamples, and their versions (a build with a processor)."""
+    return {"decoders": DECODER, "resampler": f"{RESAMPLER} (HQ)", "versions": {n: _version(n) for n in _AUDIO_VERSIONED}}
 
 
 def write_manifest(target: OutputDir | StoreOut, record: dict[str, Any]) -> None:

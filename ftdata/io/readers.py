@@ -372,8 +372,22 @@ def iter_dataset(ds: Any, source: str) -> Iterator[tuple[Location, Row]]:
         if "train" not in ds:
             raise ReaderError(f"{source}: dataset has splits {list(ds)}; none is called 'train'")
         ds, source = ds["train"], f"{source}[train]"
-    for i, row in enumerate(ds):
+    for i, row in enumerate(_audio_undecoded(ds)):
         yield Location(source, index=i), row
+
+
+def _audio_undecoded(ds: Any) -> Any:
+    """`ds` with each `Audio` column (or list of them) read as `{"bytes", "path"}`: decoding needs torchcodec, and
+    the media stage reads a clip's header only."""
+    import datasets
+
+    for name, feature in (getattr(ds, "features", None) or {}).items():
+        inner = getattr(feature, "feature", None)
+        if isinstance(feature, datasets.Audio) and feature.decode:
+            ds = ds.cast_column(name, datasets.Audio(decode=False))
+        elif isinstance(inner, datasets.Audio) and inner.decode:
+            ds = ds.cast_column(name, datasets.List(datasets.Audio(decode=False)))
+    return ds
 
 
 def read_dataframe(frame: Any, *, batch: int = 1024) -> Iterator[tuple[Location, Row]]:

@@ -1,6 +1,6 @@
 """How many placeholder tokens a clip of N samples becomes, per model family, from the processor's own settings.
 
-    rule  = audio_rule(AutoProcessor.from_pretrained(folder))       # once per build (a small picklable spec)
+    rule  = families.audio_rule(processor)                            # once per build (a small picklable spec)
     count = count_audio(read_header("a.flac"), rule)                # per clip: no samples decoded
     count.tokens, count.over_window, count.seconds_dropped
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ftdata.errors import ConfigError, UnusableRecord
+from ftdata.errors import UnusableRecord
 from ftdata.media.audio_files import AudioHeader, resampled_length
 from ftdata.outcomes import RejectCode
 
@@ -188,25 +188,13 @@ def window_exceeded(header: AudioHeader, count: AudioCount, *, field: str | None
     )  # fmt: skip
 
 
-def audio_rule(processor: Any) -> AudioRule:
-    """The count rule of a loaded processor (`AutoProcessor.from_pretrained`), read from its own settings.
-
-    Raises:
-        ConfigError: a processor with no audio rule here (the supported classes are listed).
-    """
-    name = type(processor).__name__
-    build = _FAMILIES.get(name)
-    if build is None:
-        why = _UNSUPPORTED.get(name, "it has no audio count rule in ftdata")
-        raise ConfigError(f"processor {name}: {why}; audio is counted for {', '.join(sorted(_FAMILIES))}")
-    return build(processor)
-
-
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _whisper(family: AudioFamily) -> Callable[[Any], WhisperConvRule]:
+def whisper_rule(family: AudioFamily) -> Callable[[Any], WhisperConvRule]:
+    """Qwen2-Audio's and Qwen2.5-Omni's rule from the processor's Whisper feature extractor."""
+
     def build(processor: Any) -> WhisperConvRule:
         fe = processor.feature_extractor
         return WhisperConvRule(family, processor.audio_token, fe.sampling_rate, fe.n_samples, fe.hop_length)
@@ -214,7 +202,8 @@ def _whisper(family: AudioFamily) -> Callable[[Any], WhisperConvRule]:
     return build
 
 
-def _gemma3n(processor: Any) -> FixedRule:
+def gemma3n_rule(processor: Any) -> FixedRule:
+    """Gemma 3n's rule: `audio_seq_length` per clip, the feature extractor's call default as the window."""
     fe = processor.feature_extractor
     # The window is a call default, not a setting: Gemma3nAudioFeatureExtractor.__call__(max_length=480_000).
     window = inspect.signature(type(fe).__call__).parameters["max_length"].default
@@ -222,7 +211,8 @@ def _gemma3n(processor: Any) -> FixedRule:
                      processor.audio_seq_length, fe.frame_length)  # fmt: skip
 
 
-def _phi4(processor: Any) -> StackedFramesRule:
+def phi4_rule(processor: Any) -> StackedFramesRule:
+    """Phi-4-multimodal's rule from its audio processor's frame settings."""
     fe = processor.audio_processor
     return StackedFramesRule(
         AudioFamily.PHI4_MULTIMODAL, processor.audio_token, fe.sampling_rate, fe.win_length, fe.hop_length,
@@ -230,20 +220,14 @@ def _phi4(processor: Any) -> StackedFramesRule:
     )  # fmt: skip
 
 
-# Keyed by processor class: the one place a family is named.
-_FAMILIES: dict[str, Callable[[Any], AudioRule]] = {
-    "Qwen2AudioProcessor": _whisper(AudioFamily.QWEN2_AUDIO),
-    "Qwen2_5OmniProcessor": _whisper(AudioFamily.QWEN2_5_OMNI),
-    "Gemma3nProcessor": _gemma3n,
-    "Phi4MultimodalProcessor": _phi4,
-}
-_UNSUPPORTED = {
+# Processor classes with audio that ftdata does not count, and why (`families.audio_rule` names them).
+UNSUPPORTED = {
     "VoxtralProcessor": "its audio placeholders come only from apply_chat_template with mistral-common and the "
     "model's tekken.json tokenizer (its __call__ refuses audio tokens in text)",
     "GraniteSpeechProcessor": "its feature extractor needs torchaudio (MelSpectrogram), which ftdata does not install",
 }
 
 __all__ = [
-    "AudioCount", "AudioFamily", "AudioRule", "FixedRule", "StackedFramesRule", "WhisperConvRule", "audio_rule",
-    "count_audio", "window_exceeded",
+    "UNSUPPORTED", "AudioCount", "AudioFamily", "AudioRule", "FixedRule", "StackedFramesRule", "WhisperConvRule",
+    "count_audio", "gemma3n_rule", "phi4_rule", "whisper_rule", "window_exceeded",
 ]  # fmt: skip

@@ -38,12 +38,13 @@ import numpy as np
 
 from ftdata.chat.regions import sentinel
 from ftdata.errors import ConfigError, UnusableRecord
+from ftdata.media.audio import AudioMedium
 from ftdata.media.families import FAMILIES, family
 from ftdata.media.images import ImageMedium, default_store
 from ftdata.media.medium import Item, Medium
 from ftdata.media.processors import load_processor
 from ftdata.media.splice import Splicer
-from ftdata.outcomes import RejectCode
+from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.records.media import MEDIA, MediaKind, example_media
 from ftdata.tokens.masking import Tokenized
 from ftdata.types import IGNORE_INDEX, Example, Rendered
@@ -59,17 +60,19 @@ class Placed:
     lead: int  # characters of the template's text before the processor's replacement
 
 
-def template_text(processor: Any, kind: MediaKind, placeholder: str, fallback: str) -> str:
-    """What the processor's chat template writes for one part of `kind` (Qwen-VL's image:
-    `<|vision_start|><|image_pad|><|vision_end|>`).
+def template_text(processor: Any, kind: MediaKind, placeholder: str, fallback: str, *, index: int = 0) -> str:
+    """What the processor's chat template writes for the part of `kind` that is the record's `index`-th of that kind
+    (Qwen-VL's image: `<|vision_start|><|image_pad|><|vision_end|>`; Qwen2-Audio's clips are numbered:
+    `Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n`, then `Audio 2: ...`).
 
-    Found by rendering a user turn with and without such a part; a template that writes nothing
+    Found by rendering a user turn with `index + 1` and with `index` such parts; a template that writes nothing
     for it (or has none: a text model's template in the folder) stands the item in as `fallback`.
     """
     template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
     mark = "\ue000"
     renders = []
-    for parts in ([{"type": kind.value}, {"type": "text", "text": mark}], [{"type": "text", "text": mark}]):
+    for n in (index + 1, index):
+        parts = [*({"type": kind.value} for _ in range(n)), {"type": "text", "text": mark}]
         try:
             renders.append(processor.tokenizer.apply_chat_template(
                 [{"role": "user", "content": parts}], chat_template=template, tokenize=False))  # fmt: skip
@@ -120,10 +123,12 @@ class Media:
         media: list[Medium] = []
         if fam.image is not None:
             media.append(ImageMedium(self.processor, store=store, max_pixels=options.max_image_pixels))
+        if fam.audio is not None:
+            media.append(AudioMedium(self.processor, store=store, window=options.audio_window))
         self.media: dict[MediaKind, Medium] = {m.kind: m for m in media}
         self.max_images = options.max_images
         self.texts = {m.kind: template_text(self.processor, m.kind, m.placeholder, m.text) for m in media}
-        self.leads = {kind: text.index(self.media[kind].placeholder) for kind, text in self.texts.items()}
+        self._nth: dict[tuple[MediaKind, int], str] = {(kind, 0): text for kind, text in self.texts.items()}
         vocab = tokenizer.get_vocab()
         specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
         ids = {m.pad_id for m in media}
@@ -134,6 +139,16 @@ class Media:
         self.media_id_set = frozenset(int(i) for i in self.media_ids)
         self.pad_ids = {kind: m.pad_id for kind, m in self.media.items()}
         self.splicer = Splicer(tokenizer.backend_tokenizer, {kind: (m.pad, m.pad_id) for kind, m in self.media.items()})
+
+    def text_of(self, kind: MediaKind, index: int) -> str:
+        """What the template writes for the record's `index`-th item of `kind` (a template may number them)."""
+        key = (kind, index)
+        found = self._nth.get(key)
+        if found is None:
+            found = template_text(self.processor, kind, self.media[kind].placeholder, self.texts[kind], index=index)
+            if len(self._nth) < 4096:
+                self._nth[key] = found
+        return found
 
     # --- references ------------------------------------------------------------------------
     def items(self, example: Example) -> list[Item]:
@@ -204,9 +219,14 @@ class Media:
         runs = _stand_ins(text, [text[s:e] for s, e in rendered.literal])
         src = "".join(runs[text[s:e]] if k % 2 else text[s:e] for k, (s, e) in enumerate(_cuts(rendered.literal, len(text)))) if runs else text
         # 1. each placeholder -> the template's text for its kind; 2. the processor's own expansion, with offsets.
+        seen: Counter[MediaKind] = Counter()
+        texts = []  # each item's template text: its kind's, numbered where the template numbers them
+        for item in items:
+            texts.append(self.text_of(item.kind, seen[item.kind]))
+            seen[item.kind] += 1
         pieces, last = [], 0
-        for p, item in zip(positions, items):
-            pieces += [src[last:p], self.texts[item.kind]]
+        for p, text_k in zip(positions, texts):
+            pieces += [src[last:p], text_k]
             last = p + 1
         staged = "".join([*pieces, src[last:]])
         given = {m.replacements: [i.expansion.text for i in items if i.kind is kind] for kind, m in self.media.items()}
@@ -220,9 +240,9 @@ class Media:
                 location=example.source, field="messages", code=RejectCode.MEDIA_MISMATCH,
             )  # fmt: skip
         placed, shifts, moved = [], [], 0
-        for k, (item, p, found) in enumerate(zip(items, positions, replaced)):
-            start, lead = p + moved, self.leads[item.kind]  # where this item's text starts in `final`
-            size = len(self.texts[item.kind]) - len(found["text"]) + len(found["replacement"])
+        for k, (item, p, found, text_k) in enumerate(zip(items, positions, replaced, texts)):
+            start, lead = p + moved, text_k.index(self.media[item.kind].placeholder)  # where this item's text starts in `final`
+            size = len(text_k) - len(found["text"]) + len(found["replacement"])
             if found["new_span"][0] != start + lead or found["type"] != item.kind:  # the processor's offsets and ours agree
                 raise UnusableRecord(f"{item.kind} {k}: expansion offsets disagree", location=example.source, code=RejectCode.MEDIA_UNVERIFIABLE)
             placed.append(Placed(item, start, start + size, lead))
@@ -233,8 +253,11 @@ class Media:
             i = bisect_left(positions, x)  # placeholders strictly before x
             return x + (shifts[i - 1][1] if i else 0)
 
+        cut = [Note(NoteCode.AUDIO_CUT, f"audio {k}: {p.item.dropped:.2f} s past the processor's window dropped "
+                    "(audio_window=cut): the row holds what the processor keeps")
+               for k, p in enumerate(placed) if p.item.dropped > 0]  # fmt: skip
         return replace(
-            rendered, text=final, spans=tuple((at(s), at(e)) for s, e in rendered.spans),
+            rendered, text=final, spans=tuple((at(s), at(e)) for s, e in rendered.spans), notes=(*rendered.notes, *cut),
             boundaries=tuple(at(b) for b in rendered.boundaries), literal=tuple((at(s), at(e)) for s, e in rendered.literal),
             holes=tuple((at(s), at(e)) for s, e in rendered.holes), media=tuple(placed),
         )  # fmt: skip
@@ -327,8 +350,9 @@ class Media:
             kinds = Counter(p.item.kind.value for p in item.rendered.media)
             what = ", ".join(f"{n} {kind}(s)" for kind, n in kinds.items())
             tokens = sum(p.item.expansion.tokens for p in item.rendered.media)
+            smaller = "shorten the clips" if set(kinds) == {MediaKind.AUDIO.value} else "lower the processor's max_pixels"
             return Truncated([], f"{result.reason}: its {what} take {tokens} tokens and are never cut; raise max_length "
-                             "or lower the processor's max_pixels", RejectCode.MEDIA_TOO_LONG)  # fmt: skip
+                             f"or {smaller}", RejectCode.MEDIA_TOO_LONG)  # fmt: skip
         return result
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ftdata.errors import ConfigError
+from ftdata.media.audio_families import UNSUPPORTED, AudioFamily, AudioRule, gemma3n_rule, phi4_rule, whisper_rule
 
 
 class Counts(Enum):
@@ -56,6 +57,17 @@ class ImageRule:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioCounting:
+    """How a family counts and expands a clip: `rule(processor)` is its count from the clip's length
+    (`ftdata.media.audio_families`), `inputs(tokens)` what its `replace_audio_token` reads of a clip of
+    that many placeholder tokens."""
+
+    rule: Callable[[Any], AudioRule]
+    inputs: Callable[[int], dict[str, Any]]
+    text: str = ""  # what the row writes for a clip where the template writes nothing tellable ("": the audio token)
+
+
+@dataclass(frozen=True, slots=True)
 class Check:
     """One setting of the processor against the model's config: `ours` must equal `model`."""
 
@@ -76,6 +88,7 @@ class Family:
     collate: Collate = Collate.PLAIN
     checks: Callable[[Any, dict[str, Any]], list[Check]] = field(default=lambda processor, config: [])
     refused: Callable[[Any], str] = field(default=lambda processor: "")  # why a processor's settings cannot be counted
+    audio: AudioCounting | None = None
 
     @property
     def packable(self) -> bool:
@@ -114,6 +127,15 @@ def _llava_next(p: Any, h: int, w: int) -> dict[str, Any]:
     size = p.image_processor.size
     side = size.get("shortest_edge") or min(size["height"], size["width"])
     return {"image_sizes": [[h, w]], "pixel_values": [[_zeros(3, side, side)]]}
+
+
+# --- what replace_audio_token reads, per family -------------------------------------------------
+
+_QWEN2_AUDIO = AudioCounting(whisper_rule(AudioFamily.QWEN2_AUDIO), lambda n: {"num_audio_tokens": [n]},
+                             text="<|audio_bos|><|AUDIO|><|audio_eos|>")  # fmt: skip
+_QWEN2_5_OMNI = AudioCounting(whisper_rule(AudioFamily.QWEN2_5_OMNI), lambda n: {"num_audio_tokens": [n]})
+_GEMMA3N = AudioCounting(gemma3n_rule, lambda n: {})  # full_audio_sequence: the same for every clip
+_PHI4 = AudioCounting(phi4_rule, lambda n: {"audio_embed_sizes": [n]})
 
 
 # --- what must agree with the model's config.json ------------------------------------------------
@@ -189,6 +211,11 @@ FAMILIES: dict[str, Family] = {f.processor: f for f in (
            _idefics3_checks),
     Family("smolvlm", "SmolVLMProcessor", ("smolvlm",), ("SmolVLMImageProcessor",), ImageRule(_idefics3, counts=Counts.EXPANSION),
            Collate.PLAIN, _idefics3_checks),
+    # Audio: packed rows are not proven isolated for any audio family (no tiny-model test yet): Collate.PLAIN.
+    Family("qwen2-audio", "Qwen2AudioProcessor", ("qwen2_audio",), audio=_QWEN2_AUDIO),
+    Family("qwen2.5-omni", "Qwen2_5OmniProcessor", ("qwen2_5_omni",), audio=_QWEN2_5_OMNI),
+    Family("gemma3n", "Gemma3nProcessor", ("gemma3n",), audio=_GEMMA3N),
+    Family("phi4-multimodal", "Phi4MultimodalProcessor", ("phi4_multimodal",), audio=_PHI4),
 )}  # fmt: skip
 
 
@@ -211,6 +238,21 @@ def family(processor: Any) -> Family:
     if why:
         raise ConfigError(why)
     return found
+
+
+def audio_rule(processor: Any) -> AudioRule:
+    """The audio count rule of a loaded processor, read from its own settings (its family's row).
+
+    Raises:
+        ConfigError: a processor with no audio rule here (the supported classes are listed).
+    """
+    name = type(processor).__name__
+    found = FAMILIES.get(name)
+    if found is None or found.audio is None:
+        why = UNSUPPORTED.get(name, "it has no audio count rule in ftdata")
+        counted = ", ".join(sorted(f.processor for f in FAMILIES.values() if f.audio is not None))
+        raise ConfigError(f"processor {name}: {why}; audio is counted for {counted}")
+    return found.audio.rule(processor)
 
 
 def by_model_type(model_type: str) -> Family | None:
@@ -252,6 +294,6 @@ def check_model_config(processor: Any, config: Any) -> None:
 
 
 __all__ = [
-    "FAMILIES", "Check", "Collate", "Counts", "Family", "ImageRule", "by_model_type", "check_model_config", "family",
+    "FAMILIES", "AudioCounting", "Check", "Collate", "Counts", "Family", "ImageRule", "audio_rule", "by_model_type", "check_model_config", "family",
     "packable_model_types", "processor_class", "supported",
 ]  # fmt: skip

@@ -3,7 +3,7 @@
     <|vision_start|><|image_pad|> x 378<|vision_end|>   ->   [image 512x600, 378 tokens: grace_hopper.jpg]
 
 Preview shows each item as that one marker (and one row of the --tokens table) instead of
-hundreds of pad tokens; stats counts items (by kind) and their placeholder tokens per example.
+hundreds of pad tokens; stats counts items (by kind) and their placeholder tokens per example, and audio's seconds and tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ def marker(placed: Any) -> str:
 def media_counts(rendered: Rendered) -> tuple[Counter[str], int]:
     """(items by kind, their placeholder tokens) of one rendered example."""
     return Counter(p.item.kind.value for p in rendered.media), sum(p.item.expansion.pads for p in rendered.media)
+
+
+def audio_counts(rendered: Rendered) -> tuple[int, int]:
+    """(milliseconds of audio, audio placeholder tokens) of one rendered example (what stats reports per record)."""
+    clips = [p.item for p in rendered.media if p.item.seconds is not None]
+    return round(sum(c.seconds for c in clips) * 1000), sum(c.expansion.pads for c in clips)
 
 
 def collapse_segments(segments: list[Any], rendered: Rendered) -> list[Any]:
@@ -69,4 +75,4 @@ def collapse_tokens(tokens: list[Any], offsets: list[tuple[int, int]], prefix: i
     return out
 
 
-__all__ = ["collapse_segments", "collapse_tokens", "marker", "media_counts"]
+__all__ = ["audio_counts", "collapse_segments", "collapse_tokens", "marker", "media_counts"]

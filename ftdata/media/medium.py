@@ -39,7 +39,8 @@ class Item:
     expansion: Expansion
     width: int | None = None  # images: the size the processor sees (EXIF orientation applied)
     height: int | None = None
-    seconds: float | None = None  # audio
+    seconds: float | None = None  # audio: the clip's length (its header's frames at its own rate)
+    dropped: float = 0.0  # audio: seconds past the processor's window that it drops (audio_window="cut")
 
     def column(self, start: int) -> dict[str, Any]:
         """The row's `media` item: `start` is the index in `input_ids` of its first placeholder token."""

@@ -78,7 +78,7 @@ def _load(folder: str, tokenizer: Any) -> Any:
         raise ConfigError(f"processor {folder!r} is not a folder; give the folder a model repo ships (tokenizer, preprocessor_config.json, chat template)")
     pre = _json(path / "preprocessor_config.json")
     settings = {**_json(path / "processor_config.json")}
-    if not pre:
+    if not pre and not settings:
         raise ConfigError(f"processor folder {folder!r} has no preprocessor_config.json (the image processor's settings)")
     name = settings.get("processor_class") or pre.get("processor_class") or processor_class(pre, _json(path / "config.json"))
     cls = getattr(transformers, str(name), None) if name else None
@@ -88,6 +88,10 @@ def _load(folder: str, tokenizer: Any) -> Any:
             "(set processor_class in preprocessor_config.json or processor_config.json)"
         )
     go_offline()
+    if FAMILIES[str(name)].audio is not None:
+        return _load_audio(folder, str(name))
+    if not pre:
+        raise ConfigError(f"processor folder {folder!r} has no preprocessor_config.json (the image processor's settings)")
     image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil", local_files_only=True)
     tok = tokenizer if tokenizer is not None else load_tokenizer(folder)
     params = inspect.signature(cls.__init__).parameters
@@ -107,6 +111,23 @@ def _load(folder: str, tokenizer: Any) -> Any:
     family(processor)
     if (path / "config.json").is_file():
         check_model_config(processor, _json(path / "config.json"))
+    return processor
+
+
+def _load_audio(folder: str, name: str) -> Any:
+    """An audio-language processor (Qwen2-Audio, Gemma 3n, Phi-4-multimodal) as its folder saves it: its feature
+    extractor runs on numpy (no torchaudio); an image processor that needs torchvision is refused in one line."""
+    import transformers
+
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+    except ImportError as exc:
+        raise ConfigError(f"processor {name} needs a package that is not installed: {str(exc).strip().splitlines()[0]}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"processor folder {folder!r}: cannot load {name}: {str(exc).strip().splitlines()[0]}") from None
+    family(processor)
+    if (Path(folder) / "config.json").is_file():
+        check_model_config(processor, _json(Path(folder) / "config.json"))
     return processor
 
 

@@ -19,6 +19,10 @@ How records name each kind is one row of `SHAPES` (docs/media.md):
 - LLaMA-Factory / ShareGPT: `<image>` tags in the text and an `images` column;
 - Hugging Face datasets with an `Image` feature: the column's values (`{"bytes", "path"}` or PIL images).
 
+Audio the same way: `{"type": "audio", "audio"|"path"|"url": ...}` and `{"type": "audio_url", ...}` parts
+(transformers), OpenAI's `{"type": "input_audio", "input_audio": {"data": BASE64, "format": "wav"}}`, `<audio>`
+tags with an `audios` column (LLaMA-Factory), and a datasets `Audio` column read undecoded (`{"bytes", "path"}`).
+
 Text parts are joined with nothing between them (what OpenAI and the Qwen-VL templates write).
 This module imports nothing heavy: formats.py uses it on every record.
 """
@@ -42,6 +46,7 @@ class MediaKind(StrEnum):
     """A kind of media a record can carry (the `kind` of a row's `media` item)."""
 
     IMAGE = "image"
+    AUDIO = "audio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,8 @@ class Shape:
 
 SHAPES = (
     Shape(MediaKind.IMAGE, ("image", "image_url", "input_image"), ("image", "image_url", "url", "path"), ("images", "image"), "<image>"),
+    # OpenAI's {"type": "input_audio", "input_audio": {"data": BASE64, "format": "wav"}} keeps its mapping whole.
+    Shape(MediaKind.AUDIO, ("audio", "input_audio", "audio_url"), ("audio", "input_audio", "audio_url", "url", "path"), ("audios", "audio"), "<audio>"),
 )
 MEDIA_COLUMNS = tuple(c for s in SHAPES for c in s.columns)
 PLACED = "{n} {kind}(s) placed before the first user text: the messages hold no placeholder (TRL's prepare_multimodal_messages)"
@@ -109,7 +116,8 @@ def content_parts(parts: list[Any], *, location: Location, field: str) -> tuple[
         else:
             raise RecordError(
                 f"has a content part {str(part)[:60]!r} that is neither text nor media; ftdata reads "
-                "{'type': 'text', 'text': ...} and {'type': 'image', 'image': PATH} / {'type': 'image_url', ...} parts",
+                "{'type': 'text', 'text': ...}, {'type': 'image', 'image': PATH} / {'type': 'image_url', ...} and "
+                "{'type': 'audio', 'audio': PATH} / {'type': 'input_audio', ...} parts",
                 location=location, field=where,
             )  # fmt: skip
         if MEDIA in texts[-1] and kind is None:

@@ -29,7 +29,7 @@ from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
-from ftdata.media.inspect import media_counts
+from ftdata.media.inspect import audio_counts, media_counts
 
 POLICIES = (
     TruncationPolicy.KEEP_RESPONSE, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END,
@@ -54,6 +54,8 @@ class RecordStats:
     media: int = 0  # media items in the example (a build with a processor)
     media_tokens: int = 0  # their placeholder tokens
     kinds: tuple[tuple[str, int], ...] = ()  # items by kind
+    audio_ms: int = 0  # milliseconds of audio in the example (its clips' lengths)
+    audio_tokens: int = 0  # the clips' placeholder tokens
     kept_media_tokens: tuple[int, ...] = ()  # placeholder tokens of each kept sequence (a build with a processor)
 
 
@@ -78,12 +80,14 @@ def summarize(measured: Measured, kept: Truncated, *, stage: Stage) -> RecordSta
     outcomes = tuple(_outcome(stage, measured, each)[:2] for each in POLICIES)
     rows = kept.rows
     kinds, media_tokens = media_counts(measured.rendered)
+    audio_ms, audio_tokens = audio_counts(measured.rendered)
     return RecordStats(
         format=measured.example.format, total=measured.total, response=response, trained=trained,
         outcomes=outcomes, kept=tuple(len(ids) for ids, _ in rows),
         kept_trained=sum(count_trained(labels) for _, labels in rows),
         kept_first_trained=sum(1 for _, labels in rows if labels and labels[0] != IGNORE_INDEX),
-        media=sum(kinds.values()), media_tokens=media_tokens, kinds=tuple(kinds.items()),
+        media=sum(kinds.values()), media_tokens=media_tokens, kinds=tuple(kinds.items()), audio_ms=audio_ms,
+        audio_tokens=audio_tokens,
         kept_media_tokens=tuple(stage.media.tokens(ids) for ids, _ in rows) if stage.media else (),
     )  # fmt: skip
 
@@ -130,6 +134,8 @@ class DataStats:
     media: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # media items per example
     media_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # their placeholder tokens per example
     kinds: Counter[str] = field(default_factory=Counter)  # media items by kind
+    audio_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # milliseconds of audio per example
+    audio_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # audio placeholder tokens per example
     policies: list[PolicyOutcome] = field(default_factory=list)
     epoch: Epoch | None = None
 
@@ -184,6 +190,9 @@ class DataStats:
         if self.media.any():
             out["media"] = {"total": int(self.media.sum()), "kinds": dict(self.kinds), "per_example": describe(self.media),
                             "tokens_per_example": describe(self.media_tokens)}  # fmt: skip
+        if self.audio_ms.any():
+            out["audio"] = {"seconds": round(int(self.audio_ms.sum()) / 1000, 3), "tokens": int(self.audio_tokens.sum()),
+                            "ms_per_example": describe(self.audio_ms), "tokens_per_example": describe(self.audio_tokens)}  # fmt: skip
         return out
 
 
@@ -233,7 +242,8 @@ class _Accumulator:
 
     def __init__(self, stats: DataStats):
         self.stats = stats
-        self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": [], "media": [], "media_tokens": []}
+        self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": [], "media": [], "media_tokens": [],
+                                                "audio_ms": [], "audio_tokens": []}  # fmt: skip
         self.kept: list[int] = []
         self.kept_media_tokens: list[int] = []
         self.kept_trained = 0
@@ -257,9 +267,8 @@ class _Accumulator:
 
     def finish(self, *, max_length: int, seed: int, test_size: float | int | None) -> DataStats:
         stats = self.stats
-        stats.total, stats.response, stats.trained, stats.media, stats.media_tokens = (
-            np.asarray(self.columns[k], dtype=np.int64) for k in ("total", "response", "trained", "media", "media_tokens")
-        )
+        for name, values in self.columns.items():
+            setattr(stats, name, np.asarray(values, dtype=np.int64))
         stats.policies = self.policies
         stats.epoch = _epoch(
             self.kept, self.kept_trained, self.kept_first_trained, max_length=max_length, seed=seed, test_size=test_size,

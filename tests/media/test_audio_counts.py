@@ -19,11 +19,12 @@ from ftdata.media.audio_families import (
     AudioCount,
     AudioFamily,
     WhisperConvRule,
-    audio_rule,
+
     count_audio,
     window_exceeded,
 )  # fmt: skip
 from ftdata.media.audio_files import AudioFormat, AudioHeader, load_audio, read_header
+from ftdata.media.families import audio_rule
 from ftdata.outcomes import RejectCode
 
 __all__ = ["gemma3n", "phi4", "qwen2_audio"]  # session fixtures used by name below

@@ -59,7 +59,7 @@ def test_placeholder_count_mismatch_is_a_typed_reject():
 
 def test_unknown_part_is_malformed():
     with pytest.raises(RecordError, match="neither text nor media"):
-        one({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "audio", "audio": "a.wav"}]},
+        one({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "video", "video": "a.mp4"}]},
                           {"role": "assistant", "content": "x"}]})  # fmt: skip
 
 

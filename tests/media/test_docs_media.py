@@ -81,3 +81,33 @@ def test_documented_rows_and_rejects_are_real(clone, tmp_path):
         assert json.dumps({k: row[k] for k in ("media", "trained")}).replace(f"{here}/", "/abs/examples/media/") in doc
     for line in (out / "rejects.jsonl").read_text().splitlines():
         assert line in doc
+
+
+def test_the_audio_section_shows_real_output(clone):
+    """docs/media.md's Audio block: each command run in the clone (the example folder made by make_audio_processor.py);
+    every line it shows (bar `...`) comes out, in order."""
+    doc = (ROOT / "docs" / "media.md").read_text(encoding="utf-8")
+    block = re.search(r"## Audio\n.*?```console\n(.*?)```", doc, re.S)
+    assert block is not None
+    _run("python examples/media/make_audio_processor.py", clone)
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.group(1).splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif line != "...":
+            steps[-1][1].append(line)
+    for command, shown in steps:
+        if "--packing" in command:  # refused: the one-line error is the output
+            old = Path.cwd()
+            os.chdir(clone)
+            try:
+                result = CliRunner().invoke(app, shlex.split(command)[1:])
+            finally:
+                os.chdir(old)
+            assert result.exit_code != 0 and shown == [result.output.strip()]
+            continue
+        out = _run(command.replace("-o OUT", f"-o {clone / 'OUT'}"), clone).splitlines()
+        at = 0
+        for line in shown:
+            assert line in out[at:], (command, line)
+            at = out.index(line, at) + 1

@@ -196,8 +196,8 @@ def test_images_that_cannot_fit_are_rejected_before_any_trial(qwen_dir, images, 
     assert result.report.rejected == {"media_too_long": 1}
     reject = json.loads((tmp_path / "out" / "rejects.jsonl").read_text().splitlines()[0])
     assert reject["reason"] == (
-        "media too long: the last exchange's images take 380 tokens, which are never cut, and with the response's 5 tokens "
-        "they do not fit max_length 300; raise max_length or lower the processor's max_pixels (407 tokens > max_length 300)"
+        "media too long: the last exchange's media items take 380 tokens, which are never cut, and with the response's 5 tokens "
+        "they do not fit max_length 300; raise max_length, lower the processor's max_pixels or shorten the clips (407 tokens > max_length 300)"
     )
 
 
