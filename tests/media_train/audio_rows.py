@@ -12,7 +12,6 @@ equal, and the helper can be swapped for it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import transformers
@@ -44,6 +43,7 @@ def qwen2_audio_processor(folder: Path):
     tokenizer = AutoTokenizer.from_pretrained(str(QWEN_TOKENIZER), extra_special_tokens=extra)
     fe = WhisperFeatureExtractor(feature_size=128, return_attention_mask=True)
     Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(str(folder))
+    fe.save_pretrained(str(folder))  # preprocessor_config.json, as the model repo ships it
     return AutoProcessor.from_pretrained(str(folder))
 
 
@@ -69,12 +69,12 @@ def audio_rows(processor, chats=CHATS) -> list[dict]:
 
 
 def qwen2_audio_config(tokenizer, **text):
-    """A tiny Qwen2-Audio (1 encoder layer, d_model 16; 1 text layer, hidden 32) for `tokenizer`'s vocabulary."""
+    """A tiny Qwen2-Audio (1 encoder layer, d_model 16; 2 text layers, hidden 64) for `tokenizer`'s vocabulary."""
     return transformers.Qwen2AudioConfig(
         audio_config={"d_model": 16, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 32,
                       "num_mel_bins": 128, "max_source_positions": 1500},
-        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, **text},
+        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, **text},
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )  # fmt: skip
 
@@ -87,5 +87,4 @@ def qwen2_audio_folders(tmp: Path) -> tuple[Path, Path, object]:
     torch.manual_seed(0)
     model = tmp / "model"
     transformers.Qwen2AudioForConditionalGeneration(qwen2_audio_config(processor.tokenizer)).save_pretrained(str(model))
-    json.loads((tmp / "processor" / "preprocessor_config.json").read_text())  # the folder is a processor folder
     return model, tmp / "processor", processor
