@@ -47,6 +47,7 @@ import torch
 from ftdata.errors import ConfigError, RecordError
 from ftdata.media.column import MEDIA_FIELD
 from ftdata.media.families import Collate, by_model_type, packable_model_types
+from ftdata.media.audio_files import load_audio
 from ftdata.media.images import DIGEST, load_image
 from ftdata.types import IGNORE_INDEX
 
@@ -60,26 +61,28 @@ class ModelFacts:
     """What the collator needs from the model's config (picklable: no model inside)."""
 
     model_type: str
-    image_token_id: int
+    image_token_id: int | None
     pad_token_id: int = 0
     merge_size: int = 1  # Qwen: features per image = grid t*h*w / merge_size**2
     tokens_per_image: int | None = None  # Gemma 3: every image makes this many features
     sliding_window: int | None = None
     layer_types: tuple[str, ...] = ()
+    audio_token_id: int | None = None
 
     @classmethod
     def of(cls, config: Any, *, pad_token_id: int = 0) -> ModelFacts:
-        """From the config of a model that reads media (Qwen2-VL, Qwen2.5-VL, Gemma 3, ...)."""
+        """From the config of a model that reads media (Qwen2-VL, Qwen2.5-VL, Gemma 3, Qwen2-Audio, ...)."""
         text = config.get_text_config()
-        image_token = getattr(config, "image_token_id", None)
-        if image_token is None:
-            image_token = getattr(config, "image_token_index", None)
-        if image_token is None:
-            raise ConfigError(f"model type {config.model_type!r} names no image token (image_token_id) in its config")
+        image_token, audio_token = _token_id(config, "image"), _token_id(config, "audio")
+        if image_token is None and audio_token is None:
+            raise ConfigError(
+                f"model type {config.model_type!r} names no image or audio token (image_token_id, audio_token_id) in its config"
+            )
         vision = getattr(config, "vision_config", None)
         return cls(
             model_type=config.model_type,
-            image_token_id=int(image_token),
+            image_token_id=image_token,
+            audio_token_id=audio_token,
             pad_token_id=pad_token_id,
             merge_size=int(getattr(vision, "spatial_merge_size", 1) or 1),
             tokens_per_image=getattr(config, "mm_tokens_per_image", None),
@@ -87,11 +90,59 @@ class ModelFacts:
             layer_types=tuple(getattr(text, "layer_types", None) or ()),
         )
 
+    def placeholder(self, kind: str) -> int:
+        """The token id whose run stands for one item of `kind` ("image" or "audio").
+
+        Raises:
+            ConfigError: the model reads no items of that kind.
+        """
+        token = {"image": self.image_token_id, "audio": self.audio_token_id}.get(kind)
+        if token is None:
+            raise ConfigError(f"model type {self.model_type!r} reads no {kind} items (its config names no {kind} token)")
+        return token
+
     @property
     def collate(self) -> Collate:
         """What the collator sends the model: the family table's row for this model type (PLAIN without one)."""
         found = by_model_type(self.model_type)
         return found.collate if found is not None else Collate.PLAIN
+
+
+def _token_id(config: Any, kind: str) -> int | None:
+    """`{kind}_token_id` (or `{kind}_token_index`) of a config, None when it names none."""
+    for name in (f"{kind}_token_id", f"{kind}_token_index"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def load_clips(refs: Sequence[str], audio_dir: Path | None, *, rate: int) -> list[Any]:
+    """The clips as the processor reads them (decoded, mono, resampled to `rate` with soxr), in order;
+    `sha256:` refs under `audio_dir`.
+
+    Raises:
+        RecordError: a file is missing (the message says where it was looked for) or cannot be decoded.
+    """
+    out = []
+    for ref in refs:
+        inline = ref.startswith(DIGEST)
+        if inline and audio_dir is None:
+            raise RecordError(f"inline clip {ref} not found in no audio folder (pass the build's OUT/audio)", field=MEDIA_FIELD)
+        source = _stored(ref, audio_dir) if inline else ref
+        if source is None or not Path(source).is_file():
+            where = f"inline clip {ref} not found in {audio_dir}" if inline else f"audio file {ref} is missing (moved since the build?)"
+            raise RecordError(where, field=MEDIA_FIELD)
+        out.append(load_audio(str(source), rate=rate, field=MEDIA_FIELD))
+    return out
+
+
+def _stored(ref: str, folder: Path | None) -> Path | None:
+    """The file an inline `sha256:<hex>` item was written to: `<hex>.<ext>` in `folder`."""
+    if folder is None:
+        return None
+    found = sorted(folder.glob(f"{ref[len(DIGEST):]}.*"))
+    return found[0] if found else None
 
 
 def load_images(refs: Sequence[str], image_dir: Path | None) -> list[Any]:
@@ -133,6 +184,12 @@ class MediaCollator:
             called per sequence.
         image_dir: where `sha256:` items live (the build's `OUT/images`).
         dtype: dtype of the explicit masks (BLOCKS): the model's compute dtype.
+        audio_processor: for audio items, the model's whole processor (Qwen2-Audio's, Gemma 3n's, ...):
+            it runs on one audio token per clip, so its own expansion of each clip is the count the
+            features imply, and its own outputs are what the model gets (filtered by `audio_inputs`).
+        audio_inputs: the names the model's forward takes (`model_inputs(model)`); the audio
+            processor's outputs outside them (input_ids, num_audio_tokens, ...) are dropped.
+        audio_dir: where `sha256:` clips live (the build's `OUT/audio`).
     """
 
     image_processor: Any
@@ -140,6 +197,9 @@ class MediaCollator:
     rope_index: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
     image_dir: Path | None = None
     dtype: torch.dtype = torch.float32
+    audio_processor: Any = None
+    audio_inputs: frozenset[str] = frozenset()
+    audio_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.facts.collate is Collate.MROPE and self.rope_index is None:
@@ -201,36 +261,75 @@ class MediaCollator:
             RecordError: a file is missing or unreadable.
             ConfigError: an item of a kind this model reads none of.
         """
-        self._check_spans(ids, items, item_row, examples)
-        if not items:
-            return {}
-        unread = sorted({item["kind"] for item in items} - {"image"})
+        unread = sorted({item["kind"] for item in items} - {"image", "audio"})
         if unread:
-            raise ConfigError(f"model type {self.facts.model_type!r} reads no {'/'.join(unread)} items; the collator reads images")
-        pixels = self.image_processor(images=load_images([im["ref"] for im in items], self.image_dir), return_tensors="pt")
-        self._check_features(pixels, items, item_row, examples)
-        return {k: v for k, v in pixels.items() if k in ("pixel_values", "image_grid_thw")}
+            raise ConfigError(f"the collator reads image and audio items, not {'/'.join(unread)}")
+        self._check_spans(ids, items, item_row, examples)
+        out: dict[str, torch.Tensor] = {}
+        images = [(item, b) for item, b in zip(items, item_row) if item["kind"] == "image"]
+        if images:
+            image_items, image_rows = [im for im, _ in images], [b for _, b in images]
+            if self.image_processor is None:
+                raise ConfigError(f"model type {self.facts.model_type!r} has no image processor for its image items")
+            pixels = self.image_processor(images=load_images([im["ref"] for im in image_items], self.image_dir), return_tensors="pt")
+            self._check_features(pixels, image_items, image_rows, examples)
+            out.update({k: v for k, v in pixels.items() if k in ("pixel_values", "image_grid_thw")})
+        clips = [(item, b) for item, b in zip(items, item_row) if item["kind"] == "audio"]
+        if clips:
+            out.update(self.audio_features([c for c, _ in clips], [b for _, b in clips], examples))
+        return out
+
+    def audio_features(self, items: list[dict], item_row: list[int], examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """The model's audio inputs for the audio `items` (Qwen2-Audio: `input_features`, `feature_attention_mask`):
+        each clip decoded and resampled to the feature extractor's rate, then the processor's own call on
+        one audio token per clip, whose expansion of each clip must equal the clip's `tokens`.
+
+        Raises:
+            FeatureMismatch: a clip's features imply another number of tokens than its span holds.
+            RecordError: a file is missing or unreadable.
+            ConfigError: no audio processor.
+        """
+        processor = self.audio_processor
+        if processor is None or getattr(processor, "feature_extractor", None) is None:
+            raise ConfigError(f"model type {self.facts.model_type!r}: the collator has no audio processor for its audio items")
+        rate = int(processor.feature_extractor.sampling_rate)
+        waves = load_clips([item["ref"] for item in items], self.audio_dir, rate=rate)
+        token = self.facts.placeholder("audio")
+        out = processor(text=[processor.audio_token] * len(waves), audio=waves, sampling_rate=rate, padding=True, return_tensors="pt")
+        made = (out["input_ids"] == token).sum(-1).tolist()  # the processor's own count, from the features it made
+        for k, (item, n, b) in enumerate(zip(items, made, item_row)):
+            if n != int(item["tokens"]):
+                raise FeatureMismatch(
+                    f"audio {_which(k, item_row)} ({item['ref']}, {float(item.get('seconds') or 0):.2f} s) makes {n} "
+                    f"features with this processor, but its span holds {item['tokens']} tokens: the data was built "
+                    "with another processor or from another file; build again with this one",
+                    field=f"{_row_name(examples[b], b)}: {MEDIA_FIELD}",
+                )  # fmt: skip
+        skip = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
+        return {k: v for k, v in out.items() if k not in skip and k in self.audio_inputs and isinstance(v, torch.Tensor)}
 
     def _check_spans(self, ids: torch.Tensor, items: list[dict], item_row: list[int], examples: Sequence) -> None:
-        """Each item's span holds exactly `tokens` placeholder tokens, and a row has none outside its spans."""
-        is_image = ids == self.facts.image_token_id
-        covered = torch.zeros_like(is_image)
+        """Each item's span holds exactly `tokens` placeholder tokens of its kind, and a row has none outside its spans."""
+        covered = torch.zeros_like(ids, dtype=torch.bool)
         for k, (item, b) in enumerate(zip(items, item_row)):
             start, tokens = int(item["start"]), int(item["tokens"])
-            run = _run_length(is_image[b], start)
-            if run != tokens or (start > 0 and bool(is_image[b, start - 1])):
+            is_kind = ids[b] == self.facts.placeholder(item["kind"])
+            run = _run_length(is_kind, start)
+            if run != tokens or (start > 0 and bool(is_kind[start - 1])):
                 raise FeatureMismatch(
                     f"{item['kind']} {_which(k, item_row)} ({item['ref']}) should span {tokens} placeholder tokens from "
                     f"token {start}, but the row holds a run of {run} there: the rows and their media disagree; "
                     "build again", field=f"{_row_name(examples[b], b)}: {MEDIA_FIELD}",
                 )  # fmt: skip
             covered[b, start : start + tokens] = True
-        stray = is_image & ~covered
-        if bool(stray.any()):
+        for kind, token in (("image", self.facts.image_token_id), ("audio", self.facts.audio_token_id)):
+            stray = (ids == token) & ~covered if token is not None else torch.zeros_like(covered)
+            if not bool(stray.any()):
+                continue
             b = int(stray.any(dim=1).nonzero()[0])
             raise FeatureMismatch(
-                f"{int(stray[b].sum())} image tokens lie outside every recorded image span (first at token "
-                f"{int(stray[b].nonzero()[0])}): the model would fill them with another image's features",
+                f"{int(stray[b].sum())} {kind} tokens lie outside every recorded {kind} span (first at token "
+                f"{int(stray[b].nonzero()[0])}): the model would fill them with another {kind}'s features",
                 field=f"{_row_name(examples[b], b)}: input_ids",
             )
 
@@ -326,6 +425,14 @@ class BlockMasks(dict):
 
     def sum(self) -> torch.Tensor:
         return self["tokens"].sum()
+
+
+def model_inputs(model: Any) -> frozenset[str]:
+    """The keyword names `model`'s forward takes (through a peft wrapper too)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return frozenset(inspect.signature(base.forward).parameters)
 
 
 def rope_index_of(model: Any) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:

@@ -4,8 +4,8 @@ SFTTrainer the media collator. `run.load_model` chooses this or the causal LM (`
 What differs from a text model (everything else is the text path: `ftdata train`, run folder,
 checkpoints, run.json):
 
-- The model loads with `AutoModelForImageTextToText` (Qwen2-VL, Qwen2.5-VL, Gemma 3, ...).
-- LoRA goes on the language model's linear layers only; the vision tower and the projector
+- The model loads with `AutoModelForMultimodalLM` (Qwen2-VL, Qwen2.5-VL, Gemma 3, ..., Qwen2-Audio).
+- LoRA goes on the language model's linear layers only; the vision (or audio) tower and the projector
   get no adapter, so they stay frozen (peft freezes every base weight). With `--no-lora` they
   are frozen explicitly and only the language model trains. With `quantization: 4bit/8bit`
   they are left unquantized (`llm_int8_skip_modules`): QLoRA quantizes the language model.
@@ -15,7 +15,9 @@ checkpoints, run.json):
   collator knows nothing of media; the media collator isolates packed rows itself). All of it
   reaches the trainer through `LoadedModel.media` (`MediaTraining`): trainer.py imports nothing here.
 - SFTTrainer wants a processor (not a tokenizer) for such rows; the processor is built from the
-  folder's parts, without the video processor (torchvision).
+  folder's parts, without the video processor (torchvision). An audio model's processor (its
+  preprocessor_config.json names a feature extractor) loads with `AutoProcessor`: no family of the
+  image table, its counts checked per batch by the collator.
 """
 
 from __future__ import annotations
@@ -34,17 +36,17 @@ from ftdata.errors import ConfigError
 from ftdata.media.families import Collate, check_model_config
 from ftdata.media.processors import load_processor
 from ftdata.train.config import Quantization, TrainConfig
-from ftdata.train.media_collator import MediaCollator, ModelFacts, rope_index_of
+from ftdata.train.media_collator import MediaCollator, ModelFacts, model_inputs, rope_index_of
 from ftdata.train.model import (
     Device, LoadedModel, _is_linear, check_cpu_4bit_shapes, keep_cpu_4bit_trainable, quantization_config, sync_pad_token,
     with_pad_token, with_run_template,
 )  # fmt: skip
 
-# Module names of the media side (vision towers, projectors) in the families ftdata trains: kept unquantized
-# and adapter-free.
-MEDIA_MODULES = ("visual", "vision_tower", "multi_modal_projector", "vision_model", "mm_projector")
+# Module names of the media side (vision and audio towers, projectors) in the families ftdata trains: kept
+# unquantized and adapter-free.
+MEDIA_MODULES = ("visual", "vision_tower", "multi_modal_projector", "vision_model", "mm_projector", "audio_tower")
 # A model config's part that reads media (the tower's own config).
-MEDIA_CONFIGS = ("vision_config",)
+MEDIA_CONFIGS = ("vision_config", "audio_config")
 
 
 def takes_media(path: Path) -> bool:
@@ -83,7 +85,9 @@ def save_parts_only(processor: Any, source: Path | None = None) -> None:
 
     def save(save_directory: str, **kwargs: Any) -> list[str]:
         processor.tokenizer.save_pretrained(save_directory)
-        processor.image_processor.save_pretrained(save_directory)
+        for part in ("image_processor", "feature_extractor"):
+            if getattr(processor, part, None) is not None:
+                getattr(processor, part).save_pretrained(save_directory)
         if extra is not None and extra.is_file():
             shutil.copyfile(extra, Path(save_directory) / extra.name)
         return [save_directory]
@@ -155,16 +159,17 @@ def load_media_for_training(cfg: TrainConfig, path: Path, device: Device) -> Loa
 
     folder = processor_folder(cfg, path)
     tokenizer = with_pad_token(with_run_template(load_tokenizer(cfg.tokenizer or str(folder)), cfg))
-    processor = load_processor(str(folder), tokenizer=tokenizer)
+    processor = media_processor(folder, tokenizer)
     if cfg.data_options.data.chat_template is not None:  # the run's template over the folder's (saved with the tokenizer)
         processor.chat_template = tokenizer.chat_template
     save_parts_only(processor, folder)
     model = load_media_model(path, quantization=cfg.quantization, device=device,
                              dtype=torch.float32 if not cfg.lora else device.dtype, tokenizer=processor.tokenizer)  # fmt: skip
-    check_model_config(processor, model.config)  # the model's own config, where the processor folder holds none
+    if not reads_audio(processor):  # the image family table's checks; audio counts are checked per batch
+        check_model_config(processor, model.config)  # the model's own config, where the processor folder holds none
     if cfg.quantization is not Quantization.NONE and device.kind == "cpu":
         keep_cpu_4bit_trainable(model)
-    collator = collator_for(model, processor, image_dir=image_folder(cfg), dtype=device.dtype)
+    collator = collator_for(model, processor, image_dir=image_folder(cfg), dtype=device.dtype, audio_dir=audio_folder(cfg))
     if cfg.lora:
         model = _add_language_lora(model, cfg)
     else:
@@ -173,14 +178,44 @@ def load_media_for_training(cfg: TrainConfig, path: Path, device: Device) -> Loa
                        media=MediaTraining(processor, collator))  # fmt: skip
 
 
+def reads_audio(processor: Any) -> bool:
+    """True for a processor with a feature extractor (Qwen2-Audio's, ...)."""
+    return getattr(processor, "feature_extractor", None) is not None
+
+
+def media_processor(folder: Path, tokenizer: Any) -> Any:
+    """The processor of `folder`: an audio model's (its preprocessor_config.json names a feature
+    extractor) with `AutoProcessor` and `tokenizer` in it, else an image family's (`load_processor`).
+
+    Raises:
+        ConfigError: the folder's processor cannot be loaded.
+    """
+    try:
+        pre = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pre = {}
+    if not (isinstance(pre, dict) and "feature_extractor_type" in pre and "image_processor_type" not in pre):
+        return load_processor(str(folder), tokenizer=tokenizer)
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"cannot load the audio processor of {str(folder)!r}: {str(exc).strip().splitlines()[0]}") from None
+    if not reads_audio(processor) or getattr(processor, "audio_token", None) is None:
+        raise ConfigError(f"processor {type(processor).__name__} in {str(folder)!r} names no feature extractor and audio token")
+    processor.tokenizer = tokenizer
+    return processor
+
+
 def load_media_model(path: Path, *, quantization: Quantization, device: Device, dtype: torch.dtype, tokenizer: Any) -> Any:
-    """The model at `path` (`AutoModelForImageTextToText`), its language model quantized as asked (the
-    vision tower and projector never), its pad and end ids those of `tokenizer`.
+    """The model at `path` (`AutoModelForMultimodalLM`), its language model quantized as asked (the
+    vision or audio tower and projector never), its pad and end ids those of `tokenizer`.
 
     Raises:
         ConfigError: the folder is not a model transformers knows as reading media.
     """
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForMultimodalLM
 
     quant = quantization_config(quantization, device.dtype)
     if quant is not None:
@@ -188,7 +223,7 @@ def load_media_model(path: Path, *, quantization: Quantization, device: Device, 
         quant.llm_int8_skip_modules = [rf"(?:.*\.)?{name}" for name in MEDIA_MODULES] + ["lm_head"]
     device_map: Any = {"": device.index} if device.kind == "cuda" else ({"": "cpu"} if quant is not None else None)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
+        model = AutoModelForMultimodalLM.from_pretrained(
             str(path), dtype=dtype, quantization_config=quant, device_map=device_map, local_files_only=True,
             trust_remote_code=False,
         )  # fmt: skip
@@ -208,11 +243,18 @@ def load_media_model(path: Path, *, quantization: Quantization, device: Device, 
     return model
 
 
-def collator_for(model: Any, processor: Any, *, image_dir: Path | None, dtype: torch.dtype) -> MediaCollator:
-    """The `MediaCollator` of `model` (before LoRA wraps it) with `processor`'s image processor."""
+def collator_for(
+    model: Any, processor: Any, *, image_dir: Path | None, dtype: torch.dtype, audio_dir: Path | None = None
+) -> MediaCollator:
+    """The `MediaCollator` of `model` (before LoRA wraps it) with `processor`'s image processor, or the
+    whole processor for audio (the model's forward names pick what of its output the model gets)."""
     facts = ModelFacts.of(model.config, pad_token_id=processor.tokenizer.pad_token_id)
     rope = rope_index_of(model) if facts.collate is Collate.MROPE else None
-    return MediaCollator(processor.image_processor, facts, rope_index=rope, image_dir=image_dir, dtype=dtype)
+    audio = processor if reads_audio(processor) else None
+    return MediaCollator(
+        getattr(processor, "image_processor", None), facts, rope_index=rope, image_dir=image_dir, dtype=dtype,
+        audio_processor=audio, audio_inputs=model_inputs(model) if audio is not None else frozenset(), audio_dir=audio_dir,
+    )  # fmt: skip
 
 
 def image_folder(cfg: TrainConfig) -> Path:
@@ -224,6 +266,12 @@ def image_folder(cfg: TrainConfig) -> Path:
     if cfg.data_options.data.image_dir:
         return Path(cfg.data_options.data.image_dir).expanduser()
     return data / "images" if data is not None and (data / "images").is_dir() else default_store()
+
+
+def audio_folder(cfg: TrainConfig) -> Path | None:
+    """Where the run's `sha256:` clips live: the build folder's `audio/` (None without one)."""
+    data = Path(cfg.data).expanduser() if cfg.data else None
+    return data / "audio" if data is not None and (data / "audio").is_dir() else None
 
 
 def _add_language_lora(model: Any, cfg: TrainConfig) -> Any:
