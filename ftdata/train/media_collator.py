@@ -128,7 +128,7 @@ def load_clips(refs: Sequence[str], audio_dir: Path | None, *, rate: int) -> lis
     for ref in refs:
         inline = ref.startswith(DIGEST)
         if inline and audio_dir is None:
-            raise RecordError(f"inline clip {ref} not found in no audio folder (pass the build's OUT/audio)", field=MEDIA_FIELD)
+            raise RecordError(f"inline clip {ref}: no media store given (the build's OUT/images)", field=MEDIA_FIELD)
         source = _stored(ref, audio_dir) if inline else ref
         if source is None or not Path(source).is_file():
             where = f"inline clip {ref} not found in {audio_dir}" if inline else f"audio file {ref} is missing (moved since the build?)"
@@ -189,7 +189,7 @@ class MediaCollator:
             features imply, and its own outputs are what the model gets (filtered by `audio_inputs`).
         audio_inputs: the names the model's forward takes (`model_inputs(model)`); the audio
             processor's outputs outside them (input_ids, num_audio_tokens, ...) are dropped.
-        audio_dir: where `sha256:` clips live (the build's `OUT/audio`).
+        audio_dir: where `sha256:` clips live (the one media store: the build's `OUT/images`).
     """
 
     image_processor: Any

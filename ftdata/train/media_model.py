@@ -169,7 +169,7 @@ def load_media_for_training(cfg: TrainConfig, path: Path, device: Device) -> Loa
         check_model_config(processor, model.config)  # the model's own config, where the processor folder holds none
     if cfg.quantization is not Quantization.NONE and device.kind == "cpu":
         keep_cpu_4bit_trainable(model)
-    collator = collator_for(model, processor, image_dir=image_folder(cfg), dtype=device.dtype, audio_dir=audio_folder(cfg))
+    collator = collator_for(model, processor, image_dir=image_folder(cfg), dtype=device.dtype, audio_dir=image_folder(cfg))  # one media store
     if cfg.lora:
         model = _add_language_lora(model, cfg)
     else:
@@ -258,20 +258,14 @@ def collator_for(
 
 
 def image_folder(cfg: TrainConfig) -> Path:
-    """Where the run's `sha256:` images live: `image_dir` of the data options, else the build folder's
-    `images/`, else the image store a build of raw data writes them to (`~/.cache/ftdata/images`)."""
+    """Where the run's `sha256:` images and clips live (one media store): `image_dir` of the data options, else
+    the build folder's `images/`, else the store a build of raw data writes them to (`~/.cache/ftdata/images`)."""
     from ftdata.media.images import default_store
 
     data = Path(cfg.data).expanduser() if cfg.data else None
     if cfg.data_options.data.image_dir:
         return Path(cfg.data_options.data.image_dir).expanduser()
     return data / "images" if data is not None and (data / "images").is_dir() else default_store()
-
-
-def audio_folder(cfg: TrainConfig) -> Path | None:
-    """Where the run's `sha256:` clips live: the build folder's `audio/` (None without one)."""
-    data = Path(cfg.data).expanduser() if cfg.data else None
-    return data / "audio" if data is not None and (data / "audio").is_dir() else None
 
 
 def _add_language_lora(model: Any, cfg: TrainConfig) -> Any:

@@ -16,7 +16,7 @@ pytest.importorskip("peft")
 pytest.importorskip("soxr")
 datasets = pytest.importorskip("datasets")
 
-from audio_rows import QWEN_TOKENIZER, SHARED_AUDIO, audio_rows, qwen2_audio_folders  # noqa: E402
+from audio_rows import CHATS, QWEN_TOKENIZER, SHARED_AUDIO, audio_rows, qwen2_audio_folders  # noqa: E402
 
 from ftdata.train import TrainConfig, train  # noqa: E402
 
@@ -59,3 +59,31 @@ def test_tiny_qwen2_audio_trains_with_falling_loss(run):
     assert batch["feature_attention_mask"].shape == (4, 3000)
     adapter = Path(result.output_dir)
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "preprocessor_config.json").is_file()
+
+
+def test_ftdata_build_makes_the_rows_the_collator_was_tested_on_and_they_train(tmp_path):
+    """The build path (ftdata.build with the processor folder) and the processor's own rows agree token for
+    token, media column included; a run on the build's OUT folder trains (the clips found where they are)."""
+    import json
+
+    import ftdata
+
+    model, processor_dir, processor = qwen2_audio_folders(tmp_path)
+    data = tmp_path / "chat.jsonl"
+    with data.open("w", encoding="utf-8") as fh:
+        for clip, question, answer in CHATS:
+            user = {"role": "user", "content": [{"type": "audio", "path": str(clip)}, {"type": "text", "text": question}]}
+            fh.write(json.dumps({"messages": [user, {"role": "assistant", "content": answer}]}) + "\n")
+    built = ftdata.build(str(data), tmp_path / "out", processor=str(processor_dir), cache=False)
+    expected = audio_rows(processor)
+    for got, want in zip(built.dataset, expected, strict=True):
+        assert got["input_ids"] == want["input_ids"] and got["labels"] == want["labels"]
+        ((item,), (oracle,)) = got["media"], want["media"]
+        assert {k: item[k] for k in ("kind", "ref", "start", "tokens")} == {k: oracle[k] for k in ("kind", "ref", "start", "tokens")}
+        assert item["seconds"] == pytest.approx(oracle["seconds"], abs=1e-3)
+    result = train(TrainConfig(
+        model=str(model), processor=str(processor_dir), data=str(tmp_path / "out"), quantization="none", lora_r=8,
+        lora_alpha=16, max_steps=2, learning_rate=1e-2, per_device_train_batch_size=4, logging_steps=1,
+        save_strategy="no", eval_strategy="no", output_dir=str(tmp_path / "runs"), run_name="built",
+    ))  # fmt: skip
+    assert math.isfinite(result.metrics["last_loss"])
