@@ -154,6 +154,8 @@ SAMPLES = {
     "batch_size": ("64", 64),
     "rejects_path": ("/tmp/rejects.jsonl", "/tmp/rejects.jsonl"),
     "cache_dir": ("/tmp/cache", "/tmp/cache"),
+    "cache": ("false", False),
+    "audio_window": ("cut", "cut"),
     "max_reject_ratio": ("0.05", 0.05),
 }
 
