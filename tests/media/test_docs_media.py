@@ -19,7 +19,7 @@ from ftdata.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "media"
-README_BLOCK = re.compile(r"## Media \(images\)\n.*?```console\n(.*?)```", re.S)
+README_BLOCK = re.compile(r"## Media \(images[^)]*\)\n.*?```console\n(.*?)```", re.S)
 
 
 @pytest.fixture(scope="module")
