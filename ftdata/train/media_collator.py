@@ -48,7 +48,7 @@ from ftdata.errors import ConfigError, RecordError
 from ftdata.media.column import MEDIA_FIELD
 from ftdata.media.families import Collate, by_model_type, packable_model_types
 from ftdata.media.audio_files import load_audio
-from ftdata.media.images import DIGEST, load_image
+from ftdata.media.images import DIGEST, load_image, stored
 from ftdata.types import IGNORE_INDEX
 
 
@@ -129,20 +129,12 @@ def load_clips(refs: Sequence[str], audio_dir: Path | None, *, rate: int) -> lis
         inline = ref.startswith(DIGEST)
         if inline and audio_dir is None:
             raise RecordError(f"inline clip {ref}: no media store given (the build's OUT/images)", field=MEDIA_FIELD)
-        source = _stored(ref, audio_dir) if inline else ref
+        source = stored(ref, audio_dir) if inline else ref
         if source is None or not Path(source).is_file():
             where = f"inline clip {ref} not found in {audio_dir}" if inline else f"audio file {ref} is missing (moved since the build?)"
             raise RecordError(where, field=MEDIA_FIELD)
         out.append(load_audio(str(source), rate=rate, field=MEDIA_FIELD))
     return out
-
-
-def _stored(ref: str, folder: Path | None) -> Path | None:
-    """The file an inline `sha256:<hex>` item was written to: `<hex>.<ext>` in `folder`."""
-    if folder is None:
-        return None
-    found = sorted(folder.glob(f"{ref[len(DIGEST):]}.*"))
-    return found[0] if found else None
 
 
 def load_images(refs: Sequence[str], image_dir: Path | None) -> list[Any]:

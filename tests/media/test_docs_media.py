@@ -49,16 +49,22 @@ def _run(command: str, cwd: Path) -> str:
     return result.output
 
 
-def test_the_readme_example_runs_from_a_clone(clone):
-    """Each command of the README's media block runs in the clone; every line it shows (bar `...`) comes out, in order."""
-    block = README_BLOCK.search((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert block is not None
+def _steps(console: str) -> list[tuple[str, list[str]]]:
+    """A console block's commands, each with the lines it shows (bar `...`)."""
     steps: list[tuple[str, list[str]]] = []
-    for line in block.group(1).splitlines():
+    for line in console.splitlines():
         if line.startswith("$ "):
             steps.append((line[2:], []))
         elif line != "...":
             steps[-1][1].append(line)
+    return steps
+
+
+def test_the_readme_example_runs_from_a_clone(clone):
+    """Each command of the README's media block runs in the clone; every line it shows (bar `...`) comes out, in order."""
+    block = README_BLOCK.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert block is not None
+    steps = _steps(block.group(1))
     assert [c.split()[0] for c, _ in steps] == ["python", "ftdata", "ftdata"]
     for command, shown in steps:
         output = [line.rstrip() for line in _run(command, clone).splitlines()]
@@ -90,12 +96,7 @@ def test_the_audio_section_shows_real_output(clone):
     block = re.search(r"## Audio\n.*?```console\n(.*?)```", doc, re.S)
     assert block is not None
     _run("python examples/media/make_audio_processor.py", clone)
-    steps: list[tuple[str, list[str]]] = []
-    for line in block.group(1).splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        elif line != "...":
-            steps[-1][1].append(line)
+    steps = _steps(block.group(1))
     for command, shown in steps:
         if "--packing" in command:  # refused: the one-line error is the output
             old = Path.cwd()
