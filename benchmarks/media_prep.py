@@ -57,6 +57,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -202,19 +203,18 @@ def records_file(n: int, files: list[Path]) -> Path:
     return path
 
 
-def memory(sizes: list[int], files: list[Path], interval: float) -> None:
+def memory(sizes: list[int], records: Callable[[int], Path], processor: Path, interval: float, *, title: str) -> None:
+    """Peak anonymous memory of `ftdata build --processor` on `records(n)` at each size (from the cold: --no-cache)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from build_memory import sampled  # the same RssAnon/RssFile sampling as the text builds
 
-    processor = processor_folder(CACHE / "qwen2-vl-processor")
-    ftdata = [sys.executable, "-m", "ftdata"]
-    print(f"\n{'records':>10}{'anon MiB':>10}{'file MiB':>10}{'seconds':>9}{'anon ratio':>12}")
+    print(f"\n{title}\n{'records':>10}{'anon MiB':>10}{'file MiB':>10}{'seconds':>9}{'anon ratio':>12}")
     first = None
     for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="ftdata-vision-mem-") as tmp:
-            argv = [*ftdata, "build", str(records_file(n, files)), "--processor", str(processor), "-o",
-                    str(Path(tmp) / "out"), "--max-length", "2048"]  # fmt: skip
-            out = sampled(argv, Path(tmp), interval, what=f"ftdata build --processor at {n:,} records")
+        with tempfile.TemporaryDirectory(prefix="ftdata-media-mem-") as tmp:
+            argv = [sys.executable, "-m", "ftdata", "build", str(records(n)), "--processor", str(processor), "-o",
+                    str(Path(tmp) / "out"), "--max-length", "2048", "--no-cache"]  # fmt: skip
+            out = sampled(argv, Path(tmp), interval, what=f"ftdata build --processor ({title}) at {n:,} records")
         first = first or out["anon"]
         ratio = f"{out['anon'] / first:.2f}x" if n != sizes[0] else ""
         print(f"{n:>10,}{out['anon']:>10,.0f}{out['file']:>10,.0f}{out['seconds']:>9.0f}{ratio:>12}", flush=True)
@@ -395,23 +395,6 @@ def audio_records(n: int, clips: list[Path]) -> Path:
     return path
 
 
-def audio_memory(sizes: list[int], clips: list[Path], interval: float) -> None:
-    """Peak anonymous memory of `ftdata build --processor` (Qwen2-Audio) at each size: flat, no samples held."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from build_memory import sampled
-
-    processor = qwen2_audio_folder(CACHE / "qwen2-audio-processor")
-    print(f"\naudio build memory (Qwen2-Audio, one WAV clip a record)\n{'records':>10}{'anon MiB':>10}{'file MiB':>10}{'seconds':>9}{'anon ratio':>12}")
-    first = None
-    for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="ftdata-audio-mem-") as tmp:
-            argv = [sys.executable, "-m", "ftdata", "build", str(audio_records(n, clips)), "--processor", str(processor),
-                    "-o", str(Path(tmp) / "out"), "--max-length", "2048", "--no-cache"]  # fmt: skip
-            out = sampled(argv, Path(tmp), interval, what=f"ftdata build --processor (audio) at {n:,} records")
-        first = first or out["anon"]
-        ratio = f"{out['anon'] / first:.2f}x" if n != sizes[0] else ""
-        print(f"{n:>10,}{out['anon']:>10,.0f}{out['file']:>10,.0f}{out['seconds']:>9.0f}{ratio:>12}", flush=True)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -434,13 +417,16 @@ def main() -> None:
             for name in args.family or ["qwen2-audio", "gemma3n", "phi4"]:
                 audio_counting(name, args.clips, args.rounds)
         if not args.skip_memory:
-            audio_memory(sizes, audio_clips(CACHE / "audio", args.clips)["wav"], args.interval)
+            clips = audio_clips(CACHE / "audio", args.clips)["wav"]
+            memory(sizes, lambda n: audio_records(n, clips), qwen2_audio_folder(CACHE / "qwen2-audio-processor"),
+                   args.interval, title="audio build memory (Qwen2-Audio, one WAV clip a record)")  # fmt: skip
         return
     files = images(CACHE / "images")
     if not args.skip_counting:
         counting(files, args.rounds)
     if not args.skip_memory:
-        memory(sizes, files, args.interval)
+        memory(sizes, lambda n: records_file(n, files), processor_folder(CACHE / "qwen2-vl-processor"), args.interval,
+               title="image build memory (Qwen2-VL, one image a record)")  # fmt: skip
     if args.compare is not None:
         loop([ROOT, args.compare.resolve()], args.loop_records, files, args.rounds, args.turns)
 
