@@ -186,6 +186,48 @@ def test_build_json_records_the_task(char_tok, tmp_path) -> None:
     assert ftdata.load(tmp_path / "out").dataset.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
 
 
+# --- the sides share their prompt's renders, within the pair only ----------------------------------
+
+
+def counted_prompts(monkeypatch, stage) -> list[str]:
+    """The inference prompts (generation=True renders) the chat template really renders, in order."""
+    rendered: list[str] = []
+    chat = stage.renderer.chat
+    real = chat._render
+
+    def count(messages, **options):
+        text = real(messages, **options)
+        if options["generation"]:
+            rendered.append(text)
+        return text
+
+    monkeypatch.setattr(chat, "_render", count)
+    return rendered
+
+
+def test_a_pairs_prompts_are_rendered_once_for_both_sides_and_never_shared_across_records(char_tok, monkeypatch) -> None:
+    history = [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "2+2?"},
+    ]  # fmt: skip
+    record = {"prompt": history, "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]}
+    stage = compile_stage(char_tok, DataOptions(task="preference"))
+    alone = stage.run([(Location("h", index=0), record)]).outcomes[0][1]
+    prompts = counted_prompts(monkeypatch, stage)
+    ran = stage.run([(Location("h", index=i), record) for i in range(2)])
+    # Each record: the prompt of its history turn and its own, once each for its two sides.
+    assert len(prompts) == 4 and prompts[:2] == prompts[2:] and len(set(prompts)) == 2
+    assert all(item.row == alone.row for _, item, _ in ran.outcomes)
+
+
+def test_renders_outside_a_pair_are_not_shared(char_tok, monkeypatch) -> None:
+    stage = compile_stage(char_tok, DataOptions())
+    prompts = counted_prompts(monkeypatch, stage)
+    messages = [{"role": "user", "content": "2+2?"}]
+    stage.renderer.chat(messages, generation=True)
+    stage.renderer.chat(messages, generation=True)
+    assert len(prompts) == 2
+
+
 # --- truncation: the shared prompt cut once, never a completion -----------------------------------
 
 

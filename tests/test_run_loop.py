@@ -8,13 +8,15 @@ cuts by code, and the same sequences, tokens and trained tokens per epoch.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftdata.run import loop
+from ftdata.run import engine, loop
 from ftdata.build.api import prepare
 from ftdata.run.engine import Stage
 from ftdata.errors import FtdataError
@@ -85,3 +87,39 @@ def test_the_loop_reads_no_further_than_its_window(char_tok) -> None:
     assert list(parts) == [1, 1, 1] and report.records == 3
     with pytest.raises(FtdataError, match=r"no records to show \(offset 9\)$"):
         list(loop.run(rows[:4], stage, RunOptions(), _count, report=BuildReport(), window=(9, 3)))
+
+
+def test_a_run_starts_with_small_batches_that_double_up_to_the_batch_size() -> None:
+    rows = [{"instruction": f"q{i}", "output": "a"} for i in range(1100)]
+    sizes = [len(batch.records) for batch in loop.read_batches(rows, DataOptions(template="alpaca"), batch_size=300)]
+    assert sizes == [64, 128, 256, 300, 300, 52]
+    assert [len(b.records) for b in loop.read_batches(rows[:20], DataOptions(template="alpaca"), batch_size=8)] == [8, 8, 4]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=records, truncation=policies, slice_=st.integers(1, 4), first=st.integers(1, 3), batch_size=st.integers(1, 6))
+def test_how_the_work_is_cut_up_never_changes_what_is_built(
+    char_tok, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], truncation: str, slice_: int, first: int, batch_size: int
+) -> None:  # fmt: skip
+    """Batches, their first sizes and the slices a batch is rendered and tokenized in: the rows, the
+    rejects and the counts are those of one batch rendered whole."""
+    options: dict[str, Any] = {"template": "alpaca", "max_length": 220, "truncation": truncation, "on_error": "skip"}
+
+    def built() -> tuple[Any, ...]:
+        with tempfile.TemporaryDirectory() as tmp:
+            rejects = Path(tmp) / "rejects.jsonl"
+            try:
+                result = prepare(rows, tokenizer=char_tok, batch_size=batch_size, rejects_path=str(rejects), **options)
+            except FtdataError as exc:
+                return (str(exc),)
+            report = result.report
+            return result.dataset.to_list(), rejects.read_text(), dict(report.rejected), dict(report.cut), report.tokens
+
+    with monkeypatch.context() as whole:
+        whole.setattr(engine, "SLICE", 10**6)
+        whole.setattr(loop, "FIRST_BATCH", 10**6)
+        expected = built()
+    with monkeypatch.context() as cut:
+        cut.setattr(engine, "SLICE", slice_)
+        cut.setattr(loop, "FIRST_BATCH", first)
+        assert built() == expected

@@ -7,9 +7,12 @@ diagnostics and one fact the masker needs: the end-of-turn marker after an assis
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, NamedTuple
 
@@ -26,13 +29,40 @@ from ftdata.chat.stops import (
 
 __all__ = [  # the token and stop-token helpers live in ftdata.chat.stops; they stay importable from here
     "ChatRenderer", "RoleMarkers", "SystemSupport", "common_token_prefix", "control_tokens", "detect_role_markers",
-    "first_token", "model_stop_tokens", "one_token",
+    "first_token", "model_stop_tokens", "one_token", "shared_renders",
 ]  # fmt: skip
 
 SystemSupport = Literal["native", "folded", "ignored", "raises"]
 
 # "26 Jul 2024", "2024-07-26", "July 26, 2024": a date line makes renders depend on the day.
 _DATE = re.compile(r"\b\d{1,2} [A-Z][a-z]{2,8} \d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b[A-Z][a-z]{2,8} \d{1,2}, \d{4}\b")
+
+
+# The renders of one unit of work (the sides of one preference pair), by their arguments; None outside one.
+# A context variable: each build thread has its own, so a pair's renders are never another thread's.
+_SHARED: ContextVar[dict[str, str] | None] = ContextVar("ftdata_shared_renders", default=None)
+
+
+@contextmanager
+def shared_renders() -> Iterator[None]:
+    """Inference prompts (generation=True renders) inside are rendered once per distinct set of arguments:
+    the two sides of a preference pair have the same prompt, and each side's rule renders its history
+    turns' prompts, which are the other side's too. Scoped to the block: nothing is served from one
+    record to another."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _render_key(messages: Any, generation: bool, tools: Any, kwargs: Any) -> str | None:
+    """The arguments of a render as one exact string (JSON keeps str, int, float, bool and None apart and
+    keys in order), or None for arguments JSON does not write (a render that is then not shared)."""
+    try:
+        return json.dumps([messages, generation, tools, kwargs], ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
 
 
 class ChatRenderer:
@@ -71,6 +101,20 @@ class ChatRenderer:
             TemplateError: the template raised.
             LimitExceeded: the render ran too long or built too much; names `location`.
         """
+        shared = _SHARED.get()
+        # Only prompts (generation=True) repeat within a pair: its sides' conversations differ in their last turn.
+        key = _render_key(messages, generation, tools, kwargs) if shared is not None and generation else None
+        if key is not None and key in shared:  # type: ignore[operator]
+            return shared[key]  # type: ignore[index]
+        text = self._render(messages, generation=generation, tools=tools, kwargs=kwargs, location=location)
+        if key is not None:
+            shared[key] = text  # type: ignore[index]
+        return text
+
+    def _render(
+        self, messages: list[dict[str, Any]], *, generation: bool, tools: Sequence[Mapping[str, Any]] | None,
+        kwargs: Mapping[str, Any] | None, location: Location | None,
+    ) -> str:  # fmt: skip
         what = "the chat template" + (f" on record {location}" if location is not None else "")
         images = 0
         if self.contents.form_of(messages) is ContentForm.PARTS:  # LLaVA-Next, Idefics3, records with media: each

@@ -163,16 +163,30 @@ def line_too_long(location: Location, limit: int) -> RecordError:
 
 
 def long_string(value: Any, limit: int, path: str = "") -> tuple[str, int] | None:
-    """(field path, length) of the first string in `value` longer than `limit` characters, or None."""
+    """(field path, length) of the first string in `value` longer than `limit` characters, or None.
+
+    A field's path is spelled only for a container walked into or a string found (not for every string)."""
     if isinstance(value, str):
         return (path or "(record)", len(value)) if len(value) > limit else None
     if isinstance(value, dict):
-        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        items: Any = value.items()
     elif isinstance(value, list):
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+        items = enumerate(value)
     else:
         return None
-    return next((found for where, item in items if (found := long_string(item, limit, where))), None)
+    for key, item in items:
+        if isinstance(item, str) and len(item) <= limit:
+            continue
+        if isinstance(item, (str, dict, list)) and (found := long_string(item, limit, field_path(path, key, value))):
+            return found
+    return None
+
+
+def field_path(path: str, key: Any, container: Any) -> str:
+    """The field path of `container[key]`, `container` being at `path`: `messages[1].content`."""
+    if isinstance(container, list):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
 
 
 def string_checked(row: Any, location: Location, limit: int) -> Any:
@@ -190,5 +204,5 @@ def string_checked(row: Any, location: Location, limit: int) -> Any:
 
 __all__ = [
     "MAX_DECOMPRESSED_BYTES", "MAX_HEADER_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "BoundedHead", "HeaderTooLong",
-    "ReadBounds", "bounded_lines", "copy_pipe", "line_too_long", "string_checked",
+    "ReadBounds", "bounded_lines", "copy_pipe", "field_path", "line_too_long", "string_checked",
 ]  # fmt: skip

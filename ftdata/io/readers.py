@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ftdata.guard.bounds import ReadBounds, bounded_lines, copy_pipe, line_too_long, string_checked
+from ftdata.guard.bounds import ReadBounds, bounded_lines, copy_pipe, field_path, line_too_long, string_checked
 from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
 from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
@@ -97,12 +97,17 @@ def _lone_surrogate(value: Any, path: str = "") -> str | None:
             return path or "(record)"
         return None
     if isinstance(value, dict):
-        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        items: Any = value.items()
     elif isinstance(value, list):
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+        items = enumerate(value)
     else:
         return None
-    return next((found for where, item in items if (found := _lone_surrogate(item, where))), None)
+    for key, item in items:  # a field's path is spelled only for a container walked into or a string found
+        if isinstance(item, str) and item.isascii():
+            continue
+        if isinstance(item, (str, dict, list)) and (found := _lone_surrogate(item, field_path(path, key, value))):
+            return found
+    return None
 
 
 def _checked(row: Any, escaped: bool, location: Location) -> Row:

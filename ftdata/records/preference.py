@@ -238,6 +238,8 @@ def _split(chosen: Example, rejected: Example, *, shape: str, fields: tuple[str,
 
 def _plain(message: Message) -> Message:
     """The message as the template sees it: no train flag, loss weight or train_detail."""
+    if message.train is None and message.loss_weight is None and message.train_detail is None:
+        return message
     return replace(message, train=None, loss_weight=None, train_detail=None)
 
 

@@ -39,6 +39,7 @@ from ftdata.guard.limits import RecordOverLimit
 __all__ = ["Batch", "StageSpec", "read_batches", "run"]
 
 P = TypeVar("P")
+FIRST_BATCH = 64  # records in a run's first batch; each next one doubles, up to the batch size
 Reduce = Callable[[Stage, Ran], P]
 
 
@@ -100,7 +101,9 @@ class Batch:
 
 
 def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: tuple[int, int] | None = None) -> Iterator[Batch]:
-    """The records of `source` (up to `limit`) in batches of `batch_size` kept records.
+    """The records of `source` (up to `limit`) in batches of `batch_size` kept records, the first ones
+    smaller (`FIRST_BATCH`, doubling up to `batch_size`): a small input still fills every thread or worker,
+    and the first results come back sooner. Batch sizes never change what is built.
 
     `window` (offset, n): only the kept records offset .. offset + n (the filter's rejects
     are not counted then), read no further than the last of them.
@@ -108,7 +111,7 @@ def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: 
     keep = compile_filter(options.filter)
     start, end = (0, None) if window is None else (window[0], window[0] + window[1])
     kept = 0
-    batch = Batch()
+    batch, size = Batch(), min(FIRST_BATCH, batch_size)
     reader = read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field, bounds=ReadBounds.of(options))
     for location, row in islice(reader, options.limit):
         try:
@@ -126,9 +129,9 @@ def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: 
             continue
         batch.read += 1
         batch.records.append((location, row))
-        if len(batch.records) == batch_size:
+        if len(batch.records) == size:
             yield batch
-            batch = Batch()
+            batch, size = Batch(), min(2 * size, batch_size)
         if kept == end:
             break
     if batch.read:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ftdata.chat.markers import shared_renders
 from ftdata.errors import RecordError, UnusableRecord
 from ftdata.guard import limits
 from ftdata.guard.limits import RecordOverLimit
@@ -147,8 +148,9 @@ class PairStage(Stage):
                 out.append((record, item))
                 continue
             try:
-                sides = tuple(self.renderer(example) for example in sides_of(item))
-                prompt = self._prompt(item, sides)
+                with shared_renders():  # the sides render the same prompt and history: once for the pair
+                    sides = tuple(self.renderer(example) for example in sides_of(item))
+                    prompt = self._prompt(item, sides)
             except RecordError as exc:
                 out.append((record, self._reject(exc, item.prompt.source, RejectStage.RENDER)))
                 continue
