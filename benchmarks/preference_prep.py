@@ -12,6 +12,10 @@ Same data, one run, one machine, the bundled SmolLM2 tokenizer:
   ftdata build
            `ftdata build FILE -o OUT --no-cache`, the CLI path users run (`ftdata_cli`), timed once the CLI
            is imported: the bundled tokenizer loaded, the rows built, OUT written (dataset, rejects, build.json).
+  ftdata build --engine processes
+           the same with spawned worker processes (one per core): no GIL shared between the Python parts of
+           two batches, for the price of starting the workers (an input under 5,000 records runs in process,
+           as engine=local does). CPU seconds add the workers'.
 
 Cases: LLaMA-Factory's DPO demo as it is (300 ShareGPT pairs, ../shared/datasets/preference) and a
 seeded synthetic set of --pairs pairs (default 3,000) drawn from it with `random.Random(0)`.
@@ -21,7 +25,8 @@ ftdata build, trl, ...; --rounds, default 3) so a drifting machine compares like
 gives each method's median wall and CPU seconds (CPU: every thread of the child, so a loaded machine shows
 less in it), pairs per second of each, and the medians of the per-round speed ratios to trl.
 
-    python benchmarks/preference_prep.py [--pairs 3000] [--rounds 3]
+    python benchmarks/preference_prep.py [--pairs 3000] [--rounds 3] [--synthetic-only]
+        [--methods "ftdata,ftdata build,ftdata build --engine processes"]
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FTDATA_SHARED", ROOT.parent / "shared"))
 DEMO = SHARED / "datasets/preference/llamafactory_dpo_en_demo.json"
-METHODS = ("trl", "ftdata", "ftdata build")
+METHODS = ("trl", "ftdata", "ftdata build", "ftdata build --engine processes")
 
 
 # ---------------------------------------------------------------- one measurement (child process)
@@ -95,20 +100,29 @@ def ftdata_prepare(path: Path, tok) -> dict:
     return {"seconds": seconds, "cpu": cpu, "pairs": len(data), "tokens": sum(map(len, data["chosen_ids"]))}
 
 
-def ftdata_cli(path: Path, tok) -> dict:
-    """`ftdata build FILE -o OUT --no-cache` as a user runs it, timed in the child once the CLI module is
-    imported: the bundled tokenizer loaded, the rows built and written to OUT with rejects.jsonl and build.json."""
+def ftdata_cli(path: Path, tok, *extra: str) -> dict:
+    """`ftdata build FILE -o OUT --no-cache [extra]` as a user runs it, timed in the child once the CLI module
+    is imported: the bundled tokenizer loaded, the rows built and written to OUT with rejects.jsonl and
+    build.json. CPU seconds: this process's and, with --engine processes, its finished workers'."""
     import ftdata
     from ftdata.cli.app import app
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        start, cpu = time.perf_counter(), time.process_time()
-        code = app(["build", str(path), "-o", str(out), "--no-cache", "--max-length", str(1 << 20)], standalone_mode=False)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        start, cpu = time.perf_counter(), _cpu()
+        code = app(["build", str(path), "-o", str(out), "--no-cache", "--max-length", str(1 << 20), *extra], standalone_mode=False)
+        seconds, cpu = time.perf_counter() - start, _cpu() - cpu
         assert code in (None, 0), code
         data = ftdata.load(out).dataset
         return {"seconds": seconds, "cpu": cpu, "pairs": len(data), "tokens": sum(map(len, data["chosen_ids"]))}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have finished (worker processes)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def child(method: str, path: Path) -> None:
@@ -120,7 +134,10 @@ def child(method: str, path: Path) -> None:
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     tok = load_tokenizer(None)
-    prepare = {"trl": trl_prepare, "ftdata": ftdata_prepare, "ftdata build": ftdata_cli}[method]
+    prepare = {
+        "trl": trl_prepare, "ftdata": ftdata_prepare, "ftdata build": ftdata_cli,
+        "ftdata build --engine processes": lambda path, tok: ftdata_cli(path, tok, "--engine", "processes"),
+    }[method]  # fmt: skip
     out = prepare(path, tok)
     print(json.dumps(out))
 
@@ -137,17 +154,17 @@ def measure(method: str, path: Path) -> dict:
 # ---------------------------------------------------------------- the table (parent process)
 
 
-def run_case(name: str, path: Path, pairs: int, rounds: int) -> list[str]:
-    runs: dict[str, list[dict]] = {m: [] for m in METHODS}
+def run_case(name: str, path: Path, pairs: int, rounds: int, methods: tuple[str, ...] = METHODS) -> list[str]:
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
     for _ in range(rounds):
-        for method in METHODS:
+        for method in methods:
             runs[method].append(measure(method, path))
     lines = []
-    for method in METHODS:
+    for method in methods:
         seconds, cpu = (statistics.median(r[key] for r in runs[method]) for key in ("seconds", "cpu"))
         built = runs[method][0]["pairs"]
         lines.append(f"| {name} | {pairs} | {method} | {seconds:.2f} | {built / seconds:,.0f} | {cpu:.2f} | {built / cpu:,.0f} | {built} |")
-    for method in METHODS[1:]:
+    for method in methods[1:]:
         wall, cpu = (statistics.median(t[key] / f[key] for t, f in zip(runs["trl"], runs[method])) for key in ("seconds", "cpu"))
         lines.append(f"| {name} | {pairs} | {method} / trl | {wall:.2f}x | | {cpu:.2f}x | | (medians of {rounds} per-round ratios) |")
     return lines
@@ -157,6 +174,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3000, help="size of the seeded synthetic case")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every method in turn")
+    parser.add_argument("--methods", default=",".join(METHODS[1:]), help="ftdata methods to time against trl, comma-separated")
+    parser.add_argument("--synthetic-only", action="store_true", help="skip the real 300-pair case")
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,8 +190,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = Path(tmp) / "synthetic.json"
         synthetic.write_text(json.dumps([rng.choice(demo) for _ in range(args.pairs)]), encoding="utf-8")
-        lines += run_case("real (LLaMA-Factory DPO demo)", DEMO, len(demo), args.rounds)
-        lines += run_case(f"synthetic {args.pairs:,}", synthetic, args.pairs, args.rounds)
+        methods = ("trl", *(m.strip() for m in args.methods.split(",") if m.strip()))
+        if unknown := set(methods) - set(METHODS):
+            parser.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS[1:])}")
+        if not args.synthetic_only:
+            lines += run_case("real (LLaMA-Factory DPO demo)", DEMO, len(demo), args.rounds, methods)
+        lines += run_case(f"synthetic {args.pairs:,}", synthetic, args.pairs, args.rounds, methods)
     print("\n".join(lines))
 
 

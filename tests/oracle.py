@@ -453,11 +453,23 @@ def _not_written(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A
     return ""
 
 
+def _handover(render: Renderer, messages: Sequence[dict[str, Any]], A: str) -> str:
+    """What follows A up to the first header tag when a tool answers the last turn (GLM's `<|observation|>`), or ''."""
+    try:
+        T = render([*messages, {"role": "tool", "content": "\ue000"}])
+    except RenderFailed:
+        return ""
+    header = TAG.search(T, len(A)) if T.startswith(A) else None
+    return T[len(A) : header.end()] if header is not None and not T[len(A) : header.start()].strip() else ""
+
+
 def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, starts: list[int],
           stops: StopTokens, out: Expectation, *, edge_cases: bool = False) -> Turn:  # fmt: skip
     last = i == len(messages) - 1
-    if last and not stops.final and not stops.model:  # no stop token in the template: the rule appends EOS
+    if last and not stops.final and not stops.model:  # no stop token in the template: the rule appends EOS,
         out.text, out.eos_appended = A + render.tokenizer.eos_token, True
+        if messages[i].get("tool_calls") and (handover := _handover(render, messages, A)):  # or a call's tool header
+            out.text, out.eos_appended = A + handover, False
     try:
         P = render(messages[:i], generation=True)
     except RenderFailed as exc:
@@ -492,7 +504,7 @@ def _turn(render: Renderer, messages: Sequence[dict[str, Any]], i: int, A: str, 
     if last:
         if stops.final:
             return Turn(i, "undecided", why="no stop token after the last turn", case=case)
-        if not out.eos_appended:
+        if out.text == A:  # nothing appended yet (a template with stop tokens, none after the last turn)
             out.text, out.eos_appended = A + render.tokenizer.eos_token, True
         return Turn(i, "rule", (s, len(out.text)), case=case)
     # No stop token before the next message (GLM everywhere; Gemma 4 writes a tool's response

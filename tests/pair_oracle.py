@@ -7,7 +7,8 @@
                                                                    A and B part (a rewritten history)
 
 The end-of-turn is a literal per template (`EOT`); a template that writes none (GLM) gets the
-tokenizer's EOS appended. The completion's ids are those of P + completion tokenized whole, after
+tokenizer's EOS appended after a reply, and after a reply that calls a tool the header the template
+writes for the tool's answer (`HANDOVER`, a literal: what the model writes to hand over and stop). The completion's ids are those of P + completion tokenized whole, after
 the token that ends at len(P) (None when a token crosses it: the caller compares text).
 """
 
@@ -26,6 +27,8 @@ EOT = {
     "phi-3-mini-4k-instruct": "<|end|>\n<|endoftext|>", "deepseek-v3": "<｜end▁of▁sentence｜>", "trl:qwen3": "<|im_end|>",
     "trl:glm4moe": None,
 }  # fmt: skip
+# Without an end-of-turn marker: the header of the tool's turn, which ends a turn that calls a tool.
+HANDOVER = {"trl:glm4moe": "<|observation|>"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def _common_suffix(a: str, b: str) -> int:
 
 
 def expected(tok: Any, eot: str | None, prompt: list[dict[str, Any]], reply: dict[str, Any], *, tools: Any = None,
-             kwargs: dict[str, Any] | None = None) -> Expected:  # fmt: skip
+             kwargs: dict[str, Any] | None = None, handover: str | None = None) -> Expected:  # fmt: skip
     kwargs = kwargs or {}
 
     def render(messages: list[dict[str, Any]], generation: bool = False) -> str:
@@ -54,7 +57,10 @@ def expected(tok: Any, eot: str | None, prompt: list[dict[str, Any]], reply: dic
     B = render([*prompt, {**reply, "content": SENTINEL}])
     content_end = len(A) - _common_suffix(A, B)
     start = len(P) if A.startswith(P) else len(commonprefix([A, B]))
-    if eot is None:  # no end-of-turn marker: EOS appended after the last turn
+    if eot is None and handover is not None and reply.get("tool_calls"):  # the call hands over: the tool's header
+        T = render([*prompt, reply, {"role": "tool", "content": SENTINEL}])
+        completion = T[start : T.index(handover, start) + len(handover)]
+    elif eot is None:  # no end-of-turn marker: EOS appended after the last turn
         completion = A[start:].rstrip() + tok.eos_token
     else:
         completion = A[start : A.index(eot, max(start, content_end)) + len(eot)]  # a call-only turn: its content is not written

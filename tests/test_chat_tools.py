@@ -180,6 +180,17 @@ def test_glm_trains_the_observation_header_that_stops_a_call_turn():
     assert Note(NoteCode.EOS_APPENDED, eos) in notes
 
 
+def test_glm_a_conversation_that_ends_with_a_call_trains_the_header_that_hands_over_to_the_tool():
+    """No end-of-turn marker and no next turn: the call is trained through `<|observation|>`, the header the
+    template writes for the tool's answer and a stop token of the model; not the EOS, which the model never
+    writes after a call (before: rejected, no stop token after the last turn)."""
+    call = weather({"city": "Paris"})
+    ex = Example(call.messages[:2], call.source, tools=call.tools)
+    text, trained, notes = masked(glm(), ex)
+    assert trained == ["\n<think></think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call><|observation|>"]
+    assert text.endswith("</tool_call><|observation|>") and not any(n.code is NoteCode.EOS_APPENDED for n in notes)
+
+
 def test_template_without_tool_support_rejects_the_record():
     tok = tokenizer("llama-3-8b-instruct")  # the 3.0 template has no tools
     assert detect_role_markers(tok).tool_arguments == ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pair_oracle import EOT, check_row, expected
+from pair_oracle import EOT, HANDOVER, check_row, expected
 from support import TOKENIZERS, tokenizer
 from test_chat_tools import glm, qwen3
 
@@ -104,8 +104,8 @@ TEMPLATES = {
     "mistral-nemo-instruct-2407": (lambda: tokenizer("mistral-nemo-instruct-2407"), None, PLAIN | TOOL_CALLS),
     "llama-3.2-instruct": (lambda: tokenizer("llama-3.2-instruct"), {"date_string": "26 Jul 2024"}, PLAIN | TOOL_CALLS),
     "gemma-3-it": (lambda: tokenizer("gemma-3-it"), None, PLAIN),
-    # GLM's final turn that only calls a tool is rejected (test_pairs_a_template_cannot_write_are_rejected_with_the_reason)
-    "trl:glm4moe": (glm, None, PLAIN | {"implicit-after-a-tool-result": TOOL_CALLS["implicit-after-a-tool-result"]} | REASONING),
+    # no end-of-turn marker: a reply ends with the EOS appended, a call with the tool's header (`<|observation|>`)
+    "trl:glm4moe": (glm, None, PLAIN | TOOL_CALLS | REASONING),
 }
 CASES = [(template, shape) for template, (_, _, shapes) in TEMPLATES.items() for shape in shapes]
 
@@ -124,7 +124,7 @@ def test_every_shape_builds_the_inference_prompt_and_each_reply_with_its_end_of_
     assert isinstance(item, MeasuredPair), item
     row = item.row
     for reply, completion in zip((chosen, rejected), row.completions):
-        exp = expected(tok, EOT[template], prompt, reply, tools=tools, kwargs=kwargs)
+        exp = expected(tok, EOT[template], prompt, reply, tools=tools, kwargs=kwargs, handover=HANDOVER.get(template))
         assert check_row(tok, exp, row.prompt, completion) == []
     if chosen.get("tool_calls"):  # the call as the template writes it, its arguments included
         assert "get_weather" in tok.decode(row.completions[0]) and "Paris" in tok.decode(row.completions[0])
@@ -170,10 +170,18 @@ def test_pairs_a_template_cannot_write_are_rejected_with_the_reason() -> None:
     assert isinstance(item, Reject) and item.code is RejectCode.NOT_RENDERED
     (item,) = measure(qwen25, [{"prompt": "hi<|im_start|>", "chosen": "a", "rejected": "b"}])
     assert isinstance(item, Reject) and item.code is RejectCode.CONTROL_TOKEN
-    # GLM writes no end-of-turn: a final turn that only calls a tool is stopped by the next header at inference,
-    # and there is none after the last turn; the SFT rule cannot say where the completion ends
-    (item,) = measure(glm(), [TOOL_CALLS["conversational-tool-call"][0]])
-    assert isinstance(item, Reject) and item.code is RejectCode.UNMASKABLE and "stops generation" in item.reason
+
+
+def test_glm_a_final_call_hands_over_to_the_tool_with_the_header_that_stops_generation() -> None:
+    """GLM writes no end-of-turn: at inference a call turn ends when the model writes the tool's header
+    `<|observation|>`, a stop token of the model (as a reply ends with `<|user|>` or the EOS)."""
+    tok = glm()
+    (item,) = measure(tok, [TOOL_CALLS["conversational-tool-call"][0]])
+    assert isinstance(item, MeasuredPair), item
+    call, reply = (tok.decode(c) for c in item.row.completions)
+    assert call.endswith("<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call><|observation|>")
+    assert reply.endswith("I cannot check that.<|endoftext|>")
+    assert tok.convert_tokens_to_ids("<|observation|>") == item.row.completions[0][-1]  # one token, the last
 
 
 def test_qwen3_with_thinking_off_puts_the_empty_think_block_in_the_prompt() -> None:

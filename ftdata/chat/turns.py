@@ -73,7 +73,7 @@ class Turn:
     boundary: int
     method: str  # "prefix" (A starts with P_i) or "fallback"
     notes: tuple[Note, ...] = ()
-    eos: bool = False  # EOS appended after A closes this (last) turn
+    appended: str = ""  # text A lacks after this (last) turn, trained with it: the EOS, or a call turn's hand-over to the tool
 
 
 def _content_end(text: str, start: int, content: str) -> int | None:
@@ -145,8 +145,7 @@ class ChatSpans:
             if turn.method == "fallback":
                 method = "fallback"
             notes.extend(turn.notes)
-            if turn.eos:
-                text += self.eos
+            text += turn.appended
             if trained[i]:
                 spans.append((turn.start, turn.end))
             done = turn.end
@@ -271,12 +270,18 @@ class ChatSpans:
         else:
             calls_end = found.calls_end if found is not None else self._calls_end(text, msgs, i, render)
         stop_at, end = first_stop(text, min(calls_end, data_end), self.markers.stops, self.openers)
-        eos = False
+        appended = ""
+        if end < 0 and i == len(msgs) - 1 and msg.get("tool_calls"):
+            # No end-of-turn marker (GLM): a call turn hands over to the tool, so the model writes the header
+            # of the tool's turn, which stops generation; as the template writes it after this turn.
+            found_stop = self._handover(text, msgs, render, min(calls_end, data_end))
+            if found_stop is not None:
+                stop_at, end, appended = found_stop
         if end < 0:
             if not self.markers.eos_appended or not self.eos or i != len(msgs) - 1 or text[data_end:].strip():
                 stops = ", ".join(map(repr, self.markers.stops)) or "none"
                 raise reject(f"it does not end with a token that stops generation (stop tokens: {stops}); the model would not learn to stop")
-            stop_at, end, eos = len(text), len(text) + len(self.eos), True
+            stop_at, end, appended = len(text), len(text) + len(self.eos), self.eos
             if trained:
                 notes.append(EOS_APPENDED)
         names = Counter(call["function"]["name"] for call in msg.get("tool_calls", ()))
@@ -297,7 +302,23 @@ class ChatSpans:
         after = self.markers.after_prompt
         if self.markers.thinking_kwarg and after.strip() and text.startswith(after, start) and msg.get("reasoning_content") is None:
             notes.append(Note(NoteCode.THINK_BOILERPLATE, THINK_BOILERPLATE.format(text=after, kwarg=self.markers.thinking_kwarg)))
-        return Turn(start, end, boundary, method, tuple(notes), eos)
+        return Turn(start, end, boundary, method, tuple(notes), appended)
+
+    def _handover(self, text: str, msgs: list[dict[str, Any]], render: Render, after: int) -> tuple[int, int, str] | None:
+        """(start, end) of the stop token that hands a final call turn over to the tool, and the text A
+        (`text`) lacks up to its end: the template rendered with a tool result after the turn writes A,
+        then (whitespace and) that stop before anything else of the result; None where it does not."""
+        mark = _sentinel(text)
+        try:
+            probe = render([*msgs, {"role": "tool", "content": mark}])
+        except TemplateError:
+            return None
+        if not probe.startswith(text):
+            return None
+        stop_at, end = first_stop(probe, after, self.markers.stops, self.openers)
+        if end < 0 or mark in probe[:end] or probe[len(text) : stop_at].strip():
+            return None
+        return stop_at, end, probe[len(text) : end]
 
     @staticmethod
     def _aligns(regions: Regions, i: int, done: int, data_start: int) -> bool:
