@@ -3,7 +3,7 @@ pair against the oracle of tests/pair_oracle.py; and the pairs those templates c
 
 Templates: Qwen2.5 (tools), TRL's qwen3.jinja (reasoning and tools), Mistral-Nemo (tools; the system prompt
 moved into the last user turn of an inference prompt), Llama 3.2 (tools, a date line), Gemma 3 (no tools)
-and TRL's glm4moe.jinja (no end-of-turn marker: the EOS is appended)."""
+and TRL's glm4moe.jinja (no end-of-turn marker: the EOS is appended after a reply, the tool's header after a call)."""
 
 from __future__ import annotations
 
