@@ -8,8 +8,9 @@
 
 The end-of-turn is a literal per template (`EOT`); a template that writes none (GLM) gets the
 tokenizer's EOS appended after a reply, and after a reply that calls a tool the header the template
-writes for the tool's answer (`HANDOVER`, a literal: what the model writes to hand over and stop). The completion's ids are those of P + completion tokenized whole, after
-the token that ends at len(P) (None when a token crosses it: the caller compares text).
+writes for the tool's answer (`HANDOVER`, a literal: what the model writes to hand over and stop).
+The completion's ids are those of P + completion tokenized whole, after the token that ends at
+len(P) (None when a token crosses it: the caller compares text).
 """
 
 from __future__ import annotations
