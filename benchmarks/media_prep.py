@@ -188,19 +188,26 @@ def processor_folder(folder: Path) -> Path:
     return folder
 
 
-def records_file(n: int, files: list[Path]) -> Path:
-    """`n` chat records, one image each (cycling through `files`), as JSONL; made once."""
-    path = CACHE / f"records_{n}.jsonl"
+def jsonl_once(name: str, n: int, record: Callable[[int], dict]) -> Path:
+    """`n` records (`record(i)`) as JSONL under CACHE/`name`; made once."""
+    path = CACHE / name
     if not path.exists():
         with path.open("w", encoding="utf-8") as fh:
-            for i in range(n):
-                image = files[i % len(files)]
-                record = {"messages": [
-                    {"role": "user", "content": [{"type": "image", "image": str(image)}, {"type": "text", "text": f"What is in picture {i}?"}]},
-                    {"role": "assistant", "content": f"Picture {i} shows {image.stem.replace('_', ' ')}."},
-                ]}  # fmt: skip
-                fh.write(json.dumps(record) + "\n")
+            fh.writelines(json.dumps(record(i)) + "\n" for i in range(n))
     return path
+
+
+def records_file(n: int, files: list[Path]) -> Path:
+    """`n` chat records, one image each (cycling through `files`), as JSONL; made once."""
+
+    def record(i: int) -> dict:
+        image = files[i % len(files)]
+        return {"messages": [
+            {"role": "user", "content": [{"type": "image", "image": str(image)}, {"type": "text", "text": f"What is in picture {i}?"}]},
+            {"role": "assistant", "content": f"Picture {i} shows {image.stem.replace('_', ' ')}."},
+        ]}  # fmt: skip
+
+    return jsonl_once(f"records_{n}.jsonl", n, record)
 
 
 def memory(sizes: list[int], records: Callable[[int], Path], processor: Path, interval: float, *, title: str) -> None:
@@ -382,18 +389,15 @@ def qwen2_audio_folder(folder: Path) -> Path:
 
 def audio_records(n: int, clips: list[Path]) -> Path:
     """`n` chat records, one clip each (transformers' `{"type": "audio", "path": ...}` part), as JSONL; made once."""
-    path = CACHE / f"audio_records_{n}.jsonl"
-    if not path.exists():
-        with path.open("w", encoding="utf-8") as fh:
-            for i in range(n):
-                clip = clips[i % len(clips)]
-                record = {"messages": [
-                    {"role": "user", "content": [{"type": "audio", "path": str(clip)}, {"type": "text", "text": f"What is in clip {i}?"}]},
-                    {"role": "assistant", "content": f"Clip {i} is a tone, {clip.stem.split('_')[-1]} long."},
-                ]}  # fmt: skip
-                fh.write(json.dumps(record) + "\n")
-    return path
 
+    def record(i: int) -> dict:
+        clip = clips[i % len(clips)]
+        return {"messages": [
+            {"role": "user", "content": [{"type": "audio", "path": str(clip)}, {"type": "text", "text": f"What is in clip {i}?"}]},
+            {"role": "assistant", "content": f"Clip {i} is a tone, {clip.stem.split('_')[-1]} long."},
+        ]}  # fmt: skip
+
+    return jsonl_once(f"audio_records_{n}.jsonl", n, record)
 
 
 def main() -> None:

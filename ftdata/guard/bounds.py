@@ -17,7 +17,7 @@ an image's header is parsed through `BoundedHead`, which stops at `MAX_HEADER_BY
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -162,12 +162,12 @@ def line_too_long(location: Location, limit: int) -> RecordError:
     )  # fmt: skip
 
 
-def long_string(value: Any, limit: int, path: str = "") -> tuple[str, int] | None:
-    """(field path, length) of the first string in `value` longer than `limit` characters, or None.
-
-    A field's path is spelled only for a container walked into or a string found (not for every string)."""
+def bad_string(value: Any, bad: Callable[[str], bool], path: str = "") -> tuple[str, str] | None:
+    """(field path, the string) of the first string in `value` (a parsed record: dicts, lists, scalars) for
+    which `bad` is true, or None. A field's path (`messages[1].content`) is spelled only for a container
+    walked into or a string found, not for every string."""
     if isinstance(value, str):
-        return (path or "(record)", len(value)) if len(value) > limit else None
+        return (path or "(record)", value) if bad(value) else None
     if isinstance(value, dict):
         items: Any = value.items()
     elif isinstance(value, list):
@@ -175,14 +175,14 @@ def long_string(value: Any, limit: int, path: str = "") -> tuple[str, int] | Non
     else:
         return None
     for key, item in items:
-        if isinstance(item, str) and len(item) <= limit:
+        if isinstance(item, str) and not bad(item):
             continue
-        if isinstance(item, (str, dict, list)) and (found := long_string(item, limit, field_path(path, key, value))):
+        if isinstance(item, (str, dict, list)) and (found := bad_string(item, bad, _field_path(path, key, value))):
             return found
     return None
 
 
-def field_path(path: str, key: Any, container: Any) -> str:
+def _field_path(path: str, key: Any, container: Any) -> str:
     """The field path of `container[key]`, `container` being at `path`: `messages[1].content`."""
     if isinstance(container, list):
         return f"{path}[{key}]"
@@ -191,12 +191,12 @@ def field_path(path: str, key: Any, container: Any) -> str:
 
 def string_checked(row: Any, location: Location, limit: int) -> Any:
     """`row`, or a RecordError naming its field when one of its strings is longer than `limit` characters."""
-    found = long_string(row, limit)
+    found = bad_string(row, lambda text: len(text) > limit)
     if found is None:
         return row
-    field, size = found
+    field, text = found
     return RecordError(
-        f"holds a string of {size:,} characters, more than {limit:,} (max_string_chars); shorten it, or raise "
+        f"holds a string of {len(text):,} characters, more than {limit:,} (max_string_chars); shorten it, or raise "
         "max_string_chars (--max-string-chars) if it is real",
         location=location, field=field, code=RejectCode.OVER_LIMIT,
     )  # fmt: skip
@@ -204,5 +204,5 @@ def string_checked(row: Any, location: Location, limit: int) -> Any:
 
 __all__ = [
     "MAX_DECOMPRESSED_BYTES", "MAX_HEADER_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "BoundedHead", "HeaderTooLong",
-    "ReadBounds", "bounded_lines", "copy_pipe", "field_path", "line_too_long", "string_checked",
+    "ReadBounds", "bad_string", "bounded_lines", "copy_pipe", "line_too_long", "string_checked",
 ]  # fmt: skip

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ftdata.guard.bounds import ReadBounds, bounded_lines, copy_pipe, field_path, line_too_long, string_checked
+from ftdata.guard.bounds import ReadBounds, bad_string, bounded_lines, copy_pipe, line_too_long, string_checked
 from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
 from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
@@ -88,36 +88,25 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_no_conflicting_keys)  # one for e
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _lone_surrogate(value: Any, path: str = "") -> str | None:
-    """The field path (`messages[1].content`) of the first string holding a lone surrogate, or None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path or "(record)"
-        return None
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:  # a field's path is spelled only for a container walked into or a string found
-        if isinstance(item, str) and item.isascii():
-            continue
-        if isinstance(item, (str, dict, list)) and (found := _lone_surrogate(item, field_path(path, key, value))):
-            return found
-    return None
+def _lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone surrogate (UTF-8 cannot encode it; ASCII text cannot hold one)."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _checked(row: Any, escaped: bool, location: Location) -> Row:
     """`row`, or a RecordError when it holds a lone surrogate (`escaped`: its text has a `\\udXXX` escape,
     the only way one gets in)."""
-    if escaped and (field := _lone_surrogate(row)):
+    if escaped and (found := bad_string(row, _lone_surrogate)):
         return RecordError(
             "holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), which no tokenizer "
             "can encode; fix the escape or remove the character",
-            location=location, field=field,
+            location=location, field=found[0],
         )  # fmt: skip
     return row
 
