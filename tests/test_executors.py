@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ from support import DATASETS
 from ftdata import prepare
 from ftdata.run import executors
 from ftdata.cli.app import app
-from ftdata.errors import ConfigError, RecordError
+from ftdata.errors import ConfigError, FtdataError, RecordError
 from ftdata.run.executors import LocalExecutor, ProcessExecutor
 from ftdata.options import BuildOptions
 
@@ -136,6 +139,60 @@ def test_small_inputs_stay_in_process_and_results_keep_batch_order() -> None:
     pooled = list(ProcessExecutor(2, in_process_below=12).map(_pid, 100, batches))
     assert [s for _, s in pooled] == [s for _, s in local]
     assert os.getpid() not in {pid for pid, _ in pooled}
+
+
+def _dies(spec: Any, batch: list[int]) -> int:
+    os._exit(9)  # a worker killed mid-batch (the kernel's OOM killer)
+
+
+def test_a_worker_that_dies_is_a_one_line_error_and_its_spec_file_is_removed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(FtdataError, match=r"^a worker process died \(killed for memory\?\); lower num_workers"):
+        list(ProcessExecutor(2, in_process_below=0).map(_dies, 0, [[1], [2], [3]]))
+    assert not list(tmp_path.glob("ftdata-*"))  # the scratch folder that held the spec
+
+
+SCRIPT = """
+import sys
+import ftdata
+from ftdata.run import executors
+executors.IN_PROCESS_BELOW = 0  # the pool even for a small input
+{call}
+"""
+BUILD = "ftdata.build(sys.argv[1], sys.argv[2], engine='processes', num_workers=2, batch_size=16, cache=False)"
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_the_main_guard_is_told_so_not_left_hanging(tmp_path: Path, guarded: bool) -> None:
+    """Spawned workers run the main script again: at its top level, the build would start again in each.
+    Each refuses it, and the build says why in one line. Before, it hung two ways: on OUT's lock, which
+    the workers' builds waited for, and on the spec it was writing into the spawn pipe of a worker that
+    had died (megabytes: the tokenizer)."""
+    script = tmp_path / "prep.py"
+    call = f"if __name__ == '__main__':\n    {BUILD}" if guarded else BUILD
+    script.write_text(SCRIPT.format(call=call), encoding="utf-8")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(ALPACA), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=240,
+    )  # fmt: skip
+    assert not list(temp.glob("ftdata-*"))
+    if guarded:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (tmp_path / "out" / "build.json").is_file()
+        return
+    last = done.stderr.strip().splitlines()[-1]
+    guard = 'put the build under `if __name__ == "__main__":`, or use engine=local'
+    assert done.returncode == 1 and last == (
+        f"ftdata.errors.ConfigError: a worker process died: engine=processes starts workers that run {script} again, "
+        f"and its top level starts a build; {guard}"
+    )  # fmt: skip
+    # Each worker refused the build it was started into, before reading or locking OUT (before: it waited
+    # for OUT's lock, held by the build waiting for it).
+    refused = f"ftdata.errors.ConfigError: a worker process started with spawn runs {script} again, and its top level starts a build; {guard}"
+    assert refused in done.stderr
+    assert not (tmp_path / "out" / "build.json").exists()
 
 
 def _late_first(spec: Any, batch: list[int]) -> tuple[str, int]:

@@ -31,6 +31,7 @@ from ftdata.build.publish import to_out
 from ftdata.errors import ConfigError
 from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
+from ftdata.run.executors import not_a_spawned_start
 from ftdata.run.report import BuildReport
 from ftdata.run.task import with_task
 
@@ -99,6 +100,7 @@ def build(
         ConfigError: a bad option or output; ReaderError, RecordError, TemplateError: see docs;
         FtdataError: no records, or every record rejected.
     """
+    not_a_spawned_start()
     if options is not None and flat:
         raise ConfigError(f"pass options as keywords or as options=, not both (got {', '.join(flat)})")
     source, options = _as_recipe(source, options, flat, allow_code=allow_code)

@@ -22,20 +22,24 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager, nullcontext
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import chain
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.guard.reaper import Reaper, die_with_parent
+from ftdata.guard.scratch import drop_scratch, scratch_dir
 from ftdata.types import Engine
 
 __all__ = [
-    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "local_threads", "pickled",
+    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "local_threads",
+    "not_a_spawned_start", "pickled",
     "ray_cluster", "ray_failure", "ray_spec",
 ]  # fmt: skip
 
@@ -189,11 +193,12 @@ def _one_thread() -> None:
     os.environ["RAYON_NUM_THREADS"] = "1"
 
 
-def _init_worker(payload: bytes, parent: int) -> None:
+def _init_worker(spec_file: str, parent: int) -> None:
     global _SPEC
     die_with_parent(parent)  # a SIGKILL of the build leaves no worker (nor the resource tracker they keep alive)
     _one_thread()
-    _SPEC = pickle.loads(payload)
+    with open(spec_file, "rb") as f:
+        _SPEC = pickle.load(f)
     # The worker's modules and tokenizer stay for its life: full collections skip them, and the
     # young generation is collected as rarely as in a local build (see _quiet_collector).
     gc.freeze()
@@ -238,18 +243,59 @@ class ProcessExecutor:
     def _pool(self, fn: Callable[[Any, B], T], spec: Any, batches: Iterator[B]) -> Iterator[T]:
         import multiprocessing
 
+        # The spec (the tokenizer: megabytes) goes to the workers in a file, not in their start arguments:
+        # spawn writes those into a pipe whose read end the parent holds until the write is done, so a
+        # worker that dies as it starts (a script without the `__main__` guard) would block the build forever.
         payload = pickled(spec, "processes")
+        scratch = scratch_dir()
+        spec_file = scratch / "spec.pickle"
+        spec_file.write_bytes(payload)
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(payload, os.getpid()))
+        pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(str(spec_file), os.getpid()))
         try:
             for result in _in_order(pool, lambda batch: pool.submit(_call, fn, batch), batches, 2 * self.num_workers):
                 if isinstance(result, Raised):
                     raise result.error() from None
                 yield result
         except BrokenProcessPool:
-            raise FtdataError(
-                "a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local"
-            ) from None
+            raise _died() from None
+        finally:
+            drop_scratch(scratch)
+
+
+GUARD = "put the build under `if __name__ == \"__main__\":`, or use engine=local"
+
+
+def not_a_spawned_start() -> None:
+    """Refuse a build in a process that `spawn` is starting: one that runs the main script again to
+    unpickle its work (engine=processes' workers, anyone's), whose top level calls the build.
+
+    The build would run again in every such worker, and into the same OUT it would wait for the lock
+    the real build holds, while that build waits for the worker: a deadlock. `_inheriting` is the flag
+    multiprocessing itself checks to refuse starting a process there (`spawn._check_not_importing_main`).
+
+    Raises:
+        ConfigError: this process is running its main script as a spawned process starts.
+    """
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # runpy runs the script as `__mp_main__`; `__main__` is still the interpreter's own until it is done
+        script = getattr(sys.modules.get("__mp_main__"), "__file__", None) or "the main module"
+        raise ConfigError(f"a worker process started with spawn runs {script} again, and its top level starts a build; {GUARD}")
+
+
+def _died() -> FtdataError:
+    """Why a worker process may have died: a script that starts the build at its top level, which each
+    spawned worker runs again (Python's rule for spawn: the `__main__` guard), else memory."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        guarded = script is None or "__main__" in Path(script).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        guarded = True
+    if not guarded:
+        return ConfigError(f"a worker process died: engine=processes starts workers that run {script} again, and its top level starts a build; {GUARD}")
+    return FtdataError("a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local")
 
 
 def pickled(spec: Any, engine: str) -> bytes:
