@@ -47,9 +47,13 @@ def pair_schema(task: Task) -> pa.Schema:
 
 @dataclass
 class PairChunk:
-    """A build's output for one batch of pairs: the kept rows, each one's record in the batch, the rejects, the counts."""
+    """A build's output for one batch of pairs, made in the worker: the kept rows as flat token columns
+    (`prompt_ids`, then each completion's: every row's tokens in one int32 array and each row's length),
+    KTO's labels, each row's record in the batch, the rejects, the counts. Arrays, not lists of rows: a
+    worker process sends them back as a few buffers, and the parent writes them without a Python loop."""
 
-    rows: list[PairRow]
+    columns: list[tuple[np.ndarray, np.ndarray]]
+    labels: np.ndarray | None
     groups: np.ndarray
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
@@ -58,11 +62,18 @@ class PairChunk:
     def records(self) -> int:
         return self.report.records
 
+    @property
+    def size(self) -> int:
+        """Rows in the chunk."""
+        return len(self.groups)
+
     def units(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's tokens (its prompt's and its completions') and trained tokens (its completions'), as a recipe counts them."""
-        n = len(self.rows)
-        return (np.fromiter((row.tokens for row in self.rows), dtype=np.int64, count=n),
-                np.fromiter((row.trained for row in self.rows), dtype=np.int64, count=n))  # fmt: skip
+        prompt, *completions = (lengths for _, lengths in self.columns)
+        trained = np.zeros(len(prompt), dtype=np.int64)
+        for lengths in completions:
+            trained += lengths
+        return prompt + trained, trained
 
 
 def pair_chunk(ran: Ran) -> PairChunk:
@@ -74,19 +85,26 @@ def pair_chunk(ran: Ran) -> PairChunk:
         if result is not None and result.rows:
             rows.extend(result.rows)
             groups.extend(record for _ in result.rows)
+    columns = [_flat([row.prompt for row in rows])]
+    columns += [_flat([row.completions[i] for row in rows]) for i in range(len(rows[0].completions) if rows else 0)]
+    labels = np.array([row.label for row in rows], dtype=bool) if rows and rows[0].label is not None else None
     report = ran.report
     report.sequences = len(rows)
-    report.tokens = sum(row.tokens for row in rows)
-    report.trained_tokens = sum(row.trained for row in rows)
-    return PairChunk(rows, np.asarray(groups, dtype=np.int64), ran.rejects, report)
+    report.trained_tokens = int(sum(lengths.sum() for _, lengths in columns[1:]))
+    report.tokens = int(columns[0][1].sum()) + report.trained_tokens
+    return PairChunk(columns, labels, np.asarray(groups, dtype=np.int64), ran.rejects, report)
 
 
-def _lists(lists: list[list[int]]) -> pa.ListArray:
-    """`lists` as one Arrow list<int32> column, filled from one flat array (numpy converts a list of ints
-    in C; `np.fromiter` over a chain pulls each value through Python, 5x slower)."""
+def _flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """`lists` as (every value in one int32 array, each list's length): numpy converts a list of ints in C
+    (`np.fromiter` over a chain pulls each value through Python, 5x slower)."""
     lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    return np.array(list(chain.from_iterable(lists)), dtype=np.int32), lengths
+
+
+def _lists(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
+    """One Arrow list<int32> column from a flat column."""
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    values = np.array(list(chain.from_iterable(lists)), dtype=np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
@@ -105,14 +123,13 @@ class PairRows:
 
     def write(self, part: PairChunk) -> None:
         base, self.records = self.records, self.records + (int(part.groups.max()) + 1 if len(part.groups) else 0)
-        if not part.rows:
+        if not part.size:
             return
-        columns = [_lists([row.prompt for row in part.rows])]
-        columns += [_lists([row.completions[i] for row in part.rows]) for i in range(len(COMPLETIONS[self.task]))]
+        columns = [_lists(values, lengths) for values, lengths in part.columns]
         if self.task is Task.KTO:
-            columns.append(pa.array([row.label for row in part.rows], type=pa.bool_()))
+            columns.append(pa.array(part.labels, type=pa.bool_()))
         self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=self.schema))
-        self.rows += len(part.rows)
+        self.rows += part.size
 
     def close(self) -> None:
         self._writer.close()
