@@ -23,7 +23,8 @@ from ftdata.run.report import BuildReport
 from ftdata.types import IGNORE_INDEX
 
 
-def _lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
+def list_column(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
+    """One Arrow list column: row i holds values[offsets[i]:offsets[i + 1]]."""
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
@@ -70,8 +71,8 @@ class ArrowRows:
         else:
             w_offsets = offsets
         batch = pa.record_batch(
-            [_lists(offsets, ids), _lists(offsets, np.ones(len(ids), dtype=np.int8)), _lists(offsets, labels),
-             pa.array(groups + base), _lists(w_offsets, weights),
+            [list_column(offsets, ids), list_column(offsets, np.ones(len(ids), dtype=np.int8)), list_column(offsets, labels),
+             pa.array(groups + base), list_column(w_offsets, weights),
              *([pa.array(media, type=MEDIA_TYPE)] if MEDIA_FIELD in self.schema.names else [])],
             schema=self.schema,
         )  # fmt: skip
@@ -217,14 +218,14 @@ def _pack_bins(
     position_ids = _ranges(seq_len)
     row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[starts]
     columns_out = [
-        _lists(row_offsets, ids),
-        _lists(row_offsets, mask),
-        _lists(row_offsets, labels),
-        _lists(row_offsets, position_ids),
-        _lists(starts, seq_len.astype(np.int32)),
+        list_column(row_offsets, ids),
+        list_column(row_offsets, mask),
+        list_column(row_offsets, labels),
+        list_column(row_offsets, position_ids),
+        list_column(starts, seq_len.astype(np.int32)),
     ]
     if weights is not None:
-        columns_out.append(_lists(row_offsets, weights))
+        columns_out.append(list_column(row_offsets, weights))
     if media is not None:  # the media items follow their sequences, `start` moved to the packed row
         columns_out.append(pack_media(media, members, seq_len, starts))
     schema = _packed_schema(weights is not None, media=media is not None)
@@ -307,7 +308,7 @@ def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa
                 grid[r, : len(row)] = row
             else:
                 grid[r, max_length - len(row) :] = row
-        out[name] = _lists(np.arange(n + 1) * max_length, grid.reshape(-1))
+        out[name] = list_column(np.arange(n + 1) * max_length, grid.reshape(-1))
     if MEDIA_FIELD in table.column_names:  # media unchanged on the right; moved by the pads on the left
         media = table[MEDIA_FIELD].combine_chunks()
         out[MEDIA_FIELD] = media if side == "right" else shift_media(media, max_length - lengths)
@@ -400,7 +401,7 @@ def _filled_weights(path: Path) -> Path:
             out = np.ones(int(offsets[-1] - offsets[0]), dtype=np.float32)
             for r in np.flatnonzero(np.diff(w_offsets)):  # rows with weights: copied; the others stay 1
                 out[offsets[r] - offsets[0] : offsets[r + 1] - offsets[0]] = values[w_offsets[r] - w_offsets[0] : w_offsets[r + 1] - w_offsets[0]]
-            sink.write_batch(batch.set_column(at, WEIGHTS, _lists(offsets - offsets[0], out)))
+            sink.write_batch(batch.set_column(at, WEIGHTS, list_column(offsets - offsets[0], out)))
     return target
 
 
