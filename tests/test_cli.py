@@ -373,6 +373,19 @@ def test_build_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]  # nothing added either
 
 
+@pytest.mark.parametrize("command", ["stats", "preview", "build"])
+def test_a_build_output_given_as_data_is_named_as_one(tmp_path: Path, command: str) -> None:
+    out = tmp_path / "out"
+    assert run("build", EXAMPLES / "data" / "alpaca_en_demo_20.json", "-o", out, "--no-cache", "--output-format", "jsonl").exit_code == 0
+    args = ("-o", tmp_path / "again", "--no-cache") if command == "build" else ()
+    result = run(command, out, *args)
+    assert result.exit_code == 3
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {out}: is the output of ftdata build (build.json, rejects.jsonl), not data to read; train on it with "
+        f"`ftdata train {out}`, load it with ftdata.load({str(out)!r}), or give the data it was built from"
+    )
+
+
 def test_prepare_reports_progress_per_chunk() -> None:
     from ftdata import prepare
 

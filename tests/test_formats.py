@@ -110,6 +110,13 @@ def test_sharegpt_roles_are_mapped_with_a_note():
     )
 
 
+def test_a_system_column_beside_a_system_message_is_used_once_and_never_dropped_silently():
+    turns = [{"from": "system", "value": "S"}, {"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]
+    assert [m.role for m in one({"conversations": turns, "system": " S"}).messages] == ["system", "user", "assistant"]
+    with pytest.raises(RecordError, match=r"field 'system': has a system message and a 'system' column that differ"):
+        one({"conversations": turns, "system": "T"})
+
+
 def test_bare_message_list():
     ex = one([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
     assert ex.format == "chat"

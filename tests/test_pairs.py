@@ -155,6 +155,20 @@ def test_task_sft_trains_a_pair_as_its_chosen_conversation(char_tok) -> None:
     assert [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100] == [19, IM_END]
 
 
+def test_a_column_map_names_the_sides_and_the_label_in_a_build(char_tok) -> None:
+    """`--columns chosen=good,rejected=bad` (docs/preference.md): the keys of preference data are map keys
+    of a build, as SFT's are; an SFT build told task=sft reads them too (the chosen side trained)."""
+    pair = {"question": "2+2?", "good": "4", "bad": "5"}
+    (row,) = rows(char_tok, [pair], columns={"chosen": "good", "rejected": "bad"})
+    assert (row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]) == ([BOS, *ids(char_tok, PROMPT)], [19, IM_END], [20, IM_END])
+    (kto,) = rows(char_tok, [{"prompt": "2+2?", "completion": "5", "ok": False}], columns={"label": "ok"})
+    assert kto == {"prompt_ids": [BOS, *ids(char_tok, PROMPT)], "completion_ids": [20, IM_END], "label": False}
+    (sft,) = rows(char_tok, [pair], columns={"chosen": "good", "rejected": "bad"}, task="sft")
+    assert [t for t, label in zip(sft["input_ids"], sft["labels"]) if label != -100] == [19, IM_END]
+    with pytest.raises(ConfigError, match="column map key must be one of .*chosen.*; got 'better'='good'"):
+        rows(char_tok, [pair], columns={"better": "good"})
+
+
 def test_a_label_beside_a_conversation_is_asked_about(char_tok) -> None:
     record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "label": True}
     with pytest.raises(RecordError, match="choose with --task kto .* or --task sft"):

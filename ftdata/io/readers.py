@@ -312,6 +312,11 @@ def data_files(path: Path) -> list[Path] | None:
     """
     if any((path / name).is_file() for name in _SAVED):
         return None
+    if (path / "build.json").is_file() and (path / "rejects.jsonl").is_file():  # what every build writes (build.export)
+        raise ReaderError(
+            f"{path}: is the output of ftdata build (build.json, rejects.jsonl), not data to read; train on it with "
+            f"`ftdata train {path}`, load it with ftdata.load({str(path)!r}), or give the data it was built from"
+        )
     from datasets.data_files import DataFilesList, get_data_patterns
 
     from ftdata.io.resources import go_offline

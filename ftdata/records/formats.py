@@ -492,8 +492,15 @@ def _to_examples(
             raise RecordError(f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages")
         msgs, notes = _messages(items, location=location, field=col, roles=roles)
         _, system = columns.find(row, "system", location=location)
-        if system and not (msgs and msgs[0].role == "system"):
-            msgs = (Message("system", _text(system, location=location, field="system")), *msgs)
+        if system:
+            text = _text(system, location=location, field="system")
+            if not (msgs and msgs[0].role == "system"):
+                msgs = (Message("system", text), *msgs)
+            elif msgs[0].content.strip() != text.strip():  # two system prompts: neither is dropped silently
+                raise RecordError(
+                    "has a system message and a 'system' column that differ; keep one of them",
+                    location=location, field="system",
+                )  # fmt: skip
     elif name == "instruction":
         if not isinstance(row, Mapping):
             raise RecordError(f"expected an object, got {type(row).__name__}", location=location)

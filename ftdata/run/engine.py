@@ -28,7 +28,7 @@ import numpy as np
 from ftdata.guard import limits
 from ftdata.guard.inputs import Digests, Input, Stat
 from ftdata.errors import Location, RecordError, UnusableRecord
-from ftdata.records.formats import Columns, to_examples
+from ftdata.records.formats import FIELD_ALIASES, Columns, to_examples
 from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
 from ftdata.tokens.masking import Masker, Tokenized, WeightedRow, row_of
 from ftdata.options import DataOptions
@@ -117,8 +117,10 @@ class Stage:
             tokenizer = with_chat_tokens(tokenizer)
         self.tokenizer = tokenizer
         self.options = options
-        self.columns = Columns(options.columns)
+        # Every key is checked once, over SFT's fields and preference data's (`--columns chosen=good` in a
+        # preference build, or in an SFT build that trains pairs' chosen side); the SFT reader gets its own.
         self.pair_columns = preference_columns(options.columns)  # to tell preference-shaped rows apart
+        self.columns = Columns({name: column for name, column in self.pair_columns.explicit.items() if name in FIELD_ALIASES})
         self.media = None  # media items: expanded by the processor's rules, verified per record (ftdata.media)
         if options.processor is not None:
             self.media = Media(options, tokenizer)
