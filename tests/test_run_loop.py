@@ -89,11 +89,37 @@ def test_the_loop_reads_no_further_than_its_window(char_tok) -> None:
         list(loop.run(rows[:4], stage, RunOptions(), _count, report=BuildReport(), window=(9, 3)))
 
 
-def test_a_run_starts_with_small_batches_that_double_up_to_the_batch_size() -> None:
+def test_a_run_starts_with_small_batches_that_double_up_to_the_batch_size_and_ends_with_halving_ones() -> None:
+    """The last full batch and the rest are re-cut into batches that halve (none under the first size): the
+    threads finish together instead of one running the last whole batch alone."""
     rows = [{"instruction": f"q{i}", "output": "a"} for i in range(1100)]
-    sizes = [len(batch.records) for batch in loop.read_batches(rows, DataOptions(template="alpaca"), batch_size=300)]
-    assert sizes == [64, 128, 256, 300, 300, 52]
+    batches = list(loop.read_batches(rows, DataOptions(template="alpaca"), batch_size=300))
+    assert [len(b.records) for b in batches] == [64, 128, 256, 300, 176, 88, 64, 24]
+    assert [row for b in batches for _, row in b.records] == rows  # every record once, in order
     assert [len(b.records) for b in loop.read_batches(rows[:20], DataOptions(template="alpaca"), batch_size=8)] == [8, 8, 4]
+    assert [len(b.records) for b in loop.read_batches(rows[:500], DataOptions(template="alpaca"), batch_size=300)] == [64, 128, 256, 52]
+
+
+def test_the_halving_tail_keeps_the_filters_rejects_and_counts() -> None:
+    rows = [{"instruction": f"q{i}", "output": "a" if i % 3 else "drop"} for i in range(1100)]
+    batches = list(loop.read_batches(rows, DataOptions(template="alpaca", filter="output != 'drop'"), batch_size=300))
+    assert sum(b.read for b in batches) == 1100 and all(b.read == len(b.records) + len(b.filtered) for b in batches)
+    assert sum(len(b.filtered) for b in batches) == 367
+    assert [row for b in batches for _, row in b.records] == [r for r in rows if r["output"] != "drop"]
+    only_dropped = list(loop.read_batches(rows[:1], DataOptions(template="alpaca", filter="output != 'drop'"), batch_size=300))
+    assert [(len(b.records), len(b.filtered), b.read) for b in only_dropped] == [(0, 1, 1)]
+
+
+def test_a_read_error_comes_after_every_batch_read_before_it(tmp_path: Path) -> None:
+    """A held-back full batch is given out before the error of a line after it."""
+    path = tmp_path / "data.jsonl"
+    good = [f'{{"instruction": "q{i}", "output": "a"}}' for i in range(700)]
+    path.write_text("\n".join([*good, "{not json", *good[:5]]) + "\n", encoding="utf-8")
+    sizes = []
+    with pytest.raises(FtdataError, match=r"data\.jsonl:701"):
+        for batch in loop.read_batches(path, DataOptions(template="alpaca"), batch_size=100):
+            sizes.append(len(batch.records))
+    assert sizes == [64, 100, 100, 100, 100, 100, 100]  # the held one included; the 36 in the batch the error cut go with it
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -103,7 +103,10 @@ class Batch:
 def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: tuple[int, int] | None = None) -> Iterator[Batch]:
     """The records of `source` (up to `limit`) in batches of `batch_size` kept records, the first ones
     smaller (`FIRST_BATCH`, doubling up to `batch_size`): a small input still fills every thread or worker,
-    and the first results come back sooner. Batch sizes never change what is built.
+    and the first results come back sooner. The last ones get smaller again (`_tail`): one full batch is
+    held back until the next is read, so the records left at the end are known and re-cut into halving
+    batches, and the threads or workers finish together instead of one running the last whole batch
+    alone. Batch sizes never change what is built.
 
     `window` (offset, n): only the kept records offset .. offset + n (the filter's rejects
     are not counted then), read no further than the last of them.
@@ -111,31 +114,58 @@ def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: 
     keep = compile_filter(options.filter)
     start, end = (0, None) if window is None else (window[0], window[0] + window[1])
     kept = 0
-    batch, size = Batch(), min(FIRST_BATCH, batch_size)
+    smallest = min(FIRST_BATCH, batch_size)
+    batch, size = Batch(), smallest
+    held: Batch | None = None  # the last full batch, not given out until the one after it is full
     reader = read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field, bounds=ReadBounds.of(options))
-    for location, row in islice(reader, options.limit):
-        try:
-            dropped = keep is not None and not keep(row, location)
-        except RecordOverLimit as exc:  # the filter ran past a limit on this record: its reject (on_error=skip) or the error
-            dropped = Reject.from_error(exc, location, RejectStage.FILTER, on_error=options.on_error)
-        if dropped:
-            if window is None:
-                batch.read += 1
-                filtered = Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false")
-                batch.filtered.append(dropped if isinstance(dropped, Reject) else filtered)
-            continue
-        kept += 1
-        if kept <= start:
-            continue
-        batch.read += 1
-        batch.records.append((location, row))
-        if len(batch.records) == size:
-            yield batch
-            batch, size = Batch(), min(2 * size, batch_size)
-        if kept == end:
-            break
-    if batch.read:
-        yield batch
+    try:
+        for location, row in islice(reader, options.limit):
+            try:
+                dropped = keep is not None and not keep(row, location)
+            except RecordOverLimit as exc:  # the filter ran past a limit on this record: its reject (on_error=skip) or the error
+                dropped = Reject.from_error(exc, location, RejectStage.FILTER, on_error=options.on_error)
+            if dropped:
+                if window is None:
+                    batch.read += 1
+                    filtered = Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false")
+                    batch.filtered.append(dropped if isinstance(dropped, Reject) else filtered)
+                continue
+            kept += 1
+            if kept <= start:
+                continue
+            batch.read += 1
+            batch.records.append((location, row))
+            if len(batch.records) == size:
+                if size < batch_size or size == smallest:  # a first, smaller batch (or nothing to re-cut): out now
+                    yield batch
+                else:
+                    if held is not None:
+                        yield held
+                    held = batch
+                batch, size = Batch(), min(2 * size, batch_size)
+            if kept == end:
+                break
+    except FtdataError:
+        if held is not None:  # every batch before the one that failed to read, then the error
+            yield held
+        raise
+    yield from _tail([b for b in (held, batch) if b is not None], smallest)
+
+
+def _tail(batches: list[Batch], smallest: int) -> Iterator[Batch]:
+    """The last records of a run, re-cut into batches that halve down to `smallest` records; the
+    filter's rejects among them go with the first."""
+    records = [record for b in batches for record in b.records]
+    filtered = [reject for b in batches for reject in b.filtered]
+    if not records:
+        if filtered:
+            yield Batch([], filtered, len(filtered))
+        return
+    at = 0
+    while at < len(records):
+        size = min(len(records) - at, max(smallest, -(-(len(records) - at) // 2)))
+        yield Batch(records[at : at + size], filtered, size + len(filtered))
+        at, filtered = at + size, []
 
 
 def _run_batch(spec: StageSpec[P], batch: Batch) -> tuple[P, BuildReport]:
