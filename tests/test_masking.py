@@ -236,6 +236,18 @@ def _rendered(text: str, spans) -> Rendered:
     return Rendered(text, tuple(spans), "prefix")
 
 
+@pytest.mark.parametrize("name", TOKENIZER_NAMES)
+def test_a_text_with_nothing_to_locate_is_tokenized_as_the_tokenizer_does_its_offsets_read_later(name):
+    """A pair's prompt (no span) goes through the tokenizer's call without offsets: the same ids as the
+    call with them, and offsets, when read, the tokenizer's own."""
+    tok = tokenizer(name)
+    text = "Caf\u00e9  na\u00efve 1234\n\n\ttabs, emoji \U0001f600 and <b>markup</b>  "
+    bare, spanned = Masker(tok)([Rendered(text, (), "prefix"), Rendered(text, ((0, len(text)),), "prefix")])
+    enc = tok.backend_tokenizer.encode(text, add_special_tokens=False)
+    assert bare.input_ids[bare.prefix :] == enc.ids and bare.input_ids == spanned.input_ids
+    assert list(bare.offsets) == enc.offsets == list(spanned.offsets)
+
+
 def test_verification_rejects_a_span_with_no_token(smol):
     (result,) = Masker(smol)([_rendered("hello there", [(5, 5)])])
     assert result.reason == "verification failed: no token inside the response span ''"

@@ -114,6 +114,8 @@ def test_preview_json_gives_one_object_per_pair() -> None:
     first = pairs[0]
     assert set(first["counts"]) == {"prompt", "completion (desirable)"} and first["prompt"].endswith("<|im_start|>assistant\n")
     assert all(t["label"] == -100 for t in first["tokens"]["prompt"])
+    # The prompt's tokens spell it: its offsets (computed only when read, the build tokenizes prompts without them).
+    assert "".join(t["text"] for t in first["tokens"]["prompt"]) == first["prompt"]
     assert all(t["label"] == t["id"] for t in first["tokens"]["completion (desirable)"])
 
 

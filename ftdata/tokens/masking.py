@@ -1,7 +1,8 @@
 """Masked tokenization: `Rendered` -> input_ids + labels, via one offsets-mapping pass.
 
 The whole rendered text is tokenized once (the exact tokens the model sees), and a token is
-trained when its characters lie inside a trained span:
+trained when its characters lie inside a trained span (a text with nothing to locate, a preference
+pair's prompt, is tokenized without offsets, and its offsets computed only if read):
 
     text    : <|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\nyo<|im_end|>\\n
     spans   :                                                     [~~~~~~~~~~~~~~)
@@ -202,8 +203,16 @@ class Masker:
         return self.border.anchor
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
-        encodings = self.backend.encode_batch([r.text for r in batch], add_special_tokens=False)
-        located = [self._locate(r, e.ids, Offsets(e)) for r, e in zip(batch, encodings)]
+        # A text with nothing to locate (no span, hole, boundary, literal piece or media item: a pair's
+        # prompt) is tokenized without offsets, the Rust tokenizer's cheaper call (16% less CPU); its
+        # offsets are computed only if read (`preview`).
+        bare = [not (r.spans or r.holes or r.boundaries or r.literal or r.media) for r in batch]
+        full = iter(self.backend.encode_batch([r.text for r, b in zip(batch, bare) if not b], add_special_tokens=False))
+        fast = iter(self.backend.encode_batch_fast([r.text for r, b in zip(batch, bare) if b], add_special_tokens=False) if any(bare) else ())
+        located = []
+        for r, b in zip(batch, bare):
+            e = next(fast if b else full)
+            located.append(self._locate(r, e.ids, _LaterOffsets(self.backend, r.text) if b else Offsets(e)))
         # One Rust call decodes every trained run of the records whose spelling is not exact by construction.
         runs = [x.ids[i0:i1] for x in located if isinstance(x, _Located) and x.decode for i0, i1 in x.ranges]
         decoded = iter(self.backend.decode_batch(runs, skip_special_tokens=False)) if runs else iter(())
@@ -245,6 +254,24 @@ class Masker:
             ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
             weights = None if weights is None else [1.0] * n + weights
         return Tokenized(ids, labels, cuts, n, notes, x.offsets, weights)
+
+class _LaterOffsets(Sequence[tuple[int, int]]):
+    """The offsets of `text`, tokenized again with them when first read."""
+
+    def __init__(self, backend: Any, text: str):
+        self._backend, self._text, self._offsets = backend, text, None
+
+    def _read(self) -> list[tuple[int, int]]:
+        if self._offsets is None:
+            self._offsets = self._backend.encode(self._text, add_special_tokens=False).offsets
+        return self._offsets
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._read()[i]
+
 
 def _find(haystack: list[int], needle: list[int]) -> int:
     for i in range(len(haystack) - len(needle) + 1):
