@@ -255,6 +255,7 @@ class Masker:
             weights = None if weights is None else [1.0] * n + weights
         return Tokenized(ids, labels, cuts, n, notes, x.offsets, weights)
 
+
 class _LaterOffsets(Sequence[tuple[int, int]]):
     """The offsets of `text`, tokenized again with them when first read."""
 
