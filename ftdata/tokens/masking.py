@@ -212,7 +212,7 @@ class Masker:
         located = []
         for r, b in zip(batch, bare):
             e = next(fast if b else full)
-            located.append(self._locate(r, e.ids, _LaterOffsets(self.backend, r.text) if b else Offsets(e)))
+            located.append(self._locate(r, e.ids, _LaterOffsets(self.backend, r.text, len(e.ids)) if b else Offsets(e)))
         # One Rust call decodes every trained run of the records whose spelling is not exact by construction.
         runs = [x.ids[i0:i1] for x in located if isinstance(x, _Located) and x.decode for i0, i1 in x.ranges]
         decoded = iter(self.backend.decode_batch(runs, skip_special_tokens=False)) if runs else iter(())
@@ -257,10 +257,10 @@ class Masker:
 
 
 class _LaterOffsets(Sequence[tuple[int, int]]):
-    """The offsets of `text`, tokenized again with them when first read."""
+    """The offsets of `text` (`n` tokens), tokenized again with them when an offset is first read."""
 
-    def __init__(self, backend: Any, text: str):
-        self._backend, self._text, self._offsets = backend, text, None
+    def __init__(self, backend: Any, text: str, n: int):
+        self._backend, self._text, self._n, self._offsets = backend, text, n, None
 
     def _read(self) -> list[tuple[int, int]]:
         if self._offsets is None:
@@ -268,7 +268,7 @@ class _LaterOffsets(Sequence[tuple[int, int]]):
         return self._offsets
 
     def __len__(self) -> int:
-        return len(self._read())
+        return self._n
 
     def __getitem__(self, i: Any) -> Any:
         return self._read()[i]
