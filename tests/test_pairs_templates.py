@@ -17,7 +17,7 @@ from test_chat_tools import glm, qwen3
 import ftdata
 from ftdata.errors import Location
 from ftdata.options import DataOptions
-from ftdata.outcomes import RejectCode
+from ftdata.outcomes import NoteCode, RejectCode
 from ftdata.run.pairs import MeasuredPair, compile_stage
 from ftdata.run.report import Reject
 
@@ -193,6 +193,28 @@ def test_qwen3_with_thinking_off_puts_the_empty_think_block_in_the_prompt() -> N
     assert [tok.decode(c) for c in item.row.completions] == ["4<|im_end|>", "5<|im_end|>"]
     for reply, completion in zip((chosen, rejected), item.row.completions):
         assert check_row(tok, expected(tok, EOT["trl:qwen3"], prompt, reply, kwargs=kwargs), item.row.prompt, completion) == []
+
+
+def test_a_pairs_history_is_prompt_as_inference_writes_it_with_no_note_on_turns_it_does_not_train() -> None:
+    """Qwen3 drops a history turn's reasoning. A pair trains only its final turn: its prompt is the inference
+    prompt (the history reasoning dropped, as at inference), and no note says a reasoning was dropped from a
+    trained turn (the SFT rule notes it for a conversation whose history turns it trains or must locate)."""
+    tok = qwen3()
+    history = [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", "reasoning_content": "greet back"},
+        {"role": "user", "content": "2+2?"},
+    ]  # fmt: skip
+    side = {"role": "assistant", "content": "4", "reasoning_content": "add"}
+    record = {"prompt": history, "chosen": [side], "rejected": [{**side, "content": "5", "reasoning_content": "guess"}]}
+    (item,) = measure(tok, [record])
+    assert isinstance(item, MeasuredPair), item
+    assert tok.decode(item.row.prompt) == tok.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+    assert "greet back" not in tok.decode(item.row.prompt)
+    assert [tok.decode(c) for c in item.row.completions] == ["<think>\nadd\n</think>\n\n4<|im_end|>", "<think>\nguess\n</think>\n\n5<|im_end|>"]
+    assert item.tokenized.notes == ()
+    sft = compile_stage(tok, DataOptions(mask="last_assistant", max_length=8192))  # SFT still notes it
+    ((_, row, _),) = sft.run([(Location("t.jsonl", line=1), {"messages": [*history, side]})]).outcomes
+    assert [note.code for note in row.tokenized.notes] == [NoteCode.REASONING_DROPPED]
 
 
 def test_a_build_of_every_shape_in_one_file_on_qwen3(tmp_path) -> None:

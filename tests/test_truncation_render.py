@@ -207,11 +207,11 @@ def test_a_re_render_past_a_limit_is_never_taken_for_does_not_fit(on_error, monk
     records = [{"messages": [{"role": "user", "content": "hello there " * 30}, {"role": "assistant", "content": "Hi."}]}]
     original, calls = Renderer.__call__, []
 
-    def busy(self, example):  # the record's own render succeeds; truncation's trial renders run out of time
+    def busy(self, example, **options):  # the record's own render succeeds; truncation's trial renders run out of time
         calls.append(example)
         if len(calls) > 1:
             raise RecordOverLimit(f"the chat template on record {example.source}: took longer than 10 s")
-        return original(self, example)
+        return original(self, example, **options)
 
     monkeypatch.setattr(Renderer, "__call__", busy)
     with warnings.catch_warnings():

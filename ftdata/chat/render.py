@@ -314,8 +314,9 @@ class Renderer:
                     call["function"]["arguments"] = parsed
         return msgs
 
-    def __call__(self, example: Example) -> Rendered:
-        """The example rendered, with the spans that carry loss.
+    def __call__(self, example: Example, *, history: bool = True) -> Rendered:
+        """The example rendered, with the spans that carry loss. `history=False`: a conversation that trains only
+        its final turn leaves the turns before it unlocated where it can (`ChatSpans`: a preference pair's side).
 
         Raises:
             UnusableRecord: the record cannot be trained as it is (rejected with a code).
@@ -330,13 +331,13 @@ class Renderer:
             )  # fmt: skip
         try:
             with pinned():  # the record's renders read the limits once (a long record renders tens of times)
-                return self._render(example)
+                return self._render(example, history)
         except RecordOverLimit:
             raise
         except LimitExceeded as exc:  # a record's render, not the build: a reject under on_error="skip"
             raise RecordOverLimit(str(exc)) from None
 
-    def _render(self, example: Example) -> Rendered:
+    def _render(self, example: Example, history: bool = True) -> Rendered:
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
             example = apply_system(example, self.system_prompt, self.system_mode)
         try:
@@ -358,7 +359,7 @@ class Renderer:
             out = render_prompt_template(example, self.prompt, eos=self.eos, trained=trained)
         else:
             assert self.spans is not None
-            out = self.spans(example, self.chat_messages(example), trained)
+            out = self.spans(example, self.chat_messages(example), trained, history=history)
         if escapes is not None:
             out = escapes.restore(out, example.source)
         if self.mask is MaskPolicy.TRAIN_ON_PROMPT:

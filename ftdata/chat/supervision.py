@@ -64,9 +64,9 @@ class SupervisedRenderer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def __call__(self, example: Example) -> Rendered:
+    def __call__(self, example: Example, *, history: bool = True) -> Rendered:
         if not supervised(example.messages):
-            return self.inner(example)
+            return self.inner(example, history=history)
         ignored = any(m.role != "assistant" and (m.loss_weight is not None or m.train_detail is not None) for m in example.messages)
         if self.inner.mask is MaskPolicy.TRAIN_ON_PROMPT:
             out = self.inner(example)

@@ -104,8 +104,13 @@ class ChatSpans:
         # Text that opens another turn: a stop search never runs across it.
         self.openers = tuple(h.strip() for h in (markers.user_header, markers.system_header) if h.strip())
 
-    def __call__(self, example: Example, msgs: list[dict[str, Any]], trained: list[bool]) -> Rendered:
+    def __call__(self, example: Example, msgs: list[dict[str, Any]], trained: list[bool], *, history: bool = True) -> Rendered:
         """Render `msgs` (the example's chat messages, arguments normalised) and find each span.
+
+        `history=False`, for a conversation that trains only its final turn (a preference pair's side):
+        where the template writes that turn after its inference prompt as rendered (`prefix`), the turns
+        before it are left as the prompt: not located, so no boundaries and no checks of their own (the
+        model reads them as the template writes them at inference). Elsewhere every turn is located.
 
         Raises:
             UnusableRecord: the template raises, drops or rewrites a piece of a turn, or a
@@ -135,6 +140,8 @@ class ChatSpans:
                     "call a tool it was never shown; use a template that renders `tools`",
                     location=example.source, field="tools", code=RejectCode.NOT_RENDERED,
                 )  # fmt: skip
+        if not history and (last := self._final(text, msgs, trained, render, example.source)) is not None:
+            return Rendered(text + last.appended, ((last.start, last.end),), "prefix", (), tuple(dict.fromkeys([*notes, *last.notes])))
         spans, boundaries, method, done = [], [], "prefix", 0
         regions = cache(lambda: content_regions(text, render, msgs))  # every content's place, one render, when asked
         known, found, lasts = self._long(msgs, regions, render, text)
@@ -151,6 +158,14 @@ class ChatSpans:
             done = turn.end
             boundaries.append(turn.boundary)
         return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
+
+    def _final(self, text: str, msgs: list[dict[str, Any]], trained: list[bool], render: Render, source: Location) -> Turn | None:
+        """The final turn, when it alone is trained and follows its inference prompt as rendered; else None."""
+        i = len(msgs) - 1
+        if msgs[i]["role"] != "assistant" or trained.index(True) != i:
+            return None
+        turn = self._turn(text, msgs, i, render, 0, True, source)
+        return turn if turn.method == "prefix" else None
 
     def _long(
         self, msgs: list[dict[str, Any]], regions: Regions, render: Render, text: str

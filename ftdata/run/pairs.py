@@ -149,7 +149,8 @@ class PairStage(Stage):
                 continue
             try:
                 with shared_renders():  # the sides render the same prompt and history: once for the pair
-                    sides = tuple(self.renderer(example) for example in sides_of(item))
+                    # a side trains its final turn alone: the history is prompt, as the template writes it at inference
+                    sides = tuple(self.renderer(example, history=False) for example in sides_of(item))
                     prompt = self._prompt(item, sides)
             except RecordError as exc:
                 out.append((record, self._reject(exc, item.prompt.source, RejectStage.RENDER)))
@@ -233,7 +234,7 @@ class PairStage(Stage):
         limit = self.options.max_length
         longer = max(range(len(item.sides)), key=lambda i: len(item.sides[i].ids))
         side, conversation = item.sides[longer], sides_of(item.record)[longer]
-        whole = self.masker([side.rendered])[0]  # the SFT row of prompt + reply, which the truncator shortens
+        whole = self.masker([self.renderer(conversation)])[0]  # the SFT row of prompt + reply (its exchanges located), cut
         if isinstance(whole, UnusableRecord):
             raise whole
         slack = len(whole.input_ids) - len(item.row.prompt) - len(side.ids)
