@@ -56,13 +56,31 @@ def shared_renders() -> Iterator[None]:
         _SHARED.reset(token)
 
 
+# One encoder for every key: `json.dumps` with options builds a new one per call. No circularity check
+# (half the cost): a render's arguments are read from data, and a cycle ends in RecursionError, not shared.
+_KEYS = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+
+
 def _render_key(messages: Any, generation: bool, tools: Any, kwargs: Any) -> str | None:
     """The arguments of a render as one exact string (JSON keeps str, int, float, bool and None apart and
     keys in order), or None for arguments JSON does not write (a render that is then not shared)."""
     try:
-        return json.dumps([messages, generation, tools, kwargs], ensure_ascii=False)
-    except (TypeError, ValueError):
+        return _KEYS.encode([messages, generation, tools, kwargs])
+    except (TypeError, ValueError, RecursionError):
         return None
+
+
+class _Naming:
+    """'the chat template on record LOCATION', written out only for an error: formatting a location on every
+    render cost more than the time limit around it."""
+
+    __slots__ = ("location",)
+
+    def __init__(self, location: Location | None):
+        self.location = location
+
+    def __str__(self) -> str:
+        return "the chat template" + (f" on record {self.location}" if self.location is not None else "")
 
 
 class ChatRenderer:
@@ -115,7 +133,7 @@ class ChatRenderer:
         self, messages: list[dict[str, Any]], *, generation: bool, tools: Sequence[Mapping[str, Any]] | None,
         kwargs: Mapping[str, Any] | None, location: Location | None,
     ) -> str:  # fmt: skip
-        what = "the chat template" + (f" on record {location}" if location is not None else "")
+        what = _Naming(location)
         images = 0
         if self.contents.form_of(messages) is ContentForm.PARTS:  # LLaVA-Next, Idefics3, records with media: each
             images, messages = media_count(messages), as_parts(messages)  # image back to one MEDIA after
@@ -126,7 +144,7 @@ class ChatRenderer:
                     **{**self.kwargs, **(kwargs or {})},
                 )  # fmt: skip
         except limits.LimitExceeded as exc:
-            raise exc if str(exc).startswith(what) else limits.LimitExceeded(f"{what}: {exc}") from None
+            raise exc if str(exc).startswith(str(what)) else limits.LimitExceeded(f"{what}: {exc}") from None
         except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
             roles = ",".join(m["role"] for m in messages)
             raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None

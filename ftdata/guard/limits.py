@@ -251,7 +251,7 @@ def checked_size(what: str, size: int) -> None:
         raise too_big(what, size, cap)
 
 
-def check_size(text: str, what: str) -> str:
+def check_size(text: str, what: object) -> str:
     """`text`, or LimitExceeded when it is longer than the render size limit."""
     cap = limits().render_chars
     if len(text) > cap:
