@@ -220,12 +220,14 @@ def _stage(settings: Settings) -> Any:
 
 
 @contextmanager
-def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar on stderr (only on a terminal); yields `advance(n)`."""
+def progress_bar(label: str, count: Callable[[], int | None] = lambda: None) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar on stderr (only on a terminal), its total from `count()`, called only for a bar on
+    screen (counting reads the input once more); yields `advance(n)`."""
     err = console(stderr=True)
     if not err.is_terminal:
         yield lambda n: None
         return
+    total = count()
     from rich import progress
 
     columns = (
@@ -329,7 +331,7 @@ def stats(
     else:
         report, measure = stats_report, collect  # type: ignore[assignment]
     data_options = settings.options.data
-    with progress_bar("measuring", count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))) as advance:
+    with progress_bar("measuring", lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))) as advance:
         result = measure(settings.data, stage, settings.options.run, progress=advance)
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
     out = console(no_color)
@@ -386,7 +388,7 @@ def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: b
     from ftdata.io.resources import load_tokenizer
 
     tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
-    with progress_bar("measuring", None) as advance:
+    with progress_bar("measuring") as advance:
         rows = survey(recipe, tokenizer=tok, run=settings.options.run, progress=advance)
     out = console(no_color)
     if as_json:
@@ -444,7 +446,9 @@ def build(
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
-    total = None if is_recipe(settings.data) else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
+    def total() -> int | None:
+        return None if is_recipe(settings.data) else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
+
     with progress_bar("building", total) as advance:
         result = run_build(
             recipe or settings.data, out, tokenizer=tok, options=opts, output_format=output_format or settings.extras.get("output_format"),
