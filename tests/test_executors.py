@@ -266,6 +266,40 @@ def test_threads_leave_the_heap_to_the_garbage_collector_again_after_the_build()
         gc.unfreeze()
 
 
+def test_threads_take_longer_turns_on_the_gil_while_builds_run_and_give_the_callers_interval_back() -> None:
+    caller = sys.getswitchinterval()
+    assert caller < executors.SWITCH_INTERVAL  # Python's default, 5 ms
+    started, release = threading.Barrier(3), threading.Event()
+
+    def build(spec: Any, batch: list[int]) -> float:
+        if batch == [0]:  # both builds' first batches meet: two builds at once
+            started.wait(timeout=10)
+            release.wait(timeout=10)
+        return sys.getswitchinterval()
+
+    results: list[list[float]] = []
+    builds = [
+        threading.Thread(target=lambda: results.append(list(LocalExecutor(threads=2).map(build, None, [[0], [1]]))))
+        for _ in range(2)
+    ]  # fmt: skip
+    for thread in builds:
+        thread.start()
+    started.wait(timeout=10)
+    assert sys.getswitchinterval() == executors.SWITCH_INTERVAL
+    release.set()
+    for thread in builds:
+        thread.join(timeout=10)
+    assert results == [[executors.SWITCH_INTERVAL] * 2] * 2
+    assert sys.getswitchinterval() == caller  # restored once, when the last build ended
+
+    def fails(spec: Any, batch: list[int]) -> None:
+        raise RecordError("bad record", location=None)
+
+    with pytest.raises(RecordError):
+        list(LocalExecutor(threads=2).map(fails, None, [[1], [2]]))
+    assert sys.getswitchinterval() == caller
+
+
 def test_threaded_local_gives_what_one_thread_gives_on_a_real_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, smol) -> None:
     """Rows, labels, the rejects file and the report: cut records included (max_length 96)."""
     out = {}
