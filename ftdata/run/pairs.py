@@ -1,7 +1,8 @@
 """Preference pairs through the record engine: one prompt, each side's completion, verified per pair.
 
     row ──records.preference──▶ Pair(prompt, chosen, rejected) | Unpaired(prompt, completion, label)
-        ──render prompt + reply per side, as SFT renders it (mask=last_assistant)──▶ the reply's span
+        ──render prompt + reply per side, as SFT renders it (mask=last_assistant; the history as prompt,
+          located only for a pair that must be cut)──▶ the reply's span
         ──the inference prompt: the side's text before that span (prefix-stable templates), else
           the generation-prompt render (Mistral writes history differently)──▶
         ──mask (one tokenizer call: prompts and sides)──▶ prompt_ids + completion ids ──▶ verify ──▶ fit
