@@ -446,6 +446,7 @@ def build(
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
     started = time.perf_counter()
+
     def total() -> int | None:
         return None if is_recipe(settings.data) else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
 
