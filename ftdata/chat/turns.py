@@ -160,12 +160,17 @@ class ChatSpans:
         return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
 
     def _final(self, text: str, msgs: list[dict[str, Any]], trained: list[bool], render: Render, source: Location) -> Turn | None:
-        """The final turn, when it alone is trained and follows its inference prompt as rendered; else None."""
+        """The final turn, when it alone is trained and follows its inference prompt as rendered; else None
+        (the template writes the history otherwise, as Mistral does: every turn is located)."""
         i = len(msgs) - 1
         if msgs[i]["role"] != "assistant" or trained.index(True) != i:
             return None
-        turn = self._turn(text, msgs, i, render, 0, True, source)
-        return turn if turn.method == "prefix" else None
+        try:
+            prompt = render(msgs[:i], generation=True)
+        except TemplateError:
+            return None
+        # P_i is text[:len(prompt)]: the turn is located from there, as `_long` hands a known P_i on
+        return self._turn(text, msgs, i, render, 0, True, source, len(prompt)) if text.startswith(prompt) else None
 
     def _long(
         self, msgs: list[dict[str, Any]], regions: Regions, render: Render, text: str
