@@ -24,7 +24,7 @@ from ftdata.errors import ConfigError
 from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
 from ftdata.io.delimited import check_delimiter
 from ftdata.records.formats import FORMAT_ALIASES, FORMATS, format_name
-from ftdata.types import Engine, MaskPolicy, PromptCut, SystemMode, Task, TruncationPolicy
+from ftdata.types import Engine, HistoryMode, MaskPolicy, PromptCut, SystemMode, Task, TruncationPolicy
 
 
 # apply_chat_template's own parameters: ftdata passes them on every render.
@@ -74,6 +74,12 @@ class DataOptions:
     shuffle: bool = _opt(False, "shuffle records (with seed) before splitting")
     limit: int | None = _opt(None, "read at most this many records")
     mask: MaskPolicy = _opt(MaskPolicy.ALL_ASSISTANT, "which tokens carry loss: all_assistant, last_assistant, train_on_prompt")
+    history: HistoryMode = _opt(
+        HistoryMode.ONE_ROW, "multi-turn records whose chat template writes a turn differently in history than as the "
+        "last turn (dropped reasoning, a moved system prompt): inference trains every turn as inference sees it, "
+        "splitting the record into the fewest rows that do; one_row keeps one row and trains history turns as the "
+        "full render writes them"
+    )
     system_prompt: str | None = _opt(None, "system message to add (or override with system_mode=override)")
     system_mode: SystemMode = _opt(SystemMode.ADD, "add, override, or fold (into the first user turn)")
     mask_reasoning: bool = _opt(False, "train only the answer of a turn with reasoning; the reasoning stays context")
@@ -139,6 +145,7 @@ class DataOptions:
     def __post_init__(self) -> None:
         self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
         self.system_mode = SystemMode.parse(self.system_mode, name="system_mode")  # type: ignore[assignment]
+        self.history = HistoryMode.parse(self.history, name="history")  # type: ignore[assignment]
         self.truncation = TruncationPolicy.parse(self.truncation, name="truncation")  # type: ignore[assignment]
         self.prompt_cut = PromptCut.parse(self.prompt_cut, name="prompt_cut")  # type: ignore[assignment]
         if self.task is not None:

@@ -69,6 +69,24 @@ class PromptCut(_Choice):
     START = "start"  # keep its tail (the text nearest the response)
 
 
+class HistoryMode(_Choice):
+    """How the history turns of a multi-turn record are trained, where the chat template writes a turn
+    differently in history than when it is the last one (Qwen3 drops old reasoning; Mistral moves the system
+    prompt): docs/masking.md, "Rows of a record"."""
+
+    INFERENCE = "inference"  # every trained turn as inference sees it: the record splits into the fewest rows that do
+    ONE_ROW = "one_row"  # one row per record: history turns trained as the full render writes them (noted)
+
+
+
+class SplitReason(_Choice):
+    """Why a trained turn of a record is trained in a row of its own (`HistoryMode.INFERENCE`)."""
+
+    CONTEXT = "context"  # the template writes the turns before it differently than its inference prompt
+    REASONING = "reasoning"  # the template drops the turn's reasoning from history
+    TARGET = "target"  # the template writes the turn itself differently when it is the last (an empty think block)
+
+
 class SystemMode(_Choice):
     """How `system_prompt` combines with the record's own system message."""
 
@@ -245,6 +263,9 @@ class Rendered:
     # edge stays trained (Axolotl's rule).
     weights: tuple[float, ...] = ()
     holes: tuple[tuple[int, int], ...] = ()
+    # Trained turns (message indices of the example) that this text does not write as inference sees them,
+    # each with why: the record is split into rows (`ftdata.chat.trajectory`); empty for a row that holds.
+    unheld: tuple[tuple[int, SplitReason], ...] = ()
 
 
 class TokenRow(TypedDict):

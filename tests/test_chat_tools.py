@@ -431,14 +431,13 @@ DOC_PREVIEWS = [
 
 
 def doc_previews() -> str:
-    """The 'after' previews of docs/masking.md: `ftdata preview --no-color` bodies (dates masked)."""
+    """The 'after' previews of docs/masking.md: `ftdata preview --no-color` bodies (dates masked), notes and the
+    rows of a split record as the preview prints them."""
     blocks = []
     for title, tok, ex, options in DOC_PREVIEWS:
         body = preview_text(tok(), [ex()], **options).split("\n", 2)[2]  # drop the record title line
         body = re.sub(r"\d{4}-\d{2}-\d{2}", "YYYY-MM-DD", body).rstrip("\n")
-        text, _, notes = body.partition("\nnote: ")
-        notes = "".join(f"- note: {n}\n" for n in notes.split("\nnote: ") if n.strip())
-        blocks.append(f"**{title}**\n\n```text\n{text}\n```\n\n{notes}")
+        blocks.append(f"**{title}**\n\n```text\n{body}\n```\n")
     return "\n".join(blocks)
 
 

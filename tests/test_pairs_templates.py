@@ -212,7 +212,10 @@ def test_a_pairs_history_is_prompt_as_inference_writes_it_with_no_note_on_turns_
     assert "greet back" not in tok.decode(item.row.prompt)
     assert [tok.decode(c) for c in item.row.completions] == ["<think>\nadd\n</think>\n\n4<|im_end|>", "<think>\nguess\n</think>\n\n5<|im_end|>"]
     assert item.tokenized.notes == ()
-    sft = compile_stage(tok, DataOptions(mask="last_assistant", max_length=8192))  # SFT still notes it
+    sft = compile_stage(tok, DataOptions(mask="last_assistant", max_length=8192))  # nor for SFT: the turn is not trained
+    ((_, row, _),) = sft.run([(Location("t.jsonl", line=1), {"messages": [*history, side]})]).outcomes
+    assert row.tokenized.notes == ()
+    sft = compile_stage(tok, DataOptions(history="one_row", max_length=8192))  # where it trains the turn as written
     ((_, row, _),) = sft.run([(Location("t.jsonl", line=1), {"messages": [*history, side]})]).outcomes
     assert [note.code for note in row.tokenized.notes] == [NoteCode.REASONING_DROPPED]
 

@@ -205,6 +205,12 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
         ("tokens", f"{report.tokens:,}"),
         ("trained tokens", f"{report.trained_tokens:,}" + (f" ({share:.1%})" if report.tokens else "")),
     ]
+    if report.split_records:  # history=inference: records whose turns are trained in rows of their own
+        added = sum(report.added_rows.values())
+        overhead = report.added_tokens / (report.tokens - report.added_tokens) if report.tokens > report.added_tokens else 0.0
+        why = ", ".join(f"{n:,} {reason}" for reason, n in report.added_rows.most_common())
+        rows.insert(4, ("split records", f"{report.split_records:,} into {report.split_records + added:,} rows: +{added:,} rows ({why}), "
+                                         f"+{report.added_tokens:,} tokens ({overhead:.1%}); history=inference"))
     for split, stats in (report.packing or {}).items():
         rows.append((f"fill ({split})", f"{stats.fill_ratio:.1%} ({stats.sequences_per_row:.2f} sequences/row)"))
     rows.append(("splits", ", ".join(f"{name} {n:,}" for name, n in report.splits.items())))

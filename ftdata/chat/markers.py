@@ -38,18 +38,20 @@ SystemSupport = Literal["native", "folded", "ignored", "raises"]
 _DATE = re.compile(r"\b\d{1,2} [A-Z][a-z]{2,8} \d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b[A-Z][a-z]{2,8} \d{1,2}, \d{4}\b")
 
 
-# The renders of one unit of work (the sides of one preference pair), by their arguments; None outside one.
-# A context variable: each build thread has its own, so a pair's renders are never another thread's.
-_SHARED: ContextVar[dict[str, str] | None] = ContextVar("ftdata_shared_renders", default=None)
+# The renders of one unit of work (the sides of one preference pair, the rows of one record), by their
+# arguments, and whether renders without the generation prompt are kept too; None outside one. A context
+# variable: each build thread has its own, so a unit's renders are never another thread's.
+_SHARED: ContextVar[tuple[dict[str, str], bool] | None] = ContextVar("ftdata_shared_renders", default=None)
 
 
 @contextmanager
-def shared_renders() -> Iterator[None]:
+def shared_renders(*, every: bool = False) -> Iterator[None]:
     """Inference prompts (generation=True renders) inside are rendered once per distinct set of arguments:
     the two sides of a preference pair have the same prompt, and each side's rule renders its history
-    turns' prompts, which are the other side's too. Scoped to the block: nothing is served from one
-    record to another."""
-    token = _SHARED.set({})
+    turns' prompts, which are the other side's too. `every`: every render is kept (a multi-turn record's
+    history check renders each trained turn as the last one, and the rows it splits into render them
+    again). Scoped to the block: nothing is served from one record to another."""
+    token = _SHARED.set(({}, every))
     try:
         yield
     finally:
@@ -119,14 +121,14 @@ class ChatRenderer:
             TemplateError: the template raised.
             LimitExceeded: the render ran too long or built too much; names `location`.
         """
-        shared = _SHARED.get()
+        unit = _SHARED.get()
         # Only prompts (generation=True) repeat within a pair: its sides' conversations differ in their last turn.
-        key = _render_key(messages, generation, tools, kwargs) if shared is not None and generation else None
-        if key is not None and key in shared:  # type: ignore[operator]
-            return shared[key]  # type: ignore[index]
+        key = _render_key(messages, generation, tools, kwargs) if unit is not None and (generation or unit[1]) else None
+        if key is not None and key in unit[0]:  # type: ignore[index]
+            return unit[0][key]  # type: ignore[index]
         text = self._render(messages, generation=generation, tools=tools, kwargs=kwargs, location=location)
         if key is not None:
-            shared[key] = text  # type: ignore[index]
+            unit[0][key] = text  # type: ignore[index]
         return text
 
     def _render(

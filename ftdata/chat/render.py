@@ -32,7 +32,7 @@ from ftdata.chat.markers import ChatRenderer, RoleMarkers, control_tokens, detec
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.chat.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
 from ftdata.chat.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
-from ftdata.types import Example, MaskPolicy, Message, Rendered, SystemMode
+from ftdata.types import Example, HistoryMode, MaskPolicy, Message, Rendered, SystemMode
 
 __all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Renderer", "apply_system", "trained_turns"]
 
@@ -199,14 +199,18 @@ class Renderer:
         special_tokens_in_data: str = "reject",
         max_messages: int = MAX_MESSAGES,
         chat_template: str | None = None,
+        history: HistoryMode = HistoryMode.ONE_ROW,
     ):
         """`chat_template`: the name of the chat template the tokenizer holds in place of its own (the
-        `chat_template` option; the Stage applies it), shown in the renderer's name."""
+        `chat_template` option; the Stage applies it), shown in the renderer's name. `history=inference`:
+        a rendering says which trained turns it does not write as inference sees them (`Rendered.unheld`)."""
         self.tokenizer = tokenizer
         self.max_messages = max_messages
         self.mask = mask
         self.system_prompt = system_prompt
         self.system_mode = system_mode
+        # Prompt templates write every turn alike; train_on_prompt trains the whole text as written.
+        self.exact = history is HistoryMode.INFERENCE and mask is not MaskPolicy.TRAIN_ON_PROMPT
         self.prompt: PromptTemplate | None = None
         self.chat: ChatRenderer | None = None
         self.markers: RoleMarkers | None = None
@@ -245,7 +249,7 @@ class Renderer:
             "mask": options.mask, "system_prompt": options.system_prompt, "system_mode": options.system_mode,
             "mask_reasoning": options.mask_reasoning, "chat_template_kwargs": options.chat_template_kwargs,
             "stop_tokens": options.stop_tokens or (), "special_tokens_in_data": options.special_tokens_in_data,
-            "max_messages": options.max_messages, "chat_template": options.chat_template,
+            "max_messages": options.max_messages, "chat_template": options.chat_template, "history": options.history,
         }  # fmt: skip
         return cls(tokenizer, options.template, **{**settings, **overrides})
 
@@ -338,6 +342,7 @@ class Renderer:
             raise RecordOverLimit(str(exc)) from None
 
     def _render(self, example: Example, history: bool = True) -> Rendered:
+        given = len(example.messages)
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
             example = apply_system(example, self.system_prompt, self.system_mode)
         try:
@@ -359,7 +364,9 @@ class Renderer:
             out = render_prompt_template(example, self.prompt, eos=self.eos, trained=trained)
         else:
             assert self.spans is not None
-            out = self.spans(example, self.chat_messages(example), trained, history=history)
+            out = self.spans(example, self.chat_messages(example), trained, history=history, exact=self.exact)
+            if out.unheld and (shift := given - len(example.messages)):  # a system message added or folded away
+                out = replace(out, unheld=tuple((i + shift, why) for i, why in out.unheld))
         if escapes is not None:
             out = escapes.restore(out, example.source)
         if self.mask is MaskPolicy.TRAIN_ON_PROMPT:

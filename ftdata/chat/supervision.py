@@ -136,6 +136,11 @@ def describe(rendered: Rendered) -> list[Note]:
     return [Note(NoteCode.SUPERVISION, "; ".join(parts))] if parts else []
 
 
+def flagged(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """`messages` with the train flags their train_detail implies: what `trained_turns` reads for a supervised record."""
+    return tuple(_trained_by_detail(m) for m in messages) if supervised(messages) else messages
+
+
 def _trained_by_detail(m: Message) -> Message:
     """An assistant turn with a train_detail and no train flag is trained when one of its spans is (Axolotl)."""
     if m.role != "assistant" or m.train is not None or m.train_detail is None:
@@ -165,4 +170,4 @@ def _untrained(m: Message) -> list[tuple[int, int]]:
     return runs
 
 
-__all__ = ["SUPERVISION_IGNORED", "SupervisedRenderer", "describe", "supervised"]
+__all__ = ["SUPERVISION_IGNORED", "SupervisedRenderer", "describe", "flagged", "supervised"]

@@ -38,7 +38,7 @@ from ftdata.chat.markers import ChatRenderer, RoleMarkers
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.chat.stops import common_token_prefix, first_stop
 from ftdata.records.tools import writes
-from ftdata.types import Example, Rendered
+from ftdata.types import Example, Rendered, SplitReason
 
 REASONING_DROPPED = Note(
     NoteCode.REASONING_DROPPED,
@@ -74,6 +74,7 @@ class Turn:
     method: str  # "prefix" (A starts with P_i) or "fallback"
     notes: tuple[Note, ...] = ()
     appended: str = ""  # text A lacks after this (last) turn, trained with it: the EOS, or a call turn's hand-over to the tool
+    stop: int = -1  # where its stop token begins (`end` is where it ends)
 
 
 def _content_end(text: str, start: int, content: str) -> int | None:
@@ -104,8 +105,14 @@ class ChatSpans:
         # Text that opens another turn: a stop search never runs across it.
         self.openers = tuple(h.strip() for h in (markers.user_header, markers.system_header) if h.strip())
 
-    def __call__(self, example: Example, msgs: list[dict[str, Any]], trained: list[bool], *, history: bool = True) -> Rendered:
+    def __call__(
+        self, example: Example, msgs: list[dict[str, Any]], trained: list[bool], *, history: bool = True, exact: bool = False
+    ) -> Rendered:  # fmt: skip
         """Render `msgs` (the example's chat messages, arguments normalised) and find each span.
+
+        `exact` (history=inference): each trained turn before the last message is also rendered as the last
+        turn of its own conversation (`_unheld`); the turns this rendering does not write as inference sees
+        them are `Rendered.unheld`, for the record to be split into rows (`ftdata.chat.trajectory`).
 
         `history=False`, for a conversation that trains only its final turn (a preference pair's side):
         where the template writes that turn after its inference prompt as rendered (`prefix`), the turns
@@ -145,19 +152,65 @@ class ChatSpans:
         spans, boundaries, method, done = [], [], "prefix", 0
         regions = cache(lambda: content_regions(text, render, msgs))  # every content's place, one render, when asked
         known, found, lasts = self._long(msgs, regions, render, text)
+        unheld: list[tuple[int, SplitReason]] = []
         for i, msg in enumerate(msgs):
             if msg["role"] != "assistant":
                 continue
             turn = self._turn(text, msgs, i, render, done, trained[i], example.source, known.get(i), regions, found.get(i), lasts.get(i))
             if turn.method == "fallback":
                 method = "fallback"
-            notes.extend(turn.notes)
+            if trained[i]:  # a turn nothing trains says nothing of what is trained (its dropped reasoning)
+                notes.extend(turn.notes)
+            if exact and trained[i] and i < len(msgs) - 1 and (why := self._unheld(text, msgs, i, turn, render, example.source)):
+                unheld.append((i, why))
             text += turn.appended
             if trained[i]:
                 spans.append((turn.start, turn.end))
             done = turn.end
             boundaries.append(turn.boundary)
-        return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)))
+        return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)), unheld=tuple(unheld))
+
+    def _unheld(self, text: str, msgs: list[dict[str, Any]], i: int, turn: Turn, render: Render, source: Location) -> SplitReason | None:
+        """Why history turn i, as `text` writes it (located as `turn`), is not what the model writes at inference;
+        None where it is.
+
+        The inference target is turn i as the last turn of its own conversation: `render(msgs[:i+1])`,
+        located by the rule (after P_i, through its stop token). It holds in `text` when `text` begins with
+        that whole render (prefix-stable templates: nothing more to locate; a template that closes a last
+        turn with nothing, Apriel, is closed by the marker `text` writes next), or else writes the same
+        characters up to the target's stop token (the context and the turn), locates the turn at the same
+        place, and has a stop token there (GLM's next header where the target has the appended EOS).
+
+        Raises:
+            UnusableRecord: the template raises on the turn as the last one (the record is rejected naming it).
+        """
+        head = msgs[: i + 1]
+        try:
+            last = render(head)
+        except TemplateError as exc:
+            raise UnusableRecord(
+                f"assistant turn {i} cannot be trained as inference sees it: as the last turn the chat template raises ({exc})",
+                location=source, field=f"messages[{i}]", code=RejectCode.UNMASKABLE,
+            ) from None  # fmt: skip
+        if text.startswith(last):  # the full render writes the turn's whole render first: same context, same turn
+            return None
+        try:
+            target = self._turn(last, head, i, render, 0, True, source)
+        except UnusableRecord:
+            # The turn as the last one cannot be located (Apriel writes a call's id in history only and closes a
+            # last call turn with nothing): it stays trained as the full render writes it, as history=one_row does.
+            return None
+        stop = (last + target.appended)[target.stop : target.end]
+        # The same stop token; where the target's was appended (an EOS after a last turn that has no end-of-turn
+        # marker), the stop token `text` writes there (the next turn's header, which also ends generation).
+        stops = text.startswith(stop, turn.stop) or (target.stop == len(last) and bool(target.appended))
+        if stops and text.startswith(last[: target.stop]) and (turn.start, turn.stop) == (target.start, target.stop):
+            return None
+        if not text.startswith(last[: target.start]):
+            return SplitReason.CONTEXT
+        if has_note(turn.notes, NoteCode.REASONING_DROPPED):
+            return SplitReason.REASONING
+        return SplitReason.TARGET
 
     def _final(self, text: str, msgs: list[dict[str, Any]], trained: list[bool], render: Render, source: Location) -> Turn | None:
         """The final turn, when it alone is trained and follows its inference prompt as rendered; else None
@@ -322,7 +375,7 @@ class ChatSpans:
         after = self.markers.after_prompt
         if self.markers.thinking_kwarg and after.strip() and text.startswith(after, start) and msg.get("reasoning_content") is None:
             notes.append(Note(NoteCode.THINK_BOILERPLATE, THINK_BOILERPLATE.format(text=after, kwarg=self.markers.thinking_kwarg)))
-        return Turn(start, end, boundary, method, tuple(notes), appended)
+        return Turn(start, end, boundary, method, tuple(notes), appended, stop_at)
 
     def _handover(self, text: str, msgs: list[dict[str, Any]], render: Render, after: int) -> tuple[int, int, str] | None:
         """(start, end) of the stop token that hands a final call turn over to the tool, and the text A

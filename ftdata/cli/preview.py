@@ -40,6 +40,7 @@ from ftdata.outcomes import Note, NoteCode
 from ftdata.options import RunOptions, plain
 from ftdata.run.report import BuildReport, Reject
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
+from ftdata.chat.trajectory import Part
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
 from ftdata.media.inspect import collapse_segments, collapse_tokens
 
@@ -106,9 +107,13 @@ class RecordView:
     tokens: list[TokenView]
     notes: list[Note] = field(default_factory=list)
     truncation: str = ""
+    part: Part | None = None  # one of the rows of a record split by history=inference
 
     def to_json(self, *, with_tokens: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "record", "location": self.location, "format": self.format}
+        if self.part is not None:
+            p = self.part
+            out["row"] = {"index": p.index, "count": p.count, "turns": list(p.turns), "reasons": {str(i): r.value for i, r in p.reasons}}
         out["method"] = self.method
         out["counts"] = {"tokens": self.total, "prompt": self.prompt, "response": self.response}
         out["counts"]["trained"] = self.trained
@@ -286,7 +291,7 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     return RecordView(
         location=measured.location, format=measured.example.format, method=rendered.method,
         total=measured.total, prompt=measured.prompt, response=measured.response, trained=measured.trained,
-        segments=segments, tokens=tokens, truncation=_truncation(stage, measured),
+        segments=segments, tokens=tokens, truncation=_truncation(stage, measured), part=measured.part,
         notes=[*row.notes, *([RESULTS_ENCODED] if results_encoded(rendered.text, pieces) else []), *describe(rendered)],
     )  # fmt: skip
 
@@ -401,6 +406,8 @@ class Printer:
         self._line("")
         rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
         self._line(Text(f"{rule} record {number}{dot}{view.location}{dot}{view.format}{dot}{counts}", style="bold"))
+        if view.part is not None:
+            self._line(Text(f"split: {view.part.describe()}", style="cyan"))
         self._line(self._text(view))
         for note in view.notes:
             if note in self.said:
@@ -469,7 +476,8 @@ def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tok
     shown = 0
     for part in chain([first], parts):
         for item in part:
-            shown += 1
+            if isinstance(item, Reject) or item.part is None or item.part.index == 0:  # a record's rows share its number
+                shown += 1
             if isinstance(item, Reject):
                 printer.problem(offset + shown, item)
             else:

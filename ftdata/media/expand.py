@@ -396,8 +396,8 @@ class _Wrapped:
 class MediaRenderer(_Wrapped):
     """The build's renderer, with each item expanded (`Media.expand`): what the masker and truncation see."""
 
-    def __call__(self, example: Example) -> Rendered:
-        rendered = self.inner(example)
+    def __call__(self, example: Example, *, history: bool = True) -> Rendered:
+        rendered = self.inner(example, history=history)
         if not rendered.media and (MEDIA in rendered.text or any(m.media for m in example.messages)):
             return self.media.expand(example, rendered)
         return rendered

@@ -33,14 +33,16 @@ from ftdata.records.preference import detect_task, looks_like_preference, prefer
 from ftdata.tokens.masking import Masker, Tokenized, WeightedRow, row_of
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.chat.render import Renderer
+from ftdata.chat.markers import shared_renders
+from ftdata.chat.render import Renderer, trained_turns
+from ftdata.chat.trajectory import Part, split
 from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import processor_input, tokenizer_input
-from ftdata.chat.supervision import SupervisedRenderer
+from ftdata.chat.supervision import SupervisedRenderer, flagged
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
-from ftdata.types import Example, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
+from ftdata.types import Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 from ftdata.records.media import attach_columns
 from ftdata.media.expand import Media, MediaMasker, MediaRenderer, no_processor
 
@@ -60,6 +62,7 @@ class Measured:
     rendered: Rendered
     tokenized: Tokenized
     response: int | None = None
+    part: Part | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
 
     @property
     def location(self) -> str:
@@ -227,25 +230,45 @@ class Stage:
 
     def _measure_examples(self, formatted: list[tuple[int, Example | Reject]], responses: bool) -> list[Outcome]:
         out: list[Any] = []
-        todo: list[tuple[int, Example, Rendered]] = []  # (position in `out`, example, rendering)
+        todo: list[tuple[int, Example, Rendered, Part | None]] = []  # (position in `out`, example, rendering, row of a split)
         for record, example in formatted:
             if isinstance(example, Reject):
                 out.append((record, example))
                 continue
             try:
-                todo.append((len(out), example, self.renderer(example)))
-                out.append((record, None))
+                rows = self._rows(example)
             except RecordError as exc:
                 out.append((record, self._reject(exc, example.source, RejectStage.RENDER)))
-        masked = self.masker([r for _, _, r in todo]) if todo else []
-        counts = self._response_counts([e for _, e, _ in todo], masked) if responses else [None] * len(todo)
-        for (i, example, rendered), row, response in zip(todo, masked, counts):
+                continue
+            for row, rendered, part in rows:
+                todo.append((len(out), row, rendered, part))
+                out.append((record, None))
+        masked = self.masker([r for _, _, r, _ in todo]) if todo else []
+        counts = self._response_counts([e for _, e, _, _ in todo], masked) if responses else [None] * len(todo)
+        for (i, example, rendered, part), row, response in zip(todo, masked, counts):
             if isinstance(row, UnusableRecord):
-                item: Measured | Reject = Reject(str(example.source), RejectStage.VERIFY, row.code, row.reason)
+                reason = f"{row.reason} ({part.describe()})" if part is not None else row.reason
+                item: Measured | Reject = Reject(str(example.source), RejectStage.VERIFY, row.code, reason)
             else:
-                item = Measured(example, rendered, row, response)
+                item = Measured(example, rendered, row, response, part)
             out[i] = (out[i][0], item)
         return out
+
+    def _rows(self, example: Example) -> list[tuple[Example, Rendered, Part | None]]:
+        """The example's rows: one, or under history=inference the fewest that train every turn as inference
+        sees it (`ftdata.chat.trajectory`). A multi-turn record's renders are shared among its checks and rows.
+
+        Raises:
+            RecordError: the record cannot be rendered (or one of its rows cannot).
+        """
+        if self.options.history is not HistoryMode.INFERENCE or sum(m.role == "assistant" for m in example.messages) < 2:
+            return [(example, self.renderer(example), None)]
+        with shared_renders(every=True):
+            first = self.renderer(example)
+            if not first.unheld:
+                return [(example, first, None)]
+            trained = [i for i, t in enumerate(trained_turns(flagged(example.messages), self.options.mask)) if t]
+            return [(row, rendered, part) for row, rendered, part in split(self.renderer, example, trained, first)]
 
     def _response_counts(self, examples: list[Example], masked: list[Tokenized | UnusableRecord]) -> list[int]:
         if self.options.mask is MaskPolicy.ALL_ASSISTANT:
@@ -324,8 +347,10 @@ class Stage:
                 report.note(item.tokenized.notes)
             result = self.truncate(item, policy=policy)
             if result.code is not None:
+                part = getattr(item, "part", None)  # a preference pair is one row
+                reason = f"{result.reason} ({part.describe()})" if part is not None else result.reason
                 ran.rejects.append(
-                    Reject(item.location, RejectStage.TRUNCATE, result.code, result.reason, kept=bool(result.rows), tokens=item.total)
+                    Reject(item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total)
                 )  # fmt: skip
             if not result.rows:
                 failed.add(record)
@@ -333,13 +358,28 @@ class Stage:
         if failed:
             for i, (record, item, result) in enumerate(ran.outcomes):
                 if record in failed and result is not None and result.rows:
-                    ran.rejects.extend(Reject(item.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for _ in result.rows)  # type: ignore[union-attr]
+                    if getattr(item, "part", None) is None:  # a split record's rows go with the one reject naming the row that failed
+                        ran.rejects.extend(Reject(item.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for _ in result.rows)  # type: ignore[union-attr]
                     ran.outcomes[i] = (record, item, replace(result, rows=[]))
         for reject in ran.rejects:
             report.add(reject)
+        _count_splits(ran)
         if self.media is not None:  # the media files this batch's records named (and those of batches beside it)
             ran.read = self.media.drain()
         return ran
+
+
+def _count_splits(ran: Ran) -> None:
+    """The report's split counts: records kept as several rows, the rows added and their tokens."""
+    for _, item, result in ran.outcomes:
+        part = getattr(item, "part", None)
+        if part is None or result is None or not result.rows:
+            continue
+        if part.index == 0:
+            ran.report.split_records += 1
+        else:
+            ran.report.added_rows[part.reason.value if part.reason is not None else "target"] += 1
+            ran.report.added_tokens += sum(len(ids) for ids, _ in result.rows)
 
 
 def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:

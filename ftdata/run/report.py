@@ -14,9 +14,9 @@ from ftdata.tokens.packing import PackingStats
 
 
 SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
-REPORT_FORMAT = 3  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code
+REPORT_FORMAT = 4  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
-COUNTERS = ("rejected", "cut", "methods", "notes", "formats")
+COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows")
 UNITS = {"preference": "pairs", "kto": "completions"}  # what a report's `sequences` counts, by task (else sequences)
 
 
@@ -88,6 +88,11 @@ class BuildReport:
     notes: Counter[NoteCode] = field(default_factory=Counter)
     note_texts: dict[NoteCode, list[str]] = field(default_factory=dict)
     formats: Counter[str] = field(default_factory=Counter)
+    # history=inference: records split into several rows, the rows added by the split by why (a SplitReason's
+    # value: the reason of the row's last turn), and the tokens of those added rows.
+    split_records: int = 0
+    added_rows: Counter[str] = field(default_factory=Counter)
+    added_tokens: int = 0
     splits: dict[str, int] = field(default_factory=dict)
     markers: dict[str, Any] | None = None
     packing: dict[str, PackingStats] | None = None  # per split
@@ -128,7 +133,7 @@ class BuildReport:
         Only the counts merge: labels (source, tokenizer, ...) and the output's numbers
         (rows, splits, packing) stay this report's.
         """
-        for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn"):
+        for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn", "split_records", "added_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))
@@ -192,6 +197,8 @@ class BuildReport:
             parts.append(f"{self.n_rejected} rejected ({_top(self.rejected)})")
         if self.cut:
             parts.append(f"{sum(self.cut.values())} cut ({_top(self.cut)})")
+        if self.split_records:
+            parts.append(f"{self.split_records} split into {self.split_records + sum(self.added_rows.values())} rows (history=inference)")
         if self.filtered:
             parts.append(f"{self.filtered} filtered out")
         if self.not_drawn:
