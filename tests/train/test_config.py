@@ -15,7 +15,7 @@ from ftdata.options import FIELDS, BuildOptions
 from ftdata.train.config import (
     Interval, Precision, Quantization, TrainConfig, changed_options, field_defaults, field_help,
 )  # fmt: skip
-from ftdata.types import MaskPolicy, PromptCut, SystemMode, Task, TruncationPolicy
+from ftdata.types import HistoryMode, MaskPolicy, PromptCut, SystemMode, Task, TruncationPolicy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -130,6 +130,7 @@ SAMPLES = {
     "mask": ("last_assistant", MaskPolicy.LAST_ASSISTANT),
     "system_prompt": ("Be brief.", "Be brief."),
     "system_mode": ("fold", SystemMode.FOLD),
+    "history": ("inference", HistoryMode.INFERENCE),
     "mask_reasoning": ("true", True),
     "chat_template_kwargs": ('{"enable_thinking": false}', {"enable_thinking": False}),
     "truncation": ("keep_end", TruncationPolicy.KEEP_END),
