@@ -45,10 +45,10 @@ class Part:
     @property
     def reason(self) -> SplitReason | None:
         """Why this row exists: its last turn's reason (None for the record's first row)."""
-        return dict(self.reasons).get(self.turns[-1]) if self.reasons else None
+        return self.reasons[-1][1] if self.reasons else None
 
     def describe(self) -> str:
-        """'row 2 of 3: trains turns 3 (its reasoning: the template drops it from history)'."""
+        """'row 2 of 2: trains messages[1] (messages[1]: the template drops its reasoning from history)'."""
         turns = ", ".join(map(str, self.turns))
         head = f"row {self.index + 1} of {self.count}: trains messages[{turns}]"
         if not self.reasons:
@@ -64,7 +64,7 @@ WHY = {
 }
 
 
-def _flagged(example: Example, end: int, turns: set[int]) -> Example:
+def _through(example: Example, end: int, turns: set[int]) -> Example:
     """The record's conversation through message `end`, training exactly `turns`."""
     messages = tuple(
         replace(m, train=i in turns) if m.role == "assistant" else m for i, m in enumerate(example.messages[: end + 1])
@@ -82,24 +82,26 @@ def split(render: Callable[..., Rendered], example: Example, trained: list[int],
     Raises:
         RecordError: a row's render fails (the record is rejected whole, naming the turn).
     """
-    reasons = dict(first.unheld)
+    reasons: dict[int, SplitReason] = {}
     remaining = set(trained)
     rows: list[tuple[Example, Rendered, tuple[int, ...]]] = []
     while remaining:
         end = max(remaining)
-        turns = {i for i in remaining if i <= end}
-        row = _flagged(example, end, turns)
-        rendered = render(row, history=len(turns) > 1)
+        turns = set(remaining)
+        row = _through(example, end, turns)
+        # The first row through the record's last message is the record as `first` rendered it (its flags
+        # name the turns the record trains): not rendered again.
+        rendered = first if not rows and end == len(example.messages) - 1 else render(row, history=len(turns) > 1)
         while rendered.unheld:  # train only what this row holds; the row's own last turn always holds
             for i, why in rendered.unheld:
                 reasons.setdefault(i, why)
                 turns.discard(i)
-            row = _flagged(example, end, turns)
+            row = _through(example, end, turns)
             rendered = render(row, history=len(turns) > 1)
         rows.append((row, rendered, tuple(sorted(turns))))
         remaining -= turns
-    count = len(rows)
+    count = len(rows)  # every turn of a row after the first was unheld in an earlier one: it has a reason
     return [
-        (row, rendered, Part(k, count, turns, tuple((i, reasons[i]) for i in turns if i in reasons) if k else ()))
+        (row, rendered, Part(k, count, turns, tuple((i, reasons[i]) for i in turns) if k else ()))
         for k, (row, rendered, turns) in enumerate(rows)
     ]

@@ -268,7 +268,7 @@ class Stage:
             if not first.unheld:
                 return [(example, first, None)]
             trained = [i for i, t in enumerate(trained_turns(flagged(example.messages), self.options.mask)) if t]
-            return [(row, rendered, part) for row, rendered, part in split(self.renderer, example, trained, first)]
+            return split(self.renderer, example, trained, first)
 
     def _response_counts(self, examples: list[Example], masked: list[Tokenized | UnusableRecord]) -> list[int]:
         if self.options.mask is MaskPolicy.ALL_ASSISTANT:
@@ -378,7 +378,7 @@ def _count_splits(ran: Ran) -> None:
         if part.index == 0:
             ran.report.split_records += 1
         else:
-            ran.report.added_rows[part.reason.value if part.reason is not None else "target"] += 1
+            ran.report.added_rows[part.reason.value] += 1  # type: ignore[union-attr]  # a row after the first has one
             ran.report.added_tokens += sum(len(ids) for ids, _ in result.rows)
 
 
