@@ -289,15 +289,20 @@ def test_every_trained_turn_is_trained_once_on_its_inference_target_in_the_fewes
     check_record(tok, messages, closes=closes)
 
 
-@pytest.mark.parametrize("name", ["qwen3", "gptoss", "mistral-nemo-instruct-2407"])
+@pytest.mark.parametrize("name", ["qwen3", "gptoss", "glm4moe", "mistral-nemo-instruct-2407"])
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_the_rows_of_a_record_do_not_depend_on_the_users_words(name, data) -> None:
-    """Metamorphic: changing what the users say (by a word of the template's own markup) changes no row's turns."""
+    """Metamorphic: changing what the users say (by a word, or a fragment of the template's own markup) changes
+    neither which turns each row trains nor what they train."""
     tok = TEMPLATES[name][0]()
     messages = data.draw(conversations(tools=False))
     if name == "mistral-nemo-instruct-2407":
         messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
-    edited = [user(m["content"] + data.draw(st.sampled_from(["think", "assistant", "\n", "<"]))) if m["role"] == "user" else m for m in messages]
-    shape = [(getattr(i, "part", None) and i.part.turns, type(i).__name__) for i in rows_of(tok, messages)]  # type: ignore[union-attr]
-    assert [(getattr(i, "part", None) and i.part.turns, type(i).__name__) for i in rows_of(tok, edited)] == shape  # type: ignore[union-attr]
+    words = st.sampled_from(["hi", "a", "think", "assistant", "\n", "<", "<|im_", "</thi", "[/INS"])
+    edited = [user(m["content"] + data.draw(words)) if m["role"] == "user" else m for m in messages]
+
+    def shape(items: list[Measured | Reject]) -> list[Any]:
+        return [(i.part and i.part.turns, [text for _, text in runs(tok, i)]) if isinstance(i, Measured) else "reject" for i in items]
+
+    assert shape(rows_of(tok, edited)) == shape(rows_of(tok, messages))
