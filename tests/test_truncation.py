@@ -94,6 +94,16 @@ def test_split_makes_conversations_at_exchange_boundaries_each_with_the_system_p
     assert texts == [f"{SYS}{HEAD}user\nq1<|im_end|>\n{HEAD}assistant\na1<|im_end|>\n", LAST.format("question two")]
 
 
+def test_split_leaves_out_an_exchange_that_trains_nothing_instead_of_rejecting_the_record(char_tok):
+    """An exchange whose assistant turn has train=false (the data's flag, or a history turn another row of a
+    split record trains) is context alone; split keeps the exchanges that train. It used to reject the record
+    as having nothing to train."""
+    record = {"messages": [dict(m, train=False) if m["content"] == "a1" else m for m in CONV["messages"]]}
+    code, reason, texts = cut(char_tok, record, max_length=60, truncation="split")
+    assert code == "split" and "into 1 conversations" in reason and "(0 response tokens lost)" in reason
+    assert texts == [LAST.format("question two")]
+
+
 def test_token_level_policies_keep_start_drop_and_error(char_tok):
     code, reason, texts = cut(char_tok, CONV, max_length=50, truncation="keep_start")
     # token-level: the start of the template is kept by nature, the cut falls where it falls

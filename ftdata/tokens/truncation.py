@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ftdata.errors import RecordError
+from ftdata.errors import RecordError, UnusableRecord
 from ftdata.guard.limits import RecordOverLimit
 from ftdata.tokens.masking import Tokenized, row_of
 from ftdata.outcomes import RejectCode
@@ -179,6 +179,13 @@ class Truncator:
         except RecordError as exc:
             return exc
 
+    def _trains(self, example: Example) -> bool:
+        """Whether `example` has a turn to train (its assistant turns' train flags and the mask)."""
+        try:
+            return any(trained_turns(example.messages, self.renderer.mask))
+        except UnusableRecord:
+            return False
+
     def _fits(self, row: Tokenized | RecordError) -> bool:
         return isinstance(row, Tokenized) and len(row.input_ids) <= self.max_length and count_trained(row.labels) > 0
 
@@ -256,6 +263,9 @@ class Truncator:
                 return self._fits(self._row(exchanges(example, i, j)))
 
             j = _last(i + 1, count - 1 if i == 0 else count, fits)
+            if j is None and not self._trains(exchanges(example, i, i + 1)):
+                i += 1  # an exchange whose turns have train=false, alone: nothing of it to keep, no response lost
+                continue
             if j is None:  # exchange i alone does not fit: shortened as keep_response does, or dropped
                 fit = self._fit(example, i, i + 1, keep_end=False)
                 if fit.row is None:
