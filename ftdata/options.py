@@ -75,7 +75,7 @@ class DataOptions:
     limit: int | None = _opt(None, "read at most this many records")
     mask: MaskPolicy = _opt(MaskPolicy.ALL_ASSISTANT, "which tokens carry loss: all_assistant, last_assistant, train_on_prompt")
     history: HistoryMode = _opt(
-        HistoryMode.ONE_ROW, "multi-turn records whose chat template writes a turn differently in history than as the "
+        HistoryMode.INFERENCE, "multi-turn records whose chat template writes a turn differently in history than as the "
         "last turn (dropped reasoning, a moved system prompt): inference trains every turn as inference sees it, "
         "splitting the record into the fewest rows that do; one_row keeps one row and trains history turns as the "
         "full render writes them"

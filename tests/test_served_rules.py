@@ -206,8 +206,14 @@ def test_class1_the_closer_before_an_answer_after_a_tool_result_is_trained():
     A part inside turn 1. What P_3 writes after the tool result (`<think>`) is what counts: the
     model writes `</think>` there, as in every other turn."""
     tok = qwen_with_think_tokens(AFTER_LAST_USER)
-    # Before: '...It is 18C.<|im_end|>' (the `</think>` after the tool result left untrained).
+    # Before: '...It is 18C.<|im_end|>' (the `</think>` after the tool result left untrained). The full render
+    # writes the loop's turns as history (after a later user query): history=inference trains them in a row
+    # that ends with them, the last turn in the full one; one_row trains them as the full render writes them.
     assert trained(tok, prepare([CALL_TEXT_RECORD], tokenizer=tok)) == [
+        "</think>Glad to help.<|im_end|>",
+        '</think>Let me look.<tool_call>get_weather {"city": "Paris"}</tool_call><|im_end|></think>It is 18C.<|im_end|>',
+    ]
+    assert trained(tok, prepare([CALL_TEXT_RECORD], tokenizer=tok, history="one_row")) == [
         '</think>Let me look.<tool_call>get_weather {"city": "Paris"}</tool_call><|im_end|>'
         "</think>It is 18C.<|im_end|></think>Glad to help.<|im_end|>"
     ]
@@ -305,9 +311,11 @@ TWO_TURNS = {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": 
 
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
-    [(None, "4<｜end▁of▁sentence｜>5<｜end▁of▁sentence｜>"),  # thinking off, the template's default
-     ({"thinking": False}, "4<｜end▁of▁sentence｜>5<｜end▁of▁sentence｜>"),
-     ({"thinking": True}, "</think>4<｜end▁of▁sentence｜></think>5<｜end▁of▁sentence｜>")],
+    [(None, ["4<｜end▁of▁sentence｜>5<｜end▁of▁sentence｜>"]),  # thinking off, the template's default
+     ({"thinking": False}, ["4<｜end▁of▁sentence｜>5<｜end▁of▁sentence｜>"]),
+     # Thinking on, the history turn's `</think>4` follows `<｜Assistant｜>` in the full render but `<think>` at
+     # inference: history=inference trains it in a row of its own, after its inference prompt.
+     ({"thinking": True}, ["</think>5<｜end▁of▁sentence｜>", "</think>4<｜end▁of▁sentence｜>"])],
 )  # fmt: skip
 def test_a_closer_the_generation_prompt_already_ends_with_is_never_trained(kwargs, expected):
     """DeepSeek-V3.2 on its own tokenizer (`<think>` is text there). Thinking off: the prompt ends in
@@ -319,4 +327,4 @@ def test_a_closer_the_generation_prompt_already_ends_with_is_never_trained(kwarg
     assert tok.apply_chat_template(TWO_TURNS["messages"][:1], tokenize=False, add_generation_prompt=True, **(kwargs or {})).endswith(
         "<｜Assistant｜><think></think>" if not (kwargs or {}).get("thinking") else "<｜Assistant｜><think>"
     )
-    assert trained(tok, prepare([TWO_TURNS], tokenizer=tok, chat_template_kwargs=kwargs)) == [expected]
+    assert trained(tok, prepare([TWO_TURNS], tokenizer=tok, chat_template_kwargs=kwargs)) == expected

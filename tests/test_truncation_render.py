@@ -59,12 +59,17 @@ def is_cut_of(new: str, old: str, side: PromptCut) -> bool:
 
 
 def check(stage: Stage, tok, record: dict, fraction: float, policy: TruncationPolicy, prompt_cut: PromptCut) -> None:
+    """Every row of the record (several where history=inference splits it), truncated, holds the property."""
     try:
-        ((_, measured),) = stage.measure([(Location("h", index=0), record)])
+        rows = [measured for _, measured in stage.measure([(Location("h", index=0), record)])]
     except FtdataError:
         return
-    if not hasattr(measured, "tokenized"):
-        return  # the template cannot render this record at all: nothing to truncate
+    for measured in rows:
+        if hasattr(measured, "tokenized"):  # else the template cannot render this record: nothing to truncate
+            _check_row(stage, tok, measured, fraction, policy, prompt_cut)
+
+
+def _check_row(stage: Stage, tok, measured, fraction: float, policy: TruncationPolicy, prompt_cut: PromptCut) -> None:
     max_length = max(8, int(measured.total * fraction))
     if measured.total <= max_length:
         return

@@ -15,6 +15,7 @@ covers every template with many more.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -163,10 +164,12 @@ BOUNDED = ["trl:qwen2_5", "trl:qwen3-think", "trl:qwen3-nothink", "trl:gptoss", 
 def test_renders_of_a_conversation_with_calls_and_reasoning_do_not_grow_with_it(kind, case, kwargs, monkeypatch):
     """A record of 24 exchanges and one of 48 (tool calls, results, reasoning, answers, each where the
     template writes them) take the same number of renders, and train as rendering every prefix does.
-    (4 prompts checked per group here instead of 16: the groups outgrow them at these sizes.)"""
+    (4 prompts checked per group here instead of 16: the groups outgrow them at these sizes.) Locating
+    one row: history=one_row (under history=inference a template that rewrites history makes a row per
+    exchange here, each rendered; test_history_check_of_a_prefix_stable_template_does_not_grow_either)."""
     monkeypatch.setattr(regions, "SAMPLES", 4)
     with on(kind, case) as tok:
-        stage = stage_for(kind, case, kwargs, tok)
+        stage = Stage(tok, replace(stage_for(kind, case, kwargs, tok).options, history="one_row"))
         kinds = kinds_of(stage.renderer.markers)
         spans = stage.renderer.spans
         counted = Counted(spans.render)
@@ -182,6 +185,26 @@ def test_renders_of_a_conversation_with_calls_and_reasoning_do_not_grow_with_it(
                 assert outcome(stage, record) == fast
             assert isinstance(fast[0], tuple), fast  # trained, not rejected
     assert len(kinds) > 1 and renders[0] == renders[1] < 100, renders
+
+
+@pytest.mark.parametrize(("kind", "case", "kwargs"), [v for v in _variants() if v.id in ("trl:qwen2_5", "served:hermes-3-tool-use")])
+def test_history_check_of_a_prefix_stable_template_does_not_grow_either(kind, case, kwargs, monkeypatch):
+    """history=inference checks each trained history turn against its render as the last turn; on a template
+    that keeps history intact a long record's groups are checked by samples (`ChatSpans._held`): 24 and 48
+    exchanges take the same number of renders, and stay one row."""
+    monkeypatch.setattr(regions, "SAMPLES", 4)
+    with on(kind, case) as tok:
+        stage = Stage(tok, replace(stage_for(kind, case, kwargs, tok).options, history="inference"))
+        spans = stage.renderer.spans
+        counted = Counted(spans.render)
+        monkeypatch.setattr(spans, "render", counted)
+        renders = []
+        for n in (24, 48):
+            counted.calls = 0
+            (example,) = stage.examples(Location("paths"), cycled(kinds_of(stage.renderer.markers), n))
+            assert not stage.renderer(example).unheld
+            renders.append(counted.calls)
+    assert renders[0] == renders[1] < 150, renders
 
 
 @pytest.mark.parametrize(("kind", "case", "kwargs"), [v for v in _variants() if v.id in ("served:reka-edge", "trl:qwen2_5", "trl:qwen3-think")])

@@ -86,6 +86,14 @@ def _content_end(text: str, start: int, content: str) -> int | None:
     return j + len(core) if core and text.startswith(core, j) else None
 
 
+def _starts_with_render(text: str, messages: list[dict[str, Any]], render: Render) -> bool:
+    """Whether `text` begins with the render of `messages` (False where the template raises on them)."""
+    try:
+        return text.startswith(render(messages))
+    except TemplateError:
+        return False
+
+
 def tool_name(tool: dict[str, Any]) -> str:
     """The function name of a tool schema (OpenAI `{"type": "function", "function": {...}}` or bare)."""
     inner = tool.get("function", tool)
@@ -152,6 +160,7 @@ class ChatSpans:
         spans, boundaries, method, done = [], [], "prefix", 0
         regions = cache(lambda: content_regions(text, render, msgs))  # every content's place, one render, when asked
         known, found, lasts = self._long(msgs, regions, render, text)
+        held = self._held(text, msgs, trained, render) if exact else set()
         unheld: list[tuple[int, SplitReason]] = []
         for i, msg in enumerate(msgs):
             if msg["role"] != "assistant":
@@ -161,7 +170,7 @@ class ChatSpans:
                 method = "fallback"
             if trained[i]:  # a turn nothing trains says nothing of what is trained (its dropped reasoning)
                 notes.extend(turn.notes)
-            if exact and trained[i] and i < len(msgs) - 1 and (why := self._unheld(text, msgs, i, turn, render, example.source)):
+            if exact and trained[i] and i < len(msgs) - 1 and i not in held and (why := self._unheld(text, msgs, i, turn, render, example.source)):
                 unheld.append((i, why))
             text += turn.appended
             if trained[i]:
@@ -169,6 +178,26 @@ class ChatSpans:
             done = turn.end
             boundaries.append(turn.boundary)
         return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)), unheld=tuple(unheld))
+
+    @staticmethod
+    def _held(text: str, msgs: list[dict[str, Any]], trained: list[bool], render: Render) -> set[int]:
+        """A long conversation's trained history turns that `text` writes as inference sees them, in a bounded
+        number of renders: in each group of at least `LONG` turns of one kind (plain; with reasoning or calls)
+        after a message of one role, up to `SAMPLES` turns are rendered as the last one (`picks`); where `text`
+        begins with each of those renders, the group holds, as `_long` takes P_i. Elsewhere (a short
+        conversation, a group where one render differs: Qwen3's turns before and after the last user query)
+        each turn is checked by `_unheld`."""
+        turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant" and trained[i] and 0 < i < len(msgs) - 1]
+        if len(turns) < LONG:
+            return set()
+        plain = [i for i in turns if not msgs[i].get("tool_calls") and msgs[i].get("reasoning_content") is None]
+        other = [i for i in turns if i not in set(plain)]
+        out: set[int] = set()
+        for kind in (plain, other):
+            for group in groups(msgs, kind).values():
+                if len(group) >= LONG and all(_starts_with_render(text, msgs[: i + 1], render) for i in picks(group)):
+                    out.update(group)
+        return out
 
     def _unheld(self, text: str, msgs: list[dict[str, Any]], i: int, turn: Turn, render: Render, source: Location) -> SplitReason | None:
         """Why history turn i, as `text` writes it (located as `turn`), is not what the model writes at inference;
