@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from support import DATASETS
+from support import DATASETS, TOKENIZERS
 import ftdata
 from ftdata import prepare
 from ftdata.cli.app import app
@@ -28,6 +28,7 @@ ray = pytest.importorskip("ray")
 
 ALPACA = DATASETS / "alpaca" / "llamafactory_alpaca_en_demo.json"
 SHAREGPT = DATASETS / "sharegpt" / "fastchat_dummy_conversation.json"
+GLAIVE = DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,6 +66,17 @@ def test_ray_equals_local_on_real_files(tmp_path: Path, smol, source: Path, opti
     assert run(source, tmp_path, "ray", tokenizer=smol, **options) == local
     rows, rejects, report = local
     assert report["sequences"] > 0 and len(rejects.splitlines()) == sum(report["cut"].values()) + sum(report["rejected"].values())
+
+
+def test_ray_splits_the_records_local_splits(tmp_path: Path) -> None:
+    """history=inference on the real glaive tool-call chats with TRL's qwen3 template: the same rows (a record's
+    rows on one side of the held-out split) and the same split counts on Ray as in process."""
+    options = dict(tokenizer=str(TOKENIZERS / "qwen2.5-instruct"), chat_template="qwen3", max_length=1024, limit=40,
+                   batch_size=8, on_error="skip", test_size=0.2)  # fmt: skip
+    local = run(GLAIVE, tmp_path, "local", **options)
+    assert run(GLAIVE, tmp_path, "ray", **options) == local
+    report = local[2]
+    assert report["split_records"] > 0 and report["sequences"] == report["records"] + sum(report["added_rows"].values()) - sum(report["rejected"].values())
 
 
 def test_a_bad_record_raises_the_same_error_under_ray(tmp_path: Path, char_tok) -> None:

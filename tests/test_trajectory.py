@@ -230,6 +230,30 @@ def test_a_build_keeps_a_records_rows_on_one_side_of_the_split_and_counts_them(t
     assert not any(text.split("user\n")[1].split("<")[0] in held for text in train)
 
 
+def test_engine_processes_splits_the_records_engine_local_splits(monkeypatch) -> None:
+    """The real glaive tool-call chats on TRL's qwen3 template (its empty think block splits every multi-turn
+    record): worker processes build the rows, rejects and counts of the in-process build."""
+    from support import DATASETS
+
+    from ftdata.run import executors
+
+    glaive = DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json"
+    options = dict(tokenizer=str(TOKENIZERS / "qwen2.5-instruct"), chat_template="qwen3", max_length=1024, limit=40,
+                   batch_size=8, on_error="skip", test_size=0.2)  # fmt: skip
+
+    def build(**more: Any) -> tuple[Any, dict[str, Any]]:
+        result = ftdata.prepare(glaive, **options, **more)
+        report = result.report.to_dict()
+        for volatile in ("seconds", "rejects_path", "cached", "fingerprint"):
+            report.pop(volatile)
+        return {name: split.to_dict() for name, split in result.dataset.items()}, report
+
+    local = build()
+    monkeypatch.setattr(executors, "IN_PROCESS_BELOW", 0)  # a pool even for 40 records
+    assert build(engine="processes", num_workers=2) == local
+    assert local[1]["split_records"] > 0 and dict(local[1]["added_rows"]).keys() == {"target"}
+
+
 def test_a_row_that_fails_rejects_its_record_once_naming_the_row() -> None:
     """A split record's row that cannot be kept (here: the history turn's row does not fit max_length under
     truncation=drop) rejects the record with one reject; its other rows go with it."""
