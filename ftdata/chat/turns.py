@@ -191,7 +191,7 @@ class ChatSpans:
         if len(turns) < LONG:
             return set()
         plain = [i for i in turns if not msgs[i].get("tool_calls") and msgs[i].get("reasoning_content") is None]
-        other = [i for i in turns if i not in set(plain)]
+        other = sorted(set(turns) - set(plain))
         out: set[int] = set()
         for kind in (plain, other):
             for group in groups(msgs, kind).values():
