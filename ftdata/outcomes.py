@@ -83,6 +83,7 @@ class NoteCode(StrEnum):
     SYSTEM_IGNORED = "system_ignored"  # the prompt template has no {{ system }}
     SYSTEM_DROPPED = "system_dropped"  # the chat template dropped the system message
     REASONING_DROPPED = "reasoning_dropped"  # the chat template drops an assistant turn's reasoning
+    REASONING_MOVED = "reasoning_moved"  # a leading <think>…</think> in an assistant content moved into its reasoning
     REASONING_PROMPT_CLOSED = "reasoning_prompt_closed"  # the generation prompt closes the think block
     EOS_APPENDED = "eos_appended"  # the template writes no end-of-turn marker: EOS appended and trained
     THINK_BOILERPLATE = "think_boilerplate"  # the rule trains the template's own empty think block

@@ -504,7 +504,8 @@ def test_template_that_drops_the_reasoning_trains_the_answer_and_says_so():
     # is re-rendered as a think block, trained as the model will write it.
     assert trained_texts(tok, rendered, result) == ["a1<|im_end|>", "<think>\nr2\n</think>\n\na2<|im_end|>"]
     assert rendered.method == "prefix"  # both turns start where their inference prompts end
-    assert [n.code for n in result.notes] == [NoteCode.REASONING_DROPPED]
+    # Both think blocks were the turns' reasoning (ftdata.chat.think), and the template drops turn 1's.
+    assert [n.code for n in result.notes] == [NoteCode.REASONING_DROPPED, NoteCode.REASONING_MOVED, NoteCode.REASONING_MOVED]
 
 
 def test_system_prompt_moved_by_the_template_is_found_by_the_fallback():

@@ -26,6 +26,7 @@ from ftdata.errors import ConfigError
 from ftdata.guard.inputs import Input
 from ftdata.media.audio import DECODER, RESAMPLER
 from ftdata.options import BuildOptions, plain
+from ftdata.outcomes import NoteCode
 from ftdata.run.pair_rows import jsonl_pair_rows
 from ftdata.run.report import UNITS, BuildReport
 from ftdata.guard.safeio import OutputDir
@@ -211,12 +212,17 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
         why = ", ".join(f"{n:,} {reason}" for reason, n in report.added_rows.most_common())
         rows.insert(4, ("split records", f"{report.split_records:,} into {report.split_records + added:,} rows: +{added:,} rows ({why}), "
                                          f"+{report.added_tokens:,} tokens ({overhead:.1%}); history=inference"))
+    if report.reasoning_moved:
+        rows.insert(4, ("reasoning moved", f"{report.reasoning_moved:,} trained turns: a leading <think>…</think> in the content "
+                                           "became the turn's reasoning, written by the chat template"))
     for split, stats in (report.packing or {}).items():
         rows.append((f"fill ({split})", f"{stats.fill_ratio:.1%} ({stats.sequences_per_row:.2f} sequences/row)"))
     rows.append(("splits", ", ".join(f"{name} {n:,}" for name, n in report.splits.items())))
     for source in report.mix or []:
         rows.append((f"source {source['source']}", mix_line(source)))
     for code, n in report.notes.most_common(NOTES_SHOWN):
+        if code is NoteCode.REASONING_MOVED:  # its own row above, counted by turn
+            continue
         text = "; ".join(spell(t) for t in report.note_texts.get(code, [code.value]))
         rows.append(("note", f"{text} ({n:,} {'example' if n == 1 else 'examples'})"))
     for label, value in rows:

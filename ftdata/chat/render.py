@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ftdata.options import DataOptions
 from ftdata.chat.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
 from ftdata.outcomes import Note, NoteCode, RejectCode
+from ftdata.chat import think
 from ftdata.chat.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
 from ftdata.chat.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
 from ftdata.types import Example, HistoryMode, MaskPolicy, Message, Rendered, SystemMode
@@ -341,7 +342,13 @@ class Renderer:
         except LimitExceeded as exc:  # a record's render, not the build: a reject under on_error="skip"
             raise RecordOverLimit(str(exc)) from None
 
+    def _lift(self, example: Example) -> tuple[Example, tuple[int, ...]]:
+        """Think blocks in assistant contents moved into reasoning, where the chat template writes reasoning
+        (`ftdata.chat.think`), and the turns moved."""
+        return think.lift(example) if self.markers is not None and self.markers.renders_reasoning else (example, ())
+
     def _render(self, example: Example, history: bool = True) -> Rendered:
+        example, lifted = self._lift(example)
         given = len(example.messages)
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
             example = apply_system(example, self.system_prompt, self.system_mode)
@@ -372,6 +379,8 @@ class Renderer:
         if self.mask is MaskPolicy.TRAIN_ON_PROMPT:
             out = replace(out, spans=((0, len(out.text)),))
         notes = example.notes
+        if lifted and (moved := [i for i in lifted if trained[i + len(example.messages) - given]]):
+            notes = (*notes, *think.notes(moved))
         if self.mask is not MaskPolicy.TRAIN_ON_PROMPT and any(m.train and m.role != "assistant" for m in example.messages):
             notes = (*notes, USER_TRAIN_IGNORED)
         if notes:
@@ -398,6 +407,7 @@ class Renderer:
             raise RecordOverLimit(str(exc)) from None
 
     def _generation_prompt(self, example: Example) -> Rendered:
+        example, _ = self._lift(example)
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
             example = apply_system(example, self.system_prompt, self.system_mode)
         escapes = _Escapes.of(example, self._controls_in(example))

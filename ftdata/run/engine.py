@@ -35,6 +35,7 @@ from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.chat.markers import shared_renders
 from ftdata.chat.render import Renderer, trained_turns
+from ftdata.chat.think import moved
 from ftdata.chat.trajectory import Part, split
 from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
@@ -345,6 +346,7 @@ class Stage:
             report.methods[item.rendered.method] += 1
             if item.tokenized.notes:  # counting costs Python calls even when there are none
                 report.note(item.tokenized.notes)
+                report.reasoning_moved += moved(item.tokenized.notes)
             result = self.truncate(item, policy=policy)
             if result.code is not None:
                 part = getattr(item, "part", None)  # a preference pair is one row

@@ -14,7 +14,8 @@ from ftdata.tokens.packing import PackingStats
 
 
 SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
-REPORT_FORMAT = 4  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records
+REPORT_FORMAT = 5  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records,
+# 5 = think blocks moved into reasoning
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
 COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows")
 UNITS = {"preference": "pairs", "kto": "completions"}  # what a report's `sequences` counts, by task (else sequences)
@@ -93,6 +94,7 @@ class BuildReport:
     split_records: int = 0
     added_rows: Counter[str] = field(default_factory=Counter)
     added_tokens: int = 0
+    reasoning_moved: int = 0  # trained turns whose leading <think>…</think> content became their reasoning (`chat.think`)
     splits: dict[str, int] = field(default_factory=dict)
     markers: dict[str, Any] | None = None
     packing: dict[str, PackingStats] | None = None  # per split
@@ -133,7 +135,8 @@ class BuildReport:
         Only the counts merge: labels (source, tokenizer, ...) and the output's numbers
         (rows, splits, packing) stay this report's.
         """
-        for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn", "split_records", "added_tokens"):
+        for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn", "split_records", "added_tokens",
+                     "reasoning_moved"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))
@@ -199,6 +202,8 @@ class BuildReport:
             parts.append(f"{sum(self.cut.values())} cut ({_top(self.cut)})")
         if self.split_records:
             parts.append(f"{self.split_records} split into {self.split_records + sum(self.added_rows.values())} rows (history=inference)")
+        if self.reasoning_moved:
+            parts.append(f"{self.reasoning_moved} think blocks moved into reasoning")
         if self.filtered:
             parts.append(f"{self.filtered} filtered out")
         if self.not_drawn:
