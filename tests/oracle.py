@@ -833,3 +833,137 @@ def border_problems(exp: Expectation, tokenizer: Any, input_ids: list[int], labe
     if input_ids[p:] != rest or any(x != IGNORE_INDEX for x in labels[p:]):
         return [f"after the last trained turn the row has {_shown(tokenizer, input_ids[p : p + 4])}, the text tokenized {_shown(tokenizer, rest[:4])}"]
     return []
+
+
+# ---------------------------------------------------------------- rows of a record (history=inference)
+
+
+def _lifted(messages: Sequence[dict[str, Any]], writes_reasoning: bool) -> list[dict[str, Any]]:
+    """Leading `<think>…</think>` blocks of assistant contents as the turns' reasoning, where the template
+    writes reasoning (tested by rendering a sentinel reasoning): inference writes the model's reasoning in
+    the template's own syntax."""
+    out = []
+    for m in messages:
+        found = re.match(r"\s*<think>(.*?)</think>", m.get("content") or "", re.DOTALL) if m["role"] == "assistant" else None
+        if writes_reasoning and found and not reasoning(m):
+            m = {**m, "reasoning_content": found[1].strip(), "content": m["content"][found.end() :].lstrip()}
+        out.append(m)
+    return out
+
+
+def writes_reasoning(tokenizer: Any, kwargs: dict[str, Any] | None = None) -> bool:
+    """Whether the template writes an assistant turn's reasoning when the turn is the last one."""
+    turn = {"role": "assistant", "content": "Qzans", "reasoning_content": "Qzthought", "thinking": "Qzthought"}
+    try:
+        return "Qzthought" in Renderer(tokenizer, None, kwargs or {})([{"role": "user", "content": "Qzq"}, turn])
+    except RenderFailed:
+        return False
+
+
+def inference_target(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int, *, tools: list[dict[str, Any]] | None = None,
+                     kwargs: dict[str, Any] | None = None, stops: StopTokens | None = None,
+                     edge_cases: bool = False) -> tuple[str, str] | None:  # fmt: skip
+    """(context, trained text) of assistant turn i as inference sees it: the rule on `messages[:i+1]`, the turn as
+    the last one. None where the rule cannot decide it (or the turn cannot be trained)."""
+    exp = expect(tokenizer, messages[: i + 1], tools=tools, kwargs=kwargs, stops=stops, edge_cases=edge_cases)
+    if exp.must_reject or not exp.turns or exp.turns[-1].status != "rule" or exp.turns[-1].span is None:
+        return None
+    a, b = exp.turns[-1].span
+    if not _calls_written(messages[i], exp.text[a:b]):  # a call turn whose end the rule cannot place
+        return None
+    return exp.text[:a], exp.text[a:b]
+
+
+def row_runs(tokenizer: Any, input_ids: Sequence[int], labels: Sequence[int]) -> list[tuple[str, str]]:
+    """(context, trained text) of each run of trained tokens of a row, decoded."""
+    def decoded(ids: Sequence[int]) -> str:
+        return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    out, k = [], 0
+    while k < len(input_ids):
+        if labels[k] == IGNORE_INDEX:
+            k += 1
+            continue
+        end = k
+        while end < len(input_ids) and labels[end] != IGNORE_INDEX:
+            end += 1
+        out.append((decoded(input_ids[:k]), decoded(input_ids[k:end])))
+        k = end
+    return out
+
+
+def _body(text: str, tokenizer: Any, stops: StopTokens) -> str:
+    """A trained text through its first stop token, without edge whitespace: a last turn's closer of two stops
+    (Phi-3's `<|end|>\\n<|endoftext|>`) ends at the first, where generation ends. Where the template closes no
+    turn (GLM), without the token generation stops on (a history turn: the next header; the same turn as the
+    last: the appended EOS)."""
+    text = text.strip()
+    if stops.call and (at := text.find(stops.call)) >= 0:  # a call turn stops on its calls' closer (Apertus' `<|tools_suffix|>`)
+        return text[: at + len(stops.call)]
+    if stops.final:
+        if stops.middle and (two := re.search(re.escape(stops.middle) + r"\s*" + re.escape(stops.final) + r"$", text)):
+            return text[: two.start() + len(stops.middle)]
+        return text
+    # the next message's first header tag, where a middle turn's training ends (Apriel's `<|end|>`, GLM's `<|user|>`)
+    firsts = [found[0] for found in map(TAG.search, stops.headers_before.values()) if found]
+    for stop in (tokenizer.eos_token, *stops.model, *stops.headers_before.values(), *firsts):
+        if stop and text.endswith(stop.strip()):
+            return text[: -len(stop.strip())].strip()
+    return text
+
+
+def _flat(text: str) -> str:
+    """`text` without the whitespace around markup tags: tokenizers that strip it at their markers (Phi-3's
+    `<|assistant|>`) decode without it."""
+    return re.sub(r"\s*(" + TAG.pattern + r")\s*", r"\1", text).strip()
+
+
+def trajectory(tokenizer: Any, messages: Sequence[dict[str, Any]], rows: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+               tools: list[dict[str, Any]] | None = None, kwargs: dict[str, Any] | None = None, stops: StopTokens | None = None,
+               edge_cases: bool = False) -> tuple[list[str], int | None]:  # fmt: skip
+    """Every way the rows of one record (every assistant turn trained) break the rule of history=inference, and
+    the fewest rows an exhaustive search finds (None where the rule cannot decide a turn, or no turn closes).
+
+    Each trained turn must be trained in exactly one run of one row, on its inference target after its inference
+    context (`inference_target`, decoded text compared up to edge whitespace); no run may train anything else.
+    The fewest rows: the least number of renders `messages[:j+1]` that, together, write every turn's target as
+    a prefix (context + text) of theirs.
+    """
+    kwargs = kwargs or {}
+    stops = stops or stop_tokens(tokenizer, kwargs)
+    messages = _lifted(messages, writes_reasoning(tokenizer, kwargs))
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    targets = {i: inference_target(tokenizer, messages, i, tools=tools, kwargs=kwargs, stops=stops, edge_cases=edge_cases)
+               for i in turns}  # fmt: skip
+    got = [run for ids, labels in rows for run in row_runs(tokenizer, ids, labels)]
+    problems = [] if len(got) == len(turns) else [f"{len(got)} trained runs for {len(turns)} trained turns"]
+    for i, target in targets.items():
+        if target is None:
+            continue
+        context, text = target
+        hits = [g for g in got if _flat(g[0]) == _flat(context) and _flat(_body(g[1], tokenizer, stops)) == _flat(_body(text, tokenizer, stops))]
+        if len(hits) != 1:
+            problems.append(f"turn {i}: at inference {text!r} after ...{context[-120:]!r}; trained {len(hits)} times in {got!r:.600}")
+    if None in targets.values() or not stops.final:
+        return problems, None
+    renders = {}
+    for j in turns:
+        try:
+            renders[j] = Renderer(tokenizer, tools, kwargs).choose_arguments(messages[: j + 1])
+        except RenderFailed:
+            return problems, None
+    def written(j: int, i: int) -> bool:  # render j writes turn i's context and its target through its first stop
+        context, text = targets[i]  # type: ignore[misc]
+        return renders[j].startswith(context) and _body(renders[j][len(context) :], tokenizer, stops).startswith(_body(text, tokenizer, stops))
+
+    holds = {j: {i for i in turns if i <= j and written(j, i)} for j in turns}
+    for n in range(1, len(turns) + 1):
+        if any(set().union(*(holds[j] for j in pick)) >= set(turns) for pick in _combinations(turns, n)):
+            return problems, n
+    return problems, None
+
+
+def _combinations(items: list[int], n: int) -> Any:
+    from itertools import combinations
+
+    return combinations(items, n)

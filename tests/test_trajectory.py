@@ -330,3 +330,24 @@ def test_the_rows_of_a_record_do_not_depend_on_the_users_words(name, data) -> No
         return [(i.part and i.part.turns, [text for _, text in runs(tok, i)]) if isinstance(i, Measured) else "reject" for i in items]
 
     assert shape(rows_of(tok, edited)) == shape(rows_of(tok, messages))
+
+
+# ---------------------------------------------------------------- every template (benchmarks/template_matrix.py --history)
+
+
+def test_every_trl_and_served_template_builds_the_history_probes_as_the_oracle_says_and_the_docs_show() -> None:
+    """Six multi-turn records (plain, reasoning, calls, agent loops over two queries, think-in-content) on every
+    TRL and served template, thinking on and off: each record's rows agree with `oracle.trajectory` (every turn
+    trained once on its inference target, no more rows than the fewest), except the known entries, which must
+    still disagree (a fix deletes its entry); docs/history-matrix.md is what the script prints."""
+    from support import ROOT, matrix_module
+
+    matrix = matrix_module()
+    history = matrix.history_matrix()
+    wrong = {(variant, probe) for variant, vs in history.items() for probe, v in vs.items() if not v.agrees}
+    assert wrong == set(matrix.HISTORY_KNOWN), {
+        key: history[key[0]][key[1]].problems for key in wrong ^ set(matrix.HISTORY_KNOWN) if key[0] in history}
+    assert len(history) > 100 and sum(v.rows > 1 for vs in history.values() for v in vs.values()) > 100
+    page = (ROOT / "docs" / "history-matrix.md").read_text(encoding="utf-8")
+    assert matrix.history_table(history) in page and matrix.history_summary(history) in page, (
+        "regenerate with: .venv/bin/python benchmarks/template_matrix.py --history")

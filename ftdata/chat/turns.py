@@ -230,6 +230,9 @@ class ChatSpans:
             # last call turn with nothing): it stays trained as the full render writes it, as history=one_row does.
             return None
         stop = (last + target.appended)[target.stop : target.end]
+        # Through its first stop token: Phi-3 closes a last turn with `<|end|>\n<|endoftext|>`, and generation has
+        # ended at `<|end|>`, which its history turns write too.
+        stop = min((s for s in self.markers.stops if s and stop.startswith(s)), key=len, default=stop)
         # The same stop token; where the target's was appended (an EOS after a last turn that has no end-of-turn
         # marker), the stop token `text` writes there (the next turn's header, which also ends generation).
         stops = text.startswith(stop, turn.stop) or (target.stop == len(last) and bool(target.appended))
