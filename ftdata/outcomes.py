@@ -94,6 +94,7 @@ class NoteCode(StrEnum):
     TRAIN_DETAIL_WIDENED = "train_detail_widened"  # a token across a train_detail edge stays trained (Axolotl's rule)
     MEDIA_PLACED = "media_placed"  # no placeholder in the messages: the column's items go before the first user text (TRL)
     AUDIO_CUT = "audio_cut"  # audio_window=cut: a clip past the processor's window, the seconds it drops
+    TOKEN_DRIFT = "token_drift"  # a turn's recorded completion token ids differ from the tokens trained (ATIF)
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
 
 

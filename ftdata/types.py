@@ -139,6 +139,9 @@ class Message:
     # turn's trained tokens (None: 1), and Axolotl's character spans of `content` (None: the whole content).
     loss_weight: float | None = None
     train_detail: tuple[TrainSpan, ...] | None = None
+    # The tokens the model generated for this turn, as an agent harness recorded them (ATIF's
+    # `metrics.completion_token_ids`): a build reports how far its own tokens drift from them.
+    token_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,5 +229,5 @@ def test_peer_format_names_are_aliases():
 
     assert BuildOptions(format="alpaca").data.format == "instruction"
     assert BuildOptions(format="openai").data.format == "messages"
-    with pytest.raises(ConfigError, match=r"format must be one of instruction, messages, sharegpt, chat, alpaca, openai"):
+    with pytest.raises(ConfigError, match=r"format must be one of instruction, messages, sharegpt, chat, atif, alpaca, openai"):
         BuildOptions(format="axolotl")

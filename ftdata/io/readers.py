@@ -18,6 +18,7 @@ rejected with `on_error="skip"` and stops the build otherwise, like any malforme
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import importlib
 import json
 import re
@@ -301,7 +302,9 @@ def read_folder(
         return
     for file in data:
         name = _SUFFIXES[data_suffix(file)]
-        yield from _reader(name, delimiter=delimiter, field=field if name == "json" else None, bounds=bounds)(file)
+        shown = str(_under(path, file))
+        for location, row in _reader(name, delimiter=delimiter, field=field if name == "json" else None, bounds=bounds)(file):
+            yield replace(location, source=shown), row
 
 
 def data_files(path: Path) -> list[Path] | None:
@@ -340,6 +343,17 @@ def data_files(path: Path) -> list[Path] | None:
     if not data:
         raise ReaderError(f"{path}: the folder holds no data files; expected .json, .jsonl, .csv or .parquet")
     return data
+
+
+def _under(folder: Path, file: Path) -> Path:
+    """`file` (absolute, as `datasets` lists it; read so, since a Ray worker has its own working folder) as a
+    path under `folder` as the user gave it, for locations: `examples/atif/run.json`, as a file given alone."""
+    for base in (folder.absolute(), folder.resolve()):
+        try:
+            return folder / file.relative_to(base)
+        except ValueError:
+            continue
+    return file
 
 
 def read_hf(path: Path | str) -> Iterator[tuple[Location, Row]]:

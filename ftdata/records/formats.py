@@ -15,6 +15,10 @@ Shapes (names accepted by `format=`):
   LLaMA-Factory's ``function_call`` turns become assistant tool calls, ``observation`` turns
   tool results.
 - ``chat``: a bare list of messages (the row itself is a list).
+- ``atif``: an agent trajectory in the Agent Trajectory Interchange Format (``schema_version``
+  ``"ATIF-v1.x"``, ``steps``): `ftdata.records.atif` turns its steps into messages and its
+  agent's ``tool_definitions`` into the record's tools; copied-context steps and deterministic
+  dispatches (``llm_call_count: 0``) are not trained.
 
 Any shape may have a ``tools`` column (tool schemas) and a ``chat_template_kwargs`` column;
 `ftdata.records.tools` reads them and defines the normal forms the renderer relies on.
@@ -30,13 +34,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ftdata.records import tools
+from ftdata.records import atif, tools
 from ftdata.records.media import content_parts, has_media
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message, TrainSpan
 
-FORMATS = ("instruction", "messages", "sharegpt", "chat")
+FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif")
 # What other tools call the same shapes (LLaMA-Factory and axolotl's `alpaca`, OpenAI's chat format).
 FORMAT_ALIASES = {"alpaca": "instruction", "openai": "messages"}
 
@@ -160,6 +164,8 @@ def detect(row: Any, columns: Columns) -> str:
         return "chat"
     if not isinstance(row, Mapping):
         return "unknown"
+    if atif.is_atif(row):
+        return "atif"
     if _conversational_pair(row, columns):
         return "messages"
     for key in ("messages", "conversations", "conversation"):
@@ -478,6 +484,8 @@ def _to_examples(
     columns = columns or Columns()
     roles = {k.lower(): v for k, v in (roles or {}).items()}
     name = format or detect(row, columns)
+    if name == "atif":
+        return _trajectory(row, location, roles)
     if name == "chat":
         if not isinstance(row, list):
             raise RecordError(f"format 'chat' needs a list of messages, got {type(row).__name__}", location=location)
@@ -510,6 +518,32 @@ def _to_examples(
     validate(msgs, location=location, field="messages")
     examples = (Example(msgs, location, format=name, notes=tuple(dict.fromkeys(notes))),)
     return _with_row_extras(examples, row, columns, location) if isinstance(row, Mapping) else examples
+
+
+def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: str = "") -> tuple[Example, ...]:
+    """An ATIF trajectory's examples: its own conversation, then each embedded subagent's (`prefix`: where a
+    subagent lies in the record, for errors).
+
+    Raises:
+        RecordError: not a trajectory, or a step that does not make a valid conversation (named by its step).
+    """
+    if not atif.is_atif(row):
+        raise RecordError(
+            "format 'atif' needs an ATIF trajectory: an object with 'steps' and a 'schema_version' such as 'ATIF-v1.8'",
+            location=location, field=prefix.rstrip(".") or None,
+        )  # fmt: skip
+    items, definitions, origins, subagents = atif.to_messages(row, location)
+    try:
+        msgs, notes = _messages(items, location=location, field="messages", roles=roles)
+        validate(msgs, location=location, field="messages")
+        schemas = tools.tool_schemas(definitions, location=location, field="agent.tool_definitions")
+    except RecordError as exc:  # named by the step it came from, not by the message it became
+        field = re.sub(r"^messages\[(\d+)\]", lambda m: origins[int(m[1])], exc.field or "")
+        raise type(exc)(exc.reason, location=location, field=prefix + field, code=exc.code) from None
+    msgs = tuple(replace(m, token_ids=tuple(items[i]["token_ids"])) if "token_ids" in items[i] else m for i, m in enumerate(msgs))
+    own = Example(msgs, location, format="atif", notes=tuple(dict.fromkeys(notes)), tools=schemas)
+    subs = [e for i, sub in enumerate(subagents) for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")]
+    return (own, *subs)
 
 
 def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:

@@ -41,6 +41,7 @@ from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import processor_input, tokenizer_input
 from ftdata.chat.supervision import SupervisedRenderer, flagged
+from ftdata.run.drift import Drift, token_drift
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
@@ -64,6 +65,7 @@ class Measured:
     tokenized: Tokenized
     response: int | None = None
     part: Part | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
+    drift: tuple[Drift, ...] = ()  # its trained turns' recorded token ids against the trained tokens (`ftdata.run.drift`)
 
     @property
     def location(self) -> str:
@@ -251,7 +253,10 @@ class Stage:
                 reason = f"{row.reason} ({part.describe()})" if part is not None else row.reason
                 item: Measured | Reject = Reject(str(example.source), RejectStage.VERIFY, row.code, reason)
             else:
-                item = Measured(example, rendered, row, response, part)
+                drift = token_drift(example, row, self.options)
+                if any(d.differ for d in drift):
+                    row = replace(row, notes=(*row.notes, *(d.note() for d in drift if d.differ)))
+                item = Measured(example, rendered, row, response, part, drift)
             out[i] = (out[i][0], item)
         return out
 
@@ -347,6 +352,8 @@ class Stage:
             if item.tokenized.notes:  # counting costs Python calls even when there are none
                 report.note(item.tokenized.notes)
                 report.reasoning_moved += moved(item.tokenized.notes)
+            if drift := getattr(item, "drift", ()):  # a preference pair has no recorded ids
+                report.count_drift(drift)
             result = self.truncate(item, policy=policy)
             if result.code is not None:
                 part = getattr(item, "part", None)  # a preference pair is one row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,7 +16,7 @@ from ftdata.tokens.packing import PackingStats
 
 SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
 REPORT_FORMAT = 5  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records,
-# 5 = think blocks moved into reasoning
+# 5 = think blocks moved into reasoning, recorded token ids compared
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
 COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows")
 UNITS = {"preference": "pairs", "kto": "completions"}  # what a report's `sequences` counts, by task (else sequences)
@@ -95,6 +96,11 @@ class BuildReport:
     added_rows: Counter[str] = field(default_factory=Counter)
     added_tokens: int = 0
     reasoning_moved: int = 0  # trained turns whose leading <think>…</think> content became their reasoning (`chat.think`)
+    # Trained turns with recorded completion token ids (ATIF), those whose trained tokens differ, and by how many
+    # tokens in all (`ftdata.run.drift`).
+    drift_turns: int = 0
+    drift_differ: int = 0
+    drift_tokens: int = 0
     splits: dict[str, int] = field(default_factory=dict)
     markers: dict[str, Any] | None = None
     packing: dict[str, PackingStats] | None = None  # per split
@@ -114,6 +120,12 @@ class BuildReport:
         else:
             (self.cut if reject.kept else self.rejected)[reject.code] += 1
         self._sample([reject])
+
+    def count_drift(self, drift: Sequence[Any]) -> None:
+        """Count one row's compared turns (`ftdata.run.drift.Drift`s)."""
+        self.drift_turns += len(drift)
+        self.drift_differ += sum(d.differ > 0 for d in drift)
+        self.drift_tokens += sum(d.differ for d in drift)
 
     def note(self, notes: tuple[Note, ...]) -> None:
         """Count one example's notes: once per code, whatever the texts."""
@@ -136,7 +148,7 @@ class BuildReport:
         (rows, splits, packing) stay this report's.
         """
         for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn", "split_records", "added_tokens",
-                     "reasoning_moved"):
+                     "reasoning_moved", "drift_turns", "drift_differ", "drift_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))
@@ -204,6 +216,8 @@ class BuildReport:
             parts.append(f"{self.split_records} split into {self.split_records + sum(self.added_rows.values())} rows (history=inference)")
         if self.reasoning_moved:
             parts.append(f"{self.reasoning_moved} think blocks moved into reasoning")
+        if self.drift_turns:
+            parts.append(f"{self.drift_differ} of {self.drift_turns} recorded turns drift ({self.drift_tokens} tokens)")
         if self.filtered:
             parts.append(f"{self.filtered} filtered out")
         if self.not_drawn:

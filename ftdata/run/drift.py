@@ -1,0 +1,84 @@
+"""Retokenization drift: what a build trains for an agent turn against the tokens the model generated.
+
+An agent harness may record the token ids the model sampled for a turn (ATIF's
+`metrics.completion_token_ids`, on `Message.token_ids`). ftdata trains the turn as the template renders
+it, tokenized again: where the two differ (another tokenization of the same text, a template that writes
+the turn otherwise than the model did, a stop token the harness left out), the model is trained on
+tokens it did not produce. Each trained turn with recorded ids is compared with its run of trained
+tokens; a turn that differs gets a `token_drift` note, and the build counts turns and tokens.
+
+    recorded  1 2 3 4 5 6
+    trained   1 2 9 9 9 5 6   -> 3 differ: the longer side's tokens between the common prefix and suffix
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os.path import commonprefix
+
+from ftdata.chat.render import trained_turns
+from ftdata.chat.supervision import flagged
+from ftdata.outcomes import Note, NoteCode
+from ftdata.tokens.masking import Tokenized
+from ftdata.options import DataOptions
+from ftdata.types import IGNORE_INDEX, Example, MaskPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """One trained turn with recorded ids: how many it recorded, and how many differ from the trained tokens."""
+
+    turn: int
+    recorded: int
+    differ: int
+
+    def note(self) -> Note:
+        return Note(
+            NoteCode.TOKEN_DRIFT,
+            f"messages[{self.turn}]: {self.differ} of its {self.recorded} recorded completion tokens differ from the "
+            "tokens trained (retokenization drift)",
+        )
+
+
+def differing(recorded: list[int] | tuple[int, ...], trained: list[int]) -> int:
+    """The longer side's tokens between the common prefix and the common suffix (0: the same tokens).
+
+    >>> differing([1, 2, 3, 4, 5, 6], [1, 2, 9, 9, 9, 5, 6]), differing([1, 2], [1, 2])
+    (3, 0)
+    """
+    recorded, trained = list(recorded), list(trained)
+    head = len(commonprefix([recorded, trained]))
+    tail = len(commonprefix([recorded[head:][::-1], trained[head:][::-1]]))
+    return max(len(recorded), len(trained)) - head - tail
+
+
+def _runs(labels: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each run of trained tokens."""
+    out: list[tuple[int, int]] = []
+    for k, label in enumerate(labels):
+        if label == IGNORE_INDEX:
+            continue
+        if out and out[-1][1] == k:
+            out[-1] = (out[-1][0], k + 1)
+        else:
+            out.append((k, k + 1))
+    return out
+
+
+def token_drift(example: Example, tokenized: Tokenized, options: DataOptions) -> tuple[Drift, ...]:
+    """The drift of each trained turn of this row that has recorded ids; () where a run of trained tokens is not
+    a whole turn (mask_reasoning trains the answer alone, mask=train_on_prompt everything) or the runs are not
+    one per trained turn (train_detail holes)."""
+    if not any(m.token_ids is not None for m in example.messages) or options.mask_reasoning:
+        return ()
+    if options.mask is MaskPolicy.TRAIN_ON_PROMPT:
+        return ()
+    turns = [i for i, t in enumerate(trained_turns(flagged(example.messages), options.mask)) if t]
+    runs = _runs(tokenized.labels)
+    if len(runs) != len(turns):
+        return ()
+    return tuple(
+        Drift(i, len(ids), differing(ids, tokenized.input_ids[a:b]))
+        for i, (a, b) in zip(turns, runs)
+        if (ids := example.messages[i].token_ids) is not None
+    )
