@@ -80,6 +80,10 @@ class DataOptions:
         "splitting the record into the fewest rows that do; one_row keeps one row and trains history turns as the "
         "full render writes them"
     )
+    recorded_ids: bool = _opt(
+        False, "an agent turn with recorded completion token ids (ATIF metrics.completion_token_ids) trains those ids "
+        "instead of the turn's re-tokenized text, where they decode to the same text (else a note, and the re-tokenized turn)"
+    )
     system_prompt: str | None = _opt(None, "system message to add (or override with system_mode=override)")
     system_mode: SystemMode = _opt(SystemMode.ADD, "add, override, or fold (into the first user turn)")
     mask_reasoning: bool = _opt(False, "train only the answer of a turn with reasoning; the reasoning stays context")

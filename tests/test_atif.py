@@ -227,3 +227,33 @@ def test_the_bundled_examples_are_valid_atif() -> None:
     assert len(files) == 3
     for path in files:
         atif.Trajectory.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def test_recorded_ids_train_what_the_model_sampled_where_they_decode_to_the_turn() -> None:
+    """recorded_ids: a turn recorded as other tokens of the same text (here one token per character) trains those
+    tokens; ids that decode to other text keep the re-tokenized turn, with the drift note."""
+    tok = tokenizer("qwen2.5-instruct")
+    steps = [{"source": "user", "message": "2+2?"}, {"source": "agent", "message": "It is 4."}]
+    plain = Stage(tok, DataOptions(max_length=4096))
+    (item,) = [i for _, i, _ in plain.run([(Location("t.json"), trajectory(steps))]).outcomes]
+    (text,) = [t for _, t in runs(tok, item)]
+    chars = [i for c in text.removesuffix("<|im_end|>") for i in tok(c, add_special_tokens=False)["input_ids"]]
+    chars.append(tok.convert_tokens_to_ids("<|im_end|>"))
+    assert len(chars) > len(tok(text, add_special_tokens=False)["input_ids"])  # other tokens of the same text
+    sampled = [steps[0], {**steps[1], "metrics": {"completion_token_ids": chars}}]
+    stage = Stage(tok, DataOptions(max_length=4096, recorded_ids=True))
+    (kept,) = [i for _, i, _ in stage.run([(Location("t.json"), trajectory(sampled))]).outcomes]
+    trained = [t for t, label in zip(kept.tokenized.input_ids, kept.tokenized.labels) if label != -100]
+    assert trained == chars and kept.drift[0].kept and "trains its" in kept.tokenized.notes[0].text
+    def around(t) -> tuple[list[int], list[int]]:  # the tokens before and after the trained run
+        first = next(k for k, label in enumerate(t.labels) if label != -100)
+        last = max(k for k, label in enumerate(t.labels) if label != -100)
+        return t.input_ids[:first], t.input_ids[last + 1 :]
+
+    assert around(kept.tokenized) == around(item.tokenized)  # the same context: only the turn's tokens changed
+    wrong = [steps[0], {**steps[1], "metrics": {"completion_token_ids": tok("It is 5.<|im_end|>", add_special_tokens=False)["input_ids"]}}]
+    (other,) = [i for _, i, _ in stage.run([(Location("t.json"), trajectory(wrong))]).outcomes]
+    assert other.tokenized.input_ids == item.tokenized.input_ids and not other.drift[0].kept
+    assert "differ from the tokens trained" in other.tokenized.notes[0].text
+    report = stage.run([(Location("t.json"), trajectory(sampled))]).report
+    assert (report.drift_turns, report.drift_kept) == (1, 1) and "1 trained on their recorded ids" in report.summary()

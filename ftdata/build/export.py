@@ -217,7 +217,8 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
                                            "became the turn's reasoning, written by the chat template"))
     if report.drift_turns:
         rows.insert(4, ("token drift", f"{report.drift_differ:,} of {report.drift_turns:,} trained turns with recorded completion "
-                                       f"token ids differ from the tokens trained ({report.drift_tokens:,} tokens)"))
+                                       f"token ids differ from the re-tokenized turn ({report.drift_tokens:,} tokens)"
+                                       + (f"; {report.drift_kept:,} trained on their recorded ids" if report.drift_kept else "")))
     for split, stats in (report.packing or {}).items():
         rows.append((f"fill ({split})", f"{stats.fill_ratio:.1%} ({stats.sequences_per_row:.2f} sequences/row)"))
     rows.append(("splits", ", ".join(f"{name} {n:,}" for name, n in report.splits.items())))

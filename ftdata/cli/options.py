@@ -42,7 +42,7 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 # Options that change how records are read, rendered and masked: what preview shows.
 PREVIEW_FIELDS = (
     "template", "chat_template", "format", "task", "columns", "roles", "reader", "delimiter", "field", "filter", "mask",
-    "history", "system_prompt", "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data",
+    "history", "recorded_ids", "system_prompt", "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data",
     "add_chat_tokens", "max_length", "truncation", "prompt_cut", "on_error", "processor", "max_images", "max_image_pixels",
     "max_line_bytes", "max_string_chars", "max_decompressed_bytes", "max_messages",
 )  # fmt: skip

@@ -7,13 +7,17 @@ the turn otherwise than the model did, a stop token the harness left out), the m
 tokens it did not produce. Each trained turn with recorded ids is compared with its run of trained
 tokens; a turn that differs gets a `token_drift` note, and the build counts turns and tokens.
 
+With `recorded_ids` a differing turn trains its recorded ids in place of its run (`recorded`), where they
+decode to the same text as the run: the model is trained on what it sampled, in the context the row gives.
+
     recorded  1 2 3 4 5 6
     trained   1 2 9 9 9 5 6   -> 3 differ: the longer side's tokens between the common prefix and suffix
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 from os.path import commonprefix
 
 from ftdata.chat.render import trained_turns
@@ -31,8 +35,13 @@ class Drift:
     turn: int
     recorded: int
     differ: int
+    run: tuple[int, int] = (0, 0)  # [start, end) of the turn's trained tokens in the row
+    kept: bool = False  # recorded_ids: the row trains the recorded ids in place of the run
 
     def note(self) -> Note:
+        if self.kept:
+            return Note(NoteCode.TOKEN_DRIFT, f"messages[{self.turn}]: trains its {self.recorded} recorded completion tokens "
+                                              f"({self.differ} differ from the re-tokenized turn, which decodes to the same text)")  # fmt: skip
         return Note(
             NoteCode.TOKEN_DRIFT,
             f"messages[{self.turn}]: {self.differ} of its {self.recorded} recorded completion tokens differ from the "
@@ -78,7 +87,40 @@ def token_drift(example: Example, tokenized: Tokenized, options: DataOptions) ->
     if len(runs) != len(turns):
         return ()
     return tuple(
-        Drift(i, len(ids), differing(ids, tokenized.input_ids[a:b]))
+        Drift(i, len(ids), differing(ids, tokenized.input_ids[a:b]), (a, b))
         for i, (a, b) in zip(turns, runs)
         if (ids := example.messages[i].token_ids) is not None
     )
+
+
+
+def recorded(tokenized: Tokenized, example: Example, drift: tuple[Drift, ...], tokenizer: Any) -> tuple[Tokenized, tuple[Drift, ...]]:
+    """`tokenized` with each differing turn's run replaced by its recorded ids where they decode to the run's text,
+    and the drifts, those replaced marked `kept` (a turn whose ids decode otherwise keeps its run and its note).
+    Exchange cuts after a replaced run move with it; its tokens keep the run's loss weight."""
+    ids, labels = list(tokenized.input_ids), list(tokenized.labels)
+    weights = list(tokenized.weights) if tokenized.weights is not None else None
+    offsets, lead = list(tokenized.offsets), tokenized.prefix  # offsets are of the tokens after the BOS ftdata adds
+    cuts = list(tokenized.cuts)
+    out = list(drift)
+    for k in sorted(range(len(out)), key=lambda k: -out[k].run[0]):  # from the last run: earlier positions stay put
+        d = out[k]
+        (a, b), new = d.run, list(example.messages[d.turn].token_ids or ())
+        if not d.differ or _text(tokenizer, new) != _text(tokenizer, ids[a:b]):
+            continue
+        if len(offsets) == len(ids) - lead and a >= lead:  # each recorded token's characters: decoded prefixes' ends
+            start = offsets[a - lead][0]
+            ends = [start + len(_text(tokenizer, new[: k + 1])) for k in range(len(new))]
+            offsets[a - lead : b - lead] = list(zip([start, *ends[:-1]], ends))
+        ids[a:b], labels[a:b] = new, new
+        if weights is not None:
+            weights[a:b] = [weights[a]] * len(new)
+        cuts = [c + len(new) - (b - a) if c > a else c for c in cuts]
+        out[k] = replace(d, kept=True)
+    if not any(d.kept for d in out):
+        return tokenized, drift
+    return replace(tokenized, input_ids=ids, labels=labels, weights=weights, cuts=tuple(cuts), offsets=offsets), tuple(out)
+
+
+def _text(tokenizer: Any, ids: list[int]) -> str:
+    return str(tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))

@@ -41,7 +41,7 @@ from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import processor_input, tokenizer_input
 from ftdata.chat.supervision import SupervisedRenderer, flagged
-from ftdata.run.drift import Drift, token_drift
+from ftdata.run.drift import Drift, recorded, token_drift
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated, Truncator
 from ftdata.types import Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
@@ -254,6 +254,8 @@ class Stage:
                 item: Measured | Reject = Reject(str(example.source), RejectStage.VERIFY, row.code, reason)
             else:
                 drift = token_drift(example, row, self.options)
+                if self.options.recorded_ids and any(d.differ for d in drift):
+                    row, drift = recorded(row, example, drift, self.tokenizer)
                 if any(d.differ for d in drift):
                     row = replace(row, notes=(*row.notes, *(d.note() for d in drift if d.differ)))
                 item = Measured(example, rendered, row, response, part, drift)

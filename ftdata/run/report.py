@@ -101,6 +101,7 @@ class BuildReport:
     drift_turns: int = 0
     drift_differ: int = 0
     drift_tokens: int = 0
+    drift_kept: int = 0  # recorded_ids: differing turns trained on their recorded ids
     splits: dict[str, int] = field(default_factory=dict)
     markers: dict[str, Any] | None = None
     packing: dict[str, PackingStats] | None = None  # per split
@@ -126,6 +127,7 @@ class BuildReport:
         self.drift_turns += len(drift)
         self.drift_differ += sum(d.differ > 0 for d in drift)
         self.drift_tokens += sum(d.differ for d in drift)
+        self.drift_kept += sum(d.kept for d in drift)
 
     def note(self, notes: tuple[Note, ...]) -> None:
         """Count one example's notes: once per code, whatever the texts."""
@@ -148,7 +150,7 @@ class BuildReport:
         (rows, splits, packing) stay this report's.
         """
         for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn", "split_records", "added_tokens",
-                     "reasoning_moved", "drift_turns", "drift_differ", "drift_tokens"):
+                     "reasoning_moved", "drift_turns", "drift_differ", "drift_tokens", "drift_kept"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))
@@ -217,7 +219,8 @@ class BuildReport:
         if self.reasoning_moved:
             parts.append(f"{self.reasoning_moved} think blocks moved into reasoning")
         if self.drift_turns:
-            parts.append(f"{self.drift_differ} of {self.drift_turns} recorded turns drift ({self.drift_tokens} tokens)")
+            kept = f", {self.drift_kept} trained on their recorded ids" if self.drift_kept else ""
+            parts.append(f"{self.drift_differ} of {self.drift_turns} recorded turns drift ({self.drift_tokens} tokens{kept})")
         if self.filtered:
             parts.append(f"{self.filtered} filtered out")
         if self.not_drawn:

@@ -131,6 +131,7 @@ SAMPLES = {
     "system_prompt": ("Be brief.", "Be brief."),
     "system_mode": ("fold", SystemMode.FOLD),
     "history": ("inference", HistoryMode.INFERENCE),
+    "recorded_ids": ("true", True),
     "mask_reasoning": ("true", True),
     "chat_template_kwargs": ('{"enable_thinking": false}', {"enable_thinking": False}),
     "truncation": ("keep_end", TruncationPolicy.KEEP_END),
