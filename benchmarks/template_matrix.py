@@ -957,6 +957,7 @@ def _in_content(record: dict[str, Any]) -> dict[str, Any]:
 HISTORY_PROBES: dict[str, dict[str, Any]] = {
     "plain": SERVED_PROBES["plain"], "reasoning": SERVED_PROBES["reasoning"], "reasoning+call": SERVED_PROBES["reasoning+call"],
     "call+text": SERVED_PROBES["call+text"], "agent-2q": _agent_two_queries(), "think-in-content": _in_content(SERVED_PROBES["reasoning"]),
+    "think+call": _in_content(SERVED_PROBES["reasoning+call"]),
 }  # fmt: skip
 # (template variant, probe) -> why ftdata's rows break the rule there: the history test marks them xfail (strict).
 HISTORY_KNOWN: dict[tuple[str, str], str] = {
@@ -967,6 +968,7 @@ HISTORY_KNOWN: dict[tuple[str, str], str] = {
     "call turn as the last one is not located, so it stays trained as the full render writes it (with the id)",
     ("apriel-1.6", "call+text"): "as reasoning+call",
     ("apriel-1.6", "agent-2q"): "as reasoning+call",
+    ("apriel-1.6", "think+call"): "as reasoning+call",
 }
 
 

@@ -852,12 +852,18 @@ def _lifted(messages: Sequence[dict[str, Any]], writes_reasoning: bool) -> list[
 
 
 def writes_reasoning(tokenizer: Any, kwargs: dict[str, Any] | None = None) -> bool:
-    """Whether the template writes an assistant turn's reasoning when the turn is the last one."""
-    turn = {"role": "assistant", "content": "Qzans", "reasoning_content": "Qzthought", "thinking": "Qzthought"}
-    try:
-        return "Qzthought" in Renderer(tokenizer, None, kwargs or {})([{"role": "user", "content": "Qzq"}, turn])
-    except RenderFailed:
-        return False
+    """Whether the template writes an assistant turn's reasoning when the turn is the last one: a plain answer's,
+    or a tool call's (Gemma 4 writes reasoning only before calls)."""
+    thought = {"reasoning_content": "Qzthought", "thinking": "Qzthought"}
+    call = {"type": "function", "id": "call_1", "function": {"name": "probe_fn", "arguments": {"q": "Qzarg"}}}
+    for turn, tools in (({"role": "assistant", "content": "Qzans", **thought}, None),
+                        ({"role": "assistant", "content": "", "tool_calls": [call], **thought}, [PROBE_TOOL])):  # fmt: skip
+        try:
+            if "Qzthought" in Renderer(tokenizer, tools, kwargs or {})([{"role": "user", "content": "Qzq"}, turn]):
+                return True
+        except RenderFailed:
+            continue
+    return False
 
 
 def inference_target(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int, *, tools: list[dict[str, Any]] | None = None,

@@ -336,7 +336,7 @@ def test_the_rows_of_a_record_do_not_depend_on_the_users_words(name, data) -> No
 
 
 def test_every_trl_and_served_template_builds_the_history_probes_as_the_oracle_says_and_the_docs_show() -> None:
-    """Six multi-turn records (plain, reasoning, calls, agent loops over two queries, think-in-content) on every
+    """Seven multi-turn records (plain, reasoning, calls, agent loops over two queries, think-in-content) on every
     TRL and served template, thinking on and off: each record's rows agree with `oracle.trajectory` (every turn
     trained once on its inference target, no more rows than the fewest), except the known entries, which must
     still disagree (a fix deletes its entry); docs/history-matrix.md is what the script prints."""

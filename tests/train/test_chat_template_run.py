@@ -61,3 +61,20 @@ def test_a_build_folder_trains_with_the_chat_template_it_was_built_with(tmp_path
     with pytest.raises(ConfigError, match=r"plain was built with the tokenizer's own chat template, the run gives chat_template="):
         cfg = TrainConfig(data=str(tmp_path / "plain"), data_options={"chat_template": str(tmp_path / "terse.jinja")})
         load_splits(cfg, with_run_template(load_tokenizer(None), cfg))
+
+
+def test_train_runs_on_the_rows_of_split_records(app: typer.Typer, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The bundled agent trajectories (ATIF) on TRL's qwen3 template: one record splits into two rows (its first
+    query's loop has reasoning qwen3 drops from history); `ftdata train` builds and trains on those rows."""
+    from support import ROOT
+
+    result = CliRunner().invoke(app, [
+        "train", str(ROOT / "examples" / "atif"), "--model", str(tiny_model_dir), "--quantization", "none",
+        "--max-length", "512", "--max-steps", "2", "--save-strategy", "no", "--chat-template", "qwen3",
+        "-o", str(tmp_path / "runs"), "--run-name", "agents",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    record = json.loads((tmp_path / "runs" / "agents" / "run.json").read_text())
+    build = record["data"]["build"]
+    assert (build["records"], build["sequences"], build["split_records"], dict(build["formats"])) == (3, 4, 1, {"atif": 4})
+    assert record["data"]["splits"]["train"]["rows"] == 4 and record["metrics"]["train_loss"] > 0
