@@ -32,8 +32,10 @@ def test_load_gives_the_built_rows_and_the_report(tmp_path: Path, fmt: str) -> N
     expected = ftdata.prepare(RECORDS, tokenizer=None, test_size=2)
     loaded = ftdata.load(out)
     assert set(loaded.dataset) == {"train", "test"}
-    for split in ("train", "test"):
-        assert loaded.dataset[split].to_list() == expected.dataset[split].to_list()
+    for split in ("train", "test"):  # the same rows; each names its record where it was read (the file, the list)
+        assert loaded.dataset[split].remove_columns("record").to_list() == expected.dataset[split].remove_columns("record").to_list()
+    records = [*loaded.dataset["train"]["record"], *loaded.dataset["test"]["record"]]
+    assert sorted(records) == [f"{tmp_path / 'data.jsonl'}:{line}" for line in range(1, 6)]  # line 6 was rejected
     report = loaded.report
     assert (report.records, report.sequences, dict(report.rejected)) == (6, 5, {"empty_response": 1})
     assert report.splits == {"train": 3, "test": 2}
@@ -42,7 +44,7 @@ def test_load_gives_the_built_rows_and_the_report(tmp_path: Path, fmt: str) -> N
 def test_a_build_without_test_split_loads_as_one_dataset(tmp_path: Path) -> None:
     out, _ = build(tmp_path, "--output-format", "parquet")
     dataset = ftdata.load(out).dataset
-    assert dataset.num_rows == 5 and dataset.column_names == ["input_ids", "attention_mask", "labels"]
+    assert dataset.num_rows == 5 and dataset.column_names == ["input_ids", "attention_mask", "labels", "record"]
 
 
 def test_arrow_output_also_loads_with_datasets(tmp_path: Path) -> None:

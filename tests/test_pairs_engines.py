@@ -43,7 +43,7 @@ def test_a_cached_preference_build_is_reused_and_keyed_apart_from_sft(tmp_path, 
     assert again.report.cached and not first.report.cached and again.dataset.to_list() == first.dataset.to_list()
     sft = ftdata.prepare(DPO, tokenizer=smol, limit=20, cache_dir=str(tmp_path), task="sft")
     assert not sft.report.cached and sft.report.fingerprint != first.report.fingerprint
-    assert sft.dataset.column_names == ["input_ids", "attention_mask", "labels"]
+    assert sft.dataset.column_names == ["input_ids", "attention_mask", "labels", "record"]
 
 
 def _recipe(tmp_path: Path, *, mix_by: str, extra: str = "") -> Path:

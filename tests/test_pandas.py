@@ -45,7 +45,8 @@ def test_a_frame_builds_like_the_same_list_of_records(tok) -> None:
     ]
     from_frame = build_sft_dataset(pd.DataFrame(records), tokenizer=tok, template="alpaca")
     from_list = build_sft_dataset(records, tokenizer=tok, template="alpaca")
-    assert from_frame.to_list() == from_list.to_list()
+    assert from_frame.remove_columns("record").to_list() == from_list.remove_columns("record").to_list()
+    assert from_frame["record"] == ["DataFrame[0]", "DataFrame[1]"]  # each row named by its frame label
 
 
 def test_read_json_lines_of_the_nested_lamini_file_builds_like_the_file(tok, tmp_path) -> None:
@@ -57,7 +58,8 @@ def test_read_json_lines_of_the_nested_lamini_file_builds_like_the_file(tok, tmp
     assert frame.loc[945, "question"] == json.loads(lines[5])["question"]  # a {"0": text} cell
     result = prepare(frame, tokenizer=tok, template="question-answer", max_length=4096)
     expected = prepare(part, tokenizer=tok, template="question-answer", max_length=4096)
-    assert result.dataset.to_list() == expected.dataset.to_list()
+    assert result.dataset.remove_columns("record").to_list() == expected.dataset.remove_columns("record").to_list()
+    assert result.dataset["record"][0] == "DataFrame[940]" and expected.dataset["record"][0] == f"{part}:1"
     # Line 951 of the file (index 950) has an empty question and answer: rejected, named by its label.
     assert [(r.location, r.reason) for r in result.report.sample_rejects] == [
         ("DataFrame[950]", "empty response; remove the record or fill the response")

@@ -34,9 +34,10 @@ def test_split_pieces_of_a_record_stay_in_one_split(char_tok):
     result = prepare(_records(12), tokenizer=char_tok, template="question-answer", max_length=48, truncation="split", test_size=0.25)
     ds = result.dataset
     assert result.report.cut  # some records were really cut into pieces
-    assert ds["train"].column_names == ["input_ids", "attention_mask", "labels"]  # the record column stays private
+    assert ds["train"].column_names == ["input_ids", "attention_mask", "labels", "record"]  # each row names its record
     train, test = _record_ids(char_tok, ds["train"]), _record_ids(char_tok, ds["test"])
     assert not train & test
+    assert not set(ds["train"]["record"]) & set(ds["test"]["record"])  # the record column says so too
     assert train | test == {f"{i:03d}" for i in range(12)}
     assert len(test) == 3  # ceil(0.25 * 12) records, not sequences
 

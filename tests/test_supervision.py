@@ -81,9 +81,9 @@ def test_a_span_edge_inside_a_token_keeps_the_token_trained_with_a_note():
 def test_a_build_without_weights_has_no_weights_column_and_unchanged_rows():
     tok = tokenizer("qwen2.5-instruct")
     plain = build_sft_dataset([conversation()], tokenizer=tok)
-    assert plain.column_names == ["input_ids", "attention_mask", "labels"]
+    assert plain.column_names == ["input_ids", "attention_mask", "labels", "record"]
     weighted = build_sft_dataset([conversation(weight=0.5), conversation()], tokenizer=tok)
-    assert weighted.column_names == ["input_ids", "attention_mask", "labels", "loss_weights"]
+    assert weighted.column_names == ["input_ids", "attention_mask", "labels", "record", "loss_weights"]
     assert weighted[1]["input_ids"] == plain[0]["input_ids"] and weighted[1]["labels"] == plain[0]["labels"]
     assert set(weighted[1]["loss_weights"]) == {1.0}
     row = weighted[0]

@@ -81,7 +81,7 @@ def write_rows(
                 rows.write(part)  # type: ignore[call-arg]
                 sink.write(part.rejects)
                 continue
-            rows.write(part.ids, part.labels, part.lengths, part.groups, part.weights, media=part.media)
+            rows.write(part.ids, part.labels, part.lengths, part.groups, part.weights, media=part.media, sources=part.sources)
             sink.write(part.rejects)
             if media is not None:
                 add_read(media, part.read)

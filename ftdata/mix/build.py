@@ -215,7 +215,7 @@ class _Reading:
                     self.rows.write(c)  # type: ignore[call-arg]
                     self.units.append((base + c.groups, *c.units()))
                 else:
-                    self.rows.write(c.ids, c.labels, c.lengths, c.groups, c.weights)  # type: ignore[call-arg]
+                    self.rows.write(c.ids, c.labels, c.lengths, c.groups, c.weights, sources=c.sources)  # type: ignore[call-arg]
                     starts = np.concatenate([[0], np.cumsum(c.lengths)[:-1]]).astype(np.int64)
                     trained = np.add.reduceat(c.labels != IGNORE_INDEX, starts) if len(c.lengths) else np.zeros(0, dtype=np.int64)
                     self.units.append((base + c.groups, c.lengths, trained.astype(np.int64)))

@@ -101,6 +101,7 @@ class Chunk:
     # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
     weights: np.ndarray | None = None
     read: dict[str, Stat | None] = field(default_factory=dict)  # the media files the batch read (`Ran.read`)
+    sources: list[str] = field(default_factory=list)  # per sequence, its record's location (the `record` column)
 
     @property
     def records(self) -> int:
@@ -400,11 +401,13 @@ def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
     """
     seqs: list[tuple[list[int], list[int]]] = []
     groups: list[int] = []  # per sequence: its record in the batch
+    where: list[str] = []  # per sequence: its record's location
     columns: list[list[dict[str, Any]]] | None = [] if media is not None else None
     for record, item, result in ran.outcomes:
         if result is not None and result.rows:
             seqs.extend(result.rows)
             groups.extend(record for _ in result.rows)
+            where.extend(item.location for _ in result.rows)
             if columns is not None:  # a row of the record as measured reuses its items; a shortened one reads them again
                 sources = result.conversations or (item.example,) * len(result.rows)  # type: ignore[union-attr]
                 columns.extend(
@@ -414,7 +417,7 @@ def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
     report = ran.report
     out = Chunk(
         *_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, media=columns, weights=_weights(seqs),
-        read=ran.read,
+        read=ran.read, sources=where,
     )  # fmt: skip
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())

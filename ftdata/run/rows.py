@@ -28,7 +28,10 @@ def list_column(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
-RECORD = "record"  # scratch column: the record a sequence came from (dropped from every output)
+RECORD = "record_index"  # scratch column: the running index of the record a sequence came from (dropped from every output)
+# The record a row came from, as its location (`data.jsonl:12`): in every unpacked SFT output, so the rows of a
+# record split by history=inference (or cut by truncation=split) can be grouped and found in the source.
+SOURCE = "record"
 # Per-token loss weights (`ftdata.chat.supervision`): in the output only when a build has any; in the
 # rows file a row without weights holds an empty list (1 for every token).
 WEIGHTS = "loss_weights"
@@ -43,7 +46,7 @@ class ArrowRows:
 
     SCHEMA = pa.schema(
         [("input_ids", pa.list_(pa.int32())), ("attention_mask", pa.list_(pa.int8())), ("labels", pa.list_(pa.int32())),
-         (RECORD, pa.int64())]
+         (SOURCE, pa.string()), (RECORD, pa.int64())]
     )  # fmt: skip
 
     WRITTEN = SCHEMA.append(pa.field(WEIGHTS, pa.list_(pa.float32())))
@@ -58,10 +61,10 @@ class ArrowRows:
 
     def write(
         self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray,
-        weights: np.ndarray | None = None, *, media: list[Any] | None = None,
+        weights: np.ndarray | None = None, *, media: list[Any] | None = None, sources: list[str] | None = None,
     ) -> None:  # fmt: skip
-        """One chunk's sequences; `groups` is each one's record index within the chunk; `weights` per token, if
-        any; `media` each one's `media` column (a build with a processor)."""
+        """One chunk's sequences; `groups` is each one's record index within the chunk, `sources` its record's
+        location; `weights` per token, if any; `media` each one's `media` column (a build with a processor)."""
         base, self.records = self.records, self.records + (int(groups.max()) + 1 if len(groups) else 0)
         if not len(lengths):
             return
@@ -72,7 +75,8 @@ class ArrowRows:
             w_offsets = offsets
         batch = pa.record_batch(
             [list_column(offsets, ids), list_column(offsets, np.ones(len(ids), dtype=np.int8)), list_column(offsets, labels),
-             pa.array(groups + base), list_column(w_offsets, weights),
+             pa.array(sources if sources is not None else [""] * len(lengths), type=pa.string()), pa.array(groups + base),
+             list_column(w_offsets, weights),
              *([pa.array(media, type=MEDIA_TYPE)] if MEDIA_FIELD in self.schema.names else [])],
             schema=self.schema,
         )  # fmt: skip
@@ -312,6 +316,9 @@ def pad_table(table: pa.Table, *, max_length: int, pad_id: int, side: str) -> pa
     if MEDIA_FIELD in table.column_names:  # media unchanged on the right; moved by the pads on the left
         media = table[MEDIA_FIELD].combine_chunks()
         out[MEDIA_FIELD] = media if side == "right" else shift_media(media, max_length - lengths)
+    for name in (SOURCE, RECORD):  # per row, not per token: unchanged
+        if name in table.column_names:
+            out[name] = table[name].combine_chunks()
     return pa.table(out)
 
 

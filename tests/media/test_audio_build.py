@@ -27,7 +27,7 @@ from ftdata.types import IGNORE_INDEX
 __all__ = ["gemma3n", "phi4", "qwen2_audio"]  # session fixtures used by name below
 FAMILIES = ["qwen2_audio", "gemma3n", "phi4"]
 END_OF_TURN = {"qwen2_audio": "<|im_end|>", "gemma3n": "<end_of_turn>", "phi4": "<|end|><|endoftext|>"}  # Phi-3's template closes the last turn with both
-ROW_COLUMNS = {"input_ids", "attention_mask", "labels", "media"}
+ROW_COLUMNS = {"input_ids", "attention_mask", "labels", "record", "media"}
 MEDIA_KEYS = {"kind", "ref", "start", "tokens", "width", "height", "seconds"}
 
 

@@ -91,7 +91,7 @@ def test_media_column_reads_a_rows_file(tmp_path):
             n = len(chunk)
             sink.write_batch(pa.record_batch([
                 pa.array([[7, 8, 9]] * n, type=pa.list_(pa.int32())), pa.array([[1, 1, 1]] * n, type=pa.list_(pa.int8())),
-                pa.array([[7, 8, 9]] * n, type=pa.list_(pa.int32())), pa.array([0] * n, type=pa.int64()),
-                pa.array(chunk, type=MEDIA_TYPE),
+                pa.array([[7, 8, 9]] * n, type=pa.list_(pa.int32())), pa.array(["d.jsonl:1"] * n, type=pa.string()),
+                pa.array([0] * n, type=pa.int64()), pa.array(chunk, type=MEDIA_TYPE),
             ], schema=schema))  # fmt: skip
     assert media_column(tmp_path / "media.arrow").to_pylist() == rows
