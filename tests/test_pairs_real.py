@@ -119,3 +119,22 @@ def test_ftdata_build_of_the_dpo_demo_writes_preference_rows_not_sft(tmp_path) -
     assert built.dataset.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
     assert (built.report.task, built.report.records, built.report.sequences) == ("preference", 300, 300)
     assert not built.report.rejected.get("no_assistant")
+
+
+def test_a_reply_with_a_leading_space_tokenizes_as_in_the_whole_text_in_pairs_and_sft_rows() -> None:
+    """Phi-3's `<|assistant|>` takes the whitespace after it (rstrip). The v1 demo's rejected replies begin with
+    a space: tokenized alone behind a neutral anchor they became `▁Abd…`, while the whole rendered conversation
+    (and an SFT row of it) tokenizes `Ab d…`. One rule: prompt_ids + completion_ids are the tokens of the
+    rendered text, for every pair and both sides (the rendering and tokenization here are transformers' own)."""
+    tok = tokenizer("phi-3-mini-4k-instruct")
+    pairs = v1_pairs()[:10]
+    built = ftdata.prepare(V1, tokenizer=tok, task="preference", limit=10).dataset
+    assert sum(reply["content"].startswith(" ") for _, _, reply in pairs) == 10  # the case: every rejected reply
+    for (prompt, chosen, rejected), row in zip(pairs, built):
+        for side, reply in (("chosen", chosen), ("rejected", rejected)):
+            text = tok.apply_chat_template([*prompt, reply], tokenize=False)
+            whole = tok(text, add_special_tokens=False)["input_ids"]
+            assert row["prompt_ids"] + row[f"{side}_ids"] == whole[: len(row["prompt_ids"]) + len(row[f"{side}_ids"])]
+            sft = ftdata.build_sft_dataset([{"messages": [*prompt, reply]}], tokenizer=tok, mask="last_assistant")[0]
+            trained = [t for t, label in zip(sft["input_ids"], sft["labels"]) if label != -100]
+            assert trained == row[f"{side}_ids"]  # the SFT row trains the same tokens

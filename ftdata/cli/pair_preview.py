@@ -75,7 +75,7 @@ def _prompt_view(stage: PairStage, item: MeasuredPair) -> RecordView:
 
 def _completion_view(stage: PairStage, item: MeasuredPair, side: Side, reply: Any) -> RecordView:
     """One completion: its tokens (every one trained), over the text the template writes for the reply."""
-    text = continuation(side.rendered, stage.masker.anchor)
+    text = continuation(side.rendered, stage.masker.anchor_before(side.rendered.text[: side.rendered.spans[0][0]]))
     begin, end = text.spans[0]
     shown = text.text[begin:end]
     offsets = [(a - begin, b - begin) for a, b in list(side.tokenized.offsets)[side.start - side.tokenized.prefix : side.end - side.tokenized.prefix]]

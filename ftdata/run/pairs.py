@@ -158,7 +158,10 @@ class PairStage(Stage):
                 continue
             todo.append((len(out), item, prompt, sides))
             out.append((record, None))
-        texts = [r for _, _, prompt, sides in todo for r in (prompt, *(continuation(side, self.masker.anchor) for side in sides))]
+        texts = [
+            r for _, _, prompt, sides in todo
+            for r in (prompt, *(continuation(side, self.masker.anchor_before(side.text[: side.spans[0][0]])) for side in sides))
+        ]  # fmt: skip
         masked = iter(zip(texts, self.masker(texts)) if todo else ())
         for i, item, prompt, sides in todo:
             prompt_tokens = next(masked)[1]
@@ -260,9 +263,10 @@ class PairStage(Stage):
 
 def continuation(rendered: Rendered, anchor: str | None) -> Rendered:
     """`rendered` (prompt + reply) from its trained span on, behind `anchor`, a special token that tokenizes
-    alone: the masker then tokenizes the completion as inference generates it after the prompt, starting
-    with a fresh token at the border, and the prompt is not tokenized again for every side. Without an
-    anchor, `rendered` itself (the masker splits a token across the border)."""
+    alone (or the prompt's own last token where it takes the whitespace after it: `Border.anchor_before`):
+    the masker then tokenizes the completion as it tokenizes in the whole text, starting with a fresh token
+    at the border, and the prompt is not tokenized again for every side. Without an anchor, `rendered`
+    itself (the masker splits a token across the border)."""
     if anchor is None:
         return rendered
     start, end = rendered.spans[0]

@@ -116,9 +116,25 @@ class Border:
         self.backend = backend
         self.anchor = _anchor(backend)
         self.added = {i: token.content for i, token in backend.get_added_tokens_decoder().items()}
+        # Added tokens that take the whitespace after them (Phi-3's `<|assistant|>`, rstrip): a reply's leading
+        # space after one is the prompt token's, in the whole text and so at inference.
+        self._stripping = tuple(t.content for t in backend.get_added_tokens_decoder().values() if t.rstrip and t.content.strip())
         self.regex = _splits_by_regex(backend)
         self._literal: Any = None
         self._literal_lock = threading.Lock()  # engine=local masks batches on several threads
+
+    def anchor_before(self, prompt: str) -> str | None:
+        """What a reply after `prompt` is tokenized behind so that it tokenizes as in the whole text: the prompt's
+        last token and the whitespace after it where that token takes the whitespace after it (Phi-3's
+        `<|assistant|>\\n`: a reply's leading space goes to it, so `Abd`, not `▁Abd`), else `anchor`.
+
+        >>> b = Border.__new__(Border); b.anchor, b._stripping = "<s>", ("<|assistant|>",)
+        >>> b.anchor_before("<|user|>\\nhi<|end|>\\n<|assistant|>\\n"), b.anchor_before("<|user|>\\nhi")
+        ('<|assistant|>\\n', '<s>')
+        """
+        head = prompt.rstrip()
+        token = next((t for t in self._stripping if head.endswith(t)), None)
+        return prompt[len(head) - len(token) :] if token is not None else self.anchor
 
     def tokens(self, r: Rendered, ids: list[int], offsets: Sequence[tuple[int, int]]) -> Tokens:
         """The tokens of `r` (the whole text's `ids` and `offsets`, or its pieces) and each span's range."""

@@ -202,6 +202,10 @@ class Masker:
         it starts a fresh token, as generation after a prompt does."""
         return self.border.anchor
 
+    def anchor_before(self, prompt: str) -> str | None:
+        """What a reply after `prompt` is tokenized behind (`Border.anchor_before`)."""
+        return self.border.anchor_before(prompt)
+
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
         # A text with nothing to locate (no span, hole, boundary, literal piece or media item: a pair's
         # prompt) is tokenized without offsets, the Rust tokenizer's cheaper call (8-11% less CPU); its
