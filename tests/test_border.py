@@ -193,27 +193,11 @@ BASE = ("deepseek-v3", "gemma-3-it", "llama-3-8b-instruct", "llama-3.2-instruct"
 def _known() -> dict[tuple[str, str, str], str]:
     """(template variant, tokenizer, probe) -> the disagreement that is no border case, on base tokenizers.
 
-    All come from stop tokens the template writes as plain text there: a header that stops generation
-    (GLM-4-MoE's `<|user|>`, `<|observation|>`; Gemma 4's `<|tool_response>` after a call) is no token,
-    so ftdata finds no stop (rejects) or, for Gemma 4's call turn followed by text, runs to `<turn|>` and
-    trains the tool result (mis-trained); DeepSeek's `<｜end▁of▁sentence｜>` decodes with a space for `▁`
-    on SentencePiece-style tokenizers (the decode check rejects it)."""
+    DeepSeek's `<｜end▁of▁sentence｜>` decodes with a space for `▁` on SentencePiece-style tokenizers (the decode
+    check rejects it). The stops a template writes as plain text on a base tokenizer (GLM-4-MoE's `<|user|>` and
+    `<|observation|>` headers, Gemma 4's `<|tool_response>` after a call) are stops there as its end-of-turn
+    markers are (`chat.stops.turn_stops`): those records train as the oracle says."""
     out = {}
-    for flag in ("-think", "-nothink"):
-        for template in ("gemma4", "gemma4_v3", "gemma4_v4", "gemma4_v5", "diffusion_gemma"):
-            for name in BASE:
-                out |= {(template + flag, name, p): "false reject" for p in ("tools-dict", "tools-str")}
-                # Gemma 4 and its v3/v4 write the call's text after the tool result, in the same model turn.
-                out[(template + flag, name, "call+text")] = (
-                    "mis-trained" if template in ("gemma4", "gemma4_v3", "gemma4_v4") else "false reject"
-                )
-        for name in BASE:
-            out |= {
-                (f"glm4moe{flag}", name, p): "false reject"
-                for p in ("multi", "unicode", "tools-dict", "tools-str", "call+text")
-            }
-            out[(f"glm4moe{flag}", name, "reasoning")] = "undecided reject"
-        out[(f"glm4moe{flag}", "qwen2.5-instruct", "call+text")] = "mis-trained"  # `<|observation|>` not trained
     for template in ("deepseekv3", "deepseek_r1_distill"):
         for name in ("gemma-3-it", "phi-3-mini-4k-instruct"):
             out |= {(template, name, p): "false reject" for p in MATRIX.PROBES}
@@ -227,7 +211,9 @@ KNOWN = _known()
 SUBSET = [("qwen3_8", "gemma-3-it"), ("qwen3_5_think", "gemma-3-it"), ("glm4moe", "llama-3-8b-instruct"),
           ("nemotron_3_nano", "llama-3-8b-instruct"), ("nemotron_3_nano", "deepseek-v3"), ("qwen3", "qwen2.5-instruct"),
           ("qwen2_5", "phi-3-mini-4k-instruct"), ("cohere2", "llama-3.2-instruct"),
-          ("deepseek_r1_distill", "mistral-nemo-instruct-2407")]  # fmt: skip
+          ("deepseek_r1_distill", "mistral-nemo-instruct-2407"),
+          # stops written as plain text: Gemma 4's `<|tool_response>` after a call, GLM's headers with `</tool_call>` a token
+          ("gemma4", "qwen2.5-instruct"), ("glm4moe", "qwen2.5-instruct")]  # fmt: skip
 
 
 def _pairs(subset: bool) -> list[Any]:

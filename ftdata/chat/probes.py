@@ -13,7 +13,7 @@ from typing import Any
 
 from ftdata.errors import TemplateError
 from ftdata.chat.regions import TemplateRender
-from ftdata.chat.stops import common_token_prefix
+from ftdata.chat.stops import common_token_prefix, units
 
 
 PROBE_TOOL = {"type": "function", "function": {"name": "toolprobe", "description": "TOOLDESCPROBE", "parameters": {
@@ -105,8 +105,10 @@ def tool_probes(render: TemplateRender, tokenizer: Any, appended: str = "") -> d
         return out
     tail = alone[alone.rfind("ARGVALPROBE") + len("ARGVALPROBE") :]
     tail = (tail[: len(tail) - len(appended)] if appended and tail.endswith(appended) else tail).rstrip()
-    offsets = tokenizer.backend_tokenizer.encode(tail, add_special_tokens=False).offsets if tail else []
-    out["stop"] = tail[offsets[-1][0] :] if offsets else ""
+    # Its last unit: a token, or a marker the tokenizer spells as plain text (Gemma 4's `<|tool_response>` on a
+    # base tokenizer), whole.
+    spans = units(tail, tokenizer)
+    out["stop"] = tail[spans[-1][0] :] if spans else ""
     at, result = answered.rfind("ARGVALPROBE") + len("ARGVALPROBE"), answered.find("TOOLRESULTPROBE")
     if 0 <= at <= result:
         gap = answered[at:result]

@@ -146,7 +146,10 @@ def turn_stops(
     model_stops = {t for t in stop_tokens if one_token(t, tokenizer)}
     # The token a call turn ends on, where it is not the end-of-turn marker (gpt-oss `<|call|>`,
     # Apertus `<|tools_suffix|>`, Gemma 4 `<|tool_response>`): generation stops there for the call.
-    tool_stop = call_closer if call_closer in added and call_closer not in (eot, final_eot) else ""
+    # Plain text only where the end-of-turn marker is plain text too (a base tokenizer: the template's stops are all
+    # text there, `text_stops`), so a call turn never runs on past its closer into the tool result.
+    text_regime = bool(eot) and eot not in added and _TAG.fullmatch(call_closer.strip()) is not None
+    tool_stop = call_closer if (call_closer in added or text_regime) and call_closer not in (eot, final_eot) else ""
     if eot:
         # Longest first, ties by text: a set's order changes from process to process. A template that
         # closes a turn only when another message follows (Apriel 1.6) writes no `final_eot`: EOS is
@@ -156,9 +159,12 @@ def turn_stops(
     # No end-of-turn marker (GLM-4-MoE, Apertus' last turn): the next turn's header is what stops generation.
     # A tool result opened by a header (GLM `<|observation|>`) stops a call turn there; one written
     # inline without a header (Apertus `]<|tools_suffix|>[result]`) leaves the call's own closer.
+    # On a base tokenizer the headers are markup written as plain text (`text_stops`): they are the stops there all
+    # the same. Words (`user:`) are no stop: a middle turn of such a template cannot be stopped.
     user_head, tool_head = first_token(user_header, tokenizer), first_token(tool_header, tokenizer)
-    call_stop = tool_head if tool_head in added else tool_stop
-    stops = tuple(dict.fromkeys(h for h in (user_head, call_stop, *sorted(model_stops)) if h in added))
+    plain = user_head not in added and _TAG.fullmatch(user_head.strip()) is not None
+    call_stop = tool_head if tool_head in added or (plain and _TAG.fullmatch(tool_head.strip())) else tool_stop
+    stops = tuple(dict.fromkeys(h for h in (user_head, call_stop, *sorted(model_stops)) if h in added or (plain and _TAG.fullmatch(h.strip()))))
     return stops, tokenizer.eos_token or ""
 
 
