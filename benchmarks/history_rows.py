@@ -8,11 +8,21 @@
               turn, each piece built with --mask last_assistant
 
 Each is the CLI path users run (`ftdata build ... --no-cache`, timed as a whole process), on the same file,
-tokenizer and chat template, in one run. Default case: the shared glaive tool-call demo (300 real multi-turn
-ShareGPT records with tool calls) on the Qwen2.5 tokenizer with TRL's qwen3 template (which writes its empty
-think block into the last turn only) and with the tokenizer's own template (prefix-stable).
+tokenizer and chat template, in one run. The cases:
 
-    python benchmarks/history_rows.py [--data FILE] [--tokenizer DIR] [--rounds 3]
+  glaive      the shared glaive tool-call demo: 300 real multi-turn ShareGPT chats with tool calls
+  agent       benchmarks/data/swegym_openhands_sampled_5.json: 5 real OpenHands agent trajectories
+              (gpt-4o on SWE-Gym tasks; 2-3 user turns, 11-30 assistant turns with tool calls each)
+  agent+think the same trajectories as a reasoning model's: the thought OpenHands records beside each call
+              moved to `reasoning_content` (made at run time, not stored)
+
+on the Qwen2.5 tokenizer with TRL's qwen3 template (empty think block in the last turn only; reasoning kept
+after the last user query), TRL's gptoss template (drops every history turn's reasoning; `<|return|>` ends
+only a last turn; it writes no call turn's text, so the agent traces as recorded are rejected there), TRL's
+glm4moe template (drops reasoning before the last user query) and the tokenizer's own template
+(prefix-stable).
+
+    python benchmarks/history_rows.py [--cases glaive,agent,agent+think] [--tokenizer DIR] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -26,27 +36,44 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FTDATA_SHARED", ROOT.parent / "shared"))
-DATA = SHARED / "datasets/sharegpt/llamafactory_glaive_toolcall_en_demo.json"
+GLAIVE = SHARED / "datasets/sharegpt/llamafactory_glaive_toolcall_en_demo.json"
+AGENT = ROOT / "benchmarks/data/swegym_openhands_sampled_5.json"
 TOKENIZER = SHARED / "tokenizers/qwen2.5-instruct"
 FTDATA = [sys.executable, "-m", "ftdata"]
+ASSISTANT = ("gpt", "function_call", "assistant")
 
 
-def per_turn(data: Path, out: Path) -> Path:
-    """`data` (a JSON array of ShareGPT records) with each record cut after each of its assistant turns."""
-    records = json.loads(data.read_text(encoding="utf-8"))
+def _turns(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    key = "conversations" if "conversations" in record else "messages"
+    return key, record[key]
+
+
+def per_turn(records: list[dict[str, Any]], out: Path) -> Path:
+    """`records` (ShareGPT `conversations` or OpenAI `messages`), each cut after each of its assistant turns."""
     with out.open("w", encoding="utf-8") as fh:
         for record in records:
-            turns = record["conversations"]
+            key, turns = _turns(record)
             for k, turn in enumerate(turns):
-                if turn["from"] in ("gpt", "function_call"):
-                    if k + 1 < len(turns) and turns[k + 1]["from"] == "function_call":
-                        continue  # an answer joined with the call after it is one assistant turn
-                    fh.write(json.dumps({**record, "conversations": turns[: k + 1]}, ensure_ascii=False) + "\n")
+                if turn.get("from", turn.get("role")) in ASSISTANT:
+                    if k + 1 < len(turns) and turns[k + 1].get("from") == "function_call":
+                        continue  # a ShareGPT answer joined with the call after it is one assistant turn
+                    fh.write(json.dumps({**record, key: turns[: k + 1]}, ensure_ascii=False) + "\n")
     return out
+
+
+def thoughts_as_reasoning(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each assistant call's content (the agent's thought before acting) as its `reasoning_content`."""
+    def moved(m: dict[str, Any]) -> dict[str, Any]:
+        if m["role"] == "assistant" and m.get("tool_calls") and (m.get("content") or "").strip():
+            return {**m, "content": "", "reasoning_content": m["content"].strip()}
+        return m
+
+    return [{**r, "messages": [moved(m) for m in r["messages"]]} for r in records]
 
 
 def build(data: Path, flags: list[str], workdir: Path) -> tuple[float, dict]:
@@ -60,33 +87,44 @@ def build(data: Path, flags: list[str], workdir: Path) -> tuple[float, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--cases", default="glaive,agent,agent+think")
     parser.add_argument("--tokenizer", type=Path, default=TOKENIZER)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        cut = per_turn(args.data, work / "per_turn.jsonl")
-        print(f"data {args.data.name}, tokenizer {args.tokenizer.name}, {args.rounds} rounds, `ftdata build --no-cache` wall (median)")
-        print(f"{'template':<10} {'mode':<10} {'records':>8} {'rows':>6} {'tokens':>9} {'trained':>8} {'split':>6} {'seconds':>8}")
-        for template in ("qwen3", None):
-            base = ["--tokenizer", str(args.tokenizer), "--max-length", "4096", "--on-error", "skip"]
-            base += ["--chat-template", template] if template else []
-            modes = {
-                "inference": (args.data, base),
-                "one_row": (args.data, [*base, "--history", "one_row"]),
-                "per_turn": (cut, [*base, "--mask", "last_assistant", "--history", "one_row"]),
-            }
-            for mode, (data, flags) in modes.items():
-                times, counts = [], {}
-                for _ in range(args.rounds):
-                    seconds, counts = build(data, flags, work)
-                    times.append(seconds)
-                records = len(json.loads(args.data.read_text(encoding="utf-8")))
-                print(
-                    f"{template or 'own':<10} {mode:<10} {records:>8} {counts['sequences']:>6} {counts['tokens']:>9} "
-                    f"{counts['trained_tokens']:>8} {counts.get('split_records', 0):>6} {statistics.median(times):>8.2f}"
-                )
+        agent = json.loads(AGENT.read_text(encoding="utf-8"))
+        think = work / "agent_think.json"
+        think.write_text(json.dumps(thoughts_as_reasoning(agent), ensure_ascii=False), encoding="utf-8")
+        cases = {  # name -> (file, templates)
+            "glaive": (GLAIVE, ("qwen3", None)),
+            "agent": (AGENT, ("qwen3", None)),  # gptoss rejects them all: it drops a call turn's text
+            "agent+think": (think, ("qwen3", "gptoss", "glm4moe")),
+        }
+        print(f"tokenizer {args.tokenizer.name}, {args.rounds} rounds, `ftdata build --no-cache` wall (median)")
+        print(f"{'case':<12} {'template':<8} {'mode':<10} {'records':>7} {'rows':>5} {'tokens':>9} {'trained':>8} {'split':>5} {'rejected':>8} {'seconds':>7}")
+        for case in args.cases.split(","):
+            data, templates = cases[case]
+            records = json.loads(data.read_text(encoding="utf-8"))
+            cut = per_turn(records, work / f"{case}_per_turn.jsonl")
+            for template in templates:
+                base = ["--tokenizer", str(args.tokenizer), "--max-length", "65536", "--on-error", "skip"]
+                base += ["--chat-template", template] if template else []
+                modes = {
+                    "inference": (data, base),
+                    "one_row": (data, [*base, "--history", "one_row"]),
+                    "per_turn": (cut, [*base, "--mask", "last_assistant", "--history", "one_row"]),
+                }
+                for mode, (path, flags) in modes.items():
+                    times, counts = [], {}
+                    for _ in range(args.rounds):
+                        seconds, counts = build(path, flags, work)
+                        times.append(seconds)
+                    print(
+                        f"{case:<12} {template or 'own':<8} {mode:<10} {len(records):>7} {counts['sequences']:>5} {counts['tokens']:>9} "
+                        f"{counts['trained_tokens']:>8} {counts.get('split_records', 0):>5} {sum(counts.get('rejected', {}).values()):>8} "
+                        f"{statistics.median(times):>7.2f}", flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -960,16 +960,7 @@ HISTORY_PROBES: dict[str, dict[str, Any]] = {
     "think+call": _in_content(SERVED_PROBES["reasoning+call"]),
 }  # fmt: skip
 # (template variant, probe) -> why ftdata's rows break the rule there: the history test marks them xfail (strict).
-HISTORY_KNOWN: dict[tuple[str, str], str] = {
-    ("trl:diffusion_gemma-think", "agent-2q"): "after a tool response the generation prompt continues the model turn with "
-    "`<|channel>thought\\n` and the render opens a new `<|turn>model\\n`; ftdata trains from after the opener, the oracle from "
-    "the header (one_row trains it the same way)",
-    ("apriel-1.6", "reasoning+call"): "Apriel writes a call's id in history only and closes a last call turn with nothing: the "
-    "call turn as the last one is not located, so it stays trained as the full render writes it (with the id)",
-    ("apriel-1.6", "call+text"): "as reasoning+call",
-    ("apriel-1.6", "agent-2q"): "as reasoning+call",
-    ("apriel-1.6", "think+call"): "as reasoning+call",
-}
+HISTORY_KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -1012,7 +1003,11 @@ def run_history(tokenizer: Any, options: Any, kwargs: dict[str, Any], model_stop
         kept = all(isinstance(item, Measured) for _, item, _ in one_row.run([(Location(name, line=1), record)]).outcomes)
         if not all(isinstance(item, Measured) for item in items):
             code = next(i.code.value for i in items if not isinstance(i, Measured))
-            out[name] = HistoryVerdict(0, None, ("kept by history=one_row",) if kept else (), code)
+            # history=inference may reject more than one_row only where the oracle cannot decide a turn's
+            # inference target either (a last-turn form no rule locates): one_row trains it as history writes it.
+            decided = kept and not oracle.undecided(tokenizer, record["messages"], tools=record.get("tools"), kwargs=kwargs,
+                                                    stops=stops, edge_cases=True)  # fmt: skip
+            out[name] = HistoryVerdict(0, None, ("kept by history=one_row, and the oracle decides every turn",) if decided else (), code)
             continue
         if not kept:
             out[name] = HistoryVerdict(len(items), None, ("rejected by history=one_row",))

@@ -601,6 +601,13 @@ def _diverged(render: Renderer, P: str, messages: Sequence[dict[str, Any]], i: i
         rest = rest.lstrip()[len(tag.group(0)) :]
         given = os.path.commonprefix([rest, A[s:]])
         s, rest = s + len(given), rest[len(given) :]
+    # Where P_i goes on in the previous message's turn and A opens a new turn there before writing the same
+    # opener (TRL's diffusion_gemma with thinking on, after a tool response: P_i ends
+    # `<tool_response|><|channel>thought\n`, A writes `<tool_response|><|turn>model\n<|channel>thought\n`), the
+    # header and the opener are prompt: at inference the prompt ends with the opener and the model writes neither.
+    opened = TAG.match(A, s)
+    if rest.strip() and opened and opened.group(0) in stops.headers and s < (r := A.find(rest, s, nxt)) < first_owned:
+        s = r + len(rest)
     # A tag P_i ends with, where A's turn opens with it, is P_i's too: DeepSeek-V3.2 with thinking off
     # prompts `<｜Assistant｜><think></think>` and writes history turns `<｜Assistant｜></think>answer`; the
     # model never writes that `</think>`. (Where P_i ends by opening the block, `<think>\n`, A's `</think>`
@@ -922,6 +929,17 @@ def _flat(text: str) -> str:
     """`text` without the whitespace around markup tags: tokenizers that strip it at their markers (Phi-3's
     `<|assistant|>`) decode without it."""
     return re.sub(r"\s*(" + TAG.pattern + r")\s*", r"\1", text).strip()
+
+
+def undecided(tokenizer: Any, messages: Sequence[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+              kwargs: dict[str, Any] | None = None, stops: StopTokens | None = None, edge_cases: bool = False) -> list[int]:
+    """The assistant turns whose inference target the rule cannot decide (`inference_target` is None): a record
+    holding one cannot be trained as inference sees it."""
+    kwargs = kwargs or {}
+    stops = stops or stop_tokens(tokenizer, kwargs)
+    messages = _lifted(messages, writes_reasoning(tokenizer, kwargs))
+    return [i for i, m in enumerate(messages) if m["role"] == "assistant" and inference_target(
+        tokenizer, messages, i, tools=tools, kwargs=kwargs, stops=stops, edge_cases=edge_cases) is None]
 
 
 def trajectory(tokenizer: Any, messages: Sequence[dict[str, Any]], rows: Sequence[tuple[Sequence[int], Sequence[int]]], *,

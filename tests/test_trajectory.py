@@ -10,6 +10,7 @@ an exhaustive search over the rows `render(messages[:j+1])` can make.
 
 from __future__ import annotations
 
+import copy
 import json
 from itertools import combinations
 from typing import Any
@@ -265,6 +266,50 @@ def test_a_row_that_fails_rejects_its_record_once_naming_the_row() -> None:
     assert all(not result.rows for _, _, result in ran.outcomes)
     (reject,) = ran.rejects
     assert "row 2 of 2: trains messages[1]" in reject.reason
+
+
+def test_apriels_call_turn_is_split_off_and_trained_as_the_last_turn_writes_it() -> None:
+    """Apriel 1.6 writes a call's id in history only and closes a last call turn with nothing: the call turn is
+    trained in a row of its own as the model writes it at inference (no id, its closing markup, then the EOS);
+    the record's full row trains the answer. Before: the history form, with the id, was trained."""
+    from support import matrix_module
+
+    matrix = matrix_module()
+    case = next(c for c in matrix.served_cases() if c.name == "apriel-1.6")
+    record = matrix.served_records(case)["call-dict"]
+    with matrix.served_on(case) as tok:
+        stage = Stage(tok, DataOptions(max_length=100_000, history="inference", stop_tokens=list(case.stop_tokens)))
+        items = [item for _, item, _ in stage.run([(Location("t.jsonl", line=1), record)]).outcomes]
+        assert [i.part.turns for i in items] == [(3,), (1,)]
+        assert [text for _, text in runs(tok, items[1])] == [
+            '\n<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]</tool_calls></s>']
+        assert [text for _, text in runs(tok, items[0])] == ["It is mild in Paris.</s>"]
+
+
+def test_a_turn_whose_last_turn_form_cannot_be_located_is_rejected_not_trained_as_history_writes_it() -> None:
+    """A template that writes a last call turn with a plain-text trailer and no stop token (its history call turns
+    end with <|im_end|>): what the model writes there is undecidable (the oracle cannot decide it either), so
+    history=inference rejects the record, naming the turn; history=one_row trains the history form, by the user's
+    choice."""
+    template = (
+        "{%- for m in messages %}{%- if m.role == 'assistant' %}<|im_start|>assistant\n{{ m.content or '' }}"
+        "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }} {{ c.function.arguments | tojson }}</tool_call>{% endfor %}"
+        "{% if loop.last and m.tool_calls %} (waiting){% else %}<|im_end|>\n{% endif %}"
+        "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endif %}{%- endfor %}"
+        "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tok = copy.deepcopy(tokenizer("qwen2.5-instruct"))
+    tok.chat_template = template
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+    messages = [user("Weather?"), assistant("", tool_calls=[call]), {"role": "tool", "tool_call_id": "c1", "content": "5C"},
+                assistant("It is 5C.")]
+    assert oracle.undecided(tok, messages) == [1]
+    stage = Stage(tok, DataOptions(max_length=4096, history="inference"))
+    (reject,) = stage.run([(Location("t.jsonl", line=1), {"messages": messages})]).rejects
+    assert reject.reason.startswith("assistant turn 1 cannot be trained as inference sees it: as the last turn it does not end")
+    one_row = Stage(tok, DataOptions(max_length=4096, history="one_row"))
+    (item,) = [item for _, item, _ in one_row.run([(Location("t.jsonl", line=1), {"messages": messages})]).outcomes]
+    assert [text for _, text in runs(tok, item)] == ['<tool_call>get_weather {"city": "Oslo"}</tool_call><|im_end|>', "It is 5C.<|im_end|>"]
 
 
 # ---------------------------------------------------------------- properties over templates

@@ -211,7 +211,8 @@ class ChatSpans:
         place, and has a stop token there (GLM's next header where the target has the appended EOS).
 
         Raises:
-            UnusableRecord: the template raises on the turn as the last one (the record is rejected naming it).
+            UnusableRecord: the template raises on the turn as the last one, or writes it there where the rule
+                cannot locate it (the record is rejected naming the turn).
         """
         head = msgs[: i + 1]
         try:
@@ -225,10 +226,15 @@ class ChatSpans:
             return None
         try:
             target = self._turn(last, head, i, render, 0, True, source)
-        except UnusableRecord:
+        except UnusableRecord as exc:
             # The turn as the last one cannot be located (Apriel writes a call's id in history only and closes a
-            # last call turn with nothing): it stays trained as the full render writes it, as history=one_row does.
-            return None
+            # last call turn with nothing): what the model writes for it at inference is unknown, so it is not
+            # trained as the full render writes it (history=one_row does that, by the user's choice).
+            raise UnusableRecord(
+                f"assistant turn {i} cannot be trained as inference sees it: as the last turn "
+                + exc.reason.removeprefix(f"assistant turn {i} cannot be masked safely: "),
+                location=source, field=f"messages[{i}]", code=RejectCode.UNMASKABLE,
+            ) from None  # fmt: skip
         stop = (last + target.appended)[target.stop : target.end]
         # Through its first stop token: Phi-3 closes a last turn with `<|end|>\n<|endoftext|>`, and generation has
         # ended at `<|end|>`, which its history turns write too.
@@ -383,7 +389,13 @@ class ChatSpans:
             if found_stop is not None:
                 stop_at, end, appended = found_stop
         if end < 0:
-            if not self.markers.eos_appended or not self.eos or i != len(msgs) - 1 or text[data_end:].strip():
+            # After the last turn's data the render may hold only the closing markup of its calls (Apriel's
+            # `}]</tool_calls>`, where no handover is found because the template writes a call's id in history
+            # only): the model writes that markup, then the EOS.
+            rest = text[max(data_end, calls_end) :]
+            if msg.get("tool_calls") and not any(opener in rest for opener in self.openers):
+                rest = ""
+            if not self.markers.eos_appended or not self.eos or i != len(msgs) - 1 or rest.strip():
                 stops = ", ".join(map(repr, self.markers.stops)) or "none"
                 raise reject(f"it does not end with a token that stops generation (stop tokens: {stops}); the model would not learn to stop")
             stop_at, end, appended = len(text), len(text) + len(self.eos), self.eos
