@@ -401,6 +401,7 @@ def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: b
 
 # --- build -------------------------------------------------------------------------------------
 
+INSPECT_BUILD_HELP = "Also write OUT/inspect.html: the build's inspection page (as `ftdata inspect OUT` writes it)."
 OUTPUT_HELP = "Output folder, or with --engine ray a URI (s3://bucket/prefix); or output: in YAML."
 FORMAT_HELP = ("arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); with --engine ray the default is "
                "Parquet shards written by the workers (arrow or jsonl: the rows come back here and are written as usual).")
@@ -413,6 +414,7 @@ def build(
     output: Annotated[Optional[str], _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
     output_format: Annotated[Optional[str], _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
     tokenizer: TokenizerOpt = None,
+    page: Annotated[bool, typer.Option("--inspect", help=INSPECT_BUILD_HELP)] = False,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
@@ -437,6 +439,8 @@ def build(
     out = output or settings.extras.get("output")
     if out is None:
         raise ConfigError("no output folder: give -o OUT (or output: in --config)")
+    if page and "://" in str(out):
+        raise ConfigError(f"--inspect writes the page into a local OUT; {out} is a URI: run `ftdata inspect` on a local copy")
     opts, recipe = settings.options, _recipe(settings, allow_code=allow_code)
     # the library decides the rest (ftdata.build.api): the recipe's options, the cache, the tokenizer;
     # it is loaded here first only because `datasets`, imported before it, costs the build 17-40 MiB more
@@ -459,6 +463,10 @@ def build(
     seconds = time.perf_counter() - started
     rejects = opts.output.rejects_path or f"{result.out}/{record['output']['rejects'].rstrip('/')}"  # the user's file, or OUT's
     written = [*(f"{result.out}/{name}" for name in result.files), rejects, f"{result.out}/{MANIFEST}"]
+    if page:
+        from ftdata.inspect import inspect as write_page
+
+        written.append(str(write_page(result.out, tokenizer=tok)))
     show = console(no_color)
     if as_json:
         show.file.write(dumps({**record, "seconds": round(seconds, 3), "written": [str(p) for p in written]}, show, indent=2, default=str) + "\n")
@@ -475,6 +483,68 @@ def build(
         show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
         show.print(load_hint(result.out, fmt=result.output_format), soft_wrap=True)
     report.check_reject_ratio(opts.run.max_reject_ratio)  # after the summary: the rejects are written, to look at
+
+
+# --- inspect -------------------------------------------------------------------------------------
+
+INSPECT_HELP = ("The page's file; default: OUT/inspect.html for a build folder (OUT then owns it), inspect.html here for DATA. "
+                "An existing file is replaced only if ftdata wrote it.")  # fmt: skip
+
+
+@app.command()
+@with_build_options(BUILD_FIELDS)
+def inspect(
+    data: Annotated[Optional[str], typer.Argument(
+        metavar="OUT|DATA", help="A folder `ftdata build` wrote, or data to build a sample of in memory (its first "
+        "--limit records, default 200) with the usual build options.", show_default=False)] = None,
+    output: Annotated[Optional[Path], _option("--output", "-o", help=INSPECT_HELP, metavar="PAGE")] = None,
+    first: Annotated[int, typer.Option("--first", min=0, help="Show the first N rows token by token.")] = 10,
+    random: Annotated[int, typer.Option("--random", min=0, help="Show N more rows drawn with --seed.")] = 10,
+    longest: Annotated[int, typer.Option("--longest", min=0, help="Show the N longest rows.")] = 5,
+    tokenizer: TokenizerOpt = None,
+    config: ConfigOpt = None,
+    allow_code: AllowCodeOpt = False,
+    trust_remote_code: TrustCodeOpt = False,
+    *,
+    options: dict[str, Any],
+) -> None:
+    """Write one self-contained HTML page of a build: trained tokens coloured, rejects by reason, distributions."""
+    import tempfile
+
+    from ftdata.build.load import is_build_output
+    from ftdata.inspect import Sample
+    from ftdata.inspect import inspect as write_page
+    from ftdata.io.resources import load_tokenizer
+
+    seed = options.get("seed", 0) or 0
+    sample = Sample(first=first, random=random, longest=longest, seed=seed)
+    show = console()
+    if data is not None and config is None and is_build_output(data):
+        if {key for key in options if key != "seed"}:
+            raise ConfigError(f"{data} is a build folder: build options ({', '.join(sorted(options))}) apply to DATA only")
+        tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code) if tokenizer else None
+        path = write_page(data, output, tokenizer=tok, sample=sample)
+        show.print(f"wrote {path}", soft_wrap=True)
+        return
+    from ftdata.build.api import build as run_build
+
+    settings = resolve(
+        data=data, tokenizer=tokenizer, config=config, flags={"limit": 200, **options, "cache": False},
+        allow_code=allow_code, trust_remote_code=trust_remote_code,
+    )  # fmt: skip
+    if _recipe(settings, allow_code=allow_code) is not None:
+        raise ConfigError(f"{settings.data} is a recipe: build it (`ftdata build {settings.data} -o OUT --inspect`) and inspect OUT")
+    tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
+    import datasets
+
+    datasets.disable_progress_bars()
+    with tempfile.TemporaryDirectory(prefix="ftdata-inspect-") as tmp:
+        out = Path(tmp) / "out"
+        run_build(settings.data, out, tokenizer=tok, options=settings.options, tokenizer_name=tokenizer_label(settings.tokenizer, tok),
+                  protect=[config], config=config, allow_code=allow_code)  # fmt: skip
+        title = f"{settings.data} (first {settings.options.data.limit} records, built in memory)"
+        path = write_page(out, output or Path("inspect.html"), tokenizer=tok, sample=sample, title=title)
+    show.print(f"wrote {path}", soft_wrap=True)
 
 
 def _home_relative(path: Path) -> str:

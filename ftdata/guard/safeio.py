@@ -306,18 +306,21 @@ class OutputDir:
         os.replace(rejects, self.path / FAILED_REJECTS)
         return self.path / FAILED_REJECTS
 
-    def finish(self) -> None:
-        """Publish every staged file together; remove what an earlier build wrote and this one did not.
+    def finish(self, *, adding: bool = False) -> None:
+        """Publish every staged file together; remove what an earlier build wrote and this one did not
+        (`adding`: keep it, and own the new files beside it: a page written into a finished build).
 
         Everything that takes space (the new owner file, the folder for the earlier versions,
         the commit record) is written before the commit, so a full disk fails before it.
         """
         assert self.staging is not None, "OutputDir.finish outside `with`"
         stage, written = self.staging.path, self.staging.written
+        owned = sorted(set(written) | self._owned()) if adding else sorted(written)
         with create(stage / OWNER_FILE) as fh:
-            fh.write(json.dumps({"written_by": "ftdata", "files": sorted(written)}, indent=1) + "\n")
+            fh.write(json.dumps({"written_by": "ftdata", "files": owned}, indent=1) + "\n")
         (stage / _ASIDE).mkdir()
-        plan = {"files": written, "remove": sorted(self._owned() - set(written) | {FAILED_REJECTS})}
+        gone = [] if adding else sorted(self._owned() - set(written) | {FAILED_REJECTS})
+        plan = {"files": written, "remove": gone}
         write_text(stage / PUBLISH, json.dumps(plan) + "\n")  # the commit: from here on the build is published
         _publish(self.path, stage)
         self.staging = None

@@ -1,0 +1,438 @@
+"""What the inspection page of a build shows, read from a built OUT folder (`ftdata.load`).
+
+Aggregates cover every row: the dataset is read in Arrow batches (memory-mapped, never whole in
+memory), keeping three small numbers per row. Rows shown token by token are a reproducible
+sample: the first N, N more drawn with a seed, and the longest; a row is shown once, with why it
+was chosen. Rejects are counted from the whole rejects file and shown up to a bound per reason.
+
+    OUT/build.json ─┐
+    OUT/dataset ────┼─▶ Page(summary, splits: lengths + histograms, sample rows: tokens, rejects)
+    OUT/rejects ────┘
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ftdata.build.export import MANIFEST, REJECTS
+from ftdata.build.load import load
+from ftdata.errors import ConfigError
+from ftdata.types import IGNORE_INDEX
+
+__all__ = ["Sample", "Page", "collect"]
+
+BATCH = 8192
+SHOWN_TOKENS = 2048  # a row's tokens on the page (all its sections together); the rest is counted, not shown
+REJECTS_PER_REASON = 50
+THUMBNAIL = 160  # pixels, the longer side
+AUDIO_BYTES = 2 << 20  # a clip embedded in the page at most
+BINS = 30
+# Characters that reorder or hide text (bidi overrides and isolates, zero-width marks): shown as their code.
+_INVISIBLE = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
+_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
+_VISIBLE = {**_INVISIBLE, **_CONTROLS}
+
+
+def shown(text: str) -> str:
+    """`text` safe to show as text: bidi controls and control characters as their code point, a lone
+    surrogate (not UTF-8) as its escape. Markup is escaped by the page's template, not here."""
+    text = text.translate(_VISIBLE)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Which rows of each split the page shows token by token: the first `first`, `random` more drawn with `seed`,
+    and the `longest`; every rejected record is counted, and up to `REJECTS_PER_REASON` per reason shown."""
+
+    first: int = 10
+    random: int = 10
+    longest: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("first", "random", "longest"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {name}={getattr(self, name)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: int
+    text: str
+    label: int  # IGNORE_INDEX: no loss
+    special: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A run of a row shown together: the sequence, a pair's prompt / chosen / rejected, a packed row's k-th
+    sequence."""
+
+    title: str
+    tokens: tuple[Token, ...]
+    hidden: int = 0  # tokens of the section not shown (SHOWN_TOKENS)
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    kind: str
+    ref: str
+    tokens: int
+    data_uri: str  # a thumbnail or the clip itself; "" where it cannot be read or is too large
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    split: str
+    index: int
+    chosen_as: str  # first, random, longest
+    record: str  # the record's location ("" for packed rows and pairs without it)
+    total: int
+    prompt: int
+    trained: int
+    sections: tuple[Section, ...]
+    side_by_side: bool = False  # a preference pair: its completions next to each other
+    media: tuple[Media, ...] = ()
+    label: str = ""  # KTO: desirable / undesirable
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    name: str
+    bins: tuple[tuple[float, float, int], ...]
+    percentiles: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    location: str
+    stage: str
+    code: str
+    reason: str
+    kept: bool  # a cut record (kept, shortened) rather than a reject
+    source: str = ""  # a recipe's source
+
+
+@dataclass
+class Page:
+    title: str
+    manifest: dict[str, Any]
+    tokenizer: str
+    task: str
+    rows: list[Row] = field(default_factory=list)
+    split_rows: dict[str, int] = field(default_factory=dict)
+    histograms: list[Histogram] = field(default_factory=list)
+    trained_share: float = 0.0
+    rejects: list[Reject] = field(default_factory=list)
+    reject_counts: Counter[str] = field(default_factory=Counter)
+    sample: Sample = field(default_factory=Sample)
+    mix: list[dict[str, str]] = field(default_factory=list)  # a recipe's sources
+    notes: list[tuple[str, int, str]] = field(default_factory=list)  # (code, records, text)
+
+
+def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = None, title: str | None = None) -> Page:
+    """The page of the build in `out`. `tokenizer`: loaded, or None for the one build.json names.
+
+    Raises:
+        ConfigError: `out` is no build folder, or its tokenizer is gone (then give one).
+        OutputMismatch: OUT's files are not the ones build.json describes.
+    """
+    folder = Path(out).expanduser()
+    built = load(folder)
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    tok = tokenizer if tokenizer is not None else _tokenizer(manifest, folder)
+    sample = sample or Sample()
+    counts = manifest["counts"]
+    page = Page(title or str(folder), manifest, str(manifest.get("tokenizer", "")), str(counts.get("task") or "sft"), sample=sample)
+    splits = dict(built.dataset) if hasattr(built.dataset, "keys") else {"train": built.dataset}
+    special = _special_ids(tok)
+    lengths: dict[str, list[np.ndarray]] = {}
+    for name, split in splits.items():
+        page.split_rows[name] = len(split)
+        facts = _facts(split, page.task)
+        for key, values in facts.items():
+            lengths.setdefault(key, []).append(values)
+        page.rows += _sample_rows(split, name, facts, sample, tok, special, page.task, folder, manifest)
+    joined = {key: np.concatenate(parts) if parts else np.zeros(0, np.int64) for key, parts in lengths.items()}
+    page.histograms = [_histogram(name, values) for name, values in joined.items()]
+    total, trained = joined.get("total tokens"), joined.get("trained tokens")
+    if total is not None and trained is not None and total.sum():
+        page.trained_share = float(trained.sum() / total.sum())
+    page.rejects, page.reject_counts = _rejects(folder, manifest)
+    page.mix = [_source(item) for item in counts.get("mix") or [] if isinstance(item, dict)]
+    texts = counts.get("note_texts") or {}
+    page.notes = [(code, n, (texts.get(code) or [""])[0]) for code, n in (counts.get("notes") or {}).items()]
+    return page
+
+
+def _share(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else ""
+
+
+def _source(item: dict[str, Any]) -> dict[str, str]:
+    """A recipe source's row: the share it got in each unit against its target, and what it lost on the way."""
+    unit = str(item.get("mix_by", "records"))
+    return {
+        "source": shown(str(item.get("source", ""))), "mix by": unit, "target": _share(item.get("target_share")),
+        "achieved": _share((item.get(unit) or {}).get("share")),
+        **{f"{u.replace('_', ' ')} share": _share((item.get(u) or {}).get("share")) for u in ("records", "tokens", "trained_tokens")},
+        "read": f"{item.get('read', 0):,}", "rejected": f"{sum((item.get('rejected') or {}).values()):,}",
+        "deduplicated": f"{item.get('deduplicated', 0):,}", "decontaminated": f"{item.get('decontaminated', 0):,}",
+        "used": f"{item.get('used', 0):,}", "repeats": f"{item.get('repeats', 0):,}", "not drawn": f"{item.get('not_drawn', 0):,}",
+    }  # fmt: skip
+
+
+def _tokenizer(manifest: dict[str, Any], folder: Path) -> Any:
+    from ftdata.io.resources import load_tokenizer
+
+    path = next((i.get("path") for i in manifest.get("inputs", []) if i.get("kind") == "tokenizer"), None)
+    if not path or not Path(path).is_dir():
+        raise ConfigError(
+            f"{folder / MANIFEST} names the tokenizer {path!r}, which is not there; give the build's tokenizer with --tokenizer DIR"
+        )
+    return load_tokenizer(path)
+
+
+def _special_ids(tok: Any) -> frozenset[int]:
+    ids = set(getattr(tok, "all_special_ids", []) or [])
+    for i, added in getattr(tok, "added_tokens_decoder", {}).items():
+        if getattr(added, "special", False):
+            ids.add(int(i))
+    return frozenset(ids)
+
+
+# --- every row: three numbers each, read batch by batch ------------------------------------------
+
+
+def _lengths(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _trained(labels: pa.Array) -> np.ndarray:
+    """Per row, how many labels carry loss."""
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks()
+    offsets = labels.offsets.to_numpy()
+    flat = (labels.flatten().to_numpy(zero_copy_only=False) != IGNORE_INDEX).astype(np.int64)
+    sums = np.concatenate([[0], np.cumsum(flat)])
+    return sums[offsets[1:] - offsets[0]] - sums[offsets[:-1] - offsets[0]]
+
+
+def _facts(split: Any, task: str) -> dict[str, np.ndarray]:
+    """Per row of `split`: its token counts by kind (the page's distributions), read in Arrow batches."""
+    parts: dict[str, list[np.ndarray]] = {}
+
+    def add(name: str, values: np.ndarray) -> None:
+        parts.setdefault(name, []).append(values)
+
+    for batch in split.with_format("arrow").iter(batch_size=BATCH):
+        if "prompt_ids" in batch.column_names:  # preference pairs and KTO
+            prompt = _lengths(batch["prompt_ids"])
+            add("prompt tokens", prompt)
+            for column in ("chosen_ids", "rejected_ids", "completion_ids"):
+                if column in batch.column_names:
+                    add(f"{column.removesuffix('_ids')} tokens", _lengths(batch[column]))
+        else:
+            total = _lengths(batch["input_ids"])
+            trained = _trained(batch["labels"])
+            add("total tokens", total)
+            add("prompt tokens", total - trained)
+            add("trained tokens", trained)
+            if "seq_lengths" in batch.column_names:
+                add("sequences per packed row", _lengths(batch["seq_lengths"]))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _histogram(name: str, values: np.ndarray) -> Histogram:
+    if not len(values):
+        return Histogram(name, (), {})
+    low, high = float(values.min()), float(values.max())
+    counts, edges = np.histogram(values, bins=min(BINS, max(1, int(high - low) + 1)), range=(low, high if high > low else low + 1))
+    percentiles = {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)}
+    percentiles |= {"max": high, "mean": float(values.mean())}
+    return Histogram(name, tuple((float(a), float(b), int(n)) for a, b, n in zip(edges[:-1], edges[1:], counts)), percentiles)
+
+
+# --- the sample -----------------------------------------------------------------------------------
+
+
+def _chosen(facts: dict[str, np.ndarray], rows: int, sample: Sample) -> dict[int, str]:
+    """Row index -> why it is shown: the first rows, a seeded draw of the rest, the longest."""
+    out = {i: "first" for i in range(min(sample.first, rows))}
+    rest = np.setdiff1d(np.arange(rows), np.fromiter(out, dtype=np.int64, count=len(out)))
+    if sample.random and len(rest):
+        drawn = np.random.default_rng(sample.seed).choice(rest, size=min(sample.random, len(rest)), replace=False)
+        out |= {int(i): "random" for i in drawn}
+    size = facts.get("total tokens")
+    if size is None:  # pairs: the prompt and every completion
+        size = sum((v for k, v in facts.items() if k.endswith(" tokens")), np.zeros(rows, np.int64))
+    if sample.longest and rows:
+        for i in np.argsort(-np.asarray(size), kind="stable")[: sample.longest]:
+            out.setdefault(int(i), "longest")
+    return dict(sorted(out.items()))
+
+
+def _sample_rows(
+    split: Any, name: str, facts: dict[str, np.ndarray], sample: Sample, tok: Any, special: frozenset[int], task: str,
+    folder: Path, manifest: dict[str, Any],
+) -> list[Row]:  # fmt: skip
+    chosen = _chosen(facts, len(split), sample)
+    if not chosen:
+        return []
+    rows = split.select(list(chosen))
+    return [_row(rows[k], name, index, why, tok, special, task, folder, manifest) for k, (index, why) in enumerate(chosen.items())]
+
+
+def _tokens(tok: Any, ids: list[int], labels: list[int] | None, special: frozenset[int], budget: int) -> tuple[tuple[Token, ...], int]:
+    shown_ids = ids[: max(budget, 0)]
+    texts = tok.batch_decode([[i] for i in shown_ids], skip_special_tokens=False, clean_up_tokenization_spaces=False) if shown_ids else []
+    _join_split_characters(tok, shown_ids, texts)
+    labels = labels if labels is not None else [IGNORE_INDEX] * len(ids)
+    tokens = tuple(Token(i, shown(t), lab, i in special) for i, t, lab in zip(shown_ids, texts, labels))
+    return tokens, len(ids) - len(shown_ids)
+
+
+def _join_split_characters(tok: Any, ids: list[int], texts: list[str]) -> None:
+    """A character whose bytes lie in several tokens (a CJK character, an emoji, U+202E under byte-level BPE)
+    decodes to U+FFFD token by token: each run of such tokens is decoded together, its text given to the run's
+    last token (the others show nothing), where that decodes more of it."""
+    k = 0
+    while k < len(texts):
+        if "\ufffd" not in texts[k]:
+            k += 1
+            continue
+        end = k
+        while end < len(texts) and "\ufffd" in texts[end]:
+            end += 1
+        joined = tok.decode(ids[k:end], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if joined.count("\ufffd") < sum(t.count("\ufffd") for t in texts[k:end]):
+            texts[k:end] = [""] * (end - k - 1) + [joined]
+        k = end
+
+
+class _Sections:
+    """A row's sections, cut to SHOWN_TOKENS tokens in all."""
+
+    def __init__(self, tok: Any, special: frozenset[int]):
+        self.tok, self.special, self.budget, self.out = tok, special, SHOWN_TOKENS, []
+
+    def add(self, title: str, ids: list[int], labels: list[int] | None) -> None:
+        tokens, hidden = _tokens(self.tok, ids, labels, self.special, self.budget)
+        self.budget -= len(tokens)
+        self.out.append(Section(title, tokens, hidden))
+
+
+def _row(
+    data: dict[str, Any], split: str, index: int, why: str, tok: Any, special: frozenset[int], task: str, folder: Path,
+    manifest: dict[str, Any],
+) -> Row:  # fmt: skip
+    record = shown(str(data.get("record") or ""))
+    sections = _Sections(tok, special)
+    if "prompt_ids" in data:  # a pair side by side, or a KTO example; the completions are what is trained
+        prompt = list(data["prompt_ids"])
+        sections.add("prompt", prompt, None)
+        completions = [c for c in ("chosen_ids", "rejected_ids", "completion_ids") if c in data]
+        for column in completions:
+            ids = list(data[column])
+            sections.add(column.removesuffix("_ids"), ids, ids)
+        trained = sum(len(data[c]) for c in completions)
+        label = "" if "label" not in data else ("desirable" if data["label"] else "undesirable")
+        return Row(split, index, why, record, len(prompt) + trained, len(prompt), trained, tuple(sections.out),
+                   side_by_side=len(completions) > 1, label=label)  # fmt: skip
+    ids, labels = list(data["input_ids"]), list(data["labels"])
+    trained = sum(1 for label in labels if label != IGNORE_INDEX)
+    if data.get("seq_lengths"):  # a packed row: each sequence apart, where it begins and ends
+        start = 0
+        for k, length in enumerate(data["seq_lengths"]):
+            sections.add(f"sequence {k + 1} (tokens {start}-{start + length - 1})", ids[start : start + length], labels[start : start + length])
+            start += length
+        if start < len(ids):
+            sections.add("padding", ids[start:], labels[start:])
+    else:
+        sections.add("sequence", ids, labels)
+    media = tuple(_media(item, folder, manifest) for item in data.get("media") or ())
+    return Row(split, index, why, record, len(ids), len(ids) - trained, trained, tuple(sections.out), media=media)
+
+
+def _media(item: dict[str, Any], folder: Path, manifest: dict[str, Any]) -> Media:
+    """A media item of a row: an image's thumbnail or an audio clip, embedded where its file can be read."""
+    ref, kind = str(item.get("ref") or ""), str(item.get("kind") or "")
+    path = _media_path(ref, folder, manifest)
+    detail = (f"{item.get('width')}x{item.get('height')} px" if kind == "image" else f"{item.get('seconds') or 0:.2f} s")
+    uri = ""
+    if path is not None:
+        try:
+            uri = _thumbnail(path) if kind == "image" else _clip(path)
+        except (OSError, ValueError):
+            uri = ""
+    return Media(kind, shown(ref), int(item.get("tokens") or 0), uri, detail)
+
+
+def _media_path(ref: str, folder: Path, manifest: dict[str, Any]) -> Path | None:
+    """The file a media reference names: as written, in OUT (a build with a processor copies its media
+    there), or beside the data the build read."""
+    if not ref or "://" in ref:
+        return None
+    candidates = [Path(ref), folder / ref]
+    for item in manifest.get("inputs", []):
+        if item.get("kind") == "data" and item.get("path"):
+            data = Path(item["path"])
+            candidates.append((data if data.is_dir() else data.parent) / ref)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _thumbnail(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _clip(path: Path) -> str:
+    if path.stat().st_size > AUDIO_BYTES:
+        return ""
+    kinds = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
+    mime = kinds.get(path.suffix.lower())
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii") if mime else ""
+
+
+# --- rejects --------------------------------------------------------------------------------------
+
+
+def _rejects(folder: Path, manifest: dict[str, Any]) -> tuple[list[Reject], Counter[str]]:
+    """Up to REJECTS_PER_REASON rejects (or cuts) per reason, and the count of every one, in file order."""
+    name = str(manifest["output"].get("rejects") or REJECTS).rstrip("/")
+    path = folder / name
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path] if path.is_file() else []
+    shown_rejects: list[Reject] = []
+    counts: Counter[str] = Counter()
+    for file in files:
+        with file.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                code = str(item.get("code") or "unknown")
+                counts[code] += 1
+                if counts[code] <= REJECTS_PER_REASON:
+                    shown_rejects.append(Reject(
+                        shown(str(item.get("location", ""))), str(item.get("stage", "")), code, shown(str(item.get("reason", ""))),
+                        bool(item.get("kept")), shown(str(item.get("source") or "")),
+                    ))  # fmt: skip
+    return shown_rejects, counts
