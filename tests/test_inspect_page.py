@@ -12,7 +12,10 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import ftdata
@@ -166,6 +169,38 @@ def test_a_build_folder_takes_no_build_options_and_bad_input_is_one_line(built: 
     bad.write_text('{"instruction": "a", "output": "b"}\n{not json\n', encoding="utf-8")
     result = runner.invoke(app, ["inspect", str(bad), "-o", str(tmp_path / "p.html")])
     assert result.exit_code == 3 and "bad.jsonl:2" in result.output and "Traceback" not in result.output
+
+
+def test_a_reject_shows_the_start_of_its_line_and_a_weighted_token_its_weight(built: Path, tmp_path: Path) -> None:
+    page = collect(built)
+    (first, second) = [r for r in page.rejects if r.code == "empty_response"]
+    assert first.excerpt == json.dumps(RECORDS[21]) and second.excerpt == json.dumps(RECORDS[22])
+    data = tmp_path / "weighted.jsonl"
+    data.write_text(json.dumps({"messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello.", "loss_weight": 0.5},
+        {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Goodbye."}]}) + "\n", encoding="utf-8")  # fmt: skip
+    out = tmp_path / "out"
+    ftdata.build(str(data), out, max_length=256)
+    (row,) = collect(out).rows
+    weights = [t.weight for t in row.sections[0].tokens if t.label != -100]
+    assert 0.5 in weights and None in weights  # the first answer's tokens weigh 0.5, the second's 1 (not marked)
+    assert 'data-w="0.5"' in inspect(out).read_text(encoding="utf-8")
+
+
+@given(st.lists(st.integers(min_value=0, max_value=5000), min_size=1, max_size=300))
+@settings(max_examples=60, deadline=None)
+def test_distributions_from_counts_equal_numpys_over_the_rows(values: list[int]) -> None:
+    """The page keeps a count per length, not the rows (flat memory at any size): its percentiles are the
+    nearest-rank ones numpy computes from the rows themselves, every row is in one bin, the mean is exact."""
+    from ftdata.inspect.collect import _histogram
+
+    rows = np.array(values)
+    histogram = _histogram("tokens", np.bincount(rows))
+    for q in (50, 90, 99):
+        assert histogram.percentiles[f"p{q}"] == np.percentile(rows, q, method="inverted_cdf")
+    assert histogram.percentiles["max"] == rows.max() and histogram.percentiles["mean"] == pytest.approx(rows.mean())
+    assert sum(n for *_, n in histogram.bins) == len(rows) and len(histogram.bins) <= 30
+    assert histogram.bins[0][0] == rows.min() and histogram.bins[-1][1] == rows.max() + 1
 
 
 # ---------------------------------------------------------------- in a real browser

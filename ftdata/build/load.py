@@ -62,7 +62,7 @@ def load(out: str | Path) -> BuildResult:
     rows = {name: len(split) for name, split in splits.items()}
     if report.splits and rows != report.splits:
         raise OutputMismatch(f"{folder}: the dataset holds {_rows(rows)}, build.json counts {_rows(report.splits)}; {_AGAIN}")
-    return BuildResult(dataset, report)
+    return BuildResult(dataset, report, out=folder, output_format=manifest["output"]["format"], manifest=manifest)
 
 
 _AGAIN = "the folder was changed after ftdata built it: build again"

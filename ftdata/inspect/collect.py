@@ -15,8 +15,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ class Token:
     text: str
     label: int  # IGNORE_INDEX: no loss
     special: bool
+    weight: float | None = None  # a per-token loss weight other than 1 (`loss_weights`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ class Reject:
     reason: str
     kept: bool  # a cut record (kept, shortened) rather than a reject
     source: str = ""  # a recipe's source
+    excerpt: str = ""  # the start of the record's line, where its location is a line of a file that is still there
 
 
 @dataclass
@@ -151,25 +154,22 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
     """
     folder = Path(out).expanduser()
     built = load(folder)
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest = built.manifest or {}
     tok = tokenizer if tokenizer is not None else _tokenizer(manifest, folder)
     sample = sample or Sample()
     counts = manifest["counts"]
     page = Page(title or str(folder), manifest, str(manifest.get("tokenizer", "")), str(counts.get("task") or "sft"), sample=sample)
-    splits = dict(built.dataset) if hasattr(built.dataset, "keys") else {"train": built.dataset}
+    splits = dict(built.dataset) if isinstance(built.dataset, dict) else {"train": built.dataset}
     special = _special_ids(tok)
-    lengths: dict[str, list[np.ndarray]] = {}
+    lengths = _Lengths(sample.longest)
     for name, split in splits.items():
         page.split_rows[name] = len(split)
-        facts = _facts(split, page.task)
-        for key, values in facts.items():
-            lengths.setdefault(key, []).append(values)
-        page.rows += _sample_rows(split, name, facts, sample, tok, special, page.task, folder, manifest)
-    joined = {key: np.concatenate(parts) if parts else np.zeros(0, np.int64) for key, parts in lengths.items()}
-    page.histograms = [_histogram(name, values) for name, values in joined.items()]
-    total, trained = joined.get("total tokens"), joined.get("trained tokens")
-    if total is not None and trained is not None and total.sum():
-        page.trained_share = float(trained.sum() / total.sum())
+        longest = lengths.read(split)
+        page.rows += _sample_rows(split, name, _chosen(len(split), longest, sample), tok, special, folder, manifest)
+    page.histograms = [_histogram(name, counts) for name, counts in lengths.counts.items()]
+    total, trained = (_sum(lengths.counts.get(name)) for name in ("total tokens", "trained tokens"))
+    if total:
+        page.trained_share = trained / total
     page.rejects, page.reject_counts = _rejects(folder, manifest)
     page.mix = [_source(item) for item in counts.get("mix") or [] if isinstance(item, dict)]
     texts = counts.get("note_texts") or {}
@@ -217,7 +217,7 @@ def _special_ids(tok: Any) -> frozenset[int]:
 
 
 def _lengths(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int32)
 
 
 def _trained(labels: pa.Array) -> np.ndarray:
@@ -227,80 +227,131 @@ def _trained(labels: pa.Array) -> np.ndarray:
     offsets = labels.offsets.to_numpy()
     flat = (labels.flatten().to_numpy(zero_copy_only=False) != IGNORE_INDEX).astype(np.int64)
     sums = np.concatenate([[0], np.cumsum(flat)])
-    return sums[offsets[1:] - offsets[0]] - sums[offsets[:-1] - offsets[0]]
+    return (sums[offsets[1:] - offsets[0]] - sums[offsets[:-1] - offsets[0]]).astype(np.int32)
 
 
-def _facts(split: Any, task: str) -> dict[str, np.ndarray]:
-    """Per row of `split`: its token counts by kind (the page's distributions), read in Arrow batches."""
-    parts: dict[str, list[np.ndarray]] = {}
-
-    def add(name: str, values: np.ndarray) -> None:
-        parts.setdefault(name, []).append(values)
-
-    for batch in split.with_format("arrow").iter(batch_size=BATCH):
-        if "prompt_ids" in batch.column_names:  # preference pairs and KTO
-            prompt = _lengths(batch["prompt_ids"])
-            add("prompt tokens", prompt)
-            for column in ("chosen_ids", "rejected_ids", "completion_ids"):
-                if column in batch.column_names:
-                    add(f"{column.removesuffix('_ids')} tokens", _lengths(batch[column]))
-        else:
-            total = _lengths(batch["input_ids"])
-            trained = _trained(batch["labels"])
-            add("total tokens", total)
-            add("prompt tokens", total - trained)
-            add("trained tokens", trained)
-            if "seq_lengths" in batch.column_names:
-                add("sequences per packed row", _lengths(batch["seq_lengths"]))
-    return {name: np.concatenate(values) for name, values in parts.items()}
+def _batches(split: Any) -> Any:
+    """The record batches of `split`, in order. Its Arrow files are read as streams, batch by batch into memory
+    that is freed after each: through the memory mapping `datasets` uses, every page read would stay in this
+    process's RSS (a 1M-row build: 400 MiB more). A split with an indices mapping (or none on disk) is iterated
+    by `datasets`."""
+    files = [f["filename"] for f in split.cache_files]
+    if not files or getattr(split, "_indices", None) is not None:
+        yield from split.with_format("arrow").iter(batch_size=BATCH)
+        return
+    for name in files:
+        with pa.OSFile(name) as source:
+            yield from pa.ipc.open_stream(source)
 
 
-def _histogram(name: str, values: np.ndarray) -> Histogram:
-    if not len(values):
+class _Lengths:
+    """The page's distributions of one or more splits as counts per length (memory: the longest length, never the
+    rows), and each split's longest rows, kept as batches go by."""
+
+    def __init__(self, longest: int):
+        self.counts: dict[str, np.ndarray] = {}
+        self.longest = longest
+        self.top: list[tuple[int, int]] = []  # (size, row) of the split being read, at most `longest`
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        counts = np.bincount(values)
+        have = self.counts.get(name, np.zeros(0, np.int64))
+        if len(have) < len(counts):
+            have = np.concatenate([have, np.zeros(len(counts) - len(have), np.int64)])
+        have[: len(counts)] += counts
+        self.counts[name] = have
+
+    def keep_longest(self, sizes: np.ndarray, first_row: int) -> None:
+        if not self.longest or not len(sizes):
+            return
+        k = min(self.longest, len(sizes))
+        best = np.argpartition(sizes, len(sizes) - k)[len(sizes) - k :]
+        ranked = self.top + [(int(sizes[i]), first_row + int(i)) for i in best]
+        self.top = sorted(ranked, key=lambda item: (-item[0], item[1]))[: self.longest]  # longest first, ties by row
+
+    def read(self, split: Any) -> list[int]:
+        """Count every row of `split`; its longest rows (by all its tokens), longest first."""
+        self.top, row = [], 0
+        for batch in _batches(split):
+            if "prompt_ids" in batch.column_names:  # preference pairs and KTO: the prompt and each completion
+                sizes = _lengths(batch["prompt_ids"])
+                self.add("prompt tokens", sizes)
+                for column in ("chosen_ids", "rejected_ids", "completion_ids"):
+                    if column in batch.column_names:
+                        completion = _lengths(batch[column])
+                        self.add(f"{column.removesuffix('_ids')} tokens", completion)
+                        sizes = sizes + completion
+            else:
+                sizes, trained = _lengths(batch["input_ids"]), _trained(batch["labels"])
+                self.add("total tokens", sizes)
+                self.add("prompt tokens", sizes - trained)
+                self.add("trained tokens", trained)
+                if "seq_lengths" in batch.column_names:
+                    self.add("sequences per packed row", _lengths(batch["seq_lengths"]))
+            self.keep_longest(sizes, row)
+            row += batch.num_rows
+        return [r for _, r in self.top]
+
+
+def _histogram(name: str, counts: np.ndarray) -> Histogram:
+    """Up to BINS equal bins between the shortest and the longest value, and nearest-rank percentiles, from the
+    count of each value."""
+    present = np.flatnonzero(counts)
+    if not len(present):
         return Histogram(name, (), {})
-    low, high = float(values.min()), float(values.max())
-    counts, edges = np.histogram(values, bins=min(BINS, max(1, int(high - low) + 1)), range=(low, high if high > low else low + 1))
-    percentiles = {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)}
-    percentiles |= {"max": high, "mean": float(values.mean())}
-    return Histogram(name, tuple((float(a), float(b), int(n)) for a, b, n in zip(edges[:-1], edges[1:], counts)), percentiles)
+    low, high = int(present[0]), int(present[-1])
+    width = max(1, -(-(high - low + 1) // BINS))  # ceil: at most BINS bins of whole values
+    edges = list(range(low, high + 1, width))
+    bins = tuple((float(a), float(min(a + width, high + 1)), int(counts[a : a + width].sum())) for a in edges)
+    total = int(counts.sum())
+    cumulative = np.cumsum(counts)
+    percentiles = {f"p{q}": float(np.searchsorted(cumulative, -(-q * total // 100))) for q in (50, 90, 99)}
+    values = np.arange(len(counts))
+    percentiles |= {"max": float(high), "mean": float((values * counts).sum() / total)}
+    return Histogram(name, bins, percentiles)
 
 
 # --- the sample -----------------------------------------------------------------------------------
 
 
-def _chosen(facts: dict[str, np.ndarray], rows: int, sample: Sample) -> dict[int, str]:
+def _chosen(rows: int, longest: list[int], sample: Sample) -> dict[int, str]:
     """Row index -> why it is shown: the first rows, a seeded draw of the rest, the longest."""
-    out = {i: "first" for i in range(min(sample.first, rows))}
-    rest = np.setdiff1d(np.arange(rows), np.fromiter(out, dtype=np.int64, count=len(out)))
-    if sample.random and len(rest):
-        drawn = np.random.default_rng(sample.seed).choice(rest, size=min(sample.random, len(rest)), replace=False)
-        out |= {int(i): "random" for i in drawn}
-    size = facts.get("total tokens")
-    if size is None:  # pairs: the prompt and every completion
-        size = sum((v for k, v in facts.items() if k.endswith(" tokens")), np.zeros(rows, np.int64))
-    if sample.longest and rows:
-        for i in np.argsort(-np.asarray(size), kind="stable")[: sample.longest]:
-            out.setdefault(int(i), "longest")
+    first = min(sample.first, rows)
+    out = {i: "first" for i in range(first)}
+    if sample.random and rows > first:
+        drawn = np.random.default_rng(sample.seed).choice(rows - first, size=min(sample.random, rows - first), replace=False)
+        out |= {int(i) + first: "random" for i in drawn}
+    for i in longest:
+        out.setdefault(i, "longest")
     return dict(sorted(out.items()))
 
 
+def _sum(counts: np.ndarray | None) -> int:
+    """The sum of the values whose counts these are."""
+    return 0 if counts is None else int((np.arange(len(counts)) * counts).sum())
+
+
 def _sample_rows(
-    split: Any, name: str, facts: dict[str, np.ndarray], sample: Sample, tok: Any, special: frozenset[int], task: str,
-    folder: Path, manifest: dict[str, Any],
+    split: Any, name: str, chosen: dict[int, str], tok: Any, special: frozenset[int], folder: Path, manifest: dict[str, Any],
 ) -> list[Row]:  # fmt: skip
-    chosen = _chosen(facts, len(split), sample)
     if not chosen:
         return []
     rows = split.select(list(chosen))
-    return [_row(rows[k], name, index, why, tok, special, task, folder, manifest) for k, (index, why) in enumerate(chosen.items())]
+    return [_row(rows[k], name, index, why, tok, special, folder, manifest) for k, (index, why) in enumerate(chosen.items())]
 
 
-def _tokens(tok: Any, ids: list[int], labels: list[int] | None, special: frozenset[int], budget: int) -> tuple[tuple[Token, ...], int]:
+def _tokens(
+    tok: Any, ids: list[int], labels: list[int] | None, special: frozenset[int], budget: int, weights: list[float] | None = None,
+) -> tuple[tuple[Token, ...], int]:  # fmt: skip
     shown_ids = ids[: max(budget, 0)]
     texts = tok.batch_decode([[i] for i in shown_ids], skip_special_tokens=False, clean_up_tokenization_spaces=False) if shown_ids else []
     _join_split_characters(tok, shown_ids, texts)
     labels = labels if labels is not None else [IGNORE_INDEX] * len(ids)
-    tokens = tuple(Token(i, shown(t), lab, i in special) for i, t, lab in zip(shown_ids, texts, labels))
+    weights = weights or [1.0] * len(ids)  # a row without weights: 1 for every token
+    tokens = tuple(
+        Token(i, shown(t), lab, i in special, None if w == 1.0 or lab == IGNORE_INDEX else round(float(w), 4))
+        for i, t, lab, w in zip(shown_ids, texts, labels, weights)
+    )
     return tokens, len(ids) - len(shown_ids)
 
 
@@ -328,15 +379,14 @@ class _Sections:
     def __init__(self, tok: Any, special: frozenset[int]):
         self.tok, self.special, self.budget, self.out = tok, special, SHOWN_TOKENS, []
 
-    def add(self, title: str, ids: list[int], labels: list[int] | None) -> None:
-        tokens, hidden = _tokens(self.tok, ids, labels, self.special, self.budget)
+    def add(self, title: str, ids: list[int], labels: list[int] | None, weights: list[float] | None = None) -> None:
+        tokens, hidden = _tokens(self.tok, ids, labels, self.special, self.budget, weights)
         self.budget -= len(tokens)
         self.out.append(Section(title, tokens, hidden))
 
 
 def _row(
-    data: dict[str, Any], split: str, index: int, why: str, tok: Any, special: frozenset[int], task: str, folder: Path,
-    manifest: dict[str, Any],
+    data: dict[str, Any], split: str, index: int, why: str, tok: Any, special: frozenset[int], folder: Path, manifest: dict[str, Any],
 ) -> Row:  # fmt: skip
     record = shown(str(data.get("record") or ""))
     sections = _Sections(tok, special)
@@ -361,7 +411,7 @@ def _row(
         if start < len(ids):
             sections.add("padding", ids[start:], labels[start:])
     else:
-        sections.add("sequence", ids, labels)
+        sections.add("sequence", ids, labels, list(data.get("loss_weights") or ()))
     media = tuple(_media(item, folder, manifest) for item in data.get("media") or ())
     return Row(split, index, why, record, len(ids), len(ids) - trained, trained, tuple(sections.out), media=media)
 
@@ -435,4 +485,34 @@ def _rejects(folder: Path, manifest: dict[str, Any]) -> tuple[list[Reject], Coun
                         shown(str(item.get("location", ""))), str(item.get("stage", "")), code, shown(str(item.get("reason", ""))),
                         bool(item.get("kept")), shown(str(item.get("source") or "")),
                     ))  # fmt: skip
-    return shown_rejects, counts
+    return _with_excerpts(shown_rejects), counts
+
+
+EXCERPT_CHARS = 300
+_LINE = re.compile(r"^(?P<path>.+):(?P<line>\d+)$")
+
+
+def _with_excerpts(rejects: list[Reject]) -> list[Reject]:
+    """`rejects` with the start of each one's line where its location is `file:line` (JSONL, CSV) and the file is
+    still there: one pass per file, reading up to the last line wanted, each line at most EXCERPT_CHARS * 4 bytes."""
+    wanted: dict[str, set[int]] = {}
+    for r in rejects:
+        if (m := _LINE.match(r.location)) and Path(m["path"]).is_file():
+            wanted.setdefault(m["path"], set()).add(int(m["line"]))
+    found: dict[tuple[str, int], str] = {}
+    for path, lines in wanted.items():
+        last = max(lines)
+        with open(path, "rb") as fh:
+            for number in range(1, last + 1):
+                head = fh.readline(EXCERPT_CHARS * 4)
+                if not head:
+                    break
+                if number in lines:
+                    found[(path, number)] = shown(head.decode("utf-8", "replace")[:EXCERPT_CHARS].rstrip("\r\n"))
+                while head and not head.endswith(b"\n"):  # the rest of a long line, unread into memory
+                    head = fh.readline(1 << 16)
+    out = []
+    for r in rejects:
+        m = _LINE.match(r.location)
+        out.append(replace(r, excerpt=found.get((m["path"], int(m["line"])), "")) if m else r)
+    return out
