@@ -317,6 +317,12 @@ def test_a_pair_shows_its_prompt_and_both_completions_and_a_packed_row_its_seque
     assert all(t.label == t.id for s in row.sections[1:] for t in s.tokens)
     assert row.trained == len(row.sections[1].tokens) + len(row.sections[2].tokens)
     assert [h.name for h in page.histograms] == ["prompt tokens", "chosen tokens", "rejected tokens"]
+    counts = json.loads((pairs / "build.json").read_text(encoding="utf-8"))["counts"]
+    assert page.trained_share == counts["trained_tokens"] / counts["tokens"] > 0
+    kto = tmp_path / "kto"
+    ftdata.build(str(ROOT / "examples/data/kto_demo_20.json"), kto, max_length=1024, task="kto")
+    rows = collect(kto).rows
+    assert {r.label for r in rows} == {"desirable", "undesirable"} and [s.title for s in rows[0].sections] == ["prompt", "completion"]
     packed = tmp_path / "packed"
     ftdata.build(str(ROOT / "examples/data/alpaca_en_demo_20.json"), packed, max_length=512, packing=True)
     page = collect(packed)

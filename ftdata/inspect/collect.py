@@ -167,9 +167,10 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
         longest = lengths.read(split)
         page.rows += _sample_rows(split, name, _chosen(len(split), longest, sample), tok, special, folder, manifest)
     page.histograms = [_histogram(name, counts) for name, counts in lengths.counts.items()]
-    total, trained = (_sum(lengths.counts.get(name)) for name in ("total tokens", "trained tokens"))
-    if total:
-        page.trained_share = trained / total
+    total, trained = counts.get("tokens"), counts.get("trained_tokens")  # as build.json counts them, for every task
+    if not isinstance(total, int) or not isinstance(trained, int):
+        total, trained = (_sum(lengths.counts.get(name)) for name in ("total tokens", "trained tokens"))
+    page.trained_share = trained / total if total else 0.0
     page.rejects, page.reject_counts = _rejects(folder, manifest)
     page.mix = [_source(item) for item in counts.get("mix") or [] if isinstance(item, dict)]
     texts = counts.get("note_texts") or {}
