@@ -157,7 +157,7 @@ def test_inspect_on_data_builds_a_sample_in_memory(tmp_path: Path, monkeypatch: 
     assert result.exit_code == 0, result.output
     assert (tmp_path / "inspect.html").is_file()
     html = (tmp_path / "inspect.html").read_text(encoding="utf-8")
-    assert "5 records -&gt; 3 rows, 2 rejected" in html and "(first 5 records, built in memory)" in html
+    assert "5 records -&gt; 3 rows, 2 rejected" in html and "(its first 5 records, built for this page)" in html
     assert not (tmp_path / "out").exists()
 
 

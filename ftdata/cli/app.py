@@ -495,7 +495,7 @@ INSPECT_HELP = ("The page's file; default: OUT/inspect.html for a build folder (
 @with_build_options(BUILD_FIELDS)
 def inspect(
     data: Annotated[Optional[str], typer.Argument(
-        metavar="OUT|DATA", help="A folder `ftdata build` wrote, or data to build a sample of in memory (its first "
+        metavar="OUT|DATA", help="A folder `ftdata build` wrote, or data to build a sample of for the page (its first "
         "--limit records, default 200) with the usual build options.", show_default=False)] = None,
     output: Annotated[Optional[Path], _option("--output", "-o", help=INSPECT_HELP, metavar="PAGE")] = None,
     first: Annotated[int, typer.Option("--first", min=0, help="Show the first N rows token by token.")] = 10,
@@ -509,9 +509,8 @@ def inspect(
     options: dict[str, Any],
 ) -> None:
     """Write one self-contained HTML page of a build: trained tokens coloured, rejects by reason, distributions."""
-    import tempfile
-
     from ftdata.build.load import is_build_output
+    from ftdata.guard.scratch import drop_scratch, scratch_dir
     from ftdata.inspect import Sample
     from ftdata.inspect import inspect as write_page
     from ftdata.io.resources import load_tokenizer
@@ -529,7 +528,7 @@ def inspect(
     from ftdata.build.api import build as run_build
 
     settings = resolve(
-        data=data, tokenizer=tokenizer, config=config, flags={"limit": 200, **options, "cache": False},
+        data=data, tokenizer=tokenizer, config=config, flags={**options, "cache": False}, overrides={"limit": 200},
         allow_code=allow_code, trust_remote_code=trust_remote_code,
     )  # fmt: skip
     if _recipe(settings, allow_code=allow_code) is not None:
@@ -538,12 +537,15 @@ def inspect(
     import datasets
 
     datasets.disable_progress_bars()
-    with tempfile.TemporaryDirectory(prefix="ftdata-inspect-") as tmp:
-        out = Path(tmp) / "out"
+    scratch = scratch_dir()  # removed at exit, on a signal, or by the next run if this one is killed
+    try:
+        out = scratch / "out"
         run_build(settings.data, out, tokenizer=tok, options=settings.options, tokenizer_name=tokenizer_label(settings.tokenizer, tok),
                   protect=[config], config=config, allow_code=allow_code)  # fmt: skip
-        title = f"{settings.data} (first {settings.options.data.limit} records, built in memory)"
+        title = f"{settings.data} (its first {settings.options.data.limit:,} records, built for this page)"
         path = write_page(out, output or Path("inspect.html"), tokenizer=tok, sample=sample, title=title)
+    finally:
+        drop_scratch(scratch)
     show.print(f"wrote {path}", soft_wrap=True)
 
 
