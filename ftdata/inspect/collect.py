@@ -380,10 +380,22 @@ class _Sections:
     def __init__(self, tok: Any, special: frozenset[int]):
         self.tok, self.special, self.budget, self.out = tok, special, SHOWN_TOKENS, []
 
-    def add(self, title: str, ids: list[int], labels: list[int] | None, weights: list[float] | None = None) -> None:
-        tokens, hidden = _tokens(self.tok, ids, labels, self.special, self.budget, weights)
-        self.budget -= len(tokens)
-        self.out.append(Section(title, tokens, hidden))
+    def add(
+        self, title: str, ids: list[int], labels: list[int] | None, weights: list[float] | None = None, media: Any = (),
+    ) -> None:  # fmt: skip
+        """A section; each media item's placeholder tokens (`media`: the row's items, `start` and `tokens`) shown as
+        one marker, `⟨image: 99 tokens⟩`, that keeps the first placeholder's id and label."""
+        items = {int(m["start"]): (int(m["tokens"]), str(m["kind"])) for m in media if m.get("tokens")}
+        inside = {p for start, (n, _) in items.items() for p in range(start, start + n)} - set(items)
+        at = [p for p in range(len(ids)) if p not in inside]
+        labels = labels if labels is not None else [IGNORE_INDEX] * len(ids)
+        tokens, hidden = _tokens(self.tok, [ids[p] for p in at], [labels[p] for p in at], self.special, self.budget,
+                                 [weights[p] for p in at] if weights else None)  # fmt: skip
+        marked = tuple(
+            replace(t, text=f"⟨{items[p][1]}: {items[p][0]} tokens⟩", special=True) if p in items else t for p, t in zip(at, tokens)
+        )  # fmt: skip
+        self.budget -= len(marked)
+        self.out.append(Section(title, marked, hidden))
 
 
 def _row(
@@ -412,7 +424,7 @@ def _row(
         if start < len(ids):
             sections.add("padding", ids[start:], labels[start:])
     else:
-        sections.add("sequence", ids, labels, list(data.get("loss_weights") or ()))
+        sections.add("sequence", ids, labels, list(data.get("loss_weights") or ()), data.get("media") or ())
     media = tuple(_media(item, folder, manifest) for item in data.get("media") or ())
     return Row(split, index, why, record, len(ids), len(ids) - trained, trained, tuple(sections.out), media=media)
 

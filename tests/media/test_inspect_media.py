@@ -34,6 +34,10 @@ def test_an_image_row_shows_its_thumbnail_and_token_count(tmp_path, qwen_dir, im
     assert item.data_uri.startswith("data:image/png;base64,")
     with Image.open(io.BytesIO(base64.b64decode(item.data_uri.split(",", 1)[1]))) as thumb:
         assert max(thumb.size) == 160 and thumb.size == (160, 120)
+    (marker,) = [t for t in row.sections[0].tokens if t.text.startswith("⟨image")]  # the placeholders as one marker
+    assert marker.text == f"⟨image: {item.tokens} tokens⟩" and marker.label == -100 and marker.special
+    assert not any("image_pad" in t.text for t in row.sections[0].tokens)
+    assert len(row.sections[0].tokens) == row.total - item.tokens + 1
     html = inspect(out).read_text(encoding="utf-8")
     assert f'<img src="{item.data_uri}"' in html and f"{item.tokens} tokens" in html
 
@@ -46,5 +50,6 @@ def test_an_audio_row_embeds_its_clip_with_a_player(tmp_path, qwen2_audio):  # n
     (row,) = collect(out).rows
     (item,) = row.media
     assert item.kind == "audio" and item.tokens > 0
+    assert [t.text for t in row.sections[0].tokens].count(f"⟨audio: {item.tokens} tokens⟩") == 1
     assert base64.b64decode(item.data_uri.removeprefix("data:audio/wav;base64,")) == (CLIPS / "2.wav").read_bytes()
     assert f'<audio controls src="{item.data_uri}">' in inspect(out).read_text(encoding="utf-8")
