@@ -169,6 +169,12 @@ def test_a_build_folder_takes_no_build_options_and_bad_input_is_one_line(built: 
     bad.write_text('{"instruction": "a", "output": "b"}\n{not json\n', encoding="utf-8")
     result = runner.invoke(app, ["inspect", str(bad), "-o", str(tmp_path / "p.html")])
     assert result.exit_code == 3 and "bad.jsonl:2" in result.output and "Traceback" not in result.output
+    # a record that does not build is on the page as a reject (on_error skip for DATA), not an error
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text('{"instruction": "a"}\n{"instruction": "b", "output": "c"}\n', encoding="utf-8")
+    page = tmp_path / "m.html"
+    assert runner.invoke(app, ["inspect", str(missing), "-o", str(page)]).exit_code == 0
+    assert "field &#39;output&#39;: no response field" in page.read_text(encoding="utf-8")
 
 
 def test_a_reject_shows_the_start_of_its_line_and_a_weighted_token_its_weight(built: Path, tmp_path: Path) -> None:

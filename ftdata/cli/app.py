@@ -528,7 +528,7 @@ def inspect(
     from ftdata.build.api import build as run_build
 
     settings = resolve(
-        data=data, tokenizer=tokenizer, config=config, flags={**options, "cache": False}, overrides={"limit": 200},
+        data=data, tokenizer=tokenizer, config=config, flags={**options, "cache": False}, overrides={"limit": 200, "on_error": "skip"},
         allow_code=allow_code, trust_remote_code=trust_remote_code,
     )  # fmt: skip
     if _recipe(settings, allow_code=allow_code) is not None:
