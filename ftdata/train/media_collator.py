@@ -117,45 +117,33 @@ def _token_id(config: Any, kind: str) -> int | None:
     return None
 
 
-def load_clips(refs: Sequence[str], audio_dir: Path | None, *, rate: int) -> list[Any]:
-    """The clips as the processor reads them (decoded, mono, resampled to `rate` with soxr), in order;
-    `sha256:` refs under `audio_dir`.
+def load_items(kind: str, refs: Sequence[str], store: Path | None, *, rate: int | None = None) -> list[Any]:
+    """The items of one kind as the processor reads them, in order: images RGB with their EXIF orientation applied
+    (`load_image`), clips decoded, mono and resampled to `rate` with soxr (`load_audio`); a `sha256:` ref is an
+    inline item under `store`.
 
     Raises:
         RecordError: a file is missing (the message says where it was looked for) or cannot be decoded.
     """
+    noun = "clip" if kind == "audio" else kind
     out = []
     for ref in refs:
         inline = ref.startswith(DIGEST)
-        if inline and audio_dir is None:
-            raise RecordError(f"inline clip {ref}: no media store given (the build's OUT/images)", field=MEDIA_FIELD)
-        source = stored(ref, audio_dir) if inline else ref
-        if source is None or not Path(source).is_file():
-            where = f"inline clip {ref} not found in {audio_dir}" if inline else f"audio file {ref} is missing (moved since the build?)"
-            raise RecordError(where, field=MEDIA_FIELD)
-        out.append(load_audio(str(source), rate=rate, field=MEDIA_FIELD))
-    return out
-
-
-def load_images(refs: Sequence[str], image_dir: Path | None) -> list[Any]:
-    """The images as the processor sees them (RGB, EXIF orientation applied), in order; `sha256:`
-    refs under `image_dir`.
-
-    Raises:
-        RecordError: a file is missing (the message says where it was looked for) or cannot be decoded.
-    """
-    out = []
-    for ref in refs:
-        inline = ref.startswith(DIGEST)
-        if inline and image_dir is None:
-            raise RecordError(f"inline image {ref} not found in no image folder (pass the build's OUT/images)", field=MEDIA_FIELD)
+        if inline and store is None:
+            raise RecordError(f"inline {noun} {ref} not found in no {kind} folder (pass the build's OUT/images)", field=MEDIA_FIELD)
         try:
-            out.append(load_image(ref, store=image_dir))
+            if kind == "audio":
+                source = stored(ref, store) if inline else Path(ref)  # type: ignore[arg-type]
+                if source is None or not source.is_file():
+                    raise FileNotFoundError(ref)
+                out.append(load_audio(str(source), rate=int(rate or 0), field=MEDIA_FIELD))
+            else:
+                out.append(load_image(ref, store=store))
         except FileNotFoundError:
-            where = f"inline image {ref} not found in {image_dir}" if inline else f"image file {ref} is missing (moved since the build?)"
+            where = f"inline {noun} {ref} not found in {store}" if inline else f"{kind} file {ref} is missing (moved since the build?)"
             raise RecordError(where, field=MEDIA_FIELD) from None
         except OSError as exc:
-            raise RecordError(f"image {ref} cannot be read: {exc}", field=MEDIA_FIELD) from None
+            raise RecordError(f"{kind} {ref} cannot be read: {exc}", field=MEDIA_FIELD) from None
     return out
 
 
@@ -263,7 +251,7 @@ class MediaCollator:
             image_items, image_rows = [im for im, _ in images], [b for _, b in images]
             if self.image_processor is None:
                 raise ConfigError(f"model type {self.facts.model_type!r} has no image processor for its image items")
-            pixels = self.image_processor(images=load_images([im["ref"] for im in image_items], self.image_dir), return_tensors="pt")
+            pixels = self.image_processor(images=load_items("image", [im["ref"] for im in image_items], self.image_dir), return_tensors="pt")
             self._check_features(pixels, image_items, image_rows, examples)
             out.update({k: v for k, v in pixels.items() if k in ("pixel_values", "image_grid_thw")})
         clips = [(item, b) for item, b in zip(items, item_row) if item["kind"] == "audio"]
@@ -285,7 +273,7 @@ class MediaCollator:
         if processor is None or getattr(processor, "feature_extractor", None) is None:
             raise ConfigError(f"model type {self.facts.model_type!r}: the collator has no audio processor for its audio items")
         rate = int(processor.feature_extractor.sampling_rate)
-        waves = load_clips([item["ref"] for item in items], self.audio_dir, rate=rate)
+        waves = load_items("audio", [item["ref"] for item in items], self.audio_dir, rate=rate)
         token = self.facts.placeholder("audio")
         out = processor(text=[processor.audio_token] * len(waves), audio=waves, sampling_rate=rate, padding=True, return_tensors="pt")
         made = (out["input_ids"] == token).sum(-1).tolist()  # the processor's own count, from the features it made

@@ -95,11 +95,11 @@ def test_images_load_as_the_processor_sees_them(tmp_path):
     from PIL import Image
 
     from ftdata.media.images import Headers
-    from ftdata.train.media_collator import load_images
+    from ftdata.train.media_collator import load_items
 
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (60, 40), (200, 10, 10)).save(tmp_path / "turned.jpg", exif=exif)
-    (pixels,) = load_images([str(tmp_path / "turned.jpg")], None)
+    (pixels,) = load_items("image", [str(tmp_path / "turned.jpg")], None)
     info = Headers(store=None, max_pixels=None).info("turned.jpg", base=tmp_path, field="f")
     assert pixels.size == (info.width, info.height) == (40, 60) and pixels.mode == "RGB"

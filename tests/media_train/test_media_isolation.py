@@ -22,7 +22,7 @@ pytest.importorskip("matplotlib")
 
 from media_support import PHOTOS, IMG, build, gemma_image_processor, make_row, pack, qwen_image_processor  # noqa: E402
 
-from ftdata.train.media_collator import ModelFacts, MediaCollator, load_images, rope_index_of  # noqa: E402
+from ftdata.train.media_collator import ModelFacts, MediaCollator, load_items, rope_index_of  # noqa: E402
 
 ATOL = 1e-4
 LEAK = 1e-2
@@ -56,12 +56,12 @@ def alone(family: str, attn: str, row: dict) -> torch.Tensor:
     if family != "gemma3":  # Qwen2-VL, Qwen2.5-VL
         kwargs["mm_token_type_ids"] = (ids == IMG).int()
         if row["media"]:
-            kwargs.update(qwen_image_processor()(images=load_images([i["ref"] for i in row["media"]], None),
+            kwargs.update(qwen_image_processor()(images=load_items("image", [i["ref"] for i in row["media"]], None),
                                                  return_tensors="pt"))  # fmt: skip
     else:
         kwargs["token_type_ids"] = (ids == IMG).long()
         if row["media"]:
-            kwargs.update(gemma_image_processor()(images=load_images([i["ref"] for i in row["media"]], None),
+            kwargs.update(gemma_image_processor()(images=load_items("image", [i["ref"] for i in row["media"]], None),
                                                   return_tensors="pt"))  # fmt: skip
         kwargs.pop("num_crops", None)
     with torch.no_grad():
