@@ -264,11 +264,8 @@ def preview(
     """Show the first records rendered, with trained tokens highlighted and masked tokens dimmed."""
     from ftdata.cli import preview as view
 
-    settings = resolve(
-        data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
-        trust_remote_code=trust_remote_code,
-    )  # fmt: skip
-    if (recipe := _recipe(settings, allow_code=allow_code)) is not None:
+    settings, recipe = _resolved(data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code)
+    if recipe is not None:
         settings = _source_settings(recipe, settings, source)
     elif source is not None:
         raise ConfigError(f"--source picks a source of a recipe; {settings.data} is not a recipe (a YAML file with sources:)")
@@ -312,11 +309,8 @@ def stats(
     from ftdata.io.counter import count_records
     from ftdata.run.stats import collect
 
-    settings = resolve(
-        data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
-        trust_remote_code=trust_remote_code,
-    )  # fmt: skip
-    if (recipe := _recipe(settings, allow_code=allow_code)) is not None:
+    settings, recipe = _resolved(data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code)
+    if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
     stage = _stage(settings)
@@ -361,6 +355,19 @@ def _recipe(settings: Settings, *, allow_code: bool) -> Any:
     check_nothing_beside(recipe, settings.options.to_mapping())
     settings.tokenizer = tokenizer_spec(settings.tokenizer, settings.options, recipe=recipe)
     return recipe
+
+
+def _resolved(
+    data: str | None, tokenizer: str | None, config: Path | None, flags: dict[str, Any], *, allow_code: bool,
+    trust_remote_code: bool, overrides: dict[str, Any] | None = None,
+) -> tuple[Settings, Any]:  # fmt: skip
+    """What a data command runs on: the settings from DATA, --tokenizer, --config and the flags (`resolve`), and
+    the recipe DATA names (None for data, `_recipe`)."""
+    settings = resolve(
+        data=data, tokenizer=tokenizer, config=config, flags=flags, overrides=overrides, allow_code=allow_code,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
+    return settings, _recipe(settings, allow_code=allow_code)
 
 
 def _source_settings(recipe: Any, settings: Settings, pick: str | None) -> Settings:
@@ -432,16 +439,13 @@ def build(
     from ftdata.io.resources import load_tokenizer
     from ftdata.mix import is_recipe
 
-    settings = resolve(
-        data=data, tokenizer=tokenizer, config=config, flags=options, allow_code=allow_code,
-        trust_remote_code=trust_remote_code,
-    )  # fmt: skip
+    settings, recipe = _resolved(data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code)
     out = output or settings.extras.get("output")
     if out is None:
         raise ConfigError("no output folder: give -o OUT (or output: in --config)")
     if page and "://" in str(out):
         raise ConfigError(f"--inspect writes the page into a local OUT; {out} is a URI: run `ftdata inspect` on a local copy")
-    opts, recipe = settings.options, _recipe(settings, allow_code=allow_code)
+    opts = settings.options
     # the library decides the rest (ftdata.build.api): the recipe's options, the cache, the tokenizer;
     # it is loaded here first only because `datasets`, imported before it, costs the build 17-40 MiB more
     spec = settings.tokenizer  # `tokenizer_spec`'s choice (`resolve`, `_recipe`)
@@ -527,11 +531,11 @@ def inspect(
         return
     from ftdata.build.api import build as run_build
 
-    settings = resolve(
-        data=data, tokenizer=tokenizer, config=config, flags={**options, "cache": False}, overrides={"limit": 200, "on_error": "skip"},
-        allow_code=allow_code, trust_remote_code=trust_remote_code,
+    settings, recipe = _resolved(
+        data, tokenizer, config, {**options, "cache": False}, overrides={"limit": 200, "on_error": "skip"}, allow_code=allow_code,
+        trust_remote_code=trust_remote_code,
     )  # fmt: skip
-    if _recipe(settings, allow_code=allow_code) is not None:
+    if recipe is not None:
         raise ConfigError(f"{settings.data} is a recipe: build it (`ftdata build {settings.data} -o OUT --inspect`) and inspect OUT")
     tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
     import datasets
