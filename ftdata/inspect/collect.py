@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from ftdata.build.export import MANIFEST, REJECTS
 from ftdata.build.load import load
 from ftdata.errors import ConfigError
+from ftdata.media.images import DIGEST, load_image, stored
 from ftdata.types import IGNORE_INDEX
 
 __all__ = ["Sample", "Page", "collect"]
@@ -165,7 +166,7 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
     for name, split in splits.items():
         page.split_rows[name] = len(split)
         longest = lengths.read(split)
-        page.rows += _sample_rows(split, name, _chosen(len(split), longest, sample), tok, special, folder, manifest)
+        page.rows += _sample_rows(split, name, _chosen(len(split), longest, sample), tok, special, folder)
     page.histograms = [_histogram(name, counts) for name, counts in lengths.counts.items()]
     total, trained = counts.get("tokens"), counts.get("trained_tokens")  # as build.json counts them, for every task
     if not isinstance(total, int) or not isinstance(trained, int):
@@ -333,12 +334,12 @@ def _sum(counts: np.ndarray | None) -> int:
 
 
 def _sample_rows(
-    split: Any, name: str, chosen: dict[int, str], tok: Any, special: frozenset[int], folder: Path, manifest: dict[str, Any],
+    split: Any, name: str, chosen: dict[int, str], tok: Any, special: frozenset[int], folder: Path,
 ) -> list[Row]:  # fmt: skip
     if not chosen:
         return []
     rows = split.select(list(chosen))
-    return [_row(rows[k], name, index, why, tok, special, folder, manifest) for k, (index, why) in enumerate(chosen.items())]
+    return [_row(rows[k], name, index, why, tok, special, folder) for k, (index, why) in enumerate(chosen.items())]
 
 
 def _tokens(
@@ -399,7 +400,7 @@ class _Sections:
 
 
 def _row(
-    data: dict[str, Any], split: str, index: int, why: str, tok: Any, special: frozenset[int], folder: Path, manifest: dict[str, Any],
+    data: dict[str, Any], split: str, index: int, why: str, tok: Any, special: frozenset[int], folder: Path,
 ) -> Row:  # fmt: skip
     record = shown(str(data.get("record") or ""))
     sections = _Sections(tok, special)
@@ -425,17 +426,18 @@ def _row(
             sections.add("padding", ids[start:], labels[start:])
     else:
         sections.add("sequence", ids, labels, list(data.get("loss_weights") or ()), data.get("media") or ())
-    media = tuple(_media(item, folder, manifest) for item in data.get("media") or ())
+    media = tuple(_media(item, folder) for item in data.get("media") or ())
     return Row(split, index, why, record, len(ids), len(ids) - trained, trained, tuple(sections.out), media=media)
 
 
-def _media(item: dict[str, Any], folder: Path, manifest: dict[str, Any]) -> Media:
-    """A media item of a row: an image's thumbnail or an audio clip, embedded where its file can be read."""
+def _media(item: dict[str, Any], folder: Path) -> Media:
+    """A media item of a row: an image's thumbnail or an audio clip, embedded where its file can be read. A ref is
+    the file's absolute path, or `sha256:<hex>` for an inline item, which the build published in OUT/images."""
     ref, kind = str(item.get("ref") or ""), str(item.get("kind") or "")
-    path = _media_path(ref, folder, manifest)
+    path = stored(ref, folder / "images") if ref.startswith(DIGEST) else Path(ref)
     detail = (f"{item.get('width')}x{item.get('height')} px" if kind == "image" else f"{item.get('seconds') or 0:.2f} s")
     uri = ""
-    if path is not None:
+    if path is not None and path.is_file():
         try:
             uri = _thumbnail(path) if kind == "image" else _clip(path)
         except (OSError, ValueError):
@@ -443,26 +445,12 @@ def _media(item: dict[str, Any], folder: Path, manifest: dict[str, Any]) -> Medi
     return Media(kind, shown(ref), int(item.get("tokens") or 0), uri, detail)
 
 
-def _media_path(ref: str, folder: Path, manifest: dict[str, Any]) -> Path | None:
-    """The file a media reference names: as written, in OUT (a build with a processor copies its media
-    there), or beside the data the build read."""
-    if not ref or "://" in ref:
-        return None
-    candidates = [Path(ref), folder / ref]
-    for item in manifest.get("inputs", []):
-        if item.get("kind") == "data" and item.get("path"):
-            data = Path(item["path"])
-            candidates.append((data if data.is_dir() else data.parent) / ref)
-    return next((p for p in candidates if p.is_file()), None)
-
-
 def _thumbnail(path: Path) -> str:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image.thumbnail((THUMBNAIL, THUMBNAIL))
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG")
+    """The image as the processor sees it (`load_image`: RGB, its EXIF orientation applied), as a small PNG."""
+    image = load_image(str(path))
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -316,7 +316,8 @@ def open_image(ref: str, *, store: str | Path | None = None) -> Any:
 
 def load_image(ref: str, *, store: str | Path | None = None) -> Any:
     """The pixels of a row's image as the processor sees them: RGB, its EXIF orientation applied (as
-    `transformers.image_utils.load_image` does). The one place pixels are made: the training collator.
+    `transformers.image_utils.load_image` does). The places pixels are made: the training collator, and the
+    inspection page's thumbnails.
 
     Raises:
         FileNotFoundError: the file, or the inline image in `store`, is not there.

@@ -42,6 +42,19 @@ def test_an_image_row_shows_its_thumbnail_and_token_count(tmp_path, qwen_dir, im
     assert f'<img src="{item.data_uri}"' in html and f"{item.tokens} tokens" in html
 
 
+def test_an_inline_image_is_shown_from_the_builds_own_store(tmp_path, qwen_dir, images, monkeypatch):
+    """A `data:` image is stored by content (`sha256:` ref) and published in OUT/images: the page reads it there."""
+    monkeypatch.setenv("FTDATA_IMAGE_DIR", str(tmp_path / "store"))
+    inline = "data:image/png;base64," + base64.b64encode((images / "chart.png").read_bytes()).decode()
+    data = _jsonl(tmp_path / "chat.jsonl", [ask({"type": "image_url", "image_url": {"url": inline}})])
+    out = tmp_path / "out"
+    build(str(data), out, processor=str(qwen_dir), max_length=4096)
+    shutil.rmtree(tmp_path / "store")  # only OUT's copy is left
+    (row,) = collect(out).rows
+    (item,) = row.media
+    assert item.ref.startswith("sha256:") and item.data_uri.startswith("data:image/png;base64,")
+
+
 def test_an_audio_row_embeds_its_clip_with_a_player(tmp_path, qwen2_audio):  # noqa: F811
     shutil.copyfile(CLIPS / "2.wav", tmp_path / "2.wav")
     data = _jsonl(tmp_path / "audio.jsonl", [ask({"type": "audio", "audio": "2.wav"}, "What is that sound?", "A cough.")])
