@@ -343,12 +343,11 @@ def _sample_rows(
 
 
 def _tokens(
-    tok: Any, ids: list[int], labels: list[int] | None, special: frozenset[int], budget: int, weights: list[float] | None = None,
+    tok: Any, ids: list[int], labels: list[int], special: frozenset[int], budget: int, weights: list[float] | None = None,
 ) -> tuple[tuple[Token, ...], int]:  # fmt: skip
     shown_ids = ids[: max(budget, 0)]
     texts = tok.batch_decode([[i] for i in shown_ids], skip_special_tokens=False, clean_up_tokenization_spaces=False) if shown_ids else []
     _join_split_characters(tok, shown_ids, texts)
-    labels = labels if labels is not None else [IGNORE_INDEX] * len(ids)
     weights = weights or [1.0] * len(ids)  # a row without weights: 1 for every token
     tokens = tuple(
         Token(i, shown(t), lab, i in special, None if w == 1.0 or lab == IGNORE_INDEX else round(float(w), 4))
