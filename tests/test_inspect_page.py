@@ -175,6 +175,11 @@ def test_a_build_folder_takes_no_build_options_and_bad_input_is_one_line(built: 
     page = tmp_path / "m.html"
     assert runner.invoke(app, ["inspect", str(missing), "-o", str(page)]).exit_code == 0
     assert "field &#39;output&#39;: no response field" in page.read_text(encoding="utf-8")
+    # every record rejected: one line naming the first, and no path into the page's scratch, which is gone
+    missing.write_text('{"instruction": "a"}\n', encoding="utf-8")
+    result = runner.invoke(app, ["inspect", str(missing), "-o", str(page)])
+    assert result.exit_code == 1 and "every record was rejected (1 of 1); first: " in result.output
+    assert "ftdata-" not in result.output and "failed-rejects" not in result.output
 
 
 def test_a_reject_shows_the_start_of_its_line_and_a_weighted_token_its_weight(built: Path, tmp_path: Path) -> None:

@@ -548,6 +548,9 @@ def inspect(
                   protect=[config], config=config, allow_code=allow_code)  # fmt: skip
         title = f"{settings.data} (its first {settings.options.data.limit:,} records, built for this page)"
         path = write_page(out, output or Path("inspect.html"), tokenizer=tok, sample=sample, title=title)
+    except FtdataError as exc:  # a note pointing into the scratch (a failed build's rejects) would name a folder about to go
+        exc.__notes__ = [note for note in getattr(exc, "__notes__", []) if str(scratch) not in note]
+        raise
     finally:
         drop_scratch(scratch)
     show.print(f"wrote {path}", soft_wrap=True)
