@@ -200,9 +200,11 @@ class Task(_Choice):
     SFT = "sft"  # input_ids + labels (the default shapes: instruction, messages, sharegpt, chat)
     PREFERENCE = "preference"  # prompt_ids, chosen_ids, rejected_ids: DPO and the other paired losses
     KTO = "kto"  # prompt_ids, completion_ids, label: unpaired preference
+    PROMPTS = "prompts"  # prompt (messages or text) + prompt_ids + the data's reward columns: GRPO/RLOO prompt sets
 
 
 Task.PREFERENCE.aliases = ("dpo", "pairs")  # type: ignore[attr-defined]
+Task.PROMPTS.aliases = ("grpo", "rloo", "prompt")  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
