@@ -234,7 +234,8 @@ import json, sys, time
 from ftdata.errors import Location
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
-from ftdata.run.engine import Stage, chunk
+from ftdata.run.engine import Stage
+from ftdata.run.sft import chunk
 processor, data, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tokenizer = load_tokenizer(processor)
 records = [(Location(data, i + 1), json.loads(line)) for i, line in enumerate(open(data, encoding="utf-8"))]

@@ -24,6 +24,7 @@ from ftdata.errors import ConfigError
 from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
 from ftdata.io.delimited import check_delimiter
 from ftdata.records.formats import FORMAT_ALIASES, FORMATS, format_name
+from ftdata.records.prompts import RewardColumns
 from ftdata.types import Engine, HistoryMode, MaskPolicy, PromptCut, SystemMode, Task, TruncationPolicy
 
 
@@ -62,8 +63,9 @@ class DataOptions:
     )
     task: Task | None = _opt(
         None, "what the rows are: sft (input_ids + labels), preference (prompt_ids, chosen_ids, rejected_ids; also dpo) "
-        "or kto (prompt_ids, completion_ids, label); None = from the data: preference-shaped records (chosen/rejected) "
-        "build preference rows, and messages + a true/false label must be told kto or sft"
+        "or kto (prompt_ids, completion_ids, label), prompts (prompt, prompt_ids and the reward columns, for GRPO/RLOO; "
+        "also grpo); None = from the data: preference-shaped records (chosen/rejected) build preference rows, prompts "
+        "with no completion build a prompt set, and messages + a true/false label must be told kto or sft"
     )
     columns: dict[str, str] | None = _opt(None, "column map {canonical: source}, e.g. {'output': 'std_answer'}")
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
@@ -107,6 +109,18 @@ class DataOptions:
     prompt_cut: PromptCut = _opt(
         PromptCut.END, "keep_response and split: what a too-long prompt message loses: end (keep its head), "
         "middle (keep head and tail, '[...]' between) or start (keep its tail)"
+    )
+    max_prompt_length: int | None = _opt(
+        None, "prompts: the longest prompt in tokens (the rollout engine's budget; default max_length); a longer "
+        "prompt is rejected (too_long), or cut with cut_prompts"
+    )
+    cut_prompts: bool = _opt(
+        False, "prompts: cut a prompt over max_prompt_length instead of rejecting it (its longest message shortened "
+        "by prompt_cut; a start_cut/end_cut note in the rejects file, the row kept)"
+    )
+    reward_columns: dict[str, str] | None = _opt(
+        None, "prompts: the reward columns and their types, e.g. {'answer': 'string'} (string, int, float, bool, "
+        "list[string], list[int], list[float], json); default: every column of the first record that is not the prompt"
     )
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
@@ -218,22 +232,42 @@ class DataOptions:
         self._check_task()
 
     def _check_task(self) -> None:
-        """Options that mean nothing for preference rows are refused, never ignored."""
-        if self.task not in (Task.PREFERENCE, Task.KTO):
+        """Options that mean nothing for the task's rows are refused, never ignored."""
+        prompts = self.task is Task.PROMPTS
+        if self.task is not None:  # None: the data names the task; the task's engine refuses them then (`prompt_options_only`)
+            self.prompt_options_only()
+        if self.max_prompt_length is not None and (
+            not isinstance(self.max_prompt_length, int) or isinstance(self.max_prompt_length, bool) or self.max_prompt_length < 1
+        ):
+            raise ConfigError(f"max_prompt_length must be a positive integer, got max_prompt_length={self.max_prompt_length!r}")
+        if self.reward_columns is not None:
+            if not isinstance(self.reward_columns, Mapping):
+                raise ConfigError(f"reward_columns must be a mapping like {{'answer': 'string'}}, got reward_columns={self.reward_columns!r}")
+            self.reward_columns = RewardColumns(self.reward_columns).types
+        if prompts:
+            self._refuse(PROMPT_ONLY)
+        if self.task in (Task.PREFERENCE, Task.KTO):
+            self._refuse(PAIR_ONLY)
+
+    def prompt_options_only(self) -> None:
+        """Refuse the prompt-set options on another task's build.
+
+        Raises:
+            ConfigError: max_prompt_length, cut_prompts or reward_columns with a task that is not prompts.
+        """
+        if self.task is Task.PROMPTS:
             return
-        for name, given, why in (
-            ("packing", self.packing, "the trainer puts each prompt before each of its completions"),
-            ("padding", self.padding != "none", "the preference collator pads every batch"),
-            ("truncation", self.truncation is TruncationPolicy.SPLIT, "a pair has one prompt; keep_response cuts it"),
-            ("mask", self.mask is MaskPolicy.TRAIN_ON_PROMPT, "a completion is the final assistant turn; a prompt carries no loss"),
-            ("mask_reasoning", self.mask_reasoning, "a completion is the whole final turn, its reasoning included"),
-            ("format", self.format is not None, "preference shapes are detected per record (map columns with columns=)"),
-            ("processor", self.processor is not None, "preference rows with images are not built yet"),
-        ):  # fmt: skip
-            if given:
+        for name in ("max_prompt_length", "cut_prompts", "reward_columns"):
+            if getattr(self, name) not in (None, False):
+                raise ConfigError(f"{name} applies to prompt sets (task=prompts), got task={getattr(self.task, 'value', 'sft')}; drop {name}")
+
+    def _refuse(self, rules: tuple[tuple[str, str], ...]) -> None:
+        for name, why in rules:
+            if _given(self, name):
+                name = name.split("_")[0] if name.startswith("truncation") else name
                 value = getattr(self, name)
                 raise ConfigError(
-                    f"{name}={getattr(value, 'value', value)!r} does not apply to task={self.task.value}: {why}; drop {name}"
+                    f"{name}={getattr(value, 'value', value)!r} does not apply to task={self.task.value}: {why}; drop {name}"  # type: ignore[union-attr]
                 )
 
     def fingerprint(self) -> dict[str, Any]:
@@ -377,7 +411,7 @@ def option_kind(name: str) -> str:
     special = {
         "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
         "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
-        "max_images": "int", "max_image_pixels": "int",
+        "max_images": "int", "max_image_pixels": "int", "max_prompt_length": "int", "reward_columns": "pairs",
     }  # fmt: skip
     if name in special:
         return special[name]
@@ -414,6 +448,42 @@ def check_type(origin: str | Path, key: str, value: Any) -> None:
         ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
     if not ok:
         raise ConfigError(f"{origin}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
+
+
+_GIVEN = {
+    "packing": lambda o: o.packing, "padding": lambda o: o.padding != "none",
+    "truncation_split": lambda o: o.truncation is TruncationPolicy.SPLIT, "mask": lambda o: o.mask is MaskPolicy.TRAIN_ON_PROMPT,
+    "mask_reasoning": lambda o: o.mask_reasoning, "format": lambda o: o.format is not None, "processor": lambda o: o.processor is not None,
+    "history": lambda o: o.history is not HistoryMode.INFERENCE,
+    "truncation_cut": lambda o: o.truncation in (TruncationPolicy.SPLIT, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END),
+}  # fmt: skip
+
+
+def _given(options: DataOptions, rule: str) -> bool:
+    """Whether `options` set what `rule` refuses (a rule is an option's name, or `name_kind`)."""
+    return bool(_GIVEN[rule](options))
+
+
+# What each task refuses, never ignores: (rule, why); a rule names its option (`truncation_split`: truncation).
+PAIR_ONLY = (
+    ("packing", "the trainer puts each prompt before each of its completions"),
+    ("padding", "the preference collator pads every batch"),
+    ("truncation_split", "a pair has one prompt; keep_response cuts it"),
+    ("mask", "a completion is the final assistant turn; a prompt carries no loss"),
+    ("mask_reasoning", "a completion is the whole final turn, its reasoning included"),
+    ("format", "preference shapes are detected per record (map columns with columns=)"),
+    ("processor", "preference rows with images are not built yet"),
+)
+PROMPT_ONLY = (
+    ("packing", "the trainer generates from each prompt alone"),
+    ("padding", "the trainer pads its own batches"),
+    ("truncation_cut", "a prompt is fitted to max_prompt_length: rejected, or cut with cut_prompts"),
+    ("mask", "a prompt set trains nothing; the trainer makes the completions"),
+    ("mask_reasoning", "a prompt set holds no reasoning to train"),
+    ("format", "prompt shapes are detected per record (map the prompt with columns={'instruction': COLUMN})"),
+    ("processor", "prompt sets with images are not built yet"),
+    ("history", "a prompt set trains no turn"),
+)
 
 
 def check_pad_multiple(pad_to_multiple_of: int | None, *, max_length: int) -> None:

@@ -85,6 +85,7 @@ class NoteCode(StrEnum):
     REASONING_DROPPED = "reasoning_dropped"  # the chat template drops an assistant turn's reasoning
     REASONING_MOVED = "reasoning_moved"  # a leading <think>…</think> in an assistant content moved into its reasoning
     REASONING_PROMPT_CLOSED = "reasoning_prompt_closed"  # the generation prompt closes the think block
+    PROMPT_OPENS = "prompt_opens"  # a prompt set: the generation prompt opens a block the completion continues (`<think>\n`)
     EOS_APPENDED = "eos_appended"  # the template writes no end-of-turn marker: EOS appended and trained
     THINK_BOILERPLATE = "think_boilerplate"  # the rule trains the template's own empty think block
     USER_TRAIN_IGNORED = "user_train_ignored"  # train=true on a non-assistant turn

@@ -1,7 +1,7 @@
 """Outputs pinned on the shared datasets: a restructuring of the library changes no row and no reject.
 
-The digests were taken with the code before the build driver and the run loop were
-introduced (commit b2ba710) and must not move unless a change means to change outputs;
+The SFT digests were taken with the code before the build driver and the run loop were
+introduced (commit b2ba710), the pair and KTO ones with the code before the task seam (3684b6f) and must not move unless a change means to change outputs;
 then say so in the commit and take them again (`python tests/test_outputs_pinned.py`).
 Each case: (digest of every split's columns, digest of the rejects file, records, rows).
 """
@@ -24,6 +24,10 @@ CASES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "lamini-nested-qa": ("lamini/lamini_docs_nested.jsonl", None, dict(template="question-answer", max_length=256, truncation="keep_end", on_error="skip")),
     "seed-tasks-split": ("alpaca/stanford_alpaca_seed_tasks.jsonl", None, dict(max_length=128, truncation="split", shuffle=True, on_error="skip")),
     "sharegpt-last": ("sharegpt/fastchat_dummy_conversation.json", None, dict(mask="last_assistant", max_length=256, padding="max_length", on_error="skip")),
+    # Preference pairs and KTO rows (the task seam: pinned with the code before it, commit 3684b6f)
+    "dpo-pairs-split": ("preference/llamafactory_dpo_en_demo.json", "qwen2.5-instruct", dict(max_length=512, test_size=0.1, on_error="skip")),
+    "dpo-v1-cut": ("preference/llamafactory_v1_dpo_demo.jsonl", None, dict(max_length=256, on_error="skip")),
+    "kto-rows": ("preference/llamafactory_kto_en_demo.json", None, dict(task="kto", max_length=512, on_error="skip")),
 }  # fmt: skip
 
 pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason=f"shared datasets not found at {DATASETS}")
@@ -34,6 +38,9 @@ PINNED = {
     "lamini-nested-qa": ("396c9bc0607bdef7", "8f489b505b4dceaf", 1400, 1399),
     "seed-tasks-split": ("bc758755491fd06d", "8875b66134fcfd86", 175, 139),
     "sharegpt-last": ("1fe5fd5c91ceda98", "e3b0c44298fc1c14", 500, 500),
+    "dpo-pairs-split": ("99113f2214e6803d", "180b5b30da75d14d", 300, 206),
+    "dpo-v1-cut": ("e81b16505bf37d21", "a0f2a254bf84916d", 10, 6),
+    "kto-rows": ("3c73c78f837c6c78", "b7fa1238a9c818ca", 300, 232),
 }
 
 

@@ -16,7 +16,9 @@ import ftdata
 from ftdata.errors import ConfigError, Location, RecordError
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.run.pairs import MeasuredPair, PairStage, compile_stage
+from ftdata.run.engine import Stage
+from ftdata.types import Task
+from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import Reject
 
 BOS, IM_START, IM_END, NL = 256, 258, 259, 198
@@ -33,7 +35,7 @@ def rows(tok, records, **options):
 
 
 def outcomes(tok, records, **options) -> list:
-    stage = compile_stage(tok, DataOptions(task="preference", **options))
+    stage = Stage(tok, DataOptions(task="preference", **options))
     located = [(Location("d.jsonl", line=i + 1), r) for i, r in enumerate(records)]
     return [item for _, item, _ in stage.run(located).outcomes]
 
@@ -224,7 +226,7 @@ def test_a_pairs_prompts_are_rendered_once_for_both_sides_and_never_shared_acros
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "2+2?"},
     ]  # fmt: skip
     record = {"prompt": history, "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]}
-    stage = compile_stage(char_tok, DataOptions(task="preference"))
+    stage = Stage(char_tok, DataOptions(task="preference"))
     alone = stage.run([(Location("h", index=0), record)]).outcomes[0][1]
     prompts = counted_prompts(monkeypatch, stage)
     ran = stage.run([(Location("h", index=i), record) for i in range(2)])
@@ -235,7 +237,7 @@ def test_a_pairs_prompts_are_rendered_once_for_both_sides_and_never_shared_acros
 
 
 def test_renders_outside_a_pair_are_not_shared(char_tok, monkeypatch) -> None:
-    stage = compile_stage(char_tok, DataOptions())
+    stage = Stage(char_tok, DataOptions())
     prompts = counted_prompts(monkeypatch, stage)
     messages = [{"role": "user", "content": "2+2?"}]
     stage.renderer.chat(messages, generation=True)
@@ -303,7 +305,7 @@ def test_editing_the_rejected_reply_changes_neither_the_prompt_nor_the_chosen_co
     i = at % len(rejected)
     edited = rejected[:i] + byte + rejected[i + 1 :]
     pairs = [{"prompt": prompt, "chosen": chosen, "rejected": r} for r in (rejected, edited)]
-    stage = compile_stage(char_tok, DataOptions(task="preference"))
+    stage = Stage(char_tok, DataOptions(task="preference"))
     first, second = (item for _, item, _ in stage.run([(Location("h", index=0), p) for p in pairs]).outcomes)
     if isinstance(first, MeasuredPair) and isinstance(second, MeasuredPair):
         assert first.row.prompt == second.row.prompt and first.row.completions[0] == second.row.completions[0]
@@ -312,7 +314,7 @@ def test_editing_the_rejected_reply_changes_neither_the_prompt_nor_the_chosen_co
 @HYP
 @given(prompt=TEXT, chosen=TEXT, rejected=TEXT)
 def test_swapping_chosen_and_rejected_swaps_the_row(char_tok, prompt, chosen, rejected) -> None:
-    stage = compile_stage(char_tok, DataOptions(task="preference"))
+    stage = Stage(char_tok, DataOptions(task="preference"))
     records = [{"prompt": prompt, "chosen": chosen, "rejected": rejected}, {"prompt": prompt, "chosen": rejected, "rejected": chosen}]
     a, b = (item for _, item, _ in stage.run([(Location("h", index=i), r) for i, r in enumerate(records)]).outcomes)
     assert type(a) is type(b)
@@ -323,7 +325,7 @@ def test_swapping_chosen_and_rejected_swaps_the_row(char_tok, prompt, chosen, re
 @HYP
 @given(prompt=TEXT, chosen=TEXT, rejected=TEXT)
 def test_the_row_spells_the_inference_prompt_then_each_reply_and_its_end_of_turn(char_tok, prompt, chosen, rejected) -> None:
-    stage = compile_stage(char_tok, DataOptions(task="preference"))
+    stage = Stage(char_tok, DataOptions(task="preference"))
     ((_, item, _),) = stage.run([(Location("h", index=0), {"prompt": prompt, "chosen": chosen, "rejected": rejected})]).outcomes
     if isinstance(item, MeasuredPair):
         generation = char_tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
@@ -332,5 +334,5 @@ def test_the_row_spells_the_inference_prompt_then_each_reply_and_its_end_of_turn
 
 
 def test_the_stage_of_a_preference_build_is_a_pair_stage(char_tok) -> None:
-    assert isinstance(compile_stage(char_tok, DataOptions(task="kto")), PairStage)
-    assert not isinstance(compile_stage(char_tok, DataOptions()), PairStage)
+    assert Stage(char_tok, DataOptions(task="kto")).task.task is Task.KTO
+    assert Stage(char_tok, DataOptions()).task.task is Task.SFT

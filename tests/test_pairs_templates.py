@@ -18,7 +18,8 @@ import ftdata
 from ftdata.errors import Location
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode, RejectCode
-from ftdata.run.pairs import MeasuredPair, compile_stage
+from ftdata.run.engine import Stage
+from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import Reject
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -111,7 +112,7 @@ CASES = [(template, shape) for template, (_, _, shapes) in TEMPLATES.items() for
 
 
 def measure(tok, records, *, task="preference", kwargs=None) -> list:
-    stage = compile_stage(tok, DataOptions(task=task, chat_template_kwargs=kwargs, max_length=8192))
+    stage = Stage(tok, DataOptions(task=task, chat_template_kwargs=kwargs, max_length=8192))
     return [item for _, item, _ in stage.run([(Location("t.jsonl", line=i + 1), r) for i, r in enumerate(records)]).outcomes]
 
 
@@ -212,10 +213,10 @@ def test_a_pairs_history_is_prompt_as_inference_writes_it_with_no_note_on_turns_
     assert "greet back" not in tok.decode(item.row.prompt)
     assert [tok.decode(c) for c in item.row.completions] == ["<think>\nadd\n</think>\n\n4<|im_end|>", "<think>\nguess\n</think>\n\n5<|im_end|>"]
     assert item.tokenized.notes == ()
-    sft = compile_stage(tok, DataOptions(mask="last_assistant", max_length=8192))  # nor for SFT: the turn is not trained
+    sft = Stage(tok, DataOptions(mask="last_assistant", max_length=8192))  # nor for SFT: the turn is not trained
     ((_, row, _),) = sft.run([(Location("t.jsonl", line=1), {"messages": [*history, side]})]).outcomes
     assert row.tokenized.notes == ()
-    sft = compile_stage(tok, DataOptions(history="one_row", max_length=8192))  # where it trains the turn as written
+    sft = Stage(tok, DataOptions(history="one_row", max_length=8192))  # where it trains the turn as written
     ((_, row, _),) = sft.run([(Location("t.jsonl", line=1), {"messages": [*history, side]})]).outcomes
     assert [note.code for note in row.tokenized.notes] == [NoteCode.REASONING_DROPPED]
 

@@ -10,7 +10,7 @@ from ftdata import prepare
 from ftdata.run import executors
 from ftdata.errors import FtdataError, Location, RecordError
 from ftdata.tokens.masking import Tokenized
-from ftdata.run.engine import Measured
+from ftdata.run.sft import Measured
 from ftdata.options import DataOptions, RunOptions
 from ftdata.run.engine import Stage
 from ftdata.run.stats import CUT, DROPPED, FIT, POLICIES, collect, describe, histogram, summaries

@@ -24,13 +24,9 @@ from ftdata.guard import safeio, space
 from ftdata.guard.inputs import Digests, Input, Manifest, Stat, add_read, data_input
 from ftdata.options import BuildOptions, OutputOptions, RunOptions
 from ftdata.run import loop
-from ftdata.run.rows import ArrowRows
 from ftdata.run.engine import Ran, Stage
-from ftdata.run.pair_rows import PairChunk, PairRows, build_part, finish_rows, open_rows
-from ftdata.run.pairs import compile_stage
 from ftdata.run.executors import Executor
 from ftdata.run.report import BuildReport, RejectsWriter
-from ftdata.types import Task
 
 
 @dataclass
@@ -62,11 +58,11 @@ def check_built(report: BuildReport, rows: int) -> None:
 
 def _chunk(stage: Stage, ran: Ran) -> Any:
     """The build's reducer (module level: it travels to workers by name)."""
-    return build_part(stage, ran)
+    return stage.reduce(ran)
 
 
 def write_rows(
-    source: Any, stage: Stage, options: RunOptions, *, report: BuildReport, rows: ArrowRows | PairRows, sink: RejectsWriter,
+    source: Any, stage: Stage, options: RunOptions, *, report: BuildReport, rows: Any, sink: RejectsWriter,
     progress: Callable[[int], None] | None = None, on: Executor | None = None, empty_ok: bool = False,
     media: dict[str, Stat | None] | None = None,
 ) -> None:  # fmt: skip
@@ -77,11 +73,7 @@ def write_rows(
     """
     try:
         for part in loop.run(source, stage, options, _chunk, report=report, progress=progress, on=on, empty_ok=empty_ok):
-            if isinstance(part, PairChunk):  # preference rows (ftdata.run.pairs)
-                rows.write(part)  # type: ignore[call-arg]
-                sink.write(part.rejects)
-                continue
-            rows.write(part.ids, part.labels, part.lengths, part.groups, part.weights, media=part.media, sources=part.sources)
+            rows.add(part)
             sink.write(part.rejects)
             if media is not None:
                 add_read(media, part.read)
@@ -95,7 +87,7 @@ def write_rows(
 
 def _new_report(source: Any, tokenizer: Any, stage: Stage) -> BuildReport:
     return BuildReport(
-        source=str(source) if isinstance(source, (str, Path)) else type(source).__name__, task=(stage.options.task or Task.SFT).value,
+        source=str(source) if isinstance(source, (str, Path)) else type(source).__name__, task=stage.task.task.value,
         tokenizer=str(getattr(tokenizer, "name_or_path", "")), template=stage.renderer.name,
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
     )  # fmt: skip
@@ -215,7 +207,7 @@ def _build_in_memory(
     """`in_memory` of a source (not a recipe); the scratch folders it makes are appended to `scratch`."""
     started, taken = time.perf_counter(), time.time_ns()
     data, out = opts.data, opts.output
-    stage = compile_stage(tok, data)
+    stage = Stage(tok, data)
     if out.rejects_path:
         safeio.check_rejects_path(Path(out.rejects_path), safeio.input_paths(source))
     with cache.digests(out.cache_dir) as files:
@@ -224,14 +216,14 @@ def _build_in_memory(
             return hit
         report = _new_report(source, tok, stage)
         scratch.append(safeio.scratch_dir())
-        rows = open_rows(scratch[-1] / "rows.arrow", data)
+        rows = stage.task.open_rows(scratch[-1] / "rows.arrow", data)
         rejects_file = _rejects_file(out, scratch)
         media: dict[str, Stat | None] | None = {} if key is not None and stage.media is not None else None
         sink = RejectsWriter(report, rejects_file)
         write_rows(source, stage, opts.run, report=report, rows=rows, sink=sink, progress=progress, media=media)
         report.rejects_path = out.rejects_path
         check_built(report, rows.rows)
-        dataset = finish_rows(rows.path, data, report)
+        dataset = stage.task.finish(rows.path, data, report, splits=None, pad_id=0)
         report.seconds = round(time.perf_counter() - started, 3)
         manifest = Manifest.of(media, files, taken_ns=taken) if media is not None else None
         return _finish_keyed(dataset, report, key, out, rejects=rejects_file, media=manifest)

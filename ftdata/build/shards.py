@@ -39,9 +39,6 @@ from typing import Any
 import pyarrow as pa
 from pyarrow import fs
 
-from ftdata.run.rows import ArrowRows, PACKED_SCHEMA, RECORD
-from ftdata.run.pair_rows import finish_rows, open_rows, pair_schema
-from ftdata.run.pairs import PAIR_TASKS, compile_stage
 
 from ftdata.guard import space
 
@@ -49,14 +46,12 @@ from ftdata.io import store
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.build.local import check_built, write_rows
 from ftdata.run.engine import Stage
-from ftdata.media.column import MEDIA_FIELD, MEDIA_TYPE
 from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
 from ftdata.options import BuildOptions, DataOptions
 from ftdata.io.readers import data_files
 from ftdata.run.report import BuildReport, RejectsWriter
 from ftdata.guard.safeio import TEMP_MARK, OutputDir, atomic_path, drop_scratch, scratch_dir, temp_name
 from ftdata.io.store import StoreOut, Where
-from ftdata.types import Task
 
 __all__ = ["DATA", "REJECTS_DIR", "build_shards", "merge_reports", "shard_files"]
 
@@ -118,7 +113,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     """
     started = time.perf_counter()
     check_options(options)
-    stage = compile_stage(tokenizer, options.data)  # a bad template or option fails here, before any cluster starts
+    stage = Stage(tokenizer, options.data)  # a bad template or option fails here, before any cluster starts
     shards = shard_files(source, options)
     if isinstance(target, StoreOut):
         sidecar = target.url(f"{TEMP_MARK}{uuid.uuid4().hex[:8]}-shards")
@@ -129,7 +124,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     payload = pickled(job, "ray")
     report = BuildReport(
         source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
-        task=(options.data.task or Task.SFT).value,
+        task=stage.task.task.value,
         tokenizer=str(getattr(tokenizer, "name_or_path", "")), template=stage.renderer.name,
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
     )  # fmt: skip
@@ -227,15 +222,6 @@ def _first_error(side: Where) -> FtdataError | None:
     return pickle.loads(store.read_bytes(store.child(side, f"{_ERRORS}/part-{failed[0]:05d}.pickle"))).error()
 
 
-def _schema(options: DataOptions) -> pa.Schema:
-    if options.task in PAIR_TASKS:
-        return pair_schema(options.task)
-    if options.packing:
-        return PACKED_SCHEMA
-    schema = ArrowRows.SCHEMA.remove(ArrowRows.SCHEMA.get_field_index(RECORD))
-    return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
-
-
 def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Where) -> pa.Table:
     """One shard through the run loop in this worker (one thread: the worker is one CPU), then packed;
     rejects and report beside."""
@@ -248,15 +234,15 @@ def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Whe
     scratch = scratch_dir()
     try:
         with space.disk_space(space.scratch_place(mine=lambda: scratch)):  # a full worker disk: one line naming it
-            rows = open_rows(scratch / "rows.arrow", options)
+            rows = stage.task.open_rows(scratch / "rows.arrow", options)
             sink = RejectsWriter(report, scratch / "rejects.jsonl")
             write_rows(source, stage, job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
-            schema = _schema(options)
+            schema = stage.task.schema(options)
             table = schema.empty_table()
             if rows.weighted:  # not dropped in silence: the Ray shards have no such column yet
                 raise ConfigError("loss weights (loss_weight in the data) are not carried by engine=ray yet; build with engine=local or processes")
             if rows.rows:
-                finished = finish_rows(rows.path, options, report)
+                finished = stage.task.finish(rows.path, options, report, splits=None, pad_id=0)
                 with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes
                     table = rows.read_all().select(schema.names)
             store.copy((fs.LocalFileSystem(), str(scratch / "rejects.jsonl")), store.child(side, f"{REJECTS_DIR}/{name}.jsonl"))
@@ -275,7 +261,7 @@ def _stage(key: str, job: _ShardJob) -> Stage:
     address (a worker then built a shard with the last build's template and options)."""
     if key not in _STAGES:
         _STAGES.clear()
-        _STAGES[key] = compile_stage(job.tokenizer, job.options.data)
+        _STAGES[key] = Stage(job.tokenizer, job.options.data)
     return _STAGES[key]
 
 

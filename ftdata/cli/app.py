@@ -210,13 +210,13 @@ def console(no_color: bool = False, *, stderr: bool = False) -> Console:
 
 
 def _stage(settings: Settings) -> Any:
-    """The record engine for DATA: a `PairStage` where the data (or --task) says preference or kto."""
+    """The record engine for DATA, holding the task the data (or --task) names."""
     from ftdata.io.resources import load_tokenizer
-    from ftdata.run.pairs import compile_stage
+    from ftdata.run.engine import Stage
     from ftdata.run.task import with_task
 
     options = with_task(settings.data, settings.options)
-    return compile_stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), options.data)
+    return Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), options.data)
 
 
 @contextmanager
@@ -272,14 +272,9 @@ def preview(
     stage = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
-    from ftdata.run.pairs import PairStage
+    from ftdata.run.engine import named
 
-    if isinstance(stage, PairStage):
-        from ftdata.cli import pair_preview
-
-        pair_preview.run(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
-        return
-    view.run(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
+    named(stage.task.preview)(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
 
 
 # --- stats -------------------------------------------------------------------------------------
@@ -304,26 +299,21 @@ def stats(
     options: dict[str, Any],
 ) -> None:
     """Token length histograms and percentiles, trainable share, truncation and packing at --max-length."""
-    from ftdata.cli import stats_report
     from ftdata.guard.bounds import ReadBounds
     from ftdata.io.counter import count_records
-    from ftdata.run.stats import collect
 
     settings, recipe = _resolved(data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code)
     if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
     stage = _stage(settings)
-    from ftdata.run.pairs import PairStage
+    from importlib import import_module
 
-    pairs = isinstance(stage, PairStage)  # preference data: pairs, lengths, length bias, shared starts, repeats
-    if pairs and (plot or html):
-        raise ConfigError("--plot and --html draw SFT length histograms; for preference data use the table or --json")
-    if pairs:
-        from ftdata.cli import pair_report as report
-        from ftdata.run.pair_stats import collect_pairs as measure
-    else:
-        report, measure = stats_report, collect  # type: ignore[assignment]
+    from ftdata.run.engine import named
+
+    report, measure = import_module(stage.task.report), named(stage.task.stats)  # the task's own measures and tables
+    if (plot or html) and not hasattr(report, "write_plot"):
+        raise ConfigError(f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or --json")
     data_options = settings.options.data
     with progress_bar("measuring", lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))) as advance:
         result = measure(settings.data, stage, settings.options.run, progress=advance)
@@ -333,9 +323,9 @@ def stats(
         out.file.write(dumps(result.to_dict(), out, indent=2, default=str) + "\n")
     else:
         report.show(result, out, spell=cli_spelling)
-    for path, write in ((plot, stats_report.write_plot), (html, stats_report.write_html)):
+    for path, write in ((plot, "write_plot"), (html, "write_html")):
         if path is not None:
-            write(result, path)
+            getattr(report, write)(result, path)
             console(no_color, stderr=True).print(f"wrote {path}", soft_wrap=True)
 
 

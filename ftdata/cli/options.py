@@ -43,8 +43,8 @@ PANEL = "Data options (same names as BuildOptions and YAML keys)"
 PREVIEW_FIELDS = (
     "template", "chat_template", "format", "task", "columns", "roles", "reader", "delimiter", "field", "filter", "mask",
     "history", "recorded_ids", "system_prompt", "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data",
-    "add_chat_tokens", "max_length", "truncation", "prompt_cut", "on_error", "processor", "max_images", "max_image_pixels",
-    "max_line_bytes", "max_string_chars", "max_decompressed_bytes", "max_messages",
+    "add_chat_tokens", "max_length", "truncation", "prompt_cut", "max_prompt_length", "cut_prompts", "reward_columns", "on_error",
+    "processor", "max_images", "max_image_pixels", "max_line_bytes", "max_string_chars", "max_decompressed_bytes", "max_messages",
 )  # fmt: skip
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
 BUILD_FIELDS = tuple(FIELDS)

@@ -5,7 +5,7 @@
     chosen    ⟦Hello! How can I help?<|im_end|>⟧
     rejected  ⟦Go away.<|im_end|>⟧
 
-The rows are the build's (`PairStage` through the run loop, reducer `pair_views`): the prompt as
+The rows are the build's (the pair task through the run loop, reducer `pair_views`): the prompt as
 inference tokenizes it, alone, and each completion as the model writes it after that prompt. The
 text classes and the printer are the SFT preview's (`ftdata.cli.preview`).
 """
@@ -20,9 +20,9 @@ from ftdata.cli.preview import UNICODE, Printer, RecordView, Segment, TokenView,
 from ftdata.outcomes import Note
 from ftdata.options import RunOptions
 from ftdata.run import loop
-from ftdata.run.engine import Ran
+from ftdata.run.engine import Ran, Stage
 from ftdata.run.executors import LocalExecutor
-from ftdata.run.pairs import MeasuredPair, PairStage, Side, continuation
+from ftdata.run.pairs import MeasuredPair, Side, continuation
 from ftdata.run.report import BuildReport, Reject
 from ftdata.types import IGNORE_INDEX, Pair
 
@@ -58,7 +58,7 @@ def _part(location: str, segments: list[Segment], tokens: list[TokenView], train
     return RecordView(location, "", "", total, total - trained, trained, trained, segments, tokens)
 
 
-def _prompt_view(stage: PairStage, item: MeasuredPair) -> RecordView:
+def _prompt_view(stage: Stage, item: MeasuredPair) -> RecordView:
     """The prompt as inference tokenizes it: every token masked, record text and template text told apart."""
     row, text = item.tokenized, item.rendered.text
     content = content_mask(text, record_pieces(item.example, stage))
@@ -73,7 +73,7 @@ def _prompt_view(stage: PairStage, item: MeasuredPair) -> RecordView:
     return _part(item.location, segments, tokens, 0)
 
 
-def _completion_view(stage: PairStage, item: MeasuredPair, side: Side, reply: Any) -> RecordView:
+def _completion_view(stage: Stage, item: MeasuredPair, side: Side, reply: Any) -> RecordView:
     """One completion: its tokens (every one trained), over the text the template writes for the reply."""
     text = continuation(side.rendered, stage.masker.anchor_before(side.rendered.text[: side.rendered.spans[0][0]]))
     begin, end = text.spans[0]
@@ -86,7 +86,7 @@ def _completion_view(stage: PairStage, item: MeasuredPair, side: Side, reply: An
     return _part(item.location, segments, tokens, len(ids))
 
 
-def build_pair_view(stage: PairStage, item: MeasuredPair) -> PairView:
+def build_pair_view(stage: Stage, item: MeasuredPair) -> PairView:
     """The `PairView` of one measured pair (the note says what truncation does to it)."""
     record = item.record
     names = ("chosen", "rejected") if isinstance(record, Pair) else (f"completion ({'desirable' if record.label else 'undesirable'})",)
@@ -98,7 +98,7 @@ def build_pair_view(stage: PairStage, item: MeasuredPair) -> PairView:
     )  # fmt: skip
 
 
-def pair_views(stage: PairStage, ran: Ran) -> list[PairView | Reject]:
+def pair_views(stage: Stage, ran: Ran) -> list[PairView | Reject]:
     """The preview reducer of pairs: a view (or a problem) per pair of the batch."""
     return [item if isinstance(item, Reject) else build_pair_view(stage, item) for _, item, _ in ran.outcomes]
 
@@ -125,7 +125,7 @@ def show(printer: Printer, number: int, view: PairView) -> None:
         printer._line(f"note: {printer.spell(view.truncation)}")
 
 
-def run(source: Any, stage: PairStage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
+def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
     """Print the header and records `offset` .. `offset + n` as pairs (or their problems); return how many.
 
     Raises:
@@ -139,7 +139,7 @@ def run(source: Any, stage: PairStage, *, offset: int, n: int, printer: Printer,
     first = next(parts)  # read errors, and an empty window, surface before any output
     printer.header(str(source), stage, tokenizer=tokenizer)
     if not printer.as_json:
-        printer._line(f"task       {stage.task.value}: the prompt as inference tokenizes it, then each completion (all of it trained)")
+        printer._line(f"task       {stage.task.task.value}: the prompt as inference tokenizes it, then each completion (all of it trained)")
     shown = 0
     for item in chain.from_iterable(chain([first], parts)):
         shown += 1

@@ -30,7 +30,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ftdata.run import loop
-from ftdata.run.engine import Measured, Ran, Stage
+from ftdata.run.engine import Ran, Stage
+from ftdata.run.sft import Measured
 from ftdata.errors import FtdataError
 from ftdata.run.executors import LocalExecutor
 from ftdata.chat.markers import RoleMarkers

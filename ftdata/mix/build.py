@@ -24,13 +24,11 @@ import numpy as np
 from ftdata.run import loop
 
 from ftdata.run.rows import check_split
-from ftdata.run.pair_rows import PairChunk, build_part, finish_rows, open_rows
-from ftdata.run.pairs import compile_stage
 from ftdata.run.task import data_task
 
 from ftdata.guard import safeio
 from ftdata.guard.inputs import Stat, add_read
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.engine import Ran, Stage, task_module
 from ftdata.errors import ConfigError, FtdataError, Location
 from ftdata.guard.bounds import ReadBounds
 from ftdata.io.counter import count_records
@@ -42,7 +40,7 @@ from ftdata.run.executors import ray_cluster
 from ftdata.options import BuildOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.run.report import BuildReport, Reject, RejectsWriter
-from ftdata.types import IGNORE_INDEX, Engine, Task
+from ftdata.types import Engine, Task
 
 __all__ = ["build_recipe", "check_shares", "recipe_stages"]
 
@@ -66,7 +64,7 @@ def _records(stage: Stage, ran: Ran, *, texts: bool) -> _Part:
             where, parts = seen.setdefault(record, (item.example.source, []))
             if texts:
                 parts.append(item.rendered.text)
-    return _Part(build_part(stage, ran), [(record, where, "\n".join(parts)) for record, (where, parts) in seen.items()])
+    return _Part(stage.reduce(ran), [(record, where, "\n".join(parts)) for record, (where, parts) in seen.items()])
 
 
 def _with_texts(stage: Stage, ran: Ran) -> _Part:
@@ -118,7 +116,7 @@ def recipe_stages(recipe: Recipe, tokenizer: Any) -> list[Stage]:
     for all; what declares the files it reads."""
     task = recipe_task(recipe)
     options = [recipe.source_options(spec) for spec in recipe.sources]
-    return [compile_stage(tokenizer, (o if task is None else o.updated(task=task)).data) for o in options]
+    return [Stage(tokenizer, (o if task is None else o.updated(task=task)).data) for o in options]
 
 
 def build_recipe(
@@ -140,7 +138,7 @@ def build_recipe(
     data = options.data if task is None else options.updated(task=task).data
     report = BuildReport(
         source=recipe.origin, tokenizer=str(getattr(tokenizer, "name_or_path", "")), template="per source",
-        task=(data.task or Task.SFT).value,
+        task=task_module(data.task).task.value,
     )  # fmt: skip
     reading = _Reading(recipe, RejectsWriter(report, options.output.rejects_path), data, media=media)
     try:
@@ -161,7 +159,7 @@ def build_recipe(
     report.rejects_path = options.output.rejects_path
     if not len(splits["train"]):
         raise FtdataError(f"{recipe.origin}: the mixture has no records (every record was rejected or removed)")
-    dataset = finish_rows(reading.rows.path, data, report, splits=splits)
+    dataset = task_module(data.task).finish(reading.rows.path, data, report, splits=splits, pad_id=0)
     report.sequences = int(sum(m["sequences"] for m in mix))
     report.tokens = int(sum(m["tokens"]["used"] for m in mix))
     report.trained_tokens = int(sum(m["trained_tokens"]["used"] for m in mix))
@@ -184,7 +182,7 @@ class _Reading:
         self.recipe = recipe
         self.sink = sink
         self.media = media
-        self.rows = open_rows(safeio.scratch_dir() / "rows.arrow", replace(data, processor=None))
+        self.rows = task_module(data.task).open_rows(safeio.scratch_dir() / "rows.arrow", replace(data, processor=None))
         self.texts = recipe.dedup is not Dedup.NONE or bool(recipe.decontaminate)
         # near: MinHash LSH, record by record; exact: a 16-byte digest per record, compared at the end
         self.near: Deduplicator[int] | None = None
@@ -211,14 +209,8 @@ class _Reading:
                 self.sink.write(c.rejects)
                 if self.media is not None:
                     add_read(self.media, c.read)
-                if isinstance(c, PairChunk):  # preference rows: a pair's tokens are its prompt's and completions'
-                    self.rows.write(c)  # type: ignore[call-arg]
-                    self.units.append((base + c.groups, *c.units()))
-                else:
-                    self.rows.write(c.ids, c.labels, c.lengths, c.groups, c.weights, sources=c.sources)  # type: ignore[call-arg]
-                    starts = np.concatenate([[0], np.cumsum(c.lengths)[:-1]]).astype(np.int64)
-                    trained = np.add.reduceat(c.labels != IGNORE_INDEX, starts) if len(c.lengths) else np.zeros(0, dtype=np.int64)
-                    self.units.append((base + c.groups, c.lengths, trained.astype(np.int64)))
+                self.rows.add(c)
+                self.units.append((base + c.groups, *c.units()))
                 self.records.add([base + r for r, _, _ in part.located], [where for _, where, _ in part.located])
                 self._check(base, part.located, source)
         source.last = self.rows.records

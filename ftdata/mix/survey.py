@@ -16,13 +16,10 @@ import numpy as np
 from rich.table import Table
 
 from ftdata.mix.build import recipe_stages
-from ftdata.run.engine import Stage
-from ftdata.run.pair_stats import collect_pairs
-from ftdata.run.pairs import PairStage
+from ftdata.run.engine import Stage, named
 from ftdata.mix.recipe import Recipe
 from ftdata.mix.shares import SourceSizes, plan_mix
 from ftdata.options import RunOptions
-from ftdata.run.stats import collect
 
 __all__ = ["survey", "survey_table"]
 
@@ -69,13 +66,8 @@ class _Measured:
 
 
 def _measure(path: str, stage: Stage, run: RunOptions, progress: Callable[[int], None] | None) -> _Measured:
-    """`ftdata stats` of one file: SFT examples, or pairs (a pair's tokens: its prompt's and completions')."""
-    if isinstance(stage, PairStage):
-        pairs = collect_pairs(path, stage, run, progress=progress)
-        trained = pairs.completions.sum(axis=1)
-        return _Measured(pairs.counts.records, pairs.counts.n_rejected, pairs.prompt + trained, trained)
-    m = collect(path, stage, run, progress=progress)
-    return _Measured(m.records, sum(m.problems.values()), m.total, m.trained)
+    """`ftdata stats` of one file, as the source's task measures it (`planned`: its rows' tokens and trained tokens)."""
+    return _Measured(*named(stage.task.stats)(path, stage, run, progress=progress).planned())
 
 
 def survey_table(rows: list[dict[str, Any]], *, unit: str) -> Table:

@@ -365,8 +365,9 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     )
 
 
-def validate(messages: tuple[Message, ...], *, location: Location, field: str = "messages") -> None:
-    """Conversation rules every renderer relies on.
+def validate(messages: tuple[Message, ...], *, location: Location, field: str = "messages", reply: bool = True) -> None:
+    """Conversation rules every renderer relies on. `reply`: it must hold an assistant turn (a prompt set's
+    prompt, which ends before the model's turn, need not).
 
     Raises:
         UnusableRecord: no assistant turn, an assistant turn with neither text nor tool calls,
@@ -399,7 +400,7 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
             tools.check_result(msg, prev, calling, location=location, field=where)
         if prev is not None and prev.role == msg.role and msg.role in ("user", "assistant"):
             raise RecordError(f"two {msg.role} turns in a row; merge them into one", location=location, field=where)
-    if not any(m.role == "assistant" for m in messages):
+    if reply and not any(m.role == "assistant" for m in messages):
         raise UnusableRecord("no assistant turn; nothing to train on", location=location, field=field, code=RejectCode.NO_ASSISTANT)
 
 

@@ -1,121 +1,150 @@
-"""The record engine: the one loop that formats, renders, masks and rejects records.
+"""The record engine: the one loop that formats, renders, verifies and rejects records, for every task.
 
-    (location, row) ──format──▶ Example ──render──▶ Rendered ──mask──▶ Measured | Reject
+    (location, row) ──task.examples──▶ items ──task.measure──▶ measured | Reject ──task.fit──▶ rows
 
-`Stage.measure` is that loop; `Stage.run` adds truncation and keeps each record whole, and
-every command reduces what it returns (`loop.run` drives it over a source): a build
-(`chunk` flattens the kept sequences into token arrays), `ftdata stats` (reduces each
-example to a few integers) and `ftdata preview` (shows each example). So a record is
-rejected at the same stage, with the same code, by every command. Token counts of one example:
+`Stage` compiles what every task renders with (the template, the masker, the truncator, the media
+seam) and holds one task (`TaskModule`): what it reads from a record, how it renders and verifies,
+how it fits max_length, what a row holds and how rows are written. `Stage.measure` is the loop;
+`Stage.run` adds the fit and keeps each record whole, and every command reduces what it returns
+(`loop.run` drives it over a source): a build (`task.reduce`: the kept rows as arrays), `ftdata
+stats` and `ftdata preview` (the task's views). So a record is rejected at the same stage, with the
+same code, by every command, whatever its task. The engine never asks which task it holds.
 
-    total    every token of the example, with the BOS that ftdata adds
-    response tokens of the assistant turns plus their end-of-turn markers: what carries loss
-             under mask=all_assistant (per-message `train` flags in the data still apply)
-    trained  tokens that carry loss under the chosen mask
-    prompt   total - response
+The tasks (`TASKS`, by module path, loaded on first use; docs/design.md "Tasks"):
+
+    sft          ftdata.run.sft       input_ids + labels: assistant turns trained
+    preference   ftdata.run.pairs     prompt_ids + chosen_ids + rejected_ids: one verified prompt
+    kto          ftdata.run.pairs     prompt_ids + completion_ids + label
+    prompts      ftdata.run.prompts   prompt + prompt_ids + typed reward columns: nothing trained (GRPO/RLOO)
+
+What `run` reads of a measured item, whatever its task: `example`, `location`, `total`,
+`tokenized.notes`, `rendered.method`, and optionally `drift` and `part`.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import chain
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from ftdata.guard import limits
 from ftdata.guard.inputs import Digests, Input, Stat
 from ftdata.errors import Location, RecordError, UnusableRecord
-from ftdata.records.formats import FIELD_ALIASES, Columns, to_examples
-from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
-from ftdata.tokens.masking import Masker, Tokenized, WeightedRow, row_of
+from ftdata.records.formats import FIELD_ALIASES, Columns
+from ftdata.records.preference import preference_columns
+from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.chat.markers import shared_renders
-from ftdata.chat.render import Renderer, trained_turns
+from ftdata.chat.render import Renderer
 from ftdata.chat.think import moved
-from ftdata.chat.trajectory import Part, split
 from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import processor_input, tokenizer_input
-from ftdata.chat.supervision import SupervisedRenderer, flagged
-from ftdata.run.drift import Drift, recorded, token_drift
+from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.run.report import BuildReport, Reject
-from ftdata.tokens.truncation import Truncated, Truncator
-from ftdata.types import Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
-from ftdata.records.media import attach_columns
-from ftdata.media.expand import Media, MediaMasker, MediaRenderer, no_processor
+from ftdata.tokens.truncation import Truncator
+from ftdata.types import Example, Task, TruncationPolicy
+from ftdata.media.expand import Media, MediaMasker, MediaRenderer
 
 Record = tuple[Location, Any]
+Outcome = tuple[int, Any]  # (index of the record in its batch, what became of one item: its task's measured item, or a Reject)
 # Records rendered and then tokenized at a time within a batch (`Stage.measure`): small enough that a local
 # build's threads alternate between Python (under the GIL) and the tokenizer (without it), large enough that
 # the tokenizer's per-call cost stays negligible.
 SLICE = 64
 SIBLING = "another instance of this record was rejected; a record is kept whole or not at all"
 
-
-@dataclass(frozen=True, slots=True)
-class Measured:
-    """One example, rendered and masked (not truncated). `response` is counted only when asked for."""
-
-    example: Example
-    rendered: Rendered
-    tokenized: Tokenized
-    response: int | None = None
-    part: Part | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
-    drift: tuple[Drift, ...] = ()  # its trained turns' recorded token ids against the trained tokens (`ftdata.run.drift`)
-
-    @property
-    def location(self) -> str:
-        return str(self.example.source)
-
-    @property
-    def total(self) -> int:
-        return len(self.tokenized.input_ids)
-
-    @property
-    def trained(self) -> int:
-        return count_trained(self.tokenized.labels)
-
-    @property
-    def prompt(self) -> int:
-        return self.total - (self.response or 0)
+TASKS: dict[Task, str] = {
+    Task.SFT: "ftdata.run.sft:SFT",
+    Task.PREFERENCE: "ftdata.run.pairs:PAIRS",
+    Task.KTO: "ftdata.run.pairs:KTO",
+    Task.PROMPTS: "ftdata.run.prompts:PROMPTS",
+}
+"""The table of tasks: each names the object that implements `TaskModule` for it. Names, not imports: a
+task module builds on this engine, so the engine loads it on first use (an added task is a module and a line)."""
 
 
-Outcome = tuple[int, "Measured | Reject"]  # (index of the record in its batch, what became of one example)
+class TaskModule(Protocol):
+    """One task: what a build makes of records. The engine calls it with itself (`stage`) for what it compiled.
+
+    `Stage.run` drives `examples`, `measure` and `fit`; a build's workers `reduce` each batch, the build
+    writes the parts with `open_rows` and makes the dataset with `finish`; `preview` and `stats` name the
+    module (`path:function`) that shows a batch and the one that measures a source, `report` the one that prints it.
+    """
+
+    task: Task
+    preview: str  # `module:function` (source, stage, *, offset, n, printer, tokenizer) -> records shown
+    stats: str  # `module:function` (source, stage, run, *, progress) -> a stats object (to_dict, tokenizer)
+    report: str  # `module` with show(stats, console, *, spell) (and write_plot/write_html where it draws)
+
+    def options(self, options: DataOptions) -> DataOptions:
+        """The options the engine runs with for this task (pairs train the final turn: mask=last_assistant)."""
+        ...
+
+    def examples(self, stage: Stage, location: Location, row: Any) -> tuple[Any, ...]:
+        """What the task reads from one row (raises RecordError: the row is rejected at stage `format`)."""
+        ...
+
+    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Outcome]:
+        """Render, tokenize and verify the items (rejects passed through), one outcome each, in order."""
+        ...
+
+    def fit(self, stage: Stage, item: Any, policy: TruncationPolicy | None) -> Any:
+        """`item` fitted to the task's length limits: an object with `rows`, `reason` and `code` (`Truncated`)."""
+        ...
+
+    def reduce(self, stage: Stage, ran: Ran) -> Any:
+        """A build's part of one batch (in the worker): the kept rows as arrays, `rejects`, `report`, `read`,
+        `groups` (each row's record in the batch), `units()` (each row's tokens and trained tokens)."""
+        ...
+
+    def open_rows(self, path: Path, options: DataOptions) -> Any:
+        """The writer of a build's rows file: `add(part)`, `close()`, `path`, `rows`, `records`."""
+        ...
+
+    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+        """The rows file as the build's `Dataset` (or `DatasetDict`), split by record."""
+        ...
+
+    def schema(self, options: DataOptions) -> pa.Schema:
+        """The columns of the rows `finish` makes (an empty shard of an engine=ray build is this schema)."""
+        ...
 
 
-@dataclass
-class Chunk:
-    """A build's output for one batch: flat token arrays, every reject (for the file) and the counts."""
+_LOADED: dict[Task, TaskModule] = {}
 
-    ids: np.ndarray
-    labels: np.ndarray
-    lengths: np.ndarray
-    groups: np.ndarray  # record index in the batch, per sequence: the held-out split keeps records whole
-    rejects: list[Reject] = field(default_factory=list)
-    report: BuildReport = field(default_factory=BuildReport)
-    media: list[list[dict[str, Any]]] | None = None  # per sequence, its `media` column (a build with a processor only)
-    # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
-    weights: np.ndarray | None = None
-    read: dict[str, Stat | None] = field(default_factory=dict)  # the media files the batch read (`Ran.read`)
-    sources: list[str] = field(default_factory=list)  # per sequence, its record's location (the `record` column)
 
-    @property
-    def records(self) -> int:
-        return self.report.records
+def task_module(task: Task | None) -> TaskModule:
+    """The `TaskModule` of `task` (None: SFT), from the table."""
+    task = task or Task.SFT
+    if task not in _LOADED:
+        module, name = TASKS[task].split(":")
+        _LOADED[task] = getattr(importlib.import_module(module), name)
+    return _LOADED[task]
+
+
+def named(path: str) -> Any:
+    """The object `module:name` names (a task's view), imported."""
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class Stage:
-    """The compiled engine of one set of options: columns, renderer and masker.
+    """The compiled engine of one set of options: columns, renderer, masker and truncator, and the task.
 
     Built once per process (see `loop.StageSpec`); `measure` is the record loop, `run` keeps records whole;
     `inputs` declares the files it read (the build's key is made from them).
     """
 
     def __init__(self, tokenizer: Any, options: DataOptions):
+        self.task = task_module(options.task)
+        options = self.task.options(options)
         self._given = tokenizer  # as loaded: what `inputs` declares
         self.chat_template = load_chat_template(options.chat_template) if options.chat_template is not None else None
         if self.chat_template is not None:  # a copy rendering with it; the processor's template gives way too (Vision)
@@ -137,8 +166,8 @@ class Stage:
         if self.media is not None:
             self.renderer, self.masker = MediaRenderer(self.renderer, self.media), MediaMasker(self.masker, self.media)
         self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
-        self._responses: Renderer | None = None  # the all_assistant renderer, for response counts
-        self._responses_lock = threading.Lock()  # engine=local measures batches on several threads
+        self.lock = threading.Lock()  # engine=local measures batches on several threads: guards `built`
+        self.built: dict[str, Any] = {}  # what a task builds on first use for this stage (SFT: the response counter)
 
     @property
     def templates(self) -> tuple[Input, ...]:
@@ -154,38 +183,38 @@ class Stage:
             declared.append(processor_input(self.options.processor, digests))
         return tuple(declared)
 
-    def examples(self, location: Location, row: Any) -> tuple[Example, ...]:
-        if looks_like_preference(row, self.pair_columns) is not None and (chosen := self._chosen(location, row)) is not None:
-            examples = chosen
-        else:
-            examples = to_examples(row, location, format=self.options.format, columns=self.columns, roles=self.options.roles)
-        if self.media is not None:  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts
-            return attach_columns(examples, row, location) if isinstance(row, Mapping) else examples
-        for example in examples:
-            no_processor(example)
-        return examples
+    def examples(self, location: Location, row: Any) -> tuple[Any, ...]:
+        """What the task reads from `row` (raises RecordError)."""
+        return self.task.examples(self, location, row)
 
-    def _chosen(self, location: Location, row: Any) -> tuple[Example, ...] | None:
-        """A preference-shaped row in an SFT build. Told task=sft, a pair trains its chosen conversation (a KTO
-        row: its conversation, the label unread: None); else the data mixes shapes and the build stops here.
+    def reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:
+        """`exc` as a reject at `stage` (on_error=raise: raised, naming the record)."""
+        return Reject.from_error(exc, location, stage, on_error=self.options.on_error)
+
+    def measure_examples(self, formatted: list[tuple[int, Any]], *, responses: bool = False) -> list[Outcome]:
+        """`measure` from the format stage's outcomes on: the task renders, tokenizes and verifies them.
+
+        The limits are read once for the batch (`limits.pinned`), not per render.
+        """
+        with limits.pinned():
+            return self.task.measure(self, formatted, responses)
+
+    def tokenize(self, example: Example) -> Tokenized | UnusableRecord:
+        """Render and mask one example, no truncation (render errors raise): for checks of one record."""
+        return self.masker([self.renderer(example)])[0]
+
+    def truncate(self, item: Any, *, policy: TruncationPolicy | None = None) -> Any:
+        """`item` fitted to max_length by `policy` (default: the build's), as the task fits it: what build,
+        stats and preview all use.
 
         Raises:
-            RecordError: the task was detected from the data's first record, which was SFT-shaped.
+            RecordError: policy `error` and the item is too long (names the record).
         """
-        if self.options.task is Task.SFT:
-            if looks_like_preference(row, self.pair_columns) is Task.PREFERENCE:
-                return tuple(p.chosen_example() for p in to_pairs(row, location, columns=self.pair_columns, roles=self.options.roles))
-            return None
-        task = detect_task(row, location, columns=self.pair_columns)  # a label to ask about: asks
-        raise RecordError(
-            f"is {task.value} data (chosen/rejected or a true/false label) but the build is SFT: the data's first "
-            f"record is SFT data, or a source read once (a pipe) is not read ahead; choose with --task {task.value} "
-            "or --task sft, or split the file by shape",
-            location=location,
-        )  # fmt: skip
+        return self.task.fit(self, item, policy)
 
-    def _reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:
-        return Reject.from_error(exc, location, stage, on_error=self.options.on_error)
+    def reduce(self, ran: Ran) -> Any:
+        """The build's part of one batch, as the task makes it."""
+        return self.task.reduce(self, ran)
 
     def measure(self, records: list[Record], *, responses: bool = False) -> list[Outcome]:
         """Format, render and mask `records` (one tokenizer call); an outcome per example, in order.
@@ -216,116 +245,13 @@ class Stage:
                 formatted.extend((record, example) for example in self.examples(location, row))
             except RecordError as exc:
                 if exc is row:  # a reader yields a row it could not read faithfully as its error
-                    reject = self._reject(exc, location, RejectStage.READ)
+                    reject = self.reject(exc, location, RejectStage.READ)
                     if reject.code is RejectCode.MALFORMED:  # a bound passed keeps its own code
                         reject = replace(reject, code=RejectCode.UNREADABLE)
                 else:
-                    reject = self._reject(exc, location, RejectStage.FORMAT)
+                    reject = self.reject(exc, location, RejectStage.FORMAT)
                 formatted.append((record, reject))
         return self.measure_examples(formatted, responses=responses)
-
-    def measure_examples(self, formatted: list[tuple[int, Example | Reject]], *, responses: bool = False) -> list[Outcome]:
-        """`measure` from the format stage's outcomes on: render and mask the examples, keep the rejects.
-
-        The limits are read once for the batch (`limits.pinned`), not per render.
-        """
-        with limits.pinned():
-            return self._measure_examples(formatted, responses)
-
-    def _measure_examples(self, formatted: list[tuple[int, Example | Reject]], responses: bool) -> list[Outcome]:
-        out: list[Any] = []
-        todo: list[tuple[int, Example, Rendered, Part | None]] = []  # (position in `out`, example, rendering, row of a split)
-        for record, example in formatted:
-            if isinstance(example, Reject):
-                out.append((record, example))
-                continue
-            try:
-                rows = self._rows(example)
-            except RecordError as exc:
-                out.append((record, self._reject(exc, example.source, RejectStage.RENDER)))
-                continue
-            for row, rendered, part in rows:
-                todo.append((len(out), row, rendered, part))
-                out.append((record, None))
-        masked = self.masker([r for _, _, r, _ in todo]) if todo else []
-        counts = self._response_counts([e for _, e, _, _ in todo], masked) if responses else [None] * len(todo)
-        for (i, example, rendered, part), row, response in zip(todo, masked, counts):
-            if isinstance(row, UnusableRecord):
-                reason = f"{row.reason} ({part.describe()})" if part is not None else row.reason
-                item: Measured | Reject = Reject(str(example.source), RejectStage.VERIFY, row.code, reason)
-            else:
-                drift = token_drift(example, row, self.options)
-                if self.options.recorded_ids and any(d.differ for d in drift):
-                    row, drift = recorded(row, example, drift, self.tokenizer)
-                if any(d.differ for d in drift):
-                    row = replace(row, notes=(*row.notes, *(d.note() for d in drift if d.differ)))
-                item = Measured(example, rendered, row, response, part, drift)
-            out[i] = (out[i][0], item)
-        return out
-
-    def _rows(self, example: Example) -> list[tuple[Example, Rendered, Part | None]]:
-        """The example's rows: one, or under history=inference the fewest that train every turn as inference
-        sees it (`ftdata.chat.trajectory`). A multi-turn record's renders are shared among its checks and rows.
-
-        Raises:
-            RecordError: the record cannot be rendered (or one of its rows cannot).
-        """
-        if self.options.history is not HistoryMode.INFERENCE or sum(m.role == "assistant" for m in example.messages) < 2:
-            return [(example, self.renderer(example), None)]
-        with shared_renders(every=True):
-            first = self.renderer(example)
-            if not first.unheld:
-                return [(example, first, None)]
-            trained = [i for i, t in enumerate(trained_turns(flagged(example.messages), self.options.mask)) if t]
-            return split(self.renderer, example, trained, first)
-
-    def _response_counts(self, examples: list[Example], masked: list[Tokenized | UnusableRecord]) -> list[int]:
-        if self.options.mask is MaskPolicy.ALL_ASSISTANT:
-            return [count_trained(m.labels) if isinstance(m, Tokenized) else 0 for m in masked]
-        with self._responses_lock:
-            if self._responses is None:
-                self._responses = Renderer.from_options(self.tokenizer, self.options, mask=MaskPolicy.ALL_ASSISTANT)
-        rendered: list[Rendered | None] = []
-        for example in examples:
-            try:
-                rendered.append(self._responses(example))
-            except RecordError:
-                rendered.append(None)
-        rows = iter(self.masker([r for r in rendered if r is not None]))
-        counts = []
-        for r in rendered:
-            row = next(rows) if r is not None else None
-            counts.append(count_trained(row.labels) if isinstance(row, Tokenized) else 0)
-        return counts
-
-    def tokenize(self, example: Example) -> Tokenized | UnusableRecord:
-        """Render and mask one example, no truncation (render errors raise): for checks of one record."""
-        return self.masker([self.renderer(example)])[0]
-
-    def truncate(self, item: Measured, *, policy: TruncationPolicy | None = None) -> Truncated:
-        """`item` fitted to max_length by `policy` (default: the build's): what build, stats and preview all use.
-
-        A record that fits costs nothing more; an over-long one is shortened as a conversation
-        and rendered again (`ftdata.tokens.truncation`).
-
-        Raises:
-            RecordError: policy `error` and the record is too long (names the record).
-        """
-        if item.total <= self.options.max_length:
-            return Truncated([row_of(item.tokenized)])
-        try:
-            with limits.pinned():
-                result = self.truncator(item.example, item.tokenized, policy=policy or self.options.truncation)
-        except UnusableRecord as exc:  # what the cut left cannot be trained (no assistant turn left): a reject
-            return Truncated([], exc.reason, exc.code or RejectCode.NO_ASSISTANT)
-        except limits.RecordOverLimit as exc:  # a re-render past a limit: rejected like the first render's (on_error)
-            reject = self._reject(exc, item.example.source, RejectStage.TRUNCATE)
-            return Truncated([], reject.reason, reject.code)
-        except RecordError as exc:
-            raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
-        if self.media is not None and item.rendered.media:  # a media item is whole or absent, never cut
-            result = self.media.truncated(item, result, limit=self.options.max_length)
-        return result
 
     def run(self, records: list[Record], *, responses: bool = False, lenient: bool = False) -> Ran:
         """Measure and truncate `records`, keeping each record whole: what every command reduces.
@@ -355,11 +281,11 @@ class Stage:
             if item.tokenized.notes:  # counting costs Python calls even when there are none
                 report.note(item.tokenized.notes)
                 report.reasoning_moved += moved(item.tokenized.notes)
-            if drift := getattr(item, "drift", ()):  # a preference pair has no recorded ids
+            if drift := getattr(item, "drift", ()):  # a task's rows with recorded token ids (SFT)
                 report.count_drift(drift)
             result = self.truncate(item, policy=policy)
             if result.code is not None:
-                part = getattr(item, "part", None)  # a preference pair is one row
+                part = getattr(item, "part", None)  # a row of a split record (SFT's history=inference)
                 reason = f"{result.reason} ({part.describe()})" if part is not None else result.reason
                 ran.rejects.append(
                     Reject(item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total)
@@ -394,58 +320,17 @@ def _count_splits(ran: Ran) -> None:
             ran.report.added_tokens += sum(len(ids) for ids, _ in result.rows)
 
 
-def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
-    """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
-
-    `media` (a build with a processor): each sequence's `media` column too (`Media.column`).
-    """
-    seqs: list[tuple[list[int], list[int]]] = []
-    groups: list[int] = []  # per sequence: its record in the batch
-    where: list[str] = []  # per sequence: its record's location
-    columns: list[list[dict[str, Any]]] | None = [] if media is not None else None
-    for record, item, result in ran.outcomes:
-        if result is not None and result.rows:
-            seqs.extend(result.rows)
-            groups.extend(record for _ in result.rows)
-            where.extend(item.location for _ in result.rows)
-            if columns is not None:  # a row of the record as measured reuses its items; a shortened one reads them again
-                sources = result.conversations or (item.example,) * len(result.rows)  # type: ignore[union-attr]
-                columns.extend(
-                    media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]
-                    for (ids, _), example in zip(result.rows, sources)
-                )  # fmt: skip
-    report = ran.report
-    out = Chunk(
-        *_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, media=columns, weights=_weights(seqs),
-        read=ran.read, sources=where,
-    )  # fmt: skip
-    report.sequences = len(seqs)
-    report.tokens = int(out.lengths.sum())
-    report.trained_tokens = int((out.labels != -100).sum())
-    return out
-
-
 @dataclass
 class Ran:
     """What the record engine made of one batch, in order: per example `(record index, its
     measurement or reject, its truncation under the build's policy)` (a record that is not
     kept whole has its rows emptied); every reject as the rejects file lists them; the counts."""
 
-    outcomes: list[tuple[int, Measured | Reject, Truncated | None]] = field(default_factory=list)
+    outcomes: list[tuple[int, Any, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
     # The media files read while it ran, as stat'ed (None: no file there): the build's manifest is their union.
     read: dict[str, Stat | None] = field(default_factory=dict)
-
-
-def _weights(seqs: list[tuple[list[int], list[int]]]) -> np.ndarray | None:
-    """The loss weights of `seqs` laid end to end (1 for a row without them), or None when no row has any."""
-    if not any(isinstance(row, WeightedRow) for row in seqs):
-        return None
-    return np.fromiter(
-        chain.from_iterable(row.weights if isinstance(row, WeightedRow) else [1.0] * len(row[0]) for row in seqs),
-        dtype=np.float32, count=sum(len(row[0]) for row in seqs),
-    )  # fmt: skip
 
 
 def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -455,11 +340,4 @@ def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(list(chain.from_iterable(lists)), dtype=np.int32), lengths
 
 
-def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, labels, lengths) of `seqs` as flat arrays."""
-    ids, lengths = flat([ids for ids, _ in seqs])
-    labels, _ = flat([labels for _, labels in seqs])
-    return ids, labels, lengths
-
-
-__all__ = ["Chunk", "Measured", "Outcome", "Ran", "Stage", "chunk", "flat"]
+__all__ = ["TASKS", "Outcome", "Ran", "Stage", "TaskModule", "flat", "named", "task_module"]

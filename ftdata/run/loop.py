@@ -24,7 +24,6 @@ from itertools import islice
 from typing import Any, Generic, TypeVar
 
 from ftdata.run.engine import Ran, Record, Stage
-from ftdata.run.pairs import compile_stage
 from ftdata.errors import FtdataError
 from ftdata.run.executors import Executor, executor
 from ftdata.chat.sandbox import compile_filter
@@ -80,7 +79,7 @@ class StageSpec(Generic[P]):
             FtdataError: a template file this worker read is not what the build read (edited while it ran).
         """
         if self.stage is None:
-            stage = compile_stage(self.tokenizer, self.options)
+            stage = Stage(self.tokenizer, self.options)
             for read, ours in zip(stage.templates, self.templates):
                 if read != ours:
                     raise FtdataError(f"{ours.name} changed while the build ran (a worker read other bytes); build again")

@@ -23,19 +23,38 @@ import numpy as np
 import pyarrow as pa
 
 from ftdata.options import DataOptions
-from ftdata.run.engine import Ran, Stage, chunk, flat
-from ftdata.run.pairs import PAIR_TASKS, PairRow, PairStage
+from ftdata.run.engine import Ran, flat
 from ftdata.run.report import BuildReport, Reject
-from ftdata.run.rows import RECORD, ArrowRows, finish, list_column, record_splits
+from ftdata.run.rows import RECORD, list_column, record_splits
 from ftdata.types import Task
 
-__all__ = [
-    "COMPLETIONS", "PairChunk", "PairRows", "build_part", "finish_pairs", "finish_rows", "jsonl_pair_rows", "open_rows",
-    "pair_chunk", "pair_schema",
-]  # fmt: skip
+__all__ = ["COMPLETIONS", "PairChunk", "PairRow", "PairRows", "finish_pairs", "jsonl_pair_rows", "pair_chunk", "pair_schema"]
 
 COMPLETIONS = {Task.PREFERENCE: ("chosen_ids", "rejected_ids"), Task.KTO: ("completion_ids",)}
 IDS = pa.list_(pa.int32())
+
+
+@dataclass(frozen=True, slots=True)
+class PairRow:
+    """One output row: the prompt's tokens and each completion's (chosen, rejected; or a KTO completion)."""
+
+    prompt: list[int]
+    completions: tuple[list[int], ...]
+    label: bool | None = None  # KTO: the completion is desirable
+
+    @property
+    def length(self) -> int:
+        """The longest sequence the trainer makes of the row: the prompt and its longer completion."""
+        return len(self.prompt) + max(map(len, self.completions))
+
+    @property
+    def tokens(self) -> int:
+        return len(self.prompt) + self.trained
+
+    @property
+    def trained(self) -> int:
+        """Completion tokens: the ones that carry loss."""
+        return sum(map(len, self.completions))
 
 
 def pair_schema(task: Task) -> pa.Schema:
@@ -56,6 +75,7 @@ class PairChunk:
     groups: np.ndarray
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
+    read: dict[str, Any] = field(default_factory=dict)  # pairs read no media files
 
     @property
     def records(self) -> int:
@@ -107,7 +127,7 @@ class PairRows:
         self.schema = pair_schema(task).append(pa.field(RECORD, pa.int64()))
         self._writer = pa.ipc.new_stream(str(path), self.schema)
 
-    def write(self, part: PairChunk) -> None:
+    def add(self, part: PairChunk) -> None:
         base, self.records = self.records, self.records + (int(part.groups.max()) + 1 if len(part.groups) else 0)
         if not part.size:
             return
@@ -143,25 +163,3 @@ def jsonl_pair_rows(split: Any, tokenizer: Any, *, batch_size: int = 256) -> Ite
             row = {name.removesuffix("_ids"): decoded[name][i] for name in names}
             row.update({column: values[i] for column, values in batch.items()})
             yield row
-
-
-# --- a build's rows, whichever its task: the hooks the build paths call -------------------------
-
-
-def open_rows(path: Path, options: DataOptions) -> ArrowRows | PairRows:
-    """The rows file of a build with `options`: pair rows for preference and KTO, else token rows."""
-    if options.task in PAIR_TASKS:
-        return PairRows(path, task=options.task)
-    return ArrowRows(path, media=options.processor is not None)
-
-
-def build_part(stage: Stage, ran: Ran) -> Any:
-    """The build's reducer: `pair_chunk` for pairs, `engine.chunk` for token rows."""
-    return pair_chunk(ran) if isinstance(stage, PairStage) else chunk(ran, media=stage.media)
-
-
-def finish_rows(path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None = None, pad_id: int = 0) -> Any:
-    """The rows file as the build's dataset: `finish_pairs` for pair rows, `rows.finish` for token rows."""
-    if options.task in PAIR_TASKS:
-        return finish_pairs(path, options, report, splits=splits)
-    return finish(path, options, report, pad_id=pad_id, splits=splits)

@@ -27,8 +27,9 @@ import numpy as np
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.run import loop
-from ftdata.run.engine import Ran
-from ftdata.run.pairs import MeasuredPair, PairRow, PairStage
+from ftdata.run.engine import Ran, Stage
+from ftdata.run.pair_rows import PairRow
+from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.stats import CUT, DROPPED, FIT, PolicyOutcome, describe
 from ftdata.types import TruncationPolicy
@@ -71,7 +72,7 @@ def _common(a: list[int], b: list[int]) -> int:
     return n
 
 
-def summarize_pair(stage: PairStage, item: MeasuredPair, kept: Any) -> PairSummary:
+def summarize_pair(stage: Stage, item: MeasuredPair, kept: Any) -> PairSummary:
     """Reduce a measured pair to its lengths and its outcome under every policy (`kept`: the build's outcome)."""
     row: PairRow = item.row
     outcomes = []
@@ -88,7 +89,7 @@ def summarize_pair(stage: PairStage, item: MeasuredPair, kept: Any) -> PairSumma
     )  # fmt: skip
 
 
-def pair_summaries(stage: PairStage, ran: Ran) -> list[PairSummary]:
+def pair_summaries(stage: Stage, ran: Ran) -> list[PairSummary]:
     """The stats reducer of pairs: each measured pair of a batch reduced to a `PairSummary` (in the worker)."""
     return [summarize_pair(stage, item, kept) for _, item, kept in ran.outcomes if isinstance(item, MeasuredPair) and kept is not None]
 
@@ -123,6 +124,12 @@ class PairDataStats:
     @property
     def paired(self) -> bool:
         return self.completions.shape[1] == 2
+
+    def planned(self) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """What a recipe's planner reads: records, rejected records, each pair's tokens (its prompt's and
+        completions') and trained tokens (its completions')."""
+        trained = self.completions.sum(axis=1)
+        return self.counts.records, self.counts.n_rejected, self.prompt + trained, trained
 
     def lengths(self) -> dict[str, dict[str, float]]:
         """p50/p90/p99/max/mean of the prompt and of each completion, in tokens."""
@@ -200,7 +207,7 @@ class _Accumulator:
         return stats
 
 
-def collect_pairs(source: Any, stage: PairStage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None) -> PairDataStats:
+def collect_pairs(source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None) -> PairDataStats:
     """Measure every record of `source` (up to `limit`) as a preference build would, on `run`'s engine.
 
     Raises:

@@ -22,7 +22,10 @@ whole-record rule) drive it with its reading, rendering and truncation put in; t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from ftdata.chat.markers import shared_renders
 from ftdata.errors import RecordError, UnusableRecord
@@ -31,40 +34,17 @@ from ftdata.guard.limits import RecordOverLimit
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.preference import to_pairs, to_unpaired
-from ftdata.run.engine import Stage
-from ftdata.run.report import Reject
+from ftdata.run.engine import Ran, Stage
+from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, finish_pairs, pair_chunk, pair_schema
+from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
 from ftdata.tokens.truncation import Truncator
 from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Pair, Rendered, Task, TruncationPolicy, Unpaired
 
-__all__ = ["PAIR_TASKS", "Fitted", "MeasuredPair", "PairRow", "PairStage", "Side", "compile_stage", "sides_of"]
+__all__ = ["KTO", "PAIRS", "Fitted", "MeasuredPair", "PairTask", "Side", "sides_of"]
 
-PAIR_TASKS = frozenset({Task.PREFERENCE, Task.KTO})
 ROUNDS = 3  # prompt cuts a pair may take: the SFT budget is re-aimed after each by what the pair still has over
 CUT_WORDS = {RejectCode.TURNS_DROPPED: "oldest turns dropped", RejectCode.PROMPT_SHORTENED: "prompt shortened"}
-
-
-@dataclass(frozen=True, slots=True)
-class PairRow:
-    """One output row: the prompt's tokens and each completion's (chosen, rejected; or a KTO completion)."""
-
-    prompt: list[int]
-    completions: tuple[list[int], ...]
-    label: bool | None = None  # KTO: the completion is desirable
-
-    @property
-    def length(self) -> int:
-        """The longest sequence the trainer makes of the row: the prompt and its longer completion."""
-        return len(self.prompt) + max(map(len, self.completions))
-
-    @property
-    def tokens(self) -> int:
-        return len(self.prompt) + self.trained
-
-    @property
-    def trained(self) -> int:
-        """Completion tokens: the ones that carry loss."""
-        return sum(map(len, self.completions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +108,26 @@ def sides_of(record: Pair | Unpaired) -> tuple[Example, ...]:
     return (record.example(),)
 
 
-class PairStage(Stage):
-    """The record engine for `task=preference` or `task=kto`: the SFT stage's renderer and masker, with
-    the last assistant turn as the one trained (a completion is the final turn)."""
+class PairTask:
+    """Preference pairs (`task=preference`) or KTO rows (`task=kto`), a `TaskModule`: the stage's renderer and
+    masker, with the last assistant turn as the one trained (a completion is the final turn)."""
 
-    def __init__(self, tokenizer: Any, options: DataOptions):
-        super().__init__(tokenizer, replace(options, mask=MaskPolicy.LAST_ASSISTANT))
-        self.task = options.task
+    preview = "ftdata.cli.pair_preview:run"
+    stats = "ftdata.run.pair_stats:collect_pairs"
+    report = "ftdata.cli.pair_report"
 
-    def examples(self, location: Any, row: Any) -> tuple[Pair | Unpaired, ...]:  # type: ignore[override]
+    def __init__(self, task: Task):
+        self.task = task
+
+    def options(self, options: DataOptions) -> DataOptions:
+        options.prompt_options_only()
+        return replace(options, mask=MaskPolicy.LAST_ASSISTANT)
+
+    def examples(self, stage: Stage, location: Any, row: Any) -> tuple[Pair | Unpaired, ...]:
         read = to_unpaired if self.task is Task.KTO else to_pairs
-        return read(row, location, columns=self.pair_columns, roles=self.options.roles)
+        return read(row, location, columns=stage.pair_columns, roles=stage.options.roles)
 
-    def _measure_examples(self, formatted: list[tuple[int, Any]], responses: bool) -> list[Any]:
+    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Any]:
         """Render every side and prompt, tokenize them in one call, and verify each pair."""
         out: list[Any] = []
         todo: list[tuple[int, Pair | Unpaired, Rendered, tuple[Rendered, ...]]] = []
@@ -151,18 +138,18 @@ class PairStage(Stage):
             try:
                 with shared_renders():  # the sides render the same prompt and history: once for the pair
                     # a side trains its final turn alone: the history is prompt, as the template writes it at inference
-                    sides = tuple(self.renderer(example, history=False) for example in sides_of(item))
-                    prompt = self._prompt(item, sides)
+                    sides = tuple(stage.renderer(example, history=False) for example in sides_of(item))
+                    prompt = _prompt(stage, item, sides)
             except RecordError as exc:
-                out.append((record, self._reject(exc, item.prompt.source, RejectStage.RENDER)))
+                out.append((record, stage.reject(exc, item.prompt.source, RejectStage.RENDER)))
                 continue
             todo.append((len(out), item, prompt, sides))
             out.append((record, None))
         texts = [
             r for _, _, prompt, sides in todo
-            for r in (prompt, *(continuation(side, self.masker.anchor_before(side.text[: side.spans[0][0]])) for side in sides))
+            for r in (prompt, *(continuation(side, stage.masker.anchor_before(side.text[: side.spans[0][0]])) for side in sides))
         ]  # fmt: skip
-        masked = iter(zip(texts, self.masker(texts)) if todo else ())
+        masked = iter(zip(texts, stage.masker(texts)) if todo else ())
         for i, item, prompt, sides in todo:
             prompt_tokens = next(masked)[1]
             try:
@@ -172,44 +159,17 @@ class PairStage(Stage):
             out[i] = (out[i][0], measured)
         return out
 
-    def _prompt(self, record: Pair | Unpaired, sides: tuple[Rendered, ...]) -> Rendered:
-        """The inference prompt of `record`: where every side's final turn continues its prompt as rendered
-        (method prefix), the sides' common text before their spans; else the generation-prompt render.
-
-        Raises:
-            UnusableRecord: the sides write the prompt differently (prompt_mismatch), or a render fails.
-        """
-        for rendered in sides:
-            if len(rendered.spans) != 1:  # mask=last_assistant: the final turn's span, alone
-                raise UnusableRecord(
-                    "the final assistant turn cannot be located in the rendering", location=record.prompt.source,
-                    field="messages", code=RejectCode.UNMASKABLE,
-                )  # fmt: skip
-        written = {r.text[: r.spans[0][0]] for r in sides if r.method == "prefix"}
-        if len(written) == 1 and all(r.method == "prefix" for r in sides):
-            first = sides[0]
-            start = first.spans[0][0]
-            return Rendered(first.text[:start], (), "prefix", literal=tuple(x for x in first.literal if x[1] <= start))
-        prompt = replace(self.renderer.generation_prompt(record.prompt), method="fallback")
-        if written - {prompt.text}:
-            raise UnusableRecord(
-                "the chat template writes the shared prompt differently before the two replies, so the completions "
-                "would not follow the same prompt; check the replies for markup the template reacts to",
-                location=record.prompt.source, field="prompt", code=RejectCode.PROMPT_MISMATCH,
-            )  # fmt: skip
-        return prompt
-
-    def truncate(self, item: MeasuredPair, *, policy: TruncationPolicy | None = None) -> Fitted:  # type: ignore[override]
+    def fit(self, stage: Stage, item: MeasuredPair, policy: TruncationPolicy | None) -> Fitted:
         """`item` fitted to max_length: the shared prompt cut once for both sides, never a completion
         (keep_response); keep_start/keep_end cut tokens as TRL's collator does, once for both sides.
 
         Raises:
             RecordError: truncation=error and the pair is too long.
         """
-        row, limit = item.row, self.options.max_length
+        row, limit = item.row, stage.options.max_length
         if row.length <= limit:
             return Fitted([row])
-        policy = policy or self.options.truncation
+        policy = policy or stage.options.truncation
         over = f"{row.length} tokens (prompt {len(row.prompt)} + longer completion {row.length - len(row.prompt)}) > max_length {limit}"
         if policy is TruncationPolicy.ERROR:
             raise RecordError(f"{over}; raise max_length or choose another truncation policy", location=item.example.source, field="max_length")
@@ -220,45 +180,90 @@ class PairStage(Stage):
         if policy is TruncationPolicy.KEEP_END:
             return _keep_end(row, limit, over)
         try:
-            return self._shorten(item, over)
+            return _shorten(stage, item, over)
         except UnusableRecord as exc:
             return Fitted([], exc.reason, exc.code)
         except RecordOverLimit as exc:  # a re-render past a limit: rejected like the first render's (on_error)
-            reject = self._reject(exc, item.example.source, RejectStage.TRUNCATE)
+            reject = stage.reject(exc, item.example.source, RejectStage.TRUNCATE)
             return Fitted([], reject.reason, reject.code)
 
-    def _shorten(self, item: MeasuredPair, over: str) -> Fitted:
-        """keep_response: the prompt cut by SFT's record-level truncation of prompt + the longer reply (oldest
-        exchanges first, then the longest prompt message by prompt_cut), once, for both sides.
+    def reduce(self, stage: Stage, ran: Ran) -> PairChunk:
+        return pair_chunk(ran)
 
-        The SFT row of that conversation holds what the pair row holds, give or take how the template writes
-        it as history (a trailing newline, a moved system prompt): that difference is the budget's slack,
-        re-aimed after each cut by what the measured pair still has over.
-        """
-        limit = self.options.max_length
-        longer = max(range(len(item.sides)), key=lambda i: len(item.sides[i].ids))
-        side, conversation = item.sides[longer], sides_of(item.record)[longer]
-        whole = self.masker([self.renderer(conversation)])[0]  # the SFT row of prompt + reply (its exchanges located), cut
-        if isinstance(whole, UnusableRecord):
-            raise whole
-        slack = len(whole.input_ids) - len(item.row.prompt) - len(side.ids)
-        for _ in range(ROUNDS):
-            truncator = Truncator(self.renderer, self.masker, max_length=limit + slack, prompt_cut=self.options.prompt_cut)
-            with limits.pinned():
-                cut = truncator(conversation, whole, policy=TruncationPolicy.KEEP_RESPONSE)
-            if not cut.rows or not cut.conversations or cut.code not in CUT_WORDS:
-                break
-            shorter = cut.conversations[0]
-            record = replace(item.record, prompt=replace(shorter, messages=shorter.messages[:-1]))
-            ((_, again),) = self.measure_examples([(0, record)])
-            if isinstance(again, Reject):
-                return Fitted([], f"the pair with its prompt shortened cannot be used: {again.reason}", again.code)
-            if again.row.length <= limit:
-                words = f"{CUT_WORDS[cut.code]}: the shared prompt cut from {len(item.row.prompt)} to {len(again.row.prompt)} tokens"
-                return Fitted([again.row], f"{words} to fit {over}", cut.code, again)
-            slack -= again.row.length - limit
-        why = "the longer completion with the template alone does not fit"
-        return Fitted([], f"too long: {why} ({over}); completions are never cut", RejectCode.TOO_LONG)
+    def open_rows(self, path: Path, options: DataOptions) -> PairRows:
+        return PairRows(path, task=self.task)
+
+    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+        return finish_pairs(path, options, report, splits=splits)
+
+    def schema(self, options: DataOptions) -> pa.Schema:
+        return pair_schema(self.task)
+
+
+PAIRS = PairTask(Task.PREFERENCE)
+KTO = PairTask(Task.KTO)
+
+
+def _prompt(stage: Stage, record: Pair | Unpaired, sides: tuple[Rendered, ...]) -> Rendered:
+    """The inference prompt of `record`: where every side's final turn continues its prompt as rendered
+    (method prefix), the sides' common text before their spans; else the generation-prompt render.
+
+    Raises:
+        UnusableRecord: the sides write the prompt differently (prompt_mismatch), or a render fails.
+    """
+    for rendered in sides:
+        if len(rendered.spans) != 1:  # mask=last_assistant: the final turn's span, alone
+            raise UnusableRecord(
+                "the final assistant turn cannot be located in the rendering", location=record.prompt.source,
+                field="messages", code=RejectCode.UNMASKABLE,
+            )  # fmt: skip
+    written = {r.text[: r.spans[0][0]] for r in sides if r.method == "prefix"}
+    if len(written) == 1 and all(r.method == "prefix" for r in sides):
+        first = sides[0]
+        start = first.spans[0][0]
+        return Rendered(first.text[:start], (), "prefix", literal=tuple(x for x in first.literal if x[1] <= start))
+    prompt = replace(stage.renderer.generation_prompt(record.prompt), method="fallback")
+    if written - {prompt.text}:
+        raise UnusableRecord(
+            "the chat template writes the shared prompt differently before the two replies, so the completions "
+            "would not follow the same prompt; check the replies for markup the template reacts to",
+            location=record.prompt.source, field="prompt", code=RejectCode.PROMPT_MISMATCH,
+        )  # fmt: skip
+    return prompt
+
+
+def _shorten(stage: Stage, item: MeasuredPair, over: str) -> Fitted:
+    """keep_response: the prompt cut by SFT's record-level truncation of prompt + the longer reply (oldest
+    exchanges first, then the longest prompt message by prompt_cut), once, for both sides.
+
+    The SFT row of that conversation holds what the pair row holds, give or take how the template writes
+    it as history (a trailing newline, a moved system prompt): that difference is the budget's slack,
+    re-aimed after each cut by what the measured pair still has over.
+    """
+    limit = stage.options.max_length
+    longer = max(range(len(item.sides)), key=lambda i: len(item.sides[i].ids))
+    side, conversation = item.sides[longer], sides_of(item.record)[longer]
+    whole = stage.masker([stage.renderer(conversation)])[0]  # the SFT row of prompt + reply (its exchanges located), cut
+    if isinstance(whole, UnusableRecord):
+        raise whole
+    slack = len(whole.input_ids) - len(item.row.prompt) - len(side.ids)
+    for _ in range(ROUNDS):
+        truncator = Truncator(stage.renderer, stage.masker, max_length=limit + slack, prompt_cut=stage.options.prompt_cut)
+        with limits.pinned():
+            cut = truncator(conversation, whole, policy=TruncationPolicy.KEEP_RESPONSE)
+        if not cut.rows or not cut.conversations or cut.code not in CUT_WORDS:
+            break
+        shorter = cut.conversations[0]
+        record = replace(item.record, prompt=replace(shorter, messages=shorter.messages[:-1]))
+        ((_, again),) = stage.measure_examples([(0, record)])
+        if isinstance(again, Reject):
+            return Fitted([], f"the pair with its prompt shortened cannot be used: {again.reason}", again.code)
+        if again.row.length <= limit:
+            words = f"{CUT_WORDS[cut.code]}: the shared prompt cut from {len(item.row.prompt)} to {len(again.row.prompt)} tokens"
+            return Fitted([again.row], f"{words} to fit {over}", cut.code, again)
+        slack -= again.row.length - limit
+    why = "the longer completion with the template alone does not fit"
+    return Fitted([], f"too long: {why} ({over}); completions are never cut", RejectCode.TOO_LONG)
 
 
 def continuation(rendered: Rendered, anchor: str | None) -> Rendered:
@@ -361,8 +366,3 @@ def _keep_end(row: PairRow, limit: int, over: str) -> Fitted:
     drop = row.length - limit
     kept = PairRow(row.prompt[drop:], row.completions, row.label)
     return Fitted([kept], f"start cut: the shared prompt lost its first {drop} of {len(row.prompt)} tokens to fit {over}", RejectCode.START_CUT)
-
-
-def compile_stage(tokenizer: Any, options: DataOptions) -> Stage:
-    """The record engine of a build with `options`: a `PairStage` for preference and KTO rows, else a `Stage`."""
-    return PairStage(tokenizer, options) if options.task in PAIR_TASKS else Stage(tokenizer, options)

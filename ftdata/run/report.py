@@ -18,8 +18,8 @@ SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of 
 REPORT_FORMAT = 5  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records,
 # 5 = think blocks moved into reasoning, recorded token ids compared
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
-COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows")
-UNITS = {"preference": "pairs", "kto": "completions"}  # what a report's `sequences` counts, by task (else sequences)
+COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows", "prompt_opens")
+UNITS = {"preference": "pairs", "kto": "completions", "prompts": "prompts"}  # what a report's `sequences` counts, by task (else sequences)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,7 @@ class BuildReport:
     split_records: int = 0
     added_rows: Counter[str] = field(default_factory=Counter)
     added_tokens: int = 0
+    prompt_opens: Counter[str] = field(default_factory=Counter)  # a prompt set: what its generation prompts open, per row (`run.prompts`)
     reasoning_moved: int = 0  # trained turns whose leading <think>…</think> content became their reasoning (`chat.think`)
     # Trained turns with recorded completion token ids (ATIF), those whose trained tokens differ, and by how many
     # tokens in all (`ftdata.run.drift`).
@@ -189,6 +190,8 @@ class BuildReport:
         for key in COUNTERS:
             out[key] = {str(getattr(k, "value", k)): n for k, n in getattr(self, key).items()}
         out["note_texts"] = {code.value: list(texts) for code, texts in self.note_texts.items()}
+        if not self.prompt_opens:  # a prompt set's count: other tasks' reports stay as they were
+            del out["prompt_opens"]
         return out
 
     @classmethod

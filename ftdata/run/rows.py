@@ -86,6 +86,10 @@ class ArrowRows:
             self.weighted = True
             _weighted(self.path).touch()
 
+    def add(self, part: Any) -> None:
+        """A build's part of one batch (`ftdata.run.sft.Chunk`)."""
+        self.write(part.ids, part.labels, part.lengths, part.groups, part.weights, media=part.media, sources=part.sources)
+
     def close(self) -> None:
         self._writer.close()
 

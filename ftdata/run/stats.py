@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ftdata.run import loop
-from ftdata.run.engine import Measured, Ran, Stage
+from ftdata.run.engine import Ran, Stage
+from ftdata.run.sft import Measured
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
@@ -142,6 +143,10 @@ class DataStats:
     @property
     def examples(self) -> int:
         return len(self.total)
+
+    def planned(self) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """What a recipe's planner reads: records, rejected records, each example's tokens and trained tokens."""
+        return self.records, sum(self.problems.values()), self.total, self.trained
 
     @property
     def records(self) -> int:

@@ -3,7 +3,12 @@
     first record  chosen/rejected, UltraFeedback's rated completions   -> preference rows
                   TRL's prompt + completion + a JSON true/false label  -> kto rows
                   messages + a true/false label                        -> asked: --task kto or --task sft
+                  a prompt with no completion (TRL's prompt alone,     -> a prompt set (task prompts)
+                  MATH's problem, messages ending on a user turn)
                   anything else                                        -> sft rows (task stays None)
+
+A prompt set's reward columns are typed from the same first record (`RewardColumns.of_row`) unless
+`reward_columns` names them; a source read only once must name them.
 
 An SFT build (task None) refuses a later preference-shaped record, naming --task (`Stage.examples`),
 so preference data is never built as SFT in silence. A source that can be read only once (a pipe, an
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, RecordError
+from ftdata.records.prompts import RewardColumns, looks_like_prompts, prompt_columns
 from ftdata.options import BuildOptions, DataOptions
 from ftdata.records.preference import detect_task, preference_columns
 from ftdata.run.loop import read_batches
@@ -51,7 +57,18 @@ def data_task(source: Any, options: DataOptions) -> Task | None:
             if isinstance(row, RecordError):  # a row the reader could not read: the build rejects it
                 continue
             task = detect_task(row, location, columns=columns)
+            if task is Task.SFT and looks_like_prompts(row):
+                return Task.PROMPTS
             return None if task is Task.SFT else task
+    return None
+
+
+def _first_row(source: Any, options: DataOptions) -> Any:
+    """The first readable record of `source` (None: none)."""
+    for batch in read_batches(source, options, batch_size=1):
+        for _, row in batch.records:
+            if not isinstance(row, RecordError):
+                return row
     return None
 
 
@@ -62,12 +79,17 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
         ConfigError: an option that does not apply to the detected task (packing for preference rows).
         RecordError: see `data_task`.
     """
-    if options.data.task is not None:
+    if options.data.task is None:
+        task = data_task(source, options.data)
+        if task is None:
+            return options
+        try:
+            options = options.updated(task=task)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (task={task.value}: the data's first record is {task.value} data)") from None
+    if options.data.task is not Task.PROMPTS or options.data.reward_columns is not None:
         return options
-    task = data_task(source, options.data)
-    if task is None:
-        return options
-    try:
-        return options.updated(task=task)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} (task={task.value}: the data's first record is {task.value} data)") from None
+    if _once(source):
+        raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: reward_columns={'answer': 'string'}")
+    row = _first_row(source, options.data)
+    return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {})

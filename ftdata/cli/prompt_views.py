@@ -1,0 +1,174 @@
+"""`ftdata preview` and `ftdata stats` of a prompt set (`task=prompts`): each prompt as inference tokenizes it,
+its reward columns, and the set's prompt lengths and reward-column coverage.
+
+    ── prompt 1 · gsm8k.jsonl:1 · prompt 91 tokens
+    <|im_start|>user\\nJanet's ducks lay 16 eggs per day…<|im_end|>\\n<|im_start|>assistant\\n
+    answer     "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\\n…#### 18"
+
+The rows are the build's (the prompt task through the run loop): the same rejects, the same length limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ftdata.cli.preview import Printer
+from ftdata.errors import FtdataError
+from ftdata.options import RunOptions
+from ftdata.run import loop
+from ftdata.run.engine import Ran, Stage
+from ftdata.run.executors import LocalExecutor
+from ftdata.run.prompts import MeasuredPrompt
+from ftdata.run.report import BuildReport, Reject
+
+__all__ = ["PromptStats", "collect", "preview", "show"]
+
+
+def _views(stage: Stage, ran: Ran) -> list[tuple[MeasuredPrompt, str] | Reject]:
+    """The preview reducer: each prompt with what the build does with its length (or its problem)."""
+    out: list[tuple[MeasuredPrompt, str] | Reject] = []
+    for _, item, result in ran.outcomes:
+        out.append(item if isinstance(item, Reject) else (item, result.reason if result is not None else ""))
+    return out
+
+
+def preview(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
+    """Print the header and records `offset` .. `offset + n` as prompts (or their problems); return how many.
+
+    Raises:
+        FtdataError: no records in that window.
+        RecordError: a malformed record with on_error=raise (what a build would do).
+    """
+    parts = loop.run(source, stage, RunOptions(batch_size=1), _views, report=BuildReport(), lenient=True, window=(offset, n), on=LocalExecutor(1))
+    first = next(parts)  # read errors, and an empty window, surface before any output
+    printer.header(str(source), stage, tokenizer=tokenizer)
+    if not printer.as_json:
+        printer._line("task       prompts: each prompt as inference tokenizes it (nothing trained), then its reward columns")
+    shown = 0
+    for item in chain.from_iterable(chain([first], parts)):
+        shown += 1
+        if isinstance(item, Reject):
+            printer.problem(offset + shown, item)
+        else:
+            _show_one(printer, offset + shown, *item)
+    return shown
+
+
+def _show_one(printer: Printer, number: int, item: MeasuredPrompt, fit: str) -> None:
+    row = item.row
+    if printer.as_json:
+        printer._json({"location": item.location, "prompt": row.prompt, "text": item.rendered.text, "prompt_ids": row.prompt_ids,
+                       "tokens": item.total, "opens": item.opens, "columns": row.columns, "truncation": fit})  # fmt: skip
+        return
+    dot = " · " if printer.glyphs.rule == "─" else " | "
+    printer._line("")
+    printer._line(f"{printer.glyphs.rule} prompt {number}{dot}{item.location}{dot}prompt {item.total} tokens")
+    printer._line(item.rendered.text.replace("\n", "\\n\n").rstrip("\n"))
+    for name, value in row.columns.items():
+        text = json.dumps(value, ensure_ascii=False)
+        printer._line(f"{name:<10} {text if len(text) <= 200 else text[:197] + '...'}")
+    for note in item.tokenized.notes:
+        if note not in printer.said:
+            printer.said.add(note)
+            printer._line(f"note: {printer.spell(note.text)}")
+    if fit:
+        printer._line(f"note: {printer.spell(fit)}")
+
+
+@dataclass
+class PromptStats:
+    """Everything `ftdata stats` reports of a prompt set."""
+
+    source: str
+    tokenizer: str
+    template: str
+    max_prompt_length: int
+    counts: BuildReport = field(default_factory=BuildReport)
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    coverage: dict[str, int] = field(default_factory=dict)  # reward column -> prompts that carry a value
+    opens: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def prompts(self) -> int:
+        return len(self.lengths)
+
+    def planned(self) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """What a recipe's planner reads: records, rejected records, each prompt's tokens, and no trained token."""
+        return self.counts.records, self.counts.n_rejected, self.lengths, np.zeros(len(self.lengths), dtype=np.int64)
+
+    def to_dict(self) -> dict[str, Any]:
+        lengths = self.lengths
+        pct = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)} if len(lengths) else {}
+        over = int((lengths > self.max_prompt_length).sum())
+        return {
+            "source": self.source, "tokenizer": self.tokenizer, "template": self.template, "task": "prompts",
+            "records": self.counts.records, "prompts": self.prompts, "rejected": {k.value: n for k, n in self.counts.rejected.items()},
+            "prompt_tokens": {**pct, "max": int(lengths.max()) if len(lengths) else 0, "mean": round(float(lengths.mean()), 1) if len(lengths) else 0.0},
+            "max_prompt_length": self.max_prompt_length, "over_max_prompt_length": over,
+            "reward_columns": {name: {"prompts": n, "share": round(n / self.prompts, 4) if self.prompts else 0.0} for name, n in self.coverage.items()},
+            "opens": dict(self.opens),
+        }  # fmt: skip
+
+
+def _summaries(stage: Stage, ran: Ran) -> list[tuple[int, dict[str, bool], str]]:
+    """The stats reducer: each measured prompt's tokens, which reward columns hold a value, what it opens."""
+    return [
+        (item.total, {name: value is not None for name, value in item.row.columns.items()}, item.opens)
+        for _, item, _ in ran.outcomes if isinstance(item, MeasuredPrompt)
+    ]  # fmt: skip
+
+
+def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None) -> PromptStats:
+    """Measure every prompt of `source` as a build would (lengths before the limit: how many it rejects or cuts).
+
+    Raises:
+        ReaderError: the source cannot be read. RecordError: a malformed record with on_error="raise".
+        FtdataError: no prompt could be measured.
+    """
+    opts = stage.options
+    stats = PromptStats(str(source), str(getattr(stage.tokenizer, "name_or_path", "")), stage.renderer.name, opts.max_prompt_length or opts.max_length)
+    lengths: list[int] = []
+    for items in loop.run(source, stage, run or RunOptions(), _summaries, report=stats.counts, lenient=True, progress=progress):
+        for tokens, held, opens in items:
+            lengths.append(tokens)
+            for name, has in held.items():
+                stats.coverage[name] = stats.coverage.get(name, 0) + has
+            if opens:
+                stats.opens[opens] += 1
+    if not lengths:
+        raise FtdataError(f"{source}: no prompt could be measured ({stats.counts.n_rejected} rejected of {stats.counts.records})")
+    stats.lengths = np.asarray(lengths, dtype=np.int64)
+    return stats
+
+
+def show(stats: PromptStats, console: Console, *, spell: Callable[[str], str] = str) -> None:
+    """Print the report: the facts, the prompt length percentiles, reward-column coverage, the first rejects."""
+    d = stats.to_dict()
+    console.print(f"source        {stats.source}", soft_wrap=True)
+    console.print(f"task          prompts ({stats.template}; {stats.tokenizer})", soft_wrap=True)
+    console.print(f"records       {d['records']:,}; prompts {d['prompts']:,}; rejected {sum(d['rejected'].values()):,}")
+    for opens, n in stats.opens.items():
+        console.print(f"opens         the generation prompt opens {opens!r} in {n:,} prompts: completions continue it", soft_wrap=True)
+    table = Table("prompt tokens", "p50", "p90", "p99", "max", "mean", box=None, pad_edge=False)
+    t = d["prompt_tokens"]
+    table.add_row("", *(f"{t.get(k, 0):,}" for k in ("p50", "p90", "p99", "max")), f"{t['mean']:,}")
+    console.print()
+    console.print(table)
+    over = d["over_max_prompt_length"]
+    console.print(f"over max_prompt_length {stats.max_prompt_length:,}: {over:,} prompts (a build rejects them, or cuts them with cut_prompts)")
+    console.print()
+    cover = Table("reward column", "prompts", "share", box=None, pad_edge=False)
+    for name, c in d["reward_columns"].items():
+        cover.add_row(name, f"{c['prompts']:,}", f"{c['share']:.1%}")
+    console.print(cover if d["reward_columns"] else "reward columns: none (the rows hold only the prompt)")
+    for reject in [r for r in stats.counts.sample_rejects if not r.kept][:5]:
+        console.print(f"rejected      {reject.location}: {reject.code.value}: {spell(reject.reason)}", soft_wrap=True)

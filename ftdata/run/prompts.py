@@ -1,0 +1,369 @@
+"""Prompt sets through the record engine (`task=prompts`, for GRPO/RLOO): the inference prompt, verified.
+
+    row ──records.prompts──▶ PromptRecord(prompt conversation, typed reward columns)
+        ──render with add_generation_prompt (the stage's renderer: its checks and limits)──▶ text
+        ──tokenize (one call a batch)──▶ prompt_ids ──verify: the template rendered by transformers
+          (`apply_chat_template`, as TRL's trainers and vLLM render the stored `prompt`) writes the same text──▶
+        ──fit max_prompt_length: rejected (too_long), or cut with cut_prompts──▶ PromptRow
+
+A row holds `prompt` (the conversation as TRL's trainers read it: a list of {role, content} messages;
+with a prompt template, the rendered text), `prompt_ids` (what `apply_chat_template(prompt,
+add_generation_prompt=True, tokenize=True)` gives; with a prompt template, the text tokenized with the
+tokenizer's special tokens, as TRL tokenizes a text prompt) and every reward column. Nothing is trained:
+the trainer makes the completions. What the generation prompt writes after the assistant header (`<think>\\n`
+opened, an empty think block) is noted per row and reported once (`BuildReport.prompt_opens`); the
+format reward of `ftdata train --method grpo` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from os.path import commonprefix
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ftdata.errors import RecordError, UnusableRecord
+from ftdata.options import DataOptions
+from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
+from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
+from ftdata.run.engine import Ran, Stage, flat
+from ftdata.run.report import BuildReport, Reject
+from ftdata.run.rows import RECORD, list_column, record_splits
+from ftdata.types import IGNORE_INDEX, Example, Message, PromptCut, Rendered, Task, TruncationPolicy
+
+__all__ = ["PROMPTS", "MeasuredPrompt", "PromptChunk", "PromptRow", "PromptRows", "PromptTask", "opened"]
+
+IDS = pa.list_(pa.int32())
+ARROW_TYPES = {
+    "string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "json": pa.string(),
+    "list[string]": pa.list_(pa.string()), "list[int]": pa.list_(pa.int64()), "list[float]": pa.list_(pa.float64()),
+}  # fmt: skip
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+PROBE = "Q7Z"  # an assistant content no template writes by itself: where a turn's text starts
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRow:
+    """One output row: the prompt as stored (messages, or text), its token ids, and the reward columns."""
+
+    prompt: list[dict[str, str]] | str
+    prompt_ids: list[int]
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ids:
+    """What `Stage.run` reads of an item's tokens: its notes (a prompt carries no labels)."""
+
+    input_ids: list[int]
+    notes: tuple[Note, ...] = ()
+
+    @property
+    def labels(self) -> list[int]:
+        return [IGNORE_INDEX] * len(self.input_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredPrompt:
+    """A prompt rendered, tokenized and verified, not yet fitted: read by `Stage.run` as a `Measured`."""
+
+    record: PromptRecord
+    rendered: Rendered
+    tokenized: _Ids
+    row: PromptRow
+    opens: str = ""
+
+    @property
+    def example(self) -> Example:
+        return self.record.example
+
+    @property
+    def location(self) -> str:
+        return str(self.record.source)
+
+    @property
+    def total(self) -> int:
+        return len(self.row.prompt_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class FittedPrompt:
+    """A measured prompt fitted to max_prompt_length: its row (none when rejected), why it was cut or dropped."""
+
+    rows: list[PromptRow]
+    reason: str = ""
+    code: RejectCode | None = None
+
+
+class PromptTask:
+    """Prompt sets (`TaskModule`): the inference prompt of each record and its reward columns, nothing trained."""
+
+    task = Task.PROMPTS
+    preview = "ftdata.cli.prompt_views:preview"
+    stats = "ftdata.cli.prompt_views:collect"
+    report = "ftdata.cli.prompt_views"
+
+    def options(self, options: DataOptions) -> DataOptions:
+        return options
+
+    def examples(self, stage: Stage, location: Any, row: Any) -> tuple[PromptRecord, ...]:
+        with stage.lock:
+            if (parts := stage.built.get("prompts")) is None:
+                parts = stage.built["prompts"] = (prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns))
+        columns, rewards = parts
+        return (to_prompt(row, location, columns=columns, rewards=rewards, roles=stage.options.roles),)
+
+    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Any]:
+        """Render every prompt, tokenize them in one call, verify each against transformers' own render."""
+        out: list[Any] = []
+        todo: list[tuple[int, PromptRecord, Rendered, Any]] = []
+        for record, item in formatted:
+            if isinstance(item, Reject):
+                out.append((record, item))
+                continue
+            try:
+                rendered, stored = _render(stage, item.example)
+            except RecordError as exc:
+                out.append((record, stage.reject(exc, item.source, RejectStage.RENDER)))
+                continue
+            todo.append((len(out), item, rendered, stored))
+            out.append((record, None))
+        chat = stage.renderer.chat is not None
+        texts = [rendered.text for _, _, rendered, _ in todo]
+        ids = stage.tokenizer(texts, add_special_tokens=not chat)["input_ids"] if todo else []
+        for (i, item, rendered, stored), prompt_ids in zip(todo, ids):
+            opens = opened(stage, item.example) if chat else ""
+            notes = (*item.example.notes, *rendered.notes)
+            if opens:
+                notes += (Note(NoteCode.PROMPT_OPENS, f"the generation prompt opens {opens!r}; a completion continues it"),)
+            row = PromptRow(stored, list(prompt_ids), item.columns)
+            out[i] = (out[i][0], MeasuredPrompt(item, rendered, _Ids(row.prompt_ids, notes), row, opens))
+        return out
+
+    def fit(self, stage: Stage, item: MeasuredPrompt, policy: TruncationPolicy | None) -> FittedPrompt:
+        """`item` within max_prompt_length (default max_length): kept; else rejected (too_long), raised
+        (truncation=error), or with cut_prompts its longest message shortened by prompt_cut until it fits."""
+        limit = stage.options.max_prompt_length or stage.options.max_length
+        if item.total <= limit:
+            return FittedPrompt([item.row])
+        over = f"the prompt is {item.total} tokens > max_prompt_length {limit}"
+        if (policy or stage.options.truncation) is TruncationPolicy.ERROR:
+            raise RecordError(f"{over}; raise max_prompt_length, set cut_prompts, or choose truncation=drop", location=item.record.source, field="prompt")
+        if not stage.options.cut_prompts or policy is TruncationPolicy.DROP:
+            return FittedPrompt([], f"too long: {over} (set cut_prompts to cut it)", RejectCode.TOO_LONG)
+        try:
+            return _cut(stage, item, limit, over)
+        except RecordError as exc:
+            return FittedPrompt([], f"too long: {over}; cut, it cannot be rendered: {exc.reason}", RejectCode.TOO_LONG)
+
+    def reduce(self, stage: Stage, ran: Ran) -> PromptChunk:
+        return prompt_chunk(ran)
+
+    def open_rows(self, path: Path, options: DataOptions) -> PromptRows:
+        return PromptRows(path, options)
+
+    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+        import datasets
+
+        dataset = datasets.Dataset.from_file(str(path))
+        picks = dict(splits) if splits is not None else record_splits(len(dataset), lambda: np.asarray(dataset.data.column(RECORD)), options)
+        out = {name: (dataset if rows is None else dataset.select(rows)).remove_columns([RECORD]) for name, rows in picks.items()}
+        report.rows = sum(len(split) for split in out.values())
+        report.splits = {name: len(split) for name, split in out.items()}
+        return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]
+
+    def schema(self, options: DataOptions) -> pa.Schema:
+        return prompt_schema(options)
+
+
+PROMPTS = PromptTask()
+
+
+def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, str]] | str]:
+    """The inference prompt of `example` (the stage's renderer) and the prompt as the row stores it, verified:
+    transformers renders the stored messages to the same text.
+
+    Raises:
+        UnusableRecord: the template cannot render the prompt (control tokens, tool data it does not write, an
+            error), or transformers renders the stored messages to other text (unverifiable).
+    """
+    rendered = stage.renderer.generation_prompt(example)
+    if stage.renderer.chat is None:  # a prompt template: the text is the prompt (TRL's standard, not conversational, form)
+        return rendered, rendered.text
+    stored = _stored(example)
+    expected = _hf_render(stage, example, stored, generation=True)
+    if expected != rendered.text:
+        at = len(commonprefix([expected, rendered.text]))
+        raise UnusableRecord(
+            f"verification failed: transformers' apply_chat_template writes the stored prompt differently from ftdata's "
+            f"render at character {at} ({expected[at:at + 30]!r} vs {rendered.text[at:at + 30]!r}); a trainer would see "
+            "another prompt",
+            location=example.source, field="prompt", code=RejectCode.UNVERIFIABLE,
+        )  # fmt: skip
+    return rendered, stored
+
+
+def _stored(example: Example) -> list[dict[str, str]]:
+    """The prompt as a row stores it: the messages as chat templates read them; {role, content} only, so every
+    row of a prompt set has one Arrow type (a message with tool calls, reasoning or a tool's name is refused)."""
+    out = []
+    for i, message in enumerate(example.chat_messages()):
+        extra = sorted(set(message) - {"role", "content"})
+        if extra:
+            raise UnusableRecord(
+                f"message {i} carries {', '.join(extra)}; a prompt set stores {{role, content}} messages: give the prompt "
+                "as the conversation before the model's turn without tool calls or reasoning",
+                location=example.source, field=f"messages[{i}]", code=RejectCode.NOT_RENDERED,
+            )  # fmt: skip
+        out.append({"role": message["role"], "content": message["content"]})
+    return out
+
+
+def _hf_render(stage: Stage, example: Example, messages: list[dict[str, Any]], *, generation: bool) -> str:
+    """`messages` rendered by transformers' `apply_chat_template` with the build's and the record's kwargs."""
+    kwargs = {**(stage.options.chat_template_kwargs or {}), **example.template_kwargs}
+    try:
+        return stage.tokenizer.apply_chat_template(  # type: ignore[no-any-return]
+            messages, tools=list(example.tools) or None, add_generation_prompt=generation, tokenize=False, **kwargs
+        )
+    except Exception as exc:  # the template's own error: the record is unusable, not the build
+        raise UnusableRecord(f"transformers' apply_chat_template raised: {exc}", location=example.source, field="prompt", code=RejectCode.TEMPLATE_ERROR) from None
+
+
+def opened(stage: Stage, example: Example) -> str:
+    """What the generation prompt writes after the assistant header: the text it adds that a reply written
+    as a turn does not start with (`<think>\\n` opened, an empty think block closed). Once per stage and kwargs."""
+    kwargs = {**(stage.options.chat_template_kwargs or {}), **example.template_kwargs}
+    key = "opens:" + json.dumps(kwargs, sort_keys=True, default=str)
+    with stage.lock:
+        if key in stage.built:
+            return stage.built[key]  # type: ignore[no-any-return]
+    probe = replace(example, messages=(Message("user", "P"),), tools=())
+    base = _hf_render(stage, probe, [{"role": "user", "content": "P"}], generation=False)
+    prompt = _hf_render(stage, probe, [{"role": "user", "content": "P"}], generation=True)
+    # a reply written as history (a user turn after it): its header without what a template adds to a last turn
+    turn = _hf_render(stage, probe, [{"role": "user", "content": "P"}, {"role": "assistant", "content": PROBE}, {"role": "user", "content": "P"}], generation=False)
+    added = prompt[len(base):] if prompt.startswith(base) else ""
+    start = turn[len(base):].split(PROBE)[0] if turn.startswith(base) and PROBE in turn else ""
+    opens = added[len(commonprefix([added, start])):] if added else ""
+    with stage.lock:
+        stage.built[key] = opens
+    return opens
+
+
+def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPrompt:
+    """The prompt with its longest message shortened by prompt_cut (by characters, halving the step) to fit."""
+    messages = item.example.messages
+    longest = max(range(len(messages)), key=lambda i: len(messages[i].content) if messages[i].role != "system" else -1)
+    text = messages[longest].content
+    keep_lo, keep_hi, best = 0, len(text), None
+    while keep_lo < keep_hi:
+        keep = (keep_lo + keep_hi + 1) // 2
+        shorter = replace(item.example, messages=(*messages[:longest], replace(messages[longest], content=_shortened(text, keep, stage.options.prompt_cut)), *messages[longest + 1:]))
+        (_, again), = stage.measure_examples([(0, replace(item.record, example=shorter))])
+        if isinstance(again, Reject):
+            raise RecordError(again.reason)
+        if again.total <= limit:
+            best, keep_lo = again, keep
+        else:
+            keep_hi = keep - 1
+    if best is None:
+        return FittedPrompt([], f"too long: {over}; the rest of the prompt alone does not fit", RejectCode.TOO_LONG)
+    code = RejectCode.START_CUT if stage.options.prompt_cut is PromptCut.START else RejectCode.END_CUT
+    why = f"prompt shortened: message {longest} cut from {len(text)} to {keep_lo} characters ({stage.options.prompt_cut.value}), {item.total} -> {best.total} tokens"
+    return FittedPrompt([best.row], f"{why} to fit: {over}", code)
+
+
+def _shortened(text: str, keep: int, cut: PromptCut) -> str:
+    """`text` with `keep` characters kept as prompt_cut says."""
+    if cut is PromptCut.START:
+        return text[len(text) - keep:]
+    if cut is PromptCut.MIDDLE and keep >= 2:
+        return f"{text[: keep // 2]}\n[...]\n{text[len(text) - (keep - keep // 2):]}"
+    return text[:keep]
+
+
+@dataclass
+class PromptChunk:
+    """A build's part of one batch of prompts (made in the worker): the token ids as one flat array, the stored
+    prompts and reward columns as lists, each row's record in the batch, the rejects, the counts."""
+
+    ids: tuple[np.ndarray, np.ndarray]
+    prompts: list[Any]
+    columns: dict[str, list[Any]]
+    groups: np.ndarray
+    rejects: list[Reject] = field(default_factory=list)
+    report: BuildReport = field(default_factory=BuildReport)
+    read: dict[str, Any] = field(default_factory=dict)  # prompts read no media files
+
+    @property
+    def records(self) -> int:
+        return self.report.records
+
+    def units(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's tokens (its prompt's) and trained tokens (none), as a recipe counts them."""
+        return self.ids[1], np.zeros(len(self.ids[1]), dtype=np.int64)
+
+
+def prompt_chunk(ran: Ran) -> PromptChunk:
+    """The build's reducer for prompts: the rows `Stage.run` kept, with the counts a build reports."""
+    rows: list[PromptRow] = []
+    groups: list[int] = []
+    for record, item, result in ran.outcomes:
+        if result is not None and result.rows:
+            rows.extend(result.rows)
+            groups.extend(record for _ in result.rows)
+            if isinstance(item, MeasuredPrompt) and item.opens:
+                ran.report.prompt_opens[item.opens] += 1
+    names = list(rows[0].columns) if rows else []
+    out = PromptChunk(flat([r.prompt_ids for r in rows]), [r.prompt for r in rows], {n: [r.columns[n] for r in rows] for n in names},
+                      np.asarray(groups, dtype=np.int64), ran.rejects, ran.report)  # fmt: skip
+    out.report.sequences = len(rows)
+    out.report.tokens, out.report.trained_tokens = int(out.ids[1].sum()), 0
+    return out
+
+
+def prompt_schema(options: DataOptions, *, text: bool | None = None) -> pa.Schema:
+    """The columns of a prompt set: `prompt` (messages, or text with a prompt template), `prompt_ids`, the reward columns."""
+    text = options.template not in (None, "chatml") if text is None else text
+    prompt = pa.string() if text else pa.list_(MESSAGE)
+    rewards = [(name, ARROW_TYPES[kind.removesuffix("?")]) for name, kind in (options.reward_columns or {}).items()]
+    return pa.schema([("prompt", prompt), ("prompt_ids", IDS), *rewards])
+
+
+class PromptRows:
+    """Streams prompt rows into an Arrow IPC file that `Dataset.from_file` maps, each with its record's running index."""
+
+    weighted = False
+
+    def __init__(self, path: Path, options: DataOptions):
+        self.path = path
+        self.rows = 0
+        self.records = 0  # records written before the current chunk
+        self.options = options
+        self.schema: pa.Schema | None = None  # from the first chunk (a chat template or a prompt template's text)
+        self._writer: Any = None
+
+    def add(self, part: PromptChunk) -> None:
+        base, self.records = self.records, self.records + (int(part.groups.max()) + 1 if len(part.groups) else 0)
+        if not len(part.groups):
+            return
+        if self._writer is None:
+            schema = prompt_schema(self.options, text=isinstance(part.prompts[0], str))
+            self.schema = schema.append(pa.field(RECORD, pa.int64()))
+            self._writer = pa.ipc.new_stream(str(self.path), self.schema)
+        values, lengths = part.ids
+        columns = [pa.array(part.prompts, type=self.schema.field("prompt").type), list_column(np.concatenate([[0], np.cumsum(lengths)]), values)]
+        columns += [pa.array(part.columns[name], type=self.schema.field(name).type) for name in self.schema.names[2:-1]]
+        self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=self.schema))
+        self.rows += len(part.groups)
+
+    def close(self) -> None:
+        if self._writer is None:  # no row: an empty file of the set's columns
+            self.schema = prompt_schema(self.options).append(pa.field(RECORD, pa.int64()))
+            self._writer = pa.ipc.new_stream(str(self.path), self.schema)
+        self._writer.close()

@@ -1,0 +1,315 @@
+"""SFT: records -> conversations -> assistant turns trained, everything else masked (`ftdata.run.engine`'s first task).
+
+    row ──records.formats──▶ Example(s) ──render (history=inference: a row per turn inference sees
+        otherwise)──▶ Rendered ──mask + verify──▶ Measured ──fit max_length (tokens.truncation)──▶ rows
+        ──reduce──▶ Chunk (flat token arrays) ──rows.ArrowRows──▶ rows.finish (split, pack, pad)
+
+Token counts of one example (`Measured`):
+
+    total    every token of the example, with the BOS that ftdata adds
+    response tokens of the assistant turns plus their end-of-turn markers: what carries loss
+             under mask=all_assistant (per-message `train` flags in the data still apply)
+    trained  tokens that carry loss under the chosen mask
+    prompt   total - response
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ftdata.chat.markers import shared_renders
+from ftdata.chat.render import Renderer, trained_turns
+from ftdata.chat.supervision import flagged
+from ftdata.chat.trajectory import Part, split
+from ftdata.errors import Location, RecordError, UnusableRecord
+from ftdata.guard import limits
+from ftdata.guard.inputs import Stat
+from ftdata.media.column import MEDIA_FIELD, MEDIA_TYPE
+from ftdata.media.expand import no_processor
+from ftdata.options import DataOptions
+from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.records.formats import to_examples
+from ftdata.records.media import attach_columns
+from ftdata.records.preference import detect_task, looks_like_preference, to_pairs
+from ftdata.run.drift import Drift, recorded, token_drift
+from ftdata.run.engine import Outcome, Ran, Stage, flat
+from ftdata.run.report import BuildReport, Reject
+from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish
+from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
+from ftdata.tokens.truncation import Truncated
+from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
+
+__all__ = ["SFT", "Chunk", "Measured", "SftTask", "chunk"]
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One example, rendered and masked (not truncated). `response` is counted only when asked for."""
+
+    example: Example
+    rendered: Rendered
+    tokenized: Tokenized
+    response: int | None = None
+    part: Part | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
+    drift: tuple[Drift, ...] = ()  # its trained turns' recorded token ids against the trained tokens (`ftdata.run.drift`)
+
+    @property
+    def location(self) -> str:
+        return str(self.example.source)
+
+    @property
+    def total(self) -> int:
+        return len(self.tokenized.input_ids)
+
+    @property
+    def trained(self) -> int:
+        return count_trained(self.tokenized.labels)
+
+    @property
+    def prompt(self) -> int:
+        return self.total - (self.response or 0)
+
+
+@dataclass
+class Chunk:
+    """A build's output for one batch: flat token arrays, every reject (for the file) and the counts."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    lengths: np.ndarray
+    groups: np.ndarray  # record index in the batch, per sequence: the held-out split keeps records whole
+    rejects: list[Reject] = field(default_factory=list)
+    report: BuildReport = field(default_factory=BuildReport)
+    media: list[list[dict[str, Any]]] | None = None  # per sequence, its `media` column (a build with a processor only)
+    # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
+    weights: np.ndarray | None = None
+    read: dict[str, Stat | None] = field(default_factory=dict)  # the media files the batch read (`Ran.read`)
+    sources: list[str] = field(default_factory=list)  # per sequence, its record's location (the `record` column)
+
+    @property
+    def records(self) -> int:
+        return self.report.records
+
+    def units(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's tokens and trained tokens, as a recipe counts them."""
+        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        trained = np.add.reduceat(self.labels != IGNORE_INDEX, starts) if len(self.lengths) else np.zeros(0, dtype=np.int64)
+        return self.lengths, trained.astype(np.int64)
+
+
+class SftTask:
+    """The SFT task (`TaskModule`): assistant turns trained, verified per record."""
+
+    task = Task.SFT
+    preview = "ftdata.cli.preview:run"
+    stats = "ftdata.run.stats:collect"
+    report = "ftdata.cli.stats_report"
+
+    def options(self, options: DataOptions) -> DataOptions:
+        options.prompt_options_only()
+        return options
+
+    def examples(self, stage: Stage, location: Location, row: Any) -> tuple[Example, ...]:
+        """The row's conversations (self-instruct `instances`: several); a preference-shaped row: see `_chosen`."""
+        if looks_like_preference(row, stage.pair_columns) is not None and (chosen := _chosen(stage, location, row)) is not None:
+            examples = chosen
+        else:
+            examples = to_examples(row, location, format=stage.options.format, columns=stage.columns, roles=stage.options.roles)
+        if stage.media is not None:  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts
+            return attach_columns(examples, row, location) if isinstance(row, Mapping) else examples
+        for example in examples:
+            no_processor(example)
+        return examples
+
+    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Outcome]:
+        """Render and mask the examples (one tokenizer call), under history=inference one row per turn that
+        inference sees otherwise (`ftdata.chat.trajectory`); drift against recorded ids noted."""
+        out: list[Any] = []
+        todo: list[tuple[int, Example, Rendered, Part | None]] = []  # (position in `out`, example, rendering, row of a split)
+        for record, example in formatted:
+            if isinstance(example, Reject):
+                out.append((record, example))
+                continue
+            try:
+                rows = _rows(stage, example)
+            except RecordError as exc:
+                out.append((record, stage.reject(exc, example.source, RejectStage.RENDER)))
+                continue
+            for row, rendered, part in rows:
+                todo.append((len(out), row, rendered, part))
+                out.append((record, None))
+        masked = stage.masker([r for _, _, r, _ in todo]) if todo else []
+        counts = _response_counts(stage, [e for _, e, _, _ in todo], masked) if responses else [None] * len(todo)
+        for (i, example, rendered, part), row, response in zip(todo, masked, counts):
+            if isinstance(row, UnusableRecord):
+                reason = f"{row.reason} ({part.describe()})" if part is not None else row.reason
+                item: Measured | Reject = Reject(str(example.source), RejectStage.VERIFY, row.code, reason)
+            else:
+                drift = token_drift(example, row, stage.options)
+                if stage.options.recorded_ids and any(d.differ for d in drift):
+                    row, drift = recorded(row, example, drift, stage.tokenizer)
+                if any(d.differ for d in drift):
+                    row = replace(row, notes=(*row.notes, *(d.note() for d in drift if d.differ)))
+                item = Measured(example, rendered, row, response, part, drift)
+            out[i] = (out[i][0], item)
+        return out
+
+    def fit(self, stage: Stage, item: Measured, policy: TruncationPolicy | None) -> Truncated:
+        """`item` fitted to max_length by `policy` (default: the build's): what build, stats and preview all use.
+
+        A record that fits costs nothing more; an over-long one is shortened as a conversation
+        and rendered again (`ftdata.tokens.truncation`).
+
+        Raises:
+            RecordError: policy `error` and the record is too long (names the record).
+        """
+        if item.total <= stage.options.max_length:
+            return Truncated([row_of(item.tokenized)])
+        try:
+            with limits.pinned():
+                result = stage.truncator(item.example, item.tokenized, policy=policy or stage.options.truncation)
+        except UnusableRecord as exc:  # what the cut left cannot be trained (no assistant turn left): a reject
+            return Truncated([], exc.reason, exc.code or RejectCode.NO_ASSISTANT)
+        except limits.RecordOverLimit as exc:  # a re-render past a limit: rejected like the first render's (on_error)
+            reject = stage.reject(exc, item.example.source, RejectStage.TRUNCATE)
+            return Truncated([], reject.reason, reject.code)
+        except RecordError as exc:
+            raise RecordError(exc.reason, location=item.example.source, field=exc.field) from None
+        if stage.media is not None and item.rendered.media:  # a media item is whole or absent, never cut
+            result = stage.media.truncated(item, result, limit=stage.options.max_length)
+        return result
+
+
+
+    def reduce(self, stage: Stage, ran: Ran) -> Chunk:
+        return chunk(ran, media=stage.media)
+
+    def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
+        return ArrowRows(path, media=options.processor is not None)
+
+    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+        return finish(path, options, report, pad_id=pad_id, splits=splits)
+
+    def schema(self, options: DataOptions) -> pa.Schema:
+        if options.packing:
+            return PACKED_SCHEMA
+        schema = ArrowRows.SCHEMA.remove(ArrowRows.SCHEMA.get_field_index(RECORD))
+        return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
+
+
+SFT = SftTask()
+
+
+def _rows(stage: Stage, example: Example) -> list[tuple[Example, Rendered, Part | None]]:
+    """The example's rows: one, or under history=inference the fewest that train every turn as inference
+    sees it (`ftdata.chat.trajectory`). A multi-turn record's renders are shared among its checks and rows.
+
+    Raises:
+        RecordError: the record cannot be rendered (or one of its rows cannot).
+    """
+    if stage.options.history is not HistoryMode.INFERENCE or sum(m.role == "assistant" for m in example.messages) < 2:
+        return [(example, stage.renderer(example), None)]
+    with shared_renders(every=True):
+        first = stage.renderer(example)
+        if not first.unheld:
+            return [(example, first, None)]
+        trained = [i for i, t in enumerate(trained_turns(flagged(example.messages), stage.options.mask)) if t]
+        return split(stage.renderer, example, trained, first)
+
+
+def _response_counts(stage: Stage, examples: list[Example], masked: list[Tokenized | UnusableRecord]) -> list[int]:
+    """Each example's response tokens: its trained tokens under mask=all_assistant."""
+    if stage.options.mask is MaskPolicy.ALL_ASSISTANT:
+        return [count_trained(m.labels) if isinstance(m, Tokenized) else 0 for m in masked]
+    with stage.lock:  # the all_assistant renderer, built on first use
+        if (responses := stage.built.get("responses")) is None:
+            responses = stage.built["responses"] = Renderer.from_options(stage.tokenizer, stage.options, mask=MaskPolicy.ALL_ASSISTANT)
+    rendered: list[Rendered | None] = []
+    for example in examples:
+        try:
+            rendered.append(responses(example))
+        except RecordError:
+            rendered.append(None)
+    rows = iter(stage.masker([r for r in rendered if r is not None]))
+    counts = []
+    for r in rendered:
+        row = next(rows) if r is not None else None
+        counts.append(count_trained(row.labels) if isinstance(row, Tokenized) else 0)
+    return counts
+
+
+def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] | None:
+    """A preference-shaped row in an SFT build. Told task=sft, a pair trains its chosen conversation (a KTO
+    row: its conversation, the label unread: None); else the data mixes shapes and the build stops here.
+
+    Raises:
+        RecordError: the task was detected from the data's first record, which was SFT-shaped.
+    """
+    if stage.options.task is Task.SFT:
+        if looks_like_preference(row, stage.pair_columns) is Task.PREFERENCE:
+            return tuple(p.chosen_example() for p in to_pairs(row, location, columns=stage.pair_columns, roles=stage.options.roles))
+        return None
+    task = detect_task(row, location, columns=stage.pair_columns)  # a label to ask about: asks
+    raise RecordError(
+        f"is {task.value} data (chosen/rejected or a true/false label) but the build is SFT: the data's first "
+        f"record is SFT data, or a source read once (a pipe) is not read ahead; choose with --task {task.value} "
+        "or --task sft, or split the file by shape",
+        location=location,
+    )  # fmt: skip
+
+
+def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
+    """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
+
+    `media` (a build with a processor): each sequence's `media` column too (`Media.column`).
+    """
+    seqs: list[tuple[list[int], list[int]]] = []
+    groups: list[int] = []  # per sequence: its record in the batch
+    where: list[str] = []  # per sequence: its record's location
+    columns: list[list[dict[str, Any]]] | None = [] if media is not None else None
+    for record, item, result in ran.outcomes:
+        if result is not None and result.rows:
+            seqs.extend(result.rows)
+            groups.extend(record for _ in result.rows)
+            where.extend(item.location for _ in result.rows)
+            if columns is not None:  # a row of the record as measured reuses its items; a shortened one reads them again
+                sources = result.conversations or (item.example,) * len(result.rows)  # type: ignore[union-attr]
+                columns.extend(
+                    media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]
+                    for (ids, _), example in zip(result.rows, sources)
+                )  # fmt: skip
+    report = ran.report
+    out = Chunk(
+        *_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, media=columns, weights=_weights(seqs),
+        read=ran.read, sources=where,
+    )  # fmt: skip
+    report.sequences = len(seqs)
+    report.tokens = int(out.lengths.sum())
+    report.trained_tokens = int((out.labels != -100).sum())
+    return out
+
+
+
+def _weights(seqs: list[tuple[list[int], list[int]]]) -> np.ndarray | None:
+    """The loss weights of `seqs` laid end to end (1 for a row without them), or None when no row has any."""
+    if not any(isinstance(row, WeightedRow) for row in seqs):
+        return None
+    return np.fromiter(
+        chain.from_iterable(row.weights if isinstance(row, WeightedRow) else [1.0] * len(row[0]) for row in seqs),
+        dtype=np.float32, count=sum(len(row[0]) for row in seqs),
+    )  # fmt: skip
+
+
+
+def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, labels, lengths) of `seqs` as flat arrays."""
+    ids, lengths = flat([ids for ids, _ in seqs])
+    labels, _ = flat([labels for _, labels in seqs])
+    return ids, labels, lengths

@@ -1,0 +1,160 @@
+"""Prompt sets (task=prompts): real shapes built, each prompt_ids checked against transformers' own inference
+rendering (an oracle outside ftdata's renderer), reward columns typed, length rejects and cuts, the split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ftdata
+from ftdata.errors import ConfigError, RecordError
+from ftdata.io.resources import load_tokenizer
+from ftdata.options import DataOptions
+from ftdata.run.engine import Stage
+from ftdata.run.task import data_task
+
+from support import DATASETS, TOKENIZERS
+
+DATA = Path(__file__).parent / "data" / "prompts"
+GSM8K = DATA / "gsm8k_test_first20.jsonl"
+MATH = DATA / "math500_first16.jsonl"
+
+
+def _rows(result: object) -> list[dict]:
+    dataset = result.dataset  # type: ignore[attr-defined]
+    return list(dataset) if not hasattr(dataset, "keys") else [r for name in sorted(dataset) for r in dataset[name]]
+
+
+def _inference_ids(tok: object, row: dict, **kwargs: object) -> list[int]:
+    """What TRL's GRPO trainer (and vLLM's chat) tokenizes for the stored prompt."""
+    return tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False, **kwargs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("tokenizer", [None, "qwen2.5-instruct", "llama-3.2-instruct", "deepseek-v3"])
+def test_gsm8k_prompt_ids_are_what_inference_tokenizes(tokenizer: str | None) -> None:
+    path = str(TOKENIZERS / tokenizer) if tokenizer else None
+    result = ftdata.prepare(str(GSM8K), tokenizer=path, task="prompts", max_length=1024)
+    rows = _rows(result)
+    tok = load_tokenizer(path)
+    assert len(rows) == 20 and result.report.task == "prompts"
+    assert rows[0]["prompt"][-1] == {"role": "user", "content": json.loads(GSM8K.read_text().splitlines()[0])["question"]}
+    for row in rows:
+        assert row["prompt_ids"] == _inference_ids(tok, row)
+    assert rows[0]["answer"].endswith("#### 18")  # the reward column, as the data has it
+    assert result.dataset.features["answer"].dtype == "string"
+
+
+def test_math_is_detected_as_a_prompt_set_and_its_columns_typed() -> None:
+    assert data_task(str(MATH), DataOptions()) is ftdata.types.Task.PROMPTS
+    result = ftdata.prepare(str(MATH), chat_template="qwen3", max_length=2048)
+    rows = _rows(result)
+    assert len(rows) == 16 and rows[0]["level"] == 2 and rows[0]["answer"] == r"\left( 3, \frac{\pi}{2} \right)"
+    assert {k: str(v.dtype) for k, v in result.dataset.features.items() if k not in ("prompt", "prompt_ids")} == {
+        "solution": "string", "answer": "string", "subject": "string", "level": "int64", "unique_id": "string"}  # fmt: skip
+    tok = Stage(load_tokenizer(None), DataOptions(chat_template="qwen3")).tokenizer
+    assert all(row["prompt_ids"] == _inference_ids(tok, row) for row in rows)
+
+
+def test_what_the_generation_prompt_opens_is_reported_once() -> None:
+    result = ftdata.prepare(str(MATH), chat_template="qwen3", chat_template_kwargs={"enable_thinking": False}, max_length=2048)
+    assert dict(result.report.prompt_opens) == {"<think>\n\n</think>\n\n": 16}
+    assert ftdata.prepare(str(MATH), chat_template="qwen3", max_length=2048).report.prompt_opens == {}
+
+
+def test_trl_conversational_prompts_with_tools_render_the_tools() -> None:
+    tool = {"type": "function", "function": {"name": "add", "description": "Add two numbers",
+            "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}}}  # fmt: skip
+    records = [
+        {"prompt": [{"role": "system", "content": "Use tools."}, {"role": "user", "content": "What is 2+3?"}], "tools": [tool], "answer": "5"},
+        {"prompt": [{"role": "user", "content": "And 4+4?"}], "tools": [tool], "answer": "8"},
+    ]
+    path = str(TOKENIZERS / "qwen2.5-instruct")
+    rows = _rows(ftdata.prepare(records, tokenizer=path, max_length=1024))
+    tok = load_tokenizer(path)
+    for row in rows:
+        assert row["prompt_ids"] == tok.apply_chat_template(row["prompt"], tools=[tool], add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert "tools" not in rows[0] and [r["answer"] for r in rows] == ["5", "8"]
+
+
+@pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not found")
+def test_real_chats_cut_before_their_first_reply_are_prompt_sets() -> None:
+    chats = json.loads((DATASETS / "messages" / "openai_cookbook_toy_chat_fine_tuning.jsonl").read_text().splitlines()[0])
+    first = next(i for i, m in enumerate(chats["messages"]) if m["role"] == "assistant")
+    records = [{"messages": chats["messages"][:first], "reference": chats["messages"][first]["content"]}]
+    (row,) = _rows(ftdata.prepare(records, max_length=1024))
+    assert row["prompt"] == [{"role": m["role"], "content": m["content"]} for m in chats["messages"][:first]]
+    assert row["reference"] == chats["messages"][first]["content"]
+
+
+@pytest.mark.parametrize(
+    "bad, code, message",
+    [
+        ({"question": "Q?"}, "malformed", r"field 'answer': is missing or null; every record of the prompt set carries the reward column answer \(string\)"),
+        ({"question": "Q?", "answer": 7}, "malformed", r"field 'answer': is int \(7\), the column holds string"),
+        ({"question": "Q?", "answer": "7", "extra": 1}, "malformed", r"field 'extra': is a column the prompt set's first record does not have"),
+        ({"question": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "answer": "7"}, "malformed",
+         r"ends on a assistant turn; a prompt ends before the model's turn"),
+    ],
+)  # fmt: skip
+def test_a_bad_record_is_a_located_reject_and_the_rest_is_built(bad: dict, code: str, message: str, tmp_path: Path) -> None:
+    rejects = tmp_path / "rejects.jsonl"
+    records = [{"question": "2+2?", "answer": "4"}, bad, {"question": "3+3?", "answer": "6"}]
+    result = ftdata.prepare(records, task="prompts", on_error="skip", rejects_path=str(rejects))
+    assert len(_rows(result)) == 2
+    (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert reject["code"] == code and reject["location"] == "<records>[1]"
+    assert __import__("re").search(message, reject["reason"] if "field" not in reject else f"field '{reject['field']}': {reject['reason']}") or \
+        __import__("re").search(message, json.dumps(reject)), reject  # fmt: skip
+
+
+def test_a_bad_record_stops_a_raising_build_with_one_line() -> None:
+    with pytest.raises(RecordError, match=r"<records>\[1\].*answer.*is int \(7\), the column holds string"):
+        ftdata.prepare([{"question": "2+2?", "answer": "4"}, {"question": "Q", "answer": 7}], task="prompts", on_error="raise")
+
+
+def test_long_prompts_are_rejected_or_cut_when_asked(tmp_path: Path) -> None:
+    rejects = tmp_path / "rejects.jsonl"
+    long = {"question": "word " * 400 + "What is 2+2?", "answer": "4"}
+    records = [{"question": "2+2?", "answer": "4"}, long]
+    kept = _rows(ftdata.prepare(records, task="prompts", max_prompt_length=64, rejects_path=str(rejects)))
+    assert len(kept) == 1
+    (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert reject["code"] == "too_long" and "max_prompt_length 64" in reject["reason"]
+    cut = _rows(ftdata.prepare(records, task="prompts", max_prompt_length=64, cut_prompts=True, prompt_cut="start", rejects_path=str(rejects)))
+    assert len(cut) == 2 and len(cut[1]["prompt_ids"]) <= 64 and cut[1]["prompt"][-1]["content"].endswith("What is 2+2?")
+    (note,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert note["code"] == "start_cut" and note["kept"] is True
+    tok = load_tokenizer(None)
+    assert cut[1]["prompt_ids"] == _inference_ids(tok, cut[1])
+    with pytest.raises(RecordError, match=r"the prompt is \d+ tokens > max_prompt_length 64"):
+        ftdata.prepare(records, task="prompts", max_prompt_length=64, truncation="error")
+
+
+def test_the_split_is_by_record_with_no_overlap() -> None:
+    result = ftdata.prepare(str(GSM8K), task="prompts", test_size=0.25, seed=3)
+    train = {tuple(r["prompt_ids"]) for r in result.dataset["train"]}
+    test = {tuple(r["prompt_ids"]) for r in result.dataset["test"]}
+    assert len(train) == 15 and len(test) == 5 and not train & test
+
+
+def test_options_that_mean_nothing_for_prompts_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"packing=True does not apply to task=prompts"):
+        DataOptions(task="prompts", packing=True)
+    with pytest.raises(ConfigError, match=r"max_prompt_length applies to prompt sets \(task=prompts\), got task=sft"):
+        DataOptions(task="sft", max_prompt_length=10)
+    with pytest.raises(ConfigError, match=r"reward_columns: answer='text' is no type"):
+        ftdata.prepare([{"question": "Q", "answer": "A"}], task="prompts", reward_columns={"answer": "text"})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(min_size=1, max_size=30), st.integers(0, 40))
+def test_editing_a_reward_column_never_changes_the_prompt_ids(answer: str, at: int) -> None:
+    """Metamorphic: the reward columns are carried, never rendered."""
+    question = json.loads(GSM8K.read_text().splitlines()[at % 20])["question"]
+    base = _rows(ftdata.prepare([{"question": question, "answer": "0"}], task="prompts"))[0]
+    edited = _rows(ftdata.prepare([{"question": question, "answer": answer}], task="prompts"))[0]
+    assert edited["prompt_ids"] == base["prompt_ids"] and edited["answer"] == answer
