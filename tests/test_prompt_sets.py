@@ -158,3 +158,39 @@ def test_editing_a_reward_column_never_changes_the_prompt_ids(answer: str, at: i
     base = _rows(ftdata.prepare([{"question": question, "answer": "0"}], task="prompts"))[0]
     edited = _rows(ftdata.prepare([{"question": question, "answer": answer}], task="prompts"))[0]
     assert edited["prompt_ids"] == base["prompt_ids"] and edited["answer"] == answer
+
+
+def _recipe(tmp_path: Path, **top: object) -> Path:
+    import yaml
+
+    sources = [{"data": str(GSM8K)}, {"data": str(MATH)}]
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump({"task": "prompts", "sources": sources, **top}))
+    return path
+
+
+def test_a_recipe_mixes_prompt_sets_by_tokens_with_the_union_of_their_reward_columns(tmp_path: Path) -> None:
+    result = ftdata.build(str(_recipe(tmp_path, mix_by="tokens", total=2000)), tokenizer=None)
+    rows = _rows(result)
+    gsm = [r for r in rows if r["level"] is None]
+    math = [r for r in rows if r["level"] is not None]
+    assert gsm and math and all(r["solution"] is None for r in gsm) and all(r["answer"] for r in rows)
+    assert sum(len(r["prompt_ids"]) for r in rows) >= 2000 * 0.9
+    tok = load_tokenizer(None)
+    assert all(r["prompt_ids"] == _inference_ids(tok, r) for r in rows)
+
+
+def test_dedup_and_decontamination_read_the_prompts(tmp_path: Path) -> None:
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_text(GSM8K.read_text() + GSM8K.read_text())
+    import yaml
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"task": "prompts", "dedup": "exact", "sources": [{"data": str(doubled)}]}))
+    assert len(_rows(ftdata.build(str(recipe)))) == 20
+    held_out = tmp_path / "eval.jsonl"
+    held_out.write_text("".join(GSM8K.read_text().splitlines(keepends=True)[:5]))
+    recipe.write_text(yaml.safe_dump({"task": "prompts", "decontaminate": [str(held_out)], "sources": [{"data": str(GSM8K)}, {"data": str(MATH)}]}))
+    rows = _rows(ftdata.build(str(recipe)))
+    questions = {json.loads(line)["question"] for line in held_out.read_text().splitlines()}
+    assert len(rows) == 30 and not questions & {r["prompt"][-1]["content"] for r in rows}  # the 5 evaluation prompts are out; equal shares: 15 + 15

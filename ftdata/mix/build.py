@@ -24,7 +24,8 @@ import numpy as np
 from ftdata.run import loop
 
 from ftdata.run.rows import check_split
-from ftdata.run.task import data_task
+from ftdata.records.prompts import RewardColumns, prompt_columns
+from ftdata.run.task import data_task, first_row
 
 from ftdata.guard import safeio
 from ftdata.guard.inputs import Stat, add_read
@@ -113,10 +114,28 @@ class _Records:
 
 def recipe_stages(recipe: Recipe, tokenizer: Any) -> list[Stage]:
     """Each source's compiled stage: its own options over the recipe's, the recipe's task (`recipe_task`)
-    for all; what declares the files it reads."""
-    task = recipe_task(recipe)
-    options = [recipe.source_options(spec) for spec in recipe.sources]
-    return [Stage(tokenizer, (o if task is None else o.updated(task=task)).data) for o in options]
+    and a prompt set's reward columns (`recipe_rewards`) for all; what declares the files it reads."""
+    task, rewards = recipe_task(recipe), recipe_rewards(recipe)
+    extra = {k: v for k, v in (("task", task), ("reward_columns", rewards)) if v is not None}
+    return [Stage(tokenizer, recipe.source_options(spec).updated(**extra).data) for spec in recipe.sources]
+
+
+def recipe_rewards(recipe: Recipe) -> dict[str, str] | None:
+    """A prompt-set recipe's reward columns when it names none: each source's first record's (`RewardColumns.of_row`),
+    a column some source lacks may be missing (`type?`); None for other tasks.
+
+    Raises:
+        ConfigError: two sources give a column two types.
+    """
+    named_task = recipe.options.get("task")
+    task = Task.parse(named_task, name="task") if named_task is not None else recipe_task(recipe)
+    if recipe.options.get("reward_columns") is not None or task is not Task.PROMPTS:
+        return None
+    named = {}
+    for spec in recipe.sources:
+        data = recipe.source_options(spec).data
+        named[spec.name] = RewardColumns.of_row(first_row(spec.files()[0], data), prompt_columns(data.columns))
+    return RewardColumns.union(named).types
 
 
 def build_recipe(
@@ -134,8 +153,8 @@ def build_recipe(
         FtdataError: what a source's records raise; nothing kept.
     """
     started = time.perf_counter()
-    task = recipe_task(recipe)
-    data = options.data if task is None else options.updated(task=task).data
+    task, rewards = recipe_task(recipe), recipe_rewards(recipe)
+    data = options.updated(**{k: v for k, v in (("task", task), ("reward_columns", rewards)) if v is not None}).data
     report = BuildReport(
         source=recipe.origin, tokenizer=str(getattr(tokenizer, "name_or_path", "")), template="per source",
         task=task_module(data.task).task.value,

@@ -28,7 +28,7 @@ from ftdata.records.preference import detect_task, preference_columns
 from ftdata.run.loop import read_batches
 from ftdata.types import Task
 
-__all__ = ["data_task", "with_task"]
+__all__ = ["data_task", "first_row", "with_task"]
 
 
 def _once(source: Any) -> bool:
@@ -63,7 +63,7 @@ def data_task(source: Any, options: DataOptions) -> Task | None:
     return None
 
 
-def _first_row(source: Any, options: DataOptions) -> Any:
+def first_row(source: Any, options: DataOptions) -> Any:
     """The first readable record of `source` (None: none)."""
     for batch in read_batches(source, options, batch_size=1):
         for _, row in batch.records:
@@ -91,5 +91,5 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
         return options
     if _once(source):
         raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: reward_columns={'answer': 'string'}")
-    row = _first_row(source, options.data)
+    row = first_row(source, options.data)
     return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {})
