@@ -360,3 +360,19 @@ def test_a_recipe_page_shows_each_sources_share_against_its_target(tmp_path: Pat
     assert [m["source"] for m in page.mix] == ["alpaca", "chat"]
     assert all(m["target"] == "50.0%" for m in page.mix)
     assert "Recipe sources: shares achieved against their targets" in inspect(out).read_text(encoding="utf-8")
+
+
+def test_a_prompt_set_shows_its_prompt_lengths_and_reward_column_coverage(tmp_path: Path) -> None:
+    data = tmp_path / "prompts.jsonl"
+    hostile = "<script>alert(1)</script>"
+    records = [{"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}], "answer": str(2 * i), "note": hostile if i == 0 else None}
+               for i in range(6)]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "out"
+    ftdata.build(str(data), out, reward_columns={"answer": "string", "note": "string?"})
+    page = collect(out)
+    assert page.task == "prompts" and [h.name for h in page.histograms] == ["prompt tokens"]
+    assert page.coverage == [("answer", "string", 6, "100.0%"), ("note", "string", 1, "16.7%")]
+    assert {dict(row.columns)["answer"] for row in page.rows} == {json.dumps(str(2 * i)) for i in range(6)}
+    html = inspect(out).read_text(encoding="utf-8")
+    assert "Reward columns" in html and hostile not in html and "&lt;script&gt;" in html

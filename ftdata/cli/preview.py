@@ -361,7 +361,9 @@ class Printer:
         self.console.file.write(dumps(obj, self.console) + "\n")
         self.console.file.flush()
 
-    def header(self, source: str, stage: Stage, *, tokenizer: str) -> None:
+    def header(self, source: str, stage: Stage, *, tokenizer: str, trains: bool = True) -> None:
+        """The preview's first lines: source, tokenizer, template, markers; `trains`: also what the rule trains,
+        the template's warnings about it and the legend (a prompt set trains nothing)."""
         renderer, opts = stage.renderer, stage.options
         markers = renderer.markers
         warnings = list(markers.warnings) if markers else []
@@ -375,6 +377,12 @@ class Printer:
         print_ = self._line
         print_(f"source     {source}")
         print_(f"tokenizer  {tokenizer}")
+        if not trains:
+            limit = opts.max_prompt_length or opts.max_length
+            print_(f"template   {renderer.name}  (max_prompt_length={limit})")
+            if markers:
+                print_(f"markers    user {markers.user_header!r}  assistant {markers.assistant_header!r}  system {markers.system_support}")
+            return
         print_(f"template   {renderer.name}  (mask={opts.mask.value}, max_length={opts.max_length})")
         if markers:
             print_(

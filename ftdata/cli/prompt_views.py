@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ftdata.cli.preview import Printer
+from ftdata.cli.preview import UNICODE, Printer
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.run import loop
@@ -50,7 +50,7 @@ def preview(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer,
     """
     parts = loop.run(source, stage, RunOptions(batch_size=1), _views, report=BuildReport(), lenient=True, window=(offset, n), on=LocalExecutor(1))
     first = next(parts)  # read errors, and an empty window, surface before any output
-    printer.header(str(source), stage, tokenizer=tokenizer)
+    printer.header(str(source), stage, tokenizer=tokenizer, trains=False)
     if not printer.as_json:
         printer._line("task       prompts: each prompt as inference tokenizes it (nothing trained), then its reward columns")
     shown = 0
@@ -69,7 +69,7 @@ def _show_one(printer: Printer, number: int, item: MeasuredPrompt, fit: str) -> 
         printer._json({"location": item.location, "prompt": row.prompt, "text": item.rendered.text, "prompt_ids": row.prompt_ids,
                        "tokens": item.total, "opens": item.opens, "columns": row.columns, "truncation": fit})  # fmt: skip
         return
-    dot = " · " if printer.glyphs.rule == "─" else " | "
+    dot = " · " if printer.glyphs is UNICODE else " | "
     printer._line("")
     printer._line(f"{printer.glyphs.rule} prompt {number}{dot}{item.location}{dot}prompt {item.total} tokens")
     printer._line(item.rendered.text.replace("\n", "\\n\n").rstrip("\n"))

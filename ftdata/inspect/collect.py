@@ -109,6 +109,7 @@ class Row:
     side_by_side: bool = False  # a preference pair: its completions next to each other
     media: tuple[Media, ...] = ()
     label: str = ""  # KTO: desirable / undesirable
+    columns: tuple[tuple[str, str], ...] = ()  # a prompt set's reward columns: (name, value as JSON, shortened)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class Page:
     sample: Sample = field(default_factory=Sample)
     mix: list[dict[str, str]] = field(default_factory=list)  # a recipe's sources
     notes: list[tuple[str, int, str]] = field(default_factory=list)  # (code, records, text)
+    coverage: list[tuple[str, str, int, str]] = field(default_factory=list)  # a prompt set: (reward column, type, rows with a value, share)
 
 
 def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = None, title: str | None = None) -> Page:
@@ -168,6 +170,7 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
         longest = lengths.read(split)
         page.rows += _sample_rows(split, name, _chosen(len(split), longest, sample), tok, special, folder)
     page.histograms = [_histogram(name, counts) for name, counts in lengths.counts.items()]
+    page.coverage = _coverage(splits)
     total, trained = counts.get("tokens"), counts.get("trained_tokens")  # as build.json counts them, for every task
     if not isinstance(total, int) or not isinstance(trained, int):
         total, trained = (_sum(lengths.counts.get(name)) for name in ("total tokens", "trained tokens"))
@@ -179,8 +182,34 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
     return page
 
 
+ROW_COLUMNS = frozenset({"input_ids", "attention_mask", "labels", "position_ids", "seq_lengths", "loss_weights", "media", "record",
+                         "prompt", "prompt_ids", "chosen_ids", "rejected_ids", "completion_ids", "label"})  # fmt: skip
+
+
+def _coverage(splits: dict[str, Any]) -> list[tuple[str, str, int, str]]:
+    """A prompt set's reward columns (every column that is not a row's tokens): the rows that hold a value, of all."""
+    first = next(iter(splits.values()))
+    names = [n for n in first.column_names if n not in ROW_COLUMNS]
+    if "prompt_ids" not in first.column_names or not names:
+        return []
+    rows = sum(len(split) for split in splits.values())
+    held = {name: 0 for name in names}
+    for split in splits.values():
+        for batch in _batches(split):
+            for name in names:
+                held[name] += len(batch) - batch.column(name).null_count
+    types = {name: str(first.features[name].dtype if hasattr(first.features[name], "dtype") else first.features[name]) for name in names}
+    return [(name, types[name], n, f"{n / rows:.1%}" if rows else "") for name, n in held.items()]
+
+
 def _share(value: Any) -> str:
     return f"{value:.1%}" if isinstance(value, (int, float)) else ""
+
+
+def _brief(value: Any, limit: int = 300) -> str:
+    """A reward value as JSON, shortened for the page."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _source(item: dict[str, Any]) -> dict[str, str]:
@@ -412,8 +441,9 @@ def _row(
             sections.add(column.removesuffix("_ids"), ids, ids)
         trained = sum(len(data[c]) for c in completions)
         label = "" if "label" not in data else ("desirable" if data["label"] else "undesirable")
+        columns = tuple((name, _brief(value)) for name, value in data.items() if name not in ROW_COLUMNS)
         return Row(split, index, why, record, len(prompt) + trained, len(prompt), trained, tuple(sections.out),
-                   side_by_side=len(completions) > 1, label=label)  # fmt: skip
+                   side_by_side=len(completions) > 1, label=label, columns=columns)  # fmt: skip
     ids, labels = list(data["input_ids"]), list(data["labels"])
     trained = sum(1 for label in labels if label != IGNORE_INDEX)
     if data.get("seq_lengths"):  # a packed row: each sequence apart, where it begins and ends
