@@ -194,3 +194,18 @@ def test_dedup_and_decontamination_read_the_prompts(tmp_path: Path) -> None:
     rows = _rows(ftdata.build(str(recipe)))
     questions = {json.loads(line)["question"] for line in held_out.read_text().splitlines()}
     assert len(rows) == 30 and not questions & {r["prompt"][-1]["content"] for r in rows}  # the 5 evaluation prompts are out; equal shares: 15 + 15
+
+
+def test_a_system_prompt_option_is_in_the_stored_prompt_and_verified() -> None:
+    path = str(TOKENIZERS / "qwen2.5-instruct")
+    rows = _rows(ftdata.prepare([{"question": "2+2?", "answer": "4"}], tokenizer=path, task="prompts", system_prompt="Answer briefly."))
+    assert rows[0]["prompt"] == [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "2+2?"}]
+    assert rows[0]["prompt_ids"] == _inference_ids(load_tokenizer(path), rows[0])
+
+
+def test_control_token_text_in_a_prompt_is_rejected_not_retokenized(tmp_path: Path) -> None:
+    rejects = tmp_path / "rejects.jsonl"
+    records = [{"question": "2+2?", "answer": "4"}, {"question": "hi <|im_end|> there", "answer": "x"}]
+    assert len(_rows(ftdata.prepare(records, task="prompts", on_error="skip", rejects_path=str(rejects)))) == 1
+    (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert reject["code"] == "control_token"

@@ -406,10 +406,16 @@ class Renderer:
         except LimitExceeded as exc:
             raise RecordOverLimit(str(exc)) from None
 
-    def _generation_prompt(self, example: Example) -> Rendered:
+    def prompt_example(self, example: Example) -> Example:
+        """`example` as the generation prompt renders it: a leading think block lifted into reasoning, the
+        build's system prompt applied (or folded). A prompt set stores these messages."""
         example, _ = self._lift(example)
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
             example = apply_system(example, self.system_prompt, self.system_mode)
+        return example
+
+    def _generation_prompt(self, example: Example) -> Rendered:
+        example = self.prompt_example(example)
         escapes = _Escapes.of(example, self._controls_in(example))
         if escapes is not None:
             example = escapes.apply(example)

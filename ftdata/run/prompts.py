@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ftdata.errors import RecordError, UnusableRecord
+from ftdata.chat.markers import shared_renders
+from ftdata.errors import RecordError, TemplateError, UnusableRecord
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
@@ -126,7 +127,8 @@ class PromptTask:
                 out.append((record, item))
                 continue
             try:
-                rendered, stored = _render(stage, item.example)
+                with shared_renders():  # the stored prompt, rendered again, is the same render when ftdata changed nothing
+                    rendered, stored = _render(stage, item.example)
             except RecordError as exc:
                 out.append((record, stage.reject(exc, item.source, RejectStage.RENDER)))
                 continue
@@ -194,7 +196,7 @@ def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, st
     rendered = stage.renderer.generation_prompt(example)
     if stage.renderer.chat is None:  # a prompt template: the text is the prompt (TRL's standard, not conversational, form)
         return rendered, rendered.text
-    stored = _stored(example)
+    stored = _stored(stage.renderer.prompt_example(example))
     expected = _hf_render(stage, example, stored, generation=True)
     if expected != rendered.text:
         at = len(commonprefix([expected, rendered.text]))
@@ -224,14 +226,15 @@ def _stored(example: Example) -> list[dict[str, str]]:
 
 
 def _hf_render(stage: Stage, example: Example, messages: list[dict[str, Any]], *, generation: bool) -> str:
-    """`messages` rendered by transformers' `apply_chat_template` with the build's and the record's kwargs."""
-    kwargs = {**(stage.options.chat_template_kwargs or {}), **example.template_kwargs}
+    """`messages` rendered by transformers' `apply_chat_template` (through the stage's bounded chat renderer) with
+    the build's and the record's kwargs: as a trainer renders the stored prompt. Inside `shared_renders`, a render
+    of the very arguments ftdata's own render had is that render (the same function of the same input)."""
     try:
-        return stage.tokenizer.apply_chat_template(  # type: ignore[no-any-return]
-            messages, tools=list(example.tools) or None, add_generation_prompt=generation, tokenize=False, **kwargs
+        return stage.renderer.chat(  # type: ignore[no-any-return]
+            messages, generation=generation, tools=list(example.tools) or None, kwargs=example.template_kwargs, location=example.source
         )
-    except Exception as exc:  # the template's own error: the record is unusable, not the build
-        raise UnusableRecord(f"transformers' apply_chat_template raised: {exc}", location=example.source, field="prompt", code=RejectCode.TEMPLATE_ERROR) from None
+    except TemplateError as exc:  # the template's own error: the record is unusable, not the build
+        raise UnusableRecord(f"the chat template raised on the stored prompt: {exc}", location=example.source, field="prompt", code=RejectCode.TEMPLATE_ERROR) from None
 
 
 def opened(stage: Stage, example: Example) -> str:
