@@ -11,7 +11,7 @@ Same data, one run, one machine, the bundled SmolLM2 tokenizer:
            `ftdata build FILE -o OUT --task prompts --no-cache`, the CLI path users run, timed once the CLI is
            imported: the tokenizer loaded, the rows built, OUT written (dataset, rejects, build.json).
 
-Data: GSM8K's first 20 test questions (tests/data/prompts) repeated to --records records, each with its
+Data: GSM8K's first 20 test questions (examples/data/gsm8k_test_20.jsonl) repeated to --records records, each with its
 index appended to the question (so no two prompts are the same text).
 
 Every measurement runs in a fresh subprocess; the methods alternate round after round (--rounds, default 3).
@@ -36,7 +36,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-GSM8K = ROOT / "tests/data/prompts/gsm8k_test_first20.jsonl"
+GSM8K = ROOT / "examples/data/gsm8k_test_20.jsonl"
 METHODS = ("trl", "ftdata", "ftdata build")
 
 

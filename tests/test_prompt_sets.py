@@ -19,9 +19,9 @@ from ftdata.run.task import data_task
 
 from support import DATASETS, TOKENIZERS
 
-DATA = Path(__file__).parent / "data" / "prompts"
-GSM8K = DATA / "gsm8k_test_first20.jsonl"
-MATH = DATA / "math500_first16.jsonl"
+DATA = Path(__file__).parents[1] / "examples" / "data"
+GSM8K = DATA / "gsm8k_test_20.jsonl"
+MATH = DATA / "math500_test_16.jsonl"
 
 
 def _rows(result: object) -> list[dict]:
