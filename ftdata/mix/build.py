@@ -24,8 +24,7 @@ import numpy as np
 from ftdata.run import loop
 
 from ftdata.run.rows import check_split
-from ftdata.records.prompts import RewardColumns, prompt_columns
-from ftdata.run.task import data_task, first_row
+from ftdata.run.task import sources_task
 
 from ftdata.guard import safeio
 from ftdata.guard.inputs import Stat, add_read
@@ -41,7 +40,7 @@ from ftdata.run.executors import ray_cluster
 from ftdata.options import BuildOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.run.report import BuildReport, Reject, RejectsWriter
-from ftdata.types import Engine, Task
+from ftdata.types import Engine
 
 __all__ = ["build_recipe", "check_shares", "recipe_stages"]
 
@@ -115,27 +114,21 @@ class _Records:
 def recipe_stages(recipe: Recipe, tokenizer: Any) -> list[Stage]:
     """Each source's compiled stage: its own options over the recipe's, the recipe's task (`recipe_task`)
     and a prompt set's reward columns (`recipe_rewards`) for all; what declares the files it reads."""
-    task, rewards = recipe_task(recipe), recipe_rewards(recipe)
-    extra = {k: v for k, v in (("task", task), ("reward_columns", rewards)) if v is not None}
+    extra = recipe_task(recipe)
     return [Stage(tokenizer, recipe.source_options(spec).updated(**extra).data) for spec in recipe.sources]
 
 
-def recipe_rewards(recipe: Recipe) -> dict[str, str] | None:
-    """A prompt-set recipe's reward columns when it names none: each source's first record's (`RewardColumns.of_row`),
-    a column some source lacks may be missing (`type?`); None for other tasks.
+def recipe_task(recipe: Recipe) -> dict[str, Any]:
+    """The options every source of `recipe` takes from its data when the recipe sets none: the task its sources'
+    first records name, and a prompt set's reward columns (`ftdata.run.task.sources_task`).
 
     Raises:
-        ConfigError: two sources give a column two types.
+        ConfigError: sources of different tasks, or a reward column two sources type differently.
     """
-    named_task = recipe.options.get("task")
-    task = Task.parse(named_task, name="task") if named_task is not None else recipe_task(recipe)
-    if recipe.options.get("reward_columns") is not None or task is not Task.PROMPTS:
-        return None
-    named = {}
-    for spec in recipe.sources:
-        data = recipe.source_options(spec).data
-        named[spec.name] = RewardColumns.of_row(first_row(spec.files()[0], data), prompt_columns(data.columns))
-    return RewardColumns.union(named).types
+    try:
+        return sources_task({spec.name: (spec.files()[0], recipe.source_options(spec)) for spec in recipe.sources}, recipe.build_options())
+    except ConfigError as exc:
+        raise ConfigError(f"{recipe.origin}: {exc}") from None
 
 
 def build_recipe(
@@ -153,8 +146,7 @@ def build_recipe(
         FtdataError: what a source's records raise; nothing kept.
     """
     started = time.perf_counter()
-    task, rewards = recipe_task(recipe), recipe_rewards(recipe)
-    data = options.updated(**{k: v for k, v in (("task", task), ("reward_columns", rewards)) if v is not None}).data
+    data = options.updated(**recipe_task(recipe)).data
     report = BuildReport(
         source=recipe.origin, tokenizer=str(getattr(tokenizer, "name_or_path", "")), template="per source",
         task=task_module(data.task).task.value,
@@ -369,27 +361,6 @@ def _table(plan: Plan, sources: list[_Source], kept: list[np.ndarray], per: dict
             **{unit: {"used": used[unit][i], "share": round(used[unit][i] / whole[unit], 6)} for unit in UNITS},
         })  # fmt: skip
     return out
-
-
-def recipe_task(recipe: Recipe) -> Task | None:
-    """The task of every source of `recipe` when the recipe names none: what each source's first file says
-    (`ftdata.run.task`); None for SFT data.
-
-    Raises:
-        ConfigError: sources of different tasks (a build makes one kind of rows).
-    """
-    if recipe.options.get("task") is not None:
-        return None
-    found = {
-        spec.name: data_task(spec.files()[0], BuildOptions.from_mapping({**recipe.options, **spec.options}).data) or Task.SFT
-        for spec in recipe.sources
-    }  # fmt: skip
-    if len(set(found.values())) > 1:
-        kinds = ", ".join(f"{name} is {task.value}" for name, task in found.items())
-        raise ConfigError(f"{recipe.origin}: the sources hold different kinds of data ({kinds}); a build makes one kind of rows: "
-                          "split the recipe, or set task: at its top")  # fmt: skip
-    task = next(iter(found.values()))
-    return None if task is Task.SFT else task
 
 
 def check_shares(recipe: Recipe) -> None:

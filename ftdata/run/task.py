@@ -17,7 +17,7 @@ iterator) is not read ahead: its build is SFT until a preference-shaped record s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from ftdata.records.preference import detect_task, preference_columns
 from ftdata.run.loop import read_batches
 from ftdata.types import Task
 
-__all__ = ["data_task", "first_row", "with_task"]
+__all__ = ["data_task", "first_row", "sources_task", "with_task"]
 
 
 def _once(source: Any) -> bool:
@@ -93,3 +93,29 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
         raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: reward_columns={'answer': 'string'}")
     row = first_row(source, options.data)
     return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {})
+
+
+def sources_task(sources: Mapping[str, tuple[Any, BuildOptions]], common: BuildOptions) -> dict[str, Any]:
+    """The options a recipe's sources (`name -> (first file, its options)`) take from their data when `common`
+    (the recipe's) sets none: `task` when their first records name one, `reward_columns` for a prompt set (each
+    source's first record's columns; one some source lacks may be missing, `type?`).
+
+    Raises:
+        ConfigError: sources of different tasks (a build makes one kind of rows); a reward column two sources
+            type differently.
+    """
+    out: dict[str, Any] = {}
+    task = common.data.task
+    if task is None:
+        found = {name: data_task(first, options.data) or Task.SFT for name, (first, options) in sources.items()}
+        if len(set(found.values())) > 1:
+            kinds = ", ".join(f"{name} is {kind.value}" for name, kind in found.items())
+            raise ConfigError(f"the sources hold different kinds of data ({kinds}); a build makes one kind of rows: "
+                              "split the recipe, or set task: at its top")  # fmt: skip
+        task = next(iter(found.values()), Task.SFT)
+        if task is not Task.SFT:
+            out["task"] = task
+    if task is Task.PROMPTS and common.data.reward_columns is None:
+        named = {name: RewardColumns.of_row(first_row(first, options.data), prompt_columns(options.data.columns)) for name, (first, options) in sources.items()}
+        out["reward_columns"] = RewardColumns.union(named).types
+    return out
