@@ -162,3 +162,9 @@ def test_grpo_trains_two_steps_and_records_each_reward(tmp_path: Path, tiny_mode
     assert (tmp_path / "grpo" / "rewards.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "grpo" / "adapter" / "adapter_config.json").is_file()
     assert "  mean reward " in result.stdout and "    characters " in result.stdout
+    assert [e["step"] for e in record["log_history"] if "eval_reward" in e] == [2]  # the held-out prompts, at the end
+    evaluated = CliRunner().invoke(app, ["eval", str(tmp_path / "grpo")])
+    assert (evaluated.exit_code, evaluated.stderr) == (2, (
+        "error: grpo trained grpo on a prompt set: ftdata eval scores sft and preference runs; its rewards, each one's "
+        "mean per step, are in run.json (rewards) and rewards.png\n"
+    ))  # fmt: skip
