@@ -352,7 +352,7 @@ def content_hash(ds: Dataset, task: Task = Task.SFT) -> str:
         names = tuple(ds.column_names)
     columns = [c for c in dict.fromkeys(names) if c in ds.column_names]
     for batch in ds.select_columns(columns).iter(batch_size=4096):
-        digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":")).encode())
+        digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":"), default=str).encode())  # typed reward columns: dates as text
     return digest.hexdigest()
 
 
