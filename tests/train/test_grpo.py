@@ -168,3 +168,37 @@ def test_grpo_trains_two_steps_and_records_each_reward(tmp_path: Path, tiny_mode
         "error: grpo trained grpo on a prompt set: ftdata eval scores sft and preference runs; its rewards, each one's "
         "mean per step, are in run.json (rewards) and rewards.png\n"
     ))  # fmt: skip
+
+
+def test_the_record_reads_opens_and_template_variables_from_build_json(tmp_path: Path, smol_tok) -> None:
+    from conftest import prompt_set_build
+
+    from ftdata.train.data import load_splits
+    from ftdata.train.grpo import grpo_record, prompt_settings
+
+    data = prompt_set_build(tmp_path / "think", smol_tok, train=prompt_rows(smol_tok), opens="<think>\n")
+    cfg = TrainConfig(data=str(data), rewards="format,exact:answer", beta=0, method="grpo", lora=False, quantization="none")
+    splits = load_splits(cfg, smol_tok)
+    assert (splits.task, splits.method) == (Task.PROMPTS, Method.GRPO)
+    assert prompt_settings(cfg, splits) == ("<think>\n", None)
+    record = grpo_record(cfg, Method.GRPO, splits)
+    assert record["rewards"] == [{"name": "format", "opens": "<think>\n"}, {"name": "exact", "reference": "answer"}]
+    assert record["reference"] == "none (beta 0)"
+    no_reference = TrainConfig(data=str(data), rewards="exact:solution", method="grpo")
+    with pytest.raises(ConfigError, match=r"^rewards: exact:solution names a column the prompt set lacks; it has question, answer$"):
+        grpo_record(no_reference, Method.GRPO, splits)
+
+
+def test_grpo_fine_tunes_every_weight_against_the_reloaded_base(tmp_path: Path, tiny_model_dir: Path, gsm8k_build: Path) -> None:
+    from ftdata.train import train
+
+    cfg = TrainConfig(
+        model=str(tiny_model_dir), data=str(gsm8k_build), method="grpo", lora=False, quantization="none", max_steps=1,
+        per_device_train_batch_size=2, num_generations=2, max_completion_length=4, logging_steps=1, eval_strategy="no",
+        save_strategy="no", rewards=["format"], output_dir=str(tmp_path), run_name="full",
+    )  # fmt: skip
+    result = train(cfg)
+    record = json.loads((result.run_dir / "run.json").read_text())
+    assert record["method"]["reference"] == "the base model, reloaded from its folder by TRL"
+    assert record["rewards"] == {"format": [{"step": 1, "mean": 0.0}]}  # a random model writes no think block
+    assert (result.run_dir / "model" / "model.safetensors").is_file()
