@@ -132,9 +132,11 @@ def test_prompts_with_tools_of_their_own_are_refused(smol_tok) -> None:
 # --- training -------------------------------------------------------------------------------------
 
 
-def test_grpo_trains_two_steps_and_records_each_reward(tmp_path: Path, tiny_model_dir: Path, gsm8k_build: Path) -> None:
+@pytest.mark.parametrize("quantization", ["none", "4bit"])  # 4bit: QLoRA, bitsandbytes' CPU kernels
+def test_grpo_trains_two_steps_and_records_each_reward(tmp_path: Path, tiny_model_dir: Path, gsm8k_build: Path,
+                                                       quantization: str) -> None:  # fmt: skip
     args = [
-        "train", gsm8k_build, "--method", "grpo", "--max-steps", "2", "--model", tiny_model_dir, "--quantization", "none",
+        "train", gsm8k_build, "--method", "grpo", "--max-steps", "2", "--model", tiny_model_dir, "--quantization", quantization,
         "--lora-r", "8", "--lora-alpha", "16", "--learning-rate", "5e-3", "--lr-scheduler-type", "constant",
         "--warmup-steps", "0", "--per-device-train-batch-size", "4", "--num-generations", "2",
         "--max-completion-length", "8", "--logging-steps", "1", "--eval-strategy", "no", "--save-strategy", "no",
