@@ -24,11 +24,12 @@ from ftdata.cli.options import Flag, build_flag, parse_data_options, with_flags
 from ftdata.io.config_files import check_code_reader, load_config_file
 from ftdata.errors import ConfigError
 from ftdata.train.config import FLAT_DATA_KEYS, TrainConfig, field_help
+from ftdata.train.rewards import BUILTIN, is_code
 
 PANELS = {
     "model": "Model",
     "data": "Data (the options of ftdata build)",
-    "preference": "Method: SFT, DPO, KTO",
+    "preference": "Method: SFT, DPO, KTO, GRPO",
     "lora": "LoRA and quantization",
     "train": "Optimisation",
     "schedule": "Evaluation, logging, checkpoints",
@@ -41,7 +42,7 @@ DATA_OPTION_HELP = (
     "Any data option of ftdata build as KEY=VALUE, VALUE as the flag --KEY takes it (repeatable), "
     "e.g. -D mask=last_assistant -D limit=1000. See docs/cli.md#data-options."
 )
-ALLOW_CODE_HELP = "Let a 'module:function' reader (data option reader) import and run that Python code."
+ALLOW_CODE_HELP = "Let a 'module:function' reader (data option reader) or reward (--rewards) import and run that Python code."
 
 
 def register(app: typer.Typer) -> None:
@@ -51,8 +52,9 @@ def register(app: typer.Typer) -> None:
 
 
 TRAIN_HELP = (
-    "Fine-tune a model (QLoRA by default) on DATA with TRL's SFTTrainer, or its DPOTrainer / KTOTrainer on "
-    "preference data (--method, default: what the data's task implies); writes a run folder with "
+    "Fine-tune a model (QLoRA by default) on DATA with TRL's SFTTrainer, its DPOTrainer / KTOTrainer on "
+    "preference data, or its GRPOTrainer on a prompt set, scored by --rewards (--method, default: what the "
+    "data's task implies); writes a run folder with "
     "checkpoints, the adapter, run.json and loss.png. Options come from flags, --config YAML (same "
     "names, underscores; data options under data_options:) or, with --resume RUN, the run's saved config."
 )
@@ -145,7 +147,7 @@ def train_from_flags(
     Raises:
         ConfigError: --config together with --resume, an unknown or malformed --data-option,
             a data option given both as its flag and as --data-option, a bad value, or a code
-            reader without `allow_code`.
+            reader or reward without `allow_code`.
         TemplateError: a prompt template that does not exist.
     """
     if resume is not None and config is not None:
@@ -181,6 +183,9 @@ def _check_data_options(cfg: TrainConfig, *, given: dict[str, Any], allow_code: 
     options = cfg.data_options.data
     origin = "--data-option reader" if "reader" in given.get("data_options", {}) else "data_options.reader"
     check_code_reader(options.reader, origin=origin, allow_code=allow_code)
+    for name in filter(is_code, cfg.rewards or ()):
+        check_code_reader(name, origin="--rewards" if "rewards" in given else "rewards", allow_code=allow_code,
+                          instead=f"a built-in reward ({', '.join(BUILTIN)})")  # fmt: skip
     if options.template is not None:
         from ftdata.chat.prompts import load_prompt_template
 
@@ -238,6 +243,10 @@ def _print_train_summary(result: Any) -> None:
         console.print(f"  train loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}")
     if m.get("eval_loss") is not None:
         console.print(f"  eval loss {_before_after(m, 'eval_loss', '.4f', also='perplexity')}")
+    if m.get("first_reward") is not None:  # GRPO
+        console.print(f"  mean reward {m['first_reward']:.4f} -> {m['last_reward']:.4f}")
+        for name, mean in (m.get("reward_means") or {}).items():
+            console.print(f"    {name} {mean['first']:.4f} -> {mean['last']:.4f}")
     if m.get("first_reward_margin") is not None:  # DPO/KTO
         console.print(f"  train reward margin {m['first_reward_margin']:.4f} -> {m['last_reward_margin']:.4f}")
     for name, label in (("eval_reward_margin", "eval reward margin"), ("eval_reward_accuracy", "eval reward accuracy")):

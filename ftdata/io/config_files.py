@@ -105,9 +105,10 @@ def check_names(keys: Iterable[Any], valid: Iterable[str], *, origin: str, what:
             raise ConfigError(f"{origin}: unknown {what} {key!r}{hint}")
 
 
-def check_code_reader(reader: Any, *, origin: str, allow_code: bool) -> None:
-    """A `module:function` reader runs Python code: only with `--allow-code`, so that a
-    config file alone can never run code.
+def check_code_reader(reader: Any, *, origin: str, allow_code: bool,
+                      instead: str = "a built-in reader (json, jsonl, csv, parquet, hf)") -> None:  # fmt: skip
+    """A `module:function` reader (or training reward, `instead` naming the built-in ones) runs Python
+    code: only with `--allow-code`, so that a config file alone can never run code.
 
     Raises:
         ConfigError: a code reader without `allow_code`.
@@ -115,7 +116,7 @@ def check_code_reader(reader: Any, *, origin: str, allow_code: bool) -> None:
     if isinstance(reader, str) and ":" in reader and not allow_code:
         raise ConfigError(
             f"{origin} names Python code ({reader!r}), which ftdata runs only with --allow-code; "
-            "add --allow-code if you trust that code, or use a built-in reader (json, jsonl, csv, parquet, hf)"
+            f"add --allow-code if you trust that code, or use {instead}"
         )
 
 

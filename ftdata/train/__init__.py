@@ -1,4 +1,5 @@
-"""Fine-tuning on ftdata's rows with TRL's SFTTrainer: QLoRA / LoRA, checkpoints, evaluation.
+"""Fine-tuning on ftdata's rows with TRL's SFTTrainer (DPOTrainer, KTOTrainer, GRPOTrainer for preference rows and
+prompt sets): QLoRA / LoRA, checkpoints, evaluation.
 
 The only part of ftdata that imports torch, trl, peft and bitsandbytes. Importing this
 package is cheap: the heavy modules load when `train` or `evaluate_run` is first used.

@@ -33,6 +33,7 @@ from ftdata.errors import ConfigError
 from ftdata.options import FIELDS as BUILD_FIELDS
 from ftdata.options import check_type
 from ftdata.options import BuildOptions, plain
+from ftdata.train.rewards import check_reward_names
 from ftdata.types import Task, _Choice
 
 __all__ = ["FLAT_DATA_KEYS", "Interval", "Method", "Precision", "Quantization", "TrainConfig", "read_yaml"]
@@ -75,11 +76,13 @@ class Interval(_Choice):
 class Method(_Choice):
     """What a run optimises, and on which rows (the build's task): SFT on `input_ids`/`labels`,
     DPO on pairs (`prompt_ids`/`chosen_ids`/`rejected_ids`), KTO on unpaired rows
-    (`prompt_ids`/`completion_ids`/`label`)."""
+    (`prompt_ids`/`completion_ids`/`label`), GRPO on prompt sets (`prompt`/`prompt_ids` and the
+    reward columns: the completions are sampled during training and scored by `rewards`)."""
 
     SFT = "sft"
     DPO = "dpo"
     KTO = "kto"
+    GRPO = "grpo"
 
     @property
     def task(self) -> Task:
@@ -88,13 +91,15 @@ class Method(_Choice):
 
     @classmethod
     def of(cls, task: Task) -> Method:
-        """The method a build's task implies: preference -> dpo, kto -> kto, sft -> sft."""
+        """The method a build's task implies: preference -> dpo, kto -> kto, prompts -> grpo, sft -> sft."""
         return next(method for method, trained in _TASKS.items() if trained is task)
 
 
-_TASKS = {Method.SFT: Task.SFT, Method.DPO: Task.PREFERENCE, Method.KTO: Task.KTO}
-# TRL's own defaults (DPOConfig.loss_type, KTOConfig.loss_type): what runs when loss_type is not given.
-DEFAULT_LOSS = {Method.DPO: "sigmoid", Method.KTO: "kto"}
+_TASKS = {Method.SFT: Task.SFT, Method.DPO: Task.PREFERENCE, Method.KTO: Task.KTO, Method.GRPO: Task.PROMPTS}
+# TRL's own defaults (DPOConfig.loss_type, KTOConfig.loss_type, GRPOConfig.loss_type): what runs when loss_type is not given.
+DEFAULT_LOSS = {Method.DPO: "sigmoid", Method.KTO: "kto", Method.GRPO: "dapo"}
+# The rewards of a GRPO run that names none (`ftdata.train.rewards`).
+DEFAULT_REWARDS = ("exact", "format")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -156,26 +161,45 @@ class TrainConfig:
     # --- preference training ---------------------------------------------------------------
     method: Method | None = _opt(
         None,
-        "Training method: sft (TRL's SFTTrainer), dpo (DPOTrainer, on preference pairs) or kto (KTOTrainer, on "
-        "unpaired rows with a label). Default: the one the data's task implies (a build of pairs trains dpo, of "
-        "kto rows kto, anything else sft).",
+        "Training method: sft (TRL's SFTTrainer), dpo (DPOTrainer, on preference pairs), kto (KTOTrainer, on "
+        "unpaired rows with a label) or grpo (GRPOTrainer, on a prompt set: completions sampled and scored by "
+        "--rewards). Default: the one the data's task implies (a build of pairs trains dpo, of kto rows kto, of "
+        "prompts grpo, anything else sft).",
         group="preference",
         choices=[m.value for m in Method],
     )
     loss_type: str | None = _opt(
         None,
-        "DPO/KTO loss, named as TRL's DPOConfig/KTOConfig name it and checked against the installed TRL: "
-        "dpo: sigmoid (default), hinge, ipo, robust, bco_pair, apo_zero, sft, ...; kto: kto (default), "
-        "apo_zero_unpaired.",
+        "DPO/KTO/GRPO loss, named as TRL's DPOConfig/KTOConfig/GRPOConfig name it and checked against the installed "
+        "TRL: dpo: sigmoid (default), hinge, ipo, robust, bco_pair, apo_zero, sft, ...; kto: kto (default), "
+        "apo_zero_unpaired; grpo: dapo (default), grpo, dr_grpo, bnpo, cispo, sapo, vespo.",
         group="preference",
     )
     beta: float = _opt(
-        0.1, "DPO/KTO: how far the policy may move from the reference model (higher = closer to it).",
+        0.1, "DPO/KTO: how far the policy may move from the reference model (higher = closer to it). GRPO: the "
+        "weight of the KL penalty against the reference model; 0 (with --method grpo) drops the penalty and the "
+        "reference model's forward pass.",
         group="preference",
     )
     desirable_weight: float = _opt(1.0, "KTO: weight of the loss of desirable rows (label true).", group="preference")
     undesirable_weight: float = _opt(1.0, "KTO: weight of the loss of undesirable rows (label false).",
                                      group="preference")
+    rewards: str | list[str] | None = _opt(
+        None,
+        "GRPO: how each sampled completion is scored (comma-separated on the CLI, a list in YAML): exact (its final "
+        "answer equals the reference's: GSM8K '#### 72', MATH \\boxed{...}, else its last number; the column "
+        "answer, solution, reference, ground_truth, ... or exact:COLUMN), format (one reasoning block, closed, then "
+        "an answer), or package.module:function (your own TRL reward function; needs --allow-code). "
+        "Default: exact,format.",
+        group="preference",
+    )
+    num_generations: int = _opt(
+        4, "GRPO: completions sampled per prompt (the group whose rewards are compared). A step's batch, "
+        "per_device_train_batch_size x gradient_accumulation_steps x processes completions, holds whole groups.",
+        group="preference",
+    )
+    max_completion_length: int = _opt(512, "GRPO: longest sampled completion, in tokens.", group="preference")
+    temperature: float = _opt(1.0, "GRPO: sampling temperature of the completions.", group="preference")
     # --- adapter and quantization ----------------------------------------------------------
     lora: bool = _opt(True, "Train a LoRA adapter. --no-lora trains every weight (needs --quantization none).",
                       group="lora")
@@ -268,6 +292,7 @@ class TrainConfig:
         if self.loss_type is not None and (not isinstance(self.loss_type, str) or not self.loss_type.strip()):
             raise ConfigError(f"loss_type must be a loss name such as sigmoid, got loss_type={self.loss_type!r}")
         self.loss_type = self.loss_type.strip().lower() if self.loss_type is not None else None
+        self.rewards = _rewards(self.rewards)
         _check_numbers(self)
         _check_combinations(self)
 
@@ -462,8 +487,12 @@ def _check_numbers(cfg: TrainConfig) -> None:
     _number(cfg, "num_train_epochs", float, low=0, inclusive=False)
     for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
         _number(cfg, name, float, low=0)
-    for name in ("beta", "desirable_weight", "undesirable_weight"):
+    # beta 0 (no KL penalty, no reference model) only where it is meaningful: a run stated to be GRPO.
+    _number(cfg, "beta", float, low=0, inclusive=cfg.method is Method.GRPO)
+    for name in ("desirable_weight", "undesirable_weight", "temperature"):
         _number(cfg, name, float, low=0, inclusive=False)
+    _number(cfg, "num_generations", int, low=2)
+    _number(cfg, "max_completion_length", int, low=1)
     _number(cfg, "lora_dropout", float, low=0)
     if cfg.lora_dropout >= 1:
         raise ConfigError(f"lora_dropout must be in [0, 1), got lora_dropout={cfg.lora_dropout!r}")
@@ -494,18 +523,42 @@ def check_method(cfg: TrainConfig, method: Method) -> None:
     data has decided the method (`method: null`, the default).
 
     Raises:
-        ConfigError: a DPO/KTO option on an SFT run, or an SFT-only option on a DPO/KTO run.
+        ConfigError: a DPO/KTO/GRPO option on an SFT run, GRPO's rewards on another method's run, or an
+            SFT-only option on a DPO/KTO/GRPO run.
     """
+    if cfg.rewards is not None and method is not Method.GRPO:
+        raise ConfigError(
+            f"rewards is an option of --method grpo; this run trains {method.value} rows, got rewards={','.join(cfg.rewards)!r}"
+        )
     if method is Method.SFT:
         if cfg.loss_type is not None:
             raise ConfigError(
-                f"loss_type is an option of --method dpo or kto; this run trains sft rows, got loss_type={cfg.loss_type!r}"
+                f"loss_type is an option of --method dpo, kto or grpo; this run trains sft rows, got loss_type={cfg.loss_type!r}"
             )
         return
     data = cfg.data_options.data
     for name, on in (("streaming", cfg.streaming), ("group_by_length", cfg.group_by_length), ("packing", data.packing)):
         if on:
             raise ConfigError(f"{name} works on sft rows only and this run trains {method.value}: drop {name}")
+
+
+def _rewards(value: Any) -> list[str] | None:
+    """'exact,format' or a list -> ['exact', 'format'] (each name checked by `rewards.check_reward_names`); None stays None.
+
+    Raises:
+        ConfigError: not a list of names, an empty list, a name given twice, or a name that is no reward.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [p.strip() for p in value.split(",") if p.strip()]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(
+            f"rewards must be a non-empty list of reward names such as exact,format, got rewards={value!r}"
+        )
+    names = [v.strip() for v in value]
+    check_reward_names(names)
+    return names
 
 
 def _modules(value: Any) -> str | list[str]:

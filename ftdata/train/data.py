@@ -3,7 +3,7 @@ check the columns the trainer will read, and fingerprint it.
 
 The rows' task decides the method (`TrainConfig.method` may only confirm it): a build records its
 task in build.json (`options.task`: `sft`, or absent in builds older than preference data;
-`preference`; `kto`), a plain saved dataset shows it by its columns (`COLUMNS`).
+`preference`; `kto`; `prompts`), a plain saved dataset shows it by its columns (`COLUMNS`).
 
 Under `accelerate launch` the main process builds first and the others then read the
 pipeline's cache, so the dataset is tokenized once. With `streaming`, the train rows of a
@@ -39,11 +39,13 @@ COLUMNS: dict[Task, tuple[str, ...]] = {
     Task.SFT: ("input_ids", "labels"),
     Task.PREFERENCE: ("prompt_ids", "chosen_ids", "rejected_ids"),
     Task.KTO: ("prompt_ids", "completion_ids", "label"),
+    Task.PROMPTS: ("prompt", "prompt_ids"),  # and the reward columns, which the rewards name
 }
 ROWS = {
     Task.SFT: "sft rows (input_ids, labels)",
     Task.PREFERENCE: "preference pairs (prompt_ids, chosen_ids, rejected_ids)",
     Task.KTO: "unpaired rows (prompt_ids, completion_ids, label)",
+    Task.PROMPTS: "a prompt set (prompt, prompt_ids and reward columns)",
 }
 
 
@@ -53,7 +55,8 @@ class Splits:
 
     `streamed`: for train rows streamed from Parquet files, their rows, token counts and
     hash (`stream.file_stats`); None when the rows are loaded. `report`: the `BuildReport` of
-    the rows (None for a plain saved dataset): the run keeps it beside its metrics.
+    the rows (None for a plain saved dataset): the run keeps it beside its metrics. `manifest`: the
+    build's build.json, when the rows come from a build folder (a prompt set's `prompts.opens` is in it).
     """
 
     train: Dataset | IterableDataset
@@ -62,6 +65,7 @@ class Splits:
     streamed: dict[str, Any] | None = None
     report: BuildReport | None = None  # the build's report, when ftdata built the rows (here or into a build folder)
     task: Task = Task.SFT  # what the rows are (`data_task`): it decides the method
+    manifest: dict[str, Any] | None = None
 
     @property
     def method(self) -> Method:
@@ -80,7 +84,7 @@ class Splits:
                     "fingerprint": getattr(ds, "_fingerprint", None),
                     "columns": list(ds.column_names),
                     "rows": ds.num_rows,
-                    "content_sha256": content_hash(ds),
+                    "content_sha256": content_hash(ds, self.task),
                     **token_counts(ds, self.task),
                 }
         return out
@@ -126,32 +130,38 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
         return _streamed(path, cfg)
     with state.main_process_first():
         saved = is_saved_dataset(path) or is_build_output(path)
-        built, report, declared = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
+        built, report, manifest = _load_saved(path, cfg) if saved else _build(cfg, tokenizer, options)
     if is_build_output(path) and tokenizer is not None:
         _check_chat_template(path, tokenizer, given=options.data.chat_template)
     train, test = _split(built)
-    task = data_task(declared, train.column_names)
+    task = data_task(((manifest or {}).get("options") or {}).get("task"), train.column_names)
     for name, ds in (("train", train), ("test", test)):
         if ds is not None:
             _check_columns(ds, name, task)
             if saved and tokenizer is not None:
                 _check_vocabulary(ds, name, task, tokenizer)
     _check_method(cfg, task)
-    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, report=report, task=task)
+    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, report=report, task=task,
+                  manifest=manifest)  # fmt: skip
 
 
 def data_task(declared: str | None, columns: Sequence[str]) -> Task:
     """What rows are: the task their build declared (build.json's `options.task`), else the one their
-    columns show (`chosen_ids`: preference pairs, `completion_ids`: KTO rows, else SFT rows).
+    columns show (`chosen_ids`: preference pairs, `completion_ids`: KTO rows, `prompt_ids` alone: a
+    prompt set, else SFT rows).
 
     >>> data_task(None, ["prompt_ids", "chosen_ids", "rejected_ids"]).value
     'preference'
+    >>> data_task(None, ["prompt", "prompt_ids", "answer"]).value
+    'prompts'
     """
     if declared is not None:
         return Task.parse(declared, name="task")
     if "chosen_ids" in columns:
         return Task.PREFERENCE
-    return Task.KTO if "completion_ids" in columns else Task.SFT
+    if "completion_ids" in columns:
+        return Task.KTO
+    return Task.PROMPTS if "prompt_ids" in columns and "input_ids" not in columns else Task.SFT
 
 
 def built_task(path: Path) -> str | None:
@@ -193,44 +203,49 @@ def _streamed(path: Path, cfg: TrainConfig) -> Splits:
     return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, streamed=stats)
 
 
-def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> tuple[Dataset | DatasetDict, BuildReport, str | None]:
+Built = tuple["Dataset | DatasetDict", "BuildReport | None", "dict[str, Any] | None"]
+
+
+def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildOptions) -> Built:
     """The build of `cfg.data` in memory, with its report (warned about rejects, checked against
-    max_reject_ratio) and the task it built (its options' `task`, where the build has one)."""
+    max_reject_ratio) and a manifest holding the task it built (its options' `task`, where the build has
+    one) over the build's own manifest, where it has one."""
     from ftdata.build.api import build, checked
 
     result = build(cfg.data, tokenizer=tokenizer, options=options)
     report = checked(result.report, max_reject_ratio=options.run.max_reject_ratio, stacklevel=4)
     task = result.options.to_mapping().get("task") if result.options is not None else None
-    return result.dataset, report, getattr(task, "value", task)
+    manifest = dict(result.manifest or {})
+    manifest["options"] = {**(manifest.get("options") or {}), "task": getattr(task, "value", task)}
+    return result.dataset, report, manifest
 
 
-def _load_saved(path: Path, cfg: TrainConfig) -> tuple[Dataset | DatasetDict, BuildReport | None, str | None]:
+def _load_saved(path: Path, cfg: TrainConfig) -> Built:
     from datasets import DatasetDict
 
-    (loaded, report), test_size = _read_saved(path), cfg.data_options.data.test_size
-    declared = built_task(path) if is_build_output(path) else None
+    (loaded, report, manifest), test_size = _read_saved(path), cfg.data_options.data.test_size
     if isinstance(loaded, DatasetDict):
         if "train" not in loaded:
             raise ConfigError(f"{path} holds splits {sorted(loaded)} but no 'train' split")
         if "test" in loaded or test_size is None:
-            return loaded, report, declared
+            return loaded, report, manifest
         loaded = loaded["train"]
     if test_size is None:
-        return loaded, report, declared
+        return loaded, report, manifest
     if test_size >= loaded.num_rows:
         raise ConfigError(f"test_size={test_size} leaves no training rows in {path} ({loaded.num_rows} rows)")
-    return loaded.train_test_split(test_size=test_size, seed=cfg.seed), report, declared
+    return loaded.train_test_split(test_size=test_size, seed=cfg.seed), report, manifest
 
 
-def _read_saved(path: Path) -> tuple[Dataset | DatasetDict, BuildReport | None]:
-    """A folder `ftdata build` wrote (any output format; build.json says which) with its report,
-    else a `save_to_disk` folder. A build folder is trained as built: its own options made the rows."""
+def _read_saved(path: Path) -> Built:
+    """A folder `ftdata build` wrote (any output format; build.json says which) with its report and
+    build.json, else a `save_to_disk` folder. A build folder is trained as built: its own options made the rows."""
     if is_build_output(path):
         result = load_build(path)
-        return result.dataset, result.report
+        return result.dataset, result.report, result.manifest
     from datasets import load_from_disk
 
-    return load_from_disk(str(path)), None
+    return load_from_disk(str(path)), None, None
 
 
 def _split(built: Dataset | DatasetDict) -> tuple[Dataset, Dataset | None]:
@@ -301,7 +316,14 @@ def token_counts(ds: Dataset, task: Task = Task.SFT) -> dict[str, int]:
     SFT: every token, and those with a label != -100. Preference: a pair runs two sequences,
     prompt + chosen and prompt + rejected, and trains both completions. KTO: prompt + completion,
     the completion trained; also the rows labelled desirable (the balance the KTO weights answer).
+    Prompt set: the prompts' tokens only; what trains is sampled during the run (TRL counts it:
+    `num_tokens` in the log).
     """
+    if task is Task.PROMPTS:
+        import pyarrow.compute as pc
+
+        prompts = ds.with_format("arrow")["prompt_ids"]  # through the split's indices, unlike ds.data
+        return {"tokens": int(pc.sum(pc.list_value_length(prompts)).as_py() or 0)}
     tokens = trained = desirable = 0
     for batch in ds.select_columns(list(COLUMNS[task])).iter(batch_size=4096):
         if task is Task.SFT:
@@ -321,13 +343,16 @@ def token_counts(ds: Dataset, task: Task = Task.SFT) -> dict[str, int]:
     return {**counts, "desirable": desirable} if task is Task.KTO else counts
 
 
-def content_hash(ds: Dataset) -> str:
-    """SHA-256 of the rows' token ids and labels (and media: references, sizes, spans), in order: equal data, equal hash."""
+def content_hash(ds: Dataset, task: Task = Task.SFT) -> str:
+    """SHA-256 of the rows' token ids and labels (and media: references, sizes, spans), in order: equal data, equal hash.
+    A prompt set: every column (its reward columns decide the rewards as much as its prompts)."""
     digest = hashlib.sha256()
     names = ("input_ids", "labels", "seq_lengths", "loss_weights", "media", *COLUMNS[Task.PREFERENCE], *COLUMNS[Task.KTO])
+    if task is Task.PROMPTS:
+        names = tuple(ds.column_names)
     columns = [c for c in dict.fromkeys(names) if c in ds.column_names]
     for batch in ds.select_columns(columns).iter(batch_size=4096):
-        digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":")).encode())
+        digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":"), default=str).encode())  # typed reward columns: dates as text
     return digest.hexdigest()
 
 

@@ -35,27 +35,31 @@ from ftdata.errors import ConfigError
 from ftdata.train.config import DEFAULT_LOSS, Method, TrainConfig
 from ftdata.train.data import Splits
 from ftdata.train.model import LoadedModel
-from ftdata.train.trainer import common_args, trainer_config
+from ftdata.train.args import Parts, common_args, trainer_config
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from transformers import Trainer, TrainerCallback
 
 KL_COLUMN = "KL_completion_ids"
 
 
 def loss_types(method: Method) -> tuple[str, ...]:
-    """The loss types the installed TRL offers for `method`: KTOConfig's declared choices; for DPO the
-    names DPOConfig's `loss_type` help lists (TRL declares no choices there).
+    """The loss types the installed TRL offers for `method`: KTOConfig's declared choices; for DPO and GRPO
+    the names DPOConfig's / GRPOConfig's `loss_type` help lists (TRL declares no choices there).
 
     >>> loss_types(Method.KTO)  # doctest: +SKIP
     ('kto', 'apo_zero_unpaired')
     """
-    from trl import DPOConfig, KTOConfig
+    from trl import DPOConfig, GRPOConfig, KTOConfig
 
     if method is Method.KTO:
         return tuple(KTOConfig.__dataclass_fields__["loss_type"].metadata["choices"])
+    if method is Method.GRPO:
+        text = GRPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
+        listed = re.findall(r"'(\w+)'", text.split("Supported values are")[1].split(". ")[0])
+        # luspo needs importance_sampling_level='sequence', which ftdata does not set: TRL would refuse it at the start
+        return tuple(name for name in listed if name != "luspo")
     text = DPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
     return tuple(re.findall(r"`'(\w+)'`", text.split("If multiple")[0]))
 
@@ -78,15 +82,18 @@ def loss_type(cfg: TrainConfig, method: Method) -> str:
     return chosen
 
 
-def method_record(cfg: TrainConfig, method: Method) -> dict[str, Any]:
-    """What run.json says of the method: name, and for DPO/KTO the loss type, beta, the KTO weights
-    and what the reference model is."""
-    if method is Method.SFT:
-        return {"name": method.value}
+def preference_record(cfg: TrainConfig, method: Method, splits: Splits) -> dict[str, Any]:
+    """What run.json says of a DPO/KTO run: the method, loss type, beta, the KTO weights and what the
+    reference model is."""
     out = {"name": method.value, "loss_type": cfg.loss_type or DEFAULT_LOSS[method], "beta": cfg.beta}
     if method is Method.KTO:
         out |= {"desirable_weight": cfg.desirable_weight, "undesirable_weight": cfg.undesirable_weight}
-    return {**out, "reference": "the base model (adapter disabled)" if cfg.lora else "a frozen copy of the base model"}
+    return {**out, "reference": reference_model(cfg)}
+
+
+def reference_model(cfg: TrainConfig) -> str:
+    """What the reference model of a run is, in run.json's words."""
+    return "the base model (adapter disabled)" if cfg.lora else "a frozen copy of the base model"
 
 
 def preference_args(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits,
@@ -115,43 +122,12 @@ def preference_args(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: 
     )  # fmt: skip
 
 
-def build_preference_trainer(
-    cfg: TrainConfig,
-    *,
-    loaded: LoadedModel,
-    splits: Splits,
-    run_dir: Path,
-    callbacks: list[TrainerCallback] | None = None,
-    resuming: bool = False,
-    display: TrainerCallback | None = None,
-) -> Trainer:
-    """A DPO or KTO trainer (the method of `splits`) for the loaded model and ftdata's rows.
-
-    Raises:
-        ConfigError: a vision-language model, `add_chat_tokens`, or a bad method option.
-    """
-    from ftdata.train.progress import replace_printers
-
-    method = splits.method
-    if loaded.media is not None:
-        raise ConfigError(f"--method {method.value} trains text models; {loaded.path} is a model that reads media")
-    if loaded.new_tokens:  # TRL's preference losses read lm_head.weight, bypassing peft's trained token rows
-        raise ConfigError(f"add_chat_tokens works with sft only; --method {method.value} cannot train the added tokens' rows")
-    args = preference_args(cfg, method, run_dir=run_dir, loaded=loaded, splits=splits, resuming=resuming)
+def preference_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedModel, splits: Splits) -> Parts:
+    """DPOTrainer / KTOTrainer on the rows as built (`rows_trainer_class`), against the model with its
+    adapter off (LoRA) or a frozen copy of it (full fine-tuning); KTO's advice on unbalanced labels."""
     if method is Method.KTO:
         warn_label_balance(splits.train["label"], cfg)
-    trainer = rows_trainer_class(method)(
-        model=loaded.model,
-        ref_model=None if cfg.lora else frozen_copy(loaded.model),
-        args=args,
-        train_dataset=splits.train,
-        eval_dataset=splits.eval,
-        processing_class=loaded.tokenizer,
-        callbacks=callbacks,
-    )
-    if display is not None:
-        replace_printers(trainer, display)
-    return trainer
+    return Parts(rows_trainer_class(method), {"ref_model": None if cfg.lora else frozen_copy(loaded.model)})
 
 
 def frozen_copy(model: Any) -> Any:
@@ -221,5 +197,5 @@ def warn_label_balance(labels: Sequence[bool], cfg: TrainConfig) -> None:
         warnings.warn(
             f"ftdata: {desirable} desirable and {undesirable} undesirable rows: set desirable_weight in "
             f"[{low:.2f}, {high:.2f}] or undesirable_weight in [{low_u:.2f}, {high_u:.2f}] (not both), as the KTO paper advises",
-            stacklevel=3,
+            stacklevel=4,
         )

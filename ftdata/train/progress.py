@@ -7,7 +7,9 @@ row per evaluation in a compact table.
        30     2.1040        8.20           0.561
 
 A DPO/KTO run's table shows the reward margin (chosen - rejected) and, for DPO, the share of
-pairs whose chosen reward is the higher one, instead of the perplexity and token accuracy.
+pairs whose chosen reward is the higher one, instead of the perplexity and token accuracy. A GRPO
+run's bar shows the mean reward of the last logged step's completions beside the loss, and its
+table the eval completions' mean reward and its spread.
 
 This replaces transformers' printer callbacks (which print every log as a raw dict between
 tqdm bars). The raw logs are kept in `run.json` (`log_history`) and, with `verbose=True`,
@@ -26,23 +28,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ftdata.train.config import Method
-from ftdata.train.record import ACCURACY, MARGIN, perplexity
+from ftdata.train.record import ACCURACY, MARGIN, REWARD, perplexity
 
 EVAL_HEADER = f"{'step':>5}  {'eval loss':>9}  {'perplexity':>10}  {'token accuracy':>14}"
 PREFERENCE_HEADER = f"{'step':>5}  {'eval loss':>9}  {'reward margin':>13}  {'reward accuracy':>15}"
+GRPO_HEADER = f"{'step':>5}  {'eval loss':>9}  {'reward':>8}  {'reward std':>10}"
+HEADERS = {Method.SFT: EVAL_HEADER, Method.DPO: PREFERENCE_HEADER, Method.KTO: PREFERENCE_HEADER, Method.GRPO: GRPO_HEADER}
 
 
 def eval_row(step: int, logs: dict[str, Any], method: Method = Method.SFT) -> str:
-    """One line of the eval table, aligned under `EVAL_HEADER` (`PREFERENCE_HEADER` for DPO/KTO).
+    """One line of the eval table, aligned under the method's header (`HEADERS`).
 
     >>> eval_row(30, {"eval_loss": 2.104, "eval_mean_token_accuracy": 0.5612})
     '   30     2.1040        8.20           0.561'
     >>> eval_row(30, {"eval_loss": 0.6012, "eval_rewards/margins": 0.2141, "eval_rewards/accuracies": 0.75}, Method.DPO)
     '   30     0.6012         0.2141            0.750'
+    >>> eval_row(30, {"eval_loss": 0.0012, "eval_reward": 0.625, "eval_reward_std": 0.4}, Method.GRPO)
+    '   30     0.0012    0.6250      0.4000'
     """
     loss = float(logs["eval_loss"])
     if method is Method.SFT:
         return f"{step:>5}  {loss:>9.4f}  {perplexity(loss):>10.2f}  {_shown(logs.get('eval_mean_token_accuracy'), 3):>14}"
+    if method is Method.GRPO:
+        reward, spread = _shown(logs.get(f"eval_{REWARD}"), 4), _shown(logs.get(f"eval_{REWARD}_std"), 4)
+        return f"{step:>5}  {loss:>9.4f}  {reward:>8}  {spread:>10}"
     margin, accuracy = _shown(logs.get(f"eval_{MARGIN}"), 4), _shown(logs.get(f"eval_{ACCURACY}"), 3)
     return f"{step:>5}  {loss:>9.4f}  {margin:>13}  {accuracy:>15}"
 
@@ -58,7 +67,8 @@ class TrainingDisplay(TrainerCallback):
         console: where to draw; default a stdout console (plain when not a terminal: the bar
             is then drawn once, when training ends).
         verbose: also print every raw log dict (what transformers prints by default).
-        method: the run's method: the eval table's columns (perplexity for SFT, reward margin for DPO/KTO).
+        method: the run's method: the eval table's columns (perplexity for SFT, reward margin for DPO/KTO,
+            mean reward for GRPO).
     """
 
     def __init__(self, console: Console | None = None, *, verbose: bool = False, method: Method = Method.SFT):
@@ -92,10 +102,11 @@ class TrainingDisplay(TrainerCallback):
         if self.verbose:
             self._print(repr(logs))
         if "loss" in logs and self._progress is not None:
-            self._progress.update(self._task, loss=f"loss {float(logs['loss']):.3f}")
+            reward = f"  reward {float(logs[REWARD]):.3f}" if logs.get(REWARD) is not None else ""  # GRPO
+            self._progress.update(self._task, loss=f"loss {float(logs['loss']):.3f}{reward}")
         if "eval_loss" in logs:
             if not self._header_shown:
-                self._print(EVAL_HEADER if self.method is Method.SFT else PREFERENCE_HEADER)
+                self._print(HEADERS[self.method])
                 self._header_shown = True
             self._print(eval_row(state.global_step, logs, self.method))
 

@@ -1,5 +1,6 @@
 """The run record: `run.json` (what ran, on what, with which result), `loss.png` and, for DPO/KTO
-runs, `rewards.png` (the reward margin, chosen minus rejected, that TRL logs)."""
+runs, `rewards.png` (the reward margin, chosen minus rejected, that TRL logs), for GRPO runs the
+mean reward of the sampled completions (and in run.json each reward's mean per logged step)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import json
 import math
 import platform
+import re
 import resource
 import sys
 from datetime import UTC, datetime
@@ -21,6 +23,10 @@ REWARDS_PLOT_FILE = "rewards.png"
 # TRL's DPO/KTO log keys: the mean of beta * (policy - reference log-prob) of chosen minus rejected
 # completions, and (DPO) the share of pairs where the chosen reward is the higher one.
 MARGIN, ACCURACY = "rewards/margins", "rewards/accuracies"
+# TRL's GRPO log keys: the mean (weighted sum over the rewards) of a step's completions, and each reward's
+# mean as `rewards/<name>/mean` (its std as `rewards/<name>/std`).
+REWARD = "reward"
+_REWARD_MEAN = re.compile(r"^rewards/(.+)/mean$")
 LIBRARIES = ("ftdata", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets")
 
 
@@ -65,8 +71,9 @@ def estimated_flops(total_params: int, tokens: int) -> int:
 
 
 def points(log_history: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
-    """(step, value) of every log entry that holds `key`."""
-    return [(int(e["step"]), float(e[key])) for e in log_history if key in e and "step" in e]
+    """(step, value) of every log entry that holds `key` (with a value: TRL logs None for a GRPO reward that
+    scored nothing)."""
+    return [(int(e["step"]), float(e[key])) for e in log_history if e.get(key) is not None and "step" in e]
 
 
 def loss_points(log_history: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -101,6 +108,30 @@ def summarize_rewards(log_history: list[dict[str, Any]]) -> dict[str, float | No
     }
 
 
+def summarize_sampled_rewards(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """A GRPO run's mean reward (first and last logged in training, before and after training on the eval
+    split) and each reward's first and last logged mean: `{"reward_means": {"exact": {"first": 0.0, "last": 0.5}}}`."""
+    train = points(log_history, REWARD)
+    means = {name: {"first": steps[0][1], "last": steps[-1][1]} for name, steps in reward_means(log_history).items() if steps}
+    return {
+        "first_reward": train[0][1] if train else None,
+        "last_reward": train[-1][1] if train else None,
+        **_final(points(log_history, f"eval_{REWARD}"), "eval_reward"),
+        "reward_means": means,
+    }
+
+
+def reward_means(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Each reward's mean per logged training step, from TRL's `rewards/<name>/mean` keys (GRPO; a step where
+    a reward scored no completion logs None and is left out): `{"exact": [(1, 0.0), (2, 0.25)]}`."""
+    names = dict.fromkeys(m.group(1) for e in log_history for key in e if (m := _REWARD_MEAN.match(key)))
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name in names:
+        key = f"rewards/{name}/mean"
+        out[name] = [(int(e["step"]), float(e[key])) for e in log_history if e.get(key) is not None and "step" in e]
+    return out
+
+
 def _final(evals: list[tuple[int, float]], name: str) -> dict[str, float | None]:
     """`name` (the last value) and `initial_<name>` (the value at step 0, before training, if measured)."""
     return {f"initial_{name}": evals[0][1] if evals and evals[0][0] == 0 else None, name: evals[-1][1] if evals else None}
@@ -122,7 +153,10 @@ def plot_losses(log_history: list[dict[str, Any]], path: Path, *, title: str) ->
 
 
 def plot_rewards(log_history: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
-    """Draw the train and eval reward margin (chosen - rejected) of a DPO/KTO run into `path`."""
+    """Draw the train and eval reward margin (chosen - rejected) of a DPO/KTO run into `path`, or the mean
+    reward of a GRPO run's completions; None for a run that logged neither (SFT)."""
+    if any(REWARD in e for e in log_history) and not any(MARGIN in e for e in log_history):
+        return plot_curves(log_history, path, title=title, key=REWARD, label="mean reward")
     return plot_curves(log_history, path, title=title, key=MARGIN, label="reward margin")
 
 

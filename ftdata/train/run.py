@@ -1,13 +1,14 @@
 """One fine-tuning run, start to finish: run folder, model, data, trainer, outputs, record.
 
-The trainer is chosen once, by the method the rows imply (`make_trainer`): TRL's SFTTrainer
-(`trainer.py`), or its DPOTrainer / KTOTrainer (`preference.py`); everything else is the same run.
-A run folder (`runs/20250101-120000/`) holds:
+The trainer is chosen once, by the method the rows imply (`trainer.build_trainer`, one row of
+`trainer.METHODS` per method): TRL's SFTTrainer, its DPOTrainer / KTOTrainer (`preference.py`) or
+GRPOTrainer (`grpo.py`); everything else is the same run. A run folder (`runs/20250101-120000/`) holds:
 
     config.yaml         the resolved options (what --resume reads back)
     run.json            record: config, method, data fingerprint, versions, params, FLOPs, metrics
+                        (GRPO: the rewards, and each one's mean per logged step)
     loss.png            train and eval loss curves
-    rewards.png         DPO/KTO: train and eval reward margin (chosen - rejected)
+    rewards.png         DPO/KTO: train and eval reward margin (chosen - rejected); GRPO: mean reward
     checkpoint-N/       trainer checkpoints (adapter, optimizer, scheduler, RNG, data position)
     adapter/            the final LoRA adapter + tokenizer (model/ for a full fine-tune)
     merged/             base + adapter merged (with merge=True)
@@ -32,11 +33,10 @@ from ftdata.train.config import Method, TrainConfig, changed_options, read_yaml
 from ftdata.train.data import Splits, data_task, load_splits, save_eval_split
 from ftdata.train.generation import EvalReport, GenerationSettings
 from ftdata.train.model import LoadedModel, count_parameters, fit_embeddings, load_for_training, resolve_device, resolve_model_path
-from ftdata.train.preference import build_preference_trainer, method_record
 from ftdata.train.preference_eval import PreferenceReport
 from ftdata.train.progress import TrainingDisplay, quiet_libraries
 from ftdata.train.media_model import load_media_for_training, merge_media_adapter, takes_media
-from ftdata.train.trainer import build_trainer, last_checkpoint, trainer_metrics
+from ftdata.train.trainer import METHODS, build_trainer, last_checkpoint, method_record, trainer_metrics
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 RESUME_LOCKED = (
     "model", "tokenizer", "processor", "data", "data_options", "streaming", "shuffle_buffer",
     "lora", "lora_r", "lora_alpha", "target_modules", "quantization", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "method", "loss_type",
+    "gradient_accumulation_steps", "method", "loss_type", "rewards", "num_generations",
 )
 
 
@@ -95,7 +95,7 @@ def train(
     run_dir, checkpoint = _locate_run(cfg, resume, state)
     with quiet_libraries(not verbose):
         loaded, splits, base = _setup(cfg, run_dir, state, resuming=checkpoint is not None)
-        trainer = make_trainer(
+        trainer = build_trainer(
             cfg, loaded=loaded, splits=splits, run_dir=run_dir, callbacks=callbacks,
             resuming=checkpoint is not None, display=TrainingDisplay(console, verbose=verbose, method=splits.method),
         )  # fmt: skip
@@ -213,6 +213,11 @@ def evaluate_run(
     cfg, tuned_dir = finished_run(folder)
     rows = eval_rows(folder)
     task = data_task(None, rows.column_names)
+    if task is Task.PROMPTS:
+        raise ConfigError(
+            f"{folder.name} trained grpo on a prompt set: ftdata eval scores sft and preference runs; its rewards, "
+            "each one's mean per step, are in run.json (rewards) and rewards.png"
+        )
     if task is not Task.SFT:
         report: Any = evaluate_preference_run(folder, cfg, tuned_dir, rows, task, max_samples=max_samples,
                                               compare_base=compare_base, settings=ScoringSettings(settings.batch_size))  # fmt: skip
@@ -226,13 +231,6 @@ def evaluate_run(
     else:
         report = evaluate_text_run(folder, cfg, tuned_dir, max_samples=max_samples, compare_base=compare_base, settings=settings)
     return record_report(folder, report)
-
-
-def make_trainer(cfg: TrainConfig, *, loaded: LoadedModel, splits: Splits, run_dir: Path, **options: Any) -> Any:
-    """The trainer of the rows' method: SFTTrainer (`trainer.py`) or DPO/KTO (`preference.py`). The one
-    place training chooses; `options`: callbacks, resuming, display."""
-    build = build_trainer if splits.method is Method.SFT else build_preference_trainer
-    return build(cfg, loaded=loaded, splits=splits, run_dir=run_dir, **options)
 
 
 def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tuple[LoadedModel, Splits, dict]:
@@ -249,7 +247,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
         _check_same_data(run_dir, data)
         _check_same_processes(run_dir, processes)
     trainable, total = count_parameters(loaded.model)
-    base = _base_record(cfg, run_dir, loaded, data, processes, trainable=trainable, total=total, method=splits.method)
+    base = _base_record(cfg, run_dir, loaded, data, processes, trainable=trainable, total=total, splits=splits)
     if state.is_main_process:
         cfg.to_yaml(run_dir / record.CONFIG_FILE)
         record.write_json(run_dir / record.RUN_FILE, {**base, "status": "running"})
@@ -276,9 +274,15 @@ def _write_final_record(result: TrainResult, base: dict[str, Any], history: list
             **({"rewards_plot": rewards.name} if rewards else {}),
             "eval_data": "eval_data" if has_eval else None,
         },
+        **({"rewards": rewards_by_step} if (rewards_by_step := _reward_steps(history)) else {}),
         "log_history": history,
     }
     record.write_json(run_dir / record.RUN_FILE, final)
+
+
+def _reward_steps(history: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
+    """A GRPO run's rewards, each one's mean per logged step: `{"exact": [{"step": 1, "mean": 0.25}, ...]}`."""
+    return {name: [{"step": step, "mean": mean} for step, mean in steps] for name, steps in record.reward_means(history).items()}
 
 
 def _new_run_dir(cfg: TrainConfig, state: Any) -> Path:
@@ -357,13 +361,13 @@ def _check_same_processes(run_dir: Path, processes: dict[str, Any]) -> None:
 
 
 def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dict[str, Any],
-                 processes: dict[str, Any], *, trainable: int, total: int, method: Method) -> dict[str, Any]:
+                 processes: dict[str, Any], *, trainable: int, total: int, splits: Splits) -> dict[str, Any]:
     previous = record.read_run(run_dir)
     return {
         "run": run_dir.name,
         "started": previous.get("started", record.now()),
         "config": cfg.to_dict(),
-        "method": method_record(cfg, method),
+        "method": method_record(cfg, splits),
         "model": {
             "path": str(loaded.path),
             "class": type(loaded.model).__name__,
@@ -396,11 +400,14 @@ def _metrics(trainer: Any, train_metrics: dict[str, Any], data: dict[str, Any], 
     if split.get("streamed"):  # the Trainer cannot count the epochs of a stream (it has no length)
         epochs = trainer.state.global_step * global_batch / split["rows"]
     tokens_seen = round(split["tokens"] * epochs)
+    sampled = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
+    if method is Method.GRPO and sampled:  # prompts and the completions sampled for them, as TRL counts them
+        tokens_seen = int(sampled[-1])
     return {
         **trainer_metrics(trainer),
         **{k: v for k, v in train_metrics.items() if isinstance(v, (int, float))},
         **record.summarize_losses(trainer.state.log_history, perplexities=method is Method.SFT),
-        **(record.summarize_rewards(trainer.state.log_history) if method is not Method.SFT else {}),
+        **METHODS[method].summary(trainer.state.log_history),
         "wall_seconds": round(seconds, 3),
         "tokens_seen": tokens_seen,
         "estimated_flops": record.estimated_flops(total, tokens_seen),

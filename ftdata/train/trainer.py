@@ -1,6 +1,12 @@
-"""Turn a `TrainConfig` into TRL's `SFTConfig` and an `SFTTrainer` over ftdata's rows.
+"""The one trainer builder of every method, and SFT's part in it.
 
-ftdata's rows are final: already tokenized, masked (`labels` = -100 off the responses),
+`build_trainer` makes the trainer of the rows' method: TRL's SFTTrainer (here), DPOTrainer /
+KTOTrainer (`preference.py`) or GRPOTrainer (`grpo.py`). What a method adds to the steps they all
+share (the settings of `args.common_args`, the model, the rows, the callbacks, the progress display)
+is one row of `METHODS`: its TRL config, its trainer class with the arguments only it takes, and
+what run.json says of it.
+
+SFT: ftdata's rows are final: already tokenized, masked (`labels` = -100 off the responses),
 truncated and, when asked, packed. So the trainer gets them untouched:
 
 - `dataset_kwargs={"skip_prepare_dataset": True}`: no second tokenization, truncation or packing.
@@ -19,17 +25,23 @@ truncated and, when asked, packed. So the trainer gets them untouched:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError
-from ftdata.train.config import Interval, Precision, TrainConfig
+from ftdata.train import record
+from ftdata.train.args import Parts, common_args, trainer_config
+from ftdata.train.config import Method, TrainConfig
 from ftdata.train.data import Splits
+from ftdata.train.grpo import grpo_args, grpo_parts, grpo_record
 from ftdata.train.model import Device, LoadedModel
+from ftdata.train.preference import preference_args, preference_parts, preference_record
 
 if TYPE_CHECKING:
-    from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import Trainer, TrainerCallback
+    from trl import SFTConfig
 
 
 def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False) -> SFTConfig:
@@ -53,87 +65,69 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
     )  # fmt: skip
 
 
-def common_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False) -> dict[str, Any]:
-    """The trainer settings every method shares (SFT, DPO, KTO): schedule, optimizer, precision,
-    evaluation, logging and checkpoints, as keyword arguments of TRL's config classes.
+def sft_config(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits,
+               resuming: bool = False) -> SFTConfig:  # fmt: skip
+    """`sft_args`, adapted to a model that reads media (`media_model.py`)."""
+    args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming)
+    return loaded.media.adapt(args) if loaded.media is not None else args
 
-    Raises:
-        ConfigError: an option needs an eval split that is missing.
+
+def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedModel, splits: Splits) -> Parts:
+    """SFTTrainer, or its token-weighted subclass (`weighting.py`) for rows with loss weights or added chat
+    tokens; for rows with media, the media model's trainer, collator and processor."""
+    from trl import SFTTrainer
+
+    from ftdata.train.weighting import WEIGHTS, WeightedCollator, weighted_trainer_class
+
+    media = loaded.media  # rows with media: its collator batches them, its trainer counts their tokens (media_model.py)
+    weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
+    # Added chat tokens train through peft's trainable-token rows, which TRL's fused LM head (it reads
+    # lm_head.weight itself) would bypass: the loss then comes from the model's own logits.
+    trainer_class = weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer
+    collator = None
+    if media is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
+        trainer_class, collator = media.trainer(trainer_class)
+
+    def weigh(trainer: Trainer) -> None:  # rows with loss weights: token-weighted cross-entropy (`weighting.py`)
+        trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=splits.packed)
+
+    return Parts(
+        trainer_class, {"data_collator": collator}, processing_class=media.processor if media is not None else None,
+        finish=weigh if weighted else None,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """What one method adds to the trainer every method builds the same way.
+
+    `args(cfg, method, *, run_dir, loaded, splits, resuming)`: the method's TRL config (the shared settings
+    and its own); `parts(cfg, method, *, args, loaded, splits)`: its trainer class and the arguments only it
+    takes; `record(cfg, method, splits)`: what run.json says of the method; `summary(log_history)`: the
+    metrics of its rewards; `media`: whether it trains models that read media (and the rows of
+    `add_chat_tokens`).
     """
-    from transformers import TrainingArguments
 
-    has_eval = splits.eval is not None
-    wants_best = cfg.load_best_model_at_end or cfg.save_strategy is Interval.BEST
-    if wants_best and not has_eval:
-        what = "load_best_model_at_end" if cfg.load_best_model_at_end else "save_strategy=best"
-        raise ConfigError(f"{what} needs an eval split: set test_size (e.g. --test-size 0.1)")
-    eval_strategy = cfg.eval_strategy.value if has_eval else "no"
-    # transformers 5.23 renamed gradient_checkpointing (the old name still works there, with a warning)
-    renamed = "activation_checkpointing" in TrainingArguments.__dataclass_fields__
-    checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing": cfg.gradient_checkpointing}
-    return dict(
-        output_dir=str(run_dir),
-        run_name=run_dir.name,
-        report_to="none",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=_max_steps(cfg, splits),
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        **checkpointing,
-        optim=cfg.optim,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        eval_strategy=eval_strategy,
-        eval_on_start=eval_strategy != "no" and not resuming,
-        eval_steps=cfg.eval_steps,
-        logging_strategy=cfg.logging_strategy.value,
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,  # the loss before any update, for run.json and loss.png
-        save_strategy=cfg.save_strategy.value,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=cfg.load_best_model_at_end,
-        metric_for_best_model="eval_loss" if wants_best else None,
-        greater_is_better=False if wants_best else None,
-        bf16=device.precision is Precision.BF16,
-        fp16=device.precision is Precision.FP16,
-        use_cpu=device.kind == "cpu",
-        # Every LoRA weight takes part in every forward pass: DDP need not search the graph
-        # for unused ones after each step (and warn that it found none).
-        ddp_find_unused_parameters=False if cfg.lora else None,
+    args: Callable[..., Any]
+    parts: Callable[..., Parts]
+    record: Callable[[TrainConfig, Method, Splits], dict[str, Any]] = field(
+        default=lambda cfg, method, splits: {"name": method.value}
     )
+    summary: Callable[[list[dict[str, Any]]], dict[str, Any]] = field(default=lambda history: {})
+    media: bool = False
 
 
-def trainer_config(kind: type, common: dict[str, Any], **own: Any) -> Any:
-    """`kind(**common, **own)` (SFTConfig, DPOConfig, KTOConfig: `own` wins), transformers' and TRL's
-    rejections as one-line `ConfigError`s.
-
-    Raises:
-        ConfigError: e.g. an unknown scheduler or optimizer name, inconsistent strategies.
-    """
-    try:
-        return kind(**{**common, **own})
-    except ValueError as exc:
-        raise ConfigError(f"invalid training option: {_first_line(exc)}") from None
+METHODS: dict[Method, MethodSetup] = {
+    Method.SFT: MethodSetup(sft_config, sft_parts, media=True),
+    Method.DPO: MethodSetup(preference_args, preference_parts, preference_record, record.summarize_rewards),
+    Method.KTO: MethodSetup(preference_args, preference_parts, preference_record, record.summarize_rewards),
+    Method.GRPO: MethodSetup(grpo_args, grpo_parts, grpo_record, record.summarize_sampled_rewards),
+}
 
 
-def _max_steps(cfg: TrainConfig, splits: Splits) -> int:
-    """`max_steps`, or for streamed rows (no length for the Trainer) the steps of `num_train_epochs`."""
-    if cfg.max_steps is not None:
-        return cfg.max_steps
-    if splits.streamed is None:
-        return -1
-    from ftdata.train.dist import process_state
-    from ftdata.train.stream import epoch_steps
-
-    return epoch_steps(cfg, rows=splits.streamed["rows"], processes=process_state().num_processes)
+def method_record(cfg: TrainConfig, splits: Splits) -> dict[str, Any]:
+    """What run.json says of the rows' method: its name and, for DPO/KTO/GRPO, its settings."""
+    return METHODS[splits.method].record(cfg, splits.method, splits)
 
 
 def build_trainer(
@@ -145,38 +139,37 @@ def build_trainer(
     callbacks: list[TrainerCallback] | None = None,
     resuming: bool = False,
     display: TrainerCallback | None = None,
-) -> SFTTrainer:
-    """An `SFTTrainer` for the loaded (LoRA-wrapped) model and ftdata's prepared rows.
+) -> Trainer:
+    """The trainer of the rows' method (`splits.method`, a row of `METHODS`) for the loaded (LoRA-wrapped)
+    model and ftdata's rows: SFTTrainer, DPOTrainer, KTOTrainer or GRPOTrainer.
 
     `display` (e.g. `progress.TrainingDisplay`) replaces transformers' raw-dict log printer.
+
+    Raises:
+        ConfigError: a model that reads media or `add_chat_tokens` with a method that trains text rows only,
+            or a bad option of the method (see its `args` and `parts`).
     """
-    from trl import SFTTrainer
-
     from ftdata.train.progress import replace_printers
-    from ftdata.train.weighting import WEIGHTS, WeightedCollator, weighted_trainer_class
 
-    args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming)
-    media = loaded.media  # rows with media: its collator batches them, its trainer counts their tokens (media_model.py)
-    if media is not None:
-        args = media.adapt(args)
-    weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
-    # Added chat tokens train through peft's trainable-token rows, which TRL's fused LM head (it reads
-    # lm_head.weight itself) would bypass: the loss then comes from the model's own logits.
-    trainer_class = weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer
-    collator = None
-    if media is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
-        trainer_class, collator = media.trainer(trainer_class)
-    trainer = trainer_class(
+    method = splits.method
+    setup = METHODS[method]
+    if not setup.media and loaded.media is not None:
+        raise ConfigError(f"--method {method.value} trains text models; {loaded.path} is a model that reads media")
+    if not setup.media and loaded.new_tokens:  # TRL's losses read lm_head.weight, bypassing peft's trained token rows
+        raise ConfigError(f"add_chat_tokens works with sft only; --method {method.value} cannot train the added tokens' rows")
+    args = setup.args(cfg, method, run_dir=run_dir, loaded=loaded, splits=splits, resuming=resuming)
+    parts = setup.parts(cfg, method, args=args, loaded=loaded, splits=splits)
+    trainer = parts.trainer_class(
         model=loaded.model,
         args=args,
-        data_collator=collator,
         train_dataset=splits.train,
         eval_dataset=splits.eval,
-        processing_class=media.processor if media is not None else loaded.tokenizer,
+        processing_class=parts.processing_class if parts.processing_class is not None else loaded.tokenizer,
         callbacks=callbacks,
+        **parts.kwargs,
     )
-    if weighted:  # rows with loss weights: token-weighted cross-entropy (`ftdata.train.weighting`)
-        trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=splits.packed)
+    if parts.finish is not None:
+        parts.finish(trainer)
     if display is not None:
         replace_printers(trainer, display)
     return trainer
@@ -190,11 +183,6 @@ def last_checkpoint(run_dir: Path) -> Path | None:
         if child.is_dir() and step.isdigit() and (best is None or int(step) > best[0]):
             best = (int(step), child)
     return best[1] if best else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def trainer_metrics(trainer: Any) -> dict[str, Any]:

@@ -206,3 +206,50 @@ def kto_build(tmp_path_factory: pytest.TempPathFactory, smol_tok) -> Path:
     """A KTO build: train = the 16 unpaired rows (each pair as a desirable and an undesirable row), test = the first 4."""
     records = preference_records("kto")
     return preference_build(tmp_path_factory.mktemp("kto") / "built", smol_tok, task="kto", train=records, test=records[:4])
+
+
+# --- prompt sets (GRPO) --------------------------------------------------------------------------
+# GSM8K-shaped records: a question, and an answer whose last line is "#### <number>".
+GSM8K = [
+    ("Tom has 3 apples and buys 4 more. How many apples does he have?", "Tom has 3 + 4 = 7 apples.\n#### 7"),
+    ("A box holds 6 eggs. How many eggs are in 2 boxes?", "2 boxes hold 2 * 6 = 12 eggs.\n#### 12"),
+    ("Sara reads 5 pages a day. How many pages does she read in 3 days?", "She reads 5 * 3 = 15 pages.\n#### 15"),
+    ("A pen costs 2 dollars. How much do 8 pens cost?", "8 pens cost 8 * 2 = 16 dollars.\n#### 16"),
+]
+
+
+def prompt_rows(tok, records=GSM8K, *, system: str = "Answer.") -> list[dict]:
+    """Prompt-set rows as a `task: prompts` build writes them: the conversational `prompt` (TRL's format),
+    its `prompt_ids` (`apply_chat_template(prompt, add_generation_prompt=True)`), and the record's other
+    columns (here GSM8K's `question` and `answer`)."""
+    rows = []
+    for question, answer in records:
+        prompt = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        rows.append({"prompt": prompt, "prompt_ids": ids, "question": question, "answer": answer})
+    return rows
+
+
+def prompt_set_build(folder: Path, tok, *, train: list[dict], test: list[dict] | None = None, opens: str = "") -> Path:
+    """A build folder of a prompt set, with the files `ftdata.load` reads: `dataset/` (save_to_disk) and a
+    build.json that declares `task: prompts` and the template's `prompts.opens`. Fabricated until the
+    prompt-set builder is merged; then `ftdata.build(..., task="prompts")` makes it."""
+    from datasets import Dataset, DatasetDict
+
+    from ftdata.build.export import MANIFEST
+
+    splits = {"train": Dataset.from_list(train), **({"test": Dataset.from_list(test)} if test else {})}
+    DatasetDict(splits).save_to_disk(str(folder / "dataset"))
+    counts = {"source": "gsm8k.jsonl", "task": "prompts", "records": sum(len(s) for s in splits.values()),
+              "rows": sum(len(s) for s in splits.values()), "splits": {k: len(v) for k, v in splits.items()}}  # fmt: skip
+    manifest = {"inputs": [], "options": {"task": "prompts", "chat_template_kwargs": None}, "prompts": {"opens": opens},
+                "output": {"format": "arrow", "files": ["dataset"]}, "counts": counts}  # fmt: skip
+    (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gsm8k_build(tmp_path_factory: pytest.TempPathFactory, smol_tok) -> Path:
+    """A prompt set of the 4 GSM8K-shaped records (train), the first 2 held out (test)."""
+    rows = prompt_rows(smol_tok)
+    return prompt_set_build(tmp_path_factory.mktemp("gsm8k") / "built", smol_tok, train=rows, test=rows[:2])

@@ -59,15 +59,15 @@ def test_method_options_parse_once_and_exclude_sft_only_ones() -> None:
     cfg = TrainConfig(method="DPO", loss_type=" IPO ", beta="0.5")
     assert (cfg.method, cfg.loss_type, cfg.beta) == (Method.DPO, "ipo", 0.5)
     assert (cfg.to_dict()["method"], TrainConfig().method) == ("dpo", None)
-    assert [Method.of(task) for task in Task] == [Method.SFT, Method.DPO, Method.KTO]
+    assert [Method.of(task) for task in Task] == [Method.SFT, Method.DPO, Method.KTO, Method.GRPO]
     cases = [
         ({"method": "sft", "loss_type": "ipo"},
-         "loss_type is an option of --method dpo or kto; this run trains sft rows, got loss_type='ipo'"),
+         "loss_type is an option of --method dpo, kto or grpo; this run trains sft rows, got loss_type='ipo'"),
         ({"method": "dpo", "streaming": True}, "streaming works on sft rows only and this run trains dpo: drop streaming"),
         ({"method": "kto", "group_by_length": True},
          "group_by_length works on sft rows only and this run trains kto: drop group_by_length"),
         ({"method": "dpo", "packing": True}, "packing works on sft rows only and this run trains dpo: drop packing"),
-        ({"method": "orpo"}, "method must be one of sft, dpo, kto; got method='orpo'"),
+        ({"method": "orpo"}, "method must be one of sft, dpo, kto, grpo; got method='orpo'"),
         ({"beta": 0}, "beta must be > 0, got beta=0"),
         ({"undesirable_weight": -1}, "undesirable_weight must be > 0, got undesirable_weight=-1"),
     ]  # fmt: skip

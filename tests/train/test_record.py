@@ -55,3 +55,25 @@ def test_versions_name_the_training_stack() -> None:
     found = record.versions()
     for name in ("python", "torch", "transformers", "trl", "peft", "bitsandbytes"):
         assert found[name]
+
+
+# TRL's GRPO log: the mean reward of a step's completions, each reward's mean (None where it scored nothing).
+GRPO_HISTORY = [
+    {"loss": 0.0, "reward": 0.25, "rewards/exact/mean": 0.0, "rewards/exact/std": 0.0, "rewards/format/mean": 0.25, "step": 1},
+    {"eval_loss": 0.0, "eval_reward": 0.5, "eval_rewards/exact/mean": 0.5, "step": 1},
+    {"loss": 0.01, "reward": 0.75, "rewards/exact/mean": None, "rewards/format/mean": 0.75, "step": 2},
+    {"loss": 0.02, "reward": 1.0, "rewards/exact/mean": 0.5, "rewards/format/mean": 0.5, "step": 3},
+    {"train_runtime": 3.0, "step": 3},
+]
+
+
+def test_grpo_rewards_per_step_and_summary(tmp_path: Path) -> None:
+    assert record.reward_means(GRPO_HISTORY) == {"exact": [(1, 0.0), (3, 0.5)], "format": [(1, 0.25), (2, 0.75), (3, 0.5)]}
+    assert record.summarize_sampled_rewards(GRPO_HISTORY) == {
+        "first_reward": 0.25, "last_reward": 1.0, "initial_eval_reward": None, "eval_reward": 0.5,
+        "reward_means": {"exact": {"first": 0.0, "last": 0.5}, "format": {"first": 0.25, "last": 0.5}},
+    }  # fmt: skip
+    assert record.reward_means(HISTORY) == {} and record.reward_means([{"rewards/margins": 0.1, "step": 1}]) == {}
+    path = record.plot_rewards(GRPO_HISTORY, tmp_path / "rewards.png", title="t")
+    assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
+    assert record.plot_rewards(HISTORY, tmp_path / "none.png", title="t") is None
