@@ -56,7 +56,7 @@ class Splits:
     `streamed`: for train rows streamed from Parquet files, their rows, token counts and
     hash (`stream.file_stats`); None when the rows are loaded. `report`: the `BuildReport` of
     the rows (None for a plain saved dataset): the run keeps it beside its metrics. `manifest`: the
-    build's build.json, when the rows come from a build folder (a prompt set's `prompts.opens` is in it).
+    build's build.json, when the rows come from a build folder (a prompt set's `counts.prompt_opens` is in it).
     """
 
     train: Dataset | IterableDataset

@@ -45,11 +45,15 @@ CHECK_BATCH = 256
 
 def prompt_settings(cfg: TrainConfig, splits: Splits) -> tuple[str, dict[str, Any] | None]:
     """What the build rendered its prompts with, that TRL must render them with too: `opens`, the text the
-    chat template writes after the assistant header in the generation prompt (build.json's `prompts.opens`;
+    chat template writes after the assistant header in the generation prompt (build.json's `counts.prompt_opens`;
     "" when the build does not say), and the build's `chat_template_kwargs` (a build folder's own, else the
     run's data options, with which the run built its raw data)."""
     manifest = splits.manifest or {}
-    opens = (manifest.get("prompts") or {}).get("opens") or ""
+    found = sorted(((manifest.get("counts") or {}).get("prompt_opens") or {}).items(), key=lambda kv: -kv[1])
+    if len(found) > 1:  # per-record chat_template_kwargs that open different blocks: one format reward cannot hold both
+        listed = ", ".join(f"{text!r} ({n} prompts)" for text, n in found)
+        raise ConfigError(f"the prompt set's generation prompts open different texts ({listed}); the format reward reads one: build with one chat_template_kwargs")
+    opens = found[0][0] if found else ""
     options = manifest.get("options") or {}
     kwargs = options.get("chat_template_kwargs", cfg.data_options.data.chat_template_kwargs)
     return opens, dict(kwargs) if kwargs else None

@@ -19,7 +19,7 @@ Built in (`--rewards exact,format`, the default):
   `accuracy_reward`) would compare LaTeX symbolically, but it is not a dependency of ftdata: name
   `trl.rewards:accuracy_reward` (with --allow-code and a `solution` column) where it is installed.
 - `format`: 1.0 when the completion, read after what the chat template already opened in the
-  generation prompt (`opens`, build.json's `prompts.opens`: `"<think>\\n"` for Qwen3-style templates),
+  generation prompt (`opens`, build.json's `counts.prompt_opens`: `"<think>\\n"` for Qwen3-style templates),
   holds one reasoning block, closed, and a non-empty answer after it; TRL's `think_format_reward` on
   `opens + completion`, plus the answer. A template that opens nothing: the completion opens and
   closes the block itself.
@@ -87,7 +87,7 @@ def make_rewards(names: Sequence[str], *, columns: Sequence[str], opens: str = "
     """The reward functions of `names`, checked against the prompt set's `columns` before any step.
 
     `opens`: what the chat template writes after the assistant header in the generation prompt
-    (build.json's `prompts.opens`), which the `format` reward reads the completion after.
+    (build.json's `counts.prompt_opens`), which the `format` reward reads the completion after.
 
     >>> [r.__name__ for r in make_rewards(["exact", "format"], columns=["prompt", "prompt_ids", "answer"])]
     ['exact', 'format']

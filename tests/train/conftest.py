@@ -4,6 +4,7 @@ hand-made datasets (rows built with the tokenizer's own chat template)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -221,35 +222,26 @@ GSM8K = [
 def prompt_rows(tok, records=GSM8K, *, system: str = "Answer.") -> list[dict]:
     """Prompt-set rows as a `task: prompts` build writes them: the conversational `prompt` (TRL's format),
     its `prompt_ids` (`apply_chat_template(prompt, add_generation_prompt=True)`), and the record's other
-    columns (here GSM8K's `question` and `answer`)."""
+    columns (here GSM8K's `answer`)."""
     rows = []
     for question, answer in records:
         prompt = [{"role": "system", "content": system}, {"role": "user", "content": question}]
         ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-        rows.append({"prompt": prompt, "prompt_ids": ids, "question": question, "answer": answer})
+        rows.append({"prompt": prompt, "prompt_ids": ids, "answer": answer})
     return rows
 
 
-def prompt_set_build(folder: Path, tok, *, train: list[dict], test: list[dict] | None = None, opens: str = "") -> Path:
-    """A build folder of a prompt set, with the files `ftdata.load` reads: `dataset/` (save_to_disk) and a
-    build.json that declares `task: prompts` and the template's `prompts.opens`. Fabricated until the
-    prompt-set builder is merged; then `ftdata.build(..., task="prompts")` makes it."""
-    from datasets import Dataset, DatasetDict
+def prompt_set_build(folder: Path, records=GSM8K, *, system: str = "Answer.", **options: Any) -> Path:
+    """A prompt set built by `ftdata.build(..., task="prompts")` from GSM8K-shaped records (the bundled tokenizer,
+    `system` as the build's system prompt), into `folder`."""
+    import ftdata
 
-    from ftdata.build.export import MANIFEST
-
-    splits = {"train": Dataset.from_list(train), **({"test": Dataset.from_list(test)} if test else {})}
-    DatasetDict(splits).save_to_disk(str(folder / "dataset"))
-    counts = {"source": "gsm8k.jsonl", "task": "prompts", "records": sum(len(s) for s in splits.values()),
-              "rows": sum(len(s) for s in splits.values()), "splits": {k: len(v) for k, v in splits.items()}}  # fmt: skip
-    manifest = {"inputs": [], "options": {"task": "prompts", "chat_template_kwargs": None}, "prompts": {"opens": opens},
-                "output": {"format": "arrow", "files": ["dataset"]}, "counts": counts}  # fmt: skip
-    (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    rows = [{"question": question, "answer": answer} for question, answer in records]
+    ftdata.build(rows, folder, task="prompts", system_prompt=system, **options)
     return folder
 
 
 @pytest.fixture(scope="session")
 def gsm8k_build(tmp_path_factory: pytest.TempPathFactory, smol_tok) -> Path:
-    """A prompt set of the 4 GSM8K-shaped records (train), the first 2 held out (test)."""
-    rows = prompt_rows(smol_tok)
-    return prompt_set_build(tmp_path_factory.mktemp("gsm8k") / "built", smol_tok, train=rows, test=rows[:2])
+    """A prompt set of the 4 GSM8K-shaped records, 2 held out (test), built by ftdata."""
+    return prompt_set_build(tmp_path_factory.mktemp("gsm8k") / "built", test_size=2)

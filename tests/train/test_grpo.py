@@ -151,7 +151,7 @@ def test_grpo_trains_two_steps_and_records_each_reward(tmp_path: Path, tiny_mode
         "rewards": [{"name": "exact", "reference": "answer"}, {"name": "format", "opens": ""},
                     {"name": "characters", "code": "test_grpo:characters"}],
     }  # fmt: skip
-    assert record["data"]["task"] == "prompts" and record["data"]["splits"]["train"]["rows"] == 4
+    assert record["data"]["task"] == "prompts" and record["data"]["splits"]["train"]["rows"] == 2
     assert sorted(record["rewards"]) == ["characters", "exact", "format"]
     for name, steps in record["rewards"].items():  # each reward's mean at each of the 2 logged steps
         assert [s["step"] for s in steps] == [1, 2] and all(0 <= s["mean"] <= 1 for s in steps), (name, steps)
@@ -178,16 +178,19 @@ def test_the_record_reads_opens_and_template_variables_from_build_json(tmp_path:
     from ftdata.train.data import load_splits
     from ftdata.train.grpo import grpo_record, prompt_settings
 
-    data = prompt_set_build(tmp_path / "think", smol_tok, train=prompt_rows(smol_tok), opens="<think>\n")
-    cfg = TrainConfig(data=str(data), rewards="format,exact:answer", beta=0, method="grpo", lora=False, quantization="none")
-    splits = load_splits(cfg, smol_tok)
+    data = prompt_set_build(tmp_path / "think", chat_template="deepseek_r1_distill")  # its generation prompt opens <think>
+    cfg = TrainConfig(data=str(data), rewards="format,exact:answer", beta=0, method="grpo", lora=False, quantization="none",
+                      data_options={"chat_template": "deepseek_r1_distill"})  # fmt: skip
+    from ftdata.chat.chat_template import load_chat_template
+
+    splits = load_splits(cfg, load_chat_template("deepseek_r1_distill").applied(smol_tok))  # as the run loads it
     assert (splits.task, splits.method) == (Task.PROMPTS, Method.GRPO)
     assert prompt_settings(cfg, splits) == ("<think>\n", None)
     record = grpo_record(cfg, Method.GRPO, splits)
     assert record["rewards"] == [{"name": "format", "opens": "<think>\n"}, {"name": "exact", "reference": "answer"}]
     assert record["reference"] == "none (beta 0)"
-    no_reference = TrainConfig(data=str(data), rewards="exact:solution", method="grpo")
-    with pytest.raises(ConfigError, match=r"^rewards: exact:solution names a column the prompt set lacks; it has question, answer$"):
+    no_reference = TrainConfig(data=str(data), rewards="exact:solution", method="grpo", data_options={"chat_template": "deepseek_r1_distill"})
+    with pytest.raises(ConfigError, match=r"^rewards: exact:solution names a column the prompt set lacks; it has answer$"):
         grpo_record(no_reference, Method.GRPO, splits)
 
 
