@@ -27,7 +27,6 @@ from ftdata.guard.inputs import Input
 from ftdata.media.audio import DECODER, RESAMPLER
 from ftdata.options import BuildOptions, plain
 from ftdata.outcomes import NoteCode
-from ftdata.run.pair_rows import jsonl_pair_rows
 from ftdata.run.report import UNITS, BuildReport
 from ftdata.guard.safeio import OutputDir
 from ftdata.guard.space import tree_bytes
@@ -55,8 +54,9 @@ def _splits(dataset: Any) -> dict[str, Any]:
     return dict(dataset) if isinstance(dataset, datasets.DatasetDict) else {"train": dataset}
 
 
-def write_dataset(dataset: Any, target: OutputDir, *, fmt: str, tokenizer: Any) -> list[Path]:
-    """Write the dataset in `fmt` into the output folder (each file renamed into place when complete)."""
+def write_dataset(dataset: Any, target: OutputDir, *, fmt: str, tokenizer: Any, task: Any) -> list[Path]:
+    """Write the dataset in `fmt` into the output folder (each file renamed into place when complete); JSONL
+    rows as `task` writes them (`TaskModule.jsonl`: every column and the decoded text)."""
     if fmt == "arrow":
         with target.write("dataset") as tmp:
             dataset.save_to_disk(str(tmp))
@@ -68,8 +68,7 @@ def write_dataset(dataset: Any, target: OutputDir, *, fmt: str, tokenizer: Any) 
                 split.to_parquet(str(tmp))
             else:
                 with tmp.open("w", encoding="utf-8") as fh:
-                    rows = jsonl_pair_rows if "prompt_ids" in split.column_names else jsonl_rows  # preference rows
-                    for row in rows(split, tokenizer):
+                    for row in task.jsonl(split, tokenizer):
                         fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         paths.append(target.path / f"{name}.{fmt}")
     return paths
@@ -89,34 +88,6 @@ def write_shards(dataset: Any, target: OutputDir | StoreOut, *, rows: int = SHAR
         for i, start in enumerate(range(0, max(len(table), 1), rows)):
             pq.write_table(table.slice(start, rows), str(tmp / f"part-{i:05d}.parquet"))
     return ["data"]
-
-
-def trained_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
-    """The token ids of each contiguous run of trained labels.
-
-        ids [5, 6, 7, 8, 9], labels [-100, 6, 7, -100, 9] -> [[6, 7], [9]]
-    """
-    runs: list[list[int]] = []
-    previous = False
-    for token, label in zip(ids, labels):
-        trained = label != IGNORE_INDEX
-        if trained and not previous:
-            runs.append([])
-        if trained:
-            runs[-1].append(token)
-        previous = trained
-    return runs
-
-
-def jsonl_rows(split: Any, tokenizer: Any, *, batch_size: int = 256) -> Iterator[dict[str, Any]]:
-    """Rows with every column plus `text` (the decoded row) and `trained` (decoded trained runs)."""
-    for batch in split.iter(batch_size=batch_size):
-        texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=False)
-        for i, text in enumerate(texts):
-            runs = trained_runs(batch["input_ids"][i], batch["labels"][i])
-            row = {"text": text, "trained": tokenizer.batch_decode(runs, skip_special_tokens=False) if runs else []}
-            row.update({column: values[i] for column, values in batch.items()})
-            yield row
 
 
 def _version(package: str) -> str | None:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, DiskFullError, FtdataError
+from ftdata.run.engine import task_module
+from ftdata.types import Task
 from ftdata.build import cache, export
 from ftdata.guard import safeio, space
 from ftdata.guard.inputs import Input, InputKind, text_input
@@ -172,7 +174,7 @@ def _to_folder(
             if shards:
                 files = export.write_shards(dataset, target)
             else:
-                files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok)]
+                files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok, task=task_module(Task(result.report.task)))]
             rejects_name = export.REJECTS
             files += _stage_media(dataset, staging, opts)
             if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]

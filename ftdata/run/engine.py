@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import threading
 from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,6 +115,10 @@ class TaskModule(Protocol):
 
     def schema(self, options: DataOptions) -> pa.Schema:
         """The columns of the rows `finish` makes (an empty shard of an engine=ray build is this schema)."""
+        ...
+
+    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+        """A split's rows as `--output-format jsonl` writes them: every column, and the tokens decoded."""
         ...
 
 

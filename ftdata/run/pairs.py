@@ -21,6 +21,7 @@ whole-record rule) drive it with its reading, rendering and truncation put in; t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.preference import to_pairs, to_unpaired
 from ftdata.run.engine import Ran, Stage
-from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, finish_pairs, pair_chunk, pair_schema
+from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, finish_pairs, jsonl_pair_rows, pair_chunk, pair_schema
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
 from ftdata.tokens.truncation import Truncator
@@ -195,6 +196,9 @@ class PairTask:
 
     def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
         return finish_pairs(path, options, report, splits=splits)
+
+    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+        return jsonl_pair_rows(split, tokenizer)
 
     def schema(self, options: DataOptions) -> pa.Schema:
         return pair_schema(self.task)

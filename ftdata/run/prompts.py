@@ -18,6 +18,7 @@ format reward of `ftdata train --method grpo` reads it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from os.path import commonprefix
 from pathlib import Path
@@ -177,6 +178,13 @@ class PromptTask:
         report.rows = sum(len(split) for split in out.values())
         report.splits = {name: len(split) for name, split in out.items()}
         return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]
+
+    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+        """Rows with every column plus `text`: the prompt_ids decoded (what the model is given)."""
+        for batch in split.iter(batch_size=256):
+            texts = tokenizer.batch_decode(batch["prompt_ids"], skip_special_tokens=False)
+            for i, text in enumerate(texts):
+                yield {"text": text, **{column: values[i] for column, values in batch.items()}}
 
     def schema(self, options: DataOptions) -> pa.Schema:
         return prompt_schema(options)

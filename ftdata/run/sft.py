@@ -15,7 +15,7 @@ Token counts of one example (`Measured`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
@@ -46,7 +46,7 @@ from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
-__all__ = ["SFT", "Chunk", "Measured", "SftTask", "chunk"]
+__all__ = ["SFT", "Chunk", "Measured", "SftTask", "chunk", "jsonl_rows", "trained_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +197,9 @@ class SftTask:
     def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
         return finish(path, options, report, pad_id=pad_id, splits=splits)
 
+    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+        return jsonl_rows(split, tokenizer)
+
     def schema(self, options: DataOptions) -> pa.Schema:
         if options.packing:
             return PACKED_SCHEMA
@@ -313,3 +316,31 @@ def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.nd
     ids, lengths = flat([ids for ids, _ in seqs])
     labels, _ = flat([labels for _, labels in seqs])
     return ids, labels, lengths
+
+
+def trained_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
+    """The token ids of each contiguous run of trained labels.
+
+        ids [5, 6, 7, 8, 9], labels [-100, 6, 7, -100, 9] -> [[6, 7], [9]]
+    """
+    runs: list[list[int]] = []
+    previous = False
+    for token, label in zip(ids, labels):
+        trained = label != IGNORE_INDEX
+        if trained and not previous:
+            runs.append([])
+        if trained:
+            runs[-1].append(token)
+        previous = trained
+    return runs
+
+
+def jsonl_rows(split: Any, tokenizer: Any, *, batch_size: int = 256) -> Iterator[dict[str, Any]]:
+    """Rows with every column plus `text` (the decoded row) and `trained` (decoded trained runs)."""
+    for batch in split.iter(batch_size=batch_size):
+        texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=False)
+        for i, text in enumerate(texts):
+            runs = trained_runs(batch["input_ids"][i], batch["labels"][i])
+            row = {"text": text, "trained": tokenizer.batch_decode(runs, skip_special_tokens=False) if runs else []}
+            row.update({column: values[i] for column, values in batch.items()})
+            yield row
