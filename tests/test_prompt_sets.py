@@ -54,7 +54,7 @@ def test_math_is_detected_as_a_prompt_set_and_its_columns_typed() -> None:
     rows = _rows(result)
     assert len(rows) == 16 and rows[0]["level"] == 2 and rows[0]["answer"] == r"\left( 3, \frac{\pi}{2} \right)"
     assert {k: str(v.dtype) for k, v in result.dataset.features.items() if k not in ("prompt", "prompt_ids")} == {
-        "solution": "string", "answer": "string", "subject": "string", "level": "int64", "unique_id": "string"}  # fmt: skip
+        "tools": "string", "solution": "string", "answer": "string", "subject": "string", "level": "int64", "unique_id": "string"}  # fmt: skip
     tok = Stage(load_tokenizer(None), DataOptions(chat_template="qwen3")).tokenizer
     assert all(row["prompt_ids"] == _inference_ids(tok, row) for row in rows)
 
@@ -77,7 +77,7 @@ def test_trl_conversational_prompts_with_tools_render_the_tools() -> None:
     tok = load_tokenizer(path)
     for row in rows:
         assert row["prompt_ids"] == tok.apply_chat_template(row["prompt"], tools=[tool], add_generation_prompt=True, tokenize=True, return_dict=False)
-    assert "tools" not in rows[0] and [r["answer"] for r in rows] == ["5", "8"]
+    assert json.loads(rows[0]["tools"]) == [tool] and [r["answer"] for r in rows] == ["5", "8"]
 
 
 @pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not found")
@@ -209,3 +209,26 @@ def test_control_token_text_in_a_prompt_is_rejected_not_retokenized(tmp_path: Pa
     assert len(_rows(ftdata.prepare(records, task="prompts", on_error="skip", rejects_path=str(rejects)))) == 1
     (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert reject["code"] == "control_token"
+
+
+@pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not found")
+def test_glaive_tool_chats_cut_before_their_first_reply_render_their_tools() -> None:
+    """Real ShareGPT tool chats (LLaMA-Factory's glaive demo): each cut before its first reply is a prompt that
+    ends on a user turn, with the record's tool schemas rendered into prompt_ids; the reply is the reward column."""
+    chats = json.loads((DATASETS / "sharegpt" / "llamafactory_glaive_toolcall_en_demo.json").read_text())[:40]
+    records = []
+    for chat in chats:
+        first = next(i for i, turn in enumerate(chat["conversations"]) if turn["from"] != "human")
+        tools = json.loads(chat["tools"]) if chat["tools"] else []
+        records.append({"conversations": chat["conversations"][:first], "tools": tools, "reference": chat["conversations"][first]["value"]})
+    path = str(TOKENIZERS / "qwen2.5-instruct")
+    rows = _rows(ftdata.prepare(records, tokenizer=path, max_length=4096))
+    tok = load_tokenizer(path)
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records):
+        assert row["prompt"][-1]["role"] == "user" and row["reference"] == record["reference"]
+        tools = json.loads(row["tools"]) if row["tools"] else None  # the schemas as rendered: in OpenAI's {type, function} form
+        assert [t["function"] for t in tools or []] == record["tools"]
+        expected = tok.apply_chat_template(row["prompt"], tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert row["prompt_ids"] == expected
+    assert any(record["tools"] for record in records)

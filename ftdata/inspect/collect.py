@@ -183,7 +183,7 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
 
 
 ROW_COLUMNS = frozenset({"input_ids", "attention_mask", "labels", "position_ids", "seq_lengths", "loss_weights", "media", "record",
-                         "prompt", "prompt_ids", "chosen_ids", "rejected_ids", "completion_ids", "label"})  # fmt: skip
+                         "prompt", "prompt_ids", "tools", "chosen_ids", "rejected_ids", "completion_ids", "label"})  # fmt: skip
 
 
 def _coverage(splits: dict[str, Any]) -> list[tuple[str, str, int, str]]:

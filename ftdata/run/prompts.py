@@ -55,6 +55,7 @@ class PromptRow:
     prompt: list[dict[str, str]] | str
     prompt_ids: list[int]
     columns: dict[str, Any] = field(default_factory=dict)
+    tools: str | None = None  # the tool schemas rendered into the prompt, as JSON text
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,8 @@ class PromptTask:
             notes = (*item.example.notes, *rendered.notes)
             if opens:
                 notes += (Note(NoteCode.PROMPT_OPENS, f"the generation prompt opens {opens!r}; a completion continues it"),)
-            row = PromptRow(stored, list(prompt_ids), item.columns)
+            tools = json.dumps(list(item.example.tools), ensure_ascii=False) if item.example.tools else None
+            row = PromptRow(stored, list(prompt_ids), item.columns, tools)
             out[i] = (out[i][0], MeasuredPrompt(item, rendered, _Ids(row.prompt_ids, notes), row, opens))
         return out
 
@@ -305,6 +307,7 @@ class PromptChunk:
 
     ids: tuple[np.ndarray, np.ndarray]
     prompts: list[Any]
+    tools: list[str | None]
     columns: dict[str, list[Any]]
     groups: np.ndarray
     rejects: list[Reject] = field(default_factory=list)
@@ -331,7 +334,7 @@ def prompt_chunk(ran: Ran) -> PromptChunk:
             if isinstance(item, MeasuredPrompt) and item.opens:
                 ran.report.prompt_opens[item.opens] += 1
     names = list(rows[0].columns) if rows else []
-    out = PromptChunk(flat([r.prompt_ids for r in rows]), [r.prompt for r in rows], {n: [r.columns[n] for r in rows] for n in names},
+    out = PromptChunk(flat([r.prompt_ids for r in rows]), [r.prompt for r in rows], [r.tools for r in rows], {n: [r.columns[n] for r in rows] for n in names},
                       np.asarray(groups, dtype=np.int64), ran.rejects, ran.report)  # fmt: skip
     out.report.sequences = len(rows)
     out.report.tokens, out.report.trained_tokens = int(out.ids[1].sum()), 0
@@ -339,11 +342,12 @@ def prompt_chunk(ran: Ran) -> PromptChunk:
 
 
 def prompt_schema(options: DataOptions, *, text: bool | None = None) -> pa.Schema:
-    """The columns of a prompt set: `prompt` (messages, or text with a prompt template), `prompt_ids`, the reward columns."""
+    """The columns of a prompt set: `prompt` (messages, or text with a prompt template), `prompt_ids`, `tools` (the
+    schemas rendered into the prompt, JSON text; null without), the reward columns."""
     text = options.template not in (None, "chatml") if text is None else text
     prompt = pa.string() if text else pa.list_(MESSAGE)
     rewards = [(name, ARROW_TYPES[kind.removesuffix("?")]) for name, kind in (options.reward_columns or {}).items()]
-    return pa.schema([("prompt", prompt), ("prompt_ids", IDS), *rewards])
+    return pa.schema([("prompt", prompt), ("prompt_ids", IDS), ("tools", pa.string()), *rewards])
 
 
 class PromptRows:
@@ -368,8 +372,9 @@ class PromptRows:
             self.schema = schema.append(pa.field(RECORD, pa.int64()))
             self._writer = pa.ipc.new_stream(str(self.path), self.schema)
         values, lengths = part.ids
-        columns = [pa.array(part.prompts, type=self.schema.field("prompt").type), list_column(np.concatenate([[0], np.cumsum(lengths)]), values)]
-        columns += [pa.array(part.columns[name], type=self.schema.field(name).type) for name in self.schema.names[2:-1]]
+        columns = [pa.array(part.prompts, type=self.schema.field("prompt").type), list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
+                   pa.array(part.tools, type=pa.string())]  # fmt: skip
+        columns += [pa.array(part.columns[name], type=self.schema.field(name).type) for name in self.schema.names[3:-1]]
         self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=self.schema))
         self.rows += len(part.groups)
 
