@@ -991,7 +991,8 @@ def run_history(tokenizer: Any, options: Any, kwargs: dict[str, Any], model_stop
         FtdataError: the template cannot be used at all (the stage refuses it).
     """
     from ftdata.errors import Location
-    from ftdata.run.engine import Measured, Stage
+    from ftdata.run.engine import Stage
+    from ftdata.run.sft import Measured
 
     stage, one_row = Stage(tokenizer, replace(options, history="inference")), Stage(tokenizer, replace(options, history="one_row"))
 

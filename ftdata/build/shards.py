@@ -45,7 +45,7 @@ from ftdata.guard import space
 from ftdata.io import store
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.build.local import check_built, write_rows
-from ftdata.run.engine import Stage
+from ftdata.run.engine import Stage, task_module
 from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
 from ftdata.options import BuildOptions, DataOptions
 from ftdata.io.readers import data_files
@@ -207,7 +207,7 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
             tables.append(_shard_rows(job, _stage(key, job), shard, path, side))
         except FtdataError as exc:
             store.write_bytes(store.child(errors, f"part-{shard:05d}.pickle"), pickle.dumps(Raised(exc)))
-    return pa.concat_tables(tables) if tables else _schema(job.options.data).empty_table()
+    return pa.concat_tables(tables) if tables else task_module(job.options.data.task).schema(job.options.data).empty_table()
 
 
 def _failed_shards(errors: Where) -> list[int]:
