@@ -52,7 +52,7 @@ MARK = re.compile("\ue000(\\d+)\ue001")
 # ---------------------------------------------------------------- the oracle
 
 
-def content_regions(render: ChatRenderer, msgs: list[dict[str, str]]) -> list[tuple[int, int] | None] | None:
+def content_spans(render: ChatRenderer, msgs: list[dict[str, str]]) -> list[tuple[int, int] | None] | None:
     """Where the template puts each message's content in render(msgs), or None if unknowable.
 
     The skeleton render (contents -> sentinels) splits into markup pieces; the real render
@@ -163,7 +163,7 @@ def covered(offsets: list[tuple[int, int]]) -> set[int]:
 
 def check_record(tok, render: ChatRenderer, msgs, rendered, tokenized, trained, eots) -> None:
     """Assert the trained tokens are exactly the trained contents + end-of-turn markers."""
-    regions = content_regions(render, msgs)
+    regions = content_spans(render, msgs)
     assert regions is not None, f"oracle cannot align the rendering {rendered.text!r}"
     text = rendered.text
     prompts = []

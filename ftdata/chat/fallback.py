@@ -18,8 +18,7 @@ import re
 from typing import Any
 
 from ftdata.chat.markers import RoleMarkers
-from ftdata.chat.pieces import first_named
-from ftdata.chat.regions import Regions, Render, common_prefix, content_at, written_at
+from ftdata.chat.sentinels import LazySpans, Render, common_prefix, content_span, first_named, no_spans, written_span
 
 # A tag written as text, in a tokenizer that lacks it as a token (`</think>` on a base tokenizer).
 _TAG = re.compile(r"<[^<>\s]{1,40}>")
@@ -57,7 +56,7 @@ class FallbackStart:
 
     def __call__(
         self, text: str, msgs: list[dict[str, Any]], i: int, prompt: str | None, *, done: int, data: tuple[int, int],
-        block: bool, render: Render, regions: Regions = lambda: None, answer: tuple[int, int] | None = None,
+        block: bool, render: Render, contents: LazySpans = no_spans, answer: tuple[int, int] | None = None,
     ) -> tuple[int, bool]:  # fmt: skip
         """(where turn i begins in A, whether A writes again the prompt's close of a think block).
 
@@ -65,15 +64,15 @@ class FallbackStart:
         turn, `data` where the template writes the turn's data, `block`: the model writes markup
         before its data (a think block, call markup). `render(messages, generation=...)` renders
         with the record's tools and kwargs: the message before turn i is located by rendering it
-        once more with its content replaced (`ftdata.chat.regions`), never by searching its text;
-        `regions()` gives every content's place from one render, where the template allows;
-        `answer`: where the turn's answer is written (`pieces.Found.answer`), else located here.
+        once more with its content replaced (`ftdata.chat.sentinels`), never by searching its text;
+        `contents()` gives every content's span from one render, where the template allows;
+        `answer`: where the turn's answer is written (`long_records.Found.answer`), else located here.
         """
         data_start, data_end = data
-        before = self._before(text, msgs, i, render, regions, done, data_start)  # where message i-1's content ends in A
+        before = self._before(text, msgs, i, render, contents, done, data_start)  # where message i-1's content ends in A
         previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before >= 0 else -1
         if prompt is not None and 0 <= before and common_prefix(prompt, text) < before:
-            in_prompt = content_at(prompt, render, msgs[:i], i - 1, generation=True)
+            in_prompt = content_span(prompt, render, msgs[:i], i - 1, generation=True)
             prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else -1)
         parted = common_prefix(prompt, text) if prompt is not None else -1  # in characters
         part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
@@ -97,15 +96,15 @@ class FallbackStart:
 
     @staticmethod
     def _before(
-        text: str, msgs: list[dict[str, Any]], i: int, render: Render, regions: Regions, done: int, data_start: int
+        text: str, msgs: list[dict[str, Any]], i: int, render: Render, contents: LazySpans, done: int, data_start: int
     ) -> int:  # fmt: skip
         """Where the content of the message before turn i ends in A, when it lies between the
         previous trained turn and turn i's data; else -1."""
         if i == 0:
             return -1
-        places = regions()
-        region = places[i - 1] if places is not None else content_at(text, render, msgs, i - 1)
-        return region[1] if region and done <= region[0] and region[1] <= data_start else -1
+        spans = contents()
+        span = spans[i - 1] if spans is not None else content_span(text, render, msgs, i - 1)
+        return span[1] if span and done <= span[0] and span[1] <= data_start else -1
 
     @staticmethod
     def _answer_start(
@@ -119,14 +118,14 @@ class FallbackStart:
         """
         msg, (data_start, hi) = msgs[i], data
         if not msg.get("tool_calls") and msg.get("reasoning_content") is None:
-            region: tuple[int, int] | None = (data_start, hi)
+            span: tuple[int, int] | None = (data_start, hi)
         elif located is not None:
-            region = located
+            span = located
         elif (msg.get("content") or "").strip():
-            region = content_at(text, render, msgs, i)
+            span = content_span(text, render, msgs, i)
         else:
-            region = written_at(text, render, msgs, i, first_named)
-        return region[0] if region and lo <= region[0] <= hi else hi
+            span = written_span(text, render, msgs, i, first_named)
+        return span[0] if span and lo <= span[0] <= hi else hi
 
     @staticmethod
     def _after_prompt_tail(text: str, tail: str, start: int, answer: int) -> tuple[int, bool]:

@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 from ftdata.chat import sandbox
 from ftdata.guard import limits
 from ftdata.errors import Location, TemplateError
-from ftdata.chat.parts import STRING, ContentForm, as_parts, collapse, contents_of, media_count
+from ftdata.chat.contents import STRING, ContentForm, as_parts, collapse, contents_of, media_count
 from ftdata.chat.probes import (
     PROBE, PROBE_TOOL, probe_messages, reasoning_probe, thinking_kwarg, tool_probes, writes_call_reasoning,
 )  # fmt: skip

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ftdata.errors import TemplateError
-from ftdata.chat.regions import TemplateRender
+from ftdata.chat.sentinels import TemplateRender
 from ftdata.chat.stops import common_token_prefix, units
 
 

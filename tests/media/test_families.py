@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ftdata.chat.markers import ChatRenderer
-from ftdata.chat.parts import MEDIA, ContentForm, to_parts
+from ftdata.chat.contents import MEDIA, ContentForm, to_parts
 from ftdata.chat.render import Renderer
 from ftdata.errors import ConfigError, TemplateError
 from ftdata.io.resources import load_tokenizer

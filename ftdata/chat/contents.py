@@ -40,7 +40,7 @@ from typing import Any
 
 from ftdata.errors import TemplateError
 from ftdata.chat.probes import PROBE, PROBE_TOOL, probe_messages
-from ftdata.chat.regions import TemplateRender, changed_region
+from ftdata.chat.sentinels import TemplateRender, changed_span
 from ftdata.records.media import MEDIA  # one image in a message's text
 
 
@@ -194,7 +194,7 @@ def _image_text(render: TemplateRender) -> str:
         without = render([{"role": "user", "content": [{"type": "text", "text": mark}]}])
     except TemplateError:
         return ""
-    start, end = changed_region(with_image, without)
+    start, end = changed_span(with_image, without)
     text = with_image[start:end]
     added = getattr(render.tokenizer, "added_tokens_encoder", {}) or {}
     return text if any(t.strip() and t in text for t in added) else ""
