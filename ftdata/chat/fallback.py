@@ -74,16 +74,16 @@ class FallbackStart:
         if prompt is not None and 0 <= before and common_prefix(prompt, text) < before:
             in_prompt = content_span(prompt, render, msgs[:i], i - 1, generation=True)
             prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else -1)
-        parted = common_prefix(prompt, text) if prompt is not None else -1  # in characters
-        part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
-        tail = prompt[part if part >= 0 else parted :] if prompt is not None else ""
+        shared = common_prefix(prompt, text) if prompt is not None else -1  # in characters
+        fork = self._fork(text, prompt, max(previous, done), shared) if prompt is not None else -1
+        tail = prompt[fork if fork >= 0 else shared :] if prompt is not None else ""
         after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
         # After a tool result a generation prompt that writes no role header A writes too continues the
         # model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`; diffusion_gemma: `<|channel>thought\n`,
         # then A's `<|turn>model\n`): what A writes from there is the model's.
-        lead = text[part:data_start] if 0 <= part <= data_start else ""
+        lead = text[fork:data_start] if 0 <= fork <= data_start else ""
         unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
-        start = self._markup_start(text, part, previous, done, data_start, block, unheaded)
+        start = self._markup_start(text, fork, previous, done, data_start, block, unheaded)
         if prompt is None:
             return start, False
         if tail.strip():
@@ -177,31 +177,31 @@ class FallbackStart:
                 return after + len(os.path.commonprefix([end[len(core) :], text[after : after + 64]]))
         return start
 
-    def _parting(self, text: str, prompt: str, lo: int, part: int) -> int:
-        """Where P_i and A part (`part`, in characters), when that is at or after `lo` (the end of
+    def _fork(self, text: str, prompt: str, lo: int, fork: int) -> int:
+        """Where P_i and A part (`fork`, in characters), when that is at or after `lo` (the end of
         the message before turn i), else -1; moved back to the start of a markup token (or a tag
         written as text) it falls inside, on either side: GLM-4.7 prompts with `<think>` and writes
         `</think>`, QwQ prompts with `<think>` and writes `<tool_call>`, and the two share their
         first characters."""
-        if part < lo:
+        if fork < lo:
             return -1
         for side in (prompt, text):  # a window around the parting point: a markup token is short
-            window = side[lo : part + 64]
+            window = side[lo : fork + 64]
             enc = self.tokenizer.backend_tokenizer.encode(window, add_special_tokens=False)
             for token, (a, b) in zip(enc.ids, enc.offsets):
-                if lo + a < part < lo + b and token in self.added:
-                    part = lo + a
+                if lo + a < fork < lo + b and token in self.added:
+                    fork = lo + a
                     break
-            tag = next((m for m in _TAG.finditer(side, max(part - 40, lo), part + 40) if m.start() < part < m.end()), None)
-            part = tag.start() if tag else part
-        return part
+            tag = next((m for m in _TAG.finditer(side, max(fork - 40, lo), fork + 40) if m.start() < fork < m.end()), None)
+            fork = tag.start() if tag else fork
+        return fork
 
     def _markup_start(
-        self, text: str, part: int, previous: int, done: int, data_start: int, block: bool, unheaded: bool = False
+        self, text: str, fork: int, previous: int, done: int, data_start: int, block: bool, unheaded: bool = False
     ) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
         -1 when not found; never before `done`, the previous turn's end): where its inference prompt
-        and A part (`part`, -1 when not within the turn), when that lies within the turn; else after
+        and A part (`fork`, -1 when not within the turn), when that lies within the turn; else after
         its role header (`block`: the model writes markup before its data) or at its data.
 
         Before plain content the parting point is taken when it lies after the turn's own role
@@ -211,13 +211,13 @@ class FallbackStart:
         token or, in a tokenizer without it, plain text: the model writes it either way).
         """
         lo = max(previous, done)
-        if 0 <= part <= data_start and (block or unheaded or self._after_header(text, lo, part, data_start)):
-            return part
-        if 0 <= lo <= part < data_start and not text[part:data_start].strip():
+        if 0 <= fork <= data_start and (block or unheaded or self._after_header(text, lo, fork, data_start)):
+            return fork
+        if 0 <= lo <= fork < data_start and not text[fork:data_start].strip():
             # Only whitespace between where the prompt ends and the content (vLLM's DeepSeek-V3 template:
             # `<｜Assistant｜>` + twelve spaces; vLLM's Mistral: `[/INST] Blue`): the prompt does not hold
             # it, so the model writes it, in its first token (` Blue`), never after a lone ` ` token.
-            return part
+            return fork
         header_end = self._header_end(text, lo, data_start)
         if not block:
             # What the template writes after its role header is the model's when it is what every
@@ -242,10 +242,10 @@ class FallbackStart:
             end += len(gap) - len(gap.lstrip()) + len(footer)
         return end
 
-    def _after_header(self, text: str, lo: int, part: int, data_start: int) -> bool:
-        """Whether `part` lies at or after the turn's own role header (its last one before the data)."""
+    def _after_header(self, text: str, lo: int, fork: int, data_start: int) -> bool:
+        """Whether `fork` lies at or after the turn's own role header (its last one before the data)."""
         ends = [at + len(h) for h in self.headers if (at := text.rfind(h, lo, data_start)) >= 0]
-        return bool(ends) and part >= min(ends)
+        return bool(ends) and fork >= min(ends)
 
     def _markup_only(self, text: str) -> bool:
         """Whether `text` is only added tokens (markup) and whitespace."""

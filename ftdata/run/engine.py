@@ -36,7 +36,7 @@ from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.chat.markers import shared_renders
 from ftdata.chat.render import Renderer, trained_turns
 from ftdata.chat.think import moved
-from ftdata.chat.trajectory import Part, split
+from ftdata.chat.trajectory import SplitRow, split
 from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import processor_input, tokenizer_input
@@ -64,7 +64,7 @@ class Measured:
     rendered: Rendered
     tokenized: Tokenized
     response: int | None = None
-    part: Part | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
+    part: SplitRow | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
     drift: tuple[Drift, ...] = ()  # its trained turns' recorded token ids against the trained tokens (`ftdata.run.drift`)
 
     @property
@@ -234,7 +234,7 @@ class Stage:
 
     def _measure_examples(self, formatted: list[tuple[int, Example | Reject]], responses: bool) -> list[Outcome]:
         out: list[Any] = []
-        todo: list[tuple[int, Example, Rendered, Part | None]] = []  # (position in `out`, example, rendering, row of a split)
+        todo: list[tuple[int, Example, Rendered, SplitRow | None]] = []  # (position in `out`, example, rendering, row of a split)
         for record, example in formatted:
             if isinstance(example, Reject):
                 out.append((record, example))
@@ -263,7 +263,7 @@ class Stage:
             out[i] = (out[i][0], item)
         return out
 
-    def _rows(self, example: Example) -> list[tuple[Example, Rendered, Part | None]]:
+    def _rows(self, example: Example) -> list[tuple[Example, Rendered, SplitRow | None]]:
         """The example's rows: one, or under history=inference the fewest that train every turn as inference
         sees it (`ftdata.chat.trajectory`). A multi-turn record's renders are shared among its checks and rows.
 
