@@ -15,7 +15,7 @@ does not (a user turn's weight or spans are ignored, with a note).
 
 Where the content lies in the rendering is found by structure, never by searching its text:
 the record is rendered again with that content replaced by a private-use sentinel, and the
-changed region is where the template wrote it (`turns.changed_span`). It must hold the
+changed span is where the template wrote it (`sentinels.changed_span`). It must hold the
 content character for character (a template that rewrites it cannot take character offsets:
 the record is rejected).
 

@@ -2,7 +2,7 @@
 what the processor itself makes of the same text and pixels; model-config disagreement refused.
 
 LLaVA-Next and Idefics3 render with the templates their model repos ship (tests/vision/templates), which read
-message contents only as lists of parts: ftdata converts its string contents at the Jinja call (chat/parts.py)."""
+message contents only as lists of parts: ftdata converts its string contents at the Jinja call (chat/contents.py)."""
 
 from __future__ import annotations
 
