@@ -25,15 +25,15 @@ _TAG = re.compile(r"<[^<>\s]{1,40}>")
 _TAGS = re.compile(r"(?:\s*<[^<>\s]{1,40}>)+")
 
 
-def _aligned(text: str, prompt: str, end_a: int, end_p: int) -> str:
+def _aligned(text: str, prompt: str, end_a: int, end_p: int | None) -> str:
     """P_i as A writes the conversation up to the message before turn i (`end_a`, `end_p`: where
-    that message's content ends in A and in P_i).
+    that message's content ends in A and in P_i; None: not located there).
 
     A template may render an earlier turn differently once a later user message follows it
     (DeepSeek-V3.2 writes `<think>` into the last exchange and `</think>` into history), so P_i
     and A part before turn i's own exchange; what P_i writes after that message is what counts.
     """
-    if end_p < 0 or end_a < 0 or common_prefix(prompt, text) >= end_a:
+    if end_p is None or common_prefix(prompt, text) >= end_a:
         return prompt
     return text[:end_a] + prompt[end_p:]
 
@@ -70,18 +70,20 @@ class FallbackStart:
         """
         data_start, data_end = data
         before = self._before(text, msgs, i, render, contents, done, data_start)  # where message i-1's content ends in A
-        previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before >= 0 else -1
-        if prompt is not None and 0 <= before and common_prefix(prompt, text) < before:
+        previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before is not None else None
+        if prompt is not None and before is not None and common_prefix(prompt, text) < before:
             in_prompt = content_span(prompt, render, msgs[:i], i - 1, generation=True)
-            prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else -1)
-        shared = common_prefix(prompt, text) if prompt is not None else -1  # in characters
-        fork = self._fork(text, prompt, max(previous, done), shared) if prompt is not None else -1
-        tail = prompt[fork if fork >= 0 else shared :] if prompt is not None else ""
+            prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else None)
+        fork, tail = None, ""
+        if prompt is not None:
+            shared = common_prefix(prompt, text)  # in characters
+            fork = self._fork(text, prompt, done if previous is None else max(previous, done), shared)
+            tail = prompt[fork if fork is not None else shared :]
         after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
         # After a tool result a generation prompt that writes no role header A writes too continues the
         # model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`; diffusion_gemma: `<|channel>thought\n`,
         # then A's `<|turn>model\n`): what A writes from there is the model's.
-        lead = text[fork:data_start] if 0 <= fork <= data_start else ""
+        lead = text[fork:data_start] if fork is not None and fork <= data_start else ""
         unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
         start = self._markup_start(text, fork, previous, done, data_start, block, unheaded)
         if prompt is None:
@@ -97,14 +99,14 @@ class FallbackStart:
     @staticmethod
     def _before(
         text: str, msgs: list[dict[str, Any]], i: int, render: Render, contents: LazySpans, done: int, data_start: int
-    ) -> int:  # fmt: skip
+    ) -> int | None:  # fmt: skip
         """Where the content of the message before turn i ends in A, when it lies between the
-        previous trained turn and turn i's data; else -1."""
+        previous trained turn and turn i's data; else None."""
         if i == 0:
-            return -1
+            return None
         spans = contents()
         span = spans[i - 1] if spans is not None else content_span(text, render, msgs, i - 1)
-        return span[1] if span and done <= span[0] and span[1] <= data_start else -1
+        return span[1] if span and done <= span[0] and span[1] <= data_start else None
 
     @staticmethod
     def _answer_start(
@@ -171,20 +173,20 @@ class FallbackStart:
             core = end.rstrip()
             if not core.strip() or not (_TAGS.fullmatch(core) or self._markup_only(core)):
                 continue
-            at = next((at for at in range(max(start - len(core) + 1, 0), start + 1) if text.startswith(core, at)), -1)
-            if at >= 0:
+            at = next((at for at in range(max(start - len(core) + 1, 0), start + 1) if text.startswith(core, at)), None)
+            if at is not None:
                 after = at + len(core)
                 return after + len(os.path.commonprefix([end[len(core) :], text[after : after + 64]]))
         return start
 
-    def _fork(self, text: str, prompt: str, lo: int, fork: int) -> int:
+    def _fork(self, text: str, prompt: str, lo: int, fork: int) -> int | None:
         """Where P_i and A part (`fork`, in characters), when that is at or after `lo` (the end of
-        the message before turn i), else -1; moved back to the start of a markup token (or a tag
+        the message before turn i), else None; moved back to the start of a markup token (or a tag
         written as text) it falls inside, on either side: GLM-4.7 prompts with `<think>` and writes
         `</think>`, QwQ prompts with `<think>` and writes `<tool_call>`, and the two share their
         first characters."""
         if fork < lo:
-            return -1
+            return None
         for side in (prompt, text):  # a window around the parting point: a markup token is short
             window = side[lo : fork + 64]
             enc = self.tokenizer.backend_tokenizer.encode(window, add_special_tokens=False)
@@ -197,11 +199,11 @@ class FallbackStart:
         return fork
 
     def _markup_start(
-        self, text: str, fork: int, previous: int, done: int, data_start: int, block: bool, unheaded: bool = False
+        self, text: str, fork: int | None, previous: int | None, done: int, data_start: int, block: bool, unheaded: bool = False
     ) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
-        -1 when not found; never before `done`, the previous turn's end): where its inference prompt
-        and A part (`fork`, -1 when not within the turn), when that lies within the turn; else after
+        None when not found; never before `done`, the previous turn's end): where its inference prompt
+        and A part (`fork`, None when not within the turn), when that lies within the turn; else after
         its role header (`block`: the model writes markup before its data) or at its data.
 
         Before plain content the parting point is taken when it lies after the turn's own role
@@ -210,10 +212,10 @@ class FallbackStart:
         and Nemotron 3 prompt with `<think>` and write `</think>` at the start of history turns (one
         token or, in a tokenizer without it, plain text: the model writes it either way).
         """
-        lo = max(previous, done)
-        if 0 <= fork <= data_start and (block or unheaded or self._after_header(text, lo, fork, data_start)):
+        lo = done if previous is None else max(previous, done)
+        if fork is not None and fork <= data_start and (block or unheaded or self._after_header(text, lo, fork, data_start)):
             return fork
-        if 0 <= lo <= fork < data_start and not text[fork:data_start].strip():
+        if fork is not None and lo <= fork < data_start and not text[fork:data_start].strip():
             # Only whitespace between where the prompt ends and the content (vLLM's DeepSeek-V3 template:
             # `<｜Assistant｜>` + twelve spaces; vLLM's Mistral: `[/INST] Blue`): the prompt does not hold
             # it, so the model writes it, in its first token (` Blue`), never after a lone ` ` token.
@@ -227,7 +229,7 @@ class FallbackStart:
             return header_end if header_end < data_start and opens else data_start
         # No role header before the calls (vLLM's Mistral template: `[/INST][TOOL_CALLS] [...]`): the
         # turn begins where the message before it ends, when that message was found in A.
-        return previous if header_end == data_start and previous >= 0 else header_end
+        return previous if header_end == data_start and previous is not None else header_end
 
     def _after_previous(self, text: str, role: str, end: int, data_start: int) -> int:
         """Where the message before turn i ends in A: its content (ending at `end`) and, for a user

@@ -426,10 +426,10 @@ def _think_warnings(m: RoleMarkers, lead_in: str) -> list[str]:
     if "<think>" in lead_in:
         return ["injects an empty <think></think> block before assistant contents (in the generation prompt: context, not trained)"]
     if "<think>" in m.assistant_header:
-        return [
+        return [(
             f"its generation prompt ends with {m.assistant_header!r}, which rendered assistant turns do not have: "
             "the model is prompted to think first but trained on turns without reasoning"
-        ]
+        )]  # fmt: skip
     return []
 
 
