@@ -103,7 +103,7 @@ class ChatRenderer:
         self.tokenizer = tokenizer
         self.kwargs = dict(kwargs or {})
         self.tools = list(tools) if tools else None  # probes only: a render's own `tools` win
-        self.contents = STRING  # string contents, or lists of parts for templates that read only those (chat/parts.py)
+        self.contents = STRING  # string contents, or lists of parts for templates that read only those (chat/contents.py)
         self.contents = contents_of(self)
 
     def __call__(
