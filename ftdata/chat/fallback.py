@@ -66,7 +66,7 @@ class FallbackStart:
         with the record's tools and kwargs: the message before turn i is located by rendering it
         once more with its content replaced (`ftdata.chat.sentinels`), never by searching its text;
         `contents()` gives every content's span from one render, where the template allows;
-        `answer`: where the turn's answer is written (`long_records.Found.answer`), else located here.
+        `answer`: where the turn's answer is written (`sentinels.Found.answer`), else located here.
         """
         data_start, data_end = data
         before = self._before(text, msgs, i, render, contents, done, data_start)  # where message i-1's content ends in A

@@ -30,13 +30,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ftdata.chat.fallback import FallbackStart
-from ftdata.chat.long_records import Found, Tail
+from ftdata.chat.long_records import Tail
 from ftdata.chat.markers import RoleMarkers
-from ftdata.chat.sentinels import LazySpans, Render, changed_span, has_reasoning, marked_call, no_spans, sentinel
+from ftdata.chat.sentinels import Chat, Found, LazySpans, changed_span, end_of_calls, find_pieces, sentinel
 from ftdata.chat.stops import Stop, common_token_prefix, first_stop
-from ftdata.errors import Location, TemplateError, UnusableRecord
-from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
-from ftdata.records.tools import writes
+from ftdata.errors import TemplateError
+from ftdata.outcomes import Note, NoteCode, has_note
 
 REASONING_DROPPED = Note(
     NoteCode.REASONING_DROPPED,
@@ -66,29 +65,6 @@ class Turn:
     stop: int  # where its stop token begins (`end` is where it ends)
     notes: tuple[Note, ...] = ()
     appended: str = ""  # text A lacks after this (last) turn, trained with it: the EOS, or a call turn's hand-over to the tool
-
-
-@dataclass(frozen=True, slots=True)
-class Chat:
-    """A rendering whose turns are located: A (`text`) of `msgs`, `render` (the record's tools and kwargs
-    bound; `generation=True` for an inference prompt), the record's location, and every content's span
-    in A from one skeleton render (`contents()`, computed once when asked; None where not used)."""
-
-    text: str
-    msgs: list[dict[str, Any]]
-    render: Render
-    source: Location
-    contents: LazySpans = no_spans
-
-    def with_message(self, i: int, message: dict[str, Any]) -> list[dict[str, Any]]:
-        """The messages with message i replaced by `message`."""
-        return [*self.msgs[:i], message, *self.msgs[i + 1 :]]
-
-    def reject(self, i: int, why: str) -> UnusableRecord:
-        return UnusableRecord(
-            f"assistant turn {i} cannot be masked safely: {why}", location=self.source, field=f"messages[{i}]",
-            code=RejectCode.UNMASKABLE,
-        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +210,7 @@ class TurnLocator:
                 reasoning it writes when they are last: noted) or the content, or rewrites the content.
         """
         msg = chat.msgs[i]
-        found = hint.found if hint.found is not None else self._find(chat, i)
+        found = hint.found if hint.found is not None else find_pieces(chat, i)
         if any(name.startswith("call") and name not in found.written for name in found.pieces):
             names = ", ".join(repr(c["function"]["name"]) for c in msg["tool_calls"])
             raise chat.reject(i, f"the chat template does not write its tool calls ({names}); use a template that renders tool_calls")
@@ -258,38 +234,6 @@ class TurnLocator:
             only = {**msg, "reasoning_content": mark, "thinking": mark}
             reasoning_end = changed_span(chat.text, chat.render(chat.with_message(i, only)))[1]
         return Data(found.start, found.end, reasoning_end, tuple(notes))
-
-    @staticmethod
-    def _find(chat: Chat, i: int) -> Found:
-        """Turn i's data located by one render with its pieces (content, reasoning, each call's arguments)
-        replaced by sentinels. Raises UnusableRecord: the turn is empty, or that render raises."""
-        msg, taken = chat.msgs[i], [chat.text]
-
-        def fresh() -> str:
-            taken.append(sentinel(*taken))
-            return taken[-1]
-
-        pieces: dict[str, str] = {}
-        changed = dict(msg)
-        if msg["content"].strip():
-            pieces["content"] = changed["content"] = fresh()
-        if has_reasoning(msg):
-            pieces["reasoning"] = changed["reasoning_content"] = changed["thinking"] = fresh()
-        if msg.get("tool_calls"):
-            calls = []
-            for j, call in enumerate(msg["tool_calls"]):
-                pieces[f"call {j}"] = fresh()
-                calls.append(marked_call(call, pieces[f"call {j}"]))
-            changed["tool_calls"] = calls
-        if not pieces:
-            raise chat.reject(i, "it is empty (no content, reasoning or tool calls)")
-        try:
-            other = chat.render(chat.with_message(i, changed))
-        except TemplateError as exc:
-            raise chat.reject(i, str(exc)) from None
-        start, end = changed_span(chat.text, other)
-        written = frozenset(name for name, s in pieces.items() if writes(s, other, chat.text))  # also escaped (tojson(ensure_ascii=True))
-        return Found(start, end, tuple(pieces), written)
 
     def _fallback_start(self, chat: Chat, i: int, done: int, opening: Opening, data: Data, found: Found | None) -> tuple[int, bool]:
         """(where turn i begins in A, whether A writes again the prompt's close of a think block), as it
@@ -320,7 +264,7 @@ class TurnLocator:
         elif found is not None and found.calls_end is not None:
             calls_end = found.calls_end
         else:
-            calls_end = _calls_end(chat, i)
+            calls_end = end_of_calls(chat, i)
         stop = first_stop(chat.text, min(calls_end, data.end), self.markers.stops, self.openers)
         if stop is None and i == len(chat.msgs) - 1 and msg.get("tool_calls"):
             # No end-of-turn marker (GLM): a call turn hands over to the tool, so the model writes the header
@@ -387,17 +331,6 @@ class TurnLocator:
         if kwarg and after.strip() and text.startswith(after, start) and msg.get("reasoning_content") is None:
             return Note(NoteCode.THINK_BOILERPLATE, THINK_BOILERPLATE.format(text=after, kwarg=kwarg))
         return None
-
-
-def _calls_end(chat: Chat, i: int) -> int:
-    """Where the template ends turn i's tool calls in A (their arguments replaced by a sentinel)."""
-    mark = sentinel(chat.text)
-    calls = [marked_call(call, mark) for call in chat.msgs[i]["tool_calls"]]
-    try:
-        other = chat.render(chat.with_message(i, {**chat.msgs[i], "tool_calls": calls}))
-    except TemplateError:
-        return len(chat.text)
-    return changed_span(chat.text, other)[1]
 
 
 def _aligns(contents: LazySpans, i: int, done: int, data_start: int) -> bool:

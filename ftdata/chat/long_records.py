@@ -29,6 +29,7 @@ from typing import Any
 
 from ftdata.chat.sentinels import (
     FORMS,
+    Found,
     Render,
     Spans,
     changed_span,
@@ -45,26 +46,6 @@ from ftdata.records.tools import writes
 
 # A reasoning may also be stripped of its line ends (Qwen3: `reasoning_content.strip('\n')`).
 _FORMS = {"content": FORMS, "reasoning": (*FORMS, lambda s: s.strip("\n"))}
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """Assistant turn i's data in A, as one render of A with the turn's pieces replaced finds it.
-
-    `start`, `end`: the span where that render differs from A (the written pieces' union);
-    `pieces`: the pieces the turn has ("content", "reasoning", "call 0"...); `written`: those the
-    template writes; `calls_end`: where the calls' span ends (None: no calls located);
-    `reasoning_end`: where the written reasoning ends (None: none); `answer`: where its content is
-    written, else its first call's name (None: not located).
-    """
-
-    start: int
-    end: int
-    pieces: tuple[str, ...]
-    written: frozenset[str]
-    calls_end: int | None = None
-    reasoning_end: int | None = None
-    answer: tuple[int, int] | None = None  # its content, else its first call's name (`FallbackStart`'s answer)
 
 
 def _positions(rendered: str, marks: dict[str, Any]) -> dict[str, list[int]]:

@@ -8,6 +8,10 @@ sentinel: the two renders differ exactly where the template wrote it.
     A = ...<|im_start|>user\\nink<|im_end|>\\n<|im_start|>assistant\\n<think></think>4...
     B = ...<|im_start|>user\\n\\ue000<|im_end|>\\n<|im_start|>assistant\\n<think></think>4...
                              ^^^ changed_span(A, B): the user's text, and nothing else
+
+An assistant turn's pieces (content, reasoning, each call's arguments) are found the same way, in
+one render with each replaced by its own sentinel (`find_pieces`, for a `Chat`: the rendering whose
+turns are located).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ftdata.errors import TemplateError
+from ftdata.errors import Location, TemplateError, UnusableRecord
+from ftdata.outcomes import RejectCode
+from ftdata.records.tools import writes
 
 Render = Callable[..., str]
 
@@ -179,3 +186,89 @@ def first_named(msg: dict[str, Any], mark: str) -> dict[str, Any]:
     """`msg` with its first tool call's name replaced by `mark`: where a call-only turn's answer begins."""
     first, *rest = msg["tool_calls"]
     return {**msg, "tool_calls": [{**first, "function": {**first["function"], "name": mark}}, *rest]}
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A rendering whose turns are located: A (`text`) of `msgs`, `render` (the record's tools and kwargs
+    bound; `generation=True` for an inference prompt), the record's location, and every content's span
+    in A from one skeleton render (`contents()`, computed once when asked; None where not used)."""
+
+    text: str
+    msgs: list[dict[str, Any]]
+    render: Render
+    source: Location
+    contents: LazySpans = no_spans
+
+    def with_message(self, i: int, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """The messages with message i replaced by `message`."""
+        return [*self.msgs[:i], message, *self.msgs[i + 1 :]]
+
+    def reject(self, i: int, why: str) -> UnusableRecord:
+        return UnusableRecord(
+            f"assistant turn {i} cannot be masked safely: {why}", location=self.source, field=f"messages[{i}]",
+            code=RejectCode.UNMASKABLE,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """Assistant turn i's data in A, as one render of A with the turn's pieces replaced finds it.
+
+    `start`, `end`: the span where that render differs from A (the written pieces' union);
+    `pieces`: the pieces the turn has ("content", "reasoning", "call 0"...); `written`: those the
+    template writes; `calls_end`: where the calls' span ends (None: no calls located);
+    `reasoning_end`: where the written reasoning ends (None: none); `answer`: where its content is
+    written, else its first call's name (None: not located).
+    """
+
+    start: int
+    end: int
+    pieces: tuple[str, ...]
+    written: frozenset[str]
+    calls_end: int | None = None
+    reasoning_end: int | None = None
+    answer: tuple[int, int] | None = None  # its content, else its first call's name (`FallbackStart`'s answer)
+
+
+def find_pieces(chat: Chat, i: int) -> Found:
+    """Turn i's data located by one render with its pieces (content, reasoning, each call's arguments)
+    replaced by sentinels. Raises UnusableRecord: the turn is empty, or that render raises."""
+    msg, taken = chat.msgs[i], [chat.text]
+
+    def fresh() -> str:
+        taken.append(sentinel(*taken))
+        return taken[-1]
+
+    pieces: dict[str, str] = {}
+    changed = dict(msg)
+    if msg["content"].strip():
+        pieces["content"] = changed["content"] = fresh()
+    if has_reasoning(msg):
+        pieces["reasoning"] = changed["reasoning_content"] = changed["thinking"] = fresh()
+    if msg.get("tool_calls"):
+        calls = []
+        for j, call in enumerate(msg["tool_calls"]):
+            pieces[f"call {j}"] = fresh()
+            calls.append(marked_call(call, pieces[f"call {j}"]))
+        changed["tool_calls"] = calls
+    if not pieces:
+        raise chat.reject(i, "it is empty (no content, reasoning or tool calls)")
+    try:
+        other = chat.render(chat.with_message(i, changed))
+    except TemplateError as exc:
+        raise chat.reject(i, str(exc)) from None
+    start, end = changed_span(chat.text, other)
+    written = frozenset(name for name, s in pieces.items() if writes(s, other, chat.text))  # also escaped (tojson(ensure_ascii=True))
+    return Found(start, end, tuple(pieces), written)
+
+
+def end_of_calls(chat: Chat, i: int) -> int:
+    """Where the template ends turn i's tool calls in A (their arguments replaced by a sentinel)."""
+    mark = sentinel(chat.text)
+    calls = [marked_call(call, mark) for call in chat.msgs[i]["tool_calls"]]
+    try:
+        other = chat.render(chat.with_message(i, {**chat.msgs[i], "tool_calls": calls}))
+    except TemplateError:
+        return len(chat.text)
+    return changed_span(chat.text, other)[1]

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from ftdata.chat.locator import Chat, Hint, Turn, TurnLocator, writes_last_reasoning
-from ftdata.chat.long_records import Found, Tail, groups, locate, picks, prompt_ends, prompt_tails
+from ftdata.chat.locator import Hint, Turn, TurnLocator, writes_last_reasoning
+from ftdata.chat.long_records import Tail, groups, locate, picks, prompt_ends, prompt_tails
 from ftdata.chat.markers import ChatRenderer, RoleMarkers
-from ftdata.chat.sentinels import Render, content_spans, sentinel
+from ftdata.chat.sentinels import Chat, Found, Render, content_spans, sentinel
 from ftdata.errors import TemplateError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note
 from ftdata.types import Example, Rendered, SplitReason
