@@ -52,7 +52,7 @@ MARK = re.compile("\ue000(\\d+)\ue001")
 # ---------------------------------------------------------------- the oracle
 
 
-def content_regions(render: ChatRenderer, msgs: list[dict[str, str]]) -> list[tuple[int, int] | None] | None:
+def content_spans(render: ChatRenderer, msgs: list[dict[str, str]]) -> list[tuple[int, int] | None] | None:
     """Where the template puts each message's content in render(msgs), or None if unknowable.
 
     The skeleton render (contents -> sentinels) splits into markup pieces; the real render
@@ -65,7 +65,7 @@ def content_regions(render: ChatRenderer, msgs: list[dict[str, str]]) -> list[tu
     markup, order = parts[0::2], [int(k) for k in parts[1::2]]
     if len(order) != len(set(order)) or any(msgs[k]["role"] == "assistant" for k in set(range(len(msgs))) - set(order)):
         return None
-    regions: list[tuple[int, int] | None] = [None] * len(msgs)
+    spans: list[tuple[int, int] | None] = [None] * len(msgs)
     pos = 0
     for j, k in enumerate(order):
         if not text.startswith(markup[j], pos):
@@ -77,15 +77,15 @@ def content_regions(render: ChatRenderer, msgs: list[dict[str, str]]) -> list[tu
         for v in variants:
             after = pos + len(v)
             if text.startswith(v, pos) and (text[after:] == markup[j + 1] if last else text.startswith(markup[j + 1], after)):
-                regions[k] = (pos, after)
+                spans[k] = (pos, after)
                 pos = after
                 break
         else:
             return None
-    return regions
+    return spans
 
 
-def expected_chars(tok, text: str, regions, msgs, trained: list[bool], eots: tuple[str, str], prompts) -> list[tuple[set[int], range]]:
+def expected_chars(tok, text: str, spans, msgs, trained: list[bool], eots: tuple[str, str], prompts) -> list[tuple[set[int], range]]:
     """Per trained assistant turn: the non-whitespace char positions that must carry loss, and
     the range a whitespace-only trained token may lie in (never the separator after the turn).
 
@@ -101,7 +101,7 @@ def expected_chars(tok, text: str, regions, msgs, trained: list[bool], eots: tup
     for k, m in enumerate(msgs):
         if m["role"] != "assistant" or not trained[k]:
             continue
-        a, b = regions[k]
+        a, b = spans[k]
         core_start = a + len(text[a:b]) - len(text[a:b].lstrip())
         core_end = a + len(text[a:b].rstrip())
         prompt = prompts[k]
@@ -111,7 +111,7 @@ def expected_chars(tok, text: str, regions, msgs, trained: list[bool], eots: tup
             # where it rewrote an earlier message (Mistral moves the system prompt into the last user turn).
             parted = oracle._tag_start(text, len(os.path.commonprefix([prompt, text])))
             markup = not oracle.TAG.sub("", prompt[parted:]).strip()
-            lead = parted if markup and regions[k - 1][1] <= parted <= core_start else lead
+            lead = parted if markup and spans[k - 1][1] <= parted <= core_start else lead
         eot = eots[1] if k == len(msgs) - 1 else eots[0]
         p = core_end
         while p < len(text) and text[p].isspace() and not text.startswith(eot or "\0", p):
@@ -163,8 +163,8 @@ def covered(offsets: list[tuple[int, int]]) -> set[int]:
 
 def check_record(tok, render: ChatRenderer, msgs, rendered, tokenized, trained, eots) -> None:
     """Assert the trained tokens are exactly the trained contents + end-of-turn markers."""
-    regions = content_regions(render, msgs)
-    assert regions is not None, f"oracle cannot align the rendering {rendered.text!r}"
+    spans = content_spans(render, msgs)
+    assert spans is not None, f"oracle cannot align the rendering {rendered.text!r}"
     text = rendered.text
     prompts = []
     for k in range(len(msgs)):
@@ -172,7 +172,7 @@ def check_record(tok, render: ChatRenderer, msgs, rendered, tokenized, trained, 
             prompts.append(render(msgs[:k], generation=True) if k else None)
         except FtdataError:
             prompts.append(None)
-    want = expected_chars(tok, text, regions, msgs, trained, eots, prompts)
+    want = expected_chars(tok, text, spans, msgs, trained, eots, prompts)
     runs = trained_runs(tok, rendered, tokenized)
     assert len(runs) == len(want), f"{len(runs)} trained runs for {len(want)} trained turns in {text!r}"
     for (ids, offsets), (chars, room) in zip(runs, want):

@@ -8,7 +8,7 @@ from test_chat_masking import RAISES_ON_SYSTEM, chat, chat_template, one, traine
 
 from ftdata.errors import TemplateError
 from ftdata.chat.markers import common_token_prefix, control_tokens, detect_role_markers
-from ftdata.chat.stops import first_stop
+from ftdata.chat.stops import Stop, first_stop
 
 # name -> (bos, user_header, user_footer, assistant_header, eot, separator, final_eot, system_support)
 MARKERS = {
@@ -172,6 +172,6 @@ def test_stops_are_longest_first_with_ties_in_text_order():
 def test_first_stop_is_the_earliest_and_longest_and_never_past_another_turn():
     stops, openers = ("<|end|>", "<|end|>\n<|endoftext|>", "<|call|>"), ("<|user|>",)
     text = "yo<|end|>\n<|endoftext|><|user|>hi<|call|>"
-    assert first_stop(text, 2, stops, openers) == (2, 23)  # both start at 2: the longer wins
-    assert first_stop(text, 23, stops, openers) == (-1, -1)  # `<|call|>` lies past the next user header
-    assert first_stop("a<|call|>b<|end|>", 0, stops, openers) == (1, 9)
+    assert first_stop(text, 2, stops, openers) == Stop(2, 23)  # both start at 2: the longer wins
+    assert first_stop(text, 23, stops, openers) is None  # `<|call|>` lies past the next user header
+    assert first_stop("a<|call|>b<|end|>", 0, stops, openers) == Stop(1, 9)

@@ -3,7 +3,7 @@ every inference prompt P_i does.
 
 From `turns.LONG` assistant turns of a kind on, `ChatSpans` takes P_i from structure (`prompt_ends`
 where a template is prefix-stable, `prompt_tails` where it is not), a plain turn's content from
-one skeleton render and the data of a turn with reasoning or calls from two (`pieces.locate`).
+one skeleton render and the data of a turn with reasoning or calls from two (`long_records.locate`).
 A Hypothesis property over the chat templates of both corpora: random conversations (plain,
 tool-call and reasoning turns, where the template writes them; system, user and tool texts, the
 reasoning and the call arguments drawn from fragments of the template's own markup and arbitrary
@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from support import TOKENIZERS
 from test_invariance import BENIGN, CITY, _variants, fragments, on, stage_for, texts
 
-import ftdata.chat.regions as regions
 import ftdata.chat.turns as turns
+from ftdata.chat import long_records
 from ftdata.errors import Location, UnusableRecord
 from ftdata.run.engine import Stage
 
@@ -167,7 +167,7 @@ def test_renders_of_a_conversation_with_calls_and_reasoning_do_not_grow_with_it(
     (4 prompts checked per group here instead of 16: the groups outgrow them at these sizes.) Locating
     one row: history=one_row (under history=inference a template that rewrites history makes a row per
     exchange here, each rendered; test_history_check_of_a_prefix_stable_template_does_not_grow_either)."""
-    monkeypatch.setattr(regions, "SAMPLES", 4)
+    monkeypatch.setattr(long_records, "SAMPLES", 4)
     with on(kind, case) as tok:
         stage = Stage(tok, replace(stage_for(kind, case, kwargs, tok).options, history="one_row"))
         kinds = kinds_of(stage.renderer.markers)
@@ -192,7 +192,7 @@ def test_history_check_of_a_prefix_stable_template_does_not_grow_either(kind, ca
     """history=inference checks each trained history turn against its render as the last turn; on a template
     that keeps history intact a long record's groups are checked by samples (`ChatSpans._held`): 24 and 48
     exchanges take the same number of renders, and stay one row."""
-    monkeypatch.setattr(regions, "SAMPLES", 4)
+    monkeypatch.setattr(long_records, "SAMPLES", 4)
     with on(kind, case) as tok:
         stage = Stage(tok, replace(stage_for(kind, case, kwargs, tok).options, history="inference"))
         spans = stage.renderer.spans
@@ -214,9 +214,8 @@ def test_skeleton_sentinels_past_the_bmp_locate_as_the_first_ones_do(kind, case,
     with tojson(ensure_ascii=True)). Taken there, they locate what the BMP's do; one written escaped
     sends its turns to their own renders, never to a wrong verdict. Here every skeleton sentinel is
     taken past the BMP."""
-    import ftdata.chat.pieces as pieces
 
-    monkeypatch.setattr(pieces, "free_marks", lambda text: (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in text))
+    monkeypatch.setattr(long_records, "free_marks", lambda text: (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in text))
     with on(kind, case) as tok:
         stage = stage_for(kind, case, kwargs, tok)
         record = cycled(kinds_of(stage.renderer.markers), 12)

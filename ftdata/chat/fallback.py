@@ -18,23 +18,22 @@ import re
 from typing import Any
 
 from ftdata.chat.markers import RoleMarkers
-from ftdata.chat.pieces import first_named
-from ftdata.chat.regions import Regions, Render, common_prefix, content_at, written_at
+from ftdata.chat.sentinels import LazySpans, Render, common_prefix, content_span, first_named, no_spans, written_span
 
 # A tag written as text, in a tokenizer that lacks it as a token (`</think>` on a base tokenizer).
 _TAG = re.compile(r"<[^<>\s]{1,40}>")
 _TAGS = re.compile(r"(?:\s*<[^<>\s]{1,40}>)+")
 
 
-def _aligned(text: str, prompt: str, end_a: int, end_p: int) -> str:
+def _aligned(text: str, prompt: str, end_a: int, end_p: int | None) -> str:
     """P_i as A writes the conversation up to the message before turn i (`end_a`, `end_p`: where
-    that message's content ends in A and in P_i).
+    that message's content ends in A and in P_i; None: not located there).
 
     A template may render an earlier turn differently once a later user message follows it
     (DeepSeek-V3.2 writes `<think>` into the last exchange and `</think>` into history), so P_i
     and A part before turn i's own exchange; what P_i writes after that message is what counts.
     """
-    if end_p < 0 or end_a < 0 or common_prefix(prompt, text) >= end_a:
+    if end_p is None or common_prefix(prompt, text) >= end_a:
         return prompt
     return text[:end_a] + prompt[end_p:]
 
@@ -57,7 +56,7 @@ class FallbackStart:
 
     def __call__(
         self, text: str, msgs: list[dict[str, Any]], i: int, prompt: str | None, *, done: int, data: tuple[int, int],
-        block: bool, render: Render, regions: Regions = lambda: None, answer: tuple[int, int] | None = None,
+        block: bool, render: Render, contents: LazySpans = no_spans, answer: tuple[int, int] | None = None,
     ) -> tuple[int, bool]:  # fmt: skip
         """(where turn i begins in A, whether A writes again the prompt's close of a think block).
 
@@ -65,26 +64,28 @@ class FallbackStart:
         turn, `data` where the template writes the turn's data, `block`: the model writes markup
         before its data (a think block, call markup). `render(messages, generation=...)` renders
         with the record's tools and kwargs: the message before turn i is located by rendering it
-        once more with its content replaced (`ftdata.chat.regions`), never by searching its text;
-        `regions()` gives every content's place from one render, where the template allows;
-        `answer`: where the turn's answer is written (`pieces.Found.answer`), else located here.
+        once more with its content replaced (`ftdata.chat.sentinels`), never by searching its text;
+        `contents()` gives every content's span from one render, where the template allows;
+        `answer`: where the turn's answer is written (`sentinels.Found.answer`), else located here.
         """
         data_start, data_end = data
-        before = self._before(text, msgs, i, render, regions, done, data_start)  # where message i-1's content ends in A
-        previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before >= 0 else -1
-        if prompt is not None and 0 <= before and common_prefix(prompt, text) < before:
-            in_prompt = content_at(prompt, render, msgs[:i], i - 1, generation=True)
-            prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else -1)
-        parted = common_prefix(prompt, text) if prompt is not None else -1  # in characters
-        part = self._parting(text, prompt, max(previous, done), parted) if prompt is not None else -1
-        tail = prompt[part if part >= 0 else parted :] if prompt is not None else ""
+        before = self._before(text, msgs, i, render, contents, done, data_start)  # where message i-1's content ends in A
+        previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before is not None else None
+        if prompt is not None and before is not None and common_prefix(prompt, text) < before:
+            in_prompt = content_span(prompt, render, msgs[:i], i - 1, generation=True)
+            prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else None)
+        fork, tail = None, ""
+        if prompt is not None:
+            shared = common_prefix(prompt, text)  # in characters
+            fork = self._fork(text, prompt, done if previous is None else max(previous, done), shared)
+            tail = prompt[fork if fork is not None else shared :]
         after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
         # After a tool result a generation prompt that writes no role header A writes too continues the
         # model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`; diffusion_gemma: `<|channel>thought\n`,
         # then A's `<|turn>model\n`): what A writes from there is the model's.
-        lead = text[part:data_start] if 0 <= part <= data_start else ""
+        lead = text[fork:data_start] if fork is not None and fork <= data_start else ""
         unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
-        start = self._markup_start(text, part, previous, done, data_start, block, unheaded)
+        start = self._markup_start(text, fork, previous, done, data_start, block, unheaded)
         if prompt is None:
             return start, False
         if tail.strip():
@@ -97,15 +98,15 @@ class FallbackStart:
 
     @staticmethod
     def _before(
-        text: str, msgs: list[dict[str, Any]], i: int, render: Render, regions: Regions, done: int, data_start: int
-    ) -> int:  # fmt: skip
+        text: str, msgs: list[dict[str, Any]], i: int, render: Render, contents: LazySpans, done: int, data_start: int
+    ) -> int | None:  # fmt: skip
         """Where the content of the message before turn i ends in A, when it lies between the
-        previous trained turn and turn i's data; else -1."""
+        previous trained turn and turn i's data; else None."""
         if i == 0:
-            return -1
-        places = regions()
-        region = places[i - 1] if places is not None else content_at(text, render, msgs, i - 1)
-        return region[1] if region and done <= region[0] and region[1] <= data_start else -1
+            return None
+        spans = contents()
+        span = spans[i - 1] if spans is not None else content_span(text, render, msgs, i - 1)
+        return span[1] if span and done <= span[0] and span[1] <= data_start else None
 
     @staticmethod
     def _answer_start(
@@ -119,14 +120,14 @@ class FallbackStart:
         """
         msg, (data_start, hi) = msgs[i], data
         if not msg.get("tool_calls") and msg.get("reasoning_content") is None:
-            region: tuple[int, int] | None = (data_start, hi)
+            span: tuple[int, int] | None = (data_start, hi)
         elif located is not None:
-            region = located
+            span = located
         elif (msg.get("content") or "").strip():
-            region = content_at(text, render, msgs, i)
+            span = content_span(text, render, msgs, i)
         else:
-            region = written_at(text, render, msgs, i, first_named)
-        return region[0] if region and lo <= region[0] <= hi else hi
+            span = written_span(text, render, msgs, i, first_named)
+        return span[0] if span and lo <= span[0] <= hi else hi
 
     @staticmethod
     def _after_prompt_tail(text: str, tail: str, start: int, answer: int) -> tuple[int, bool]:
@@ -172,37 +173,37 @@ class FallbackStart:
             core = end.rstrip()
             if not core.strip() or not (_TAGS.fullmatch(core) or self._markup_only(core)):
                 continue
-            at = next((at for at in range(max(start - len(core) + 1, 0), start + 1) if text.startswith(core, at)), -1)
-            if at >= 0:
+            at = next((at for at in range(max(start - len(core) + 1, 0), start + 1) if text.startswith(core, at)), None)
+            if at is not None:
                 after = at + len(core)
                 return after + len(os.path.commonprefix([end[len(core) :], text[after : after + 64]]))
         return start
 
-    def _parting(self, text: str, prompt: str, lo: int, part: int) -> int:
-        """Where P_i and A part (`part`, in characters), when that is at or after `lo` (the end of
-        the message before turn i), else -1; moved back to the start of a markup token (or a tag
+    def _fork(self, text: str, prompt: str, lo: int, fork: int) -> int | None:
+        """Where P_i and A part (`fork`, in characters), when that is at or after `lo` (the end of
+        the message before turn i), else None; moved back to the start of a markup token (or a tag
         written as text) it falls inside, on either side: GLM-4.7 prompts with `<think>` and writes
         `</think>`, QwQ prompts with `<think>` and writes `<tool_call>`, and the two share their
         first characters."""
-        if part < lo:
-            return -1
+        if fork < lo:
+            return None
         for side in (prompt, text):  # a window around the parting point: a markup token is short
-            window = side[lo : part + 64]
+            window = side[lo : fork + 64]
             enc = self.tokenizer.backend_tokenizer.encode(window, add_special_tokens=False)
             for token, (a, b) in zip(enc.ids, enc.offsets):
-                if lo + a < part < lo + b and token in self.added:
-                    part = lo + a
+                if lo + a < fork < lo + b and token in self.added:
+                    fork = lo + a
                     break
-            tag = next((m for m in _TAG.finditer(side, max(part - 40, lo), part + 40) if m.start() < part < m.end()), None)
-            part = tag.start() if tag else part
-        return part
+            tag = next((m for m in _TAG.finditer(side, max(fork - 40, lo), fork + 40) if m.start() < fork < m.end()), None)
+            fork = tag.start() if tag else fork
+        return fork
 
     def _markup_start(
-        self, text: str, part: int, previous: int, done: int, data_start: int, block: bool, unheaded: bool = False
+        self, text: str, fork: int | None, previous: int | None, done: int, data_start: int, block: bool, unheaded: bool = False
     ) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
-        -1 when not found; never before `done`, the previous turn's end): where its inference prompt
-        and A part (`part`, -1 when not within the turn), when that lies within the turn; else after
+        None when not found; never before `done`, the previous turn's end): where its inference prompt
+        and A part (`fork`, None when not within the turn), when that lies within the turn; else after
         its role header (`block`: the model writes markup before its data) or at its data.
 
         Before plain content the parting point is taken when it lies after the turn's own role
@@ -211,14 +212,14 @@ class FallbackStart:
         and Nemotron 3 prompt with `<think>` and write `</think>` at the start of history turns (one
         token or, in a tokenizer without it, plain text: the model writes it either way).
         """
-        lo = max(previous, done)
-        if 0 <= part <= data_start and (block or unheaded or self._after_header(text, lo, part, data_start)):
-            return part
-        if 0 <= lo <= part < data_start and not text[part:data_start].strip():
+        lo = done if previous is None else max(previous, done)
+        if fork is not None and fork <= data_start and (block or unheaded or self._after_header(text, lo, fork, data_start)):
+            return fork
+        if fork is not None and lo <= fork < data_start and not text[fork:data_start].strip():
             # Only whitespace between where the prompt ends and the content (vLLM's DeepSeek-V3 template:
             # `<｜Assistant｜>` + twelve spaces; vLLM's Mistral: `[/INST] Blue`): the prompt does not hold
             # it, so the model writes it, in its first token (` Blue`), never after a lone ` ` token.
-            return part
+            return fork
         header_end = self._header_end(text, lo, data_start)
         if not block:
             # What the template writes after its role header is the model's when it is what every
@@ -228,7 +229,7 @@ class FallbackStart:
             return header_end if header_end < data_start and opens else data_start
         # No role header before the calls (vLLM's Mistral template: `[/INST][TOOL_CALLS] [...]`): the
         # turn begins where the message before it ends, when that message was found in A.
-        return previous if header_end == data_start and previous >= 0 else header_end
+        return previous if header_end == data_start and previous is not None else header_end
 
     def _after_previous(self, text: str, role: str, end: int, data_start: int) -> int:
         """Where the message before turn i ends in A: its content (ending at `end`) and, for a user
@@ -243,10 +244,10 @@ class FallbackStart:
             end += len(gap) - len(gap.lstrip()) + len(footer)
         return end
 
-    def _after_header(self, text: str, lo: int, part: int, data_start: int) -> bool:
-        """Whether `part` lies at or after the turn's own role header (its last one before the data)."""
+    def _after_header(self, text: str, lo: int, fork: int, data_start: int) -> bool:
+        """Whether `fork` lies at or after the turn's own role header (its last one before the data)."""
         ends = [at + len(h) for h in self.headers if (at := text.rfind(h, lo, data_start)) >= 0]
-        return bool(ends) and part >= min(ends)
+        return bool(ends) and fork >= min(ends)
 
     def _markup_only(self, text: str) -> bool:
         """Whether `text` is only added tokens (markup) and whitespace."""

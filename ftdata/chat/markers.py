@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 from ftdata.chat import sandbox
 from ftdata.guard import limits
 from ftdata.errors import Location, TemplateError
-from ftdata.chat.parts import STRING, ContentForm, as_parts, collapse, contents_of, media_count
+from ftdata.chat.contents import STRING, ContentForm, as_parts, collapse, contents_of, media_count
 from ftdata.chat.probes import (
     PROBE, PROBE_TOOL, probe_messages, reasoning_probe, thinking_kwarg, tool_probes, writes_call_reasoning,
 )  # fmt: skip
@@ -103,7 +103,7 @@ class ChatRenderer:
         self.tokenizer = tokenizer
         self.kwargs = dict(kwargs or {})
         self.tools = list(tools) if tools else None  # probes only: a render's own `tools` win
-        self.contents = STRING  # string contents, or lists of parts for templates that read only those (chat/parts.py)
+        self.contents = STRING  # string contents, or lists of parts for templates that read only those (chat/contents.py)
         self.contents = contents_of(self)
 
     def __call__(
@@ -402,22 +402,40 @@ def _warnings(m: RoleMarkers, *, appended: str, lead_in: str, kwargs: Mapping[st
         warnings.append(f"injects a default system prompt when none is given: {m.default_system.strip()[:80]!r}")
     if m.date_line and not any(isinstance(v, str) and m.date_line in v for v in (kwargs or {}).values()):  # date_string pins it
         warnings.append(f"injects a date ({m.date_line}): renders change from day to day")
-    if m.after_prompt.strip():
-        fix = f"; chat_template_kwargs {m.thinking_kwarg} moves it into the prompt" if m.thinking_kwarg else ""
-        warnings.append(f"writes {m.after_prompt!r} after the generation prompt: the model writes it, so it is trained{fix}")
-    elif "<think>" in lead_in:
-        warnings.append("injects an empty <think></think> block before assistant contents (in the generation prompt: context, not trained)")
-    elif "<think>" in m.assistant_header:
-        warnings.append(
-            f"its generation prompt ends with {m.assistant_header!r}, which rendered assistant turns do not have: "
-            "the model is prompted to think first but trained on turns without reasoning"
-        )
+    warnings += _think_warnings(m, lead_in)
     if m.text_stops:
         shown = ", ".join(map(repr, m.text_stops))
         warnings.append(
             f"writes markers that are not tokens of this tokenizer: {shown} is plain text, trained as the text it is; "
             f"inference needs it as a stop string (e.g. stop=[{shown}]), or add the markers as special tokens (add_chat_tokens)"
         )  # fmt: skip
+    warnings += _last_turn_warnings(m)
+    warnings += _SYSTEM_WARNINGS.get(m.system_support, [])
+    if m.bos:
+        warnings.append(f"writes its own BOS {m.bos!r}: ftdata adds no second one")
+    if not m.prefix_stable:
+        warnings.append("not prefix-stable: spans are located in the full rendering (fallback path)")
+    return tuple(warnings)
+
+
+def _think_warnings(m: RoleMarkers, lead_in: str) -> list[str]:
+    """What `_warnings` says about a think block the template writes around the generation prompt."""
+    if m.after_prompt.strip():
+        fix = f"; chat_template_kwargs {m.thinking_kwarg} moves it into the prompt" if m.thinking_kwarg else ""
+        return [f"writes {m.after_prompt!r} after the generation prompt: the model writes it, so it is trained{fix}"]
+    if "<think>" in lead_in:
+        return ["injects an empty <think></think> block before assistant contents (in the generation prompt: context, not trained)"]
+    if "<think>" in m.assistant_header:
+        return [(
+            f"its generation prompt ends with {m.assistant_header!r}, which rendered assistant turns do not have: "
+            "the model is prompted to think first but trained on turns without reasoning"
+        )]  # fmt: skip
+    return []
+
+
+def _last_turn_warnings(m: RoleMarkers) -> list[str]:
+    """What `_warnings` says where the template closes the last assistant turn otherwise than the others."""
+    warnings = []
     if m.eot and not m.final_eot:
         warnings.append(
             f"closes an assistant turn with {m.eot!r} only when another message follows: middle turns train through it, "
@@ -425,12 +443,7 @@ def _warnings(m: RoleMarkers, *, appended: str, lead_in: str, kwargs: Mapping[st
         )  # fmt: skip
     if m.final_eot != m.eot and m.eot and m.final_eot:
         warnings.append(f"ends the last assistant turn with {m.final_eot!r} instead of {m.eot!r}; both are trained where they occur")
-    warnings += _SYSTEM_WARNINGS.get(m.system_support, [])
-    if m.bos:
-        warnings.append(f"writes its own BOS {m.bos!r}: ftdata adds no second one")
-    if not m.prefix_stable:
-        warnings.append("not prefix-stable: spans are located in the full rendering (fallback path)")
-    return tuple(warnings)
+    return warnings
 
 
 _SYSTEM_WARNINGS = {

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ftdata.errors import TemplateError
-from ftdata.chat.regions import TemplateRender
+from ftdata.chat.sentinels import TemplateRender
 from ftdata.chat.stops import common_token_prefix, units
 
 
@@ -79,25 +79,11 @@ def tool_probes(render: TemplateRender, tokenizer: Any, appended: str = "") -> d
         out["schemas"] = "toolprobe" in render([*user, *probe_messages("a1")], tools=[PROBE_TOOL])
     except TemplateError:
         pass
-    works, texts = [], []
-    for form, arguments in (("dict", dict(_ARGS)), ("string", json.dumps(_ARGS))):
-        try:
-            text = render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(arguments)]}], tools=[PROBE_TOOL])
-        except TemplateError:
-            continue
-        # Written, not JSON-escaped twice, and not printed as a Python dict (`{'argprobe': ...}`: no parser reads it).
-        if "ARGVALPROBE" in text and '\\"argprobe' not in text and str(_ARGS) not in text:
-            works.append(form)
-            texts.append(text)
-    if len(works) == 2 and texts[0] != texts[1]:
-        # Both are written, differently (Gemma 4 formats a dict as its own call syntax and pastes
-        # a string verbatim): the dict is the structure the template was written for.
-        works = ["dict"]
-    out["arguments"] = "either" if len(works) == 2 else works[0] if works else ""
-    if not works:
+    out["arguments"] = form = _arguments_form(render, user)
+    if not form:
         out["names"] = _writes_call_names(render, user)
         return out
-    call = {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS) if works[0] == "dict" else json.dumps(_ARGS))]}
+    call = {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS) if form != "string" else json.dumps(_ARGS))]}
     try:
         alone = render([*user, call], tools=[PROBE_TOOL])
         answered = render([*user, call, tool, {"role": "assistant", "content": PROBE["a2"]}], tools=[PROBE_TOOL])
@@ -114,6 +100,25 @@ def tool_probes(render: TemplateRender, tokenizer: Any, appended: str = "") -> d
         gap = answered[at:result]
         out["header"] = gap[common_token_prefix(gap, tail, tokenizer) :].lstrip()
     return out
+
+
+def _arguments_form(render: TemplateRender, user: list[dict[str, Any]]) -> str:
+    """The `arguments` form of `tool_probes`: "dict", "string", "either" or "" (neither is written)."""
+    works, texts = [], []
+    for form, arguments in (("dict", dict(_ARGS)), ("string", json.dumps(_ARGS))):
+        try:
+            text = render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(arguments)]}], tools=[PROBE_TOOL])
+        except TemplateError:
+            continue
+        # Written, not JSON-escaped twice, and not printed as a Python dict (`{'argprobe': ...}`: no parser reads it).
+        if "ARGVALPROBE" in text and '\\"argprobe' not in text and str(_ARGS) not in text:
+            works.append(form)
+            texts.append(text)
+    if len(works) == 2 and texts[0] != texts[1]:
+        # Both are written, differently (Gemma 4 formats a dict as its own call syntax and pastes
+        # a string verbatim): the dict is the structure the template was written for.
+        works = ["dict"]
+    return "either" if len(works) == 2 else works[0] if works else ""
 
 
 def writes_call_reasoning(render: TemplateRender, arguments: str) -> bool:

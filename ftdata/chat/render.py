@@ -16,9 +16,9 @@ template writes as JSON once (a dict or a JSON string, probed by `detect_role_ma
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError, TemplateError, UnusableRecord
@@ -28,11 +28,19 @@ from ftdata.guard.limits import LimitExceeded, RecordOverLimit, pinned
 
 if TYPE_CHECKING:
     from ftdata.options import DataOptions
-from ftdata.chat.markers import ChatRenderer, RoleMarkers, control_tokens, detect_role_markers, model_stop_tokens, one_token
-from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.chat import think
+from ftdata.chat.locator import REASONING_DROPPED
+from ftdata.chat.markers import (
+    ChatRenderer,
+    RoleMarkers,
+    control_tokens,
+    detect_role_markers,
+    model_stop_tokens,
+    one_token,
+)
 from ftdata.chat.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
-from ftdata.chat.turns import REASONING_DROPPED, SYSTEM_DROPPED, ChatSpans
+from ftdata.chat.turns import SYSTEM_DROPPED, ChatSpans
+from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import Example, HistoryMode, MaskPolicy, Message, Rendered, SystemMode
 
 __all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Renderer", "apply_system", "trained_turns"]

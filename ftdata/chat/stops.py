@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,15 +169,26 @@ def turn_stops(
     return stops, tokenizer.eos_token or ""
 
 
-def first_stop(text: str, start: int, stops: Sequence[str], openers: Sequence[str]) -> tuple[int, int]:
-    """(start, end) of the first stop token in `text` at or after `start` (the longest where several
-    start there), or (-1, -1); also (-1, -1) when text that opens another turn (`openers`: the user
-    and system headers) comes first, for then the stop found belongs to a later turn."""
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """A stop token that ends a turn: [start, end) in A; `appended`: the text A lacks up to `end`, trained
+    with the turn (a final call turn's hand-over to the tool; `eos`: the EOS appended after the last turn)."""
+
+    start: int
+    end: int
+    appended: str = ""
+    eos: bool = False
+
+
+def first_stop(text: str, start: int, stops: Sequence[str], openers: Sequence[str]) -> Stop | None:
+    """The first stop token in `text` at or after `start` (the longest where several start there), or
+    None; also None when text that opens another turn (`openers`: the user and system headers) comes
+    first, for then the stop found belongs to a later turn."""
     best = (-1, -1)
     for stop in stops:
         at = text.find(stop, start)
         if at >= 0 and (best[0] < 0 or at < best[0] or (at == best[0] and at + len(stop) > best[1])):
             best = (at, at + len(stop))
-    if best[0] >= 0 and any(opener in text[start : best[0]] for opener in openers):
-        return -1, -1
-    return best
+    if best[0] < 0 or any(opener in text[start : best[0]] for opener in openers):
+        return None
+    return Stop(*best)

@@ -15,7 +15,7 @@ does not (a user turn's weight or spans are ignored, with a note).
 
 Where the content lies in the rendering is found by structure, never by searching its text:
 the record is rendered again with that content replaced by a private-use sentinel, and the
-changed region is where the template wrote it (`turns.changed_region`). It must hold the
+changed span is where the template wrote it (`sentinels.changed_span`). It must hold the
 content character for character (a template that rewrites it cannot take character offsets:
 the record is rejected).
 
@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 from ftdata.chat.render import Renderer, trained_turns
-from ftdata.chat.turns import changed_region
+from ftdata.chat.sentinels import changed_span
 from ftdata.errors import RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import Example, MaskPolicy, Message, Rendered
@@ -108,7 +108,7 @@ class SupervisedRenderer:
             other = self.inner(probe).text
         except RecordError as exc:
             raise UnusableRecord(f"train_detail: the content cannot be located ({exc.reason})", location=example.source, field=field, code=RejectCode.UNMASKABLE) from None
-        s, e = changed_region(text, other)
+        s, e = changed_span(text, other)
         if text[s:e] == content:
             return s, s, e
         core = content.strip()

@@ -29,11 +29,11 @@ from dataclasses import dataclass, replace
 
 from ftdata.types import Example, Rendered, SplitReason
 
-__all__ = ["Part", "split"]
+__all__ = ["SplitRow", "split"]
 
 
 @dataclass(frozen=True, slots=True)
-class Part:
+class SplitRow:
     """One row of a record that is split: its place among the record's rows, the turns (message indices)
     it trains, and why each of them was not trained in a longer row of the record (the first row: none)."""
 
@@ -72,7 +72,7 @@ def _through(example: Example, end: int, turns: set[int]) -> Example:
     return replace(example, messages=messages)
 
 
-def split(render: Callable[..., Rendered], example: Example, trained: list[int], first: Rendered) -> list[tuple[Example, Rendered, Part]]:
+def split(render: Callable[..., Rendered], example: Example, trained: list[int], first: Rendered) -> list[tuple[Example, Rendered, SplitRow]]:
     """The rows of `example`, whose full rendering `first` leaves some trained turns unheld.
 
     `render`: the build's renderer (a row that trains only its last turn is rendered with `history=False`:
@@ -102,6 +102,6 @@ def split(render: Callable[..., Rendered], example: Example, trained: list[int],
         remaining -= turns
     count = len(rows)  # every turn of a row after the first was unheld in an earlier one: it has a reason
     return [
-        (row, rendered, Part(k, count, turns, tuple((i, reasons[i]) for i in turns) if k else ()))
+        (row, rendered, SplitRow(k, count, turns, tuple((i, reasons[i]) for i in turns) if k else ()))
         for k, (row, rendered, turns) in enumerate(rows)
     ]

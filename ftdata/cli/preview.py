@@ -41,7 +41,7 @@ from ftdata.outcomes import Note, NoteCode
 from ftdata.options import RunOptions, plain
 from ftdata.run.report import BuildReport, Reject
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
-from ftdata.chat.trajectory import Part
+from ftdata.chat.trajectory import SplitRow
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
 from ftdata.media.inspect import collapse_segments, collapse_tokens
 
@@ -108,7 +108,7 @@ class RecordView:
     tokens: list[TokenView]
     notes: list[Note] = field(default_factory=list)
     truncation: str = ""
-    part: Part | None = None  # one of the rows of a record split by history=inference
+    part: SplitRow | None = None  # one of the rows of a record split by history=inference
 
     def to_json(self, *, with_tokens: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "record", "location": self.location, "format": self.format}

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ftdata.chat.regions import sentinel
+from ftdata.chat.sentinels import sentinel
 from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.media.audio import AudioMedium
 from ftdata.media.families import FAMILIES, family

@@ -27,7 +27,7 @@ import pyarrow as pa
 from ftdata.chat.markers import shared_renders
 from ftdata.chat.render import Renderer, trained_turns
 from ftdata.chat.supervision import flagged
-from ftdata.chat.trajectory import Part, split
+from ftdata.chat.trajectory import SplitRow, split
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.guard import limits
 from ftdata.guard.inputs import Stat
@@ -57,7 +57,7 @@ class Measured:
     rendered: Rendered
     tokenized: Tokenized
     response: int | None = None
-    part: Part | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
+    part: SplitRow | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
     drift: tuple[Drift, ...] = ()  # its trained turns' recorded token ids against the trained tokens (`ftdata.run.drift`)
 
     @property
@@ -132,7 +132,7 @@ class SftTask:
         """Render and mask the examples (one tokenizer call), under history=inference one row per turn that
         inference sees otherwise (`ftdata.chat.trajectory`); drift against recorded ids noted."""
         out: list[Any] = []
-        todo: list[tuple[int, Example, Rendered, Part | None]] = []  # (position in `out`, example, rendering, row of a split)
+        todo: list[tuple[int, Example, Rendered, SplitRow | None]] = []  # (position in `out`, example, rendering, row of a split)
         for record, example in formatted:
             if isinstance(example, Reject):
                 out.append((record, example))
@@ -210,7 +210,7 @@ class SftTask:
 SFT = SftTask()
 
 
-def _rows(stage: Stage, example: Example) -> list[tuple[Example, Rendered, Part | None]]:
+def _rows(stage: Stage, example: Example) -> list[tuple[Example, Rendered, SplitRow | None]]:
     """The example's rows: one, or under history=inference the fewest that train every turn as inference
     sees it (`ftdata.chat.trajectory`). A multi-turn record's renders are shared among its checks and rows.
 

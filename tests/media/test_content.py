@@ -130,7 +130,7 @@ def test_rows_without_placeholders_place_images_where_trl_does(system, roles, te
     (before the first user text), or the record is rejected where TRL raises (no user turn to take them)."""
     from trl.data_utils import prepare_multimodal_messages
 
-    from ftdata.chat.parts import to_parts
+    from ftdata.chat.contents import to_parts
     from ftdata.types import Example, Message
 
     messages = [{"role": "system", "content": texts[-1]}] * system + [{"role": r, "content": t} for r, t in zip(roles, texts)]

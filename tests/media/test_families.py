@@ -2,7 +2,7 @@
 what the processor itself makes of the same text and pixels; model-config disagreement refused.
 
 LLaVA-Next and Idefics3 render with the templates their model repos ship (tests/vision/templates), which read
-message contents only as lists of parts: ftdata converts its string contents at the Jinja call (chat/parts.py)."""
+message contents only as lists of parts: ftdata converts its string contents at the Jinja call (chat/contents.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ftdata.chat.markers import ChatRenderer
-from ftdata.chat.parts import MEDIA, ContentForm, to_parts
+from ftdata.chat.contents import MEDIA, ContentForm, to_parts
 from ftdata.chat.render import Renderer
 from ftdata.errors import ConfigError, TemplateError
 from ftdata.io.resources import load_tokenizer

@@ -39,7 +39,7 @@ from trl.data_utils import prepare_multimodal_messages
 from typer.testing import CliRunner
 
 from ftdata.build.api import build
-from ftdata.chat.parts import to_parts
+from ftdata.chat.contents import to_parts
 from ftdata.cli.app import app
 from ftdata.errors import ConfigError, Location
 from ftdata.media.images import ImageMedium, load_image

@@ -12,7 +12,7 @@ Text runs become text parts and each `MEDIA` an image part, in order; a content 
 and no image is one empty text part (`content[0]['text']` must exist). The template then puts
 each image where it puts images (LLaVA-Next: every image first, then the text) and writes its
 own markup for it (`<image>\\n`); that markup is turned back into one `MEDIA` per image, so
-every layer above (turn location, regions, expansion) sees the same kind of rendering in
+every layer above (turn location, content spans, expansion) sees the same kind of rendering in
 either form. The markup holds a token of the tokenizer's own, which a record's text cannot
 hold while it is rendered (control-token text is rejected, or stood in for by private-use
 characters, before any render: `render._Escapes`), so it is the template's, never the user's.
@@ -40,7 +40,7 @@ from typing import Any
 
 from ftdata.errors import TemplateError
 from ftdata.chat.probes import PROBE, PROBE_TOOL, probe_messages
-from ftdata.chat.regions import TemplateRender, changed_region
+from ftdata.chat.sentinels import TemplateRender, changed_span
 from ftdata.records.media import MEDIA  # one image in a message's text
 
 
@@ -194,7 +194,7 @@ def _image_text(render: TemplateRender) -> str:
         without = render([{"role": "user", "content": [{"type": "text", "text": mark}]}])
     except TemplateError:
         return ""
-    start, end = changed_region(with_image, without)
+    start, end = changed_span(with_image, without)
     text = with_image[start:end]
     added = getattr(render.tokenizer, "added_tokens_encoder", {}) or {}
     return text if any(t.strip() and t in text for t in added) else ""
