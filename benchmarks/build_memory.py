@@ -61,7 +61,7 @@ def data(n: int) -> tuple[Path, Path]:
     single, sharded = CACHE / f"short-{n}.jsonl", CACHE / f"short-{n}"
     if not single.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        part = single.with_suffix(".part")
+        part = single.with_suffix(".split_row")
         with part.open("w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in records(n))
         part.rename(single)

@@ -147,9 +147,9 @@ def test_qwen3_trains_a_history_turn_with_its_reasoning_in_a_row_of_its_own() ->
     assert runs(tok, second) == [
         ("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<think>\nAdd two and two.\n</think>\n\n4<|im_end|>")
     ]  # fmt: skip
-    assert (first.part.index, first.part.count, first.part.turns) == (0, 2, (3,))  # type: ignore[union-attr]
-    assert second.part.turns == (1,) and second.part.reasons == ((1, SplitReason.REASONING),)  # type: ignore[union-attr]
-    assert "drops its reasoning from history" in second.part.describe()  # type: ignore[union-attr]
+    assert (first.split_row.index, first.split_row.count, first.split_row.turns) == (0, 2, (3,))  # type: ignore[union-attr]
+    assert second.split_row.turns == (1,) and second.split_row.reasons == ((1, SplitReason.REASONING),)  # type: ignore[union-attr]
+    assert "drops its reasoning from history" in second.split_row.describe()  # type: ignore[union-attr]
     assert all(not item.tokenized.notes for item in (first, second))  # nothing is trained without its reasoning
 
 
@@ -158,7 +158,7 @@ def test_one_row_keeps_the_full_render_and_says_what_it_trains_without_reasoning
     messages = [user("What is 2+2?"), assistant("4", "Add two and two."), user("And 3+3?"), assistant("6", "Add three and three.")]
     (item,) = rows_of(tok, messages, history="one_row")
     assert [text for _, text in runs(tok, item)] == ["4<|im_end|>", "<think>\nAdd three and three.\n</think>\n\n6<|im_end|>"]
-    assert item.part is None and [n.code.value for n in item.tokenized.notes] == ["reasoning_dropped"]
+    assert item.split_row is None and [n.code.value for n in item.tokenized.notes] == ["reasoning_dropped"]
 
 
 def test_an_agent_loop_after_one_user_query_stays_one_row_on_qwen3() -> None:
@@ -170,7 +170,7 @@ def test_an_agent_loop_after_one_user_query_stays_one_row_on_qwen3() -> None:
         {"role": "tool", "content": "22C"}, assistant("It is 22C.", "The tool said 22C."),
     ]  # fmt: skip
     (item,) = check_record(tok, messages)
-    assert item.part is None and len(runs(tok, item)) == 2
+    assert item.split_row is None and len(runs(tok, item)) == 2
 
 
 def test_a_plain_chat_on_a_prefix_stable_template_is_one_row_byte_for_byte() -> None:
@@ -178,7 +178,7 @@ def test_a_plain_chat_on_a_prefix_stable_template_is_one_row_byte_for_byte() -> 
     messages = [user("hi"), assistant("hello"), user("2+2?"), assistant("4"), user("and 3+3?"), assistant("6")]
     (item,) = check_record(tok, messages)
     (same,) = rows_of(tok, messages, history="one_row")
-    assert item.part is None and item.tokenized == same.tokenized  # type: ignore[union-attr]
+    assert item.split_row is None and item.tokenized == same.tokenized  # type: ignore[union-attr]
 
 
 def test_qwen3s_empty_think_block_splits_a_plain_chat_and_says_so() -> None:
@@ -188,7 +188,7 @@ def test_qwen3s_empty_think_block_splits_a_plain_chat_and_says_so() -> None:
     messages = [user("hi"), assistant("hello"), user("2+2?"), assistant("4")]
     first, second = check_record(tok, messages)
     assert runs(tok, second)[0][1] == "<think>\n\n</think>\n\nhello<|im_end|>"
-    assert second.part.reasons == ((1, SplitReason.TARGET),)  # type: ignore[union-attr]
+    assert second.split_row.reasons == ((1, SplitReason.TARGET),)  # type: ignore[union-attr]
 
 
 # Mistral 7B v0.3's rule, written out: the system prompt goes into the conversation's last user turn.
@@ -208,7 +208,7 @@ def test_a_moved_system_prompt_trains_a_history_turn_in_the_context_its_inferenc
     tok.chat_template = MISTRAL_V3
     messages = [{"role": "system", "content": "Be brief."}, user("hi"), assistant("hello"), user("2+2?"), assistant("4")]
     first, second = check_record(tok, messages)
-    assert second.part.reasons == ((2, SplitReason.CONTEXT),)  # type: ignore[union-attr]
+    assert second.split_row.reasons == ((2, SplitReason.CONTEXT),)  # type: ignore[union-attr]
     assert runs(tok, second) == [("<s>[INST]Be brief.\n\nhi[/INST]", "hello</s>")]
 
 
@@ -281,7 +281,7 @@ def test_apriels_call_turn_is_split_off_and_trained_as_the_last_turn_writes_it()
     with matrix.served_on(case) as tok:
         stage = Stage(tok, DataOptions(max_length=100_000, history="inference", stop_tokens=list(case.stop_tokens)))
         items = [item for _, item, _ in stage.run([(Location("t.jsonl", line=1), record)]).outcomes]
-        assert [i.part.turns for i in items] == [(3,), (1,)]
+        assert [i.split_row.turns for i in items] == [(3,), (1,)]
         assert [text for _, text in runs(tok, items[1])] == [
             '\n<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]</tool_calls></s>']
         assert [text for _, text in runs(tok, items[0])] == ["It is mild in Paris.</s>"]
@@ -373,7 +373,7 @@ def test_the_rows_of_a_record_do_not_depend_on_the_users_words(name, data) -> No
     edited = [user(m["content"] + data.draw(words)) if m["role"] == "user" else m for m in messages]
 
     def shape(items: list[Measured | Reject]) -> list[Any]:
-        return [(i.part and i.part.turns, [text for _, text in runs(tok, i)]) if isinstance(i, Measured) else "reject" for i in items]
+        return [(i.split_row and i.split_row.turns, [text for _, text in runs(tok, i)]) if isinstance(i, Measured) else "reject" for i in items]
 
     assert shape(rows_of(tok, edited)) == shape(rows_of(tok, messages))
 

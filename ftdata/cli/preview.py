@@ -108,12 +108,12 @@ class RecordView:
     tokens: list[TokenView]
     notes: list[Note] = field(default_factory=list)
     truncation: str = ""
-    part: SplitRow | None = None  # one of the rows of a record split by history=inference
+    split_row: SplitRow | None = None  # one of the rows of a record split by history=inference
 
     def to_json(self, *, with_tokens: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "record", "location": self.location, "format": self.format}
-        if self.part is not None:
-            p = self.part
+        if self.split_row is not None:
+            p = self.split_row
             out["row"] = {"index": p.index, "count": p.count, "turns": list(p.turns), "reasons": {str(i): r.value for i, r in p.reasons}}
         out["method"] = self.method
         out["counts"] = {"tokens": self.total, "prompt": self.prompt, "response": self.response}
@@ -292,7 +292,7 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     return RecordView(
         location=measured.location, format=measured.example.format, method=rendered.method,
         total=measured.total, prompt=measured.prompt, response=measured.response, trained=measured.trained,
-        segments=segments, tokens=tokens, truncation=_truncation(stage, measured), part=measured.part,
+        segments=segments, tokens=tokens, truncation=_truncation(stage, measured), split_row=measured.split_row,
         notes=[*row.notes, *([RESULTS_ENCODED] if results_encoded(rendered.text, pieces) else []), *describe(rendered)],
     )  # fmt: skip
 
@@ -415,8 +415,8 @@ class Printer:
         self._line("")
         rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
         self._line(Text(f"{rule} record {number}{dot}{view.location}{dot}{view.format}{dot}{counts}", style="bold"))
-        if view.part is not None:
-            self._line(Text(f"split: {view.part.describe()}", style="cyan"))
+        if view.split_row is not None:
+            self._line(Text(f"split: {view.split_row.describe()}", style="cyan"))
         self._line(self._text(view))
         for note in view.notes:
             if note in self.said:
@@ -485,7 +485,7 @@ def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tok
     shown = 0
     for part in chain([first], parts):
         for item in part:
-            if isinstance(item, Reject) or item.part is None or item.part.index == 0:  # a record's rows share its number
+            if isinstance(item, Reject) or item.split_row is None or item.split_row.index == 0:  # a record's rows share its number
                 shown += 1
             if isinstance(item, Reject):
                 printer.problem(offset + shown, item)

@@ -18,7 +18,7 @@ The tasks (`TASKS`, by module path, loaded on first use; docs/design.md "Tasks")
     prompts      ftdata.run.prompts   prompt + prompt_ids + typed reward columns: nothing trained (GRPO/RLOO)
 
 What `run` reads of a measured item, whatever its task: `example`, `location`, `total`,
-`tokenized.notes`, `rendered.method`, and optionally `drift` and `part`.
+`tokenized.notes`, `rendered.method`, and optionally `drift` and `split_row`.
 """
 
 from __future__ import annotations
@@ -290,8 +290,8 @@ class Stage:
                 report.count_drift(drift)
             result = self.truncate(item, policy=policy)
             if result.code is not None:
-                part = getattr(item, "part", None)  # a row of a split record (SFT's history=inference)
-                reason = f"{result.reason} ({part.describe()})" if part is not None else result.reason
+                split_row = getattr(item, "split_row", None)  # a row of a split record (SFT's history=inference)
+                reason = f"{result.reason} ({split_row.describe()})" if split_row is not None else result.reason
                 ran.rejects.append(
                     Reject(item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total)
                 )  # fmt: skip
@@ -301,7 +301,7 @@ class Stage:
         if failed:
             for i, (record, item, result) in enumerate(ran.outcomes):
                 if record in failed and result is not None and result.rows:
-                    if getattr(item, "part", None) is None:  # a split record's rows go with the one reject naming the row that failed
+                    if getattr(item, "split_row", None) is None:  # a split record's rows go with the one reject naming the row that failed
                         ran.rejects.extend(Reject(item.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for _ in result.rows)  # type: ignore[union-attr]
                     ran.outcomes[i] = (record, item, replace(result, rows=[]))
         for reject in ran.rejects:
@@ -315,13 +315,13 @@ class Stage:
 def _count_splits(ran: Ran) -> None:
     """The report's split counts: records kept as several rows, the rows added and their tokens."""
     for _, item, result in ran.outcomes:
-        part = getattr(item, "part", None)
-        if part is None or result is None or not result.rows:
+        split_row = getattr(item, "split_row", None)
+        if split_row is None or result is None or not result.rows:
             continue
-        if part.index == 0:
+        if split_row.index == 0:
             ran.report.split_records += 1
         else:
-            ran.report.added_rows[part.reason.value] += 1  # type: ignore[union-attr]  # a row after the first has one
+            ran.report.added_rows[split_row.reason.value] += 1  # type: ignore[union-attr]  # a row after the first has one
             ran.report.added_tokens += sum(len(ids) for ids, _ in result.rows)
 
 

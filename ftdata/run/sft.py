@@ -57,7 +57,7 @@ class Measured:
     rendered: Rendered
     tokenized: Tokenized
     response: int | None = None
-    part: SplitRow | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
+    split_row: SplitRow | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
     drift: tuple[Drift, ...] = ()  # its trained turns' recorded token ids against the trained tokens (`ftdata.run.drift`)
 
     @property
@@ -142,14 +142,14 @@ class SftTask:
             except RecordError as exc:
                 out.append((record, stage.reject(exc, example.source, RejectStage.RENDER)))
                 continue
-            for row, rendered, part in rows:
-                todo.append((len(out), row, rendered, part))
+            for row, rendered, split_row in rows:
+                todo.append((len(out), row, rendered, split_row))
                 out.append((record, None))
         masked = stage.masker([r for _, _, r, _ in todo]) if todo else []
         counts = _response_counts(stage, [e for _, e, _, _ in todo], masked) if responses else [None] * len(todo)
-        for (i, example, rendered, part), row, response in zip(todo, masked, counts):
+        for (i, example, rendered, split_row), row, response in zip(todo, masked, counts):
             if isinstance(row, UnusableRecord):
-                reason = f"{row.reason} ({part.describe()})" if part is not None else row.reason
+                reason = f"{row.reason} ({split_row.describe()})" if split_row is not None else row.reason
                 item: Measured | Reject = Reject(str(example.source), RejectStage.VERIFY, row.code, reason)
             else:
                 drift = token_drift(example, row, stage.options)
@@ -157,7 +157,7 @@ class SftTask:
                     row, drift = recorded(row, example, drift, stage.tokenizer)
                 if any(d.differ for d in drift):
                     row = replace(row, notes=(*row.notes, *(d.note() for d in drift if d.differ)))
-                item = Measured(example, rendered, row, response, part, drift)
+                item = Measured(example, rendered, row, response, split_row, drift)
             out[i] = (out[i][0], item)
         return out
 
