@@ -217,6 +217,7 @@ def _build(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, options: BuildO
     task = result.options.to_mapping().get("task") if result.options is not None else None
     manifest = dict(result.manifest or {})
     manifest["options"] = {**(manifest.get("options") or {}), "task": getattr(task, "value", task)}
+    manifest.setdefault("counts", report.to_dict())  # as build.json counts them (a prompt set's `prompt_opens`)
     return result.dataset, report, manifest
 
 

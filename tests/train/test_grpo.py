@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import GSM8K as GSM8K_RECORDS
 from conftest import prompt_rows
 from typer.testing import CliRunner
 
@@ -207,3 +208,18 @@ def test_grpo_fine_tunes_every_weight_against_the_reloaded_base(tmp_path: Path, 
     assert record["method"]["reference"] == "the base model, reloaded from its folder by TRL"
     assert record["rewards"] == {"format": [{"step": 1, "mean": 0.0}]}  # a random model writes no think block
     assert (result.run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_raw_prompts_built_by_the_run_carry_what_the_template_opens(tmp_path: Path, smol_tok) -> None:
+    """`ftdata train DATA --method grpo` on a data file builds the prompt set in memory: the format reward still
+    knows what the generation prompt opens."""
+    from ftdata.chat.chat_template import load_chat_template
+    from ftdata.train.data import load_splits
+    from ftdata.train.grpo import prompt_settings
+
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in GSM8K_RECORDS))
+    cfg = TrainConfig(data=str(data), method="grpo", rewards="format", data_options={"chat_template": "deepseek_r1_distill"})
+    splits = load_splits(cfg, load_chat_template("deepseek_r1_distill").applied(smol_tok))
+    assert splits.task is Task.PROMPTS and len(splits.train) == len(GSM8K_RECORDS)
+    assert prompt_settings(cfg, splits) == ("<think>\n", None)
