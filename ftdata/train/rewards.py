@@ -124,7 +124,7 @@ def describe(rewards: Sequence[Reward]) -> list[dict[str, Any]]:
 
 
 def _reference_column(named: str | None, columns: Sequence[str]) -> str:
-    readable = [c for c in columns if c not in ("prompt", "prompt_ids")]
+    readable = [c for c in columns if c not in ("prompt", "prompt_ids", "tools")]  # the reward columns (tools: the rendered schemas)
     if named is not None:
         if named not in columns:
             raise ConfigError(
