@@ -9,7 +9,7 @@ completion masks themselves, so a row holds nothing else. `prompt_ids` holds the
 where inference adds one; each completion ends with its stop token.
 
     build   pair_chunk (the reducer, in the worker) ──▶ PairRows (the rows file, each row's record)
-            ──▶ finish_pairs: shuffled, split by record (test_size), the record column dropped
+            ──▶ rows.finish_rows: shuffled, split by record (test_size), the record column dropped
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import pyarrow as pa
 from ftdata.options import DataOptions
 from ftdata.run.engine import Ran, flat
 from ftdata.run.report import BuildReport, Reject
-from ftdata.run.rows import RECORD, list_column, record_splits
+from ftdata.run.rows import RECORD, list_column
 from ftdata.types import Task
 
-__all__ = ["COMPLETIONS", "PairChunk", "PairRow", "PairRows", "finish_pairs", "jsonl_pair_rows", "pair_chunk", "pair_schema"]
+__all__ = ["COMPLETIONS", "PairChunk", "PairRow", "PairRows", "jsonl_pair_rows", "pair_chunk", "pair_schema"]
 
 COMPLETIONS = {Task.PREFERENCE: ("chosen_ids", "rejected_ids"), Task.KTO: ("completion_ids",)}
 IDS = pa.list_(pa.int32())
@@ -139,19 +139,6 @@ class PairRows:
 
     def close(self) -> None:
         self._writer.close()
-
-
-def finish_pairs(path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None = None) -> Any:
-    """The rows file as a Dataset (or DatasetDict with test_size): shuffled and split by record as `options`
-    say, or into `splits` (indices into the file, a row may repeat: a recipe's mixture)."""
-    import datasets
-
-    dataset = datasets.Dataset.from_file(str(path))
-    picks = dict(splits) if splits is not None else record_splits(len(dataset), lambda: np.asarray(dataset.data.column(RECORD)), options)
-    out = {name: (dataset if rows is None else dataset.select(rows)).remove_columns([RECORD]) for name, rows in picks.items()}
-    report.rows = sum(len(split) for split in out.values())
-    report.splits = {name: len(split) for name, split in out.items()}
-    return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]
 
 
 def jsonl_pair_rows(split: Any, tokenizer: Any, *, batch_size: int = 256) -> Iterator[dict[str, Any]]:

@@ -36,7 +36,8 @@ from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.preference import to_pairs, to_unpaired
 from ftdata.run.engine import Ran, Stage
-from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, finish_pairs, jsonl_pair_rows, pair_chunk, pair_schema
+from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema
+from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
 from ftdata.tokens.truncation import Truncator
@@ -195,7 +196,7 @@ class PairTask:
         return PairRows(path, task=self.task)
 
     def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
-        return finish_pairs(path, options, report, splits=splits)
+        return finish_rows(path, options, report, splits=splits)
 
     def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
         return jsonl_pair_rows(split, tokenizer)

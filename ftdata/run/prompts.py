@@ -34,7 +34,7 @@ from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
 from ftdata.run.engine import Ran, Stage, flat
 from ftdata.run.report import BuildReport, Reject
-from ftdata.run.rows import RECORD, list_column, record_splits
+from ftdata.run.rows import RECORD, finish_rows, list_column
 from ftdata.types import IGNORE_INDEX, Example, Message, PromptCut, Rendered, Task, TruncationPolicy
 
 __all__ = ["PROMPTS", "MeasuredPrompt", "PromptChunk", "PromptRow", "PromptRows", "PromptTask", "opened"]
@@ -172,14 +172,7 @@ class PromptTask:
         return PromptRows(path, options)
 
     def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
-        import datasets
-
-        dataset = datasets.Dataset.from_file(str(path))
-        picks = dict(splits) if splits is not None else record_splits(len(dataset), lambda: np.asarray(dataset.data.column(RECORD)), options)
-        out = {name: (dataset if rows is None else dataset.select(rows)).remove_columns([RECORD]) for name, rows in picks.items()}
-        report.rows = sum(len(split) for split in out.values())
-        report.splits = {name: len(split) for name, split in out.items()}
-        return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]
+        return finish_rows(path, options, report, splits=splits)
 
     def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
         """Rows with every column plus `text`: the prompt_ids decoded (what the model is given)."""

@@ -434,3 +434,15 @@ def record_splits(n: int, records: Callable[[], np.ndarray], options: DataOption
     return {"train": train if order is None else order[train], "test": test if order is None else order[test]}
 
 
+def finish_rows(path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None = None) -> Any:
+    """A rows file of whole rows (pairs, KTO rows, prompts: nothing to pack or pad) as a Dataset (or DatasetDict
+    with test_size): shuffled and split by record as `options` say, or into `splits` (indices into the file, a
+    row may repeat: a recipe's mixture); the record column dropped."""
+    import datasets
+
+    dataset = datasets.Dataset.from_file(str(path))
+    picks = dict(splits) if splits is not None else record_splits(len(dataset), lambda: np.asarray(dataset.data.column(RECORD)), options)
+    out = {name: (dataset if rows is None else dataset.select(rows)).remove_columns([RECORD]) for name, rows in picks.items()}
+    report.rows = sum(len(split) for split in out.values())
+    report.splits = {name: len(split) for name, split in out.items()}
+    return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]
