@@ -114,10 +114,10 @@ class PromptTask:
         return options
 
     def examples(self, stage: Stage, location: Any, row: Any) -> tuple[PromptRecord, ...]:
-        with stage.lock:
-            if (parts := stage.built.get("prompts")) is None:
-                parts = stage.built["prompts"] = (prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns))
-        columns, rewards = parts
+        with stage.lock:  # the column map and the reward columns, built once per stage
+            if (readers := stage.built.get("prompts")) is None:
+                readers = stage.built["prompts"] = (prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns))
+        columns, rewards = readers
         return (to_prompt(row, location, columns=columns, rewards=rewards, roles=stage.options.roles),)
 
     def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Any]:
