@@ -232,3 +232,19 @@ def test_glaive_tool_chats_cut_before_their_first_reply_render_their_tools() -> 
         expected = tok.apply_chat_template(row["prompt"], tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False)
         assert row["prompt_ids"] == expected
     assert any(record["tools"] for record in records)
+
+
+def test_a_template_that_needs_tools_builds_its_prompts_and_claims_nothing_it_opens(tmp_path: Path) -> None:
+    """Hermes-style templates raise without `tools`: the probe of what the generation prompt opens cannot run
+    there, so nothing is claimed, and the prompts still build (before: the probe's error stopped the build)."""
+    template = tmp_path / "needs_tools.jinja"
+    template.write_text(
+        "{% if not tools %}{{ raise_exception('tools required') }}{% endif %}<|im_start|>system\n{% for t in tools %}"
+        "{{ t | tojson }}{% endfor %}<|im_end|>\n{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}
+    result = ftdata.prepare([{"prompt": [{"role": "user", "content": "2+2?"}], "tools": [tool], "answer": "4"}], chat_template=str(template))
+    (row,) = _rows(result)
+    assert result.report.prompt_opens == {} and json.loads(row["tools"]) == [tool]
+    assert load_tokenizer(None).decode(row["prompt_ids"]).endswith("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n")

@@ -248,11 +248,15 @@ def opened(stage: Stage, example: Example) -> str:
     with stage.lock:
         if key in stage.built:
             return stage.built[key]  # type: ignore[no-any-return]
-    probe = replace(example, messages=(Message("user", "P"),), tools=())
-    base = _hf_render(stage, probe, [{"role": "user", "content": "P"}], generation=False)
-    prompt = _hf_render(stage, probe, [{"role": "user", "content": "P"}], generation=True)
-    # a reply written as history (a user turn after it): its header without what a template adds to a last turn
-    turn = _hf_render(stage, probe, [{"role": "user", "content": "P"}, {"role": "assistant", "content": PROBE}, {"role": "user", "content": "P"}], generation=False)
+    probe = replace(example, messages=(Message("user", "P"),), tools=())  # once per kwargs, not per tool set
+    user = {"role": "user", "content": "P"}
+    try:
+        base = _hf_render(stage, probe, [user], generation=False)
+        prompt = _hf_render(stage, probe, [user], generation=True)
+        # a reply written as history (a user turn after it): its header without what a template adds to a last turn
+        turn = _hf_render(stage, probe, [user, {"role": "assistant", "content": PROBE}, user], generation=False)
+    except UnusableRecord:  # a template that refuses the probe: what it opens is not known, and nothing is claimed
+        base = prompt = turn = ""
     added = prompt[len(base):] if prompt.startswith(base) else ""
     start = turn[len(base):].split(PROBE)[0] if turn.startswith(base) and PROBE in turn else ""
     opens = added[len(commonprefix([added, start])):] if added else ""
