@@ -13,17 +13,14 @@ text classes and the printer are the SFT preview's (`ftdata.cli.preview`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from itertools import chain
+from functools import partial
 from typing import Any
 
-from ftdata.cli.preview import UNICODE, Printer, RecordView, Segment, TokenView, _truncation, content_mask, record_pieces, schema_region, segments_of
+from ftdata.cli.preview import UNICODE, Printer, RecordView, Segment, TokenView, _truncation, content_mask, record_pieces, schema_region, segments_of, show_window
 from ftdata.outcomes import Note
-from ftdata.options import RunOptions
-from ftdata.run import loop
 from ftdata.run.engine import Ran, Stage
-from ftdata.run.executors import LocalExecutor
 from ftdata.run.pairs import MeasuredPair, Side, continuation
-from ftdata.run.report import BuildReport, Reject
+from ftdata.run.report import Reject
 from ftdata.types import IGNORE_INDEX, Pair
 
 __all__ = ["PairView", "pair_views", "run"]
@@ -132,19 +129,5 @@ def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tok
         FtdataError: no records in that window.
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
-    parts = loop.run(
-        source, stage, RunOptions(batch_size=1), pair_views, report=BuildReport(), lenient=True, window=(offset, n),
-        on=LocalExecutor(1),
-    )  # fmt: skip
-    first = next(parts)  # read errors, and an empty window, surface before any output
-    printer.header(str(source), stage, tokenizer=tokenizer)
-    if not printer.as_json:
-        printer._line(f"task       {stage.task.task.value}: the prompt as inference tokenizes it, then each completion (all of it trained)")
-    shown = 0
-    for item in chain.from_iterable(chain([first], parts)):
-        shown += 1
-        if isinstance(item, Reject):
-            printer.problem(offset + shown, item)
-        else:
-            show(printer, offset + shown, item)
-    return shown
+    task = f"{stage.task.task.value}: the prompt as inference tokenizes it, then each completion (all of it trained)"
+    return show_window(source, stage, pair_views, partial(show, printer), offset=offset, n=n, printer=printer, tokenizer=tokenizer, task=task)

@@ -469,29 +469,47 @@ class Printer:
 
 def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
     """Print the header and one view per example of records `offset` .. `offset + n` (after the
-    filter), numbered from offset + 1; return how many. Read and render errors surface before
-    the header. Under truncation=error a too-long record is shown with what a build would do.
+    filter), numbered from offset + 1; return how many. Under truncation=error a too-long record is
+    shown with what a build would do.
+
+    Raises:
+        FtdataError: no records in that window.
+        RecordError: a malformed record with on_error=raise (what a build would do).
+    """
+    return show_window(source, stage, views, printer.record, offset=offset, n=n, printer=printer, tokenizer=tokenizer, responses=True)
+
+
+def show_window(
+    source: Any, stage: Stage, reduce: Callable[[Stage, Ran], list[Any]], show: Callable[[int, Any], None], *, offset: int,
+    n: int, printer: Printer, tokenizer: str, task: str = "", trains: bool = True, responses: bool = False,
+) -> int:  # fmt: skip
+    """The preview of every task: records `offset` .. `offset + n` through the run loop as a build runs them
+    (`reduce`: a view or a Reject per item), the header (and the `task` line), then each view by `show(number,
+    view)` numbered from offset + 1 (the rows of a split record share its number); return how many records.
+    Read and render errors, and an empty window, surface before the header.
 
     Raises:
         FtdataError: no records in that window.
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
     parts = loop.run(
-        source, stage, RunOptions(batch_size=1), views, report=BuildReport(), responses=True, lenient=True,
+        source, stage, RunOptions(batch_size=1), reduce, report=BuildReport(), responses=responses, lenient=True,
         window=(offset, n), on=LocalExecutor(1),
     )  # fmt: skip
     first = next(parts)  # read errors, and an empty window, surface before any output
-    printer.header(str(source), stage, tokenizer=tokenizer)
+    printer.header(str(source), stage, tokenizer=tokenizer, trains=trains)
+    if task and not printer.as_json:
+        printer._line(f"task       {task}")
     shown = 0
-    for part in chain([first], parts):
-        for item in part:
-            if isinstance(item, Reject) or item.split_row is None or item.split_row.index == 0:  # a record's rows share its number
-                shown += 1
-            if isinstance(item, Reject):
-                printer.problem(offset + shown, item)
-            else:
-                printer.record(offset + shown, item)
+    for item in chain.from_iterable(chain([first], parts)):
+        split_row = getattr(item, "split_row", None)
+        if split_row is None or split_row.index == 0:  # a record's rows share its number
+            shown += 1
+        if isinstance(item, Reject):
+            printer.problem(offset + shown, item)
+        else:
+            show(offset + shown, item)
     return shown
 
 
-__all__ = ["Printer", "RecordView", "Segment", "TokenView", "build_view", "content_mask", "run", "views"]
+__all__ = ["Printer", "RecordView", "Segment", "TokenView", "build_view", "content_mask", "run", "show_window", "views"]

@@ -14,19 +14,18 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import chain
+from functools import partial
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ftdata.cli.preview import UNICODE, Printer
+from ftdata.cli.preview import UNICODE, Printer, show_window
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.run import loop
 from ftdata.run.engine import Ran, Stage
-from ftdata.run.executors import LocalExecutor
 from ftdata.run.prompts import MeasuredPrompt
 from ftdata.run.report import BuildReport, Reject
 
@@ -48,22 +47,13 @@ def preview(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer,
         FtdataError: no records in that window.
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
-    parts = loop.run(source, stage, RunOptions(batch_size=1), _views, report=BuildReport(), lenient=True, window=(offset, n), on=LocalExecutor(1))
-    first = next(parts)  # read errors, and an empty window, surface before any output
-    printer.header(str(source), stage, tokenizer=tokenizer, trains=False)
-    if not printer.as_json:
-        printer._line("task       prompts: each prompt as inference tokenizes it (nothing trained), then its reward columns")
-    shown = 0
-    for item in chain.from_iterable(chain([first], parts)):
-        shown += 1
-        if isinstance(item, Reject):
-            printer.problem(offset + shown, item)
-        else:
-            _show_one(printer, offset + shown, *item)
-    return shown
+    task = "prompts: each prompt as inference tokenizes it (nothing trained), then its reward columns"
+    show = partial(_show_one, printer)
+    return show_window(source, stage, _views, show, offset=offset, n=n, printer=printer, tokenizer=tokenizer, task=task, trains=False)
 
 
-def _show_one(printer: Printer, number: int, item: MeasuredPrompt, fit: str) -> None:
+def _show_one(printer: Printer, number: int, view: tuple[MeasuredPrompt, str]) -> None:
+    item, fit = view
     row = item.row
     if printer.as_json:
         printer._json({"location": item.location, "prompt": row.prompt, "text": item.rendered.text, "prompt_ids": row.prompt_ids,

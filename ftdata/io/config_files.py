@@ -9,8 +9,9 @@ directory: `data: train.jsonl` in `configs/run.yaml` is `configs/train.jsonl`.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,23 @@ def check_names(keys: Iterable[Any], valid: Iterable[str], *, origin: str, what:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]}?)" if close else f"; valid {what}s: {', '.join(names)}"
             raise ConfigError(f"{origin}: unknown {what} {key!r}{hint}")
+
+
+def code_function(name: str, *, what: str) -> Callable[..., Any]:
+    """The function `package.module:function` names, imported (once the user has opted in to code: see
+    `check_code_reader`). `what` names it in the messages (`reader 'm:f'`, `rewards: 'm:f'`).
+
+    Raises:
+        ConfigError: the module or the name cannot be imported, or is not a function.
+    """
+    module, _, attr = name.partition(":")
+    try:
+        func = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{what} cannot be imported: {exc}") from None
+    if not callable(func):
+        raise ConfigError(f"{what} is not a function")
+    return func  # type: ignore[no-any-return]
 
 
 def check_code_reader(reader: Any, *, origin: str, allow_code: bool,

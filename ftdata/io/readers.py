@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
-import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.guard.bounds import ReadBounds, bad_string, bounded_lines, copy_pipe, line_too_long, string_checked
+from ftdata.io.config_files import code_function
 from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
 from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
@@ -468,14 +468,7 @@ def _resolve(name: str) -> Reader:
     if name in READERS:
         return READERS[name]
     if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            func = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"reader {name!r} cannot be imported: {exc}") from None
-        if not callable(func):
-            raise ConfigError(f"reader {name!r} is not a function")
-        return _user_reader(name, func)
+        return _user_reader(name, code_function(name, what=f"reader {name!r}"))
     raise ConfigError(f"reader must be one of {', '.join(READERS)} or 'package.module:function'; got reader={name!r}")
 
 

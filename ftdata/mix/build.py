@@ -59,11 +59,10 @@ def _records(stage: Stage, ran: Ran, *, texts: bool) -> _Part:
     """The batch's part, and each kept record's location and text: its rendering (a pair's: its prompt's,
     so dedup and decontamination read the prompt)."""
     seen: dict[int, tuple[Location, list[str]]] = {}
-    for record, item, result in ran.outcomes:
-        if not isinstance(item, Reject) and result is not None and result.rows:
-            where, parts = seen.setdefault(record, (item.example.source, []))
-            if texts:
-                parts.append(item.rendered.text)
+    for record, item, _ in ran.kept():
+        where, parts = seen.setdefault(record, (item.example.source, []))
+        if texts:
+            parts.append(item.rendered.text)
     return _Part(stage.reduce(ran), [(record, where, "\n".join(parts)) for record, (where, parts) in seen.items()])
 
 

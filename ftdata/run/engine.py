@@ -314,9 +314,9 @@ class Stage:
 
 def _count_splits(ran: Ran) -> None:
     """The report's split counts: records kept as several rows, the rows added and their tokens."""
-    for _, item, result in ran.outcomes:
+    for _, item, result in ran.kept():
         split_row = getattr(item, "split_row", None)
-        if split_row is None or result is None or not result.rows:
+        if split_row is None:
             continue
         if split_row.index == 0:
             ran.report.split_records += 1
@@ -336,6 +336,11 @@ class Ran:
     report: BuildReport = field(default_factory=BuildReport)
     # The media files read while it ran, as stat'ed (None: no file there): the build's manifest is their union.
     read: dict[str, Stat | None] = field(default_factory=dict)
+
+    def kept(self) -> Iterator[tuple[int, Any, Any]]:
+        """`(record index, measured item, its fit)` of every item that kept rows (`fit.rows`), in order: what a
+        build's reducer writes."""
+        return ((record, item, result) for record, item, result in self.outcomes if result is not None and result.rows)
 
 
 def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

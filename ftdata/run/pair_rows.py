@@ -100,10 +100,9 @@ def pair_chunk(ran: Ran) -> PairChunk:
     a build reports: a row is a sequence, its tokens the prompt's and the completions', the completions' trained."""
     rows: list[PairRow] = []
     groups: list[int] = []
-    for record, _, result in ran.outcomes:
-        if result is not None and result.rows:
-            rows.extend(result.rows)
-            groups.extend(record for _ in result.rows)
+    for record, _, result in ran.kept():
+        rows.extend(result.rows)
+        groups.extend(record for _ in result.rows)
     columns = [flat([row.prompt for row in rows])]
     columns += [flat([row.completions[i] for row in rows]) for i in range(len(rows[0].completions) if rows else 0)]
     labels = np.array([row.label for row in rows], dtype=bool) if rows and rows[0].label is not None else None

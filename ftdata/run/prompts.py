@@ -324,12 +324,11 @@ def prompt_chunk(ran: Ran) -> PromptChunk:
     """The build's reducer for prompts: the rows `Stage.run` kept, with the counts a build reports."""
     rows: list[PromptRow] = []
     groups: list[int] = []
-    for record, item, result in ran.outcomes:
-        if result is not None and result.rows:
-            rows.extend(result.rows)
-            groups.extend(record for _ in result.rows)
-            if isinstance(item, MeasuredPrompt) and item.opens:
-                ran.report.prompt_opens[item.opens] += 1
+    for record, item, result in ran.kept():
+        rows.extend(result.rows)
+        groups.extend(record for _ in result.rows)
+        if item.opens:
+            ran.report.prompt_opens[item.opens] += 1
     names = list(rows[0].columns) if rows else []
     out = PromptChunk(flat([r.prompt_ids for r in rows]), [r.prompt for r in rows], [r.tools for r in rows], {n: [r.columns[n] for r in rows] for n in names},
                       np.asarray(groups, dtype=np.int64), ran.rejects, ran.report)  # fmt: skip

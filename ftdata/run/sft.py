@@ -277,17 +277,16 @@ def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
     groups: list[int] = []  # per sequence: its record in the batch
     where: list[str] = []  # per sequence: its record's location
     columns: list[list[dict[str, Any]]] | None = [] if media is not None else None
-    for record, item, result in ran.outcomes:
-        if result is not None and result.rows:
-            seqs.extend(result.rows)
-            groups.extend(record for _ in result.rows)
-            where.extend(item.location for _ in result.rows)
-            if columns is not None:  # a row of the record as measured reuses its items; a shortened one reads them again
-                sources = result.conversations or (item.example,) * len(result.rows)  # type: ignore[union-attr]
-                columns.extend(
-                    media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]
-                    for (ids, _), example in zip(result.rows, sources)
-                )  # fmt: skip
+    for record, item, result in ran.kept():
+        seqs.extend(result.rows)
+        groups.extend(record for _ in result.rows)
+        where.extend(item.location for _ in result.rows)
+        if columns is not None:  # a row of the record as measured reuses its items; a shortened one reads them again
+            sources = result.conversations or (item.example,) * len(result.rows)
+            columns.extend(
+                media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]
+                for (ids, _), example in zip(result.rows, sources)
+            )  # fmt: skip
     report = ran.report
     out = Chunk(
         *_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, media=columns, weights=_weights(seqs),

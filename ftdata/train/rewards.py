@@ -33,13 +33,13 @@ Built in (`--rewards exact,format`, the default):
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ftdata.errors import ConfigError, FtdataError
+from ftdata.io.config_files import code_function
 
 __all__ = ["BUILTIN", "REFERENCE_COLUMNS", "ExactMatch", "ThinkFormat", "check_reward_names", "make_rewards"]
 
@@ -141,14 +141,7 @@ def _reference_column(named: str | None, columns: Sequence[str]) -> str:
 
 
 def _imported(name: str) -> Reward:
-    module, _, attr = name.partition(":")
-    try:
-        func = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"rewards: {name!r} cannot be imported: {exc}") from None
-    if not callable(func):
-        raise ConfigError(f"rewards: {name!r} is not a function")
-    return CodeReward(name, func)
+    return CodeReward(name, code_function(name, what=f"rewards: {name!r}"))
 
 
 # --- the rewards ---------------------------------------------------------------------------------
