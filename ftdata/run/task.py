@@ -28,7 +28,7 @@ from ftdata.records.preference import detect_task, preference_columns
 from ftdata.run.loop import read_batches
 from ftdata.types import Task
 
-__all__ = ["data_task", "first_row", "sources_task", "with_task"]
+__all__ = ["data_task", "first_record", "sources_task", "with_task"]
 
 
 def _once(source: Any) -> bool:
@@ -42,33 +42,32 @@ def _once(source: Any) -> bool:
 
 
 def data_task(source: Any, options: DataOptions) -> Task | None:
-    """The task `source`'s first readable record names (after the filter): PREFERENCE or KTO, or None
-    (SFT data, no record, or a source read only once).
+    """The task `source`'s first readable record names (after the filter): PREFERENCE, KTO or PROMPTS, or
+    None (SFT data, no record, or a source read only once).
 
     Raises:
         RecordError: a true/false label beside a conversation (the message asks for --task kto or --task sft).
         ReaderError: the source cannot be read.
     """
-    if _once(source):
-        return None
-    columns = preference_columns(options.columns)
+    first = None if _once(source) else first_record(source, options)
+    return None if first is None else _named(*first, options)
+
+
+def _named(location: Any, row: Any, options: DataOptions) -> Task | None:
+    """The task one record's shape names, None for SFT data."""
+    task = detect_task(row, location, columns=preference_columns(options.columns))
+    if task is Task.SFT and looks_like_prompts(row):
+        return Task.PROMPTS
+    return None if task is Task.SFT else task
+
+
+def first_record(source: Any, options: DataOptions) -> tuple[Any, Any] | None:
+    """`(location, row)` of the first readable record of `source` (a row the reader could not read is the
+    build's reject, not a shape), or None: none."""
     for batch in read_batches(source, options, batch_size=1):
         for location, row in batch.records:
-            if isinstance(row, RecordError):  # a row the reader could not read: the build rejects it
-                continue
-            task = detect_task(row, location, columns=columns)
-            if task is Task.SFT and looks_like_prompts(row):
-                return Task.PROMPTS
-            return None if task is Task.SFT else task
-    return None
-
-
-def first_row(source: Any, options: DataOptions) -> Any:
-    """The first readable record of `source` (None: none)."""
-    for batch in read_batches(source, options, batch_size=1):
-        for _, row in batch.records:
             if not isinstance(row, RecordError):
-                return row
+                return location, row
     return None
 
 
@@ -79,8 +78,11 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
         ConfigError: an option that does not apply to the detected task (packing for preference rows).
         RecordError: see `data_task`.
     """
+    data = options.data
+    needed = data.task is None or (data.task is Task.PROMPTS and data.reward_columns is None)
+    first = first_record(source, data) if needed and not _once(source) else None  # read once: the task and the columns
     if options.data.task is None:
-        task = data_task(source, options.data)
+        task = None if first is None else _named(*first, options.data)
         if task is None:
             return options
         try:
@@ -91,7 +93,7 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
         return options
     if _once(source):
         raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: reward_columns={'answer': 'string'}")
-    row = first_row(source, options.data)
+    row = None if first is None else first[1]
     return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {})
 
 
@@ -116,6 +118,7 @@ def sources_task(sources: Mapping[str, tuple[Any, BuildOptions]], common: BuildO
         if task is not Task.SFT:
             out["task"] = task
     if task is Task.PROMPTS and common.data.reward_columns is None:
-        named = {name: RewardColumns.of_row(first_row(first, options.data), prompt_columns(options.data.columns)) for name, (first, options) in sources.items()}
+        named = {name: RewardColumns.of_row((first_record(path, options.data) or (None, None))[1], prompt_columns(options.data.columns))
+                 for name, (path, options) in sources.items()}  # fmt: skip
         out["reward_columns"] = RewardColumns.union(named).types
     return out
