@@ -27,11 +27,14 @@ import torch.nn.functional as F
 from ftdata.tokens.tree import paths
 from ftdata.types import IGNORE_INDEX
 
-__all__ = ["TREES", "TreeCollator", "as_split_rows", "is_tree", "tree_blocker", "tree_loss", "tree_mask", "tree_trainer_class"]
+__all__ = [
+    "TREES", "TreeCollator", "as_split_rows", "fitted", "is_tree", "tree_blocker", "tree_loss", "tree_mask", "tree_trainer_class",
+]
 
 TREES = "tree_lengths"  # the column that marks tree rows (`ftdata.run.rows.TREES`)
 PARENTS = "tree_parents"  # the collator's per-token parent index (-1: a root or a pad)
-ATTENDING = ("full_attention",)  # layer kinds that attend to every earlier token they are shown
+# Layer kinds that honour the mask: full attention, and the layers that mix no tokens (Nemotron-H's MLP/MoE blocks).
+ATTENDING = ("full_attention", "attention", "mlp", "moe")
 
 
 def is_tree(dataset: Any) -> bool:
@@ -166,3 +169,22 @@ def use_tree_attention(model: Any) -> None:
     if getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
         warnings.warn(f"tree rows: attention {model.config._attn_implementation} -> sdpa with the tree mask", stacklevel=2)
         model.set_attn_implementation("sdpa")
+
+
+def fitted(splits: Any, model: Any) -> Any:
+    """`splits` as `model` can train them: tree rows stay trees where its layers honour the tree mask, and are taken
+    apart into their split rows where they cannot (`tree_blocker`), with a note; other rows unchanged."""
+    from dataclasses import replace
+
+    if not is_tree(splits.train):
+        return splits
+    why = tree_blocker(model.config)
+    if why is None:
+        use_tree_attention(model)
+        return splits
+    warnings.warn(
+        f"tree rows: {type(model).__name__} cannot attend along a tree ({why}); training their split rows instead "
+        "(the same trained tokens in the same contexts, each shared prefix forwarded once per row)", stacklevel=2,
+    )  # fmt: skip
+    test = as_split_rows(splits.eval) if splits.eval is not None else None
+    return replace(splits, train=as_split_rows(splits.train), eval=test)

@@ -1,0 +1,148 @@
+"""Training tree rows (history=tree): the first-step loss equals the split rows' on a tiny attention model, the
+mask equals the tree's ancestors, and models whose layers cannot attend along a tree train the split rows."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from support import TOKENIZERS  # noqa: E402
+
+import ftdata  # noqa: E402
+from ftdata.tokens.tree import visible  # noqa: E402
+from ftdata.train.tree import TreeCollator, as_split_rows, fitted, tree_blocker, tree_loss, tree_mask  # noqa: E402
+from ftdata.types import IGNORE_INDEX  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
+
+THINK = ("<think>", "</think>")
+
+
+def _messages(*turns: tuple[str, str, str]) -> list[dict]:
+    out = []
+    for question, reasoning, answer in turns:
+        out += [{"role": "user", "content": question}, {"role": "assistant", "content": answer, "reasoning_content": reasoning}]
+    return out
+
+
+RECORDS = [
+    {"messages": _messages(("What is 2+2?", "Add two and two.", "4"), ("And 3+3?", "Add three.", "6"), ("And 4+4?", "Four.", "8"))},
+    {"messages": _messages(("Hi", "Greet back.", "Hello!"), ("Bye", "Say goodbye.", "Goodbye!"))},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def qwen3_tok():
+    from test_chat_tools import template_tokenizer
+
+    return template_tokenizer("qwen3", THINK)
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory, qwen3_tok):
+    data = tmp_path_factory.mktemp("tree") / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
+    return {mode: ftdata.build(str(data), tokenizer=qwen3_tok, history=mode).dataset for mode in ("inference", "tree")}
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory, qwen3_tok) -> Path:
+    """A 2-layer Llama from a config with the qwen3-template tokenizer's vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama-qwen3")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(qwen3_tok), hidden_size=32, intermediate_size=64, tie_word_embeddings=True, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=qwen3_tok.pad_token_id,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    qwen3_tok.save_pretrained(folder)
+    return folder
+
+
+def test_tree_mask_is_each_tokens_ancestors() -> None:
+    rows = [[0, 1, 2, 3, 2, 1, 0, 1], [0, 1, 1]]
+    mask, parents = tree_mask(rows, 8)
+    for b, row in enumerate(rows):
+        for i, seen in enumerate(visible(row)):
+            assert torch.nonzero(mask[b, 0, i]).flatten().tolist() == seen
+        for i in range(len(row), 8):  # a pad sees itself only
+            assert torch.nonzero(mask[b, 0, i]).flatten().tolist() == [i]
+    assert parents.tolist() == [[-1, 0, 1, 2, 1, 0, -1, 6], [-1, 0, 0, -1, -1, -1, -1, -1]]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_tree_loss_equals_the_split_rows_loss(builds, tiny_qwen3_dir, attn) -> None:
+    """The model's forward over the tree rows with the tree mask, each token scored from its parent, gives the
+    split rows' mean cross-entropy (each row forwarded alone)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir, attn_implementation=attn).float().eval()
+    split, tree = builds["inference"], builds["tree"]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in split:
+            logits = model(input_ids=torch.tensor([row["input_ids"]]), use_cache=False).logits[0, :-1]
+            labels = torch.tensor(row["labels"][1:])
+            total += torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
+            count += int((labels != IGNORE_INDEX).sum())
+        batch = TreeCollator(pad_id=0)([dict(r) for r in tree])
+        mask = batch["attention_mask"]
+        if attn == "eager":
+            mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False)
+        loss = tree_loss(out.logits, batch["labels"], batch["tree_parents"]).item()
+    assert sum(len(r["input_ids"]) for r in tree) < sum(len(r["input_ids"]) for r in split)
+    assert loss == pytest.approx(total / count, rel=1e-5)
+
+
+def test_first_step_loss_through_the_trainer(builds, tiny_qwen3_dir, tmp_path: Path) -> None:
+    """Through `build_trainer` (what `ftdata train` runs): the first batch's loss of the tree build equals the split
+    build's, all rows in one batch."""
+    from ftdata.train.config import TrainConfig
+    from ftdata.train.data import Splits
+    from ftdata.train.model import load_for_training
+    from ftdata.train.trainer import build_trainer
+
+    cfg = TrainConfig(model=str(tiny_qwen3_dir), quantization="none", lora_r=4, per_device_train_batch_size=8)
+    loaded = load_for_training(cfg)
+
+    def first_loss(dataset, name: str) -> float:
+        splits = fitted(Splits(dataset.remove_columns("record"), None, False), loaded.model)
+        trainer = build_trainer(cfg, loaded=loaded, splits=splits, run_dir=tmp_path / name)
+        batch = next(iter(trainer.get_train_dataloader()))
+        with torch.no_grad():
+            return trainer.compute_loss(loaded.model, batch).item()
+
+    assert first_loss(builds["tree"], "tree") == pytest.approx(first_loss(builds["inference"], "split"), rel=1e-5)
+
+
+def test_a_hybrid_model_trains_the_split_rows_with_a_note(builds) -> None:
+    from transformers import JambaConfig, LlamaConfig, MistralConfig, NemotronHConfig, Qwen3Config, Qwen3NextConfig
+
+    assert tree_blocker(LlamaConfig()) is None and tree_blocker(Qwen3Config()) is None
+    assert "linear_attention" in tree_blocker(Qwen3NextConfig())  # type: ignore[operator]
+    assert tree_blocker(NemotronHConfig()) == "its layers include linear_attention"  # Mamba-2 (MLP, MoE mix no tokens)
+    assert tree_blocker(JambaConfig()) == "its layers include linear_attention"
+    assert "sliding window of 4096" in tree_blocker(MistralConfig(sliding_window=4096))  # type: ignore[operator]
+    from ftdata.train.data import Splits
+
+    hybrid = SimpleNamespace(config=Qwen3NextConfig())  # only its config is read: no model is built
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fitted(Splits(builds["tree"], None, False), hybrid)
+    assert any("cannot attend along a tree (its layers include linear_attention)" in str(w.message) for w in caught)
+    assert out.train.column_names == ["input_ids", "attention_mask", "labels"]
+    split = builds["inference"]
+    trained = sorted((tuple(r["input_ids"][: i + 1]), lab) for r in split for i, lab in enumerate(r["labels"]) if lab != IGNORE_INDEX)
+    again = sorted((tuple(r["input_ids"][: i + 1]), lab) for r in out.train for i, lab in enumerate(r["labels"]) if lab != IGNORE_INDEX)
+    assert again == trained
+    assert len(as_split_rows(builds["tree"])) == len(split)
