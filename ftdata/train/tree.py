@@ -28,7 +28,8 @@ from ftdata.tokens.tree import paths
 from ftdata.types import IGNORE_INDEX
 
 __all__ = [
-    "TREES", "TreeCollator", "as_split_rows", "fitted", "is_tree", "tree_blocker", "tree_loss", "tree_mask", "tree_trainer_class",
+    "TREES", "TreeCollator", "as_split_rows", "fitted", "is_tree", "tree_blocker", "tree_forward", "tree_loss", "tree_mask",
+    "tree_trainer_class",
 ]
 
 TREES = "tree_lengths"  # the column that marks tree rows (`ftdata.run.rows.TREES`)
@@ -128,16 +129,45 @@ class TreeCollator:
         }  # fmt: skip
 
 
-def tree_loss(logits: torch.Tensor, labels: torch.Tensor, parents: torch.Tensor, *, num_items: Any = None) -> torch.Tensor:
+def scored(labels: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+    """The positions whose logits a batch of tree rows needs (the parents of its trained tokens), sorted: what
+    the model is asked for (`logits_to_keep`), so no logits of the rest of the row are ever made."""
+    keep = (labels != IGNORE_INDEX) & (parents >= 0)
+    return torch.unique(parents[keep])
+
+
+def tree_loss(
+    logits: torch.Tensor, labels: torch.Tensor, parents: torch.Tensor, *, kept: torch.Tensor | None = None,
+    num_items: Any = None,
+) -> torch.Tensor:  # fmt: skip
     """sum of ce(logits[parent(i)], labels[i]) over trained tokens, / N (`num_items`: the accumulated batch's
-    trained-token count, as transformers passes it; None: this batch's). The split rows' loss, term for term."""
+    trained-token count, as transformers passes it; None: this batch's). The split rows' loss, term for term.
+    `kept`: the positions `logits` holds (`scored`), None for every position."""
     parents = parents.to(logits.device)
     labels = labels.to(logits.device)
     keep = (labels != IGNORE_INDEX) & (parents >= 0)
     b, i = keep.nonzero(as_tuple=True)
-    ce = F.cross_entropy(logits[b, parents[b, i]].float(), labels[b, i], reduction="sum")
+    at = parents[b, i] if kept is None else torch.searchsorted(kept.to(logits.device), parents[b, i])
+    ce = F.cross_entropy(logits[b, at].float(), labels[b, i], reduction="sum")
     n = keep.sum() if num_items is None else num_items
     return ce / torch.as_tensor(n, device=ce.device).clamp(min=1)
+
+
+def tree_forward(model: Any, batch: dict[str, Any], *, num_items: Any = None) -> tuple[torch.Tensor, Any]:
+    """The model on a collated batch of tree rows (`TreeCollator`) and its `tree_loss`; logits are made only
+    where a trained token is scored (`scored`). The mask is boolean for sdpa, additive for eager."""
+    inputs = dict(batch)
+    parents, labels = inputs.pop(PARENTS), inputs.pop("labels")
+    mask = inputs["attention_mask"]
+    if getattr(model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
+        dtype = next(model.parameters()).dtype
+        inputs["attention_mask"] = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+    kept = scored(labels, parents)
+    try:
+        outputs = model(**inputs, use_cache=False, logits_to_keep=kept.to(inputs["input_ids"].device))
+    except TypeError:  # a model without logits_to_keep: every position's logits
+        outputs, kept = model(**inputs, use_cache=False), None
+    return tree_loss(outputs.logits, labels, parents, kept=kept, num_items=num_items), outputs
 
 
 def tree_trainer_class(base: type) -> type:
@@ -150,13 +180,7 @@ def tree_trainer_class(base: type) -> type:
                 self._signature_columns = [*self._signature_columns, "position_ids"]
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-            parents, labels = inputs.pop(PARENTS), inputs.pop("labels")
-            mask = inputs["attention_mask"]
-            if getattr(model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
-                dtype = next(model.parameters()).dtype
-                inputs["attention_mask"] = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
-            outputs = model(**inputs, use_cache=False)
-            loss = tree_loss(outputs.logits, labels, parents, num_items=num_items_in_batch)
+            loss, outputs = tree_forward(model, inputs, num_items=num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:  # as TRL: DDP averages
                 loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss

@@ -17,7 +17,7 @@ from support import TOKENIZERS  # noqa: E402
 
 import ftdata  # noqa: E402
 from ftdata.tokens.tree import visible  # noqa: E402
-from ftdata.train.tree import TreeCollator, as_split_rows, fitted, tree_blocker, tree_loss, tree_mask  # noqa: E402
+from ftdata.train.tree import TreeCollator, as_split_rows, fitted, tree_blocker, tree_forward, tree_loss, tree_mask  # noqa: E402
 from ftdata.types import IGNORE_INDEX  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -95,11 +95,10 @@ def test_tree_loss_equals_the_split_rows_loss(builds, tiny_qwen3_dir, attn) -> N
             total += torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
             count += int((labels != IGNORE_INDEX).sum())
         batch = TreeCollator(pad_id=0)([dict(r) for r in tree])
-        mask = batch["attention_mask"]
-        if attn == "eager":
-            mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
-        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False)
-        loss = tree_loss(out.logits, batch["labels"], batch["tree_parents"]).item()
+        loss = tree_forward(model, batch)[0].item()  # logits only where a trained token is scored
+        out = model(**{k: v for k, v in batch.items() if k not in ("labels", "tree_parents")}, use_cache=False) if attn == "sdpa" else None
+        if out is not None:  # every position's logits: the same loss
+            assert tree_loss(out.logits, batch["labels"], batch["tree_parents"]).item() == pytest.approx(loss, rel=1e-6)
     assert sum(len(r["input_ids"]) for r in tree) < sum(len(r["input_ids"]) for r in split)
     assert loss == pytest.approx(total / count, rel=1e-5)
 
