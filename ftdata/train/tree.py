@@ -10,10 +10,11 @@ scored from its parent's logits:
     loss: ce(logits[2], x) + ce(logits[1], y)         1 1 1 1 .
                                                       1 1 . . 1
 
-The mask goes to the model as an explicit 4D attention mask (boolean for sdpa, additive for eager): no kernel to
-download, on CPU and GPU alike. Transformers hands a 4D mask to every layer as is, so a layer that does not attend
-(linear attention, SSM, short convolution: the hybrids of docs/packing.md) or attends through a window cannot honour
-it: for those models the trees are taken apart into their split rows again (`as_split_rows`), with a note.
+Attention runs as `tree_attention`, an attention implementation registered with transformers: each chain of the
+tree attends to its path with torch's scaled_dot_product_attention (flash kernels on CPU and GPU, no kernel to
+download, memory linear in the path rather than quadratic in the row). A layer that does not attend (linear
+attention, SSM, short convolution: the hybrids of docs/packing.md) or attends through a window cannot follow a
+tree: for those models the trees are taken apart into their split rows again (`as_split_rows`), with a note.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ftdata.tokens.tree import paths
+from ftdata.tokens.tree import parents, paths
 from ftdata.types import IGNORE_INDEX
 
 __all__ = [
-    "TREES", "TreeCollator", "as_split_rows", "fitted", "is_tree", "tree_blocker", "tree_forward", "tree_loss", "tree_mask",
-    "tree_trainer_class",
+    "TREES", "TreeCollator", "as_split_rows", "fitted", "is_tree", "tree_blocker", "segments", "tree_attention", "tree_forward",
+    "tree_loss", "tree_trainer_class",
 ]
 
 TREES = "tree_lengths"  # the column that marks tree rows (`ftdata.run.rows.TREES`)
 PARENTS = "tree_parents"  # the collator's per-token parent index (-1: a root or a pad)
+SEGMENTS = "tree_segments"  # the collator's chains of each row, for `tree_attention`
+ATTENTION = "ftdata_tree"  # the attention implementation tree rows train with
 # Layer kinds that honour the mask: full attention, and the layers that mix no tokens (Nemotron-H's MLP/MoE blocks).
 ATTENDING = ("full_attention", "attention", "mlp", "moe")
 
@@ -81,37 +84,83 @@ def _tree_paths(ids: list[int], labels: list[int], positions: list[int], lengths
     return out
 
 
-def _ends(positions: list[int]) -> tuple[list[int], list[int]]:
-    """Per token of a tree row: the end of its subtree (the first later token not deeper) and its parent."""
-    n = len(positions)
-    ends, up = [n] * n, [-1] * n
-    stack: list[int] = []
-    for i, depth in enumerate(positions):
-        while stack and positions[stack[-1]] >= depth:
-            ends[stack.pop()] = i
-        up[i] = stack[-1] if stack and depth else -1
-        stack.append(i)
-    return ends, up
+def segments(positions: list[int]) -> list[tuple[int, int, list[int] | None]]:
+    """A tree row as chains: (start, end, path) per maximal run of tokens that each continue the one before,
+    `path` the indices its keys are (the run's ancestors, then the run itself), None for a run from a root.
+
+        segments([0, 1, 2, 2, 3]) -> [(0, 3, None), (3, 5, [0, 1, 3, 4])]
+    """
+    up = parents(positions)
+    out: list[tuple[int, int, list[int] | None]] = []
+    start = 0
+    for i in range(1, len(positions) + 1):
+        if i < len(positions) and positions[i] == positions[i - 1] + 1:
+            continue
+        if up[start] < 0:
+            out.append((start, i, None))
+        else:
+            above = [up[start]]
+            while up[above[-1]] >= 0:
+                above.append(up[above[-1]])
+            out.append((start, i, [*reversed(above), *range(start, i)]))
+        start = i
+    return out
 
 
-def tree_mask(positions: list[list[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (B, 1, L, L) boolean attention mask of tree rows padded to `length` (True: query i sees key j), and
-    the (B, L) parent of each token (-1 at roots and pads). A pad sees only itself (a row of no keys would be NaN)."""
-    ends = torch.zeros((len(positions), length), dtype=torch.long)
-    parents = torch.full((len(positions), length), -1, dtype=torch.long)
-    index = torch.arange(length)
-    for b, row in enumerate(positions):
-        e, up = _ends(row)
-        ends[b, : len(row)] = torch.tensor(e, dtype=torch.long)
-        ends[b, len(row) :] = index[len(row) :] + 1  # a pad's subtree is itself
-        parents[b, : len(row)] = torch.tensor(up, dtype=torch.long)
-    query, key = index[None, :, None], index[None, None, :]
-    mask = (key <= query) & (query < ends[:, None, :])
-    return mask[:, None], parents
+def tree_attention(
+    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+    scaling: float | None = None, dropout: float = 0.0, **kwargs: Any,
+) -> tuple[torch.Tensor, None]:  # fmt: skip
+    """Attention along a tree (registered with transformers as `ATTENTION`): each chain of a row (`segments`)
+    attends to its path's keys with torch's scaled_dot_product_attention, causal within the path. A chain no
+    shorter than the path above it runs causal over its whole path (its ancestors' outputs recomputed, no mask:
+    the flash kernels on CPU and GPU); a short chain under a long path gets a (chain x path) mask. O(tokens x
+    path) memory, never (row x row); no kernel to download. Inputs (B, H, L, D); output (B, L, H, D)."""
+    rows = kwargs.pop(SEGMENTS, None)
+    if rows is None:  # no tree rows (generation, an eval of plain rows): the model's usual sdpa attention
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    gqa = query.shape[1] != key.shape[1]
+    drop = dropout if module.training else 0.0
+    out = torch.empty_like(query)
+    for b, chains in enumerate(rows):
+        for start, end, path in chains:
+            if path is None:
+                q, k, v, mask, causal = query[b, :, start:end], key[b, :, start:end], value[b, :, start:end], None, True
+            else:
+                at = torch.as_tensor(path, device=query.device)
+                above, n = len(path) - (end - start), end - start
+                causal = above <= n
+                q = query[b, :, at] if causal else query[b, :, start:end]
+                k, v = key[b, :, at], value[b, :, at]
+                mask = None if causal else torch.arange(len(path), device=query.device)[None, :] <= torch.arange(n, device=query.device)[:, None] + above
+            o = F.scaled_dot_product_attention(
+                q[None], k[None], v[None], attn_mask=mask, dropout_p=drop, is_causal=causal, scale=scaling, enable_gqa=gqa
+            )[0]  # fmt: skip
+            out[b, :, start:end] = o[:, -(end - start) :]
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_tree_attention() -> None:
+    """Make `ATTENTION` an attention implementation transformers knows: tree rows through `tree_attention`, with no
+    mask built; other inputs (generation after training) as sdpa runs them."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    from transformers.masking_utils import sdpa_mask
+
+    def mask(*args: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
+        # a batch of tree rows comes without a 2D mask and gets none; anything else the sdpa mask it would get
+        return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+    AttentionInterface.register(ATTENTION, tree_attention)
+    AttentionMaskInterface.register(ATTENTION, mask)
 
 
 class TreeCollator:
-    """Batches tree rows: right-padded ids, labels and position_ids, the 4D tree mask and each token's parent."""
+    """Batches tree rows: right-padded ids, labels and position_ids, each row's chains (`segments`; the pads one
+    more chain of their own) and each token's parent."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -122,10 +171,15 @@ class TreeCollator:
         def padded(key: str, fill: int) -> torch.Tensor:
             return torch.tensor([list(e[key]) + [fill] * (length - len(e[key])) for e in examples], dtype=torch.long)
 
-        mask, parents = tree_mask([list(e["position_ids"]) for e in examples], length)
+        up = torch.full((len(examples), length), -1, dtype=torch.long)
+        chains = []
+        for b, e in enumerate(examples):
+            positions = list(e["position_ids"])
+            up[b, : len(positions)] = torch.tensor(parents(positions), dtype=torch.long)
+            chains.append(segments(positions) + ([(len(positions), length, None)] if len(positions) < length else []))
         return {
             "input_ids": padded("input_ids", self.pad_id), "labels": padded("labels", IGNORE_INDEX),
-            "position_ids": padded("position_ids", 0), "attention_mask": mask, PARENTS: parents,
+            "position_ids": padded("position_ids", 0), PARENTS: up, SEGMENTS: chains,
         }  # fmt: skip
 
 
@@ -154,14 +208,10 @@ def tree_loss(
 
 
 def tree_forward(model: Any, batch: dict[str, Any], *, num_items: Any = None) -> tuple[torch.Tensor, Any]:
-    """The model on a collated batch of tree rows (`TreeCollator`) and its `tree_loss`; logits are made only
-    where a trained token is scored (`scored`). The mask is boolean for sdpa, additive for eager."""
+    """The model (attention: `ATTENTION`, see `use_tree_attention`) on a collated batch of tree rows
+    (`TreeCollator`) and its `tree_loss`; logits are made only where a trained token is scored (`scored`)."""
     inputs = dict(batch)
     parents, labels = inputs.pop(PARENTS), inputs.pop("labels")
-    mask = inputs["attention_mask"]
-    if getattr(model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
-        dtype = next(model.parameters()).dtype
-        inputs["attention_mask"] = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
     kept = scored(labels, parents)
     try:
         outputs = model(**inputs, use_cache=False, logits_to_keep=kept.to(inputs["input_ids"].device))
@@ -189,10 +239,10 @@ def tree_trainer_class(base: type) -> type:
 
 
 def use_tree_attention(model: Any) -> None:
-    """Attention that takes an explicit 4D mask: sdpa, unless the model runs eager (flash and flex take none)."""
-    if getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
-        warnings.warn(f"tree rows: attention {model.config._attn_implementation} -> sdpa with the tree mask", stacklevel=2)
-        model.set_attn_implementation("sdpa")
+    """Train `model` with `tree_attention` (every layer: `tree_blocker` said they all attend)."""
+    register_tree_attention()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.set_attn_implementation(ATTENTION)
 
 
 def fitted(splits: Any, model: Any) -> Any:

@@ -17,7 +17,9 @@ from support import TOKENIZERS  # noqa: E402
 
 import ftdata  # noqa: E402
 from ftdata.tokens.tree import visible  # noqa: E402
-from ftdata.train.tree import TreeCollator, as_split_rows, fitted, tree_blocker, tree_forward, tree_loss, tree_mask  # noqa: E402
+from ftdata.train.tree import (  # noqa: E402
+    TreeCollator, as_split_rows, fitted, tree_attention, tree_blocker, tree_forward, tree_loss, use_tree_attention,
+)
 from ftdata.types import IGNORE_INDEX  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -68,21 +70,29 @@ def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory, qwen3_tok) -> Path:
     return folder
 
 
-def test_tree_mask_is_each_tokens_ancestors() -> None:
-    rows = [[0, 1, 2, 3, 2, 1, 0, 1], [0, 1, 1]]
-    mask, parents = tree_mask(rows, 8)
+def test_tree_attention_equals_a_dense_mask_of_each_tokens_ancestors() -> None:
+    """`tree_attention` (chains over their paths) against scaled_dot_product_attention with the full mask built
+    from `visible`: the tree's ancestors."""
+    rows = [[0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 4, 5, 3], [0, 1, 1, 2]]
+    batch = TreeCollator(pad_id=0)([{"input_ids": [5] * len(r), "labels": [IGNORE_INDEX] * len(r), "position_ids": r} for r in rows])
+    assert batch["tree_parents"][1].tolist() == [-1, 0, 0, 2] + [-1] * 9
+    mask = torch.eye(13, dtype=torch.bool).repeat(2, 1, 1, 1)
     for b, row in enumerate(rows):
+        mask[b, 0, : len(row), : len(row)] = False
         for i, seen in enumerate(visible(row)):
-            assert torch.nonzero(mask[b, 0, i]).flatten().tolist() == seen
-        for i in range(len(row), 8):  # a pad sees itself only
-            assert torch.nonzero(mask[b, 0, i]).flatten().tolist() == [i]
-    assert parents.tolist() == [[-1, 0, 1, 2, 1, 0, -1, 6], [-1, 0, 0, -1, -1, -1, -1, -1]]
+            mask[b, 0, i, seen] = True
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 13, 8), torch.randn(2, 2, 13, 8), torch.randn(2, 2, 13, 8)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).transpose(1, 2)
+    got, _ = tree_attention(SimpleNamespace(training=False), q, k, v, None, tree_segments=batch["tree_segments"])
+    for b, row in enumerate(rows):  # the pads (one chain of their own) are never scored
+        assert torch.allclose(got[b, : len(row)], want[b, : len(row)], atol=1e-6)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_tree_loss_equals_the_split_rows_loss(builds, tiny_qwen3_dir, attn) -> None:
-    """The model's forward over the tree rows with the tree mask, each token scored from its parent, gives the
-    split rows' mean cross-entropy (each row forwarded alone)."""
+    """The model's forward over the tree rows with `tree_attention`, each token scored from its parent, gives the
+    split rows' mean cross-entropy (each row forwarded alone with `attn`)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir, attn_implementation=attn).float().eval()
@@ -94,11 +104,11 @@ def test_tree_loss_equals_the_split_rows_loss(builds, tiny_qwen3_dir, attn) -> N
             labels = torch.tensor(row["labels"][1:])
             total += torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
             count += int((labels != IGNORE_INDEX).sum())
+        use_tree_attention(model)  # the split rows ran with `attn`; the tree with the chains over their paths
         batch = TreeCollator(pad_id=0)([dict(r) for r in tree])
         loss = tree_forward(model, batch)[0].item()  # logits only where a trained token is scored
-        out = model(**{k: v for k, v in batch.items() if k not in ("labels", "tree_parents")}, use_cache=False) if attn == "sdpa" else None
-        if out is not None:  # every position's logits: the same loss
-            assert tree_loss(out.logits, batch["labels"], batch["tree_parents"]).item() == pytest.approx(loss, rel=1e-6)
+        out = model(**{k: v for k, v in batch.items() if k not in ("labels", "tree_parents")}, use_cache=False)
+        assert tree_loss(out.logits, batch["labels"], batch["tree_parents"]).item() == pytest.approx(loss, rel=1e-6)
     assert sum(len(r["input_ids"]) for r in tree) < sum(len(r["input_ids"]) for r in split)
     assert loss == pytest.approx(total / count, rel=1e-5)
 
