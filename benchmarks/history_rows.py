@@ -30,7 +30,8 @@ and back-propagated one at a time (no padding), logits made only where a token i
 `ftdata.train.tree` (tree_attention, each token scored from its parent), as `ftdata train` runs them. It prints
 the step's seconds, its loss (tree == inference) and the process's peak RSS.
 
-    python benchmarks/history_rows.py [--cases glaive,agent,agent+think] [--tokenizer DIR] [--rounds 3] [--step glaive]
+    python benchmarks/history_rows.py [--cases glaive,agent,agent+think] [--tokenizer DIR] [--rounds 3]
+                                      [--step glaive] [--limit N (the first N records of each case)]
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--cases", default="glaive,agent,agent+think")
     parser.add_argument("--tokenizer", type=Path, default=TOKENIZER)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, help="the first N records of each case only")
     parser.add_argument("--step", default="", help="cases whose builds also train one CPU step, e.g. glaive")
     parser.add_argument("--step-of", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,6 +162,10 @@ def main() -> None:
         for case in args.cases.split(","):
             data, templates = cases[case]
             records = json.loads(data.read_text(encoding="utf-8"))
+            if args.limit is not None:
+                records = records[: args.limit]
+                data = work / f"{case}_first_{args.limit}.json"
+                data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
             cut = per_turn(records, work / f"{case}_per_turn.jsonl")
             for template in templates:
                 base = ["--tokenizer", str(args.tokenizer), "--max-length", "65536", "--on-error", "skip"]

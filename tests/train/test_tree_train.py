@@ -89,33 +89,39 @@ def test_tree_attention_equals_a_dense_mask_of_each_tokens_ancestors() -> None:
         assert torch.allclose(got[b, : len(row)], want[b, : len(row)], atol=1e-6)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_tree_loss_equals_the_split_rows_loss(builds, tiny_qwen3_dir, attn) -> None:
+def test_tree_loss_equals_the_split_rows_loss(builds, tiny_qwen3_dir) -> None:
     """The model's forward over the tree rows with `tree_attention`, each token scored from its parent, gives the
-    split rows' mean cross-entropy (each row forwarded alone with `attn`)."""
+    split rows' mean cross-entropy (each row forwarded alone with eager attention: no shared kernel)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir, attn_implementation=attn).float().eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir, attn_implementation="eager").float().eval()
     split, tree = builds["inference"], builds["tree"]
-    total, count = 0.0, 0
+    want = split_loss(model, split)
     with torch.no_grad():
-        for row in split:
-            logits = model(input_ids=torch.tensor([row["input_ids"]]), use_cache=False).logits[0, :-1]
-            labels = torch.tensor(row["labels"][1:])
-            total += torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
-            count += int((labels != IGNORE_INDEX).sum())
-        use_tree_attention(model)  # the split rows ran with `attn`; the tree with the chains over their paths
+        use_tree_attention(model)  # the split rows ran eager; the tree runs its chains over their paths
         batch = TreeCollator(pad_id=0)([dict(r) for r in tree])
         loss = tree_forward(model, batch)[0].item()  # logits only where a trained token is scored
         out = model(**{k: v for k, v in batch.items() if k not in ("labels", "tree_parents")}, use_cache=False)
         assert tree_loss(out.logits, batch["labels"], batch["tree_parents"]).item() == pytest.approx(loss, rel=1e-6)
     assert sum(len(r["input_ids"]) for r in tree) < sum(len(r["input_ids"]) for r in split)
-    assert loss == pytest.approx(total / count, rel=1e-5)
+    assert loss == pytest.approx(want, rel=1e-5)
+
+
+def split_loss(model, rows) -> float:
+    """The split rows' mean cross-entropy, each row forwarded alone."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            logits = model(input_ids=torch.tensor([row["input_ids"]]), use_cache=False).logits[0, :-1]
+            labels = torch.tensor(row["labels"][1:])
+            total += torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
+            count += int((labels != IGNORE_INDEX).sum())
+    return total / count
 
 
 def test_first_step_loss_through_the_trainer(builds, tiny_qwen3_dir, tmp_path: Path) -> None:
-    """Through `build_trainer` (what `ftdata train` runs): the first batch's loss of the tree build equals the split
-    build's, all rows in one batch."""
+    """Through `fitted` and `build_trainer` (what `ftdata train` runs): the first batch's loss of the tree build
+    equals the split rows' loss, all rows in one batch; the model still runs plain rows (sdpa) afterwards."""
     from ftdata.train.config import TrainConfig
     from ftdata.train.data import Splits
     from ftdata.train.model import load_for_training
@@ -123,15 +129,13 @@ def test_first_step_loss_through_the_trainer(builds, tiny_qwen3_dir, tmp_path: P
 
     cfg = TrainConfig(model=str(tiny_qwen3_dir), quantization="none", lora_r=4, per_device_train_batch_size=8)
     loaded = load_for_training(cfg)
-
-    def first_loss(dataset, name: str) -> float:
-        splits = fitted(Splits(dataset.remove_columns("record"), None, False), loaded.model)
-        trainer = build_trainer(cfg, loaded=loaded, splits=splits, run_dir=tmp_path / name)
-        batch = next(iter(trainer.get_train_dataloader()))
-        with torch.no_grad():
-            return trainer.compute_loss(loaded.model, batch).item()
-
-    assert first_loss(builds["tree"], "tree") == pytest.approx(first_loss(builds["inference"], "split"), rel=1e-5)
+    splits = fitted(Splits(builds["tree"].remove_columns("record"), None, False), loaded.model)
+    trainer = build_trainer(cfg, loaded=loaded, splits=splits, run_dir=tmp_path / "tree")
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == len(builds["tree"])
+    with torch.no_grad():
+        tree = trainer.compute_loss(loaded.model, batch).item()
+    assert tree == pytest.approx(split_loss(loaded.model, builds["inference"]), rel=1e-5)
 
 
 def test_a_hybrid_model_trains_the_split_rows_with_a_note(builds) -> None:
