@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import TOKENIZERS
 from test_chat_tools import template_tokenizer
+from tree_reference import grow_reference
 
 import ftdata
 from ftdata.errors import ConfigError
@@ -106,6 +107,7 @@ def test_grow_keeps_every_row_and_trains_each_trained_token_once(rows: list[list
         seen += [(tuple(t.ids[j] for j in path), t.labels[i]) for i, path in enumerate(visible(t.positions)) if t.labels[i] != IGNORE_INDEX]
     want = [(tuple(ids[: i + 1]), lab) for ids, labels in plain for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
     assert sorted(seen) == sorted(want)
+    assert trees == grow_reference(plain, max_length=max_length)  # the per-token trie builds the same trees
     again = [r for t in trees for r in paths(t.ids, t.labels, t.positions)]  # taken apart: the same trained tokens
     assert sorted((tuple(ids[: i + 1]), lab) for ids, labels in again for i, lab in enumerate(labels) if lab != IGNORE_INDEX) == sorted(want)
 

@@ -30,12 +30,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from ftdata.types import IGNORE_INDEX
 
 __all__ = ["Tree", "grow", "parents", "paths", "visible"]
-
-Key = tuple[int, int, float]
-
 
 @dataclass(frozen=True, slots=True)
 class Tree:
@@ -49,60 +48,55 @@ class Tree:
     rows: int
 
 
-class _Trie:
-    """The prefix trie of some rows, keyed per node on (token, label, weight)."""
+class _Grown:
+    """Rows merged into one tree, row by row: each row hangs from the earlier row it shares the longest prefix
+    with (token, label and weight all equal), its own tokens from there on written once."""
 
     def __init__(self) -> None:
-        self.keys: list[Key] = []
-        self.children: list[dict[Key, int]] = [{}]  # node 0 is the (unwritten) root above every first token
-        self.rows = 0
-        self.weighted = False
+        self.rows: list[np.ndarray] = []  # per row: its (token, label, weight) keys, shape (n, 3)
+        self.attach: list[tuple[int, int]] = []  # per row: (the row it hangs from, depth of its first own token)
+        self.size = 0
 
-    @property
-    def size(self) -> int:
-        return len(self.keys)
+    def shared(self, keys: np.ndarray) -> tuple[int, int] | None:
+        """(row, depth): the earlier row this one shares its longest prefix with, and that prefix's length; None
+        where that prefix holds a trained token (it would be trained twice)."""
+        best, depth = -1, 0
+        for r, other in enumerate(self.rows):
+            n = min(len(other), len(keys))
+            same = (other[:n] == keys[:n]).all(axis=1)
+            lcp = n if same.all() else int(np.argmin(same))
+            if lcp > depth:
+                best, depth = r, lcp
+        if depth and (keys[:depth, 1] != IGNORE_INDEX).any():
+            return None
+        return best, depth
 
-    def novel(self, keys: Sequence[Key]) -> int | None:
-        """How many nodes `keys` would add, or None where its shared prefix holds a trained token (it would be
-        trained twice)."""
-        node, shared = 0, 0
-        for key in keys:
-            child = self.children[node].get(key)
-            if child is None:
-                break
-            if key[1] != IGNORE_INDEX:
-                return None
-            node, shared = child, shared + 1
-        return len(keys) - shared
+    def add(self, keys: np.ndarray, at: tuple[int, int]) -> None:
+        row, depth = at
+        while row >= 0 and self.attach[row][1] >= depth > 0:  # the node at depth - 1 belongs to an ancestor row
+            row = self.attach[row][0]
+        self.rows.append(keys)
+        self.attach.append((row if depth else -1, depth))
+        self.size += len(keys) - depth
 
-    def add(self, keys: Sequence[Key]) -> None:
-        node = 0
-        for key in keys:
-            child = self.children[node].get(key)
-            if child is None:
-                child = len(self.children)
-                self.children[node][key] = child
-                self.children.append({})
-                self.keys.append(key)
-            node = child
-        self.rows += 1
-
-    def tree(self) -> Tree:
-        """The trie in pre-order: children in the order they were first written."""
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        weights: list[float] = []
-        stack = [(child, 0) for child in reversed(self.children[0].values())]
+    def tree(self, weighted: bool) -> Tree:
+        """Pre-order: a row's own tokens, then the rows that hang from them, deepest first, each in the order
+        it was added (a node's first child is the row that wrote it on)."""
+        hanging: dict[tuple[int, int], list[int]] = {}
+        for j, (row, depth) in enumerate(self.attach):
+            hanging.setdefault((row, depth), []).append(j)
+        parts: list[np.ndarray] = []
+        depths: list[np.ndarray] = []
+        stack = [(j, 0) for j in reversed(hanging.get((-1, 0), []))]
         while stack:
-            node, depth = stack.pop()
-            token, label, weight = self.keys[node - 1]
-            ids.append(token)
-            labels.append(label)
-            positions.append(depth)
-            weights.append(weight)
-            stack.extend((child, depth + 1) for child in reversed(self.children[node].values()))
-        return Tree(ids, labels, positions, weights if self.weighted else None, self.rows)
+            j, start = stack.pop()
+            parts.append(self.rows[j][start:])
+            depths.append(np.arange(start, len(self.rows[j])))
+            for d in range(start + 1, len(self.rows[j]) + 1):  # pushed shallowest first: popped deepest first
+                stack.extend((k, d) for k in reversed(hanging.get((j, d), [])))
+        keys, positions = np.concatenate(parts), np.concatenate(depths)
+        weights = keys[:, 2].tolist() if weighted else None
+        return Tree(keys[:, 0].astype(np.int64).tolist(), keys[:, 1].astype(np.int64).tolist(), positions.tolist(), weights, len(self.rows))
 
 
 def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> list[Tree]:
@@ -113,18 +107,21 @@ def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> lis
         grow([([1, 2, 3], [-100, -100, 3]), ([1, 2, 4], [-100, -100, 4])], max_length=8)
         -> [Tree(ids=[1, 2, 3, 4], labels=[-100, -100, 3, 4], positions=[0, 1, 2, 2], weights=None, rows=2)]
     """
-    tries: list[_Trie] = []
+    trees: list[tuple[_Grown, list[bool]]] = []  # each tree and whether a row of it has loss weights
     for row in rows:
         ids, labels = row
         weights = getattr(row, "weights", None)
-        keys = list(zip(ids, labels, weights if weights is not None else [1.0] * len(ids)))
-        trie = next((t for t in tries if (n := t.novel(keys)) is not None and t.size + n <= max_length), None)
-        if trie is None:
-            trie = _Trie()
-            tries.append(trie)
-        trie.add(keys)
-        trie.weighted |= weights is not None
-    return [t.tree() for t in tries]
+        keys = np.column_stack([ids, labels, weights if weights is not None else np.ones(len(ids))]).astype(np.float64)
+        for grown, weighted in trees:
+            at = grown.shared(keys)
+            if at is not None and grown.size + len(keys) - at[1] <= max_length:
+                break
+        else:
+            grown, weighted, at = _Grown(), [False], (-1, 0)
+            trees.append((grown, weighted))
+        grown.add(keys, at)
+        weighted[0] |= weights is not None
+    return [grown.tree(weighted[0]) for grown, weighted in trees]
 
 
 def parents(positions: Sequence[int]) -> list[int]:

@@ -29,8 +29,17 @@ from ftdata.tokens.tree import parents, paths
 from ftdata.types import IGNORE_INDEX
 
 __all__ = [
-    "TREES", "TreeCollator", "as_split_rows", "fitted", "is_tree", "tree_blocker", "segments", "tree_attention", "tree_forward",
-    "tree_loss", "tree_trainer_class",
+    "TREES",
+    "TreeCollator",
+    "as_split_rows",
+    "fitted",
+    "is_tree",
+    "segments",
+    "tree_attention",
+    "tree_blocker",
+    "tree_forward",
+    "tree_loss",
+    "tree_trainer_class",
 ]
 
 TREES = "tree_lengths"  # the column that marks tree rows (`ftdata.run.rows.TREES`)
@@ -146,9 +155,7 @@ def register_tree_attention() -> None:
     """Make `ATTENTION` an attention implementation transformers knows: tree rows through `tree_attention`, with no
     mask built; other inputs (generation after training) as sdpa runs them."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    from transformers.masking_utils import sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     def mask(*args: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
         # a batch of tree rows comes without a 2D mask and gets none; anything else the sdpa mask it would get

@@ -13,14 +13,21 @@ import torch
 
 pytest.importorskip("transformers")
 
-from support import TOKENIZERS  # noqa: E402
+from support import TOKENIZERS
 
-import ftdata  # noqa: E402
-from ftdata.tokens.tree import visible  # noqa: E402
-from ftdata.train.tree import (  # noqa: E402
-    TreeCollator, as_split_rows, fitted, tree_attention, tree_blocker, tree_forward, tree_loss, use_tree_attention,
+import ftdata
+from ftdata.tokens.tree import visible
+from ftdata.train.tree import (
+    TreeCollator,
+    as_split_rows,
+    fitted,
+    tree_attention,
+    tree_blocker,
+    tree_forward,
+    tree_loss,
+    use_tree_attention,
 )
-from ftdata.types import IGNORE_INDEX  # noqa: E402
+from ftdata.types import IGNORE_INDEX
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 
