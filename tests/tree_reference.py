@@ -12,11 +12,12 @@ Key = tuple[int, int, float]
 
 
 class _Trie:
-    """The prefix trie of some rows, keyed per node on (token, label, weight)."""
+    """The prefix trie of some rows, a node per (token, loss weight) under its parent, trained where any row
+    that holds it trains it."""
 
     def __init__(self) -> None:
-        self.keys: list[Key] = []
-        self.children: list[dict[Key, int]] = [{}]  # node 0 is the (unwritten) root above every first token
+        self.keys: list[list] = []  # per node: [token, label, weight]
+        self.children: list[dict[tuple[int, float], int]] = [{}]  # node 0 is the (unwritten) root above every first token
         self.rows = 0
         self.weighted = False
 
@@ -25,27 +26,29 @@ class _Trie:
         return len(self.keys)
 
     def novel(self, keys: Sequence[Key]) -> int | None:
-        """How many nodes `keys` would add, or None where its shared prefix holds a trained token (it would be
-        trained twice)."""
+        """How many nodes `keys` would add, or None where a token of its shared prefix is trained by it and by
+        a row already in (it would be trained once for two)."""
         node, shared = 0, 0
-        for key in keys:
-            child = self.children[node].get(key)
+        for token, label, weight in keys:
+            child = self.children[node].get((token, weight))
             if child is None:
                 break
-            if key[1] != IGNORE_INDEX:
+            if label != IGNORE_INDEX and self.keys[child - 1][1] != IGNORE_INDEX:
                 return None
             node, shared = child, shared + 1
         return len(keys) - shared
 
     def add(self, keys: Sequence[Key]) -> None:
         node = 0
-        for key in keys:
-            child = self.children[node].get(key)
+        for token, label, weight in keys:
+            child = self.children[node].get((token, weight))
             if child is None:
                 child = len(self.children)
-                self.children[node][key] = child
+                self.children[node][(token, weight)] = child
                 self.children.append({})
-                self.keys.append(key)
+                self.keys.append([token, label, weight])
+            elif label != IGNORE_INDEX:
+                self.keys[child - 1][1] = label
             node = child
         self.rows += 1
 

@@ -20,9 +20,10 @@ to i has a position id greater than j's. A plain packed row is the special case 
     parent        -  0  1   2  3   4  5   3   1
 
 Labels are the split rows' own, unshifted: `labels[i]` is predicted from the logits of i's parent (i - 1 except
-at a branch's first token). A node is keyed on (token, label, loss weight), so rows share a token only where they
-agree on it; a row whose shared prefix would hold a trained token of another row starts a new tree, so every
-trained token of the split rows is trained exactly once, in exactly its own context.
+at a branch's first token). Rows share a token where they agree on it and on everything before it (and on its
+loss weight); a shared token is trained where one of its rows trains it (the others hold it as context, the same
+token after the same prefix). A row whose shared prefix holds a token that another row trains too starts a tree
+of its own, so every trained token of the split rows is trained exactly once, in exactly its own context.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Tree:
 
 class _Grown:
     """Rows merged into one tree, row by row: each row hangs from the earlier row it shares the longest prefix
-    with (token, label and weight all equal), its own tokens from there on written once."""
+    with (tokens and weights equal), its own tokens from there on written once; a shared token is trained where
+    any of its rows trains it."""
 
     def __init__(self) -> None:
         self.rows: list[np.ndarray] = []  # per row: its (token, label, weight) keys, shape (n, 3)
@@ -58,21 +60,33 @@ class _Grown:
         self.size = 0
 
     def shared(self, keys: np.ndarray) -> tuple[int, int] | None:
-        """(row, depth): the earlier row this one shares its longest prefix with, and that prefix's length; None
-        where that prefix holds a trained token (it would be trained twice)."""
+        """(row, depth): the earlier row this one shares its longest prefix of tokens (and weights) with, and that
+        prefix's length; None where a token of that prefix is trained by both (it would be trained once for two)."""
         best, depth = -1, 0
         for r, other in enumerate(self.rows):
             n = min(len(other), len(keys))
-            same = (other[:n] == keys[:n]).all(axis=1)
+            same = (other[:n, 0] == keys[:n, 0]) & (other[:n, 2] == keys[:n, 2])
             lcp = n if same.all() else int(np.argmin(same))
             if lcp > depth:
                 best, depth = r, lcp
-        if depth and (keys[:depth, 1] != IGNORE_INDEX).any():
+        if any(self.rows[owner][k, 1] != IGNORE_INDEX for k, owner in self._trained(keys, best, depth)):
             return None
         return best, depth
 
+    def _trained(self, keys: np.ndarray, row: int, depth: int) -> list[tuple[int, int]]:
+        """(depth, owning row) of each token of the shared prefix (`row`'s path up to `depth`) that `keys` trains."""
+        out = []
+        for k in np.flatnonzero(keys[:depth, 1] != IGNORE_INDEX).tolist():
+            owner = row
+            while self.attach[owner][1] > k:
+                owner = self.attach[owner][0]
+            out.append((k, owner))
+        return out
+
     def add(self, keys: np.ndarray, at: tuple[int, int]) -> None:
         row, depth = at
+        for k, owner in self._trained(keys, row, depth):  # a shared token this row trains: trained in the tree
+            self.rows[owner][k, 1] = keys[k, 1]
         while row >= 0 and self.attach[row][1] >= depth > 0:  # the node at depth - 1 belongs to an ancestor row
             row = self.attach[row][0]
         self.rows.append(keys)
