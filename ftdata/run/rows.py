@@ -143,7 +143,7 @@ class RowsFile:
     the page cache, never into this process's RSS.
     """
 
-    COLUMNS = ("input_ids", "labels")
+    COLUMNS: tuple[str, ...] = ("input_ids", "labels")
 
     def __init__(self, path: Path):
         self.path = path

@@ -110,7 +110,8 @@ class _Grown:
                 stack.extend((k, d) for k in reversed(hanging.get((j, d), [])))
         keys, positions = np.concatenate(parts), np.concatenate(depths)
         weights = keys[:, 2].tolist() if weighted else None
-        return Tree(keys[:, 0].astype(np.int64).tolist(), keys[:, 1].astype(np.int64).tolist(), positions.tolist(), weights, len(self.rows))
+        ids, labels = keys[:, 0].astype(np.int64).tolist(), keys[:, 1].astype(np.int64).tolist()
+        return Tree(ids, labels, positions.tolist(), weights, len(self.rows))
 
 
 def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> list[Tree]:
@@ -171,7 +172,8 @@ def paths(ids: Sequence[int], labels: Sequence[int], positions: Sequence[int]) -
     path from the root), each trained token trained in the first row that holds it, rows that train nothing
     dropped. Every trained token keeps exactly its context.
 
-        paths([1, 2, 3, 4], [-100, -100, 3, 4], [0, 1, 2, 2]) -> [([1, 2, 3], [-100, -100, 3]), ([1, 2, 4], [-100, -100, 4])]
+        paths([1, 2, 3, 4], [-100, -100, 3, 4], [0, 1, 2, 2])
+        -> [([1, 2, 3], [-100, -100, 3]), ([1, 2, 4], [-100, -100, 4])]
     """
     up = parents(positions)
     n = len(positions)

@@ -84,7 +84,9 @@ def as_split_rows(dataset: Any) -> Any:
     return Dataset.from_dict(rows)
 
 
-def _tree_paths(ids: list[int], labels: list[int], positions: list[int], lengths: list[int]) -> list[tuple[list[int], list[int]]]:
+def _tree_paths(
+    ids: list[int], labels: list[int], positions: list[int], lengths: list[int]
+) -> list[tuple[list[int], list[int]]]:
     out: list[tuple[list[int], list[int]]] = []
     start = 0
     for n in lengths:  # each tree of a packed row alone
@@ -129,7 +131,9 @@ def tree_attention(
     if rows is None:  # no tree rows (generation, an eval of plain rows): the model's usual sdpa attention
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )  # fmt: skip
     gqa = query.shape[1] != key.shape[1]
     drop = dropout if module.training else 0.0
     out = torch.empty_like(query)
@@ -143,9 +147,11 @@ def tree_attention(
                 causal = above <= n
                 q = query[b, :, at] if causal else query[b, :, start:end]
                 k, v = key[b, :, at], value[b, :, at]
-                mask = None if causal else torch.arange(len(path), device=query.device)[None, :] <= torch.arange(n, device=query.device)[:, None] + above
+                keys = torch.arange(len(path), device=query.device)
+                mask = None if causal else keys[None, :] <= torch.arange(n, device=query.device)[:, None] + above
             o = F.scaled_dot_product_attention(
-                q[None], k[None], v[None], attn_mask=mask, dropout_p=drop, is_causal=causal, scale=scaling, enable_gqa=gqa
+                q[None], k[None], v[None], attn_mask=mask, dropout_p=drop, is_causal=causal, scale=scaling,
+                enable_gqa=gqa,
             )[0]  # fmt: skip
             out[b, :, start:end] = o[:, -(end - start) :]
     return out.transpose(1, 2).contiguous(), None
@@ -157,9 +163,9 @@ def register_tree_attention() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    def mask(*args: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
+    def mask(*args: Any, **kwargs: Any) -> Any:
         # a batch of tree rows comes without a 2D mask and gets none; anything else the sdpa mask it would get
-        return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+        return None if kwargs.get("attention_mask") is None else sdpa_mask(*args, **kwargs)
 
     AttentionInterface.register(ATTENTION, tree_attention)
     AttentionMaskInterface.register(ATTENTION, mask)
@@ -219,9 +225,10 @@ def tree_forward(model: Any, batch: dict[str, Any], *, num_items: Any = None) ->
     (`TreeCollator`) and its `tree_loss`; logits are made only where a trained token is scored (`scored`)."""
     inputs = dict(batch)
     parents, labels = inputs.pop(PARENTS), inputs.pop("labels")
-    kept = scored(labels, parents)
+    kept: torch.Tensor | None = scored(labels, parents)
     try:
-        outputs = model(**inputs, use_cache=False, logits_to_keep=kept.to(inputs["input_ids"].device))
+        at = kept.to(inputs["input_ids"].device)  # type: ignore[union-attr]
+        outputs = model(**inputs, use_cache=False, logits_to_keep=at)
     except TypeError:  # a model without logits_to_keep: every position's logits
         outputs, kept = model(**inputs, use_cache=False), None
     return tree_loss(outputs.logits, labels, parents, kept=kept, num_items=num_items), outputs
@@ -236,7 +243,9 @@ def tree_trainer_class(base: type) -> type:
             if self._signature_columns is not None and "position_ids" not in self._signature_columns:
                 self._signature_columns = [*self._signature_columns, "position_ids"]
 
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
             loss, outputs = tree_forward(model, inputs, num_items=num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:  # as TRL: DDP averages
                 loss = loss * self.accelerator.num_processes
