@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from numbers import Integral
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ftdata.errors import ConfigError
 from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
@@ -369,9 +369,20 @@ class BuildOptions:
         """Every option by its flat name, as its value (enums and callables as they are)."""
         return {name: getattr(getattr(self, group), name) for name, group in _GROUP_OF.items()}
 
+    task_reason: ClassVar[str] = ""
+    """Why the build makes its task's rows (`ftdata.run.task.with_task`): for the report, not an option."""
+
     def updated(self, **flat: Any) -> BuildOptions:
-        """A copy with the options `flat` (flat names) replaced; checked as at construction."""
-        return BuildOptions.from_mapping({**self.to_mapping(), **flat})
+        """A copy with the options `flat` (flat names) replaced, checked as at construction; its `task_reason`
+        stays (a new task drops it: `with_task` says the new one's)."""
+        out = BuildOptions.from_mapping({**self.to_mapping(), **flat})
+        return out if "task" in flat else out.with_task_reason(self.task_reason)
+
+    def with_task_reason(self, reason: str) -> BuildOptions:
+        """A copy that says why its task was chosen (`task_reason`)."""
+        out = BuildOptions(data=self.data, run=self.run, output=self.output)
+        object.__setattr__(out, "task_reason", reason)
+        return out
 
 
 def _split(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

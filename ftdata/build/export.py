@@ -165,6 +165,7 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
     table.add_column(style="bold")
     table.add_column()
     rows = [
+        *([("task", f"{report.task}: {report.task_reason}")] if report.task_reason else []),
         ("records in", f"{report.records:,}"),
         ("examples", f"{report.examples:,}"),
         (f"{UNITS.get(report.task, 'sequences')} out", f"{report.sequences:,}"),

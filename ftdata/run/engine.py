@@ -160,7 +160,8 @@ class Stage:
         self.options = options
         # Every key is checked once, over SFT's fields and preference data's (`--columns chosen=good` in a
         # preference build, or in an SFT build that trains pairs' chosen side); the SFT reader gets its own.
-        self.pair_columns = preference_columns(options.columns)  # to tell preference-shaped rows apart
+        # A prompt set's map may name its own columns (`answer=reward_model.ground_truth`): its task reads it.
+        self.pair_columns = preference_columns(options.columns if options.task is not Task.PROMPTS else None)
         self.columns = Columns({name: column for name, column in self.pair_columns.explicit.items() if name in FIELD_ALIASES})
         self.media = None  # media items: expanded by the processor's rules, verified per record (ftdata.media)
         if options.processor is not None:
