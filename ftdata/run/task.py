@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, RecordError
-from ftdata.records.prompts import RewardColumns, looks_like_prompts, nested_paths, prompt_columns
+from ftdata.records.prompts import PROMPT_FIELDS, RewardColumns, looks_like_prompts, nested_paths, prompt_columns
 from ftdata.records.reward_types import SKIP
 from ftdata.options import BuildOptions, DataOptions
 from ftdata.records.preference import PREFERENCE_FIELDS, detect_task, preference_columns
@@ -116,6 +116,8 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
         task = None if first is None else _named(*first, options.data)
         if task is None:
             return options.with_task_reason(task_reason(row, None, data, given=False))
+        if task is Task.PROMPTS:
+            _renames_told(options.data)
         try:
             options = options.updated(task=task)
         except ConfigError as exc:
@@ -128,6 +130,24 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
     if _once(source):
         raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: reward_columns={'answer': 'string'}")
     return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {}).with_task_reason(reason)
+
+
+def _renames_told(data: DataOptions) -> None:
+    """A prompt set found in the data takes a map key that is no field only for a nested field
+    (`ground_truth=reward_model.ground_truth`); a plain rename to a new name (`better=good`, a typo of `chosen`?)
+    needs the task told.
+
+    Raises:
+        ConfigError: such a key, naming the fields and --task prompts.
+    """
+    named = prompt_columns(data.columns).named
+    for key, source in named.items():
+        if "." not in source and key not in _PAIR_KEYS:
+            fields = ", ".join(sorted({*PREFERENCE_FIELDS, *PROMPT_FIELDS}))
+            raise ConfigError(
+                f"column map key must be one of {fields}; got {key!r}={source!r} (a prompt set's map may name its own "
+                "columns: pass --task prompts to make it a column of the rows)"
+            )
 
 
 def _named_columns(row: Any, options: BuildOptions) -> dict[str, str]:
