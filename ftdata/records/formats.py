@@ -247,8 +247,7 @@ def _conversational_pair(row: Mapping[str, Any], columns: Columns) -> bool:
     if columns.explicit.get("messages"):
         return False
     completion = columns.value(row, "output")
-    return _is_messages(columns.value(row, "instruction")) and (_is_messages(completion) or (
-        "output" in columns.explicit and isinstance(completion, str)))
+    return _is_messages(columns.value(row, "instruction")) and (_is_messages(completion) or isinstance(completion, str))
 
 
 def _pair_messages(row: Mapping[str, Any], columns: Columns) -> tuple[str, list[Any]]:

@@ -38,6 +38,9 @@ PROMPT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 """Where a row's prompt is (canonical field -> accepted columns); `--columns instruction=my_col` maps one."""
 
+OWN_COLUMNS = ("prompt", "prompt_ids", "tools")
+"""The columns every row of a prompt set holds: no reward column may take their names."""
+
 # Columns that hold a completion: a row with one is SFT (or preference) data, unless told --task prompts.
 _COMPLETIONS = ("output", "response", "answer", "completion", "chosen", "rejected", "solution")
 
@@ -67,9 +70,9 @@ def looks_like_prompts(row: Any, columns: Columns | None = None) -> bool:
         key in row for key in ("instruction", "prompt", "question", "query")
     ):
         return True
-    if isinstance(prompt, list) and "completion" not in row:  # TRL's conversational prompt-only rows
-        return True
     completions = {name for name in _COMPLETIONS if name in row and name not in columns.claimed} | (set(columns.named) & set(_COMPLETIONS))
+    if isinstance(prompt, list) and not completions - {"answer", "solution"}:  # TRL's conversational prompt-only rows
+        return True
     column = columns.column(row, "instruction")  # an `instruction` alone is SFT data's (self-instruct's `instances`)
     return not completions and isinstance(prompt, (str, list)) and (column in ("prompt", "question", "query") or "instruction" in columns.explicit)
 
@@ -123,6 +126,13 @@ def reward_values(row: Mapping[str, Any], columns: Columns, used: set[str], loca
         RecordError: a named column's source is missing, or the row already has a column of that name.
     """
     values = {k: v for k, v in row.items() if k not in used and k not in columns.claimed}
+    for name in OWN_COLUMNS:
+        if name in values:
+            raise RecordError(
+                f"is a column named like one a prompt set's row holds ({', '.join(OWN_COLUMNS)}) and it is not the "
+                f"prompt here; map the prompt from it (--columns instruction={name}) or rename it",
+                location=location, field=name,
+            )  # fmt: skip
     for name, source in columns.named.items():
         found, value = at_path(row, source)
         if not found:
