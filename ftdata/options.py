@@ -67,7 +67,11 @@ class DataOptions:
         "also grpo); None = from the data: preference-shaped records (chosen/rejected) build preference rows, prompts "
         "with no completion build a prompt set, and messages + a true/false label must be told kto or sft"
     )
-    columns: dict[str, str] | None = _opt(None, "column map {canonical: source}, e.g. {'output': 'std_answer'}")
+    columns: dict[str, str] | None = _opt(
+        None, "column map {field: column}, applied before detection, e.g. {'output': 'std_answer'}; a dotted column reads a "
+        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; a prompt set "
+        "may name columns of its own"
+    )
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
     reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
     delimiter: str | None = _opt(None, "CSV field separator: ',', ';', '|' or a tab ('\\t' or 'tab'); None = sniffed from the header line (a tab for .tsv)")
@@ -120,7 +124,8 @@ class DataOptions:
     )
     reward_columns: dict[str, str] | None = _opt(
         None, "prompts: the reward columns and their types, e.g. {'answer': 'string'} (string, int, float, bool, "
-        "list[string], list[int], list[float], json); default: every column of the first record that is not the prompt"
+        "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record that is "
+        "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are skipped"
     )
     padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
     padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
