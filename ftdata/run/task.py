@@ -77,7 +77,7 @@ def task_reason(row: Any, task: Task | None, options: DataOptions, *, given: boo
     columns = prompt_columns(options.columns)
     if task is Task.PROMPTS:
         prompt = columns.column(row, "messages") or columns.column(row, "instruction") or "the prompt"
-        return f"the first record is a prompt with no completion ({prompt}); --task sft to build it as SFT data"
+        return f"the first record is a prompt with no completion ({prompt})"
     if task is Task.PREFERENCE:
         return "the first record is a preference pair (chosen/rejected)"
     if task is Task.KTO:
