@@ -153,7 +153,7 @@ def _typed(value: Any, kind: Kind, *, name: str, location: Location, top: str) -
     return _struct(value, kind, name=name, location=location, top=top)
 
 
-def _struct(value: Any, kind: Kind, *, name: str, location: Location, top: str) -> dict[str, Any]:
+def _struct(value: Any, kind: tuple[str, Any], *, name: str, location: Location, top: str) -> dict[str, Any]:
     """An object checked key by key: a key the record lacks (or null) is null; a key the type lacks is refused."""
     keys = dict(kind[1])
     if not isinstance(value, dict):

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, RecordError
-from ftdata.records.prompts import PROMPT_FIELDS, RewardColumns, looks_like_prompts, nested_paths, prompt_columns
-from ftdata.records.reward_types import SKIP
 from ftdata.options import BuildOptions, DataOptions
 from ftdata.records.preference import PREFERENCE_FIELDS, detect_task, preference_columns
+from ftdata.records.prompts import PROMPT_FIELDS, RewardColumns, looks_like_prompts, nested_paths, prompt_columns
+from ftdata.records.reward_types import SKIP
 from ftdata.run.loop import read_batches
 from ftdata.types import Task
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import tokenizer, trained_text
 
 import ftdata
 from ftdata.errors import ConfigError, FtdataError
-from support import tokenizer, trained_text
 
 DATA = Path(__file__).parent / "data"
 QWEN = "qwen2.5-instruct"

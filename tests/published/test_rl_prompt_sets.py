@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from support import TOKENIZERS, tokenizer
 
 import ftdata
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.train.rewards import make_rewards
-from support import TOKENIZERS, tokenizer
 
 DATA = Path(__file__).parent / "data"
 QWEN = "qwen2.5-instruct"
