@@ -113,9 +113,9 @@ def type_of(value: Any) -> str:
         return "string"
     if isinstance(value, list) and value:
         inner = {type_of(v) for v in value}
-        if len(inner) == 1 and (kind := inner.pop()) != "json":
-            return f"list[{kind}]"
-        if inner <= {"int", "float"}:
+        if len(inner) == 1 and "json" not in inner:
+            return f"list[{next(iter(inner))}]"
+        if inner == {"int", "float"}:
             return "list[float]"
     if isinstance(value, dict) and value and all(isinstance(k, str) and _KEY.fullmatch(k) for k in value):
         return "struct{" + ", ".join(f"{key}: {type_of(inner)}" for key, inner in value.items()) + "}"
