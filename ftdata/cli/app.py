@@ -272,9 +272,9 @@ def preview(
     stage = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
-    from ftdata.run.engine import named
+    from ftdata.cli.views import VIEWS
 
-    named(stage.task.preview)(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
+    VIEWS[stage.task.task].preview(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
 
 
 # --- stats -------------------------------------------------------------------------------------
@@ -307,12 +307,11 @@ def stats(
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
     stage = _stage(settings)
-    from importlib import import_module
-
+    from ftdata.cli.views import VIEWS
     from ftdata.run.engine import named
 
-    report, measure = import_module(stage.task.report), named(stage.task.stats)  # the task's own measures and tables
-    if (plot or html) and not hasattr(report, "write_plot"):
+    views, measure = VIEWS[stage.task.task], named(stage.task.stats)  # the task's own measures, the CLI's tables
+    if (plot and views.write_plot is None) or (html and views.write_html is None):
         raise ConfigError(f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or --json")
     data_options = settings.options.data
     with progress_bar("measuring", lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))) as advance:
@@ -322,10 +321,10 @@ def stats(
     if as_json:
         out.file.write(dumps(result.to_dict(), out, indent=2, default=str) + "\n")
     else:
-        report.show(result, out, spell=cli_spelling)
-    for path, write in ((plot, "write_plot"), (html, "write_html")):
-        if path is not None:
-            getattr(report, write)(result, path)
+        views.show(result, out, spell=cli_spelling)
+    for path, write in ((plot, views.write_plot), (html, views.write_html)):
+        if path is not None and write is not None:
+            write(result, path)
             console(no_color, stderr=True).print(f"wrote {path}", soft_wrap=True)
 
 

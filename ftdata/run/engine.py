@@ -75,14 +75,13 @@ class TaskModule(Protocol):
     """One task: what a build makes of records. The engine calls it with itself (`stage`) for what it compiled.
 
     `Stage.run` drives `examples`, `measure` and `fit`; a build's workers `reduce` each batch, the build
-    writes the parts with `open_rows` and makes the dataset with `finish`; `preview` and `stats` name the
-    module (`path:function`) that shows a batch and the one that measures a source, `report` the one that prints it.
+    writes the parts with `open_rows` and makes the dataset with `finish`; `stats` names the function
+    (`module:function`, in `ftdata.run`) that measures a source for `ftdata stats` and a recipe's plan. What
+    the CLI prints of a task is its own table (`ftdata.cli.views`).
     """
 
     task: Task
-    preview: str  # `module:function` (source, stage, *, offset, n, printer, tokenizer) -> records shown
-    stats: str  # `module:function` (source, stage, run, *, progress) -> a stats object (to_dict, tokenizer)
-    report: str  # `module` with show(stats, console, *, spell) (and write_plot/write_html where it draws)
+    stats: str  # `module:function` (source, stage, run, *, progress) -> a stats object (to_dict, tokenizer, planned)
 
     def options(self, options: DataOptions) -> DataOptions:
         """The options the engine runs with for this task (pairs train the final turn: mask=last_assistant)."""

@@ -114,9 +114,7 @@ class PairTask:
     """Preference pairs (`task=preference`) or KTO rows (`task=kto`), a `TaskModule`: the stage's renderer and
     masker, with the last assistant turn as the one trained (a completion is the final turn)."""
 
-    preview = "ftdata.cli.pair_preview:run"
     stats = "ftdata.run.pair_stats:collect_pairs"
-    report = "ftdata.cli.pair_report"
 
     def __init__(self, task: Task):
         self.task = task

@@ -106,9 +106,7 @@ class PromptTask:
     """Prompt sets (`TaskModule`): the inference prompt of each record and its reward columns, nothing trained."""
 
     task = Task.PROMPTS
-    preview = "ftdata.cli.prompt_views:preview"
-    stats = "ftdata.cli.prompt_views:collect"
-    report = "ftdata.cli.prompt_views"
+    stats = "ftdata.run.prompt_stats:collect"
 
     def options(self, options: DataOptions) -> DataOptions:
         return options

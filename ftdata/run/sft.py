@@ -108,9 +108,7 @@ class SftTask:
     """The SFT task (`TaskModule`): assistant turns trained, verified per record."""
 
     task = Task.SFT
-    preview = "ftdata.cli.preview:run"
     stats = "ftdata.run.stats:collect"
-    report = "ftdata.cli.stats_report"
 
     def options(self, options: DataOptions) -> DataOptions:
         options.prompt_options_only()
