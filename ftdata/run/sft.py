@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,23 +30,27 @@ from ftdata.chat.supervision import flagged
 from ftdata.chat.trajectory import SplitRow, split
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.guard import limits
-from ftdata.guard.inputs import Stat
 from ftdata.media.column import MEDIA_FIELD, MEDIA_TYPE
-from ftdata.media.expand import no_processor
+from ftdata.media.expand import Media, no_processor
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.records.formats import to_examples
+from ftdata.records.formats import FIELD_ALIASES, Columns, to_examples
 from ftdata.records.media import attach_columns
-from ftdata.records.preference import detect_task, looks_like_preference, to_pairs
+from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
 from ftdata.run.drift import Drift, recorded, token_drift
-from ftdata.run.engine import Outcome, Ran, Stage, flat
+from ftdata.run.engine import Ran, Stage, TaskModule, flat
 from ftdata.run.report import BuildReport, Reject
+from ftdata.run.seam import Once, Part
 from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
-__all__ = ["SFT", "Chunk", "Measured", "SftTask", "chunk", "jsonl_rows", "trained_runs"]
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["SFT", "Chunk", "Measured", "SftState", "SftTask", "chunk", "jsonl_rows", "trained_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,30 +82,40 @@ class Measured:
 
 
 @dataclass
-class Chunk:
-    """A build's output for one batch: flat token arrays, every reject (for the file) and the counts."""
+class Chunk(Part):
+    """A build's output for one batch: flat token arrays, and the `Part` contract (each sequence's record in the
+    batch, every reject for the file, the counts, the media files the batch read)."""
 
     ids: np.ndarray
     labels: np.ndarray
     lengths: np.ndarray
-    groups: np.ndarray  # record index in the batch, per sequence: the held-out split keeps records whole
-    rejects: list[Reject] = field(default_factory=list)
-    report: BuildReport = field(default_factory=BuildReport)
     media: list[list[dict[str, Any]]] | None = None  # per sequence, its `media` column (a build with a processor only)
     # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
     weights: np.ndarray | None = None
-    read: dict[str, Stat | None] = field(default_factory=dict)  # the media files the batch read (`Ran.read`)
     sources: list[str] = field(default_factory=list)  # per sequence, its record's location (the `record` column)
-
-    @property
-    def records(self) -> int:
-        return self.report.records
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's tokens and trained tokens, as a recipe counts them."""
         starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         trained = np.add.reduceat(self.labels != IGNORE_INDEX, starts) if len(self.lengths) else np.zeros(0, dtype=np.int64)
         return self.lengths, trained.astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class SftState:
+    """What the SFT task reads and renders records with, compiled once per stage."""
+
+    # Every key is checked once, over SFT's fields and preference data's (`--columns chosen=good` in a
+    # preference build, or in an SFT build that trains pairs' chosen side); the SFT reader gets its own.
+    pair_columns: Columns  # to tell preference-shaped rows apart
+    columns: Columns
+    responses: Once[Renderer]  # the all_assistant renderer that counts response tokens, made on first use
+
+    @classmethod
+    def of(cls, stage: Stage) -> SftState:
+        pair_columns = preference_columns(stage.options.columns)
+        columns = Columns({name: column for name, column in pair_columns.explicit.items() if name in FIELD_ALIASES})
+        return cls(pair_columns, columns, Once(lambda: Renderer.from_options(stage.tokenizer, stage.options, mask=MaskPolicy.ALL_ASSISTANT)))
 
 
 class SftTask:
@@ -114,19 +128,23 @@ class SftTask:
         options.prompt_options_only()
         return options
 
+    def compiled(self, stage: Stage) -> SftState:
+        return SftState.of(stage)
+
     def examples(self, stage: Stage, location: Location, row: Any) -> tuple[Example, ...]:
         """The row's conversations (self-instruct `instances`: several); a preference-shaped row: see `_chosen`."""
-        if looks_like_preference(row, stage.pair_columns) is not None and (chosen := _chosen(stage, location, row)) is not None:
+        state = stage.state_as(SftState)
+        if looks_like_preference(row, state.pair_columns) is not None and (chosen := _chosen(stage, location, row)) is not None:
             examples = chosen
         else:
-            examples = to_examples(row, location, format=stage.options.format, columns=stage.columns, roles=stage.options.roles)
+            examples = to_examples(row, location, format=stage.options.format, columns=state.columns, roles=stage.options.roles)
         if stage.media is not None:  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts
             return attach_columns(examples, row, location) if isinstance(row, Mapping) else examples
         for example in examples:
             no_processor(example)
         return examples
 
-    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Outcome]:
+    def measure(self, stage: Stage, formatted: list[tuple[int, Example | Reject]], responses: bool) -> list[tuple[int, Measured | Reject]]:
         """Render and mask the examples (one tokenizer call), under history=inference one row per turn that
         inference sees otherwise (`ftdata.chat.trajectory`); drift against recorded ids noted."""
         out: list[Any] = []
@@ -186,16 +204,18 @@ class SftTask:
 
 
 
-    def reduce(self, stage: Stage, ran: Ran) -> Chunk:
+    def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> Chunk:
         return chunk(ran, media=stage.media)
 
     def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
         return ArrowRows(path, media=options.processor is not None)
 
-    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+    def finish(
+        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+    ) -> Dataset | DatasetDict:
         return finish(path, options, report, pad_id=pad_id, splits=splits)
 
-    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+    def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         return jsonl_rows(split, tokenizer)
 
     def schema(self, options: DataOptions) -> pa.Schema:
@@ -205,7 +225,7 @@ class SftTask:
         return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
 
 
-SFT = SftTask()
+SFT: TaskModule[Example, Measured, Truncated, Chunk, SftState] = SftTask()
 
 
 def _rows(stage: Stage, example: Example) -> list[tuple[Example, Rendered, SplitRow | None]]:
@@ -229,9 +249,7 @@ def _response_counts(stage: Stage, examples: list[Example], masked: list[Tokeniz
     """Each example's response tokens: its trained tokens under mask=all_assistant."""
     if stage.options.mask is MaskPolicy.ALL_ASSISTANT:
         return [count_trained(m.labels) if isinstance(m, Tokenized) else 0 for m in masked]
-    with stage.lock:  # the all_assistant renderer, built on first use
-        if (responses := stage.built.get("responses")) is None:
-            responses = stage.built["responses"] = Renderer.from_options(stage.tokenizer, stage.options, mask=MaskPolicy.ALL_ASSISTANT)
+    responses = stage.state_as(SftState).responses.get()  # the all_assistant renderer, built on first use
     rendered: list[Rendered | None] = []
     for example in examples:
         try:
@@ -253,11 +271,12 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     Raises:
         RecordError: the task was detected from the data's first record, which was SFT-shaped.
     """
+    columns = stage.state_as(SftState).pair_columns
     if stage.options.task is Task.SFT:
-        if looks_like_preference(row, stage.pair_columns) is Task.PREFERENCE:
-            return tuple(p.chosen_example() for p in to_pairs(row, location, columns=stage.pair_columns, roles=stage.options.roles))
+        if looks_like_preference(row, columns) is Task.PREFERENCE:
+            return tuple(p.chosen_example() for p in to_pairs(row, location, columns=columns, roles=stage.options.roles))
         return None
-    task = detect_task(row, location, columns=stage.pair_columns)  # a label to ask about: asks
+    task = detect_task(row, location, columns=columns)  # a label to ask about: asks
     raise RecordError(
         f"is {task.value} data (chosen/rejected or a true/false label) but the build is SFT: the data's first "
         f"record is SFT data, or a source read once (a pipe) is not read ahead; choose with --task {task.value} "
@@ -266,7 +285,7 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     )  # fmt: skip
 
 
-def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
+def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None) -> Chunk:
     """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
 
     `media` (a build with a processor): each sequence's `media` column too (`Media.column`).
@@ -287,8 +306,8 @@ def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
             )  # fmt: skip
     report = ran.report
     out = Chunk(
-        *_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, media=columns, weights=_weights(seqs),
-        read=ran.read, sources=where,
+        *_flatten(seqs), groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=report, media=columns,
+        weights=_weights(seqs), read=ran.read, sources=where,
     )  # fmt: skip
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())

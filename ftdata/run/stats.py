@@ -23,7 +23,7 @@ import numpy as np
 
 from ftdata.run import loop
 from ftdata.run.engine import Ran, Stage
-from ftdata.run.sft import Measured
+from ftdata.run.sft import SFT, Measured
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
@@ -68,7 +68,7 @@ def _outcome(stage: Stage, measured: Measured, policy: TruncationPolicy) -> tupl
     row = measured.tokenized
     if measured.total <= stage.options.max_length:
         return FIT, 0, [(row.input_ids, row.labels)]
-    result = stage.truncate(measured, policy=policy)
+    result = SFT.fit(stage, measured, policy)  # the stage's task: `stats` measures SFT data
     lost = measured.trained - sum(count_trained(labels) for _, labels in result.rows)
     return (CUT if result.rows else DROPPED), lost, result.rows
 
