@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from ftdata.run.report import UNITS, BuildReport
 from ftdata.guard.safeio import OutputDir
 from ftdata.guard.space import tree_bytes
 from ftdata.io.store import StoreOut
-from ftdata.types import IGNORE_INDEX
 
 OUTPUT_FORMATS = ("arrow", "parquet", "jsonl")
 MANIFEST = "build.json"
@@ -153,7 +152,7 @@ def count_lines(path: Path) -> int:
     return sum(map(file_lines, sorted(path.glob("*.jsonl")))) if path.is_dir() else file_lines(path)
 
 
-def _counter_cell(counter: dict[str, int]) -> str:
+def _counter_cell(counter: Mapping[Any, int]) -> str:
     return "\n".join(f"{n:,} {kind}" for kind, n in sorted(counter.items(), key=lambda kv: -kv[1])) or "0"
 
 

@@ -109,7 +109,7 @@ class _Bounded:
     concat = staticmethod(_bounded_concat)
 
     @property
-    def code_generator_class(self) -> type:  # type: ignore[override]
+    def code_generator_class(self) -> type:
         return _code_generator()
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
@@ -156,7 +156,7 @@ def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         value, rest = (args[1], args[2:]) if context else (args[0], args[1:])
         if name == "center":
             width = rest[0] if rest else kwargs.get("width", 80)
-            size = width if isinstance(width, int) else 0
+            size: int | None = width if isinstance(width, int) else 0
         elif name == "join":
             sep = rest[0] if rest else kwargs.get("d", "")
             size = 0 if kwargs.get("attribute", rest[1] if len(rest) > 1 else None) is not None else _grown("join", str(sep), (value,))
@@ -181,7 +181,8 @@ def sandbox(**options: Any) -> Any:
     """An immutable Jinja sandbox with the size limits above; `include`/`import`/`extends` find nothing."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    class BoundedSandbox(_Bounded, ImmutableSandboxedEnvironment):
+    # _Bounded's code_generator_class is a property over Environment's class attribute; Jinja reads both alike.
+    class BoundedSandbox(_Bounded, ImmutableSandboxedEnvironment):  # type: ignore[override]  # (above)
         pass
 
     env = BoundedSandbox(**options)
@@ -229,7 +230,7 @@ def _wrap_chat_compiler() -> None:
         return _bounded_chat_template(source, original("").environment)
 
     compile_template.ftdata_bounded = True  # type: ignore[attr-defined]
-    ctu._compile_jinja_template = compile_template
+    ctu._compile_jinja_template = compile_template  # type: ignore[assignment]  # its cache wrapper, replaced by ours
 
 
 @functools.lru_cache(maxsize=32)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,7 +31,6 @@ from ftdata.errors import ConfigError, DiskFullError, FtdataError, FtdataWarning
 from ftdata.guard.space import is_disk_full
 from ftdata.cli.terminal import dumps
 from ftdata.options import DATA_FIELDS
-from ftdata.types import Engine
 
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
     from typer._click.exceptions import ClickException, UsageError
@@ -161,9 +160,9 @@ def _stdin(data: str | None) -> str | None:
     return "/dev/stdin" if data == "-" else data
 
 
-DataArg = Annotated[Optional[str], typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False, callback=_stdin)]
-TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", "-t", help=TOKENIZER_HELP, show_default=False)]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help=CONFIG_HELP, show_default=False)]
+DataArg = Annotated[str | None, typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False, callback=_stdin)]
+TokenizerOpt = Annotated[str | None, typer.Option("--tokenizer", "-t", help=TOKENIZER_HELP, show_default=False)]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP, show_default=False)]
 ALLOW_CODE_HELP = "Let a 'module:function' reader (--reader or reader: in --config) import and run that Python code."
 TRUST_HELP = "Let a tokenizer folder run the Python code it ships (auto_map). Read that code first."
 AllowCodeOpt = Annotated[bool, typer.Option("--allow-code", help=ALLOW_CODE_HELP)]
@@ -250,7 +249,7 @@ def preview(
     n: Annotated[int, typer.Option("-n", "--num", min=1, help="Number of records to show.")] = 3,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many records first.")] = 0,
     tokens: Annotated[bool, typer.Option("--tokens", help="Also show a table of token id / text / label.")] = False,
-    source: Annotated[Optional[str], typer.Option(
+    source: Annotated[str | None, typer.Option(
         "--source", metavar="N|NAME", help="DATA is a recipe: preview this source (1-based number or name; default 1).",
         show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -288,8 +287,8 @@ HTML_HELP = "Write a self-contained HTML report (plots embedded)."
 def stats(
     data: DataArg = None,
     tokenizer: TokenizerOpt = None,
-    plot: Annotated[Optional[Path], _option("--plot", help=PLOT_HELP, metavar="PNG")] = None,
-    html: Annotated[Optional[Path], _option("--html", help=HTML_HELP, metavar="HTML")] = None,
+    plot: Annotated[Path | None, _option("--plot", help=PLOT_HELP, metavar="PNG")] = None,
+    html: Annotated[Path | None, _option("--html", help=HTML_HELP, metavar="HTML")] = None,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
@@ -407,8 +406,8 @@ FORMAT_HELP = ("arrow (save_to_disk, the default), parquet, or jsonl (token rows
 @with_build_options(BUILD_FIELDS)
 def build(
     data: DataArg = None,
-    output: Annotated[Optional[str], _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
-    output_format: Annotated[Optional[str], _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
+    output: Annotated[str | None, _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
+    output_format: Annotated[str | None, _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
     tokenizer: TokenizerOpt = None,
     page: Annotated[bool, typer.Option("--inspect", help=INSPECT_BUILD_HELP)] = False,
     as_json: JsonOpt = False,
@@ -487,10 +486,10 @@ INSPECT_HELP = ("The page's file; default: OUT/inspect.html for a build folder (
 @app.command()
 @with_build_options(BUILD_FIELDS)
 def inspect(
-    data: Annotated[Optional[str], typer.Argument(
+    data: Annotated[str | None, typer.Argument(
         metavar="OUT|DATA", help="A folder `ftdata build` wrote, or data to build a sample of for the page (its first "
         "--limit records, default 200) with the usual build options.", show_default=False)] = None,
-    output: Annotated[Optional[Path], _option("--output", "-o", help=INSPECT_HELP, metavar="PAGE")] = None,
+    output: Annotated[Path | None, _option("--output", "-o", help=INSPECT_HELP, metavar="PAGE")] = None,
     first: Annotated[int, typer.Option("--first", min=0, help="Show the first N rows token by token.")] = 10,
     random: Annotated[int, typer.Option("--random", min=0, help="Show N more rows drawn with --seed.")] = 10,
     longest: Annotated[int, typer.Option("--longest", min=0, help="Show the N longest rows.")] = 5,
@@ -559,13 +558,13 @@ def _home_relative(path: Path) -> str:
 @app.command()
 def markers(
     tokenizer: TokenizerOpt = None,
-    chat_template_kwargs: Annotated[Optional[str], typer.Option(
+    chat_template_kwargs: Annotated[str | None, typer.Option(
         "--chat-template-kwargs", metavar="JSON", help="chat-template variables for every probe render, e.g. "
         "'{\"enable_thinking\": false}' (as the build option)", show_default=False)] = None,
-    stop_tokens: Annotated[Optional[str], typer.Option(
+    stop_tokens: Annotated[str | None, typer.Option(
         "--stop-tokens", metavar="TOKENS", help="comma-separated tokens inference also stops on (as the build option); "
         "generation_config.json's eos_token_id in the tokenizer folder is read by itself", show_default=False)] = None,
-    chat_template: Annotated[Optional[str], typer.Option(
+    chat_template: Annotated[str | None, typer.Option(
         "--chat-template", metavar="FILE|NAME", help="probe this chat template instead of the tokenizer's: a .jinja "
         "file or a template TRL ships by name (as the build option)", show_default=False)] = None,
     as_json: JsonOpt = False,

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -138,13 +138,13 @@ def _parameter(flag: Flag) -> inspect.Parameter:
     annotation: Any
     if flag.kind == "bool":
         option = typer.Option(f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:], **common)
-        annotation = Annotated[Optional[bool], option]
+        annotation = Annotated[bool | None, option]
     elif flag.kind == "pairs":
         option = typer.Option(*decls, metavar="KEY=VALUE", **common)
-        annotation = Annotated[Optional[list[str]], option]
+        annotation = Annotated[list[str] | None, option]
     else:
         option = typer.Option(*decls, metavar=flag.metavar or _METAVARS[flag.kind], **common)
-        annotation = Annotated[Optional[str], option]
+        annotation = Annotated[str | None, option]
     return inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 

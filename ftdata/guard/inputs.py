@@ -386,7 +386,7 @@ class Manifest:
         """Raises: ValueError, KeyError or TypeError: not a manifest."""
         value = json.loads(text)
         entries = {str(p): (tuple(v) if v is not None else None, str(d)) for p, v, d in value["files"]}
-        return cls(entries, int(value["taken_ns"]))  # type: ignore[arg-type]
+        return cls(entries, int(value["taken_ns"]))
 
 
 def _digest_or_none(digests: Digests, path: str) -> str | None:

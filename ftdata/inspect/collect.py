@@ -41,7 +41,7 @@ AUDIO_BYTES = 2 << 20  # a clip embedded in the page at most
 BINS = 30
 # Characters that reorder or hide text (bidi overrides and isolates, zero-width marks): shown as their code.
 _INVISIBLE = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
-_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
+_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
 _VISIBLE = {**_INVISIBLE, **_CONTROLS}
 
 
@@ -193,7 +193,7 @@ def _coverage(splits: dict[str, Any]) -> list[tuple[str, str, int, str]]:
     if "prompt_ids" not in first.column_names or not names:
         return []
     rows = sum(len(split) for split in splits.values())
-    held = {name: 0 for name in names}
+    held = dict.fromkeys(names, 0)
     for split in splits.values():
         for batch in _batches(split):
             for name in names:
@@ -348,7 +348,7 @@ def _histogram(name: str, counts: np.ndarray) -> Histogram:
 def _chosen(rows: int, longest: list[int], sample: Sample) -> dict[int, str]:
     """Row index -> why it is shown: the first rows, a seeded draw of the rest, the longest."""
     first = min(sample.first, rows)
-    out = {i: "first" for i in range(first)}
+    out = dict.fromkeys(range(first), "first")
     if sample.random and rows > first:
         drawn = np.random.default_rng(sample.seed).choice(rows - first, size=min(sample.random, rows - first), replace=False)
         out |= {int(i) + first: "random" for i in drawn}
@@ -407,7 +407,8 @@ class _Sections:
     """A row's sections, cut to SHOWN_TOKENS tokens in all."""
 
     def __init__(self, tok: Any, special: frozenset[int]):
-        self.tok, self.special, self.budget, self.out = tok, special, SHOWN_TOKENS, []
+        self.tok, self.special, self.budget = tok, special, SHOWN_TOKENS
+        self.out: list[Section] = []
 
     def add(
         self, title: str, ids: list[int], labels: list[int] | None, weights: list[float] | None = None, media: Any = (),

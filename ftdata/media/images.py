@@ -216,7 +216,7 @@ def _header(fh: Any, *, what: str) -> tuple[tuple[int, int], str]:
 
     head = BoundedHead(fh, MAX_HEADER_BYTES)  # a PNG may hold gigabytes of chunks before its pixels
     try:
-        with Image.open(head) as im:
+        with Image.open(head) as im:  # type: ignore[arg-type]  # a bounded file: PIL reads, seeks and tells it as one
             head.lift()  # the header is read: the pixel check reads on
             width, height = im.size
             fmt = im.format or ""

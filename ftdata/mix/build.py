@@ -259,8 +259,8 @@ class _Reading:
             ids = np.concatenate([i for i, _ in self.digests])
             keys = np.frombuffer(b"".join(d for _, d in self.digests), dtype="S16")
             _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-            original = ids[first[inverse]]
-            self.duplicates += [(int(r), int(o), "exact") for r, o in zip(ids[original != ids], original[original != ids])]
+            kept_ids = ids[first[inverse]]  # each record's first instance
+            self.duplicates += [(int(r), int(o), "exact") for r, o in zip(ids[kept_ids != ids], kept_ids[kept_ids != ids])]
             self.duplicates.sort()
         if not self.duplicates:
             return

@@ -181,10 +181,12 @@ class Stage:
         if options.processor is not None:
             self.media = Media(options, tokenizer)
             tokenizer = self.tokenizer = self.media.tokenizer  # with the processor's chat template
-        self.renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]
-        self.masker = Masker(tokenizer)
+        # The wrappers below render and mask around the Renderer / Masker they hold and hand it every other attribute.
+        self.renderer: Renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]  # a wrapper (above)
+        self.masker: Masker = Masker(tokenizer)
         if self.media is not None:
-            self.renderer, self.masker = MediaRenderer(self.renderer, self.media), MediaMasker(self.masker, self.media)
+            self.renderer = MediaRenderer(self.renderer, self.media)  # type: ignore[assignment]  # a wrapper (above)
+            self.masker = MediaMasker(self.masker, self.media)  # type: ignore[assignment]  # a wrapper (above)
         self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
         self.state = self.task.compiled(self)  # what the task reads and renders records with (its column maps)
 

@@ -120,7 +120,7 @@ def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: 
     try:
         for location, row in islice(reader, options.limit):
             try:
-                dropped = keep is not None and not keep(row, location)
+                dropped: bool | Reject = keep is not None and not keep(row, location)
             except RecordOverLimit as exc:  # the filter ran past a limit on this record: its reject (on_error=skip) or the error
                 dropped = Reject.from_error(exc, location, RejectStage.FILTER, on_error=options.on_error)
             if dropped:

@@ -260,7 +260,9 @@ def _hf_render(stage: Stage, example: Example, messages: list[dict[str, Any]], *
     the build's and the record's kwargs: as a trainer renders the stored prompt. Inside `shared_renders`, a render
     of the very arguments ftdata's own render had is that render (the same function of the same input)."""
     try:
-        return stage.renderer.chat(  # type: ignore[no-any-return]
+        chat = stage.renderer.chat
+        assert chat is not None  # transformers' render of a chat template: called for chat templates only
+        return chat(
             messages, generation=generation, tools=list(example.tools) or None, kwargs=example.template_kwargs, location=example.source
         )
     except TemplateError as exc:  # the template's own error: the record is unusable, not the build
@@ -387,11 +389,13 @@ class PromptRows:
             schema = prompt_schema(self.options, text=isinstance(part.prompts[0], str))
             self.schema = schema.append(pa.field(RECORD, pa.int64()))
             self._writer = pa.ipc.new_stream(str(self.path), self.schema)
+        schema = self.schema
+        assert schema is not None  # set with the writer, from the first chunk
         values, lengths = part.ids
-        columns = [pa.array(part.prompts, type=self.schema.field("prompt").type), list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
+        columns = [pa.array(part.prompts, type=schema.field("prompt").type), list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
                    pa.array(part.tools, type=pa.string())]  # fmt: skip
-        columns += [pa.array(part.columns[name], type=self.schema.field(name).type) for name in self.schema.names[3:-1]]
-        self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=self.schema))
+        columns += [pa.array(part.columns[name], type=schema.field(name).type) for name in schema.names[3:-1]]
+        self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=schema))
         self.rows += len(part.groups)
 
     def close(self) -> None:

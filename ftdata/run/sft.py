@@ -15,7 +15,7 @@ Token counts of one example (`Measured`):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
@@ -158,8 +158,8 @@ class SftTask:
             except RecordError as exc:
                 out.append((record, stage.reject(exc, example.source, RejectStage.RENDER)))
                 continue
-            for row, rendered, split_row in rows:
-                todo.append((len(out), row, rendered, split_row))
+            for conversation, rendered, split_row in rows:
+                todo.append((len(out), conversation, rendered, split_row))
                 out.append((record, None))
         masked = stage.masker([r for _, _, r, _ in todo]) if todo else []
         counts = _response_counts(stage, [e for _, e, _, _ in todo], masked) if responses else [None] * len(todo)
@@ -228,7 +228,7 @@ class SftTask:
 SFT: TaskModule[Example, Measured, Truncated, Chunk, SftState] = SftTask()
 
 
-def _rows(stage: Stage, example: Example) -> list[tuple[Example, Rendered, SplitRow | None]]:
+def _rows(stage: Stage, example: Example) -> Sequence[tuple[Example, Rendered, SplitRow | None]]:
     """The example's rows: one, or under history=inference the fewest that train every turn as inference
     sees it (`ftdata.chat.trajectory`). A multi-turn record's renders are shared among its checks and rows.
 

@@ -416,7 +416,7 @@ def field_defaults() -> dict[str, Any]:
     """Default value of every option, by name (data_options: a dict of the BuildOptions defaults)."""
     out: dict[str, Any] = {}
     for f in fields(TrainConfig):
-        value = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        value = f.default_factory() if f.default_factory is not MISSING else f.default
         out[f.name] = _plain(value)
     return out
 
