@@ -130,7 +130,7 @@ class _Bounded:
             widths = [int(w) for w in _WIDTH.findall(left)]
             if widths and max(widths) > cap:
                 raise too_big("a % format width", max(widths), cap)
-        return super().call_binop(context, operator, left, right)  # type: ignore[misc]
+        return super().call_binop(context, operator, left, right)  # type: ignore[misc]  # jinja's sandbox methods are untyped
 
     def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         cap = limits().render_chars
@@ -141,7 +141,7 @@ class _Bounded:
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str) and (size := _grown(name, owner, args)) is not None:
             checked_size(f"str.{name}", size)
-        out = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
+        out = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]  # as above
         if _sized(out) and len(out) > cap:  # what no check above foresaw: stopped after one step
             raise too_big(f"calling {name}", len(out), cap)
         return out
@@ -170,7 +170,7 @@ def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         return out
 
     if context:
-        bounded.jinja_pass_arg = func.jinja_pass_arg  # type: ignore[attr-defined]
+        bounded.jinja_pass_arg = func.jinja_pass_arg  # type: ignore[attr-defined]  # a filter's marker attribute, copied as Jinja reads it
     return bounded
 
 
@@ -229,7 +229,7 @@ def _wrap_chat_compiler() -> None:
         # already fold constants such as 'x' * 3000000000.
         return _bounded_chat_template(source, original("").environment)
 
-    compile_template.ftdata_bounded = True  # type: ignore[attr-defined]
+    compile_template.ftdata_bounded = True  # type: ignore[attr-defined]  # a marker attribute on the function: the patch is applied once
     ctu._compile_jinja_template = compile_template  # type: ignore[assignment]  # its cache wrapper, replaced by ours
 
 

@@ -35,7 +35,7 @@ from ftdata.options import DATA_FIELDS
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover - an older typer on the real click
-    from click.exceptions import ClickException, UsageError
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]  # click's own classes there
 
 _FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _FILE_ERROR_EXIT = 3  # the same code as a ReaderError
@@ -95,7 +95,7 @@ def _quiet_stdout() -> None:
 
 def _plain_help(command: Any) -> None:
     """Click's plain help (no boxes, no colour) for `command` and its subcommands."""
-    command.rich_markup_mode = None  # type: ignore[attr-defined]
+    command.rich_markup_mode = None
     for sub in getattr(command, "commands", {}).values():
         _plain_help(sub)
 
@@ -109,9 +109,9 @@ class FtdataGroup(TyperGroup):
         if not sys.stdout.isatty():
             _plain_help(self)
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, **{**kwargs, "standalone_mode": False})
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
         except UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ftdata`: the help, as click shows it
                 typer.echo(exc.format_message(), err=True)
@@ -124,7 +124,7 @@ class FtdataGroup(TyperGroup):
             raise SystemExit(_fail("aborted", 1).exit_code) from None
         raise SystemExit(result if isinstance(result, int) else 0)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer hands it its own Context
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
@@ -452,6 +452,7 @@ def build(
             progress=advance, tokenizer_name=tokenizer_label(spec, tok), protect=[config], config=config, allow_code=allow_code,
         )  # fmt: skip
     report, record = result.report, result.manifest or {}
+    assert result.out is not None and result.output_format is not None  # a build to a folder, in a format
     seconds = time.perf_counter() - started
     rejects = opts.output.rejects_path or f"{result.out}/{record['output']['rejects'].rstrip('/')}"  # the user's file, or OUT's
     written = [*(f"{result.out}/{name}" for name in result.files), rejects, f"{result.out}/{MANIFEST}"]
@@ -466,7 +467,7 @@ def build(
         if report.cached:
             from ftdata.guard.inputs import describe
 
-            where = _home_relative(result.cached_from)  # type: ignore[arg-type]
+            where = _home_relative(result.cached_from)  # type: ignore[arg-type]  # a cached build has its source folder
             why = describe(result.inputs)
             show.print(f"cached: reused build {record['fingerprint']} ({why}) from {where} ({seconds:.1f} s)", soft_wrap=True)
         else:
@@ -620,7 +621,7 @@ def templates(no_color: NoColorOpt = False) -> None:
     for name in builtin_names():
         template = load_prompt_template(name)
         out.rule(Text(f"{name}" + ("  (uses system)" if template.uses_system else "")), align="left")
-        text = Text(template.render(**EXAMPLE), style="" if plain else "cyan italic")
+        text = Text(template.render(instruction=EXAMPLE["instruction"], input=EXAMPLE["input"]), style="" if plain else "cyan italic")
         response = "<response><eos>"
         text.append(f"{OPEN}{response}{CLOSE}" if plain else response, style="" if plain else "black on green")
         out.print(text, soft_wrap=True)

@@ -167,9 +167,9 @@ def with_flags(flags: Sequence[Flag], *, into: str = "options") -> Callable[[F],
             given = {name: kwargs.pop(name) for name in kinds}
             return func(**kwargs, **{into: convert_flags(given, kinds=kinds)})
 
-        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]  # typer reads a function's __signature__
         command.__annotations__ = {p.name: p.annotation for p in params}
-        return command  # type: ignore[return-value]
+        return command  # type: ignore[return-value]  # the same function, with the options' parameters
 
     return decorate
 

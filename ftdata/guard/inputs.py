@@ -231,7 +231,7 @@ class Digests:
             return
         try:
             with self._db:  # type: ignore[union-attr]  # one transaction: one sync for every row
-                self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", pending)  # type: ignore[union-attr]
+                self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", pending)  # type: ignore[union-attr]  # the database is open while rows are pending
         except sqlite3.Error:
             pass  # a full or locked disk: the next run hashes these files again
 

@@ -358,7 +358,7 @@ class ImageMedium:
         return self.expansion(224, 224)
 
     def _replacement(self, height: int, width: int) -> str:
-        return str(self.processor.replace_image_token(self.rule.inputs(self.processor, height, width), 0))  # type: ignore[union-attr]
+        return str(self.processor.replace_image_token(self.rule.inputs(self.processor, height, width), 0))  # type: ignore[union-attr]  # an image family's rule: counting it is what this medium does
 
     def expansion(self, width: int, height: int) -> Expansion:
         """The processor's expansion of an image of `width` x `height` (cached per size).
@@ -371,7 +371,7 @@ class ImageMedium:
         if found is None:
             text = self._replacement(height, width)
             pads = text.count(self.pad)
-            if self.rule.counts is Counts.EXPANSION:  # type: ignore[union-attr]
+            if self.rule.counts is Counts.EXPANSION:  # type: ignore[union-attr]  # as above
                 tokens = pads
             else:
                 tokens = int(self.processor._get_num_multimodal_tokens(image_sizes=[[height, width]]).num_image_tokens[0])

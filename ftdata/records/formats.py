@@ -352,7 +352,7 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     )
     text = _text(content, location=location, field=f"{where}.{content_key}")
     return Message(
-        role,  # type: ignore[arg-type]
+        role,  # type: ignore[arg-type]  # a role checked against the roles above; its type stays str
         text,
         _train_flag(msg, location=location, field=where),
         tool_calls=calls,

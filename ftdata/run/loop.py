@@ -84,7 +84,7 @@ class StageSpec(Generic[P]):
                 if read != ours:
                     raise FtdataError(f"{ours.name} changed while the build ran (a worker read other bytes); build again")
             object.__setattr__(self, "stage", stage)
-        return self.stage  # type: ignore[return-value]
+        return self.stage  # type: ignore[return-value]  # set above: a frozen spec caches its stage
 
 
 @dataclass

@@ -301,7 +301,7 @@ def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None) -> Chunk
         if columns is not None:  # a row of the record as measured reuses its items; a shortened one reads them again
             sources = result.conversations or (item.example,) * len(result.rows)
             columns.extend(
-                media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]
+                media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]  # columns is set only with media
                 for (ids, _), example in zip(result.rows, sources)
             )  # fmt: skip
     report = ran.report

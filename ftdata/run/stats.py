@@ -284,7 +284,7 @@ class _Accumulator:
 
 def _epoch(
     kept: list[int], trained: int, first_trained: int, *, max_length: int, seed: int, test_size: float | int | None,
-    media_tokens: list[int] = (),  # type: ignore[assignment]
+    media_tokens: list[int] = (),  # type: ignore[assignment]  # an empty tuple as the immutable default of a list read only
 ) -> Epoch:
     """Per-epoch totals of the train split; packing fill over every kept sequence."""
     n = len(kept)

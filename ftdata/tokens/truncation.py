@@ -274,7 +274,7 @@ class Truncator:
                 else:
                     shortened += 1
                     kept.append(_pair(fit.row))
-                    conversations.append(fit.example)  # type: ignore[arg-type]
+                    conversations.append(fit.example)  # type: ignore[arg-type]  # a fit with a row has its conversation
                 i += 1
                 continue
             conversations.append(exchanges(example, i, j))
