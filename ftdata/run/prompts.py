@@ -38,6 +38,7 @@ from ftdata.records.formats import Columns
 from ftdata.run.drift import Drift
 from ftdata.run.engine import Ran, Stage, TaskModule, flat
 from ftdata.run.seam import Memo, Part
+from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import RECORD, finish_rows, list_column
 from ftdata.types import Example, Message, PromptCut, Rendered, Task, TruncationPolicy
@@ -318,12 +319,9 @@ def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPro
 
 
 def _shortened(text: str, keep: int, cut: PromptCut) -> str:
-    """`text` with `keep` characters kept as prompt_cut says."""
-    if cut is PromptCut.START:
-        return text[len(text) - keep:]
-    if cut is PromptCut.MIDDLE and keep >= 2:
-        return f"{text[: keep // 2]}\n[...]\n{text[len(text) - (keep - keep // 2):]}"
-    return text[:keep]
+    """`text` with `keep` characters kept as prompt_cut says: the cut every task makes (`tokens.shorten.cut_text`,
+    the same marker where middle takes text out), on character edges."""
+    return cut_text(text, [(i, i + 1) for i in range(len(text))], drop=len(text) - keep, side=cut)
 
 
 @dataclass
