@@ -140,3 +140,22 @@ def test_no_code_outside_the_task_modules_asks_which_task_it_runs() -> None:
                 asking.append(f"{module}:{node.lineno}: Task.{node.attr}")
         asking += [f"{module} imports {task}" for task in IMPLEMENTATIONS if graph.direct_import_exists(importer=module, imported=task)]
     assert asking == []
+
+
+# The column names that tell one task's rows from another's (SFT's input_ids and labels are every token row's).
+TASK_COLUMNS = frozenset({"prompt_ids", "chosen_ids", "rejected_ids", "completion_ids"})
+
+
+def test_no_code_outside_the_task_modules_names_a_task_column() -> None:
+    """A reader of built rows (inspect/, build/, mix/, cli/) asks the task for its columns (`TaskModule.columns`,
+    `row_units`, `run.engine.task_of_columns`) instead of keeping a list of them; train/ trains one task's rows per
+    method (its own table)."""
+    naming = []
+    for path in sorted((ROOT / "ftdata").rglob("*.py")):
+        module = _module_of(path)
+        if module in TASK_MODULES or module.startswith("ftdata.train"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in TASK_COLUMNS:
+                naming.append(f"{module}:{node.lineno}: {node.value!r}")
+    assert naming == []

@@ -27,7 +27,9 @@ from ftdata.guard.inputs import Input
 from ftdata.media.audio import DECODER, RESAMPLER
 from ftdata.options import BuildOptions, plain
 from ftdata.outcomes import NoteCode
-from ftdata.run.report import UNITS, BuildReport
+from ftdata.run.engine import task_module
+from ftdata.types import Task
+from ftdata.run.report import BuildReport
 from ftdata.guard.safeio import OutputDir
 from ftdata.guard.space import tree_bytes
 from ftdata.io.store import StoreOut
@@ -166,7 +168,7 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
     rows = [
         ("records in", f"{report.records:,}"),
         ("examples", f"{report.examples:,}"),
-        (f"{UNITS.get(report.task, 'sequences')} out", f"{report.sequences:,}"),
+        (f"{task_module(Task(report.task)).unit} out", f"{report.sequences:,}"),
         ("rows", f"{report.rows:,}" + (" (packed)" if report.packing else "")),
         ("rejected", _counter_cell(dict(report.rejected))),
         ("reject ratio", f"{report.reject_ratio:.1%}"),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field, replace
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -93,6 +93,8 @@ class TaskModule(Protocol[R, I, F, P, S]):
 
     task: Task
     stats: str  # `module:function` (source, stage, run, *, progress) -> a stats object (to_dict, tokenizer, planned)
+    columns: tuple[str, ...]  # the columns every row of the task holds: what says a built dataset is its rows
+    unit: str  # what a report counts its rows as ("sequences", "pairs", "completions", "prompts")
 
     def options(self, options: DataOptions) -> DataOptions:
         """The options the engine runs with for this task (pairs train the final turn: mask=last_assistant)."""
@@ -133,6 +135,11 @@ class TaskModule(Protocol[R, I, F, P, S]):
         """The columns of the rows `finish` makes (an empty shard of an engine=ray build is this schema)."""
         ...
 
+    def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Each built row's tokens and trained tokens, counted as its part of a batch counts them (`Part.units`):
+        the one definition a build's report, a recipe's plan and a training run's record share."""
+        ...
+
     def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         """A split's rows as `--output-format jsonl` writes them: every column, and the tokens decoded."""
         ...
@@ -151,6 +158,31 @@ def task_module(task: Task | None) -> AnyTask:
         module, name = TASKS[task].split(":")
         _LOADED[task] = getattr(importlib.import_module(module), name)
     return _LOADED[task]
+
+
+def task_of_columns(columns: Iterable[str]) -> Task:
+    """The task whose rows hold `columns` (a built dataset's): the one with the largest share of its own
+    `columns` present (then the most of them); SFT when none is.
+
+    >>> task_of_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).value
+    'preference'
+    >>> task_of_columns(["prompt", "prompt_ids", "answer"]).value
+    'prompts'
+    """
+    have = set(columns)
+    scores = {task: _share(task_module(task).columns, have) for task in TASKS}
+    best = max(scores, key=lambda task: scores[task])
+    return best if scores[best] > (0.0, 0) else Task.SFT
+
+
+def _share(wanted: tuple[str, ...], have: set[str]) -> tuple[float, int]:
+    found = sum(name in have for name in wanted)
+    return found / len(wanted), found
+
+
+def row_columns() -> frozenset[str]:
+    """Every column a task's rows hold (the token columns, not a prompt set's reward columns)."""
+    return frozenset(name for task in TASKS for name in task_module(task).columns)
 
 
 def named(path: str) -> Any:
@@ -380,4 +412,4 @@ def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(list(chain.from_iterable(lists)), dtype=np.int32), lengths
 
 
-__all__ = ["TASKS", "AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "named", "task_module"]
+__all__ = ["TASKS", "AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "named", "row_columns", "task_module", "task_of_columns"]

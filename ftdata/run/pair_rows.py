@@ -78,12 +78,19 @@ class PairChunk(Part):
         return len(self.groups)
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's tokens (its prompt's and its completions') and trained tokens (its completions'), as a recipe counts them."""
+        """Each row's tokens and trained tokens, as a recipe counts them (`pair_units`)."""
         prompt, *completions = (lengths for _, lengths in self.columns)
-        trained = np.zeros(len(prompt), dtype=np.int64)
-        for lengths in completions:
-            trained += lengths
-        return prompt + trained, trained
+        return pair_units(prompt, completions)
+
+
+def pair_units(prompt: np.ndarray, completions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A pair's (or KTO row's) tokens and trained tokens, from each row's prompt and completion lengths: what the
+    row holds, the prompt once and each completion once (a trainer that runs prompt + chosen and prompt + rejected
+    reads the prompt twice; a row holds it once), and its completions, trained."""
+    trained = np.zeros(len(prompt), dtype=np.int64)
+    for lengths in completions:
+        trained += lengths
+    return prompt + trained, trained
 
 
 def pair_chunk(ran: Ran) -> PairChunk:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ftdata.chat.markers import shared_renders
 from ftdata.errors import RecordError, UnusableRecord
@@ -40,7 +41,7 @@ from ftdata.records.formats import Columns
 from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
 from ftdata.run.drift import Drift
 from ftdata.run.engine import Ran, Stage, TaskModule
-from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema
+from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema, pair_units
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
@@ -143,6 +144,8 @@ class PairTask:
 
     def __init__(self, task: Task):
         self.task = task
+        self.columns = tuple(pair_schema(task).names)  # prompt_ids, each completion's ids (, label)
+        self.unit = "pairs" if task is Task.PREFERENCE else "completions"
 
     def options(self, options: DataOptions) -> DataOptions:
         options.prompt_options_only()
@@ -233,6 +236,11 @@ class PairTask:
 
     def schema(self, options: DataOptions) -> pa.Schema:
         return pair_schema(self.task)
+
+    def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        lengths = [pc.list_value_length(rows.column(name)).to_numpy(zero_copy_only=False).astype(np.int64)
+                   for name in self.columns if name.endswith("_ids")]  # fmt: skip
+        return pair_units(lengths[0], lengths[1:])
 
 
 PairModule = TaskModule[Pair | Unpaired, MeasuredPair, Fitted, PairChunk, PairState]

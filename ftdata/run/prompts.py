@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ftdata.chat.markers import shared_renders
 from ftdata.errors import RecordError, TemplateError, UnusableRecord
@@ -133,6 +134,8 @@ class PromptTask:
 
     task = Task.PROMPTS
     stats = "ftdata.run.prompt_stats:collect"
+    columns: tuple[str, ...] = ("prompt", "prompt_ids")  # and the reward columns the build typed
+    unit = "prompts"
 
     def options(self, options: DataOptions) -> DataOptions:
         return options
@@ -211,6 +214,11 @@ class PromptTask:
 
     def schema(self, options: DataOptions) -> pa.Schema:
         return prompt_schema(options)
+
+    def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Each prompt's tokens; nothing is trained (the trainer samples the completions)."""
+        lengths = pc.list_value_length(rows.column("prompt_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
+        return lengths, np.zeros(len(lengths), dtype=np.int64)
 
 
 PROMPTS: TaskModule[PromptRecord, MeasuredPrompt, FittedPrompt, PromptChunk, PromptState] = PromptTask()

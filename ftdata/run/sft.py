@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ftdata.chat.markers import shared_renders
 from ftdata.chat.render import Renderer, trained_turns
@@ -96,9 +97,14 @@ class Chunk(Part):
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's tokens and trained tokens, as a recipe counts them."""
-        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
-        trained = np.add.reduceat(self.labels != IGNORE_INDEX, starts) if len(self.lengths) else np.zeros(0, dtype=np.int64)
-        return self.lengths, trained.astype(np.int64)
+        return self.lengths, trained_per_row(self.labels, self.lengths)
+
+
+def trained_per_row(labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The trained tokens (label != -100) of each row of `labels` laid end to end, rows `lengths` long (none empty)."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    trained = np.add.reduceat(labels != IGNORE_INDEX, starts) if len(lengths) else np.zeros(0, dtype=np.int64)
+    return trained.astype(np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,8 @@ class SftTask:
 
     task = Task.SFT
     stats = "ftdata.run.stats:collect"
+    columns: tuple[str, ...] = ("input_ids", "labels")
+    unit = "sequences"
 
     def options(self, options: DataOptions) -> DataOptions:
         options.prompt_options_only()
@@ -217,6 +225,13 @@ class SftTask:
 
     def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         return jsonl_rows(split, tokenizer)
+
+    def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Every token of a row (packed: of its sequences and padding) and those with a label."""
+        labels = rows.column("labels")
+        labels = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels  # a Table's, or a batch's
+        lengths = pc.list_value_length(labels).to_numpy(zero_copy_only=False).astype(np.int64)
+        return lengths, trained_per_row(labels.flatten().to_numpy(zero_copy_only=False), lengths)
 
     def schema(self, options: DataOptions) -> pa.Schema:
         if options.packing:
