@@ -111,10 +111,10 @@ def test_guard_imports_the_standard_library_and_errors_alone() -> None:
 
 
 # The task seam (docs/design.md, "Tasks"): the modules of each task, the table that names them
-# (run/engine.py), the decision of a source's task (run/task.py), what an option means per task
+# (run/engine.py), the decision of a source's task (run/task.py) and of built rows' (run/columns.py), what an option means per task
 # (options.py) and the enum (types.py). train/ trains one task's rows per method (its own table).
 TASK_MODULES = {
-    "ftdata.types", "ftdata.options", "ftdata.run.engine", "ftdata.run.task",
+    "ftdata.types", "ftdata.options", "ftdata.run.engine", "ftdata.run.task", "ftdata.run.columns",
     "ftdata.run.sft", "ftdata.run.stats", "ftdata.cli.preview", "ftdata.cli.stats_report",  # sft, its views
     "ftdata.cli.views",  # the CLI's table of views per task
     "ftdata.run.pairs", "ftdata.run.pair_rows", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",
@@ -148,7 +148,7 @@ TASK_COLUMNS = frozenset({"prompt_ids", "chosen_ids", "rejected_ids", "completio
 
 def test_no_code_outside_the_task_modules_names_a_task_column() -> None:
     """A reader of built rows (inspect/, build/, mix/, cli/) asks the task for its columns (`TaskModule.columns`,
-    `row_units`, `run.engine.task_of_columns`) instead of keeping a list of them; train/ trains one task's rows per
+    `row_units`, `run.columns.task_of_columns`) instead of keeping a list of them; train/ trains one task's rows per
     method (its own table)."""
     naming = []
     for path in sorted((ROOT / "ftdata").rglob("*.py")):

@@ -10,7 +10,8 @@ import pytest
 
 import ftdata
 from ftdata.cli.views import VIEWS
-from ftdata.run.engine import TASKS, row_columns, task_module, task_of_columns
+from ftdata.run.columns import row_columns, task_of_columns
+from ftdata.run.engine import TASKS, task_module
 from ftdata.train.data import data_task, token_counts
 from ftdata.types import Task
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field, replace
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -158,31 +158,6 @@ def task_module(task: Task | None) -> AnyTask:
         module, name = TASKS[task].split(":")
         _LOADED[task] = getattr(importlib.import_module(module), name)
     return _LOADED[task]
-
-
-def task_of_columns(columns: Iterable[str]) -> Task:
-    """The task whose rows hold `columns` (a built dataset's): the one with the largest share of its own
-    `columns` present (then the most of them); SFT when none is.
-
-    >>> task_of_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).value
-    'preference'
-    >>> task_of_columns(["prompt", "prompt_ids", "answer"]).value
-    'prompts'
-    """
-    have = set(columns)
-    scores = {task: _share(task_module(task).columns, have) for task in TASKS}
-    best = max(scores, key=lambda task: scores[task])
-    return best if scores[best] > (0.0, 0) else Task.SFT
-
-
-def _share(wanted: tuple[str, ...], have: set[str]) -> tuple[float, int]:
-    found = sum(name in have for name in wanted)
-    return found / len(wanted), found
-
-
-def row_columns() -> frozenset[str]:
-    """Every column a task's rows hold (the token columns, not a prompt set's reward columns)."""
-    return frozenset(name for task in TASKS for name in task_module(task).columns)
 
 
 def named(path: str) -> Any:
@@ -412,4 +387,4 @@ def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(list(chain.from_iterable(lists)), dtype=np.int32), lengths
 
 
-__all__ = ["TASKS", "AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "named", "row_columns", "task_module", "task_of_columns"]
+__all__ = ["TASKS", "AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "named", "task_module"]

@@ -23,7 +23,8 @@ from ftdata.build.load import is_build_output
 from ftdata.build.load import load as load_build
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions
-from ftdata.run.engine import task_module, task_of_columns
+from ftdata.run.columns import task_of_columns
+from ftdata.run.engine import task_module
 from ftdata.run.report import BuildReport
 from ftdata.io.resources import cache_root
 from ftdata.train.config import Method, TrainConfig, check_method
@@ -142,7 +143,7 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
 
 def data_task(declared: str | None, columns: Sequence[str]) -> Task:
     """What rows are: the task their build declared (build.json's `options.task`), else the one their
-    columns show (`ftdata.run.engine.task_of_columns`: each task states its row columns).
+    columns show (`ftdata.run.columns.task_of_columns`: each task states its row columns).
 
     >>> data_task(None, ["prompt_ids", "chosen_ids", "rejected_ids"]).value
     'preference'
