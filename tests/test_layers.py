@@ -84,7 +84,9 @@ def test_an_import_by_string_obeys_the_layers() -> None:
 def test_the_string_arrow_check_refuses_a_name_that_points_up() -> None:
     arrows = [("ftdata.run.sft", "ftdata.cli.preview", 3), ("ftdata.train.data", "ftdata.inspect.collect", 4),
               ("ftdata.cli.views", "ftdata.run.sft", 5), ("ftdata.mix.build", "ftdata.run.loop", 6)]  # fmt: skip
-    assert upward(arrows) == ["ftdata.run.sft:3 names ftdata.cli.preview", "ftdata.train.data:4 names ftdata.inspect.collect"]
+    assert upward(arrows) == [
+        "ftdata.run.sft:3 names ftdata.cli.preview", "ftdata.train.data:4 names ftdata.inspect.collect",
+    ]
 
 
 def test_the_contract_lists_the_layers_of_the_design() -> None:
@@ -111,8 +113,8 @@ def test_guard_imports_the_standard_library_and_errors_alone() -> None:
 
 
 # The task seam (docs/design.md, "Tasks"): the modules of each task, the table that names them
-# (run/engine.py), the decision of a source's task (run/task.py) and of built rows' (run/columns.py), what an option means per task
-# (options.py) and the enum (types.py). train/ trains one task's rows per method (its own table).
+# (run/engine.py), the decision of a source's task (run/task.py) and of built rows' (run/columns.py), what an
+# option means per task (options.py) and the enum (types.py). train/ trains one task's rows per method (its own table).
 TASK_MODULES = {
     "ftdata.types", "ftdata.options", "ftdata.run.engine", "ftdata.run.task", "ftdata.run.columns",
     "ftdata.run.sft", "ftdata.run.stats", "ftdata.cli.preview", "ftdata.cli.stats_report",  # sft, its views
