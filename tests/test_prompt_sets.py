@@ -85,7 +85,10 @@ def test_real_chats_cut_before_their_first_reply_are_prompt_sets() -> None:
     chats = json.loads((DATASETS / "messages" / "openai_cookbook_toy_chat_fine_tuning.jsonl").read_text().splitlines()[0])
     first = next(i for i, m in enumerate(chats["messages"]) if m["role"] == "assistant")
     records = [{"messages": chats["messages"][:first], "reference": chats["messages"][first]["content"]}]
-    (row,) = _rows(ftdata.prepare(records, max_length=1024))
+    # messages with no reply and no tools are SFT data missing its reply, never a prompt set in silence
+    with pytest.raises(ftdata.FtdataError, match=r"<records>\[0\]: no assistant turn.*--task prompts"):
+        ftdata.prepare(records, max_length=1024)
+    (row,) = _rows(ftdata.prepare(records, max_length=1024, task="prompts"))
     assert row["prompt"] == [{"role": m["role"], "content": m["content"]} for m in chats["messages"][:first]]
     assert row["reference"] == chats["messages"][first]["content"]
 
@@ -95,7 +98,7 @@ def test_real_chats_cut_before_their_first_reply_are_prompt_sets() -> None:
     [
         ({"question": "Q?"}, "malformed", r"field 'answer': is missing or null; every record of the prompt set carries the reward column answer \(string\)"),
         ({"question": "Q?", "answer": 7}, "malformed", r"field 'answer': is int \(7\), the column holds string"),
-        ({"question": "Q?", "answer": "7", "extra": 1}, "malformed", r"field 'extra': is a column the prompt set's first record does not have"),
+        ({"question": "Q?", "answer": "7", "extra": 1}, "malformed", r"field 'extra': is not one of the prompt set's columns \(answer: string; typed from its first record"),
         ({"question": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "answer": "7"}, "malformed",
          r"ends on a assistant turn; a prompt ends before the model's turn"),
     ],
@@ -132,6 +135,16 @@ def test_long_prompts_are_rejected_or_cut_when_asked(tmp_path: Path) -> None:
     assert cut[1]["prompt_ids"] == _inference_ids(tok, cut[1])
     with pytest.raises(RecordError, match=r"the prompt is \d+ tokens > max_prompt_length 64"):
         ftdata.prepare(records, task="prompts", max_prompt_length=64, truncation="error")
+
+
+def test_a_middle_cut_prompt_keeps_both_ends_with_the_marker_every_task_writes() -> None:
+    from ftdata.tokens.shorten import MARKER
+
+    long = {"question": "Begin here. " + "word " * 400 + "What is 2+2?", "answer": "4"}
+    (row,) = _rows(ftdata.prepare([long], task="prompts", max_prompt_length=64, cut_prompts=True, prompt_cut="middle"))
+    content = row["prompt"][-1]["content"]
+    assert content.startswith("Begin") and content.endswith("2+2?") and content.count(MARKER.strip()) == 1
+    assert MARKER in content and len(row["prompt_ids"]) <= 64
 
 
 def test_the_split_is_by_record_with_no_overlap() -> None:

@@ -187,7 +187,7 @@ def _finish_keyed(
         return BuildResult(dataset, report)
     report.fingerprint = build_fingerprint(key.key, media)
     if out.cache_dir:
-        dataset = cache.save_cached(dataset, report, Path(out.cache_dir), key.key, rejects=rejects, media=media)  # type: ignore[arg-type]
+        dataset = cache.save_cached(dataset, report, Path(out.cache_dir), key.key, rejects=rejects, media=media)  # type: ignore[arg-type]  # the dataset is built by now (not None)
     return BuildResult(dataset, report, inputs=[*key.inputs, *([media.input()] if media else [])])
 
 
@@ -215,6 +215,7 @@ def _build_in_memory(
         if key is not None and (hit := _hit(key, out, files)) is not None:
             return hit
         report = _new_report(source, tok, stage)
+        report.task_reason = opts.task_reason
         scratch.append(safeio.scratch_dir())
         rows = stage.task.open_rows(scratch[-1] / "rows.arrow", data)
         rejects_file = _rejects_file(out, scratch)

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -138,13 +138,13 @@ def _parameter(flag: Flag) -> inspect.Parameter:
     annotation: Any
     if flag.kind == "bool":
         option = typer.Option(f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:], **common)
-        annotation = Annotated[Optional[bool], option]
+        annotation = Annotated[bool | None, option]
     elif flag.kind == "pairs":
         option = typer.Option(*decls, metavar="KEY=VALUE", **common)
-        annotation = Annotated[Optional[list[str]], option]
+        annotation = Annotated[list[str] | None, option]
     else:
         option = typer.Option(*decls, metavar=flag.metavar or _METAVARS[flag.kind], **common)
-        annotation = Annotated[Optional[str], option]
+        annotation = Annotated[str | None, option]
     return inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 
@@ -167,9 +167,9 @@ def with_flags(flags: Sequence[Flag], *, into: str = "options") -> Callable[[F],
             given = {name: kwargs.pop(name) for name in kinds}
             return func(**kwargs, **{into: convert_flags(given, kinds=kinds)})
 
-        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]  # typer reads a function's __signature__
         command.__annotations__ = {p.name: p.annotation for p in params}
-        return command  # type: ignore[return-value]
+        return command  # type: ignore[return-value]  # the same function, with the options' parameters
 
     return decorate
 
@@ -194,7 +194,7 @@ def parse_pairs(values: Sequence[str], *, name: str) -> dict[str, str]:
     """
     out: dict[str, str] = {}
     for value in values:
-        for item in value.split(","):
+        for item in _top_level_items(value):
             key, sep, column = item.partition("=")
             if not sep or not key.strip() or not column.strip():
                 flag = flag_name(name)
@@ -202,6 +202,17 @@ def parse_pairs(values: Sequence[str], *, name: str) -> dict[str, str]:
                 raise ConfigError(f"{flag} takes KEY=VALUE pairs, e.g. {flag} {example}; got {item!r}")
             out[key.strip()] = column.strip()
     return out
+
+
+def _top_level_items(value: str) -> list[str]:
+    """`"a=string,b=struct{x: int, y: string}"` -> the two items: commas inside brackets are a type's own."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(value):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            items.append(value[start:i])
+            start = i + 1
+    return [*items, value[start:]]
 
 
 def parse_number(text: str, *, name: str) -> int | float:

@@ -66,7 +66,7 @@ def rewards_of(cfg: TrainConfig, splits: Splits) -> list[Any]:
         ConfigError: a reward that does not fit the prompt set (see `rewards.make_rewards`).
     """
     opens, _ = prompt_settings(cfg, splits)
-    return make_rewards(cfg.rewards or DEFAULT_REWARDS, columns=splits.train.column_names, opens=opens)
+    return make_rewards(cfg.rewards or DEFAULT_REWARDS, columns=dict(splits.train.features) if splits.train.features else splits.train.column_names, opens=opens)
 
 
 def grpo_record(cfg: TrainConfig, method: Method, splits: Splits) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def grpo_trainer_class() -> type:
     """TRL's GRPOTrainer whose reference is the model with its adapter off (LoRA), not a copied adapter."""
     from trl import GRPOTrainer
 
-    class RowsGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
+    class RowsGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             drop_reference_adapter(self)
