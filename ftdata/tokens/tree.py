@@ -127,15 +127,14 @@ def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> lis
         ids, labels = row
         weights = getattr(row, "weights", None)
         keys = np.column_stack([ids, labels, weights if weights is not None else np.ones(len(ids))]).astype(np.float64)
-        for grown, weighted in trees:
-            at = grown.shared(keys)
-            if at is not None and grown.size + len(keys) - at[1] <= max_length:
-                break
-        else:
-            grown, weighted, at = _Grown(), [False], (-1, 0)
-            trees.append((grown, weighted))
-        grown.add(keys, at)
-        weighted[0] |= weights is not None
+        fits = [(k, at) for k, (grown, _) in enumerate(trees) if (at := grown.shared(keys)) is not None
+                and grown.size + len(keys) - at[1] <= max_length][:1]  # fmt: skip
+        if not fits:
+            trees.append((_Grown(), [False]))
+            fits = [(len(trees) - 1, (-1, 0))]
+        (k, at), = fits
+        trees[k][0].add(keys, at)
+        trees[k][1][0] |= weights is not None
     return [grown.tree(weighted[0]) for grown, weighted in trees]
 
 

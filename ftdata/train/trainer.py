@@ -93,7 +93,7 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
         if weighted or media is not None or loaded.new_tokens:
             raise ConfigError("tree rows train without loss weights, media or added chat tokens yet; build with --history inference")
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-        return Parts(tree_trainer_class(SFTTrainer), {"data_collator": TreeCollator(pad)})
+        return Parts(tree_trainer_class(), {"data_collator": TreeCollator(pad)})
 
     def weigh(trainer: Trainer) -> None:  # rows with loss weights: token-weighted cross-entropy (`weighting.py`)
         trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=splits.packed)

@@ -225,19 +225,21 @@ def tree_forward(model: Any, batch: dict[str, Any], *, num_items: Any = None) ->
     (`TreeCollator`) and its `tree_loss`; logits are made only where a trained token is scored (`scored`)."""
     inputs = dict(batch)
     parents, labels = inputs.pop(PARENTS), inputs.pop("labels")
-    kept: torch.Tensor | None = scored(labels, parents)
+    kept = scored(labels, parents)
+    at: torch.Tensor | None = kept
     try:
-        at = kept.to(inputs["input_ids"].device)  # type: ignore[union-attr]
-        outputs = model(**inputs, use_cache=False, logits_to_keep=at)
+        outputs = model(**inputs, use_cache=False, logits_to_keep=kept.to(inputs["input_ids"].device))
     except TypeError:  # a model without logits_to_keep: every position's logits
-        outputs, kept = model(**inputs, use_cache=False), None
-    return tree_loss(outputs.logits, labels, parents, kept=kept, num_items=num_items), outputs
+        outputs, at = model(**inputs, use_cache=False), None
+    return tree_loss(outputs.logits, labels, parents, kept=at, num_items=num_items), outputs
 
 
-def tree_trainer_class(base: type) -> type:
-    """`base` (an SFTTrainer) whose batches are tree rows: the model gets the tree mask, the loss is `tree_loss`."""
+def tree_trainer_class() -> type:
+    """An SFTTrainer whose batches are tree rows (`TreeCollator`): the model attends along the tree
+    (`tree_attention`), the loss is `tree_loss`."""
+    from trl import SFTTrainer
 
-    class TreeTrainer(base):  # type: ignore[misc, valid-type]
+    class TreeTrainer(SFTTrainer):
         def _set_signature_columns_if_needed(self) -> None:
             super()._set_signature_columns_if_needed()
             if self._signature_columns is not None and "position_ids" not in self._signature_columns:
