@@ -97,6 +97,7 @@ class NoteCode(StrEnum):
     AUDIO_CUT = "audio_cut"  # audio_window=cut: a clip past the processor's window, the seconds it drops
     TOKEN_DRIFT = "token_drift"  # a turn's recorded completion token ids differ from the tokens trained (ATIF)
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
+    PUBLISHED_SHAPE = "published_shape"  # a published set's own markup became messages/tools (Hermes' <tools> system text)
 
 
 @dataclass(frozen=True, slots=True)

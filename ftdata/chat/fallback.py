@@ -68,7 +68,7 @@ class FallbackStart:
         `contents()` gives every content's span from one render, where the template allows;
         `answer`: where the turn's answer is written (`sentinels.Found.answer`), else located here.
         """
-        data_start, data_end = data
+        data_start = data[0]
         before = self._before(text, msgs, i, render, contents, done, data_start)  # where message i-1's content ends in A
         previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before is not None else None
         if prompt is not None and before is not None and common_prefix(prompt, text) < before:
@@ -85,7 +85,7 @@ class FallbackStart:
         # then A's `<|turn>model\n`): what A writes from there is the model's.
         lead = text[fork:data_start] if fork is not None and fork <= data_start else ""
         unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
-        start = self._markup_start(text, fork, previous, done, data_start, block, unheaded)
+        start = self._markup_start(text, fork, previous, done, data, block, unheaded)
         if prompt is None:
             return start, False
         if tail.strip():
@@ -199,8 +199,9 @@ class FallbackStart:
         return fork
 
     def _markup_start(
-        self, text: str, fork: int | None, previous: int | None, done: int, data_start: int, block: bool, unheaded: bool = False
-    ) -> int:
+        self, text: str, fork: int | None, previous: int | None, done: int, data: tuple[int, int], block: bool,
+        unheaded: bool = False,
+    ) -> int:  # fmt: skip
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
         None when not found; never before `done`, the previous turn's end): where its inference prompt
         and A part (`fork`, None when not within the turn), when that lies within the turn; else after
@@ -211,7 +212,14 @@ class FallbackStart:
         what A writes from there to the content is what the model writes after its prompt. GLM-4.7
         and Nemotron 3 prompt with `<think>` and write `</think>` at the start of history turns (one
         token or, in a tokenizer without it, plain text: the model writes it either way).
+
+        The parting point inside the data, past markup the content opens with: QwQ prompts with `<think>\n` (and
+        `</think>` with thinking off) and writes an R1-style content `<think>\nreasoning…` as given; the prompt
+        holds the content's opening tag, so the model writes from where the two part.
         """
+        data_start, data_end = data
+        if fork is not None and data_start < fork <= data_end and self._opening(text[data_start:fork]):
+            return fork
         lo = done if previous is None else max(previous, done)
         if fork is not None and fork <= data_start and (block or unheaded or self._after_header(text, lo, fork, data_start)):
             return fork
@@ -248,6 +256,10 @@ class FallbackStart:
         """Whether `fork` lies at or after the turn's own role header (its last one before the data)."""
         ends = [at + len(h) for h in self.headers if (at := text.rfind(h, lo, data_start)) >= 0]
         return bool(ends) and fork >= min(ends)
+
+    def _opening(self, text: str) -> bool:
+        """Whether `text` is markup (tags, as tokens or as text) and whitespace, with some markup."""
+        return bool(text.strip()) and (bool(_TAGS.fullmatch(text.rstrip())) or self._markup_only(text))
 
     def _markup_only(self, text: str) -> bool:
         """Whether `text` is only added tokens (markup) and whitespace."""

@@ -38,6 +38,7 @@ from ftdata.chat.markers import (
     model_stop_tokens,
     one_token,
 )
+from ftdata.chat.probes import reasoning_probe
 from ftdata.chat.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
 from ftdata.chat.turns import SYSTEM_DROPPED, ChatSpans
 from ftdata.outcomes import Note, NoteCode, RejectCode
@@ -241,6 +242,10 @@ class Renderer:
             self.name = self.prompt.name
         self.eos = tokenizer.eos_token or ""
         self.controls = control_tokens(tokenizer, self.markers.markup if self.markers else "")
+        # `<think>`/`</think>` the template writes itself: its syntax in a leading think block, not control text.
+        self.think_tags = think.template_tags(tokenizer.chat_template or "", self.controls) if self.chat else frozenset()
+        # Reasoning written on a turn with no tool calls (Gemma 4 writes it only where the turn calls tools).
+        self.plain_reasoning = self.chat is not None and reasoning_probe(self.chat) is not None
         self.literal = special_tokens_in_data == "text"
         # One search per field finds whether any control token occurs (15x faster than one `in` per token).
         self._any_control = re.compile("|".join(map(re.escape, self.controls))) if self.controls else None
@@ -272,6 +277,8 @@ class Renderer:
             return []
         found: list[str] = []
         for kind, i, text in _control_checked(example):
+            if kind == "content" and i is not None and example.messages[i].role == "assistant":
+                text = think.syntax_free(text, self.think_tags)
             if self._any_control.search(text) is None:
                 continue
             if self.literal:
@@ -353,7 +360,9 @@ class Renderer:
     def _lift(self, example: Example) -> tuple[Example, tuple[int, ...]]:
         """Think blocks in assistant contents moved into reasoning, where the chat template writes reasoning
         (`ftdata.chat.think`), and the turns moved."""
-        return think.lift(example) if self.markers is not None and self.markers.renders_reasoning else (example, ())
+        if self.markers is None or not self.markers.renders_reasoning:
+            return example, ()
+        return think.lift(example, writes=lambda m: bool(m.tool_calls) or self.plain_reasoning)
 
     def _render(self, example: Example, history: bool = True) -> Rendered:
         example, lifted = self._lift(example)
