@@ -169,7 +169,7 @@ def detect(row: Any, columns: Columns) -> str:
         return "unknown"
     if atif.is_atif(row):
         return "atif"
-    if (shape := published.detect(row)) is not None:
+    if "messages" not in columns.explicit and (shape := published.detect(row)) is not None:  # a map says how to read it
         return shape
     if _conversational_pair(row, columns):
         return "messages"

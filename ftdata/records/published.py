@@ -68,7 +68,8 @@ def _conversations(row: Mapping[str, Any], location: Location) -> list[Any]:
 
 def _values(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(role as written, value) of each ShareGPT turn that has text."""
-    return [(str(m.get("from", "")).lower(), m["value"]) for m in row["conversations"] if isinstance(m.get("value"), str)]
+    turns = row["conversations"]
+    return [(str(m.get("from", "")).lower(), m["value"]) for m in turns if isinstance(m.get("value"), str)]
 
 
 def detect(row: Mapping[str, Any]) -> str | None:
@@ -83,7 +84,8 @@ def detect(row: Mapping[str, Any]) -> str | None:
     if not _sharegpt(row.get("conversations")):
         return None
     turns = _values(row)
-    if any("<|begin_of_thought|>" in v or "<|begin_of_solution|>" in v for role, v in turns if role in ("assistant", "gpt")):
+    answers = [v for role, v in turns if role in ("assistant", "gpt")]
+    if any("<|begin_of_thought|>" in v or "<|begin_of_solution|>" in v for v in answers):
         return "openthoughts"
     if any(role == "tool" or "<tool_call>" in v or (role == "system" and "<tools>" in v) for role, v in turns):
         return "hermes"
@@ -96,7 +98,8 @@ def read(shape: str, row: Mapping[str, Any], location: Location) -> Chat:
     Raises:
         RecordError: the record does not hold what its shape writes; the field and the fix are named.
     """
-    return {"nemotron": _nemotron, "hermes": _hermes, "openthoughts": _openthoughts, "glaive": _glaive}[shape](row, location)
+    readers = {"nemotron": _nemotron, "hermes": _hermes, "openthoughts": _openthoughts, "glaive": _glaive}
+    return readers[shape](row, location)
 
 
 def _string(row: Mapping[str, Any], key: str, location: Location) -> str:
@@ -111,7 +114,9 @@ def _string(row: Mapping[str, Any], key: str, location: Location) -> str:
 
 def _nemotron(row: Mapping[str, Any], location: Location) -> Chat:
     if not isinstance(row.get("input"), list):
-        raise RecordError("must be a list of {role, content} messages (Nemotron's input)", location=location, field="input")
+        raise RecordError(
+            "must be a list of {role, content} messages (Nemotron's input)", location=location, field="input"
+        )  # fmt: skip
     output = _string(row, "output", location)
     switch = row.get("reasoning")
     if switch is not None and switch not in ("on", "off"):
@@ -138,7 +143,8 @@ def _nemotron(row: Mapping[str, Any], location: Location) -> Chat:
 # ---------------------------------------------------------------- OpenThoughts
 
 _THOUGHT = re.compile(
-    r"\s*<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>\s*<\|begin_of_solution\|>(.*?)<\|end_of_solution\|>\s*", re.DOTALL
+    r"\s*<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>\s*<\|begin_of_solution\|>(.*?)<\|end_of_solution\|>\s*",
+    re.DOTALL,
 )
 
 
@@ -196,7 +202,8 @@ def _hermes(row: Mapping[str, Any], location: Location) -> Chat:
             # The preamble names the tags ("within <tools> </tools> XML tags"): the schemas are the block with text.
             for block in blocks:
                 found = _literal(block, location=location, field=where, what="a <tools> list")
-                schemas += tools.tool_schemas(found if isinstance(found, list) else [found], location=location, field=where)
+                listed = found if isinstance(found, list) else [found]
+                schemas += tools.tool_schemas(listed, location=location, field=where)
             notes = (TOOLS_DROPPED,)
         elif role in ("gpt", "assistant") and "<tool_call>" in value:
             calls = [_call(body, location=location, field=where) for body in _CALL.findall(value)]
@@ -213,7 +220,9 @@ def _call(body: str, *, location: Location, field: str) -> dict[str, Any]:
     """A `<tool_call>` body, `{"name", "arguments"}` (JSON or a Python dict), as a flat call."""
     call = _literal(body, location=location, field=field, what="a <tool_call>")
     if not isinstance(call, dict):
-        raise RecordError(f"holds a <tool_call> that is not an object: {body.strip()!r:.60}", location=location, field=field)
+        raise RecordError(
+            f"holds a <tool_call> that is not an object: {body.strip()!r:.60}", location=location, field=field
+        )  # fmt: skip
     return {"name": call.get("name"), "arguments": call.get("arguments")}
 
 

@@ -130,7 +130,8 @@ def as_dicts(example) -> list[dict[str, Any]]:
         if m.reasoning is not None:
             d["reasoning_content"] = m.reasoning
         if m.tool_calls:
-            d["tool_calls"] = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in m.tool_calls]
+            d["tool_calls"] = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                               for c in m.tool_calls]  # fmt: skip
         if m.role == "tool":
             d["name"] = m.name
         out.append(d)
@@ -166,15 +167,11 @@ TARGETS = {  # the templates each shape is trained on here: its tool calls / rea
 def _oracle_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """EXPECTED's messages as a template gets them: arguments given as JSON text parsed (both templates here write
     a dict as JSON), a tool result's name kept."""
-    out = []
-    for m in messages:
-        if m.get("tool_calls"):
-            calls = [{"type": "function", "function": {"name": c["function"]["name"], "arguments": (
-                json.loads(c["function"]["arguments"]) if isinstance(c["function"]["arguments"], str) else c["function"]["arguments"])}}
-                for c in m["tool_calls"]]  # fmt: skip
-            m = {**m, "tool_calls": calls}
-        out.append(m)
-    return out
+    def parsed(call: dict[str, Any]) -> dict[str, Any]:
+        name, args = call["function"]["name"], call["function"]["arguments"]
+        return {"type": "function", "function": {"name": name, "arguments": json.loads(args) if isinstance(args, str) else args}}
+
+    return [{**m, "tool_calls": [parsed(c) for c in m["tool_calls"]]} if m.get("tool_calls") else m for m in messages]
 
 
 @pytest.mark.parametrize(("name", "target"), [(n, t) for n, ts in TARGETS.items() for t in ts])

@@ -42,8 +42,8 @@ def served(name: str) -> Any:
         entry = ENTRIES[name]
         tok = copy.deepcopy(tokenizer(BASE[name]))
         marks = [*entry["special_tokens"], *entry["stop_tokens"], *(t for t in (entry["bos"], entry["eos"]) if t)]
-        tok.add_tokens([t for t in dict.fromkeys(marks) if len(tok.backend_tokenizer.encode(t, add_special_tokens=False).ids) != 1],
-                       special_tokens=True)  # fmt: skip
+        split = [t for t in dict.fromkeys(marks) if len(tok.backend_tokenizer.encode(t, add_special_tokens=False).ids) != 1]
+        tok.add_tokens(split, special_tokens=True)
         tok.add_tokens(["<think>", "</think>"])
         tok.chat_template = (SERVED / entry["file"]).read_text(encoding="utf-8")
         tok.bos_token, tok.eos_token = entry["bos"], entry["eos"]
@@ -89,8 +89,8 @@ def test_with_thinking_off_qwq_trains_the_answer_after_the_think_block_its_promp
 
     tok = served("qwq-32b")
     items = outcomes(tok, {"enable_thinking": False}, RECORD)
-    got = [([text for _, text in row_runs(tok, i.tokenized.input_ids, i.tokenized.labels)], {n.code for n in i.tokenized.notes})
-           for i in items]  # fmt: skip
+    got = [([text for _, text in row_runs(tok, i.tokenized.input_ids, i.tokenized.labels)],
+            {n.code for n in i.tokenized.notes}) for i in items]  # fmt: skip
     assert sorted(got, key=str) == [(["\n\n4<|im_end|>"], {NoteCode.REASONING_PROMPT_CLOSED}),
                                     (["\n\n6<|im_end|>"], {NoteCode.REASONING_PROMPT_CLOSED})]  # fmt: skip
     context = tok.decode(items[0].tokenized.input_ids)
