@@ -23,6 +23,15 @@ from ftdata.chat.sentinels import LazySpans, Render, common_prefix, content_span
 # A tag written as text, in a tokenizer that lacks it as a token (`</think>` on a base tokenizer).
 _TAG = re.compile(r"<[^<>\s]{1,40}>")
 _TAGS = re.compile(r"(?:\s*<[^<>\s]{1,40}>)+")
+_CLOSER = re.compile(r"(</[^<>\s]{1,40}>)\s*\Z")  # a closing tag that ends a prompt's tail (`</think>`)
+_R1 = re.compile(r"\s*<think>.*?</think>", re.DOTALL)
+
+
+def _r1_block(msg: dict[str, Any]) -> re.Match[str] | None:
+    """The leading think block of an assistant content whose reasoning is in no field (R1-style), else None."""
+    if msg.get("role") != "assistant" or msg.get("reasoning_content") or msg.get("thinking"):
+        return None
+    return _R1.match(msg.get("content") or "")
 
 
 def _aligned(text: str, prompt: str, end_a: int, end_p: int | None) -> str:
@@ -90,7 +99,7 @@ class FallbackStart:
             return start, False
         if tail.strip():
             begins = self._answer_start(text, render, msgs, i, data, start, answer)
-            start, moved = self._after_prompt_tail(text, tail, start, begins)
+            start, moved = self._after_prompt_tail(text, tail, start, begins, r1=_r1_block(msgs[i]) is not None)
             if not moved:
                 start = self._past_prompt_end(text, prompt, start)
             return start, moved
@@ -127,10 +136,13 @@ class FallbackStart:
             span = content_span(text, render, msgs, i)
         else:
             span = written_span(text, render, msgs, i, first_named)
+        # An R1-style content (`<think>…</think>answer`, written as given): its answer follows its block.
+        if span and (block := _r1_block(msg)) and text.startswith(block[0].lstrip(), span[0]):
+            span = (span[0] + len(block[0].lstrip()), span[1])
         return span[0] if span and lo <= span[0] <= hi else hi
 
     @staticmethod
-    def _after_prompt_tail(text: str, tail: str, start: int, answer: int) -> tuple[int, bool]:
+    def _after_prompt_tail(text: str, tail: str, start: int, answer: int, *, r1: bool = False) -> tuple[int, bool]:
         """Move `start` past what the generation prompt already holds of this turn, if A writes it.
 
         When P_i is not a prefix of A, the prompt's own `tail` (what it writes after the point where
@@ -139,6 +151,10 @@ class FallbackStart:
         turn holds `<think>\nreasoning\n</think>\n\n`), the model starts writing after it there.
         Returns (start, moved). Only the stretch between the role header and the answer is
         searched (markup and reasoning), and a whitespace-only tail is never matched.
+
+        `r1`: the turn's content is R1-style (`<think>…</think>answer`, its reasoning in no field). Where the prompt's
+        tail ends by closing the block (DeepSeek-V3.2 with thinking off: `<think></think>`) and A writes the content's
+        own block instead, the model starts after the last such closer before the answer.
         """
         core = tail.strip()
         if not core:
@@ -147,6 +163,9 @@ class FallbackStart:
         if at >= 0:
             return at + len(tail), True
         at = text.find(core, start, answer)
+        closer = _CLOSER.search(core)
+        if at < 0 and r1 and closer and (last := text.rfind(closer[1], start, answer)) >= 0:
+            return last + len(closer[1]), True
         if at < 0:
             return start, False
         # The whitespace the prompt writes after its tail is the prompt's too, where A writes it.

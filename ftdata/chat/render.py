@@ -185,6 +185,11 @@ class _Escapes:
         return replace(out, text=text, literal=tuple(sorted(literal)))
 
 
+def _r1_style(message: Message) -> bool:
+    """An assistant turn whose reasoning, if any, is in its content (a reasoning field and a block: not its syntax)."""
+    return message.role == "assistant" and not message.reasoning
+
+
 def _controls(
     tokenizer: Any, markers: RoleMarkers | None, chat: ChatRenderer | None
 ) -> tuple[tuple[str, ...], frozenset[str], bool]:
@@ -285,7 +290,7 @@ class Renderer:
             return []
         found: list[str] = []
         for kind, i, text in _control_checked(example):
-            if kind == "content" and i is not None and example.messages[i].role == "assistant":
+            if kind == "content" and i is not None and _r1_style(example.messages[i]):
                 text = think.syntax_free(text, self.think_tags)
             if self._any_control.search(text) is None:
                 continue

@@ -238,7 +238,7 @@ def _result_name(body: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- glaive-function-calling-v2
 
-_SPEAKER = re.compile(r"(?:\A|\n+)\s*(USER|ASSISTANT|FUNCTION RESPONSE):[ \t]?")
+_SPEAKER = re.compile(r"(?:\A|\n{2,})[ \t]*(USER|ASSISTANT|FUNCTION RESPONSE):[ \t]?")  # glaive separates turns by blank lines
 _FUNCTION_CALL = re.compile(r"<functioncall>\s*(.*)", re.DOTALL)
 _GLAIVE_ROLES = {"USER": "user", "ASSISTANT": "assistant", "FUNCTION RESPONSE": "tool"}
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import oracle
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import TOKENIZERS, tokenizer
 
 from ftdata.errors import Location, RecordError
@@ -233,3 +235,24 @@ def test_each_shape_can_be_named_and_a_record_without_markers_is_read_by_the_nam
     assert [(m.role, m.content) for m in example.messages] == [("user", "q"), ("assistant", "a")]
     with pytest.raises(RecordError, match="ShareGPT list"):
         to_examples({"messages": []}, Location("d"), format="openthoughts")
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.from_regex(r"[a-z_]{1,12}", fullmatch=True), arguments=st.dictionaries(st.text(max_size=8), _VALUES, max_size=4))
+def test_a_hermes_call_reads_the_same_whether_its_body_is_json_or_a_python_dict(name: str, arguments: dict[str, Any]) -> None:
+    """Hermes v1 writes `<tool_call>` bodies as `repr` of a dict in some subsets and as JSON in others: both are the
+    same call, with the arguments as given (a round trip through either form)."""
+    def record(body: str) -> dict[str, Any]:
+        return {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": f"<tool_call>\n{body}\n</tool_call>"}]}
+
+    calls = []
+    for body in (json.dumps({"arguments": arguments, "name": name}), repr({"arguments": arguments, "name": name})):
+        (example,) = to_examples(record(body), Location("h.json", index=0))
+        calls.append([(c.name, c.arguments) for c in example.messages[1].tool_calls])
+    assert calls[0] == calls[1] == [(name, arguments)]

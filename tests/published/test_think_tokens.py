@@ -66,7 +66,7 @@ def outcomes(tok: Any, kwargs: dict[str, Any], messages: list[dict[str, Any]], *
 
 
 @pytest.mark.parametrize(("name", "thinking"), [
-    ("qwq-32b", True), ("deepseek-v3.1", True), ("deepseek-v3.1", False), ("deepseek-v3.2", True), ("deepseek-v3.2", False),
+    ("qwq-32b", True), ("qwq-32b", False), ("deepseek-v3.1", True), ("deepseek-v3.1", False), ("deepseek-v3.2", True), ("deepseek-v3.2", False),
     ("nemotron-nano-v2", True), ("nemotron-nano-v2", False)])  # fmt: skip
 def test_r1_content_trains_on_the_templates_it_is_made_for_as_inference_generates_it(name: str, thinking: bool) -> None:
     """DeepSeek-V3.1 cuts the block out of every content (its reasoning is never written: the answer is trained,
