@@ -175,19 +175,30 @@ _CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _RESPONSE = re.compile(r"<tool_response>(.*?)</tool_response>", re.DOTALL)
 
 
-def _literal(text: str, *, location: Location, field: str, what: str) -> Any:
-    """A JSON value, or a Python literal (Hermes writes schemas and calls as `repr` of a dict)."""
+_UNREAD = object()
+
+
+def _parsed(text: str) -> Any:
+    """A JSON value, or a Python literal (Hermes writes schemas and calls as `repr` of a dict); `_UNREAD` if neither."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
     try:
         return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _UNREAD
+
+
+def _literal(text: str, *, location: Location, field: str, what: str) -> Any:
+    """`_parsed(text)`, or a located error naming `what` it should have been."""
+    value = _parsed(text)
+    if value is _UNREAD:
         raise RecordError(
             f"holds {what} that is neither JSON nor a Python literal: {text.strip()!r:.80}; fix the record",
             location=location, field=field,
-        ) from None  # fmt: skip
+        )  # fmt: skip
+    return value
 
 
 def _hermes(row: Mapping[str, Any], location: Location) -> Chat:
@@ -228,10 +239,7 @@ def _call(body: str, *, location: Location, field: str) -> dict[str, Any]:
 
 def _result_name(body: str) -> dict[str, str]:
     """`{"name": tool}` when a `<tool_response>` body names its tool (Hermes writes `{"name", "content"}`)."""
-    try:
-        parsed = _literal(body, location=Location("-"), field="-", what="-")
-    except RecordError:
-        return {}
+    parsed = _parsed(body)
     name = parsed.get("name") if isinstance(parsed, dict) else None
     return {"name": name} if isinstance(name, str) and name else {}
 
