@@ -256,3 +256,15 @@ def test_a_hermes_call_reads_the_same_whether_its_body_is_json_or_a_python_dict(
         (example,) = to_examples(record(body), Location("h.json", index=0))
         calls.append([(c.name, c.arguments) for c in example.messages[1].tool_calls])
     assert calls[0] == calls[1] == [(name, arguments)]
+
+
+def test_the_nemotron_reader_builds_what_the_column_map_builds() -> None:
+    """Out of the box (`format nemotron`, detected) and through the map (`--columns instruction=input,system=
+    system_prompt`, test_mapping.py) a Nemotron record becomes the same tokens and labels."""
+    import ftdata
+
+    path, tok = DATA / "nemotron_post_training.jsonl", tokenizer("qwen2.5-instruct")
+    detected = ftdata.build(str(path), tokenizer=tok).dataset.to_list()
+    mapped = ftdata.build(str(path), tokenizer=tok, columns={"instruction": "input", "system": "system_prompt"}).dataset.to_list()
+    assert [(r["input_ids"], r["labels"]) for r in detected] == [(r["input_ids"], r["labels"]) for r in mapped]
+    assert detect(records("nemotron_post_training.jsonl")[0], Columns()) == "nemotron"
