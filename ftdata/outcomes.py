@@ -43,7 +43,7 @@ class RejectCode(StrEnum):
     INCOMPLETE = "incomplete"  # another example of the same record was rejected (kept whole or not at all)
     TOO_LONG = "too_long"  # truncation=drop; a preference pair whose longer completion cannot fit with the template
     RESPONSE_TOO_LONG = "response_too_long"  # the response alone does not fit
-    PROMPT_TOO_LONG = "prompt_too_long"  # what a cut never shortens (system prompt, tool schemas) leaves no room for the response
+    PROMPT_TOO_LONG = "prompt_too_long"  # the system prompt and tool schemas (never cut) leave no room for the response
     NO_RESPONSE_LEFT = "no_response_left"  # the cut kept no trained token
     TURNS_DROPPED = "turns_dropped"  # cut: whole oldest exchanges dropped, the rest re-rendered
     PROMPT_SHORTENED = "prompt_shortened"  # cut: a prompt message's text shortened (oldest exchanges maybe dropped too)
