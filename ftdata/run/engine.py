@@ -274,13 +274,17 @@ class Stage:
         report = BuildReport(records=len(records))
         ran = Ran(report=report)
         failed: set[int] = set()  # records with a rejected example
+        owners: list[int] = []  # the record of each of ran.rejects
         for record, item in self.measure(records, responses=responses):
             if isinstance(item, Reject):
                 ran.rejects.append(item)
+                owners.append(record)
                 ran.outcomes.append((record, item, None))
                 failed.add(record)
                 continue
-            report.examples += 1
+            split_row = getattr(item, "split_row", None)  # a row of a split record (SFT's history=inference)
+            if split_row is None or split_row.index == 0:  # an example, however many rows it makes
+                report.examples += 1
             report.formats[item.example.format] += 1
             report.methods[item.rendered.method] += 1
             if item.tokenized.notes:  # counting costs Python calls even when there are none
@@ -290,11 +294,14 @@ class Stage:
                 report.count_drift(drift)
             result = self.truncate(item, policy=policy)
             if result.code is not None:
-                split_row = getattr(item, "split_row", None)  # a row of a split record (SFT's history=inference)
                 reason = f"{result.reason} ({split_row.describe()})" if split_row is not None else result.reason
-                ran.rejects.append(
-                    Reject(item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total)
+                reject = Reject(
+                    item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total
                 )  # fmt: skip
+                also = f"{split_row.describe()}: {result.code.value}" if split_row is not None else ""
+                if not _joined(ran, owners, record, reject, also=also):
+                    ran.rejects.append(reject)
+                    owners.append(record)
             if not result.rows:
                 failed.add(record)
             ran.outcomes.append((record, item, result))
@@ -302,14 +309,40 @@ class Stage:
             for i, (record, item, result) in enumerate(ran.outcomes):
                 if record in failed and result is not None and result.rows:
                     if getattr(item, "split_row", None) is None:  # a split record's rows go with the one reject naming the row that failed
-                        ran.rejects.extend(Reject(item.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for _ in result.rows)  # type: ignore[union-attr]
+                        sibling = Reject(item.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING)
+                        siblings = [sibling] * len(result.rows)
+                        ran.rejects.extend(siblings)
+                        owners.extend(record for _ in siblings)
                     ran.outcomes[i] = (record, item, replace(result, rows=[]))
-        for reject in ran.rejects:
-            report.add(reject)
+        _count_rejects(report, ran.rejects, owners, failed)
         _count_splits(ran)
         if self.media is not None:  # the media files this batch's records named (and those of batches beside it)
             ran.read = self.media.drain()
         return ran
+
+
+def _joined(ran: Ran, owners: list[int], record: int, reject: Reject, *, also: str) -> bool:
+    """Whether `reject`, of a row of a split record (`also` names the row and its code), joined the reject its record
+    already has: a record is rejected once, by its first row that failed, and the rows after it are named there."""
+    if not also or reject.kept or not owners or owners[-1] != record or ran.rejects[-1].kept:
+        return False
+    ran.rejects[-1] = replace(ran.rejects[-1], reason=f"{ran.rejects[-1].reason}; also {also}")
+    return True
+
+
+def _count_rejects(report: BuildReport, rejects: list[Reject], owners: list[int], failed: set[int]) -> None:
+    """Every reject into `report`'s samples, and each record counted once: a rejected record by its first reject's
+    code (an `incomplete` only where it has no other), a kept one that was cut by its first cut."""
+    firsts: dict[int, Reject] = {}
+    for record, reject in zip(owners, rejects):
+        if (reject.kept and record in failed) or (not reject.kept and record not in failed):
+            continue
+        held = firsts.get(record)
+        if held is None or (held.code is RejectCode.INCOMPLETE and reject.code is not RejectCode.INCOMPLETE):
+            firsts[record] = reject
+    for reject in firsts.values():
+        (report.rejected if not reject.kept else report.cut)[reject.code] += 1
+    report.sample(rejects)
 
 
 def _count_splits(ran: Ran) -> None:
