@@ -57,7 +57,8 @@ class Drift:
         if self.kept:
             return Note(NoteCode.TOKEN_DRIFT, f"messages[{self.turn}]: trains its {self.recorded} recorded completion tokens "
                                               f"({self.differ} differ from the re-tokenized turn, which decodes to the same text)")  # fmt: skip
-        shared = f"they share the first {self.head} and the last {self.tail}" if self.head or self.tail else "from the start"
+        shared = f"they share the first {self.head} and the last {self.tail}"
+        shared = shared if self.head or self.tail else "from the start"
         text = f"{turn} and the {self.trained} tokens trained differ, {shared} (retokenization drift)"
         return Note(NoteCode.TOKEN_DRIFT, text)
 
