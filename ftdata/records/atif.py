@@ -273,3 +273,25 @@ def notes(read: Trajectory, source: str, prefix: str = "") -> list[Note]:
 
 def _many(names: list[str]) -> str:
     return f"{len(names)} trajector{'y' if len(names) == 1 else 'ies'} ({', '.join(names)})"
+
+
+def harness_log(row: Any) -> str | None:
+    """What a harness's own log is and what to convert it to, for a row that is one (else None): these logs
+    record what the harness did, not the conversation the model saw, in a shape of their own."""
+    if isinstance(row, Mapping) and row.get("source") in ("agent", "user", "environment") and "id" in row and (
+        "action" in row or "observation" in row
+    ):
+        return (
+            "is an OpenHands event (id, source, action/observation), a line of an OpenHands event log, not a "
+            "conversation: convert the log to an ATIF trajectory (Harbor's OpenHands agent writes trajectory.json "
+            "from these events) or to OpenAI messages, and build that"
+        )
+    messages = row.get("messages") if isinstance(row, Mapping) else None
+    gemini = isinstance(messages, list) and any(isinstance(m, Mapping) and m.get("type") == "gemini" for m in messages)
+    if gemini and "sessionId" in row:
+        return (
+            "is a gemini-cli session log (sessionId, messages of type user/gemini), not ATIF or OpenAI messages: "
+            "convert it to an ATIF trajectory (Harbor's gemini-cli agent writes trajectory.json from it) or to "
+            "OpenAI messages (type gemini -> role assistant), and build that"
+        )
+    return None

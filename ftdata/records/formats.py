@@ -490,6 +490,8 @@ def _to_examples(
 ) -> tuple[Example, ...]:
     columns = columns or Columns()
     roles = {k.lower(): v for k, v in (roles or {}).items()}
+    if format is None and (native := atif.harness_log(row)) is not None:
+        raise RecordError(native, location=location)
     name = format or detect(row, columns)
     if name == "atif":
         return _trajectory(row, location, roles)
