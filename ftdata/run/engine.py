@@ -42,6 +42,7 @@ from ftdata.records.preference import preference_columns
 from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.chat.late_system import has_late_system, join_late_systems
 from ftdata.chat.render import Renderer
 from ftdata.chat.think import moved
 from ftdata.chat.chat_template import load_chat_template
@@ -189,8 +190,12 @@ class Stage:
         return tuple(declared)
 
     def examples(self, location: Location, row: Any) -> tuple[Any, ...]:
-        """What the task reads from `row` (raises RecordError)."""
-        return self.task.examples(self, location, row)
+        """What the task reads from `row` (raises RecordError), a system turn after the first joined to a user turn
+        where the template does not write it there (`ftdata.chat.late_system`)."""
+        examples = self.task.examples(self, location, row)
+        if not any(isinstance(e, Example) and has_late_system(e) for e in examples) or self.renderer.writes_late_system:
+            return examples
+        return tuple(join_late_systems(e) if isinstance(e, Example) and has_late_system(e) else e for e in examples)
 
     def reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:
         """`exc` as a reject at `stage` (on_error=raise: raised, naming the record)."""
