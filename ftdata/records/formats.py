@@ -534,14 +534,19 @@ def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: 
     subagent lies in the record, for errors).
 
     Raises:
-        RecordError: not a trajectory, or a step that does not make a valid conversation (named by its step).
+        RecordError: not a trajectory.
+        UnusableRecord: a step that does not make a valid conversation (named by its step, code `malformed`):
+            one bad trajectory of a folder is rejected and the others build, whatever `on_error`.
     """
     if not atif.is_atif(row):
         raise RecordError(
             "format 'atif' needs an ATIF trajectory: an object with 'steps' and a 'schema_version' such as 'ATIF-v1.8'",
             location=location, field=prefix.rstrip(".") or None,
         )  # fmt: skip
-    read = atif.to_messages(row, location)
+    try:
+        read = atif.to_messages(row, location)
+    except RecordError as exc:  # a trajectory is a file of a folder of runs: rejected, the others build
+        raise _rejected(exc, location, prefix + (exc.field or "")) from None
     items, origins = read.messages, read.origins
     try:
         msgs, notes = _messages(items, location=location, field="messages", roles=roles)
@@ -549,13 +554,18 @@ def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: 
         schemas = tools.tool_schemas(read.definitions, location=location, field="agent.tool_definitions")
     except RecordError as exc:  # named by the step it came from, not by the message it became
         field = re.sub(r"^messages\[(\d+)\]", lambda m: origins[int(m[1])], exc.field or "")
-        raise type(exc)(exc.reason, location=location, field=prefix + field, code=exc.code) from None
+        raise _rejected(exc, location, prefix + field) from None
     msgs = tuple(replace(m, token_ids=tuple(items[i]["token_ids"])) if "token_ids" in items[i] else m for i, m in enumerate(msgs))
     notes += atif.notes(read, location.source, prefix)
     own = Example(msgs, location, format="atif", notes=tuple(dict.fromkeys(notes)), tools=schemas)
     subs = [e for i, sub in enumerate(read.subagents)
             for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")]  # fmt: skip
     return (own, *subs)
+
+
+def _rejected(exc: RecordError, location: Location, field: str) -> UnusableRecord:
+    """A trajectory's error as its reject, the step named in the reason (the rejects file keeps reasons only)."""
+    return UnusableRecord(f"{field}: {exc.reason}" if field else exc.reason, location=location, field=field or None, code=exc.code)
 
 
 def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
