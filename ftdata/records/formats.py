@@ -565,7 +565,8 @@ def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: 
 
 def _rejected(exc: RecordError, location: Location, field: str) -> UnusableRecord:
     """A trajectory's error as its reject, the step named in the reason (the rejects file keeps reasons only)."""
-    return UnusableRecord(f"{field}: {exc.reason}" if field else exc.reason, location=location, field=field or None, code=exc.code)
+    reason = f"{field}: {exc.reason}" if field else exc.reason
+    return UnusableRecord(reason, location=location, field=field or None, code=exc.code)
 
 
 def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
