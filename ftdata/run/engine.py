@@ -41,7 +41,7 @@ from ftdata.records.formats import FIELD_ALIASES, Columns
 from ftdata.records.preference import preference_columns
 from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
-from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.outcomes import NoteCode, RejectCode, RejectStage
 from ftdata.chat.late_system import has_late_system, join_late_systems
 from ftdata.chat.render import Renderer
 from ftdata.chat.think import moved
@@ -280,6 +280,7 @@ class Stage:
         ran = Ran(report=report)
         failed: set[int] = set()  # records with a rejected example
         owners: list[int] = []  # the record of each of ran.rejects
+        noted: set[NoteCode] = set()
         for record, item in self.measure(records, responses=responses):
             if isinstance(item, Reject):
                 ran.rejects.append(item)
@@ -290,10 +291,12 @@ class Stage:
             split_row = getattr(item, "split_row", None)  # a row of a split record (SFT's history=inference)
             if split_row is None or split_row.index == 0:  # an example, however many rows it makes
                 report.examples += 1
+                noted = set()  # the note codes counted for this example: once each, whatever its rows
             report.formats[item.example.format] += 1
             report.methods[item.rendered.method] += 1
             if item.tokenized.notes:  # counting costs Python calls even when there are none
-                report.note(item.tokenized.notes)
+                report.note(item.tokenized.notes, counted=noted)
+                noted.update(n.code for n in item.tokenized.notes)
                 report.reasoning_moved += moved(item.tokenized.notes)
             if drift := getattr(item, "drift", ()):  # a task's rows with recorded token ids (SFT)
                 report.count_drift(drift)

@@ -133,9 +133,10 @@ class BuildReport:
         self.drift_kept += sum(d.kept for d in drift)
         self.drift_stop += sum(d.stop_only for d in drift)
 
-    def note(self, notes: tuple[Note, ...]) -> None:
-        """Count one example's notes: once per code, whatever the texts."""
-        self.notes.update(dict.fromkeys((note.code for note in notes), 1))
+    def note(self, notes: tuple[Note, ...], *, counted: set[NoteCode] | frozenset[NoteCode] = frozenset()) -> None:
+        """Count one example's notes: once per code, whatever the texts (`counted`: codes an earlier row of the
+        same example counted already: their texts are kept, not counted again)."""
+        self.notes.update(dict.fromkeys((note.code for note in notes if note.code not in counted), 1))
         for note in notes:
             self._note_text(note.code, note.text)
 

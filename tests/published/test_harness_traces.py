@@ -75,6 +75,7 @@ def test_every_harbor_trajectory_builds_and_trains_what_the_template_writes(temp
     ran = st_.run(records())
     assert (ran.report.records, ran.report.examples, dict(ran.report.rejected)) == (10, kept, rejected)
     assert len({record for record, _, _ in ran.kept()}) == kept
+    assert ran.report.notes[NoteCode.HARNESS_EVENT] == 2  # by example, not by the rows a split makes
     if rejected:
         (reject,) = ran.rejects
         assert reject.location.endswith("invalid-json.trajectory.json[0]") and "does not write reasoning" in reject.reason
