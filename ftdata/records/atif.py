@@ -6,14 +6,22 @@ One record is one trajectory, a JSON object (the Agent Trajectory Interchange Fo
 harnesses write them) is a source of many. The steps become OpenAI messages, which `formats` reads as
 any `messages` record:
 
-    system step                   -> system message
-    user step                     -> user message
+    system step                   -> system message (after the first too: where the chat template writes
+                                     none there, `ftdata.chat.late_system` joins it to a user turn)
+    user step                     -> user message (user steps in a row stay so: the template renders them)
     agent step                    -> assistant message: `message` as content, `reasoning_content`,
                                      `tool_calls` ({tool_call_id, function_name, arguments})
     its observation.results       -> one tool message per result that answers a call (`source_call_id`);
                                      a result of no call (a terminal's output after a text action)
                                      -> a user message, as the harness sends it to the model
     embedded subagent_trajectories -> records of their own (more examples of the same record)
+    a harness event marker        -> nothing (`_is_event`: a system step whose results only point to
+                                     other trajectories), noted
+    continued_trajectory_ref,     -> looked up next to the trajectory's file (`locate`): noted as in its
+    subagent_trajectory_ref          folder (a record of its own when the folder is built) or missing
+
+Harness logs that are not ATIF (an OpenHands event list, a gemini-cli session) are named with what to
+convert them to (`harness_log`).
 
 The spec's training rules: a step with `is_copied_context: true` was copied from an earlier trajectory
 and is context, never trained; an agent step with `llm_call_count: 0` is a deterministic dispatch, not
