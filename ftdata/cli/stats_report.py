@@ -32,13 +32,14 @@ def summary_lines(stats: DataStats) -> list[str]:
         f"source        {stats.source}",
         f"tokenizer     {stats.tokenizer}",
         f"template      {stats.template} (mask={stats.mask})",
-        f"records       {stats.records:,} read, {stats.examples:,} examples measured ({formats})",
+        f"records       {stats.records:,} read, {stats.examples:,} examples measured ({formats})"
+        + (f", {stats.rows:,} rows (a record split where the template rewrites history)" if stats.rows != stats.examples else ""),
     ]
     if stats.filtered:
         lines.append(f"filtered      {stats.filtered:,} records (filter is false)")
     if stats.problems:
         top = ", ".join(f"{n:,} {kind}" for kind, n in stats.problems.most_common(5))
-        lines.append(f"problems      {sum(stats.problems.values()):,} examples cannot be used: {top}")
+        lines.append(f"problems      {sum(stats.problems.values()):,} records cannot be used: {top}")
     lines.append(
         f"tokens        {int(stats.total.sum()):,} total, {int(stats.trained.sum()):,} trained "
         f"({stats.trained_share:.1%} of tokens carry loss)"

@@ -291,8 +291,8 @@ class Stage:
             split_row = getattr(item, "split_row", None)  # a row of a split record (SFT's history=inference)
             if split_row is None or split_row.index == 0:  # an example, however many rows it makes
                 report.examples += 1
+                report.formats[item.example.format] += 1
                 noted = set()  # the note codes counted for this example: once each, whatever its rows
-            report.formats[item.example.format] += 1
             report.methods[item.rendered.method] += 1
             if item.tokenized.notes:  # counting costs Python calls even when there are none
                 report.note(item.tokenized.notes, counted=noted)
