@@ -25,6 +25,11 @@ def _n(value: float) -> str:
     return f"{value:,.1f}" if isinstance(value, float) and not float(value).is_integer() else f"{int(value):,}"
 
 
+def _rows(stats: DataStats) -> str:
+    """The rows measured, where splits made more of them than examples."""
+    return f", {stats.rows:,} rows (a record split where the template rewrites history)" if stats.rows != stats.examples else ""
+
+
 def summary_lines(stats: DataStats) -> list[str]:
     """The headline facts, one per line (shared by the terminal and HTML views)."""
     formats = ", ".join(f"{name} {n:,}" for name, n in stats.formats.most_common()) or "none"
@@ -32,8 +37,7 @@ def summary_lines(stats: DataStats) -> list[str]:
         f"source        {stats.source}",
         f"tokenizer     {stats.tokenizer}",
         f"template      {stats.template} (mask={stats.mask})",
-        f"records       {stats.records:,} read, {stats.examples:,} examples measured ({formats})"
-        + (f", {stats.rows:,} rows (a record split where the template rewrites history)" if stats.rows != stats.examples else ""),
+        f"records       {stats.records:,} read, {stats.examples:,} examples measured ({formats})" + _rows(stats),
     ]
     if stats.filtered:
         lines.append(f"filtered      {stats.filtered:,} records (filter is false)")
