@@ -264,7 +264,8 @@ def notes(read: Trajectory, source: str, prefix: str = "") -> list[Note]:
         where = ", ".join(prefix + e for e in read.events)
         out.append(Note(NoteCode.HARNESS_EVENT, f"{where}: a harness event marker, not a chat turn: left out"))
     embedded = {s.get("trajectory_id") for s in read.subagents} - {None}
-    found, missing = [], []
+    found: list[str] = []
+    missing: list[str] = []
     for ref in read.references:
         if ref.path is None and ref.trajectory_id in embedded:
             continue
