@@ -20,7 +20,6 @@ REPORT_FORMAT = 6  # part of the cache key: 2 = rejects counted by code, 3 = not
 # is not drift
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
 COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows", "prompt_opens")
-UNITS = {"preference": "pairs", "kto": "completions", "prompts": "prompts"}  # what a report's `sequences` counts, by task (else sequences)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +144,19 @@ class BuildReport:
         if len(texts) < NOTE_TEXTS and text not in texts:
             texts.append(text)
 
-    def sample(self, rejects: list[Reject]) -> None:
-        """Keep the first of `rejects` as examples (up to `SAMPLES` in all); counting is the caller's (by record)."""
+    def count_rejects(self, rejects: list[Reject], owners: list[int], failed: set[int]) -> None:
+        """Count a batch's `rejects` (`owners`: the record of each; `failed`: the records not kept) by record: a
+        rejected record once, by its first reject's code (`incomplete` only where it has no other), a kept record
+        that was cut once, by its first cut. Every reject is kept as a sample (up to `SAMPLES`)."""
+        firsts: dict[int, Reject] = {}
+        for record, reject in zip(owners, rejects):
+            if reject.kept == (record in failed):  # a cut of a record dropped after all, or a reject of a kept one
+                continue
+            held = firsts.get(record)
+            if held is None or (held.code is RejectCode.INCOMPLETE and reject.code is not RejectCode.INCOMPLETE):
+                firsts[record] = reject
+        for reject in firsts.values():
+            (self.cut if reject.kept else self.rejected)[reject.code] += 1
         self._sample(rejects)
 
     def _sample(self, rejects: list[Reject]) -> None:
@@ -216,9 +226,9 @@ class BuildReport:
             data["packing"] = {split: PackingStats(**stats) for split, stats in data["packing"].items()}
         return cls(**data)
 
-    def summary(self) -> str:
-        """One line for logs and warnings."""
-        parts = [f"{self.records} records -> {self.sequences} {UNITS.get(self.task, 'sequences')}"]
+    def summary(self, *, unit: str = "sequences") -> str:
+        """One line for logs and warnings. `unit`: what the task calls a row (its `TaskModule.unit`: pairs, ...)."""
+        parts = [f"{self.records} records -> {self.sequences} {unit}"]
         if self.rows != self.sequences:
             parts.append(f"{self.rows} rows")
         if self.rejected:
