@@ -378,6 +378,8 @@ class LoadedModel:
     # Models that read media: the processor, the collator and the trainer's changes (`media_model.MediaTraining`).
     media: Any = None
     new_tokens: list[int] = field(default_factory=list)  # ids `add_chat_tokens` added (their rows train)
+    # Packed rows: the model's layer kinds, the route they take and its probe (`packing_probe.check_packed_rows`).
+    packing: Any = None
 
 
 def load_for_training(cfg: TrainConfig) -> LoadedModel:

@@ -7,16 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-SIZES = dict(
-    hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-    moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_local_experts=4,
-    n_routed_experts=4, num_experts_per_tok=2, mamba_n_heads=8, mamba_d_head=16, mamba_d_state=16,
-    mamba_n_groups=1, mamba_expand=2, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
-    linear_value_head_dim=16, state_size=16, ssm_state_size=16, n_groups=1, num_heads=8, expand=2,
-    mamba_head_dim=16, time_step_rank=8, mamba_dt_rank=8, block_ff_dim=96, conv_dim=64, shared_intermediate_size=96,
-    moe_shared_expert_intermediate_size=32, lru_width=64, attention_window_size=64, max_position_embeddings=512,
-    vocab_size=49152, n_shared_experts=1, num_dense_layers=1,
-)  # fmt: skip
+SIZES = {
+    "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 16, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "num_experts": 4,
+    "num_local_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2, "mamba_n_heads": 8,
+    "mamba_d_head": 16, "mamba_d_state": 16, "mamba_n_groups": 1, "mamba_expand": 2, "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16, "state_size": 16,
+    "ssm_state_size": 16, "n_groups": 1, "num_heads": 8, "expand": 2, "mamba_head_dim": 16,
+    "time_step_rank": 8, "mamba_dt_rank": 8, "block_ff_dim": 96, "conv_dim": 64,
+    "shared_intermediate_size": 96, "moe_shared_expert_intermediate_size": 32, "lru_width": 64,
+    "attention_window_size": 64, "max_position_embeddings": 512, "vocab_size": 49152, "n_shared_experts": 1,
+    "num_dense_layers": 1,
+}  # fmt: skip
 # Families whose default config declares no non-attention layer: the real checkpoints' layouts.
 LAYOUTS: dict[str, dict[str, Any]] = {
     "lfm2": {"layer_types": ["conv", "full_attention", "conv", "full_attention"]},
