@@ -25,6 +25,7 @@ from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import bundled_dir, bundled_gguf, bundled_tokenizer_dir, is_bundled, load_tokenizer
 from ftdata.train.config import Precision, Quantization, TrainConfig
+from ftdata.train.targets import lora_targets
 
 if TYPE_CHECKING:
     from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -306,8 +307,11 @@ def _embedding_names(model: PreTrainedModel) -> list[str]:
     return [name.rsplit(".", 1)[-1] for w in wanted if w is not None for name, m in model.named_modules() if m is w][: len(wanted)]
 
 
-def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] | None = None) -> Any:
+def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] | None = None,
+             targets: list[str] | None = None) -> Any:
     """Wrap `model` in a peft LoRA model (after `prepare_model_for_kbit_training` when quantized).
+
+    `targets`: the module names to adapt (`targets.lora_targets`), default `cfg.target_modules`.
 
     `new_tokens` (ids `add_chat_tokens` added): their embedding rows (and output rows of an
     untied head) train too, with peft's `trainable_token_indices` where the installed peft has
@@ -318,7 +322,7 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    targets = cfg.target_modules
+    targets = cfg.target_modules if targets is None else targets
     if isinstance(targets, list) and "lm_head" in targets:
         raise ConfigError("target_modules must not include lm_head: TRL computes the loss from lm_head.weight "
                           "directly, so an adapter there would never train")
@@ -380,6 +384,7 @@ class LoadedModel:
     new_tokens: list[int] = field(default_factory=list)  # ids `add_chat_tokens` added (their rows train)
     # Packed rows: the model's layer kinds, the route they take and its probe (`packing_probe.check_packed_rows`).
     packing: Any = None
+    targets: Any = None  # LoRA: the modules adapted (`targets.LoraTargets`)
 
 
 def load_for_training(cfg: TrainConfig) -> LoadedModel:
@@ -402,5 +407,24 @@ def load_for_training(cfg: TrainConfig) -> LoadedModel:
         # LoRA A matrices are drawn at random: seed first, or two runs with the same config
         # (or a run and its resumed half) start from different adapters.
         set_seed(cfg.seed)
-        model = add_lora(model, cfg, new_tokens=new_tokens)
-    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device, new_tokens=new_tokens)
+        targets = lora_targets(model, cfg.target_modules)
+        model = add_lora(model, cfg, new_tokens=new_tokens, targets=list(targets.modules))
+    fit_trl_config(model)
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device, new_tokens=new_tokens,
+                       targets=targets if cfg.lora else None)  # fmt: skip
+
+
+def fit_trl_config(model: Any) -> None:
+    """Give the config the names TRL's fused LM head reads for an MoE's load-balancing loss.
+
+    TRL (`trainer/utils.py` `_fused_forward`, transformers 5) reads `num_experts` from the text config when
+    the model returns router logits (SFTTrainer asks for them whenever the config has `output_router_logits`,
+    even False); Granite-4-H's config (granitemoehybrid) names the count `num_local_experts`
+    only, and TRL stops with an AttributeError. The same number under TRL's name changes nothing else.
+    """
+    config = getattr(model, "config", None)
+    text = getattr(config, "get_text_config", lambda: config)()
+    if text is None or not hasattr(text, "output_router_logits") or hasattr(text, "num_experts"):
+        return
+    if hasattr(text, "num_local_experts"):
+        text.num_experts = text.num_local_experts

@@ -11,8 +11,8 @@ then each document alone, and compares the logits. The largest |delta logit| mus
 fits the dtype, relative to the largest |logit| (at least 1): fp32 2e-5 (a Jamba-sized leak, 1.8e-3, fails;
 attention-only models differ by ~3e-7), bf16 3e-2, fp16 1e-2.
 
-For the `documents` route it also measures what a trainer that forwards the packed row with restarting
-`position_ids` alone would get (`packed_leak`), the figure docs/packing.md quotes per family.
+It also measures what a trainer that forwards the packed row with restarting `position_ids` alone would
+get (`packed_leak`), the figure docs/packing.md quotes per family.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class ProbeResult:
     max_abs_logit: float
     tolerance: float  # absolute: the dtype's relative tolerance x max(1, max_abs_logit)
     dtype: str
-    packed_leak: float | str | None = None  # documents route: the packed row's figure, or why it cannot run
+    packed_leak: float | str | None = None  # the row with position_ids only: its figure, or why it cannot run
 
     @property
     def passed(self) -> bool:
@@ -97,7 +97,7 @@ def run_probe(model: Any, documents: Sequence[Sequence[int]], *, route: Route, p
         with torch.no_grad():
             alone = [_logits(model, {"input_ids": torch.tensor([doc])})[0] for doc in documents]
             together = _together(model, documents, route=route, pad_token_id=pad_token_id)
-            leak = _leak(model, documents, alone) if route is Route.DOCUMENTS else None
+            leak = _leak(model, documents, alone)
     finally:
         model.train(training)
     delta = max(float((a - t).abs().max()) for a, t in zip(alone, together))
