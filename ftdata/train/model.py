@@ -308,10 +308,11 @@ def _embedding_names(model: PreTrainedModel) -> list[str]:
 
 
 def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] | None = None,
-             targets: list[str] | None = None) -> Any:
+             targets: list[str] | None = None, dropout: float | None = None) -> Any:
     """Wrap `model` in a peft LoRA model (after `prepare_model_for_kbit_training` when quantized).
 
-    `targets`: the module names to adapt (`targets.lora_targets`), default `cfg.target_modules`.
+    `targets`: the module names to adapt (`targets.lora_targets`), default `cfg.target_modules`; `dropout`:
+    the LoRA dropout (`LoraTargets.dropout`), default `cfg.lora_dropout`.
 
     `new_tokens` (ids `add_chat_tokens` added): their embedding rows (and output rows of an
     untied head) train too, with peft's `trainable_token_indices` where the installed peft has
@@ -338,7 +339,7 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
+        lora_dropout=cfg.lora_dropout if dropout is None else dropout,
         target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
@@ -408,7 +409,8 @@ def load_for_training(cfg: TrainConfig) -> LoadedModel:
         # (or a run and its resumed half) start from different adapters.
         set_seed(cfg.seed)
         targets = lora_targets(model, cfg.target_modules)
-        model = add_lora(model, cfg, new_tokens=new_tokens, targets=list(targets.modules))
+        model = add_lora(model, cfg, new_tokens=new_tokens, targets=list(targets.modules),
+                         dropout=targets.dropout(cfg.lora_dropout))
     fit_trl_config(model)
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device, new_tokens=new_tokens,
                        targets=targets if cfg.lora else None)  # fmt: skip

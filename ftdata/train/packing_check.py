@@ -59,8 +59,8 @@ def check_model_packing(model: str | None, data: str | Path | None = None, *, pr
         ConfigError: no such model, or `data` is not a folder of built rows.
     """
     from ftdata.io.resources import is_bundled, load_tokenizer
-    from ftdata.train.model import load_base_model, resolve_device, resolve_model_path, with_pad_token
     from ftdata.train.config import Quantization
+    from ftdata.train.model import load_base_model, resolve_device, resolve_model_path, with_pad_token
 
     path = resolve_model_path(model)
     device = resolve_device(precision)

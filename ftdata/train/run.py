@@ -255,7 +255,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
     if loaded.packing is not None:
         base["packing"] = loaded.packing.to_dict()
     if loaded.targets is not None:
-        base["model"]["lora_targets"] = loaded.targets.to_dict()
+        base["model"]["lora_targets"] = loaded.targets.to_dict(requested_dropout=cfg.lora_dropout)
     if state.is_main_process:
         cfg.to_yaml(run_dir / record.CONFIG_FILE)
         record.write_json(run_dir / record.RUN_FILE, {**base, "status": "running"})
