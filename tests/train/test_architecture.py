@@ -126,7 +126,7 @@ def test_media_models_with_state_layers_refuse_packed_rows() -> None:
     [
         ("nemotron_h", ["down_proj", "in_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"], {"lm_head", "out_proj"}),
         ("qwen3_next", ["down_proj", "gate_proj", "in_proj_ba", "in_proj_qkvz", "k_proj", "o_proj", "out_proj", "q_proj",
-                        "shared_expert_gate", "up_proj", "v_proj"], {"lm_head"}),  # fmt: skip
+                        "shared_expert_gate", "up_proj", "v_proj"], {"lm_head"}),
     ],
 )
 def test_lora_targets_are_what_peft_accepts(model_type: str, targets: list[str], left_out: set[str]) -> None:
