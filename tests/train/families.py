@@ -24,6 +24,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     "lfm2": {"layer_types": ["conv", "full_attention", "conv", "full_attention"]},
     "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv", "full_attention"]},
     "falcon_h1": {"mamba_d_ssm": 128, "mamba_n_heads": 8, "mamba_d_head": 16},
+    "zaya": {"num_experts_per_tok": 1},  # its config validator allows no other
 }
 # Families with non-attention sequence layers that build at this size, and the attention-only references.
 HYBRIDS = ("bamba", "falcon_h1", "granitemoehybrid", "jamba", "lfm2", "lfm2_moe", "mamba2", "minimax", "nemotron_h",
