@@ -96,7 +96,7 @@ class Architecture:
             return f"{names} carry state; {', '.join(self.kernels)} on CUDA keep documents apart (seq_idx / cu_seq_lens)"
         need = ", ".join(self.kernels) or "a kernel that honours seq_idx"
         where = "on CPU the torch paths" if self.device != "cuda" else f"without {', '.join(self.missing) or need} the torch paths"
-        return f"{names} carry state along the row and {where} ignore seq_idx / cu_seq_lens (install {need} on a CUDA GPU)"
+        return f"{names} carry state along the row and {where} do not honour seq_idx / cu_seq_lens (install {need} on a CUDA GPU)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
