@@ -165,6 +165,10 @@ def load_base_model(path: Path, *, quantization: Quantization, device: Device, t
     from transformers import AutoModelForCausalLM
 
     quant = quantization_config(quantization, device.dtype)
+    if quant is not None and quantization is Quantization.NF4 and device.kind == "cpu":
+        keep = cpu_4bit_unfit(path)
+        if keep:
+            quant.llm_int8_skip_modules = keep
     dtype = torch.float32 if trainable else device.dtype
     device_map: Any = None
     if device.kind == "cuda":
@@ -190,6 +194,35 @@ def load_base_model(path: Path, *, quantization: Quantization, device: Device, t
     if quantization is Quantization.NF4 and device.kind == "cpu":
         check_cpu_4bit_shapes(model)
     return model
+
+
+def cpu_4bit_unfit(path: Path, block: int = 64) -> list[str]:
+    """The linear layers bitsandbytes' CPU 4-bit kernel cannot run (`in_features` not a multiple of `block`; see
+    `check_cpu_4bit_shapes`), plus the output head: the layers to keep in the compute dtype. Read from the model
+    built on the meta device (no weights). Warns (`FtdataWarning`) naming them; [] when every layer fits.
+
+    Tiny models and a few real projections (Jamba's `dt_proj`, 1/16 of the width) have such widths.
+    """
+    import warnings
+
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ftdata.errors import FtdataWarning
+
+    try:
+        with init_empty_weights():
+            meta = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path), local_files_only=True))
+    except (ValueError, OSError, RuntimeError):  # loading reports it in one line
+        return []
+    unfit = [n for n, m in meta.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % block]
+    if not unfit:
+        return []
+    head = meta.get_output_embeddings()
+    kinds = sorted({n.rsplit(".", 1)[-1] for n in unfit})
+    warnings.warn(f"4-bit on CPU: {len(unfit)} linear layers ({', '.join(kinds)}) have input sizes that are not multiples of "
+                  f"{block}, which bitsandbytes' CPU kernel needs; they stay in the compute dtype", FtdataWarning, stacklevel=3)  # fmt: skip
+    return unfit + [n for n, m in meta.named_modules() if head is not None and m is head]
 
 
 def keep_cpu_4bit_trainable(model: torch.nn.Module) -> int:
