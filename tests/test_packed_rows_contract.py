@@ -14,7 +14,7 @@ from ftdata.build.packed_rows import CONTRACT, hybrid_note, packing_record, stat
 @pytest.mark.parametrize(
     ("config", "found"),
     [
-        ({"layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"]}, "linear_attention x3"),
+        ({"layer_types": ["linear_attention"] * 3 + ["full_attention"]}, "linear_attention x3"),
         ({"layer_types": ["conv", "full_attention", "conv"]}, "conv x2"),  # LFM2
         ({"hybrid_override_pattern": "M-M*-"}, "Mamba x2"),  # Nemotron-H
         ({"mamba_d_conv": 4, "layers_block_type": ["mamba", "attention"]}, "mamba x1"),

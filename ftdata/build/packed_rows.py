@@ -16,8 +16,8 @@ from typing import Any
 CONTRACT = {
     "attention": "position_ids restarting at 0 per document and no attention mask (sdpa, eager, flash-attention "
                  "varlen); or cu_seq_lens_q/k + max_length_q/k for flash-attention",
-    "linear_attention": "seq_idx and cu_seq_lens (Gated DeltaNet and other linear attention): honoured only by the CUDA "
-                        "kernels flash-linear-attention + causal-conv1d; the torch path refuses or ignores them",
+    "linear_attention": "seq_idx and cu_seq_lens (Gated DeltaNet and other linear attention): honoured only by the "
+                        "CUDA kernels flash-linear-attention + causal-conv1d; the torch path refuses or ignores them",
     "mamba": "seq_idx and cu_seq_lens (Mamba / Mamba-2 mixers): honoured only by the CUDA kernels mamba-ssm + "
              "causal-conv1d; the torch path refuses or ignores them",
     "short_conv": "seq_idx (LFM2-style short convolutions): honoured only by the CUDA kernel causal-conv1d",
@@ -25,7 +25,8 @@ CONTRACT = {
                  "documents), or build without --packing",
 }  # fmt: skip
 # Config settings only a layer that carries state along the row has.
-STATE_SETTINGS = ("mamba_d_conv", "mamba_d_state", "linear_conv_kernel_dim", "conv_L_cache", "ssm_state_size", "conv_kernel")
+STATE_SETTINGS = ("mamba_d_conv", "mamba_d_state", "linear_conv_kernel_dim", "conv_L_cache", "ssm_state_size",
+                  "conv_kernel")
 # Declared layer types that mix no positions (feed-forward blocks).
 FEED_FORWARD = ("mlp", "moe", "dense", "sparse")
 
@@ -34,7 +35,8 @@ def packing_record(*, packing: bool, tokenizer_name: str) -> dict[str, Any]:
     """build.json's `packing` entry: {} for unpacked rows."""
     if not packing:
         return {}
-    record: dict[str, Any] = {"columns": ["input_ids", "labels", "position_ids", "seq_lengths"], "trainer_must_pass": CONTRACT}
+    record: dict[str, Any] = {"columns": ["input_ids", "labels", "position_ids", "seq_lengths"],
+                              "trainer_must_pass": CONTRACT}
     note = hybrid_note(Path(tokenizer_name))
     return {"packing": {**record, **({"note": note} if note else {})}}
 

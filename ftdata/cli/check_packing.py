@@ -24,10 +24,14 @@ def register(app: typer.Typer) -> None:
 
 
 def check_packing_command(
-    data: Annotated[Optional[Path], typer.Argument(help="A folder written by ftdata build (or save_to_disk).")] = None,  # noqa: UP045
-    model: Annotated[Optional[str], typer.Option(help="Local model folder (default: the bundled SmolLM2).")] = None,  # noqa: UP045
-    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="Tokenizer folder (default: the model's).")] = None,  # noqa: UP045
-    precision: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32 (auto: bf16 on a GPU, fp32 on CPU).")] = "auto",
+    data: Annotated[Optional[Path], typer.Argument(  # noqa: UP045 (typer reads the annotation)
+        help="A folder written by ftdata build (or save_to_disk).")] = None,
+    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Local model folder (default: the bundled SmolLM2).")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--tokenizer", "-t", help="Tokenizer folder (default: the model's).")] = None,
+    precision: Annotated[str, typer.Option(
+        help="auto, bf16, fp16 or fp32 (auto: bf16 on a GPU, fp32 on CPU).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout.")] = False,
 ) -> None:
     """Probe packed rows on a model."""
@@ -36,7 +40,8 @@ def check_packing_command(
     from ftdata.train.progress import quiet_libraries
 
     with quiet_libraries():
-        report = check_model_packing(model, data, precision=Precision.parse(precision, name="precision"), tokenizer=tokenizer)
+        chosen: Any = Precision.parse(precision, name="precision")
+        report = check_model_packing(model, data, precision=chosen, tokenizer=tokenizer)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -53,7 +53,8 @@ class LayerKind:
     kernels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "layers": self.layers, "carries_state": self.carries_state, "kernels": list(self.kernels)}
+        return {"name": self.name, "layers": self.layers, "carries_state": self.carries_state,
+                "kernels": list(self.kernels)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +94,13 @@ class Architecture:
             return "attention layers only: restarting position_ids keep documents apart"
         names = ", ".join(f"{k.name} x{k.layers}" for k in self.state_kinds)
         if self.route is Route.PACKED:
-            return f"{names} carry state; {', '.join(self.kernels)} on CUDA keep documents apart (seq_idx / cu_seq_lens)"
+            kernels = ", ".join(self.kernels)
+            return f"{names} carry state; {kernels} on CUDA keep documents apart (seq_idx / cu_seq_lens)"
         need = ", ".join(self.kernels) or "a kernel that honours seq_idx"
-        where = "on CPU the torch paths" if self.device != "cuda" else f"without {', '.join(self.missing) or need} the torch paths"
-        return f"{names} carry state along the row and {where} do not honour seq_idx / cu_seq_lens (install {need} on a CUDA GPU)"
+        missing = ", ".join(self.missing) or need
+        where = "on CPU the torch paths" if self.device != "cuda" else f"without {missing} the torch paths"
+        return (f"{names} carry state along the row and {where} do not honour seq_idx / cu_seq_lens "
+                f"(install {need} on a CUDA GPU)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,7 +124,8 @@ def inspect_model(model: Any, *, device: str) -> Architecture:
             if kind is not None:
                 counts[kind] += 1
     kinds = tuple(LayerKind(name, n, state, kernels) for (name, state, kernels), n in counts.items())
-    model_type = str(getattr(getattr(config, "text_config", None), "model_type", None) or getattr(config, "model_type", "?"))
+    text = getattr(config, "text_config", None)
+    model_type = str(getattr(text, "model_type", None) or getattr(config, "model_type", "?"))
     installed = tuple(pip for module, pip in KERNELS.items() if importlib.util.find_spec(module) is not None)
     return Architecture(model_type=model_type, kinds=kinds, device=device, installed=installed)
 
@@ -128,9 +133,10 @@ def inspect_model(model: Any, *, device: str) -> Architecture:
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The layers of the language model: the longest `ModuleList` named `layers` outside a media tower
     (`model.layers`, `backbone.layers`, `model.language_model.layers`)."""
+    towers = ("vision", "visual", "audio")
     found = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "layers"
-             and isinstance(m, torch.nn.ModuleList) and not any(w in name for w in ("vision", "visual", "audio"))]  # fmt: skip
-    return list(max(found, key=len)) if found else []
+             and isinstance(m, torch.nn.ModuleList) and not any(w in name for w in towers)]  # fmt: skip
+    return list(max(found, key=lambda m: len(m))) if found else []
 
 
 def _declared_types(config: Any, layers: int) -> list[str]:

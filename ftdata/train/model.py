@@ -215,13 +215,15 @@ def cpu_4bit_unfit(path: Path, block: int = 64) -> list[str]:
             meta = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path), local_files_only=True))
     except (ValueError, OSError, RuntimeError):  # loading reports it in one line
         return []
-    unfit = [n for n, m in meta.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % block]
+    head = meta.get_output_embeddings()  # never quantized: not counted, but kept in the skip list
+    unfit = [n for n, m in meta.named_modules()
+             if isinstance(m, torch.nn.Linear) and m.in_features % block and m is not head]
     if not unfit:
         return []
-    head = meta.get_output_embeddings()
     kinds = sorted({n.rsplit(".", 1)[-1] for n in unfit})
-    warnings.warn(f"4-bit on CPU: {len(unfit)} linear layers ({', '.join(kinds)}) have input sizes that are not multiples of "
-                  f"{block}, which bitsandbytes' CPU kernel needs; they stay in the compute dtype", FtdataWarning, stacklevel=3)  # fmt: skip
+    warnings.warn(f"4-bit on CPU: {len(unfit)} linear layers ({', '.join(kinds)}) have input sizes that are not "
+                  f"multiples of {block}, which bitsandbytes' CPU kernel needs; they stay in the compute dtype",
+                  FtdataWarning, stacklevel=3)  # fmt: skip
     return unfit + [n for n, m in meta.named_modules() if head is not None and m is head]
 
 

@@ -47,8 +47,8 @@ class PackingReport:
 
     def to_dict(self) -> dict[str, Any]:
         packed = self.packed.to_dict() if isinstance(self.packed, ProbeResult) else {"error": self.packed}
-        return {"model": self.model, **self.architecture.to_dict(), "packed_row": packed, "train_route": self.route.to_dict(),
-                "isolated": self.isolated}  # fmt: skip
+        return {"model": self.model, **self.architecture.to_dict(), "packed_row": packed,
+                "train_route": self.route.to_dict(), "isolated": self.isolated}  # fmt: skip
 
 
 def check_model_packing(model: str | None, data: str | Path | None = None, *, precision: Precision = Precision.AUTO,
@@ -64,9 +64,11 @@ def check_model_packing(model: str | None, data: str | Path | None = None, *, pr
 
     path = resolve_model_path(model)
     device = resolve_device(precision)
-    tok = with_pad_token(load_tokenizer(tokenizer if tokenizer is not None else None if is_bundled(model) else str(path)))
+    folder = tokenizer if tokenizer is not None else None if is_bundled(model) else str(path)
+    tok = with_pad_token(load_tokenizer(folder))
     loaded = load_base_model(path, quantization=Quantization.NONE, device=device, trainable=False)
-    rows = _rows(data) if data is not None else [{"input_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in SAMPLE_TEXTS]
+    samples = [{"input_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in SAMPLE_TEXTS]
+    rows = _rows(data) if data is not None else samples
     documents = probe_documents(rows)
     architecture = inspect_model(loaded, device=device.kind)
     try:
@@ -93,7 +95,8 @@ def _rows(data: str | Path) -> list[dict[str, Any]]:
 
         built = load_from_disk(str(path))
     else:
-        raise ConfigError(f"{data} is not a folder of built rows: run `ftdata build DATA -o OUT --packing` and give OUT")
+        raise ConfigError(f"{data} is not a folder of built rows: run `ftdata build DATA -o OUT --packing` and "
+                          "give OUT")
     train = built["train"] if isinstance(built, DatasetDict) else built
     if not isinstance(train, Dataset) or "input_ids" not in train.column_names or train.num_rows == 0:
         raise ConfigError(f"{data} holds no SFT rows (input_ids): check-packing probes the rows of an SFT build")

@@ -61,8 +61,8 @@ class ProbeResult:
     def describe(self) -> str:
         """e.g. 'max |delta logit| 2.4e-07 <= 1.2e-04 over 3 documents (212 tokens), route packed, fp32'."""
         sign = "<=" if self.passed else ">"
-        return (f"max |delta logit| {self.max_abs_dlogit:.2g} {sign} {self.tolerance:.2g} over {self.documents} documents "
-                f"({self.tokens} tokens), route {self.route.value}, {self.dtype}")  # fmt: skip
+        return (f"max |delta logit| {self.max_abs_dlogit:.2g} {sign} {self.tolerance:.2g} over {self.documents} "
+                f"documents ({self.tokens} tokens), route {self.route.value}, {self.dtype}")  # fmt: skip
 
 
 def probe_documents(rows: Iterable[Mapping[str, Any]], *, budget: int = BUDGET) -> list[list[int]]:
@@ -152,8 +152,9 @@ def refusal(result: ProbeResult, architecture: Architecture) -> str:
     """The one line of a failed probe: the figure, the layer kinds and the fix."""
     kinds = ", ".join(f"{k.name} x{k.layers}" for k in architecture.kinds) or "no recognised sequence layer"
     need = ", ".join(architecture.kernels)
-    fix = (f"install {need} (CUDA) or train on rows built without --packing" if architecture.kernels and architecture.missing
-           else "train on rows built without --packing")  # fmt: skip
+    fix = "train on rows built without --packing"
+    if architecture.kernels and architecture.missing:
+        fix = f"install {need} (CUDA) or {fix}"
     return (f"packed rows leak between documents on this model ({architecture.model_type}: {kinds}): "
             f"{result.describe()}; {fix}")  # fmt: skip
 
@@ -185,8 +186,8 @@ def check_packed_rows(model: Any, rows: Iterable[Mapping[str, Any]], *, device: 
     if media:
         if architecture.state_kinds:
             names = ", ".join(f"{k.name} x{k.layers}" for k in architecture.state_kinds)
-            raise ConfigError(f"packed rows with media cannot be kept apart on {architecture.model_type} ({names} carry "
-                              "state along the row): build without --packing")  # fmt: skip
+            raise ConfigError(f"packed rows with media cannot be kept apart on {architecture.model_type} "
+                              f"({names} carry state along the row): build without --packing")  # fmt: skip
         return PackingCheck(architecture, None)
     result = run_probe(model, probe_documents(rows), route=architecture.route, pad_token_id=pad_token_id)
     if not result.passed:

@@ -50,7 +50,7 @@ class LoraTargets:
         return out
 
 
-def lora_targets(model: torch.nn.Module, requested: str | list[str]) -> LoraTargets:
+def lora_targets(model: Any, requested: str | list[str]) -> LoraTargets:
     """The targets of `requested` on `model`: a list as given, `all-linear` resolved (see the module doc)."""
     if requested != ALL_LINEAR:
         return LoraTargets(tuple(requested), chosen=False, parameters=fused_parameters(model, list(requested)))
@@ -67,7 +67,7 @@ def lora_targets(model: torch.nn.Module, requested: str | list[str]) -> LoraTarg
     return LoraTargets(tuple(kept), chosen=True, left_out=left_out, parameters=fused_parameters(model, kept))
 
 
-def fused_parameters(model: torch.nn.Module, modules: list[str]) -> tuple[str, ...]:
+def fused_parameters(model: Any, modules: list[str]) -> tuple[str, ...]:
     """The fused expert parameters PEFT will adapt when asked for `modules` (its own conversion, on a copy)."""
     from peft import LoraConfig
 

@@ -97,7 +97,8 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
 
     def finish(trainer: Trainer) -> None:
         if weighted:  # rows with loss weights: token-weighted cross-entropy (`weighting.py`)
-            trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=splits.packed and not per_document)
+            padding_free = splits.packed and not per_document
+            trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=padding_free)
         if per_document:  # packed rows cut into their documents first (`documents.py`)
             trainer.data_collator = DocumentsCollator(trainer.data_collator)
 

@@ -107,7 +107,8 @@ def test_the_probe_catches_a_planted_leak() -> None:
 
     model.model.layers[1].register_forward_pre_hook(lambda m, a, k: leak(m, a, k), with_kwargs=True)
     rows = [{"input_ids": list(range(100, 160)), "seq_lengths": [25, 35]}]
-    with pytest.raises(ConfigError, match=r"packed rows leak between documents on this model \(llama: LlamaAttention x4\): "
+    with pytest.raises(ConfigError, match=r"packed rows leak between documents on this model "
+                       r"\(llama: LlamaAttention x4\): "
                        r"max \|delta logit\| \S+ > 2e-05 over 2 documents \(60 tokens\), route packed, float32; "
                        r"train on rows built without --packing"):  # fmt: skip
         check_packed_rows(model, rows, device="cpu", pad_token_id=0)
@@ -124,9 +125,10 @@ def test_media_models_with_state_layers_refuse_packed_rows() -> None:
 @pytest.mark.parametrize(
     ("model_type", "targets", "left_out"),
     [
-        ("nemotron_h", ["down_proj", "in_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"], {"lm_head", "out_proj"}),
-        ("qwen3_next", ["down_proj", "gate_proj", "in_proj_ba", "in_proj_qkvz", "k_proj", "o_proj", "out_proj", "q_proj",
-                        "shared_expert_gate", "up_proj", "v_proj"], {"lm_head"}),
+        ("nemotron_h", ["down_proj", "in_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"],
+         {"lm_head", "out_proj"}),
+        ("qwen3_next", ["down_proj", "gate_proj", "in_proj_ba", "in_proj_qkvz", "k_proj", "o_proj", "out_proj",
+                        "q_proj", "shared_expert_gate", "up_proj", "v_proj"], {"lm_head"}),
     ],
 )
 def test_lora_targets_are_what_peft_accepts(model_type: str, targets: list[str], left_out: set[str]) -> None:
