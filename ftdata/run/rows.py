@@ -155,7 +155,7 @@ class RowsFile:
         dtype = self._dtypes[name]
         nbytes = self.lengths[rows] * dtype.itemsize
         out = np.empty(int(nbytes.sum()) // dtype.itemsize, dtype=dtype)
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         dest = 0
         with self.path.open("rb", buffering=0) as fh:
             fd = fh.fileno()
@@ -170,7 +170,7 @@ class RowsFile:
         """The loss weights of `rows` as one flat float32 array, 1 for the tokens of a row without weights."""
         lengths = self.lengths[rows]
         out = np.ones(int(lengths.sum()), dtype=np.float32)
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         dest = np.concatenate([[0], np.cumsum(lengths)[:-1]]) * 4
         with self.path.open("rb", buffering=0) as fh:
             for row, at in zip(rows.tolist(), dest.tolist()):
@@ -379,7 +379,8 @@ def finish(
             )  # fmt: skip
             split = datasets.Dataset.from_file(str(target))
         else:
-            split = dataset if rows is None else dataset.select(rows)  # type: ignore[union-attr]
+            assert dataset is not None  # rows that are not packed: read from the file above
+            split = dataset if rows is None else dataset.select(rows)
             if options.padding == "max_length":
                 padded = pad_table(split.with_format("arrow")[:], max_length=options.max_length, pad_id=pad_id, side=options.padding_side)
                 with pa.ipc.new_stream(str(target), padded.schema) as sink:
