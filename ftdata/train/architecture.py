@@ -134,9 +134,13 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The layers of the language model: the longest `ModuleList` named `layers` outside a media tower
     (`model.layers`, `backbone.layers`, `model.language_model.layers`)."""
     towers = ("vision", "visual", "audio")
-    found = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "layers"
-             and isinstance(m, torch.nn.ModuleList) and not any(w in name for w in towers)]  # fmt: skip
-    return list(max(found, key=lambda m: len(m))) if found else []
+    found: list[torch.nn.ModuleList] = []
+    for name, module in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.ModuleList) and last == "layers" and not any(w in name for w in towers):
+            found.append(module)
+    longest = max(found, key=lambda layers: sum(1 for _ in layers.children()), default=None)
+    return list(longest) if longest is not None else []
 
 
 def _declared_types(config: Any, layers: int) -> list[str]:

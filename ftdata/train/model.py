@@ -360,8 +360,8 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    targets = cfg.target_modules if targets is None else targets
-    if isinstance(targets, list) and "lm_head" in targets:
+    chosen: str | list[str] = cfg.target_modules if targets is None else targets
+    if isinstance(chosen, list) and "lm_head" in chosen:
         raise ConfigError("target_modules must not include lm_head: TRL computes the loss from lm_head.weight "
                           "directly, so an adapter there would never train")
     if cfg.quantization is not Quantization.NONE:
@@ -377,7 +377,7 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout if dropout is None else dropout,
-        target_modules=targets,
+        target_modules=chosen,
         bias="none",
         task_type="CAUSAL_LM",
         **extra,
@@ -387,7 +387,7 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
     except ValueError as exc:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _is_linear(m)} - {"lm_head"})
         raise ConfigError(
-            f"target_modules={targets!r} do not match this model ({str(exc).splitlines()[0]}); "
+            f"target_modules={chosen!r} do not match this model ({str(exc).splitlines()[0]}); "
             f"its linear layers are: {', '.join(names)}"
         ) from None
 
