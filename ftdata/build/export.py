@@ -23,6 +23,7 @@ from typing import Any
 from rich.table import Table
 
 from ftdata.errors import ConfigError
+from ftdata.build.packed_rows import packing_record
 from ftdata.guard.inputs import Input
 from ftdata.media.audio import DECODER, RESAMPLER
 from ftdata.options import BuildOptions, plain
@@ -118,6 +119,7 @@ def manifest(
         "counts": report.to_dict(),
         "versions": {name: _version(name) for name in _VERSIONED},
         **({"audio": _audio_readers()} if options.data.processor is not None else {}),
+        **packing_record(packing=options.data.packing, tokenizer_name=tokenizer_name),
     }
 
 
