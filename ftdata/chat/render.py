@@ -40,6 +40,7 @@ from ftdata.chat.markers import (
 )
 from ftdata.chat.probes import reasoning_probe
 from ftdata.chat.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
+from ftdata.chat.late_system import writes_late_system
 from ftdata.chat.turns import SYSTEM_DROPPED, ChatSpans
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import Example, HistoryMode, MaskPolicy, Message, Rendered, SystemMode
@@ -262,6 +263,16 @@ class Renderer:
         self.literal = special_tokens_in_data == "text"
         # One search per field finds whether any control token occurs (15x faster than one `in` per token).
         self._any_control = re.compile("|".join(map(re.escape, self.controls))) if self.controls else None
+
+    _late_system: bool | None = None  # `writes_late_system`, probed on first use
+
+    @property
+    def writes_late_system(self) -> bool:
+        """Whether this renderer writes a system turn after the first where it stands (a chat template that
+        does, probed once); else such a turn is joined to a user turn (`ftdata.chat.late_system`)."""
+        if self._late_system is None:
+            self._late_system = self.chat is not None and writes_late_system(self.chat)
+        return self._late_system
 
     @property
     def inputs(self) -> tuple[Input, ...]:

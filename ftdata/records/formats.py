@@ -418,9 +418,14 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     )
 
 
-def validate(messages: tuple[Message, ...], *, location: Location, field: str = "messages", reply: bool = True) -> None:
+def validate(
+    messages: tuple[Message, ...], *, location: Location, field: str = "messages", reply: bool = True,
+    trajectory: bool = False,
+) -> None:
     """Conversation rules every renderer relies on. `reply`: it must hold an assistant turn (a prompt set's
-    prompt, which ends before the model's turn, need not).
+    prompt, which ends before the model's turn, need not). `trajectory`: an agent trajectory (ATIF), whose
+    spec allows a system step anywhere and user steps in a row: those are left to the chat template, which
+    renders them or says why not (`ftdata.chat.render`).
 
     Raises:
         UnusableRecord: no assistant turn, an assistant turn with neither text nor tool calls,
@@ -434,7 +439,7 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
     calling: Message | None = None  # the last assistant turn that called tools
     for i, (prev, msg) in enumerate(zip((None, *messages), messages)):
         where = f"{field}[{i}]"
-        if msg.role == "system" and i != 0:
+        if msg.role == "system" and i != 0 and not trajectory:
             raise RecordError("a system message must come first", location=location, field=where)
         if msg.role != "assistant" and (msg.tool_calls or msg.reasoning is not None):
             raise RecordError(
@@ -451,7 +456,8 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
             calling = msg if msg.tool_calls else None
         if msg.role == "tool":
             tools.check_result(msg, prev, calling, location=location, field=where)
-        if prev is not None and prev.role == msg.role and msg.role in ("user", "assistant"):
+        in_a_row = prev is not None and prev.role == msg.role and msg.role in ("user", "assistant")
+        if in_a_row and not (trajectory and msg.role == "user"):
             raise RecordError(f"two {msg.role} turns in a row; merge them into one", location=location, field=where)
     if reply and not any(m.role == "assistant" for m in messages):
         raise UnusableRecord(
@@ -540,6 +546,8 @@ def _to_examples(
 ) -> tuple[Example, ...]:
     columns = columns or Columns()
     roles = {k.lower(): v for k, v in (roles or {}).items()}
+    if format is None and (native := atif.harness_log(row)) is not None:
+        raise RecordError(native, location=location)
     name = format or detect(row, columns)
     if name == "atif":
         return _trajectory(row, location, roles)
@@ -595,25 +603,39 @@ def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: 
     subagent lies in the record, for errors).
 
     Raises:
-        RecordError: not a trajectory, or a step that does not make a valid conversation (named by its step).
+        RecordError: not a trajectory.
+        UnusableRecord: a step that does not make a valid conversation (named by its step, code `malformed`):
+            one bad trajectory of a folder is rejected and the others build, whatever `on_error`.
     """
     if not atif.is_atif(row):
         raise RecordError(
             "format 'atif' needs an ATIF trajectory: an object with 'steps' and a 'schema_version' such as 'ATIF-v1.8'",
             location=location, field=prefix.rstrip(".") or None,
         )  # fmt: skip
-    items, definitions, origins, subagents = atif.to_messages(row, location)
+    try:
+        read = atif.to_messages(row, location)
+    except RecordError as exc:  # a trajectory is a file of a folder of runs: rejected, the others build
+        raise _rejected(exc, location, prefix + (exc.field or "")) from None
+    items, origins = read.messages, read.origins
     try:
         msgs, notes = _messages(items, location=location, field="messages", roles=roles)
-        validate(msgs, location=location, field="messages")
-        schemas = tools.tool_schemas(definitions, location=location, field="agent.tool_definitions")
+        validate(msgs, location=location, field="messages", trajectory=True)
+        schemas = tools.tool_schemas(read.definitions, location=location, field="agent.tool_definitions")
     except RecordError as exc:  # named by the step it came from, not by the message it became
         field = re.sub(r"^messages\[(\d+)\]", lambda m: origins[int(m[1])], exc.field or "")
-        raise type(exc)(exc.reason, location=location, field=prefix + field, code=exc.code) from None
+        raise _rejected(exc, location, prefix + field) from None
     msgs = tuple(replace(m, token_ids=tuple(items[i]["token_ids"])) if "token_ids" in items[i] else m for i, m in enumerate(msgs))
+    notes += atif.notes(read, location.source, prefix)
     own = Example(msgs, location, format="atif", notes=tuple(dict.fromkeys(notes)), tools=schemas)
-    subs = [e for i, sub in enumerate(subagents) for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")]
+    subs = [e for i, sub in enumerate(read.subagents)
+            for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")]  # fmt: skip
     return (own, *subs)
+
+
+def _rejected(exc: RecordError, location: Location, field: str) -> UnusableRecord:
+    """A trajectory's error as its reject, the step named in the reason (the rejects file keeps reasons only)."""
+    reason = f"{field}: {exc.reason}" if field else exc.reason
+    return UnusableRecord(reason, location=location, field=field or None, code=exc.code)
 
 
 def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
