@@ -103,6 +103,7 @@ class NoteCode(StrEnum):
     TRAJECTORY_MISSING = "trajectory_missing"  # a trajectory this one points to is not in its folder (ATIF)
     SYSTEM_MOVED = "system_moved"  # a later system turn the template cannot write there, joined to a user turn
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
+    PUBLISHED_SHAPE = "published_shape"  # a published set's own markup became messages/tools (Hermes' <tools> system text)
 
 
 @dataclass(frozen=True, slots=True)

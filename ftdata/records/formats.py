@@ -20,6 +20,9 @@ Shapes (names accepted by `format=`):
   agent's ``tool_definitions`` into the record's tools; copied-context steps and deterministic
   dispatches (``llm_call_count: 0``) are not trained.
 
+- ``nemotron``, ``hermes``, ``openthoughts``, ``glaive``: published SFT sets as their authors wrote them
+  (`ftdata.records.published`), detected before the shapes above.
+
 Any shape may have a ``tools`` column (tool schemas) and a ``chat_template_kwargs`` column;
 `ftdata.records.tools` reads them and defines the normal forms the renderer relies on.
 
@@ -34,13 +37,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ftdata.records import atif, tools
+from ftdata.records import atif, published, tools
 from ftdata.records.media import content_parts, has_media
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message, TrainSpan
 
-FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif")
+FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif", *published.SHAPES)
 # What other tools call the same shapes (LLaMA-Factory and axolotl's `alpaca`, OpenAI's chat format).
 FORMAT_ALIASES = {"alpaca": "instruction", "openai": "messages"}
 
@@ -206,6 +209,8 @@ def detect(row: Any, columns: Columns) -> str:
         return "unknown"
     if atif.is_atif(row):
         return "atif"
+    if not columns.explicit and (shape := published.detect(row)) is not None:  # a column map says how to read it
+        return shape
     if _conversational_pair(row, columns):
         return "messages"
     if "messages" not in columns.explicit and {"instruction", "output"} & set(columns.explicit):
@@ -546,6 +551,8 @@ def _to_examples(
     name = format or detect(row, columns)
     if name == "atif":
         return _trajectory(row, location, roles)
+    if name in published.SHAPES:
+        return _published(name, row, location, roles)
     if name == "chat":
         if not isinstance(row, list):
             raise RecordError(f"format 'chat' needs a list of messages, got {type(row).__name__}", location=location)
@@ -578,6 +585,17 @@ def _to_examples(
     validate(msgs, location=location, field="messages")
     examples = (Example(msgs, location, format=name, notes=tuple(dict.fromkeys(notes))),)
     return _with_row_extras(examples, row, columns, location) if isinstance(row, Mapping) else examples
+
+
+def _published(name: str, row: Any, location: Location, roles: Mapping[str, str]) -> tuple[Example, ...]:
+    """A published SFT set's record (`ftdata.records.published`): its messages read as any `messages` record's."""
+    if not isinstance(row, Mapping):
+        raise RecordError(f"format {name!r} needs an object, got {type(row).__name__}", location=location)
+    chat = published.read(name, row, location)
+    msgs, notes = _messages(chat.messages, location=location, field=chat.field, roles=roles)
+    validate(msgs, location=location, field=chat.field)
+    notes = [*notes, *chat.notes]
+    return (Example(msgs, location, format=name, notes=tuple(dict.fromkeys(notes)), tools=chat.tools),)
 
 
 def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: str = "") -> tuple[Example, ...]:
