@@ -6,6 +6,8 @@
               writes them (what TRL and Axolotl train)
   per_turn    one row per assistant turn (LLaMA-Factory v1's split): every record cut after each assistant
               turn, each piece built with --mask last_assistant
+  tree        `ftdata build FILE --history tree`: inference's rows of a record as one prefix tree, each shared
+              prefix forwarded once (docs/packing.md, "Tree rows"); `tokens` counts the tree's unique tokens
 
 Each is the CLI path users run (`ftdata build ... --no-cache`, timed as a whole process), on the same file,
 tokenizer and chat template, in one run. The cases:
@@ -22,7 +24,14 @@ only a last turn; it writes no call turn's text, so the agent traces as recorded
 glm4moe template (drops reasoning before the last user query) and the tokenizer's own template
 (prefix-stable).
 
+With --step CASES (e.g. --step glaive), each build of those cases also trains one step on CPU, in a process of
+its own: a tiny Llama from a config (2 layers, hidden 64, sdpa, the tokenizer's vocabulary), every row forwarded
+and back-propagated one at a time (no padding), logits made only where a token is trained; tree rows through
+`ftdata.train.tree` (tree_attention, each token scored from its parent), as `ftdata train` runs them. It prints
+the step's seconds, its loss (tree == inference) and the process's peak RSS.
+
     python benchmarks/history_rows.py [--cases glaive,agent,agent+think] [--tokenizer DIR] [--rounds 3]
+                                      [--step glaive] [--limit N (the first N records of each case)]
 """
 
 from __future__ import annotations
@@ -76,13 +85,54 @@ def thoughts_as_reasoning(records: list[dict[str, Any]]) -> list[dict[str, Any]]
     return [{**r, "messages": [moved(m) for m in r["messages"]]} for r in records]
 
 
-def build(data: Path, flags: list[str], workdir: Path) -> tuple[float, dict]:
+def build(data: Path, flags: list[str], workdir: Path) -> tuple[float, dict, Path]:
     out = Path(tempfile.mkdtemp(dir=workdir)) / "out"
     start = time.perf_counter()
     subprocess.run([*FTDATA, "build", str(data), "-o", str(out), "--no-cache", *flags], check=True, capture_output=True)
     seconds = time.perf_counter() - start
     counts = json.loads((out / "build.json").read_text(encoding="utf-8"))["counts"]
-    return seconds, counts
+    return seconds, counts, out
+
+
+def train_step(out: Path) -> dict[str, float]:
+    """One CPU training step over every row of the build in `out` (run in a process of its own: `--step-of`)."""
+    import resource
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import ftdata
+    from ftdata.train.tree import TreeCollator, is_tree, tree_forward, use_tree_attention
+
+    rows = ftdata.load(str(out)).dataset
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=151_936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=131_072, tie_word_embeddings=True, attn_implementation="sdpa",
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    tree = is_tree(rows)
+    if tree:
+        use_tree_attention(model)
+    trained = sum(sum(label != -100 for label in r[1:]) for r in rows["labels"])
+    start, total = time.perf_counter(), 0.0
+    for row in rows:
+        if tree:
+            loss, _ = tree_forward(model, TreeCollator(0)([row]), num_items=trained)
+        else:
+            labels = torch.tensor(row["labels"][1:])
+            at = torch.nonzero(labels != -100).flatten()
+            logits = model(input_ids=torch.tensor([row["input_ids"]]), logits_to_keep=at, use_cache=False).logits[0]
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels[at], reduction="sum") / trained
+        loss.backward()
+        total += loss.item()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "loss": total, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def step(out: Path) -> dict[str, float]:
+    run = subprocess.run([sys.executable, __file__, "--step-of", str(out)], check=True, capture_output=True, text=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -90,7 +140,13 @@ def main() -> None:
     parser.add_argument("--cases", default="glaive,agent,agent+think")
     parser.add_argument("--tokenizer", type=Path, default=TOKENIZER)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, help="the first N records of each case only")
+    parser.add_argument("--step", default="", help="cases whose builds also train one CPU step, e.g. glaive")
+    parser.add_argument("--step-of", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.step_of is not None:
+        print(json.dumps(train_step(args.step_of)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         agent = json.loads(AGENT.read_text(encoding="utf-8"))
@@ -106,6 +162,10 @@ def main() -> None:
         for case in args.cases.split(","):
             data, templates = cases[case]
             records = json.loads(data.read_text(encoding="utf-8"))
+            if args.limit is not None:
+                records = records[: args.limit]
+                data = work / f"{case}_first_{args.limit}.json"
+                data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
             cut = per_turn(records, work / f"{case}_per_turn.jsonl")
             for template in templates:
                 base = ["--tokenizer", str(args.tokenizer), "--max-length", "65536", "--on-error", "skip"]
@@ -114,16 +174,19 @@ def main() -> None:
                     "inference": (data, base),
                     "one_row": (data, [*base, "--history", "one_row"]),
                     "per_turn": (cut, [*base, "--mask", "last_assistant", "--history", "one_row"]),
+                    "tree": (data, [*base, "--history", "tree"]),
                 }
                 for mode, (path, flags) in modes.items():
-                    times, counts = [], {}
+                    times, counts, out = [], {}, Path()
                     for _ in range(args.rounds):
-                        seconds, counts = build(path, flags, work)
+                        seconds, counts, out = build(path, flags, work)
                         times.append(seconds)
+                    stepped = step(out) if case in args.step.split(",") else None
+                    trained = f" step {stepped['seconds']:.1f} s loss {stepped['loss']:.6f} peak {stepped['peak_mib']:.0f} MiB" if stepped else ""
                     print(
                         f"{case:<12} {template or 'own':<8} {mode:<10} {len(records):>7} {counts['sequences']:>5} {counts['tokens']:>9} "
                         f"{counts['trained_tokens']:>8} {counts.get('split_records', 0):>5} {sum(counts.get('rejected', {}).values()):>8} "
-                        f"{statistics.median(times):>7.2f}", flush=True,
+                        f"{statistics.median(times):>7.2f}{trained}", flush=True,
                     )
 
 

@@ -83,8 +83,10 @@ class DataOptions:
     history: HistoryMode = _opt(
         HistoryMode.INFERENCE, "multi-turn records whose chat template writes a turn differently in history than as the "
         "last turn (dropped reasoning, a moved system prompt): inference trains every turn as inference sees it, "
-        "splitting the record into the fewest rows that do; one_row keeps one row and trains history turns as the "
-        "full render writes them"
+        "splitting the record into the fewest rows that do; tree trains exactly those rows, written as one prefix "
+        "tree per record (each shared prefix once: position_ids and tree_lengths, for ftdata train or a trainer "
+        "that attends along a tree, docs/packing.md); one_row keeps one row and trains history turns as the full "
+        "render writes them"
     )
     recorded_ids: bool = _opt(
         False, "an agent turn with recorded completion token ids (ATIF metrics.completion_token_ids) trains those ids "
@@ -204,6 +206,9 @@ class DataOptions:
                 f"pad_to_multiple_of={self.pad_to_multiple_of!r} pads packed sequences: add packing=True (--packing)"
             )
         check_pad_multiple(self.pad_to_multiple_of, max_length=self.max_length)
+        if self.history is HistoryMode.TREE and (self.padding != "none" or self.processor is not None):
+            why = "padding=max_length pads each row itself" if self.processor is None else "rows with media are not built as trees yet"
+            raise ConfigError(f"history='tree' writes a record's rows as one prefix tree: {why}; drop one")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got seed={self.seed!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):

@@ -76,6 +76,12 @@ class HistoryMode(_Choice):
 
     INFERENCE = "inference"  # every trained turn as inference sees it: the record splits into the fewest rows that do
     ONE_ROW = "one_row"  # one row per record: history turns trained as the full render writes them (noted)
+    TREE = "tree"  # inference's rows of a record as one prefix tree: each shared prefix written once (tokens/tree.py)
+
+    @property
+    def exact(self) -> bool:
+        """Every trained turn as inference sees it (inference and tree: the same rows, laid out two ways)."""
+        return self is not HistoryMode.ONE_ROW
 
 
 

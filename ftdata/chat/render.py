@@ -238,7 +238,7 @@ class Renderer:
         self.system_prompt = system_prompt
         self.system_mode = system_mode
         # Prompt templates write every turn alike; train_on_prompt trains the whole text as written.
-        self.exact = history is HistoryMode.INFERENCE and mask is not MaskPolicy.TRAIN_ON_PROMPT
+        self.exact = history.exact and mask is not MaskPolicy.TRAIN_ON_PROMPT
         self.prompt: PromptTemplate | None = None
         self.chat: ChatRenderer | None = None
         self.markers: RoleMarkers | None = None

@@ -35,6 +35,18 @@ SOURCE = "record"
 # Per-token loss weights (`ftdata.chat.supervision`): in the output only when a build has any; in the
 # rows file a row without weights holds an empty list (1 for every token).
 WEIGHTS = "loss_weights"
+# Tree rows (history=tree, `ftdata.tokens.tree`): per token its depth in its tree (`position_ids`), per row the
+# tokens of each tree it holds (`tree_lengths`, in place of packed rows' `seq_lengths`, which would tell a trainer
+# that the row is a chain of sequences).
+POSITIONS = "position_ids"
+TREES = "tree_lengths"
+
+
+def tree_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` for tree rows: `position_ids` (the tree) and `tree_lengths` (packed: in place of `seq_lengths`)."""
+    if "seq_lengths" in schema.names:
+        return schema.set(schema.get_field_index("seq_lengths"), pa.field(TREES, pa.list_(pa.int32())))
+    return schema.append(pa.field(POSITIONS, pa.list_(pa.int32()))).append(pa.field(TREES, pa.list_(pa.int32())))
 
 
 class ArrowRows:
@@ -51,17 +63,19 @@ class ArrowRows:
 
     WRITTEN = SCHEMA.append(pa.field(WEIGHTS, pa.list_(pa.float32())))
 
-    def __init__(self, path: Path, *, media: bool = False):
+    def __init__(self, path: Path, *, media: bool = False, tree: bool = False):
         self.path = path
         self.rows = 0
         self.records = 0  # records written before the current chunk
         self.weighted = False  # a row with loss weights was written (and the marker file beside)
         self.schema = self.WRITTEN.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if media else self.WRITTEN
+        self.schema = tree_schema(self.schema) if tree else self.schema
         self._writer = pa.ipc.new_stream(str(path), self.schema)
 
     def write(
         self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray,
         weights: np.ndarray | None = None, *, media: list[Any] | None = None, sources: list[str] | None = None,
+        positions: np.ndarray | None = None,
     ) -> None:  # fmt: skip
         """One chunk's sequences; `groups` is each one's record index within the chunk, `sources` its record's
         location; `weights` per token, if any; `media` each one's `media` column (a build with a processor)."""
@@ -77,7 +91,8 @@ class ArrowRows:
             [list_column(offsets, ids), list_column(offsets, np.ones(len(ids), dtype=np.int8)), list_column(offsets, labels),
              pa.array(sources if sources is not None else [""] * len(lengths), type=pa.string()), pa.array(groups + base),
              list_column(w_offsets, weights),
-             *([pa.array(media, type=MEDIA_TYPE)] if MEDIA_FIELD in self.schema.names else [])],
+             *([pa.array(media, type=MEDIA_TYPE)] if MEDIA_FIELD in self.schema.names else []),
+             *(_tree_columns(offsets, lengths, positions) if POSITIONS in self.schema.names else [])],
             schema=self.schema,
         )  # fmt: skip
         self._writer.write_batch(batch)
@@ -88,7 +103,10 @@ class ArrowRows:
 
     def add(self, part: Any) -> None:
         """A build's part of one batch (`ftdata.run.sft.Chunk`)."""
-        self.write(part.ids, part.labels, part.lengths, part.groups, part.weights, media=part.media, sources=part.sources)
+        self.write(
+            part.ids, part.labels, part.lengths, part.groups, part.weights, media=part.media, sources=part.sources,
+            positions=part.positions,
+        )  # fmt: skip
 
     def close(self) -> None:
         self._writer.close()
@@ -105,6 +123,14 @@ PACKED_SCHEMA = pa.schema(
 )
 
 
+def _tree_columns(offsets: np.ndarray, lengths: np.ndarray, positions: np.ndarray | None) -> list[pa.Array]:
+    """A tree rows file's own columns: each token's depth, each row's one tree length."""
+    if positions is None or len(positions) != offsets[-1]:
+        raise FtdataError("tree rows need a depth per token (position_ids); this is a bug in ftdata")
+    one = np.arange(len(lengths) + 1, dtype=np.int64)
+    return [list_column(offsets, positions.astype(np.int32)), list_column(one, lengths.astype(np.int32))]
+
+
 class RowsFile:
     """The rows file (an Arrow IPC stream) for packing and splitting, its tokens read on demand.
 
@@ -117,10 +143,13 @@ class RowsFile:
     the page cache, never into this process's RSS.
     """
 
-    COLUMNS = ("input_ids", "labels")
+    COLUMNS: tuple[str, ...] = ("input_ids", "labels")
 
     def __init__(self, path: Path):
         self.path = path
+        with pa.OSFile(str(path)) as fh:
+            self.tree = POSITIONS in pa.ipc.read_schema(fh).names
+        self.COLUMNS = (*self.COLUMNS, POSITIONS) if self.tree else self.COLUMNS
         lengths: list[np.ndarray] = []
         groups: list[np.ndarray] = []
         starts: dict[str, list[np.ndarray]] = {name: [] for name in self.COLUMNS}
@@ -222,8 +251,11 @@ def _pack_bins(
     weights = source.gather_weights(members) if source.weighted else None
     if weights is not None:  # padded like the ids (pad weight 0)
         weights = pad_sequences(weights, weights, seq_len, multiple=pad_to_multiple_of, pad_id=0)[0]
+    depths = source.gather(POSITIONS, members) if source.tree else None  # a tree's own positions: its depths
+    if depths is not None:  # a pad is a root of its own (masked out by attention_mask)
+        depths = pad_sequences(depths, depths, seq_len, multiple=pad_to_multiple_of, pad_id=0)[0]
     ids, labels, mask, seq_len = pad_sequences(ids, labels, seq_len, multiple=pad_to_multiple_of, pad_id=pad_id)
-    position_ids = _ranges(seq_len)
+    position_ids = _ranges(seq_len) if depths is None else depths.astype(np.int32)
     row_offsets = np.concatenate([[0], np.cumsum(seq_len)])[starts]
     columns_out = [
         list_column(row_offsets, ids),
@@ -237,6 +269,7 @@ def _pack_bins(
     if media is not None:  # the media items follow their sequences, `start` moved to the packed row
         columns_out.append(pack_media(media, members, seq_len, starts))
     schema = _packed_schema(weights is not None, media=media is not None)
+    schema = tree_schema(schema) if source.tree else schema
     return pa.record_batch(columns_out, schema=schema), int((labels != IGNORE_INDEX).sum())
 
 
@@ -269,7 +302,8 @@ def write_packed(
     starts, members = plan_arrays(padded_lengths(lengths, multiple=pad_to_multiple_of), max_length=max_length, seed=seed)
     row_of = members if rows is None else rows[members]
     trained = 0
-    with pa.ipc.new_stream(str(path), _packed_schema(source.weighted, media=media is not None)) as sink:
+    schema = _packed_schema(source.weighted, media=media is not None)
+    with pa.ipc.new_stream(str(path), tree_schema(schema) if source.tree else schema) as sink:
         for first in range(0, len(starts) - 1, batch_rows):
             last = min(first + batch_rows, len(starts) - 1)
             bounds = starts[first : last + 1]

@@ -42,8 +42,9 @@ from ftdata.run.drift import Drift, recorded, token_drift
 from ftdata.run.engine import Ran, Stage, TaskModule, flat
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
-from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish
+from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish, tree_schema
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
+from ftdata.tokens.tree import grow
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
@@ -94,6 +95,7 @@ class Chunk(Part):
     # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
     weights: np.ndarray | None = None
     sources: list[str] = field(default_factory=list)  # per sequence, its record's location (the `record` column)
+    positions: np.ndarray | None = None  # history=tree: per token, its depth in its record's tree (`tokens.tree`)
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's tokens and trained tokens, as a recipe counts them."""
@@ -213,10 +215,11 @@ class SftTask:
 
 
     def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> Chunk:
-        return chunk(ran, media=stage.media)
+        tree = stage.options.max_length if stage.options.history is HistoryMode.TREE else None
+        return chunk(ran, media=stage.media, tree=tree)
 
     def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
-        return ArrowRows(path, media=options.processor is not None)
+        return ArrowRows(path, media=options.processor is not None, tree=options.history is HistoryMode.TREE)
 
     def finish(
         self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
@@ -234,9 +237,11 @@ class SftTask:
         return lengths, trained_per_row(labels.flatten().to_numpy(zero_copy_only=False), lengths)
 
     def schema(self, options: DataOptions) -> pa.Schema:
+        tree = options.history is HistoryMode.TREE
         if options.packing:
-            return PACKED_SCHEMA
+            return tree_schema(PACKED_SCHEMA) if tree else PACKED_SCHEMA
         schema = ArrowRows.SCHEMA.remove(ArrowRows.SCHEMA.get_field_index(RECORD))
+        schema = tree_schema(schema) if tree else schema
         return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
 
 
@@ -250,7 +255,7 @@ def _rows(stage: Stage, example: Example) -> Sequence[tuple[Example, Rendered, S
     Raises:
         RecordError: the record cannot be rendered (or one of its rows cannot).
     """
-    if stage.options.history is not HistoryMode.INFERENCE or sum(m.role == "assistant" for m in example.messages) < 2:
+    if not stage.options.history.exact or sum(m.role == "assistant" for m in example.messages) < 2:
         return [(example, stage.renderer(example), None)]
     with shared_renders(every=True):
         first = stage.renderer(example)
@@ -300,11 +305,14 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     )  # fmt: skip
 
 
-def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None) -> Chunk:
+def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: int | None = None) -> Chunk:
     """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
 
-    `media` (a build with a processor): each sequence's `media` column too (`Media.column`).
+    `media` (a build with a processor): each sequence's `media` column too (`Media.column`). `tree` (history=tree:
+    the build's max_length): each record's rows as prefix trees of at most that many tokens (`tokens.tree`).
     """
+    if tree is not None:
+        return _tree_chunk(ran, max_length=tree)
     seqs: list[tuple[list[int], list[int]]] = []
     groups: list[int] = []  # per sequence: its record in the batch
     where: list[str] = []  # per sequence: its record's location
@@ -329,6 +337,31 @@ def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None) -> Chunk
     report.trained_tokens = int((out.labels != -100).sum())
     return out
 
+
+
+def _tree_chunk(ran: Ran[Measured, Truncated], *, max_length: int) -> Chunk:
+    """`chunk` under history=tree: the kept rows of each record grown into trees; `tokens` counts what is
+    forwarded (each tree's unique tokens), `split_rows` the rows they hold."""
+    by_record: dict[int, tuple[str, list[Any]]] = {}
+    for record, item, result in ran.kept():
+        by_record.setdefault(record, (item.location, []))[1].extend(result.rows)
+    trees, groups, where = [], [], []
+    for record, (location, rows) in by_record.items():
+        for t in grow(rows, max_length=max_length):
+            trees.append(t)
+            groups.append(record)
+            where.append(location)
+    seqs = [WeightedRow(t.ids, t.labels, t.weights) if t.weights is not None else (t.ids, t.labels) for t in trees]
+    positions, _ = flat([t.positions for t in trees])
+    report = ran.report
+    out = Chunk(
+        *_flatten(seqs), groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=report,
+        weights=_weights(seqs), read=ran.read, sources=where, positions=positions,
+    )  # fmt: skip
+    report.sequences = len(seqs)
+    report.tokens = int(out.lengths.sum())
+    report.trained_tokens = int((out.labels != -100).sum())
+    return out
 
 
 def _weights(seqs: list[tuple[list[int], list[int]]]) -> np.ndarray | None:

@@ -242,6 +242,9 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg, loaded.tokenizer, rejects_path=run_dir / "rejects.jsonl")
+    from ftdata.train.tree import fitted
+
+    splits = fitted(splits, loaded.model)  # tree rows: kept where the model attends along a tree, else split rows
     data = _data_record(splits)
     processes = _processes_record(cfg, state)
     if resuming:

@@ -83,6 +83,7 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
 
     from ftdata.train.documents import DocumentsCollator
     from ftdata.train.weighting import WEIGHTS, WeightedCollator, weighted_trainer_class
+    from ftdata.train.tree import TreeCollator, is_tree, tree_trainer_class
 
     media = loaded.media  # rows with media: its collator batches them, its trainer counts their tokens (media_model.py)
     weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
@@ -93,6 +94,11 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
     if media is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
         trainer_class, collator = media.trainer(trainer_class)
 
+    if is_tree(splits.train):  # tree rows (history=tree): the tree mask and each token scored from its parent
+        if weighted or media is not None or loaded.new_tokens:
+            raise ConfigError("tree rows train without loss weights, media or added chat tokens yet; build with --history inference")
+        pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+        return Parts(tree_trainer_class(), {"data_collator": TreeCollator(pad)})
     per_document = regrouped(loaded, splits)
 
     def finish(trainer: Trainer) -> None:

@@ -1,0 +1,197 @@
+"""Tree rows: the rows of one record (a record split by history=inference) as one prefix tree.
+
+The split rows of a record repeat the conversation before each of their turns. Laid out as a tree, every
+distinct token prefix is written once and each row continues its own branch:
+
+    split rows   S u1 a1' u2 a2' u3 [a3]         (a1', a2': history as the full render writes it)
+                 S u1 a1' u2 [a2]
+                 S u1 [a1]
+    tree         S u1 ─┬─ a1' u2 ─┬─ a2' u3 [a3]
+                       │          └─ [a2]
+                       └─ [a1]
+
+The tree is written in depth-first pre-order, and `position_ids` is each token's depth (its position in its
+split row). That alone encodes the tree: a token's parent is the last token before it whose position id is one
+less, and a token sees exactly its ancestors (and itself): token i sees token j <= i when every token after j up
+to i has a position id greater than j's. A plain packed row is the special case of chains restarting at 0.
+
+    input_ids     S  u1 a1' u2 a2' u3 a3  a2  a1
+    position_ids  0  1  2   3  4   5  6   4   2
+    parent        -  0  1   2  3   4  5   3   1
+
+Labels are the split rows' own, unshifted: `labels[i]` is predicted from the logits of i's parent (i - 1 except
+at a branch's first token). Rows share a token where they agree on it and on everything before it (and on its
+loss weight); a shared token is trained where one of its rows trains it (the others hold it as context, the same
+token after the same prefix). A row whose shared prefix holds a token that another row trains too starts a tree
+of its own, so every trained token of the split rows is trained exactly once, in exactly its own context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ftdata.types import IGNORE_INDEX
+
+__all__ = ["Tree", "grow", "parents", "paths", "visible"]
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """One tree of a record's rows: its unique tokens in pre-order, their labels, depths and loss weights
+    (None: no row of it had any), and how many split rows it holds."""
+
+    ids: list[int]
+    labels: list[int]
+    positions: list[int]
+    weights: list[float] | None
+    rows: int
+
+
+class _Grown:
+    """Rows merged into one tree, row by row: each row hangs from the earlier row it shares the longest prefix
+    with (tokens and weights equal), its own tokens from there on written once; a shared token is trained where
+    any of its rows trains it."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []  # per row: its (token, label, weight) keys, shape (n, 3)
+        self.attach: list[tuple[int, int]] = []  # per row: (the row it hangs from, depth of its first own token)
+        self.size = 0
+
+    def shared(self, keys: np.ndarray) -> tuple[int, int] | None:
+        """(row, depth): the earlier row this one shares its longest prefix of tokens (and weights) with, and that
+        prefix's length; None where a token of that prefix is trained by both (it would be trained once for two)."""
+        best, depth = -1, 0
+        for r, other in enumerate(self.rows):
+            n = min(len(other), len(keys))
+            same = (other[:n, 0] == keys[:n, 0]) & (other[:n, 2] == keys[:n, 2])
+            lcp = n if same.all() else int(np.argmin(same))
+            if lcp > depth:
+                best, depth = r, lcp
+        if any(self.rows[owner][k, 1] != IGNORE_INDEX for k, owner in self._trained(keys, best, depth)):
+            return None
+        return best, depth
+
+    def _trained(self, keys: np.ndarray, row: int, depth: int) -> list[tuple[int, int]]:
+        """(depth, owning row) of each token of the shared prefix (`row`'s path up to `depth`) that `keys` trains."""
+        out = []
+        for k in np.flatnonzero(keys[:depth, 1] != IGNORE_INDEX).tolist():
+            owner = row
+            while self.attach[owner][1] > k:
+                owner = self.attach[owner][0]
+            out.append((k, owner))
+        return out
+
+    def add(self, keys: np.ndarray, at: tuple[int, int]) -> None:
+        row, depth = at
+        for k, owner in self._trained(keys, row, depth):  # a shared token this row trains: trained in the tree
+            self.rows[owner][k, 1] = keys[k, 1]
+        while row >= 0 and self.attach[row][1] >= depth > 0:  # the node at depth - 1 belongs to an ancestor row
+            row = self.attach[row][0]
+        self.rows.append(keys)
+        self.attach.append((row if depth else -1, depth))
+        self.size += len(keys) - depth
+
+    def tree(self, weighted: bool) -> Tree:
+        """Pre-order: a row's own tokens, then the rows that hang from them, deepest first, each in the order
+        it was added (a node's first child is the row that wrote it on)."""
+        hanging: dict[tuple[int, int], list[int]] = {}
+        for j, (row, depth) in enumerate(self.attach):
+            hanging.setdefault((row, depth), []).append(j)
+        parts: list[np.ndarray] = []
+        depths: list[np.ndarray] = []
+        stack = [(j, 0) for j in reversed(hanging.get((-1, 0), []))]
+        while stack:
+            j, start = stack.pop()
+            parts.append(self.rows[j][start:])
+            depths.append(np.arange(start, len(self.rows[j])))
+            for d in range(start + 1, len(self.rows[j]) + 1):  # pushed shallowest first: popped deepest first
+                stack.extend((k, d) for k in reversed(hanging.get((j, d), [])))
+        keys, positions = np.concatenate(parts), np.concatenate(depths)
+        weights = keys[:, 2].tolist() if weighted else None
+        ids, labels = keys[:, 0].astype(np.int64).tolist(), keys[:, 1].astype(np.int64).tolist()
+        return Tree(ids, labels, positions.tolist(), weights, len(self.rows))
+
+
+def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> list[Tree]:
+    """The rows of one record as the fewest trees this greedy pass finds, each of at most `max_length` unique
+    tokens (a row is never cut: each row is at most `max_length` already). A row with loss weights
+    (`masking.WeightedRow`) keeps them, and shares only tokens of equal weight.
+
+        grow([([1, 2, 3], [-100, -100, 3]), ([1, 2, 4], [-100, -100, 4])], max_length=8)
+        -> [Tree(ids=[1, 2, 3, 4], labels=[-100, -100, 3, 4], positions=[0, 1, 2, 2], weights=None, rows=2)]
+    """
+    trees: list[tuple[_Grown, list[bool]]] = []  # each tree and whether a row of it has loss weights
+    for row in rows:
+        ids, labels = row
+        weights = getattr(row, "weights", None)
+        keys = np.column_stack([ids, labels, weights if weights is not None else np.ones(len(ids))]).astype(np.float64)
+        fits = [(k, at) for k, (grown, _) in enumerate(trees) if (at := grown.shared(keys)) is not None
+                and grown.size + len(keys) - at[1] <= max_length][:1]  # fmt: skip
+        if not fits:
+            trees.append((_Grown(), [False]))
+            fits = [(len(trees) - 1, (-1, 0))]
+        (k, at), = fits
+        trees[k][0].add(keys, at)
+        trees[k][1][0] |= weights is not None
+    return [grown.tree(weighted[0]) for grown, weighted in trees]
+
+
+def parents(positions: Sequence[int]) -> list[int]:
+    """Each token's parent in a pre-order tree row (its `position_ids`): the last earlier token one level up,
+    -1 at a root (position 0).
+
+        parents([0, 1, 2, 1, 0, 1]) -> [-1, 0, 1, 0, -1, 4]
+    """
+    last: list[int] = []  # last[d]: the latest token at depth d
+    out = []
+    for i, depth in enumerate(positions):
+        if depth > len(last):
+            raise ValueError(f"position_ids jump from {len(last) - 1} to {depth} at token {i}: not a tree row")
+        del last[depth:]
+        out.append(last[depth - 1] if depth else -1)
+        last.append(i)
+    return out
+
+
+def visible(positions: Sequence[int]) -> list[list[int]]:
+    """The tokens each token of a tree row sees (its ancestors and itself), from its parents: the reference
+    that `ftdata.train.tree`'s attention mask is tested against."""
+    up = parents(positions)
+    out: list[list[int]] = []
+    for i in range(len(positions)):
+        seen = [] if up[i] < 0 else list(out[up[i]])
+        out.append([*seen, i])
+    return out
+
+
+def paths(ids: Sequence[int], labels: Sequence[int], positions: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+    """A tree row as plain rows again, for a model that cannot attend along a tree: one row per leaf (its
+    path from the root), each trained token trained in the first row that holds it, rows that train nothing
+    dropped. Every trained token keeps exactly its context.
+
+        paths([1, 2, 3, 4], [-100, -100, 3, 4], [0, 1, 2, 2])
+        -> [([1, 2, 3], [-100, -100, 3]), ([1, 2, 4], [-100, -100, 4])]
+    """
+    up = parents(positions)
+    n = len(positions)
+    trained = [False] * n
+    out = []
+    for leaf in range(n):
+        if leaf + 1 < n and positions[leaf + 1] == positions[leaf] + 1:
+            continue  # not a leaf: the next token is its child
+        path = []
+        node = leaf
+        while node >= 0:
+            path.append(node)
+            node = up[node]
+        path.reverse()
+        row_labels = []
+        for node in path:
+            take = labels[node] != IGNORE_INDEX and not trained[node]
+            trained[node] = trained[node] or take
+            row_labels.append(labels[node] if take else IGNORE_INDEX)
+        if any(label != IGNORE_INDEX for label in row_labels):
+            out.append(([ids[node] for node in path], row_labels))
+    return out

@@ -1,0 +1,282 @@
+"""Training on tree rows (history=tree, `ftdata.tokens.tree`): one record's split rows, each shared prefix once.
+
+A tree row is exact on attention layers when each token attends to its ancestors only, and each trained token is
+scored from its parent's logits:
+
+    position_ids  0 1 2 3 2          token i sees j <= i while every token after j up to i sits deeper than j
+    parent        - 0 1 2 1          mask (1 = sees)  1 . . . .
+    labels        - - - x y                           1 1 . . .
+                                                      1 1 1 . .
+    loss: ce(logits[2], x) + ce(logits[1], y)         1 1 1 1 .
+                                                      1 1 . . 1
+
+Attention runs as `tree_attention`, an attention implementation registered with transformers: each chain of the
+tree attends to its path with torch's scaled_dot_product_attention (flash kernels on CPU and GPU, no kernel to
+download, memory linear in the path rather than quadratic in the row). A layer that does not attend (linear
+attention, SSM, short convolution: the hybrids of docs/packing.md) or attends through a window cannot follow a
+tree: for those models the trees are taken apart into their split rows again (`as_split_rows`), with a note.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ftdata.tokens.tree import parents, paths
+from ftdata.types import IGNORE_INDEX
+
+__all__ = [
+    "TREES",
+    "TreeCollator",
+    "as_split_rows",
+    "fitted",
+    "is_tree",
+    "segments",
+    "tree_attention",
+    "tree_blocker",
+    "tree_forward",
+    "tree_loss",
+    "tree_trainer_class",
+]
+
+TREES = "tree_lengths"  # the column that marks tree rows (`ftdata.run.rows.TREES`)
+PARENTS = "tree_parents"  # the collator's per-token parent index (-1: a root or a pad)
+SEGMENTS = "tree_segments"  # the collator's chains of each row, for `tree_attention`
+ATTENTION = "ftdata_tree"  # the attention implementation tree rows train with
+# Layer kinds that honour the mask: full attention, and the layers that mix no tokens (Nemotron-H's MLP/MoE blocks).
+ATTENDING = ("full_attention", "attention", "mlp", "moe")
+
+
+def is_tree(dataset: Any) -> bool:
+    """Whether `dataset` holds tree rows."""
+    return TREES in (getattr(dataset, "column_names", None) or ())
+
+
+def tree_blocker(config: Any) -> str | None:
+    """Why a model of `config` cannot train tree rows exactly (None: it can): layers that are not plain attention,
+    read from the config's own layer list (`layer_types`, `layers_block_type`, Nemotron-H's pattern) or a window."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kinds = getattr(config, "layer_types", None) or getattr(config, "layers_block_type", None)
+    if kinds:
+        other = sorted({str(k) for k in kinds} - set(ATTENDING))
+        return f"its layers include {', '.join(other)}" if other else None
+    pattern = getattr(config, "hybrid_override_pattern", None)
+    if pattern and set(pattern) - {"*", "-"}:  # Nemotron-H: * attention, - MLP, M Mamba-2
+        return f"its layer pattern {pattern!r} holds Mamba layers"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return f"it attends through a sliding window of {config.sliding_window} tokens"
+    return None
+
+
+def as_split_rows(dataset: Any) -> Any:
+    """Tree rows taken apart into plain rows (`tokens.tree.paths`): every trained token once, in its own context."""
+    from datasets import Dataset
+
+    rows: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
+    for row in dataset:
+        for ids, labels in _tree_paths(row["input_ids"], row["labels"], row["position_ids"], row[TREES]):
+            rows["input_ids"].append(ids)
+            rows["attention_mask"].append([1] * len(ids))
+            rows["labels"].append(labels)
+    return Dataset.from_dict(rows)
+
+
+def _tree_paths(
+    ids: list[int], labels: list[int], positions: list[int], lengths: list[int]
+) -> list[tuple[list[int], list[int]]]:
+    out: list[tuple[list[int], list[int]]] = []
+    start = 0
+    for n in lengths:  # each tree of a packed row alone
+        out.extend(paths(ids[start : start + n], labels[start : start + n], positions[start : start + n]))
+        start += n
+    return out
+
+
+def segments(positions: list[int]) -> list[tuple[int, int, list[int] | None]]:
+    """A tree row as chains: (start, end, path) per maximal run of tokens that each continue the one before,
+    `path` the indices its keys are (the run's ancestors, then the run itself), None for a run from a root.
+
+        segments([0, 1, 2, 2, 3]) -> [(0, 3, None), (3, 5, [0, 1, 3, 4])]
+    """
+    up = parents(positions)
+    out: list[tuple[int, int, list[int] | None]] = []
+    start = 0
+    for i in range(1, len(positions) + 1):
+        if i < len(positions) and positions[i] == positions[i - 1] + 1:
+            continue
+        if up[start] < 0:
+            out.append((start, i, None))
+        else:
+            above = [up[start]]
+            while up[above[-1]] >= 0:
+                above.append(up[above[-1]])
+            out.append((start, i, [*reversed(above), *range(start, i)]))
+        start = i
+    return out
+
+
+def tree_attention(
+    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+    scaling: float | None = None, dropout: float = 0.0, **kwargs: Any,
+) -> tuple[torch.Tensor, None]:  # fmt: skip
+    """Attention along a tree (registered with transformers as `ATTENTION`): each chain of a row (`segments`)
+    attends to its path's keys with torch's scaled_dot_product_attention, causal within the path. A chain no
+    shorter than the path above it runs causal over its whole path (its ancestors' outputs recomputed, no mask:
+    the flash kernels on CPU and GPU); a short chain under a long path gets a (chain x path) mask. O(tokens x
+    path) memory, never (row x row); no kernel to download. Inputs (B, H, L, D); output (B, L, H, D)."""
+    rows = kwargs.pop(SEGMENTS, None)
+    if rows is None:  # no tree rows (generation, an eval of plain rows): the model's usual sdpa attention
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )  # fmt: skip
+    gqa = query.shape[1] != key.shape[1]
+    drop = dropout if module.training else 0.0
+    out = torch.empty_like(query)
+    for b, chains in enumerate(rows):
+        for start, end, path in chains:
+            if path is None:
+                q, k, v, mask, causal = query[b, :, start:end], key[b, :, start:end], value[b, :, start:end], None, True
+            else:
+                at = torch.as_tensor(path, device=query.device)
+                above, n = len(path) - (end - start), end - start
+                causal = above <= n
+                q = query[b, :, at] if causal else query[b, :, start:end]
+                k, v = key[b, :, at], value[b, :, at]
+                keys = torch.arange(len(path), device=query.device)
+                mask = None if causal else keys[None, :] <= torch.arange(n, device=query.device)[:, None] + above
+            o = F.scaled_dot_product_attention(
+                q[None], k[None], v[None], attn_mask=mask, dropout_p=drop, is_causal=causal, scale=scaling,
+                enable_gqa=gqa,
+            )[0]  # fmt: skip
+            out[b, :, start:end] = o[:, -(end - start) :]
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_tree_attention() -> None:
+    """Make `ATTENTION` an attention implementation transformers knows: tree rows through `tree_attention`, with no
+    mask built; other inputs (generation after training) as sdpa runs them."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    def mask(*args: Any, **kwargs: Any) -> Any:
+        # a batch of tree rows comes without a 2D mask and gets none; anything else the sdpa mask it would get
+        return None if kwargs.get("attention_mask") is None else sdpa_mask(*args, **kwargs)
+
+    AttentionInterface.register(ATTENTION, tree_attention)
+    AttentionMaskInterface.register(ATTENTION, mask)
+
+
+class TreeCollator:
+    """Batches tree rows: right-padded ids, labels and position_ids, each row's chains (`segments`; the pads one
+    more chain of their own) and each token's parent."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        length = max(len(e["input_ids"]) for e in examples)
+
+        def padded(key: str, fill: int) -> torch.Tensor:
+            return torch.tensor([list(e[key]) + [fill] * (length - len(e[key])) for e in examples], dtype=torch.long)
+
+        up = torch.full((len(examples), length), -1, dtype=torch.long)
+        chains = []
+        for b, e in enumerate(examples):
+            positions = list(e["position_ids"])
+            up[b, : len(positions)] = torch.tensor(parents(positions), dtype=torch.long)
+            chains.append(segments(positions) + ([(len(positions), length, None)] if len(positions) < length else []))
+        return {
+            "input_ids": padded("input_ids", self.pad_id), "labels": padded("labels", IGNORE_INDEX),
+            "position_ids": padded("position_ids", 0), PARENTS: up, SEGMENTS: chains,
+        }  # fmt: skip
+
+
+def scored(labels: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+    """The positions whose logits a batch of tree rows needs (the parents of its trained tokens), sorted: what
+    the model is asked for (`logits_to_keep`), so no logits of the rest of the row are ever made."""
+    keep = (labels != IGNORE_INDEX) & (parents >= 0)
+    return torch.unique(parents[keep])
+
+
+def tree_loss(
+    logits: torch.Tensor, labels: torch.Tensor, parents: torch.Tensor, *, kept: torch.Tensor | None = None,
+    num_items: Any = None,
+) -> torch.Tensor:  # fmt: skip
+    """sum of ce(logits[parent(i)], labels[i]) over trained tokens, / N (`num_items`: the accumulated batch's
+    trained-token count, as transformers passes it; None: this batch's). The split rows' loss, term for term.
+    `kept`: the positions `logits` holds (`scored`), None for every position."""
+    parents = parents.to(logits.device)
+    labels = labels.to(logits.device)
+    keep = (labels != IGNORE_INDEX) & (parents >= 0)
+    b, i = keep.nonzero(as_tuple=True)
+    at = parents[b, i] if kept is None else torch.searchsorted(kept.to(logits.device), parents[b, i])
+    ce = F.cross_entropy(logits[b, at].float(), labels[b, i], reduction="sum")
+    n = keep.sum() if num_items is None else num_items
+    return ce / torch.as_tensor(n, device=ce.device).clamp(min=1)
+
+
+def tree_forward(model: Any, batch: dict[str, Any], *, num_items: Any = None) -> tuple[torch.Tensor, Any]:
+    """The model (attention: `ATTENTION`, see `use_tree_attention`) on a collated batch of tree rows
+    (`TreeCollator`) and its `tree_loss`; logits are made only where a trained token is scored (`scored`)."""
+    inputs = dict(batch)
+    parents, labels = inputs.pop(PARENTS), inputs.pop("labels")
+    kept = scored(labels, parents)
+    at: torch.Tensor | None = kept
+    try:
+        outputs = model(**inputs, use_cache=False, logits_to_keep=kept.to(inputs["input_ids"].device))
+    except TypeError:  # a model without logits_to_keep: every position's logits
+        outputs, at = model(**inputs, use_cache=False), None
+    return tree_loss(outputs.logits, labels, parents, kept=at, num_items=num_items), outputs
+
+
+def tree_trainer_class() -> type:
+    """An SFTTrainer whose batches are tree rows (`TreeCollator`): the model attends along the tree
+    (`tree_attention`), the loss is `tree_loss`."""
+    from trl import SFTTrainer
+
+    class TreeTrainer(SFTTrainer):
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            if self._signature_columns is not None and "position_ids" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "position_ids"]
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            loss, outputs = tree_forward(model, inputs, num_items=num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:  # as TRL: DDP averages
+                loss = loss * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
+
+    return TreeTrainer
+
+
+def use_tree_attention(model: Any) -> None:
+    """Train `model` with `tree_attention` (every layer: `tree_blocker` said they all attend)."""
+    register_tree_attention()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.set_attn_implementation(ATTENTION)
+
+
+def fitted(splits: Any, model: Any) -> Any:
+    """`splits` as `model` can train them: tree rows stay trees where its layers honour the tree mask, and are taken
+    apart into their split rows where they cannot (`tree_blocker`), with a note; other rows unchanged."""
+    from dataclasses import replace
+
+    if not is_tree(splits.train):
+        return splits
+    why = tree_blocker(model.config)
+    if why is None:
+        use_tree_attention(model)
+        return splits
+    warnings.warn(
+        f"tree rows: {type(model).__name__} cannot attend along a tree ({why}); training their split rows instead "
+        "(the same trained tokens in the same contexts, each shared prefix forwarded once per row)", stacklevel=2,
+    )  # fmt: skip
+    test = as_split_rows(splits.eval) if splits.eval is not None else None
+    return replace(splits, train=as_split_rows(splits.train), eval=test)
