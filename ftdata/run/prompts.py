@@ -35,6 +35,7 @@ from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, 
 from ftdata.run.engine import Ran, Stage, flat
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import RECORD, finish_rows, list_column
+from ftdata.tokens.reuse import ReusingEncoder
 from ftdata.types import IGNORE_INDEX, Example, Message, PromptCut, Rendered, Task, TruncationPolicy
 
 __all__ = ["PROMPTS", "MeasuredPrompt", "PromptChunk", "PromptRow", "PromptRows", "PromptTask", "opened"]
@@ -138,7 +139,7 @@ class PromptTask:
             out.append((record, None))
         chat = stage.renderer.chat is not None
         texts = [rendered.text for _, _, rendered, _ in todo]
-        ids = stage.tokenizer(texts, add_special_tokens=not chat)["input_ids"] if todo else []
+        ids = _encoder(stage).encode(texts, stage.tokenizer, special=not chat) if todo else []
         for (i, item, rendered, stored), prompt_ids in zip(todo, ids):
             opens = opened(stage, item.example) if chat else ""
             notes = (*item.example.notes, *rendered.notes)
@@ -186,6 +187,14 @@ class PromptTask:
 
 
 PROMPTS = PromptTask()
+
+
+def _encoder(stage: Stage) -> ReusingEncoder:
+    """The stage's encoder: a template's constant stretches tokenized once per build (`ftdata.tokens.reuse`)."""
+    with stage.lock:
+        if (encoder := stage.built.get("reuse")) is None:
+            encoder = stage.built["reuse"] = ReusingEncoder(stage.tokenizer)
+    return encoder  # type: ignore[no-any-return]
 
 
 def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, str]] | str]:
