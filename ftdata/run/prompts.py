@@ -125,11 +125,16 @@ class PromptTask:
         """Render every prompt, tokenize them in one call, verify each against transformers' own render."""
         out: list[Any] = []
         todo: list[tuple[int, PromptRecord, Rendered, Any]] = []
+        plain: list[tuple[int, PromptRecord, list[dict[str, str]]]] = []
         for record, item in formatted:
             if isinstance(item, Reject):
                 out.append((record, item))
                 continue
             try:
+                if (stored := _plain(stage, item.example)) is not None:
+                    plain.append((len(out), item, stored))
+                    out.append((record, None))
+                    continue
                 with shared_renders():  # the stored prompt, rendered again, is the same render when ftdata changed nothing
                     rendered, stored = _render(stage, item.example)
             except RecordError as exc:
@@ -137,6 +142,7 @@ class PromptTask:
                 continue
             todo.append((len(out), item, rendered, stored))
             out.append((record, None))
+        todo += _render_plain(stage, plain, out)
         chat = stage.renderer.chat is not None
         texts = [rendered.text for _, _, rendered, _ in todo]
         ids = _encoder(stage).encode(texts, stage.tokenizer, special=not chat) if todo else []
@@ -221,6 +227,39 @@ def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, st
     return rendered, stored
 
 
+def _plain(stage: Stage, example: Example) -> list[dict[str, str]] | None:
+    """The prompt as the row stores it when the chat template alone renders it (`Renderer.plain_prompt`) and
+    ftdata gives the template exactly those messages: then the template's render of the stored messages, the
+    one a trainer makes, is ftdata's render too (the same function of the same arguments). None otherwise."""
+    example = stage.renderer.plain_prompt(example)  # type: ignore[attr-defined]
+    if example is None:
+        return None
+    try:
+        stored = _stored(example)
+    except UnusableRecord:  # rendered on its own, which says why in its order of checks
+        return None
+    return stored if stage.renderer.chat_messages(example) == stored else None  # type: ignore[attr-defined]
+
+
+def _render_plain(stage: Stage, plain: list[tuple[int, PromptRecord, list[dict[str, str]]]], out: list[Any]) -> list[Any]:
+    """The prompts `_plain` kept, rendered by one template call for all (`ChatRenderer.render_all`: transformers'
+    render of the stored messages, as TRL's trainers render a batch), or one by one where that call fails, a
+    failing prompt rejected as `measure` rejects it. Fills rejects into `out`; returns what `measure` tokenizes."""
+    texts = stage.renderer.chat.render_all([stored for _, _, stored in plain], generation=True) if plain else []  # type: ignore[union-attr]
+    if texts is not None:
+        return [(i, item, Rendered(text, (), "generation prompt"), stored) for (i, item, stored), text in zip(plain, texts)]
+    todo = []
+    for i, item, _ in plain:
+        try:
+            with shared_renders():
+                rendered, stored = _render(stage, item.example)
+        except RecordError as exc:
+            out[i] = (out[i][0], stage.reject(exc, item.source, RejectStage.RENDER))
+            continue
+        todo.append((i, item, rendered, stored))
+    return todo
+
+
 def _stored(example: Example) -> list[dict[str, str]]:
     """The prompt as a row stores it: the messages as chat templates read them; {role, content} only, so every
     row of a prompt set has one Arrow type (a message with tool calls, reasoning or a tool's name is refused)."""
@@ -252,11 +291,10 @@ def _hf_render(stage: Stage, example: Example, messages: list[dict[str, Any]], *
 def opened(stage: Stage, example: Example) -> str:
     """What the generation prompt writes after the assistant header: the text it adds that a reply written
     as a turn does not start with (`<think>\\n` opened, an empty think block closed). Once per stage and kwargs."""
-    kwargs = {**(stage.options.chat_template_kwargs or {}), **example.template_kwargs}
-    key = "opens:" + json.dumps(kwargs, sort_keys=True, default=str)
-    with stage.lock:
-        if key in stage.built:
-            return stage.built[key]  # type: ignore[no-any-return]
+    # the build's kwargs alone: one key, not one JSON text per record
+    key = "opens:" + json.dumps(example.template_kwargs, sort_keys=True, default=str) if example.template_kwargs else "opens"
+    if key in stage.built:  # read without the lock: a key is written once, with its final value
+        return stage.built[key]  # type: ignore[no-any-return]
     probe = replace(example, messages=(Message("user", "P"),), tools=())  # once per kwargs, not per tool set
     user = {"role": "user", "content": "P"}
     try:
