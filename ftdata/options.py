@@ -161,13 +161,13 @@ class DataOptions:
     )
 
     def __post_init__(self) -> None:
-        self.mask = MaskPolicy.parse(self.mask, name="mask")  # type: ignore[assignment]
-        self.system_mode = SystemMode.parse(self.system_mode, name="system_mode")  # type: ignore[assignment]
-        self.history = HistoryMode.parse(self.history, name="history")  # type: ignore[assignment]
-        self.truncation = TruncationPolicy.parse(self.truncation, name="truncation")  # type: ignore[assignment]
-        self.prompt_cut = PromptCut.parse(self.prompt_cut, name="prompt_cut")  # type: ignore[assignment]
+        self.mask = MaskPolicy.parse(self.mask, name="mask")
+        self.system_mode = SystemMode.parse(self.system_mode, name="system_mode")
+        self.history = HistoryMode.parse(self.history, name="history")
+        self.truncation = TruncationPolicy.parse(self.truncation, name="truncation")
+        self.prompt_cut = PromptCut.parse(self.prompt_cut, name="prompt_cut")
         if self.task is not None:
-            self.task = Task.parse(self.task, name="task")  # type: ignore[assignment]
+            self.task = Task.parse(self.task, name="task")
         if not isinstance(self.max_length, int) or self.max_length <= 0:
             raise ConfigError(f"max_length must be a positive integer, got max_length={self.max_length!r}")
         if self.test_size is not None and not (
@@ -267,7 +267,7 @@ class DataOptions:
                 name = name.split("_")[0] if name.startswith("truncation") else name
                 value = getattr(self, name)
                 raise ConfigError(
-                    f"{name}={getattr(value, 'value', value)!r} does not apply to task={self.task.value}: {why}; drop {name}"  # type: ignore[union-attr]
+                    f"{name}={getattr(value, 'value', value)!r} does not apply to task={self.task.value}: {why}; drop {name}"  # type: ignore[union-attr]  # task is set: only a task's options are checked here
                 )
 
     def fingerprint(self) -> dict[str, Any]:

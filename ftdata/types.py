@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Literal, TypedDict, get_args
+from typing import Any, Literal, Self, TypedDict, get_args
 
 from ftdata.errors import ConfigError, Location
 from ftdata.outcomes import Note
@@ -26,7 +26,7 @@ class _Choice(str, Enum):
     """A closed choice that CLI/YAML strings convert to once, at the boundary."""
 
     @classmethod
-    def parse(cls, value: str | _Choice, *, name: str) -> _Choice:
+    def parse(cls, value: str | _Choice, *, name: str) -> Self:
         if isinstance(value, cls):
             return value
         text = str(value).strip().lower().replace("-", "_")
@@ -57,8 +57,8 @@ class TruncationPolicy(_Choice):
 
 
 # Classic tokenizer vocabulary: truncation_side="right" keeps the start, "left" keeps the end.
-TruncationPolicy.KEEP_START.aliases = ("right",)  # type: ignore[attr-defined]
-TruncationPolicy.KEEP_END.aliases = ("left",)  # type: ignore[attr-defined]
+TruncationPolicy.KEEP_START.aliases = ("right",)  # type: ignore[attr-defined]  # aliases: an attribute set on enum members after the class
+TruncationPolicy.KEEP_END.aliases = ("left",)  # type: ignore[attr-defined]  # as above
 
 
 class PromptCut(_Choice):
@@ -203,8 +203,8 @@ class Task(_Choice):
     PROMPTS = "prompts"  # prompt (messages or text) + prompt_ids + the data's reward columns: GRPO/RLOO prompt sets
 
 
-Task.PREFERENCE.aliases = ("dpo", "pairs")  # type: ignore[attr-defined]
-Task.PROMPTS.aliases = ("grpo", "rloo", "prompt")  # type: ignore[attr-defined]
+Task.PREFERENCE.aliases = ("dpo", "pairs")  # type: ignore[attr-defined]  # as above
+Task.PROMPTS.aliases = ("grpo", "rloo", "prompt")  # type: ignore[attr-defined]  # as above
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,16 @@ def test_long_prompts_are_rejected_or_cut_when_asked(tmp_path: Path) -> None:
         ftdata.prepare(records, task="prompts", max_prompt_length=64, truncation="error")
 
 
+def test_a_middle_cut_prompt_keeps_both_ends_with_the_marker_every_task_writes() -> None:
+    from ftdata.tokens.shorten import MARKER
+
+    long = {"question": "Begin here. " + "word " * 400 + "What is 2+2?", "answer": "4"}
+    (row,) = _rows(ftdata.prepare([long], task="prompts", max_prompt_length=64, cut_prompts=True, prompt_cut="middle"))
+    content = row["prompt"][-1]["content"]
+    assert content.startswith("Begin") and content.endswith("2+2?") and content.count(MARKER.strip()) == 1
+    assert MARKER in content and len(row["prompt_ids"]) <= 64
+
+
 def test_the_split_is_by_record_with_no_overlap() -> None:
     result = ftdata.prepare(str(GSM8K), task="prompts", test_size=0.25, seed=3)
     train = {tuple(r["prompt_ids"]) for r in result.dataset["train"]}

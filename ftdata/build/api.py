@@ -32,6 +32,8 @@ from ftdata.errors import ConfigError
 from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.executors import not_a_spawned_start
+from ftdata.run.engine import task_module
+from ftdata.types import Task
 from ftdata.run.report import BuildReport
 from ftdata.run.task import with_task
 
@@ -210,6 +212,7 @@ def checked(report: BuildReport, *, max_reject_ratio: float | None, stacklevel: 
     """
     if report.rejected or report.cut:
         where = f"; see {report.rejects_path}" if report.rejects_path else "; pass rejects_path=... to list them"
-        warnings.warn(f"ftdata: {report.summary()}{where}", stacklevel=stacklevel)
+        unit = task_module(Task(report.task)).unit
+        warnings.warn(f"ftdata: {report.summary(unit=unit)}{where}", stacklevel=stacklevel)
     report.check_reject_ratio(max_reject_ratio)
     return report

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,12 @@ from ftdata.guard.inputs import Input
 from ftdata.media.audio import DECODER, RESAMPLER
 from ftdata.options import BuildOptions, plain
 from ftdata.outcomes import NoteCode
-from ftdata.run.report import UNITS, BuildReport
+from ftdata.run.engine import task_module
+from ftdata.types import Task
+from ftdata.run.report import BuildReport
 from ftdata.guard.safeio import OutputDir
 from ftdata.guard.space import tree_bytes
 from ftdata.io.store import StoreOut
-from ftdata.types import IGNORE_INDEX
 
 OUTPUT_FORMATS = ("arrow", "parquet", "jsonl")
 MANIFEST = "build.json"
@@ -153,7 +154,7 @@ def count_lines(path: Path) -> int:
     return sum(map(file_lines, sorted(path.glob("*.jsonl")))) if path.is_dir() else file_lines(path)
 
 
-def _counter_cell(counter: dict[str, int]) -> str:
+def _counter_cell(counter: Mapping[Any, int]) -> str:
     return "\n".join(f"{n:,} {kind}" for kind, n in sorted(counter.items(), key=lambda kv: -kv[1])) or "0"
 
 
@@ -167,7 +168,7 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
     rows = [
         ("records in", f"{report.records:,}"),
         ("examples", f"{report.examples:,}"),
-        (f"{UNITS.get(report.task, 'sequences')} out", f"{report.sequences:,}"),
+        (f"{task_module(Task(report.task)).unit} out", f"{report.sequences:,}"),
         ("rows", f"{report.rows:,}" + (" (packed)" if report.packing else "")),
         ("rejected", _counter_cell(dict(report.rejected))),
         ("reject ratio", f"{report.reject_ratio:.1%}"),

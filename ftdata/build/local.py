@@ -187,7 +187,7 @@ def _finish_keyed(
         return BuildResult(dataset, report)
     report.fingerprint = build_fingerprint(key.key, media)
     if out.cache_dir:
-        dataset = cache.save_cached(dataset, report, Path(out.cache_dir), key.key, rejects=rejects, media=media)  # type: ignore[arg-type]
+        dataset = cache.save_cached(dataset, report, Path(out.cache_dir), key.key, rejects=rejects, media=media)  # type: ignore[arg-type]  # the dataset is built by now (not None)
     return BuildResult(dataset, report, inputs=[*key.inputs, *([media.input()] if media else [])])
 
 

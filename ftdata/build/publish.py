@@ -157,7 +157,7 @@ def _to_folder(
         if sharded:
             from ftdata.build.shards import DATA, REJECTS_DIR, build_shards
 
-            result = BuildResult(None, build_shards(source, tokenizer=tok, options=opts, target=staging))  # type: ignore[arg-type]
+            result = BuildResult(None, build_shards(source, tokenizer=tok, options=opts, target=staging))  # type: ignore[arg-type]  # a sharded build returns no in-memory dataset
             result.inputs = declare(source, tok, opts, declared=facts.declared, report=result.report)
             files, rejects_name = [DATA], f"{REJECTS_DIR}/"
         else:
@@ -177,8 +177,8 @@ def _to_folder(
                 files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok, task=task_module(Task(result.report.task)))]
             rejects_name = export.REJECTS
             files += _stage_media(dataset, staging, opts)
-            if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]
-                shutil.copyfile(staged, target.staged(Path(given).name))  # type: ignore[arg-type]
+            if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]  # given is set when inside is
+                shutil.copyfile(staged, target.staged(Path(given).name))  # type: ignore[arg-type]  # as above
             result.report.rejects_path = given or str(folder / export.REJECTS)
         on_disk = export.disk_facts(staging.path, [*files, rejects_name])
         record = _manifest(result, recorded, facts, fmt=fmt, files=files, rejects=rejects_name, on_disk=on_disk)

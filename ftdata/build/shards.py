@@ -47,7 +47,7 @@ from ftdata.errors import ConfigError, FtdataError
 from ftdata.build.local import check_built, write_rows
 from ftdata.run.engine import Stage, task_module
 from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
-from ftdata.options import BuildOptions, DataOptions
+from ftdata.options import BuildOptions
 from ftdata.io.readers import data_files
 from ftdata.run.report import BuildReport, RejectsWriter
 from ftdata.guard.safeio import TEMP_MARK, OutputDir, atomic_path, drop_scratch, scratch_dir, temp_name

@@ -84,7 +84,7 @@ def to_parts(content: str | None) -> list[dict[str, str]]:
 
 def as_parts(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """`messages` with every string (or empty) content as parts; contents already lists stay as they are."""
-    return [m if isinstance(m.get("content"), list) else {**m, "content": to_parts(m.get("content"))} for m in messages]
+    return [dict(m) if isinstance(m.get("content"), list) else {**m, "content": to_parts(m.get("content"))} for m in messages]
 
 
 def collapse(text: str, contents: Contents, images: int) -> str:

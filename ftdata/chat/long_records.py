@@ -353,8 +353,8 @@ def prompt_tails(text: str, render: Render, msgs: list[dict[str, Any]], turns: l
         return {}
     out: dict[int, Tail] = {}
     for group in groups(msgs, [i for i in turns if i > 0 and contents[i - 1] is not None]).values():
-        tails = {_tail(text, render, msgs, i, contents[i - 1][1]) for i in picks(group)}  # type: ignore[index]
-        if len(tails) == 1 and None not in tails:
-            ((rewritten, tail),) = tails
-            out.update((i, Tail(contents[i - 1][1], tail, rewritten)) for i in group)  # type: ignore[index]
+        tails = {_tail(text, render, msgs, i, contents[i - 1][1]) for i in picks(group)}  # type: ignore[index]  # contents[i - 1] is not None: filtered in the comprehension above
+        if len(tails) == 1 and (only := next(iter(tails))) is not None:
+            rewritten, tail = only
+            out.update((i, Tail(contents[i - 1][1], tail, rewritten)) for i in group)  # type: ignore[index]  # as above
     return out

@@ -124,11 +124,11 @@ class ChatRenderer:
         unit = _SHARED.get()
         # Only prompts (generation=True) repeat within a pair: its sides' conversations differ in their last turn.
         key = _render_key(messages, generation, tools, kwargs) if unit is not None and (generation or unit[1]) else None
-        if key is not None and key in unit[0]:  # type: ignore[index]
-            return unit[0][key]  # type: ignore[index]
+        if key is not None and key in unit[0]:  # type: ignore[index]  # key is set only when unit is
+            return unit[0][key]  # type: ignore[index]  # as above
         text = self._render(messages, generation=generation, tools=tools, kwargs=kwargs, location=location)
         if key is not None:
-            unit[0][key] = text  # type: ignore[index]
+            unit[0][key] = text  # type: ignore[index]  # as above
         return text
 
     def render_all(self, conversations: list[list[dict[str, Any]]], *, generation: bool) -> list[str] | None:

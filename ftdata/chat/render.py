@@ -169,7 +169,7 @@ class _Escapes:
         Raises:
             UnusableRecord: the template cut or escaped a stand-in (the text could not be restored).
         """
-        text, literal = out.text, []
+        text, literal = out.text, list[tuple[int, int]]()
         for token, run in self.runs.items():
             literal.extend((m.start(), m.end()) for m in re.finditer(re.escape(run), text))
             text = text.replace(run, token)

@@ -109,7 +109,7 @@ class _Bounded:
     concat = staticmethod(_bounded_concat)
 
     @property
-    def code_generator_class(self) -> type:  # type: ignore[override]
+    def code_generator_class(self) -> type:
         return _code_generator()
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
@@ -130,7 +130,7 @@ class _Bounded:
             widths = [int(w) for w in _WIDTH.findall(left)]
             if widths and max(widths) > cap:
                 raise too_big("a % format width", max(widths), cap)
-        return super().call_binop(context, operator, left, right)  # type: ignore[misc]
+        return super().call_binop(context, operator, left, right)  # type: ignore[misc]  # jinja's sandbox methods are untyped
 
     def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         cap = limits().render_chars
@@ -141,7 +141,7 @@ class _Bounded:
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str) and (size := _grown(name, owner, args)) is not None:
             checked_size(f"str.{name}", size)
-        out = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
+        out = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]  # as above
         if _sized(out) and len(out) > cap:  # what no check above foresaw: stopped after one step
             raise too_big(f"calling {name}", len(out), cap)
         return out
@@ -156,7 +156,7 @@ def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         value, rest = (args[1], args[2:]) if context else (args[0], args[1:])
         if name == "center":
             width = rest[0] if rest else kwargs.get("width", 80)
-            size = width if isinstance(width, int) else 0
+            size: int | None = width if isinstance(width, int) else 0
         elif name == "join":
             sep = rest[0] if rest else kwargs.get("d", "")
             size = 0 if kwargs.get("attribute", rest[1] if len(rest) > 1 else None) is not None else _grown("join", str(sep), (value,))
@@ -170,7 +170,7 @@ def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         return out
 
     if context:
-        bounded.jinja_pass_arg = func.jinja_pass_arg  # type: ignore[attr-defined]
+        bounded.jinja_pass_arg = func.jinja_pass_arg  # type: ignore[attr-defined]  # a filter's marker attribute, copied as Jinja reads it
     return bounded
 
 
@@ -181,7 +181,8 @@ def sandbox(**options: Any) -> Any:
     """An immutable Jinja sandbox with the size limits above; `include`/`import`/`extends` find nothing."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    class BoundedSandbox(_Bounded, ImmutableSandboxedEnvironment):
+    # _Bounded's code_generator_class is a property over Environment's class attribute; Jinja reads both alike.
+    class BoundedSandbox(_Bounded, ImmutableSandboxedEnvironment):  # type: ignore[override]  # (above)
         pass
 
     env = BoundedSandbox(**options)
@@ -228,8 +229,8 @@ def _wrap_chat_compiler() -> None:
         # already fold constants such as 'x' * 3000000000.
         return _bounded_chat_template(source, original("").environment)
 
-    compile_template.ftdata_bounded = True  # type: ignore[attr-defined]
-    ctu._compile_jinja_template = compile_template
+    compile_template.ftdata_bounded = True  # type: ignore[attr-defined]  # a marker attribute on the function: the patch is applied once
+    ctu._compile_jinja_template = compile_template  # type: ignore[assignment]  # its cache wrapper, replaced by ours
 
 
 @functools.lru_cache(maxsize=32)

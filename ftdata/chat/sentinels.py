@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,15 @@ class TemplateRender(Protocol):
     kwargs: dict[str, Any]
     tools: list[Any] | None
 
-    def __call__(self, messages: list[dict[str, Any]], **options: Any) -> str: ...
+    def __call__(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        generation: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        location: Location | None = None,
+    ) -> str: ...
 
 
 Spans = list[tuple[int, int] | None]  # [start, end) of every message's content, by message (None: not located)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,12 +31,11 @@ from ftdata.errors import ConfigError, DiskFullError, FtdataError, FtdataWarning
 from ftdata.guard.space import is_disk_full
 from ftdata.cli.terminal import dumps
 from ftdata.options import DATA_FIELDS
-from ftdata.types import Engine
 
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover - an older typer on the real click
-    from click.exceptions import ClickException, UsageError
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]  # click's own classes there
 
 _FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _FILE_ERROR_EXIT = 3  # the same code as a ReaderError
@@ -96,7 +95,7 @@ def _quiet_stdout() -> None:
 
 def _plain_help(command: Any) -> None:
     """Click's plain help (no boxes, no colour) for `command` and its subcommands."""
-    command.rich_markup_mode = None  # type: ignore[attr-defined]
+    command.rich_markup_mode = None
     for sub in getattr(command, "commands", {}).values():
         _plain_help(sub)
 
@@ -110,9 +109,9 @@ class FtdataGroup(TyperGroup):
         if not sys.stdout.isatty():
             _plain_help(self)
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, **{**kwargs, "standalone_mode": False})
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
         except UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ftdata`: the help, as click shows it
                 typer.echo(exc.format_message(), err=True)
@@ -125,7 +124,7 @@ class FtdataGroup(TyperGroup):
             raise SystemExit(_fail("aborted", 1).exit_code) from None
         raise SystemExit(result if isinstance(result, int) else 0)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer hands it its own Context
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
@@ -161,9 +160,9 @@ def _stdin(data: str | None) -> str | None:
     return "/dev/stdin" if data == "-" else data
 
 
-DataArg = Annotated[Optional[str], typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False, callback=_stdin)]
-TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", "-t", help=TOKENIZER_HELP, show_default=False)]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help=CONFIG_HELP, show_default=False)]
+DataArg = Annotated[str | None, typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False, callback=_stdin)]
+TokenizerOpt = Annotated[str | None, typer.Option("--tokenizer", "-t", help=TOKENIZER_HELP, show_default=False)]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP, show_default=False)]
 ALLOW_CODE_HELP = "Let a 'module:function' reader (--reader or reader: in --config) import and run that Python code."
 TRUST_HELP = "Let a tokenizer folder run the Python code it ships (auto_map). Read that code first."
 AllowCodeOpt = Annotated[bool, typer.Option("--allow-code", help=ALLOW_CODE_HELP)]
@@ -250,7 +249,7 @@ def preview(
     n: Annotated[int, typer.Option("-n", "--num", min=1, help="Number of records to show.")] = 3,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many records first.")] = 0,
     tokens: Annotated[bool, typer.Option("--tokens", help="Also show a table of token id / text / label.")] = False,
-    source: Annotated[Optional[str], typer.Option(
+    source: Annotated[str | None, typer.Option(
         "--source", metavar="N|NAME", help="DATA is a recipe: preview this source (1-based number or name; default 1).",
         show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -272,9 +271,9 @@ def preview(
     stage = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
-    from ftdata.run.engine import named
+    from ftdata.cli.views import VIEWS
 
-    named(stage.task.preview)(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
+    VIEWS[stage.task.task].preview(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
 
 
 # --- stats -------------------------------------------------------------------------------------
@@ -288,8 +287,8 @@ HTML_HELP = "Write a self-contained HTML report (plots embedded)."
 def stats(
     data: DataArg = None,
     tokenizer: TokenizerOpt = None,
-    plot: Annotated[Optional[Path], _option("--plot", help=PLOT_HELP, metavar="PNG")] = None,
-    html: Annotated[Optional[Path], _option("--html", help=HTML_HELP, metavar="HTML")] = None,
+    plot: Annotated[Path | None, _option("--plot", help=PLOT_HELP, metavar="PNG")] = None,
+    html: Annotated[Path | None, _option("--html", help=HTML_HELP, metavar="HTML")] = None,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
@@ -307,12 +306,11 @@ def stats(
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
     stage = _stage(settings)
-    from importlib import import_module
-
+    from ftdata.cli.views import VIEWS
     from ftdata.run.engine import named
 
-    report, measure = import_module(stage.task.report), named(stage.task.stats)  # the task's own measures and tables
-    if (plot or html) and not hasattr(report, "write_plot"):
+    views, measure = VIEWS[stage.task.task], named(stage.task.stats)  # the task's own measures, the CLI's tables
+    if (plot and views.write_plot is None) or (html and views.write_html is None):
         raise ConfigError(f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or --json")
     data_options = settings.options.data
     with progress_bar("measuring", lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))) as advance:
@@ -322,10 +320,10 @@ def stats(
     if as_json:
         out.file.write(dumps(result.to_dict(), out, indent=2, default=str) + "\n")
     else:
-        report.show(result, out, spell=cli_spelling)
-    for path, write in ((plot, "write_plot"), (html, "write_html")):
-        if path is not None:
-            getattr(report, write)(result, path)
+        views.show(result, out, spell=cli_spelling)
+    for path, write in ((plot, views.write_plot), (html, views.write_html)):
+        if path is not None and write is not None:
+            write(result, path)
             console(no_color, stderr=True).print(f"wrote {path}", soft_wrap=True)
 
 
@@ -408,8 +406,8 @@ FORMAT_HELP = ("arrow (save_to_disk, the default), parquet, or jsonl (token rows
 @with_build_options(BUILD_FIELDS)
 def build(
     data: DataArg = None,
-    output: Annotated[Optional[str], _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
-    output_format: Annotated[Optional[str], _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
+    output: Annotated[str | None, _option("--output", "-o", help=OUTPUT_HELP, metavar="OUT")] = None,
+    output_format: Annotated[str | None, _option("--output-format", help=FORMAT_HELP, metavar="FORMAT")] = None,
     tokenizer: TokenizerOpt = None,
     page: Annotated[bool, typer.Option("--inspect", help=INSPECT_BUILD_HELP)] = False,
     as_json: JsonOpt = False,
@@ -454,6 +452,7 @@ def build(
             progress=advance, tokenizer_name=tokenizer_label(spec, tok), protect=[config], config=config, allow_code=allow_code,
         )  # fmt: skip
     report, record = result.report, result.manifest or {}
+    assert result.out is not None and result.output_format is not None  # a build to a folder, in a format
     seconds = time.perf_counter() - started
     rejects = opts.output.rejects_path or f"{result.out}/{record['output']['rejects'].rstrip('/')}"  # the user's file, or OUT's
     written = [*(f"{result.out}/{name}" for name in result.files), rejects, f"{result.out}/{MANIFEST}"]
@@ -468,7 +467,7 @@ def build(
         if report.cached:
             from ftdata.guard.inputs import describe
 
-            where = _home_relative(result.cached_from)  # type: ignore[arg-type]
+            where = _home_relative(result.cached_from)  # type: ignore[arg-type]  # a cached build has its source folder
             why = describe(result.inputs)
             show.print(f"cached: reused build {record['fingerprint']} ({why}) from {where} ({seconds:.1f} s)", soft_wrap=True)
         else:
@@ -488,10 +487,10 @@ INSPECT_HELP = ("The page's file; default: OUT/inspect.html for a build folder (
 @app.command()
 @with_build_options(BUILD_FIELDS)
 def inspect(
-    data: Annotated[Optional[str], typer.Argument(
+    data: Annotated[str | None, typer.Argument(
         metavar="OUT|DATA", help="A folder `ftdata build` wrote, or data to build a sample of for the page (its first "
         "--limit records, default 200) with the usual build options.", show_default=False)] = None,
-    output: Annotated[Optional[Path], _option("--output", "-o", help=INSPECT_HELP, metavar="PAGE")] = None,
+    output: Annotated[Path | None, _option("--output", "-o", help=INSPECT_HELP, metavar="PAGE")] = None,
     first: Annotated[int, typer.Option("--first", min=0, help="Show the first N rows token by token.")] = 10,
     random: Annotated[int, typer.Option("--random", min=0, help="Show N more rows drawn with --seed.")] = 10,
     longest: Annotated[int, typer.Option("--longest", min=0, help="Show the N longest rows.")] = 5,
@@ -560,13 +559,13 @@ def _home_relative(path: Path) -> str:
 @app.command()
 def markers(
     tokenizer: TokenizerOpt = None,
-    chat_template_kwargs: Annotated[Optional[str], typer.Option(
+    chat_template_kwargs: Annotated[str | None, typer.Option(
         "--chat-template-kwargs", metavar="JSON", help="chat-template variables for every probe render, e.g. "
         "'{\"enable_thinking\": false}' (as the build option)", show_default=False)] = None,
-    stop_tokens: Annotated[Optional[str], typer.Option(
+    stop_tokens: Annotated[str | None, typer.Option(
         "--stop-tokens", metavar="TOKENS", help="comma-separated tokens inference also stops on (as the build option); "
         "generation_config.json's eos_token_id in the tokenizer folder is read by itself", show_default=False)] = None,
-    chat_template: Annotated[Optional[str], typer.Option(
+    chat_template: Annotated[str | None, typer.Option(
         "--chat-template", metavar="FILE|NAME", help="probe this chat template instead of the tokenizer's: a .jinja "
         "file or a template TRL ships by name (as the build option)", show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -622,7 +621,7 @@ def templates(no_color: NoColorOpt = False) -> None:
     for name in builtin_names():
         template = load_prompt_template(name)
         out.rule(Text(f"{name}" + ("  (uses system)" if template.uses_system else "")), align="left")
-        text = Text(template.render(**EXAMPLE), style="" if plain else "cyan italic")
+        text = Text(template.render(instruction=EXAMPLE["instruction"], input=EXAMPLE["input"]), style="" if plain else "cyan italic")
         response = "<response><eos>"
         text.append(f"{OPEN}{response}{CLOSE}" if plain else response, style="" if plain else "black on green")
         out.print(text, soft_wrap=True)

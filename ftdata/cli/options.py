@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -138,13 +138,13 @@ def _parameter(flag: Flag) -> inspect.Parameter:
     annotation: Any
     if flag.kind == "bool":
         option = typer.Option(f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:], **common)
-        annotation = Annotated[Optional[bool], option]
+        annotation = Annotated[bool | None, option]
     elif flag.kind == "pairs":
         option = typer.Option(*decls, metavar="KEY=VALUE", **common)
-        annotation = Annotated[Optional[list[str]], option]
+        annotation = Annotated[list[str] | None, option]
     else:
         option = typer.Option(*decls, metavar=flag.metavar or _METAVARS[flag.kind], **common)
-        annotation = Annotated[Optional[str], option]
+        annotation = Annotated[str | None, option]
     return inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 
@@ -167,9 +167,9 @@ def with_flags(flags: Sequence[Flag], *, into: str = "options") -> Callable[[F],
             given = {name: kwargs.pop(name) for name in kinds}
             return func(**kwargs, **{into: convert_flags(given, kinds=kinds)})
 
-        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]  # typer reads a function's __signature__
         command.__annotations__ = {p.name: p.annotation for p in params}
-        return command  # type: ignore[return-value]
+        return command  # type: ignore[return-value]  # the same function, with the options' parameters
 
     return decorate
 

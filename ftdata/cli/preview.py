@@ -31,6 +31,7 @@ from rich.text import Text
 
 from ftdata.run import loop
 from ftdata.run.engine import Ran, Stage
+from ftdata.run.seam import Item
 from ftdata.run.sft import Measured
 from ftdata.errors import FtdataError
 from ftdata.run.executors import LocalExecutor
@@ -102,7 +103,7 @@ class RecordView:
     method: str
     total: int
     prompt: int
-    response: int
+    response: int | None  # None: not counted
     trained: int
     segments: list[Segment]
     tokens: list[TokenView]
@@ -297,7 +298,7 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     )  # fmt: skip
 
 
-def _truncation(stage: Stage, measured: Measured) -> str:
+def _truncation(stage: Stage, measured: Item) -> str:
     opts = stage.options
     if measured.total <= opts.max_length:
         return ""

@@ -69,7 +69,7 @@ EVAL_HELP = (
 
 
 def _default(f: Field[Any]) -> Any:
-    value = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    value = f.default_factory() if f.default_factory is not MISSING else f.default
     return getattr(value, "value", value)
 
 
@@ -194,14 +194,14 @@ def _check_data_options(cfg: TrainConfig, *, given: dict[str, Any], allow_code: 
 
 @with_flags(_flags())
 def train_command(
-    data: Annotated[Optional[str], typer.Argument(
+    data: Annotated[str | None, typer.Argument(
         metavar="DATA", help="Training data file or folder (or `data:` in --config).", show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option(
+    config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="YAML file of options (same names); relative paths in it are relative to the file.",
         show_default=False)] = None,
-    resume: Annotated[Optional[Path], typer.Option(
+    resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue RUN from its last checkpoint.", show_default=False)] = None,
-    data_option: Annotated[Optional[list[str]], typer.Option(
+    data_option: Annotated[list[str] | None, typer.Option(
         "--data-option", "-D", metavar="KEY=VALUE", help=DATA_OPTION_HELP, rich_help_panel=PANELS["data"],
         show_default=False)] = None,
     allow_code: Annotated[bool, typer.Option("--allow-code", help=ALLOW_CODE_HELP)] = False,

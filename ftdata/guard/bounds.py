@@ -115,7 +115,7 @@ class BoundedHead(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         # read, not only readinto: PIL reads a header a few bytes at a time, and this is one call each
         if self.limit is None:
-            return self._fh.read(size)
+            return self._fh.read(-1 if size is None else size)
         room = self.limit - self.taken + 1  # one byte past the bound is enough to know
         data = self._fh.read(room if size is None or size < 0 else min(size, room))
         self.taken += len(data)

@@ -231,7 +231,7 @@ class Digests:
             return
         try:
             with self._db:  # type: ignore[union-attr]  # one transaction: one sync for every row
-                self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", pending)  # type: ignore[union-attr]
+                self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", pending)  # type: ignore[union-attr]  # the database is open while rows are pending
         except sqlite3.Error:
             pass  # a full or locked disk: the next run hashes these files again
 
@@ -386,7 +386,7 @@ class Manifest:
         """Raises: ValueError, KeyError or TypeError: not a manifest."""
         value = json.loads(text)
         entries = {str(p): (tuple(v) if v is not None else None, str(d)) for p, v, d in value["files"]}
-        return cls(entries, int(value["taken_ns"]))  # type: ignore[arg-type]
+        return cls(entries, int(value["taken_ns"]))
 
 
 def _digest_or_none(digests: Digests, path: str) -> str | None:

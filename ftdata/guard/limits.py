@@ -122,7 +122,7 @@ def pinned() -> Iterator[Limits]:
 
 @functools.lru_cache(maxsize=8)
 def _parse(raws: tuple[str | None, ...]) -> Limits:
-    values = {}
+    values: dict[str, Any] = {}
     for (name, (var, default)), raw in zip(_ENV.items(), raws):
         if raw is None:
             values[name] = default or half_memory()

@@ -125,7 +125,7 @@ def scratch_place(*, mine: Callable[[], Path | None] = lambda: None, expected: C
 
 def _named(exc: BaseException | None) -> list[Path]:
     """The paths the chain of `exc` names (`OSError.filename`, `filename2`)."""
-    names = []
+    names: list[Path] = []
     while exc is not None and len(names) < 20:
         for name in (getattr(exc, "filename", None), getattr(exc, "filename2", None)):
             if isinstance(name, (str, os.PathLike)):

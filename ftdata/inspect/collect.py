@@ -29,6 +29,8 @@ from ftdata.build.export import MANIFEST, REJECTS
 from ftdata.build.load import load
 from ftdata.errors import ConfigError
 from ftdata.media.images import DIGEST, load_image, stored
+from ftdata.run.columns import row_columns, task_of_columns
+from ftdata.run.engine import task_module
 from ftdata.types import IGNORE_INDEX
 
 __all__ = ["Sample", "Page", "collect"]
@@ -41,7 +43,7 @@ AUDIO_BYTES = 2 << 20  # a clip embedded in the page at most
 BINS = 30
 # Characters that reorder or hide text (bidi overrides and isolates, zero-width marks): shown as their code.
 _INVISIBLE = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
-_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
+_CONTROLS = {c: f"⟨U+{c:04X}⟩" for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
 _VISIBLE = {**_INVISIBLE, **_CONTROLS}
 
 
@@ -182,18 +184,25 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
     return page
 
 
-ROW_COLUMNS = frozenset({"input_ids", "attention_mask", "labels", "position_ids", "seq_lengths", "loss_weights", "media", "record",
-                         "prompt", "prompt_ids", "tools", "chosen_ids", "rejected_ids", "completion_ids", "label"})  # fmt: skip
+# Every task's row columns (each task states its own), and what packing, media, records and tools add to them.
+ROW_COLUMNS = row_columns() | {"attention_mask", "position_ids", "seq_lengths", "loss_weights", "media", "record", "tools"}
+
+
+def _prompt_columns(columns: list[str]) -> list[str]:
+    """The token columns of rows that hold a prompt apart (pairs, KTO rows, prompt sets): the prompt's, then each
+    completion's, as the task states them; [""] for rows of whole sequences (SFT)."""
+    ids = [c for c in task_module(task_of_columns(columns)).columns if c.endswith("_ids")]
+    return [""] if "input_ids" in ids else ids
 
 
 def _coverage(splits: dict[str, Any]) -> list[tuple[str, str, int, str]]:
     """A prompt set's reward columns (every column that is not a row's tokens): the rows that hold a value, of all."""
     first = next(iter(splits.values()))
     names = [n for n in first.column_names if n not in ROW_COLUMNS]
-    if "prompt_ids" not in first.column_names or not names:
+    if not _prompt_columns(first.column_names)[0] or not names:
         return []
     rows = sum(len(split) for split in splits.values())
-    held = {name: 0 for name in names}
+    held = dict.fromkeys(names, 0)
     for split in splits.values():
         for batch in _batches(split):
             for name in names:
@@ -304,14 +313,11 @@ class _Lengths:
         """Count every row of `split`; its longest rows (by all its tokens), longest first."""
         self.top, row = [], 0
         for batch in _batches(split):
-            if "prompt_ids" in batch.column_names:  # preference pairs and KTO: the prompt and each completion
-                sizes = _lengths(batch["prompt_ids"])
-                self.add("prompt tokens", sizes)
-                for column in ("chosen_ids", "rejected_ids", "completion_ids"):
-                    if column in batch.column_names:
-                        completion = _lengths(batch[column])
-                        self.add(f"{column.removesuffix('_ids')} tokens", completion)
-                        sizes = sizes + completion
+            prompt, *completions = _prompt_columns(batch.column_names)
+            if prompt:  # pairs, KTO rows, prompts: the prompt and each completion (the task's row columns)
+                for column in (prompt, *completions):
+                    self.add(f"{column.removesuffix('_ids')} tokens", _lengths(batch[column]))
+                sizes, _ = task_module(task_of_columns(batch.column_names)).row_units(batch)
             else:
                 sizes, trained = _lengths(batch["input_ids"]), _trained(batch["labels"])
                 self.add("total tokens", sizes)
@@ -348,7 +354,7 @@ def _histogram(name: str, counts: np.ndarray) -> Histogram:
 def _chosen(rows: int, longest: list[int], sample: Sample) -> dict[int, str]:
     """Row index -> why it is shown: the first rows, a seeded draw of the rest, the longest."""
     first = min(sample.first, rows)
-    out = {i: "first" for i in range(first)}
+    out = dict.fromkeys(range(first), "first")
     if sample.random and rows > first:
         drawn = np.random.default_rng(sample.seed).choice(rows - first, size=min(sample.random, rows - first), replace=False)
         out |= {int(i) + first: "random" for i in drawn}
@@ -407,7 +413,8 @@ class _Sections:
     """A row's sections, cut to SHOWN_TOKENS tokens in all."""
 
     def __init__(self, tok: Any, special: frozenset[int]):
-        self.tok, self.special, self.budget, self.out = tok, special, SHOWN_TOKENS, []
+        self.tok, self.special, self.budget = tok, special, SHOWN_TOKENS
+        self.out: list[Section] = []
 
     def add(
         self, title: str, ids: list[int], labels: list[int] | None, weights: list[float] | None = None, media: Any = (),
@@ -432,10 +439,10 @@ def _row(
 ) -> Row:  # fmt: skip
     record = shown(str(data.get("record") or ""))
     sections = _Sections(tok, special)
-    if "prompt_ids" in data:  # a pair side by side, or a KTO example; the completions are what is trained
-        prompt = list(data["prompt_ids"])
+    prompt_column, *completions = _prompt_columns(list(data))
+    if prompt_column:  # a pair side by side, a KTO example, a prompt; the completions are what is trained
+        prompt = list(data[prompt_column])
         sections.add("prompt", prompt, None)
-        completions = [c for c in ("chosen_ids", "rejected_ids", "completion_ids") if c in data]
         for column in completions:
             ids = list(data[column])
             sections.add(column.removesuffix("_ids"), ids, ids)

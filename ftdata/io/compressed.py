@@ -89,9 +89,9 @@ def _decompressing(kind: str, raw: IO[bytes]) -> Any:
 def _zstd() -> Any:
     """The zstd module: the standard library's from Python 3.14, its backport before."""
     try:
-        from compression import zstd  # type: ignore[import-not-found]
+        from compression import zstd
     except ImportError:
-        from backports import zstd  # type: ignore[import-not-found,no-redef]
+        from backports import zstd
     return zstd
 
 

@@ -120,7 +120,7 @@ def code_function(name: str, *, what: str) -> Callable[..., Any]:
         raise ConfigError(f"{what} cannot be imported: {exc}") from None
     if not callable(func):
         raise ConfigError(f"{what} is not a function")
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def check_code_reader(reader: Any, *, origin: str, allow_code: bool,

@@ -104,7 +104,7 @@ def json_array_length(fh: BinaryIO, *, chunk: int = _CHUNK) -> int | None:
         outside = _STRING.sub(b"", piece[at:])
         if (opened := outside.find(b'"')) >= 0:  # a string the piece ends in
             rest = outside[opened + 1 :]
-            inside, escaped, outside = True, _STRING_BODY.match(rest).end() < len(rest), outside[:opened]  # type: ignore[union-attr]
+            inside, escaped, outside = True, _STRING_BODY.match(rest).end() < len(rest), outside[:opened]  # type: ignore[union-attr]  # the pattern matches any text (possibly empty)
         structure = np.frombuffer(outside.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
         level = depth + np.cumsum(_DEPTH[structure])
         closed = np.flatnonzero(level == 0)

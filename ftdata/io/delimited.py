@@ -129,7 +129,7 @@ def _scan(state: _Record, text: str, delimiter: str) -> _Record:
     than reading it."""
     fields, i = _grammar(delimiter).fields, 0
     while i < len(text):
-        if state is _Record.FIELD and (end := fields.match(text, i).end()) > i:  # type: ignore[union-attr]
+        if state is _Record.FIELD and (end := fields.match(text, i).end()) > i:  # type: ignore[union-attr]  # as above: the field pattern matches empty text too
             i = end  # whole fields, each with its delimiter
         elif state is _Record.FIELD:  # the last field of the text, not ended in it
             state, i = (_Record.QUOTED, i + 1) if text[i] == '"' else (_Record.UNQUOTED, i)

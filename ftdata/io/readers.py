@@ -32,7 +32,7 @@ from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
 
 Row = Any
-Reader = Callable[[Path], Iterator[tuple[Location, Row]]]
+Reader = Callable[..., Iterator[tuple[Location, Row]]]  # (path, *, bounds, and the reader's own options)
 
 _SNIFF_BYTES = 4096
 DEFAULT_BOUNDS = ReadBounds()

@@ -264,7 +264,7 @@ def processor_input(processor: Any, digests: Digests) -> Input:
     """A vision build's processor: its folder's files (preprocessor_config.json, processor_config.json, the chat
     template, config.json, ...), or for a processor object its settings (`to_json_string`) and chat template."""
     if isinstance(processor, (str, os.PathLike)):
-        return folder_input(InputKind.PROCESSOR, processor, digests, name=str(processor))
+        return folder_input(InputKind.PROCESSOR, processor if isinstance(processor, str) else Path(processor), digests, name=str(processor))
     parts = [type(processor).__name__, getattr(processor, "chat_template", None)]
     for part in (processor, getattr(processor, "image_processor", None)):
         try:

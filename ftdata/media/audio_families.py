@@ -53,9 +53,14 @@ class AudioFamily(StrEnum):
 class AudioRule(Protocol):
     """A family's count: tokens for a clip of `samples` samples at `sampling_rate` (the feature extractor's)."""
 
-    family: AudioFamily
-    placeholder: str  # the token the features fill, repeated `tokens(...)` times (`processor.audio_token`)
-    sampling_rate: int
+    @property
+    def family(self) -> AudioFamily: ...
+
+    @property
+    def placeholder(self) -> str: ...  # the token the features fill, repeated `tokens(...)` times (`processor.audio_token`)
+
+    @property
+    def sampling_rate(self) -> int: ...
 
     @property
     def window(self) -> int | None: ...  # samples the processor keeps; None: all

@@ -216,7 +216,7 @@ def _header(fh: Any, *, what: str) -> tuple[tuple[int, int], str]:
 
     head = BoundedHead(fh, MAX_HEADER_BYTES)  # a PNG may hold gigabytes of chunks before its pixels
     try:
-        with Image.open(head) as im:
+        with Image.open(head) as im:  # type: ignore[arg-type]  # a bounded file: PIL reads, seeks and tells it as one
             head.lift()  # the header is read: the pixel check reads on
             width, height = im.size
             fmt = im.format or ""
@@ -358,7 +358,7 @@ class ImageMedium:
         return self.expansion(224, 224)
 
     def _replacement(self, height: int, width: int) -> str:
-        return str(self.processor.replace_image_token(self.rule.inputs(self.processor, height, width), 0))  # type: ignore[union-attr]
+        return str(self.processor.replace_image_token(self.rule.inputs(self.processor, height, width), 0))  # type: ignore[union-attr]  # an image family's rule: counting it is what this medium does
 
     def expansion(self, width: int, height: int) -> Expansion:
         """The processor's expansion of an image of `width` x `height` (cached per size).
@@ -371,7 +371,7 @@ class ImageMedium:
         if found is None:
             text = self._replacement(height, width)
             pads = text.count(self.pad)
-            if self.rule.counts is Counts.EXPANSION:  # type: ignore[union-attr]
+            if self.rule.counts is Counts.EXPANSION:  # type: ignore[union-attr]  # as above
                 tokens = pads
             else:
                 tokens = int(self.processor._get_num_multimodal_tokens(image_sizes=[[height, width]]).num_image_tokens[0])

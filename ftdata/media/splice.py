@@ -111,7 +111,7 @@ class Splicer:
             out_ids += ids[n + prev : n + j] + [pad.id] * pads
             out_labels += labels[n + prev : n + j] + [labels[n + j]] * pads  # -100; `verify` rejects it otherwise
             if out_weights is not None:
-                out_weights += weights[n + prev : n + j] + [weights[n + j]] * pads  # type: ignore[index]
+                out_weights += weights[n + prev : n + j] + [weights[n + j]] * pads  # type: ignore[index, operator]  # weights is set when out_weights is
             at.append((j, pads))
             added += pads - 1
             moved += (pads - 1) * width
@@ -120,7 +120,7 @@ class Splicer:
         out_ids += ids[n + prev :]
         out_labels += labels[n + prev :]
         if out_weights is not None:
-            out_weights += weights[n + prev :]  # type: ignore[index]
+            out_weights += weights[n + prev :]  # type: ignore[index]  # as above
         cuts = tuple(c + sum(pads - 1 for j, pads in at if n + j < c) for c in row.cuts)  # a cut never falls in a run
         spliced = _SplicedOffsets(offsets, runs)
         return replace(row, input_ids=out_ids, labels=out_labels, cuts=cuts, offsets=spliced, weights=out_weights)

@@ -250,8 +250,8 @@ class _Reading:
     def row_units(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(record, tokens, trained tokens) of every row of the rows file, in file order (counted as written)."""
         if not self.units:
-            return tuple(np.zeros(0, dtype=np.int64) for _ in range(3))  # type: ignore[return-value]
-        return tuple(np.concatenate(column) for column in zip(*self.units))  # type: ignore[return-value]
+            return tuple(np.zeros(0, dtype=np.int64) for _ in range(3))  # type: ignore[return-value]  # three arrays: a generator's tuple has no fixed length for mypy
+        return tuple(np.concatenate(column) for column in zip(*self.units))  # type: ignore[return-value]  # as above
 
     def dedupe(self) -> None:
         """Remove every record that repeats an earlier one; write each reject naming the one it repeats."""
@@ -259,8 +259,8 @@ class _Reading:
             ids = np.concatenate([i for i, _ in self.digests])
             keys = np.frombuffer(b"".join(d for _, d in self.digests), dtype="S16")
             _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-            original = ids[first[inverse]]
-            self.duplicates += [(int(r), int(o), "exact") for r, o in zip(ids[original != ids], original[original != ids])]
+            kept_ids = ids[first[inverse]]  # each record's first instance
+            self.duplicates += [(int(r), int(o), "exact") for r, o in zip(ids[kept_ids != ids], kept_ids[kept_ids != ids])]
             self.duplicates.sort()
         if not self.duplicates:
             return

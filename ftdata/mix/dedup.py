@@ -55,7 +55,7 @@ class Deduplicator(Generic[K]):
         if self.how is Dedup.NONE:
             raise ConfigError("dedup=none removes nothing: build no Deduplicator for it")
         self._first: dict[bytes, K] = {}
-        self._near = _Near(threshold=threshold, num_perm=num_perm) if self.how is Dedup.NEAR else None
+        self._near: _Near | None = _Near(threshold=threshold, num_perm=num_perm) if self.how is Dedup.NEAR else None
 
     def check(self, key: K, text: str) -> Duplicate[K] | None:
         """The duplicate record `key` is, or None (then it is kept and later records compare to it)."""

@@ -175,10 +175,10 @@ class Recipe:
         return cls(
             sources=sources,
             tokenizer=_tokenizer(_optional_str(top.get("tokenizer"), "tokenizer", where=origin), base),
-            mix_by=_choice(MixBy, top.get("mix_by") or MixBy.RECORDS, "mix_by", where=origin),  # type: ignore[arg-type]
+            mix_by=_choice(MixBy, top.get("mix_by") or MixBy.RECORDS, "mix_by", where=origin),  # type: ignore[arg-type]  # _choice returns the enum it is given (typed as the base)
             total=_total(top.get("total"), where=origin),
             seed=whole.data.seed,
-            dedup=_choice(Dedup, top.get("dedup") or Dedup.NONE, "dedup", where=origin),  # type: ignore[arg-type]
+            dedup=_choice(Dedup, top.get("dedup") or Dedup.NONE, "dedup", where=origin),  # type: ignore[arg-type]  # as above
             near_threshold=_fraction(top.get("near_threshold", 0.8), "near_threshold", where=origin),
             decontaminate=tuple(_paths(top.get("decontaminate"), base=base, where=origin)),
             ngram=_positive_int(top.get("ngram", 13), "ngram", where=origin),

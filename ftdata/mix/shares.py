@@ -30,7 +30,7 @@ class SourceSizes:
     """What the planner needs of one source: its records' units, its weight and its epochs_max."""
 
     name: str
-    units: Sequence[int]  # per record, in build order; >= 0
+    units: Sequence[int] | np.ndarray  # per record, in build order; >= 0
     weight: float  # > 0; shares are weights over their sum
     epochs_max: float = 1  # at most this many passes' worth of its units
 
@@ -124,7 +124,7 @@ def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, un
             raise ConfigError(f"source {source.name!r} has no {unit}: it cannot take a share; drop it or check its records")
     budget = total if total is not None else math.floor(min(c / w for c, w in zip(caps, shares)) * (1 + _SLACK))
     targets = _apportion(shares, budget)
-    for source, target, raw, have, cap in zip(sources, targets, shares * budget, available, caps):
+    for source, _target, raw, have, cap in zip(sources, targets, shares * budget, available, caps):
         if raw > cap * (1 + _SLACK):
             raise ConfigError(
                 f"source {source.name!r} has {have:,} {unit} but its share of total={budget:,} needs {math.ceil(raw):,}: "

@@ -108,7 +108,7 @@ def to_messages(
         field = f"steps[{k}]"
         if not isinstance(step, Mapping):
             raise RecordError(f"must be a step object, got {type(step).__name__}", location=location, field=field)
-        role = SOURCES.get(step.get("source"))  # type: ignore[arg-type]
+        role = SOURCES.get(step.get("source"))  # type: ignore[arg-type]  # a missing source looks up None: no role, refused below
         if role is None:
             raise RecordError(f"source must be system, user or agent, got {step.get('source')!r}", location=location, field=f"{field}.source")
         msg: dict[str, Any] = {"role": role, "content": _content(step.get("message"), location=location, field=f"{field}.message")}

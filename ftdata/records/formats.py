@@ -342,7 +342,7 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     if content is None and role == "assistant":  # OpenAI writes null content on a turn that only calls tools
         content = ""
     media: tuple[Any, ...] = ()
-    if has_media(content):  # image parts: a placeholder per image, its reference in `media`
+    if isinstance(content, list) and has_media(content):  # image parts: a placeholder per image, its reference in `media`
         content, media = content_parts(content, location=location, field=f"{where}.{content_key}")
     # A tool result names its tool and the call it answers; other turns' `name` (OpenAI's
     # participant name) is not read.
@@ -352,7 +352,7 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     )
     text = _text(content, location=location, field=f"{where}.{content_key}")
     return Message(
-        role,  # type: ignore[arg-type]
+        role,  # type: ignore[arg-type]  # a role checked against the roles above; its type stays str
         text,
         _train_flag(msg, location=location, field=where),
         tool_calls=calls,

@@ -151,8 +151,9 @@ def to_pairs(
                 f"{has}; a pair needs both (columns are {', '.join(map(str, row))}); map them with "
                 "--columns chosen=COLUMN,rejected=COLUMN", location=location, field=side,
             )  # fmt: skip
-    shape, chosen, rejected = pair_sides(row, columns, sides, location=location, roles=roles)
-    pair = _split(chosen, rejected, shape=shape, fields=(sides["chosen"][0], sides["rejected"][0]), location=location)
+    found = {side: (column, value) for side, (column, value) in sides.items() if column is not None}  # both, by now
+    shape, chosen, rejected = pair_sides(row, columns, found, location=location, roles=roles)
+    pair = _split(chosen, rejected, shape=shape, fields=(found["chosen"][0], found["rejected"][0]), location=location)
     if shape == "implicit":
         _check_prompt_text(row, columns, pair, location=location)
     return (scores.with_scores(pair, row, columns, location=location),)
@@ -308,7 +309,7 @@ def _best_against_worst(
     Each completion's `custom_system_prompt` differs, so it is no part of the shared prompt
     (HuggingFaceH4's binarization leaves it out too)."""
     col, completions = columns.find(row, "completions", location=location)
-    (best, high), (worst, low) = scores.best_and_worst(completions, location=location, field=col)
+    (best, high), (worst, low) = scores.best_and_worst(completions, location=location, field=col or "completions")
     chosen, rejected = (
         conversation(
             row, columns, INSTRUCTION, f"{col}[{j}].response", completions[j]["response"], fmt="instruction",

@@ -43,7 +43,7 @@ def conversation(
     except RecordError as exc:  # the conversation rules name a turn "messages[i]": name it by `key`
         if fmt != "messages" or key == "messages" or not (exc.field or "").startswith("messages["):
             raise
-        field = key + exc.field[len("messages") :]
+        field = key + (exc.field or "")[len("messages") :]
         raise type(exc)(exc.reason, location=location, field=field, code=exc.code) from None
     return example
 
@@ -179,7 +179,8 @@ def _is_hh(text: str) -> bool:
 
 
 def _kind(value: Any) -> str:
-    return {str: "text", list: "a list", dict: "a message object"}.get(type(value), type(value).__name__)
+    kinds: dict[type, str] = {str: "text", list: "a list", dict: "a message object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _starts_with_reply(items: list[Any], *, roles: Mapping[str, str]) -> bool:

@@ -189,7 +189,7 @@ class RewardColumns:
                     )  # fmt: skip
                 out.setdefault(name, kind)
                 seen.setdefault(name, source)
-        every = [set((c.types or {})) for c in named.values()]
+        every = [set(c.types or {}) for c in named.values()]
         return cls({name: kind if all(name in names for names in every) else kind.removesuffix("?") + "?" for name, kind in out.items()})
 
     def read(self, values: Mapping[str, Any], location: Location) -> dict[str, Any]:

@@ -221,7 +221,8 @@ def name_tool_results(messages: Sequence[Message]) -> tuple[Message, ...]:
         in_order = end - i - 1 == len(msg.tool_calls)
         for k, j in enumerate(range(i + 1, end)):
             result = out[j]
-            name = by_id.get(result.tool_call_id) or (msg.tool_calls[k].name if in_order else None)
+            named = by_id.get(result.tool_call_id) if result.tool_call_id is not None else None
+            name = named or (msg.tool_calls[k].name if in_order else None)
             if result.name is None and name is not None:
                 out[j] = replace(result, name=name)
     return tuple(out)

@@ -17,19 +17,19 @@ The tasks (`TASKS`, by module path, loaded on first use; docs/design.md "Tasks")
     kto          ftdata.run.pairs     prompt_ids + completion_ids + label
     prompts      ftdata.run.prompts   prompt + prompt_ids + typed reward columns: nothing trained (GRPO/RLOO)
 
-What `run` reads of a measured item, whatever its task: `example`, `location`, `total`,
-`tokenized.notes`, `rendered.method`, and optionally `drift` and `split_row`.
+What `run` reads of a measured item and its fit, whatever its task, is typed in `ftdata.run.seam` (`Item`: `example`,
+`location`, `total`, `tokenized.notes`, `rendered.method`, `drift`, `split_row`; `Fit`: `rows`, `reason`, `code`);
+every task's part of a batch is a `seam.Part`.
 """
 
 from __future__ import annotations
 
 import importlib
-import threading
 from dataclasses import dataclass, field, replace
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -37,8 +37,6 @@ import pyarrow as pa
 from ftdata.guard import limits
 from ftdata.guard.inputs import Digests, Input, Stat
 from ftdata.errors import Location, RecordError, UnusableRecord
-from ftdata.records.formats import FIELD_ALIASES, Columns
-from ftdata.records.preference import preference_columns
 from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
@@ -49,12 +47,23 @@ from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import processor_input, tokenizer_input
 from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.run.report import BuildReport, Reject
+from ftdata.run.seam import Fit, Item, Part, Rows, TaskState
 from ftdata.tokens.truncation import Truncator
 from ftdata.types import Example, Task, TruncationPolicy
 from ftdata.media.expand import Media, MediaMasker, MediaRenderer
 
-Record = tuple[Location, Any]
-Outcome = tuple[int, Any]  # (index of the record in its batch, what became of one item: its task's measured item, or a Reject)
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+Record = tuple[Location, Any]  # a row as its reader yields it: any JSON-like value, or the RecordError it raised
+Outcome = tuple[int, Item | Reject]  # (index of the record in its batch, what became of one item: measured, or a Reject)
+R = TypeVar("R")  # what a task reads from a row
+I = TypeVar("I", bound=Item)  # noqa: E741  # its measured item
+F = TypeVar("F", bound=Fit)  # its fit
+P = TypeVar("P", bound=Part)  # its part of a batch
+S = TypeVar("S", bound=TaskState, covariant=True)  # what it compiles once per stage
+ST = TypeVar("ST")
 # Records rendered and then tokenized at a time within a batch (`Stage.measure`): small enough that a local
 # build's threads alternate between Python (under the GIL) and the tokenizer (without it), large enough that
 # the tokenizer's per-call cost stays negligible.
@@ -71,45 +80,54 @@ TASKS: dict[Task, str] = {
 task module builds on this engine, so the engine loads it on first use (an added task is a module and a line)."""
 
 
-class TaskModule(Protocol):
+class TaskModule(Protocol[R, I, F, P, S]):
     """One task: what a build makes of records. The engine calls it with itself (`stage`) for what it compiled.
 
     `Stage.run` drives `examples`, `measure` and `fit`; a build's workers `reduce` each batch, the build
-    writes the parts with `open_rows` and makes the dataset with `finish`; `preview` and `stats` name the
-    module (`path:function`) that shows a batch and the one that measures a source, `report` the one that prints it.
+    writes the parts with `open_rows` and makes the dataset with `finish`; `stats` names the function
+    (`module:function`, in `ftdata.run`) that measures a source for `ftdata stats` and a recipe's plan. What
+    the CLI prints of a task is its own table (`ftdata.cli.views`). The types: what it reads from a row (R),
+    its measured item (I, an `Item`), its fit (F, a `Fit`), its part of a batch (P, a `Part`), what it compiles
+    once per stage (S, frozen).
     """
 
     task: Task
-    preview: str  # `module:function` (source, stage, *, offset, n, printer, tokenizer) -> records shown
-    stats: str  # `module:function` (source, stage, run, *, progress) -> a stats object (to_dict, tokenizer)
-    report: str  # `module` with show(stats, console, *, spell) (and write_plot/write_html where it draws)
+    stats: str  # `module:function` (source, stage, run, *, progress) -> a stats object (to_dict, tokenizer, planned)
+    columns: tuple[str, ...]  # the columns every row of the task holds: what says a built dataset is its rows
+    unit: str  # what a report counts its rows as ("sequences", "pairs", "completions", "prompts")
 
     def options(self, options: DataOptions) -> DataOptions:
         """The options the engine runs with for this task (pairs train the final turn: mask=last_assistant)."""
         ...
 
-    def examples(self, stage: Stage, location: Location, row: Any) -> tuple[Any, ...]:
+    def compiled(self, stage: Stage) -> S:
+        """What the task reads and renders records with, compiled once per stage from its options (the column
+        maps; SFT's response counter, made on first use)."""
+        ...
+
+    def examples(self, stage: Stage, location: Location, row: object) -> tuple[R, ...]:
         """What the task reads from one row (raises RecordError: the row is rejected at stage `format`)."""
         ...
 
-    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Outcome]:
+    def measure(self, stage: Stage, formatted: list[tuple[int, R | Reject]], responses: bool) -> list[tuple[int, I | Reject]]:
         """Render, tokenize and verify the items (rejects passed through), one outcome each, in order."""
         ...
 
-    def fit(self, stage: Stage, item: Any, policy: TruncationPolicy | None) -> Any:
-        """`item` fitted to the task's length limits: an object with `rows`, `reason` and `code` (`Truncated`)."""
+    def fit(self, stage: Stage, item: I, policy: TruncationPolicy | None) -> F:
+        """`item` fitted to the task's length limits: its rows and, when anything was cut, why (`Fit`)."""
         ...
 
-    def reduce(self, stage: Stage, ran: Ran) -> Any:
-        """A build's part of one batch (in the worker): the kept rows as arrays, `rejects`, `report`, `read`,
-        `groups` (each row's record in the batch), `units()` (each row's tokens and trained tokens)."""
+    def reduce(self, stage: Stage, ran: Ran[I, F]) -> P:
+        """A build's part of one batch (in the worker): the kept rows as arrays and the part contract (`Part`)."""
         ...
 
-    def open_rows(self, path: Path, options: DataOptions) -> Any:
-        """The writer of a build's rows file: `add(part)`, `close()`, `path`, `rows`, `records`."""
+    def open_rows(self, path: Path, options: DataOptions) -> Rows[P]:
+        """The writer of a build's rows file."""
         ...
 
-    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+    def finish(
+        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+    ) -> Dataset | DatasetDict:
         """The rows file as the build's `Dataset` (or `DatasetDict`), split by record."""
         ...
 
@@ -117,15 +135,23 @@ class TaskModule(Protocol):
         """The columns of the rows `finish` makes (an empty shard of an engine=ray build is this schema)."""
         ...
 
-    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+    def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Each built row's tokens and trained tokens, counted as its part of a batch counts them (`Part.units`):
+        the one definition a build's report, a recipe's plan and a training run's record share."""
+        ...
+
+    def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         """A split's rows as `--output-format jsonl` writes them: every column, and the tokens decoded."""
         ...
 
 
-_LOADED: dict[Task, TaskModule] = {}
+AnyTask = TaskModule[object, Item, Fit, Part, TaskState]  # a task as the engine holds it, whichever it is
 
 
-def task_module(task: Task | None) -> TaskModule:
+_LOADED: dict[Task, AnyTask] = {}
+
+
+def task_module(task: Task | None) -> AnyTask:
     """The `TaskModule` of `task` (None: SFT), from the table."""
     task = task or Task.SFT
     if task not in _LOADED:
@@ -158,21 +184,28 @@ class Stage:
             tokenizer = with_chat_tokens(tokenizer)
         self.tokenizer = tokenizer
         self.options = options
-        # Every key is checked once, over SFT's fields and preference data's (`--columns chosen=good` in a
-        # preference build, or in an SFT build that trains pairs' chosen side); the SFT reader gets its own.
-        self.pair_columns = preference_columns(options.columns)  # to tell preference-shaped rows apart
-        self.columns = Columns({name: column for name, column in self.pair_columns.explicit.items() if name in FIELD_ALIASES})
         self.media = None  # media items: expanded by the processor's rules, verified per record (ftdata.media)
         if options.processor is not None:
             self.media = Media(options, tokenizer)
             tokenizer = self.tokenizer = self.media.tokenizer  # with the processor's chat template
-        self.renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]
-        self.masker = Masker(tokenizer)
+        # The wrappers below render and mask around the Renderer / Masker they hold and hand it every other attribute.
+        self.renderer: Renderer = SupervisedRenderer(Renderer.from_options(tokenizer, options))  # type: ignore[assignment]  # a wrapper (above)
+        self.masker: Masker = Masker(tokenizer)
         if self.media is not None:
-            self.renderer, self.masker = MediaRenderer(self.renderer, self.media), MediaMasker(self.masker, self.media)
+            self.renderer = MediaRenderer(self.renderer, self.media)  # type: ignore[assignment]  # a wrapper (above)
+            self.masker = MediaMasker(self.masker, self.media)  # type: ignore[assignment]  # a wrapper (above)
         self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
-        self.lock = threading.Lock()  # engine=local measures batches on several threads: guards `built`
-        self.built: dict[str, Any] = {}  # what a task builds on first use for this stage (SFT: the response counter)
+        self.state = self.task.compiled(self)  # what the task reads and renders records with (its column maps)
+
+    def state_as(self, kind: type[ST]) -> ST:
+        """What the stage's task compiled (`TaskModule.compiled`), as the task's own type.
+
+        Raises:
+            TypeError: the stage holds another task (a bug: a task reads only the stages it compiled).
+        """
+        if not isinstance(self.state, kind):
+            raise TypeError(f"the stage's task compiled a {type(self.state).__name__}, not a {kind.__name__}")
+        return self.state
 
     @property
     def templates(self) -> tuple[Input, ...]:
@@ -188,7 +221,7 @@ class Stage:
             declared.append(processor_input(self.options.processor, digests))
         return tuple(declared)
 
-    def examples(self, location: Location, row: Any) -> tuple[Any, ...]:
+    def examples(self, location: Location, row: object) -> tuple[object, ...]:
         """What the task reads from `row` (raises RecordError)."""
         return self.task.examples(self, location, row)
 
@@ -196,7 +229,7 @@ class Stage:
         """`exc` as a reject at `stage` (on_error=raise: raised, naming the record)."""
         return Reject.from_error(exc, location, stage, on_error=self.options.on_error)
 
-    def measure_examples(self, formatted: list[tuple[int, Any]], *, responses: bool = False) -> list[Outcome]:
+    def measure_examples(self, formatted: list[tuple[int, object]], *, responses: bool = False) -> list[Outcome]:
         """`measure` from the format stage's outcomes on: the task renders, tokenizes and verifies them.
 
         The limits are read once for the batch (`limits.pinned`), not per render.
@@ -208,7 +241,7 @@ class Stage:
         """Render and mask one example, no truncation (render errors raise): for checks of one record."""
         return self.masker([self.renderer(example)])[0]
 
-    def truncate(self, item: Any, *, policy: TruncationPolicy | None = None) -> Any:
+    def truncate(self, item: Item, *, policy: TruncationPolicy | None = None) -> Fit:
         """`item` fitted to max_length by `policy` (default: the build's), as the task fits it: what build,
         stats and preview all use.
 
@@ -217,7 +250,7 @@ class Stage:
         """
         return self.task.fit(self, item, policy)
 
-    def reduce(self, ran: Ran) -> Any:
+    def reduce(self, ran: Ran[Item, Fit]) -> Part:
         """The build's part of one batch, as the task makes it."""
         return self.task.reduce(self, ran)
 
@@ -244,7 +277,7 @@ class Stage:
 
     def _measure(self, records: list[Record], start: int, end: int, responses: bool) -> list[Outcome]:
         """`measure` of records[start:end], each outcome with its index in `records`."""
-        formatted: list[tuple[int, Example | Reject]] = []
+        formatted: list[tuple[int, object]] = []
         for record, (location, row) in enumerate(records[start:end], start):
             try:
                 formatted.extend((record, example) for example in self.examples(location, row))
@@ -258,7 +291,7 @@ class Stage:
                 formatted.append((record, reject))
         return self.measure_examples(formatted, responses=responses)
 
-    def run(self, records: list[Record], *, responses: bool = False, lenient: bool = False) -> Ran:
+    def run(self, records: list[Record], *, responses: bool = False, lenient: bool = False) -> Ran[Item, Fit]:
         """Measure and truncate `records`, keeping each record whole: what every command reduces.
 
         A record with several examples (self-instruct `instances`) is kept whole or not at
@@ -272,7 +305,7 @@ class Stage:
         """
         policy = TruncationPolicy.DROP if lenient and self.options.truncation is TruncationPolicy.ERROR else None
         report = BuildReport(records=len(records))
-        ran = Ran(report=report)
+        ran: Ran[Item, Fit] = Ran(report=report)
         failed: set[int] = set()  # records with a rejected example
         for record, item in self.measure(records, responses=responses):
             if isinstance(item, Reject):
@@ -286,11 +319,11 @@ class Stage:
             if item.tokenized.notes:  # counting costs Python calls even when there are none
                 report.note(item.tokenized.notes)
                 report.reasoning_moved += moved(item.tokenized.notes)
-            if drift := getattr(item, "drift", ()):  # a task's rows with recorded token ids (SFT)
-                report.count_drift(drift)
+            if item.drift:  # a task's rows with recorded token ids (SFT)
+                report.count_drift(item.drift)
             result = self.truncate(item, policy=policy)
             if result.code is not None:
-                split_row = getattr(item, "split_row", None)  # a row of a split record (SFT's history=inference)
+                split_row = item.split_row  # a row of a split record (SFT's history=inference)
                 reason = f"{result.reason} ({split_row.describe()})" if split_row is not None else result.reason
                 ran.rejects.append(
                     Reject(item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total)
@@ -299,11 +332,11 @@ class Stage:
                 failed.add(record)
             ran.outcomes.append((record, item, result))
         if failed:
-            for i, (record, item, result) in enumerate(ran.outcomes):
-                if record in failed and result is not None and result.rows:
-                    if getattr(item, "split_row", None) is None:  # a split record's rows go with the one reject naming the row that failed
-                        ran.rejects.extend(Reject(item.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for _ in result.rows)  # type: ignore[union-attr]
-                    ran.outcomes[i] = (record, item, replace(result, rows=[]))
+            for i, (record, kept, fit) in enumerate(ran.outcomes):
+                if record in failed and fit is not None and fit.rows and not isinstance(kept, Reject):
+                    if kept.split_row is None:  # a split record's rows go with the one reject naming the row that failed
+                        ran.rejects.extend(Reject(kept.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for _ in fit.rows)
+                    ran.outcomes[i] = (record, kept, replace(fit, rows=[]))
         for reject in ran.rejects:
             report.add(reject)
         _count_splits(ran)
@@ -315,32 +348,36 @@ class Stage:
 def _count_splits(ran: Ran) -> None:
     """The report's split counts: records kept as several rows, the rows added and their tokens."""
     for _, item, result in ran.kept():
-        split_row = getattr(item, "split_row", None)
+        split_row = item.split_row
         if split_row is None:
             continue
         if split_row.index == 0:
             ran.report.split_records += 1
-        else:
-            ran.report.added_rows[split_row.reason.value] += 1  # type: ignore[union-attr]  # a row after the first has one
+        elif (reason := split_row.reason) is not None:  # a row after the first names why it exists
+            ran.report.added_rows[reason.value] += 1
             ran.report.added_tokens += sum(len(ids) for ids, _ in result.rows)
 
 
 @dataclass
-class Ran:
+class Ran(Generic[I, F]):
     """What the record engine made of one batch, in order: per example `(record index, its
     measurement or reject, its truncation under the build's policy)` (a record that is not
     kept whole has its rows emptied); every reject as the rejects file lists them; the counts."""
 
-    outcomes: list[tuple[int, Any, Any]] = field(default_factory=list)
+    outcomes: list[tuple[int, I | Reject, F | None]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     report: BuildReport = field(default_factory=BuildReport)
     # The media files read while it ran, as stat'ed (None: no file there): the build's manifest is their union.
     read: dict[str, Stat | None] = field(default_factory=dict)
 
-    def kept(self) -> Iterator[tuple[int, Any, Any]]:
+    def kept(self) -> Iterator[tuple[int, I, F]]:
         """`(record index, measured item, its fit)` of every item that kept rows (`fit.rows`), in order: what a
-        build's reducer writes."""
-        return ((record, item, result) for record, item, result in self.outcomes if result is not None and result.rows)
+        build's reducer writes (a reject has no fit)."""
+        return (
+            (record, item, result)
+            for record, item, result in self.outcomes
+            if result is not None and result.rows and not isinstance(item, Reject)
+        )
 
 
 def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -350,4 +387,4 @@ def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(list(chain.from_iterable(lists)), dtype=np.int32), lengths
 
 
-__all__ = ["TASKS", "Outcome", "Ran", "Stage", "TaskModule", "flat", "named", "task_module"]
+__all__ = ["TASKS", "AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "named", "task_module"]

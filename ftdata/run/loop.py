@@ -84,7 +84,7 @@ class StageSpec(Generic[P]):
                 if read != ours:
                     raise FtdataError(f"{ours.name} changed while the build ran (a worker read other bytes); build again")
             object.__setattr__(self, "stage", stage)
-        return self.stage  # type: ignore[return-value]
+        return self.stage  # type: ignore[return-value]  # set above: a frozen spec caches its stage
 
 
 @dataclass
@@ -120,7 +120,7 @@ def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: 
     try:
         for location, row in islice(reader, options.limit):
             try:
-                dropped = keep is not None and not keep(row, location)
+                dropped: bool | Reject = keep is not None and not keep(row, location)
             except RecordOverLimit as exc:  # the filter ran past a limit on this record: its reject (on_error=skip) or the error
                 dropped = Reject.from_error(exc, location, RejectStage.FILTER, on_error=options.on_error)
             if dropped:

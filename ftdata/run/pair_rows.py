@@ -15,16 +15,15 @@ where inference adds one; each completion ends with its stop token.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ftdata.options import DataOptions
 from ftdata.run.engine import Ran, flat
-from ftdata.run.report import BuildReport, Reject
+from ftdata.run.seam import Part
 from ftdata.run.rows import RECORD, list_column
 from ftdata.types import Task
 
@@ -64,22 +63,14 @@ def pair_schema(task: Task) -> pa.Schema:
 
 
 @dataclass
-class PairChunk:
+class PairChunk(Part):
     """A build's output for one batch of pairs, made in the worker: the kept rows as flat token columns
     (`prompt_ids`, then each completion's: every row's tokens in one int32 array and each row's length),
     KTO's labels, each row's record in the batch, the rejects, the counts. Arrays, not lists of rows: a
     worker process sends them back as a few buffers, and the parent writes them without a Python loop."""
 
     columns: list[tuple[np.ndarray, np.ndarray]]
-    labels: np.ndarray | None
-    groups: np.ndarray
-    rejects: list[Reject] = field(default_factory=list)
-    report: BuildReport = field(default_factory=BuildReport)
-    read: dict[str, Any] = field(default_factory=dict)  # pairs read no media files
-
-    @property
-    def records(self) -> int:
-        return self.report.records
+    labels: np.ndarray | None  # `groups`, `rejects`, `report`, `read` (pairs read no media file): the `Part` contract
 
     @property
     def size(self) -> int:
@@ -87,12 +78,19 @@ class PairChunk:
         return len(self.groups)
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's tokens (its prompt's and its completions') and trained tokens (its completions'), as a recipe counts them."""
+        """Each row's tokens and trained tokens, as a recipe counts them (`pair_units`)."""
         prompt, *completions = (lengths for _, lengths in self.columns)
-        trained = np.zeros(len(prompt), dtype=np.int64)
-        for lengths in completions:
-            trained += lengths
-        return prompt + trained, trained
+        return pair_units(prompt, completions)
+
+
+def pair_units(prompt: np.ndarray, completions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A pair's (or KTO row's) tokens and trained tokens, from each row's prompt and completion lengths: what the
+    row holds, the prompt once and each completion once (a trainer that runs prompt + chosen and prompt + rejected
+    reads the prompt twice; a row holds it once), and its completions, trained."""
+    trained = np.zeros(len(prompt), dtype=np.int64)
+    for lengths in completions:
+        trained += lengths
+    return prompt + trained, trained
 
 
 def pair_chunk(ran: Ran) -> PairChunk:
@@ -106,7 +104,7 @@ def pair_chunk(ran: Ran) -> PairChunk:
     columns = [flat([row.prompt for row in rows])]
     columns += [flat([row.completions[i] for row in rows]) for i in range(len(rows[0].completions) if rows else 0)]
     labels = np.array([row.label for row in rows], dtype=bool) if rows and rows[0].label is not None else None
-    out = PairChunk(columns, labels, np.asarray(groups, dtype=np.int64), ran.rejects, ran.report)
+    out = PairChunk(columns, labels, groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=ran.report)
     tokens, trained = out.units()
     out.report.sequences = len(rows)
     out.report.tokens, out.report.trained_tokens = int(tokens.sum()), int(trained.sum())

@@ -24,9 +24,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ftdata.chat.markers import shared_renders
 from ftdata.errors import RecordError, UnusableRecord
@@ -34,16 +36,23 @@ from ftdata.guard import limits
 from ftdata.guard.limits import RecordOverLimit
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
-from ftdata.records.preference import to_pairs, to_unpaired
-from ftdata.run.engine import Ran, Stage
-from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema
+from ftdata.chat.trajectory import SplitRow
+from ftdata.records.formats import Columns
+from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
+from ftdata.run.drift import Drift
+from ftdata.run.engine import Ran, Stage, TaskModule
+from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema, pair_units
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
 from ftdata.tokens.truncation import Truncator
 from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Pair, Rendered, Task, TruncationPolicy, Unpaired
 
-__all__ = ["KTO", "PAIRS", "Fitted", "MeasuredPair", "PairTask", "Side", "sides_of"]
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["KTO", "PAIRS", "Fitted", "MeasuredPair", "PairState", "PairTask", "Side", "sides_of"]
 
 ROUNDS = 3  # prompt cuts a pair may take: the SFT budget is re-aimed after each by what the pair still has over
 CUT_WORDS = {RejectCode.TURNS_DROPPED: "oldest turns dropped", RejectCode.PROMPT_SHORTENED: "prompt shortened"}
@@ -91,6 +100,23 @@ class MeasuredPair:
     def total(self) -> int:
         return self.row.length
 
+    @property
+    def split_row(self) -> SplitRow | None:
+        """A pair is one row of its record."""
+        return None
+
+    @property
+    def drift(self) -> tuple[Drift, ...]:
+        """A pair's completions carry no recorded token ids."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class PairState:
+    """What the pair task reads records with, compiled once per stage: the column map over preference fields."""
+
+    columns: Columns
+
 
 @dataclass(frozen=True, slots=True)
 class Fitted:
@@ -114,24 +140,29 @@ class PairTask:
     """Preference pairs (`task=preference`) or KTO rows (`task=kto`), a `TaskModule`: the stage's renderer and
     masker, with the last assistant turn as the one trained (a completion is the final turn)."""
 
-    preview = "ftdata.cli.pair_preview:run"
     stats = "ftdata.run.pair_stats:collect_pairs"
-    report = "ftdata.cli.pair_report"
 
     def __init__(self, task: Task):
         self.task = task
+        self.columns = tuple(pair_schema(task).names)  # prompt_ids, each completion's ids (, label)
+        self.unit = "pairs" if task is Task.PREFERENCE else "completions"
 
     def options(self, options: DataOptions) -> DataOptions:
         options.prompt_options_only()
         return replace(options, mask=MaskPolicy.LAST_ASSISTANT)
 
+    def compiled(self, stage: Stage) -> PairState:
+        return PairState(preference_columns(stage.options.columns))
+
     def examples(self, stage: Stage, location: Any, row: Any) -> tuple[Pair | Unpaired, ...]:
         read = to_unpaired if self.task is Task.KTO else to_pairs
-        return read(row, location, columns=stage.pair_columns, roles=stage.options.roles)
+        return read(row, location, columns=stage.state_as(PairState).columns, roles=stage.options.roles)
 
-    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Any]:
+    def measure(
+        self, stage: Stage, formatted: list[tuple[int, Pair | Unpaired | Reject]], responses: bool
+    ) -> list[tuple[int, MeasuredPair | Reject]]:
         """Render every side and prompt, tokenize them in one call, and verify each pair."""
-        out: list[Any] = []
+        out: list[Any] = []  # (record, None) until its pair is measured
         todo: list[tuple[int, Pair | Unpaired, Rendered, tuple[Rendered, ...]]] = []
         for record, item in formatted:
             if isinstance(item, Reject):
@@ -189,24 +220,32 @@ class PairTask:
             reject = stage.reject(exc, item.example.source, RejectStage.TRUNCATE)
             return Fitted([], reject.reason, reject.code)
 
-    def reduce(self, stage: Stage, ran: Ran) -> PairChunk:
+    def reduce(self, stage: Stage, ran: Ran[MeasuredPair, Fitted]) -> PairChunk:
         return pair_chunk(ran)
 
     def open_rows(self, path: Path, options: DataOptions) -> PairRows:
         return PairRows(path, task=self.task)
 
-    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+    def finish(
+        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+    ) -> Dataset | DatasetDict:
         return finish_rows(path, options, report, splits=splits)
 
-    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+    def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         return jsonl_pair_rows(split, tokenizer)
 
     def schema(self, options: DataOptions) -> pa.Schema:
         return pair_schema(self.task)
 
+    def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        lengths = [pc.list_value_length(rows.column(name)).to_numpy(zero_copy_only=False).astype(np.int64)
+                   for name in self.columns if name.endswith("_ids")]  # fmt: skip
+        return pair_units(lengths[0], lengths[1:])
 
-PAIRS = PairTask(Task.PREFERENCE)
-KTO = PairTask(Task.KTO)
+
+PairModule = TaskModule[Pair | Unpaired, MeasuredPair, Fitted, PairChunk, PairState]
+PAIRS: PairModule = PairTask(Task.PREFERENCE)
+KTO: PairModule = PairTask(Task.KTO)
 
 
 def _prompt(stage: Stage, record: Pair | Unpaired, sides: tuple[Rendered, ...]) -> Rendered:
@@ -260,7 +299,8 @@ def _shorten(stage: Stage, item: MeasuredPair, over: str) -> Fitted:
             break
         shorter = cut.conversations[0]
         record = replace(item.record, prompt=replace(shorter, messages=shorter.messages[:-1]))
-        ((_, again),) = stage.measure_examples([(0, record)])
+        with limits.pinned():
+            ((_, again),) = PAIRS.measure(stage, [(0, record)], False)
         if isinstance(again, Reject):
             return Fitted([], f"the pair with its prompt shortened cannot be used: {again.reason}", again.code)
         if again.row.length <= limit:

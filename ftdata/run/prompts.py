@@ -22,23 +22,34 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from os.path import commonprefix
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ftdata.chat.markers import shared_renders
 from ftdata.errors import RecordError, TemplateError, UnusableRecord
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
-from ftdata.run.engine import Ran, Stage, flat
+from ftdata.chat.trajectory import SplitRow
+from ftdata.guard import limits
+from ftdata.records.formats import Columns
+from ftdata.run.drift import Drift
+from ftdata.run.engine import Ran, Stage, TaskModule, flat
+from ftdata.run.seam import Memo, Part
+from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import RECORD, finish_rows, list_column
 from ftdata.tokens.reuse import ReusingEncoder
-from ftdata.types import IGNORE_INDEX, Example, Message, PromptCut, Rendered, Task, TruncationPolicy
+from ftdata.types import Example, Message, PromptCut, Rendered, Task, TruncationPolicy
 
-__all__ = ["PROMPTS", "MeasuredPrompt", "PromptChunk", "PromptRow", "PromptRows", "PromptTask", "opened"]
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["PROMPTS", "MeasuredPrompt", "PromptChunk", "PromptRow", "PromptRows", "PromptState", "PromptTask", "PromptTokens", "opened"]
 
 IDS = pa.list_(pa.int32())
 ARROW_TYPES = {
@@ -60,15 +71,11 @@ class PromptRow:
 
 
 @dataclass(frozen=True, slots=True)
-class _Ids:
-    """What `Stage.run` reads of an item's tokens: its notes (a prompt carries no labels)."""
+class PromptTokens:
+    """A prompt's tokens and the notes its render left (`seam.Noted`): nothing in it is trained, so it has no labels."""
 
     input_ids: list[int]
     notes: tuple[Note, ...] = ()
-
-    @property
-    def labels(self) -> list[int]:
-        return [IGNORE_INDEX] * len(self.input_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,7 @@ class MeasuredPrompt:
 
     record: PromptRecord
     rendered: Rendered
-    tokenized: _Ids
+    tokenized: PromptTokens
     row: PromptRow
     opens: str = ""
 
@@ -93,6 +100,27 @@ class MeasuredPrompt:
     def total(self) -> int:
         return len(self.row.prompt_ids)
 
+    @property
+    def split_row(self) -> SplitRow | None:
+        """A prompt is one row of its record."""
+        return None
+
+    @property
+    def drift(self) -> tuple[Drift, ...]:
+        """A prompt trains nothing: no recorded token ids to check."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptState:
+    """What the prompt task reads records with, compiled once per stage: the column map, the typed reward
+    columns, and what the generation prompt opens per template kwargs (probed on first use: `opened`)."""
+
+    columns: Columns
+    rewards: RewardColumns
+    encoder: ReusingEncoder  # the template's constant stretches tokenized once per build (`ftdata.tokens.reuse`)
+    opens: Memo[str] = field(default_factory=Memo)
+
 
 @dataclass(frozen=True, slots=True)
 class FittedPrompt:
@@ -107,21 +135,23 @@ class PromptTask:
     """Prompt sets (`TaskModule`): the inference prompt of each record and its reward columns, nothing trained."""
 
     task = Task.PROMPTS
-    preview = "ftdata.cli.prompt_views:preview"
-    stats = "ftdata.cli.prompt_views:collect"
-    report = "ftdata.cli.prompt_views"
+    stats = "ftdata.run.prompt_stats:collect"
+    columns: tuple[str, ...] = ("prompt", "prompt_ids")  # and the reward columns the build typed
+    unit = "prompts"
 
     def options(self, options: DataOptions) -> DataOptions:
         return options
 
-    def examples(self, stage: Stage, location: Any, row: Any) -> tuple[PromptRecord, ...]:
-        with stage.lock:  # the column map and the reward columns, built once per stage
-            if (readers := stage.built.get("prompts")) is None:
-                readers = stage.built["prompts"] = (prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns))
-        columns, rewards = readers
-        return (to_prompt(row, location, columns=columns, rewards=rewards, roles=stage.options.roles),)
+    def compiled(self, stage: Stage) -> PromptState:
+        return PromptState(prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns), ReusingEncoder(stage.tokenizer))
 
-    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Any]:
+    def examples(self, stage: Stage, location: Any, row: Any) -> tuple[PromptRecord, ...]:
+        state = stage.state_as(PromptState)
+        return (to_prompt(row, location, columns=state.columns, rewards=state.rewards, roles=stage.options.roles),)
+
+    def measure(
+        self, stage: Stage, formatted: list[tuple[int, PromptRecord | Reject]], responses: bool
+    ) -> list[tuple[int, MeasuredPrompt | Reject]]:
         """Render every prompt, tokenize them in one call, verify each against transformers' own render."""
         out: list[Any] = []
         todo: list[tuple[int, PromptRecord, Rendered, Any]] = []
@@ -145,7 +175,7 @@ class PromptTask:
         todo += _render_plain(stage, plain, out)
         chat = stage.renderer.chat is not None
         texts = [rendered.text for _, _, rendered, _ in todo]
-        ids = _encoder(stage).encode(texts, stage.tokenizer, special=not chat) if todo else []
+        ids = stage.state_as(PromptState).encoder.encode(texts, stage.tokenizer, special=not chat) if todo else []
         for (i, item, rendered, stored), prompt_ids in zip(todo, ids):
             opens = opened(stage, item.example) if chat else ""
             notes = (*item.example.notes, *rendered.notes)
@@ -153,7 +183,7 @@ class PromptTask:
                 notes += (Note(NoteCode.PROMPT_OPENS, f"the generation prompt opens {opens!r}; a completion continues it"),)
             tools = json.dumps(list(item.example.tools), ensure_ascii=False) if item.example.tools else None
             row = PromptRow(stored, list(prompt_ids), item.columns, tools)
-            out[i] = (out[i][0], MeasuredPrompt(item, rendered, _Ids(row.prompt_ids, notes), row, opens))
+            out[i] = (out[i][0], MeasuredPrompt(item, rendered, PromptTokens(row.prompt_ids, notes), row, opens))
         return out
 
     def fit(self, stage: Stage, item: MeasuredPrompt, policy: TruncationPolicy | None) -> FittedPrompt:
@@ -172,16 +202,18 @@ class PromptTask:
         except RecordError as exc:
             return FittedPrompt([], f"too long: {over}; cut, it cannot be rendered: {exc.reason}", RejectCode.TOO_LONG)
 
-    def reduce(self, stage: Stage, ran: Ran) -> PromptChunk:
+    def reduce(self, stage: Stage, ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptChunk:
         return prompt_chunk(ran)
 
     def open_rows(self, path: Path, options: DataOptions) -> PromptRows:
         return PromptRows(path, options)
 
-    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+    def finish(
+        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+    ) -> Dataset | DatasetDict:
         return finish_rows(path, options, report, splits=splits)
 
-    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+    def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         """Rows with every column plus `text`: the prompt_ids decoded (what the model is given)."""
         for batch in split.iter(batch_size=256):
             texts = tokenizer.batch_decode(batch["prompt_ids"], skip_special_tokens=False)
@@ -191,16 +223,13 @@ class PromptTask:
     def schema(self, options: DataOptions) -> pa.Schema:
         return prompt_schema(options)
 
+    def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Each prompt's tokens; nothing is trained (the trainer samples the completions)."""
+        lengths = pc.list_value_length(rows.column("prompt_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
+        return lengths, np.zeros(len(lengths), dtype=np.int64)
 
-PROMPTS = PromptTask()
 
-
-def _encoder(stage: Stage) -> ReusingEncoder:
-    """The stage's encoder: a template's constant stretches tokenized once per build (`ftdata.tokens.reuse`)."""
-    with stage.lock:
-        if (encoder := stage.built.get("reuse")) is None:
-            encoder = stage.built["reuse"] = ReusingEncoder(stage.tokenizer)
-    return encoder  # type: ignore[no-any-return]
+PROMPTS: TaskModule[PromptRecord, MeasuredPrompt, FittedPrompt, PromptChunk, PromptState] = PromptTask()
 
 
 def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, str]] | str]:
@@ -231,21 +260,22 @@ def _plain(stage: Stage, example: Example) -> list[dict[str, str]] | None:
     """The prompt as the row stores it when the chat template alone renders it (`Renderer.plain_prompt`) and
     ftdata gives the template exactly those messages: then the template's render of the stored messages, the
     one a trainer makes, is ftdata's render too (the same function of the same arguments). None otherwise."""
-    example = stage.renderer.plain_prompt(example)  # type: ignore[attr-defined]
+    example = stage.renderer.plain_prompt(example)
     if example is None:
         return None
     try:
         stored = _stored(example)
     except UnusableRecord:  # rendered on its own, which says why in its order of checks
         return None
-    return stored if stage.renderer.chat_messages(example) == stored else None  # type: ignore[attr-defined]
+    return stored if stage.renderer.chat_messages(example) == stored else None
 
 
 def _render_plain(stage: Stage, plain: list[tuple[int, PromptRecord, list[dict[str, str]]]], out: list[Any]) -> list[Any]:
     """The prompts `_plain` kept, rendered by one template call for all (`ChatRenderer.render_all`: transformers'
     render of the stored messages, as TRL's trainers render a batch), or one by one where that call fails, a
     failing prompt rejected as `measure` rejects it. Fills rejects into `out`; returns what `measure` tokenizes."""
-    texts = stage.renderer.chat.render_all([stored for _, _, stored in plain], generation=True) if plain else []  # type: ignore[union-attr]
+    chat = stage.renderer.chat
+    texts = chat.render_all([stored for _, _, stored in plain], generation=True) if plain and chat is not None else []
     if texts is not None:
         return [(i, item, Rendered(text, (), "generation prompt"), stored) for (i, item, stored), text in zip(plain, texts)]
     todo = []
@@ -281,7 +311,9 @@ def _hf_render(stage: Stage, example: Example, messages: list[dict[str, Any]], *
     the build's and the record's kwargs: as a trainer renders the stored prompt. Inside `shared_renders`, a render
     of the very arguments ftdata's own render had is that render (the same function of the same input)."""
     try:
-        return stage.renderer.chat(  # type: ignore[no-any-return]
+        chat = stage.renderer.chat
+        assert chat is not None  # transformers' render of a chat template: called for chat templates only
+        return chat(
             messages, generation=generation, tools=list(example.tools) or None, kwargs=example.template_kwargs, location=example.source
         )
     except TemplateError as exc:  # the template's own error: the record is unusable, not the build
@@ -291,10 +323,13 @@ def _hf_render(stage: Stage, example: Example, messages: list[dict[str, Any]], *
 def opened(stage: Stage, example: Example) -> str:
     """What the generation prompt writes after the assistant header: the text it adds that a reply written
     as a turn does not start with (`<think>\\n` opened, an empty think block closed). Once per stage and kwargs."""
-    # the build's kwargs alone: one key, not one JSON text per record
-    key = "opens:" + json.dumps(example.template_kwargs, sort_keys=True, default=str) if example.template_kwargs else "opens"
-    if key in stage.built:  # read without the lock: a key is written once, with its final value
-        return stage.built[key]  # type: ignore[no-any-return]
+    # the build's kwargs are the stage's: a record's own kwargs make the key (none: one key, no JSON text per record)
+    key = json.dumps(example.template_kwargs, sort_keys=True, default=str) if example.template_kwargs else ""
+    return stage.state_as(PromptState).opens.get(key, lambda: _probed_opens(stage, example))
+
+
+def _probed_opens(stage: Stage, example: Example) -> str:
+    """`opened`, probed: the generation prompt and a reply written as history, rendered with `example`'s kwargs."""
     probe = replace(example, messages=(Message("user", "P"),), tools=())  # once per kwargs, not per tool set
     user = {"role": "user", "content": "P"}
     try:
@@ -306,10 +341,7 @@ def opened(stage: Stage, example: Example) -> str:
         base = prompt = turn = ""
     added = prompt[len(base):] if prompt.startswith(base) else ""
     start = turn[len(base):].split(PROBE)[0] if turn.startswith(base) and PROBE in turn else ""
-    opens = added[len(commonprefix([added, start])):] if added else ""
-    with stage.lock:
-        stage.built[key] = opens
-    return opens
+    return added[len(commonprefix([added, start])):] if added else ""
 
 
 def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPrompt:
@@ -321,7 +353,8 @@ def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPro
     while keep_lo < keep_hi:
         keep = (keep_lo + keep_hi + 1) // 2
         shorter = replace(item.example, messages=(*messages[:longest], replace(messages[longest], content=_shortened(text, keep, stage.options.prompt_cut)), *messages[longest + 1:]))
-        (_, again), = stage.measure_examples([(0, replace(item.record, example=shorter))])
+        with limits.pinned():
+            (_, again), = PROMPTS.measure(stage, [(0, replace(item.record, example=shorter))], False)
         if isinstance(again, Reject):
             raise RecordError(again.reason)
         if again.total <= limit:
@@ -336,16 +369,13 @@ def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPro
 
 
 def _shortened(text: str, keep: int, cut: PromptCut) -> str:
-    """`text` with `keep` characters kept as prompt_cut says."""
-    if cut is PromptCut.START:
-        return text[len(text) - keep:]
-    if cut is PromptCut.MIDDLE and keep >= 2:
-        return f"{text[: keep // 2]}\n[...]\n{text[len(text) - (keep - keep // 2):]}"
-    return text[:keep]
+    """`text` with `keep` characters kept as prompt_cut says: the cut every task makes (`tokens.shorten.cut_text`,
+    the same marker where middle takes text out), on character edges."""
+    return cut_text(text, [(i, i + 1) for i in range(len(text))], drop=len(text) - keep, side=cut)
 
 
 @dataclass
-class PromptChunk:
+class PromptChunk(Part):
     """A build's part of one batch of prompts (made in the worker): the token ids as one flat array, the stored
     prompts and reward columns as lists, each row's record in the batch, the rejects, the counts."""
 
@@ -353,21 +383,14 @@ class PromptChunk:
     prompts: list[Any]
     tools: list[str | None]
     columns: dict[str, list[Any]]
-    groups: np.ndarray
-    rejects: list[Reject] = field(default_factory=list)
-    report: BuildReport = field(default_factory=BuildReport)
-    read: dict[str, Any] = field(default_factory=dict)  # prompts read no media files
-
-    @property
-    def records(self) -> int:
-        return self.report.records
+    # `groups`, `rejects`, `report`, `read` (prompts read no media file): the `Part` contract
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's tokens (its prompt's) and trained tokens (none), as a recipe counts them."""
         return self.ids[1], np.zeros(len(self.ids[1]), dtype=np.int64)
 
 
-def prompt_chunk(ran: Ran) -> PromptChunk:
+def prompt_chunk(ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptChunk:
     """The build's reducer for prompts: the rows `Stage.run` kept, with the counts a build reports."""
     rows: list[PromptRow] = []
     groups: list[int] = []
@@ -378,7 +401,7 @@ def prompt_chunk(ran: Ran) -> PromptChunk:
             ran.report.prompt_opens[item.opens] += 1
     names = list(rows[0].columns) if rows else []
     out = PromptChunk(flat([r.prompt_ids for r in rows]), [r.prompt for r in rows], [r.tools for r in rows], {n: [r.columns[n] for r in rows] for n in names},
-                      np.asarray(groups, dtype=np.int64), ran.rejects, ran.report)  # fmt: skip
+                      groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=ran.report)  # fmt: skip
     out.report.sequences = len(rows)
     out.report.tokens, out.report.trained_tokens = int(out.ids[1].sum()), 0
     return out
@@ -414,11 +437,13 @@ class PromptRows:
             schema = prompt_schema(self.options, text=isinstance(part.prompts[0], str))
             self.schema = schema.append(pa.field(RECORD, pa.int64()))
             self._writer = pa.ipc.new_stream(str(self.path), self.schema)
+        schema = self.schema
+        assert schema is not None  # set with the writer, from the first chunk
         values, lengths = part.ids
-        columns = [pa.array(part.prompts, type=self.schema.field("prompt").type), list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
+        columns = [pa.array(part.prompts, type=schema.field("prompt").type), list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
                    pa.array(part.tools, type=pa.string())]  # fmt: skip
-        columns += [pa.array(part.columns[name], type=self.schema.field(name).type) for name in self.schema.names[3:-1]]
-        self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=self.schema))
+        columns += [pa.array(part.columns[name], type=schema.field(name).type) for name in schema.names[3:-1]]
+        self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=schema))
         self.rows += len(part.groups)
 
     def close(self) -> None:

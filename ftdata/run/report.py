@@ -19,7 +19,6 @@ REPORT_FORMAT = 5  # part of the cache key: 2 = rejects counted by code, 3 = not
 # 5 = think blocks moved into reasoning, recorded token ids compared
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
 COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows", "prompt_opens")
-UNITS = {"preference": "pairs", "kto": "completions", "prompts": "prompts"}  # what a report's `sequences` counts, by task (else sequences)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +207,9 @@ class BuildReport:
             data["packing"] = {split: PackingStats(**stats) for split, stats in data["packing"].items()}
         return cls(**data)
 
-    def summary(self) -> str:
-        """One line for logs and warnings."""
-        parts = [f"{self.records} records -> {self.sequences} {UNITS.get(self.task, 'sequences')}"]
+    def summary(self, *, unit: str = "sequences") -> str:
+        """One line for logs and warnings. `unit`: what the task calls a row (its `TaskModule.unit`: pairs, ...)."""
+        parts = [f"{self.records} records -> {self.sequences} {unit}"]
         if self.rows != self.sequences:
             parts.append(f"{self.rows} rows")
         if self.rejected:

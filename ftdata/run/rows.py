@@ -184,7 +184,7 @@ class RowsFile:
         dtype = self._dtypes[name]
         nbytes = self.lengths[rows].astype(np.int64) * dtype.itemsize
         out = np.empty(int(nbytes.sum()) // dtype.itemsize, dtype=dtype)
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         dest = 0
         batch = np.searchsorted(self._firsts, rows, side="right") - 1
         positions = self._starts[rows] + self._shifts[name][batch]
@@ -202,7 +202,7 @@ class RowsFile:
         out = np.ones(int(lengths.sum()), dtype=np.float32)
         if not self.weighted:
             return out
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         dest = np.concatenate([[0], np.cumsum(lengths)[:-1]]) * 4
         with self.path.open("rb", buffering=0) as fh:
             for row, at in zip(rows.tolist(), dest.tolist()):
@@ -411,7 +411,8 @@ def finish(
             )  # fmt: skip
             split = datasets.Dataset.from_file(str(target))
         else:
-            split = dataset if rows is None else dataset.select(rows)  # type: ignore[union-attr]
+            assert dataset is not None  # rows that are not packed: read from the file above
+            split = dataset if rows is None else dataset.select(rows)
             if options.padding == "max_length":
                 padded = pad_table(split.with_format("arrow")[:], max_length=options.max_length, pad_id=pad_id, side=options.padding_side)
                 with pa.ipc.new_stream(str(target), padded.schema) as sink:

@@ -15,14 +15,15 @@ Token counts of one example (`Measured`):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ftdata.chat.markers import shared_renders
 from ftdata.chat.render import Renderer, trained_turns
@@ -30,23 +31,27 @@ from ftdata.chat.supervision import flagged
 from ftdata.chat.trajectory import SplitRow, split
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.guard import limits
-from ftdata.guard.inputs import Stat
 from ftdata.media.column import MEDIA_FIELD, MEDIA_TYPE
-from ftdata.media.expand import no_processor
+from ftdata.media.expand import Media, no_processor
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.records.formats import to_examples
+from ftdata.records.formats import FIELD_ALIASES, Columns, to_examples
 from ftdata.records.media import attach_columns
-from ftdata.records.preference import detect_task, looks_like_preference, to_pairs
+from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
 from ftdata.run.drift import Drift, recorded, token_drift
-from ftdata.run.engine import Outcome, Ran, Stage, flat
+from ftdata.run.engine import Ran, Stage, TaskModule, flat
 from ftdata.run.report import BuildReport, Reject
+from ftdata.run.seam import Once, Part
 from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
-__all__ = ["SFT", "Chunk", "Measured", "SftTask", "chunk", "jsonl_rows", "trained_runs"]
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["SFT", "Chunk", "Measured", "SftState", "SftTask", "chunk", "jsonl_rows", "trained_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,57 +83,76 @@ class Measured:
 
 
 @dataclass
-class Chunk:
-    """A build's output for one batch: flat token arrays, every reject (for the file) and the counts."""
+class Chunk(Part):
+    """A build's output for one batch: flat token arrays, and the `Part` contract (each sequence's record in the
+    batch, every reject for the file, the counts, the media files the batch read)."""
 
     ids: np.ndarray
     labels: np.ndarray
     lengths: np.ndarray
-    groups: np.ndarray  # record index in the batch, per sequence: the held-out split keeps records whole
-    rejects: list[Reject] = field(default_factory=list)
-    report: BuildReport = field(default_factory=BuildReport)
     media: list[list[dict[str, Any]]] | None = None  # per sequence, its `media` column (a build with a processor only)
     # Per token: the loss weight (1 for a sequence without weights); None when no sequence of the batch has any.
     weights: np.ndarray | None = None
-    read: dict[str, Stat | None] = field(default_factory=dict)  # the media files the batch read (`Ran.read`)
     sources: list[str] = field(default_factory=list)  # per sequence, its record's location (the `record` column)
-
-    @property
-    def records(self) -> int:
-        return self.report.records
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's tokens and trained tokens, as a recipe counts them."""
-        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
-        trained = np.add.reduceat(self.labels != IGNORE_INDEX, starts) if len(self.lengths) else np.zeros(0, dtype=np.int64)
-        return self.lengths, trained.astype(np.int64)
+        return self.lengths, trained_per_row(self.labels, self.lengths)
+
+
+def trained_per_row(labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The trained tokens (label != -100) of each row of `labels` laid end to end, rows `lengths` long (none empty)."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    trained = np.add.reduceat(labels != IGNORE_INDEX, starts) if len(lengths) else np.zeros(0, dtype=np.int64)
+    return trained.astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class SftState:
+    """What the SFT task reads and renders records with, compiled once per stage."""
+
+    # Every key is checked once, over SFT's fields and preference data's (`--columns chosen=good` in a
+    # preference build, or in an SFT build that trains pairs' chosen side); the SFT reader gets its own.
+    pair_columns: Columns  # to tell preference-shaped rows apart
+    columns: Columns
+    responses: Once[Renderer]  # the all_assistant renderer that counts response tokens, made on first use
+
+    @classmethod
+    def of(cls, stage: Stage) -> SftState:
+        pair_columns = preference_columns(stage.options.columns)
+        columns = Columns({name: column for name, column in pair_columns.explicit.items() if name in FIELD_ALIASES})
+        return cls(pair_columns, columns, Once(lambda: Renderer.from_options(stage.tokenizer, stage.options, mask=MaskPolicy.ALL_ASSISTANT)))
 
 
 class SftTask:
     """The SFT task (`TaskModule`): assistant turns trained, verified per record."""
 
     task = Task.SFT
-    preview = "ftdata.cli.preview:run"
     stats = "ftdata.run.stats:collect"
-    report = "ftdata.cli.stats_report"
+    columns: tuple[str, ...] = ("input_ids", "labels")
+    unit = "sequences"
 
     def options(self, options: DataOptions) -> DataOptions:
         options.prompt_options_only()
         return options
 
+    def compiled(self, stage: Stage) -> SftState:
+        return SftState.of(stage)
+
     def examples(self, stage: Stage, location: Location, row: Any) -> tuple[Example, ...]:
         """The row's conversations (self-instruct `instances`: several); a preference-shaped row: see `_chosen`."""
-        if looks_like_preference(row, stage.pair_columns) is not None and (chosen := _chosen(stage, location, row)) is not None:
+        state = stage.state_as(SftState)
+        if looks_like_preference(row, state.pair_columns) is not None and (chosen := _chosen(stage, location, row)) is not None:
             examples = chosen
         else:
-            examples = to_examples(row, location, format=stage.options.format, columns=stage.columns, roles=stage.options.roles)
+            examples = to_examples(row, location, format=stage.options.format, columns=state.columns, roles=stage.options.roles)
         if stage.media is not None:  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts
             return attach_columns(examples, row, location) if isinstance(row, Mapping) else examples
         for example in examples:
             no_processor(example)
         return examples
 
-    def measure(self, stage: Stage, formatted: list[tuple[int, Any]], responses: bool) -> list[Outcome]:
+    def measure(self, stage: Stage, formatted: list[tuple[int, Example | Reject]], responses: bool) -> list[tuple[int, Measured | Reject]]:
         """Render and mask the examples (one tokenizer call), under history=inference one row per turn that
         inference sees otherwise (`ftdata.chat.trajectory`); drift against recorded ids noted."""
         out: list[Any] = []
@@ -142,8 +166,8 @@ class SftTask:
             except RecordError as exc:
                 out.append((record, stage.reject(exc, example.source, RejectStage.RENDER)))
                 continue
-            for row, rendered, split_row in rows:
-                todo.append((len(out), row, rendered, split_row))
+            for conversation, rendered, split_row in rows:
+                todo.append((len(out), conversation, rendered, split_row))
                 out.append((record, None))
         masked = stage.masker([r for _, _, r, _ in todo]) if todo else []
         counts = _response_counts(stage, [e for _, e, _, _ in todo], masked) if responses else [None] * len(todo)
@@ -188,17 +212,26 @@ class SftTask:
 
 
 
-    def reduce(self, stage: Stage, ran: Ran) -> Chunk:
+    def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> Chunk:
         return chunk(ran, media=stage.media)
 
     def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
         return ArrowRows(path, media=options.processor is not None)
 
-    def finish(self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, Any] | None, pad_id: int) -> Any:
+    def finish(
+        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+    ) -> Dataset | DatasetDict:
         return finish(path, options, report, pad_id=pad_id, splits=splits)
 
-    def jsonl(self, split: Any, tokenizer: Any) -> Iterator[dict[str, Any]]:
+    def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         return jsonl_rows(split, tokenizer)
+
+    def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Every token of a row (packed: of its sequences and padding) and those with a label."""
+        labels = rows.column("labels")
+        labels = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels  # a Table's, or a batch's
+        lengths = pc.list_value_length(labels).to_numpy(zero_copy_only=False).astype(np.int64)
+        return lengths, trained_per_row(labels.flatten().to_numpy(zero_copy_only=False), lengths)
 
     def schema(self, options: DataOptions) -> pa.Schema:
         if options.packing:
@@ -207,10 +240,10 @@ class SftTask:
         return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
 
 
-SFT = SftTask()
+SFT: TaskModule[Example, Measured, Truncated, Chunk, SftState] = SftTask()
 
 
-def _rows(stage: Stage, example: Example) -> list[tuple[Example, Rendered, SplitRow | None]]:
+def _rows(stage: Stage, example: Example) -> Sequence[tuple[Example, Rendered, SplitRow | None]]:
     """The example's rows: one, or under history=inference the fewest that train every turn as inference
     sees it (`ftdata.chat.trajectory`). A multi-turn record's renders are shared among its checks and rows.
 
@@ -231,9 +264,7 @@ def _response_counts(stage: Stage, examples: list[Example], masked: list[Tokeniz
     """Each example's response tokens: its trained tokens under mask=all_assistant."""
     if stage.options.mask is MaskPolicy.ALL_ASSISTANT:
         return [count_trained(m.labels) if isinstance(m, Tokenized) else 0 for m in masked]
-    with stage.lock:  # the all_assistant renderer, built on first use
-        if (responses := stage.built.get("responses")) is None:
-            responses = stage.built["responses"] = Renderer.from_options(stage.tokenizer, stage.options, mask=MaskPolicy.ALL_ASSISTANT)
+    responses = stage.state_as(SftState).responses.get()  # the all_assistant renderer, built on first use
     rendered: list[Rendered | None] = []
     for example in examples:
         try:
@@ -255,11 +286,12 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     Raises:
         RecordError: the task was detected from the data's first record, which was SFT-shaped.
     """
+    columns = stage.state_as(SftState).pair_columns
     if stage.options.task is Task.SFT:
-        if looks_like_preference(row, stage.pair_columns) is Task.PREFERENCE:
-            return tuple(p.chosen_example() for p in to_pairs(row, location, columns=stage.pair_columns, roles=stage.options.roles))
+        if looks_like_preference(row, columns) is Task.PREFERENCE:
+            return tuple(p.chosen_example() for p in to_pairs(row, location, columns=columns, roles=stage.options.roles))
         return None
-    task = detect_task(row, location, columns=stage.pair_columns)  # a label to ask about: asks
+    task = detect_task(row, location, columns=columns)  # a label to ask about: asks
     raise RecordError(
         f"is {task.value} data (chosen/rejected or a true/false label) but the build is SFT: the data's first "
         f"record is SFT data, or a source read once (a pipe) is not read ahead; choose with --task {task.value} "
@@ -268,7 +300,7 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     )  # fmt: skip
 
 
-def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
+def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None) -> Chunk:
     """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
 
     `media` (a build with a processor): each sequence's `media` column too (`Media.column`).
@@ -284,13 +316,13 @@ def chunk(ran: Ran, *, media: Media | None = None) -> Chunk:
         if columns is not None:  # a row of the record as measured reuses its items; a shortened one reads them again
             sources = result.conversations or (item.example,) * len(result.rows)
             columns.extend(
-                media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]
+                media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]  # columns is set only with media
                 for (ids, _), example in zip(result.rows, sources)
             )  # fmt: skip
     report = ran.report
     out = Chunk(
-        *_flatten(seqs), np.asarray(groups, dtype=np.int64), ran.rejects, report, media=columns, weights=_weights(seqs),
-        read=ran.read, sources=where,
+        *_flatten(seqs), groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=report, media=columns,
+        weights=_weights(seqs), read=ran.read, sources=where,
     )  # fmt: skip
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())

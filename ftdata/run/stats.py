@@ -23,7 +23,7 @@ import numpy as np
 
 from ftdata.run import loop
 from ftdata.run.engine import Ran, Stage
-from ftdata.run.sft import Measured
+from ftdata.run.sft import SFT, Measured
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
@@ -68,7 +68,7 @@ def _outcome(stage: Stage, measured: Measured, policy: TruncationPolicy) -> tupl
     row = measured.tokenized
     if measured.total <= stage.options.max_length:
         return FIT, 0, [(row.input_ids, row.labels)]
-    result = stage.truncate(measured, policy=policy)
+    result = SFT.fit(stage, measured, policy)  # the stage's task: `stats` measures SFT data
     lost = measured.trained - sum(count_trained(labels) for _, labels in result.rows)
     return (CUT if result.rows else DROPPED), lost, result.rows
 
@@ -284,7 +284,7 @@ class _Accumulator:
 
 def _epoch(
     kept: list[int], trained: int, first_trained: int, *, max_length: int, seed: int, test_size: float | int | None,
-    media_tokens: list[int] = (),  # type: ignore[assignment]
+    media_tokens: list[int] = (),  # type: ignore[assignment]  # an empty tuple as the immutable default of a list read only
 ) -> Epoch:
     """Per-epoch totals of the train split; packing fill over every kept sequence."""
     n = len(kept)

@@ -147,7 +147,7 @@ class Border:
             if self.regex and isinstance(offsets, Offsets)
             else []
         )
-        if ranges is not None and crossed:
+        if ranges is not None and crossed and isinstance(offsets, Offsets):  # crossed: only with Offsets
             # A pre-token across an edge: the pieces alone may pre-tokenize it otherwise. Rare; checked exactly.
             pieces = self.split_encode(r)
             pieces = None if all(_word_kept(ids, offsets, *pieces, i) for i in crossed) else pieces

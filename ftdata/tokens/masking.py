@@ -62,7 +62,7 @@ class Tokenized:
     weights: list[float] | None = None
 
 
-class WeightedRow(tuple):  # type: ignore[type-arg]
+class WeightedRow(tuple):
     """A kept row `(ids, labels)` that also carries per-token loss weights (`.weights`).
 
     Still a pair, so every `ids, labels = row` reading rows is unchanged; the engine writes
@@ -264,7 +264,8 @@ class _LaterOffsets(Sequence[tuple[int, int]]):
     """The offsets of `text` (`n` tokens), tokenized again with them when an offset is first read."""
 
     def __init__(self, backend: Any, text: str, n: int):
-        self._backend, self._text, self._n, self._offsets = backend, text, n, None
+        self._backend, self._text, self._n = backend, text, n
+        self._offsets: list[tuple[int, int]] | None = None
 
     def _read(self) -> list[tuple[int, int]]:
         if self._offsets is None:
@@ -312,7 +313,7 @@ def _mask_holes(
     return "", widened
 
 
-def _coverage_problem(text: str, s: int, e: int, offsets: list[tuple[int, int]], i0: int, i1: int) -> str:
+def _coverage_problem(text: str, s: int, e: int, offsets: Sequence[tuple[int, int]], i0: int, i1: int) -> str:
     """Why tokens [i0, i1) do not cover text[s:e] exactly ('' when they do)."""
     if i1 <= i0:
         return f"no token inside the response span {text[s:e][:40]!r}"

@@ -103,7 +103,7 @@ def plan_bins(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> lis
     return [flat[a:b] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
 
 
-def plan_arrays(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+def plan_arrays(lengths: Sequence[int] | np.ndarray, *, max_length: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """Group sequence indices into bins whose total length is <= `max_length` (best-fit decreasing).
 
     Returns `(starts, members)`: bin `j` holds the sequence indices
@@ -187,12 +187,12 @@ def _best_fit(order: np.ndarray, sizes: np.ndarray, max_length: int, chunk: int 
                 room -= size
             placed.append(b)
             if room:  # a full bin is closed for good
-                same_room = open_bins.get(room)
-                if same_room is None:
+                waiting = open_bins.get(room)
+                if waiting is None:
                     open_bins[room] = [b]
                     insort(rooms, room)
                 else:
-                    same_room.append(b)
+                    waiting.append(b)
         bin_of[part] = placed
     return bin_of
 

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import RecordError, UnusableRecord
 from ftdata.guard.limits import RecordOverLimit
-from ftdata.tokens.masking import Tokenized, row_of
+from ftdata.tokens.masking import Masker, Tokenized, row_of
 from ftdata.outcomes import RejectCode
 from ftdata.chat.render import trained_turns
 from ftdata.tokens.shorten import MARKER, Piece, cut_text, exchange_starts, exchanges, prompt_pieces, response_pieces, text_of, with_text
@@ -79,12 +79,12 @@ class _Fit:
 class Truncator:
     """Applies a truncation policy to one masked record, re-rendering it with the build's renderer and masker."""
 
-    def __init__(self, renderer: Renderer, masker: object, *, max_length: int, prompt_cut: PromptCut):
+    def __init__(self, renderer: Renderer, masker: Masker, *, max_length: int, prompt_cut: PromptCut):
         self.renderer = renderer
         self.masker = masker
         self.max_length = max_length
         self.prompt_cut = prompt_cut
-        self._backend = masker.backend  # type: ignore[attr-defined]
+        self._backend = masker.backend
         self._marker = len(self._backend.encode(MARKER, add_special_tokens=False).ids)
         self._media: frozenset[int] = getattr(masker, "media_ids", frozenset())  # image tokens: never cut (ftdata.media)
 
@@ -125,12 +125,13 @@ class Truncator:
         lost = total - count_trained(fit.row.labels)
         dropped = f"{fit.dropped} exchange(s) ({lost} response tokens)" if fit.dropped else ""
         after = f" after dropping the oldest {dropped}" if dropped else ""
+        shorter = (fit.example,) if fit.example is not None else ()  # a fit with a row has its conversation
         if fit.response_cut:
             why = f"start cut: {fit.cut}{after}, {lost} of {total} response tokens lost, to fit {over}"
-            return Truncated([_pair(fit.row)], why, RejectCode.START_CUT, (fit.example,))
+            return Truncated([_pair(fit.row)], why, RejectCode.START_CUT, shorter)
         if fit.cut:
-            return Truncated([_pair(fit.row)], f"prompt shortened: {fit.cut}{after} to fit {over}", RejectCode.PROMPT_SHORTENED, (fit.example,))
-        return Truncated([_pair(fit.row)], f"oldest turns dropped: {dropped} to fit {over}", RejectCode.TURNS_DROPPED, (fit.example,))
+            return Truncated([_pair(fit.row)], f"prompt shortened: {fit.cut}{after} to fit {over}", RejectCode.PROMPT_SHORTENED, shorter)
+        return Truncated([_pair(fit.row)], f"oldest turns dropped: {dropped} to fit {over}", RejectCode.TURNS_DROPPED, shorter)
 
     # --- one conversation ------------------------------------------------------------------
 
@@ -173,7 +174,7 @@ class Truncator:
                 how busy the machine is.
         """
         try:
-            return self.masker([self.renderer(example)])[0]  # type: ignore[operator, no-any-return]
+            return self.masker([self.renderer(example)])[0]
         except RecordOverLimit:
             raise
         except RecordError as exc:
@@ -202,8 +203,8 @@ class Truncator:
             return rows[k]
 
         k = _first(start, stop - 1, lambda k: self._fits(row_from(k)))
-        if k is not None:
-            return _Fit(row_from(k), exchanges(example, k, stop), dropped=k - start)
+        if k is not None and isinstance(fits := row_from(k), Tokenized):  # a row that fits is one
+            return _Fit(fits, exchanges(example, k, stop), dropped=k - start)
         k = stop - 1
         last, row = exchanges(example, k, stop), row_from(k)
         trained = trained_turns(last.messages, self.renderer.mask)
@@ -273,7 +274,7 @@ class Truncator:
                 else:
                     shortened += 1
                     kept.append(_pair(fit.row))
-                    conversations.append(fit.example)  # type: ignore[arg-type]
+                    conversations.append(fit.example)  # type: ignore[arg-type]  # a fit with a row has its conversation
                 i += 1
                 continue
             conversations.append(exchanges(example, i, j))
@@ -346,7 +347,7 @@ def _last(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
     return lo
 
 
-def _what_was_cut(before: Example, after: Example, tiers: list[tuple[list[Piece], bool]], side: PromptCut) -> dict[str, object]:
+def _what_was_cut(before: Example, after: Example, tiers: list[tuple[list[Piece], bool]], side: PromptCut) -> dict[str, Any]:
     """The reason's words for a text cut (which messages, how much was kept) and whether a response was cut."""
     parts, response_cut = [], False
     for pieces, is_response in tiers:

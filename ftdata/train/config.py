@@ -50,9 +50,9 @@ class Quantization(_Choice):
     NONE = "none"  # weights in the compute dtype (plain LoRA or full fine-tune)
 
 
-Quantization.NF4.aliases = ("nf4", "qlora", "4")  # type: ignore[attr-defined]
-Quantization.INT8.aliases = ("int8", "8")  # type: ignore[attr-defined]
-Quantization.NONE.aliases = ("no", "off", "false")  # type: ignore[attr-defined]
+Quantization.NF4.aliases = ("nf4", "qlora", "4")  # type: ignore[attr-defined]  # aliases: an attribute set on enum members after the class
+Quantization.INT8.aliases = ("int8", "8")  # type: ignore[attr-defined]  # as above
+Quantization.NONE.aliases = ("no", "off", "false")  # type: ignore[attr-defined]  # as above
 
 
 class Precision(_Choice):
@@ -279,8 +279,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data_options = _data_options(self.data_options)
-        self.quantization = Quantization.parse(self.quantization, name="quantization")  # type: ignore[assignment]
-        self.precision = Precision.parse(self.precision, name="precision")  # type: ignore[assignment]
+        self.quantization = Quantization.parse(self.quantization, name="quantization")
+        self.precision = Precision.parse(self.precision, name="precision")
         for name in ("eval_strategy", "logging_strategy", "save_strategy"):
             value = Interval.parse(getattr(self, name), name=name)
             if value is Interval.BEST and name != "save_strategy":
@@ -288,7 +288,7 @@ class TrainConfig:
             setattr(self, name, value)
         self.target_modules = _modules(self.target_modules)
         if self.method is not None:
-            self.method = Method.parse(self.method, name="method")  # type: ignore[assignment]
+            self.method = Method.parse(self.method, name="method")
         if self.loss_type is not None and (not isinstance(self.loss_type, str) or not self.loss_type.strip()):
             raise ConfigError(f"loss_type must be a loss name such as sigmoid, got loss_type={self.loss_type!r}")
         self.loss_type = self.loss_type.strip().lower() if self.loss_type is not None else None
@@ -328,7 +328,7 @@ class TrainConfig:
             layer = normalize(values, origin=origin)
             data.update(layer.pop("data_options"))
             merged.update(layer)
-        return cls(**merged, data_options=data)
+        return cls(**merged, data_options=data)  # type: ignore[arg-type]  # a dict: __post_init__ reads it as BuildOptions
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -416,7 +416,7 @@ def field_defaults() -> dict[str, Any]:
     """Default value of every option, by name (data_options: a dict of the BuildOptions defaults)."""
     out: dict[str, Any] = {}
     for f in fields(TrainConfig):
-        value = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        value = f.default_factory() if f.default_factory is not MISSING else f.default
         out[f.name] = _plain(value)
     return out
 

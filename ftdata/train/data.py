@@ -3,7 +3,7 @@ check the columns the trainer will read, and fingerprint it.
 
 The rows' task decides the method (`TrainConfig.method` may only confirm it): a build records its
 task in build.json (`options.task`: `sft`, or absent in builds older than preference data;
-`preference`; `kto`; `prompts`), a plain saved dataset shows it by its columns (`COLUMNS`).
+`preference`; `kto`; `prompts`), a plain saved dataset shows it by its columns (`task_of_columns`).
 
 Under `accelerate launch` the main process builds first and the others then read the
 pipeline's cache, so the dataset is tokenized once. With `streaming`, the train rows of a
@@ -23,10 +23,12 @@ from ftdata.build.load import is_build_output
 from ftdata.build.load import load as load_build
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions
+from ftdata.run.columns import task_of_columns
+from ftdata.run.engine import task_module
 from ftdata.run.report import BuildReport
 from ftdata.io.resources import cache_root
 from ftdata.train.config import Method, TrainConfig, check_method
-from ftdata.types import IGNORE_INDEX, Task
+from ftdata.types import Task
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,12 +37,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 # The columns each task's trainer reads; other columns are ignored.
-COLUMNS: dict[Task, tuple[str, ...]] = {
-    Task.SFT: ("input_ids", "labels"),
-    Task.PREFERENCE: ("prompt_ids", "chosen_ids", "rejected_ids"),
-    Task.KTO: ("prompt_ids", "completion_ids", "label"),
-    Task.PROMPTS: ("prompt", "prompt_ids"),  # and the reward columns, which the rewards name
-}
 ROWS = {
     Task.SFT: "sft rows (input_ids, labels)",
     Task.PREFERENCE: "preference pairs (prompt_ids, chosen_ids, rejected_ids)",
@@ -147,8 +143,7 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
 
 def data_task(declared: str | None, columns: Sequence[str]) -> Task:
     """What rows are: the task their build declared (build.json's `options.task`), else the one their
-    columns show (`chosen_ids`: preference pairs, `completion_ids`: KTO rows, `prompt_ids` alone: a
-    prompt set, else SFT rows).
+    columns show (`ftdata.run.columns.task_of_columns`: each task states its row columns).
 
     >>> data_task(None, ["prompt_ids", "chosen_ids", "rejected_ids"]).value
     'preference'
@@ -157,11 +152,7 @@ def data_task(declared: str | None, columns: Sequence[str]) -> Task:
     """
     if declared is not None:
         return Task.parse(declared, name="task")
-    if "chosen_ids" in columns:
-        return Task.PREFERENCE
-    if "completion_ids" in columns:
-        return Task.KTO
-    return Task.PROMPTS if "prompt_ids" in columns and "input_ids" not in columns else Task.SFT
+    return task_of_columns(columns)
 
 
 def built_task(path: Path) -> str | None:
@@ -258,7 +249,7 @@ def _split(built: Dataset | DatasetDict) -> tuple[Dataset, Dataset | None]:
 
 
 def _check_columns(ds: Dataset | IterableDataset, split: str, task: Task, *, rows: int | None = None) -> None:
-    missing = [c for c in COLUMNS[task] if c not in ds.column_names]
+    missing = [c for c in task_module(task).columns if c not in ds.column_names]
     if missing:
         raise ConfigError(
             f"the {split} split lacks column(s) {', '.join(missing)} (has {', '.join(ds.column_names)}); "
@@ -302,7 +293,7 @@ def _check_vocabulary(ds: Dataset, split: str, task: Task, tokenizer: PreTrained
     """
     import pyarrow.compute as pc
 
-    tops = [pc.max(pc.list_flatten(ds.data.column(name))).as_py() for name in COLUMNS[task] if name.endswith("_ids")]
+    tops = [pc.max(pc.list_flatten(ds.data.column(name))).as_py() for name in task_module(task).columns if name.endswith("_ids")]
     top = max((t for t in tops if t is not None), default=None)
     if top is not None and top >= len(tokenizer):
         raise ConfigError(
@@ -312,34 +303,25 @@ def _check_vocabulary(ds: Dataset, split: str, task: Task, tokenizer: PreTrained
 
 
 def token_counts(ds: Dataset, task: Task = Task.SFT) -> dict[str, int]:
-    """Tokens of the sequences the model runs and the trained ones, per split.
-
-    SFT: every token, and those with a label != -100. Preference: a pair runs two sequences,
-    prompt + chosen and prompt + rejected, and trains both completions. KTO: prompt + completion,
-    the completion trained; also the rows labelled desirable (the balance the KTO weights answer).
-    Prompt set: the prompts' tokens only; what trains is sampled during the run (TRL counts it:
-    `num_tokens` in the log).
+    """The rows' tokens and trained tokens, per split, as the build's report and a recipe's plan count them (the
+    task's `row_units`): SFT every token and those with a label != -100; a pair the tokens it holds, the prompt
+    once and both completions, the completions trained (a trainer runs prompt + chosen and prompt + rejected: it
+    reads the prompt twice); KTO prompt + completion, the completion trained, and the rows labelled desirable
+    (the balance the KTO weights answer). A prompt set: the prompts' tokens only; what trains is sampled during
+    the run (TRL counts it: `num_tokens` in the log).
     """
-    if task is Task.PROMPTS:
-        import pyarrow.compute as pc
+    import pyarrow.compute as pc
 
-        prompts = ds.with_format("arrow")["prompt_ids"]  # through the split's indices, unlike ds.data
-        return {"tokens": int(pc.sum(pc.list_value_length(prompts)).as_py() or 0)}
+    module = task_module(task)
     tokens = trained = desirable = 0
-    for batch in ds.select_columns(list(COLUMNS[task])).iter(batch_size=4096):
-        if task is Task.SFT:
-            for labels in batch["labels"]:
-                tokens += len(labels)
-                trained += sum(1 for t in labels if t != IGNORE_INDEX)
-        elif task is Task.PREFERENCE:
-            for prompt, chosen, rejected in zip(batch["prompt_ids"], batch["chosen_ids"], batch["rejected_ids"]):
-                tokens += 2 * len(prompt) + len(chosen) + len(rejected)
-                trained += len(chosen) + len(rejected)
-        else:
-            for prompt, completion, label in zip(batch["prompt_ids"], batch["completion_ids"], batch["label"]):
-                tokens += len(prompt) + len(completion)
-                trained += len(completion)
-                desirable += bool(label)
+    # through the split's indices (a test split is a selection of the file), in Arrow batches
+    for batch in ds.select_columns(list(module.columns)).with_format("arrow").iter(batch_size=4096):
+        row_tokens, row_trained = module.row_units(batch)
+        tokens, trained = tokens + int(row_tokens.sum()), trained + int(row_trained.sum())
+        if task is Task.KTO:
+            desirable += int(pc.sum(batch.column("label")).as_py() or 0)
+    if task is Task.PROMPTS:
+        return {"tokens": tokens}
     counts = {"tokens": tokens, "trained_tokens": trained}
     return {**counts, "desirable": desirable} if task is Task.KTO else counts
 
@@ -348,7 +330,8 @@ def content_hash(ds: Dataset, task: Task = Task.SFT) -> str:
     """SHA-256 of the rows' token ids and labels (and media: references, sizes, spans), in order: equal data, equal hash.
     A prompt set: every column (its reward columns decide the rewards as much as its prompts)."""
     digest = hashlib.sha256()
-    names = ("input_ids", "labels", "seq_lengths", "loss_weights", "media", *COLUMNS[Task.PREFERENCE], *COLUMNS[Task.KTO])
+    pairs = (*task_module(Task.PREFERENCE).columns, *task_module(Task.KTO).columns)
+    names = (*task_module(Task.SFT).columns, "seq_lengths", "loss_weights", "media", *pairs)
     if task is Task.PROMPTS:
         names = tuple(ds.column_names)
     columns = [c for c in dict.fromkeys(names) if c in ds.column_names]

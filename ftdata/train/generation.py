@@ -76,7 +76,7 @@ def generate(
                 num_beams=settings.num_beams, do_sample=False, eos_token_id=sorted(stop_ids), pad_token_id=pad_id(tokenizer),
             )  # fmt: skip
         for row, i in enumerate(batch):
-            answers[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
+            answers[i] = str(tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True)).strip()
     return [answers[i] for i in range(len(prompts))]
 
 
@@ -109,11 +109,11 @@ def rows_and_references(tokenizer: PreTrainedTokenizerBase, samples: list[Sample
     """Table rows (prompt, reference, base, tuned) and the reference texts."""
     special = set(tokenizer.all_special_ids)
     references = [
-        tokenizer.decode(strip_end_markers(s.reference_ids, special), skip_special_tokens=True).strip() for s in samples
+        str(tokenizer.decode(strip_end_markers(s.reference_ids, special), skip_special_tokens=True)).strip() for s in samples
     ]
     rows = []
     for i, sample in enumerate(samples):
-        row = {"prompt": tokenizer.decode(sample.prompt_ids), "reference": references[i]}
+        row = {"prompt": str(tokenizer.decode(list(sample.prompt_ids))), "reference": references[i]}
         row.update({name: outputs[i] for name, outputs in answers.items()})  # "base" (if any), then "tuned"
         rows.append(row)
     return rows, references

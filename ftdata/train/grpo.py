@@ -187,7 +187,7 @@ def grpo_trainer_class() -> type:
     """TRL's GRPOTrainer whose reference is the model with its adapter off (LoRA), not a copied adapter."""
     from trl import GRPOTrainer
 
-    class RowsGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
+    class RowsGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             drop_reference_adapter(self)

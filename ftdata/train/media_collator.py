@@ -133,7 +133,7 @@ def load_items(kind: str, refs: Sequence[str], store: Path | None, *, rate: int 
             raise RecordError(f"inline {noun} {ref} not found in no {kind} folder (pass the build's OUT/images)", field=MEDIA_FIELD)
         try:
             if kind == "audio":
-                source = stored(ref, store) if inline else Path(ref)  # type: ignore[arg-type]
+                source = stored(ref, store) if inline else Path(ref)  # type: ignore[arg-type]  # an inline reference has its store: checked above
                 if source is None or not source.is_file():
                     raise FileNotFoundError(ref)
                 out.append(load_audio(str(source), rate=int(rate or 0), field=MEDIA_FIELD))
@@ -219,7 +219,7 @@ class MediaCollator:
         if collate is Collate.MROPE:
             batch["position_ids"] = self._mrope_positions(ids, positions, seq_lengths, batch.get("image_grid_thw"))
         elif collate is Collate.BLOCKS:
-            is_image = ids == self.facts.image_token_id
+            is_image: Any = ids == self.facts.image_token_id  # a bool tensor (torch types == as bool)
             batch["position_ids"] = positions
             batch["token_type_ids"] = is_image.long()
             batch["attention_mask"] = block_masks(
@@ -341,19 +341,21 @@ class MediaCollator:
         self, ids: torch.Tensor, text: torch.Tensor, seq_lengths: list[list[int]], grids: torch.Tensor | None
     ) -> torch.Tensor:
         """(4, B, L): the text row on top of the model's own 3 mRoPE rows, computed per sequence."""
+        rope_index = self.rope_index
+        assert rope_index is not None  # checked when the collator was made (an MROPE collator has one)
         rope = text[None].repeat(3, 1, 1)
         next_grid = 0
         for b, lengths in enumerate(seq_lengths):
             begin = 0
             for n in lengths:
                 seq = ids[b, begin : begin + n][None]
-                is_image = seq == self.facts.image_token_id
+                is_image: Any = seq == self.facts.image_token_id  # a bool tensor (as above)
                 count = _image_runs(is_image[0])
                 if count:
                     assert grids is not None  # spans were checked: there are images, so there are grids
                     own = grids[next_grid : next_grid + count]
                     next_grid += count
-                    pos, _ = self.rope_index(seq, mm_token_type_ids=is_image.int(), image_grid_thw=own)
+                    pos, _ = rope_index(seq, mm_token_type_ids=is_image.int(), image_grid_thw=own)
                     rope[:, b, begin : begin + n] = pos[:, 0]
                 begin += n
         return torch.cat([text[None], rope], dim=0)

@@ -172,7 +172,7 @@ def generate_with_media(
     return [answers[i] for i in range(len(samples))]
 
 
-def prompt_text(tokenizer: Any, ms: MediaSample, image_token_id: int) -> str:
+def prompt_text(tokenizer: Any, ms: MediaSample, image_token_id: int | None) -> str:
     """The prompt decoded, each item's run of pad tokens shown as one `[image WxH, N tokens]`."""
     ids, parts, begin = list(ms.sample.prompt_ids), [], 0
     for item in sorted(ms.media, key=lambda im: int(im["start"])):

@@ -104,7 +104,7 @@ def language_targets(model: torch.nn.Module, targets: str | list[str]) -> list[s
     Raises:
         ConfigError: no language-model layer matches (with the names there are).
     """
-    inner = model.get_decoder() if hasattr(model, "get_decoder") else None
+    inner = decoder() if (decoder := getattr(model, "get_decoder", None)) is not None else None
     prefix = next((name for name, module in model.named_modules() if module is inner), None)
     if prefix is None:
         raise ConfigError(f"cannot find the language model inside {type(model).__name__} to put LoRA on")
@@ -308,7 +308,9 @@ class CountingCollator:
 def media_trainer_class(base: type) -> type:
     """`base` (SFTTrainer or a subclass) logging `num_tokens` from `CountingCollator`'s count."""
 
-    class MediaSFTTrainer(base):  # type: ignore[misc, valid-type]
+    class MediaSFTTrainer(base):  # a class chosen at run time
+        _total_train_tokens: int  # TRL's count, set in its __init__
+
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             tokens = inputs.pop(TOKENS, None)
             before = self._total_train_tokens or self._logged_tokens()

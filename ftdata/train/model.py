@@ -203,7 +203,7 @@ def keep_cpu_4bit_trainable(model: torch.nn.Module) -> int:
     changed = 0
     for module in model.modules():
         if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
+            setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010  # not an attribute of nn.Module's type
             changed += 1
     return changed
 
@@ -286,14 +286,16 @@ def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *
     trainable tokens replace those rows with the trained ones). Returns the new token ids.
     `first_new` defaults to the embedding rows before resizing.
     """
-    rows = model.get_input_embeddings().weight.shape[0]
+    embeddings: Any = model.get_input_embeddings()  # an nn.Embedding (transformers types it as a Module)
+    rows = embeddings.weight.shape[0]
     first = rows if first_new is None else first_new
     if len(tokenizer) <= first:
         return []
     if len(tokenizer) > rows:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     with torch.no_grad():
-        for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
+        layers: list[Any] = [m for m in (embeddings, model.get_output_embeddings()) if m is not None]  # nn.Embedding, nn.Linear
+        for layer in {id(m): m for m in layers}.values():
             layer.weight[first : len(tokenizer)] = layer.weight[:first].float().mean(0).to(layer.weight.dtype)
     return list(range(first, len(tokenizer)))
 
@@ -356,8 +358,8 @@ def _is_linear(module: torch.nn.Module) -> bool:
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; 4-bit weights count as their unpacked size."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        trainable, total = model.get_nb_trainable_parameters()
+    if (counts := getattr(model, "get_nb_trainable_parameters", None)) is not None:  # peft's
+        trainable, total = counts()
         return int(trainable), int(total)
     trainable = total = 0
     for param in model.parameters():

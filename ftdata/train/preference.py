@@ -170,7 +170,7 @@ def rows_trainer_class(method: Method) -> type:
 
     base = DPOTrainer if method is Method.DPO else KTOTrainer
 
-    class RowsTrainer(base):  # type: ignore[misc, valid-type]
+    class RowsTrainer(base):  # type: ignore[misc, valid-type]  # a trainer class chosen at run time
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             drop_reference_adapter(self)

@@ -119,7 +119,7 @@ def describe(rewards: Sequence[Reward]) -> list[dict[str, Any]]:
         elif isinstance(reward, ThinkFormat):
             out.append({"name": reward.__name__, "opens": reward.opens})
         else:
-            out.append({"name": reward.__name__, "code": reward.code})  # type: ignore[attr-defined]
+            out.append({"name": reward.__name__, "code": reward.code})  # type: ignore[attr-defined]  # a code reward: the only other kind
     return out
 
 

@@ -13,7 +13,7 @@ cut back into their sequences with `seq_lengths` first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ class Sample:
     reference_ids: tuple[int, ...]  # trained tokens, end-of-turn marker included
 
 
-def sequences(row: dict[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
+def sequences(row: Mapping[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
     """The (input_ids, labels) of each sequence in a row: one, or several when packed.
 
         seq_lengths [3, 2]:  ids a b c d e  ->  (a b c), (d e)
@@ -57,7 +57,7 @@ def split_prompt(ids: Sequence[int], labels: Sequence[int]) -> tuple[list[int], 
     return list(ids[:first]), list(ids[first:end])
 
 
-def extract_samples(rows: Iterable[dict[str, Any]], *, limit: int | None = None) -> tuple[list[Sample], int]:
+def extract_samples(rows: Iterable[Mapping[str, Any]], *, limit: int | None = None) -> tuple[list[Sample], int]:
     """Up to `limit` samples from dataset rows, and how many sequences had no prompt to use.
 
     Example:
