@@ -161,8 +161,8 @@ class PromptTask:
                 out.append((record, item))
                 continue
             try:
-                if (stored := _plain(stage, item.example)) is not None:
-                    plain.append((len(out), item, stored))
+                if (messages := _plain(stage, item.example)) is not None:
+                    plain.append((len(out), item, messages))
                     out.append((record, None))
                     continue
                 with shared_renders():  # the stored prompt, rendered again, is the same render when ftdata changed nothing
@@ -260,14 +260,14 @@ def _plain(stage: Stage, example: Example) -> list[dict[str, str]] | None:
     """The prompt as the row stores it when the chat template alone renders it (`Renderer.plain_prompt`) and
     ftdata gives the template exactly those messages: then the template's render of the stored messages, the
     one a trainer makes, is ftdata's render too (the same function of the same arguments). None otherwise."""
-    example = stage.renderer.plain_prompt(example)
-    if example is None:
+    prompt = stage.renderer.plain_prompt(example)
+    if prompt is None:
         return None
     try:
-        stored = _stored(example)
+        stored = _stored(prompt)
     except UnusableRecord:  # rendered on its own, which says why in its order of checks
         return None
-    return stored if stage.renderer.chat_messages(example) == stored else None
+    return stored if stage.renderer.chat_messages(prompt) == stored else None
 
 
 def _render_plain(stage: Stage, plain: list[tuple[int, PromptRecord, list[dict[str, str]]]], out: list[Any]) -> list[Any]:
