@@ -191,8 +191,8 @@ def projection(sizes: list[int], peaks: list[float]) -> str:
     positions, the packing plan); the rest of a build is flat."""
     slope, base = np.polyfit(np.asarray(sizes, dtype=float), np.asarray(peaks, dtype=float), 1)
     at = {n: base + slope * n for n in (10_000_000, 100_000_000)}
-    return (f"{'':<13}{'':>11}  line: {base:,.0f} MiB + {slope * 2**20:.0f} bytes a record -> "
-            f"10M {at[10_000_000]:,.0f} MiB ({at[10_000_000] / peaks[0]:.1f}x), 100M {at[100_000_000]:,.0f} MiB ({at[100_000_000] / peaks[0]:.1f}x)")
+    held = ", ".join(f"{n // 1_000_000}M {mib:,.0f} MiB ({mib / peaks[0]:.1f}x)" for n, mib in at.items())
+    return f"{'':<13}{'':>11}  line: {base:,.0f} MiB + {slope * 2**20:.0f} bytes a record -> {held}"
 
 
 if __name__ == "__main__":

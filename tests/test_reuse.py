@@ -5,6 +5,7 @@ one template call (`ChatRenderer.render_all`) is each prompt's own render."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trl
@@ -19,11 +20,12 @@ from ftdata.tokens.reuse import ReusingEncoder
 # Contents that put what a pre-tokenizer treats apart next to the template's markup.
 CONTENTS = [
     "Janet's ducks lay 16 eggs per day. How many does she sell?", " leading space", "\n\nleading newlines",
-    "trailing newline\n", "tab\tand  two spaces", "e\u0301 and é, 日本語, emoji 🦆", "12345 67", "", "<|im_start|>as text",
-    "<start_of_turn>as text", "<|eot_id|>as text", "'s 're 've", "ends with a space ",
+    "trailing newline\n", "tab\tand  two spaces", "e\u0301 and é, 日本語, emoji 🦆", "12345 67", "",
+    "<|im_start|>as text", "<start_of_turn>as text", "<|eot_id|>as text", "'s 're 've", "ends with a space ",
 ]  # fmt: skip
+VISION = ("vl", "llava", "idefics", "smolvlm")
 TRL_TEMPLATES = sorted(p for p in (Path(trl.__file__).parent / "chat_templates").glob("*.jinja")
-                       if not p.stem.endswith("_training") and not any(v in p.stem for v in ("vl", "llava", "idefics", "smolvlm")))  # fmt: skip
+                       if not p.stem.endswith("_training") and not any(v in p.stem for v in VISION))  # fmt: skip
 
 
 def _conversations() -> list[list[dict[str, str]]]:
@@ -31,16 +33,17 @@ def _conversations() -> list[list[dict[str, str]]]:
     for i, content in enumerate(CONTENTS):
         user = {"role": "user", "content": content or "hi"}
         out.append([{"role": "system", "content": CONTENTS[-1 - i] or "Be brief."}, user] if i % 2 else [user])
-        out.append([user, {"role": "assistant", "content": CONTENTS[i - 1] or "ok"}, {"role": "user", "content": "And?"}])
+        reply = {"role": "assistant", "content": CONTENTS[i - 1] or "ok"}
+        out.append([user, reply, {"role": "user", "content": "And?"}])
     return out
 
 
-def _renders(tok: object, **kwargs: object) -> list[str]:
+def _renders(tok: Any, **kwargs: object) -> list[str]:
     texts = []
     for conversation in _conversations():
         try:
-            texts.append(tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False, **kwargs))  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001, S112 (a template that refuses a system turn or two user turns: not a text to tokenize)
+            texts.append(tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False, **kwargs))
+        except Exception:  # noqa: BLE001, S112 (a template that refuses a system turn or two user turns)
             continue
     return texts
 
@@ -70,7 +73,8 @@ def test_ids_are_the_tokenizers_own_on_every_trl_template(template: Path) -> Non
 def test_a_template_constant_text_is_kept_and_a_records_own_text_is_not() -> None:
     tok = load_tokenizer(None)
     encoder = ReusingEncoder(tok)
-    texts = [tok.apply_chat_template([{"role": "user", "content": f"question {i}"}], add_generation_prompt=True, tokenize=False) for i in range(5)]
+    asks = [[{"role": "user", "content": f"question {i}"}] for i in range(5)]
+    texts = [tok.apply_chat_template(a, add_generation_prompt=True, tokenize=False) for a in asks]
     encoder.encode(texts, tok)
     kept = set(encoder._known)
     assert "assistant\n" in kept and "\n" in kept
@@ -95,7 +99,11 @@ def test_a_batch_render_is_each_conversations_own_render() -> None:
 
 def test_a_batch_render_that_raises_is_none_so_each_is_rendered_on_its_own() -> None:
     tok = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen2.5-instruct")
-    tok.chat_template = "{% for m in messages %}{% if m.content == 'boom' %}{{ raise_exception('no') }}{% endif %}{{ m.content }}{% endfor %}"
+    tok.chat_template = (
+        "{% for m in messages %}{% if m.content == 'boom' %}{{ raise_exception('no') }}{% endif %}"
+        "{{ m.content }}{% endfor %}"
+    )
     renderer = ChatRenderer(tok)
-    assert renderer.render_all([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]], generation=True) == ["a", "b"]
-    assert renderer.render_all([[{"role": "user", "content": "a"}], [{"role": "user", "content": "boom"}]], generation=True) is None
+    a, b, boom = ([{"role": "user", "content": c}] for c in ("a", "b", "boom"))
+    assert renderer.render_all([a, b], generation=True) == ["a", "b"]
+    assert renderer.render_all([a, boom], generation=True) is None

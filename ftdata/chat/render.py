@@ -434,7 +434,9 @@ class Renderer:
         if self.chat is None:
             return None
         example = self.prompt_example(example)
-        if example.tools or example.template_kwargs or self._unsupported(example) is not None or self._controls_in(example):
+        if example.tools or example.template_kwargs or self._unsupported(example) is not None:
+            return None
+        if self._controls_in(example):
             return None
         if any(m.tool_calls or m.reasoning for m in example.messages):
             return None

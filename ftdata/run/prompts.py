@@ -128,7 +128,8 @@ class MeasuredPrompt:
 @dataclass(frozen=True, slots=True)
 class PromptState:
     """What the prompt task reads records with, compiled once per stage: the column map, the typed reward
-    columns, and what the generation prompt opens per template kwargs (probed on first use: `opened`)."""
+    columns, the encoder of the prompts' ids, and what the generation prompt opens per template kwargs
+    (probed on first use: `opened`)."""
 
     columns: Columns
     rewards: RewardColumns
@@ -157,7 +158,8 @@ class PromptTask:
         return options
 
     def compiled(self, stage: Stage) -> PromptState:
-        return PromptState(prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns), ReusingEncoder(stage.tokenizer))
+        columns, rewards = prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns)
+        return PromptState(columns, rewards, ReusingEncoder(stage.tokenizer))
 
     def examples(self, stage: Stage, location: Any, row: Any) -> tuple[PromptRecord, ...]:
         state = stage.state_as(PromptState)
@@ -284,14 +286,17 @@ def _plain(stage: Stage, example: Example) -> list[dict[str, str]] | None:
     return stored if stage.renderer.chat_messages(prompt) == stored else None
 
 
-def _render_plain(stage: Stage, plain: list[tuple[int, PromptRecord, list[dict[str, str]]]], out: list[Any]) -> list[Any]:
+def _render_plain(
+    stage: Stage, plain: list[tuple[int, PromptRecord, list[dict[str, str]]]], out: list[Any]
+) -> list[Any]:
     """The prompts `_plain` kept, rendered by one template call for all (`ChatRenderer.render_all`: transformers'
     render of the stored messages, as TRL's trainers render a batch), or one by one where that call fails, a
     failing prompt rejected as `measure` rejects it. Fills rejects into `out`; returns what `measure` tokenizes."""
     chat = stage.renderer.chat
     texts = chat.render_all([stored for _, _, stored in plain], generation=True) if plain and chat is not None else []
     if texts is not None:
-        return [(i, item, Rendered(text, (), "generation prompt"), stored) for (i, item, stored), text in zip(plain, texts)]
+        return [(i, item, Rendered(text, (), "generation prompt"), stored)
+                for (i, item, stored), text in zip(plain, texts)]  # fmt: skip
     todo = []
     for i, item, _ in plain:
         try:

@@ -137,10 +137,11 @@ class RowsFile:
             while (message := _next_message(fh)) is not None:
                 body = fh.tell() - message.body.size  # file position of the batch's buffers
                 batch = pa.ipc.read_record_batch(message, schema)
-                ids = _byte_starts(batch.column("input_ids"), body - message.body.address)
+                shift = body - message.body.address
+                ids = _byte_starts(batch.column("input_ids"), shift)
                 starts.append(ids)
                 for name in self.COLUMNS:
-                    shifts[name].append(int(_byte_starts(batch.column(name), body - message.body.address)[0] - ids[0]) if len(ids) else 0)
+                    shifts[name].append(int(_byte_starts(batch.column(name), shift)[0] - ids[0]) if len(ids) else 0)
                 firsts.append(rows)
                 rows += batch.num_rows
                 lengths.append(np.diff(batch.column("input_ids").offsets.to_numpy()).astype(np.int32))
@@ -159,7 +160,8 @@ class RowsFile:
         # Rows with loss weights (the others weigh 1 everywhere): their byte positions and lengths.
         self.weighted = bool(w_starts)
         if self.weighted:
-            lead = np.zeros(len(self.lengths) - sum(len(w) for w in w_starts), dtype=np.int64)  # the unweighted batches first
+            # the batches before the first with weights: none
+            lead = np.zeros(len(self.lengths) - sum(len(w) for w in w_starts), dtype=np.int64)
             self._w_starts = np.concatenate([lead, *w_starts])
             self._w_lengths = np.concatenate([lead, *w_lengths])
         self._groups: np.ndarray | None = None

@@ -6,8 +6,10 @@ and pre-tokenizes anything, and tokenizes each stretch between them on its own; 
 its stretches' ids with the added tokens' ids between them, and a stretch that every render repeats
 (`system\\nYou are a helpful AI assistant ...`, `\\n`, `assistant\\n`) has the same ids in every render:
 
-    <|im_start|>system\\nYou are ... Face<|im_end|>\\n<|im_start|>user\\nJanet's ducks ...<|im_end|>\\n<|im_start|>assistant\\n
-    |  id    |  once per build      |  id   |once|  id   |  tokenized per record    |  id  |once|  id   |   once   |
+    <|im_start|>system\\nYou are ... Face<|im_end|>\\n<|im_start|>user\\nJanet's ducks ...<|im_end|>
+    |  id    |  once per build      |  id   |once|  id   |  tokenized per record    |  id  |
+    \\n<|im_start|>assistant\\n
+    once|  id   |   once   |
 
 What stays checked: once per tokenizer, on probe texts that put spaces, newlines, digits, letters and
 accents on both sides of every splitting token, that the stretches' ids joined are the whole text's ids
@@ -45,7 +47,8 @@ class ReusingEncoder:
     def __init__(self, tokenizer: Any):
         backend = getattr(tokenizer, "backend_tokenizer", None)
         # a backend that pads or truncates by itself (transformers switches that off per call) is not called directly
-        self.backend = backend if backend is not None and backend.truncation is None and backend.padding is None else None
+        plain = backend is not None and backend.truncation is None and backend.padding is None
+        self.backend = backend if plain else None
         self.added = _splitting_tokens(self.backend) if self.backend is not None else {}
         self.exact = bool(self.added) and splits_at_added(self.backend, self.added)
         self._split: re.Pattern[str] | None = None  # from the first texts: the added tokens they hold
@@ -106,7 +109,9 @@ def _splitting_tokens(backend: Any) -> dict[str, int]:
     split points would not be the tokenizer's own."""
     out, normalized = {}, set()
     for token_id, token in backend.get_added_tokens_decoder().items():
-        if token.lstrip or token.rstrip or token.single_word or (token.normalized and backend.normalizer) or not token.content:
+        if token.lstrip or token.rstrip or token.single_word or not token.content:
+            return {}
+        if token.normalized and backend.normalizer:
             return {}
         out[token.content] = token_id
         if token.normalized:
