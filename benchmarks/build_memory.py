@@ -16,10 +16,12 @@ Paths (bundled SmolLM2, `alpaca` template, --max-length 1024):
   recipe       `ftdata build recipe.yaml -o OUT`: the same records as two sources (shards 0-3, 4-7)
                mixed 1:1 by records, dedup exact, packed
 
+With two sizes or more, a line through the peaks says what 10M and 100M records would hold.
+
 The records are short synthetic Alpaca records (a few words each, seeded), generated once
 and cached under $TMPDIR/ftdata-build-memory. The 1M runs take minutes each.
 
-    python benchmarks/build_memory.py [--sizes 100000,1000000] [--paths cli,cli-packing,prepare,ray,recipe]
+    python benchmarks/build_memory.py [--sizes 100000,300000,1000000] [--paths cli,cli-packing,prepare,ray,recipe]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(tempfile.gettempdir()) / "ftdata-build-memory"
@@ -170,11 +174,25 @@ def main() -> None:
     print(f"{'path':<13}{'records':>11}{'anon MiB':>10}{'file MiB':>10}{'seconds':>9}{'anon ratio':>12}")
     for path in paths:
         first = None
+        peaks = []
         for n in sizes:
             out = measure(path, n, args.interval)
             first = first or out
+            peaks.append(out["anon"])
             ratio = f"{out['anon'] / first['anon']:.2f}x" if out is not first else ""
             print(f"{path:<13}{n:>11,}{out['anon']:>10,.0f}{out['file']:>10,.0f}{out['seconds']:>9.0f}{ratio:>12}", flush=True)
+        if len(sizes) > 1:
+            print(projection(sizes, peaks), flush=True)
+
+
+def projection(sizes: list[int], peaks: list[float]) -> str:
+    """What 10M and 100M records would hold: the line through the measured peaks (least squares), in MiB, and
+    its slope in bytes a record. A line, because what grows with the input is per-row arrays (lengths, byte
+    positions, the packing plan); the rest of a build is flat."""
+    slope, base = np.polyfit(np.asarray(sizes, dtype=float), np.asarray(peaks, dtype=float), 1)
+    at = {n: base + slope * n for n in (10_000_000, 100_000_000)}
+    held = ", ".join(f"{n // 1_000_000}M {mib:,.0f} MiB ({mib / peaks[0]:.1f}x)" for n, mib in at.items())
+    return f"{'':<13}{'':>11}  line: {base:,.0f} MiB + {slope * 2**20:.0f} bytes a record -> {held}"
 
 
 if __name__ == "__main__":

@@ -131,6 +131,27 @@ class ChatRenderer:
             unit[0][key] = text  # type: ignore[index]  # as above
         return text
 
+    def render_all(self, conversations: list[list[dict[str, Any]]], *, generation: bool) -> list[str] | None:
+        """Every conversation rendered by one `apply_chat_template` call, as TRL's trainers render a batch of
+        prompts: each the text `self(conversation, generation=...)` gives (one compiled template, the same
+        kwargs and tools), in the time of one render per conversation, each within the size limit. None when
+        the template raises, a limit is passed, or a conversation holds media: rendered one by one, each says why.
+        """
+        if not conversations or any(self.contents.form_of(c) is ContentForm.PARTS for c in conversations):
+            return None
+        try:
+            seconds = limits.limits().render_seconds * len(conversations)
+            with limits.time_limit(seconds, _Naming(None)), sandbox.bounded_chat_templates():
+                texts = self.tokenizer.apply_chat_template(
+                    conversations, tools=self.tools, tokenize=False, add_generation_prompt=generation, **self.kwargs
+                )  # fmt: skip
+        except Exception:  # noqa: BLE001 (rendered again one by one, where the error names its record)
+            return None
+        cap = limits.limits().render_chars
+        if not isinstance(texts, list) or any(not isinstance(t, str) or len(t) > cap for t in texts):
+            return None
+        return texts
+
     def _render(
         self, messages: list[dict[str, Any]], *, generation: bool, tools: Sequence[Mapping[str, Any]] | None,
         kwargs: Mapping[str, Any] | None, location: Location | None,

@@ -455,6 +455,26 @@ class Renderer:
             example = apply_system(example, self.system_prompt, self.system_mode)
         return example
 
+    def plain_prompt(self, example: Example) -> Example | None:
+        """`example` as the generation prompt renders it (`prompt_example`) when the chat template alone renders
+        it: no control token to escape, no tools, tool calls, reasoning or template kwargs of its own; else None
+        (`generation_prompt` renders it, with its checks). Then `chat(chat_messages(example), generation=True)`
+        is its generation prompt.
+
+        Raises:
+            UnusableRecord: a control token in its text with special_tokens_in_data="reject", as `generation_prompt`.
+        """
+        if self.chat is None:
+            return None
+        example = self.prompt_example(example)
+        if example.tools or example.template_kwargs or self._unsupported(example) is not None:
+            return None
+        if self._controls_in(example):
+            return None
+        if any(m.tool_calls or m.reasoning for m in example.messages):
+            return None
+        return example
+
     def _generation_prompt(self, example: Example) -> Rendered:
         example = self.prompt_example(example)
         escapes = _Escapes.of(example, self._controls_in(example))

@@ -43,6 +43,7 @@ from ftdata.run.seam import Memo, Part
 from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import RECORD, finish_rows, list_column
+from ftdata.tokens.reuse import ReusingEncoder
 from ftdata.types import Example, Message, PromptCut, Rendered, Task, TruncationPolicy
 
 if TYPE_CHECKING:
@@ -127,10 +128,12 @@ class MeasuredPrompt:
 @dataclass(frozen=True, slots=True)
 class PromptState:
     """What the prompt task reads records with, compiled once per stage: the column map, the typed reward
-    columns, and what the generation prompt opens per template kwargs (probed on first use: `opened`)."""
+    columns, the encoder of the prompts' ids, and what the generation prompt opens per template kwargs
+    (probed on first use: `opened`)."""
 
     columns: Columns
     rewards: RewardColumns
+    encoder: ReusingEncoder  # the template's constant stretches tokenized once per build (`ftdata.tokens.reuse`)
     opens: Memo[str] = field(default_factory=Memo)
 
 
@@ -155,7 +158,8 @@ class PromptTask:
         return options
 
     def compiled(self, stage: Stage) -> PromptState:
-        return PromptState(prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns))
+        columns, rewards = prompt_columns(stage.options.columns), RewardColumns(stage.options.reward_columns)
+        return PromptState(columns, rewards, ReusingEncoder(stage.tokenizer))
 
     def examples(self, stage: Stage, location: Any, row: Any) -> tuple[PromptRecord, ...]:
         state = stage.state_as(PromptState)
@@ -167,11 +171,16 @@ class PromptTask:
         """Render every prompt, tokenize them in one call, verify each against transformers' own render."""
         out: list[Any] = []
         todo: list[tuple[int, PromptRecord, Rendered, Any]] = []
+        plain: list[tuple[int, PromptRecord, list[dict[str, str]]]] = []
         for record, item in formatted:
             if isinstance(item, Reject):
                 out.append((record, item))
                 continue
             try:
+                if (messages := _plain(stage, item.example)) is not None:
+                    plain.append((len(out), item, messages))
+                    out.append((record, None))
+                    continue
                 with shared_renders():  # the stored prompt, rendered again, is the same render when ftdata changed nothing
                     rendered, stored = _render(stage, item.example)
             except RecordError as exc:
@@ -179,9 +188,10 @@ class PromptTask:
                 continue
             todo.append((len(out), item, rendered, stored))
             out.append((record, None))
+        todo += _render_plain(stage, plain, out)
         chat = stage.renderer.chat is not None
         texts = [rendered.text for _, _, rendered, _ in todo]
-        ids = stage.tokenizer(texts, add_special_tokens=not chat)["input_ids"] if todo else []
+        ids = stage.state_as(PromptState).encoder.encode(texts, stage.tokenizer, special=not chat) if todo else []
         for (i, item, rendered, stored), prompt_ids in zip(todo, ids):
             opens = opened(stage, item.example) if chat else ""
             notes = (*item.example.notes, *rendered.notes)
@@ -262,6 +272,43 @@ def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, st
     return rendered, stored
 
 
+def _plain(stage: Stage, example: Example) -> list[dict[str, str]] | None:
+    """The prompt as the row stores it when the chat template alone renders it (`Renderer.plain_prompt`) and
+    ftdata gives the template exactly those messages: then the template's render of the stored messages, the
+    one a trainer makes, is ftdata's render too (the same function of the same arguments). None otherwise."""
+    prompt = stage.renderer.plain_prompt(example)
+    if prompt is None:
+        return None
+    try:
+        stored = _stored(prompt)
+    except UnusableRecord:  # rendered on its own, which says why in its order of checks
+        return None
+    return stored if stage.renderer.chat_messages(prompt) == stored else None
+
+
+def _render_plain(
+    stage: Stage, plain: list[tuple[int, PromptRecord, list[dict[str, str]]]], out: list[Any]
+) -> list[Any]:
+    """The prompts `_plain` kept, rendered by one template call for all (`ChatRenderer.render_all`: transformers'
+    render of the stored messages, as TRL's trainers render a batch), or one by one where that call fails, a
+    failing prompt rejected as `measure` rejects it. Fills rejects into `out`; returns what `measure` tokenizes."""
+    chat = stage.renderer.chat
+    texts = chat.render_all([stored for _, _, stored in plain], generation=True) if plain and chat is not None else []
+    if texts is not None:
+        return [(i, item, Rendered(text, (), "generation prompt"), stored)
+                for (i, item, stored), text in zip(plain, texts)]  # fmt: skip
+    todo = []
+    for i, item, _ in plain:
+        try:
+            with shared_renders():
+                rendered, stored = _render(stage, item.example)
+        except RecordError as exc:
+            out[i] = (out[i][0], stage.reject(exc, item.source, RejectStage.RENDER))
+            continue
+        todo.append((i, item, rendered, stored))
+    return todo
+
+
 def _stored(example: Example) -> list[dict[str, str]]:
     """The prompt as a row stores it: the messages as chat templates read them; {role, content} only, so every
     row of a prompt set has one Arrow type (a message with tool calls, reasoning or a tool's name is refused)."""
@@ -295,8 +342,8 @@ def _hf_render(stage: Stage, example: Example, messages: list[dict[str, Any]], *
 def opened(stage: Stage, example: Example) -> str:
     """What the generation prompt writes after the assistant header: the text it adds that a reply written
     as a turn does not start with (`<think>\\n` opened, an empty think block closed). Once per stage and kwargs."""
-    kwargs = {**(stage.options.chat_template_kwargs or {}), **example.template_kwargs}
-    key = json.dumps(kwargs, sort_keys=True, default=str)
+    # the build's kwargs are the stage's: a record's own kwargs make the key (none: one key, no JSON text per record)
+    key = json.dumps(example.template_kwargs, sort_keys=True, default=str) if example.template_kwargs else ""
     return stage.state_as(PromptState).opens.get(key, lambda: _probed_opens(stage, example))
 
 

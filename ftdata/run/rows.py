@@ -138,9 +138,13 @@ class RowsFile:
     mapping, every touched page stays in this process's RSS, and the kernel maps a whole large
     folio (up to 2 MiB) per touch: peak RSS grew with the file (5 GiB at 2M records) though the
     pages are clean. So the file is never mapped: one sequential pass keeps the small per-row
-    facts (lengths, record index, each row's byte position: ~40 bytes a row), and `gather`
-    reads a batch's tokens with `preadv` straight into its output array. The tokens go through
-    the page cache, never into this process's RSS.
+    facts, and `gather` reads a batch's tokens with `preadv` straight into its output array. The
+    tokens go through the page cache, never into this process's RSS.
+
+    What stays in memory is 12 bytes a row: each row's length (int32) and the byte position of its
+    first token (int64); a row's labels sit at a fixed distance from its ids within its record batch
+    (one number a batch). Each row's record index (8 bytes) is read only when a split asks for it
+    (`groups`), and the loss-weight positions (16 bytes) only in a build that has any.
     """
 
     COLUMNS: tuple[str, ...] = ("input_ids", "labels")
@@ -151,54 +155,84 @@ class RowsFile:
             self.tree = POSITIONS in pa.ipc.read_schema(fh).names
         self.COLUMNS = (*self.COLUMNS, POSITIONS) if self.tree else self.COLUMNS
         lengths: list[np.ndarray] = []
-        groups: list[np.ndarray] = []
-        starts: dict[str, list[np.ndarray]] = {name: [] for name in self.COLUMNS}
+        starts: list[np.ndarray] = []
+        shifts: dict[str, list[int]] = {name: [] for name in self.COLUMNS}  # per batch: column start - ids start
+        firsts: list[int] = []  # per batch: its first row
         w_starts: list[np.ndarray] = []
         w_lengths: list[np.ndarray] = []
+        rows = 0
         with pa.OSFile(str(path)) as fh:
             schema = pa.ipc.read_schema(fh)
             while (message := _next_message(fh)) is not None:
                 body = fh.tell() - message.body.size  # file position of the batch's buffers
                 batch = pa.ipc.read_record_batch(message, schema)
+                shift = body - message.body.address
+                ids = _byte_starts(batch.column("input_ids"), shift)
+                starts.append(ids)
                 for name in self.COLUMNS:
-                    starts[name].append(_byte_starts(batch.column(name), body - message.body.address))
-                lengths.append(np.diff(batch.column("input_ids").offsets.to_numpy()).astype(np.int64))
-                if RECORD in schema.names:  # a copy: a view would keep the whole batch in memory
-                    groups.append(batch.column(RECORD).to_numpy().copy())
-                if WEIGHTS in schema.names:
-                    column = batch.column(WEIGHTS)
+                    shifts[name].append(int(_byte_starts(batch.column(name), shift)[0] - ids[0]) if len(ids) else 0)
+                firsts.append(rows)
+                rows += batch.num_rows
+                lengths.append(np.diff(batch.column("input_ids").offsets.to_numpy()).astype(np.int32))
+                if WEIGHTS in schema.names and np.diff((column := batch.column(WEIGHTS)).offsets.to_numpy()).any():
                     w_starts.append(_byte_starts(column, body - message.body.address))
                     w_lengths.append(np.diff(column.offsets.to_numpy()).astype(np.int64))
-        self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+                elif w_starts:  # a batch without weights after one with: its rows weigh 1
+                    w_starts.append(np.zeros(batch.num_rows, dtype=np.int64))
+                    w_lengths.append(np.zeros(batch.num_rows, dtype=np.int64))
+        self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
+        del lengths
+        self._starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+        del starts
+        self._firsts = np.asarray(firsts, dtype=np.int64)
+        self._shifts = {name: np.asarray(values, dtype=np.int64) for name, values in shifts.items()}
         # Rows with loss weights (the others weigh 1 everywhere): their byte positions and lengths.
-        self._w_lengths = np.concatenate(w_lengths) if w_lengths else np.zeros(len(self.lengths), dtype=np.int64)
-        self._w_starts = np.concatenate(w_starts) if w_starts else np.zeros(len(self.lengths), dtype=np.int64)
-        self.weighted = bool(self._w_lengths.any())
-        # the record of every row (no such column: each row is its own record)
-        self.groups = np.concatenate(groups) if groups else np.arange(len(self.lengths))
-        self._starts = {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in starts.items()}
+        self.weighted = bool(w_starts)
+        if self.weighted:
+            # the batches before the first with weights: none
+            lead = np.zeros(len(self.lengths) - sum(len(w) for w in w_starts), dtype=np.int64)
+            self._w_starts = np.concatenate([lead, *w_starts])
+            self._w_lengths = np.concatenate([lead, *w_lengths])
+        self._groups: np.ndarray | None = None
         self._dtypes = {name: np.dtype(schema.field(name).type.value_type.to_pandas_dtype()) for name in self.COLUMNS}
+        self._record = RECORD in schema.names
+
+    @property
+    def groups(self) -> np.ndarray:
+        """The record of every row (no such column: each row is its own record), read from the file when first asked."""
+        if self._groups is None:
+            if not self._record:
+                self._groups = np.arange(len(self.lengths))
+            else:
+                with pa.OSFile(str(self.path)) as fh, pa.ipc.open_stream(fh) as reader:
+                    # a copy per batch: a view would keep the whole batch in memory
+                    parts = [batch.column(RECORD).to_numpy().copy() for batch in reader]
+                self._groups = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return self._groups
 
     def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
         """The tokens of column `name` of `rows`, one row after another, as one flat array."""
         dtype = self._dtypes[name]
-        nbytes = self.lengths[rows] * dtype.itemsize
+        nbytes = self.lengths[rows].astype(np.int64) * dtype.itemsize
         out = np.empty(int(nbytes.sum()) // dtype.itemsize, dtype=dtype)
         view = out.data.cast("B")
         dest = 0
+        batch = np.searchsorted(self._firsts, rows, side="right") - 1
+        positions = self._starts[rows] + self._shifts[name][batch]
         with self.path.open("rb", buffering=0) as fh:
             fd = fh.fileno()
-            for position, n in zip(self._starts[name][rows].tolist(), nbytes.tolist()):
+            for position, n in zip(positions.tolist(), nbytes.tolist()):
                 if os.preadv(fd, [view[dest : dest + n]], position) != n:
                     raise FtdataError(f"{self.path}: the rows file changed while ftdata was packing it; build again")
                 dest += n
         return out
 
-
     def gather_weights(self, rows: np.ndarray) -> np.ndarray:
         """The loss weights of `rows` as one flat float32 array, 1 for the tokens of a row without weights."""
-        lengths = self.lengths[rows]
+        lengths = self.lengths[rows].astype(np.int64)
         out = np.ones(int(lengths.sum()), dtype=np.float32)
+        if not self.weighted:
+            return out
         view = out.data.cast("B")
         dest = np.concatenate([[0], np.cumsum(lengths)[:-1]]) * 4
         with self.path.open("rb", buffering=0) as fh:
