@@ -167,6 +167,13 @@ class DataOptions:
 
     def __post_init__(self) -> None:
         parse_choices(self)
+        self._check_rows()
+        self._check_reading()
+        self._check_rendering()
+        self._check_counts()
+
+    def _check_rows(self) -> None:
+        """The row shape: length, split, packing and padding, seed."""
         if not isinstance(self.max_length, int) or self.max_length <= 0:
             raise ConfigError(f"max_length must be a positive integer, got max_length={self.max_length!r}")
         if self.test_size is not None and not (
@@ -174,17 +181,6 @@ class DataOptions:
             or (isinstance(self.test_size, int) and self.test_size > 0)
         ):
             raise ConfigError(f"test_size must be a fraction in (0, 1) or a positive count, got test_size={self.test_size!r}")
-        self.format = format_name(self.format)
-        self.delimiter = check_delimiter(self.delimiter)
-        if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
-            raise ConfigError(f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={self.chat_template!r}")
-        if self.chat_template is not None and self.template not in (None, "chatml"):
-            raise ConfigError(
-                f"chat_template={self.chat_template!r} renders with a chat template, template={self.template!r} with a "
-                "prompt template: drop one"
-            )
-        if self.field is not None and (not isinstance(self.field, str) or not self.field):
-            raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
         if self.packing and self.padding is not Padding.NONE:
             raise ConfigError("packing and padding=max_length conflict: packed rows need no padding; drop one")
         if self.pad_to_multiple_of is not None and not self.packing:
@@ -194,11 +190,32 @@ class DataOptions:
         check_pad_multiple(self.pad_to_multiple_of, max_length=self.max_length)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got seed={self.seed!r}")
+
+    def _check_reading(self) -> None:
+        """How records are read: format, CSV delimiter, JSON field, maps, limit and the read bounds."""
+        self.format = format_name(self.format)
+        self.delimiter = check_delimiter(self.delimiter)
+        if self.field is not None and (not isinstance(self.field, str) or not self.field):
+            raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
+        for name in ("columns", "roles"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"{name} must be a mapping like {{'output': 'answer'}}, got {value!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"limit must be an integer >= 1, got limit={self.limit!r}")
         ReadBounds.of(self)  # checks the three read bounds
         if not isinstance(self.max_messages, int) or isinstance(self.max_messages, bool) or self.max_messages < 2:
             raise ConfigError(f"max_messages must be an integer >= 2 (a user turn and a reply), got max_messages={self.max_messages!r}")
+
+    def _check_rendering(self) -> None:
+        """What records render with: the templates, their kwargs, the stop tokens."""
+        if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
+            raise ConfigError(f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={self.chat_template!r}")
+        if self.chat_template is not None and self.template not in (None, "chatml"):
+            raise ConfigError(
+                f"chat_template={self.chat_template!r} renders with a chat template, template={self.template!r} with a "
+                "prompt template: drop one"
+            )
         if self.chat_template_kwargs is not None:
             if not isinstance(self.chat_template_kwargs, Mapping):
                 raise ConfigError(
@@ -214,14 +231,14 @@ class DataOptions:
             self.chat_template_kwargs = dict(self.chat_template_kwargs)
         if self.stop_tokens is not None:
             self.stop_tokens = parse_stop_tokens(self.stop_tokens)
+
+    def _check_counts(self) -> None:
+        """The values of the media and prompt-set options (what each means for a task or a medium is theirs:
+        `TaskModule.rules`, `ftdata.media`)."""
         for name in ("max_images", "max_image_pixels"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {name}={value!r}")
-        for name in ("columns", "roles"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Mapping):
-                raise ConfigError(f"{name} must be a mapping like {{'output': 'answer'}}, got {value!r}")
         if self.max_prompt_length is not None and (
             not isinstance(self.max_prompt_length, int) or isinstance(self.max_prompt_length, bool) or self.max_prompt_length < 1
         ):
