@@ -20,7 +20,7 @@ from numbers import Integral
 from pathlib import Path
 import types
 import typing
-from typing import Any
+from typing import Any, ClassVar
 
 from ftdata.errors import ConfigError
 from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
@@ -72,7 +72,11 @@ class DataOptions:
         "also grpo); None = from the data: preference-shaped records (chosen/rejected) build preference rows, prompts "
         "with no completion build a prompt set, and messages + a true/false label must be told kto or sft"
     )
-    columns: dict[str, str] | None = _opt(None, "column map {canonical: source}, e.g. {'output': 'std_answer'}")
+    columns: dict[str, str] | None = _opt(
+        None, "column map {field: column}, applied before detection, e.g. {'output': 'std_answer'}; a dotted column reads a "
+        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; a prompt set "
+        "may name columns of its own"
+    )
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
     reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
     delimiter: str | None = _opt(None, "CSV field separator: ',', ';', '|' or a tab ('\\t' or 'tab'); None = sniffed from the header line (a tab for .tsv)")
@@ -125,7 +129,8 @@ class DataOptions:
     )
     reward_columns: dict[str, str] | None = _opt(
         None, "prompts: the reward columns and their types, e.g. {'answer': 'string'} (string, int, float, bool, "
-        "list[string], list[int], list[float], json); default: every column of the first record that is not the prompt"
+        "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record that is "
+        "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are skipped"
     )
     padding: Padding = _opt(Padding.NONE, "pad every row to max_length (unpacked output only)")
     padding_side: PaddingSide = _opt(PaddingSide.RIGHT, "where padding goes when padding=max_length")
@@ -372,9 +377,20 @@ class BuildOptions:
         """Every option by its flat name, as its value (enums and callables as they are)."""
         return {name: getattr(getattr(self, group), name) for name, group in _GROUP_OF.items()}
 
+    task_reason: ClassVar[str] = ""
+    """Why the build makes its task's rows (`ftdata.run.task.with_task`): for the report, not an option."""
+
     def updated(self, **flat: Any) -> BuildOptions:
-        """A copy with the options `flat` (flat names) replaced; checked as at construction."""
-        return BuildOptions.from_mapping({**self.to_mapping(), **flat})
+        """A copy with the options `flat` (flat names) replaced, checked as at construction; its `task_reason`
+        stays (a new task drops it: `with_task` says the new one's)."""
+        out = BuildOptions.from_mapping({**self.to_mapping(), **flat})
+        return out if "task" in flat else out.with_task_reason(self.task_reason)
+
+    def with_task_reason(self, reason: str) -> BuildOptions:
+        """A copy that says why its task was chosen (`task_reason`)."""
+        out = BuildOptions(data=self.data, run=self.run, output=self.output)
+        object.__setattr__(out, "task_reason", reason)
+        return out
 
 
 def _split(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

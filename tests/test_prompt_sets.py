@@ -85,7 +85,10 @@ def test_real_chats_cut_before_their_first_reply_are_prompt_sets() -> None:
     chats = json.loads((DATASETS / "messages" / "openai_cookbook_toy_chat_fine_tuning.jsonl").read_text().splitlines()[0])
     first = next(i for i, m in enumerate(chats["messages"]) if m["role"] == "assistant")
     records = [{"messages": chats["messages"][:first], "reference": chats["messages"][first]["content"]}]
-    (row,) = _rows(ftdata.prepare(records, max_length=1024))
+    # messages with no reply and no tools are SFT data missing its reply, never a prompt set in silence
+    with pytest.raises(ftdata.FtdataError, match=r"<records>\[0\]: no assistant turn.*--task prompts"):
+        ftdata.prepare(records, max_length=1024)
+    (row,) = _rows(ftdata.prepare(records, max_length=1024, task="prompts"))
     assert row["prompt"] == [{"role": m["role"], "content": m["content"]} for m in chats["messages"][:first]]
     assert row["reference"] == chats["messages"][first]["content"]
 
@@ -95,7 +98,7 @@ def test_real_chats_cut_before_their_first_reply_are_prompt_sets() -> None:
     [
         ({"question": "Q?"}, "malformed", r"field 'answer': is missing or null; every record of the prompt set carries the reward column answer \(string\)"),
         ({"question": "Q?", "answer": 7}, "malformed", r"field 'answer': is int \(7\), the column holds string"),
-        ({"question": "Q?", "answer": "7", "extra": 1}, "malformed", r"field 'extra': is a column the prompt set's first record does not have"),
+        ({"question": "Q?", "answer": "7", "extra": 1}, "malformed", r"field 'extra': is not one of the prompt set's columns \(answer: string; typed from its first record"),
         ({"question": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "answer": "7"}, "malformed",
          r"ends on a assistant turn; a prompt ends before the model's turn"),
     ],

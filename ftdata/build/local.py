@@ -215,6 +215,7 @@ def _build_in_memory(
         if key is not None and (hit := _hit(key, out, files)) is not None:
             return hit
         report = _new_report(source, tok, stage)
+        report.task_reason = opts.task_reason
         scratch.append(safeio.scratch_dir())
         rows = stage.task.open_rows(scratch[-1] / "rows.arrow", data)
         rejects_file = _rejects_file(out, scratch)

@@ -124,7 +124,7 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     payload = pickled(job, "ray")
     report = BuildReport(
         source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
-        task=stage.task.task.value,
+        task=stage.task.task.value, task_reason=options.task_reason,
         tokenizer=str(getattr(tokenizer, "name_or_path", "")), template=stage.renderer.name,
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
     )  # fmt: skip

@@ -194,7 +194,7 @@ def parse_pairs(values: Sequence[str], *, name: str) -> dict[str, str]:
     """
     out: dict[str, str] = {}
     for value in values:
-        for item in value.split(","):
+        for item in _top_level_items(value):
             key, sep, column = item.partition("=")
             if not sep or not key.strip() or not column.strip():
                 flag = flag_name(name)
@@ -202,6 +202,17 @@ def parse_pairs(values: Sequence[str], *, name: str) -> dict[str, str]:
                 raise ConfigError(f"{flag} takes KEY=VALUE pairs, e.g. {flag} {example}; got {item!r}")
             out[key.strip()] = column.strip()
     return out
+
+
+def _top_level_items(value: str) -> list[str]:
+    """`"a=string,b=struct{x: int, y: string}"` -> the two items: commas inside brackets are a type's own."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(value):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            items.append(value[start:i])
+            start = i + 1
+    return [*items, value[start:]]
 
 
 def parse_number(text: str, *, name: str) -> int | float:

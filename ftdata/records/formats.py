@@ -115,38 +115,66 @@ def _text(value: Any, *, location: Location, field: str, required: bool = True) 
     return value
 
 
+def at_path(row: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """`(found, value)` of column `path` in `row`: a column of that very name, else a dotted path into nested
+    objects (`reward_model.ground_truth` -> `row["reward_model"]["ground_truth"]`)."""
+    if path in row:
+        return True, row[path]
+    value: Any = row
+    for key in path.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return False, None
+        value = value[key]
+    return "." in path, value
+
+
 class Columns:
-    """A column map `{canonical: source_column}` applied on top of the alias lists.
+    """A column map `{canonical: source_column}` applied on top of the alias lists, before detection.
 
     `fields` is the alias table (canonical field -> accepted source names): SFT's FIELD_ALIASES by
-    default; preference data adds its own fields (`ftdata.records.preference.PREFERENCE_FIELDS`).
+    default; preference data adds its own fields (`ftdata.records.preference.PREFERENCE_FIELDS`). A source
+    column may be a dotted path into a nested object (`answer=reward_model.ground_truth`). A column mapped to
+    one field is read only as that field: no other field's alias list finds it (`instruction=input` leaves no
+    `input` to read as the context). `named=True` (a prompt set) takes keys outside `fields` too: each names a
+    column of the rows (`answer=reward_model.ground_truth` makes an `answer` reward column), in `named`.
     """
 
-    def __init__(self, mapping: Mapping[str, str] | None = None, *, fields: Mapping[str, tuple[str, ...]] = FIELD_ALIASES):
+    def __init__(
+        self, mapping: Mapping[str, str] | None = None, *, fields: Mapping[str, tuple[str, ...]] = FIELD_ALIASES,
+        named: bool = False,
+    ):  # fmt: skip
         mapping = dict(mapping or {})
         self.fields = fields
         canon = {alias: name for name, aliases in fields.items() for alias in aliases}
         self.explicit: dict[str, str] = {}
+        self.named: dict[str, str] = {}  # a prompt set's columns made from a source column (keys outside `fields`)
         for key, column in mapping.items():
-            if key not in canon:
+            if not isinstance(column, str) or not column:
+                raise ConfigError(f"column map: {key}={column!r} names no column; write {key}=COLUMN (a dotted path reads a nested field)")
+            if key in canon:
+                if canon[key] in self.explicit and self.explicit[canon[key]] != column:
+                    raise ConfigError(f"column map: {canon[key]} is mapped twice ({self.explicit[canon[key]]!r} and {column!r}); keep one")
+                self.explicit[canon[key]] = column
+            elif named:
+                self.named[key] = column
+            else:
                 names = ", ".join(sorted(fields))
                 raise ConfigError(f"column map key must be one of {names}; got {key!r}={column!r}")
-            self.explicit[canon[key]] = column
+        # Top-level columns the map claims: a field's aliases never find them (a mapped column is read once).
+        self.claimed = frozenset(c for c in (*self.explicit.values(), *self.named.values()) if "." not in c)
 
     def find(self, row: Mapping[str, Any], name: str, *, location: Location) -> tuple[str | None, Any]:
         """The (column, value) for canonical field `name`, or (None, None). Rejects ambiguity."""
         if name in self.explicit:
             column = self.explicit[name]
-            if column not in row:
+            found, value = at_path(row, column)
+            if not found:
                 raise RecordError(
                     f"mapped column {column!r} is missing; columns are {', '.join(map(str, row))}",
                     location=location, field=name,
                 )  # fmt: skip
-            return column, row[column]
-        aliases = self.fields[name]
-        if len(aliases) == 1:  # system, history, tools, ...: one name, nothing to be ambiguous with
-            return (aliases[0], row[aliases[0]]) if aliases[0] in row else (None, None)
-        present = [a for a in aliases if a in row]
+            return column, value
+        present = [a for a in self.fields[name] if a in row and a not in self.claimed]
         if len(present) > 1:
             values = {a: _unwrap(row[a]) for a in present}
             if len({repr(v) for v in values.values()}) > 1:
@@ -157,9 +185,21 @@ class Columns:
                 )  # fmt: skip
         return (present[0], row[present[0]]) if present else (None, None)
 
+    def column(self, row: Mapping[str, Any], name: str) -> str | None:
+        """The row's column (or dotted path) for field `name`, or None; never raises (detection asks every record)."""
+        if name in self.explicit:
+            return self.explicit[name] if at_path(row, self.explicit[name])[0] else None
+        return next((a for a in self.fields[name] if a in row and a not in self.claimed), None)
+
+    def value(self, row: Mapping[str, Any], name: str) -> Any:
+        """The value of field `name` in `row` (None when the row has none); never raises."""
+        column = self.column(row, name)
+        return None if column is None else at_path(row, column)[1]
+
 
 def detect(row: Any, columns: Columns) -> str:
-    """The format name of one row."""
+    """The format name of one row, read through the column map (`messages=dialog` is a conversation whatever
+    the column is called; `instruction=...` or `output=...` mapped: instruction data)."""
     if isinstance(row, list):
         return "chat"
     if not isinstance(row, Mapping):
@@ -168,12 +208,13 @@ def detect(row: Any, columns: Columns) -> str:
         return "atif"
     if _conversational_pair(row, columns):
         return "messages"
-    for key in ("messages", "conversations", "conversation"):
-        if key in row or columns.explicit.get("messages") == key:
-            value = row.get(columns.explicit.get("messages", key))
-            if isinstance(value, list) and value and isinstance(value[0], dict) and "from" in value[0]:
-                return "sharegpt"
-            return "messages"
+    if "messages" not in columns.explicit and {"instruction", "output"} & set(columns.explicit):
+        return "instruction"
+    if "messages" in columns.explicit or columns.column(row, "messages") is not None:
+        value = columns.value(row, "messages")
+        if isinstance(value, list) and value and isinstance(value[0], dict) and "from" in value[0]:
+            return "sharegpt"
+        return "messages"
     return "instruction"
 
 
@@ -200,18 +241,25 @@ def _is_messages(value: Any) -> bool:
 
 
 def _conversational_pair(row: Mapping[str, Any], columns: Columns) -> bool:
-    """TRL's conversational prompt-completion row: `{"prompt": [messages], "completion": [messages]}`."""
+    """TRL's conversational prompt-completion row: `{"prompt": [messages], "completion": [messages]}`; also
+    under other names through the map (OpenRLHF's `input_key` messages + `output_key`: `--columns
+    instruction=context_messages,output=response`), the completion then messages or one reply's text."""
     if columns.explicit.get("messages"):
         return False
-    return _is_messages(row.get("prompt")) and _is_messages(row.get("completion"))
+    completion = columns.value(row, "output")
+    return _is_messages(columns.value(row, "instruction")) and (_is_messages(completion) or isinstance(completion, str))
 
 
-def _pair_messages(row: Mapping[str, Any]) -> list[Any]:
-    """The prompt's messages then the completion's, as one conversation. As in TRL, only the
-    completion is trained: an assistant turn in the prompt is context (train=false) unless it
-    says otherwise."""
-    prompt = [m if m.get("role") != "assistant" or "train" in m else {**m, "train": False} for m in row["prompt"]]
-    return [*prompt, *row["completion"]]
+def _pair_messages(row: Mapping[str, Any], columns: Columns) -> tuple[str, list[Any]]:
+    """The prompt's messages then the completion's, as one conversation, and where they came from. As in TRL,
+    only the completion is trained: an assistant turn in the prompt is context (train=false) unless it says
+    otherwise."""
+    prompt_col, completion_col = columns.column(row, "instruction"), columns.column(row, "output")
+    prompt = [m if m.get("role") != "assistant" or "train" in m else {**m, "train": False} for m in columns.value(row, "instruction")]
+    completion = columns.value(row, "output")
+    if isinstance(completion, str):  # one reply's text
+        completion = [{"role": "assistant", "content": completion}]
+    return f"{prompt_col}+{completion_col}", [*prompt, *completion]
 
 
 def _role(raw: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> str:
@@ -401,7 +449,10 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
         if prev is not None and prev.role == msg.role and msg.role in ("user", "assistant"):
             raise RecordError(f"two {msg.role} turns in a row; merge them into one", location=location, field=where)
     if reply and not any(m.role == "assistant" for m in messages):
-        raise UnusableRecord("no assistant turn; nothing to train on", location=location, field=field, code=RejectCode.NO_ASSISTANT)
+        raise UnusableRecord(
+            "no assistant turn; nothing to train on: add the reply, or, if these are prompts for GRPO/RLOO, build a "
+            "prompt set with --task prompts", location=location, field=field, code=RejectCode.NO_ASSISTANT,
+        )  # fmt: skip
 
 
 def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
@@ -496,7 +547,7 @@ def _to_examples(
             raise RecordError(f"expected an object, got {type(row).__name__}", location=location)
         col, items = columns.find(row, "messages", location=location)
         if col is None and _conversational_pair(row, columns):
-            col, items = "prompt+completion", _pair_messages(row)
+            col, items = _pair_messages(row, columns)
         if col is None:
             raise RecordError(f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages")
         msgs, notes = _messages(items, location=location, field=col, roles=roles)

@@ -91,7 +91,7 @@ def looks_like_preference(row: Any, columns: Columns | None = None) -> Task | No
     if _column(row, columns, "chosen") or _column(row, columns, "rejected") or _rated(row, columns):
         return Task.PREFERENCE
     label = _column(row, columns, "label")
-    if label and _bool_like(row[label]) and (_column(row, columns, "output") or _column(row, columns, "messages")):
+    if label and _bool_like(columns.value(row, "label")) and (_column(row, columns, "output") or _column(row, columns, "messages")):
         return Task.KTO
     return None
 
@@ -112,7 +112,7 @@ def detect_task(row: Any, location: Location, *, columns: Columns | None = None)
     columns = preference_columns(columns)
     label = _column(row, columns, "label")
     trl = _column(row, columns, "instruction") == "prompt" and _column(row, columns, "output") == "completion"
-    if trl and isinstance(_unwrap(row[label]), bool):
+    if trl and isinstance(_unwrap(columns.value(row, "label")), bool):
         return Task.KTO
     raise RecordError(
         "a true/false label beside a conversation: KTO data (LLaMA-Factory's messages + label) or SFT data with a "
@@ -266,9 +266,7 @@ def _brief(messages: tuple[Message, ...], i: int) -> str:
 
 def _column(row: Mapping[str, Any], columns: Columns, name: str) -> str | None:
     """The row's column for field `name`, or None; never raises (detection runs on every SFT record)."""
-    if name in columns.explicit:
-        return columns.explicit[name] if columns.explicit[name] in row else None
-    return next((alias for alias in columns.fields[name] if alias in row), None)
+    return columns.column(row, name)
 
 
 def _bool_like(value: Any) -> bool:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ftdata.records.formats import ROLE_ALIASES, Columns, _unwrap, to_examples
+from ftdata.records.formats import at_path, ROLE_ALIASES, Columns, _unwrap, to_examples
 from ftdata.errors import Location, RecordError
 from ftdata.types import Example
 
@@ -36,7 +36,7 @@ def conversation(
     """One side as the SFT record `to_examples` reads: the row's `shared` columns, and `value` under
     `key` as the messages (fmt="messages") or as the response (fmt="instruction")."""
     mapping = {name: col for name in shared if (col := columns.find(row, name, location=location)[0]) is not None}
-    view = {col: row[col] for col in mapping.values()} | {key: value}
+    view = {col: at_path(row, col)[1] for col in mapping.values()} | {key: value}
     mapping["messages" if fmt == "messages" else "output"] = key
     try:
         (example,) = to_examples(view, location, format=fmt, columns=Columns(mapping), roles=roles)

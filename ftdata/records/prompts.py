@@ -13,18 +13,20 @@ with one type (the first record's, or the types given with `reward_columns`).
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ftdata.errors import ConfigError, Location, RecordError
 from ftdata.records import tools
-from ftdata.records.formats import Columns, _messages, _text, _unwrap, validate
+from ftdata.records.formats import Columns, _messages, _text, _unwrap, at_path, validate
+from ftdata.records.reward_types import REWARD_TYPES, SKIP, parse_kind, type_of, typed
 from ftdata.types import Example, Message
 
-__all__ = ["PROMPT_FIELDS", "REWARD_TYPES", "PromptRecord", "RewardColumns", "looks_like_prompts", "prompt_columns", "to_prompt"]
+__all__ = [
+    "PROMPT_FIELDS", "REWARD_TYPES", "PromptRecord", "RewardColumns", "looks_like_prompts", "nested_paths", "prompt_columns",
+    "reward_values", "to_prompt", "type_of",
+]
 
 PROMPT_FIELDS: dict[str, tuple[str, ...]] = {
     "instruction": ("prompt", "question", "problem", "query", "instruction"),
@@ -36,36 +38,43 @@ PROMPT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 """Where a row's prompt is (canonical field -> accepted columns); `--columns instruction=my_col` maps one."""
 
+OWN_COLUMNS = ("prompt", "prompt_ids", "tools")
+"""The columns every row of a prompt set holds: no reward column may take their names."""
+
 # Columns that hold a completion: a row with one is SFT (or preference) data, unless told --task prompts.
 _COMPLETIONS = ("output", "response", "answer", "completion", "chosen", "rejected", "solution")
 
-REWARD_TYPES = ("string", "int", "float", "bool", "list[string]", "list[int]", "list[float]", "json")
-"""The types a reward column may have; `json`: any other JSON value, stored as its JSON text. A trailing `?`
-(`string?`) lets a record leave the column out or null (a recipe's sources that lack a column another has)."""
 
 
 def prompt_columns(mapping: Mapping[str, str] | None) -> Columns:
-    """The column map of a prompt set (keys: PROMPT_FIELDS; raises ConfigError for another key)."""
-    return Columns(mapping, fields=PROMPT_FIELDS)
+    """The column map of a prompt set: keys of PROMPT_FIELDS map the prompt; any other key names a column of the
+    rows (`answer=reward_model.ground_truth`: an `answer` reward column read from a nested field)."""
+    return Columns(mapping, fields=PROMPT_FIELDS, named=True)
 
 
-def looks_like_prompts(row: Any) -> bool:
-    """Whether a row is a prompt with no completion: TRL's `prompt` (or a `question`/`query`) with no answer
-    column, MATH's `problem` (beside no SFT instruction: its `solution` is a reward column), or messages
-    without an assistant turn that end on a user turn."""
+def looks_like_prompts(row: Any, columns: Columns | None = None) -> bool:
+    """Whether a row is a prompt with no completion (read through `columns`, a `prompt_columns` map): TRL's
+    `prompt` (or a `question`/`query`) with no answer column, MATH's `problem` (beside no SFT instruction: its
+    `solution` is a reward column), or messages with tools and no assistant turn that end on a user turn (without
+    tools, such messages are SFT data missing its reply: a located error that names --task prompts)."""
+    columns = columns or prompt_columns(None)
     if not isinstance(row, Mapping) or "chosen" in row or "rejected" in row:
         return False
-    for key in PROMPT_FIELDS["messages"]:
-        if isinstance(value := row.get(key), list):
-            roles = [str(m.get("role", m.get("from", ""))).lower() for m in value if isinstance(m, Mapping)]
-            return bool(roles) and roles[-1] in ("user", "human") and not {"assistant", "gpt"} & set(roles)
-    if isinstance(row.get("problem"), str) and not any(key in row for key in ("instruction", "prompt", "question", "query")):
+    messages = columns.value(row, "messages")
+    if isinstance(messages, list):
+        roles = [str(m.get("role", m.get("from", ""))).lower() for m in messages if isinstance(m, Mapping)]
+        asks = bool(roles) and roles[-1] in ("user", "human") and not {"assistant", "gpt"} & set(roles)
+        return asks and bool(_unwrap(columns.value(row, "tools")))
+    prompt = columns.value(row, "instruction")
+    if "instruction" not in columns.explicit and isinstance(row.get("problem"), str) and not any(
+        key in row for key in ("instruction", "prompt", "question", "query")
+    ):
         return True
-    if isinstance(row.get("prompt"), list) and "completion" not in row:  # TRL's conversational prompt-only rows
+    completions = {name for name in _COMPLETIONS if name in row and name not in columns.claimed} | (set(columns.named) & set(_COMPLETIONS))
+    if isinstance(prompt, list) and not completions - {"answer", "solution"}:  # TRL's conversational prompt-only rows
         return True
-    if any(name in row for name in _COMPLETIONS):
-        return False
-    return any(isinstance(row.get(key), (str, list)) for key in ("prompt", "question", "query"))
+    column = columns.column(row, "instruction")  # an `instruction` alone is SFT data's (self-instruct's `instances`)
+    return not completions and isinstance(prompt, (str, list)) and (column in ("prompt", "question", "query") or "instruction" in columns.explicit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +115,35 @@ def to_prompt(row: Any, location: Location, *, columns: Columns, rewards: Reward
     schemas = tools.tool_schemas(extras.get("tools"), location=location, field="tools")
     kwargs = tools.template_kwargs(extras.get("chat_template_kwargs"), location=location, field="chat_template_kwargs")
     example = Example(messages, location, format="prompt", tools=schemas, template_kwargs=dict(kwargs))
-    return PromptRecord(example, rewards.read({k: v for k, v in row.items() if k not in used}, location))
+    return PromptRecord(example, rewards.read(reward_values(row, columns, used, location), location))
+
+
+def reward_values(row: Mapping[str, Any], columns: Columns, used: set[str], location: Location) -> dict[str, Any]:
+    """The columns of `row` that are not its prompt (`used`) nor mapped away, and the columns the map names
+    (`answer=reward_model.ground_truth`), by name.
+
+    Raises:
+        RecordError: a named column's source is missing, or the row already has a column of that name.
+    """
+    values = {k: v for k, v in row.items() if k not in used and k not in columns.claimed}
+    for name in OWN_COLUMNS:
+        if name in values:
+            raise RecordError(
+                f"is a column named like one a prompt set's row holds ({', '.join(OWN_COLUMNS)}) and it is not the "
+                f"prompt here; map the prompt from it (--columns instruction={name}) or rename it",
+                location=location, field=name,
+            )  # fmt: skip
+    for name, source in columns.named.items():
+        found, value = at_path(row, source)
+        if not found:
+            raise RecordError(f"mapped column {source!r} is missing; columns are {', '.join(map(str, row))}", location=location, field=name)
+        if name in values:
+            raise RecordError(
+                f"the column map makes a column {name} from {source} and the record has its own {name}; map it to "
+                "another name", location=location, field=name,
+            )  # fmt: skip
+        values[name] = value
+    return values
 
 
 def _conversation(row: Mapping[str, Any], columns: Columns, location: Location, used: set[str], roles: Mapping[str, str]) -> tuple[Message, ...]:
@@ -154,21 +191,30 @@ class RewardColumns:
     def __init__(self, types: Mapping[str, str] | None = None):
         if types is not None:
             for name, kind in types.items():
-                if not isinstance(kind, str) or kind.removesuffix("?") not in REWARD_TYPES:
-                    raise ConfigError(f"reward_columns: {name}={kind!r} is no type; choose one of {', '.join(REWARD_TYPES)}")
+                try:
+                    if not isinstance(kind, str):
+                        raise ConfigError(kind)
+                    parse_kind(kind.removesuffix("?"))
+                except ConfigError:
+                    raise ConfigError(
+                        f"reward_columns: {name}={kind!r} is no type; choose one of {', '.join(REWARD_TYPES)} (a trailing ? "
+                        "lets a record leave it null)"
+                    ) from None
         self.types = dict(types) if types is not None else None
 
     @classmethod
     def of_row(cls, row: Any, columns: Columns) -> RewardColumns:
-        """The reward columns of a prompt set whose first record is `row`: every column that is not its prompt."""
+        """The reward columns of a prompt set whose first record is `row`: every column that is not its prompt
+        (and each column the map names), typed as the data nests it."""
         if not isinstance(row, Mapping):
             return cls({})
         prompt = set()
         for name in PROMPT_FIELDS:
-            column, _ = columns.find(row, name, location=Location("first record"))
+            column = columns.column(row, name)
             if column is not None:
                 prompt.add(column)
-        return cls({name: type_of(value) for name, value in row.items() if name not in prompt and value is not None})
+        values = reward_values(row, columns, prompt, Location("first record"))
+        return cls({name: type_of(value) for name, value in values.items() if value is not None})
 
     @classmethod
     def union(cls, named: Mapping[str, RewardColumns]) -> RewardColumns:
@@ -193,71 +239,27 @@ class RewardColumns:
         return cls({name: kind if all(name in names for names in every) else kind.removesuffix("?") + "?" for name, kind in out.items()})
 
     def read(self, values: Mapping[str, Any], location: Location) -> dict[str, Any]:
-        """`values` (a row's columns that are not its prompt) checked against the types, as stored."""
+        """`values` (a row's columns that are not its prompt) checked against the types, as stored; a `skip`
+        column is left out."""
         types = self.types if self.types is not None else {name: type_of(v) for name, v in values.items()}
         for name in values:
             if name not in types:
+                named = "; ".join(f"{n}: {k}" for n, k in types.items()) or "none"
                 raise RecordError(
-                    f"is a column the prompt set's first record does not have (its reward columns: {', '.join(types) or 'none'}); "
-                    "give every record the same columns, or name them with reward_columns",
+                    f"is not one of the prompt set's columns ({named}; typed from its first record, or named by "
+                    "reward_columns): give every record the same columns, or name it in reward_columns "
+                    f"({name}=TYPE, or {name}={SKIP} to leave it out)",
                     location=location, field=name,
                 )  # fmt: skip
-        return {name: _typed(values.get(name), kind, name=name, location=location) for name, kind in types.items()}
+        return {name: typed(values.get(name), kind, name=name, location=location) for name, kind in types.items() if kind != SKIP}
 
 
-def type_of(value: Any) -> str:
-    """The reward type that holds `value`: `json` for anything but a scalar or a flat list of one scalar type."""
-    value = _unwrap(value)
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list) and value:
-        inner = {type_of(v) for v in value}
-        if len(inner) == 1 and (kind := inner.pop()) in ("string", "int", "float"):
-            return f"list[{kind}]"
-        if inner <= {"int", "float"}:
-            return "list[float]"
-    return "json"
-
-
-def _typed(value: Any, kind: str, *, name: str, location: Location) -> Any:
-    """`value` as a `kind` column stores it. Raises RecordError: missing, null, or of another type."""
-    value = _unwrap(value)
-    if value is None and kind.endswith("?"):
-        return None
-    kind = kind.removesuffix("?")
-    if value is None:
-        raise RecordError(f"is missing or null; every record of the prompt set carries the reward column {name} ({kind})", location=location, field=name)
-    if kind == "json":
-        try:
-            return json.dumps(value, ensure_ascii=False, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError):
-            raise RecordError(f"holds a value that is not JSON ({type(value).__name__})", location=location, field=name) from None
-    if kind.startswith("list["):
-        if not isinstance(value, list):
-            raise RecordError(f"is {type_of(value)}, the column holds {kind}; make every record's {name} a list", location=location, field=name)
-        return [_scalar(v, kind[5:-1], name=f"{name}[{i}]", location=location) for i, v in enumerate(value)]
-    return _scalar(value, kind, name=name, location=location)
-
-
-def _scalar(value: Any, kind: str, *, name: str, location: Location) -> Any:
-    got = type_of(value)
-    if got == kind or (kind == "float" and got == "int"):
-        if kind == "float" and not math.isfinite(value):
-            raise RecordError(f"is {value!r}, not a finite number", location=location, field=name)
-        return float(value) if kind == "float" else value
-    raise RecordError(
-        f"is {got} ({_brief(value)}), the column holds {kind} (as the first record, or reward_columns, says); "
-        f"write every record's {name.split('[')[0]} as {kind}",
-        location=location, field=name,
-    )  # fmt: skip
-
-
-def _brief(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+def nested_paths(row: Any, name: str, prefix: str = "") -> list[str]:
+    """The dotted paths inside `row` whose last key is `name` (`ground_truth` -> `reward_model.ground_truth`)."""
+    if not isinstance(row, Mapping):
+        return []
+    found = [f"{prefix}{key}" for key in row if key == name and prefix]
+    for key, value in row.items():
+        if isinstance(key, str) and isinstance(value, Mapping):
+            found += nested_paths(value, name, f"{prefix}{key}.")
+    return found

@@ -33,6 +33,7 @@ from ftdata.errors import RecordError, TemplateError, UnusableRecord
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
+from ftdata.records.reward_types import SKIP, parse_kind
 from ftdata.chat.trajectory import SplitRow
 from ftdata.guard import limits
 from ftdata.records.formats import Columns
@@ -52,10 +53,23 @@ if TYPE_CHECKING:
 __all__ = ["PROMPTS", "MeasuredPrompt", "PromptChunk", "PromptRow", "PromptRows", "PromptState", "PromptTask", "PromptTokens", "opened"]
 
 IDS = pa.list_(pa.int32())
-ARROW_TYPES = {
-    "string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "json": pa.string(),
-    "list[string]": pa.list_(pa.string()), "list[int]": pa.list_(pa.int64()), "list[float]": pa.list_(pa.float64()),
-}  # fmt: skip
+SCALAR_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "json": pa.string()}
+
+
+def arrow_type(kind: str) -> pa.DataType:
+    """The Arrow type of a reward column's type (`records.reward_types`): lists and structs stay nested."""
+    parsed = parse_kind(kind.removesuffix("?"))
+    return _arrow(parsed)
+
+
+def _arrow(kind: Any) -> pa.DataType:
+    if isinstance(kind, str):
+        return SCALAR_TYPES[kind]
+    if kind[0] == "list":
+        return pa.list_(_arrow(kind[1]))
+    return pa.struct([(key, _arrow(inner)) for key, inner in kind[1]])
+
+
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 PROBE = "Q7Z"  # an assistant content no template writes by itself: where a turn's text starts
 
@@ -383,7 +397,7 @@ def prompt_schema(options: DataOptions, *, text: bool | None = None) -> pa.Schem
     schemas rendered into the prompt, JSON text; null without), the reward columns."""
     text = options.template not in (None, "chatml") if text is None else text
     prompt = pa.string() if text else pa.list_(MESSAGE)
-    rewards = [(name, ARROW_TYPES[kind.removesuffix("?")]) for name, kind in (options.reward_columns or {}).items()]
+    rewards = [(name, arrow_type(kind)) for name, kind in (options.reward_columns or {}).items() if kind != SKIP]
     return pa.schema([("prompt", prompt), ("prompt_ids", IDS), ("tools", pa.string()), *rewards])
 
 

@@ -76,6 +76,7 @@ class BuildReport:
     tokenizer: str = ""
     template: str = ""
     task: str = "sft"  # what the rows are: sft, preference (a sequence is a pair) or kto
+    task_reason: str = ""  # why: given, or what the first record is (`ftdata.run.task.task_reason`)
     records: int = 0
     examples: int = 0
     sequences: int = 0

@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, RecordError
-from ftdata.records.prompts import RewardColumns, looks_like_prompts, prompt_columns
 from ftdata.options import BuildOptions, DataOptions
-from ftdata.records.preference import detect_task, preference_columns
+from ftdata.records.preference import PREFERENCE_FIELDS, detect_task, preference_columns
+from ftdata.records.prompts import PROMPT_FIELDS, RewardColumns, looks_like_prompts, nested_paths, prompt_columns
+from ftdata.records.reward_types import SKIP
 from ftdata.run.engine import TASKS, task_module
 from ftdata.run.loop import read_batches
 from ftdata.run.option_rules import check
 from ftdata.types import Task
 
-__all__ = ["check_options", "data_task", "first_record", "sources_task", "with_task"]
+__all__ = ["check_options", "data_task", "first_record", "sources_task", "task_reason", "with_task"]
 
 
 def _once(source: Any) -> bool:
@@ -57,10 +58,39 @@ def data_task(source: Any, options: DataOptions) -> Task | None:
 
 def _named(location: Any, row: Any, options: DataOptions) -> Task | None:
     """The task one record's shape names, None for SFT data."""
-    task = detect_task(row, location, columns=preference_columns(options.columns))
-    if task is Task.SFT and looks_like_prompts(row):
+    # a key only a prompt set's map takes (`ground_truth=reward_model.ground_truth`) says nothing of pairs
+    known = {key: column for key, column in (options.columns or {}).items() if key in _PAIR_KEYS}
+    task = detect_task(row, location, columns=preference_columns(known))
+    if task is Task.SFT and looks_like_prompts(row, prompt_columns(options.columns)):
         return Task.PROMPTS
     return None if task is Task.SFT else task
+
+
+_PAIR_KEYS = frozenset(alias for aliases in PREFERENCE_FIELDS.values() for alias in aliases)
+
+
+def task_reason(row: Any, task: Task | None, options: DataOptions, *, given: bool) -> str:
+    """Why a build makes `task`'s rows, for its summary: given, or what its first record (`row`) is."""
+    name = (task or Task.SFT).value
+    if given:
+        return f"given (task={name})"
+    if row is None:
+        return "no record to read ahead (a source read once, or none): SFT unless a record says otherwise"
+    columns = prompt_columns(options.columns)
+    if task is Task.PROMPTS:
+        prompt = columns.column(row, "messages") or columns.column(row, "instruction") or "the prompt"
+        return f"the first record is a prompt with no completion ({prompt})"
+    if task is Task.PREFERENCE:
+        return "the first record is a preference pair (chosen/rejected)"
+    if task is Task.KTO:
+        return "the first record is a completion with a true/false label (TRL's unpaired preference rows)"
+    if isinstance(row, Mapping) and columns.column(row, "messages") is None:
+        question = columns.column(row, "instruction")
+        answer = next((c for c in ("answer", "solution", "ground_truth") if c in row and c not in columns.claimed), None)
+        if question in ("question", "problem", "query", "prompt") and answer is not None:
+            return (f"the first record is question/answer data ({question}, {answer}), built as SFT (train on the "
+                    "answers); for a GRPO/RLOO prompt set (the answer as a reward column) pass --task prompts")  # fmt: skip
+    return "the first record is SFT data (a conversation, or an instruction and its response)"
 
 
 def first_record(source: Any, options: DataOptions) -> tuple[Any, Any] | None:
@@ -96,23 +126,68 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
         RecordError: see `data_task`.
     """
     data = check_options(options.data)
-    needed = data.task is None or (data.task is Task.PROMPTS and data.reward_columns is None)
-    first = first_record(source, data) if needed and not _once(source) else None  # read once: the task and the columns
+    needed = data.task is None or data.task is Task.PROMPTS
+    first = first_record(source, data) if needed and not _once(source) else None  # read once: the task, its reason and the columns
+    row = None if first is None else first[1]
     if options.data.task is None:
         task = None if first is None else _named(*first, options.data)
         if task is None:
-            return options
+            return options.with_task_reason(task_reason(row, None, data, given=False))
+        if task is Task.PROMPTS:
+            _renames_told(options.data)
         try:
             options = options.updated(task=task)
             check_options(options.data)
         except ConfigError as exc:
             raise ConfigError(f"{exc} (task={task.value}: the data's first record is {task.value} data)") from None
-    if options.data.task is not Task.PROMPTS or options.data.reward_columns is not None:
-        return options
+    reason = task_reason(row, options.data.task, options.data, given=data.task is not None)
+    if options.data.task is not Task.PROMPTS:
+        return options.with_task_reason(reason)
+    if options.data.reward_columns is not None:
+        return options.updated(reward_columns=_named_columns(row, options)).with_task_reason(reason)
     if _once(source):
         raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: reward_columns={'answer': 'string'}")
-    row = None if first is None else first[1]
-    return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {})
+    return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {}).with_task_reason(reason)
+
+
+def _renames_told(data: DataOptions) -> None:
+    """A prompt set found in the data takes a map key that is no field only for a nested field
+    (`ground_truth=reward_model.ground_truth`); a plain rename to a new name (`better=good`, a typo of `chosen`?)
+    needs the task told.
+
+    Raises:
+        ConfigError: such a key, naming the fields and --task prompts.
+    """
+    named = prompt_columns(data.columns).named
+    for key, source in named.items():
+        if "." not in source and key not in _PAIR_KEYS:
+            fields = ", ".join(sorted({*PREFERENCE_FIELDS, *PROMPT_FIELDS}))
+            raise ConfigError(
+                f"column map key must be one of {fields}; got {key!r}={source!r} (a prompt set's map may name its own "
+                "columns: pass --task prompts to make it a column of the rows)"
+            )
+
+
+def _named_columns(row: Any, options: BuildOptions) -> dict[str, str]:
+    """`reward_columns` as given (a subset of the columns), checked against the first record `row` (None: read
+    once, taken as given); the first record's other columns are left out of the rows (`skip`).
+
+    Raises:
+        ConfigError: a column given that the first record does not have (naming a nested field of that name).
+    """
+    given = dict(options.data.reward_columns or {})
+    if not isinstance(row, Mapping):
+        return given
+    columns = prompt_columns(options.data.columns)
+    has = RewardColumns.of_row(row, columns).types or {}
+    for name, kind in given.items():
+        if name in has or kind == SKIP or kind.endswith("?") or name in row:
+            continue
+        nested = nested_paths(row, name)
+        fix = (f"it has {nested[0]}: map it with --columns {name}={nested[0]}" if nested
+               else f"its columns are {', '.join(has) or 'none'}")  # fmt: skip
+        raise ConfigError(f"reward_columns names {name} and the prompt set's first record has no column {name}; {fix}")
+    return {**given, **{name: SKIP for name in has if name not in given}}
 
 
 def sources_task(sources: Mapping[str, tuple[Any, BuildOptions]], common: BuildOptions) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def rewards_of(cfg: TrainConfig, splits: Splits) -> list[Any]:
         ConfigError: a reward that does not fit the prompt set (see `rewards.make_rewards`).
     """
     opens, _ = prompt_settings(cfg, splits)
-    return make_rewards(cfg.rewards or DEFAULT_REWARDS, columns=splits.train.column_names, opens=opens)
+    return make_rewards(cfg.rewards or DEFAULT_REWARDS, columns=dict(splits.train.features) if splits.train.features else splits.train.column_names, opens=opens)
 
 
 def grpo_record(cfg: TrainConfig, method: Method, splits: Splits) -> dict[str, Any]:

@@ -83,8 +83,9 @@ def check_reward_names(names: Sequence[str]) -> None:
         seen.add(base)
 
 
-def make_rewards(names: Sequence[str], *, columns: Sequence[str], opens: str = "") -> list[Reward]:
-    """The reward functions of `names`, checked against the prompt set's `columns` before any step.
+def make_rewards(names: Sequence[str], *, columns: Sequence[str] | Mapping[str, Any], opens: str = "") -> list[Reward]:
+    """The reward functions of `names`, checked against the prompt set's `columns` (names, or the dataset's
+    `features`: a struct column is a dict of its fields) before any step.
 
     `opens`: what the chat template writes after the assistant header in the generation prompt
     (build.json's `counts.prompt_opens`), which the `format` reward reads the completion after.
@@ -123,21 +124,54 @@ def describe(rewards: Sequence[Reward]) -> list[dict[str, Any]]:
     return out
 
 
-def _reference_column(named: str | None, columns: Sequence[str]) -> str:
-    readable = [c for c in columns if c not in ("prompt", "prompt_ids", "tools")]  # the reward columns (tools: the rendered schemas)
+def _reference_column(named: str | None, columns: Sequence[str] | Mapping[str, Any]) -> str:
+    """The column (or dotted path into a struct column) `exact` reads its reference from: `named`, else the first
+    of REFERENCE_COLUMNS, else the one nested field named like one; of several, the one inside verl's `reward_model`
+    (`reward_model.ground_truth`, what verl's own rewards read, over `extra_info.answer`).
+
+    Raises:
+        ConfigError: a named column the set lacks, a struct named (its fields are listed), no reference or several
+            nested ones.
+    """
+    features = columns if isinstance(columns, Mapping) else dict.fromkeys(columns)
+    readable = [c for c in features if c not in ("prompt", "prompt_ids", "tools")]  # the reward columns (tools: the rendered schemas)
+    leaves = {path: f for c in readable for path, f in _paths(c, features[c])}
     if named is not None:
-        if named not in columns:
+        if named not in features and named not in leaves:
             raise ConfigError(
                 f"rewards: exact:{named} names a column the prompt set lacks; it has {', '.join(readable) or 'no reward columns'}"
             )
+        struct = features.get(named, leaves.get(named))
+        if isinstance(struct, Mapping):  # compared as text it would never equal an answer: refused, not scored 0.0
+            fields = sorted((p for p in leaves if p.startswith(named + ".")), key=lambda p: p.rsplit(".", 1)[1] not in REFERENCE_COLUMNS)
+            raise ConfigError(
+                f"rewards: exact:{named} is a struct column ({', '.join(k for k in struct)}), not a reference; name the "
+                f"field that holds the answer: exact:{fields[0] if fields else named + '.FIELD'}"
+            )
         return named
-    found = next((c for c in REFERENCE_COLUMNS if c in columns), None)
-    if found is None:
-        raise ConfigError(
-            f"rewards: exact needs a reference column ({', '.join(REFERENCE_COLUMNS)}) and the prompt set has "
-            f"{', '.join(readable) or 'no reward columns'}: name one with exact:COLUMN, or drop exact from rewards"
-        )
-    return found
+    found = next((c for c in REFERENCE_COLUMNS if c in features and not isinstance(features[c], Mapping)), None)
+    if found is not None:
+        return found
+    nested = [p for p, f in leaves.items() if "." in p and p.rsplit(".", 1)[1] in REFERENCE_COLUMNS and not isinstance(f, Mapping)]
+    verl = [p for p in nested if p.split(".")[0] == "reward_model"]  # verl's schema: the field its own rewards read
+    if len(nested) == 1 or len(verl) == 1:
+        return nested[0] if len(nested) == 1 else verl[0]
+    if nested:
+        raise ConfigError(f"rewards: exact finds several references ({', '.join(nested)}): name one with exact:{nested[0]}")
+    raise ConfigError(
+        f"rewards: exact needs a reference column ({', '.join(REFERENCE_COLUMNS)}) and the prompt set has "
+        f"{', '.join(readable) or 'no reward columns'}: name one with exact:COLUMN (exact:COLUMN.FIELD inside a struct), "
+        "or drop exact from rewards"
+    )
+
+
+def _paths(name: str, feature: Any) -> list[tuple[str, Any]]:
+    """`(dotted path, feature)` of a column and, for a struct (a dict of features), of every field inside it."""
+    out = [(name, feature)]
+    if isinstance(feature, Mapping):
+        for key, inner in feature.items():
+            out += _paths(f"{name}.{key}", inner)
+    return out
 
 
 def _imported(name: str) -> Reward:
@@ -158,10 +192,20 @@ class ExactMatch:
     __name__ = "exact"  # TRL's name for it: its log keys are rewards/exact/mean and rewards/exact/std
 
     def __init__(self, column: str) -> None:
-        self.column = column
+        self.column = column  # a column, or a dotted path into a struct column (`reward_model.ground_truth`)
 
     def __call__(self, prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
-        return [score_exact(answer_text(c), ref) for c, ref in zip(completions, columns[self.column], strict=True)]
+        return [score_exact(answer_text(c), ref) for c, ref in zip(completions, self.references(columns), strict=True)]
+
+    def references(self, columns: Mapping[str, Any]) -> list[Any]:
+        """Each row's reference: the column's value, or the field its dotted path names inside it."""
+        if self.column in columns:
+            return list(columns[self.column])
+        top, *keys = self.column.split(".")
+        refs = list(columns[top])
+        for key in keys:
+            refs = [ref.get(key) if isinstance(ref, Mapping) else None for ref in refs]
+        return refs
 
 
 class ThinkFormat:

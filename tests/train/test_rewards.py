@@ -118,7 +118,7 @@ def test_rewards_are_made_against_the_prompt_set_columns() -> None:
     ]
     with pytest.raises(ConfigError, match=re.escape(
         "rewards: exact needs a reference column (answer, solution, reference, ground_truth, gold, target, expected_answer, "
-        "final_answer) and the prompt set has question: name one with exact:COLUMN, or drop exact from rewards"
+        "final_answer) and the prompt set has question: name one with exact:COLUMN (exact:COLUMN.FIELD inside a struct), or drop exact from rewards"
     )):  # fmt: skip
         make_rewards(["exact"], columns=["prompt", "prompt_ids", "question"])
     with pytest.raises(ConfigError, match=r"^rewards: exact:label names a column the prompt set lacks; it has question, answer$"):
