@@ -43,6 +43,7 @@ class RejectCode(StrEnum):
     INCOMPLETE = "incomplete"  # another example of the same record was rejected (kept whole or not at all)
     TOO_LONG = "too_long"  # truncation=drop; a preference pair whose longer completion cannot fit with the template
     RESPONSE_TOO_LONG = "response_too_long"  # the response alone does not fit
+    PROMPT_TOO_LONG = "prompt_too_long"  # the system prompt and tool schemas (never cut) leave no room for the response
     NO_RESPONSE_LEFT = "no_response_left"  # the cut kept no trained token
     TURNS_DROPPED = "turns_dropped"  # cut: whole oldest exchanges dropped, the rest re-rendered
     PROMPT_SHORTENED = "prompt_shortened"  # cut: a prompt message's text shortened (oldest exchanges maybe dropped too)
@@ -96,7 +97,13 @@ class NoteCode(StrEnum):
     MEDIA_PLACED = "media_placed"  # no placeholder in the messages: the column's items go before the first user text (TRL)
     AUDIO_CUT = "audio_cut"  # audio_window=cut: a clip past the processor's window, the seconds it drops
     TOKEN_DRIFT = "token_drift"  # a turn's recorded completion token ids differ from the tokens trained (ATIF)
+    STOP_MISSING = "stop_missing"  # a turn's recorded completion token ids lack only the stop token (ATIF)
+    HARNESS_EVENT = "harness_event"  # a harness event marker step (ATIF), not a chat turn: left out
+    TRAJECTORY_FOUND = "trajectory_found"  # a trajectory this one points to is a file in its folder (ATIF)
+    TRAJECTORY_MISSING = "trajectory_missing"  # a trajectory this one points to is not in its folder (ATIF)
+    SYSTEM_MOVED = "system_moved"  # a later system turn the template cannot write there, joined to a user turn
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
+    PUBLISHED_SHAPE = "published_shape"  # a published set's own markup became messages/tools (Hermes' <tools> system text)
 
 
 @dataclass(frozen=True, slots=True)

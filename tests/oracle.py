@@ -616,7 +616,10 @@ def _diverged(render: Renderer, P: str, messages: Sequence[dict[str, Any]], i: i
     if last and not P[last.end() :].strip() and last.group(0) in rest and A.startswith(last.group(0), s):
         s += len(last.group(0))
         s += len(os.path.commonprefix([P[last.end() :], A[s:nxt]]))
-    thought = reasoning(messages[i]).strip()
+    # Reasoning as a field, or R1-style as the content's leading think block (a template that writes no reasoning
+    # field writes the content as given, block and all: QwQ's thinking-off prompt has closed that block already).
+    block = re.match(r"\s*<think>(.*?)</think>", messages[i].get("content") or "", re.DOTALL)
+    thought = reasoning(messages[i]).strip() or (block[1].strip() if block else "")
     if thought and (r := A.find(thought, s, nxt)) >= 0:
         after = r + len(thought)
         for tag in TAG.finditer(rest):

@@ -255,6 +255,9 @@ def test_recorded_ids_train_what_the_model_sampled_where_they_decode_to_the_turn
     wrong = [steps[0], {**steps[1], "metrics": {"completion_token_ids": tok("It is 5.<|im_end|>", add_special_tokens=False)["input_ids"]}}]
     (other,) = [i for _, i, _ in stage.run([(Location("t.json"), trajectory(wrong))]).outcomes]
     assert other.tokenized.input_ids == item.tokenized.input_ids and not other.drift[0].kept
-    assert "differ from the tokens trained" in other.tokenized.notes[0].text
+    assert other.tokenized.notes[0].text == (
+        "messages[1]: its 6 recorded completion tokens and the 6 tokens trained differ, they share the first 3 and the "
+        "last 2 (retokenization drift)"
+    )
     report = stage.run([(Location("t.json"), trajectory(sampled))]).report
     assert (report.drift_turns, report.drift_kept) == (1, 1) and "1 trained on their recorded ids" in report.summary()

@@ -229,5 +229,6 @@ def test_peer_format_names_are_aliases():
 
     assert BuildOptions(format="alpaca").data.format == "instruction"
     assert BuildOptions(format="openai").data.format == "messages"
-    with pytest.raises(ConfigError, match=r"format must be one of instruction, messages, sharegpt, chat, atif, alpaca, openai"):
+    names = "instruction, messages, sharegpt, chat, atif, nemotron, hermes, openthoughts, glaive, alpaca, openai"
+    with pytest.raises(ConfigError, match=f"format must be one of {names}"):
         BuildOptions(format="axolotl")

@@ -64,13 +64,16 @@ def test_stats_and_build_agree_on_every_count(char_tok, rows: list[dict[str, Any
 
 
 def test_an_instances_record_is_kept_whole_by_every_reducer(char_tok) -> None:
-    """A dropped instance rejects its record's other instance in stats as in a build (code `incomplete`)."""
+    """A dropped instance rejects its record's other instance in stats as in a build (code `incomplete` in the rejects
+    file); the record is counted once, by the reject that failed it."""
     rows = [{"instruction": "Add", "instances": [{"input": "1+1", "output": "2"}, {"input": "2+2", "output": "four " * 50}]},
             {"instruction": "Hi", "output": "Hello"}]  # fmt: skip
     options = {"template": "alpaca", "max_length": 220, "truncation": "drop"}
     built = prepare(rows, tokenizer=char_tok, **options).report
     stats = collect(rows, Stage(char_tok, DataOptions(**options)))
-    assert dict(built.rejected) == dict(stats.counts.rejected) == {"too_long": 1, "incomplete": 1}
+    assert dict(built.rejected) == dict(stats.counts.rejected) == {"too_long": 1}
+    assert (built.records, built.n_rejected, built.reject_ratio) == (2, 1, 0.5)
+    assert [r.code.value for r in built.sample_rejects] == ["too_long", "incomplete"]
     assert stats.epoch is not None and stats.epoch.sequences == built.sequences == 1
 
 

@@ -168,13 +168,16 @@ def _check(stage: Stage, name: str) -> str:
         record = MATRIX.SERVED_PROBES[probe]
         given = rows(stage, record)
         moved = rows(stage, {**record, "messages": in_content(record["messages"])})
-        if stage.renderer.markers.renders_reasoning:
+        # Gemma 4 and Command R7B write reasoning only on turns that call tools: a plain turn's block stays content.
+        if stage.renderer.markers.renders_reasoning and (stage.renderer.plain_reasoning or probe != "reasoning"):
             if moved != given:
                 return f"{name} {probe}: the think-in-content rows differ from the reasoning_content rows"
         else:  # the content as the data gave it, untouched (trained as text, dropped by the template, or rejected)
             outcomes = stage.run([(Location("t.jsonl", line=1), {**record, "messages": in_content(record["messages"])})]).outcomes
             if any(isinstance(i, Measured) and i.tokenized.notes and moved_notes(i.tokenized.notes) for _, i, _ in outcomes):
                 return f"{name} {probe}: a template that writes no reasoning had a think block moved"
+            if any("does not write its reasoning" in getattr(i, "reason", "") for _, i, _ in outcomes):
+                return f"{name} {probe}: a think block kept as content was rejected as reasoning the template does not write"
     return ""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from rich.table import Table
 
 from ftdata.errors import ConfigError
+from ftdata.build.packed_rows import packing_record
 from ftdata.guard.inputs import Input
 from ftdata.media.audio import DECODER, RESAMPLER
 from ftdata.options import BuildOptions, plain
@@ -118,6 +119,7 @@ def manifest(
         "counts": report.to_dict(),
         "versions": {name: _version(name) for name in _VERSIONED},
         **({"audio": _audio_readers()} if options.data.processor is not None else {}),
+        **packing_record(packing=options.data.packing, tokenizer_name=tokenizer_name),
     }
 
 
@@ -189,16 +191,18 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
         rows.insert(4, ("reasoning moved", f"{report.reasoning_moved:,} trained turns: a leading <think>…</think> in the content "
                                            "became the turn's reasoning, written by the chat template"))
     if report.drift_turns:
-        rows.insert(4, ("token drift", f"{report.drift_differ:,} of {report.drift_turns:,} trained turns with recorded completion "
-                                       f"token ids differ from the re-tokenized turn ({report.drift_tokens:,} tokens)"
-                                       + (f"; {report.drift_kept:,} trained on their recorded ids" if report.drift_kept else "")))
+        drift = (f"{report.drift_differ:,} of {report.drift_turns:,} trained turns with recorded completion token ids "
+                 f"differ from the re-tokenized turn ({report.drift_tokens:,} tokens differ)")  # fmt: skip
+        drift += f"; {report.drift_kept:,} trained on their recorded ids" if report.drift_kept else ""
+        drift += f"; {report.drift_stop:,} lack only the stop token" if report.drift_stop else ""
+        rows.insert(4, ("token drift", drift))
     for split, stats in (report.packing or {}).items():
         rows.append((f"fill ({split})", f"{stats.fill_ratio:.1%} ({stats.sequences_per_row:.2f} sequences/row)"))
     rows.append(("splits", ", ".join(f"{name} {n:,}" for name, n in report.splits.items())))
     for source in report.mix or []:
         rows.append((f"source {source['source']}", mix_line(source)))
     for code, n in report.notes.most_common(NOTES_SHOWN):
-        if code in (NoteCode.REASONING_MOVED, NoteCode.TOKEN_DRIFT):  # their own rows above, counted by turn
+        if code in (NoteCode.REASONING_MOVED, NoteCode.TOKEN_DRIFT, NoteCode.STOP_MISSING):  # own rows above, by turn
             continue
         text = "; ".join(spell(t) for t in report.note_texts.get(code, [code.value]))
         rows.append(("note", f"{text} ({n:,} {'example' if n == 1 else 'examples'})"))

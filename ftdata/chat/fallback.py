@@ -23,6 +23,15 @@ from ftdata.chat.sentinels import LazySpans, Render, common_prefix, content_span
 # A tag written as text, in a tokenizer that lacks it as a token (`</think>` on a base tokenizer).
 _TAG = re.compile(r"<[^<>\s]{1,40}>")
 _TAGS = re.compile(r"(?:\s*<[^<>\s]{1,40}>)+")
+_CLOSER = re.compile(r"(</[^<>\s]{1,40}>)\s*\Z")  # a closing tag that ends a prompt's tail (`</think>`)
+_R1 = re.compile(r"\s*<think>.*?</think>", re.DOTALL)
+
+
+def _r1_block(msg: dict[str, Any]) -> re.Match[str] | None:
+    """The leading think block of an assistant content whose reasoning is in no field (R1-style), else None."""
+    if msg.get("role") != "assistant" or msg.get("reasoning_content") or msg.get("thinking"):
+        return None
+    return _R1.match(msg.get("content") or "")
 
 
 def _aligned(text: str, prompt: str, end_a: int, end_p: int | None) -> str:
@@ -68,7 +77,7 @@ class FallbackStart:
         `contents()` gives every content's span from one render, where the template allows;
         `answer`: where the turn's answer is written (`sentinels.Found.answer`), else located here.
         """
-        data_start, data_end = data
+        data_start = data[0]
         before = self._before(text, msgs, i, render, contents, done, data_start)  # where message i-1's content ends in A
         previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before is not None else None
         if prompt is not None and before is not None and common_prefix(prompt, text) < before:
@@ -85,12 +94,12 @@ class FallbackStart:
         # then A's `<|turn>model\n`): what A writes from there is the model's.
         lead = text[fork:data_start] if fork is not None and fork <= data_start else ""
         unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
-        start = self._markup_start(text, fork, previous, done, data_start, block, unheaded)
+        start = self._markup_start(text, fork, previous, done, data, block, unheaded)
         if prompt is None:
             return start, False
         if tail.strip():
             begins = self._answer_start(text, render, msgs, i, data, start, answer)
-            start, moved = self._after_prompt_tail(text, tail, start, begins)
+            start, moved = self._after_prompt_tail(text, tail, start, begins, r1=_r1_block(msgs[i]) is not None)
             if not moved:
                 start = self._past_prompt_end(text, prompt, start)
             return start, moved
@@ -127,10 +136,13 @@ class FallbackStart:
             span = content_span(text, render, msgs, i)
         else:
             span = written_span(text, render, msgs, i, first_named)
+        # An R1-style content (`<think>…</think>answer`, written as given): its answer follows its block.
+        if span and (block := _r1_block(msg)) and text.startswith(block[0].lstrip(), span[0]):
+            span = (span[0] + len(block[0].lstrip()), span[1])
         return span[0] if span and lo <= span[0] <= hi else hi
 
     @staticmethod
-    def _after_prompt_tail(text: str, tail: str, start: int, answer: int) -> tuple[int, bool]:
+    def _after_prompt_tail(text: str, tail: str, start: int, answer: int, *, r1: bool = False) -> tuple[int, bool]:
         """Move `start` past what the generation prompt already holds of this turn, if A writes it.
 
         When P_i is not a prefix of A, the prompt's own `tail` (what it writes after the point where
@@ -139,6 +151,10 @@ class FallbackStart:
         turn holds `<think>\nreasoning\n</think>\n\n`), the model starts writing after it there.
         Returns (start, moved). Only the stretch between the role header and the answer is
         searched (markup and reasoning), and a whitespace-only tail is never matched.
+
+        `r1`: the turn's content is R1-style (`<think>…</think>answer`, its reasoning in no field). Where the prompt's
+        tail ends by closing the block (DeepSeek-V3.2 with thinking off: `<think></think>`) and A writes the content's
+        own block instead, the model starts after the last such closer before the answer.
         """
         core = tail.strip()
         if not core:
@@ -147,6 +163,9 @@ class FallbackStart:
         if at >= 0:
             return at + len(tail), True
         at = text.find(core, start, answer)
+        closer = _CLOSER.search(core)
+        if at < 0 and r1 and closer and (last := text.rfind(closer[1], start, answer)) >= 0:
+            return last + len(closer[1]), True
         if at < 0:
             return start, False
         # The whitespace the prompt writes after its tail is the prompt's too, where A writes it.
@@ -199,8 +218,9 @@ class FallbackStart:
         return fork
 
     def _markup_start(
-        self, text: str, fork: int | None, previous: int | None, done: int, data_start: int, block: bool, unheaded: bool = False
-    ) -> int:
+        self, text: str, fork: int | None, previous: int | None, done: int, data: tuple[int, int], block: bool,
+        unheaded: bool = False,
+    ) -> int:  # fmt: skip
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
         None when not found; never before `done`, the previous turn's end): where its inference prompt
         and A part (`fork`, None when not within the turn), when that lies within the turn; else after
@@ -211,7 +231,14 @@ class FallbackStart:
         what A writes from there to the content is what the model writes after its prompt. GLM-4.7
         and Nemotron 3 prompt with `<think>` and write `</think>` at the start of history turns (one
         token or, in a tokenizer without it, plain text: the model writes it either way).
+
+        The parting point inside the data, past markup the content opens with: QwQ prompts with `<think>\n` (and
+        `</think>` with thinking off) and writes an R1-style content `<think>\nreasoning…` as given; the prompt
+        holds the content's opening tag, so the model writes from where the two part.
         """
+        data_start, data_end = data
+        if fork is not None and data_start < fork <= data_end and self._opening(text[data_start:fork]):
+            return fork
         lo = done if previous is None else max(previous, done)
         if fork is not None and fork <= data_start and (block or unheaded or self._after_header(text, lo, fork, data_start)):
             return fork
@@ -248,6 +275,10 @@ class FallbackStart:
         """Whether `fork` lies at or after the turn's own role header (its last one before the data)."""
         ends = [at + len(h) for h in self.headers if (at := text.rfind(h, lo, data_start)) >= 0]
         return bool(ends) and fork >= min(ends)
+
+    def _opening(self, text: str) -> bool:
+        """Whether `text` is markup (tags, as tokens or as text) and whitespace, with some markup."""
+        return bool(text.strip()) and (bool(_TAGS.fullmatch(text.rstrip())) or self._markup_only(text))
 
     def _markup_only(self, text: str) -> bool:
         """Whether `text` is only added tokens (markup) and whitespace."""

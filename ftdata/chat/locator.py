@@ -149,7 +149,7 @@ class TurnLocator:
         else:
             start, closed = self._fallback_start(chat, i, done, opening, data, hint.found)
             method = "fallback"
-            if closed and msg.get("reasoning_content"):
+            if closed and (msg.get("reasoning_content") or "</think>" in (msg.get("content") or "")):  # R1-style content too
                 notes.append(REASONING_PROMPT_CLOSED)
         if start < done:
             raise chat.reject(i, "it overlaps the previous turn")

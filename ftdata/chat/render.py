@@ -38,7 +38,9 @@ from ftdata.chat.markers import (
     model_stop_tokens,
     one_token,
 )
+from ftdata.chat.probes import reasoning_probe
 from ftdata.chat.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
+from ftdata.chat.late_system import writes_late_system
 from ftdata.chat.turns import SYSTEM_DROPPED, ChatSpans
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import Example, HistoryMode, MaskPolicy, Message, Rendered, SystemMode
@@ -184,6 +186,23 @@ class _Escapes:
         return replace(out, text=text, literal=tuple(sorted(literal)))
 
 
+def _r1_style(message: Message) -> bool:
+    """An assistant turn whose reasoning, if any, is in its content (a reasoning field and a block: not its syntax)."""
+    return message.role == "assistant" and not message.reasoning
+
+
+def _controls(
+    tokenizer: Any, markers: RoleMarkers | None, chat: ChatRenderer | None
+) -> tuple[tuple[str, ...], frozenset[str], bool]:
+    """(the control tokens of the tokenizer and template, the think tags the template writes itself: its syntax in
+    a leading think block, not control text, whether the template writes the reasoning of a turn with no tool
+    calls: Gemma 4 writes it only where the turn calls tools)."""
+    controls = control_tokens(tokenizer, markers.markup if markers else "")
+    if chat is None:
+        return controls, frozenset(), False
+    return controls, think.template_tags(tokenizer.chat_template or "", controls), reasoning_probe(chat) is not None
+
+
 class Renderer:
     """Renders examples with a prompt template or with the tokenizer's chat template.
 
@@ -240,10 +259,20 @@ class Renderer:
             self.prompt = load_prompt_template(template or "alpaca")
             self.name = self.prompt.name
         self.eos = tokenizer.eos_token or ""
-        self.controls = control_tokens(tokenizer, self.markers.markup if self.markers else "")
+        self.controls, self.think_tags, self.plain_reasoning = _controls(tokenizer, self.markers, self.chat)
         self.literal = special_tokens_in_data == "text"
         # One search per field finds whether any control token occurs (15x faster than one `in` per token).
         self._any_control = re.compile("|".join(map(re.escape, self.controls))) if self.controls else None
+
+    _late_system: bool | None = None  # `writes_late_system`, probed on first use
+
+    @property
+    def writes_late_system(self) -> bool:
+        """Whether this renderer writes a system turn after the first where it stands (a chat template that
+        does, probed once); else such a turn is joined to a user turn (`ftdata.chat.late_system`)."""
+        if self._late_system is None:
+            self._late_system = self.chat is not None and writes_late_system(self.chat)
+        return self._late_system
 
     @property
     def inputs(self) -> tuple[Input, ...]:
@@ -272,6 +301,8 @@ class Renderer:
             return []
         found: list[str] = []
         for kind, i, text in _control_checked(example):
+            if kind == "content" and i is not None and _r1_style(example.messages[i]):
+                text = think.syntax_free(text, self.think_tags)
             if self._any_control.search(text) is None:
                 continue
             if self.literal:
@@ -353,7 +384,9 @@ class Renderer:
     def _lift(self, example: Example) -> tuple[Example, tuple[int, ...]]:
         """Think blocks in assistant contents moved into reasoning, where the chat template writes reasoning
         (`ftdata.chat.think`), and the turns moved."""
-        return think.lift(example) if self.markers is not None and self.markers.renders_reasoning else (example, ())
+        if self.markers is None or not self.markers.renders_reasoning:
+            return example, ()
+        return think.lift(example, writes=lambda m: bool(m.tool_calls) or self.plain_reasoning)
 
     def _render(self, example: Example, history: bool = True) -> Rendered:
         example, lifted = self._lift(example)

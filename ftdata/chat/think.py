@@ -6,9 +6,13 @@ A chat template that writes reasoning (`reasoning_content` / `thinking`) writes 
 history turns. Left in the content, the block would be written as the answer's text: twice over
 (an empty think block, then the content's own), in the wrong markup, or rejected where `<think>` is a
 control token of the tokenizer. So a leading think block of an assistant content is the turn's
-reasoning: `lift` moves it there, and the template decides how to write it. A template that never
-writes reasoning gets the content as it is (trained as text, or rejected where `<think>` is a control
-token, as before).
+reasoning: `lift` moves it there, and the template decides how to write it — on the turns the template
+writes reasoning on (Gemma 4 writes it only on a turn that calls tools: on its other turns the block stays
+content). A template that never writes reasoning gets the content as it is, trained as the template writes it.
+Where `<think>`/`</think>` are tokens of the tokenizer and the template itself writes them (QwQ, DeepSeek-V3.x,
+Nemotron Nano 2 open or close a think block in the generation prompt, or cut the block out of the content),
+the leading block's tags are the template's syntax, not control text injected by the data: they stay the
+tokenizer's own tokens (`template_tags`, `syntax_free`). Anywhere else such a tag is control text as before.
 
 >>> from ftdata.types import Example, Message
 >>> from ftdata.errors import Location
@@ -21,24 +25,28 @@ token, as before).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ftdata.outcomes import Note, NoteCode
-from ftdata.types import Example
+from ftdata.types import Example, Message
 
 # A leading block: whitespace, the opener, the reasoning (up to the first closer), the closer.
+OPEN, CLOSE = "<think>", "</think>"
 _LEADING = re.compile(r"\s*<think>(.*?)</think>", re.DOTALL)
 MOVED = "messages[{i}]: the leading <think>…</think> of the content is the turn's reasoning; the chat template writes it"
 
 
-def lift(example: Example) -> tuple[Example, tuple[int, ...]]:
+def lift(example: Example, *, writes: Callable[[Message], bool] = lambda m: True) -> tuple[Example, tuple[int, ...]]:
     """`example` with each assistant content's leading think block moved into the turn's reasoning, and the
-    indices of the turns moved. A turn that has reasoning already, or whose content carries character spans
-    (`train_detail`, which the move would shift), is left as it is."""
+    indices of the turns moved. A turn that has reasoning already, whose content carries character spans
+    (`train_detail`, which the move would shift), or whose reasoning the template does not write (`writes`
+    says no: the block stays content, trained as the template writes it), is left as it is."""
     messages, turns = list(example.messages), []
     for i, m in enumerate(messages):
         if m.role != "assistant" or m.reasoning is not None or m.train_detail is not None or "</think>" not in m.content:
+            continue
+        if not writes(m):
             continue
         if (block := _LEADING.match(m.content)) is None:
             continue
@@ -55,3 +63,23 @@ def notes(turns: Iterable[int]) -> tuple[Note, ...]:
 def moved(found: tuple[Note, ...]) -> int:
     """How many turns of a rendering had their think block moved into reasoning."""
     return sum(note.code is NoteCode.REASONING_MOVED for note in found)
+
+
+def template_tags(template: str, controls: Iterable[str]) -> frozenset[str]:
+    """The think tags that are control tokens of the tokenizer (`controls`) and that the chat template (its
+    source, `template`) writes itself: in a leading think block of an assistant content they are its syntax."""
+    return frozenset(tag for tag in (OPEN, CLOSE) if tag in controls and tag in template)
+
+
+def syntax_free(content: str, tags: frozenset[str]) -> str:
+    """An assistant content without the template's own tags (`tags`) of its leading think block: what the
+    control-token check looks at. Any other control text, or a tag past the block, is still there.
+
+    >>> syntax_free("<think>a</think>b <think>", frozenset({OPEN, CLOSE}))
+    'ab <think>'
+    """
+    if not tags or (block := _LEADING.match(content)) is None:
+        return content
+    opener = content[: block.start(1)]
+    kept = opener.replace(OPEN, "", 1) if OPEN in tags else opener
+    return kept + block[1] + ("" if CLOSE in tags else CLOSE) + content[block.end() :]

@@ -25,6 +25,11 @@ def _n(value: float) -> str:
     return f"{value:,.1f}" if isinstance(value, float) and not float(value).is_integer() else f"{int(value):,}"
 
 
+def _rows(stats: DataStats) -> str:
+    """The rows measured, where splits made more of them than examples."""
+    return f", {stats.rows:,} rows (a record split where the template rewrites history)" if stats.rows != stats.examples else ""
+
+
 def summary_lines(stats: DataStats) -> list[str]:
     """The headline facts, one per line (shared by the terminal and HTML views)."""
     formats = ", ".join(f"{name} {n:,}" for name, n in stats.formats.most_common()) or "none"
@@ -32,13 +37,13 @@ def summary_lines(stats: DataStats) -> list[str]:
         f"source        {stats.source}",
         f"tokenizer     {stats.tokenizer}",
         f"template      {stats.template} (mask={stats.mask})",
-        f"records       {stats.records:,} read, {stats.examples:,} examples measured ({formats})",
+        f"records       {stats.records:,} read, {stats.examples:,} examples measured ({formats})" + _rows(stats),
     ]
     if stats.filtered:
         lines.append(f"filtered      {stats.filtered:,} records (filter is false)")
     if stats.problems:
         top = ", ".join(f"{n:,} {kind}" for kind, n in stats.problems.most_common(5))
-        lines.append(f"problems      {sum(stats.problems.values()):,} examples cannot be used: {top}")
+        lines.append(f"problems      {sum(stats.problems.values()):,} records cannot be used: {top}")
     lines.append(
         f"tokens        {int(stats.total.sum()):,} total, {int(stats.trained.sum()):,} trained "
         f"({stats.trained_share:.1%} of tokens carry loss)"

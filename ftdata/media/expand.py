@@ -346,7 +346,8 @@ class Media:
                     return Truncated([], f"no response left: the cut at {limit} tokens falls in a media item, which is never cut", RejectCode.NO_RESPONSE_LEFT)
                 return Truncated([(ids, labels)], f"{result.reason}; moved to token {cut} to keep a media item whole", result.code)
         response_fits = sum(1 for x in item.tokenized.labels if x != IGNORE_INDEX) + item.tokenized.prefix <= limit
-        if not result.rows and result.code in (RejectCode.RESPONSE_TOO_LONG, RejectCode.NO_RESPONSE_LEFT) and response_fits:
+        too_long = (RejectCode.RESPONSE_TOO_LONG, RejectCode.PROMPT_TOO_LONG, RejectCode.NO_RESPONSE_LEFT)
+        if not result.rows and result.code in too_long and response_fits:
             kinds = Counter(p.item.kind.value for p in item.rendered.media)
             what = ", ".join(f"{n} {kind}(s)" for kind, n in kinds.items())
             tokens = sum(p.item.expansion.tokens for p in item.rendered.media)

@@ -20,6 +20,9 @@ Shapes (names accepted by `format=`):
   agent's ``tool_definitions`` into the record's tools; copied-context steps and deterministic
   dispatches (``llm_call_count: 0``) are not trained.
 
+- ``nemotron``, ``hermes``, ``openthoughts``, ``glaive``: published SFT sets as their authors wrote them
+  (`ftdata.records.published`), detected before the shapes above.
+
 Any shape may have a ``tools`` column (tool schemas) and a ``chat_template_kwargs`` column;
 `ftdata.records.tools` reads them and defines the normal forms the renderer relies on.
 
@@ -34,13 +37,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ftdata.records import atif, tools
+from ftdata.records import atif, published, tools
 from ftdata.records.media import content_parts, has_media
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message, TrainSpan
 
-FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif")
+FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif", *published.SHAPES)
 # What other tools call the same shapes (LLaMA-Factory and axolotl's `alpaca`, OpenAI's chat format).
 FORMAT_ALIASES = {"alpaca": "instruction", "openai": "messages"}
 
@@ -206,6 +209,8 @@ def detect(row: Any, columns: Columns) -> str:
         return "unknown"
     if atif.is_atif(row):
         return "atif"
+    if not columns.explicit and (shape := published.detect(row)) is not None:  # a column map says how to read it
+        return shape
     if _conversational_pair(row, columns):
         return "messages"
     if "messages" not in columns.explicit and {"instruction", "output"} & set(columns.explicit):
@@ -413,9 +418,14 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     )
 
 
-def validate(messages: tuple[Message, ...], *, location: Location, field: str = "messages", reply: bool = True) -> None:
+def validate(
+    messages: tuple[Message, ...], *, location: Location, field: str = "messages", reply: bool = True,
+    trajectory: bool = False,
+) -> None:
     """Conversation rules every renderer relies on. `reply`: it must hold an assistant turn (a prompt set's
-    prompt, which ends before the model's turn, need not).
+    prompt, which ends before the model's turn, need not). `trajectory`: an agent trajectory (ATIF), whose
+    spec allows a system step anywhere and user steps in a row: those are left to the chat template, which
+    renders them or says why not (`ftdata.chat.render`).
 
     Raises:
         UnusableRecord: no assistant turn, an assistant turn with neither text nor tool calls,
@@ -429,7 +439,7 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
     calling: Message | None = None  # the last assistant turn that called tools
     for i, (prev, msg) in enumerate(zip((None, *messages), messages)):
         where = f"{field}[{i}]"
-        if msg.role == "system" and i != 0:
+        if msg.role == "system" and i != 0 and not trajectory:
             raise RecordError("a system message must come first", location=location, field=where)
         if msg.role != "assistant" and (msg.tool_calls or msg.reasoning is not None):
             raise RecordError(
@@ -446,7 +456,8 @@ def validate(messages: tuple[Message, ...], *, location: Location, field: str = 
             calling = msg if msg.tool_calls else None
         if msg.role == "tool":
             tools.check_result(msg, prev, calling, location=location, field=where)
-        if prev is not None and prev.role == msg.role and msg.role in ("user", "assistant"):
+        in_a_row = prev is not None and prev.role == msg.role and msg.role in ("user", "assistant")
+        if in_a_row and not (trajectory and msg.role == "user"):
             raise RecordError(f"two {msg.role} turns in a row; merge them into one", location=location, field=where)
     if reply and not any(m.role == "assistant" for m in messages):
         raise UnusableRecord(
@@ -535,9 +546,13 @@ def _to_examples(
 ) -> tuple[Example, ...]:
     columns = columns or Columns()
     roles = {k.lower(): v for k, v in (roles or {}).items()}
+    if format is None and (native := atif.harness_log(row)) is not None:
+        raise RecordError(native, location=location)
     name = format or detect(row, columns)
     if name == "atif":
         return _trajectory(row, location, roles)
+    if name in published.SHAPES:
+        return _published(name, row, location, roles)
     if name == "chat":
         if not isinstance(row, list):
             raise RecordError(f"format 'chat' needs a list of messages, got {type(row).__name__}", location=location)
@@ -572,30 +587,55 @@ def _to_examples(
     return _with_row_extras(examples, row, columns, location) if isinstance(row, Mapping) else examples
 
 
+def _published(name: str, row: Any, location: Location, roles: Mapping[str, str]) -> tuple[Example, ...]:
+    """A published SFT set's record (`ftdata.records.published`): its messages read as any `messages` record's."""
+    if not isinstance(row, Mapping):
+        raise RecordError(f"format {name!r} needs an object, got {type(row).__name__}", location=location)
+    chat = published.read(name, row, location)
+    msgs, notes = _messages(chat.messages, location=location, field=chat.field, roles=roles)
+    validate(msgs, location=location, field=chat.field)
+    notes = [*notes, *chat.notes]
+    return (Example(msgs, location, format=name, notes=tuple(dict.fromkeys(notes)), tools=chat.tools),)
+
+
 def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: str = "") -> tuple[Example, ...]:
     """An ATIF trajectory's examples: its own conversation, then each embedded subagent's (`prefix`: where a
     subagent lies in the record, for errors).
 
     Raises:
-        RecordError: not a trajectory, or a step that does not make a valid conversation (named by its step).
+        RecordError: not a trajectory.
+        UnusableRecord: a step that does not make a valid conversation (named by its step, code `malformed`):
+            one bad trajectory of a folder is rejected and the others build, whatever `on_error`.
     """
     if not atif.is_atif(row):
         raise RecordError(
             "format 'atif' needs an ATIF trajectory: an object with 'steps' and a 'schema_version' such as 'ATIF-v1.8'",
             location=location, field=prefix.rstrip(".") or None,
         )  # fmt: skip
-    items, definitions, origins, subagents = atif.to_messages(row, location)
+    try:
+        read = atif.to_messages(row, location)
+    except RecordError as exc:  # a trajectory is a file of a folder of runs: rejected, the others build
+        raise _rejected(exc, location, prefix + (exc.field or "")) from None
+    items, origins = read.messages, read.origins
     try:
         msgs, notes = _messages(items, location=location, field="messages", roles=roles)
-        validate(msgs, location=location, field="messages")
-        schemas = tools.tool_schemas(definitions, location=location, field="agent.tool_definitions")
+        validate(msgs, location=location, field="messages", trajectory=True)
+        schemas = tools.tool_schemas(read.definitions, location=location, field="agent.tool_definitions")
     except RecordError as exc:  # named by the step it came from, not by the message it became
         field = re.sub(r"^messages\[(\d+)\]", lambda m: origins[int(m[1])], exc.field or "")
-        raise type(exc)(exc.reason, location=location, field=prefix + field, code=exc.code) from None
+        raise _rejected(exc, location, prefix + field) from None
     msgs = tuple(replace(m, token_ids=tuple(items[i]["token_ids"])) if "token_ids" in items[i] else m for i, m in enumerate(msgs))
+    notes += atif.notes(read, location.source, prefix)
     own = Example(msgs, location, format="atif", notes=tuple(dict.fromkeys(notes)), tools=schemas)
-    subs = [e for i, sub in enumerate(subagents) for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")]
+    subs = [e for i, sub in enumerate(read.subagents)
+            for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")]  # fmt: skip
     return (own, *subs)
+
+
+def _rejected(exc: RecordError, location: Location, field: str) -> UnusableRecord:
+    """A trajectory's error as its reject, the step named in the reason (the rejects file keeps reasons only)."""
+    reason = f"{field}: {exc.reason}" if field else exc.reason
+    return UnusableRecord(reason, location=location, field=field or None, code=exc.code)
 
 
 def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:

@@ -5,7 +5,9 @@ An agent harness may record the token ids the model sampled for a turn (ATIF's
 it, tokenized again: where the two differ (another tokenization of the same text, a template that writes
 the turn otherwise than the model did, a stop token the harness left out), the model is trained on
 tokens it did not produce. Each trained turn with recorded ids is compared with its run of trained
-tokens; a turn that differs gets a `token_drift` note, and the build counts turns and tokens.
+tokens; a turn that differs gets a `token_drift` note, and the build counts turns and tokens. Recorded ids that
+are the trained ones less the last (the stop token, which harnesses often leave out of the stream) are not
+drift: that turn gets a `stop_missing` note and is counted as such.
 
 With `recorded_ids` a differing turn trains its recorded ids in place of its run (`recorded`), where they
 decode to the same text as the run: the model is trained on what it sampled, in the context the row gives.
@@ -30,23 +32,42 @@ from ftdata.types import IGNORE_INDEX, Example, MaskPolicy
 
 @dataclass(frozen=True, slots=True)
 class Drift:
-    """One trained turn with recorded ids: how many it recorded, and how many differ from the trained tokens."""
+    """One trained turn with recorded ids: how many it recorded, how many it trains, and how many differ (the longer
+    side's tokens between the common start `head` and the common end `tail`; 0 where they are the same tokens, or
+    where the recorded ids lack only the trained stop token: `stop_only`)."""
 
     turn: int
     recorded: int
     differ: int
     run: tuple[int, int] = (0, 0)  # [start, end) of the turn's trained tokens in the row
     kept: bool = False  # recorded_ids: the row trains the recorded ids in place of the run
+    head: int = 0
+    tail: int = 0
+    stop_only: bool = False  # the recorded ids are the trained ones less the last: the stop token, not recorded
+
+    @property
+    def trained(self) -> int:
+        return self.run[1] - self.run[0]
 
     def note(self) -> Note:
+        turn = f"messages[{self.turn}]: its {self.recorded} recorded completion tokens"
+        if self.stop_only:
+            why = "the stop token, which the harness did not record (not drift: the turn trains its stop token)"
+            return Note(NoteCode.STOP_MISSING, f"{turn} are the tokens trained but the last, {why}")
         if self.kept:
             return Note(NoteCode.TOKEN_DRIFT, f"messages[{self.turn}]: trains its {self.recorded} recorded completion tokens "
                                               f"({self.differ} differ from the re-tokenized turn, which decodes to the same text)")  # fmt: skip
-        return Note(
-            NoteCode.TOKEN_DRIFT,
-            f"messages[{self.turn}]: {self.differ} of its {self.recorded} recorded completion tokens differ from the "
-            "tokens trained (retokenization drift)",
-        )
+        shared = f"they share the first {self.head} and the last {self.tail}"
+        shared = shared if self.head or self.tail else "from the start"
+        text = f"{turn} and the {self.trained} tokens trained differ, {shared} (retokenization drift)"
+        return Note(NoteCode.TOKEN_DRIFT, text)
+
+
+def ends(recorded: list[int] | tuple[int, ...], trained: list[int]) -> tuple[int, int]:
+    """How many tokens `recorded` and `trained` share at their start, and then at their end."""
+    recorded, trained = list(recorded), list(trained)
+    head = len(commonprefix([recorded, trained]))
+    return head, len(commonprefix([recorded[head:][::-1], trained[head:][::-1]]))
 
 
 def differing(recorded: list[int] | tuple[int, ...], trained: list[int]) -> int:
@@ -55,10 +76,20 @@ def differing(recorded: list[int] | tuple[int, ...], trained: list[int]) -> int:
     >>> differing([1, 2, 3, 4, 5, 6], [1, 2, 9, 9, 9, 5, 6]), differing([1, 2], [1, 2])
     (3, 0)
     """
-    recorded, trained = list(recorded), list(trained)
-    head = len(commonprefix([recorded, trained]))
-    tail = len(commonprefix([recorded[head:][::-1], trained[head:][::-1]]))
+    head, tail = ends(recorded, trained)
     return max(len(recorded), len(trained)) - head - tail
+
+
+def compare(turn: int, ids: tuple[int, ...], trained: list[int], run: tuple[int, int]) -> Drift:
+    """The drift of one turn: `ids` recorded, `trained` its run of trained tokens at `run` in the row.
+
+    >>> compare(1, (5, 6), [5, 6, 7], (0, 3)).stop_only, compare(1, (5, 8), [5, 6, 7], (0, 3)).differ
+    (True, 2)
+    """
+    if len(trained) == len(ids) + 1 and list(ids) == trained[:-1]:  # the harness left out the stop token
+        return Drift(turn, len(ids), 0, run, head=len(ids), stop_only=True)
+    head, tail = ends(ids, trained)
+    return Drift(turn, len(ids), max(len(ids), len(trained)) - head - tail, run, head=head, tail=tail)
 
 
 def _runs(labels: list[int]) -> list[tuple[int, int]]:
@@ -87,7 +118,7 @@ def token_drift(example: Example, tokenized: Tokenized, options: DataOptions) ->
     if len(runs) != len(turns):
         return ()
     return tuple(
-        Drift(i, len(ids), differing(ids, tokenized.input_ids[a:b]), (a, b))
+        compare(i, ids, tokenized.input_ids[a:b], (a, b))
         for i, (a, b) in zip(turns, runs)
         if (ids := example.messages[i].token_ids) is not None
     )

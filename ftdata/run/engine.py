@@ -39,7 +39,8 @@ from ftdata.guard.inputs import Digests, Input, Stat
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
-from ftdata.outcomes import RejectCode, RejectStage
+from ftdata.outcomes import NoteCode, RejectCode, RejectStage
+from ftdata.chat.late_system import has_late_system, join_late_systems
 from ftdata.chat.render import Renderer
 from ftdata.chat.think import moved
 from ftdata.chat.chat_template import load_chat_template
@@ -225,8 +226,12 @@ class Stage:
         return tuple(declared)
 
     def examples(self, location: Location, row: object) -> tuple[object, ...]:
-        """What the task reads from `row` (raises RecordError)."""
-        return self.task.examples(self, location, row)
+        """What the task reads from `row` (raises RecordError), a system turn after the first joined to a user turn
+        where the template does not write it there (`ftdata.chat.late_system`)."""
+        examples = self.task.examples(self, location, row)
+        if not any(isinstance(e, Example) and has_late_system(e) for e in examples) or self.renderer.writes_late_system:
+            return examples
+        return tuple(join_late_systems(e) if isinstance(e, Example) and has_late_system(e) else e for e in examples)
 
     def reject(self, exc: RecordError, location: Location, stage: RejectStage) -> Reject:
         """`exc` as a reject at `stage` (on_error=raise: raised, naming the record)."""
@@ -310,27 +315,37 @@ class Stage:
         report = BuildReport(records=len(records))
         ran: Ran[Item, Fit] = Ran(report=report)
         failed: set[int] = set()  # records with a rejected example
+        owners: list[int] = []  # the record of each of ran.rejects
+        noted: set[NoteCode] = set()
         for record, item in self.measure(records, responses=responses):
             if isinstance(item, Reject):
                 ran.rejects.append(item)
+                owners.append(record)
                 ran.outcomes.append((record, item, None))
                 failed.add(record)
                 continue
-            report.examples += 1
-            report.formats[item.example.format] += 1
+            split_row = item.split_row  # a row of a split record (SFT's history=inference)
+            if split_row is None or split_row.index == 0:  # an example, however many rows it makes
+                report.examples += 1
+                report.formats[item.example.format] += 1
+                noted = set()  # the note codes counted for this example: once each, whatever its rows
             report.methods[item.rendered.method] += 1
             if item.tokenized.notes:  # counting costs Python calls even when there are none
-                report.note(item.tokenized.notes)
+                report.note(item.tokenized.notes, counted=noted)
+                noted.update(n.code for n in item.tokenized.notes)
                 report.reasoning_moved += moved(item.tokenized.notes)
             if item.drift:  # a task's rows with recorded token ids (SFT)
                 report.count_drift(item.drift)
             result = self.truncate(item, policy=policy)
             if result.code is not None:
-                split_row = item.split_row  # a row of a split record (SFT's history=inference)
                 reason = f"{result.reason} ({split_row.describe()})" if split_row is not None else result.reason
-                ran.rejects.append(
-                    Reject(item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total)
+                reject = Reject(
+                    item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total
                 )  # fmt: skip
+                also = f"{split_row.describe()}: {result.code.value}" if split_row is not None else ""
+                if not _joined(ran, owners, record, reject, also=also):
+                    ran.rejects.append(reject)
+                    owners.append(record)
             if not result.rows:
                 failed.add(record)
             ran.outcomes.append((record, item, result))
@@ -338,14 +353,24 @@ class Stage:
             for i, (record, kept, fit) in enumerate(ran.outcomes):
                 if record in failed and fit is not None and fit.rows and not isinstance(kept, Reject):
                     if kept.split_row is None:  # a split record's rows go with the one reject naming the row that failed
-                        ran.rejects.extend(Reject(kept.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING) for _ in fit.rows)
+                        siblings = [Reject(kept.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING)] * len(fit.rows)
+                        ran.rejects.extend(siblings)
+                        owners.extend(record for _ in siblings)
                     ran.outcomes[i] = (record, kept, replace(fit, rows=[]))
-        for reject in ran.rejects:
-            report.add(reject)
+        report.count_rejects(ran.rejects, owners, failed)
         _count_splits(ran)
         if self.media is not None:  # the media files this batch's records named (and those of batches beside it)
             ran.read = self.media.drain()
         return ran
+
+
+def _joined(ran: Ran, owners: list[int], record: int, reject: Reject, *, also: str) -> bool:
+    """Whether `reject`, of a row of a split record (`also` names the row and its code), joined the reject its record
+    already has: a record is rejected once, by its first row that failed, and the rows after it are named there."""
+    if not also or reject.kept or not owners or owners[-1] != record or ran.rejects[-1].kept:
+        return False
+    ran.rejects[-1] = replace(ran.rejects[-1], reason=f"{ran.rejects[-1].reason}; also {also}")
+    return True
 
 
 def _count_splits(ran: Ran) -> None:

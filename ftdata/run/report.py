@@ -15,8 +15,9 @@ from ftdata.tokens.packing import PackingStats
 
 
 SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
-REPORT_FORMAT = 5  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records,
-# 5 = think blocks moved into reasoning, recorded token ids compared
+REPORT_FORMAT = 6  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records,
+# 5 = think blocks moved into reasoning, recorded token ids compared, 6 = records counted once, a missing stop token
+# is not drift
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
 COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows", "prompt_opens")
 
@@ -103,6 +104,7 @@ class BuildReport:
     drift_differ: int = 0
     drift_tokens: int = 0
     drift_kept: int = 0  # recorded_ids: differing turns trained on their recorded ids
+    drift_stop: int = 0  # turns whose recorded ids lack only the stop token (not drift)
     splits: dict[str, int] = field(default_factory=dict)
     markers: dict[str, Any] | None = None
     packing: dict[str, PackingStats] | None = None  # per split
@@ -129,10 +131,12 @@ class BuildReport:
         self.drift_differ += sum(d.differ > 0 for d in drift)
         self.drift_tokens += sum(d.differ for d in drift)
         self.drift_kept += sum(d.kept for d in drift)
+        self.drift_stop += sum(d.stop_only for d in drift)
 
-    def note(self, notes: tuple[Note, ...]) -> None:
-        """Count one example's notes: once per code, whatever the texts."""
-        self.notes.update(dict.fromkeys((note.code for note in notes), 1))
+    def note(self, notes: tuple[Note, ...], *, counted: set[NoteCode] | frozenset[NoteCode] = frozenset()) -> None:
+        """Count one example's notes: once per code, whatever the texts (`counted`: codes an earlier row of the
+        same example counted already: their texts are kept, not counted again)."""
+        self.notes.update(dict.fromkeys((note.code for note in notes if note.code not in counted), 1))
         for note in notes:
             self._note_text(note.code, note.text)
 
@@ -140,6 +144,21 @@ class BuildReport:
         texts = self.note_texts.setdefault(code, [])
         if len(texts) < NOTE_TEXTS and text not in texts:
             texts.append(text)
+
+    def count_rejects(self, rejects: list[Reject], owners: list[int], failed: set[int]) -> None:
+        """Count a batch's `rejects` (`owners`: the record of each; `failed`: the records not kept) by record: a
+        rejected record once, by its first reject's code (`incomplete` only where it has no other), a kept record
+        that was cut once, by its first cut. Every reject is kept as a sample (up to `SAMPLES`)."""
+        firsts: dict[int, Reject] = {}
+        for record, reject in zip(owners, rejects):
+            if reject.kept == (record in failed):  # a cut of a record dropped after all, or a reject of a kept one
+                continue
+            held = firsts.get(record)
+            if held is None or (held.code is RejectCode.INCOMPLETE and reject.code is not RejectCode.INCOMPLETE):
+                firsts[record] = reject
+        for reject in firsts.values():
+            (self.cut if reject.kept else self.rejected)[reject.code] += 1
+        self._sample(rejects)
 
     def _sample(self, rejects: list[Reject]) -> None:
         self.sample_rejects.extend(rejects[: max(0, SAMPLES - len(self.sample_rejects))])
@@ -151,7 +170,7 @@ class BuildReport:
         (rows, splits, packing) stay this report's.
         """
         for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn", "split_records", "added_tokens",
-                     "reasoning_moved", "drift_turns", "drift_differ", "drift_tokens", "drift_kept"):
+                     "reasoning_moved", "drift_turns", "drift_differ", "drift_tokens", "drift_kept", "drift_stop"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))
@@ -223,7 +242,9 @@ class BuildReport:
             parts.append(f"{self.reasoning_moved} think blocks moved into reasoning")
         if self.drift_turns:
             kept = f", {self.drift_kept} trained on their recorded ids" if self.drift_kept else ""
-            parts.append(f"{self.drift_differ} of {self.drift_turns} recorded turns drift ({self.drift_tokens} tokens{kept})")
+            stop = f", {self.drift_stop} lack only the stop token" if self.drift_stop else ""
+            drift = f"{self.drift_differ} of {self.drift_turns} recorded turns drift ({self.drift_tokens} tokens{kept})"
+            parts.append(drift + stop)
         if self.filtered:
             parts.append(f"{self.filtered} filtered out")
         if self.not_drawn:

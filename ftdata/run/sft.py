@@ -180,8 +180,8 @@ class SftTask:
                 drift = token_drift(example, row, stage.options)
                 if stage.options.recorded_ids and any(d.differ for d in drift):
                     row, drift = recorded(row, example, drift, stage.tokenizer)
-                if any(d.differ for d in drift):
-                    row = replace(row, notes=(*row.notes, *(d.note() for d in drift if d.differ)))
+                if any(d.differ or d.stop_only for d in drift):
+                    row = replace(row, notes=(*row.notes, *(d.note() for d in drift if d.differ or d.stop_only)))
                 item = Measured(example, rendered, row, response, split_row, drift)
             out[i] = (out[i][0], item)
         return out

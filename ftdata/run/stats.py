@@ -142,6 +142,13 @@ class DataStats:
 
     @property
     def examples(self) -> int:
+        """The examples measured (a record's conversation, each of its instances or subagents), never the rows a
+        split makes of one."""
+        return self.counts.examples
+
+    @property
+    def rows(self) -> int:
+        """The rows measured: an example each, or the rows a record is split into (the lengths are per row)."""
         return len(self.total)
 
     def planned(self) -> tuple[int, int, np.ndarray, np.ndarray]:
@@ -158,7 +165,7 @@ class DataStats:
 
     @property
     def problems(self) -> Counter[Any]:
-        """Examples that cannot be used, per `RejectCode`."""
+        """Records that cannot be used, per `RejectCode` (a record counted once)."""
         return self.counts.rejected
 
     @property
@@ -184,7 +191,7 @@ class DataStats:
         out = {
             "source": self.source, "tokenizer": self.tokenizer, "template": self.template, "mask": self.mask,
             "max_length": self.max_length, "truncation": self.truncation, "records": self.records,
-            "examples": self.examples, "filtered": self.filtered, "formats": dict(self.formats),
+            "examples": self.examples, "rows": self.rows, "filtered": self.filtered, "formats": dict(self.formats),
             "problems": dict(self.problems), "sample_problems": [r.to_dict() for r in self.sample_problems],
             "tokens": int(self.total.sum()), "trained_tokens": int(self.trained.sum()),
             "trained_share": round(self.trained_share, 4), "lengths": self.percentiles(),
@@ -256,7 +263,6 @@ class _Accumulator:
         self.policies = [PolicyOutcome(p.value) for p in POLICIES]
 
     def add(self, item: RecordStats) -> None:
-        self.stats.formats[item.format] += 1
         for name in self.columns:
             self.columns[name].append(getattr(item, name))
         for outcome, (state, lost) in zip(self.policies, item.outcomes):
@@ -329,6 +335,7 @@ def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progres
     for items in parts:
         for item in items:
             acc.add(item)
+    stats.formats = Counter(stats.counts.formats)  # by example, as a build counts them (not by the rows of a split)
     if not acc.columns["total"]:
         first = stats.sample_problems[0] if stats.sample_problems else None
         why = f"; first: {first.location}: {first.reason}" if first else ""

@@ -30,6 +30,8 @@ exchanges to drop; a prompt cut is sized from its tokens' offsets and re-checked
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -225,9 +227,32 @@ class Truncator:
             if cut is None:
                 break
             current, row = cut, self._row(cut)
+        if not keep_end and isinstance(row, Tokenized) and (why := self._prompt_floor(current, row)):
+            return _Fit(None, reason=why, code=RejectCode.PROMPT_TOO_LONG)
         what = "the responses" if not keep_end else "one token of each response"
         return _Fit(None, reason=f"response too long: {what} with the template alone do not fit max_length {self.max_length}",
                     code=RejectCode.RESPONSE_TOO_LONG if not keep_end else RejectCode.NO_RESPONSE_LEFT)  # fmt: skip
+
+    def _prompt_floor(self, example: Example, row: Tokenized) -> str:
+        """Why the shortest cut of `example` (`row`) still does not fit when its responses would: what a cut never
+        shortens (system prompts, tool schemas, the template's own text) passes max_length with them ('' when the
+        responses are what is too long)."""
+        response = count_trained(row.labels)
+        prompt = len(row.input_ids) - response
+        systems = [m.content for m in example.messages if m.role == "system" and m.content]
+        schemas = [json.dumps(t, ensure_ascii=False) for t in example.tools]
+        sizes = [len(e.ids) for e in self._backend.encode_batch([*systems, *schemas], add_special_tokens=False)]
+        if response >= self.max_length or len(row.input_ids) - sum(sizes) > self.max_length or 2 * sum(sizes) < prompt:
+            return ""  # the responses, or the template's own text around them, are what does not fit
+        system = sum(sizes[: len(systems)])
+        parts = [f"the system prompt ({system:,} tokens)"] if system else []
+        parts += [f"the tool schemas (about {sum(sizes[len(systems) :]):,} tokens)"] if schemas else []
+        uncut = " and ".join(parts) or "the template's own text"
+        return (
+            f"prompt too long: {uncut} {'are' if len(parts) > 1 else 'is'} never cut, and cut as far as it goes the "
+            f"record is still {len(row.input_ids):,} tokens ({prompt:,} prompt, {response:,} response) > max_length "
+            f"{self.max_length:,}; raise --max-length or shorten the system prompt"
+        )  # fmt: skip
 
     def _cut(self, example: Example, tiers: list[tuple[list[Piece], bool]], over: int, side: PromptCut, *, everything: bool) -> Example | None:
         """`example` with about `over` tokens cut from its longest pieces (tier by tier), or None when none can give more.

@@ -209,7 +209,8 @@ class TrainConfig:
     lora_dropout: float = _opt(0.05, "Dropout on the LoRA input.", group="lora")
     target_modules: str | list[str] = _opt(
         "all-linear",
-        "Modules that get LoRA: all-linear (every linear layer but the output head), or names "
+        "Modules that get LoRA: all-linear (every linear layer but the output head, less those PEFT refuses on "
+        "the model's architecture, e.g. Mamba's out_proj; the names chosen are in run.json), or names "
         "such as q_proj,v_proj (comma-separated on the CLI, a list in YAML).",
         group="lora",
     )

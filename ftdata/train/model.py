@@ -25,6 +25,7 @@ from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import bundled_dir, bundled_gguf, bundled_tokenizer_dir, is_bundled, load_tokenizer
 from ftdata.train.config import Precision, Quantization, TrainConfig
+from ftdata.train.targets import lora_targets
 
 if TYPE_CHECKING:
     from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -164,6 +165,10 @@ def load_base_model(path: Path, *, quantization: Quantization, device: Device, t
     from transformers import AutoModelForCausalLM
 
     quant = quantization_config(quantization, device.dtype)
+    if quant is not None and quantization is Quantization.NF4 and device.kind == "cpu":
+        keep = cpu_4bit_unfit(path)
+        if keep:
+            quant.llm_int8_skip_modules = keep
     dtype = torch.float32 if trainable else device.dtype
     device_map: Any = None
     if device.kind == "cuda":
@@ -189,6 +194,37 @@ def load_base_model(path: Path, *, quantization: Quantization, device: Device, t
     if quantization is Quantization.NF4 and device.kind == "cpu":
         check_cpu_4bit_shapes(model)
     return model
+
+
+def cpu_4bit_unfit(path: Path, block: int = 64) -> list[str]:
+    """The linear layers bitsandbytes' CPU 4-bit kernel cannot run (`in_features` not a multiple of `block`; see
+    `check_cpu_4bit_shapes`), plus the output head: the layers to keep in the compute dtype. Read from the model
+    built on the meta device (no weights). Warns (`FtdataWarning`) naming them; [] when every layer fits.
+
+    Tiny models and a few real projections (Jamba's `dt_proj`, 1/16 of the width) have such widths.
+    """
+    import warnings
+
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ftdata.errors import FtdataWarning
+
+    try:
+        with init_empty_weights():
+            meta = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path), local_files_only=True))
+    except (ValueError, OSError, RuntimeError):  # loading reports it in one line
+        return []
+    head = meta.get_output_embeddings()  # never quantized: not counted, but kept in the skip list
+    unfit = [n for n, m in meta.named_modules()
+             if isinstance(m, torch.nn.Linear) and m.in_features % block and m is not head]
+    if not unfit:
+        return []
+    kinds = sorted({n.rsplit(".", 1)[-1] for n in unfit})
+    warnings.warn(f"4-bit on CPU: {len(unfit)} linear layers ({', '.join(kinds)}) have input sizes that are not "
+                  f"multiples of {block}, which bitsandbytes' CPU kernel needs; they stay in the compute dtype",
+                  FtdataWarning, stacklevel=3)  # fmt: skip
+    return unfit + [n for n, m in meta.named_modules() if head is not None and m is head]
 
 
 def keep_cpu_4bit_trainable(model: torch.nn.Module) -> int:
@@ -308,8 +344,12 @@ def _embedding_names(model: PreTrainedModel) -> list[str]:
     return [name.rsplit(".", 1)[-1] for w in wanted if w is not None for name, m in model.named_modules() if m is w][: len(wanted)]
 
 
-def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] | None = None) -> Any:
+def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] | None = None,
+             targets: list[str] | None = None, dropout: float | None = None) -> Any:
     """Wrap `model` in a peft LoRA model (after `prepare_model_for_kbit_training` when quantized).
+
+    `targets`: the module names to adapt (`targets.lora_targets`), default `cfg.target_modules`; `dropout`:
+    the LoRA dropout (`LoraTargets.dropout`), default `cfg.lora_dropout`.
 
     `new_tokens` (ids `add_chat_tokens` added): their embedding rows (and output rows of an
     untied head) train too, with peft's `trainable_token_indices` where the installed peft has
@@ -320,8 +360,8 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    targets = cfg.target_modules
-    if isinstance(targets, list) and "lm_head" in targets:
+    chosen: str | list[str] = cfg.target_modules if targets is None else targets
+    if isinstance(chosen, list) and "lm_head" in chosen:
         raise ConfigError("target_modules must not include lm_head: TRL computes the loss from lm_head.weight "
                           "directly, so an adapter there would never train")
     if cfg.quantization is not Quantization.NONE:
@@ -336,8 +376,8 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
+        lora_dropout=cfg.lora_dropout if dropout is None else dropout,
+        target_modules=chosen,
         bias="none",
         task_type="CAUSAL_LM",
         **extra,
@@ -347,7 +387,7 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
     except ValueError as exc:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _is_linear(m)} - {"lm_head"})
         raise ConfigError(
-            f"target_modules={targets!r} do not match this model ({str(exc).splitlines()[0]}); "
+            f"target_modules={chosen!r} do not match this model ({str(exc).splitlines()[0]}); "
             f"its linear layers are: {', '.join(names)}"
         ) from None
 
@@ -380,6 +420,9 @@ class LoadedModel:
     # Models that read media: the processor, the collator and the trainer's changes (`media_model.MediaTraining`).
     media: Any = None
     new_tokens: list[int] = field(default_factory=list)  # ids `add_chat_tokens` added (their rows train)
+    # Packed rows: the model's layer kinds, the route they take and its probe (`packing_probe.check_packed_rows`).
+    packing: Any = None
+    targets: Any = None  # LoRA: the modules adapted (`targets.LoraTargets`)
 
 
 def load_for_training(cfg: TrainConfig) -> LoadedModel:
@@ -402,5 +445,25 @@ def load_for_training(cfg: TrainConfig) -> LoadedModel:
         # LoRA A matrices are drawn at random: seed first, or two runs with the same config
         # (or a run and its resumed half) start from different adapters.
         set_seed(cfg.seed)
-        model = add_lora(model, cfg, new_tokens=new_tokens)
-    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device, new_tokens=new_tokens)
+        targets = lora_targets(model, cfg.target_modules)
+        model = add_lora(model, cfg, new_tokens=new_tokens, targets=list(targets.modules),
+                         dropout=targets.dropout(cfg.lora_dropout))
+    fit_trl_config(model)
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device, new_tokens=new_tokens,
+                       targets=targets if cfg.lora else None)  # fmt: skip
+
+
+def fit_trl_config(model: Any) -> None:
+    """Give the config the names TRL's fused LM head reads for an MoE's load-balancing loss.
+
+    TRL (`trainer/utils.py` `_fused_forward`, transformers 5) reads `num_experts` from the text config when
+    the model returns router logits (SFTTrainer asks for them whenever the config has `output_router_logits`,
+    even False); Granite-4-H's config (granitemoehybrid) names the count `num_local_experts`
+    only, and TRL stops with an AttributeError. The same number under TRL's name changes nothing else.
+    """
+    config = getattr(model, "config", None)
+    text = getattr(config, "get_text_config", lambda: config)()
+    if text is None or not hasattr(text, "output_router_logits") or hasattr(text, "num_experts"):
+        return
+    if hasattr(text, "num_local_experts"):
+        text.num_experts = text.num_local_experts

@@ -32,6 +32,7 @@ from ftdata.train import record
 from ftdata.train.config import Method, TrainConfig, changed_options, read_yaml
 from ftdata.train.data import Splits, data_task, load_splits, save_eval_split
 from ftdata.train.generation import EvalReport, GenerationSettings
+from ftdata.train.packing_probe import check_packed_rows
 from ftdata.train.model import LoadedModel, count_parameters, fit_embeddings, load_for_training, resolve_device, resolve_model_path
 from ftdata.train.preference_eval import PreferenceReport
 from ftdata.train.progress import TrainingDisplay, quiet_libraries
@@ -246,14 +247,28 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
     if resuming:
         _check_same_data(run_dir, data)
         _check_same_processes(run_dir, processes)
+    if splits.packed:  # before any step: the route packed rows take on this model, proven on it
+        loaded.packing = check_packed_rows(loaded.model, _first_rows(splits.train), device=loaded.device.kind,
+                                           pad_token_id=loaded.tokenizer.pad_token_id, media=loaded.media is not None)
     trainable, total = count_parameters(loaded.model)
     base = _base_record(cfg, run_dir, loaded, data, processes, trainable=trainable, total=total, splits=splits)
+    if loaded.packing is not None:
+        base["packing"] = loaded.packing.to_dict()
+    if loaded.targets is not None:
+        base["model"]["lora_targets"] = loaded.targets.to_dict(requested_dropout=cfg.lora_dropout)
     if state.is_main_process:
         cfg.to_yaml(run_dir / record.CONFIG_FILE)
         record.write_json(run_dir / record.RUN_FILE, {**base, "status": "running"})
         if not (run_dir / "eval_data").exists():
             save_eval_split(splits, run_dir)
     return loaded, splits, base
+
+
+def _first_rows(rows: Any, count: int = 8) -> list[dict[str, Any]]:
+    """The first `count` rows of a split (a loaded dataset or a stream)."""
+    if hasattr(rows, "select"):
+        return list(rows.select(range(min(count, rows.num_rows))))
+    return list(rows.take(count))
 
 
 def _write_final_record(result: TrainResult, base: dict[str, Any], history: list[dict[str, Any]], *,

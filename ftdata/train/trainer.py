@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError
 from ftdata.train import record
+from ftdata.train.architecture import Route
 from ftdata.train.args import Parts, common_args, trainer_config
 from ftdata.train.config import Method, TrainConfig
 from ftdata.train.data import Splits
@@ -44,8 +45,10 @@ if TYPE_CHECKING:
     from trl import SFTConfig
 
 
-def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False) -> SFTConfig:
-    """The `SFTConfig` of a run; checkpoints go to `run_dir/checkpoint-N`.
+def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False,
+             regrouped: bool = False) -> SFTConfig:  # fmt: skip
+    """The `SFTConfig` of a run; checkpoints go to `run_dir/checkpoint-N`. `regrouped`: packed rows take the
+    `documents` route (`documents.py`): TRL pads them per document, with an attention mask.
 
     A new run with an eval split is also evaluated before the first step, so run.json holds
     the base model's eval loss next to the fine-tuned one.
@@ -61,14 +64,15 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
         packing=False,
-        padding_free=splits.packed,
+        padding_free=splits.packed and not regrouped,
     )  # fmt: skip
 
 
 def sft_config(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits,
                resuming: bool = False) -> SFTConfig:  # fmt: skip
     """`sft_args`, adapted to a model that reads media (`media_model.py`)."""
-    args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming)
+    args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming,
+                    regrouped=regrouped(loaded, splits))
     return loaded.media.adapt(args) if loaded.media is not None else args
 
 
@@ -77,6 +81,7 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
     tokens; for rows with media, the media model's trainer, collator and processor."""
     from trl import SFTTrainer
 
+    from ftdata.train.documents import DocumentsCollator
     from ftdata.train.weighting import WEIGHTS, WeightedCollator, weighted_trainer_class
 
     media = loaded.media  # rows with media: its collator batches them, its trainer counts their tokens (media_model.py)
@@ -88,13 +93,25 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
     if media is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
         trainer_class, collator = media.trainer(trainer_class)
 
-    def weigh(trainer: Trainer) -> None:  # rows with loss weights: token-weighted cross-entropy (`weighting.py`)
-        trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=splits.packed)
+    per_document = regrouped(loaded, splits)
+
+    def finish(trainer: Trainer) -> None:
+        if weighted:  # rows with loss weights: token-weighted cross-entropy (`weighting.py`)
+            padding_free = splits.packed and not per_document
+            trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=padding_free)
+        if per_document:  # packed rows cut into their documents first (`documents.py`)
+            trainer.data_collator = DocumentsCollator(trainer.data_collator)
 
     return Parts(
         trainer_class, {"data_collator": collator}, processing_class=media.processor if media is not None else None,
-        finish=weigh if weighted else None,
+        finish=finish if weighted or per_document else None,
     )  # fmt: skip
+
+
+def regrouped(loaded: LoadedModel, splits: Splits) -> bool:
+    """Packed text rows whose model cannot keep them apart in one row: they train per document."""
+    check = loaded.packing
+    return splits.packed and loaded.media is None and check is not None and check.route is Route.DOCUMENTS
 
 
 @dataclass(frozen=True)

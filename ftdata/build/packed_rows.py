@@ -1,0 +1,78 @@
+"""What build.json says of packed rows: what a trainer must pass for them per layer kind, and a note when the
+tokenizer folder sits beside the config.json of a model whose layers carry state along the row.
+
+Reads config.json only (no model, no torch): `layer_types` / `layers_block_type` entries and
+`hybrid_override_pattern` letters that are not attention, or the settings of Mamba and short-convolution
+layers. The proof on the model itself is `ftdata check-packing --model M OUT` (train/packing_check.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# What each layer kind needs to keep the documents of a packed row apart, and what honours it.
+CONTRACT = {
+    "attention": "position_ids restarting at 0 per document and no attention mask (sdpa, eager, flash-attention "
+                 "varlen); or cu_seq_lens_q/k + max_length_q/k for flash-attention",
+    "linear_attention": "seq_idx and cu_seq_lens (Gated DeltaNet and other linear attention): honoured only by the "
+                        "CUDA kernels flash-linear-attention + causal-conv1d; the torch path refuses or ignores them",
+    "mamba": "seq_idx and cu_seq_lens (Mamba / Mamba-2 mixers): honoured only by the CUDA kernels mamba-ssm + "
+             "causal-conv1d; the torch path refuses or ignores them",
+    "short_conv": "seq_idx (LFM2-style short convolutions): honoured only by the CUDA kernel causal-conv1d",
+    "otherwise": "regroup each packed row per document into a right-padded batch (what `ftdata train` does: route "
+                 "documents), or build without --packing",
+}  # fmt: skip
+# Config settings only a layer that carries state along the row has.
+STATE_SETTINGS = ("mamba_d_conv", "mamba_d_state", "linear_conv_kernel_dim", "conv_L_cache", "ssm_state_size",
+                  "conv_kernel")
+# Declared layer types that mix no positions (feed-forward blocks).
+FEED_FORWARD = ("mlp", "moe", "dense", "sparse")
+
+
+def packing_record(*, packing: bool, tokenizer_name: str) -> dict[str, Any]:
+    """build.json's `packing` entry: {} for unpacked rows."""
+    if not packing:
+        return {}
+    record: dict[str, Any] = {"columns": ["input_ids", "labels", "position_ids", "seq_lengths"],
+                              "trainer_must_pass": CONTRACT}
+    note = hybrid_note(Path(tokenizer_name))
+    return {"packing": {**record, **({"note": note} if note else {})}}
+
+
+def hybrid_note(folder: Path) -> str | None:
+    """A note when `folder/config.json` describes a model with layers that carry state along the row, else None."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    if not isinstance(text, dict):
+        return None
+    kinds = state_layers(text)
+    if not kinds:
+        return None
+    model_type = text.get("model_type") or config.get("model_type") or "?"
+    return (f"the model beside the tokenizer ({model_type}) has layers that carry state along the row ({kinds}): a "
+            "packed row keeps its documents apart there only with seq_idx / cu_seq_lens and the CUDA kernels (see "
+            f"trainer_must_pass); check it with `ftdata check-packing --model {folder} OUT`")  # fmt: skip
+
+
+def state_layers(config: dict[str, Any]) -> str | None:
+    """The state-carrying layers config.json declares, e.g. 'linear_attention x3', or the setting that shows them."""
+    for name in ("layer_types", "layers_block_type"):
+        declared = config.get(name)
+        if isinstance(declared, list):
+            found = [str(t) for t in declared if _carries_state(str(t))]
+            if found:
+                return ", ".join(f"{kind} x{found.count(kind)}" for kind in dict.fromkeys(found))
+    pattern = config.get("hybrid_override_pattern")
+    if isinstance(pattern, str) and "M" in pattern:
+        return f"Mamba x{pattern.count('M')}"
+    return next((f"{name}={config[name]}" for name in STATE_SETTINGS if config.get(name) is not None), None)
+
+
+def _carries_state(kind: str) -> bool:
+    """'linear_attention', 'conv', 'mamba', 'hybrid': yes; 'full_attention', 'sliding_attention', 'mlp': no."""
+    return "linear" in kind or ("attention" not in kind and kind not in FEED_FORWARD)
