@@ -49,7 +49,7 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 class DataOptions:
     """What the rows are made of: every option here changes the output, and only these do."""
 
-    template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the tokenizer's own chat template, which must be ChatML")
+    template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the " "tokenizer's own chat template, which must be ChatML")
     chat_template: str | None = _opt(
         None, "render with this chat template instead of the tokenizer's (or the processor's): a .jinja file or a "
         "template TRL ships by name (qwen3, llama3, ...); the tokenizer folder is not changed; ftdata train saves it "
@@ -58,7 +58,7 @@ class DataOptions:
     max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
     packing: bool = _opt(False, "pack sequences into max_length rows (best-fit decreasing)")
     pad_to_multiple_of: int | None = _opt(
-        None, "packing: pad each sequence (pad tokens, label -100) to a multiple of this, e.g. 2 x the context-parallel size; must divide max_length"
+        None, "packing: pad each sequence (pad tokens, label -100) to a multiple of this, e.g. 2 x the context-parallel " "size; must divide max_length"
     )
     test_size: float | int | None = _opt(None, "held-out split of whole records (a cut record never straddles it): a fraction (0.1) or a record count (200)")
     seed: int = _opt(42, "seed for shuffling, splitting and packing")
@@ -68,18 +68,18 @@ class DataOptions:
     )
     task: Task | None = _opt(
         None, "what the rows are: sft (input_ids + labels), preference (prompt_ids, chosen_ids, rejected_ids; also dpo) "
-        "or kto (prompt_ids, completion_ids, label), prompts (prompt, prompt_ids and the reward columns, for GRPO/RLOO; "
+        "or kto (prompt_ids, completion_ids, label), prompts (prompt, prompt_ids and the reward columns, for " "GRPO/RLOO; "
         "also grpo); None = from the data: preference-shaped records (chosen/rejected) build preference rows, prompts "
         "with no completion build a prompt set, and messages + a true/false label must be told kto or sft"
     )
     columns: dict[str, str] | None = _opt(
         None, "column map {field: column}, applied before detection, e.g. {'output': 'std_answer'}; a dotted column reads a "
-        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; a prompt set "
+        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; a " "prompt set "
         "may name columns of its own"
     )
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
     reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
-    delimiter: str | None = _opt(None, "CSV field separator: ',', ';', '|' or a tab ('\\t' or 'tab'); None = sniffed from the header line (a tab for .tsv)")
+    delimiter: str | None = _opt(None, "CSV field separator: ',', ';', '|' or a tab ('\\t' or 'tab'); None = sniffed from the header line (a tab " "for .tsv)")
     field: str | None = _opt(None, "JSON only: the key of the top-level object that holds the records, e.g. 'data' for {\"data\": [...]}")
     filter: str | Callable[[Any], bool] | None = _opt(None, "keep rows where this Jinja expression is true, e.g. 'not input'")
     shuffle: bool = _opt(False, "shuffle records (with seed) before splitting")
@@ -95,7 +95,7 @@ class DataOptions:
     )
     recorded_ids: bool = _opt(
         False, "an agent turn with recorded completion token ids (ATIF metrics.completion_token_ids) trains those ids "
-        "instead of the turn's re-tokenized text, where they decode to the same text (else a note, and the re-tokenized turn)"
+        "instead of the turn's re-tokenized text, where they decode to the same text (else a note, and the " "re-tokenized turn)"
     )
     system_prompt: str | None = _opt(None, "system message to add (or override with system_mode=override)")
     system_mode: SystemMode = _opt(SystemMode.ADD, "add, override, or fold (into the first user turn)")
@@ -131,8 +131,8 @@ class DataOptions:
     )
     reward_columns: dict[str, str] | None = _opt(
         None, "prompts: the reward columns and their types, e.g. {'answer': 'string'} (string, int, float, bool, "
-        "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record that is "
-        "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are skipped"
+        "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record " "that is "
+        "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are " "skipped"
     )
     padding: Padding = _opt(Padding.NONE, "pad every row to max_length (unpacked output only)")
     padding_side: PaddingSide = _opt(PaddingSide.RIGHT, "where padding goes when padding=max_length")
@@ -159,7 +159,7 @@ class DataOptions:
     )
     max_images: int | None = _opt(None, "with processor: reject a record with more images than this (media_too_many)")
     max_image_pixels: int | None = _opt(
-        None, "with processor: reject a record with an image of more pixels (width x height, from its header) than this (media_too_large)"
+        None, "with processor: reject a record with an image of more pixels (width x height, from its header) than this " "(media_too_large)"
     )
     audio_window: AudioWindow = _opt(
         AudioWindow.REJECT, "with processor: a clip longer than the processor's window (Qwen2-Audio, Gemma 3n: 30 s) is rejected "
@@ -215,12 +215,12 @@ class DataOptions:
             raise ConfigError(f"limit must be an integer >= 1, got limit={self.limit!r}")
         ReadBounds.of(self)  # checks the three read bounds
         if not isinstance(self.max_messages, int) or isinstance(self.max_messages, bool) or self.max_messages < 2:
-            raise ConfigError(f"max_messages must be an integer >= 2 (a user turn and a reply), got max_messages={self.max_messages!r}")
+            raise ConfigError("max_messages must be an integer >= 2 (a user turn and a reply), got " f"max_messages={self.max_messages!r}")
 
     def _check_rendering(self) -> None:
         """What records render with: the templates, their kwargs, the stop tokens."""
         if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
-            raise ConfigError(f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={self.chat_template!r}")
+            raise ConfigError("chat_template must be a .jinja file or a TRL template name like 'qwen3', got " f"chat_template={self.chat_template!r}")
         if self.chat_template is not None and self.template not in (None, "chatml"):
             raise ConfigError(
                 f"chat_template={self.chat_template!r} renders with a chat template, template={self.template!r} with a "
@@ -255,7 +255,7 @@ class DataOptions:
             raise ConfigError(f"max_prompt_length must be a positive integer, got max_prompt_length={self.max_prompt_length!r}")
         if self.reward_columns is not None:
             if not isinstance(self.reward_columns, Mapping):
-                raise ConfigError(f"reward_columns must be a mapping like {{'answer': 'string'}}, got reward_columns={self.reward_columns!r}")
+                raise ConfigError(f"reward_columns must be a mapping like {{'answer': 'string'}}, got " f"reward_columns={self.reward_columns!r}")
             self.reward_columns = RewardColumns(self.reward_columns).types
 
     def fingerprint(self) -> dict[str, Any]:
@@ -286,7 +286,7 @@ class RunOptions:
     def __post_init__(self) -> None:
         parse_choices(self)
         if self.ray_address is not None and not isinstance(self.ray_address, str):
-            raise ConfigError(f"ray_address must be a cluster address like 'auto' or 'ray://head:10001', got ray_address={self.ray_address!r}")
+            raise ConfigError("ray_address must be a cluster address like 'auto' or 'ray://head:10001', got " f"ray_address={self.ray_address!r}")
         for name in ("num_workers", "batch_size"):
             value = getattr(self, name)
             if not (value is None and name == "num_workers") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

@@ -86,7 +86,7 @@ def save_cached(
         safeio.remove(tmp)
         need, free = tree_bytes(rejects) + dataset_bytes(dataset), free_bytes(cache_dir)
         warnings.warn(
-            f"the build cache {cache_dir} is full (this build needs about {size_text(need)} there, {size_text(free)} is "
+            f"the build cache {cache_dir} is full (this build needs about {size_text(need)} there, " f"{size_text(free)} is "
             "free): built without caching it; free space there, or build with cache_dir=None",
             FtdataWarning, stacklevel=2,
         )  # fmt: skip

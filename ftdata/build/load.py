@@ -116,7 +116,7 @@ def parquet_files(out: str | Path) -> dict[str, list[Path]]:
     fmt = manifest["output"]["format"]
     if fmt != "parquet":
         raise ConfigError(
-            f"{folder} was built with --output-format {fmt}; streaming reads Parquet: build with --output-format parquet "
+            f"{folder} was built with --output-format {fmt}; streaming reads Parquet: build with --output-format " "parquet "
             "(or engine=ray)"
         )
     splits: dict[str, list[Path]] = {}

@@ -240,7 +240,7 @@ def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Whe
             schema = stage.task.schema(options)
             table = schema.empty_table()
             if rows.weighted:  # not dropped in silence: the Ray shards have no such column yet
-                raise ConfigError("loss weights (loss_weight in the data) are not carried by engine=ray yet; build with engine=local or processes")
+                raise ConfigError("loss weights (loss_weight in the data) are not carried by engine=ray yet; build with " "engine=local or processes")
             if rows.rows:
                 finished = stage.task.finish(rows.path, options, report, splits=None, pad_id=0)
                 with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes

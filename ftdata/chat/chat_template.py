@@ -83,7 +83,7 @@ def load_chat_template(spec: str) -> ChatTemplate:
             raise ConfigError(f"unknown chat template {spec!r}: give a .jinja file or one TRL ships: {', '.join(trl_names())}")
     cap = limits().tokenizer_bytes
     if (size := path.stat().st_size) > cap:
-        raise ConfigError(f"chat template file {str(path)!r} is {size:,} bytes, more than {cap:,} ({env_name('tokenizer_bytes')}); check the file")
+        raise ConfigError(f"chat template file {str(path)!r} is {size:,} bytes, more than {cap:,} " f"({env_name('tokenizer_bytes')}); check the file")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")

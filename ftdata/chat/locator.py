@@ -44,14 +44,14 @@ REASONING_DROPPED = Note(
 REASONING_PROMPT_CLOSED = Note(
     NoteCode.REASONING_PROMPT_CLOSED,
     "the generation prompt already closes the think block (e.g. enable_thinking=false), so the model cannot write the "
-    "reasoning after it: only the answer is trained; build with thinking on to train the reasoning, or mask_reasoning=True",
+    "reasoning after it: only the answer is trained; build with thinking on to train the reasoning, or " "mask_reasoning=True",
 )
 EOS_APPENDED = Note(
     NoteCode.EOS_APPENDED,
     "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained",
 )
 # Boilerplate the rule trains (Qwen3's empty think block when thinking is on), and the kwarg that moves it.
-THINK_BOILERPLATE = "trains {text!r}, which the template writes into this turn after the generation prompt; chat_template_kwargs {kwarg} moves it into the prompt"
+THINK_BOILERPLATE = "trains {text!r}, which the template writes into this turn after the generation prompt; " "chat_template_kwargs {kwarg} moves it into the prompt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +219,7 @@ class TurnLocator:
             last = i == len(chat.msgs) - 1
             if last or not (hint.writes_last if hint.writes_last is not None else writes_last_reasoning(chat, i, sentinel(chat.text))):
                 raise chat.reject(i, (
-                    "the chat template does not write its reasoning (reasoning_content/thinking); the model would be trained "
+                    "the chat template does not write its reasoning (reasoning_content/thinking); the model " "would be trained "
                     "to answer without it: drop the reasoning or use a template that renders it"
                 ))  # fmt: skip
             notes.append(REASONING_DROPPED)  # history reasoning: the template keeps it only in the last turn
@@ -287,7 +287,7 @@ class TurnLocator:
             rest = ""
         if not self.markers.eos_appended or not self.eos or i != len(chat.msgs) - 1 or rest.strip():
             stops = ", ".join(map(repr, self.markers.stops)) or "none"
-            raise chat.reject(i, f"it does not end with a token that stops generation (stop tokens: {stops}); the model would not learn to stop")
+            raise chat.reject(i, f"it does not end with a token that stops generation (stop tokens: {stops}); the model would not " "learn to stop")
         return Stop(len(chat.text), len(chat.text) + len(self.eos), self.eos, eos=True)
 
     def _handover(self, chat: Chat, after: int) -> Stop | None:
@@ -314,7 +314,7 @@ class TurnLocator:
             if text.count(name, start, end) < n:
                 raise chat.reject(i,
                     f"the template does not write the name of the tool call {name!r}" if name not in text else
-                    f"its tool call {name!r} begins before where the turn can be located, so it cannot be trained whole"
+                    f"its tool call {name!r} begins before where the turn can be located, so it cannot be " "trained whole"
                 )  # fmt: skip
 
     def _boundary(self, text: str, stop: Stop) -> int:

@@ -405,20 +405,20 @@ def _warnings(m: RoleMarkers, *, appended: str, lead_in: str, kwargs: Mapping[st
     """What `ftdata markers` and previews say about the template, one line each."""
     warnings = []
     if appended:
-        warnings.append(f"writes the generation prompt {appended!r} after every conversation, the last assistant turn's too: it is prompt, never trained")
+        warnings.append(f"writes the generation prompt {appended!r} after every conversation, the last assistant turn's too: it " "is prompt, never trained")
     if m.needs_tools:
         warnings.append("renders only with `tools` (it iterates them unconditionally): a record without a tool schema is rejected")
     if m.ignores_generation_prompt:
         warnings.append(
-            f"ignores add_generation_prompt: the assistant header {m.assistant_header!r} is treated as prompt (not trained), "
+            f"ignores add_generation_prompt: the assistant header {m.assistant_header!r} is treated as prompt (not " "trained), "
             "as an inference server that adds it itself expects"
         )  # fmt: skip
     if not m.eot:
         middle = (
-            f"a middle assistant turn is trained through the next turn's first header token ({', '.join(map(repr, m.stops))})"
+            "a middle assistant turn is trained through the next turn's first header token " f"({', '.join(map(repr, m.stops))})"
             if m.stops else "no single token opens the next turn, so a middle assistant turn cannot be stopped (rejected)"
         )  # fmt: skip
-        warnings.append(f"writes no end-of-turn marker: {middle}, and EOS {m.eos_appended!r} is appended (trained) after the last turn")
+        warnings.append(f"writes no end-of-turn marker: {middle}, and EOS {m.eos_appended!r} is appended (trained) after the " "last turn")
     if m.default_system.strip():
         warnings.append(f"injects a default system prompt when none is given: {m.default_system.strip()[:80]!r}")
     if m.date_line and not any(isinstance(v, str) and m.date_line in v for v in (kwargs or {}).values()):  # date_string pins it
@@ -428,7 +428,7 @@ def _warnings(m: RoleMarkers, *, appended: str, lead_in: str, kwargs: Mapping[st
         shown = ", ".join(map(repr, m.text_stops))
         warnings.append(
             f"writes markers that are not tokens of this tokenizer: {shown} is plain text, trained as the text it is; "
-            f"inference needs it as a stop string (e.g. stop=[{shown}]), or add the markers as special tokens (add_chat_tokens)"
+            f"inference needs it as a stop string (e.g. stop=[{shown}]), or add the markers as special tokens " "(add_chat_tokens)"
         )  # fmt: skip
     warnings += _last_turn_warnings(m)
     warnings += _SYSTEM_WARNINGS.get(m.system_support, [])
@@ -445,7 +445,7 @@ def _think_warnings(m: RoleMarkers, lead_in: str) -> list[str]:
         fix = f"; chat_template_kwargs {m.thinking_kwarg} moves it into the prompt" if m.thinking_kwarg else ""
         return [f"writes {m.after_prompt!r} after the generation prompt: the model writes it, so it is trained{fix}"]
     if "<think>" in lead_in:
-        return ["injects an empty <think></think> block before assistant contents (in the generation prompt: context, not trained)"]
+        return ["injects an empty <think></think> block before assistant contents (in the generation prompt: context, " "not trained)"]
     if "<think>" in m.assistant_header:
         return [(
             f"its generation prompt ends with {m.assistant_header!r}, which rendered assistant turns do not have: "
@@ -459,7 +459,7 @@ def _last_turn_warnings(m: RoleMarkers) -> list[str]:
     warnings = []
     if m.eot and not m.final_eot:
         warnings.append(
-            f"closes an assistant turn with {m.eot!r} only when another message follows: middle turns train through it, "
+            f"closes an assistant turn with {m.eot!r} only when another message follows: middle turns train through " "it, "
             f"and EOS {m.eos_appended!r} is appended (trained) after the last turn"
         )  # fmt: skip
     if m.final_eot != m.eot and m.eot and m.final_eot:

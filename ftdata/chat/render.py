@@ -49,7 +49,7 @@ __all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Rendere
 
 USER_TRAIN_IGNORED = Note(
     NoteCode.USER_TRAIN_IGNORED,
-    "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains all)",
+    "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains " "all)",
 )
 
 
@@ -351,7 +351,7 @@ class Renderer:
                         parsed = exc
                     if not isinstance(parsed, dict):
                         raise UnusableRecord(
-                            f"tool call arguments must be a JSON object for this chat template (it writes a dict as JSON); "
+                            "tool call arguments must be a JSON object for this chat template (it writes a dict as " "JSON); "
                             f"got {args[:60]!r}", location=example.source, field=f"messages[{i}].tool_calls",
                             code=RejectCode.TOOL_ARGUMENTS,
                         )  # fmt: skip

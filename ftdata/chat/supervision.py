@@ -42,7 +42,7 @@ from ftdata.types import Example, MaskPolicy, Message, Rendered
 
 SUPERVISION_IGNORED = Note(
     NoteCode.SUPERVISION_IGNORED,
-    "loss_weight/train_detail on a non-assistant turn, or under mask=train_on_prompt, is ignored: only assistant turns carry loss",
+    "loss_weight/train_detail on a non-assistant turn, or under mask=train_on_prompt, is ignored: only assistant " "turns carry loss",
 )
 
 

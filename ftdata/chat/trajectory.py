@@ -58,7 +58,7 @@ class SplitRow:
 
 
 WHY = {
-    SplitReason.CONTEXT: "the template writes the turns before it differently in the full record than in its inference prompt",
+    SplitReason.CONTEXT: "the template writes the turns before it differently in the full record than in its " "inference prompt",
     SplitReason.REASONING: "the template drops its reasoning from history",
     SplitReason.TARGET: "the template writes it differently in history than as the last turn",
 }

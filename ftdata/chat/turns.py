@@ -116,7 +116,7 @@ class ChatSpans:
         for tool in example.tools:
             if tool_name(tool) not in text:
                 raise UnusableRecord(
-                    f"the chat template does not write the tool schema {tool_name(tool)!r}: the model would be trained to "
+                    f"the chat template does not write the tool schema {tool_name(tool)!r}: the model would be " "trained to "
                     "call a tool it was never shown; use a template that renders `tools`",
                     location=example.source, field="tools", code=RejectCode.NOT_RENDERED,
                 )  # fmt: skip
@@ -207,7 +207,7 @@ class ChatSpans:
             return chat.render(chat.msgs[: i + 1])
         except TemplateError as exc:
             raise UnusableRecord(
-                f"assistant turn {i} cannot be trained as inference sees it: as the last turn the chat template raises ({exc})",
+                f"assistant turn {i} cannot be trained as inference sees it: as the last turn the chat template " f"raises ({exc})",
                 location=chat.source, field=f"messages[{i}]", code=RejectCode.UNMASKABLE,
             ) from None  # fmt: skip
 

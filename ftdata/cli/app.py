@@ -149,7 +149,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DATA_HELP = "Input file (.json, .jsonl, .csv, .parquet; also .gz/.zst/.bz2/.xz; - for standard input), dataset folder, cached hub id, or a recipe (.yaml with sources:)."
+DATA_HELP = "Input file (.json, .jsonl, .csv, .parquet; also .gz/.zst/.bz2/.xz; - for standard input), dataset " "folder, cached hub id, or a recipe (.yaml with sources:)."
 TOKENIZER_HELP = "Tokenizer folder or cached hub id; default: the bundled SmolLM2-135M-Instruct."
 CONFIG_HELP = "YAML file of options (BuildOptions names, plus data and tokenizer); flags override it."
 
@@ -389,7 +389,7 @@ def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: b
     if as_json:
         out.file.write(dumps({"recipe": recipe.origin, "mix_by": recipe.mix_by.value, "sources": rows}, out, indent=2) + "\n")
         return
-    out.print(f"recipe     {recipe.origin} (mix_by {recipe.mix_by.value}, tokenizer {tokenizer_label(settings.tokenizer, tok)})", soft_wrap=True)
+    out.print(f"recipe     {recipe.origin} (mix_by {recipe.mix_by.value}, tokenizer " f"{tokenizer_label(settings.tokenizer, tok)})", soft_wrap=True)
     out.print(survey_table(rows, unit=recipe.mix_by.value))
     out.print("(deduplication and decontamination run in `ftdata build`; they can only lower these counts)", soft_wrap=True)
 
@@ -398,7 +398,7 @@ def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: b
 
 INSPECT_BUILD_HELP = "Also write OUT/inspect.html: the build's inspection page (as `ftdata inspect OUT` writes it)."
 OUTPUT_HELP = "Output folder, or with --engine ray a URI (s3://bucket/prefix); or output: in YAML."
-FORMAT_HELP = ("arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); with --engine ray the default is "
+FORMAT_HELP = ("arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); with --engine ray the " "default is "
                "Parquet shards written by the workers (arrow or jsonl: the rows come back here and are written as usual).")
 
 

@@ -108,7 +108,7 @@ def show(printer: Printer, number: int, view: PairView) -> None:
     counts = ", ".join(f"{name.split()[0]} {part.total}" for name, part in view.completions.items())
     rule, dot = (printer.glyphs.rule, " · " if printer.glyphs is UNICODE else " | ")
     printer._line("")
-    printer._line(f"{rule} pair {number}{dot}{view.location}{dot}{view.format}{dot}prompt {view.prompt.total} tokens; {counts} (trained)")
+    printer._line(f"{rule} pair {number}{dot}{view.location}{dot}{view.format}{dot}prompt {view.prompt.total} tokens; " f"{counts} (trained)")
     for name, part in (("prompt", view.prompt), *view.completions.items()):
         printer._line(f"{name}:")
         printer._line(printer._text(part))

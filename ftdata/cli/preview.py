@@ -382,7 +382,7 @@ class Printer:
             limit = opts.max_prompt_length or opts.max_length
             print_(f"template   {renderer.name}  (max_prompt_length={limit})")
             if markers:
-                print_(f"markers    user {markers.user_header!r}  assistant {markers.assistant_header!r}  system {markers.system_support}")
+                print_(f"markers    user {markers.user_header!r}  assistant {markers.assistant_header!r}  system " f"{markers.system_support}")
             return
         print_(f"template   {renderer.name}  (mask={opts.mask.value}, max_length={opts.max_length})")
         if markers:

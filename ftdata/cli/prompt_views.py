@@ -84,7 +84,7 @@ def show(stats: PromptStats, console: Console, *, spell: Callable[[str], str] = 
     console.print()
     console.print(table)
     over = d["over_max_prompt_length"]
-    console.print(f"over max_prompt_length {stats.max_prompt_length:,}: {over:,} prompts (a build rejects them, or cuts them with cut_prompts)")
+    console.print(f"over max_prompt_length {stats.max_prompt_length:,}: {over:,} prompts (a build rejects them, or cuts them " "with cut_prompts)")
     console.print()
     cover = Table("reward column", "prompts", "share", box=None, pad_edge=False)
     for name, c in d["reward_columns"].items():

@@ -54,13 +54,13 @@ def summary_lines(stats: DataStats) -> list[str]:
         lines.append(
             f"media         {kinds} in {int((stats.media > 0).sum()):,} examples; per example mean {per['mean']}, "
             f"max {per['max']}; media tokens per example p50 {tokens['p50']:,}, max {tokens['max']:,}, "
-            f"{int(stats.media_tokens.sum()):,} in all ({stats.media_tokens.sum() / max(stats.total.sum(), 1):.1%} of tokens)"
+            f"{int(stats.media_tokens.sum()):,} in all ({stats.media_tokens.sum() / max(stats.total.sum(), 1):.1%} " "of tokens)"
         )
     if stats.audio_ms.any():
         ms, tokens = describe(stats.audio_ms), describe(stats.audio_tokens)
         lines.append(
-            f"audio         {stats.audio_ms.sum() / 1000:,.2f} s in {int((stats.audio_ms > 0).sum()):,} examples; seconds per "
-            f"example p50 {ms['p50'] / 1000:.2f}, max {ms['max'] / 1000:.2f}; audio tokens per example p50 {tokens['p50']:,}, "
+            f"audio         {stats.audio_ms.sum() / 1000:,.2f} s in {int((stats.audio_ms > 0).sum()):,} examples; " "seconds per "
+            f"example p50 {ms['p50'] / 1000:.2f}, max {ms['max'] / 1000:.2f}; audio tokens per example p50 " f"{tokens['p50']:,}, "
             f"max {tokens['max']:,}, {int(stats.audio_tokens.sum()):,} in all"
         )
     return lines
@@ -122,7 +122,7 @@ def epoch_lines(stats: DataStats) -> list[str]:
         )
     if epoch.media_per_pack is not None:
         v = epoch.media_per_pack
-        lines.append(f"media/pack    media tokens per packed row p50 {v['p50']:,}, p90 {v['p90']:,}, max {v['max']:,}, mean {v['mean']:,}")
+        lines.append(f"media/pack    media tokens per packed row p50 {v['p50']:,}, p90 {v['p90']:,}, max {v['max']:,}, mean " f"{v['mean']:,}")
     return lines
 
 

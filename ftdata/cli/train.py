@@ -177,7 +177,7 @@ def _check_output_dir(value: str | None) -> None:
     key, sep, _ = (value or "").partition("=")
     if sep and key in BUILD_FIELDS:
         raise ConfigError(
-            f"-o is --output-dir, the folder of the runs, got -o {value!r}; for a data option write --data-option {value}"
+            f"-o is --output-dir, the folder of the runs, got -o {value!r}; for a data option write --data-option " f"{value}"
         )
 
 

@@ -110,7 +110,7 @@ class Place:
         need, about = (expected, True) if expected is not None and expected > written + free else (written + free, False)
         needs = f"about {size_text(need)}" if about else f"more than {size_text(need)}"
         return DiskFullError(
-            f"no space left in {shown} ({self.what}): the build needs {needs} there, {size_text(free)} is free; {self.fix}",
+            f"no space left in {shown} ({self.what}): the build needs {needs} there, {size_text(free)} is free; " f"{self.fix}",
             folder=self.shown or self.folder, needed=need, free=free,
         )  # fmt: skip
 

@@ -240,7 +240,7 @@ def _tokenizer(manifest: dict[str, Any], folder: Path) -> Any:
     path = next((i.get("path") for i in manifest.get("inputs", []) if i.get("kind") == "tokenizer"), None)
     if not path or not Path(path).is_dir():
         raise ConfigError(
-            f"{folder / MANIFEST} names the tokenizer {path!r}, which is not there; give the build's tokenizer with --tokenizer DIR"
+            f"{folder / MANIFEST} names the tokenizer {path!r}, which is not there; give the build's tokenizer with " "--tokenizer DIR"
         )
     return load_tokenizer(path)
 

@@ -87,12 +87,12 @@ def render(page: Page) -> str:
     sample = page.sample
     total_rows = sum(page.split_rows.values())
     sample_text = (
-        f"{len(page.rows):,} of {total_rows:,} rows, token by token: the first {sample.first}, {sample.random} more drawn "
-        f"with seed {sample.seed}, and the {sample.longest} longest (`ftdata inspect --first/--random/--longest/--seed`)."
+        f"{len(page.rows):,} of {total_rows:,} rows, token by token: the first {sample.first}, {sample.random} more " "drawn "
+        f"with seed {sample.seed}, and the {sample.longest} longest (`ftdata inspect " "--first/--random/--longest/--seed`)."
     )
     mix_keys = list(page.mix[0]) if page.mix else []
     packing = [
-        (split, f"{facts.get('fill_ratio', 0):.1%} fill, {facts.get('rows', 0):,} rows holding {facts.get('sequences', 0):,} sequences "
+        (split, f"{facts.get('fill_ratio', 0):.1%} fill, {facts.get('rows', 0):,} rows holding " f"{facts.get('sequences', 0):,} sequences "
                 f"({facts.get('sequences_per_row', 0):.2f} a row, at most {facts.get('max_sequences_per_row', 0)})")
         for split, facts in (counts.get("packing") or {}).items() if isinstance(facts, dict)
     ]  # fmt: skip

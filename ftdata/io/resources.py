@@ -170,7 +170,7 @@ def check_tokenizer_path(spec: str, path: Path) -> None:
     if _hub_id(spec) and _in_hub_cache(spec):
         return
     cache = " and not a hub id in the local Hugging Face cache (ftdata never downloads)" if _hub_id(spec) else ""
-    raise ConfigError(f"tokenizer {spec!r}: no such folder{cache}; give a folder with tokenizer.json, or omit --tokenizer for the bundled SmolLM2")
+    raise ConfigError(f"tokenizer {spec!r}: no such folder{cache}; give a folder with tokenizer.json, or omit --tokenizer for the " "bundled SmolLM2")
 
 
 # What transformers and tokenizers parse of a tokenizer folder (weights beside them are never read).

@@ -119,7 +119,7 @@ def checked_media(media: pa.Array | pa.ChunkedArray, lengths: np.ndarray) -> pa.
         i = int(np.argmax(bad))
         k = i - int(media.offsets.to_numpy()[row[i]])
         raise RecordError(
-            f"{flat.field('kind')[i].as_py()} {k} ({flat.field('ref')[i].as_py()}) spans tokens {start[i]}..{end[i]} of a "
+            f"{flat.field('kind')[i].as_py()} {k} ({flat.field('ref')[i].as_py()}) spans tokens " f"{start[i]}..{end[i]} of a "
             f"{lengths[row[i]]}-token row: out of the row or overlapping the item before it; build the rows again",
             field=f"row {row[i]}: media",
         )

@@ -106,7 +106,7 @@ class Media:
         if options.packing and not fam.packable:
             proven = ", ".join(f.name for f in FAMILIES.values() if f.packable)
             raise ConfigError(
-                f"packing=True with a {fam.name} processor: packed rows are proven isolated (each sequence's logits equal "
+                f"packing=True with a {fam.name} processor: packed rows are proven isolated (each sequence's logits " "equal "
                 f"to it alone) only for {proven} (docs/media.md); build without packing"
             )  # fmt: skip
         if options.chat_template is not None:  # the build's chat_template (the tokenizer holds it) wins over the folder's
@@ -211,7 +211,7 @@ class Media:
         for k, p in enumerate(positions):
             if any(s <= p < e for s, e in rendered.spans):
                 raise UnusableRecord(
-                    f"{items[k].kind} {k} is in a trained turn; a model writes no {items[k].kind} tokens: move it to a user turn",
+                    f"{items[k].kind} {k} is in a trained turn; a model writes no {items[k].kind} tokens: move it " "to a user turn",
                     location=example.source, field="messages", code=RejectCode.MEDIA_IN_RESPONSE,
                 )  # fmt: skip
         # Token text the data holds as plain text (special_tokens_in_data="text": a user's "<image>") is no item,

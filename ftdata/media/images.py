@@ -227,7 +227,7 @@ def _header(fh: Any, *, what: str) -> tuple[tuple[int, int], str]:
     except UnidentifiedImageError:
         raise ValueError(f"{what} is not an image PIL can read (corrupt or unknown format)") from None
     except HeaderTooLong:
-        raise ValueError(f"{what} has more than {MAX_HEADER_BYTES:,} bytes of header before its pixels; strip its metadata or re-save it") from None
+        raise ValueError(f"{what} has more than {MAX_HEADER_BYTES:,} bytes of header before its pixels; strip its metadata or " "re-save it") from None
     except _Cut as exc:
         raise ValueError(f"{what} has a sound header but {exc}: the file is cut or corrupt; replace it") from None
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:  # a corrupt header raises these

@@ -75,7 +75,7 @@ def _load(folder: str, tokenizer: Any) -> Any:
 
     path = Path(folder)
     if not path.is_dir():
-        raise ConfigError(f"processor {folder!r} is not a folder; give the folder a model repo ships (tokenizer, preprocessor_config.json, chat template)")
+        raise ConfigError(f"processor {folder!r} is not a folder; give the folder a model repo ships (tokenizer, " "preprocessor_config.json, chat template)")
     pre = _json(path / "preprocessor_config.json")
     settings = {**_json(path / "processor_config.json")}
     if not pre and not settings:

@@ -235,7 +235,7 @@ class _Reading:
         for r, where, text in located:
             if self.index is not None and (hit := self.index.check(text)) is not None:
                 source.removed["decontaminated"] += 1
-                reason = f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in {len(hit.ngram.split())} words: {hit.ngram!r}"
+                reason = f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in " f"{len(hit.ngram.split())} words: {hit.ngram!r}"
                 reject = Reject(str(where), RejectStage.MIX, RejectCode.CONTAMINATED, reason)
                 source.report.add(reject)
                 self.sink.write([reject])

@@ -281,7 +281,7 @@ def _source(item: Any, *, defaults: dict[str, Any], whole: dict[str, Any], base:
     weight = item.get("weight", 1.0)
     if isinstance(weight, int) and not isinstance(weight, bool) and weight > sys.float_info.max:  # float(weight) would overflow
         raise ConfigError(
-            f"{where}: weight is larger than a float holds (an integer of {weight.bit_length():,} bits); only the ratio "
+            f"{where}: weight is larger than a float holds (an integer of {weight.bit_length():,} bits); only the " "ratio "
             "of the weights counts: scale them down"
         )
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight > 0):
@@ -323,7 +323,7 @@ def _check_weights(sources: tuple[RecipeSource, ...], raw: list[Any], *, origin:
         raise ConfigError(f"{origin}: give every source a weight or none (none = equal shares); no weight: {missing}")
     if not math.isfinite(sum(s.weight for s in sources)):  # 1e308 twice: the shares would be inf / inf
         raise ConfigError(
-            f"{origin}: the weights add up to more than a float holds ({' + '.join(f'{s.weight:g}' for s in sources)}); "
+            f"{origin}: the weights add up to more than a float holds " f"({' + '.join(f'{s.weight:g}' for s in sources)}); "
             "only their ratio counts: scale them down, e.g. 1 and 1"
         )
 

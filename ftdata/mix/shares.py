@@ -127,7 +127,7 @@ def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, un
     for source, _target, raw, have, cap in zip(sources, targets, shares * budget, available, caps):
         if raw > cap * (1 + _SLACK):
             raise ConfigError(
-                f"source {source.name!r} has {have:,} {unit} but its share of total={budget:,} needs {math.ceil(raw):,}: "
+                f"source {source.name!r} has {have:,} {unit} but its share of total={budget:,} needs " f"{math.ceil(raw):,}: "
                 f"more than epochs_max={source.epochs_max} passes; epochs_max={math.ceil(raw / have)} would do "
                 "(or lower its weight or the total)"
             )

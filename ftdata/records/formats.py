@@ -153,10 +153,10 @@ class Columns:
         self.named: dict[str, str] = {}  # a prompt set's columns made from a source column (keys outside `fields`)
         for key, column in mapping.items():
             if not isinstance(column, str) or not column:
-                raise ConfigError(f"column map: {key}={column!r} names no column; write {key}=COLUMN (a dotted path reads a nested field)")
+                raise ConfigError(f"column map: {key}={column!r} names no column; write {key}=COLUMN (a dotted path reads a " "nested field)")
             if key in canon:
                 if canon[key] in self.explicit and self.explicit[canon[key]] != column:
-                    raise ConfigError(f"column map: {canon[key]} is mapped twice ({self.explicit[canon[key]]!r} and {column!r}); keep one")
+                    raise ConfigError(f"column map: {canon[key]} is mapped twice ({self.explicit[canon[key]]!r} and {column!r}); " "keep one")
                 self.explicit[canon[key]] = column
             elif named:
                 self.named[key] = column
@@ -473,7 +473,7 @@ def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -
             "plain text is not instruction data: a 'text'-only record (TRL's language-modelling format) has no "
             "prompt/response split, so nothing says which tokens to train; ftdata builds prompt -> response data. "
             "Give each record instruction/output (or messages) columns, map yours with --columns "
-            "instruction=COLUMN,output=COLUMN, or train on the raw text with TRL's SFTTrainer (dataset_text_field='text')",
+            "instruction=COLUMN,output=COLUMN, or train on the raw text with TRL's SFTTrainer " "(dataset_text_field='text')",
             location=location, field="text",
         )  # fmt: skip
     if instr_col is None:

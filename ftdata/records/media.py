@@ -75,7 +75,7 @@ SHAPES = (
     Shape(MediaKind.AUDIO, ("audio", "input_audio", "audio_url"), ("audio", "input_audio", "audio_url", "url", "path"), ("audios", "audio"), "<audio>"),
 )
 MEDIA_COLUMNS = tuple(c for s in SHAPES for c in s.columns)
-PLACED = "{n} {kind}(s) placed before the first user text: the messages hold no placeholder (TRL's prepare_multimodal_messages)"
+PLACED = "{n} {kind}(s) placed before the first user text: the messages hold no placeholder (TRL's " "prepare_multimodal_messages)"
 
 
 def kind_of(part: Any) -> MediaKind | None:
@@ -174,7 +174,7 @@ def _attach(example: Example, shape: Shape, column: str, items: list[Any], locat
     slots = sum(1 for m in messages for r in m.media if r.kind is shape.kind and r.value is None)
     if slots != len(items):
         raise UnusableRecord(
-            f"{slots} {shape.kind} placeholder(s) in the messages but {len(items)} {shape.kind}(s) in column {column!r}; "
+            f"{slots} {shape.kind} placeholder(s) in the messages but {len(items)} {shape.kind}(s) in column " f"{column!r}; "
             f"give one placeholder ({{'type': '{shape.kind}'}} part or {shape.tag} tag) per {shape.kind}",
             location=location, field=column, code=RejectCode.MEDIA_MISMATCH,
         )  # fmt: skip

@@ -197,7 +197,7 @@ class RewardColumns:
                     parse_kind(kind.removesuffix("?"))
                 except ConfigError:
                     raise ConfigError(
-                        f"reward_columns: {name}={kind!r} is no type; choose one of {', '.join(REWARD_TYPES)} (a trailing ? "
+                        f"reward_columns: {name}={kind!r} is no type; choose one of {', '.join(REWARD_TYPES)} (a " "trailing ? "
                         "lets a record leave it null)"
                     ) from None
         self.types = dict(types) if types is not None else None
@@ -230,7 +230,7 @@ class RewardColumns:
             for name, kind in (columns.types or {}).items():
                 if name in out and out[name].removesuffix("?") != kind.removesuffix("?"):
                     raise ConfigError(
-                        f"reward column {name} is {out[name].removesuffix('?')} in source {seen[name]} and {kind} in source {source}; "
+                        f"reward column {name} is {out[name].removesuffix('?')} in source {seen[name]} and {kind} " f"in source {source}; "
                         "give it one type in every source (or set reward_columns)"
                     )  # fmt: skip
                 out.setdefault(name, kind)

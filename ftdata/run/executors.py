@@ -323,7 +323,7 @@ def _died() -> FtdataError:
     except OSError:
         guarded = True
     if not guarded:
-        return ConfigError(f"a worker process died: engine=processes starts workers that run {script} again, and its top level starts a build; {GUARD}")
+        return ConfigError(f"a worker process died: engine=processes starts workers that run {script} again, and its top level " f"starts a build; {GUARD}")
     return FtdataError("a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local")
 
 

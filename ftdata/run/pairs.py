@@ -213,7 +213,7 @@ class PairTask:
         if row.length <= limit:
             return Fitted([row])
         policy = policy or stage.options.truncation
-        over = f"{row.length} tokens (prompt {len(row.prompt)} + longer completion {row.length - len(row.prompt)}) > max_length {limit}"
+        over = f"{row.length} tokens (prompt {len(row.prompt)} + longer completion {row.length - len(row.prompt)}) " f"> max_length {limit}"
         if policy is TruncationPolicy.ERROR:
             raise RecordError(f"{over}; raise max_length or choose another truncation policy", location=item.example.source, field="max_length")
         if policy is TruncationPolicy.DROP:
@@ -314,7 +314,7 @@ def _shorten(stage: Stage, item: MeasuredPair, over: str) -> Fitted:
         if isinstance(again, Reject):
             return Fitted([], f"the pair with its prompt shortened cannot be used: {again.reason}", again.code)
         if again.row.length <= limit:
-            words = f"{CUT_WORDS[cut.code]}: the shared prompt cut from {len(item.row.prompt)} to {len(again.row.prompt)} tokens"
+            words = f"{CUT_WORDS[cut.code]}: the shared prompt cut from {len(item.row.prompt)} to " f"{len(again.row.prompt)} tokens"
             return Fitted([again.row], f"{words} to fit {over}", cut.code, again)
         slack -= again.row.length - limit
     why = "the longer completion with the template alone does not fit"
@@ -401,13 +401,13 @@ def _keep_start(row: PairRow, limit: int, over: str) -> Fitted:
     """TRL's keep_start, once for both sides: the prompt whole, each completion's end cut."""
     room = limit - len(row.prompt)
     if room < 1:
-        why = f"too long: the prompt alone is {len(row.prompt)} tokens, no completion token fits max_length {limit} (truncation=keep_start)"
+        why = f"too long: the prompt alone is {len(row.prompt)} tokens, no completion token fits max_length {limit} " "(truncation=keep_start)"
         return Fitted([], why, RejectCode.TOO_LONG)
     kept = PairRow(row.prompt, tuple(c[:room] for c in row.completions), row.label)
     if row.label is None and kept.completions[0] == kept.completions[1]:
         return Fitted([], f"the cut left chosen and rejected the same ({over}, truncation=keep_start)", RejectCode.CHOSEN_IS_REJECTED)
     lost = row.trained - kept.trained
-    why = f"end cut: kept the first {room} tokens of each completion ({lost} completion tokens lost; a cut one has no stop token)"
+    why = f"end cut: kept the first {room} tokens of each completion ({lost} completion tokens lost; a cut one has " "no stop token)"
     return Fitted([kept], f"{why} to fit {over}", RejectCode.END_CUT)
 
 
@@ -416,7 +416,7 @@ def _keep_end(row: PairRow, limit: int, over: str) -> Fitted:
     them), never a completion's."""
     longest = max(map(len, row.completions))
     if longest >= limit:
-        why = f"too long: the longer completion alone is {longest} tokens, max_length {limit} leaves no prompt token (truncation=keep_end)"
+        why = f"too long: the longer completion alone is {longest} tokens, max_length {limit} leaves no prompt " "token (truncation=keep_end)"
         return Fitted([], why, RejectCode.TOO_LONG)
     drop = row.length - limit
     kept = PairRow(row.prompt[drop:], row.completions, row.label)

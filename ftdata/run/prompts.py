@@ -277,7 +277,7 @@ def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, st
     if expected != rendered.text:
         at = len(commonprefix([expected, rendered.text]))
         raise UnusableRecord(
-            f"verification failed: transformers' apply_chat_template writes the stored prompt differently from ftdata's "
+            "verification failed: transformers' apply_chat_template writes the stored prompt differently from " "ftdata's "
             f"render at character {at} ({expected[at:at + 30]!r} vs {rendered.text[at:at + 30]!r}); a trainer would see "
             "another prompt",
             location=example.source, field="prompt", code=RejectCode.UNVERIFIABLE,
@@ -330,7 +330,7 @@ def _stored(example: Example) -> list[dict[str, str]]:
         extra = sorted(set(message) - {"role", "content"})
         if extra:
             raise UnusableRecord(
-                f"message {i} carries {', '.join(extra)}; a prompt set stores {{role, content}} messages: give the prompt "
+                f"message {i} carries {', '.join(extra)}; a prompt set stores {{role, content}} messages: give the " "prompt "
                 "as the conversation before the model's turn without tool calls or reasoning",
                 location=example.source, field=f"messages[{i}]", code=RejectCode.NOT_RENDERED,
             )  # fmt: skip
@@ -396,7 +396,7 @@ def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPro
     if best is None:
         return FittedPrompt([], f"too long: {over}; the rest of the prompt alone does not fit", RejectCode.TOO_LONG)
     code = RejectCode.START_CUT if stage.options.prompt_cut is PromptCut.START else RejectCode.END_CUT
-    why = f"prompt shortened: message {longest} cut from {len(text)} to {keep_lo} characters ({stage.options.prompt_cut.value}), {item.total} -> {best.total} tokens"
+    why = f"prompt shortened: message {longest} cut from {len(text)} to {keep_lo} characters " f"({stage.options.prompt_cut.value}), {item.total} -> {best.total} tokens"
     return FittedPrompt([best.row], f"{why} to fit: {over}", code)
 
 

@@ -237,7 +237,7 @@ class BuildReport:
         if self.cut:
             parts.append(f"{sum(self.cut.values())} cut ({_top(self.cut)})")
         if self.split_records:
-            parts.append(f"{self.split_records} split into {self.split_records + sum(self.added_rows.values())} rows (history=inference)")
+            parts.append(f"{self.split_records} split into {self.split_records + sum(self.added_rows.values())} rows " "(history=inference)")
         if self.reasoning_moved:
             parts.append(f"{self.reasoning_moved} think blocks moved into reasoning")
         if self.drift_turns:

@@ -146,7 +146,7 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
     if options.data.reward_columns is not None:
         return options.updated(reward_columns=_named_columns(row, options)).with_task_reason(reason)
     if _once(source):
-        raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: reward_columns={'answer': 'string'}")
+        raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: " "reward_columns={'answer': 'string'}")
     return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {}).with_task_reason(reason)
 
 

@@ -43,7 +43,7 @@ from ftdata.types import IGNORE_INDEX, Rendered
 
 WIDENED = Note(
     NoteCode.TRAIN_DETAIL_WIDENED,
-    "a token crosses a train_detail edge: it stays trained, whole (Axolotl's rule; the tokenization is the model's own)",
+    "a token crosses a train_detail edge: it stays trained, whole (Axolotl's rule; the tokenization is the model's " "own)",
 )
 
 

@@ -163,8 +163,8 @@ class Truncator:
             return ""
         what = "one response token" if cuttable else f"the response's {response} tokens"
         return (
-            f"media too long: the last exchange's media items take {media} tokens, which are never cut, and with {what} "
-            f"they do not fit max_length {self.max_length}; raise max_length, lower the processor's max_pixels or shorten the clips"
+            f"media too long: the last exchange's media items take {media} tokens, which are never cut, and with " f"{what} "
+            f"they do not fit max_length {self.max_length}; raise max_length, lower the processor's max_pixels or " "shorten the clips"
         )  # fmt: skip
 
     def _row(self, example: Example) -> Tokenized | RecordError:

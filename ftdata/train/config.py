@@ -138,7 +138,7 @@ class TrainConfig:
     data: str | None = _opt(
         None,
         "Training data: any file or folder `ftdata build` reads, or a recipe file (built by `ftdata.build`, "
-        "the driver of `ftdata build`), or a dataset folder written by `ftdata build` / `save_to_disk` (trained as built).",
+        "the driver of `ftdata build`), or a dataset folder written by `ftdata build` / `save_to_disk` (trained as " "built).",
         group="data",
     )
     data_options: BuildOptions = field(
@@ -531,12 +531,12 @@ def check_method(cfg: TrainConfig, method: Method) -> None:
     """
     if cfg.rewards is not None and method is not Method.GRPO:
         raise ConfigError(
-            f"rewards is an option of --method grpo; this run trains {method.value} rows, got rewards={','.join(cfg.rewards)!r}"
+            f"rewards is an option of --method grpo; this run trains {method.value} rows, got " f"rewards={','.join(cfg.rewards)!r}"
         )
     if method is Method.SFT:
         if cfg.loss_type is not None:
             raise ConfigError(
-                f"loss_type is an option of --method dpo, kto or grpo; this run trains sft rows, got loss_type={cfg.loss_type!r}"
+                "loss_type is an option of --method dpo, kto or grpo; this run trains sft rows, got " f"loss_type={cfg.loss_type!r}"
             )
         return
     data = cfg.data_options.data

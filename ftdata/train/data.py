@@ -280,7 +280,7 @@ def _check_chat_template(folder: Path, tokenizer: PreTrainedTokenizerBase, *, gi
         )
     if built is None and given is not None:
         raise ConfigError(
-            f"{folder} was built with the tokenizer's own chat template, the run gives chat_template={given!r}: drop it, "
+            f"{folder} was built with the tokenizer's own chat template, the run gives chat_template={given!r}: " "drop it, "
             "or build again with it"
         )
 

@@ -52,7 +52,7 @@ def prompt_settings(cfg: TrainConfig, splits: Splits) -> tuple[str, dict[str, An
     found = sorted(((manifest.get("counts") or {}).get("prompt_opens") or {}).items(), key=lambda kv: -kv[1])
     if len(found) > 1:  # per-record chat_template_kwargs that open different blocks: one format reward cannot hold both
         listed = ", ".join(f"{text!r} ({n} prompts)" for text, n in found)
-        raise ConfigError(f"the prompt set's generation prompts open different texts ({listed}); the format reward reads one: build with one chat_template_kwargs")
+        raise ConfigError(f"the prompt set's generation prompts open different texts ({listed}); the format reward reads one: " "build with one chat_template_kwargs")
     opens = found[0][0] if found else ""
     options = manifest.get("options") or {}
     kwargs = options.get("chat_template_kwargs", cfg.data_options.data.chat_template_kwargs)
@@ -122,7 +122,7 @@ def check_groups(cfg: TrainConfig, *, world: int, evaluating: bool) -> None:
     if batch % n:
         raise ConfigError(
             f"--method grpo compares the num_generations={n} completions of each prompt within a step: "
-            f"per_device_train_batch_size x gradient_accumulation_steps x processes = {cfg.per_device_train_batch_size} "
+            "per_device_train_batch_size x gradient_accumulation_steps x processes = " f"{cfg.per_device_train_batch_size} "
             f"x {cfg.gradient_accumulation_steps} x {world} = {batch} must be a multiple of {n}; "
             f"e.g. --per-device-train-batch-size {n}, or a num_generations that divides {batch}"
         )
@@ -177,7 +177,7 @@ def check_prompts(rows: Any, tokenizer: PreTrainedTokenizerBase, *, kwargs: Mapp
             if list(ours) != list(theirs):
                 at = next((k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
                 raise ConfigError(
-                    f"{data}: row {start + i} of the {split} split: TRL's GRPOTrainer renders its prompt to {len(theirs)} "
+                    f"{data}: row {start + i} of the {split} split: TRL's GRPOTrainer renders its prompt to " f"{len(theirs)} "
                     f"tokens that differ from its {len(ours)} prompt_ids from token {at} on; train with the tokenizer, "
                     "chat template and chat_template_kwargs the prompt set was built with"
                 )

@@ -76,7 +76,7 @@ class ModelFacts:
         image_token, audio_token = _token_id(config, "image"), _token_id(config, "audio")
         if image_token is None and audio_token is None:
             raise ConfigError(
-                f"model type {config.model_type!r} names no image or audio token (image_token_id, audio_token_id) in its config"
+                f"model type {config.model_type!r} names no image or audio token (image_token_id, audio_token_id) " "in its config"
             )
         vision = getattr(config, "vision_config", None)
         return cls(
@@ -297,7 +297,7 @@ class MediaCollator:
             run = _run_length(is_kind, start)
             if run != tokens or (start > 0 and bool(is_kind[start - 1])):
                 raise FeatureMismatch(
-                    f"{item['kind']} {_which(k, item_row)} ({item['ref']}) should span {tokens} placeholder tokens from "
+                    f"{item['kind']} {_which(k, item_row)} ({item['ref']}) should span {tokens} placeholder tokens " "from "
                     f"token {start}, but the row holds a run of {run} there: the rows and their media disagree; "
                     "build again", field=f"{_row_name(examples[b], b)}: {MEDIA_FIELD}",
                 )  # fmt: skip
@@ -334,7 +334,7 @@ class MediaCollator:
             return [int(self.facts.tokens_per_image)] * count
         raise ConfigError(
             f"cannot count the features of {self.facts.model_type!r} images from its processor's output "
-            f"({', '.join(pixels)}): the collator counts image_grid_thw (Qwen-VL) or a fixed mm_tokens_per_image (Gemma 3)"
+            f"({', '.join(pixels)}): the collator counts image_grid_thw (Qwen-VL) or a fixed mm_tokens_per_image " "(Gemma 3)"
         )
 
     def _mrope_positions(

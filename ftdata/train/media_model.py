@@ -115,7 +115,7 @@ def language_targets(model: torch.nn.Module, targets: str | list[str]) -> list[s
     chosen = [n for n in linear if n.rsplit(".", 1)[-1] in wanted]
     if not chosen:
         names = sorted({n.rsplit(".", 1)[-1] for n in linear})
-        raise ConfigError(f"target_modules={targets!r} match no layer of the language model; its linear layers are: {', '.join(names)}")
+        raise ConfigError(f"target_modules={targets!r} match no layer of the language model; its linear layers are: " f"{', '.join(names)}")
     return chosen
 
 

@@ -196,6 +196,6 @@ def warn_label_balance(labels: Sequence[bool], cfg: TrainConfig) -> None:
     if not (low <= cfg.desirable_weight <= high or low_u <= cfg.undesirable_weight <= high_u):
         warnings.warn(
             f"ftdata: {desirable} desirable and {undesirable} undesirable rows: set desirable_weight in "
-            f"[{low:.2f}, {high:.2f}] or undesirable_weight in [{low_u:.2f}, {high_u:.2f}] (not both), as the KTO paper advises",
+            f"[{low:.2f}, {high:.2f}] or undesirable_weight in [{low_u:.2f}, {high_u:.2f}] (not both), as the KTO " "paper advises",
             stacklevel=4,
         )

@@ -139,13 +139,13 @@ def _reference_column(named: str | None, columns: Sequence[str] | Mapping[str, A
     if named is not None:
         if named not in features and named not in leaves:
             raise ConfigError(
-                f"rewards: exact:{named} names a column the prompt set lacks; it has {', '.join(readable) or 'no reward columns'}"
+                f"rewards: exact:{named} names a column the prompt set lacks; it has " f"{', '.join(readable) or 'no reward columns'}"
             )
         struct = features.get(named, leaves.get(named))
         if isinstance(struct, Mapping):  # compared as text it would never equal an answer: refused, not scored 0.0
             fields = sorted((p for p in leaves if p.startswith(named + ".")), key=lambda p: p.rsplit(".", 1)[1] not in REFERENCE_COLUMNS)
             raise ConfigError(
-                f"rewards: exact:{named} is a struct column ({', '.join(k for k in struct)}), not a reference; name the "
+                f"rewards: exact:{named} is a struct column ({', '.join(k for k in struct)}), not a reference; name " "the "
                 f"field that holds the answer: exact:{fields[0] if fields else named + '.FIELD'}"
             )
         return named
@@ -160,7 +160,7 @@ def _reference_column(named: str | None, columns: Sequence[str] | Mapping[str, A
         raise ConfigError(f"rewards: exact finds several references ({', '.join(nested)}): name one with exact:{nested[0]}")
     raise ConfigError(
         f"rewards: exact needs a reference column ({', '.join(REFERENCE_COLUMNS)}) and the prompt set has "
-        f"{', '.join(readable) or 'no reward columns'}: name one with exact:COLUMN (exact:COLUMN.FIELD inside a struct), "
+        f"{', '.join(readable) or 'no reward columns'}: name one with exact:COLUMN (exact:COLUMN.FIELD inside a " "struct), "
         "or drop exact from rewards"
     )
 
@@ -229,7 +229,7 @@ class ThinkFormat:
             )
         if opens.strip() and opens.strip() != THINK_OPEN:
             raise ConfigError(
-                f"rewards: format checks <think> blocks and the generation prompt opens {opens!r}: drop format from rewards"
+                f"rewards: format checks <think> blocks and the generation prompt opens {opens!r}: drop format from " "rewards"
             )
         self.opens = opens
 

@@ -228,7 +228,7 @@ def evaluate_run(
         report = evaluate_media_run(folder, cfg, tuned_dir, processor=processor, max_samples=max_samples,
                                     compare_base=compare_base, settings=settings)  # fmt: skip
     elif processor is not None:
-        raise ConfigError(f"--processor is for runs whose model reads media; {folder.name} trained the text model {cfg.model or 'bundled'}")
+        raise ConfigError(f"--processor is for runs whose model reads media; {folder.name} trained the text model " f"{cfg.model or 'bundled'}")
     else:
         report = evaluate_text_run(folder, cfg, tuned_dir, max_samples=max_samples, compare_base=compare_base, settings=settings)
     return record_report(folder, report)
