@@ -38,7 +38,7 @@ RESERVED_TEMPLATE_KWARGS = frozenset({
     "messages", "conversation", "tools", "documents", "add_generation_prompt", "continue_final_message",
     "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict", "return_assistant_tokens_mask",
     "tokenizer_kwargs", "chat_template",
-})  # fmt: skip
+})
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -436,7 +436,7 @@ def option_kind(name: str) -> str:
         "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
         "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
         "max_images": "int", "max_image_pixels": "int", "max_prompt_length": "int", "reward_columns": "pairs",
-    }  # fmt: skip
+    }
     if name in special:
         return special[name]
     default = FIELDS[name].default

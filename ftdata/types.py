@@ -189,7 +189,7 @@ class Example:
                     {"type": "function", **({"id": c.id} if c.id is not None else {}),
                      "function": {"name": c.name, "arguments": c.arguments}}
                     for c in m.tool_calls
-                ]  # fmt: skip
+                ]
             if m.reasoning is not None:
                 msg["reasoning_content"] = msg["thinking"] = m.reasoning
             if m.name is not None:

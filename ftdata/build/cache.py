@@ -98,7 +98,8 @@ def save_cached(
 
 
 def dataset_bytes(dataset: Any) -> int:
-    """Bytes of the Arrow files behind a Dataset (or every split of a DatasetDict): what writing it out takes, roughly."""
+    """Bytes of the Arrow files behind a Dataset (or every split
+    of a DatasetDict): what writing it out takes, roughly."""
     files = dataset.cache_files
     parts = [f for split in files.values() for f in split] if isinstance(files, dict) else files
     return sum(tree_bytes(Path(f["filename"])) for f in parts)

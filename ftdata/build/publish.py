@@ -203,7 +203,8 @@ def _published(result: BuildResult, *, out: Path | str, fmt: str, files: list[st
 
 
 def _stage_media(dataset: Any, staging: safeio.Staging, opts: BuildOptions) -> list[str]:
-    """Stage the inline media items (`sha256:` refs) the rows name as OUT/images, published with the build; [] or ["images"].
+    """Stage the inline media items (`sha256:` refs) the rows name
+    as OUT/images, published with the build; [] or ["images"].
 
     Inline items are written once, content-addressed, to the store (`image_dir`, else
     ~/.cache/ftdata/images) while records are read; the build's own are linked (or copied) from

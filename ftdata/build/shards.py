@@ -76,7 +76,8 @@ class _ShardJob:
 
 
 def shard_files(source: Any, options: BuildOptions) -> list[Any]:
-    """The shards of `source`: the data files of a folder (in the order engine=local reads them), else `source` itself."""
+    """The shards of `source`: the data files of a folder (in the
+    order engine=local reads them), else `source` itself."""
     path = Path(source).expanduser() if isinstance(source, (str, Path)) else None
     if path is not None and path.is_dir() and options.data.reader is None:
         files = data_files(path)

@@ -129,7 +129,8 @@ def contents_of(render: TemplateRender) -> Contents:
 
 
 def _writes(render: TemplateRender, messages: list[dict[str, Any]]) -> str:
-    """'' when the template writes the probe contents in order (with a tool schema if it needs one), else what it did."""
+    """'' when the template writes the probe contents in order
+    (with a tool schema if it needs one), else what it did."""
     why = ""
     for tools in (None, [PROBE_TOOL]):
         try:

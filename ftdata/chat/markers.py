@@ -30,7 +30,7 @@ from ftdata.chat.stops import (
 __all__ = [  # the token and stop-token helpers live in ftdata.chat.stops; they stay importable from here
     "ChatRenderer", "RoleMarkers", "SystemSupport", "common_token_prefix", "control_tokens", "detect_role_markers",
     "first_token", "model_stop_tokens", "one_token", "shared_renders",
-]  # fmt: skip
+]
 
 SystemSupport = Literal["native", "folded", "ignored", "raises"]
 

@@ -288,7 +288,7 @@ class Renderer:
             "mask_reasoning": options.mask_reasoning, "chat_template_kwargs": options.chat_template_kwargs,
             "stop_tokens": options.stop_tokens or (), "special_tokens_in_data": options.special_tokens_in_data,
             "max_messages": options.max_messages, "chat_template": options.chat_template, "history": options.history,
-        }  # fmt: skip
+        }
         return cls(tokenizer, options.template, **{**settings, **overrides})
 
     def _controls_in(self, example: Example) -> list[str]:

@@ -137,7 +137,8 @@ def describe(rendered: Rendered) -> list[Note]:
 
 
 def flagged(messages: tuple[Message, ...]) -> tuple[Message, ...]:
-    """`messages` with the train flags their train_detail implies: what `trained_turns` reads for a supervised record."""
+    """`messages` with the train flags their train_detail implies:
+    what `trained_turns` reads for a supervised record."""
     return tuple(_trained_by_detail(m) for m in messages) if supervised(messages) else messages
 
 

@@ -28,7 +28,8 @@ __all__ = ["PairView", "pair_views", "run"]
 
 @dataclass
 class PairView:
-    """Everything preview shows of one pair: the prompt and each completion as `RecordView`s (their segments and tokens)."""
+    """Everything preview shows of one pair: the prompt and each
+    completion as `RecordView`s (their segments and tokens)."""
 
     location: str
     format: str

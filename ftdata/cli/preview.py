@@ -373,7 +373,7 @@ class Printer:
                 "type": "header", "source": source, "tokenizer": tokenizer,
                 "template": renderer.name, "markers": markers.to_dict() if markers else None,
                 "warnings": warnings, "options": plain(opts),
-            })  # fmt: skip
+            })
             return
         print_ = self._line
         print_(f"source     {source}")

@@ -205,4 +205,4 @@ def string_checked(row: Any, location: Location, limit: int) -> Any:
 __all__ = [
     "MAX_DECOMPRESSED_BYTES", "MAX_HEADER_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "BoundedHead", "HeaderTooLong",
     "ReadBounds", "bad_string", "bounded_lines", "copy_pipe", "line_too_long", "string_checked",
-]  # fmt: skip
+]

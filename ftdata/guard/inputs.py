@@ -41,7 +41,7 @@ from ftdata.errors import FtdataError
 __all__ = [
     "RACY_NS", "WEIGHT_SUFFIXES", "Digests", "Input", "InputKind", "Manifest", "Stat", "add_read", "data_input",
     "describe", "file_input", "folder_input", "stat_of", "text_digest", "text_input",
-]  # fmt: skip
+]
 
 RACY_NS = 2_000_000_000  # 2 s: coarser than any file system clock ftdata meets (ext4 ~4 ms, HFS+ 1 s, FAT 2 s)
 
@@ -49,7 +49,7 @@ RACY_NS = 2_000_000_000  # 2 s: coarser than any file system clock ftdata meets 
 WEIGHT_SUFFIXES = frozenset({
     ".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx", ".npz", ".npy", ".pkl",
     ".ot", ".tflite", ".mlmodel", ".pdparams",
-})  # fmt: skip
+})
 
 
 class InputKind(str, Enum):

@@ -46,7 +46,7 @@ __all__ = [
     "OutputDir", "Staging", "atomic_path", "check_output", "check_rejects_path", "clean_stale_scratch", "create",
     "drop_scratch", "file_lock", "finish_publishing", "input_paths", "open_lock", "remove", "replace",
     "scratch_dir", "settle", "temp_name", "write_text",
-]  # fmt: skip
+]
 
 FAILED_REJECTS = ".ftdata-failed-rejects.jsonl"  # a failed build's rejects, beside the build OUT holds
 

@@ -231,7 +231,7 @@ def _source(item: dict[str, Any]) -> dict[str, str]:
         "read": f"{item.get('read', 0):,}", "rejected": f"{sum((item.get('rejected') or {}).values()):,}",
         "deduplicated": f"{item.get('deduplicated', 0):,}", "decontaminated": f"{item.get('decontaminated', 0):,}",
         "used": f"{item.get('used', 0):,}", "repeats": f"{item.get('repeats', 0):,}", "not drawn": f"{item.get('not_drawn', 0):,}",
-    }  # fmt: skip
+    }
 
 
 def _tokenizer(manifest: dict[str, Any], folder: Path) -> Any:

@@ -48,7 +48,7 @@ def _plot(histogram: Histogram) -> dict[str, Any]:
         {"x": round(k * step, 2), "w": round(max(step - 1, 1), 2), "h": round(n / peak * (height - 4), 2),
          "y": round(height - n / peak * (height - 4), 2), "label": f"{low:,.0f}-{high:,.0f}: {n:,} rows"}
         for k, (low, high, n) in enumerate(histogram.bins)
-    ]  # fmt: skip
+    ]
     percentiles = [(key, f"{value:,.1f}" if key == "mean" else f"{value:,.0f}") for key, value in histogram.percentiles.items()]
     return {"name": histogram.name, "width": width, "height": height, "bars": bars, "percentiles": percentiles}
 
@@ -95,7 +95,7 @@ def render(page: Page) -> str:
         (split, f"{facts.get('fill_ratio', 0):.1%} fill, {facts.get('rows', 0):,} rows holding " f"{facts.get('sequences', 0):,} sequences "
                 f"({facts.get('sequences_per_row', 0):.2f} a row, at most {facts.get('max_sequences_per_row', 0)})")
         for split, facts in (counts.get("packing") or {}).items() if isinstance(facts, dict)
-    ]  # fmt: skip
+    ]
     return _environment().get_template("page.html.j2").render(
         generator=GENERATOR, page=page, headline=headline(page), summary=_summary(page),
         markers=[(key, _value(markers[key])) for key in _MARKERS if markers.get(key) not in (None, "", [], False)],

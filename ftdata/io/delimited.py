@@ -178,7 +178,8 @@ class _Lines:
         self.first, self.size = self.line + 1, 0
 
     def _readline(self, size: int) -> str:
-        """`fh.readline(size)`, but a `\\r\\n` cut in two by the size is read whole (the `\\n` is no line of its own)."""
+        """`fh.readline(size)`, but a `\\r\\n` cut in two by the
+        size is read whole (the `\\n` is no line of its own)."""
         if self.carry:
             line, self.carry = self.carry, ""
             line += "" if line == "\r" else self.fh.readline(size - 1)

@@ -235,4 +235,4 @@ UNSUPPORTED = {
 __all__ = [
     "UNSUPPORTED", "AudioCount", "AudioFamily", "AudioRule", "FixedRule", "StackedFramesRule", "WhisperConvRule",
     "count_audio", "gemma3n_rule", "phi4_rule", "whisper_rule", "window_exceeded",
-]  # fmt: skip
+]

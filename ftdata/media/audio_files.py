@@ -370,4 +370,4 @@ def _frame_mono(frame: Any) -> np.ndarray:
 __all__ = [
     "AudioFormat", "AudioHeader", "AudioSource", "Waveform", "decode_mono", "load_audio", "read_header", "resample",
     "resampled_length",
-]  # fmt: skip
+]

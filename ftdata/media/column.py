@@ -41,7 +41,7 @@ MEDIA_FIELD = "media"
 ITEM_TYPE = pa.struct([
     ("kind", pa.string()), ("ref", pa.string()), ("start", pa.int32()), ("tokens", pa.int32()),
     ("width", pa.int32()), ("height", pa.int32()), ("seconds", pa.float64()),
-])  # fmt: skip
+])
 MEDIA_TYPE = pa.list_(ITEM_TYPE)
 
 

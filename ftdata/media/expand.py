@@ -4,7 +4,7 @@ through the expansion, verify every record, and say where each item sits in its 
     messages   user: "\\ufffcWhat is this?"  (Message.media = (Ref(image, "cat.png"),))
     render     <|im_start|>user\\n\\ufffcWhat is this?<|im_end|>\\n<|im_start|>assistant\\nA cat.<|im_end|>\\n
                                                                           [~~~~~~~~~~~~~~~~~~) trained span
-    template   \\ufffc -> <|vision_start|><|image_pad|><|vision_end|>   (what the chat template writes for an image part)
+    template   \\ufffc -> <|vision_start|><|image_pad|><|vision_end|>   (the chat template's image part)
     processor  <|image_pad|> -> <|image_pad|> x 378                      (get_text_with_replacements, with offsets)
     mask       the trained spans moved by the expansion; an item is never inside one
     tokenize   ...<|vision_start|><|image_pad|><|vision_end|>...   one pad per run, then 377 more pad ids spliced in
@@ -323,7 +323,8 @@ class Media:
         return sum(1 for t in ids if t in found)
 
     def media_cut(self, item: Any, limit: int) -> int:
-        """Where a token-level cut at `limit` must fall so that no item is cut: `limit`, or the start of the item it would cut."""
+        """Where a token-level cut at `limit` must fall so that no item
+        is cut: `limit`, or the start of the item it would cut."""
         tok, placed = item.tokenized, item.rendered.media
         for p in placed:
             i0 = tok.prefix + bisect_left(tok.offsets, p.start, key=lambda o: o[0])

@@ -296,4 +296,4 @@ def check_model_config(processor: Any, config: Any) -> None:
 __all__ = [
     "FAMILIES", "AudioCounting", "Check", "Collate", "Counts", "Family", "ImageRule", "audio_rule", "by_model_type", "check_model_config", "family",
     "packable_model_types", "processor_class", "supported",
-]  # fmt: skip
+]

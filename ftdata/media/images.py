@@ -131,7 +131,8 @@ class Headers:
         )  # fmt: skip
 
     def _file(self, path: Path, *, ref: str | None, field: str) -> ImageInfo:
-        """The image file `path`; `ref`: its reference, None for its resolved path (resolved once: a few syscalls a part)."""
+        """The image file `path`; `ref`: its reference, None for its
+        resolved path (resolved once: a few syscalls a part)."""
         try:
             st = path.stat()
         except OSError:

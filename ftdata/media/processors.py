@@ -1,6 +1,7 @@
 """A processor from a local folder, without torchvision: what every medium is counted and expanded with.
 
-    load_processor("models/qwen2-vl")  ->  Qwen2VLProcessor(image_processor=<PIL backend>, tokenizer, video_processor=None)
+    load_processor("models/qwen2-vl")
+    ->  Qwen2VLProcessor(image_processor=<PIL backend>, tokenizer, video_processor=None)
 
 The folder is what a model repo ships: tokenizer files, `preprocessor_config.json` (the image
 processor), `processor_config.json` (processor settings such as Gemma 3's `image_seq_length`),

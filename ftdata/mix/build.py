@@ -358,7 +358,7 @@ def _table(plan: Plan, sources: list[_Source], kept: list[np.ndarray], per: dict
             "not_drawn": r.not_drawn, "sequences": int(np.dot(rows_per_record[ids], sp.counts)),
             "mix_by": recipe.mix_by.value, "target_share": round(sp.target_share, 6),
             **{unit: {"used": used[unit][i], "share": round(used[unit][i] / whole[unit], 6)} for unit in UNITS},
-        })  # fmt: skip
+        })
     return out
 
 

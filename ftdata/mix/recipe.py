@@ -49,7 +49,7 @@ WHOLE_BUILD_OPTIONS = frozenset({
     "max_length", "packing", "pad_to_multiple_of", "padding", "padding_side", "test_size", "seed", "shuffle",
     "stop_tokens", "engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache", "cache_dir",
     "max_reject_ratio", "task",
-})  # fmt: skip
+})
 SOURCE_OPTIONS = tuple(name for name in _BUILD_OPTIONS if name not in WHOLE_BUILD_OPTIONS)
 SOURCE_KEYS = ("data", "name", "weight", "epochs_max", *SOURCE_OPTIONS)
 RECIPE_KEYS = ("sources", "tokenizer", "mix_by", "total", "dedup", "near_threshold", "decontaminate", "ngram")
@@ -221,7 +221,7 @@ def recipe_inputs(recipe: Recipe, files: Digests) -> list[Input]:
     settings = [
         recipe.tokenizer, recipe.mix_by.value, recipe.total, recipe.seed, recipe.dedup.value, recipe.near_threshold,
         recipe.decontaminate, recipe.ngram, plain(recipe.build_options()), sources,
-    ]  # fmt: skip
+    ]
     origin = Path(recipe.origin)
     on_disk = files.file(origin) if origin.is_file() else ""
     resolved = text_digest(on_disk + json.dumps(settings, sort_keys=True, default=str))

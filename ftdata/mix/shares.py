@@ -96,8 +96,8 @@ def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, un
     records not yet taken lands nearest the remainder. So a source's achieved units are off
     its whole-unit target by at most half its largest record (by at most one record where the
     nearer fit would pass epochs_max), and off its real-valued share of the budget by at most
-    that plus one unit. A source never gets more than `epochs_max` passes' worth of units. With records as the unit every source gets
-    exactly its whole-record target.
+    that plus one unit. A source never gets more than `epochs_max` passes' worth of units. With records
+    as the unit every source gets exactly its whole-record target.
 
     Precision: when every source's target is at least 1000 times its largest record, every
     achieved share is within 0.5 % (relative) of its target share (tests/mix/test_shares.py

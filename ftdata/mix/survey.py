@@ -44,7 +44,7 @@ def survey(recipe: Recipe, *, tokenizer: Any, run: RunOptions, progress: Callabl
             "source": spec.name, "files": len(measured), "records": sum(m.records for m in measured),
             "rejected": sum(m.rejected for m in measured), "examples": len(per["records"]),
             "tokens": int(per["tokens"].sum()), "trained_tokens": int(per["trained_tokens"].sum()), "epochs_max": spec.epochs_max,
-        })  # fmt: skip
+        })
     unit = recipe.mix_by.value
     plan = plan_mix(
         [SourceSizes(s.name, u[unit], s.weight, s.epochs_max) for s, u in zip(recipe.sources, units)],
@@ -57,7 +57,8 @@ def survey(recipe: Recipe, *, tokenizer: Any, run: RunOptions, progress: Callabl
 
 @dataclass(frozen=True, slots=True)
 class _Measured:
-    """One file of a source as the planner reads it: records read and rejected, each example's (or pair's) tokens and trained tokens."""
+    """One file of a source as the planner reads it: records read and
+    rejected, each example's (or pair's) tokens and trained tokens."""
 
     records: int
     rejected: int

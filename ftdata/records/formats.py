@@ -78,7 +78,7 @@ ROLE_ALIASES: dict[str, str] = {
     "human": "user", "prompter": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant",
     "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "function_call": "assistant",
     "observation": "tool", "function": "tool", "ipython": "tool",
-}  # fmt: skip
+}
 # A `function_call` turn's value is the call itself (JSON), read into the assistant turn's tool_calls.
 
 

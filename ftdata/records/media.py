@@ -129,7 +129,8 @@ def content_parts(parts: list[Any], *, location: Location, field: str) -> tuple[
 
 
 def _reference(part: Mapping[str, Any], shape: Shape) -> Any:
-    """What a media part points at: a path, a URL or data: URI, inline bytes, or None (TRL's bare `{"type": "image"}`)."""
+    """What a media part points at: a path, a URL or data: URI,
+    inline bytes, or None (TRL's bare `{"type": "image"}`)."""
     for key in shape.keys:
         value = part.get(key)
         if isinstance(value, Mapping) and key.endswith("_url"):
@@ -219,4 +220,4 @@ def example_media(example: Example) -> list[Ref]:
 __all__ = [
     "MEDIA", "MEDIA_COLUMNS", "SHAPES", "MediaKind", "Ref", "Shape", "attach_columns", "content_parts", "example_media",
     "has_media", "kind_of",
-]  # fmt: skip
+]

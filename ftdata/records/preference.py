@@ -342,4 +342,4 @@ def _check_prompt_text(row: Mapping[str, Any], columns: Columns, pair: Pair, *, 
 __all__ = [
     "PREFERENCE_FIELDS", "detect_task", "looks_like_preference", "preference_columns", "to_pairs", "to_unpaired",
     "unpair",
-]  # fmt: skip
+]

@@ -170,7 +170,7 @@ def hh_messages(text: str, *, location: Location, field: str) -> list[dict[str, 
     return [
         {"role": "user" if who == "Human" else "assistant", "content": body.strip()}
         for who, body in zip(parts[1::2], parts[2::2])
-    ]  # fmt: skip
+    ]
 
 
 def _is_hh(text: str) -> bool:

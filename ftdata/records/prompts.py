@@ -94,7 +94,8 @@ def to_prompt(row: Any, location: Location, *, columns: Columns, rewards: Reward
     """Read one row as a prompt and its reward columns.
 
     >>> rewards = RewardColumns({"answer": "string"})
-    >>> record = to_prompt({"question": "2+2?", "answer": "4"}, Location("d.jsonl", line=1), columns=prompt_columns(None), rewards=rewards)
+    >>> where = Location("d.jsonl", line=1)
+    >>> record = to_prompt({"question": "2+2?", "answer": "4"}, where, columns=prompt_columns(None), rewards=rewards)
     >>> [(m.role, m.content) for m in record.example.messages], record.columns
     ([('user', '2+2?')], {'answer': '4'})
 

@@ -73,7 +73,8 @@ def _name(func: Mapping[str, Any], *, location: Location, field: str) -> str:
 def tool_call(item: Any, *, location: Location, field: str) -> ToolCall:
     """One call, from the OpenAI/HF shape or the flat `{name, arguments}` shape.
 
-    >>> tool_call({"type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}, location=Location("d"), field="c")
+    >>> call = {"type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+    >>> tool_call(call, location=Location("d"), field="c")
     ToolCall(name='f', arguments='{"x": 1}', id=None)
     """
     func, path = _function(item, location=location, field=field, what="a call object {name, arguments}")
@@ -97,7 +98,8 @@ def tool_calls(value: Any, *, location: Location, field: str) -> tuple[ToolCall,
 
 
 def function_call_turn(value: Any, *, location: Location, field: str) -> tuple[ToolCall, ...]:
-    """The value of a ShareGPT `function_call` turn: a call `{name, arguments}` or a list of them (JSON text or parsed)."""
+    """The value of a ShareGPT `function_call` turn: a call `{name,
+    arguments}` or a list of them (JSON text or parsed)."""
     fix = 'give {"name": ..., "arguments": {...}} or a list of such calls'
     parsed = _json(value, location=location, field=field, kind=(dict, list), what="a call object or a list of calls", fix=fix)
     if isinstance(parsed, dict):

@@ -42,7 +42,7 @@ __all__ = [
     "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "local_threads",
     "not_a_spawned_start", "pickled",
     "ray_cluster", "ray_failure", "ray_spec",
-]  # fmt: skip
+]
 
 B = TypeVar("B", bound=Sized)
 T = TypeVar("T")
@@ -59,7 +59,8 @@ def default_workers() -> int:
 
 
 def local_threads() -> int:
-    """Threads of engine=local: one per core (a third thread on two cores cost 4-9% more CPU, and kept them no busier)."""
+    """Threads of engine=local: one per core (a third thread on
+    two cores cost 4-9% more CPU, and kept them no busier)."""
     return default_workers()
 
 

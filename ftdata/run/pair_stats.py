@@ -161,7 +161,7 @@ class PairDataStats:
             "lengths": self.lengths(), "repeated": self.repeated, "repeated_prompts": self.repeated_prompts,
             "truncation_policies": [asdict(p) for p in self.policies],
             "kept": {"rows": self.kept, "tokens": self.kept_tokens, "trained_tokens": self.kept_trained},
-        }  # fmt: skip
+        }
         if self.paired:
             out["length_bias"] = self.bias()
             out["shared_start"] = self.shared_start()

@@ -191,7 +191,7 @@ class PairTask:
         texts = [
             r for _, _, prompt, sides in todo
             for r in (prompt, *(continuation(side, stage.masker.anchor_before(side.text[: side.spans[0][0]])) for side in sides))
-        ]  # fmt: skip
+        ]
         masked = iter(zip(texts, stage.masker(texts)) if todo else ())
         for i, item, prompt, sides in todo:
             prompt_tokens = next(masked)[1]

@@ -54,7 +54,7 @@ class PromptStats:
             "max_prompt_length": self.max_prompt_length, "over_max_prompt_length": over,
             "reward_columns": {name: {"prompts": n, "share": round(n / self.prompts, 4) if self.prompts else 0.0} for name, n in self.coverage.items()},
             "opens": dict(self.opens),
-        }  # fmt: skip
+        }
 
 
 def _summaries(stage: Stage, ran: Ran) -> list[tuple[int, dict[str, bool], str]]:
@@ -62,7 +62,7 @@ def _summaries(stage: Stage, ran: Ran) -> list[tuple[int, dict[str, bool], str]]
     return [
         (item.total, {name: value is not None for name, value in item.row.columns.items()}, item.opens)
         for _, item, _ in ran.outcomes if isinstance(item, MeasuredPrompt)
-    ]  # fmt: skip
+    ]
 
 
 def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None) -> PromptStats:

@@ -278,7 +278,7 @@ def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, st
         at = len(commonprefix([expected, rendered.text]))
         raise UnusableRecord(
             "verification failed: transformers' apply_chat_template writes the stored prompt differently from " "ftdata's "
-            f"render at character {at} ({expected[at:at + 30]!r} vs {rendered.text[at:at + 30]!r}); a trainer would see "
+            f"render at character {at} ({expected[at:at + 30]!r} vs {rendered.text[at:at + 30]!r}); " "a trainer would see "
             "another prompt",
             location=example.source, field="prompt", code=RejectCode.UNVERIFIABLE,
         )  # fmt: skip
@@ -449,7 +449,8 @@ def prompt_schema(options: DataOptions, *, text: bool | None = None) -> pa.Schem
 
 
 class PromptRows:
-    """Streams prompt rows into an Arrow IPC file that `Dataset.from_file` maps, each with its record's running index."""
+    """Streams prompt rows into an Arrow IPC file that
+    `Dataset.from_file` maps, each with its record's running index."""
 
     weighted = False
 

@@ -251,7 +251,8 @@ def _next_message(fh: Any) -> Any:
 
 
 def _byte_starts(column: pa.Array, shift: int) -> np.ndarray:
-    """File position of the first token of every row of a `list<int>` column whose buffers sit at address + `shift` in the file."""
+    """File position of the first token of every row of a `list<int>`
+    column whose buffers sit at address + `shift` in the file."""
     values = column.values
     itemsize = values.type.bit_width // 8
     first = values.buffers()[1].address + shift + values.offset * itemsize
@@ -276,7 +277,8 @@ def _pack_bins(
     source: RowsFile, starts: np.ndarray, members: np.ndarray, *, pad_to_multiple_of: int | None = None, pad_id: int = 0,
     media: pa.ListArray | None = None,
 ) -> tuple[pa.RecordBatch, int]:
-    """One record batch of packed rows: bin j holds rows `members[starts[j]:starts[j + 1]]`; and its trained-token count."""
+    """One record batch of packed rows: bin j holds rows
+    `members[starts[j]:starts[j + 1]]`; and its trained-token count."""
     seq_len = source.lengths[members]
     ids = source.gather("input_ids", members)
     labels = source.gather("labels", members)

@@ -196,7 +196,7 @@ class DataStats:
             "tokens": int(self.total.sum()), "trained_tokens": int(self.trained.sum()),
             "trained_share": round(self.trained_share, 4), "lengths": self.percentiles(),
             "truncation_policies": [asdict(p) for p in self.policies],
-        }  # fmt: skip
+        }
         if self.epoch is not None:
             out["epoch"] = asdict(self.epoch)
         if self.media.any():

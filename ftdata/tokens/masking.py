@@ -81,7 +81,8 @@ class WeightedRow(tuple):
 
 
 def row_of(tokenized: Tokenized, limit: int | None = None) -> tuple[list[int], list[int]]:
-    """The kept row of a masked record, its first `limit` tokens: `(ids, labels)`, a `WeightedRow` when it has weights."""
+    """The kept row of a masked record, its first `limit` tokens:
+    `(ids, labels)`, a `WeightedRow` when it has weights."""
     ids, labels = (tokenized.input_ids, tokenized.labels) if limit is None else (tokenized.input_ids[:limit], tokenized.labels[:limit])
     if tokenized.weights is None:
         return ids, labels

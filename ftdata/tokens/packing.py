@@ -54,7 +54,7 @@ from ftdata.types import IGNORE_INDEX
 
 __all__ = [
     "PackingStats", "packing_stats", "pad_sequences", "padded_lengths", "plan_arrays", "plan_bins", "plan_stats",
-]  # fmt: skip
+]
 
 
 def _check_max_length(max_length: int) -> None:

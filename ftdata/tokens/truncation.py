@@ -255,7 +255,8 @@ class Truncator:
         )  # fmt: skip
 
     def _cut(self, example: Example, tiers: list[tuple[list[Piece], bool]], over: int, side: PromptCut, *, everything: bool) -> Example | None:
-        """`example` with about `over` tokens cut from its longest pieces (tier by tier), or None when none can give more.
+        """`example` with about `over` tokens cut from its longest
+        pieces (tier by tier), or None when none can give more.
 
         `everything`: cut every piece of the first tier with text as far as it goes (the last round).
         """

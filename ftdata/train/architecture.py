@@ -107,7 +107,7 @@ class Architecture:
             "model_type": self.model_type, "route": self.route.value, "why": self.why(),
             "layer_kinds": [k.to_dict() for k in self.kinds], "kernels_needed": list(self.kernels),
             "kernels_installed": [p for p in self.kernels if p in self.installed],
-        }  # fmt: skip
+        }
 
 
 def inspect_model(model: Any, *, device: str) -> Architecture:

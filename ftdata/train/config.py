@@ -97,7 +97,8 @@ class Method(_Choice):
 
 
 _TASKS = {Method.SFT: Task.SFT, Method.DPO: Task.PREFERENCE, Method.KTO: Task.KTO, Method.GRPO: Task.PROMPTS}
-# TRL's own defaults (DPOConfig.loss_type, KTOConfig.loss_type, GRPOConfig.loss_type): what runs when loss_type is not given.
+# TRL's own defaults (DPOConfig.loss_type, KTOConfig.loss_type, GRPOConfig.loss_type):
+# what runs when loss_type is not given.
 DEFAULT_LOSS = {Method.DPO: "sigmoid", Method.KTO: "kto", Method.GRPO: "dapo"}
 # The rewards of a GRPO run that names none (`ftdata.train.rewards`).
 DEFAULT_REWARDS = ("exact", "format")
@@ -546,7 +547,8 @@ def check_method(cfg: TrainConfig, method: Method) -> None:
 
 
 def _rewards(value: Any) -> list[str] | None:
-    """'exact,format' or a list -> ['exact', 'format'] (each name checked by `rewards.check_reward_names`); None stays None.
+    """'exact,format' or a list -> ['exact', 'format'] (each name
+    checked by `rewards.check_reward_names`); None stays None.
 
     Raises:
         ConfigError: not a list of names, an empty list, a name given twice, or a name that is no reward.

@@ -327,7 +327,8 @@ def token_counts(ds: Dataset, task: Task = Task.SFT) -> dict[str, int]:
 
 
 def content_hash(ds: Dataset, task: Task = Task.SFT) -> str:
-    """SHA-256 of the rows' token ids and labels (and media: references, sizes, spans), in order: equal data, equal hash.
+    """SHA-256 of the rows' token ids and labels (and media:
+    references, sizes, spans), in order: equal data, equal hash.
     A prompt set: every column (its reward columns decide the rewards as much as its prompts)."""
     digest = hashlib.sha256()
     pairs = (*task_module(Task.PREFERENCE).columns, *task_module(Task.KTO).columns)

@@ -82,7 +82,7 @@ def grpo_record(cfg: TrainConfig, method: Method, splits: Splits) -> dict[str, A
         "temperature": cfg.temperature, "rewards": describe(rewards_of(cfg, splits)),
         "reference": "none (beta 0)" if cfg.beta == 0 else reference_model(cfg) if cfg.lora else
         "the base model, reloaded from its folder by TRL",
-    }  # fmt: skip
+    }
 
 
 def grpo_args(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits,

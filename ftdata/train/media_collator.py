@@ -289,7 +289,8 @@ class MediaCollator:
         return {k: v for k, v in out.items() if k not in skip and k in self.audio_inputs and isinstance(v, torch.Tensor)}
 
     def _check_spans(self, ids: torch.Tensor, items: list[dict], item_row: list[int], examples: Sequence) -> None:
-        """Each item's span holds exactly `tokens` placeholder tokens of its kind, and a row has none outside its spans."""
+        """Each item's span holds exactly `tokens` placeholder tokens
+        of its kind, and a row has none outside its spans."""
         covered = torch.zeros_like(ids, dtype=torch.bool)
         for k, (item, b) in enumerate(zip(items, item_row)):
             start, tokens = int(item["start"]), int(item["tokens"])

@@ -56,7 +56,7 @@ class ProbeResult:
             "max_abs_dlogit": self.max_abs_dlogit, "max_abs_logit": self.max_abs_logit, "tolerance": self.tolerance,
             "dtype": self.dtype, "passed": self.passed,
             **({"packed_leak": self.packed_leak} if self.packed_leak is not None else {}),
-        }  # fmt: skip
+        }
 
     def describe(self) -> str:
         """e.g. 'max |delta logit| 2.4e-07 <= 1.2e-04 over 3 documents (212 tokens), route packed, fp32'."""

@@ -58,7 +58,8 @@ class PreferenceReport:
 def held_out_pairs(rows: Iterable[Mapping[str, Any]], task: Task, *, limit: int | None = None) -> tuple[list[HeldOutPair], int]:
     """Up to `limit` pairs from a run's eval rows, and how many (KTO) rows had no partner.
 
-    >>> rows = [{"prompt_ids": [1], "completion_ids": [5], "label": False}, {"prompt_ids": [1], "completion_ids": [4], "label": True},
+    >>> rows = [{"prompt_ids": [1], "completion_ids": [5], "label": False},
+    ...         {"prompt_ids": [1], "completion_ids": [4], "label": True},
     ...         {"prompt_ids": [2], "completion_ids": [6], "label": True}]
     >>> held_out_pairs(rows, Task.KTO)
     ([HeldOutPair(prompt_ids=(1,), chosen_ids=(4,), rejected_ids=(5,))], 1)
@@ -103,7 +104,8 @@ def completion_logps(model: Any, items: Sequence[tuple[Sequence[int], Sequence[i
                            use_cache=False, logits_to_keep=keep).logits  # fmt: skip
         for row, i in enumerate(batch):
             n = len(items[i][1])
-            # logits[:, j] is position width - keep + j; the completion's n tokens are predicted by the n positions before the last
+            # logits[:, j] is position width - keep + j;
+            # the completion's n tokens are predicted by the n positions before the last
             logps = torch.log_softmax(logits[row, keep - 1 - n : keep - 1].float(), dim=-1)
             out[i] = float(logps.gather(-1, ids[row, width - n :].to(logps.device).unsqueeze(-1)).sum())
     return [out[i] for i in range(len(items))]

@@ -84,7 +84,8 @@ def train(
         ConfigError: a bad option, missing data or model, or nothing to resume from.
 
     Example:
-        >>> result = train(TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=20))  # doctest: +SKIP
+        >>> config = TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=20)
+        >>> result = train(config)  # doctest: +SKIP
         >>> result.metrics["last_loss"] < result.metrics["first_loss"]  # doctest: +SKIP
         True
     """

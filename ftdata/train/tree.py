@@ -193,7 +193,7 @@ class TreeCollator:
         return {
             "input_ids": padded("input_ids", self.pad_id), "labels": padded("labels", IGNORE_INDEX),
             "position_ids": padded("position_ids", 0), PARENTS: up, SEGMENTS: chains,
-        }  # fmt: skip
+        }
 
 
 def scored(labels: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
