@@ -83,17 +83,8 @@ class FallbackStart:
         if prompt is not None and before is not None and common_prefix(prompt, text) < before:
             in_prompt = content_span(prompt, render, msgs[:i], i - 1, generation=True)
             prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else None)
-        fork, tail = None, ""
-        if prompt is not None:
-            shared = common_prefix(prompt, text)  # in characters
-            fork = self._fork(text, prompt, done if previous is None else max(previous, done), shared)
-            tail = prompt[fork if fork is not None else shared :]
-        after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
-        # After a tool result a generation prompt that writes no role header A writes too continues the
-        # model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`; diffusion_gemma: `<|channel>thought\n`,
-        # then A's `<|turn>model\n`): what A writes from there is the model's.
-        lead = text[fork:data_start] if fork is not None and fork <= data_start else ""
-        unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
+        fork, tail = self._fork_tail(text, prompt, done if previous is None else max(previous, done))
+        unheaded = self._unheaded(text, msgs, i, fork=fork, tail=tail, data_start=data_start)
         start = self._markup_start(text, fork, previous, done, data, block, unheaded)
         if prompt is None:
             return start, False
@@ -104,6 +95,27 @@ class FallbackStart:
                 start = self._past_prompt_end(text, prompt, start)
             return start, moved
         return start, False
+
+    def _fork_tail(self, text: str, prompt: str | None, floor: int) -> tuple[int | None, str]:
+        """Where P_i leaves A at or after `floor` (None: nowhere, or no P_i), and what P_i writes from there."""
+        if prompt is None:
+            return None, ""
+        shared = common_prefix(prompt, text)  # in characters
+        fork = self._fork(text, prompt, floor, shared)
+        return fork, prompt[fork if fork is not None else shared :]
+
+    def _unheaded(
+        self, text: str, msgs: list[dict[str, Any]], i: int, *, fork: int | None, tail: str, data_start: int
+    ) -> bool:
+        """Whether turn i follows a tool result and P_i's tail writes no role header A writes too.
+
+        Such a generation prompt continues the model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`;
+        diffusion_gemma: `<|channel>thought\n`, then A's `<|turn>model\n`): what A writes from there is the model's.
+        """
+        if not (i > 0 and msgs[i - 1]["role"] == "tool"):
+            return False
+        lead = text[fork:data_start] if fork is not None and fork <= data_start else ""
+        return not any(h.strip() in tail and h.strip() in lead for h in self.headers)
 
     @staticmethod
     def _before(

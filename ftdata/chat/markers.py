@@ -272,38 +272,76 @@ def detect_role_markers(
     """
     render, full, needs_tools = _probe(tokenizer, kwargs)
     pos = _positions(full)
-    end = {n: pos[n] + len(PROBE[n]) for n in pos}
     only_user = render(probe_messages("u1"))
     prompt = _generation_prompt(render, tokenizer, full, only_user, pos)
     closers = _closers(full, pos, prompt, tokenizer, lead=only_user[: only_user.find(PROBE["u1"])])
+    system = _system_facts(render, tokenizer, full=full, only_user=only_user, closers=closers, prompt=prompt)
+    lead_in = full[pos["u2"] + len(PROBE["u2"]) : pos["a2"]]
+    probed = _Probed(full, pos, prompt, closers, system, lead_in, needs_tools)
+    markers = _role_markers(render, tokenizer, probed=probed, stop_tokens=stop_tokens)
+    return replace(markers, warnings=_warnings(markers, appended=prompt.appended, lead_in=lead_in, kwargs=kwargs))
+
+
+class _System(NamedTuple):
+    """The BOS a render opens with ('' where it opens every turn), and what the template writes for a system turn."""
+
+    bos: str
+    default_system: str  # what a render without a system message writes before the first user header
+    support: SystemSupport
+    header: str
+    footer: str
+    date_line: str  # a date the template writes into the system turn, else ''
+
+
+class _Probed(NamedTuple):
+    """What the probe renders showed: the u1 a1 u2 a2 render and its content positions, the generation
+    prompt, the closers, the system turn, what A writes between u2 and a2, whether it needs tools."""
+
+    full: str
+    pos: dict[str, int]
+    prompt: _GenerationPrompt
+    closers: _Closers
+    system: _System
+    lead_in: str
+    needs_tools: bool
+
+
+def _system_facts(
+    render: ChatRenderer, tokenizer: Any, *, full: str, only_user: str, closers: _Closers, prompt: _GenerationPrompt
+) -> _System:
+    """The BOS, the default system text and the system turn's markers, from the probe renders."""
     bos = tokenizer.bos_token if tokenizer.bos_token and full.startswith(tokenizer.bos_token) else ""
     if bos and (closers.user_header.startswith(bos) or prompt.assistant_header.startswith(bos)):
         bos = ""  # ChatML tokenizers name <|im_start|> their BOS: it opens every turn, not the text
     head = only_user[len(bos) : only_user.find(PROBE["u1"])]
     default_system = head[: len(head) - len(closers.user_header)] if head.endswith(closers.user_header) else head
-    system_support, system_header, system_footer = _system(render, closers.user_header, bos)
-    date_match = _DATE.search(default_system) or _DATE.search(system_header + system_footer)
-    lead_in = full[end["u2"] : pos["a2"]]
-    after_prompt = _after_prompt(render, full, pos, prompt)
+    support, header, footer = _system(render, closers.user_header, bos)
+    date_match = _DATE.search(default_system) or _DATE.search(header + footer)
+    return _System(bos, default_system, support, header, footer, date_match.group(0) if date_match else "")
+
+
+def _role_markers(render: ChatRenderer, tokenizer: Any, *, probed: _Probed, stop_tokens: Sequence[str]) -> RoleMarkers:
+    """The markers, from the probes and what tools, reasoning and stops render (the caller adds the warnings)."""
+    full, prompt, closers, system = probed.full, probed.prompt, probed.closers, probed.system
+    after_prompt = _after_prompt(render, full, probed.pos, prompt)
     tools = tool_probes(render, tokenizer, prompt.appended)
     reasoning = reasoning_probe(render)
     stops, eos_appended = turn_stops(
         tokenizer, eot=closers.eot, final_eot=closers.final_eot, user_header=closers.user_header,
         call_closer=tools["stop"], tool_header=tools["header"], stop_tokens=stop_tokens,
-    )  # fmt: skip
-    markers = RoleMarkers(
-        bos=bos, system_header=system_header, system_footer=system_footer, user_header=closers.user_header,
+    )
+    return RoleMarkers(
+        bos=system.bos, system_header=system.header, system_footer=system.footer, user_header=closers.user_header,
         user_footer=prompt.user_footer, assistant_header=prompt.assistant_header, eot=closers.eot,
         separator=closers.separator, final_eot=closers.final_eot, prefix_stable=_prefix_stable(render, full),
-        system_support=system_support, default_system=default_system, date_line=date_match.group(0) if date_match else "",
-        empty_think="<think>" in prompt.assistant_header or "<think>" in lead_in, after_prompt=after_prompt,
+        system_support=system.support, default_system=system.default_system, date_line=system.date_line,
+        empty_think="<think>" in prompt.assistant_header or "<think>" in probed.lead_in, after_prompt=after_prompt,
         stops=stops, eos_appended=eos_appended, tool_arguments=tools["arguments"], renders_tools=tools["schemas"],
         renders_reasoning=reasoning is not None or writes_call_reasoning(render, tools["arguments"]),
         reasoning_close=reasoning or "", thinking_kwarg=thinking_kwarg(render, after_prompt), warnings=(),
-        ignores_generation_prompt=prompt.ignored, needs_tools=needs_tools,
+        ignores_generation_prompt=prompt.ignored, needs_tools=probed.needs_tools,
         text_stops=tuple(stop for stop in stops if spelled_as_text(stop, tokenizer)), writes_call_names=tools["names"],
-    )  # fmt: skip
-    return replace(markers, warnings=_warnings(markers, appended=prompt.appended, lead_in=lead_in, kwargs=kwargs))
+    )
 
 
 def _probe(tokenizer: Any, kwargs: Mapping[str, Any] | None) -> tuple[ChatRenderer, str, bool]:

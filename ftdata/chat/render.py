@@ -203,6 +203,24 @@ def _controls(
     return controls, think.template_tags(tokenizer.chat_template or "", controls), reasoning_probe(chat) is not None
 
 
+def _chat_markers(
+    tokenizer: Any, chat: ChatRenderer, kwargs: Mapping[str, Any] | None, stop_tokens: Sequence[str], *, name: str | None
+) -> RoleMarkers:
+    """`role_markers` of the tokenizer's chat template (`name`: the chat_template option that put it there).
+
+    Raises:
+        TemplateError: the template fails as strings; the message says that lists of parts failed too, and
+            which template it was.
+    """
+    try:
+        return role_markers(tokenizer, kwargs, stop_tokens)
+    except TemplateError as exc:
+        if not chat.contents.why and not name:
+            raise
+        why = f"{exc}; as lists of text parts neither: {chat.contents.why}" if chat.contents.why else str(exc)
+        raise TemplateError(f"chat template {name}: {why}" if name else why) from None
+
+
 class Renderer:
     """Renders examples with a prompt template or with the tokenizer's chat template.
 
@@ -246,13 +264,7 @@ class Renderer:
         template = chat_template_alias(template, tokenizer)  # "chatml": the tokenizer's own, when ChatML
         if template is None and getattr(tokenizer, "chat_template", None):
             self.chat = ChatRenderer(tokenizer, chat_template_kwargs)
-            try:
-                self.markers = role_markers(tokenizer, chat_template_kwargs, stop_tokens)
-            except TemplateError as exc:  # as strings; say that lists of parts failed too, and which template it was
-                if not self.chat.contents.why and not chat_template:
-                    raise
-                why = f"{exc}; as lists of text parts neither: {self.chat.contents.why}" if self.chat.contents.why else str(exc)
-                raise TemplateError(f"chat template {chat_template}: {why}" if chat_template else why) from None
+            self.markers = _chat_markers(tokenizer, self.chat, chat_template_kwargs, stop_tokens, name=chat_template)
             self.spans = ChatSpans(tokenizer, self.chat, self.markers, mask_reasoning=mask_reasoning)
             self.name = f"chat template {chat_template}" if chat_template else "chat template"
         else:
