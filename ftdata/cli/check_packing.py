@@ -24,12 +24,18 @@ def register(app: typer.Typer) -> None:
 
 
 def check_packing_command(
-    data: Annotated[Optional[Path], typer.Argument(  # noqa: UP045 (typer reads the annotation)
-        help="A folder written by ftdata build (or save_to_disk).")] = None,
-    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Local model folder (default: the bundled SmolLM2).")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--tokenizer", "-t", help="Tokenizer folder (default: the model's).")] = None,
+    data: Annotated[
+        Optional[Path],  # noqa: UP045 (typer reads the annotation)
+        typer.Argument(help="A folder written by ftdata build (or save_to_disk)."),
+    ] = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Local model folder (default: the bundled SmolLM2)."),
+    ] = None,
+    tokenizer: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--tokenizer", "-t", help="Tokenizer folder (default: the model's)."),
+    ] = None,
     precision: Annotated[str, typer.Option(
         help="auto, bf16, fp16 or fp32 (auto: bf16 on a GPU, fp32 on CPU).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout.")] = False,
