@@ -64,9 +64,19 @@ class FallbackStart:
         self.headers = tuple(dict.fromkeys(header[:b] for b in (len(header), *reversed(ends)) if header[:b].strip()))
 
     def __call__(
-        self, text: str, msgs: list[dict[str, Any]], i: int, prompt: str | None, *, done: int, data: tuple[int, int],
-        block: bool, render: Render, contents: LazySpans = no_spans, answer: tuple[int, int] | None = None,
-    ) -> tuple[int, bool]:  # fmt: skip
+        self,
+        text: str,
+        msgs: list[dict[str, Any]],
+        i: int,
+        prompt: str | None,
+        *,
+        done: int,
+        data: tuple[int, int],
+        block: bool,
+        render: Render,
+        contents: LazySpans = no_spans,
+        answer: tuple[int, int] | None = None,
+    ) -> tuple[int, bool]:
         """(where turn i begins in A, whether A writes again the prompt's close of a think block).
 
         `prompt` is P_i (None when it does not render), `done` the end of the previous trained
@@ -78,7 +88,9 @@ class FallbackStart:
         `answer`: where the turn's answer is written (`sentinels.Found.answer`), else located here.
         """
         data_start = data[0]
-        before = self._before(text, msgs, i, render, contents, done, data_start)  # where message i-1's content ends in A
+        before = self._before(
+            text, msgs, i, render, contents, done, data_start
+        )  # where message i-1's content ends in A
         previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before is not None else None
         if prompt is not None and before is not None and common_prefix(prompt, text) < before:
             in_prompt = content_span(prompt, render, msgs[:i], i - 1, generation=True)
@@ -120,7 +132,7 @@ class FallbackStart:
     @staticmethod
     def _before(
         text: str, msgs: list[dict[str, Any]], i: int, render: Render, contents: LazySpans, done: int, data_start: int
-    ) -> int | None:  # fmt: skip
+    ) -> int | None:
         """Where the content of the message before turn i ends in A, when it lies between the
         previous trained turn and turn i's data; else None."""
         if i == 0:
@@ -131,9 +143,14 @@ class FallbackStart:
 
     @staticmethod
     def _answer_start(
-        text: str, render: Render, msgs: list[dict[str, Any]], i: int, data: tuple[int, int], lo: int,
+        text: str,
+        render: Render,
+        msgs: list[dict[str, Any]],
+        i: int,
+        data: tuple[int, int],
+        lo: int,
         located: tuple[int, int] | None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """Where turn i's answer (its content, else its first call's name) begins in text[lo:data end].
 
         A plain turn's data is its content; otherwise the content (or the name) is where the
@@ -225,14 +242,22 @@ class FallbackStart:
                 if lo + a < fork < lo + b and token in self.added:
                     fork = lo + a
                     break
-            tag = next((m for m in _TAG.finditer(side, max(fork - 40, lo), fork + 40) if m.start() < fork < m.end()), None)
+            tag = next(
+                (m for m in _TAG.finditer(side, max(fork - 40, lo), fork + 40) if m.start() < fork < m.end()), None
+            )
             fork = tag.start() if tag else fork
         return fork
 
     def _markup_start(
-        self, text: str, fork: int | None, previous: int | None, done: int, data: tuple[int, int], block: bool,
+        self,
+        text: str,
+        fork: int | None,
+        previous: int | None,
+        done: int,
+        data: tuple[int, int],
+        block: bool,
         unheaded: bool = False,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
         None when not found; never before `done`, the previous turn's end): where its inference prompt
         and A part (`fork`, None when not within the turn), when that lies within the turn; else after
@@ -252,7 +277,11 @@ class FallbackStart:
         if fork is not None and data_start < fork <= data_end and self._opening(text[data_start:fork]):
             return fork
         lo = done if previous is None else max(previous, done)
-        if fork is not None and fork <= data_start and (block or unheaded or self._after_header(text, lo, fork, data_start)):
+        if (
+            fork is not None
+            and fork <= data_start
+            and (block or unheaded or self._after_header(text, lo, fork, data_start))
+        ):
             return fork
         if fork is not None and lo <= fork < data_start and not text[fork:data_start].strip():
             # Only whitespace between where the prompt ends and the content (vLLM's DeepSeek-V3 template:

@@ -49,7 +49,8 @@ __all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Rendere
 
 USER_TRAIN_IGNORED = Note(
     NoteCode.USER_TRAIN_IGNORED,
-    "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains " "all)",
+    "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains "
+    "all)",
 )
 
 
@@ -71,9 +72,11 @@ def trained_turns(messages: tuple[Message, ...], policy: MaskPolicy) -> list[boo
         else:
             out.append(policy is not MaskPolicy.LAST_ASSISTANT or i == last)
     if not any(out):
-        why = "every assistant turn has train=false" if policy is not MaskPolicy.LAST_ASSISTANT else (
-            "mask=last_assistant and the last assistant turn has train=false"
-        )  # fmt: skip
+        why = (
+            "every assistant turn has train=false"
+            if policy is not MaskPolicy.LAST_ASSISTANT
+            else ("mask=last_assistant and the last assistant turn has train=false")
+        )
         raise UnusableRecord(f"{why}; nothing to train on", field="messages", code=RejectCode.NOTHING_TO_TRAIN)
     return out
 
@@ -159,10 +162,14 @@ class _Escapes:
             return value
 
         messages = tuple(
-            replace(m, content=esc(m.content), reasoning=esc(m.reasoning),
-                    tool_calls=tuple(replace(c, name=esc(c.name), arguments=esc(c.arguments)) for c in m.tool_calls))
+            replace(
+                m,
+                content=esc(m.content),
+                reasoning=esc(m.reasoning),
+                tool_calls=tuple(replace(c, name=esc(c.name), arguments=esc(c.arguments)) for c in m.tool_calls),
+            )
             for m in example.messages
-        )  # fmt: skip
+        )
         return replace(example, messages=messages, context=esc(example.context), tools=esc(example.tools))
 
     def restore(self, out: Rendered, source: Any) -> Rendered:
@@ -180,9 +187,11 @@ class _Escapes:
             if char in text or json.dumps(char)[1:-1] in text:  # cut, or written as a JSON escape
                 raise UnusableRecord(
                     "the chat template cut or escaped control-token text of the record, so it cannot be trained as "
-                    "plain text; remove the control tokens from the data", location=source, field="messages",
+                    "plain text; remove the control tokens from the data",
+                    location=source,
+                    field="messages",
                     code=RejectCode.CONTROL_TOKEN,
-                )  # fmt: skip
+                )
         return replace(out, text=text, literal=tuple(sorted(literal)))
 
 
@@ -204,7 +213,12 @@ def _controls(
 
 
 def _chat_markers(
-    tokenizer: Any, chat: ChatRenderer, kwargs: Mapping[str, Any] | None, stop_tokens: Sequence[str], *, name: str | None
+    tokenizer: Any,
+    chat: ChatRenderer,
+    kwargs: Mapping[str, Any] | None,
+    stop_tokens: Sequence[str],
+    *,
+    name: str | None,
 ) -> RoleMarkers:
     """`role_markers` of the tokenizer's chat template (`name`: the chat_template option that put it there).
 
@@ -296,10 +310,16 @@ class Renderer:
     def from_options(cls, tokenizer: Any, options: DataOptions, **overrides: Any) -> Renderer:
         """The renderer a build with `options` uses (`overrides` replace single settings, e.g. `mask`)."""
         settings = {
-            "mask": options.mask, "system_prompt": options.system_prompt, "system_mode": options.system_mode,
-            "mask_reasoning": options.mask_reasoning, "chat_template_kwargs": options.chat_template_kwargs,
-            "stop_tokens": options.stop_tokens or (), "special_tokens_in_data": options.special_tokens_in_data,
-            "max_messages": options.max_messages, "chat_template": options.chat_template, "history": options.history,
+            "mask": options.mask,
+            "system_prompt": options.system_prompt,
+            "system_mode": options.system_mode,
+            "mask_reasoning": options.mask_reasoning,
+            "chat_template_kwargs": options.chat_template_kwargs,
+            "stop_tokens": options.stop_tokens or (),
+            "special_tokens_in_data": options.special_tokens_in_data,
+            "max_messages": options.max_messages,
+            "chat_template": options.chat_template,
+            "history": options.history,
         }
         return cls(tokenizer, options.template, **{**settings, **overrides})
 
@@ -325,8 +345,10 @@ class Renderer:
                 f"contains {hit!r}, which the tokenizer reads as a control token, not as text; the tokens "
                 "would not say what the data says (remove or escape it, or special_tokens_in_data='text' to "
                 "train it as plain text)",
-                location=example.source, field=kind if i is None else f"messages[{i}].{kind}", code=RejectCode.CONTROL_TOKEN,
-            )  # fmt: skip
+                location=example.source,
+                field=kind if i is None else f"messages[{i}].{kind}",
+                code=RejectCode.CONTROL_TOKEN,
+            )
         return found
 
     def _unsupported(self, example: Example) -> tuple[str, str] | None:
@@ -334,7 +356,10 @@ class Renderer:
         for i, m in enumerate(example.messages):
             if m.tool_calls and (self.markers is None or not self.markers.tool_arguments):
                 names_only = self.markers is not None and self.markers.writes_call_names
-                return f"messages[{i}].tool_calls", "the arguments of tool calls (only their names)" if names_only else "tool calls"
+                return (
+                    f"messages[{i}].tool_calls",
+                    "the arguments of tool calls (only their names)" if names_only else "tool calls",
+                )
             if m.reasoning and (self.markers is None or not self.markers.renders_reasoning):
                 return f"messages[{i}].reasoning", "reasoning (reasoning_content/thinking)"
         if example.tools and (self.markers is None or not self.markers.renders_tools):
@@ -363,10 +388,13 @@ class Renderer:
                         parsed = exc
                     if not isinstance(parsed, dict):
                         raise UnusableRecord(
-                            "tool call arguments must be a JSON object for this chat template (it writes a dict as " "JSON); "
-                            f"got {args[:60]!r}", location=example.source, field=f"messages[{i}].tool_calls",
+                            "tool call arguments must be a JSON object for this chat template (it writes a dict as "
+                            "JSON); "
+                            f"got {args[:60]!r}",
+                            location=example.source,
+                            field=f"messages[{i}].tool_calls",
                             code=RejectCode.TOOL_ARGUMENTS,
-                        )  # fmt: skip
+                        )
                     call["function"]["arguments"] = parsed
         return msgs
 
@@ -383,8 +411,10 @@ class Renderer:
             raise UnusableRecord(
                 f"has {len(example.messages):,} messages, more than max_messages={self.max_messages:,}; split the "
                 "conversation, or raise max_messages (--max-messages) if it is real",
-                location=example.source, field="messages", code=RejectCode.TOO_MANY_MESSAGES,
-            )  # fmt: skip
+                location=example.source,
+                field="messages",
+                code=RejectCode.TOO_MANY_MESSAGES,
+            )
         try:
             with pinned():  # the record's renders read the limits once (a long record renders tens of times)
                 return self._render(example, history)
@@ -417,9 +447,15 @@ class Renderer:
             by = f"prompt template {self.name!r}" if self.prompt is not None else "the chat template"
             raise UnusableRecord(
                 f"{by} does not write {what}; the record would be trained without them: "
-                + ("use the tokenizer's chat template (template=None)" if self.prompt is not None else "use a template that renders them"),
-                location=example.source, field=field, code=RejectCode.NOT_RENDERED,
-            )  # fmt: skip
+                + (
+                    "use the tokenizer's chat template (template=None)"
+                    if self.prompt is not None
+                    else "use a template that renders them"
+                ),
+                location=example.source,
+                field=field,
+                code=RejectCode.NOT_RENDERED,
+            )
         if self.prompt is not None:
             out = render_prompt_template(example, self.prompt, eos=self.eos, trained=trained)
         else:
@@ -434,7 +470,9 @@ class Renderer:
         notes = example.notes
         if lifted and (moved := [i for i in lifted if trained[i + len(example.messages) - given]]):
             notes = (*notes, *think.notes(moved))
-        if self.mask is not MaskPolicy.TRAIN_ON_PROMPT and any(m.train and m.role != "assistant" for m in example.messages):
+        if self.mask is not MaskPolicy.TRAIN_ON_PROMPT and any(
+            m.train and m.role != "assistant" for m in example.messages
+        ):
             notes = (*notes, USER_TRAIN_IGNORED)
         if notes:
             out = replace(out, notes=out.notes + notes)
@@ -494,19 +532,28 @@ class Renderer:
             example = escapes.apply(example)
         if (unsupported := self._unsupported(example)) is not None:
             raise UnusableRecord(
-                f"the template does not write {unsupported[1]}", location=example.source, field=unsupported[0],
+                f"the template does not write {unsupported[1]}",
+                location=example.source,
+                field=unsupported[0],
                 code=RejectCode.NOT_RENDERED,
-            )  # fmt: skip
+            )
         if self.prompt is not None:
-            text = render_prompt_template(example, self.prompt, eos=self.eos, trained=[False] * len(example.messages)).text
+            text = render_prompt_template(
+                example, self.prompt, eos=self.eos, trained=[False] * len(example.messages)
+            ).text
         else:
             assert self.chat is not None
             try:
                 text = self.chat(
-                    self.chat_messages(example), generation=True, tools=list(example.tools) or None,
-                    kwargs=example.template_kwargs, location=example.source,
-                )  # fmt: skip
+                    self.chat_messages(example),
+                    generation=True,
+                    tools=list(example.tools) or None,
+                    kwargs=example.template_kwargs,
+                    location=example.source,
+                )
             except TemplateError as exc:
-                raise UnusableRecord(str(exc), location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR) from None
+                raise UnusableRecord(
+                    str(exc), location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR
+                ) from None
         out = Rendered(text, (), "generation prompt")
         return escapes.restore(out, example.source) if escapes is not None else out

@@ -78,7 +78,9 @@ def with_text(example: Example, piece: Piece, text: str) -> Example:
     return replace(example, messages=tuple(msgs))
 
 
-def cut_text(text: str, offsets: Sequence[tuple[int, int]], *, drop: int, side: PromptCut, keep_some: bool = False) -> str:
+def cut_text(
+    text: str, offsets: Sequence[tuple[int, int]], *, drop: int, side: PromptCut, keep_some: bool = False
+) -> str:
     """`text` without `drop` of its tokens (`offsets`: the char span of each of its tokens, tokenized alone).
 
     Cuts fall on token edges, so the kept text is `len(offsets) - drop` tokens as the text
@@ -122,6 +124,14 @@ def keep_media(text: str, cut: str, side: PromptCut) -> str:
 
 
 __all__ = [
-    "MARKER", "Piece", "cut_text", "exchange_starts", "exchanges", "head", "prompt_pieces", "response_pieces",
-    "text_of", "with_text",
+    "MARKER",
+    "Piece",
+    "cut_text",
+    "exchange_starts",
+    "exchanges",
+    "head",
+    "prompt_pieces",
+    "response_pieces",
+    "text_of",
+    "with_text",
 ]

@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 
-
 def _drop_kernel_hub_notice(record: logging.LogRecord) -> bool:
     """bitsandbytes logs, when it is imported on a CPU with AVX512-BF16, that the optional
     `kernels` package (a CPU 4-bit kernel fetched from the Hugging Face hub) is missing. ftdata
