@@ -240,7 +240,7 @@ def test_preview_startup_imports_no_torch() -> None:
 
 
 def test_stats_numbers_on_a_small_file(tmp_path: Path, smol) -> None:
-    from ftdata.chat.prompts import load_prompt_template
+    from ftdata.chat.prompt_templates import load_prompt_template
 
     rows = [
         {"instruction": "Say hi.", "output": "Hi!"},

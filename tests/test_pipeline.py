@@ -15,7 +15,7 @@ from ftdata.errors import Location
 from ftdata.records.formats import to_examples
 from ftdata.options import DataOptions
 from ftdata.run.engine import Stage
-from ftdata.chat.prompts import builtin_names
+from ftdata.chat.prompt_templates import builtin_names
 
 P = -100
 ALPACA = DATASETS / "alpaca" / "llamafactory_alpaca_en_demo.json"

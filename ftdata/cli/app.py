@@ -612,7 +612,7 @@ EXAMPLE = {
 def templates(no_color: NoColorOpt = False) -> None:
     """List the built-in prompt templates, each with a rendered example."""
     from ftdata.cli.preview import ASCII, UNICODE
-    from ftdata.chat.prompts import builtin_names, load_prompt_template
+    from ftdata.chat.prompt_templates import builtin_names, load_prompt_template
     from ftdata.cli.terminal import unicode_ok
 
     out = console(no_color)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ftdata.errors import Location, RecordError, TemplateError
-from ftdata.chat.prompts import builtin_names, load_prompt_template, render_prompt_template
+from ftdata.chat.prompt_templates import builtin_names, load_prompt_template, render_prompt_template
 from ftdata.types import Example, Message
 from ftdata.outcomes import Note, NoteCode
 
