@@ -44,7 +44,7 @@ from ftdata.run.report import BuildReport, Reject
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.chat.trajectory import SplitRow
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
-from ftdata.media.inspect import collapse_segments, collapse_tokens
+from ftdata.media.summary import collapse_segments, collapse_tokens
 
 STYLES = {
     (True, False): "black on green",

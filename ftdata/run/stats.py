@@ -30,7 +30,7 @@ from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
-from ftdata.media.inspect import audio_counts, media_counts
+from ftdata.media.summary import audio_counts, media_counts
 
 POLICIES = (
     TruncationPolicy.KEEP_RESPONSE, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END,

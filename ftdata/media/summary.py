@@ -1,4 +1,4 @@
-"""Media in `ftdata preview` and `ftdata stats`: one marker per item, counts per record.
+"""Media in `ftdata preview` and `ftdata stats`, summarised: one marker per item, counts per record.
 
     <|vision_start|><|image_pad|> x 378<|vision_end|>   ->   [image 512x600, 378 tokens: grace_hopper.jpg]
 
