@@ -234,7 +234,7 @@ import json, sys, time
 from ftdata.errors import Location
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.sft import chunk
 processor, data, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tokenizer = load_tokenizer(processor)

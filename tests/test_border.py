@@ -36,7 +36,7 @@ from test_invariance import fragments, texts, writes_as_given
 from ftdata.errors import FtdataError, Location, UnusableRecord
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode, has_note
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.types import IGNORE_INDEX
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")

@@ -263,7 +263,7 @@ def test_a_worker_that_reads_an_edited_template_stops_the_build(tmp_path: Path) 
 
     from ftdata.errors import FtdataError
     from ftdata.options import DataOptions
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
     from ftdata.run.sft import chunk
     from ftdata.run.loop import StageSpec
 

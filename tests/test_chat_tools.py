@@ -393,7 +393,7 @@ def preview_text(tok, examples, **options) -> str:
 
     from rich.console import Console
 
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
     from ftdata.cli.preview import Printer, build_view
 
     stage = Stage(tok, DataOptions(**options))

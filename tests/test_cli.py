@@ -228,7 +228,7 @@ def test_script_prints_one_line_and_exits_with_the_code(tmp_path: Path) -> None:
 def test_preview_startup_imports_no_torch() -> None:
     """`ftdata preview` with the bundled tokenizer must not pay for importing torch (~2 s)."""
     code = (
-        "import sys, ftdata.cli.app; from ftdata.io.resources import load_tokenizer; from ftdata.run.engine import Stage; "
+        "import sys, ftdata.cli.app; from ftdata.io.resources import load_tokenizer; from ftdata.run.stage import Stage; "
         "from ftdata.options import DataOptions; Stage(load_tokenizer(None), DataOptions()); "
         "print(sorted(m for m in ('torch', 'datasets', 'matplotlib') if m in sys.modules))"
     )
@@ -450,7 +450,7 @@ def test_colour_output_marks_trained_masked_and_template_text() -> None:
 
     from ftdata.cli import preview
     from ftdata.options import DataOptions
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
 
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, color_system="standard")

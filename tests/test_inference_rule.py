@@ -32,7 +32,7 @@ from support import TOKENIZER_NAMES, TOKENIZERS, matrix_module, tokenizer
 
 from ftdata.errors import FtdataError, Location, UnusableRecord
 from ftdata.options import DataOptions
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 

@@ -35,7 +35,7 @@ from support import TOKENIZERS, matrix_module, tokenizer
 
 from ftdata.errors import FtdataError, Location, UnusableRecord
 from ftdata.outcomes import RejectCode
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.types import IGNORE_INDEX
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")

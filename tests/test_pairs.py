@@ -16,7 +16,7 @@ import ftdata
 from ftdata.errors import ConfigError, Location, RecordError
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.types import Task
 from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import Reject

@@ -18,7 +18,7 @@ import ftdata
 from ftdata.errors import Location
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode, RejectCode
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import Reject
 

@@ -14,7 +14,7 @@ from ftdata import ConfigError, FtdataError, RecordError, build_sft_dataset, pre
 from ftdata.errors import Location
 from ftdata.records.formats import to_examples
 from ftdata.options import DataOptions
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.chat.prompt_templates import builtin_names
 
 P = -100

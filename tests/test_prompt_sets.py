@@ -14,7 +14,7 @@ import ftdata
 from ftdata.errors import ConfigError, RecordError
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.task import data_task
 
 from support import DATASETS, TOKENIZERS

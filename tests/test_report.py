@@ -15,7 +15,7 @@ from ftdata.errors import FtdataError, Location
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.tokens.packing import packing_stats
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.report import NOTE_TEXTS, SAMPLES, BuildReport, Reject
 from ftdata.run.stats import collect
 

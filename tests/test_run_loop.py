@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftdata.run import engine, loop
+from ftdata.run import loop
+from ftdata.run import stage as stage_module
 from ftdata.build.api import prepare
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.errors import FtdataError
 from ftdata.run.executors import LocalExecutor
 from ftdata.options import DataOptions, RunOptions
@@ -145,10 +146,10 @@ def test_how_the_work_is_cut_up_never_changes_what_is_built(
             return result.dataset.to_list(), rejects.read_text(), dict(report.rejected), dict(report.cut), report.tokens
 
     with monkeypatch.context() as whole:
-        whole.setattr(engine, "SLICE", 10**6)
+        whole.setattr(stage_module, "SLICE", 10**6)
         whole.setattr(loop, "FIRST_BATCH", 10**6)
         expected = built()
     with monkeypatch.context() as cut:
-        cut.setattr(engine, "SLICE", slice_)
+        cut.setattr(stage_module, "SLICE", slice_)
         cut.setattr(loop, "FIRST_BATCH", first)
         assert built() == expected

@@ -12,7 +12,7 @@ from ftdata.errors import FtdataError, Location, RecordError
 from ftdata.tokens.masking import Tokenized
 from ftdata.run.sft import Measured
 from ftdata.options import DataOptions, RunOptions
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.stats import CUT, DROPPED, FIT, POLICIES, collect, describe, histogram, summaries
 from ftdata.types import Example, Message, Rendered, TruncationPolicy
 

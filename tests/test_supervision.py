@@ -11,7 +11,7 @@ from support import make_char_tokenizer, tokenizer
 from ftdata import build_sft_dataset
 from ftdata.errors import RecordError
 from ftdata.outcomes import NoteCode
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.options import DataOptions
 
 CHAR_TOK = make_char_tokenizer()

@@ -11,7 +11,7 @@ import pytest
 import ftdata
 from ftdata.cli.views import VIEWS
 from ftdata.run.columns import row_columns, task_of_columns
-from ftdata.run.engine import TASKS, task_module
+from ftdata.run.stage import TASKS, task_module
 from ftdata.train.data import data_task, token_counts
 from ftdata.types import Task
 

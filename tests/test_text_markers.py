@@ -35,7 +35,7 @@ BASE_TOKENIZERS = ("llama-3-8b-instruct", "llama-3.2-instruct", "gemma-3-it", "m
 
 def served_trained(name: str, probe: str, kwargs: dict | None = None) -> list[str] | str:
     """The trained text of a served-corpus probe (one string per run of trained tokens), or ftdata's reason."""
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
 
     case = next(c for c in MATRIX.served_cases() if c.name == name)
     with MATRIX.served_on(case) as tok:

@@ -24,7 +24,7 @@ import ftdata
 from ftdata.chat.think import moved as moved_notes
 from ftdata.errors import Location
 from ftdata.options import DataOptions
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.sft import Measured
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")

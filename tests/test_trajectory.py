@@ -26,7 +26,7 @@ import ftdata
 from ftdata.errors import Location
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.sft import Measured
 from ftdata.run.report import Reject
 from ftdata.types import SplitReason

@@ -10,7 +10,7 @@ import json
 import pytest
 from support import DATASETS, TOKENIZERS, tokenizer
 
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.errors import Location, RecordError
 from ftdata.options import DataOptions
 from ftdata.build.api import prepare

@@ -23,7 +23,7 @@ from ftdata.errors import FtdataError, Location
 from ftdata.tokens.masking import REPAIRED, Tokenized
 from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.tokens.shorten import MARKER
 from ftdata.tokens.truncation import Truncator
 from ftdata.types import Example, PromptCut, TruncationPolicy

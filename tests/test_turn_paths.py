@@ -27,7 +27,7 @@ from test_invariance import BENIGN, CITY, _variants, fragments, on, stage_for, t
 import ftdata.chat.turns as turns
 from ftdata.chat import long_records
 from ftdata.errors import Location, UnusableRecord
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 

@@ -32,7 +32,7 @@ from ftdata.errors import ConfigError
 from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.executors import not_a_spawned_start
-from ftdata.run.engine import task_module
+from ftdata.run.stage import task_module
 from ftdata.types import Task
 from ftdata.run.report import BuildReport
 from ftdata.run.task import with_task

@@ -24,7 +24,7 @@ from ftdata.guard import safeio, space
 from ftdata.guard.inputs import Digests, Input, Manifest, Stat, add_read, data_input
 from ftdata.options import BuildOptions, OutputOptions, RunOptions
 from ftdata.run import loop
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.executors import Executor
 from ftdata.run.report import BuildReport, RejectsWriter
 

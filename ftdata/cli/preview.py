@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftdata.run import loop
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.seam import Item
 from ftdata.run.sft import Measured
 from ftdata.errors import FtdataError

@@ -28,7 +28,7 @@ from ftdata.run.task import sources_task
 
 from ftdata.guard import safeio
 from ftdata.guard.inputs import Stat, add_read
-from ftdata.run.engine import Ran, Stage, task_module
+from ftdata.run.stage import Ran, Stage, task_module
 from ftdata.errors import ConfigError, FtdataError, Location
 from ftdata.guard.bounds import ReadBounds
 from ftdata.io.counter import count_records

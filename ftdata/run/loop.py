@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from ftdata.run.engine import Ran, Record, Stage
+from ftdata.run.stage import Ran, Record, Stage
 from ftdata.errors import FtdataError
 from ftdata.run.executors import Executor, executor
 from ftdata.chat.sandbox import compile_filter

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ftdata.run.engine import Ran, flat
+from ftdata.run.stage import Ran, flat
 from ftdata.run.seam import Part
 from ftdata.run.rows import RECORD, list_column
 from ftdata.types import Task

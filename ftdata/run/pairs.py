@@ -40,7 +40,7 @@ from ftdata.chat.trajectory import SplitRow
 from ftdata.records.formats import Columns
 from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
 from ftdata.run.drift import Drift
-from ftdata.run.engine import Ran, Stage, TaskModule
+from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema, pair_units
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject

@@ -38,7 +38,7 @@ from ftdata.chat.trajectory import SplitRow
 from ftdata.guard import limits
 from ftdata.records.formats import Columns
 from ftdata.run.drift import Drift
-from ftdata.run.engine import Ran, Stage, TaskModule, flat
+from ftdata.run.stage import Ran, Stage, TaskModule, flat
 from ftdata.run.seam import Memo, Part
 from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject

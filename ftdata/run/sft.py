@@ -1,4 +1,4 @@
-"""SFT: records -> conversations -> assistant turns trained, everything else masked (`ftdata.run.engine`'s first task).
+"""SFT: records -> conversations -> assistant turns trained, everything else masked (`ftdata.run.stage`'s first task).
 
     row ──records.formats──▶ Example(s) ──render (history=inference: a row per turn inference sees
         otherwise)──▶ Rendered ──mask + verify──▶ Measured ──fit max_length (tokens.truncation)──▶ rows
@@ -39,7 +39,7 @@ from ftdata.records.formats import FIELD_ALIASES, Columns, to_examples
 from ftdata.records.media import attach_columns
 from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
 from ftdata.run.drift import Drift, recorded, token_drift
-from ftdata.run.engine import Ran, Stage, TaskModule, flat
+from ftdata.run.stage import Ran, Stage, TaskModule, flat
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
 from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish, tree_schema

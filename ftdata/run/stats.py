@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ftdata.run import loop
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.sft import SFT, Measured
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
