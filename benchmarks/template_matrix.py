@@ -38,7 +38,7 @@ served template, thinking on and off, and holds each record's rows to `oracle.tr
 turn trained once, on what the template writes for it as the last turn, after that render's
 context; the row count against an exhaustive search for the fewest.
 
-tests/test_chat_masking.py imports this module and checks every verified record against an
+tests/chat/test_chat_masking.py imports this module and checks every verified record against an
 independent oracle.
 """
 

@@ -15,7 +15,7 @@ from ftdata.run.stage import TASKS, task_module
 from ftdata.train.data import data_task, token_counts
 from ftdata.types import Task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "examples" / "data"
 
 

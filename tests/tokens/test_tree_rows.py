@@ -1,6 +1,6 @@
 """history=tree: a split record's rows as one prefix tree, checked against the split rows themselves.
 
-The oracle is the history=inference build of the same records (tests/test_trajectory.py checks those rows against
+The oracle is the history=inference build of the same records (tests/chat/test_trajectory.py checks those rows against
 `apply_chat_template`): the tree must hold each distinct prefix once, train exactly the split rows' trained tokens,
 and show every trained token exactly the context its split row showed it; on a tiny Llama the first-step loss of
 the tree rows equals the split rows' (rel 1e-5).

@@ -19,7 +19,7 @@ from ftdata.run.task import data_task
 
 from support import DATASETS, TOKENIZERS
 
-DATA = Path(__file__).parents[1] / "examples" / "data"
+DATA = Path(__file__).parents[2] / "examples" / "data"
 GSM8K = DATA / "gsm8k_test_20.jsonl"
 MATH = DATA / "math500_test_16.jsonl"
 

@@ -21,7 +21,7 @@ SHAREGPT = DATASETS / "sharegpt" / "fastchat_dummy_conversation.json"
 MESSAGES = DATASETS / "messages" / "llamafactory_v1_sft_demo.jsonl"
 TOY_CHAT = DATASETS / "messages" / "openai_cookbook_toy_chat_fine_tuning.jsonl"
 LAMINI_NESTED = DATASETS / "lamini" / "lamini_docs_nested.jsonl"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 _LOADED: dict[str, object] = {}
 

@@ -436,7 +436,7 @@ def test_a_failed_ray_build_into_a_new_uri_prefix_leaves_nothing_behind(tmp_path
         done = subprocess.run(
             [sys.executable, "-m", "ftdata", "build", str(bad), "-o", f"file://{tmp_path}/runs/new", "--template", "alpaca",
              "--engine", "ray", "--num-workers", "1"],
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TMPDIR": str(temp)},
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "TMPDIR": str(temp)},
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     finally:
@@ -514,7 +514,7 @@ def test_the_sweep_never_removes_a_users_folder(tmp_path: Path) -> None:
 def test_the_sweep_removes_a_dead_runs_scratch_and_follows_no_link(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import os; from ftdata.guard import safeio; print(safeio.scratch_dir()); os._exit(0)"],
-        env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     dead = Path(done.stdout.strip())  # a run that died without cleaning up (os._exit: no atexit)

@@ -23,7 +23,7 @@ from ftdata.cli.app import app
 from ftdata.errors import ConfigError
 from ftdata.inspect import PAGE, Sample, collect, inspect
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = "</script><img src=x onerror=alert(1)> {{ 7*7 }} \u202eevil\u202c"
 RECORDS = [
     *json.loads((ROOT / "examples/data/alpaca_en_demo_20.json").read_text(encoding="utf-8")),

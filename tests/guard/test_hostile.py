@@ -2,7 +2,7 @@
 no traceback, nothing lost silently. Each test reproduces one finding; `test_hostile_corpus`
 feeds a set of hostile files through `ftdata build` and checks the promises all at once.
 
-Concurrency and signal tests run the CLI in subprocesses (tests/test_hostile_procs.py).
+Concurrency and signal tests run the CLI in subprocesses (tests/guard/test_hostile_procs.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from ftdata.cli.app import app
 from ftdata.io.resources import bundled_tokenizer_dir
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ALPACA20 = EXAMPLES / "data" / "alpaca_en_demo_20.json"
 ROWS = [{"instruction": f"Say {w}.", "output": f"{w.title()}!"} for w in ("hi", "bye", "yes", "no")]
 
@@ -544,7 +544,7 @@ def test_control_characters_in_an_error_line_are_escaped(tmp_path: Path) -> None
 
 
 def test_docs_name_no_skip_invalid_flag() -> None:
-    docs = Path(__file__).resolve().parents[1] / "docs"
+    docs = Path(__file__).resolve().parents[2] / "docs"
     assert "--skip-invalid" not in (docs / "formats.md").read_text()
     assert "--on-error skip" in (docs / "formats.md").read_text()
 
@@ -610,6 +610,6 @@ def test_an_instances_record_with_one_bad_instance_is_rejected_whole(tmp_path: P
 def test_security_doc_lists_every_limit() -> None:
     from ftdata.guard import limits
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     for name in limits.Limits.__dataclass_fields__:
         assert f"`{limits.env_name(name)}`" in text

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import TOKENIZERS, tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: support.py, also when run as a script
+from support import TOKENIZERS, tokenizer  # noqa: E402
 
 from ftdata.errors import ConfigError, Location, UnusableRecord
 from ftdata.chat.markers import detect_role_markers
@@ -445,7 +448,7 @@ def test_docs_show_the_generated_previews():
     from support import ROOT
 
     docs = (ROOT / "docs" / "masking.md").read_text(encoding="utf-8")
-    assert doc_previews() in docs, "regenerate with: python tests/test_chat_tools.py"
+    assert doc_previews() in docs, "regenerate with: python tests/chat/test_chat_tools.py"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """engine=ray builds the preference rows engine=local builds: batches as Ray tasks, and shard files as a Ray
-Data job into Parquet shards (one local cluster of 2 CPUs for the module, as in tests/test_ray.py)."""
+Data job into Parquet shards (one local cluster of 2 CPUs for the module, as in tests/run/test_ray.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import ftdata
 from ftdata.cli.app import app
 
 ray = pytest.importorskip("ray")
-from test_ray import cluster  # noqa: E402,F401  - the module's local cluster (autouse), as tests/test_ray.py starts it
+from test_ray import cluster  # noqa: E402,F401  - the module's local cluster (autouse), as tests/run/test_ray.py starts it
 
 pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason=f"shared data not found at {DATASETS}")
 DPO = DATASETS / "preference" / "llamafactory_dpo_en_demo.json"

@@ -16,7 +16,7 @@ import pytest
 
 import ftdata
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = [{"instruction": f"q{i}", "output": ""} for i in range(40)] + [
     {"instruction": f"Say {i}.", "output": f"Number {i}."} for i in range(60)
 ]
