@@ -18,14 +18,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from numbers import Integral
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+import types
+import typing
+from typing import Any, ClassVar
 
 from ftdata.errors import ConfigError
 from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES, MAX_LINE_BYTES, MAX_MESSAGES, MAX_STRING_CHARS, ReadBounds
 from ftdata.io.delimited import check_delimiter
 from ftdata.records.formats import FORMAT_ALIASES, FORMATS, format_name
 from ftdata.records.prompts import RewardColumns
-from ftdata.types import Engine, HistoryMode, MaskPolicy, PromptCut, SystemMode, Task, TruncationPolicy
+from ftdata.types import (
+    AudioWindow, Engine, HistoryMode, MaskPolicy, OnError, Padding, PaddingSide, PromptCut, SpecialTokens, SystemMode, Task,
+    TruncationPolicy, _Choice,
+)  # fmt: skip
 
 
 # apply_chat_template's own parameters: ftdata passes them on every render.
@@ -102,8 +107,8 @@ class DataOptions:
         None, "tokens inference stops on besides the template's end-of-turn markers and generation_config.json's "
         "eos_token_id (read from the tokenizer folder), e.g. ['<|eom_id|>']; each must be one token of the tokenizer"
     )
-    special_tokens_in_data: Literal["reject", "text"] = _opt(
-        "reject", "a record whose text holds a control token (<|im_end|>, [INST]): reject it, or train it as the "
+    special_tokens_in_data: SpecialTokens = _opt(
+        SpecialTokens.REJECT, "a record whose text holds a control token (<|im_end|>, [INST]): reject it, or train it as the "
         "plain text it is (tokenized with special tokens split)"
     )
     add_chat_tokens: bool = _opt(
@@ -129,9 +134,9 @@ class DataOptions:
         "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record that is "
         "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are skipped"
     )
-    padding: Literal["none", "max_length"] = _opt("none", "pad every row to max_length (unpacked output only)")
-    padding_side: Literal["right", "left"] = _opt("right", "where padding goes when padding=max_length")
-    on_error: Literal["raise", "skip"] = _opt("raise", "malformed records: raise (stop at the first) or skip (reject and go on)")
+    padding: Padding = _opt(Padding.NONE, "pad every row to max_length (unpacked output only)")
+    padding_side: PaddingSide = _opt(PaddingSide.RIGHT, "where padding goes when padding=max_length")
+    on_error: OnError = _opt(OnError.RAISE, "malformed records: raise (stop at the first) or skip (reject and go on)")
     max_line_bytes: int = _opt(
         MAX_LINE_BYTES, "longest line a reader takes (JSONL, CSV); a longer one is skipped unread: a located "
         "reject (on_error=skip) or error, in bounded memory"
@@ -156,8 +161,8 @@ class DataOptions:
     max_image_pixels: int | None = _opt(
         None, "with processor: reject a record with an image of more pixels (width x height, from its header) than this (media_too_large)"
     )
-    audio_window: Literal["reject", "cut"] = _opt(
-        "reject", "with processor: a clip longer than the processor's window (Qwen2-Audio, Gemma 3n: 30 s) is rejected "
+    audio_window: AudioWindow = _opt(
+        AudioWindow.REJECT, "with processor: a clip longer than the processor's window (Qwen2-Audio, Gemma 3n: 30 s) is rejected "
         "(media_too_long), or with cut kept as the processor cuts it (the row equals the processor's; an audio_cut "
         "note counts the seconds dropped)"
     )
@@ -168,13 +173,14 @@ class DataOptions:
     )
 
     def __post_init__(self) -> None:
-        self.mask = MaskPolicy.parse(self.mask, name="mask")
-        self.system_mode = SystemMode.parse(self.system_mode, name="system_mode")
-        self.history = HistoryMode.parse(self.history, name="history")
-        self.truncation = TruncationPolicy.parse(self.truncation, name="truncation")
-        self.prompt_cut = PromptCut.parse(self.prompt_cut, name="prompt_cut")
-        if self.task is not None:
-            self.task = Task.parse(self.task, name="task")
+        parse_choices(self)
+        self._check_rows()
+        self._check_reading()
+        self._check_rendering()
+        self._check_counts()
+
+    def _check_rows(self) -> None:
+        """The row shape: length, split, packing and padding, seed."""
         if not isinstance(self.max_length, int) or self.max_length <= 0:
             raise ConfigError(f"max_length must be a positive integer, got max_length={self.max_length!r}")
         if self.test_size is not None and not (
@@ -182,24 +188,7 @@ class DataOptions:
             or (isinstance(self.test_size, int) and self.test_size > 0)
         ):
             raise ConfigError(f"test_size must be a fraction in (0, 1) or a positive count, got test_size={self.test_size!r}")
-        self.format = format_name(self.format)
-        self.delimiter = check_delimiter(self.delimiter)
-        if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
-            raise ConfigError(f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={self.chat_template!r}")
-        if self.chat_template is not None and self.template not in (None, "chatml"):
-            raise ConfigError(
-                f"chat_template={self.chat_template!r} renders with a chat template, template={self.template!r} with a "
-                "prompt template: drop one"
-            )
-        if self.field is not None and (not isinstance(self.field, str) or not self.field):
-            raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
-        for name, allowed in (
-            ("padding", ("none", "max_length")), ("padding_side", ("right", "left")), ("on_error", ("raise", "skip")),
-            ("special_tokens_in_data", ("reject", "text")), ("audio_window", ("reject", "cut")),
-        ):  # fmt: skip
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {name}={getattr(self, name)!r}")
-        if self.packing and self.padding != "none":
+        if self.packing and self.padding is not Padding.NONE:
             raise ConfigError("packing and padding=max_length conflict: packed rows need no padding; drop one")
         if self.pad_to_multiple_of is not None and not self.packing:
             raise ConfigError(
@@ -211,11 +200,32 @@ class DataOptions:
             raise ConfigError(f"history='tree' writes a record's rows as one prefix tree: {why}; drop one")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got seed={self.seed!r}")
+
+    def _check_reading(self) -> None:
+        """How records are read: format, CSV delimiter, JSON field, maps, limit and the read bounds."""
+        self.format = format_name(self.format)
+        self.delimiter = check_delimiter(self.delimiter)
+        if self.field is not None and (not isinstance(self.field, str) or not self.field):
+            raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
+        for name in ("columns", "roles"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"{name} must be a mapping like {{'output': 'answer'}}, got {value!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"limit must be an integer >= 1, got limit={self.limit!r}")
         ReadBounds.of(self)  # checks the three read bounds
         if not isinstance(self.max_messages, int) or isinstance(self.max_messages, bool) or self.max_messages < 2:
             raise ConfigError(f"max_messages must be an integer >= 2 (a user turn and a reply), got max_messages={self.max_messages!r}")
+
+    def _check_rendering(self) -> None:
+        """What records render with: the templates, their kwargs, the stop tokens."""
+        if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
+            raise ConfigError(f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={self.chat_template!r}")
+        if self.chat_template is not None and self.template not in (None, "chatml"):
+            raise ConfigError(
+                f"chat_template={self.chat_template!r} renders with a chat template, template={self.template!r} with a "
+                "prompt template: drop one"
+            )
         if self.chat_template_kwargs is not None:
             if not isinstance(self.chat_template_kwargs, Mapping):
                 raise ConfigError(
@@ -231,21 +241,14 @@ class DataOptions:
             self.chat_template_kwargs = dict(self.chat_template_kwargs)
         if self.stop_tokens is not None:
             self.stop_tokens = parse_stop_tokens(self.stop_tokens)
+
+    def _check_counts(self) -> None:
+        """The values of the media and prompt-set options (what each means for a task or a medium is theirs:
+        `TaskModule.rules`, `ftdata.media`)."""
         for name in ("max_images", "max_image_pixels"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {name}={value!r}")
-        for name in ("columns", "roles"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Mapping):
-                raise ConfigError(f"{name} must be a mapping like {{'output': 'answer'}}, got {value!r}")
-        self._check_task()
-
-    def _check_task(self) -> None:
-        """Options that mean nothing for the task's rows are refused, never ignored."""
-        prompts = self.task is Task.PROMPTS
-        if self.task is not None:  # None: the data names the task; the task's engine refuses them then (`prompt_options_only`)
-            self.prompt_options_only()
         if self.max_prompt_length is not None and (
             not isinstance(self.max_prompt_length, int) or isinstance(self.max_prompt_length, bool) or self.max_prompt_length < 1
         ):
@@ -254,31 +257,6 @@ class DataOptions:
             if not isinstance(self.reward_columns, Mapping):
                 raise ConfigError(f"reward_columns must be a mapping like {{'answer': 'string'}}, got reward_columns={self.reward_columns!r}")
             self.reward_columns = RewardColumns(self.reward_columns).types
-        if prompts:
-            self._refuse(PROMPT_ONLY)
-        if self.task in (Task.PREFERENCE, Task.KTO):
-            self._refuse(PAIR_ONLY)
-
-    def prompt_options_only(self) -> None:
-        """Refuse the prompt-set options on another task's build.
-
-        Raises:
-            ConfigError: max_prompt_length, cut_prompts or reward_columns with a task that is not prompts.
-        """
-        if self.task is Task.PROMPTS:
-            return
-        for name in ("max_prompt_length", "cut_prompts", "reward_columns"):
-            if getattr(self, name) not in (None, False):
-                raise ConfigError(f"{name} applies to prompt sets (task=prompts), got task={getattr(self.task, 'value', 'sft')}; drop {name}")
-
-    def _refuse(self, rules: tuple[tuple[str, str], ...]) -> None:
-        for name, why in rules:
-            if _given(self, name):
-                name = name.split("_")[0] if name.startswith("truncation") else name
-                value = getattr(self, name)
-                raise ConfigError(
-                    f"{name}={getattr(value, 'value', value)!r} does not apply to task={self.task.value}: {why}; drop {name}"  # type: ignore[union-attr]  # task is set: only a task's options are checked here
-                )
 
     def fingerprint(self) -> dict[str, Any]:
         """The serialised options that shape the rows (a resumed run compares them); the build's key takes
@@ -306,7 +284,7 @@ class RunOptions:
     )
 
     def __post_init__(self) -> None:
-        self.engine = Engine.parse(self.engine)
+        parse_choices(self)
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise ConfigError(f"ray_address must be a cluster address like 'auto' or 'ray://head:10001', got ray_address={self.ray_address!r}")
         for name in ("num_workers", "batch_size"):
@@ -343,6 +321,31 @@ FIELDS: dict[str, Field[Any]] = {f.name: f for group in _GROUPS.values() for f i
 """Every option by its flat name, in flag order: the CLI flags, the YAML keys and docs/cli.md come from these."""
 DATA_FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(DataOptions)}
 _GROUP_OF: dict[str, str] = {f.name: name for name, group in _GROUPS.items() for f in fields(group)}
+
+
+def _choice_of(hint: Any) -> type[_Choice] | None:
+    """The `_Choice` enum a field's type names (`Task | None`: Task), else None."""
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return next((kind for kind in kinds if isinstance(kind, type) and issubclass(kind, _Choice)), None)
+
+
+CHOICES: dict[type, dict[str, type[_Choice]]] = {
+    group: {name: kind for name, hint in typing.get_type_hints(group).items() if (kind := _choice_of(hint)) is not None}
+    for group in _GROUPS.values()
+}
+"""Each options object's closed choices by field name: their enums, parsed once in `__post_init__`."""
+
+
+def parse_choices(options: Any) -> None:
+    """Every closed choice of `options` (a string from the CLI, YAML or a keyword) as its enum, in place.
+
+    Raises:
+        ConfigError: a value that is none of the choices, listing them (`mask must be one of ...; got mask='x'`).
+    """
+    for name, kind in CHOICES[type(options)].items():
+        value = getattr(options, name)
+        if value is not None:
+            setattr(options, name, kind.parse(value, name=name))
 
 
 @dataclass(frozen=True, init=False)
@@ -469,42 +472,6 @@ def check_type(origin: str | Path, key: str, value: Any) -> None:
         ok = all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
     if not ok:
         raise ConfigError(f"{origin}: {key} must be {wanted}, got {type(value).__name__} {value!r:.60}")
-
-
-_GIVEN = {
-    "packing": lambda o: o.packing, "padding": lambda o: o.padding != "none",
-    "truncation_split": lambda o: o.truncation is TruncationPolicy.SPLIT, "mask": lambda o: o.mask is MaskPolicy.TRAIN_ON_PROMPT,
-    "mask_reasoning": lambda o: o.mask_reasoning, "format": lambda o: o.format is not None, "processor": lambda o: o.processor is not None,
-    "history": lambda o: o.history is not HistoryMode.INFERENCE,
-    "truncation_cut": lambda o: o.truncation in (TruncationPolicy.SPLIT, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END),
-}  # fmt: skip
-
-
-def _given(options: DataOptions, rule: str) -> bool:
-    """Whether `options` set what `rule` refuses (a rule is an option's name, or `name_kind`)."""
-    return bool(_GIVEN[rule](options))
-
-
-# What each task refuses, never ignores: (rule, why); a rule names its option (`truncation_split`: truncation).
-PAIR_ONLY = (
-    ("packing", "the trainer puts each prompt before each of its completions"),
-    ("padding", "the preference collator pads every batch"),
-    ("truncation_split", "a pair has one prompt; keep_response cuts it"),
-    ("mask", "a completion is the final assistant turn; a prompt carries no loss"),
-    ("mask_reasoning", "a completion is the whole final turn, its reasoning included"),
-    ("format", "preference shapes are detected per record (map columns with columns=)"),
-    ("processor", "preference rows with images are not built yet"),
-)
-PROMPT_ONLY = (
-    ("packing", "the trainer generates from each prompt alone"),
-    ("padding", "the trainer pads its own batches"),
-    ("truncation_cut", "a prompt is fitted to max_prompt_length: rejected, or cut with cut_prompts"),
-    ("mask", "a prompt set trains nothing; the trainer makes the completions"),
-    ("mask_reasoning", "a prompt set holds no reasoning to train"),
-    ("format", "prompt shapes are detected per record (map the prompt with columns={'instruction': COLUMN})"),
-    ("processor", "prompt sets with images are not built yet"),
-    ("history", "a prompt set trains no turn"),
-)
 
 
 def check_pad_multiple(pad_to_multiple_of: int | None, *, max_length: int) -> None:

@@ -294,16 +294,44 @@ class PackedRow(TokenRow):
     seq_lengths: list[int]
 
 
-class Engine(str, Enum):
+class Engine(_Choice):
     """Where the per-record work runs."""
 
     LOCAL = "local"
     PROCESSES = "processes"
     RAY = "ray"
 
-    @classmethod
-    def parse(cls, value: Any, *, name: str = "engine") -> Engine:
-        try:
-            return cls(value.value if isinstance(value, Enum) else value)
-        except ValueError:
-            raise ConfigError(f"{name} must be one of {', '.join(e.value for e in cls)}, got {name}={value!r}") from None
+
+class Padding(_Choice):
+    """Whether unpacked rows are padded to max_length."""
+
+    NONE = "none"
+    MAX_LENGTH = "max_length"
+
+
+class PaddingSide(_Choice):
+    """Where padding goes when padding=max_length."""
+
+    RIGHT = "right"
+    LEFT = "left"
+
+
+class OnError(_Choice):
+    """What a malformed record does: stop the build at the first, or become a reject."""
+
+    RAISE = "raise"
+    SKIP = "skip"
+
+
+class SpecialTokens(_Choice):
+    """A record whose text holds a control token (`special_tokens_in_data`)."""
+
+    REJECT = "reject"  # reject the record
+    TEXT = "text"  # train it as the plain text it is (tokenized with special tokens split)
+
+
+class AudioWindow(_Choice):
+    """A clip longer than the processor's window."""
+
+    REJECT = "reject"  # a media_too_long reject
+    CUT = "cut"  # kept as the processor cuts it (an audio_cut note)

@@ -39,6 +39,7 @@ from ftdata.errors import ConfigError
 from ftdata.guard.inputs import Digests, Input, InputKind, data_input, text_digest
 from ftdata.options import DATA_FIELDS, FIELDS, BuildOptions, plain
 from ftdata.io.store import is_uri
+from ftdata.run.task import check_options
 from ftdata.types import _Choice
 
 _BUILD_OPTIONS = tuple(FIELDS)
@@ -295,7 +296,9 @@ def _source(item: Any, *, defaults: dict[str, Any], whole: dict[str, Any], base:
 
 def _checked(options: dict[str, Any], *, where: str) -> BuildOptions:
     try:
-        return BuildOptions.from_mapping(options)
+        checked = BuildOptions.from_mapping(options)
+        check_options(checked.data)  # what its task refuses (a task given; else the sources' data names it)
+        return checked
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

@@ -41,6 +41,7 @@ from ftdata.records.formats import Columns
 from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
 from ftdata.run.drift import Drift
 from ftdata.run.stage import Ran, Stage, TaskModule
+from ftdata.run.option_rules import Refused, TaskRules
 from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema, pair_units
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
@@ -141,6 +142,16 @@ class PairTask:
     masker, with the last assistant turn as the one trained (a completion is the final turn)."""
 
     stats = "ftdata.run.pair_stats:collect_pairs"
+    # What pair and KTO rows refuse, never ignore (a value listed: only that value).
+    rules = TaskRules(refuses=(
+        Refused("packing", "the trainer puts each prompt before each of its completions"),
+        Refused("padding", "the preference collator pads every batch"),
+        Refused("truncation", "a pair has one prompt; keep_response cuts it", (TruncationPolicy.SPLIT,)),
+        Refused("mask", "a completion is the final assistant turn; a prompt carries no loss", (MaskPolicy.TRAIN_ON_PROMPT,)),
+        Refused("mask_reasoning", "a completion is the whole final turn, its reasoning included"),
+        Refused("format", "preference shapes are detected per record (map columns with columns=)"),
+        Refused("processor", "preference rows with images are not built yet"),
+    ))  # fmt: skip
 
     def __init__(self, task: Task):
         self.task = task
@@ -148,7 +159,6 @@ class PairTask:
         self.unit = "pairs" if task is Task.PREFERENCE else "completions"
 
     def options(self, options: DataOptions) -> DataOptions:
-        options.prompt_options_only()
         return replace(options, mask=MaskPolicy.LAST_ASSISTANT)
 
     def compiled(self, stage: Stage) -> PairState:

@@ -39,12 +39,13 @@ from ftdata.guard import limits
 from ftdata.records.formats import Columns
 from ftdata.run.drift import Drift
 from ftdata.run.stage import Ran, Stage, TaskModule, flat
+from ftdata.run.option_rules import Refused, TaskRules
 from ftdata.run.seam import Memo, Part
 from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import RECORD, finish_rows, list_column
 from ftdata.tokens.reuse import ReusingEncoder
-from ftdata.types import Example, Message, PromptCut, Rendered, Task, TruncationPolicy
+from ftdata.types import Example, MaskPolicy, Message, PromptCut, Rendered, Task, TruncationPolicy
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -153,6 +154,18 @@ class PromptTask:
     stats = "ftdata.run.prompt_stats:collect"
     columns: tuple[str, ...] = ("prompt", "prompt_ids")  # and the reward columns the build typed
     unit = "prompts"
+    # The options only a prompt set reads, and what it refuses, never ignores (a value listed: only that value).
+    rules = TaskRules(own=("max_prompt_length", "cut_prompts", "reward_columns"), noun="prompt sets", refuses=(
+        Refused("packing", "the trainer generates from each prompt alone"),
+        Refused("padding", "the trainer pads its own batches"),
+        Refused("truncation", "a prompt is fitted to max_prompt_length: rejected, or cut with cut_prompts",
+                (TruncationPolicy.SPLIT, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END)),
+        Refused("mask", "a prompt set trains nothing; the trainer makes the completions", (MaskPolicy.TRAIN_ON_PROMPT,)),
+        Refused("mask_reasoning", "a prompt set holds no reasoning to train"),
+        Refused("format", "prompt shapes are detected per record (map the prompt with columns={'instruction': COLUMN})"),
+        Refused("processor", "prompt sets with images are not built yet"),
+        Refused("history", "a prompt set trains no turn"),
+    ))  # fmt: skip
 
     def options(self, options: DataOptions) -> DataOptions:
         return options

@@ -40,6 +40,7 @@ from ftdata.records.media import attach_columns
 from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
 from ftdata.run.drift import Drift, recorded, token_drift
 from ftdata.run.stage import Ran, Stage, TaskModule, flat
+from ftdata.run.option_rules import TaskRules
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
 from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish, tree_schema
@@ -133,9 +134,9 @@ class SftTask:
     stats = "ftdata.run.stats:collect"
     columns: tuple[str, ...] = ("input_ids", "labels")
     unit = "sequences"
+    rules = TaskRules()  # refuses only other tasks' own options
 
     def options(self, options: DataOptions) -> DataOptions:
-        options.prompt_options_only()
         return options
 
     def compiled(self, stage: Stage) -> SftState:

@@ -47,6 +47,7 @@ from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
 from ftdata.io.resources import processor_input, tokenizer_input
 from ftdata.chat.supervision import SupervisedRenderer
+from ftdata.run.option_rules import TaskRules, check
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Fit, Item, Part, Rows, TaskState
 from ftdata.tokens.truncation import Truncator
@@ -96,6 +97,7 @@ class TaskModule(Protocol[R, I, F, P, S]):
     stats: str  # `module:function` (source, stage, run, *, progress) -> a stats object (to_dict, tokenizer, planned)
     columns: tuple[str, ...]  # the columns every row of the task holds: what says a built dataset is its rows
     unit: str  # what a report counts its rows as ("sequences", "pairs", "completions", "prompts")
+    rules: TaskRules  # the options it alone reads and those it refuses (`ftdata.run.option_rules`)
 
     def options(self, options: DataOptions) -> DataOptions:
         """The options the engine runs with for this task (pairs train the final turn: mask=last_assistant)."""
@@ -176,6 +178,7 @@ class Stage:
 
     def __init__(self, tokenizer: Any, options: DataOptions):
         self.task = task_module(options.task)
+        check(options, task=self.task, tasks=[task_module(task) for task in TASKS])  # options the task refuses
         options = self.task.options(options)
         self._given = tokenizer  # as loaded: what `inputs` declares
         self.chat_template = load_chat_template(options.chat_template) if options.chat_template is not None else None

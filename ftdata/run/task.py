@@ -26,10 +26,12 @@ from ftdata.options import BuildOptions, DataOptions
 from ftdata.records.preference import PREFERENCE_FIELDS, detect_task, preference_columns
 from ftdata.records.prompts import PROMPT_FIELDS, RewardColumns, looks_like_prompts, nested_paths, prompt_columns
 from ftdata.records.reward_types import SKIP
+from ftdata.run.stage import TASKS, task_module
 from ftdata.run.loop import read_batches
+from ftdata.run.option_rules import check
 from ftdata.types import Task
 
-__all__ = ["data_task", "first_record", "sources_task", "task_reason", "with_task"]
+__all__ = ["check_options", "data_task", "first_record", "sources_task", "task_reason", "with_task"]
 
 
 def _once(source: Any) -> bool:
@@ -101,14 +103,29 @@ def first_record(source: Any, options: DataOptions) -> tuple[Any, Any] | None:
     return None
 
 
-def with_task(source: Any, options: BuildOptions) -> BuildOptions:
-    """`options` with the task `source`'s data names when none is given (unchanged for SFT data).
+def check_options(options: DataOptions) -> DataOptions:
+    """`options`, checked against the rules of the task it gives (`TaskModule.rules`): what a build would refuse,
+    refused as soon as the task is known (`ftdata.run.option_rules`). No task given: unchecked here, the data names
+    the task (`with_task`), and `Stage` checks its task's rules.
 
     Raises:
-        ConfigError: an option that does not apply to the detected task (packing for preference rows).
+        ConfigError: an option the task does not read (packing with task=preference; max_prompt_length with
+            task=sft), naming it and the fix.
+    """
+    if options.task is not None:
+        check(options, task=task_module(options.task), tasks=[task_module(task) for task in TASKS])
+    return options
+
+
+def with_task(source: Any, options: BuildOptions) -> BuildOptions:
+    """`options` with the task `source`'s data names when none is given (unchanged for SFT data), checked against
+    that task's rules (`check_options`): a given task before anything is read.
+
+    Raises:
+        ConfigError: an option that does not apply to the task, given or detected (packing for preference rows).
         RecordError: see `data_task`.
     """
-    data = options.data
+    data = check_options(options.data)
     needed = data.task is None or data.task is Task.PROMPTS
     first = first_record(source, data) if needed and not _once(source) else None  # read once: the task, its reason and the columns
     row = None if first is None else first[1]
@@ -120,6 +137,7 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
             _renames_told(options.data)
         try:
             options = options.updated(task=task)
+            check_options(options.data)
         except ConfigError as exc:
             raise ConfigError(f"{exc} (task={task.value}: the data's first record is {task.value} data)") from None
     reason = task_reason(row, options.data.task, options.data, given=data.task is not None)

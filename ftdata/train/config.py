@@ -33,6 +33,7 @@ from ftdata.errors import ConfigError
 from ftdata.options import FIELDS as BUILD_FIELDS
 from ftdata.options import check_type
 from ftdata.options import BuildOptions, plain
+from ftdata.run.task import check_options
 from ftdata.train.rewards import check_reward_names
 from ftdata.types import Task, _Choice
 
@@ -439,6 +440,7 @@ def _data_options(value: Any) -> BuildOptions:
         value = BuildOptions.from_mapping(value)
     if not isinstance(value, BuildOptions):
         raise ConfigError(f"data_options must be a mapping of build options or a BuildOptions, got data_options={value!r}")
+    check_options(value.data)  # what a given task refuses (packing for task=preference), before a model loads
     if value.data.filter is not None and not isinstance(value.data.filter, str):
         raise ConfigError(
             "data_options.filter must be a Jinja expression such as 'not input' (a run saves its options as YAML), "

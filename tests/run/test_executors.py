@@ -117,13 +117,13 @@ def test_cli_prints_the_worker_error_as_one_line(tmp_path: Path) -> None:
 
 
 def test_engine_typo_is_a_one_line_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"^engine must be one of local, processes, ray, got engine='proceses'$"):
+    with pytest.raises(ConfigError, match=r"^engine must be one of local, processes, ray; got engine='proceses'$"):
         BuildOptions(engine="proceses")
     with pytest.raises(ConfigError, match=r"^num_workers must be an integer >= 1, got num_workers=0$"):
         BuildOptions(engine="processes", num_workers=0)
     result = CliRunner().invoke(app, ["stats", str(ALPACA), "--engine", "proceses"])
     assert result.exit_code == 2
-    assert result.stderr.strip().endswith("--engine must be one of local, processes, ray, got --engine proceses")
+    assert result.stderr.strip().endswith("--engine must be one of local, processes, ray; got --engine proceses")
 
 
 def _pid(spec: Any, batch: list[int]) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from ftdata.run.stage import Stage
 from ftdata.types import Task
 from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import Reject
+from ftdata.run.task import check_options
 
 BOS, IM_START, IM_END, NL = 256, 258, 259, 198
 PROMPT = "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
@@ -187,7 +188,7 @@ def test_a_label_beside_a_conversation_is_asked_about(char_tok) -> None:
 )
 def test_options_that_mean_nothing_for_pairs_are_refused(option, value) -> None:
     with pytest.raises(ConfigError, match=f"^{option}=.* does not apply to task=preference"):
-        DataOptions(task="preference", **{option: value})
+        check_options(DataOptions(task="preference", **{option: value}))
 
 
 def test_a_refused_option_on_data_detected_as_preference_says_so(char_tok) -> None:

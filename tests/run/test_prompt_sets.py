@@ -15,7 +15,7 @@ from ftdata.errors import ConfigError, RecordError
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
 from ftdata.run.stage import Stage
-from ftdata.run.task import data_task
+from ftdata.run.task import check_options, data_task
 
 from support import DATASETS, TOKENIZERS
 
@@ -156,9 +156,9 @@ def test_the_split_is_by_record_with_no_overlap() -> None:
 
 def test_options_that_mean_nothing_for_prompts_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"packing=True does not apply to task=prompts"):
-        DataOptions(task="prompts", packing=True)
+        check_options(DataOptions(task="prompts", packing=True))
     with pytest.raises(ConfigError, match=r"max_prompt_length applies to prompt sets \(task=prompts\), got task=sft"):
-        DataOptions(task="sft", max_prompt_length=10)
+        check_options(DataOptions(task="sft", max_prompt_length=10))
     with pytest.raises(ConfigError, match=r"reward_columns: answer='text' is no type"):
         ftdata.prepare([{"question": "Q", "answer": "A"}], task="prompts", reward_columns={"answer": "text"})
 
