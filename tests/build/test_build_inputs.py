@@ -264,12 +264,12 @@ def test_a_worker_that_reads_an_edited_template_stops_the_build(tmp_path: Path) 
     from ftdata.errors import FtdataError
     from ftdata.options import DataOptions
     from ftdata.run.stage import Stage
-    from ftdata.run.sft import chunk
+    from ftdata.run.sft import sft_part
     from ftdata.run.loop import StageSpec
 
     template = tmp_path / "t.jinja"
     template.write_text("### Q: {{ instruction }}\n### A: ")
-    spec = StageSpec.create(Stage(tokenizer(None), DataOptions(template=str(template))), chunk)
+    spec = StageSpec.create(Stage(tokenizer(None), DataOptions(template=str(template))), sft_part)
     assert pickle.loads(pickle.dumps(spec)).compiled().templates == spec.templates
     template.write_text("### Question: {{ instruction }}\n### A: ")
     with pytest.raises(FtdataError, match=rf"^{template} changed while the build ran \(a worker read other bytes\); build again$"):
