@@ -18,7 +18,7 @@ from typing import Any
 
 from ftdata.cli.preview import UNICODE, Printer, RecordView, Segment, TokenView, _truncation, content_mask, record_pieces, schema_region, segments_of, show_window
 from ftdata.outcomes import Note
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.pairs import MeasuredPair, Side, continuation
 from ftdata.run.report import Reject
 from ftdata.types import IGNORE_INDEX, Pair

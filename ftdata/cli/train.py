@@ -190,7 +190,7 @@ def _check_data_options(cfg: TrainConfig, *, given: dict[str, Any], allow_code: 
         check_code_reader(name, origin="--rewards" if "rewards" in given else "rewards", allow_code=allow_code,
                           instead=f"a built-in reward ({', '.join(BUILTIN)})")  # fmt: skip
     if options.template is not None:
-        from ftdata.chat.prompts import load_prompt_template
+        from ftdata.chat.prompt_templates import load_prompt_template
 
         load_prompt_template(options.template)
 

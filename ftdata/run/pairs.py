@@ -40,9 +40,9 @@ from ftdata.chat.trajectory import SplitRow
 from ftdata.records.formats import Columns
 from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
 from ftdata.run.drift import Drift
-from ftdata.run.engine import Ran, Stage, TaskModule
+from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.option_rules import Refused, TaskRules
-from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema, pair_units
+from ftdata.run.pair_rows import PairPart, PairRow, PairRows, jsonl_pair_rows, pair_part, pair_schema, pair_units
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
@@ -230,8 +230,8 @@ class PairTask:
             reject = stage.reject(exc, item.example.source, RejectStage.TRUNCATE)
             return Fitted([], reject.reason, reject.code)
 
-    def reduce(self, stage: Stage, ran: Ran[MeasuredPair, Fitted]) -> PairChunk:
-        return pair_chunk(ran)
+    def reduce(self, stage: Stage, ran: Ran[MeasuredPair, Fitted]) -> PairPart:
+        return pair_part(ran)
 
     def open_rows(self, path: Path, options: DataOptions) -> PairRows:
         return PairRows(path, task=self.task)
@@ -253,7 +253,7 @@ class PairTask:
         return pair_units(lengths[0], lengths[1:])
 
 
-PairModule = TaskModule[Pair | Unpaired, MeasuredPair, Fitted, PairChunk, PairState]
+PairModule = TaskModule[Pair | Unpaired, MeasuredPair, Fitted, PairPart, PairState]
 PAIRS: PairModule = PairTask(Task.PREFERENCE)
 KTO: PairModule = PairTask(Task.KTO)
 
