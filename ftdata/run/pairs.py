@@ -36,10 +36,9 @@ from ftdata.guard import limits
 from ftdata.guard.limits import RecordOverLimit
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
-from ftdata.chat.trajectory import SplitRow
 from ftdata.records.formats import Columns
 from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
-from ftdata.run.drift import Drift
+from ftdata.run.seam import OneRow
 from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.option_rules import Refused, TaskRules
 from ftdata.run.pair_rows import PairPart, PairRow, PairRows, jsonl_pair_rows, pair_part, pair_schema, pair_units
@@ -75,7 +74,7 @@ class Side:
 
 
 @dataclass(frozen=True, slots=True)
-class MeasuredPair:
+class MeasuredPair(OneRow):
     """A pair (or a KTO record) rendered, masked and verified, not yet fitted to max_length.
 
     `Stage.run` reads it as it reads a `Measured`: `example` is the prompt, `rendered` the inference
@@ -100,16 +99,6 @@ class MeasuredPair:
     @property
     def total(self) -> int:
         return self.row.length
-
-    @property
-    def split_row(self) -> SplitRow | None:
-        """A pair is one row of its record."""
-        return None
-
-    @property
-    def drift(self) -> tuple[Drift, ...]:
-        """A pair's completions carry no recorded token ids."""
-        return ()
 
 
 @dataclass(frozen=True, slots=True)

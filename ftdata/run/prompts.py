@@ -34,13 +34,11 @@ from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
 from ftdata.records.reward_types import SKIP, parse_kind
-from ftdata.chat.trajectory import SplitRow
 from ftdata.guard import limits
 from ftdata.records.formats import Columns
-from ftdata.run.drift import Drift
 from ftdata.run.stage import Ran, Stage, TaskModule, flat
 from ftdata.run.option_rules import Refused, TaskRules
-from ftdata.run.seam import Memo, Part
+from ftdata.run.seam import Memo, OneRow, Part
 from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import RECORD, finish_rows, list_column
@@ -94,7 +92,7 @@ class PromptTokens:
 
 
 @dataclass(frozen=True, slots=True)
-class MeasuredPrompt:
+class MeasuredPrompt(OneRow):
     """A prompt rendered, tokenized and verified, not yet fitted: read by `Stage.run` as a `Measured`."""
 
     record: PromptRecord
@@ -114,16 +112,6 @@ class MeasuredPrompt:
     @property
     def total(self) -> int:
         return len(self.row.prompt_ids)
-
-    @property
-    def split_row(self) -> SplitRow | None:
-        """A prompt is one row of its record."""
-        return None
-
-    @property
-    def drift(self) -> tuple[Drift, ...]:
-        """A prompt trains nothing: no recorded token ids to check."""
-        return ()
 
 
 @dataclass(frozen=True, slots=True)
