@@ -31,13 +31,13 @@ demo: install
 	$(BIN)/ftdata train --config examples/train_demo.yaml
 	$(BIN)/ftdata eval out/runs/demo -n 8 --max-new-tokens 48
 
-# The inspection page's tests open it in Debian's chromium through its chromedriver (tests/test_inspect.py):
+# The inspection page's tests open it in Debian's chromium through its chromedriver (tests/inspect/test_inspect_page.py):
 # installed here where missing (Debian, as root); elsewhere those tests are skipped and say why.
 browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || \
-	    echo "no browser: the browser tests of tests/test_inspect.py will be skipped (apt-get install chromium chromium-driver)"; }
+	    echo "no browser: the browser tests of tests/inspect/test_inspect_page.py will be skipped (apt-get install chromium chromium-driver)"; }
 
 test: install browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

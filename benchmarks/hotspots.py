@@ -41,7 +41,7 @@ def main() -> None:
     from ftdata.errors import Location
     from ftdata.records.formats import Columns, to_examples
     from ftdata.chat.markers import control_tokens
-    from ftdata.chat.prompts import load_prompt_template
+    from ftdata.chat.prompt_templates import load_prompt_template
 
     import prep_throughput as prep
     records = prep.synthetic(prep.real_records(), args.records)

@@ -77,7 +77,7 @@ def load(tokenizer: str | None, template: str | None) -> Any:
 def in_process(tok: Any, sizes: list[int], kwargs: dict[str, Any] | None, kind: str) -> None:
     from ftdata.errors import Location
     from ftdata.options import DataOptions
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
 
     stage = Stage(tok, DataOptions(max_length=10**8, chat_template_kwargs=kwargs, max_messages=max(sizes)))
     for n in sizes:

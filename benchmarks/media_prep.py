@@ -23,7 +23,7 @@ Measured (docs/media.md, 2 shared cores, load average 2-3.5): 541 MiB at 10,000 
 at 100,000 (1.02x); 10,000 records built in 42 s, 100,000 in 199 s (502 records a second).
 
 Part 3, the record loop of two source trees side by side (`--compare TREE`: another checkout of ftdata,
-e.g. `git archive <commit> | tar -x -C /tmp/before`): `Stage.run` and `chunk` (render, expand, tokenize,
+e.g. `git archive <commit> | tar -x -C /tmp/before`): `Stage.run` and `sft_part` (render, expand, tokenize,
 splice, verify, truncate, the media column) over the same records in fresh processes, the two trees in
 turn (A B A B ...), CPU seconds of each process's loop (`time.process_time`, so the load of a shared
 machine counts less than in wall time); each round builds a new stage, so header and count caches start
@@ -234,8 +234,8 @@ import json, sys, time
 from ftdata.errors import Location
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
-from ftdata.run.engine import Stage
-from ftdata.run.sft import chunk
+from ftdata.run.stage import Stage
+from ftdata.run.sft import sft_part
 processor, data, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tokenizer = load_tokenizer(processor)
 records = [(Location(data, i + 1), json.loads(line)) for i, line in enumerate(open(data, encoding="utf-8"))]
@@ -244,7 +244,7 @@ for _ in range(rounds):
     stage = Stage(tokenizer, DataOptions(processor=processor, max_length=2048))
     side = {"media": stage.media} if hasattr(stage, "media") else {"vision": stage.vision}  # the tree before the seam
     start = time.process_time()
-    rows = sum(len(chunk(stage.run(records[i : i + 256]), **side).lengths) for i in range(0, len(records), 256))
+    rows = sum(len(sft_part(stage.run(records[i : i + 256]), **side).lengths) for i in range(0, len(records), 256))
     seconds = time.process_time() - start
     best = seconds if best is None else min(best, seconds)
 print(json.dumps({"seconds": best, "records": len(records), "rows": rows}))

@@ -90,7 +90,7 @@ def engine_unavailable(engine: str) -> str:
 
 
 def prompts_and_completions(records):
-    from ftdata.chat.prompts import load_prompt_template
+    from ftdata.chat.prompt_templates import load_prompt_template
 
     tpl = load_prompt_template("alpaca")
     return [tpl.render(instruction=r["instruction"], input=r["input"]) for r in records], [r["output"] for r in records]

@@ -38,7 +38,7 @@ served template, thinking on and off, and holds each record's rows to `oracle.tr
 turn trained once, on what the template writes for it as the last turn, after that render's
 context; the row count against an exhaustive search for the fewest.
 
-tests/test_chat_masking.py imports this module and checks every verified record against an
+tests/chat/test_chat_masking.py imports this module and checks every verified record against an
 independent oracle.
 """
 
@@ -272,7 +272,7 @@ def run(case: Case, tokenizer: Any) -> Outcome:
     """Render and mask every probe conversation with this template (set on `tokenizer`)."""
     from ftdata.errors import FtdataError, Location, UnusableRecord
     from ftdata.options import DataOptions
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
 
     outcome = Outcome(case)
     if case.skip:
@@ -376,7 +376,7 @@ def run_chat(case: Case, tokenizer: Any, kwargs: dict[str, Any]) -> ChatOutcome:
     """Render, mask and check every probe (plain and CHAT_PROBES) with these kwargs."""
     from ftdata.errors import FtdataError
     from ftdata.options import DataOptions
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
 
     oracle = _oracle()
     out = ChatOutcome(case, kwargs)
@@ -505,7 +505,7 @@ def previews(load: Callable[[str | None], Any] = _load) -> str:
     """Markdown: for each preview, the rendered text with trained spans in ⟦ ⟧, method and notes."""
     from ftdata.errors import Location, UnusableRecord
     from ftdata.options import DataOptions
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
     blocks = []
     for title, name, template, options, record in PREVIEWS:
         tok = load(name)
@@ -709,7 +709,7 @@ def build_options(kwargs: dict[str, Any], stop_tokens: tuple[str, ...]) -> Any:
 def run_served(case: ServedCase, tokenizer: Any, kwargs: dict[str, Any]) -> dict[str, Verdict]:
     """Every served probe through ftdata and the oracle, with these kwargs."""
     from ftdata.errors import FtdataError
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
 
     oracle = _oracle()
     records = served_records(case)
@@ -840,7 +840,7 @@ def run_base(tokenizer: Any, kwargs: dict[str, Any]) -> dict[str, Verdict]:
     characters agree and whose tokens at a prompt/response border do not is `border`."""
     from ftdata.errors import FtdataError
     from ftdata.outcomes import NoteCode, has_note
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
 
     oracle = _oracle()
     stops = oracle.stop_tokens(tokenizer, kwargs)
@@ -991,7 +991,7 @@ def run_history(tokenizer: Any, options: Any, kwargs: dict[str, Any], model_stop
         FtdataError: the template cannot be used at all (the stage refuses it).
     """
     from ftdata.errors import Location
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
     from ftdata.run.sft import Measured
 
     stage, one_row = Stage(tokenizer, replace(options, history="inference")), Stage(tokenizer, replace(options, history="one_row"))

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 from support import SHARED, make_char_tokenizer, tokenizer
+
+# tests/ mirrors the package, one folder per package, and a test module imports another's helpers by basename
+# (`from test_chat_tools import template_tokenizer`) across folders: each folder is importable, as pytest's prepend
+# mode makes the folder of every collected file, also when one file runs alone (basenames are unique across folders).
+for _folder in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and any(p.glob("test_*.py"))):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 # CI runs the same examples every time (a red main must be reproducible); locally Hypothesis explores.
 settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -1,6 +1,6 @@
 """The reference packer (test-only): one packed row from the rows of a bin, a Python loop
 over plain lists. `output.write_packed` builds the same rows column-wise, a batch of bins at
-a time; the tests check it against this one (tests/test_packing.py, tests/test_pipeline.py)."""
+a time; the tests check it against this one (tests/tokens/test_packing.py, tests/build/test_pipeline.py)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ EXAMPLE = re.compile(r"<!-- example( build)? -->\n```console\n\$ (ftdata [^\n]*)
 OPTIONS = re.compile(r"<!-- options -->\n.*?<!-- /options -->", re.S)
 WIDTH = {"COLUMNS": "80"}  # Rich wraps tables at the terminal width; pin the width of the docs
 
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "cli")]  # support, and test_cli (tests/cli/) for its fixture
 from test_cli import cached_tokenizers  # noqa: E402,F401  - the fixture, re-used here
 
 from ftdata.cli.app import app  # noqa: E402

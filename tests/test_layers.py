@@ -77,7 +77,7 @@ def test_an_import_by_string_obeys_the_layers() -> None:
     """A module named by a string (`TASKS`' "ftdata.run.sft:SFT") points where an import would: down, or within
     its own package. Seven such names in run/ pointed at cli/ views before `cli/views.py` held them."""
     arrows = string_arrows()
-    assert any(s == "ftdata.run.engine" and t == "ftdata.run.sft" for s, t, _ in arrows)  # it reads the engine's table
+    assert any(s == "ftdata.run.stage" and t == "ftdata.run.sft" for s, t, _ in arrows)  # it reads the stage's table
     assert upward(arrows) == []
 
 
@@ -113,11 +113,11 @@ def test_guard_imports_the_standard_library_and_errors_alone() -> None:
 
 
 # The task seam (docs/design.md, "Tasks"): the modules of each task (which declare the options they refuse,
-# `TaskModule.rules`), the table that names them (run/engine.py), the decision of a source's task (run/task.py) and of
+# `TaskModule.rules`), the table that names them (run/stage.py), the decision of a source's task (run/task.py) and of
 # built rows' (run/columns.py), and the enum (types.py). train/ trains one task's rows per method (its own table).
 # options.py is not one: it checks values, and no option rule of a task lives there.
 TASK_MODULES = {
-    "ftdata.types", "ftdata.run.engine", "ftdata.run.task", "ftdata.run.columns",
+    "ftdata.types", "ftdata.run.stage", "ftdata.run.task", "ftdata.run.columns",
     "ftdata.run.sft", "ftdata.run.stats", "ftdata.cli.preview", "ftdata.cli.stats_report",  # sft, its views
     "ftdata.cli.views",  # the CLI's table of views per task
     "ftdata.run.pairs", "ftdata.run.pair_rows", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",

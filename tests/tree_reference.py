@@ -1,5 +1,5 @@
 """The reference tree builder: a per-token prefix trie, one dict lookup per token (slow, obviously right).
-`ftdata.tokens.tree.grow` must build the same trees (tests/test_tree_rows.py)."""
+`ftdata.tokens.tree.grow` must build the same trees (tests/tokens/test_tree_rows.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The build driver: `ftdata.build(source, out, ...)` is the one way a dataset is built.
 
-    source ──run loop (loop.run, reducer engine.chunk)──▶ rows ──output──▶ in memory │ OUT folder │ OUT shards
+    source ──run loop (loop.run, reducer stage.reduce)──▶ rows ──output──▶ in memory │ OUT folder │ OUT shards
                                                           └──────────────▶ report, rejects, build.json, cache
 
 Output, by what is asked for:
@@ -32,7 +32,7 @@ from ftdata.errors import ConfigError
 from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.executors import not_a_spawned_start
-from ftdata.run.engine import task_module
+from ftdata.run.stage import task_module
 from ftdata.types import Task
 from ftdata.run.report import BuildReport
 from ftdata.run.task import with_task
@@ -161,7 +161,7 @@ def prepare(
 
     Same arguments as `build_sft_dataset`; use this when you want the counts. Options come
     as keywords or, already validated, as `build_options` (not both). `progress`, when given,
-    is called after each chunk with the number of records read for it (filtered ones
+    is called after each batch with the number of records read for it (filtered ones
     included), e.g. to advance a progress bar. `engine="processes"` runs the per-record work in
     `num_workers` spawned processes (see `ftdata.run.executors`); the output is the same.
     """

@@ -28,7 +28,7 @@ from ftdata.guard.inputs import Input
 from ftdata.media.audio import DECODER, RESAMPLER
 from ftdata.options import BuildOptions, plain
 from ftdata.outcomes import NoteCode
-from ftdata.run.engine import task_module
+from ftdata.run.stage import task_module
 from ftdata.types import Task
 from ftdata.run.report import BuildReport
 from ftdata.guard.safeio import OutputDir

@@ -1,6 +1,6 @@
 """A build in this process: its rows written to scratch, its rejects to their file, its dataset memory-mapped.
 
-    source ──run loop (loop.run, reducer engine.chunk)──▶ rows file ──rows.finish──▶ Dataset (+ cache entry)
+    source ──run loop (loop.run, reducer stage.reduce)──▶ rows file ──rows.finish──▶ Dataset (+ cache entry)
 
 `in_memory` is the dataset a build returns without OUT (`prepare`, `build_sft_dataset`, training's
 data step) and what `publish` writes into OUT; `write_rows` is the loop every build of rows shares
@@ -24,7 +24,7 @@ from ftdata.guard import safeio, space
 from ftdata.guard.inputs import Digests, Input, Manifest, Stat, add_read, data_input
 from ftdata.options import BuildOptions, OutputOptions, RunOptions
 from ftdata.run import loop
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.executors import Executor
 from ftdata.run.report import BuildReport, RejectsWriter
 
@@ -56,7 +56,7 @@ def check_built(report: BuildReport, rows: int) -> None:
         raise FtdataError(f"every record was rejected ({report.n_rejected} of {report.records}){why}")
 
 
-def _chunk(stage: Stage, ran: Ran) -> Any:
+def _part(stage: Stage, ran: Ran) -> Any:
     """The build's reducer (module level: it travels to workers by name)."""
     return stage.reduce(ran)
 
@@ -80,9 +80,7 @@ def write_rows(
     The rejects file is published only when every batch succeeded; `rows` is closed either way.
     """
     try:
-        for part in loop.run(
-            source, stage, options, _chunk, report=report, progress=progress, on=on, empty_ok=empty_ok
-        ):
+        for part in loop.run(source, stage, options, _part, report=report, progress=progress, on=on, empty_ok=empty_ok):
             rows.add(part)
             sink.write(part.rejects)
             if media is not None:

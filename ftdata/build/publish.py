@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, DiskFullError, FtdataError
-from ftdata.run.engine import task_module
+from ftdata.run.stage import task_module
 from ftdata.types import Task
 from ftdata.build import cache, export
 from ftdata.guard import safeio, space

@@ -45,7 +45,7 @@ from ftdata.guard import space
 from ftdata.io import store
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.build.local import check_built, write_rows
-from ftdata.run.engine import Stage, task_module
+from ftdata.run.stage import Stage, task_module
 from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ray_failure, ray_spec
 from ftdata.options import BuildOptions
 from ftdata.io.readers import data_files

@@ -1,6 +1,6 @@
 """Render: `Example` -> `Rendered` (text + the character spans that carry loss).
 
-Two renderers share one masking path. Prompt templates (prompts.py) know their spans by
+Two renderers share one masking path. Prompt templates (prompt_templates.py) know their spans by
 construction. For the model's own chat template, the spans follow the inference-consistency
 rule, found from the template's own renders in characters (turns.py, docs/masking.md):
 
@@ -39,7 +39,12 @@ from ftdata.chat.markers import (
     one_token,
 )
 from ftdata.chat.probes import reasoning_probe
-from ftdata.chat.prompts import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
+from ftdata.chat.prompt_templates import (
+    PromptTemplate,
+    chat_template_alias,
+    load_prompt_template,
+    render_prompt_template,
+)
 from ftdata.chat.late_system import writes_late_system
 from ftdata.chat.turns import SYSTEM_DROPPED, ChatSpans
 from ftdata.outcomes import Note, NoteCode, RejectCode

@@ -19,7 +19,7 @@ chosen greedily from the last: a row trains every remaining turn that it writes 
 A turn j is always held by the row that ends with it, so the loop ends, and every trained turn is
 trained in exactly one row. Greedy from the last is the fewest rows wherever the turns a row holds are
 the later ones of its conversation (a template's rewrite reaches back from the last turn: every served
-template we know); tests/test_trajectory.py compares it with an exhaustive search.
+template we know); tests/chat/test_trajectory.py compares it with an exhaustive search.
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ def console(no_color: bool = False, *, stderr: bool = False) -> Console:
 def _stage(settings: Settings) -> Any:
     """The record engine for DATA, holding the task the data (or --task) names."""
     from ftdata.io.resources import load_tokenizer
-    from ftdata.run.engine import Stage
+    from ftdata.run.stage import Stage
     from ftdata.run.task import with_task
 
     options = with_task(settings.data, settings.options)
@@ -334,7 +334,7 @@ def stats(
         return
     stage = _stage(settings)
     from ftdata.cli.views import VIEWS
-    from ftdata.run.engine import named
+    from ftdata.run.stage import named
 
     views, measure = VIEWS[stage.task.task], named(stage.task.stats)  # the task's own measures, the CLI's tables
     if (plot and views.write_plot is None) or (html and views.write_html is None):
@@ -751,7 +751,7 @@ EXAMPLE = {
 def templates(no_color: NoColorOpt = False) -> None:
     """List the built-in prompt templates, each with a rendered example."""
     from ftdata.cli.preview import ASCII, UNICODE
-    from ftdata.chat.prompts import builtin_names, load_prompt_template
+    from ftdata.chat.prompt_templates import builtin_names, load_prompt_template
     from ftdata.cli.terminal import unicode_ok
 
     out = console(no_color)

@@ -30,7 +30,7 @@ from ftdata.cli.preview import (
     show_window,
 )
 from ftdata.outcomes import Note
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.pairs import MeasuredPair, Side, continuation
 from ftdata.run.report import Reject
 from ftdata.types import IGNORE_INDEX, Pair

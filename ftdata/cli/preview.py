@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftdata.run import loop
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.seam import Item
 from ftdata.run.sft import Measured
 from ftdata.errors import FtdataError
@@ -44,7 +44,7 @@ from ftdata.run.report import BuildReport, Reject
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.chat.trajectory import SplitRow
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
-from ftdata.media.inspect import collapse_segments, collapse_tokens
+from ftdata.media.summary import collapse_segments, collapse_tokens
 
 STYLES = {
     (True, False): "black on green",

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ftdata.cli.preview import UNICODE, Printer, show_window
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.prompt_stats import PromptStats
 from ftdata.run.prompts import MeasuredPrompt
 from ftdata.run.report import Reject

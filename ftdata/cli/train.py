@@ -206,7 +206,7 @@ def _check_data_options(cfg: TrainConfig, *, given: dict[str, Any], allow_code: 
             instead=f"a built-in reward ({', '.join(BUILTIN)})",
         )
     if options.template is not None:
-        from ftdata.chat.prompts import load_prompt_template
+        from ftdata.chat.prompt_templates import load_prompt_template
 
         load_prompt_template(options.template)
 

@@ -30,7 +30,7 @@ from ftdata.build.load import load
 from ftdata.errors import ConfigError
 from ftdata.media.images import DIGEST, load_image, stored
 from ftdata.run.columns import row_columns, task_of_columns
-from ftdata.run.engine import task_module
+from ftdata.run.stage import task_module
 from ftdata.types import IGNORE_INDEX
 
 __all__ = ["Sample", "Page", "collect"]

@@ -28,7 +28,7 @@ from ftdata.run.task import sources_task
 
 from ftdata.guard import safeio
 from ftdata.guard.inputs import Stat, add_read
-from ftdata.run.engine import Ran, Stage, task_module
+from ftdata.run.stage import Ran, Stage, task_module
 from ftdata.errors import ConfigError, FtdataError, Location
 from ftdata.guard.bounds import ReadBounds
 from ftdata.io.counter import count_records
@@ -49,9 +49,9 @@ UNITS = ("records", "tokens", "trained_tokens")
 
 @dataclass
 class _Part:
-    """A batch of one source: the build's chunk, and each kept record's location (and text, when asked)."""
+    """A batch of one source: the task's part, and each kept record's location (and text, when asked)."""
 
-    chunk: Any
+    task_part: Any
     located: list[tuple[int, Location, str]]  # (record in the batch, its location, its rendered text or "")
 
 
@@ -242,7 +242,7 @@ class _Reading:
         for path in spec.files():
             for part in loop.run(path, stage, run, reduce, report=source.report, progress=progress, empty_ok=True):
                 base = self.rows.records
-                c = part.chunk
+                c = part.task_part
                 self.sink.write(c.rejects)
                 if self.media is not None:
                     add_read(self.media, c.read)

@@ -16,7 +16,7 @@ import numpy as np
 from rich.table import Table
 
 from ftdata.mix.build import recipe_stages
-from ftdata.run.engine import Stage, named
+from ftdata.run.stage import Stage, named
 from ftdata.mix.recipe import Recipe
 from ftdata.mix.shares import SourceSizes, plan_mix
 from ftdata.options import RunOptions

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ftdata.run.engine import TASKS, task_module
+from ftdata.run.stage import TASKS, task_module
 from ftdata.types import Task
 
 __all__ = ["row_columns", "task_of_columns"]

@@ -8,7 +8,7 @@ into the caller's, the filter's rejects included), the empty-input check and the
 keep-a-record-whole rule (`Stage.run`). A command is a reducer: a module-level
 `reduce(stage, ran) -> part` that runs where the batch ran (so only the part travels back):
 
-    build     engine.chunk: the kept sequences as token arrays, and the rejects for the file
+    build     stage.reduce: the kept sequences as token arrays, and the rejects for the file
     stats     stats.summaries: each example reduced to a few integers
     preview   preview.views: each example as a view, or its reject
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from ftdata.run.engine import Ran, Record, Stage
+from ftdata.run.stage import Ran, Record, Stage
 from ftdata.errors import FtdataError
 from ftdata.run.executors import Executor, executor
 from ftdata.chat.sandbox import compile_filter
@@ -91,7 +91,7 @@ class StageSpec(Generic[P]):
 
 @dataclass
 class Batch:
-    """The records of one chunk, and the filter's rejects of the records read with them."""
+    """The records of one batch, and the filter's rejects of the records read with them."""
 
     records: list[Record] = field(default_factory=list)
     filtered: list[Reject] = field(default_factory=list)

@@ -8,7 +8,7 @@ The columns TRL's preference collators read (`DataCollatorForPreference`,
 completion masks themselves, so a row holds nothing else. `prompt_ids` holds the tokenizer's BOS
 where inference adds one; each completion ends with its stop token.
 
-    build   pair_chunk (the reducer, in the worker) ──▶ PairRows (the rows file, each row's record)
+    build   pair_part (the reducer, in the worker) ──▶ PairRows (the rows file, each row's record)
             ──▶ rows.finish_rows: shuffled, split by record (test_size), the record column dropped
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ftdata.run.engine import Ran, flat
+from ftdata.run.stage import Ran, flat
 from ftdata.run.seam import Part
 from ftdata.run.rows import RECORD, list_column
 from ftdata.types import Task
 
-__all__ = ["COMPLETIONS", "PairChunk", "PairRow", "PairRows", "jsonl_pair_rows", "pair_chunk", "pair_schema"]
+__all__ = ["COMPLETIONS", "PairPart", "PairRow", "PairRows", "jsonl_pair_rows", "pair_part", "pair_schema"]
 
 COMPLETIONS = {Task.PREFERENCE: ("chosen_ids", "rejected_ids"), Task.KTO: ("completion_ids",)}
 IDS = pa.list_(pa.int32())
@@ -63,7 +63,7 @@ def pair_schema(task: Task) -> pa.Schema:
 
 
 @dataclass
-class PairChunk(Part):
+class PairPart(Part):
     """A build's output for one batch of pairs, made in the worker: the kept rows as flat token columns
     (`prompt_ids`, then each completion's: every row's tokens in one int32 array and each row's length),
     KTO's labels, each row's record in the batch, the rejects, the counts. Arrays, not lists of rows: a
@@ -74,7 +74,7 @@ class PairChunk(Part):
 
     @property
     def size(self) -> int:
-        """Rows in the chunk."""
+        """Rows in the part."""
         return len(self.groups)
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +93,7 @@ def pair_units(prompt: np.ndarray, completions: list[np.ndarray]) -> tuple[np.nd
     return prompt + trained, trained
 
 
-def pair_chunk(ran: Ran) -> PairChunk:
+def pair_part(ran: Ran) -> PairPart:
     """The build's reducer for pairs: the rows `Stage.run` kept (after the whole-record rule), with the counts
     a build reports: a row is a sequence, its tokens the prompt's and the completions', the completions' trained."""
     rows: list[PairRow] = []
@@ -104,7 +104,7 @@ def pair_chunk(ran: Ran) -> PairChunk:
     columns = [flat([row.prompt for row in rows])]
     columns += [flat([row.completions[i] for row in rows]) for i in range(len(rows[0].completions) if rows else 0)]
     labels = np.array([row.label for row in rows], dtype=bool) if rows and rows[0].label is not None else None
-    out = PairChunk(columns, labels, groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=ran.report)
+    out = PairPart(columns, labels, groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=ran.report)
     tokens, trained = out.units()
     out.report.sequences = len(rows)
     out.report.tokens, out.report.trained_tokens = int(tokens.sum()), int(trained.sum())
@@ -120,11 +120,11 @@ class PairRows:
         self.path = path
         self.task = task
         self.rows = 0
-        self.records = 0  # records written before the current chunk
+        self.records = 0  # records written before the current batch
         self.schema = pair_schema(task).append(pa.field(RECORD, pa.int64()))
         self._writer = pa.ipc.new_stream(str(path), self.schema)
 
-    def add(self, part: PairChunk) -> None:
+    def add(self, part: PairPart) -> None:
         base, self.records = self.records, self.records + (int(part.groups.max()) + 1 if len(part.groups) else 0)
         if not part.size:
             return

@@ -27,7 +27,7 @@ import numpy as np
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.run import loop
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.pair_rows import PairRow
 from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import BuildReport, Reject

@@ -36,13 +36,12 @@ from ftdata.guard import limits
 from ftdata.guard.limits import RecordOverLimit
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
-from ftdata.chat.trajectory import SplitRow
 from ftdata.records.formats import Columns
 from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
-from ftdata.run.drift import Drift
-from ftdata.run.engine import Ran, Stage, TaskModule
+from ftdata.run.seam import OneRow
+from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.option_rules import Refused, TaskRules
-from ftdata.run.pair_rows import PairChunk, PairRow, PairRows, jsonl_pair_rows, pair_chunk, pair_schema, pair_units
+from ftdata.run.pair_rows import PairPart, PairRow, PairRows, jsonl_pair_rows, pair_part, pair_schema, pair_units
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
@@ -75,7 +74,7 @@ class Side:
 
 
 @dataclass(frozen=True, slots=True)
-class MeasuredPair:
+class MeasuredPair(OneRow):
     """A pair (or a KTO record) rendered, masked and verified, not yet fitted to max_length.
 
     `Stage.run` reads it as it reads a `Measured`: `example` is the prompt, `rendered` the inference
@@ -100,16 +99,6 @@ class MeasuredPair:
     @property
     def total(self) -> int:
         return self.row.length
-
-    @property
-    def split_row(self) -> SplitRow | None:
-        """A pair is one row of its record."""
-        return None
-
-    @property
-    def drift(self) -> tuple[Drift, ...]:
-        """A pair's completions carry no recorded token ids."""
-        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +238,8 @@ class PairTask:
             reject = stage.reject(exc, item.example.source, RejectStage.TRUNCATE)
             return Fitted([], reject.reason, reject.code)
 
-    def reduce(self, stage: Stage, ran: Ran[MeasuredPair, Fitted]) -> PairChunk:
-        return pair_chunk(ran)
+    def reduce(self, stage: Stage, ran: Ran[MeasuredPair, Fitted]) -> PairPart:
+        return pair_part(ran)
 
     def open_rows(self, path: Path, options: DataOptions) -> PairRows:
         return PairRows(path, task=self.task)
@@ -281,7 +270,7 @@ class PairTask:
         return pair_units(lengths[0], lengths[1:])
 
 
-PairModule = TaskModule[Pair | Unpaired, MeasuredPair, Fitted, PairChunk, PairState]
+PairModule = TaskModule[Pair | Unpaired, MeasuredPair, Fitted, PairPart, PairState]
 PAIRS: PairModule = PairTask(Task.PREFERENCE)
 KTO: PairModule = PairTask(Task.KTO)
 

@@ -34,13 +34,11 @@ from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
 from ftdata.records.reward_types import SKIP, parse_kind
-from ftdata.chat.trajectory import SplitRow
 from ftdata.guard import limits
 from ftdata.records.formats import Columns
-from ftdata.run.drift import Drift
-from ftdata.run.engine import Ran, Stage, TaskModule, flat
+from ftdata.run.stage import Ran, Stage, TaskModule, flat
 from ftdata.run.option_rules import Refused, TaskRules
-from ftdata.run.seam import Memo, Part
+from ftdata.run.seam import Memo, OneRow, Part
 from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import RECORD, finish_rows, list_column
@@ -54,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PROMPTS",
     "MeasuredPrompt",
-    "PromptChunk",
+    "PromptPart",
     "PromptRow",
     "PromptRows",
     "PromptState",
@@ -110,7 +108,7 @@ class PromptTokens:
 
 
 @dataclass(frozen=True, slots=True)
-class MeasuredPrompt:
+class MeasuredPrompt(OneRow):
     """A prompt rendered, tokenized and verified, not yet fitted: read by `Stage.run` as a `Measured`."""
 
     record: PromptRecord
@@ -130,16 +128,6 @@ class MeasuredPrompt:
     @property
     def total(self) -> int:
         return len(self.row.prompt_ids)
-
-    @property
-    def split_row(self) -> SplitRow | None:
-        """A prompt is one row of its record."""
-        return None
-
-    @property
-    def drift(self) -> tuple[Drift, ...]:
-        """A prompt trains nothing: no recorded token ids to check."""
-        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,8 +254,8 @@ class PromptTask:
         except RecordError as exc:
             return FittedPrompt([], f"too long: {over}; cut, it cannot be rendered: {exc.reason}", RejectCode.TOO_LONG)
 
-    def reduce(self, stage: Stage, ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptChunk:
-        return prompt_chunk(ran)
+    def reduce(self, stage: Stage, ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptPart:
+        return prompt_part(ran)
 
     def open_rows(self, path: Path, options: DataOptions) -> PromptRows:
         return PromptRows(path, options)
@@ -299,7 +287,7 @@ class PromptTask:
         return lengths, np.zeros(len(lengths), dtype=np.int64)
 
 
-PROMPTS: TaskModule[PromptRecord, MeasuredPrompt, FittedPrompt, PromptChunk, PromptState] = PromptTask()
+PROMPTS: TaskModule[PromptRecord, MeasuredPrompt, FittedPrompt, PromptPart, PromptState] = PromptTask()
 
 
 def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, str]] | str]:
@@ -477,7 +465,7 @@ def _shortened(text: str, keep: int, cut: PromptCut) -> str:
 
 
 @dataclass
-class PromptChunk(Part):
+class PromptPart(Part):
     """A build's part of one batch of prompts (made in the worker): the token ids as one flat array, the stored
     prompts and reward columns as lists, each row's record in the batch, the rejects, the counts."""
 
@@ -492,7 +480,7 @@ class PromptChunk(Part):
         return self.ids[1], np.zeros(len(self.ids[1]), dtype=np.int64)
 
 
-def prompt_chunk(ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptChunk:
+def prompt_part(ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptPart:
     """The build's reducer for prompts: the rows `Stage.run` kept, with the counts a build reports."""
     rows: list[PromptRow] = []
     groups: list[int] = []
@@ -502,7 +490,7 @@ def prompt_chunk(ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptChunk:
         if item.opens:
             ran.report.prompt_opens[item.opens] += 1
     names = list(rows[0].columns) if rows else []
-    out = PromptChunk(
+    out = PromptPart(
         flat([r.prompt_ids for r in rows]),
         [r.prompt for r in rows],
         [r.tools for r in rows],
@@ -534,12 +522,12 @@ class PromptRows:
     def __init__(self, path: Path, options: DataOptions):
         self.path = path
         self.rows = 0
-        self.records = 0  # records written before the current chunk
+        self.records = 0  # records written before the current batch
         self.options = options
-        self.schema: pa.Schema | None = None  # from the first chunk (a chat template or a prompt template's text)
+        self.schema: pa.Schema | None = None  # from the first batch (a chat template or a prompt template's text)
         self._writer: Any = None
 
-    def add(self, part: PromptChunk) -> None:
+    def add(self, part: PromptPart) -> None:
         base, self.records = self.records, self.records + (int(part.groups.max()) + 1 if len(part.groups) else 0)
         if not len(part.groups):
             return
@@ -548,7 +536,7 @@ class PromptRows:
             self.schema = schema.append(pa.field(RECORD, pa.int64()))
             self._writer = pa.ipc.new_stream(str(self.path), self.schema)
         schema = self.schema
-        assert schema is not None  # set with the writer, from the first chunk
+        assert schema is not None  # set with the writer, from the first batch
         values, lengths = part.ids
         columns = [
             pa.array(part.prompts, type=schema.field("prompt").type),

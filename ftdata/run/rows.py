@@ -73,7 +73,7 @@ class ArrowRows:
     def __init__(self, path: Path, *, media: bool = False, tree: bool = False):
         self.path = path
         self.rows = 0
-        self.records = 0  # records written before the current chunk
+        self.records = 0  # records written before the current batch
         self.weighted = False  # a row with loss weights was written (and the marker file beside)
         self.schema = self.WRITTEN.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if media else self.WRITTEN
         self.schema = tree_schema(self.schema) if tree else self.schema
@@ -91,7 +91,7 @@ class ArrowRows:
         sources: list[str] | None = None,
         positions: np.ndarray | None = None,
     ) -> None:
-        """One chunk's sequences; `groups` is each one's record index within the chunk, `sources` its record's
+        """One batch's sequences; `groups` is each one's record index within the batch, `sources` its record's
         location; `weights` per token, if any; `media` each one's `media` column (a build with a processor)."""
         base, self.records = self.records, self.records + (int(groups.max()) + 1 if len(groups) else 0)
         if not len(lengths):
@@ -121,7 +121,7 @@ class ArrowRows:
             _weighted(self.path).touch()
 
     def add(self, part: Any) -> None:
-        """A build's part of one batch (`ftdata.run.sft.Chunk`)."""
+        """A build's part of one batch (`ftdata.run.sft.SftPart`)."""
         self.write(
             part.ids,
             part.labels,

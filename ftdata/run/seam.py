@@ -70,6 +70,20 @@ class Item(Protocol):
         ...
 
 
+class OneRow:
+    """An item that is its record's only row, with no recorded token ids to check: a pair, a prompt."""
+
+    __slots__ = ()
+
+    @property
+    def split_row(self) -> SplitRow | None:
+        return None
+
+    @property
+    def drift(self) -> tuple[Drift, ...]:
+        return ()
+
+
 class Fit(Protocol):
     """An item fitted to the task's length limits: its rows (none: dropped) and, when anything was cut, why. A
     dataclass: the engine empties the rows of a record it does not keep whole with `dataclasses.replace`."""

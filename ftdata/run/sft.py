@@ -1,8 +1,8 @@
-"""SFT: records -> conversations -> assistant turns trained, everything else masked (`ftdata.run.engine`'s first task).
+"""SFT: records -> conversations -> assistant turns trained, everything else masked (`ftdata.run.stage`'s first task).
 
     row ──records.formats──▶ Example(s) ──render (history=inference: a row per turn inference sees
         otherwise)──▶ Rendered ──mask + verify──▶ Measured ──fit max_length (tokens.truncation)──▶ rows
-        ──reduce──▶ Chunk (flat token arrays) ──rows.ArrowRows──▶ rows.finish (split, pack, pad)
+        ──reduce──▶ SftPart (flat token arrays) ──rows.ArrowRows──▶ rows.finish (split, pack, pad)
 
 Token counts of one example (`Measured`):
 
@@ -39,7 +39,7 @@ from ftdata.records.formats import FIELD_ALIASES, Columns, to_examples
 from ftdata.records.media import attach_columns
 from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
 from ftdata.run.drift import Drift, recorded, token_drift
-from ftdata.run.engine import Ran, Stage, TaskModule, flat
+from ftdata.run.stage import Ran, Stage, TaskModule, flat
 from ftdata.run.option_rules import TaskRules
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["SFT", "Chunk", "Measured", "SftState", "SftTask", "chunk", "jsonl_rows", "trained_runs"]
+__all__ = ["SFT", "SftPart", "Measured", "SftState", "SftTask", "sft_part", "jsonl_rows", "trained_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class Measured:
 
 
 @dataclass
-class Chunk(Part):
+class SftPart(Part):
     """A build's output for one batch: flat token arrays, and the `Part` contract (each sequence's record in the
     batch, every reject for the file, the counts, the media files the batch read)."""
 
@@ -230,9 +230,9 @@ class SftTask:
             result = stage.media.truncated(item, result, limit=stage.options.max_length)
         return result
 
-    def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> Chunk:
+    def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> SftPart:
         tree = stage.options.max_length if stage.options.history is HistoryMode.TREE else None
-        return chunk(ran, media=stage.media, tree=tree)
+        return sft_part(ran, media=stage.media, tree=tree)
 
     def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
         return ArrowRows(path, media=options.processor is not None, tree=options.history is HistoryMode.TREE)
@@ -267,7 +267,7 @@ class SftTask:
         return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
 
 
-SFT: TaskModule[Example, Measured, Truncated, Chunk, SftState] = SftTask()
+SFT: TaskModule[Example, Measured, Truncated, SftPart, SftState] = SftTask()
 
 
 def _rows(stage: Stage, example: Example) -> Sequence[tuple[Example, Rendered, SplitRow | None]]:
@@ -329,14 +329,14 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     )
 
 
-def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: int | None = None) -> Chunk:
+def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: int | None = None) -> SftPart:
     """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
 
     `media` (a build with a processor): each sequence's `media` column too (`Media.column`). `tree` (history=tree:
     the build's max_length): each record's rows as prefix trees of at most that many tokens (`tokens.tree`).
     """
     if tree is not None:
-        return _tree_chunk(ran, max_length=tree)
+        return _tree_part(ran, max_length=tree)
     seqs: list[tuple[list[int], list[int]]] = []
     groups: list[int] = []  # per sequence: its record in the batch
     where: list[str] = []  # per sequence: its record's location
@@ -352,7 +352,7 @@ def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: in
                 for (ids, _), example in zip(result.rows, sources)
             )
     report = ran.report
-    out = Chunk(
+    out = SftPart(
         *_flatten(seqs),
         groups=np.asarray(groups, dtype=np.int64),
         rejects=ran.rejects,
@@ -368,8 +368,8 @@ def chunk(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: in
     return out
 
 
-def _tree_chunk(ran: Ran[Measured, Truncated], *, max_length: int) -> Chunk:
-    """`chunk` under history=tree: the kept rows of each record grown into trees; `tokens` counts what is
+def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int) -> SftPart:
+    """`sft_part` under history=tree: the kept rows of each record grown into trees; `tokens` counts what is
     forwarded (each tree's unique tokens), `split_rows` the rows they hold."""
     by_record: dict[int, tuple[str, list[Any]]] = {}
     for record, item, result in ran.kept():
@@ -383,7 +383,7 @@ def _tree_chunk(ran: Ran[Measured, Truncated], *, max_length: int) -> Chunk:
     seqs = [WeightedRow(t.ids, t.labels, t.weights) if t.weights is not None else (t.ids, t.labels) for t in trees]
     positions, _ = flat([t.positions for t in trees])
     report = ran.report
-    out = Chunk(
+    out = SftPart(
         *_flatten(seqs),
         groups=np.asarray(groups, dtype=np.int64),
         rejects=ran.rejects,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ftdata.run import loop
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 from ftdata.run.sft import SFT, Measured
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
@@ -30,7 +30,7 @@ from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
-from ftdata.media.inspect import audio_counts, media_counts
+from ftdata.media.summary import audio_counts, media_counts
 
 POLICIES = (
     TruncationPolicy.KEEP_RESPONSE,

@@ -26,7 +26,7 @@ from ftdata.options import BuildOptions, DataOptions
 from ftdata.records.preference import PREFERENCE_FIELDS, detect_task, preference_columns
 from ftdata.records.prompts import PROMPT_FIELDS, RewardColumns, looks_like_prompts, nested_paths, prompt_columns
 from ftdata.records.reward_types import SKIP
-from ftdata.run.engine import TASKS, task_module
+from ftdata.run.stage import TASKS, task_module
 from ftdata.run.loop import read_batches
 from ftdata.run.option_rules import check
 from ftdata.types import Task

@@ -26,7 +26,7 @@ exactly (what TRL's collator rebuilds from `seq_lengths` is what is stored)::
     seq_lengths   [4, 4]
 
 The pads trail their sequence, so under causal attention no real token sees them: every real
-token's logits are those of its sequence alone (tests/test_isolation.py).
+token's logits are those of its sequence alone (tests/tokens/test_isolation.py).
 
 `plan_bins` decides which sequences share a row (best-fit decreasing), `pad_sequences` pads a
 flat batch of sequences, `packing_stats` says how full the rows are; `output.write_packed`

@@ -24,7 +24,7 @@ from ftdata.build.load import load as load_build
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions
 from ftdata.run.columns import task_of_columns
-from ftdata.run.engine import task_module
+from ftdata.run.stage import task_module
 from ftdata.run.report import BuildReport
 from ftdata.io.resources import cache_root
 from ftdata.train.config import Method, TrainConfig, check_method

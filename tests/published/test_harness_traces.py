@@ -22,7 +22,7 @@ from ftdata.errors import Location, RecordError
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode
 from ftdata.records.formats import to_examples
-from ftdata.run.engine import Ran, Stage
+from ftdata.run.stage import Ran, Stage
 
 ATIF = DATASETS / "agent_traces" / "atif"
 NATIVE = DATASETS / "agent_traces" / "harness_native"

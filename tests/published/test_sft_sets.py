@@ -22,7 +22,7 @@ from ftdata.errors import Location, RecordError
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode
 from ftdata.records.formats import Columns, detect, to_examples
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.sft import Measured
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")

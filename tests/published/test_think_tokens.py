@@ -22,7 +22,7 @@ from support import ROOT, TOKENIZERS, tokenizer
 from ftdata.errors import Location
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode
-from ftdata.run.engine import Stage
+from ftdata.run.stage import Stage
 from ftdata.run.sft import Measured
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")

@@ -6,7 +6,7 @@ on each rank), and an `accelerate launch --multi_gpu --num_processes 2` resume o
 from its checkpoint-2. About 90 s on 2 quiet cores; in the default suite so CI runs it.
 
 A `sitecustomize` hook on each process's path marks that the process started and whether it
-ever built a tokenizing stage (`ftdata.run.engine.Stage`): training on a build folder must not.
+ever built a tokenizing stage (`ftdata.run.stage.Stage`): training on a build folder must not.
 """
 
 from __future__ import annotations
@@ -47,15 +47,15 @@ HOOK = textwrap.dedent(
     marks = pathlib.Path(os.environ["FTDATA_TEST_MARKS"])
     rank = os.environ.get("RANK", "main")  # the launcher itself is "main" too; it builds nothing
     (marks / f"started-{rank}").touch()
-    import ftdata.run.engine
+    import ftdata.run.stage
 
-    _init = ftdata.run.engine.Stage.__init__
+    _init = ftdata.run.stage.Stage.__init__
 
     def _marked(self, *args, **kwargs):
         (marks / f"tokenized-{rank}").touch()
         _init(self, *args, **kwargs)
 
-    ftdata.run.engine.Stage.__init__ = _marked
+    ftdata.run.stage.Stage.__init__ = _marked
     """
 )
 
