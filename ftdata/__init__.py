@@ -1,8 +1,8 @@
 """ftdata: supervised fine-tuning data for LLMs, masked exactly, packed tightly, checked before training.
 
-    >>> from ftdata import build, build_sft_dataset
-    >>> ds = build_sft_dataset("data.json", template="alpaca", max_length=1024)  # doctest: +SKIP
-    >>> result = build("data.json", "out", template="alpaca", packing=True)  # doctest: +SKIP
+>>> from ftdata import build, build_sft_dataset
+>>> ds = build_sft_dataset("data.json", template="alpaca", max_length=1024)  # doctest: +SKIP
+>>> result = build("data.json", "out", template="alpaca", packing=True)  # doctest: +SKIP
 """
 
 from ftdata.build.load import load

@@ -44,9 +44,13 @@ class RecordError(FtdataError):
     exit_code = 4
 
     def __init__(
-        self, message: str, *, location: Location | None = None, field: str | None = None,
+        self,
+        message: str,
+        *,
+        location: Location | None = None,
+        field: str | None = None,
         code: RejectCode = RejectCode.MALFORMED,
-    ):  # fmt: skip
+    ):
         self.reason = message
         self.code = code  # counted when the record is rejected
         self.location = location

@@ -28,17 +28,42 @@ from ftdata.io.delimited import check_delimiter
 from ftdata.records.formats import FORMAT_ALIASES, FORMATS, format_name
 from ftdata.records.prompts import RewardColumns
 from ftdata.types import (
-    AudioWindow, Engine, HistoryMode, MaskPolicy, OnError, Padding, PaddingSide, PromptCut, SpecialTokens, SystemMode, Task,
-    TruncationPolicy, _Choice,
-)  # fmt: skip
+    AudioWindow,
+    Engine,
+    HistoryMode,
+    MaskPolicy,
+    OnError,
+    Padding,
+    PaddingSide,
+    PromptCut,
+    SpecialTokens,
+    SystemMode,
+    Task,
+    TruncationPolicy,
+    _Choice,
+)
 
 
 # apply_chat_template's own parameters: ftdata passes them on every render.
-RESERVED_TEMPLATE_KWARGS = frozenset({
-    "messages", "conversation", "tools", "documents", "add_generation_prompt", "continue_final_message",
-    "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict", "return_assistant_tokens_mask",
-    "tokenizer_kwargs", "chat_template",
-})  # fmt: skip
+RESERVED_TEMPLATE_KWARGS = frozenset(
+    {
+        "messages",
+        "conversation",
+        "tools",
+        "documents",
+        "add_generation_prompt",
+        "continue_final_message",
+        "tokenize",
+        "padding",
+        "truncation",
+        "max_length",
+        "return_tensors",
+        "return_dict",
+        "return_assistant_tokens_mask",
+        "tokenizer_kwargs",
+        "chat_template",
+    }
+)
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -49,53 +74,81 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 class DataOptions:
     """What the rows are made of: every option here changes the output, and only these do."""
 
-    template: str | None = _opt(None, "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the tokenizer's own chat template, which must be ChatML")
+    template: str | None = _opt(
+        None,
+        "prompt template name or .jinja path; None = the tokenizer's chat template (else alpaca); chatml = the "
+        "tokenizer's own chat template, which must be ChatML",
+    )
     chat_template: str | None = _opt(
-        None, "render with this chat template instead of the tokenizer's (or the processor's): a .jinja file or a "
+        None,
+        "render with this chat template instead of the tokenizer's (or the processor's): a .jinja file or a "
         "template TRL ships by name (qwen3, llama3, ...); the tokenizer folder is not changed; ftdata train saves it "
-        "with the tokenizer (TRL's chat_template_path)"
+        "with the tokenizer (TRL's chat_template_path)",
     )
     max_length: int = _opt(2048, "longest sequence in tokens (and the packed row length)")
     packing: bool = _opt(False, "pack sequences into max_length rows (best-fit decreasing)")
     pad_to_multiple_of: int | None = _opt(
-        None, "packing: pad each sequence (pad tokens, label -100) to a multiple of this, e.g. 2 x the context-parallel size; must divide max_length"
+        None,
+        "packing: pad each sequence (pad tokens, label -100) to a multiple of this, e.g. 2 x the context-parallel "
+        "size; must divide max_length",
     )
-    test_size: float | int | None = _opt(None, "held-out split of whole records (a cut record never straddles it): a fraction (0.1) or a record count (200)")
+    test_size: float | int | None = _opt(
+        None,
+        "held-out split of whole records (a cut record never straddles it): a fraction (0.1) or a record count (200)",
+    )
     seed: int = _opt(42, "seed for shuffling, splitting and packing")
     format: str | None = _opt(
-        None, f"record format, detected per record when None: {', '.join(FORMATS)} "
-        f"(also {', '.join(f'{k} = {v}' for k, v in FORMAT_ALIASES.items())})"
+        None,
+        f"record format, detected per record when None: {', '.join(FORMATS)} "
+        f"(also {', '.join(f'{k} = {v}' for k, v in FORMAT_ALIASES.items())})",
     )
     task: Task | None = _opt(
-        None, "what the rows are: sft (input_ids + labels), preference (prompt_ids, chosen_ids, rejected_ids; also dpo) "
-        "or kto (prompt_ids, completion_ids, label), prompts (prompt, prompt_ids and the reward columns, for GRPO/RLOO; "
+        None,
+        "what the rows are: sft (input_ids + labels), preference (prompt_ids, chosen_ids, rejected_ids; also dpo) "
+        "or kto (prompt_ids, completion_ids, label), prompts (prompt, prompt_ids and the reward columns, for "
+        "GRPO/RLOO; "
         "also grpo); None = from the data: preference-shaped records (chosen/rejected) build preference rows, prompts "
-        "with no completion build a prompt set, and messages + a true/false label must be told kto or sft"
+        "with no completion build a prompt set, and messages + a true/false label must be told kto or sft",
     )
     columns: dict[str, str] | None = _opt(
-        None, "column map {field: column}, applied before detection, e.g. {'output': 'std_answer'}; a dotted column reads a "
-        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; a prompt set "
-        "may name columns of its own"
+        None,
+        "column map {field: column}, applied before detection, e.g. {'output': 'std_answer'}; a dotted column reads a "
+        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; a "
+        "prompt set "
+        "may name columns of its own",
     )
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
     reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
-    delimiter: str | None = _opt(None, "CSV field separator: ',', ';', '|' or a tab ('\\t' or 'tab'); None = sniffed from the header line (a tab for .tsv)")
-    field: str | None = _opt(None, "JSON only: the key of the top-level object that holds the records, e.g. 'data' for {\"data\": [...]}")
-    filter: str | Callable[[Any], bool] | None = _opt(None, "keep rows where this Jinja expression is true, e.g. 'not input'")
+    delimiter: str | None = _opt(
+        None,
+        "CSV field separator: ',', ';', '|' or a tab ('\\t' or 'tab'); None = sniffed from the header line (a tab "
+        "for .tsv)",
+    )
+    field: str | None = _opt(
+        None, "JSON only: the key of the top-level object that holds the records, e.g. 'data' for {\"data\": [...]}"
+    )
+    filter: str | Callable[[Any], bool] | None = _opt(
+        None, "keep rows where this Jinja expression is true, e.g. 'not input'"
+    )
     shuffle: bool = _opt(False, "shuffle records (with seed) before splitting")
     limit: int | None = _opt(None, "read at most this many records")
-    mask: MaskPolicy = _opt(MaskPolicy.ALL_ASSISTANT, "which tokens carry loss: all_assistant, last_assistant, train_on_prompt")
+    mask: MaskPolicy = _opt(
+        MaskPolicy.ALL_ASSISTANT, "which tokens carry loss: all_assistant, last_assistant, train_on_prompt"
+    )
     history: HistoryMode = _opt(
-        HistoryMode.INFERENCE, "multi-turn records whose chat template writes a turn differently in history than as the "
+        HistoryMode.INFERENCE,
+        "multi-turn records whose chat template writes a turn differently in history than as the "
         "last turn (dropped reasoning, a moved system prompt): inference trains every turn as inference sees it, "
         "splitting the record into the fewest rows that do; tree trains exactly those rows, written as one prefix "
         "tree per record (each shared prefix once: position_ids and tree_lengths, for ftdata train or a trainer "
         "that attends along a tree, docs/packing.md); one_row keeps one row and trains history turns as the full "
-        "render writes them"
+        "render writes them",
     )
     recorded_ids: bool = _opt(
-        False, "an agent turn with recorded completion token ids (ATIF metrics.completion_token_ids) trains those ids "
-        "instead of the turn's re-tokenized text, where they decode to the same text (else a note, and the re-tokenized turn)"
+        False,
+        "an agent turn with recorded completion token ids (ATIF metrics.completion_token_ids) trains those ids "
+        "instead of the turn's re-tokenized text, where they decode to the same text (else a note, and the "
+        "re-tokenized turn)",
     )
     system_prompt: str | None = _opt(None, "system message to add (or override with system_mode=override)")
     system_mode: SystemMode = _opt(SystemMode.ADD, "add, override, or fold (into the first user turn)")
@@ -104,72 +157,92 @@ class DataOptions:
         None, "extra chat-template variables for every render, e.g. {'enable_thinking': false}; a record's own win"
     )
     stop_tokens: list[str] | None = _opt(
-        None, "tokens inference stops on besides the template's end-of-turn markers and generation_config.json's "
-        "eos_token_id (read from the tokenizer folder), e.g. ['<|eom_id|>']; each must be one token of the tokenizer"
+        None,
+        "tokens inference stops on besides the template's end-of-turn markers and generation_config.json's "
+        "eos_token_id (read from the tokenizer folder), e.g. ['<|eom_id|>']; each must be one token of the tokenizer",
     )
     special_tokens_in_data: SpecialTokens = _opt(
-        SpecialTokens.REJECT, "a record whose text holds a control token (<|im_end|>, [INST]): reject it, or train it as the "
-        "plain text it is (tokenized with special tokens split)"
+        SpecialTokens.REJECT,
+        "a record whose text holds a control token (<|im_end|>, [INST]): reject it, or train it as the "
+        "plain text it is (tokenized with special tokens split)",
     )
     add_chat_tokens: bool = _opt(
-        False, "add the chat template's markers (<|im_start|>, <|im_end|>, ...) that the tokenizer splits into "
+        False,
+        "add the chat template's markers (<|im_start|>, <|im_end|>, ...) that the tokenizer splits into "
         "several tokens as special tokens before building (TRL's clone_chat_template, Axolotl's tokens:); "
-        "ftdata train then resizes the embeddings, trains the new rows and saves the tokenizer with the adapter"
+        "ftdata train then resizes the embeddings, trains the new rows and saves the tokenizer with the adapter",
     )
-    truncation: TruncationPolicy = _opt(TruncationPolicy.KEEP_RESPONSE, "keep_response, keep_start (right), keep_end (left), split, drop, error")
+    truncation: TruncationPolicy = _opt(
+        TruncationPolicy.KEEP_RESPONSE, "keep_response, keep_start (right), keep_end (left), split, drop, error"
+    )
     prompt_cut: PromptCut = _opt(
-        PromptCut.END, "keep_response and split: what a too-long prompt message loses: end (keep its head), "
-        "middle (keep head and tail, '[...]' between) or start (keep its tail)"
+        PromptCut.END,
+        "keep_response and split: what a too-long prompt message loses: end (keep its head), "
+        "middle (keep head and tail, '[...]' between) or start (keep its tail)",
     )
     max_prompt_length: int | None = _opt(
-        None, "prompts: the longest prompt in tokens (the rollout engine's budget; default max_length); a longer "
-        "prompt is rejected (too_long), or cut with cut_prompts"
+        None,
+        "prompts: the longest prompt in tokens (the rollout engine's budget; default max_length); a longer "
+        "prompt is rejected (too_long), or cut with cut_prompts",
     )
     cut_prompts: bool = _opt(
-        False, "prompts: cut a prompt over max_prompt_length instead of rejecting it (its longest message shortened "
-        "by prompt_cut; a start_cut/end_cut note in the rejects file, the row kept)"
+        False,
+        "prompts: cut a prompt over max_prompt_length instead of rejecting it (its longest message shortened "
+        "by prompt_cut; a start_cut/end_cut note in the rejects file, the row kept)",
     )
     reward_columns: dict[str, str] | None = _opt(
-        None, "prompts: the reward columns and their types, e.g. {'answer': 'string'} (string, int, float, bool, "
-        "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record that is "
-        "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are skipped"
+        None,
+        "prompts: the reward columns and their types, e.g. {'answer': 'string'} (string, int, float, bool, "
+        "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record "
+        "that is "
+        "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are "
+        "skipped",
     )
     padding: Padding = _opt(Padding.NONE, "pad every row to max_length (unpacked output only)")
     padding_side: PaddingSide = _opt(PaddingSide.RIGHT, "where padding goes when padding=max_length")
     on_error: OnError = _opt(OnError.RAISE, "malformed records: raise (stop at the first) or skip (reject and go on)")
     max_line_bytes: int = _opt(
-        MAX_LINE_BYTES, "longest line a reader takes (JSONL, CSV); a longer one is skipped unread: a located "
-        "reject (on_error=skip) or error, in bounded memory"
+        MAX_LINE_BYTES,
+        "longest line a reader takes (JSONL, CSV); a longer one is skipped unread: a located "
+        "reject (on_error=skip) or error, in bounded memory",
     )
     max_string_chars: int = _opt(
-        MAX_STRING_CHARS, "longest string a record may hold (the most one render may hold); a longer one is a "
-        "located reject (on_error=skip) or error"
+        MAX_STRING_CHARS,
+        "longest string a record may hold (the most one render may hold); a longer one is a "
+        "located reject (on_error=skip) or error",
     )
     max_decompressed_bytes: int = _opt(
-        MAX_DECOMPRESSED_BYTES, "bytes one compressed input file (.gz, .zst, .bz2, .xz) may decompress to, and a "
-        "pipe (stdin, a FIFO, <(...)) may give; past that it is a one-line error"
+        MAX_DECOMPRESSED_BYTES,
+        "bytes one compressed input file (.gz, .zst, .bz2, .xz) may decompress to, and a "
+        "pipe (stdin, a FIFO, <(...)) may give; past that it is a one-line error",
     )
     max_messages: int = _opt(
-        MAX_MESSAGES, "most messages one conversation may hold; a longer one is a reject (too_many_messages): "
-        "its render and masking work grows with every turn"
+        MAX_MESSAGES,
+        "most messages one conversation may hold; a longer one is a reject (too_many_messages): "
+        "its render and masking work grows with every turn",
     )
     processor: str | None = _opt(
-        None, "media (images, audio): the model's processor folder (tokenizer, preprocessor_config.json, chat template; "
-        "in Python also a transformers processor); each media item is counted and expanded with it (docs/media.md)"
+        None,
+        "media (images, audio): the model's processor folder (tokenizer, preprocessor_config.json, chat template; "
+        "in Python also a transformers processor); each media item is counted and expanded with it (docs/media.md)",
     )
     max_images: int | None = _opt(None, "with processor: reject a record with more images than this (media_too_many)")
     max_image_pixels: int | None = _opt(
-        None, "with processor: reject a record with an image of more pixels (width x height, from its header) than this (media_too_large)"
+        None,
+        "with processor: reject a record with an image of more pixels (width x height, from its header) than this "
+        "(media_too_large)",
     )
     audio_window: AudioWindow = _opt(
-        AudioWindow.REJECT, "with processor: a clip longer than the processor's window (Qwen2-Audio, Gemma 3n: 30 s) is rejected "
+        AudioWindow.REJECT,
+        "with processor: a clip longer than the processor's window (Qwen2-Audio, Gemma 3n: 30 s) is rejected "
         "(media_too_long), or with cut kept as the processor cuts it (the row equals the processor's; an audio_cut "
-        "note counts the seconds dropped)"
+        "note counts the seconds dropped)",
     )
     image_dir: str | None = _opt(
-        None, "with processor: the image store where inline images (data: URIs, bytes) are written once as "
+        None,
+        "with processor: the image store where inline images (data: URIs, bytes) are written once as "
         "<sha256>.<ext>; default ~/.cache/ftdata/images ($FTDATA_IMAGE_DIR); a build to OUT also publishes its own "
-        "in OUT/images"
+        "in OUT/images",
     )
 
     def __post_init__(self) -> None:
@@ -187,7 +260,9 @@ class DataOptions:
             (isinstance(self.test_size, float) and 0 < self.test_size < 1)
             or (isinstance(self.test_size, int) and self.test_size > 0)
         ):
-            raise ConfigError(f"test_size must be a fraction in (0, 1) or a positive count, got test_size={self.test_size!r}")
+            raise ConfigError(
+                f"test_size must be a fraction in (0, 1) or a positive count, got test_size={self.test_size!r}"
+            )
         if self.packing and self.padding is not Padding.NONE:
             raise ConfigError("packing and padding=max_length conflict: packed rows need no padding; drop one")
         if self.pad_to_multiple_of is not None and not self.packing:
@@ -196,7 +271,11 @@ class DataOptions:
             )
         check_pad_multiple(self.pad_to_multiple_of, max_length=self.max_length)
         if self.history is HistoryMode.TREE and (self.padding != "none" or self.processor is not None):
-            why = "padding=max_length pads each row itself" if self.processor is None else "rows with media are not built as trees yet"
+            why = (
+                "padding=max_length pads each row itself"
+                if self.processor is None
+                else "rows with media are not built as trees yet"
+            )
             raise ConfigError(f"history='tree' writes a record's rows as one prefix tree: {why}; drop one")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got seed={self.seed!r}")
@@ -215,12 +294,20 @@ class DataOptions:
             raise ConfigError(f"limit must be an integer >= 1, got limit={self.limit!r}")
         ReadBounds.of(self)  # checks the three read bounds
         if not isinstance(self.max_messages, int) or isinstance(self.max_messages, bool) or self.max_messages < 2:
-            raise ConfigError(f"max_messages must be an integer >= 2 (a user turn and a reply), got max_messages={self.max_messages!r}")
+            raise ConfigError(
+                "max_messages must be an integer >= 2 (a user turn and a reply), got "
+                f"max_messages={self.max_messages!r}"
+            )
 
     def _check_rendering(self) -> None:
         """What records render with: the templates, their kwargs, the stop tokens."""
-        if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
-            raise ConfigError(f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={self.chat_template!r}")
+        if self.chat_template is not None and (
+            not isinstance(self.chat_template, str) or not self.chat_template.strip()
+        ):
+            raise ConfigError(
+                "chat_template must be a .jinja file or a TRL template name like 'qwen3', got "
+                f"chat_template={self.chat_template!r}"
+            )
         if self.chat_template is not None and self.template not in (None, "chatml"):
             raise ConfigError(
                 f"chat_template={self.chat_template!r} renders with a chat template, template={self.template!r} with a "
@@ -250,12 +337,19 @@ class DataOptions:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {name}={value!r}")
         if self.max_prompt_length is not None and (
-            not isinstance(self.max_prompt_length, int) or isinstance(self.max_prompt_length, bool) or self.max_prompt_length < 1
+            not isinstance(self.max_prompt_length, int)
+            or isinstance(self.max_prompt_length, bool)
+            or self.max_prompt_length < 1
         ):
-            raise ConfigError(f"max_prompt_length must be a positive integer, got max_prompt_length={self.max_prompt_length!r}")
+            raise ConfigError(
+                f"max_prompt_length must be a positive integer, got max_prompt_length={self.max_prompt_length!r}"
+            )
         if self.reward_columns is not None:
             if not isinstance(self.reward_columns, Mapping):
-                raise ConfigError(f"reward_columns must be a mapping like {{'answer': 'string'}}, got reward_columns={self.reward_columns!r}")
+                raise ConfigError(
+                    f"reward_columns must be a mapping like {{'answer': 'string'}}, got "
+                    f"reward_columns={self.reward_columns!r}"
+                )
             self.reward_columns = RewardColumns(self.reward_columns).types
 
     def fingerprint(self) -> dict[str, Any]:
@@ -263,8 +357,12 @@ class DataOptions:
         them without those that name files (`template`, `chat_template`, `processor`): their bytes stand for them."""
         out = plain(self)
         out.pop("image_dir", None)  # where inline images are kept, not what the rows hold (`sha256:` refs)
-        if self.processor is not None and not isinstance(self.processor, str):  # a processor object: its class and source
-            out["processor"] = f"{type(self.processor).__name__}:{getattr(self.processor.tokenizer, 'name_or_path', '')}"
+        if self.processor is not None and not isinstance(
+            self.processor, str
+        ):  # a processor object: its class and source
+            out["processor"] = (
+                f"{type(self.processor).__name__}:{getattr(self.processor.tokenizer, 'name_or_path', '')}"
+            )
         return out
 
 
@@ -273,11 +371,16 @@ class RunOptions:
     """Where and how the per-record work runs; the rows are the same whatever these are."""
 
     engine: Engine = _opt(
-        Engine.LOCAL, "where rendering and tokenization run: local (this process), processes (spawned workers; "
-        "inputs under a few thousand records stay local) or ray (a Ray cluster); same output every way"
+        Engine.LOCAL,
+        "where rendering and tokenization run: local (this process), processes (spawned workers; "
+        "inputs under a few thousand records stay local) or ray (a Ray cluster); same output every way",
     )
-    num_workers: int | None = _opt(None, "workers for engine=processes or ray (default: one per CPU core / the cluster's CPUs)")
-    ray_address: str | None = _opt(None, "engine=ray: the cluster to join ('auto', 'ray://head:10001'); None starts a local one")
+    num_workers: int | None = _opt(
+        None, "workers for engine=processes or ray (default: one per CPU core / the cluster's CPUs)"
+    )
+    ray_address: str | None = _opt(
+        None, "engine=ray: the cluster to join ('auto', 'ray://head:10001'); None starts a local one"
+    )
     batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
     max_reject_ratio: float | None = _opt(
         None, "fail (exit 4) when more than this fraction of the records read is rejected, e.g. 0.05; None = never"
@@ -286,16 +389,24 @@ class RunOptions:
     def __post_init__(self) -> None:
         parse_choices(self)
         if self.ray_address is not None and not isinstance(self.ray_address, str):
-            raise ConfigError(f"ray_address must be a cluster address like 'auto' or 'ray://head:10001', got ray_address={self.ray_address!r}")
+            raise ConfigError(
+                "ray_address must be a cluster address like 'auto' or 'ray://head:10001', got "
+                f"ray_address={self.ray_address!r}"
+            )
         for name in ("num_workers", "batch_size"):
             value = getattr(self, name)
-            if not (value is None and name == "num_workers") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            if not (value is None and name == "num_workers") and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
                 raise ConfigError(f"{name} must be an integer >= 1, got {name}={value!r}")
         if self.max_reject_ratio is not None and (
-            isinstance(self.max_reject_ratio, bool) or not isinstance(self.max_reject_ratio, (int, float))
+            isinstance(self.max_reject_ratio, bool)
+            or not isinstance(self.max_reject_ratio, (int, float))
             or not 0 <= self.max_reject_ratio <= 1
         ):
-            raise ConfigError(f"max_reject_ratio must be a fraction in [0, 1], got max_reject_ratio={self.max_reject_ratio!r}")
+            raise ConfigError(
+                f"max_reject_ratio must be a fraction in [0, 1], got max_reject_ratio={self.max_reject_ratio!r}"
+            )
 
 
 @dataclass
@@ -304,10 +415,13 @@ class OutputOptions:
 
     rejects_path: str | None = _opt(None, "write rejected and cut records here (JSONL)")
     cache: bool = _opt(
-        True, "a build to a folder reuses (and keeps) an unchanged build from cache_dir, by default ~/.cache/ftdata/builds; "
-        "off: build from scratch and cache nothing"
+        True,
+        "a build to a folder reuses (and keeps) an unchanged build from cache_dir, by default ~/.cache/ftdata/builds; "
+        "off: build from scratch and cache nothing",
     )
-    cache_dir: str | None = _opt(None, "the build cache folder: a build with the same input bytes and options is reused from it")
+    cache_dir: str | None = _opt(
+        None, "the build cache folder: a build with the same input bytes and options is reused from it"
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, bool):
@@ -352,9 +466,9 @@ def parse_choices(options: Any) -> None:
 class BuildOptions:
     """The options of a build, as the three objects; constructed from flat names.
 
-        >>> opts = BuildOptions(max_length=512, engine="processes")
-        >>> opts.data.max_length, opts.run.engine.value
-        (512, 'processes')
+    >>> opts = BuildOptions(max_length=512, engine="processes")
+    >>> opts.data.max_length, opts.run.engine.value
+    (512, 'processes')
     """
 
     data: DataOptions
@@ -362,9 +476,12 @@ class BuildOptions:
     output: OutputOptions
 
     def __init__(
-        self, data: DataOptions | None = None, run: RunOptions | None = None, output: OutputOptions | None = None,
+        self,
+        data: DataOptions | None = None,
+        run: RunOptions | None = None,
+        output: OutputOptions | None = None,
         **flat: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         given = {"data": data, "run": run, "output": output}
         split = _split(flat)
         for name, group in _GROUPS.items():
@@ -414,8 +531,15 @@ def _split(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def plain(options: Any) -> dict[str, Any]:
     """Options (any of the three, or `BuildOptions`, flat) as JSON/YAML values: enums as their
     values, a callable filter as its repr. The one serialiser: build.json, the fingerprint, saved runs."""
-    values = options.to_mapping() if isinstance(options, BuildOptions) else {f.name: getattr(options, f.name) for f in fields(options)}
-    return {name: value.value if hasattr(value, "value") else repr(value) if callable(value) else value for name, value in values.items()}
+    values = (
+        options.to_mapping()
+        if isinstance(options, BuildOptions)
+        else {f.name: getattr(options, f.name) for f in fields(options)}
+    )
+    return {
+        name: value.value if hasattr(value, "value") else repr(value) if callable(value) else value
+        for name, value in values.items()
+    }
 
 
 def parse_stop_tokens(value: Any) -> list[str]:
@@ -433,10 +557,20 @@ def parse_stop_tokens(value: Any) -> list[str]:
 def option_kind(name: str) -> str:
     """How a field is spelled on the command line: bool, int, number, pairs, json or text."""
     special = {
-        "columns": "pairs", "roles": "pairs", "test_size": "number", "limit": "int", "num_workers": "int",
-        "pad_to_multiple_of": "int", "chat_template_kwargs": "json", "stop_tokens": "tokens", "max_reject_ratio": "float",
-        "max_images": "int", "max_image_pixels": "int", "max_prompt_length": "int", "reward_columns": "pairs",
-    }  # fmt: skip
+        "columns": "pairs",
+        "roles": "pairs",
+        "test_size": "number",
+        "limit": "int",
+        "num_workers": "int",
+        "pad_to_multiple_of": "int",
+        "chat_template_kwargs": "json",
+        "stop_tokens": "tokens",
+        "max_reject_ratio": "float",
+        "max_images": "int",
+        "max_image_pixels": "int",
+        "max_prompt_length": "int",
+        "reward_columns": "pairs",
+    }
     if name in special:
         return special[name]
     default = FIELDS[name].default

@@ -53,7 +53,9 @@ class RejectCode(StrEnum):
     DUPLICATE = "duplicate"  # recipe dedup: the record repeats one kept before it
     CONTAMINATED = "contaminated"  # recipe decontaminate: an n-gram of it is in an evaluation record
     NOT_DRAWN = "not_drawn"  # recipe mixing: its source's share was met without it (not an error)
-    OVER_LIMIT = "over_limit"  # past a bound: a line, a string (max_line_bytes, max_string_chars), a render's time or size
+    OVER_LIMIT = (
+        "over_limit"  # past a bound: a line, a string (max_line_bytes, max_string_chars), a render's time or size
+    )
     TOO_MANY_MESSAGES = "too_many_messages"  # more messages than max_messages
     # preference data (ftdata.records.preference): a pair or an unpaired (KTO) record
     CHOSEN_IS_REJECTED = "chosen_is_rejected"  # the two sides are the same conversation: nothing to prefer
@@ -86,7 +88,9 @@ class NoteCode(StrEnum):
     REASONING_DROPPED = "reasoning_dropped"  # the chat template drops an assistant turn's reasoning
     REASONING_MOVED = "reasoning_moved"  # a leading <think>…</think> in an assistant content moved into its reasoning
     REASONING_PROMPT_CLOSED = "reasoning_prompt_closed"  # the generation prompt closes the think block
-    PROMPT_OPENS = "prompt_opens"  # a prompt set: the generation prompt opens a block the completion continues (`<think>\n`)
+    PROMPT_OPENS = (
+        "prompt_opens"  # a prompt set: the generation prompt opens a block the completion continues (`<think>\n`)
+    )
     EOS_APPENDED = "eos_appended"  # the template writes no end-of-turn marker: EOS appended and trained
     THINK_BOILERPLATE = "think_boilerplate"  # the rule trains the template's own empty think block
     USER_TRAIN_IGNORED = "user_train_ignored"  # train=true on a non-assistant turn
@@ -94,7 +98,9 @@ class NoteCode(StrEnum):
     RESULTS_ENCODED = "results_encoded"  # preview only: the template encodes tool results as a string
     SUPERVISION_IGNORED = "supervision_ignored"  # loss_weight/train_detail on a turn that carries no loss
     TRAIN_DETAIL_WIDENED = "train_detail_widened"  # a token across a train_detail edge stays trained (Axolotl's rule)
-    MEDIA_PLACED = "media_placed"  # no placeholder in the messages: the column's items go before the first user text (TRL)
+    MEDIA_PLACED = (
+        "media_placed"  # no placeholder in the messages: the column's items go before the first user text (TRL)
+    )
     AUDIO_CUT = "audio_cut"  # audio_window=cut: a clip past the processor's window, the seconds it drops
     TOKEN_DRIFT = "token_drift"  # a turn's recorded completion token ids differ from the tokens trained (ATIF)
     STOP_MISSING = "stop_missing"  # a turn's recorded completion token ids lack only the stop token (ATIF)
@@ -103,7 +109,9 @@ class NoteCode(StrEnum):
     TRAJECTORY_MISSING = "trajectory_missing"  # a trajectory this one points to is not in its folder (ATIF)
     SYSTEM_MOVED = "system_moved"  # a later system turn the template cannot write there, joined to a user turn
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
-    PUBLISHED_SHAPE = "published_shape"  # a published set's own markup became messages/tools (Hermes' <tools> system text)
+    PUBLISHED_SHAPE = (
+        "published_shape"  # a published set's own markup became messages/tools (Hermes' <tools> system text)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from ftdata.outcomes import Note
 IGNORE_INDEX = -100
 """Label value that carries no loss (PyTorch's cross-entropy default)."""
 
+
 def count_trained(labels: Sequence[int]) -> int:
     """Tokens that carry loss."""
     return sum(1 for x in labels if x != IGNORE_INDEX)
@@ -48,7 +49,9 @@ class MaskPolicy(_Choice):
 class TruncationPolicy(_Choice):
     """What to do with a record longer than `max_length` tokens (see `ftdata.tokens.truncation`)."""
 
-    KEEP_RESPONSE = "keep_response"  # drop oldest exchanges, then shorten the longest prompt message; never cut a response
+    KEEP_RESPONSE = (
+        "keep_response"  # drop oldest exchanges, then shorten the longest prompt message; never cut a response
+    )
     KEEP_START = "keep_start"  # keep the first max_length tokens (right truncation)
     KEEP_END = "keep_end"  # drop oldest exchanges, then cut the start of prompt messages (and of a response)
     SPLIT = "split"  # several conversations cut at exchange boundaries, the system prompt in each
@@ -82,7 +85,6 @@ class HistoryMode(_Choice):
     def exact(self) -> bool:
         """Every trained turn as inference sees it (inference and tree: the same rows, laid out two ways)."""
         return self is not HistoryMode.ONE_ROW
-
 
 
 class SplitReason(_Choice):
@@ -140,7 +142,9 @@ class Message:
     reasoning: str | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    media: tuple[Any, ...] = ()  # media references (`records.media.Ref`), one per placeholder (`records.media.MEDIA`) in `content`
+    media: tuple[
+        Any, ...
+    ] = ()  # media references (`records.media.Ref`), one per placeholder (`records.media.MEDIA`) in `content`
     # Span-level and weighted supervision (`ftdata.chat.supervision`): a float loss weight for the
     # turn's trained tokens (None: 1), and Axolotl's character spans of `content` (None: the whole content).
     loss_weight: float | None = None
@@ -186,10 +190,13 @@ class Example:
             msg: dict[str, Any] = {"role": m.role, "content": content}
             if m.tool_calls:
                 msg["tool_calls"] = [
-                    {"type": "function", **({"id": c.id} if c.id is not None else {}),
-                     "function": {"name": c.name, "arguments": c.arguments}}
+                    {
+                        "type": "function",
+                        **({"id": c.id} if c.id is not None else {}),
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
                     for c in m.tool_calls
-                ]  # fmt: skip
+                ]
             if m.reasoning is not None:
                 msg["reasoning_content"] = msg["thinking"] = m.reasoning
             if m.name is not None:

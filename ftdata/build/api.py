@@ -109,7 +109,11 @@ def build(
     opts = options or BuildOptions.from_mapping(flat)
     if not _is_recipe(source):
         opts = with_task(source, opts)  # preference-shaped data builds preference rows (ftdata.run.task)
-    spec = tokenizer if tokenizer is not None else tokenizer_spec(None, opts, recipe=source if _is_recipe(source) else None)
+    spec = (
+        tokenizer
+        if tokenizer is not None
+        else tokenizer_spec(None, opts, recipe=source if _is_recipe(source) else None)
+    )
     tok = load_tokenizer(spec)
     if out is None:
         if output_format is not None:
@@ -119,9 +123,16 @@ def build(
         return result
     name = tokenizer_name or tokenizer_label(spec, tok)
     return to_out(
-        source, out, tok, opts, output_format=output_format, tokenizer_name=name, protect=protect, config=config,
+        source,
+        out,
+        tok,
+        opts,
+        output_format=output_format,
+        tokenizer_name=name,
+        protect=protect,
+        config=config,
         progress=progress,
-    )  # fmt: skip
+    )
 
 
 def tokenizer_spec(given: Any, options: BuildOptions, *, recipe: Any = None) -> Any:
@@ -197,9 +208,15 @@ def build_sft_dataset(
         >>> ds = build_sft_dataset("data.json", template="alpaca", max_length=512)  # doctest: +SKIP
     """
     result = build(
-        source, tokenizer=tokenizer, template=template, max_length=max_length,
-        packing=packing, test_size=test_size, seed=seed, **options,
-    )  # fmt: skip
+        source,
+        tokenizer=tokenizer,
+        template=template,
+        max_length=max_length,
+        packing=packing,
+        test_size=test_size,
+        seed=seed,
+        **options,
+    )
     checked(result.report, max_reject_ratio=options.get("max_reject_ratio"), stacklevel=3)
     return result.dataset
 

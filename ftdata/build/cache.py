@@ -86,10 +86,12 @@ def save_cached(
         safeio.remove(tmp)
         need, free = tree_bytes(rejects) + dataset_bytes(dataset), free_bytes(cache_dir)
         warnings.warn(
-            f"the build cache {cache_dir} is full (this build needs about {size_text(need)} there, {size_text(free)} is "
+            f"the build cache {cache_dir} is full (this build needs about {size_text(need)} there, "
+            f"{size_text(free)} is "
             "free): built without caching it; free space there, or build with cache_dir=None",
-            FtdataWarning, stacklevel=2,
-        )  # fmt: skip
+            FtdataWarning,
+            stacklevel=2,
+        )
         return dataset
     finally:
         safeio.remove(tmp)
@@ -98,7 +100,8 @@ def save_cached(
 
 
 def dataset_bytes(dataset: Any) -> int:
-    """Bytes of the Arrow files behind a Dataset (or every split of a DatasetDict): what writing it out takes, roughly."""
+    """Bytes of the Arrow files behind a Dataset (or every split
+    of a DatasetDict): what writing it out takes, roughly."""
     files = dataset.cache_files
     parts = [f for split in files.values() for f in split] if isinstance(files, dict) else files
     return sum(tree_bytes(Path(f["filename"])) for f in parts)
@@ -108,8 +111,10 @@ def _complete(folder: Path) -> bool:
     """Whether a cache entry has every part, and its rejects file every line."""
     try:
         expected = json.loads((folder / _COMPLETE).read_text(encoding="utf-8"))["rejects_lines"]
-        return (folder / "dataset").is_dir() and (folder / "report.json").is_file() and (
-            file_lines(folder / REJECTS) == expected
+        return (
+            (folder / "dataset").is_dir()
+            and (folder / "report.json").is_file()
+            and (file_lines(folder / REJECTS) == expected)
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -133,9 +138,7 @@ def _media_digest(folder: Path) -> str | None:
     return media.digest if media else None
 
 
-def load_cached(
-    cache_dir: Path, key: str, files: Digests, *, rejects_path: str | Path | None = None
-) -> Cached | None:
+def load_cached(cache_dir: Path, key: str, files: Digests, *, rejects_path: str | Path | None = None) -> Cached | None:
     """A complete cached build whose media files are unchanged, or None (the build reruns and replaces the entry).
 
     Every file of the entry's media manifest is stat'ed, and hashed only when its stat changed (`files`

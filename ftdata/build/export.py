@@ -40,7 +40,11 @@ MANIFEST = "build.json"
 REJECTS = "rejects.jsonl"  # OUT/rejects.jsonl: every record rejected or cut, with its reason
 _SPLITS = ("train", "test")
 _VERSIONED = ("ftdata", "transformers", "tokenizers", "datasets")
-_AUDIO_VERSIONED = ("soundfile", "av", "soxr")  # what reads and resamples clips: in build.json of a build with a processor
+_AUDIO_VERSIONED = (
+    "soundfile",
+    "av",
+    "soxr",
+)  # what reads and resamples clips: in build.json of a build with a processor
 NOTES_SHOWN = 5  # the most common notes in the summary; build.json counts them all
 
 
@@ -100,9 +104,16 @@ def _version(package: str) -> str | None:
 
 
 def manifest(
-    *, inputs: list[Input], tokenizer_name: str, options: BuildOptions, report: BuildReport, output_format: str,
-    files: list[str], rejects: str = REJECTS, on_disk: dict[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    *,
+    inputs: list[Input],
+    tokenizer_name: str,
+    options: BuildOptions,
+    report: BuildReport,
+    output_format: str,
+    files: list[str],
+    rejects: str = REJECTS,
+    on_disk: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The `build.json` record of a build: every input it read by name and sha256 (the media files its
     records named as one entry: their count and the digest of their manifest), the options, the
     fingerprint made of both; `files`: the outputs' names inside OUT; `on_disk`: their sizes and the
@@ -125,7 +136,11 @@ def manifest(
 
 def _audio_readers() -> dict[str, Any]:
     """Which library decodes each clip format, which resamples, and their versions (a build with a processor)."""
-    return {"decoders": DECODER, "resampler": f"{RESAMPLER} (HQ)", "versions": {n: _version(n) for n in _AUDIO_VERSIONED}}
+    return {
+        "decoders": DECODER,
+        "resampler": f"{RESAMPLER} (HQ)",
+        "versions": {n: _version(n) for n in _AUDIO_VERSIONED},
+    }
 
 
 def write_manifest(target: OutputDir | StoreOut, record: dict[str, Any]) -> None:
@@ -177,22 +192,42 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
         ("reject ratio", f"{report.reject_ratio:.1%}"),
         ("cut (kept)", _counter_cell(dict(report.cut))),
         ("filtered out", f"{report.filtered:,}"),
-        *([("not drawn", f"{report.not_drawn:,} (left out by the recipe's shares; in the rejects file)")] if report.not_drawn else []),
+        *(
+            [("not drawn", f"{report.not_drawn:,} (left out by the recipe's shares; in the rejects file)")]
+            if report.not_drawn
+            else []
+        ),
         ("tokens", f"{report.tokens:,}"),
         ("trained tokens", f"{report.trained_tokens:,}" + (f" ({share:.1%})" if report.tokens else "")),
     ]
     if report.split_records:  # history=inference: records whose turns are trained in rows of their own
         added = sum(report.added_rows.values())
-        overhead = report.added_tokens / (report.tokens - report.added_tokens) if report.tokens > report.added_tokens else 0.0
+        overhead = (
+            report.added_tokens / (report.tokens - report.added_tokens) if report.tokens > report.added_tokens else 0.0
+        )
         why = ", ".join(f"{n:,} {reason}" for reason, n in report.added_rows.most_common())
-        rows.insert(4, ("split records", f"{report.split_records:,} into {report.split_records + added:,} rows: +{added:,} rows ({why}), "
-                                         f"+{report.added_tokens:,} tokens ({overhead:.1%}); history=inference"))
+        rows.insert(
+            4,
+            (
+                "split records",
+                f"{report.split_records:,} into {report.split_records + added:,} rows: +{added:,} rows ({why}), "
+                f"+{report.added_tokens:,} tokens ({overhead:.1%}); history=inference",
+            ),
+        )
     if report.reasoning_moved:
-        rows.insert(4, ("reasoning moved", f"{report.reasoning_moved:,} trained turns: a leading <think>…</think> in the content "
-                                           "became the turn's reasoning, written by the chat template"))
+        rows.insert(
+            4,
+            (
+                "reasoning moved",
+                f"{report.reasoning_moved:,} trained turns: a leading <think>…</think> in the content "
+                "became the turn's reasoning, written by the chat template",
+            ),
+        )
     if report.drift_turns:
-        drift = (f"{report.drift_differ:,} of {report.drift_turns:,} trained turns with recorded completion token ids "
-                 f"differ from the re-tokenized turn ({report.drift_tokens:,} tokens differ)")  # fmt: skip
+        drift = (
+            f"{report.drift_differ:,} of {report.drift_turns:,} trained turns with recorded completion token ids "
+            f"differ from the re-tokenized turn ({report.drift_tokens:,} tokens differ)"
+        )
         drift += f"; {report.drift_kept:,} trained on their recorded ids" if report.drift_kept else ""
         drift += f"; {report.drift_stop:,} lack only the stop token" if report.drift_stop else ""
         rows.insert(4, ("token drift", drift))
@@ -214,9 +249,13 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
 def mix_line(source: dict[str, Any]) -> str:
     """One source of a recipe build: what it gave, its shares in every unit next to the target."""
     unit = source["mix_by"]
-    shares = ", ".join(f"{source[u]['share']:.2%} of {u.replace('_', ' ')}" for u in ("records", "tokens", "trained_tokens"))
+    shares = ", ".join(
+        f"{source[u]['share']:.2%} of {u.replace('_', ' ')}" for u in ("records", "tokens", "trained_tokens")
+    )
     removed = [f"{source[k]:,} {k}" for k in ("deduplicated", "decontaminated", "not_drawn") if source[k]]
     removed += [f"{n:,} {code}" for code, n in source["rejected"].items()]
     tail = f"; {', '.join(removed).replace('not_drawn', 'not drawn')}" if removed else ""
-    return (f"{source['used']:,} draws of {source['available']:,} records ({source['repeats']:,} repeats): {shares} "
-            f"(target {source['target_share']:.2%} of {unit.replace('_', ' ')}){tail}")  # fmt: skip
+    return (
+        f"{source['used']:,} draws of {source['available']:,} records ({source['repeats']:,} repeats): {shares} "
+        f"(target {source['target_share']:.2%} of {unit.replace('_', ' ')}){tail}"
+    )

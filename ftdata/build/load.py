@@ -61,7 +61,9 @@ def load(out: str | Path) -> BuildResult:
     splits = dict(dataset) if isinstance(dataset, dict) else {"train": dataset}
     rows = {name: len(split) for name, split in splits.items()}
     if report.splits and rows != report.splits:
-        raise OutputMismatch(f"{folder}: the dataset holds {_rows(rows)}, build.json counts {_rows(report.splits)}; {_AGAIN}")
+        raise OutputMismatch(
+            f"{folder}: the dataset holds {_rows(rows)}, build.json counts {_rows(report.splits)}; {_AGAIN}"
+        )
     return BuildResult(dataset, report, out=folder, output_format=manifest["output"]["format"], manifest=manifest)
 
 
@@ -97,7 +99,9 @@ def _checked_files(folder: Path, manifest: dict[str, Any]) -> list[Path]:
         counts = BuildReport.from_dict(manifest["counts"])
         listed = counts.n_rejected + sum(counts.cut.values()) + counts.filtered + counts.not_drawn
         if there != lines or listed != lines:
-            says = f"records {lines:,} lines" if there != lines else f"counts {listed:,} rejected, cut or filtered records"
+            says = (
+                f"records {lines:,} lines" if there != lines else f"counts {listed:,} rejected, cut or filtered records"
+            )
             raise OutputMismatch(f"{folder}: {rejects.name} holds {there:,} lines, build.json {says}; {_AGAIN}")
     return files
 
@@ -116,7 +120,8 @@ def parquet_files(out: str | Path) -> dict[str, list[Path]]:
     fmt = manifest["output"]["format"]
     if fmt != "parquet":
         raise ConfigError(
-            f"{folder} was built with --output-format {fmt}; streaming reads Parquet: build with --output-format parquet "
+            f"{folder} was built with --output-format {fmt}; streaming reads Parquet: build with --output-format "
+            "parquet "
             "(or engine=ray)"
         )
     splits: dict[str, list[Path]] = {}
@@ -187,7 +192,10 @@ def _read_files(fmt: str, files: list[Path]) -> Any:
         if path.is_dir():  # engine=ray: a folder of Parquet shards, the train split
             split, name = datasets.Dataset.from_parquet(sorted(str(p) for p in path.glob("*.parquet"))), "train"
         else:
-            split, name = datasets.Dataset.from_parquet(str(path)) if fmt == "parquet" else datasets.Dataset.from_json(str(path)), path.stem
+            split, name = (
+                datasets.Dataset.from_parquet(str(path)) if fmt == "parquet" else datasets.Dataset.from_json(str(path)),
+                path.stem,
+            )
         splits[name] = split.remove_columns([c for c in _READABLE_COLUMNS if c in split.column_names])
     if list(splits) == ["train"]:  # a build without a test split wrote one Dataset
         return splits["train"]

@@ -62,10 +62,18 @@ def _part(stage: Stage, ran: Ran) -> Any:
 
 
 def write_rows(
-    source: Any, stage: Stage, options: RunOptions, *, report: BuildReport, rows: Any, sink: RejectsWriter,
-    progress: Callable[[int], None] | None = None, on: Executor | None = None, empty_ok: bool = False,
+    source: Any,
+    stage: Stage,
+    options: RunOptions,
+    *,
+    report: BuildReport,
+    rows: Any,
+    sink: RejectsWriter,
+    progress: Callable[[int], None] | None = None,
+    on: Executor | None = None,
+    empty_ok: bool = False,
     media: dict[str, Stat | None] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Every kept sequence of `source` into `rows`, every reject into `sink`, the counts into `report`,
     and into `media` (when given) every media file the records named.
 
@@ -87,16 +95,24 @@ def write_rows(
 
 def _new_report(source: Any, tokenizer: Any, stage: Stage) -> BuildReport:
     return BuildReport(
-        source=str(source) if isinstance(source, (str, Path)) else type(source).__name__, task=stage.task.task.value,
-        tokenizer=str(getattr(tokenizer, "name_or_path", "")), template=stage.renderer.name,
+        source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
+        task=stage.task.task.value,
+        tokenizer=str(getattr(tokenizer, "name_or_path", "")),
+        template=stage.renderer.name,
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
-    )  # fmt: skip
+    )
 
 
 def in_memory(
-    source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, out: space.Place | None = None,
-    declared: Sequence[Input] = (), keyed: bool = False,
-) -> BuildResult:  # fmt: skip
+    source: Any,
+    tok: Any,
+    opts: BuildOptions,
+    progress: Callable[[int], None] | None,
+    *,
+    out: space.Place | None = None,
+    declared: Sequence[Input] = (),
+    keyed: bool = False,
+) -> BuildResult:
     """The dataset in memory (memory-mapped Arrow), from the cache when `cache_dir` holds this build.
 
     `declared`: inputs the caller read (a config file), part of the key; `keyed`: declare the inputs
@@ -114,7 +130,9 @@ def in_memory(
         if isinstance(source, Recipe):
             with space.disk_space(_scratch_place(None, rough=None), *places):
                 return _recipe_in_memory(source, tok, opts, progress, declared=declared, keyed=keyed, scratch=scratch)
-        with space.disk_space(_scratch_place(lambda: scratch[0] if scratch else None, rough=rough_need(source)), *places):
+        with space.disk_space(
+            _scratch_place(lambda: scratch[0] if scratch else None, rough=rough_need(source)), *places
+        ):
             return _build_in_memory(source, tok, opts, progress, declared=declared, keyed=keyed, scratch=scratch)
     except BaseException:
         for folder in scratch:
@@ -124,9 +142,12 @@ def in_memory(
 
 def _scratch_place(mine: Callable[[], Path | None] | None, *, rough: int | None) -> space.Place:
     return space.Place(
-        Path(tempfile.gettempdir()), "scratch space, $TMPDIR", "free space there or set TMPDIR to a folder with room",
-        mine=mine or (lambda: None), expected=lambda: rough,
-    )  # fmt: skip
+        Path(tempfile.gettempdir()),
+        "scratch space, $TMPDIR",
+        "free space there or set TMPDIR to a folder with room",
+        mine=mine or (lambda: None),
+        expected=lambda: rough,
+    )
 
 
 def rough_need(source: Any) -> int | None:
@@ -180,8 +201,14 @@ def _rejects_file(out: OutputOptions, scratch: list[Path]) -> Path | None:
 
 
 def _finish_keyed(
-    dataset: Any, report: BuildReport, key: _Key | None, out: OutputOptions, *, rejects: Path | None, media: Manifest | None,
-) -> BuildResult:  # fmt: skip
+    dataset: Any,
+    report: BuildReport,
+    key: _Key | None,
+    out: OutputOptions,
+    *,
+    rejects: Path | None,
+    media: Manifest | None,
+) -> BuildResult:
     """The build's fingerprint into its report, and the build into the cache (when there is one)."""
     if key is None:
         return BuildResult(dataset, report)
@@ -191,7 +218,9 @@ def _finish_keyed(
     return BuildResult(dataset, report, inputs=[*key.inputs, *([media.input()] if media else [])])
 
 
-def declare(source: Any, tok: Any, opts: BuildOptions, *, declared: Sequence[Input], report: BuildReport) -> list[Input]:
+def declare(
+    source: Any, tok: Any, opts: BuildOptions, *, declared: Sequence[Input], report: BuildReport
+) -> list[Input]:
     """The inputs of a build that ran elsewhere (engine=ray shards: the workers read the records), its fingerprint
     into `report`. The media its records named are not known here: none is declared."""
     with cache.digests(opts.output.cache_dir) as files:
@@ -201,9 +230,15 @@ def declare(source: Any, tok: Any, opts: BuildOptions, *, declared: Sequence[Inp
 
 
 def _build_in_memory(
-    source: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, declared: Sequence[Input],
-    keyed: bool, scratch: list[Path],
-) -> BuildResult:  # fmt: skip
+    source: Any,
+    tok: Any,
+    opts: BuildOptions,
+    progress: Callable[[int], None] | None,
+    *,
+    declared: Sequence[Input],
+    keyed: bool,
+    scratch: list[Path],
+) -> BuildResult:
     """`in_memory` of a source (not a recipe); the scratch folders it makes are appended to `scratch`."""
     started, taken = time.perf_counter(), time.time_ns()
     data, out = opts.data, opts.output
@@ -231,9 +266,15 @@ def _build_in_memory(
 
 
 def _recipe_in_memory(
-    recipe: Any, tok: Any, opts: BuildOptions, progress: Callable[[int], None] | None, *, declared: Sequence[Input],
-    keyed: bool, scratch: list[Path],
-) -> BuildResult:  # fmt: skip
+    recipe: Any,
+    tok: Any,
+    opts: BuildOptions,
+    progress: Callable[[int], None] | None,
+    *,
+    declared: Sequence[Input],
+    keyed: bool,
+    scratch: list[Path],
+) -> BuildResult:
     """A recipe's mixture (`ftdata.mix.build`); its key covers the recipe, every source file, the evaluation
     sets and what each source's stage read."""
     from ftdata.mix.build import build_recipe, recipe_stages
@@ -241,17 +282,25 @@ def _recipe_in_memory(
 
     taken, out = time.time_ns(), opts.output
     if out.rejects_path:
-        inputs = safeio.input_paths(recipe.origin, *(f for s in recipe.sources for f in s.files()), *recipe.eval_files())
+        inputs = safeio.input_paths(
+            recipe.origin, *(f for s in recipe.sources for f in s.files()), *recipe.eval_files()
+        )
         safeio.check_rejects_path(Path(out.rejects_path), inputs)
     stages = recipe_stages(recipe, tok)
     with cache.digests(out.cache_dir) as files:
-        key = _key([*recipe_inputs(recipe, files), *(i for s in stages for i in s.inputs(files)), *declared], opts) if keyed else None
+        key = (
+            _key([*recipe_inputs(recipe, files), *(i for s in stages for i in s.inputs(files)), *declared], opts)
+            if keyed
+            else None
+        )
         if key is not None and (hit := _hit(key, out, files)) is not None:
             return hit
         rejects_file = _rejects_file(out, scratch)
         media: dict[str, Stat | None] | None = {} if key is not None and any(s.media for s in stages) else None
         built = opts.updated(rejects_path=str(rejects_file)) if rejects_file is not None else opts
-        dataset, report = build_recipe(recipe, tokenizer=tok, options=built, progress=progress, stages=stages, media=media)
+        dataset, report = build_recipe(
+            recipe, tokenizer=tok, options=built, progress=progress, stages=stages, media=media
+        )
         report.rejects_path = out.rejects_path
         manifest = Manifest.of(media, files, taken_ns=taken) if media is not None else None
         return _finish_keyed(dataset, report, key, out, rejects=rejects_file, media=manifest)

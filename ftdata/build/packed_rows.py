@@ -25,8 +25,14 @@ CONTRACT = {
                  "documents), or build without --packing",
 }  # fmt: skip
 # Config settings only a layer that carries state along the row has.
-STATE_SETTINGS = ("mamba_d_conv", "mamba_d_state", "linear_conv_kernel_dim", "conv_L_cache", "ssm_state_size",
-                  "conv_kernel")
+STATE_SETTINGS = (
+    "mamba_d_conv",
+    "mamba_d_state",
+    "linear_conv_kernel_dim",
+    "conv_L_cache",
+    "ssm_state_size",
+    "conv_kernel",
+)
 # Declared layer types that mix no positions (feed-forward blocks).
 FEED_FORWARD = ("mlp", "moe", "dense", "sparse")
 
@@ -35,8 +41,10 @@ def packing_record(*, packing: bool, tokenizer_name: str) -> dict[str, Any]:
     """build.json's `packing` entry: {} for unpacked rows."""
     if not packing:
         return {}
-    record: dict[str, Any] = {"columns": ["input_ids", "labels", "position_ids", "seq_lengths"],
-                              "trainer_must_pass": CONTRACT}
+    record: dict[str, Any] = {
+        "columns": ["input_ids", "labels", "position_ids", "seq_lengths"],
+        "trainer_must_pass": CONTRACT,
+    }
     note = hybrid_note(Path(tokenizer_name))
     return {"packing": {**record, **({"note": note} if note else {})}}
 
@@ -54,9 +62,11 @@ def hybrid_note(folder: Path) -> str | None:
     if not kinds:
         return None
     model_type = text.get("model_type") or config.get("model_type") or "?"
-    return (f"the model beside the tokenizer ({model_type}) has layers that carry state along the row ({kinds}): a "
-            "packed row keeps its documents apart there only with seq_idx / cu_seq_lens and the CUDA kernels (see "
-            f"trainer_must_pass); check it with `ftdata check-packing --model {folder} OUT`")  # fmt: skip
+    return (
+        f"the model beside the tokenizer ({model_type}) has layers that carry state along the row ({kinds}): a "
+        "packed row keeps its documents apart there only with seq_idx / cu_seq_lens and the CUDA kernels (see "
+        f"trainer_must_pass); check it with `ftdata check-packing --model {folder} OUT`"
+    )
 
 
 def state_layers(config: dict[str, Any]) -> str | None:

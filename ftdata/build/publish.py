@@ -42,15 +42,26 @@ def _output_format(output_format: str | None, *, sharded: bool) -> str:
 
 
 def to_out(
-    source: Any, out: str | Path, tok: Any, opts: BuildOptions, *, output_format: str | None, tokenizer_name: str,
-    protect: Sequence[Any], config: Path | None, progress: Callable[[int], None] | None,
-) -> BuildResult:  # fmt: skip
+    source: Any,
+    out: str | Path,
+    tok: Any,
+    opts: BuildOptions,
+    *,
+    output_format: str | None,
+    tokenizer_name: str,
+    protect: Sequence[Any],
+    config: Path | None,
+    progress: Callable[[int], None] | None,
+) -> BuildResult:
     """The build written into OUT (a folder, or with engine=ray a URI), build.json last."""
     from ftdata.mix import Recipe
 
     recipe = isinstance(source, Recipe)
     remote = store.is_uri(str(out))
-    shards = opts.run.engine is Engine.RAY and output_format in (None, "parquet")  # engine=ray to OUT: OUT/data/*.parquet
+    shards = opts.run.engine is Engine.RAY and output_format in (
+        None,
+        "parquet",
+    )  # engine=ray to OUT: OUT/data/*.parquet
     sharded = shards and not recipe  # written by the workers; a recipe is mixed here, so the driver writes its shards
     if remote and not shards:
         raise ConfigError(
@@ -77,8 +88,18 @@ def to_out(
     facts = Facts(tokenizer_name, _config_input(config))
     if remote:
         return _to_store(source, str(out), tok, opts, fmt=fmt, sharded=sharded, facts=facts, progress=progress)
-    return _to_folder(source, Path(out).expanduser(), tok, opts, fmt=fmt, inputs=inputs, sharded=sharded, shards=shards,
-                      facts=facts, progress=progress)  # fmt: skip
+    return _to_folder(
+        source,
+        Path(out).expanduser(),
+        tok,
+        opts,
+        fmt=fmt,
+        inputs=inputs,
+        sharded=sharded,
+        shards=shards,
+        facts=facts,
+        progress=progress,
+    )
 
 
 @dataclass(frozen=True)
@@ -106,14 +127,24 @@ def _config_input(config: Path | None) -> Input | None:
 
 
 def _to_store(
-    source: Any, out: str, tok: Any, opts: BuildOptions, *, fmt: str, sharded: bool, facts: Facts,
+    source: Any,
+    out: str,
+    tok: Any,
+    opts: BuildOptions,
+    *,
+    fmt: str,
+    sharded: bool,
+    facts: Facts,
     progress: Callable[[int], None] | None,
-) -> BuildResult:  # fmt: skip
+) -> BuildResult:
     """engine=ray into a URI: the workers' shards, or a recipe's mixture written here as shards."""
     if not opts.output.rejects_path and not sharded:  # written here first, then copied into OUT
         opts = opts.updated(rejects_path=str(safeio.scratch_dir() / export.REJECTS))
     place = store.store_place(out, expected=lambda: rough_need(source))
-    with store.StoreOut(out) as target, space.disk_space(place, space.scratch_place()):  # inside: measured before it is deleted
+    with (
+        store.StoreOut(out) as target,
+        space.disk_space(place, space.scratch_place()),
+    ):  # inside: measured before it is deleted
         if sharded:
             from ftdata.build.shards import DATA, REJECTS_DIR, build_shards
 
@@ -131,9 +162,18 @@ def _to_store(
 
 
 def _to_folder(
-    source: Any, folder: Path, tok: Any, opts: BuildOptions, *, fmt: str, inputs: list[Path], sharded: bool, shards: bool,
-    facts: Facts, progress: Callable[[int], None] | None,
-) -> BuildResult:  # fmt: skip
+    source: Any,
+    folder: Path,
+    tok: Any,
+    opts: BuildOptions,
+    *,
+    fmt: str,
+    inputs: list[Path],
+    sharded: bool,
+    shards: bool,
+    facts: Facts,
+    progress: Callable[[int], None] | None,
+) -> BuildResult:
     """The build into a local folder: every file staged inside OUT and published together by `OutputDir.finish`.
 
     The rejects go to OUT/rejects.jsonl with the rest; a `rejects_path` of the user's gets a
@@ -147,10 +187,12 @@ def _to_folder(
     target = safeio.OutputDir(folder, inputs=inputs)
     expected: list[int] = []
     place = space.Place(
-        folder, "the output folder", "free space there or give another output folder (this one is left as it was)",
+        folder,
+        "the output folder",
+        "free space there or give another output folder (this one is left as it was)",
         mine=lambda: target.staging.path if target.staging else None,
         expected=lambda: expected[0] if expected else rough_need(source),
-    )  # fmt: skip
+    )
     with space.disk_space(place), target, space.disk_space(place):
         staging = target.staging
         assert staging is not None
@@ -164,8 +206,14 @@ def _to_folder(
             staged = target.staged(export.REJECTS)
             try:
                 result = in_memory(
-                    source, tok, opts.updated(rejects_path=str(staged)), progress, out=place, declared=facts.declared, keyed=True
-                )  # fmt: skip
+                    source,
+                    tok,
+                    opts.updated(rejects_path=str(staged)),
+                    progress,
+                    out=place,
+                    declared=facts.declared,
+                    keyed=True,
+                )
             except FtdataError as exc:
                 _keep_rejects(target, staged, given if given and not inside else None, exc)
                 raise
@@ -174,7 +222,12 @@ def _to_folder(
             if shards:
                 files = export.write_shards(dataset, target)
             else:
-                files = [str(p.relative_to(folder)) for p in export.write_dataset(dataset, target, fmt=fmt, tokenizer=tok, task=task_module(Task(result.report.task)))]
+                files = [
+                    str(p.relative_to(folder))
+                    for p in export.write_dataset(
+                        dataset, target, fmt=fmt, tokenizer=tok, task=task_module(Task(result.report.task))
+                    )
+                ]
             rejects_name = export.REJECTS
             files += _stage_media(dataset, staging, opts)
             if inside and Path(given).name != export.REJECTS:  # type: ignore[arg-type]  # given is set when inside is
@@ -196,14 +249,17 @@ def _to_folder(
     return _published(result, out=folder, fmt=fmt, files=files, record=record, options=recorded)
 
 
-def _published(result: BuildResult, *, out: Path | str, fmt: str, files: list[str], record: dict[str, Any], options: BuildOptions) -> BuildResult:
+def _published(
+    result: BuildResult, *, out: Path | str, fmt: str, files: list[str], record: dict[str, Any], options: BuildOptions
+) -> BuildResult:
     """`result` with what was written to OUT."""
     result.out, result.output_format, result.files, result.manifest, result.options = out, fmt, files, record, options
     return result
 
 
 def _stage_media(dataset: Any, staging: safeio.Staging, opts: BuildOptions) -> list[str]:
-    """Stage the inline media items (`sha256:` refs) the rows name as OUT/images, published with the build; [] or ["images"].
+    """Stage the inline media items (`sha256:` refs) the rows name
+    as OUT/images, published with the build; [] or ["images"].
 
     Inline items are written once, content-addressed, to the store (`image_dir`, else
     ~/.cache/ftdata/images) while records are read; the build's own are linked (or copied) from
@@ -251,10 +307,22 @@ def _keep_rejects(target: safeio.OutputDir, staged: Path, given: str | None, exc
 
 
 def _manifest(
-    result: BuildResult, opts: BuildOptions, facts: Facts, *, fmt: str, files: list[str], rejects: str,
+    result: BuildResult,
+    opts: BuildOptions,
+    facts: Facts,
+    *,
+    fmt: str,
+    files: list[str],
+    rejects: str,
     on_disk: dict[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     return export.manifest(
-        inputs=result.inputs, tokenizer_name=facts.tokenizer_name, options=opts, report=result.report, output_format=fmt,
-        files=files, rejects=rejects, on_disk=on_disk,
-    )  # fmt: skip
+        inputs=result.inputs,
+        tokenizer_name=facts.tokenizer_name,
+        options=opts,
+        report=result.report,
+        output_format=fmt,
+        files=files,
+        rejects=rejects,
+        on_disk=on_disk,
+    )

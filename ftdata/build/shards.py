@@ -76,7 +76,8 @@ class _ShardJob:
 
 
 def shard_files(source: Any, options: BuildOptions) -> list[Any]:
-    """The shards of `source`: the data files of a folder (in the order engine=local reads them), else `source` itself."""
+    """The shards of `source`: the data files of a folder (in the
+    order engine=local reads them), else `source` itself."""
     path = Path(source).expanduser() if isinstance(source, (str, Path)) else None
     if path is not None and path.is_dir() and options.data.reader is None:
         files = data_files(path)
@@ -124,10 +125,12 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
     payload = pickled(job, "ray")
     report = BuildReport(
         source=str(source) if isinstance(source, (str, Path)) else type(source).__name__,
-        task=stage.task.task.value, task_reason=options.task_reason,
-        tokenizer=str(getattr(tokenizer, "name_or_path", "")), template=stage.renderer.name,
+        task=stage.task.task.value,
+        task_reason=options.task_reason,
+        tokenizer=str(getattr(tokenizer, "name_or_path", "")),
+        template=stage.renderer.name,
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
-    )  # fmt: skip
+    )
     try:
         for sub in (REJECTS_DIR, _REPORTS, _ERRORS):
             side[0].create_dir(store.child(side, sub)[1])
@@ -177,7 +180,11 @@ def _run(ray: Any, shards: list[Any], payload: bytes, data: str | Path, options:
     items = [{"shard": i, "path": str(p) if isinstance(p, (str, Path)) else p} for i, p in enumerate(shards)]
     try:
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            _build_shard, batch_size=1, batch_format="pyarrow", fn_kwargs={"key": key, "payload": [ref]}, num_cpus=1,
+            _build_shard,
+            batch_size=1,
+            batch_format="pyarrow",
+            fn_kwargs={"key": key, "payload": [ref]},
+            num_cpus=1,
             concurrency=options.run.num_workers,
         )
         dataset.write_parquet(data if isinstance(data, str) else str(data.absolute()))
@@ -207,7 +214,11 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
             tables.append(_shard_rows(job, _stage(key, job), shard, path, side))
         except FtdataError as exc:
             store.write_bytes(store.child(errors, f"part-{shard:05d}.pickle"), pickle.dumps(Raised(exc)))
-    return pa.concat_tables(tables) if tables else task_module(job.options.data.task).schema(job.options.data).empty_table()
+    return (
+        pa.concat_tables(tables)
+        if tables
+        else task_module(job.options.data.task).schema(job.options.data).empty_table()
+    )
 
 
 def _failed_shards(errors: Where) -> list[int]:
@@ -236,16 +247,23 @@ def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Whe
         with space.disk_space(space.scratch_place(mine=lambda: scratch)):  # a full worker disk: one line naming it
             rows = stage.task.open_rows(scratch / "rows.arrow", options)
             sink = RejectsWriter(report, scratch / "rejects.jsonl")
-            write_rows(source, stage, job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True)
+            write_rows(
+                source, stage, job.options.run, report=report, rows=rows, sink=sink, on=LocalExecutor(1), empty_ok=True
+            )
             schema = stage.task.schema(options)
             table = schema.empty_table()
             if rows.weighted:  # not dropped in silence: the Ray shards have no such column yet
-                raise ConfigError("loss weights (loss_weight in the data) are not carried by engine=ray yet; build with engine=local or processes")
+                raise ConfigError(
+                    "loss weights (loss_weight in the data) are not carried by engine=ray yet; build with "
+                    "engine=local or processes"
+                )
             if rows.rows:
                 finished = stage.task.finish(rows.path, options, report, splits=None, pad_id=0)
                 with pa.ipc.open_stream(finished.cache_files[0]["filename"]) as rows:  # into memory: the scratch goes
                     table = rows.read_all().select(schema.names)
-            store.copy((fs.LocalFileSystem(), str(scratch / "rejects.jsonl")), store.child(side, f"{REJECTS_DIR}/{name}.jsonl"))
+            store.copy(
+                (fs.LocalFileSystem(), str(scratch / "rejects.jsonl")), store.child(side, f"{REJECTS_DIR}/{name}.jsonl")
+            )
     finally:
         drop_scratch(scratch)
     store.write_bytes(store.child(side, f"{_REPORTS}/{name}.json"), json.dumps(report.to_dict(), default=str).encode())
@@ -301,4 +319,3 @@ def _concatenate(folder: Where, dest: Path) -> None:
     with atomic_path(dest) as tmp, tmp.open("wb") as out:
         for name in store.file_names(folder):
             out.write(store.read_bytes(store.child(folder, name)))
-

@@ -69,26 +69,39 @@ def load_chat_template(spec: str) -> ChatTemplate:
             unknown name (the message lists TRL's), or a name without TRL installed.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={spec!r}")
+        raise ConfigError(
+            f"chat_template must be a .jinja file or a TRL template name like 'qwen3', got chat_template={spec!r}"
+        )
     if _is_path(spec):
         path, name = Path(spec).expanduser(), spec
         if not path.is_file():
-            raise ConfigError(f"chat template file {spec!r} does not exist; give a .jinja file or a TRL template name like 'qwen3'")
+            raise ConfigError(
+                f"chat template file {spec!r} does not exist; give a .jinja file or a TRL template name like 'qwen3'"
+            )
     else:
         folder = trl_folder()
         if folder is None:
-            raise ConfigError(f"chat_template={spec!r} names a template TRL ships, and TRL is not installed; give a .jinja file")
+            raise ConfigError(
+                f"chat_template={spec!r} names a template TRL ships, and TRL is not installed; give a .jinja file"
+            )
         path, name = folder / f"{spec}.jinja", spec
         if not path.is_file():
-            raise ConfigError(f"unknown chat template {spec!r}: give a .jinja file or one TRL ships: {', '.join(trl_names())}")
+            raise ConfigError(
+                f"unknown chat template {spec!r}: give a .jinja file or one TRL ships: {', '.join(trl_names())}"
+            )
     cap = limits().tokenizer_bytes
     if (size := path.stat().st_size) > cap:
-        raise ConfigError(f"chat template file {str(path)!r} is {size:,} bytes, more than {cap:,} ({env_name('tokenizer_bytes')}); check the file")
+        raise ConfigError(
+            f"chat template file {str(path)!r} is {size:,} bytes, more than {cap:,} "
+            f"({env_name('tokenizer_bytes')}); check the file"
+        )
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"chat template file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ConfigError(
+            f"chat template file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     if not text.strip():
         raise ConfigError(f"chat template file {str(path)!r} is empty")
     # Declared by its text (a byte-order mark is no part of it): what a saved tokenizer holds compares to it.

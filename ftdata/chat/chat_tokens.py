@@ -38,17 +38,25 @@ def chat_markers(tokenizer: Any) -> list[str]:
     """
     render = ChatRenderer(tokenizer)
     marks = [chr(0xE000 + i) for i in range(5)]
-    turns = [("system", marks[0]), ("user", marks[1]), ("assistant", marks[2]), ("user", marks[3]), ("assistant", marks[4])]
+    turns = [
+        ("system", marks[0]),
+        ("user", marks[1]),
+        ("assistant", marks[2]),
+        ("user", marks[3]),
+        ("assistant", marks[4]),
+    ]
     texts = []
     for first in (0, 1):  # a template that raises on a system turn is probed without one
         messages = [{"role": role, "content": text} for role, text in turns[first:]]
         try:
-            texts = [render(messages), render(messages[:2 - first], generation=True)]
+            texts = [render(messages), render(messages[: 2 - first], generation=True)]
             break
         except TemplateError:
             continue
     if not texts:
-        raise TemplateError("add_chat_tokens: the chat template renders no plain conversation, so its markers cannot be found")
+        raise TemplateError(
+            "add_chat_tokens: the chat template renders no plain conversation, so its markers cannot be found"
+        )
     split = re.compile("[" + "".join(marks) + "]")
     found: dict[str, None] = {}
     for text in texts:
@@ -66,7 +74,9 @@ def with_chat_tokens(tokenizer: Any) -> Any:
     from tokenizers import AddedToken
 
     extended = copy.deepcopy(tokenizer)
-    tokens = [AddedToken(m, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False) for m in markers]
+    tokens = [
+        AddedToken(m, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False) for m in markers
+    ]
     extended.add_special_tokens({"additional_special_tokens": tokens}, replace_extra_special_tokens=False)
     return extended
 

@@ -44,7 +44,6 @@ from ftdata.chat.sentinels import TemplateRender, changed_span
 from ftdata.records.media import MEDIA  # one image in a message's text
 
 
-
 class ContentForm(Enum):
     STRING = "string"  # `content` as a string (with one MEDIA per image)
     PARTS = "parts"  # `content` as [{"type": "text", "text": ...}, {"type": "image"}, ...]
@@ -84,7 +83,10 @@ def to_parts(content: str | None) -> list[dict[str, str]]:
 
 def as_parts(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """`messages` with every string (or empty) content as parts; contents already lists stay as they are."""
-    return [dict(m) if isinstance(m.get("content"), list) else {**m, "content": to_parts(m.get("content"))} for m in messages]
+    return [
+        dict(m) if isinstance(m.get("content"), list) else {**m, "content": to_parts(m.get("content"))}
+        for m in messages
+    ]
 
 
 def collapse(text: str, contents: Contents, images: int) -> str:
@@ -103,7 +105,9 @@ def collapse(text: str, contents: Contents, images: int) -> str:
         )
     written = text.count(contents.image_text)
     if written != images:
-        raise TemplateError(f"the chat template wrote {written} image(s) ({contents.image_text!r}) for {images} image part(s)")
+        raise TemplateError(
+            f"the chat template wrote {written} image(s) ({contents.image_text!r}) for {images} image part(s)"
+        )
     return text.replace(contents.image_text, MEDIA)
 
 
@@ -118,8 +122,14 @@ def contents_of(render: TemplateRender) -> Contents:
     """How `render`'s template takes contents: strings when it writes the probe's string contents
     in order, else parts when it writes them as text parts; cached per template, kwargs and tokenizer."""
     tok = render.tokenizer
-    key = (repr(getattr(tok, "chat_template", None)), json.dumps(render.kwargs, sort_keys=True, default=str),
-           str(tok.bos_token), str(tok.eos_token), str(len(tok)), repr(render.tools))  # fmt: skip
+    key = (
+        repr(getattr(tok, "chat_template", None)),
+        json.dumps(render.kwargs, sort_keys=True, default=str),
+        str(tok.bos_token),
+        str(tok.eos_token),
+        str(len(tok)),
+        repr(render.tools),
+    )
     found = _CACHE.get(key)
     if found is None:
         found = _probe(render)
@@ -129,7 +139,8 @@ def contents_of(render: TemplateRender) -> Contents:
 
 
 def _writes(render: TemplateRender, messages: list[dict[str, Any]]) -> str:
-    """'' when the template writes the probe contents in order (with a tool schema if it needs one), else what it did."""
+    """'' when the template writes the probe contents in order
+    (with a tool schema if it needs one), else what it did."""
     why = ""
     for tools in (None, [PROBE_TOOL]):
         try:
@@ -150,7 +161,11 @@ def _probe(render: TemplateRender) -> Contents:
     parts_why = _writes(render, as_parts(plain))
     if not string_why:  # records with media as parts where the template renders their parts otherwise
         image_text = "" if parts_why else _image_text(render)
-        media = ContentForm.PARTS if image_text and _parts_differ(render, Contents(ContentForm.PARTS, image_text)) else ContentForm.STRING
+        media = (
+            ContentForm.PARTS
+            if image_text and _parts_differ(render, Contents(ContentForm.PARTS, image_text))
+            else ContentForm.STRING
+        )
         return Contents(ContentForm.STRING, image_text=image_text, media=media)
     if parts_why:  # neither: the build refuses the template with both reasons
         return Contents(ContentForm.STRING, why=parts_why)

@@ -64,9 +64,19 @@ class FallbackStart:
         self.headers = tuple(dict.fromkeys(header[:b] for b in (len(header), *reversed(ends)) if header[:b].strip()))
 
     def __call__(
-        self, text: str, msgs: list[dict[str, Any]], i: int, prompt: str | None, *, done: int, data: tuple[int, int],
-        block: bool, render: Render, contents: LazySpans = no_spans, answer: tuple[int, int] | None = None,
-    ) -> tuple[int, bool]:  # fmt: skip
+        self,
+        text: str,
+        msgs: list[dict[str, Any]],
+        i: int,
+        prompt: str | None,
+        *,
+        done: int,
+        data: tuple[int, int],
+        block: bool,
+        render: Render,
+        contents: LazySpans = no_spans,
+        answer: tuple[int, int] | None = None,
+    ) -> tuple[int, bool]:
         """(where turn i begins in A, whether A writes again the prompt's close of a think block).
 
         `prompt` is P_i (None when it does not render), `done` the end of the previous trained
@@ -78,22 +88,15 @@ class FallbackStart:
         `answer`: where the turn's answer is written (`sentinels.Found.answer`), else located here.
         """
         data_start = data[0]
-        before = self._before(text, msgs, i, render, contents, done, data_start)  # where message i-1's content ends in A
+        before = self._before(
+            text, msgs, i, render, contents, done, data_start
+        )  # where message i-1's content ends in A
         previous = self._after_previous(text, msgs[i - 1]["role"], before, data_start) if before is not None else None
         if prompt is not None and before is not None and common_prefix(prompt, text) < before:
             in_prompt = content_span(prompt, render, msgs[:i], i - 1, generation=True)
             prompt = _aligned(text, prompt, before, in_prompt[1] if in_prompt else None)
-        fork, tail = None, ""
-        if prompt is not None:
-            shared = common_prefix(prompt, text)  # in characters
-            fork = self._fork(text, prompt, done if previous is None else max(previous, done), shared)
-            tail = prompt[fork if fork is not None else shared :]
-        after_tool = i > 0 and msgs[i - 1]["role"] == "tool"
-        # After a tool result a generation prompt that writes no role header A writes too continues the
-        # model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`; diffusion_gemma: `<|channel>thought\n`,
-        # then A's `<|turn>model\n`): what A writes from there is the model's.
-        lead = text[fork:data_start] if fork is not None and fork <= data_start else ""
-        unheaded = after_tool and not any(h.strip() in tail and h.strip() in lead for h in self.headers)
+        fork, tail = self._fork_tail(text, prompt, done if previous is None else max(previous, done))
+        unheaded = self._unheaded(text, msgs, i, fork=fork, tail=tail, data_start=data_start)
         start = self._markup_start(text, fork, previous, done, data, block, unheaded)
         if prompt is None:
             return start, False
@@ -105,10 +108,31 @@ class FallbackStart:
             return start, moved
         return start, False
 
+    def _fork_tail(self, text: str, prompt: str | None, floor: int) -> tuple[int | None, str]:
+        """Where P_i leaves A at or after `floor` (None: nowhere, or no P_i), and what P_i writes from there."""
+        if prompt is None:
+            return None, ""
+        shared = common_prefix(prompt, text)  # in characters
+        fork = self._fork(text, prompt, floor, shared)
+        return fork, prompt[fork if fork is not None else shared :]
+
+    def _unheaded(
+        self, text: str, msgs: list[dict[str, Any]], i: int, *, fork: int | None, tail: str, data_start: int
+    ) -> bool:
+        """Whether turn i follows a tool result and P_i's tail writes no role header A writes too.
+
+        Such a generation prompt continues the model's turn (DeepSeek-V3.2: `<think>`, then A's `</think>`;
+        diffusion_gemma: `<|channel>thought\n`, then A's `<|turn>model\n`): what A writes from there is the model's.
+        """
+        if not (i > 0 and msgs[i - 1]["role"] == "tool"):
+            return False
+        lead = text[fork:data_start] if fork is not None and fork <= data_start else ""
+        return not any(h.strip() in tail and h.strip() in lead for h in self.headers)
+
     @staticmethod
     def _before(
         text: str, msgs: list[dict[str, Any]], i: int, render: Render, contents: LazySpans, done: int, data_start: int
-    ) -> int | None:  # fmt: skip
+    ) -> int | None:
         """Where the content of the message before turn i ends in A, when it lies between the
         previous trained turn and turn i's data; else None."""
         if i == 0:
@@ -119,9 +143,14 @@ class FallbackStart:
 
     @staticmethod
     def _answer_start(
-        text: str, render: Render, msgs: list[dict[str, Any]], i: int, data: tuple[int, int], lo: int,
+        text: str,
+        render: Render,
+        msgs: list[dict[str, Any]],
+        i: int,
+        data: tuple[int, int],
+        lo: int,
         located: tuple[int, int] | None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """Where turn i's answer (its content, else its first call's name) begins in text[lo:data end].
 
         A plain turn's data is its content; otherwise the content (or the name) is where the
@@ -213,14 +242,22 @@ class FallbackStart:
                 if lo + a < fork < lo + b and token in self.added:
                     fork = lo + a
                     break
-            tag = next((m for m in _TAG.finditer(side, max(fork - 40, lo), fork + 40) if m.start() < fork < m.end()), None)
+            tag = next(
+                (m for m in _TAG.finditer(side, max(fork - 40, lo), fork + 40) if m.start() < fork < m.end()), None
+            )
             fork = tag.start() if tag else fork
         return fork
 
     def _markup_start(
-        self, text: str, fork: int | None, previous: int | None, done: int, data: tuple[int, int], block: bool,
+        self,
+        text: str,
+        fork: int | None,
+        previous: int | None,
+        done: int,
+        data: tuple[int, int],
+        block: bool,
         unheaded: bool = False,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """Where a fallback turn begins, after the message before it (`previous`: where it ends in A,
         None when not found; never before `done`, the previous turn's end): where its inference prompt
         and A part (`fork`, None when not within the turn), when that lies within the turn; else after
@@ -240,7 +277,11 @@ class FallbackStart:
         if fork is not None and data_start < fork <= data_end and self._opening(text[data_start:fork]):
             return fork
         lo = done if previous is None else max(previous, done)
-        if fork is not None and fork <= data_start and (block or unheaded or self._after_header(text, lo, fork, data_start)):
+        if (
+            fork is not None
+            and fork <= data_start
+            and (block or unheaded or self._after_header(text, lo, fork, data_start))
+        ):
             return fork
         if fork is not None and lo <= fork < data_start and not text[fork:data_start].strip():
             # Only whitespace between where the prompt ends and the content (vLLM's DeepSeek-V3 template:

@@ -57,6 +57,9 @@ def join_late_systems(example: Example) -> Example:
     if not moved:
         return example
     where = ", ".join(f"messages[{i}]" for i in sorted(moved))
-    note = Note(NoteCode.SYSTEM_MOVED, f"{where}: a system turn after the first, which the template does not write "
-                                       "there: its text joined the user turn beside it")  # fmt: skip
+    note = Note(
+        NoteCode.SYSTEM_MOVED,
+        f"{where}: a system turn after the first, which the template does not write "
+        "there: its text joined the user turn beside it",
+    )
     return replace(example, messages=tuple(msgs), notes=(*example.notes, note))

@@ -44,14 +44,18 @@ REASONING_DROPPED = Note(
 REASONING_PROMPT_CLOSED = Note(
     NoteCode.REASONING_PROMPT_CLOSED,
     "the generation prompt already closes the think block (e.g. enable_thinking=false), so the model cannot write the "
-    "reasoning after it: only the answer is trained; build with thinking on to train the reasoning, or mask_reasoning=True",
+    "reasoning after it: only the answer is trained; build with thinking on to train the reasoning, or "
+    "mask_reasoning=True",
 )
 EOS_APPENDED = Note(
     NoteCode.EOS_APPENDED,
     "the chat template writes no end-of-turn marker: EOS was appended after the last turn and trained",
 )
 # Boilerplate the rule trains (Qwen3's empty think block when thinking is on), and the kwarg that moves it.
-THINK_BOILERPLATE = "trains {text!r}, which the template writes into this turn after the generation prompt; chat_template_kwargs {kwarg} moves it into the prompt"
+THINK_BOILERPLATE = (
+    "trains {text!r}, which the template writes into this turn after the generation prompt; "
+    "chat_template_kwargs {kwarg} moves it into the prompt"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,9 @@ class Turn:
     method: str  # "prefix" (A starts with P_i) or "fallback"
     stop: int  # where its stop token begins (`end` is where it ends)
     notes: tuple[Note, ...] = ()
-    appended: str = ""  # text A lacks after this (last) turn, trained with it: the EOS, or a call turn's hand-over to the tool
+    appended: str = (
+        ""  # text A lacks after this (last) turn, trained with it: the EOS, or a call turn's hand-over to the tool
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +155,9 @@ class TurnLocator:
         else:
             start, closed = self._fallback_start(chat, i, done, opening, data, hint.found)
             method = "fallback"
-            if closed and (msg.get("reasoning_content") or "</think>" in (msg.get("content") or "")):  # R1-style content too
+            if closed and (
+                msg.get("reasoning_content") or "</think>" in (msg.get("content") or "")
+            ):  # R1-style content too
                 notes.append(REASONING_PROMPT_CLOSED)
         if start < done:
             raise chat.reject(i, "it overlaps the previous turn")
@@ -174,7 +182,9 @@ class TurnLocator:
             at: int | None = known
         else:
             try:
-                prompt = known.prompt(chat.text) if isinstance(known, Tail) else chat.render(chat.msgs[:i], generation=True)
+                prompt = (
+                    known.prompt(chat.text) if isinstance(known, Tail) else chat.render(chat.msgs[:i], generation=True)
+                )
             except TemplateError:
                 prompt = None
             prefix = prompt is not None and not aligned and chat.text.startswith(prompt) and len(prompt) >= done
@@ -196,8 +206,9 @@ class TurnLocator:
             return Data(*span, block="</think>" in msg["content"])
         data = self._written(chat, i, hint)
         block = bool(msg.get("tool_calls")) or (
-            not has_note(data.notes, NoteCode.REASONING_DROPPED) and (msg.get("reasoning_content") is not None or "</think>" in msg["content"])
-        )  # fmt: skip
+            not has_note(data.notes, NoteCode.REASONING_DROPPED)
+            and (msg.get("reasoning_content") is not None or "</think>" in msg["content"])
+        )
         return replace(data, block=block)
 
     def _written(self, chat: Chat, i: int, hint: Hint) -> Data:
@@ -213,15 +224,25 @@ class TurnLocator:
         found = hint.found if hint.found is not None else find_pieces(chat, i)
         if any(name.startswith("call") and name not in found.written for name in found.pieces):
             names = ", ".join(repr(c["function"]["name"]) for c in msg["tool_calls"])
-            raise chat.reject(i, f"the chat template does not write its tool calls ({names}); use a template that renders tool_calls")
+            raise chat.reject(
+                i, f"the chat template does not write its tool calls ({names}); use a template that renders tool_calls"
+            )
         notes: list[Note] = []
         if "reasoning" in found.pieces and "reasoning" not in found.written:
             last = i == len(chat.msgs) - 1
-            if last or not (hint.writes_last if hint.writes_last is not None else writes_last_reasoning(chat, i, sentinel(chat.text))):
-                raise chat.reject(i, (
-                    "the chat template does not write its reasoning (reasoning_content/thinking); the model would be trained "
-                    "to answer without it: drop the reasoning or use a template that renders it"
-                ))  # fmt: skip
+            if last or not (
+                hint.writes_last
+                if hint.writes_last is not None
+                else writes_last_reasoning(chat, i, sentinel(chat.text))
+            ):
+                raise chat.reject(
+                    i,
+                    (
+                        "the chat template does not write its reasoning (reasoning_content/thinking); the model "
+                        "would be trained "
+                        "to answer without it: drop the reasoning or use a template that renders it"
+                    ),
+                )
             notes.append(REASONING_DROPPED)  # history reasoning: the template keeps it only in the last turn
         if "content" in found.pieces:
             if "content" not in found.written:
@@ -235,7 +256,9 @@ class TurnLocator:
             reasoning_end = changed_span(chat.text, chat.render(chat.with_message(i, only)))[1]
         return Data(found.start, found.end, reasoning_end, tuple(notes))
 
-    def _fallback_start(self, chat: Chat, i: int, done: int, opening: Opening, data: Data, found: Found | None) -> tuple[int, bool]:
+    def _fallback_start(
+        self, chat: Chat, i: int, done: int, opening: Opening, data: Data, found: Found | None
+    ) -> tuple[int, bool]:
         """(where turn i begins in A, whether A writes again the prompt's close of a think block), as it
         appears in A (`FallbackStart`): from its data, or from the end of its role header when the model
         writes markup before the data (a call-only turn has no content to anchor on)."""
@@ -246,9 +269,17 @@ class TurnLocator:
             except TemplateError:
                 prompt = None
         return self.fallback(
-            chat.text, chat.msgs, i, prompt, done=done, data=(data.start, data.end), block=data.block, render=chat.render,
-            contents=chat.contents, answer=found.answer if found is not None else None,
-        )  # fmt: skip
+            chat.text,
+            chat.msgs,
+            i,
+            prompt,
+            done=done,
+            data=(data.start, data.end),
+            block=data.block,
+            render=chat.render,
+            contents=chat.contents,
+            answer=found.answer if found is not None else None,
+        )
 
     def _stop(self, chat: Chat, i: int, data: Data, found: Found | None) -> Stop:
         """The stop token that ends turn i: the first after its data and calls; for a final call turn of a
@@ -287,7 +318,11 @@ class TurnLocator:
             rest = ""
         if not self.markers.eos_appended or not self.eos or i != len(chat.msgs) - 1 or rest.strip():
             stops = ", ".join(map(repr, self.markers.stops)) or "none"
-            raise chat.reject(i, f"it does not end with a token that stops generation (stop tokens: {stops}); the model would not learn to stop")
+            raise chat.reject(
+                i,
+                f"it does not end with a token that stops generation (stop tokens: {stops}); the model would not "
+                "learn to stop",
+            )
         return Stop(len(chat.text), len(chat.text) + len(self.eos), self.eos, eos=True)
 
     def _handover(self, chat: Chat, after: int) -> Stop | None:
@@ -312,10 +347,13 @@ class TurnLocator:
         text = chat.text
         for name, n in Counter(call["function"]["name"] for call in chat.msgs[i].get("tool_calls", ())).items():
             if text.count(name, start, end) < n:
-                raise chat.reject(i,
-                    f"the template does not write the name of the tool call {name!r}" if name not in text else
-                    f"its tool call {name!r} begins before where the turn can be located, so it cannot be trained whole"
-                )  # fmt: skip
+                raise chat.reject(
+                    i,
+                    f"the template does not write the name of the tool call {name!r}"
+                    if name not in text
+                    else f"its tool call {name!r} begins before where the turn can be located, so it cannot be "
+                    "trained whole",
+                )
 
     def _boundary(self, text: str, stop: Stop) -> int:
         """Where the next exchange begins: after the end-of-turn marker (and the separator the template

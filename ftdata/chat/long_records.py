@@ -66,10 +66,16 @@ def locate(text: str, render: Render, msgs: list[dict[str, Any]], turns: list[in
     if skeleton is None:
         return {}
     calls = skeleton.compare(render, marked.calls, "call")
-    names = skeleton.compare(render, marked.names, "name") if marked.names != marked.skeleton else _Compared({}, set(), {}, "")
+    names = (
+        skeleton.compare(render, marked.names, "name")
+        if marked.names != marked.skeleton
+        else _Compared({}, set(), {}, "")
+    )
     if calls is None or names is None:
         return {}
-    written = _Written(skeleton, calls, names, calls.unknown | names.unknown, _escapes(calls.rendered), _escapes(skeleton.skeleton))
+    written = _Written(
+        skeleton, calls, names, calls.unknown | names.unknown, _escapes(calls.rendered), _escapes(skeleton.skeleton)
+    )
     by_turn: dict[int, dict[str, str]] = {}  # turn -> {piece: its sentinel}
     for ch, (j, piece) in marked.owner.items():
         if piece != "name":
@@ -122,7 +128,9 @@ class _Marked:
                 marked.append(marked_call(call, mark))
             if marked:
                 calls[i] = {**calls[i], "tool_calls": marked}
-                if not (msgs[i].get("content") or "").strip():  # `FallbackStart` begins its answer at the first call's name
+                if not (
+                    msgs[i].get("content") or ""
+                ).strip():  # `FallbackStart` begins its answer at the first call's name
                     owner[mark := next(free)] = (i, "name")
                     names[i] = first_named(names[i], mark)
         return _Marked(values, owner, changed, calls, names)
@@ -160,7 +168,9 @@ class _Skeleton:
             return None
         at2 = _positions(s2, marked.owner)
         anchors = sorted((ks[0], ch) for ch, ks in at2.items() if len(ks) == 1)
-        if any(len(ks) > 1 for ks in at2.values()) or any(marked.owner[ch][1] == "content" and ch not in at2 for ch in marked.values):
+        if any(len(ks) > 1 for ks in at2.values()) or any(
+            marked.owner[ch][1] == "content" and ch not in at2 for ch in marked.values
+        ):
             return None
         spans = put_back(text, s2, anchors, marked.values, _FORMS)
         return _Skeleton(s2, anchors, spans, marked.owner) if spans is not None else None
@@ -244,8 +254,15 @@ class _Written:
             return None
         answer = spans.get(marks.get("content", ""), self.names.spans.get(i))
         reasoning = spans[marks["reasoning"]][1] if "reasoning" in written else None
-        return Found(min(a for a, _ in ends), max(b for _, b in ends), tuple(pieces), frozenset(written),
-                     call[1] if call is not None else None, reasoning, answer)  # fmt: skip
+        return Found(
+            min(a for a, _ in ends),
+            max(b for _, b in ends),
+            tuple(pieces),
+            frozenset(written),
+            call[1] if call is not None else None,
+            reasoning,
+            answer,
+        )
 
 
 # Inference prompts rendered per kind of turn to check a long record's prompts (`prompt_ends`, `prompt_tails`): every
@@ -277,6 +294,7 @@ def prompt_ends(
         at = text.rfind(header, before[1], own[0])
         if at >= 0:
             out[i] = at + len(header)
+
     def agrees(i: int) -> bool:
         try:
             prompt = render(msgs[:i], generation=True)
@@ -337,7 +355,9 @@ def _tail(text: str, render: Render, msgs: list[dict[str, Any]], i: int, before:
     return (True, prompt[where[1] :]) if where is not None else None
 
 
-def prompt_tails(text: str, render: Render, msgs: list[dict[str, Any]], turns: list[int], contents: Spans | None) -> dict[int, Tail]:
+def prompt_tails(
+    text: str, render: Render, msgs: list[dict[str, Any]], turns: list[int], contents: Spans | None
+) -> dict[int, Tail]:
     """P_i for assistant turns `turns` in a bounded number of renders, where a template is not
     prefix-stable (it writes the generation prompt otherwise than the history: Nemotron 3 opens
     `<think>`, the history writes `<think></think>`).

@@ -21,16 +21,36 @@ from ftdata.guard import limits
 from ftdata.errors import Location, TemplateError
 from ftdata.chat.contents import STRING, ContentForm, as_parts, collapse, contents_of, media_count
 from ftdata.chat.probes import (
-    PROBE, PROBE_TOOL, probe_messages, reasoning_probe, thinking_kwarg, tool_probes, writes_call_reasoning,
-)  # fmt: skip
+    PROBE,
+    PROBE_TOOL,
+    probe_messages,
+    reasoning_probe,
+    thinking_kwarg,
+    tool_probes,
+    writes_call_reasoning,
+)
 from ftdata.chat.stops import (
-    common_token_prefix, first_token, model_stop_tokens, one_token, spelled_as_text, turn_stops, units,
+    common_token_prefix,
+    first_token,
+    model_stop_tokens,
+    one_token,
+    spelled_as_text,
+    turn_stops,
+    units,
 )
 
 __all__ = [  # the token and stop-token helpers live in ftdata.chat.stops; they stay importable from here
-    "ChatRenderer", "RoleMarkers", "SystemSupport", "common_token_prefix", "control_tokens", "detect_role_markers",
-    "first_token", "model_stop_tokens", "one_token", "shared_renders",
-]  # fmt: skip
+    "ChatRenderer",
+    "RoleMarkers",
+    "SystemSupport",
+    "common_token_prefix",
+    "control_tokens",
+    "detect_role_markers",
+    "first_token",
+    "model_stop_tokens",
+    "one_token",
+    "shared_renders",
+]
 
 SystemSupport = Literal["native", "folded", "ignored", "raises"]
 
@@ -93,7 +113,11 @@ class ChatRenderer:
     """
 
     def __init__(
-        self, tokenizer: Any, kwargs: Mapping[str, Any] | None = None, *, tools: Sequence[Mapping[str, Any]] | None = None
+        self,
+        tokenizer: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ):
         if not getattr(tokenizer, "chat_template", None):
             raise TemplateError(
@@ -103,7 +127,9 @@ class ChatRenderer:
         self.tokenizer = tokenizer
         self.kwargs = dict(kwargs or {})
         self.tools = list(tools) if tools else None  # probes only: a render's own `tools` win
-        self.contents = STRING  # string contents, or lists of parts for templates that read only those (chat/contents.py)
+        self.contents = (
+            STRING  # string contents, or lists of parts for templates that read only those (chat/contents.py)
+        )
         self.contents = contents_of(self)
 
     def __call__(
@@ -144,7 +170,7 @@ class ChatRenderer:
             with limits.time_limit(seconds, _Naming(None)), sandbox.bounded_chat_templates():
                 texts = self.tokenizer.apply_chat_template(
                     conversations, tools=self.tools, tokenize=False, add_generation_prompt=generation, **self.kwargs
-                )  # fmt: skip
+                )
         except Exception:  # noqa: BLE001 (rendered again one by one, where the error names its record)
             return None
         cap = limits.limits().render_chars
@@ -153,9 +179,14 @@ class ChatRenderer:
         return texts
 
     def _render(
-        self, messages: list[dict[str, Any]], *, generation: bool, tools: Sequence[Mapping[str, Any]] | None,
-        kwargs: Mapping[str, Any] | None, location: Location | None,
-    ) -> str:  # fmt: skip
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        generation: bool,
+        tools: Sequence[Mapping[str, Any]] | None,
+        kwargs: Mapping[str, Any] | None,
+        location: Location | None,
+    ) -> str:
         what = _Naming(location)
         images = 0
         if self.contents.form_of(messages) is ContentForm.PARTS:  # LLaVA-Next, Idefics3, records with media: each
@@ -163,9 +194,12 @@ class ChatRenderer:
         try:
             with limits.time_limit(limits.limits().render_seconds, what), sandbox.bounded_chat_templates():
                 text = self.tokenizer.apply_chat_template(
-                    messages, tools=list(tools) if tools else self.tools, tokenize=False, add_generation_prompt=generation,
+                    messages,
+                    tools=list(tools) if tools else self.tools,
+                    tokenize=False,
+                    add_generation_prompt=generation,
                     **{**self.kwargs, **(kwargs or {})},
-                )  # fmt: skip
+                )
         except limits.LimitExceeded as exc:
             raise exc if str(exc).startswith(str(what)) else limits.LimitExceeded(f"{what}: {exc}") from None
         except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
@@ -211,7 +245,9 @@ class RoleMarkers:
     after_prompt: str  # what a turn writes after the generation prompt before its content: trained
     stops: tuple[str, ...]  # what ends a trained turn (end-of-turn markers; without one, next-turn headers)
     eos_appended: str  # without an end-of-turn marker: the EOS appended (and trained) after the last turn
-    tool_arguments: str  # the tool-call `arguments` form the template writes as JSON once: dict, string, either; '' = no calls
+    tool_arguments: (
+        str  # the tool-call `arguments` form the template writes as JSON once: dict, string, either; '' = no calls
+    )
     renders_tools: bool  # writes the `tools` schemas
     renders_reasoning: bool  # writes an assistant turn's reasoning (`reasoning_content` / `thinking`)
     reasoning_close: str  # what it writes between a turn's reasoning and its answer
@@ -234,8 +270,18 @@ class RoleMarkers:
     @property
     def markup(self) -> str:
         """All the text the template writes around contents (for control-token lookups)."""
-        return "".join((self.bos, self.system_header, self.system_footer, self.user_header, self.user_footer,
-                        self.assistant_header, self.eot, self.final_eot))  # fmt: skip
+        return "".join(
+            (
+                self.bos,
+                self.system_header,
+                self.system_footer,
+                self.user_header,
+                self.user_footer,
+                self.assistant_header,
+                self.eot,
+                self.final_eot,
+            )
+        )
 
 
 class _GenerationPrompt(NamedTuple):
@@ -272,38 +318,98 @@ def detect_role_markers(
     """
     render, full, needs_tools = _probe(tokenizer, kwargs)
     pos = _positions(full)
-    end = {n: pos[n] + len(PROBE[n]) for n in pos}
     only_user = render(probe_messages("u1"))
     prompt = _generation_prompt(render, tokenizer, full, only_user, pos)
     closers = _closers(full, pos, prompt, tokenizer, lead=only_user[: only_user.find(PROBE["u1"])])
+    system = _system_facts(render, tokenizer, full=full, only_user=only_user, closers=closers, prompt=prompt)
+    lead_in = full[pos["u2"] + len(PROBE["u2"]) : pos["a2"]]
+    probed = _Probed(full, pos, prompt, closers, system, lead_in, needs_tools)
+    markers = _role_markers(render, tokenizer, probed=probed, stop_tokens=stop_tokens)
+    return replace(markers, warnings=_warnings(markers, appended=prompt.appended, lead_in=lead_in, kwargs=kwargs))
+
+
+class _System(NamedTuple):
+    """The BOS a render opens with ('' where it opens every turn), and what the template writes for a system turn."""
+
+    bos: str
+    default_system: str  # what a render without a system message writes before the first user header
+    support: SystemSupport
+    header: str
+    footer: str
+    date_line: str  # a date the template writes into the system turn, else ''
+
+
+class _Probed(NamedTuple):
+    """What the probe renders showed: the u1 a1 u2 a2 render and its content positions, the generation
+    prompt, the closers, the system turn, what A writes between u2 and a2, whether it needs tools."""
+
+    full: str
+    pos: dict[str, int]
+    prompt: _GenerationPrompt
+    closers: _Closers
+    system: _System
+    lead_in: str
+    needs_tools: bool
+
+
+def _system_facts(
+    render: ChatRenderer, tokenizer: Any, *, full: str, only_user: str, closers: _Closers, prompt: _GenerationPrompt
+) -> _System:
+    """The BOS, the default system text and the system turn's markers, from the probe renders."""
     bos = tokenizer.bos_token if tokenizer.bos_token and full.startswith(tokenizer.bos_token) else ""
     if bos and (closers.user_header.startswith(bos) or prompt.assistant_header.startswith(bos)):
         bos = ""  # ChatML tokenizers name <|im_start|> their BOS: it opens every turn, not the text
     head = only_user[len(bos) : only_user.find(PROBE["u1"])]
     default_system = head[: len(head) - len(closers.user_header)] if head.endswith(closers.user_header) else head
-    system_support, system_header, system_footer = _system(render, closers.user_header, bos)
-    date_match = _DATE.search(default_system) or _DATE.search(system_header + system_footer)
-    lead_in = full[end["u2"] : pos["a2"]]
-    after_prompt = _after_prompt(render, full, pos, prompt)
+    support, header, footer = _system(render, closers.user_header, bos)
+    date_match = _DATE.search(default_system) or _DATE.search(header + footer)
+    return _System(bos, default_system, support, header, footer, date_match.group(0) if date_match else "")
+
+
+def _role_markers(render: ChatRenderer, tokenizer: Any, *, probed: _Probed, stop_tokens: Sequence[str]) -> RoleMarkers:
+    """The markers, from the probes and what tools, reasoning and stops render (the caller adds the warnings)."""
+    full, prompt, closers, system = probed.full, probed.prompt, probed.closers, probed.system
+    after_prompt = _after_prompt(render, full, probed.pos, prompt)
     tools = tool_probes(render, tokenizer, prompt.appended)
     reasoning = reasoning_probe(render)
     stops, eos_appended = turn_stops(
-        tokenizer, eot=closers.eot, final_eot=closers.final_eot, user_header=closers.user_header,
-        call_closer=tools["stop"], tool_header=tools["header"], stop_tokens=stop_tokens,
-    )  # fmt: skip
-    markers = RoleMarkers(
-        bos=bos, system_header=system_header, system_footer=system_footer, user_header=closers.user_header,
-        user_footer=prompt.user_footer, assistant_header=prompt.assistant_header, eot=closers.eot,
-        separator=closers.separator, final_eot=closers.final_eot, prefix_stable=_prefix_stable(render, full),
-        system_support=system_support, default_system=default_system, date_line=date_match.group(0) if date_match else "",
-        empty_think="<think>" in prompt.assistant_header or "<think>" in lead_in, after_prompt=after_prompt,
-        stops=stops, eos_appended=eos_appended, tool_arguments=tools["arguments"], renders_tools=tools["schemas"],
+        tokenizer,
+        eot=closers.eot,
+        final_eot=closers.final_eot,
+        user_header=closers.user_header,
+        call_closer=tools["stop"],
+        tool_header=tools["header"],
+        stop_tokens=stop_tokens,
+    )
+    return RoleMarkers(
+        bos=system.bos,
+        system_header=system.header,
+        system_footer=system.footer,
+        user_header=closers.user_header,
+        user_footer=prompt.user_footer,
+        assistant_header=prompt.assistant_header,
+        eot=closers.eot,
+        separator=closers.separator,
+        final_eot=closers.final_eot,
+        prefix_stable=_prefix_stable(render, full),
+        system_support=system.support,
+        default_system=system.default_system,
+        date_line=system.date_line,
+        empty_think="<think>" in prompt.assistant_header or "<think>" in probed.lead_in,
+        after_prompt=after_prompt,
+        stops=stops,
+        eos_appended=eos_appended,
+        tool_arguments=tools["arguments"],
+        renders_tools=tools["schemas"],
         renders_reasoning=reasoning is not None or writes_call_reasoning(render, tools["arguments"]),
-        reasoning_close=reasoning or "", thinking_kwarg=thinking_kwarg(render, after_prompt), warnings=(),
-        ignores_generation_prompt=prompt.ignored, needs_tools=needs_tools,
-        text_stops=tuple(stop for stop in stops if spelled_as_text(stop, tokenizer)), writes_call_names=tools["names"],
-    )  # fmt: skip
-    return replace(markers, warnings=_warnings(markers, appended=prompt.appended, lead_in=lead_in, kwargs=kwargs))
+        reasoning_close=reasoning or "",
+        thinking_kwarg=thinking_kwarg(render, after_prompt),
+        warnings=(),
+        ignores_generation_prompt=prompt.ignored,
+        needs_tools=probed.needs_tools,
+        text_stops=tuple(stop for stop in stops if spelled_as_text(stop, tokenizer)),
+        writes_call_names=tools["names"],
+    )
 
 
 def _probe(tokenizer: Any, kwargs: Mapping[str, Any] | None) -> tuple[ChatRenderer, str, bool]:
@@ -323,7 +429,11 @@ def _positions(full: str) -> dict[str, int]:
     turns = {"u1": "first user", "a1": "first assistant", "u2": "second user", "a2": "second assistant"}
     missing = [turns[n] for n, at in pos.items() if at < 0]
     if missing or sorted(pos.values()) != list(pos.values()):
-        what = f"drops or rewrites the content of the {', '.join(missing)} turn" if missing else "reorders message contents"
+        what = (
+            f"drops or rewrites the content of the {', '.join(missing)} turn"
+            if missing
+            else "reorders message contents"
+        )
         raise TemplateError(
             f"chat template {what} (probe render: {full[:160]!r}); response spans cannot be found in its "
             "renders: use a template that writes message contents as given"
@@ -405,31 +515,45 @@ def _warnings(m: RoleMarkers, *, appended: str, lead_in: str, kwargs: Mapping[st
     """What `ftdata markers` and previews say about the template, one line each."""
     warnings = []
     if appended:
-        warnings.append(f"writes the generation prompt {appended!r} after every conversation, the last assistant turn's too: it is prompt, never trained")
+        warnings.append(
+            f"writes the generation prompt {appended!r} after every conversation, the last assistant turn's too: it "
+            "is prompt, never trained"
+        )
     if m.needs_tools:
-        warnings.append("renders only with `tools` (it iterates them unconditionally): a record without a tool schema is rejected")
+        warnings.append(
+            "renders only with `tools` (it iterates them unconditionally): a record without a tool schema is rejected"
+        )
     if m.ignores_generation_prompt:
         warnings.append(
-            f"ignores add_generation_prompt: the assistant header {m.assistant_header!r} is treated as prompt (not trained), "
+            f"ignores add_generation_prompt: the assistant header {m.assistant_header!r} is treated as prompt (not "
+            "trained), "
             "as an inference server that adds it itself expects"
-        )  # fmt: skip
+        )
     if not m.eot:
         middle = (
-            f"a middle assistant turn is trained through the next turn's first header token ({', '.join(map(repr, m.stops))})"
-            if m.stops else "no single token opens the next turn, so a middle assistant turn cannot be stopped (rejected)"
-        )  # fmt: skip
-        warnings.append(f"writes no end-of-turn marker: {middle}, and EOS {m.eos_appended!r} is appended (trained) after the last turn")
+            "a middle assistant turn is trained through the next turn's first header token "
+            f"({', '.join(map(repr, m.stops))})"
+            if m.stops
+            else "no single token opens the next turn, so a middle assistant turn cannot be stopped (rejected)"
+        )
+        warnings.append(
+            f"writes no end-of-turn marker: {middle}, and EOS {m.eos_appended!r} is appended (trained) after the "
+            "last turn"
+        )
     if m.default_system.strip():
         warnings.append(f"injects a default system prompt when none is given: {m.default_system.strip()[:80]!r}")
-    if m.date_line and not any(isinstance(v, str) and m.date_line in v for v in (kwargs or {}).values()):  # date_string pins it
+    if m.date_line and not any(
+        isinstance(v, str) and m.date_line in v for v in (kwargs or {}).values()
+    ):  # date_string pins it
         warnings.append(f"injects a date ({m.date_line}): renders change from day to day")
     warnings += _think_warnings(m, lead_in)
     if m.text_stops:
         shown = ", ".join(map(repr, m.text_stops))
         warnings.append(
             f"writes markers that are not tokens of this tokenizer: {shown} is plain text, trained as the text it is; "
-            f"inference needs it as a stop string (e.g. stop=[{shown}]), or add the markers as special tokens (add_chat_tokens)"
-        )  # fmt: skip
+            f"inference needs it as a stop string (e.g. stop=[{shown}]), or add the markers as special tokens "
+            "(add_chat_tokens)"
+        )
     warnings += _last_turn_warnings(m)
     warnings += _SYSTEM_WARNINGS.get(m.system_support, [])
     if m.bos:
@@ -445,12 +569,17 @@ def _think_warnings(m: RoleMarkers, lead_in: str) -> list[str]:
         fix = f"; chat_template_kwargs {m.thinking_kwarg} moves it into the prompt" if m.thinking_kwarg else ""
         return [f"writes {m.after_prompt!r} after the generation prompt: the model writes it, so it is trained{fix}"]
     if "<think>" in lead_in:
-        return ["injects an empty <think></think> block before assistant contents (in the generation prompt: context, not trained)"]
+        return [
+            "injects an empty <think></think> block before assistant contents (in the generation prompt: context, "
+            "not trained)"
+        ]
     if "<think>" in m.assistant_header:
-        return [(
-            f"its generation prompt ends with {m.assistant_header!r}, which rendered assistant turns do not have: "
-            "the model is prompted to think first but trained on turns without reasoning"
-        )]  # fmt: skip
+        return [
+            (
+                f"its generation prompt ends with {m.assistant_header!r}, which rendered assistant turns do not have: "
+                "the model is prompted to think first but trained on turns without reasoning"
+            )
+        ]
     return []
 
 
@@ -459,11 +588,14 @@ def _last_turn_warnings(m: RoleMarkers) -> list[str]:
     warnings = []
     if m.eot and not m.final_eot:
         warnings.append(
-            f"closes an assistant turn with {m.eot!r} only when another message follows: middle turns train through it, "
+            f"closes an assistant turn with {m.eot!r} only when another message follows: middle turns train through "
+            "it, "
             f"and EOS {m.eos_appended!r} is appended (trained) after the last turn"
-        )  # fmt: skip
+        )
     if m.final_eot != m.eot and m.eot and m.final_eot:
-        warnings.append(f"ends the last assistant turn with {m.final_eot!r} instead of {m.eot!r}; both are trained where they occur")
+        warnings.append(
+            f"ends the last assistant turn with {m.final_eot!r} instead of {m.eot!r}; both are trained where they occur"
+        )
     return warnings
 
 

@@ -16,8 +16,14 @@ from ftdata.chat.sentinels import TemplateRender
 from ftdata.chat.stops import common_token_prefix, units
 
 
-PROBE_TOOL = {"type": "function", "function": {"name": "toolprobe", "description": "TOOLDESCPROBE", "parameters": {
-    "type": "object", "properties": {"argprobe": {"type": "string"}}, "required": ["argprobe"]}}}  # fmt: skip
+PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "toolprobe",
+        "description": "TOOLDESCPROBE",
+        "parameters": {"type": "object", "properties": {"argprobe": {"type": "string"}}, "required": ["argprobe"]},
+    },
+}
 _ARGS = {"argprobe": "ARGVALPROBE"}
 PROBE = {"system": "SYSPROBE0q", "u1": "USERPROBE1q", "a1": "ASSTPROBE1q", "u2": "USERPROBE2q", "a2": "ASSTPROBE2q"}
 
@@ -56,7 +62,12 @@ def _writes_call_names(render: TemplateRender, user: list[dict[str, str]]) -> bo
     texts = []
     for name in ("toolprobe", "otherprobe"):
         try:
-            texts.append(render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS), name)]}], tools=[PROBE_TOOL]))
+            texts.append(
+                render(
+                    [*user, {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS), name)]}],
+                    tools=[PROBE_TOOL],
+                )
+            )
         except TemplateError:
             return False
     return texts[0] != texts[1]
@@ -74,7 +85,10 @@ def tool_probes(render: TemplateRender, tokenizer: Any, appended: str = "") -> d
     is what opens the tool result after a call.
     """
     out: dict[str, Any] = {"schemas": False, "arguments": "", "stop": "", "header": "", "names": False}
-    user, tool = probe_messages("u1"), {"role": "tool", "content": "TOOLRESULTPROBE", "name": "toolprobe", "tool_call_id": "call00001"}
+    user, tool = (
+        probe_messages("u1"),
+        {"role": "tool", "content": "TOOLRESULTPROBE", "name": "toolprobe", "tool_call_id": "call00001"},
+    )
     try:
         out["schemas"] = "toolprobe" in render([*user, *probe_messages("a1")], tools=[PROBE_TOOL])
     except TemplateError:
@@ -83,7 +97,11 @@ def tool_probes(render: TemplateRender, tokenizer: Any, appended: str = "") -> d
     if not form:
         out["names"] = _writes_call_names(render, user)
         return out
-    call = {"role": "assistant", "content": "", "tool_calls": [_call(dict(_ARGS) if form != "string" else json.dumps(_ARGS))]}
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [_call(dict(_ARGS) if form != "string" else json.dumps(_ARGS))],
+    }
     try:
         alone = render([*user, call], tools=[PROBE_TOOL])
         answered = render([*user, call, tool, {"role": "assistant", "content": PROBE["a2"]}], tools=[PROBE_TOOL])
@@ -107,7 +125,9 @@ def _arguments_form(render: TemplateRender, user: list[dict[str, Any]]) -> str:
     works, texts = [], []
     for form, arguments in (("dict", dict(_ARGS)), ("string", json.dumps(_ARGS))):
         try:
-            text = render([*user, {"role": "assistant", "content": "", "tool_calls": [_call(arguments)]}], tools=[PROBE_TOOL])
+            text = render(
+                [*user, {"role": "assistant", "content": "", "tool_calls": [_call(arguments)]}], tools=[PROBE_TOOL]
+            )
         except TemplateError:
             continue
         # Written, not JSON-escaped twice, and not printed as a Python dict (`{'argprobe': ...}`: no parser reads it).
@@ -127,7 +147,13 @@ def writes_call_reasoning(render: TemplateRender, arguments: str) -> bool:
     if not arguments:
         return False
     args = json.dumps(_ARGS) if arguments == "string" else dict(_ARGS)
-    turn = {"role": "assistant", "content": "", "tool_calls": [_call(args)], "reasoning_content": "REASONPROBE", "thinking": "REASONPROBE"}
+    turn = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [_call(args)],
+        "reasoning_content": "REASONPROBE",
+        "thinking": "REASONPROBE",
+    }
     try:
         return "REASONPROBE" in render([*probe_messages("u1"), turn], tools=[PROBE_TOOL])
     except TemplateError:

@@ -85,7 +85,9 @@ class PromptTemplate:
 
         what = _Described(self.name, location)
         try:
-            return sandbox.render(self._compiled, {"instruction": instruction, "input": input, "system": system}, what=what)
+            return sandbox.render(
+                self._compiled, {"instruction": instruction, "input": input, "system": system}, what=what
+            )
         except limits.LimitExceeded as exc:  # a size check inside the render names the operation, not the record
             raise exc if str(exc).startswith(str(what)) else limits.LimitExceeded(f"{what}: {exc}") from None
         except (JinjaError, ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:
@@ -146,8 +148,7 @@ def load_prompt_template(spec: str) -> PromptTemplate:
         source, name, where = data.decode("utf-8"), spec, ""  # package data: the version covers it, the digest too
     else:
         raise TemplateError(
-            f"unknown template {spec!r}; built-ins are {', '.join(builtin_names())}, "
-            "or give a path to a .jinja file"
+            f"unknown template {spec!r}; built-ins are {', '.join(builtin_names())}, or give a path to a .jinja file"
         )
     compiled, uses_system = _compile(name, source)
     return PromptTemplate(name, source, uses_system, compiled, text_input(InputKind.TEMPLATE, name, data, path=where))
@@ -195,7 +196,9 @@ def render_prompt_template(example: Example, template: PromptTemplate, *, eos: s
     system = msgs[0].content if msgs and msgs[0].role == "system" else ""
     notes: list[Note] = []
     if system and not template.uses_system:
-        notes.append(Note(NoteCode.SYSTEM_IGNORED, f"system message ignored: template {template.name!r} has no {{{{ system }}}}"))
+        notes.append(
+            Note(NoteCode.SYSTEM_IGNORED, f"system message ignored: template {template.name!r} has no {{{{ system }}}}")
+        )
     text: list[str] = []
     length = 0
     spans: list[tuple[int, int]] = []
@@ -213,8 +216,9 @@ def render_prompt_template(example: Example, template: PromptTemplate, *, eos: s
             raise RecordError(
                 f"{msg.role} turns cannot be rendered by prompt template {template.name!r}; use the model's "
                 "chat template (template=None) for tool conversations",
-                location=example.source, field=f"messages[{i}]",
-            )  # fmt: skip
+                location=example.source,
+                field=f"messages[{i}]",
+            )
         start, length = length, length + len(piece)
         text.append(piece)
         if msg.role == "assistant":

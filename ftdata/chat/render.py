@@ -39,7 +39,12 @@ from ftdata.chat.markers import (
     one_token,
 )
 from ftdata.chat.probes import reasoning_probe
-from ftdata.chat.prompt_templates import PromptTemplate, chat_template_alias, load_prompt_template, render_prompt_template
+from ftdata.chat.prompt_templates import (
+    PromptTemplate,
+    chat_template_alias,
+    load_prompt_template,
+    render_prompt_template,
+)
 from ftdata.chat.late_system import writes_late_system
 from ftdata.chat.turns import SYSTEM_DROPPED, ChatSpans
 from ftdata.outcomes import Note, NoteCode, RejectCode
@@ -49,7 +54,8 @@ __all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Rendere
 
 USER_TRAIN_IGNORED = Note(
     NoteCode.USER_TRAIN_IGNORED,
-    "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains all)",
+    "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains "
+    "all)",
 )
 
 
@@ -71,9 +77,11 @@ def trained_turns(messages: tuple[Message, ...], policy: MaskPolicy) -> list[boo
         else:
             out.append(policy is not MaskPolicy.LAST_ASSISTANT or i == last)
     if not any(out):
-        why = "every assistant turn has train=false" if policy is not MaskPolicy.LAST_ASSISTANT else (
-            "mask=last_assistant and the last assistant turn has train=false"
-        )  # fmt: skip
+        why = (
+            "every assistant turn has train=false"
+            if policy is not MaskPolicy.LAST_ASSISTANT
+            else ("mask=last_assistant and the last assistant turn has train=false")
+        )
         raise UnusableRecord(f"{why}; nothing to train on", field="messages", code=RejectCode.NOTHING_TO_TRAIN)
     return out
 
@@ -159,10 +167,14 @@ class _Escapes:
             return value
 
         messages = tuple(
-            replace(m, content=esc(m.content), reasoning=esc(m.reasoning),
-                    tool_calls=tuple(replace(c, name=esc(c.name), arguments=esc(c.arguments)) for c in m.tool_calls))
+            replace(
+                m,
+                content=esc(m.content),
+                reasoning=esc(m.reasoning),
+                tool_calls=tuple(replace(c, name=esc(c.name), arguments=esc(c.arguments)) for c in m.tool_calls),
+            )
             for m in example.messages
-        )  # fmt: skip
+        )
         return replace(example, messages=messages, context=esc(example.context), tools=esc(example.tools))
 
     def restore(self, out: Rendered, source: Any) -> Rendered:
@@ -180,9 +192,11 @@ class _Escapes:
             if char in text or json.dumps(char)[1:-1] in text:  # cut, or written as a JSON escape
                 raise UnusableRecord(
                     "the chat template cut or escaped control-token text of the record, so it cannot be trained as "
-                    "plain text; remove the control tokens from the data", location=source, field="messages",
+                    "plain text; remove the control tokens from the data",
+                    location=source,
+                    field="messages",
                     code=RejectCode.CONTROL_TOKEN,
-                )  # fmt: skip
+                )
         return replace(out, text=text, literal=tuple(sorted(literal)))
 
 
@@ -201,6 +215,29 @@ def _controls(
     if chat is None:
         return controls, frozenset(), False
     return controls, think.template_tags(tokenizer.chat_template or "", controls), reasoning_probe(chat) is not None
+
+
+def _chat_markers(
+    tokenizer: Any,
+    chat: ChatRenderer,
+    kwargs: Mapping[str, Any] | None,
+    stop_tokens: Sequence[str],
+    *,
+    name: str | None,
+) -> RoleMarkers:
+    """`role_markers` of the tokenizer's chat template (`name`: the chat_template option that put it there).
+
+    Raises:
+        TemplateError: the template fails as strings; the message says that lists of parts failed too, and
+            which template it was.
+    """
+    try:
+        return role_markers(tokenizer, kwargs, stop_tokens)
+    except TemplateError as exc:
+        if not chat.contents.why and not name:
+            raise
+        why = f"{exc}; as lists of text parts neither: {chat.contents.why}" if chat.contents.why else str(exc)
+        raise TemplateError(f"chat template {name}: {why}" if name else why) from None
 
 
 class Renderer:
@@ -246,13 +283,7 @@ class Renderer:
         template = chat_template_alias(template, tokenizer)  # "chatml": the tokenizer's own, when ChatML
         if template is None and getattr(tokenizer, "chat_template", None):
             self.chat = ChatRenderer(tokenizer, chat_template_kwargs)
-            try:
-                self.markers = role_markers(tokenizer, chat_template_kwargs, stop_tokens)
-            except TemplateError as exc:  # as strings; say that lists of parts failed too, and which template it was
-                if not self.chat.contents.why and not chat_template:
-                    raise
-                why = f"{exc}; as lists of text parts neither: {self.chat.contents.why}" if self.chat.contents.why else str(exc)
-                raise TemplateError(f"chat template {chat_template}: {why}" if chat_template else why) from None
+            self.markers = _chat_markers(tokenizer, self.chat, chat_template_kwargs, stop_tokens, name=chat_template)
             self.spans = ChatSpans(tokenizer, self.chat, self.markers, mask_reasoning=mask_reasoning)
             self.name = f"chat template {chat_template}" if chat_template else "chat template"
         else:
@@ -284,11 +315,17 @@ class Renderer:
     def from_options(cls, tokenizer: Any, options: DataOptions, **overrides: Any) -> Renderer:
         """The renderer a build with `options` uses (`overrides` replace single settings, e.g. `mask`)."""
         settings = {
-            "mask": options.mask, "system_prompt": options.system_prompt, "system_mode": options.system_mode,
-            "mask_reasoning": options.mask_reasoning, "chat_template_kwargs": options.chat_template_kwargs,
-            "stop_tokens": options.stop_tokens or (), "special_tokens_in_data": options.special_tokens_in_data,
-            "max_messages": options.max_messages, "chat_template": options.chat_template, "history": options.history,
-        }  # fmt: skip
+            "mask": options.mask,
+            "system_prompt": options.system_prompt,
+            "system_mode": options.system_mode,
+            "mask_reasoning": options.mask_reasoning,
+            "chat_template_kwargs": options.chat_template_kwargs,
+            "stop_tokens": options.stop_tokens or (),
+            "special_tokens_in_data": options.special_tokens_in_data,
+            "max_messages": options.max_messages,
+            "chat_template": options.chat_template,
+            "history": options.history,
+        }
         return cls(tokenizer, options.template, **{**settings, **overrides})
 
     def _controls_in(self, example: Example) -> list[str]:
@@ -313,8 +350,10 @@ class Renderer:
                 f"contains {hit!r}, which the tokenizer reads as a control token, not as text; the tokens "
                 "would not say what the data says (remove or escape it, or special_tokens_in_data='text' to "
                 "train it as plain text)",
-                location=example.source, field=kind if i is None else f"messages[{i}].{kind}", code=RejectCode.CONTROL_TOKEN,
-            )  # fmt: skip
+                location=example.source,
+                field=kind if i is None else f"messages[{i}].{kind}",
+                code=RejectCode.CONTROL_TOKEN,
+            )
         return found
 
     def _unsupported(self, example: Example) -> tuple[str, str] | None:
@@ -322,7 +361,10 @@ class Renderer:
         for i, m in enumerate(example.messages):
             if m.tool_calls and (self.markers is None or not self.markers.tool_arguments):
                 names_only = self.markers is not None and self.markers.writes_call_names
-                return f"messages[{i}].tool_calls", "the arguments of tool calls (only their names)" if names_only else "tool calls"
+                return (
+                    f"messages[{i}].tool_calls",
+                    "the arguments of tool calls (only their names)" if names_only else "tool calls",
+                )
             if m.reasoning and (self.markers is None or not self.markers.renders_reasoning):
                 return f"messages[{i}].reasoning", "reasoning (reasoning_content/thinking)"
         if example.tools and (self.markers is None or not self.markers.renders_tools):
@@ -351,10 +393,13 @@ class Renderer:
                         parsed = exc
                     if not isinstance(parsed, dict):
                         raise UnusableRecord(
-                            f"tool call arguments must be a JSON object for this chat template (it writes a dict as JSON); "
-                            f"got {args[:60]!r}", location=example.source, field=f"messages[{i}].tool_calls",
+                            "tool call arguments must be a JSON object for this chat template (it writes a dict as "
+                            "JSON); "
+                            f"got {args[:60]!r}",
+                            location=example.source,
+                            field=f"messages[{i}].tool_calls",
                             code=RejectCode.TOOL_ARGUMENTS,
-                        )  # fmt: skip
+                        )
                     call["function"]["arguments"] = parsed
         return msgs
 
@@ -371,8 +416,10 @@ class Renderer:
             raise UnusableRecord(
                 f"has {len(example.messages):,} messages, more than max_messages={self.max_messages:,}; split the "
                 "conversation, or raise max_messages (--max-messages) if it is real",
-                location=example.source, field="messages", code=RejectCode.TOO_MANY_MESSAGES,
-            )  # fmt: skip
+                location=example.source,
+                field="messages",
+                code=RejectCode.TOO_MANY_MESSAGES,
+            )
         try:
             with pinned():  # the record's renders read the limits once (a long record renders tens of times)
                 return self._render(example, history)
@@ -405,9 +452,15 @@ class Renderer:
             by = f"prompt template {self.name!r}" if self.prompt is not None else "the chat template"
             raise UnusableRecord(
                 f"{by} does not write {what}; the record would be trained without them: "
-                + ("use the tokenizer's chat template (template=None)" if self.prompt is not None else "use a template that renders them"),
-                location=example.source, field=field, code=RejectCode.NOT_RENDERED,
-            )  # fmt: skip
+                + (
+                    "use the tokenizer's chat template (template=None)"
+                    if self.prompt is not None
+                    else "use a template that renders them"
+                ),
+                location=example.source,
+                field=field,
+                code=RejectCode.NOT_RENDERED,
+            )
         if self.prompt is not None:
             out = render_prompt_template(example, self.prompt, eos=self.eos, trained=trained)
         else:
@@ -422,7 +475,9 @@ class Renderer:
         notes = example.notes
         if lifted and (moved := [i for i in lifted if trained[i + len(example.messages) - given]]):
             notes = (*notes, *think.notes(moved))
-        if self.mask is not MaskPolicy.TRAIN_ON_PROMPT and any(m.train and m.role != "assistant" for m in example.messages):
+        if self.mask is not MaskPolicy.TRAIN_ON_PROMPT and any(
+            m.train and m.role != "assistant" for m in example.messages
+        ):
             notes = (*notes, USER_TRAIN_IGNORED)
         if notes:
             out = replace(out, notes=out.notes + notes)
@@ -482,19 +537,28 @@ class Renderer:
             example = escapes.apply(example)
         if (unsupported := self._unsupported(example)) is not None:
             raise UnusableRecord(
-                f"the template does not write {unsupported[1]}", location=example.source, field=unsupported[0],
+                f"the template does not write {unsupported[1]}",
+                location=example.source,
+                field=unsupported[0],
                 code=RejectCode.NOT_RENDERED,
-            )  # fmt: skip
+            )
         if self.prompt is not None:
-            text = render_prompt_template(example, self.prompt, eos=self.eos, trained=[False] * len(example.messages)).text
+            text = render_prompt_template(
+                example, self.prompt, eos=self.eos, trained=[False] * len(example.messages)
+            ).text
         else:
             assert self.chat is not None
             try:
                 text = self.chat(
-                    self.chat_messages(example), generation=True, tools=list(example.tools) or None,
-                    kwargs=example.template_kwargs, location=example.source,
-                )  # fmt: skip
+                    self.chat_messages(example),
+                    generation=True,
+                    tools=list(example.tools) or None,
+                    kwargs=example.template_kwargs,
+                    location=example.source,
+                )
             except TemplateError as exc:
-                raise UnusableRecord(str(exc), location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR) from None
+                raise UnusableRecord(
+                    str(exc), location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR
+                ) from None
         out = Rendered(text, (), "generation prompt")
         return escapes.restore(out, example.source) if escapes is not None else out

@@ -18,7 +18,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from ftdata.errors import ConfigError, FtdataError, Location
-from ftdata.guard.limits import LimitExceeded, RecordOverLimit, checked_size, limits, output_too_long, time_limit, too_big
+from ftdata.guard.limits import (
+    LimitExceeded,
+    RecordOverLimit,
+    checked_size,
+    limits,
+    output_too_long,
+    time_limit,
+    too_big,
+)
 
 
 _WIDTH = re.compile(r"%[-+ #0]*(\d+)")
@@ -70,7 +78,9 @@ def _grown(name: str, value: Any, args: tuple[Any, ...]) -> int | None:
         width = args[0] if args else 4
         return len(value) + _length(width) * (value.count("\n") + 1)
     if name in ("format", "format_map"):
-        widths = [int(w) for w in _WIDTH.findall(value)] + [int(w) for w in re.findall(r"\{[^{}]*:[^{}\d]*(\d+)", value)]
+        widths = [int(w) for w in _WIDTH.findall(value)] + [
+            int(w) for w in re.findall(r"\{[^{}]*:[^{}\d]*(\d+)", value)
+        ]
         return len(value) + max(widths, default=0) + sum(map(_length, args))
     return None
 
@@ -114,7 +124,11 @@ class _Bounded:
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "+":  # chat templates add strings on every turn: the common case first, and cheap
-            if isinstance(left, _SIZED) and isinstance(right, _SIZED) and len(left) + len(right) > (cap := limits().render_chars):
+            if (
+                isinstance(left, _SIZED)
+                and isinstance(right, _SIZED)
+                and len(left) + len(right) > (cap := limits().render_chars)
+            ):
                 raise too_big(f"{type(left).__name__} + {type(right).__name__}", len(left) + len(right), cap)
             return left + right  # what the sandbox's binop_table["+"] does
         cap = limits().render_chars
@@ -159,7 +173,11 @@ def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             size: int | None = width if isinstance(width, int) else 0
         elif name == "join":
             sep = rest[0] if rest else kwargs.get("d", "")
-            size = 0 if kwargs.get("attribute", rest[1] if len(rest) > 1 else None) is not None else _grown("join", str(sep), (value,))
+            size = (
+                0
+                if kwargs.get("attribute", rest[1] if len(rest) > 1 else None) is not None
+                else _grown("join", str(sep), (value,))
+            )
         elif name == "indent":
             size = _grown(name, str(value), (rest[0] if rest else kwargs.get("width", 4),))
         else:
@@ -236,9 +254,11 @@ def _wrap_chat_compiler() -> None:
 @functools.lru_cache(maxsize=32)
 def _bounded_chat_template(source: str, env: Any) -> Any:
     bounded = type(f"Bounded{type(env).__name__}", (_Bounded, type(env)), {})(
-        trim_blocks=env.trim_blocks, lstrip_blocks=env.lstrip_blocks, keep_trailing_newline=env.keep_trailing_newline,
+        trim_blocks=env.trim_blocks,
+        lstrip_blocks=env.lstrip_blocks,
+        keep_trailing_newline=env.keep_trailing_newline,
         extensions=[type(e) for e in env.extensions.values()],
-    )  # fmt: skip
+    )
     bounded.filters.update(env.filters)
     bounded.globals.update(env.globals)
     for name in _GROWING_FILTERS:

@@ -90,9 +90,14 @@ def changed_span(a: str, b: str) -> tuple[int, int]:
 
 
 def written_span(
-    text: str, render: Render, msgs: list[dict[str, Any]], j: int, change: Callable[[dict[str, Any], str], dict[str, Any]],
-    *, generation: bool = False,
-) -> tuple[int, int] | None:  # fmt: skip
+    text: str,
+    render: Render,
+    msgs: list[dict[str, Any]],
+    j: int,
+    change: Callable[[dict[str, Any], str], dict[str, Any]],
+    *,
+    generation: bool = False,
+) -> tuple[int, int] | None:
     """[start, end) in `text` (= render(msgs, generation=...)) where the template writes the piece of
     message j that `change(message, mark)` replaces by `mark`; None when it does not write it or
     the render raises. Where the template writes the piece twice, the span covers both."""
@@ -106,7 +111,9 @@ def written_span(
     return changed_span(text, other)
 
 
-def content_span(text: str, render: Render, msgs: list[dict[str, Any]], j: int, *, generation: bool = False) -> tuple[int, int] | None:
+def content_span(
+    text: str, render: Render, msgs: list[dict[str, Any]], j: int, *, generation: bool = False
+) -> tuple[int, int] | None:
     """Where message j's content is written in `text`, or None (empty, not written, the render raises)."""
     if not (msgs[j].get("content") or "").strip():
         return None
@@ -117,7 +124,9 @@ def free_marks(text: str) -> Iterator[str]:
     """Private-use characters that do not occur in `text`, one after another (the planes' too: a
     long record may need thousands)."""
     used = set(text)
-    planes = itertools.chain(range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))  # lazily: ~1M code points
+    planes = itertools.chain(
+        range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE)
+    )  # lazily: ~1M code points
     return (chr(c) for c in planes if chr(c) not in used)
 
 
@@ -126,9 +135,12 @@ FORMS: tuple[Callable[[str], str], ...] = (str, str.strip)
 
 
 def put_back(
-    text: str, skeleton: str, at: list[tuple[int, str]], values: dict[str, tuple[str, str]],
+    text: str,
+    skeleton: str,
+    at: list[tuple[int, str]],
+    values: dict[str, tuple[str, str]],
     forms: dict[str, tuple[Callable[[str], str], ...]],
-) -> dict[str, tuple[int, int]] | None:  # fmt: skip
+) -> dict[str, tuple[int, int]] | None:
     """{mark: [start, end) in `text`} when `text` is `skeleton` with each mark (at its position, in
     the order of `at`) replaced by its value (`values`: mark -> (kind, value)) in one of its kind's
     `forms`, the same for every piece of a kind; None when no forms give `text`."""
@@ -169,7 +181,9 @@ def content_spans(text: str, render: Render, msgs: list[dict[str, Any]]) -> Span
     at = sorted((k, ch) for k, ch in enumerate(skeleton) if ch in marks)
     if len(at) != len(marks) or len({ch for _, ch in at}) != len(marks):  # each written once
         return None
-    spans = put_back(text, skeleton, at, {ch: ("content", msgs[j]["content"]) for ch, j in marks.items()}, {"content": FORMS})
+    spans = put_back(
+        text, skeleton, at, {ch: ("content", msgs[j]["content"]) for ch, j in marks.items()}, {"content": FORMS}
+    )
     if spans is None:
         return None
     out: Spans = [None] * len(msgs)
@@ -214,9 +228,11 @@ class Chat:
 
     def reject(self, i: int, why: str) -> UnusableRecord:
         return UnusableRecord(
-            f"assistant turn {i} cannot be masked safely: {why}", location=self.source, field=f"messages[{i}]",
+            f"assistant turn {i} cannot be masked safely: {why}",
+            location=self.source,
+            field=f"messages[{i}]",
             code=RejectCode.UNMASKABLE,
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +283,9 @@ def find_pieces(chat: Chat, i: int) -> Found:
     except TemplateError as exc:
         raise chat.reject(i, str(exc)) from None
     start, end = changed_span(chat.text, other)
-    written = frozenset(name for name, s in pieces.items() if writes(s, other, chat.text))  # also escaped (tojson(ensure_ascii=True))
+    written = frozenset(
+        name for name, s in pieces.items() if writes(s, other, chat.text)
+    )  # also escaped (tojson(ensure_ascii=True))
     return Found(start, end, tuple(pieces), written)
 
 

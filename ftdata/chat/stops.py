@@ -134,9 +134,15 @@ def first_token(text: str, tokenizer: Any) -> str:
 
 
 def turn_stops(
-    tokenizer: Any, *, eot: str, final_eot: str, user_header: str, call_closer: str, tool_header: str,
+    tokenizer: Any,
+    *,
+    eot: str,
+    final_eot: str,
+    user_header: str,
+    call_closer: str,
+    tool_header: str,
     stop_tokens: Sequence[str] = (),
-) -> tuple[tuple[str, ...], str]:  # fmt: skip
+) -> tuple[tuple[str, ...], str]:
     """(what ends a trained turn, the EOS appended after the last turn or '').
 
     `eot`/`final_eot` close middle and last turns; `call_closer` is the last token a call turn
@@ -165,7 +171,13 @@ def turn_stops(
     user_head, tool_head = first_token(user_header, tokenizer), first_token(tool_header, tokenizer)
     plain = user_head not in added and _TAG.fullmatch(user_head.strip()) is not None
     call_stop = tool_head if tool_head in added or (plain and _TAG.fullmatch(tool_head.strip())) else tool_stop
-    stops = tuple(dict.fromkeys(h for h in (user_head, call_stop, *sorted(model_stops)) if h in added or (plain and _TAG.fullmatch(h.strip()))))
+    stops = tuple(
+        dict.fromkeys(
+            h
+            for h in (user_head, call_stop, *sorted(model_stops))
+            if h in added or (plain and _TAG.fullmatch(h.strip()))
+        )
+    )
     return stops, tokenizer.eos_token or ""
 
 

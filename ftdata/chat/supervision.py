@@ -42,7 +42,8 @@ from ftdata.types import Example, MaskPolicy, Message, Rendered
 
 SUPERVISION_IGNORED = Note(
     NoteCode.SUPERVISION_IGNORED,
-    "loss_weight/train_detail on a non-assistant turn, or under mask=train_on_prompt, is ignored: only assistant turns carry loss",
+    "loss_weight/train_detail on a non-assistant turn, or under mask=train_on_prompt, is ignored: only assistant "
+    "turns carry loss",
 )
 
 
@@ -67,7 +68,10 @@ class SupervisedRenderer:
     def __call__(self, example: Example, *, history: bool = True) -> Rendered:
         if not supervised(example.messages):
             return self.inner(example, history=history)
-        ignored = any(m.role != "assistant" and (m.loss_weight is not None or m.train_detail is not None) for m in example.messages)
+        ignored = any(
+            m.role != "assistant" and (m.loss_weight is not None or m.train_detail is not None)
+            for m in example.messages
+        )
         if self.inner.mask is MaskPolicy.TRAIN_ON_PROMPT:
             out = self.inner(example)
             return replace(out, notes=(*out.notes, SUPERVISION_IGNORED))
@@ -77,10 +81,17 @@ class SupervisedRenderer:
         if len(turns) != len(out.spans):  # one span per trained assistant turn, in order
             raise UnusableRecord(
                 f"loss_weight/train_detail: {len(out.spans)} trained spans for {len(turns)} trained turns; "
-                "the turns cannot be matched", location=example.source, field="messages", code=RejectCode.UNMASKABLE,
-            )  # fmt: skip
+                "the turns cannot be matched",
+                location=example.source,
+                field="messages",
+                code=RejectCode.UNMASKABLE,
+            )
         msgs = example.messages
-        weights = tuple(msgs[i].loss_weight or 1.0 for i in turns) if any(msgs[i].loss_weight is not None for i in turns) else ()
+        weights = (
+            tuple(msgs[i].loss_weight or 1.0 for i in turns)
+            if any(msgs[i].loss_weight is not None for i in turns)
+            else ()
+        )
         holes: list[tuple[int, int]] = []
         for i, (s, e) in zip(turns, out.spans):
             if msgs[i].train_detail is None:
@@ -102,12 +113,22 @@ class SupervisedRenderer:
         """
         content = example.messages[i].content
         mark = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in text)
-        probe = replace(example, messages=tuple(replace(m, content=mark, train_detail=None) if j == i else m for j, m in enumerate(example.messages)))
+        probe = replace(
+            example,
+            messages=tuple(
+                replace(m, content=mark, train_detail=None) if j == i else m for j, m in enumerate(example.messages)
+            ),
+        )
         field = f"messages[{i}].train_detail"
         try:
             other = self.inner(probe).text
         except RecordError as exc:
-            raise UnusableRecord(f"train_detail: the content cannot be located ({exc.reason})", location=example.source, field=field, code=RejectCode.UNMASKABLE) from None
+            raise UnusableRecord(
+                f"train_detail: the content cannot be located ({exc.reason})",
+                location=example.source,
+                field=field,
+                code=RejectCode.UNMASKABLE,
+            ) from None
         s, e = changed_span(text, other)
         if text[s:e] == content:
             return s, s, e
@@ -118,26 +139,31 @@ class SupervisedRenderer:
         raise UnusableRecord(
             f"train_detail: the chat template writes this content as {shown!r}, not as given, so its character offsets "
             "cannot be mapped; drop the train_detail or use a template that writes the content verbatim",
-            location=example.source, field=field, code=RejectCode.UNMASKABLE,
-        )  # fmt: skip
+            location=example.source,
+            field=field,
+            code=RejectCode.UNMASKABLE,
+        )
 
 
 def describe(rendered: Rendered) -> list[Note]:
     """What `preview` says of a record's weights and train_detail (nothing for a plain record).
 
-        loss weights of the trained turns: 1, 0.5; train_detail: 2 content ranges masked
+    loss weights of the trained turns: 1, 0.5; train_detail: 2 content ranges masked
     """
     parts = []
     if rendered.weights:
         parts.append("loss weights of the trained turns, in order: " + ", ".join(f"{w:g}" for w in rendered.weights))
     if rendered.holes:
-        shown = ", ".join(repr(rendered.text[a:b][:30]) for a, b in rendered.holes[:3]) + (", ..." if len(rendered.holes) > 3 else "")
+        shown = ", ".join(repr(rendered.text[a:b][:30]) for a, b in rendered.holes[:3]) + (
+            ", ..." if len(rendered.holes) > 3 else ""
+        )
         parts.append(f"train_detail: {len(rendered.holes)} content range(s) masked inside trained turns ({shown})")
     return [Note(NoteCode.SUPERVISION, "; ".join(parts))] if parts else []
 
 
 def flagged(messages: tuple[Message, ...]) -> tuple[Message, ...]:
-    """`messages` with the train flags their train_detail implies: what `trained_turns` reads for a supervised record."""
+    """`messages` with the train flags their train_detail implies:
+    what `trained_turns` reads for a supervised record."""
     return tuple(_trained_by_detail(m) for m in messages) if supervised(messages) else messages
 
 

@@ -34,7 +34,9 @@ from ftdata.types import Example, Message
 # A leading block: whitespace, the opener, the reasoning (up to the first closer), the closer.
 OPEN, CLOSE = "<think>", "</think>"
 _LEADING = re.compile(r"\s*<think>(.*?)</think>", re.DOTALL)
-MOVED = "messages[{i}]: the leading <think>…</think> of the content is the turn's reasoning; the chat template writes it"
+MOVED = (
+    "messages[{i}]: the leading <think>…</think> of the content is the turn's reasoning; the chat template writes it"
+)
 
 
 def lift(example: Example, *, writes: Callable[[Message], bool] = lambda m: True) -> tuple[Example, tuple[int, ...]]:
@@ -44,7 +46,12 @@ def lift(example: Example, *, writes: Callable[[Message], bool] = lambda m: True
     says no: the block stays content, trained as the template writes it), is left as it is."""
     messages, turns = list(example.messages), []
     for i, m in enumerate(messages):
-        if m.role != "assistant" or m.reasoning is not None or m.train_detail is not None or "</think>" not in m.content:
+        if (
+            m.role != "assistant"
+            or m.reasoning is not None
+            or m.train_detail is not None
+            or "</think>" not in m.content
+        ):
             continue
         if not writes(m):
             continue

@@ -58,7 +58,8 @@ class SplitRow:
 
 
 WHY = {
-    SplitReason.CONTEXT: "the template writes the turns before it differently in the full record than in its inference prompt",
+    SplitReason.CONTEXT: "the template writes the turns before it differently in the full record than in its "
+    "inference prompt",
     SplitReason.REASONING: "the template drops its reasoning from history",
     SplitReason.TARGET: "the template writes it differently in history than as the last turn",
 }
@@ -72,7 +73,9 @@ def _through(example: Example, end: int, turns: set[int]) -> Example:
     return replace(example, messages=messages)
 
 
-def split(render: Callable[..., Rendered], example: Example, trained: list[int], first: Rendered) -> list[tuple[Example, Rendered, SplitRow]]:
+def split(
+    render: Callable[..., Rendered], example: Example, trained: list[int], first: Rendered
+) -> list[tuple[Example, Rendered, SplitRow]]:
     """The rows of `example`, whose full rendering `first` leaves some trained turns unheld.
 
     `render`: the build's renderer (a row that trains only its last turn is rendered with `history=False`:

@@ -23,7 +23,9 @@ from ftdata.types import Example, Rendered, SplitReason
 
 __all__ = ["SYSTEM_DROPPED", "ChatSpans", "tool_name"]
 
-SYSTEM_DROPPED = Note(NoteCode.SYSTEM_DROPPED, "the chat template dropped the system message; use system_mode='fold' to keep it")
+SYSTEM_DROPPED = Note(
+    NoteCode.SYSTEM_DROPPED, "the chat template dropped the system message; use system_mode='fold' to keep it"
+)
 # From this many assistant turns of a kind on (plain; with reasoning or tool calls), a conversation's
 # inference prompts are located in a bounded number of renders (`prompt_ends` where the template is
 # prefix-stable, else `prompt_tails`), plain turns' contents from one skeleton render and the data of
@@ -68,8 +70,14 @@ class ChatSpans:
         self.turn = TurnLocator(tokenizer, markers, mask_reasoning=mask_reasoning)
 
     def __call__(
-        self, example: Example, msgs: list[dict[str, Any]], trained: list[bool], *, history: bool = True, exact: bool = False
-    ) -> Rendered:  # fmt: skip
+        self,
+        example: Example,
+        msgs: list[dict[str, Any]],
+        trained: list[bool],
+        *,
+        history: bool = True,
+        exact: bool = False,
+    ) -> Rendered:
         """Render `msgs` (the example's chat messages, arguments normalised) and find each span.
 
         `exact` (history=inference): each trained turn before the last message is also rendered as the last
@@ -93,7 +101,13 @@ class ChatSpans:
         text = self._whole(example, msgs, render)
         notes = self._record_notes(example, msgs, text)
         if not history and (last := self._final(Chat(text, msgs, render, example.source), trained)) is not None:
-            return Rendered(text + last.appended, ((last.start, last.end),), "prefix", (), tuple(dict.fromkeys([*notes, *last.notes])))
+            return Rendered(
+                text + last.appended,
+                ((last.start, last.end),),
+                "prefix",
+                (),
+                tuple(dict.fromkeys([*notes, *last.notes])),
+            )
         contents = cache(lambda: content_spans(text, render, msgs))  # every content's span, one render, when asked
         return self._every_turn(Chat(text, msgs, render, example.source, contents), trained, notes, exact=exact)
 
@@ -107,7 +121,9 @@ class ChatSpans:
                 hint = "; this template has no system role: use system_mode='fold'"
             elif self.markers.needs_tools and not example.tools:
                 hint = "; this template renders only with tools: give the record a `tools` schema"
-            raise UnusableRecord(f"{exc}{hint}", location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR) from None
+            raise UnusableRecord(
+                f"{exc}{hint}", location=example.source, field="messages", code=RejectCode.TEMPLATE_ERROR
+            ) from None
 
     @staticmethod
     def _record_notes(example: Example, msgs: list[dict[str, Any]], text: str) -> list[Note]:
@@ -116,10 +132,13 @@ class ChatSpans:
         for tool in example.tools:
             if tool_name(tool) not in text:
                 raise UnusableRecord(
-                    f"the chat template does not write the tool schema {tool_name(tool)!r}: the model would be trained to "
+                    f"the chat template does not write the tool schema {tool_name(tool)!r}: the model would be "
+                    "trained to "
                     "call a tool it was never shown; use a template that renders `tools`",
-                    location=example.source, field="tools", code=RejectCode.NOT_RENDERED,
-                )  # fmt: skip
+                    location=example.source,
+                    field="tools",
+                    code=RejectCode.NOT_RENDERED,
+                )
         return notes
 
     def _every_turn(self, chat: Chat, trained: list[bool], notes: list[Note], *, exact: bool) -> Rendered:
@@ -136,14 +155,22 @@ class ChatSpans:
                 method = "fallback"
             if trained[i]:  # a turn nothing trains says nothing of what is trained (its dropped reasoning)
                 notes.extend(turn.notes)
-            if exact and trained[i] and i < len(chat.msgs) - 1 and i not in held and (why := self._unheld(chat, i, turn)):
+            if (
+                exact
+                and trained[i]
+                and i < len(chat.msgs) - 1
+                and i not in held
+                and (why := self._unheld(chat, i, turn))
+            ):
                 unheld.append((i, why))
             text += turn.appended
             if trained[i]:
                 spans.append((turn.start, turn.end))
             done = turn.end
             boundaries.append(turn.boundary)
-        return Rendered(text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)), unheld=tuple(unheld))
+        return Rendered(
+            text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)), unheld=tuple(unheld)
+        )
 
     @staticmethod
     def _held(chat: Chat, trained: list[bool]) -> set[int]:
@@ -162,7 +189,9 @@ class ChatSpans:
         out: set[int] = set()
         for kind in (plain, other):
             for group in groups(msgs, kind).values():
-                if len(group) >= LONG and all(_starts_with_render(chat.text, msgs[: i + 1], chat.render) for i in picks(group)):
+                if len(group) >= LONG and all(
+                    _starts_with_render(chat.text, msgs[: i + 1], chat.render) for i in picks(group)
+                ):
                     out.update(group)
         return out
 
@@ -207,9 +236,12 @@ class ChatSpans:
             return chat.render(chat.msgs[: i + 1])
         except TemplateError as exc:
             raise UnusableRecord(
-                f"assistant turn {i} cannot be trained as inference sees it: as the last turn the chat template raises ({exc})",
-                location=chat.source, field=f"messages[{i}]", code=RejectCode.UNMASKABLE,
-            ) from None  # fmt: skip
+                f"assistant turn {i} cannot be trained as inference sees it: as the last turn the chat template "
+                f"raises ({exc})",
+                location=chat.source,
+                field=f"messages[{i}]",
+                code=RejectCode.UNMASKABLE,
+            ) from None
 
     def _target(self, chat: Chat, i: int, last: str) -> Turn:
         """Turn i located in `last` (its render as the last turn). Raises UnusableRecord where it cannot be."""
@@ -222,8 +254,10 @@ class ChatSpans:
             raise UnusableRecord(
                 f"assistant turn {i} cannot be trained as inference sees it: as the last turn "
                 + exc.reason.removeprefix(f"assistant turn {i} cannot be masked safely: "),
-                location=chat.source, field=f"messages[{i}]", code=RejectCode.UNMASKABLE,
-            ) from None  # fmt: skip
+                location=chat.source,
+                field=f"messages[{i}]",
+                code=RejectCode.UNMASKABLE,
+            ) from None
 
     def _final(self, chat: Chat, trained: list[bool]) -> Turn | None:
         """The final turn, when it alone is trained and follows its inference prompt as rendered; else None
@@ -236,7 +270,11 @@ class ChatSpans:
         except TemplateError:
             return None
         # P_i is text[:len(prompt)]: the turn is located from there, as `_long` hands a known P_i on
-        return self.turn(chat, i, done=0, trained=True, hint=Hint(prompt=len(prompt))) if chat.text.startswith(prompt) else None
+        return (
+            self.turn(chat, i, done=0, trained=True, hint=Hint(prompt=len(prompt)))
+            if chat.text.startswith(prompt)
+            else None
+        )
 
     def _long(self, chat: Chat) -> LongRecord:
         """A long conversation's turns without rendering each prefix; nothing for a kind of turn with fewer
@@ -273,7 +311,11 @@ class ChatSpans:
         """Whether the template writes a turn's reasoning when the turn ends the conversation, for the
         turns whose reasoning it drops (history turns of Qwen3): rendered for up to `SAMPLES` of
         them per role before them; where those agree, the verdict holds for the group."""
-        dropped = [i for i, f in found.items() if "reasoning" in f.pieces and "reasoning" not in f.written and i < len(chat.msgs) - 1]
+        dropped = [
+            i
+            for i, f in found.items()
+            if "reasoning" in f.pieces and "reasoning" not in f.written and i < len(chat.msgs) - 1
+        ]
         mark = sentinel(chat.text)
         out: dict[int, bool] = {}
         for group in groups(chat.msgs, dropped).values():

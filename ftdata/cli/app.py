@@ -26,7 +26,15 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ftdata.io.resources import tokenizer_label
-from ftdata.cli.options import BUILD_FIELDS, PREVIEW_FIELDS, STATS_FIELDS, Settings, cli_spelling, resolve, with_build_options
+from ftdata.cli.options import (
+    BUILD_FIELDS,
+    PREVIEW_FIELDS,
+    STATS_FIELDS,
+    Settings,
+    cli_spelling,
+    resolve,
+    with_build_options,
+)
 from ftdata.errors import ConfigError, DiskFullError, FtdataError, FtdataWarning
 from ftdata.guard.space import is_disk_full
 from ftdata.cli.terminal import dumps
@@ -149,10 +157,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DATA_HELP = "Input file (.json, .jsonl, .csv, .parquet; also .gz/.zst/.bz2/.xz; - for standard input), dataset folder, cached hub id, or a recipe (.yaml with sources:)."
+DATA_HELP = (
+    "Input file (.json, .jsonl, .csv, .parquet; also .gz/.zst/.bz2/.xz; - for standard input), dataset "
+    "folder, cached hub id, or a recipe (.yaml with sources:)."
+)
 TOKENIZER_HELP = "Tokenizer folder or cached hub id; default: the bundled SmolLM2-135M-Instruct."
 CONFIG_HELP = "YAML file of options (BuildOptions names, plus data and tokenizer); flags override it."
-
 
 
 def _stdin(data: str | None) -> str | None:
@@ -205,7 +215,9 @@ def console(no_color: bool = False, *, stderr: bool = False) -> Console:
     from ftdata.cli.terminal import SafeConsole
 
     plain = no_color or bool(os.environ.get("NO_COLOR"))
-    return SafeConsole(stderr=stderr, color_system=None if plain else "auto", highlight=False, markup=False, emoji=False)
+    return SafeConsole(
+        stderr=stderr, color_system=None if plain else "auto", highlight=False, markup=False, emoji=False
+    )
 
 
 def _stage(settings: Settings) -> Any:
@@ -230,9 +242,12 @@ def progress_bar(label: str, count: Callable[[], int | None] = lambda: None) -> 
     from rich import progress
 
     columns = (
-        progress.TextColumn("{task.description}"), progress.BarColumn(), progress.MofNCompleteColumn(),
-        progress.TimeElapsedColumn(), progress.TimeRemainingColumn(),
-    )  # fmt: skip
+        progress.TextColumn("{task.description}"),
+        progress.BarColumn(),
+        progress.MofNCompleteColumn(),
+        progress.TimeElapsedColumn(),
+        progress.TimeRemainingColumn(),
+    )
     with progress.Progress(*columns, console=err) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
@@ -249,9 +264,15 @@ def preview(
     n: Annotated[int, typer.Option("-n", "--num", min=1, help="Number of records to show.")] = 3,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many records first.")] = 0,
     tokens: Annotated[bool, typer.Option("--tokens", help="Also show a table of token id / text / label.")] = False,
-    source: Annotated[str | None, typer.Option(
-        "--source", metavar="N|NAME", help="DATA is a recipe: preview this source (1-based number or name; default 1).",
-        show_default=False)] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            metavar="N|NAME",
+            help="DATA is a recipe: preview this source (1-based number or name; default 1).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     config: ConfigOpt = None,
@@ -263,11 +284,15 @@ def preview(
     """Show the first records rendered, with trained tokens highlighted and masked tokens dimmed."""
     from ftdata.cli import preview as view
 
-    settings, recipe = _resolved(data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code)
+    settings, recipe = _resolved(
+        data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code
+    )
     if recipe is not None:
         settings = _source_settings(recipe, settings, source)
     elif source is not None:
-        raise ConfigError(f"--source picks a source of a recipe; {settings.data} is not a recipe (a YAML file with sources:)")
+        raise ConfigError(
+            f"--source picks a source of a recipe; {settings.data} is not a recipe (a YAML file with sources:)"
+        )
     stage = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
@@ -301,7 +326,9 @@ def stats(
     from ftdata.guard.bounds import ReadBounds
     from ftdata.io.counter import count_records
 
-    settings, recipe = _resolved(data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code)
+    settings, recipe = _resolved(
+        data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code
+    )
     if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
@@ -311,9 +338,13 @@ def stats(
 
     views, measure = VIEWS[stage.task.task], named(stage.task.stats)  # the task's own measures, the CLI's tables
     if (plot and views.write_plot is None) or (html and views.write_html is None):
-        raise ConfigError(f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or --json")
+        raise ConfigError(
+            f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or --json"
+        )
     data_options = settings.options.data
-    with progress_bar("measuring", lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))) as advance:
+    with progress_bar(
+        "measuring", lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))
+    ) as advance:
         result = measure(settings.data, stage, settings.options.run, progress=advance)
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
     out = console(no_color)
@@ -346,15 +377,26 @@ def _recipe(settings: Settings, *, allow_code: bool) -> Any:
 
 
 def _resolved(
-    data: str | None, tokenizer: str | None, config: Path | None, flags: dict[str, Any], *, allow_code: bool,
-    trust_remote_code: bool, overrides: dict[str, Any] | None = None,
-) -> tuple[Settings, Any]:  # fmt: skip
+    data: str | None,
+    tokenizer: str | None,
+    config: Path | None,
+    flags: dict[str, Any],
+    *,
+    allow_code: bool,
+    trust_remote_code: bool,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Settings, Any]:
     """What a data command runs on: the settings from DATA, --tokenizer, --config and the flags (`resolve`), and
     the recipe DATA names (None for data, `_recipe`)."""
     settings = resolve(
-        data=data, tokenizer=tokenizer, config=config, flags=flags, overrides=overrides, allow_code=allow_code,
+        data=data,
+        tokenizer=tokenizer,
+        config=config,
+        flags=flags,
+        overrides=overrides,
+        allow_code=allow_code,
         trust_remote_code=trust_remote_code,
-    )  # fmt: skip
+    )
     return settings, _recipe(settings, allow_code=allow_code)
 
 
@@ -367,7 +409,15 @@ def _source_settings(recipe: Any, settings: Settings, pick: str | None) -> Setti
     from ftdata.options import BuildOptions
 
     names = [s.name for s in recipe.sources]
-    index = int(pick) - 1 if pick is not None and pick.isdigit() else names.index(pick) if pick in names else 0 if pick is None else -1
+    index = (
+        int(pick) - 1
+        if pick is not None and pick.isdigit()
+        else names.index(pick)
+        if pick in names
+        else 0
+        if pick is None
+        else -1
+    )
     if not 0 <= index < len(names):
         choices = ", ".join(f"{i} ({n})" for i, n in enumerate(names, start=1))
         raise ConfigError(f"--source {pick}: {recipe.origin} has sources {choices}")
@@ -387,19 +437,30 @@ def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: b
         rows = survey(recipe, tokenizer=tok, run=settings.options.run, progress=advance)
     out = console(no_color)
     if as_json:
-        out.file.write(dumps({"recipe": recipe.origin, "mix_by": recipe.mix_by.value, "sources": rows}, out, indent=2) + "\n")
+        out.file.write(
+            dumps({"recipe": recipe.origin, "mix_by": recipe.mix_by.value, "sources": rows}, out, indent=2) + "\n"
+        )
         return
-    out.print(f"recipe     {recipe.origin} (mix_by {recipe.mix_by.value}, tokenizer {tokenizer_label(settings.tokenizer, tok)})", soft_wrap=True)
+    out.print(
+        f"recipe     {recipe.origin} (mix_by {recipe.mix_by.value}, tokenizer "
+        f"{tokenizer_label(settings.tokenizer, tok)})",
+        soft_wrap=True,
+    )
     out.print(survey_table(rows, unit=recipe.mix_by.value))
-    out.print("(deduplication and decontamination run in `ftdata build`; they can only lower these counts)", soft_wrap=True)
+    out.print(
+        "(deduplication and decontamination run in `ftdata build`; they can only lower these counts)", soft_wrap=True
+    )
 
 
 # --- build -------------------------------------------------------------------------------------
 
 INSPECT_BUILD_HELP = "Also write OUT/inspect.html: the build's inspection page (as `ftdata inspect OUT` writes it)."
 OUTPUT_HELP = "Output folder, or with --engine ray a URI (s3://bucket/prefix); or output: in YAML."
-FORMAT_HELP = ("arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); with --engine ray the default is "
-               "Parquet shards written by the workers (arrow or jsonl: the rows come back here and are written as usual).")
+FORMAT_HELP = (
+    "arrow (save_to_disk, the default), parquet, or jsonl (token rows + decoded text); with --engine ray the "
+    "default is "
+    "Parquet shards written by the workers (arrow or jsonl: the rows come back here and are written as usual)."
+)
 
 
 @app.command()
@@ -427,12 +488,16 @@ def build(
     from ftdata.io.resources import load_tokenizer
     from ftdata.mix import is_recipe
 
-    settings, recipe = _resolved(data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code)
+    settings, recipe = _resolved(
+        data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code
+    )
     out = output or settings.extras.get("output")
     if out is None:
         raise ConfigError("no output folder: give -o OUT (or output: in --config)")
     if page and "://" in str(out):
-        raise ConfigError(f"--inspect writes the page into a local OUT; {out} is a URI: run `ftdata inspect` on a local copy")
+        raise ConfigError(
+            f"--inspect writes the page into a local OUT; {out} is a URI: run `ftdata inspect` on a local copy"
+        )
     opts = settings.options
     # the library decides the rest (ftdata.build.api): the recipe's options, the cache, the tokenizer;
     # it is loaded here first only because `datasets`, imported before it, costs the build 17-40 MiB more
@@ -444,17 +509,31 @@ def build(
     started = time.perf_counter()
 
     def total() -> int | None:
-        return None if is_recipe(settings.data) else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
+        return (
+            None
+            if is_recipe(settings.data)
+            else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
+        )
 
     with progress_bar("building", total) as advance:
         result = run_build(
-            recipe or settings.data, out, tokenizer=tok, options=opts, output_format=output_format or settings.extras.get("output_format"),
-            progress=advance, tokenizer_name=tokenizer_label(spec, tok), protect=[config], config=config, allow_code=allow_code,
-        )  # fmt: skip
+            recipe or settings.data,
+            out,
+            tokenizer=tok,
+            options=opts,
+            output_format=output_format or settings.extras.get("output_format"),
+            progress=advance,
+            tokenizer_name=tokenizer_label(spec, tok),
+            protect=[config],
+            config=config,
+            allow_code=allow_code,
+        )
     report, record = result.report, result.manifest or {}
     assert result.out is not None and result.output_format is not None  # a build to a folder, in a format
     seconds = time.perf_counter() - started
-    rejects = opts.output.rejects_path or f"{result.out}/{record['output']['rejects'].rstrip('/')}"  # the user's file, or OUT's
+    rejects = (
+        opts.output.rejects_path or f"{result.out}/{record['output']['rejects'].rstrip('/')}"
+    )  # the user's file, or OUT's
     written = [*(f"{result.out}/{name}" for name in result.files), rejects, f"{result.out}/{MANIFEST}"]
     if page:
         from ftdata.inspect import inspect as write_page
@@ -462,14 +541,24 @@ def build(
         written.append(str(write_page(result.out, tokenizer=tok)))
     show = console(no_color)
     if as_json:
-        show.file.write(dumps({**record, "seconds": round(seconds, 3), "written": [str(p) for p in written]}, show, indent=2, default=str) + "\n")
+        show.file.write(
+            dumps(
+                {**record, "seconds": round(seconds, 3), "written": [str(p) for p in written]},
+                show,
+                indent=2,
+                default=str,
+            )
+            + "\n"
+        )
     else:
         if report.cached:
             from ftdata.guard.inputs import describe
 
             where = _home_relative(result.cached_from)  # type: ignore[arg-type]  # a cached build has its source folder
             why = describe(result.inputs)
-            show.print(f"cached: reused build {record['fingerprint']} ({why}) from {where} ({seconds:.1f} s)", soft_wrap=True)
+            show.print(
+                f"cached: reused build {record['fingerprint']} ({why}) from {where} ({seconds:.1f} s)", soft_wrap=True
+            )
         else:
             show.print(f"built {record['fingerprint']} in {seconds:.1f} s", soft_wrap=True)
         show.print(summary_table(report, spell=cli_spelling))
@@ -480,16 +569,24 @@ def build(
 
 # --- inspect -------------------------------------------------------------------------------------
 
-INSPECT_HELP = ("The page's file; default: OUT/inspect.html for a build folder (OUT then owns it), inspect.html here for DATA. "
-                "An existing file is replaced only if ftdata wrote it.")  # fmt: skip
+INSPECT_HELP = (
+    "The page's file; default: OUT/inspect.html for a build folder (OUT then owns it), inspect.html here for DATA. "
+    "An existing file is replaced only if ftdata wrote it."
+)
 
 
 @app.command()
 @with_build_options(BUILD_FIELDS)
 def inspect(
-    data: Annotated[str | None, typer.Argument(
-        metavar="OUT|DATA", help="A folder `ftdata build` wrote, or data to build a sample of for the page (its first "
-        "--limit records, default 200) with the usual build options.", show_default=False)] = None,
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="OUT|DATA",
+            help="A folder `ftdata build` wrote, or data to build a sample of for the page (its first "
+            "--limit records, default 200) with the usual build options.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[Path | None, _option("--output", "-o", help=INSPECT_HELP, metavar="PAGE")] = None,
     first: Annotated[int, typer.Option("--first", min=0, help="Show the first N rows token by token.")] = 10,
     random: Annotated[int, typer.Option("--random", min=0, help="Show N more rows drawn with --seed.")] = 10,
@@ -513,7 +610,9 @@ def inspect(
     show = console()
     if data is not None and config is None and is_build_output(data):
         if {key for key in options if key != "seed"}:
-            raise ConfigError(f"{data} is a build folder: build options ({', '.join(sorted(options))}) apply to DATA only")
+            raise ConfigError(
+                f"{data} is a build folder: build options ({', '.join(sorted(options))}) apply to DATA only"
+            )
         tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code) if tokenizer else None
         path = write_page(data, output, tokenizer=tok, sample=sample)
         show.print(f"wrote {path}", soft_wrap=True)
@@ -521,11 +620,18 @@ def inspect(
     from ftdata.build.api import build as run_build
 
     settings, recipe = _resolved(
-        data, tokenizer, config, {**options, "cache": False}, overrides={"limit": 200, "on_error": "skip"}, allow_code=allow_code,
+        data,
+        tokenizer,
+        config,
+        {**options, "cache": False},
+        overrides={"limit": 200, "on_error": "skip"},
+        allow_code=allow_code,
         trust_remote_code=trust_remote_code,
-    )  # fmt: skip
+    )
     if recipe is not None:
-        raise ConfigError(f"{settings.data} is a recipe: build it (`ftdata build {settings.data} -o OUT --inspect`) and inspect OUT")
+        raise ConfigError(
+            f"{settings.data} is a recipe: build it (`ftdata build {settings.data} -o OUT --inspect`) and inspect OUT"
+        )
     tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
     import datasets
 
@@ -533,11 +639,21 @@ def inspect(
     scratch = scratch_dir()  # removed at exit, on a signal, or by the next run if this one is killed
     try:
         out = scratch / "out"
-        run_build(settings.data, out, tokenizer=tok, options=settings.options, tokenizer_name=tokenizer_label(settings.tokenizer, tok),
-                  protect=[config], config=config, allow_code=allow_code)  # fmt: skip
+        run_build(
+            settings.data,
+            out,
+            tokenizer=tok,
+            options=settings.options,
+            tokenizer_name=tokenizer_label(settings.tokenizer, tok),
+            protect=[config],
+            config=config,
+            allow_code=allow_code,
+        )
         title = f"{settings.data} (its first {settings.options.data.limit:,} records, built for this page)"
         path = write_page(out, output or Path("inspect.html"), tokenizer=tok, sample=sample, title=title)
-    except FtdataError as exc:  # a note pointing into the scratch (a failed build's rejects) would name a folder about to go
+    except (
+        FtdataError
+    ) as exc:  # a note pointing into the scratch (a failed build's rejects) would name a folder about to go
         exc.__notes__ = [note for note in getattr(exc, "__notes__", []) if str(scratch) not in note]
         raise
     finally:
@@ -559,19 +675,40 @@ def _home_relative(path: Path) -> str:
 @app.command()
 def markers(
     tokenizer: TokenizerOpt = None,
-    chat_template_kwargs: Annotated[str | None, typer.Option(
-        "--chat-template-kwargs", metavar="JSON", help="chat-template variables for every probe render, e.g. "
-        "'{\"enable_thinking\": false}' (as the build option)", show_default=False)] = None,
-    stop_tokens: Annotated[str | None, typer.Option(
-        "--stop-tokens", metavar="TOKENS", help="comma-separated tokens inference also stops on (as the build option); "
-        "generation_config.json's eos_token_id in the tokenizer folder is read by itself", show_default=False)] = None,
-    chat_template: Annotated[str | None, typer.Option(
-        "--chat-template", metavar="FILE|NAME", help="probe this chat template instead of the tokenizer's: a .jinja "
-        "file or a template TRL ships by name (as the build option)", show_default=False)] = None,
+    chat_template_kwargs: Annotated[
+        str | None,
+        typer.Option(
+            "--chat-template-kwargs",
+            metavar="JSON",
+            help="chat-template variables for every probe render, e.g. "
+            "'{\"enable_thinking\": false}' (as the build option)",
+            show_default=False,
+        ),
+    ] = None,
+    stop_tokens: Annotated[
+        str | None,
+        typer.Option(
+            "--stop-tokens",
+            metavar="TOKENS",
+            help="comma-separated tokens inference also stops on (as the build option); "
+            "generation_config.json's eos_token_id in the tokenizer folder is read by itself",
+            show_default=False,
+        ),
+    ] = None,
+    chat_template: Annotated[
+        str | None,
+        typer.Option(
+            "--chat-template",
+            metavar="FILE|NAME",
+            help="probe this chat template instead of the tokenizer's: a .jinja "
+            "file or a template TRL ships by name (as the build option)",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     no_color: NoColorOpt = False,
     trust_remote_code: TrustCodeOpt = False,
-) -> None:  # fmt: skip
+) -> None:
     """Show what the chat template writes around each role, what a turn trains and what stops it."""
     from ftdata.cli.options import parse_json_object
     from ftdata.options import parse_stop_tokens
@@ -597,7 +734,9 @@ def markers(
         if key != "warnings":
             table.add_row(key, repr(value) if isinstance(value, str) else str(value))
     out.print(table)
-    out.print(f"a trained turn: generation prompt {found.assistant_header!r}, then {describe_training(found)}", soft_wrap=True)
+    out.print(
+        f"a trained turn: generation prompt {found.assistant_header!r}, then {describe_training(found)}", soft_wrap=True
+    )
     for warning in found.warnings:
         out.print(Text(f"warning: template {cli_spelling(warning)}", style="yellow"), soft_wrap=True)
 
@@ -621,7 +760,10 @@ def templates(no_color: NoColorOpt = False) -> None:
     for name in builtin_names():
         template = load_prompt_template(name)
         out.rule(Text(f"{name}" + ("  (uses system)" if template.uses_system else "")), align="left")
-        text = Text(template.render(instruction=EXAMPLE["instruction"], input=EXAMPLE["input"]), style="" if plain else "cyan italic")
+        text = Text(
+            template.render(instruction=EXAMPLE["instruction"], input=EXAMPLE["input"]),
+            style="" if plain else "cyan italic",
+        )
         response = "<response><eos>"
         text.append(f"{OPEN}{response}{CLOSE}" if plain else response, style="" if plain else "black on green")
         out.print(text, soft_wrap=True)

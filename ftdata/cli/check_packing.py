@@ -24,14 +24,21 @@ def register(app: typer.Typer) -> None:
 
 
 def check_packing_command(
-    data: Annotated[Optional[Path], typer.Argument(  # noqa: UP045 (typer reads the annotation)
-        help="A folder written by ftdata build (or save_to_disk).")] = None,
-    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Local model folder (default: the bundled SmolLM2).")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--tokenizer", "-t", help="Tokenizer folder (default: the model's).")] = None,
-    precision: Annotated[str, typer.Option(
-        help="auto, bf16, fp16 or fp32 (auto: bf16 on a GPU, fp32 on CPU).")] = "auto",
+    data: Annotated[
+        Optional[Path],  # noqa: UP045 (typer reads the annotation)
+        typer.Argument(help="A folder written by ftdata build (or save_to_disk)."),
+    ] = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Local model folder (default: the bundled SmolLM2)."),
+    ] = None,
+    tokenizer: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--tokenizer", "-t", help="Tokenizer folder (default: the model's)."),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="auto, bf16, fp16 or fp32 (auto: bf16 on a GPU, fp32 on CPU).")
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout.")] = False,
 ) -> None:
     """Probe packed rows on a model."""
@@ -47,10 +54,12 @@ def check_packing_command(
     else:
         _print(report)
     if not report.isolated:
-        raise FtdataError(f"packed rows leak between documents on {report.model} as one row: {_packed(report)}; "
-                          f"train them per document (ftdata train does: route {report.route.route.value}), "
-                          f"install {', '.join(report.architecture.kernels) or 'kernels that honour seq_idx'} on a "
-                          "CUDA GPU, or build without --packing")  # fmt: skip
+        raise FtdataError(
+            f"packed rows leak between documents on {report.model} as one row: {_packed(report)}; "
+            f"train them per document (ftdata train does: route {report.route.route.value}), "
+            f"install {', '.join(report.architecture.kernels) or 'kernels that honour seq_idx'} on a "
+            "CUDA GPU, or build without --packing"
+        )
 
 
 def _packed(report: Any) -> str:
@@ -66,7 +75,10 @@ def _print(report: Any) -> None:
         typer.echo(f"  {kind.name} x{kind.layers}: {what}{kernels}")
     typer.echo(f"packed row (position_ids, seq_idx, cu_seq_lens): {_packed(report)}")
     leak = report.route.packed_leak
-    typer.echo(f"packed row (position_ids only): max |delta logit| {leak:.2g}" if isinstance(leak, float)
-               else f"packed row (position_ids only): {leak}")  # fmt: skip
+    typer.echo(
+        f"packed row (position_ids only): max |delta logit| {leak:.2g}"
+        if isinstance(leak, float)
+        else f"packed row (position_ids only): {leak}"
+    )
     typer.echo(f"ftdata train: route {arch.route.value} ({arch.why()}); {report.route.describe()}")
     typer.echo("isolated: yes" if report.isolated else "isolated: no")

@@ -36,16 +36,50 @@ from ftdata.options import FIELDS, BuildOptions, DataOptions, OutputOptions, Run
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The type of every option by its flat name (the flags' choices and parsers come from these).
-_HINTS: dict[str, Any] = {name: hint for group in (DataOptions, RunOptions, OutputOptions) for name, hint in typing.get_type_hints(group).items()}
+_HINTS: dict[str, Any] = {
+    name: hint
+    for group in (DataOptions, RunOptions, OutputOptions)
+    for name, hint in typing.get_type_hints(group).items()
+}
 PANEL = "Data options (same names as BuildOptions and YAML keys)"
 
 # Options that change how records are read, rendered and masked: what preview shows.
 PREVIEW_FIELDS = (
-    "template", "chat_template", "format", "task", "columns", "roles", "reader", "delimiter", "field", "filter", "mask",
-    "history", "recorded_ids", "system_prompt", "system_mode", "mask_reasoning", "chat_template_kwargs", "stop_tokens", "special_tokens_in_data",
-    "add_chat_tokens", "max_length", "truncation", "prompt_cut", "max_prompt_length", "cut_prompts", "reward_columns", "on_error",
-    "processor", "max_images", "max_image_pixels", "max_line_bytes", "max_string_chars", "max_decompressed_bytes", "max_messages",
-)  # fmt: skip
+    "template",
+    "chat_template",
+    "format",
+    "task",
+    "columns",
+    "roles",
+    "reader",
+    "delimiter",
+    "field",
+    "filter",
+    "mask",
+    "history",
+    "recorded_ids",
+    "system_prompt",
+    "system_mode",
+    "mask_reasoning",
+    "chat_template_kwargs",
+    "stop_tokens",
+    "special_tokens_in_data",
+    "add_chat_tokens",
+    "max_length",
+    "truncation",
+    "prompt_cut",
+    "max_prompt_length",
+    "cut_prompts",
+    "reward_columns",
+    "on_error",
+    "processor",
+    "max_images",
+    "max_image_pixels",
+    "max_line_bytes",
+    "max_string_chars",
+    "max_decompressed_bytes",
+    "max_messages",
+)
 STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
 BUILD_FIELDS = tuple(FIELDS)
 
@@ -74,7 +108,15 @@ def _help(name: str) -> str:
     return text
 
 
-_METAVARS = {"tokens": "TEXT", "int": "INTEGER", "float": "NUMBER", "number": "N|FRACTION", "json": "JSON", "pairs": "KEY=VALUE", "text": "TEXT"}
+_METAVARS = {
+    "tokens": "TEXT",
+    "int": "INTEGER",
+    "float": "NUMBER",
+    "number": "N|FRACTION",
+    "json": "JSON",
+    "pairs": "KEY=VALUE",
+    "text": "TEXT",
+}
 
 
 @dataclass(frozen=True)
@@ -158,7 +200,11 @@ def with_flags(flags: Sequence[Flag], *, into: str = "options") -> Callable[[F],
     def decorate(func: F) -> F:
         signature = inspect.signature(func)
         hints = typing.get_type_hints(func, include_extras=True)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values() if p.name != into]
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name != into
+        ]
         params = own + [_parameter(flag) for flag in flags]
         kinds = {flag.name: flag.kind for flag in flags}
 
@@ -236,8 +282,10 @@ def parse_json_object(text: str, *, name: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{flag_name(name)} takes a JSON object, e.g. {flag_name(name)} '{{\"enable_thinking\": false}}'; "
-                          f"got {text!r} ({exc.msg} at char {exc.pos})") from None  # fmt: skip
+        raise ConfigError(
+            f"{flag_name(name)} takes a JSON object, e.g. {flag_name(name)} '{{\"enable_thinking\": false}}'; "
+            f"got {text!r} ({exc.msg} at char {exc.pos})"
+        ) from None
     if not isinstance(value, dict):
         raise ConfigError(f"{flag_name(name)} takes a JSON object ({{...}}), got {text!r}")
     return value
@@ -314,7 +362,9 @@ def parse_data_options(items: Sequence[str], *, flag: str = "--data-option") -> 
             raise ConfigError(f"{flag} takes KEY=VALUE, e.g. {flag} max_length=512; got {item!r}")
         check_names([key], FIELDS, origin=flag)
         parsed = parse_value(key, value)
-        out[key] = {**out.get(key, {}), **parsed} if option_kind(key) == "pairs" else parsed  # pairs repeat, as flags do
+        out[key] = (
+            {**out.get(key, {}), **parsed} if option_kind(key) == "pairs" else parsed
+        )  # pairs repeat, as flags do
     return out
 
 
@@ -436,7 +486,7 @@ def cli_spelling(text: str) -> str:
     def assignment(match: re.Match[str]) -> str:
         name, value = match.groups()
         quoted = value[0] in "'\"" and value[-1] == value[0] and len(value) > 1
-        tail = "" if quoted else value[len(value.rstrip(":.")):]
+        tail = "" if quoted else value[len(value.rstrip(":.")) :]
         value = value if quoted else value.rstrip(":.")
         if name not in FIELDS or not value or not (quoted or _spells_a_value(name, value)):
             return match.group(0)  # `padding=4 rows` is prose, not the option's value

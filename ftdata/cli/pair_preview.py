@@ -16,7 +16,19 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from ftdata.cli.preview import UNICODE, Printer, RecordView, Segment, TokenView, _truncation, content_mask, record_pieces, schema_region, segments_of, show_window
+from ftdata.cli.preview import (
+    UNICODE,
+    Printer,
+    RecordView,
+    Segment,
+    TokenView,
+    _truncation,
+    content_mask,
+    record_pieces,
+    schema_region,
+    segments_of,
+    show_window,
+)
 from ftdata.outcomes import Note
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.pairs import MeasuredPair, Side, continuation
@@ -28,7 +40,8 @@ __all__ = ["PairView", "pair_views", "run"]
 
 @dataclass
 class PairView:
-    """Everything preview shows of one pair: the prompt and each completion as `RecordView`s (their segments and tokens)."""
+    """Everything preview shows of one pair: the prompt and each
+    completion as `RecordView`s (their segments and tokens)."""
 
     location: str
     format: str
@@ -75,7 +88,10 @@ def _completion_view(stage: Stage, item: MeasuredPair, side: Side, reply: Any) -
     text = continuation(side.rendered, stage.masker.anchor_before(side.rendered.text[: side.rendered.spans[0][0]]))
     begin, end = text.spans[0]
     shown = text.text[begin:end]
-    offsets = [(a - begin, b - begin) for a, b in list(side.tokenized.offsets)[side.start - side.tokenized.prefix : side.end - side.tokenized.prefix]]
+    offsets = [
+        (a - begin, b - begin)
+        for a, b in list(side.tokenized.offsets)[side.start - side.tokenized.prefix : side.end - side.tokenized.prefix]
+    ]
     content = content_mask(shown, record_pieces(replace(item.example, messages=(reply,), context=""), stage))
     ids = side.ids
     segments = segments_of(shown, offsets=offsets, labels=ids, content=content)
@@ -86,13 +102,24 @@ def _completion_view(stage: Stage, item: MeasuredPair, side: Side, reply: Any) -
 def build_pair_view(stage: Stage, item: MeasuredPair) -> PairView:
     """The `PairView` of one measured pair (the note says what truncation does to it)."""
     record = item.record
-    names = ("chosen", "rejected") if isinstance(record, Pair) else (f"completion ({'desirable' if record.label else 'undesirable'})",)
+    names = (
+        ("chosen", "rejected")
+        if isinstance(record, Pair)
+        else (f"completion ({'desirable' if record.label else 'undesirable'})",)
+    )
     replies = (record.chosen, record.rejected) if isinstance(record, Pair) else (record.completion,)
-    completions = {name: _completion_view(stage, item, side, reply) for name, side, reply in zip(names, item.sides, replies)}
+    completions = {
+        name: _completion_view(stage, item, side, reply) for name, side, reply in zip(names, item.sides, replies)
+    }
     return PairView(
-        location=item.location, format=item.example.format, method=item.rendered.method, prompt=_prompt_view(stage, item),
-        completions=completions, notes=list(item.tokenized.notes), truncation=_truncation(stage, item),
-    )  # fmt: skip
+        location=item.location,
+        format=item.example.format,
+        method=item.rendered.method,
+        prompt=_prompt_view(stage, item),
+        completions=completions,
+        notes=list(item.tokenized.notes),
+        truncation=_truncation(stage, item),
+    )
 
 
 def pair_views(stage: Stage, ran: Ran) -> list[PairView | Reject]:
@@ -108,7 +135,10 @@ def show(printer: Printer, number: int, view: PairView) -> None:
     counts = ", ".join(f"{name.split()[0]} {part.total}" for name, part in view.completions.items())
     rule, dot = (printer.glyphs.rule, " · " if printer.glyphs is UNICODE else " | ")
     printer._line("")
-    printer._line(f"{rule} pair {number}{dot}{view.location}{dot}{view.format}{dot}prompt {view.prompt.total} tokens; {counts} (trained)")
+    printer._line(
+        f"{rule} pair {number}{dot}{view.location}{dot}{view.format}{dot}prompt {view.prompt.total} tokens; "
+        f"{counts} (trained)"
+    )
     for name, part in (("prompt", view.prompt), *view.completions.items()):
         printer._line(f"{name}:")
         printer._line(printer._text(part))
@@ -130,4 +160,14 @@ def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tok
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
     task = f"{stage.task.task.value}: the prompt as inference tokenizes it, then each completion (all of it trained)"
-    return show_window(source, stage, pair_views, partial(show, printer), offset=offset, n=n, printer=printer, tokenizer=tokenizer, task=task)
+    return show_window(
+        source,
+        stage,
+        pair_views,
+        partial(show, printer),
+        offset=offset,
+        n=n,
+        printer=printer,
+        tokenizer=tokenizer,
+        task=task,
+    )

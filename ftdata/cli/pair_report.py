@@ -32,7 +32,8 @@ def summary_lines(stats: PairDataStats) -> list[str]:
     if stats.paired:
         bias, start = stats.bias(), stats.shared_start()
         lines.append(
-            f"length bias   chosen longer in {bias['chosen_longer']:.1%} of pairs, as long in {bias['same_length']:.1%}, "
+            f"length bias   chosen longer in {bias['chosen_longer']:.1%} of pairs, as long in "
+            f"{bias['same_length']:.1%}, "
             f"shorter in {bias['chosen_shorter']:.1%}"
         )
         lines.append(
@@ -42,7 +43,10 @@ def summary_lines(stats: PairDataStats) -> list[str]:
     else:
         good = int(stats.labels.sum())
         lines.append(f"labels        {good:,} desirable, {stats.pairs - good:,} undesirable")
-    lines.append(f"repeats       {stats.repeated:,} {unit} repeat an earlier one token for token; {stats.repeated_prompts:,} repeat a prompt")
+    lines.append(
+        f"repeats       {stats.repeated:,} {unit} repeat an earlier one token for token; {stats.repeated_prompts:,} "
+        "repeat a prompt"
+    )
     lines.append(
         f"kept          {stats.kept:,} rows, {stats.kept_tokens:,} tokens, {stats.kept_trained:,} completion tokens "
         f"(truncation={stats.truncation}, max_length {stats.max_length:,})"

@@ -54,7 +54,11 @@ STYLES = {
 }
 LEGEND = (("trained", (True, False)), ("masked", (False, False)), ("template text", (False, True)))
 # Tool text: schemas the template writes for `tools`, tool results, tool calls (name + arguments).
-KINDS = {"tools": ("tool schemas", "italic magenta"), "result": ("tool results", "magenta"), "call": ("tool calls", "bold underline")}
+KINDS = {
+    "tools": ("tool schemas", "italic magenta"),
+    "result": ("tool results", "magenta"),
+    "call": ("tool calls", "bold underline"),
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,9 @@ class Glyphs:
 
 UNICODE = Glyphs(("⟦", "⟧"), {"tools": ("⟪", "⟫"), "result": ("⟨", "⟩"), "call": ("⦃", "⦄")}, "──", "␣", "∅")
 # For output that cannot hold them (cp1252 when redirected on Windows).
-ASCII = Glyphs(("[[", "]]"), {"tools": ("{{", "}}"), "result": ("<<", ">>"), "call": ("((", "))")}, "--", "~", "(empty)")
+ASCII = Glyphs(
+    ("[[", "]]"), {"tools": ("{{", "}}"), "result": ("<<", ">>"), "call": ("((", "))")}, "--", "~", "(empty)"
+)
 OPEN, CLOSE = UNICODE.trained
 
 
@@ -115,7 +121,12 @@ class RecordView:
         out: dict[str, Any] = {"type": "record", "location": self.location, "format": self.format}
         if self.split_row is not None:
             p = self.split_row
-            out["row"] = {"index": p.index, "count": p.count, "turns": list(p.turns), "reasons": {str(i): r.value for i, r in p.reasons}}
+            out["row"] = {
+                "index": p.index,
+                "count": p.count,
+                "turns": list(p.turns),
+                "reasons": {str(i): r.value for i, r in p.reasons},
+            }
         out["method"] = self.method
         out["counts"] = {"tokens": self.total, "prompt": self.prompt, "response": self.response}
         out["counts"]["trained"] = self.trained
@@ -224,7 +235,7 @@ def _outside(text: str, token: str, at: int, *, to_end: bool) -> int:
 RESULTS_ENCODED = Note(
     NoteCode.RESULTS_ENCODED,
     "the chat template JSON-encodes tool results again: a result is written as a quoted string with its quotes "
-    "and newlines escaped (\"{\\\"key\\\": ...}\"), and the model sees (and learns to read) it that way",
+    'and newlines escaped ("{\\"key\\": ...}"), and the model sees (and learns to read) it that way',
 )
 
 
@@ -254,9 +265,7 @@ def results_encoded(text: str, pieces: Iterable[tuple[str, str]]) -> bool:
     return False
 
 
-def segments_of(
-    text: str, *, offsets: list[tuple[int, int]], labels: list[int], content: list[str]
-) -> list[Segment]:
+def segments_of(text: str, *, offsets: list[tuple[int, int]], labels: list[int], content: list[str]) -> list[Segment]:
     """Split `text` into runs of (trained, kind) characters (`content` from `content_mask`)."""
     trained = [False] * len(text)
     for (start, end), label in zip(offsets, labels):
@@ -291,11 +300,19 @@ def build_view(stage: Stage, measured: Measured) -> RecordView:
     ]
     tokens = collapse_tokens(tokens, offsets, row.prefix, rendered)  # a media item: one marker, not its pad tokens
     return RecordView(
-        location=measured.location, format=measured.example.format, method=rendered.method,
-        total=measured.total, prompt=measured.prompt, response=measured.response, trained=measured.trained,
-        segments=segments, tokens=tokens, truncation=_truncation(stage, measured), split_row=measured.split_row,
+        location=measured.location,
+        format=measured.example.format,
+        method=rendered.method,
+        total=measured.total,
+        prompt=measured.prompt,
+        response=measured.response,
+        trained=measured.trained,
+        segments=segments,
+        tokens=tokens,
+        truncation=_truncation(stage, measured),
+        split_row=measured.split_row,
         notes=[*row.notes, *([RESULTS_ENCODED] if results_encoded(rendered.text, pieces) else []), *describe(rendered)],
-    )  # fmt: skip
+    )
 
 
 def _truncation(stage: Stage, measured: Item) -> str:
@@ -333,7 +350,10 @@ def views(stage: Stage, ran: Ran) -> list[RecordView | Reject]:
 
 
 def _visible(token: str, glyphs: Glyphs) -> str:
-    return escape_controls(token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace(" ", glyphs.space)) or glyphs.empty
+    return (
+        escape_controls(token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace(" ", glyphs.space))
+        or glyphs.empty
+    )
 
 
 def faithful(text: str) -> str:
@@ -369,11 +389,17 @@ class Printer:
         markers = renderer.markers
         warnings = list(markers.warnings) if markers else []
         if self.as_json:
-            self._json({
-                "type": "header", "source": source, "tokenizer": tokenizer,
-                "template": renderer.name, "markers": markers.to_dict() if markers else None,
-                "warnings": warnings, "options": plain(opts),
-            })  # fmt: skip
+            self._json(
+                {
+                    "type": "header",
+                    "source": source,
+                    "tokenizer": tokenizer,
+                    "template": renderer.name,
+                    "markers": markers.to_dict() if markers else None,
+                    "warnings": warnings,
+                    "options": plain(opts),
+                }
+            )
             return
         print_ = self._line
         print_(f"source     {source}")
@@ -382,7 +408,10 @@ class Printer:
             limit = opts.max_prompt_length or opts.max_length
             print_(f"template   {renderer.name}  (max_prompt_length={limit})")
             if markers:
-                print_(f"markers    user {markers.user_header!r}  assistant {markers.assistant_header!r}  system {markers.system_support}")
+                print_(
+                    f"markers    user {markers.user_header!r}  assistant {markers.assistant_header!r}  system "
+                    f"{markers.system_support}"
+                )
             return
         print_(f"template   {renderer.name}  (mask={opts.mask.value}, max_length={opts.max_length})")
         if markers:
@@ -395,7 +424,9 @@ class Printer:
             print_(Text(f"warning    template {self.spell(warning)}", style="yellow"))
         kinds = KINDS if markers and (markers.renders_tools or markers.tool_arguments) else {}
         if self.plain:
-            tools = "".join(f", {self.glyphs.kinds[k][0]}{label}{self.glyphs.kinds[k][1]}" for k, (label, _) in kinds.items())
+            tools = "".join(
+                f", {self.glyphs.kinds[k][0]}{label}{self.glyphs.kinds[k][1]}" for k, (label, _) in kinds.items()
+            )
             o, c = self.glyphs.trained
             print_(f"legend     {o}trained{c} (labels = token ids); all other text is masked (-100){tools}")
         else:
@@ -410,9 +441,7 @@ class Printer:
         if self.as_json:
             self._json(view.to_json(with_tokens=self.show_tokens))
             return
-        counts = (
-            f"{view.total} tokens = {view.prompt} prompt + {view.response} response; {view.trained} trained"
-        )
+        counts = f"{view.total} tokens = {view.prompt} prompt + {view.response} response; {view.trained} trained"
         self._line("")
         rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
         self._line(Text(f"{rule} record {number}{dot}{view.location}{dot}{view.format}{dot}{counts}", style="bold"))
@@ -432,11 +461,21 @@ class Printer:
 
     def problem(self, number: int, reject: Reject) -> None:
         if self.as_json:
-            self._json({"type": "problem", "location": reject.location, "stage": reject.stage, "code": reject.code, "reason": reject.reason})
+            self._json(
+                {
+                    "type": "problem",
+                    "location": reject.location,
+                    "stage": reject.stage,
+                    "code": reject.code,
+                    "reason": reject.reason,
+                }
+            )
             return
         self._line("")
         rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
-        title = f"{rule} record {number}{dot}{reject.location}{dot}PROBLEM ({reject.stage}): {self.spell(reject.reason)}"
+        title = (
+            f"{rule} record {number}{dot}{reject.location}{dot}PROBLEM ({reject.stage}): {self.spell(reject.reason)}"
+        )
         self._line(Text(title, style="bold red"))
 
     def _text(self, view: RecordView) -> Text:
@@ -477,13 +516,25 @@ def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tok
         FtdataError: no records in that window.
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
-    return show_window(source, stage, views, printer.record, offset=offset, n=n, printer=printer, tokenizer=tokenizer, responses=True)
+    return show_window(
+        source, stage, views, printer.record, offset=offset, n=n, printer=printer, tokenizer=tokenizer, responses=True
+    )
 
 
 def show_window(
-    source: Any, stage: Stage, reduce: Callable[[Stage, Ran], list[Any]], show: Callable[[int, Any], None], *, offset: int,
-    n: int, printer: Printer, tokenizer: str, task: str = "", trains: bool = True, responses: bool = False,
-) -> int:  # fmt: skip
+    source: Any,
+    stage: Stage,
+    reduce: Callable[[Stage, Ran], list[Any]],
+    show: Callable[[int, Any], None],
+    *,
+    offset: int,
+    n: int,
+    printer: Printer,
+    tokenizer: str,
+    task: str = "",
+    trains: bool = True,
+    responses: bool = False,
+) -> int:
     """The preview of every task: records `offset` .. `offset + n` through the run loop as a build runs them
     (`reduce`: a view or a Reject per item), the header (and the `task` line), then each view by `show(number,
     view)` numbered from offset + 1 (the rows of a split record share its number); return how many records.
@@ -494,9 +545,16 @@ def show_window(
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
     parts = loop.run(
-        source, stage, RunOptions(batch_size=1), reduce, report=BuildReport(), responses=responses, lenient=True,
-        window=(offset, n), on=LocalExecutor(1),
-    )  # fmt: skip
+        source,
+        stage,
+        RunOptions(batch_size=1),
+        reduce,
+        report=BuildReport(),
+        responses=responses,
+        lenient=True,
+        window=(offset, n),
+        on=LocalExecutor(1),
+    )
     first = next(parts)  # read errors, and an empty window, surface before any output
     printer.header(str(source), stage, tokenizer=tokenizer, trains=trains)
     if task and not printer.as_json:

@@ -45,15 +45,27 @@ def preview(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer,
     """
     task = "prompts: each prompt as inference tokenizes it (nothing trained), then its reward columns"
     show = partial(_show_one, printer)
-    return show_window(source, stage, _views, show, offset=offset, n=n, printer=printer, tokenizer=tokenizer, task=task, trains=False)
+    return show_window(
+        source, stage, _views, show, offset=offset, n=n, printer=printer, tokenizer=tokenizer, task=task, trains=False
+    )
 
 
 def _show_one(printer: Printer, number: int, view: tuple[MeasuredPrompt, str]) -> None:
     item, fit = view
     row = item.row
     if printer.as_json:
-        printer._json({"location": item.location, "prompt": row.prompt, "text": item.rendered.text, "prompt_ids": row.prompt_ids,
-                       "tokens": item.total, "opens": item.opens, "columns": row.columns, "truncation": fit})  # fmt: skip
+        printer._json(
+            {
+                "location": item.location,
+                "prompt": row.prompt,
+                "text": item.rendered.text,
+                "prompt_ids": row.prompt_ids,
+                "tokens": item.total,
+                "opens": item.opens,
+                "columns": row.columns,
+                "truncation": fit,
+            }
+        )
         return
     dot = " · " if printer.glyphs is UNICODE else " | "
     printer._line("")
@@ -77,14 +89,20 @@ def show(stats: PromptStats, console: Console, *, spell: Callable[[str], str] = 
     console.print(f"task          prompts ({stats.template}; {stats.tokenizer})", soft_wrap=True)
     console.print(f"records       {d['records']:,}; prompts {d['prompts']:,}; rejected {sum(d['rejected'].values()):,}")
     for opens, n in stats.opens.items():
-        console.print(f"opens         the generation prompt opens {opens!r} in {n:,} prompts: completions continue it", soft_wrap=True)
+        console.print(
+            f"opens         the generation prompt opens {opens!r} in {n:,} prompts: completions continue it",
+            soft_wrap=True,
+        )
     table = Table("prompt tokens", "p50", "p90", "p99", "max", "mean", box=None, pad_edge=False)
     t = d["prompt_tokens"]
     table.add_row("", *(f"{t.get(k, 0):,}" for k in ("p50", "p90", "p99", "max")), f"{t['mean']:,}")
     console.print()
     console.print(table)
     over = d["over_max_prompt_length"]
-    console.print(f"over max_prompt_length {stats.max_prompt_length:,}: {over:,} prompts (a build rejects them, or cuts them with cut_prompts)")
+    console.print(
+        f"over max_prompt_length {stats.max_prompt_length:,}: {over:,} prompts (a build rejects them, or cuts them "
+        "with cut_prompts)"
+    )
     console.print()
     cover = Table("reward column", "prompts", "share", box=None, pad_edge=False)
     for name, c in d["reward_columns"].items():

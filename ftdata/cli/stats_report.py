@@ -27,7 +27,11 @@ def _n(value: float) -> str:
 
 def _rows(stats: DataStats) -> str:
     """The rows measured, where splits made more of them than examples."""
-    return f", {stats.rows:,} rows (a record split where the template rewrites history)" if stats.rows != stats.examples else ""
+    return (
+        f", {stats.rows:,} rows (a record split where the template rewrites history)"
+        if stats.rows != stats.examples
+        else ""
+    )
 
 
 def summary_lines(stats: DataStats) -> list[str]:
@@ -54,13 +58,16 @@ def summary_lines(stats: DataStats) -> list[str]:
         lines.append(
             f"media         {kinds} in {int((stats.media > 0).sum()):,} examples; per example mean {per['mean']}, "
             f"max {per['max']}; media tokens per example p50 {tokens['p50']:,}, max {tokens['max']:,}, "
-            f"{int(stats.media_tokens.sum()):,} in all ({stats.media_tokens.sum() / max(stats.total.sum(), 1):.1%} of tokens)"
+            f"{int(stats.media_tokens.sum()):,} in all ({stats.media_tokens.sum() / max(stats.total.sum(), 1):.1%} "
+            "of tokens)"
         )
     if stats.audio_ms.any():
         ms, tokens = describe(stats.audio_ms), describe(stats.audio_tokens)
         lines.append(
-            f"audio         {stats.audio_ms.sum() / 1000:,.2f} s in {int((stats.audio_ms > 0).sum()):,} examples; seconds per "
-            f"example p50 {ms['p50'] / 1000:.2f}, max {ms['max'] / 1000:.2f}; audio tokens per example p50 {tokens['p50']:,}, "
+            f"audio         {stats.audio_ms.sum() / 1000:,.2f} s in {int((stats.audio_ms > 0).sum()):,} examples; "
+            "seconds per "
+            f"example p50 {ms['p50'] / 1000:.2f}, max {ms['max'] / 1000:.2f}; audio tokens per example p50 "
+            f"{tokens['p50']:,}, "
             f"max {tokens['max']:,}, {int(stats.audio_tokens.sum()):,} in all"
         )
     return lines
@@ -122,7 +129,10 @@ def epoch_lines(stats: DataStats) -> list[str]:
         )
     if epoch.media_per_pack is not None:
         v = epoch.media_per_pack
-        lines.append(f"media/pack    media tokens per packed row p50 {v['p50']:,}, p90 {v['p90']:,}, max {v['max']:,}, mean {v['mean']:,}")
+        lines.append(
+            f"media/pack    media tokens per packed row p50 {v['p50']:,}, p90 {v['p90']:,}, max {v['max']:,}, mean "
+            f"{v['mean']:,}"
+        )
     return lines
 
 
@@ -134,7 +144,10 @@ def show(stats: DataStats, console: Console, *, spell: Callable[[str], str] = st
     console.print(lengths_table(stats))
     console.print()
     ascii = not unicode_ok(console)
-    prompt, response = (bars(values, f"{name} tokens", ascii=ascii) for values, name in ((stats.prompt, "prompt"), (stats.response, "response")))
+    prompt, response = (
+        bars(values, f"{name} tokens", ascii=ascii)
+        for values, name in ((stats.prompt, "prompt"), (stats.response, "response"))
+    )
     console.print(Group(prompt, Text(""), response))
     console.print()
     console.print(policies_table(stats))

@@ -44,7 +44,9 @@ DATA_OPTION_HELP = (
     "Any data option of ftdata build as KEY=VALUE, VALUE as the flag --KEY takes it (repeatable), "
     "e.g. -D mask=last_assistant -D limit=1000. See docs/cli.md#data-options."
 )
-ALLOW_CODE_HELP = "Let a 'module:function' reader (data option reader) or reward (--rewards) import and run that Python code."
+ALLOW_CODE_HELP = (
+    "Let a 'module:function' reader (data option reader) or reward (--rewards) import and run that Python code."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -100,9 +102,13 @@ def option_rows() -> list[tuple[Flag, Any]]:
         elif f.name != "data":
             choices = f.metadata.get("choices")
             flag = Flag(
-                f.name, _train_kind(f), f.metadata["help"], PANELS[f.metadata["group"]], short=SHORT.get(f.name),
+                f.name,
+                _train_kind(f),
+                f.metadata["help"],
+                PANELS[f.metadata["group"]],
+                short=SHORT.get(f.name),
                 metavar="|".join(choices) if choices else None,
-            )  # fmt: skip
+            )
             rows.append((flag, _default(f)))
     return rows
 
@@ -141,8 +147,13 @@ def options_markdown() -> str:
 
 
 def train_from_flags(
-    data: str | None, *, config: Path | None, resume: Path | None, data_option: list[str] | None,
-    flags: dict[str, Any], allow_code: bool = False,
+    data: str | None,
+    *,
+    config: Path | None,
+    resume: Path | None,
+    data_option: list[str] | None,
+    flags: dict[str, Any],
+    allow_code: bool = False,
 ) -> TrainConfig:
     """Resolve the options of a `train` invocation into a `TrainConfig` (flags win); every
     option is checked here, before any model or data is loaded.
@@ -177,7 +188,8 @@ def _check_output_dir(value: str | None) -> None:
     key, sep, _ = (value or "").partition("=")
     if sep and key in BUILD_FIELDS:
         raise ConfigError(
-            f"-o is --output-dir, the folder of the runs, got -o {value!r}; for a data option write --data-option {value}"
+            f"-o is --output-dir, the folder of the runs, got -o {value!r}; for a data option write --data-option "
+            f"{value}"
         )
 
 
@@ -187,8 +199,12 @@ def _check_data_options(cfg: TrainConfig, *, given: dict[str, Any], allow_code: 
     origin = "--data-option reader" if "reader" in given.get("data_options", {}) else "data_options.reader"
     check_code_reader(options.reader, origin=origin, allow_code=allow_code)
     for name in filter(is_code, cfg.rewards or ()):
-        check_code_reader(name, origin="--rewards" if "rewards" in given else "rewards", allow_code=allow_code,
-                          instead=f"a built-in reward ({', '.join(BUILTIN)})")  # fmt: skip
+        check_code_reader(
+            name,
+            origin="--rewards" if "rewards" in given else "rewards",
+            allow_code=allow_code,
+            instead=f"a built-in reward ({', '.join(BUILTIN)})",
+        )
     if options.template is not None:
         from ftdata.chat.prompt_templates import load_prompt_template
 
@@ -197,25 +213,46 @@ def _check_data_options(cfg: TrainConfig, *, given: dict[str, Any], allow_code: 
 
 @with_flags(_flags())
 def train_command(
-    data: Annotated[str | None, typer.Argument(
-        metavar="DATA", help="Training data file or folder (or `data:` in --config).", show_default=False)] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="YAML file of options (same names); relative paths in it are relative to the file.",
-        show_default=False)] = None,
-    resume: Annotated[Path | None, typer.Option(
-        "--resume", help="Continue RUN from its last checkpoint.", show_default=False)] = None,
-    data_option: Annotated[list[str] | None, typer.Option(
-        "--data-option", "-D", metavar="KEY=VALUE", help=DATA_OPTION_HELP, rich_help_panel=PANELS["data"],
-        show_default=False)] = None,
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DATA", help="Training data file or folder (or `data:` in --config).", show_default=False
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML file of options (same names); relative paths in it are relative to the file.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue RUN from its last checkpoint.", show_default=False)
+    ] = None,
+    data_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data-option",
+            "-D",
+            metavar="KEY=VALUE",
+            help=DATA_OPTION_HELP,
+            rich_help_panel=PANELS["data"],
+            show_default=False,
+        ),
+    ] = None,
     allow_code: Annotated[bool, typer.Option("--allow-code", help=ALLOW_CODE_HELP)] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", help="Also print the raw log dicts and the libraries' own progress bars.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also print the raw log dicts and the libraries' own progress bars.")
+    ] = False,
     *,
     options: dict[str, Any],
-) -> None:  # fmt: skip
+) -> None:
     """Fine-tune a model on DATA; see TRAIN_HELP."""
-    cfg = train_from_flags(data, config=config, resume=resume, data_option=data_option, flags=options,
-                           allow_code=allow_code)
+    cfg = train_from_flags(
+        data, config=config, resume=resume, data_option=data_option, flags=options, allow_code=allow_code
+    )
     from ftdata.train.dist import process_state
     from ftdata.train.run import train
 
@@ -271,7 +308,9 @@ def eval_command(
     width: Annotated[int, typer.Option(help="Characters of each text shown in the table (files keep all).")] = 300,
     processor: Annotated[
         Optional[Path],  # noqa: UP045 (typer reads the annotation)
-        typer.Option(help="Runs whose model reads media: the processor folder (default: the one saved with the run's adapter)."),
+        typer.Option(
+            help="Runs whose model reads media: the processor folder (default: the one saved with the run's adapter)."
+        ),
     ] = None,
 ) -> None:
     """Generate, score with sacreBLEU, and compare base vs fine-tuned answers."""
@@ -311,7 +350,9 @@ def _print_eval(report: Any, *, width: int) -> None:
     console.print(f"sacreBLEU: {scores}")
     if report.loss:  # runs whose model reads media: measured on every held-out row
         measured = report.scores()
-        losses = "  ".join(f"{name} {value:.4f} (perplexity {measured['perplexity'][name]:.2f})" for name, value in report.loss.items())
+        losses = "  ".join(
+            f"{name} {value:.4f} (perplexity {measured['perplexity'][name]:.2f})" for name, value in report.loss.items()
+        )
         console.print(f"eval loss: {losses}")
     if report.skipped:
         console.print(f"[yellow]{report.skipped} sequence(s) skipped: trained from their first token, no prompt[/]")

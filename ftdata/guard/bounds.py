@@ -54,8 +54,11 @@ class ReadBounds:
     decompressed_bytes: int = MAX_DECOMPRESSED_BYTES
 
     def __post_init__(self) -> None:
-        for name, option in (("line_bytes", "max_line_bytes"), ("string_chars", "max_string_chars"),
-                             ("decompressed_bytes", "max_decompressed_bytes")):  # fmt: skip
+        for name, option in (
+            ("line_bytes", "max_line_bytes"),
+            ("string_chars", "max_string_chars"),
+            ("decompressed_bytes", "max_decompressed_bytes"),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{option} must be a positive integer, got {option}={value!r}")
@@ -148,7 +151,7 @@ def copy_pipe(pipe: Path, copy: Path, *, limit: int) -> None:
                     f"{pipe}:{line}: the pipe gives more than {limit:,} bytes (max_decompressed_bytes, the most "
                     "ftdata copies from a pipe); raise max_decompressed_bytes (--max-decompressed-bytes) if the "
                     "data is real, or give a file"
-                )  # fmt: skip
+                )
             copied, lines = copied + len(chunk), lines + chunk.count(b"\n")
             dst.write(chunk)
 
@@ -158,8 +161,9 @@ def line_too_long(location: Location, limit: int) -> RecordError:
     return RecordError(
         f"the line is longer than {limit:,} bytes (max_line_bytes), so it was skipped unread; split the record, or "
         "raise max_line_bytes (--max-line-bytes) if it is real",
-        location=location, code=RejectCode.OVER_LIMIT,
-    )  # fmt: skip
+        location=location,
+        code=RejectCode.OVER_LIMIT,
+    )
 
 
 def bad_string(value: Any, bad: Callable[[str], bool], path: str = "") -> tuple[str, str] | None:
@@ -198,11 +202,24 @@ def string_checked(row: Any, location: Location, limit: int) -> Any:
     return RecordError(
         f"holds a string of {len(text):,} characters, more than {limit:,} (max_string_chars); shorten it, or raise "
         "max_string_chars (--max-string-chars) if it is real",
-        location=location, field=field, code=RejectCode.OVER_LIMIT,
-    )  # fmt: skip
+        location=location,
+        field=field,
+        code=RejectCode.OVER_LIMIT,
+    )
 
 
 __all__ = [
-    "MAX_DECOMPRESSED_BYTES", "MAX_HEADER_BYTES", "MAX_LINE_BYTES", "MAX_MESSAGES", "MAX_STRING_CHARS", "BoundedHead", "HeaderTooLong",
-    "ReadBounds", "bad_string", "bounded_lines", "copy_pipe", "line_too_long", "string_checked",
-]  # fmt: skip
+    "MAX_DECOMPRESSED_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_MESSAGES",
+    "MAX_STRING_CHARS",
+    "BoundedHead",
+    "HeaderTooLong",
+    "ReadBounds",
+    "bad_string",
+    "bounded_lines",
+    "copy_pipe",
+    "line_too_long",
+    "string_checked",
+]

@@ -39,17 +39,46 @@ from typing import Any
 from ftdata.errors import FtdataError
 
 __all__ = [
-    "RACY_NS", "WEIGHT_SUFFIXES", "Digests", "Input", "InputKind", "Manifest", "Stat", "add_read", "data_input",
-    "describe", "file_input", "folder_input", "stat_of", "text_digest", "text_input",
-]  # fmt: skip
+    "RACY_NS",
+    "WEIGHT_SUFFIXES",
+    "Digests",
+    "Input",
+    "InputKind",
+    "Manifest",
+    "Stat",
+    "add_read",
+    "data_input",
+    "describe",
+    "file_input",
+    "folder_input",
+    "stat_of",
+    "text_digest",
+    "text_input",
+]
 
 RACY_NS = 2_000_000_000  # 2 s: coarser than any file system clock ftdata meets (ext4 ~4 ms, HFS+ 1 s, FAT 2 s)
 
 # Model weights beside tokenizer and processor files: never read by a build, never hashed.
-WEIGHT_SUFFIXES = frozenset({
-    ".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx", ".npz", ".npy", ".pkl",
-    ".ot", ".tflite", ".mlmodel", ".pdparams",
-})  # fmt: skip
+WEIGHT_SUFFIXES = frozenset(
+    {
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".gguf",
+        ".ckpt",
+        ".h5",
+        ".msgpack",
+        ".onnx",
+        ".npz",
+        ".npy",
+        ".pkl",
+        ".ot",
+        ".tflite",
+        ".mlmodel",
+        ".pdparams",
+    }
+)
 
 
 class InputKind(str, Enum):
@@ -264,7 +293,9 @@ def _folder_files(folder: Path, *, recursive: bool) -> Iterator[Path]:
     yield from sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() not in WEIGHT_SUFFIXES)
 
 
-def folder_input(kind: InputKind, folder: str | Path, digests: Digests, *, recursive: bool = False, name: str | None = None) -> Input:
+def folder_input(
+    kind: InputKind, folder: str | Path, digests: Digests, *, recursive: bool = False, name: str | None = None
+) -> Input:
     """A folder the build reads, by the names and bytes of its files.
 
     `recursive`: every file below it (a dataset folder); else the files at its top that are not model
@@ -378,7 +409,10 @@ class Manifest:
         return out
 
     def to_json(self) -> str:
-        rows = [[path, list(version) if version is not None else None, digest] for path, (version, digest) in self.entries.items()]
+        rows = [
+            [path, list(version) if version is not None else None, digest]
+            for path, (version, digest) in self.entries.items()
+        ]
         return json.dumps({"taken_ns": self.taken_ns, "files": rows}, separators=(",", ":"))
 
     @classmethod

@@ -229,7 +229,8 @@ class time_limit:  # noqa: N801 (used as a function: `with time_limit(...)`)
         _WATCHDOG.stop(self.token)
         if kind is not None and issubclass(kind, Timeout):
             raise LimitExceeded(
-                f"{self.what} took longer than {self.seconds:g} s; make it cheaper, or raise {env_name(self.limit)} if it needs more"
+                f"{self.what} took longer than {self.seconds:g} s; make it cheaper, or raise {env_name(self.limit)} "
+                "if it needs more"
             ) from None
 
 

@@ -213,9 +213,11 @@ class Watchdog:
             self.proc = subprocess.Popen(
                 # -I -S: the file alone, without the ftdata package, its folder or site-packages
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), self.job, str(os.getpid()), *self.args],
-                stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 start_new_session=True,  # not in this process's group: a signal to the group leaves it to do its job
-            )  # fmt: skip
+            )
         except OSError:
             self.stop()
         finally:

@@ -34,19 +34,57 @@ from typing import Any
 from ftdata.errors import ConfigError
 from ftdata.guard import commit
 from ftdata.guard.atomic import (
-    TEMP_MARK, AtomicFile, atomic_path, create, file_lock, open_lock, remove, replace, temp_name, write_text,
-)  # fmt: skip
+    TEMP_MARK,
+    AtomicFile,
+    atomic_path,
+    create,
+    file_lock,
+    open_lock,
+    remove,
+    replace,
+    temp_name,
+    write_text,
+)
 from ftdata.guard.commit import ASIDE as _ASIDE
 from ftdata.guard.commit import LOCK_FILE, OWNER_FILE, PUBLISH
-from ftdata.guard.scratch import SCRATCH_MARK, SCRATCH_PREFIX, SCRATCH_TEXT, clean_stale_scratch, drop_scratch, scratch_dir
+from ftdata.guard.scratch import (
+    SCRATCH_MARK,
+    SCRATCH_PREFIX,
+    SCRATCH_TEXT,
+    clean_stale_scratch,
+    drop_scratch,
+    scratch_dir,
+)
 from ftdata.guard.reaper import Watchdog
 
 __all__ = [
-    "FAILED_REJECTS", "LOCK_FILE", "OWNER_FILE", "SCRATCH_MARK", "SCRATCH_PREFIX", "SCRATCH_TEXT", "TEMP_MARK", "AtomicFile",
-    "OutputDir", "Staging", "atomic_path", "check_output", "check_rejects_path", "clean_stale_scratch", "create",
-    "drop_scratch", "file_lock", "finish_publishing", "input_paths", "open_lock", "remove", "replace",
-    "scratch_dir", "settle", "temp_name", "write_text",
-]  # fmt: skip
+    "FAILED_REJECTS",
+    "LOCK_FILE",
+    "OWNER_FILE",
+    "SCRATCH_MARK",
+    "SCRATCH_PREFIX",
+    "SCRATCH_TEXT",
+    "TEMP_MARK",
+    "AtomicFile",
+    "OutputDir",
+    "Staging",
+    "atomic_path",
+    "check_output",
+    "check_rejects_path",
+    "clean_stale_scratch",
+    "create",
+    "drop_scratch",
+    "file_lock",
+    "finish_publishing",
+    "input_paths",
+    "open_lock",
+    "remove",
+    "replace",
+    "scratch_dir",
+    "settle",
+    "temp_name",
+    "write_text",
+]
 
 FAILED_REJECTS = ".ftdata-failed-rejects.jsonl"  # a failed build's rejects, beside the build OUT holds
 
@@ -112,6 +150,7 @@ def check_rejects_path(path: Path, inputs: Iterable[Path]) -> None:
 
 
 # --- owned output folders ----------------------------------------------------------------------
+
 
 def _plain_name(name: str) -> str:
     """`name` when it is one plain entry of a folder (no `/`, not `.` or `..`).

@@ -107,20 +107,30 @@ class Place:
         free, written = free_bytes(self.folder), tree_bytes(self.mine())
         expected = self.expected()
         # It filled up: the step needed what it wrote, what was left, and the write that failed.
-        need, about = (expected, True) if expected is not None and expected > written + free else (written + free, False)
+        need, about = (
+            (expected, True) if expected is not None and expected > written + free else (written + free, False)
+        )
         needs = f"about {size_text(need)}" if about else f"more than {size_text(need)}"
         return DiskFullError(
-            f"no space left in {shown} ({self.what}): the build needs {needs} there, {size_text(free)} is free; {self.fix}",
-            folder=self.shown or self.folder, needed=need, free=free,
-        )  # fmt: skip
+            f"no space left in {shown} ({self.what}): the build needs {needs} there, {size_text(free)} is free; "
+            f"{self.fix}",
+            folder=self.shown or self.folder,
+            needed=need,
+            free=free,
+        )
 
 
-def scratch_place(*, mine: Callable[[], Path | None] = lambda: None, expected: Callable[[], int | None] = lambda: None) -> Place:
+def scratch_place(
+    *, mine: Callable[[], Path | None] = lambda: None, expected: Callable[[], int | None] = lambda: None
+) -> Place:
     """`$TMPDIR` (the scratch folders' parent) as a `Place`."""
     return Place(
-        Path(tempfile.gettempdir()), "scratch space, $TMPDIR", "free space there or set TMPDIR to a folder with room",
-        mine=mine, expected=expected,
-    )  # fmt: skip
+        Path(tempfile.gettempdir()),
+        "scratch space, $TMPDIR",
+        "free space there or set TMPDIR to a folder with room",
+        mine=mine,
+        expected=expected,
+    )
 
 
 def _named(exc: BaseException | None) -> list[Path]:

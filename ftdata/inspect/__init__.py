@@ -14,8 +14,14 @@ __all__ = ["PAGE", "Page", "Sample", "collect", "inspect", "render", "write"]
 PAGE = "inspect.html"  # the page's name inside a build folder
 
 
-def inspect(out: str | Path, page: str | Path | None = None, *, tokenizer: Any = None, sample: Sample | None = None,
-            title: str | None = None) -> Path:  # fmt: skip
+def inspect(
+    out: str | Path,
+    page: str | Path | None = None,
+    *,
+    tokenizer: Any = None,
+    sample: Sample | None = None,
+    title: str | None = None,
+) -> Path:
     """Write the inspection page of the build in `out`: to `page`, or into OUT as `inspect.html`, which OUT then
     owns beside its build (a later build into OUT replaces or removes it). Returns the page's path.
 

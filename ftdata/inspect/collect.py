@@ -147,7 +147,9 @@ class Page:
     sample: Sample = field(default_factory=Sample)
     mix: list[dict[str, str]] = field(default_factory=list)  # a recipe's sources
     notes: list[tuple[str, int, str]] = field(default_factory=list)  # (code, records, text)
-    coverage: list[tuple[str, str, int, str]] = field(default_factory=list)  # a prompt set: (reward column, type, rows with a value, share)
+    coverage: list[tuple[str, str, int, str]] = field(
+        default_factory=list
+    )  # a prompt set: (reward column, type, rows with a value, share)
 
 
 def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = None, title: str | None = None) -> Page:
@@ -163,7 +165,13 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
     tok = tokenizer if tokenizer is not None else _tokenizer(manifest, folder)
     sample = sample or Sample()
     counts = manifest["counts"]
-    page = Page(title or str(folder), manifest, str(manifest.get("tokenizer", "")), str(counts.get("task") or "sft"), sample=sample)
+    page = Page(
+        title or str(folder),
+        manifest,
+        str(manifest.get("tokenizer", "")),
+        str(counts.get("task") or "sft"),
+        sample=sample,
+    )
     splits = dict(built.dataset) if isinstance(built.dataset, dict) else {"train": built.dataset}
     special = _special_ids(tok)
     lengths = _Lengths(sample.longest)
@@ -185,7 +193,15 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
 
 
 # Every task's row columns (each task states its own), and what packing, media, records and tools add to them.
-ROW_COLUMNS = row_columns() | {"attention_mask", "position_ids", "seq_lengths", "loss_weights", "media", "record", "tools"}
+ROW_COLUMNS = row_columns() | {
+    "attention_mask",
+    "position_ids",
+    "seq_lengths",
+    "loss_weights",
+    "media",
+    "record",
+    "tools",
+}
 
 
 def _prompt_columns(columns: list[str]) -> list[str]:
@@ -207,7 +223,10 @@ def _coverage(splits: dict[str, Any]) -> list[tuple[str, str, int, str]]:
         for batch in _batches(split):
             for name in names:
                 held[name] += len(batch) - batch.column(name).null_count
-    types = {name: str(first.features[name].dtype if hasattr(first.features[name], "dtype") else first.features[name]) for name in names}
+    types = {
+        name: str(first.features[name].dtype if hasattr(first.features[name], "dtype") else first.features[name])
+        for name in names
+    }
     return [(name, types[name], n, f"{n / rows:.1%}" if rows else "") for name, n in held.items()]
 
 
@@ -225,13 +244,22 @@ def _source(item: dict[str, Any]) -> dict[str, str]:
     """A recipe source's row: the share it got in each unit against its target, and what it lost on the way."""
     unit = str(item.get("mix_by", "records"))
     return {
-        "source": shown(str(item.get("source", ""))), "mix by": unit, "target": _share(item.get("target_share")),
+        "source": shown(str(item.get("source", ""))),
+        "mix by": unit,
+        "target": _share(item.get("target_share")),
         "achieved": _share((item.get(unit) or {}).get("share")),
-        **{f"{u.replace('_', ' ')} share": _share((item.get(u) or {}).get("share")) for u in ("records", "tokens", "trained_tokens")},
-        "read": f"{item.get('read', 0):,}", "rejected": f"{sum((item.get('rejected') or {}).values()):,}",
-        "deduplicated": f"{item.get('deduplicated', 0):,}", "decontaminated": f"{item.get('decontaminated', 0):,}",
-        "used": f"{item.get('used', 0):,}", "repeats": f"{item.get('repeats', 0):,}", "not drawn": f"{item.get('not_drawn', 0):,}",
-    }  # fmt: skip
+        **{
+            f"{u.replace('_', ' ')} share": _share((item.get(u) or {}).get("share"))
+            for u in ("records", "tokens", "trained_tokens")
+        },
+        "read": f"{item.get('read', 0):,}",
+        "rejected": f"{sum((item.get('rejected') or {}).values()):,}",
+        "deduplicated": f"{item.get('deduplicated', 0):,}",
+        "decontaminated": f"{item.get('decontaminated', 0):,}",
+        "used": f"{item.get('used', 0):,}",
+        "repeats": f"{item.get('repeats', 0):,}",
+        "not drawn": f"{item.get('not_drawn', 0):,}",
+    }
 
 
 def _tokenizer(manifest: dict[str, Any], folder: Path) -> Any:
@@ -240,7 +268,8 @@ def _tokenizer(manifest: dict[str, Any], folder: Path) -> Any:
     path = next((i.get("path") for i in manifest.get("inputs", []) if i.get("kind") == "tokenizer"), None)
     if not path or not Path(path).is_dir():
         raise ConfigError(
-            f"{folder / MANIFEST} names the tokenizer {path!r}, which is not there; give the build's tokenizer with --tokenizer DIR"
+            f"{folder / MANIFEST} names the tokenizer {path!r}, which is not there; give the build's tokenizer with "
+            "--tokenizer DIR"
         )
     return load_tokenizer(path)
 
@@ -356,7 +385,9 @@ def _chosen(rows: int, longest: list[int], sample: Sample) -> dict[int, str]:
     first = min(sample.first, rows)
     out = dict.fromkeys(range(first), "first")
     if sample.random and rows > first:
-        drawn = np.random.default_rng(sample.seed).choice(rows - first, size=min(sample.random, rows - first), replace=False)
+        drawn = np.random.default_rng(sample.seed).choice(
+            rows - first, size=min(sample.random, rows - first), replace=False
+        )
         out |= {int(i) + first: "random" for i in drawn}
     for i in longest:
         out.setdefault(i, "longest")
@@ -369,8 +400,13 @@ def _sum(counts: np.ndarray | None) -> int:
 
 
 def _sample_rows(
-    split: Any, name: str, chosen: dict[int, str], tok: Any, special: frozenset[int], folder: Path,
-) -> list[Row]:  # fmt: skip
+    split: Any,
+    name: str,
+    chosen: dict[int, str],
+    tok: Any,
+    special: frozenset[int],
+    folder: Path,
+) -> list[Row]:
     if not chosen:
         return []
     rows = split.select(list(chosen))
@@ -378,10 +414,19 @@ def _sample_rows(
 
 
 def _tokens(
-    tok: Any, ids: list[int], labels: list[int], special: frozenset[int], budget: int, weights: list[float] | None = None,
-) -> tuple[tuple[Token, ...], int]:  # fmt: skip
+    tok: Any,
+    ids: list[int],
+    labels: list[int],
+    special: frozenset[int],
+    budget: int,
+    weights: list[float] | None = None,
+) -> tuple[tuple[Token, ...], int]:
     shown_ids = ids[: max(budget, 0)]
-    texts = tok.batch_decode([[i] for i in shown_ids], skip_special_tokens=False, clean_up_tokenization_spaces=False) if shown_ids else []
+    texts = (
+        tok.batch_decode([[i] for i in shown_ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if shown_ids
+        else []
+    )
     _join_split_characters(tok, shown_ids, texts)
     weights = weights or [1.0] * len(ids)  # a row without weights: 1 for every token
     tokens = tuple(
@@ -417,26 +462,44 @@ class _Sections:
         self.out: list[Section] = []
 
     def add(
-        self, title: str, ids: list[int], labels: list[int] | None, weights: list[float] | None = None, media: Any = (),
-    ) -> None:  # fmt: skip
+        self,
+        title: str,
+        ids: list[int],
+        labels: list[int] | None,
+        weights: list[float] | None = None,
+        media: Any = (),
+    ) -> None:
         """A section; each media item's placeholder tokens (`media`: the row's items, `start` and `tokens`) shown as
         one marker, `⟨image: 99 tokens⟩`, that keeps the first placeholder's id and label."""
         items = {int(m["start"]): (int(m["tokens"]), str(m["kind"])) for m in media if m.get("tokens")}
         inside = {p for start, (n, _) in items.items() for p in range(start, start + n)} - set(items)
         at = [p for p in range(len(ids)) if p not in inside]
         labels = labels if labels is not None else [IGNORE_INDEX] * len(ids)
-        tokens, hidden = _tokens(self.tok, [ids[p] for p in at], [labels[p] for p in at], self.special, self.budget,
-                                 [weights[p] for p in at] if weights else None)  # fmt: skip
+        tokens, hidden = _tokens(
+            self.tok,
+            [ids[p] for p in at],
+            [labels[p] for p in at],
+            self.special,
+            self.budget,
+            [weights[p] for p in at] if weights else None,
+        )
         marked = tuple(
-            replace(t, text=f"⟨{items[p][1]}: {items[p][0]} tokens⟩", special=True) if p in items else t for p, t in zip(at, tokens)
-        )  # fmt: skip
+            replace(t, text=f"⟨{items[p][1]}: {items[p][0]} tokens⟩", special=True) if p in items else t
+            for p, t in zip(at, tokens)
+        )
         self.budget -= len(marked)
         self.out.append(Section(title, marked, hidden))
 
 
 def _row(
-    data: dict[str, Any], split: str, index: int, why: str, tok: Any, special: frozenset[int], folder: Path,
-) -> Row:  # fmt: skip
+    data: dict[str, Any],
+    split: str,
+    index: int,
+    why: str,
+    tok: Any,
+    special: frozenset[int],
+    folder: Path,
+) -> Row:
     record = shown(str(data.get("record") or ""))
     sections = _Sections(tok, special)
     prompt_column, *completions = _prompt_columns(list(data))
@@ -449,14 +512,29 @@ def _row(
         trained = sum(len(data[c]) for c in completions)
         label = "" if "label" not in data else ("desirable" if data["label"] else "undesirable")
         columns = tuple((name, _brief(value)) for name, value in data.items() if name not in ROW_COLUMNS)
-        return Row(split, index, why, record, len(prompt) + trained, len(prompt), trained, tuple(sections.out),
-                   side_by_side=len(completions) > 1, label=label, columns=columns)  # fmt: skip
+        return Row(
+            split,
+            index,
+            why,
+            record,
+            len(prompt) + trained,
+            len(prompt),
+            trained,
+            tuple(sections.out),
+            side_by_side=len(completions) > 1,
+            label=label,
+            columns=columns,
+        )
     ids, labels = list(data["input_ids"]), list(data["labels"])
     trained = sum(1 for label in labels if label != IGNORE_INDEX)
     if data.get("seq_lengths"):  # a packed row: each sequence apart, where it begins and ends
         start = 0
         for k, length in enumerate(data["seq_lengths"]):
-            sections.add(f"sequence {k + 1} (tokens {start}-{start + length - 1})", ids[start : start + length], labels[start : start + length])
+            sections.add(
+                f"sequence {k + 1} (tokens {start}-{start + length - 1})",
+                ids[start : start + length],
+                labels[start : start + length],
+            )
             start += length
         if start < len(ids):
             sections.add("padding", ids[start:], labels[start:])
@@ -471,7 +549,7 @@ def _media(item: dict[str, Any], folder: Path) -> Media:
     the file's absolute path, or `sha256:<hex>` for an inline item, which the build published in OUT/images."""
     ref, kind = str(item.get("ref") or ""), str(item.get("kind") or "")
     path = stored(ref, folder / "images") if ref.startswith(DIGEST) else Path(ref)
-    detail = (f"{item.get('width')}x{item.get('height')} px" if kind == "image" else f"{item.get('seconds') or 0:.2f} s")
+    detail = f"{item.get('width')}x{item.get('height')} px" if kind == "image" else f"{item.get('seconds') or 0:.2f} s"
     uri = ""
     if path is not None and path.is_file():
         try:
@@ -518,10 +596,16 @@ def _rejects(folder: Path, manifest: dict[str, Any]) -> tuple[list[Reject], Coun
                 code = str(item.get("code") or "unknown")
                 counts[code] += 1
                 if counts[code] <= REJECTS_PER_REASON:
-                    shown_rejects.append(Reject(
-                        shown(str(item.get("location", ""))), str(item.get("stage", "")), code, shown(str(item.get("reason", ""))),
-                        bool(item.get("kept")), shown(str(item.get("source") or "")),
-                    ))  # fmt: skip
+                    shown_rejects.append(
+                        Reject(
+                            shown(str(item.get("location", ""))),
+                            str(item.get("stage", "")),
+                            code,
+                            shown(str(item.get("reason", ""))),
+                            bool(item.get("kept")),
+                            shown(str(item.get("source") or "")),
+                        )
+                    )
     return _with_excerpts(shown_rejects), counts
 
 

@@ -29,7 +29,13 @@ from ftdata.errors import ReaderError
 from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES
 from ftdata.guard.limits import LimitExceeded, half_memory
 
-_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip"}
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"PK\x03\x04": "zip",
+}
 _SUFFIXES = frozenset({".gz", ".gzip", ".zst", ".zstd", ".bz2", ".xz", ".zip"})
 _CHECK = {"gzip": "gzip -t", "zstd": "zstd -t", "bzip2": "bzip2 -t", "xz": "xz -t"}
 DECOMPRESS = {"gzip": "gunzip", "zstd": "unzstd", "bzip2": "bunzip2", "xz": "unxz", "zip": "unzip"}
@@ -109,7 +115,10 @@ class _Counted(io.RawIOBase):
         self._cap, self._what = cap, "max_decompressed_bytes"
         self._fix = "raise max_decompressed_bytes (--max-decompressed-bytes) if the data is real"
         if whole and (memory := half_memory()) < self._cap:
-            self._cap, self._what = memory, "half of this machine's memory, the most a JSON document read whole may take"
+            self._cap, self._what = (
+                memory,
+                "half of this machine's memory, the most a JSON document read whole may take",
+            )
             self._fix = "store the records as JSON Lines, which are read line by line"
 
     def readable(self) -> bool:

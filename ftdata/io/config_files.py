@@ -43,7 +43,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
     if len(data) > limit:
-        raise ConfigError(f"{path}: config is larger than {limit:,} bytes; raise {env_name('yaml_bytes')} if it must be")
+        raise ConfigError(
+            f"{path}: config is larger than {limit:,} bytes; raise {env_name('yaml_bytes')} if it must be"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -123,8 +125,9 @@ def code_function(name: str, *, what: str) -> Callable[..., Any]:
     return func
 
 
-def check_code_reader(reader: Any, *, origin: str, allow_code: bool,
-                      instead: str = "a built-in reader (json, jsonl, csv, parquet, hf)") -> None:  # fmt: skip
+def check_code_reader(
+    reader: Any, *, origin: str, allow_code: bool, instead: str = "a built-in reader (json, jsonl, csv, parquet, hf)"
+) -> None:
     """A `module:function` reader (or training reward, `instead` naming the built-in ones) runs Python
     code: only with `--allow-code`, so that a config file alone can never run code.
 
@@ -142,7 +145,10 @@ def _yaml_error(source: str, exc: Exception) -> ConfigError:
     """`config.yaml:3:10: invalid YAML: mapping values are not allowed here` (line and column of the problem)."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-    what = " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc).splitlines()[0]
+    what = (
+        " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None))))
+        or str(exc).splitlines()[0]
+    )
     return ConfigError(f"{where}: invalid YAML: {what}")
 
 

@@ -46,7 +46,8 @@ _COMMA, _BACKSLASH = ord(","), ord("\\")
 
 
 def count_records(data: str, *, limit: int | None, bounds: ReadBounds) -> int | None:
-    """How many records reading `data` within `bounds` yields (at most `limit`), or None when that is not cheap to know."""
+    """How many records reading `data` within `bounds` yields (at
+    most `limit`), or None when that is not cheap to know."""
     path = Path(data).expanduser()
     total = None
     if path.is_file():

@@ -50,7 +50,7 @@ def check_delimiter(value: Any) -> str | None:
     if value is None:
         return None
     text = {"\\t": "\t", "tab": "\t"}.get(value, value) if isinstance(value, str) else value
-    if not isinstance(text, str) or len(text) != 1 or text in "\r\n\"":
+    if not isinstance(text, str) or len(text) != 1 or text in '\r\n"':
         raise ConfigError(f"delimiter must be one character such as ',', ';' or '\\t' (tab), got delimiter={value!r}")
     return text
 
@@ -76,10 +76,12 @@ def _row(row: dict[Any, Any], header: list[str], location: Location) -> Any:
             f"has {len(header) + len(extra)} fields but the header has {len(header)} (extra: {extra!r:.60}); "
             "quote fields that contain the delimiter",
             location=location,
-        )  # fmt: skip
+        )
     if None in row.values():
         given = sum(v is not None for v in row.values())
-        return RecordError(f"has {given} fields but the header has {len(header)}; every row needs one per column", location=location)
+        return RecordError(
+            f"has {given} fields but the header has {len(header)}; every row needs one per column", location=location
+        )
     return row
 
 
@@ -119,7 +121,9 @@ def _grammar(delimiter: str) -> _Grammar:
     d, body = re.escape(delimiter), f'{_BODY}"'
     field = rf'(?>"{body}[^{d}]*+|[^"{d}][^{d}]*+|)'
     record = rf"(?>{field}{d})*+{field}"
-    return _Grammar(re.compile(rf"(?>{field}{d})*+"), re.compile(record), re.compile(rf"{body}[^{d}]*+(?:{d}{record})?"))
+    return _Grammar(
+        re.compile(rf"(?>{field}{d})*+"), re.compile(record), re.compile(rf"{body}[^{d}]*+(?:{d}{record})?")
+    )
 
 
 def _scan(state: _Record, text: str, delimiter: str) -> _Record:
@@ -178,7 +182,8 @@ class _Lines:
         self.first, self.size = self.line + 1, 0
 
     def _readline(self, size: int) -> str:
-        """`fh.readline(size)`, but a `\\r\\n` cut in two by the size is read whole (the `\\n` is no line of its own)."""
+        """`fh.readline(size)`, but a `\\r\\n` cut in two by the
+        size is read whole (the `\\n` is no line of its own)."""
         if self.carry:
             line, self.carry = self.carry, ""
             line += "" if line == "\r" else self.fh.readline(size - 1)
@@ -208,7 +213,9 @@ class _Lines:
                 self.first = self.line + 1
                 self.pending.append(line)
                 return
-            if self.size + len(line.rstrip("\r\n")) > self.limit:  # cut short by the read, or the file's last line; its newline is not counted
+            if (
+                self.size + len(line.rstrip("\r\n")) > self.limit
+            ):  # cut short by the read, or the file's last line; its newline is not counted
                 self._skip(_Record.QUOTED if quoted else _Record.FIELD, line)
             self.size += len(line)
             self.pending.append(line)
@@ -242,11 +249,14 @@ def _too_long(source: str, skipped: _TooLong, limit: int) -> RecordError:
     return RecordError(
         f"the record is longer than {limit:,} characters (max_line_bytes){lines}, so it was skipped unread; split "
         "the record, or raise max_line_bytes (--max-line-bytes) if it is real",
-        location=Location(source, line=skipped.first), code=RejectCode.OVER_LIMIT,
-    )  # fmt: skip
+        location=Location(source, line=skipped.first),
+        code=RejectCode.OVER_LIMIT,
+    )
 
 
-def read_csv(path: Path, *, delimiter: str | None = None, bounds: ReadBounds = ReadBounds()) -> Iterator[tuple[Location, Any]]:
+def read_csv(
+    path: Path, *, delimiter: str | None = None, bounds: ReadBounds = ReadBounds()
+) -> Iterator[tuple[Location, Any]]:
     """CSV or TSV with a header row, streamed; each row is a dict of strings, kept as written
     (a `\\r\\n` inside a quoted field stays `\\r\\n`).
 

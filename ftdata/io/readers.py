@@ -82,7 +82,9 @@ def _no_conflicting_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_conflicting_keys)  # one for every record: json.loads builds one per call
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_conflicting_keys
+)  # one for every record: json.loads builds one per call
 
 
 # A JSON escape of a UTF-16 surrogate: the only way a lone surrogate gets into parsed JSON.
@@ -107,8 +109,9 @@ def _checked(row: Any, escaped: bool, location: Location) -> Row:
         return RecordError(
             "holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), which no tokenizer "
             "can encode; fix the escape or remove the character",
-            location=location, field=found[0],
-        )  # fmt: skip
+            location=location,
+            field=found[0],
+        )
     return row
 
 
@@ -126,8 +129,9 @@ def _parse_json(text: str, location: Location) -> Any:
         return RecordError(
             f"key {dup.key!r} appears twice with different values ({dup.first!r:.40} and {dup.second!r:.40}); "
             "JSON would silently keep the last: remove one",
-            location=location, field=dup.key,
-        )  # fmt: skip
+            location=location,
+            field=dup.key,
+        )
     except RecursionError:
         return RecordError("is nested too deeply to parse (thousands of levels); flatten the record", location=location)
 
@@ -154,7 +158,7 @@ def _wrapped_list(obj: dict[str, Any]) -> str | None:
     single chat record's `messages`), or None."""
     if len(obj) != 1:
         return None
-    (key, value), = obj.items()
+    ((key, value),) = obj.items()
     records = isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
     chat = key in _MESSAGE_KEYS or (records and {"role", "from"} & value[0].keys())
     return key if records and not chat else None
@@ -171,7 +175,9 @@ def _field_rows(path: Path, obj: Any, field: str) -> list[Any]:
     return rows
 
 
-def read_json(path: Path, *, field: str | None = None, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[Location, Row]]:
+def read_json(
+    path: Path, *, field: str | None = None, bounds: ReadBounds = DEFAULT_BOUNDS
+) -> Iterator[tuple[Location, Row]]:
     """A JSON array of records, a pandas column dict, or a single record; with `field`, the
     array under that key of the top-level object (`{"data": [...]}` with `field="data"`).
 
@@ -240,7 +246,9 @@ def read_jsonl(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[t
             if len(line) > bounds.string_chars:
                 row = string_checked(row, location, bounds.string_chars)
         except json.JSONDecodeError as exc:
-            raise ReaderError(f"{path}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; each line must be one JSON object") from None
+            raise ReaderError(
+                f"{path}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; each line must be one JSON object"
+            ) from None
         seen = True
         yield location, row
     if not seen:
@@ -303,7 +311,9 @@ def read_folder(
     for file in data:
         name = _SUFFIXES[data_suffix(file)]
         shown = str(_under(path, file))
-        for location, row in _reader(name, delimiter=delimiter, field=field if name == "json" else None, bounds=bounds)(file):
+        for location, row in _reader(name, delimiter=delimiter, field=field if name == "json" else None, bounds=bounds)(
+            file
+        ):
             yield replace(location, source=shown), row
 
 
@@ -443,7 +453,14 @@ READERS: dict[str, Reader] = {
     "hf": read_hf,
     "folder": read_folder,
 }
-_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+_SUFFIXES = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+}
 
 
 def _user_reader(name: str, func: Callable[[Path], Any]) -> Reader:
@@ -514,9 +531,13 @@ def sniff(path: Path) -> str:
 
 
 def read_records(
-    source: Any, *, reader: str | None = None, delimiter: str | None = None, field: str | None = None,
+    source: Any,
+    *,
+    reader: str | None = None,
+    delimiter: str | None = None,
+    field: str | None = None,
     bounds: ReadBounds = DEFAULT_BOUNDS,
-) -> Iterator[tuple[Location, Row]]:  # fmt: skip
+) -> Iterator[tuple[Location, Row]]:
     """Yield `(location, row)` for every record of `source`.
 
     `source` is a path (file or dataset folder), a hub id in the local cache, a
@@ -564,7 +585,9 @@ _FILE_LIKE = (*_SUFFIXES, ".txt", ".gz", ".zst", ".bz2", ".xz", ".zip", ".xlsx",
 def _looks_like_hub_id(source: str) -> bool:
     """`org/name`: one slash, no leading `.`/`/`/`~`, and no file suffix (`sub/file.jsonl` is a path)."""
     return (
-        source.count("/") == 1 and not source.startswith((".", "/", "~")) and Path(source).suffix.lower() not in _FILE_LIKE
+        source.count("/") == 1
+        and not source.startswith((".", "/", "~"))
+        and Path(source).suffix.lower() not in _FILE_LIKE
     )
 
 

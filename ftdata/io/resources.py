@@ -78,7 +78,6 @@ def go_offline() -> None:
                 setattr(loaded, name, True)
 
 
-
 def bundled_tokenizer_dir() -> Path:
     """Materialise the bundled tokenizer once (atomically) and return its folder."""
     target = bundled_dir() / "tokenizer"
@@ -106,9 +105,14 @@ def is_bundled(spec: object) -> bool:
 # `tokenizer_class` names that AutoTokenizer, for a folder without config.json or auto_map,
 # resolves to that very class (its other rules look at config.json's model type, or at a
 # LlamaTokenizer's tokenizer.json); tests/test_cli.py checks the loads are identical.
-_DIRECT_CLASSES = {"TokenizersBackend": "TokenizersBackend", "PreTrainedTokenizerFast": "TokenizersBackend",
-                   "Qwen2Tokenizer": "Qwen2Tokenizer", "Qwen2TokenizerFast": "Qwen2Tokenizer",
-                   "GemmaTokenizer": "GemmaTokenizer", "GemmaTokenizerFast": "GemmaTokenizer"}  # fmt: skip
+_DIRECT_CLASSES = {
+    "TokenizersBackend": "TokenizersBackend",
+    "PreTrainedTokenizerFast": "TokenizersBackend",
+    "Qwen2Tokenizer": "Qwen2Tokenizer",
+    "Qwen2TokenizerFast": "Qwen2Tokenizer",
+    "GemmaTokenizer": "GemmaTokenizer",
+    "GemmaTokenizerFast": "GemmaTokenizer",
+}
 
 
 def _tokenizer_class(path: Path) -> Any:
@@ -166,11 +170,16 @@ def check_tokenizer_path(spec: str, path: Path) -> None:
             "tokenizer.json: save one with AutoTokenizer.from_pretrained(...).save_pretrained(folder)"
         )
     if path.exists():
-        raise ConfigError(f"tokenizer {spec!r} is a file; give the folder that holds tokenizer.json and tokenizer_config.json")
+        raise ConfigError(
+            f"tokenizer {spec!r} is a file; give the folder that holds tokenizer.json and tokenizer_config.json"
+        )
     if _hub_id(spec) and _in_hub_cache(spec):
         return
     cache = " and not a hub id in the local Hugging Face cache (ftdata never downloads)" if _hub_id(spec) else ""
-    raise ConfigError(f"tokenizer {spec!r}: no such folder{cache}; give a folder with tokenizer.json, or omit --tokenizer for the bundled SmolLM2")
+    raise ConfigError(
+        f"tokenizer {spec!r}: no such folder{cache}; give a folder with tokenizer.json, or omit --tokenizer for the "
+        "bundled SmolLM2"
+    )
 
 
 # What transformers and tokenizers parse of a tokenizer folder (weights beside them are never read).
@@ -250,21 +259,33 @@ def tokenizer_input(tokenizer: Any, digests: Digests) -> Input:
     (vocabulary and rules, chat template, special tokens), which also covers a tokenizer changed in Python."""
     name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
     state = json.dumps(
-        [type(tokenizer).__name__, tokenizer.backend_tokenizer.to_str(), getattr(tokenizer, "chat_template", None),
-         getattr(tokenizer, "special_tokens_map", {})], default=str,
-    )  # fmt: skip
+        [
+            type(tokenizer).__name__,
+            tokenizer.backend_tokenizer.to_str(),
+            getattr(tokenizer, "chat_template", None),
+            getattr(tokenizer, "special_tokens_map", {}),
+        ],
+        default=str,
+    )
     folder = Path(name).expanduser()
     if not folder.is_dir():
         return Input(InputKind.TOKENIZER, name, text_digest(state), files=0)
     files = folder_input(InputKind.TOKENIZER, folder, digests, name=name)
-    return Input(InputKind.TOKENIZER, name, text_digest(files.digest + text_digest(state)), files=files.files, path=files.path)
+    return Input(
+        InputKind.TOKENIZER, name, text_digest(files.digest + text_digest(state)), files=files.files, path=files.path
+    )
 
 
 def processor_input(processor: Any, digests: Digests) -> Input:
     """A vision build's processor: its folder's files (preprocessor_config.json, processor_config.json, the chat
     template, config.json, ...), or for a processor object its settings (`to_json_string`) and chat template."""
     if isinstance(processor, (str, os.PathLike)):
-        return folder_input(InputKind.PROCESSOR, processor if isinstance(processor, str) else Path(processor), digests, name=str(processor))
+        return folder_input(
+            InputKind.PROCESSOR,
+            processor if isinstance(processor, str) else Path(processor),
+            digests,
+            name=str(processor),
+        )
     parts = [type(processor).__name__, getattr(processor, "chat_template", None)]
     for part in (processor, getattr(processor, "image_processor", None)):
         try:

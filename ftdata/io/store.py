@@ -202,12 +202,26 @@ def store_place(uri: str, *, expected: Callable[[], int | None] = lambda: None) 
     store, root = filesystem(uri)
     local = type(store).__name__ == "LocalFileSystem"
     return Place(
-        Path(root), "the output", "free space there or give another output (what this build wrote there is deleted)",
-        mine=(lambda: Path(root)) if local else (lambda: None), expected=expected, shown=uri, measured=local,
-    )  # fmt: skip
+        Path(root),
+        "the output",
+        "free space there or give another output (what this build wrote there is deleted)",
+        mine=(lambda: Path(root)) if local else (lambda: None),
+        expected=expected,
+        shown=uri,
+        measured=local,
+    )
 
 
 __all__ = [
-    "StoreOut", "Where", "child", "copy", "delete", "file_names", "filesystem", "is_uri", "read_bytes", "store_place",
+    "StoreOut",
+    "Where",
+    "child",
+    "copy",
+    "delete",
+    "file_names",
+    "filesystem",
+    "is_uri",
+    "read_bytes",
+    "store_place",
     "write_bytes",
 ]

@@ -39,7 +39,12 @@ from ftdata.media.medium import Expansion, Item
 from ftdata.outcomes import RejectCode
 from ftdata.records.media import MediaKind
 
-DECODER = {"wav": "soundfile", "flac": "soundfile", "ogg": "soundfile", "mp3": "av"}  # what reads each format (build.json)
+DECODER = {
+    "wav": "soundfile",
+    "flac": "soundfile",
+    "ogg": "soundfile",
+    "mp3": "av",
+}  # what reads each format (build.json)
 RESAMPLER = "soxr"
 
 
@@ -111,8 +116,10 @@ class AudioMedium:
         if expansion.pads != count.tokens:
             raise UnusableRecord(
                 f"audio {clip.ref[:80]!r}: the processor expands {expansion.pads} placeholder tokens, the rule counts "
-                f"{count.tokens}", field=field, code=RejectCode.MEDIA_UNVERIFIABLE,
-            )  # fmt: skip
+                f"{count.tokens}",
+                field=field,
+                code=RejectCode.MEDIA_UNVERIFIABLE,
+            )
         return Item(MediaKind.AUDIO, clip.ref, expansion, seconds=clip.header.seconds, dropped=count.seconds_dropped)
 
     def clip(self, raw: Any, *, base: Path | None, field: str) -> Clip:
@@ -126,7 +133,9 @@ class AudioMedium:
         if text.startswith(DIGEST) and self.store is not None:
             found = stored(text, self.store)
             if found is None:
-                raise UnusableRecord(f"{text!r} is not in the media store {self.store}", field=field, code=RejectCode.MEDIA_MISSING)
+                raise UnusableRecord(
+                    f"{text!r} is not in the media store {self.store}", field=field, code=RejectCode.MEDIA_MISSING
+                )
             return Clip(text, self._file(found, field))
         if text[:8].lower().startswith(("http://", "https://")):
             return Clip(text, read_header(text, field=field))  # read_header refuses it (media_url)
@@ -141,14 +150,20 @@ class AudioMedium:
             st: os.stat_result | None = path.stat()
         except OSError:
             st = None
-        version = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
+        version = (
+            (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            if st is not None and stat.S_ISREG(st.st_mode)
+            else None
+        )
         with self._lock:
             self._read[os.path.abspath(path)] = version
         key = (str(path), version[0], version[1]) if version else None
         found = self._headers.get(key) if key else None
         if found is None:
             found = read_header(path, field=field)  # a missing file or a folder: its reject
-            found = AudioHeader(str(Path(found.ref).resolve()), found.format, found.channels, found.sample_rate, found.frames)
+            found = AudioHeader(
+                str(Path(found.ref).resolve()), found.format, found.channels, found.sample_rate, found.frames
+            )
             if key is not None:
                 with self._lock:
                     if len(self._headers) >= 65536:
@@ -174,8 +189,10 @@ def _unwrap(value: Any, field: str) -> str | bytes:
         if "array" in value:
             raise UnusableRecord(
                 "the audio value holds decoded samples, not a file; read the datasets Audio column with "
-                "Audio(decode=False) or give the clip's path", field=field, code=RejectCode.MEDIA_UNREADABLE,
-            )  # fmt: skip
+                "Audio(decode=False) or give the clip's path",
+                field=field,
+                code=RejectCode.MEDIA_UNREADABLE,
+            )
         inner = value.get("path") if value.get("path") is not None else value.get("url")
         if inner is not None:
             return _unwrap(inner, field)
@@ -185,13 +202,17 @@ def _unwrap(value: Any, field: str) -> str | bytes:
         return os.fspath(value)
     raise UnusableRecord(
         f"an audio clip must be a path, a data: URI, base64 input_audio, bytes or a datasets Audio value, got "
-        f"{type(value).__name__}", field=field, code=RejectCode.MEDIA_UNREADABLE,
-    )  # fmt: skip
+        f"{type(value).__name__}",
+        field=field,
+        code=RejectCode.MEDIA_UNREADABLE,
+    )
 
 
 def _base64(data: Any, field: str, *, what: str) -> bytes:
     if not isinstance(data, str):
-        raise UnusableRecord(f"{what} must be a base64 string, got {type(data).__name__}", field=field, code=RejectCode.MEDIA_UNREADABLE)
+        raise UnusableRecord(
+            f"{what} must be a base64 string, got {type(data).__name__}", field=field, code=RejectCode.MEDIA_UNREADABLE
+        )
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -201,7 +222,11 @@ def _base64(data: Any, field: str, *, what: str) -> bytes:
 def _data_uri(text: str, field: str) -> bytes:
     head, sep, body = text.partition(",")
     if not sep or not head.lower().endswith(";base64"):
-        raise UnusableRecord(f"data: URI {text[:40]!r}... is not base64 (data:audio/wav;base64,...)", field=field, code=RejectCode.MEDIA_UNREADABLE)
+        raise UnusableRecord(
+            f"data: URI {text[:40]!r}... is not base64 (data:audio/wav;base64,...)",
+            field=field,
+            code=RejectCode.MEDIA_UNREADABLE,
+        )
     return _base64(body, field, what=f"data: URI {text[:40]!r}...")
 
 

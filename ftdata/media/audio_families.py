@@ -57,7 +57,9 @@ class AudioRule(Protocol):
     def family(self) -> AudioFamily: ...
 
     @property
-    def placeholder(self) -> str: ...  # the token the features fill, repeated `tokens(...)` times (`processor.audio_token`)
+    def placeholder(
+        self,
+    ) -> str: ...  # the token the features fill, repeated `tokens(...)` times (`processor.audio_token`)
 
     @property
     def sampling_rate(self) -> int: ...
@@ -175,8 +177,9 @@ def count_audio(header: AudioHeader, rule: AudioRule, *, field: str | None = Non
         raise UnusableRecord(
             f"audio {header.ref!r} is {samples} samples at {rule.sampling_rate} Hz ({header.seconds:.3f} s); "
             f"{rule.family.value} needs at least {rule.min_samples}: remove the clip or give a longer one",
-            field=field, code=RejectCode.MEDIA_TOO_SHORT,
-        )  # fmt: skip
+            field=field,
+            code=RejectCode.MEDIA_TOO_SHORT,
+        )
     window = rule.window
     kept = samples if window is None else min(samples, window)
     return AudioCount(rule.tokens(samples), samples, kept, rule.sampling_rate, window)
@@ -189,8 +192,9 @@ def window_exceeded(header: AudioHeader, count: AudioCount, *, field: str | None
         f"audio {header.ref!r} is {count.samples / count.sampling_rate:.2f} s; the processor keeps only the first "
         f"{window / count.sampling_rate:g} s ({window} samples at {count.sampling_rate} Hz): "
         "cut the clip or allow cuts",
-        field=field, code=RejectCode.MEDIA_TOO_LONG,
-    )  # fmt: skip
+        field=field,
+        code=RejectCode.MEDIA_TOO_LONG,
+    )
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -212,17 +216,29 @@ def gemma3n_rule(processor: Any) -> FixedRule:
     fe = processor.feature_extractor
     # The window is a call default, not a setting: Gemma3nAudioFeatureExtractor.__call__(max_length=480_000).
     window = inspect.signature(type(fe).__call__).parameters["max_length"].default
-    return FixedRule(AudioFamily.GEMMA3N, processor.audio_token, fe.sampling_rate, window,
-                     processor.audio_seq_length, fe.frame_length)  # fmt: skip
+    return FixedRule(
+        AudioFamily.GEMMA3N,
+        processor.audio_token,
+        fe.sampling_rate,
+        window,
+        processor.audio_seq_length,
+        fe.frame_length,
+    )
 
 
 def phi4_rule(processor: Any) -> StackedFramesRule:
     """Phi-4-multimodal's rule from its audio processor's frame settings."""
     fe = processor.audio_processor
     return StackedFramesRule(
-        AudioFamily.PHI4_MULTIMODAL, processor.audio_token, fe.sampling_rate, fe.win_length, fe.hop_length,
-        fe.audio_feat_stride, fe.audio_compression_rate, fe.audio_downsample_rate,
-    )  # fmt: skip
+        AudioFamily.PHI4_MULTIMODAL,
+        processor.audio_token,
+        fe.sampling_rate,
+        fe.win_length,
+        fe.hop_length,
+        fe.audio_feat_stride,
+        fe.audio_compression_rate,
+        fe.audio_downsample_rate,
+    )
 
 
 # Processor classes with audio that ftdata does not count, and why (`families.audio_rule` names them).
@@ -233,6 +249,16 @@ UNSUPPORTED = {
 }
 
 __all__ = [
-    "UNSUPPORTED", "AudioCount", "AudioFamily", "AudioRule", "FixedRule", "StackedFramesRule", "WhisperConvRule",
-    "count_audio", "gemma3n_rule", "phi4_rule", "whisper_rule", "window_exceeded",
-]  # fmt: skip
+    "UNSUPPORTED",
+    "AudioCount",
+    "AudioFamily",
+    "AudioRule",
+    "FixedRule",
+    "StackedFramesRule",
+    "WhisperConvRule",
+    "count_audio",
+    "gemma3n_rule",
+    "phi4_rule",
+    "whisper_rule",
+    "window_exceeded",
+]

@@ -58,8 +58,13 @@ class AudioFormat(StrEnum):
 
 
 # libsndfile's major format names for the formats it reads here (WAVEX: WAVE_FORMAT_EXTENSIBLE; RF64: > 4 GiB WAV).
-_SNDFILE_FORMATS = {"WAV": AudioFormat.WAV, "WAVEX": AudioFormat.WAV, "RF64": AudioFormat.WAV,
-                    "FLAC": AudioFormat.FLAC, "OGG": AudioFormat.OGG}  # fmt: skip
+_SNDFILE_FORMATS = {
+    "WAV": AudioFormat.WAV,
+    "WAVEX": AudioFormat.WAV,
+    "RF64": AudioFormat.WAV,
+    "FLAC": AudioFormat.FLAC,
+    "OGG": AudioFormat.OGG,
+}
 _OGG_PAGE_MAX = 27 + 255 + 255 * 255  # header, segment table, 255 segments of 255 bytes
 _MAX_CHUNKS = 64  # RIFF chunks walked before the data chunk (fmt, fact, LIST, JUNK, ... are a handful)
 # MPEG audio Layer III bitrates (kbit/s) by bitrate index: MPEG-1, and MPEG-2 / 2.5; sample rates by version bits.
@@ -204,15 +209,17 @@ def _locate(source: Any, base: Path | None, field: str | None) -> _Clip:
         return _Clip(f"inline audio ({len(data)} bytes)", None, data, len(data), field)
     if not isinstance(source, (str, os.PathLike)):
         raise UnusableRecord(
-            f"an audio clip must be a path or bytes, got {type(source).__name__}", field=field,
+            f"an audio clip must be a path or bytes, got {type(source).__name__}",
+            field=field,
             code=RejectCode.MEDIA_UNREADABLE,
-        )  # fmt: skip
+        )
     text = os.fspath(source).strip()
     if text[:8].lower().startswith(("http://", "https://")):
         raise UnusableRecord(
             f"{text[:80]!r} is a URL; ftdata never fetches (offline): download the clip and give its path",
-            field=field, code=RejectCode.MEDIA_URL,
-        )  # fmt: skip
+            field=field,
+            code=RejectCode.MEDIA_URL,
+        )
     path = Path(text.removeprefix("file://")).expanduser()
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
@@ -368,6 +375,13 @@ def _frame_mono(frame: Any) -> np.ndarray:
 
 
 __all__ = [
-    "AudioFormat", "AudioHeader", "AudioSource", "Waveform", "decode_mono", "load_audio", "read_header", "resample",
+    "AudioFormat",
+    "AudioHeader",
+    "AudioSource",
+    "Waveform",
+    "decode_mono",
+    "load_audio",
+    "read_header",
+    "resample",
     "resampled_length",
-]  # fmt: skip
+]

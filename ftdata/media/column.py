@@ -38,10 +38,17 @@ from ftdata.errors import ConfigError, RecordError
 __all__ = ["MEDIA_FIELD", "MEDIA_TYPE", "checked_media", "media_column", "pack_media", "shift_media"]
 
 MEDIA_FIELD = "media"
-ITEM_TYPE = pa.struct([
-    ("kind", pa.string()), ("ref", pa.string()), ("start", pa.int32()), ("tokens", pa.int32()),
-    ("width", pa.int32()), ("height", pa.int32()), ("seconds", pa.float64()),
-])  # fmt: skip
+ITEM_TYPE = pa.struct(
+    [
+        ("kind", pa.string()),
+        ("ref", pa.string()),
+        ("start", pa.int32()),
+        ("tokens", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("seconds", pa.float64()),
+    ]
+)
 MEDIA_TYPE = pa.list_(ITEM_TYPE)
 
 
@@ -104,7 +111,9 @@ def checked_media(media: pa.Array | pa.ChunkedArray, lengths: np.ndarray) -> pa.
             f"{media.type} ({exc})"
         ) from None
     if len(media) != len(lengths):
-        raise ConfigError(f"the media column has {len(media)} rows for {len(lengths)} token rows; pass one list per row")
+        raise ConfigError(
+            f"the media column has {len(media)} rows for {len(lengths)} token rows; pass one list per row"
+        )
     counts = np.diff(media.offsets.to_numpy())
     flat = media.flatten()
     start = flat.field("start").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -119,7 +128,8 @@ def checked_media(media: pa.Array | pa.ChunkedArray, lengths: np.ndarray) -> pa.
         i = int(np.argmax(bad))
         k = i - int(media.offsets.to_numpy()[row[i]])
         raise RecordError(
-            f"{flat.field('kind')[i].as_py()} {k} ({flat.field('ref')[i].as_py()}) spans tokens {start[i]}..{end[i]} of a "
+            f"{flat.field('kind')[i].as_py()} {k} ({flat.field('ref')[i].as_py()}) spans tokens "
+            f"{start[i]}..{end[i]} of a "
             f"{lengths[row[i]]}-token row: out of the row or overlapping the item before it; build the rows again",
             field=f"row {row[i]}: media",
         )

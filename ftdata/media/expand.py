@@ -4,7 +4,7 @@ through the expansion, verify every record, and say where each item sits in its 
     messages   user: "\\ufffcWhat is this?"  (Message.media = (Ref(image, "cat.png"),))
     render     <|im_start|>user\\n\\ufffcWhat is this?<|im_end|>\\n<|im_start|>assistant\\nA cat.<|im_end|>\\n
                                                                           [~~~~~~~~~~~~~~~~~~) trained span
-    template   \\ufffc -> <|vision_start|><|image_pad|><|vision_end|>   (what the chat template writes for an image part)
+    template   \\ufffc -> <|vision_start|><|image_pad|><|vision_end|>   (the chat template's image part)
     processor  <|image_pad|> -> <|image_pad|> x 378                      (get_text_with_replacements, with offsets)
     mask       the trained spans moved by the expansion; an item is never inside one
     tokenize   ...<|vision_start|><|image_pad|><|vision_end|>...   one pad per run, then 377 more pad ids spliced in
@@ -74,8 +74,11 @@ def template_text(processor: Any, kind: MediaKind, placeholder: str, fallback: s
     for n in (index + 1, index):
         parts = [*({"type": kind.value} for _ in range(n)), {"type": "text", "text": mark}]
         try:
-            renders.append(processor.tokenizer.apply_chat_template(
-                [{"role": "user", "content": parts}], chat_template=template, tokenize=False))  # fmt: skip
+            renders.append(
+                processor.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": parts}], chat_template=template, tokenize=False
+                )
+            )
         except Exception:  # noqa: BLE001 - any template error: fall back to the family's text
             return fallback
     with_item, without = renders
@@ -97,8 +100,8 @@ class Media:
 
     def __init__(self, options: Any, tokenizer: Any):
         """Raises:
-            ConfigError: packing for a family whose packed rows are not proven isolated; the processor
-                cannot be loaded (see `load_processor`).
+        ConfigError: packing for a family whose packed rows are not proven isolated; the processor
+            cannot be loaded (see `load_processor`).
         """
         spec = options.processor
         self.processor = load_processor(spec, tokenizer=tokenizer if isinstance(spec, (str, Path)) else None)
@@ -106,10 +109,13 @@ class Media:
         if options.packing and not fam.packable:
             proven = ", ".join(f.name for f in FAMILIES.values() if f.packable)
             raise ConfigError(
-                f"packing=True with a {fam.name} processor: packed rows are proven isolated (each sequence's logits equal "
+                f"packing=True with a {fam.name} processor: packed rows are proven isolated (each sequence's logits "
+                "equal "
                 f"to it alone) only for {proven} (docs/media.md); build without packing"
-            )  # fmt: skip
-        if options.chat_template is not None:  # the build's chat_template (the tokenizer holds it) wins over the folder's
+            )
+        if (
+            options.chat_template is not None
+        ):  # the build's chat_template (the tokenizer holds it) wins over the folder's
             self.processor = copy.copy(self.processor)
             self.processor.chat_template = tokenizer.chat_template
         # The build renders with the processor's chat template (a model folder's chat_template.json may
@@ -165,22 +171,29 @@ class Media:
                 given = len([r for r in m.media if r.value is not None])
                 raise UnusableRecord(
                     f"{n} media placeholder(s) but {given} item(s); give one item per placeholder (an images "
-                    "column for {'type': 'image'} parts and <image> tags)", location=example.source,
-                    field=f"messages[{i}].content", code=RejectCode.MEDIA_MISMATCH,
-                )  # fmt: skip
+                    "column for {'type': 'image'} parts and <image> tags)",
+                    location=example.source,
+                    field=f"messages[{i}].content",
+                    code=RejectCode.MEDIA_MISMATCH,
+                )
         refs = example_media(example)
         if len(self.media) < len(MediaKind) and any(r.kind not in self.media for r in refs):
             unread = "/".join(sorted({r.kind.value for r in refs if r.kind not in self.media}))
             raise UnusableRecord(
                 f"the record has {unread} items but processor {type(self.processor).__name__} reads none; "
-                "give a processor that does", location=example.source, field="messages", code=RejectCode.MEDIA_NO_PROCESSOR,
-            )  # fmt: skip
+                "give a processor that does",
+                location=example.source,
+                field="messages",
+                code=RejectCode.MEDIA_NO_PROCESSOR,
+            )
         images = sum(r.kind is MediaKind.IMAGE for r in refs) if self.max_images is not None else 0
         if self.max_images is not None and images > self.max_images:
             raise UnusableRecord(
                 f"{images} images > max_images {self.max_images}; raise max_images or split the record",
-                location=example.source, field="messages", code=RejectCode.MEDIA_TOO_MANY,
-            )  # fmt: skip
+                location=example.source,
+                field="messages",
+                code=RejectCode.MEDIA_TOO_MANY,
+            )
         base = _base(example)
         out: list[Item] = []
         for i, m in enumerate(example.messages):
@@ -188,7 +201,9 @@ class Media:
                 try:
                     out.append(self.media[ref.kind].item(ref.value, base=base, field=f"messages[{i}].content"))
                 except UnusableRecord as exc:
-                    raise UnusableRecord(f"{ref.kind} {len(out)}: {exc.reason}", location=example.source, field=exc.field, code=exc.code) from None
+                    raise UnusableRecord(
+                        f"{ref.kind} {len(out)}: {exc.reason}", location=example.source, field=exc.field, code=exc.code
+                    ) from None
         return out
 
     # --- expansion -------------------------------------------------------------------------
@@ -205,19 +220,30 @@ class Media:
             return rendered
         if len(positions) != len(items):
             raise UnusableRecord(
-                f"the template wrote {len(positions)} of the record's {len(items)} media items", location=example.source,
-                field="messages", code=RejectCode.MEDIA_MISMATCH,
-            )  # fmt: skip
+                f"the template wrote {len(positions)} of the record's {len(items)} media items",
+                location=example.source,
+                field="messages",
+                code=RejectCode.MEDIA_MISMATCH,
+            )
         for k, p in enumerate(positions):
             if any(s <= p < e for s, e in rendered.spans):
                 raise UnusableRecord(
-                    f"{items[k].kind} {k} is in a trained turn; a model writes no {items[k].kind} tokens: move it to a user turn",
-                    location=example.source, field="messages", code=RejectCode.MEDIA_IN_RESPONSE,
-                )  # fmt: skip
+                    f"{items[k].kind} {k} is in a trained turn; a model writes no {items[k].kind} tokens: move it "
+                    "to a user turn",
+                    location=example.source,
+                    field="messages",
+                    code=RejectCode.MEDIA_IN_RESPONSE,
+                )
         # Token text the data holds as plain text (special_tokens_in_data="text": a user's "<image>") is no item,
         # but the processor takes every placeholder token for one: same-length private-use stand-ins while expanding.
         runs = _stand_ins(text, [text[s:e] for s, e in rendered.literal])
-        src = "".join(runs[text[s:e]] if k % 2 else text[s:e] for k, (s, e) in enumerate(_cuts(rendered.literal, len(text)))) if runs else text
+        src = (
+            "".join(
+                runs[text[s:e]] if k % 2 else text[s:e] for k, (s, e) in enumerate(_cuts(rendered.literal, len(text)))
+            )
+            if runs
+            else text
+        )
         # 1. each placeholder -> the template's text for its kind; 2. the processor's own expansion, with offsets.
         seen: Counter[MediaKind] = Counter()
         texts = []  # each item's template text: its kind's, numbered where the template numbers them
@@ -237,14 +263,25 @@ class Media:
         if len(replaced) != len(items):
             raise UnusableRecord(
                 f"the processor found {len(replaced)} placeholder token(s) for {len(items)} media items",
-                location=example.source, field="messages", code=RejectCode.MEDIA_MISMATCH,
-            )  # fmt: skip
+                location=example.source,
+                field="messages",
+                code=RejectCode.MEDIA_MISMATCH,
+            )
         placed, shifts, moved = [], [], 0
         for k, (item, p, found, text_k) in enumerate(zip(items, positions, replaced, texts)):
-            start, lead = p + moved, text_k.index(self.media[item.kind].placeholder)  # where this item's text starts in `final`
+            start, lead = (
+                p + moved,
+                text_k.index(self.media[item.kind].placeholder),
+            )  # where this item's text starts in `final`
             size = len(text_k) - len(found["text"]) + len(found["replacement"])
-            if found["new_span"][0] != start + lead or found["type"] != item.kind:  # the processor's offsets and ours agree
-                raise UnusableRecord(f"{item.kind} {k}: expansion offsets disagree", location=example.source, code=RejectCode.MEDIA_UNVERIFIABLE)
+            if (
+                found["new_span"][0] != start + lead or found["type"] != item.kind
+            ):  # the processor's offsets and ours agree
+                raise UnusableRecord(
+                    f"{item.kind} {k}: expansion offsets disagree",
+                    location=example.source,
+                    code=RejectCode.MEDIA_UNVERIFIABLE,
+                )
             placed.append(Placed(item, start, start + size, lead))
             moved += size - 1
             shifts.append((p, moved))
@@ -253,14 +290,25 @@ class Media:
             i = bisect_left(positions, x)  # placeholders strictly before x
             return x + (shifts[i - 1][1] if i else 0)
 
-        cut = [Note(NoteCode.AUDIO_CUT, f"audio {k}: {p.item.dropped:.2f} s past the processor's window dropped "
-                    "(audio_window=cut): the row holds what the processor keeps")
-               for k, p in enumerate(placed) if p.item.dropped > 0]  # fmt: skip
+        cut = [
+            Note(
+                NoteCode.AUDIO_CUT,
+                f"audio {k}: {p.item.dropped:.2f} s past the processor's window dropped "
+                "(audio_window=cut): the row holds what the processor keeps",
+            )
+            for k, p in enumerate(placed)
+            if p.item.dropped > 0
+        ]
         return replace(
-            rendered, text=final, spans=tuple((at(s), at(e)) for s, e in rendered.spans), notes=(*rendered.notes, *cut),
-            boundaries=tuple(at(b) for b in rendered.boundaries), literal=tuple((at(s), at(e)) for s, e in rendered.literal),
-            holes=tuple((at(s), at(e)) for s, e in rendered.holes), media=tuple(placed),
-        )  # fmt: skip
+            rendered,
+            text=final,
+            spans=tuple((at(s), at(e)) for s, e in rendered.spans),
+            notes=(*rendered.notes, *cut),
+            boundaries=tuple(at(b) for b in rendered.boundaries),
+            literal=tuple((at(s), at(e)) for s, e in rendered.literal),
+            holes=tuple((at(s), at(e)) for s, e in rendered.holes),
+            media=tuple(placed),
+        )
 
     # --- verification ----------------------------------------------------------------------
     def verify(self, row: Tokenized, rendered: Rendered) -> str:
@@ -289,7 +337,9 @@ class Media:
                 return f"{kind} {k}: its placeholder tokens lie outside its expanded text"
             counted = exp.pads
             if self.media[kind].spans:
-                counted = bisect_right(offsets, p.end, key=lambda o: o[1]) - bisect_left(offsets, p.start, key=lambda o: o[0])
+                counted = bisect_right(offsets, p.end, key=lambda o: o[1]) - bisect_left(
+                    offsets, p.start, key=lambda o: o[0]
+                )
             if counted != exp.tokens:
                 return f"{kind} {k}: the processor counts {exp.tokens} tokens, the tokenizer made {counted}"
         return ""
@@ -323,7 +373,8 @@ class Media:
         return sum(1 for t in ids if t in found)
 
     def media_cut(self, item: Any, limit: int) -> int:
-        """Where a token-level cut at `limit` must fall so that no item is cut: `limit`, or the start of the item it would cut."""
+        """Where a token-level cut at `limit` must fall so that no item
+        is cut: `limit`, or the start of the item it would cut."""
         tok, placed = item.tokenized, item.rendered.media
         for p in placed:
             i0 = tok.prefix + bisect_left(tok.offsets, p.start, key=lambda o: o[0])
@@ -343,17 +394,28 @@ class Media:
             if cut < len(result.rows[0][0]):
                 ids, labels = result.rows[0][0][:cut], result.rows[0][1][:cut]
                 if not any(x != IGNORE_INDEX for x in labels):
-                    return Truncated([], f"no response left: the cut at {limit} tokens falls in a media item, which is never cut", RejectCode.NO_RESPONSE_LEFT)
-                return Truncated([(ids, labels)], f"{result.reason}; moved to token {cut} to keep a media item whole", result.code)
+                    return Truncated(
+                        [],
+                        f"no response left: the cut at {limit} tokens falls in a media item, which is never cut",
+                        RejectCode.NO_RESPONSE_LEFT,
+                    )
+                return Truncated(
+                    [(ids, labels)], f"{result.reason}; moved to token {cut} to keep a media item whole", result.code
+                )
         response_fits = sum(1 for x in item.tokenized.labels if x != IGNORE_INDEX) + item.tokenized.prefix <= limit
         too_long = (RejectCode.RESPONSE_TOO_LONG, RejectCode.PROMPT_TOO_LONG, RejectCode.NO_RESPONSE_LEFT)
         if not result.rows and result.code in too_long and response_fits:
             kinds = Counter(p.item.kind.value for p in item.rendered.media)
             what = ", ".join(f"{n} {kind}(s)" for kind, n in kinds.items())
             tokens = sum(p.item.expansion.tokens for p in item.rendered.media)
-            smaller = "shorten the clips" if set(kinds) == {MediaKind.AUDIO.value} else "lower the processor's max_pixels"
-            return Truncated([], f"{result.reason}: its {what} take {tokens} tokens and are never cut; raise max_length "
-                             f"or {smaller}", RejectCode.MEDIA_TOO_LONG)  # fmt: skip
+            smaller = (
+                "shorten the clips" if set(kinds) == {MediaKind.AUDIO.value} else "lower the processor's max_pixels"
+            )
+            return Truncated(
+                [],
+                f"{result.reason}: its {what} take {tokens} tokens and are never cut; raise max_length or {smaller}",
+                RejectCode.MEDIA_TOO_LONG,
+            )
         return result
 
 
@@ -421,7 +483,11 @@ class MediaMasker(_Wrapped):
                 continue
             row = self.media.splicer.splice(row, c) if c is not None else row
             why = row if isinstance(row, str) else self.media.verify(row, rendered)
-            out[i] = UnusableRecord(f"media verification failed: {why}", field="media", code=RejectCode.MEDIA_UNVERIFIABLE) if why else row
+            out[i] = (
+                UnusableRecord(f"media verification failed: {why}", field="media", code=RejectCode.MEDIA_UNVERIFIABLE)
+                if why
+                else row
+            )
         return out
 
 
@@ -435,9 +501,11 @@ def no_processor(example: Example) -> None:
     if kinds:
         raise UnusableRecord(
             f"the record has {'/'.join(k + 's' for k in kinds)} but the build has no processor; give --processor DIR "
-            "(processor=...) with the model's folder", location=example.source, field="messages",
+            "(processor=...) with the model's folder",
+            location=example.source,
+            field="messages",
             code=RejectCode.MEDIA_NO_PROCESSOR,
-        )  # fmt: skip
+        )
 
 
 __all__ = ["Media", "MediaMasker", "MediaRenderer", "Placed", "no_processor", "template_text"]

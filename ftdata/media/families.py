@@ -41,7 +41,9 @@ class Counts(Enum):
 class Collate(Enum):
     """What the training collator sends the model for a batch (ftdata/train/media_collator.py)."""
 
-    MROPE = "mrope"  # (4, B, L) positions: a text row restarting per sequence + the model's 3 mRoPE rows (Qwen2-VL, 2.5-VL)
+    MROPE = (
+        "mrope"  # (4, B, L) positions: a text row restarting per sequence + the model's 3 mRoPE rows (Qwen2-VL, 2.5-VL)
+    )
     BLOCKS = "blocks"  # positions restarting, token_type_ids, explicit masks with each image a block (Gemma 3)
     PLAIN = "plain"  # the padding mask, unpacked rows only: packed rows are not proven isolated
 
@@ -53,7 +55,9 @@ class ImageRule:
 
     inputs: Callable[[Any, int, int], dict[str, Any]]
     counts: Counts = Counts.PADS
-    text: str = ""  # what the model's template writes for an image, for a template that writes none ("": the image token)
+    text: str = (
+        ""  # what the model's template writes for an image, for a template that writes none ("": the image token)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +135,11 @@ def _llava_next(p: Any, h: int, w: int) -> dict[str, Any]:
 
 # --- what replace_audio_token reads, per family -------------------------------------------------
 
-_QWEN2_AUDIO = AudioCounting(whisper_rule(AudioFamily.QWEN2_AUDIO), lambda n: {"num_audio_tokens": [n]},
-                             text="<|audio_bos|><|AUDIO|><|audio_eos|>")  # fmt: skip
+_QWEN2_AUDIO = AudioCounting(
+    whisper_rule(AudioFamily.QWEN2_AUDIO),
+    lambda n: {"num_audio_tokens": [n]},
+    text="<|audio_bos|><|AUDIO|><|audio_eos|>",
+)
 _QWEN2_5_OMNI = AudioCounting(whisper_rule(AudioFamily.QWEN2_5_OMNI), lambda n: {"num_audio_tokens": [n]})
 _GEMMA3N = AudioCounting(gemma3n_rule, lambda n: {})  # full_audio_sequence: the same for every clip
 _PHI4 = AudioCounting(phi4_rule, lambda n: {"audio_embed_sizes": [n]})
@@ -181,8 +188,10 @@ def _idefics3_checks(p: Any, config: dict[str, Any]) -> list[Check]:
 
 def _qwen_checks(p: Any, config: dict[str, Any]) -> list[Check]:
     vision, image = _vision(config), p.image_processor
-    pairs = (("spatial merge size", image.merge_size, vision.get("spatial_merge_size")),
-             ("pixels per patch side", image.patch_size, vision.get("patch_size")))  # fmt: skip
+    pairs = (
+        ("spatial merge size", image.merge_size, vision.get("spatial_merge_size")),
+        ("pixels per patch side", image.patch_size, vision.get("patch_size")),
+    )
     return [Check(what, int(ours), int(model)) for what, ours, model in pairs if model]
 
 
@@ -195,28 +204,78 @@ def _pan_and_scan(p: Any) -> str:
     return ""
 
 
-_QWEN_IMAGE = ImageRule(_qwen, text="<|vision_start|><|image_pad|><|vision_end|>")  # Qwen-VL's template for an image part
+_QWEN_IMAGE = ImageRule(
+    _qwen, text="<|vision_start|><|image_pad|><|vision_end|>"
+)  # Qwen-VL's template for an image part
 _IDEFICS3_IMAGE = ImageRule(_idefics3, counts=Counts.SPAN)
 
-FAMILIES: dict[str, Family] = {f.processor: f for f in (
-    Family("qwen2-vl", "Qwen2VLProcessor", ("qwen2_vl",), ("Qwen2VLImageProcessor",), _QWEN_IMAGE, Collate.MROPE, _qwen_checks),
-    Family("qwen2.5-vl", "Qwen2_5_VLProcessor", ("qwen2_5_vl",), (), _QWEN_IMAGE, Collate.MROPE, _qwen_checks),
-    Family("qwen3-vl", "Qwen3VLProcessor", ("qwen3_vl",), (), _QWEN_IMAGE, Collate.PLAIN, _qwen_checks),
-    Family("gemma3", "Gemma3Processor", ("gemma3",), ("Gemma3ImageProcessor",), ImageRule(_gemma3), Collate.BLOCKS,
-           _gemma3_checks, _pan_and_scan),
-    Family("llava", "LlavaProcessor", ("llava",), (), ImageRule(_llava), Collate.PLAIN, _clip_features("tokens per image")),
-    Family("llava-next", "LlavaNextProcessor", ("llava_next",), ("LlavaNextImageProcessor",), ImageRule(_llava_next),
-           Collate.PLAIN, _clip_features("tokens per base image")),
-    Family("idefics3", "Idefics3Processor", ("idefics3",), ("Idefics3ImageProcessor",), _IDEFICS3_IMAGE, Collate.PLAIN,
-           _idefics3_checks),
-    Family("smolvlm", "SmolVLMProcessor", ("smolvlm",), ("SmolVLMImageProcessor",), ImageRule(_idefics3, counts=Counts.EXPANSION),
-           Collate.PLAIN, _idefics3_checks),
-    # Audio: packed rows are not proven isolated for any audio family (no tiny-model test yet): Collate.PLAIN.
-    Family("qwen2-audio", "Qwen2AudioProcessor", ("qwen2_audio",), audio=_QWEN2_AUDIO),
-    Family("qwen2.5-omni", "Qwen2_5OmniProcessor", ("qwen2_5_omni",), audio=_QWEN2_5_OMNI),
-    Family("gemma3n", "Gemma3nProcessor", ("gemma3n",), audio=_GEMMA3N),
-    Family("phi4-multimodal", "Phi4MultimodalProcessor", ("phi4_multimodal",), audio=_PHI4),
-)}  # fmt: skip
+FAMILIES: dict[str, Family] = {
+    f.processor: f
+    for f in (
+        Family(
+            "qwen2-vl",
+            "Qwen2VLProcessor",
+            ("qwen2_vl",),
+            ("Qwen2VLImageProcessor",),
+            _QWEN_IMAGE,
+            Collate.MROPE,
+            _qwen_checks,
+        ),
+        Family("qwen2.5-vl", "Qwen2_5_VLProcessor", ("qwen2_5_vl",), (), _QWEN_IMAGE, Collate.MROPE, _qwen_checks),
+        Family("qwen3-vl", "Qwen3VLProcessor", ("qwen3_vl",), (), _QWEN_IMAGE, Collate.PLAIN, _qwen_checks),
+        Family(
+            "gemma3",
+            "Gemma3Processor",
+            ("gemma3",),
+            ("Gemma3ImageProcessor",),
+            ImageRule(_gemma3),
+            Collate.BLOCKS,
+            _gemma3_checks,
+            _pan_and_scan,
+        ),
+        Family(
+            "llava",
+            "LlavaProcessor",
+            ("llava",),
+            (),
+            ImageRule(_llava),
+            Collate.PLAIN,
+            _clip_features("tokens per image"),
+        ),
+        Family(
+            "llava-next",
+            "LlavaNextProcessor",
+            ("llava_next",),
+            ("LlavaNextImageProcessor",),
+            ImageRule(_llava_next),
+            Collate.PLAIN,
+            _clip_features("tokens per base image"),
+        ),
+        Family(
+            "idefics3",
+            "Idefics3Processor",
+            ("idefics3",),
+            ("Idefics3ImageProcessor",),
+            _IDEFICS3_IMAGE,
+            Collate.PLAIN,
+            _idefics3_checks,
+        ),
+        Family(
+            "smolvlm",
+            "SmolVLMProcessor",
+            ("smolvlm",),
+            ("SmolVLMImageProcessor",),
+            ImageRule(_idefics3, counts=Counts.EXPANSION),
+            Collate.PLAIN,
+            _idefics3_checks,
+        ),
+        # Audio: packed rows are not proven isolated for any audio family (no tiny-model test yet): Collate.PLAIN.
+        Family("qwen2-audio", "Qwen2AudioProcessor", ("qwen2_audio",), audio=_QWEN2_AUDIO),
+        Family("qwen2.5-omni", "Qwen2_5OmniProcessor", ("qwen2_5_omni",), audio=_QWEN2_5_OMNI),
+        Family("gemma3n", "Gemma3nProcessor", ("gemma3n",), audio=_GEMMA3N),
+        Family("phi4-multimodal", "Phi4MultimodalProcessor", ("phi4_multimodal",), audio=_PHI4),
+    )
+}
 
 
 def supported() -> str:
@@ -294,6 +353,18 @@ def check_model_config(processor: Any, config: Any) -> None:
 
 
 __all__ = [
-    "FAMILIES", "AudioCounting", "Check", "Collate", "Counts", "Family", "ImageRule", "audio_rule", "by_model_type", "check_model_config", "family",
-    "packable_model_types", "processor_class", "supported",
-]  # fmt: skip
+    "FAMILIES",
+    "AudioCounting",
+    "Check",
+    "Collate",
+    "Counts",
+    "Family",
+    "ImageRule",
+    "audio_rule",
+    "by_model_type",
+    "check_model_config",
+    "family",
+    "packable_model_types",
+    "processor_class",
+    "supported",
+]

@@ -85,7 +85,9 @@ class Headers:
         self._cache: dict[tuple[str, int, int], tuple[str, tuple[int, int]]] = {}  # -> (resolved path, size)
         self._limit = limit
         self._lock = threading.Lock()  # engine=local renders batches on several threads
-        self._read: dict[str, tuple[int, int, int, int] | None] = {}  # path -> (size, mtime, ctime, inode), None: no file
+        self._read: dict[
+            str, tuple[int, int, int, int] | None
+        ] = {}  # path -> (size, mtime, ctime, inode), None: no file
 
     def drain(self) -> dict[str, tuple[int, int, int, int] | None]:
         """Every image file named since the last drain, as stat'ed when read (None: no file there): what the
@@ -95,7 +97,11 @@ class Headers:
         return read
 
     def _saw(self, path: Path, st: os.stat_result | None) -> None:
-        version = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
+        version = (
+            (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            if st is not None and stat.S_ISREG(st.st_mode)
+            else None
+        )
         with self._lock:
             self._read[os.path.abspath(path)] = version
 
@@ -113,7 +119,11 @@ class Headers:
             text = value.strip()
             lower = text[:8].lower()
             if lower.startswith(("http://", "https://")):
-                raise _reject(f"{text[:80]!r} is a URL; ftdata never fetches (offline): download the image and give its path", field, RejectCode.MEDIA_URL)
+                raise _reject(
+                    f"{text[:80]!r} is a URL; ftdata never fetches (offline): download the image and give its path",
+                    field,
+                    RejectCode.MEDIA_URL,
+                )
             if lower.startswith("data:"):
                 return self._inline(_data_uri(text, field), field=field)
             if text.startswith(DIGEST) and self.store is not None:
@@ -127,16 +137,22 @@ class Headers:
             return self._file(path, ref=None, field=field)
         raise _reject(
             f"an image must be a path, a data: URI, bytes or a datasets Image value, got {type(value).__name__}",
-            field, RejectCode.MEDIA_UNREADABLE,
-        )  # fmt: skip
+            field,
+            RejectCode.MEDIA_UNREADABLE,
+        )
 
     def _file(self, path: Path, *, ref: str | None, field: str) -> ImageInfo:
-        """The image file `path`; `ref`: its reference, None for its resolved path (resolved once: a few syscalls a part)."""
+        """The image file `path`; `ref`: its reference, None for its
+        resolved path (resolved once: a few syscalls a part)."""
         try:
             st = path.stat()
         except OSError:
             self._saw(path, None)
-            raise _reject(f"image file {str(path)!r} does not exist; fix the path (relative paths start at the data file)", field, RejectCode.MEDIA_MISSING) from None
+            raise _reject(
+                f"image file {str(path)!r} does not exist; fix the path (relative paths start at the data file)",
+                field,
+                RejectCode.MEDIA_MISSING,
+            ) from None
         self._saw(path, st)
         if not stat.S_ISREG(st.st_mode):
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
@@ -147,7 +163,11 @@ class Headers:
                 with path.open("rb") as fh:
                     size = _header(fh, what=str(path))[0]
             except OSError as exc:
-                raise _reject(f"image file {str(path)!r} cannot be read: {exc.strerror or exc}", field, RejectCode.MEDIA_UNREADABLE) from None
+                raise _reject(
+                    f"image file {str(path)!r} cannot be read: {exc.strerror or exc}",
+                    field,
+                    RejectCode.MEDIA_UNREADABLE,
+                ) from None
             except ValueError as exc:
                 raise _reject(str(exc), field, RejectCode.MEDIA_UNREADABLE) from None
             found = (str(path.resolve()), size)
@@ -172,8 +192,10 @@ class Headers:
         if self.max_pixels is not None and info.pixels > self.max_pixels:
             raise _reject(
                 f"image {info.ref[:80]!r} is {info.width}x{info.height} = {info.pixels} pixels > max_image_pixels "
-                f"{self.max_pixels}; downscale it or raise max_image_pixels", field, RejectCode.MEDIA_TOO_LARGE,
-            )  # fmt: skip
+                f"{self.max_pixels}; downscale it or raise max_image_pixels",
+                field,
+                RejectCode.MEDIA_TOO_LARGE,
+            )
         return info
 
 
@@ -198,7 +220,9 @@ def _unwrap(value: Any) -> Any:
 def _data_uri(text: str, field: str) -> bytes:
     head, sep, body = text.partition(",")
     if not sep or not head.lower().endswith(";base64"):
-        raise _reject(f"data: URI {text[:40]!r}... is not base64 (data:image/png;base64,...)", field, RejectCode.MEDIA_UNREADABLE)
+        raise _reject(
+            f"data: URI {text[:40]!r}... is not base64 (data:image/png;base64,...)", field, RejectCode.MEDIA_UNREADABLE
+        )
     try:
         return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
@@ -227,7 +251,10 @@ def _header(fh: Any, *, what: str) -> tuple[tuple[int, int], str]:
     except UnidentifiedImageError:
         raise ValueError(f"{what} is not an image PIL can read (corrupt or unknown format)") from None
     except HeaderTooLong:
-        raise ValueError(f"{what} has more than {MAX_HEADER_BYTES:,} bytes of header before its pixels; strip its metadata or re-save it") from None
+        raise ValueError(
+            f"{what} has more than {MAX_HEADER_BYTES:,} bytes of header before its pixels; strip its metadata or "
+            "re-save it"
+        ) from None
     except _Cut as exc:
         raise ValueError(f"{what} has a sound header but {exc}: the file is cut or corrupt; replace it") from None
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:  # a corrupt header raises these
@@ -280,7 +307,12 @@ def _check_pixels(im: Any, fh: Any, fmt: str) -> None:
             fh.seek(at)
             im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
         im.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # PIL's words for data that ends early or does not decode
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+    ) as exc:  # PIL's words for data that ends early or does not decode
         raise _Cut(f"its pixel data does not decode ({exc})") from None
 
 
@@ -374,7 +406,9 @@ class ImageMedium:
             if self.rule.counts is Counts.EXPANSION:  # type: ignore[union-attr]  # as above
                 tokens = pads
             else:
-                tokens = int(self.processor._get_num_multimodal_tokens(image_sizes=[[height, width]]).num_image_tokens[0])
+                tokens = int(
+                    self.processor._get_num_multimodal_tokens(image_sizes=[[height, width]]).num_image_tokens[0]
+                )
             found = Expansion(text, tokens, pads)
             if len(self._sizes) < 65536:
                 self._sizes[key] = found
@@ -392,8 +426,10 @@ class ImageMedium:
         except Exception as exc:  # noqa: BLE001 - the processor's own refusal (ValueError from smart_resize, ...)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise _reject(
-                f"the processor refuses image {info.ref[:80]!r} ({info.width}x{info.height}): {reason}", field, RejectCode.MEDIA_REFUSED,
-            ) from None  # fmt: skip
+                f"the processor refuses image {info.ref[:80]!r} ({info.width}x{info.height}): {reason}",
+                field,
+                RejectCode.MEDIA_REFUSED,
+            ) from None
         return Item(MediaKind.IMAGE, info.ref, expansion, width=info.width, height=info.height)
 
 
@@ -401,4 +437,14 @@ def _reject(reason: str, field: str, code: RejectCode) -> UnusableRecord:
     return UnusableRecord(reason, field=field, code=code)
 
 
-__all__ = ["DIGEST", "Headers", "ImageInfo", "ImageMedium", "default_store", "load_image", "open_image", "stored", "write_once"]
+__all__ = [
+    "DIGEST",
+    "Headers",
+    "ImageInfo",
+    "ImageMedium",
+    "default_store",
+    "load_image",
+    "open_image",
+    "stored",
+    "write_once",
+]

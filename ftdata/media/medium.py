@@ -44,8 +44,15 @@ class Item:
 
     def column(self, start: int) -> dict[str, Any]:
         """The row's `media` item: `start` is the index in `input_ids` of its first placeholder token."""
-        return {"kind": self.kind.value, "ref": self.ref, "start": start, "tokens": self.expansion.pads,
-                "width": self.width, "height": self.height, "seconds": self.seconds}  # fmt: skip
+        return {
+            "kind": self.kind.value,
+            "ref": self.ref,
+            "start": start,
+            "tokens": self.expansion.pads,
+            "width": self.width,
+            "height": self.height,
+            "seconds": self.seconds,
+        }
 
     @property
     def size(self) -> str:

@@ -1,6 +1,7 @@
 """A processor from a local folder, without torchvision: what every medium is counted and expanded with.
 
-    load_processor("models/qwen2-vl")  ->  Qwen2VLProcessor(image_processor=<PIL backend>, tokenizer, video_processor=None)
+    load_processor("models/qwen2-vl")
+    ->  Qwen2VLProcessor(image_processor=<PIL backend>, tokenizer, video_processor=None)
 
 The folder is what a model repo ships: tokenizer files, `preprocessor_config.json` (the image
 processor), `processor_config.json` (processor settings such as Gemma 3's `image_seq_length`),
@@ -75,12 +76,21 @@ def _load(folder: str, tokenizer: Any) -> Any:
 
     path = Path(folder)
     if not path.is_dir():
-        raise ConfigError(f"processor {folder!r} is not a folder; give the folder a model repo ships (tokenizer, preprocessor_config.json, chat template)")
+        raise ConfigError(
+            f"processor {folder!r} is not a folder; give the folder a model repo ships (tokenizer, "
+            "preprocessor_config.json, chat template)"
+        )
     pre = _json(path / "preprocessor_config.json")
     settings = {**_json(path / "processor_config.json")}
     if not pre and not settings:
-        raise ConfigError(f"processor folder {folder!r} has no preprocessor_config.json (the image processor's settings)")
-    name = settings.get("processor_class") or pre.get("processor_class") or processor_class(pre, _json(path / "config.json"))
+        raise ConfigError(
+            f"processor folder {folder!r} has no preprocessor_config.json (the image processor's settings)"
+        )
+    name = (
+        settings.get("processor_class")
+        or pre.get("processor_class")
+        or processor_class(pre, _json(path / "config.json"))
+    )
     cls = getattr(transformers, str(name), None) if name else None
     if cls is None or name not in FAMILIES:
         raise ConfigError(
@@ -91,11 +101,17 @@ def _load(folder: str, tokenizer: Any) -> Any:
     if FAMILIES[str(name)].audio is not None:
         return _load_audio(folder, str(name))
     if not pre:
-        raise ConfigError(f"processor folder {folder!r} has no preprocessor_config.json (the image processor's settings)")
+        raise ConfigError(
+            f"processor folder {folder!r} has no preprocessor_config.json (the image processor's settings)"
+        )
     image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil", local_files_only=True)
     tok = tokenizer if tokenizer is not None else load_tokenizer(folder)
     params = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in settings.items() if k in params and k not in ("image_processor", "tokenizer", "video_processor")}
+    kwargs = {
+        k: v
+        for k, v in settings.items()
+        if k in params and k not in ("image_processor", "tokenizer", "video_processor")
+    }
     parts = {"image_processor": image_processor, "tokenizer": tok}
     for attribute in cls.get_attributes():
         if attribute not in parts:
@@ -105,7 +121,9 @@ def _load(folder: str, tokenizer: Any) -> Any:
     try:
         cls.__init__(processor, **parts, chat_template=folder_chat_template(path) or tok.chat_template, **kwargs)
     except ImportError as exc:  # SmolVLM's needs num2words: transformers' message names the package and the install
-        raise ConfigError(f"processor {name} needs a package that is not installed: {str(exc).strip().splitlines()[0]}") from None
+        raise ConfigError(
+            f"processor {name} needs a package that is not installed: {str(exc).strip().splitlines()[0]}"
+        ) from None
     finally:
         processor.__dict__.pop("check_argument_for_proper_class", None)
     family(processor)
@@ -122,9 +140,13 @@ def _load_audio(folder: str, name: str) -> Any:
     try:
         processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
     except ImportError as exc:
-        raise ConfigError(f"processor {name} needs a package that is not installed: {str(exc).strip().splitlines()[0]}") from None
+        raise ConfigError(
+            f"processor {name} needs a package that is not installed: {str(exc).strip().splitlines()[0]}"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"processor folder {folder!r}: cannot load {name}: {str(exc).strip().splitlines()[0]}") from None
+        raise ConfigError(
+            f"processor folder {folder!r}: cannot load {name}: {str(exc).strip().splitlines()[0]}"
+        ) from None
     family(processor)
     if (Path(folder) / "config.json").is_file():
         check_model_config(processor, _json(Path(folder) / "config.json"))

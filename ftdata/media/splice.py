@@ -47,8 +47,11 @@ class Splicer:
     """
 
     def __init__(self, backend: Any, pads: dict[MediaKind, tuple[str, int]]):
-        self.pads = {kind: _Pad(pad, pad_id, re.compile(f"(?:{re.escape(pad)})+"))
-                     for kind, (pad, pad_id) in pads.items() if atomic(backend, pad, pad_id)}  # fmt: skip
+        self.pads = {
+            kind: _Pad(pad, pad_id, re.compile(f"(?:{re.escape(pad)})+"))
+            for kind, (pad, pad_id) in pads.items()
+            if atomic(backend, pad, pad_id)
+        }
         self._runs_of: dict[tuple[MediaKind, Expansion], tuple[tuple[int, int], ...]] = {}
 
     def _runs(self, kind: MediaKind, exp: Expansion) -> tuple[tuple[int, int], ...]:
@@ -70,8 +73,13 @@ class Splicer:
         around it; tokenizing its k x 13 characters costs 3.5-9 us a pad (146 ms for a 15,552-token
         photo), and truncation tokenizes a record once per trial. None when no run can be written once.
         """
-        runs = [(p.start + p.lead + off, k, self.pads[p.item.kind]) for p in rendered.media if p.item.kind in self.pads
-                for off, k in self._runs(p.item.kind, p.item.expansion) if k > 1]  # fmt: skip
+        runs = [
+            (p.start + p.lead + off, k, self.pads[p.item.kind])
+            for p in rendered.media
+            if p.item.kind in self.pads
+            for off, k in self._runs(p.item.kind, p.item.expansion)
+            if k > 1
+        ]
         if not runs:
             return None
         text, pieces, last, removed, ends, drops, placed = rendered.text, [], 0, 0, [], [], []
@@ -90,10 +98,14 @@ class Splicer:
 
         pieces.append(text[last:])
         small = replace(
-            rendered, text="".join(pieces), spans=tuple((to(s), to(e)) for s, e in rendered.spans),
-            boundaries=tuple(to(b) for b in rendered.boundaries), literal=tuple((to(s), to(e)) for s, e in rendered.literal),
-            holes=tuple((to(s), to(e)) for s, e in rendered.holes), media=(),
-        )  # fmt: skip
+            rendered,
+            text="".join(pieces),
+            spans=tuple((to(s), to(e)) for s, e in rendered.spans),
+            boundaries=tuple(to(b) for b in rendered.boundaries),
+            literal=tuple((to(s), to(e)) for s, e in rendered.literal),
+            holes=tuple((to(s), to(e)) for s, e in rendered.holes),
+            media=(),
+        )
         return Compact(small, tuple(placed))
 
     def splice(self, row: Tokenized, compact: Compact) -> Tokenized | str:

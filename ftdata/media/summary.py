@@ -3,7 +3,8 @@
     <|vision_start|><|image_pad|> x 378<|vision_end|>   ->   [image 512x600, 378 tokens: grace_hopper.jpg]
 
 Preview shows each item as that one marker (and one row of the --tokens table) instead of
-hundreds of pad tokens; stats counts items (by kind) and their placeholder tokens per example, and audio's seconds and tokens.
+hundreds of pad tokens; stats counts items (by kind) and their placeholder tokens per example,
+and audio's seconds and tokens.
 """
 
 from __future__ import annotations

@@ -96,8 +96,14 @@ class _Records:
 
     def add(self, ids: list[int], locations: list[Location]) -> None:
         self.ids.append(np.asarray(ids, dtype=np.int64))
-        rows = [(self._file_ids.setdefault(loc.source, len(self._file_ids)), -1 if loc.line is None else loc.line,
-                 -1 if loc.index is None else loc.index) for loc in locations]  # fmt: skip
+        rows = [
+            (
+                self._file_ids.setdefault(loc.source, len(self._file_ids)),
+                -1 if loc.line is None else loc.line,
+                -1 if loc.index is None else loc.index,
+            )
+            for loc in locations
+        ]
         self.where.append(np.asarray(rows, dtype=np.int64).reshape(-1, 3))
 
     def locations(self, records: np.ndarray) -> list[str]:
@@ -107,7 +113,10 @@ class _Records:
         ids, where, files = np.concatenate(self.ids), np.concatenate(self.where), list(self._file_ids)
         order = np.argsort(ids)
         at = order[np.searchsorted(ids, records, sorter=order)]
-        return [str(Location(files[f], None if line < 0 else int(line), None if index < 0 else int(index))) for f, line, index in where[at]]
+        return [
+            str(Location(files[f], None if line < 0 else int(line), None if index < 0 else int(index)))
+            for f, line, index in where[at]
+        ]
 
 
 def recipe_stages(recipe: Recipe, tokenizer: Any) -> list[Stage]:
@@ -125,15 +134,23 @@ def recipe_task(recipe: Recipe) -> dict[str, Any]:
         ConfigError: sources of different tasks, or a reward column two sources type differently.
     """
     try:
-        return sources_task({spec.name: (spec.files()[0], recipe.source_options(spec)) for spec in recipe.sources}, recipe.build_options())
+        return sources_task(
+            {spec.name: (spec.files()[0], recipe.source_options(spec)) for spec in recipe.sources},
+            recipe.build_options(),
+        )
     except ConfigError as exc:
         raise ConfigError(f"{recipe.origin}: {exc}") from None
 
 
 def build_recipe(
-    recipe: Recipe, *, tokenizer: Any, options: BuildOptions, progress: Callable[[int], None] | None = None,
-    stages: list[Stage] | None = None, media: dict[str, Stat | None] | None = None,
-) -> tuple[Any, BuildReport]:  # fmt: skip
+    recipe: Recipe,
+    *,
+    tokenizer: Any,
+    options: BuildOptions,
+    progress: Callable[[int], None] | None = None,
+    stages: list[Stage] | None = None,
+    media: dict[str, Stat | None] | None = None,
+) -> tuple[Any, BuildReport]:
     """Build `recipe` in memory: the mixed dataset and its report (`report.mix`: one row per source).
 
     `options`: the recipe's whole-build options as the caller resolved them (run options,
@@ -147,9 +164,11 @@ def build_recipe(
     started = time.perf_counter()
     data = options.updated(**recipe_task(recipe)).data
     report = BuildReport(
-        source=recipe.origin, tokenizer=str(getattr(tokenizer, "name_or_path", "")), template="per source",
+        source=recipe.origin,
+        tokenizer=str(getattr(tokenizer, "name_or_path", "")),
+        template="per source",
         task=task_module(data.task).task.value,
-    )  # fmt: skip
+    )
     reading = _Reading(recipe, RejectsWriter(report, options.output.rejects_path), data, media=media)
     try:
         with _one_cluster(options.run):
@@ -157,7 +176,9 @@ def build_recipe(
                 reading.source(spec, stage, options.run, progress)
         reading.rows.close()
         reading.dedupe()
-        splits, mix = _mixture(recipe, data, reading.sources, reading.row_units(), reading.removed, reading.records, reading.sink)
+        splits, mix = _mixture(
+            recipe, data, reading.sources, reading.row_units(), reading.removed, reading.records, reading.sink
+        )
     except BaseException:
         reading.sink.abort()
         reading.rows.close()
@@ -188,7 +209,9 @@ class _Reading:
     """The sources read in order into one rows file and one rejects file; evaluation overlaps
     removed as their records arrive, duplicates found once every source is read."""
 
-    def __init__(self, recipe: Recipe, sink: RejectsWriter, data: Any, *, media: dict[str, Stat | None] | None = None) -> None:
+    def __init__(
+        self, recipe: Recipe, sink: RejectsWriter, data: Any, *, media: dict[str, Stat | None] | None = None
+    ) -> None:
         self.recipe = recipe
         self.sink = sink
         self.media = media
@@ -201,9 +224,13 @@ class _Reading:
         self.digests: list[tuple[np.ndarray, bytes]] = []  # per batch: (record ids, their digests joined)
         self.index = None
         if recipe.decontaminate:  # evaluation files are user bytes too: read within the build's bounds
-            self.index = EvalIndex.from_files(recipe.eval_files(), n=recipe.ngram, bounds=ReadBounds.of(recipe.build_options().data))
+            self.index = EvalIndex.from_files(
+                recipe.eval_files(), n=recipe.ngram, bounds=ReadBounds.of(recipe.build_options().data)
+            )
         self.records = _Records()
-        self.units: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per batch: each row's record, tokens, trained tokens
+        self.units: list[
+            tuple[np.ndarray, np.ndarray, np.ndarray]
+        ] = []  # per batch: each row's record, tokens, trained tokens
         self.removed: set[int] = set()
         self.duplicates: list[tuple[int, int, str]] = []  # (record, the record it repeats, how)
         self.sources: list[_Source] = []
@@ -235,13 +262,18 @@ class _Reading:
         for r, where, text in located:
             if self.index is not None and (hit := self.index.check(text)) is not None:
                 source.removed["decontaminated"] += 1
-                reason = f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in {len(hit.ngram.split())} words: {hit.ngram!r}"
+                reason = (
+                    f"source {source.name!r}: overlaps evaluation record {hit.eval_location} in "
+                    f"{len(hit.ngram.split())} words: {hit.ngram!r}"
+                )
                 reject = Reject(str(where), RejectStage.MIX, RejectCode.CONTAMINATED, reason)
                 source.report.add(reject)
                 self.sink.write([reject])
                 self.removed.add(base + r)
             elif self.near is not None and (dup := self.near.check(base + r, text)) is not None:
-                self.duplicates.append((base + r, dup.original, "exact" if dup.jaccard == 1.0 else f"near, Jaccard {dup.jaccard:.2f}"))
+                self.duplicates.append(
+                    (base + r, dup.original, "exact" if dup.jaccard == 1.0 else f"near, Jaccard {dup.jaccard:.2f}")
+                )
             elif self.recipe.dedup is Dedup.EXACT:
                 exact.append((base + r, digest(text)))
         if exact:
@@ -260,7 +292,9 @@ class _Reading:
             keys = np.frombuffer(b"".join(d for _, d in self.digests), dtype="S16")
             _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
             kept_ids = ids[first[inverse]]  # each record's first instance
-            self.duplicates += [(int(r), int(o), "exact") for r, o in zip(ids[kept_ids != ids], kept_ids[kept_ids != ids])]
+            self.duplicates += [
+                (int(r), int(o), "exact") for r, o in zip(ids[kept_ids != ids], kept_ids[kept_ids != ids])
+            ]
             self.duplicates.sort()
         if not self.duplicates:
             return
@@ -269,18 +303,29 @@ class _Reading:
         where = self.records.locations(dups)
         originals = self.records.locations(np.asarray([d[1] for d in self.duplicates], dtype=np.int64))
         rejects = []
-        for (record, _, how), at, original, s in zip(self.duplicates, where, originals, np.searchsorted(firsts, dups, side="right") - 1):
+        for (record, _, how), at, original, s in zip(
+            self.duplicates, where, originals, np.searchsorted(firsts, dups, side="right") - 1
+        ):
             source = self.sources[s]
             source.removed["deduplicated"] += 1
             self.removed.add(record)
-            rejects.append(Reject(at, RejectStage.MIX, RejectCode.DUPLICATE, f"source {source.name!r}: duplicates {original} ({how})"))
+            rejects.append(
+                Reject(
+                    at, RejectStage.MIX, RejectCode.DUPLICATE, f"source {source.name!r}: duplicates {original} ({how})"
+                )
+            )
             source.report.add(rejects[-1])
         self.sink.write(rejects)
 
 
 def _mixture(
-    recipe: Recipe, data: Any, sources: list[_Source], units: tuple[np.ndarray, np.ndarray, np.ndarray], removed: set[int],
-    records: _Records, sink: RejectsWriter,
+    recipe: Recipe,
+    data: Any,
+    sources: list[_Source],
+    units: tuple[np.ndarray, np.ndarray, np.ndarray],
+    removed: set[int],
+    records: _Records,
+    sink: RejectsWriter,
 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """The rows of train (mixed, with repeats) and test (held out before mixing), and the per-source table.
 
@@ -303,14 +348,29 @@ def _mixture(
         kept.append(ids)
     unit = recipe.mix_by.value
     plan = plan_mix(
-        [SourceSizes(s.name, per[unit][ids], w, spec.epochs_max) for s, ids, w, spec in zip(sources, kept, recipe.shares, recipe.sources)],
-        total=recipe.total, seed=recipe.seed, unit=unit,
-    )  # fmt: skip
-    drawn = np.concatenate([np.repeat(ids, sp.counts) for ids, sp in zip(kept, plan.sources)]) if kept else np.zeros(0, dtype=np.int64)
+        [
+            SourceSizes(s.name, per[unit][ids], w, spec.epochs_max)
+            for s, ids, w, spec in zip(sources, kept, recipe.shares, recipe.sources)
+        ],
+        total=recipe.total,
+        seed=recipe.seed,
+        unit=unit,
+    )
+    drawn = (
+        np.concatenate([np.repeat(ids, sp.counts) for ids, sp in zip(kept, plan.sources)])
+        if kept
+        else np.zeros(0, dtype=np.int64)
+    )
     for ids, sp, source in zip(kept, plan.sources, sources):
         left = ids[sp.counts == 0]
-        sink.write([Reject(where, RejectStage.MIX, RejectCode.NOT_DRAWN, f"source {source.name!r}: its share is met without it")
-                    for where in records.locations(left)])  # fmt: skip
+        sink.write(
+            [
+                Reject(
+                    where, RejectStage.MIX, RejectCode.NOT_DRAWN, f"source {source.name!r}: its share is met without it"
+                )
+                for where in records.locations(left)
+            ]
+        )
         source.report.not_drawn += len(left)
     train = _rows_of(groups, drawn)
     if data.shuffle:
@@ -343,8 +403,15 @@ def _rows_of(groups: np.ndarray, records: np.ndarray) -> np.ndarray:
     return offsets + np.arange(int(counts.sum()))
 
 
-def _table(plan: Plan, sources: list[_Source], kept: list[np.ndarray], per: dict[str, np.ndarray], recipe: Recipe,
-           lengths: np.ndarray, groups: np.ndarray) -> list[dict[str, Any]]:  # fmt: skip
+def _table(
+    plan: Plan,
+    sources: list[_Source],
+    kept: list[np.ndarray],
+    per: dict[str, np.ndarray],
+    recipe: Recipe,
+    lengths: np.ndarray,
+    groups: np.ndarray,
+) -> list[dict[str, Any]]:
     """One row per source: what was read, rejected, removed, used and repeated, and the shares in every unit."""
     used = {unit: plan.units_in([per[unit][ids] for ids in kept]) for unit in UNITS}
     whole = {unit: sum(used[unit]) or 1 for unit in UNITS}
@@ -352,13 +419,27 @@ def _table(plan: Plan, sources: list[_Source], kept: list[np.ndarray], per: dict
     out = []
     for i, (source, sp, ids) in enumerate(zip(sources, plan.sources, kept)):
         r = source.report
-        out.append({
-            "source": source.name, "read": r.records, "rejected": {str(k.value): n for k, n in r.rejected.items() if k not in (RejectCode.DUPLICATE, RejectCode.CONTAMINATED)},
-            "filtered": r.filtered, **source.removed, "available": len(ids), "used": sp.records, "repeats": sp.repeats,
-            "not_drawn": r.not_drawn, "sequences": int(np.dot(rows_per_record[ids], sp.counts)),
-            "mix_by": recipe.mix_by.value, "target_share": round(sp.target_share, 6),
-            **{unit: {"used": used[unit][i], "share": round(used[unit][i] / whole[unit], 6)} for unit in UNITS},
-        })  # fmt: skip
+        out.append(
+            {
+                "source": source.name,
+                "read": r.records,
+                "rejected": {
+                    str(k.value): n
+                    for k, n in r.rejected.items()
+                    if k not in (RejectCode.DUPLICATE, RejectCode.CONTAMINATED)
+                },
+                "filtered": r.filtered,
+                **source.removed,
+                "available": len(ids),
+                "used": sp.records,
+                "repeats": sp.repeats,
+                "not_drawn": r.not_drawn,
+                "sequences": int(np.dot(rows_per_record[ids], sp.counts)),
+                "mix_by": recipe.mix_by.value,
+                "target_share": round(sp.target_share, 6),
+                **{unit: {"used": used[unit][i], "share": round(used[unit][i] / whole[unit], 6)} for unit in UNITS},
+            }
+        )
     return out
 
 
@@ -375,7 +456,16 @@ def check_shares(recipe: Recipe) -> None:
     counts = []
     for spec in recipe.sources:
         data = recipe.source_options(spec).data  # each file read as the build reads it: its bounds, its limit
-        counts.append(sum(count_records(path, limit=data.limit, bounds=ReadBounds.of(data)) or 0 for path in spec.files()))
+        counts.append(
+            sum(count_records(path, limit=data.limit, bounds=ReadBounds.of(data)) or 0 for path in spec.files())
+        )
     if all(counts):
-        plan_mix([SourceSizes(s.name, np.ones(n, dtype=np.int64), s.weight, s.epochs_max) for s, n in zip(recipe.sources, counts)],
-                 total=recipe.total, seed=recipe.seed, unit="records")  # fmt: skip
+        plan_mix(
+            [
+                SourceSizes(s.name, np.ones(n, dtype=np.int64), s.weight, s.epochs_max)
+                for s, n in zip(recipe.sources, counts)
+            ],
+            total=recipe.total,
+            seed=recipe.seed,
+            unit="records",
+        )

@@ -104,7 +104,9 @@ class EvalIndex:
     def _word(self, word: str) -> int:
         # blake2b, not hash(): the same word must hash the same in every process (workers, Ray)
         if (value := self._word_hashes.get(word)) is None:
-            value = int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+            value = int.from_bytes(
+                hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+            )
             self._word_hashes[word] = value
         return value
 

@@ -44,9 +44,9 @@ def digest(text: str) -> bytes:
 class Deduplicator(Generic[K]):
     """Feed records in build order; `check` says whether each repeats one seen before.
 
-        >>> d = Deduplicator(Dedup.EXACT)
-        >>> d.check("a", "Hello  world"), d.check("b", "hello world").original
-        (None, 'a')
+    >>> d = Deduplicator(Dedup.EXACT)
+    >>> d.check("a", "Hello  world"), d.check("b", "hello world").original
+    (None, 'a')
     """
 
     def __init__(self, how: Dedup | str, *, threshold: float = 0.8, num_perm: int = 128) -> None:

@@ -22,7 +22,7 @@ def normalise(text: str) -> str:
 def words(text: str) -> list[str]:
     """The words of the normalised text (runs of letters, digits and `_`; punctuation dropped).
 
-        >>> words("Paris, France.")
-        ['paris', 'france']
+    >>> words("Paris, France.")
+    ['paris', 'france']
     """
     return _WORD.findall(normalise(text))

@@ -45,11 +45,28 @@ from ftdata.types import _Choice
 _BUILD_OPTIONS = tuple(FIELDS)
 
 # Build options that shape the one output (or the run that makes it): set once, at the top.
-WHOLE_BUILD_OPTIONS = frozenset({
-    "max_length", "packing", "pad_to_multiple_of", "padding", "padding_side", "test_size", "seed", "shuffle",
-    "stop_tokens", "engine", "num_workers", "ray_address", "batch_size", "rejects_path", "cache", "cache_dir",
-    "max_reject_ratio", "task",
-})  # fmt: skip
+WHOLE_BUILD_OPTIONS = frozenset(
+    {
+        "max_length",
+        "packing",
+        "pad_to_multiple_of",
+        "padding",
+        "padding_side",
+        "test_size",
+        "seed",
+        "shuffle",
+        "stop_tokens",
+        "engine",
+        "num_workers",
+        "ray_address",
+        "batch_size",
+        "rejects_path",
+        "cache",
+        "cache_dir",
+        "max_reject_ratio",
+        "task",
+    }
+)
 SOURCE_OPTIONS = tuple(name for name in _BUILD_OPTIONS if name not in WHOLE_BUILD_OPTIONS)
 SOURCE_KEYS = ("data", "name", "weight", "epochs_max", *SOURCE_OPTIONS)
 RECIPE_KEYS = ("sources", "tokenizer", "mix_by", "total", "dedup", "near_threshold", "decontaminate", "ngram")
@@ -160,14 +177,18 @@ class Recipe:
         whole = _checked(options, where=origin)
         raw = top.get("sources")
         if not isinstance(raw, list) or not raw:
-            raise ConfigError(f"{origin}: sources must be a non-empty list of {{data: path, weight: number}}, got {raw!r}")
+            raise ConfigError(
+                f"{origin}: sources must be a non-empty list of {{data: path, weight: number}}, got {raw!r}"
+            )
         defaults = {key: value for key, value in options.items() if key not in WHOLE_BUILD_OPTIONS}
         sources = tuple(
             _source(item, defaults=defaults, whole=options, base=base, where=f"{origin}: sources[{i}]")
             for i, item in enumerate(raw)
         )
         for source in sources:
-            check_code_reader(source.options.get("reader"), origin=f"{origin}: source {source.name!r}", allow_code=allow_code)
+            check_code_reader(
+                source.options.get("reader"), origin=f"{origin}: source {source.name!r}", allow_code=allow_code
+            )
         _check_weights(sources, raw, origin=origin)
         names = [s.name for s in sources]
         if len(set(names)) < len(names):
@@ -196,7 +217,9 @@ def check_nothing_beside(recipe: Recipe, options: Mapping[str, Any]) -> None:
     """
     beside = sorted(k for k, v in options.items() if k in DATA_FIELDS and v != DATA_FIELDS[k].default)
     if beside:
-        raise ConfigError(f"{recipe.origin}: a recipe carries its data options: set {', '.join(beside)} in the recipe, not beside it")
+        raise ConfigError(
+            f"{recipe.origin}: a recipe carries its data options: set {', '.join(beside)} in the recipe, not beside it"
+        )
 
 
 def load_recipe(path: str | Path, *, allow_code: bool = False) -> Recipe:
@@ -217,11 +240,22 @@ def recipe_inputs(recipe: Recipe, files: Digests) -> list[Input]:
     Raises:
         ConfigError: a glob that matches nothing, a path that does not exist.
     """
-    sources = [(spec.name, spec.data, spec.weight, spec.epochs_max, plain(spec.build_options()), spec.files()) for spec in recipe.sources]
+    sources = [
+        (spec.name, spec.data, spec.weight, spec.epochs_max, plain(spec.build_options()), spec.files())
+        for spec in recipe.sources
+    ]
     settings = [
-        recipe.tokenizer, recipe.mix_by.value, recipe.total, recipe.seed, recipe.dedup.value, recipe.near_threshold,
-        recipe.decontaminate, recipe.ngram, plain(recipe.build_options()), sources,
-    ]  # fmt: skip
+        recipe.tokenizer,
+        recipe.mix_by.value,
+        recipe.total,
+        recipe.seed,
+        recipe.dedup.value,
+        recipe.near_threshold,
+        recipe.decontaminate,
+        recipe.ngram,
+        plain(recipe.build_options()),
+        sources,
+    ]
     origin = Path(recipe.origin)
     on_disk = files.file(origin) if origin.is_file() else ""
     resolved = text_digest(on_disk + json.dumps(settings, sort_keys=True, default=str))
@@ -273,22 +307,29 @@ def _source(item: Any, *, defaults: dict[str, Any], whole: dict[str, Any], base:
     where = f"{where} ({name})"
     for key in item:
         if key in WHOLE_BUILD_OPTIONS or key in RECIPE_KEYS:
-            raise ConfigError(f"{where}: {key} applies to the whole build; set it at the top of the recipe, not per source")
+            raise ConfigError(
+                f"{where}: {key} applies to the whole build; set it at the top of the recipe, not per source"
+            )
     _check_keys(item, SOURCE_KEYS, where=where)
     own = resolve_paths({k: v for k, v in item.items() if k in SOURCE_OPTIONS}, base)
     merged = {**defaults, **own}
     _checked({**whole, **merged}, where=where)  # cross-checks (e.g. with max_length) as one build makes them
     weight = item.get("weight", 1.0)
-    if isinstance(weight, int) and not isinstance(weight, bool) and weight > sys.float_info.max:  # float(weight) would overflow
+    if (
+        isinstance(weight, int) and not isinstance(weight, bool) and weight > sys.float_info.max
+    ):  # float(weight) would overflow
         raise ConfigError(
-            f"{where}: weight is larger than a float holds (an integer of {weight.bit_length():,} bits); only the ratio "
+            f"{where}: weight is larger than a float holds (an integer of {weight.bit_length():,} bits); only the "
+            "ratio "
             "of the weights counts: scale them down"
         )
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight > 0):
         raise ConfigError(f"{where}: weight must be a number > 0, got weight={weight!r}")
     epochs = item.get("epochs_max", 1)
     if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not (math.isfinite(epochs) and epochs >= 1):
-        raise ConfigError(f"{where}: epochs_max must be a number >= 1 (passes over the source), got epochs_max={epochs!r}")
+        raise ConfigError(
+            f"{where}: epochs_max must be a number >= 1 (passes over the source), got epochs_max={epochs!r}"
+        )
     return RecipeSource(
         name=name, data=_path(data, base), weight=float(weight), epochs_max=epochs, options=MappingProxyType(merged)
     )
@@ -323,7 +364,8 @@ def _check_weights(sources: tuple[RecipeSource, ...], raw: list[Any], *, origin:
         raise ConfigError(f"{origin}: give every source a weight or none (none = equal shares); no weight: {missing}")
     if not math.isfinite(sum(s.weight for s in sources)):  # 1e308 twice: the shares would be inf / inf
         raise ConfigError(
-            f"{origin}: the weights add up to more than a float holds ({' + '.join(f'{s.weight:g}' for s in sources)}); "
+            f"{origin}: the weights add up to more than a float holds "
+            f"({' + '.join(f'{s.weight:g}' for s in sources)}); "
             "only their ratio counts: scale them down, e.g. 1 and 1"
         )
 
@@ -373,7 +415,9 @@ def _total(value: Any, *, where: str) -> int | None:
     except ValueError:
         total = value
     if isinstance(total, bool) or not isinstance(total, int) or total <= 0:
-        raise ConfigError(f"{where}: total must be a positive integer (the budget in mix_by units), got total={value!r}")
+        raise ConfigError(
+            f"{where}: total must be a positive integer (the budget in mix_by units), got total={value!r}"
+        )
     return total
 
 

@@ -78,7 +78,9 @@ class Plan:
     def units_in(self, units: Sequence[Sequence[int]]) -> tuple[int, ...]:
         """Per source, what the plan uses in another unit (the report shows all three), given
         every record's count in that unit: `plan.units_in(tokens)` for a records plan."""
-        return tuple(int(np.dot(np.asarray(u, dtype=np.int64), s.counts)) for u, s in zip(units, self.sources, strict=True))
+        return tuple(
+            int(np.dot(np.asarray(u, dtype=np.int64), s.counts)) for u, s in zip(units, self.sources, strict=True)
+        )
 
 
 def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, unit: str = "units") -> Plan:
@@ -96,8 +98,8 @@ def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, un
     records not yet taken lands nearest the remainder. So a source's achieved units are off
     its whole-unit target by at most half its largest record (by at most one record where the
     nearer fit would pass epochs_max), and off its real-valued share of the budget by at most
-    that plus one unit. A source never gets more than `epochs_max` passes' worth of units. With records as the unit every source gets
-    exactly its whole-record target.
+    that plus one unit. A source never gets more than `epochs_max` passes' worth of units. With records
+    as the unit every source gets exactly its whole-record target.
 
     Precision: when every source's target is at least 1000 times its largest record, every
     achieved share is within 0.5 % (relative) of its target share (tests/mix/test_shares.py
@@ -121,31 +123,40 @@ def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, un
     caps = [math.floor(s.epochs_max * a) for s, a in zip(sources, available)]
     for source, have in zip(sources, available):
         if have == 0:
-            raise ConfigError(f"source {source.name!r} has no {unit}: it cannot take a share; drop it or check its records")
+            raise ConfigError(
+                f"source {source.name!r} has no {unit}: it cannot take a share; drop it or check its records"
+            )
     budget = total if total is not None else math.floor(min(c / w for c, w in zip(caps, shares)) * (1 + _SLACK))
     targets = _apportion(shares, budget)
     for source, _target, raw, have, cap in zip(sources, targets, shares * budget, available, caps):
         if raw > cap * (1 + _SLACK):
             raise ConfigError(
-                f"source {source.name!r} has {have:,} {unit} but its share of total={budget:,} needs {math.ceil(raw):,}: "
+                f"source {source.name!r} has {have:,} {unit} but its share of total={budget:,} needs "
+                f"{math.ceil(raw):,}: "
                 f"more than epochs_max={source.epochs_max} passes; epochs_max={math.ceil(raw / have)} would do "
                 "(or lower its weight or the total)"
             )
     counts = [
-        _select(u, min(t, cap), cap, np.random.default_rng([seed, i])) for i, (u, t, cap) in enumerate(zip(sizes, targets, caps))
+        _select(u, min(t, cap), cap, np.random.default_rng([seed, i]))
+        for i, (u, t, cap) in enumerate(zip(sizes, targets, caps))
     ]
     achieved = [int(np.dot(u, c)) for u, c in zip(sizes, counts)]
     whole = sum(achieved)
     return Plan(
         sources=tuple(
             SourcePlan(
-                name=s.name, counts=c, available=a, target_units=float(w * budget), units=got,
-                target_share=float(w), share=got / whole if whole else 0.0,
+                name=s.name,
+                counts=c,
+                available=a,
+                target_units=float(w * budget),
+                units=got,
+                target_share=float(w),
+                share=got / whole if whole else 0.0,
             )
             for s, c, a, w, got in zip(sources, counts, available, shares, achieved)
         ),
         budget=budget,
-    )  # fmt: skip
+    )
 
 
 def _apportion(shares: np.ndarray, budget: int) -> list[int]:

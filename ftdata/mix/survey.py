@@ -24,7 +24,9 @@ from ftdata.options import RunOptions
 __all__ = ["survey", "survey_table"]
 
 
-def survey(recipe: Recipe, *, tokenizer: Any, run: RunOptions, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+def survey(
+    recipe: Recipe, *, tokenizer: Any, run: RunOptions, progress: Callable[[int], None] | None = None
+) -> list[dict[str, Any]]:
     """One row per source: records, rejects, examples, tokens, trained tokens, and the planned draw.
 
     Raises:
@@ -40,24 +42,36 @@ def survey(recipe: Recipe, *, tokenizer: Any, run: RunOptions, progress: Callabl
             "trained_tokens": np.concatenate([m.trained for m in measured]),
         }
         units.append(per)
-        rows.append({
-            "source": spec.name, "files": len(measured), "records": sum(m.records for m in measured),
-            "rejected": sum(m.rejected for m in measured), "examples": len(per["records"]),
-            "tokens": int(per["tokens"].sum()), "trained_tokens": int(per["trained_tokens"].sum()), "epochs_max": spec.epochs_max,
-        })  # fmt: skip
+        rows.append(
+            {
+                "source": spec.name,
+                "files": len(measured),
+                "records": sum(m.records for m in measured),
+                "rejected": sum(m.rejected for m in measured),
+                "examples": len(per["records"]),
+                "tokens": int(per["tokens"].sum()),
+                "trained_tokens": int(per["trained_tokens"].sum()),
+                "epochs_max": spec.epochs_max,
+            }
+        )
     unit = recipe.mix_by.value
     plan = plan_mix(
         [SourceSizes(s.name, u[unit], s.weight, s.epochs_max) for s, u in zip(recipe.sources, units)],
-        total=recipe.total, seed=recipe.seed, unit=unit,
-    )  # fmt: skip
+        total=recipe.total,
+        seed=recipe.seed,
+        unit=unit,
+    )
     for row, sp in zip(rows, plan.sources):
-        row.update(target_share=round(sp.target_share, 6), planned=sp.records, repeats=sp.repeats, share=round(sp.share, 6))
+        row.update(
+            target_share=round(sp.target_share, 6), planned=sp.records, repeats=sp.repeats, share=round(sp.share, 6)
+        )
     return rows
 
 
 @dataclass(frozen=True, slots=True)
 class _Measured:
-    """One file of a source as the planner reads it: records read and rejected, each example's (or pair's) tokens and trained tokens."""
+    """One file of a source as the planner reads it: records read and
+    rejected, each example's (or pair's) tokens and trained tokens."""
 
     records: int
     rejected: int
@@ -73,11 +87,28 @@ def _measure(path: str, stage: Stage, run: RunOptions, progress: Callable[[int],
 def survey_table(rows: list[dict[str, Any]], *, unit: str) -> Table:
     """The rows of `survey` as a table; shares in `unit` (the recipe's mix_by)."""
     table = Table(box=None, pad_edge=False)
-    for name in ("source", "records", "rejected", "tokens", "trained", "target", "draws", "repeats", f"share of {unit.replace('_', ' ')}"):
+    for name in (
+        "source",
+        "records",
+        "rejected",
+        "tokens",
+        "trained",
+        "target",
+        "draws",
+        "repeats",
+        f"share of {unit.replace('_', ' ')}",
+    ):
         table.add_column(name, justify="left" if name == "source" else "right")
     for r in rows:
         table.add_row(
-            r["source"], f"{r['records']:,}", f"{r['rejected']:,}", f"{r['tokens']:,}", f"{r['trained_tokens']:,}",
-            f"{r['target_share']:.1%}", f"{r['planned']:,}", f"{r['repeats']:,}", f"{r['share']:.2%}",
-        )  # fmt: skip
+            r["source"],
+            f"{r['records']:,}",
+            f"{r['rejected']:,}",
+            f"{r['tokens']:,}",
+            f"{r['trained_tokens']:,}",
+            f"{r['target_share']:.1%}",
+            f"{r['planned']:,}",
+            f"{r['repeats']:,}",
+            f"{r['share']:.2%}",
+        )
     return table

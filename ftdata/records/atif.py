@@ -50,7 +50,11 @@ SOURCES = {"system": "system", "user": "user", "agent": "assistant"}
 
 def is_atif(row: Any) -> bool:
     """Whether a row is an ATIF trajectory: an object with `steps` and an `ATIF-…` `schema_version`."""
-    return isinstance(row, Mapping) and isinstance(row.get("steps"), list) and str(row.get("schema_version", "")).startswith("ATIF")
+    return (
+        isinstance(row, Mapping)
+        and isinstance(row.get("steps"), list)
+        and str(row.get("schema_version", "")).startswith("ATIF")
+    )
 
 
 def _content(value: Any, *, location: Location | None, field: str) -> str | list[dict[str, Any]]:
@@ -60,33 +64,47 @@ def _content(value: Any, *, location: Location | None, field: str) -> str | list
     if isinstance(value, str):
         return value
     if not isinstance(value, list):
-        raise RecordError(f"must be a string or a list of content parts, got {type(value).__name__}", location=location, field=field)
+        raise RecordError(
+            f"must be a string or a list of content parts, got {type(value).__name__}", location=location, field=field
+        )
     parts: list[dict[str, Any]] = []
     for i, part in enumerate(value):
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind == "text" and isinstance(part.get("text"), str):
             parts.append({"type": "text", "text": part["text"]})
-        elif kind in ("image", "audio") and isinstance(part.get("source"), Mapping) and isinstance(part["source"].get("path"), str):
+        elif (
+            kind in ("image", "audio")
+            and isinstance(part.get("source"), Mapping)
+            and isinstance(part["source"].get("path"), str)
+        ):
             parts.append({"type": kind, kind: part["source"]["path"]})
         else:
             raise RecordError(
                 'must be {"type": "text", "text": ...} or {"type": "image"|"audio", "source": {"path": ...}}',
-                location=location, field=f"{field}[{i}]",
-            )  # fmt: skip
+                location=location,
+                field=f"{field}[{i}]",
+            )
     return parts if any(p["type"] != "text" for p in parts) else "".join(p["text"] for p in parts)
 
 
 def _calls(step: Mapping[str, Any], *, location: Location | None, field: str) -> list[dict[str, Any]]:
     calls = step.get("tool_calls") or []
     if not isinstance(calls, list):
-        raise RecordError(f"must be a list of tool calls, got {type(calls).__name__}", location=location, field=f"{field}.tool_calls")
+        raise RecordError(
+            f"must be a list of tool calls, got {type(calls).__name__}", location=location, field=f"{field}.tool_calls"
+        )
     out = []
     for j, call in enumerate(calls):
         where = f"{field}.tool_calls[{j}]"
         if not isinstance(call, Mapping) or not isinstance(call.get("function_name"), str):
             raise RecordError('must be {"tool_call_id", "function_name", "arguments"}', location=location, field=where)
-        out.append({"type": "function", **({"id": str(call["tool_call_id"])} if call.get("tool_call_id") is not None else {}),
-                    "function": {"name": call["function_name"], "arguments": call.get("arguments") or {}}})  # fmt: skip
+        out.append(
+            {
+                "type": "function",
+                **({"id": str(call["tool_call_id"])} if call.get("tool_call_id") is not None else {}),
+                "function": {"name": call["function_name"], "arguments": call.get("arguments") or {}},
+            }
+        )
     return out
 
 
@@ -96,7 +114,11 @@ def _token_ids(step: Mapping[str, Any], *, location: Location | None, field: str
     if ids is None:
         return None
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-        raise RecordError("must be a list of token ids (non-negative integers)", location=location, field=f"{field}.metrics.completion_token_ids")
+        raise RecordError(
+            "must be a list of token ids (non-negative integers)",
+            location=location,
+            field=f"{field}.metrics.completion_token_ids",
+        )
     return ids
 
 
@@ -133,13 +155,19 @@ def _refs(result: Mapping[str, Any], *, location: Location | None, field: str) -
         return []
     if not isinstance(refs, list) or not all(isinstance(r, Mapping) for r in refs):
         raise RecordError(
-            "must be a list of {trajectory_path or trajectory_id}", location=location,
+            "must be a list of {trajectory_path or trajectory_id}",
+            location=location,
             field=f"{field}.subagent_trajectory_ref",
         )
-    return [Reference("subagent", f"{field}.subagent_trajectory_ref[{i}]",
-                      r.get("trajectory_path") if isinstance(r.get("trajectory_path"), str) else None,
-                      r.get("trajectory_id") if isinstance(r.get("trajectory_id"), str) else None)
-            for i, r in enumerate(refs)]  # fmt: skip
+    return [
+        Reference(
+            "subagent",
+            f"{field}.subagent_trajectory_ref[{i}]",
+            r.get("trajectory_path") if isinstance(r.get("trajectory_path"), str) else None,
+            r.get("trajectory_id") if isinstance(r.get("trajectory_id"), str) else None,
+        )
+        for i, r in enumerate(refs)
+    ]
 
 
 def _is_event(step: Mapping[str, Any]) -> bool:
@@ -148,10 +176,13 @@ def _is_event(step: Mapping[str, Any]) -> bool:
     observation = step.get("observation")
     results = observation.get("results") if isinstance(observation, Mapping) else None
     return (
-        step.get("source") == "system" and isinstance(results, list) and bool(results)
-        and all(isinstance(r, Mapping) and r.get("subagent_trajectory_ref") and r.get("content") is None
-                for r in results)
-    )  # fmt: skip
+        step.get("source") == "system"
+        and isinstance(results, list)
+        and bool(results)
+        and all(
+            isinstance(r, Mapping) and r.get("subagent_trajectory_ref") and r.get("content") is None for r in results
+        )
+    )
 
 
 def _message(step: Mapping[str, Any], role: str, *, location: Location | None, field: str) -> dict[str, Any]:
@@ -191,8 +222,17 @@ def _results(
             continue  # only points to a subagent's trajectory: nothing the model read here
         content = _content(result.get("content"), location=location, field=f"{where}.content")
         if call_id is not None and msg["role"] == "assistant":
-            out.append(({"role": "tool", "content": content, "tool_call_id": str(call_id),
-                         **({"name": names[str(call_id)]} if str(call_id) in names else {})}, where))  # fmt: skip
+            out.append(
+                (
+                    {
+                        "role": "tool",
+                        "content": content,
+                        "tool_call_id": str(call_id),
+                        **({"name": names[str(call_id)]} if str(call_id) in names else {}),
+                    },
+                    where,
+                )
+            )
         else:  # the environment's answer to no call (a terminal's output after a text action): the next user turn
             out.append(({"role": "user", "content": content}, where))
     return out, refs
@@ -218,7 +258,11 @@ def to_messages(row: Mapping[str, Any], location: Location | None) -> Trajectory
             raise RecordError(f"must be a step object, got {type(step).__name__}", location=location, field=field)
         role = SOURCES.get(step.get("source"))  # type: ignore[arg-type]  # a missing source looks up None: no role, refused below
         if role is None:
-            raise RecordError(f"source must be system, user or agent, got {step.get('source')!r}", location=location, field=f"{field}.source")
+            raise RecordError(
+                f"source must be system, user or agent, got {step.get('source')!r}",
+                location=location,
+                field=f"{field}.source",
+            )
         msg = _message(step, role, location=location, field=field)
         results, found = _results(step, msg, location=location, field=field)
         refs += found
@@ -234,8 +278,11 @@ def to_messages(row: Mapping[str, Any], location: Location | None) -> Trajectory
     definitions = agent.get("tool_definitions") if isinstance(agent, Mapping) else None
     subagents = row.get("subagent_trajectories") or []
     if not isinstance(subagents, list) or not all(is_atif(s) for s in subagents):
-        raise RecordError("must be a list of ATIF trajectories (objects with steps and schema_version)", location=location,
-                          field="subagent_trajectories")  # fmt: skip
+        raise RecordError(
+            "must be a list of ATIF trajectories (objects with steps and schema_version)",
+            location=location,
+            field="subagent_trajectories",
+        )
     if isinstance(cont := row.get("continued_trajectory_ref"), str) and cont:
         refs.append(Reference("continuation", "continued_trajectory_ref", cont))
     return Trajectory(messages, definitions, origins, subagents, tuple(refs), tuple(events))
@@ -287,8 +334,11 @@ def _many(names: list[str]) -> str:
 def harness_log(row: Any) -> str | None:
     """What a harness's own log is and what to convert it to, for a row that is one (else None): these logs
     record what the harness did, not the conversation the model saw, in a shape of their own."""
-    if isinstance(row, Mapping) and row.get("source") in ("agent", "user", "environment") and "id" in row and (
-        "action" in row or "observation" in row
+    if (
+        isinstance(row, Mapping)
+        and row.get("source") in ("agent", "user", "environment")
+        and "id" in row
+        and ("action" in row or "observation" in row)
     ):
         return (
             "is an OpenHands event (id, source, action/observation), a line of an OpenHands event log, not a "

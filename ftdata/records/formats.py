@@ -62,6 +62,7 @@ def format_name(value: Any) -> str | None:
         raise ConfigError(f"format must be one of {known}, got format={value!r}")
     return name
 
+
 # Canonical instruction field -> accepted source names, in priority order.
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "instruction": ("instruction", "prompt", "question", "query"),
@@ -75,17 +76,26 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 ROLE_ALIASES: dict[str, str] = {
-    "human": "user", "prompter": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant",
-    "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "function_call": "assistant",
-    "observation": "tool", "function": "tool", "ipython": "tool",
-}  # fmt: skip
+    "human": "user",
+    "prompter": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "function_call": "assistant",
+    "observation": "tool",
+    "function": "tool",
+    "ipython": "tool",
+}
 # A `function_call` turn's value is the call itself (JSON), read into the assistant turn's tool_calls.
 
 
 def _unwrap(value: Any) -> Any:
     """`{"0": text}` (one pandas cell) -> text."""
     if isinstance(value, dict) and len(value) == 1:
-        (key, inner), = value.items()
+        ((key, inner),) = value.items()
         if isinstance(key, str) and key.isdigit():
             return inner
     return value
@@ -108,13 +118,12 @@ def _text(value: Any, *, location: Location, field: str, required: bool = True) 
                     continue
             raise RecordError(
                 f"has a content part {str(part)[:60]!r} that is not text; only text parts are supported",
-                location=location, field=field,
-            )  # fmt: skip
+                location=location,
+                field=field,
+            )
         return "".join(parts)
     if not isinstance(value, str):
-        raise RecordError(
-            f"must be a string, got {type(value).__name__} {value!r:.40}", location=location, field=field
-        )
+        raise RecordError(f"must be a string, got {type(value).__name__} {value!r:.40}", location=location, field=field)
     return value
 
 
@@ -143,9 +152,12 @@ class Columns:
     """
 
     def __init__(
-        self, mapping: Mapping[str, str] | None = None, *, fields: Mapping[str, tuple[str, ...]] = FIELD_ALIASES,
+        self,
+        mapping: Mapping[str, str] | None = None,
+        *,
+        fields: Mapping[str, tuple[str, ...]] = FIELD_ALIASES,
         named: bool = False,
-    ):  # fmt: skip
+    ):
         mapping = dict(mapping or {})
         self.fields = fields
         canon = {alias: name for name, aliases in fields.items() for alias in aliases}
@@ -153,10 +165,16 @@ class Columns:
         self.named: dict[str, str] = {}  # a prompt set's columns made from a source column (keys outside `fields`)
         for key, column in mapping.items():
             if not isinstance(column, str) or not column:
-                raise ConfigError(f"column map: {key}={column!r} names no column; write {key}=COLUMN (a dotted path reads a nested field)")
+                raise ConfigError(
+                    f"column map: {key}={column!r} names no column; write {key}=COLUMN (a dotted path reads a "
+                    "nested field)"
+                )
             if key in canon:
                 if canon[key] in self.explicit and self.explicit[canon[key]] != column:
-                    raise ConfigError(f"column map: {canon[key]} is mapped twice ({self.explicit[canon[key]]!r} and {column!r}); keep one")
+                    raise ConfigError(
+                        f"column map: {canon[key]} is mapped twice ({self.explicit[canon[key]]!r} and {column!r}); "
+                        "keep one"
+                    )
                 self.explicit[canon[key]] = column
             elif named:
                 self.named[key] = column
@@ -174,8 +192,9 @@ class Columns:
             if not found:
                 raise RecordError(
                     f"mapped column {column!r} is missing; columns are {', '.join(map(str, row))}",
-                    location=location, field=name,
-                )  # fmt: skip
+                    location=location,
+                    field=name,
+                )
             return column, value
         present = [a for a in self.fields[name] if a in row and a not in self.claimed]
         if len(present) > 1:
@@ -184,8 +203,9 @@ class Columns:
                 raise RecordError(
                     f"columns {' and '.join(present)} both look like the {name} and differ; "
                     f"choose one with a column map, e.g. --columns {name}={present[0]}",
-                    location=location, field=name,
-                )  # fmt: skip
+                    location=location,
+                    field=name,
+                )
         return (present[0], row[present[0]]) if present else (None, None)
 
     def column(self, row: Mapping[str, Any], name: str) -> str | None:
@@ -260,7 +280,10 @@ def _pair_messages(row: Mapping[str, Any], columns: Columns) -> tuple[str, list[
     only the completion is trained: an assistant turn in the prompt is context (train=false) unless it says
     otherwise."""
     prompt_col, completion_col = columns.column(row, "instruction"), columns.column(row, "output")
-    prompt = [m if m.get("role") != "assistant" or "train" in m else {**m, "train": False} for m in columns.value(row, "instruction")]
+    prompt = [
+        m if m.get("role") != "assistant" or "train" in m else {**m, "train": False}
+        for m in columns.value(row, "instruction")
+    ]
     completion = columns.value(row, "output")
     if isinstance(completion, str):  # one reply's text
         completion = [{"role": "assistant", "content": completion}]
@@ -276,8 +299,9 @@ def _role(raw: Any, *, location: Location, field: str, roles: Mapping[str, str])
         raise RecordError(
             f"unknown role {raw!r}; known roles are {', '.join(ROLES)} and aliases "
             f"{', '.join(sorted(ROLE_ALIASES))}; map it with roles={{{raw!r}: 'assistant'}}",
-            location=location, field=field,
-        )  # fmt: skip
+            location=location,
+            field=field,
+        )
     return role
 
 
@@ -303,8 +327,10 @@ def _weight(value: Any, *, location: Location, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise RecordError(
             f"is {value!r}; a loss weight must be a finite number >= 0 (0 = not trained, 1 = trained as usual, "
-            "0.5 = half the loss)", location=location, field=field,
-        )  # fmt: skip
+            "0.5 = half the loss)",
+            location=location,
+            field=field,
+        )
     return float(value)
 
 
@@ -345,8 +371,10 @@ def _train_detail(value: Any, content: str, *, location: Location, field: str) -
         if not 0 <= begin <= end < len(content):
             raise RecordError(
                 f"begin_offset={begin}, end_offset={end} is outside the content's {len(content)} characters "
-                f"(offsets 0..{len(content) - 1}, end inclusive)", location=location, field=where,
-            )  # fmt: skip
+                f"(offsets 0..{len(content) - 1}, end inclusive)",
+                location=location,
+                field=where,
+            )
         spans.append(TrainSpan(begin, end, train))
     return tuple(spans)
 
@@ -354,7 +382,9 @@ def _train_detail(value: Any, content: str, *, location: Location, field: str) -
 NEEDS_ROLE_AND_CONTENT = "needs 'role' and 'content' (or ShareGPT 'from' and 'value')"
 
 
-def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str, str]) -> tuple[tuple[Message, ...], list[Note]]:
+def _messages(
+    items: Any, *, location: Location, field: str, roles: Mapping[str, str]
+) -> tuple[tuple[Message, ...], list[Note]]:
     if not isinstance(items, list) or not items:
         raise RecordError("must be a non-empty list of messages", location=location, field=field)
     out: list[Message] = []
@@ -362,7 +392,9 @@ def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str,
     for i, msg in enumerate(items):
         where = f"{field}[{i}]"
         if not isinstance(msg, Mapping):
-            raise RecordError(f"must be an object with role and content, got {type(msg).__name__}", location=location, field=where)
+            raise RecordError(
+                f"must be an object with role and content, got {type(msg).__name__}", location=location, field=where
+            )
         role_key = "role" if "role" in msg else "from"
         content_key = "content" if "content" in msg else "value"
         if role_key not in msg:
@@ -378,7 +410,9 @@ def _messages(items: Any, *, location: Location, field: str, roles: Mapping[str,
         calls = tools.function_call_turn(msg.get(content_key), location=location, field=f"{where}.{content_key}")
         if out and out[-1].role == "assistant" and not out[-1].tool_calls:  # text, then its call: one turn
             out.append(replace(out.pop(), tool_calls=calls))
-            notes.append(Note(NoteCode.FUNCTION_CALL_JOINED, "a function_call turn joined the assistant text before it"))
+            notes.append(
+                Note(NoteCode.FUNCTION_CALL_JOINED, "a function_call turn joined the assistant text before it")
+            )
         else:
             out.append(Message("assistant", "", _train_flag(msg, location=location, field=where), tool_calls=calls))
     return tools.name_tool_results(out), notes
@@ -395,12 +429,16 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     if content is None and role == "assistant":  # OpenAI writes null content on a turn that only calls tools
         content = ""
     media: tuple[Any, ...] = ()
-    if isinstance(content, list) and has_media(content):  # image parts: a placeholder per image, its reference in `media`
+    if isinstance(content, list) and has_media(
+        content
+    ):  # image parts: a placeholder per image, its reference in `media`
         content, media = content_parts(content, location=location, field=f"{where}.{content_key}")
     # A tool result names its tool and the call it answers; other turns' `name` (OpenAI's
     # participant name) is not read.
     name, call_id = (
-        (_text(msg.get(key), location=location, field=f"{where}.{key}", required=False) or None) if role == "tool" else None
+        (_text(msg.get(key), location=location, field=f"{where}.{key}", required=False) or None)
+        if role == "tool"
+        else None
         for key in ("name", "tool_call_id")
     )
     text = _text(content, location=location, field=f"{where}.{content_key}")
@@ -419,7 +457,11 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
 
 
 def validate(
-    messages: tuple[Message, ...], *, location: Location, field: str = "messages", reply: bool = True,
+    messages: tuple[Message, ...],
+    *,
+    location: Location,
+    field: str = "messages",
+    reply: bool = True,
     trajectory: bool = False,
 ) -> None:
     """Conversation rules every renderer relies on. `reply`: it must hold an assistant turn (a prompt set's
@@ -444,15 +486,26 @@ def validate(
         if msg.role != "assistant" and (msg.tool_calls or msg.reasoning is not None):
             raise RecordError(
                 f"a {msg.role} turn cannot carry tool calls or reasoning; move them to an assistant turn",
-                location=location, field=where,
-            )  # fmt: skip
+                location=location,
+                field=where,
+            )
         if msg.role == "user":
             seen_user = True
         if msg.role == "assistant":
             if not seen_user:
-                raise UnusableRecord("assistant turn before any user turn; add the user message", location=location, field=where, code=RejectCode.ASSISTANT_FIRST)
+                raise UnusableRecord(
+                    "assistant turn before any user turn; add the user message",
+                    location=location,
+                    field=where,
+                    code=RejectCode.ASSISTANT_FIRST,
+                )
             if not msg.content.strip() and not msg.tool_calls:
-                raise UnusableRecord("empty assistant response; remove the record or fill the response", location=location, field=where, code=RejectCode.EMPTY_RESPONSE)
+                raise UnusableRecord(
+                    "empty assistant response; remove the record or fill the response",
+                    location=location,
+                    field=where,
+                    code=RejectCode.EMPTY_RESPONSE,
+                )
             calling = msg if msg.tool_calls else None
         if msg.role == "tool":
             tools.check_result(msg, prev, calling, location=location, field=where)
@@ -462,8 +515,11 @@ def validate(
     if reply and not any(m.role == "assistant" for m in messages):
         raise UnusableRecord(
             "no assistant turn; nothing to train on: add the reply, or, if these are prompts for GRPO/RLOO, build a "
-            "prompt set with --task prompts", location=location, field=field, code=RejectCode.NO_ASSISTANT,
-        )  # fmt: skip
+            "prompt set with --task prompts",
+            location=location,
+            field=field,
+            code=RejectCode.NO_ASSISTANT,
+        )
 
 
 def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
@@ -473,15 +529,18 @@ def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -
             "plain text is not instruction data: a 'text'-only record (TRL's language-modelling format) has no "
             "prompt/response split, so nothing says which tokens to train; ftdata builds prompt -> response data. "
             "Give each record instruction/output (or messages) columns, map yours with --columns "
-            "instruction=COLUMN,output=COLUMN, or train on the raw text with TRL's SFTTrainer (dataset_text_field='text')",
-            location=location, field="text",
-        )  # fmt: skip
+            "instruction=COLUMN,output=COLUMN, or train on the raw text with TRL's SFTTrainer "
+            "(dataset_text_field='text')",
+            location=location,
+            field="text",
+        )
     if instr_col is None:
         raise RecordError(
             f"no instruction field (looked for {', '.join(FIELD_ALIASES['instruction'])}); columns are "
             f"{', '.join(map(str, row))}; map one with --columns instruction=COLUMN",
-            location=location, field="instruction",
-        )  # fmt: skip
+            location=location,
+            field="instruction",
+        )
     instruction = _text(instruction, location=location, field=instr_col)
     _, system = columns.find(row, "system", location=location)
     system = _text(system, location=location, field="system", required=False)
@@ -509,11 +568,17 @@ def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -
             raise RecordError(
                 f"no response field (looked for {', '.join(FIELD_ALIASES['output'])}); columns are "
                 f"{', '.join(map(str, case))}; map one with --columns output=COLUMN",
-                location=location, field=f"{path}output",
-            )  # fmt: skip
+                location=location,
+                field=f"{path}output",
+            )
         output = _text(output, location=location, field=path + out_col)
         if not output.strip():
-            raise UnusableRecord("empty response; remove the record or fill the response", location=location, field=path + out_col, code=RejectCode.EMPTY_RESPONSE)
+            raise UnusableRecord(
+                "empty response; remove the record or fill the response",
+                location=location,
+                field=path + out_col,
+                code=RejectCode.EMPTY_RESPONSE,
+            )
         in_col, context = columns.find(case, "input", location=location)
         context = _text(context, location=location, field=path + (in_col or "input"), required=False)
         messages = (*prefix, Message("user", instruction), Message("assistant", output))
@@ -564,7 +629,9 @@ def _to_examples(
         if col is None and _conversational_pair(row, columns):
             col, items = _pair_messages(row, columns)
         if col is None:
-            raise RecordError(f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages")
+            raise RecordError(
+                f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages"
+            )
         msgs, notes = _messages(items, location=location, field=col, roles=roles)
         _, system = columns.find(row, "system", location=location)
         if system:
@@ -574,8 +641,9 @@ def _to_examples(
             elif msgs[0].content.strip() != text.strip():  # two system prompts: neither is dropped silently
                 raise RecordError(
                     "has a system message and a 'system' column that differ; keep one of them",
-                    location=location, field="system",
-                )  # fmt: skip
+                    location=location,
+                    field="system",
+                )
     elif name == "instruction":
         if not isinstance(row, Mapping):
             raise RecordError(f"expected an object, got {type(row).__name__}", location=location)
@@ -610,8 +678,9 @@ def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: 
     if not atif.is_atif(row):
         raise RecordError(
             "format 'atif' needs an ATIF trajectory: an object with 'steps' and a 'schema_version' such as 'ATIF-v1.8'",
-            location=location, field=prefix.rstrip(".") or None,
-        )  # fmt: skip
+            location=location,
+            field=prefix.rstrip(".") or None,
+        )
     try:
         read = atif.to_messages(row, location)
     except RecordError as exc:  # a trajectory is a file of a folder of runs: rejected, the others build
@@ -624,11 +693,16 @@ def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: 
     except RecordError as exc:  # named by the step it came from, not by the message it became
         field = re.sub(r"^messages\[(\d+)\]", lambda m: origins[int(m[1])], exc.field or "")
         raise _rejected(exc, location, prefix + field) from None
-    msgs = tuple(replace(m, token_ids=tuple(items[i]["token_ids"])) if "token_ids" in items[i] else m for i, m in enumerate(msgs))
+    msgs = tuple(
+        replace(m, token_ids=tuple(items[i]["token_ids"])) if "token_ids" in items[i] else m for i, m in enumerate(msgs)
+    )
     notes += atif.notes(read, location.source, prefix)
     own = Example(msgs, location, format="atif", notes=tuple(dict.fromkeys(notes)), tools=schemas)
-    subs = [e for i, sub in enumerate(read.subagents)
-            for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")]  # fmt: skip
+    subs = [
+        e
+        for i, sub in enumerate(read.subagents)
+        for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")
+    ]
     return (own, *subs)
 
 
@@ -638,7 +712,9 @@ def _rejected(exc: RecordError, location: Location, field: str) -> UnusableRecor
     return UnusableRecord(reason, location=location, field=field or None, code=exc.code)
 
 
-def _with_row_extras(examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
+def _with_row_extras(
+    examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location
+) -> tuple[Example, ...]:
     """Examples carrying the row's `tools` and `chat_template_kwargs` columns, when it has them."""
     tools_col, schemas = columns.find(row, "tools", location=location)
     kwargs_col, kwargs = columns.find(row, "chat_template_kwargs", location=location)

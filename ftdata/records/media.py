@@ -70,12 +70,27 @@ class Shape:
 
 
 SHAPES = (
-    Shape(MediaKind.IMAGE, ("image", "image_url", "input_image"), ("image", "image_url", "url", "path"), ("images", "image"), "<image>"),
+    Shape(
+        MediaKind.IMAGE,
+        ("image", "image_url", "input_image"),
+        ("image", "image_url", "url", "path"),
+        ("images", "image"),
+        "<image>",
+    ),
     # OpenAI's {"type": "input_audio", "input_audio": {"data": BASE64, "format": "wav"}} keeps its mapping whole.
-    Shape(MediaKind.AUDIO, ("audio", "input_audio", "audio_url"), ("audio", "input_audio", "audio_url", "url", "path"), ("audios", "audio"), "<audio>"),
+    Shape(
+        MediaKind.AUDIO,
+        ("audio", "input_audio", "audio_url"),
+        ("audio", "input_audio", "audio_url", "url", "path"),
+        ("audios", "audio"),
+        "<audio>",
+    ),
 )
 MEDIA_COLUMNS = tuple(c for s in SHAPES for c in s.columns)
-PLACED = "{n} {kind}(s) placed before the first user text: the messages hold no placeholder (TRL's prepare_multimodal_messages)"
+PLACED = (
+    "{n} {kind}(s) placed before the first user text: the messages hold no placeholder (TRL's "
+    "prepare_multimodal_messages)"
+)
 
 
 def kind_of(part: Any) -> MediaKind | None:
@@ -111,25 +126,33 @@ def content_parts(parts: list[Any], *, location: Location, field: str) -> tuple[
         elif kind is not None:
             texts.append(MEDIA)
             media.append(Ref(kind, _reference(part, _SHAPE[kind])))
-        elif isinstance(part, Mapping) and part.get("type", "text") == "text" and isinstance(part.get("text", part.get("value")), str):
+        elif (
+            isinstance(part, Mapping)
+            and part.get("type", "text") == "text"
+            and isinstance(part.get("text", part.get("value")), str)
+        ):
             texts.append(part.get("text", part.get("value")))
         else:
             raise RecordError(
                 f"has a content part {str(part)[:60]!r} that is neither text nor media; ftdata reads "
                 "{'type': 'text', 'text': ...}, {'type': 'image', 'image': PATH} / {'type': 'image_url', ...} and "
                 "{'type': 'audio', 'audio': PATH} / {'type': 'input_audio', ...} parts",
-                location=location, field=where,
-            )  # fmt: skip
+                location=location,
+                field=where,
+            )
         if MEDIA in texts[-1] and kind is None:
             raise UnusableRecord(
                 "the text holds U+FFFC, the character ftdata stands each media item in with; remove it from the text",
-                location=location, field=where, code=RejectCode.MEDIA_MISMATCH,
-            )  # fmt: skip
+                location=location,
+                field=where,
+                code=RejectCode.MEDIA_MISMATCH,
+            )
     return "".join(texts), tuple(media)
 
 
 def _reference(part: Mapping[str, Any], shape: Shape) -> Any:
-    """What a media part points at: a path, a URL or data: URI, inline bytes, or None (TRL's bare `{"type": "image"}`)."""
+    """What a media part points at: a path, a URL or data: URI,
+    inline bytes, or None (TRL's bare `{"type": "image"}`)."""
     for key in shape.keys:
         value = part.get(key)
         if isinstance(value, Mapping) and key.endswith("_url"):
@@ -170,14 +193,20 @@ def _attach(example: Example, shape: Shape, column: str, items: list[Any], locat
     if not any(r.value is None for r in named):  # no bare parts: LLaMA-Factory tags
         messages = [_tags_to_media(m, shape) for m in messages]
         if not named and not any(MEDIA in m.content for m in messages):  # no placeholder at all: TRL's placement
-            messages, notes = _placed(messages, shape, len(items)), (*notes, Note(NoteCode.MEDIA_PLACED, PLACED.format(n=len(items), kind=shape.kind)))
+            messages, notes = (
+                _placed(messages, shape, len(items)),
+                (*notes, Note(NoteCode.MEDIA_PLACED, PLACED.format(n=len(items), kind=shape.kind))),
+            )
     slots = sum(1 for m in messages for r in m.media if r.kind is shape.kind and r.value is None)
     if slots != len(items):
         raise UnusableRecord(
-            f"{slots} {shape.kind} placeholder(s) in the messages but {len(items)} {shape.kind}(s) in column {column!r}; "
+            f"{slots} {shape.kind} placeholder(s) in the messages but {len(items)} {shape.kind}(s) in column "
+            f"{column!r}; "
             f"give one placeholder ({{'type': '{shape.kind}'}} part or {shape.tag} tag) per {shape.kind}",
-            location=location, field=column, code=RejectCode.MEDIA_MISMATCH,
-        )  # fmt: skip
+            location=location,
+            field=column,
+            code=RejectCode.MEDIA_MISMATCH,
+        )
     given = iter(items)
 
     def filled(m: Message) -> Message:
@@ -217,6 +246,15 @@ def example_media(example: Example) -> list[Ref]:
 
 
 __all__ = [
-    "MEDIA", "MEDIA_COLUMNS", "SHAPES", "MediaKind", "Ref", "Shape", "attach_columns", "content_parts", "example_media",
-    "has_media", "kind_of",
-]  # fmt: skip
+    "MEDIA",
+    "MEDIA_COLUMNS",
+    "SHAPES",
+    "MediaKind",
+    "Ref",
+    "Shape",
+    "attach_columns",
+    "content_parts",
+    "example_media",
+    "has_media",
+    "kind_of",
+]

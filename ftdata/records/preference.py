@@ -91,7 +91,11 @@ def looks_like_preference(row: Any, columns: Columns | None = None) -> Task | No
     if _column(row, columns, "chosen") or _column(row, columns, "rejected") or _rated(row, columns):
         return Task.PREFERENCE
     label = _column(row, columns, "label")
-    if label and _bool_like(columns.value(row, "label")) and (_column(row, columns, "output") or _column(row, columns, "messages")):
+    if (
+        label
+        and _bool_like(columns.value(row, "label"))
+        and (_column(row, columns, "output") or _column(row, columns, "messages"))
+    ):
         return Task.KTO
     return None
 
@@ -117,8 +121,9 @@ def detect_task(row: Any, location: Location, *, columns: Columns | None = None)
     raise RecordError(
         "a true/false label beside a conversation: KTO data (LLaMA-Factory's messages + label) or SFT data with a "
         "label column; choose with --task kto (train on it as desirable/undesirable) or --task sft (ignore the label)",
-        location=location, field=label,
-    )  # fmt: skip
+        location=location,
+        field=label,
+    )
 
 
 def to_pairs(
@@ -149,8 +154,10 @@ def to_pairs(
             has = f"has {other} but no {side}" if sides[other][0] else "has no chosen and rejected"
             raise RecordError(
                 f"{has}; a pair needs both (columns are {', '.join(map(str, row))}); map them with "
-                "--columns chosen=COLUMN,rejected=COLUMN", location=location, field=side,
-            )  # fmt: skip
+                "--columns chosen=COLUMN,rejected=COLUMN",
+                location=location,
+                field=side,
+            )
     found = {side: (column, value) for side, (column, value) in sides.items() if column is not None}  # both, by now
     shape, chosen, rejected = pair_sides(row, columns, found, location=location, roles=roles)
     pair = _split(chosen, rejected, shape=shape, fields=(found["chosen"][0], found["rejected"][0]), location=location)
@@ -191,8 +198,10 @@ def to_unpaired(
     if label_col is None:
         raise RecordError(
             f"no label; KTO needs label true (desirable) or false per record (columns are {', '.join(map(str, row))}); "
-            "map one with --columns label=COLUMN", location=location, field="label",
-        )  # fmt: skip
+            "map one with --columns label=COLUMN",
+            location=location,
+            field="label",
+        )
     desirable = _label(label, location=location, field=label_col)
     roles = {key.lower(): value for key, value in (roles or {}).items()}
     shape, key, example = unpaired_side(row, columns, location=location, roles=roles)
@@ -200,9 +209,11 @@ def to_unpaired(
     where = key if shape == "instruction" else f"{key}[{len(prompt)}]"
     if completion.role != "assistant":
         raise UnusableRecord(
-            f"ends with a {completion.role} turn; the completion must be the assistant's turn", location=location,
-            field=where, code=RejectCode.NOT_ASSISTANT_END,
-        )  # fmt: skip
+            f"ends with a {completion.role} turn; the completion must be the assistant's turn",
+            location=location,
+            field=where,
+            code=RejectCode.NOT_ASSISTANT_END,
+        )
     prompt_example = replace(example, messages=tuple(map(_plain, prompt)), format=shape)
     return (Unpaired(prompt_example, _reply(completion, location=location, field=where), desirable),)
 
@@ -214,21 +225,28 @@ def _split(chosen: Example, rejected: Example, *, shape: str, fields: tuple[str,
         if last.role != "assistant":
             raise UnusableRecord(
                 f"ends with a {last.role} turn; each side must end with the assistant turn it prefers or rejects",
-                location=location, field=f"{field}[{len(example.messages) - 1}]", code=RejectCode.NOT_ASSISTANT_END,
-            )  # fmt: skip
+                location=location,
+                field=f"{field}[{len(example.messages) - 1}]",
+                code=RejectCode.NOT_ASSISTANT_END,
+            )
     a, b = (tuple(map(_plain, e.messages)) for e in (chosen, rejected))
     shared = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     if shared == len(a) == len(b):
         raise UnusableRecord(
             "chosen and rejected are the same conversation; nothing to prefer: remove the record or fix the rejected "
-            "side", location=location, field=fields[1], code=RejectCode.CHOSEN_IS_REJECTED,
-        )  # fmt: skip
+            "side",
+            location=location,
+            field=fields[1],
+            code=RejectCode.CHOSEN_IS_REJECTED,
+        )
     if len(a) - shared != 1 or len(b) - shared != 1:
         raise UnusableRecord(
             f"the sides differ at message {shared} ({_brief(a, shared)} vs {_brief(b, shared)}), before their last "
-            "turns; a pair shares everything but its final assistant turn", location=location, field=fields[1],
+            "turns; a pair shares everything but its final assistant turn",
+            location=location,
+            field=fields[1],
             code=RejectCode.PROMPT_MISMATCH,
-        )  # fmt: skip
+        )
     notes = tuple(dict.fromkeys((*chosen.notes, *rejected.notes)))
     return Pair(
         replace(chosen, messages=a[:shared], format=shape, notes=notes),
@@ -249,8 +267,10 @@ def _reply(message: Message, *, location: Location, field: str) -> Message:
     if message.train is False or message.loss_weight is not None or message.train_detail is not None:
         raise RecordError(
             "a preference completion is trained whole; it cannot carry train=false, a loss weight or train_detail; "
-            "remove them", location=location, field=field,
-        )  # fmt: skip
+            "remove them",
+            location=location,
+            field=field,
+        )
     return _plain(message)
 
 
@@ -310,11 +330,17 @@ def _best_against_worst(
     (best, high), (worst, low) = scores.best_and_worst(completions, location=location, field=col or "completions")
     chosen, rejected = (
         conversation(
-            row, columns, INSTRUCTION, f"{col}[{j}].response", completions[j]["response"], fmt="instruction",
-            location=location, roles=roles,
+            row,
+            columns,
+            INSTRUCTION,
+            f"{col}[{j}].response",
+            completions[j]["response"],
+            fmt="instruction",
+            location=location,
+            roles=roles,
         )
         for j in (best, worst)
-    )  # fmt: skip
+    )
     fields = (f"{col}[{best}]", f"{col}[{worst}]")
     pair = _split(chosen, rejected, shape="ultrafeedback", fields=fields, location=location)
     return replace(pair, chosen_score=high, rejected_score=low)
@@ -335,11 +361,18 @@ def _check_prompt_text(row: Mapping[str, Any], columns: Columns, pair: Pair, *, 
     if text != asked:
         raise RecordError(
             f"is {text!r:.40} but the conversations' last user turn is {asked!r:.40}; the columns disagree about the "
-            "prompt: fix one, or drop the prompt column", location=location, field=col,
-        )  # fmt: skip
+            "prompt: fix one, or drop the prompt column",
+            location=location,
+            field=col,
+        )
 
 
 __all__ = [
-    "PREFERENCE_FIELDS", "detect_task", "looks_like_preference", "preference_columns", "to_pairs", "to_unpaired",
+    "PREFERENCE_FIELDS",
+    "detect_task",
+    "looks_like_preference",
+    "preference_columns",
+    "to_pairs",
+    "to_unpaired",
     "unpair",
-]  # fmt: skip
+]

@@ -30,9 +30,16 @@ NEEDS_BOTH = "give both as text, both as message lists, or both as single messag
 
 
 def conversation(
-    row: Mapping[str, Any], columns: Columns, shared: Sequence[str], key: str, value: Any, *, fmt: str,
-    location: Location, roles: Mapping[str, str],
-) -> Example:  # fmt: skip
+    row: Mapping[str, Any],
+    columns: Columns,
+    shared: Sequence[str],
+    key: str,
+    value: Any,
+    *,
+    fmt: str,
+    location: Location,
+    roles: Mapping[str, str],
+) -> Example:
     """One side as the SFT record `to_examples` reads: the row's `shared` columns, and `value` under
     `key` as the messages (fmt="messages") or as the response (fmt="instruction")."""
     mapping = {name: col for name in shared if (col := columns.find(row, name, location=location)[0]) is not None}
@@ -49,9 +56,13 @@ def conversation(
 
 
 def pair_sides(
-    row: Mapping[str, Any], columns: Columns, sides: Mapping[str, tuple[str, Any]], *, location: Location,
+    row: Mapping[str, Any],
+    columns: Columns,
+    sides: Mapping[str, tuple[str, Any]],
+    *,
+    location: Location,
     roles: Mapping[str, str],
-) -> tuple[str, Example, Example]:  # fmt: skip
+) -> tuple[str, Example, Example]:
     """The shape of a row with chosen and rejected (`sides`: each side's column and value), and its two
     sides as whole conversations.
 
@@ -68,7 +79,7 @@ def pair_sides(
         a, b = (
             conversation(row, columns, shared, key, value, fmt=fmt, location=location, roles=roles)
             for key, value in zip(keys, values)
-        )  # fmt: skip
+        )
         return a, b
 
     def after(shape: str, found: tuple[str | None, Any], replies: Sequence[list[Any]], need: str, *, usual: str):
@@ -100,22 +111,25 @@ def pair_sides(
         if len(replies) > 1:
             raise RecordError(
                 "one side is a whole conversation and the other starts with the assistant's reply; give both "
-                "sides the same way", location=location, field=rejected_col,
-            )  # fmt: skip
+                "sides the same way",
+                location=location,
+                field=rejected_col,
+            )
         if replies == {False}:
             if isinstance(prompt, list):
                 raise RecordError(
                     "prompt is a list of messages and chosen/rejected are whole conversations that start with a "
                     "user or system turn; give either the prompt and the replies, or whole conversations",
-                    location=location, field=prompt_col,
-                )  # fmt: skip
+                    location=location,
+                    field=prompt_col,
+                )
             return "implicit", *read(SHARED, cols, (chosen, rejected), "messages")
         # TRL's prompt list; else LLaMA-Factory's conversations with reply lists.
         found = (prompt_col, prompt) if isinstance(prompt, list) else columns.find(row, "messages", location=location)
         need = (
             "chosen and rejected hold only the replies (they start with an assistant turn), so the prompt must be a "
             'list of messages [{"role": "user", "content": ...}]'
-        )  # fmt: skip
+        )
         return after("conversational", found, (chosen, rejected), need, usual="prompt")
     what = f"chosen is {_kind(chosen)} and rejected is {_kind(rejected)}; {NEEDS_BOTH}"
     raise RecordError(what, location=location, field=chosen_col)
@@ -140,8 +154,9 @@ def unpaired_side(
         if not isinstance(prompt, list):
             raise RecordError(
                 'completion is a list of messages, so the prompt must be one too: [{"role": "user", ...}]',
-                location=location, field=prompt_col or "prompt",
-            )  # fmt: skip
+                location=location,
+                field=prompt_col or "prompt",
+            )
         key = f"{prompt_col}+{out_col}"
         return "conversational", key, read(SHARED, key, [*prompt, *completion], "messages")
     if out_col is not None:
@@ -150,8 +165,10 @@ def unpaired_side(
     if conv_col is None:
         raise RecordError(
             "no completion and no messages; a KTO record is prompt + completion + label, or messages + label "
-            f"(columns are {', '.join(map(str, row))}); map them with --columns", location=location, field="completion",
-        )  # fmt: skip
+            f"(columns are {', '.join(map(str, row))}); map them with --columns",
+            location=location,
+            field="completion",
+        )
     return "messages", conv_col, read(SHARED, conv_col, conv, "messages")
 
 
@@ -170,7 +187,7 @@ def hh_messages(text: str, *, location: Location, field: str) -> list[dict[str, 
     return [
         {"role": "user" if who == "Human" else "assistant", "content": body.strip()}
         for who, body in zip(parts[1::2], parts[2::2])
-    ]  # fmt: skip
+    ]
 
 
 def _is_hh(text: str) -> bool:

@@ -24,8 +24,16 @@ from ftdata.records.reward_types import REWARD_TYPES, SKIP, parse_kind, type_of,
 from ftdata.types import Example, Message
 
 __all__ = [
-    "PROMPT_FIELDS", "REWARD_TYPES", "PromptRecord", "RewardColumns", "looks_like_prompts", "nested_paths", "prompt_columns",
-    "reward_values", "to_prompt", "type_of",
+    "PROMPT_FIELDS",
+    "REWARD_TYPES",
+    "PromptRecord",
+    "RewardColumns",
+    "looks_like_prompts",
+    "nested_paths",
+    "prompt_columns",
+    "reward_values",
+    "to_prompt",
+    "type_of",
 ]
 
 PROMPT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -43,7 +51,6 @@ OWN_COLUMNS = ("prompt", "prompt_ids", "tools")
 
 # Columns that hold a completion: a row with one is SFT (or preference) data, unless told --task prompts.
 _COMPLETIONS = ("output", "response", "answer", "completion", "chosen", "rejected", "solution")
-
 
 
 def prompt_columns(mapping: Mapping[str, str] | None) -> Columns:
@@ -66,15 +73,23 @@ def looks_like_prompts(row: Any, columns: Columns | None = None) -> bool:
         asks = bool(roles) and roles[-1] in ("user", "human") and not {"assistant", "gpt"} & set(roles)
         return asks and bool(_unwrap(columns.value(row, "tools")))
     prompt = columns.value(row, "instruction")
-    if "instruction" not in columns.explicit and isinstance(row.get("problem"), str) and not any(
-        key in row for key in ("instruction", "prompt", "question", "query")
+    if (
+        "instruction" not in columns.explicit
+        and isinstance(row.get("problem"), str)
+        and not any(key in row for key in ("instruction", "prompt", "question", "query"))
     ):
         return True
-    completions = {name for name in _COMPLETIONS if name in row and name not in columns.claimed} | (set(columns.named) & set(_COMPLETIONS))
+    completions = {name for name in _COMPLETIONS if name in row and name not in columns.claimed} | (
+        set(columns.named) & set(_COMPLETIONS)
+    )
     if isinstance(prompt, list) and not completions - {"answer", "solution"}:  # TRL's conversational prompt-only rows
         return True
     column = columns.column(row, "instruction")  # an `instruction` alone is SFT data's (self-instruct's `instances`)
-    return not completions and isinstance(prompt, (str, list)) and (column in ("prompt", "question", "query") or "instruction" in columns.explicit)
+    return (
+        not completions
+        and isinstance(prompt, (str, list))
+        and (column in ("prompt", "question", "query") or "instruction" in columns.explicit)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +105,14 @@ class PromptRecord:
         return self.example.source
 
 
-def to_prompt(row: Any, location: Location, *, columns: Columns, rewards: RewardColumns, roles: Mapping[str, str] | None = None) -> PromptRecord:
+def to_prompt(
+    row: Any, location: Location, *, columns: Columns, rewards: RewardColumns, roles: Mapping[str, str] | None = None
+) -> PromptRecord:
     """Read one row as a prompt and its reward columns.
 
     >>> rewards = RewardColumns({"answer": "string"})
-    >>> record = to_prompt({"question": "2+2?", "answer": "4"}, Location("d.jsonl", line=1), columns=prompt_columns(None), rewards=rewards)
+    >>> where = Location("d.jsonl", line=1)
+    >>> record = to_prompt({"question": "2+2?", "answer": "4"}, where, columns=prompt_columns(None), rewards=rewards)
     >>> [(m.role, m.content) for m in record.example.messages], record.columns
     ([('user', '2+2?')], {'answer': '4'})
 
@@ -103,7 +121,9 @@ def to_prompt(row: Any, location: Location, *, columns: Columns, rewards: Reward
             or of another type than the column's.
     """
     if not isinstance(row, Mapping):
-        raise RecordError(f"a prompt set's record is an object with a prompt, got {type(row).__name__}", location=location)
+        raise RecordError(
+            f"a prompt set's record is an object with a prompt, got {type(row).__name__}", location=location
+        )
     used: set[str] = set()
     messages = _conversation(row, columns, location, used, roles or {})
     extras: dict[str, Any] = {}
@@ -131,29 +151,40 @@ def reward_values(row: Mapping[str, Any], columns: Columns, used: set[str], loca
             raise RecordError(
                 f"is a column named like one a prompt set's row holds ({', '.join(OWN_COLUMNS)}) and it is not the "
                 f"prompt here; map the prompt from it (--columns instruction={name}) or rename it",
-                location=location, field=name,
-            )  # fmt: skip
+                location=location,
+                field=name,
+            )
     for name, source in columns.named.items():
         found, value = at_path(row, source)
         if not found:
-            raise RecordError(f"mapped column {source!r} is missing; columns are {', '.join(map(str, row))}", location=location, field=name)
+            raise RecordError(
+                f"mapped column {source!r} is missing; columns are {', '.join(map(str, row))}",
+                location=location,
+                field=name,
+            )
         if name in values:
             raise RecordError(
                 f"the column map makes a column {name} from {source} and the record has its own {name}; map it to "
-                "another name", location=location, field=name,
-            )  # fmt: skip
+                "another name",
+                location=location,
+                field=name,
+            )
         values[name] = value
     return values
 
 
-def _conversation(row: Mapping[str, Any], columns: Columns, location: Location, used: set[str], roles: Mapping[str, str]) -> tuple[Message, ...]:
+def _conversation(
+    row: Mapping[str, Any], columns: Columns, location: Location, used: set[str], roles: Mapping[str, str]
+) -> tuple[Message, ...]:
     """The prompt of `row` as messages, each column read added to `used`."""
     column, value = columns.find(row, "messages", location=location)
     if column is None:
         column, value = columns.find(row, "instruction", location=location)
     if column is None:
         names = ", ".join(sorted({a for f in ("instruction", "messages") for a in PROMPT_FIELDS[f]}))
-        raise RecordError(f"has no prompt: expected one of {names} (or map one: --columns instruction=COLUMN)", location=location)
+        raise RecordError(
+            f"has no prompt: expected one of {names} (or map one: --columns instruction=COLUMN)", location=location
+        )
     used.add(column)
     value = _unwrap(value)
     if isinstance(value, list):
@@ -169,14 +200,17 @@ def _conversation(row: Mapping[str, Any], columns: Columns, location: Location, 
     system_col, system = columns.find(row, "system", location=location)
     if system_col is not None:
         used.add(system_col)
-        if (text := _text(system, location=location, field=system_col, required=False)) and messages[0].role != "system":
+        if (text := _text(system, location=location, field=system_col, required=False)) and messages[
+            0
+        ].role != "system":
             messages = (Message("system", text), *messages)
     if messages[-1].role not in ("user", "tool"):
         raise RecordError(
             f"ends on a {messages[-1].role} turn; a prompt ends before the model's turn (on a user or tool turn): "
             "drop the reply, or build it as SFT data (--task sft)",
-            location=location, field=f"{column}[{len(messages) - 1}]",
-        )  # fmt: skip
+            location=location,
+            field=f"{column}[{len(messages) - 1}]",
+        )
     validate(messages, location=location, field=column, reply=False)
     return messages
 
@@ -197,7 +231,8 @@ class RewardColumns:
                     parse_kind(kind.removesuffix("?"))
                 except ConfigError:
                     raise ConfigError(
-                        f"reward_columns: {name}={kind!r} is no type; choose one of {', '.join(REWARD_TYPES)} (a trailing ? "
+                        f"reward_columns: {name}={kind!r} is no type; choose one of {', '.join(REWARD_TYPES)} (a "
+                        "trailing ? "
                         "lets a record leave it null)"
                     ) from None
         self.types = dict(types) if types is not None else None
@@ -230,13 +265,19 @@ class RewardColumns:
             for name, kind in (columns.types or {}).items():
                 if name in out and out[name].removesuffix("?") != kind.removesuffix("?"):
                     raise ConfigError(
-                        f"reward column {name} is {out[name].removesuffix('?')} in source {seen[name]} and {kind} in source {source}; "
+                        f"reward column {name} is {out[name].removesuffix('?')} in source {seen[name]} and {kind} "
+                        f"in source {source}; "
                         "give it one type in every source (or set reward_columns)"
-                    )  # fmt: skip
+                    )
                 out.setdefault(name, kind)
                 seen.setdefault(name, source)
         every = [set(c.types or {}) for c in named.values()]
-        return cls({name: kind if all(name in names for names in every) else kind.removesuffix("?") + "?" for name, kind in out.items()})
+        return cls(
+            {
+                name: kind if all(name in names for names in every) else kind.removesuffix("?") + "?"
+                for name, kind in out.items()
+            }
+        )
 
     def read(self, values: Mapping[str, Any], location: Location) -> dict[str, Any]:
         """`values` (a row's columns that are not its prompt) checked against the types, as stored; a `skip`
@@ -249,9 +290,14 @@ class RewardColumns:
                     f"is not one of the prompt set's columns ({named}; typed from its first record, or named by "
                     "reward_columns): give every record the same columns, or name it in reward_columns "
                     f"({name}=TYPE, or {name}={SKIP} to leave it out)",
-                    location=location, field=name,
-                )  # fmt: skip
-        return {name: typed(values.get(name), kind, name=name, location=location) for name, kind in types.items() if kind != SKIP}
+                    location=location,
+                    field=name,
+                )
+        return {
+            name: typed(values.get(name), kind, name=name, location=location)
+            for name, kind in types.items()
+            if kind != SKIP
+        }
 
 
 def nested_paths(row: Any, name: str, prefix: str = "") -> list[str]:

@@ -62,7 +62,7 @@ def _conversations(row: Mapping[str, Any], location: Location) -> list[Any]:
     if not _sharegpt(row.get("conversations")):
         raise RecordError(
             "must be a non-empty ShareGPT list of {from, value} turns", location=location, field="conversations"
-        )  # fmt: skip
+        )
     return list(row["conversations"])
 
 
@@ -77,8 +77,11 @@ def detect(row: Mapping[str, Any]) -> str | None:
     if isinstance(row.get("chat"), str) and isinstance(row.get("system"), str) and "ASSISTANT:" in row["chat"]:
         return "glaive"
     inputs = row.get("input")
-    if isinstance(row.get("output"), str) and isinstance(inputs, list) and inputs and all(
-        isinstance(m, Mapping) and "role" in m for m in inputs
+    if (
+        isinstance(row.get("output"), str)
+        and isinstance(inputs, list)
+        and inputs
+        and all(isinstance(m, Mapping) and "role" in m for m in inputs)
     ):
         return "nemotron"
     if not _sharegpt(row.get("conversations")):
@@ -116,7 +119,7 @@ def _nemotron(row: Mapping[str, Any], location: Location) -> Chat:
     if not isinstance(row.get("input"), list):
         raise RecordError(
             "must be a list of {role, content} messages (Nemotron's input)", location=location, field="input"
-        )  # fmt: skip
+        )
     output = _string(row, "output", location)
     switch = row.get("reasoning")
     if switch is not None and switch not in ("on", "off"):
@@ -124,8 +127,9 @@ def _nemotron(row: Mapping[str, Any], location: Location) -> Chat:
     if switch == "off" and re.match(r"\s*<think>\s*\S", output):
         raise RecordError(
             "holds a <think> block with text but reasoning is 'off'; fix the reasoning field or the output",
-            location=location, field="output",
-        )  # fmt: skip
+            location=location,
+            field="output",
+        )
     messages = [dict(m) for m in row["input"]]
     system = row.get("system_prompt")
     if system is not None and not isinstance(system, str):
@@ -134,8 +138,9 @@ def _nemotron(row: Mapping[str, Any], location: Location) -> Chat:
         if messages and messages[0].get("role") == "system":
             raise RecordError(
                 "input starts with a system message and system_prompt is set too; keep one of them",
-                location=location, field="system_prompt",
-            )  # fmt: skip
+                location=location,
+                field="system_prompt",
+            )
         messages.insert(0, {"role": "system", "content": system})
     return Chat([*messages, {"role": "assistant", "content": output}], (), (), "input")
 
@@ -162,8 +167,9 @@ def _openthoughts(row: Mapping[str, Any], location: Location) -> Chat:
             raise RecordError(
                 "must be <|begin_of_thought|>…<|end_of_thought|> then <|begin_of_solution|>…<|end_of_solution|> and "
                 "nothing else; fix the markers or give the reasoning in a reasoning_content field",
-                location=location, field=f"conversations[{i}].value",
-            )  # fmt: skip
+                location=location,
+                field=f"conversations[{i}].value",
+            )
         messages.append({"role": "assistant", "content": found[2].strip(), "reasoning_content": found[1].strip()})
     return Chat(messages, (), (), "conversations")
 
@@ -196,8 +202,9 @@ def _literal(text: str, *, location: Location, field: str, what: str) -> Any:
     if value is _UNREAD:
         raise RecordError(
             f"holds {what} that is neither JSON nor a Python literal: {text.strip()!r:.80}; fix the record",
-            location=location, field=field,
-        )  # fmt: skip
+            location=location,
+            field=field,
+        )
     return value
 
 
@@ -233,7 +240,7 @@ def _call(body: str, *, location: Location, field: str) -> dict[str, Any]:
     if not isinstance(call, dict):
         raise RecordError(
             f"holds a <tool_call> that is not an object: {body.strip()!r:.60}", location=location, field=field
-        )  # fmt: skip
+        )
     return {"name": call.get("name"), "arguments": call.get("arguments")}
 
 
@@ -246,7 +253,9 @@ def _result_name(body: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- glaive-function-calling-v2
 
-_SPEAKER = re.compile(r"(?:\A|\n{2,})[ \t]*(USER|ASSISTANT|FUNCTION RESPONSE):[ \t]?")  # glaive separates turns by blank lines
+_SPEAKER = re.compile(
+    r"(?:\A|\n{2,})[ \t]*(USER|ASSISTANT|FUNCTION RESPONSE):[ \t]?"
+)  # glaive separates turns by blank lines
 _FUNCTION_CALL = re.compile(r"<functioncall>\s*(.*)", re.DOTALL)
 _GLAIVE_ROLES = {"USER": "user", "ASSISTANT": "assistant", "FUNCTION RESPONSE": "tool"}
 
@@ -261,15 +270,20 @@ def _glaive(row: Mapping[str, Any], location: Location) -> Chat:
     if pieces[0].strip():
         raise RecordError(
             f"must start with 'USER:'; it starts {pieces[0].strip()!r:.40}", location=location, field="chat"
-        )  # fmt: skip
+        )
     for k, (speaker, text) in enumerate(zip(pieces[1::2], pieces[2::2])):
         text = text.strip().removesuffix("<|endoftext|>").strip()
         role = _GLAIVE_ROLES[speaker]
         if role == "assistant" and (call := _FUNCTION_CALL.search(text)):
             body = call[1].strip().removesuffix("<|endoftext|>").strip()
             field = f"chat (turn {k + 1}, <functioncall>)"
-            messages.append({"role": "assistant", "content": text[: call.start()].strip(),
-                             "tool_calls": [_glaive_call(body, location=location, field=field)]})  # fmt: skip
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": text[: call.start()].strip(),
+                    "tool_calls": [_glaive_call(body, location=location, field=field)],
+                }
+            )
         else:
             messages.append({"role": role, "content": text})
     return Chat(messages, schemas, (TOOLS_DROPPED,) if schemas else (), "chat")
@@ -287,8 +301,9 @@ def _glaive_functions(system: str, location: Location) -> tuple[tuple[dict[str, 
         except json.JSONDecodeError as exc:
             raise RecordError(
                 f"holds a function schema that is not valid JSON ({exc.msg} at character {exc.pos}); fix the record",
-                location=location, field="system",
-            ) from None  # fmt: skip
+                location=location,
+                field="system",
+            ) from None
         found.append(schema)
         at = end
         while at < len(system) and system[at] in " \t\r\n,":

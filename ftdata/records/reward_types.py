@@ -59,8 +59,8 @@ def parse_kind(text: str) -> Kind:
 
 def _parse(text: str, whole: str) -> tuple[Kind, str]:
     for name in (*SCALARS, "json", SKIP):
-        if text.startswith(name) and not text[len(name):len(name) + 1].isalnum():
-            return name, text[len(name):]
+        if text.startswith(name) and not text[len(name) : len(name) + 1].isalnum():
+            return name, text[len(name) :]
     if text.startswith("list["):
         inner, rest = _parse(text[5:].lstrip(), whole)
         rest = rest.lstrip()
@@ -71,9 +71,9 @@ def _parse(text: str, whole: str) -> tuple[Kind, str]:
         rest, keys = text[7:].lstrip(), []
         while not rest.startswith("}"):
             key = _KEY.match(rest)
-            if key is None or not rest[key.end():].lstrip().startswith(":"):
+            if key is None or not rest[key.end() :].lstrip().startswith(":"):
                 raise _no_type(whole)
-            inner, rest = _parse(rest[key.end():].lstrip()[1:].lstrip(), whole)
+            inner, rest = _parse(rest[key.end() :].lstrip()[1:].lstrip(), whole)
             if inner == SKIP:
                 raise _no_type(whole)
             keys.append((key.group(), inner))
@@ -87,7 +87,9 @@ def _parse(text: str, whole: str) -> tuple[Kind, str]:
 
 
 def _no_type(text: str) -> ConfigError:
-    return ConfigError(f"reward_columns: {text!r} is no type; choose one of {', '.join(REWARD_TYPES)} (a trailing ? lets it be null)")
+    return ConfigError(
+        f"reward_columns: {text!r} is no type; choose one of {', '.join(REWARD_TYPES)} (a trailing ? lets it be null)"
+    )
 
 
 def name_of(kind: Kind) -> str:
@@ -134,7 +136,11 @@ def typed(value: Any, kind: str, *, name: str, location: Location) -> Any:
         return None
     kind = kind.removesuffix("?")
     if value is None:
-        raise RecordError(f"is missing or null; every record of the prompt set carries the reward column {name} ({kind})", location=location, field=name)
+        raise RecordError(
+            f"is missing or null; every record of the prompt set carries the reward column {name} ({kind})",
+            location=location,
+            field=name,
+        )
     return _typed(value, parse_kind(kind), name=name, location=location, top=name)
 
 
@@ -143,12 +149,18 @@ def _typed(value: Any, kind: Kind, *, name: str, location: Location, top: str) -
         try:
             return json.dumps(value, ensure_ascii=False, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError):
-            raise RecordError(f"holds a value that is not JSON ({type(value).__name__})", location=location, field=name) from None
+            raise RecordError(
+                f"holds a value that is not JSON ({type(value).__name__})", location=location, field=name
+            ) from None
     if isinstance(kind, str):
         return _scalar(value, kind, name=name, location=location)
     if kind[0] == "list":
         if not isinstance(value, list):
-            raise RecordError(f"is {type_of(value)}, the column holds {name_of(kind)}; make every record's {name} a list", location=location, field=name)
+            raise RecordError(
+                f"is {type_of(value)}, the column holds {name_of(kind)}; make every record's {name} a list",
+                location=location,
+                field=name,
+            )
         return [_typed(v, kind[1], name=f"{name}[{i}]", location=location, top=top) for i, v in enumerate(value)]
     return _struct(value, kind, name=name, location=location, top=top)
 
@@ -157,16 +169,23 @@ def _struct(value: Any, kind: tuple[str, Any], *, name: str, location: Location,
     """An object checked key by key: a key the record lacks (or null) is null; a key the type lacks is refused."""
     keys = dict(kind[1])
     if not isinstance(value, dict):
-        raise RecordError(f"is {type_of(value)}, the column holds {name_of(kind)}; write every record's {name} as that object", location=location, field=name)
+        raise RecordError(
+            f"is {type_of(value)}, the column holds {name_of(kind)}; write every record's {name} as that object",
+            location=location,
+            field=name,
+        )
     extra = [key for key in value if key not in keys]
     if extra:
         raise RecordError(
             f"has key {extra[0]!r} that the column's type {name_of(kind)} does not (typed from the prompt set's first "
             f"record, or reward_columns); give every record the same keys, or type {top} as json in reward_columns",
-            location=location, field=name,
-        )  # fmt: skip
+            location=location,
+            field=name,
+        )
     return {
-        key: None if _unwrap(value.get(key)) is None else _typed(_unwrap(value[key]), inner, name=f"{name}.{key}", location=location, top=top)
+        key: None
+        if _unwrap(value.get(key)) is None
+        else _typed(_unwrap(value[key]), inner, name=f"{name}.{key}", location=location, top=top)
         for key, inner in keys.items()
     }
 
@@ -180,8 +199,9 @@ def _scalar(value: Any, kind: str, *, name: str, location: Location) -> Any:
     raise RecordError(
         f"is {got} ({_brief(value)}), the column holds {kind} (as the first record, or reward_columns, says); "
         f"write every record's {name.split('[')[0]} as {kind}",
-        location=location, field=name,
-    )  # fmt: skip
+        location=location,
+        field=name,
+    )
 
 
 def _brief(value: Any) -> str:

@@ -51,14 +51,18 @@ def with_scores(pair: Pair, row: Mapping[str, Any], columns: Columns, *, locatio
     high, low = number(high, location=location, field=high_col), number(low, location=location, field=low_col)
     if high == low:
         raise UnusableRecord(
-            f"chosen and rejected both score {high:g}; neither is preferred", location=location, field=high_col,
+            f"chosen and rejected both score {high:g}; neither is preferred",
+            location=location,
+            field=high_col,
             code=RejectCode.NO_PREFERENCE,
-        )  # fmt: skip
+        )
     if high < low:
         raise RecordError(
             f"the chosen side scores {high:g}, below the rejected side's {low:g}; the columns contradict each other: "
-            "check which side is which", location=location, field=high_col,
-        )  # fmt: skip
+            "check which side is which",
+            location=location,
+            field=high_col,
+        )
     return replace(pair, chosen_score=high, rejected_score=low)
 
 
@@ -81,7 +85,9 @@ def best_and_worst(
     best, worst = scores.index(max(scores)), scores.index(min(scores))
     if best == worst:  # every score ties: max and min are both the first
         raise UnusableRecord(
-            f"every completion scores {scores[0]:g}; neither is preferred", location=location, field=field,
+            f"every completion scores {scores[0]:g}; neither is preferred",
+            location=location,
+            field=field,
             code=RejectCode.NO_PREFERENCE,
-        )  # fmt: skip
+        )
     return (best, scores[best]), (worst, scores[worst])

@@ -39,10 +39,13 @@ def _json(value: Any, *, location: Location, field: str, kind: type | tuple[type
         except json.JSONDecodeError as exc:
             raise RecordError(
                 f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}) in {value!r:.60}; {fix}",
-                location=location, field=field,
-            ) from None  # fmt: skip
+                location=location,
+                field=field,
+            ) from None
     if not isinstance(value, kind):
-        raise RecordError(f"must be {what}, got {type(value).__name__} {value!r:.40}; {fix}", location=location, field=field)
+        raise RecordError(
+            f"must be {what}, got {type(value).__name__} {value!r:.40}; {fix}", location=location, field=field
+        )
     return value
 
 
@@ -53,11 +56,15 @@ def _function(item: Any, *, location: Location, field: str, what: str) -> tuple[
     # Arrow-backed datasets fill keys a row lacks with None: a null `type` or `function` is absent.
     kind = item.get("type") or "function"
     if kind != "function":
-        raise RecordError(f"has type {kind!r}; only function tools are supported", location=location, field=f"{field}.type")
+        raise RecordError(
+            f"has type {kind!r}; only function tools are supported", location=location, field=f"{field}.type"
+        )
     if item.get("function") is None:
         return {k: v for k, v in item.items() if k != "function"}, field
     if not isinstance(item["function"], Mapping):
-        raise RecordError(f"must be an object, got {item['function']!r:.40}", location=location, field=f"{field}.function")
+        raise RecordError(
+            f"must be an object, got {item['function']!r:.40}", location=location, field=f"{field}.function"
+        )
     return dict(item["function"]), f"{field}.function"
 
 
@@ -65,7 +72,9 @@ def _name(func: Mapping[str, Any], *, location: Location, field: str) -> str:
     name = func.get("name")
     if not isinstance(name, str) or not name.strip():
         raise RecordError(
-            f"must be the function's name as a non-empty string, got {name!r:.40}", location=location, field=f"{field}.name"
+            f"must be the function's name as a non-empty string, got {name!r:.40}",
+            location=location,
+            field=f"{field}.name",
         )
     return name
 
@@ -73,18 +82,23 @@ def _name(func: Mapping[str, Any], *, location: Location, field: str) -> str:
 def tool_call(item: Any, *, location: Location, field: str) -> ToolCall:
     """One call, from the OpenAI/HF shape or the flat `{name, arguments}` shape.
 
-    >>> tool_call({"type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}, location=Location("d"), field="c")
+    >>> call = {"type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+    >>> tool_call(call, location=Location("d"), field="c")
     ToolCall(name='f', arguments='{"x": 1}', id=None)
     """
     func, path = _function(item, location=location, field=field, what="a call object {name, arguments}")
     arguments = func.get("arguments")
     if arguments is None:
         arguments = {}
-    parsed = _json(arguments, location=location, field=f"{path}.arguments", kind=dict, what="a JSON object", fix=ARGUMENTS_FIX)
+    parsed = _json(
+        arguments, location=location, field=f"{path}.arguments", kind=dict, what="a JSON object", fix=ARGUMENTS_FIX
+    )
     call_id = item.get("id")
     if call_id is not None and not isinstance(call_id, str):
         raise RecordError(f"must be a string, got {call_id!r:.40}", location=location, field=f"{field}.id")
-    return ToolCall(_name(func, location=location, field=path), arguments if isinstance(arguments, str) else parsed, call_id)
+    return ToolCall(
+        _name(func, location=location, field=path), arguments if isinstance(arguments, str) else parsed, call_id
+    )
 
 
 def tool_calls(value: Any, *, location: Location, field: str) -> tuple[ToolCall, ...]:
@@ -92,14 +106,19 @@ def tool_calls(value: Any, *, location: Location, field: str) -> tuple[ToolCall,
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise RecordError(f"must be a list of calls, got {type(value).__name__} {value!r:.40}", location=location, field=field)
+        raise RecordError(
+            f"must be a list of calls, got {type(value).__name__} {value!r:.40}", location=location, field=field
+        )
     return tuple(tool_call(item, location=location, field=f"{field}[{j}]") for j, item in enumerate(value))
 
 
 def function_call_turn(value: Any, *, location: Location, field: str) -> tuple[ToolCall, ...]:
-    """The value of a ShareGPT `function_call` turn: a call `{name, arguments}` or a list of them (JSON text or parsed)."""
+    """The value of a ShareGPT `function_call` turn: a call `{name,
+    arguments}` or a list of them (JSON text or parsed)."""
     fix = 'give {"name": ..., "arguments": {...}} or a list of such calls'
-    parsed = _json(value, location=location, field=field, kind=(dict, list), what="a call object or a list of calls", fix=fix)
+    parsed = _json(
+        value, location=location, field=field, kind=(dict, list), what="a call object or a list of calls", fix=fix
+    )
     if isinstance(parsed, dict):
         return (tool_call(parsed, location=location, field=field),)
     if not parsed:
@@ -120,7 +139,9 @@ def tool_schemas(value: Any, *, location: Location, field: str) -> tuple[dict[st
     schemas = []
     for j, item in enumerate(items):
         where = f"{field}[{j}]"
-        func, path = _function(item, location=location, field=where, what="a tool schema {name, description, parameters}")
+        func, path = _function(
+            item, location=location, field=where, what="a tool schema {name, description, parameters}"
+        )
         _name(func, location=location, field=path)
         if path == where:  # bare schema: wrap it (a Responses-API style "type": "function" moves out)
             func.pop("type", None)
@@ -159,10 +180,14 @@ def template_kwargs(value: Any, *, location: Location, field: str) -> dict[str, 
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
     fix = 'give an object such as {"enable_thinking": false}'
-    kwargs = _json(value, location=location, field=field, kind=dict, what="an object of chat template arguments", fix=fix)
+    kwargs = _json(
+        value, location=location, field=field, kind=dict, what="an object of chat template arguments", fix=fix
+    )
     for key in kwargs:
         if not isinstance(key, str) or not key.isidentifier():
-            raise RecordError(f"has key {key!r}, which is not a keyword argument name; {fix}", location=location, field=field)
+            raise RecordError(
+                f"has key {key!r}, which is not a keyword argument name; {fix}", location=location, field=field
+            )
     # A null value is a key this row lacks: Arrow-backed datasets give every row every key.
     return {key: v for key, v in kwargs.items() if v is not None}
 
@@ -174,15 +199,18 @@ def reasoning(msg: Mapping[str, Any], *, location: Location, field: str) -> str 
         if not isinstance(text, str):
             raise RecordError(
                 f"must be a string, got {type(text).__name__} {text!r:.40}; give the reasoning as text",
-                location=location, field=f"{field}.{key}",
-            )  # fmt: skip
+                location=location,
+                field=f"{field}.{key}",
+            )
     texts = {text for text in found.values() if text.strip()}
     if len(texts) > 1:
         raise RecordError(f"{' and '.join(found)} differ; keep one reasoning field", location=location, field=field)
     return texts.pop() if texts else None
 
 
-def check_result(msg: Message, prev: Message | None, calling: Message | None, *, location: Location, field: str) -> None:
+def check_result(
+    msg: Message, prev: Message | None, calling: Message | None, *, location: Location, field: str
+) -> None:
     """A tool result must answer a call: follow the calling assistant turn (`calling`) or another result.
 
     Raises:
@@ -192,15 +220,17 @@ def check_result(msg: Message, prev: Message | None, calling: Message | None, *,
         raise RecordError(
             "a tool result must follow an assistant turn with tool_calls (or another tool result); "
             "add the call to the assistant turn before it, or remove this turn",
-            location=location, field=field,
-        )  # fmt: skip
+            location=location,
+            field=field,
+        )
     ids = [call.id for call in calling.tool_calls if call.id is not None]
     if msg.tool_call_id is not None and ids and msg.tool_call_id not in ids:
         raise RecordError(
             f"tool_call_id {msg.tool_call_id!r} answers no call of the assistant turn before it "
             f"(its call ids: {', '.join(ids)}); fix the id",
-            location=location, field=f"{field}.tool_call_id",
-        )  # fmt: skip
+            location=location,
+            field=f"{field}.tool_call_id",
+        )
 
 
 def name_tool_results(messages: Sequence[Message]) -> tuple[Message, ...]:

@@ -55,8 +55,11 @@ class Drift:
             why = "the stop token, which the harness did not record (not drift: the turn trains its stop token)"
             return Note(NoteCode.STOP_MISSING, f"{turn} are the tokens trained but the last, {why}")
         if self.kept:
-            return Note(NoteCode.TOKEN_DRIFT, f"messages[{self.turn}]: trains its {self.recorded} recorded completion tokens "
-                                              f"({self.differ} differ from the re-tokenized turn, which decodes to the same text)")  # fmt: skip
+            return Note(
+                NoteCode.TOKEN_DRIFT,
+                f"messages[{self.turn}]: trains its {self.recorded} recorded completion tokens "
+                f"({self.differ} differ from the re-tokenized turn, which decodes to the same text)",
+            )
         shared = f"they share the first {self.head} and the last {self.tail}"
         shared = shared if self.head or self.tail else "from the start"
         text = f"{turn} and the {self.trained} tokens trained differ, {shared} (retokenization drift)"
@@ -124,8 +127,9 @@ def token_drift(example: Example, tokenized: Tokenized, options: DataOptions) ->
     )
 
 
-
-def recorded(tokenized: Tokenized, example: Example, drift: tuple[Drift, ...], tokenizer: Any) -> tuple[Tokenized, tuple[Drift, ...]]:
+def recorded(
+    tokenized: Tokenized, example: Example, drift: tuple[Drift, ...], tokenizer: Any
+) -> tuple[Tokenized, tuple[Drift, ...]]:
     """`tokenized` with each differing turn's run replaced by its recorded ids where they decode to the run's text,
     and the drifts, those replaced marked `kept` (a turn whose ids decode otherwise keeps its run and its note).
     Exchange cuts after a replaced run move with it; its tokens keep the run's loss weight."""
@@ -150,7 +154,9 @@ def recorded(tokenized: Tokenized, example: Example, drift: tuple[Drift, ...], t
         out[k] = replace(d, kept=True)
     if not any(d.kept for d in out):
         return tokenized, drift
-    return replace(tokenized, input_ids=ids, labels=labels, weights=weights, cuts=tuple(cuts), offsets=offsets), tuple(out)
+    return replace(tokenized, input_ids=ids, labels=labels, weights=weights, cuts=tuple(cuts), offsets=offsets), tuple(
+        out
+    )
 
 
 def _text(tokenizer: Any, ids: list[int]) -> str:

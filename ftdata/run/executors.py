@@ -39,10 +39,22 @@ from ftdata.guard.scratch import drop_scratch, scratch_dir
 from ftdata.types import Engine
 
 __all__ = [
-    "IN_PROCESS_BELOW", "Engine", "Executor", "LocalExecutor", "ProcessExecutor", "Raised", "RayExecutor", "default_workers", "executor", "local_threads",
-    "not_a_spawned_start", "pickled",
-    "ray_cluster", "ray_failure", "ray_spec",
-]  # fmt: skip
+    "IN_PROCESS_BELOW",
+    "Engine",
+    "Executor",
+    "LocalExecutor",
+    "ProcessExecutor",
+    "Raised",
+    "RayExecutor",
+    "default_workers",
+    "executor",
+    "local_threads",
+    "not_a_spawned_start",
+    "pickled",
+    "ray_cluster",
+    "ray_failure",
+    "ray_spec",
+]
 
 B = TypeVar("B", bound=Sized)
 T = TypeVar("T")
@@ -59,7 +71,8 @@ def default_workers() -> int:
 
 
 def local_threads() -> int:
-    """Threads of engine=local: one per core (a third thread on two cores cost 4-9% more CPU, and kept them no busier)."""
+    """Threads of engine=local: one per core (a third thread on
+    two cores cost 4-9% more CPU, and kept them no busier)."""
     return default_workers()
 
 
@@ -89,7 +102,12 @@ class LocalExecutor:
             for batch in batches:
                 yield fn(spec, batch)
             return
-        with _one_tokenizer_thread(), _quiet_collector(), _long_turns(), ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool:
+        with (
+            _one_tokenizer_thread(),
+            _quiet_collector(),
+            _long_turns(),
+            ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool,
+        ):
             yield from _in_order(pool, lambda batch: pool.submit(fn, spec, batch), iter(batches), 2 * self.threads)
 
 
@@ -280,7 +298,9 @@ class ProcessExecutor:
         spec_file = scratch / "spec.pickle"
         spec_file.write_bytes(payload)
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(self.num_workers, mp_context=context, initializer=_init_worker, initargs=(str(spec_file), os.getpid()))
+        pool = ProcessPoolExecutor(
+            self.num_workers, mp_context=context, initializer=_init_worker, initargs=(str(spec_file), os.getpid())
+        )
         try:
             for result in _in_order(pool, lambda batch: pool.submit(_call, fn, batch), batches, 2 * self.num_workers):
                 if isinstance(result, Raised):
@@ -292,7 +312,7 @@ class ProcessExecutor:
             drop_scratch(scratch)
 
 
-GUARD = "put the build under `if __name__ == \"__main__\":`, or use engine=local"
+GUARD = 'put the build under `if __name__ == "__main__":`, or use engine=local'
 
 
 def not_a_spawned_start() -> None:
@@ -311,7 +331,9 @@ def not_a_spawned_start() -> None:
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # runpy runs the script as `__mp_main__`; `__main__` is still the interpreter's own until it is done
         script = getattr(sys.modules.get("__mp_main__"), "__file__", None) or "the main module"
-        raise ConfigError(f"a worker process started with spawn runs {script} again, and its top level starts a build; {GUARD}")
+        raise ConfigError(
+            f"a worker process started with spawn runs {script} again, and its top level starts a build; {GUARD}"
+        )
 
 
 def _died() -> FtdataError:
@@ -323,8 +345,13 @@ def _died() -> FtdataError:
     except OSError:
         guarded = True
     if not guarded:
-        return ConfigError(f"a worker process died: engine=processes starts workers that run {script} again, and its top level starts a build; {GUARD}")
-    return FtdataError("a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local")
+        return ConfigError(
+            f"a worker process died: engine=processes starts workers that run {script} again, and its top level "
+            f"starts a build; {GUARD}"
+        )
+    return FtdataError(
+        "a worker process died (killed for memory?); lower num_workers or batch_size, or use engine=local"
+    )
 
 
 def pickled(spec: Any, engine: str) -> bytes:
@@ -383,10 +410,17 @@ def ray_cluster(address: str | None, num_workers: int | None) -> Iterator[tuple[
     with Reaper() if started and address is None else nullcontext():
         if started:
             try:
-                ray.init(address=address, num_cpus=None if address else num_workers,
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
+                ray.init(
+                    address=address,
+                    num_cpus=None if address else num_workers,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
             except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
-                raise ConfigError(f"engine=ray could not start or reach a Ray cluster at {address or 'this machine'}: {exc}") from None
+                raise ConfigError(
+                    f"engine=ray could not start or reach a Ray cluster at {address or 'this machine'}: {exc}"
+                ) from None
         try:
             yield ray, num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         finally:

@@ -82,7 +82,9 @@ class StageSpec(Generic[P]):
             stage = Stage(self.tokenizer, self.options)
             for read, ours in zip(stage.templates, self.templates):
                 if read != ours:
-                    raise FtdataError(f"{ours.name} changed while the build ran (a worker read other bytes); build again")
+                    raise FtdataError(
+                        f"{ours.name} changed while the build ran (a worker read other bytes); build again"
+                    )
             object.__setattr__(self, "stage", stage)
         return self.stage  # type: ignore[return-value]  # set above: a frozen spec caches its stage
 
@@ -99,7 +101,9 @@ class Batch:
         return self.read
 
 
-def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: tuple[int, int] | None = None) -> Iterator[Batch]:
+def read_batches(
+    source: Any, options: DataOptions, *, batch_size: int, window: tuple[int, int] | None = None
+) -> Iterator[Batch]:
     """The records of `source` (up to `limit`) in batches of `batch_size` kept records, the first ones
     smaller (`FIRST_BATCH`, doubling up to `batch_size`): a small input still fills every thread or worker,
     and the first results come back sooner. The last ones get smaller again (`_tail`): one full batch is
@@ -116,17 +120,23 @@ def read_batches(source: Any, options: DataOptions, *, batch_size: int, window: 
     smallest = min(FIRST_BATCH, batch_size)
     batch, size = Batch(), smallest
     held: Batch | None = None  # the last full batch, not given out until the one after it is full
-    reader = read_records(source, reader=options.reader, delimiter=options.delimiter, field=options.field, bounds=ReadBounds.of(options))
+    reader = read_records(
+        source, reader=options.reader, delimiter=options.delimiter, field=options.field, bounds=ReadBounds.of(options)
+    )
     try:
         for location, row in islice(reader, options.limit):
             try:
                 dropped: bool | Reject = keep is not None and not keep(row, location)
-            except RecordOverLimit as exc:  # the filter ran past a limit on this record: its reject (on_error=skip) or the error
+            except (
+                RecordOverLimit
+            ) as exc:  # the filter ran past a limit on this record: its reject (on_error=skip) or the error
                 dropped = Reject.from_error(exc, location, RejectStage.FILTER, on_error=options.on_error)
             if dropped:
                 if window is None:
                     batch.read += 1
-                    filtered = Reject(str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false")
+                    filtered = Reject(
+                        str(location), RejectStage.FILTER, RejectCode.FILTERED, f"filtered: {options.filter} is false"
+                    )
                     batch.filtered.append(dropped if isinstance(dropped, Reject) else filtered)
                 continue
             kept += 1
@@ -213,5 +223,9 @@ def run(
             progress(counts.records)
         yield part
     if report.records == 0 and not empty_ok:
-        where = "" if window is None else f" to show (offset {window[0]}{', after the filter' if stage.options.filter else ''})"
+        where = (
+            ""
+            if window is None
+            else f" to show (offset {window[0]}{', after the filter' if stage.options.filter else ''})"
+        )
         raise FtdataError(f"{source}: no records{where}")

@@ -73,12 +73,14 @@ def check(options: DataOptions, *, task: Ruled, tasks: Iterable[Ruled]) -> None:
         for name in other.rules.own:
             if name not in task.rules.own and Refused(name, "").given(options):
                 raise ConfigError(
-                    f"{name} applies to {other.rules.noun} (task={other.task.value}), got task={task.task.value}; drop {name}"
+                    f"{name} applies to {other.rules.noun} (task={other.task.value}), got task={task.task.value}; "
+                    f"drop {name}"
                 )
     for rule in task.rules.refuses:
         if rule.given(options):
             value = getattr(options, rule.option)
             raise ConfigError(
-                f"{rule.option}={getattr(value, 'value', value)!r} does not apply to task={task.task.value}: {rule.why}; "
+                f"{rule.option}={getattr(value, 'value', value)!r} does not apply to task={task.task.value}: "
+                f"{rule.why}; "
                 f"drop {rule.option}"
             )

@@ -36,7 +36,12 @@ from ftdata.types import TruncationPolicy
 
 __all__ = ["PairDataStats", "PairSummary", "collect_pairs", "pair_summaries"]
 
-POLICIES = (TruncationPolicy.KEEP_RESPONSE, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END, TruncationPolicy.DROP)
+POLICIES = (
+    TruncationPolicy.KEEP_RESPONSE,
+    TruncationPolicy.KEEP_START,
+    TruncationPolicy.KEEP_END,
+    TruncationPolicy.DROP,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +87,25 @@ def summarize_pair(stage: Stage, item: MeasuredPair, kept: Any) -> PairSummary:
     completions = row.completions
     rows = kept.rows if kept is not None else []
     return PairSummary(
-        format=item.example.format, prompt=len(row.prompt), completions=tuple(map(len, completions)),
-        common=_common(*completions) if len(completions) == 2 else 0, label=row.label,
-        digest=_digest(row.prompt, *completions), prompt_digest=_digest(row.prompt), outcomes=tuple(outcomes),
+        format=item.example.format,
+        prompt=len(row.prompt),
+        completions=tuple(map(len, completions)),
+        common=_common(*completions) if len(completions) == 2 else 0,
+        label=row.label,
+        digest=_digest(row.prompt, *completions),
+        prompt_digest=_digest(row.prompt),
+        outcomes=tuple(outcomes),
         kept=(rows[0].tokens, rows[0].trained) if rows else None,
-    )  # fmt: skip
+    )
 
 
 def pair_summaries(stage: Stage, ran: Ran) -> list[PairSummary]:
     """The stats reducer of pairs: each measured pair of a batch reduced to a `PairSummary` (in the worker)."""
-    return [summarize_pair(stage, item, kept) for _, item, kept in ran.outcomes if isinstance(item, MeasuredPair) and kept is not None]
+    return [
+        summarize_pair(stage, item, kept)
+        for _, item, kept in ran.outcomes
+        if isinstance(item, MeasuredPair) and kept is not None
+    ]
 
 
 @dataclass
@@ -107,7 +121,9 @@ class PairDataStats:
     counts: BuildReport = field(default_factory=BuildReport)
     formats: Counter[str] = field(default_factory=Counter)
     prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    completions: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))  # chosen, rejected (KTO: one)
+    completions: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 2), dtype=np.int64)
+    )  # chosen, rejected (KTO: one)
     common: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     repeated: int = 0  # pairs whose tokens repeat an earlier pair's
@@ -134,34 +150,55 @@ class PairDataStats:
     def lengths(self) -> dict[str, dict[str, float]]:
         """p50/p90/p99/max/mean of the prompt and of each completion, in tokens."""
         names = ("chosen", "rejected") if self.paired else ("completion",)
-        return {"prompt": describe(self.prompt), **{name: describe(self.completions[:, i]) for i, name in enumerate(names)}}
+        return {
+            "prompt": describe(self.prompt),
+            **{name: describe(self.completions[:, i]) for i, name in enumerate(names)},
+        }
 
     def bias(self) -> dict[str, float]:
         """Shares of pairs whose chosen completion is longer, as long, shorter than the rejected one."""
         n = max(self.pairs, 1)
         chosen, rejected = self.completions[:, 0], self.completions[:, 1]
-        return {name: round(float(v.sum()) / n, 4) for name, v in
-                (("chosen_longer", chosen > rejected), ("same_length", chosen == rejected), ("chosen_shorter", chosen < rejected))}  # fmt: skip
+        return {
+            name: round(float(v.sum()) / n, 4)
+            for name, v in (
+                ("chosen_longer", chosen > rejected),
+                ("same_length", chosen == rejected),
+                ("chosen_shorter", chosen < rejected),
+            )
+        }
 
     def shared_start(self) -> dict[str, float]:
         """The share of pairs whose completions start with the same token(s), and the mean share of the
         shorter completion those tokens make."""
         n = max(self.pairs, 1)
         shorter = np.maximum(self.completions.min(axis=1), 1)
-        return {"pairs": round(float((self.common > 0).sum()) / n, 4), "mean_share": round(float((self.common / shorter).mean()) if self.pairs else 0.0, 4)}
+        return {
+            "pairs": round(float((self.common > 0).sum()) / n, 4),
+            "mean_share": round(float((self.common / shorter).mean()) if self.pairs else 0.0, 4),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (no per-pair arrays)."""
         out: dict[str, Any] = {
-            "source": self.source, "tokenizer": self.tokenizer, "template": self.template, "task": self.task,
-            "max_length": self.max_length, "truncation": self.truncation, "records": self.counts.records,
-            "pairs" if self.paired else "completions": self.pairs, "filtered": self.counts.filtered,
-            "formats": dict(self.formats), "rejected": {code.value: n for code, n in self.counts.rejected.items()},
+            "source": self.source,
+            "tokenizer": self.tokenizer,
+            "template": self.template,
+            "task": self.task,
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "records": self.counts.records,
+            "pairs" if self.paired else "completions": self.pairs,
+            "filtered": self.counts.filtered,
+            "formats": dict(self.formats),
+            "rejected": {code.value: n for code, n in self.counts.rejected.items()},
             "sample_rejects": [r.to_dict() for r in self.counts.sample_rejects if not r.kept],
-            "lengths": self.lengths(), "repeated": self.repeated, "repeated_prompts": self.repeated_prompts,
+            "lengths": self.lengths(),
+            "repeated": self.repeated,
+            "repeated_prompts": self.repeated_prompts,
             "truncation_policies": [asdict(p) for p in self.policies],
             "kept": {"rows": self.kept, "tokens": self.kept_tokens, "trained_tokens": self.kept_trained},
-        }  # fmt: skip
+        }
         if self.paired:
             out["length_bias"] = self.bias()
             out["shared_start"] = self.shared_start()
@@ -207,7 +244,9 @@ class _Accumulator:
         return stats
 
 
-def collect_pairs(source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None) -> PairDataStats:
+def collect_pairs(
+    source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None
+) -> PairDataStats:
     """Measure every record of `source` (up to `limit`) as a preference build would, on `run`'s engine.
 
     Raises:
@@ -217,15 +256,23 @@ def collect_pairs(source: Any, stage: Stage, run: RunOptions | None = None, *, p
     """
     opts = stage.options
     stats = PairDataStats(
-        source=str(source), tokenizer=str(getattr(stage.tokenizer, "name_or_path", "")), template=stage.renderer.name,
-        task=opts.task.value if opts.task else "preference", max_length=opts.max_length, truncation=opts.truncation.value,
-    )  # fmt: skip
+        source=str(source),
+        tokenizer=str(getattr(stage.tokenizer, "name_or_path", "")),
+        template=stage.renderer.name,
+        task=opts.task.value if opts.task else "preference",
+        max_length=opts.max_length,
+        truncation=opts.truncation.value,
+    )
     acc = _Accumulator(stats)
-    for items in loop.run(source, stage, run or RunOptions(), pair_summaries, report=stats.counts, lenient=True, progress=progress):
+    for items in loop.run(
+        source, stage, run or RunOptions(), pair_summaries, report=stats.counts, lenient=True, progress=progress
+    ):
         for item in items:
             acc.add(item)
     if not acc.rows:
         first = next((r for r in stats.counts.sample_rejects if not r.kept), None)
         why = f"; first: {first.location}: {first.reason}" if isinstance(first, Reject) else ""
-        raise FtdataError(f"no pair could be measured ({stats.counts.records} read, {stats.counts.filtered} filtered){why}")
+        raise FtdataError(
+            f"no pair could be measured ({stats.counts.records} read, {stats.counts.filtered} filtered){why}"
+        )
     return acc.finish()

@@ -132,15 +132,21 @@ class PairTask:
 
     stats = "ftdata.run.pair_stats:collect_pairs"
     # What pair and KTO rows refuse, never ignore (a value listed: only that value).
-    rules = TaskRules(refuses=(
-        Refused("packing", "the trainer puts each prompt before each of its completions"),
-        Refused("padding", "the preference collator pads every batch"),
-        Refused("truncation", "a pair has one prompt; keep_response cuts it", (TruncationPolicy.SPLIT,)),
-        Refused("mask", "a completion is the final assistant turn; a prompt carries no loss", (MaskPolicy.TRAIN_ON_PROMPT,)),
-        Refused("mask_reasoning", "a completion is the whole final turn, its reasoning included"),
-        Refused("format", "preference shapes are detected per record (map columns with columns=)"),
-        Refused("processor", "preference rows with images are not built yet"),
-    ))  # fmt: skip
+    rules = TaskRules(
+        refuses=(
+            Refused("packing", "the trainer puts each prompt before each of its completions"),
+            Refused("padding", "the preference collator pads every batch"),
+            Refused("truncation", "a pair has one prompt; keep_response cuts it", (TruncationPolicy.SPLIT,)),
+            Refused(
+                "mask",
+                "a completion is the final assistant turn; a prompt carries no loss",
+                (MaskPolicy.TRAIN_ON_PROMPT,),
+            ),
+            Refused("mask_reasoning", "a completion is the whole final turn, its reasoning included"),
+            Refused("format", "preference shapes are detected per record (map columns with columns=)"),
+            Refused("processor", "preference rows with images are not built yet"),
+        )
+    )
 
     def __init__(self, task: Task):
         self.task = task
@@ -178,14 +184,20 @@ class PairTask:
             todo.append((len(out), item, prompt, sides))
             out.append((record, None))
         texts = [
-            r for _, _, prompt, sides in todo
-            for r in (prompt, *(continuation(side, stage.masker.anchor_before(side.text[: side.spans[0][0]])) for side in sides))
-        ]  # fmt: skip
+            r
+            for _, _, prompt, sides in todo
+            for r in (
+                prompt,
+                *(continuation(side, stage.masker.anchor_before(side.text[: side.spans[0][0]])) for side in sides),
+            )
+        ]
         masked = iter(zip(texts, stage.masker(texts)) if todo else ())
         for i, item, prompt, sides in todo:
             prompt_tokens = next(masked)[1]
             try:
-                measured: MeasuredPair | Reject = _measured(item, prompt, prompt_tokens, [(side, *next(masked)) for side in sides])
+                measured: MeasuredPair | Reject = _measured(
+                    item, prompt, prompt_tokens, [(side, *next(masked)) for side in sides]
+                )
             except UnusableRecord as exc:
                 measured = Reject(str(item.prompt.source), RejectStage.VERIFY, exc.code, exc.reason)
             out[i] = (out[i][0], measured)
@@ -202,9 +214,16 @@ class PairTask:
         if row.length <= limit:
             return Fitted([row])
         policy = policy or stage.options.truncation
-        over = f"{row.length} tokens (prompt {len(row.prompt)} + longer completion {row.length - len(row.prompt)}) > max_length {limit}"
+        over = (
+            f"{row.length} tokens (prompt {len(row.prompt)} + longer completion {row.length - len(row.prompt)}) "
+            f"> max_length {limit}"
+        )
         if policy is TruncationPolicy.ERROR:
-            raise RecordError(f"{over}; raise max_length or choose another truncation policy", location=item.example.source, field="max_length")
+            raise RecordError(
+                f"{over}; raise max_length or choose another truncation policy",
+                location=item.example.source,
+                field="max_length",
+            )
         if policy is TruncationPolicy.DROP:
             return Fitted([], f"too long: {over} (truncation=drop)", RejectCode.TOO_LONG)
         if policy is TruncationPolicy.KEEP_START:
@@ -226,7 +245,13 @@ class PairTask:
         return PairRows(path, task=self.task)
 
     def finish(
-        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+        self,
+        path: Path,
+        options: DataOptions,
+        report: BuildReport,
+        *,
+        splits: dict[str, np.ndarray] | None,
+        pad_id: int,
     ) -> Dataset | DatasetDict:
         return finish_rows(path, options, report, splits=splits)
 
@@ -237,8 +262,11 @@ class PairTask:
         return pair_schema(self.task)
 
     def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        lengths = [pc.list_value_length(rows.column(name)).to_numpy(zero_copy_only=False).astype(np.int64)
-                   for name in self.columns if name.endswith("_ids")]  # fmt: skip
+        lengths = [
+            pc.list_value_length(rows.column(name)).to_numpy(zero_copy_only=False).astype(np.int64)
+            for name in self.columns
+            if name.endswith("_ids")
+        ]
         return pair_units(lengths[0], lengths[1:])
 
 
@@ -257,9 +285,11 @@ def _prompt(stage: Stage, record: Pair | Unpaired, sides: tuple[Rendered, ...]) 
     for rendered in sides:
         if len(rendered.spans) != 1:  # mask=last_assistant: the final turn's span, alone
             raise UnusableRecord(
-                "the final assistant turn cannot be located in the rendering", location=record.prompt.source,
-                field="messages", code=RejectCode.UNMASKABLE,
-            )  # fmt: skip
+                "the final assistant turn cannot be located in the rendering",
+                location=record.prompt.source,
+                field="messages",
+                code=RejectCode.UNMASKABLE,
+            )
     written = {r.text[: r.spans[0][0]] for r in sides if r.method == "prefix"}
     if len(written) == 1 and all(r.method == "prefix" for r in sides):
         first = sides[0]
@@ -270,8 +300,10 @@ def _prompt(stage: Stage, record: Pair | Unpaired, sides: tuple[Rendered, ...]) 
         raise UnusableRecord(
             "the chat template writes the shared prompt differently before the two replies, so the completions "
             "would not follow the same prompt; check the replies for markup the template reacts to",
-            location=record.prompt.source, field="prompt", code=RejectCode.PROMPT_MISMATCH,
-        )  # fmt: skip
+            location=record.prompt.source,
+            field="prompt",
+            code=RejectCode.PROMPT_MISMATCH,
+        )
     return prompt
 
 
@@ -286,12 +318,16 @@ def _shorten(stage: Stage, item: MeasuredPair, over: str) -> Fitted:
     limit = stage.options.max_length
     longer = max(range(len(item.sides)), key=lambda i: len(item.sides[i].ids))
     side, conversation = item.sides[longer], sides_of(item.record)[longer]
-    whole = stage.masker([stage.renderer(conversation)])[0]  # the SFT row of prompt + reply (its exchanges located), cut
+    whole = stage.masker([stage.renderer(conversation)])[
+        0
+    ]  # the SFT row of prompt + reply (its exchanges located), cut
     if isinstance(whole, UnusableRecord):
         raise whole
     slack = len(whole.input_ids) - len(item.row.prompt) - len(side.ids)
     for _ in range(ROUNDS):
-        truncator = Truncator(stage.renderer, stage.masker, max_length=limit + slack, prompt_cut=stage.options.prompt_cut)
+        truncator = Truncator(
+            stage.renderer, stage.masker, max_length=limit + slack, prompt_cut=stage.options.prompt_cut
+        )
         with limits.pinned():
             cut = truncator(conversation, whole, policy=TruncationPolicy.KEEP_RESPONSE)
         if not cut.rows or not cut.conversations or cut.code not in CUT_WORDS:
@@ -303,7 +339,10 @@ def _shorten(stage: Stage, item: MeasuredPair, over: str) -> Fitted:
         if isinstance(again, Reject):
             return Fitted([], f"the pair with its prompt shortened cannot be used: {again.reason}", again.code)
         if again.row.length <= limit:
-            words = f"{CUT_WORDS[cut.code]}: the shared prompt cut from {len(item.row.prompt)} to {len(again.row.prompt)} tokens"
+            words = (
+                f"{CUT_WORDS[cut.code]}: the shared prompt cut from {len(item.row.prompt)} to "
+                f"{len(again.row.prompt)} tokens"
+            )
             return Fitted([again.row], f"{words} to fit {over}", cut.code, again)
         slack -= again.row.length - limit
     why = "the longer completion with the template alone does not fit"
@@ -321,7 +360,13 @@ def continuation(rendered: Rendered, anchor: str | None) -> Rendered:
     start, end = rendered.spans[0]
     shift = len(anchor) - start
     literal = tuple((a + shift, b + shift) for a, b in rendered.literal if a >= start)
-    return Rendered(anchor + rendered.text[start:], ((start + shift, end + shift),), rendered.method, notes=rendered.notes, literal=literal)
+    return Rendered(
+        anchor + rendered.text[start:],
+        ((start + shift, end + shift),),
+        rendered.method,
+        notes=rendered.notes,
+        literal=literal,
+    )
 
 
 def _measured(
@@ -340,10 +385,14 @@ def _measured(
     built = tuple(_side(rendered, text, masked, record) for rendered, text, masked in sides)
     if isinstance(record, Pair) and built[0].ids == built[1].ids:
         raise UnusableRecord(
-            "chosen and rejected are the same tokens once rendered; nothing to prefer", location=record.prompt.source,
-            field="rejected", code=RejectCode.CHOSEN_IS_REJECTED,
-        )  # fmt: skip
-    notes = tuple(dict.fromkeys(note for side in built for note in side.tokenized.notes if not _moot(note, record, prompt)))
+            "chosen and rejected are the same tokens once rendered; nothing to prefer",
+            location=record.prompt.source,
+            field="rejected",
+            code=RejectCode.CHOSEN_IS_REJECTED,
+        )
+    notes = tuple(
+        dict.fromkeys(note for side in built for note in side.tokenized.notes if not _moot(note, record, prompt))
+    )
     label = record.label if isinstance(record, Unpaired) else None
     row = PairRow(prompt_tokens.input_ids, tuple(side.ids for side in built), label)
     return MeasuredPair(record, prompt, replace(prompt_tokens, notes=notes), built, row)
@@ -369,9 +418,11 @@ def _side(rendered: Rendered, text: Rendered, masked: Tokenized, record: Pair | 
     trained = len(labels) - labels.count(IGNORE_INDEX)
     if not trained:
         raise UnusableRecord(
-            "the reply leaves no completion token", location=record.prompt.source, field="messages",
+            "the reply leaves no completion token",
+            location=record.prompt.source,
+            field="messages",
             code=RejectCode.NO_RESPONSE_LEFT,
-        )  # fmt: skip
+        )
     start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
     end = len(labels) - next(i for i, label in enumerate(reversed(labels)) if label != IGNORE_INDEX)
     border = text.spans[0][0]
@@ -381,8 +432,10 @@ def _side(rendered: Rendered, text: Rendered, masked: Tokenized, record: Pair | 
     if end - start != trained or first < border or before >= border:
         raise UnusableRecord(
             "verification failed: the completion's tokens are not one run that starts at the end of the prompt",
-            location=record.prompt.source, field="labels", code=RejectCode.UNVERIFIABLE,
-        )  # fmt: skip
+            location=record.prompt.source,
+            field="labels",
+            code=RejectCode.UNVERIFIABLE,
+        )
     return Side(rendered, masked, start, end)
 
 
@@ -390,13 +443,23 @@ def _keep_start(row: PairRow, limit: int, over: str) -> Fitted:
     """TRL's keep_start, once for both sides: the prompt whole, each completion's end cut."""
     room = limit - len(row.prompt)
     if room < 1:
-        why = f"too long: the prompt alone is {len(row.prompt)} tokens, no completion token fits max_length {limit} (truncation=keep_start)"
+        why = (
+            f"too long: the prompt alone is {len(row.prompt)} tokens, no completion token fits max_length {limit} "
+            "(truncation=keep_start)"
+        )
         return Fitted([], why, RejectCode.TOO_LONG)
     kept = PairRow(row.prompt, tuple(c[:room] for c in row.completions), row.label)
     if row.label is None and kept.completions[0] == kept.completions[1]:
-        return Fitted([], f"the cut left chosen and rejected the same ({over}, truncation=keep_start)", RejectCode.CHOSEN_IS_REJECTED)
+        return Fitted(
+            [],
+            f"the cut left chosen and rejected the same ({over}, truncation=keep_start)",
+            RejectCode.CHOSEN_IS_REJECTED,
+        )
     lost = row.trained - kept.trained
-    why = f"end cut: kept the first {room} tokens of each completion ({lost} completion tokens lost; a cut one has no stop token)"
+    why = (
+        f"end cut: kept the first {room} tokens of each completion ({lost} completion tokens lost; a cut one has "
+        "no stop token)"
+    )
     return Fitted([kept], f"{why} to fit {over}", RejectCode.END_CUT)
 
 
@@ -405,8 +468,15 @@ def _keep_end(row: PairRow, limit: int, over: str) -> Fitted:
     them), never a completion's."""
     longest = max(map(len, row.completions))
     if longest >= limit:
-        why = f"too long: the longer completion alone is {longest} tokens, max_length {limit} leaves no prompt token (truncation=keep_end)"
+        why = (
+            f"too long: the longer completion alone is {longest} tokens, max_length {limit} leaves no prompt "
+            "token (truncation=keep_end)"
+        )
         return Fitted([], why, RejectCode.TOO_LONG)
     drop = row.length - limit
     kept = PairRow(row.prompt[drop:], row.completions, row.label)
-    return Fitted([kept], f"start cut: the shared prompt lost its first {drop} of {len(row.prompt)} tokens to fit {over}", RejectCode.START_CUT)
+    return Fitted(
+        [kept],
+        f"start cut: the shared prompt lost its first {drop} of {len(row.prompt)} tokens to fit {over}",
+        RejectCode.START_CUT,
+    )

@@ -48,24 +48,40 @@ class PromptStats:
         pct = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)} if len(lengths) else {}
         over = int((lengths > self.max_prompt_length).sum())
         return {
-            "source": self.source, "tokenizer": self.tokenizer, "template": self.template, "task": "prompts",
-            "records": self.counts.records, "prompts": self.prompts, "rejected": {k.value: n for k, n in self.counts.rejected.items()},
-            "prompt_tokens": {**pct, "max": int(lengths.max()) if len(lengths) else 0, "mean": round(float(lengths.mean()), 1) if len(lengths) else 0.0},
-            "max_prompt_length": self.max_prompt_length, "over_max_prompt_length": over,
-            "reward_columns": {name: {"prompts": n, "share": round(n / self.prompts, 4) if self.prompts else 0.0} for name, n in self.coverage.items()},
+            "source": self.source,
+            "tokenizer": self.tokenizer,
+            "template": self.template,
+            "task": "prompts",
+            "records": self.counts.records,
+            "prompts": self.prompts,
+            "rejected": {k.value: n for k, n in self.counts.rejected.items()},
+            "prompt_tokens": {
+                **pct,
+                "max": int(lengths.max()) if len(lengths) else 0,
+                "mean": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
+            },
+            "max_prompt_length": self.max_prompt_length,
+            "over_max_prompt_length": over,
+            "reward_columns": {
+                name: {"prompts": n, "share": round(n / self.prompts, 4) if self.prompts else 0.0}
+                for name, n in self.coverage.items()
+            },
             "opens": dict(self.opens),
-        }  # fmt: skip
+        }
 
 
 def _summaries(stage: Stage, ran: Ran) -> list[tuple[int, dict[str, bool], str]]:
     """The stats reducer: each measured prompt's tokens, which reward columns hold a value, what it opens."""
     return [
         (item.total, {name: value is not None for name, value in item.row.columns.items()}, item.opens)
-        for _, item, _ in ran.outcomes if isinstance(item, MeasuredPrompt)
-    ]  # fmt: skip
+        for _, item, _ in ran.outcomes
+        if isinstance(item, MeasuredPrompt)
+    ]
 
 
-def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None) -> PromptStats:
+def collect(
+    source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None
+) -> PromptStats:
     """Measure every prompt of `source` as a build would (lengths before the limit: how many it rejects or cuts).
 
     Raises:
@@ -73,9 +89,16 @@ def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progres
         FtdataError: no prompt could be measured.
     """
     opts = stage.options
-    stats = PromptStats(str(source), str(getattr(stage.tokenizer, "name_or_path", "")), stage.renderer.name, opts.max_prompt_length or opts.max_length)
+    stats = PromptStats(
+        str(source),
+        str(getattr(stage.tokenizer, "name_or_path", "")),
+        stage.renderer.name,
+        opts.max_prompt_length or opts.max_length,
+    )
     lengths: list[int] = []
-    for items in loop.run(source, stage, run or RunOptions(), _summaries, report=stats.counts, lenient=True, progress=progress):
+    for items in loop.run(
+        source, stage, run or RunOptions(), _summaries, report=stats.counts, lenient=True, progress=progress
+    ):
         for tokens, held, opens in items:
             lengths.append(tokens)
             for name, has in held.items():
@@ -83,6 +106,8 @@ def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progres
             if opens:
                 stats.opens[opens] += 1
     if not lengths:
-        raise FtdataError(f"{source}: no prompt could be measured ({stats.counts.n_rejected} rejected of {stats.counts.records})")
+        raise FtdataError(
+            f"{source}: no prompt could be measured ({stats.counts.n_rejected} rejected of {stats.counts.records})"
+        )
     stats.lengths = np.asarray(lengths, dtype=np.int64)
     return stats

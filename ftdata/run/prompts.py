@@ -49,10 +49,26 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["PROMPTS", "MeasuredPrompt", "PromptPart", "PromptRow", "PromptRows", "PromptState", "PromptTask", "PromptTokens", "opened"]
+__all__ = [
+    "PROMPTS",
+    "MeasuredPrompt",
+    "PromptPart",
+    "PromptRow",
+    "PromptRows",
+    "PromptState",
+    "PromptTask",
+    "PromptTokens",
+    "opened",
+]
 
 IDS = pa.list_(pa.int32())
-SCALAR_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "json": pa.string()}
+SCALAR_TYPES = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "json": pa.string(),
+}
 
 
 def arrow_type(kind: str) -> pa.DataType:
@@ -143,17 +159,28 @@ class PromptTask:
     columns: tuple[str, ...] = ("prompt", "prompt_ids")  # and the reward columns the build typed
     unit = "prompts"
     # The options only a prompt set reads, and what it refuses, never ignores (a value listed: only that value).
-    rules = TaskRules(own=("max_prompt_length", "cut_prompts", "reward_columns"), noun="prompt sets", refuses=(
-        Refused("packing", "the trainer generates from each prompt alone"),
-        Refused("padding", "the trainer pads its own batches"),
-        Refused("truncation", "a prompt is fitted to max_prompt_length: rejected, or cut with cut_prompts",
-                (TruncationPolicy.SPLIT, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END)),
-        Refused("mask", "a prompt set trains nothing; the trainer makes the completions", (MaskPolicy.TRAIN_ON_PROMPT,)),
-        Refused("mask_reasoning", "a prompt set holds no reasoning to train"),
-        Refused("format", "prompt shapes are detected per record (map the prompt with columns={'instruction': COLUMN})"),
-        Refused("processor", "prompt sets with images are not built yet"),
-        Refused("history", "a prompt set trains no turn"),
-    ))  # fmt: skip
+    rules = TaskRules(
+        own=("max_prompt_length", "cut_prompts", "reward_columns"),
+        noun="prompt sets",
+        refuses=(
+            Refused("packing", "the trainer generates from each prompt alone"),
+            Refused("padding", "the trainer pads its own batches"),
+            Refused(
+                "truncation",
+                "a prompt is fitted to max_prompt_length: rejected, or cut with cut_prompts",
+                (TruncationPolicy.SPLIT, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END),
+            ),
+            Refused(
+                "mask", "a prompt set trains nothing; the trainer makes the completions", (MaskPolicy.TRAIN_ON_PROMPT,)
+            ),
+            Refused("mask_reasoning", "a prompt set holds no reasoning to train"),
+            Refused(
+                "format", "prompt shapes are detected per record (map the prompt with columns={'instruction': COLUMN})"
+            ),
+            Refused("processor", "prompt sets with images are not built yet"),
+            Refused("history", "a prompt set trains no turn"),
+        ),
+    )
 
     def options(self, options: DataOptions) -> DataOptions:
         return options
@@ -182,7 +209,9 @@ class PromptTask:
                     plain.append((len(out), item, messages))
                     out.append((record, None))
                     continue
-                with shared_renders():  # the stored prompt, rendered again, is the same render when ftdata changed nothing
+                with (
+                    shared_renders()
+                ):  # the stored prompt, rendered again, is the same render when ftdata changed nothing
                     rendered, stored = _render(stage, item.example)
             except RecordError as exc:
                 out.append((record, stage.reject(exc, item.source, RejectStage.RENDER)))
@@ -197,7 +226,9 @@ class PromptTask:
             opens = opened(stage, item.example) if chat else ""
             notes = (*item.example.notes, *rendered.notes)
             if opens:
-                notes += (Note(NoteCode.PROMPT_OPENS, f"the generation prompt opens {opens!r}; a completion continues it"),)
+                notes += (
+                    Note(NoteCode.PROMPT_OPENS, f"the generation prompt opens {opens!r}; a completion continues it"),
+                )
             tools = json.dumps(list(item.example.tools), ensure_ascii=False) if item.example.tools else None
             row = PromptRow(stored, list(prompt_ids), item.columns, tools)
             out[i] = (out[i][0], MeasuredPrompt(item, rendered, PromptTokens(row.prompt_ids, notes), row, opens))
@@ -211,7 +242,11 @@ class PromptTask:
             return FittedPrompt([item.row])
         over = f"the prompt is {item.total} tokens > max_prompt_length {limit}"
         if (policy or stage.options.truncation) is TruncationPolicy.ERROR:
-            raise RecordError(f"{over}; raise max_prompt_length, set cut_prompts, or choose truncation=drop", location=item.record.source, field="prompt")
+            raise RecordError(
+                f"{over}; raise max_prompt_length, set cut_prompts, or choose truncation=drop",
+                location=item.record.source,
+                field="prompt",
+            )
         if not stage.options.cut_prompts or policy is TruncationPolicy.DROP:
             return FittedPrompt([], f"too long: {over} (set cut_prompts to cut it)", RejectCode.TOO_LONG)
         try:
@@ -226,7 +261,13 @@ class PromptTask:
         return PromptRows(path, options)
 
     def finish(
-        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+        self,
+        path: Path,
+        options: DataOptions,
+        report: BuildReport,
+        *,
+        splits: dict[str, np.ndarray] | None,
+        pad_id: int,
     ) -> Dataset | DatasetDict:
         return finish_rows(path, options, report, splits=splits)
 
@@ -258,18 +299,24 @@ def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, st
             error), or transformers renders the stored messages to other text (unverifiable).
     """
     rendered = stage.renderer.generation_prompt(example)
-    if stage.renderer.chat is None:  # a prompt template: the text is the prompt (TRL's standard, not conversational, form)
+    if (
+        stage.renderer.chat is None
+    ):  # a prompt template: the text is the prompt (TRL's standard, not conversational, form)
         return rendered, rendered.text
     stored = _stored(stage.renderer.prompt_example(example))
     expected = _hf_render(stage, example, stored, generation=True)
     if expected != rendered.text:
         at = len(commonprefix([expected, rendered.text]))
         raise UnusableRecord(
-            f"verification failed: transformers' apply_chat_template writes the stored prompt differently from ftdata's "
-            f"render at character {at} ({expected[at:at + 30]!r} vs {rendered.text[at:at + 30]!r}); a trainer would see "
+            "verification failed: transformers' apply_chat_template writes the stored prompt differently from "
+            "ftdata's "
+            f"render at character {at} ({expected[at : at + 30]!r} vs {rendered.text[at : at + 30]!r}); "
+            "a trainer would see "
             "another prompt",
-            location=example.source, field="prompt", code=RejectCode.UNVERIFIABLE,
-        )  # fmt: skip
+            location=example.source,
+            field="prompt",
+            code=RejectCode.UNVERIFIABLE,
+        )
     return rendered, stored
 
 
@@ -296,8 +343,9 @@ def _render_plain(
     chat = stage.renderer.chat
     texts = chat.render_all([stored for _, _, stored in plain], generation=True) if plain and chat is not None else []
     if texts is not None:
-        return [(i, item, Rendered(text, (), "generation prompt"), stored)
-                for (i, item, stored), text in zip(plain, texts)]  # fmt: skip
+        return [
+            (i, item, Rendered(text, (), "generation prompt"), stored) for (i, item, stored), text in zip(plain, texts)
+        ]
     todo = []
     for i, item, _ in plain:
         try:
@@ -318,10 +366,13 @@ def _stored(example: Example) -> list[dict[str, str]]:
         extra = sorted(set(message) - {"role", "content"})
         if extra:
             raise UnusableRecord(
-                f"message {i} carries {', '.join(extra)}; a prompt set stores {{role, content}} messages: give the prompt "
+                f"message {i} carries {', '.join(extra)}; a prompt set stores {{role, content}} messages: give the "
+                "prompt "
                 "as the conversation before the model's turn without tool calls or reasoning",
-                location=example.source, field=f"messages[{i}]", code=RejectCode.NOT_RENDERED,
-            )  # fmt: skip
+                location=example.source,
+                field=f"messages[{i}]",
+                code=RejectCode.NOT_RENDERED,
+            )
         out.append({"role": message["role"], "content": message["content"]})
     return out
 
@@ -334,10 +385,19 @@ def _hf_render(stage: Stage, example: Example, messages: list[dict[str, Any]], *
         chat = stage.renderer.chat
         assert chat is not None  # transformers' render of a chat template: called for chat templates only
         return chat(
-            messages, generation=generation, tools=list(example.tools) or None, kwargs=example.template_kwargs, location=example.source
+            messages,
+            generation=generation,
+            tools=list(example.tools) or None,
+            kwargs=example.template_kwargs,
+            location=example.source,
         )
     except TemplateError as exc:  # the template's own error: the record is unusable, not the build
-        raise UnusableRecord(f"the chat template raised on the stored prompt: {exc}", location=example.source, field="prompt", code=RejectCode.TEMPLATE_ERROR) from None
+        raise UnusableRecord(
+            f"the chat template raised on the stored prompt: {exc}",
+            location=example.source,
+            field="prompt",
+            code=RejectCode.TEMPLATE_ERROR,
+        ) from None
 
 
 def opened(stage: Stage, example: Example) -> str:
@@ -359,9 +419,9 @@ def _probed_opens(stage: Stage, example: Example) -> str:
         turn = _hf_render(stage, probe, [user, {"role": "assistant", "content": PROBE}, user], generation=False)
     except UnusableRecord:  # a template that refuses the probe: what it opens is not known, and nothing is claimed
         base = prompt = turn = ""
-    added = prompt[len(base):] if prompt.startswith(base) else ""
-    start = turn[len(base):].split(PROBE)[0] if turn.startswith(base) and PROBE in turn else ""
-    return added[len(commonprefix([added, start])):] if added else ""
+    added = prompt[len(base) :] if prompt.startswith(base) else ""
+    start = turn[len(base) :].split(PROBE)[0] if turn.startswith(base) and PROBE in turn else ""
+    return added[len(commonprefix([added, start])) :] if added else ""
 
 
 def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPrompt:
@@ -372,9 +432,16 @@ def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPro
     keep_lo, keep_hi, best = 0, len(text), None
     while keep_lo < keep_hi:
         keep = (keep_lo + keep_hi + 1) // 2
-        shorter = replace(item.example, messages=(*messages[:longest], replace(messages[longest], content=_shortened(text, keep, stage.options.prompt_cut)), *messages[longest + 1:]))
+        shorter = replace(
+            item.example,
+            messages=(
+                *messages[:longest],
+                replace(messages[longest], content=_shortened(text, keep, stage.options.prompt_cut)),
+                *messages[longest + 1 :],
+            ),
+        )
         with limits.pinned():
-            (_, again), = PROMPTS.measure(stage, [(0, replace(item.record, example=shorter))], False)
+            ((_, again),) = PROMPTS.measure(stage, [(0, replace(item.record, example=shorter))], False)
         if isinstance(again, Reject):
             raise RecordError(again.reason)
         if again.total <= limit:
@@ -384,7 +451,10 @@ def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPro
     if best is None:
         return FittedPrompt([], f"too long: {over}; the rest of the prompt alone does not fit", RejectCode.TOO_LONG)
     code = RejectCode.START_CUT if stage.options.prompt_cut is PromptCut.START else RejectCode.END_CUT
-    why = f"prompt shortened: message {longest} cut from {len(text)} to {keep_lo} characters ({stage.options.prompt_cut.value}), {item.total} -> {best.total} tokens"
+    why = (
+        f"prompt shortened: message {longest} cut from {len(text)} to {keep_lo} characters "
+        f"({stage.options.prompt_cut.value}), {item.total} -> {best.total} tokens"
+    )
     return FittedPrompt([best.row], f"{why} to fit: {over}", code)
 
 
@@ -420,8 +490,15 @@ def prompt_part(ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptPart:
         if item.opens:
             ran.report.prompt_opens[item.opens] += 1
     names = list(rows[0].columns) if rows else []
-    out = PromptPart(flat([r.prompt_ids for r in rows]), [r.prompt for r in rows], [r.tools for r in rows], {n: [r.columns[n] for r in rows] for n in names},
-                      groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=ran.report)  # fmt: skip
+    out = PromptPart(
+        flat([r.prompt_ids for r in rows]),
+        [r.prompt for r in rows],
+        [r.tools for r in rows],
+        {n: [r.columns[n] for r in rows] for n in names},
+        groups=np.asarray(groups, dtype=np.int64),
+        rejects=ran.rejects,
+        report=ran.report,
+    )
     out.report.sequences = len(rows)
     out.report.tokens, out.report.trained_tokens = int(out.ids[1].sum()), 0
     return out
@@ -437,7 +514,8 @@ def prompt_schema(options: DataOptions, *, text: bool | None = None) -> pa.Schem
 
 
 class PromptRows:
-    """Streams prompt rows into an Arrow IPC file that `Dataset.from_file` maps, each with its record's running index."""
+    """Streams prompt rows into an Arrow IPC file that
+    `Dataset.from_file` maps, each with its record's running index."""
 
     weighted = False
 
@@ -460,8 +538,11 @@ class PromptRows:
         schema = self.schema
         assert schema is not None  # set with the writer, from the first batch
         values, lengths = part.ids
-        columns = [pa.array(part.prompts, type=schema.field("prompt").type), list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
-                   pa.array(part.tools, type=pa.string())]  # fmt: skip
+        columns = [
+            pa.array(part.prompts, type=schema.field("prompt").type),
+            list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
+            pa.array(part.tools, type=pa.string()),
+        ]
         columns += [pa.array(part.columns[name], type=schema.field(name).type) for name in schema.names[3:-1]]
         self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=schema))
         self.rows += len(part.groups)

@@ -96,8 +96,12 @@ class BuildReport:
     split_records: int = 0
     added_rows: Counter[str] = field(default_factory=Counter)
     added_tokens: int = 0
-    prompt_opens: Counter[str] = field(default_factory=Counter)  # a prompt set: what its generation prompts open, per row (`run.prompts`)
-    reasoning_moved: int = 0  # trained turns whose leading <think>…</think> content became their reasoning (`chat.think`)
+    prompt_opens: Counter[str] = field(
+        default_factory=Counter
+    )  # a prompt set: what its generation prompts open, per row (`run.prompts`)
+    reasoning_moved: int = (
+        0  # trained turns whose leading <think>…</think> content became their reasoning (`chat.think`)
+    )
     # Trained turns with recorded completion token ids (ATIF), those whose trained tokens differ, and by how many
     # tokens in all (`ftdata.run.drift`).
     drift_turns: int = 0
@@ -169,8 +173,23 @@ class BuildReport:
         Only the counts merge: labels (source, tokenizer, ...) and the output's numbers
         (rows, splits, packing) stay this report's.
         """
-        for name in ("records", "examples", "sequences", "tokens", "trained_tokens", "filtered", "not_drawn", "split_records", "added_tokens",
-                     "reasoning_moved", "drift_turns", "drift_differ", "drift_tokens", "drift_kept", "drift_stop"):
+        for name in (
+            "records",
+            "examples",
+            "sequences",
+            "tokens",
+            "trained_tokens",
+            "filtered",
+            "not_drawn",
+            "split_records",
+            "added_tokens",
+            "reasoning_moved",
+            "drift_turns",
+            "drift_differ",
+            "drift_tokens",
+            "drift_kept",
+            "drift_stop",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))
@@ -237,7 +256,10 @@ class BuildReport:
         if self.cut:
             parts.append(f"{sum(self.cut.values())} cut ({_top(self.cut)})")
         if self.split_records:
-            parts.append(f"{self.split_records} split into {self.split_records + sum(self.added_rows.values())} rows (history=inference)")
+            parts.append(
+                f"{self.split_records} split into {self.split_records + sum(self.added_rows.values())} rows "
+                "(history=inference)"
+            )
         if self.reasoning_moved:
             parts.append(f"{self.reasoning_moved} think blocks moved into reasoning")
         if self.drift_turns:

@@ -28,7 +28,9 @@ def list_column(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
-RECORD = "record_index"  # scratch column: the running index of the record a sequence came from (dropped from every output)
+RECORD = (
+    "record_index"  # scratch column: the running index of the record a sequence came from (dropped from every output)
+)
 # The record a row came from, as its location (`data.jsonl:12`): in every unpacked SFT output, so the rows of a
 # record split by history=inference (or cut by truncation=split) can be grouped and found in the source.
 SOURCE = "record"
@@ -57,9 +59,14 @@ class ArrowRows:
     """
 
     SCHEMA = pa.schema(
-        [("input_ids", pa.list_(pa.int32())), ("attention_mask", pa.list_(pa.int8())), ("labels", pa.list_(pa.int32())),
-         (SOURCE, pa.string()), (RECORD, pa.int64())]
-    )  # fmt: skip
+        [
+            ("input_ids", pa.list_(pa.int32())),
+            ("attention_mask", pa.list_(pa.int8())),
+            ("labels", pa.list_(pa.int32())),
+            (SOURCE, pa.string()),
+            (RECORD, pa.int64()),
+        ]
+    )
 
     WRITTEN = SCHEMA.append(pa.field(WEIGHTS, pa.list_(pa.float32())))
 
@@ -73,10 +80,17 @@ class ArrowRows:
         self._writer = pa.ipc.new_stream(str(path), self.schema)
 
     def write(
-        self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, groups: np.ndarray,
-        weights: np.ndarray | None = None, *, media: list[Any] | None = None, sources: list[str] | None = None,
+        self,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        lengths: np.ndarray,
+        groups: np.ndarray,
+        weights: np.ndarray | None = None,
+        *,
+        media: list[Any] | None = None,
+        sources: list[str] | None = None,
         positions: np.ndarray | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """One batch's sequences; `groups` is each one's record index within the batch, `sources` its record's
         location; `weights` per token, if any; `media` each one's `media` column (a build with a processor)."""
         base, self.records = self.records, self.records + (int(groups.max()) + 1 if len(groups) else 0)
@@ -88,13 +102,18 @@ class ArrowRows:
         else:
             w_offsets = offsets
         batch = pa.record_batch(
-            [list_column(offsets, ids), list_column(offsets, np.ones(len(ids), dtype=np.int8)), list_column(offsets, labels),
-             pa.array(sources if sources is not None else [""] * len(lengths), type=pa.string()), pa.array(groups + base),
-             list_column(w_offsets, weights),
-             *([pa.array(media, type=MEDIA_TYPE)] if MEDIA_FIELD in self.schema.names else []),
-             *(_tree_columns(offsets, lengths, positions) if POSITIONS in self.schema.names else [])],
+            [
+                list_column(offsets, ids),
+                list_column(offsets, np.ones(len(ids), dtype=np.int8)),
+                list_column(offsets, labels),
+                pa.array(sources if sources is not None else [""] * len(lengths), type=pa.string()),
+                pa.array(groups + base),
+                list_column(w_offsets, weights),
+                *([pa.array(media, type=MEDIA_TYPE)] if MEDIA_FIELD in self.schema.names else []),
+                *(_tree_columns(offsets, lengths, positions) if POSITIONS in self.schema.names else []),
+            ],
             schema=self.schema,
-        )  # fmt: skip
+        )
         self._writer.write_batch(batch)
         self.rows += len(lengths)
         if len(weights) and not self.weighted:
@@ -104,9 +123,15 @@ class ArrowRows:
     def add(self, part: Any) -> None:
         """A build's part of one batch (`ftdata.run.sft.SftPart`)."""
         self.write(
-            part.ids, part.labels, part.lengths, part.groups, part.weights, media=part.media, sources=part.sources,
+            part.ids,
+            part.labels,
+            part.lengths,
+            part.groups,
+            part.weights,
+            media=part.media,
+            sources=part.sources,
             positions=part.positions,
-        )  # fmt: skip
+        )
 
     def close(self) -> None:
         self._writer.close()
@@ -251,7 +276,8 @@ def _next_message(fh: Any) -> Any:
 
 
 def _byte_starts(column: pa.Array, shift: int) -> np.ndarray:
-    """File position of the first token of every row of a `list<int>` column whose buffers sit at address + `shift` in the file."""
+    """File position of the first token of every row of a `list<int>`
+    column whose buffers sit at address + `shift` in the file."""
     values = column.values
     itemsize = values.type.bit_width // 8
     first = values.buffers()[1].address + shift + values.offset * itemsize
@@ -273,10 +299,16 @@ def _ranges(n: np.ndarray) -> np.ndarray:
 
 
 def _pack_bins(
-    source: RowsFile, starts: np.ndarray, members: np.ndarray, *, pad_to_multiple_of: int | None = None, pad_id: int = 0,
+    source: RowsFile,
+    starts: np.ndarray,
+    members: np.ndarray,
+    *,
+    pad_to_multiple_of: int | None = None,
+    pad_id: int = 0,
     media: pa.ListArray | None = None,
 ) -> tuple[pa.RecordBatch, int]:
-    """One record batch of packed rows: bin j holds rows `members[starts[j]:starts[j + 1]]`; and its trained-token count."""
+    """One record batch of packed rows: bin j holds rows
+    `members[starts[j]:starts[j + 1]]`; and its trained-token count."""
     seq_len = source.lengths[members]
     ids = source.gather("input_ids", members)
     labels = source.gather("labels", members)
@@ -313,8 +345,16 @@ def _packed_schema(weighted: bool, *, media: bool = False) -> pa.Schema:
 
 
 def write_packed(
-    source: RowsFile, path: Path, *, max_length: int, seed: int, rows: np.ndarray | None = None, batch_rows: int = 2048,
-    pad_to_multiple_of: int | None = None, pad_id: int = 0, media: pa.ListArray | None = None,
+    source: RowsFile,
+    path: Path,
+    *,
+    max_length: int,
+    seed: int,
+    rows: np.ndarray | None = None,
+    batch_rows: int = 2048,
+    pad_to_multiple_of: int | None = None,
+    pad_id: int = 0,
+    media: pa.ListArray | None = None,
 ) -> PackingStats:
     """Pack the rows of `source` (or its `rows`, a split's indices) into rows of at most `max_length` tokens.
 
@@ -333,7 +373,9 @@ def write_packed(
     if rows is not None:
         rows = rows.astype(np.int64)  # a datasets indices mapping is uint64
         lengths = lengths[rows]
-    starts, members = plan_arrays(padded_lengths(lengths, multiple=pad_to_multiple_of), max_length=max_length, seed=seed)
+    starts, members = plan_arrays(
+        padded_lengths(lengths, multiple=pad_to_multiple_of), max_length=max_length, seed=seed
+    )
     row_of = members if rows is None else rows[members]
     trained = 0
     schema = _packed_schema(source.weighted, media=media is not None)
@@ -342,9 +384,13 @@ def write_packed(
             last = min(first + batch_rows, len(starts) - 1)
             bounds = starts[first : last + 1]
             batch, n = _pack_bins(
-                source, bounds - bounds[0], row_of[bounds[0] : bounds[-1]], pad_to_multiple_of=pad_to_multiple_of,
-                pad_id=pad_id, media=media,
-            )  # fmt: skip
+                source,
+                bounds - bounds[0],
+                row_of[bounds[0] : bounds[-1]],
+                pad_to_multiple_of=pad_to_multiple_of,
+                pad_id=pad_id,
+                media=media,
+            )
             sink.write_batch(batch)
             trained += n
     return plan_stats(lengths, starts, members, max_length=max_length, trained_tokens=trained)
@@ -422,7 +468,12 @@ def split_by_record(groups: np.ndarray, test_size: float | int, seed: int) -> tu
 
 
 def finish(
-    path: Path, options: DataOptions, report: BuildReport, *, pad_id: int = 0, splits: dict[str, np.ndarray] | None = None
+    path: Path,
+    options: DataOptions,
+    report: BuildReport,
+    *,
+    pad_id: int = 0,
+    splits: dict[str, np.ndarray] | None = None,
 ) -> Any:
     """Arrow file -> Dataset or DatasetDict, shuffled, split, packed or padded per options.
 
@@ -433,7 +484,9 @@ def finish(
 
     # What packing and splitting read of the rows, without mapping the tokens into this process.
     source = RowsFile(path) if options.packing or options.test_size is not None else None
-    dataset = None if options.packing else datasets.Dataset.from_file(str(_filled_weights(path)))  # packed rows come from `source`
+    dataset = (
+        None if options.packing else datasets.Dataset.from_file(str(_filled_weights(path)))
+    )  # packed rows come from `source`
     picks = dict(splits) if splits is not None else _splits(source, dataset, options)
     media = media_column(path) if options.packing else None  # a build's media items follow their sequences
     out: dict[str, Any] = {}
@@ -442,19 +495,32 @@ def finish(
         if source is not None and options.packing:
             report.packing = report.packing or {}
             report.packing[name] = write_packed(
-                source, target, max_length=options.max_length, seed=options.seed, rows=rows,
-                pad_to_multiple_of=options.pad_to_multiple_of, pad_id=pad_id, media=media,
-            )  # fmt: skip
+                source,
+                target,
+                max_length=options.max_length,
+                seed=options.seed,
+                rows=rows,
+                pad_to_multiple_of=options.pad_to_multiple_of,
+                pad_id=pad_id,
+                media=media,
+            )
             split = datasets.Dataset.from_file(str(target))
         else:
             assert dataset is not None  # rows that are not packed: read from the file above
             split = dataset if rows is None else dataset.select(rows)
             if options.padding == "max_length":
-                padded = pad_table(split.with_format("arrow")[:], max_length=options.max_length, pad_id=pad_id, side=options.padding_side)
+                padded = pad_table(
+                    split.with_format("arrow")[:],
+                    max_length=options.max_length,
+                    pad_id=pad_id,
+                    side=options.padding_side,
+                )
                 with pa.ipc.new_stream(str(target), padded.schema) as sink:
                     sink.write_table(padded)
                 split = datasets.Dataset.from_file(str(target))
-        scratch = [c for c in (RECORD, WEIGHTS) if c in split.column_names and (c == RECORD or not _weighted(path).exists())]
+        scratch = [
+            c for c in (RECORD, WEIGHTS) if c in split.column_names and (c == RECORD or not _weighted(path).exists())
+        ]
         out[name] = split.remove_columns(scratch) if scratch else split
     report.rows = sum(len(s) for s in out.values())
     report.splits = {name: len(s) for name, s in out.items()}
@@ -480,7 +546,9 @@ def _filled_weights(path: Path) -> Path:
             w_offsets, values = column.offsets.to_numpy(), column.values.to_numpy(zero_copy_only=False)
             out = np.ones(int(offsets[-1] - offsets[0]), dtype=np.float32)
             for r in np.flatnonzero(np.diff(w_offsets)):  # rows with weights: copied; the others stay 1
-                out[offsets[r] - offsets[0] : offsets[r + 1] - offsets[0]] = values[w_offsets[r] - w_offsets[0] : w_offsets[r + 1] - w_offsets[0]]
+                out[offsets[r] - offsets[0] : offsets[r + 1] - offsets[0]] = values[
+                    w_offsets[r] - w_offsets[0] : w_offsets[r + 1] - w_offsets[0]
+                ]
             sink.write_batch(batch.set_column(at, WEIGHTS, list_column(offsets - offsets[0], out)))
     return target
 
@@ -503,15 +571,24 @@ def record_splits(n: int, records: Callable[[], np.ndarray], options: DataOption
     return {"train": train if order is None else order[train], "test": test if order is None else order[test]}
 
 
-def finish_rows(path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None = None) -> Any:
+def finish_rows(
+    path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None = None
+) -> Any:
     """A rows file of whole rows (pairs, KTO rows, prompts: nothing to pack or pad) as a Dataset (or DatasetDict
     with test_size): shuffled and split by record as `options` say, or into `splits` (indices into the file, a
     row may repeat: a recipe's mixture); the record column dropped."""
     import datasets
 
     dataset = datasets.Dataset.from_file(str(path))
-    picks = dict(splits) if splits is not None else record_splits(len(dataset), lambda: np.asarray(dataset.data.column(RECORD)), options)
-    out = {name: (dataset if rows is None else dataset.select(rows)).remove_columns([RECORD]) for name, rows in picks.items()}
+    picks = (
+        dict(splits)
+        if splits is not None
+        else record_splits(len(dataset), lambda: np.asarray(dataset.data.column(RECORD)), options)
+    )
+    out = {
+        name: (dataset if rows is None else dataset.select(rows)).remove_columns([RECORD])
+        for name, rows in picks.items()
+    }
     report.rows = sum(len(split) for split in out.values())
     report.splits = {name: len(split) for name, split in out.items()}
     return datasets.DatasetDict(out) if len(out) > 1 or options.test_size is not None else out["train"]

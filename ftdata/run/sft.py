@@ -65,7 +65,9 @@ class Measured:
     tokenized: Tokenized
     response: int | None = None
     split_row: SplitRow | None = None  # one row of a record split by history=inference (`ftdata.chat.trajectory`)
-    drift: tuple[Drift, ...] = ()  # its trained turns' recorded token ids against the trained tokens (`ftdata.run.drift`)
+    drift: tuple[
+        Drift, ...
+    ] = ()  # its trained turns' recorded token ids against the trained tokens (`ftdata.run.drift`)
 
     @property
     def location(self) -> str:
@@ -124,7 +126,11 @@ class SftState:
     def of(cls, stage: Stage) -> SftState:
         pair_columns = preference_columns(stage.options.columns)
         columns = Columns({name: column for name, column in pair_columns.explicit.items() if name in FIELD_ALIASES})
-        return cls(pair_columns, columns, Once(lambda: Renderer.from_options(stage.tokenizer, stage.options, mask=MaskPolicy.ALL_ASSISTANT)))
+        return cls(
+            pair_columns,
+            columns,
+            Once(lambda: Renderer.from_options(stage.tokenizer, stage.options, mask=MaskPolicy.ALL_ASSISTANT)),
+        )
 
 
 class SftTask:
@@ -145,21 +151,32 @@ class SftTask:
     def examples(self, stage: Stage, location: Location, row: Any) -> tuple[Example, ...]:
         """The row's conversations (self-instruct `instances`: several); a preference-shaped row: see `_chosen`."""
         state = stage.state_as(SftState)
-        if looks_like_preference(row, state.pair_columns) is not None and (chosen := _chosen(stage, location, row)) is not None:
+        if (
+            looks_like_preference(row, state.pair_columns) is not None
+            and (chosen := _chosen(stage, location, row)) is not None
+        ):
             examples = chosen
         else:
-            examples = to_examples(row, location, format=stage.options.format, columns=state.columns, roles=stage.options.roles)
-        if stage.media is not None:  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts
+            examples = to_examples(
+                row, location, format=stage.options.format, columns=state.columns, roles=stage.options.roles
+            )
+        if (
+            stage.media is not None
+        ):  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts
             return attach_columns(examples, row, location) if isinstance(row, Mapping) else examples
         for example in examples:
             no_processor(example)
         return examples
 
-    def measure(self, stage: Stage, formatted: list[tuple[int, Example | Reject]], responses: bool) -> list[tuple[int, Measured | Reject]]:
+    def measure(
+        self, stage: Stage, formatted: list[tuple[int, Example | Reject]], responses: bool
+    ) -> list[tuple[int, Measured | Reject]]:
         """Render and mask the examples (one tokenizer call), under history=inference one row per turn that
         inference sees otherwise (`ftdata.chat.trajectory`); drift against recorded ids noted."""
         out: list[Any] = []
-        todo: list[tuple[int, Example, Rendered, SplitRow | None]] = []  # (position in `out`, example, rendering, row of a split)
+        todo: list[
+            tuple[int, Example, Rendered, SplitRow | None]
+        ] = []  # (position in `out`, example, rendering, row of a split)
         for record, example in formatted:
             if isinstance(example, Reject):
                 out.append((record, example))
@@ -213,8 +230,6 @@ class SftTask:
             result = stage.media.truncated(item, result, limit=stage.options.max_length)
         return result
 
-
-
     def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> SftPart:
         tree = stage.options.max_length if stage.options.history is HistoryMode.TREE else None
         return sft_part(ran, media=stage.media, tree=tree)
@@ -223,7 +238,13 @@ class SftTask:
         return ArrowRows(path, media=options.processor is not None, tree=options.history is HistoryMode.TREE)
 
     def finish(
-        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+        self,
+        path: Path,
+        options: DataOptions,
+        report: BuildReport,
+        *,
+        splits: dict[str, np.ndarray] | None,
+        pad_id: int,
     ) -> Dataset | DatasetDict:
         return finish(path, options, report, pad_id=pad_id, splits=splits)
 
@@ -295,7 +316,9 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     columns = stage.state_as(SftState).pair_columns
     if stage.options.task is Task.SFT:
         if looks_like_preference(row, columns) is Task.PREFERENCE:
-            return tuple(p.chosen_example() for p in to_pairs(row, location, columns=columns, roles=stage.options.roles))
+            return tuple(
+                p.chosen_example() for p in to_pairs(row, location, columns=columns, roles=stage.options.roles)
+            )
         return None
     task = detect_task(row, location, columns=columns)  # a label to ask about: asks
     raise RecordError(
@@ -303,7 +326,7 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
         f"record is SFT data, or a source read once (a pipe) is not read ahead; choose with --task {task.value} "
         "or --task sft, or split the file by shape",
         location=location,
-    )  # fmt: skip
+    )
 
 
 def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: int | None = None) -> SftPart:
@@ -327,17 +350,22 @@ def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree:
             columns.extend(
                 media.column(ids, example, placed=item.rendered.media if example is item.example else None)  # type: ignore[union-attr]  # columns is set only with media
                 for (ids, _), example in zip(result.rows, sources)
-            )  # fmt: skip
+            )
     report = ran.report
     out = SftPart(
-        *_flatten(seqs), groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=report, media=columns,
-        weights=_weights(seqs), read=ran.read, sources=where,
-    )  # fmt: skip
+        *_flatten(seqs),
+        groups=np.asarray(groups, dtype=np.int64),
+        rejects=ran.rejects,
+        report=report,
+        media=columns,
+        weights=_weights(seqs),
+        read=ran.read,
+        sources=where,
+    )
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())
     report.trained_tokens = int((out.labels != -100).sum())
     return out
-
 
 
 def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int) -> SftPart:
@@ -356,9 +384,15 @@ def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int) -> SftPart:
     positions, _ = flat([t.positions for t in trees])
     report = ran.report
     out = SftPart(
-        *_flatten(seqs), groups=np.asarray(groups, dtype=np.int64), rejects=ran.rejects, report=report,
-        weights=_weights(seqs), read=ran.read, sources=where, positions=positions,
-    )  # fmt: skip
+        *_flatten(seqs),
+        groups=np.asarray(groups, dtype=np.int64),
+        rejects=ran.rejects,
+        report=report,
+        weights=_weights(seqs),
+        read=ran.read,
+        sources=where,
+        positions=positions,
+    )
     report.sequences = len(seqs)
     report.tokens = int(out.lengths.sum())
     report.trained_tokens = int((out.labels != -100).sum())
@@ -371,9 +405,9 @@ def _weights(seqs: list[tuple[list[int], list[int]]]) -> np.ndarray | None:
         return None
     return np.fromiter(
         chain.from_iterable(row.weights if isinstance(row, WeightedRow) else [1.0] * len(row[0]) for row in seqs),
-        dtype=np.float32, count=sum(len(row[0]) for row in seqs),
-    )  # fmt: skip
-
+        dtype=np.float32,
+        count=sum(len(row[0]) for row in seqs),
+    )
 
 
 def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -386,7 +420,7 @@ def _flatten(seqs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.nd
 def trained_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
     """The token ids of each contiguous run of trained labels.
 
-        ids [5, 6, 7, 8, 9], labels [-100, 6, 7, -100, 9] -> [[6, 7], [9]]
+    ids [5, 6, 7, 8, 9], labels [-100, 6, 7, -100, 9] -> [[6, 7], [9]]
     """
     runs: list[list[int]] = []
     previous = False

@@ -59,7 +59,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 Record = tuple[Location, Any]  # a row as its reader yields it: any JSON-like value, or the RecordError it raised
-Outcome = tuple[int, Item | Reject]  # (index of the record in its batch, what became of one item: measured, or a Reject)
+Outcome = tuple[
+    int, Item | Reject
+]  # (index of the record in its batch, what became of one item: measured, or a Reject)
 R = TypeVar("R")  # what a task reads from a row
 I = TypeVar("I", bound=Item)  # noqa: E741  # its measured item
 F = TypeVar("F", bound=Fit)  # its fit
@@ -112,7 +114,9 @@ class TaskModule(Protocol[R, I, F, P, S]):
         """What the task reads from one row (raises RecordError: the row is rejected at stage `format`)."""
         ...
 
-    def measure(self, stage: Stage, formatted: list[tuple[int, R | Reject]], responses: bool) -> list[tuple[int, I | Reject]]:
+    def measure(
+        self, stage: Stage, formatted: list[tuple[int, R | Reject]], responses: bool
+    ) -> list[tuple[int, I | Reject]]:
         """Render, tokenize and verify the items (rejects passed through), one outcome each, in order."""
         ...
 
@@ -129,7 +133,13 @@ class TaskModule(Protocol[R, I, F, P, S]):
         ...
 
     def finish(
-        self, path: Path, options: DataOptions, report: BuildReport, *, splits: dict[str, np.ndarray] | None, pad_id: int
+        self,
+        path: Path,
+        options: DataOptions,
+        report: BuildReport,
+        *,
+        splits: dict[str, np.ndarray] | None,
+        pad_id: int,
     ) -> Dataset | DatasetDict:
         """The rows file as the build's `Dataset` (or `DatasetDict`), split by record."""
         ...
@@ -198,7 +208,9 @@ class Stage:
         if self.media is not None:
             self.renderer = MediaRenderer(self.renderer, self.media)  # type: ignore[assignment]  # a wrapper (above)
             self.masker = MediaMasker(self.masker, self.media)  # type: ignore[assignment]  # a wrapper (above)
-        self.truncator = Truncator(self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut)
+        self.truncator = Truncator(
+            self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut
+        )
         self.state = self.task.compiled(self)  # what the task reads and renders records with (its column maps)
 
     def state_as(self, kind: type[ST]) -> ST:
@@ -341,7 +353,7 @@ class Stage:
                 reason = f"{result.reason} ({split_row.describe()})" if split_row is not None else result.reason
                 reject = Reject(
                     item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total
-                )  # fmt: skip
+                )
                 also = f"{split_row.describe()}: {result.code.value}" if split_row is not None else ""
                 if not _joined(ran, owners, record, reject, also=also):
                     ran.rejects.append(reject)
@@ -352,8 +364,12 @@ class Stage:
         if failed:
             for i, (record, kept, fit) in enumerate(ran.outcomes):
                 if record in failed and fit is not None and fit.rows and not isinstance(kept, Reject):
-                    if kept.split_row is None:  # a split record's rows go with the one reject naming the row that failed
-                        siblings = [Reject(kept.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING)] * len(fit.rows)
+                    if (
+                        kept.split_row is None
+                    ):  # a split record's rows go with the one reject naming the row that failed
+                        siblings = [Reject(kept.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING)] * len(
+                            fit.rows
+                        )
                         ran.rejects.extend(siblings)
                         owners.extend(record for _ in siblings)
                     ran.outcomes[i] = (record, kept, replace(fit, rows=[]))

@@ -33,9 +33,12 @@ from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
 from ftdata.media.summary import audio_counts, media_counts
 
 POLICIES = (
-    TruncationPolicy.KEEP_RESPONSE, TruncationPolicy.KEEP_START, TruncationPolicy.KEEP_END,
-    TruncationPolicy.SPLIT, TruncationPolicy.DROP,
-)  # fmt: skip
+    TruncationPolicy.KEEP_RESPONSE,
+    TruncationPolicy.KEEP_START,
+    TruncationPolicy.KEEP_END,
+    TruncationPolicy.SPLIT,
+    TruncationPolicy.DROP,
+)
 PERCENTILES = (50, 90, 99)
 FIT, CUT, DROPPED = 0, 1, 2
 
@@ -83,14 +86,21 @@ def summarize(measured: Measured, kept: Truncated, *, stage: Stage) -> RecordSta
     kinds, media_tokens = media_counts(measured.rendered)
     audio_ms, audio_tokens = audio_counts(measured.rendered)
     return RecordStats(
-        format=measured.example.format, total=measured.total, response=response, trained=trained,
-        outcomes=outcomes, kept=tuple(len(ids) for ids, _ in rows),
+        format=measured.example.format,
+        total=measured.total,
+        response=response,
+        trained=trained,
+        outcomes=outcomes,
+        kept=tuple(len(ids) for ids, _ in rows),
         kept_trained=sum(count_trained(labels) for _, labels in rows),
         kept_first_trained=sum(1 for _, labels in rows if labels and labels[0] != IGNORE_INDEX),
-        media=sum(kinds.values()), media_tokens=media_tokens, kinds=tuple(kinds.items()), audio_ms=audio_ms,
+        media=sum(kinds.values()),
+        media_tokens=media_tokens,
+        kinds=tuple(kinds.items()),
+        audio_ms=audio_ms,
         audio_tokens=audio_tokens,
         kept_media_tokens=tuple(stage.media.tokens(ids) for ids, _ in rows) if stage.media else (),
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -133,10 +143,16 @@ class DataStats:
     response: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     media: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # media items per example
-    media_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # their placeholder tokens per example
+    media_tokens: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )  # their placeholder tokens per example
     kinds: Counter[str] = field(default_factory=Counter)  # media items by kind
-    audio_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # milliseconds of audio per example
-    audio_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # audio placeholder tokens per example
+    audio_ms: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )  # milliseconds of audio per example
+    audio_tokens: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )  # audio placeholder tokens per example
     policies: list[PolicyOutcome] = field(default_factory=list)
     epoch: Epoch | None = None
 
@@ -189,22 +205,41 @@ class DataStats:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (no per-record arrays)."""
         out = {
-            "source": self.source, "tokenizer": self.tokenizer, "template": self.template, "mask": self.mask,
-            "max_length": self.max_length, "truncation": self.truncation, "records": self.records,
-            "examples": self.examples, "rows": self.rows, "filtered": self.filtered, "formats": dict(self.formats),
-            "problems": dict(self.problems), "sample_problems": [r.to_dict() for r in self.sample_problems],
-            "tokens": int(self.total.sum()), "trained_tokens": int(self.trained.sum()),
-            "trained_share": round(self.trained_share, 4), "lengths": self.percentiles(),
+            "source": self.source,
+            "tokenizer": self.tokenizer,
+            "template": self.template,
+            "mask": self.mask,
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "records": self.records,
+            "examples": self.examples,
+            "rows": self.rows,
+            "filtered": self.filtered,
+            "formats": dict(self.formats),
+            "problems": dict(self.problems),
+            "sample_problems": [r.to_dict() for r in self.sample_problems],
+            "tokens": int(self.total.sum()),
+            "trained_tokens": int(self.trained.sum()),
+            "trained_share": round(self.trained_share, 4),
+            "lengths": self.percentiles(),
             "truncation_policies": [asdict(p) for p in self.policies],
-        }  # fmt: skip
+        }
         if self.epoch is not None:
             out["epoch"] = asdict(self.epoch)
         if self.media.any():
-            out["media"] = {"total": int(self.media.sum()), "kinds": dict(self.kinds), "per_example": describe(self.media),
-                            "tokens_per_example": describe(self.media_tokens)}  # fmt: skip
+            out["media"] = {
+                "total": int(self.media.sum()),
+                "kinds": dict(self.kinds),
+                "per_example": describe(self.media),
+                "tokens_per_example": describe(self.media_tokens),
+            }
         if self.audio_ms.any():
-            out["audio"] = {"seconds": round(int(self.audio_ms.sum()) / 1000, 3), "tokens": int(self.audio_tokens.sum()),
-                            "ms_per_example": describe(self.audio_ms), "tokens_per_example": describe(self.audio_tokens)}  # fmt: skip
+            out["audio"] = {
+                "seconds": round(int(self.audio_ms.sum()) / 1000, 3),
+                "tokens": int(self.audio_tokens.sum()),
+                "ms_per_example": describe(self.audio_ms),
+                "tokens_per_example": describe(self.audio_tokens),
+            }
         return out
 
 
@@ -230,7 +265,7 @@ def _nice(width: float) -> int:
 def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int]]:
     """`(low, high, count)` rows with round bin widths from min to max; low <= value < high.
 
-        histogram(np.array([1, 3, 12]), bins=2) -> [(0, 10, 2), (10, 20, 1)]
+    histogram(np.array([1, 3, 12]), bins=2) -> [(0, 10, 2), (10, 20, 1)]
     """
     if len(values) == 0:
         return []
@@ -244,9 +279,14 @@ def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int
 
 # --- collecting --------------------------------------------------------------------------------
 
+
 def summaries(stage: Stage, ran: Ran) -> list[RecordStats]:
     """The stats reducer: each measured example of a batch reduced to `RecordStats` (in the worker)."""
-    return [summarize(item, kept, stage=stage) for _, item, kept in ran.outcomes if isinstance(item, Measured) and kept is not None]
+    return [
+        summarize(item, kept, stage=stage)
+        for _, item, kept in ran.outcomes
+        if isinstance(item, Measured) and kept is not None
+    ]
 
 
 class _Accumulator:
@@ -254,8 +294,15 @@ class _Accumulator:
 
     def __init__(self, stats: DataStats):
         self.stats = stats
-        self.columns: dict[str, list[int]] = {"total": [], "response": [], "trained": [], "media": [], "media_tokens": [],
-                                                "audio_ms": [], "audio_tokens": []}  # fmt: skip
+        self.columns: dict[str, list[int]] = {
+            "total": [],
+            "response": [],
+            "trained": [],
+            "media": [],
+            "media_tokens": [],
+            "audio_ms": [],
+            "audio_tokens": [],
+        }
         self.kept: list[int] = []
         self.kept_media_tokens: list[int] = []
         self.kept_trained = 0
@@ -282,14 +329,25 @@ class _Accumulator:
             setattr(stats, name, np.asarray(values, dtype=np.int64))
         stats.policies = self.policies
         stats.epoch = _epoch(
-            self.kept, self.kept_trained, self.kept_first_trained, max_length=max_length, seed=seed, test_size=test_size,
+            self.kept,
+            self.kept_trained,
+            self.kept_first_trained,
+            max_length=max_length,
+            seed=seed,
+            test_size=test_size,
             media_tokens=self.kept_media_tokens,
-        )  # fmt: skip
+        )
         return stats
 
 
 def _epoch(
-    kept: list[int], trained: int, first_trained: int, *, max_length: int, seed: int, test_size: float | int | None,
+    kept: list[int],
+    trained: int,
+    first_trained: int,
+    *,
+    max_length: int,
+    seed: int,
+    test_size: float | int | None,
     media_tokens: list[int] = (),  # type: ignore[assignment]  # an empty tuple as the immutable default of a list read only
 ) -> Epoch:
     """Per-epoch totals of the train split; packing fill over every kept sequence."""
@@ -307,13 +365,19 @@ def _epoch(
         if any(media_tokens):  # media tokens per packed row: each bin's sequences' placeholder tokens
             per_pack = describe(np.array([sum(media_tokens[i] for i in members) for members in bins], dtype=np.int64))
     return Epoch(
-        train_fraction=round(fraction, 4), sequences=round(n * fraction), tokens=round(sum(kept) * fraction),
-        trained=round(trained * fraction), packed_trained=round((trained - first_trained) * fraction), packing=packing,
+        train_fraction=round(fraction, 4),
+        sequences=round(n * fraction),
+        tokens=round(sum(kept) * fraction),
+        trained=round(trained * fraction),
+        packed_trained=round((trained - first_trained) * fraction),
+        packing=packing,
         media_per_pack=per_pack,
-    )  # fmt: skip
+    )
 
 
-def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None) -> DataStats:
+def collect(
+    source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None
+) -> DataStats:
     """Measure every record of `source` (up to `limit`) with `stage`'s options, on `run`'s engine.
 
     The run loop counts as a build counts (the same rejects, the whole-record rule); under
@@ -327,11 +391,24 @@ def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progres
     """
     opts = stage.options
     stats = DataStats(
-        source=str(source), tokenizer=str(getattr(stage.tokenizer, "name_or_path", "")), template=stage.renderer.name,
-        mask=opts.mask.value, max_length=opts.max_length, truncation=opts.truncation.value,
-    )  # fmt: skip
+        source=str(source),
+        tokenizer=str(getattr(stage.tokenizer, "name_or_path", "")),
+        template=stage.renderer.name,
+        mask=opts.mask.value,
+        max_length=opts.max_length,
+        truncation=opts.truncation.value,
+    )
     acc = _Accumulator(stats)
-    parts = loop.run(source, stage, run or RunOptions(), summaries, report=stats.counts, responses=True, lenient=True, progress=progress)
+    parts = loop.run(
+        source,
+        stage,
+        run or RunOptions(),
+        summaries,
+        report=stats.counts,
+        responses=True,
+        lenient=True,
+        progress=progress,
+    )
     for items in parts:
         for item in items:
             acc.add(item)
@@ -343,4 +420,14 @@ def collect(source: Any, stage: Stage, run: RunOptions | None = None, *, progres
     return acc.finish(max_length=opts.max_length, seed=opts.seed, test_size=opts.test_size)
 
 
-__all__ = ["DataStats", "Epoch", "PolicyOutcome", "RecordStats", "collect", "describe", "histogram", "summaries", "summarize"]
+__all__ = [
+    "DataStats",
+    "Epoch",
+    "PolicyOutcome",
+    "RecordStats",
+    "collect",
+    "describe",
+    "histogram",
+    "summaries",
+    "summarize",
+]

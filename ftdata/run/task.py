@@ -86,10 +86,14 @@ def task_reason(row: Any, task: Task | None, options: DataOptions, *, given: boo
         return "the first record is a completion with a true/false label (TRL's unpaired preference rows)"
     if isinstance(row, Mapping) and columns.column(row, "messages") is None:
         question = columns.column(row, "instruction")
-        answer = next((c for c in ("answer", "solution", "ground_truth") if c in row and c not in columns.claimed), None)
+        answer = next(
+            (c for c in ("answer", "solution", "ground_truth") if c in row and c not in columns.claimed), None
+        )
         if question in ("question", "problem", "query", "prompt") and answer is not None:
-            return (f"the first record is question/answer data ({question}, {answer}), built as SFT (train on the "
-                    "answers); for a GRPO/RLOO prompt set (the answer as a reward column) pass --task prompts")  # fmt: skip
+            return (
+                f"the first record is question/answer data ({question}, {answer}), built as SFT (train on the "
+                "answers); for a GRPO/RLOO prompt set (the answer as a reward column) pass --task prompts"
+            )
     return "the first record is SFT data (a conversation, or an instruction and its response)"
 
 
@@ -127,7 +131,9 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
     """
     data = check_options(options.data)
     needed = data.task is None or data.task is Task.PROMPTS
-    first = first_record(source, data) if needed and not _once(source) else None  # read once: the task, its reason and the columns
+    first = (
+        first_record(source, data) if needed and not _once(source) else None
+    )  # read once: the task, its reason and the columns
     row = None if first is None else first[1]
     if options.data.task is None:
         task = None if first is None else _named(*first, options.data)
@@ -146,8 +152,13 @@ def with_task(source: Any, options: BuildOptions) -> BuildOptions:
     if options.data.reward_columns is not None:
         return options.updated(reward_columns=_named_columns(row, options)).with_task_reason(reason)
     if _once(source):
-        raise ConfigError("a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: reward_columns={'answer': 'string'}")
-    return options.updated(reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {}).with_task_reason(reason)
+        raise ConfigError(
+            "a prompt set read once (a pipe) cannot type its reward columns from its first record; name them: "
+            "reward_columns={'answer': 'string'}"
+        )
+    return options.updated(
+        reward_columns=RewardColumns.of_row(row, prompt_columns(options.data.columns)).types or {}
+    ).with_task_reason(reason)
 
 
 def _renames_told(data: DataOptions) -> None:
@@ -184,8 +195,11 @@ def _named_columns(row: Any, options: BuildOptions) -> dict[str, str]:
         if name in has or kind == SKIP or kind.endswith("?") or name in row:
             continue
         nested = nested_paths(row, name)
-        fix = (f"it has {nested[0]}: map it with --columns {name}={nested[0]}" if nested
-               else f"its columns are {', '.join(has) or 'none'}")  # fmt: skip
+        fix = (
+            f"it has {nested[0]}: map it with --columns {name}={nested[0]}"
+            if nested
+            else f"its columns are {', '.join(has) or 'none'}"
+        )
         raise ConfigError(f"reward_columns names {name} and the prompt set's first record has no column {name}; {fix}")
     return {**given, **{name: SKIP for name in has if name not in given}}
 
@@ -205,13 +219,19 @@ def sources_task(sources: Mapping[str, tuple[Any, BuildOptions]], common: BuildO
         found = {name: data_task(first, options.data) or Task.SFT for name, (first, options) in sources.items()}
         if len(set(found.values())) > 1:
             kinds = ", ".join(f"{name} is {kind.value}" for name, kind in found.items())
-            raise ConfigError(f"the sources hold different kinds of data ({kinds}); a build makes one kind of rows: "
-                              "split the recipe, or set task: at its top")  # fmt: skip
+            raise ConfigError(
+                f"the sources hold different kinds of data ({kinds}); a build makes one kind of rows: "
+                "split the recipe, or set task: at its top"
+            )
         task = next(iter(found.values()), Task.SFT)
         if task is not Task.SFT:
             out["task"] = task
     if task is Task.PROMPTS and common.data.reward_columns is None:
-        named = {name: RewardColumns.of_row((first_record(path, options.data) or (None, None))[1], prompt_columns(options.data.columns))
-                 for name, (path, options) in sources.items()}  # fmt: skip
+        named = {
+            name: RewardColumns.of_row(
+                (first_record(path, options.data) or (None, None))[1], prompt_columns(options.data.columns)
+            )
+            for name, (path, options) in sources.items()
+        }
         out["reward_columns"] = RewardColumns.union(named).types
     return out

@@ -118,7 +118,9 @@ class Border:
         self.added = {i: token.content for i, token in backend.get_added_tokens_decoder().items()}
         # Added tokens that take the whitespace after them (Phi-3's `<|assistant|>`, rstrip): a reply's leading
         # space after one is the prompt token's, in the whole text and so at inference.
-        self._stripping = tuple(t.content for t in backend.get_added_tokens_decoder().values() if t.rstrip and t.content.strip())
+        self._stripping = tuple(
+            t.content for t in backend.get_added_tokens_decoder().values() if t.rstrip and t.content.strip()
+        )
         self.regex = _splits_by_regex(backend)
         self._literal: Any = None
         self._literal_lock = threading.Lock()  # engine=local masks batches on several threads

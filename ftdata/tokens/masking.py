@@ -43,7 +43,8 @@ from ftdata.types import IGNORE_INDEX, Rendered
 
 WIDENED = Note(
     NoteCode.TRAIN_DETAIL_WIDENED,
-    "a token crosses a train_detail edge: it stays trained, whole (Axolotl's rule; the tokenization is the model's own)",
+    "a token crosses a train_detail edge: it stays trained, whole (Axolotl's rule; the tokenization is the model's "
+    "own)",
 )
 
 
@@ -81,8 +82,13 @@ class WeightedRow(tuple):
 
 
 def row_of(tokenized: Tokenized, limit: int | None = None) -> tuple[list[int], list[int]]:
-    """The kept row of a masked record, its first `limit` tokens: `(ids, labels)`, a `WeightedRow` when it has weights."""
-    ids, labels = (tokenized.input_ids, tokenized.labels) if limit is None else (tokenized.input_ids[:limit], tokenized.labels[:limit])
+    """The kept row of a masked record, its first `limit` tokens:
+    `(ids, labels)`, a `WeightedRow` when it has weights."""
+    ids, labels = (
+        (tokenized.input_ids, tokenized.labels)
+        if limit is None
+        else (tokenized.input_ids[:limit], tokenized.labels[:limit])
+    )
     if tokenized.weights is None:
         return ids, labels
     return WeightedRow(ids, labels, tokenized.weights if limit is None else tokenized.weights[:limit])
@@ -123,15 +129,20 @@ class _Spelling:
     def of(backend: Any) -> _Spelling | None:
         # Each part's own JSON (what pickling it writes), not the whole tokenizer's: that one
         # holds the vocabulary and merges, and serializing and parsing it took 0.1 s per build.
-        normalizer, pre, decoder = (_spec(part) for part in (backend.normalizer, backend.pre_tokenizer, backend.decoder))
+        normalizer, pre, decoder = (
+            _spec(part) for part in (backend.normalizer, backend.pre_tokenizer, backend.decoder)
+        )
         model = backend.model
         unicode_forms = {"NFC", "NFD", "NFKC", "NFKD"}
         if normalizer is not None and normalizer.get("type") not in unicode_forms:
             return None
         if (
-            type(model).__name__ != "BPE" or (decoder or {}).get("type") != "ByteLevel"
-            or model.continuing_subword_prefix or model.end_of_word_suffix or not _byte_level_only(pre)
-        ):  # fmt: skip
+            type(model).__name__ != "BPE"
+            or (decoder or {}).get("type") != "ByteLevel"
+            or model.continuing_subword_prefix
+            or model.end_of_word_suffix
+            or not _byte_level_only(pre)
+        ):
             return None
         missing = bytes(b for b, char in enumerate(_BYTE_CHARS) if model.token_to_id(char) is None)
         return _Spelling(missing, ascii_only=normalizer is not None)
@@ -155,8 +166,10 @@ def _byte_level_only(pre: Any) -> bool:
         return False
     kind = pre.get("type")
     if kind == "Sequence":
-        return bool(pre["pretokenizers"]) and all(map(_byte_level_only_step, pre["pretokenizers"])) and any(
-            p.get("type") == "ByteLevel" for p in pre["pretokenizers"]
+        return (
+            bool(pre["pretokenizers"])
+            and all(map(_byte_level_only_step, pre["pretokenizers"]))
+            and any(p.get("type") == "ByteLevel" for p in pre["pretokenizers"])
         )
     return kind == "ByteLevel" and _byte_level_only_step(pre)
 
@@ -212,7 +225,11 @@ class Masker:
         # offsets are computed only if read (`preview`).
         bare = [not (r.spans or r.holes or r.boundaries or r.literal or r.media) for r in batch]
         full = iter(self.backend.encode_batch([r.text for r, b in zip(batch, bare) if not b], add_special_tokens=False))
-        fast = iter(self.backend.encode_batch_fast([r.text for r, b in zip(batch, bare) if b], add_special_tokens=False) if any(bare) else ())
+        fast = iter(
+            self.backend.encode_batch_fast([r.text for r, b in zip(batch, bare) if b], add_special_tokens=False)
+            if any(bare)
+            else ()
+        )
         located = []
         for r, b in zip(batch, bare):
             e = next(fast if b else full)
@@ -287,7 +304,10 @@ def _find(haystack: list[int], needle: list[int]) -> int:
 
 
 def _mask_holes(
-    labels: list[int], offsets: Sequence[tuple[int, int]], holes: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+    labels: list[int],
+    offsets: Sequence[tuple[int, int]],
+    holes: Sequence[tuple[int, int]],
+    spans: Sequence[tuple[int, int]],
 ) -> tuple[str, bool]:
     """Mask every token wholly inside a hole (train_detail characters that carry no loss).
 
@@ -331,4 +351,6 @@ def _decode_problem(expected: str, decoded: str) -> str:
     """Why the trained tokens do not decode to the span's text ('' when they do)."""
     if decoded == expected or _visible(decoded) == _visible(expected):
         return ""
-    return f"trained tokens decode to {decoded[:40]!r}, not the response {expected[:40]!r} (the tokenizer cannot spell it)"
+    return (
+        f"trained tokens decode to {decoded[:40]!r}, not the response {expected[:40]!r} (the tokenizer cannot spell it)"
+    )

@@ -53,8 +53,14 @@ from ftdata.errors import ConfigError
 from ftdata.types import IGNORE_INDEX
 
 __all__ = [
-    "PackingStats", "packing_stats", "pad_sequences", "padded_lengths", "plan_arrays", "plan_bins", "plan_stats",
-]  # fmt: skip
+    "PackingStats",
+    "packing_stats",
+    "pad_sequences",
+    "padded_lengths",
+    "plan_arrays",
+    "plan_bins",
+    "plan_stats",
+]
 
 
 def _check_max_length(max_length: int) -> None:
@@ -103,7 +109,9 @@ def plan_bins(lengths: Sequence[int], *, max_length: int, seed: int = 42) -> lis
     return [flat[a:b] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
 
 
-def plan_arrays(lengths: Sequence[int] | np.ndarray, *, max_length: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+def plan_arrays(
+    lengths: Sequence[int] | np.ndarray, *, max_length: int, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
     """Group sequence indices into bins whose total length is <= `max_length` (best-fit decreasing).
 
     Returns `(starts, members)`: bin `j` holds the sequence indices
@@ -220,7 +228,13 @@ class PackingStats:
 
     @classmethod
     def of(
-        cls, *, rows: int, sequences: int, tokens: int, slots: int, max_sequences_per_row: int,
+        cls,
+        *,
+        rows: int,
+        sequences: int,
+        tokens: int,
+        slots: int,
+        max_sequences_per_row: int,
         trained_tokens: int | None,
     ) -> PackingStats:
         """The stats of these counts, with the ratios worked out from them."""

@@ -77,7 +77,6 @@ class ReusingEncoder:
                 self._known.update((s, fresh[s]) for s in keep)
         return [_joined(parts, ChainMap(fresh, self._known), self._ids) for parts in splits]
 
-
     def _learn(self, texts: Sequence[str]) -> None:
         """Split at the added tokens `texts` hold (a template's markup; Gemma 3 has 6,415 added tokens, and one
         pattern of them all costs 180 us a text) that share no characters with another added token's edge."""
@@ -96,8 +95,12 @@ def _overlaps(token: str, added: dict[str, int]) -> bool:
     heads = {token[:k] for k in range(1, len(token))}
     tails = {token[k:] for k in range(1, len(token))}
     for other in added:
-        if other != token and (token in other or other in token or any(other[k:] in heads for k in range(1, len(other)))
-                               or any(other[:k] in tails for k in range(1, len(other)))):  # fmt: skip
+        if other != token and (
+            token in other
+            or other in token
+            or any(other[k:] in heads for k in range(1, len(other)))
+            or any(other[:k] in tails for k in range(1, len(other)))
+        ):
             return True
     return False
 

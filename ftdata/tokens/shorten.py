@@ -14,7 +14,8 @@ and the record's `input` (`context`, which belongs to the first user turn), or, 
 resort of keep_end, a trained assistant turn's content. The system prompt is never cut.
 
     cut_text("one two three four", offsets, drop=2, side=END)     -> "one two"
-    cut_text("one two three four", offsets, drop=2, side=MIDDLE)  -> "one [...] four"  (marker tokens counted by the caller)
+    cut_text("one two three four", offsets, drop=2, side=MIDDLE)  -> "one [...] four"
+    (the caller counts the marker's tokens)
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def with_text(example: Example, piece: Piece, text: str) -> Example:
     return replace(example, messages=tuple(msgs))
 
 
-def cut_text(text: str, offsets: Sequence[tuple[int, int]], *, drop: int, side: PromptCut, keep_some: bool = False) -> str:
+def cut_text(
+    text: str, offsets: Sequence[tuple[int, int]], *, drop: int, side: PromptCut, keep_some: bool = False
+) -> str:
     """`text` without `drop` of its tokens (`offsets`: the char span of each of its tokens, tokenized alone).
 
     Cuts fall on token edges, so the kept text is `len(offsets) - drop` tokens as the text
@@ -121,6 +124,14 @@ def keep_media(text: str, cut: str, side: PromptCut) -> str:
 
 
 __all__ = [
-    "MARKER", "Piece", "cut_text", "exchange_starts", "exchanges", "head", "prompt_pieces", "response_pieces",
-    "text_of", "with_text",
-]  # fmt: skip
+    "MARKER",
+    "Piece",
+    "cut_text",
+    "exchange_starts",
+    "exchanges",
+    "head",
+    "prompt_pieces",
+    "response_pieces",
+    "text_of",
+    "with_text",
+]

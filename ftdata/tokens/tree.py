@@ -37,6 +37,7 @@ from ftdata.types import IGNORE_INDEX
 
 __all__ = ["Tree", "grow", "parents", "paths", "visible"]
 
+
 @dataclass(frozen=True, slots=True)
 class Tree:
     """One tree of a record's rows: its unique tokens in pre-order, their labels, depths and loss weights
@@ -127,12 +128,15 @@ def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> lis
         ids, labels = row
         weights = getattr(row, "weights", None)
         keys = np.column_stack([ids, labels, weights if weights is not None else np.ones(len(ids))]).astype(np.float64)
-        fits = [(k, at) for k, (grown, _) in enumerate(trees) if (at := grown.shared(keys)) is not None
-                and grown.size + len(keys) - at[1] <= max_length][:1]  # fmt: skip
+        fits = [
+            (k, at)
+            for k, (grown, _) in enumerate(trees)
+            if (at := grown.shared(keys)) is not None and grown.size + len(keys) - at[1] <= max_length
+        ][:1]
         if not fits:
             trees.append((_Grown(), [False]))
             fits = [(len(trees) - 1, (-1, 0))]
-        (k, at), = fits
+        ((k, at),) = fits
         trees[k][0].add(keys, at)
         trees[k][1][0] |= weights is not None
     return [grown.tree(weighted[0]) for grown, weighted in trees]

@@ -41,7 +41,17 @@ from ftdata.guard.limits import RecordOverLimit
 from ftdata.tokens.masking import Masker, Tokenized, row_of
 from ftdata.outcomes import RejectCode
 from ftdata.chat.render import trained_turns
-from ftdata.tokens.shorten import MARKER, Piece, cut_text, exchange_starts, exchanges, prompt_pieces, response_pieces, text_of, with_text
+from ftdata.tokens.shorten import (
+    MARKER,
+    Piece,
+    cut_text,
+    exchange_starts,
+    exchanges,
+    prompt_pieces,
+    response_pieces,
+    text_of,
+    with_text,
+)
 from ftdata.types import Example, MaskPolicy, PromptCut, TruncationPolicy, count_trained
 
 if TYPE_CHECKING:
@@ -88,7 +98,9 @@ class Truncator:
         self.prompt_cut = prompt_cut
         self._backend = masker.backend
         self._marker = len(self._backend.encode(MARKER, add_special_tokens=False).ids)
-        self._media: frozenset[int] = getattr(masker, "media_ids", frozenset())  # image tokens: never cut (ftdata.media)
+        self._media: frozenset[int] = getattr(
+            masker, "media_ids", frozenset()
+        )  # image tokens: never cut (ftdata.media)
 
     def __call__(self, example: Example, row: Tokenized, *, policy: TruncationPolicy) -> Truncated:
         """Apply `policy` to `example`, whose masked row is `row`.
@@ -110,14 +122,22 @@ class Truncator:
             out = _pair(row, limit)
             kept, total = count_trained(out[1]), count_trained(row.labels)
             if not kept:
-                return Truncated([], f"no response left: kept the first {limit} of {n} tokens", RejectCode.NO_RESPONSE_LEFT)
-            return Truncated([out], f"end cut: kept the first {limit} of {n} tokens ({total - kept} of {total} response tokens lost)", RejectCode.END_CUT)
+                return Truncated(
+                    [], f"no response left: kept the first {limit} of {n} tokens", RejectCode.NO_RESPONSE_LEFT
+                )
+            return Truncated(
+                [out],
+                f"end cut: kept the first {limit} of {n} tokens ({total - kept} of {total} response tokens lost)",
+                RejectCode.END_CUT,
+            )
         starts = exchange_starts(example)
         keep_end = policy is TruncationPolicy.KEEP_END
         if policy is TruncationPolicy.SPLIT and len(starts) > 1:
             return self._split(example, len(starts), count_trained(row.labels), over)
         if not keep_end and (why := self._response_alone(row)):
-            return Truncated([], why, RejectCode.RESPONSE_TOO_LONG)  # before any render: most over-long records end here
+            return Truncated(
+                [], why, RejectCode.RESPONSE_TOO_LONG
+            )  # before any render: most over-long records end here
         if self._media and (why := self._media_alone(row, keep_end=keep_end)):
             return Truncated([], f"{why} ({over})", RejectCode.MEDIA_TOO_LONG)  # before any render, as above
         total = count_trained(row.labels)
@@ -132,8 +152,15 @@ class Truncator:
             why = f"start cut: {fit.cut}{after}, {lost} of {total} response tokens lost, to fit {over}"
             return Truncated([_pair(fit.row)], why, RejectCode.START_CUT, shorter)
         if fit.cut:
-            return Truncated([_pair(fit.row)], f"prompt shortened: {fit.cut}{after} to fit {over}", RejectCode.PROMPT_SHORTENED, shorter)
-        return Truncated([_pair(fit.row)], f"oldest turns dropped: {dropped} to fit {over}", RejectCode.TURNS_DROPPED, shorter)
+            return Truncated(
+                [_pair(fit.row)],
+                f"prompt shortened: {fit.cut}{after} to fit {over}",
+                RejectCode.PROMPT_SHORTENED,
+                shorter,
+            )
+        return Truncated(
+            [_pair(fit.row)], f"oldest turns dropped: {dropped} to fit {over}", RejectCode.TURNS_DROPPED, shorter
+        )
 
     # --- one conversation ------------------------------------------------------------------
 
@@ -163,9 +190,11 @@ class Truncator:
             return ""
         what = "one response token" if cuttable else f"the response's {response} tokens"
         return (
-            f"media too long: the last exchange's media items take {media} tokens, which are never cut, and with {what} "
-            f"they do not fit max_length {self.max_length}; raise max_length, lower the processor's max_pixels or shorten the clips"
-        )  # fmt: skip
+            f"media too long: the last exchange's media items take {media} tokens, which are never cut, and with "
+            f"{what} "
+            f"they do not fit max_length {self.max_length}; raise max_length, lower the processor's max_pixels or "
+            "shorten the clips"
+        )
 
     def _row(self, example: Example) -> Tokenized | RecordError:
         """`example` rendered and masked like any record, or why it cannot be.
@@ -230,8 +259,11 @@ class Truncator:
         if not keep_end and isinstance(row, Tokenized) and (why := self._prompt_floor(current, row)):
             return _Fit(None, reason=why, code=RejectCode.PROMPT_TOO_LONG)
         what = "the responses" if not keep_end else "one token of each response"
-        return _Fit(None, reason=f"response too long: {what} with the template alone do not fit max_length {self.max_length}",
-                    code=RejectCode.RESPONSE_TOO_LONG if not keep_end else RejectCode.NO_RESPONSE_LEFT)  # fmt: skip
+        return _Fit(
+            None,
+            reason=f"response too long: {what} with the template alone do not fit max_length {self.max_length}",
+            code=RejectCode.RESPONSE_TOO_LONG if not keep_end else RejectCode.NO_RESPONSE_LEFT,
+        )
 
     def _prompt_floor(self, example: Example, row: Tokenized) -> str:
         """Why the shortest cut of `example` (`row`) still does not fit when its responses would: what a cut never
@@ -252,10 +284,13 @@ class Truncator:
             f"prompt too long: {uncut} {'are' if len(parts) > 1 else 'is'} never cut, and cut as far as it goes the "
             f"record is still {len(row.input_ids):,} tokens ({prompt:,} prompt, {response:,} response) > max_length "
             f"{self.max_length:,}; raise --max-length or shorten the system prompt"
-        )  # fmt: skip
+        )
 
-    def _cut(self, example: Example, tiers: list[tuple[list[Piece], bool]], over: int, side: PromptCut, *, everything: bool) -> Example | None:
-        """`example` with about `over` tokens cut from its longest pieces (tier by tier), or None when none can give more.
+    def _cut(
+        self, example: Example, tiers: list[tuple[list[Piece], bool]], over: int, side: PromptCut, *, everything: bool
+    ) -> Example | None:
+        """`example` with about `over` tokens cut from its longest
+        pieces (tier by tier), or None when none can give more.
 
         `everything`: cut every piece of the first tier with text as far as it goes (the last round).
         """
@@ -270,7 +305,9 @@ class Truncator:
                 drops = _level(rooms, over + self._marker * sum(0 < d < r for d, r in zip(drops, rooms)))
             for piece, text, enc, drop in zip(pieces, texts, encodings, drops):
                 if drop:
-                    example = with_text(example, piece, cut_text(text, enc.offsets, drop=drop, side=side, keep_some=keep_some))
+                    example = with_text(
+                        example, piece, cut_text(text, enc.offsets, drop=drop, side=side, keep_some=keep_some)
+                    )
             return example
         return None
 
@@ -309,14 +346,20 @@ class Truncator:
             i = j
         lost = total - sum(count_trained(labels) for _, labels in kept)
         if not kept:
-            return Truncated([], f"response too long: no exchange's response fits max_length {self.max_length} ({over})", RejectCode.RESPONSE_TOO_LONG)
+            return Truncated(
+                [],
+                f"response too long: no exchange's response fits max_length {self.max_length} ({over})",
+                RejectCode.RESPONSE_TOO_LONG,
+            )
         detail = [f"{shortened} exchange(s) with the prompt shortened"] if shortened else []
         detail += [f"{lost_exchanges} exchange(s) whose response does not fit dropped"] if lost_exchanges else []
         extra = f"; {', '.join(detail)}" if detail else ""
         return Truncated(
-            kept, f"split: {over} into {len(kept)} conversations at exchange boundaries{extra} ({lost} response tokens lost)",
-            RejectCode.SPLIT, tuple(conversations),
-        )  # fmt: skip
+            kept,
+            f"split: {over} into {len(kept)} conversations at exchange boundaries{extra} ({lost} response tokens lost)",
+            RejectCode.SPLIT,
+            tuple(conversations),
+        )
 
 
 def _pair(row: Tokenized, limit: int | None = None) -> Row:
@@ -326,7 +369,7 @@ def _pair(row: Tokenized, limit: int | None = None) -> Row:
 def _level(rooms: list[int], over: int) -> list[int]:
     """Tokens to cut from each piece so that `over` go, the longest first: each is cut down to a common level.
 
-        _level([10, 4, 3], 5) -> [5, 0, 0]      _level([10, 4, 3], 8) -> [7, 1, 0]  (all cut down to 3 tokens)
+    _level([10, 4, 3], 5) -> [5, 0, 0]      _level([10, 4, 3], 8) -> [7, 1, 0]  (all cut down to 3 tokens)
     """
     if over >= sum(rooms):
         return list(rooms)
@@ -372,7 +415,9 @@ def _last(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
     return lo
 
 
-def _what_was_cut(before: Example, after: Example, tiers: list[tuple[list[Piece], bool]], side: PromptCut) -> dict[str, Any]:
+def _what_was_cut(
+    before: Example, after: Example, tiers: list[tuple[list[Piece], bool]], side: PromptCut
+) -> dict[str, Any]:
     """The reason's words for a text cut (which messages, how much was kept) and whether a response was cut."""
     parts, response_cut = [], False
     for pieces, is_response in tiers:
@@ -384,7 +429,10 @@ def _what_was_cut(before: Example, after: Example, tiers: list[tuple[list[Piece]
                 kept = len(new) - (len(MARKER) if side is PromptCut.MIDDLE and MARKER in new else 0)
                 parts.append(f"kept {kept} of {len(old)} characters of {name}")
                 response_cut |= is_response
-    return {"cut": f"cut the {side.value} of the text ({', '.join(parts)})" if parts else "", "response_cut": response_cut}
+    return {
+        "cut": f"cut the {side.value} of the text ({', '.join(parts)})" if parts else "",
+        "response_cut": response_cut,
+    }
 
 
 __all__ = ["ROUNDS", "Truncated", "Truncator"]

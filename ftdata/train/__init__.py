@@ -5,7 +5,8 @@ The only part of ftdata that imports torch, trl, peft and bitsandbytes. Importin
 package is cheap: the heavy modules load when `train` or `evaluate_run` is first used.
 
     >>> from ftdata.train import TrainConfig, train
-    >>> result = train(TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=20))  # doctest: +SKIP
+    >>> config = TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=20)
+    >>> result = train(config)  # doctest: +SKIP
     >>> result.run_dir  # doctest: +SKIP
     PosixPath('runs/20250101-120000')
 """
@@ -33,7 +34,6 @@ __all__ = [
     "resume_config",
     "train",
 ]
-
 
 
 def _drop_kernel_hub_notice(record: logging.LogRecord) -> bool:

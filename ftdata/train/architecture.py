@@ -53,8 +53,12 @@ class LayerKind:
     kernels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "layers": self.layers, "carries_state": self.carries_state,
-                "kernels": list(self.kernels)}
+        return {
+            "name": self.name,
+            "layers": self.layers,
+            "carries_state": self.carries_state,
+            "kernels": list(self.kernels),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +103,20 @@ class Architecture:
         need = ", ".join(self.kernels) or "a kernel that honours seq_idx"
         missing = ", ".join(self.missing) or need
         where = "on CPU the torch paths" if self.device != "cuda" else f"without {missing} the torch paths"
-        return (f"{names} carry state along the row and {where} do not honour seq_idx / cu_seq_lens "
-                f"(install {need} on a CUDA GPU)")
+        return (
+            f"{names} carry state along the row and {where} do not honour seq_idx / cu_seq_lens "
+            f"(install {need} on a CUDA GPU)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model_type": self.model_type, "route": self.route.value, "why": self.why(),
-            "layer_kinds": [k.to_dict() for k in self.kinds], "kernels_needed": list(self.kernels),
+            "model_type": self.model_type,
+            "route": self.route.value,
+            "why": self.why(),
+            "layer_kinds": [k.to_dict() for k in self.kinds],
+            "kernels_needed": list(self.kernels),
             "kernels_installed": [p for p in self.kernels if p in self.installed],
-        }  # fmt: skip
+        }
 
 
 def inspect_model(model: Any, *, device: str) -> Architecture:
@@ -190,5 +199,8 @@ def _kernels(cls: type) -> tuple[str, ...]:
         source = inspect.getsource(module) if module is not None else ""
     except (OSError, TypeError):
         source = ""
-    return tuple(pip for name, pip in KERNELS.items() if f'"{name}"' in source or f"{name}." in source
-                 or f"import {name}" in source or f"'{name}'" in source)  # fmt: skip
+    return tuple(
+        pip
+        for name, pip in KERNELS.items()
+        if f'"{name}"' in source or f"{name}." in source or f"import {name}" in source or f"'{name}'" in source
+    )

@@ -27,7 +27,9 @@ class Parts:
     finish: Callable[[Any], None] | None = None
 
 
-def common_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False) -> dict[str, Any]:
+def common_args(
+    cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False
+) -> dict[str, Any]:
     """The trainer settings every method shares (SFT, DPO, KTO, GRPO): schedule, optimizer, precision,
     evaluation, logging and checkpoints, as keyword arguments of TRL's config classes.
 

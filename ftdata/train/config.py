@@ -97,7 +97,8 @@ class Method(_Choice):
 
 
 _TASKS = {Method.SFT: Task.SFT, Method.DPO: Task.PREFERENCE, Method.KTO: Task.KTO, Method.GRPO: Task.PROMPTS}
-# TRL's own defaults (DPOConfig.loss_type, KTOConfig.loss_type, GRPOConfig.loss_type): what runs when loss_type is not given.
+# TRL's own defaults (DPOConfig.loss_type, KTOConfig.loss_type, GRPOConfig.loss_type):
+# what runs when loss_type is not given.
 DEFAULT_LOSS = {Method.DPO: "sigmoid", Method.KTO: "kto", Method.GRPO: "dapo"}
 # The rewards of a GRPO run that names none (`ftdata.train.rewards`).
 DEFAULT_REWARDS = ("exact", "format")
@@ -125,9 +126,7 @@ class TrainConfig:
         "materialised once from its GGUF into the ftdata cache. Nothing is downloaded.",
         group="model",
     )
-    tokenizer: str | None = _opt(
-        None, "Tokenizer folder. Default: the model's own tokenizer.", group="model"
-    )
+    tokenizer: str | None = _opt(None, "Tokenizer folder. Default: the model's own tokenizer.", group="model")
     processor: str | None = _opt(
         None,
         "Models that read media: the processor folder (preprocessor_config.json, tokenizer, chat template). "
@@ -138,7 +137,8 @@ class TrainConfig:
     data: str | None = _opt(
         None,
         "Training data: any file or folder `ftdata build` reads, or a recipe file (built by `ftdata.build`, "
-        "the driver of `ftdata build`), or a dataset folder written by `ftdata build` / `save_to_disk` (trained as built).",
+        "the driver of `ftdata build`), or a dataset folder written by `ftdata build` / `save_to_disk` (trained as "
+        "built).",
         group="data",
     )
     data_options: BuildOptions = field(
@@ -177,14 +177,16 @@ class TrainConfig:
         group="preference",
     )
     beta: float = _opt(
-        0.1, "DPO/KTO: how far the policy may move from the reference model (higher = closer to it). GRPO: the "
+        0.1,
+        "DPO/KTO: how far the policy may move from the reference model (higher = closer to it). GRPO: the "
         "weight of the KL penalty against the reference model; 0 (with --method grpo) drops the penalty and the "
         "reference model's forward pass.",
         group="preference",
     )
     desirable_weight: float = _opt(1.0, "KTO: weight of the loss of desirable rows (label true).", group="preference")
-    undesirable_weight: float = _opt(1.0, "KTO: weight of the loss of undesirable rows (label false).",
-                                     group="preference")
+    undesirable_weight: float = _opt(
+        1.0, "KTO: weight of the loss of undesirable rows (label false).", group="preference"
+    )
     rewards: str | list[str] | None = _opt(
         None,
         "GRPO: how each sampled completion is scored (comma-separated on the CLI, a list in YAML): exact (its final "
@@ -195,15 +197,17 @@ class TrainConfig:
         group="preference",
     )
     num_generations: int = _opt(
-        4, "GRPO: completions sampled per prompt (the group whose rewards are compared). A step's batch, "
+        4,
+        "GRPO: completions sampled per prompt (the group whose rewards are compared). A step's batch, "
         "per_device_train_batch_size x gradient_accumulation_steps x processes completions, holds whole groups.",
         group="preference",
     )
     max_completion_length: int = _opt(512, "GRPO: longest sampled completion, in tokens.", group="preference")
     temperature: float = _opt(1.0, "GRPO: sampling temperature of the completions.", group="preference")
     # --- adapter and quantization ----------------------------------------------------------
-    lora: bool = _opt(True, "Train a LoRA adapter. --no-lora trains every weight (needs --quantization none).",
-                      group="lora")
+    lora: bool = _opt(
+        True, "Train a LoRA adapter. --no-lora trains every weight (needs --quantization none).", group="lora"
+    )
     lora_r: int = _opt(16, "LoRA rank (inner size of the low-rank update).", group="lora")
     lora_alpha: int = _opt(32, "LoRA alpha (the update is scaled by alpha / r).", group="lora")
     lora_dropout: float = _opt(0.05, "Dropout on the LoRA input.", group="lora")
@@ -222,8 +226,7 @@ class TrainConfig:
     )
     precision: Precision = _opt(
         Precision.AUTO,
-        "Compute dtype: auto (bf16 on CUDA with bf16 support, fp16 on other GPUs, fp32 on CPU), "
-        "bf16, fp16, fp32.",
+        "Compute dtype: auto (bf16 on CUDA with bf16 support, fp16 on other GPUs, fp32 on CPU), bf16, fp16, fp32.",
         group="lora",
         choices=[p.value for p in Precision],
     )
@@ -232,7 +235,8 @@ class TrainConfig:
     max_steps: int | None = _opt(None, "Stop after this many optimizer steps (overrides epochs).", group="train")
     learning_rate: float = _opt(2e-4, "Peak learning rate.", group="train")
     lr_scheduler_type: str = _opt(
-        "cosine", "Scheduler: linear, cosine, constant, constant_with_warmup, ... (transformers names).",
+        "cosine",
+        "Scheduler: linear, cosine, constant, constant_with_warmup, ... (transformers names).",
         group="train",
     )
     warmup_steps: float = _opt(
@@ -256,27 +260,37 @@ class TrainConfig:
     )
     # --- evaluation, logging, checkpoints --------------------------------------------------
     eval_strategy: Interval = _opt(
-        Interval.EPOCH, "When to compute eval loss: no, steps, epoch (needs --test-size).", group="schedule",
+        Interval.EPOCH,
+        "When to compute eval loss: no, steps, epoch (needs --test-size).",
+        group="schedule",
         choices=["no", "steps", "epoch"],
     )
-    eval_steps: int | None = _opt(None, "Eval every N steps (eval_strategy=steps). Default: logging_steps.",
-                                  group="schedule")
-    logging_strategy: Interval = _opt(Interval.STEPS, "When to log the train loss: no, steps, epoch.",
-                                      group="schedule", choices=["no", "steps", "epoch"])
+    eval_steps: int | None = _opt(
+        None, "Eval every N steps (eval_strategy=steps). Default: logging_steps.", group="schedule"
+    )
+    logging_strategy: Interval = _opt(
+        Interval.STEPS,
+        "When to log the train loss: no, steps, epoch.",
+        group="schedule",
+        choices=["no", "steps", "epoch"],
+    )
     logging_steps: int = _opt(10, "Log every N steps.", group="schedule")
-    save_strategy: Interval = _opt(Interval.STEPS, "When to write a checkpoint: no, steps, epoch, best.",
-                                   group="schedule", choices=["no", "steps", "epoch", "best"])
+    save_strategy: Interval = _opt(
+        Interval.STEPS,
+        "When to write a checkpoint: no, steps, epoch, best.",
+        group="schedule",
+        choices=["no", "steps", "epoch", "best"],
+    )
     save_steps: int = _opt(100, "Checkpoint every N steps (save_strategy=steps).", group="schedule")
-    save_total_limit: int | None = _opt(2, "Keep at most N checkpoints (older ones are deleted).",
-                                        group="schedule")
+    save_total_limit: int | None = _opt(2, "Keep at most N checkpoints (older ones are deleted).", group="schedule")
     load_best_model_at_end: bool = _opt(
-        False, "Reload the checkpoint with the lowest eval loss at the end (needs an eval split).",
+        False,
+        "Reload the checkpoint with the lowest eval loss at the end (needs an eval split).",
         group="schedule",
     )
     # --- outputs ---------------------------------------------------------------------------
     output_dir: str = _opt("runs", "Parent folder of the run folders (-o on the command line).", group="output")
-    run_name: str | None = _opt(None, "Run folder name. Default: a timestamp such as 20250101-120000.",
-                                group="output")
+    run_name: str | None = _opt(None, "Run folder name. Default: a timestamp such as 20250101-120000.", group="output")
     merge: bool = _opt(False, "Also save the base model with the adapter merged in (merged/).", group="output")
 
     def __post_init__(self) -> None:
@@ -439,7 +453,9 @@ def _data_options(value: Any) -> BuildOptions:
     if isinstance(value, Mapping):
         value = BuildOptions.from_mapping(value)
     if not isinstance(value, BuildOptions):
-        raise ConfigError(f"data_options must be a mapping of build options or a BuildOptions, got data_options={value!r}")
+        raise ConfigError(
+            f"data_options must be a mapping of build options or a BuildOptions, got data_options={value!r}"
+        )
     check_options(value.data)  # what a given task refuses (packing for task=preference), before a model loads
     if value.data.filter is not None and not isinstance(value.data.filter, str):
         raise ConfigError(
@@ -452,8 +468,9 @@ def _data_options(value: Any) -> BuildOptions:
 # --- validation helpers ------------------------------------------------------------------------
 
 
-def _number(cfg: TrainConfig, name: str, kind: type, *, low: float, inclusive: bool = True,
-            optional: bool = False) -> None:
+def _number(
+    cfg: TrainConfig, name: str, kind: type, *, low: float, inclusive: bool = True, optional: bool = False
+) -> None:
     """Coerce `cfg.name` to `kind` (YAML writes 2e-4 as a string) and check its lower bound."""
     value = getattr(cfg, name)
     if value is None and optional:
@@ -481,8 +498,16 @@ def _coerce(value: Any, kind: type) -> int | float:
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
-    for name in ("lora_r", "lora_alpha", "per_device_train_batch_size", "shuffle_buffer",
-                 "per_device_eval_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+    for name in (
+        "lora_r",
+        "lora_alpha",
+        "per_device_train_batch_size",
+        "shuffle_buffer",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "logging_steps",
+        "save_steps",
+    ):
         _number(cfg, name, int, low=1)
     for name in ("max_steps", "eval_steps", "save_total_limit"):
         _number(cfg, name, int, low=1, optional=True)
@@ -531,12 +556,14 @@ def check_method(cfg: TrainConfig, method: Method) -> None:
     """
     if cfg.rewards is not None and method is not Method.GRPO:
         raise ConfigError(
-            f"rewards is an option of --method grpo; this run trains {method.value} rows, got rewards={','.join(cfg.rewards)!r}"
+            f"rewards is an option of --method grpo; this run trains {method.value} rows, got "
+            f"rewards={','.join(cfg.rewards)!r}"
         )
     if method is Method.SFT:
         if cfg.loss_type is not None:
             raise ConfigError(
-                f"loss_type is an option of --method dpo, kto or grpo; this run trains sft rows, got loss_type={cfg.loss_type!r}"
+                "loss_type is an option of --method dpo, kto or grpo; this run trains sft rows, got "
+                f"loss_type={cfg.loss_type!r}"
             )
         return
     data = cfg.data_options.data
@@ -546,7 +573,8 @@ def check_method(cfg: TrainConfig, method: Method) -> None:
 
 
 def _rewards(value: Any) -> list[str] | None:
-    """'exact,format' or a list -> ['exact', 'format'] (each name checked by `rewards.check_reward_names`); None stays None.
+    """'exact,format' or a list -> ['exact', 'format'] (each name
+    checked by `rewards.check_reward_names`); None stays None.
 
     Raises:
         ConfigError: not a list of names, an empty list, a name given twice, or a name that is no reward.

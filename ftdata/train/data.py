@@ -73,7 +73,12 @@ class Splits:
         (of the files' bytes for a streamed split)."""
         out: dict[str, Any] = {}
         if self.streamed is not None:
-            out["train"] = {"fingerprint": None, "columns": list(self.train.column_names), "streamed": True, **self.streamed}
+            out["train"] = {
+                "fingerprint": None,
+                "columns": list(self.train.column_names),
+                "streamed": True,
+                **self.streamed,
+            }
         for name, ds in (("train", self.train), ("test", self.eval)):
             if ds is not None and name not in out:
                 out[name] = {
@@ -137,8 +142,9 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
             if saved and tokenizer is not None:
                 _check_vocabulary(ds, name, task, tokenizer)
     _check_method(cfg, task)
-    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, report=report, task=task,
-                  manifest=manifest)  # fmt: skip
+    return Splits(
+        train=train, eval=test, packed="seq_lengths" in train.column_names, report=report, task=task, manifest=manifest
+    )
 
 
 def data_task(declared: str | None, columns: Sequence[str]) -> Task:
@@ -271,7 +277,11 @@ def _check_chat_template(folder: Path, tokenizer: PreTrainedTokenizerBase, *, gi
     from ftdata.guard.inputs import InputKind, text_digest
 
     inputs = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("inputs")
-    built = next((i for i in inputs if i.get("kind") == InputKind.CHAT_TEMPLATE.value), None) if isinstance(inputs, list) else None
+    built = (
+        next((i for i in inputs if i.get("kind") == InputKind.CHAT_TEMPLATE.value), None)
+        if isinstance(inputs, list)
+        else None
+    )
     template = getattr(tokenizer, "chat_template", None)
     if built is not None and (not isinstance(template, str) or text_digest(template) != built.get("sha256")):
         raise ConfigError(
@@ -280,7 +290,8 @@ def _check_chat_template(folder: Path, tokenizer: PreTrainedTokenizerBase, *, gi
         )
     if built is None and given is not None:
         raise ConfigError(
-            f"{folder} was built with the tokenizer's own chat template, the run gives chat_template={given!r}: drop it, "
+            f"{folder} was built with the tokenizer's own chat template, the run gives chat_template={given!r}: "
+            "drop it, "
             "or build again with it"
         )
 
@@ -293,7 +304,11 @@ def _check_vocabulary(ds: Dataset, split: str, task: Task, tokenizer: PreTrained
     """
     import pyarrow.compute as pc
 
-    tops = [pc.max(pc.list_flatten(ds.data.column(name))).as_py() for name in task_module(task).columns if name.endswith("_ids")]
+    tops = [
+        pc.max(pc.list_flatten(ds.data.column(name))).as_py()
+        for name in task_module(task).columns
+        if name.endswith("_ids")
+    ]
     top = max((t for t in tops if t is not None), default=None)
     if top is not None and top >= len(tokenizer):
         raise ConfigError(
@@ -327,7 +342,8 @@ def token_counts(ds: Dataset, task: Task = Task.SFT) -> dict[str, int]:
 
 
 def content_hash(ds: Dataset, task: Task = Task.SFT) -> str:
-    """SHA-256 of the rows' token ids and labels (and media: references, sizes, spans), in order: equal data, equal hash.
+    """SHA-256 of the rows' token ids and labels (and media:
+    references, sizes, spans), in order: equal data, equal hash.
     A prompt set: every column (its reward columns decide the rewards as much as its prompts)."""
     digest = hashlib.sha256()
     pairs = (*task_module(Task.PREFERENCE).columns, *task_module(Task.KTO).columns)
@@ -336,7 +352,9 @@ def content_hash(ds: Dataset, task: Task = Task.SFT) -> str:
         names = tuple(ds.column_names)
     columns = [c for c in dict.fromkeys(names) if c in ds.column_names]
     for batch in ds.select_columns(columns).iter(batch_size=4096):
-        digest.update(json.dumps([batch[c] for c in columns], separators=(",", ":"), default=str).encode())  # typed reward columns: dates as text
+        digest.update(
+            json.dumps([batch[c] for c in columns], separators=(",", ":"), default=str).encode()
+        )  # typed reward columns: dates as text
     return digest.hexdigest()
 
 

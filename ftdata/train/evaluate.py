@@ -39,8 +39,14 @@ if TYPE_CHECKING:
 
 
 def evaluate_text_run(
-    folder: Path, cfg: TrainConfig, tuned_dir: Path, *, max_samples: int | None, compare_base: bool, settings: GenerationSettings,
-) -> EvalReport:  # fmt: skip
+    folder: Path,
+    cfg: TrainConfig,
+    tuned_dir: Path,
+    *,
+    max_samples: int | None,
+    compare_base: bool,
+    settings: GenerationSettings,
+) -> EvalReport:
     """Answers (base and tuned) for a text run's held-out prompts, scored with sacreBLEU (`run.evaluate_run` chooses).
 
     Raises:
@@ -48,8 +54,10 @@ def evaluate_text_run(
     """
     samples, skipped = extract_samples(eval_rows(folder), limit=max_samples)
     if not samples:
-        raise ConfigError(f"no usable prompt in {folder / 'eval_data'}: all {skipped} sequences are trained "
-                          "from their first token (train_on_prompt), so there is no prompt to answer")
+        raise ConfigError(
+            f"no usable prompt in {folder / 'eval_data'}: all {skipped} sequences are trained "
+            "from their first token (train_on_prompt), so there is no prompt to answer"
+        )
     from ftdata.io.resources import load_tokenizer
     from ftdata.train.model import with_pad_token
 
@@ -83,8 +91,13 @@ def save_report(report: EvalReport | PreferenceReport, folder: Path) -> dict[str
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(report.rows)
-    payload = {**report.scores(), "samples": len(report.rows), "skipped": report.skipped,
-               "settings": asdict(report.settings), "rows": report.rows}
+    payload = {
+        **report.scores(),
+        "samples": len(report.rows),
+        "skipped": report.skipped,
+        "settings": asdict(report.settings),
+        "rows": report.rows,
+    }
     json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"csv": str(csv_path), "json": str(json_path)}
 
@@ -106,8 +119,15 @@ def finished_run(folder: Path) -> tuple[TrainConfig, Path]:
     return cfg, tuned
 
 
-def _generate_all(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, tuned_dir: Path, samples: list[Sample], *,
-                  settings: GenerationSettings, compare_base: bool) -> dict[str, list[str]]:
+def _generate_all(
+    cfg: TrainConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    tuned_dir: Path,
+    samples: list[Sample],
+    *,
+    settings: GenerationSettings,
+    compare_base: bool,
+) -> dict[str, list[str]]:
     """Answers by model: {"base": [...], "tuned": [...]} (no "base" without `compare_base`)."""
     stop_ids = end_marker_ids(samples, set(tokenizer.all_special_ids)) | {tokenizer.eos_token_id}
     prompts = [s.prompt_ids for s in samples]
@@ -117,8 +137,17 @@ def _generate_all(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, tuned_di
     }
 
 
-def evaluate_preference_run(folder: Path, cfg: TrainConfig, tuned_dir: Path, rows: Any, task: Task, *,
-                            max_samples: int | None, compare_base: bool, settings: ScoringSettings) -> PreferenceReport:  # fmt: skip
+def evaluate_preference_run(
+    folder: Path,
+    cfg: TrainConfig,
+    tuned_dir: Path,
+    rows: Any,
+    task: Task,
+    *,
+    max_samples: int | None,
+    compare_base: bool,
+    settings: ScoringSettings,
+) -> PreferenceReport:
     """The preference accuracy of the base and the tuned model on a DPO/KTO run's held-out pairs
     (`run.evaluate_run` chooses)."""
     from ftdata.io.resources import load_tokenizer
@@ -126,8 +155,10 @@ def evaluate_preference_run(folder: Path, cfg: TrainConfig, tuned_dir: Path, row
 
     pairs, skipped = held_out_pairs(rows, task, limit=max_samples)
     if not pairs:
-        raise ConfigError(f"no held-out pair in {folder / 'eval_data'}: no prompt has both a desirable and an "
-                          f"undesirable row ({skipped} rows without a partner)")  # fmt: skip
+        raise ConfigError(
+            f"no held-out pair in {folder / 'eval_data'}: no prompt has both a desirable and an "
+            f"undesirable row ({skipped} rows without a partner)"
+        )
     tokenizer = with_pad_token(load_tokenizer(str(tuned_dir)))
     margins = {
         name: pair_margins(model, pairs, settings=settings, pad_id=pad_id(tokenizer))
@@ -136,8 +167,9 @@ def evaluate_preference_run(folder: Path, cfg: TrainConfig, tuned_dir: Path, row
     return preference_report(folder, tokenizer, pairs, margins, skipped=skipped, settings=settings)
 
 
-def _each_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, tuned_dir: Path, *,
-                compare_base: bool) -> Iterator[tuple[str, Any]]:  # fmt: skip
+def _each_model(
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, tuned_dir: Path, *, compare_base: bool
+) -> Iterator[tuple[str, Any]]:
     """("base", model) (with `compare_base`), then ("tuned", model), each ready while the caller
     holds it: for a LoRA run one model, its adapter switched off for the base."""
     from ftdata.train.model import fit_embeddings, load_base_model, resolve_device, resolve_model_path, sync_pad_token
@@ -168,6 +200,12 @@ def _each_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, tuned_dir:
 def _record_summary(folder: Path, report: EvalReport | PreferenceReport) -> None:
     run = record.read_run(folder)
     if run:
-        run["evaluation"] = {**report.scores(), "samples": len(report.rows), "skipped": report.skipped,
-                             "settings": asdict(report.settings), "finished": record.now(), **report.files}
+        run["evaluation"] = {
+            **report.scores(),
+            "samples": len(report.rows),
+            "skipped": report.skipped,
+            "settings": asdict(report.settings),
+            "finished": record.now(),
+            **report.files,
+        }
         record.write_json(folder / record.RUN_FILE, run)

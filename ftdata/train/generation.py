@@ -61,8 +61,12 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
 
 
 def generate(
-    model: Any, tokenizer: PreTrainedTokenizerBase, prompts: list[tuple[int, ...]], *,
-    settings: GenerationSettings, stop_ids: set[int],
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[tuple[int, ...]],
+    *,
+    settings: GenerationSettings,
+    stop_ids: set[int],
 ) -> list[str]:
     """Greedy (or beam) answers to token-id prompts, batched, prompt stripped, in input order."""
     import torch
@@ -72,9 +76,14 @@ def generate(
     for batch, ids, mask, _ in left_padded(prompts, tokenizer, settings.batch_size):
         with torch.no_grad():
             out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=settings.max_new_tokens,
-                num_beams=settings.num_beams, do_sample=False, eos_token_id=sorted(stop_ids), pad_token_id=pad_id(tokenizer),
-            )  # fmt: skip
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=settings.max_new_tokens,
+                num_beams=settings.num_beams,
+                do_sample=False,
+                eos_token_id=sorted(stop_ids),
+                pad_token_id=pad_id(tokenizer),
+            )
         for row, i in enumerate(batch):
             answers[i] = str(tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True)).strip()
     return [answers[i] for i in range(len(prompts))]
@@ -85,7 +94,9 @@ def pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def left_padded(prompts: Sequence[Sequence[int]], tokenizer: Any, batch_size: int) -> Iterator[tuple[list[int], Any, Any, list[int]]]:
+def left_padded(
+    prompts: Sequence[Sequence[int]], tokenizer: Any, batch_size: int
+) -> Iterator[tuple[list[int], Any, Any, list[int]]]:
     """Batches of `prompts` for generation, shortest first (similar lengths share a batch): (their
     indexes, ids, attention mask, each row's left padding). Left padding: every prompt ends where
     generation starts."""
@@ -104,12 +115,14 @@ def left_padded(prompts: Sequence[Sequence[int]], tokenizer: Any, batch_size: in
         yield batch, ids, mask, shifts
 
 
-def rows_and_references(tokenizer: PreTrainedTokenizerBase, samples: list[Sample],
-          answers: dict[str, list[str]]) -> tuple[list[dict[str, str]], list[str]]:
+def rows_and_references(
+    tokenizer: PreTrainedTokenizerBase, samples: list[Sample], answers: dict[str, list[str]]
+) -> tuple[list[dict[str, str]], list[str]]:
     """Table rows (prompt, reference, base, tuned) and the reference texts."""
     special = set(tokenizer.all_special_ids)
     references = [
-        str(tokenizer.decode(strip_end_markers(s.reference_ids, special), skip_special_tokens=True)).strip() for s in samples
+        str(tokenizer.decode(strip_end_markers(s.reference_ids, special), skip_special_tokens=True)).strip()
+        for s in samples
     ]
     rows = []
     for i, sample in enumerate(samples):

@@ -52,7 +52,10 @@ def prompt_settings(cfg: TrainConfig, splits: Splits) -> tuple[str, dict[str, An
     found = sorted(((manifest.get("counts") or {}).get("prompt_opens") or {}).items(), key=lambda kv: -kv[1])
     if len(found) > 1:  # per-record chat_template_kwargs that open different blocks: one format reward cannot hold both
         listed = ", ".join(f"{text!r} ({n} prompts)" for text, n in found)
-        raise ConfigError(f"the prompt set's generation prompts open different texts ({listed}); the format reward reads one: build with one chat_template_kwargs")
+        raise ConfigError(
+            f"the prompt set's generation prompts open different texts ({listed}); the format reward reads one: "
+            "build with one chat_template_kwargs"
+        )
     opens = found[0][0] if found else ""
     options = manifest.get("options") or {}
     kwargs = options.get("chat_template_kwargs", cfg.data_options.data.chat_template_kwargs)
@@ -66,7 +69,11 @@ def rewards_of(cfg: TrainConfig, splits: Splits) -> list[Any]:
         ConfigError: a reward that does not fit the prompt set (see `rewards.make_rewards`).
     """
     opens, _ = prompt_settings(cfg, splits)
-    return make_rewards(cfg.rewards or DEFAULT_REWARDS, columns=dict(splits.train.features) if splits.train.features else splits.train.column_names, opens=opens)
+    return make_rewards(
+        cfg.rewards or DEFAULT_REWARDS,
+        columns=dict(splits.train.features) if splits.train.features else splits.train.column_names,
+        opens=opens,
+    )
 
 
 def grpo_record(cfg: TrainConfig, method: Method, splits: Splits) -> dict[str, Any]:
@@ -77,16 +84,24 @@ def grpo_record(cfg: TrainConfig, method: Method, splits: Splits) -> dict[str, A
         ConfigError: a reward that does not fit the prompt set: at the start of the run, not at its first step.
     """
     return {
-        "name": method.value, "loss_type": cfg.loss_type or DEFAULT_LOSS[method], "beta": cfg.beta,
-        "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
-        "temperature": cfg.temperature, "rewards": describe(rewards_of(cfg, splits)),
-        "reference": "none (beta 0)" if cfg.beta == 0 else reference_model(cfg) if cfg.lora else
-        "the base model, reloaded from its folder by TRL",
-    }  # fmt: skip
+        "name": method.value,
+        "loss_type": cfg.loss_type or DEFAULT_LOSS[method],
+        "beta": cfg.beta,
+        "num_generations": cfg.num_generations,
+        "max_completion_length": cfg.max_completion_length,
+        "temperature": cfg.temperature,
+        "rewards": describe(rewards_of(cfg, splits)),
+        "reference": "none (beta 0)"
+        if cfg.beta == 0
+        else reference_model(cfg)
+        if cfg.lora
+        else "the base model, reloaded from its folder by TRL",
+    }
 
 
-def grpo_args(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits,
-              resuming: bool = False) -> GRPOConfig:  # fmt: skip
+def grpo_args(
+    cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits, resuming: bool = False
+) -> GRPOConfig:
     """The `GRPOConfig` of a run: the settings every method shares (`common_args`) and GRPO's own; the
     prompts rendered with the build's `chat_template_kwargs`.
 
@@ -102,12 +117,17 @@ def grpo_args(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: Loaded
     check_groups(cfg, world=world, evaluating=splits.eval is not None)
     _, kwargs = prompt_settings(cfg, splits)
     return trainer_config(
-        GRPOConfig, common_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming),
-        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature, beta=cfg.beta, loss_type=loss_type(cfg, method), chat_template_kwargs=kwargs,
+        GRPOConfig,
+        common_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming),
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        beta=cfg.beta,
+        loss_type=loss_type(cfg, method),
+        chat_template_kwargs=kwargs,
         remove_unused_columns=False,  # the reward columns reach the rewards
         log_completions=False,  # TRL would print a table of completions at every log and write parquet files
-    )  # fmt: skip
+    )
 
 
 def check_groups(cfg: TrainConfig, *, world: int, evaluating: bool) -> None:
@@ -122,7 +142,8 @@ def check_groups(cfg: TrainConfig, *, world: int, evaluating: bool) -> None:
     if batch % n:
         raise ConfigError(
             f"--method grpo compares the num_generations={n} completions of each prompt within a step: "
-            f"per_device_train_batch_size x gradient_accumulation_steps x processes = {cfg.per_device_train_batch_size} "
+            "per_device_train_batch_size x gradient_accumulation_steps x processes = "
+            f"{cfg.per_device_train_batch_size} "
             f"x {cfg.gradient_accumulation_steps} x {world} = {batch} must be a multiple of {n}; "
             f"e.g. --per-device-train-batch-size {n}, or a num_generations that divides {batch}"
         )
@@ -147,8 +168,9 @@ def grpo_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMod
     return Parts(grpo_trainer_class(), {"reward_funcs": rewards_of(cfg, splits)})
 
 
-def check_prompts(rows: Any, tokenizer: PreTrainedTokenizerBase, *, kwargs: Mapping[str, Any] | None, split: str,
-                  data: str | None) -> None:  # fmt: skip
+def check_prompts(
+    rows: Any, tokenizer: PreTrainedTokenizerBase, *, kwargs: Mapping[str, Any] | None, split: str, data: str | None
+) -> None:
     """Every prompt, rendered as TRL's GRPOTrainer renders it (its `_tokenize_prompts`: the chat template
     with the generation prompt and no tools; a text prompt tokenized as is), gives the row's `prompt_ids`.
 
@@ -168,16 +190,19 @@ def check_prompts(rows: Any, tokenizer: PreTrainedTokenizerBase, *, kwargs: Mapp
         batch = rows[start : start + CHECK_BATCH]
         prompts, expected = batch["prompt"], batch["prompt_ids"]
         encoded: Any = (
-            tokenizer(text=prompts) if isinstance(prompts[0], str)
-            else tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                               **(kwargs or {}))
-        )  # fmt: skip
+            tokenizer(text=prompts)
+            if isinstance(prompts[0], str)
+            else tokenizer.apply_chat_template(
+                prompts, add_generation_prompt=True, tokenize=True, return_dict=True, **(kwargs or {})
+            )
+        )
         rendered = encoded["input_ids"]
         for i, (ours, theirs) in enumerate(zip(expected, rendered, strict=True)):
             if list(ours) != list(theirs):
                 at = next((k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
                 raise ConfigError(
-                    f"{data}: row {start + i} of the {split} split: TRL's GRPOTrainer renders its prompt to {len(theirs)} "
+                    f"{data}: row {start + i} of the {split} split: TRL's GRPOTrainer renders its prompt to "
+                    f"{len(theirs)} "
                     f"tokens that differ from its {len(ours)} prompt_ids from token {at} on; train with the tokenizer, "
                     "chat template and chat_template_kwargs the prompt set was built with"
                 )

@@ -76,7 +76,8 @@ class ModelFacts:
         image_token, audio_token = _token_id(config, "image"), _token_id(config, "audio")
         if image_token is None and audio_token is None:
             raise ConfigError(
-                f"model type {config.model_type!r} names no image or audio token (image_token_id, audio_token_id) in its config"
+                f"model type {config.model_type!r} names no image or audio token (image_token_id, audio_token_id) "
+                "in its config"
             )
         vision = getattr(config, "vision_config", None)
         return cls(
@@ -98,7 +99,9 @@ class ModelFacts:
         """
         token = {"image": self.image_token_id, "audio": self.audio_token_id}.get(kind)
         if token is None:
-            raise ConfigError(f"model type {self.model_type!r} reads no {kind} items (its config names no {kind} token)")
+            raise ConfigError(
+                f"model type {self.model_type!r} reads no {kind} items (its config names no {kind} token)"
+            )
         return token
 
     @property
@@ -130,7 +133,9 @@ def load_items(kind: str, refs: Sequence[str], store: Path | None, *, rate: int 
     for ref in refs:
         inline = ref.startswith(DIGEST)
         if inline and store is None:
-            raise RecordError(f"inline {noun} {ref} not found in no {kind} folder (pass the build's OUT/images)", field=MEDIA_FIELD)
+            raise RecordError(
+                f"inline {noun} {ref} not found in no {kind} folder (pass the build's OUT/images)", field=MEDIA_FIELD
+            )
         try:
             if kind == "audio":
                 source = stored(ref, store) if inline else Path(ref)  # type: ignore[arg-type]  # an inline reference has its store: checked above
@@ -140,7 +145,11 @@ def load_items(kind: str, refs: Sequence[str], store: Path | None, *, rate: int 
             else:
                 out.append(load_image(ref, store=store))
         except FileNotFoundError:
-            where = f"inline {noun} {ref} not found in {store}" if inline else f"{kind} file {ref} is missing (moved since the build?)"
+            where = (
+                f"inline {noun} {ref} not found in {store}"
+                if inline
+                else f"{kind} file {ref} is missing (moved since the build?)"
+            )
             raise RecordError(where, field=MEDIA_FIELD) from None
         except OSError as exc:
             raise RecordError(f"{kind} {ref} cannot be read: {exc}", field=MEDIA_FIELD) from None
@@ -183,7 +192,9 @@ class MediaCollator:
 
     def __post_init__(self) -> None:
         if self.facts.collate is Collate.MROPE and self.rope_index is None:
-            raise ConfigError(f"{self.facts.model_type}: the collator needs the model's get_rope_index (rope_index_of(model))")
+            raise ConfigError(
+                f"{self.facts.model_type}: the collator needs the model's get_rope_index (rope_index_of(model))"
+            )
         if self.facts.collate is Collate.BLOCKS and getattr(self.image_processor, "do_pan_and_scan", False):
             raise ConfigError("do_pan_and_scan makes extra crops per image that the rows do not count; switch it off")
 
@@ -226,7 +237,9 @@ class MediaCollator:
                 seq_lengths, is_image, sliding_window=self.facts.sliding_window, dtype=self.dtype
             )
         else:
-            batch["attention_mask"] = (torch.arange(width)[None] < torch.tensor([[len(e["input_ids"])] for e in examples])).long()
+            batch["attention_mask"] = (
+                torch.arange(width)[None] < torch.tensor([[len(e["input_ids"])] for e in examples])
+            ).long()
         return batch
 
     def features(
@@ -251,7 +264,9 @@ class MediaCollator:
             image_items, image_rows = [im for im, _ in images], [b for _, b in images]
             if self.image_processor is None:
                 raise ConfigError(f"model type {self.facts.model_type!r} has no image processor for its image items")
-            pixels = self.image_processor(images=load_items("image", [im["ref"] for im in image_items], self.image_dir), return_tensors="pt")
+            pixels = self.image_processor(
+                images=load_items("image", [im["ref"] for im in image_items], self.image_dir), return_tensors="pt"
+            )
             self._check_features(pixels, image_items, image_rows, examples)
             out.update({k: v for k, v in pixels.items() if k in ("pixel_values", "image_grid_thw")})
         clips = [(item, b) for item, b in zip(items, item_row) if item["kind"] == "audio"]
@@ -259,7 +274,9 @@ class MediaCollator:
             out.update(self.audio_features([c for c, _ in clips], [b for _, b in clips], examples))
         return out
 
-    def audio_features(self, items: list[dict], item_row: list[int], examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    def audio_features(
+        self, items: list[dict], item_row: list[int], examples: Sequence[Mapping[str, Any]]
+    ) -> dict[str, torch.Tensor]:
         """The model's audio inputs for the audio `items` (Qwen2-Audio: `input_features`, `feature_attention_mask`):
         each clip decoded and resampled to the feature extractor's rate, then the processor's own call on
         one audio token per clip, whose expansion of each clip must equal the clip's `tokens`.
@@ -271,11 +288,19 @@ class MediaCollator:
         """
         processor = self.audio_processor
         if processor is None or getattr(processor, "feature_extractor", None) is None:
-            raise ConfigError(f"model type {self.facts.model_type!r}: the collator has no audio processor for its audio items")
+            raise ConfigError(
+                f"model type {self.facts.model_type!r}: the collator has no audio processor for its audio items"
+            )
         rate = int(processor.feature_extractor.sampling_rate)
         waves = load_items("audio", [item["ref"] for item in items], self.audio_dir, rate=rate)
         token = self.facts.placeholder("audio")
-        out = processor(text=[processor.audio_token] * len(waves), audio=waves, sampling_rate=rate, padding=True, return_tensors="pt")
+        out = processor(
+            text=[processor.audio_token] * len(waves),
+            audio=waves,
+            sampling_rate=rate,
+            padding=True,
+            return_tensors="pt",
+        )
         made = (out["input_ids"] == token).sum(-1).tolist()  # the processor's own count, from the features it made
         for k, (item, n, b) in enumerate(zip(items, made, item_row)):
             if n != int(item["tokens"]):
@@ -284,12 +309,15 @@ class MediaCollator:
                     f"features with this processor, but its span holds {item['tokens']} tokens: the data was built "
                     "with another processor or from another file; build again with this one",
                     field=f"{_row_name(examples[b], b)}: {MEDIA_FIELD}",
-                )  # fmt: skip
+                )
         skip = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
-        return {k: v for k, v in out.items() if k not in skip and k in self.audio_inputs and isinstance(v, torch.Tensor)}
+        return {
+            k: v for k, v in out.items() if k not in skip and k in self.audio_inputs and isinstance(v, torch.Tensor)
+        }
 
     def _check_spans(self, ids: torch.Tensor, items: list[dict], item_row: list[int], examples: Sequence) -> None:
-        """Each item's span holds exactly `tokens` placeholder tokens of its kind, and a row has none outside its spans."""
+        """Each item's span holds exactly `tokens` placeholder tokens
+        of its kind, and a row has none outside its spans."""
         covered = torch.zeros_like(ids, dtype=torch.bool)
         for k, (item, b) in enumerate(zip(items, item_row)):
             start, tokens = int(item["start"]), int(item["tokens"])
@@ -297,10 +325,12 @@ class MediaCollator:
             run = _run_length(is_kind, start)
             if run != tokens or (start > 0 and bool(is_kind[start - 1])):
                 raise FeatureMismatch(
-                    f"{item['kind']} {_which(k, item_row)} ({item['ref']}) should span {tokens} placeholder tokens from "
+                    f"{item['kind']} {_which(k, item_row)} ({item['ref']}) should span {tokens} placeholder tokens "
+                    "from "
                     f"token {start}, but the row holds a run of {run} there: the rows and their media disagree; "
-                    "build again", field=f"{_row_name(examples[b], b)}: {MEDIA_FIELD}",
-                )  # fmt: skip
+                    "build again",
+                    field=f"{_row_name(examples[b], b)}: {MEDIA_FIELD}",
+                )
             covered[b, start : start + tokens] = True
         for kind, token in (("image", self.facts.image_token_id), ("audio", self.facts.audio_token_id)):
             stray = (ids == token) & ~covered if token is not None else torch.zeros_like(covered)
@@ -313,7 +343,9 @@ class MediaCollator:
                 field=f"{_row_name(examples[b], b)}: input_ids",
             )
 
-    def _check_features(self, pixels: Mapping[str, Any], items: list[dict], item_row: list[int], examples: Sequence) -> None:
+    def _check_features(
+        self, pixels: Mapping[str, Any], items: list[dict], item_row: list[int], examples: Sequence
+    ) -> None:
         """The processor made exactly `tokens` features for every item."""
         made = self.features_per_image(pixels, len(items))
         for k, (item, n, b) in enumerate(zip(items, made, item_row)):
@@ -334,7 +366,8 @@ class MediaCollator:
             return [int(self.facts.tokens_per_image)] * count
         raise ConfigError(
             f"cannot count the features of {self.facts.model_type!r} images from its processor's output "
-            f"({', '.join(pixels)}): the collator counts image_grid_thw (Qwen-VL) or a fixed mm_tokens_per_image (Gemma 3)"
+            f"({', '.join(pixels)}): the collator counts image_grid_thw (Qwen-VL) or a fixed mm_tokens_per_image "
+            "(Gemma 3)"
         )
 
     def _mrope_positions(

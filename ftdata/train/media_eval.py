@@ -32,7 +32,14 @@ from ftdata.media.medium import size_text
 from ftdata.media.processors import load_processor
 from ftdata.train.config import TrainConfig
 from ftdata.train.evaluate import eval_rows
-from ftdata.train.generation import EvalReport, GenerationSettings, corpus_bleu, left_padded, pad_id, rows_and_references
+from ftdata.train.generation import (
+    EvalReport,
+    GenerationSettings,
+    corpus_bleu,
+    left_padded,
+    pad_id,
+    rows_and_references,
+)
 from ftdata.train.media_collator import MediaCollator
 from ftdata.train.samples import Sample, end_marker_ids, extract_samples, sequences
 from ftdata.types import IGNORE_INDEX
@@ -47,9 +54,15 @@ class MediaSample:
 
 
 def evaluate_media_run(
-    folder: Path, cfg: TrainConfig, tuned_dir: Path, *, processor: str | Path | None, max_samples: int | None,
-    compare_base: bool, settings: GenerationSettings,
-) -> EvalReport:  # fmt: skip
+    folder: Path,
+    cfg: TrainConfig,
+    tuned_dir: Path,
+    *,
+    processor: str | Path | None,
+    max_samples: int | None,
+    compare_base: bool,
+    settings: GenerationSettings,
+) -> EvalReport:
     """Loss, perplexity and generated answers (base and tuned) of the eval rows of a run whose model reads media.
 
     Raises:
@@ -62,21 +75,27 @@ def evaluate_media_run(
     rows = eval_rows(folder)
     samples, skipped = media_samples(rows, limit=max_samples)
     if not samples:
-        raise ConfigError(f"no usable prompt in {folder / 'eval_data'}: all {skipped} sequences are trained "
-                          "from their first token (train_on_prompt), so there is no prompt to answer")
+        raise ConfigError(
+            f"no usable prompt in {folder / 'eval_data'}: all {skipped} sequences are trained "
+            "from their first token (train_on_prompt), so there is no prompt to answer"
+        )
     base_path = resolve_model_path(cfg.model)
     source = Path(processor).expanduser() if processor is not None else None
     if source is None:  # the processor saved with the run, else the run's own --processor
         source = tuned_dir if (tuned_dir / "preprocessor_config.json").is_file() else processor_folder(cfg, base_path)
     elif not (source / "preprocessor_config.json").is_file():
-        raise ConfigError(f"processor folder {str(source)!r} has no preprocessor_config.json: give the folder the model repo ships")
+        raise ConfigError(
+            f"processor folder {str(source)!r} has no preprocessor_config.json: give the folder the model repo ships"
+        )
     proc = load_processor(str(source), tokenizer=with_pad_token(load_tokenizer(str(source))))
     save_parts_only(proc, source)
     tokenizer = proc.tokenizer
     device = resolve_device(cfg.precision)
 
     def load(path: Path) -> Any:
-        return load_media_model(path, quantization=cfg.quantization, device=device, dtype=device.dtype, tokenizer=tokenizer).eval()
+        return load_media_model(
+            path, quantization=cfg.quantization, device=device, dtype=device.dtype, tokenizer=tokenizer
+        ).eval()
 
     first = load(base_path)
     collator = collator_for(first, proc, image_dir=image_folder(cfg), dtype=device.dtype)
@@ -132,9 +151,14 @@ def mean_loss(model: Any, collator: MediaCollator, rows: Sequence[Mapping[str, A
         labels = batch.pop("labels")[:, 1:]
         with torch.no_grad():
             logits = model(**_to(batch, device), use_cache=False).logits[:, :-1].float()
-        total += float(torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(device), ignore_index=IGNORE_INDEX, reduction="sum"
-        ))  # fmt: skip
+        total += float(
+            torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                labels.reshape(-1).to(device),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+        )
         count += int((labels != IGNORE_INDEX).sum())
     if count == 0:
         raise ConfigError("the eval rows have no trained token: nothing to measure a loss on")
@@ -142,9 +166,14 @@ def mean_loss(model: Any, collator: MediaCollator, rows: Sequence[Mapping[str, A
 
 
 def generate_with_media(
-    model: Any, tokenizer: Any, collator: MediaCollator, samples: Sequence[MediaSample], *,
-    settings: GenerationSettings, stop_ids: set[int],
-) -> list[str]:  # fmt: skip
+    model: Any,
+    tokenizer: Any,
+    collator: MediaCollator,
+    samples: Sequence[MediaSample],
+    *,
+    settings: GenerationSettings,
+    stop_ids: set[int],
+) -> list[str]:
     """Answers to the prompts with their media, batched with left padding, prompt stripped, in input order."""
     device = next(model.parameters()).device
     answers: dict[int, str] = {}
@@ -164,9 +193,13 @@ def generate_with_media(
             inputs["token_type_ids"] = is_image.long()
         with torch.no_grad():
             out = model.generate(
-                **_to(inputs, device), max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                do_sample=False, eos_token_id=sorted(stop_ids), pad_token_id=pad_id(tokenizer),
-            )  # fmt: skip
+                **_to(inputs, device),
+                max_new_tokens=settings.max_new_tokens,
+                num_beams=settings.num_beams,
+                do_sample=False,
+                eos_token_id=sorted(stop_ids),
+                pad_token_id=pad_id(tokenizer),
+            )
         for row, i in enumerate(order):
             answers[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
     return [answers[i] for i in range(len(samples))]

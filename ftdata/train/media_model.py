@@ -38,9 +38,16 @@ from ftdata.media.processors import load_processor
 from ftdata.train.config import Quantization, TrainConfig
 from ftdata.train.media_collator import MediaCollator, ModelFacts, model_inputs, rope_index_of
 from ftdata.train.model import (
-    Device, LoadedModel, _is_linear, check_cpu_4bit_shapes, keep_cpu_4bit_trainable, quantization_config, sync_pad_token,
-    with_pad_token, with_run_template,
-)  # fmt: skip
+    Device,
+    LoadedModel,
+    _is_linear,
+    check_cpu_4bit_shapes,
+    keep_cpu_4bit_trainable,
+    quantization_config,
+    sync_pad_token,
+    with_pad_token,
+    with_run_template,
+)
 
 # Module names of the media side (vision and audio towers, projectors) in the families ftdata trains: kept
 # unquantized and adapter-free.
@@ -115,7 +122,10 @@ def language_targets(model: torch.nn.Module, targets: str | list[str]) -> list[s
     chosen = [n for n in linear if n.rsplit(".", 1)[-1] in wanted]
     if not chosen:
         names = sorted({n.rsplit(".", 1)[-1] for n in linear})
-        raise ConfigError(f"target_modules={targets!r} match no layer of the language model; its linear layers are: {', '.join(names)}")
+        raise ConfigError(
+            f"target_modules={targets!r} match no layer of the language model; its linear layers are: "
+            f"{', '.join(names)}"
+        )
     return chosen
 
 
@@ -160,22 +170,32 @@ def load_media_for_training(cfg: TrainConfig, path: Path, device: Device) -> Loa
     folder = processor_folder(cfg, path)
     tokenizer = with_pad_token(with_run_template(load_tokenizer(cfg.tokenizer or str(folder)), cfg))
     processor = media_processor(folder, tokenizer)
-    if cfg.data_options.data.chat_template is not None:  # the run's template over the folder's (saved with the tokenizer)
+    if (
+        cfg.data_options.data.chat_template is not None
+    ):  # the run's template over the folder's (saved with the tokenizer)
         processor.chat_template = tokenizer.chat_template
     save_parts_only(processor, folder)
-    model = load_media_model(path, quantization=cfg.quantization, device=device,
-                             dtype=torch.float32 if not cfg.lora else device.dtype, tokenizer=processor.tokenizer)  # fmt: skip
+    model = load_media_model(
+        path,
+        quantization=cfg.quantization,
+        device=device,
+        dtype=torch.float32 if not cfg.lora else device.dtype,
+        tokenizer=processor.tokenizer,
+    )
     if not reads_audio(processor):  # the image family table's checks; audio counts are checked per batch
         check_model_config(processor, model.config)  # the model's own config, where the processor folder holds none
     if cfg.quantization is not Quantization.NONE and device.kind == "cpu":
         keep_cpu_4bit_trainable(model)
-    collator = collator_for(model, processor, image_dir=image_folder(cfg), dtype=device.dtype, audio_dir=image_folder(cfg))  # one media store
+    collator = collator_for(
+        model, processor, image_dir=image_folder(cfg), dtype=device.dtype, audio_dir=image_folder(cfg)
+    )  # one media store
     if cfg.lora:
         model = _add_language_lora(model, cfg)
     else:
         freeze_media_modules(model)
-    return LoadedModel(model=model, tokenizer=processor.tokenizer, path=path, device=device,
-                       media=MediaTraining(processor, collator))  # fmt: skip
+    return LoadedModel(
+        model=model, tokenizer=processor.tokenizer, path=path, device=device, media=MediaTraining(processor, collator)
+    )
 
 
 def reads_audio(processor: Any) -> bool:
@@ -201,14 +221,20 @@ def media_processor(folder: Path, tokenizer: Any) -> Any:
     try:
         processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, ImportError) as exc:
-        raise ConfigError(f"cannot load the audio processor of {str(folder)!r}: {str(exc).strip().splitlines()[0]}") from None
+        raise ConfigError(
+            f"cannot load the audio processor of {str(folder)!r}: {str(exc).strip().splitlines()[0]}"
+        ) from None
     if not reads_audio(processor) or getattr(processor, "audio_token", None) is None:
-        raise ConfigError(f"processor {type(processor).__name__} in {str(folder)!r} names no feature extractor and audio token")
+        raise ConfigError(
+            f"processor {type(processor).__name__} in {str(folder)!r} names no feature extractor and audio token"
+        )
     processor.tokenizer = tokenizer
     return processor
 
 
-def load_media_model(path: Path, *, quantization: Quantization, device: Device, dtype: torch.dtype, tokenizer: Any) -> Any:
+def load_media_model(
+    path: Path, *, quantization: Quantization, device: Device, dtype: torch.dtype, tokenizer: Any
+) -> Any:
     """The model at `path` (`AutoModelForMultimodalLM`), its language model quantized as asked (the
     vision or audio tower and projector never), its pad and end ids those of `tokenizer`.
 
@@ -224,9 +250,13 @@ def load_media_model(path: Path, *, quantization: Quantization, device: Device, 
     device_map: Any = {"": device.index} if device.kind == "cuda" else ({"": "cpu"} if quant is not None else None)
     try:
         model = AutoModelForMultimodalLM.from_pretrained(
-            str(path), dtype=dtype, quantization_config=quant, device_map=device_map, local_files_only=True,
+            str(path),
+            dtype=dtype,
+            quantization_config=quant,
+            device_map=device_map,
+            local_files_only=True,
             trust_remote_code=False,
-        )  # fmt: skip
+        )
     except ValueError as exc:
         raise ConfigError(f"cannot load {path} as a model that reads media: {str(exc).splitlines()[0]}") from None
     if quantization is Quantization.NF4 and device.kind == "cpu":
@@ -252,9 +282,15 @@ def collator_for(
     rope = rope_index_of(model) if facts.collate is Collate.MROPE else None
     audio = processor if reads_audio(processor) else None
     return MediaCollator(
-        getattr(processor, "image_processor", None), facts, rope_index=rope, image_dir=image_dir, dtype=dtype,
-        audio_processor=audio, audio_inputs=model_inputs(model) if audio is not None else frozenset(), audio_dir=audio_dir,
-    )  # fmt: skip
+        getattr(processor, "image_processor", None),
+        facts,
+        rope_index=rope,
+        image_dir=image_dir,
+        dtype=dtype,
+        audio_processor=audio,
+        audio_inputs=model_inputs(model) if audio is not None else frozenset(),
+        audio_dir=audio_dir,
+    )
 
 
 def image_folder(cfg: TrainConfig) -> Path:
@@ -277,9 +313,13 @@ def _add_language_lora(model: Any, cfg: TrainConfig) -> Any:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     set_seed(cfg.seed)  # LoRA A matrices are drawn at random
     lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none", task_type="CAUSAL_LM",
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        bias="none",
+        task_type="CAUSAL_LM",
         target_modules="^(" + "|".join(re.escape(n) for n in targets) + ")$",
-    )  # fmt: skip
+    )
     return get_peft_model(model, lora)
 
 
@@ -311,10 +351,14 @@ def media_trainer_class(base: type) -> type:
     class MediaSFTTrainer(base):  # a class chosen at run time
         _total_train_tokens: int  # TRL's count, set in its __init__
 
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
             tokens = inputs.pop(TOKENS, None)
             before = self._total_train_tokens or self._logged_tokens()
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            out = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
             if tokens is not None and self.model.training:  # TRL counts train batches only, as here
                 gathered = self.accelerator.gather_for_metrics(tokens.reshape(1).to(self.accelerator.device))
                 self._total_train_tokens = before + int(gathered.sum())
@@ -325,7 +369,11 @@ def media_trainer_class(base: type) -> type:
             """After a resume TRL's counter restarts at 0: go on from the checkpoint's last logged count."""
             if self.state.global_step == 0:
                 return 0
-            logged = [e["num_tokens"] for e in self.state.log_history if "num_tokens" in e and e.get("step", 0) <= self.state.global_step]
+            logged = [
+                e["num_tokens"]
+                for e in self.state.log_history
+                if "num_tokens" in e and e.get("step", 0) <= self.state.global_step
+            ]
             return int(logged[-1]) if logged else 0
 
     return MediaSFTTrainer
@@ -343,8 +391,9 @@ def merge_media_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) ->
     from peft import PeftModel
 
     dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
-    base = load_media_model(loaded.path, quantization=Quantization.NONE, device=loaded.device, dtype=dtype,
-                            tokenizer=loaded.tokenizer)  # fmt: skip
+    base = load_media_model(
+        loaded.path, quantization=Quantization.NONE, device=loaded.device, dtype=dtype, tokenizer=loaded.tokenizer
+    )
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(target))
     loaded.media.processor.save_pretrained(str(target))

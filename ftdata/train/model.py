@@ -177,7 +177,11 @@ def load_base_model(path: Path, *, quantization: Quantization, device: Device, t
         device_map = {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, quantization_config=quant, device_map=device_map, local_files_only=True,
+            str(path),
+            dtype=dtype,
+            quantization_config=quant,
+            device_map=device_map,
+            local_files_only=True,
             trust_remote_code=False,  # a model folder's own Python code never runs
         )
     except (ImportError, RuntimeError, NotImplementedError) as exc:
@@ -216,14 +220,18 @@ def cpu_4bit_unfit(path: Path, block: int = 64) -> list[str]:
     except (ValueError, OSError, RuntimeError):  # loading reports it in one line
         return []
     head = meta.get_output_embeddings()  # never quantized: not counted, but kept in the skip list
-    unfit = [n for n, m in meta.named_modules()
-             if isinstance(m, torch.nn.Linear) and m.in_features % block and m is not head]
+    unfit = [
+        n for n, m in meta.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % block and m is not head
+    ]
     if not unfit:
         return []
     kinds = sorted({n.rsplit(".", 1)[-1] for n in unfit})
-    warnings.warn(f"4-bit on CPU: {len(unfit)} linear layers ({', '.join(kinds)}) have input sizes that are not "
-                  f"multiples of {block}, which bitsandbytes' CPU kernel needs; they stay in the compute dtype",
-                  FtdataWarning, stacklevel=3)  # fmt: skip
+    warnings.warn(
+        f"4-bit on CPU: {len(unfit)} linear layers ({', '.join(kinds)}) have input sizes that are not "
+        f"multiples of {block}, which bitsandbytes' CPU kernel needs; they stay in the compute dtype",
+        FtdataWarning,
+        stacklevel=3,
+    )
     return unfit + [n for n, m in meta.named_modules() if head is not None and m is head]
 
 
@@ -313,7 +321,9 @@ def sync_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, first_new: int | None = None) -> list[int]:
+def fit_embeddings(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, first_new: int | None = None
+) -> list[int]:
     """Give the model an embedding row for every token of `tokenizer` (`add_chat_tokens` adds some).
 
     Resizes the input (and untied output) embeddings when the tokenizer outgrew them, and sets
@@ -330,7 +340,9 @@ def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *
     if len(tokenizer) > rows:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     with torch.no_grad():
-        layers: list[Any] = [m for m in (embeddings, model.get_output_embeddings()) if m is not None]  # nn.Embedding, nn.Linear
+        layers: list[Any] = [
+            m for m in (embeddings, model.get_output_embeddings()) if m is not None
+        ]  # nn.Embedding, nn.Linear
         for layer in {id(m): m for m in layers}.values():
             layer.weight[first : len(tokenizer)] = layer.weight[:first].float().mean(0).to(layer.weight.dtype)
     return list(range(first, len(tokenizer)))
@@ -341,11 +353,19 @@ def _embedding_names(model: PreTrainedModel) -> list[str]:
     wanted = [model.get_input_embeddings(), model.get_output_embeddings()]
     if wanted[1] is not None and wanted[1].weight is wanted[0].weight:
         wanted = wanted[:1]
-    return [name.rsplit(".", 1)[-1] for w in wanted if w is not None for name, m in model.named_modules() if m is w][: len(wanted)]
+    return [name.rsplit(".", 1)[-1] for w in wanted if w is not None for name, m in model.named_modules() if m is w][
+        : len(wanted)
+    ]
 
 
-def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] | None = None,
-             targets: list[str] | None = None, dropout: float | None = None) -> Any:
+def add_lora(
+    model: PreTrainedModel,
+    cfg: TrainConfig,
+    *,
+    new_tokens: list[int] | None = None,
+    targets: list[str] | None = None,
+    dropout: float | None = None,
+) -> Any:
     """Wrap `model` in a peft LoRA model (after `prepare_model_for_kbit_training` when quantized).
 
     `targets`: the module names to adapt (`targets.lora_targets`), default `cfg.target_modules`; `dropout`:
@@ -362,8 +382,10 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, *, new_tokens: list[int] 
 
     chosen: str | list[str] = cfg.target_modules if targets is None else targets
     if isinstance(chosen, list) and "lm_head" in chosen:
-        raise ConfigError("target_modules must not include lm_head: TRL computes the loss from lm_head.weight "
-                          "directly, so an adapter there would never train")
+        raise ConfigError(
+            "target_modules must not include lm_head: TRL computes the loss from lm_head.weight "
+            "directly, so an adapter there would never train"
+        )
     if cfg.quantization is not Quantization.NONE:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     extra: dict[str, Any] = {}
@@ -446,11 +468,18 @@ def load_for_training(cfg: TrainConfig) -> LoadedModel:
         # (or a run and its resumed half) start from different adapters.
         set_seed(cfg.seed)
         targets = lora_targets(model, cfg.target_modules)
-        model = add_lora(model, cfg, new_tokens=new_tokens, targets=list(targets.modules),
-                         dropout=targets.dropout(cfg.lora_dropout))
+        model = add_lora(
+            model, cfg, new_tokens=new_tokens, targets=list(targets.modules), dropout=targets.dropout(cfg.lora_dropout)
+        )
     fit_trl_config(model)
-    return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device, new_tokens=new_tokens,
-                       targets=targets if cfg.lora else None)  # fmt: skip
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        path=path,
+        device=device,
+        new_tokens=new_tokens,
+        targets=targets if cfg.lora else None,
+    )
 
 
 def fit_trl_config(model: Any) -> None:

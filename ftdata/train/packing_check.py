@@ -47,12 +47,22 @@ class PackingReport:
 
     def to_dict(self) -> dict[str, Any]:
         packed = self.packed.to_dict() if isinstance(self.packed, ProbeResult) else {"error": self.packed}
-        return {"model": self.model, **self.architecture.to_dict(), "packed_row": packed,
-                "train_route": self.route.to_dict(), "isolated": self.isolated}  # fmt: skip
+        return {
+            "model": self.model,
+            **self.architecture.to_dict(),
+            "packed_row": packed,
+            "train_route": self.route.to_dict(),
+            "isolated": self.isolated,
+        }
 
 
-def check_model_packing(model: str | None, data: str | Path | None = None, *, precision: Precision = Precision.AUTO,
-                        tokenizer: str | None = None) -> PackingReport:  # fmt: skip
+def check_model_packing(
+    model: str | None,
+    data: str | Path | None = None,
+    *,
+    precision: Precision = Precision.AUTO,
+    tokenizer: str | None = None,
+) -> PackingReport:
     """Probe packed rows on `model` (a local folder; None: the bundled SmolLM2) with the documents of `data`.
 
     Raises:
@@ -95,8 +105,9 @@ def _rows(data: str | Path) -> list[dict[str, Any]]:
 
         built = load_from_disk(str(path))
     else:
-        raise ConfigError(f"{data} is not a folder of built rows: run `ftdata build DATA -o OUT --packing` and "
-                          "give OUT")
+        raise ConfigError(
+            f"{data} is not a folder of built rows: run `ftdata build DATA -o OUT --packing` and give OUT"
+        )
     train = built["train"] if isinstance(built, DatasetDict) else built
     if not isinstance(train, Dataset) or "input_ids" not in train.column_names or train.num_rows == 0:
         raise ConfigError(f"{data} holds no SFT rows (input_ids): check-packing probes the rows of an SFT build")

@@ -52,17 +52,24 @@ class ProbeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "route": self.route.value, "documents": self.documents, "tokens": self.tokens,
-            "max_abs_dlogit": self.max_abs_dlogit, "max_abs_logit": self.max_abs_logit, "tolerance": self.tolerance,
-            "dtype": self.dtype, "passed": self.passed,
+            "route": self.route.value,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "max_abs_dlogit": self.max_abs_dlogit,
+            "max_abs_logit": self.max_abs_logit,
+            "tolerance": self.tolerance,
+            "dtype": self.dtype,
+            "passed": self.passed,
             **({"packed_leak": self.packed_leak} if self.packed_leak is not None else {}),
-        }  # fmt: skip
+        }
 
     def describe(self) -> str:
         """e.g. 'max |delta logit| 2.4e-07 <= 1.2e-04 over 3 documents (212 tokens), route packed, fp32'."""
         sign = "<=" if self.passed else ">"
-        return (f"max |delta logit| {self.max_abs_dlogit:.2g} {sign} {self.tolerance:.2g} over {self.documents} "
-                f"documents ({self.tokens} tokens), route {self.route.value}, {self.dtype}")  # fmt: skip
+        return (
+            f"max |delta logit| {self.max_abs_dlogit:.2g} {sign} {self.tolerance:.2g} over {self.documents} "
+            f"documents ({self.tokens} tokens), route {self.route.value}, {self.dtype}"
+        )
 
 
 def probe_documents(rows: Iterable[Mapping[str, Any]], *, budget: int = BUDGET) -> list[list[int]]:
@@ -103,10 +110,15 @@ def run_probe(model: Any, documents: Sequence[Sequence[int]], *, route: Route, p
     delta = max(float((a - t).abs().max()) for a, t in zip(alone, together))
     scale = max(float(a.abs().max()) for a in alone)
     return ProbeResult(
-        route=route, documents=len(documents), tokens=sum(map(len, documents)), max_abs_dlogit=delta,
-        max_abs_logit=scale, tolerance=TOLERANCE[_param_dtype(model)] * max(1.0, scale),
-        dtype=str(_param_dtype(model)).removeprefix("torch."), packed_leak=leak,
-    )  # fmt: skip
+        route=route,
+        documents=len(documents),
+        tokens=sum(map(len, documents)),
+        max_abs_dlogit=delta,
+        max_abs_logit=scale,
+        tolerance=TOLERANCE[_param_dtype(model)] * max(1.0, scale),
+        dtype=str(_param_dtype(model)).removeprefix("torch."),
+        packed_leak=leak,
+    )
 
 
 def _together(model: Any, documents: Sequence[Sequence[int]], *, route: Route, pad_token_id: int) -> list[torch.Tensor]:
@@ -155,8 +167,10 @@ def refusal(result: ProbeResult, architecture: Architecture) -> str:
     fix = "train on rows built without --packing"
     if architecture.kernels and architecture.missing:
         fix = f"install {need} (CUDA) or {fix}"
-    return (f"packed rows leak between documents on this model ({architecture.model_type}: {kinds}): "
-            f"{result.describe()}; {fix}")  # fmt: skip
+    return (
+        f"packed rows leak between documents on this model ({architecture.model_type}: {kinds}): "
+        f"{result.describe()}; {fix}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +188,9 @@ class PackingCheck:
         return {**self.architecture.to_dict(), "probe": self.probe.to_dict() if self.probe is not None else None}
 
 
-def check_packed_rows(model: Any, rows: Iterable[Mapping[str, Any]], *, device: str, pad_token_id: int,
-                      media: bool = False) -> PackingCheck:  # fmt: skip
+def check_packed_rows(
+    model: Any, rows: Iterable[Mapping[str, Any]], *, device: str, pad_token_id: int, media: bool = False
+) -> PackingCheck:
     """Inspect `model`'s layers, choose the route of packed rows and probe it on the first `rows`.
 
     Raises:
@@ -186,8 +201,10 @@ def check_packed_rows(model: Any, rows: Iterable[Mapping[str, Any]], *, device: 
     if media:
         if architecture.state_kinds:
             names = ", ".join(f"{k.name} x{k.layers}" for k in architecture.state_kinds)
-            raise ConfigError(f"packed rows with media cannot be kept apart on {architecture.model_type} "
-                              f"({names} carry state along the row): build without --packing")  # fmt: skip
+            raise ConfigError(
+                f"packed rows with media cannot be kept apart on {architecture.model_type} "
+                f"({names} carry state along the row): build without --packing"
+            )
         return PackingCheck(architecture, None)
     result = run_probe(model, probe_documents(rows), route=architecture.route, pad_token_id=pad_token_id)
     if not result.passed:

@@ -96,8 +96,9 @@ def reference_model(cfg: TrainConfig) -> str:
     return "the base model (adapter disabled)" if cfg.lora else "a frozen copy of the base model"
 
 
-def preference_args(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits,
-                    resuming: bool = False) -> Any:  # fmt: skip
+def preference_args(
+    cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits, resuming: bool = False
+) -> Any:
     """The `DPOConfig` / `KTOConfig` of a run: the settings every method shares (`common_args`) and the
     method's own; `max_length=None` (the rows are final).
 
@@ -117,9 +118,15 @@ def preference_args(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: 
             f"completion in the same batch; got per_device_train_batch_size={cfg.per_device_train_batch_size}"
         )
     return trainer_config(
-        KTOConfig, common, max_length=None, beta=cfg.beta, loss_type=loss, desirable_weight=cfg.desirable_weight,
-        undesirable_weight=cfg.undesirable_weight, train_sampling_strategy="sequential" if with_kl else "random",
-    )  # fmt: skip
+        KTOConfig,
+        common,
+        max_length=None,
+        beta=cfg.beta,
+        loss_type=loss,
+        desirable_weight=cfg.desirable_weight,
+        undesirable_weight=cfg.undesirable_weight,
+        train_sampling_strategy="sequential" if with_kl else "random",
+    )
 
 
 def preference_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedModel, splits: Splits) -> Parts:
@@ -191,11 +198,18 @@ def warn_label_balance(labels: Sequence[bool], cfg: TrainConfig) -> None:
     undesirable = max(len(labels) - desirable, 1)
     if desirable == undesirable:
         return
-    low, high = undesirable * cfg.undesirable_weight / desirable, undesirable * cfg.undesirable_weight / desirable * 1.33
-    low_u, high_u = desirable * cfg.desirable_weight / undesirable / 1.33, desirable * cfg.desirable_weight / undesirable
+    low, high = (
+        undesirable * cfg.undesirable_weight / desirable,
+        undesirable * cfg.undesirable_weight / desirable * 1.33,
+    )
+    low_u, high_u = (
+        desirable * cfg.desirable_weight / undesirable / 1.33,
+        desirable * cfg.desirable_weight / undesirable,
+    )
     if not (low <= cfg.desirable_weight <= high or low_u <= cfg.undesirable_weight <= high_u):
         warnings.warn(
             f"ftdata: {desirable} desirable and {undesirable} undesirable rows: set desirable_weight in "
-            f"[{low:.2f}, {high:.2f}] or undesirable_weight in [{low_u:.2f}, {high_u:.2f}] (not both), as the KTO paper advises",
+            f"[{low:.2f}, {high:.2f}] or undesirable_weight in [{low_u:.2f}, {high_u:.2f}] (not both), as the KTO "
+            "paper advises",
             stacklevel=4,
         )

@@ -55,10 +55,13 @@ class PreferenceReport:
         return {"preference_accuracy": self.accuracy, "mean_logp_margin": self.margin}
 
 
-def held_out_pairs(rows: Iterable[Mapping[str, Any]], task: Task, *, limit: int | None = None) -> tuple[list[HeldOutPair], int]:
+def held_out_pairs(
+    rows: Iterable[Mapping[str, Any]], task: Task, *, limit: int | None = None
+) -> tuple[list[HeldOutPair], int]:
     """Up to `limit` pairs from a run's eval rows, and how many (KTO) rows had no partner.
 
-    >>> rows = [{"prompt_ids": [1], "completion_ids": [5], "label": False}, {"prompt_ids": [1], "completion_ids": [4], "label": True},
+    >>> rows = [{"prompt_ids": [1], "completion_ids": [5], "label": False},
+    ...         {"prompt_ids": [1], "completion_ids": [4], "label": True},
     ...         {"prompt_ids": [2], "completion_ids": [6], "label": True}]
     >>> held_out_pairs(rows, Task.KTO)
     ([HeldOutPair(prompt_ids=(1,), chosen_ids=(4,), rejected_ids=(5,))], 1)
@@ -70,12 +73,20 @@ def held_out_pairs(rows: Iterable[Mapping[str, Any]], task: Task, *, limit: int 
     total = 0
     for row in rows:
         total += 1
-        by_prompt.setdefault(tuple(row["prompt_ids"]), {True: [], False: []})[bool(row["label"])].append(tuple(row["completion_ids"]))
-    pairs = [HeldOutPair(prompt, sides[True][0], sides[False][0]) for prompt, sides in by_prompt.items() if sides[True] and sides[False]]
+        by_prompt.setdefault(tuple(row["prompt_ids"]), {True: [], False: []})[bool(row["label"])].append(
+            tuple(row["completion_ids"])
+        )
+    pairs = [
+        HeldOutPair(prompt, sides[True][0], sides[False][0])
+        for prompt, sides in by_prompt.items()
+        if sides[True] and sides[False]
+    ]
     return pairs[:limit], total - 2 * len(pairs)
 
 
-def completion_logps(model: Any, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int, pad_id: int) -> list[float]:
+def completion_logps(
+    model: Any, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int, pad_id: int
+) -> list[float]:
     """log p(completion | prompt) of each `(prompt_ids, completion_ids)`, summed over the completion's tokens.
 
     Sequences go in batches of `batch_size` (similar lengths together), left-padded with explicit
@@ -90,7 +101,9 @@ def completion_logps(model: Any, items: Sequence[tuple[Sequence[int], Sequence[i
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         width = max(len(items[i][0]) + len(items[i][1]) for i in batch)
-        keep = max(len(items[i][1]) for i in batch) + 1  # + 1: the last prompt position predicts the first completion token
+        keep = (
+            max(len(items[i][1]) for i in batch) + 1
+        )  # + 1: the last prompt position predicts the first completion token
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, i in enumerate(batch):
@@ -99,11 +112,17 @@ def completion_logps(model: Any, items: Sequence[tuple[Sequence[int], Sequence[i
             mask[row, width - len(sequence) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                           use_cache=False, logits_to_keep=keep).logits  # fmt: skip
+            logits = model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                use_cache=False,
+                logits_to_keep=keep,
+            ).logits
         for row, i in enumerate(batch):
             n = len(items[i][1])
-            # logits[:, j] is position width - keep + j; the completion's n tokens are predicted by the n positions before the last
+            # logits[:, j] is position width - keep + j;
+            # the completion's n tokens are predicted by the n positions before the last
             logps = torch.log_softmax(logits[row, keep - 1 - n : keep - 1].float(), dim=-1)
             out[i] = float(logps.gather(-1, ids[row, width - n :].to(logps.device).unsqueeze(-1)).sum())
     return [out[i] for i in range(len(items))]
@@ -116,8 +135,15 @@ def pair_margins(model: Any, pairs: Sequence[HeldOutPair], *, settings: ScoringS
     return [logps[2 * i] - logps[2 * i + 1] for i in range(len(pairs))]
 
 
-def preference_report(run_dir: Path, tokenizer: Any, pairs: Sequence[HeldOutPair], margins: Mapping[str, list[float]], *,
-                      skipped: int, settings: ScoringSettings) -> PreferenceReport:  # fmt: skip
+def preference_report(
+    run_dir: Path,
+    tokenizer: Any,
+    pairs: Sequence[HeldOutPair],
+    margins: Mapping[str, list[float]],
+    *,
+    skipped: int,
+    settings: ScoringSettings,
+) -> PreferenceReport:
     """The report of `margins` ({model name: a margin per pair}): accuracy = share of margins > 0."""
     rows = []
     for i, pair in enumerate(pairs):
@@ -129,4 +155,6 @@ def preference_report(run_dir: Path, tokenizer: Any, pairs: Sequence[HeldOutPair
         rows.append(row | {name: round(values[i], 4) for name, values in margins.items()})
     accuracy = {name: round(sum(m > 0 for m in values) / len(values), 4) for name, values in margins.items()}
     margin = {name: round(sum(values) / len(values), 4) for name, values in margins.items()}
-    return PreferenceReport(run_dir=run_dir, rows=rows, accuracy=accuracy, margin=margin, skipped=skipped, settings=settings)
+    return PreferenceReport(
+        run_dir=run_dir, rows=rows, accuracy=accuracy, margin=margin, skipped=skipped, settings=settings
+    )

@@ -33,7 +33,12 @@ from ftdata.train.record import ACCURACY, MARGIN, REWARD, perplexity
 EVAL_HEADER = f"{'step':>5}  {'eval loss':>9}  {'perplexity':>10}  {'token accuracy':>14}"
 PREFERENCE_HEADER = f"{'step':>5}  {'eval loss':>9}  {'reward margin':>13}  {'reward accuracy':>15}"
 GRPO_HEADER = f"{'step':>5}  {'eval loss':>9}  {'reward':>8}  {'reward std':>10}"
-HEADERS = {Method.SFT: EVAL_HEADER, Method.DPO: PREFERENCE_HEADER, Method.KTO: PREFERENCE_HEADER, Method.GRPO: GRPO_HEADER}
+HEADERS = {
+    Method.SFT: EVAL_HEADER,
+    Method.DPO: PREFERENCE_HEADER,
+    Method.KTO: PREFERENCE_HEADER,
+    Method.GRPO: GRPO_HEADER,
+}
 
 
 def eval_row(step: int, logs: dict[str, Any], method: Method = Method.SFT) -> str:
@@ -48,7 +53,9 @@ def eval_row(step: int, logs: dict[str, Any], method: Method = Method.SFT) -> st
     """
     loss = float(logs["eval_loss"])
     if method is Method.SFT:
-        return f"{step:>5}  {loss:>9.4f}  {perplexity(loss):>10.2f}  {_shown(logs.get('eval_mean_token_accuracy'), 3):>14}"
+        return (
+            f"{step:>5}  {loss:>9.4f}  {perplexity(loss):>10.2f}  {_shown(logs.get('eval_mean_token_accuracy'), 3):>14}"
+        )
     if method is Method.GRPO:
         reward, spread = _shown(logs.get(f"eval_{REWARD}"), 4), _shown(logs.get(f"eval_{REWARD}_std"), 4)
         return f"{step:>5}  {loss:>9.4f}  {reward:>8}  {spread:>10}"
@@ -79,24 +86,35 @@ class TrainingDisplay(TrainerCallback):
         self._task: Any = None
         self._header_shown = False
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if not state.is_world_process_zero:
             return
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[loss]}"), console=self.console,
-        )  # fmt: skip
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[loss]}"),
+            console=self.console,
+        )
         self._task = self._progress.add_task("training", total=state.max_steps, completed=state.global_step, loss="")
         self._progress.start()
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=state.global_step)
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not state.is_world_process_zero or not logs:
             return
         if self.verbose:
@@ -110,8 +128,9 @@ class TrainingDisplay(TrainerCallback):
                 self._header_shown = True
             self._print(eval_row(state.global_step, logs, self.method))
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=state.global_step)
             self._progress.stop()

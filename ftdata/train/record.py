@@ -92,7 +92,10 @@ def summarize_losses(log_history: list[dict[str, Any]], *, perplexities: bool = 
         **_final(evals, "eval_loss"),
     }
     if perplexities:
-        summary |= {"initial_perplexity": perplexity(summary["initial_eval_loss"]), "perplexity": perplexity(summary["eval_loss"])}
+        summary |= {
+            "initial_perplexity": perplexity(summary["initial_eval_loss"]),
+            "perplexity": perplexity(summary["eval_loss"]),
+        }
     return summary
 
 
@@ -112,7 +115,9 @@ def summarize_sampled_rewards(log_history: list[dict[str, Any]]) -> dict[str, An
     """A GRPO run's mean reward (first and last logged in training, before and after training on the eval
     split) and each reward's first and last logged mean: `{"reward_means": {"exact": {"first": 0.0, "last": 0.5}}}`."""
     train = points(log_history, REWARD)
-    means = {name: {"first": steps[0][1], "last": steps[-1][1]} for name, steps in reward_means(log_history).items() if steps}
+    means = {
+        name: {"first": steps[0][1], "last": steps[-1][1]} for name, steps in reward_means(log_history).items() if steps
+    }
     return {
         "first_reward": train[0][1] if train else None,
         "last_reward": train[-1][1] if train else None,
@@ -134,7 +139,10 @@ def reward_means(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[int,
 
 def _final(evals: list[tuple[int, float]], name: str) -> dict[str, float | None]:
     """`name` (the last value) and `initial_<name>` (the value at step 0, before training, if measured)."""
-    return {f"initial_{name}": evals[0][1] if evals and evals[0][0] == 0 else None, name: evals[-1][1] if evals else None}
+    return {
+        f"initial_{name}": evals[0][1] if evals and evals[0][0] == 0 else None,
+        name: evals[-1][1] if evals else None,
+    }
 
 
 def perplexity(loss: float | None) -> float | None:

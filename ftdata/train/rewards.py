@@ -45,7 +45,16 @@ __all__ = ["BUILTIN", "REFERENCE_COLUMNS", "ExactMatch", "ThinkFormat", "check_r
 
 BUILTIN = ("exact", "format")
 # The columns `exact` reads when it is not told one, in this order.
-REFERENCE_COLUMNS = ("answer", "solution", "reference", "ground_truth", "gold", "target", "expected_answer", "final_answer")
+REFERENCE_COLUMNS = (
+    "answer",
+    "solution",
+    "reference",
+    "ground_truth",
+    "gold",
+    "target",
+    "expected_answer",
+    "final_answer",
+)
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CHOICES = "exact, exact:COLUMN, format or package.module:function (with --allow-code)"
 
@@ -79,7 +88,9 @@ def check_reward_names(names: Sequence[str]) -> None:
             fix = "write format" if base == "format" else "write exact or exact:COLUMN"
             raise ConfigError(f"rewards: {name!r} takes {'no column' if base == 'format' else 'a column name'}; {fix}")
         if base in seen:
-            raise ConfigError(f"rewards: {base} is named twice (rewards={','.join(names)}); TRL logs each reward by its name")
+            raise ConfigError(
+                f"rewards: {base} is named twice (rewards={','.join(names)}); TRL logs each reward by its name"
+            )
         seen.add(base)
 
 
@@ -134,33 +145,47 @@ def _reference_column(named: str | None, columns: Sequence[str] | Mapping[str, A
             nested ones.
     """
     features = columns if isinstance(columns, Mapping) else dict.fromkeys(columns)
-    readable = [c for c in features if c not in ("prompt", "prompt_ids", "tools")]  # the reward columns (tools: the rendered schemas)
+    readable = [
+        c for c in features if c not in ("prompt", "prompt_ids", "tools")
+    ]  # the reward columns (tools: the rendered schemas)
     leaves = {path: f for c in readable for path, f in _paths(c, features[c])}
     if named is not None:
         if named not in features and named not in leaves:
             raise ConfigError(
-                f"rewards: exact:{named} names a column the prompt set lacks; it has {', '.join(readable) or 'no reward columns'}"
+                f"rewards: exact:{named} names a column the prompt set lacks; it has "
+                f"{', '.join(readable) or 'no reward columns'}"
             )
         struct = features.get(named, leaves.get(named))
         if isinstance(struct, Mapping):  # compared as text it would never equal an answer: refused, not scored 0.0
-            fields = sorted((p for p in leaves if p.startswith(named + ".")), key=lambda p: p.rsplit(".", 1)[1] not in REFERENCE_COLUMNS)
+            fields = sorted(
+                (p for p in leaves if p.startswith(named + ".")),
+                key=lambda p: p.rsplit(".", 1)[1] not in REFERENCE_COLUMNS,
+            )
             raise ConfigError(
-                f"rewards: exact:{named} is a struct column ({', '.join(k for k in struct)}), not a reference; name the "
+                f"rewards: exact:{named} is a struct column ({', '.join(k for k in struct)}), not a reference; name "
+                "the "
                 f"field that holds the answer: exact:{fields[0] if fields else named + '.FIELD'}"
             )
         return named
     found = next((c for c in REFERENCE_COLUMNS if c in features and not isinstance(features[c], Mapping)), None)
     if found is not None:
         return found
-    nested = [p for p, f in leaves.items() if "." in p and p.rsplit(".", 1)[1] in REFERENCE_COLUMNS and not isinstance(f, Mapping)]
+    nested = [
+        p
+        for p, f in leaves.items()
+        if "." in p and p.rsplit(".", 1)[1] in REFERENCE_COLUMNS and not isinstance(f, Mapping)
+    ]
     verl = [p for p in nested if p.split(".")[0] == "reward_model"]  # verl's schema: the field its own rewards read
     if len(nested) == 1 or len(verl) == 1:
         return nested[0] if len(nested) == 1 else verl[0]
     if nested:
-        raise ConfigError(f"rewards: exact finds several references ({', '.join(nested)}): name one with exact:{nested[0]}")
+        raise ConfigError(
+            f"rewards: exact finds several references ({', '.join(nested)}): name one with exact:{nested[0]}"
+        )
     raise ConfigError(
         f"rewards: exact needs a reference column ({', '.join(REFERENCE_COLUMNS)}) and the prompt set has "
-        f"{', '.join(readable) or 'no reward columns'}: name one with exact:COLUMN (exact:COLUMN.FIELD inside a struct), "
+        f"{', '.join(readable) or 'no reward columns'}: name one with exact:COLUMN (exact:COLUMN.FIELD inside a "
+        "struct), "
         "or drop exact from rewards"
     )
 
@@ -229,7 +254,8 @@ class ThinkFormat:
             )
         if opens.strip() and opens.strip() != THINK_OPEN:
             raise ConfigError(
-                f"rewards: format checks <think> blocks and the generation prompt opens {opens!r}: drop format from rewards"
+                f"rewards: format checks <think> blocks and the generation prompt opens {opens!r}: drop format from "
+                "rewards"
             )
         self.opens = opens
 
@@ -337,8 +363,19 @@ def normalize(answer: str) -> str:
     """
     text = answer.strip()
     text = re.sub(r"\\text\{([^{}]*)\}", r"\1", text)
-    for old, new in (("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\left", ""), ("\\right", ""), ("\\dfrac", "\\frac"),
-                     ("\\tfrac", "\\frac"), ("\\$", ""), ("$", ""), ("\\%", ""), ("%", "")):  # fmt: skip
+    for old, new in (
+        ("\\!", ""),
+        ("\\,", ""),
+        ("\\;", ""),
+        ("\\left", ""),
+        ("\\right", ""),
+        ("\\dfrac", "\\frac"),
+        ("\\tfrac", "\\frac"),
+        ("\\$", ""),
+        ("$", ""),
+        ("\\%", ""),
+        ("%", ""),
+    ):
         text = text.replace(old, new)
     text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
     text = re.sub(r"\s+", "", text).lower()
@@ -352,7 +389,11 @@ def number(answer: str) -> float | None:
     fraction = re.fullmatch(r"(-?)(?:\\frac\{(-?\d+)\}\{(\d+)\}|(-?\d+)/(\d+))", answer)
     if fraction is None:
         return None
-    sign, top, bottom = fraction.group(1), fraction.group(2) or fraction.group(4), fraction.group(3) or fraction.group(5)
+    sign, top, bottom = (
+        fraction.group(1),
+        fraction.group(2) or fraction.group(4),
+        fraction.group(3) or fraction.group(5),
+    )
     if int(bottom) == 0:
         return None
     return (-1 if sign else 1) * int(top) / int(bottom)

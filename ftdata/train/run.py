@@ -33,7 +33,14 @@ from ftdata.train.config import Method, TrainConfig, changed_options, read_yaml
 from ftdata.train.data import Splits, data_task, load_splits, save_eval_split
 from ftdata.train.generation import EvalReport, GenerationSettings
 from ftdata.train.packing_probe import check_packed_rows
-from ftdata.train.model import LoadedModel, count_parameters, fit_embeddings, load_for_training, resolve_device, resolve_model_path
+from ftdata.train.model import (
+    LoadedModel,
+    count_parameters,
+    fit_embeddings,
+    load_for_training,
+    resolve_device,
+    resolve_model_path,
+)
 from ftdata.train.preference_eval import PreferenceReport
 from ftdata.train.progress import TrainingDisplay, quiet_libraries
 from ftdata.train.media_model import load_media_for_training, merge_media_adapter, takes_media
@@ -45,9 +52,24 @@ if TYPE_CHECKING:
 
 # Options that shape the data, its order or the model: a resumed run must keep them.
 RESUME_LOCKED = (
-    "model", "tokenizer", "processor", "data", "data_options", "streaming", "shuffle_buffer",
-    "lora", "lora_r", "lora_alpha", "target_modules", "quantization", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "method", "loss_type", "rewards", "num_generations",
+    "model",
+    "tokenizer",
+    "processor",
+    "data",
+    "data_options",
+    "streaming",
+    "shuffle_buffer",
+    "lora",
+    "lora_r",
+    "lora_alpha",
+    "target_modules",
+    "quantization",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "method",
+    "loss_type",
+    "rewards",
+    "num_generations",
 )
 
 
@@ -84,7 +106,8 @@ def train(
         ConfigError: a bad option, missing data or model, or nothing to resume from.
 
     Example:
-        >>> result = train(TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=20))  # doctest: +SKIP
+        >>> config = TrainConfig(data="alpaca.json", data_options={"template": "alpaca"}, max_steps=20)
+        >>> result = train(config)  # doctest: +SKIP
         >>> result.metrics["last_loss"] < result.metrics["first_loss"]  # doctest: +SKIP
         True
     """
@@ -97,9 +120,14 @@ def train(
     with quiet_libraries(not verbose):
         loaded, splits, base = _setup(cfg, run_dir, state, resuming=checkpoint is not None)
         trainer = build_trainer(
-            cfg, loaded=loaded, splits=splits, run_dir=run_dir, callbacks=callbacks,
-            resuming=checkpoint is not None, display=TrainingDisplay(console, verbose=verbose, method=splits.method),
-        )  # fmt: skip
+            cfg,
+            loaded=loaded,
+            splits=splits,
+            run_dir=run_dir,
+            callbacks=callbacks,
+            resuming=checkpoint is not None,
+            display=TrainingDisplay(console, verbose=verbose, method=splits.method),
+        )
         started = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         seconds = time.perf_counter() - started
@@ -112,8 +140,16 @@ def train(
         with quiet_libraries(not verbose):
             merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
     total = base["model"]["total_params"]
-    metrics = _metrics(trainer, output.metrics, base["data"], total=total, seconds=seconds, device=loaded.device.kind,
-                       global_batch=base["processes"]["global_batch_size"], method=splits.method)
+    metrics = _metrics(
+        trainer,
+        output.metrics,
+        base["data"],
+        total=total,
+        seconds=seconds,
+        device=loaded.device.kind,
+        global_batch=base["processes"]["global_batch_size"],
+        method=splits.method,
+    )
     result = TrainResult(run_dir=run_dir, output_dir=output_dir, merged_dir=merged_dir, metrics=metrics)
     if state.is_main_process:
         history = trainer.state.log_history
@@ -150,7 +186,9 @@ def merge_adapter(loaded: LoadedModel, adapter_dir: Path, target: Path) -> Path:
     if loaded.media is not None:  # a model that reads media (media_model.py)
         return merge_media_adapter(loaded, adapter_dir, target)
     dtype = loaded.device.dtype if loaded.device.kind == "cuda" else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(str(loaded.path), dtype=dtype, local_files_only=True, trust_remote_code=False)
+    base = AutoModelForCausalLM.from_pretrained(
+        str(loaded.path), dtype=dtype, local_files_only=True, trust_remote_code=False
+    )
     fit_embeddings(base, loaded.tokenizer)  # add_chat_tokens: the rows the adapter's trained tokens replace
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(target))
@@ -182,9 +220,13 @@ def load_model(cfg: TrainConfig) -> LoadedModel:
 
 
 def evaluate_run(
-    run_dir: str | Path, *, max_samples: int | None = 32, compare_base: bool = True, settings: GenerationSettings | None = None,
+    run_dir: str | Path,
+    *,
+    max_samples: int | None = 32,
+    compare_base: bool = True,
+    settings: GenerationSettings | None = None,
     processor: str | Path | None = None,
-) -> EvalReport | PreferenceReport:  # fmt: skip
+) -> EvalReport | PreferenceReport:
     """`ftdata eval RUN`: generate answers for the run's held-out prompts and score them with sacreBLEU.
 
     The one place evaluation chooses: a DPO/KTO run (preference rows) gets the preference accuracy
@@ -220,17 +262,37 @@ def evaluate_run(
             "each one's mean per step, are in run.json (rewards) and rewards.png"
         )
     if task is not Task.SFT:
-        report: Any = evaluate_preference_run(folder, cfg, tuned_dir, rows, task, max_samples=max_samples,
-                                              compare_base=compare_base, settings=ScoringSettings(settings.batch_size))  # fmt: skip
+        report: Any = evaluate_preference_run(
+            folder,
+            cfg,
+            tuned_dir,
+            rows,
+            task,
+            max_samples=max_samples,
+            compare_base=compare_base,
+            settings=ScoringSettings(settings.batch_size),
+        )
     elif takes_media(resolve_model_path(cfg.model)):
         from ftdata.train.media_eval import evaluate_media_run
 
-        report = evaluate_media_run(folder, cfg, tuned_dir, processor=processor, max_samples=max_samples,
-                                    compare_base=compare_base, settings=settings)  # fmt: skip
+        report = evaluate_media_run(
+            folder,
+            cfg,
+            tuned_dir,
+            processor=processor,
+            max_samples=max_samples,
+            compare_base=compare_base,
+            settings=settings,
+        )
     elif processor is not None:
-        raise ConfigError(f"--processor is for runs whose model reads media; {folder.name} trained the text model {cfg.model or 'bundled'}")
+        raise ConfigError(
+            f"--processor is for runs whose model reads media; {folder.name} trained the text model "
+            f"{cfg.model or 'bundled'}"
+        )
     else:
-        report = evaluate_text_run(folder, cfg, tuned_dir, max_samples=max_samples, compare_base=compare_base, settings=settings)
+        report = evaluate_text_run(
+            folder, cfg, tuned_dir, max_samples=max_samples, compare_base=compare_base, settings=settings
+        )
     return record_report(folder, report)
 
 
@@ -251,8 +313,13 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
         _check_same_data(run_dir, data)
         _check_same_processes(run_dir, processes)
     if splits.packed:  # before any step: the route packed rows take on this model, proven on it
-        loaded.packing = check_packed_rows(loaded.model, _first_rows(splits.train), device=loaded.device.kind,
-                                           pad_token_id=loaded.tokenizer.pad_token_id, media=loaded.media is not None)
+        loaded.packing = check_packed_rows(
+            loaded.model,
+            _first_rows(splits.train),
+            device=loaded.device.kind,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+            media=loaded.media is not None,
+        )
     trainable, total = count_parameters(loaded.model)
     base = _base_record(cfg, run_dir, loaded, data, processes, trainable=trainable, total=total, splits=splits)
     if loaded.packing is not None:
@@ -274,8 +341,14 @@ def _first_rows(rows: Any, count: int = 8) -> list[dict[str, Any]]:
     return list(rows.take(count))
 
 
-def _write_final_record(result: TrainResult, base: dict[str, Any], history: list[dict[str, Any]], *,
-                        resumed_from: Path | None, has_eval: bool) -> None:
+def _write_final_record(
+    result: TrainResult,
+    base: dict[str, Any],
+    history: list[dict[str, Any]],
+    *,
+    resumed_from: Path | None,
+    has_eval: bool,
+) -> None:
     run_dir = result.run_dir
     plot = record.plot_losses(history, run_dir / record.PLOT_FILE, title=f"ftdata run {run_dir.name}")
     rewards = record.plot_rewards(history, run_dir / record.REWARDS_PLOT_FILE, title=f"ftdata run {run_dir.name}")
@@ -300,7 +373,10 @@ def _write_final_record(result: TrainResult, base: dict[str, Any], history: list
 
 def _reward_steps(history: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
     """A GRPO run's rewards, each one's mean per logged step: `{"exact": [{"step": 1, "mean": 0.25}, ...]}`."""
-    return {name: [{"step": step, "mean": mean} for step, mean in steps] for name, steps in record.reward_means(history).items()}
+    return {
+        name: [{"step": step, "mean": mean} for step, mean in steps]
+        for name, steps in record.reward_means(history).items()
+    }
 
 
 def _new_run_dir(cfg: TrainConfig, state: Any) -> Path:
@@ -333,8 +409,12 @@ def _resume_dir(run_dir: str | Path) -> Path:
 
 def _data_record(splits: Splits) -> dict[str, Any]:
     per_split = splits.fingerprint()
-    out = {"fingerprint": record.data_fingerprint(per_split), "task": splits.task.value, "packed": splits.packed,
-           "splits": per_split}
+    out = {
+        "fingerprint": record.data_fingerprint(per_split),
+        "task": splits.task.value,
+        "packed": splits.packed,
+        "splits": per_split,
+    }
     if splits.report is not None:  # what the build did to every record, kept with the run
         out["build"] = splits.report.to_dict()
     return out
@@ -352,7 +432,9 @@ def _check_same_data(run_dir: Path, data: dict[str, Any]) -> None:
 def _content(data: dict[str, Any]) -> dict[str, Any]:
     """What a resume compares: each split's columns, rows, token counts and content hash. Not datasets'
     own `_fingerprint`: it is random for rows built in memory (raw data), so no such run could resume."""
-    return {name: {k: v for k, v in split.items() if k != "fingerprint"} for name, split in data.get("splits", {}).items()}
+    return {
+        name: {k: v for k, v in split.items() if k != "fingerprint"} for name, split in data.get("splits", {}).items()
+    }
 
 
 def _processes_record(cfg: TrainConfig, state: Any) -> dict[str, Any]:
@@ -378,8 +460,17 @@ def _check_same_processes(run_dir: Path, processes: dict[str, Any]) -> None:
         )
 
 
-def _base_record(cfg: TrainConfig, run_dir: Path, loaded: LoadedModel, data: dict[str, Any],
-                 processes: dict[str, Any], *, trainable: int, total: int, splits: Splits) -> dict[str, Any]:
+def _base_record(
+    cfg: TrainConfig,
+    run_dir: Path,
+    loaded: LoadedModel,
+    data: dict[str, Any],
+    processes: dict[str, Any],
+    *,
+    trainable: int,
+    total: int,
+    splits: Splits,
+) -> dict[str, Any]:
     previous = record.read_run(run_dir)
     return {
         "run": run_dir.name,
@@ -410,8 +501,17 @@ def _final_eval(trainer: Any, splits: Splits) -> None:
         trainer.evaluate()
 
 
-def _metrics(trainer: Any, train_metrics: dict[str, Any], data: dict[str, Any], *, total: int, seconds: float,
-             device: str, global_batch: int, method: Method) -> dict[str, Any]:
+def _metrics(
+    trainer: Any,
+    train_metrics: dict[str, Any],
+    data: dict[str, Any],
+    *,
+    total: int,
+    seconds: float,
+    device: str,
+    global_batch: int,
+    method: Method,
+) -> dict[str, Any]:
     # Tokens seen = train tokens x epochs done; robust to resume (TRL's own counter restarts at 0).
     split = data["splits"]["train"]
     epochs = float(trainer.state.epoch or 0.0)

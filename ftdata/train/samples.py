@@ -33,7 +33,7 @@ class Sample:
 def sequences(row: Mapping[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
     """The (input_ids, labels) of each sequence in a row: one, or several when packed.
 
-        seq_lengths [3, 2]:  ids a b c d e  ->  (a b c), (d e)
+    seq_lengths [3, 2]:  ids a b c d e  ->  (a b c), (d e)
     """
     ids, labels = list(row["input_ids"]), list(row["labels"])
     lengths = row.get("seq_lengths") or [len(ids)]

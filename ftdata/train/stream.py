@@ -58,9 +58,13 @@ def stream_build(path: Path, cfg: TrainConfig) -> tuple[IterableDataset, Dataset
     # Given, not inferred, so the stream knows its columns before it is read.
     features = datasets.Features.from_arrow_schema(pq.read_schema(splits["train"][0]))
     train = datasets.load_dataset(
-        "parquet", data_files={"train": [str(p) for p in splits["train"]]}, split="train", streaming=True,
-        features=features, batch_size=READ_ROWS,
-    ).shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer, max_buffer_input_shards=1)  # fmt: skip
+        "parquet",
+        data_files={"train": [str(p) for p in splits["train"]]},
+        split="train",
+        streaming=True,
+        features=features,
+        batch_size=READ_ROWS,
+    ).shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer, max_buffer_input_shards=1)
     test = datasets.Dataset.from_parquet([str(p) for p in splits["test"]]) if "test" in splits else None
     return train, test, splits["train"]
 

@@ -41,8 +41,12 @@ class LoraTargets:
         return 0.0 if self.parameters else requested
 
     def to_dict(self, *, requested_dropout: float | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"target_modules": list(self.modules), "chosen_from_model": self.chosen,
-                               "left_out": dict(self.left_out), "target_parameters": list(self.parameters)}  # fmt: skip
+        out: dict[str, Any] = {
+            "target_modules": list(self.modules),
+            "chosen_from_model": self.chosen,
+            "left_out": dict(self.left_out),
+            "target_parameters": list(self.parameters),
+        }
         if requested_dropout is not None:
             out["lora_dropout"] = self.dropout(requested_dropout)
             if self.parameters and requested_dropout:

@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from trl import SFTConfig
 
 
-def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False,
-             regrouped: bool = False) -> SFTConfig:  # fmt: skip
+def sft_args(
+    cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False, regrouped: bool = False
+) -> SFTConfig:
     """The `SFTConfig` of a run; checkpoints go to `run_dir/checkpoint-N`. `regrouped`: packed rows take the
     `documents` route (`documents.py`): TRL pads them per document, with an attention mask.
 
@@ -60,19 +61,27 @@ def sft_args(cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits,
     from trl import SFTConfig
 
     return trainer_config(
-        SFTConfig, common_args(cfg, run_dir=run_dir, device=device, splits=splits, resuming=resuming),
+        SFTConfig,
+        common_args(cfg, run_dir=run_dir, device=device, splits=splits, resuming=resuming),
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
         packing=False,
         padding_free=splits.packed and not regrouped,
-    )  # fmt: skip
+    )
 
 
-def sft_config(cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits,
-               resuming: bool = False) -> SFTConfig:  # fmt: skip
+def sft_config(
+    cfg: TrainConfig, method: Method, *, run_dir: Path, loaded: LoadedModel, splits: Splits, resuming: bool = False
+) -> SFTConfig:
     """`sft_args`, adapted to a model that reads media (`media_model.py`)."""
-    args = sft_args(cfg, run_dir=run_dir, device=loaded.device, splits=splits, resuming=resuming,
-                    regrouped=regrouped(loaded, splits))
+    args = sft_args(
+        cfg,
+        run_dir=run_dir,
+        device=loaded.device,
+        splits=splits,
+        resuming=resuming,
+        regrouped=regrouped(loaded, splits),
+    )
     return loaded.media.adapt(args) if loaded.media is not None else args
 
 
@@ -89,14 +98,18 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
     weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
     # Added chat tokens train through peft's trainable-token rows, which TRL's fused LM head (it reads
     # lm_head.weight itself) would bypass: the loss then comes from the model's own logits.
-    trainer_class = weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer
+    trainer_class = (
+        weighted_trainer_class(logits_loss=bool(loaded.new_tokens)) if weighted or loaded.new_tokens else SFTTrainer
+    )
     collator = None
     if media is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
         trainer_class, collator = media.trainer(trainer_class)
 
     if is_tree(splits.train):  # tree rows (history=tree): the tree mask and each token scored from its parent
         if weighted or media is not None or loaded.new_tokens:
-            raise ConfigError("tree rows train without loss weights, media or added chat tokens yet; build with --history inference")
+            raise ConfigError(
+                "tree rows train without loss weights, media or added chat tokens yet; build with --history inference"
+            )
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
         return Parts(tree_trainer_class(), {"data_collator": TreeCollator(pad)})
     per_document = regrouped(loaded, splits)
@@ -109,9 +122,11 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
             trainer.data_collator = DocumentsCollator(trainer.data_collator)
 
     return Parts(
-        trainer_class, {"data_collator": collator}, processing_class=media.processor if media is not None else None,
+        trainer_class,
+        {"data_collator": collator},
+        processing_class=media.processor if media is not None else None,
         finish=finish if weighted or per_document else None,
-    )  # fmt: skip
+    )
 
 
 def regrouped(loaded: LoadedModel, splits: Splits) -> bool:
@@ -179,7 +194,9 @@ def build_trainer(
     if not setup.media and loaded.media is not None:
         raise ConfigError(f"--method {method.value} trains text models; {loaded.path} is a model that reads media")
     if not setup.media and loaded.new_tokens:  # TRL's losses read lm_head.weight, bypassing peft's trained token rows
-        raise ConfigError(f"add_chat_tokens works with sft only; --method {method.value} cannot train the added tokens' rows")
+        raise ConfigError(
+            f"add_chat_tokens works with sft only; --method {method.value} cannot train the added tokens' rows"
+        )
     args = setup.args(cfg, method, run_dir=run_dir, loaded=loaded, splits=splits, resuming=resuming)
     parts = setup.parts(cfg, method, args=args, loaded=loaded, splits=splits)
     trainer = parts.trainer_class(

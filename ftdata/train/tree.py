@@ -119,9 +119,15 @@ def segments(positions: list[int]) -> list[tuple[int, int, list[int] | None]]:
 
 
 def tree_attention(
-    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
-    scaling: float | None = None, dropout: float = 0.0, **kwargs: Any,
-) -> tuple[torch.Tensor, None]:  # fmt: skip
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """Attention along a tree (registered with transformers as `ATTENTION`): each chain of a row (`segments`)
     attends to its path's keys with torch's scaled_dot_product_attention, causal within the path. A chain no
     shorter than the path above it runs causal over its whole path (its ancestors' outputs recomputed, no mask:
@@ -133,7 +139,7 @@ def tree_attention(
 
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )  # fmt: skip
+        )
     gqa = query.shape[1] != key.shape[1]
     drop = dropout if module.training else 0.0
     out = torch.empty_like(query)
@@ -150,9 +156,15 @@ def tree_attention(
                 keys = torch.arange(len(path), device=query.device)
                 mask = None if causal else keys[None, :] <= torch.arange(n, device=query.device)[:, None] + above
             o = F.scaled_dot_product_attention(
-                q[None], k[None], v[None], attn_mask=mask, dropout_p=drop, is_causal=causal, scale=scaling,
+                q[None],
+                k[None],
+                v[None],
+                attn_mask=mask,
+                dropout_p=drop,
+                is_causal=causal,
+                scale=scaling,
                 enable_gqa=gqa,
-            )[0]  # fmt: skip
+            )[0]
             out[b, :, start:end] = o[:, -(end - start) :]
     return out.transpose(1, 2).contiguous(), None
 
@@ -191,9 +203,12 @@ class TreeCollator:
             up[b, : len(positions)] = torch.tensor(parents(positions), dtype=torch.long)
             chains.append(segments(positions) + ([(len(positions), length, None)] if len(positions) < length else []))
         return {
-            "input_ids": padded("input_ids", self.pad_id), "labels": padded("labels", IGNORE_INDEX),
-            "position_ids": padded("position_ids", 0), PARENTS: up, SEGMENTS: chains,
-        }  # fmt: skip
+            "input_ids": padded("input_ids", self.pad_id),
+            "labels": padded("labels", IGNORE_INDEX),
+            "position_ids": padded("position_ids", 0),
+            PARENTS: up,
+            SEGMENTS: chains,
+        }
 
 
 def scored(labels: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
@@ -204,9 +219,13 @@ def scored(labels: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
 
 
 def tree_loss(
-    logits: torch.Tensor, labels: torch.Tensor, parents: torch.Tensor, *, kept: torch.Tensor | None = None,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    parents: torch.Tensor,
+    *,
+    kept: torch.Tensor | None = None,
     num_items: Any = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """sum of ce(logits[parent(i)], labels[i]) over trained tokens, / N (`num_items`: the accumulated batch's
     trained-token count, as transformers passes it; None: this batch's). The split rows' loss, term for term.
     `kept`: the positions `logits` holds (`scored`), None for every position."""
@@ -276,7 +295,8 @@ def fitted(splits: Any, model: Any) -> Any:
         return splits
     warnings.warn(
         f"tree rows: {type(model).__name__} cannot attend along a tree ({why}); training their split rows instead "
-        "(the same trained tokens in the same contexts, each shared prefix forwarded once per row)", stacklevel=2,
-    )  # fmt: skip
+        "(the same trained tokens in the same contexts, each shared prefix forwarded once per row)",
+        stacklevel=2,
+    )
     test = as_split_rows(splits.eval) if splits.eval is not None else None
     return replace(splits, train=as_split_rows(splits.train), eval=test)

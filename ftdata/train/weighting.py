@@ -27,7 +27,9 @@ from ftdata.types import IGNORE_INDEX
 WEIGHTS = "loss_weights"
 
 
-def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *, num_items: Any = None) -> torch.Tensor:
+def weighted_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *, num_items: Any = None
+) -> torch.Tensor:
     """sum(w * ce) / N over the shifted positions (the model predicts token t+1 at t).
 
     `num_items`: the trained-token count of the whole accumulated batch (transformers passes
@@ -37,7 +39,9 @@ def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
     logits = logits[..., :-1, :].float()
     target = labels[..., 1:].to(logits.device)
     w = weights[..., 1:].to(logits.device, torch.float32)
-    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    )
     n = (target != IGNORE_INDEX).sum() if num_items is None else num_items
     return (ce * w.reshape(-1)).sum() / torch.as_tensor(n, device=ce.device).clamp(min=1)
 
@@ -52,7 +56,9 @@ class WeightedCollator:
         self.padding_free = padding_free
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        weights = [torch.as_tensor(e[WEIGHTS], dtype=torch.float32) if e.get(WEIGHTS) is not None else None for e in examples]
+        weights = [
+            torch.as_tensor(e[WEIGHTS], dtype=torch.float32) if e.get(WEIGHTS) is not None else None for e in examples
+        ]
         batch = self.inner([{k: v for k, v in e.items() if k != WEIGHTS} for e in examples])
         rows = [w if w is not None else torch.ones(len(e["input_ids"])) for w, e in zip(weights, examples)]
         shape = batch["input_ids"].shape
@@ -84,12 +90,16 @@ def weighted_trainer_class(*, logits_loss: bool = False) -> type:
             if self._signature_columns is not None and WEIGHTS not in self._signature_columns:
                 self._signature_columns = [*self._signature_columns, WEIGHTS]
 
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
             weights = inputs.pop(WEIGHTS, None)
             if weights is None and logits_loss:
                 weights = torch.ones(inputs["labels"].shape)
             if weights is None:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+                return super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
             labels = inputs["labels"]
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
             loss = weighted_loss(outputs.logits, labels, weights, num_items=num_items_in_batch)
