@@ -321,7 +321,10 @@ def test_the_watchdog_acts_on_the_death_of_its_process_only(tmp_path: Path, stop
                             stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     assert proc.stdout is not None
     dog = int(proc.stdout.readline())
-    assert (dog == 0) == stop and bool(_watchdogs(proc.pid)) != stop
+    assert (dog == 0) == stop
+    # A watchdog just started may not have exec'd yet (its /proc cmdline is still its parent's): wait for it.
+    assert stop or _within(5, lambda: bool(_watchdogs(proc.pid)))
+    assert not stop or _watchdogs(proc.pid) == []
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     expected = sorted([commit.LOCK_FILE, f"{safeio.TEMP_MARK}{proc.pid}-aaaaaaaa-stage"]) if stop else [commit.LOCK_FILE]

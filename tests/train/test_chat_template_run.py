@@ -65,7 +65,8 @@ def test_a_build_folder_trains_with_the_chat_template_it_was_built_with(tmp_path
 
 def test_train_runs_on_the_rows_of_split_records(app: typer.Typer, tmp_path: Path, tiny_model_dir: Path) -> None:
     """The bundled agent trajectories (ATIF) on TRL's qwen3 template: one record splits into two rows (its first
-    query's loop has reasoning qwen3 drops from history); `ftdata train` builds and trains on those rows."""
+    query's loop has reasoning qwen3 drops from history); `ftdata train` builds and trains on those rows. Formats
+    count records (3 ATIF trajectories), sequences count rows (4)."""
     from support import ROOT
 
     result = CliRunner().invoke(app, [
@@ -76,5 +77,5 @@ def test_train_runs_on_the_rows_of_split_records(app: typer.Typer, tmp_path: Pat
     assert result.exit_code == 0, result.output + repr(result.exception)
     record = json.loads((tmp_path / "runs" / "agents" / "run.json").read_text())
     build = record["data"]["build"]
-    assert (build["records"], build["sequences"], build["split_records"], dict(build["formats"])) == (3, 4, 1, {"atif": 4})
+    assert (build["records"], build["sequences"], build["split_records"], dict(build["formats"])) == (3, 4, 1, {"atif": 3})
     assert record["data"]["splits"]["train"]["rows"] == 4 and record["metrics"]["train_loss"] > 0
