@@ -142,8 +142,9 @@ class Truncator:
             return Truncated([], f"{why} ({over})", RejectCode.MEDIA_TOO_LONG)  # before any render, as above
         total = count_trained(row.labels)
         fit = self._fit(example, 0, len(starts), keep_end=keep_end, known=row)
-        if fit.row is None:
-            return Truncated([], f"{fit.reason} ({over})", fit.code)
+        if fit.row is None:  # a prompt_too_long reason names its own lengths: the uncut one is added as such
+            uncut = f"(uncut: {n:,} tokens)" if fit.code is RejectCode.PROMPT_TOO_LONG else f"({over})"
+            return Truncated([], f"{fit.reason} {uncut}", fit.code)
         lost = total - count_trained(fit.row.labels)
         dropped = f"{fit.dropped} exchange(s) ({lost} response tokens)" if fit.dropped else ""
         after = f" after dropping the oldest {dropped}" if dropped else ""
