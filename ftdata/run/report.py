@@ -258,7 +258,7 @@ class BuildReport:
         if self.split_records:
             parts.append(
                 f"{self.split_records} split into {self.split_records + sum(self.added_rows.values())} rows "
-                "(history=inference)"
+                "(each trained turn as inference sees it)"
             )
         if self.reasoning_moved:
             parts.append(f"{self.reasoning_moved} think blocks moved into reasoning")
