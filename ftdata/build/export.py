@@ -183,7 +183,7 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
     table.add_column(style="bold")
     table.add_column()
     rows = [
-        *([("task", f"{report.task}: {report.task_reason}")] if report.task_reason else []),
+        *([("task", report.task_choice.line)] if report.task_reason else []),
         ("records in", f"{report.records:,}"),
         ("examples", f"{report.examples:,}"),
         (f"{task_module(Task(report.task)).unit} out", f"{report.sequences:,}"),

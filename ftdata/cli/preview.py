@@ -40,7 +40,7 @@ from ftdata.chat.render import apply_system
 from ftdata.chat.supervision import describe
 from ftdata.outcomes import Note, NoteCode
 from ftdata.options import RunOptions, plain
-from ftdata.run.report import BuildReport, Reject
+from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.chat.trajectory import SplitRow
 from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
@@ -382,9 +382,19 @@ class Printer:
         self.console.file.write(dumps(obj, self.console) + "\n")
         self.console.file.flush()
 
-    def header(self, source: str, stage: Stage, *, tokenizer: str, trains: bool = True) -> None:
-        """The preview's first lines: source, tokenizer, template, markers; `trains`: also what the rule trains,
-        the template's warnings about it and the legend (a prompt set trains nothing)."""
+    def header(
+        self,
+        source: str,
+        stage: Stage,
+        *,
+        tokenizer: str,
+        task: TaskChoice | None = None,
+        rows: str = "",
+        trains: bool = True,
+    ) -> None:
+        """The preview's first lines: source, tokenizer, the task and why (the build summary's `task` line), what
+        a row holds (`rows`), template, markers; `trains`: also what the rule trains, the template's warnings
+        about it and the legend (a prompt set trains nothing)."""
         renderer, opts = stage.renderer, stage.options
         markers = renderer.markers
         warnings = list(markers.warnings) if markers else []
@@ -394,6 +404,7 @@ class Printer:
                     "type": "header",
                     "source": source,
                     "tokenizer": tokenizer,
+                    **(task.to_dict() if task is not None else {}),
                     "template": renderer.name,
                     "markers": markers.to_dict() if markers else None,
                     "warnings": warnings,
@@ -404,6 +415,10 @@ class Printer:
         print_ = self._line
         print_(f"source     {source}")
         print_(f"tokenizer  {tokenizer}")
+        if task is not None:
+            print_(f"task       {task.line}")
+        if rows:
+            print_(f"rows       {rows}")
         if not trains:
             limit = opts.max_prompt_length or opts.max_length
             print_(f"template   {renderer.name}  (max_prompt_length={limit})")
@@ -507,7 +522,9 @@ class Printer:
         return table
 
 
-def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
+def run(
+    source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str, task: TaskChoice | None = None
+) -> int:
     """Print the header and one view per example of records `offset` .. `offset + n` (after the
     filter), numbered from offset + 1; return how many. Under truncation=error a too-long record is
     shown with what a build would do.
@@ -517,7 +534,16 @@ def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tok
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
     return show_window(
-        source, stage, views, printer.record, offset=offset, n=n, printer=printer, tokenizer=tokenizer, responses=True
+        source,
+        stage,
+        views,
+        printer.record,
+        offset=offset,
+        n=n,
+        printer=printer,
+        tokenizer=tokenizer,
+        task=task,
+        responses=True,
     )
 
 
@@ -531,13 +557,15 @@ def show_window(
     n: int,
     printer: Printer,
     tokenizer: str,
-    task: str = "",
+    task: TaskChoice | None = None,
+    rows: str = "",
     trains: bool = True,
     responses: bool = False,
 ) -> int:
     """The preview of every task: records `offset` .. `offset + n` through the run loop as a build runs them
-    (`reduce`: a view or a Reject per item), the header (and the `task` line), then each view by `show(number,
-    view)` numbered from offset + 1 (the rows of a split record share its number); return how many records.
+    (`reduce`: a view or a Reject per item), the header (with the `task` line and what a row holds, `rows`), then
+    each view by `show(number, view)` numbered from offset + 1 (the rows of a split record share its number);
+    return how many records.
     Read and render errors, and an empty window, surface before the header.
 
     Raises:
@@ -556,9 +584,7 @@ def show_window(
         on=LocalExecutor(1),
     )
     first = next(parts)  # read errors, and an empty window, surface before any output
-    printer.header(str(source), stage, tokenizer=tokenizer, trains=trains)
-    if task and not printer.as_json:
-        printer._line(f"task       {task}")
+    printer.header(str(source), stage, tokenizer=tokenizer, task=task, rows=rows, trains=trains)
     shown = 0
     for item in chain.from_iterable(chain([first], parts)):
         split_row = getattr(item, "split_row", None)

@@ -40,6 +40,7 @@ def summary_lines(stats: DataStats) -> list[str]:
     lines = [
         f"source        {stats.source}",
         f"tokenizer     {stats.tokenizer}",
+        f"task          {stats.task_choice.line}",
         f"template      {stats.template} (mask={stats.mask})",
         f"records       {stats.records:,} read, {stats.examples:,} examples measured ({formats})" + _rows(stats),
     ]

@@ -27,9 +27,9 @@ from ftdata.run.sft import SFT, Measured
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
-from ftdata.run.report import BuildReport, Reject
+from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.tokens.truncation import Truncated
-from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
+from ftdata.types import IGNORE_INDEX, Task, TruncationPolicy, count_trained
 from ftdata.media.summary import audio_counts, media_counts
 
 POLICIES = (
@@ -202,11 +202,17 @@ class DataStats:
         columns = (("prompt", self.prompt), ("response", self.response), ("total", self.total))
         return {name: describe(values) for name, values in columns}
 
+    @property
+    def task_choice(self) -> TaskChoice:
+        """The task and why it was chosen (the build summary's `task` line; the reason is the caller's)."""
+        return TaskChoice(Task.SFT.value, self.counts.task_reason)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (no per-record arrays)."""
         out = {
             "source": self.source,
             "tokenizer": self.tokenizer,
+            **self.task_choice.to_dict(),
             "template": self.template,
             "mask": self.mask,
             "max_length": self.max_length,
