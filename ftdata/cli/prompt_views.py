@@ -98,8 +98,9 @@ def show(stats: PromptStats, console: Console, *, spell: Callable[[str], str] = 
     """Print the report: the facts, the prompt length percentiles, reward-column coverage, the first rejects."""
     d = stats.to_dict()
     console.print(f"source        {stats.source}", soft_wrap=True)
+    console.print(f"tokenizer     {stats.tokenizer}", soft_wrap=True)
     console.print(f"task          {stats.task_choice.line}", soft_wrap=True)
-    console.print(f"template      {stats.template} ({stats.tokenizer})", soft_wrap=True)
+    console.print(f"template      {stats.template}", soft_wrap=True)
     console.print(f"records       {d['records']:,}; prompts {d['prompts']:,}; rejected {sum(d['rejected'].values()):,}")
     for opens, n in stats.opens.items():
         console.print(
