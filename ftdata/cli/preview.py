@@ -33,6 +33,7 @@ from ftdata.run import loop
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.seam import Item
 from ftdata.run.sft import Measured
+from ftdata.run.trees import RecordTrees, record_trees
 from ftdata.errors import FtdataError
 from ftdata.run.executors import LocalExecutor
 from ftdata.chat.markers import RoleMarkers
@@ -43,7 +44,7 @@ from ftdata.options import RunOptions, plain
 from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.chat.trajectory import SplitRow
-from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
+from ftdata.types import IGNORE_INDEX, Example, HistoryMode, SystemMode, TruncationPolicy
 from ftdata.media.summary import collapse_segments, collapse_tokens
 
 STYLES = {
@@ -116,6 +117,7 @@ class RecordView:
     notes: list[Note] = field(default_factory=list)
     truncation: str = ""
     split_row: SplitRow | None = None  # one of the rows of a record split by history=inference
+    tree: RecordTrees | None = None  # history=tree, on a split record's first row: the trees its rows are written as
 
     def to_json(self, *, with_tokens: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "record", "location": self.location, "format": self.format}
@@ -127,6 +129,8 @@ class RecordView:
                 "turns": list(p.turns),
                 "reasons": {str(i): r.value for i, r in p.reasons},
             }
+        if self.tree is not None:
+            out["tree"] = self.tree.to_dict()
         out["method"] = self.method
         out["counts"] = {"tokens": self.total, "prompt": self.prompt, "response": self.response}
         out["counts"]["trained"] = self.trained
@@ -342,8 +346,17 @@ def describe_training(markers: RoleMarkers) -> str:
 
 
 def views(stage: Stage, ran: Ran) -> list[RecordView | Reject]:
-    """The preview reducer: a view (or a problem) per example of the batch."""
-    return [item if isinstance(item, Reject) else build_view(stage, item) for _, item, _ in ran.outcomes]
+    """The preview reducer: a view (or a problem) per example of the batch; under history=tree a split record's
+    first row also holds the trees the build writes its rows as (`ftdata.run.trees`)."""
+    out = [item if isinstance(item, Reject) else build_view(stage, item) for _, item, _ in ran.outcomes]
+    if stage.options.history is not HistoryMode.TREE:
+        return out
+    trees = {grown.record: grown for grown in record_trees(ran, max_length=stage.options.max_length)}
+    for (record, _, _), view in zip(ran.outcomes, out):
+        grown = trees.pop(record, None)
+        if isinstance(view, RecordView) and grown is not None and grown.rows > 1:
+            view.tree = grown
+    return out
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -460,6 +473,8 @@ class Printer:
         self._line("")
         rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
         self._line(Text(f"{rule} record {number}{dot}{view.location}{dot}{view.format}{dot}{counts}", style="bold"))
+        if view.tree is not None:
+            self._line(Text(f"tree: {view.tree.describe()}", style="cyan"))
         if view.split_row is not None:
             self._line(Text(f"split: {view.split_row.describe()}", style="cyan"))
         self._line(self._text(view))
