@@ -46,7 +46,9 @@ RECORDS = [
 def built(tmp_path: Path, history: str, **options: Any):
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
-    return ftdata.build(str(data), tokenizer=template_tokenizer("qwen3", ("<think>", "</think>")), history=history, **options).dataset
+    return ftdata.build(
+        str(data), tokenizer=template_tokenizer("qwen3", ("<think>", "</think>")), history=history, **options
+    ).dataset
 
 
 def contexts(rows: Any) -> list[tuple[tuple[int, ...], int]]:
@@ -57,7 +59,9 @@ def contexts(rows: Any) -> list[tuple[tuple[int, ...], int]]:
         ids, labels = row["input_ids"], row["labels"]
         seen = visible(row["position_ids"]) if "position_ids" in row else [list(range(i + 1)) for i in range(len(ids))]
         # a trained token is predicted from what its parent sees: its own context, itself excluded
-        out.extend((tuple(ids[j] for j in seen[i][:-1]), label) for i, label in enumerate(labels) if label != IGNORE_INDEX)
+        out.extend(
+            (tuple(ids[j] for j in seen[i][:-1]), label) for i, label in enumerate(labels) if label != IGNORE_INDEX
+        )
     return sorted(out)
 
 
@@ -76,7 +80,13 @@ def test_tree_rows_forward_each_prefix_once_and_train_what_the_split_rows_train(
 
 def test_packed_tree_rows_keep_each_tree_apart(tmp_path: Path) -> None:
     split, packed = built(tmp_path, "inference"), built(tmp_path, "tree", packing=True, max_length=4096)
-    assert len(packed) == 1 and packed.column_names == ["input_ids", "attention_mask", "labels", "position_ids", "tree_lengths"]
+    assert len(packed) == 1 and packed.column_names == [
+        "input_ids",
+        "attention_mask",
+        "labels",
+        "position_ids",
+        "tree_lengths",
+    ]
     row = packed[0]
     assert sorted(row["tree_lengths"]) == sorted(len(r["input_ids"]) for r in built(tmp_path, "tree"))
     assert contexts(packed) == contexts(split)
@@ -94,7 +104,9 @@ rows_st = st.lists(  # rows of one record: a shared alphabet makes long shared p
 
 @settings(max_examples=200, deadline=None)
 @given(rows_st, st.integers(4, 40))
-def test_grow_keeps_every_row_and_trains_each_trained_token_once(rows: list[list[tuple[int, bool]]], max_length: int) -> None:
+def test_grow_keeps_every_row_and_trains_each_trained_token_once(
+    rows: list[list[tuple[int, bool]]], max_length: int
+) -> None:
     plain = [([t for t, _ in r], [IGNORE_INDEX if i == 0 or not k else t for i, (t, k) in enumerate(r)]) for r in rows]
     plain = [r for r in plain if len(r[0]) <= max_length]
     trees = grow(plain, max_length=max_length)
@@ -104,12 +116,18 @@ def test_grow_keeps_every_row_and_trains_each_trained_token_once(rows: list[list
     for t in trees:
         for i, path in enumerate(visible(t.positions)):
             assert tuple(t.ids[j] for j in path) in prefixes
-        seen += [(tuple(t.ids[j] for j in path), t.labels[i]) for i, path in enumerate(visible(t.positions)) if t.labels[i] != IGNORE_INDEX]
+        seen += [
+            (tuple(t.ids[j] for j in path), t.labels[i])
+            for i, path in enumerate(visible(t.positions))
+            if t.labels[i] != IGNORE_INDEX
+        ]
     want = [(tuple(ids[: i + 1]), lab) for ids, labels in plain for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
     assert sorted(seen) == sorted(want)
     assert trees == grow_reference(plain, max_length=max_length)  # the per-token trie builds the same trees
     again = [r for t in trees for r in paths(t.ids, t.labels, t.positions)]  # taken apart: the same trained tokens
-    assert sorted((tuple(ids[: i + 1]), lab) for ids, labels in again for i, lab in enumerate(labels) if lab != IGNORE_INDEX) == sorted(want)
+    assert sorted(
+        (tuple(ids[: i + 1]), lab) for ids, labels in again for i, lab in enumerate(labels) if lab != IGNORE_INDEX
+    ) == sorted(want)
 
 
 def test_parents_from_position_ids() -> None:
@@ -117,3 +135,46 @@ def test_parents_from_position_ids() -> None:
     assert visible([0, 1, 2, 1]) == [[0], [0, 1], [0, 1, 2], [0, 3]]
     with pytest.raises(ValueError, match="jump from 0 to 2 at token 1"):
         parents([0, 2])
+
+
+def weighted_contexts(rows: Any) -> list[tuple[tuple[int, ...], int, float]]:
+    """`contexts` with each trained token's loss weight."""
+    out = []
+    for row in rows:
+        ids, labels, weights = row["input_ids"], row["labels"], row["loss_weights"]
+        seen = visible(row["position_ids"]) if "position_ids" in row else [list(range(i + 1)) for i in range(len(ids))]
+        out.extend(
+            (tuple(ids[j] for j in seen[i][:-1]), lab, weights[i])
+            for i, lab in enumerate(labels)
+            if lab != IGNORE_INDEX
+        )
+    return sorted(out)
+
+
+def test_tree_rows_keep_each_trained_tokens_loss_weight(tmp_path: Path) -> None:
+    """Per-message loss weights (LLaMA-Factory `loss_weight`) build as tree rows: every trained token keeps its
+    split row's context and weight (`ftdata train` refuses weighted tree rows, naming --history inference)."""
+    weighted = [
+        dict(m, loss_weight=w) if m["role"] == "assistant" else m
+        for m, w in zip(RECORDS[0]["messages"], [0, 0.5, 0, 1.0, 0, 2.0])
+    ]
+    data = tmp_path / "weighted.jsonl"
+    data.write_text(json.dumps({"messages": weighted}) + "\n", encoding="utf-8")
+    tok = template_tokenizer("qwen3", ("<think>", "</think>"))
+    split, tree = (
+        ftdata.build(str(data), tokenizer=tok, history=h, cache=False).dataset for h in ("inference", "tree")
+    )
+    assert (len(split), len(tree)) == (3, 1) and "loss_weights" in tree.column_names
+    assert weighted_contexts(tree) == weighted_contexts(split)
+    assert sorted({w for _, _, w in weighted_contexts(tree)}) == [0.5, 1.0, 2.0]
+    assert sum(map(len, split["input_ids"])) > len(
+        tree[0]["input_ids"]
+    )  # still one tree: the weights agree on the shared start
+
+
+def test_tree_refuses_media_naming_the_fix() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"^history='tree' .*: processor='proc' builds rows with media, which are not built as trees yet; use history='inference'",
+    ):
+        ftdata.DataOptions(history="tree", processor="proc")
