@@ -46,9 +46,7 @@ RECORDS = [
 def built(tmp_path: Path, history: str, **options: Any):
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
-    return ftdata.build(
-        str(data), tokenizer=template_tokenizer("qwen3", ("<think>", "</think>")), history=history, **options
-    ).dataset
+    return ftdata.build(str(data), tokenizer=template_tokenizer("qwen3", ("<think>", "</think>")), history=history, **options).dataset
 
 
 def contexts(rows: Any) -> list[tuple[tuple[int, ...], int]]:
@@ -59,9 +57,7 @@ def contexts(rows: Any) -> list[tuple[tuple[int, ...], int]]:
         ids, labels = row["input_ids"], row["labels"]
         seen = visible(row["position_ids"]) if "position_ids" in row else [list(range(i + 1)) for i in range(len(ids))]
         # a trained token is predicted from what its parent sees: its own context, itself excluded
-        out.extend(
-            (tuple(ids[j] for j in seen[i][:-1]), label) for i, label in enumerate(labels) if label != IGNORE_INDEX
-        )
+        out.extend((tuple(ids[j] for j in seen[i][:-1]), label) for i, label in enumerate(labels) if label != IGNORE_INDEX)
     return sorted(out)
 
 
@@ -80,13 +76,7 @@ def test_tree_rows_forward_each_prefix_once_and_train_what_the_split_rows_train(
 
 def test_packed_tree_rows_keep_each_tree_apart(tmp_path: Path) -> None:
     split, packed = built(tmp_path, "inference"), built(tmp_path, "tree", packing=True, max_length=4096)
-    assert len(packed) == 1 and packed.column_names == [
-        "input_ids",
-        "attention_mask",
-        "labels",
-        "position_ids",
-        "tree_lengths",
-    ]
+    assert len(packed) == 1 and packed.column_names == ["input_ids", "attention_mask", "labels", "position_ids", "tree_lengths"]
     row = packed[0]
     assert sorted(row["tree_lengths"]) == sorted(len(r["input_ids"]) for r in built(tmp_path, "tree"))
     assert contexts(packed) == contexts(split)
@@ -104,9 +94,7 @@ rows_st = st.lists(  # rows of one record: a shared alphabet makes long shared p
 
 @settings(max_examples=200, deadline=None)
 @given(rows_st, st.integers(4, 40))
-def test_grow_keeps_every_row_and_trains_each_trained_token_once(
-    rows: list[list[tuple[int, bool]]], max_length: int
-) -> None:
+def test_grow_keeps_every_row_and_trains_each_trained_token_once(rows: list[list[tuple[int, bool]]], max_length: int) -> None:
     plain = [([t for t, _ in r], [IGNORE_INDEX if i == 0 or not k else t for i, (t, k) in enumerate(r)]) for r in rows]
     plain = [r for r in plain if len(r[0]) <= max_length]
     trees = grow(plain, max_length=max_length)
@@ -116,18 +104,12 @@ def test_grow_keeps_every_row_and_trains_each_trained_token_once(
     for t in trees:
         for i, path in enumerate(visible(t.positions)):
             assert tuple(t.ids[j] for j in path) in prefixes
-        seen += [
-            (tuple(t.ids[j] for j in path), t.labels[i])
-            for i, path in enumerate(visible(t.positions))
-            if t.labels[i] != IGNORE_INDEX
-        ]
+        seen += [(tuple(t.ids[j] for j in path), t.labels[i]) for i, path in enumerate(visible(t.positions)) if t.labels[i] != IGNORE_INDEX]
     want = [(tuple(ids[: i + 1]), lab) for ids, labels in plain for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
     assert sorted(seen) == sorted(want)
     assert trees == grow_reference(plain, max_length=max_length)  # the per-token trie builds the same trees
     again = [r for t in trees for r in paths(t.ids, t.labels, t.positions)]  # taken apart: the same trained tokens
-    assert sorted(
-        (tuple(ids[: i + 1]), lab) for ids, labels in again for i, lab in enumerate(labels) if lab != IGNORE_INDEX
-    ) == sorted(want)
+    assert sorted((tuple(ids[: i + 1]), lab) for ids, labels in again for i, lab in enumerate(labels) if lab != IGNORE_INDEX) == sorted(want)
 
 
 def test_parents_from_position_ids() -> None:
@@ -167,14 +149,14 @@ def test_tree_rows_keep_each_trained_tokens_loss_weight(tmp_path: Path) -> None:
     assert (len(split), len(tree)) == (3, 1) and "loss_weights" in tree.column_names
     assert weighted_contexts(tree) == weighted_contexts(split)
     assert sorted({w for _, _, w in weighted_contexts(tree)}) == [0.5, 1.0, 2.0]
-    assert sum(map(len, split["input_ids"])) > len(
-        tree[0]["input_ids"]
-    )  # still one tree: the weights agree on the shared start
+    # still one tree, its shared start written once: the untrained history tokens carry weight 1 in every row
+    assert sum(map(len, split["input_ids"])) > len(tree[0]["input_ids"])
 
 
 def test_tree_refuses_media_naming_the_fix() -> None:
     with pytest.raises(
         ConfigError,
-        match=r"^history='tree' .*: processor='proc' builds rows with media, which are not built as trees yet; use history='inference'",
+        match=r"^history='tree' .*: processor='proc' builds rows with media, which are not built as trees yet; "
+        r"use history='inference'",
     ):
         ftdata.DataOptions(history="tree", processor="proc")
