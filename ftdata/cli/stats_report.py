@@ -30,8 +30,8 @@ def _rows(stats: DataStats) -> str:
     written as."""
     if stats.trees is not None:
         return (
-            f", {stats.split_rows:,} rows written as {stats.rows:,} tree rows (history=tree: a record's rows as one "
-            "prefix tree)"
+            f", {stats.split_rows:,} rows written as {stats.rows:,} tree row{'s' if stats.rows != 1 else ''} "
+            "(history=tree: a record's rows as one prefix tree)"
         )
     return (
         f", {stats.rows:,} rows (a record split where the template rewrites history)"
