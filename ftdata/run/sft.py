@@ -46,6 +46,7 @@ from ftdata.run.seam import Once, Part
 from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish, tree_schema
 from ftdata.run.trees import record_trees
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
+from ftdata.tokens.tree import Tree
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
@@ -371,7 +372,9 @@ def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree:
 def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int) -> SftPart:
     """`sft_part` under history=tree: the kept rows of each record grown into trees; `tokens` counts what is
     forwarded (each tree's unique tokens), `split_rows` the rows they hold."""
-    trees, groups, where = [], [], []
+    trees: list[Tree] = []
+    groups: list[int] = []  # per tree: its record in the batch
+    where: list[str] = []  # per tree: its record's location
     for grown in record_trees(ran, max_length=max_length):
         trees.extend(grown.trees)
         groups.extend(grown.record for _ in grown.trees)
