@@ -135,7 +135,7 @@ def weighted_contexts(rows: Any) -> list[tuple[tuple[int, ...], int, float]]:
 
 def test_tree_rows_keep_each_trained_tokens_loss_weight(tmp_path: Path) -> None:
     """Per-message loss weights (LLaMA-Factory `loss_weight`) build as tree rows: every trained token keeps its
-    split row's context and weight (`ftdata train` refuses weighted tree rows, naming --history inference)."""
+    split row's context and weight (`ftdata train` weighs them: tests/train/test_tree_train.py)."""
     weighted = [
         dict(m, loss_weight=w) if m["role"] == "assistant" else m
         for m, w in zip(RECORDS[0]["messages"], [0, 0.5, 0, 1.0, 0, 2.0])
