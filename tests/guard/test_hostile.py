@@ -603,8 +603,9 @@ def test_an_instances_record_with_one_bad_instance_is_rejected_whole(tmp_path: P
     result = prepare(str(data), template="alpaca", max_length=64, truncation="drop", rejects_path=str(tmp_path / "r.jsonl"))
     assert len(result.dataset) == 1  # only the Mul record: no half of the Add record
     rejects = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
-    assert [(r["location"], r["stage"]) for r in rejects] == [(f"{data}:1", "truncate"), (f"{data}:1", "format")]
-    assert rejects[1]["reason"].startswith("another instance of this record was rejected")
+    # in the order of the record's instances: the kept first one goes with it, then the one that failed
+    assert [(r["location"], r["stage"]) for r in rejects] == [(f"{data}:1", "format"), (f"{data}:1", "truncate")]
+    assert rejects[0]["reason"].startswith("another instance of this record was rejected")
 
 
 def test_security_doc_lists_every_limit() -> None:
