@@ -292,6 +292,11 @@ class _ProbeEnvironment:
             return left + right
         return super().call_binop(context, operator, left, right)  # type: ignore[misc]  # the sandbox's
 
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if _parts(argument):  # a content as a key or attribute name: looked up by its characters
+            _fatal("a content used as a key")
+        return super().getitem(obj, argument)  # type: ignore[misc]  # the sandbox's
+
     def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         if any(__obj is self.globals.get(name) for name in _CLOCKS):  # type: ignore[attr-defined]  # Environment's
             _fatal(f"calls {getattr(__obj, '__name__', 'a clock')}: the render changes over time")

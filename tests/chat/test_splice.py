@@ -1,9 +1,9 @@
 """The splice (ftdata/chat/splice.py): a batch of plain conversations rendered from a proven skeleton per role
 sequence, byte for byte what `apply_chat_template` writes, spliced or fallen back.
 
-Of the 72 chat templates TRL 1.16 ships (36 originals, their `_training` copies and vision templates), 37 splice
-a one-user-turn prompt with the generation prompt (`SPLICED` below: ChatML-style Qwen 2.5/3/3-VL, Phi-3, DeepSeek,
-GLM-4 MoE, LFM2, Nemotron 3, Cohere 2). The rest fall back to the template per batch, as before the splice: they
+Of the 72 chat templates TRL 1.16 ships (41 originals, vision ones included, and 31 `_training` copies), 37 splice a
+one-user-turn prompt with the generation prompt: 20 originals (`SPLICED` below: Qwen 2.5/3/3-VL, Phi-3, DeepSeek,
+GLM-4 MoE, LFM2, Nemotron 3, Cohere 2) and the 17 copies of those that TRL ships. The rest fall back to the template per batch, as before the splice: they
 trim, split or strip the content (Llama 3, Gemma, Qwen 3.5+, Cohere), call `strftime_now` (gpt-oss, Llama 3.2,
 Muse), or read contents as lists of parts (the vision templates).
 """
@@ -194,6 +194,7 @@ def test_tojson_is_not_spliced():
         "{% if m.content in {'a': 1} %}a{% endif %}{{ m.content }}",  # hashed
         "{{ strftime_now('%Y') }}{{ m.content }}",  # changes over time
         "{% if m.content > 'a' %}a{% endif %}{{ m.content }}",
+        "{{ messages[m.content] }}{{ m.content }}",  # a content as a key
     ],
 )
 def test_uses_that_are_not_followed_fall_back(body):
