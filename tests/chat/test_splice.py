@@ -3,9 +3,9 @@ sequence, byte for byte what `apply_chat_template` writes, spliced or fallen bac
 
 Of the 72 chat templates TRL 1.16 ships (41 originals, vision ones included, and 31 `_training` copies), 37 splice a
 one-user-turn prompt with the generation prompt: 20 originals (`SPLICED` below: Qwen 2.5/3/3-VL, Phi-3, DeepSeek,
-GLM-4 MoE, LFM2, Nemotron 3, Cohere 2) and the 17 copies of those that TRL ships. The rest fall back to the template per batch, as before the splice: they
-trim, split or strip the content (Llama 3, Gemma, Qwen 3.5+, Cohere), call `strftime_now` (gpt-oss, Llama 3.2,
-Muse), or read contents as lists of parts (the vision templates).
+GLM-4 MoE, LFM2, Nemotron 3, Cohere 2) and the 17 copies of those that TRL ships. The rest fall back to the
+template per batch, as before the splice: they trim, split or strip the content (Llama 3, Gemma, Qwen 3.5+,
+Cohere), call `strftime_now` (gpt-oss, Llama 3.2, Muse), or read contents as lists of parts (vision templates).
 """
 
 from __future__ import annotations
