@@ -272,11 +272,12 @@ class DataOptions:
         check_pad_multiple(self.pad_to_multiple_of, max_length=self.max_length)
         if self.history is HistoryMode.TREE and (self.padding != "none" or self.processor is not None):
             why = (
-                "padding=max_length pads each row itself"
+                "padding=max_length pads each row itself; drop one"
                 if self.processor is None
-                else "rows with media are not built as trees yet"
+                else f"processor={self.processor!r} builds rows with media, which are not built as trees yet; use "
+                "history='inference' (the same trained tokens, as split rows)"
             )
-            raise ConfigError(f"history='tree' writes a record's rows as one prefix tree: {why}; drop one")
+            raise ConfigError(f"history='tree' writes a record's rows as one prefix tree: {why}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got seed={self.seed!r}")
 

@@ -175,15 +175,16 @@ def _counter_cell(counter: Mapping[Any, int]) -> str:
     return "\n".join(f"{n:,} {kind}" for kind, n in sorted(counter.items(), key=lambda kv: -kv[1])) or "0"
 
 
-def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> Table:
+def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str, tree: bool = False) -> Table:
     """What the build did, one row per fact; the notes records got, each once with its count
-    (`spell`: the CLI's spelling of option names in them)."""
+    (`spell`: the CLI's spelling of option names in them; `tree`: a history=tree build, whose split records are
+    written as prefix trees)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     share = report.trained_tokens / report.tokens if report.tokens else 0.0
     table.add_column(style="bold")
     table.add_column()
     rows = [
-        *([("task", f"{report.task}: {report.task_reason}")] if report.task_reason else []),
+        *([("task", report.task_choice.line)] if report.task_reason else []),
         ("records in", f"{report.records:,}"),
         ("examples", f"{report.examples:,}"),
         (f"{task_module(Task(report.task)).unit} out", f"{report.sequences:,}"),
@@ -206,12 +207,16 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str) -> 
             report.added_tokens / (report.tokens - report.added_tokens) if report.tokens > report.added_tokens else 0.0
         )
         why = ", ".join(f"{n:,} {reason}" for reason, n in report.added_rows.most_common())
+        into = f"{report.split_records:,} into {report.split_records + added:,} rows"
         rows.insert(
             4,
             (
                 "split records",
-                f"{report.split_records:,} into {report.split_records + added:,} rows: +{added:,} rows ({why}), "
-                f"+{report.added_tokens:,} tokens ({overhead:.1%}); history=inference",
+                f"{into} ({why}), each record's rows written as one prefix tree (history=tree: rows and tokens "
+                "count the trees and their unique tokens)"
+                if tree
+                else f"{into}: +{added:,} rows ({why}), +{report.added_tokens:,} tokens ({overhead:.1%}); "
+                "history=inference",
             ),
         )
     if report.reasoning_moved:

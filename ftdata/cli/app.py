@@ -39,6 +39,7 @@ from ftdata.errors import ConfigError, DiskFullError, FtdataError, FtdataWarning
 from ftdata.guard.space import is_disk_full
 from ftdata.cli.terminal import dumps
 from ftdata.options import DATA_FIELDS
+from ftdata.types import HistoryMode
 
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
     from typer._click.exceptions import ClickException, UsageError
@@ -220,14 +221,17 @@ def console(no_color: bool = False, *, stderr: bool = False) -> Console:
     )
 
 
-def _stage(settings: Settings) -> Any:
-    """The record engine for DATA, holding the task the data (or --task) names."""
+def _stage(settings: Settings) -> tuple[Any, Any]:
+    """The record engine for DATA, holding the task the data (or --task) names, and that task with why it was
+    chosen (a `TaskChoice`, the build summary's `task` line)."""
     from ftdata.io.resources import load_tokenizer
+    from ftdata.run.report import TaskChoice
     from ftdata.run.stage import Stage
     from ftdata.run.task import with_task
 
     options = with_task(settings.data, settings.options)
-    return Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), options.data)
+    stage = Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), options.data)
+    return stage, TaskChoice(stage.task.task.value, options.task_reason)
 
 
 @contextmanager
@@ -293,12 +297,14 @@ def preview(
         raise ConfigError(
             f"--source picks a source of a recipe; {settings.data} is not a recipe (a YAML file with sources:)"
         )
-    stage = _stage(settings)
+    stage, task = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
     from ftdata.cli.views import VIEWS
 
-    VIEWS[stage.task.task].preview(settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label)
+    VIEWS[stage.task.task].preview(
+        settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label, task=task
+    )
 
 
 # --- stats -------------------------------------------------------------------------------------
@@ -332,7 +338,7 @@ def stats(
     if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
-    stage = _stage(settings)
+    stage, task = _stage(settings)
     from ftdata.cli.views import VIEWS
     from ftdata.run.stage import named
 
@@ -347,6 +353,7 @@ def stats(
     ) as advance:
         result = measure(settings.data, stage, settings.options.run, progress=advance)
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
+    result.counts.task_reason = task.reason  # why the task: the build summary's `task` line, printed here too
     out = console(no_color)
     if as_json:
         out.file.write(dumps(result.to_dict(), out, indent=2, default=str) + "\n")
@@ -561,7 +568,7 @@ def build(
             )
         else:
             show.print(f"built {record['fingerprint']} in {seconds:.1f} s", soft_wrap=True)
-        show.print(summary_table(report, spell=cli_spelling))
+        show.print(summary_table(report, spell=cli_spelling, tree=opts.data.history is HistoryMode.TREE))
         show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
         show.print(load_hint(result.out, fmt=result.output_format), soft_wrap=True)
     report.check_reject_ratio(opts.run.max_reject_ratio)  # after the summary: the rejects are written, to look at

@@ -32,7 +32,7 @@ from ftdata.cli.preview import (
 from ftdata.outcomes import Note
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.pairs import MeasuredPair, Side, continuation
-from ftdata.run.report import Reject
+from ftdata.run.report import Reject, TaskChoice
 from ftdata.types import IGNORE_INDEX, Pair
 
 __all__ = ["PairView", "pair_views", "run"]
@@ -152,14 +152,15 @@ def show(printer: Printer, number: int, view: PairView) -> None:
         printer._line(f"note: {printer.spell(view.truncation)}")
 
 
-def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
+def run(
+    source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str, task: TaskChoice | None = None
+) -> int:
     """Print the header and records `offset` .. `offset + n` as pairs (or their problems); return how many.
 
     Raises:
         FtdataError: no records in that window.
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
-    task = f"{stage.task.task.value}: the prompt as inference tokenizes it, then each completion (all of it trained)"
     return show_window(
         source,
         stage,
@@ -170,4 +171,5 @@ def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tok
         printer=printer,
         tokenizer=tokenizer,
         task=task,
+        rows="the prompt as inference tokenizes it, then each completion (all of it trained)",
     )

@@ -20,7 +20,8 @@ def summary_lines(stats: PairDataStats) -> list[str]:
     lines = [
         f"source        {stats.source}",
         f"tokenizer     {stats.tokenizer}",
-        f"template      {stats.template} (task={stats.task})",
+        f"task          {stats.task_choice.line}",
+        f"template      {stats.template}",
         f"records       {stats.counts.records:,} read, {stats.pairs:,} {unit} measured ({formats})",
     ]
     if stats.counts.filtered:

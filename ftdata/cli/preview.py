@@ -33,6 +33,7 @@ from ftdata.run import loop
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.seam import Item
 from ftdata.run.sft import Measured
+from ftdata.run.trees import RecordTrees, record_trees
 from ftdata.errors import FtdataError
 from ftdata.run.executors import LocalExecutor
 from ftdata.chat.markers import RoleMarkers
@@ -40,10 +41,10 @@ from ftdata.chat.render import apply_system
 from ftdata.chat.supervision import describe
 from ftdata.outcomes import Note, NoteCode
 from ftdata.options import RunOptions, plain
-from ftdata.run.report import BuildReport, Reject
+from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.chat.trajectory import SplitRow
-from ftdata.types import IGNORE_INDEX, Example, SystemMode, TruncationPolicy
+from ftdata.types import IGNORE_INDEX, Example, HistoryMode, SystemMode, TruncationPolicy
 from ftdata.media.summary import collapse_segments, collapse_tokens
 
 STYLES = {
@@ -116,6 +117,7 @@ class RecordView:
     notes: list[Note] = field(default_factory=list)
     truncation: str = ""
     split_row: SplitRow | None = None  # one of the rows of a record split by history=inference
+    tree: RecordTrees | None = None  # history=tree, on a split record's first row: the trees its rows are written as
 
     def to_json(self, *, with_tokens: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "record", "location": self.location, "format": self.format}
@@ -127,6 +129,8 @@ class RecordView:
                 "turns": list(p.turns),
                 "reasons": {str(i): r.value for i, r in p.reasons},
             }
+        if self.tree is not None:
+            out["tree"] = self.tree.to_dict()
         out["method"] = self.method
         out["counts"] = {"tokens": self.total, "prompt": self.prompt, "response": self.response}
         out["counts"]["trained"] = self.trained
@@ -342,8 +346,17 @@ def describe_training(markers: RoleMarkers) -> str:
 
 
 def views(stage: Stage, ran: Ran) -> list[RecordView | Reject]:
-    """The preview reducer: a view (or a problem) per example of the batch."""
-    return [item if isinstance(item, Reject) else build_view(stage, item) for _, item, _ in ran.outcomes]
+    """The preview reducer: a view (or a problem) per example of the batch; under history=tree a split record's
+    first row also holds the trees the build writes its rows as (`ftdata.run.trees`)."""
+    out = [item if isinstance(item, Reject) else build_view(stage, item) for _, item, _ in ran.outcomes]
+    if stage.options.history is not HistoryMode.TREE:
+        return out
+    trees = {grown.record: grown for grown in record_trees(ran, max_length=stage.options.max_length)}
+    for (record, _, _), view in zip(ran.outcomes, out):
+        grown = trees.pop(record, None)
+        if isinstance(view, RecordView) and grown is not None and grown.rows > 1:
+            view.tree = grown
+    return out
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -382,9 +395,19 @@ class Printer:
         self.console.file.write(dumps(obj, self.console) + "\n")
         self.console.file.flush()
 
-    def header(self, source: str, stage: Stage, *, tokenizer: str, trains: bool = True) -> None:
-        """The preview's first lines: source, tokenizer, template, markers; `trains`: also what the rule trains,
-        the template's warnings about it and the legend (a prompt set trains nothing)."""
+    def header(
+        self,
+        source: str,
+        stage: Stage,
+        *,
+        tokenizer: str,
+        task: TaskChoice | None = None,
+        rows: str = "",
+        trains: bool = True,
+    ) -> None:
+        """The preview's first lines: source, tokenizer, the task and why (the build summary's `task` line), what
+        a row holds (`rows`), template, markers; `trains`: also what the rule trains, the template's warnings
+        about it and the legend (a prompt set trains nothing)."""
         renderer, opts = stage.renderer, stage.options
         markers = renderer.markers
         warnings = list(markers.warnings) if markers else []
@@ -394,6 +417,7 @@ class Printer:
                     "type": "header",
                     "source": source,
                     "tokenizer": tokenizer,
+                    **(task.to_dict() if task is not None else {}),
                     "template": renderer.name,
                     "markers": markers.to_dict() if markers else None,
                     "warnings": warnings,
@@ -404,6 +428,10 @@ class Printer:
         print_ = self._line
         print_(f"source     {source}")
         print_(f"tokenizer  {tokenizer}")
+        if task is not None:
+            print_(f"task       {task.line}")
+        if rows:
+            print_(f"rows       {rows}")
         if not trains:
             limit = opts.max_prompt_length or opts.max_length
             print_(f"template   {renderer.name}  (max_prompt_length={limit})")
@@ -445,6 +473,8 @@ class Printer:
         self._line("")
         rule, dot = (self.glyphs.rule, " · " if self.glyphs is UNICODE else " | ")
         self._line(Text(f"{rule} record {number}{dot}{view.location}{dot}{view.format}{dot}{counts}", style="bold"))
+        if view.tree is not None:
+            self._line(Text(f"tree: {view.tree.describe()}", style="cyan"))
         if view.split_row is not None:
             self._line(Text(f"split: {view.split_row.describe()}", style="cyan"))
         self._line(self._text(view))
@@ -507,7 +537,9 @@ class Printer:
         return table
 
 
-def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
+def run(
+    source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str, task: TaskChoice | None = None
+) -> int:
     """Print the header and one view per example of records `offset` .. `offset + n` (after the
     filter), numbered from offset + 1; return how many. Under truncation=error a too-long record is
     shown with what a build would do.
@@ -517,7 +549,16 @@ def run(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tok
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
     return show_window(
-        source, stage, views, printer.record, offset=offset, n=n, printer=printer, tokenizer=tokenizer, responses=True
+        source,
+        stage,
+        views,
+        printer.record,
+        offset=offset,
+        n=n,
+        printer=printer,
+        tokenizer=tokenizer,
+        task=task,
+        responses=True,
     )
 
 
@@ -531,13 +572,15 @@ def show_window(
     n: int,
     printer: Printer,
     tokenizer: str,
-    task: str = "",
+    task: TaskChoice | None = None,
+    rows: str = "",
     trains: bool = True,
     responses: bool = False,
 ) -> int:
     """The preview of every task: records `offset` .. `offset + n` through the run loop as a build runs them
-    (`reduce`: a view or a Reject per item), the header (and the `task` line), then each view by `show(number,
-    view)` numbered from offset + 1 (the rows of a split record share its number); return how many records.
+    (`reduce`: a view or a Reject per item), the header (with the `task` line and what a row holds, `rows`), then
+    each view by `show(number, view)` numbered from offset + 1 (the rows of a split record share its number);
+    return how many records.
     Read and render errors, and an empty window, surface before the header.
 
     Raises:
@@ -556,9 +599,7 @@ def show_window(
         on=LocalExecutor(1),
     )
     first = next(parts)  # read errors, and an empty window, surface before any output
-    printer.header(str(source), stage, tokenizer=tokenizer, trains=trains)
-    if task and not printer.as_json:
-        printer._line(f"task       {task}")
+    printer.header(str(source), stage, tokenizer=tokenizer, task=task, rows=rows, trains=trains)
     shown = 0
     for item in chain.from_iterable(chain([first], parts)):
         split_row = getattr(item, "split_row", None)

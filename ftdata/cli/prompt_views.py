@@ -23,7 +23,7 @@ from ftdata.cli.preview import UNICODE, Printer, show_window
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.prompt_stats import PromptStats
 from ftdata.run.prompts import MeasuredPrompt
-from ftdata.run.report import Reject
+from ftdata.run.report import Reject, TaskChoice
 
 __all__ = ["preview", "show"]
 
@@ -36,17 +36,29 @@ def _views(stage: Stage, ran: Ran) -> list[tuple[MeasuredPrompt, str] | Reject]:
     return out
 
 
-def preview(source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str) -> int:
+def preview(
+    source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str, task: TaskChoice | None = None
+) -> int:
     """Print the header and records `offset` .. `offset + n` as prompts (or their problems); return how many.
 
     Raises:
         FtdataError: no records in that window.
         RecordError: a malformed record with on_error=raise (what a build would do).
     """
-    task = "prompts: each prompt as inference tokenizes it (nothing trained), then its reward columns"
+    rows = "each prompt as inference tokenizes it (nothing trained), then its reward columns"
     show = partial(_show_one, printer)
     return show_window(
-        source, stage, _views, show, offset=offset, n=n, printer=printer, tokenizer=tokenizer, task=task, trains=False
+        source,
+        stage,
+        _views,
+        show,
+        offset=offset,
+        n=n,
+        printer=printer,
+        tokenizer=tokenizer,
+        task=task,
+        rows=rows,
+        trains=False,
     )
 
 
@@ -86,7 +98,9 @@ def show(stats: PromptStats, console: Console, *, spell: Callable[[str], str] = 
     """Print the report: the facts, the prompt length percentiles, reward-column coverage, the first rejects."""
     d = stats.to_dict()
     console.print(f"source        {stats.source}", soft_wrap=True)
-    console.print(f"task          prompts ({stats.template}; {stats.tokenizer})", soft_wrap=True)
+    console.print(f"tokenizer     {stats.tokenizer}", soft_wrap=True)
+    console.print(f"task          {stats.task_choice.line}", soft_wrap=True)
+    console.print(f"template      {stats.template}", soft_wrap=True)
     console.print(f"records       {d['records']:,}; prompts {d['prompts']:,}; rejected {sum(d['rejected'].values()):,}")
     for opens, n in stats.opens.items():
         console.print(

@@ -26,12 +26,29 @@ def _n(value: float) -> str:
 
 
 def _rows(stats: DataStats) -> str:
-    """The rows measured, where splits made more of them than examples."""
+    """The rows measured, where splits made more of them than examples; under history=tree the trees they are
+    written as."""
+    if stats.trees is not None:
+        return (
+            f", {stats.split_rows:,} rows written as {stats.rows:,} tree row{'s' if stats.rows != 1 else ''} "
+            "(history=tree: a record's rows as one prefix tree)"
+        )
     return (
         f", {stats.rows:,} rows (a record split where the template rewrites history)"
         if stats.rows != stats.examples
         else ""
     )
+
+
+def _tokens(stats: DataStats) -> str:
+    """The tokens line: what the rows hold, under history=tree what the trees forward."""
+    trained = f"{stats.trained_tokens:,} trained ({stats.trained_share:.1%} of tokens carry loss)"
+    if stats.trees is not None:
+        return (
+            f"tokens        {stats.tokens:,} forwarded (each tree's unique tokens; {int(stats.total.sum()):,} in the "
+            f"{stats.split_rows:,} rows), {trained}"
+        )
+    return f"tokens        {stats.tokens:,} total, {trained}"
 
 
 def summary_lines(stats: DataStats) -> list[str]:
@@ -40,6 +57,7 @@ def summary_lines(stats: DataStats) -> list[str]:
     lines = [
         f"source        {stats.source}",
         f"tokenizer     {stats.tokenizer}",
+        f"task          {stats.task_choice.line}",
         f"template      {stats.template} (mask={stats.mask})",
         f"records       {stats.records:,} read, {stats.examples:,} examples measured ({formats})" + _rows(stats),
     ]
@@ -48,10 +66,7 @@ def summary_lines(stats: DataStats) -> list[str]:
     if stats.problems:
         top = ", ".join(f"{n:,} {kind}" for kind, n in stats.problems.most_common(5))
         lines.append(f"problems      {sum(stats.problems.values()):,} records cannot be used: {top}")
-    lines.append(
-        f"tokens        {int(stats.total.sum()):,} total, {int(stats.trained.sum()):,} trained "
-        f"({stats.trained_share:.1%} of tokens carry loss)"
-    )
+    lines.append(_tokens(stats))
     if stats.media.any():
         per, tokens = describe(stats.media), describe(stats.media_tokens)
         kinds = ", ".join(f"{n:,} {kind}{'s' if n != 1 else ''}" for kind, n in sorted(stats.kinds.items()))

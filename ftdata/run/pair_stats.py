@@ -30,7 +30,7 @@ from ftdata.run import loop
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.pair_rows import PairRow
 from ftdata.run.pairs import MeasuredPair
-from ftdata.run.report import BuildReport, Reject
+from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.run.stats import CUT, DROPPED, FIT, PolicyOutcome, describe
 from ftdata.types import TruncationPolicy
 
@@ -178,13 +178,18 @@ class PairDataStats:
             "mean_share": round(float((self.common / shorter).mean()) if self.pairs else 0.0, 4),
         }
 
+    @property
+    def task_choice(self) -> TaskChoice:
+        """The task and why it was chosen (the build summary's `task` line; the reason is the caller's)."""
+        return TaskChoice(self.task, self.counts.task_reason)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (no per-pair arrays)."""
         out: dict[str, Any] = {
             "source": self.source,
             "tokenizer": self.tokenizer,
             "template": self.template,
-            "task": self.task,
+            **self.task_choice.to_dict(),
             "max_length": self.max_length,
             "truncation": self.truncation,
             "records": self.counts.records,

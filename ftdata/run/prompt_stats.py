@@ -17,7 +17,8 @@ from ftdata.options import RunOptions
 from ftdata.run import loop
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.prompts import MeasuredPrompt
-from ftdata.run.report import BuildReport
+from ftdata.run.report import BuildReport, TaskChoice
+from ftdata.types import Task
 
 __all__ = ["PromptStats", "collect"]
 
@@ -43,6 +44,11 @@ class PromptStats:
         """What a recipe's planner reads: records, rejected records, each prompt's tokens, and no trained token."""
         return self.counts.records, self.counts.n_rejected, self.lengths, np.zeros(len(self.lengths), dtype=np.int64)
 
+    @property
+    def task_choice(self) -> TaskChoice:
+        """The task and why it was chosen (the build summary's `task` line; the reason is the caller's)."""
+        return TaskChoice(Task.PROMPTS.value, self.counts.task_reason)
+
     def to_dict(self) -> dict[str, Any]:
         lengths = self.lengths
         pct = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)} if len(lengths) else {}
@@ -51,7 +57,7 @@ class PromptStats:
             "source": self.source,
             "tokenizer": self.tokenizer,
             "template": self.template,
-            "task": "prompts",
+            **self.task_choice.to_dict(),
             "records": self.counts.records,
             "prompts": self.prompts,
             "rejected": {k.value: n for k, n in self.counts.rejected.items()},

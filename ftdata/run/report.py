@@ -23,6 +23,23 @@ COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows", "pro
 
 
 @dataclass(frozen=True, slots=True)
+class TaskChoice:
+    """The task a build makes rows for and why it was chosen (`ftdata.run.task.task_reason`): given, or what the
+    data's first record is. The build summary, `ftdata preview` and `ftdata stats` print its `line`."""
+
+    task: str
+    reason: str = ""
+
+    @property
+    def line(self) -> str:
+        """`sft: the first record is SFT data (...)`; the task alone where no reason is known (an older build)."""
+        return f"{self.task}: {self.reason}" if self.reason else self.task
+
+    def to_dict(self) -> dict[str, str]:
+        return {"task": self.task, "task_reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
 class Reject:
     """One record that was rejected (not in the output) or cut (in it, shortened).
 
@@ -119,6 +136,11 @@ class BuildReport:
     not_drawn: int = 0  # recipe records left out by mixing (written to the rejects file, not rejected)
     mix: list[dict[str, Any]] | None = None  # recipe: one row per source (see ftdata.mix.build)
     sample_rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def task_choice(self) -> TaskChoice:
+        """The task and why it was chosen, as the build summary, preview and stats print it."""
+        return TaskChoice(self.task, self.task_reason)
 
     def add(self, reject: Reject) -> None:
         if reject.stage is RejectStage.FILTER:

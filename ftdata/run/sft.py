@@ -44,8 +44,9 @@ from ftdata.run.option_rules import TaskRules
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
 from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish, tree_schema
+from ftdata.run.trees import record_trees
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
-from ftdata.tokens.tree import grow
+from ftdata.tokens.tree import Tree
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
@@ -371,15 +372,13 @@ def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree:
 def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int) -> SftPart:
     """`sft_part` under history=tree: the kept rows of each record grown into trees; `tokens` counts what is
     forwarded (each tree's unique tokens), `split_rows` the rows they hold."""
-    by_record: dict[int, tuple[str, list[Any]]] = {}
-    for record, item, result in ran.kept():
-        by_record.setdefault(record, (item.location, []))[1].extend(result.rows)
-    trees, groups, where = [], [], []
-    for record, (location, rows) in by_record.items():
-        for t in grow(rows, max_length=max_length):
-            trees.append(t)
-            groups.append(record)
-            where.append(location)
+    trees: list[Tree] = []
+    groups: list[int] = []  # per tree: its record in the batch
+    where: list[str] = []  # per tree: its record's location
+    for grown in record_trees(ran, max_length=max_length):
+        trees.extend(grown.trees)
+        groups.extend(grown.record for _ in grown.trees)
+        where.extend(grown.location for _ in grown.trees)
     seqs = [WeightedRow(t.ids, t.labels, t.weights) if t.weights is not None else (t.ids, t.labels) for t in trees]
     positions, _ = flat([t.positions for t in trees])
     report = ran.report

@@ -327,12 +327,13 @@ class Stage:
         report = BuildReport(records=len(records))
         ran: Ran[Item, Fit] = Ran(report=report)
         failed: set[int] = set()  # records with a rejected example
-        owners: list[int] = []  # the record of each of ran.rejects
+        # (the outcome it belongs to, reject): a line goes where its example is, not where it was found (the
+        # siblings of a failed example are found last, after the records that share its batch)
+        lines: list[tuple[int, Reject]] = []
         noted: set[NoteCode] = set()
         for record, item in self.measure(records, responses=responses):
             if isinstance(item, Reject):
-                ran.rejects.append(item)
-                owners.append(record)
+                lines.append((len(ran.outcomes), item))
                 ran.outcomes.append((record, item, None))
                 failed.add(record)
                 continue
@@ -355,9 +356,8 @@ class Stage:
                     item.location, RejectStage.TRUNCATE, result.code, reason, kept=bool(result.rows), tokens=item.total
                 )
                 also = f"{split_row.describe()}: {result.code.value}" if split_row is not None else ""
-                if not _joined(ran, owners, record, reject, also=also):
-                    ran.rejects.append(reject)
-                    owners.append(record)
+                if not _joined(ran, lines, record, reject, also=also):
+                    lines.append((len(ran.outcomes), reject))
             if not result.rows:
                 failed.add(record)
             ran.outcomes.append((record, item, result))
@@ -367,25 +367,26 @@ class Stage:
                     if (
                         kept.split_row is None
                     ):  # a split record's rows go with the one reject naming the row that failed
-                        siblings = [Reject(kept.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING)] * len(
-                            fit.rows
-                        )
-                        ran.rejects.extend(siblings)
-                        owners.extend(record for _ in siblings)
+                        sibling = Reject(kept.location, RejectStage.FORMAT, RejectCode.INCOMPLETE, SIBLING)
+                        lines.extend((i, sibling) for _ in fit.rows)
                     ran.outcomes[i] = (record, kept, replace(fit, rows=[]))
-        report.count_rejects(ran.rejects, owners, failed)
+        lines.sort(key=lambda line: line[0])  # stable: the lines of one outcome keep their order
+        ran.rejects = [reject for _, reject in lines]
+        report.count_rejects(ran.rejects, [ran.outcomes[at][0] for at, _ in lines], failed)
         _count_splits(ran)
         if self.media is not None:  # the media files this batch's records named (and those of batches beside it)
             ran.read = self.media.drain()
         return ran
 
 
-def _joined(ran: Ran, owners: list[int], record: int, reject: Reject, *, also: str) -> bool:
+def _joined(ran: Ran, lines: list[tuple[int, Reject]], record: int, reject: Reject, *, also: str) -> bool:
     """Whether `reject`, of a row of a split record (`also` names the row and its code), joined the reject its record
-    already has: a record is rejected once, by its first row that failed, and the rows after it are named there."""
-    if not also or reject.kept or not owners or owners[-1] != record or ran.rejects[-1].kept:
+    already has (the last of `lines`, as (outcome, reject)): a record is rejected once, by its first row that failed,
+    and the rows after it are named there."""
+    if not also or reject.kept or not lines or ran.outcomes[lines[-1][0]][0] != record or lines[-1][1].kept:
         return False
-    ran.rejects[-1] = replace(ran.rejects[-1], reason=f"{ran.rejects[-1].reason}; also {also}")
+    at, first = lines[-1]
+    lines[-1] = (at, replace(first, reason=f"{first.reason}; also {also}"))
     return True
 
 

@@ -9,7 +9,9 @@ are exactly what a build with that policy would report:
     policy          fit   cut  dropped  response tokens lost
     keep_response   990     9        1                    0
 
-Packing fill uses `packing.plan_bins` on the sequences the configured policy keeps.
+Packing fill uses `packing.plan_bins` on the sequences the configured policy keeps. Under history=tree those
+are the trees a build writes (`ftdata.run.trees`): rows count trees and tokens count what they forward (each tree's
+unique tokens), the numbers the build reports; the length percentiles stay those of the split rows.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from ftdata.run.sft import SFT, Measured
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
-from ftdata.run.report import BuildReport, Reject
+from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.tokens.truncation import Truncated
-from ftdata.types import IGNORE_INDEX, TruncationPolicy, count_trained
+from ftdata.run.trees import record_trees
+from ftdata.types import IGNORE_INDEX, HistoryMode, Task, TruncationPolicy, count_trained
 from ftdata.media.summary import audio_counts, media_counts
 
 POLICIES = (
@@ -64,6 +67,16 @@ class RecordStats:
 
 
 Rows = list[tuple[list[int], list[int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeStats:
+    """One record's trees (history=tree) reduced to numbers: each tree's unique tokens, the trained ones, and the
+    trees whose first token is trained."""
+
+    lengths: tuple[int, ...]
+    trained: int
+    first_trained: int
 
 
 def _outcome(stage: Stage, measured: Measured, policy: TruncationPolicy) -> tuple[int, int, Rows]:
@@ -155,6 +168,9 @@ class DataStats:
     )  # audio placeholder tokens per example
     policies: list[PolicyOutcome] = field(default_factory=list)
     epoch: Epoch | None = None
+    # history=tree: each tree's unique tokens (what a build forwards) and the trained tokens of all; None otherwise
+    trees: np.ndarray | None = None
+    tree_trained: int = 0
 
     @property
     def examples(self) -> int:
@@ -164,8 +180,24 @@ class DataStats:
 
     @property
     def rows(self) -> int:
-        """The rows measured: an example each, or the rows a record is split into (the lengths are per row)."""
+        """The rows a build writes: an example each, the rows a record is split into (the lengths are per split
+        row), or under history=tree the trees those rows are written as."""
+        return len(self.trees) if self.trees is not None else self.split_rows
+
+    @property
+    def split_rows(self) -> int:
+        """The rows measured (the lengths are theirs): an example each, or the rows a record is split into."""
         return len(self.total)
+
+    @property
+    def tokens(self) -> int:
+        """The tokens of the rows measured, or under history=tree the tokens its trees forward (as a build counts)."""
+        return int(self.trees.sum()) if self.trees is not None else int(self.total.sum())
+
+    @property
+    def trained_tokens(self) -> int:
+        """The trained tokens of the rows measured, or under history=tree those of the trees (after truncation)."""
+        return self.tree_trained if self.trees is not None else int(self.trained.sum())
 
     def planned(self) -> tuple[int, int, np.ndarray, np.ndarray]:
         """What a recipe's planner reads: records, rejected records, each example's tokens and trained tokens."""
@@ -195,18 +227,24 @@ class DataStats:
 
     @property
     def trained_share(self) -> float:
-        return float(self.trained.sum() / self.total.sum()) if self.total.sum() else 0.0
+        return self.trained_tokens / self.tokens if self.tokens else 0.0
 
     def percentiles(self) -> dict[str, dict[str, float]]:
         """p50/p90/p99/max/mean of prompt, response and total lengths (nearest rank)."""
         columns = (("prompt", self.prompt), ("response", self.response), ("total", self.total))
         return {name: describe(values) for name, values in columns}
 
+    @property
+    def task_choice(self) -> TaskChoice:
+        """The task and why it was chosen (the build summary's `task` line; the reason is the caller's)."""
+        return TaskChoice(Task.SFT.value, self.counts.task_reason)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (no per-record arrays)."""
         out = {
             "source": self.source,
             "tokenizer": self.tokenizer,
+            **self.task_choice.to_dict(),
             "template": self.template,
             "mask": self.mask,
             "max_length": self.max_length,
@@ -214,12 +252,15 @@ class DataStats:
             "records": self.records,
             "examples": self.examples,
             "rows": self.rows,
+            **(
+                {"split_rows": self.split_rows, "split_tokens": int(self.total.sum())} if self.trees is not None else {}
+            ),
             "filtered": self.filtered,
             "formats": dict(self.formats),
             "problems": dict(self.problems),
             "sample_problems": [r.to_dict() for r in self.sample_problems],
-            "tokens": int(self.total.sum()),
-            "trained_tokens": int(self.trained.sum()),
+            "tokens": self.tokens,
+            "trained_tokens": self.trained_tokens,
             "trained_share": round(self.trained_share, 4),
             "lengths": self.percentiles(),
             "truncation_policies": [asdict(p) for p in self.policies],
@@ -280,13 +321,20 @@ def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int
 # --- collecting --------------------------------------------------------------------------------
 
 
-def summaries(stage: Stage, ran: Ran) -> list[RecordStats]:
-    """The stats reducer: each measured example of a batch reduced to `RecordStats` (in the worker)."""
-    return [
+def summaries(stage: Stage, ran: Ran) -> list[RecordStats | TreeStats]:
+    """The stats reducer: each measured example of a batch reduced to `RecordStats` (in the worker); under
+    history=tree also each record's trees, as the build grows them (`TreeStats`)."""
+    out: list[RecordStats | TreeStats] = [
         summarize(item, kept, stage=stage)
         for _, item, kept in ran.outcomes
         if isinstance(item, Measured) and kept is not None
     ]
+    if stage.options.history is HistoryMode.TREE:
+        out.extend(
+            TreeStats(tuple(len(t.ids) for t in grown.trees), grown.trained, grown.first_trained)
+            for grown in record_trees(ran, max_length=stage.options.max_length)
+        )
+    return out
 
 
 class _Accumulator:
@@ -308,8 +356,13 @@ class _Accumulator:
         self.kept_trained = 0
         self.kept_first_trained = 0
         self.policies = [PolicyOutcome(p.value) for p in POLICIES]
+        self.trees: list[TreeStats] | None = None  # history=tree: each record's trees
 
-    def add(self, item: RecordStats) -> None:
+    def add(self, item: RecordStats | TreeStats) -> None:
+        if isinstance(item, TreeStats):
+            self.trees = self.trees if self.trees is not None else []
+            self.trees.append(item)
+            return
         for name in self.columns:
             self.columns[name].append(getattr(item, name))
         for outcome, (state, lost) in zip(self.policies, item.outcomes):
@@ -328,10 +381,15 @@ class _Accumulator:
         for name, values in self.columns.items():
             setattr(stats, name, np.asarray(values, dtype=np.int64))
         stats.policies = self.policies
+        kept, trained, first_trained = self.kept, self.kept_trained, self.kept_first_trained
+        if self.trees is not None:  # what the build writes and packs: the trees
+            kept = [n for t in self.trees for n in t.lengths]
+            trained, first_trained = sum(t.trained for t in self.trees), sum(t.first_trained for t in self.trees)
+            stats.trees, stats.tree_trained = np.asarray(kept, dtype=np.int64), trained
         stats.epoch = _epoch(
-            self.kept,
-            self.kept_trained,
-            self.kept_first_trained,
+            kept,
+            trained,
+            first_trained,
             max_length=max_length,
             seed=seed,
             test_size=test_size,

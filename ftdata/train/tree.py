@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ftdata.tokens.tree import parents, paths
+from ftdata.train.weighting import WEIGHTS
 from ftdata.types import IGNORE_INDEX
 
 __all__ = [
@@ -185,7 +186,8 @@ def register_tree_attention() -> None:
 
 class TreeCollator:
     """Batches tree rows: right-padded ids, labels and position_ids, each row's chains (`segments`; the pads one
-    more chain of their own) and each token's parent."""
+    more chain of their own) and each token's parent; rows with loss weights (`weighting.WEIGHTS`) their weights,
+    right-padded with 0 (1 for a row without), a weight-0 token's label masked as `WeightedCollator` masks it."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -202,13 +204,19 @@ class TreeCollator:
             positions = list(e["position_ids"])
             up[b, : len(positions)] = torch.tensor(parents(positions), dtype=torch.long)
             chains.append(segments(positions) + ([(len(positions), length, None)] if len(positions) < length else []))
-        return {
+        batch: dict[str, Any] = {
             "input_ids": padded("input_ids", self.pad_id),
             "labels": padded("labels", IGNORE_INDEX),
             "position_ids": padded("position_ids", 0),
             PARENTS: up,
             SEGMENTS: chains,
         }
+        if any(e.get(WEIGHTS) is not None for e in examples):
+            rows = [e.get(WEIGHTS) or [1.0] * len(e["input_ids"]) for e in examples]
+            weights = torch.tensor([list(w) + [0.0] * (length - len(w)) for w in rows], dtype=torch.float32)
+            batch["labels"] = batch["labels"].masked_fill(weights == 0, IGNORE_INDEX)
+            batch[WEIGHTS] = weights
+        return batch
 
 
 def scored(labels: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
@@ -225,16 +233,21 @@ def tree_loss(
     *,
     kept: torch.Tensor | None = None,
     num_items: Any = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """sum of ce(logits[parent(i)], labels[i]) over trained tokens, / N (`num_items`: the accumulated batch's
-    trained-token count, as transformers passes it; None: this batch's). The split rows' loss, term for term.
+    """sum of w_i * ce(logits[parent(i)], labels[i]) over trained tokens, / N (`num_items`: the accumulated
+    batch's trained-token count, as transformers passes it; None: this batch's; `weights`: the loss weights, each
+    token's own, as `weighting.weighted_loss` weighs a label; None: 1). The split rows' loss, term for term.
     `kept`: the positions `logits` holds (`scored`), None for every position."""
     parents = parents.to(logits.device)
     labels = labels.to(logits.device)
     keep = (labels != IGNORE_INDEX) & (parents >= 0)
     b, i = keep.nonzero(as_tuple=True)
     at = parents[b, i] if kept is None else torch.searchsorted(kept.to(logits.device), parents[b, i])
-    ce = F.cross_entropy(logits[b, at].float(), labels[b, i], reduction="sum")
+    ce = F.cross_entropy(logits[b, at].float(), labels[b, i], reduction="none")
+    if weights is not None:
+        ce = ce * weights.to(ce.device, torch.float32)[b, i]
+    ce = ce.sum()
     n = keep.sum() if num_items is None else num_items
     return ce / torch.as_tensor(n, device=ce.device).clamp(min=1)
 
@@ -243,14 +256,14 @@ def tree_forward(model: Any, batch: dict[str, Any], *, num_items: Any = None) ->
     """The model (attention: `ATTENTION`, see `use_tree_attention`) on a collated batch of tree rows
     (`TreeCollator`) and its `tree_loss`; logits are made only where a trained token is scored (`scored`)."""
     inputs = dict(batch)
-    parents, labels = inputs.pop(PARENTS), inputs.pop("labels")
+    parents, labels, weights = inputs.pop(PARENTS), inputs.pop("labels"), inputs.pop(WEIGHTS, None)
     kept = scored(labels, parents)
     at: torch.Tensor | None = kept
     try:
         outputs = model(**inputs, use_cache=False, logits_to_keep=kept.to(inputs["input_ids"].device))
     except TypeError:  # a model without logits_to_keep: every position's logits
         outputs, at = model(**inputs, use_cache=False), None
-    return tree_loss(outputs.logits, labels, parents, kept=at, num_items=num_items), outputs
+    return tree_loss(outputs.logits, labels, parents, kept=at, num_items=num_items, weights=weights), outputs
 
 
 def tree_trainer_class() -> type:
@@ -261,8 +274,12 @@ def tree_trainer_class() -> type:
     class TreeTrainer(SFTTrainer):
         def _set_signature_columns_if_needed(self) -> None:
             super()._set_signature_columns_if_needed()
-            if self._signature_columns is not None and "position_ids" not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, "position_ids"]
+            if self._signature_columns is not None:
+                wanted = ("position_ids", WEIGHTS)
+                self._signature_columns = [
+                    *self._signature_columns,
+                    *(c for c in wanted if c not in self._signature_columns),
+                ]
 
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None

@@ -117,3 +117,46 @@ def test_parents_from_position_ids() -> None:
     assert visible([0, 1, 2, 1]) == [[0], [0, 1], [0, 1, 2], [0, 3]]
     with pytest.raises(ValueError, match="jump from 0 to 2 at token 1"):
         parents([0, 2])
+
+
+def weighted_contexts(rows: Any) -> list[tuple[tuple[int, ...], int, float]]:
+    """`contexts` with each trained token's loss weight."""
+    out = []
+    for row in rows:
+        ids, labels, weights = row["input_ids"], row["labels"], row["loss_weights"]
+        seen = visible(row["position_ids"]) if "position_ids" in row else [list(range(i + 1)) for i in range(len(ids))]
+        out.extend(
+            (tuple(ids[j] for j in seen[i][:-1]), lab, weights[i])
+            for i, lab in enumerate(labels)
+            if lab != IGNORE_INDEX
+        )
+    return sorted(out)
+
+
+def test_tree_rows_keep_each_trained_tokens_loss_weight(tmp_path: Path) -> None:
+    """Per-message loss weights (LLaMA-Factory `loss_weight`) build as tree rows: every trained token keeps its
+    split row's context and weight (`ftdata train` weighs them: tests/train/test_tree_train.py)."""
+    weighted = [
+        dict(m, loss_weight=w) if m["role"] == "assistant" else m
+        for m, w in zip(RECORDS[0]["messages"], [0, 0.5, 0, 1.0, 0, 2.0])
+    ]
+    data = tmp_path / "weighted.jsonl"
+    data.write_text(json.dumps({"messages": weighted}) + "\n", encoding="utf-8")
+    tok = template_tokenizer("qwen3", ("<think>", "</think>"))
+    split, tree = (
+        ftdata.build(str(data), tokenizer=tok, history=h, cache=False).dataset for h in ("inference", "tree")
+    )
+    assert (len(split), len(tree)) == (3, 1) and "loss_weights" in tree.column_names
+    assert weighted_contexts(tree) == weighted_contexts(split)
+    assert sorted({w for _, _, w in weighted_contexts(tree)}) == [0.5, 1.0, 2.0]
+    # still one tree, its shared start written once: the untrained history tokens carry weight 1 in every row
+    assert sum(map(len, split["input_ids"])) > len(tree[0]["input_ids"])
+
+
+def test_tree_refuses_media_naming_the_fix() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"^history='tree' .*: processor='proc' builds rows with media, which are not built as trees yet; "
+        r"use history='inference'",
+    ):
+        ftdata.DataOptions(history="tree", processor="proc")

@@ -145,6 +145,36 @@ def test_first_step_loss_through_the_trainer(builds, tiny_qwen3_dir, tmp_path: P
     assert tree == pytest.approx(split_loss(loaded.model, builds["inference"]), rel=1e-5)
 
 
+def test_weighted_tree_loss_equals_the_weighted_split_rows_loss(qwen3_tok, tiny_qwen3_dir, tmp_path: Path) -> None:
+    """Per-message loss weights (0 masks a turn, 0.5 halves it, 2 doubles it): the tree's loss, each label weighed
+    as in its split row, is the split rows' token-weighted loss (`weighting.weighted_loss`, each row alone)."""
+    from transformers import AutoModelForCausalLM
+
+    from ftdata.train.weighting import WeightedCollator, weighted_loss
+
+    weights = iter([0, 0.5, 2.0, 1.0, 0.5])
+    records = [{"messages": [dict(m, loss_weight=next(weights)) if m["role"] == "assistant" else m for m in r["messages"]]} for r in RECORDS]
+    data = tmp_path / "weighted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    split, tree = (ftdata.build(str(data), tokenizer=qwen3_tok, history=h, cache=False).dataset for h in ("inference", "tree"))
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir, attn_implementation="eager").float().eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in split:  # each split row alone, weighted as SFT's weighted rows are
+            batch = WeightedCollator(lambda rows: {"input_ids": torch.tensor([r["input_ids"] for r in rows]), "labels": torch.tensor([r["labels"] for r in rows])}, padding_free=False)([dict(row)])
+            n = int((batch["labels"][0, 1:] != IGNORE_INDEX).sum())
+            logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+            total += weighted_loss(logits, batch["labels"], batch["loss_weights"]).item() * n
+            count += n
+        use_tree_attention(model)
+        batch = TreeCollator(pad_id=0)([dict(r) for r in tree])
+        assert sorted({round(w, 2) for w in batch["loss_weights"][batch["labels"] != IGNORE_INDEX].tolist()}) == [0.5, 1.0, 2.0]
+        loss = tree_forward(model, batch)[0].item()
+    assert loss == pytest.approx(total / count, rel=1e-5)
+    unweighted = tree_forward(model, {k: v for k, v in batch.items() if k != "loss_weights"})[0].item()
+    assert unweighted != pytest.approx(loss, rel=1e-3)  # the weights count
+
+
 def test_a_hybrid_model_trains_the_split_rows_with_a_note(builds) -> None:
     from transformers import JambaConfig, LlamaConfig, MistralConfig, NemotronHConfig, Qwen3Config, Qwen3NextConfig
 

@@ -1,0 +1,74 @@
+"""history=tree: the kept rows of each record of a batch grown into prefix trees (`ftdata.tokens.tree.grow`), once
+for every command that counts or shows them, so a build, `ftdata stats` and `ftdata preview` agree on each number:
+
+    record  split rows (kept)     trees    tokens forwarded       trained
+    1       3 rows, 137 tokens    1 tree   90 (its unique tokens)  38
+    2       1 row,   27 tokens    1 tree   27                      14
+
+A record's rows are all in its batch (the run loop never parts them), so a batch's trees are the build's trees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ftdata.run.stage import Ran
+from ftdata.tokens.tree import Tree, grow
+from ftdata.types import IGNORE_INDEX, count_trained
+
+__all__ = ["RecordTrees", "record_trees"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTrees:
+    """One record's kept rows (`rows` of them, `row_tokens` tokens in all) as the trees a build writes."""
+
+    record: int  # its index in the batch
+    location: str
+    rows: int
+    row_tokens: int
+    trees: tuple[Tree, ...]
+
+    @property
+    def tokens(self) -> int:
+        """The tokens its trees forward: each tree's unique tokens."""
+        return sum(len(t.ids) for t in self.trees)
+
+    @property
+    def trained(self) -> int:
+        return sum(count_trained(t.labels) for t in self.trees)
+
+    @property
+    def first_trained(self) -> int:
+        """Its trees whose first token is trained (packing masks it, as for a packed row's first token)."""
+        return sum(1 for t in self.trees if t.labels and t.labels[0] != IGNORE_INDEX)
+
+    def describe(self) -> str:
+        """`its 3 rows are written as 1 prefix tree: 90 unique tokens forwarded (137 in the rows), 38 trained`."""
+        trees = f"{len(self.trees)} prefix tree{'s' if len(self.trees) != 1 else ''}"
+        return (
+            f"its {self.rows} rows are written as {trees}: {self.tokens:,} unique tokens forwarded "
+            f"({self.row_tokens:,} in the rows), {self.trained:,} trained (history=tree)"
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "row_tokens": self.row_tokens,
+            "trees": len(self.trees),
+            "tokens": self.tokens,
+            "trained": self.trained,
+        }
+
+
+def record_trees(ran: Ran[Any, Any], *, max_length: int) -> Iterator[RecordTrees]:
+    """Each record of `ran` that kept rows, in order, with its rows grown into trees of at most `max_length`
+    unique tokens: what a history=tree build writes for it."""
+    by_record: dict[int, tuple[str, list[Any]]] = {}
+    for record, item, result in ran.kept():
+        by_record.setdefault(record, (item.location, []))[1].extend(result.rows)
+    for record, (location, rows) in by_record.items():
+        trees = tuple(grow(rows, max_length=max_length))
+        yield RecordTrees(record, location, len(rows), sum(len(row[0]) for row in rows), trees)
