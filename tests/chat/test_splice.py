@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from ftdata.chat import splice
 from ftdata.chat.markers import ChatRenderer
-from ftdata.chat.traced import Ask
+from ftdata.chat.traced import Ask, Traced, UnspliceableUse, tracing
 
 from support import make_char_tokenizer
 
@@ -247,3 +247,32 @@ def test_the_renderer_splices_the_bundled_template(smol):
     texts = renderer.render_all(conversations, generation=True)
     assert texts == [smol.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     assert sum(s is not None for s in renderer.skeletons._found.values()) == 2
+
+
+def test_probes_through_apply_chat_template_prove_nothing():
+    """transformers rebuilds messages from plain types before rendering (it asks each value for `.model_dump`, then
+    turns str subclasses into str): a probe passed through it is a fatal use, never a recorded write, so `splice`
+    renders the compiled template itself and compares the text with `apply_chat_template`'s."""
+    tok = make_char_tokenizer(chat_template="{% for m in messages %}{{ m.content }}{% endfor %}")
+    with tracing() as trace, pytest.raises(UnspliceableUse):
+        tok.apply_chat_template([{"role": "user", "content": Traced(" x ", (0,))}], tokenize=False)
+    assert trace.fatal == ["reads .model_dump of a content"]
+
+
+@pytest.mark.parametrize(
+    ("name", "tools", "kwargs"),
+    [
+        ("qwen3", None, {"enable_thinking": False}),
+        ("qwen3", None, {"enable_thinking": True}),
+        ("qwen2_5", [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}], {}),
+    ],
+)
+def test_kwargs_and_tools_are_part_of_the_skeleton(name, tools, kwargs):
+    tok, skeletons = _tokenizer(name), splice.Skeletons()
+    conversations = [[{"role": "user", "content": f"q{i}"}] for i in range(2)]
+    spliced = splice.splice_all(tok, conversations, generation=True, tools=tools, kwargs=kwargs, skeletons=skeletons)
+    expected = [
+        tok.apply_chat_template(c, tools=tools, tokenize=False, add_generation_prompt=True, **kwargs)
+        for c in conversations
+    ]
+    assert spliced == expected
