@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, NamedTuple
 
-from ftdata.chat import sandbox
+from ftdata.chat import sandbox, splice
 from ftdata.guard import limits
 from ftdata.errors import Location, TemplateError
 from ftdata.chat.contents import STRING, ContentForm, as_parts, collapse, contents_of, media_count
@@ -131,6 +131,7 @@ class ChatRenderer:
             STRING  # string contents, or lists of parts for templates that read only those (chat/contents.py)
         )
         self.contents = contents_of(self)
+        self.skeletons = splice.Skeletons()  # what `render_all` splices, per role sequence
 
     def __call__(
         self,
@@ -158,25 +159,22 @@ class ChatRenderer:
         return text
 
     def render_all(self, conversations: list[list[dict[str, Any]]], *, generation: bool) -> list[str] | None:
-        """Every conversation rendered by one `apply_chat_template` call, as TRL's trainers render a batch of
-        prompts: each the text `self(conversation, generation=...)` gives (one compiled template, the same
-        kwargs and tools), in the time of one render per conversation, each within the size limit. None when
-        the template raises, a limit is passed, or a conversation holds media: rendered one by one, each says why.
+        """Every conversation rendered as TRL's trainers render a batch of prompts: each the text
+        `self(conversation, generation=...)` gives (one compiled template, the same kwargs and tools), spliced
+        from its role sequence's proven skeleton (`ftdata.chat.splice`) or rendered by one `apply_chat_template`
+        call, each within the size limit. None when the template raises, a limit is passed, or a conversation
+        holds media: rendered one by one, each says why.
         """
         if not conversations or any(self.contents.form_of(c) is ContentForm.PARTS for c in conversations):
             return None
-        try:
-            seconds = limits.limits().render_seconds * len(conversations)
-            with limits.time_limit(seconds, _Naming(None)), sandbox.bounded_chat_templates():
-                texts = self.tokenizer.apply_chat_template(
-                    conversations, tools=self.tools, tokenize=False, add_generation_prompt=generation, **self.kwargs
-                )
-        except Exception:  # noqa: BLE001 (rendered again one by one, where the error names its record)
-            return None
-        cap = limits.limits().render_chars
-        if not isinstance(texts, list) or any(not isinstance(t, str) or len(t) > cap for t in texts):
-            return None
-        return texts
+        return splice.render_all(
+            self.tokenizer,
+            conversations,
+            generation=generation,
+            tools=self.tools,
+            kwargs=self.kwargs,
+            skeletons=self.skeletons,
+        )
 
     def _render(
         self,

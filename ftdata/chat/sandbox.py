@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from ftdata.errors import ConfigError, FtdataError, Location
+from ftdata.errors import ConfigError, FtdataError, Location, TemplateError
 from ftdata.guard.limits import (
     LimitExceeded,
     RecordOverLimit,
@@ -40,7 +40,10 @@ def _sized(value: Any) -> bool:
 
 
 def _length(value: Any) -> int:
-    """Characters of `value` as a template writes it (elements of a list)."""
+    """Characters of `value` as a template writes it (elements of a list). A str is measured as a str: a
+    subclass's own `len` is the template's use of it, not the size check's (`ftdata.chat.traced`)."""
+    if isinstance(value, str):
+        return str.__len__(value)
     return len(value) if _sized(value) else len(str(value))
 
 
@@ -156,8 +159,8 @@ class _Bounded:
         if isinstance(owner, str) and (size := _grown(name, owner, args)) is not None:
             checked_size(f"str.{name}", size)
         out = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]  # as above
-        if _sized(out) and len(out) > cap:  # what no check above foresaw: stopped after one step
-            raise too_big(f"calling {name}", len(out), cap)
+        if _sized(out) and _length(out) > cap:  # what no check above foresaw: stopped after one step
+            raise too_big(f"calling {name}", _length(out), cap)
         return out
 
 
@@ -248,12 +251,33 @@ def _wrap_chat_compiler() -> None:
         return _bounded_chat_template(source, original("").environment)
 
     compile_template.ftdata_bounded = True  # type: ignore[attr-defined]  # a marker attribute on the function: the patch is applied once
+    compile_template.original = original  # type: ignore[attr-defined]  # transformers' own, for `chat_environment`
     ctu._compile_jinja_template = compile_template  # type: ignore[assignment]  # its cache wrapper, replaced by ours
 
 
 @functools.lru_cache(maxsize=32)
 def _bounded_chat_template(source: str, env: Any) -> Any:
-    bounded = type(f"Bounded{type(env).__name__}", (_Bounded, type(env)), {})(
+    return _bounded_environment(env).from_string(source)
+
+
+def chat_environment(*mixins: type) -> Any:
+    """A new environment like the one transformers renders chat templates in (its filters, globals, extensions and
+    whitespace options) with the size limits of `sandbox`, and `mixins` before both (`ftdata.chat.traced`).
+
+    Raises:
+        TemplateError: transformers has no chat-template compile step to take the environment from.
+    """
+    from transformers.utils import chat_template_utils as ctu
+
+    _wrap_chat_compiler()
+    original = getattr(ctu._compile_jinja_template, "original", None)
+    if original is None:
+        raise TemplateError("this transformers has no chat-template compile step (_compile_jinja_template)")
+    return _bounded_environment(original("").environment, mixins)
+
+
+def _bounded_environment(env: Any, mixins: tuple[type, ...] = ()) -> Any:
+    bounded = type(f"Bounded{type(env).__name__}", (*mixins, _Bounded, type(env)), {})(
         trim_blocks=env.trim_blocks,
         lstrip_blocks=env.lstrip_blocks,
         keep_trailing_newline=env.keep_trailing_newline,
@@ -263,7 +287,7 @@ def _bounded_chat_template(source: str, env: Any) -> Any:
     bounded.globals.update(env.globals)
     for name in _GROWING_FILTERS:
         bounded.filters[name] = _checked_filter(name, env.filters[name])
-    return bounded.from_string(source)
+    return bounded
 
 
 def render(compiled: Any, variables: dict[str, Any], *, what: object) -> str:
