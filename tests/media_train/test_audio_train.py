@@ -24,9 +24,15 @@ pytestmark = pytest.mark.skipif(not (QWEN_TOKENIZER.is_dir() and SHARED_AUDIO.is
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def folders(tmp_path_factory):
+    """One tiny Qwen2-Audio and its processor folder for both tests (building them takes seconds)."""
+    return qwen2_audio_folders(tmp_path_factory.mktemp("qwen2-audio"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, folders):
     tmp = tmp_path_factory.mktemp("qwen2-audio-run")
-    model, processor_dir, processor = qwen2_audio_folders(tmp)
+    model, processor_dir, processor = folders
     rows = audio_rows(processor)
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp / "data"))
     seen = []
@@ -61,14 +67,15 @@ def test_tiny_qwen2_audio_trains_with_falling_loss(run):
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "preprocessor_config.json").is_file()
 
 
-def test_ftdata_build_makes_the_rows_the_collator_was_tested_on_and_they_train(tmp_path):
+def test_ftdata_build_makes_the_rows_the_collator_was_tested_on_and_they_train(tmp_path, folders):
     """The build path (ftdata.build with the processor folder) and the processor's own rows agree token for
-    token, media column included; a run on the build's OUT folder trains (the clips found where they are)."""
+    token, media column included; a run on the build's OUT folder trains (the clips found where they are: one
+    step loads all four clips of its batch of four)."""
     import json
 
     import ftdata
 
-    model, processor_dir, processor = qwen2_audio_folders(tmp_path)
+    model, processor_dir, processor = folders
     data = tmp_path / "chat.jsonl"
     with data.open("w", encoding="utf-8") as fh:
         for clip, question, answer in CHATS:
@@ -83,7 +90,7 @@ def test_ftdata_build_makes_the_rows_the_collator_was_tested_on_and_they_train(t
         assert item["seconds"] == pytest.approx(oracle["seconds"], abs=1e-3)
     result = train(TrainConfig(
         model=str(model), processor=str(processor_dir), data=str(tmp_path / "out"), quantization="none", lora_r=8,
-        lora_alpha=16, max_steps=2, learning_rate=1e-2, per_device_train_batch_size=4, logging_steps=1,
+        lora_alpha=16, max_steps=1, learning_rate=1e-2, per_device_train_batch_size=4, logging_steps=1,
         save_strategy="no", eval_strategy="no", output_dir=str(tmp_path / "runs"), run_name="built",
     ))  # fmt: skip
     assert math.isfinite(result.metrics["last_loss"])
