@@ -18,6 +18,7 @@ from ftdata.run.stage import Stage
 from ftdata.run.task import check_options, data_task
 
 from support import DATASETS, TOKENIZERS
+from support import tokenizer as cached_tokenizer
 
 DATA = Path(__file__).parents[2] / "examples" / "data"
 GSM8K = DATA / "gsm8k_test_20.jsonl"
@@ -166,10 +167,12 @@ def test_options_that_mean_nothing_for_prompts_are_refused() -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(min_size=1, max_size=30), st.integers(0, 40))
 def test_editing_a_reward_column_never_changes_the_prompt_ids(answer: str, at: int) -> None:
-    """Metamorphic: the reward columns are carried, never rendered."""
+    """Metamorphic: the reward columns are carried, never rendered. One loaded bundled tokenizer for every
+    example (loading it for each build was most of this test's time)."""
+    tok = cached_tokenizer(None)
     question = json.loads(GSM8K.read_text().splitlines()[at % 20])["question"]
-    base = _rows(ftdata.prepare([{"question": question, "answer": "0"}], task="prompts"))[0]
-    edited = _rows(ftdata.prepare([{"question": question, "answer": answer}], task="prompts"))[0]
+    base = _rows(ftdata.prepare([{"question": question, "answer": "0"}], task="prompts", tokenizer=tok))[0]
+    edited = _rows(ftdata.prepare([{"question": question, "answer": answer}], task="prompts", tokenizer=tok))[0]
     assert edited["prompt_ids"] == base["prompt_ids"] and edited["answer"] == answer
 
 
