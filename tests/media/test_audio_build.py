@@ -326,34 +326,48 @@ def test_the_medium_counts_what_the_processor_makes_at_any_rate_and_length(qwen2
     assert item.dropped == pytest.approx(max(0.0, len(wave) - 480000) / 16000)
 
 
+def _build_edit(root, out, cache=True):
+    """`ftdata build` of the clip's chats in `root` into `out`: (was it cached, its rows, its rejects)."""
+    flags = ["--cache-dir", str(root / "cache")] if cache else ["--no-cache"]
+    args = ["build", str(root / "a.jsonl"), "--processor", str(root / "qwen2-audio"), "-o", str(out), "--output-format", "jsonl"]
+    result = CliRunner().invoke(app, [*args, *flags])
+    assert result.exit_code == 0, result.output
+    rows = "".join(p.read_text() for p in sorted(out.glob("*.jsonl")) if p.name != "rejects.jsonl")
+    return result.stdout.startswith("cached:"), rows, (out / "rejects.jsonl").read_text()
+
+
+@pytest.fixture(scope="module")
+def edit_root(qwen2_audio, tmp_path_factory):
+    """A clip, its chats, the processor folder, and a cache the unedited clip's build filled (in cache-base: each
+    example starts from a copy of it, as if that build had just run)."""
+    root = tmp_path_factory.mktemp("edit")
+    qwen2_audio.save_pretrained(str(root / "qwen2-audio"))
+    write_clip(root / "a.wav", tone(24000, 16000, 1), 16000)
+    write_jsonl(root / "a.jsonl", [ask({"type": "audio", "path": "a.wav"}), ask({"type": "text", "text": "x"}, "Hi", "Hello.")])
+    _build_edit(root, root / "o1")
+    shutil.move(root / "cache", root / "cache-base")
+    return root, (root / "a.wav").read_bytes(), (root / "a.wav").stat()
+
+
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(pick=st.integers(0, 10**6), value=st.integers(0, 255))
-def test_a_one_byte_edit_of_a_clip_is_seen_by_the_cache(qwen2_audio, tmp_path_factory, pick, value):
+def test_a_one_byte_edit_of_a_clip_is_seen_by_the_cache(edit_root, tmp_path_factory, pick, value):
     """Any byte of a clip edited in place, its size and mtime kept: a build from the cache equals a fresh build."""
     import os
 
-    root = tmp_path_factory.mktemp("edit")
-    folder = root / "qwen2-audio"
-    qwen2_audio.save_pretrained(str(folder))
-    clip = write_clip(root / "a.wav", tone(24000, 16000, 1), 16000)
-    data = write_jsonl(root / "a.jsonl", [ask({"type": "audio", "path": "a.wav"}), ask({"type": "text", "text": "x"}, "Hi", "Hello.")])
-
-    def run(out, cache=True):
-        flags = ["--cache-dir", str(root / "cache")] if cache else ["--no-cache"]
-        result = CliRunner().invoke(app, ["build", str(data), "--processor", str(folder), "-o", str(root / out), "--output-format", "jsonl", *flags])
-        assert result.exit_code == 0, result.output
-        rows = "".join(p.read_text() for p in sorted((root / out).glob("*.jsonl")) if p.name != "rejects.jsonl")
-        return result.stdout.startswith("cached:"), rows, (root / out / "rejects.jsonl").read_text()
-
-    run("o1")
-    raw = clip.read_bytes()
-    before = clip.stat()
+    root, raw, before = edit_root
+    clip = root / "a.wav"
+    with clip.open("r+b") as fh:  # the clip as the cache saw it (an earlier example edited it), same inode
+        fh.write(raw)
+    shutil.rmtree(root / "cache", ignore_errors=True)
+    shutil.copytree(root / "cache-base", root / "cache")
     offset = pick % len(raw)
     with clip.open("r+b") as fh:
         fh.seek(offset)
         fh.write(bytes([value if value != raw[offset] else (value + 1) % 256]))
     os.utime(clip, ns=(before.st_atime_ns, before.st_mtime_ns))
-    cached, fresh = run("o2"), run("o3", cache=False)
+    outs = tmp_path_factory.mktemp("edit-out")
+    cached, fresh = _build_edit(root, outs / "o2"), _build_edit(root, outs / "o3", cache=False)
     assert not cached[0] and cached[1:] == fresh[1:]
 
 
