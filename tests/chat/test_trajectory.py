@@ -389,7 +389,7 @@ def test_every_trl_and_served_template_builds_the_history_probes_as_the_oracle_s
     from support import ROOT, matrix_module
 
     matrix = matrix_module()
-    history = matrix.history_matrix()
+    history = matrix.history_matrix(tokenizer)  # support's cached tokenizers: the script's loader reloads per case
     wrong = {(variant, probe) for variant, vs in history.items() for probe, v in vs.items() if not v.agrees}
     assert wrong == set(matrix.HISTORY_KNOWN), {
         key: history[key[0]][key[1]].problems for key in wrong ^ set(matrix.HISTORY_KNOWN) if key[0] in history}
