@@ -66,12 +66,12 @@ def test_a_build_folder_trains_with_the_chat_template_it_was_built_with(tmp_path
 def test_train_runs_on_the_rows_of_split_records(app: typer.Typer, tmp_path: Path, tiny_model_dir: Path) -> None:
     """The bundled agent trajectories (ATIF) on TRL's qwen3 template: one record splits into two rows (its first
     query's loop has reasoning qwen3 drops from history); `ftdata train` builds and trains on those rows. Formats
-    count records (3 ATIF trajectories), sequences count rows (4)."""
+    count records (3 ATIF trajectories), sequences count rows (4). One step of the default 4 rows trains them all."""
     from support import ROOT
 
     result = CliRunner().invoke(app, [
         "train", str(ROOT / "examples" / "atif"), "--model", str(tiny_model_dir), "--quantization", "none",
-        "--max-length", "512", "--max-steps", "2", "--save-strategy", "no", "--chat-template", "qwen3",
+        "--max-length", "512", "--max-steps", "1", "--save-strategy", "no", "--chat-template", "qwen3",
         "-o", str(tmp_path / "runs"), "--run-name", "agents",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
