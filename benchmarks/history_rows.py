@@ -86,10 +86,15 @@ def thoughts_as_reasoning(records: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def build(data: Path, flags: list[str], workdir: Path) -> tuple[float, dict, Path]:
+    """The build's wall seconds, its counts and its folder; raises SystemExit with ftdata's own error line when the
+    build fails (exit 1: every record rejected, e.g. `--limit 1` on a template that rejects that record)."""
     out = Path(tempfile.mkdtemp(dir=workdir)) / "out"
     start = time.perf_counter()
-    subprocess.run([*FTDATA, "build", str(data), "-o", str(out), "--no-cache", *flags], check=True, capture_output=True)
+    command = [*FTDATA, "build", str(data), "-o", str(out), "--no-cache", *flags]
+    done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     counts = json.loads((out / "build.json").read_text(encoding="utf-8"))["counts"]
     return seconds, counts, out
 
@@ -178,9 +183,14 @@ def main() -> None:
                 }
                 for mode, (path, flags) in modes.items():
                     times, counts, out = [], {}, Path()
-                    for _ in range(args.rounds):
-                        seconds, counts, out = build(path, flags, work)
-                        times.append(seconds)
+                    try:
+                        for _ in range(args.rounds):
+                            seconds, counts, out = build(path, flags, work)
+                            times.append(seconds)
+                    except SystemExit as failed:  # the table goes on: this row says why it has no figures
+                        name = f"{case:<12} {template or 'own':<8} {mode:<10} {len(records):>7}"
+                        print(f"{name} not built: {failed}", flush=True)
+                        continue
                     stepped = step(out) if case in args.step.split(",") else None
                     trained = f" step {stepped['seconds']:.1f} s loss {stepped['loss']:.6f} peak {stepped['peak_mib']:.0f} MiB" if stepped else ""
                     print(
