@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import ftdata
 from ftdata.errors import ConfigError
 
 pytest.importorskip("torch")
@@ -96,8 +97,7 @@ def _launch_all(root: Path):
              ("What do bees make?", "Bees make honey."), ("Which animal barks?", "A dog barks.")]  # fmt: skip
     data.write_text(json.dumps([{"instruction": q, "input": "", "output": a} for q, a in pairs * 6]), encoding="utf-8")
     built = root / "built"
-    subprocess.run([_script("ftdata"), "build", str(data), "-o", str(built), "--max-length", "64"], check=True,
-                   capture_output=True, timeout=TIMEOUT)  # fmt: skip
+    ftdata.build(str(data), built, max_length=64)  # `ftdata build` in this process: one process start fewer
     common = ["train", str(built), *TRAIN_FLAGS, "--output-dir", str(root / "runs")]
     torchrun = [_script("torchrun"), "--nproc_per_node", "2"]
     procs = {
