@@ -2,7 +2,7 @@
 the seeded shuffle, and resume from the right place in the stream.
 
 The sharded builds have engine=ray's layout (`OUT/data/part-NNNNN.parquet` + build.json): one
-real parquet build (`ftdata.build(..., output_format="parquet")`) of ~13k rows of 256 tokens (~30 MB of tokens),
+real `ftdata build --output-format parquet` of ~13k rows of 256 tokens (~30 MB of tokens),
 its train file as the one shard of the 1x build and as each of the ten shards of the 10x one.
 """
 
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-import ftdata
 from ftdata.build import export
 
 from ftdata.errors import ConfigError
@@ -44,12 +43,12 @@ def _records(n: int, *, words: int, seed: int = 0) -> list[dict[str, str]]:
     return [{"instruction": text(words), "input": "", "output": text(2 * words)} for _ in range(n)]
 
 
-def _build(folder: Path, records: list[dict[str, str]], **options: object) -> Path:
-    """`ftdata build --output-format parquet`, in this process (a process of its own adds seconds of imports)."""
+def _build(folder: Path, records: list[dict[str, str]], *extra: str) -> Path:
     source = folder / "records.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     out = folder / "built"
-    ftdata.build(str(source), out, output_format="parquet", **options)
+    subprocess.run([_ftdata(), "build", str(source), "-o", str(out), "--output-format", "parquet", *extra],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
     return out
 
 
@@ -70,7 +69,7 @@ def _sharded(built: Path, target: Path, *, shards: int) -> Path:
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     root = tmp_path_factory.mktemp("sharded")
-    built = _build(root, _records(13_000, words=60), max_length=256, template="alpaca")
+    built = _build(root, _records(13_000, words=60), "--max-length", "256", "--template", "alpaca")
     return {n: _sharded(built, root / f"x{n}", shards=n) for n in (1, 10)}
 
 
@@ -94,7 +93,7 @@ def test_streaming_memory_stays_flat_across_10x_the_rows(sharded, tiny_model_dir
 
 @pytest.fixture(scope="module")
 def small_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("small"), _records(40, words=8, seed=1), max_length=96, test_size=4)
+    return _build(tmp_path_factory.mktemp("small"), _records(40, words=8, seed=1), "--max-length", "96", "--test-size", "4")
 
 
 def _cfg(model: Path, data: Path, out: Path, name: str, **extra) -> TrainConfig:
