@@ -170,6 +170,9 @@ class Example:
     notes: tuple[Note, ...] = field(default=())
     tools: tuple[dict[str, Any], ...] = ()  # tool (function) schemas passed to the chat template as `tools`
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # this record's chat_template_kwargs
+    # files beside the record whose presence what a build says of it depends on (the trajectories an ATIF
+    # trajectory points to): a cached build is served only while each is as it was (`guard.inputs.Manifest`)
+    files: tuple[str, ...] = ()
 
     def chat_messages(self) -> list[dict[str, Any]]:
         """Messages as chat-template dicts, with `context` joined to the first user turn.

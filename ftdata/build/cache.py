@@ -3,7 +3,7 @@
     cache_dir/<key>/dataset/        the dataset (`datasets.save_to_disk`)
                    report.json      its BuildReport
                    rejects.jsonl    the full rejects file
-                   media.json       the media files its records named (a build with a processor): checked on a hit
+                   media.json       the files its records named or looked for (media, trajectories): checked
                    complete.json    written last: the rejects file's line count
     cache_dir/.digests.sqlite       the digests of input files by path and stat (`ftdata.guard.inputs.Digests`)
 

@@ -75,7 +75,7 @@ def write_rows(
     media: dict[str, Stat | None] | None = None,
 ) -> None:
     """Every kept sequence of `source` into `rows`, every reject into `sink`, the counts into `report`,
-    and into `media` (when given) every media file the records named.
+    and into `media` (when given) every file the records named or looked for (media, referenced trajectories).
 
     The rejects file is published only when every batch succeeded; `rows` is closed either way.
     """
@@ -254,7 +254,7 @@ def _build_in_memory(
         scratch.append(safeio.scratch_dir())
         rows = stage.task.open_rows(scratch[-1] / "rows.arrow", data)
         rejects_file = _rejects_file(out, scratch)
-        media: dict[str, Stat | None] | None = {} if key is not None and stage.media is not None else None
+        media: dict[str, Stat | None] | None = {} if key is not None else None  # media, files records point to
         sink = RejectsWriter(report, rejects_file)
         write_rows(source, stage, opts.run, report=report, rows=rows, sink=sink, progress=progress, media=media)
         report.rejects_path = out.rejects_path
@@ -296,7 +296,7 @@ def _recipe_in_memory(
         if key is not None and (hit := _hit(key, out, files)) is not None:
             return hit
         rejects_file = _rejects_file(out, scratch)
-        media: dict[str, Stat | None] | None = {} if key is not None and any(s.media for s in stages) else None
+        media: dict[str, Stat | None] | None = {} if key is not None else None
         built = opts.updated(rejects_path=str(rejects_file)) if rejects_file is not None else opts
         dataset, report = build_recipe(
             recipe, tokenizer=tok, options=built, progress=progress, stages=stages, media=media

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
+from ftdata.cli.content_spans import content_mask, record_pieces, schema_region
 from ftdata.cli.preview import (
     UNICODE,
     Printer,
@@ -23,9 +24,6 @@ from ftdata.cli.preview import (
     Segment,
     TokenView,
     _truncation,
-    content_mask,
-    record_pieces,
-    schema_region,
     segments_of,
     show_window,
 )

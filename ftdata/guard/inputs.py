@@ -353,7 +353,8 @@ def add_read(read: dict[str, Stat | None], batch: Mapping[str, Stat | None]) -> 
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """The media files a build read: path -> (its stat when read, None if there was no file; its sha256).
+    """The files a build's records named or looked for (media, the trajectories an ATIF trajectory points to): path ->
+    (its stat when read, None if there was no file; its sha256).
 
     `taken_ns`: when the build began (entries changed after `taken_ns - RACY_NS` are re-hashed on every check).
     A missing file is an entry too: a record rejected for it would be kept once the file is there.

@@ -292,14 +292,24 @@ def locate(ref: Reference, source: str) -> Path | None:
     """The file `ref` names, next to the trajectory file `source`, or None. Harnesses write one run's files
     as `trajectory.json`, `trajectory.cont-1.json`, ...; a copy that prefixed them all
     (`run-7.trajectory.json`) keeps the prefix on the files it points to, so both names are tried."""
+    return next((c for c in _candidates(ref, source) if c.is_file()), None)
+
+
+def _candidates(ref: Reference, source: str) -> list[Path]:
+    """The paths `locate` tries for `ref`, in order."""
     if ref.path is None or "://" in ref.path:
-        return None
+        return []
     folder, name, target = Path(source).parent, Path(source).name, Path(ref.path)
     candidates = [folder / target]
     stem = target.name.split(".", 1)[0] + "."
     if not target.is_absolute() and len(target.parts) == 1 and (at := name.find(stem)) > 0:
         candidates.append(folder / (name[:at] + target.name))
-    return next((c for c in candidates if c.is_file()), None)
+    return candidates
+
+
+def probed(read: Trajectory, source: str) -> tuple[str, ...]:
+    """Every path `notes` looks for a referenced trajectory at: what its notes depend on besides the record."""
+    return tuple(str(c) for ref in read.references for c in _candidates(ref, source))
 
 
 def notes(read: Trajectory, source: str, prefix: str = "") -> list[Note]:

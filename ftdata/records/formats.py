@@ -697,7 +697,8 @@ def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: 
         replace(m, token_ids=tuple(items[i]["token_ids"])) if "token_ids" in items[i] else m for i, m in enumerate(msgs)
     )
     notes += atif.notes(read, location.source, prefix)
-    own = Example(msgs, location, format="atif", notes=tuple(dict.fromkeys(notes)), tools=schemas)
+    files = atif.probed(read, location.source)
+    own = Example(msgs, location, format="atif", notes=tuple(dict.fromkeys(notes)), tools=schemas, files=files)
     subs = [
         e
         for i, sub in enumerate(read.subagents)

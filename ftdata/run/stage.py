@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from ftdata.guard import limits
-from ftdata.guard.inputs import Digests, Input, Stat
+from ftdata.guard.inputs import Digests, Input, Stat, stat_of
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.tokens.masking import Masker, Tokenized
 from ftdata.options import DataOptions
@@ -212,6 +212,7 @@ class Stage:
             self.renderer, self.masker, max_length=options.max_length, prompt_cut=options.prompt_cut
         )
         self.state = self.task.compiled(self)  # what the task reads and renders records with (its column maps)
+        self._probed: dict[str, Stat | None] = {}  # `Example.files` of the records read, as stat'ed, until drained
 
     def state_as(self, kind: type[ST]) -> ST:
         """What the stage's task compiled (`TaskModule.compiled`), as the task's own type.
@@ -241,6 +242,9 @@ class Stage:
         """What the task reads from `row` (raises RecordError), a system turn after the first joined to a user turn
         where the template does not write it there (`ftdata.chat.late_system`)."""
         examples = self.task.examples(self, location, row)
+        for example in examples:
+            if isinstance(example, Example) and example.files:
+                self._probed.update((path, stat_of(path)) for path in example.files)
         if not any(isinstance(e, Example) and has_late_system(e) for e in examples) or self.renderer.writes_late_system:
             return examples
         return tuple(join_late_systems(e) if isinstance(e, Example) and has_late_system(e) else e for e in examples)
@@ -374,8 +378,9 @@ class Stage:
         ran.rejects = [reject for _, reject in lines]
         report.count_rejects(ran.rejects, [ran.outcomes[at][0] for at, _ in lines], failed)
         _count_splits(ran)
-        if self.media is not None:  # the media files this batch's records named (and those of batches beside it)
-            ran.read = self.media.drain()
+        # the files this batch's records named or looked for (and those of batches beside it): media, referenced files
+        probed, self._probed = self._probed, {}
+        ran.read = {**probed, **(self.media.drain() if self.media is not None else {})}
         return ran
 
 

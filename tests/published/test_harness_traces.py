@@ -210,3 +210,35 @@ def test_recorded_ids_that_lack_only_the_stop_token_are_not_drift() -> None:
     (note,) = ran.outcomes[0][1].tokenized.notes
     assert note.text == (f"messages[1]: its {len(ids)} recorded completion tokens and the {len(ids)} tokens trained differ, "
                          f"they share the first 1 and the last {len(ids) - 2} (retokenization drift)")  # fmt: skip
+
+
+def test_a_cached_build_of_one_trajectory_is_not_served_once_the_file_it_points_to_appears(tmp_path) -> None:
+    """A trajectory read alone says whether the continuation it points to lies beside it; that note depends on a
+    file the build did not read, so the cache keeps the path (as it keeps a missing image) and rebuilds once the
+    file is there: the report never says 'not in its folder' of a file that is."""
+    import shutil
+
+    import ftdata
+
+    name = "terminus_2-hello-world-context-summarization-linear-history.trajectory"
+    data, cache = tmp_path / "run" / f"{name}.json", tmp_path / "cache"
+    data.parent.mkdir()
+    shutil.copy(ATIF / f"{name}.json", data)
+
+    def built(out: str) -> Any:
+        options = {"tokenizer": str(TOKENIZERS / "qwen2.5-instruct"), "cache_dir": str(cache), "max_length": 8192}
+        return ftdata.build(str(data), tmp_path / out, **options)
+
+    first, again = built("o1"), built("o2")
+    assert first.cached_from is None and again.cached_from is not None
+    missing = again.report.note_texts[NoteCode.TRAJECTORY_MISSING]
+    assert any("continuation trajectory.cont-1.json" in text for text in missing)
+    assert NoteCode.TRAJECTORY_FOUND not in again.report.note_texts
+    shutil.copy(ATIF / f"{name}.cont-1.json", data.parent)
+    later = built("o3")
+    assert later.cached_from is None
+    assert later.report.note_texts[NoteCode.TRAJECTORY_FOUND] == [
+        "points to 1 trajectory (continuation trajectory.cont-1.json) in its folder: each builds as a record of its "
+        "own where the folder is read"
+    ]
+    assert built("o4").cached_from is not None  # and cached again, now with the file
