@@ -64,6 +64,9 @@ class Skeleton:
         return "".join(out)
 
 
+_UNKNOWN = object()  # a key not in `Skeletons` (None is a skeleton found impossible)
+
+
 class Skeletons:
     """The skeletons found (or found impossible: None), by template, kwargs, tools, role sequence and generation
     flag; at most `size`, the oldest forgotten first."""
@@ -73,11 +76,18 @@ class Skeletons:
         self._found: dict[Hashable, Skeleton | None] = {}
 
     def get(self, key: Hashable, make: Callable[[], Skeleton | None]) -> Skeleton | None:
-        if key in self._found:
-            return self._found[key]
+        """The skeleton of `key`, made on first use. Threads share it without a lock: each step is one dict
+        operation (two threads may both make a skeleton: the same one), and an eviction another thread's insert
+        interrupts is left to that thread."""
+        found = self._found.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]  # a Skeleton or None, never the marker
         found = self._found[key] = make()
         while len(self._found) > self.size:
-            self._found.pop(next(iter(self._found)), None)
+            try:
+                self._found.pop(next(iter(self._found)), None)
+            except (RuntimeError, StopIteration):  # changed by another thread meanwhile
+                break
         return found
 
 
