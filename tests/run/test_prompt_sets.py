@@ -49,6 +49,25 @@ def test_gsm8k_prompt_ids_are_what_inference_tokenizes(tokenizer: str | None) ->
     assert result.dataset.features["answer"].dtype == "string"
 
 
+def test_engine_processes_builds_the_prompt_set_of_engine_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers splice from skeletons of their own (`ftdata.chat.splice`): the rows and counts are local's, and
+    every prompt is what inference tokenizes."""
+    from ftdata.run import executors
+
+    def built(**options: object) -> tuple[list[dict], dict]:
+        result = ftdata.prepare(str(GSM8K), task="prompts", max_length=1024, batch_size=4, **options)
+        report = result.report.to_dict()
+        for volatile in ("seconds", "rejects_path", "cached", "fingerprint"):
+            report.pop(volatile)
+        return _rows(result), report
+
+    local = built()
+    monkeypatch.setattr(executors, "IN_PROCESS_BELOW", 0)  # a pool even for 20 records
+    assert built(engine="processes", num_workers=2) == local
+    tok = load_tokenizer(None)
+    assert len(local[0]) == 20 and all(row["prompt_ids"] == _inference_ids(tok, row) for row in local[0])
+
+
 def test_math_is_detected_as_a_prompt_set_and_its_columns_typed() -> None:
     assert data_task(str(MATH), DataOptions()) is ftdata.types.Task.PROMPTS
     result = ftdata.prepare(str(MATH), chat_template="qwen3", max_length=2048)
