@@ -106,8 +106,9 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
         trainer_class, collator = media.trainer(trainer_class)
 
     if is_tree(splits.train):  # tree rows (history=tree): the tree mask and each token scored from its parent
-        if media is not None or loaded.new_tokens:  # loss weights: the tree's loss weighs each label (tree_loss)
-            raise ConfigError("tree rows train without media or added chat tokens yet; build with --history inference")
+        # loss weights: the tree's loss weighs each label; added chat tokens: it scores the model's own logits
+        if media is not None:
+            raise ConfigError("tree rows train without media yet; build with --history inference")
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
         return Parts(tree_trainer_class(), {"data_collator": TreeCollator(pad)})
     per_document = regrouped(loaded, splits)

@@ -175,6 +175,54 @@ def test_weighted_tree_loss_equals_the_weighted_split_rows_loss(qwen3_tok, tiny_
     assert unweighted != pytest.approx(loss, rel=1e-3)  # the weights count
 
 
+def test_tree_rows_with_added_chat_tokens_train_with_the_split_rows_loss(tmp_path: Path) -> None:
+    """TRL's qwen3 template on the Llama-3 tokenizer, its markers added as tokens (`add_chat_tokens`: their
+    embedding and output rows train through peft): the tree build's first loss through `build_trainer` is the split
+    build's, each from the model's own logits."""
+    import copy
+
+    import trl
+    from support import tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ftdata.train.config import TrainConfig
+    from ftdata.train.data import Splits
+    from ftdata.train.model import load_for_training
+    from ftdata.train.trainer import build_trainer
+
+    tok = copy.deepcopy(tokenizer("llama-3-8b-instruct"))
+    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text(encoding="utf-8")
+    folder = tmp_path / "tiny"
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
+    losses = {}
+    for history in ("inference", "tree"):
+        cfg = TrainConfig(
+            model=str(folder), quantization="none", lora_r=4, per_device_train_batch_size=8,
+            data_options={"add_chat_tokens": True, "history": history},
+        )  # fmt: skip
+        loaded = load_for_training(cfg)
+        assert len(loaded.new_tokens) == 4  # <|im_start|>, <|im_end|>, <think>, </think>
+        built = ftdata.build(str(data), tokenizer=tok, history=history, add_chat_tokens=True, cache=False).dataset
+        splits = fitted(Splits(built.remove_columns("record"), None, False), loaded.model)
+        trainer = build_trainer(cfg, loaded=loaded, splits=splits, run_dir=tmp_path / history)
+        batch = next(iter(trainer.get_train_dataloader()))
+        assert batch["input_ids"].shape[0] == len(built) and int(batch["input_ids"].max()) >= len(tok)
+        loss = trainer.compute_loss(loaded.model, batch)
+        loss.backward()
+        losses[history] = loss.item()
+        rows = [p.grad for n, p in loaded.model.named_parameters() if "trainable_tokens" in n and p.grad is not None]
+        assert rows and any(bool(g.abs().sum() > 0) for g in rows), history  # the added tokens' own rows learn
+    assert losses["tree"] == pytest.approx(losses["inference"], rel=1e-5)
+
+
 def test_a_hybrid_model_trains_the_split_rows_with_a_note(builds) -> None:
     from transformers import JambaConfig, LlamaConfig, MistralConfig, NemotronHConfig, Qwen3Config, Qwen3NextConfig
 
