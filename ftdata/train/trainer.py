@@ -110,7 +110,11 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
         if media is not None:
             raise ConfigError("tree rows train without media yet; build with --history inference")
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-        return Parts(tree_trainer_class(), {"data_collator": TreeCollator(pad)})
+        trees = TreeCollator(pad)
+        return Parts(
+            tree_trainer_class(),
+            {"data_collator": WeightedCollator(trees, padding_free=False) if weighted else trees},
+        )
     per_document = regrouped(loaded, splits)
 
     def finish(trainer: Trainer) -> None:

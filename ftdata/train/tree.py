@@ -186,8 +186,8 @@ def register_tree_attention() -> None:
 
 class TreeCollator:
     """Batches tree rows: right-padded ids, labels and position_ids, each row's chains (`segments`; the pads one
-    more chain of their own) and each token's parent; rows with loss weights (`weighting.WEIGHTS`) their weights,
-    right-padded with 0 (1 for a row without), a weight-0 token's label masked as `WeightedCollator` masks it."""
+    more chain of their own) and each token's parent. Rows with loss weights: wrapped in `WeightedCollator`
+    (`padding_free=False`: the rows are right-padded), which lays their weights out beside the tokens."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -204,19 +204,13 @@ class TreeCollator:
             positions = list(e["position_ids"])
             up[b, : len(positions)] = torch.tensor(parents(positions), dtype=torch.long)
             chains.append(segments(positions) + ([(len(positions), length, None)] if len(positions) < length else []))
-        batch: dict[str, Any] = {
+        return {
             "input_ids": padded("input_ids", self.pad_id),
             "labels": padded("labels", IGNORE_INDEX),
             "position_ids": padded("position_ids", 0),
             PARENTS: up,
             SEGMENTS: chains,
         }
-        if any(e.get(WEIGHTS) is not None for e in examples):
-            rows = [e.get(WEIGHTS) or [1.0] * len(e["input_ids"]) for e in examples]
-            weights = torch.tensor([list(w) + [0.0] * (length - len(w)) for w in rows], dtype=torch.float32)
-            batch["labels"] = batch["labels"].masked_fill(weights == 0, IGNORE_INDEX)
-            batch[WEIGHTS] = weights
-        return batch
 
 
 def scored(labels: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:

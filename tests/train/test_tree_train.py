@@ -167,7 +167,7 @@ def test_weighted_tree_loss_equals_the_weighted_split_rows_loss(qwen3_tok, tiny_
             total += weighted_loss(logits, batch["labels"], batch["loss_weights"]).item() * n
             count += n
         use_tree_attention(model)
-        batch = TreeCollator(pad_id=0)([dict(r) for r in tree])
+        batch = WeightedCollator(TreeCollator(pad_id=0), padding_free=False)([dict(r) for r in tree])  # as train lays them out
         assert sorted({round(w, 2) for w in batch["loss_weights"][batch["labels"] != IGNORE_INDEX].tolist()}) == [0.5, 1.0, 2.0]
         loss = tree_forward(model, batch)[0].item()
     assert loss == pytest.approx(total / count, rel=1e-5)
