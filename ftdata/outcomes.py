@@ -71,6 +71,7 @@ class RejectCode(StrEnum):
     MEDIA_TOO_MANY = "media_too_many"  # more images than max_images
     MEDIA_IN_RESPONSE = "media_in_response"  # an image in a trained turn: the model cannot write image tokens
     MEDIA_NO_PROCESSOR = "media_no_processor"  # a record with images in a build without a processor
+    MEDIA_UNSUPPORTED = "media_unsupported"  # a record with video: no processor family here reads it
     MEDIA_TOO_LONG = "media_too_long"  # the response and its images cannot fit max_length (images are never cut)
     MEDIA_UNVERIFIABLE = "media_unverifiable"  # an expanded image's tokens differ from the processor's count
     MEDIA_TOO_SHORT = "media_too_short"  # an audio clip too short for the feature extractor to make a token
@@ -109,6 +110,8 @@ class NoteCode(StrEnum):
     TRAJECTORY_MISSING = "trajectory_missing"  # a trajectory this one points to is not in its folder (ATIF)
     SYSTEM_MOVED = "system_moved"  # a later system turn the template cannot write there, joined to a user turn
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
+    UNUSED_COLUMN = "unused_column"  # a label, score or tag column the task does not read (the note names who does)
+    PLACEHOLDER = "placeholder"  # a response holds template placeholders ({{name}}) trained as written
     PUBLISHED_SHAPE = (
         "published_shape"  # a published set's own markup became messages/tools (Hermes' <tools> system text)
     )

@@ -48,6 +48,7 @@ from ftdata.chat.prompt_templates import (
 from ftdata.chat.late_system import writes_late_system
 from ftdata.chat.turns import SYSTEM_DROPPED, ChatSpans
 from ftdata.outcomes import Note, NoteCode, RejectCode
+from ftdata.records.formats import TEXT_RECORD
 from ftdata.types import Example, HistoryMode, MaskPolicy, Message, Rendered, SystemMode
 
 __all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Renderer", "apply_system", "trained_turns"]
@@ -461,7 +462,10 @@ class Renderer:
                 field=field,
                 code=RejectCode.NOT_RENDERED,
             )
-        if self.prompt is not None:
+        if example.format == TEXT_RECORD:  # a plain document: no template; it and the end-of-text token trained
+            text = example.messages[0].content + self.eos
+            out = Rendered(text, ((0, len(text)),), "text")
+        elif self.prompt is not None:
             out = render_prompt_template(example, self.prompt, eos=self.eos, trained=trained)
         else:
             assert self.spans is not None

@@ -20,6 +20,9 @@ Shapes (names accepted by `format=`):
   agent's ``tool_definitions`` into the record's tools; copied-context steps and deterministic
   dispatches (``llm_call_count: 0``) are not trained.
 
+- ``text``: a plain ``text`` document and nothing to answer (TRL's language-modelling rows, LLaMA-Factory's
+  pre-training stage): every token is trained, the tokenizer's end-of-text token closes it (`TEXT_RECORD`).
+
 - ``nemotron``, ``hermes``, ``openthoughts``, ``glaive``: published SFT sets as their authors wrote them
   (`ftdata.records.published`), detected before the shapes above.
 
@@ -31,19 +34,21 @@ A column map renames source fields to canonical ones: ``{"output": "std_answer"}
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ftdata.records import atif, published, tools
+from ftdata.records import atif, parts, published, tools
 from ftdata.records.media import content_parts, has_media
+from ftdata.records.unread import unread
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message, TrainSpan
 
-FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif", *published.SHAPES)
+FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif", "text", *published.SHAPES)
 # What other tools call the same shapes (LLaMA-Factory and axolotl's `alpaca`, OpenAI's chat format).
 FORMAT_ALIASES = {"alpaca": "instruction", "openai": "messages"}
 
@@ -73,6 +78,7 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "messages": ("messages", "conversations", "conversation"),
     "tools": ("tools",),
     "chat_template_kwargs": ("chat_template_kwargs",),
+    "text": ("text",),
 }
 
 ROLE_ALIASES: dict[str, str] = {
@@ -240,6 +246,10 @@ def detect(row: Any, columns: Columns) -> str:
         if isinstance(value, list) and value and isinstance(value[0], dict) and "from" in value[0]:
             return "sharegpt"
         return "messages"
+    if columns.column(row, "text") is not None and not any(
+        columns.column(row, name) for name in ("instruction", "output")
+    ):
+        return "text"
     return "instruction"
 
 
@@ -281,7 +291,7 @@ def _pair_messages(row: Mapping[str, Any], columns: Columns) -> tuple[str, list[
     otherwise."""
     prompt_col, completion_col = columns.column(row, "instruction"), columns.column(row, "output")
     prompt = [
-        m if m.get("role") != "assistant" or "train" in m else {**m, "train": False}
+        m if m.get("role") != "assistant" or any(k in m for k in TRAIN_FLAGS) else {**m, "train": False}
         for m in columns.value(row, "instruction")
     ]
     completion = columns.value(row, "output")
@@ -305,17 +315,72 @@ def _role(raw: Any, *, location: Location, field: str, roles: Mapping[str, str])
     return role
 
 
+# A message's supervision flag under the names its publishers use: ftdata's `train`, verl's `trainable`, the
+# `loss_mask` 0/1 of verl and Step-3.5-Flash-SFT; weights (LLaMA-Factory `loss_weight`, ShareGPT `weight`) after them.
+TRAIN_FLAGS = ("train", "trainable", "loss_mask")
+WEIGHTS = ("loss_weight", "weight")
+
+
+def _flag(value: Any, *, location: Location, field: str) -> bool:
+    """A train flag: true/false, or 0/1.
+
+    Raises:
+        RecordError: anything else, naming the field.
+    """
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    raise RecordError(
+        f"is {value!r:.40}; a train flag is true/false or 0/1 (a fractional weight goes in loss_weight)",
+        location=location,
+        field=field,
+    )
+
+
 def _train_flag(msg: Mapping[str, Any], *, location: Location, field: str) -> bool | None:
-    """A message's own train flag: `train` (true/false), or a LLaMA-Factory `loss_weight` /
-    `weight`: 0 is not trained, any other weight is trained (its value is read by `_loss_weight`)."""
-    for key in ("train", "loss_weight", "weight"):
+    """A message's own train flag (`TRAIN_FLAGS`; two that differ are an error), or a LLaMA-Factory
+    `loss_weight` / `weight`: 0 is not trained, any other weight is trained (its value is read by `_loss_weight`)."""
+    flags = {k: _flag(msg[k], location=location, field=f"{field}.{k}") for k in TRAIN_FLAGS if msg.get(k) is not None}
+    if len(set(flags.values())) > 1:
+        raise RecordError(f"{' and '.join(flags)} differ; keep one train flag", location=location, field=field)
+    if flags:
+        return next(iter(flags.values()))
+    for key in WEIGHTS:
         value = msg.get(key)
         if value is None:
             continue
-        if key != "train" and not isinstance(value, bool):
+        if not isinstance(value, bool):
             return _weight(value, location=location, field=f"{field}.{key}") != 0
         return bool(value)
     return None
+
+
+def keep_loss(
+    messages: tuple[Message, ...], value: Any, *, location: Location, field: str = "keep_loss"
+) -> tuple[Message, ...]:
+    """`messages` with a record-level `keep_loss` list (one true/false or 0/1 per message, as torchtitan's SFT
+    data writes it) as their train flags.
+
+    Raises:
+        RecordError: not a list of one flag per message, or a flag that contradicts the message's own.
+    """
+    if value is None:
+        return messages
+    if not isinstance(value, list) or len(value) != len(messages):
+        got = f"{len(value)} items" if isinstance(value, list) else type(value).__name__
+        raise RecordError(
+            f"must be a list of one true/false (or 0/1) per message: {len(messages)} messages, got {got}",
+            location=location,
+            field=field,
+        )
+    out = []
+    for i, (message, flag) in enumerate(zip(messages, value)):
+        train = _flag(flag, location=location, field=f"{field}[{i}]")
+        if message.train is not None and message.train != train:
+            raise RecordError(
+                f"is {flag!r} but messages[{i}] says train={message.train}; keep one", location=location, field=field
+            )
+        out.append(replace(message, train=train))
+    return tuple(out)
 
 
 def _weight(value: Any, *, location: Location, field: str) -> float:
@@ -337,9 +402,9 @@ def _weight(value: Any, *, location: Location, field: str) -> float:
 def _loss_weight(msg: Mapping[str, Any], *, location: Location, field: str) -> float | None:
     """The message's fractional loss weight (LLaMA-Factory v1 `loss_weight`, ShareGPT `weight`);
     None for no weight, 0 and 1 (those are the train flag of `_train_flag`)."""
-    if msg.get("train") is not None:
-        return None  # `train` wins, as in `_train_flag`
-    for key in ("loss_weight", "weight"):
+    if any(msg.get(k) is not None for k in TRAIN_FLAGS):
+        return None  # a train flag wins, as in `_train_flag`
+    for key in WEIGHTS:
         value = msg.get(key)
         if value is None or isinstance(value, bool):
             continue
@@ -389,8 +454,9 @@ def _messages(
         raise RecordError("must be a non-empty list of messages", location=location, field=field)
     out: list[Message] = []
     notes: list[Note] = []
+    items, origins = _exchanges(items, field)
     for i, msg in enumerate(items):
-        where = f"{field}[{i}]"
+        where = origins[i]
         if not isinstance(msg, Mapping):
             raise RecordError(
                 f"must be an object with role and content, got {type(msg).__name__}", location=location, field=where
@@ -418,8 +484,35 @@ def _messages(
     return tools.name_tool_results(out), notes
 
 
+# ms-swift's and Firefly/MOSS's exchanges: `conversation: [{"human": q, "assistant": a}, ...]`, one dict a round.
+EXCHANGE_KEYS = {"human": "user", "user": "user", "assistant": "assistant", "gpt": "assistant"}
+
+
+def _exchange(item: Any) -> bool:
+    return isinstance(item, Mapping) and not {"role", "from"} & set(item) and bool(EXCHANGE_KEYS.keys() & set(item))
+
+
+def _exchanges(items: list[Any], field: str) -> tuple[list[Any], list[str]]:
+    """The messages of `items`, an exchange dict (no role key; `human`/`assistant` keys) read as its user turn
+    then its assistant turn; and where each message came from (`conversation[2].assistant`)."""
+    if not any(map(_exchange, items)):
+        return items, [f"{field}[{i}]" for i in range(len(items))]
+    out: list[Any] = []
+    origins: list[str] = []
+    for i, item in enumerate(items):
+        if _exchange(item):
+            for key, value in item.items():
+                out.append({"role": EXCHANGE_KEYS.get(key, key), "content": value})
+                origins.append(f"{field}[{i}].{key}")
+        else:
+            out.append(item)
+            origins.append(f"{field}[{i}]")
+    return out, origins
+
+
 def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: Location, where: str) -> Message:
     """One OpenAI-style message: content, tool calls, reasoning, and a tool result's name and call id."""
+    msg = parts.lift(msg, content_key, location=location, field=where)  # reasoning / tool_call content parts
     calls = tools.tool_calls(msg.get("tool_calls"), location=location, field=f"{where}.tool_calls")
     if not calls and msg.get("function_call") is not None:  # OpenAI's legacy single `function_call`
         calls = (tools.tool_call(msg["function_call"], location=location, field=f"{where}.function_call"),)
@@ -500,8 +593,10 @@ def validate(
                     code=RejectCode.ASSISTANT_FIRST,
                 )
             if not msg.content.strip() and not msg.tool_calls:
+                replies = [j for j, m in enumerate(messages) if m.role == "assistant"]
                 raise UnusableRecord(
-                    "empty assistant response; remove the record or fill the response",
+                    f"empty assistant response at {where} (assistant turn {replies.index(i) + 1} of {len(replies)}, "
+                    f"message {i + 1} of {len(messages)}); remove the record or fill the response",
                     location=location,
                     field=where,
                     code=RejectCode.EMPTY_RESPONSE,
@@ -522,22 +617,26 @@ def validate(
         )
 
 
+def _nearest(row: Mapping[str, Any]) -> str:
+    """For an unreadable row: its columns whose names are near a field's (`instrution`, `respone`, `conversation_a`),
+    as the column map that reads them ("" for none)."""
+    canon = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
+    near = {
+        str(column): canon[match[0]]
+        for column in row
+        if (match := difflib.get_close_matches(str(column).lower(), canon, n=1, cutoff=0.75))
+    }
+    if not near:
+        return ""
+    return " (nearest: --columns " + ",".join(f"{field}={column}" for column, field in near.items()) + ")"
+
+
 def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
     instr_col, instruction = columns.find(row, "instruction", location=location)
-    if instr_col is None and "text" in row and columns.find(row, "output", location=location)[0] is None:
-        raise RecordError(
-            "plain text is not instruction data: a 'text'-only record (TRL's language-modelling format) has no "
-            "prompt/response split, so nothing says which tokens to train; ftdata builds prompt -> response data. "
-            "Give each record instruction/output (or messages) columns, map yours with --columns "
-            "instruction=COLUMN,output=COLUMN, or train on the raw text with TRL's SFTTrainer "
-            "(dataset_text_field='text')",
-            location=location,
-            field="text",
-        )
     if instr_col is None:
         raise RecordError(
             f"no instruction field (looked for {', '.join(FIELD_ALIASES['instruction'])}); columns are "
-            f"{', '.join(map(str, row))}; map one with --columns instruction=COLUMN",
+            f"{', '.join(map(str, row))}; map one with --columns instruction=COLUMN{_nearest(row)}",
             location=location,
             field="instruction",
         )
@@ -587,6 +686,34 @@ def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -
     return tuple(examples)
 
 
+TEXT_RECORD = "text"
+"""The `format` of a plain-text document: one assistant message holding the whole text, trained whole, with no
+template around it (`ftdata.chat.render` writes it as the text and the end-of-text token)."""
+
+
+def _document(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
+    """A plain `text` record as one document: every character trained.
+
+    Raises:
+        RecordError: no text column, or a text that is not a string.
+        UnusableRecord: an empty text (`empty_response`).
+    """
+    column, value = columns.find(row, "text", location=location)
+    if column is None:
+        raise RecordError(
+            f"format 'text' needs a 'text' column; columns are {', '.join(map(str, row))}; map one with --columns "
+            "text=COLUMN",
+            location=location,
+            field="text",
+        )
+    text = _text(value, location=location, field=column)
+    if not text.strip():
+        raise UnusableRecord(
+            "empty text; remove the record", location=location, field=column, code=RejectCode.EMPTY_RESPONSE
+        )
+    return (Example((Message("assistant", text),), location, format=TEXT_RECORD),)
+
+
 def to_examples(
     row: Any,
     location: Location,
@@ -603,7 +730,8 @@ def to_examples(
     """
     if isinstance(row, RecordError):  # a reader could not read this row faithfully (see readers.py)
         raise row
-    return tuple(map(preformatted, _to_examples(row, location, format=format, columns=columns, roles=roles)))
+    examples = _to_examples(row, location, format=format, columns=columns, roles=roles)
+    return tuple(map(preformatted, unread(examples, row, location, (columns or Columns()).claimed)))
 
 
 def _to_examples(
@@ -633,6 +761,7 @@ def _to_examples(
                 f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages"
             )
         msgs, notes = _messages(items, location=location, field=col, roles=roles)
+        msgs = keep_loss(msgs, row.get("keep_loss"), location=location)
         _, system = columns.find(row, "system", location=location)
         if system:
             text = _text(system, location=location, field="system")
@@ -644,6 +773,10 @@ def _to_examples(
                     location=location,
                     field="system",
                 )
+    elif name == TEXT_RECORD:
+        if not isinstance(row, Mapping):
+            raise RecordError(f"format 'text' needs an object, got {type(row).__name__}", location=location)
+        return _document(row, columns, location)
     elif name == "instruction":
         if not isinstance(row, Mapping):
             raise RecordError(f"expected an object, got {type(row).__name__}", location=location)

@@ -73,7 +73,7 @@ SHAPES = (
     Shape(
         MediaKind.IMAGE,
         ("image", "image_url", "input_image"),
-        ("image", "image_url", "url", "path"),
+        ("image", "image_url", "url", "path", "value"),  # `value`: LLaMA-Factory v1's {"type": "image_url", "value"}
         ("images", "image"),
         "<image>",
     ),
@@ -81,7 +81,7 @@ SHAPES = (
     Shape(
         MediaKind.AUDIO,
         ("audio", "input_audio", "audio_url"),
-        ("audio", "input_audio", "audio_url", "url", "path"),
+        ("audio", "input_audio", "audio_url", "url", "path", "value"),
         ("audios", "audio"),
         "<audio>",
     ),

@@ -53,7 +53,7 @@ PREFERENCE_FIELDS: dict[str, tuple[str, ...]] = {
     **FIELD_ALIASES,
     "chosen": ("chosen", "chosen_messages"),
     "rejected": ("rejected", "rejected_messages"),
-    "label": ("label",),
+    "label": ("label", "kto_tag", "tag"),  # TRL and LLaMA-Factory's demo; LLaMA-Factory's `kto_tag`; its docs' `tag`
     "score_chosen": ("score_chosen",),
     "score_rejected": ("score_rejected",),
     "completions": ("completions",),
@@ -103,24 +103,25 @@ def looks_like_preference(row: Any, columns: Columns | None = None) -> Task | No
 def detect_task(row: Any, location: Location, *, columns: Columns | None = None) -> Task:
     """The task of one row when the build names none (`--task` unset).
 
-    TRL's unpaired rows (`prompt`, `completion`, a JSON bool `label`) are KTO. Other SFT-shaped
-    rows with a true/false label are either KTO data (LLaMA-Factory's `messages` + `label`) or SFT
-    data with a label column: that is asked, never guessed.
+    A JSON true/false under a KTO label's names (`label`, `kto_tag`, `tag`) beside SFT-shaped data is KTO: TRL's
+    unpaired rows, LLaMA-Factory's `messages` + `label` and its alpaca rows + `kto_tag`/`tag` (the build's task
+    line says so; `--task sft` ignores the label). The same label as text ("true") is asked, never guessed: text
+    columns hold class names too.
 
     Raises:
-        RecordError: a true/false label beside SFT-shaped data that is not TRL's unpaired shape.
+        RecordError: a true/false label written as text beside SFT-shaped data.
     """
     task = looks_like_preference(row, columns)
     if task is not Task.KTO:
         return task or Task.SFT
     columns = preference_columns(columns)
     label = _column(row, columns, "label")
-    trl = _column(row, columns, "instruction") == "prompt" and _column(row, columns, "output") == "completion"
-    if trl and isinstance(_unwrap(columns.value(row, "label")), bool):
+    if isinstance(_unwrap(columns.value(row, "label")), bool):
         return Task.KTO
     raise RecordError(
-        "a true/false label beside a conversation: KTO data (LLaMA-Factory's messages + label) or SFT data with a "
-        "label column; choose with --task kto (train on it as desirable/undesirable) or --task sft (ignore the label)",
+        f"a label written as text ({_unwrap(columns.value(row, 'label'))!r}) beside a completion: KTO data or SFT "
+        "data with a label column; choose with --task kto (train on it as desirable/undesirable) or --task sft "
+        "(ignore the label)",
         location=location,
         field=label,
     )

@@ -15,10 +15,12 @@ from ftdata.tokens.packing import PackingStats
 
 
 SAMPLES = 20  # rejects a report keeps as examples (the rejects file has all of them)
-REPORT_FORMAT = 6  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records,
+REPORT_FORMAT = 7  # part of the cache key: 2 = rejects counted by code, 3 = notes counted by code, 4 = split records,
 # 5 = think blocks moved into reasoning, recorded token ids compared, 6 = records counted once, a missing stop token
-# is not drift
+# is not drift, 7 = unused columns and placeholders noted, media with no processor and video rejected, text records
 NOTE_TEXTS = 3  # distinct texts a report keeps per note code (their count is the code's)
+# Notes on data a record holds that its rows do not carry (`ftdata.records.unread`): in the summary line.
+UNREAD = (NoteCode.UNUSED_COLUMN, NoteCode.PLACEHOLDER)
 COUNTERS = ("rejected", "cut", "methods", "notes", "formats", "added_rows", "prompt_opens")
 
 
@@ -289,6 +291,8 @@ class BuildReport:
             stop = f", {self.drift_stop} lack only the stop token" if self.drift_stop else ""
             drift = f"{self.drift_differ} of {self.drift_turns} recorded turns drift ({self.drift_tokens} tokens{kept})"
             parts.append(drift + stop)
+        if unread := {code: self.notes[code] for code in UNREAD if self.notes[code]}:
+            parts.append(f"{sum(unread.values())} noted ({_top(Counter(unread))})")  # data the rows do not carry
         if self.filtered:
             parts.append(f"{self.filtered} filtered out")
         if self.not_drawn:
@@ -306,7 +310,7 @@ def _code(kind: type[_Code], key: str, what: str) -> _Code:
         raise FtdataError(f"this build was written by an older ftdata ({what} {key!r}); build it again") from None
 
 
-def _top(counter: Counter[RejectCode]) -> str:
+def _top(counter: Counter[RejectCode] | Counter[NoteCode]) -> str:
     return ", ".join(f"{n} {code.value}" for code, n in counter.most_common(3))
 
 

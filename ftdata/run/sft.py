@@ -161,12 +161,11 @@ class SftTask:
             examples = to_examples(
                 row, location, format=stage.options.format, columns=state.columns, roles=stage.options.roles
             )
-        if (
-            stage.media is not None
-        ):  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts
-            return attach_columns(examples, row, location) if isinstance(row, Mapping) else examples
-        for example in examples:
-            no_processor(example)
+        if isinstance(row, Mapping):  # the row's media columns (`images`), for <image> tags and bare image parts
+            examples = attach_columns(examples, row, location)
+        if stage.media is None:  # media a text build would drop: the record is refused, naming --processor
+            for example in examples:
+                no_processor(example)
         return examples
 
     def measure(

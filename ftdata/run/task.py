@@ -1,8 +1,8 @@
 """What a build makes when `task` is not given: the data's first record says.
 
     first record  chosen/rejected, UltraFeedback's rated completions   -> preference rows
-                  TRL's prompt + completion + a JSON true/false label  -> kto rows
-                  messages + a true/false label                        -> asked: --task kto or --task sft
+                  a completion or messages + a JSON true/false label   -> kto rows (TRL, LLaMA-Factory)
+                    (`label`, `kto_tag`, `tag`); the label as text     -> asked: --task kto or --task sft
                   a prompt with no completion (TRL's prompt alone,     -> a prompt set (task prompts)
                   MATH's problem, messages ending on a user turn)
                   anything else                                        -> sft rows (task stays None)
@@ -49,7 +49,7 @@ def data_task(source: Any, options: DataOptions) -> Task | None:
     None (SFT data, no record, or a source read only once).
 
     Raises:
-        RecordError: a true/false label beside a conversation (the message asks for --task kto or --task sft).
+        RecordError: a label written as text beside SFT data (the message asks for --task kto or --task sft).
         ReaderError: the source cannot be read.
     """
     first = None if _once(source) else first_record(source, options)
@@ -83,7 +83,11 @@ def task_reason(row: Any, task: Task | None, options: DataOptions, *, given: boo
     if task is Task.PREFERENCE:
         return "the first record is a preference pair (chosen/rejected)"
     if task is Task.KTO:
-        return "the first record is a completion with a true/false label (TRL's unpaired preference rows)"
+        label = preference_columns(options.columns).column(row, "label") if isinstance(row, Mapping) else None
+        return (
+            f"the first record is a completion with a true/false {label or 'label'!r} (unpaired preference rows); "
+            "--task sft ignores the label"
+        )
     if isinstance(row, Mapping) and columns.column(row, "messages") is None:
         question = columns.column(row, "instruction")
         answer = next(

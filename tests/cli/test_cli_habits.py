@@ -62,7 +62,7 @@ def test_help_off_a_terminal_is_plain_with_defaults_and_choices() -> None:
     assert "--mask [all_assistant|last_assistant|train_on_prompt]" in text
     assert "--truncation [keep_response|keep_start|keep_end|split|drop|error]" in text
     assert "[default: 2048]" in text and "[default: keep_response]" in text
-    assert "--format [instruction|messages|sharegpt|chat|atif|nemotron|hermes|openthoughts|glaive|alpaca|openai]" in text
+    assert "--format [instruction|messages|sharegpt|chat|atif|text|nemotron|hermes|openthoughts|glaive|alpaca|openai]" in text
 
 
 # --- output streams ----------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def test_zipped_and_text_only_inputs_say_what_to_do(tmp_path: Path) -> None:
         f"error: {packed}: a zip archive holds files, not one stream of records; unzip it (`unzip d.zip`) "
         "and pass the file or the folder it holds\n"
     )
-    text = jsonl(tmp_path / "t.jsonl", [{"text": "Once upon a time."}])
+    text = jsonl(tmp_path / "t.jsonl", [{"body": "Once upon a time."}])
     result = run("preview", text)
     assert result.exit_code == 4
-    assert f"error: {text}:1: field 'text': plain text is not instruction data" in result.stderr
+    assert f"error: {text}:1: field 'instruction': no instruction field" in result.stderr

@@ -59,6 +59,9 @@ def test_placeholder_count_mismatch_is_a_typed_reject():
 
 def test_unknown_part_is_malformed():
     with pytest.raises(RecordError, match="neither text nor media"):
+        one({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "document", "url": "a.pdf"}]},
+                          {"role": "assistant", "content": "x"}]})  # fmt: skip
+    with pytest.raises(RecordError, match=r"field 'messages\[0\]\.content\[1\]': is a video part"):
         one({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "video", "video": "a.mp4"}]},
                           {"role": "assistant", "content": "x"}]})  # fmt: skip
 

@@ -124,15 +124,16 @@ def test_bad_images_are_rejected_with_reasons(qwen_dir, images, tmp_path):
 
 
 def test_without_a_processor_image_records_are_rejected_text_records_build(images, tmp_path):
-    """A text build: image parts are rejected; an `images` column and `<image>` text are data as before."""
+    """A text build: image parts and an `images` column's items are rejected (never dropped in silence); `<image>` in
+    the text of a row with no images column is text."""
     data = write_jsonl(images / "noproc.jsonl", [
         ask({"type": "image", "image": "logo2.png"}),
         {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}], "images": ["logo2.png"]},
         {"messages": [{"role": "user", "content": "Write <image> in HTML."}, {"role": "assistant", "content": "<img>"}]},
     ])  # fmt: skip
     result = build(data)
-    assert len(result.dataset) == 2 and "media" not in result.dataset.column_names
-    assert result.report.rejected == {"media_no_processor": 1}
+    assert len(result.dataset) == 1 and "media" not in result.dataset.column_names
+    assert result.report.rejected == {"media_no_processor": 2}
 
 
 def test_short_max_length_never_leaves_part_of_an_image(qwen_dir, images, tmp_path):

@@ -199,9 +199,14 @@ def test_trl_string_prompt_completion_is_instruction():
     assert ex.messages == (Message("user", "Q"), Message("assistant", "A"))
 
 
-def test_text_only_record_says_plain_text_is_not_instruction_data():
-    with pytest.raises(RecordError, match=r"field 'text': plain text is not instruction data.*dataset_text_field='text'"):
-        one({"text": "Once upon a time"})
+def test_text_only_record_is_one_document_trained_whole():
+    ex = one({"text": "Once upon a time"})
+    assert (ex.format, ex.messages) == ("text", (Message("assistant", "Once upon a time"),))
+    assert one({"body": "Once"}, columns=Columns({"text": "body"})).format == "text"
+    # a text column beside instruction data is that data's (the torchtune Alpaca fixture's pre-rendered prompt)
+    assert one({"instruction": "Q", "output": "A", "text": "### Instruction: Q"}).format == "instruction"
+    with pytest.raises(UnusableRecord, match="empty text"):
+        one({"text": "  "})
 
 
 @pytest.mark.parametrize(("weight", "train"), [(0, False), (1, True), (0.0, False), (1.0, True), (True, True)])
@@ -229,6 +234,6 @@ def test_peer_format_names_are_aliases():
 
     assert BuildOptions(format="alpaca").data.format == "instruction"
     assert BuildOptions(format="openai").data.format == "messages"
-    names = "instruction, messages, sharegpt, chat, atif, nemotron, hermes, openthoughts, glaive, alpaca, openai"
+    names = "instruction, messages, sharegpt, chat, atif, text, nemotron, hermes, openthoughts, glaive, alpaca, openai"
     with pytest.raises(ConfigError, match=f"format must be one of {names}"):
         BuildOptions(format="axolotl")

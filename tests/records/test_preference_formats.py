@@ -390,12 +390,17 @@ def test_looks_like_preference(row, task):
     assert looks_like_preference(row) is task
 
 
-def test_detect_task_asks_when_a_label_sits_beside_sft_data():
+def test_detect_task_reads_a_json_bool_label_as_kto_and_asks_about_text():
     assert detect_task({"instruction": "Q", "output": "A"}, LOC) is Task.SFT
     assert detect_task({"prompt": "Q", "chosen": "A", "rejected": "B"}, LOC) is Task.PREFERENCE
     assert detect_task({"prompt": "Q", "completion": "A", "label": True}, LOC) is Task.KTO  # TRL's unpaired rows
-    for row in ({"messages": [msg("user", "Q"), msg("assistant", "A")], "label": True}, {"prompt": "Q", "completion": "A", "label": "true"}):
-        with pytest.raises(RecordError, match=r"p.jsonl:3: field 'label': a true/false label beside a conversation: .* --task kto .* --task sft"):
+    # LLaMA-Factory: messages + label (its kto_en_demo), alpaca rows + kto_tag / tag (its docs' KTO example)
+    assert detect_task({"messages": [msg("user", "Q"), msg("assistant", "A")], "label": True}, LOC) is Task.KTO
+    assert detect_task({"instruction": "Q", "output": "A", "kto_tag": False}, LOC) is Task.KTO
+    assert detect_task({"instruction": "Q", "output": "A", "tag": True}, LOC) is Task.KTO
+    assert detect_task({"instruction": "Q", "output": "A", "tag": "math"}, LOC) is Task.SFT  # a category, not a label
+    for row in ({"messages": [msg("user", "Q"), msg("assistant", "A")], "label": "false"}, {"prompt": "Q", "completion": "A", "label": "true"}):
+        with pytest.raises(RecordError, match=r"p.jsonl:3: field 'label': a label written as text \('(true|false)'\) beside a completion: .* --task kto .* --task sft"):
             detect_task(row, LOC)
 
 
@@ -434,11 +439,9 @@ def test_llamafactory_kto_demo_all_300_records():
     assert collections.Counter(r.label for r in records) == {True: 150, False: 150}
     assert collections.Counter(len(r.prompt.messages) for r in records) == {1: 223, 3: 3, 5: 47, 7: 22, 9: 1, 11: 4}
     assert records[0].completion.content.startswith("Ooh ooh ah ah!")
-    # Without --task, this shape is asked about, never built as SFT.
+    # Without --task, its JSON true/false `label` makes it KTO, never SFT.
     (loc, row), *_ = read_records(PREFERENCE / "llamafactory_kto_en_demo.json")
-    assert looks_like_preference(row) is Task.KTO
-    with pytest.raises(RecordError, match="--task kto"):
-        detect_task(row, loc)
+    assert looks_like_preference(row) is Task.KTO and detect_task(row, loc) is Task.KTO
 
 
 # --- properties ----------------------------------------------------------------------------------

@@ -172,11 +172,13 @@ def test_a_column_map_names_the_sides_and_the_label_in_a_build(char_tok) -> None
         rows(char_tok, [pair], columns={"better": "good"})
 
 
-def test_a_label_beside_a_conversation_is_asked_about(char_tok) -> None:
+def test_a_bool_label_beside_a_conversation_is_kto_and_text_is_asked_about(char_tok) -> None:
     record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "label": True}
     with pytest.raises(RecordError, match="choose with --task kto .* or --task sft"):
-        ftdata.build([record], tokenizer=char_tok)
-    (kto,) = rows(char_tok, [record], task="kto")
+        ftdata.build([{**record, "label": "true"}], tokenizer=char_tok)
+    result = ftdata.build([record], tokenizer=char_tok)
+    assert result.report.task == "kto" and "true/false 'label'" in result.report.task_reason
+    (kto,) = rows(char_tok, [record])
     assert (kto["label"], kto["completion_ids"]) == (True, [*ids(char_tok, "yo"), IM_END])
     (sft,) = rows(char_tok, [record], task="sft")
     assert "labels" in sft and "label" not in sft

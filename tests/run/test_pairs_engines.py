@@ -138,7 +138,8 @@ def test_stats_of_kto_data_counts_the_labels() -> None:
     assert json.loads(result.stdout)["labels"] == {"desirable": 150, "undesirable": 150}
 
 
-def test_kto_data_without_task_is_one_line_that_asks() -> None:
-    result = CliRunner().invoke(app, ["build", str(KTO), "-o", "unused"])
-    assert result.exit_code == 4
-    assert result.output.startswith("error: ") and "choose with --task kto" in result.output and len(result.output.splitlines()) == 1
+def test_kto_data_without_task_builds_as_kto_and_says_why(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["build", str(KTO), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "kto: the first record is a completion with a true/false 'label'" in result.output
+    assert json.loads((tmp_path / "out" / "build.json").read_text())["counts"]["task"] == "kto"
