@@ -1,4 +1,4 @@
-"""docs/bring-your-data.md shows real output: the examples of its published-SFT and R1 sections are run and compared
+"""docs/bring-your-data.md shows real output: the examples of its ecosystem, published-SFT and R1 sections are run and compared
 with the page (the other sections' examples are checked by their own tests)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from support import ROOT, TOKENIZERS
 from test_docs import EXAMPLE, _run
 
 PAGE = ROOT / "docs" / "bring-your-data.md"
-SECTIONS = ("## Published SFT sets", "## Reasoning in the content")
+SECTIONS = ("## Published SFT sets", "## Reasoning in the content", "## Coming from ms-swift")
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 
@@ -19,7 +19,7 @@ def examples() -> list[tuple[str, str]]:
     text = PAGE.read_text(encoding="utf-8")
     parts = re.split(r"(?m)^(?=## )", text)
     found = [(m.group(2), m.group(3)) for part in parts if part.startswith(SECTIONS) for m in EXAMPLE.finditer(part)]
-    assert len(found) >= 7  # four published sets, three R1 templates
+    assert len(found) >= 12  # four published sets, three R1 templates, five ecosystem shapes
     return found
 
 
