@@ -118,7 +118,9 @@ class DataOptions:
         "may name columns of its own",
     )
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
-    reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
+    reader: str | None = _opt(
+        None, "force a reader: json, jsonl, csv, parquet, text (one document a line), hf or 'module:function'"
+    )
     delimiter: str | None = _opt(
         None,
         "CSV field separator: ',', ';', '|' or a tab ('\\t' or 'tab'); None = sniffed from the header line (a tab "

@@ -62,7 +62,7 @@ def count_records(data: str, *, limit: int | None, bounds: ReadBounds) -> int | 
 
 def _count(path: Path, bounds: ReadBounds) -> int | None:
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
+    if suffix in (".jsonl", ".ndjson", ".txt"):
         return sum(1 for _, line in jsonl_lines(path, bounds) if line is None or line.strip())
     if suffix == ".json":
         with open_bytes(path, max_bytes=bounds.decompressed_bytes) as fh:

@@ -255,6 +255,30 @@ def read_jsonl(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[t
         raise ReaderError(f"{path}: file is empty; expected one JSON object per line")
 
 
+def read_text(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[Location, Row]]:
+    """Plain text, one document per non-empty line, as `{"text": line}` (what `datasets`' text loader makes of a
+    `.txt` file, and LLaMA-Factory's pre-training data such as `wiki_demo.txt`); blank lines separate, they are
+    no records. A line past `bounds.line_bytes` is a located RecordError, as in JSONL."""
+    source = str(path)
+    seen = False
+    for lineno, raw in jsonl_lines(path, bounds):
+        location = Location(source, line=lineno)
+        if raw is None:
+            yield location, line_too_long(location, bounds.line_bytes)
+            continue
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise ReaderError(
+                f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); {REENCODE}"
+            ) from None
+        if line.strip():
+            seen = True
+            yield location, {"text": line}
+    if not seen:
+        raise ReaderError(f"{path}: file is empty; expected one document per line")
+
+
 def jsonl_lines(path: Path, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes) of every line of `path`, decompressed and read within `bounds`: None for a
     line past `bounds.line_bytes`, which was skipped unread. The JSONL reader's and the progress counter's."""
@@ -342,7 +366,8 @@ def data_files(path: Path) -> list[Path] | None:
     if "train" not in patterns:
         raise ReaderError(f"{path}: the folder has splits {', '.join(map(str, patterns))} but no train split")
     files = sorted(Path(f) for f in DataFilesList.from_patterns(patterns["train"], base_path=str(path)))
-    data = [f for f in files if data_suffix(f) in _SUFFIXES]
+    # A folder's .txt files are its notes (README.txt), never its records: a text file is read when named itself.
+    data = [f for f in files if data_suffix(f) in _SUFFIXES and data_suffix(f) != ".txt"]
     unknown = [f.relative_to(path) for f in files if f not in data and not _IGNORED.search(f.name)]
     if unknown:
         shown = ", ".join(map(str, unknown[:3])) + (", ..." if len(unknown) > 3 else "")
@@ -450,6 +475,7 @@ READERS: dict[str, Reader] = {
     "jsonl": read_jsonl,
     "csv": read_csv,
     "parquet": read_parquet,
+    "text": read_text,
     "hf": read_hf,
     "folder": read_folder,
 }
@@ -460,6 +486,7 @@ _SUFFIXES = {
     ".csv": "csv",
     ".tsv": "csv",
     ".parquet": "parquet",
+    ".txt": "text",
 }
 
 
@@ -504,7 +531,7 @@ def _reader(name: str, *, delimiter: str | None, field: str | None, bounds: Read
     if name in ("json", "folder"):
         kwargs: dict[str, Any] = {"field": field} if name == "json" else {"field": field, "delimiter": delimiter}
         return functools.partial(READERS[name], **kwargs, bounds=bounds)
-    if name in ("jsonl", "parquet"):
+    if name in ("jsonl", "parquet", "text"):
         return functools.partial(READERS[name], bounds=bounds)
     return _resolve(name)
 
@@ -525,7 +552,7 @@ def sniff(path: Path) -> str:
     if head.startswith(b"PAR1"):
         return "parquet"
     raise ReaderError(
-        f"{path}: unknown file type {path.suffix or '(no suffix)'!r}; use .json, .jsonl, .csv or .parquet "
+        f"{path}: unknown file type {path.suffix or '(no suffix)'!r}; use .json, .jsonl, .csv, .parquet or .txt "
         "(JSON and CSV also as .gz, .zst, .bz2 or .xz), or pass reader=json|jsonl|csv|parquet"
     )
 

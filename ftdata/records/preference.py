@@ -52,7 +52,7 @@ from ftdata.types import Example, Message, Pair, Task, Unpaired
 PREFERENCE_FIELDS: dict[str, tuple[str, ...]] = {
     **FIELD_ALIASES,
     "chosen": ("chosen", "chosen_messages"),
-    "rejected": ("rejected", "rejected_messages"),
+    "rejected": ("rejected", "rejected_messages", "rejected_response"),  # ms-swift: `rejected_response`
     "label": ("label", "kto_tag", "tag"),  # TRL and LLaMA-Factory's demo; LLaMA-Factory's `kto_tag`; its docs' `tag`
     "score_chosen": ("score_chosen",),
     "score_rejected": ("score_rejected",),
@@ -150,6 +150,8 @@ def to_pairs(
     if not (_column(row, columns, "chosen") or _column(row, columns, "rejected")) and _rated(row, columns):
         return (_best_against_worst(row, columns, location=location, roles=roles),)
     sides = {side: columns.find(row, side, location=location) for side in ("chosen", "rejected")}
+    if sides["chosen"][0] is None and (swift := _rejected_response(row, columns, sides["rejected"])) is not None:
+        sides = swift
     for side, other in (("chosen", "rejected"), ("rejected", "chosen")):
         if sides[side][0] is None:
             has = f"has {other} but no {side}" if sides[other][0] else "has no chosen and rejected"
@@ -165,6 +167,23 @@ def to_pairs(
     if shape == "implicit":
         _check_prompt_text(row, columns, pair, location=location)
     return (scores.with_scores(pair, row, columns, location=location),)
+
+
+def _rejected_response(
+    row: Mapping[str, Any], columns: Columns, rejected: tuple[str | None, Any]
+) -> dict[str, tuple[str | None, Any]] | None:
+    """ms-swift's pair: `messages` ending on the chosen reply, and `rejected_response` the rejected reply's text;
+    as two whole conversations (the chosen one as given, the rejected one with the last reply replaced). None for
+    any other row."""
+    column, text = rejected
+    messages_col = columns.column(row, "messages")
+    messages = columns.value(row, "messages")
+    if column is None or messages_col is None or not isinstance(_unwrap(text), str) or not isinstance(messages, list):
+        return None
+    if not messages or not isinstance(messages[-1], Mapping) or messages[-1].get("role") != "assistant":
+        return None
+    other = [*messages[:-1], {"role": "assistant", "content": _unwrap(text)}]
+    return {"chosen": (messages_col, messages), "rejected": (f"{messages_col}+{column}", other)}
 
 
 def unpair(pair: Pair) -> tuple[Unpaired, Unpaired]:

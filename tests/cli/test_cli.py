@@ -166,7 +166,8 @@ def test_preview_mask_and_system_prompt_flags(tmp_path: Path) -> None:
          "mid.jsonl:2:22: invalid JSON"),
         ("missing.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n', 4,
          "missing.jsonl:2: field 'output': no response field"),
-        ("data.txt", "hello\n", 3, "data.txt: unknown file type '.txt'"),
+        ("data.xml", "<a>hello</a>\n", 3, "data.xml: unknown file type '.xml'"),
+        ("blank.txt", "\n\n", 3, "blank.txt: file is empty; expected one document per line"),
         ("empty.jsonl", "", 3, "empty.jsonl: file is empty"),
     ],
 )  # fmt: skip

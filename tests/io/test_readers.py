@@ -99,9 +99,10 @@ def test_non_utf8_names_the_line(tmp_path):
 
 
 def test_unknown_suffix_is_sniffed_or_refused(tmp_path):
-    good = tmp_path / "d.txt"
+    good = tmp_path / "d.dat"
     good.write_text('[{"a": 1}]')
     assert sniff(good) == "json"
+    assert sniff(tmp_path / "wiki_demo.txt") == "text"  # as `datasets` reads .txt: one document a line
     lines = tmp_path / "d.data"
     lines.write_text('{"a": 1}\n{"a": 2}\n')
     assert sniff(lines) == "jsonl"

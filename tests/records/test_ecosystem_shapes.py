@@ -229,3 +229,26 @@ def test_an_unreadable_row_names_the_nearest_fields():
         one({"instrution": "a", "respone": "b"})
     with pytest.raises(RecordError, match=r"columns are body; map one with --columns instruction=COLUMN$"):
         one({"body": "a"})
+
+
+def test_swift_rejected_response_is_a_pair_against_the_last_reply(char_tok):
+    record = {"messages": [{"role": "system", "content": "Be terse."}, user("2+2?"), assistant("4")], "rejected_response": "5"}  # fmt: skip
+    (row,) = ftdata.build([record], tokenizer=char_tok).dataset.to_list()
+    expected = ftdata.build([{"system": "Be terse.", "prompt": "2+2?", "chosen": "4", "rejected": "5"}], tokenizer=char_tok)
+    assert row == expected.dataset.to_list()[0]
+    with pytest.raises(RecordError, match="has rejected but no chosen"):  # no reply to set it against
+        ftdata.build([{"messages": [user("2+2?")], "rejected_response": "5"}], tokenizer=char_tok)
+
+
+def test_a_txt_file_is_one_document_a_line(tmp_path, char_tok):
+    """LLaMA-Factory's pre-training data (`wiki_demo.txt`, `dataset_info.json`: `columns: {prompt: text}`), read as
+    `datasets`' text loader reads it: a row `{"text": line}` a line; blank lines separate documents."""
+    path = tmp_path / "wiki_demo.txt"
+    path.write_text("First document.\n\nSecond one.\n", encoding="utf-8")
+    result = ftdata.build(path, tokenizer=char_tok)
+    assert [r["record"] for r in result.dataset.to_list()] == [f"{path}:1", f"{path}:3"]
+    assert [trained_text(char_tok, r) for r in result.dataset.to_list()] == ["First document.</s>", "Second one.</s>"]
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("not data\n")
+    (tmp_path / "folder" / "d.jsonl").write_text('{"text": "A doc."}\n')
+    assert len(ftdata.build(tmp_path / "folder", tokenizer=char_tok).dataset) == 1  # a folder's .txt is its notes
