@@ -48,7 +48,7 @@ from ftdata.chat.prompt_templates import (
 from ftdata.chat.late_system import writes_late_system
 from ftdata.chat.turns import SYSTEM_DROPPED, ChatSpans
 from ftdata.outcomes import Note, NoteCode, RejectCode
-from ftdata.records.formats import TEXT_RECORD
+from ftdata.records.formats import SEGMENTS, TEXT_RECORD
 from ftdata.types import Example, HistoryMode, MaskPolicy, Message, Rendered, SystemMode
 
 __all__ = ["REASONING_DROPPED", "SYSTEM_DROPPED", "USER_TRAIN_IGNORED", "Renderer", "apply_system", "trained_turns"]
@@ -462,9 +462,9 @@ class Renderer:
                 field=field,
                 code=RejectCode.NOT_RENDERED,
             )
-        if example.format == TEXT_RECORD:  # a plain document: no template; it and the end-of-text token trained
-            text = example.messages[0].content + self.eos
-            out = Rendered(text, ((0, len(text)),), "text")
+        if example.format in (TEXT_RECORD, SEGMENTS):  # a document: no template; it (and its end-of-text) trained
+            text = example.messages[0].content + (self.eos if example.format == TEXT_RECORD else "")
+            out = Rendered(text, ((0, len(text)),), example.format)  # segments: their train_detail masks them
         elif self.prompt is not None:
             out = render_prompt_template(example, self.prompt, eos=self.eos, trained=trained)
         else:

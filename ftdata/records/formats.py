@@ -22,6 +22,8 @@ Shapes (names accepted by `format=`):
 
 - ``text``: a plain ``text`` document and nothing to answer (TRL's language-modelling rows, LLaMA-Factory's
   pre-training stage): every token is trained, the tokenizer's end-of-text token closes it (`TEXT_RECORD`).
+- ``segments``: axolotl's template-free ``input_output`` rows, ``segments: [{"text", "label"}]``: the texts joined
+  as written (no template, no end-of-text added: the data writes its own), trained where ``label`` is true.
 
 - ``nemotron``, ``hermes``, ``openthoughts``, ``glaive``: published SFT sets as their authors wrote them
   (`ftdata.records.published`), detected before the shapes above.
@@ -35,20 +37,19 @@ A column map renames source fields to canonical ones: ``{"output": "std_answer"}
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ftdata.records import atif, parts, published, tools
+from ftdata.records import atif, parts, published, supervision, tools
 from ftdata.records.media import content_parts, has_media
 from ftdata.records.unread import unread
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.types import ROLES, Example, Message, TrainSpan
 
-FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif", "text", *published.SHAPES)
+FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif", "text", "segments", *published.SHAPES)
 # What other tools call the same shapes (LLaMA-Factory and axolotl's `alpaca`, OpenAI's chat format).
 FORMAT_ALIASES = {"alpaca": "instruction", "openai": "messages"}
 
@@ -91,11 +92,14 @@ ROLE_ALIASES: dict[str, str] = {
     "bard": "assistant",
     "bing": "assistant",
     "function_call": "assistant",
+    "tool_call": "assistant",  # ms-swift's agent format: a call turn, like ShareGPT's function_call
+    "tool_response": "tool",
     "observation": "tool",
     "function": "tool",
     "ipython": "tool",
 }
-# A `function_call` turn's value is the call itself (JSON), read into the assistant turn's tool_calls.
+# A `function_call` / `tool_call` turn's value is the call itself (JSON), read into the assistant turn's tool_calls.
+CALL_ROLES = frozenset({"function_call", "tool_call"})
 
 
 def _unwrap(value: Any) -> Any:
@@ -246,6 +250,8 @@ def detect(row: Any, columns: Columns) -> str:
         if isinstance(value, list) and value and isinstance(value[0], dict) and "from" in value[0]:
             return "sharegpt"
         return "messages"
+    if isinstance(row.get("segments"), list) and not columns.explicit:
+        return SEGMENTS
     if columns.column(row, "text") is not None and not any(
         columns.column(row, name) for name in ("instruction", "output")
     ):
@@ -291,7 +297,7 @@ def _pair_messages(row: Mapping[str, Any], columns: Columns) -> tuple[str, list[
     otherwise."""
     prompt_col, completion_col = columns.column(row, "instruction"), columns.column(row, "output")
     prompt = [
-        m if m.get("role") != "assistant" or any(k in m for k in TRAIN_FLAGS) else {**m, "train": False}
+        m if m.get("role") != "assistant" or any(k in m for k in supervision.TRAIN_FLAGS) else {**m, "train": False}
         for m in columns.value(row, "instruction")
     ]
     completion = columns.value(row, "output")
@@ -315,135 +321,6 @@ def _role(raw: Any, *, location: Location, field: str, roles: Mapping[str, str])
     return role
 
 
-# A message's supervision flag under the names its publishers use: ftdata's `train`, verl's `trainable`, the
-# `loss_mask` 0/1 of verl and Step-3.5-Flash-SFT; weights (LLaMA-Factory `loss_weight`, ShareGPT `weight`) after them.
-TRAIN_FLAGS = ("train", "trainable", "loss_mask")
-WEIGHTS = ("loss_weight", "weight")
-
-
-def _flag(value: Any, *, location: Location, field: str) -> bool:
-    """A train flag: true/false, or 0/1.
-
-    Raises:
-        RecordError: anything else, naming the field.
-    """
-    if isinstance(value, bool) or value in (0, 1):
-        return bool(value)
-    raise RecordError(
-        f"is {value!r:.40}; a train flag is true/false or 0/1 (a fractional weight goes in loss_weight)",
-        location=location,
-        field=field,
-    )
-
-
-def _train_flag(msg: Mapping[str, Any], *, location: Location, field: str) -> bool | None:
-    """A message's own train flag (`TRAIN_FLAGS`; two that differ are an error), or a LLaMA-Factory
-    `loss_weight` / `weight`: 0 is not trained, any other weight is trained (its value is read by `_loss_weight`)."""
-    flags = {k: _flag(msg[k], location=location, field=f"{field}.{k}") for k in TRAIN_FLAGS if msg.get(k) is not None}
-    if len(set(flags.values())) > 1:
-        raise RecordError(f"{' and '.join(flags)} differ; keep one train flag", location=location, field=field)
-    if flags:
-        return next(iter(flags.values()))
-    for key in WEIGHTS:
-        value = msg.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, bool):
-            return _weight(value, location=location, field=f"{field}.{key}") != 0
-        return bool(value)
-    return None
-
-
-def keep_loss(
-    messages: tuple[Message, ...], value: Any, *, location: Location, field: str = "keep_loss"
-) -> tuple[Message, ...]:
-    """`messages` with a record-level `keep_loss` list (one true/false or 0/1 per message, as torchtitan's SFT
-    data writes it) as their train flags.
-
-    Raises:
-        RecordError: not a list of one flag per message, or a flag that contradicts the message's own.
-    """
-    if value is None:
-        return messages
-    if not isinstance(value, list) or len(value) != len(messages):
-        got = f"{len(value)} items" if isinstance(value, list) else type(value).__name__
-        raise RecordError(
-            f"must be a list of one true/false (or 0/1) per message: {len(messages)} messages, got {got}",
-            location=location,
-            field=field,
-        )
-    out = []
-    for i, (message, flag) in enumerate(zip(messages, value)):
-        train = _flag(flag, location=location, field=f"{field}[{i}]")
-        if message.train is not None and message.train != train:
-            raise RecordError(
-                f"is {flag!r} but messages[{i}] says train={message.train}; keep one", location=location, field=field
-            )
-        out.append(replace(message, train=train))
-    return tuple(out)
-
-
-def _weight(value: Any, *, location: Location, field: str) -> float:
-    """A loss weight: a finite number >= 0.
-
-    Raises:
-        RecordError: naming the field, for a non-number, a negative or a non-finite weight.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise RecordError(
-            f"is {value!r}; a loss weight must be a finite number >= 0 (0 = not trained, 1 = trained as usual, "
-            "0.5 = half the loss)",
-            location=location,
-            field=field,
-        )
-    return float(value)
-
-
-def _loss_weight(msg: Mapping[str, Any], *, location: Location, field: str) -> float | None:
-    """The message's fractional loss weight (LLaMA-Factory v1 `loss_weight`, ShareGPT `weight`);
-    None for no weight, 0 and 1 (those are the train flag of `_train_flag`)."""
-    if any(msg.get(k) is not None for k in TRAIN_FLAGS):
-        return None  # a train flag wins, as in `_train_flag`
-    for key in WEIGHTS:
-        value = msg.get(key)
-        if value is None or isinstance(value, bool):
-            continue
-        weight = _weight(value, location=location, field=f"{field}.{key}")
-        return None if weight in (0, 1) else weight
-    return None
-
-
-def _train_detail(value: Any, content: str, *, location: Location, field: str) -> tuple[TrainSpan, ...] | None:
-    """Axolotl's `train_detail`: `[{"begin_offset", "end_offset", "train"}]`, offsets into the
-    content with the end inclusive.
-
-    Raises:
-        RecordError: not a list of such objects, or an offset outside the content.
-    """
-    if value is None:
-        return None
-    fix = 'give a list of {"begin_offset": int, "end_offset": int, "train": bool} (end inclusive)'
-    if not isinstance(value, list):
-        raise RecordError(f"must be a list; {fix}", location=location, field=field)
-    spans = []
-    for j, item in enumerate(value):
-        where = f"{field}[{j}]"
-        if not isinstance(item, Mapping) or not {"begin_offset", "end_offset"} <= set(item):
-            raise RecordError(f"is {item!r:.60}; {fix}", location=location, field=where)
-        begin, end, train = item["begin_offset"], item["end_offset"], item.get("train", True)
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end)) or not isinstance(train, bool):
-            raise RecordError(f"is {dict(item)!r:.80}; {fix}", location=location, field=where)
-        if not 0 <= begin <= end < len(content):
-            raise RecordError(
-                f"begin_offset={begin}, end_offset={end} is outside the content's {len(content)} characters "
-                f"(offsets 0..{len(content) - 1}, end inclusive)",
-                location=location,
-                field=where,
-            )
-        spans.append(TrainSpan(begin, end, train))
-    return tuple(spans)
-
-
 NEEDS_ROLE_AND_CONTENT = "needs 'role' and 'content' (or ShareGPT 'from' and 'value')"
 
 
@@ -455,6 +332,7 @@ def _messages(
     out: list[Message] = []
     notes: list[Note] = []
     items, origins = _exchanges(items, field)
+    calling = False  # the message before was a call turn
     for i, msg in enumerate(items):
         where = origins[i]
         if not isinstance(msg, Mapping):
@@ -469,18 +347,24 @@ def _messages(
         role = _role(raw_role, location=location, field=f"{where}.{role_key}", roles=roles)
         if role != str(raw_role).strip().lower():
             notes.append(Note(NoteCode.ROLE_MAPPED, f"role {raw_role!r} mapped to {role!r}"))
-        if str(raw_role).strip().lower() != "function_call":
+        if str(raw_role).strip().lower() not in CALL_ROLES:
             out.append(_message(msg, role, content_key, location=location, where=where))
+            calling = False
             continue
-        # ShareGPT (LLaMA-Factory): the turn's value is the call itself, JSON {name, arguments}.
+        # ShareGPT (LLaMA-Factory) `function_call`, ms-swift `tool_call`: the turn's value is the call itself, JSON
+        # {name, arguments}; ms-swift writes parallel calls as call turns in a row, joined into one assistant turn.
         calls = tools.function_call_turn(msg.get(content_key), location=location, field=f"{where}.{content_key}")
-        if out and out[-1].role == "assistant" and not out[-1].tool_calls:  # text, then its call: one turn
-            out.append(replace(out.pop(), tool_calls=calls))
-            notes.append(
-                Note(NoteCode.FUNCTION_CALL_JOINED, "a function_call turn joined the assistant text before it")
-            )
+        if out and out[-1].role == "assistant" and (calling or not out[-1].tool_calls):  # text, then its calls
+            last = out.pop()
+            out.append(replace(last, tool_calls=(*last.tool_calls, *calls)))
+            if not calling:
+                joined = f"a {str(raw_role).strip().lower()} turn joined the assistant text before it"
+                notes.append(Note(NoteCode.FUNCTION_CALL_JOINED, joined))
         else:
-            out.append(Message("assistant", "", _train_flag(msg, location=location, field=where), tool_calls=calls))
+            out.append(
+                Message("assistant", "", supervision.train_flag(msg, location=location, field=where), tool_calls=calls)
+            )
+        calling = True
     return tools.name_tool_results(out), notes
 
 
@@ -538,14 +422,16 @@ def _message(msg: Mapping[str, Any], role: str, content_key: str, *, location: L
     return Message(
         role,  # type: ignore[arg-type]  # a role checked against the roles above; its type stays str
         text,
-        _train_flag(msg, location=location, field=where),
+        supervision.train_flag(msg, location=location, field=where),
         tool_calls=calls,
         reasoning=tools.reasoning(msg, location=location, field=where),
         name=name,
         tool_call_id=call_id,
         media=media,
-        loss_weight=_loss_weight(msg, location=location, field=where),
-        train_detail=_train_detail(msg.get("train_detail"), text, location=location, field=f"{where}.train_detail"),
+        loss_weight=supervision.loss_weight(msg, location=location, field=where),
+        train_detail=supervision.train_detail(
+            msg.get("train_detail"), text, location=location, field=f"{where}.train_detail"
+        ),
     )
 
 
@@ -689,6 +575,41 @@ def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -
 TEXT_RECORD = "text"
 """The `format` of a plain-text document: one assistant message holding the whole text, trained whole, with no
 template around it (`ftdata.chat.render` writes it as the text and the end-of-text token)."""
+SEGMENTS = "segments"
+"""The `format` of axolotl's template-free rows: one assistant message holding the joined segments, each segment a
+`train_detail` span (`ftdata.chat.supervision` masks the untrained ones); rendered as written (`ftdata.chat.render`)."""
+
+
+def _segments(row: Mapping[str, Any], location: Location) -> tuple[Example, ...]:
+    """Axolotl's `input_output` row, `segments: [{"text": ..., "label": true|false}]`, as one document.
+
+    Raises:
+        RecordError: segments that are not a list of {text, label} objects.
+        UnusableRecord: no segment is trained, or the text is empty.
+    """
+    texts: list[str] = []
+    spans: list[TrainSpan] = []
+    at = 0
+    for i, segment in enumerate(row["segments"]):
+        where = f"segments[{i}]"
+        if not isinstance(segment, Mapping) or not isinstance(segment.get("text"), str):
+            raise RecordError('must be {"text": str, "label": true|false}', location=location, field=where)
+        text, label = segment["text"], segment.get("label", True)
+        if not isinstance(label, bool):
+            raise RecordError(f"label is {label!r:.30}; give true or false", location=location, field=where)
+        if text:
+            spans.append(TrainSpan(at, at + len(text) - 1, label))  # end inclusive, as train_detail
+        texts.append(text)
+        at += len(text)
+    content = "".join(texts)
+    if not any(span.train for span in spans):
+        raise UnusableRecord(
+            "no segment with label true holds text; nothing to train",
+            location=location,
+            field="segments",
+            code=RejectCode.NOTHING_TO_TRAIN,
+        )
+    return (Example((Message("assistant", content, train_detail=tuple(spans)),), location, format=SEGMENTS),)
 
 
 def _document(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
@@ -761,7 +682,7 @@ def _to_examples(
                 f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages"
             )
         msgs, notes = _messages(items, location=location, field=col, roles=roles)
-        msgs = keep_loss(msgs, row.get("keep_loss"), location=location)
+        msgs = supervision.keep_loss(msgs, row.get("keep_loss"), location=location)
         _, system = columns.find(row, "system", location=location)
         if system:
             text = _text(system, location=location, field="system")
@@ -773,6 +694,10 @@ def _to_examples(
                     location=location,
                     field="system",
                 )
+    elif name == SEGMENTS:
+        if not isinstance(row, Mapping) or not isinstance(row.get("segments"), list):
+            raise RecordError("format 'segments' needs a 'segments' list", location=location, field="segments")
+        return _segments(row, location)
     elif name == TEXT_RECORD:
         if not isinstance(row, Mapping):
             raise RecordError(f"format 'text' needs an object, got {type(row).__name__}", location=location)

@@ -8,9 +8,10 @@ import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from support import DATASETS, make_char_tokenizer, tokenizer, trained_text
+from support import DATASETS, ROOT, make_char_tokenizer, tokenizer, trained_text
 
 import ftdata
+import ftdata.io.readers
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.outcomes import NoteCode
 from ftdata.records.formats import to_examples
@@ -252,3 +253,26 @@ def test_a_txt_file_is_one_document_a_line(tmp_path, char_tok):
     (tmp_path / "folder" / "notes.txt").write_text("not data\n")
     (tmp_path / "folder" / "d.jsonl").write_text('{"text": "A doc."}\n')
     assert len(ftdata.build(tmp_path / "folder", tokenizer=char_tok).dataset) == 1  # a folder's .txt is its notes
+
+
+def test_axolotl_segments_train_the_labelled_segments_as_written(char_tok):
+    """axolotl's template-free `input_output` rows: no template, no end-of-text added, label false masked."""
+    segments = [{"label": False, "text": "User: hi\n"}, {"label": True, "text": "Bot: hello!"}, {"label": False, "text": " [end]"}]  # fmt: skip
+    (row,) = ftdata.build([{"segments": segments}], tokenizer=char_tok).dataset.to_list()
+    assert row["input_ids"] == char_tok("User: hi\nBot: hello! [end]")["input_ids"]  # BOS + the bytes, nothing else
+    assert trained_text(char_tok, row) == "Bot: hello!"
+    with pytest.raises(UnusableRecord, match="no segment with label true"):
+        one({"segments": [{"label": False, "text": "x"}]})
+    with pytest.raises(RecordError, match=r"field 'segments\[0\]': label is 'yes'; give true or false"):
+        one({"segments": [{"label": "yes", "text": "x"}]})
+
+
+def test_swift_agent_call_turns_in_a_row_are_one_turn_of_parallel_calls():
+    path = ROOT / "tests" / "published" / "data" / "swift_agent.jsonl"
+    ((_, row),) = list(ftdata.io.readers.read_records(path))
+    ex = one(row)
+    assert [m.role for m in ex.messages] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert [(c.name, c.arguments) for c in ex.messages[1].tool_calls] == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})]  # fmt: skip
+    tok = tokenizer("qwen2.5-instruct")
+    (built,) = ftdata.build(path, tokenizer=tok).dataset.to_list()
+    assert trained_text(tok, built).count("<tool_call>") == 2
