@@ -113,9 +113,9 @@ class DataOptions:
     columns: dict[str, str] | None = _opt(
         None,
         "column map {field: column}, applied before detection, e.g. {'output': 'std_answer'}; a dotted column reads a "
-        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; a "
-        "prompt set "
-        "may name columns of its own",
+        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; "
+        "role= and content= name the keys inside each message ({'role': 'speaker', 'content': 'text'}); a prompt "
+        "set may name columns of its own",
     )
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
     reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
