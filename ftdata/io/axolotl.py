@@ -152,7 +152,7 @@ def _local(raw: str, base: Path, *, where: str, key: str) -> str:
     """`raw` as axolotl finds it (the working folder), else beside the config; a path that is neither is a hub id."""
     for candidate in (Path(raw).expanduser(), base / raw):
         if candidate.exists():
-            return str(candidate.resolve())
+            return os.path.abspath(candidate)
     raise ConfigError(
         f"{where}: {key} {raw!r} is not a local file or folder (a hub dataset?); ftdata loads nothing from the hub: "
         "download it and give its local path"

@@ -20,6 +20,7 @@ Refused in one line: hub entries (hf_hub_url, ms_hub_url, om_hub_url, script_url
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def _data(entry: dict[str, Any], folder: Path, *, where: str) -> str:
     name = entry.get("file_name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: has no file_name (or a hub url); give the data file's name beside the json")
-    path = (folder / name).resolve()
+    path = Path(os.path.abspath(folder / name))  # symlinks kept: records are named by the path the json names
     if not path.exists():
         raise ConfigError(f"{where}: file_name {name!r} is not beside the json ({path} does not exist)")
     return f"{path}/*" if path.is_dir() else str(path)

@@ -291,3 +291,39 @@ def test_mix_by_all_takes_no_shares(tmp_path: Path) -> None:
     recipe.write_text(f"mix_by: all\nsources:\n  - data: {FASTCHAT}\n    weight: 2\n")
     with pytest.raises(ConfigError, match=r"mix_by all takes every record of every source once; weight set shares"):
         ftdata.build(recipe)
+
+
+# --- docs/bring-your-data.md: "Coming from LLaMA-Factory" and "Coming from axolotl" are real output ------------
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "bring-your-data.md"
+QWEN = TOKENIZERS / "qwen2.5-instruct"
+
+
+def page_sections() -> str:
+    text = PAGE.read_text(encoding="utf-8")
+    start = text.index("## Coming from LLaMA-Factory")
+    return text[start : text.index("\n## ", text.index("## Coming from axolotl"))]
+
+
+@pytest.mark.skipif(not QWEN.is_dir(), reason="qwen2.5-instruct tokenizer not found")
+def test_the_pages_llamafactory_and_axolotl_examples_are_real_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    from test_docs import EXAMPLE, _normalize_build, _run
+
+    llamafactory_data(tmp_path)  # the page's folder: data/, models/, chats/, axolotl.yml (its YAML block)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "qwen2.5-instruct").symlink_to(QWEN)
+    (tmp_path / "chats").mkdir()
+    (tmp_path / "chats" / "fastchat_dummy_conversation.json").symlink_to(FASTCHAT)
+    text = page_sections()
+    (config,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    (tmp_path / "axolotl.yml").write_text(config)
+    monkeypatch.chdir(tmp_path)
+    examples = [(m.group(2), m.group(3)) for m in EXAMPLE.finditer(text)]
+    assert len(examples) == 3
+    for command, shown in examples:
+        got = _run(f"{command} --cache-dir {tmp_path / 'cache'}")
+        assert _normalize_build(got, "out/", "out/") == _normalize_build(shown, "out/", "out/"), command
