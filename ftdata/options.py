@@ -118,6 +118,12 @@ class DataOptions:
         "set may name columns of its own",
     )
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
+    input_join: str | None = _opt(
+        None,
+        "instruction data: join the input to the instruction with this text in its user turn before any template, "
+        "as LLaMA-Factory does ('\\n'); None: a prompt template places the input, a chat template adds it after a "
+        "blank line",
+    )
     reader: str | None = _opt(None, "force a reader: json, jsonl, csv, parquet, hf or 'module:function'")
     delimiter: str | None = _opt(
         None,
@@ -287,6 +293,10 @@ class DataOptions:
         self.delimiter = check_delimiter(self.delimiter)
         if self.field is not None and (not isinstance(self.field, str) or not self.field):
             raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
+        if self.input_join is not None and not isinstance(self.input_join, str):
+            raise ConfigError(f"input_join must be a string such as '\\n', got input_join={self.input_join!r}")
+        if self.input_join is not None:  # as typed on a command line: '\n' is a newline
+            self.input_join = self.input_join.replace("\\n", "\n").replace("\\t", "\t")
         for name in ("columns", "roles"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):

@@ -5,8 +5,9 @@ its converters read them: hiyouga/LLaMA-Factory `src/llamafactory/data/parser.py
     file_name               the source's data: a file or a folder beside the json
     formatting              format: alpaca -> instruction, sharegpt -> sharegpt, openai -> messages (SFT;
                             pairs and KTO records are read by their shape through the column map)
-    columns.prompt/query/   columns instruction/input/output/history (alpaca); columns.messages
-      response/history      (sharegpt, openai); system, tools, chosen, rejected as named; kto_tag -> label
+    columns.prompt/query/   columns instruction/input/output/history (alpaca; input_join "\\n": the
+      response/history      converter's "\\n".join([prompt, query])); columns.messages (sharegpt, openai);
+                            system, tools, chosen, rejected as named; kto_tag -> label
     columns.images/audios   read from the row (the column must be named as ftdata reads media: images/image,
                             audios/audio); videos are refused
     tags.role_tag/          columns role=/content= (the keys inside each message)
@@ -120,6 +121,8 @@ def _entry(entry: dict[str, Any], *, where: str) -> tuple[dict[str, Any], str]:
         columns.setdefault("rejected", "rejected")
     # pairs and KTO records are read by their shape, through the column map (ftdata detects it per record)
     options: dict[str, Any] = {"format": FORMATTING[formatting]} if task == "sft" else {}
+    if formatting == "alpaca":
+        options["input_join"] = "\n"  # the converter's "\n".join([prompt, query])
     if columns:
         options["columns"] = columns
     if roles:

@@ -161,6 +161,8 @@ class SftTask:
             examples = to_examples(
                 row, location, format=stage.options.format, columns=state.columns, roles=stage.options.roles
             )
+        if stage.options.input_join is not None:
+            examples = tuple(e.with_input_joined(stage.options.input_join) for e in examples)
         if (
             stage.media is not None
         ):  # the row's media columns (`images`), for <image> tags and bare {"type": "image"} parts

@@ -51,9 +51,34 @@ def rows(result: Any, *columns: str) -> list[tuple[Any, ...]]:
 
 def test_the_alpaca_entry_builds_what_format_alpaca_builds_on_its_file(data: Path) -> None:
     declared = ftdata.build(f"{data}#alpaca_en_demo", limit=200)
-    plain = ftdata.build(data / "alpaca_en_demo.json", format="alpaca", limit=200)
+    plain = ftdata.build(data / "alpaca_en_demo.json", format="alpaca", input_join="\n", limit=200)
     assert len(declared.dataset) == len(plain.dataset) > 190
     assert rows(declared, "input_ids", "labels") == rows(plain, "input_ids", "labels")
+    # LLaMA-Factory joins prompt and query with one newline: only the records with an input differ from ftdata's
+    # own default (a blank line), and only in their prompt
+    default = ftdata.build(data / "alpaca_en_demo.json", format="alpaca", limit=200)
+    records = json.loads((data / "alpaca_en_demo.json").read_text())
+    index = [int(where.rsplit("[", 1)[1].rstrip("]")) for where in declared.dataset["record"]]  # file.json[i]
+    differ = {i for i, (a, b) in enumerate(zip(rows(declared, "input_ids"), rows(default, "input_ids"))) if a != b}
+    assert differ and differ == {i for i, r in enumerate(index) if records[r]["input"]}
+    assert rows(declared, "labels") != rows(default, "labels")  # the prompt is longer or shorter: labels shift
+    first = min(differ)
+    text = tokenizer(None).decode(declared.dataset["input_ids"][first])
+    record = records[index[first]]
+    assert f"{record['instruction']}\n{record['input']}<|im_end|>" in text
+
+
+def test_the_input_joins_the_instructions_own_turn_after_the_history() -> None:
+    from ftdata.errors import Location
+    from ftdata.records.formats import to_examples
+
+    row = {"instruction": "And this?", "input": "x = 2", "output": "2", "history": [["What is x = 1?", "1"]]}
+    (example,) = to_examples(row, Location("a.json", index=0))
+    joined = example.with_input_joined("\n")
+    assert [m.content for m in joined.messages] == ["What is x = 1?", "1", "And this?\nx = 2", "2"]
+    assert joined.context == "" and example.with_input_joined("\n").messages != example.messages
+    no_input = {"instruction": "", "input": "x = 2", "output": "2"}
+    assert to_examples(no_input, Location("a.json", index=1))[0].with_input_joined("\n").messages[0].content == "x = 2"
 
 
 @pytest.mark.skipif(not (TOKENIZERS / "qwen2.5-instruct").is_dir(), reason="qwen2.5-instruct tokenizer not found")
@@ -89,7 +114,7 @@ def test_a_ranking_entry_builds_pairs_and_a_kto_tag_entry_kto_rows(data: Path) -
 
 def test_entries_picked_together_are_their_records_one_after_the_other(data: Path) -> None:
     both = ftdata.build(f"{data}#alpaca_en_demo,glaive_toolcall_en_demo", limit=20)
-    alpaca = ftdata.build(data / "alpaca_en_demo.json", format="alpaca", limit=20)
+    alpaca = ftdata.build(data / "alpaca_en_demo.json", format="alpaca", input_join="\n", limit=20)
     glaive = ftdata.build(
         data / "glaive_toolcall_en_demo.json",
         format="sharegpt",
