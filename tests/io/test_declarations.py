@@ -198,6 +198,24 @@ def test_tags_name_the_message_keys_and_the_roles(tmp_path: Path) -> None:
     assert rows(declared, "input_ids", "labels") == rows(ftdata.build(plain), "input_ids", "labels")
 
 
+def test_tags_hold_for_both_sides_of_a_sharegpt_pair(tmp_path: Path) -> None:
+    entry = {
+        "formatting": "sharegpt",
+        "ranking": True,
+        "columns": {"messages": "dialog", "chosen": "good", "rejected": "bad"},
+        "tags": {"role_tag": "speaker", "content_tag": "text", "user_tag": "customer", "assistant_tag": "agent"},
+    }
+    pair = {"dialog": CHAT[:1], "good": CHAT[1], "bad": {"speaker": "agent", "text": "No idea."}}
+    declared = ftdata.build(write_info(tmp_path / "data", entry, [pair]))
+    plain = {
+        "prompt": [{"role": "user", "content": "Is the shop open?"}],
+        "chosen": [{"role": "assistant", "content": "Yes, until six."}],
+        "rejected": [{"role": "assistant", "content": "No idea."}],
+    }
+    columns = ("prompt_ids", "chosen_ids", "rejected_ids")
+    assert rows(declared, *columns) == rows(ftdata.build([plain], task="preference"), *columns)
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
