@@ -113,11 +113,17 @@ class DataOptions:
     columns: dict[str, str] | None = _opt(
         None,
         "column map {field: column}, applied before detection, e.g. {'output': 'std_answer'}; a dotted column reads a "
-        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; a "
-        "prompt set "
-        "may name columns of its own",
+        "nested field ({'answer': 'reward_model.ground_truth'}); a mapped column is read only as its field; "
+        "role= and content= name the keys inside each message ({'role': 'speaker', 'content': 'text'}); a prompt "
+        "set may name columns of its own",
     )
     roles: dict[str, str] | None = _opt(None, "extra role names, e.g. {'narrator': 'assistant'}")
+    input_join: str | None = _opt(
+        None,
+        "instruction data: join the input to the instruction with this text in its user turn before any template, "
+        "as LLaMA-Factory does ('\\n'); None: a prompt template places the input, a chat template adds it after a "
+        "blank line",
+    )
     reader: str | None = _opt(
         None, "force a reader: json, jsonl, csv, parquet, text (one document a line), hf or 'module:function'"
     )
@@ -289,6 +295,10 @@ class DataOptions:
         self.delimiter = check_delimiter(self.delimiter)
         if self.field is not None and (not isinstance(self.field, str) or not self.field):
             raise ConfigError(f"field must be the key that holds the records, e.g. 'data'; got field={self.field!r}")
+        if self.input_join is not None and not isinstance(self.input_join, str):
+            raise ConfigError(f"input_join must be a string such as '\\n', got input_join={self.input_join!r}")
+        if self.input_join is not None:  # as typed on a command line: '\n' is a newline
+            self.input_join = self.input_join.replace("\\n", "\n").replace("\\t", "\t")
         for name in ("columns", "roles"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):

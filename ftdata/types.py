@@ -174,6 +174,17 @@ class Example:
     # trajectory points to): a cached build is served only while each is as it was (`guard.inputs.Manifest`)
     files: tuple[str, ...] = ()
 
+    def with_input_joined(self, separator: str) -> Example:
+        """This example with its `context` (an instruction's input) joined to the instruction's user turn (the
+        last one: after any history) with `separator`, empty parts left out, as LLaMA-Factory joins `prompt` and
+        `query` with "\n"; an example with no context as it is."""
+        at = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=-1)
+        if not self.context or at < 0:
+            return self
+        turn = self.messages[at]
+        joined = replace(turn, content=separator.join(part for part in (turn.content, self.context) if part))
+        return replace(self, messages=(*self.messages[:at], joined, *self.messages[at + 1 :]), context="")
+
     def chat_messages(self) -> list[dict[str, Any]]:
         """Messages as chat-template dicts, with `context` joined to the first user turn.
 

@@ -49,22 +49,24 @@ def _is_recipe(source: Any) -> bool:
 def _as_recipe(
     source: Any, options: BuildOptions | None, flat: dict[str, Any], *, allow_code: bool
 ) -> tuple[Any, BuildOptions | None]:
-    """(the recipe, its options with the given run and output options) when `source` is a recipe, else as given.
+    """(the recipe, its options with the given run and output options) when `source` is a recipe (or another
+    tool's declaration of its datasets: `ftdata.mix.declared`), else as given.
 
     Raises:
         ConfigError: a data option given beside a recipe (it belongs in the recipe), or a recipe
             source with a code reader without `allow_code`.
     """
-    from ftdata.mix import Recipe, is_recipe, load_recipe
+    from ftdata.mix import Recipe, is_recipe
+    from ftdata.mix.declared import open_recipe
 
+    given = options.to_mapping() if options is not None else flat
     if not isinstance(source, Recipe):
         if not (isinstance(source, (str, Path)) and is_recipe(source)):
             return source, options
-        source = load_recipe(source, allow_code=allow_code)
+        source = open_recipe(source, given, allow_code=allow_code)  # a recipe file, or another tool's declaration
     from ftdata.mix.build import check_shares
     from ftdata.mix.recipe import check_nothing_beside
 
-    given = options.to_mapping() if options is not None else flat
     check_nothing_beside(source, given)
     run_output = {k: v for k, v in given.items() if k not in DATA_FIELDS}
     check_shares(source)  # a share that cannot be met fails before any tokenizing

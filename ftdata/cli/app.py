@@ -366,19 +366,19 @@ def stats(
 
 
 def _recipe(settings: Settings, *, allow_code: bool) -> Any:
-    """The recipe DATA names (None when DATA is data), with its tokenizer unless --tokenizer gave one.
+    """The recipe DATA names (None when DATA is data): a recipe file, or another tool's declaration
+    (`ftdata.mix.declared`), with its tokenizer unless --tokenizer gave one.
 
     Raises:
         ConfigError: a data option given beside the recipe (it belongs in the recipe file).
     """
     from ftdata.build.api import tokenizer_spec
-    from ftdata.mix import is_recipe, load_recipe
-    from ftdata.mix.recipe import check_nothing_beside
+    from ftdata.mix import is_recipe
+    from ftdata.mix.declared import open_recipe
 
     if not is_recipe(settings.data):
         return None
-    recipe = load_recipe(settings.data, allow_code=allow_code)
-    check_nothing_beside(recipe, settings.options.to_mapping())
+    recipe = open_recipe(settings.data, settings.options.to_mapping(), allow_code=allow_code)
     settings.tokenizer = tokenizer_spec(settings.tokenizer, settings.options, recipe=recipe)
     return recipe
 
@@ -453,7 +453,7 @@ def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: b
         f"{tokenizer_label(settings.tokenizer, tok)})",
         soft_wrap=True,
     )
-    out.print(survey_table(rows, unit=recipe.mix_by.value))
+    out.print(survey_table(rows, unit=recipe.mix_by.unit))
     out.print(
         "(deduplication and decontamination run in `ftdata build`; they can only lower these counts)", soft_wrap=True
     )

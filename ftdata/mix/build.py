@@ -346,7 +346,7 @@ def _mixture(
         ids = np.arange(source.first, source.last)
         ids = ids[(per["records"][ids] == 1) & ~np.isin(ids, list(removed)) & ~np.isin(ids, held)]
         kept.append(ids)
-    unit = recipe.mix_by.value
+    unit = recipe.mix_by.unit
     plan = plan_mix(
         [
             SourceSizes(s.name, per[unit][ids], w, spec.epochs_max)
@@ -355,6 +355,7 @@ def _mixture(
         total=recipe.total,
         seed=recipe.seed,
         unit=unit,
+        every=recipe.mix_by is MixBy.ALL,
     )
     drawn = (
         np.concatenate([np.repeat(ids, sp.counts) for ids, sp in zip(kept, plan.sources)])
@@ -435,7 +436,7 @@ def _table(
                 "repeats": sp.repeats,
                 "not_drawn": r.not_drawn,
                 "sequences": int(np.dot(rows_per_record[ids], sp.counts)),
-                "mix_by": recipe.mix_by.value,
+                "mix_by": recipe.mix_by.unit,
                 "target_share": round(sp.target_share, 6),
                 **{unit: {"used": used[unit][i], "share": round(used[unit][i] / whole[unit], 6)} for unit in UNITS},
             }

@@ -3,7 +3,7 @@
 ```yaml
 tokenizer: ../shared/tokenizers/qwen2.5-instruct
 max_length: 4096                 # any build option here is the default of every source
-mix_by: trained_tokens           # records | tokens | trained_tokens
+mix_by: trained_tokens           # records | tokens | trained_tokens | all (every record once, no shares)
 total: 20_000_000                # budget in that unit; omitted = the most every source allows
 sources:
   - data: chats/*.jsonl          # a file, a glob or a folder, relative to this file
@@ -35,6 +35,7 @@ from typing import Any
 
 from ftdata.io.compressed import data_suffix
 from ftdata.io.config_files import check_code_reader, read_yaml, resolve_paths
+from ftdata.io.declarations import declaration_kind
 from ftdata.errors import ConfigError
 from ftdata.guard.inputs import Digests, Input, InputKind, data_input, text_digest
 from ftdata.options import DATA_FIELDS, FIELDS, BuildOptions, plain
@@ -79,6 +80,12 @@ class MixBy(_Choice):
     RECORDS = "records"
     TOKENS = "tokens"  # every token of a record's sequence
     TRAINED_TOKENS = "trained_tokens"  # the tokens that carry loss
+    ALL = "all"  # every record of every source once, in order: no shares (LLaMA-Factory's and axolotl's concat)
+
+    @property
+    def unit(self) -> str:
+        """The unit shares are counted in (`all` counts records)."""
+        return "records" if self is MixBy.ALL else self.value
 
 
 class Dedup(_Choice):
@@ -131,6 +138,7 @@ class Recipe:
     ngram: int = 13
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # recipe-level build options
     origin: str = "recipe"  # the file, in messages and in build.json
+    declared: str = ""  # the tool whose declaration this recipe reads (LLaMA-Factory, axolotl); "" for a recipe
 
     @property
     def shares(self) -> tuple[float, ...]:
@@ -156,7 +164,13 @@ class Recipe:
 
     @classmethod
     def from_mapping(
-        cls, mapping: Mapping[str, Any], *, base: Path | None = None, origin: str = "recipe", allow_code: bool = False
+        cls,
+        mapping: Mapping[str, Any],
+        *,
+        base: Path | None = None,
+        origin: str = "recipe",
+        allow_code: bool = False,
+        declared: str = "",
     ) -> Recipe:
         """Check a recipe's keys and values; relative paths are taken against `base` (default: cwd).
 
@@ -190,6 +204,11 @@ class Recipe:
                 source.options.get("reader"), origin=f"{origin}: source {source.name!r}", allow_code=allow_code
             )
         _check_weights(sources, raw, origin=origin)
+        if top.get("mix_by") == MixBy.ALL.value and (given := [k for k in ("total", "weight") if _given(k, top, raw)]):
+            raise ConfigError(
+                f"{origin}: mix_by all takes every record of every source once; {' and '.join(given)} set shares: "
+                "drop them, or mix by records, tokens or trained_tokens"
+            )
         names = [s.name for s in sources]
         if len(set(names)) < len(names):
             twice = next(n for n in names if names.count(n) > 1)
@@ -206,6 +225,7 @@ class Recipe:
             ngram=_positive_int(top.get("ngram", 13), "ngram", where=origin),
             options=MappingProxyType(options),
             origin=origin,
+            declared=declared,
         )
 
 
@@ -215,11 +235,16 @@ def check_nothing_beside(recipe: Recipe, options: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: naming the options that are not at their defaults.
     """
-    beside = sorted(k for k, v in options.items() if k in DATA_FIELDS and v != DATA_FIELDS[k].default)
-    if beside:
+    beside = beside_options(options)
+    if beside and not recipe.declared:  # a declaration's options given beside it are read into it (load_recipe)
         raise ConfigError(
             f"{recipe.origin}: a recipe carries its data options: set {', '.join(beside)} in the recipe, not beside it"
         )
+
+
+def beside_options(options: Mapping[str, Any]) -> list[str]:
+    """The data options `options` sets away from their defaults."""
+    return sorted(k for k, v in options.items() if k in DATA_FIELDS and v != DATA_FIELDS[k].default)
 
 
 def load_recipe(path: str | Path, *, allow_code: bool = False) -> Recipe:
@@ -266,11 +291,14 @@ def recipe_inputs(recipe: Recipe, files: Digests) -> list[Input]:
 
 
 def is_recipe(path: str | Path) -> bool:
-    """Whether `path` is a recipe: a `.yaml`/`.yml` file whose top level has `sources:`.
+    """Whether `path` is a recipe: a `.yaml`/`.yml` file whose top level has `sources:`, or another tool's
+    declaration of its datasets (`ftdata.io.declarations`).
 
     Raises:
         ConfigError: a YAML file that cannot be read or parsed.
     """
+    if declaration_kind(path) is not None:
+        return True
     path = Path(path)
     return path.suffix.lower() in (".yaml", ".yml") and path.is_file() and "sources" in read_yaml(path)
 
@@ -333,6 +361,11 @@ def _source(item: Any, *, defaults: dict[str, Any], whole: dict[str, Any], base:
     return RecipeSource(
         name=name, data=_path(data, base), weight=float(weight), epochs_max=epochs, options=MappingProxyType(merged)
     )
+
+
+def _given(key: str, top: Mapping[str, Any], sources: list[Any]) -> bool:
+    """Whether the recipe sets `key` at the top or on a source (`weight`, `total`)."""
+    return key in top or any(isinstance(item, Mapping) and key in item for item in sources)
 
 
 def _checked(options: dict[str, Any], *, where: str) -> BuildOptions:

@@ -83,7 +83,9 @@ class Plan:
         )
 
 
-def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, unit: str = "units") -> Plan:
+def plan_mix(
+    sources: Sequence[SourceSizes], *, total: int | None, seed: int, unit: str = "units", every: bool = False
+) -> Plan:
     """Choose whole records of each source so that each meets its share of the budget.
 
     The budget is `total`, or when None, the largest budget under which no source needs
@@ -111,6 +113,8 @@ def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, un
         total: the budget in units, or None (see above).
         seed: the recipe's seed; the same seed gives the same plan in every process.
         unit: the unit's name in messages ("records", "tokens", "trained_tokens").
+        every: every record once, the sources laid end to end (`mix_by: all`): weights, `total` and
+            `epochs_max` are not read, and each source's target share is the share it has.
 
     Raises:
         ConfigError: a source whose target exceeds `epochs_max` passes (or that has no units):
@@ -126,20 +130,17 @@ def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, un
             raise ConfigError(
                 f"source {source.name!r} has no {unit}: it cannot take a share; drop it or check its records"
             )
-    budget = total if total is not None else math.floor(min(c / w for c, w in zip(caps, shares)) * (1 + _SLACK))
-    targets = _apportion(shares, budget)
-    for source, _target, raw, have, cap in zip(sources, targets, shares * budget, available, caps):
-        if raw > cap * (1 + _SLACK):
-            raise ConfigError(
-                f"source {source.name!r} has {have:,} {unit} but its share of total={budget:,} needs "
-                f"{math.ceil(raw):,}: "
-                f"more than epochs_max={source.epochs_max} passes; epochs_max={math.ceil(raw / have)} would do "
-                "(or lower its weight or the total)"
-            )
-    counts = [
-        _select(u, min(t, cap), cap, np.random.default_rng([seed, i]))
-        for i, (u, t, cap) in enumerate(zip(sizes, targets, caps))
-    ]
+    if every:
+        budget = sum(available)
+        shares = np.array(available, dtype=np.float64) / budget
+        counts = [np.ones(len(u), dtype=np.int64) for u in sizes]
+    else:
+        budget = total if total is not None else math.floor(min(c / w for c, w in zip(caps, shares)) * (1 + _SLACK))
+        _check_caps(sources, shares * budget, available, caps, budget=budget, unit=unit)
+        counts = [
+            _select(u, min(t, cap), cap, np.random.default_rng([seed, i]))
+            for i, (u, t, cap) in enumerate(zip(sizes, _apportion(shares, budget), caps))
+        ]
     achieved = [int(np.dot(u, c)) for u, c in zip(sizes, counts)]
     whole = sum(achieved)
     return Plan(
@@ -157,6 +158,20 @@ def plan_mix(sources: Sequence[SourceSizes], *, total: int | None, seed: int, un
         ),
         budget=budget,
     )
+
+
+def _check_caps(
+    sources: Sequence[SourceSizes], raws: np.ndarray, available: list[int], caps: list[int], *, budget: int, unit: str
+) -> None:
+    """Raises: ConfigError: a source whose share of `budget` needs more than its `epochs_max` passes."""
+    for source, raw, have, cap in zip(sources, raws, available, caps):
+        if raw > cap * (1 + _SLACK):
+            raise ConfigError(
+                f"source {source.name!r} has {have:,} {unit} but its share of total={budget:,} needs "
+                f"{math.ceil(raw):,}: "
+                f"more than epochs_max={source.epochs_max} passes; epochs_max={math.ceil(raw / have)} would do "
+                "(or lower its weight or the total)"
+            )
 
 
 def _apportion(shares: np.ndarray, budget: int) -> list[int]:

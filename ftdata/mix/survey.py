@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ftdata.mix.build import recipe_stages
 from ftdata.run.stage import Stage, named
-from ftdata.mix.recipe import Recipe
+from ftdata.mix.recipe import MixBy, Recipe
 from ftdata.mix.shares import SourceSizes, plan_mix
 from ftdata.options import RunOptions
 
@@ -54,12 +54,13 @@ def survey(
                 "epochs_max": spec.epochs_max,
             }
         )
-    unit = recipe.mix_by.value
+    unit = recipe.mix_by.unit
     plan = plan_mix(
         [SourceSizes(s.name, u[unit], s.weight, s.epochs_max) for s, u in zip(recipe.sources, units)],
         total=recipe.total,
         seed=recipe.seed,
         unit=unit,
+        every=recipe.mix_by is MixBy.ALL,
     )
     for row, sp in zip(rows, plan.sources):
         row.update(

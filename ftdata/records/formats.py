@@ -80,7 +80,12 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "tools": ("tools",),
     "chat_template_kwargs": ("chat_template_kwargs",),
     "text": ("text",),
+    # The keys inside each message (LLaMA-Factory's role_tag/content_tag, axolotl's message_property_mappings);
+    # unmapped, a message is read by role/content or ShareGPT's from/value.
+    "role": ("role", "from"),
+    "content": ("content", "value"),
 }
+MESSAGE_KEYS = ("role", "content")  # fields of each message, not columns of the row
 
 ROLE_ALIASES: dict[str, str] = {
     "human": "user",
@@ -192,7 +197,14 @@ class Columns:
                 names = ", ".join(sorted(fields))
                 raise ConfigError(f"column map key must be one of {names}; got {key!r}={column!r}")
         # Top-level columns the map claims: a field's aliases never find them (a mapped column is read once).
-        self.claimed = frozenset(c for c in (*self.explicit.values(), *self.named.values()) if "." not in c)
+        self.claimed = frozenset(
+            c for k, c in (*self.explicit.items(), *self.named.items()) if "." not in c and k not in MESSAGE_KEYS
+        )
+
+    @property
+    def message_keys(self) -> dict[str, str]:
+        """The keys of each message's role and content that the map names (`role=speaker`), for `_messages`."""
+        return {key: self.explicit[key] for key in MESSAGE_KEYS if key in self.explicit}
 
     def find(self, row: Mapping[str, Any], name: str, *, location: Location) -> tuple[str | None, Any]:
         """The (column, value) for canonical field `name`, or (None, None). Rejects ambiguity."""
@@ -325,8 +337,10 @@ NEEDS_ROLE_AND_CONTENT = "needs 'role' and 'content' (or ShareGPT 'from' and 'va
 
 
 def _messages(
-    items: Any, *, location: Location, field: str, roles: Mapping[str, str]
+    items: Any, *, location: Location, field: str, roles: Mapping[str, str], keys: Mapping[str, str] | None = None
 ) -> tuple[tuple[Message, ...], list[Note]]:
+    """The messages of `items`; `keys`: the keys of each message's role and content (`Columns.message_keys`)."""
+    keys = keys or {}
     if not isinstance(items, list) or not items:
         raise RecordError("must be a non-empty list of messages", location=location, field=field)
     out: list[Message] = []
@@ -339,8 +353,8 @@ def _messages(
             raise RecordError(
                 f"must be an object with role and content, got {type(msg).__name__}", location=location, field=where
             )
-        role_key = "role" if "role" in msg else "from"
-        content_key = "content" if "content" in msg else "value"
+        role_key = keys.get("role") or ("role" if "role" in msg else "from")
+        content_key = keys.get("content") or ("content" if "content" in msg else "value")
         if role_key not in msg:
             raise RecordError(NEEDS_ROLE_AND_CONTENT, location=location, field=where)
         raw_role = msg[role_key]
@@ -670,7 +684,7 @@ def _to_examples(
     if name == "chat":
         if not isinstance(row, list):
             raise RecordError(f"format 'chat' needs a list of messages, got {type(row).__name__}", location=location)
-        msgs, notes = _messages(row, location=location, field="messages", roles=roles)
+        msgs, notes = _messages(row, location=location, field="messages", roles=roles, keys=columns.message_keys)
     elif name in ("messages", "sharegpt"):
         if not isinstance(row, Mapping):
             raise RecordError(f"expected an object, got {type(row).__name__}", location=location)
@@ -681,7 +695,7 @@ def _to_examples(
             raise RecordError(
                 f"format {name!r} needs a 'messages' or 'conversations' list", location=location, field="messages"
             )
-        msgs, notes = _messages(items, location=location, field=col, roles=roles)
+        msgs, notes = _messages(items, location=location, field=col, roles=roles, keys=columns.message_keys)
         msgs = supervision.keep_loss(msgs, row.get("keep_loss"), location=location)
         _, system = columns.find(row, "system", location=location)
         if system:

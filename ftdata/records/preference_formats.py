@@ -45,6 +45,7 @@ def conversation(
     mapping = {name: col for name in shared if (col := columns.find(row, name, location=location)[0]) is not None}
     view = {col: at_path(row, col)[1] for col in mapping.values()} | {key: value}
     mapping["messages" if fmt == "messages" else "output"] = key
+    mapping |= columns.message_keys  # each message's role and content keys, as the map names them
     try:
         (example,) = to_examples(view, location, format=fmt, columns=Columns(mapping), roles=roles)
     except RecordError as exc:  # the conversation rules name a turn "messages[i]": name it by `key`

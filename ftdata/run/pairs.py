@@ -161,7 +161,10 @@ class PairTask:
 
     def examples(self, stage: Stage, location: Any, row: Any) -> tuple[Pair | Unpaired, ...]:
         read = to_unpaired if self.task is Task.KTO else to_pairs
-        return read(row, location, columns=stage.state_as(PairState).columns, roles=stage.options.roles)
+        records = read(row, location, columns=stage.state_as(PairState).columns, roles=stage.options.roles)
+        if (join := stage.options.input_join) is None:
+            return records
+        return tuple(replace(r, prompt=r.prompt.with_input_joined(join)) for r in records)
 
     def measure(
         self, stage: Stage, formatted: list[tuple[int, Pair | Unpaired | Reject]], responses: bool

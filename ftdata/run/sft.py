@@ -161,6 +161,8 @@ class SftTask:
             examples = to_examples(
                 row, location, format=stage.options.format, columns=state.columns, roles=stage.options.roles
             )
+        if stage.options.input_join is not None:
+            examples = tuple(e.with_input_joined(stage.options.input_join) for e in examples)
         if isinstance(row, Mapping):  # the row's media columns (`images`), for <image> tags and bare image parts
             examples = attach_columns(examples, row, location)
         if stage.media is None:  # media a text build would drop: the record is refused, naming --processor

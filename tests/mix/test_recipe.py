@@ -124,7 +124,7 @@ def test_weights_default_to_equal_shares_and_names_to_the_stem() -> None:
         ({"sources": [{"weight": 1}]}, r"sources\[0\]: data must be a path, glob or folder, got data=None"),
         (_recipe(total=1.5), r"total must be a positive integer \(the budget in mix_by units\), got total=1.5"),
         (_recipe(total=0), r"total must be a positive integer"),
-        (_recipe(mix_by="bytes"), r"^r\.yaml: mix_by must be one of records, tokens, trained_tokens; got mix_by='bytes'"),
+        (_recipe(mix_by="bytes"), r"^r\.yaml: mix_by must be one of records, tokens, trained_tokens, all; got mix_by='bytes'"),
         (_recipe(dedup="fuzzy"), r"dedup must be one of none, exact, near"),
         (_recipe(near_threshold=1), r"near_threshold must be a number in \(0, 1\)"),
         (_recipe(ngram=0), r"ngram must be an integer >= 1, got ngram=0"),

@@ -115,3 +115,11 @@ def test_shares_within_half_a_percent_when_records_are_small(sources, seed, tota
     plan = plan_mix(sized, total=total, seed=seed)
     for p in plan.sources:
         assert abs(p.share - p.target_share) <= 0.005 * p.target_share
+
+
+def test_every_takes_each_record_once_whatever_the_weights_total_and_epochs_max() -> None:
+    sources = [SourceSizes("a", [3, 1, 2], weight=5.0, epochs_max=2), SourceSizes("b", [4], weight=0.1)]
+    plan = plan_mix(sources, total=1, seed=0, unit="tokens", every=True)
+    assert [s.counts.tolist() for s in plan.sources] == [[1, 1, 1], [1]]
+    assert plan.budget == plan.units == 10
+    assert [(s.target_share, s.share) for s in plan.sources] == [(0.6, 0.6), (0.4, 0.4)]
