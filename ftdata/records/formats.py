@@ -788,11 +788,21 @@ def _rejected(exc: RecordError, location: Location, field: str) -> UnusableRecor
 def _with_row_extras(
     examples: tuple[Example, ...], row: Mapping[str, Any], columns: Columns, location: Location
 ) -> tuple[Example, ...]:
-    """Examples carrying the row's `tools` and `chat_template_kwargs` columns, when it has them."""
+    """Examples carrying the row's `tools` and `chat_template_kwargs` columns, when it has them; verl's
+    `enable_thinking` column is that template kwarg."""
     tools_col, schemas = columns.find(row, "tools", location=location)
     kwargs_col, kwargs = columns.find(row, "chat_template_kwargs", location=location)
     schemas = tools.tool_schemas(_unwrap(schemas), location=location, field=tools_col or "tools")
     kwargs = tools.template_kwargs(_unwrap(kwargs), location=location, field=kwargs_col or "chat_template_kwargs")
+    if (thinking := row.get("enable_thinking")) is not None and "enable_thinking" not in columns.claimed:
+        if not isinstance(thinking, bool) or kwargs.get("enable_thinking", thinking) != thinking:
+            raise RecordError(
+                f"is {thinking!r:.30}; give true or false (the chat template's enable_thinking, as verl reads it), "
+                "once: not also a different one in chat_template_kwargs",
+                location=location,
+                field="enable_thinking",
+            )
+        kwargs = {**kwargs, "enable_thinking": thinking}
     if not (schemas or kwargs):
         return examples
     return tuple(replace(e, tools=schemas, template_kwargs=dict(kwargs)) for e in examples)

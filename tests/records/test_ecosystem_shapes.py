@@ -276,3 +276,17 @@ def test_swift_agent_call_turns_in_a_row_are_one_turn_of_parallel_calls():
     tok = tokenizer("qwen2.5-instruct")
     (built,) = ftdata.build(path, tokenizer=tok).dataset.to_list()
     assert trained_text(tok, built).count("<tool_call>") == 2
+
+
+def test_verl_enable_thinking_column_is_the_records_template_kwarg():
+    row = {"messages": [user("2+2?"), assistant("4")], "enable_thinking": False}
+    assert one(row).template_kwargs == {"enable_thinking": False}
+    with pytest.raises(RecordError, match=r"field 'enable_thinking': is 'no'; give true or false"):
+        one({**row, "enable_thinking": "no"})
+    with pytest.raises(RecordError, match="field 'enable_thinking'.*not also a different one in chat_template_kwargs"):
+        one({**row, "chat_template_kwargs": {"enable_thinking": True}})
+    # On Qwen3's template the empty think block is then prompt, as in the served prompt.
+    tok = tokenizer("qwen2.5-instruct")
+    path = ROOT / "tests" / "published" / "data" / "verl_multiturn_sft.parquet"
+    rows = ftdata.build(path, tokenizer=tok, chat_template="qwen3").dataset.to_list()
+    assert [trained_text(tok, r) for r in rows] == ["15% of 80 is 12.<|im_end|>", "20% of 80 is 16.<|im_end|>"]
