@@ -533,6 +533,14 @@ def _nearest(row: Mapping[str, Any]) -> str:
 
 def _instruction(row: Mapping[str, Any], columns: Columns, location: Location) -> tuple[Example, ...]:
     instr_col, instruction = columns.find(row, "instruction", location=location)
+    if instr_col is None and "input_ids" in row:
+        raise RecordError(
+            "is already tokenized (input_ids); ftdata builds rows from text, so it cannot check what these ids train: "
+            "give the records as text (messages, or instruction/output), or train the tokenized file as it is "
+            "(`datasets.load_from_disk` / TRL with dataset_kwargs={'skip_prepare_dataset': True})",
+            location=location,
+            field="input_ids",
+        )
     if instr_col is None:
         raise RecordError(
             f"no instruction field (looked for {', '.join(FIELD_ALIASES['instruction'])}); columns are "

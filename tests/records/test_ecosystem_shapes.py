@@ -213,7 +213,7 @@ def test_video_is_refused_and_scores_are_noted(char_tok):
 @settings(max_examples=25, deadline=None)
 @given(
     extra=st.dictionaries(st.sampled_from(["score", "rating", "label", "tag", "reward"]),
-                          st.one_of(st.integers(-5, 5), st.floats(0, 10), st.text(max_size=5)), min_size=1),
+                          st.one_of(st.integers(-5, 5), st.floats(0, 10), st.text(min_size=1, max_size=5)), min_size=1),
     answer=st.text(st.characters(codec="utf-8", exclude_characters="{}<\ufffc"), min_size=1, max_size=20).filter(str.strip),
 )  # fmt: skip
 def test_an_unused_column_changes_notes_never_rows(extra, answer):
@@ -290,3 +290,8 @@ def test_verl_enable_thinking_column_is_the_records_template_kwarg():
     path = ROOT / "tests" / "published" / "data" / "verl_multiturn_sft.parquet"
     rows = ftdata.build(path, tokenizer=tok, chat_template="qwen3").dataset.to_list()
     assert [trained_text(tok, r) for r in rows] == ["15% of 80 is 12.<|im_end|>", "20% of 80 is 16.<|im_end|>"]
+
+
+def test_a_tokenized_row_says_so():
+    with pytest.raises(RecordError, match=r"field 'input_ids': is already tokenized \(input_ids\); ftdata builds rows from text"):  # fmt: skip
+        one({"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": [-100, 2, 3]})
