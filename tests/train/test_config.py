@@ -122,6 +122,7 @@ SAMPLES = {
     "columns": ("output=answer", {"output": "answer"}),
     "roles": ("narrator=assistant", {"narrator": "assistant"}),
     "reader": ("jsonl", "jsonl"),
+    "input_join": ("\\n", "\n"),
     "delimiter": ("tab", "\t"),
     "field": ("data", "data"),
     "filter": ("not input", "not input"),
