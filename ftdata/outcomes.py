@@ -109,6 +109,9 @@ class NoteCode(StrEnum):
     TRAJECTORY_MISSING = "trajectory_missing"  # a trajectory this one points to is not in its folder (ATIF)
     SYSTEM_MOVED = "system_moved"  # a later system turn the template cannot write there, joined to a user turn
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
+    SESSION_LEFT_OUT = "session_left_out"  # an agent session's events that no model context held, counted by kind
+    SESSION_NO_TOOLS = "session_no_tools"  # an agent session file holds no tool schemas: built without them
+    AGENT_TRACE_COLUMNS = "agent_trace_columns"  # an HF agent-trace row's columns that are not the conversation
     PUBLISHED_SHAPE = (
         "published_shape"  # a published set's own markup became messages/tools (Hermes' <tools> system text)
     )
