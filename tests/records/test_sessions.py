@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from support import ROOT, TOKENIZERS, tokenizer
-from test_trajectory import TEMPLATES
+from test_trajectory import TEMPLATES, runs
 
 import oracle
 from ftdata.errors import Location, ReaderError, RecordError, UnusableRecord
@@ -117,10 +117,17 @@ def test_one_response_in_many_events_is_one_turn_and_parallel_results_answer_the
     assert turn.reasoning.startswith("The user is having trouble starting their Phoenix server.")
     left = next(n.text for n in example.notes if n.code is NoteCode.SESSION_LEFT_OUT)
     assert left.endswith("3 progress, 2 system:local_command, 1 file-history-snapshot")
-    # a template that writes reasoning (qwen3) trains the turn, thinking and calls; qwen2.5 would drop the thinking
+    # A template that writes reasoning (qwen3) trains the turn with its thinking and calls. Messages follow the
+    # turn (the results, the interrupt), and Qwen3 drops the reasoning of a turn before the last user message:
+    # the turn is trained in a row of its own that ends with it, as the model wrote it.
     tok = TEMPLATES["qwen3"][0]()
     (item,) = built(tok, SHORT)
-    assert isinstance(item, Measured) and follows_the_rule(tok, example, item) == []
+    assert isinstance(item, Measured)
+    exp = oracle.expect(tok, example.chat_messages()[:2], edge_cases=True)
+    assert oracle.compare(exp, tok, list(item.tokenized.input_ids), list(item.tokenized.labels)) == []
+    ((_, trained),) = runs(tok, item)
+    assert trained.startswith("<think>\nThe user is having trouble starting their Phoenix server.")
+    assert trained.endswith('"path": "/home/marco/projects/spotter"}}\n</tool_call><|im_end|>')
     (refused,) = built(tokenizer("qwen2.5-instruct"), SHORT)
     assert not isinstance(refused, Measured) and "does not write reasoning" in refused.reason
 
