@@ -8,6 +8,7 @@ message sequence each builds is asserted literally; the trained tokens are held 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,11 @@ def test_a_claude_code_session_file_is_one_record_of_its_calls_results_and_meta_
     assert example.messages[1].tool_calls[0].arguments == {
         "file_path": "/tmp/tmp74wiyiny/hello.sh", "content": '#!/bin/bash\necho "Hello world"\n'}  # fmt: skip
     notes = {n.code: n.text for n in example.notes}
-    assert notes[NoteCode.SESSION_LEFT_OUT].endswith("left out what no model context held as a message: 1 queue-operation")
-    assert NoteCode.SESSION_NO_TOOLS in notes
+    assert notes[NoteCode.SESSION_LEFT_OUT] == "Claude Code session: left out (no model context held them): 1 queue-operation"
+    assert notes[NoteCode.SESSION_NO_TOOLS] == (
+        "Claude Code session: the file holds no tool schemas and no system prompt: built without them (the template "
+        "writes no tool list)"
+    )
 
 
 def test_a_claude_code_session_trains_exactly_its_assistant_turns_on_a_tool_calling_template() -> None:
@@ -380,3 +384,42 @@ def test_an_event_that_breaks_the_conversation_is_named_by_its_line(tmp_path) ->
     path = write_jsonl(tmp_path / "s.jsonl", events)
     with pytest.raises(UnusableRecord, match=rf"^{path}:3: .*tool_call_id 't9' answers no call of the assistant turn before it"):
         examples(path)
+
+
+# ---------------------------------------------------------------- docs/bring-your-data.md
+
+
+def page_examples() -> list[tuple[str, str]]:
+    from test_docs import EXAMPLE
+
+    text = (ROOT / "docs" / "bring-your-data.md").read_text(encoding="utf-8")
+    (part,) = [p for p in re.split(r"(?m)^(?=## )", text) if p.startswith("## Coming from Claude Code")]
+    console = re.compile(r"```console\n\$ (ftdata [^\n]*)\n(.*?)```", re.S)
+    found = [(m.group(1), m.group(2)) for m in console.finditer(part)]
+    assert len(found) == 2 and not EXAMPLE.search(part)  # run here (their output is trimmed with "...")
+    return found
+
+
+@pytest.mark.parametrize(("command", "shown"), page_examples(), ids=["preview", "build"])
+def test_the_pages_session_examples_are_real_output(command: str, shown: str, tmp_path, monkeypatch) -> None:
+    """Each example's shown lines are its real output, in order; a `...` line stands for lines left out."""
+    import shlex
+
+    from test_docs import _normalize_build, _run
+
+    monkeypatch.chdir(ROOT)
+    args = shlex.split(command)
+    if args[1] == "build":
+        out, cache = tmp_path / "out", tmp_path / "cache"
+        documented = args[args.index("-o") + 1]
+        args[args.index("-o") + 1] = str(out)
+        got = _normalize_build(_run(shlex.join([*args, "--cache-dir", str(cache)])), str(out), str(cache))
+        shown = _normalize_build(shown, documented, "~/.cache/ftdata/builds")
+    else:
+        got = _run(command)
+    at = 0
+    for piece in re.split(r"(?m)^\.\.\.\n", shown):
+        found = got.find(piece, at)
+        assert found >= 0 and (at > 0 or found == 0), f"not in the output after {at}: {piece[:200]!r}"
+        at = found + len(piece)
+    assert at == len(got)

@@ -73,15 +73,13 @@ def _notes(name: str, skipped: Counter[str]) -> list[Note]:
     notes = []
     if skipped:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
-        text = f"{NAMES[name]} session: left out what no model context held as a message: {kinds}"
-        notes.append(Note(NoteCode.SESSION_LEFT_OUT, text))
-    notes.append(
-        Note(
-            NoteCode.SESSION_NO_TOOLS,
-            f"a {NAMES[name]} session file holds no tool schemas (nor the harness's system prompt): built without "
-            "a tools list; the calls and results are the session's",
+        notes.append(
+            Note(NoteCode.SESSION_LEFT_OUT, f"{NAMES[name]} session: left out (no model context held them): {kinds}")
         )
-    )
+    # Codex writes its base instructions into the file; Claude Code and Pi write neither prompt nor schemas.
+    what = "tool schemas" if name == "codex" else "tool schemas and no system prompt"
+    text = f"{NAMES[name]} session: the file holds no {what}: built without them (the template writes no tool list)"
+    notes.append(Note(NoteCode.SESSION_NO_TOOLS, text))
     return notes
 
 
