@@ -423,3 +423,21 @@ def test_the_pages_session_examples_are_real_output(command: str, shown: str, tm
         assert found >= 0 and (at > 0 or found == 0), f"not in the output after {at}: {piece[:200]!r}"
         at = found + len(piece)
     assert at == len(got)
+
+
+def test_sidechains_without_an_agent_id_are_one_conversation_per_chain(tmp_path) -> None:
+    """Older Claude Code wrote each Task sub-agent's events into the session file with isSidechain and no agentId:
+    each chain (from its own root) was a context of its own."""
+    side = {"isSidechain": True}
+    events = [
+        claude_event("u1", None, "user", "Look into both."),
+        claude_event("x1", None, "user", "Find A.", **side),
+        claude_event("y1", None, "user", "Find B.", **side),
+        claude_event("x2", "x1", "assistant", [{"type": "text", "text": "A is here."}], **side),
+        claude_event("y2", "y1", "assistant", [{"type": "text", "text": "B is there."}], **side),
+        claude_event("a1", "u1", "assistant", [{"type": "text", "text": "Both found."}]),
+    ]  # fmt: skip
+    found = examples(write_jsonl(tmp_path / "s.jsonl", events))
+    assert [[m.content for m in e.messages] for e in found] == [
+        ["Look into both.", "Both found."], ["Find A.", "A is here."], ["Find B.", "B is there."]]  # fmt: skip
+    assert not any(n.code is NoteCode.SESSION_LEFT_OUT for e in found for n in e.notes)

@@ -50,7 +50,7 @@ def conversations(events: Sequence[Mapping[str, Any]], lines: Sequence[int]) -> 
             skipped[name] += 1
     by_uuid = {e["uuid"]: i for i, e in enumerate(events) if isinstance(e.get("uuid"), str)}
     out: list[Conversation] = []
-    for group, members in groups.items():
+    for group, members in _by_root(groups, events, by_uuid):
         threads = _threads(events, members, by_uuid)
         chosen = {i for thread in threads for i in thread}
         if lost := sum(1 for i in members if i not in chosen):
@@ -65,6 +65,33 @@ def conversations(events: Sequence[Mapping[str, Any]], lines: Sequence[int]) -> 
             out.append(finish(turns, label))
             skipped.update(turns.skipped)
     return out, skipped
+
+
+def _by_root(
+    groups: dict[str | None, list[int]], events: Sequence[Mapping[str, Any]], by_uuid: dict[str, int]
+) -> list[tuple[str | None, list[int]]]:
+    """The groups, with sidechain events that name no `agentId` (older Claude Code) split by the event their
+    chain starts from: each Task call's sub-agent started a context of its own."""
+    out: list[tuple[str | None, list[int]]] = []
+    for group, members in groups.items():
+        if group != "agent":
+            out.append((group, members))
+            continue
+        roots: dict[int, list[int]] = {}
+        for i in members:
+            roots.setdefault(_root(events, i, by_uuid), []).append(i)
+        out += [(f"agent {k + 1}" if len(roots) > 1 else group, part) for k, part in enumerate(roots.values())]
+    return out
+
+
+def _root(events: Sequence[Mapping[str, Any]], at: int, by_uuid: dict[str, int]) -> int:
+    seen = {at}
+    while isinstance(parent := events[at].get("parentUuid"), str) and (up := by_uuid.get(parent)) is not None:
+        if up in seen:
+            break
+        seen.add(up)
+        at = up
+    return at
 
 
 def _group(event: Mapping[str, Any]) -> str | None:

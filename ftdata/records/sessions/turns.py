@@ -50,10 +50,13 @@ class Turns:
         """A piece of a model response: joined to the assistant turn it belongs to (the last message, or the
         turn with the same `response` id that only tool results follow: a response whose calls ran while it
         was still being written), else a new assistant turn. Text and reasoning pieces are joined with a
-        blank line; whitespace-only pieces are none."""
+        blank line; whitespace-only pieces are none. A piece with `train=False` (the harness wrote it) joins
+        only a turn of the same kind: two assistant turns in a row are then refused, named by their line."""
         text = [t for t in text if t.strip()]
         reasoning = [r for r in reasoning if r.strip()]
         at = self._turn(response)
+        if at is not None and self.messages[at].get("train", True) is not (train is not False):
+            at = None  # the harness's own message (not trained) never joins the model's, nor the model's it
         if at is None:
             msg: dict[str, Any] = {"role": "assistant", "content": ""}
             self.add(msg, line)
