@@ -441,3 +441,25 @@ def test_sidechains_without_an_agent_id_are_one_conversation_per_chain(tmp_path)
     assert [[m.content for m in e.messages] for e in found] == [
         ["Look into both.", "Both found."], ["Find A.", "A is here."], ["Find B.", "B is there."]]  # fmt: skip
     assert not any(n.code is NoteCode.SESSION_LEFT_OUT for e in found for n in e.notes)
+
+
+def test_parallel_calls_off_the_parent_chain_are_kept_with_their_results() -> None:
+    """spotter's subagent transcript, lines 1-16: one response of four parallel calls. Claude Code chains the four
+    tool_use events, hangs each result off its own call and goes on from the last result written (the second
+    call's): calls 3 and 4 and their results are not on the parentUuid chain from the last event, and belong to it."""
+    (example,) = examples(DATA / "claude-code-parallel-head.jsonl")
+    ids = ["toolu_01UBumkyGa4vv7EbMVke2AiH", "toolu_01FqWwvYWkHZHuD78wSmgc6r", "toolu_01PPH5xRopN6EKFruBKc1giM",
+           "toolu_01DgymFTXTDEthJ9vJBG4n59"]  # fmt: skip
+    assert [(m.role, [c.id for c in m.tool_calls], m.tool_call_id) for m in example.messages[2:]] == [
+        ("assistant", ids, None), ("tool", [], ids[0]), ("tool", [], ids[2]), ("tool", [], ids[3]), ("tool", [], ids[1])]  # fmt: skip
+    assert [c.name for c in example.messages[2].tool_calls] == ["WebFetch", "WebSearch", "WebSearch", "WebSearch"]
+    assert example.messages[2].reasoning is not None and example.messages[2].content.startswith("I'll research the setup options")
+    left = next(n.text for n in example.notes if n.code is NoteCode.SESSION_LEFT_OUT)
+    assert left.endswith(": 2 progress, 1 file-history-snapshot")
+    tok = tokenizer("qwen2.5-instruct")
+    (item,) = built(tok, DATA / "claude-code-parallel-head.jsonl")
+    assert not isinstance(item, Measured) and "does not write reasoning" in item.reason  # qwen2.5: refused, not dropped
+    tok = TEMPLATES["qwen3"][0]()
+    (item,) = built(tok, DATA / "claude-code-parallel-head.jsonl")
+    assert isinstance(item, Measured)
+    assert follows_the_rule(tok, example, item) == []  # one row: Qwen3 keeps reasoning after the last user turn

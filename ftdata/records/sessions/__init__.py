@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ftdata.errors import Location, RecordError
-from ftdata.outcomes import Note, NoteCode
+from ftdata.errors import Location, RecordError, UnusableRecord
+from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.records.sessions import claude_code, codex, pi
 from ftdata.records.sessions.turns import Conversation
 from ftdata.types import SESSION_FILE, SESSION_HARNESSES
@@ -57,6 +57,8 @@ def read(row: Mapping[str, Any], location: Location, name: str) -> Session:
 
     Raises:
         RecordError: `row` is not a session file of `name` (given as a format for another file).
+        UnusableRecord: the session holds no conversation (each of its events left out, or its context in
+            another file), the reason saying what was left out.
     """
     session = row.get(SESSION_FILE)
     if harness(row) != name or not isinstance(session, Mapping):
@@ -66,7 +68,14 @@ def read(row: Mapping[str, Any], location: Location, name: str) -> Session:
             location=location,
         )
     conversations, skipped = READERS[name](session["events"], session["lines"])
-    return Session(name, [c for c in conversations if c.messages], _notes(name, skipped))
+    notes = _notes(name, skipped)
+    if not any(c.messages for c in conversations):
+        raise UnusableRecord(
+            f"the session holds no conversation to build; {notes[0].text}",
+            location=location,
+            code=RejectCode.NO_ASSISTANT,
+        )
+    return Session(name, [c for c in conversations if c.messages], notes)
 
 
 def _notes(name: str, skipped: Counter[str]) -> list[Note]:

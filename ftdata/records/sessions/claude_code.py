@@ -10,8 +10,8 @@ blocks), chained by `uuid`/`parentUuid`; everything else is the harness's own lo
                                   text: sent to the model, only hidden from the person)
     user event, tool_result    -> one tool turn per block, answering its `tool_use_id` (text blocks of the
                                   same event follow as a user turn)
-    compact_boundary           -> the conversation ends; the one after it starts with Claude Code's summary
-                                  (`isCompactSummary`), as the model read it
+    compact_boundary           -> the conversation ends (at `logicalParentUuid`, else at the event before it);
+                                  the one after it starts with Claude Code's summary (`isCompactSummary`)
     isSidechain events         -> a conversation of their own per `agentId` (a sub-agent's context)
     a synthetic or API-error assistant event (`model: <synthetic>`, `isApiErrorMessage`) -> kept as
                                   context, never trained: the harness wrote it, not the model
@@ -20,8 +20,12 @@ blocks), chained by `uuid`/`parentUuid`; everything else is the harness's own lo
 
 The thread: Claude Code appends every branch (a rewind or an edited prompt starts one from an earlier
 event) to the file. A conversation is the chain of `parentUuid` links from its last event back to its
-root, plus the tool results of its calls that hang off the chain beside it (parallel calls: each result's
-parent is its own tool_use event). Events on no conversation's chain are an abandoned branch: counted.
+root, plus what hangs off the chain beside it: the other fragments of its responses and the results of
+their calls (parallel calls: each tool_use is an event, each result the child of its own, and the session
+goes on from the last result written). Events on no conversation's chain are an abandoned branch: counted.
+A conversation whose first event continues an event that is not in the file (the summarising call of a
+compaction, `subagents/agent-acompact-*.jsonl`, reads the whole session, which is in the session's file) is
+not built, and counted: its context is not here.
 """
 
 from __future__ import annotations
@@ -52,10 +56,17 @@ def conversations(events: Sequence[Mapping[str, Any]], lines: Sequence[int]) -> 
     out: list[Conversation] = []
     for group, members in _by_root(groups, events, by_uuid):
         threads = _threads(events, members, by_uuid)
-        chosen = {i for thread in threads for i in thread}
-        if lost := sum(1 for i in members if i not in chosen):
-            skipped["event on an abandoned branch"] += lost
-        for k, thread in enumerate(threads):
+        chosen = {i for thread, _ in threads for i in thread}
+        for i in members:
+            if i not in chosen:  # off every conversation: the context of a conversation elsewhere, or a branch left
+                elsewhere = _chain(events, i, by_uuid)[1] is not None
+                skipped[
+                    "event that goes on from one not in this file" if elsewhere else "event on an abandoned branch"
+                ] += 1
+        for k, (thread, outside) in enumerate(threads):
+            if outside is not None:  # a compaction call, a resumed session: the context is in another file
+                skipped["conversation that goes on from an event not in this file"] += 1
+                continue
             turns = Turns()
             for i in thread:
                 _event(events[i], lines[i], turns)
@@ -101,33 +112,82 @@ def _group(event: Mapping[str, Any]) -> str | None:
     return str(agent) if agent is not None else "agent"
 
 
-def _threads(events: Sequence[Mapping[str, Any]], members: list[int], by_uuid: dict[str, int]) -> list[list[int]]:
-    """The event indices of each conversation of a group, in file order: one per compaction segment."""
+def _threads(
+    events: Sequence[Mapping[str, Any]], members: list[int], by_uuid: dict[str, int]
+) -> list[tuple[list[int], str | None]]:
+    """The event indices of each conversation of a group, in file order (one per compaction segment), each with
+    the uuid its first event continues from when that event is not in the file (its context is elsewhere)."""
     if not all(isinstance(events[i].get("uuid"), str) for i in members):
-        return [members]  # no chain to follow: the file's order is the conversation's
-    ends = [by_uuid[p] for i in members if isinstance(p := events[i].get("logicalParentUuid"), str) and p in by_uuid]
+        return [(members, None)]  # no chain to follow: the file's order is the conversation's
+    ends = []
+    for b in members:  # a compaction ends a segment: at the event Claude Code names, else the last one before it
+        if events[b].get("type") == "system":
+            logical = by_uuid.get(str(events[b].get("logicalParentUuid")))
+            before = [i for i in members if i < b and events[i].get("type") != "system"]
+            end = logical if logical is not None and logical < b else (before[-1] if before else None)
+            if end is not None:
+                ends.append(end)
     ends.append(members[-1])
     member = set(members)
     threads = []
     for end in ends:
-        chain: set[int] = set()
-        at: int | None = end
-        while at is not None and at not in chain:
-            chain.add(at)
-            parent = events[at].get("parentUuid")
-            at = by_uuid.get(parent) if isinstance(parent, str) else None
-        calls = {c for i in chain for c in _call_ids(events[i])}
-        for i in members:  # the results of parallel calls hang beside the chain
-            parent = events[i].get("parentUuid")
-            if (
-                i not in chain
-                and isinstance(parent, str)
-                and by_uuid.get(parent) in chain
-                and _answers(events[i], calls)
-            ):
-                chain.add(i)
-        threads.append(sorted(chain & member))
+        chain, outside = _chain(events, end, by_uuid)
+        _recover(events, members, chain, by_uuid)
+        threads.append((sorted(chain & member), outside))
     return threads
+
+
+def _chain(events: Sequence[Mapping[str, Any]], end: int, by_uuid: dict[str, int]) -> tuple[set[int], str | None]:
+    """The events from `end` back to its root along `parentUuid`, and the parent the root names when that is not
+    in the file."""
+    chain: set[int] = set()
+    at: int | None = end
+    while at is not None and at not in chain:
+        chain.add(at)
+        parent = events[at].get("parentUuid")
+        if isinstance(parent, str) and parent not in by_uuid:
+            return chain, parent
+        at = by_uuid.get(parent) if isinstance(parent, str) else None
+    return chain, None
+
+
+def _recover(events: Sequence[Mapping[str, Any]], members: list[int], chain: set[int], by_uuid: dict[str, int]) -> None:
+    """Add to `chain` the events of the same context that hang beside it: Claude Code writes a response's parallel
+        tool_use blocks as a chain of events and each result as the child of its own tool_use, then goes on from the
+        last result written. A fragment of a response in the chain, or a result of a call in the chain, whose parent is
+        in the chain, belongs to it (repeated: a fragment hangs off another; hook progress events between them are
+    passed over)."""
+    member = set(members)
+    grown = True
+    while grown:
+        grown = False
+        responses = {_response(events[i]) for i in chain} - {None}
+        calls = {c for i in chain for c in _call_ids(events[i])}
+        for i in members:
+            if i in chain or _member_parent(events, i, by_uuid, member) not in chain:
+                continue
+            if _response(events[i]) in responses or _answers(events[i], calls):
+                chain.add(i)
+                grown = True
+
+
+def _member_parent(
+    events: Sequence[Mapping[str, Any]], i: int, by_uuid: dict[str, int], member: set[int]
+) -> int | None:
+    """The nearest ancestor of event `i` that is a message event (hook `progress` events sit between a tool_use
+    and the next fragment of its response)."""
+    seen: set[int] = set()
+    at = by_uuid.get(str(events[i].get("parentUuid")))
+    while at is not None and at not in member and at not in seen:
+        seen.add(at)
+        at = by_uuid.get(str(events[at].get("parentUuid")))
+    return at
+
+
+def _response(event: Mapping[str, Any]) -> str | None:
+    message = event.get("message") if event.get("type") == "assistant" else None
+    found = message.get("id") if isinstance(message, Mapping) else None
+    return found if isinstance(found, str) else None
 
 
 def _call_ids(event: Mapping[str, Any]) -> list[str]:

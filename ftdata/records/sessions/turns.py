@@ -89,23 +89,25 @@ class Turns:
                 return None
         return None
 
-    def empty_assistant_turns(self) -> int:
-        """Drop the assistant turns that hold nothing (a response cut before its first token); their count."""
-        keep = [
-            i
-            for i, m in enumerate(self.messages)
-            if not (
-                m["role"] == "assistant"
-                and not m["content"].strip()
-                and not m.get("tool_calls")
-                and not m.get("reasoning_content")
-            )
-        ]
-        dropped = len(self.messages) - len(keep)
+    def cut_assistant_turns(self) -> Counter[str]:
+        """Drop the assistant turns with no answer and no call (a response cut before its first token, or after
+        its reasoning: the person interrupted it); their count by kind. Such a turn is no response to learn: its
+        reasoning leads to nothing the model wrote."""
+        cut: Counter[str] = Counter()
+        keep = []
+        for i, m in enumerate(self.messages):
+            if m["role"] == "assistant" and not m["content"].strip() and not m.get("tool_calls"):
+                cut[
+                    "assistant response cut after its reasoning"
+                    if m.get("reasoning_content")
+                    else "empty assistant response"
+                ] += 1
+            else:
+                keep.append(i)
         self.messages = [self.messages[i] for i in keep]
         self.lines = [self.lines[i] for i in keep]
         self.ids = [self.ids[i] for i in keep]
-        return dropped
+        return cut
 
 
 def joined_text(blocks: Any, skipped: Counter[str], what: str) -> str:
@@ -139,8 +141,7 @@ class Conversation:
 
 
 def finish(turns: Turns, label: str = "") -> Conversation:
-    """The conversation `turns` built; an assistant turn left empty (a response cut before its first token)
-    is counted in `skipped`, not kept as an empty turn to train."""
-    if empty := turns.empty_assistant_turns():
-        turns.skipped["empty assistant response"] += empty
+    """The conversation `turns` built; an assistant turn with no answer and no call (a cut response) is counted
+    in `skipped`, not kept as an empty turn to train."""
+    turns.skipped.update(turns.cut_assistant_turns())
     return Conversation(turns.messages, turns.lines, label)
