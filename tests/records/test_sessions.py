@@ -463,3 +463,19 @@ def test_parallel_calls_off_the_parent_chain_are_kept_with_their_results() -> No
     (item,) = built(tok, DATA / "claude-code-parallel-head.jsonl")
     assert isinstance(item, Measured)
     assert follows_the_rule(tok, example, item) == []  # one row: Qwen3 keeps reasoning after the last user turn
+
+
+def test_a_pi_v3_session_follows_its_entry_tree(tmp_path) -> None:
+    """agent-history's real Pi 0.x session (version 3: entries with id/parentId; text redacted by its publisher).
+    A second answer branched from the prompt (Pi's /tree) makes the first an abandoned branch."""
+    path = DATA / "pi-session-01.jsonl"
+    (example,) = examples(path)
+    assert [(m.role, m.content) for m in example.messages] == [("user", "[REDACTED_PROMPT]"), ("assistant", "[REDACTED_ASSISTANT_TEXT]")]
+    left = next(n.text for n in example.notes if n.code is NoteCode.SESSION_LEFT_OUT)
+    assert left.endswith(": 1 model_change, 1 session_info, 1 thinking_level_change")
+    branch = {"type": "message", "id": "b2", "parentId": "e2e044ff", "message": {"role": "assistant", "content": [{"type": "text", "text": "again"}], "stopReason": "stop"}}  # fmt: skip
+    rewound = tmp_path / "rewound.jsonl"
+    rewound.write_text(path.read_text(encoding="utf-8") + json.dumps(branch) + "\n", encoding="utf-8")
+    (example,) = examples(rewound)
+    assert [m.content for m in example.messages] == ["[REDACTED_PROMPT]", "again"]
+    assert "1 entry on an abandoned branch" in next(n.text for n in example.notes if n.code is NoteCode.SESSION_LEFT_OUT)
