@@ -479,3 +479,22 @@ def test_a_pi_v3_session_follows_its_entry_tree(tmp_path) -> None:
     (example,) = examples(rewound)
     assert [m.content for m in example.messages] == ["[REDACTED_PROMPT]", "again"]
     assert "1 entry on an abandoned branch" in next(n.text for n in example.notes if n.code is NoteCode.SESSION_LEFT_OUT)
+
+
+def test_rows_written_with_datasets_agent_trace_features_build_from_parquet_and_from_the_dataset(tmp_path) -> None:
+    """The rows as `datasets` itself stores them (its AGENT_TRACES_FEATURES: messages and tools as lists of Json,
+    metadata and trace as Json): read back from its Parquet export and as the Dataset object."""
+    json_module = pytest.importorskip("datasets.packaged_modules.json.json")
+    from datasets import Dataset
+
+    (example,) = examples(HELLO)
+    row = {"harness": "claude_code", "session_id": "de3b8b19", "prompt": "Write a shell script", "messages": example.chat_messages(),
+           "tools": [{"type": "function", "function": BASH_TOOL}], "metadata": {"trace_type": "claude_code"}, "sent_at": "2026-01-21",
+           "num_user_messages": 2, "num_tool_calls": 2, "trace": [{"type": "queue-operation"}], "file_path": "transcript.jsonl"}  # fmt: skip
+    ds = Dataset.from_list([row], features=json_module.AGENT_TRACES_FEATURES)
+    ds.to_parquet(str(tmp_path / "traces.parquet"))
+    for source in (tmp_path / "traces.parquet", ds):
+        ((location, read),) = list(read_records(source))
+        (got,) = to_examples(read, location)
+        assert got.messages == example.messages and got.tools == ({"type": "function", "function": BASH_TOOL},)
+        assert any(n.code is NoteCode.AGENT_TRACE_COLUMNS and "not used: harness, session_id, prompt, metadata" in n.text for n in got.notes)
