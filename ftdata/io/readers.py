@@ -414,8 +414,26 @@ def read_hf(path: Path | str) -> Iterator[tuple[Location, Row]]:
             f"(ftdata never downloads; {str(exc).splitlines()[0] if str(exc) else 'not found'})"
         ) from None
     except Exception as exc:  # load_dataset wraps many failures; surface the first line only
+        if _agent_traces(exc):
+            raise ReaderError(
+                f"{source}: holds raw agent session files, which datasets decodes only with the teich package; "
+                "ftdata reads them itself: give it the folder or the files (each session file is one record)"
+            ) from None
         raise ReaderError(f"{source}: cannot load dataset: {str(exc).splitlines()[0]}") from None
     yield from iter_dataset(ds, source)
+
+
+def _agent_traces(exc: BaseException) -> bool:
+    """Whether `load_dataset` failed on agent session files for want of `teich` (its DatasetGenerationError
+    wraps the ImportError that says so)."""
+    seen: set[int] = set()
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if isinstance(at, ImportError) and "teich" in str(at):
+            return True
+        at = at.__cause__ or at.__context__
+    return False
 
 
 def iter_dataset(ds: Any, source: str) -> Iterator[tuple[Location, Row]]:

@@ -498,3 +498,17 @@ def test_rows_written_with_datasets_agent_trace_features_build_from_parquet_and_
         (got,) = to_examples(read, location)
         assert got.messages == example.messages and got.tools == ({"type": "function", "function": BASH_TOOL},)
         assert any(n.code is NoteCode.AGENT_TRACE_COLUMNS and "not used: harness, session_id, prompt, metadata" in n.text for n in got.notes)
+
+
+def test_datasets_failing_on_session_files_for_want_of_teich_is_one_line_saying_ftdata_reads_them(tmp_path) -> None:
+    """A hub dataset of raw session files goes through `datasets.load_dataset`, whose agent-trace path needs the
+    teich package and says so only inside a DatasetGenerationError."""
+    from importlib.util import find_spec
+
+    from ftdata.io.readers import read_hf
+
+    if find_spec("teich") is not None:
+        pytest.skip("teich is installed: datasets decodes the files")
+    (tmp_path / HELLO.name).write_bytes(HELLO.read_bytes())
+    with pytest.raises(ReaderError, match=r"holds raw agent session files, which datasets decodes only with the teich package; ftdata reads them itself"):
+        list(read_hf(tmp_path))
