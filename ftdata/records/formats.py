@@ -737,13 +737,7 @@ def _session(row: Any, location: Location, roles: Mapping[str, str], name: str) 
             label = f"{conversation.label}: " if conversation.label else ""
             raise UnusableRecord(f"{label}{exc.reason}", location=where, field=exc.field, code=exc.code) from None
         examples.append(Example(msgs, location, format=name, notes=tuple(dict.fromkeys([*notes, *read.notes]))))
-    if not examples:
-        raise UnusableRecord(
-            "the session holds no conversation (no user or assistant event)",
-            location=location,
-            code=RejectCode.NO_ASSISTANT,
-        )
-    return tuple(examples)
+    return tuple(examples)  # at least one: `sessions.read` rejects a session with no conversation
 
 
 def _rejected(exc: RecordError, location: Location, field: str) -> UnusableRecord:

@@ -512,3 +512,10 @@ def test_datasets_failing_on_session_files_for_want_of_teich_is_one_line_saying_
     (tmp_path / HELLO.name).write_bytes(HELLO.read_bytes())
     with pytest.raises(ReaderError, match=r"holds raw agent session files, which datasets decodes only with the teich package; ftdata reads them itself"):
         list(read_hf(tmp_path))
+
+
+def test_a_session_with_no_conversation_is_rejected_saying_what_it_holds(tmp_path) -> None:
+    """A Claude Code file that holds only a session title line: nothing to build, and the reason says why."""
+    path = write_jsonl(tmp_path / "s.jsonl", [{"type": "summary", "summary": "Fix the build", "leafUuid": "u9"}])
+    with pytest.raises(UnusableRecord, match=r"the session holds no conversation to build; Claude Code session: left out \(no model context held them\): 1 summary$"):
+        examples(path)
