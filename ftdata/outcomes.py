@@ -112,6 +112,9 @@ class NoteCode(StrEnum):
     SUPERVISION = "supervision"  # preview only: the turns' loss weights and train_detail ranges
     UNUSED_COLUMN = "unused_column"  # a label, score or tag column the task does not read (the note names who does)
     PLACEHOLDER = "placeholder"  # a response holds template placeholders ({{name}}) trained as written
+    SESSION_LEFT_OUT = "session_left_out"  # an agent session's events that no model context held, counted by kind
+    SESSION_NO_TOOLS = "session_no_tools"  # an agent session file holds no tool schemas: built without them
+    AGENT_TRACE_COLUMNS = "agent_trace_columns"  # an HF agent-trace row's columns that are not the conversation
     PUBLISHED_SHAPE = (
         "published_shape"  # a published set's own markup became messages/tools (Hermes' <tools> system text)
     )

@@ -19,6 +19,11 @@ def count_trained(labels: Sequence[int]) -> int:
     return sum(1 for x in labels if x != IGNORE_INDEX)
 
 
+SESSION_FILE = "session_file"
+"""The key of the one row an agent session file is read as (`ftdata.io.sessions`, `ftdata.records.sessions`)."""
+SESSION_HARNESSES = ("claude_code", "codex", "pi")
+"""The harnesses whose session files are read as records: also their format names."""
+
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = get_args(Role)
 

@@ -7,7 +7,7 @@ like the readers do, within the same read bounds (`ReadBounds`: the build's `max
 
     data.jsonl      lines, through the JSONL reader's bounded line reader (`readers.jsonl_lines`):
                     a line past max_line_bytes counts as the one record (a reject) it will be,
-                    skipped unread
+                    skipped unread; an agent session file (`sessions.harness` of its first line) is one
     data.json       the top-level elements of the array, scanned a MiB at a time (never loaded)
     data.parquet    the row count in its footer
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 
 from ftdata.errors import FtdataError
 from ftdata.guard.bounds import ReadBounds
+from ftdata.io import sessions
 from ftdata.io.compressed import open_bytes
 from ftdata.io.readers import jsonl_lines
 
@@ -62,8 +64,14 @@ def count_records(data: str, *, limit: int | None, bounds: ReadBounds) -> int | 
 
 def _count(path: Path, bounds: ReadBounds) -> int | None:
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".txt"):
+    if suffix == ".txt":
         return sum(1 for _, line in jsonl_lines(path, bounds) if line is None or line.strip())
+    if suffix in (".jsonl", ".ndjson"):
+        lines = (line for _, line in jsonl_lines(path, bounds) if line is None or line.strip())
+        first = next(lines, None)
+        if first is None:
+            return 0
+        return 1 if _is_session(first) else 1 + sum(1 for _ in lines)
     if suffix == ".json":
         with open_bytes(path, max_bytes=bounds.decompressed_bytes) as fh:
             return json_array_length(fh)
@@ -75,6 +83,14 @@ def _count(path: Path, bounds: ReadBounds) -> int | None:
         except Exception:  # noqa: BLE001 - a broken file: the reader reports it, with its location
             return None
     return None
+
+
+def _is_session(line: bytes | None) -> bool:
+    """Whether a JSONL file's first line is an agent session event: the file is one record (`ftdata.io.sessions`)."""
+    try:
+        return line is not None and sessions.harness(json.loads(line)) is not None
+    except ValueError:  # not JSON: the reader reports it, at its line
+        return False
 
 
 def json_array_length(fh: BinaryIO, *, chunk: int = _CHUNK) -> int | None:

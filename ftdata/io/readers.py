@@ -18,7 +18,7 @@ rejected with `on_error="skip"` and stops the build otherwise, like any malforme
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
+from dataclasses import dataclass, replace
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -28,6 +28,7 @@ from typing import Any
 from ftdata.guard.bounds import ReadBounds, bad_string, bounded_lines, copy_pipe, line_too_long, string_checked
 from ftdata.io.config_files import code_function
 from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
+from ftdata.io import sessions
 from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
 
@@ -223,13 +224,47 @@ def read_jsonl(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[t
 
     A line is read only up to `bounds.line_bytes`: a longer one is skipped unread and comes
     back as a located RecordError, so one 6 GiB line costs a buffer, not 6 GiB.
+
+    A file whose first line is an agent session event (Claude Code, Codex, Pi: `sessions.harness`) is one
+    session, not one record per line: it comes back as a single row (`sessions.gather`).
     """
+    rows = _jsonl_rows(path, bounds)
+    first = next(rows, None)
+    if first is None:
+        raise ReaderError(f"{path}: file is empty; expected one JSON object per line")
+    if not isinstance(first[1], _BadJson) and (name := sessions.harness(first[1])) is not None:
+        pairs = (
+            (loc, sessions.session_error(str(path), r.line, r.msg) if isinstance(r, _BadJson) else r) for loc, r in rows
+        )
+        yield Location(str(path)), sessions.gather(str(path), name, first, pairs)
+        return
+    for location, row in _chain(first, rows):
+        if isinstance(row, _BadJson):
+            raise ReaderError(
+                f"{path}:{row.line}:{row.col}: invalid JSON: {row.msg}; each line must be one JSON object"
+            ) from None
+        yield location, row
+
+
+def _chain(first: tuple[Location, Any], rest: Iterator[tuple[Location, Any]]) -> Iterator[tuple[Location, Any]]:
+    yield first
+    yield from rest
+
+
+@dataclass(frozen=True, slots=True)
+class _BadJson:
+    """A JSONL line that is not JSON: an error for a file of records, a rejected session for a session file."""
+
+    line: int
+    col: int
+    msg: str
+
+
+def _jsonl_rows(path: Path, bounds: ReadBounds) -> Iterator[tuple[Location, Any]]:
     source = str(path)
-    seen = False
     for lineno, raw in jsonl_lines(path, bounds):
+        location = Location(source, line=lineno)
         if raw is None:
-            seen = True
-            location = Location(source, line=lineno)
             yield location, line_too_long(location, bounds.line_bytes)
             continue
         try:
@@ -240,19 +275,13 @@ def read_jsonl(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[t
             ) from None
         if not line or line.isspace():
             continue
-        location = Location(source, line=lineno)
         try:
             row = _checked(_parse_json(line, location), bool(_SURROGATE_ESCAPE.search(line)), location)
             if len(line) > bounds.string_chars:
                 row = string_checked(row, location, bounds.string_chars)
         except json.JSONDecodeError as exc:
-            raise ReaderError(
-                f"{path}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}; each line must be one JSON object"
-            ) from None
-        seen = True
+            row = _BadJson(lineno, exc.colno, exc.msg)
         yield location, row
-    if not seen:
-        raise ReaderError(f"{path}: file is empty; expected one JSON object per line")
 
 
 def read_text(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[Location, Row]]:
@@ -410,8 +439,26 @@ def read_hf(path: Path | str) -> Iterator[tuple[Location, Row]]:
             f"(ftdata never downloads; {str(exc).splitlines()[0] if str(exc) else 'not found'})"
         ) from None
     except Exception as exc:  # load_dataset wraps many failures; surface the first line only
+        if _agent_traces(exc):
+            raise ReaderError(
+                f"{source}: holds raw agent session files, which datasets decodes only with the teich package; "
+                "ftdata reads them itself: give it the folder or the files (each session file is one record)"
+            ) from None
         raise ReaderError(f"{source}: cannot load dataset: {str(exc).splitlines()[0]}") from None
     yield from iter_dataset(ds, source)
+
+
+def _agent_traces(exc: BaseException) -> bool:
+    """Whether `load_dataset` failed on agent session files for want of `teich` (its DatasetGenerationError
+    wraps the ImportError that says so)."""
+    seen: set[int] = set()
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if isinstance(at, ImportError) and "teich" in str(at):
+            return True
+        at = at.__cause__ or at.__context__
+    return False
 
 
 def iter_dataset(ds: Any, source: str) -> Iterator[tuple[Location, Row]]:

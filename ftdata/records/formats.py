@@ -24,6 +24,10 @@ Shapes (names accepted by `format=`):
   pre-training stage): every token is trained, the tokenizer's end-of-text token closes it (`TEXT_RECORD`).
 - ``segments``: axolotl's template-free ``input_output`` rows, ``segments: [{"text", "label"}]``: the texts joined
   as written (no template, no end-of-text added: the data writes its own), trained where ``label`` is true.
+- ``claude_code``, ``codex``, ``pi``: an agent session file (one JSON event per line, read whole as one
+  record by `ftdata.io.sessions`): `ftdata.records.sessions` turns its events into conversations. A row of
+  `datasets`' agent-trace reader or of prime-rl's traces-to-HF export is a ``messages`` record
+  (`ftdata.records.sessions.rows`).
 
 - ``nemotron``, ``hermes``, ``openthoughts``, ``glaive``: published SFT sets as their authors wrote them
   (`ftdata.records.published`), detected before the shapes above.
@@ -42,14 +46,25 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ftdata.records import atif, parts, published, supervision, tools
+from ftdata.records import atif, parts, published, sessions, supervision, tools
+from ftdata.records.sessions.rows import trace_row
 from ftdata.records.media import content_parts, has_media
 from ftdata.records.unread import unread
 from ftdata.errors import ConfigError, Location, RecordError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
-from ftdata.types import ROLES, Example, Message, TrainSpan
+from ftdata.types import ROLES, SESSION_HARNESSES, Example, Message, TrainSpan
 
-FORMATS = ("instruction", "messages", "sharegpt", "chat", "atif", "text", "segments", *published.SHAPES)
+FORMATS = (
+    "instruction",
+    "messages",
+    "sharegpt",
+    "chat",
+    "atif",
+    "text",
+    "segments",
+    *SESSION_HARNESSES,
+    *published.SHAPES,
+)
 # What other tools call the same shapes (LLaMA-Factory and axolotl's `alpaca`, OpenAI's chat format).
 FORMAT_ALIASES = {"alpaca": "instruction", "openai": "messages"}
 
@@ -251,6 +266,8 @@ def detect(row: Any, columns: Columns) -> str:
         return "unknown"
     if atif.is_atif(row):
         return "atif"
+    if (harness := sessions.harness(row)) is not None:
+        return harness
     if not columns.explicit and (shape := published.detect(row)) is not None:  # a column map says how to read it
         return shape
     if _conversational_pair(row, columns):
@@ -684,9 +701,14 @@ def _to_examples(
     roles = {k.lower(): v for k, v in (roles or {}).items()}
     if format is None and (native := atif.harness_log(row)) is not None:
         raise RecordError(native, location=location)
+    if format in (None, "messages") and (published_row := trace_row(row, location)) is not None:
+        found = _to_examples(published_row[0], location, format="messages", columns=columns, roles=roles)
+        return tuple(replace(e, notes=(*e.notes, *published_row[1])) for e in found)
     name = format or detect(row, columns)
     if name == "atif":
         return _trajectory(row, location, roles)
+    if name in SESSION_HARNESSES:
+        return _session(row, location, roles, name)
     if name in published.SHAPES:
         return _published(name, row, location, roles)
     if name == "chat":
@@ -785,6 +807,26 @@ def _trajectory(row: Any, location: Location, roles: Mapping[str, str], prefix: 
         for e in _trajectory(sub, location, roles, f"{prefix}subagent_trajectories[{i}].")
     ]
     return (own, *subs)
+
+
+def _session(row: Any, location: Location, roles: Mapping[str, str], name: str) -> tuple[Example, ...]:
+    """An agent session file's examples (`ftdata.records.sessions`): its own conversation, then each
+    sidechain's and compaction segment's. A conversation that is not a valid chat rejects the session, named
+    by the `file:line` of the event its message came from."""
+    if not isinstance(row, Mapping):
+        raise RecordError(f"format {name!r} needs a session file, got a {type(row).__name__}", location=location)
+    read = sessions.read(row, location, name)
+    examples = []
+    for conversation in read.conversations:
+        try:
+            msgs, notes = _messages(conversation.messages, location=location, field="messages", roles=roles)
+            validate(msgs, location=location, field="messages", trajectory=True)
+        except RecordError as exc:
+            where = sessions.line_of(location, conversation, exc.field)
+            label = f"{conversation.label}: " if conversation.label else ""
+            raise UnusableRecord(f"{label}{exc.reason}", location=where, field=exc.field, code=exc.code) from None
+        examples.append(Example(msgs, location, format=name, notes=tuple(dict.fromkeys([*notes, *read.notes]))))
+    return tuple(examples)  # at least one: `sessions.read` rejects a session with no conversation
 
 
 def _rejected(exc: RecordError, location: Location, field: str) -> UnusableRecord:

@@ -279,7 +279,10 @@ def _rows(stage: Stage, example: Example) -> Sequence[tuple[Example, Rendered, S
     Raises:
         RecordError: the record cannot be rendered (or one of its rows cannot).
     """
-    if not stage.options.history.exact or sum(m.role == "assistant" for m in example.messages) < 2:
+    assistants = [i for i, m in enumerate(example.messages) if m.role == "assistant"]
+    # One assistant turn is a history turn too when messages follow it (tool results, a user's interrupt, as
+    # agent sessions end): Qwen3 drops its reasoning there, so it may need a row of its own.
+    if not stage.options.history.exact or assistants in ([], [len(example.messages) - 1]):
         return [(example, stage.renderer(example), None)]
     with shared_renders(every=True):
         first = stage.renderer(example)

@@ -62,7 +62,7 @@ def test_help_off_a_terminal_is_plain_with_defaults_and_choices() -> None:
     assert "--mask [all_assistant|last_assistant|train_on_prompt]" in text
     assert "--truncation [keep_response|keep_start|keep_end|split|drop|error]" in text
     assert "[default: 2048]" in text and "[default: keep_response]" in text
-    assert "--format [instruction|messages|sharegpt|chat|atif|text|segments|nemotron|hermes|openthoughts|glaive|alpaca|openai]" in text
+    assert "--format [instruction|messages|sharegpt|chat|atif|text|segments|claude_code|codex|pi|nemotron|hermes|openthoughts|glaive|alpaca|openai]" in text
 
 
 # --- output streams ----------------------------------------------------------------------------

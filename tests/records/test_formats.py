@@ -234,6 +234,6 @@ def test_peer_format_names_are_aliases():
 
     assert BuildOptions(format="alpaca").data.format == "instruction"
     assert BuildOptions(format="openai").data.format == "messages"
-    names = "instruction, messages, sharegpt, chat, atif, text, segments, nemotron, hermes, openthoughts, glaive, alpaca, openai"
+    names = "instruction, messages, sharegpt, chat, atif, text, segments, claude_code, codex, pi, nemotron, hermes, openthoughts, glaive, alpaca, openai"
     with pytest.raises(ConfigError, match=f"format must be one of {names}"):
         BuildOptions(format="axolotl")
