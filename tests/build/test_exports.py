@@ -144,3 +144,23 @@ def test_unknown_stacks_and_other_tasks_are_refused(tmp_path: Path) -> None:
     ftdata.build(str(prefs), str(tmp_path / "dpo"), task="preference")
     with pytest.raises(ConfigError, match=r"a preference build; ftdata exports SFT builds"):
         export(tmp_path / "dpo", "skyrl")
+
+
+def test_tree_rows_are_exported_as_the_split_rows_they_hold(tmp_path: Path) -> None:
+    """A stack that cannot attend along a tree gets the tree's paths: the rows history=inference builds, each
+    trained token once in its own context (records whose Qwen3-style template drops old reasoning)."""
+    from test_chat_tools import template_tokenizer
+    from test_tree_rows import RECORDS
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
+    tok = template_tokenizer("qwen3", ("<think>", "</think>"))
+    for history in ("inference", "tree"):
+        ftdata.build(str(data), str(tmp_path / history), tokenizer=tok, history=history)
+    (axolotl,) = export(tmp_path / "tree", "axolotl")
+    assert axolotl.manifest["layout"] == {"built": "tree", "written": "split rows"}
+    assert "cannot attend along a tree" in axolotl.manifest["notes"][0]
+    split = ftdata.load(tmp_path / "inference").dataset
+    rows = pq.read_table(tmp_path / "tree" / "export-axolotl" / "train.parquet").to_pylist()
+    assert len(split) == len(rows) == 6  # 3 + 1 + 2 split rows; the build holds them as 3 trees
+    assert sorted((r["input_ids"], r["labels"]) for r in rows) == sorted(zip(split["input_ids"], split["labels"]))

@@ -59,7 +59,7 @@ def conversations(out: Path, manifest: dict[str, Any], records: list[str], token
     """
     data = _data_input(manifest, out)
     path, name = Path(data["path"]), str(data["name"])
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{out}: its data file {path} is gone; a text export reads the records again from it")
     options = BuildOptions.from_mapping(manifest["options"]).data
     stage = Stage(tokenizer, options)
