@@ -3,4 +3,4 @@
 # `datum_from_model_input_weights` builds the same Datum from tokens and weights; it writes no file of its own.
 set -euo pipefail
 . "$(dirname "$0")/venv.sh"
-stack_venv tinker latest python3.11 -- tinker
+stack_venv tinker 0.38.0 python3.11 -- tinker==0.38.0

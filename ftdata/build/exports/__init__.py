@@ -67,7 +67,11 @@ STACKS: dict[str, Stack] = {
             "tinker",
             "tokens",
             ("plain",),
-            ("datums = [tinker.Datum.model_validate_json(line) for line in open('{dir}/train.jsonl')]",),
+            (
+                "rows = [json.loads(line) for line in open('{dir}/train.jsonl')]",
+                "datums = [tinker.Datum(model_input=tinker.ModelInput.model_validate(d['model_input']), "
+                "loss_fn_inputs=d['loss_fn_inputs']) for d in rows]",
+            ),
             weights=True,
         ),
         Stack(

@@ -5,8 +5,8 @@
                   attention_mask, labels
     axolotl       train.parquet: input_ids, attention_mask, labels               datasets: [{path, ds_type: parquet}]
     unsloth       dataset/ (save_to_disk): the build's rows as built             SFTTrainer(train_dataset=...)
-    tinker        train.jsonl: one `tinker.Datum` a line (model_input tokens,    Datum.model_validate(line)
-                  loss_fn_inputs target_tokens + weights, shifted by one)
+    tinker        train.jsonl: one `tinker.Datum` a line (model_input tokens,    tinker.Datum(model_input=...,
+                  loss_fn_inputs target_tokens + weights, shifted by one)          loss_fn_inputs=...)
 
 Labels are never shifted (the model shifts), except tinker's Datum, which holds the targets: input tokens
 `ids[:-1]`, `target_tokens` `ids[1:]`, `weights[i]` the weight of `target_tokens[i]`
@@ -108,24 +108,23 @@ def write_unsloth(splits: dict[str, Any], folder: Path) -> list[str]:
 
 
 def datum(row: TokenRow) -> dict[str, Any]:
-    """One `tinker.Datum` as JSON: the next-token targets of `row` and their weights (the trained ones 1, or their
-    loss weight), shifted as tinker-cookbook's `datum_from_model_input_weights` shifts them."""
+    """One `tinker.Datum` as JSON: `model_input` as `tinker.ModelInput` validates it, `loss_fn_inputs` as `Datum`
+    takes them (lists it converts to int64 / float32 tensors): the next-token targets of `row` and their weights
+    (1, or the token's loss weight, where trained; else 0), shifted as tinker-cookbook's
+    `datum_from_model_input_weights` shifts them."""
     ids = row.input_ids
     weights = [
         (row.weights[i] if row.weights else 1.0) if label != IGNORE_INDEX else 0.0 for i, label in enumerate(row.labels)
     ]
-    n = len(ids) - 1
     return {
         "model_input": {"chunks": [{"type": "encoded_text", "tokens": ids[:-1]}]},
-        "loss_fn_inputs": {
-            "target_tokens": {"data": ids[1:], "dtype": "int64", "shape": [n]},
-            "weights": {"data": weights[1:], "dtype": "float32", "shape": [n]},
-        },
+        "loss_fn_inputs": {"target_tokens": ids[1:], "weights": weights[1:]},
     }
 
 
 def write_tinker(splits: dict[str, list[TokenRow]], folder: Path) -> list[str]:
-    """`train.jsonl` (and `test.jsonl`): one Datum a line, for `tinker.Datum.model_validate(json.loads(line))`."""
+    """`train.jsonl` (and `test.jsonl`): one Datum a line (`tinker.Datum(model_input=tinker.ModelInput.model_validate(
+    d["model_input"]), loss_fn_inputs=d["loss_fn_inputs"])`)."""
     names = []
     for split, rows in splits.items():
         with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
