@@ -123,6 +123,11 @@ def test_packed_rows_are_exported_one_document_a_row(tmp_path: Path) -> None:
     # the same documents (packing reorders them); a packed document's first label is never trained in either
     assert sorted(d["input_ids"] for d in docs) == sorted(rows["input_ids"])
     assert sum(map(sum, (d["loss_mask"] for d in docs))) == sum(map(sum, map(trained, rows["labels"])))
+    (unsloth,) = export(packed, "unsloth")  # TRL's padding-free collator reads packed rows as they are
+    kept = datasets.load_from_disk(str(packed / "export-unsloth" / "dataset"))["train"]
+    assert unsloth.manifest["layout"] == {"built": "packed", "written": "packed"}
+    assert unsloth.manifest["counts"]["train"]["rows"] == len(kept) == len(ftdata.load(packed).dataset) < len(docs)
+    assert "seq_lengths" in kept.column_names and "position_ids" in kept.column_names
     with pytest.raises(ConfigError, match=r"packed rows keep no record locations; verl reads records: build without"):
         export(packed, "verl")
 

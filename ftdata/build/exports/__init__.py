@@ -170,9 +170,11 @@ def _write(
             f"scripts/stacks/agree.py {stack.name} {out}"
         )
     else:
-        given = splits if stack.name == "unsloth" and built_layout != "tree" else rows
-        files = _WRITERS[stack.name](given, tmp)
+        as_built = stack.name == "unsloth" and built_layout != "tree"  # the build's own rows, packed ones too
+        files = _WRITERS[stack.name](splits if as_built else rows, tmp)
         counts = _counts(rows)
+        if as_built:
+            counts = {name: {**c, "rows": len(splits[name])} for name, c in counts.items()}
     return {
         "stack": stack.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
