@@ -46,11 +46,15 @@ def export_command(
         return
     for item in done:
         m = item.manifest
-        counts = ", ".join(
-            f"{split} {c['rows']:,} rows, {c['trained_tokens']:,} trained tokens" for split, c in m["counts"].items()
-        )
-        typer.echo(f"{item.stack}: {item.folder}/ ({', '.join(m['files'])}; {counts}; {m['layout']['written']})")
+        counts = ", ".join(_counted(split, c) for split, c in m["counts"].items())
+        written = m["layout"]["written"] if "layout" in m else "prompts"
+        typer.echo(f"{item.stack}: {item.folder}/ ({', '.join(m['files'])}; {counts}; {written})")
         for line in m["config"]:
             typer.echo(f"    {line}")
         for note in m["notes"]:
             typer.echo(f"  note: {note}")
+
+
+def _counted(split: str, counts: dict[str, int]) -> str:
+    trained = counts.get("trained_tokens")
+    return f"{split} {counts['rows']:,} rows" + (f", {trained:,} trained tokens" if trained is not None else "")

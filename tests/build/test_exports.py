@@ -141,13 +141,27 @@ def test_a_rebuild_removes_the_exports_of_the_build_before(tmp_path: Path) -> No
     assert not (out / "export-skyrl").exists() and not (out / "export-axolotl").exists()
 
 
+def test_a_prompt_set_goes_to_verl_rl_with_its_reward_column_as_ground_truth(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[2] / "examples" / "data" / "gsm8k_test_20.jsonl"
+    ftdata.build(str(data), str(tmp_path / "gsm"), task="prompts")
+    (verl,) = export(tmp_path / "gsm", "verl")
+    rows = pq.read_table(tmp_path / "gsm" / "export-verl" / "train.parquet").to_pylist()
+    source = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
+    assert [r["prompt"] for r in rows] == [[{"role": "user", "content": s["question"]}] for s in source]
+    assert [r["reward_model"] for r in rows] == [{"style": "rule", "ground_truth": s["answer"]} for s in source]
+    assert rows[3]["data_source"] == "gsm8k_test_20.jsonl" and rows[3]["extra_info"]["index"] == 3
+    assert verl.manifest["counts"] == {"train": {"rows": 20}} and "'answer' column" in verl.manifest["notes"][0]
+    with pytest.raises(ConfigError, match=r"a prompts build; skyrl cannot take it: .* prompt sets to verl"):
+        export(tmp_path / "gsm", "skyrl")
+
+
 def test_unknown_stacks_and_other_tasks_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--to names no stack ftdata exports to: nemo; choose from skyrl, "):
         export(tmp_path, "skyrl,nemo")
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}) + "\n", encoding="utf-8")
     ftdata.build(str(prefs), str(tmp_path / "dpo"), task="preference")
-    with pytest.raises(ConfigError, match=r"a preference build; ftdata exports SFT builds"):
+    with pytest.raises(ConfigError, match=r"a preference build; skyrl cannot take it: .*\(preference pairs: not yet\)"):
         export(tmp_path / "dpo", "skyrl")
 
 

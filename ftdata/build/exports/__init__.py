@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftdata.build.exports import text, tokens
+from ftdata.build.exports import prompts, text, tokens
 from ftdata.build.exports.rows import RECORD, TokenRow, has_weights, layout, token_rows
 from ftdata.build.load import load
 from ftdata.errors import ConfigError
@@ -129,9 +129,12 @@ def export(out: str | Path, stacks: str | list[str], *, tokenizer: Any = None) -
     built = load(out)
     folder = Path(out).expanduser()
     manifest = built.manifest or {}
-    if built.report.task != "sft":
+    task = built.report.task
+    takes = {"sft": list(STACKS), "prompts": list(PROMPT_STACKS)}.get(task, [])
+    if refused := [n for n in names if n not in takes]:
         raise ConfigError(
-            f"{folder}: a {built.report.task} build; ftdata exports SFT builds (input_ids + labels) for now"
+            f"{folder}: a {task} build; {', '.join(refused)} cannot take it: ftdata exports SFT builds to every stack"
+            f" and prompt sets to {', '.join(PROMPT_STACKS)} (preference pairs: not yet)"
         )
     splits = dict(built.dataset) if isinstance(built.dataset, dict) else {"train": built.dataset}
     done = []
@@ -140,11 +143,40 @@ def export(out: str | Path, stacks: str | list[str], *, tokenizer: Any = None) -
             stack = STACKS[name]
             with target.write(PREFIX + name) as tmp:
                 tmp.mkdir()
-                record = _write(stack, splits, tmp, folder, manifest, tokenizer)
+                if task == "prompts":
+                    record = _write_prompts(stack, splits, tmp, folder, manifest)
+                else:
+                    record = _write(stack, splits, tmp, folder, manifest, tokenizer)
                 (tmp / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             done.append(Exported(name, folder / (PREFIX + name), record))
         target.finish(adding=True)
     return done
+
+
+PROMPT_STACKS = {"verl": ("data.train_files={dir}/train.parquet data.prompt_key=prompt  # RL (PPO, GRPO)",)}
+
+
+def _write_prompts(
+    stack: Stack, splits: dict[str, Any], tmp: Path, out: Path, manifest: dict[str, Any]
+) -> dict[str, Any]:
+    rewards = list((manifest.get("options") or {}).get("reward_columns") or {})
+    data = [Path(str(i.get("name"))).name for i in manifest.get("inputs", []) if i.get("kind") == "data"]
+    files = prompts.write_verl_rl(splits, tmp, source=data[0] if len(data) == 1 else "ftdata", rewards=rewards)
+    return {
+        "stack": stack.name,
+        "task": "prompts",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build": str(out),
+        "fingerprint": manifest.get("fingerprint"),
+        "tokenizer": manifest.get("tokenizer"),
+        "files": files,
+        "counts": {name: {"rows": len(split)} for name, split in splits.items()},
+        "config": [line.format(dir=out / (PREFIX + stack.name)) for line in PROMPT_STACKS[stack.name]],
+        "notes": [
+            f"reward_model.ground_truth is the {rewards[0]!r} column as the data holds it: check that the reward "
+            "function reads that form"
+        ],
+    }
 
 
 def _write(
