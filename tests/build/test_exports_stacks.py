@@ -91,3 +91,24 @@ def test_verl_tokenizes_the_same_ids_and_also_trains_the_newline_after_each_turn
     # no record with tools is rendered as written
     assert parquet["mode"] == "parquet" and parquet["rows_differing"] == parquet["rows"] == len(turns)
     assert any("null" in row["detail"] for row in parquet["differing"])
+
+
+def test_verl_loses_the_reasoning_of_agent_turns_a_qwen3_template_writes(tmp_path: Path) -> None:
+    """The ATIF trajectories (tool calls, observations, reasoning) on Qwen2.5 with TRL's Qwen3 template, which
+    writes a turn's think block only after the last user query: verl renders each assistant message alone (no user
+    turn before it), so no turn gets its think block, and the token ids part from the build's in every record."""
+    import trl
+    from transformers import AutoTokenizer
+
+    venv("verl")
+    tok = AutoTokenizer.from_pretrained(str(TOKENIZERS / "qwen2.5-instruct"))
+    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text(encoding="utf-8")
+    tok.save_pretrained(str(tmp_path / "qwen3"))
+    out = tmp_path / "atif"
+    ftdata.build(str(DATASETS / "agent_traces" / "atif"), str(out), tokenizer=str(tmp_path / "qwen3"), max_length=16384)
+    export(out, "verl")
+    parquet, exact = agree("verl", out, tmp_path)
+    assert exact["rows"] == exact["ids_differ"] == 10 and exact["split_records"] == 7
+    parted = [row["detail"] for row in exact["differing"]]
+    assert all("<|im_start|>assistant\\n<think>" in d.split(" vs stack ")[0] for d in parted)  # ftdata's side
+    assert not any("assistant\\n<think>" in d.split(" vs stack ")[1] for d in parted)  # never on verl's
