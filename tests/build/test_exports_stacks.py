@@ -4,8 +4,9 @@ own, made once by scripts/stacks/STACK.sh; a test skips, saying so, while that v
 The check is scripts/stacks/agree.py, as a user runs it: the stack's loader (scripts/stacks/read_STACK.py, in its
 venv) prints the ids and trained positions of each row; they are compared with the build's, row for row.
 
-- token-id stacks (SkyRL's `load_from_pretokenized`, LLaMA-Factory's `tokenized_path` + its SFT collator, tinker's
-  `Datum`, the collator of the TRL Unsloth pins): the same ids and trained positions in every row;
+- token-id stacks (SkyRL's `load_from_pretokenized`, LLaMA-Factory's `tokenized_path` + its SFT collator, axolotl's
+  dataset preparation, tinker's `Datum`, the collator of the TRL Unsloth pins): the same ids and trained positions
+  in every row;
 - verl's `MultiTurnSFTDataset`, which tokenizes the messages itself, measured two ways: from the Parquet file as it
   reads it (nested values come back as Arrow structs: every key any record has, null where it has none), and on
   each record's exact messages (its own per-message tokenization alone).
@@ -61,11 +62,11 @@ def glaive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """100 multi-turn tool-calling records (tool calls, tool results) on Qwen2.5, exported to every stack."""
     out = tmp_path_factory.mktemp("glaive") / "out"
     ftdata.build(str(GLAIVE), str(out), tokenizer=str(TOKENIZERS / "qwen2.5-instruct"), limit=100)
-    export(out, "skyrl,llamafactory,tinker,unsloth,verl")
+    export(out, "skyrl,llamafactory,axolotl,tinker,unsloth,verl")
     return out
 
 
-@pytest.mark.parametrize("stack", ["skyrl", "llamafactory", "tinker", "unsloth"])
+@pytest.mark.parametrize("stack", ["skyrl", "llamafactory", "axolotl", "tinker", "unsloth"])
 def test_token_id_stacks_train_the_builds_tokens_row_for_row(stack: str, glaive: Path, tmp_path: Path) -> None:
     (result,) = agree(stack, glaive, tmp_path)
     built = ftdata.load(glaive).report
