@@ -113,3 +113,26 @@ def test_verl_loses_the_reasoning_of_agent_turns_a_qwen3_template_writes(tmp_pat
     parted = [row["detail"] for row in exact["differing"]]
     assert all("<|im_start|>assistant\\n<think>" in d.split(" vs stack ")[0] for d in parted)  # ftdata's side
     assert not any("assistant\\n<think>" in d.split(" vs stack ")[1] for d in parted)  # never on verl's
+
+
+def test_verl_rl_reads_the_prompt_sets_prompts_and_ground_truth(tmp_path: Path) -> None:
+    """A prompt set (GSM8K's first 20 test questions) through verl's own `RLHFDataset`: every prompt kept (its
+    length filter), each the build's messages, its ground truth the build's answer column."""
+    where = venv("verl")
+    out = tmp_path / "gsm"
+    ftdata.build(str(ROOT / "examples" / "data" / "gsm8k_test_20.jsonl"), str(out), task="prompts")
+    export(out, "verl")
+    inputs = ftdata.load(out).manifest["inputs"]
+    tokenizer = next(i.get("path") or i["name"] for i in inputs if i["kind"] == "tokenizer")
+    script = ROOT / "scripts" / "stacks" / "read_verl_rl.py"
+    done = subprocess.run(
+        [str(where / "bin" / "python"), str(script), str(out / "export-verl"), tokenizer],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    built = ftdata.load(out).dataset
+    assert [g["prompt"] for g in got] == built["prompt"] and [g["ground_truth"] for g in got] == built["answer"]
+    assert [g["index"] for g in got] == list(range(20)) and {g["data_source"] for g in got} == {"gsm8k_test_20.jsonl"}
