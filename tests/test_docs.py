@@ -98,7 +98,7 @@ def test_example_output_is_real(command: str, shown: str, monkeypatch: pytest.Mo
 def test_build_examples_are_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     out, cache = tmp_path / "out", tmp_path / "cache"
-    builds = [(c, s) for b, c, s in _examples() if b]
+    builds = [(c, s) for b, c, s in _examples() if b and c.startswith("ftdata build")]
     assert [s.split(" ", 1)[0] for _, s in builds] == ["built", "cached:"]
     for command, shown in builds:
         args = shlex.split(command)
@@ -107,6 +107,10 @@ def test_build_examples_are_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         documented_out = shlex.split(command)[shlex.split(command).index("-o") + 1]
         expected = _normalize_build(shown, documented_out, "~/.cache/ftdata/builds")
         assert _normalize_build(got, str(out), str(cache)) == expected
+    documented_out = shlex.split(builds[0][0])[shlex.split(builds[0][0]).index("-o") + 1]
+    for command, shown in [(c, s) for b, c, s in _examples() if b and c.startswith("ftdata export")]:
+        got = _run(command.replace(f" {documented_out} ", f" {out} "))  # an export of the build above
+        assert got.replace(str(out), documented_out) == shown
 
 
 def update() -> None:

@@ -780,6 +780,13 @@ def templates(no_color: NoColorOpt = False) -> None:
     out.print(usage, soft_wrap=True)
 
 
+def _register_export(target: typer.Typer) -> None:
+    """Add `export` (`ftdata.cli.export`)."""
+    from ftdata.cli.export import register
+
+    register(target)
+
+
 def _register_training(target: typer.Typer) -> None:
     """Add `train` and `eval` when the training layer is importable (it needs the train extras)."""
     try:
@@ -790,6 +797,7 @@ def _register_training(target: typer.Typer) -> None:
 
 
 _register_training(app)
+_register_export(app)
 
 
 def main() -> None:
