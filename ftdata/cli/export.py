@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 
 HELP = (
-    "Write what each training stack loads, from the SFT build in OUT, into OUT/export-STACK/ with an export.json "
+    "Write what each training stack loads, from the build in OUT, into OUT/export-STACK/ with an export.json "
     "(files, build fingerprint, rows, trained tokens, the config lines that consume it): skyrl, llamafactory, "
     "axolotl, tinker and unsloth get the build's own token ids and masks; verl and prime-rl, which tokenize "
-    "messages themselves, get the records (check what they train with scripts/stacks/agree.py)."
+    "messages themselves, get the records (check what they train with scripts/stacks/agree.py). Preference pairs go "
+    "to llamafactory and unsloth, a prompt set to verl."
 )
 
 

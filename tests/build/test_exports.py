@@ -161,8 +161,27 @@ def test_unknown_stacks_and_other_tasks_are_refused(tmp_path: Path) -> None:
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}) + "\n", encoding="utf-8")
     ftdata.build(str(prefs), str(tmp_path / "dpo"), task="preference")
-    with pytest.raises(ConfigError, match=r"a preference build; skyrl cannot take it: .*\(preference pairs: not yet\)"):
+    with pytest.raises(ConfigError, match=r"a preference build; skyrl cannot take it: .* preference pairs to llamafactory, unsloth"):
         export(tmp_path / "dpo", "skyrl")
+
+
+def test_pairs_go_to_llamafactorys_pairwise_columns_and_to_unsloth_as_built(tmp_path: Path) -> None:
+    """LLaMA-Factory's PairwiseDatasetProcessor writes each side as the prompt then the completion, the prompt's
+    labels -100; TRL's DPOTrainer (Unsloth) takes the build's own prompt_ids/chosen_ids/rejected_ids."""
+    out = tmp_path / "dpo"
+    ftdata.build(str(DATASETS / "preference" / "llamafactory_dpo_en_demo.json"), str(out), max_length=512, test_size=0.1)
+    built = ftdata.load(out).dataset
+    (lf, unsloth) = export(out, "llamafactory,unsloth")
+    pairs = datasets.load_from_disk(str(lf.folder / "tokenized"))
+    assert set(pairs) == {"train", "validation"} and len(pairs["train"]) == len(built["train"])
+    for mine, theirs in zip(built["train"], pairs["train"]):
+        for side in ("chosen", "rejected"):
+            assert theirs[f"{side}_input_ids"] == mine["prompt_ids"] + mine[f"{side}_ids"]
+            assert theirs[f"{side}_labels"] == [IGNORE_INDEX] * len(mine["prompt_ids"]) + mine[f"{side}_ids"]
+            assert theirs[f"{side}_attention_mask"] == [1] * len(theirs[f"{side}_input_ids"])
+    assert lf.manifest["counts"]["train"]["pairs"] == len(built["train"]) and "stage: dpo" in lf.manifest["config"]
+    rows = datasets.load_from_disk(str(unsloth.folder / "dataset"))
+    assert rows["train"].to_dict() == built["train"].to_dict()
 
 
 def test_tree_rows_are_exported_as_the_split_rows_they_hold(tmp_path: Path) -> None:

@@ -136,3 +136,32 @@ def test_verl_rl_reads_the_prompt_sets_prompts_and_ground_truth(tmp_path: Path) 
     built = ftdata.load(out).dataset
     assert [g["prompt"] for g in got] == built["prompt"] and [g["ground_truth"] for g in got] == built["answer"]
     assert [g["index"] for g in got] == list(range(20)) and {g["data_source"] for g in got} == {"gsm8k_test_20.jsonl"}
+
+
+@pytest.mark.parametrize(("stack", "reader"), [("llamafactory", "read_llamafactory.py"), ("unsloth", "read_unsloth_pairs.py")])  # fmt: skip
+def test_dpo_collators_train_the_builds_pairs(stack: str, reader: str, tmp_path: Path) -> None:
+    """The DPO pairs of LLaMA-Factory's own demo, built on Qwen2.5, exported, and batched by the stack's own DPO
+    collator (LLaMA-Factory's `PairwiseDataCollatorWithPadding` after `tokenized_path`; TRL's
+    `DataCollatorForPreference`, as Unsloth pins it): each side is the build's prompt then that completion, and
+    exactly the completion is trained."""
+    where = venv(stack)
+    out = tmp_path / "dpo"
+    tok = str(TOKENIZERS / "qwen2.5-instruct")
+    ftdata.build(str(DATASETS / "preference" / "llamafactory_dpo_en_demo.json"), str(out), tokenizer=tok, limit=40)
+    export(out, stack)
+    done = subprocess.run(
+        [str(where / "bin" / "python"), str(ROOT / "scripts" / "stacks" / reader), str(out / f"export-{stack}"), tok],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    read = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    built = ftdata.load(out).dataset.to_list()
+    assert len(read) == len(built) > 30
+    trained = 0
+    for mine, theirs in zip(built, read):
+        for side in ("chosen", "rejected"):
+            n = len(mine[side + "_ids"])
+            assert theirs[side + "_ids"] == mine["prompt_ids"] + mine[side + "_ids"]
+            assert theirs[side + "_mask"] == [0] * len(mine["prompt_ids"]) + [1] * n
+            trained += sum(theirs[side + "_mask"])
+    assert trained == sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in built)

@@ -9,6 +9,9 @@
     OUT/export-prime-rl/       train.parquet         prompt, completion (messages)
     OUT/export-*/export.json   what was written, from which build (fingerprint), rows, tokens, trained tokens
 
+A preference build goes to LLaMA-Factory (its pairwise `tokenized/` columns) and Unsloth (the pair rows, for TRL's
+DPOTrainer); a prompt set to verl's RL Parquet.
+
 Each folder is written whole under a temporary name and renamed into place (`safeio.OutputDir`, as `ftdata
 build` writes its files); OUT then owns it, so a later build into OUT removes it with the rest of the old build.
 Token-id stacks get the build's own ids and masks; the stacks that tokenize messages themselves get the records
@@ -130,11 +133,12 @@ def export(out: str | Path, stacks: str | list[str], *, tokenizer: Any = None) -
     folder = Path(out).expanduser()
     manifest = built.manifest or {}
     task = built.report.task
-    takes = {"sft": list(STACKS), "prompts": list(PROMPT_STACKS)}.get(task, [])
+    takes = {"sft": list(STACKS), "prompts": list(PROMPT_STACKS), "preference": list(PAIR_STACKS)}.get(task, [])
     if refused := [n for n in names if n not in takes]:
         raise ConfigError(
-            f"{folder}: a {task} build; {', '.join(refused)} cannot take it: ftdata exports SFT builds to every stack"
-            f" and prompt sets to {', '.join(PROMPT_STACKS)} (preference pairs: not yet)"
+            f"{folder}: a {task} build; {', '.join(refused)} cannot take it: ftdata exports SFT builds to every stack,"
+            f" prompt sets to {', '.join(PROMPT_STACKS)} and preference pairs to {', '.join(PAIR_STACKS)} (the "
+            "others train no pairs from token ids)"
         )
     splits = dict(built.dataset) if isinstance(built.dataset, dict) else {"train": built.dataset}
     done = []
@@ -145,12 +149,52 @@ def export(out: str | Path, stacks: str | list[str], *, tokenizer: Any = None) -
                 tmp.mkdir()
                 if task == "prompts":
                     record = _write_prompts(stack, splits, tmp, folder, manifest)
+                elif task == "preference":
+                    record = _write_pairs(stack, splits, tmp, folder, manifest)
                 else:
                     record = _write(stack, splits, tmp, folder, manifest, tokenizer)
                 (tmp / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             done.append(Exported(name, folder / (PREFIX + name), record))
         target.finish(adding=True)
     return done
+
+
+PAIR_STACKS = {
+    "llamafactory": ("stage: dpo", "tokenized_path: {dir}/tokenized"),
+    "unsloth": (
+        "dataset = datasets.load_from_disk('{dir}/dataset')",
+        "DPOTrainer(model=model, train_dataset=dataset['train'], args=DPOConfig(...))",
+    ),
+}
+
+
+def _write_pairs(
+    stack: Stack, splits: dict[str, Any], tmp: Path, out: Path, manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """A preference build's pairs in the stack's DPO input (`tokens.write_llamafactory_pairs`; Unsloth: the rows)."""
+    if stack.name == "unsloth":
+        files = tokens.write_unsloth(splits, tmp)
+    else:
+        files = tokens.write_llamafactory_pairs(splits, tmp)
+    counts = {
+        name: {
+            "pairs": len(split),
+            "completion_tokens": sum(len(c) + len(r) for c, r in zip(split["chosen_ids"], split["rejected_ids"])),
+        }
+        for name, split in splits.items()
+    }
+    return {
+        "stack": stack.name,
+        "task": "preference",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build": str(out),
+        "fingerprint": manifest.get("fingerprint"),
+        "tokenizer": manifest.get("tokenizer"),
+        "files": files,
+        "counts": counts,
+        "config": [line.format(dir=out / (PREFIX + stack.name)) for line in PAIR_STACKS[stack.name]],
+        "notes": [],
+    }
 
 
 PROMPT_STACKS = {"verl": ("data.train_files={dir}/train.parquet data.prompt_key=prompt  # RL (PPO, GRPO)",)}

@@ -8,6 +8,13 @@
     tinker        train.jsonl: one `tinker.Datum` a line (model_input tokens,    tinker.Datum(model_input=...,
                   loss_fn_inputs target_tokens + weights, shifted by one)          loss_fn_inputs=...)
 
+Preference pairs (a `task=preference` build: `prompt_ids`, `chosen_ids`, `rejected_ids`) go to the stacks whose DPO
+takes token ids:
+
+    llamafactory  tokenized/: chosen_input_ids, chosen_attention_mask, chosen_labels and the same for rejected
+                  (its PairwiseDatasetProcessor's columns: the prompt then the completion, the prompt's labels -100)
+    unsloth       dataset/: the build's own pair rows, which TRL's DPOTrainer (under Unsloth) takes as processed
+
 Labels are never shifted (the model shifts), except tinker's Datum, which holds the targets: input tokens
 `ids[:-1]`, `target_tokens` `ids[1:]`, `weights[i]` the weight of `target_tokens[i]`
 (tinker-cookbook's `datum_from_model_input_weights`).
@@ -132,3 +139,38 @@ def write_tinker(splits: dict[str, list[TokenRow]], folder: Path) -> list[str]:
                 fh.write(json.dumps(datum(row)) + "\n")
         names.append(f"{split}.jsonl")
     return names
+
+
+MEDIA = (
+    "images",
+    "videos",
+    "audios",
+)  # LLaMA-Factory's pairwise rows carry them (None: a text pair); its collator reads
+# them by key
+
+
+def write_llamafactory_pairs(splits: dict[str, Any], folder: Path) -> list[str]:
+    """`tokenized/`: the build's pairs as LLaMA-Factory's `PairwiseDatasetProcessor` writes them for `stage: dpo`
+    (each side the shared prompt then that completion; the prompt's labels -100; `images`, `videos`, `audios` None),
+    loaded by `tokenized_path`."""
+    import datasets
+
+    def side(rows: Any, name: str) -> dict[str, list[list[int]]]:
+        ids = [p + c for p, c in zip(rows["prompt_ids"], rows[f"{name}_ids"])]
+        labels = [[IGNORE_INDEX] * len(p) + c for p, c in zip(rows["prompt_ids"], rows[f"{name}_ids"])]
+        return {
+            f"{name}_input_ids": ids,
+            f"{name}_attention_mask": [[1] * len(i) for i in ids],
+            f"{name}_labels": labels,
+        }
+
+    dataset = datasets.DatasetDict(
+        {
+            _LF_SPLITS[name]: datasets.Dataset.from_dict(
+                {**side(split, "chosen"), **side(split, "rejected"), **dict.fromkeys(MEDIA, [None] * len(split))}
+            )
+            for name, split in splits.items()
+        }
+    )
+    dataset.save_to_disk(str(folder / "tokenized"))
+    return ["tokenized"]
