@@ -29,6 +29,7 @@ __all__ = [
     "print_of",
     "raw_check",
     "template_mismatch",
+    "token_pair",
     "tokenizer_mismatch",
 ]
 
@@ -117,6 +118,11 @@ def _decoded(decode: Any, piece: Any, ids: Sequence[int], k: int, *, pieces: boo
     if k >= len(ids):
         return "(end)"
     return f"{(piece(int(ids[k])) if pieces else decode([int(ids[k])]))!r} ({ids[k]})"
+
+
+def token_pair(tokenizer: Any, a: Sequence[int], b: Sequence[int], k: int, other: Any = None) -> tuple[str, str]:
+    """Token `k` of `a` and of `b`, each decoded with its id; as vocabulary pieces where they decode alike."""
+    return _both(tokenizer, a, b, k, other)
 
 
 def _both(tokenizer: Any, a: Sequence[int], b: Sequence[int], k: int, other: Any = None) -> tuple[str, str]:

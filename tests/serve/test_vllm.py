@@ -1,0 +1,44 @@
+"""The parity check against a real vLLM render server (slow: each starts `vllm launch render`, 15-60 s on CPU).
+
+vLLM lives in a venv of its own, made once by `scripts/stack_env.sh vllm` (~3 min, 9.4 GB); without it these tests
+are skipped and say so. Each builds records.jsonl (plain, multi-turn, tools, reasoning) on a shared tokenizer folder
+and checks it against vLLM serving a copy of that folder with a minimal config.json; the result must be the one
+recorded in fixtures/ (which the default suite replays) — so a new vLLM that renders otherwise shows here first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from stack import CONFIGS, READY, render_server, served_folder
+from support import TOKENIZERS
+
+import ftdata
+from ftdata.serve.parity import check_serving
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not READY.is_file(), reason=f"no vLLM venv at {READY.parent}: run scripts/stack_env.sh vllm"),
+]
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_a_real_vllm_renders_what_the_fixture_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    from ftdata.io.resources import bundled_tokenizer_dir
+
+    monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))
+    source = bundled_tokenizer_dir() if name == "smollm2" else TOKENIZERS / name
+    out = tmp_path / "out"
+    ftdata.build(str(HERE / "records.jsonl"), out, tokenizer=None if name == "smollm2" else str(source), cache=False)
+    folder = served_folder(source, name, tmp_path / "served")
+    with render_server(folder, log=tmp_path / "vllm.log") as url:
+        parity = check_serving(out, url)
+    fixture = json.loads((HERE / "fixtures" / f"{name}.json").read_text(encoding="utf-8"))
+    assert parity.summary.replace(url, "URL") == fixture["summary"]
+    records = str(HERE / "records.jsonl")
+    assert [d.line().replace(records, "RECORDS") for d in parity.differences] == fixture["differences"]
+    assert parity.turns >= 3  # plain and multi-turn records are trained on every template
