@@ -23,8 +23,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from stack import CONFIGS, READY, VERSION, render_server, served_folder  # noqa: E402
-from support import TOKENIZERS  # noqa: E402
+from stack import CONFIGS, READY, SERVER_ARGS, VERSION, render_server, served_folder, source_folder  # noqa: E402
 
 import ftdata  # noqa: E402
 from ftdata.serve import client  # noqa: E402
@@ -54,7 +53,15 @@ def dump(fixture: dict[str, Any]) -> str:
 
 
 def _folder_name(name: str) -> str:
-    return "the bundled SmolLM2's tokenizer folder (ftdata's cache)" if name == "smollm2" else f"../shared/tokenizers/{name}"
+    if name == "deepseek-v3.2-encoder":
+        return "../shared/tokenizers/deepseek-v3 (served as V3.2: vLLM's own encoder renders, not the template)"
+    if name == "qwen3-template":
+        return "../shared/tokenizers/qwen2.5-instruct with TRL's qwen3 chat template in tokenizer_config.json"
+    return (
+        "the bundled SmolLM2's tokenizer folder (ftdata's cache)"
+        if name == "smollm2"
+        else f"../shared/tokenizers/{name}"
+    )
 
 
 def expected(parity: Any, url: str) -> dict[str, Any]:
@@ -74,7 +81,8 @@ def refresh() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             name = fixture["tokenizer"]
             out = Path(tmp) / "out"
-            ftdata.build(str(RECORDS), out, tokenizer=None if name == "smollm2" else str(TOKENIZERS / name), cache=False)
+            given = source_folder(name, Path(tmp))
+            ftdata.build(str(RECORDS), out, tokenizer=str(given) if given else None, cache=False)
             with serving(replay(fixture)) as url:
                 fixture.update(expected(check_serving(out, url, write=False), url))
         path.write_text(dump(fixture), encoding="utf-8")
@@ -84,12 +92,13 @@ def refresh() -> None:
 def record(name: str, root: Path) -> dict[str, Any]:
     from ftdata.io.resources import bundled_tokenizer_dir
 
-    source = bundled_tokenizer_dir() if name == "smollm2" else TOKENIZERS / name
+    given = source_folder(name, root / "sources")
+    source = given or bundled_tokenizer_dir()
     folder = served_folder(source, name, root / name)
     out = root / f"{name}-build"
     # Built on the shared folder itself, as a user builds; served from the copy with a config.json, as a model
     # folder is served: a class that routing picks otherwise there shows as differing turns.
-    ftdata.build(str(RECORDS), out, tokenizer=None if name == "smollm2" else str(source), cache=False)
+    ftdata.build(str(RECORDS), out, tokenizer=str(given) if given else None, cache=False)
     sent: list[dict[str, Any]] = []
     post = client._post
 
@@ -99,16 +108,18 @@ def record(name: str, root: Path) -> dict[str, Any]:
 
     client._post = recording  # type: ignore[assignment]
     try:
-        with render_server(folder, log=root / f"{name}.log") as url:
+        with render_server(folder, log=root / f"{name}.log", args=tuple(SERVER_ARGS.get(name, ()))) as url:
             parity = check_serving(out, url, write=False)
             exchanges = [_exchange(url, body) for body in sent]
     finally:
         client._post = post  # type: ignore[assignment]
     architecture, model_type = CONFIGS[name]
+    flags = "".join(" " + a for a in SERVER_ARGS.get(name, ()))
     fixture = {
         "made_with": (
-            f"vllm {VERSION} (pip install vllm=={VERSION}, Python 3.11, CPU): VLLM_TARGET_DEVICE=cpu vllm launch render "
-            f"DIR --host 127.0.0.1 --port P, DIR a copy of {_folder_name(name)} with config.json "
+            f"vllm {VERSION} (pip install vllm=={VERSION}, Python 3.11, CPU): "
+            "VLLM_TARGET_DEVICE=cpu vllm launch render "
+            f"DIR --host 127.0.0.1 --port P{flags}, DIR a copy of {_folder_name(name)} with config.json "
             f'{{"architectures": ["{architecture}"], "model_type": "{model_type}"}}; requests as ftdata check-serving '
             "sends them for tests/serve/records.jsonl built on that folder (tests/serve/record.py)"
         ),

@@ -34,7 +34,35 @@ CONFIGS = {
     "mistral-nemo-instruct-2407": ("MistralForCausalLM", "mistral"),
     "deepseek-v3": ("DeepseekV3ForCausalLM", "deepseek_v3"),
     "smollm2": ("LlamaForCausalLM", "llama"),
+    "qwen3-template": ("Qwen3ForCausalLM", "qwen3"),  # the Qwen2.5 files with TRL's Qwen3 template: reasoning
+    # The DeepSeek-V3 files served as V3.2: vLLM renders with its own Python encoder (tokenizer_mode deepseek_v32),
+    # not with the folder's Jinja template that ftdata builds with.
+    # (The V3.2 architecture itself needs the full model config; the V3 one with --tokenizer-mode picks the encoder.)
+    "deepseek-v3.2-encoder": ("DeepseekV3ForCausalLM", "deepseek_v3"),
 }
+SOURCES = {"deepseek-v3.2-encoder": "deepseek-v3"}  # names served from another shared folder
+SERVER_ARGS = {"deepseek-v3.2-encoder": ["--tokenizer-mode", "deepseek_v32"]}  # `vllm launch render` flags
+
+
+def source_folder(name: str, scratch: Path) -> Path | None:
+    """The tokenizer folder NAME stands for: a shared one, the bundled SmolLM2's (None), or, for `qwen3-template`,
+    the Qwen2.5 files with the Qwen3 chat template TRL ships (a template that writes reasoning and drops it from
+    history) written into a copy in `scratch`."""
+    from support import TOKENIZERS
+
+    if name == "smollm2":
+        return None
+    if name != "qwen3-template":
+        return TOKENIZERS / SOURCES.get(name, name)
+    from ftdata.chat.chat_template import load_chat_template
+
+    folder = scratch / name
+    if not folder.is_dir():
+        shutil.copytree(TOKENIZERS / "qwen2.5-instruct", folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        config["chat_template"] = load_chat_template("qwen3").text
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return folder
 
 
 def served_folder(source: Path, name: str, target: Path) -> Path:
@@ -60,14 +88,16 @@ def _ready(url: str) -> bool:
 
 
 @contextmanager
-def render_server(folder: Path, *, log: Path, start_timeout: float = 240.0) -> Iterator[str]:
+def render_server(
+    folder: Path, *, log: Path, args: tuple[str, ...] = (), start_timeout: float = 240.0
+) -> Iterator[str]:
     """`VLLM_TARGET_DEVICE=cpu vllm launch render folder` on a free loopback port; yields its URL, stops it after."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with log.open("w") as fh:
         process = subprocess.Popen(
-            [str(VLLM), "launch", "render", str(folder), "--host", "127.0.0.1", "--port", str(port)],
+            [str(VLLM), "launch", "render", str(folder), "--host", "127.0.0.1", "--port", str(port), *args],
             stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
         try:
@@ -78,9 +108,10 @@ def render_server(folder: Path, *, log: Path, start_timeout: float = 240.0) -> I
                 time.sleep(1)
             yield url
         finally:
-            os.killpg(process.pid, signal.SIGTERM)  # the group this test started (vLLM forks helpers)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)  # the group this test started (vLLM forks helpers)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()

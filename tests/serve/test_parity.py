@@ -49,7 +49,13 @@ def serving(answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]) -> I
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client that gave up (the timeout tests) is no error of the server's; silent, not on stderr
+
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -74,7 +80,10 @@ def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _build(out: Path, name: str, folder: Path | None = None) -> Path:
-    tokenizer = None if name == "smollm2" else str(folder or TOKENIZERS / name)
+    from stack import source_folder
+
+    given = folder or source_folder(name, out.parent / "sources")
+    tokenizer = str(given) if given else None
     ftdata.build(str(RECORDS), out, tokenizer=tokenizer, cache=False)
     return out
 
@@ -115,9 +124,7 @@ def test_a_server_answer_that_differs_names_the_turn_and_both_tokens(tmp_path: P
         parity = check_serving(out, url)
     assert parity.identical == 4
     (difference,) = parity.differences
-    assert difference.line() == (
-        f"{RECORDS}:2#0/4: prompt token 33: ftdata '\\n' (198) vs server ' \\n' (715)"
-    )
+    assert difference.line() == (f"{RECORDS}:2#0/4: prompt token 33: ftdata '\\n' (198) vs server ' \\n' (715)")
 
 
 def test_a_template_edited_by_one_byte_after_the_build_is_one_line(tmp_path: Path) -> None:
@@ -225,3 +232,16 @@ def test_the_documented_example_is_real(tmp_path: Path) -> None:
     assert result.exit_code == 1
     got = result.output.replace(url, "http://127.0.0.1:8000").replace(str(RECORDS), "tests/serve/records.jsonl")
     assert f"$ ftdata check-serving OUT --url http://127.0.0.1:8000\n{got}" == shown
+
+
+def test_phi3_built_from_the_model_folder_is_what_vllm_serves(tmp_path: Path) -> None:
+    """The same Phi-3 files beside the model's config.json load as the class vLLM loads: every turn identical."""
+    folder = tmp_path / "phi3"
+    shutil.copytree(TOKENIZERS / "phi-3-mini-4k-instruct", folder)
+    (folder / "config.json").write_text(json.dumps({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3"}))
+    fixture = json.loads((HERE / "fixtures" / "phi-3-mini-4k-instruct.json").read_text(encoding="utf-8"))
+    out = _build(tmp_path / "out", "phi-3-mini-4k-instruct", folder)
+    with serving(replay(fixture)) as url:
+        parity = check_serving(out, url)
+    assert (parity.turns, parity.identical) == (3, 3)
+    assert json.loads((out / "build.json").read_text(encoding="utf-8"))["serving"]["raw_check"]["differ"] == 0

@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from stack import CONFIGS, READY, render_server, served_folder
-from support import TOKENIZERS
+from stack import CONFIGS, READY, SERVER_ARGS, render_server, served_folder, source_folder
 
 import ftdata
 from ftdata.serve.parity import check_serving
@@ -27,15 +26,18 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_a_real_vllm_renders_what_the_fixture_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+def test_a_real_vllm_renders_what_the_fixture_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
     from ftdata.io.resources import bundled_tokenizer_dir
 
     monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))
-    source = bundled_tokenizer_dir() if name == "smollm2" else TOKENIZERS / name
+    given = source_folder(name, tmp_path / "sources")
+    source = given or bundled_tokenizer_dir()
     out = tmp_path / "out"
-    ftdata.build(str(HERE / "records.jsonl"), out, tokenizer=None if name == "smollm2" else str(source), cache=False)
+    ftdata.build(str(HERE / "records.jsonl"), out, tokenizer=str(given) if given else None, cache=False)
     folder = served_folder(source, name, tmp_path / "served")
-    with render_server(folder, log=tmp_path / "vllm.log") as url:
+    with render_server(folder, log=tmp_path / "vllm.log", args=tuple(SERVER_ARGS.get(name, ()))) as url:
         parity = check_serving(out, url)
     fixture = json.loads((HERE / "fixtures" / f"{name}.json").read_text(encoding="utf-8"))
     assert parity.summary.replace(url, "URL") == fixture["summary"]
