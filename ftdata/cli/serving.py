@@ -1,5 +1,5 @@
-"""`ftdata check-serving OUT --url URL`: every trained turn of a build against a vLLM render server
-(`ftdata.serve.parity`); `ftdata build --serving-url URL` runs it after the build."""
+"""`ftdata check-serving OUT --url URL` (or `--serve MODEL_DIR`): every trained turn of a build against a vLLM
+render server (`ftdata.serve.parity`); `ftdata build --serving-url URL` runs it after the build."""
 
 from __future__ import annotations
 
@@ -28,7 +28,19 @@ def register(app: typer.Typer) -> None:
 
 def check_serving_command(
     out: Annotated[Path, typer.Argument(help="A folder written by ftdata build.", show_default=False)],
-    url: Annotated[str, typer.Option("--url", help="The render server, e.g. http://127.0.0.1:8000.")],
+    url: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--url", help="The render server, e.g. http://127.0.0.1:8000."),
+    ] = None,
+    serve: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--serve",
+            metavar="MODEL_DIR",
+            help="Start `vllm launch render MODEL_DIR` for the check (the venv scripts/stack_env.sh vllm makes, "
+            "$FTDATA_VLLM, or vllm on PATH) and stop it after; instead of --url.",
+        ),
+    ] = None,
     limit: Annotated[
         Optional[int],  # noqa: UP045 (typer reads the annotation)
         typer.Option("--limit", min=1, help="Check the first N records only."),
@@ -38,7 +50,17 @@ def check_serving_command(
     as_json: Annotated[bool, typer.Option("--json", help="The result as JSON on stdout.")] = False,
 ) -> None:
     """Check a build against a vLLM render server."""
-    report(out, url, limit=limit, concurrency=concurrency, timeout=timeout, as_json=as_json)
+    from ftdata.errors import ConfigError
+
+    if (url is None) == (serve is None):
+        raise ConfigError("give the server: --url URL (a running render server) or --serve MODEL_DIR (one to start)")
+    if url is not None:
+        report(out, url, limit=limit, concurrency=concurrency, timeout=timeout, as_json=as_json)
+        return
+    from ftdata.serve.launch import render_server
+
+    with render_server(serve) as started:  # type: ignore[arg-type]  # serve is set when url is not
+        report(out, started, limit=limit, concurrency=concurrency, timeout=timeout, as_json=as_json)
 
 
 def report(

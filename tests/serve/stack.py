@@ -10,11 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,45 +68,18 @@ def served_folder(source: Path, name: str, target: Path) -> Path:
     return target
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @contextmanager
-def render_server(
-    folder: Path, *, log: Path, args: tuple[str, ...] = (), start_timeout: float = 240.0
-) -> Iterator[str]:
-    """`VLLM_TARGET_DEVICE=cpu vllm launch render folder` on a free loopback port; yields its URL, stops it after."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with log.open("w") as fh:
-        process = subprocess.Popen(
-            [str(VLLM), "launch", "render", str(folder), "--host", "127.0.0.1", "--port", str(port), *args],
-            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + start_timeout
-            while not _ready(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"vllm launch render {folder} did not start: {log.read_text()[-2000:]}")
-                time.sleep(1)
+def render_server(folder: Path, *, log: Path, args: tuple[str, ...] = ()) -> Iterator[str]:
+    """`vllm launch render folder` from the stacks venv, as `ftdata check-serving --serve` starts it."""
+    from ftdata.serve.launch import render_server as started
+
+    previous = os.environ.get("FTDATA_VLLM")
+    os.environ["FTDATA_VLLM"] = str(VLLM)
+    try:
+        with started(folder, args=args, log=log) as url:
             yield url
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)  # the group this test started (vLLM forks helpers)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+    finally:
+        if previous is None:
+            os.environ.pop("FTDATA_VLLM", None)
+        else:
+            os.environ["FTDATA_VLLM"] = previous

@@ -245,3 +245,27 @@ def test_phi3_built_from_the_model_folder_is_what_vllm_serves(tmp_path: Path) ->
         parity = check_serving(out, url)
     assert (parity.turns, parity.identical) == (3, 3)
     assert json.loads((out / "build.json").read_text(encoding="utf-8"))["serving"]["raw_check"]["differ"] == 0
+
+
+def test_serve_needs_a_model_folder_with_config_json_and_a_vllm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ftdata.serve.launch import render_server
+
+    with pytest.raises(ConfigError, match=r"qwen2\.5-instruct has no config\.json: vllm launch render reads the model"):
+        with render_server(TOKENIZERS / "qwen2.5-instruct"):
+            pass
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}')
+    monkeypatch.setenv("FTDATA_VLLM", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"^no vllm to start: run scripts/stack_env\.sh vllm"):
+        with render_server(folder):
+            pass
+    fake = tmp_path / "vllm"
+    fake.write_text("#!/bin/sh\necho 'ValueError: No supported config format found'\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("FTDATA_VLLM", str(fake))
+    with pytest.raises(ServerError, match=r"model exited: ValueError: No supported config format found \(log: "):
+        with render_server(folder, log=tmp_path / "log"):
+            pass

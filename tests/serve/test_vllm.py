@@ -44,3 +44,19 @@ def test_a_real_vllm_renders_what_the_fixture_recorded(
     records = str(HERE / "records.jsonl")
     assert [d.line().replace(records, "RECORDS") for d in parity.differences] == fixture["differences"]
     assert parity.turns >= 3  # plain and multi-turn records are trained on every template
+
+
+def test_check_serving_starts_and_stops_vllm_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ftdata.cli.app import app
+
+    monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FTDATA_VLLM", str(READY.parent / "bin" / "vllm"))
+    given = source_folder("qwen2.5-instruct", tmp_path)
+    out = tmp_path / "out"
+    ftdata.build(str(HERE / "records.jsonl"), out, tokenizer=str(given), cache=False)
+    folder = served_folder(given, "qwen2.5-instruct", tmp_path / "served")  # type: ignore[arg-type]
+    result = CliRunner().invoke(app, ["check-serving", str(out), "--serve", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("5 of 5 turns identical to what http://127.0.0.1:")
