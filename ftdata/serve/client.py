@@ -12,8 +12,8 @@ what the server renders from them is what a deployed model is fed. With tools th
 `"tool_choice": "none"`: a render server has no tool parser, and "auto" asks for one.
 
 Requests run `concurrency` at a time, each within `timeout` seconds; answers are kept in a JSON-lines file keyed by
-the request's digest (`Answers`), so a check that stops is resumed where it stopped. A server that is down or does
-not answer in time stops the check with one line (`ServerError`).
+the request's digest (`Answers`) until the check has them all, so a check that stops is resumed where it stopped.
+A server that is down or does not answer in time stops the check with one line (`ServerError`).
 """
 
 from __future__ import annotations
@@ -174,6 +174,11 @@ class Answers:
                     self.known[row["key"]] = Answer(row.get("ids"), row.get("error"))
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by a stop: asked again
+
+    def clear(self) -> None:
+        """Forget the answers kept (the check they were for is complete)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
     def add(self, key: str, answer: Answer) -> None:
         self.known[key] = answer

@@ -145,8 +145,8 @@ def check_serving(
     write: bool = True,
 ) -> Parity:
     """Check build folder `out` against the vLLM render server at `url` (see the module docstring); with `write`,
-    the result goes into its build.json (`serving.parity`). Answers are kept in the ftdata cache, by request: a
-    check run again asks only what it has not.
+    the result goes into its build.json (`serving.parity`). Answers are kept in the ftdata cache, by request, until
+    the check has them all: a check that stopped (a server down mid-way, Ctrl-C) asks only what it has not.
 
     Raises:
         ConfigError: `out` is no build folder, or its template/tokenizer changed since it was built (one line).
@@ -177,6 +177,7 @@ def check_serving(
         pairs.append((turn, *keys))
     answers = Answers(cache_root() / "serving" / f"{record.get('fingerprint', 'build')}.jsonl")
     got = render_all(url, bodies, answers, concurrency=concurrency, timeout=timeout, progress=progress)
+    answers.clear()  # complete: a later check asks again (the server, or its template, may have changed since)
     parity = Parity(url, skipped=turns.skipped)
     for turn, p, f in pairs:
         parity.turns += 1

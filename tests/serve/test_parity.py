@@ -98,6 +98,7 @@ def test_the_recorded_server_gives_the_recorded_result(tmp_path: Path, path: Pat
     assert [d.line().replace(str(RECORDS), "RECORDS") for d in parity.differences] == fixture["differences"]
     written = json.loads((out / "build.json").read_text(encoding="utf-8"))["serving"]["parity"]
     assert (written["turns"], written["identical"]) == (parity.turns, parity.identical)
+    assert ftdata.load(out).dataset.num_rows >= 2  # build.json rewritten: the folder still loads as a build
 
 
 def test_qwen_turns_plain_multi_turn_and_tools_are_identical(tmp_path: Path) -> None:
@@ -164,15 +165,18 @@ def test_a_slow_server_is_one_line_within_the_timeout(tmp_path: Path) -> None:
         assert time.monotonic() - started < 8
 
 
-def test_requests_are_bounded_and_a_second_check_resumes_from_the_answers(tmp_path: Path) -> None:
+def test_requests_are_bounded_and_a_check_that_stopped_resumes(tmp_path: Path) -> None:
     fixture = json.loads((HERE / "fixtures" / "qwen2.5-instruct.json").read_text(encoding="utf-8"))
     answer = replay(fixture)
     seen: list[int] = []
     flight = [0, 0]  # in flight now, most at once
+    dying = [True]  # the server fails after 3 answers, until it is "restarted"
     lock = threading.Lock()
 
     def counted(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with lock:
+            if dying[0] and len(seen) >= 3:
+                return 500, {"error": {"message": "engine died"}}
             flight[0] += 1
             flight[1] = max(flight[1], flight[0])
         time.sleep(0.05)
@@ -182,13 +186,19 @@ def test_requests_are_bounded_and_a_second_check_resumes_from_the_answers(tmp_pa
         return answer(body)
 
     out = _build(tmp_path / "out", "qwen2.5-instruct")
+    kept = tmp_path / "cache" / "serving"
     with serving(counted) as url:
-        first = check_serving(out, url, concurrency=2)
-        asked = len(seen)
+        with pytest.raises(ServerError, match=r"^render server .* failed \(500\): engine died$"):
+            check_serving(out, url, concurrency=1)
+        assert len(seen) == 3 and len(list(kept.iterdir())) == 1  # their answers kept
+        dying[0] = False
+        resumed = check_serving(out, url, concurrency=2)
+        assert len(seen) == 10  # 5 turns, a prompt and a prompt + target each: the 7 not answered yet
+        assert flight[1] == 2
+        assert not list(kept.iterdir())  # complete: nothing kept, a later check asks again
         again = check_serving(out, url, concurrency=2)
-    assert asked == 10 and flight[1] == 2  # 5 turns, a prompt and a prompt + target each
-    assert len(seen) == asked  # answered from the answers kept
-    assert again.summary == first.summary
+        assert len(seen) == 20
+    assert resumed.summary == again.summary == f"5 of 5 turns identical to what {url} renders"
 
 
 def test_messages_go_as_an_openai_client_sends_them() -> None:
