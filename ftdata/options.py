@@ -435,8 +435,17 @@ class OutputOptions:
     cache_dir: str | None = _opt(
         None, "the build cache folder: a build with the same input bytes and options is reused from it"
     )
+    serving_url: str | None = _opt(
+        None,
+        "after the build, check every trained turn against the vLLM render server at this URL "
+        "(`ftdata check-serving OUT --url URL`; exit 1 when a turn differs); None = no check",
+    )
 
     def __post_init__(self) -> None:
+        if self.serving_url is not None and not str(self.serving_url).startswith(("http://", "https://")):
+            raise ConfigError(
+                f"serving_url must be an http(s) URL, got serving_url={self.serving_url!r} (http://127.0.0.1:8000)"
+            )
         if not isinstance(self.cache, bool):
             raise ConfigError(f"cache must be true or false, got cache={self.cache!r}")
         if not self.cache and self.cache_dir is not None:

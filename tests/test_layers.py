@@ -14,7 +14,7 @@ import grimp
 ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top, as docs/design.md draws them; pyproject.toml lists the same, top to bottom.
 LAYERS = ["outcomes", "errors", "guard", "types", "io | records", "options", "chat", "tokens", "media", "run", "mix",
-          "build", "train | inspect", "cli"]  # fmt: skip
+          "build", "train | inspect | serve", "cli"]  # fmt: skip
 
 
 def test_every_import_keeps_the_contracts() -> None:

@@ -28,6 +28,7 @@ from ftdata.io import store
 from ftdata.io.resources import cache_root
 from ftdata.options import BuildOptions
 from ftdata.build.local import BuildResult, declare, in_memory, rejects_place, rough_need
+from ftdata.build.serving import serving_record
 from ftdata.types import Engine
 
 IMAGES = "images"  # OUT/images: the inline media items (sha256: refs) of a build with a processor
@@ -157,6 +158,7 @@ def _to_store(
             with target.write(export.REJECTS) as tmp:
                 shutil.copyfile(str(opts.output.rejects_path), tmp)
         record = _manifest(result, opts, facts, fmt=fmt, files=files, rejects=rejects_name)
+        record.update(serving_record(source, tok, opts, result.dataset))
         export.write_manifest(target, record)
     return _published(result, out=target.path, fmt=fmt, files=files, record=record, options=opts)
 
@@ -235,6 +237,7 @@ def _to_folder(
             result.report.rejects_path = given or str(folder / export.REJECTS)
         on_disk = export.disk_facts(staging.path, [*files, rejects_name])
         record = _manifest(result, recorded, facts, fmt=fmt, files=files, rejects=rejects_name, on_disk=on_disk)
+        record.update(serving_record(source, tok, opts, result.dataset))
         export.write_manifest(target, record)
         target.finish()
     if given and not inside and not sharded:  # the user's copy (engine=ray wrote its own)

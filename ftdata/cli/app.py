@@ -37,6 +37,7 @@ from ftdata.cli.options import (
 )
 from ftdata.errors import ConfigError, DiskFullError, FtdataError, FtdataWarning
 from ftdata.guard.space import is_disk_full
+from ftdata.cli import serving
 from ftdata.cli.terminal import dumps
 from ftdata.options import DATA_FIELDS
 from ftdata.types import HistoryMode
@@ -572,6 +573,8 @@ def build(
         show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
         show.print(load_hint(result.out, fmt=result.output_format), soft_wrap=True)
     report.check_reject_ratio(opts.run.max_reject_ratio)  # after the summary: the rejects are written, to look at
+    if opts.output.serving_url:  # the build is written; its turns against the server the model will be served by
+        serving.report(result.out, opts.output.serving_url)
 
 
 # --- inspect -------------------------------------------------------------------------------------
@@ -798,6 +801,7 @@ def _register_training(target: typer.Typer) -> None:
 
 _register_training(app)
 _register_export(app)
+serving.register(app)
 
 
 def main() -> None:

@@ -294,6 +294,17 @@ def _check_chat_template(folder: Path, tokenizer: PreTrainedTokenizerBase, *, gi
             "drop it, "
             "or build again with it"
         )
+    from ftdata.train.carried import built_print
+    from ftdata.tokens.identity import template_mismatch, tokenizer_mismatch
+
+    printed = built_print(folder)  # after the named template's check: a build with --chat-template names its file
+    if printed is not None:  # a build that recorded its template and tokenizer: say where they part, in one line
+        for line in (
+            template_mismatch(printed, tokenizer, what="the run's tokenizer"),
+            tokenizer_mismatch(printed, tokenizer, what="the run's tokenizer"),
+        ):
+            if line:
+                raise ConfigError(f"{folder}: {line}; train with the template and tokenizer that built the data")
 
 
 def _check_vocabulary(ds: Dataset, split: str, task: Task, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ftdata.errors import ConfigError
 from ftdata.types import Task
 from ftdata.train import record
+from ftdata.train.carried import carry_template
 from ftdata.train.config import Method, TrainConfig, changed_options, read_yaml
 from ftdata.train.data import Splits, data_task, load_splits, save_eval_split
 from ftdata.train.generation import EvalReport, GenerationSettings
@@ -134,11 +135,14 @@ def train(
         _final_eval(trainer, splits)
         output_dir = run_dir / ("adapter" if cfg.lora else "model")
         trainer.save_model(str(output_dir))
+        if state.is_main_process:
+            carry_template(output_dir, cfg.data, loaded.tokenizer)
     state.wait_for_everyone()
     merged_dir = None
     if cfg.merge and cfg.lora and state.is_main_process:
         with quiet_libraries(not verbose):
             merged_dir = merge_adapter(loaded, output_dir, run_dir / "merged")
+            carry_template(merged_dir, cfg.data, loaded.tokenizer)
     total = base["model"]["total_params"]
     metrics = _metrics(
         trainer,

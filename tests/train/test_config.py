@@ -160,6 +160,7 @@ SAMPLES = {
     "batch_size": ("64", 64),
     "rejects_path": ("/tmp/rejects.jsonl", "/tmp/rejects.jsonl"),
     "cache_dir": ("/tmp/cache", "/tmp/cache"),
+    "serving_url": ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
     "cache": ("false", False),
     "audio_window": ("cut", "cut"),
     "max_reject_ratio": ("0.05", 0.05),

@@ -33,6 +33,8 @@ from ftdata.build.load import load
 from ftdata.errors import ConfigError
 from ftdata.guard.safeio import OutputDir
 from ftdata.io.resources import load_tokenizer
+from ftdata.run.stage import task_module
+from ftdata.types import Task
 
 MANIFEST = "export.json"
 PREFIX = "export-"  # OUT/export-<stack>
@@ -150,7 +152,7 @@ def export(out: str | Path, stacks: str | list[str], *, tokenizer: Any = None) -
                 if task == "prompts":
                     record = _write_prompts(stack, splits, tmp, folder, manifest)
                 elif task == "preference":
-                    record = _write_pairs(stack, splits, tmp, folder, manifest)
+                    record = _write_pairs(stack, splits, tmp, folder, manifest, task)
                 else:
                     record = _write(stack, splits, tmp, folder, manifest, tokenizer)
                 (tmp / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -169,17 +171,19 @@ PAIR_STACKS = {
 
 
 def _write_pairs(
-    stack: Stack, splits: dict[str, Any], tmp: Path, out: Path, manifest: dict[str, Any]
+    stack: Stack, splits: dict[str, Any], tmp: Path, out: Path, manifest: dict[str, Any], task: str
 ) -> dict[str, Any]:
     """A preference build's pairs in the stack's DPO input (`tokens.write_llamafactory_pairs`; Unsloth: the rows)."""
+    columns = task_module(Task(task)).columns  # the pair task's: the prompt's ids, then each completion's
     if stack.name == "unsloth":
         files = tokens.write_unsloth(splits, tmp)
     else:
-        files = tokens.write_llamafactory_pairs(splits, tmp)
+        files = tokens.write_llamafactory_pairs(splits, tmp, columns)
+    completions = columns[1:]
     counts = {
         name: {
             "pairs": len(split),
-            "completion_tokens": sum(len(c) + len(r) for c, r in zip(split["chosen_ids"], split["rejected_ids"])),
+            "completion_tokens": sum(len(ids) for column in completions for ids in split[column]),
         }
         for name, split in splits.items()
     }

@@ -8,7 +8,7 @@
     tinker        train.jsonl: one `tinker.Datum` a line (model_input tokens,    tinker.Datum(model_input=...,
                   loss_fn_inputs target_tokens + weights, shifted by one)          loss_fn_inputs=...)
 
-Preference pairs (a `task=preference` build: `prompt_ids`, `chosen_ids`, `rejected_ids`) go to the stacks whose DPO
+Preference pairs (a `task=preference` build: the prompt's ids, each completion's) go to the stacks whose DPO
 takes token ids:
 
     llamafactory  tokenized/: chosen_input_ids, chosen_attention_mask, chosen_labels and the same for rejected
@@ -149,15 +149,18 @@ MEDIA = (
 # them by key
 
 
-def write_llamafactory_pairs(splits: dict[str, Any], folder: Path) -> list[str]:
+def write_llamafactory_pairs(splits: dict[str, Any], folder: Path, columns: tuple[str, ...]) -> list[str]:
     """`tokenized/`: the build's pairs as LLaMA-Factory's `PairwiseDatasetProcessor` writes them for `stage: dpo`
     (each side the shared prompt then that completion; the prompt's labels -100; `images`, `videos`, `audios` None),
     loaded by `tokenized_path`."""
     import datasets
 
+    prompt_col, *completion_cols = columns  # the pair task's: the prompt's ids, the chosen and rejected completions'
+
     def side(rows: Any, name: str) -> dict[str, list[list[int]]]:
-        ids = [p + c for p, c in zip(rows["prompt_ids"], rows[f"{name}_ids"])]
-        labels = [[IGNORE_INDEX] * len(p) + c for p, c in zip(rows["prompt_ids"], rows[f"{name}_ids"])]
+        completions = rows[completion_cols[("chosen", "rejected").index(name)]]
+        ids = [p + c for p, c in zip(rows[prompt_col], completions)]
+        labels = [[IGNORE_INDEX] * len(p) + c for p, c in zip(rows[prompt_col], completions)]
         return {
             f"{name}_input_ids": ids,
             f"{name}_attention_mask": [[1] * len(i) for i in ids],
