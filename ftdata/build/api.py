@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftdata.build.serving import check_in_memory
 from ftdata.build.local import BuildResult, in_memory
 from ftdata.build.publish import to_out
 from ftdata.errors import ConfigError
@@ -122,6 +123,7 @@ def build(
             raise ConfigError(f"output_format={output_format!r} needs an output: give out=FOLDER")
         result = in_memory(source, tok, opts, progress)
         result.options = opts
+        check_in_memory(tok, opts, result.dataset)
         return result
     name = tokenizer_name or tokenizer_label(spec, tok)
     return to_out(

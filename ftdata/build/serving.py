@@ -1,5 +1,6 @@
 """What build.json says of the template and tokenizer a build rendered and tokenized with (`serving`), and the one
-check every build to OUT makes of them: the loaded tokenizer against its folder's own `tokenizer.json`.
+check every build makes of them: the loaded tokenizer against its folder's own `tokenizer.json` (a build kept in
+memory: its first rows decoded, a warning only, `check_in_memory`).
 
     build.json  serving.tokenizer    the chat template (digest and text), the tokenizer's files, class, probe ids
                 serving.raw_check    the first records' renderings encoded by the loaded class and by `tokenizers`
@@ -22,7 +23,7 @@ from ftdata.run.report import BuildReport
 from ftdata.run.stage import Ran, Stage
 from ftdata.tokens.identity import RAW_SAMPLE, print_of, raw_check
 
-__all__ = ["SERVING", "build_texts", "serving_record"]
+__all__ = ["SERVING", "build_texts", "check_in_memory", "serving_record"]
 
 SERVING = "serving"  # build.json's key
 
@@ -38,16 +39,33 @@ def build_texts(source: Any, tok: Any, opts: BuildOptions, dataset: Any, *, samp
     from ftdata.mix import Recipe
 
     if isinstance(source, Recipe):
-        split = dataset["train"] if hasattr(dataset, "keys") else dataset
-        if split is None or "input_ids" not in split.column_names:
-            return []
-        ids = split.select(range(min(sample, split.num_rows)))["input_ids"]
-        return [str(t) for t in tok.batch_decode(ids, skip_special_tokens=False)]
+        return _decoded(tok, dataset, sample)
     stage = Stage(tok, opts.data)
     texts: list[str] = []
     for part in loop.run(source, stage, RunOptions(), _texts, report=BuildReport(), window=(0, sample), empty_ok=True):
         texts.extend(part)
     return texts[:sample]
+
+
+def _decoded(tok: Any, dataset: Any, sample: int) -> list[str]:
+    """The first `sample` rows of a built dataset decoded (SFT rows' `input_ids`; other tasks' rows: none)."""
+    split = dataset["train"] if hasattr(dataset, "keys") else dataset
+    if split is None or "input_ids" not in split.column_names:
+        return []
+    ids = split.select(range(min(sample, split.num_rows)))["input_ids"]
+    return [str(tok.decode(row, skip_special_tokens=False)) for row in ids]
+
+
+def check_in_memory(tok: Any, opts: BuildOptions, dataset: Any) -> None:
+    """The raw tokenizer check of a build kept in memory (no build.json to hold it): the first rows decoded, encoded
+    by the loaded class and by `tokenizers`; one warning line (`FtdataWarning`) when they differ."""
+    if opts.data.chat_template is not None:
+        from ftdata.chat.chat_template import load_chat_template
+
+        tok = load_chat_template(opts.data.chat_template).applied(tok)
+    check = raw_check(tok, _decoded(tok, dataset, RAW_SAMPLE))
+    if check.line:
+        warnings.warn(f"ftdata: {check.line}", FtdataWarning, stacklevel=3)
 
 
 def serving_record(source: Any, tok: Any, opts: BuildOptions, dataset: Any) -> dict[str, Any]:

@@ -13,6 +13,8 @@ print holds the probe's ids, and every build encodes a sample of its own texts b
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -172,6 +174,14 @@ class RawCheck:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+@functools.lru_cache(maxsize=8)
+def _raw_tokenizer(path: str, mtime_ns: int, size: int) -> Any:
+    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is (its time and size in the key)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
+
+
 def raw_check(tokenizer: Any, texts: Iterable[str], *, sample: int = RAW_SAMPLE) -> RawCheck:
     """Encode the first `sample` of `texts` (and `PROBE_TEXT`) with `tokenizer` and with `tokenizers` on its folder's
     `tokenizer.json` (no special tokens added by either: a rendering holds its own); say the first that differs.
@@ -182,9 +192,9 @@ def raw_check(tokenizer: Any, texts: Iterable[str], *, sample: int = RAW_SAMPLE)
     folder = _folder(tokenizer)
     if folder is None or not (folder / "tokenizer.json").is_file():
         return RawCheck(0, skipped="the tokenizer has no folder with a tokenizer.json to compare with")
-    from tokenizers import Tokenizer
-
-    raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    file = folder / "tokenizer.json"
+    stat = file.stat()
+    raw = _raw_tokenizer(str(file), stat.st_mtime_ns, stat.st_size)
     loaded = type(tokenizer).__name__
     template = getattr(tokenizer, "chat_template", None)
     probes = [PROBE_TEXT, *([_probe_render(tokenizer, template)] if isinstance(template, str) else [])]

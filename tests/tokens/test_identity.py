@@ -154,3 +154,17 @@ def test_a_saved_model_carries_the_template_that_built_the_data(tmp_path: Path) 
     with pytest.raises(ConfigError, match=r"the saved .*adapter has chat template .* first differing rendered token"):
         carry_template(saved, tmp_path / "out", tok)
     shutil.rmtree(saved)
+
+
+def test_a_build_kept_in_memory_warns_in_one_line_too() -> None:
+    """No build.json to hold it: `ftdata.build` without OUT (and `prepare`, `build_sft_dataset`) warns on the first
+    rows decoded, once, and says nothing where the class encodes like its tokenizer.json."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ftdata.build(RECORDS, tokenizer=tokenizer("phi-3-mini-4k-instruct"))
+    lines = [str(w.message) for w in seen if "tokenizers.Tokenizer" in str(w.message)]
+    assert len(lines) == 1 and "LlamaTokenizer 'hi' (2918) vs tokenizers.Tokenizer '▁hi' (7251)" in lines[0]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ftdata.prepare(RECORDS, tokenizer=tokenizer("qwen2.5-instruct"))
+    assert not [w for w in seen if "tokenizers.Tokenizer" in str(w.message)]
