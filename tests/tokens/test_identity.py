@@ -72,7 +72,7 @@ def test_build_json_records_the_template_the_tokenizer_and_the_raw_check(tmp_pat
     assert record["serving"]["raw_check"] == {
         "texts": 4,
         "differ": 0,
-        "sample": "the renderings of the first 2 records",
+        "sample": "the first 2 rows decoded",
     }
     assert not [w for w in record["_warnings"] if "tokenizers.Tokenizer" in w]
 
