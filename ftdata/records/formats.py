@@ -279,13 +279,11 @@ def detect(row: Any, columns: Columns) -> str:
         if isinstance(value, list) and value and isinstance(value[0], dict) and "from" in value[0]:
             return "sharegpt"
         return "messages"
+    if any(columns.column(row, name) for name in ("instruction", "output")):
+        return "instruction"
     if isinstance(row.get("segments"), list) and not columns.explicit:
         return SEGMENTS
-    if columns.column(row, "text") is not None and not any(
-        columns.column(row, name) for name in ("instruction", "output")
-    ):
-        return "text"
-    return "instruction"
+    return "text" if columns.column(row, "text") is not None else "instruction"
 
 
 # A prompt template's own header at the start of a line: data that is already formatted.

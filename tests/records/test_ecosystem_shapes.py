@@ -295,3 +295,8 @@ def test_verl_enable_thinking_column_is_the_records_template_kwarg():
 def test_a_tokenized_row_says_so():
     with pytest.raises(RecordError, match=r"field 'input_ids': is already tokenized \(input_ids\); ftdata builds rows from text"):  # fmt: skip
         one({"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": [-100, 2, 3]})
+
+
+def test_instruction_data_with_a_segments_or_text_column_stays_instruction_data():
+    row = {"instruction": "Q", "output": "A", "segments": [{"start": 0, "end": 1}], "text": "### Q"}
+    assert one(row).format == "instruction"
