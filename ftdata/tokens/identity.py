@@ -55,13 +55,20 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _probe_render(tokenizer: Any, template: str) -> str:
-    return str(tokenizer.apply_chat_template(list(PROBE_CHAT), chat_template=template, tokenize=False))
+def _probe_render(tokenizer: Any, template: str) -> str | None:
+    """`PROBE_CHAT` rendered by `template`; None where the template refuses it (one that requires tools, or raises
+    on a plain chat): the records' own renderings are compared then."""
+    try:
+        return str(tokenizer.apply_chat_template(list(PROBE_CHAT), chat_template=template, tokenize=False))
+    except Exception:  # noqa: BLE001 - the template's own error on a probe: no probe, not a failed build
+        return None
 
 
 def probe_chat_ids(tokenizer: Any, template: str | None) -> list[int]:
-    """The ids of `PROBE_CHAT` rendered by `template` (None: []), tokenized as a build tokenizes a rendering."""
-    return _ids(tokenizer, _probe_render(tokenizer, template)) if template else []
+    """The ids of `PROBE_CHAT` rendered by `template` (None, or a template that refuses it: []), tokenized as a
+    build tokenizes a rendering."""
+    rendered = _probe_render(tokenizer, template) if template else None
+    return _ids(tokenizer, rendered) if rendered is not None else []
 
 
 @dataclass(frozen=True)
@@ -197,7 +204,8 @@ def raw_check(tokenizer: Any, texts: Iterable[str], *, sample: int = RAW_SAMPLE)
     raw = _raw_tokenizer(str(file), stat.st_mtime_ns, stat.st_size)
     loaded = type(tokenizer).__name__
     template = getattr(tokenizer, "chat_template", None)
-    probes = [PROBE_TEXT, *([_probe_render(tokenizer, template)] if isinstance(template, str) else [])]
+    chat = _probe_render(tokenizer, template) if isinstance(template, str) else None
+    probes = [PROBE_TEXT, *([chat] if chat is not None else [])]
     chosen = [*probes, *(t for _, t in zip(range(sample), texts))]
     differ, line = 0, None
     for n, text in enumerate(chosen):
