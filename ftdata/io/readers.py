@@ -260,7 +260,13 @@ class _BadJson:
     msg: str
 
 
-def _jsonl_rows(path: Path, bounds: ReadBounds) -> Iterator[tuple[Location, Any]]:
+def _text_lines(path: Path, bounds: ReadBounds) -> Iterator[tuple[Location, str | RecordError]]:
+    """Each line of `path` decoded (a UTF-8 BOM on the first dropped), or the located RecordError of a line past
+    `bounds.line_bytes` (skipped unread). The JSONL and text readers' one loop.
+
+    Raises:
+        ReaderError: a line that is not UTF-8, naming the line, the byte and the column.
+    """
     source = str(path)
     for lineno, raw in jsonl_lines(path, bounds):
         location = Location(source, line=lineno)
@@ -268,11 +274,18 @@ def _jsonl_rows(path: Path, bounds: ReadBounds) -> Iterator[tuple[Location, Any]
             yield location, line_too_long(location, bounds.line_bytes)
             continue
         try:
-            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            yield location, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
         except UnicodeDecodeError as exc:
             raise ReaderError(
                 f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); {REENCODE}"
             ) from None
+
+
+def _jsonl_rows(path: Path, bounds: ReadBounds) -> Iterator[tuple[Location, Any]]:
+    for location, line in _text_lines(path, bounds):
+        if isinstance(line, RecordError):
+            yield location, line
+            continue
         if not line or line.isspace():
             continue
         try:
@@ -280,7 +293,7 @@ def _jsonl_rows(path: Path, bounds: ReadBounds) -> Iterator[tuple[Location, Any]
             if len(line) > bounds.string_chars:
                 row = string_checked(row, location, bounds.string_chars)
         except json.JSONDecodeError as exc:
-            row = _BadJson(lineno, exc.colno, exc.msg)
+            row = _BadJson(location.line or 0, exc.colno, exc.msg)
         yield location, row
 
 
@@ -288,19 +301,12 @@ def read_text(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tu
     """Plain text, one document per non-empty line, as `{"text": line}` (what `datasets`' text loader makes of a
     `.txt` file, and LLaMA-Factory's pre-training data such as `wiki_demo.txt`); blank lines separate, they are
     no records. A line past `bounds.line_bytes` is a located RecordError, as in JSONL."""
-    source = str(path)
     seen = False
-    for lineno, raw in jsonl_lines(path, bounds):
-        location = Location(source, line=lineno)
-        if raw is None:
-            yield location, line_too_long(location, bounds.line_bytes)
+    for location, line in _text_lines(path, bounds):
+        if isinstance(line, RecordError):
+            yield location, line
             continue
-        try:
-            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            raise ReaderError(
-                f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); {REENCODE}"
-            ) from None
+        line = line.rstrip("\r\n")
         if line.strip():
             seen = True
             yield location, {"text": line}
