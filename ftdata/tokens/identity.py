@@ -208,8 +208,10 @@ def raw_check(tokenizer: Any, texts: Iterable[str], *, sample: int = RAW_SAMPLE)
     probes = [PROBE_TEXT, *([chat] if chat is not None else [])]
     chosen = [*probes, *(t for _, t in zip(range(sample), texts))]
     differ, line = 0, None
-    for n, text in enumerate(chosen):
-        mine, theirs = _ids(tokenizer, text), raw.encode(text, add_special_tokens=False).ids
+    ours = tokenizer(chosen, add_special_tokens=False)["input_ids"]  # one batch each side: two calls, not 2 x 34
+    raws = raw.encode_batch(chosen, add_special_tokens=False)
+    for n, (mine, encoding) in enumerate(zip(ours, raws)):
+        theirs = encoding.ids
         k = first_difference(mine, theirs)
         if k is None:
             continue
