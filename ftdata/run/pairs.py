@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftdata.chat.markers import shared_renders
+from ftdata.chat.renderer import shared_renders
 from ftdata.errors import RecordError, UnusableRecord
 from ftdata.guard import limits
 from ftdata.guard.limits import RecordOverLimit

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftdata.chat.markers import shared_renders
+from ftdata.chat.renderer import shared_renders
 from ftdata.errors import RecordError, TemplateError, UnusableRecord
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
