@@ -41,37 +41,29 @@ from ftdata.run.task import with_task
 __all__ = ["BuildResult", "build", "build_sft_dataset", "checked", "prepare", "tokenizer_spec"]
 
 
-def _is_recipe(source: Any) -> bool:
-    from ftdata.mix import Recipe
-
-    return isinstance(source, Recipe)
-
-
 def _as_recipe(
     source: Any, options: BuildOptions | None, flat: dict[str, Any], *, allow_code: bool
-) -> tuple[Any, BuildOptions | None]:
-    """(the recipe, its options with the given run and output options) when `source` is a recipe (or another
-    tool's declaration of its datasets: `ftdata.mix.declared`), else as given.
+) -> tuple[Any, BuildOptions | None, bool]:
+    """(the recipe, its options with the given run and output options, True) when `source` is a recipe (or another
+    tool's declaration of its datasets: `ftdata.mix.declared.recipe_of` decides), else (source, options, False).
 
     Raises:
         ConfigError: a data option given beside a recipe (it belongs in the recipe), or a recipe
             source with a code reader without `allow_code`.
     """
-    from ftdata.mix import Recipe, is_recipe
-    from ftdata.mix.declared import open_recipe
+    from ftdata.mix.declared import recipe_of
 
     given = options.to_mapping() if options is not None else flat
-    if not isinstance(source, Recipe):
-        if not (isinstance(source, (str, Path)) and is_recipe(source)):
-            return source, options
-        source = open_recipe(source, given, allow_code=allow_code)  # a recipe file, or another tool's declaration
+    recipe = recipe_of(source, given, allow_code=allow_code)
+    if recipe is None:
+        return source, options, False
     from ftdata.mix.build import check_shares
     from ftdata.mix.recipe import check_nothing_beside
 
-    check_nothing_beside(source, given)
+    check_nothing_beside(recipe, given)
     run_output = {k: v for k, v in given.items() if k not in DATA_FIELDS}
-    check_shares(source)  # a share that cannot be met fails before any tokenizing
-    return source, source.build_options().updated(**run_output)
+    check_shares(recipe)  # a share that cannot be met fails before any tokenizing
+    return recipe, recipe.build_options().updated(**run_output), True
 
 
 def build(
@@ -108,15 +100,11 @@ def build(
     not_a_spawned_start()
     if options is not None and flat:
         raise ConfigError(f"pass options as keywords or as options=, not both (got {', '.join(flat)})")
-    source, options = _as_recipe(source, options, flat, allow_code=allow_code)
+    source, options, recipe = _as_recipe(source, options, flat, allow_code=allow_code)
     opts = options or BuildOptions.from_mapping(flat)
-    if not _is_recipe(source):
+    if not recipe:
         opts = with_task(source, opts)  # preference-shaped data builds preference rows (ftdata.run.task)
-    spec = (
-        tokenizer
-        if tokenizer is not None
-        else tokenizer_spec(None, opts, recipe=source if _is_recipe(source) else None)
-    )
+    spec = tokenizer if tokenizer is not None else tokenizer_spec(None, opts, recipe=source if recipe else None)
     tok = load_tokenizer(spec)
     if out is None:
         if output_format is not None:

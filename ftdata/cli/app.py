@@ -374,12 +374,11 @@ def _recipe(settings: Settings, *, allow_code: bool) -> Any:
         ConfigError: a data option given beside the recipe (it belongs in the recipe file).
     """
     from ftdata.build.api import tokenizer_spec
-    from ftdata.mix import is_recipe
-    from ftdata.mix.declared import open_recipe
+    from ftdata.mix.declared import recipe_of
 
-    if not is_recipe(settings.data):
+    recipe = recipe_of(settings.data, settings.options.to_mapping(), allow_code=allow_code)
+    if recipe is None:
         return None
-    recipe = open_recipe(settings.data, settings.options.to_mapping(), allow_code=allow_code)
     settings.tokenizer = tokenizer_spec(settings.tokenizer, settings.options, recipe=recipe)
     return recipe
 
@@ -494,7 +493,6 @@ def build(
     from ftdata.guard.bounds import ReadBounds
     from ftdata.io.counter import count_records
     from ftdata.io.resources import load_tokenizer
-    from ftdata.mix import is_recipe
 
     settings, recipe = _resolved(
         data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code
@@ -519,7 +517,7 @@ def build(
     def total() -> int | None:
         return (
             None
-            if is_recipe(settings.data)
+            if recipe is not None
             else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
         )
 
