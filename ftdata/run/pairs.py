@@ -16,7 +16,7 @@ tokens that starts at the border, and the two completions differ.
 
 `PairStage` is a `Stage`: `Stage.measure` and `Stage.run` (the one loop: rejects, counts, the
 whole-record rule) drive it with its reading, rendering and truncation put in; the reducers in
-`ftdata.run.pair_rows` (build), `ftdata.run.pair_stats` and the CLI's pair preview read its outcomes.
+`ftdata.run.rows_pairs` (build), `ftdata.run.pair_stats` and the CLI's pair preview read its outcomes.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
 from ftdata.run.seam import OneRow
 from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.option_rules import Refused, TaskRules
-from ftdata.run.pair_rows import PairPart, PairRow, PairRows, jsonl_pair_rows, pair_part, pair_schema, pair_units
+from ftdata.run.rows_pairs import PairPart, PairRow, PairRows, jsonl_pair_rows, pair_part, pair_schema, pair_units
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
