@@ -30,6 +30,7 @@ from ftdata.build.serving import check_in_memory
 from ftdata.build.local import BuildResult, in_memory
 from ftdata.build.publish import to_out
 from ftdata.errors import ConfigError
+from ftdata.guard.opened import opened_once
 from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.executors import not_a_spawned_start
@@ -57,13 +58,22 @@ def _as_recipe(
     recipe = recipe_of(source, given, allow_code=allow_code)
     if recipe is None:
         return source, options, False
-    from ftdata.mix.build import check_shares
     from ftdata.mix.recipe import check_nothing_beside
 
     check_nothing_beside(recipe, given)
     run_output = {k: v for k, v in given.items() if k not in DATA_FIELDS}
-    check_shares(recipe)  # a share that cannot be met fails before any tokenizing
     return recipe, recipe.build_options().updated(**run_output), True
+
+
+def source_files(source: Any, *, recipe: bool) -> list[Any]:
+    """The files a build reads its records from: a recipe's sources' (and its evaluation files), else `source`
+    itself (held open once for the build by `ftdata.guard.opened`; what is no file is passed over there)."""
+    if not recipe:
+        return [source]
+    try:
+        return [path for spec in source.sources for path in spec.files()] + source.eval_files()
+    except ConfigError:  # a glob that matches nothing: the build says so, where it reads the source
+        return []
 
 
 def build(
@@ -101,8 +111,40 @@ def build(
     if options is not None and flat:
         raise ConfigError(f"pass options as keywords or as options=, not both (got {', '.join(flat)})")
     source, options, recipe = _as_recipe(source, options, flat, allow_code=allow_code)
-    opts = options or BuildOptions.from_mapping(flat)
-    if not recipe:
+    with opened_once(source_files(source, recipe=recipe)):  # count, task, digest and rows read one descriptor
+        return _build(
+            source,
+            out,
+            recipe=recipe,
+            options=options or BuildOptions.from_mapping(flat),
+            tokenizer=tokenizer,
+            output_format=output_format,
+            progress=progress,
+            tokenizer_name=tokenizer_name,
+            protect=protect,
+            config=config,
+        )
+
+
+def _build(
+    source: Any,
+    out: str | Path | None,
+    *,
+    recipe: bool,
+    options: BuildOptions,
+    tokenizer: Any,
+    output_format: str | None,
+    progress: Callable[[int], None] | None,
+    tokenizer_name: str | None,
+    protect: Sequence[Any],
+    config: Path | None,
+) -> BuildResult:
+    opts = options
+    if recipe:
+        from ftdata.mix.build import check_shares
+
+        check_shares(source)  # a share that cannot be met fails before any tokenizing
+    else:
         opts = with_task(source, opts)  # preference-shaped data builds preference rows (ftdata.run.task)
     spec = tokenizer if tokenizer is not None else tokenizer_spec(None, opts, recipe=source if recipe else None)
     tok = load_tokenizer(spec)

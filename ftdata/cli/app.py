@@ -339,20 +339,24 @@ def stats(
     if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
-    stage, task = _stage(settings)
     from ftdata.cli.views import VIEWS
+    from ftdata.guard.opened import opened_once
     from ftdata.run.stage import named
 
-    views, measure = VIEWS[stage.task.task], named(stage.task.stats)  # the task's own measures, the CLI's tables
-    if (plot and views.write_plot is None) or (html and views.write_html is None):
-        raise ConfigError(
-            f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or --json"
-        )
     data_options = settings.options.data
-    with progress_bar(
-        "measuring", lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))
-    ) as advance:
-        result = measure(settings.data, stage, settings.options.run, progress=advance)
+    with opened_once([settings.data]):  # the task's first record, the bar's count and the measure: one descriptor
+        stage, task = _stage(settings)
+        views, measure = VIEWS[stage.task.task], named(stage.task.stats)  # the task's own measures, the CLI's tables
+        if (plot and views.write_plot is None) or (html and views.write_html is None):
+            raise ConfigError(
+                f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or "
+                "--json"
+            )
+        with progress_bar(
+            "measuring",
+            lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options)),
+        ) as advance:
+            result = measure(settings.data, stage, settings.options.run, progress=advance)
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
     result.counts.task_reason = task.reason  # why the task: the build summary's `task` line, printed here too
     out = console(no_color)
@@ -492,6 +496,7 @@ def build(
     from ftdata.build.load import load_hint
     from ftdata.guard.bounds import ReadBounds
     from ftdata.io.counter import count_records
+    from ftdata.guard.opened import opened_once
     from ftdata.io.resources import load_tokenizer
 
     settings, recipe = _resolved(
@@ -521,8 +526,8 @@ def build(
             else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
         )
 
-    with progress_bar("building", total) as advance:
-        result = run_build(
+    with opened_once([settings.data] if recipe is None else []), progress_bar("building", total) as advance:
+        result = run_build(  # the bar's count and the build read one descriptor of DATA (a recipe holds its own)
             recipe or settings.data,
             out,
             tokenizer=tok,
