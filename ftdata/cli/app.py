@@ -341,12 +341,12 @@ def stats(
         return
     from ftdata.cli.views import VIEWS
     from ftdata.guard.opened import opened_once
-    from ftdata.run.stage import named
+    from ftdata.run.measures import measure_of
 
     data_options = settings.options.data
     with opened_once([settings.data]):  # the task's first record, the bar's count and the measure: one descriptor
         stage, task = _stage(settings)
-        views, measure = VIEWS[stage.task.task], named(stage.task.stats)  # the task's own measures, the CLI's tables
+        views, measure = VIEWS[stage.task.task], measure_of(stage.task)  # the task's own measures, the CLI's tables
         if (plot and views.write_plot is None) or (html and views.write_html is None):
             raise ConfigError(
                 f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or "

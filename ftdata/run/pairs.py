@@ -130,7 +130,6 @@ class PairTask:
     """Preference pairs (`task=preference`) or KTO rows (`task=kto`), a `TaskModule`: the stage's renderer and
     masker, with the last assistant turn as the one trained (a completion is the final turn)."""
 
-    stats = "ftdata.run.pair_stats:collect_pairs"
     # What pair and KTO rows refuse, never ignore (a value listed: only that value).
     rules = TaskRules(
         refuses=(

@@ -117,7 +117,6 @@ class PromptTask:
     """Prompt sets (`TaskModule`): the inference prompt of each record and its reward columns, nothing trained."""
 
     task = Task.PROMPTS
-    stats = "ftdata.run.prompt_stats:collect"
     columns: tuple[str, ...] = ("prompt", "prompt_ids")  # and the reward columns the build typed
     unit = "prompts"
     # The options only a prompt set reads, and what it refuses, never ignores (a value listed: only that value).

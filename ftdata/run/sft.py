@@ -138,7 +138,6 @@ class SftTask:
     """The SFT task (`TaskModule`): assistant turns trained, verified per record."""
 
     task = Task.SFT
-    stats = "ftdata.run.stats:collect"
     columns: tuple[str, ...] = ("input_ids", "labels")
     unit = "sequences"
     rules = TaskRules()  # refuses only other tasks' own options
