@@ -117,14 +117,14 @@ def test_guard_imports_the_standard_library_and_errors_alone() -> None:
 # built rows' (run/columns.py), and the enum (types.py). train/ trains one task's rows per method (its own table).
 # options.py is not one: it checks values, and no option rule of a task lives there.
 TASK_MODULES = {
-    "ftdata.types", "ftdata.run.stage", "ftdata.run.task", "ftdata.run.columns",
+    "ftdata.types", "ftdata.run.stage", "ftdata.run.task", "ftdata.run.columns", "ftdata.run.measures",
     "ftdata.run.sft", "ftdata.run.stats", "ftdata.cli.preview", "ftdata.cli.stats_report",  # sft, its views
     "ftdata.cli.views",  # the CLI's table of views per task
-    "ftdata.run.pairs", "ftdata.run.pair_rows", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",
+    "ftdata.run.pairs", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",
     "ftdata.records.preference", "ftdata.records.preference_formats", "ftdata.records.scores",  # pairs and kto
-    "ftdata.run.prompts", "ftdata.run.prompt_stats", "ftdata.records.prompts", "ftdata.cli.prompt_views",  # prompt sets
+    "ftdata.run.prompts", "ftdata.run.rows_prompts", "ftdata.run.prompt_stats", "ftdata.records.prompts", "ftdata.cli.prompt_views",  # prompt sets
 }  # fmt: skip
-IMPLEMENTATIONS = ("ftdata.run.sft", "ftdata.run.pairs", "ftdata.run.pair_rows", "ftdata.run.pair_stats", "ftdata.run.prompts")
+IMPLEMENTATIONS = ("ftdata.run.sft", "ftdata.run.pairs", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.run.prompts", "ftdata.run.rows_prompts")
 
 
 def test_no_code_outside_the_task_modules_asks_which_task_it_runs() -> None:

@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from ftdata.errors import ConfigError, Location, RecordError
+from ftdata.records.formats import _unwrap
 
 __all__ = ["REWARD_TYPES", "SKIP", "Kind", "parse_kind", "type_of", "typed"]
 
@@ -33,15 +34,6 @@ REWARD_TYPES = (*SCALARS, "list[T]", "struct{KEY: T, ...}", "json", SKIP)
 # A parsed type: a scalar or "json" (str), ("list", inner), or ("struct", ((key, type), ...)).
 Kind = str | tuple[str, Any]
 _KEY = re.compile(r"[^\s:,{}\[\]]+")
-
-
-def _unwrap(value: Any) -> Any:
-    """`{"0": text}` (one pandas cell) -> text."""
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, inner),) = value.items()
-        if isinstance(key, str) and key.isdigit():
-            return inner
-    return value
 
 
 @lru_cache(maxsize=512)

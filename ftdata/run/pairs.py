@@ -16,7 +16,7 @@ tokens that starts at the border, and the two completions differ.
 
 `PairStage` is a `Stage`: `Stage.measure` and `Stage.run` (the one loop: rejects, counts, the
 whole-record rule) drive it with its reading, rendering and truncation put in; the reducers in
-`ftdata.run.pair_rows` (build), `ftdata.run.pair_stats` and the CLI's pair preview read its outcomes.
+`ftdata.run.rows_pairs` (build), `ftdata.run.pair_stats` and the CLI's pair preview read its outcomes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftdata.chat.markers import shared_renders
+from ftdata.chat.renderer import shared_renders
 from ftdata.errors import RecordError, UnusableRecord
 from ftdata.guard import limits
 from ftdata.guard.limits import RecordOverLimit
@@ -41,7 +41,7 @@ from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
 from ftdata.run.seam import OneRow
 from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.option_rules import Refused, TaskRules
-from ftdata.run.pair_rows import PairPart, PairRow, PairRows, jsonl_pair_rows, pair_part, pair_schema, pair_units
+from ftdata.run.rows_pairs import PairPart, PairRow, PairRows, jsonl_pair_rows, pair_part, pair_schema, pair_units
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
@@ -130,7 +130,6 @@ class PairTask:
     """Preference pairs (`task=preference`) or KTO rows (`task=kto`), a `TaskModule`: the stage's renderer and
     masker, with the last assistant turn as the one trained (a completion is the final turn)."""
 
-    stats = "ftdata.run.pair_stats:collect_pairs"
     # What pair and KTO rows refuse, never ignore (a value listed: only that value).
     rules = TaskRules(
         refuses=(

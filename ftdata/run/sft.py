@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftdata.chat.markers import shared_renders
+from ftdata.chat.renderer import shared_renders
 from ftdata.chat.render import Renderer, trained_turns
 from ftdata.chat.supervision import flagged
 from ftdata.chat.trajectory import SplitRow, split
@@ -138,7 +138,6 @@ class SftTask:
     """The SFT task (`TaskModule`): assistant turns trained, verified per record."""
 
     task = Task.SFT
-    stats = "ftdata.run.stats:collect"
     columns: tuple[str, ...] = ("input_ids", "labels")
     unit = "sequences"
     rules = TaskRules()  # refuses only other tasks' own options

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ftdata.errors import ConfigError, Location
 from ftdata.records.reward_types import parse_kind, type_of, typed
-from ftdata.run.prompts import arrow_type
+from ftdata.run.rows_prompts import arrow_type
 
 HERE = Location("d.jsonl", line=1)
 KEYS = st.from_regex(r"[a-z_][a-z0-9_]{0,7}", fullmatch=True)  # ({"0": x} is one pandas cell: read as x)
