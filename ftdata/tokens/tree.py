@@ -1,4 +1,5 @@
-"""Tree rows: the rows of one record (a record split by history=inference) as one prefix tree.
+"""Tree rows: the rows of one record (a record split by history=inference) as one prefix tree (`grow`), and the
+rows of records that start alike (a harness's system prompt and tool schemas) as one tree across them (`share`).
 
 The split rows of a record repeat the conversation before each of their turns. Laid out as a tree, every
 distinct token prefix is written once and each row continues its own branch:
@@ -23,7 +24,8 @@ Labels are the split rows' own, unshifted: `labels[i]` is predicted from the log
 at a branch's first token). Rows share a token where they agree on it and on everything before it (and on its
 loss weight); a shared token is trained where one of its rows trains it (the others hold it as context, the same
 token after the same prefix). A row whose shared prefix holds a token that another row trains too starts a tree
-of its own, so every trained token of the split rows is trained exactly once, in exactly its own context.
+of its own (`grow`) or branches off before that token (`share`), so every trained token of the split rows is
+trained exactly once, in exactly its own context.
 """
 
 from __future__ import annotations
