@@ -147,10 +147,16 @@ class DataOptions:
         HistoryMode.INFERENCE,
         "multi-turn records whose chat template writes a turn differently in history than as the "
         "last turn (dropped reasoning, a moved system prompt): inference trains every turn as inference sees it, "
-        "splitting the record into the fewest rows that do; tree trains exactly those rows, written as one prefix "
-        "tree per record (each shared prefix once: position_ids and tree_lengths, for ftdata train or a trainer "
-        "that attends along a tree, docs/packing.md); one_row keeps one row and trains history turns as the full "
-        "render writes them",
+        "splitting the record into the fewest rows that do; tree trains exactly those rows, written as prefix "
+        "trees (each shared prefix once, across records too: tree_across_records; position_ids and tree_lengths, "
+        "for ftdata train or a trainer that attends along a tree, docs/packing.md); one_row keeps one row and "
+        "trains history turns as the full render writes them",
+    )
+    tree_across_records: bool = _opt(
+        True,
+        "history=tree: records of a batch that start with the same tokens (a harness's system prompt and tool "
+        "schemas) share one tree of at most max_length tokens, that prefix forwarded once for them all (exact: each "
+        "trained token once, in its own context; records of a tree stay in one split); false: a tree per record",
     )
     recorded_ids: bool = _opt(
         False,
@@ -370,6 +376,8 @@ class DataOptions:
         them without those that name files (`template`, `chat_template`, `processor`): their bytes stand for them."""
         out = plain(self)
         out.pop("image_dir", None)  # where inline images are kept, not what the rows hold (`sha256:` refs)
+        if self.history is not HistoryMode.TREE:  # shapes tree rows only: every other build keeps its key
+            out.pop("tree_across_records", None)
         if self.processor is not None and not isinstance(
             self.processor, str
         ):  # a processor object: its class and source

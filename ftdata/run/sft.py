@@ -44,9 +44,8 @@ from ftdata.run.option_rules import TaskRules
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
 from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish, tree_schema
-from ftdata.run.trees import record_trees
+from ftdata.run.trees import batch_trees
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
-from ftdata.tokens.tree import Tree
 from ftdata.tokens.truncation import Truncated
 from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
@@ -233,7 +232,7 @@ class SftTask:
 
     def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> SftPart:
         tree = stage.options.max_length if stage.options.history is HistoryMode.TREE else None
-        return sft_part(ran, media=stage.media, tree=tree)
+        return sft_part(ran, media=stage.media, tree=tree, across=stage.options.tree_across_records)
 
     def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
         return ArrowRows(path, media=options.processor is not None, tree=options.history is HistoryMode.TREE)
@@ -333,14 +332,17 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     )
 
 
-def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: int | None = None) -> SftPart:
+def sft_part(
+    ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: int | None = None, across: bool = False
+) -> SftPart:
     """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
 
     `media` (a build with a processor): each sequence's `media` column too (`Media.column`). `tree` (history=tree:
-    the build's max_length): each record's rows as prefix trees of at most that many tokens (`tokens.tree`).
+    the build's max_length): each record's rows as prefix trees of at most that many tokens (`tokens.tree`);
+    `across` (`tree_across_records`): records that start with the same tokens share a tree.
     """
     if tree is not None:
-        return _tree_part(ran, max_length=tree)
+        return _tree_part(ran, max_length=tree, across=across)
     seqs: list[tuple[list[int], list[int]]] = []
     groups: list[int] = []  # per sequence: its record in the batch
     where: list[str] = []  # per sequence: its record's location
@@ -372,27 +374,27 @@ def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree:
     return out
 
 
-def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int) -> SftPart:
-    """`sft_part` under history=tree: the kept rows of each record grown into trees; `tokens` counts what is
-    forwarded (each tree's unique tokens), `split_rows` the rows they hold."""
-    trees: list[Tree] = []
-    groups: list[int] = []  # per tree: its record in the batch
-    where: list[str] = []  # per tree: its record's location
-    for grown in record_trees(ran, max_length=max_length):
-        trees.extend(grown.trees)
-        groups.extend(grown.record for _ in grown.trees)
-        where.extend(grown.location for _ in grown.trees)
-    seqs = [WeightedRow(t.ids, t.labels, t.weights) if t.weights is not None else (t.ids, t.labels) for t in trees]
-    positions, _ = flat([t.positions for t in trees])
+def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int, across: bool) -> SftPart:
+    """`sft_part` under history=tree: the kept rows of the batch grown into trees (`run.trees.batch_trees`: with
+    `across`, records that start alike share one); `tokens` counts what is forwarded (each tree's unique tokens).
+    A tree's record index (`groups`) is its first record's, so a held-out split keeps the records of a tree together."""
+    trees = batch_trees(ran, max_length=max_length, across=across)
+    seqs = [
+        WeightedRow(s.tree.ids, s.tree.labels, s.tree.weights)
+        if s.tree.weights is not None
+        else (s.tree.ids, s.tree.labels)
+        for s in trees
+    ]
+    positions, _ = flat([s.tree.positions for s in trees])
     report = ran.report
     out = SftPart(
         *_flatten(seqs),
-        groups=np.asarray(groups, dtype=np.int64),
+        groups=np.asarray([s.records[0] for s in trees], dtype=np.int64),
         rejects=ran.rejects,
         report=report,
         weights=_weights(seqs),
         read=ran.read,
-        sources=where,
+        sources=[s.location for s in trees],
         positions=positions,
     )
     report.sequences = len(seqs)
