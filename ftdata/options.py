@@ -156,7 +156,8 @@ class DataOptions:
         True,
         "history=tree: records of a batch that start with the same tokens (a harness's system prompt and tool "
         "schemas) share one tree of at most max_length tokens, that prefix forwarded once for them all (exact: each "
-        "trained token once, in its own context; records of a tree stay in one split); false: a tree per record",
+        "trained token once, in its own context); false, or with test_size (held-out records are drawn one by "
+        "one): a tree per record",
     )
     recorded_ids: bool = _opt(
         False,
@@ -370,6 +371,12 @@ class DataOptions:
                     f"reward_columns={self.reward_columns!r}"
                 )
             self.reward_columns = RewardColumns(self.reward_columns).types
+
+    @property
+    def shares_trees(self) -> bool:
+        """Whether history=tree grows trees across records: asked for, and no held-out split (which draws records
+        one by one, so a tree holds the records of one split only by holding one record)."""
+        return self.tree_across_records and self.test_size is None
 
     def fingerprint(self) -> dict[str, Any]:
         """The serialised options that shape the rows (a resumed run compares them); the build's key takes

@@ -33,7 +33,7 @@ def build_key(inputs: Sequence[Input], options: DataOptions, *, batch_size: int 
     for item in inputs:
         h.update(item.key())
     settings = {k: v for k, v in options.fingerprint().items() if k not in _NAMED_BY_INPUTS}
-    if options.history is HistoryMode.TREE and options.tree_across_records and batch_size is not None:
+    if options.history is HistoryMode.TREE and options.shares_trees and batch_size is not None:
         settings["tree_batch_size"] = batch_size
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(f"ftdata {__version__} report {REPORT_FORMAT}".encode())

@@ -232,7 +232,7 @@ class SftTask:
 
     def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> SftPart:
         tree = stage.options.max_length if stage.options.history is HistoryMode.TREE else None
-        return sft_part(ran, media=stage.media, tree=tree, across=stage.options.tree_across_records)
+        return sft_part(ran, media=stage.media, tree=tree, across=stage.options.shares_trees)
 
     def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
         return ArrowRows(path, media=options.processor is not None, tree=options.history is HistoryMode.TREE)

@@ -332,7 +332,7 @@ def summaries(stage: Stage, ran: Ran) -> list[RecordStats | TreeStats]:
     if stage.options.history is HistoryMode.TREE:
         out.extend(
             TreeStats((len(s.tree.ids),), count_trained(s.tree.labels), int(s.tree.labels[0] != IGNORE_INDEX))
-            for s in batch_trees(ran, max_length=stage.options.max_length, across=stage.options.tree_across_records)
+            for s in batch_trees(ran, max_length=stage.options.max_length, across=stage.options.shares_trees)
         )
     return out
 

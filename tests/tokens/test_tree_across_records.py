@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from datasets import concatenate_datasets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import SHARED, TOKENIZERS, tokenizer
@@ -104,12 +105,14 @@ def test_a_record_that_does_not_fit_the_shared_tree_starts_the_next(tmp_path: Pa
     )  # each record once
 
 
-def test_a_held_out_split_keeps_the_records_of_a_tree_together(tmp_path: Path) -> None:
+def test_a_held_out_split_draws_records_one_by_one_each_in_a_tree_of_its_own(tmp_path: Path) -> None:
     split = build(tmp_path, "inference")
     longest = max(sum(len(ids) for ids, _ in rows) for rows in by_record(split))
-    out = build(tmp_path, "tree", max_length=longest, test_size=1, seed=3)  # trees, not records, are drawn
-    train, test = ({n for r in out[s] for n in r["record"].split(", ")} for s in ("train", "test"))
-    assert train and test and not train & test and len(train | test) == len(RECORDS)
+    out = build(tmp_path, "tree", max_length=longest, test_size=1, seed=3)
+    assert all(", " not in r["record"] for s in ("train", "test") for r in out[s])  # no tree across records
+    train, test = ({r["record"] for r in out[s]} for s in ("train", "test"))
+    assert len(test) == 1 and not train & test and len(train | test) == len(RECORDS)  # one record held out, not a tree
+    assert contexts(concatenate_datasets([out["train"], out["test"]])) == contexts(split)
 
 
 def test_harbor_atif_trajectories_forward_under_three_quarters_of_one_row() -> None:
