@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 def _splits(rows, *, eval_rows=None, packed=False) -> Splits:
     from datasets import Dataset
 
-    return Splits(Dataset.from_list(rows), Dataset.from_list(eval_rows) if eval_rows else None, packed)
+    return Splits(Dataset.from_list(rows), Dataset.from_list(eval_rows) if eval_rows else None)
 
 
 def test_rows_are_not_prepared_again(tmp_path: Path, make_row) -> None:
