@@ -50,14 +50,12 @@ def hybrid_note(folder: Path) -> str | None:
     if not isinstance(config, dict):
         return None
     layers = SequenceLayers.read(config)
-    kinds = layers.state()
-    if not kinds:
+    if PACKED.blocker(layers) is None:  # the packed layout asks nothing of these layers
         return None
-    model_type = layers.model_type
     return (
-        f"the model beside the tokenizer ({model_type}) has layers that carry state along the row ({kinds}): a "
-        "packed row keeps its documents apart there only with seq_idx / cu_seq_lens and the CUDA kernels (see "
-        f"trainer_must_pass); check it with `ftdata check-packing --model {folder} OUT`"
+        f"the model beside the tokenizer ({layers.model_type}) has layers that carry state along the row "
+        f"({layers.state()}): a packed row keeps its documents apart there only with seq_idx / cu_seq_lens and the "
+        f"CUDA kernels (see trainer_must_pass); check it with `ftdata check-packing --model {folder} OUT`"
     )
 
 
