@@ -162,3 +162,21 @@ def test_no_code_outside_the_task_modules_names_a_task_column() -> None:
             if isinstance(node, ast.Constant) and node.value in TASK_COLUMNS:
                 naming.append(f"{module}:{node.lineno}: {node.value!r}")
     assert naming == []
+
+
+# The row-layout seam (docs/design.md, "Row layouts"): the columns that tell a layout's rows (a packed row's
+# `seq_lengths`, a tree row's `tree_lengths`) are named in the table of layouts alone; everything else asks it
+# (`layout_of`, `Layout.lengths`, `Layout.sequences`, `Layout.schema`, `ftdata.train.layouts.TRAINING`).
+LAYOUT_MARKERS = frozenset({"seq_lengths", "tree_lengths"})
+
+
+def test_no_code_outside_the_layouts_names_a_layout_column() -> None:
+    naming = []
+    for path in sorted((ROOT / "ftdata").rglob("*.py")):
+        module = _module_of(path)
+        if module == "ftdata.tokens.layouts":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in LAYOUT_MARKERS:
+                naming.append(f"{module}:{node.lineno}: {node.value!r}")
+    assert naming == []

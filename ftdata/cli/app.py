@@ -40,7 +40,6 @@ from ftdata.guard.space import is_disk_full
 from ftdata.cli import serving
 from ftdata.cli.terminal import dumps
 from ftdata.options import DATA_FIELDS
-from ftdata.types import HistoryMode
 
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
     from typer._click.exceptions import ClickException, UsageError
@@ -572,7 +571,9 @@ def build(
             )
         else:
             show.print(f"built {record['fingerprint']} in {seconds:.1f} s", soft_wrap=True)
-        show.print(summary_table(report, spell=cli_spelling, tree=opts.data.history is HistoryMode.TREE))
+        from ftdata.tokens.layouts import TREE, built_layout
+
+        show.print(summary_table(report, spell=cli_spelling, tree=built_layout(opts.data) is TREE))
         show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
         show.print(load_hint(result.out, fmt=result.output_format), soft_wrap=True)
     report.check_reject_ratio(opts.run.max_reject_ratio)  # after the summary: the rejects are written, to look at

@@ -43,11 +43,12 @@ from ftdata.run.stage import Ran, Stage, TaskModule, flat
 from ftdata.run.option_rules import TaskRules
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
-from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish, tree_schema
+from ftdata.run.rows import RECORD, TOKENS_SCHEMA, ArrowRows, finish
 from ftdata.run.trees import batch_trees
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
+from ftdata.tokens.layouts import TREE, built_layout
 from ftdata.tokens.truncation import Truncated
-from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
+from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -231,11 +232,11 @@ class SftTask:
         return result
 
     def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> SftPart:
-        tree = stage.options.max_length if stage.options.history is HistoryMode.TREE else None
+        tree = stage.options.max_length if built_layout(stage.options) is TREE else None
         return sft_part(ran, media=stage.media, tree=tree, across=stage.options.shares_trees)
 
     def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
-        return ArrowRows(path, media=options.processor is not None, tree=options.history is HistoryMode.TREE)
+        return ArrowRows(path, media=options.processor is not None, tree=built_layout(options) is TREE)
 
     def finish(
         self,
@@ -259,11 +260,10 @@ class SftTask:
         return lengths, trained_per_row(labels.flatten().to_numpy(zero_copy_only=False), lengths)
 
     def schema(self, options: DataOptions) -> pa.Schema:
-        tree = options.history is HistoryMode.TREE
+        layout = built_layout(options)  # packed rows (trees too, when packed) are the token columns and the layout's
         if options.packing:
-            return tree_schema(PACKED_SCHEMA) if tree else PACKED_SCHEMA
-        schema = ArrowRows.SCHEMA.remove(ArrowRows.SCHEMA.get_field_index(RECORD))
-        schema = tree_schema(schema) if tree else schema
+            return layout.schema(TOKENS_SCHEMA)
+        schema = layout.schema(ArrowRows.SCHEMA.remove(ArrowRows.SCHEMA.get_field_index(RECORD)))
         return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
 
 

@@ -32,7 +32,8 @@ from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
 from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.tokens.truncation import Truncated
 from ftdata.run.trees import batch_trees
-from ftdata.types import IGNORE_INDEX, HistoryMode, Task, TruncationPolicy, count_trained
+from ftdata.tokens.layouts import TREE, built_layout
+from ftdata.types import IGNORE_INDEX, Task, TruncationPolicy, count_trained
 from ftdata.media.summary import audio_counts, media_counts
 
 POLICIES = (
@@ -329,7 +330,7 @@ def summaries(stage: Stage, ran: Ran) -> list[RecordStats | TreeStats]:
         for _, item, kept in ran.outcomes
         if isinstance(item, Measured) and kept is not None
     ]
-    if stage.options.history is HistoryMode.TREE:
+    if built_layout(stage.options) is TREE:
         out.extend(
             TreeStats((len(s.tree.ids),), count_trained(s.tree.labels), int(s.tree.labels[0] != IGNORE_INDEX))
             for s in batch_trees(ran, max_length=stage.options.max_length, across=stage.options.shares_trees)
