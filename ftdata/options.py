@@ -208,9 +208,9 @@ class DataOptions:
     reward_columns: dict[str, str] | None = _opt(
         None,
         "prompts: the reward columns and their types, e.g. {'answer': 'string'} (string, int, float, bool, "
-        "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record "
-        "that is "
-        "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are "
+        "list[T], struct, struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first "
+        "record that is not the prompt, objects as structs Arrow unifies over the records, lists as lists; named, a "
+        "subset: the first record's other columns are "
         "skipped",
     )
     padding: Padding = _opt(Padding.NONE, "pad every row to max_length (unpacked output only)")

@@ -122,6 +122,7 @@ TASK_MODULES = {
     "ftdata.cli.views",  # the CLI's table of views per task
     "ftdata.run.pairs", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",
     "ftdata.records.preference", "ftdata.records.preference_formats", "ftdata.records.scores",  # pairs and kto
+    "ftdata.run.trajectory_pairs",  # pairs whose completions are several messages (agent trajectories)
     "ftdata.run.prompts", "ftdata.run.rows_prompts", "ftdata.run.prompt_stats", "ftdata.records.prompts", "ftdata.cli.prompt_views",  # prompt sets
 }  # fmt: skip
 IMPLEMENTATIONS = ("ftdata.run.sft", "ftdata.run.pairs", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.run.prompts", "ftdata.run.rows_prompts")

@@ -38,6 +38,7 @@ from ftdata.records.formats import Columns
 from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.option_rules import Refused, TaskRules
 from ftdata.run.seam import Memo, OneRow
+from ftdata.run.open_columns import json_text_notes
 from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import finish_rows
@@ -230,6 +231,8 @@ class PromptTask:
         splits: dict[str, np.ndarray] | None,
         pad_id: int,
     ) -> Dataset | DatasetDict:
+        if notes := json_text_notes(path):
+            report.note(notes)
         return finish_rows(path, options, report, splits=splits)
 
     def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:

@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from ftdata.options import DataOptions
-from ftdata.records.reward_types import SKIP, parse_kind
+from ftdata.records.reward_types import OPEN, SKIP, is_open, parse_kind
+from ftdata.run.open_columns import OpenColumns, rewrite
 from ftdata.run.rows import RECORD, list_column
 from ftdata.run.seam import Part
 from ftdata.run.stage import Ran, flat
@@ -43,6 +44,8 @@ def arrow_type(kind: str) -> pa.DataType:
 
 
 def _arrow(kind: Any) -> pa.DataType:
+    if kind == OPEN:  # typed by Arrow over the records (`run.open_columns`); no record: no key
+        return pa.struct([])
     if isinstance(kind, str):
         return SCALAR_TYPES[kind]
     if kind[0] == "list":
@@ -125,15 +128,23 @@ class PromptRows:
         self.options = options
         self.schema: pa.Schema | None = None  # from the first batch (a chat template or a prompt template's text)
         self._writer: Any = None
+        kinds = {name: kind for name, kind in (options.reward_columns or {}).items() if kind != SKIP}
+        self.open = OpenColumns([name for name, kind in kinds.items() if is_open(kind)])
 
     def add(self, part: PromptPart) -> None:
         base, self.records = self.records, self.records + (int(part.groups.max()) + 1 if len(part.groups) else 0)
         if not len(part.groups):
             return
+        typed, changed = self.open.arrays(part.columns)
         if self._writer is None:
             schema = prompt_schema(self.options, text=isinstance(part.prompts[0], str))
-            self.schema = schema.append(pa.field(RECORD, pa.int64()))
+            self.schema = self.open.schema(schema.append(pa.field(RECORD, pa.int64())))
             self._writer = pa.ipc.new_stream(str(self.path), self.schema)
+        elif changed:  # a wider struct, or values Arrow cannot unify: the rows so far in the new types
+            assert self.schema is not None
+            self._writer.close()
+            self.schema = self.open.schema(self.schema)
+            self._writer = rewrite(self.path, self.schema, self.open)
         schema = self.schema
         assert schema is not None  # set with the writer, from the first batch
         values, lengths = part.ids
@@ -142,7 +153,10 @@ class PromptRows:
             list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
             pa.array(part.tools, type=pa.string()),
         ]
-        columns += [pa.array(part.columns[name], type=schema.field(name).type) for name in schema.names[3:-1]]
+        columns += [
+            typed[name] if name in typed else pa.array(part.columns[name], type=schema.field(name).type)
+            for name in schema.names[3:-1]
+        ]
         self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=schema))
         self.rows += len(part.groups)
 
