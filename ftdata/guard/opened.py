@@ -57,8 +57,10 @@ def _hold(path: Any) -> tuple[str, int] | None:
     with _LOCK:
         if name in _HELD or len(_HELD) >= MAX_HELD:
             return None
-        try:
-            fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:  # a FIFO is never opened here: an open would wait for its writer, then take what it gives
+            if not stat.S_ISREG(os.stat(name).st_mode):
+                return None
+            fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
         except (OSError, ValueError):  # not there, not readable: the reader says so, at its record
             return None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
