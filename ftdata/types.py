@@ -98,6 +98,7 @@ class SplitReason(_Choice):
     CONTEXT = "context"  # the template writes the turns before it differently than its inference prompt
     REASONING = "reasoning"  # the template drops the turn's reasoning from history
     TARGET = "target"  # the template writes the turn itself differently when it is the last (an empty think block)
+    PROMPT = "prompt"  # no render of the conversation writes its inference prompt before it: a row of that prompt
 
 
 class SystemMode(_Choice):

@@ -4,7 +4,9 @@
 inference-consistency rule (`ftdata.chat.locator`, docs/masking.md). A long record's turns are
 located in a bounded number of renders (`ftdata.chat.long_records`); with history=inference each
 trained history turn is also checked against its render as the last turn (`_unheld`), for the
-record to be split into rows (`ftdata.chat.trajectory`).
+record to be split into rows (`ftdata.chat.trajectory`), and every trained turn against its inference
+prompt: where no render writes that prompt before the turn, the turn is trained in a row of that prompt
+and the turn (`_prompt_row`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ __all__ = ["SYSTEM_DROPPED", "ChatSpans", "tool_name"]
 
 SYSTEM_DROPPED = Note(
     NoteCode.SYSTEM_DROPPED, "the chat template dropped the system message; use system_mode='fold' to keep it"
+)
+PROMPT_ROW = Note(
+    NoteCode.PROMPT_ROW,
+    "an assistant turn is trained after its inference prompt, which no render of the record writes before it (the "
+    "template puts the system prompt, or a closed think block, only into the generation prompt): the row is that "
+    "prompt and the turn",
 )
 # From this many assistant turns of a kind on (plain; with reasoning or tool calls), a conversation's
 # inference prompts are located in a bounded number of renders (`prompt_ends` where the template is
@@ -53,6 +61,29 @@ def _starts_with_render(text: str, messages: list[dict[str, Any]], render: Rende
         return text.startswith(render(messages))
     except TemplateError:
         return False
+
+
+def _foreign_prompt(chat: Chat, i: int, context: str) -> str | None:
+    """Turn i's inference prompt P_i where it conflicts with `context`, the text a render writes before the turn
+    (neither begins with the other: Mistral-Nemo's P_i holds the system prompt its history lacks; a prompt that
+    closes the think block, a context that holds the turn's reasoning in it); else None. A P_i that only goes on
+    past the context (a think block the prompt opens, `<think>\n`) is the rule's edge case, not a conflict."""
+    try:
+        prompt = chat.render(chat.msgs[:i], generation=True)
+    except TemplateError:
+        return None
+    return None if context.startswith(prompt) or prompt.startswith(context) else prompt
+
+
+def _prompt_row(chat: Chat, text: str, turn: Turn, notes: list[Note]) -> Rendered:
+    """The last turn of `chat` trained after its inference prompt: P_i, then the turn as the template writes it
+    (from where the model starts writing through its stop token; `text`: A with what the turn appends)."""
+    i = len(chat.msgs) - 1
+    prompt = chat.render(chat.msgs[:i], generation=True)
+    row = prompt + text[turn.start : turn.end]
+    system = chat.msgs[0]["content"].strip() if chat.msgs[0]["role"] == "system" else None
+    kept = [n for n in notes if not (n is SYSTEM_DROPPED and system is not None and system in row)]
+    return Rendered(row, ((len(prompt), len(row)),), "prefix", (), tuple(dict.fromkeys([*kept, PROMPT_ROW])))
 
 
 def tool_name(tool: dict[str, Any]) -> str:
@@ -147,6 +178,7 @@ class ChatSpans:
         long = self._long(chat)
         held = self._held(chat, trained) if exact else set()
         unheld: list[tuple[int, SplitReason]] = []
+        last = len(chat.msgs) - 1
         for i, msg in enumerate(chat.msgs):
             if msg["role"] != "assistant":
                 continue
@@ -155,22 +187,28 @@ class ChatSpans:
                 method = "fallback"
             if trained[i]:  # a turn nothing trains says nothing of what is trained (its dropped reasoning)
                 notes.extend(turn.notes)
-            if (
-                exact
-                and trained[i]
-                and i < len(chat.msgs) - 1
-                and i not in held
-                and (why := self._unheld(chat, i, turn))
-            ):
+            if exact and trained[i] and (why := self._why(chat, i, turn, held)):
                 unheld.append((i, why))
             text += turn.appended
             if trained[i]:
                 spans.append((turn.start, turn.end))
             done = turn.end
             boundaries.append(turn.boundary)
+        if unheld and unheld[-1] == (last, SplitReason.PROMPT) and sum(trained) == 1:
+            return _prompt_row(chat, text, turn, notes)
         return Rendered(
             text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)), unheld=tuple(unheld)
         )
+
+    def _why(self, chat: Chat, i: int, turn: Turn, held: set[int]) -> SplitReason | None:
+        """Why trained turn i, as A writes it (located as `turn`), is not trained as inference sees it; None where
+        it is. A history turn: `_unheld`; the last turn, or a history turn A writes as its own render does
+        (`held`): PROMPT where the context A writes before it conflicts with its inference prompt."""
+        if i < len(chat.msgs) - 1 and i not in held:
+            return self._unheld(chat, i, turn)
+        if turn.method == "fallback" and _foreign_prompt(chat, i, chat.text[: turn.start]) is not None:
+            return SplitReason.PROMPT
+        return None
 
     @staticmethod
     def _held(chat: Chat, trained: list[bool]) -> set[int]:
@@ -212,8 +250,11 @@ class ChatSpans:
         """
         text, last = chat.text, self._as_last(chat, i)
         if text.startswith(last):  # the full render writes the turn's whole render first: same context, same turn
-            return None
+            foreign = turn.method == "fallback" and _foreign_prompt(chat, i, text[: turn.start]) is not None
+            return SplitReason.PROMPT if foreign else None
         target = self._target(chat, i, last)
+        if target.method == "fallback" and _foreign_prompt(chat, i, last[: target.start]) is not None:
+            return SplitReason.PROMPT  # not even as the last turn is it written after its inference prompt
         stop = (last + target.appended)[target.stop : target.end]
         # Through its first stop token: Phi-3 closes a last turn with `<|end|>\n<|endoftext|>`, and generation has
         # ended at `<|end|>`, which its history turns write too.
