@@ -896,12 +896,34 @@ def inference_target(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int,
 def inference_prompt(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int, context: str, *,
                      tools: list[dict[str, Any]] | None = None, kwargs: dict[str, Any] | None = None) -> str:  # fmt: skip
     """Turn i's context at inference: P_i where `context` (what a render writes before the turn) conflicts with it,
-    else `context` (P_i that only goes on past it, `<think>\n`, is the rule's think-opened edge case)."""
+    else `context` (P_i that only goes on past it, `<think>\n`, is the rule's think-opened edge case; one that
+    differs from it in whitespace alone, its `history` edge case)."""
     try:
         P = _generation_prompt(tokenizer, messages, i, tools, kwargs or {})
     except RenderFailed:
         return context
-    return context if context.startswith(P) or P.startswith(context) else P
+    if context.startswith(P) or P.startswith(context):
+        return context
+    bare, given = re.sub(r"\s+", "", P), re.sub(r"\s+", "", context)  # whitespace alone: the `history` edge case
+    return context if given.startswith(bare) or bare.startswith(given) else P
+
+
+def as_prompt_row(tokenizer: Any, messages: Sequence[dict[str, Any]], exp: Expectation, *,
+                  tools: list[dict[str, Any]] | None = None, kwargs: dict[str, Any] | None = None) -> Expectation:  # fmt: skip
+    """`exp` as the row inference trains where the record's one trained turn is its last and the context A writes
+    before it conflicts with its inference prompt P_i (`inference_prompt`): P_i, then the turn as A writes it;
+    nothing of P_i trained. Else `exp` as it is."""
+    turns = [t for t in exp.turns if t.status == "rule" and t.span is not None]
+    if exp.must_reject or len(exp.turns) != 1 or len(turns) != 1 or turns[0].index != len(messages) - 1:
+        return exp
+    (turn,) = turns
+    a, b = turn.span  # type: ignore[misc]
+    prompt = inference_prompt(tokenizer, messages, turn.index, exp.text[:a], tools=tools, kwargs=kwargs)
+    if prompt == exp.text[:a]:
+        return exp
+    text = prompt + exp.text[a:b]
+    return Expectation(text, exp.eos_appended, [Turn(turn.index, "rule", (len(prompt), len(text)), case=turn.case)],
+                       [(0, len(prompt))], "", exp.string_arguments, exp.stops)  # fmt: skip
 
 
 def _generation_prompt(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int, tools: list[dict[str, Any]] | None,

@@ -11,6 +11,7 @@ and the turn (`_prompt_row`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -34,6 +35,7 @@ PROMPT_ROW = Note(
     "template puts the system prompt, or a closed think block, only into the generation prompt): the row is that "
     "prompt and the turn",
 )
+_SPACE = re.compile(r"\s+")
 # From this many assistant turns of a kind on (plain; with reasoning or tool calls), a conversation's
 # inference prompts are located in a bounded number of renders (`prompt_ends` where the template is
 # prefix-stable, else `prompt_tails`), plain turns' contents from one skeleton render and the data of
@@ -63,16 +65,24 @@ def _starts_with_render(text: str, messages: list[dict[str, Any]], render: Rende
         return False
 
 
-def _foreign_prompt(chat: Chat, i: int, context: str) -> str | None:
+def _foreign_prompt(chat: Chat, i: int, context: str, known: int | Tail | None = None) -> str | None:
     """Turn i's inference prompt P_i where it conflicts with `context`, the text a render writes before the turn
     (neither begins with the other: Mistral-Nemo's P_i holds the system prompt its history lacks; a prompt that
     closes the think block, a context that holds the turn's reasoning in it); else None. A P_i that only goes on
-    past the context (a think block the prompt opens, `<think>\n`) is the rule's edge case, not a conflict."""
+    past the context (a think block the prompt opens, `<think>\n`), or differs from it in whitespace alone
+    (Hermes 3 writes `</tool_response>\n<|im_end|>` in history, `</tool_response><|im_end|>` in its prompt), is
+    the rule's edge case, not a conflict. `known`: P_i as a `Tail` (not rewritten: P_i itself), else rendered."""
     try:
-        prompt = chat.render(chat.msgs[:i], generation=True)
+        if isinstance(known, Tail) and not known.rewritten:
+            prompt = known.prompt(chat.text)
+        else:
+            prompt = chat.render(chat.msgs[:i], generation=True)
     except TemplateError:
         return None
-    return None if context.startswith(prompt) or prompt.startswith(context) else prompt
+    if context.startswith(prompt) or prompt.startswith(context):
+        return None
+    bare, given = _SPACE.sub("", prompt), _SPACE.sub("", context)
+    return None if given.startswith(bare) or bare.startswith(given) else prompt
 
 
 def _prompt_row(chat: Chat, text: str, turn: Turn, notes: list[Note]) -> Rendered:
@@ -187,7 +197,7 @@ class ChatSpans:
                 method = "fallback"
             if trained[i]:  # a turn nothing trains says nothing of what is trained (its dropped reasoning)
                 notes.extend(turn.notes)
-            if exact and trained[i] and (why := self._why(chat, i, turn, held)):
+            if exact and trained[i] and (why := self._why(chat, i, turn, held, long.hint(i).prompt)):
                 unheld.append((i, why))
             text += turn.appended
             if trained[i]:
@@ -200,13 +210,14 @@ class ChatSpans:
             text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)), unheld=tuple(unheld)
         )
 
-    def _why(self, chat: Chat, i: int, turn: Turn, held: set[int]) -> SplitReason | None:
+    def _why(self, chat: Chat, i: int, turn: Turn, held: set[int], known: int | Tail | None) -> SplitReason | None:
         """Why trained turn i, as A writes it (located as `turn`), is not trained as inference sees it; None where
         it is. A history turn: `_unheld`; the last turn, or a history turn A writes as its own render does
-        (`held`): PROMPT where the context A writes before it conflicts with its inference prompt."""
+        (`held`): PROMPT where the context A writes before it conflicts with its inference prompt (`known`: P_i
+        as a long record's skeletons hold it, read without a render where it is P_i itself)."""
         if i < len(chat.msgs) - 1 and i not in held:
             return self._unheld(chat, i, turn)
-        if turn.method == "fallback" and _foreign_prompt(chat, i, chat.text[: turn.start]) is not None:
+        if turn.method == "fallback" and _foreign_prompt(chat, i, chat.text[: turn.start], known) is not None:
             return SplitReason.PROMPT
         return None
 
