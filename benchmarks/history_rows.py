@@ -6,13 +6,18 @@
               writes them (what TRL and Axolotl train)
   per_turn    one row per assistant turn (LLaMA-Factory v1's split): every record cut after each assistant
               turn, each piece built with --mask last_assistant
-  tree        `ftdata build FILE --history tree`: inference's rows of a record as one prefix tree, each shared
-              prefix forwarded once (docs/packing.md, "Tree rows"); `tokens` counts the tree's unique tokens
+  tree_own    `ftdata build FILE --history tree --no-tree-across-records`: inference's rows of a record as one
+              prefix tree, each shared prefix forwarded once (docs/packing.md, "Tree rows"); `tokens` counts the
+              tree's unique tokens
+  tree        `ftdata build FILE --history tree` (across records, the default): records that start with the same
+              tokens (system prompt, tool schemas) share one tree of at most --max-length tokens
 
 Each is the CLI path users run (`ftdata build ... --no-cache`, timed as a whole process), on the same file,
 tokenizer and chat template, in one run. The cases:
 
   glaive      the shared glaive tool-call demo: 300 real multi-turn ShareGPT chats with tool calls
+  atif        shared/datasets/agent_traces/atif: Harbor's 10 ATIF trajectories (its integration tests' golden
+              files: OpenHands and Terminus-2 runs, continuations and subagents), the folder read as one source
   agent       benchmarks/data/swegym_openhands_sampled_5.json: 5 real OpenHands agent trajectories
               (gpt-4o on SWE-Gym tasks; 2-3 user turns, 11-30 assistant turns with tool calls each)
   agent+think the same trajectories as a reasoning model's: the thought OpenHands records beside each call
@@ -30,7 +35,9 @@ and back-propagated one at a time (no padding), logits made only where a token i
 `ftdata.train.tree` (tree_attention, each token scored from its parent), as `ftdata train` runs them. It prints
 the step's seconds, its loss (tree == inference) and the process's peak RSS.
 
-    python benchmarks/history_rows.py [--cases glaive,agent,agent+think] [--tokenizer DIR] [--rounds 3]
+`x1row` is each mode's tokens over one_row's (the same case and template).
+
+    python benchmarks/history_rows.py [--cases glaive,atif,agent,agent+think] [--tokenizer DIR] [--rounds 3]
                                       [--step glaive] [--limit N (the first N records of each case)]
 """
 
@@ -52,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FTDATA_SHARED", ROOT.parent / "shared"))
 GLAIVE = SHARED / "datasets/sharegpt/llamafactory_glaive_toolcall_en_demo.json"
 AGENT = ROOT / "benchmarks/data/swegym_openhands_sampled_5.json"
+ATIF = SHARED / "datasets/agent_traces/atif"
 TOKENIZER = SHARED / "tokenizers/qwen2.5-instruct"
 FTDATA = [sys.executable, "-m", "ftdata"]
 ASSISTANT = ("gpt", "function_call", "assistant")
@@ -142,7 +150,7 @@ def step(out: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="glaive,agent,agent+think")
+    parser.add_argument("--cases", default="glaive,atif,agent,agent+think")
     parser.add_argument("--tokenizer", type=Path, default=TOKENIZER)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, help="the first N records of each case only")
@@ -159,29 +167,34 @@ def main() -> None:
         think.write_text(json.dumps(thoughts_as_reasoning(agent), ensure_ascii=False), encoding="utf-8")
         cases = {  # name -> (file, templates)
             "glaive": (GLAIVE, ("qwen3", None)),
+            "atif": (ATIF, ("qwen3",)),  # a folder of ATIF files: no per_turn cut (it cuts message lists)
             "agent": (AGENT, ("qwen3", None)),  # gptoss rejects them all: it drops a call turn's text
             "agent+think": (think, ("qwen3", "gptoss", "glm4moe")),
         }
         print(f"tokenizer {args.tokenizer.name}, {args.rounds} rounds, `ftdata build --no-cache` wall (median)")
-        print(f"{'case':<12} {'template':<8} {'mode':<10} {'records':>7} {'rows':>5} {'tokens':>9} {'trained':>8} {'split':>5} {'rejected':>8} {'seconds':>7}")
+        print(f"{'case':<12} {'template':<8} {'mode':<10} {'records':>7} {'rows':>5} {'tokens':>9} {'trained':>8} {'split':>5} {'rejected':>8} {'x1row':>5} {'seconds':>7}")
         for case in args.cases.split(","):
             data, templates = cases[case]
-            records = json.loads(data.read_text(encoding="utf-8"))
-            if args.limit is not None:
+            records = json.loads(data.read_text(encoding="utf-8")) if data.is_file() else sorted(data.glob("*.json"))
+            if args.limit is not None and data.is_file():
                 records = records[: args.limit]
                 data = work / f"{case}_first_{args.limit}.json"
                 data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-            cut = per_turn(records, work / f"{case}_per_turn.jsonl")
+            cut = per_turn(records, work / f"{case}_per_turn.jsonl") if data.is_file() else None
             for template in templates:
                 base = ["--tokenizer", str(args.tokenizer), "--max-length", "65536", "--on-error", "skip"]
                 base += ["--chat-template", template] if template else []
                 modes = {
+                    "one_row": (data, [*base, "--history", "one_row"]),  # first: each mode's x1row is over it
                     "inference": (data, base),
-                    "one_row": (data, [*base, "--history", "one_row"]),
                     "per_turn": (cut, [*base, "--mask", "last_assistant", "--history", "one_row"]),
+                    "tree_own": (data, [*base, "--history", "tree", "--no-tree-across-records"]),
                     "tree": (data, [*base, "--history", "tree"]),
                 }
+                one_row = 0
                 for mode, (path, flags) in modes.items():
+                    if path is None:
+                        continue
                     times, counts, out = [], {}, Path()
                     try:
                         for _ in range(args.rounds):
@@ -191,12 +204,14 @@ def main() -> None:
                         name = f"{case:<12} {template or 'own':<8} {mode:<10} {len(records):>7}"
                         print(f"{name} not built: {failed}", flush=True)
                         continue
+                    one_row = counts["tokens"] if mode == "one_row" else one_row
+                    ratio = f"{counts['tokens'] / one_row:.2f}" if one_row else "-"
                     stepped = step(out) if case in args.step.split(",") else None
                     trained = f" step {stepped['seconds']:.1f} s loss {stepped['loss']:.6f} peak {stepped['peak_mib']:.0f} MiB" if stepped else ""
                     print(
                         f"{case:<12} {template or 'own':<8} {mode:<10} {len(records):>7} {counts['sequences']:>5} {counts['tokens']:>9} "
                         f"{counts['trained_tokens']:>8} {counts.get('split_records', 0):>5} {sum(counts.get('rejected', {}).values()):>8} "
-                        f"{statistics.median(times):>7.2f}{trained}", flush=True,
+                        f"{ratio:>5} {statistics.median(times):>7.2f}{trained}", flush=True,
                     )
 
 

@@ -147,10 +147,17 @@ class DataOptions:
         HistoryMode.INFERENCE,
         "multi-turn records whose chat template writes a turn differently in history than as the "
         "last turn (dropped reasoning, a moved system prompt): inference trains every turn as inference sees it, "
-        "splitting the record into the fewest rows that do; tree trains exactly those rows, written as one prefix "
-        "tree per record (each shared prefix once: position_ids and tree_lengths, for ftdata train or a trainer "
-        "that attends along a tree, docs/packing.md); one_row keeps one row and trains history turns as the full "
-        "render writes them",
+        "splitting the record into the fewest rows that do; tree trains exactly those rows, written as prefix "
+        "trees (each shared prefix once, across records too: tree_across_records; position_ids and tree_lengths, "
+        "for ftdata train or a trainer that attends along a tree, docs/packing.md); one_row keeps one row and "
+        "trains history turns as the full render writes them",
+    )
+    tree_across_records: bool = _opt(
+        True,
+        "history=tree: records of a batch that start with the same tokens (a harness's system prompt and tool "
+        "schemas) share one tree of at most max_length tokens, that prefix forwarded once for them all (exact: each "
+        "trained token once, in its own context); false, or with test_size (held-out records are drawn one by "
+        "one): a tree per record",
     )
     recorded_ids: bool = _opt(
         False,
@@ -201,9 +208,9 @@ class DataOptions:
     reward_columns: dict[str, str] | None = _opt(
         None,
         "prompts: the reward columns and their types, e.g. {'answer': 'string'} (string, int, float, bool, "
-        "list[T], struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first record "
-        "that is "
-        "not the prompt, nested ones as structs and lists; named, a subset: the first record's other columns are "
+        "list[T], struct, struct{KEY: T, ...}, json; skip leaves a column out); default: every column of the first "
+        "record that is not the prompt, objects as structs Arrow unifies over the records, lists as lists; named, a "
+        "subset: the first record's other columns are "
         "skipped",
     )
     padding: Padding = _opt(Padding.NONE, "pad every row to max_length (unpacked output only)")
@@ -365,11 +372,19 @@ class DataOptions:
                 )
             self.reward_columns = RewardColumns(self.reward_columns).types
 
+    @property
+    def shares_trees(self) -> bool:
+        """Whether history=tree grows trees across records: asked for, and no held-out split (which draws records
+        one by one, so a tree holds the records of one split only by holding one record)."""
+        return self.tree_across_records and self.test_size is None
+
     def fingerprint(self) -> dict[str, Any]:
         """The serialised options that shape the rows (a resumed run compares them); the build's key takes
         them without those that name files (`template`, `chat_template`, `processor`): their bytes stand for them."""
         out = plain(self)
         out.pop("image_dir", None)  # where inline images are kept, not what the rows hold (`sha256:` refs)
+        if self.history is not HistoryMode.TREE:  # shapes tree rows only: every other build keeps its key
+            out.pop("tree_across_records", None)
         if self.processor is not None and not isinstance(
             self.processor, str
         ):  # a processor object: its class and source

@@ -100,6 +100,8 @@ class NoteCode(StrEnum):
     REPAIRED = "repaired"  # a token crossed a response edge: re-tokenized split at the edge
     RESULTS_ENCODED = "results_encoded"  # preview only: the template encodes tool results as a string
     SUPERVISION_IGNORED = "supervision_ignored"  # loss_weight/train_detail on a turn that carries no loss
+    TRAJECTORY_PAIR = "trajectory_pair"  # a preference pair whose completions are several messages: where they diverge
+    JSON_TEXT = "json_text"  # a prompt set's object column Arrow cannot unify over the records: stored as JSON text
     TRAIN_DETAIL_WIDENED = "train_detail_widened"  # a token across a train_detail edge stays trained (Axolotl's rule)
     MEDIA_PLACED = (
         "media_placed"  # no placeholder in the messages: the column's items go before the first user text (TRL)

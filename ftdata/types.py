@@ -242,12 +242,14 @@ Task.PROMPTS.aliases = ("grpo", "rloo", "prompt")  # type: ignore[attr-defined] 
 
 @dataclass(frozen=True, slots=True)
 class Pair:
-    """One preference pair: the prompt both sides share, and each side's final assistant turn.
+    """One preference pair: the prompt both sides share, and each side's completion.
 
-    `prompt` is a conversation ending with a user or tool turn; its `tools`, `template_kwargs`,
-    `context`, `format` and `notes` hold for both sides. `chosen` and `rejected` are one assistant
-    turn each (text, tool calls, reasoning): what the model writes after that prompt. The scores
-    are the data's own (UltraFeedback), None where it has none.
+    `prompt` is the conversation both sides share; its `tools`, `template_kwargs`, `context`,
+    `format` and `notes` hold for both sides. `chosen` and `rejected` are each side's first
+    assistant turn after it (text, tool calls, reasoning): what the model writes after that prompt.
+    An agent trajectory that diverges mid-way goes on: `chosen_rest` / `rejected_rest` are the
+    messages after that turn (tool results, further calls, the answer), ending on an assistant turn.
+    The scores are the data's own (UltraFeedback), None where it has none.
     """
 
     prompt: Example
@@ -255,14 +257,16 @@ class Pair:
     rejected: Message
     chosen_score: float | None = None
     rejected_score: float | None = None
+    chosen_rest: tuple[Message, ...] = ()
+    rejected_rest: tuple[Message, ...] = ()
 
     def chosen_example(self) -> Example:
-        """The prompt followed by the chosen turn, as one conversation."""
-        return replace(self.prompt, messages=(*self.prompt.messages, self.chosen))
+        """The prompt followed by the chosen completion, as one conversation."""
+        return replace(self.prompt, messages=(*self.prompt.messages, self.chosen, *self.chosen_rest))
 
     def rejected_example(self) -> Example:
-        """The prompt followed by the rejected turn, as one conversation."""
-        return replace(self.prompt, messages=(*self.prompt.messages, self.rejected))
+        """The prompt followed by the rejected completion, as one conversation."""
+        return replace(self.prompt, messages=(*self.prompt.messages, self.rejected, *self.rejected_rest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,10 +277,11 @@ class Unpaired:
     prompt: Example
     completion: Message
     label: bool
+    rest: tuple[Message, ...] = ()  # the messages after `completion` (a trajectory's side of a pair, unpaired)
 
     def example(self) -> Example:
         """The prompt followed by the completion, as one conversation."""
-        return replace(self.prompt, messages=(*self.prompt.messages, self.completion))
+        return replace(self.prompt, messages=(*self.prompt.messages, self.completion, *self.rest))
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,14 +117,15 @@ def test_guard_imports_the_standard_library_and_errors_alone() -> None:
 # built rows' (run/columns.py), and the enum (types.py). train/ trains one task's rows per method (its own table).
 # options.py is not one: it checks values, and no option rule of a task lives there.
 TASK_MODULES = {
-    "ftdata.types", "ftdata.run.stage", "ftdata.run.task", "ftdata.run.columns",
+    "ftdata.types", "ftdata.run.stage", "ftdata.run.task", "ftdata.run.columns", "ftdata.run.measures",
     "ftdata.run.sft", "ftdata.run.stats", "ftdata.cli.preview", "ftdata.cli.stats_report",  # sft, its views
     "ftdata.cli.views",  # the CLI's table of views per task
-    "ftdata.run.pairs", "ftdata.run.pair_rows", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",
+    "ftdata.run.pairs", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",
     "ftdata.records.preference", "ftdata.records.preference_formats", "ftdata.records.scores",  # pairs and kto
-    "ftdata.run.prompts", "ftdata.run.prompt_stats", "ftdata.records.prompts", "ftdata.cli.prompt_views",  # prompt sets
+    "ftdata.run.trajectory_pairs",  # pairs whose completions are several messages (agent trajectories)
+    "ftdata.run.prompts", "ftdata.run.rows_prompts", "ftdata.run.prompt_stats", "ftdata.records.prompts", "ftdata.cli.prompt_views",  # prompt sets
 }  # fmt: skip
-IMPLEMENTATIONS = ("ftdata.run.sft", "ftdata.run.pairs", "ftdata.run.pair_rows", "ftdata.run.pair_stats", "ftdata.run.prompts")
+IMPLEMENTATIONS = ("ftdata.run.sft", "ftdata.run.pairs", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.run.prompts", "ftdata.run.rows_prompts")
 
 
 def test_no_code_outside_the_task_modules_asks_which_task_it_runs() -> None:
@@ -160,5 +161,23 @@ def test_no_code_outside_the_task_modules_names_a_task_column() -> None:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and node.value in TASK_COLUMNS:
+                naming.append(f"{module}:{node.lineno}: {node.value!r}")
+    assert naming == []
+
+
+# The row-layout seam (docs/design.md, "Row layouts"): the columns that tell a layout's rows (a packed row's
+# `seq_lengths`, a tree row's `tree_lengths`) are named in the table of layouts alone; everything else asks it
+# (`layout_of`, `Layout.lengths`, `Layout.sequences`, `Layout.schema`, `ftdata.train.layouts.TRAINING`).
+LAYOUT_MARKERS = frozenset({"seq_lengths", "tree_lengths"})
+
+
+def test_no_code_outside_the_layouts_names_a_layout_column() -> None:
+    naming = []
+    for path in sorted((ROOT / "ftdata").rglob("*.py")):
+        module = _module_of(path)
+        if module == "ftdata.tokens.layouts":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in LAYOUT_MARKERS:
                 naming.append(f"{module}:{node.lineno}: {node.value!r}")
     assert naming == []

@@ -17,7 +17,9 @@ class _Trie:
 
     def __init__(self) -> None:
         self.keys: list[list] = []  # per node: [token, label, weight]
-        self.children: list[dict[tuple[int, float], int]] = [{}]  # node 0 is the (unwritten) root above every first token
+        self.children: list[dict[tuple[int, float], int]] = [
+            {}
+        ]  # node 0 is the (unwritten) root above every first token
         self.rows = 0
         self.weighted = False
 
@@ -92,3 +94,118 @@ def grow_reference(rows: Sequence[tuple[list[int], list[int]]], *, max_length: i
     return [t.tree() for t in tries]
 
 
+def distinct_prefixes(records: Sequence[Sequence[tuple[list[int], list[int]]]]) -> int:
+    """The least any exact layout of these rows can forward: their distinct (token, loss weight) prefixes, across
+    records (a set of tuples, nothing shared with `ftdata.tokens.tree`)."""
+    seen: set[tuple[Key, ...]] = set()
+    for rows in records:
+        for row in rows:
+            weights = getattr(row, "weights", None) or [1.0] * len(row[0])
+            keys = tuple(zip(row[0], weights))
+            seen.update(keys[: i + 1] for i in range(len(keys)))
+    return len(seen)
+
+
+class _SharedTrie:
+    """A prefix trie of several records' rows: a node per (token, weight) under its parent, the records whose rows
+    pass through it, and a copy of a node where a second row trains it (that row goes on below the copy)."""
+
+    def __init__(self) -> None:
+        self.keys: list[list] = []  # per node (node n + 1): [token, label, weight]
+        self.children: list[list[int]] = [[]]  # per node, node 0 the root: its children in the order written
+        self.through: list[set[int]] = [set()]
+        self.rows = 0
+        self.weighted = False
+
+    def walk(self, keys: Sequence[Key], allowed: set[int] | None) -> list[int]:
+        """The existing nodes `keys` goes through from the root (along rows of `allowed` records; None: any),
+        up to a node both it and an earlier row train."""
+        node, path = 0, []
+        for token, label, _weight in keys:
+            child = next(
+                (
+                    c
+                    for c in self.children[node]
+                    if tuple(self.keys[c - 1][::2]) == (token, _weight)
+                    and (allowed is None or self.through[c] & allowed)
+                ),
+                None,
+            )
+            if child is None or (label != IGNORE_INDEX and self.keys[child - 1][1] != IGNORE_INDEX):
+                break
+            node = child
+            path.append(child)
+        return path
+
+    def add(self, keys: Sequence[Key], record: int, allowed: set[int] | None) -> None:
+        path = self.walk(keys, allowed)
+        node = 0
+        for k, (token, label, weight) in enumerate(keys):
+            if k < len(path):
+                node = path[k]
+                if label != IGNORE_INDEX:
+                    self.keys[node - 1][1] = label
+            else:
+                self.children[node].append(len(self.children))
+                node = len(self.children)
+                self.children.append([])
+                self.through.append(set())
+                self.keys.append([token, label, weight])
+            self.through[node].add(record)
+        self.rows += 1
+
+    def tree(self) -> Tree:
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        weights: list[float] = []
+        stack = [(child, 0) for child in reversed(self.children[0])]
+        while stack:
+            node, depth = stack.pop()
+            token, label, weight = self.keys[node - 1]
+            ids.append(token)
+            labels.append(label)
+            positions.append(depth)
+            weights.append(weight)
+            stack.extend((child, depth + 1) for child in reversed(self.children[node]))
+        return Tree(ids, labels, positions, weights if self.weighted else None, self.rows)
+
+
+def share_reference(
+    records: Sequence[Sequence[tuple[list[int], list[int]]]], *, max_length: int
+) -> list[tuple[Tree, tuple[int, ...]]]:
+    """`ftdata.tokens.tree.share` from its description, on a trie: records in the order of their first row's
+    tokens; a record joins the tree being grown when its first row shares a token with the record before it (its
+    rows follow only that record's and its own paths) and all its rows fit in `max_length` nodes; else the tree is
+    closed and the record starts the next, or, too long for one, becomes its own trees (`grow_reference`)."""
+    import copy
+
+    def joined(trie: _SharedTrie, r: int, allowed: set[int] | None) -> _SharedTrie | None:
+        trial = copy.deepcopy(trie)
+        for n, row in enumerate(records[r]):
+            weights = getattr(row, "weights", None)
+            keys = list(zip(row[0], row[1], weights if weights is not None else [1.0] * len(row[0])))
+            shared = len(trial.walk(keys, allowed))
+            if (n == 0 and allowed is not None and not shared) or len(trial.keys) + len(keys) - shared > max_length:
+                return None
+            trial.add(keys, r, allowed)
+            trial.weighted |= weights is not None
+        return trial
+
+    out: list[tuple[Tree, tuple[int, ...]]] = []
+    trie, members = _SharedTrie(), []
+    for r in sorted((r for r in range(len(records)) if records[r]), key=lambda r: list(records[r][0][0])):
+        grown = joined(trie, r, {members[-1], r}) if members else None
+        if grown is None:
+            if members:
+                out.append((trie.tree(), tuple(sorted(members))))
+            trie, members = _SharedTrie(), []
+            grown = joined(trie, r, None)
+            if grown is None:
+                out.extend((tree, (r,)) for tree in grow_reference(records[r], max_length=max_length))
+                continue
+        trie = grown
+        members.append(r)
+    if members:
+        out.append((trie.tree(), tuple(sorted(members))))
+    return sorted(out, key=lambda pair: pair[1][0])

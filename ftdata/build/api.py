@@ -30,6 +30,7 @@ from ftdata.build.serving import check_in_memory
 from ftdata.build.local import BuildResult, in_memory
 from ftdata.build.publish import to_out
 from ftdata.errors import ConfigError
+from ftdata.guard.opened import opened_once
 from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.executors import not_a_spawned_start
@@ -41,37 +42,38 @@ from ftdata.run.task import with_task
 __all__ = ["BuildResult", "build", "build_sft_dataset", "checked", "prepare", "tokenizer_spec"]
 
 
-def _is_recipe(source: Any) -> bool:
-    from ftdata.mix import Recipe
-
-    return isinstance(source, Recipe)
-
-
 def _as_recipe(
     source: Any, options: BuildOptions | None, flat: dict[str, Any], *, allow_code: bool
-) -> tuple[Any, BuildOptions | None]:
-    """(the recipe, its options with the given run and output options) when `source` is a recipe (or another
-    tool's declaration of its datasets: `ftdata.mix.declared`), else as given.
+) -> tuple[Any, BuildOptions | None, bool]:
+    """(the recipe, its options with the given run and output options, True) when `source` is a recipe (or another
+    tool's declaration of its datasets: `ftdata.mix.declared.recipe_of` decides), else (source, options, False).
 
     Raises:
         ConfigError: a data option given beside a recipe (it belongs in the recipe), or a recipe
             source with a code reader without `allow_code`.
     """
-    from ftdata.mix import Recipe, is_recipe
-    from ftdata.mix.declared import open_recipe
+    from ftdata.mix.declared import recipe_of
 
     given = options.to_mapping() if options is not None else flat
-    if not isinstance(source, Recipe):
-        if not (isinstance(source, (str, Path)) and is_recipe(source)):
-            return source, options
-        source = open_recipe(source, given, allow_code=allow_code)  # a recipe file, or another tool's declaration
-    from ftdata.mix.build import check_shares
+    recipe = recipe_of(source, given, allow_code=allow_code)
+    if recipe is None:
+        return source, options, False
     from ftdata.mix.recipe import check_nothing_beside
 
-    check_nothing_beside(source, given)
+    check_nothing_beside(recipe, given)
     run_output = {k: v for k, v in given.items() if k not in DATA_FIELDS}
-    check_shares(source)  # a share that cannot be met fails before any tokenizing
-    return source, source.build_options().updated(**run_output)
+    return recipe, recipe.build_options().updated(**run_output), True
+
+
+def source_files(source: Any, *, recipe: bool) -> list[Any]:
+    """The files a build reads its records from: a recipe's sources' (and its evaluation files), else `source`
+    itself (held open once for the build by `ftdata.guard.opened`; what is no file is passed over there)."""
+    if not recipe:
+        return [source]
+    try:
+        return [path for spec in source.sources for path in spec.files()] + source.eval_files()
+    except ConfigError:  # a glob that matches nothing: the build says so, where it reads the source
+        return []
 
 
 def build(
@@ -108,15 +110,43 @@ def build(
     not_a_spawned_start()
     if options is not None and flat:
         raise ConfigError(f"pass options as keywords or as options=, not both (got {', '.join(flat)})")
-    source, options = _as_recipe(source, options, flat, allow_code=allow_code)
-    opts = options or BuildOptions.from_mapping(flat)
-    if not _is_recipe(source):
+    source, options, recipe = _as_recipe(source, options, flat, allow_code=allow_code)
+    with opened_once(source_files(source, recipe=recipe)):  # count, task, digest and rows read one descriptor
+        return _build(
+            source,
+            out,
+            recipe=recipe,
+            options=options or BuildOptions.from_mapping(flat),
+            tokenizer=tokenizer,
+            output_format=output_format,
+            progress=progress,
+            tokenizer_name=tokenizer_name,
+            protect=protect,
+            config=config,
+        )
+
+
+def _build(
+    source: Any,
+    out: str | Path | None,
+    *,
+    recipe: bool,
+    options: BuildOptions,
+    tokenizer: Any,
+    output_format: str | None,
+    progress: Callable[[int], None] | None,
+    tokenizer_name: str | None,
+    protect: Sequence[Any],
+    config: Path | None,
+) -> BuildResult:
+    opts = options
+    if recipe:
+        from ftdata.mix.build import check_shares
+
+        check_shares(source)  # a share that cannot be met fails before any tokenizing
+    else:
         opts = with_task(source, opts)  # preference-shaped data builds preference rows (ftdata.run.task)
-    spec = (
-        tokenizer
-        if tokenizer is not None
-        else tokenizer_spec(None, opts, recipe=source if _is_recipe(source) else None)
-    )
+    spec = tokenizer if tokenizer is not None else tokenizer_spec(None, opts, recipe=source if recipe else None)
     tok = load_tokenizer(spec)
     if out is None:
         if output_format is not None:

@@ -212,8 +212,8 @@ def summary_table(report: BuildReport, *, spell: Callable[[str], str] = str, tre
             4,
             (
                 "split records",
-                f"{into} ({why}), each record's rows written as one prefix tree (history=tree: rows and tokens "
-                "count the trees and their unique tokens)"
+                f"{into} ({why}), written as prefix trees (history=tree, across records that start alike: rows "
+                "and tokens count the trees and their unique tokens)"
                 if tree
                 else f"{into}: +{added:,} rows ({why}), +{report.added_tokens:,} tokens ({overhead:.1%}); "
                 "history=inference",

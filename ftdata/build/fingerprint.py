@@ -19,18 +19,22 @@ from collections.abc import Sequence
 from ftdata.guard.inputs import Input, Manifest
 from ftdata.options import DataOptions
 from ftdata.run.report import REPORT_FORMAT
+from ftdata.types import HistoryMode
 
 _NAMED_BY_INPUTS = ("template", "chat_template", "processor")
 
 
-def build_key(inputs: Sequence[Input], options: DataOptions) -> str:
-    """The cache key of a build that read `inputs` (in declaration order) with `options`."""
+def build_key(inputs: Sequence[Input], options: DataOptions, *, batch_size: int | None = None) -> str:
+    """The cache key of a build that read `inputs` (in declaration order) with `options`. `batch_size`: the run's,
+    which shapes the rows of a build that grows trees across the records of a batch (history=tree), and only those."""
     from ftdata import __version__
 
     h = hashlib.sha256()
     for item in inputs:
         h.update(item.key())
     settings = {k: v for k, v in options.fingerprint().items() if k not in _NAMED_BY_INPUTS}
+    if options.history is HistoryMode.TREE and options.shares_trees and batch_size is not None:
+        settings["tree_batch_size"] = batch_size
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(f"ftdata {__version__} report {REPORT_FORMAT}".encode())
     return h.hexdigest()[:16]

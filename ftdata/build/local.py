@@ -174,7 +174,7 @@ class _Key:
 
 def _key(inputs: Sequence[Input], opts: BuildOptions) -> _Key:
     unique = tuple(dict.fromkeys(inputs))  # a recipe's sources share a tokenizer: declared once
-    return _Key(unique, build_key(unique, opts.data))
+    return _Key(unique, build_key(unique, opts.data, batch_size=opts.run.batch_size))
 
 
 def _hit(key: _Key, out: OutputOptions, files: Digests) -> BuildResult | None:

@@ -1,9 +1,9 @@
 """What build.json says of packed rows: what a trainer must pass for them per layer kind, and a note when the
 tokenizer folder sits beside the config.json of a model whose layers carry state along the row.
 
-Reads config.json only (no model, no torch): `layer_types` / `layers_block_type` entries and
-`hybrid_override_pattern` letters that are not attention, or the settings of Mamba and short-convolution
-layers. The proof on the model itself is `ftdata check-packing --model M OUT` (train/packing_check.py).
+Reads config.json only (no model, no torch), through the one reader of a model's sequence layers
+(`ftdata.tokens.layers`): the layers a packed row needs `seq_idx` / `cu_seq_lens` for. The proof on the model
+itself is `ftdata check-packing --model M OUT` (train/packing_check.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from ftdata.tokens.layers import SequenceLayers
+from ftdata.tokens.layouts import PACKED
 
 # What each layer kind needs to keep the documents of a packed row apart, and what honours it.
 CONTRACT = {
@@ -24,17 +27,6 @@ CONTRACT = {
     "otherwise": "regroup each packed row per document into a right-padded batch (what `ftdata train` does: route "
                  "documents), or build without --packing",
 }  # fmt: skip
-# Config settings only a layer that carries state along the row has.
-STATE_SETTINGS = (
-    "mamba_d_conv",
-    "mamba_d_state",
-    "linear_conv_kernel_dim",
-    "conv_L_cache",
-    "ssm_state_size",
-    "conv_kernel",
-)
-# Declared layer types that mix no positions (feed-forward blocks).
-FEED_FORWARD = ("mlp", "moe", "dense", "sparse")
 
 
 def packing_record(*, packing: bool, tokenizer_name: str) -> dict[str, Any]:
@@ -42,7 +34,7 @@ def packing_record(*, packing: bool, tokenizer_name: str) -> dict[str, Any]:
     if not packing:
         return {}
     record: dict[str, Any] = {
-        "columns": ["input_ids", "labels", "position_ids", "seq_lengths"],
+        "columns": ["input_ids", "labels", *PACKED.columns],
         "trainer_must_pass": CONTRACT,
     }
     note = hybrid_note(Path(tokenizer_name))
@@ -55,34 +47,19 @@ def hybrid_note(folder: Path) -> str | None:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    if not isinstance(text, dict):
+    if not isinstance(config, dict):
         return None
-    kinds = state_layers(text)
-    if not kinds:
+    layers = SequenceLayers.read(config)
+    if PACKED.blocker(layers) is None:  # the packed layout asks nothing of these layers
         return None
-    model_type = text.get("model_type") or config.get("model_type") or "?"
     return (
-        f"the model beside the tokenizer ({model_type}) has layers that carry state along the row ({kinds}): a "
-        "packed row keeps its documents apart there only with seq_idx / cu_seq_lens and the CUDA kernels (see "
-        f"trainer_must_pass); check it with `ftdata check-packing --model {folder} OUT`"
+        f"the model beside the tokenizer ({layers.model_type}) has layers that carry state along the row "
+        f"({layers.state()}): a packed row keeps its documents apart there only with seq_idx / cu_seq_lens and the "
+        f"CUDA kernels (see trainer_must_pass); check it with `ftdata check-packing --model {folder} OUT`"
     )
 
 
 def state_layers(config: dict[str, Any]) -> str | None:
-    """The state-carrying layers config.json declares, e.g. 'linear_attention x3', or the setting that shows them."""
-    for name in ("layer_types", "layers_block_type"):
-        declared = config.get(name)
-        if isinstance(declared, list):
-            found = [str(t) for t in declared if _carries_state(str(t))]
-            if found:
-                return ", ".join(f"{kind} x{found.count(kind)}" for kind in dict.fromkeys(found))
-    pattern = config.get("hybrid_override_pattern")
-    if isinstance(pattern, str) and "M" in pattern:
-        return f"Mamba x{pattern.count('M')}"
-    return next((f"{name}={config[name]}" for name in STATE_SETTINGS if config.get(name) is not None), None)
-
-
-def _carries_state(kind: str) -> bool:
-    """'linear_attention', 'conv', 'mamba', 'hybrid': yes; 'full_attention', 'sliding_attention', 'mlp': no."""
-    return "linear" in kind or ("attention" not in kind and kind not in FEED_FORWARD)
+    """The state-carrying layers config.json declares, e.g. 'linear_attention x3', or the setting that shows them
+    (`ftdata.tokens.layers`: the one reader of a model's sequence layers)."""
+    return SequenceLayers.read(config).state()

@@ -22,7 +22,7 @@ import copy
 import re
 from typing import Any
 
-from ftdata.chat.markers import ChatRenderer
+from ftdata.chat.renderer import ChatRenderer
 from ftdata.chat.stops import one_token
 from ftdata.errors import TemplateError
 

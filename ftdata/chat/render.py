@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 from ftdata.chat import think
 from ftdata.chat.locator import REASONING_DROPPED
 from ftdata.chat.markers import (
-    ChatRenderer,
     RoleMarkers,
     control_tokens,
     detect_role_markers,
@@ -39,6 +38,7 @@ from ftdata.chat.markers import (
     one_token,
 )
 from ftdata.chat.probes import THINKING_SWITCHES, reasoning_probe, thinking_switch
+from ftdata.chat.renderer import ChatRenderer
 from ftdata.chat.prompt_templates import (
     PromptTemplate,
     chat_template_alias,

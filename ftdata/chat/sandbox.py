@@ -89,8 +89,9 @@ def _grown(name: str, value: Any, args: tuple[Any, ...]) -> int | None:
 
 
 @functools.cache
-def _code_generator() -> type:
-    """Jinja's code generator with `~` routed through the size check (it calls `str_join` directly)."""
+def bounded_code_generator() -> type:
+    """Jinja's code generator with `~` routed through the size check (it calls `str_join` directly): the base of
+    this sandbox's templates, and of any environment that compiles them further (`ftdata.chat.traced`'s probes)."""
     from jinja2.compiler import CodeGenerator
 
     class BoundedCodeGenerator(CodeGenerator):
@@ -123,7 +124,7 @@ class _Bounded:
 
     @property
     def code_generator_class(self) -> type:
-        return _code_generator()
+        return bounded_code_generator()
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "+":  # chat templates add strings on every turn: the common case first, and cheap

@@ -30,7 +30,7 @@ Render = Callable[..., str]
 
 
 class TemplateRender(Protocol):
-    """A chat template bound to its tokenizer and kwargs (`markers.ChatRenderer`), as the probes see it."""
+    """A chat template bound to its tokenizer and kwargs (`renderer.ChatRenderer`), as the probes see it."""
 
     tokenizer: Any
     kwargs: dict[str, Any]

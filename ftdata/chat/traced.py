@@ -199,14 +199,26 @@ class Traced(str):
     def __radd__(self, other: Any) -> Any:
         return _joined([other, self]) if isinstance(other, str) else NotImplemented
 
-
-# Every other way Python asks a str for its text or its shape: fatal (`__str__` too: a filter's `str(content)` copies
-# the text untraced; the output's `str()` goes through `_Output`).
-for _name in (
-    "__str__ __repr__ __format__ __hash__ __len__ __iter__ __getitem__ __mod__ __rmod__ __mul__ __rmul__ "
-    "__lt__ __le__ __gt__ __ge__ __reduce__ __reduce_ex__ __getnewargs__"
-).split():
-    setattr(Traced, _name, _fatal_dunder(_name))
+    # Every other way Python asks a str for its text or its shape: fatal (`__str__` too: a filter's `str(content)`
+    # copies the text untraced; the output's `str()` goes through `_Output`). Defined with the class, not patched.
+    __str__ = _fatal_dunder("__str__")
+    __repr__ = _fatal_dunder("__repr__")
+    __format__ = _fatal_dunder("__format__")
+    __hash__ = _fatal_dunder("__hash__")
+    __len__ = _fatal_dunder("__len__")
+    __iter__ = _fatal_dunder("__iter__")
+    __getitem__ = _fatal_dunder("__getitem__")
+    __mod__ = _fatal_dunder("__mod__")
+    __rmod__ = _fatal_dunder("__rmod__")
+    __mul__ = _fatal_dunder("__mul__")
+    __rmul__ = _fatal_dunder("__rmul__")
+    __lt__ = _fatal_dunder("__lt__")
+    __le__ = _fatal_dunder("__le__")
+    __gt__ = _fatal_dunder("__gt__")
+    __ge__ = _fatal_dunder("__ge__")
+    __reduce__ = _fatal_dunder("__reduce__")
+    __reduce_ex__ = _fatal_dunder("__reduce_ex__")
+    __getnewargs__ = _fatal_dunder("__getnewargs__")
 
 
 class _Output:
@@ -356,7 +368,7 @@ def _probe_code_generator() -> type:
         return _GENERATOR[0]
     from jinja2.exceptions import TemplateSyntaxError
 
-    base: Any = sandbox._code_generator()
+    base: Any = sandbox.bounded_code_generator()
 
     class ProbeCodeGenerator(base):
         def visit_Compare(self, node: Any, frame: Any) -> None:

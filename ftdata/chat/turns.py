@@ -18,7 +18,8 @@ from typing import Any
 
 from ftdata.chat.locator import Hint, Turn, TurnLocator, writes_last_reasoning
 from ftdata.chat.long_records import Tail, groups, locate, picks, prompt_ends, prompt_tails
-from ftdata.chat.markers import ChatRenderer, RoleMarkers
+from ftdata.chat.markers import RoleMarkers
+from ftdata.chat.renderer import ChatRenderer
 from ftdata.chat.sentinels import Chat, Found, Render, content_spans, sentinel
 from ftdata.errors import TemplateError, UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode, has_note

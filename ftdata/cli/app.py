@@ -40,7 +40,6 @@ from ftdata.guard.space import is_disk_full
 from ftdata.cli import serving
 from ftdata.cli.terminal import dumps
 from ftdata.options import DATA_FIELDS
-from ftdata.types import HistoryMode
 
 try:  # typer vendors click from 0.2x on; its exceptions are not click's
     from typer._click.exceptions import ClickException, UsageError
@@ -339,20 +338,24 @@ def stats(
     if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
-    stage, task = _stage(settings)
     from ftdata.cli.views import VIEWS
-    from ftdata.run.stage import named
+    from ftdata.guard.opened import opened_once
+    from ftdata.run.measures import measure_of
 
-    views, measure = VIEWS[stage.task.task], named(stage.task.stats)  # the task's own measures, the CLI's tables
-    if (plot and views.write_plot is None) or (html and views.write_html is None):
-        raise ConfigError(
-            f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or --json"
-        )
     data_options = settings.options.data
-    with progress_bar(
-        "measuring", lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options))
-    ) as advance:
-        result = measure(settings.data, stage, settings.options.run, progress=advance)
+    with opened_once([settings.data]):  # the task's first record, the bar's count and the measure: one descriptor
+        stage, task = _stage(settings)
+        views, measure = VIEWS[stage.task.task], measure_of(stage.task)  # the task's own measures, the CLI's tables
+        if (plot and views.write_plot is None) or (html and views.write_html is None):
+            raise ConfigError(
+                f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or "
+                "--json"
+            )
+        with progress_bar(
+            "measuring",
+            lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options)),
+        ) as advance:
+            result = measure(settings.data, stage, settings.options.run, progress=advance)
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
     result.counts.task_reason = task.reason  # why the task: the build summary's `task` line, printed here too
     out = console(no_color)
@@ -374,12 +377,11 @@ def _recipe(settings: Settings, *, allow_code: bool) -> Any:
         ConfigError: a data option given beside the recipe (it belongs in the recipe file).
     """
     from ftdata.build.api import tokenizer_spec
-    from ftdata.mix import is_recipe
-    from ftdata.mix.declared import open_recipe
+    from ftdata.mix.declared import recipe_of
 
-    if not is_recipe(settings.data):
+    recipe = recipe_of(settings.data, settings.options.to_mapping(), allow_code=allow_code)
+    if recipe is None:
         return None
-    recipe = open_recipe(settings.data, settings.options.to_mapping(), allow_code=allow_code)
     settings.tokenizer = tokenizer_spec(settings.tokenizer, settings.options, recipe=recipe)
     return recipe
 
@@ -493,8 +495,8 @@ def build(
     from ftdata.build.load import load_hint
     from ftdata.guard.bounds import ReadBounds
     from ftdata.io.counter import count_records
+    from ftdata.guard.opened import opened_once
     from ftdata.io.resources import load_tokenizer
-    from ftdata.mix import is_recipe
 
     settings, recipe = _resolved(
         data, tokenizer, config, options, allow_code=allow_code, trust_remote_code=trust_remote_code
@@ -519,12 +521,12 @@ def build(
     def total() -> int | None:
         return (
             None
-            if is_recipe(settings.data)
+            if recipe is not None
             else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
         )
 
-    with progress_bar("building", total) as advance:
-        result = run_build(
+    with opened_once([settings.data] if recipe is None else []), progress_bar("building", total) as advance:
+        result = run_build(  # the bar's count and the build read one descriptor of DATA (a recipe holds its own)
             recipe or settings.data,
             out,
             tokenizer=tok,
@@ -569,7 +571,9 @@ def build(
             )
         else:
             show.print(f"built {record['fingerprint']} in {seconds:.1f} s", soft_wrap=True)
-        show.print(summary_table(report, spell=cli_spelling, tree=opts.data.history is HistoryMode.TREE))
+        from ftdata.tokens.layouts import TREE, built_layout
+
+        show.print(summary_table(report, spell=cli_spelling, tree=built_layout(opts.data) is TREE))
         show.print("wrote " + ", ".join(map(str, written)), soft_wrap=True)
         show.print(load_hint(result.out, fmt=result.output_format), soft_wrap=True)
     report.check_reject_ratio(opts.run.max_reject_ratio)  # after the summary: the rejects are written, to look at

@@ -80,7 +80,17 @@ PREVIEW_FIELDS = (
     "max_decompressed_bytes",
     "max_messages",
 )
-STATS_FIELDS = (*PREVIEW_FIELDS, "limit", "seed", "test_size", "batch_size", "engine", "num_workers", "ray_address")
+STATS_FIELDS = (
+    *PREVIEW_FIELDS,
+    "tree_across_records",
+    "limit",
+    "seed",
+    "test_size",
+    "batch_size",
+    "engine",
+    "num_workers",
+    "ray_address",
+)
 BUILD_FIELDS = tuple(FIELDS)
 
 # YAML keys besides the BuildOptions fields.

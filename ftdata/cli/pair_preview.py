@@ -81,20 +81,21 @@ def _prompt_view(stage: Stage, item: MeasuredPair) -> RecordView:
     return _part(item.location, segments, tokens, 0)
 
 
-def _completion_view(stage: Stage, item: MeasuredPair, side: Side, reply: Any) -> RecordView:
-    """One completion: its tokens (every one trained), over the text the template writes for the reply."""
+def _completion_view(stage: Stage, item: MeasuredPair, side: Side, reply: tuple[Any, ...]) -> RecordView:
+    """One completion: its tokens (trained, but the tool results between the turns of a trajectory's), over the
+    text the template writes for the reply's messages."""
     text = continuation(side.rendered, stage.masker.anchor_before(side.rendered.text[: side.rendered.spans[0][0]]))
-    begin, end = text.spans[0]
+    begin, end = text.spans[0][0], text.spans[-1][1]
     shown = text.text[begin:end]
     offsets = [
         (a - begin, b - begin)
         for a, b in list(side.tokenized.offsets)[side.start - side.tokenized.prefix : side.end - side.tokenized.prefix]
     ]
-    content = content_mask(shown, record_pieces(replace(item.example, messages=(reply,), context=""), stage))
-    ids = side.ids
-    segments = segments_of(shown, offsets=offsets, labels=ids, content=content)
-    tokens = [TokenView(i, shown[a:b], i) for i, (a, b) in zip(ids, offsets)]
-    return _part(item.location, segments, tokens, len(ids))
+    content = content_mask(shown, record_pieces(replace(item.example, messages=reply, context=""), stage))
+    labels = [i if bit else IGNORE_INDEX for i, bit in zip(side.ids, side.mask)]
+    segments = segments_of(shown, offsets=offsets, labels=labels, content=content)
+    tokens = [TokenView(i, shown[a:b], label) for i, label, (a, b) in zip(side.ids, labels, offsets)]
+    return _part(item.location, segments, tokens, sum(side.mask))
 
 
 def build_pair_view(stage: Stage, item: MeasuredPair) -> PairView:
@@ -105,7 +106,11 @@ def build_pair_view(stage: Stage, item: MeasuredPair) -> PairView:
         if isinstance(record, Pair)
         else (f"completion ({'desirable' if record.label else 'undesirable'})",)
     )
-    replies = (record.chosen, record.rejected) if isinstance(record, Pair) else (record.completion,)
+    replies = (
+        ((record.chosen, *record.chosen_rest), (record.rejected, *record.rejected_rest))
+        if isinstance(record, Pair)
+        else ((record.completion, *record.rest),)
+    )
     completions = {
         name: _completion_view(stage, item, side, reply) for name, side, reply in zip(names, item.sides, replies)
     }
@@ -130,7 +135,12 @@ def show(printer: Printer, number: int, view: PairView) -> None:
     if printer.as_json:
         printer._json(view.to_json(with_tokens=printer.show_tokens))
         return
-    counts = ", ".join(f"{name.split()[0]} {part.total}" for name, part in view.completions.items())
+    counts = ", ".join(
+        f"{name.split()[0]} {part.total}"
+        if part.trained == part.total
+        else f"{name.split()[0]} {part.trained} of {part.total}"
+        for name, part in view.completions.items()
+    )
     rule, dot = (printer.glyphs.rule, " · " if printer.glyphs is UNICODE else " | ")
     printer._line("")
     printer._line(

@@ -41,7 +41,8 @@ from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.cli.content_spans import RESULTS_ENCODED, content_mask, record_pieces, results_encoded, schema_region
 from ftdata.cli.terminal import dumps, escape_controls, unicode_ok
 from ftdata.chat.trajectory import SplitRow
-from ftdata.types import IGNORE_INDEX, HistoryMode, TruncationPolicy
+from ftdata.tokens.layouts import TREE, built_layout
+from ftdata.types import IGNORE_INDEX, TruncationPolicy
 from ftdata.media.summary import collapse_segments, collapse_tokens
 
 STYLES = {
@@ -223,7 +224,7 @@ def views(stage: Stage, ran: Ran) -> list[RecordView | Reject]:
     """The preview reducer: a view (or a problem) per example of the batch; under history=tree a split record's
     first row also holds the trees the build writes its rows as (`ftdata.run.trees`)."""
     out = [item if isinstance(item, Reject) else build_view(stage, item) for _, item, _ in ran.outcomes]
-    if stage.options.history is not HistoryMode.TREE:
+    if built_layout(stage.options) is not TREE:
         return out
     trees = {grown.record: grown for grown in record_trees(ran, max_length=stage.options.max_length)}
     for (record, _, _), view in zip(ran.outcomes, out):

@@ -31,7 +31,7 @@ def _rows(stats: DataStats) -> str:
     if stats.trees is not None:
         return (
             f", {stats.split_rows:,} rows written as {stats.rows:,} tree row{'s' if stats.rows != 1 else ''} "
-            "(history=tree: a record's rows as one prefix tree)"
+            "(history=tree: each prefix the rows share written once)"
         )
     return (
         f", {stats.rows:,} rows (a record split where the template rewrites history)"

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import FtdataError
+from ftdata.guard.opened import reopened
 
 __all__ = [
     "RACY_NS",
@@ -169,7 +170,7 @@ def _racy(version: Stat, taken_ns: int) -> bool:
 
 
 def _sha256(path: str | Path) -> str:
-    with open(path, "rb") as fh:
+    with reopened(path) or open(path, "rb") as fh:  # the build's descriptor of it, when it holds one
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 

@@ -31,6 +31,7 @@ from ftdata.errors import ConfigError
 from ftdata.media.images import DIGEST, load_image, stored
 from ftdata.run.columns import row_columns, task_of_columns
 from ftdata.run.stage import task_module
+from ftdata.tokens.layouts import WEIGHTS, layout_columns, layout_of
 from ftdata.types import IGNORE_INDEX
 
 __all__ = ["Sample", "Page", "collect"]
@@ -192,16 +193,9 @@ def collect(out: str | Path, *, tokenizer: Any = None, sample: Sample | None = N
     return page
 
 
-# Every task's row columns (each task states its own), and what packing, media, records and tools add to them.
-ROW_COLUMNS = row_columns() | {
-    "attention_mask",
-    "position_ids",
-    "seq_lengths",
-    "loss_weights",
-    "media",
-    "record",
-    "tools",
-}
+# Every task's row columns (each task states its own), what the row layouts add (`ftdata.tokens.layouts`), and what
+# loss weights, media, records and tools add to them.
+ROW_COLUMNS = row_columns() | layout_columns() | {"attention_mask", WEIGHTS, "media", "record", "tools"}
 
 
 def _prompt_columns(columns: list[str]) -> list[str]:
@@ -352,8 +346,9 @@ class _Lengths:
                 self.add("total tokens", sizes)
                 self.add("prompt tokens", sizes - trained)
                 self.add("trained tokens", trained)
-                if "seq_lengths" in batch.column_names:
-                    self.add("sequences per packed row", _lengths(batch["seq_lengths"]))
+                layout = layout_of(batch.column_names)
+                if layout.parts is not None and layout.lengths_column is not None:  # e.g. sequences per packed row
+                    self.add(f"{layout.parts}s per {layout.name} row", _lengths(batch[layout.lengths_column]))
             self.keep_longest(sizes, row)
             row += batch.num_rows
         return [r for _, r in self.top]
@@ -527,11 +522,12 @@ def _row(
         )
     ids, labels = list(data["input_ids"]), list(data["labels"])
     trained = sum(1 for label in labels if label != IGNORE_INDEX)
-    if data.get("seq_lengths"):  # a packed row: each sequence apart, where it begins and ends
+    layout = layout_of(data)
+    if layout.parts is not None:  # e.g. a packed row: each sequence apart, where it begins and ends
         start = 0
-        for k, length in enumerate(data["seq_lengths"]):
+        for k, length in enumerate(layout.lengths(data)):
             sections.add(
-                f"sequence {k + 1} (tokens {start}-{start + length - 1})",
+                f"{layout.parts} {k + 1} (tokens {start}-{start + length - 1})",
                 ids[start : start + length],
                 labels[start : start + length],
             )

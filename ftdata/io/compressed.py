@@ -28,6 +28,7 @@ from typing import IO, Any, BinaryIO
 from ftdata.errors import ReaderError
 from ftdata.guard.bounds import MAX_DECOMPRESSED_BYTES
 from ftdata.guard.limits import LimitExceeded, half_memory
+from ftdata.guard.opened import reopened
 
 _MAGIC = {
     b"\x1f\x8b": "gzip",
@@ -46,11 +47,20 @@ REENCODE = "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"  # the h
 def codec(path: Path) -> str | None:
     """The compression `path` is in, by its first bytes (gzip, zstd, bzip2, xz, zip), or None."""
     try:
-        with path.open("rb") as fh:
+        with _open(path) as fh:
             head = fh.read(6)
     except OSError:
         return None
+    return _codec_of(head)
+
+
+def _codec_of(head: bytes) -> str | None:
     return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def _open(path: Path) -> BinaryIO:
+    """`path`'s bytes from the start: the descriptor the build holds (`ftdata.guard.opened`), else the path opened."""
+    return reopened(path) or path.open("rb")
 
 
 def data_suffix(path: Path) -> str:
@@ -70,15 +80,19 @@ def open_bytes(path: Path, *, whole: bool = False, max_bytes: int = MAX_DECOMPRE
         ReaderError: a zip archive; or, while reading, a truncated or corrupt stream.
         LimitExceeded: while reading, the text passes `max_bytes` (max_decompressed_bytes).
     """
-    kind = codec(path)
+    raw = _open(path)  # opened once: the compression is read off its first bytes (peeked, not consumed)
+    try:
+        kind = _codec_of(raw.peek(6)[:6])  # type: ignore[attr-defined]  # a BufferedReader, both ways
+    except OSError:
+        kind = None
     if kind is None:
-        return path.open("rb")
+        return raw
     if kind == "zip":
+        raw.close()
         raise ReaderError(
             f"{path}: a zip archive holds files, not one stream of records; unzip it (`unzip {path.name}`) "
             "and pass the file or the folder it holds"
         )
-    raw = path.open("rb")
     counted = _Counted(_decompressing(kind, raw), raw, path=path, kind=kind, whole=whole, cap=max_bytes)
     return io.BufferedReader(counted, buffer_size=_BUFFER)
 

@@ -4,7 +4,8 @@ The parts here are pure functions over counts and texts (docs/recipes.md); the b
 wires them in:
 
     recipe.py          Recipe, RecipeSource, load_recipe, is_recipe: the file and its checks
-    declared.py        open_recipe: a recipe file, or another tool's declaration as a recipe (mix_by all)
+    declared.py        recipe_of: whether a source is a recipe (the one place); open_recipe: a recipe file, or
+                       another tool's declaration as a recipe (mix_by all)
     shares.py          plan_mix: which records of each source, how many times
     dedup.py           Deduplicator, find_duplicates: exact and near (MinHash LSH)
     contamination.py   EvalIndex, find_overlaps: word n-gram overlap with evaluation files

@@ -121,8 +121,9 @@ class _Records:
 
 def recipe_stages(recipe: Recipe, tokenizer: Any) -> list[Stage]:
     """Each source's compiled stage: its own options over the recipe's, the recipe's task (`recipe_task`)
-    and a prompt set's reward columns (`recipe_rewards`) for all; what declares the files it reads."""
-    extra = recipe_task(recipe)
+    and a prompt set's reward columns (`recipe_rewards`) for all; what declares the files it reads. A recipe draws,
+    dedups and holds out records one by one, so history=tree grows a tree per record (no tree across records)."""
+    extra = {**recipe_task(recipe), "tree_across_records": False}
     return [Stage(tokenizer, recipe.source_options(spec).updated(**extra).data) for spec in recipe.sources]
 
 

@@ -11,10 +11,24 @@ from typing import Any
 
 from ftdata.errors import ConfigError
 from ftdata.io.declarations import Declaration, declaration_kind, read_declaration
-from ftdata.mix.recipe import Recipe, beside_options, check_nothing_beside, load_recipe
+from ftdata.mix.recipe import Recipe, beside_options, check_nothing_beside, is_recipe, load_recipe
 from ftdata.options import BuildOptions, plain
 
-__all__ = ["open_recipe"]
+__all__ = ["open_recipe", "recipe_of"]
+
+
+def recipe_of(source: Any, given: Mapping[str, Any], *, allow_code: bool = False) -> Recipe | None:
+    """The recipe `source` is (a `Recipe`, a recipe file, or another tool's declaration of its datasets, opened
+    with the options `given` beside it), or None when it is data: the one place that decides "recipe or data".
+
+    Raises:
+        ConfigError: what `is_recipe` or `open_recipe` refuses.
+    """
+    if isinstance(source, Recipe):
+        return source
+    if isinstance(source, (str, Path)) and is_recipe(source):
+        return open_recipe(source, given, allow_code=allow_code)
+    return None
 
 
 def open_recipe(path: str | Path, given: Mapping[str, Any], *, allow_code: bool = False) -> Recipe:

@@ -189,7 +189,10 @@ def _rejected_response(
 def unpair(pair: Pair) -> tuple[Unpaired, Unpaired]:
     """A pair as two KTO records, the chosen turn desirable and the rejected one not (TRL's
     `unpair_preference_dataset`, which KTOTrainer applies to paired data)."""
-    return Unpaired(pair.prompt, pair.chosen, True), Unpaired(pair.prompt, pair.rejected, False)
+    return (
+        Unpaired(pair.prompt, pair.chosen, True, pair.chosen_rest),
+        Unpaired(pair.prompt, pair.rejected, False, pair.rejected_rest),
+    )
 
 
 def to_unpaired(
@@ -239,7 +242,9 @@ def to_unpaired(
 
 
 def _split(chosen: Example, rejected: Example, *, shape: str, fields: tuple[str, str], location: Location) -> Pair:
-    """The pair of two whole conversations: their common prefix, then one assistant turn each."""
+    """The pair of two whole conversations: their common prefix, then each side's completion: from its first
+    assistant turn after the prefix to its last message, an assistant turn (an agent trajectory's side holds tool
+    calls, their results and further turns; `Pair.chosen_rest`)."""
     for example, field in zip((chosen, rejected), fields):
         last = example.messages[-1]
         if last.role != "assistant":
@@ -259,19 +264,38 @@ def _split(chosen: Example, rejected: Example, *, shape: str, fields: tuple[str,
             field=fields[1],
             code=RejectCode.CHOSEN_IS_REJECTED,
         )
-    if len(a) - shared != 1 or len(b) - shared != 1:
+    if shared in (len(a), len(b)):
         raise UnusableRecord(
-            f"the sides differ at message {shared} ({_brief(a, shared)} vs {_brief(b, shared)}), before their last "
-            "turns; a pair shares everything but its final assistant turn",
+            f"one side is the other's start: they differ from message {shared} ({_brief(a, shared)} vs "
+            f"{_brief(b, shared)}); a pair diverges at an assistant turn on both sides",
             location=location,
             field=fields[1],
             code=RejectCode.PROMPT_MISMATCH,
         )
+    for side, field in zip((a, b), fields):
+        if side[shared].role != "assistant":
+            raise UnusableRecord(
+                f"the sides differ at message {shared} ({_brief(a, shared)} vs {_brief(b, shared)}), a "
+                f"{side[shared].role} turn the model does not write; a pair diverges at an assistant turn (what "
+                "follows it may differ: tool results, further calls, the answer)",
+                location=location,
+                field=f"{field}[{shared}]",
+                code=RejectCode.PROMPT_MISMATCH,
+            )
     notes = tuple(dict.fromkeys((*chosen.notes, *rejected.notes)))
+    completions = [
+        tuple(
+            _reply(m, location=location, field=f"{field}[{shared + i}]") if m.role == "assistant" else _plain(m)
+            for i, m in enumerate(side[shared:])
+        )
+        for side, field in zip((chosen.messages, rejected.messages), fields)
+    ]
     return Pair(
         replace(chosen, messages=a[:shared], format=shape, notes=notes),
-        _reply(chosen.messages[-1], location=location, field=f"{fields[0]}[{len(a) - 1}]"),
-        _reply(rejected.messages[-1], location=location, field=f"{fields[1]}[{len(b) - 1}]"),
+        completions[0][0],
+        completions[1][0],
+        chosen_rest=completions[0][1:],
+        rejected_rest=completions[1][1:],
     )
 
 

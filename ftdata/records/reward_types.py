@@ -2,11 +2,17 @@
 
     string, int, float, bool               a scalar
     list[T]                                a list of T (`list[string]`, `list[struct{...}]`, `list[list[int]]`)
+    struct                                 an object whose keys and their types Arrow unifies over the records
+                                           (`pa.array` of the values, as `datasets` does): a key a record lacks is
+                                           null there (verifiers' `info`: `{}` in one record, `{index, source}` in
+                                           another); what the first record's objects are typed as
     struct{style: string, ground_truth: string}
-                                           an object with these keys (verl's `reward_model`); a key a record
-                                           lacks, or null, is null; a key the type lacks is refused
-    json                                   any other JSON value (mixed lists, an empty list or object, keys
-                                           no type can name): stored as its JSON text
+                                           an object with these keys (verl's `reward_model`, named in
+                                           reward_columns); a key a record lacks, or null, is null; a key the
+                                           type lacks is refused
+    json                                   any other JSON value (mixed lists, an empty list): stored as its
+                                           JSON text; a `struct` column whose values Arrow cannot unify (an int
+                                           in one record, a string in another, in one key) too, with a note
     skip                                   a column the rows leave out (`reward_columns` naming a subset)
 
 A trailing `?` (`string?`) lets a record leave the column out or null. `type_of` names the type of a value
@@ -22,26 +28,19 @@ from functools import lru_cache
 from typing import Any
 
 from ftdata.errors import ConfigError, Location, RecordError
+from ftdata.records.formats import _unwrap
 
-__all__ = ["REWARD_TYPES", "SKIP", "Kind", "parse_kind", "type_of", "typed"]
+__all__ = ["OPEN", "REWARD_TYPES", "SKIP", "Kind", "is_open", "parse_kind", "type_of", "typed"]
 
 SCALARS = ("string", "int", "float", "bool")
 SKIP = "skip"
-REWARD_TYPES = (*SCALARS, "list[T]", "struct{KEY: T, ...}", "json", SKIP)
+OPEN = "struct"  # an object typed by Arrow over the records (`ftdata.run.open_columns`)
+REWARD_TYPES = (*SCALARS, "list[T]", OPEN, "struct{KEY: T, ...}", "json", SKIP)
 """The type names `reward_columns` takes (T: any of them but skip)."""
 
 # A parsed type: a scalar or "json" (str), ("list", inner), or ("struct", ((key, type), ...)).
 Kind = str | tuple[str, Any]
 _KEY = re.compile(r"[^\s:,{}\[\]]+")
-
-
-def _unwrap(value: Any) -> Any:
-    """`{"0": text}` (one pandas cell) -> text."""
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, inner),) = value.items()
-        if isinstance(key, str) and key.isdigit():
-            return inner
-    return value
 
 
 @lru_cache(maxsize=512)
@@ -58,8 +57,9 @@ def parse_kind(text: str) -> Kind:
 
 
 def _parse(text: str, whole: str) -> tuple[Kind, str]:
-    for name in (*SCALARS, "json", SKIP):
-        if text.startswith(name) and not text[len(name) : len(name) + 1].isalnum():
+    for name in (*SCALARS, "json", SKIP, OPEN):
+        after = text[len(name) : len(name) + 1]
+        if text.startswith(name) and not after.isalnum() and not (name == OPEN and after == "{"):
             return name, text[len(name) :]
     if text.startswith("list["):
         inner, rest = _parse(text[5:].lstrip(), whole)
@@ -101,9 +101,22 @@ def name_of(kind: Kind) -> str:
     return "struct{" + ", ".join(f"{key}: {name_of(inner)}" for key, inner in kind[1]) + "}"
 
 
+def is_open(kind: str) -> bool:
+    """Whether a column of type `kind` holds objects Arrow types over the records (`struct`, `list[struct]`)."""
+    return _has_open(parse_kind(kind.removesuffix("?")))
+
+
+def _has_open(kind: Kind) -> bool:
+    if isinstance(kind, str):
+        return kind == OPEN
+    if kind[0] == "list":
+        return _has_open(kind[1])
+    return any(_has_open(inner) for _, inner in kind[1])
+
+
 def type_of(value: Any) -> str:
-    """The type that holds `value` as the data nests it; `json` for what no other type names (an empty list or
-    object, a list of mixed types, a key with a space or a colon, a null inside an object)."""
+    """The type that holds `value` as the data nests it: an object is `struct` (its keys and their types as Arrow
+    unifies them over the records); `json` for what no other type names (an empty list, a list of mixed types)."""
     value = _unwrap(value)
     if isinstance(value, bool):
         return "bool"
@@ -119,8 +132,8 @@ def type_of(value: Any) -> str:
             return f"list[{next(iter(inner))}]"
         if inner == {"int", "float"}:
             return "list[float]"
-    if isinstance(value, dict) and value and all(isinstance(k, str) and _KEY.fullmatch(k) for k in value):
-        return "struct{" + ", ".join(f"{key}: {type_of(inner)}" for key, inner in value.items()) + "}"
+    if isinstance(value, dict):
+        return OPEN
     return "json"
 
 
@@ -152,6 +165,15 @@ def _typed(value: Any, kind: Kind, *, name: str, location: Location, top: str) -
             raise RecordError(
                 f"holds a value that is not JSON ({type(value).__name__})", location=location, field=name
             ) from None
+    if kind == OPEN:
+        if not isinstance(value, dict):
+            raise RecordError(
+                f"is {type_of(value)} ({_brief(value)}), the column holds objects (as the first record, or "
+                f"reward_columns, says); write every record's {top} as an object",
+                location=location,
+                field=name,
+            )
+        return value
     if isinstance(kind, str):
         return _scalar(value, kind, name=name, location=location)
     if kind[0] == "list":

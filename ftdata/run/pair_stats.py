@@ -28,7 +28,7 @@ from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.run import loop
 from ftdata.run.stage import Ran, Stage
-from ftdata.run.pair_rows import PairRow
+from ftdata.run.rows_pairs import PairRow
 from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.run.stats import CUT, DROPPED, FIT, PolicyOutcome, describe

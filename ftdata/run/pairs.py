@@ -16,7 +16,7 @@ tokens that starts at the border, and the two completions differ.
 
 `PairStage` is a `Stage`: `Stage.measure` and `Stage.run` (the one loop: rejects, counts, the
 whole-record rule) drive it with its reading, rendering and truncation put in; the reducers in
-`ftdata.run.pair_rows` (build), `ftdata.run.pair_stats` and the CLI's pair preview read its outcomes.
+`ftdata.run.rows_pairs` (build), `ftdata.run.pair_stats` and the CLI's pair preview read its outcomes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftdata.chat.markers import shared_renders
+from ftdata.chat.renderer import shared_renders
 from ftdata.errors import RecordError, UnusableRecord
 from ftdata.guard import limits
 from ftdata.guard.limits import RecordOverLimit
@@ -41,7 +41,18 @@ from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
 from ftdata.run.seam import OneRow
 from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.option_rules import Refused, TaskRules
-from ftdata.run.pair_rows import PairPart, PairRow, PairRows, jsonl_pair_rows, pair_part, pair_schema, pair_units
+from ftdata.run.rows_pairs import (
+    MASKS,
+    PairPart,
+    PairRow,
+    PairRows,
+    jsonl_pair_rows,
+    pair_part,
+    pair_schema,
+    pair_units,
+    row_sums,
+)
+from ftdata.run.trajectory_pairs import divergence, multi_message, trained_sides, trajectory_prompt
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
 from ftdata.tokens.masking import Tokenized
@@ -71,6 +82,12 @@ class Side:
     @property
     def ids(self) -> list[int]:
         return self.tokenized.input_ids[self.start : self.end]
+
+    @property
+    def mask(self) -> list[int]:
+        """1 on the tokens the model writes (every assistant turn of the completion), 0 on what it reads between
+        them (tool results, the next turn's header): all 1 for a completion of one turn."""
+        return [int(label != IGNORE_INDEX) for label in self.tokenized.labels[self.start : self.end]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,17 +137,17 @@ class Fitted:
 
 
 def sides_of(record: Pair | Unpaired) -> tuple[Example, ...]:
-    """The conversations a record's completions end: (prompt + chosen, prompt + rejected), or (prompt + completion,)."""
-    if isinstance(record, Pair):
-        return record.chosen_example(), record.rejected_example()
-    return (record.example(),)
+    """The conversations a record's completions end: (prompt + chosen, prompt + rejected), or (prompt + completion,).
+    A completion of several messages (an agent trajectory after the divergence) trains each of its assistant turns
+    (`train=True`; the pair task's mask trains the last one alone otherwise), never a tool result."""
+    sides = (record.chosen_example(), record.rejected_example()) if isinstance(record, Pair) else (record.example(),)
+    return trained_sides(record, sides)
 
 
 class PairTask:
     """Preference pairs (`task=preference`) or KTO rows (`task=kto`), a `TaskModule`: the stage's renderer and
     masker, with the last assistant turn as the one trained (a completion is the final turn)."""
 
-    stats = "ftdata.run.pair_stats:collect_pairs"
     # What pair and KTO rows refuse, never ignore (a value listed: only that value).
     rules = TaskRules(
         refuses=(
@@ -179,7 +196,9 @@ class PairTask:
             try:
                 with shared_renders():  # the sides render the same prompt and history: once for the pair
                     # a side trains its final turn alone: the history is prompt, as the template writes it at inference
-                    sides = tuple(stage.renderer(example, history=False) for example in sides_of(item))
+                    # (a completion of several messages: each of its turns located, as SFT locates them)
+                    history = multi_message(item)
+                    sides = tuple(stage.renderer(example, history=history) for example in sides_of(item))
                     prompt = _prompt(stage, item, sides)
             except RecordError as exc:
                 out.append((record, stage.reject(exc, item.prompt.source, RejectStage.RENDER)))
@@ -233,6 +252,9 @@ class PairTask:
             return _keep_start(row, limit, over)
         if policy is TruncationPolicy.KEEP_END:
             return _keep_end(row, limit, over)
+        if row.masks is not None:
+            why = "the shared prompt of a completion of several messages is not cut yet (keep_start, keep_end cut it)"
+            return Fitted([], f"too long: {over}; {why}", RejectCode.TOO_LONG)
         try:
             return _shorten(stage, item, over)
         except UnusableRecord as exc:
@@ -270,7 +292,14 @@ class PairTask:
             for name in self.columns
             if name.endswith("_ids")
         ]
-        return pair_units(lengths[0], lengths[1:])
+        if MASKS[self.task][0] not in rows.column_names:
+            return pair_units(lengths[0], lengths[1:])
+        trained = []
+        for name in MASKS[self.task]:  # completions of several messages: the tokens their masks train
+            column = rows.column(name).combine_chunks()
+            values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+            trained.append(row_sums(values, pc.list_value_length(column).to_numpy(zero_copy_only=False)))
+        return pair_units(lengths[0], lengths[1:], trained)
 
 
 PairModule = TaskModule[Pair | Unpaired, MeasuredPair, Fitted, PairPart, PairState]
@@ -285,6 +314,8 @@ def _prompt(stage: Stage, record: Pair | Unpaired, sides: tuple[Rendered, ...]) 
     Raises:
         UnusableRecord: the sides write the prompt differently (prompt_mismatch), or a render fails.
     """
+    if multi_message(record):
+        return trajectory_prompt(stage, record, sides)
     for rendered in sides:
         if len(rendered.spans) != 1:  # mask=last_assistant: the final turn's span, alone
             raise UnusableRecord(
@@ -360,12 +391,12 @@ def continuation(rendered: Rendered, anchor: str | None) -> Rendered:
     itself (the masker splits a token across the border)."""
     if anchor is None:
         return rendered
-    start, end = rendered.spans[0]
+    start = rendered.spans[0][0]
     shift = len(anchor) - start
     literal = tuple((a + shift, b + shift) for a, b in rendered.literal if a >= start)
     return Rendered(
         anchor + rendered.text[start:],
-        ((start + shift, end + shift),),
+        tuple((a + shift, b + shift) for a, b in rendered.spans),
         rendered.method,
         notes=rendered.notes,
         literal=literal,
@@ -397,7 +428,10 @@ def _measured(
         dict.fromkeys(note for side in built for note in side.tokenized.notes if not _moot(note, record, prompt))
     )
     label = record.label if isinstance(record, Unpaired) else None
-    row = PairRow(prompt_tokens.input_ids, tuple(side.ids for side in built), label)
+    masks = tuple(side.mask for side in built) if multi_message(record) else None
+    row = PairRow(prompt_tokens.input_ids, tuple(side.ids for side in built), label, masks)
+    if masks is not None:
+        notes += (divergence(record, row),)
     return MeasuredPair(record, prompt, replace(prompt_tokens, notes=notes), built, row)
 
 
@@ -432,7 +466,8 @@ def _side(rendered: Rendered, text: Rendered, masked: Tokenized, record: Pair | 
     offsets = masked.offsets
     first = offsets[start - masked.prefix][0]
     before = offsets[start - masked.prefix - 1][0] if start > masked.prefix else -1
-    if end - start != trained or first < border or before >= border:
+    runs = multi_message(record)  # a trajectory's completion: its turns trained, what it reads between them not
+    if (end - start != trained and not runs) or first < border or before >= border:
         raise UnusableRecord(
             "verification failed: the completion's tokens are not one run that starts at the end of the prompt",
             location=record.prompt.source,
@@ -451,7 +486,8 @@ def _keep_start(row: PairRow, limit: int, over: str) -> Fitted:
             "(truncation=keep_start)"
         )
         return Fitted([], why, RejectCode.TOO_LONG)
-    kept = PairRow(row.prompt, tuple(c[:room] for c in row.completions), row.label)
+    masks = None if row.masks is None else tuple(m[:room] for m in row.masks)
+    kept = PairRow(row.prompt, tuple(c[:room] for c in row.completions), row.label, masks)
     if row.label is None and kept.completions[0] == kept.completions[1]:
         return Fitted(
             [],
@@ -477,7 +513,7 @@ def _keep_end(row: PairRow, limit: int, over: str) -> Fitted:
         )
         return Fitted([], why, RejectCode.TOO_LONG)
     drop = row.length - limit
-    kept = PairRow(row.prompt[drop:], row.completions, row.label)
+    kept = PairRow(row.prompt[drop:], row.completions, row.label, row.masks)
     return Fitted(
         [kept],
         f"start cut: the shared prompt lost its first {drop} of {len(row.prompt)} tokens to fit {over}",

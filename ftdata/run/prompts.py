@@ -28,20 +28,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftdata.chat.markers import shared_renders
+from ftdata.chat.renderer import shared_renders
 from ftdata.errors import RecordError, TemplateError, UnusableRecord
 from ftdata.options import DataOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
-from ftdata.records.reward_types import SKIP, parse_kind
 from ftdata.guard import limits
 from ftdata.records.formats import Columns
-from ftdata.run.stage import Ran, Stage, TaskModule, flat
+from ftdata.run.stage import Ran, Stage, TaskModule
 from ftdata.run.option_rules import Refused, TaskRules
-from ftdata.run.seam import Memo, OneRow, Part
+from ftdata.run.seam import Memo, OneRow
+from ftdata.run.open_columns import json_text_notes
 from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
-from ftdata.run.rows import RECORD, finish_rows, list_column
+from ftdata.run.rows import finish_rows
+from ftdata.run.rows_prompts import PromptPart, PromptRow, PromptRows, prompt_part, prompt_schema
 from ftdata.tokens.reuse import ReusingEncoder
 from ftdata.types import Example, MaskPolicy, Message, PromptCut, Rendered, Task, TruncationPolicy
 
@@ -52,51 +53,13 @@ if TYPE_CHECKING:
 __all__ = [
     "PROMPTS",
     "MeasuredPrompt",
-    "PromptPart",
-    "PromptRow",
-    "PromptRows",
     "PromptState",
     "PromptTask",
     "PromptTokens",
     "opened",
 ]
 
-IDS = pa.list_(pa.int32())
-SCALAR_TYPES = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "json": pa.string(),
-}
-
-
-def arrow_type(kind: str) -> pa.DataType:
-    """The Arrow type of a reward column's type (`records.reward_types`): lists and structs stay nested."""
-    parsed = parse_kind(kind.removesuffix("?"))
-    return _arrow(parsed)
-
-
-def _arrow(kind: Any) -> pa.DataType:
-    if isinstance(kind, str):
-        return SCALAR_TYPES[kind]
-    if kind[0] == "list":
-        return pa.list_(_arrow(kind[1]))
-    return pa.struct([(key, _arrow(inner)) for key, inner in kind[1]])
-
-
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 PROBE = "Q7Z"  # an assistant content no template writes by itself: where a turn's text starts
-
-
-@dataclass(frozen=True, slots=True)
-class PromptRow:
-    """One output row: the prompt as stored (messages, or text), its token ids, and the reward columns."""
-
-    prompt: list[dict[str, str]] | str
-    prompt_ids: list[int]
-    columns: dict[str, Any] = field(default_factory=dict)
-    tools: str | None = None  # the tool schemas rendered into the prompt, as JSON text
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +118,6 @@ class PromptTask:
     """Prompt sets (`TaskModule`): the inference prompt of each record and its reward columns, nothing trained."""
 
     task = Task.PROMPTS
-    stats = "ftdata.run.prompt_stats:collect"
     columns: tuple[str, ...] = ("prompt", "prompt_ids")  # and the reward columns the build typed
     unit = "prompts"
     # The options only a prompt set reads, and what it refuses, never ignores (a value listed: only that value).
@@ -269,6 +231,8 @@ class PromptTask:
         splits: dict[str, np.ndarray] | None,
         pad_id: int,
     ) -> Dataset | DatasetDict:
+        if notes := json_text_notes(path):
+            report.note(notes)
         return finish_rows(path, options, report, splits=splits)
 
     def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
@@ -462,93 +426,3 @@ def _shortened(text: str, keep: int, cut: PromptCut) -> str:
     """`text` with `keep` characters kept as prompt_cut says: the cut every task makes (`tokens.shorten.cut_text`,
     the same marker where middle takes text out), on character edges."""
     return cut_text(text, [(i, i + 1) for i in range(len(text))], drop=len(text) - keep, side=cut)
-
-
-@dataclass
-class PromptPart(Part):
-    """A build's part of one batch of prompts (made in the worker): the token ids as one flat array, the stored
-    prompts and reward columns as lists, each row's record in the batch, the rejects, the counts."""
-
-    ids: tuple[np.ndarray, np.ndarray]
-    prompts: list[Any]
-    tools: list[str | None]
-    columns: dict[str, list[Any]]
-    # `groups`, `rejects`, `report`, `read` (prompts read no media file): the `Part` contract
-
-    def units(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's tokens (its prompt's) and trained tokens (none), as a recipe counts them."""
-        return self.ids[1], np.zeros(len(self.ids[1]), dtype=np.int64)
-
-
-def prompt_part(ran: Ran[MeasuredPrompt, FittedPrompt]) -> PromptPart:
-    """The build's reducer for prompts: the rows `Stage.run` kept, with the counts a build reports."""
-    rows: list[PromptRow] = []
-    groups: list[int] = []
-    for record, item, result in ran.kept():
-        rows.extend(result.rows)
-        groups.extend(record for _ in result.rows)
-        if item.opens:
-            ran.report.prompt_opens[item.opens] += 1
-    names = list(rows[0].columns) if rows else []
-    out = PromptPart(
-        flat([r.prompt_ids for r in rows]),
-        [r.prompt for r in rows],
-        [r.tools for r in rows],
-        {n: [r.columns[n] for r in rows] for n in names},
-        groups=np.asarray(groups, dtype=np.int64),
-        rejects=ran.rejects,
-        report=ran.report,
-    )
-    out.report.sequences = len(rows)
-    out.report.tokens, out.report.trained_tokens = int(out.ids[1].sum()), 0
-    return out
-
-
-def prompt_schema(options: DataOptions, *, text: bool | None = None) -> pa.Schema:
-    """The columns of a prompt set: `prompt` (messages, or text with a prompt template), `prompt_ids`, `tools` (the
-    schemas rendered into the prompt, JSON text; null without), the reward columns."""
-    text = options.template not in (None, "chatml") if text is None else text
-    prompt = pa.string() if text else pa.list_(MESSAGE)
-    rewards = [(name, arrow_type(kind)) for name, kind in (options.reward_columns or {}).items() if kind != SKIP]
-    return pa.schema([("prompt", prompt), ("prompt_ids", IDS), ("tools", pa.string()), *rewards])
-
-
-class PromptRows:
-    """Streams prompt rows into an Arrow IPC file that
-    `Dataset.from_file` maps, each with its record's running index."""
-
-    weighted = False
-
-    def __init__(self, path: Path, options: DataOptions):
-        self.path = path
-        self.rows = 0
-        self.records = 0  # records written before the current batch
-        self.options = options
-        self.schema: pa.Schema | None = None  # from the first batch (a chat template or a prompt template's text)
-        self._writer: Any = None
-
-    def add(self, part: PromptPart) -> None:
-        base, self.records = self.records, self.records + (int(part.groups.max()) + 1 if len(part.groups) else 0)
-        if not len(part.groups):
-            return
-        if self._writer is None:
-            schema = prompt_schema(self.options, text=isinstance(part.prompts[0], str))
-            self.schema = schema.append(pa.field(RECORD, pa.int64()))
-            self._writer = pa.ipc.new_stream(str(self.path), self.schema)
-        schema = self.schema
-        assert schema is not None  # set with the writer, from the first batch
-        values, lengths = part.ids
-        columns = [
-            pa.array(part.prompts, type=schema.field("prompt").type),
-            list_column(np.concatenate([[0], np.cumsum(lengths)]), values),
-            pa.array(part.tools, type=pa.string()),
-        ]
-        columns += [pa.array(part.columns[name], type=schema.field(name).type) for name in schema.names[3:-1]]
-        self._writer.write_batch(pa.record_batch([*columns, pa.array(part.groups + base)], schema=schema))
-        self.rows += len(part.groups)
-
-    def close(self) -> None:
-        if self._writer is None:  # no row: an empty file of the set's columns
-            self.schema = prompt_schema(self.options).append(pa.field(RECORD, pa.int64()))
-            self._writer = pa.ipc.new_stream(str(self.path), self.schema)
-        self._writer.close()

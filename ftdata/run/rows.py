@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.options import DataOptions
 from ftdata.media.column import MEDIA_FIELD, MEDIA_TYPE, checked_media, media_column, pack_media, shift_media
+from ftdata.tokens.layouts import PACKED, POSITIONS, TREE, WEIGHTS, layout_of
 from ftdata.tokens.packing import PackingStats, pad_sequences, padded_lengths, plan_arrays, plan_stats
 from ftdata.run.report import BuildReport
 from ftdata.types import IGNORE_INDEX
@@ -34,21 +35,10 @@ RECORD = (
 # The record a row came from, as its location (`data.jsonl:12`): in every unpacked SFT output, so the rows of a
 # record split by history=inference (or cut by truncation=split) can be grouped and found in the source.
 SOURCE = "record"
-# Per-token loss weights (`ftdata.chat.supervision`): in the output only when a build has any; in the
-# rows file a row without weights holds an empty list (1 for every token).
-WEIGHTS = "loss_weights"
-# Tree rows (history=tree, `ftdata.tokens.tree`): per token its depth in its tree (`position_ids`), per row the
-# tokens of each tree it holds (`tree_lengths`, in place of packed rows' `seq_lengths`, which would tell a trainer
-# that the row is a chain of sequences).
-POSITIONS = "position_ids"
-TREES = "tree_lengths"
-
-
-def tree_schema(schema: pa.Schema) -> pa.Schema:
-    """`schema` for tree rows: `position_ids` (the tree) and `tree_lengths` (packed: in place of `seq_lengths`)."""
-    if "seq_lengths" in schema.names:
-        return schema.set(schema.get_field_index("seq_lengths"), pa.field(TREES, pa.list_(pa.int32())))
-    return schema.append(pa.field(POSITIONS, pa.list_(pa.int32()))).append(pa.field(TREES, pa.list_(pa.int32())))
+# Per-token loss weights (`ftdata.chat.supervision`, `ftdata.tokens.layouts.WEIGHTS`): in the output only when a build
+# has any; in the rows file a row without weights holds an empty list (1 for every token).
+# The layout columns (`position_ids`, `seq_lengths`, `tree_lengths`) and their schemas are the layouts'
+# (`ftdata.tokens.layouts`).
 
 
 class ArrowRows:
@@ -76,7 +66,8 @@ class ArrowRows:
         self.records = 0  # records written before the current batch
         self.weighted = False  # a row with loss weights was written (and the marker file beside)
         self.schema = self.WRITTEN.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if media else self.WRITTEN
-        self.schema = tree_schema(self.schema) if tree else self.schema
+        self.schema = TREE.schema(self.schema) if tree else self.schema
+        self.tree = tree
         self._writer = pa.ipc.new_stream(str(path), self.schema)
 
     def write(
@@ -110,7 +101,7 @@ class ArrowRows:
                 pa.array(groups + base),
                 list_column(w_offsets, weights),
                 *([pa.array(media, type=MEDIA_TYPE)] if MEDIA_FIELD in self.schema.names else []),
-                *(_tree_columns(offsets, lengths, positions) if POSITIONS in self.schema.names else []),
+                *(_tree_columns(offsets, lengths, positions) if self.tree else []),
             ],
             schema=self.schema,
         )
@@ -137,15 +128,14 @@ class ArrowRows:
         self._writer.close()
 
 
-PACKED_SCHEMA = pa.schema(
+TOKENS_SCHEMA = pa.schema(
     [
         ("input_ids", pa.list_(pa.int32())),
         ("attention_mask", pa.list_(pa.int8())),
         ("labels", pa.list_(pa.int32())),
-        ("position_ids", pa.list_(pa.int32())),
-        ("seq_lengths", pa.list_(pa.int32())),
     ]
 )
+PACKED_SCHEMA = PACKED.schema(TOKENS_SCHEMA)
 
 
 def _tree_columns(offsets: np.ndarray, lengths: np.ndarray, positions: np.ndarray | None) -> list[pa.Array]:
@@ -177,7 +167,7 @@ class RowsFile:
     def __init__(self, path: Path):
         self.path = path
         with pa.OSFile(str(path)) as fh:
-            self.tree = POSITIONS in pa.ipc.read_schema(fh).names
+            self.tree = layout_of(pa.ipc.read_schema(fh).names) is TREE
         self.COLUMNS = (*self.COLUMNS, POSITIONS) if self.tree else self.COLUMNS
         lengths: list[np.ndarray] = []
         starts: list[np.ndarray] = []
@@ -335,7 +325,7 @@ def _pack_bins(
     if media is not None:  # the media items follow their sequences, `start` moved to the packed row
         columns_out.append(pack_media(media, members, seq_len, starts))
     schema = _packed_schema(weights is not None, media=media is not None)
-    schema = tree_schema(schema) if source.tree else schema
+    schema = TREE.schema(schema) if source.tree else schema
     return pa.record_batch(columns_out, schema=schema), int((labels != IGNORE_INDEX).sum())
 
 
@@ -379,7 +369,7 @@ def write_packed(
     row_of = members if rows is None else rows[members]
     trained = 0
     schema = _packed_schema(source.weighted, media=media is not None)
-    with pa.ipc.new_stream(str(path), tree_schema(schema) if source.tree else schema) as sink:
+    with pa.ipc.new_stream(str(path), TREE.schema(schema) if source.tree else schema) as sink:
         for first in range(0, len(starts) - 1, batch_rows):
             last = min(first + batch_rows, len(starts) - 1)
             bounds = starts[first : last + 1]

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftdata.chat.markers import shared_renders
+from ftdata.chat.renderer import shared_renders
 from ftdata.chat.render import Renderer, trained_turns
 from ftdata.chat.supervision import flagged
 from ftdata.chat.trajectory import SplitRow, split
@@ -43,12 +43,12 @@ from ftdata.run.stage import Ran, Stage, TaskModule, flat
 from ftdata.run.option_rules import TaskRules
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
-from ftdata.run.rows import PACKED_SCHEMA, RECORD, ArrowRows, finish, tree_schema
-from ftdata.run.trees import record_trees
+from ftdata.run.rows import RECORD, TOKENS_SCHEMA, ArrowRows, finish
+from ftdata.run.trees import batch_trees
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
-from ftdata.tokens.tree import Tree
+from ftdata.tokens.layouts import TREE, built_layout
 from ftdata.tokens.truncation import Truncated
-from ftdata.types import IGNORE_INDEX, Example, HistoryMode, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
+from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Rendered, Task, TruncationPolicy, count_trained
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -138,7 +138,6 @@ class SftTask:
     """The SFT task (`TaskModule`): assistant turns trained, verified per record."""
 
     task = Task.SFT
-    stats = "ftdata.run.stats:collect"
     columns: tuple[str, ...] = ("input_ids", "labels")
     unit = "sequences"
     rules = TaskRules()  # refuses only other tasks' own options
@@ -233,11 +232,11 @@ class SftTask:
         return result
 
     def reduce(self, stage: Stage, ran: Ran[Measured, Truncated]) -> SftPart:
-        tree = stage.options.max_length if stage.options.history is HistoryMode.TREE else None
-        return sft_part(ran, media=stage.media, tree=tree)
+        tree = stage.options.max_length if built_layout(stage.options) is TREE else None
+        return sft_part(ran, media=stage.media, tree=tree, across=stage.options.shares_trees)
 
     def open_rows(self, path: Path, options: DataOptions) -> ArrowRows:
-        return ArrowRows(path, media=options.processor is not None, tree=options.history is HistoryMode.TREE)
+        return ArrowRows(path, media=options.processor is not None, tree=built_layout(options) is TREE)
 
     def finish(
         self,
@@ -261,11 +260,10 @@ class SftTask:
         return lengths, trained_per_row(labels.flatten().to_numpy(zero_copy_only=False), lengths)
 
     def schema(self, options: DataOptions) -> pa.Schema:
-        tree = options.history is HistoryMode.TREE
+        layout = built_layout(options)  # packed rows (trees too, when packed) are the token columns and the layout's
         if options.packing:
-            return tree_schema(PACKED_SCHEMA) if tree else PACKED_SCHEMA
-        schema = ArrowRows.SCHEMA.remove(ArrowRows.SCHEMA.get_field_index(RECORD))
-        schema = tree_schema(schema) if tree else schema
+            return layout.schema(TOKENS_SCHEMA)
+        schema = layout.schema(ArrowRows.SCHEMA.remove(ArrowRows.SCHEMA.get_field_index(RECORD)))
         return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
 
 
@@ -334,14 +332,17 @@ def _chosen(stage: Stage, location: Location, row: Any) -> tuple[Example, ...] |
     )
 
 
-def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: int | None = None) -> SftPart:
+def sft_part(
+    ran: Ran[Measured, Truncated], *, media: Media | None = None, tree: int | None = None, across: bool = False
+) -> SftPart:
     """A build's batch: the kept sequences of `ran` flattened into token arrays, with its rejects and counts.
 
     `media` (a build with a processor): each sequence's `media` column too (`Media.column`). `tree` (history=tree:
-    the build's max_length): each record's rows as prefix trees of at most that many tokens (`tokens.tree`).
+    the build's max_length): each record's rows as prefix trees of at most that many tokens (`tokens.tree`);
+    `across` (`tree_across_records`): records that start with the same tokens share a tree.
     """
     if tree is not None:
-        return _tree_part(ran, max_length=tree)
+        return _tree_part(ran, max_length=tree, across=across)
     seqs: list[tuple[list[int], list[int]]] = []
     groups: list[int] = []  # per sequence: its record in the batch
     where: list[str] = []  # per sequence: its record's location
@@ -373,27 +374,27 @@ def sft_part(ran: Ran[Measured, Truncated], *, media: Media | None = None, tree:
     return out
 
 
-def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int) -> SftPart:
-    """`sft_part` under history=tree: the kept rows of each record grown into trees; `tokens` counts what is
-    forwarded (each tree's unique tokens), `split_rows` the rows they hold."""
-    trees: list[Tree] = []
-    groups: list[int] = []  # per tree: its record in the batch
-    where: list[str] = []  # per tree: its record's location
-    for grown in record_trees(ran, max_length=max_length):
-        trees.extend(grown.trees)
-        groups.extend(grown.record for _ in grown.trees)
-        where.extend(grown.location for _ in grown.trees)
-    seqs = [WeightedRow(t.ids, t.labels, t.weights) if t.weights is not None else (t.ids, t.labels) for t in trees]
-    positions, _ = flat([t.positions for t in trees])
+def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int, across: bool) -> SftPart:
+    """`sft_part` under history=tree: the kept rows of the batch grown into trees (`run.trees.batch_trees`: with
+    `across`, records that start alike share one); `tokens` counts what is forwarded (each tree's unique tokens).
+    A tree's record index (`groups`) is its first record's, so a held-out split keeps the records of a tree together."""
+    trees = batch_trees(ran, max_length=max_length, across=across)
+    seqs = [
+        WeightedRow(s.tree.ids, s.tree.labels, s.tree.weights)
+        if s.tree.weights is not None
+        else (s.tree.ids, s.tree.labels)
+        for s in trees
+    ]
+    positions, _ = flat([s.tree.positions for s in trees])
     report = ran.report
     out = SftPart(
         *_flatten(seqs),
-        groups=np.asarray(groups, dtype=np.int64),
+        groups=np.asarray([s.records[0] for s in trees], dtype=np.int64),
         rejects=ran.rejects,
         report=report,
         weights=_weights(seqs),
         read=ran.read,
-        sources=where,
+        sources=[s.location for s in trees],
         positions=positions,
     )
     report.sequences = len(seqs)

@@ -88,15 +88,14 @@ class TaskModule(Protocol[R, I, F, P, S]):
     """One task: what a build makes of records. The engine calls it with itself (`stage`) for what it compiled.
 
     `Stage.run` drives `examples`, `measure` and `fit`; a build's workers `reduce` each batch, the build
-    writes the parts with `open_rows` and makes the dataset with `finish`; `stats` names the function
-    (`module:function`, in `ftdata.run`) that measures a source for `ftdata stats` and a recipe's plan. What
-    the CLI prints of a task is its own table (`ftdata.cli.views`). The types: what it reads from a row (R),
+    writes the parts with `open_rows` and makes the dataset with `finish`; what measures a source for `ftdata
+    stats` and a recipe's plan is the task's line in `ftdata.run.measures`. What the CLI prints of a task is its
+    own table (`ftdata.cli.views`). The types: what it reads from a row (R),
     its measured item (I, an `Item`), its fit (F, a `Fit`), its part of a batch (P, a `Part`), what it compiles
     once per stage (S, frozen).
     """
 
     task: Task
-    stats: str  # `module:function` (source, stage, run, *, progress) -> a stats object (to_dict, tokenizer, planned)
     columns: tuple[str, ...]  # the columns every row of the task holds: what says a built dataset is its rows
     unit: str  # what a report counts its rows as ("sequences", "pairs", "completions", "prompts")
     rules: TaskRules  # the options it alone reads and those it refuses (`ftdata.run.option_rules`)
@@ -171,12 +170,6 @@ def task_module(task: Task | None) -> AnyTask:
         module, name = TASKS[task].split(":")
         _LOADED[task] = getattr(importlib.import_module(module), name)
     return _LOADED[task]
-
-
-def named(path: str) -> Any:
-    """The object `module:name` names (a task's view), imported."""
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 class Stage:
@@ -437,4 +430,4 @@ def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(list(chain.from_iterable(lists)), dtype=np.int32), lengths
 
 
-__all__ = ["TASKS", "AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "named", "task_module"]
+__all__ = ["TASKS", "AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "task_module"]

@@ -31,8 +31,9 @@ from ftdata.options import RunOptions
 from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
 from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.tokens.truncation import Truncated
-from ftdata.run.trees import record_trees
-from ftdata.types import IGNORE_INDEX, HistoryMode, Task, TruncationPolicy, count_trained
+from ftdata.run.trees import batch_trees
+from ftdata.tokens.layouts import TREE, built_layout
+from ftdata.types import IGNORE_INDEX, Task, TruncationPolicy, count_trained
 from ftdata.media.summary import audio_counts, media_counts
 
 POLICIES = (
@@ -71,8 +72,8 @@ Rows = list[tuple[list[int], list[int]]]
 
 @dataclass(frozen=True, slots=True)
 class TreeStats:
-    """One record's trees (history=tree) reduced to numbers: each tree's unique tokens, the trained ones, and the
-    trees whose first token is trained."""
+    """Trees a build writes (history=tree: a record's own, or records' that share one) reduced to numbers: each
+    tree's unique tokens, the trained ones, and the trees whose first token is trained."""
 
     lengths: tuple[int, ...]
     trained: int
@@ -323,16 +324,16 @@ def histogram(values: np.ndarray, *, bins: int = 12) -> list[tuple[int, int, int
 
 def summaries(stage: Stage, ran: Ran) -> list[RecordStats | TreeStats]:
     """The stats reducer: each measured example of a batch reduced to `RecordStats` (in the worker); under
-    history=tree also each record's trees, as the build grows them (`TreeStats`)."""
+    history=tree also the batch's trees, as the build grows them (`TreeStats`)."""
     out: list[RecordStats | TreeStats] = [
         summarize(item, kept, stage=stage)
         for _, item, kept in ran.outcomes
         if isinstance(item, Measured) and kept is not None
     ]
-    if stage.options.history is HistoryMode.TREE:
+    if built_layout(stage.options) is TREE:
         out.extend(
-            TreeStats(tuple(len(t.ids) for t in grown.trees), grown.trained, grown.first_trained)
-            for grown in record_trees(ran, max_length=stage.options.max_length)
+            TreeStats((len(s.tree.ids),), count_trained(s.tree.labels), int(s.tree.labels[0] != IGNORE_INDEX))
+            for s in batch_trees(ran, max_length=stage.options.max_length, across=stage.options.shares_trees)
         )
     return out
 

@@ -6,6 +6,9 @@ for every command that counts or shows them, so a build, `ftdata stats` and `ftd
     2       1 row,   27 tokens    1 tree   27                      14
 
 A record's rows are all in its batch (the run loop never parts them), so a batch's trees are the build's trees.
+Across records (`tree_across_records`, the default) the records of a batch that start with the same tokens (a
+harness's system prompt and tool schemas) share a tree as well (`batch_trees`, `ftdata.tokens.tree.share`); a
+record's own figures (`record_trees`, what `ftdata preview` shows) are its rows' trees alone.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftdata.run.stage import Ran
-from ftdata.tokens.tree import Tree, grow
+from ftdata.tokens.tree import Shared, Tree, grow, share
 from ftdata.types import IGNORE_INDEX, count_trained
 
-__all__ = ["RecordTrees", "record_trees"]
+__all__ = ["RecordTrees", "SharedTree", "batch_trees", "record_trees"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +66,50 @@ class RecordTrees:
         }
 
 
-def record_trees(ran: Ran[Any, Any], *, max_length: int) -> Iterator[RecordTrees]:
-    """Each record of `ran` that kept rows, in order, with its rows grown into trees of at most `max_length`
-    unique tokens: what a history=tree build writes for it."""
+@dataclass(frozen=True, slots=True)
+class SharedTree:
+    """One tree a build writes: the tree, the records of the batch whose rows it holds, and their locations."""
+
+    tree: Tree
+    records: tuple[int, ...]  # indices in the batch, the first the lowest
+    locations: tuple[str, ...]
+
+    @property
+    def location(self) -> str:
+        """Its records' locations, for the `record` column: `a.json[0]`, or `a.json[0], a.json[4]` for two."""
+        return ", ".join(self.locations)
+
+
+def batch_trees(ran: Ran[Any, Any], *, max_length: int, across: bool) -> list[SharedTree]:
+    """The trees a history=tree build writes for the batch `ran`, each of at most `max_length` unique tokens:
+    `across`, records that start with the same tokens share one (`tokens.tree.share`); else each record's rows
+    alone (`record_trees`). In the order of their first record."""
+    by_record = _rows_by_record(ran)
+    if not across:
+        return [
+            SharedTree(tree, (record,), (location,))
+            for record, (location, rows) in by_record.items()
+            for tree in grow(rows, max_length=max_length)
+        ]
+    order = list(by_record)
+    grown: list[Shared] = share([by_record[r][1] for r in order], max_length=max_length)
+    return [
+        SharedTree(s.tree, tuple(order[k] for k in s.records), tuple(by_record[order[k]][0] for k in s.records))
+        for s in grown
+    ]
+
+
+def _rows_by_record(ran: Ran[Any, Any]) -> dict[int, tuple[str, list[Any]]]:
+    """Each record of `ran` that kept rows, in order: its location and its kept rows."""
     by_record: dict[int, tuple[str, list[Any]]] = {}
     for record, item, result in ran.kept():
         by_record.setdefault(record, (item.location, []))[1].extend(result.rows)
-    for record, (location, rows) in by_record.items():
+    return by_record
+
+
+def record_trees(ran: Ran[Any, Any], *, max_length: int) -> Iterator[RecordTrees]:
+    """Each record of `ran` that kept rows, in order, with its rows grown into trees of at most `max_length`
+    unique tokens: what a history=tree build writes for it."""
+    for record, (location, rows) in _rows_by_record(ran).items():
         trees = tuple(grow(rows, max_length=max_length))
         yield RecordTrees(record, location, len(rows), sum(len(row[0]) for row in rows), trees)

@@ -1,4 +1,5 @@
-"""Tree rows: the rows of one record (a record split by history=inference) as one prefix tree.
+"""Tree rows: the rows of one record (a record split by history=inference) as one prefix tree (`grow`), and the
+rows of records that start alike (a harness's system prompt and tool schemas) as one tree across them (`share`).
 
 The split rows of a record repeat the conversation before each of their turns. Laid out as a tree, every
 distinct token prefix is written once and each row continues its own branch:
@@ -23,7 +24,8 @@ Labels are the split rows' own, unshifted: `labels[i]` is predicted from the log
 at a branch's first token). Rows share a token where they agree on it and on everything before it (and on its
 loss weight); a shared token is trained where one of its rows trains it (the others hold it as context, the same
 token after the same prefix). A row whose shared prefix holds a token that another row trains too starts a tree
-of its own, so every trained token of the split rows is trained exactly once, in exactly its own context.
+of its own (`grow`) or branches off before that token (`share`), so every trained token of the split rows is
+trained exactly once, in exactly its own context.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 
 from ftdata.types import IGNORE_INDEX
 
-__all__ = ["Tree", "grow", "parents", "paths", "visible"]
+__all__ = ["Shared", "Tree", "grow", "parents", "paths", "share", "visible"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +61,27 @@ class _Grown:
         self.rows: list[np.ndarray] = []  # per row: its (token, label, weight) keys, shape (n, 3)
         self.attach: list[tuple[int, int]] = []  # per row: (the row it hangs from, depth of its first own token)
         self.size = 0
+        self.weighted = False  # a row of it has loss weights
+        self._trains: list[tuple[int, int]] = []  # (row, depth) of each shared label a later row set: for `undo`
 
-    def shared(self, keys: np.ndarray) -> tuple[int, int] | None:
-        """(row, depth): the earlier row this one shares its longest prefix of tokens (and weights) with, and that
-        prefix's length; None where a token of that prefix is trained by both (it would be trained once for two)."""
+    def shared(self, keys: np.ndarray, among: range | None = None, *, branch: bool = False) -> tuple[int, int] | None:
+        """(row, depth): the earlier row (of `among`, None: any) this one shares its longest prefix of tokens (and
+        weights) with, and that prefix's length. Where a token of that prefix is trained by both (it would be trained
+        once for two): None, or with `branch` the prefix before the first such token (the row branches off there and
+        trains its own copy of it, as its split row does)."""
         best, depth = -1, 0
-        for r, other in enumerate(self.rows):
+        for r in range(len(self.rows)) if among is None else among:
+            other = self.rows[r]
             n = min(len(other), len(keys))
             same = (other[:n, 0] == keys[:n, 0]) & (other[:n, 2] == keys[:n, 2])
             lcp = n if same.all() else int(np.argmin(same))
             if lcp > depth:
                 best, depth = r, lcp
-        if any(self.rows[owner][k, 1] != IGNORE_INDEX for k, owner in self._trained(keys, best, depth)):
+        both = [k for k, owner in self._trained(keys, best, depth) if self.rows[owner][k, 1] != IGNORE_INDEX]
+        if both and not branch:
             return None
-        return best, depth
+        depth = min(both, default=depth)
+        return (best if depth else -1), depth
 
     def _trained(self, keys: np.ndarray, row: int, depth: int) -> list[tuple[int, int]]:
         """(depth, owning row) of each token of the shared prefix (`row`'s path up to `depth`) that `keys` trains."""
@@ -88,11 +97,23 @@ class _Grown:
         row, depth = at
         for k, owner in self._trained(keys, row, depth):  # a shared token this row trains: trained in the tree
             self.rows[owner][k, 1] = keys[k, 1]
+            self._trains.append((owner, k))
         while row >= 0 and self.attach[row][1] >= depth > 0:  # the node at depth - 1 belongs to an ancestor row
             row = self.attach[row][0]
         self.rows.append(keys)
         self.attach.append((row if depth else -1, depth))
         self.size += len(keys) - depth
+
+    def mark(self) -> tuple[int, int, int]:
+        """What `undo` goes back to: the rows, the shared labels set and the size now."""
+        return len(self.rows), len(self._trains), self.size
+
+    def undo(self, mark: tuple[int, int, int]) -> None:
+        """Take back the rows added since `mark` (their rows, attachments and the shared labels they set)."""
+        rows, trains, self.size = mark
+        for owner, k in self._trains[trains:]:  # `shared` let a row train only a label no earlier row trained
+            self.rows[owner][k, 1] = IGNORE_INDEX
+        del self.rows[rows:], self.attach[rows:], self._trains[trains:]
 
     def tree(self, weighted: bool) -> Tree:
         """Pre-order: a row's own tokens, then the rows that hang from them, deepest first, each in the order
@@ -115,6 +136,13 @@ class _Grown:
         return Tree(ids, labels, positions.tolist(), weights, len(self.rows))
 
 
+def _keys(row: tuple[list[int], list[int]]) -> np.ndarray:
+    """A row as its (token, label, weight) keys, weight 1 where it has no loss weights."""
+    ids, labels = row
+    weights = getattr(row, "weights", None)
+    return np.column_stack([ids, labels, weights if weights is not None else np.ones(len(ids))]).astype(np.float64)
+
+
 def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> list[Tree]:
     """The rows of one record as the fewest trees this greedy pass finds, each of at most `max_length` unique
     tokens (a row is never cut: each row is at most `max_length` already). A row with loss weights
@@ -125,9 +153,8 @@ def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> lis
     """
     trees: list[tuple[_Grown, list[bool]]] = []  # each tree and whether a row of it has loss weights
     for row in rows:
-        ids, labels = row
         weights = getattr(row, "weights", None)
-        keys = np.column_stack([ids, labels, weights if weights is not None else np.ones(len(ids))]).astype(np.float64)
+        keys = _keys(row)
         fits = [
             (k, at)
             for k, (grown, _) in enumerate(trees)
@@ -140,6 +167,63 @@ def grow(rows: Sequence[tuple[list[int], list[int]]], *, max_length: int) -> lis
         trees[k][0].add(keys, at)
         trees[k][1][0] |= weights is not None
     return [grown.tree(weighted[0]) for grown, weighted in trees]
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """A tree of the rows of one or more records (`share`): the tree, and those records (indices into its input,
+    ascending)."""
+
+    tree: Tree
+    records: tuple[int, ...]
+
+
+def share(records: Sequence[Sequence[tuple[list[int], list[int]]]], *, max_length: int) -> list[Shared]:
+    """The rows of `records` (each record's rows) as trees of at most `max_length` unique tokens, records that start
+    with the same tokens (a harness's system prompt and tool schemas) sharing one tree, so that prefix is forwarded
+    once for them all. A record is never parted: its rows go whole into one shared tree, or, where they do not fit
+    one tree, into its own trees (`grow`). Records are taken in the order of their first row's tokens, and a record
+    joins the tree being grown when its first row shares at least one token with the record before it and all its
+    rows fit; else that tree is closed and the record starts the next. A token is shared only where it and everything
+    before it are equal (and its loss weight); where two rows train the same token after the same prefix (a record
+    and its copy), the later branches off before it and trains its own copy, as its split row does. So each trained
+    token of every split row is trained exactly once, in exactly its own context. Trees come in the order of their
+    first record.
+
+        share([[([1, 2, 3], [-100, -100, 3])], [([1, 2, 4], [-100, -100, 4])]], max_length=8)
+        -> [Shared(Tree([1, 2, 3, 4], [-100, -100, 3, 4], [0, 1, 2, 2], None, 2), records=(0, 1))]
+    """
+    out: list[Shared] = []
+    grown, members, last = _Grown(), list[int](), 0  # the tree being grown, its records, its last record's first row
+    for r in sorted((r for r in range(len(records)) if records[r]), key=lambda r: list(records[r][0][0])):
+        keys = [_keys(row) for row in records[r]]
+        start = len(grown.rows)
+        if not (members and _joined(grown, keys, max_length, after=last)):
+            if members:
+                out.append(Shared(grown.tree(grown.weighted), tuple(sorted(members))))
+            grown, members, start = _Grown(), [], 0
+            if not _joined(grown, keys, max_length, after=None):  # does not fit one tree: trees of its own
+                out.extend(Shared(tree, (r,)) for tree in grow(records[r], max_length=max_length))
+                continue
+        grown.weighted |= any(getattr(row, "weights", None) is not None for row in records[r])
+        members.append(r)
+        last = start
+    if members:
+        out.append(Shared(grown.tree(grown.weighted), tuple(sorted(members))))
+    return sorted(out, key=lambda s: s.records[0])
+
+
+def _joined(grown: _Grown, keys: list[np.ndarray], max_length: int, *, after: int | None) -> bool:
+    """Add one record's rows (`keys`) to `grown` if they all fit in `max_length` (True), else leave it as it was.
+    `after`: the first row they may hang from (the record before's first; None: any), and the first must hang."""
+    mark = grown.mark()
+    for n, row in enumerate(keys):
+        at = grown.shared(row, among=None if after is None else range(after, len(grown.rows)), branch=True)
+        if at is None or grown.size + len(row) - at[1] > max_length or (n == 0 and after is not None and not at[1]):
+            grown.undo(mark)
+            return False
+        grown.add(row, at)
+    return True
 
 
 def parents(positions: Sequence[int]) -> list[int]:

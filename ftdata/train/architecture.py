@@ -8,7 +8,9 @@ mamba-ssm, flash-linear-attention) do; the torch paths either raise or ignore th
 
 The kinds are read from the model's own modules, never from a list of model names: each decoder layer's
 children are inspected, and a child carries state when it holds a `Conv1d` (the causal short convolution
-every one of those layers has) or its forward takes `seq_idx` / `cu_seqlens`. The kernels a kind needs
+every one of those layers has) or its forward takes `seq_idx` / `cu_seqlens`, or when its layer is declared
+linear attention (`ftdata.tokens.layers`, the one reader of a config's layers: MiniMax's lightning attention is
+linear attention with neither a Conv1d nor seq_idx). The kernels a kind needs
 are the kernel packages its modeling module imports.
 
     layers   [GDN, GDN, GDN, attention]   ->  kinds {Qwen3_5GatedDeltaNet: 3 (state), Qwen3_5Attention: 1}
@@ -27,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ftdata.tokens.layers import Mixing, SequenceLayers, mixing
 from ftdata.types import _Choice
 
 # The kernel packages that honour packed sequences, as a modeling module imports them, and what to install.
@@ -125,11 +128,11 @@ def inspect_model(model: Any, *, device: str) -> Architecture:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     layers = decoder_layers(base)
-    declared = _declared_types(config, len(layers))
+    declared = SequenceLayers.read(config).declared(len(layers)) if config is not None else [""] * len(layers)
     counts: Counter[tuple[str, bool, tuple[str, ...]]] = Counter()
     for layer, declared_type in zip(layers, declared):
         for child in layer.children():
-            kind = _kind(child, linear="linear" in declared_type)
+            kind = _kind(child, linear=mixing(declared_type) is Mixing.LINEAR)
             if kind is not None:
                 counts[kind] += 1
     kinds = tuple(LayerKind(name, n, state, kernels) for (name, state, kernels), n in counts.items())
@@ -150,17 +153,6 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
             found.append(module)
     longest = max(found, key=lambda layers: sum(1 for _ in layers.children()), default=None)
     return list(longest) if longest is not None else []
-
-
-def _declared_types(config: Any, layers: int) -> list[str]:
-    """Each layer's type as the config declares it (`layer_types`, `layers_block_type`), "" where it
-    declares none: MiniMax's lightning attention is linear attention with neither a Conv1d nor seq_idx."""
-    text = getattr(config, "text_config", None) or config
-    for name in ("layer_types", "layers_block_type"):
-        declared = getattr(text, name, None)
-        if isinstance(declared, (list, tuple)) and len(declared) == layers:
-            return [str(t) for t in declared]
-    return [""] * layers
 
 
 def _kind(child: torch.nn.Module, *, linear: bool) -> tuple[str, bool, tuple[str, ...]] | None:

@@ -27,6 +27,7 @@ from ftdata.run.columns import task_of_columns
 from ftdata.run.stage import task_module
 from ftdata.run.report import BuildReport
 from ftdata.io.resources import cache_root
+from ftdata.tokens.layouts import PACKED, SEQ_LENGTHS, WEIGHTS, Layout, layout_of
 from ftdata.train.config import Method, TrainConfig, check_method
 from ftdata.types import Task
 
@@ -47,7 +48,7 @@ ROWS = {
 
 @dataclass
 class Splits:
-    """Train rows, optional eval rows, and whether rows are packed (have `seq_lengths`).
+    """Train rows and optional eval rows; their layout (`ftdata.tokens.layouts`) is the train rows'.
 
     `streamed`: for train rows streamed from Parquet files, their rows, token counts and
     hash (`stream.file_stats`); None when the rows are loaded. `report`: the `BuildReport` of
@@ -57,11 +58,19 @@ class Splits:
 
     train: Dataset | IterableDataset
     eval: Dataset | None
-    packed: bool
     streamed: dict[str, Any] | None = None
     report: BuildReport | None = None  # the build's report, when ftdata built the rows (here or into a build folder)
     task: Task = Task.SFT  # what the rows are (`data_task`): it decides the method
     manifest: dict[str, Any] | None = None
+
+    @property
+    def layout(self) -> Layout:
+        """How the train rows hold their sequences: plain, packed or tree."""
+        return layout_of(self.train)
+
+    @property
+    def packed(self) -> bool:
+        return self.layout is PACKED
 
     @property
     def method(self) -> Method:
@@ -142,9 +151,7 @@ def load_splits(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, rejects
             if saved and tokenizer is not None:
                 _check_vocabulary(ds, name, task, tokenizer)
     _check_method(cfg, task)
-    return Splits(
-        train=train, eval=test, packed="seq_lengths" in train.column_names, report=report, task=task, manifest=manifest
-    )
+    return Splits(train=train, eval=test, report=report, task=task, manifest=manifest)
 
 
 def data_task(declared: str | None, columns: Sequence[str]) -> Task:
@@ -197,7 +204,7 @@ def _streamed(path: Path, cfg: TrainConfig) -> Splits:
     _check_columns(train, "train", Task.SFT, rows=stats["rows"])
     if test is not None:
         _check_columns(test, "test", Task.SFT)
-    return Splits(train=train, eval=test, packed="seq_lengths" in train.column_names, streamed=stats)
+    return Splits(train=train, eval=test, streamed=stats)
 
 
 Built = tuple["Dataset | DatasetDict", "BuildReport | None", "dict[str, Any] | None"]
@@ -358,7 +365,7 @@ def content_hash(ds: Dataset, task: Task = Task.SFT) -> str:
     A prompt set: every column (its reward columns decide the rewards as much as its prompts)."""
     digest = hashlib.sha256()
     pairs = (*task_module(Task.PREFERENCE).columns, *task_module(Task.KTO).columns)
-    names = (*task_module(Task.SFT).columns, "seq_lengths", "loss_weights", "media", *pairs)
+    names = (*task_module(Task.SFT).columns, SEQ_LENGTHS, WEIGHTS, "media", *pairs)
     if task is Task.PROMPTS:
         names = tuple(ds.column_names)
     columns = [c for c in dict.fromkeys(names) if c in ds.column_names]

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ftdata.tokens.layouts import PACKED, WEIGHTS
 from ftdata.types import IGNORE_INDEX
 
-# Row columns that hold one value per token, cut with the documents; the packing columns are dropped.
-PER_TOKEN = ("input_ids", "labels", "attention_mask", "loss_weights")
-PACKING_COLUMNS = ("seq_lengths", "position_ids")
+# Row columns that hold one value per token, cut with the documents; the packed layout's own columns are dropped.
+PER_TOKEN = ("input_ids", "labels", "attention_mask", WEIGHTS)
 
 
 def split_documents(example: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -31,8 +31,8 @@ def split_documents(example: Mapping[str, Any]) -> list[dict[str, Any]]:
     >>> split_documents({"input_ids": [1, 2, 3, 4, 5], "labels": [-100, 2, 3, -100, 5], "seq_lengths": [3, 2]})
     [{'input_ids': [1, 2, 3], 'labels': [-100, 2, 3]}, {'input_ids': [4, 5], 'labels': [-100, 5]}]
     """
-    lengths = list(example.get("seq_lengths") or [len(example["input_ids"])])
-    rest = {k: v for k, v in example.items() if k not in PER_TOKEN and k not in PACKING_COLUMNS}
+    lengths = PACKED.lengths(example)
+    rest = {k: v for k, v in example.items() if k not in PER_TOKEN and k not in PACKED.columns}
     documents, start = [], 0
     for length in lengths:
         doc = {k: list(example[k][start : start + length]) for k in PER_TOKEN if example.get(k) is not None}

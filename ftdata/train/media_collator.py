@@ -49,6 +49,7 @@ from ftdata.media.column import MEDIA_FIELD
 from ftdata.media.families import Collate, by_model_type, packable_model_types
 from ftdata.media.audio_files import load_audio
 from ftdata.media.images import DIGEST, load_image, stored
+from ftdata.tokens.layouts import layout_of
 from ftdata.types import IGNORE_INDEX
 
 
@@ -157,9 +158,8 @@ def load_items(kind: str, refs: Sequence[str], store: Path | None, *, rate: int 
 
 
 def sequence_lengths(example: Mapping[str, Any]) -> list[int]:
-    """The sequences of a row: `seq_lengths` when packed, else the whole row."""
-    lengths = example.get("seq_lengths")
-    return [int(n) for n in lengths] if lengths is not None else [len(example["input_ids"])]
+    """The sequences of a row, as its layout holds them (`Layout.lengths`): a packed row's, else the whole row."""
+    return layout_of(example).lengths(example)
 
 
 @dataclass

@@ -26,7 +26,8 @@ import torch
 
 from ftdata.errors import ConfigError
 from ftdata.train.architecture import Architecture, Route, inspect_model
-from ftdata.train.documents import DocumentsCollator
+from ftdata.train.layouts import TRAINING
+from ftdata.tokens.layouts import SEQ_LENGTHS, layout_of
 
 # Largest |delta logit| / max(1, largest |logit|) allowed, by compute dtype.
 TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 1e-2}
@@ -83,7 +84,7 @@ def probe_documents(rows: Iterable[Mapping[str, Any]], *, budget: int = BUDGET) 
     total = 0
     for row in rows:
         ids, start = list(row["input_ids"]), 0
-        for length in row.get("seq_lengths") or [len(ids)]:
+        for length in layout_of(row).lengths(row):
             doc = ids[start : start + length][: budget // 2]
             start += length
             if len(docs) >= 2 and total + len(doc) > budget:
@@ -125,13 +126,14 @@ def _together(model: Any, documents: Sequence[Sequence[int]], *, route: Route, p
     """Each document's logits when forwarded with the others, as `route` batches them."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    row = {"input_ids": [t for doc in documents for t in doc], "seq_lengths": [len(doc) for doc in documents]}
+    row = {"input_ids": [t for doc in documents for t in doc], SEQ_LENGTHS: [len(doc) for doc in documents]}
+    training = TRAINING[route.value]  # the route is the layout packed rows train as: collated as it collates them
+    collator = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=training.padding_free)
+    batch = (training.wrap(collator) if training.wrap is not None else collator)([row])
     if route is Route.PACKED:
-        batch = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=True)([row])
         logits = _logits(model, batch)[0]
-        starts = torch.tensor([0, *row["seq_lengths"]]).cumsum(0).tolist()
+        starts = torch.tensor([0, *row[SEQ_LENGTHS]]).cumsum(0).tolist()
         return [logits[a:b] for a, b in pairwise(starts)]
-    batch = DocumentsCollator(DataCollatorForLanguageModeling(pad_token_id=pad_token_id))([row])
     logits = _logits(model, batch)
     return [logits[i, : len(doc)] for i, doc in enumerate(documents)]
 

@@ -15,6 +15,12 @@ tokenizes again), so the trainers here are subclasses whose `_prepare_dataset` r
 
 - `max_length=None`: TRL's collators would cut the end of a completion past it; ftdata already cut
   the shared prompt, never a completion.
+- A completion of several messages (an agent trajectory after the divergence, `run.trajectory_pairs`): TRL's
+  collators set `completion_mask` to 1 on every completion token, tool results included (TRL's DPO on
+  conversational data does the same: the completion is everything `apply_chat_template(prompt + chosen)` writes
+  after the prompt, and its log-probability sums over all of it). The rows carry `chosen_mask` / `rejected_mask`
+  (KTO: `completion_mask`, and the KL rows' `KL_completion_mask`); `MaskedCompletions` writes them into the
+  batch's completion masks, so the log-probabilities sum over the tokens the model writes, as SFT trains them.
 
 The reference model: with LoRA (QLoRA), the model with its adapter switched off, TRL's
 `use_adapter(model, None)` (TRL would otherwise copy the adapter into a frozen "ref" adapter: for
@@ -42,6 +48,36 @@ if TYPE_CHECKING:
 
 
 KL_COLUMN = "KL_completion_ids"
+MASK_COLUMNS = {Method.DPO: ("chosen_mask", "rejected_mask"), Method.KTO: ("completion_mask", "KL_completion_mask")}
+
+
+class MaskedCompletions:
+    """TRL's preference collator (`inner`), its completion masks replaced by the rows' own where a row has one:
+    a completion of several messages trains its assistant turns, not the tool results between them."""
+
+    def __init__(self, inner: Any, method: Method):
+        self.inner = inner
+        self.method = method
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        names = MASK_COLUMNS[self.method]
+        masks = [{name: example.pop(name) for name in names if name in example} for example in examples]
+        out = self.inner(examples)
+        n = len(examples)
+        if self.method is Method.DPO:  # rows [chosen of each example, then rejected of each]
+            places = [("completion_mask", half * n, names[half]) for half in (0, 1)]
+        else:
+            places = [("completion_mask", 0, names[0]), ("KL_completion_mask", 0, names[1])]
+        for key, offset, name in places:
+            if key not in out:
+                continue
+            for i, (example, mask) in enumerate(zip(examples, masks)):
+                if mask.get(name) is not None:
+                    start = len(example["prompt_ids"])
+                    out[key][offset + i, start : start + len(mask[name])] = torch.tensor(mask[name])
+        return out
 
 
 def loss_types(method: Method) -> tuple[str, ...]:
@@ -166,8 +202,12 @@ def kl_rows(dataset: Any, *, batch_size: int) -> Any:
     for start in range(0, len(dataset), batch_size):
         size = min(batch_size, len(dataset) - start)
         order += [start + (i - 1) % size for i in range(size)]
-    completions = dataset.with_format("arrow")["completion_ids"]
-    return dataset.add_column(KL_COLUMN, pc.take(completions, pa.array(order, type=pa.int64())))
+    rows = dataset.with_format("arrow")
+    take = pa.array(order, type=pa.int64())
+    out = dataset.add_column(KL_COLUMN, pc.take(rows["completion_ids"], take))
+    if "completion_mask" in dataset.column_names:  # each KL completion's mask travels with it
+        out = out.add_column("KL_completion_mask", pc.take(rows["completion_mask"], take))
+    return out
 
 
 def rows_trainer_class(method: Method) -> type:
@@ -181,6 +221,12 @@ def rows_trainer_class(method: Method) -> type:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             drop_reference_adapter(self)
+            self.data_collator: Any = MaskedCompletions(self.data_collator, method)
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            columns: list[str] = self._signature_columns  # type: ignore[has-type]  # TRL's attribute, set just now
+            self._signature_columns = [*columns, *MASK_COLUMNS[method]]  # the rows' masks reach the collator
 
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
             if method is Method.DPO or not self.calculate_KL or KL_COLUMN in dataset.column_names:

@@ -7,8 +7,8 @@ A row's labels say where the response is, so nothing but the built dataset is ne
                |---- prompt ----------|-- reference --|
 
 The prompt is every token before the first trained one; the reference is the first run of
-trained tokens (the first assistant reply) without its end-of-turn marker. Packed rows are
-cut back into their sequences with `seq_lengths` first.
+trained tokens (the first assistant reply) without its end-of-turn marker. A row is cut into
+the sequences its layout holds first (`ftdata.tokens.layouts`: a packed row's documents, a tree's paths).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ftdata.tokens.layouts import layout_of
 from ftdata.types import IGNORE_INDEX
 
 
@@ -31,16 +32,12 @@ class Sample:
 
 
 def sequences(row: Mapping[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
-    """The (input_ids, labels) of each sequence in a row: one, or several when packed.
+    """The (input_ids, labels) of each sequence in a row, as its layout holds them (`Layout.sequences`): one, or
+    several when packed.
 
     seq_lengths [3, 2]:  ids a b c d e  ->  (a b c), (d e)
     """
-    ids, labels = list(row["input_ids"]), list(row["labels"])
-    lengths = row.get("seq_lengths") or [len(ids)]
-    start = 0
-    for length in lengths:
-        yield ids[start : start + length], labels[start : start + length]
-        start += length
+    return layout_of(row).sequences(row)
 
 
 def split_prompt(ids: Sequence[int], labels: Sequence[int]) -> tuple[list[int], list[int]] | None:

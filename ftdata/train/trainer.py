@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError
 from ftdata.train import record
-from ftdata.train.architecture import Route
 from ftdata.train.args import Parts, common_args, trainer_config
 from ftdata.train.config import Method, TrainConfig
 from ftdata.train.data import Splits
 from ftdata.train.grpo import grpo_args, grpo_parts, grpo_record
+from ftdata.train.layouts import TRAINING, LayoutTraining, trained_as
 from ftdata.train.model import Device, LoadedModel
 from ftdata.train.preference import preference_args, preference_parts, preference_record
 
@@ -46,10 +46,16 @@ if TYPE_CHECKING:
 
 
 def sft_args(
-    cfg: TrainConfig, *, run_dir: Path, device: Device, splits: Splits, resuming: bool = False, regrouped: bool = False
+    cfg: TrainConfig,
+    *,
+    run_dir: Path,
+    device: Device,
+    splits: Splits,
+    resuming: bool = False,
+    layout: LayoutTraining | None = None,
 ) -> SFTConfig:
-    """The `SFTConfig` of a run; checkpoints go to `run_dir/checkpoint-N`. `regrouped`: packed rows take the
-    `documents` route (`documents.py`): TRL pads them per document, with an attention mask.
+    """The `SFTConfig` of a run; checkpoints go to `run_dir/checkpoint-N`. `layout`: the layout the rows train as
+    (`layouts.trained_as`; None: their own): whether TRL's collator puts a batch's rows end to end (padding-free).
 
     A new run with an eval split is also evaluated before the first step, so run.json holds
     the base model's eval loss next to the fine-tuned one.
@@ -66,7 +72,7 @@ def sft_args(
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
         packing=False,
-        padding_free=splits.packed and not regrouped,
+        padding_free=(layout or TRAINING[splits.layout.name]).padding_free,
     )
 
 
@@ -80,19 +86,19 @@ def sft_config(
         device=loaded.device,
         splits=splits,
         resuming=resuming,
-        regrouped=regrouped(loaded, splits),
+        layout=trained_as(loaded, splits),
     )
     return loaded.media.adapt(args) if loaded.media is not None else args
 
 
 def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedModel, splits: Splits) -> Parts:
     """SFTTrainer, or its token-weighted subclass (`weighting.py`) for rows with loss weights or added chat
-    tokens; for rows with media, the media model's trainer, collator and processor."""
+    tokens; for rows with media, the media model's trainer, collator and processor; for a layout with a collator
+    and trainer of its own (tree rows), those; for a layout that wraps TRL's collator (packed rows regrouped per
+    document), the wrap (`layouts.TRAINING`)."""
     from trl import SFTTrainer
 
-    from ftdata.train.documents import DocumentsCollator
     from ftdata.train.weighting import WEIGHTS, WeightedCollator, weighted_trainer_class
-    from ftdata.train.tree import TreeCollator, is_tree, tree_trainer_class
 
     media = loaded.media  # rows with media: its collator batches them, its trainer counts their tokens (media_model.py)
     weighted = WEIGHTS in (getattr(splits.train, "column_names", None) or ())
@@ -105,37 +111,30 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
     if media is not None:  # SFTTrainer's num_tokens miscounts Qwen-VL's (4, B, L) positions: count the rows
         trainer_class, collator = media.trainer(trainer_class)
 
-    if is_tree(splits.train):  # tree rows (history=tree): the tree mask and each token scored from its parent
-        # loss weights: the tree's loss weighs each label; added chat tokens: it scores the model's own logits
-        if media is not None:
-            raise ConfigError("tree rows train without media yet; build with --history inference")
+    layout = trained_as(loaded, splits)
+    if media is not None and layout.no_media is not None:
+        raise ConfigError(f"{layout.layout.name} rows train without media yet; {layout.no_media}")
+    if layout.collator is not None and layout.trainer is not None:  # tree rows: the tree mask, tokens scored from
+        # their parents; loss weights: its loss weighs each label; added chat tokens: it scores the model's logits
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-        trees = TreeCollator(pad)
+        own = layout.collator(pad)
         return Parts(
-            tree_trainer_class(),
-            {"data_collator": WeightedCollator(trees, padding_free=False) if weighted else trees},
+            layout.trainer(),
+            {"data_collator": WeightedCollator(own, padding_free=False) if weighted else own},
         )
-    per_document = regrouped(loaded, splits)
 
     def finish(trainer: Trainer) -> None:
         if weighted:  # rows with loss weights: token-weighted cross-entropy (`weighting.py`)
-            padding_free = splits.packed and not per_document
-            trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=padding_free)
-        if per_document:  # packed rows cut into their documents first (`documents.py`)
-            trainer.data_collator = DocumentsCollator(trainer.data_collator)
+            trainer.data_collator = WeightedCollator(trainer.data_collator, padding_free=layout.padding_free)
+        if layout.wrap is not None:  # e.g. packed rows cut into their documents first (`documents.py`)
+            trainer.data_collator = layout.wrap(trainer.data_collator)
 
     return Parts(
         trainer_class,
         {"data_collator": collator},
         processing_class=media.processor if media is not None else None,
-        finish=finish if weighted or per_document else None,
+        finish=finish if weighted or layout.wrap is not None else None,
     )
-
-
-def regrouped(loaded: LoadedModel, splits: Splits) -> bool:
-    """Packed text rows whose model cannot keep them apart in one row: they train per document."""
-    check = loaded.packing
-    return splits.packed and loaded.media is None and check is not None and check.route is Route.DOCUMENTS
 
 
 @dataclass(frozen=True)

@@ -14,27 +14,25 @@ Attention runs as `tree_attention`, an attention implementation registered with 
 tree attends to its path with torch's scaled_dot_product_attention (flash kernels on CPU and GPU, no kernel to
 download, memory linear in the path rather than quadratic in the row). A layer that does not attend (linear
 attention, SSM, short convolution: the hybrids of docs/packing.md) or attends through a window cannot follow a
-tree: for those models the trees are taken apart into their split rows again (`as_split_rows`), with a note.
+tree: for those models the trees are taken apart into their split rows again (`as_split_rows`), with a note. Which
+models those are, and when, is the layout's (`ftdata.tokens.layouts.TREE`, `ftdata.train.layouts`).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ftdata.tokens.tree import parents, paths
-from ftdata.train.weighting import WEIGHTS
+from ftdata.tokens.layers import SequenceLayers
+from ftdata.tokens.layouts import TREE, WEIGHTS
+from ftdata.tokens.tree import parents
 from ftdata.types import IGNORE_INDEX
 
 __all__ = [
-    "TREES",
     "TreeCollator",
     "as_split_rows",
-    "fitted",
-    "is_tree",
     "segments",
     "tree_attention",
     "tree_blocker",
@@ -43,57 +41,29 @@ __all__ = [
     "tree_trainer_class",
 ]
 
-TREES = "tree_lengths"  # the column that marks tree rows (`ftdata.run.rows.TREES`)
 PARENTS = "tree_parents"  # the collator's per-token parent index (-1: a root or a pad)
 SEGMENTS = "tree_segments"  # the collator's chains of each row, for `tree_attention`
 ATTENTION = "ftdata_tree"  # the attention implementation tree rows train with
-# Layer kinds that honour the mask: full attention, and the layers that mix no tokens (Nemotron-H's MLP/MoE blocks).
-ATTENDING = ("full_attention", "attention", "mlp", "moe")
-
-
-def is_tree(dataset: Any) -> bool:
-    """Whether `dataset` holds tree rows."""
-    return TREES in (getattr(dataset, "column_names", None) or ())
 
 
 def tree_blocker(config: Any) -> str | None:
-    """Why a model of `config` cannot train tree rows exactly (None: it can): layers that are not plain attention,
-    read from the config's own layer list (`layer_types`, `layers_block_type`, Nemotron-H's pattern) or a window."""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    kinds = getattr(config, "layer_types", None) or getattr(config, "layers_block_type", None)
-    if kinds:
-        other = sorted({str(k) for k in kinds} - set(ATTENDING))
-        return f"its layers include {', '.join(other)}" if other else None
-    pattern = getattr(config, "hybrid_override_pattern", None)
-    if pattern and set(pattern) - {"*", "-"}:  # Nemotron-H: * attention, - MLP, M Mamba-2
-        return f"its layer pattern {pattern!r} holds Mamba layers"
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        return f"it attends through a sliding window of {config.sliding_window} tokens"
-    return None
+    """Why a model of `config` cannot train tree rows exactly (None: it can): the tree layout's blocker over the
+    one reader of a model's sequence layers (`ftdata.tokens.layers`): layers that are not full attention, a window."""
+    return TREE.blocker(SequenceLayers.read(config))
 
 
 def as_split_rows(dataset: Any) -> Any:
-    """Tree rows taken apart into plain rows (`tokens.tree.paths`): every trained token once, in its own context."""
+    """Tree rows taken apart into plain rows (`TREE.sequences`: each tree's paths, `tokens.tree.paths`): every
+    trained token once, in its own context."""
     from datasets import Dataset
 
     rows: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
     for row in dataset:
-        for ids, labels in _tree_paths(row["input_ids"], row["labels"], row["position_ids"], row[TREES]):
+        for ids, labels in TREE.sequences(row):
             rows["input_ids"].append(ids)
             rows["attention_mask"].append([1] * len(ids))
             rows["labels"].append(labels)
     return Dataset.from_dict(rows)
-
-
-def _tree_paths(
-    ids: list[int], labels: list[int], positions: list[int], lengths: list[int]
-) -> list[tuple[list[int], list[int]]]:
-    out: list[tuple[list[int], list[int]]] = []
-    start = 0
-    for n in lengths:  # each tree of a packed row alone
-        out.extend(paths(ids[start : start + n], labels[start : start + n], positions[start : start + n]))
-        start += n
-    return out
 
 
 def segments(positions: list[int]) -> list[tuple[int, int, list[int] | None]]:
@@ -291,23 +261,3 @@ def use_tree_attention(model: Any) -> None:
     register_tree_attention()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.set_attn_implementation(ATTENTION)
-
-
-def fitted(splits: Any, model: Any) -> Any:
-    """`splits` as `model` can train them: tree rows stay trees where its layers honour the tree mask, and are taken
-    apart into their split rows where they cannot (`tree_blocker`), with a note; other rows unchanged."""
-    from dataclasses import replace
-
-    if not is_tree(splits.train):
-        return splits
-    why = tree_blocker(model.config)
-    if why is None:
-        use_tree_attention(model)
-        return splits
-    warnings.warn(
-        f"tree rows: {type(model).__name__} cannot attend along a tree ({why}); training their split rows instead "
-        "(the same trained tokens in the same contexts, each shared prefix forwarded once per row)",
-        stacklevel=2,
-    )
-    test = as_split_rows(splits.eval) if splits.eval is not None else None
-    return replace(splits, train=as_split_rows(splits.train), eval=test)

@@ -22,9 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ftdata.tokens.layouts import WEIGHTS
 from ftdata.types import IGNORE_INDEX
-
-WEIGHTS = "loss_weights"
 
 
 def weighted_loss(

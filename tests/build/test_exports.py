@@ -200,5 +200,5 @@ def test_tree_rows_are_exported_as_the_split_rows_they_hold(tmp_path: Path) -> N
     assert "cannot attend along a tree" in axolotl.manifest["notes"][0]
     split = ftdata.load(tmp_path / "inference").dataset
     rows = pq.read_table(tmp_path / "tree" / "export-axolotl" / "train.parquet").to_pylist()
-    assert len(split) == len(rows) == 6  # 3 + 1 + 2 split rows; the build holds them as 3 trees
+    assert len(split) == len(rows) == 6  # 3 + 1 + 2 split rows; the build holds them as 1 tree across the 3 records
     assert sorted((r["input_ids"], r["labels"]) for r in rows) == sorted(zip(split["input_ids"], split["labels"]))

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from ftdata import FtdataError, prepare
 from ftdata.errors import Location, UnusableRecord
 from ftdata.records.formats import to_examples
-from ftdata.chat.markers import ChatRenderer
+from ftdata.chat.renderer import ChatRenderer
 from ftdata.tokens.masking import REPAIRED, Masker
 from ftdata.chat.render import Renderer
 from ftdata.types import IGNORE_INDEX, MaskPolicy, SystemMode

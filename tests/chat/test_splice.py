@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ftdata.chat import splice
-from ftdata.chat.markers import ChatRenderer
+from ftdata.chat.renderer import ChatRenderer
 from ftdata.chat.traced import Ask, Traced, UnspliceableUse, tracing
 
 from support import make_char_tokenizer

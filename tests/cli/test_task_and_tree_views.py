@@ -85,23 +85,32 @@ def test_a_given_task_says_so(tmp_path: Path) -> None:
 def test_tree_stats_count_what_the_tree_build_writes(tmp_path: Path) -> None:
     data = jsonl(tmp_path / "chats.jsonl", CHATS)
     args = ("-t", QWEN, "--chat-template", "qwen3", "--history", "tree")
-    run("build", data, *args, "-o", tmp_path / "out", "--no-cache")
-    counts = json.loads((tmp_path / "out" / "build.json").read_text())["counts"]
-    stats = json.loads(run("stats", data, *args, "--json").stdout)
-    # 3 + 1 split rows (164 tokens) written as 2 trees: record 1's three rows share their start
-    assert (counts["rows"], counts["sequences"], counts["tokens"], counts["trained_tokens"]) == (2, 2, 117, 52)
-    assert (stats["rows"], stats["tokens"], stats["trained_tokens"]) == (2, 117, 52)
-    assert (stats["split_rows"], stats["split_tokens"], stats["records"], stats["examples"]) == (4, 164, 2, 2)
-    assert (stats["epoch"]["sequences"], stats["epoch"]["tokens"], stats["epoch"]["trained"]) == (2, 117, 52)
+    own = (*args, "--no-tree-across-records")
+    for flags, (trees, tokens) in ((own, (2, 117)), (args, (1, 114))):
+        run("build", data, *flags, "-o", tmp_path / "out", "--no-cache")
+        counts = json.loads((tmp_path / "out" / "build.json").read_text())["counts"]
+        stats = json.loads(run("stats", data, *flags, "--json").stdout)
+        # 3 + 1 split rows (164 tokens) written as 2 trees (record 1's three rows share their start), or as 1
+        # across records (both open with the same user header: 3 tokens fewer)
+        assert (counts["rows"], counts["sequences"], counts["tokens"], counts["trained_tokens"]) == (
+            trees,
+            trees,
+            tokens,
+            52,
+        )
+        assert (stats["rows"], stats["tokens"], stats["trained_tokens"]) == (trees, tokens, 52)
+        assert (stats["split_rows"], stats["split_tokens"], stats["records"], stats["examples"]) == (4, 164, 2, 2)
+        assert (stats["epoch"]["sequences"], stats["epoch"]["tokens"], stats["epoch"]["trained"]) == (trees, tokens, 52)
     split = json.loads(run("stats", data, *args[:-1], "inference", "--json").stdout)
     assert (split["rows"], split["tokens"], split["trained_tokens"]) == (4, 164, 52)
     assert "split_rows" not in split  # history=inference writes the split rows themselves
-    text = run("stats", data, *args).stdout
-    assert "4 rows written as 2 tree rows (history=tree: a record's rows as one prefix tree)" in text
+    text = run("stats", data, *own).stdout
+    assert "4 rows written as 2 tree rows (history=tree: each prefix the rows share written once)" in text
     assert "tokens        117 forwarded (each tree's unique tokens; 164 in the 4 rows), 52 trained (44.4% " in text
-    run("build", data, *args, "--packing", "-o", tmp_path / "packed", "--no-cache")
+    run("build", data, *own, "--packing", "-o", tmp_path / "packed", "--no-cache")
     packing = json.loads((tmp_path / "packed" / "build.json").read_text())["counts"]["packing"]["train"]
     assert (packing["rows"], packing["sequences"], packing["tokens"]) == (1, 2, 117)
+    stats = json.loads(run("stats", data, *own, "--json").stdout)
     assert {k: stats["epoch"]["packing"][k] for k in ("rows", "sequences", "tokens", "fill_ratio")} == {
         "rows": 1,
         "sequences": 2,
@@ -109,6 +118,7 @@ def test_tree_stats_count_what_the_tree_build_writes(tmp_path: Path) -> None:
         "fill_ratio": packing["fill_ratio"],
     }
     assert "fill 5.7%: 2 sequences -> 1 rows of 2,048" in text  # the build's fill (train) 5.7%
+    assert "4 rows written as 1 tree row (history=tree: " in run("stats", data, *args).stdout
 
 
 @pytest.mark.skipif(not QWEN.is_dir(), reason=f"real tokenizers not found at {QWEN}")
@@ -129,7 +139,7 @@ def test_tree_preview_says_how_a_split_record_is_written(tmp_path: Path) -> None
         None,
         None,
     ]
-    # the record's trees and the single row of record 2 add up to the build's 117 tokens and 52 trained
+    # the record's trees and the single row of record 2 add up to a tree-per-record build's 117 tokens and 52 trained
     assert 90 + views[3]["counts"]["tokens"] == 117 and 38 + views[3]["counts"]["trained"] == 52
     assert "\ntree: " not in run("preview", data, *args[:-1], "inference", "--no-color").stdout
 

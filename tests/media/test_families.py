@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ftdata.chat.markers import ChatRenderer
+from ftdata.chat.renderer import ChatRenderer
 from ftdata.chat.contents import MEDIA, ContentForm, to_parts
 from ftdata.chat.render import Renderer
 from ftdata.errors import ConfigError, TemplateError

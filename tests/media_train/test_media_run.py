@@ -229,7 +229,7 @@ def test_resume_compares_the_rows_not_the_random_fingerprint_of_an_in_memory_bui
     def data(images, fingerprint):
         ds = datasets.Dataset.from_list([{**rows[0], "media": images}])
         ds._fingerprint = fingerprint  # what `ftdata.build` of raw data gets: a random one per build
-        return _data_record(Splits(train=ds, eval=None, packed=False))
+        return _data_record(Splits(train=ds, eval=None))
 
     first, again = data(rows[0]["media"], "76893142baa36b2b"), data(rows[0]["media"], "3785e14552214dff")
     record.write_json(tmp_path / record.RUN_FILE, {"data": first})

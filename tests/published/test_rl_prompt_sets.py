@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 from support import TOKENIZERS, tokenizer
 
@@ -78,14 +79,16 @@ def test_reward_columns_may_name_a_subset_and_its_errors_are_true() -> None:
     assert mapped.dataset["ground_truth"] == ["72", "10"] and "reward_model" not in mapped.dataset.column_names
 
 
-def test_a_record_whose_struct_has_another_key_is_a_located_reject(tmp_path: Path) -> None:
+def test_a_record_whose_object_has_another_key_widens_the_struct_as_datasets_does(tmp_path: Path) -> None:
     first, second = _records(VERL)
     second["reward_model"]["hint"] = "x"
     data = tmp_path / "verl.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in (first, second)))
     result = _build(data, on_error="skip")
-    assert len(result.dataset) == 1
-    (reject,) = result.report.sample_rejects
+    assert result.dataset["reward_model"] == [{**first["reward_model"], "hint": None}, second["reward_model"]]
+    assert result.dataset.features["reward_model"] == datasets.Dataset.from_list([first, second]).features["reward_model"]
+    named = _build(data, on_error="skip", reward_columns={"reward_model": "struct{style: string, ground_truth: string}"})
+    (reject,) = named.report.sample_rejects  # a struct named in reward_columns is checked key by key
     assert reject.location == f"{data}:2"
     assert reject.reason.startswith("field 'reward_model': has key 'hint' that the column's type struct{style: string, "
                                     "ground_truth: string} does not"), reject.reason  # fmt: skip

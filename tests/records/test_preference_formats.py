@@ -257,9 +257,10 @@ def test_roles_map_applies_to_both_sides():
         ({"prompt": "Q", "chosen": "A", "rejected": "A"}, RejectCode.CHOSEN_IS_REJECTED,
          r"p.jsonl:3: field 'rejected': chosen and rejected are the same conversation"),
         ({"chosen": [msg("user", "Q1"), msg("assistant", "A")], "rejected": [msg("user", "Q2"), msg("assistant", "B")]},
-         RejectCode.PROMPT_MISMATCH, r"field 'rejected': the sides differ at message 0 \(user 'Q1' vs user 'Q2'\), before their last"),
+         RejectCode.PROMPT_MISMATCH, r"field 'chosen\[0\]': the sides differ at message 0 \(user 'Q1' vs user 'Q2'\), a user turn the model does not "
+         r"write; a pair diverges at an assistant turn"),
         ({"chosen": [msg("user", "Q"), msg("assistant", "A")], "rejected": [msg("user", "Q"), msg("assistant", "A"), msg("user", "more?"), msg("assistant", "B")]},
-         RejectCode.PROMPT_MISMATCH, r"the sides differ at message 2 \(nothing vs user 'more\?'\)"),
+         RejectCode.PROMPT_MISMATCH, r"field 'rejected': one side is the other's start: they differ from message 2 \(nothing vs user 'more\?'\)"),
         ({"chosen": [msg("user", "Q"), msg("assistant", "A"), msg("user", "and?")], "rejected": [msg("user", "Q"), msg("assistant", "B")]},
          RejectCode.NOT_ASSISTANT_END, r"field 'chosen\[2\]': ends with a user turn"),
         ({"prompt": "Q", "chosen": "A", "rejected": "  "}, RejectCode.EMPTY_RESPONSE, r"field 'rejected': empty response"),

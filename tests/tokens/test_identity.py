@@ -168,3 +168,19 @@ def test_a_build_kept_in_memory_warns_in_one_line_too() -> None:
         warnings.simplefilter("always")
         ftdata.prepare(RECORDS, tokenizer=tokenizer("qwen2.5-instruct"))
     assert not [w for w in seen if "tokenizers.Tokenizer" in str(w.message)]
+
+
+def test_the_raw_check_reads_the_first_rows_up_to_a_token_budget() -> None:
+    """32 agent trajectories of 25,000 tokens would cost more to encode twice than to build: the rows are read up to
+    `RAW_TOKENS` in all, the row that reaches it cut there (and build.json says so)."""
+    from datasets import Dataset
+
+    from ftdata.build.serving import _decoded
+
+    tok = tokenizer("qwen2.5-instruct")
+    hi, yo = tok.encode("hi", add_special_tokens=False), tok.encode(" yo", add_special_tokens=False)
+    rows = Dataset.from_dict({"input_ids": [hi + yo * 4, yo * 5, hi * 5]})
+    assert _decoded(tok, rows, 32, budget=7) == (["hi yo yo yo yo", " yo yo"], True)
+    assert _decoded(tok, rows, 32, budget=10) == (["hi yo yo yo yo", " yo yo yo yo yo"], False)
+    assert _decoded(tok, rows, 2, budget=100) == (["hi yo yo yo yo", " yo yo yo yo yo"], False)
+    assert _decoded(tok, rows, 32, budget=100)[0][2] == "hihihihihi"

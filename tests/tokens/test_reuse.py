@@ -13,7 +13,7 @@ from support import TOKENIZER_NAMES, TOKENIZERS
 from tokenizers import AddedToken
 from transformers import AutoTokenizer
 
-from ftdata.chat.markers import ChatRenderer
+from ftdata.chat.renderer import ChatRenderer
 from ftdata.io.resources import load_tokenizer
 from ftdata.tokens.reuse import ReusingEncoder
 

@@ -62,8 +62,8 @@ def contexts(rows: Any) -> list[tuple[tuple[int, ...], int]]:
 
 
 def test_tree_rows_forward_each_prefix_once_and_train_what_the_split_rows_train(tmp_path: Path) -> None:
-    split, tree = built(tmp_path, "inference"), built(tmp_path, "tree")
-    assert (len(split), len(tree)) == (6, 3)  # 3 + 1 + 2 split rows -> one tree per record
+    split, tree = built(tmp_path, "inference"), built(tmp_path, "tree", tree_across_records=False)
+    assert (len(split), len(tree)) == (6, 3)  # 3 + 1 + 2 split rows -> one tree per record (across: 1, test_tree_across_records)
     assert tree.column_names == ["input_ids", "attention_mask", "labels", "record", "position_ids", "tree_lengths"]
     assert contexts(tree) == contexts(split)  # the same trained tokens, each in exactly its split row's context
     for row in tree:  # unique: no two tokens with the same parent, token and label

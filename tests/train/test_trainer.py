@@ -15,10 +15,10 @@ from ftdata.train.trainer import build_trainer, last_checkpoint, sft_args
 torch = pytest.importorskip("torch")
 
 
-def _splits(rows, *, eval_rows=None, packed=False) -> Splits:
+def _splits(rows, *, eval_rows=None) -> Splits:  # the rows' layout (plain, packed) is read from their columns
     from datasets import Dataset
 
-    return Splits(Dataset.from_list(rows), Dataset.from_list(eval_rows) if eval_rows else None, packed)
+    return Splits(Dataset.from_list(rows), Dataset.from_list(eval_rows) if eval_rows else None)
 
 
 def test_rows_are_not_prepared_again(tmp_path: Path, make_row) -> None:
@@ -33,7 +33,7 @@ def test_rows_are_not_prepared_again(tmp_path: Path, make_row) -> None:
 def test_packed_rows_train_padding_free(tmp_path: Path, make_row, pack_rows) -> None:
     row = pack_rows([make_row("a?", "b."), make_row("c?", "d.")])
     args = sft_args(TrainConfig(), run_dir=tmp_path, device=resolve_device(Precision.AUTO),
-                    splits=_splits([row], packed=True))
+                    splits=_splits([row]))
     assert args.padding_free is True
 
 
@@ -78,7 +78,7 @@ def test_packed_batch_loss_equals_unpacked(tmp_path: Path, tiny_model_dir: Path,
     loaded = load_for_training(cfg)
     losses = {}
     for name, data, packed in (("unpacked", rows, False), ("packed", [pack_rows(rows)], True)):
-        trainer = build_trainer(cfg, loaded=loaded, splits=_splits(data, packed=packed), run_dir=tmp_path / name)
+        trainer = build_trainer(cfg, loaded=loaded, splits=_splits(data), run_dir=tmp_path / name)
         batch = next(iter(trainer.get_train_dataloader()))
         assert ("position_ids" in batch) is packed and ("attention_mask" in batch) is not packed
         with torch.no_grad():

@@ -20,13 +20,13 @@ from ftdata.tokens.tree import visible
 from ftdata.train.tree import (
     TreeCollator,
     as_split_rows,
-    fitted,
     tree_attention,
     tree_blocker,
     tree_forward,
     tree_loss,
     use_tree_attention,
 )
+from ftdata.train.layouts import fit
 from ftdata.types import IGNORE_INDEX
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -127,7 +127,7 @@ def split_loss(model, rows) -> float:
 
 
 def test_first_step_loss_through_the_trainer(builds, tiny_qwen3_dir, tmp_path: Path) -> None:
-    """Through `fitted` and `build_trainer` (what `ftdata train` runs): the first batch's loss of the tree build
+    """Through `fit` and `build_trainer` (what `ftdata train` runs): the first batch's loss of the tree build
     equals the split rows' loss, all rows in one batch; the model still runs plain rows (sdpa) afterwards."""
     from ftdata.train.config import TrainConfig
     from ftdata.train.data import Splits
@@ -136,7 +136,7 @@ def test_first_step_loss_through_the_trainer(builds, tiny_qwen3_dir, tmp_path: P
 
     cfg = TrainConfig(model=str(tiny_qwen3_dir), quantization="none", lora_r=4, per_device_train_batch_size=8)
     loaded = load_for_training(cfg)
-    splits = fitted(Splits(builds["tree"].remove_columns("record"), None, False), loaded.model)
+    splits = fit(Splits(builds["tree"].remove_columns("record"), None), loaded.model)
     trainer = build_trainer(cfg, loaded=loaded, splits=splits, run_dir=tmp_path / "tree")
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["input_ids"].shape[0] == len(builds["tree"])
@@ -211,7 +211,7 @@ def test_tree_rows_with_added_chat_tokens_train_with_the_split_rows_loss(tmp_pat
         loaded = load_for_training(cfg)
         assert len(loaded.new_tokens) == 4  # <|im_start|>, <|im_end|>, <think>, </think>
         built = ftdata.build(str(data), tokenizer=tok, history=history, add_chat_tokens=True, cache=False).dataset
-        splits = fitted(Splits(built.remove_columns("record"), None, False), loaded.model)
+        splits = fit(Splits(built.remove_columns("record"), None), loaded.model)
         trainer = build_trainer(cfg, loaded=loaded, splits=splits, run_dir=tmp_path / history)
         batch = next(iter(trainer.get_train_dataloader()))
         assert batch["input_ids"].shape[0] == len(built) and int(batch["input_ids"].max()) >= len(tok)
@@ -236,7 +236,7 @@ def test_a_hybrid_model_trains_the_split_rows_with_a_note(builds) -> None:
     hybrid = SimpleNamespace(config=Qwen3NextConfig())  # only its config is read: no model is built
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = fitted(Splits(builds["tree"], None, False), hybrid)
+        out = fit(Splits(builds["tree"], None), hybrid)
     assert any("cannot attend along a tree (its layers include linear_attention)" in str(w.message) for w in caught)
     assert out.train.column_names == ["input_ids", "attention_mask", "labels"]
     split = builds["inference"]

@@ -125,7 +125,7 @@ def test_trainer_uses_the_weights_column(tmp_path, tiny_model_dir, make_row, pac
             if "loss_weights" in data[0]:
                 row["loss_weights"] = [w for r in data for w in r["loss_weights"]]
             data = [row]
-        trainer = build_trainer(cfg, loaded=loaded, splits=Splits(Dataset.from_list(data), None, packed), run_dir=tmp_path / name)
+        trainer = build_trainer(cfg, loaded=loaded, splits=Splits(Dataset.from_list(data), None), run_dir=tmp_path / name)
         batch = next(iter(trainer.get_train_dataloader()))
         with torch.no_grad():
             return trainer.compute_loss(loaded.model, batch).item()

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.build.exports import prompts, text, tokens
-from ftdata.build.exports.rows import RECORD, TokenRow, has_weights, layout, token_rows
+from ftdata.build.exports.rows import RECORD, TokenRow, has_weights, token_rows
 from ftdata.build.load import load
 from ftdata.errors import ConfigError
 from ftdata.guard.safeio import OutputDir
 from ftdata.io.resources import load_tokenizer
 from ftdata.run.stage import task_module
+from ftdata.tokens.layouts import layout_of
 from ftdata.types import Task
 
 MANIFEST = "export.json"
@@ -235,8 +236,7 @@ def _write(
     manifest: dict[str, Any],
     tokenizer: Any,
 ) -> dict[str, Any]:
-    columns = list(next(iter(splits.values())).column_names)
-    built_layout = layout(columns)
+    built_layout = layout_of(next(iter(splits.values()))).name
     rows = {name: list(token_rows(split)) for name, split in splits.items()}
     notes = []
     if built_layout not in stack.trains and built_layout != "plain":

@@ -1,6 +1,6 @@
 """A build's rows as the sequences an export writes: one token sequence, its labels, the record it came from.
 
-Row layouts a build writes (`ftdata.run.rows`) and what an export makes of them:
+Row layouts a build writes (`ftdata.tokens.layouts`) and what an export makes of them (`Layout.sequences`):
 
     plain / split (history=inference)   as they are: one sequence per row, a split record's rows kept together
     packed (seq_lengths)                one sequence per document of a row (the stacks pack on their own)
@@ -14,14 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ftdata.tokens.tree import paths
+from ftdata.tokens.layouts import PACKED, PLAIN, WEIGHTS, layout_of
 from ftdata.types import IGNORE_INDEX
 
 RECORD = "record"  # the record a row came from (`ftdata.run.rows.SOURCE`)
-WEIGHTS = "loss_weights"  # per-token loss weights (`ftdata.run.rows.WEIGHTS`); an empty list: 1 for every token
-SEQ_LENGTHS = "seq_lengths"
-TREES = "tree_lengths"  # `ftdata.run.rows.TREES`
-POSITIONS = "position_ids"
 
 
 @dataclass(frozen=True)
@@ -44,34 +40,18 @@ class TokenRow:
         return sum(label != IGNORE_INDEX for label in self.labels)
 
 
-def layout(columns: list[str]) -> str:
-    """`plain`, `packed` or `tree`: how a build's rows hold their sequences."""
-    if TREES in columns:
-        return "tree"
-    return "packed" if SEQ_LENGTHS in columns else "plain"
-
-
 def token_rows(split: Any) -> Iterator[TokenRow]:
-    """The sequences of one split of a build (a `datasets.Dataset` of SFT rows), in row order."""
-    kind = layout(list(split.column_names))
+    """The sequences of one split of a build (a `datasets.Dataset` of SFT rows), in row order: each sequence its
+    layout trains (`Layout.sequences`). Loss weights follow a plain row and a packed row's documents; a packed row
+    keeps no record."""
+    layout = layout_of(split)
     for row in split:
-        ids, labels = list(row["input_ids"]), list(row["labels"])
-        weights = list(row[WEIGHTS]) if row.get(WEIGHTS) else None
-        if kind == "plain":
-            yield TokenRow(ids, labels, row.get(RECORD), weights)
-        elif kind == "packed":
-            start = 0
-            for n in row[SEQ_LENGTHS]:
-                piece = weights[start : start + n] if weights else None
-                yield TokenRow(ids[start : start + n], labels[start : start + n], None, piece)
-                start += n
-        else:
-            start = 0
-            for n in row[TREES]:
-                end = start + n
-                for path_ids, path_labels in paths(ids[start:end], labels[start:end], row[POSITIONS][start:end]):
-                    yield TokenRow(path_ids, path_labels, row.get(RECORD))
-                start = end
+        weights = list(row[WEIGHTS]) if row.get(WEIGHTS) and layout in (PLAIN, PACKED) else None
+        start = 0
+        for ids, labels in layout.sequences(row):
+            piece = weights[start : start + len(ids)] if weights else None
+            yield TokenRow(ids, labels, None if layout is PACKED else row.get(RECORD), piece)
+            start += len(ids)
 
 
 def has_weights(split: Any) -> bool:

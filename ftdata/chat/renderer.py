@@ -1,0 +1,167 @@
+"""The chat renderer: a tokenizer's own chat template bound to the build's kwargs, called per conversation within
+the time and size limits, and the scope (`shared_renders`) in which one unit of work renders each prompt once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from ftdata.chat import sandbox, splice
+from ftdata.chat.contents import STRING, ContentForm, as_parts, collapse, contents_of, media_count
+from ftdata.errors import Location, TemplateError
+from ftdata.guard import limits
+
+__all__ = ["ChatRenderer", "shared_renders"]
+
+
+# The renders of one unit of work (the sides of one preference pair, the rows of one record), by their
+# arguments, and whether renders without the generation prompt are kept too; None outside one. A context
+# variable: each build thread has its own, so a unit's renders are never another thread's.
+_SHARED: ContextVar[tuple[dict[str, str], bool] | None] = ContextVar("ftdata_shared_renders", default=None)
+
+
+@contextmanager
+def shared_renders(*, every: bool = False) -> Iterator[None]:
+    """Inference prompts (generation=True renders) inside are rendered once per distinct set of arguments:
+    the two sides of a preference pair have the same prompt, and each side's rule renders its history
+    turns' prompts, which are the other side's too. `every`: every render is kept (a multi-turn record's
+    history check renders each trained turn as the last one, and the rows it splits into render them
+    again). Scoped to the block: nothing is served from one record to another."""
+    token = _SHARED.set(({}, every))
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+# One encoder for every key: `json.dumps` with options builds a new one per call. No circularity check
+# (half the cost): a render's arguments are read from data, and a cycle ends in RecursionError, not shared.
+_KEYS = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+
+
+def _render_key(messages: Any, generation: bool, tools: Any, kwargs: Any) -> str | None:
+    """The arguments of a render as one exact string (JSON keeps str, int, float, bool and None apart and
+    keys in order), or None for arguments JSON does not write (a render that is then not shared)."""
+    try:
+        return _KEYS.encode([messages, generation, tools, kwargs])
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+class _Naming:
+    """'the chat template on record LOCATION', written out only for an error: formatting a location on every
+    render cost more than the time limit around it."""
+
+    __slots__ = ("location",)
+
+    def __init__(self, location: Location | None):
+        self.location = location
+
+    def __str__(self) -> str:
+        return "the chat template" + (f" on record {self.location}" if self.location is not None else "")
+
+
+class ChatRenderer:
+    """The tokenizer's own chat template, called as `render(messages, generation=..., tools=...)`.
+
+    `kwargs` (the build's `chat_template_kwargs`) go to every render; a call's own `kwargs`
+    (a record's `template_kwargs`) are merged over them: the record wins.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ):
+        if not getattr(tokenizer, "chat_template", None):
+            raise TemplateError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
+                "pass template='alpaca' (or another prompt template)"
+            )
+        self.tokenizer = tokenizer
+        self.kwargs = dict(kwargs or {})
+        self.tools = list(tools) if tools else None  # probes only: a render's own `tools` win
+        self.contents = (
+            STRING  # string contents, or lists of parts for templates that read only those (chat/contents.py)
+        )
+        self.contents = contents_of(self)
+        self.skeletons = splice.Skeletons()  # what `render_all` splices, per role sequence
+
+    def __call__(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        generation: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        location: Location | None = None,
+    ) -> str:
+        """The rendered text, within the time and size limits of `ftdata.guard.limits`.
+
+        Raises:
+            TemplateError: the template raised.
+            LimitExceeded: the render ran too long or built too much; names `location`.
+        """
+        unit = _SHARED.get()
+        # Only prompts (generation=True) repeat within a pair: its sides' conversations differ in their last turn.
+        key = _render_key(messages, generation, tools, kwargs) if unit is not None and (generation or unit[1]) else None
+        if key is not None and key in unit[0]:  # type: ignore[index]  # key is set only when unit is
+            return unit[0][key]  # type: ignore[index]  # as above
+        text = self._render(messages, generation=generation, tools=tools, kwargs=kwargs, location=location)
+        if key is not None:
+            unit[0][key] = text  # type: ignore[index]  # as above
+        return text
+
+    def render_all(self, conversations: list[list[dict[str, Any]]], *, generation: bool) -> list[str] | None:
+        """Every conversation rendered as TRL's trainers render a batch of prompts: each the text
+        `self(conversation, generation=...)` gives (one compiled template, the same kwargs and tools), spliced
+        from its role sequence's proven skeleton (`ftdata.chat.splice`) or rendered by one `apply_chat_template`
+        call, each within the size limit. None when the template raises, a limit is passed, or a conversation
+        holds media: rendered one by one, each says why.
+        """
+        if not conversations or any(self.contents.form_of(c) is ContentForm.PARTS for c in conversations):
+            return None
+        return splice.render_all(
+            self.tokenizer,
+            conversations,
+            generation=generation,
+            tools=self.tools,
+            kwargs=self.kwargs,
+            skeletons=self.skeletons,
+        )
+
+    def _render(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        generation: bool,
+        tools: Sequence[Mapping[str, Any]] | None,
+        kwargs: Mapping[str, Any] | None,
+        location: Location | None,
+    ) -> str:
+        what = _Naming(location)
+        images = 0
+        if self.contents.form_of(messages) is ContentForm.PARTS:  # LLaVA-Next, Idefics3, records with media: each
+            images, messages = media_count(messages), as_parts(messages)  # image back to one MEDIA after
+        try:
+            with limits.time_limit(limits.limits().render_seconds, what), sandbox.bounded_chat_templates():
+                text = self.tokenizer.apply_chat_template(
+                    messages,
+                    tools=list(tools) if tools else self.tools,
+                    tokenize=False,
+                    add_generation_prompt=generation,
+                    **{**self.kwargs, **(kwargs or {})},
+                )
+        except limits.LimitExceeded as exc:
+            raise exc if str(exc).startswith(str(what)) else limits.LimitExceeded(f"{what}: {exc}") from None
+        except Exception as exc:  # templates raise jinja2 errors, TypeErrors, KeyErrors...
+            roles = ",".join(m["role"] for m in messages)
+            raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None
+        text = limits.check_size(text if isinstance(text, str) else "".join(text), what)
+        return collapse(text, self.contents, images) if images else text
