@@ -72,27 +72,30 @@ class Spelling:
         """
         if self.sizes is None:
             return None
-        sizes = list(map(self.sizes.__getitem__, ids))
-        if -1 in sizes:
+        total = sum(map(self.sizes.__getitem__, ids))
+        if getattr(self.sizes, "unknown", False):
             return None
-        return bool(ids) and sum(sizes) == len(text.encode())
+        return bool(ids) and total == len(text.encode())
 
 
 class _Sizes(dict[int, int]):
     """The bytes each token id stands for, looked up the first time an id is read (reading the whole vocabulary
     cost 0.05-0.5 s a build): a byte-level token's characters (one per byte), an added token's content in UTF-8,
-    -1 for a token with a character that stands for no byte (then no count can be trusted)."""
+    and `unknown` once a token with a character that stands for no byte is read (then no count is trusted)."""
 
     def __init__(self, backend: Any):
         super().__init__({i: len(t.content.encode()) for i, t in backend.get_added_tokens_decoder().items()})
         self._backend = backend
         self._chars = frozenset(_BYTE_CHARS)
+        self.unknown = False  # a token read so far stands for no bytes that can be counted: no count is trusted
 
     def __missing__(self, i: int) -> int:
         token = self._backend.id_to_token(i)
-        size = len(token) if token is not None and self._chars.issuperset(token) else -1
-        self[i] = size
-        return size
+        if token is None or not self._chars.issuperset(token):
+            self.unknown = True
+            return 0
+        self[i] = len(token)
+        return self[i]
 
 
 def _spec(part: Any) -> dict[str, Any] | None:
