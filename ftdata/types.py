@@ -309,6 +309,9 @@ class Rendered:
     # Trained turns (message indices of the example) that this text does not write as inference sees them,
     # each with why: the record is split into rows (`ftdata.chat.trajectory`); empty for a row that holds.
     unheld: tuple[tuple[int, SplitReason], ...] = ()
+    # Template text that every render writes the same, as (start, text): its token ids are reused where the
+    # tokenizer's pre-tokenizer proves its borders (`ftdata.tokens.reuse.Constants`); checked against `text`.
+    constants: tuple[tuple[int, str], ...] = ()
 
 
 class TokenRow(TypedDict):
