@@ -137,9 +137,7 @@ class ChatSpans:
         """
         tools, kwargs = list(example.tools) or None, example.template_kwargs
 
-        def render(messages: list[dict[str, Any]], *, generation: bool = False) -> str:
-            return self.render(messages, generation=generation, tools=tools, kwargs=kwargs, location=example.source)
-
+        render = self.render.bind(msgs, tools=tools, kwargs=kwargs, location=example.source)
         text = self._whole(example, msgs, render)
         notes = self._record_notes(example, msgs, text)
         if not history and (last := self._final(Chat(text, msgs, render, example.source), trained)) is not None:
