@@ -22,7 +22,7 @@ round, then the min and median of each ratio. All tok/s use the raw tokenizer's 
 larger builds, on every path: benchmarks/build_memory.py.
 
     python benchmarks/prep_throughput.py [--records 20000] [--engines local,processes,ray]
-                                         [--rounds 5] [--synthetic-only]
+                                         [--rounds 5] [--synthetic-only] [--baseline CHECKOUT]
 """
 
 from __future__ import annotations
@@ -153,15 +153,17 @@ def child(method: str, path: Path, max_length: int, workers: int) -> None:
     elif method == "trl":
         out = run_trl(path, tok, max_length)
     else:
-        out = run_ftdata(path, tok, max_length, engine=method.split(":", 1)[1], workers=workers)
+        out = run_ftdata(path, tok, max_length, engine=method.split(":", 1)[1].split("@")[0], workers=workers)
     out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
 
-def measure(method: str, path: Path, max_length: int, workers: int = 2) -> dict:
-    """Run one measurement in a fresh interpreter and return its JSON line."""
+def measure(method: str, path: Path, max_length: int, workers: int = 2, baseline: Path | None = None) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON line (`ftdata:ENGINE@before`: the ftdata
+    of the --baseline checkout)."""
     command = [sys.executable, __file__, "--child", method, "--data", str(path), "--max-length", str(max_length), "--workers", str(workers)]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = baseline if method.endswith("@before") and baseline is not None else ROOT
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(code)})
     if done.returncode:
         raise SystemExit(f"{method} on {path.name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -190,6 +192,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers for the processes and ray executors")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every method in turn; min and median of each ratio")
     parser.add_argument("--synthetic-only", action="store_true", help="skip the real Alpaca case")
+    parser.add_argument("--baseline", type=Path, help="another ftdata checkout (its root) measured in the same rounds, "
+                        "its engines named ENGINE@before: before/after in one run")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,6 +210,8 @@ def main() -> None:
             print(f"note: ftdata engine {engine!r} skipped: {why}")
         else:
             methods.append(f"ftdata:{engine}")
+            if args.baseline is not None:
+                methods.append(f"ftdata:{engine}@before")
     base = real_records()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; tokenizer: bundled SmolLM2; "
           f"template alpaca; max_length {args.max_length}; {args.rounds} rounds of {', '.join(methods)} in turn\n")  # fmt: skip
@@ -216,7 +222,12 @@ def main() -> None:
         for name, records in cases.items():
             path = write_jsonl(records, Path(tmp) / f"{name.replace(' ', '_')}.jsonl")
             order = ["raw", *methods[2:], "trl"]  # ftdata next to both baselines
-            rounds = [{m: measure(m, path, args.max_length, args.workers) for m in order} for _ in range(args.rounds)]
+            rounds = []
+            for k in range(args.rounds):
+                rounds.append({})
+                for m in order:
+                    rounds[-1][m] = measure(m, path, args.max_length, args.workers, args.baseline)
+                    print(f"  round {k + 1}: {m} {rounds[-1][m]['seconds']:.2f} s", file=sys.stderr, flush=True)
             show(name, len(records), methods, rounds)
 
 
@@ -226,8 +237,8 @@ def show(name: str, records: int, methods: list[str], rounds: list[dict[str, dic
     tokens = rounds[0]["raw"]["tokens"]
     print(f"{name}: {records:,} records, {tokens:,} tokens, fill {rounds[0][methods[-1]]['fill']:.2%}" if engines else name)
     ratio_names = [f"{e}/{base}" for e in engines for base in ("raw", "trl")]
-    print(f"{'round':>7}{'raw tok/s':>11}{'trl tok/s':>11}" + "".join(f"{e:>11}" for e in engines)
-          + "".join(f"{r:>15}" for r in ratio_names) + "  peak RSS MiB (" + "/".join(m.replace("ftdata:", "") for m in methods) + ")")  # fmt: skip
+    print(f"{'round':>7}{'raw tok/s':>11}{'trl tok/s':>11}" + "".join(f"{e:>13}" for e in engines)
+          + "".join(f"{r:>18}" for r in ratio_names) + "  peak RSS MiB (" + "/".join(m.replace("ftdata:", "") for m in methods) + ")")  # fmt: skip
     ratios: dict[str, list[float]] = {r: [] for r in ratio_names}
     for i, measured in enumerate(rounds, 1):
         rate = {m: tokens / measured[m]["seconds"] for m in methods}
@@ -235,10 +246,10 @@ def show(name: str, records: int, methods: list[str], rounds: list[dict[str, dic
             ratios[f"{e}/raw"].append(rate[m] / rate["raw"])
             ratios[f"{e}/trl"].append(rate[m] / rate["trl"])
         rss = "/".join(f"{measured[m]['rss_mib']:.0f}" for m in methods)
-        print(f"{i:>7}{rate['raw']:>11,.0f}{rate['trl']:>11,.0f}" + "".join(f"{rate[m]:>11,.0f}" for m in methods[2:])
-              + "".join(f"{ratios[r][-1]:>14.2f}x" for r in ratio_names) + f"  {rss}", flush=True)  # fmt: skip
+        print(f"{i:>7}{rate['raw']:>11,.0f}{rate['trl']:>11,.0f}" + "".join(f"{rate[m]:>13,.0f}" for m in methods[2:])
+              + "".join(f"{ratios[r][-1]:>17.2f}x" for r in ratio_names) + f"  {rss}", flush=True)  # fmt: skip
     for label, pick in (("min", min), ("median", statistics.median)):
-        print(f"{label:>7}{'':>22}{'':>{11 * len(engines)}}" + "".join(f"{pick(ratios[r]):>14.2f}x" for r in ratio_names))
+        print(f"{label:>7}{'':>22}{'':>{13 * len(engines)}}" + "".join(f"{pick(ratios[r]):>17.2f}x" for r in ratio_names))
     print()
 
 

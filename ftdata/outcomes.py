@@ -89,6 +89,8 @@ class NoteCode(StrEnum):
     REASONING_DROPPED = "reasoning_dropped"  # the chat template drops an assistant turn's reasoning
     REASONING_MOVED = "reasoning_moved"  # a leading <think>…</think> in an assistant content moved into its reasoning
     REASONING_PROMPT_CLOSED = "reasoning_prompt_closed"  # the generation prompt closes the think block
+    THINKING_ON = "thinking_on"  # a record with reasoning rendered with the template's thinking switch on
+    PROMPT_ROW = "prompt_row"  # a turn trained after its inference prompt, which no render of the record writes
     PROMPT_OPENS = (
         "prompt_opens"  # a prompt set: the generation prompt opens a block the completion continues (`<think>\n`)
     )

@@ -98,6 +98,7 @@ class SplitReason(_Choice):
     CONTEXT = "context"  # the template writes the turns before it differently than its inference prompt
     REASONING = "reasoning"  # the template drops the turn's reasoning from history
     TARGET = "target"  # the template writes the turn itself differently when it is the last (an empty think block)
+    PROMPT = "prompt"  # no render of the conversation writes its inference prompt before it: a row of that prompt
 
 
 class SystemMode(_Choice):
@@ -308,6 +309,9 @@ class Rendered:
     # Trained turns (message indices of the example) that this text does not write as inference sees them,
     # each with why: the record is split into rows (`ftdata.chat.trajectory`); empty for a row that holds.
     unheld: tuple[tuple[int, SplitReason], ...] = ()
+    # Template text that every render writes the same, as (start, text): its token ids are reused where the
+    # tokenizer's pre-tokenizer proves its borders (`ftdata.tokens.reuse.Constants`); checked against `text`.
+    constants: tuple[tuple[int, str], ...] = ()
 
 
 class TokenRow(TypedDict):

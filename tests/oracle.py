@@ -880,14 +880,58 @@ def inference_target(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int,
                      kwargs: dict[str, Any] | None = None, stops: StopTokens | None = None,
                      edge_cases: bool = False) -> tuple[str, str] | None:  # fmt: skip
     """(context, trained text) of assistant turn i as inference sees it: the rule on `messages[:i+1]`, the turn as
-    the last one. None where the rule cannot decide it (or the turn cannot be trained)."""
+    the last one, after its inference prompt P_i. Where that render writes a context that conflicts with P_i
+    (neither begins with the other: Mistral-Nemo writes the system prompt into P_i's last user turn only, a
+    thinking-off P_i closes the think block that render writes the turn's reasoning in), the context is P_i.
+    None where the rule cannot decide it (or the turn cannot be trained)."""
     exp = expect(tokenizer, messages[: i + 1], tools=tools, kwargs=kwargs, stops=stops, edge_cases=edge_cases)
     if exp.must_reject or not exp.turns or exp.turns[-1].status != "rule" or exp.turns[-1].span is None:
         return None
     a, b = exp.turns[-1].span
     if not _calls_written(messages[i], exp.text[a:b]):  # a call turn whose end the rule cannot place
         return None
-    return exp.text[:a], exp.text[a:b]
+    return inference_prompt(tokenizer, messages, i, exp.text[:a], tools=tools, kwargs=kwargs), exp.text[a:b]
+
+
+def inference_prompt(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int, context: str, *,
+                     tools: list[dict[str, Any]] | None = None, kwargs: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """Turn i's context at inference: P_i where `context` (what a render writes before the turn) conflicts with it,
+    else `context` (P_i that only goes on past it, `<think>\n`, is the rule's think-opened edge case; one that
+    differs from it in whitespace alone, its `history` edge case)."""
+    try:
+        P = _generation_prompt(tokenizer, messages, i, tools, kwargs or {})
+    except RenderFailed:
+        return context
+    if context.startswith(P) or P.startswith(context):
+        return context
+    bare, given = re.sub(r"\s+", "", P), re.sub(r"\s+", "", context)  # whitespace alone: the `history` edge case
+    return context if given.startswith(bare) or bare.startswith(given) else P
+
+
+def as_prompt_row(tokenizer: Any, messages: Sequence[dict[str, Any]], exp: Expectation, *,
+                  tools: list[dict[str, Any]] | None = None, kwargs: dict[str, Any] | None = None) -> Expectation:  # fmt: skip
+    """`exp` as the row inference trains where the record's one trained turn is its last and the context A writes
+    before it conflicts with its inference prompt P_i (`inference_prompt`): P_i, then the turn as A writes it;
+    nothing of P_i trained. Else `exp` as it is."""
+    turns = [t for t in exp.turns if t.status == "rule" and t.span is not None]
+    if exp.must_reject or len(exp.turns) != 1 or len(turns) != 1 or turns[0].index != len(messages) - 1:
+        return exp
+    (turn,) = turns
+    a, b = turn.span  # type: ignore[misc]
+    prompt = inference_prompt(tokenizer, messages, turn.index, exp.text[:a], tools=tools, kwargs=kwargs)
+    if prompt == exp.text[:a]:
+        return exp
+    text = prompt + exp.text[a:b]
+    return Expectation(text, exp.eos_appended, [Turn(turn.index, "rule", (len(prompt), len(text)), case=turn.case)],
+                       [(0, len(prompt))], "", exp.string_arguments, exp.stops)  # fmt: skip
+
+
+def _generation_prompt(tokenizer: Any, messages: Sequence[dict[str, Any]], i: int, tools: list[dict[str, Any]] | None,
+                       kwargs: dict[str, Any]) -> str:  # fmt: skip
+    """P_i, with the arguments form that renders the conversation through turn i."""
+    render = Renderer(tokenizer, tools, kwargs)
+    render.choose_arguments(messages[: i + 1])
+    return render(messages[:i], generation=True)
 
 
 def row_runs(tokenizer: Any, input_ids: Sequence[int], labels: Sequence[int]) -> list[tuple[str, str]]:
@@ -983,10 +1027,14 @@ def trajectory(tokenizer: Any, messages: Sequence[dict[str, Any]], rows: Sequenc
         context, text = targets[i]  # type: ignore[misc]
         return renders[j].startswith(context) and _body(renders[j][len(context) :], tokenizer, stops).startswith(_body(text, tokenizer, stops))
 
-    holds = {j: {i for i in turns if i <= j and written(j, i)} for j in turns}
-    for n in range(1, len(turns) + 1):
-        if any(set().union(*(holds[j] for j in pick)) >= set(turns) for pick in _combinations(turns, n)):
-            return problems, n
+    # A turn whose context at inference no render writes (its P_i: a prompt row) is a row of its own; the others
+    # are covered by renders through the turns that have a render.
+    alone = [i for i in turns if not written(i, i)]
+    rest = [i for i in turns if i not in alone]
+    holds = {j: {i for i in rest if i <= j and written(j, i)} for j in rest}
+    for n in range(len(rest) + 1):
+        if any(set().union(set(), *(holds[j] for j in pick)) >= set(rest) for pick in _combinations(rest, n)):
+            return problems, n + len(alone)
     return problems, None
 
 

@@ -53,6 +53,35 @@ def thinking_kwarg(render: TemplateRender, after_prompt: str) -> str:
     return '{"enable_thinking": false}' if moved and after_prompt.strip() in prompt else ""
 
 
+# The kwargs templates read to open a think block in the generation prompt (DeepSeek-V3.x reads `thinking`).
+THINKING_SWITCHES = ("enable_thinking", "thinking")
+
+
+def thinking_switch(render: TemplateRender) -> str:
+    """The kwarg that, set true, opens the think block the generation prompt closes with the build's kwargs (QwQ's
+    `enable_thinking`, off by default; DeepSeek-V3.2's `thinking`); '' where the prompt closes none, where the
+    build sets a switch itself (its choice stands), or where no switch opens it (a "nothink" template)."""
+    if any(name in render.kwargs for name in THINKING_SWITCHES):
+        return ""
+
+    def closes(kwargs: dict[str, Any] | None) -> bool:
+        text = render(probe_messages("u1"), generation=True, kwargs=kwargs)
+        return "</think>" in text[text.find(PROBE["u1"]) + len(PROBE["u1"]) :]
+
+    try:
+        if not closes(None):
+            return ""
+    except TemplateError:
+        return ""
+    for name in THINKING_SWITCHES:
+        try:
+            if not closes({name: True}):
+                return name
+        except TemplateError:
+            continue
+    return ""
+
+
 def _call(arguments: Any, name: str = "toolprobe") -> dict[str, Any]:
     return {"type": "function", "id": "call00001", "function": {"name": name, "arguments": arguments}}
 

@@ -10,7 +10,7 @@ renders the prompt; the response and EOS follow it and are the only trained text
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,9 @@ from ftdata.outcomes import Note, NoteCode
 from ftdata.types import Example, Rendered
 
 VARIABLES = ("instruction", "input", "system")
+# What stands for each variable in the render that finds a template's constant text (`PromptTemplate.constants`):
+# private-use characters, which no template writes.
+_PROBES = {name: f"\ue000{i}\ue001" for i, name in enumerate(VARIABLES)}
 
 
 def builtin_names() -> tuple[str, ...]:
@@ -71,6 +74,100 @@ class PromptTemplate:
     uses_system: bool
     _compiled: Any
     input: Input
+    # The body as data where it only writes text and variables, choosing by which are empty (`_plan`): such a
+    # template writes a record without Jinja, its constants known (`render_parts`).
+    plan: Plan | None = field(default=None, compare=False, repr=False)
+    # Per set of non-empty variables: the constant text around them, found once (`constants`).
+    _skeletons: dict[tuple[bool, ...], tuple[tuple[str, ...], tuple[str, ...]] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _parts: dict[tuple[bool, ...], list[str | tuple[str]]] = field(default_factory=dict, compare=False, repr=False)
+
+    def render_parts(
+        self, *, instruction: str, input: str = "", system: str = "", location: Location | None = None
+    ) -> tuple[str, tuple[tuple[int, str], ...]]:
+        """The prompt (`render`) and the template's own text in it as (start, text) (`constants`).
+
+        A template whose plan is known is written from it, without Jinja: the same text, as `render`'s limit on
+        its size applies (tests/chat/test_prompt_templates.py compares both on generated values).
+        """
+        values = {"instruction": instruction, "input": input, "system": system}
+        if self.plan is None:
+            prompt = self.render(instruction=instruction, input=input, system=system, location=location)
+            return prompt, self.constants(prompt, values)
+        key = tuple(bool(values[name]) for name in VARIABLES)
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._parts[key] = _parts(self.plan, dict(zip(VARIABLES, key)))
+        # (constant?, text) runs: an empty value leaves the constants around it side by side, one run of constant text
+        runs: list[list[Any]] = []
+        for part in parts:
+            constant = isinstance(part, str)
+            written = part if isinstance(part, str) else values[part[0]]
+            if not written:
+                continue
+            if runs and constant and runs[-1][0]:
+                runs[-1][1] += written
+            else:
+                runs.append([constant, written])
+        constants: list[tuple[int, str]] = []
+        at = 0
+        for constant, written in runs:
+            if constant:
+                constants.append((at, written))
+            at += len(written)
+        cap = limits.limits().render_chars
+        if at > cap:
+            raise limits.output_too_long(_Described(self.name, location), cap)
+        return "".join(written for _, written in runs), tuple(constants)
+
+    def constants(self, prompt: str, values: dict[str, str]) -> tuple[tuple[int, str], ...]:
+        """The template's own text in `prompt` (its render of `values`) as (start, text), or () when `prompt` is
+        not that text around the values verbatim (the template transforms or tests a value otherwise).
+
+        Found once per set of non-empty variables, by rendering private-use probes in their place; each render
+        is then checked to be exactly the constants joined with its values, so a template that branches on a
+        value's content gives () for that record, never wrong constants:
+
+            'Below is ... ### Instruction:\n' + instruction + '\n\n### Response:\n'
+            constants: ((0, 'Below is ... ### Instruction:\n'), (118 + len(instruction), '\n\n### Response:\n'))
+        """
+        key = tuple(bool(values[name]) for name in VARIABLES)
+        if key not in self._skeletons:
+            self._skeletons[key] = self._skeleton(key)
+        skeleton = self._skeletons[key]
+        if skeleton is None:
+            return ()
+        pieces, order = skeleton
+        parts = [pieces[0]]
+        for name, piece in zip(order, pieces[1:]):
+            parts += (values[name], piece)
+        if "".join(parts) != prompt:
+            return ()
+        out, at = [], 0
+        for i, part in enumerate(parts):
+            if i % 2 == 0 and part:
+                out.append((at, part))
+            at += len(part)
+        return tuple(out)
+
+    def _skeleton(self, key: tuple[bool, ...]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """(the constant pieces, the variables between them in order) of the render of non-empty variables
+        `key`, or None when a probe is not written verbatim exactly once."""
+        values = {name: _PROBES[name] if given else "" for name, given in zip(VARIABLES, key)}
+        try:
+            text = self.render(instruction=values["instruction"], input=values["input"], system=values["system"])
+        except TemplateError:
+            return None
+        found = sorted((text.find(probe), name) for name, probe in _PROBES.items() if probe in text)
+        if any(text.count(_PROBES[name]) != 1 or not values[name] for _, name in found):
+            return None
+        pieces, at = [], 0
+        for start, name in found:
+            pieces.append(text[at:start])
+            at = start + len(_PROBES[name])
+        pieces.append(text[at:])
+        return tuple(pieces), tuple(name for _, name in found)
 
     def render(self, *, instruction: str, input: str = "", system: str = "", location: Location | None = None) -> str:
         """Render the prompt within the time and size limits (`ftdata.guard.limits`).
@@ -150,13 +247,15 @@ def load_prompt_template(spec: str) -> PromptTemplate:
         raise TemplateError(
             f"unknown template {spec!r}; built-ins are {', '.join(builtin_names())}, or give a path to a .jinja file"
         )
-    compiled, uses_system = _compile(name, source)
-    return PromptTemplate(name, source, uses_system, compiled, text_input(InputKind.TEMPLATE, name, data, path=where))
+    compiled, uses_system, plan = _compile(name, source)
+    return PromptTemplate(
+        name, source, uses_system, compiled, text_input(InputKind.TEMPLATE, name, data, path=where), plan
+    )
 
 
 @functools.lru_cache(maxsize=32)
-def _compile(name: str, source: str) -> tuple[Any, bool]:
-    """(the compiled template, whether it uses `system`).
+def _compile(name: str, source: str) -> tuple[Any, bool, Plan | None]:
+    """(the compiled template, whether it uses `system`, its plan where it only writes text and variables).
 
     Raises:
         TemplateError: a syntax error, an include/import/extends, or an unknown variable.
@@ -179,7 +278,51 @@ def _compile(name: str, source: str) -> tuple[Any, bool]:
             f"template {name!r} uses unknown variable(s) {', '.join(sorted(unknown))}; "
             f"available variables: {', '.join(VARIABLES)}"
         )
-    return compiled, "system" in meta.find_undeclared_variables(ast)
+    return compiled, "system" in meta.find_undeclared_variables(ast), _plan(ast.body)
+
+
+# A template's body read as data where it only writes text and variables, choosing by whether a variable is empty:
+# a constant, a variable's name, or (variable, the plan if it is not empty, the plan if it is).
+Plan = list["str | tuple[str] | tuple[str, Plan, Plan]"]
+
+
+def _plan(nodes: list[Any]) -> Plan | None:
+    """The plan of Jinja AST `nodes`, or None where they do anything else (a filter, a test, a loop, a macro, an
+    expression): that template is rendered by Jinja. Whitespace control is already applied to the text nodes."""
+    from jinja2 import nodes as jn
+
+    out: Plan = []
+    for node in nodes:
+        if isinstance(node, jn.Output):
+            for child in node.nodes:
+                if isinstance(child, jn.TemplateData):
+                    out.append(child.data)
+                elif isinstance(child, jn.Name) and child.ctx == "load" and child.name in VARIABLES:
+                    out.append((child.name,))
+                else:
+                    return None
+        elif isinstance(node, jn.If) and isinstance(node.test, jn.Name) and node.test.name in VARIABLES:
+            if node.elif_:
+                return None
+            then, otherwise = _plan(node.body), _plan(node.else_)
+            if then is None or otherwise is None:
+                return None
+            out.append((node.test.name, then, otherwise))
+        else:
+            return None
+    return out
+
+
+def _parts(plan: Plan, given: dict[str, bool]) -> list[str | tuple[str]]:
+    """The constants and variables a plan writes when the variables that are not empty are `given`."""
+    out: list[str | tuple[str]] = []
+    for step in plan:
+        if isinstance(step, str) or len(step) == 1:
+            out.append(step)  # a constant or (variable,)
+        else:
+            name, then, otherwise = step  # (variable, plan, plan)
+            out += _parts(then if given[name] else otherwise, given)
+    return out
 
 
 def render_prompt_template(example: Example, template: PromptTemplate, *, eos: str, trained: list[bool]) -> Rendered:
@@ -203,12 +346,16 @@ def render_prompt_template(example: Example, template: PromptTemplate, *, eos: s
     length = 0
     spans: list[tuple[int, int]] = []
     boundaries: list[int] = []
+    constants: list[tuple[int, str]] = []
     context = example.context
     for i, msg in enumerate(msgs):
         if msg.role == "system":
             continue
         if msg.role == "user":
-            piece = template.render(instruction=msg.content, input=context, system=system, location=example.source)
+            piece, own = template.render_parts(
+                instruction=msg.content, input=context, system=system, location=example.source
+            )
+            constants.extend((length + at, part) for at, part in own)
             context = ""
         elif msg.role == "assistant":
             piece = msg.content + eos
@@ -225,4 +372,6 @@ def render_prompt_template(example: Example, template: PromptTemplate, *, eos: s
             if trained[i]:
                 spans.append((start, length))
             boundaries.append(length)
-    return Rendered("".join(text), tuple(spans), "prompt-template", tuple(boundaries[:-1]), tuple(notes))
+    return Rendered(
+        "".join(text), tuple(spans), "prompt-template", tuple(boundaries[:-1]), tuple(notes), constants=tuple(constants)
+    )

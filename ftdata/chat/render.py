@@ -37,7 +37,7 @@ from ftdata.chat.markers import (
     model_stop_tokens,
     one_token,
 )
-from ftdata.chat.probes import reasoning_probe
+from ftdata.chat.probes import THINKING_SWITCHES, reasoning_probe, thinking_switch
 from ftdata.chat.renderer import ChatRenderer
 from ftdata.chat.prompt_templates import (
     PromptTemplate,
@@ -58,6 +58,16 @@ USER_TRAIN_IGNORED = Note(
     "train=true on a non-assistant turn is ignored: only assistant turns carry loss (mask='train_on_prompt' trains "
     "all)",
 )
+
+
+def thinking_on(switch: str) -> Note:
+    """The note of a record rendered with the template's thinking switch on (`Renderer._thinking_on`)."""
+    return Note(
+        NoteCode.THINKING_ON,
+        f"the record carries reasoning and the generation prompt closes the think block: rendered with "
+        f"chat_template_kwargs {switch}=true, which opens it, so the reasoning is trained as a thinking model writes "
+        f"it (set {switch} in chat_template_kwargs to choose: false trains the answers only)",
+    )
 
 
 def trained_turns(messages: tuple[Message, ...], policy: MaskPolicy) -> list[bool]:
@@ -271,6 +281,19 @@ class Renderer:
         `chat_template` option; the Stage applies it), shown in the renderer's name. `history=inference`:
         a rendering says which trained turns it does not write as inference sees them (`Rendered.unheld`)."""
         self.tokenizer = tokenizer
+        # What a renderer with the template's thinking switch on is made with (`_thinking_on`).
+        self._settings: dict[str, Any] = {
+            "mask": mask,
+            "system_prompt": system_prompt,
+            "system_mode": system_mode,
+            "mask_reasoning": mask_reasoning,
+            "chat_template_kwargs": dict(chat_template_kwargs or {}),
+            "stop_tokens": stop_tokens,
+            "special_tokens_in_data": special_tokens_in_data,
+            "max_messages": max_messages,
+            "chat_template": chat_template,
+            "history": history,
+        }
         self.max_messages = max_messages
         self.mask = mask
         self.system_prompt = system_prompt
@@ -297,6 +320,31 @@ class Renderer:
         self._any_control = re.compile("|".join(map(re.escape, self.controls))) if self.controls else None
 
     _late_system: bool | None = None  # `writes_late_system`, probed on first use
+    _switch: str | None = None  # `thinking_switch`, probed on first use
+    _thinking: Renderer | None = None  # this renderer with the thinking switch on, made on first use
+
+    @property
+    def thinking_switch(self) -> str:
+        """The chat template's kwarg that opens the think block its generation prompt closes with the build's
+        kwargs ('' where it closes none, the build sets one, or none opens it: `probes.thinking_switch`)."""
+        if self._switch is None:
+            self._switch = thinking_switch(self.chat) if self.chat is not None else ""
+        return self._switch
+
+    def _thinking_on(self, example: Example) -> Renderer | None:
+        """The renderer for a record that carries reasoning where the generation prompt closes the think block and
+        a thinking switch opens it (the record and the build set none): the build's, with the switch on. A model
+        prompted with the block closed cannot write the reasoning, so the data that has it is rendered as inference
+        prompts a thinking model (noted). None: the build's renderer renders it (a turn after a closed prompt then
+        trains its answer after that prompt, the reasoning left out: `turns.ChatSpans._prompt_row`)."""
+        if self.chat is None or any(name in example.template_kwargs for name in THINKING_SWITCHES):
+            return None
+        if not think.carries(example) or not (switch := self.thinking_switch):
+            return None
+        if self._thinking is None:
+            kwargs = {**self._settings["chat_template_kwargs"], switch: True}
+            self._thinking = Renderer(self.tokenizer, None, **{**self._settings, "chat_template_kwargs": kwargs})
+        return self._thinking
 
     @property
     def writes_late_system(self) -> bool:
@@ -437,6 +485,15 @@ class Renderer:
         return think.lift(example, writes=lambda m: bool(m.tool_calls) or self.plain_reasoning)
 
     def _render(self, example: Example, history: bool = True) -> Rendered:
+        if (thinking := self._thinking_on(example)) is not None:
+            try:
+                out = thinking._render(example, history)
+            except UnusableRecord:
+                out = None  # the build's renderer says why, as without the switch
+            if out is not None and think.written(example, out.text):
+                return replace(out, notes=(*out.notes, thinking_on(self.thinking_switch)))
+            # The switch opens the block, yet the template writes none of the record's reasoning (DeepSeek-V3.1 cuts
+            # it out of every content): the answers are trained after the build's prompt.
         example, lifted = self._lift(example)
         given = len(example.messages)
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:

@@ -5,12 +5,13 @@ the time and size limits, and the scope (`shared_renders`) in which one unit of 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from ftdata.chat import sandbox, splice
+from ftdata.chat.direct import Direct
 from ftdata.chat.contents import STRING, ContentForm, as_parts, collapse, contents_of, media_count
 from ftdata.errors import Location, TemplateError
 from ftdata.guard import limits
@@ -43,13 +44,36 @@ def shared_renders(*, every: bool = False) -> Iterator[None]:
 _KEYS = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 
-def _render_key(messages: Any, generation: bool, tools: Any, kwargs: Any) -> str | None:
+def _render_key(
+    messages: Any, generation: bool, tools: Any, kwargs: Any, known: dict[int, tuple[Any, str]] | None = None
+) -> str | None:
     """The arguments of a render as one exact string (JSON keeps str, int, float, bool and None apart and
-    keys in order), or None for arguments JSON does not write (a render that is then not shared)."""
+    keys in order), or None for arguments JSON does not write (a render that is then not shared).
+
+    `known`: messages already written (id -> (message, its JSON)): the string is put together from their JSON,
+    as the encoder writes a list (`[` items joined by `, ` `]`), so a long conversation's many renders write
+    each message once."""
     try:
-        return _KEYS.encode([messages, generation, tools, kwargs])
+        if known is None:
+            return _KEYS.encode([messages, generation, tools, kwargs])
+        parts = []
+        for m in messages:
+            held = known.get(id(m))
+            parts.append(held[1] if held is not None and held[0] is m else _KEYS.encode(m))
+        return "[[" + ", ".join(parts) + "], " + _KEYS.encode([generation, tools, kwargs])[1:]
     except (TypeError, ValueError, RecursionError):
         return None
+
+
+def _written(messages: list[Any]) -> dict[int, tuple[Any, str]]:
+    """Each message's JSON, by id, for `_render_key`; a message JSON does not write is left out."""
+    out = {}
+    for m in messages:
+        try:
+            out[id(m)] = (m, _KEYS.encode(m))
+        except (TypeError, ValueError, RecursionError):
+            continue
+    return out
 
 
 class _Naming:
@@ -101,8 +125,11 @@ class ChatRenderer:
         tools: Sequence[Mapping[str, Any]] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         location: Location | None = None,
+        direct: Direct | None = None,
+        known: dict[int, tuple[Any, str]] | None = None,
     ) -> str:
-        """The rendered text, within the time and size limits of `ftdata.guard.limits`.
+        """The rendered text, within the time and size limits of `ftdata.guard.limits`. `direct` and `known`:
+        the template data and JSON of the conversation `messages` come from, built once (`bind`).
 
         Raises:
             TemplateError: the template raised.
@@ -110,13 +137,54 @@ class ChatRenderer:
         """
         unit = _SHARED.get()
         # Only prompts (generation=True) repeat within a pair: its sides' conversations differ in their last turn.
-        key = _render_key(messages, generation, tools, kwargs) if unit is not None and (generation or unit[1]) else None
+        key = (
+            _render_key(messages, generation, tools, kwargs, known)
+            if unit is not None and (generation or unit[1])
+            else None
+        )
         if key is not None and key in unit[0]:  # type: ignore[index]  # key is set only when unit is
             return unit[0][key]  # type: ignore[index]  # as above
-        text = self._render(messages, generation=generation, tools=tools, kwargs=kwargs, location=location)
+        text = None
+        if direct is not None and self.contents.form_of(messages) is not ContentForm.PARTS:
+            text = direct(messages, generation=generation, what=_Naming(location))
+        if text is None:
+            text = self._render(messages, generation=generation, tools=tools, kwargs=kwargs, location=location)
         if key is not None:
             unit[0][key] = text  # type: ignore[index]  # as above
         return text
+
+    def bind(
+        self,
+        msgs: list[dict[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        location: Location | None = None,
+    ) -> Callable[..., str]:
+        """`render(messages, generation=False)`: `self(messages, generation=..., tools=..., kwargs=..., location=...)`
+        for the many renders of one conversation `msgs` (its prefixes, copies with some messages changed), the
+        template data of each of its messages built once (`ftdata.chat.direct`): the same text."""
+        direct = Direct(
+            self.tokenizer, msgs, tools=list(tools) if tools else self.tools, kwargs={**self.kwargs, **(kwargs or {})}
+        )
+
+        known: dict[int, tuple[Any, str]] | None = None  # each message's JSON, for the unit's keys: when first asked
+
+        def render(messages: list[dict[str, Any]], *, generation: bool = False) -> str:
+            nonlocal known
+            if known is None and _SHARED.get() is not None:
+                known = _written(msgs)
+            return self(
+                messages,
+                generation=generation,
+                tools=tools,
+                kwargs=kwargs,
+                location=location,
+                direct=direct,
+                known=known,
+            )
+
+        return render
 
     def render_all(self, conversations: list[list[dict[str, Any]]], *, generation: bool) -> list[str] | None:
         """Every conversation rendered as TRL's trainers render a batch of prompts: each the text

@@ -62,6 +62,24 @@ def lift(example: Example, *, writes: Callable[[Message], bool] = lambda m: True
     return (replace(example, messages=tuple(messages)), tuple(turns)) if turns else (example, ())
 
 
+def carries(example: Example) -> bool:
+    """Whether an assistant turn of `example` carries reasoning: a reasoning field, or a leading think block."""
+    return any(
+        m.role == "assistant" and (bool(m.reasoning) or ((block := _LEADING.match(m.content)) and block[1].strip()))
+        for m in example.messages
+    )
+
+
+def written(example: Example, text: str) -> bool:
+    """Whether `text` (a rendering of `example`) writes the reasoning of one of its assistant turns."""
+    for m in example.messages:
+        block = _LEADING.match(m.content) if m.role == "assistant" else None
+        thought = (m.reasoning or (block[1] if block else "")).strip() if m.role == "assistant" else ""
+        if thought and thought in text:
+            return True
+    return False
+
+
 def notes(turns: Iterable[int]) -> tuple[Note, ...]:
     """One `reasoning_moved` note per turn moved (a build counts them: trained turns whose block was moved)."""
     return tuple(Note(NoteCode.REASONING_MOVED, MOVED.format(i=i)) for i in turns)

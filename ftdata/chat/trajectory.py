@@ -17,9 +17,14 @@ chosen greedily from the last: a row trains every remaining turn that it writes 
     row 1      u1 [a1] t1 [a2] t2 [a3]    one row
 
 A turn j is always held by the row that ends with it, so the loop ends, and every trained turn is
-trained in exactly one row. Greedy from the last is the fewest rows wherever the turns a row holds are
-the later ones of its conversation (a template's rewrite reaches back from the last turn: every served
-template we know); tests/chat/test_trajectory.py compares it with an exhaustive search.
+trained in exactly one row; but one kind of turn: where the template writes its inference prompt otherwise
+than any render writes the turn's context (Mistral-Nemo writes the system prompt into the last user turn only,
+so no render with a reply after it holds it; a generation prompt closes the think block before a turn that
+carries reasoning), the turn is trained in a row of its own, that prompt and the turn (`SplitReason.PROMPT`,
+`turns._prompt_row`). Greedy from the last is the fewest rows (a turn trained after its own prompt counting one)
+wherever the turns a row holds are the later ones of its conversation (a template's rewrite reaches back from
+the last turn: every served template we know); tests/chat/test_trajectory.py compares it with an exhaustive
+search.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ WHY = {
     "inference prompt",
     SplitReason.REASONING: "the template drops its reasoning from history",
     SplitReason.TARGET: "the template writes it differently in history than as the last turn",
+    SplitReason.PROMPT: "no render of the conversation writes its inference prompt before it: trained after that "
+    "prompt",
 }
 
 
@@ -95,16 +102,20 @@ def split(
         # The first row through the record's last message is the record as `first` rendered it (its flags
         # name the turns the record trains): not rendered again.
         rendered = first if not rows and end == len(example.messages) - 1 else render(row, history=len(turns) > 1)
-        while rendered.unheld:  # train only what this row holds; the row's own last turn always holds
+        while rendered.unheld:  # train only what this row holds; the row's own last turn holds but for PROMPT
             for i, why in rendered.unheld:
                 reasons.setdefault(i, why)
                 turns.discard(i)
+            if end not in turns:  # its inference prompt and it, a row of its own (`ChatSpans`: a prompt row)
+                turns = {end}
             row = _through(example, end, turns)
             rendered = render(row, history=len(turns) > 1)
         rows.append((row, rendered, tuple(sorted(turns))))
         remaining -= turns
-    count = len(rows)  # every turn of a row after the first was unheld in an earlier one: it has a reason
+    # Every turn of a row after the first was unheld in an earlier one (it has a reason), or held by a row through
+    # a turn trained in a prompt row of its own (PROMPT), which trains that turn alone.
+    count = len(rows)
     return [
-        (row, rendered, SplitRow(k, count, turns, tuple((i, reasons[i]) for i in turns) if k else ()))
+        (row, rendered, SplitRow(k, count, turns, tuple((i, reasons[i]) for i in turns if i in reasons) if k else ()))
         for k, (row, rendered, turns) in enumerate(rows)
     ]

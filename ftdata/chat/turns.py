@@ -4,11 +4,14 @@
 inference-consistency rule (`ftdata.chat.locator`, docs/masking.md). A long record's turns are
 located in a bounded number of renders (`ftdata.chat.long_records`); with history=inference each
 trained history turn is also checked against its render as the last turn (`_unheld`), for the
-record to be split into rows (`ftdata.chat.trajectory`).
+record to be split into rows (`ftdata.chat.trajectory`), and every trained turn against its inference
+prompt: where no render writes that prompt before the turn, the turn is trained in a row of that prompt
+and the turn (`_prompt_row`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -27,6 +30,13 @@ __all__ = ["SYSTEM_DROPPED", "ChatSpans", "tool_name"]
 SYSTEM_DROPPED = Note(
     NoteCode.SYSTEM_DROPPED, "the chat template dropped the system message; use system_mode='fold' to keep it"
 )
+PROMPT_ROW = Note(
+    NoteCode.PROMPT_ROW,
+    "an assistant turn is trained after its inference prompt, which no render of the record writes before it (the "
+    "template puts the system prompt, or a closed think block, only into the generation prompt): the row is that "
+    "prompt and the turn",
+)
+_SPACE = re.compile(r"\s+")
 # From this many assistant turns of a kind on (plain; with reasoning or tool calls), a conversation's
 # inference prompts are located in a bounded number of renders (`prompt_ends` where the template is
 # prefix-stable, else `prompt_tails`), plain turns' contents from one skeleton render and the data of
@@ -54,6 +64,37 @@ def _starts_with_render(text: str, messages: list[dict[str, Any]], render: Rende
         return text.startswith(render(messages))
     except TemplateError:
         return False
+
+
+def _foreign_prompt(chat: Chat, i: int, context: str, known: int | Tail | None = None) -> str | None:
+    """Turn i's inference prompt P_i where it conflicts with `context`, the text a render writes before the turn
+    (neither begins with the other: Mistral-Nemo's P_i holds the system prompt its history lacks; a prompt that
+    closes the think block, a context that holds the turn's reasoning in it); else None. A P_i that only goes on
+    past the context (a think block the prompt opens, `<think>\n`), or differs from it in whitespace alone
+    (Hermes 3 writes `</tool_response>\n<|im_end|>` in history, `</tool_response><|im_end|>` in its prompt), is
+    the rule's edge case, not a conflict. `known`: P_i as a `Tail` (not rewritten: P_i itself), else rendered."""
+    try:
+        if isinstance(known, Tail) and not known.rewritten:
+            prompt = known.prompt(chat.text)
+        else:
+            prompt = chat.render(chat.msgs[:i], generation=True)
+    except TemplateError:
+        return None
+    if context.startswith(prompt) or prompt.startswith(context):
+        return None
+    bare, given = _SPACE.sub("", prompt), _SPACE.sub("", context)
+    return None if given.startswith(bare) or bare.startswith(given) else prompt
+
+
+def _prompt_row(chat: Chat, text: str, turn: Turn, notes: list[Note]) -> Rendered:
+    """The last turn of `chat` trained after its inference prompt: P_i, then the turn as the template writes it
+    (from where the model starts writing through its stop token; `text`: A with what the turn appends)."""
+    i = len(chat.msgs) - 1
+    prompt = chat.render(chat.msgs[:i], generation=True)
+    row = prompt + text[turn.start : turn.end]
+    system = chat.msgs[0]["content"].strip() if chat.msgs[0]["role"] == "system" else None
+    kept = [n for n in notes if not (n is SYSTEM_DROPPED and system is not None and system in row)]
+    return Rendered(row, ((len(prompt), len(row)),), "prefix", (), tuple(dict.fromkeys([*kept, PROMPT_ROW])))
 
 
 def tool_name(tool: dict[str, Any]) -> str:
@@ -96,9 +137,7 @@ class ChatSpans:
         """
         tools, kwargs = list(example.tools) or None, example.template_kwargs
 
-        def render(messages: list[dict[str, Any]], *, generation: bool = False) -> str:
-            return self.render(messages, generation=generation, tools=tools, kwargs=kwargs, location=example.source)
-
+        render = self.render.bind(msgs, tools=tools, kwargs=kwargs, location=example.source)
         text = self._whole(example, msgs, render)
         notes = self._record_notes(example, msgs, text)
         if not history and (last := self._final(Chat(text, msgs, render, example.source), trained)) is not None:
@@ -148,6 +187,7 @@ class ChatSpans:
         long = self._long(chat)
         held = self._held(chat, trained) if exact else set()
         unheld: list[tuple[int, SplitReason]] = []
+        last = len(chat.msgs) - 1
         for i, msg in enumerate(chat.msgs):
             if msg["role"] != "assistant":
                 continue
@@ -156,22 +196,29 @@ class ChatSpans:
                 method = "fallback"
             if trained[i]:  # a turn nothing trains says nothing of what is trained (its dropped reasoning)
                 notes.extend(turn.notes)
-            if (
-                exact
-                and trained[i]
-                and i < len(chat.msgs) - 1
-                and i not in held
-                and (why := self._unheld(chat, i, turn))
-            ):
+            if exact and trained[i] and (why := self._why(chat, i, turn, held, long.hint(i).prompt)):
                 unheld.append((i, why))
             text += turn.appended
             if trained[i]:
                 spans.append((turn.start, turn.end))
             done = turn.end
             boundaries.append(turn.boundary)
+        if unheld and unheld[-1] == (last, SplitReason.PROMPT) and sum(trained) == 1:
+            return _prompt_row(chat, text, turn, notes)
         return Rendered(
             text, tuple(spans), method, tuple(boundaries[:-1]), tuple(dict.fromkeys(notes)), unheld=tuple(unheld)
         )
+
+    def _why(self, chat: Chat, i: int, turn: Turn, held: set[int], known: int | Tail | None) -> SplitReason | None:
+        """Why trained turn i, as A writes it (located as `turn`), is not trained as inference sees it; None where
+        it is. A history turn: `_unheld`; the last turn, or a history turn A writes as its own render does
+        (`held`): PROMPT where the context A writes before it conflicts with its inference prompt (`known`: P_i
+        as a long record's skeletons hold it, read without a render where it is P_i itself)."""
+        if i < len(chat.msgs) - 1 and i not in held:
+            return self._unheld(chat, i, turn)
+        if turn.method == "fallback" and _foreign_prompt(chat, i, chat.text[: turn.start], known) is not None:
+            return SplitReason.PROMPT
+        return None
 
     @staticmethod
     def _held(chat: Chat, trained: list[bool]) -> set[int]:
@@ -213,8 +260,11 @@ class ChatSpans:
         """
         text, last = chat.text, self._as_last(chat, i)
         if text.startswith(last):  # the full render writes the turn's whole render first: same context, same turn
-            return None
+            foreign = turn.method == "fallback" and _foreign_prompt(chat, i, text[: turn.start]) is not None
+            return SplitReason.PROMPT if foreign else None
         target = self._target(chat, i, last)
+        if target.method == "fallback" and _foreign_prompt(chat, i, last[: target.start]) is not None:
+            return SplitReason.PROMPT  # not even as the last turn is it written after its inference prompt
         stop = (last + target.appended)[target.stop : target.end]
         # Through its first stop token: Phi-3 closes a last turn with `<|end|>\n<|endoftext|>`, and generation has
         # ended at `<|end|>`, which its history turns write too.

@@ -26,19 +26,28 @@ spell the text byte for byte unless a byte has no token of its own. Such a recor
 every byte of its text is in the vocabulary, passes the decode check by construction; any
 other record (another tokenizer kind, a missing byte, a normalizer on non-ASCII text) is
 decoded. `Masker(tokenizer, fast_verify=False)` decodes every record (the tests compare both).
+
+A record that carries its template's constant text (`Rendered.constants`: a prompt template's
+`### Instruction:` lines) is tokenized piece by piece where the tokenizer's pre-tokenizer is
+proven to split at every border of the constants (`ftdata.tokens.reuse.Constants`): the
+constants' ids are reused, the record's own text tokenized without offsets, and the ids are the
+whole text's, exactly. Its spans are each one piece, checked the same way: covered exactly (by
+the bytes their tokens spell, where the spelling holds, else by offsets) and decoded where the
+decode can fail. `Masker(tokenizer, reuse=False)` tokenizes every text whole (the tests compare).
 """
 
 from __future__ import annotations
 
-import json
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ftdata.errors import UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.tokens.border import REPAIRED, Border, Offsets, first_at
+from ftdata.tokens.reuse import Constants, Pieces
+from ftdata.tokens.spelling import Spelling
 from ftdata.types import IGNORE_INDEX, Rendered
 
 WIDENED = Note(
@@ -104,110 +113,21 @@ class _Located:
     ranges: list[tuple[int, int]]
     notes: tuple[Note, ...]
     decode: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Spelling:
-    """When a text is spelled exactly by its tokens, so that decoding them can only give it back.
-
-    Holds for byte-level BPE (GPT-2 style: SmolLM2, Llama-3, Qwen2.5, Mistral-Nemo) when the
-    tokenizer neither adds text (no `add_prefix_space`, no prepended marker) nor rewrites it
-    (no normalizer, or a Unicode normalization form on ASCII text, where it changes nothing):
-    the pre-tokenizer hands BPE every byte of the text, BPE only merges adjacent symbols, and
-    the only symbol it can lose is a byte with no token of its own. So a text none of whose
-    UTF-8 bytes is `missing` decodes back byte for byte, and together with the offsets
-    coverage check the trained tokens decode to their span.
-
-        SmolLM2: missing = {0x04, 0x06, ..., 0xc0, 0xc1, 0xf1, ...}
-        "a \U00040000 b" -> bytes 61 20 f1 80 80 80 20 62: f1 is missing -> decode it
-    """
-
-    missing: bytes  # byte values the vocabulary has no token for
-    ascii_only: bool  # a Unicode normalizer: only ASCII text is unchanged by it
-
-    @staticmethod
-    def of(backend: Any) -> _Spelling | None:
-        # Each part's own JSON (what pickling it writes), not the whole tokenizer's: that one
-        # holds the vocabulary and merges, and serializing and parsing it took 0.1 s per build.
-        normalizer, pre, decoder = (
-            _spec(part) for part in (backend.normalizer, backend.pre_tokenizer, backend.decoder)
-        )
-        model = backend.model
-        unicode_forms = {"NFC", "NFD", "NFKC", "NFKD"}
-        if normalizer is not None and normalizer.get("type") not in unicode_forms:
-            return None
-        if (
-            type(model).__name__ != "BPE"
-            or (decoder or {}).get("type") != "ByteLevel"
-            or model.continuing_subword_prefix
-            or model.end_of_word_suffix
-            or not _byte_level_only(pre)
-        ):
-            return None
-        missing = bytes(b for b, char in enumerate(_BYTE_CHARS) if model.token_to_id(char) is None)
-        return _Spelling(missing, ascii_only=normalizer is not None)
-
-    def exact(self, text: str) -> bool:
-        """Whether `text`'s tokens decode back to it by construction (else: decode and compare)."""
-        if self.ascii_only and not text.isascii():  # isascii is O(1) in CPython
-            return False
-        data = text.encode()
-        return len(data.translate(None, self.missing)) == len(data)
-
-
-def _spec(part: Any) -> dict[str, Any] | None:
-    """A tokenizer part's settings (`{"type": "ByteLevel", ...}`), or None when the tokenizer has none."""
-    return None if part is None else json.loads(part.__getstate__())
-
-
-def _byte_level_only(pre: Any) -> bool:
-    """The pre-tokenizer only splits (keeping every character) and maps bytes, adding nothing."""
-    if pre is None:
-        return False
-    kind = pre.get("type")
-    if kind == "Sequence":
-        return (
-            bool(pre["pretokenizers"])
-            and all(map(_byte_level_only_step, pre["pretokenizers"]))
-            and any(p.get("type") == "ByteLevel" for p in pre["pretokenizers"])
-        )
-    return kind == "ByteLevel" and _byte_level_only_step(pre)
-
-
-def _byte_level_only_step(pre: Any) -> bool:
-    kind = pre.get("type")
-    if kind == "ByteLevel":
-        return not pre.get("add_prefix_space")
-    return kind in ("Split", "Digits", "Punctuation") and pre.get("behavior", "Isolated") != "Removed"
-
-
-def _byte_chars() -> str:
-    """GPT-2's byte -> character table (`bytes_to_unicode`): the character that stands for each byte."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return "".join(chars)
-
-
-_BYTE_CHARS = _byte_chars()
+    edges: Mapping[int, int] | None = None  # assembled from pieces: the token index at each piece's start
 
 
 class Masker:
     """Tokenizes rendered records in batches and builds their labels."""
 
-    def __init__(self, tokenizer: Any, *, fast_verify: bool = True):
+    def __init__(self, tokenizer: Any, *, fast_verify: bool = True, reuse: bool = True):
         self.backend = tokenizer.backend_tokenizer
         with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
         plain = tokenizer("x", add_special_tokens=False)["input_ids"]
         at = _find(with_special, plain)
         self.bos_ids: list[int] = with_special[:at] if at >= 0 else []
         self.border = Border(self.backend)
-        self.spelling = _Spelling.of(self.backend) if fast_verify else None
+        self.spelling = Spelling.of(self.backend) if fast_verify else None
+        self.constants = Constants(self.backend) if reuse else None
 
     @property
     def anchor(self) -> str | None:
@@ -224,20 +144,98 @@ class Masker:
         # prompt) is tokenized without offsets, the Rust tokenizer's cheaper call (8-11% less CPU); its
         # offsets are computed only if read (`preview`).
         bare = [not (r.spans or r.holes or r.boundaries or r.literal or r.media) for r in batch]
-        full = iter(self.backend.encode_batch([r.text for r, b in zip(batch, bare) if not b], add_special_tokens=False))
+        pieced = self._pieced(batch, bare)
+        whole = [not b and p is None for b, p in zip(bare, pieced)]
+        full = iter(self.backend.encode_batch([r.text for r, w in zip(batch, whole) if w], add_special_tokens=False))
         fast = iter(
             self.backend.encode_batch_fast([r.text for r, b in zip(batch, bare) if b], add_special_tokens=False)
             if any(bare)
             else ()
         )
+        exact = [
+            self.spelling is not None and p is not None and self.spelling.exact(r.text) for r, p in zip(batch, pieced)
+        ]
+        encoded = self._encode_pieces(batch, pieced, exact)
         located = []
-        for r, b in zip(batch, bare):
+        for r, b, p, x in zip(batch, bare, pieced, exact):
+            if p is not None:
+                located.append(self._joined(r, p, encoded, exact=x))
+                continue
             e = next(fast if b else full)
             located.append(self._locate(r, e.ids, _LaterOffsets(self.backend, r.text, len(e.ids)) if b else Offsets(e)))
         # One Rust call decodes every trained run of the records whose spelling is not exact by construction.
         runs = [x.ids[i0:i1] for x in located if isinstance(x, _Located) and x.decode for i0, i1 in x.ranges]
         decoded = iter(self.backend.decode_batch(runs, skip_special_tokens=False)) if runs else iter(())
         return [x if isinstance(x, UnusableRecord) else self._finish(x, decoded) for x in located]
+
+    def _pieced(self, batch: list[Rendered], bare: list[bool]) -> list[Pieces | None]:
+        """Each record's pieces where its template constants' ids are reused (`tokens.reuse.Constants`): only for
+        records whose spans are each one piece of record text and whose exchange ends fall between pieces."""
+        if self.constants is None or not self.constants.usable or not any(r.constants for r in batch):
+            return [None] * len(batch)
+        plain = [bool(r.constants) and not (b or r.holes or r.literal or r.media) for r, b in zip(batch, bare)]
+        found = self.constants.pieces([(r.text, r.constants) if p else ("", ()) for r, p in zip(batch, plain)])
+        out: list[Pieces | None] = []
+        for r, pieces in zip(batch, found):
+            if pieces is not None:
+                own = {(s, e) for s, e, ids in pieces if ids is None}
+                starts = {s for s, _, _ in pieces} | {len(r.text)}
+                if not all(span in own for span in r.spans) or not all(b in starts for b in r.boundaries):
+                    pieces = None
+            out.append(pieces)
+        return out
+
+    def _encode_pieces(self, batch: list[Rendered], pieced: list[Pieces | None], exact: list[bool]) -> Iterator[Any]:
+        """The encodings of every piece of record text to tokenize, in order: without offsets (the Rust tokenizer's
+        cheaper call), but a span's with its offsets where its coverage cannot be counted in bytes (`Spelling`)."""
+        texts: list[str] = []
+        offsets: list[bool] = []
+        counted = self.spelling is not None and self.spelling.sizes is not None
+        for r, pieces, x in zip(batch, pieced, exact):
+            for s, e, ids in pieces or ():
+                if ids is None:
+                    texts.append(r.text[s:e])
+                    offsets.append(not (x and counted) and (s, e) in r.spans)
+        if not texts:
+            return iter(())
+        spans = [t for t, k in zip(texts, offsets) if k]
+        rest = [t for t, k in zip(texts, offsets) if not k]
+        with_offsets = iter(self.backend.encode_batch(spans, add_special_tokens=False) if spans else ())
+        fast = iter(self.backend.encode_batch_fast(rest, add_special_tokens=False) if rest else ())
+        return iter([next(with_offsets if k else fast) for k in offsets])
+
+    def _joined(self, r: Rendered, pieces: Pieces, encoded: Iterator[Any], *, exact: bool) -> _Located | UnusableRecord:
+        """A record's ids as its pieces' ids joined (each constant's reused), each span checked to be covered
+        exactly by its tokens: in bytes where its tokens spell it (`exact`), else by their offsets."""
+        ids: list[int] = []
+        edges: dict[int, int] = {}
+        own: dict[int, Any] = {}  # a span piece's start -> its ids and encoding
+        for s, _, constant in pieces:
+            edges[s] = len(ids)
+            if constant is not None:
+                ids += constant
+            else:
+                enc = next(encoded)
+                piece = enc.ids
+                ids += piece
+                own[s] = (piece, enc)
+        edges[len(r.text)] = len(ids)
+        for s, e in r.spans:
+            piece, enc = own[s]
+            counted = self.spelling.covers(piece, r.text[s:e]) if exact and self.spelling is not None else None
+            if counted is False:
+                problem = f"trained tokens do not spell the {len(r.text[s:e].encode())} bytes of the response"
+            elif counted is None:
+                if exact:  # encoded without offsets, for a count the sizes could not give
+                    enc = self.backend.encode(r.text[s:e], add_special_tokens=False)
+                problem = _coverage_problem(r.text, s, e, _Shifted(Offsets(enc), s), 0, len(piece))
+            else:
+                problem = ""
+            if problem:
+                return UnusableRecord(f"verification failed: {problem}", field="labels", code=RejectCode.UNVERIFIABLE)
+        offsets = _LaterOffsets(self.backend, r.text, len(ids))
+        ranges = [(edges[s], edges[e]) for s, e in r.spans]
+        return _Located(r, ids, offsets, ranges, r.notes, decode=not exact, edges=edges)
 
     def _locate(self, r: Rendered, ids: list[int], offsets: Sequence[tuple[int, int]]) -> _Located | UnusableRecord:
         """Every span's token range, checked to cover the span's characters, or why not."""
@@ -270,7 +268,7 @@ class Masker:
         # The tokenizer's own BOS, unless the text already starts with it (a chat template that
         # writes `<|begin_of_text|>` itself must not get a second one).
         n = len(self.bos_ids) if self.bos_ids and ids[: len(self.bos_ids)] != self.bos_ids else 0
-        cuts = tuple(n + first_at(x.offsets, b) for b in r.boundaries)
+        cuts = tuple(n + (x.edges[b] if x.edges is not None else first_at(x.offsets, b)) for b in r.boundaries)
         if n:  # copy the rows only when a BOS goes in front
             ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
             weights = None if weights is None else [1.0] * n + weights
@@ -294,6 +292,20 @@ class _LaterOffsets(Sequence[tuple[int, int]]):
 
     def __getitem__(self, i: Any) -> Any:
         return self._read()[i]
+
+
+class _Shifted(Sequence[tuple[int, int]]):
+    """A piece's offsets as offsets in the whole text: each moved by the piece's start."""
+
+    def __init__(self, offsets: Sequence[tuple[int, int]], start: int):
+        self._offsets, self._start = offsets, start
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, i: Any) -> Any:  # an index (the coverage check reads two)
+        a, b = self._offsets[i]
+        return a + self._start, b + self._start
 
 
 def _find(haystack: list[int], needle: list[int]) -> int:

@@ -21,13 +21,14 @@ and BatchEncoding a `tokenizer(texts)` call builds, which a prompt set never rea
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import ChainMap, Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ReusingEncoder", "splits_at_added"]
+__all__ = ["Constants", "ReusingEncoder", "splits_at_added"]
 
 # Stretches kept (their ids) per encoder: those that repeat within a batch of texts (a template's constant
 # text), up to KEEP of them, each up to KEEP_CHARS long.
@@ -153,3 +154,187 @@ def _joined(parts: list[str], stretches: Mapping[str, list[int]], tokens: dict[s
         elif part:
             ids += stretches[part]
     return ids
+
+
+# The characters a record's text may have beside a template constant, each proven once per constant and side, when
+# a record first has it there (`Constants`): printable ASCII, and letters of other scripts as one class (LETTER,
+# proven on these). Whitespace, marks and every other character are never proven: the whole text is tokenized.
+LETTER = "L"
+_LETTERS = ("é", "ß", "ñ", "ł", "Ж", "я", "中", "あ", "한", "ا", "α")
+# What a probe puts beyond the edge character, away from the constant; the neighbours on the constant's other side.
+_BEYOND = ("", " x", "\n1", "é's ")
+_NEIGHBOURS = ("x", "A", "1", ".", "(")
+Pieces = list[tuple[int, int, "list[int] | None"]]
+
+
+def _kind(char: str) -> str | None:
+    """What is proven for `char` beside a constant: itself (printable ASCII), LETTER, or None (never)."""
+    if char.isascii():
+        return char if "!" <= char <= "~" else None
+    return LETTER if char.isalpha() else None
+
+
+class _Constant:
+    """One constant: its ids, the neighbours its probes put on each side, and what each side was proven for."""
+
+    __slots__ = ("after", "before", "befores", "first", "ids", "nexts", "text")
+
+    def __init__(self, text: str, first: bool, ids: list[int], befores: list[str], nexts: list[str]):
+        self.text, self.first, self.ids, self.befores, self.nexts = text, first, ids, befores, nexts
+        self.before: dict[str, bool] = {}  # kind -> proven, for the last character of the text before it
+        self.after: dict[str, bool] = {}  # kind -> proven, for the first character after it
+
+    def probes(self, side: str, kind: str) -> list[tuple[str, str, str]]:
+        chars = _LETTERS if kind == LETTER else (kind,)
+        if side == "before":
+            return [(x + c, self.text, n) for c in chars for x in _BEYOND for n in self.nexts]
+        return [(b, self.text, c + x) for c in chars for x in _BEYOND for b in self.befores]
+
+
+class Constants:
+    """For one tokenizer: the token ids of template constants (`Rendered.constants`: text every render writes),
+    reused wherever the record's text beside a constant is proven to leave the constant's ids alone.
+
+    A pre-tokenizer (the byte-level regex of GPT-2/Llama-3/Qwen, Metaspace) splits a text into pieces that BPE
+    never merges across; where a constant starts and ends on such a split, the whole text's ids are its pieces'
+    ids joined, the constant's among them:
+
+        whole   Below is ... ### Instruction:\n | Give three tips.| \n\n### Response:\n | Eat well.<|endoftext|>
+        ids     constant (once per build)       | tokenized       | constant             | tokenized
+        border  proven for 'G' after it         | for '.' before  | for 'E' after        |
+
+    Proven once per constant, side and character, when a record first has that character there, on probe texts
+    that put it beside the constant with other text beyond it (a space and a word, a newline and a digit, an
+    accent and a contraction) and a proven neighbour on the constant's other side: each probe's ids must equal
+    its three pieces' ids joined. A record with an unproven character beside a constant (a space, a newline:
+    regexes treat runs of them apart; Llama 3's `.` before a newline), two constants that touch, or a constant
+    not at its place in the text is tokenized whole, as without constants. Tokenizers that rewrite text
+    (a normalizer other than Unicode forms, an added token that strips the spaces beside it) or have no
+    pre-tokenizer (nothing splits at a border) reuse nothing.
+    """
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+        self.usable = _pieces_exact(backend)
+        self._known: dict[tuple[str, bool], _Constant] = {}
+        self._lock = threading.Lock()
+
+    def pieces(self, records: Sequence[tuple[str, Sequence[tuple[int, str]]]]) -> list[Pieces | None]:
+        """Each (text, constants) as pieces [start, end) in order, a constant's with its ids (None: text to
+        tokenize), or None where a constant is out of place or a border beside one is unproven for the text."""
+        if not self.usable:
+            return [None] * len(records)
+        wanted = [self._wanted(text, constants) for text, constants in records]
+        todo = {(c, side, kind) for need in wanted if need is not None for c, side, kind in need}
+        todo = {(c, side, kind) for c, side, kind in todo if kind not in getattr(c, side)}
+        if todo:
+            self._prove(sorted(todo, key=lambda t: (id(t[0]), t[1], t[2])))
+        out: list[Pieces | None] = []
+        for (text, constants), need in zip(records, wanted):
+            if need is None or not all(getattr(c, side)[kind] for c, side, kind in need):
+                out.append(None)
+                continue
+            pieces: Pieces = []
+            at = 0
+            for (start, constant), c in zip(constants, self._of(constants)):
+                if start > at:
+                    pieces.append((at, start, None))
+                at = start + len(constant)
+                pieces.append((start, at, c.ids))
+            if at < len(text):
+                pieces.append((at, len(text), None))
+            out.append(pieces)
+        return out
+
+    def _wanted(self, text: str, constants: Sequence[tuple[int, str]]) -> list[tuple[_Constant, str, str]] | None:
+        """What must be proven for the borders of `text`'s constants, or None when one cannot be."""
+        if not constants:
+            return None
+        need = []
+        at = 0
+        for (start, constant), c in zip(constants, self._of(constants)):
+            end = start + len(constant)
+            if start < at or (start == at and start > 0) or not text.startswith(constant, start):
+                return None  # out of place, or touching the constant before it
+            for side, char in (("before", text[start - 1] if start else ""), ("after", text[end : end + 1])):
+                if char:
+                    kind = _kind(char)
+                    if kind is None:
+                        return None
+                    need.append((c, side, kind))
+            at = end
+        return need
+
+    def _of(self, constants: Sequence[tuple[int, str]]) -> list[_Constant]:
+        out = []
+        for start, text in constants:
+            c = self._known.get((text, start == 0))
+            if c is None:
+                c = self._first_seen(text, start == 0)
+            out.append(c)
+        return out
+
+    def _first_seen(self, text: str, first: bool) -> _Constant:
+        """A constant's ids, and the neighbours its probes put beside it (ones proven there with "x" opposite)."""
+        ids = self._encode([text])[0]
+        if first:
+            c = _Constant(text, first, ids, [""], [])
+        elif _crossed_by_added(self.backend, text):
+            c = _Constant(text, first, ids, [], [])  # no neighbours: nothing is proven beside it
+        else:
+            probe = _Constant(text, first, ids, ["x"], ["x"])
+            nexts = self._holding({n: probe.probes("after", n) for n in _NEIGHBOURS})
+            probe.nexts = [n for n in _NEIGHBOURS if n in nexts][:2]
+            befores = self._holding({n: probe.probes("before", n) for n in _NEIGHBOURS}) if probe.nexts else set()
+            c = _Constant(text, first, ids, [b for b in _NEIGHBOURS if b in befores][:2], probe.nexts)
+        if first and _crossed_by_added(self.backend, text):
+            c.befores = []
+        with self._lock:
+            return self._known.setdefault((text, first), c)
+
+    def _prove(self, todo: list[tuple[_Constant, str, str]]) -> None:
+        """Prove each (constant, side, kind) in one tokenizer call for them all."""
+        probes = {(c, side, kind): c.probes(side, kind) for c, side, kind in todo}
+        held = self._holding(probes)
+        with self._lock:
+            for c, side, kind in todo:
+                getattr(c, side)[kind] = bool(probes[(c, side, kind)]) and (c, side, kind) in held
+
+    def _holding(self, probes: Mapping[Any, list[tuple[str, str, str]]]) -> set[Any]:
+        """The keys all of whose probes (before, constant, after) tokenize whole as their three pieces apart,
+        joined (two tokenizer calls for them all)."""
+        flat = [probe for group in probes.values() for probe in group]
+        pieces = sorted({p for probe in flat for p in probe if p})
+        ids_of = dict(zip(pieces, self._encode(pieces)))
+        wholes = iter(self._encode([a + c + b for a, c, b in flat]))
+        held = {
+            key: [ids_of.get(a, []) + ids_of[c] + ids_of.get(b, []) == next(wholes) for a, c, b in group]
+            for key, group in probes.items()
+        }
+        return {key for key, results in held.items() if all(results)}
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
+
+
+def _pieces_exact(backend: Any) -> bool:
+    """Whether a text's pieces can tokenize apart as in the whole text at all: a pre-tokenizer splits words,
+    no normalizer but Unicode forms rewrites text, no added token takes the whitespace beside it."""
+    if backend is None or backend.pre_tokenizer is None or backend.truncation or backend.padding:
+        return False
+    normalizer = None if backend.normalizer is None else json.loads(backend.normalizer.__getstate__())
+    forms = {"NFC", "NFD", "NFKC", "NFKD"}
+    steps = normalizer.get("normalizers", [normalizer]) if normalizer else []
+    if any(step.get("type") not in forms for step in steps):
+        return False
+    return not any(t.lstrip or t.rstrip or t.single_word for t in backend.get_added_tokens_decoder().values())
+
+
+def _crossed_by_added(backend: Any, constant: str) -> bool:
+    """Whether an added token could span an edge of `constant` (start in the text before it and end inside it, or
+    start inside it and end after it): then the tokenizer would match it across the border."""
+    for token in backend.get_added_tokens_decoder().values():
+        t = token.content
+        if any(constant.startswith(t[k:]) or constant.endswith(t[:k]) for k in range(1, len(t))):
+            return True
+    return False

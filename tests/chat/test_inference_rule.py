@@ -207,6 +207,9 @@ def check_record(tok: Any, stage: Stage, record: dict[str, Any], kwargs: dict[st
                  stats: Counter) -> None:  # fmt: skip
     messages, tools = oracle_view(record)
     exp = oracle.expect(tok, messages, tools=tools, kwargs=kwargs, stops=stops, edge_cases=True)
+    # A last turn whose context A writes otherwise than its inference prompt (a closed think block before its
+    # reasoning) is trained after that prompt: the rule's row is P_i and the turn.
+    exp = oracle.as_prompt_row(tok, messages, exp, tools=tools, kwargs=kwargs)
     got = ftdata_result(stage, record)
     shown = json.dumps(record, ensure_ascii=False)
     if isinstance(got, str):

@@ -94,3 +94,76 @@ def test_tool_turns_need_a_chat_template():
     ex = Example((Message("user", "q"), Message("tool", "t"), Message("assistant", "a")), Location("x", index=3))
     with pytest.raises(RecordError, match=r"x\[3\]: field 'messages\[1\]': tool turns cannot be rendered"):
         render_prompt_template(ex, load_prompt_template("alpaca"), eos="", trained=[False, False, True])
+
+
+def test_constants_are_the_template_text_around_the_values():
+    alpaca = load_prompt_template("alpaca")
+    values = {"instruction": "Add", "input": "1+1", "system": ""}
+    prompt = alpaca.render(**values)
+    constants = alpaca.constants(prompt, values)
+    assert [text for _, text in constants] == [
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n### Instruction:\n",
+        "\n\n### Input:\n",
+        "\n\n### Response:\n",
+    ]
+    assert all(prompt.startswith(text, start) for start, text in constants)
+    # no input: the other branch, its own constants
+    values = {"instruction": "Add", "input": "", "system": ""}
+    assert [t[-16:] for _, t in alpaca.constants(alpaca.render(**values), values)] == [
+        "## Instruction:\n",
+        "\n\n### Response:\n",
+    ]
+
+
+def test_a_record_the_template_writes_otherwise_has_no_constants(tmp_path):
+    # branches on a value's content: the probe took one branch, this record the other
+    path = tmp_path / "t.jinja"
+    path.write_text("{% if 'x' in instruction %}X: {% else %}Q: {% endif %}{{ instruction }}\nA:\n")
+    branching = load_prompt_template(str(path))
+    values = {"instruction": "hi", "input": "", "system": ""}
+    assert branching.constants(branching.render(**values), values) == ((0, "Q: "), (5, "\nA:\n"))
+    values = {"instruction": "x marks", "input": "", "system": ""}
+    assert branching.constants(branching.render(**values), values) == ()
+    # transforms a value: never found verbatim
+    path.write_text("Q: {{ instruction | upper }}\nA:\n")
+    upper = load_prompt_template(str(path))
+    values = {"instruction": "hi", "input": "", "system": ""}
+    assert upper.constants(upper.render(**values), values) == ()
+
+
+def test_rendered_records_carry_their_constants():
+    alpaca = load_prompt_template("alpaca")
+    messages = (Message("user", "Add"), Message("assistant", "2"), Message("user", "Twice?"), Message("assistant", "4"))
+    example = Example(messages, Location("x", index=0))
+    out = render_prompt_template(example, alpaca, eos="</s>", trained=[False, True, False, True])
+    assert [out.text[s : s + len(t)] == t for s, t in out.constants] == [True] * 4
+    assert [t[-5:] for _, t in out.constants] == ["ion:\n", "nse:\n", "ion:\n", "nse:\n"]
+    assert out.constants[2][0] == len(alpaca.render(instruction="Add")) + len("2</s>")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VALUES = st.sampled_from(["", " ", "\n", "x", "{{ x }}", "{% raw %}", "é\n "])
+
+
+@pytest.mark.parametrize("name", builtin_names())
+@settings(max_examples=60, deadline=None)
+@given(instruction=st.lists(VALUES, max_size=3).map("".join), context=st.lists(VALUES, max_size=3).map("".join))
+def test_a_template_written_from_its_plan_is_its_jinja_render(name, instruction, context):
+    template = load_prompt_template(name)
+    assert template.plan is not None  # the built-ins only write text and variables
+    text, constants = template.render_parts(instruction=instruction, input=context, system="S")
+    assert text == template.render(instruction=instruction, input=context, system="S")
+    assert all(text.startswith(c, s) and c for s, c in constants)
+    ends = [s + len(c) for s, c in constants]
+    assert all(end < start for end, (start, _) in zip(ends, constants[1:]))  # never two constants side by side
+
+
+def test_a_template_that_does_more_than_write_has_no_plan_and_is_rendered_by_jinja(tmp_path):
+    path = tmp_path / "t.jinja"
+    path.write_text("Q: {{ instruction | trim }}\n{% for c in input %}{{ c }}{% endfor %}A:\n")
+    template = load_prompt_template(str(path))
+    assert template.plan is None
+    assert template.render_parts(instruction=" hi ", input="ab") == ("Q: hi\nabA:\n", ())

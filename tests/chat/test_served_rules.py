@@ -311,8 +311,10 @@ TWO_TURNS = {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": 
 
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
-    [(None, ["4<｜end▁of▁sentence｜>5<｜end▁of▁sentence｜>"]),  # thinking off, the template's default
-     ({"thinking": False}, ["4<｜end▁of▁sentence｜>5<｜end▁of▁sentence｜>"]),
+    # Thinking off, the template's default: every render writes a turn after `<｜Assistant｜></think>`, inference
+    # prompts `<｜Assistant｜><think></think>`: each turn is trained in a row of its own, after its inference prompt.
+    [(None, ["5<｜end▁of▁sentence｜>", "4<｜end▁of▁sentence｜>"]),
+     ({"thinking": False}, ["5<｜end▁of▁sentence｜>", "4<｜end▁of▁sentence｜>"]),
      # Thinking on, the history turn's `</think>4` follows `<｜Assistant｜>` in the full render but `<think>` at
      # inference: history=inference trains it in a row of its own, after its inference prompt.
      ({"thinking": True}, ["</think>5<｜end▁of▁sentence｜>", "</think>4<｜end▁of▁sentence｜>"])],
@@ -320,7 +322,8 @@ TWO_TURNS = {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": 
 def test_a_closer_the_generation_prompt_already_ends_with_is_never_trained(kwargs, expected):
     """DeepSeek-V3.2 on its own tokenizer (`<think>` is text there). Thinking off: the prompt ends in
     `<｜Assistant｜><think></think>`, the history writes `<｜Assistant｜></think>4`: that `</think>` is the
-    prompt's. Before: `</think>4<｜end▁of▁sentence｜>` on every turn. Thinking on: the prompt ends in
+    prompt's, and the turn is trained after the prompt itself (a prompt row). Before: `</think>4<｜end▁of▁sentence｜>`
+    on every turn. Thinking on: the prompt ends in
     `<think>`, and the `</think>` the history writes is the model's."""
     tok = copy.deepcopy(tokenizer("deepseek-v3"))
     tok.chat_template = trl_or_served("deepseek-v3.2.jinja")

@@ -77,7 +77,8 @@ def runs(tok, item: Measured) -> list[tuple[str, str]]:
 
 
 def target(tok, messages, i) -> tuple[str, str] | None:
-    """The oracle's (context, trained text) of turn i as inference sees it; None where it cannot decide."""
+    """The oracle's (context, trained text) of turn i as inference sees it; None where it cannot decide. The context
+    is the turn's inference prompt where the render through the turn writes one that conflicts with it."""
     exp = oracle.expect(tok, messages[: i + 1], kwargs=PINNED, edge_cases=True)
     if exp.must_reject or exp.turns[-1].status != "rule":
         return None
@@ -85,7 +86,7 @@ def target(tok, messages, i) -> tuple[str, str] | None:
     names = [c["function"]["name"] for c in messages[i].get("tool_calls") or ()]
     if not all(name in exp.text[a:b] for name in names):  # a call turn whose end the oracle cannot place (gpt-oss)
         return None
-    return exp.text[:a], exp.text[a:b]
+    return oracle.inference_prompt(tok, messages, i, exp.text[:a], kwargs=PINNED), exp.text[a:b]
 
 
 def fewest_rows(tok, messages, trained: list[int]) -> int | None:
@@ -95,10 +96,13 @@ def fewest_rows(tok, messages, trained: list[int]) -> int | None:
     if None in targets.values():
         return None
     renders = {j: tok.apply_chat_template(messages[: j + 1], tokenize=False, **PINNED) for j in trained}
-    holds = {j: {i for i in trained if i <= j and renders[j].startswith("".join(targets[i]))} for j in trained}  # type: ignore[arg-type]
-    for n in range(1, len(trained) + 1):
-        if any(set().union(*(holds[j] for j in rows)) >= set(trained) for rows in combinations(trained, n)):
-            return n
+    # A turn whose inference prompt no render writes is a row of its own (that prompt and the turn).
+    alone = [i for i in trained if not renders[i].startswith("".join(targets[i]))]  # type: ignore[arg-type]
+    rest = [i for i in trained if i not in alone]
+    holds = {j: {i for i in rest if i <= j and renders[j].startswith("".join(targets[i]))} for j in rest}  # type: ignore[arg-type]
+    for n in range(len(rest) + 1):
+        if any(set().union(set(), *(holds[j] for j in rows)) >= set(rest) for rows in combinations(rest, n)):
+            return n + len(alone)
     raise AssertionError("no cover")
 
 

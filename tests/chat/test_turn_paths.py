@@ -139,6 +139,16 @@ class Counted:
         self.calls += 1
         return self.render(*args, **kwargs)
 
+    def bind(self, msgs: Any, **options: Any) -> Any:
+        """The renderer bound to one conversation (`ChatRenderer.bind`), its renders counted too."""
+        bound = self.render.bind(msgs, **options)
+
+        def render(*args: Any, **kwargs: Any) -> str:
+            self.calls += 1
+            return bound(*args, **kwargs)
+
+        return render
+
 
 def cycled(kinds: list[str], exchanges: int) -> dict[str, Any]:
     """`exchanges` exchanges whose assistant turns take `kinds` in turn (a call turn: one call)."""

@@ -91,10 +91,11 @@ def test_with_thinking_off_qwq_trains_the_answer_after_the_think_block_its_promp
     items = outcomes(tok, {"enable_thinking": False}, RECORD)
     got = [([text for _, text in row_runs(tok, i.tokenized.input_ids, i.tokenized.labels)],
             {n.code for n in i.tokenized.notes}) for i in items]  # fmt: skip
-    assert sorted(got, key=str) == [(["\n\n4<|im_end|>"], {NoteCode.REASONING_PROMPT_CLOSED}),
-                                    (["\n\n6<|im_end|>"], {NoteCode.REASONING_PROMPT_CLOSED})]  # fmt: skip
+    closed = {NoteCode.REASONING_PROMPT_CLOSED, NoteCode.PROMPT_ROW}
+    assert sorted(got, key=str) == [(["\n\n4<|im_end|>"], closed), (["\n\n6<|im_end|>"], closed)]
+    # Each after its inference prompt, which ends in the closed block (before: after the turn's own reasoning).
     context = tok.decode(items[0].tokenized.input_ids)
-    assert context.endswith("<|im_start|>assistant\n<think>\nAdd three and three.\n</think>\n\n6<|im_end|>\n")
+    assert context.endswith("<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n<think>\n</think>\n\n6<|im_end|>")
 
 
 @pytest.mark.parametrize("name", ["qwq-32b", "deepseek-v3.2", "nemotron-nano-v2"])

@@ -90,11 +90,12 @@ def test_the_kto_demo_with_task_kto_builds_300_completions_equal_to_the_oracle(n
 
 def test_mistral_nemo_rows_hold_the_system_prompt_where_inference_puts_it() -> None:
     """Mistral-Nemo writes the system prompt into the last user turn of an inference prompt only: the
-    80 demo pairs with a system turn keep it there, and their completions are the reply + </s>."""
+    80 demo pairs with a system turn keep it there, and their completions are the reply + </s>. Each side of those
+    is its inference prompt and the reply (a prompt row: method prefix), as every other pair's."""
     name = "mistral-nemo-instruct-2407"
     tok = tokenizer(name)
     result = ftdata.build(DPO, tokenizer=tok, max_length=8192)
-    assert dict(result.report.methods) == {"prefix": 220, "fallback": 80} and not result.report.rejected
+    assert dict(result.report.methods) == {"prefix": 300} and not result.report.rejected
     assert not result.report.notes.get("system_dropped")  # the pair's prompt holds it
     rows, pairs = result.dataset.to_list(), dpo_pairs()
     assert_pairs(tok, name, pairs, rows)

@@ -157,7 +157,8 @@ def test_mistral_nemo_keeps_the_system_prompt_in_the_inference_prompt() -> None:
     (item,) = measure(tok, [record])
     text = tok.decode(item.row.prompt)
     assert text.endswith("[INST]You answer in one short sentence.\n\nCapital of France?[/INST]")
-    assert item.rendered.method == "fallback"  # its history form has no system prompt: the row is not that form
+    # Its history form has no system prompt: each side is its inference prompt and the reply (a prompt row).
+    assert item.rendered.method == "prefix" and "You answer in one short sentence." in item.rendered.text
     assert [tok.decode(c) for c in item.row.completions] == ["Paris.</s>", "Rome.</s>"]
 
 

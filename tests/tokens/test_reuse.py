@@ -107,3 +107,103 @@ def test_a_batch_render_that_raises_is_none_so_each_is_rendered_on_its_own() -> 
     a, b, boom = ([{"role": "user", "content": c}] for c in ("a", "b", "boom"))
     assert renderer.render_all([a, b], generation=True) == ["a", "b"]
     assert renderer.render_all([a, boom], generation=True) is None
+
+
+# ---------------------------------------------------------------- template constants (`Constants`, prompt templates)
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from support import tokenizer  # noqa: E402
+
+from ftdata.chat.prompt_templates import load_prompt_template, render_prompt_template  # noqa: E402
+from ftdata.errors import Location  # noqa: E402
+from ftdata.tokens.masking import Masker  # noqa: E402
+from ftdata.tokens.reuse import Constants  # noqa: E402
+from ftdata.types import Example, Message, Rendered  # noqa: E402
+
+ALPACA = load_prompt_template("alpaca")
+BYTE_LEVEL = [None, "deepseek-v3", "llama-3-8b-instruct", "qwen2.5-instruct", "mistral-nemo-instruct-2407"]
+SENTENCEPIECE = ["gemma-3-it", "phi-3-mini-4k-instruct"]  # no pre-tokenizer split / a prepended ▁ and stripping tokens
+# What pre-tokenizers treat apart, at a record's edges and inside it: runs of spaces and newlines, digits, accents
+# (composed and combining), other scripts, contractions, punctuation the regexes glue to newlines.
+PARTS = [" ", "  ", "\n", "\n\n", "\t", "a", "Word", "7", "42", "é", "e\u0301", "中文", "Ж", ".", "'s", "?", ":", "#"]
+TEXTS = st.lists(st.sampled_from(PARTS), min_size=1, max_size=6).map("".join)
+_MASKERS: dict[str | None, tuple[Masker, Masker]] = {}
+
+
+def _maskers(name: str | None) -> tuple[Masker, Masker]:
+    if name not in _MASKERS:
+        tok = tokenizer(name)
+        _MASKERS[name] = (Masker(tok), Masker(tok, reuse=False))
+    return _MASKERS[name]
+
+
+def _alpaca(name: str | None, instruction: str, context: str, output: str) -> Rendered:
+    example = Example((Message("user", instruction), Message("assistant", output)), Location("x", index=0), context)
+    return render_prompt_template(example, ALPACA, eos=tokenizer(name).eos_token or "", trained=[False, True])
+
+
+@pytest.mark.parametrize("name", BYTE_LEVEL + SENTENCEPIECE, ids=lambda n: n or "smollm2")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(instruction=TEXTS, context=st.one_of(st.just(""), TEXTS), output=TEXTS)
+def test_reused_constant_ids_are_the_tokenizers_own_ids_of_the_whole_text(name, instruction, context, output):
+    rendered = _alpaca(name, instruction, context, output)
+    reusing, whole = _maskers(name)
+    [pieces] = reusing.constants.pieces([(rendered.text, rendered.constants)]) if reusing.constants else [None]
+    [a], [b] = reusing([rendered]), whole([rendered])
+    assert a == b  # the row, its labels, notes and exchange cuts: as without reuse
+    if pieces is not None:
+        own = reusing.backend.encode_batch([rendered.text[s:e] for s, e, _ in pieces], add_special_tokens=False)
+        joined = [i for (_, _, ids), enc in zip(pieces, own) for i in (enc.ids if ids is None else ids)]
+        assert joined == reusing.backend.encode(rendered.text, add_special_tokens=False).ids
+        assert a.input_ids[a.prefix :] == joined
+
+
+def test_the_bundled_tokenizer_reuses_alpaca_constants_for_plain_records():
+    rendered = _alpaca(None, "Give three tips.", "", "Eat well.")
+    constants = _maskers(None)[0].constants
+    [pieces] = constants.pieces([(rendered.text, rendered.constants)])
+    assert pieces is not None and [ids is None for _, _, ids in pieces] == [False, True, False, True]
+
+
+@pytest.mark.parametrize("name", SENTENCEPIECE)
+def test_a_tokenizer_that_proves_no_border_reuses_nothing(name):
+    # Gemma 3: a normalizer that rewrites spaces and no pre-tokenizer split at a newline; Phi-3: a prepended ▁ and
+    # added tokens that strip the spaces beside them.
+    assert not Constants(tokenizer(name).backend_tokenizer).usable
+
+
+@pytest.mark.parametrize(
+    ("name", "instruction", "output"),
+    [
+        (None, " Give", "Eat."),  # a space after `### Instruction:\n`: GPT-2's `\s+(?!\S)` makes `\n` and ` Give`
+        (None, "Give", "\nEat."),  # a newline after `### Response:\n`: one `\n\n` pre-token
+        (None, "Give ", "Eat."),  # a space before `\n\n### Response:\n`
+        ("llama-3-8b-instruct", "Give.", "Eat."),  # Llama 3's `.` takes the newlines after it: `.\n\n`
+    ],
+)
+def test_an_unproven_border_falls_back_to_the_whole_text(name, instruction, output):
+    rendered = _alpaca(name, instruction, "", output)
+    reusing, whole = _maskers(name)
+    assert reusing.constants.pieces([(rendered.text, rendered.constants)]) == [None]
+    assert reusing([rendered]) == whole([rendered])
+
+
+def test_a_constant_that_ends_on_no_split_is_never_proven_beside_a_letter():
+    # `Q: ` + `What`: GPT-2's regex makes ` What` one pre-token across the border
+    constants = Constants(tokenizer(None).backend_tokenizer)
+    assert constants.pieces([("Q: What?\nA: ok", ((0, "Q: "), (8, "\nA: ")))]) == [None]
+    text = "Q:\nWhat?\nA:\nok"
+    assert constants.pieces([(text, ((0, "Q:\n"), (8, "\nA:\n")))]) != [None]
+    # a constant out of place (the text changed after rendering) is never trusted
+    assert constants.pieces([("Q:\nWhat?\nB:\nok", ((0, "Q:\n"), (8, "\nA:\n")))]) == [None]
+
+
+def test_a_piece_is_covered_when_its_tokens_spell_its_bytes():
+    masker = _maskers(None)[0]
+    text = "Eat well, é 中.<|im_end|>"
+    ids = masker.backend.encode(text, add_special_tokens=False).ids
+    assert masker.spelling.covers(ids, text)
+    assert not masker.spelling.covers(ids[:-1], text)  # the end-of-turn token missing
+    assert not masker.spelling.covers(ids[1:], text)
+    assert not masker.spelling.covers([], "")

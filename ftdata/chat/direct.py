@@ -1,0 +1,173 @@
+"""One conversation's renders by its chat template run directly: what `apply_chat_template` hands the template,
+built once per message instead of once per render.
+
+A long record is rendered many times over (its inference prompts and history turns are checked on prefixes,
+its turns located on sentinel copies), each render a whole-conversation call of
+
+    tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=g, **kwargs)
+
+whose work outside Jinja is half a render's: transformers picks the template (`get_chat_template(None, tools)`),
+normalises every message (`_normalize_chat_messages`: objects to dicts, None values dropped), rebuilds messages,
+tools and kwargs out of plain JSON types (`_plain_template_data`), copies a reasoning under its other names
+(`_alias_reasoning_fields`), and renders the compiled template with `messages`, `tools`, `documents=None`,
+`add_generation_prompt` and the tokenizer's special tokens overlaid by the kwargs. Every step before the render
+works message by message, so `Direct` runs those same transformers functions on each message once (a message object
+of the bound conversation) and hands the template what transformers would: the same text, proven on every stored
+template and TRL's (tests/chat/test_direct.py), in one render instead of the conversion and the render.
+
+Anything it cannot stand behind is left to `apply_chat_template` (`__call__` answers None): a tokenizer whose
+`apply_chat_template` is not transformers' own (a processor, Mistral's), a transformers without those steps, a
+kwarg that `apply_chat_template` takes for itself or that shadows a template variable, a tool that is not a dict, a
+message that is not one, an empty conversation, and every render that raises (the call then raises with its own
+message). The bound messages are read, never changed: ftdata builds new message dicts for every change it renders.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ftdata.chat import sandbox
+from ftdata.guard import limits
+
+__all__ = ["Direct"]
+
+_VARIABLES = ("messages", "tools", "documents", "add_generation_prompt")  # what transformers passes beside kwargs
+
+
+@functools.cache
+def _steps() -> tuple[Any, Any, Any, Any, frozenset[str], Any] | None:
+    """transformers' own conversion steps, its compile step, `apply_chat_template`'s named parameters and the
+    function itself; None where this transformers lacks one of them."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.utils import chat_template_utils as ctu
+
+        steps = (ctu._normalize_chat_messages, ctu._plain_template_data, ctu._alias_reasoning_fields)
+        compile_step = ctu._compile_jinja_template
+        named = inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    own = frozenset(n for n, p in named.items() if p.kind is not inspect.Parameter.VAR_KEYWORD)
+    return (*steps, compile_step, own, PreTrainedTokenizerBase.apply_chat_template)
+
+
+# The `tojson` outputs of one `Direct`'s renders, by (id of the value, the filter's options): the value and its text.
+# A chat template writes the tool schemas and every call's arguments with `tojson` on every render; the values are
+# the conversation's template data, which neither ftdata nor the sandbox (it is immutable) changes, and each is held
+# here while its text is, so an id names one value.
+_WRITTEN: contextvars.ContextVar[dict[Any, tuple[Any, str]] | None] = contextvars.ContextVar(
+    "ftdata_direct_tojson", default=None
+)
+
+
+def _once(tojson: Any) -> Any:
+    """transformers' `tojson` filter, written once per dict or list value within a `Direct` (`_WRITTEN`)."""
+
+    def written(value: Any, *args: Any, **kwargs: Any) -> Any:
+        memo = _WRITTEN.get()
+        if memo is None or type(value) not in (dict, list):
+            return tojson(value, *args, **kwargs)
+        try:
+            key = (id(value), args, tuple(sorted(kwargs.items())))
+            held = memo.get(key)
+        except TypeError:  # an option that is not hashable (a list of separators)
+            return tojson(value, *args, **kwargs)
+        if held is not None and held[0] is value:
+            return held[1]
+        text = tojson(value, *args, **kwargs)
+        memo[key] = (value, text)
+        return text
+
+    return written
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(source: str) -> Any:
+    """`source` compiled in an environment like transformers' (`sandbox.chat_environment`: its filters, globals,
+    extensions, and the size limits) whose `tojson` writes a value once (`_once`)."""
+    env = sandbox.chat_environment()
+    env.filters["tojson"] = _once(env.filters["tojson"])
+    return env.from_string(source)
+
+
+class Direct:
+    """`apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=g, **kwargs)` for messages
+    that hold those of `msgs` (a prefix, or copies with some messages changed), with the template data of each of
+    `msgs` built once. `__call__` answers None where it does not render (see the module)."""
+
+    def __init__(self, tokenizer: Any, msgs: Sequence[Any], *, tools: list[Any] | None, kwargs: Mapping[str, Any]):
+        self._compiled: Any = None
+        self._data: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(message) -> (message, its template data)
+        steps = _steps()
+        if steps is None:
+            return
+        normalize, plain, alias, compile_step, own, apply = steps
+        if getattr(type(tokenizer), "apply_chat_template", None) is not apply:
+            return
+        if any(name in own for name in kwargs) or (tools is not None and not all(type(t) is dict for t in tools)):
+            return
+        try:
+            source = tokenizer.get_chat_template(None, tools)
+            variables = plain({**tokenizer.special_tokens_map, **kwargs})
+            with sandbox.bounded_chat_templates():
+                compile_step(source)  # raises where transformers cannot compile it
+            compiled = _compiled(source)
+            tool_data = plain(tools)
+        except Exception:  # noqa: BLE001 (no template, a compile error: apply_chat_template says so)
+            return
+        if not isinstance(source, str) or any(name in variables for name in _VARIABLES):
+            return
+        self._steps = (normalize, plain, alias)
+        self._variables = {"tools": tool_data, "documents": None, **variables}
+        self._compiled = compiled
+        self._written: dict[Any, tuple[Any, str]] = {}
+        for m in msgs:
+            data = self._message(m)
+            if data is not None:
+                self._data[id(m)] = (m, data)
+
+    def _message(self, message: Any) -> dict[str, Any] | None:
+        """The template data transformers builds of one message; None where it is not a dict."""
+        if not isinstance(message, dict):
+            return None
+        normalize, plain, alias = self._steps
+        try:
+            (data,) = alias([plain(normalize([message])[0])])
+        except Exception:  # noqa: BLE001 (apply_chat_template raises on it with its own message)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def __call__(self, messages: Sequence[Any], *, generation: bool, what: object) -> str | None:
+        """The render of `messages`, as `apply_chat_template` writes it within the render limits of
+        `ChatRenderer`; None where it is left to `apply_chat_template`.
+
+        Raises:
+            LimitExceeded: the render ran too long or built too much (named `what`, as `ChatRenderer` names it).
+        """
+        if self._compiled is None or not messages:
+            return None
+        data = []
+        for m in messages:
+            held = self._data.get(id(m))
+            one = held[1] if held is not None and held[0] is m else self._message(m)
+            if one is None:
+                return None
+            data.append(one)
+        compiled = self._compiled
+        variables = {"messages": data, "add_generation_prompt": generation, **self._variables}
+        token = _WRITTEN.set(self._written)
+        try:
+            with limits.time_limit(limits.limits().render_seconds, what):
+                # `Template.render` minus its traceback rewriting: the same parts joined by the same `concat`.
+                text = compiled.environment.concat(compiled.root_render_func(compiled.new_context(variables)))
+        except limits.LimitExceeded as exc:
+            raise exc if str(exc).startswith(str(what)) else limits.LimitExceeded(f"{what}: {exc}") from None
+        except Exception:  # noqa: BLE001 (the template raised: apply_chat_template raises it with its own message)
+            return None
+        finally:
+            _WRITTEN.reset(token)
+        return limits.check_size(text, what) if isinstance(text, str) else None
