@@ -304,20 +304,26 @@ class Renderer:
         self.chat: ChatRenderer | None = None
         self.markers: RoleMarkers | None = None
         self.spans: ChatSpans | None = None
-        template = chat_template_alias(template, tokenizer)  # "chatml": the tokenizer's own, when ChatML
-        if template is None and getattr(tokenizer, "chat_template", None):
-            self.chat = ChatRenderer(tokenizer, chat_template_kwargs)
-            self.markers = _chat_markers(tokenizer, self.chat, chat_template_kwargs, stop_tokens, name=chat_template)
-            self.spans = ChatSpans(tokenizer, self.chat, self.markers, mask_reasoning=mask_reasoning)
-            self.name = f"chat template {chat_template}" if chat_template else "chat template"
-        else:
-            self.prompt = load_prompt_template(template or "alpaca")
-            self.name = self.prompt.name
+        self._choose(chat_template_alias(template, tokenizer))  # "chatml": the tokenizer's own, when ChatML
         self.eos = tokenizer.eos_token or ""
         self.controls, self.think_tags, self.plain_reasoning = _controls(tokenizer, self.markers, self.chat)
         self.literal = special_tokens_in_data == "text"
         # One search per field finds whether any control token occurs (15x faster than one `in` per token).
         self._any_control = re.compile("|".join(map(re.escape, self.controls))) if self.controls else None
+
+    def _choose(self, template: str | None) -> None:
+        """The tokenizer's chat template (with its markers and spans) where no prompt template is named, else the
+        prompt template (alpaca by default)."""
+        settings, tokenizer = self._settings, self.tokenizer
+        if template is None and getattr(tokenizer, "chat_template", None):
+            kwargs, name = settings["chat_template_kwargs"], settings["chat_template"]
+            self.chat = ChatRenderer(tokenizer, kwargs)
+            self.markers = _chat_markers(tokenizer, self.chat, kwargs, settings["stop_tokens"], name=name)
+            self.spans = ChatSpans(tokenizer, self.chat, self.markers, mask_reasoning=settings["mask_reasoning"])
+            self.name = f"chat template {name}" if name else "chat template"
+        else:
+            self.prompt = load_prompt_template(template or "alpaca")
+            self.name = self.prompt.name
 
     _late_system: bool | None = None  # `writes_late_system`, probed on first use
     _switch: str | None = None  # `thinking_switch`, probed on first use
@@ -484,16 +490,39 @@ class Renderer:
             return example, ()
         return think.lift(example, writes=lambda m: bool(m.tool_calls) or self.plain_reasoning)
 
+    def _with_thinking(self, example: Example, history: bool) -> Rendered | None:
+        """`example` rendered with the template's thinking switch on, where the record's reasoning needs it and the
+        template then writes it (noted); None otherwise."""
+        if (thinking := self._thinking_on(example)) is None:
+            return None
+        try:
+            out = thinking._render(example, history)
+        except UnusableRecord:
+            return None  # the build's renderer says why, as without the switch
+        if think.written(example, out.text):
+            return replace(out, notes=(*out.notes, thinking_on(self.thinking_switch)))
+        # The switch opens the block, yet the template writes none of the record's reasoning (DeepSeek-V3.1 cuts
+        # it out of every content): the answers are trained after the build's prompt.
+        return None
+
+    def _not_written(self, example: Example, unsupported: tuple[str, str]) -> UnusableRecord:
+        field, what = unsupported
+        by = f"prompt template {self.name!r}" if self.prompt is not None else "the chat template"
+        fix = (
+            "use the tokenizer's chat template (template=None)"
+            if self.prompt is not None
+            else "use a template that renders them"
+        )
+        return UnusableRecord(
+            f"{by} does not write {what}; the record would be trained without them: {fix}",
+            location=example.source,
+            field=field,
+            code=RejectCode.NOT_RENDERED,
+        )
+
     def _render(self, example: Example, history: bool = True) -> Rendered:
-        if (thinking := self._thinking_on(example)) is not None:
-            try:
-                out = thinking._render(example, history)
-            except UnusableRecord:
-                out = None  # the build's renderer says why, as without the switch
-            if out is not None and think.written(example, out.text):
-                return replace(out, notes=(*out.notes, thinking_on(self.thinking_switch)))
-            # The switch opens the block, yet the template writes none of the record's reasoning (DeepSeek-V3.1 cuts
-            # it out of every content): the answers are trained after the build's prompt.
+        if (switched := self._with_thinking(example, history)) is not None:
+            return switched
         example, lifted = self._lift(example)
         given = len(example.messages)
         if self.system_prompt is not None or self.system_mode is SystemMode.FOLD:
@@ -506,19 +535,7 @@ class Renderer:
         if escapes is not None:
             example = escapes.apply(example)
         if unsupported := self._unsupported(example):
-            field, what = unsupported
-            by = f"prompt template {self.name!r}" if self.prompt is not None else "the chat template"
-            raise UnusableRecord(
-                f"{by} does not write {what}; the record would be trained without them: "
-                + (
-                    "use the tokenizer's chat template (template=None)"
-                    if self.prompt is not None
-                    else "use a template that renders them"
-                ),
-                location=example.source,
-                field=field,
-                code=RejectCode.NOT_RENDERED,
-            )
+            raise self._not_written(example, unsupported)
         if example.format in (TEXT_RECORD, SEGMENTS):  # a document: no template; it (and its end-of-text) trained
             text = example.messages[0].content + (self.eos if example.format == TEXT_RECORD else "")
             out = Rendered(text, ((0, len(text)),), example.format)  # segments: their train_detail masks them

@@ -142,7 +142,7 @@ def test_messages_use_flag_spelling_on_the_cli(tmp_path: Path) -> None:
     result = run("preview", jsonl(tmp_path / "d.jsonl", ROWS), "--system-mode", "fold!")
     assert result.exit_code == 2
     assert result.stderr == "error: --system-mode must be one of add, override, fold; got --system-mode 'fold!'\n"
-    result = run("preview", ALPACA20, "-n", "1", "-t", TOKENIZERS / "mistral-nemo-instruct-2407", "--system-prompt", "Be brief.")
+    result = run("preview", ALPACA20, "-n", "1", "-t", TOKENIZERS / "mistral-nemo-instruct-2407", "--system-prompt", "Be brief.", "--history", "one_row")
     assert result.exit_code == 0, result.output
     assert "use --system-mode fold to keep it" in result.stdout and "system_mode=" not in result.stdout
 
@@ -197,7 +197,7 @@ def test_build_json_is_the_build_record(tmp_path: Path) -> None:
 
 
 def test_the_summary_says_a_dropped_system_prompt_once(tmp_path: Path) -> None:
-    result = run("build", ALPACA20, "-o", tmp_path / "o", "--no-cache", "-t", TOKENIZERS / "mistral-nemo-instruct-2407", "--system-prompt", "Be brief.")
+    result = run("build", ALPACA20, "-o", tmp_path / "o", "--no-cache", "-t", TOKENIZERS / "mistral-nemo-instruct-2407", "--system-prompt", "Be brief.", "--history", "one_row")
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stdout.splitlines() if line.startswith("note")]
     assert len(notes) == 1 and notes[0].startswith("note            the chat template dropped the system message")

@@ -221,6 +221,17 @@ def counted_prompts(monkeypatch, stage) -> list[str]:
         return text
 
     monkeypatch.setattr(chat, "_render", count)
+    from ftdata.chat.direct import Direct  # a bound conversation's renders run its compiled template directly
+
+    direct = Direct.__call__
+
+    def count_direct(self, messages, *, generation, **options):
+        text = direct(self, messages, generation=generation, **options)
+        if generation and text is not None:
+            rendered.append(text)
+        return text
+
+    monkeypatch.setattr(Direct, "__call__", count_direct)
     return rendered
 
 

@@ -164,6 +164,7 @@ SAMPLES = {
     "cache": ("false", False),
     "audio_window": ("cut", "cut"),
     "max_reject_ratio": ("0.05", 0.05),
+    "tree_across_records": ("false", False),
 }
 
 
