@@ -95,8 +95,8 @@ def compare(turn: int, ids: tuple[int, ...], trained: list[int], run: tuple[int,
     return Drift(turn, len(ids), max(len(ids), len(trained)) - head - tail, run, head=head, tail=tail)
 
 
-def _runs(labels: list[int]) -> list[tuple[int, int]]:
-    """[start, end) of each run of trained tokens."""
+def label_runs(labels: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each run of trained labels: [-100, 5, 6, -100, 7] -> [(1, 3), (4, 5)]."""
     out: list[tuple[int, int]] = []
     for k, label in enumerate(labels):
         if label == IGNORE_INDEX:
@@ -117,7 +117,7 @@ def token_drift(example: Example, tokenized: Tokenized, options: DataOptions) ->
     if options.mask is MaskPolicy.TRAIN_ON_PROMPT:
         return ()
     turns = [i for i, t in enumerate(trained_turns(flagged(example.messages), options.mask)) if t]
-    runs = _runs(tokenized.labels)
+    runs = label_runs(tokenized.labels)
     if len(runs) != len(turns):
         return ()
     return tuple(

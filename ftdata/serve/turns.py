@@ -22,9 +22,9 @@ from ftdata.chat.render import apply_system, trained_turns
 from ftdata.chat.supervision import flagged
 from ftdata.options import BuildOptions, RunOptions
 from ftdata.run import loop
+from ftdata.run.drift import label_runs
 from ftdata.run.report import BuildReport
 from ftdata.run.stage import Ran, Stage
-from ftdata.types import IGNORE_INDEX
 
 __all__ = ["ServedTurn", "Turns", "collect"]
 
@@ -60,19 +60,6 @@ class Turns:
 CUT = "cut to max_length (its context is not what the server is sent)"
 RUNS = "its trained tokens are not one run per trained turn (mask_reasoning, train_on_prompt or train_detail)"
 PROMPT_TEMPLATE = "rendered with a prompt template, not a chat template (no server renders it)"
-
-
-def label_runs(labels: list[int]) -> list[tuple[int, int]]:
-    """[start, end) of each run of trained labels: [-100, 5, 6, -100, 7] -> [(1, 3), (4, 5)]."""
-    out: list[tuple[int, int]] = []
-    for k, label in enumerate(labels):
-        if label == IGNORE_INDEX:
-            continue
-        if out and out[-1][1] == k:
-            out[-1] = (out[-1][0], k + 1)
-        else:
-            out.append((k, k + 1))
-    return out
 
 
 def _turns(stage: Stage, ran: Ran[Any, Any]) -> tuple[list[ServedTurn], Counter[str]]:
