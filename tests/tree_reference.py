@@ -107,39 +107,37 @@ def distinct_prefixes(records: Sequence[Sequence[tuple[list[int], list[int]]]]) 
 
 
 class _SharedTrie:
-    """A prefix trie of several records' rows: a node per (token, weight) under its parent, the records whose rows
-    pass through it, and a copy of a node where a second row trains it (that row goes on below the copy)."""
+    """A prefix trie of several records' rows: a node per (token, weight) under its parent, each row's path of nodes,
+    and a copy of a node where a second row trains it (that row goes on below the copy)."""
 
     def __init__(self) -> None:
         self.keys: list[list] = []  # per node (node n + 1): [token, label, weight]
         self.children: list[list[int]] = [[]]  # per node, node 0 the root: its children in the order written
-        self.through: list[set[int]] = [set()]
+        self.paths: list[tuple[int, list[int], list[tuple[int, float]]]] = []  # per row: record, nodes, keys
         self.rows = 0
         self.weighted = False
 
     def walk(self, keys: Sequence[Key], allowed: set[int] | None) -> list[int]:
-        """The existing nodes `keys` goes through from the root (along rows of `allowed` records; None: any),
-        up to a node both it and an earlier row train."""
-        node, path = 0, []
-        for token, label, _weight in keys:
-            child = next(
-                (
-                    c
-                    for c in self.children[node]
-                    if tuple(self.keys[c - 1][::2]) == (token, _weight)
-                    and (allowed is None or self.through[c] & allowed)
-                ),
-                None,
-            )
-            if child is None or (label != IGNORE_INDEX and self.keys[child - 1][1] != IGNORE_INDEX):
-                break
-            node = child
-            path.append(child)
-        return path
+        """The existing nodes `keys` goes through from the root: the path of the first earlier row (of `allowed`
+        records; None: any) that shares the longest prefix of (token, weight) with it, up to a node both it and an
+        earlier row train (where `keys` branches off and trains its own copy)."""
+        best: list[int] = []
+        for record, nodes, row in self.paths:
+            if allowed is not None and record not in allowed:
+                continue
+            n = 0
+            while n < min(len(row), len(keys)) and row[n] == (keys[n][0], keys[n][2]):
+                n += 1
+            if n > len(best):
+                best = nodes[:n]
+        for k, node in enumerate(best):
+            if keys[k][1] != IGNORE_INDEX and self.keys[node - 1][1] != IGNORE_INDEX:
+                return best[:k]
+        return best
 
     def add(self, keys: Sequence[Key], record: int, allowed: set[int] | None) -> None:
         path = self.walk(keys, allowed)
-        node = 0
+        node, nodes = 0, []
         for k, (token, label, weight) in enumerate(keys):
             if k < len(path):
                 node = path[k]
@@ -149,9 +147,9 @@ class _SharedTrie:
                 self.children[node].append(len(self.children))
                 node = len(self.children)
                 self.children.append([])
-                self.through.append(set())
                 self.keys.append([token, label, weight])
-            self.through[node].add(record)
+            nodes.append(node)
+        self.paths.append((record, nodes, [(token, weight) for token, _, weight in keys]))
         self.rows += 1
 
     def tree(self) -> Tree:
