@@ -26,6 +26,15 @@ def _swapped(record: dict) -> dict:
     return {**record, "chosen": record["rejected"], "rejected": record["chosen"]}
 
 
+def _pair() -> dict:
+    """The Terminus pair with its task statement cut to its first line (700 tokens to 17): a step's cost is its
+    tokens times Qwen's 151k-word vocabulary, and what is tested is the turns after the shared prompt."""
+    record = terminus()
+    first = record["prompt"][0]
+    record["prompt"][0] = {**first, "content": first["content"].split("\n")[0]}
+    return record
+
+
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -78,7 +87,7 @@ def test_the_collator_scores_the_assistant_turns_only(tmp_path: Path) -> None:
 def test_a_trajectory_pair_trains_one_dpo_step_on_its_assistant_turns(tmp_path: Path, tiny_qwen: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    built = _build(tmp_path, [terminus(), _swapped(terminus())], "preference")
+    built = _build(tmp_path, [_pair(), _swapped(_pair())], "preference")
     result = train(_config(tiny_qwen, built, tmp_path / "runs", "dpo"))
     m = result.metrics
     assert m["global_step"] == 1 and m["first_loss"] == pytest.approx(LOG2, abs=1e-6)  # policy = reference at step 1
@@ -95,7 +104,7 @@ def test_a_trajectory_pair_trains_one_dpo_step_on_its_assistant_turns(tmp_path: 
 
 
 def test_a_trajectory_pair_unpaired_trains_one_kto_step(tmp_path: Path, tiny_qwen: Path) -> None:
-    built = _build(tmp_path, [terminus()], "kto")
+    built = _build(tmp_path, [_pair()], "kto")
     assert ftdata.load(built).dataset["label"] == [True, False]
     result = train(_config(tiny_qwen, built, tmp_path / "runs", "kto"))
     assert result.metrics["global_step"] == 1 and result.metrics["first_loss"] == pytest.approx(0.5, abs=1e-6)
