@@ -1,0 +1,62 @@
+"""A tokenizer folder is parsed once per process and served again only while every byte of its files and the
+loaded state are what they were (`ftdata.io.resources.load_tokenizer`): a second build skips the parse, and an
+edited file or a tokenizer its caller changed is never served stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from support import TOKENIZERS
+
+from ftdata.io.resources import load_tokenizer
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    out = tmp_path / "phi-3"
+    shutil.copytree(TOKENIZERS / "phi-3-mini-4k-instruct", out)
+    for file in out.iterdir():
+        file.chmod(0o644)
+    return out
+
+
+def test_an_unchanged_folder_is_served_the_tokenizer_already_loaded(folder: Path) -> None:
+    first = load_tokenizer(str(folder))
+    assert load_tokenizer(str(folder)) is first
+    assert load_tokenizer(folder) is first  # a Path names the same folder
+    assert load_tokenizer(str(folder), trust_remote_code=True) is not first  # loaded under other terms
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True], ids=["edited", "edited, mtime restored"])
+def test_a_one_byte_edit_of_the_chat_template_loads_the_folder_again(folder: Path, keep_mtime: bool) -> None:
+    first = load_tokenizer(str(folder))
+    config = folder / "tokenizer_config.json"
+    before = config.stat()
+    text = config.read_text(encoding="utf-8")
+    template = json.loads(text)["chat_template"]
+    user, edited = "message['role'] == 'user'", "message['role'] == 'usEr'"
+    assert text.count(user) == 1
+    config.write_text(text.replace(user, edited), encoding="utf-8")  # one byte, same size
+    if keep_mtime:
+        os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = load_tokenizer(str(folder))
+    assert again is not first and again.chat_template == template.replace(user, edited)
+    assert first.chat_template == template  # the earlier one is left as it was
+    assert load_tokenizer(str(folder)) is again
+
+
+def test_a_tokenizer_its_caller_changed_is_not_served_again(folder: Path) -> None:
+    first = load_tokenizer(str(folder))
+    words = len(first)
+    first.add_tokens(["<made-by-the-caller>"])
+    second = load_tokenizer(str(folder))
+    assert second is not first and len(second) == words and "<made-by-the-caller>" not in second.get_vocab()
+    second.chat_template = "{{ messages[0]['content'] }}"
+    third = load_tokenizer(str(folder))
+    assert third is not second and third.chat_template == json.loads(
+        (folder / "tokenizer_config.json").read_text(encoding="utf-8")
+    )["chat_template"]
