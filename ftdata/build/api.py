@@ -147,7 +147,7 @@ def _build(
     else:
         opts = with_task(source, opts)  # preference-shaped data builds preference rows (ftdata.run.task)
     spec = tokenizer if tokenizer is not None else tokenizer_spec(None, opts, recipe=source if recipe else None)
-    tok = load_tokenizer(spec)
+    tok = load_tokenizer(spec, shared=True)  # the build only reads it: a second build of this process skips the parse
     if out is None:
         if output_format is not None:
             raise ConfigError(f"output_format={output_format!r} needs an output: give out=FOLDER")

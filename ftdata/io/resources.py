@@ -209,7 +209,9 @@ def check_tokenizer_sizes(path: Path) -> None:
             )
 
 
-def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    spec: Any = None, *, trust_remote_code: bool = False, shared: bool = False
+) -> PreTrainedTokenizerBase:
     """Return a fast tokenizer for `spec`.
 
     `spec` is a tokenizer object (returned as is), None or "smollm2" (the bundled
@@ -217,6 +219,10 @@ def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreT
     already in the local Hugging Face cache: ftdata never downloads. A folder whose config
     names its own Python code (`auto_map`) is refused unless `trust_remote_code=True`
     (`--trust-remote-code`): that code would run in this process.
+
+    Each call loads a tokenizer of its own, which the caller may change. `shared=True` is for a caller that only
+    reads it (a build): the tokenizer an earlier shared call loaded from the same folder, named the same, while
+    every byte of the folder's files and the loaded state are what they were (else loaded again).
 
     Raises:
         ConfigError: the tokenizer cannot be found or is not a fast tokenizer
@@ -230,7 +236,7 @@ def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreT
         if not is_bundled(spec):
             check_tokenizer_path(str(spec), path)
             check_tokenizer_sizes(path)
-        tok = _loaded(spec, path, trust_remote_code)
+        tok = _loaded(spec, path, trust_remote_code, shared=shared)
     if not getattr(tok, "is_fast", False):
         raise ConfigError(
             f"tokenizer {getattr(tok, 'name_or_path', spec)!r} is not a fast tokenizer; ftdata needs "
@@ -239,20 +245,20 @@ def load_tokenizer(spec: Any = None, *, trust_remote_code: bool = False) -> PreT
     return tok
 
 
-# Tokenizers loaded from folders in this process: (folder, trust_remote_code) -> (the folder's files digest, the
-# loaded state's digest, the tokenizer). ftdata never changes a tokenizer it loaded (it copies one to change it);
-# a caller that changed one gets a fresh load, as does a folder whose files changed.
-_LOADED: dict[tuple[str, bool], tuple[str, str, Any]] = {}
+# Tokenizers that shared calls loaded from folders in this process: (folder as named, its absolute path,
+# trust_remote_code) -> (the folder's files digest, the loaded state's digest, the tokenizer). Only shared callers
+# hold them, and those only read them (ftdata copies a tokenizer to change it); a changed one is loaded again.
+_LOADED: dict[tuple[str, str, bool], tuple[str, str, Any]] = {}
 _LOADED_LOCK = threading.Lock()
 _LOADED_LIMIT = 8
 _DIGESTS = Digests()
 
 
-def _loaded(spec: Any, path: Path, trust_remote_code: bool) -> Any:
-    """The tokenizer at `path`: the one this process loaded from it, while the folder's files and its loaded state
-    are as they were; else loaded (and, from a folder, kept for the next call)."""
-    files = folder_input(InputKind.TOKENIZER, path, _DIGESTS).digest if path.is_dir() else None
-    key = (os.path.abspath(path), trust_remote_code)
+def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> Any:
+    """The tokenizer at `path`; `shared`: the one a shared call loaded from it, while the folder's files and its
+    loaded state are as they were, else loaded (and, from a folder, kept for the next shared call)."""
+    files = folder_input(InputKind.TOKENIZER, path, _DIGESTS).digest if shared and path.is_dir() else None
+    key = (str(path), os.path.abspath(path), trust_remote_code)  # as named: the tokenizer's `name_or_path`
     held = _LOADED.get(key)
     if files is not None and held is not None and held[0] == files and _state_digest(held[2]) == held[1]:
         return held[2]

@@ -1,6 +1,7 @@
-"""A tokenizer folder is parsed once per process and served again only while every byte of its files and the
-loaded state are what they were (`ftdata.io.resources.load_tokenizer`): a second build skips the parse, and an
-edited file or a tokenizer its caller changed is never served stale."""
+"""A build's tokenizer folder is parsed once per process and served again only while every byte of its files and
+the loaded state are what they were (`ftdata.io.resources.load_tokenizer(..., shared=True)`): a second build
+skips the parse, and an edited file or a changed tokenizer is never served stale. A plain `load_tokenizer` call
+gets a tokenizer of its own, to change as it likes."""
 
 from __future__ import annotations
 
@@ -24,16 +25,19 @@ def folder(tmp_path: Path) -> Path:
     return out
 
 
-def test_an_unchanged_folder_is_served_the_tokenizer_already_loaded(folder: Path) -> None:
-    first = load_tokenizer(str(folder))
-    assert load_tokenizer(str(folder)) is first
-    assert load_tokenizer(folder) is first  # a Path names the same folder
-    assert load_tokenizer(str(folder), trust_remote_code=True) is not first  # loaded under other terms
+def test_an_unchanged_folder_is_served_the_tokenizer_already_loaded(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_tokenizer(str(folder), shared=True)
+    assert load_tokenizer(str(folder), shared=True) is first
+    assert load_tokenizer(folder, shared=True) is first  # a Path names the same folder
+    monkeypatch.chdir(folder.parent)
+    other = load_tokenizer(folder.name, shared=True)  # named otherwise: its own, whose name output shows
+    assert other is not first and other.name_or_path == folder.name and load_tokenizer(folder.name, shared=True) is other
+    assert load_tokenizer(str(folder), trust_remote_code=True, shared=True) is not first  # loaded under other terms
 
 
 @pytest.mark.parametrize("keep_mtime", [False, True], ids=["edited", "edited, mtime restored"])
 def test_a_one_byte_edit_of_the_chat_template_loads_the_folder_again(folder: Path, keep_mtime: bool) -> None:
-    first = load_tokenizer(str(folder))
+    first = load_tokenizer(str(folder), shared=True)
     config = folder / "tokenizer_config.json"
     before = config.stat()
     text = config.read_text(encoding="utf-8")
@@ -43,20 +47,28 @@ def test_a_one_byte_edit_of_the_chat_template_loads_the_folder_again(folder: Pat
     config.write_text(text.replace(user, edited), encoding="utf-8")  # one byte, same size
     if keep_mtime:
         os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns))
-    again = load_tokenizer(str(folder))
+    again = load_tokenizer(str(folder), shared=True)
     assert again is not first and again.chat_template == template.replace(user, edited)
     assert first.chat_template == template  # the earlier one is left as it was
-    assert load_tokenizer(str(folder)) is again
+    assert load_tokenizer(str(folder), shared=True) is again
 
 
 def test_a_tokenizer_its_caller_changed_is_not_served_again(folder: Path) -> None:
-    first = load_tokenizer(str(folder))
+    first = load_tokenizer(str(folder), shared=True)
     words = len(first)
     first.add_tokens(["<made-by-the-caller>"])
-    second = load_tokenizer(str(folder))
+    second = load_tokenizer(str(folder), shared=True)
     assert second is not first and len(second) == words and "<made-by-the-caller>" not in second.get_vocab()
     second.chat_template = "{{ messages[0]['content'] }}"
-    third = load_tokenizer(str(folder))
+    third = load_tokenizer(str(folder), shared=True)
     assert third is not second and third.chat_template == json.loads(
         (folder / "tokenizer_config.json").read_text(encoding="utf-8")
     )["chat_template"]
+
+
+def test_a_plain_load_is_the_callers_own(folder: Path) -> None:
+    held = load_tokenizer(str(folder), shared=True)
+    own = load_tokenizer(str(folder))
+    assert own is not held and load_tokenizer(str(folder)) is not own
+    own.add_tokens(["<made-by-the-caller>"])
+    assert "<made-by-the-caller>" not in held.get_vocab() and load_tokenizer(str(folder), shared=True) is held
