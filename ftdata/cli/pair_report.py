@@ -50,7 +50,7 @@ def summary_lines(stats: PairDataStats) -> list[str]:
     )
     lines.append(
         f"kept          {stats.kept:,} rows, {stats.kept_tokens:,} tokens, {stats.kept_trained:,} completion tokens "
-        f"(truncation={stats.truncation}, max_length {stats.max_length:,})"
+        f"trained (truncation={stats.truncation}, max_length {stats.max_length:,})"
     )
     return lines
 

@@ -52,6 +52,7 @@ class PairSummary:
     format: str
     prompt: int
     completions: tuple[int, ...]
+    trained: int  # the tokens its completions train (a trajectory's: its assistant turns; else every one)
     common: int
     label: bool | None
     digest: bytes
@@ -90,6 +91,7 @@ def summarize_pair(stage: Stage, item: MeasuredPair, kept: Any) -> PairSummary:
         format=item.example.format,
         prompt=len(row.prompt),
         completions=tuple(map(len, completions)),
+        trained=row.trained,
         common=_common(*completions) if len(completions) == 2 else 0,
         label=row.label,
         digest=_digest(row.prompt, *completions),
@@ -124,6 +126,7 @@ class PairDataStats:
     completions: np.ndarray = field(
         default_factory=lambda: np.zeros((0, 2), dtype=np.int64)
     )  # chosen, rejected (KTO: one)
+    trained: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # per pair, its completions'
     common: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     repeated: int = 0  # pairs whose tokens repeat an earlier pair's
@@ -143,9 +146,9 @@ class PairDataStats:
 
     def planned(self) -> tuple[int, int, np.ndarray, np.ndarray]:
         """What a recipe's planner reads: records, rejected records, each pair's tokens (its prompt's and
-        completions') and trained tokens (its completions')."""
-        trained = self.completions.sum(axis=1)
-        return self.counts.records, self.counts.n_rejected, self.prompt + trained, trained
+        completions') and trained tokens (what its completions train: a trajectory's assistant turns, not the
+        tool results between them)."""
+        return self.counts.records, self.counts.n_rejected, self.prompt + self.completions.sum(axis=1), self.trained
 
     def lengths(self) -> dict[str, dict[str, float]]:
         """p50/p90/p99/max/mean of the prompt and of each completion, in tokens."""
@@ -243,6 +246,7 @@ class _Accumulator:
         stats, rows = self.stats, self.rows
         stats.prompt = np.fromiter((r.prompt for r in rows), dtype=np.int64, count=len(rows))
         stats.completions = np.asarray([r.completions for r in rows], dtype=np.int64).reshape(len(rows), -1)
+        stats.trained = np.fromiter((r.trained for r in rows), dtype=np.int64, count=len(rows))
         stats.common = np.fromiter((r.common for r in rows), dtype=np.int64, count=len(rows))
         stats.labels = np.fromiter((bool(r.label) for r in rows), dtype=bool, count=len(rows))
         stats.policies = self.policies

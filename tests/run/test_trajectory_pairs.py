@@ -145,3 +145,21 @@ def test_a_long_trajectory_pair_is_not_cut_by_keep_response_and_keep_start_cuts_
     cut = ftdata.build(str(data), tokenizer=tokenizer(QWEN), max_length=900, truncation="keep_start").dataset[0]
     assert cut["chosen_ids"] == whole["chosen_ids"][:81] and cut["chosen_mask"] == whole["chosen_mask"][:81]
     assert cut["rejected_mask"] == whole["rejected_mask"][:81]
+
+
+def test_stats_plan_the_tokens_a_trajectory_pair_trains_not_its_tool_results(built, tmp_path: Path) -> None:
+    """What `ftdata stats` and a recipe's planner read (`planned`): each pair's tokens, and of them the ones its
+    completions train (the masks' ones), as the build's rows hold them."""
+    from ftdata.options import DataOptions
+    from ftdata.run.measures import measure_of
+    from ftdata.run.stage import Stage
+
+    records, result = built
+    stage = Stage(tokenizer(QWEN), DataOptions(task="preference", max_length=8192))
+    stats = measure_of(stage.task)(str(_write(tmp_path / "pairs.jsonl", records)), stage)
+    _, rejected, tokens, trained = stats.planned()
+    rows = result.dataset.to_list()
+    masks = [sum(r["chosen_mask"]) + sum(r["rejected_mask"]) for r in rows]
+    assert rejected == 0 and list(trained) == masks and stats.kept_trained == sum(masks)
+    assert list(tokens) == [len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows]
+    assert all(m < len(r["chosen_ids"]) + len(r["rejected_ids"]) for m, r in zip(masks, rows))  # tool results read
