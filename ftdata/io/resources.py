@@ -5,9 +5,9 @@ chat template inside. Reading a GGUF file is slow (seconds), so the first use ma
 the tokenizer as a plain Hugging Face folder in the ftdata cache; later loads take ~0.2 s.
 Nothing here touches the network.
 
-A folder's tokenizer is loaded once per process and served again while every byte of its files and the loaded
-state (vocabulary, rules, chat template, special tokens) are what they were (`load_tokenizer`): a second build
-of one process skips the 0.2-0.4 s parse.
+A build's tokenizer folder is loaded once per process and served again while every byte of its files and the
+loaded state (vocabulary, rules, chat template, special tokens) are what they were (`load_tokenizer(...,
+shared=True)`): a second build of one process skips the 0.2-0.4 s parse. Any other call loads its own.
 """
 
 from __future__ import annotations
