@@ -3,7 +3,10 @@
     build.json ──the template and tokenizer it recorded, checked against the folder's now──▶ one line, or on
     turns (`ftdata.serve.turns`) ──per turn: two requests (`ftdata.serve.client`)──▶ compare token for token:
         prompt   render(messages[:i], add_generation_prompt=True)      vs the row's ids before the turn's run
-        target   render(messages[:i+1])[:n]                            vs the row's ids through the run (n tokens)
+        target   render(messages[:i+1])[:n]                            vs the row's ids through the run (n tokens);
+                 where that render does not start with the prompt (a template that writes the context otherwise
+                 when a reply follows: Mistral-Nemo drops the system text from a history), the turn's own tokens
+                 at its end, before what the row holds after its last turn, vs the run
     ──▶ "N of M turns identical", per differing turn the first differing token, both sides decoded;
         build.json's serving.parity
 
@@ -98,8 +101,13 @@ def compare(turn: ServedTurn, prompt: Answer, full: Answer, tokenizer: Any) -> D
     if (k := first_difference(turn.context, prompt.ids)) is not None:
         return Difference(turn.key, "prompt", k, *token_pair(tokenizer, turn.context, prompt.ids, k))
     mine = turn.context + turn.trained
-    if (k := first_difference(mine, full.ids[: len(mine)])) is not None:
-        return Difference(turn.key, "target", k, *token_pair(tokenizer, mine, full.ids, k))
+    if full.ids[: len(turn.context)] != turn.context:  # the reply's render writes the context otherwise
+        mine, at = turn.trained + turn.after, len(turn.context)  # the turn and what follows a last turn, at its end
+        theirs = full.ids[max(len(full.ids) - len(mine), 0) :]
+    else:
+        theirs, at = full.ids[: len(mine)], 0
+    if (k := first_difference(mine, theirs)) is not None:
+        return Difference(turn.key, "target", at + k, *token_pair(tokenizer, mine, theirs, k))
     return None
 
 

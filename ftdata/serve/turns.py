@@ -33,7 +33,8 @@ __all__ = ["ServedTurn", "Turns", "collect"]
 class ServedTurn:
     """One trained turn: the record and row it is in, its message index, the conversation through it as the chat
     template got it (`messages`, the turn last), the tools and template kwargs of the render, and the row's ids:
-    `context` (every token before the turn's trained run) and `trained` (the run)."""
+    `context` (every token before the turn's trained run), `trained` (the run) and `after` (what the row holds after
+    its last run: the text the template writes after a conversation's last turn)."""
 
     record: str
     row: int
@@ -43,6 +44,7 @@ class ServedTurn:
     kwargs: dict[str, Any]
     context: list[int]
     trained: list[int]
+    after: list[int] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -89,7 +91,11 @@ def _turns(stage: Stage, ran: Ran[Any, Any]) -> tuple[list[ServedTurn], Counter[
         kwargs = {**chat.kwargs, **(example.template_kwargs or {})}
         row = item.split_row.index if getattr(item, "split_row", None) is not None else 0
         for i, (a, b) in zip(turns, runs):
-            out.append(ServedTurn(item.location, row, i, messages[: i + 1], tools, kwargs, ids[:a], ids[a:b]))
+            out.append(
+                ServedTurn(
+                    item.location, row, i, messages[: i + 1], tools, kwargs, ids[:a], ids[a:b], ids[runs[-1][1] :]
+                )
+            )
     return out, skipped
 
 

@@ -128,6 +128,29 @@ def test_a_server_answer_that_differs_names_the_turn_and_both_tokens(tmp_path: P
     assert difference.line() == (f"{RECORDS}:2#0/4: prompt token 33: ftdata '\\n' (198) vs server ' \\n' (715)")
 
 
+def test_a_reply_whose_render_drops_the_system_text_is_compared_by_its_own_tokens(tmp_path: Path) -> None:
+    """Mistral-Nemo writes the system text in the last user turn only: the render through a reply drops it, so the
+    reply is held against that render's end (its own tokens and what follows a last turn), and a server that
+    writes one of them otherwise is named there."""
+    fixture = json.loads((HERE / "fixtures" / "mistral-nemo-instruct-2407.json").read_text(encoding="utf-8"))
+    answer = replay(fixture)
+
+    def shifted(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, data = answer(body)
+        last = body["messages"][-1]
+        if last["role"] == "assistant" and last["content"] == "Hello.":  # the reply's stop token written otherwise
+            data = {**data, "token_ids": [*data["token_ids"][:-1], 1]}
+        return status, data
+
+    out = _build(tmp_path / "out", "mistral-nemo-instruct-2407")
+    with serving(shifted) as url:
+        parity = check_serving(out, url)
+    assert (parity.turns, parity.identical) == (3, 2)
+    (difference,) = parity.differences
+    assert difference.side == "target" and difference.key == f"{RECORDS}:2#1/2"
+    assert difference.ftdata == "'</s>' (2)" and difference.server == "'<s>' (1)"
+
+
 def test_a_template_edited_by_one_byte_after_the_build_is_one_line(tmp_path: Path) -> None:
     folder = tmp_path / "qwen"
     shutil.copytree(TOKENIZERS / "qwen2.5-instruct", folder)
