@@ -23,9 +23,10 @@ index appended to the question (so no two prompts are the same text).
 
 Every measurement runs in a fresh subprocess; the methods alternate round after round (--rounds, default 3).
 The table gives each method's median wall seconds, prompts per second, and the median of the per-round
-speed ratios to trl.
+speed ratios to trl. `--baseline CHECKOUT` measures another ftdata checkout's two methods in the same rounds
+(`ftdata@before`, `ftdata build@before`): before and after in one run.
 
-    python benchmarks/prompt_prep.py [--records 20000] [--rounds 3] [--cold]
+    python benchmarks/prompt_prep.py [--records 20000] [--rounds 3] [--cold] [--baseline CHECKOUT]
 """
 
 from __future__ import annotations
@@ -107,32 +108,36 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="ftdata's clocks include importing transformers/datasets")
+    parser.add_argument("--baseline", type=Path, help="another ftdata checkout (its root) measured in the same rounds")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], Path(args.child[1]), cold=args.cold)
+        child(args.child[0].removesuffix("@before"), Path(args.child[1]), cold=args.cold)
         return
+    methods = [*METHODS, *(f"{m}@before" for m in METHODS[1:] if args.baseline is not None)]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "prompts.jsonl"
         write_data(path, args.records)
-        times: dict[str, list[float]] = {m: [] for m in METHODS}
+        times: dict[str, list[float]] = {m: [] for m in methods}
         for _ in range(args.rounds):
-            for method in METHODS:
+            for method in methods:
+                code = args.baseline if method.endswith("@before") else ROOT
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", method, str(path), *(["--cold"] if args.cold else [])],
                     capture_output=True,
                     text=True,
                     check=True,
+                    env={**os.environ, "PYTHONPATH": str(code)},
                 )
                 times[method].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
     imports = "ftdata's clocks include the libraries' import" if args.cold else "libraries imported first"
     print(f"{args.records:,} GSM8K prompts, bundled SmolLM2 tokenizer, {args.rounds} rounds, {os.cpu_count()} CPUs")
     print(imports)
-    print(f"{'method':<14} {'median s':>9} {'prompts/s':>10} {'speed vs trl':>13}")
-    for method in METHODS:
+    print(f"{'method':<21} {'median s':>9} {'prompts/s':>10} {'speed vs trl':>13}")
+    for method in methods:
         median = statistics.median(times[method])
         ratio = statistics.median(t / m for t, m in zip(times["trl"], times[method]))
-        print(f"{method:<14} {median:>9.2f} {args.records / median:>10,.0f} {ratio:>12.2f}x")
+        print(f"{method:<21} {median:>9.2f} {args.records / median:>10,.0f} {ratio:>12.2f}x")
 
 
 if __name__ == "__main__":
