@@ -33,8 +33,9 @@ __all__ = ["ServedTurn", "Turns", "collect"]
 class ServedTurn:
     """One trained turn: the record and row it is in, its message index, the conversation through it as the chat
     template got it (`messages`, the turn last), the tools and template kwargs of the render, and the row's ids:
-    `context` (every token before the turn's trained run), `trained` (the run) and `after` (what the row holds after
-    its last run: the text the template writes after a conversation's last turn)."""
+    `context` (every token before the turn's trained run), `trained` (the run) and `after` (what the template writes
+    after a conversation's last turn: the row's tokens after its last run, where the record ends with that turn;
+    else none)."""
 
     record: str
     row: int
@@ -90,12 +91,9 @@ def _turns(stage: Stage, ran: Ran[Any, Any]) -> tuple[list[ServedTurn], Counter[
         tools = [dict(t) for t in example.tools] or None
         kwargs = {**chat.kwargs, **(example.template_kwargs or {})}
         row = item.split_row.index if getattr(item, "split_row", None) is not None else 0
+        after = ids[runs[-1][1] :] if turns and turns[-1] == len(messages) - 1 else []  # a last turn's trailer
         for i, (a, b) in zip(turns, runs):
-            out.append(
-                ServedTurn(
-                    item.location, row, i, messages[: i + 1], tools, kwargs, ids[:a], ids[a:b], ids[runs[-1][1] :]
-                )
-            )
+            out.append(ServedTurn(item.location, row, i, messages[: i + 1], tools, kwargs, ids[:a], ids[a:b], after))
     return out, skipped
 
 
