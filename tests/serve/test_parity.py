@@ -302,3 +302,26 @@ def test_serve_needs_a_model_folder_with_config_json_and_a_vllm(
     with pytest.raises(ServerError, match=r"model exited: ValueError: No supported config format found \(log: "):
         with render_server(folder, log=tmp_path / "log"):
             pass
+
+
+@pytest.mark.parametrize(
+    ("full", "after", "expected"),
+    [
+        ([1, 2, 3, 4, 5, 6], [6], None),  # the render starts with the prompt: compared through the turn
+        ([1, 2, 3, 4, 7], [6], ("target", 4)),  # ... and differs in the turn
+        ([1, 9, 4, 5, 6], [6], None),  # the context written otherwise: the turn and its trailer at the end
+        ([1, 9, 4, 5], [], None),  # a record that ends after the turn's conversation: no trailer to compare
+        ([1, 9, 4, 8, 6], [6], ("target", 4)),  # the turn's second token otherwise: named where the row has it
+        ([1, 9, 4, 5, 7], [6], ("target", 5)),  # the trailer otherwise
+    ],
+)
+def test_a_turn_is_compared_with_the_render_through_it(full: list[int], after: list[int], expected: Any) -> None:
+    from ftdata.serve.client import Answer
+    from ftdata.serve.parity import compare
+    from ftdata.serve.turns import ServedTurn
+
+    from support import make_char_tokenizer
+
+    turn = ServedTurn("d.jsonl:1", 0, 1, [], None, {}, context=[1, 2, 3], trained=[4, 5], after=after)
+    found = compare(turn, Answer([1, 2, 3]), Answer(full), make_char_tokenizer())
+    assert (found.side, found.at) == expected if expected else found is None
