@@ -6,8 +6,9 @@ the tokenizer as a plain Hugging Face folder in the ftdata cache; later loads ta
 Nothing here touches the network.
 
 A build's tokenizer folder is loaded once per process and served again while every byte of its files and the
-loaded state (vocabulary, rules, chat template, special tokens) are what they were (`load_tokenizer(...,
-shared=True)`): a second build of one process skips the 0.2-0.4 s parse. Any other call loads its own.
+loaded state (vocabulary, rules, chat template, special tokens) are what they were when the build fingerprinted
+it (`load_tokenizer(..., shared=True)`): a second build of one process skips the 0.2-1.4 s parse, and the first
+pays nothing more. Any other call loads its own.
 """
 
 from __future__ import annotations
@@ -221,8 +222,9 @@ def load_tokenizer(
     (`--trust-remote-code`): that code would run in this process.
 
     Each call loads a tokenizer of its own, which the caller may change. `shared=True` is for a caller that only
-    reads it (a build): the tokenizer an earlier shared call loaded from the same folder, named the same, while
-    every byte of the folder's files and the loaded state are what they were (else loaded again).
+    reads it (a build): the tokenizer an earlier shared call loaded from the same folder, named the same, once a
+    build has fingerprinted it (`tokenizer_input`) and while every byte of the folder's files and the loaded state
+    are what they were then (else loaded again).
 
     Raises:
         ConfigError: the tokenizer cannot be found or is not a fast tokenizer
@@ -246,9 +248,10 @@ def load_tokenizer(
 
 
 # Tokenizers that shared calls loaded from folders in this process: (folder as named, its absolute path,
-# trust_remote_code) -> (the folder's files digest, the loaded state's digest, the tokenizer). Only shared callers
+# trust_remote_code) -> (the folder's files digest, the loaded state's digest as a build took it (None before), the
+# tokenizer). Only shared callers
 # hold them, and those only read them (ftdata copies a tokenizer to change it); a changed one is loaded again.
-_LOADED: dict[tuple[str, str, bool], tuple[str, str, Any]] = {}
+_LOADED: dict[tuple[str, str, bool], tuple[str, str | None, Any]] = {}
 _LOADED_LOCK = threading.Lock()
 _LOADED_LIMIT = 8
 _DIGESTS = Digests()
@@ -260,7 +263,7 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
     files = folder_input(InputKind.TOKENIZER, path, _DIGESTS).digest if shared and path.is_dir() else None
     key = (str(path), os.path.abspath(path), trust_remote_code)  # as named: the tokenizer's `name_or_path`
     held = _LOADED.get(key)
-    if files is not None and held is not None and held[0] == files and _state_digest(held[2]) == held[1]:
+    if files is not None and held is not None and held[0] == files and held[1] == _state_digest(held[2]):
         return held[2]
     try:
         tok = _tokenizer_class(path).from_pretrained(
@@ -286,8 +289,18 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
         with _LOADED_LOCK:
             if len(_LOADED) >= _LOADED_LIMIT:
                 _LOADED.clear()
-            _LOADED[key] = (files, _state_digest(tok), tok)
+            _LOADED[key] = (files, None, tok)  # its state digest comes with the build's fingerprint of it
     return tok
+
+
+def _fingerprinted(tokenizer: Any, state: str) -> None:
+    """Record the state digest a build took of a shared tokenizer (`tokenizer_input`): from then on it is served
+    again while its state is that. Serialising a tokenizer costs a quarter to a half of loading it, so a process
+    that builds once pays it once, in the fingerprint it takes anyway."""
+    with _LOADED_LOCK:
+        for key, (files, digest, tok) in _LOADED.items():
+            if tok is tokenizer and digest is None:
+                _LOADED[key] = (files, state, tok)
 
 
 def _state(tokenizer: Any) -> str:
@@ -313,6 +326,7 @@ def tokenizer_input(tokenizer: Any, digests: Digests) -> Input:
     (vocabulary and rules, chat template, special tokens), which also covers a tokenizer changed in Python."""
     name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
     state = _state(tokenizer)
+    _fingerprinted(tokenizer, text_digest(state))
     folder = Path(name).expanduser()
     if not folder.is_dir():
         return Input(InputKind.TOKENIZER, name, text_digest(state), files=0)

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from support import TOKENIZERS
 
-from ftdata.io.resources import load_tokenizer
+from ftdata.guard.inputs import Digests
+from ftdata.io.resources import load_tokenizer, tokenizer_input
+
+
+def _built(tokenizer):
+    """A shared tokenizer as a build leaves it: fingerprinted (`tokenizer_input`, which every build takes)."""
+    tokenizer_input(tokenizer, Digests())
+    return tokenizer
 
 
 @pytest.fixture
@@ -26,18 +33,18 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_an_unchanged_folder_is_served_the_tokenizer_already_loaded(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = load_tokenizer(str(folder), shared=True)
+    first = _built(load_tokenizer(str(folder), shared=True))
     assert load_tokenizer(str(folder), shared=True) is first
     assert load_tokenizer(folder, shared=True) is first  # a Path names the same folder
     monkeypatch.chdir(folder.parent)
-    other = load_tokenizer(folder.name, shared=True)  # named otherwise: its own, whose name output shows
+    other = _built(load_tokenizer(folder.name, shared=True))  # named otherwise: its own, whose name output shows
     assert other is not first and other.name_or_path == folder.name and load_tokenizer(folder.name, shared=True) is other
     assert load_tokenizer(str(folder), trust_remote_code=True, shared=True) is not first  # loaded under other terms
 
 
 @pytest.mark.parametrize("keep_mtime", [False, True], ids=["edited", "edited, mtime restored"])
 def test_a_one_byte_edit_of_the_chat_template_loads_the_folder_again(folder: Path, keep_mtime: bool) -> None:
-    first = load_tokenizer(str(folder), shared=True)
+    first = _built(load_tokenizer(str(folder), shared=True))
     config = folder / "tokenizer_config.json"
     before = config.stat()
     text = config.read_text(encoding="utf-8")
@@ -47,17 +54,17 @@ def test_a_one_byte_edit_of_the_chat_template_loads_the_folder_again(folder: Pat
     config.write_text(text.replace(user, edited), encoding="utf-8")  # one byte, same size
     if keep_mtime:
         os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns))
-    again = load_tokenizer(str(folder), shared=True)
+    again = _built(load_tokenizer(str(folder), shared=True))
     assert again is not first and again.chat_template == template.replace(user, edited)
     assert first.chat_template == template  # the earlier one is left as it was
     assert load_tokenizer(str(folder), shared=True) is again
 
 
 def test_a_tokenizer_its_caller_changed_is_not_served_again(folder: Path) -> None:
-    first = load_tokenizer(str(folder), shared=True)
+    first = _built(load_tokenizer(str(folder), shared=True))
     words = len(first)
     first.add_tokens(["<made-by-the-caller>"])
-    second = load_tokenizer(str(folder), shared=True)
+    second = _built(load_tokenizer(str(folder), shared=True))
     assert second is not first and len(second) == words and "<made-by-the-caller>" not in second.get_vocab()
     second.chat_template = "{{ messages[0]['content'] }}"
     third = load_tokenizer(str(folder), shared=True)
@@ -67,8 +74,15 @@ def test_a_tokenizer_its_caller_changed_is_not_served_again(folder: Path) -> Non
 
 
 def test_a_plain_load_is_the_callers_own(folder: Path) -> None:
-    held = load_tokenizer(str(folder), shared=True)
+    held = _built(load_tokenizer(str(folder), shared=True))
     own = load_tokenizer(str(folder))
     assert own is not held and load_tokenizer(str(folder)) is not own
     own.add_tokens(["<made-by-the-caller>"])
     assert "<made-by-the-caller>" not in held.get_vocab() and load_tokenizer(str(folder), shared=True) is held
+
+
+def test_a_shared_tokenizer_no_build_fingerprinted_is_loaded_again(folder: Path) -> None:
+    """Its state is recorded when a build fingerprints it (no second serialisation for a process that builds once):
+    before that there is nothing to hold it to."""
+    first = load_tokenizer(str(folder), shared=True)
+    assert load_tokenizer(str(folder), shared=True) is not first
