@@ -248,9 +248,9 @@ def load_tokenizer(
 
 
 # Tokenizers that shared calls loaded from folders in this process: (folder as named, its absolute path,
-# trust_remote_code) -> (the folder's files digest, the loaded state's digest as a build took it (None before), the
-# tokenizer). Only shared callers
-# hold them, and those only read them (ftdata copies a tokenizer to change it); a changed one is loaded again.
+# trust_remote_code) -> (the folder's files digest, the loaded state's digest as a build's fingerprint took it (None
+# before), the tokenizer). Only shared callers hold them, and those only read them (ftdata copies a tokenizer to
+# change it); a changed one is loaded again.
 _LOADED: dict[tuple[str, str, bool], tuple[str, str | None, Any]] = {}
 _LOADED_LOCK = threading.Lock()
 _LOADED_LIMIT = 8
@@ -259,11 +259,17 @@ _DIGESTS = Digests()
 
 def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> Any:
     """The tokenizer at `path`; `shared`: the one a shared call loaded from it, while the folder's files and its
-    loaded state are as they were, else loaded (and, from a folder, kept for the next shared call)."""
+    loaded state are as they were when a build fingerprinted it, else loaded (and, from a folder, kept)."""
     files = folder_input(InputKind.TOKENIZER, path, _DIGESTS).digest if shared and path.is_dir() else None
     key = (str(path), os.path.abspath(path), trust_remote_code)  # as named: the tokenizer's `name_or_path`
     held = _LOADED.get(key)
-    if files is not None and held is not None and held[0] == files and held[1] == _state_digest(held[2]):
+    if (
+        files is not None
+        and held is not None
+        and held[0] == files
+        and held[1] is not None
+        and held[1] == _state_digest(held[2])
+    ):
         return held[2]
     try:
         tok = _tokenizer_class(path).from_pretrained(
