@@ -300,9 +300,9 @@ def preview(
     stage, task = _stage(settings)
     printer = view.Printer(console(no_color), as_json=as_json, show_tokens=tokens, spell=cli_spelling)
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
-    from ftdata.cli.views import VIEWS
+    from ftdata.cli.views import views_of
 
-    VIEWS[stage.task.task].preview(
+    views_of(stage.task.task).preview(
         settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label, task=task
     )
 
@@ -338,14 +338,13 @@ def stats(
     if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
-    from ftdata.cli.views import VIEWS
+    from ftdata.cli.views import views_of
     from ftdata.guard.opened import opened_once
-    from ftdata.run.measures import measure_of
 
     data_options = settings.options.data
     with opened_once([settings.data]):  # the task's first record, the bar's count and the measure: one descriptor
         stage, task = _stage(settings)
-        views, measure = VIEWS[stage.task.task], measure_of(stage.task)  # the task's own measures, the CLI's tables
+        views = views_of(stage.task.task)  # the CLI's table of the task (its measure is the task's `stats`)
         if (plot and views.write_plot is None) or (html and views.write_html is None):
             raise ConfigError(
                 f"--plot and --html draw SFT length histograms; for {stage.task.task.value} data use the table or "
@@ -355,7 +354,7 @@ def stats(
             "measuring",
             lambda: count_records(settings.data, limit=data_options.limit, bounds=ReadBounds.of(data_options)),
         ) as advance:
-            result = measure(settings.data, stage, settings.options.run, progress=advance)
+            result = stage.task.stats(settings.data, stage, settings.options.run, progress=advance)
     result.tokenizer = tokenizer_label(settings.tokenizer, stage.tokenizer)
     result.counts.task_reason = task.reason  # why the task: the build summary's `task` line, printed here too
     out = console(no_color)

@@ -152,12 +152,7 @@ def show(printer: Printer, number: int, view: PairView) -> None:
         printer._line(printer._text(part))
         if printer.show_tokens:
             printer.console.print(printer._table(part))
-    for note in view.notes:
-        if note not in printer.said:
-            printer.said.add(note)
-            printer._line(f"note: {printer.spell(note.text)}")
-    if view.truncation:
-        printer._line(f"note: {printer.spell(view.truncation)}")
+    printer.notes(view.notes, view.truncation)
 
 
 def run(

@@ -18,7 +18,7 @@ Only the requested records are read and tokenized: the loop reads no further tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from itertools import chain
 from typing import Any
@@ -364,6 +364,15 @@ class Printer:
         if self.show_tokens:
             self.console.print(self._table(view))
 
+    def notes(self, notes: Iterable[Note], fit: str = "") -> None:
+        """An item's notes, each once per preview, then what its fit did (`fit`: the reason, when it cut)."""
+        for note in notes:
+            if note not in self.said:
+                self.said.add(note)
+                self._line(f"note: {self.spell(note.text)}")
+        if fit:
+            self._line(f"note: {self.spell(fit)}")
+
     def problem(self, number: int, reject: Reject) -> None:
         if self.as_json:
             self._json(
@@ -437,6 +446,15 @@ def run(
     )
 
 
+def with_fits(stage: Stage, ran: Ran) -> list[tuple[Any, str] | Reject]:
+    """A preview reducer of any task: each measured item with what its fit did (the reason it was cut, or ""), or
+    its Reject."""
+    return [
+        item if isinstance(item, Reject) else (item, fit.reason if fit is not None and fit.reason else "")
+        for _, item, fit in ran.outcomes
+    ]
+
+
 def show_window(
     source: Any,
     stage: Stage,
@@ -498,4 +516,5 @@ __all__ = [
     "run",
     "show_window",
     "views",
+    "with_fits",
 ]

@@ -19,21 +19,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ftdata.cli.preview import UNICODE, Printer, show_window
-from ftdata.run.stage import Ran, Stage
+from ftdata.cli.preview import UNICODE, Printer, show_window, with_fits
+from ftdata.run.stage import Stage
 from ftdata.run.prompt_stats import PromptStats
 from ftdata.run.prompts import MeasuredPrompt
-from ftdata.run.report import Reject, TaskChoice
+from ftdata.run.report import TaskChoice
 
 __all__ = ["preview", "show"]
-
-
-def _views(stage: Stage, ran: Ran) -> list[tuple[MeasuredPrompt, str] | Reject]:
-    """The preview reducer: each prompt with what the build does with its length (or its problem)."""
-    out: list[tuple[MeasuredPrompt, str] | Reject] = []
-    for _, item, result in ran.outcomes:
-        out.append(item if isinstance(item, Reject) else (item, result.reason if result is not None else ""))
-    return out
 
 
 def preview(
@@ -50,7 +42,7 @@ def preview(
     return show_window(
         source,
         stage,
-        _views,
+        with_fits,  # each prompt with what the build does with its length (or its problem)
         show,
         offset=offset,
         n=n,
@@ -86,12 +78,7 @@ def _show_one(printer: Printer, number: int, view: tuple[MeasuredPrompt, str]) -
     for name, value in row.columns.items():
         text = json.dumps(value, ensure_ascii=False)
         printer._line(f"{name:<10} {text if len(text) <= 200 else text[:197] + '...'}")
-    for note in item.tokenized.notes:
-        if note not in printer.said:
-            printer.said.add(note)
-            printer._line(f"note: {printer.spell(note.text)}")
-    if fit:
-        printer._line(f"note: {printer.spell(fit)}")
+    printer.notes(item.tokenized.notes, fit)
 
 
 def show(stats: PromptStats, console: Console, *, spell: Callable[[str], str] = str) -> None:

@@ -16,7 +16,6 @@ import numpy as np
 from rich.table import Table
 
 from ftdata.mix.build import recipe_stages
-from ftdata.run.measures import measure_of
 from ftdata.run.stage import Stage
 from ftdata.mix.recipe import MixBy, Recipe
 from ftdata.mix.shares import SourceSizes, plan_mix
@@ -83,7 +82,7 @@ class _Measured:
 
 def _measure(path: str, stage: Stage, run: RunOptions, progress: Callable[[int], None] | None) -> _Measured:
     """`ftdata stats` of one file, as the source's task measures it (`planned`: its rows' tokens and trained tokens)."""
-    return _Measured(*measure_of(stage.task)(path, stage, run, progress=progress).planned())
+    return _Measured(*stage.task.stats(path, stage, run, progress=progress).planned())
 
 
 def survey_table(rows: list[dict[str, Any]], *, unit: str) -> Table:

@@ -20,7 +20,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,10 +29,19 @@ from ftdata.options import RunOptions
 from ftdata.run import loop
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.rows_pairs import PairRow
-from ftdata.run.pairs import MeasuredPair
 from ftdata.run.report import BuildReport, Reject, TaskChoice
+from ftdata.run.seam import Item
 from ftdata.run.stats import CUT, DROPPED, FIT, PolicyOutcome, describe
 from ftdata.types import TruncationPolicy
+
+
+class MeasuredPair(Item, Protocol):
+    """What this measure reads of a pair (`ftdata.run.pairs.MeasuredPair`; the pair module imports this measure,
+    its `stats`, so it is named here by its shape): its row."""
+
+    @property
+    def row(self) -> PairRow: ...
+
 
 __all__ = ["PairDataStats", "PairSummary", "collect_pairs", "pair_summaries"]
 
@@ -106,7 +115,7 @@ def pair_summaries(stage: Stage, ran: Ran) -> list[PairSummary]:
     return [
         summarize_pair(stage, item, kept)
         for _, item, kept in ran.outcomes
-        if isinstance(item, MeasuredPair) and kept is not None
+        if not isinstance(item, Reject) and kept is not None
     ]
 
 

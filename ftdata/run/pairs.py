@@ -21,7 +21,7 @@ whole-record rule) drive it with its reading, rendering and truncation put in; t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from ftdata.chat.renderer import shared_renders
 from ftdata.errors import RecordError, UnusableRecord
 from ftdata.guard import limits
 from ftdata.guard.limits import RecordOverLimit
-from ftdata.options import DataOptions
+from ftdata.options import DataOptions, RunOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.formats import Columns
 from ftdata.records.preference import preference_columns, to_pairs, to_unpaired
@@ -55,6 +55,7 @@ from ftdata.run.rows_pairs import (
 from ftdata.run.trajectory_pairs import divergence, multi_message, trained_sides, trajectory_prompt
 from ftdata.run.rows import finish_rows
 from ftdata.run.report import BuildReport, Reject
+from ftdata.run.pair_stats import PairDataStats, collect_pairs
 from ftdata.tokens.masking import Tokenized
 from ftdata.tokens.truncation import Truncator
 from ftdata.types import IGNORE_INDEX, Example, MaskPolicy, Pair, Rendered, Task, TruncationPolicy, Unpaired
@@ -279,6 +280,11 @@ class PairTask:
         pad_id: int,
     ) -> Dataset | DatasetDict:
         return finish_rows(path, options, report, splits=splits)
+
+    def stats(
+        self, source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> PairDataStats:
+        return collect_pairs(source, stage, run, progress=progress)
 
     def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         return jsonl_pair_rows(split, tokenizer)

@@ -16,8 +16,7 @@ from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.run import loop
 from ftdata.run.stage import Ran, Stage
-from ftdata.run.prompts import MeasuredPrompt
-from ftdata.run.report import BuildReport, TaskChoice
+from ftdata.run.report import BuildReport, Reject, TaskChoice
 from ftdata.types import Task
 
 __all__ = ["PromptStats", "collect"]
@@ -81,7 +80,7 @@ def _summaries(stage: Stage, ran: Ran) -> list[tuple[int, dict[str, bool], str]]
     return [
         (item.total, {name: value is not None for name, value in item.row.columns.items()}, item.opens)
         for _, item, _ in ran.outcomes
-        if isinstance(item, MeasuredPrompt)
+        if not isinstance(item, Reject)
     ]
 
 

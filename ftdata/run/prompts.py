@@ -18,7 +18,7 @@ format reward of `ftdata train --method grpo` reads it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from os.path import commonprefix
 from pathlib import Path
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from ftdata.chat.renderer import shared_renders
 from ftdata.errors import RecordError, TemplateError, UnusableRecord
-from ftdata.options import DataOptions
+from ftdata.options import DataOptions, RunOptions
 from ftdata.outcomes import Note, NoteCode, RejectCode, RejectStage
 from ftdata.records.prompts import PromptRecord, RewardColumns, prompt_columns, to_prompt
 from ftdata.guard import limits
@@ -43,6 +43,7 @@ from ftdata.tokens.shorten import cut_text
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.rows import finish_rows
 from ftdata.run.rows_prompts import PromptPart, PromptRow, PromptRows, prompt_part, prompt_schema
+from ftdata.run.prompt_stats import PromptStats, collect
 from ftdata.tokens.reuse import ReusingEncoder
 from ftdata.types import Example, MaskPolicy, Message, PromptCut, Rendered, Task, TruncationPolicy
 
@@ -234,6 +235,11 @@ class PromptTask:
         if notes := json_text_notes(path):
             report.note(notes)
         return finish_rows(path, options, report, splits=splits)
+
+    def stats(
+        self, source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> PromptStats:
+        return collect(source, stage, run, progress=progress)
 
     def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         """Rows with every column plus `text`: the prompt_ids decoded (what the model is given)."""

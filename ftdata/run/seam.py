@@ -26,7 +26,7 @@ from ftdata.run.drift import Drift
 from ftdata.run.report import BuildReport, Reject
 from ftdata.types import Example, Rendered
 
-__all__ = ["Fit", "Item", "Memo", "Noted", "Once", "Part", "Rows", "TaskState"]
+__all__ = ["Fit", "Item", "Memo", "Noted", "Once", "Part", "Rows", "SourceStats", "TaskState"]
 
 T = TypeVar("T")
 PartT_contra = TypeVar("PartT_contra", bound="Part", contravariant=True)
@@ -37,6 +37,21 @@ class Noted(Protocol):
 
     @property
     def notes(self) -> tuple[Note, ...]: ...
+
+
+class SourceStats(Protocol):
+    """What a task's `stats` measured of a source, as `ftdata stats` and a recipe's plan read it."""
+
+    tokenizer: str  # the label the CLI sets: what measured it
+    counts: BuildReport  # records read, filtered, rejected (by code)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything measured, as `ftdata stats --json` writes it."""
+        ...
+
+    def planned(self) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """(records, rows, each row's tokens, each row's trained tokens): what a recipe's planner draws from."""
+        ...
 
 
 class Item(Protocol):

@@ -15,7 +15,7 @@ Token counts of one example (`Measured`):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
@@ -33,7 +33,7 @@ from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.guard import limits
 from ftdata.media.column import MEDIA_FIELD, MEDIA_TYPE
 from ftdata.media.expand import Media, no_processor
-from ftdata.options import DataOptions
+from ftdata.options import DataOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.records.formats import FIELD_ALIASES, Columns, to_examples
 from ftdata.records.media import attach_columns
@@ -45,6 +45,7 @@ from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part
 from ftdata.run.rows import RECORD, TOKENS_SCHEMA, ArrowRows, finish
 from ftdata.run.trees import batch_trees
+from ftdata.run.stats import DataStats, collect
 from ftdata.tokens.masking import Tokenized, WeightedRow, row_of
 from ftdata.tokens.layouts import TREE, built_layout
 from ftdata.tokens.truncation import Truncated
@@ -248,6 +249,11 @@ class SftTask:
         pad_id: int,
     ) -> Dataset | DatasetDict:
         return finish(path, options, report, pad_id=pad_id, splits=splits)
+
+    def stats(
+        self, source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> DataStats:
+        return collect(source, stage, run, progress=progress)
 
     def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:
         return jsonl_rows(split, tokenizer)

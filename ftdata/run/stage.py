@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field, replace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -38,7 +38,7 @@ from ftdata.guard import limits
 from ftdata.guard.inputs import Digests, Input, Stat, stat_of
 from ftdata.errors import Location, RecordError, UnusableRecord
 from ftdata.tokens.masking import Masker, Tokenized
-from ftdata.options import DataOptions
+from ftdata.options import DataOptions, RunOptions
 from ftdata.outcomes import NoteCode, RejectCode, RejectStage
 from ftdata.chat.late_system import has_late_system, join_late_systems
 from ftdata.chat.render import Renderer
@@ -49,7 +49,7 @@ from ftdata.io.resources import processor_input, tokenizer_input
 from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.run.option_rules import TaskRules, check
 from ftdata.run.report import BuildReport, Reject
-from ftdata.run.seam import Fit, Item, Part, Rows, TaskState
+from ftdata.run.seam import Fit, Item, Part, Rows, SourceStats, TaskState
 from ftdata.tokens.truncation import Truncator
 from ftdata.types import Example, Task, TruncationPolicy
 from ftdata.media.expand import Media, MediaMasker, MediaRenderer
@@ -88,9 +88,9 @@ class TaskModule(Protocol[R, I, F, P, S]):
     """One task: what a build makes of records. The engine calls it with itself (`stage`) for what it compiled.
 
     `Stage.run` drives `examples`, `measure` and `fit`; a build's workers `reduce` each batch, the build
-    writes the parts with `open_rows` and makes the dataset with `finish`; what measures a source for `ftdata
-    stats` and a recipe's plan is the task's line in `ftdata.run.measures`. What the CLI prints of a task is its
-    own table (`ftdata.cli.views`). The types: what it reads from a row (R),
+    writes the parts with `open_rows` and makes the dataset with `finish`; its `stats` measures a source for `ftdata
+    stats` and a recipe's plan. What the CLI prints of a task is its line in `ftdata.cli.views` (a task without one
+    is shown by the CLI's plain views). The types: what it reads from a row (R),
     its measured item (I, an `Item`), its fit (F, a `Fit`), its part of a batch (P, a `Part`), what it compiles
     once per stage (S, frozen).
     """
@@ -150,6 +150,13 @@ class TaskModule(Protocol[R, I, F, P, S]):
     def row_units(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         """Each built row's tokens and trained tokens, counted as its part of a batch counts them (`Part.units`):
         the one definition a build's report, a recipe's plan and a training run's record share."""
+        ...
+
+    def stats(
+        self, source: Any, stage: Stage, run: RunOptions | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> SourceStats:
+        """Measure every record of `source` as a build of this task would (`ftdata stats`, a recipe's plan): through
+        the run loop, with the same rejects; `progress` is called with the records done after each batch."""
         ...
 
     def jsonl(self, split: Dataset, tokenizer: PreTrainedTokenizerBase) -> Iterator[dict[str, object]]:

@@ -19,22 +19,38 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 
 from ftdata.run import loop
 from ftdata.run.stage import Ran, Stage
-from ftdata.run.sft import SFT, Measured
 from ftdata.errors import FtdataError
 from ftdata.options import RunOptions
 from ftdata.tokens.packing import PackingStats, packing_stats, plan_bins
 from ftdata.run.report import BuildReport, Reject, TaskChoice
+from ftdata.run.seam import Item
+from ftdata.tokens.masking import Tokenized
 from ftdata.tokens.truncation import Truncated
 from ftdata.run.trees import batch_trees
 from ftdata.tokens.layouts import TREE, built_layout
 from ftdata.types import IGNORE_INDEX, Task, TruncationPolicy, count_trained
 from ftdata.media.summary import audio_counts, media_counts
+
+
+class Measured(Item, Protocol):
+    """What this measure reads of an SFT item (`ftdata.run.sft.Measured`; SFT's module imports this measure, its
+    `stats`, so it is named here by its shape): its tokens and labels, trained and response tokens."""
+
+    @property
+    def tokenized(self) -> Tokenized: ...
+
+    @property
+    def trained(self) -> int: ...
+
+    @property
+    def response(self) -> int | None: ...
+
 
 POLICIES = (
     TruncationPolicy.KEEP_RESPONSE,
@@ -85,7 +101,7 @@ def _outcome(stage: Stage, measured: Measured, policy: TruncationPolicy) -> tupl
     row = measured.tokenized
     if measured.total <= stage.options.max_length:
         return FIT, 0, [(row.input_ids, row.labels)]
-    result = SFT.fit(stage, measured, policy)  # the stage's task: `stats` measures SFT data
+    result = cast(Truncated, stage.task.fit(stage, measured, policy))  # SFT's fit: this measure is SFT's `stats`
     lost = measured.trained - sum(count_trained(labels) for _, labels in result.rows)
     return (CUT if result.rows else DROPPED), lost, result.rows
 
@@ -328,7 +344,7 @@ def summaries(stage: Stage, ran: Ran) -> list[RecordStats | TreeStats]:
     out: list[RecordStats | TreeStats] = [
         summarize(item, kept, stage=stage)
         for _, item, kept in ran.outcomes
-        if isinstance(item, Measured) and kept is not None
+        if not isinstance(item, Reject) and kept is not None
     ]
     if built_layout(stage.options) is TREE:
         out.extend(

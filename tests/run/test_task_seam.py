@@ -46,7 +46,8 @@ def test_every_task_states_its_columns_and_unit_and_has_views() -> None:
         Task.PROMPTS: ("prompt", "prompt_ids"),
     }
     assert [task_module(task).unit for task in TASKS] == ["sequences", "pairs", "completions", "prompts"]
-    assert set(VIEWS) == set(TASKS)
+    assert set(VIEWS) == set(TASKS)  # each task dressed by the CLI; one without a line gets the plain views
+    assert all(callable(task_module(task).stats) for task in TASKS)  # each measures a source itself
     assert "chosen_ids" in row_columns() and "answer" not in row_columns()
 
 

@@ -151,12 +151,11 @@ def test_stats_plan_the_tokens_a_trajectory_pair_trains_not_its_tool_results(bui
     """What `ftdata stats` and a recipe's planner read (`planned`): each pair's tokens, and of them the ones its
     completions train (the masks' ones), as the build's rows hold them."""
     from ftdata.options import DataOptions
-    from ftdata.run.measures import measure_of
     from ftdata.run.stage import Stage
 
     records, result = built
     stage = Stage(tokenizer(QWEN), DataOptions(task="preference", max_length=8192))
-    stats = measure_of(stage.task)(str(_write(tmp_path / "pairs.jsonl", records)), stage)
+    stats = stage.task.stats(str(_write(tmp_path / "pairs.jsonl", records)), stage)
     _, rejected, tokens, trained = stats.planned()
     rows = result.dataset.to_list()
     masks = [sum(r["chosen_mask"]) + sum(r["rejected_mask"]) for r in rows]
