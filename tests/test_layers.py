@@ -167,7 +167,7 @@ def test_no_code_outside_the_task_modules_names_a_task_column() -> None:
 
 # The row-layout seam (docs/design.md, "Row layouts"): the columns that tell a layout's rows (a packed row's
 # `seq_lengths`, a tree row's `tree_lengths`) are named in the table of layouts alone; everything else asks it
-# (`layout_of`, `Layout.lengths`, `Layout.sequences`, `Layout.schema`, `ftdata.train.layouts.TRAINING`).
+# (`layout_of`, `Layout.lengths`, `Layout.sequences`, `Layout.schema`, `ftdata.train.layouts.training`).
 LAYOUT_MARKERS = frozenset({"seq_lengths", "tree_lengths"})
 
 

@@ -16,8 +16,10 @@ Here: the columns, how a layout is told from a table's column names (`layout_of`
 (`Layout.blocker`). How a layout trains (its collator, trainer, the model check and fallback) is
 `ftdata.train.layouts`.
 
-Adding a layout: a `Layout` here (its module, if it needs code of its own) and one line in `LAYOUTS`; its
-training part is one line in `ftdata.train.layouts.TRAINING`.
+Adding a layout: a `Layout` here (its module, if it needs code of its own) and one line in `LAYOUTS`. Rows that
+TRL's collator takes as they are (padded, or end to end: `padding_free`) train with nothing more; a layout with a
+collator or trainer of its own (tree rows) adds that code in `ftdata.train` and its line in
+`ftdata.train.layouts.TRAINING` (the layers: this table cannot name train/ code).
 """
 
 from __future__ import annotations
@@ -79,7 +81,11 @@ class Layout:
     `columns`: its own columns; `lengths_column`: the column holding the tokens of each part of a row (None: the
     row is one part); `parts`: what a row's parts are called where they are shown apart (None: the row is shown
     whole); `blocker`: from the model's config, why a model cannot train the layout as it is (None: it can, or its
-    training part decides on the model); `fallback`: the layout its rows train as on such a model."""
+    training part decides on the model); `fallback`: the layout its rows train as on such a model.
+    How TRL's collator takes its rows: `padding_free` (a batch's rows end to end, position_ids restarting, no mask;
+    else right-padded with a mask); `probed`: the model is proven on its rows before step 1 (the route its kernels
+    give them: `ftdata.train.packing_probe`); `no_media`: the fix, where its rows cannot carry media yet. A layout
+    with code of its own to train (a collator, a trainer) has its line in `ftdata.train.layouts.TRAINING` too."""
 
     name: str
     marker: str | None
@@ -88,6 +94,9 @@ class Layout:
     parts: str | None
     blocker: Callable[[SequenceLayers], str | None]
     fallback: str | None = None
+    padding_free: bool = False
+    probed: bool = False
+    no_media: str | None = None
 
     def lengths(self, row: Mapping[str, Any]) -> list[int]:
         """The tokens of each part of `row` (documents, trees; the whole row for a plain one).
@@ -129,8 +138,12 @@ class Layout:
 
 
 PLAIN = Layout("plain", None, (), None, None, _none)
-PACKED = Layout("packed", SEQ_LENGTHS, (POSITIONS, SEQ_LENGTHS), SEQ_LENGTHS, "sequence", _state, fallback="documents")
-TREE = Layout("tree", TREES, (POSITIONS, TREES), TREES, None, _not_attending, fallback="plain")
+PACKED = Layout(
+    "packed", SEQ_LENGTHS, (POSITIONS, SEQ_LENGTHS), SEQ_LENGTHS, "sequence", _state, "documents", True, True
+)
+TREE = Layout(
+    "tree", TREES, (POSITIONS, TREES), TREES, None, _not_attending, "plain", no_media="build with --history inference"
+)
 DOCUMENTS = Layout("documents", None, (POSITIONS, SEQ_LENGTHS), SEQ_LENGTHS, "sequence", _none)
 
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (PLAIN, PACKED, TREE, DOCUMENTS)}

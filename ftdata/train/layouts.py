@@ -1,5 +1,7 @@
 """How each row layout (`ftdata.tokens.layouts`) trains: its collator, its trainer, what it asks of the model and
-the layout its rows fall back to. One table; `trainer.py` and `run.py` ask it and never which layout rows are.
+the layout its rows fall back to. `training(layout)`: the layout's line in `TRAINING` (a layout with code of its own
+to train), else TRL's collator as the layout declares it (`Layout.padding_free`, `probed`, `no_media`); `trainer.py`
+and `run.py` ask it and never which layout rows are.
 
     layout     collated by                                   the model must                      else
     plain      TRL's collator, right-padded with a mask      -                                   -
@@ -23,45 +25,49 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ftdata.tokens.layers import SequenceLayers
-from ftdata.tokens.layouts import DOCUMENTS, PACKED, PLAIN, TREE, Layout, layout_of
+from ftdata.tokens.layouts import DOCUMENTS, LAYOUTS, PACKED, TREE, Layout, layout_of
 from ftdata.train.architecture import Route
 from ftdata.train.documents import DocumentsCollator
 from ftdata.train.tree import TreeCollator, as_split_rows, tree_trainer_class, use_tree_attention
 
-__all__ = ["TRAINING", "LayoutTraining", "fit", "trained_as"]
+__all__ = ["TRAINING", "LayoutTraining", "fit", "trained_as", "training"]
 
 
 @dataclass(frozen=True)
 class LayoutTraining:
-    """What training a layout takes.
+    """What training a layout takes beyond TRL's collator as the layout declares it (`Layout.padding_free`,
+    `probed`, `no_media`: read through here).
 
-    `padding_free`: TRL's collator puts a batch's rows end to end (position_ids restart, no mask); `probed`: the
-    model is proven on its rows before step 1 (`packing_probe.check_packed_rows`: the route they take); `collator`
-    (given the pad id) and `trainer`: its own, in place of TRL's; `wrap`: wraps TRL's collator (outside the loss
-    weights' one); `no_media`: the fix, where the layout trains no rows with media yet; `prepare`: readies the model
-    for it; `convert`: its rows as its fallback's, where the model cannot train it (`Layout.blocker`), and
-    `fallback_note` the note then (`{model}`, `{why}`)."""
+    `collator` (given the pad id) and `trainer`: its own, in place of TRL's; `wrap`: wraps TRL's collator (outside
+    the loss weights' one); `prepare`: readies the model for it; `convert`: its rows as its fallback's, where the
+    model cannot train it (`Layout.blocker`), and `fallback_note` the note then (`{model}`, `{why}`)."""
 
     layout: Layout
-    padding_free: bool = False
-    probed: bool = False
     collator: Callable[[int], Any] | None = None
     trainer: Callable[[], type] | None = None
     wrap: Callable[[Any], Any] | None = None
-    no_media: str | None = None
     prepare: Callable[[Any], None] | None = None
     convert: Callable[[Any], Any] | None = None
     fallback_note: str = ""
 
+    @property
+    def padding_free(self) -> bool:
+        return self.layout.padding_free
 
-TRAINING: dict[str, LayoutTraining] = {
-    PLAIN.name: LayoutTraining(PLAIN),
-    PACKED.name: LayoutTraining(PACKED, padding_free=True, probed=True),
+    @property
+    def probed(self) -> bool:
+        return self.layout.probed
+
+    @property
+    def no_media(self) -> str | None:
+        return self.layout.no_media
+
+
+TRAINING: dict[str, LayoutTraining] = {  # the layouts with training code of their own; the rest: `training`
     TREE.name: LayoutTraining(
         TREE,
         collator=TreeCollator,
         trainer=tree_trainer_class,
-        no_media="build with --history inference",
         prepare=use_tree_attention,
         convert=as_split_rows,
         fallback_note="tree rows: {model} cannot attend along a tree ({why}); training their split rows instead "
@@ -71,21 +77,32 @@ TRAINING: dict[str, LayoutTraining] = {
 }
 
 
+def training(layout: Layout | str) -> LayoutTraining:
+    """How `layout` (or the layout of that name) trains: its line in `TRAINING`, else TRL's collator as the layout
+    declares it (padded, or end to end).
+
+    >>> training("packed").padding_free, training("plain").padding_free, training("tree").collator is TreeCollator
+    (True, False, True)
+    """
+    layout = LAYOUTS[layout] if isinstance(layout, str) else layout
+    return TRAINING.get(layout.name) or LayoutTraining(layout)
+
+
 def fit(splits: Any, model: Any) -> Any:
     """`splits` as `model` can train them: rows whose layout the model's config rules out (`Layout.blocker`) are
     converted to their fallback's (tree rows: their split rows), with a note; where it can, the model is readied
     for the layout (tree rows: the tree attention). Other rows unchanged."""
-    training = TRAINING[layout_of(splits.train).name]
-    if training.convert is None:
+    how = training(layout_of(splits.train))
+    if how.convert is None:
         return splits
-    why = training.layout.blocker(SequenceLayers.read(model.config))
+    why = how.layout.blocker(SequenceLayers.read(model.config))
     if why is None:
-        if training.prepare is not None:
-            training.prepare(model)
+        if how.prepare is not None:
+            how.prepare(model)
         return splits
-    warnings.warn(training.fallback_note.format(model=type(model).__name__, why=why), stacklevel=2)
-    test = training.convert(splits.eval) if splits.eval is not None else None
-    return replace(splits, train=training.convert(splits.train), eval=test)
+    warnings.warn(how.fallback_note.format(model=type(model).__name__, why=why), stacklevel=2)
+    test = how.convert(splits.eval) if splits.eval is not None else None
+    return replace(splits, train=how.convert(splits.train), eval=test)
 
 
 def trained_as(loaded: Any, splits: Any) -> LayoutTraining:
@@ -94,5 +111,5 @@ def trained_as(loaded: Any, splits: Any) -> LayoutTraining:
     layout = layout_of(splits.train)
     check = loaded.packing
     if layout is PACKED and loaded.media is None and check is not None and check.route is Route.DOCUMENTS:
-        return TRAINING[layout.fallback or layout.name]
-    return TRAINING[layout.name]
+        return training(layout.fallback or layout.name)
+    return training(layout)

@@ -26,7 +26,7 @@ import torch
 
 from ftdata.errors import ConfigError
 from ftdata.train.architecture import Architecture, Route, inspect_model
-from ftdata.train.layouts import TRAINING
+from ftdata.train.layouts import training as layout_training
 from ftdata.tokens.layouts import SEQ_LENGTHS, layout_of
 
 # Largest |delta logit| / max(1, largest |logit|) allowed, by compute dtype.
@@ -127,7 +127,7 @@ def _together(model: Any, documents: Sequence[Sequence[int]], *, route: Route, p
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     row = {"input_ids": [t for doc in documents for t in doc], SEQ_LENGTHS: [len(doc) for doc in documents]}
-    training = TRAINING[route.value]  # the route is the layout packed rows train as: collated as it collates them
+    training = layout_training(route.value)  # the layout packed rows train as: collated so
     collator = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=training.padding_free)
     batch = (training.wrap(collator) if training.wrap is not None else collator)([row])
     if route is Route.PACKED:

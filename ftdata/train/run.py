@@ -308,7 +308,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg, loaded.tokenizer, rejects_path=run_dir / "rejects.jsonl")
-    from ftdata.train.layouts import TRAINING, fit
+    from ftdata.train.layouts import fit, training
 
     splits = fit(splits, loaded.model)  # rows as the model can train their layout (tree rows: else split rows)
     data = _data_record(splits)
@@ -316,7 +316,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, state: Any, *, resuming: bool) -> tu
     if resuming:
         _check_same_data(run_dir, data)
         _check_same_processes(run_dir, processes)
-    if TRAINING[splits.layout.name].probed:  # before any step: the route packed rows take on this model, proven on it
+    if training(splits.layout).probed:  # before any step: the route packed rows take on this model, proven on it
         loaded.packing = check_packed_rows(
             loaded.model,
             _first_rows(splits.train),

@@ -36,7 +36,7 @@ from ftdata.train.args import Parts, common_args, trainer_config
 from ftdata.train.config import Method, TrainConfig
 from ftdata.train.data import Splits
 from ftdata.train.grpo import grpo_args, grpo_parts, grpo_record
-from ftdata.train.layouts import TRAINING, LayoutTraining, trained_as
+from ftdata.train.layouts import LayoutTraining, trained_as, training
 from ftdata.train.model import Device, LoadedModel
 from ftdata.train.preference import preference_args, preference_parts, preference_record
 
@@ -72,7 +72,7 @@ def sft_args(
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
         packing=False,
-        padding_free=(layout or TRAINING[splits.layout.name]).padding_free,
+        padding_free=(layout or training(splits.layout)).padding_free,
     )
 
 
@@ -95,7 +95,7 @@ def sft_parts(cfg: TrainConfig, method: Method, *, args: Any, loaded: LoadedMode
     """SFTTrainer, or its token-weighted subclass (`weighting.py`) for rows with loss weights or added chat
     tokens; for rows with media, the media model's trainer, collator and processor; for a layout with a collator
     and trainer of its own (tree rows), those; for a layout that wraps TRL's collator (packed rows regrouped per
-    document), the wrap (`layouts.TRAINING`)."""
+    document), the wrap (`layouts.training`)."""
     from trl import SFTTrainer
 
     from ftdata.train.weighting import WEIGHTS, WeightedCollator, weighted_trainer_class
