@@ -40,6 +40,7 @@ from ftdata.types import Engine
 
 __all__ = [
     "IN_PROCESS_BELOW",
+    "IN_PROCESS_CHARS",
     "Engine",
     "Executor",
     "LocalExecutor",
@@ -59,10 +60,12 @@ __all__ = [
 B = TypeVar("B", bound=Sized)
 T = TypeVar("T")
 
-# Records below which engine=processes runs in this process: starting the workers (seconds:
-# each imports ftdata and unpickles the tokenizer) costs more than a few thousand records take
-# in one process (~1,500-2,000 Alpaca records/s on one core).
+# Records, and characters of text, below which engine=processes runs in this process: starting the workers
+# (seconds: each imports ftdata and unpickles the tokenizer) costs more than a few thousand records take in one
+# process (~1,500-2,000 Alpaca records/s, about 1 MB of text a second, on one core). Both bounds: a few dozen
+# long agent sessions (110 KB each) are already seconds of work, and go to the workers.
 IN_PROCESS_BELOW = 5000
+IN_PROCESS_CHARS = 4_000_000
 
 
 def default_workers() -> int:
@@ -262,9 +265,10 @@ def _call(fn: Callable[[Any, Any], T], batch: Any) -> T | Raised:
 class ProcessExecutor:
     """`num_workers` spawned processes, at most two batches per worker in flight.
 
-    The first batches are read ahead until `in_process_below` records are seen; a smaller
-    input runs in this process. An error reading batch k+n is raised only after batches
-    up to k+n-1 have been returned, so the first error is the one a local run raises.
+    The first batches are read ahead until `in_process_below` records, or `IN_PROCESS_CHARS` characters of text
+    (a batch's `chars`, where it counts them), are seen; a smaller input runs in this process. An error reading
+    batch k+n is raised only after batches up to k+n-1 have been returned, so the first error is the one a local
+    run raises.
     """
 
     def __init__(self, num_workers: int, *, in_process_below: int | None = None):
@@ -275,12 +279,16 @@ class ProcessExecutor:
         source = iter(batches)
         ahead: list[B] = []
         failure: BaseException | None = None
+        records = chars = 0
+        small = True  # below both bounds so far
         try:
-            while sum(map(len, ahead)) < self.in_process_below and (batch := next(source, None)) is not None:
+            while small and (batch := next(source, None)) is not None:
                 ahead.append(batch)
+                records, chars = records + len(batch), chars + getattr(batch, "chars", 0)
+                small = records < self.in_process_below and chars < IN_PROCESS_CHARS
         except FtdataError as exc:
             failure = exc
-        if failure is not None or sum(map(len, ahead)) < self.in_process_below:
+        if failure is not None or small:
             yield from LocalExecutor(local_threads()).map(fn, spec, ahead)
             if failure is not None:
                 raise failure

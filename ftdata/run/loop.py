@@ -100,6 +100,30 @@ class Batch:
     def __len__(self) -> int:
         return self.read
 
+    @property
+    def chars(self) -> int:
+        """The text its records hold, in characters (every string in them, keys aside): what a worker pays to
+        render and tokenize them, where a record count says little (110 KB agent sessions, 1 KB Alpaca rows)."""
+        return sum(text_size(row) for _, row in self.records)
+
+
+def text_size(value: object) -> int:
+    """The characters of every string (and bytes) in a JSON-like value, keys aside.
+
+    >>> text_size({"messages": [{"role": "user", "content": "Hi"}], "id": 7})
+    6
+    """
+    size, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            size += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return size
+
 
 def read_batches(
     source: Any, options: DataOptions, *, batch_size: int, window: tuple[int, int] | None = None

@@ -141,6 +141,25 @@ def test_small_inputs_stay_in_process_and_results_keep_batch_order() -> None:
     assert os.getpid() not in {pid for pid, _ in pooled}
 
 
+def _text_pid(spec: Any, batch: Any) -> tuple[int, int]:
+    return os.getpid(), batch.chars
+
+
+def test_a_few_long_records_go_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three records are far below the record bound, but their text is seconds of work: the pool takes them."""
+    from ftdata.run.loop import Batch
+
+    monkeypatch.setattr(executors, "IN_PROCESS_CHARS", 1000)
+    session = {"messages": [{"role": "user", "content": "x" * 300}, {"role": "assistant", "content": "y" * 100}]}
+    batches = [Batch([(f"s.jsonl:{n}", session)], read=1) for n in (1, 2, 3)]
+    assert [b.chars for b in batches] == [413, 413, 413]  # its strings: the contents and the roles
+    pooled = list(ProcessExecutor(2, in_process_below=5000).map(_text_pid, 0, batches))
+    assert [chars for _, chars in pooled] == [413, 413, 413]
+    assert os.getpid() not in {pid for pid, _ in pooled}  # 1,239 characters >= 1,000: workers
+    stays = list(ProcessExecutor(2, in_process_below=5000).map(_text_pid, 0, batches[:2]))
+    assert {pid for pid, _ in stays} == {os.getpid()}  # 826 < 1,000 and 2 records < 5,000: this process
+
+
 def _dies(spec: Any, batch: list[int]) -> int:
     os._exit(9)  # a worker killed mid-batch (the kernel's OOM killer)
 
