@@ -56,7 +56,7 @@ from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ra
 from ftdata.options import BuildOptions
 from ftdata.io.readers import data_files
 from ftdata.run.report import BuildReport, RejectsWriter
-from ftdata.run.open_columns import OpenColumns, fieldless, open_names
+from ftdata.run.open_columns import OpenColumns, check_parquet, open_names
 from ftdata.outcomes import NoteCode
 from ftdata.guard.safeio import TEMP_MARK, OutputDir, atomic_path, drop_scratch, scratch_dir, temp_name
 from ftdata.io.store import StoreOut, Where
@@ -266,13 +266,7 @@ def _unify(side: Where, columns: OpenColumns) -> None:
     schemas = store.child(side, _SCHEMAS)
     for name in store.file_names(schemas):
         columns.take(pa.ipc.read_schema(pa.py_buffer(store.read_bytes(store.child(schemas, name)))))
-    for name, kind in columns.types.items():
-        if fieldless(kind):
-            raise ConfigError(
-                f"column {name} is {{}} in every record ({kind}): Parquet, which engine=ray writes, cannot store a "
-                f"struct with no field; build with engine=local or processes, or leave it out (reward_columns "
-                f"{name}=skip)"
-            )
+    check_parquet(pa.schema(list(columns.types.items())))
 
 
 def _cast_rows(batch: pa.Table, *, columns: OpenColumns) -> pa.Table:

@@ -10,6 +10,10 @@ wider type (a key first seen in a later batch) widens the rows written before it
 Where Arrow cannot unify the values (an int in one record and a string in another, in one key; `datasets`
 refuses such records too) the column is each value's JSON text, the rows before it too, and the file's
 schema says why (`JSON_TEXT`): the build notes it (`json_text_notes`).
+
+An engine=ray build types each shard's rows in its worker; the driver unifies the shards' schemas the same way,
+in shard order (`OpenColumns.take`), and each shard's rows are cast to them (`OpenColumns.cast`) before they are
+written. `{}` in every record is `struct<>`, which Parquet cannot store (`check_parquet`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from ftdata.errors import ConfigError
 from ftdata.outcomes import Note, NoteCode
 
-__all__ = ["JSON_TEXT", "OpenColumns", "fieldless", "json_text_notes", "open_names", "rewrite"]
+__all__ = ["JSON_TEXT", "OpenColumns", "check_parquet", "json_text_notes", "open_names", "rewrite"]
 
 JSON_TEXT = b"ftdata.json_text"  # schema metadata: {column: why Arrow cannot type it} for columns stored as JSON text
 _CANNOT = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
@@ -160,6 +165,22 @@ def open_names(schema: pa.Schema) -> list[str]:
     """The columns of a task's schema (`TaskModule.schema`) whose types the records decide: an object column
     (`struct`, `list[struct]`) stands there as a struct with no field (`rows_prompts.arrow_type`)."""
     return [field.name for field in schema if fieldless(field.type)]
+
+
+def check_parquet(schema: pa.Schema) -> None:
+    """Refuse what Parquet cannot store: an object column that is `{}` in every record (`struct<>`, which the
+    Arrow output keeps).
+
+    Raises:
+        ConfigError: naming the column and the way out.
+    """
+    for field in schema:
+        if fieldless(field.type):
+            raise ConfigError(
+                f"column {field.name} is {{}} in every record ({field.type}): Parquet cannot store a struct with no "
+                f"field; write Arrow (output_format='arrow', engine=local or processes), or leave the column out "
+                f"(reward_columns {field.name}=skip)"
+            )
 
 
 def fieldless(kind: pa.DataType) -> bool:

@@ -469,12 +469,13 @@ def test_a_prompt_set_keeps_its_object_column_the_struct_local_builds(tmp_path: 
 
 
 def test_an_object_column_that_is_empty_in_every_record_is_refused_in_one_line(tmp_path: Path) -> None:
-    """{} in every record is struct<> (the local build's Arrow dataset keeps it); Parquet cannot store it."""
+    """{} in every record is struct<> (the local build's Arrow dataset keeps it); Parquet cannot store it. Before:
+    a Ray traceback line ("a Ray worker failed: ArrowNotImplementedError: Cannot write struct type 'info' ...")."""
     records = [{"question": f"What is {i} + {i}?", "answer": str(2 * i), "info": {}} for i in range(4)]
     data = write_shards(tmp_path / "shards", records, ["jsonl", "jsonl"])
     result = build_cli(data, tmp_path / "ray", "ray", "--task", "prompts")
     assert result.exit_code == 2
     assert result.output == (
-        "error: column info is {} in every record (struct<>): Parquet, which --engine ray writes, cannot store a "
-        "struct with no field; build with --engine local or processes, or leave it out (reward_columns info=skip)\n"
+        "error: column info is {} in every record (struct<>): Parquet cannot store a struct with no field; write "
+        "Arrow (output_format='arrow', --engine local or processes), or leave the column out (reward_columns info=skip)\n"
     )
