@@ -317,7 +317,7 @@ def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Whe
             store.copy(
                 (fs.LocalFileSystem(), str(scratch / "rejects.jsonl")), store.child(side, f"{REJECTS_DIR}/{name}.jsonl")
             )
-            if len(table):  # typed by its rows: the driver unifies the shards' types (`_unify`)
+            if len(table) and open_names(schema):  # typed by its rows: the driver unifies the shards' (`_unify`)
                 store.write_bytes(store.child(side, f"{_SCHEMAS}/{name}.arrow"), table.schema.serialize().to_pybytes())
     finally:
         drop_scratch(scratch)
