@@ -31,6 +31,7 @@ from ftdata.outcomes import NoteCode
 from ftdata.run.stage import task_module
 from ftdata.types import Task
 from ftdata.run.report import BuildReport
+from ftdata.run.open_columns import check_parquet
 from ftdata.guard.safeio import OutputDir
 from ftdata.guard.space import tree_bytes
 from ftdata.io.store import StoreOut
@@ -69,6 +70,8 @@ def write_dataset(dataset: Any, target: OutputDir, *, fmt: str, tokenizer: Any, 
         return [target.path / "dataset"]
     paths = []
     for name, split in _splits(dataset).items():
+        if fmt == "parquet":
+            check_parquet(split.data.schema)
         with target.write(f"{name}.{fmt}") as tmp:
             if fmt == "parquet":
                 split.to_parquet(str(tmp))
@@ -89,6 +92,7 @@ def write_shards(dataset: Any, target: OutputDir | StoreOut, *, rows: int = SHAR
     import pyarrow.parquet as pq
 
     table = dataset.with_format("arrow")[:]
+    check_parquet(table.schema)
     with target.write("data") as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         for i, start in enumerate(range(0, max(len(table), 1), rows)):

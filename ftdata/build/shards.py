@@ -11,6 +11,12 @@ best-fit decreasing plan (`finish`) over that shard's sequences. The shard's row
 go back as an Arrow block and Ray's Parquet writer writes them; its rejects and report are
 written beside the output, and the driver merges the reports into one `build.json`.
 
+A prompt set's object columns (verifiers' `info`: `{}` in one record, `{index, source}` in another) are typed by
+each shard's records (`run.open_columns`): a shard that saw only `{}` holds `struct<>`, which Parquet cannot
+store, and two shards' structs differ. Such a build holds every shard's rows (`materialize`) until the driver
+has unified the shards' types, in shard order, as the local build unifies its batches (`OpenColumns.take`);
+each shard's rows are cast to them before Ray's writer sees them, so every Parquet file has one schema.
+
 OUT is a local folder (on a multi-node cluster, one that every node mounts at the same path)
 or a URI on any filesystem pyarrow reaches (`s3://bucket/prefix`, `gs://`, `abfs://`, `hdfs://`,
 `file://`): then every node writes straight to the store and the prefix must be new or empty
@@ -50,6 +56,8 @@ from ftdata.run.executors import LocalExecutor, Raised, pickled, ray_cluster, ra
 from ftdata.options import BuildOptions
 from ftdata.io.readers import data_files
 from ftdata.run.report import BuildReport, RejectsWriter
+from ftdata.run.open_columns import OpenColumns, check_parquet, open_names
+from ftdata.outcomes import NoteCode
 from ftdata.guard.safeio import TEMP_MARK, OutputDir, atomic_path, drop_scratch, scratch_dir, temp_name
 from ftdata.io.store import StoreOut, Where
 
@@ -59,6 +67,7 @@ DATA = "data"  # OUT/data/*.parquet: the rows, written by Ray's Parquet writer
 REJECTS_DIR = "rejects"  # OUT/rejects/part-00000.jsonl: each shard's rejects, in record order
 _ERRORS = "errors"  # a failed shard's FtdataError, pickled by the worker
 _REPORTS = "reports"  # each shard's BuildReport, as JSON
+_SCHEMAS = "schemas"  # each shard's rows' Arrow schema (a prompt set's object columns are typed by its records)
 _REFUSED = {
     "test_size": "split at training time (datasets' train_test_split), or use engine=local or processes",
     "shuffle": "shuffle at training time (SFTTrainer shuffles every epoch), or use engine=local or processes",
@@ -132,13 +141,18 @@ def build_shards(source: Any, *, tokenizer: Any, options: BuildOptions, target: 
         markers=stage.renderer.markers.to_dict() if stage.renderer.markers else None,
     )
     try:
-        for sub in (REJECTS_DIR, _REPORTS, _ERRORS):
+        for sub in (REJECTS_DIR, _REPORTS, _ERRORS, _SCHEMAS):
             side[0].create_dir(store.child(side, sub)[1])
         with ray_cluster(options.run.ray_address, options.run.num_workers) as (ray, _), _data_location(target) as data:
-            _run(ray, shards, payload, data, options)
+            columns = OpenColumns(open_names(stage.task.schema(options.data)))
+            _run(ray, shards, payload, data, options, side=side, columns=columns)
             if (error := _first_error(side)) is not None:
                 raise error
             merge_reports(report, [_read_report(side, i, shared=sidecar) for i in range(len(shards))])
+            if columns.names:  # the JSON-text notes of the whole set, once, as a local build's rows file has them
+                report.notes.pop(NoteCode.JSON_TEXT, None)
+                report.note_texts.pop(NoteCode.JSON_TEXT, None)
+                report.note(columns.notes())
             check_built(report, report.rows)
         rejects = store.child(side, REJECTS_DIR)
         if isinstance(target, StoreOut):
@@ -164,8 +178,19 @@ def _data_location(target: OutputDir | StoreOut) -> Any:
     return target.write(DATA)  # a Path: `_run` makes it absolute for the workers
 
 
-def _run(ray: Any, shards: list[Any], payload: bytes, data: str | Path, options: BuildOptions) -> None:
-    """The Ray Data job: shard list -> map_batches(one shard per call) -> Parquet files in `data` (a folder or URI)."""
+def _run(
+    ray: Any,
+    shards: list[Any],
+    payload: bytes,
+    data: str | Path,
+    options: BuildOptions,
+    *,
+    side: Where,
+    columns: OpenColumns,
+) -> None:
+    """The Ray Data job: shard list -> map_batches(one shard per call) -> Parquet files in `data` (a folder or URI).
+    With object columns (`columns.names`), every shard is built before any is written, and each shard's rows are
+    cast to the types the shards unify to (`columns`, filled here)."""
     import sys
 
     # Ray Data's INFO lines would bury the build's summary; it reads this when a job starts
@@ -187,7 +212,15 @@ def _run(ray: Any, shards: list[Any], payload: bytes, data: str | Path, options:
             num_cpus=1,
             concurrency=options.run.num_workers,
         )
+        if columns.names:
+            dataset = dataset.materialize()  # every shard's types are known before any shard is written
+            _unify(side, columns)
+            dataset = dataset.map_batches(
+                _cast_rows, batch_size=None, batch_format="pyarrow", fn_kwargs={"columns": columns}
+            )
         dataset.write_parquet(data if isinstance(data, str) else str(data.absolute()))
+    except FtdataError:
+        raise
     except Exception as exc:  # a worker died, or a bug: shard errors do not get here
         raise ray_failure(exc) from None
     finally:
@@ -219,6 +252,26 @@ def _build_shard(batch: pa.Table, *, key: str, payload: list[Any]) -> pa.Table:
         if tables
         else task_module(job.options.data.task).schema(job.options.data).empty_table()
     )
+
+
+def _unify(side: Where, columns: OpenColumns) -> None:
+    """The shards' object columns typed as one: each shard's rows' schema, in shard order, unified into `columns`.
+
+    Raises:
+        FtdataError: the error of the first failing shard (its rows are not there to type).
+        ConfigError: a column that is `{}` in every record (a struct with no field, which Parquet cannot store).
+    """
+    if (error := _first_error(side)) is not None:
+        raise error
+    schemas = store.child(side, _SCHEMAS)
+    for name in store.file_names(schemas):
+        columns.take(pa.ipc.read_schema(pa.py_buffer(store.read_bytes(store.child(schemas, name)))))
+    check_parquet(pa.schema(list(columns.types.items())))
+
+
+def _cast_rows(batch: pa.Table, *, columns: OpenColumns) -> pa.Table:
+    """In a Ray worker: one shard's rows in the types every shard's unify to (`_unify`)."""
+    return columns.cast(batch)
 
 
 def _failed_shards(errors: Where) -> list[int]:
@@ -264,6 +317,8 @@ def _shard_rows(job: _ShardJob, stage: Stage, shard: int, source: Any, side: Whe
             store.copy(
                 (fs.LocalFileSystem(), str(scratch / "rejects.jsonl")), store.child(side, f"{REJECTS_DIR}/{name}.jsonl")
             )
+            if len(table) and open_names(schema):  # typed by its rows: the driver unifies the shards' (`_unify`)
+                store.write_bytes(store.child(side, f"{_SCHEMAS}/{name}.arrow"), table.schema.serialize().to_pybytes())
     finally:
         drop_scratch(scratch)
     store.write_bytes(store.child(side, f"{_REPORTS}/{name}.json"), json.dumps(report.to_dict(), default=str).encode())

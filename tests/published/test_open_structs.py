@@ -14,6 +14,7 @@ import pytest
 from support import tokenizer
 
 import ftdata
+from ftdata.errors import ConfigError
 from ftdata.outcomes import NoteCode
 
 QWEN = "qwen2.5-instruct"
@@ -77,3 +78,19 @@ def test_a_struct_named_in_reward_columns_still_refuses_a_key_it_lacks(tmp_path:
     assert built.dataset["info"] == [{"index": 1}]
     (reject,) = built.report.sample_rejects
     assert "has key 'source' that the column's type struct{index: int} does not" in reject.reason
+
+
+def test_an_object_column_empty_in_every_record_stays_struct_in_arrow_and_is_refused_as_parquet(tmp_path: Path) -> None:
+    """`{}` in every record: Arrow (and datasets) keep `struct<>`; Parquet cannot store a struct with no field, so
+    output_format="parquet" says so in one line (before: pyarrow's ArrowNotImplementedError, a traceback)."""
+    built, rows = _build(tmp_path, [{}, {}])
+    assert built.dataset.data.column("info").type == pa.array([r["info"] for r in rows]).type == pa.struct([])
+    with pytest.raises(pa.ArrowNotImplementedError, match="Cannot write struct type 'info' with no child field"):
+        built.dataset.to_parquet(str(tmp_path / "direct.parquet"))  # pyarrow's own refusal
+    with pytest.raises(ConfigError) as refused:
+        _build(tmp_path, [{}, {}], out=str(tmp_path / "out"), output_format="parquet")
+    assert str(refused.value) == (
+        "column info is {} in every record (struct<>): Parquet cannot store a struct with no field; write Arrow "
+        "(output_format='arrow', engine=local or processes), or leave the column out (reward_columns info=skip)"
+    )
+    assert not (tmp_path / "out" / "train.parquet").exists()

@@ -418,3 +418,64 @@ def test_a_recipe_on_ray_writes_the_shards_layout_to_a_folder_or_a_uri(tmp_path:
     split.write_text(yaml.safe_dump({"max_length": 512, "test_size": 0.1, "sources": sources}))
     with pytest.raises(ConfigError, match=r"a recipe's Parquet shards \(engine=ray\) hold one split"):
         ftdata.build(split, tmp_path / "split", engine="ray")
+
+
+def _columns(built: Any) -> dict[str, tuple[Any, list]]:
+    """Each column of a built prompt set: (its Arrow type, its values)."""
+    table = built.dataset.data
+    return {name: (table.column(name).type, table.column(name).to_pylist()) for name in table.column_names}
+
+
+STRUCT = "struct<index: int64, source: string>"
+
+
+@pytest.mark.parametrize(
+    ("infos", "args", "kind"),
+    [
+        ([{}, {"index": 1, "source": "gsm8k"}, {}, {"index": 3, "source": "math"}, {}, {}], [], STRUCT),
+        ([{}, None, {"index": 2, "source": "gsm8k"}, {}, None, {"index": 5}], ["--reward-columns", "answer=string,info=struct?"], STRUCT),
+        ([{"index": 0}, {"source": "gsm8k"}, {"index": 2}, {"source": "math"}, {"index": 4}, {}], [], STRUCT),
+        ([{"index": 0}, {"index": "one"}, {"index": 2}, {"index": "three"}, {"index": 4}, {"index": "five"}], [], "string"),
+    ],
+    ids=["empty-shard-and-keyed-shard", "empty-null-and-keyed-shards", "a-key-per-shard", "json-text-across-shards"],
+)
+def test_a_prompt_set_keeps_its_object_column_the_struct_local_builds(tmp_path: Path, infos: list, args: list[str], kind: str) -> None:
+    """verifiers' `info` ({} in one record, {index, source} in another) dealt into shards: one shard sees only {}
+    (struct<>, which Parquet cannot write alone), one only null (a null column), one the keys, or each shard a
+    key of its own. The shards' types unify as the local build's batches do: the same struct, the same values,
+    column by column; where Arrow cannot unify two shards' types (an int and a string in one key), JSON text, noted
+    once, as local. Before: the ray build failed ("Cannot write struct type 'info' with no child field to Parquet"),
+    or wrote Parquet files of two schemas that neither ftdata.load nor datasets could read as one."""
+    records = [{"question": f"What is {i} + {i}?", "answer": str(2 * i), "info": info} for i, info in enumerate(infos)]
+    n = 3 if None in infos else 2
+    data = write_shards(tmp_path / "shards", records, ["jsonl"] * n)
+    built = {}
+    for engine in ("local", "ray"):
+        result = build_cli(data, tmp_path / engine, engine, "--task", "prompts", "--batch-size", "2", *args)
+        assert result.exit_code == 0, result.output
+        built[engine] = ftdata.load(tmp_path / engine)
+    local, on_ray = _columns(built["local"]), _columns(built["ray"])
+    assert str(local["info"][0]) == kind
+    if kind == STRUCT:  # Arrow's own unification of the records' values, in the order the shards deal them
+        import pyarrow as pa
+
+        dealt = [info for shard in range(n) for info in infos[shard::n]]
+        assert local["info"][1] == pa.array(dealt).to_pylist()
+    assert list(on_ray) == list(local)
+    for name in local:
+        assert on_ray[name] == local[name], name
+    assert built["ray"].dataset.features == built["local"].dataset.features
+    assert built["ray"].report.notes == built["local"].report.notes
+
+
+def test_an_object_column_that_is_empty_in_every_record_is_refused_in_one_line(tmp_path: Path) -> None:
+    """{} in every record is struct<> (the local build's Arrow dataset keeps it); Parquet cannot store it. Before:
+    a Ray traceback line ("a Ray worker failed: ArrowNotImplementedError: Cannot write struct type 'info' ...")."""
+    records = [{"question": f"What is {i} + {i}?", "answer": str(2 * i), "info": {}} for i in range(4)]
+    data = write_shards(tmp_path / "shards", records, ["jsonl", "jsonl"])
+    result = build_cli(data, tmp_path / "ray", "ray", "--task", "prompts")
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: column info is {} in every record (struct<>): Parquet cannot store a struct with no field; write "
+        "Arrow (output_format='arrow', --engine local or processes), or leave the column out (reward_columns info=skip)\n"
+    )
