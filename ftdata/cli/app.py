@@ -338,12 +338,14 @@ def stats(
     if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
+    from ftdata.build.api import source_files
     from ftdata.cli.views import VIEWS
     from ftdata.guard.opened import opened_once
     from ftdata.run.measures import measure_of
 
     data_options = settings.options.data
-    with opened_once([settings.data]):  # the task's first record, the bar's count and the measure: one descriptor
+    held = source_files(settings.data, recipe=False)  # a folder's data files too
+    with opened_once(held):  # the task's first record, the bar's count and the measure: one descriptor
         stage, task = _stage(settings)
         views, measure = VIEWS[stage.task.task], measure_of(stage.task)  # the task's own measures, the CLI's tables
         if (plot and views.write_plot is None) or (html and views.write_html is None):
@@ -490,7 +492,7 @@ def build(
     options: dict[str, Any],
 ) -> None:
     """Run the full pipeline and write the dataset, rejects.jsonl and build.json to OUT."""
-    from ftdata.build.api import build as run_build
+    from ftdata.build.api import build as run_build, source_files
     from ftdata.build.export import MANIFEST, summary_table
     from ftdata.build.load import load_hint
     from ftdata.guard.bounds import ReadBounds
@@ -525,7 +527,8 @@ def build(
             else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
         )
 
-    with opened_once([settings.data] if recipe is None else []), progress_bar("building", total) as advance:
+    held = source_files(settings.data, recipe=False) if recipe is None else []
+    with opened_once(held), progress_bar("building", total) as advance:
         result = run_build(  # the bar's count and the build read one descriptor of DATA (a recipe holds its own)
             recipe or settings.data,
             out,
