@@ -9,7 +9,8 @@ Which files: `ftdata.build.api.source_files` names them, a folder as the data fi
 as its sources' and evaluation files. Every reader of a file reads through `reopened` (`ftdata.io.compressed.
 open_raw`: JSON, JSONL, CSV, text, Parquet handed to pyarrow as a file object; the cache digest in
 `ftdata.guard.inputs`). What `datasets` loads itself is not held, and is opened by it on each pass: a hub id
-(`datasets.load_dataset`), a `save_to_disk` folder (`load_from_disk`).
+(`datasets.load_dataset`), a `save_to_disk` folder (`load_from_disk`). A recipe's YAML (or another tool's
+declaration) is read once where it is parsed (`ftdata.io.declarations.yaml_file`), and those bytes are its digest.
 
 A file replaced under its path (a rename) is no longer the held one: `reopened` then gives None and the caller
 opens the path as before. A pass reads with `os.pread` at its own offset, so passes never move each other and a

@@ -184,6 +184,16 @@ def test_a_llamafactory_folder_opens_its_dataset_info_and_each_data_file_once(tm
     assert [counted[str(f)] for f in files] == [1, 1, 1, 1]
 
 
+def test_an_axolotl_config_is_read_once(tmp_path: Path) -> None:
+    chats = _jsonl(tmp_path / "chats.jsonl", CHATS)
+    config = tmp_path / "axolotl.yml"
+    config.write_text(f"datasets:\n  - path: {chats}\n    type: chat_template\n", encoding="utf-8")
+    with opens(tmp_path) as counted:
+        result = ftdata.build(str(config), tmp_path / "out", max_length=128)  # what it is, its datasets, its digest
+    assert result.report.records == len(CHATS)
+    assert (counted[str(config)], counted[str(chats)]) == (1, 1)
+
+
 RECIPE = (
     "max_length: 128\nmix_by: records\nngram: 3\ndecontaminate: [eval.jsonl]\nsources:\n"
     "  - data: chats.jsonl\n    weight: 0.25\n  - data: more.json\n    weight: 0.25\n"
@@ -202,10 +212,10 @@ def _recipe(root: Path) -> list[Path]:
     return [recipe, *sources, *_folder(root / "folder"), evaluation]
 
 
-def test_a_recipe_opens_each_of_its_files_once(tmp_path: Path) -> None:
-    recipe, *files = _recipe(tmp_path)
+def test_a_recipe_is_read_once_and_each_of_its_files_once(tmp_path: Path) -> None:
+    files = _recipe(tmp_path)
     with opens(tmp_path, tmp_path / "folder") as counted:
-        ftdata.build(str(recipe), tmp_path / "out")  # what it is, its options, its digest; the shares' counts, rows
+        ftdata.build(str(files[0]), tmp_path / "out")  # what it is, its options, its digest; the shares' counts, rows
     assert {f.name: counted[str(f)] for f in files} == {f.name: 1 for f in files}
 
 
@@ -224,7 +234,9 @@ def test_the_bytes_a_recipe_is_parsed_from_are_the_bytes_its_key_digests(tmp_pat
 
 
 @pytest.mark.parametrize("command", ["build", "stats"])
-def test_the_cli_opens_a_folders_data_files_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+def test_the_cli_opens_a_folders_data_files_and_a_recipe_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
     from rich.console import Console
 
     monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))  # the bar, and its count, are drawn
@@ -234,6 +246,13 @@ def test_the_cli_opens_a_folders_data_files_once(tmp_path: Path, monkeypatch: py
         result = CliRunner().invoke(app, [command, str(tmp_path / "chats"), *out, "--max-length", "128"])
     assert result.exit_code == 0, result.output
     assert [counted[str(f)] for f in files] == [1, 1]
+    (tmp_path / "mix").mkdir()
+    recipe = _recipe(tmp_path / "mix")[0]
+    out = ["-o", str(tmp_path / "mixed")] if command == "build" else []
+    with opens(tmp_path / "mix") as counted:
+        result = CliRunner().invoke(app, [command, str(recipe), *out])
+    assert result.exit_code == 0, result.output
+    assert counted[str(recipe)] == 1
 
 
 def test_passes_over_a_held_file_read_it_whole_each_at_its_own_offset(tmp_path: Path) -> None:
