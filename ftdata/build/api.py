@@ -81,10 +81,10 @@ def source_files(source: Any, *, recipe: bool) -> list[Any]:
 
 def _data_files(path: Any) -> list[Any]:
     """A folder's data files (none for a `save_to_disk` folder, read by `datasets`), else [path]."""
-    if not isinstance(path, (str, os.PathLike)) or not os.path.isdir(path):
+    if not isinstance(path, (str, os.PathLike)) or not (folder := Path(path).expanduser()).is_dir():
         return [path]
     try:
-        return list(data_files(Path(path)) or [])
+        return list(data_files(folder) or [])
     except ReaderError:  # no data files, files it cannot read: the reader says so, where it reads the folder
         return []
 

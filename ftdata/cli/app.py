@@ -441,11 +441,16 @@ def _source_settings(recipe: Any, settings: Settings, pick: str | None) -> Setti
 
 def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: bool) -> None:
     """`ftdata stats recipe.yaml`: the per-source table before building."""
+    from dataclasses import replace
+
+    from ftdata.build.api import source_files
+    from ftdata.guard.opened import opened_once
     from ftdata.mix.survey import survey, survey_table
     from ftdata.io.resources import load_tokenizer
 
     tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
-    with progress_bar("measuring") as advance:
+    held = source_files(replace(recipe, decontaminate=()), recipe=True)  # its sources (evaluation sets: in build)
+    with opened_once(held), progress_bar("measuring") as advance:  # each source's count, task and measure
         rows = survey(recipe, tokenizer=tok, run=settings.options.run, progress=advance)
     out = console(no_color)
     if as_json:
