@@ -21,6 +21,7 @@ process); in memory, or with output_format arrow/jsonl, its sequences come back 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,8 +30,9 @@ from typing import Any
 from ftdata.build.serving import check_in_memory
 from ftdata.build.local import BuildResult, in_memory
 from ftdata.build.publish import to_out
-from ftdata.errors import ConfigError
+from ftdata.errors import ConfigError, ReaderError
 from ftdata.guard.opened import opened_once
+from ftdata.io.readers import data_files
 from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.executors import not_a_spawned_start
@@ -67,12 +69,23 @@ def _as_recipe(
 
 def source_files(source: Any, *, recipe: bool) -> list[Any]:
     """The files a build reads its records from: a recipe's sources' (and its evaluation files), else `source`
-    itself (held open once for the build by `ftdata.guard.opened`; what is no file is passed over there)."""
-    if not recipe:
-        return [source]
+    itself, a folder among them as the data files its reader reads (`ftdata.io.readers.data_files`). The build
+    holds each open once (`ftdata.guard.opened`), which passes over what is no file (a hub id, a `save_to_disk`
+    folder, a `Dataset`)."""
     try:
-        return [path for spec in source.sources for path in spec.files()] + source.eval_files()
+        named = [path for spec in source.sources for path in spec.files()] + source.eval_files() if recipe else [source]
     except ConfigError:  # a glob that matches nothing: the build says so, where it reads the source
+        return []
+    return [file for path in named for file in _data_files(path)]
+
+
+def _data_files(path: Any) -> list[Any]:
+    """A folder's data files (none for a `save_to_disk` folder, read by `datasets`), else [path]."""
+    if not isinstance(path, (str, os.PathLike)) or not (folder := Path(path).expanduser()).is_dir():
+        return [path]
+    try:
+        return list(data_files(folder) or [])
+    except ReaderError:  # no data files, files it cannot read: the reader says so, where it reads the folder
         return []
 
 

@@ -338,11 +338,13 @@ def stats(
     if recipe is not None:
         _recipe_stats(recipe, settings, as_json=as_json, no_color=no_color)
         return
+    from ftdata.build.api import source_files
     from ftdata.cli.views import views_of
     from ftdata.guard.opened import opened_once
 
     data_options = settings.options.data
-    with opened_once([settings.data]):  # the task's first record, the bar's count and the measure: one descriptor
+    held = source_files(settings.data, recipe=False)  # a folder's data files too
+    with opened_once(held):  # the task's first record, the bar's count and the measure: one descriptor
         stage, task = _stage(settings)
         views = views_of(stage.task.task)  # the CLI's table of the task (its measure is the task's `stats`)
         if (plot and views.write_plot is None) or (html and views.write_html is None):
@@ -438,11 +440,16 @@ def _source_settings(recipe: Any, settings: Settings, pick: str | None) -> Setti
 
 def _recipe_stats(recipe: Any, settings: Settings, *, as_json: bool, no_color: bool) -> None:
     """`ftdata stats recipe.yaml`: the per-source table before building."""
+    from dataclasses import replace
+
+    from ftdata.build.api import source_files
+    from ftdata.guard.opened import opened_once
     from ftdata.mix.survey import survey, survey_table
     from ftdata.io.resources import load_tokenizer
 
     tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
-    with progress_bar("measuring") as advance:
+    held = source_files(replace(recipe, decontaminate=()), recipe=True)  # its sources (evaluation sets: in build)
+    with opened_once(held), progress_bar("measuring") as advance:  # each source's count, task and measure
         rows = survey(recipe, tokenizer=tok, run=settings.options.run, progress=advance)
     out = console(no_color)
     if as_json:
@@ -489,7 +496,7 @@ def build(
     options: dict[str, Any],
 ) -> None:
     """Run the full pipeline and write the dataset, rejects.jsonl and build.json to OUT."""
-    from ftdata.build.api import build as run_build
+    from ftdata.build.api import build as run_build, source_files
     from ftdata.build.export import MANIFEST, summary_table
     from ftdata.build.load import load_hint
     from ftdata.guard.bounds import ReadBounds
@@ -524,7 +531,8 @@ def build(
             else count_records(settings.data, limit=opts.data.limit, bounds=ReadBounds.of(opts.data))
         )
 
-    with opened_once([settings.data] if recipe is None else []), progress_bar("building", total) as advance:
+    held = source_files(settings.data, recipe=False) if recipe is None else []
+    with opened_once(held), progress_bar("building", total) as advance:
         result = run_build(  # the bar's count and the build read one descriptor of DATA (a recipe holds its own)
             recipe or settings.data,
             out,

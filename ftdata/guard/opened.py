@@ -5,6 +5,13 @@ the cache digest, the rows) reads the one descriptor the build opened, each pass
         reopened(Path("data.jsonl"))           # a fresh reader of the held descriptor (its own position)
     reopened(Path("data.jsonl"))               # None outside: the caller opens the path, as it always did
 
+Which files: `ftdata.build.api.source_files` names them, a folder as the data files its reader reads, a recipe
+as its sources' and evaluation files. Every reader of a file reads through `reopened` (`ftdata.io.compressed.
+open_raw`: JSON, JSONL, CSV, text, Parquet handed to pyarrow as a file object; the cache digest in
+`ftdata.guard.inputs`). What `datasets` loads itself is not held, and is opened by it on each pass: a hub id
+(`datasets.load_dataset`), a `save_to_disk` folder (`load_from_disk`). A recipe's YAML (or another tool's
+declaration) is read once where it is parsed (`ftdata.io.declarations.yaml_file`), and those bytes are its digest.
+
 A file replaced under its path (a rename) is no longer the held one: `reopened` then gives None and the caller
 opens the path as before. A pass reads with `os.pread` at its own offset, so passes never move each other and a
 thread may run each. Only regular files are held (a FIFO or a device is read once by its one reader anyway), at

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
-from ftdata.io.config_files import read_yaml
+from ftdata.io.config_files import YamlFile, read_yaml_file
 from ftdata.io.declared import AXOLOTL, Declaration, DeclaredSource, refuse, split_pick
 from ftdata.io.store import is_uri
 
@@ -80,14 +80,16 @@ ENTRY_KEYS = (
 )
 
 
-def declaration(source: str | Path) -> Declaration:
-    """The `datasets:` entries of the axolotl config `source` (`#N,M` picks entries by 1-based number).
+def declaration(source: str | Path, *, yaml: YamlFile | None = None) -> Declaration:
+    """The `datasets:` entries of the axolotl config `source` (`#N,M` picks entries by 1-based number); `yaml`: the
+    file as read already (`ftdata.io.declarations.yaml_file`), so it is read once.
 
     Raises:
         ConfigError: see `ftdata.io.declarations.read_declaration`.
     """
     path, names = split_pick(source)
-    top = read_yaml(path)
+    file = yaml or read_yaml_file(path)
+    top = file.values
     entries = top["datasets"]
     chosen = range(len(entries)) if not names else [_index(n, len(entries), origin=str(path)) for n in names]
     whole = _whole(top, where=str(path))
@@ -99,7 +101,8 @@ def declaration(source: str | Path) -> Declaration:
             name = _name(entries[i], i) + (f"-{n + 1}" if n else "")
             sources.append(DeclaredSource(name, data, options))
     tokenizer = top.get("tokenizer_config") or top.get("base_model")
-    return Declaration(str(source), AXOLOTL, tuple(sources), whole, tokenizer if isinstance(tokenizer, str) else None)
+    chosen_tokenizer = tokenizer if isinstance(tokenizer, str) else None
+    return Declaration(str(source), AXOLOTL, tuple(sources), whole, chosen_tokenizer, digest=file.digest)
 
 
 def _index(name: str, count: int, *, origin: str) -> int:

@@ -44,22 +44,15 @@ _BUFFER = 1 << 16
 REENCODE = "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"  # the hint for text that is not UTF-8
 
 
-def codec(path: Path) -> str | None:
-    """The compression `path` is in, by its first bytes (gzip, zstd, bzip2, xz, zip), or None."""
-    try:
-        with _open(path) as fh:
-            head = fh.read(6)
-    except OSError:
-        return None
-    return _codec_of(head)
-
-
-def _codec_of(head: bytes) -> str | None:
+def codec_of(head: bytes) -> str | None:
+    """The compression a file starting with `head` (its first 6 bytes) is in, or None."""
     return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
 
 
-def _open(path: Path) -> BinaryIO:
-    """`path`'s bytes from the start: the descriptor the build holds (`ftdata.guard.opened`), else the path opened."""
+def open_raw(path: Path) -> io.BufferedReader:
+    """`path`'s bytes as stored, from the start: the descriptor the build holds (`ftdata.guard.opened`), else the
+    path opened. Every reader of a source file opens it here (or through `open_bytes`, which does): a file held
+    for the build is then opened once, whatever reads it (pyarrow takes the reader as a file object)."""
     return reopened(path) or path.open("rb")
 
 
@@ -80,9 +73,9 @@ def open_bytes(path: Path, *, whole: bool = False, max_bytes: int = MAX_DECOMPRE
         ReaderError: a zip archive; or, while reading, a truncated or corrupt stream.
         LimitExceeded: while reading, the text passes `max_bytes` (max_decompressed_bytes).
     """
-    raw = _open(path)  # opened once: the compression is read off its first bytes (peeked, not consumed)
+    raw = open_raw(path)  # opened once: the compression is read off its first bytes (peeked, not consumed)
     try:
-        kind = _codec_of(raw.peek(6)[:6])  # type: ignore[attr-defined]  # a BufferedReader, both ways
+        kind = codec_of(raw.peek(6)[:6])
     except OSError:
         kind = None
     if kind is None:
@@ -180,4 +173,4 @@ class _Counted(io.RawIOBase):
         )
 
 
-__all__ = ["DECOMPRESS", "REENCODE", "codec", "data_suffix", "open_bytes", "open_text"]
+__all__ = ["DECOMPRESS", "REENCODE", "codec_of", "data_suffix", "open_bytes", "open_raw", "open_text"]

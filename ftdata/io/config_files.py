@@ -12,10 +12,12 @@ import difflib
 import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
+from ftdata.guard.inputs import text_digest
 from ftdata.guard.limits import env_name, limits
 from ftdata.io.store import is_uri
 
@@ -26,8 +28,22 @@ _PATH_ALWAYS = ("output", "output_dir", "rejects_path", "cache_dir")
 NESTED_KEY = "data_options"  # a train config's mapping of BuildOptions fields
 
 
+@dataclass(frozen=True, slots=True)
+class YamlFile:
+    """A YAML file read once: its mapping, and the sha256 of the very bytes that were parsed (what a build's key
+    takes of a recipe: `ftdata.mix.recipe.recipe_inputs`; the file is never read again to digest it)."""
+
+    values: dict[str, Any]
+    digest: str
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file that holds a mapping of option: value (an empty file is {}).
+    """Read a YAML file that holds a mapping of option: value (an empty file is {}); see `read_yaml_file`."""
+    return read_yaml_file(path).values
+
+
+def read_yaml_file(path: str | Path) -> YamlFile:
+    """Read a YAML file that holds a mapping of option: value (an empty file is {}), and digest what it read.
 
     At most `FTDATA_YAML_MAX_BYTES` of it is read: a larger file (or an endless pipe) is refused
     before it is held whole.
@@ -52,10 +68,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start}); save the config as UTF-8") from None
     values = load_yaml(text, source=str(path))
     if values is None:
-        return {}
+        values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a config must be a mapping of option: value, got {type(values).__name__}")
-    return values
+    return YamlFile(values, text_digest(data))
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

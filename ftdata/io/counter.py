@@ -31,7 +31,7 @@ import numpy as np
 from ftdata.errors import FtdataError
 from ftdata.guard.bounds import ReadBounds
 from ftdata.io import sessions
-from ftdata.io.compressed import open_bytes
+from ftdata.io.compressed import open_bytes, open_raw
 from ftdata.io.readers import jsonl_lines
 
 _CHUNK = 1 << 20  # a JSON array is scanned this many bytes at a time
@@ -79,7 +79,8 @@ def _count(path: Path, bounds: ReadBounds) -> int | None:
         import pyarrow.parquet as pq
 
         try:
-            return pq.ParquetFile(path).metadata.num_rows
+            with open_raw(path) as fh:  # the build's descriptor, when it holds one
+                return pq.ParquetFile(fh).metadata.num_rows
         except Exception:  # noqa: BLE001 - a broken file: the reader reports it, with its location
             return None
     return None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
+from ftdata.guard.inputs import text_digest
 
 __all__ = ["Declaration", "DeclaredSource", "picked", "read_json_mapping", "refuse", "split_pick"]
 
@@ -36,6 +37,7 @@ class Declaration:
     sources: tuple[DeclaredSource, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None  # axolotl's tokenizer_config / base_model
+    digest: str = ""  # sha256 of the declaring file's bytes, the ones parsed (the build's key takes it)
 
     def recipe(self) -> dict[str, Any]:
         """The recipe mapping that builds these datasets: each one source, every record once."""
@@ -75,8 +77,8 @@ def picked(entries: Mapping[str, Any], names: tuple[str, ...] | None, *, origin:
     return list(dict.fromkeys(names))
 
 
-def read_json_mapping(path: Path) -> dict[str, Any]:
-    """A JSON file holding an object (at most 16 MiB).
+def read_json_mapping(path: Path) -> tuple[dict[str, Any], str]:
+    """A JSON file holding an object (at most 16 MiB), and the sha256 of the bytes parsed.
 
     Raises:
         ConfigError: unreadable, too large, not JSON, or not an object.
@@ -94,7 +96,7 @@ def read_json_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: must hold an object of dataset entries, got {type(value).__name__}")
-    return value
+    return value, text_digest(data)
 
 
 def refuse(where: str, key: str, value: Any, why: str) -> ConfigError:

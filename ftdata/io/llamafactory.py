@@ -62,7 +62,7 @@ def declaration(source: str | Path) -> Declaration:
     path, names = split_pick(source)
     info = path / INFO if path.is_dir() else path
     origin = str(source)
-    entries = read_json_mapping(info)
+    entries, digest = read_json_mapping(info)
     sources, tasks = [], {}
     for name in picked(entries, names, origin=str(info), what="dataset"):
         where = f"{info}: dataset {name!r}"
@@ -74,7 +74,7 @@ def declaration(source: str | Path) -> Declaration:
     if len(set(tasks.values())) > 1:
         made = ", ".join(f"{n} ({t})" for n, t in tasks.items())
         raise ConfigError(f"{origin}: the datasets make different rows: {made}; build them one task at a time")
-    return Declaration(origin, LLAMAFACTORY, tuple(sources), {"task": next(iter(tasks.values()))})
+    return Declaration(origin, LLAMAFACTORY, tuple(sources), {"task": next(iter(tasks.values()))}, digest=digest)
 
 
 def _data(entry: dict[str, Any], folder: Path, *, where: str) -> str:

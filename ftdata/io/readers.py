@@ -27,7 +27,7 @@ from typing import Any
 
 from ftdata.guard.bounds import ReadBounds, bad_string, bounded_lines, copy_pipe, line_too_long, string_checked
 from ftdata.io.config_files import code_function
-from ftdata.io.compressed import DECOMPRESS, REENCODE, codec, data_suffix, open_bytes
+from ftdata.io.compressed import DECOMPRESS, REENCODE, codec_of, data_suffix, open_bytes, open_raw
 from ftdata.io import sessions
 from ftdata.io.delimited import read_csv
 from ftdata.errors import ConfigError, FtdataError, Location, ReaderError, RecordError
@@ -322,18 +322,28 @@ def jsonl_lines(path: Path, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tup
 
 
 def read_parquet(path: Path, *, bounds: ReadBounds = DEFAULT_BOUNDS) -> Iterator[tuple[Location, Row]]:
-    """Parquet, streamed in record batches."""
+    """Parquet, streamed in record batches, read through one file object (`open_raw`: the build's descriptor of
+    the file, when it holds one)."""
     import pyarrow.parquet as pq
 
-    if kind := codec(path):
-        raise ReaderError(
-            f"{path}: a {kind}-compressed Parquet file; Parquet compresses its own columns, so ftdata reads it "
-            f"as written: `{DECOMPRESS[kind]} {path.name}`"
-        )
     try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        fh = open_raw(path)
+    except OSError as exc:
         raise ReaderError(f"{path}: not a readable Parquet file: {exc}") from None
+    with fh:
+        if kind := codec_of(fh.peek(6)[:6]):
+            raise ReaderError(
+                f"{path}: a {kind}-compressed Parquet file; Parquet compresses its own columns, so ftdata reads it "
+                f"as written: `{DECOMPRESS[kind]} {path.name}`"
+            )
+        try:
+            pf = pq.ParquetFile(fh)
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise ReaderError(f"{path}: not a readable Parquet file: {exc}") from None
+        yield from _parquet_rows(path, pf, bounds)
+
+
+def _parquet_rows(path: Path, pf: Any, bounds: ReadBounds) -> Iterator[tuple[Location, Row]]:
     i = 0
     batches = pf.iter_batches(batch_size=1024)
     while True:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError
-from ftdata.io.declarations import Declaration, declaration_kind, read_declaration
+from ftdata.io.config_files import YamlFile
+from ftdata.io.declarations import Declaration, declaration_kind, read_declaration, yaml_file
 from ftdata.mix.recipe import Recipe, beside_options, check_nothing_beside, is_recipe, load_recipe
 from ftdata.options import BuildOptions, plain
 
@@ -26,24 +27,29 @@ def recipe_of(source: Any, given: Mapping[str, Any], *, allow_code: bool = False
     """
     if isinstance(source, Recipe):
         return source
-    if isinstance(source, (str, Path)) and is_recipe(source):
-        return open_recipe(source, given, allow_code=allow_code)
-    return None
+    if not isinstance(source, (str, Path)):
+        return None
+    yaml = yaml_file(source)  # the one read of a YAML file: the bytes parsed are the bytes the build's key digests
+    return open_recipe(source, given, allow_code=allow_code, yaml=yaml) if is_recipe(source, yaml=yaml) else None
 
 
-def open_recipe(path: str | Path, given: Mapping[str, Any], *, allow_code: bool = False) -> Recipe:
+def open_recipe(
+    path: str | Path, given: Mapping[str, Any], *, allow_code: bool = False, yaml: YamlFile | None = None
+) -> Recipe:
     """The recipe `path` names, with the options `given` beside it (a recipe carries its own data options:
-    one given beside it is refused; a declaration takes them as its datasets' defaults).
+    one given beside it is refused; a declaration takes them as its datasets' defaults). `yaml`: the file as
+    `ftdata.io.declarations.yaml_file` read it already.
 
     Raises:
         ConfigError: what `load_recipe` or `read_declaration` refuses; a data option beside a recipe; an option
             given beside a declaration that one of its datasets sets otherwise.
     """
-    if declaration_kind(path) is None:
-        recipe = load_recipe(path, allow_code=allow_code)
+    yaml = yaml or yaml_file(path)
+    if declaration_kind(path, yaml=yaml) is None:
+        recipe = load_recipe(path, allow_code=allow_code, yaml=yaml)
         check_nothing_beside(recipe, given)
         return recipe
-    return _declared(read_declaration(path), given)
+    return _declared(read_declaration(path, yaml=yaml), given)
 
 
 def _declared(declaration: Declaration, given: Mapping[str, Any]) -> Recipe:
@@ -60,7 +66,9 @@ def _declared(declaration: Declaration, given: Mapping[str, Any]) -> Recipe:
                     f"drop {key}={given[key]!r} given beside it"
                 )
         mapping[key] = given[key]
-    return Recipe.from_mapping(mapping, base=Path.cwd(), origin=declaration.origin, declared=declaration.tool)
+    return Recipe.from_mapping(
+        mapping, base=Path.cwd(), origin=declaration.origin, declared=declaration.tool, digest=declaration.digest
+    )
 
 
 def _normal(key: str, value: Any) -> Any:

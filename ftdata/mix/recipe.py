@@ -34,8 +34,9 @@ from types import MappingProxyType
 from typing import Any
 
 from ftdata.io.compressed import data_suffix
-from ftdata.io.config_files import check_code_reader, read_yaml, resolve_paths
-from ftdata.io.declarations import declaration_kind
+from ftdata.io.config_files import YamlFile, check_code_reader, read_yaml_file, resolve_paths
+from ftdata.io.declarations import declaration_kind, yaml_file
+from ftdata.io.declared import split_pick
 from ftdata.errors import ConfigError
 from ftdata.guard.inputs import Digests, Input, InputKind, data_input, text_digest
 from ftdata.options import DATA_FIELDS, FIELDS, BuildOptions, plain
@@ -139,6 +140,7 @@ class Recipe:
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # recipe-level build options
     origin: str = "recipe"  # the file, in messages and in build.json
     declared: str = ""  # the tool whose declaration this recipe reads (LLaMA-Factory, axolotl); "" for a recipe
+    digest: str = ""  # sha256 of the file's bytes it was parsed from ("" for a recipe made in memory)
 
     @property
     def shares(self) -> tuple[float, ...]:
@@ -171,10 +173,11 @@ class Recipe:
         origin: str = "recipe",
         allow_code: bool = False,
         declared: str = "",
+        digest: str = "",
     ) -> Recipe:
         """Check a recipe's keys and values; relative paths are taken against `base` (default: cwd).
 
-        `origin` names the recipe in messages (load_recipe passes the file's path). A source
+        `origin` names the recipe in messages (load_recipe passes the file's path, `digest` its bytes'). A source
         whose `reader` is Python code (`module:function`) needs `allow_code=True` (`--allow-code`).
 
         Raises:
@@ -226,6 +229,7 @@ class Recipe:
             options=MappingProxyType(options),
             origin=origin,
             declared=declared,
+            digest=digest,
         )
 
 
@@ -247,14 +251,18 @@ def beside_options(options: Mapping[str, Any]) -> list[str]:
     return sorted(k for k, v in options.items() if k in DATA_FIELDS and v != DATA_FIELDS[k].default)
 
 
-def load_recipe(path: str | Path, *, allow_code: bool = False) -> Recipe:
-    """Read a recipe file (YAML); paths in it are relative to the file (see `Recipe.from_mapping`).
+def load_recipe(path: str | Path, *, allow_code: bool = False, yaml: YamlFile | None = None) -> Recipe:
+    """Read a recipe file (YAML); paths in it are relative to the file (see `Recipe.from_mapping`). `yaml`: the
+    file as read already (`ftdata.io.declarations.yaml_file`): it is read once, and those bytes are its digest.
 
     Raises:
         ConfigError: an unreadable file or anything `Recipe.from_mapping` refuses, naming the file.
     """
     path = Path(path)
-    return Recipe.from_mapping(read_yaml(path), base=path.parent, origin=str(path), allow_code=allow_code)
+    file = yaml or read_yaml_file(path)
+    return Recipe.from_mapping(
+        file.values, base=path.parent, origin=str(path), allow_code=allow_code, digest=file.digest
+    )
 
 
 def recipe_inputs(recipe: Recipe, files: Digests) -> list[Input]:
@@ -282,25 +290,25 @@ def recipe_inputs(recipe: Recipe, files: Digests) -> list[Input]:
         sources,
     ]
     origin = Path(recipe.origin)
-    on_disk = files.file(origin) if origin.is_file() else ""
+    on_disk = recipe.digest  # the bytes it was parsed from: the file is not read again to digest it
     resolved = text_digest(on_disk + json.dumps(settings, sort_keys=True, default=str))
-    out = [Input(InputKind.RECIPE, recipe.origin, resolved, path=str(origin.absolute()) if on_disk else "")]
+    out = [Input(InputKind.RECIPE, recipe.origin, resolved, path=str(origin.absolute()) if origin.is_file() else "")]
     out += [data_input(path, files) for *_, paths in sources for path in paths]
     out += [data_input(path, files, kind=InputKind.EVAL_SET) for path in recipe.eval_files()]
     return out
 
 
-def is_recipe(path: str | Path) -> bool:
+def is_recipe(path: str | Path, *, yaml: YamlFile | None = None) -> bool:
     """Whether `path` is a recipe: a `.yaml`/`.yml` file whose top level has `sources:`, or another tool's
-    declaration of its datasets (`ftdata.io.declarations`).
+    declaration of its datasets (`ftdata.io.declarations`). `yaml`: the file as `yaml_file` read it already.
 
     Raises:
         ConfigError: a YAML file that cannot be read or parsed.
     """
-    if declaration_kind(path) is not None:
+    yaml = yaml or yaml_file(path)
+    if declaration_kind(path, yaml=yaml) is not None:
         return True
-    path = Path(path)
-    return path.suffix.lower() in (".yaml", ".yml") and path.is_file() and "sources" in read_yaml(path)
+    return yaml is not None and "sources" in yaml.values and split_pick(path)[1] is None  # `#NAMES` picks no recipe
 
 
 def expand(pattern: str, *, what: str) -> list[str]:
