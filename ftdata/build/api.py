@@ -32,6 +32,7 @@ from ftdata.build.local import BuildResult, in_memory
 from ftdata.build.publish import to_out
 from ftdata.errors import ConfigError, ReaderError
 from ftdata.guard.opened import opened_once
+from ftdata.guard.inputs import Input
 from ftdata.io.readers import data_files
 from ftdata.io.resources import load_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
@@ -99,7 +100,7 @@ def build(
     progress: Callable[[int], None] | None = None,
     tokenizer_name: str | None = None,
     protect: Sequence[Any] = (),
-    config: Path | None = None,
+    config: Path | Input | None = None,
     allow_code: bool = False,
     **flat: Any,
 ) -> BuildResult:
@@ -114,7 +115,7 @@ def build(
     each batch with the records read for it. `protect`: further paths OUT must not overwrite
     (a config file); `tokenizer_name` is recorded in build.json (default: `tokenizer_label`),
     and `config` (the file the options came from) too, by its bytes, which are part of the
-    build's key.
+    build's key (a path is read for them; the CLI passes the `Input` of the bytes it parsed).
 
     Raises:
         ConfigError: a bad option or output; ReaderError, RecordError, TemplateError: see docs;
@@ -150,7 +151,7 @@ def _build(
     progress: Callable[[int], None] | None,
     tokenizer_name: str | None,
     protect: Sequence[Any],
-    config: Path | None,
+    config: Path | Input | None,
 ) -> BuildResult:
     opts = options
     if recipe:

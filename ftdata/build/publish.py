@@ -51,7 +51,7 @@ def to_out(
     output_format: str | None,
     tokenizer_name: str,
     protect: Sequence[Any],
-    config: Path | None,
+    config: Path | Input | None,
     progress: Callable[[int], None] | None,
 ) -> BuildResult:
     """The build written into OUT (a folder, or with engine=ray a URI), build.json last."""
@@ -116,14 +116,15 @@ class Facts:
         return (self.config,) if self.config is not None else ()
 
 
-def _config_input(config: Path | None) -> Input | None:
-    """The config file the options came from, by its bytes (read again: the options it gave are in the key too).
+def _config_input(config: Path | Input | None) -> Input | None:
+    """The config file the options came from, by its bytes: as the CLI read them (an `Input`), or read here from a
+    path (the options it gave are in the key too).
 
     Raises:
         OSError: the file cannot be read.
     """
-    if config is None:
-        return None
+    if config is None or isinstance(config, Input):
+        return config
     return text_input(InputKind.CONFIG, str(config), Path(config).read_bytes(), path=Path(config).absolute())
 
 

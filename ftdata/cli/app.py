@@ -542,7 +542,7 @@ def build(
             progress=advance,
             tokenizer_name=tokenizer_label(spec, tok),
             protect=[config],
-            config=config,
+            config=settings.config,
             allow_code=allow_code,
         )
     report, record = result.report, result.manifest or {}
@@ -667,7 +667,7 @@ def inspect(
             options=settings.options,
             tokenizer_name=tokenizer_label(settings.tokenizer, tok),
             protect=[config],
-            config=config,
+            config=settings.config,
             allow_code=allow_code,
         )
         title = f"{settings.data} (its first {settings.options.data.limit:,} records, built for this page)"

@@ -28,7 +28,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ftdata.io.config_files import check_code_reader, check_names, load_config_file
+from ftdata.guard.inputs import Input, config_input
+from ftdata.io.config_files import YamlFile, check_code_reader, check_names, read_config_file
 from ftdata.options import check_type, option_kind
 from ftdata.errors import ConfigError
 from ftdata.options import FIELDS, BuildOptions, DataOptions, OutputOptions, RunOptions
@@ -386,11 +387,15 @@ def read_config(path: Path) -> dict[str, Any]:
         ConfigError: unreadable file, invalid YAML, not a mapping, an unknown key or a value
             of the wrong type.
     """
-    values = load_config_file(path)
-    check_names(values, sorted({*FIELDS, *EXTRA_KEYS}), origin=str(path), what="key")
-    for key, value in values.items():
+    return _read_config(path).values
+
+
+def _read_config(path: Path) -> YamlFile:
+    read = read_config_file(path)
+    check_names(read.values, sorted({*FIELDS, *EXTRA_KEYS}), origin=str(path), what="key")
+    for key, value in read.values.items():
         check_type(path, key, value)
-    return values
+    return read
 
 
 @dataclass
@@ -402,6 +407,7 @@ class Settings:
     options: BuildOptions
     extras: dict[str, Any]
     trust_remote_code: bool = False
+    config: Input | None = None  # the --config file as it was read (its digest: part of a build's key)
 
 
 def resolve(
@@ -425,7 +431,8 @@ def resolve(
         ConfigError: no data given, an unknown YAML key, an invalid option value, or a
             code reader without `allow_code`.
     """
-    values = read_config(config) if config is not None else {}
+    read = _read_config(config) if config is not None else None
+    values = dict(read.values) if read is not None else {}
     extras = {key: values.pop(key) for key in list(values) if key in EXTRA_KEYS}
     yaml_data, yaml_tokenizer = extras.pop("data", None), extras.pop("tokenizer", None)
     data = data if data is not None else yaml_data
@@ -440,7 +447,8 @@ def resolve(
 
     tokenizer = tokenizer_spec(tokenizer, options)
     tok = None if tokenizer is None else str(tokenizer)
-    return Settings(str(data), tok, options, extras, trust_remote_code=trust_remote_code)
+    given = None if read is None or config is None else config_input(config, read.digest)
+    return Settings(str(data), tok, options, extras, trust_remote_code=trust_remote_code, config=given)
 
 
 def _yaml_value(default: Any) -> str:

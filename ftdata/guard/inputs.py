@@ -48,6 +48,7 @@ __all__ = [
     "Manifest",
     "Stat",
     "add_read",
+    "config_input",
     "data_input",
     "describe",
     "file_input",
@@ -147,6 +148,12 @@ def text_digest(data: bytes | str) -> str:
 def text_input(kind: InputKind, name: str, data: bytes | str, *, path: str | Path = "") -> Input:
     """An input whose bytes the reader holds (a template it compiled): digested from those very bytes."""
     return Input(kind, name, text_digest(data), path=str(path))
+
+
+def config_input(path: str | Path, digest: str) -> Input:
+    """The config file a build's options came from, by the digest of the very bytes they were parsed from
+    (`ftdata.io.config_files.read_config_file`): the file is not read again to key the build."""
+    return Input(InputKind.CONFIG, str(path), digest, path=os.path.abspath(path))
 
 
 Stat = tuple[int, int, int, int]

@@ -75,7 +75,13 @@ def read_yaml_file(path: str | Path) -> YamlFile:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file of any command; relative paths resolve against its folder.
+    """Read a YAML config file of any command; relative paths resolve against its folder (`read_config_file`)."""
+    return read_config_file(path).values
+
+
+def read_config_file(path: str | Path) -> YamlFile:
+    """Read a YAML config file of any command once: its values, relative paths resolved against its folder, and
+    the digest of the bytes parsed (what a build's key takes of it: the file is not read again).
 
     The one reader of `--config` for `preview`, `stats`, `build` and `train`, so a config
     works from any directory. `data`, `tokenizer`, `model` and `template` are taken relative
@@ -86,7 +92,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: see `read_yaml`.
     """
-    return resolve_paths(read_yaml(path), Path(path).parent)
+    read = read_yaml_file(path)
+    return YamlFile(resolve_paths(read.values, Path(path).parent), read.digest)
 
 
 def resolve_paths(values: Mapping[str, Any], base: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ watched too, so they keep two opens apart): the larger of the two is the count."
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import struct
@@ -143,6 +144,25 @@ def test_the_cli_build_opens_its_source_once_with_the_progress_bar_counting_it(
         result = CliRunner().invoke(app, ["build", str(data), "-o", str(tmp_path / "out"), "--max-length", "128"])
     assert result.exit_code == 0, result.output
     assert counted[str(data)] == 1
+
+
+def test_the_cli_build_reads_its_config_once_and_keys_the_build_by_those_bytes(tmp_path: Path) -> None:
+    """`--config` is parsed once; the bytes parsed are the bytes build.json's key takes (a comment added to the
+    file is a new key: a rebuild, never a stale hit)."""
+    data = _jsonl(tmp_path / "data.jsonl", CHATS)
+    config = tmp_path / "build.yaml"
+    config.write_text("max_length: 128\n", encoding="utf-8")
+    args = ["build", str(data), "-o", str(tmp_path / "out"), "--config", str(config)]
+    with opens(tmp_path) as counted:
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (counted[str(config)], counted[str(data)]) == (1, 1)
+    recorded = json.loads((tmp_path / "out" / "build.json").read_text(encoding="utf-8"))
+    assert hashlib.sha256(config.read_bytes()).hexdigest() in json.dumps(recorded)
+    assert "cached: reused build" in CliRunner().invoke(app, args).output
+    config.write_text("max_length: 128  # the same options\n", encoding="utf-8")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "cached: reused build" not in again.output, again.output
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
