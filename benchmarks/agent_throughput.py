@@ -12,8 +12,9 @@ benchmark makes examples of that size from real trajectories and prepares the sa
               (one row where the template keeps history intact, as the Qwen2.5 one does)
   tree        `prepare(FILE, history="tree")`: inference's rows of an example as one prefix tree
   processes   history=inference with engine="processes", num_workers=--workers (default 2): the scaling. An
-              input under 5,000 records runs in the build's own process by default (`IN_PROCESS_BELOW`, sized
-              for Alpaca records); here the workers are started whatever the count
+              input stays in the build's own process only under 5,000 records and 4 million characters of text
+              (`IN_PROCESS_BELOW`, `IN_PROCESS_CHARS`): a few dozen of these examples start the workers, as a
+              user's build does
   trl         TRL's `SFTTrainer._prepare_dataset` on the `messages` (+ `tools`) columns with
               assistant_only_loss=True (TRL swaps in its own training copy of the Qwen2.5 template, with
               `{% generation %}` marks), packing off, datasets caching off
@@ -185,12 +186,9 @@ def run_trl(path: Path, tok: Any, max_length: int) -> dict[str, Any]:
 def run_ftdata(path: Path, tok: Any, max_length: int, history: str, engine: str, workers: int) -> dict[str, Any]:
     from ftdata import prepare
 
-    from ftdata.run import executors
-
     options: dict[str, Any] = {"history": history}
     if engine != "local":
         options.update(engine=engine, num_workers=workers)
-        executors.IN_PROCESS_BELOW = 0  # workers even for a few hundred records (see the docstring)
     start = time.perf_counter()
     report = prepare(path, tokenizer=tok, max_length=max_length, **options).report
     seconds = time.perf_counter() - start
