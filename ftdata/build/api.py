@@ -34,7 +34,7 @@ from ftdata.errors import ConfigError, ReaderError
 from ftdata.guard.opened import opened_once
 from ftdata.guard.inputs import Input
 from ftdata.io.readers import data_files
-from ftdata.io.resources import load_tokenizer, tokenizer_label
+from ftdata.io.resources import shared_tokenizer, tokenizer_label
 from ftdata.options import DATA_FIELDS, BuildOptions
 from ftdata.run.executors import not_a_spawned_start
 from ftdata.run.stage import task_module
@@ -161,26 +161,25 @@ def _build(
     else:
         opts = with_task(source, opts)  # preference-shaped data builds preference rows (ftdata.run.task)
     spec = tokenizer if tokenizer is not None else tokenizer_spec(None, opts, recipe=source if recipe else None)
-    tok = load_tokenizer(spec, shared=True)  # the build only reads it: a second build of this process skips the parse
-    if out is None:
-        if output_format is not None:
-            raise ConfigError(f"output_format={output_format!r} needs an output: give out=FOLDER")
-        result = in_memory(source, tok, opts, progress)
-        result.options = opts
-        check_in_memory(tok, opts, result.dataset)
-        return result
-    name = tokenizer_name or tokenizer_label(spec, tok)
-    return to_out(
-        source,
-        out,
-        tok,
-        opts,
-        output_format=output_format,
-        tokenizer_name=name,
-        protect=protect,
-        config=config,
-        progress=progress,
-    )
+    if out is None and output_format is not None:
+        raise ConfigError(f"output_format={output_format!r} needs an output: give out=FOLDER")
+    with shared_tokenizer(spec) as tok:  # the build only reads it: a second build of this process skips the parse
+        if out is None:
+            result = in_memory(source, tok, opts, progress)
+            result.options = opts
+            check_in_memory(tok, opts, result.dataset)
+            return result
+        return to_out(
+            source,
+            out,
+            tok,
+            opts,
+            output_format=output_format,
+            tokenizer_name=tokenizer_name or tokenizer_label(spec, tok),
+            protect=protect,
+            config=config,
+            progress=progress,
+        )
 
 
 def tokenizer_spec(given: Any, options: BuildOptions, *, recipe: Any = None) -> Any:

@@ -20,6 +20,8 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,6 +232,7 @@ def load_tokenizer(
         ConfigError: the tokenizer cannot be found or is not a fast tokenizer
             (offsets mappings need one).
     """
+    _CHECKED.last = None  # a check an earlier call left (its build failed before its fingerprint) is not this one's
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         tok = spec
     else:
@@ -255,6 +258,9 @@ _LOADED: dict[tuple[str, str, bool], tuple[str, str | None, Any]] = {}
 _LOADED_LOCK = threading.Lock()
 _LOADED_LIMIT = 8
 _DIGESTS = Digests()
+# The state digest a memo hit just checked, for this thread's build to take as its fingerprint instead of serialising
+# the tokenizer a second time (`tokenizer_input`): (the tokenizer, its digest), taken once.
+_CHECKED = threading.local()
 
 
 def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> Any:
@@ -263,14 +269,10 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
     files = folder_input(InputKind.TOKENIZER, path, _DIGESTS).digest if shared and path.is_dir() else None
     key = (str(path), os.path.abspath(path), trust_remote_code)  # as named: the tokenizer's `name_or_path`
     held = _LOADED.get(key)
-    if (
-        files is not None
-        and held is not None
-        and held[0] == files
-        and held[1] is not None
-        and held[1] == _state_digest(held[2])
-    ):
-        return held[2]
+    if files is not None and held is not None and held[0] == files and held[1] is not None:
+        if held[1] == (state := _state_digest(held[2])):
+            _CHECKED.last = (held[2], state)  # this build's fingerprint of it: the state just read
+            return held[2]
     try:
         tok = _tokenizer_class(path).from_pretrained(
             str(path), local_files_only=True, trust_remote_code=trust_remote_code
@@ -297,6 +299,17 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
                 _LOADED.clear()
             _LOADED[key] = (files, None, tok)  # its state digest comes with the build's fingerprint of it
     return tok
+
+
+@contextmanager
+def shared_tokenizer(spec: Any) -> Iterator[PreTrainedTokenizerBase]:
+    """`load_tokenizer(spec, shared=True)` for one build, which fingerprints it inside (`tokenizer_input`): on a
+    memo hit that fingerprint takes the state digest the hit's check just read, instead of serialising the
+    tokenizer again; never after the scope."""
+    try:
+        yield load_tokenizer(spec, shared=True)
+    finally:
+        _CHECKED.last = None
 
 
 def _fingerprinted(tokenizer: Any, state: str) -> None:
@@ -331,15 +344,17 @@ def tokenizer_input(tokenizer: Any, digests: Digests) -> Input:
     files, chat template, generation_config.json, config.json, ..., never weights) and its loaded state
     (vocabulary and rules, chat template, special tokens), which also covers a tokenizer changed in Python."""
     name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
-    state = _state(tokenizer)
-    _fingerprinted(tokenizer, text_digest(state))
+    checked, _CHECKED.last = getattr(_CHECKED, "last", None), None
+    if checked is not None and checked[0] is tokenizer:  # a memo hit of this thread read its state just now
+        state = checked[1]
+    else:
+        state = _state_digest(tokenizer)
+        _fingerprinted(tokenizer, state)
     folder = Path(name).expanduser()
     if not folder.is_dir():
-        return Input(InputKind.TOKENIZER, name, text_digest(state), files=0)
+        return Input(InputKind.TOKENIZER, name, state, files=0)
     files = folder_input(InputKind.TOKENIZER, folder, digests, name=name)
-    return Input(
-        InputKind.TOKENIZER, name, text_digest(files.digest + text_digest(state)), files=files.files, path=files.path
-    )
+    return Input(InputKind.TOKENIZER, name, text_digest(files.digest + state), files=files.files, path=files.path)
 
 
 def processor_input(processor: Any, digests: Digests) -> Input:

@@ -86,3 +86,37 @@ def test_a_shared_tokenizer_no_build_fingerprinted_is_loaded_again(folder: Path)
     before that there is nothing to hold it to."""
     first = load_tokenizer(str(folder), shared=True)
     assert load_tokenizer(str(folder), shared=True) is not first
+
+
+def test_a_second_build_serialises_its_shared_tokenizer_once(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A memo hit reads the tokenizer's state to check it; the build's fingerprint takes that digest (one
+    serialisation, not two), and the build's key is the one a fresh load gives."""
+    import ftdata
+    from ftdata.io import resources
+
+    data = tmp_path / "d.jsonl"
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    data.write_text(json.dumps({"messages": chat}) + "\n", encoding="utf-8")
+    calls: list[object] = []
+    real = resources._state
+    monkeypatch.setattr(resources, "_state", lambda tok: calls.append(tok) or real(tok))
+    first = ftdata.build(str(data), tmp_path / "one", tokenizer=str(folder), cache=False)
+    assert len(calls) == 1  # loaded: the fingerprint's serialisation only
+    calls.clear()
+    second = ftdata.build(str(data), tmp_path / "two", tokenizer=str(folder), cache=False)
+    assert len(calls) == 1  # served again: the hit's check, whose digest the fingerprint takes
+    key = [json.loads((tmp_path / out / "build.json").read_text())["fingerprint"] for out in ("one", "two")]
+    assert key[0] == key[1] and first.report.tokens == second.report.tokens
+
+
+def test_a_checked_state_is_never_taken_after_its_build(folder: Path) -> None:
+    from ftdata.io.resources import shared_tokenizer
+
+    held = _built(load_tokenizer(str(folder), shared=True))
+    before = tokenizer_input(held, Digests()).digest
+    with shared_tokenizer(str(folder)) as tok:  # a hit whose build stops before its fingerprint
+        assert tok is held
+    tok.chat_template = "{{ messages[0]['content'] }}"  # then changed: its fingerprint is the new state's
+    assert tokenizer_input(tok, Digests()).digest != before
