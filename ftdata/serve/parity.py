@@ -100,12 +100,12 @@ def compare(turn: ServedTurn, prompt: Answer, full: Answer, tokenizer: Any) -> D
     assert prompt.ids is not None and full.ids is not None
     if (k := first_difference(turn.context, prompt.ids)) is not None:
         return Difference(turn.key, "prompt", k, *token_pair(tokenizer, turn.context, prompt.ids, k))
-    mine = turn.context + turn.trained
-    if full.ids[: len(turn.context)] != turn.context:  # the reply's render writes the context otherwise
-        mine, at = turn.trained + turn.after, len(turn.context)  # the turn and what follows a last turn, at its end
+    if full.ids[: len(turn.context)] == turn.context:
+        mine, at = turn.context + turn.trained, 0
+        theirs = full.ids[: len(mine)]
+    else:  # the reply's render writes the context otherwise: the turn and what follows a last turn, at its end
+        mine, at = turn.trained + turn.after, len(turn.context)
         theirs = full.ids[max(len(full.ids) - len(mine), 0) :]
-    else:
-        theirs, at = full.ids[: len(mine)], 0
     if (k := first_difference(mine, theirs)) is not None:
         return Difference(turn.key, "target", at + k, *token_pair(tokenizer, mine, theirs, k))
     return None
