@@ -95,6 +95,7 @@ class InputKind(str, Enum):
     TOKENIZER = "tokenizer"
     PROCESSOR = "processor"
     MEDIA = "media"
+    CLOCK = "clock"  # what a chat template reads of the clock (`ftdata.chat.clock`): the day it writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,8 @@ class Input:
         """`template t.jinja`, `tokenizer (7 files)`, `data`, `3 media files`: how a message names it."""
         if self.kind is InputKind.MEDIA:
             return f"{self.files:,} media file{'s' if self.files != 1 else ''}"
+        if self.kind is InputKind.CLOCK:
+            return f"clock ({self.name})"
         if self.files > 1 or (self.files == 1 and self.kind in (InputKind.TOKENIZER, InputKind.PROCESSOR)):
             return f"{self.kind.value} ({self.files:,} file{'s' if self.files != 1 else ''})"
         if self.kind in (InputKind.TEMPLATE, InputKind.CHAT_TEMPLATE, InputKind.EVAL_SET):

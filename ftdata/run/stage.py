@@ -45,6 +45,7 @@ from ftdata.chat.render import Renderer
 from ftdata.chat.think import moved
 from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
+from ftdata.chat.clock import clock_input
 from ftdata.io.resources import processor_input, tokenizer_input
 from ftdata.chat.supervision import SupervisedRenderer
 from ftdata.run.option_rules import TaskRules, check
@@ -231,12 +232,13 @@ class Stage:
 
     def inputs(self, digests: Digests) -> tuple[Input, ...]:
         """What this stage read, by content: the tokenizer (its folder's files and its state), the prompt
-        template, the chat template file and the processor folder. The images records name are read per
-        record: each batch's are in `Ran.read`."""
+        template, the chat template file, the processor folder, and the day where the chat template writes it
+        (`ftdata.chat.clock`). The images records name are read per record: each batch's are in `Ran.read`."""
         declared = [*self.templates, tokenizer_input(self._given, digests)]
         if self.options.processor is not None:
             declared.append(processor_input(self.options.processor, digests))
-        return tuple(declared)
+        clock = clock_input(getattr(self.tokenizer, "chat_template", None))
+        return tuple([*declared, clock] if clock is not None else declared)
 
     def examples(self, location: Location, row: object) -> tuple[object, ...]:
         """What the task reads from `row` (raises RecordError), a system turn after the first joined to a user turn

@@ -12,6 +12,7 @@ identical / checked, and each differing turn's first differing token.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import tempfile
@@ -124,6 +125,7 @@ def record(name: str, root: Path) -> dict[str, Any]:
             "sends them for tests/serve/records.jsonl built on that folder (tests/serve/record.py)"
         ),
         "tokenizer": name,
+        "recorded_on": datetime.date.today().isoformat(),  # the day a template's strftime_now gave (test_parity)
         "exchanges": exchanges,
     }
     fixture.update(expected(parity, url))
