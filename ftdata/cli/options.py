@@ -15,6 +15,7 @@ resolves, the same way in every command.
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import json
@@ -28,6 +29,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from ftdata.build.export import OUTPUT_FORMATS
 from ftdata.guard.inputs import Input, config_input
 from ftdata.io.config_files import YamlFile, check_code_reader, check_names, read_config_file
 from ftdata.options import check_type, option_kind
@@ -489,8 +491,21 @@ def _spells_a_value(name: str, value: str) -> bool:
     return True
 
 
-_ASSIGNMENT = re.compile(r"(?<![\w.'\"-])([a-z_]+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;)]+)")
+_ASSIGNMENT = re.compile(r"(?<![\w.'\"-])([a-z_]+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\{[^{}]*\}|[^\s,;)]+)")
+# `ftdata.build` keywords that are flags of `ftdata build` but no BuildOptions field, with the values they take.
+_BUILD_ARGUMENTS = {"output_format": OUTPUT_FORMATS}
 _SUBJECT = re.compile(r"^([a-z_]+)(?= must )")
+
+
+def _pairs_flags(name: str, value: str) -> str | None:
+    """`reward_columns={'info': 'skip'}` -> `--reward-columns info=skip`; None where `value` is no literal mapping."""
+    try:
+        mapping = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(mapping, dict) or not mapping:
+        return None
+    return " ".join(f"{flag_name(name)} {key}={item}" for key, item in mapping.items())
 
 
 def cli_spelling(text: str) -> str:
@@ -506,6 +521,10 @@ def cli_spelling(text: str) -> str:
         quoted = value[0] in "'\"" and value[-1] == value[0] and len(value) > 1
         tail = "" if quoted else value[len(value.rstrip(":.")) :]
         value = value if quoted else value.rstrip(":.")
+        if name in _BUILD_ARGUMENTS and quoted and value[1:-1] in _BUILD_ARGUMENTS[name]:
+            return f"{flag_name(name)} {value[1:-1]}{tail}"
+        if value.startswith("{") and name in FIELDS and option_kind(name) == "pairs":
+            return _pairs_flags(name, value) or match.group(0)
         if name not in FIELDS or not value or not (quoted or _spells_a_value(name, value)):
             return match.group(0)  # `padding=4 rows` is prose, not the option's value
         if value == "None":

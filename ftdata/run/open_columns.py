@@ -179,7 +179,7 @@ def check_parquet(schema: pa.Schema) -> None:
             raise ConfigError(
                 f"column {field.name} is {{}} in every record ({field.type}): Parquet cannot store a struct with no "
                 f"field; write Arrow (output_format='arrow', engine=local or processes), or leave the column out "
-                f"(reward_columns {field.name}=skip)"
+                f"(reward_columns={{{field.name!r}: 'skip'}})"
             )
 
 

@@ -155,6 +155,11 @@ def test_cli_spelling_translates_only_option_values() -> None:
     assert cli_spelling("use the chat template (template=None)") == "use the chat template (no --template)"
     assert cli_spelling("padding=4 rows to pad") == "padding=4 rows to pad"  # prose, not a value
     assert cli_spelling("output=answer and mask_reasoning=True") == "output=answer and --mask-reasoning"
+    assert cli_spelling("write Arrow (output_format='arrow')") == "write Arrow (--output-format arrow)"
+    assert cli_spelling("output_format='xml' is none") == "output_format='xml' is none"  # not a format it writes
+    assert cli_spelling("(reward_columns={'info': 'skip'})") == "(--reward-columns info=skip)"
+    assert cli_spelling("columns={'q': 'question', 'a': 'answer'}") == "--columns q=question --columns a=answer"
+    assert cli_spelling("max_length={'a': 1} and reward_columns={}") == "max_length={'a': 1} and reward_columns={}"
 
 
 # --- builds a pipeline can check ---------------------------------------------------------------

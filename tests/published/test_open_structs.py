@@ -91,6 +91,6 @@ def test_an_object_column_empty_in_every_record_stays_struct_in_arrow_and_is_ref
         _build(tmp_path, [{}, {}], out=str(tmp_path / "out"), output_format="parquet")
     assert str(refused.value) == (
         "column info is {} in every record (struct<>): Parquet cannot store a struct with no field; write Arrow "
-        "(output_format='arrow', engine=local or processes), or leave the column out (reward_columns info=skip)"
+        "(output_format='arrow', engine=local or processes), or leave the column out (reward_columns={'info': 'skip'})"
     )
     assert not (tmp_path / "out" / "train.parquet").exists()

@@ -477,5 +477,5 @@ def test_an_object_column_that_is_empty_in_every_record_is_refused_in_one_line(t
     assert result.exit_code == 2
     assert result.output == (
         "error: column info is {} in every record (struct<>): Parquet cannot store a struct with no field; write "
-        "Arrow (output_format='arrow', --engine local or processes), or leave the column out (reward_columns info=skip)\n"
+        "Arrow (--output-format arrow, --engine local or processes), or leave the column out (--reward-columns info=skip)\n"
     )
