@@ -302,9 +302,8 @@ def preview(
     label = tokenizer_label(settings.tokenizer, stage.tokenizer)
     from ftdata.cli.views import views_of
 
-    views_of(stage.task.task).preview(
-        settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label, task=task
-    )
+    window = views_of(stage.task.task).preview
+    view.show_window(window, settings.data, stage, offset=offset, n=n, printer=printer, tokenizer=label, task=task)
 
 
 # --- stats -------------------------------------------------------------------------------------

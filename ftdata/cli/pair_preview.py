@@ -13,7 +13,6 @@ text classes and the printer are the SFT preview's (`ftdata.cli.preview`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from typing import Any
 
 from ftdata.cli.content_spans import content_mask, record_pieces, schema_region
@@ -24,16 +23,16 @@ from ftdata.cli.preview import (
     Segment,
     TokenView,
     _truncation,
+    Window,
     segments_of,
-    show_window,
 )
 from ftdata.outcomes import Note
 from ftdata.run.stage import Ran, Stage
 from ftdata.run.pairs import MeasuredPair, Side, continuation
-from ftdata.run.report import Reject, TaskChoice
+from ftdata.run.report import Reject
 from ftdata.types import IGNORE_INDEX, Pair
 
-__all__ = ["PairView", "pair_views", "run"]
+__all__ = ["PAIR_WINDOW", "PairView", "pair_views"]
 
 
 @dataclass
@@ -155,24 +154,6 @@ def show(printer: Printer, number: int, view: PairView) -> None:
     printer.notes(view.notes, view.truncation)
 
 
-def run(
-    source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str, task: TaskChoice | None = None
-) -> int:
-    """Print the header and records `offset` .. `offset + n` as pairs (or their problems); return how many.
-
-    Raises:
-        FtdataError: no records in that window.
-        RecordError: a malformed record with on_error=raise (what a build would do).
-    """
-    return show_window(
-        source,
-        stage,
-        pair_views,
-        partial(show, printer),
-        offset=offset,
-        n=n,
-        printer=printer,
-        tokenizer=tokenizer,
-        task=task,
-        rows="the prompt as inference tokenizes it, then each completion (all of it trained)",
-    )
+PAIR_WINDOW = Window(
+    pair_views, show, rows="the prompt as inference tokenizes it, then each completion (all of it trained)"
+)

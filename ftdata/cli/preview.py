@@ -421,31 +421,6 @@ class Printer:
         return table
 
 
-def run(
-    source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str, task: TaskChoice | None = None
-) -> int:
-    """Print the header and one view per example of records `offset` .. `offset + n` (after the
-    filter), numbered from offset + 1; return how many. Under truncation=error a too-long record is
-    shown with what a build would do.
-
-    Raises:
-        FtdataError: no records in that window.
-        RecordError: a malformed record with on_error=raise (what a build would do).
-    """
-    return show_window(
-        source,
-        stage,
-        views,
-        printer.record,
-        offset=offset,
-        n=n,
-        printer=printer,
-        tokenizer=tokenizer,
-        task=task,
-        responses=True,
-    )
-
-
 def with_fits(stage: Stage, ran: Ran) -> list[tuple[Any, str] | Reject]:
     """A preview reducer of any task: each measured item with what its fit did (the reason it was cut, or ""), or
     its Reject."""
@@ -455,26 +430,35 @@ def with_fits(stage: Stage, ran: Ran) -> list[tuple[Any, str] | Reject]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """How `ftdata preview` shows a task's records: `reduce` makes a view (or a Reject) of each measured item as
+    a build's reducer runs, `show(printer, number, view)` prints one; `rows` is the header's line on what a row
+    holds (`{task}` and `{unit}` filled in from the stage's task), `trains` whether the header says what is trained,
+    `responses` whether the loop keeps each record's response text (SFT's views mark it)."""
+
+    reduce: Callable[[Stage, Ran], list[Any]]
+    show: Callable[[Printer, int, Any], None]
+    rows: str = ""
+    trains: bool = True
+    responses: bool = False
+
+
 def show_window(
+    window: Window,
     source: Any,
     stage: Stage,
-    reduce: Callable[[Stage, Ran], list[Any]],
-    show: Callable[[int, Any], None],
     *,
     offset: int,
     n: int,
     printer: Printer,
     tokenizer: str,
     task: TaskChoice | None = None,
-    rows: str = "",
-    trains: bool = True,
-    responses: bool = False,
 ) -> int:
-    """The preview of every task: records `offset` .. `offset + n` through the run loop as a build runs them
-    (`reduce`: a view or a Reject per item), the header (with the `task` line and what a row holds, `rows`), then
-    each view by `show(number, view)` numbered from offset + 1 (the rows of a split record share its number);
-    return how many records.
-    Read and render errors, and an empty window, surface before the header.
+    """The preview of every task: records `offset` .. `offset + n` through the run loop as a build runs them,
+    the header (with the `task` line and what a row holds), then each view numbered from offset + 1 (the rows of a
+    split record share its number); return how many records. Under truncation=error a too-long record is shown
+    with what a build would do. Read and render errors, and an empty window, surface before the header.
 
     Raises:
         FtdataError: no records in that window.
@@ -484,15 +468,16 @@ def show_window(
         source,
         stage,
         RunOptions(batch_size=1),
-        reduce,
+        window.reduce,
         report=BuildReport(),
-        responses=responses,
+        responses=window.responses,
         lenient=True,
         window=(offset, n),
         on=LocalExecutor(1),
     )
     first = next(parts)  # read errors, and an empty window, surface before any output
-    printer.header(str(source), stage, tokenizer=tokenizer, task=task, rows=rows, trains=trains)
+    rows = window.rows.format(task=stage.task.task.value, unit=stage.task.unit)
+    printer.header(str(source), stage, tokenizer=tokenizer, task=task, rows=rows, trains=window.trains)
     shown = 0
     for item in chain.from_iterable(chain([first], parts)):
         split_row = getattr(item, "split_row", None)
@@ -501,20 +486,24 @@ def show_window(
         if isinstance(item, Reject):
             printer.problem(offset + shown, item)
         else:
-            show(offset + shown, item)
+            window.show(printer, offset + shown, item)
     return shown
+
+
+SFT_WINDOW = Window(views, Printer.record, responses=True)
 
 
 __all__ = [
     "RESULTS_ENCODED",
+    "SFT_WINDOW",
     "Printer",
     "RecordView",
     "Segment",
     "TokenView",
     "build_view",
     "content_mask",
-    "run",
     "show_window",
     "views",
+    "Window",
     "with_fits",
 ]

@@ -13,45 +13,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ftdata.cli.preview import UNICODE, Printer, show_window, with_fits
-from ftdata.run.stage import Stage
+from ftdata.cli.preview import UNICODE, Printer, Window, with_fits
 from ftdata.run.prompt_stats import PromptStats
 from ftdata.run.prompts import MeasuredPrompt
-from ftdata.run.report import TaskChoice
 
-__all__ = ["preview", "show"]
-
-
-def preview(
-    source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str, task: TaskChoice | None = None
-) -> int:
-    """Print the header and records `offset` .. `offset + n` as prompts (or their problems); return how many.
-
-    Raises:
-        FtdataError: no records in that window.
-        RecordError: a malformed record with on_error=raise (what a build would do).
-    """
-    rows = "each prompt as inference tokenizes it (nothing trained), then its reward columns"
-    show = partial(_show_one, printer)
-    return show_window(
-        source,
-        stage,
-        with_fits,  # each prompt with what the build does with its length (or its problem)
-        show,
-        offset=offset,
-        n=n,
-        printer=printer,
-        tokenizer=tokenizer,
-        task=task,
-        rows=rows,
-        trains=False,
-    )
+__all__ = ["PROMPT_WINDOW", "show"]
 
 
 def _show_one(printer: Printer, number: int, view: tuple[MeasuredPrompt, str]) -> None:
@@ -79,6 +49,14 @@ def _show_one(printer: Printer, number: int, view: tuple[MeasuredPrompt, str]) -
         text = json.dumps(value, ensure_ascii=False)
         printer._line(f"{name:<10} {text if len(text) <= 200 else text[:197] + '...'}")
     printer.notes(item.tokenized.notes, fit)
+
+
+PROMPT_WINDOW = Window(
+    with_fits,  # each prompt with what the build does with its length (or its problem)
+    _show_one,
+    rows="each prompt as inference tokenizes it (nothing trained), then its reward columns",
+    trains=False,
+)
 
 
 def show(stats: PromptStats, console: Console, *, spell: Callable[[str], str] = str) -> None:

@@ -2,12 +2,14 @@
 in `ftdata.run`) measure; they name no view, so every arrow points down. A task without a line here is shown by
 the plain views (`PLAIN`): each record's rendered text, tokens, notes and fit, and its stats' `to_dict` as lines.
 
-    task         preview                 stats printed by          plots (--plot, --html)
-    sft          cli.preview.run         cli.stats_report.show     cli.stats_report
-    preference   cli.pair_preview.run    cli.pair_report.show      -
-    kto          cli.pair_preview.run    cli.pair_report.show      -
-    prompts      cli.prompt_views        cli.prompt_views.show     -
-    (any other)  plain_preview           plain_show                -
+    task         preview (a `Window`)              stats printed by          plots (--plot, --html)
+    sft          cli.preview.SFT_WINDOW            cli.stats_report.show     cli.stats_report
+    preference   cli.pair_preview.PAIR_WINDOW      cli.pair_report.show      -
+    kto          cli.pair_preview.PAIR_WINDOW      cli.pair_report.show      -
+    prompts      cli.prompt_views.PROMPT_WINDOW    cli.prompt_views.show     -
+    (any other)  PLAIN_WINDOW                      plain_show                -
+
+Every preview runs `cli.preview.show_window` with its task's `Window` (how it reduces and prints each record).
 """
 
 from __future__ import annotations
@@ -15,55 +17,27 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from ftdata.cli import pair_preview, pair_report, preview, prompt_views, stats_report
-from ftdata.cli.preview import UNICODE, Printer, show_window, with_fits
-from ftdata.run.report import TaskChoice
+from ftdata.cli import pair_preview, pair_report, prompt_views, stats_report
+from ftdata.cli.preview import SFT_WINDOW, UNICODE, Printer, Window, with_fits
 from ftdata.run.seam import Item, SourceStats
-from ftdata.run.stage import Stage
 from ftdata.types import Task
 
-__all__ = ["PLAIN", "VIEWS", "TaskViews", "plain_preview", "plain_show", "views_of"]
+__all__ = ["PLAIN", "PLAIN_WINDOW", "VIEWS", "TaskViews", "plain_show", "views_of"]
 
 
 @dataclass(frozen=True, slots=True)
 class TaskViews:
     """One task's views: the preview of a window of records, the printed stats, and the drawn ones (SFT)."""
 
-    preview: Callable[..., int]  # (source, stage, *, offset, n, printer, tokenizer, task) -> records shown
+    preview: Window  # how `ftdata preview` shows its records (`preview.show_window`)
     show: Callable[..., None]  # (the task's stats object, console, *, spell)
     write_plot: Callable[[Any, Path], None] | None = None
     write_html: Callable[[Any, Path], None] | None = None
-
-
-def plain_preview(
-    source: Any, stage: Stage, *, offset: int, n: int, printer: Printer, tokenizer: str, task: TaskChoice | None = None
-) -> int:
-    """Records `offset` .. `offset + n` of any task as its build measures them: each item's location, tokens and
-    rendered text, its notes and what its fit did (or its problem); return how many records.
-
-    Raises:
-        FtdataError: no records in that window.
-        RecordError: a malformed record with on_error=raise (what a build would do).
-    """
-    return show_window(
-        source,
-        stage,
-        with_fits,
-        partial(_show_item, printer),
-        offset=offset,
-        n=n,
-        printer=printer,
-        tokenizer=tokenizer,
-        task=task,
-        rows=f"each record as the {stage.task.task.value} task renders it ({stage.task.unit}; trained text not marked)",
-        trains=False,
-    )
 
 
 def _show_item(printer: Printer, number: int, view: tuple[Item, str]) -> None:
@@ -93,13 +67,19 @@ def _flat(d: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield f"{prefix}{key}", value
 
 
-PLAIN = TaskViews(plain_preview, plain_show)
-_PAIRS = TaskViews(pair_preview.run, pair_report.show)
+PLAIN_WINDOW = Window(
+    with_fits,  # each item as its task measured it, with what its fit did
+    _show_item,
+    rows="each record as the {task} task renders it ({unit}; trained text not marked)",
+    trains=False,
+)
+PLAIN = TaskViews(PLAIN_WINDOW, plain_show)
+_PAIRS = TaskViews(pair_preview.PAIR_WINDOW, pair_report.show)
 VIEWS: dict[Task, TaskViews] = {
-    Task.SFT: TaskViews(preview.run, stats_report.show, stats_report.write_plot, stats_report.write_html),
+    Task.SFT: TaskViews(SFT_WINDOW, stats_report.show, stats_report.write_plot, stats_report.write_html),
     Task.PREFERENCE: _PAIRS,
     Task.KTO: _PAIRS,
-    Task.PROMPTS: TaskViews(prompt_views.preview, prompt_views.show),
+    Task.PROMPTS: TaskViews(prompt_views.PROMPT_WINDOW, prompt_views.show),
 }
 
 

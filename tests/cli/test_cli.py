@@ -458,7 +458,7 @@ def test_colour_output_marks_trained_masked_and_template_text() -> None:
     printer = preview.Printer(console, as_json=False, show_tokens=False)
     stage = Stage(tokenizer(None), DataOptions())
     records = [{"instruction": "Name a colour.", "output": "Red."}]
-    assert preview.run(records, stage, offset=0, n=3, printer=printer, tokenizer="smol") == 1
+    assert preview.show_window(preview.SFT_WINDOW, records, stage, offset=0, n=3, printer=printer, tokenizer="smol") == 1
     text = out.getvalue()
     assert "\x1b[30;42mRed.\x1b[0m\x1b[3;30;42m<|im_end|>\x1b[0m" in text  # trained: green; the EOT is template text
     assert "\x1b[2mName a colour.\x1b[0m" in text  # masked record text: dim
