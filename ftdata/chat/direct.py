@@ -24,7 +24,6 @@ message). The bound messages are read, never changed: ftdata builds new message 
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 from collections.abc import Mapping, Sequence
@@ -39,59 +38,19 @@ _VARIABLES = ("messages", "tools", "documents", "add_generation_prompt")  # what
 
 
 @functools.cache
-def _steps() -> tuple[Any, Any, Any, Any, frozenset[str], Any] | None:
-    """transformers' own conversion steps, its compile step, `apply_chat_template`'s named parameters and the
-    function itself; None where this transformers lacks one of them."""
+def _steps() -> tuple[Any, Any, Any, frozenset[str], Any] | None:
+    """transformers' own conversion steps, `apply_chat_template`'s named parameters and the function itself; None
+    where this transformers lacks one of them."""
     try:
         from transformers.tokenization_utils_base import PreTrainedTokenizerBase
         from transformers.utils import chat_template_utils as ctu
 
         steps = (ctu._normalize_chat_messages, ctu._plain_template_data, ctu._alias_reasoning_fields)
-        compile_step = ctu._compile_jinja_template
         named = inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters
     except (ImportError, AttributeError, TypeError, ValueError):
         return None
     own = frozenset(n for n, p in named.items() if p.kind is not inspect.Parameter.VAR_KEYWORD)
-    return (*steps, compile_step, own, PreTrainedTokenizerBase.apply_chat_template)
-
-
-# The `tojson` outputs of one `Direct`'s renders, by (id of the value, the filter's options): the value and its text.
-# A chat template writes the tool schemas and every call's arguments with `tojson` on every render; the values are
-# the conversation's template data, which neither ftdata nor the sandbox (it is immutable) changes, and each is held
-# here while its text is, so an id names one value.
-_WRITTEN: contextvars.ContextVar[dict[Any, tuple[Any, str]] | None] = contextvars.ContextVar(
-    "ftdata_direct_tojson", default=None
-)
-
-
-def _once(tojson: Any) -> Any:
-    """transformers' `tojson` filter, written once per dict or list value within a `Direct` (`_WRITTEN`)."""
-
-    def written(value: Any, *args: Any, **kwargs: Any) -> Any:
-        memo = _WRITTEN.get()
-        if memo is None or type(value) not in (dict, list):
-            return tojson(value, *args, **kwargs)
-        try:
-            key = (id(value), args, tuple(sorted(kwargs.items())))
-            held = memo.get(key)
-        except TypeError:  # an option that is not hashable (a list of separators)
-            return tojson(value, *args, **kwargs)
-        if held is not None and held[0] is value:
-            return held[1]
-        text = tojson(value, *args, **kwargs)
-        memo[key] = (value, text)
-        return text
-
-    return written
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled(source: str) -> Any:
-    """`source` compiled in an environment like transformers' (`sandbox.chat_environment`: its filters, globals,
-    extensions, and the size limits) whose `tojson` writes a value once (`_once`)."""
-    env = sandbox.chat_environment()
-    env.filters["tojson"] = _once(env.filters["tojson"])
-    return env.from_string(source)
+    return (*steps, own, PreTrainedTokenizerBase.apply_chat_template)
 
 
 class Direct:
@@ -105,7 +64,7 @@ class Direct:
         steps = _steps()
         if steps is None:
             return
-        normalize, plain, alias, compile_step, own, apply = steps
+        normalize, plain, alias, own, apply = steps
         if getattr(type(tokenizer), "apply_chat_template", None) is not apply:
             return
         if any(name in own for name in kwargs) or (tools is not None and not all(type(t) is dict for t in tools)):
@@ -113,9 +72,7 @@ class Direct:
         try:
             source = tokenizer.get_chat_template(None, tools)
             variables = plain({**tokenizer.special_tokens_map, **kwargs})
-            with sandbox.bounded_chat_templates():
-                compile_step(source)  # raises where transformers cannot compile it
-            compiled = _compiled(source)
+            compiled = sandbox.bounded_chat_template(source)  # what `apply_chat_template` renders, bounded
             tool_data = plain(tools)
         except Exception:  # noqa: BLE001 (no template, a compile error: apply_chat_template says so)
             return
@@ -159,7 +116,7 @@ class Direct:
             data.append(one)
         compiled = self._compiled
         variables = {"messages": data, "add_generation_prompt": generation, **self._variables}
-        token = _WRITTEN.set(self._written)
+        token = sandbox.WRITTEN.set(self._written)
         try:
             with limits.time_limit(limits.limits().render_seconds, what):
                 # `Template.render` minus its traceback rewriting: the same parts joined by the same `concat`.
@@ -169,5 +126,5 @@ class Direct:
         except Exception:  # noqa: BLE001 (the template raised: apply_chat_template raises it with its own message)
             return None
         finally:
-            _WRITTEN.reset(token)
+            sandbox.WRITTEN.reset(token)
         return limits.check_size(text, what) if isinstance(text, str) else None

@@ -261,6 +261,26 @@ def _bounded_chat_template(source: str, env: Any) -> Any:
     return _bounded_environment(env).from_string(source)
 
 
+def bounded_chat_template(source: str) -> Any:
+    """`source` compiled as `apply_chat_template` compiles it within `bounded_chat_templates` (the same cached
+    template). Raises what Jinja raises on it.
+
+    Raises:
+        TemplateError: transformers has no chat-template compile step to take the environment from.
+    """
+    return _bounded_chat_template(source, _transformers_environment())
+
+
+def _transformers_environment() -> Any:
+    from transformers.utils import chat_template_utils as ctu
+
+    _wrap_chat_compiler()
+    original = getattr(ctu._compile_jinja_template, "original", None)
+    if original is None:
+        raise TemplateError("this transformers has no chat-template compile step (_compile_jinja_template)")
+    return original("").environment
+
+
 def chat_environment(*mixins: type) -> Any:
     """A new environment like the one transformers renders chat templates in (its filters, globals, extensions and
     whitespace options) with the size limits of `sandbox`, and `mixins` before both (`ftdata.chat.traced`).
@@ -268,13 +288,40 @@ def chat_environment(*mixins: type) -> Any:
     Raises:
         TemplateError: transformers has no chat-template compile step to take the environment from.
     """
-    from transformers.utils import chat_template_utils as ctu
+    return _bounded_environment(_transformers_environment(), mixins)
 
-    _wrap_chat_compiler()
-    original = getattr(ctu._compile_jinja_template, "original", None)
-    if original is None:
-        raise TemplateError("this transformers has no chat-template compile step (_compile_jinja_template)")
-    return _bounded_environment(original("").environment, mixins)
+
+# The `tojson` outputs of one `ftdata.chat.direct.Direct`'s renders (None outside them), by (id of the value, the
+# filter's options): the value and its text.
+# A chat template writes the tool schemas and every call's arguments with `tojson` on every render; the values are
+# the conversation's template data, which neither ftdata nor the sandbox (it is immutable) changes, and each is held
+# here while its text is, so an id names one value.
+WRITTEN: contextvars.ContextVar[dict[Any, tuple[Any, str]] | None] = contextvars.ContextVar(
+    "ftdata_direct_tojson", default=None
+)
+
+
+def _once(tojson: Any) -> Any:
+    """transformers' `tojson` filter, written once per dict or list value within a `Direct` (`WRITTEN`); as it is
+    outside one. Every bounded chat environment has it: `Direct` renders the very template that
+    `apply_chat_template` renders within `bounded_chat_templates`, one compile for both."""
+
+    def written(value: Any, *args: Any, **kwargs: Any) -> Any:
+        memo = WRITTEN.get()
+        if memo is None or type(value) not in (dict, list):
+            return tojson(value, *args, **kwargs)
+        try:
+            key = (id(value), args, tuple(sorted(kwargs.items())))
+            held = memo.get(key)
+        except TypeError:  # an option that is not hashable (a list of separators)
+            return tojson(value, *args, **kwargs)
+        if held is not None and held[0] is value:
+            return held[1]
+        text = tojson(value, *args, **kwargs)
+        memo[key] = (value, text)
+        return text
+
+    return written
 
 
 def _bounded_environment(env: Any, mixins: tuple[type, ...] = ()) -> Any:
@@ -288,6 +335,8 @@ def _bounded_environment(env: Any, mixins: tuple[type, ...] = ()) -> Any:
     bounded.globals.update(env.globals)
     for name in _GROWING_FILTERS:
         bounded.filters[name] = _checked_filter(name, env.filters[name])
+    if "tojson" in env.filters:
+        bounded.filters["tojson"] = _once(env.filters["tojson"])
     return bounded
 
 
