@@ -1,9 +1,10 @@
 """`ftdata train OUT` in two processes on CPU (gloo), against one process with the same global batch.
 
-The bundled SmolLM2-135M-Instruct, plain LoRA (no quantization), rows of ~43 tokens, 4 steps:
-one run of one process (4 rows a step), one `torchrun --nproc_per_node 2` run (2 rows a step
-on each rank), and an `accelerate launch --multi_gpu --num_processes 2` resume of the second
-from its checkpoint-2. About 90 s on 2 quiet cores; in the default suite so CI runs it.
+The session's tiny Llama (2 layers, hidden 64, the SmolLM2 tokenizer: `tiny_model_dir`), plain LoRA (no
+quantization), rows of ~43 tokens built by the bundled tokenizer, 4 steps: one run of one process (4 rows a step),
+one `torchrun --nproc_per_node 2` run (2 rows a step on each rank), and an `accelerate launch --multi_gpu
+--num_processes 2` resume of the second from its checkpoint-2. About 35 s on 2 quiet cores (the bundled 135M model
+took 80: most of a launch is importing torch and TRL, and the 135M steps); in the default suite so CI runs it.
 
 A `sitecustomize` hook on each process's path marks that the process started and whether it
 ever built a tokenizing stage (`ftdata.run.stage.Stage`): training on a build folder must not.
@@ -29,15 +30,16 @@ BIN = Path(sys.executable).parent
 
 # The two runs see the same rows in the same order and normalise the loss by the tokens of the
 # whole global batch, so they differ only in float32 summation order (the gradient all-reduce
-# against one 4-row matmul): measured at most 6e-7 over 4 steps. 1e-4 leaves a wide margin and is
-# still far below the loss changes between steps (0.3 to 1.7), where wrong sharding would show.
+# against one 4-row matmul). 1e-4 leaves a wide margin and is still far below the loss changes
+# between steps (~0.1 each on the tiny model at this learning rate), where wrong sharding would show.
 LOSS_TOLERANCE = 1e-4
+TRAINED = 0.2  # the loss falls by more than this over the 4 steps (10.91 -> 10.56 measured): no two flat lines
 # A guard against a hang, not a speed check: each launch takes ~30 s on 2 quiet cores, but on a
 # loaded machine (the full suite beside other work, load 10) one took over 400 s.
 TIMEOUT = 1200
 # Dropout masks are drawn per process and cannot match; a constant LR lets max_steps stay as is.
 TRAIN_FLAGS = (
-    "--quantization", "none", "--lora-dropout", "0", "--max-steps", "4", "--learning-rate", "1e-3",
+    "--quantization", "none", "--lora-dropout", "0", "--max-steps", "4", "--learning-rate", "1e-2",
     "--lr-scheduler-type", "constant", "--warmup-steps", "0", "--logging-steps", "1", "--save-steps", "2",
     "--save-total-limit", "3",
 )  # fmt: skip
@@ -89,8 +91,8 @@ class Launcher:
         return {p.name for p in (self.root / "marks" / name).iterdir()}
 
 
-def _launch_all(root: Path):
-    """Build, then the one-process run, the torchrun run, and the accelerate resume."""
+def _launch_all(root: Path, model: Path):
+    """Build, then the one-process run, the torchrun run, and the accelerate resume, all training `model`."""
     launch = Launcher(root)
     data = root / "qa.json"
     pairs = [("What colour is the sky?", "The sky is blue."), ("Name a fruit.", "An apple is a fruit."),
@@ -98,7 +100,7 @@ def _launch_all(root: Path):
     data.write_text(json.dumps([{"instruction": q, "input": "", "output": a} for q, a in pairs * 6]), encoding="utf-8")
     built = root / "built"
     ftdata.build(str(data), built, max_length=64)  # `ftdata build` in this process: one process start fewer
-    common = ["train", str(built), *TRAIN_FLAGS, "--output-dir", str(root / "runs")]
+    common = ["train", str(built), "--model", str(model), *TRAIN_FLAGS, "--output-dir", str(root / "runs")]
     torchrun = [_script("torchrun"), "--nproc_per_node", "2"]
     procs = {
         "one": launch.run("one", [], [*common, "--per-device-train-batch-size", "4", "--run-name", "one"]),
@@ -124,7 +126,7 @@ def _two_processes_match_one_with_the_same_global_batch(runs) -> None:
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
     for step in one:
         assert two[step] == pytest.approx(one[step], abs=LOSS_TOLERANCE), step
-    assert one[4] < one[1] - 1.0  # it trained: the comparison is not between two flat lines
+    assert one[4] < one[1] - TRAINED  # it trained: the comparison is not between two flat lines
 
 
 def _run_json_records_world_size_and_global_batch(runs) -> None:
@@ -171,9 +173,9 @@ def _checkpoints_and_resume_under_two_processes(runs) -> None:
     assert (folder / "resumed" / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_two_processes_on_cpu(tmp_path: Path) -> None:
-    """One test, so that the ~90 s of launches run once whatever the xdist distribution."""
-    runs = _launch_all(tmp_path)
+def test_two_processes_on_cpu(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """One test, so that the ~35 s of launches run once whatever the xdist distribution."""
+    runs = _launch_all(tmp_path, tiny_model_dir)
     _two_processes_match_one_with_the_same_global_batch(runs)
     _run_json_records_world_size_and_global_batch(runs)
     _no_rank_tokenizes_the_built_rows(runs)
