@@ -33,7 +33,7 @@ BIN = Path(sys.executable).parent
 # against one 4-row matmul). 1e-4 leaves a wide margin and is still far below the loss changes
 # between steps (~0.1 each on the tiny model at this learning rate), where wrong sharding would show.
 LOSS_TOLERANCE = 1e-4
-TRAINED = 0.2  # the loss falls by more than this over the 4 steps (10.91 -> 10.56 measured): no two flat lines
+TRAINED = 0.2  # the loss falls by more than this over the 4 steps (10.91 -> 10.56 measured): not two flat lines
 # A guard against a hang, not a speed check: each launch takes ~30 s on 2 quiet cores, but on a
 # loaded machine (the full suite beside other work, load 10) one took over 400 s.
 TIMEOUT = 1200
