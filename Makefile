@@ -39,11 +39,8 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || \
 	    echo "no browser: the browser tests of tests/inspect/test_inspect_page.py will be skipped (apt-get install chromium chromium-driver)"; }
 
-# Bytecode is written even where the environment says not to (PYTHONDONTWRITEBYTECODE): the suite starts hundreds
-# of Python processes (CLI scripts, build workers, Ray workers, torchrun ranks), each of which would compile ftdata
-# from source again (~0.3 s of CPU a process).
 test: install browser
-	env -u PYTHONDONTWRITEBYTECODE HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slow
