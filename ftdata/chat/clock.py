@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 
-from jinja2 import Environment, TemplateSyntaxError, nodes
+from jinja2 import TemplateSyntaxError, nodes
 
+from ftdata.chat.sandbox import chat_environment
 from ftdata.guard.inputs import Input, InputKind, text_digest
 
 CLOCK = "strftime_now"  # transformers' chat-template global that reads the clock
@@ -21,13 +22,14 @@ CLOCK = "strftime_now"  # transformers' chat-template global that reads the cloc
 
 def clock_formats(source: str) -> tuple[str | None, ...]:
     """The formats of the template's `strftime_now(...)` calls, in order and once each; None for a format that is
-    not a constant string. () when the template never calls it, or does not parse (its render says why)."""
+    not a constant string. () when the template never calls it; (None,) when it names it but does not parse in
+    transformers' environment (its `{% generation %}` tags included): its render fails and says why."""
     if CLOCK not in source:
         return ()
     try:
-        tree = Environment(extensions=["jinja2.ext.loopcontrols"]).parse(source)
+        tree = chat_environment().parse(source)
     except TemplateSyntaxError:
-        return ()
+        return (None,)
     found: dict[str | None, None] = {}
     for call in tree.find_all(nodes.Call):
         if isinstance(call.node, nodes.Name) and call.node.name == CLOCK:

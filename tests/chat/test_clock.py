@@ -40,6 +40,9 @@ def test_templates_without_a_clock_and_a_format_that_is_not_a_constant() -> None
     assert clock_formats(_template(TOKENIZERS / "qwen2.5-instruct")) == ()
     assert clock_formats("{{ 'strftime_now' }} is text, not a call") == ()
     assert clock_formats("{% set f = '%Y' %}{{ strftime_now(f) }}{{ strftime_now('%Y') }}") == (None, "%Y")
+    generation = "{% generation %}{{ strftime_now('%d %b %Y') }}{% endgeneration %}"  # TRL's training templates' tags
+    assert clock_formats(generation) == ("%d %b %Y",)
+    assert clock_formats("{{ strftime_now('%Y') }}{% if %}") == (None,)  # no parse: never a cache hit
     day = datetime.datetime(2026, 11, 26, 9, 30)
     read = clock_input("{{ strftime_now(fmt) }}", now=day)
     assert read is not None and read.name == "strftime_now(...) at 2026-11-26T09:30:00"  # the instant: never a hit
