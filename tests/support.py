@@ -90,3 +90,18 @@ def peak_of(fn):
         return fn(), tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def set_day(monkeypatch, day) -> None:
+    """Every chat-template render and a build's key read one clock (transformers' `datetime`, which its
+    `strftime_now` calls): set here to noon of `day` (a `datetime.date`) for the test."""
+    import datetime
+
+    from transformers.utils import chat_template_utils
+
+    class Day(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(day.year, day.month, day.day, 12, tzinfo=tz)
+
+    monkeypatch.setattr(chat_template_utils, "datetime", Day)

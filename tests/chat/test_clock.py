@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, TOKENIZERS
+from support import ROOT, TOKENIZERS, set_day
 
 import ftdata
 from ftdata.chat.clock import clock_formats, clock_input
@@ -51,18 +51,6 @@ def test_templates_without_a_clock_and_a_format_that_is_not_a_constant() -> None
     )
 
 
-def _on_day(monkeypatch: pytest.MonkeyPatch, day: int) -> None:
-    """Every render and the key read one clock: transformers' `datetime`, set to noon of 2026-11-`day`."""
-    from transformers.utils import chat_template_utils
-
-    class Day(datetime.datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Day:
-            return cls(2026, 11, day, 12, tzinfo=tz)
-
-    monkeypatch.setattr(chat_template_utils, "datetime", Day)
-
-
 def _build(tmp_path: Path, tokenizer: Path | None) -> tuple[dict[str, Any], str]:
     data = tmp_path / "chat.jsonl"
     data.write_text(
@@ -78,23 +66,23 @@ def _build(tmp_path: Path, tokenizer: Path | None) -> tuple[dict[str, Any], str]
 def test_a_build_that_writes_the_day_is_built_again_the_next_day(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _on_day(monkeypatch, 26)
+    set_day(monkeypatch, datetime.date(2026, 11, 26))
     first, text = _build(tmp_path, LLAMA)
     assert "Today Date: 26 Nov 2026" in text and not first["cached"]
     clock = [i for i in first["inputs"] if i["kind"] == "clock"]
     assert [c["name"] for c in clock] == ["strftime_now('%d %b %Y') = 26 Nov 2026"]
     again, _ = _build(tmp_path, LLAMA)
     assert again["cached"] and again["fingerprint"] == first["fingerprint"]  # the same day: the same build
-    _on_day(monkeypatch, 27)
+    set_day(monkeypatch, datetime.date(2026, 11, 27))
     tomorrow, text = _build(tmp_path, LLAMA)
     assert "Today Date: 27 Nov 2026" in text  # not yesterday's rows from the cache
     assert not tomorrow["cached"] and tomorrow["fingerprint"] != first["fingerprint"]
 
 
 def test_a_template_without_a_clock_keys_as_before_on_any_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _on_day(monkeypatch, 26)
+    set_day(monkeypatch, datetime.date(2026, 11, 26))
     first, _ = _build(tmp_path, None)
     assert [i["kind"] for i in first["inputs"]] == ["data", "tokenizer"]
-    _on_day(monkeypatch, 27)
+    set_day(monkeypatch, datetime.date(2026, 11, 27))
     again, _ = _build(tmp_path, None)
     assert again["cached"] and again["fingerprint"] == first["fingerprint"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TOKENIZERS
+from support import TOKENIZERS, set_day
 
 import ftdata
 from ftdata.errors import ConfigError
@@ -75,21 +75,6 @@ def replay(fixture: dict[str, Any]) -> Callable[[dict[str, Any]], tuple[int, dic
     return answer
 
 
-def _recorded_day(monkeypatch: pytest.MonkeyPatch, fixture: dict[str, Any]) -> None:
-    """Templates that read the clock (Llama 3.2's "Today Date") render the day the server answered: ftdata's
-    renders see that day too, through transformers' `strftime_now`, or the fixture would pass on that day only."""
-    from transformers.utils import chat_template_utils
-
-    day = datetime.date.fromisoformat(fixture["recorded_on"])
-
-    class RecordedDay(datetime.datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> RecordedDay:
-            return cls(day.year, day.month, day.day, 12, tzinfo=tz)
-
-    monkeypatch.setattr(chat_template_utils, "datetime", RecordedDay)
-
-
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))  # answers are kept there, by request
@@ -109,7 +94,9 @@ def test_the_recorded_server_gives_the_recorded_result(
     tmp_path: Path, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fixture = json.loads(path.read_text(encoding="utf-8"))
-    _recorded_day(monkeypatch, fixture)
+    # Templates that read the clock (Llama 3.2's "Today Date") render the day the server answered: ftdata's renders
+    # see that day too, or the fixture would pass on that day only.
+    set_day(monkeypatch, datetime.date.fromisoformat(fixture["recorded_on"]))
     out = _build(tmp_path / "out", fixture["tokenizer"])
     with serving(replay(fixture)) as url:
         parity = check_serving(out, url)
