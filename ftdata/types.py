@@ -228,7 +228,8 @@ class Example:
 
 
 class Task(_Choice):
-    """What a build makes from its records (`--task`)."""
+    """What a build makes from its records (`--task`). The table of tasks: the task named `x` is implemented by the
+    `TASK` of `ftdata.run.x` (`ftdata.run.stage.task_module`), so an added task is its module and its line here."""
 
     SFT = "sft"  # input_ids + labels (the default shapes: instruction, messages, sharegpt, chat)
     PREFERENCE = "preference"  # prompt_ids, chosen_ids, rejected_ids: DPO and the other paired losses

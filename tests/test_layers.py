@@ -74,10 +74,11 @@ def upward(arrows: list[tuple[str, str, int]]) -> list[str]:
 
 
 def test_an_import_by_string_obeys_the_layers() -> None:
-    """A module named by a string (`TASKS`' "ftdata.run.sft:SFT") points where an import would: down, or within
-    its own package. Seven such names in run/ pointed at cli/ views before `cli/views.py` held them."""
+    """A module named by a string (the package's lazy `"ftdata.train.run:train"` exports) points where an import
+    would: down, or within its own package. Seven such names in run/ pointed at cli/ views before `cli/views.py` held
+    them. (A task's module is named from its `Task` member within run/: `test_task_seam.py` holds it there.)"""
     arrows = string_arrows()
-    assert any(s == "ftdata.run.stage" and t == "ftdata.run.sft" for s, t, _ in arrows)  # it reads the stage's table
+    assert any(s == "ftdata.train" and t == "ftdata.train.run" for s, t, _ in arrows)
     assert upward(arrows) == []
 
 
@@ -120,12 +121,12 @@ TASK_MODULES = {
     "ftdata.types", "ftdata.run.stage", "ftdata.run.task", "ftdata.run.columns",
     "ftdata.run.sft", "ftdata.run.stats", "ftdata.cli.preview", "ftdata.cli.stats_report",  # sft, its views
     "ftdata.cli.views",  # the CLI's table of views per task
-    "ftdata.run.pairs", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",
+    "ftdata.run.preference", "ftdata.run.kto", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.cli.pair_preview", "ftdata.cli.pair_report",
     "ftdata.records.preference", "ftdata.records.preference_formats", "ftdata.records.scores",  # pairs and kto
     "ftdata.run.trajectory_pairs",  # pairs whose completions are several messages (agent trajectories)
     "ftdata.run.prompts", "ftdata.run.rows_prompts", "ftdata.run.prompt_stats", "ftdata.records.prompts", "ftdata.cli.prompt_views",  # prompt sets
 }  # fmt: skip
-IMPLEMENTATIONS = ("ftdata.run.sft", "ftdata.run.pairs", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.run.prompts", "ftdata.run.rows_prompts")
+IMPLEMENTATIONS = ("ftdata.run.sft", "ftdata.run.preference", "ftdata.run.kto", "ftdata.run.rows_pairs", "ftdata.run.pair_stats", "ftdata.run.prompts", "ftdata.run.rows_prompts")
 
 
 def test_no_code_outside_the_task_modules_asks_which_task_it_runs() -> None:

@@ -566,7 +566,7 @@ class Renderer:
         template rendered with add_generation_prompt=True (a prompt template: its prompt), no span trained.
 
         Preference rows' prompt where the template writes the history differently from this prompt
-        (Mistral moves the system prompt into the last user turn: `ftdata.run.pairs`).
+        (Mistral moves the system prompt into the last user turn: `ftdata.run.preference`).
 
         Raises:
             UnusableRecord: control-token text, tool data the template does not write, a template error.

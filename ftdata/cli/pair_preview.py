@@ -28,7 +28,7 @@ from ftdata.cli.preview import (
 )
 from ftdata.outcomes import Note
 from ftdata.run.stage import Ran, Stage
-from ftdata.run.pairs import MeasuredPair, Side, continuation
+from ftdata.run.preference import MeasuredPair, Side, continuation
 from ftdata.run.report import Reject
 from ftdata.types import IGNORE_INDEX, Pair
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ftdata.run.stage import TASKS, task_module
+from ftdata.run.stage import task_module
 from ftdata.types import Task
 
 __all__ = ["row_columns", "task_of_columns"]
@@ -22,7 +22,7 @@ def task_of_columns(columns: Iterable[str]) -> Task:
     'prompts'
     """
     have = set(columns)
-    scores = {task: _share(task_module(task).columns, have) for task in TASKS}
+    scores = {task: _share(task_module(task).columns, have) for task in Task}
     best = max(scores, key=lambda task: scores[task])
     return best if scores[best] > (0.0, 0) else Task.SFT
 
@@ -34,4 +34,4 @@ def _share(wanted: tuple[str, ...], have: set[str]) -> tuple[float, int]:
 
 def row_columns() -> frozenset[str]:
     """Every column a task's rows hold (the token columns, not a prompt set's reward columns)."""
-    return frozenset(name for task in TASKS for name in task_module(task).columns)
+    return frozenset(name for task in Task for name in task_module(task).columns)

@@ -36,7 +36,7 @@ from ftdata.types import TruncationPolicy
 
 
 class MeasuredPair(Item, Protocol):
-    """What this measure reads of a pair (`ftdata.run.pairs.MeasuredPair`; the pair module imports this measure,
+    """What this measure reads of a pair (`ftdata.run.preference.MeasuredPair`; the pair module imports this measure,
     its `stats`, so it is named here by its shape): its row."""
 
     @property

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [
-    "PROMPTS",
+    "TASK",
     "MeasuredPrompt",
     "PromptState",
     "PromptTask",
@@ -257,7 +257,7 @@ class PromptTask:
         return lengths, np.zeros(len(lengths), dtype=np.int64)
 
 
-PROMPTS: TaskModule[PromptRecord, MeasuredPrompt, FittedPrompt, PromptPart, PromptState] = PromptTask()
+TASK: TaskModule[PromptRecord, MeasuredPrompt, FittedPrompt, PromptPart, PromptState] = PromptTask()
 
 
 def _render(stage: Stage, example: Example) -> tuple[Rendered, list[dict[str, str]] | str]:
@@ -411,7 +411,7 @@ def _cut(stage: Stage, item: MeasuredPrompt, limit: int, over: str) -> FittedPro
             ),
         )
         with limits.pinned():
-            ((_, again),) = PROMPTS.measure(stage, [(0, replace(item.record, example=shorter))], False)
+            ((_, again),) = TASK.measure(stage, [(0, replace(item.record, example=shorter))], False)
         if isinstance(again, Reject):
             raise RecordError(again.reason)
         if again.total <= limit:

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["SFT", "SftPart", "Measured", "SftState", "SftTask", "sft_part", "jsonl_rows", "trained_runs"]
+__all__ = ["TASK", "SftPart", "Measured", "SftState", "SftTask", "sft_part", "jsonl_rows", "trained_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +273,7 @@ class SftTask:
         return schema.append(pa.field(MEDIA_FIELD, MEDIA_TYPE)) if options.processor is not None else schema
 
 
-SFT: TaskModule[Example, Measured, Truncated, SftPart, SftState] = SftTask()
+TASK: TaskModule[Example, Measured, Truncated, SftPart, SftState] = SftTask()
 
 
 def _rows(stage: Stage, example: Example) -> Sequence[tuple[Example, Rendered, SplitRow | None]]:

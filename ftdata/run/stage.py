@@ -10,12 +10,13 @@ how it fits max_length, what a row holds and how rows are written. `Stage.measur
 stats` and `ftdata preview` (the task's views). So a record is rejected at the same stage, with the
 same code, by every command, whatever its task. The engine never asks which task it holds.
 
-The tasks (`TASKS`, by module path, loaded on first use; docs/design.md "Tasks"):
+The tasks: the table is `ftdata.types.Task`, one member a task, and the task named `x` is the `TASK` of the module
+`ftdata.run.x`, loaded on first use (`task_module`; docs/design.md "Tasks"). So a task is its module and its line:
 
-    sft          ftdata.run.sft       input_ids + labels: assistant turns trained
-    preference   ftdata.run.pairs     prompt_ids + chosen_ids + rejected_ids: one verified prompt
-    kto          ftdata.run.pairs     prompt_ids + completion_ids + label
-    prompts      ftdata.run.prompts   prompt + prompt_ids + typed reward columns: nothing trained (GRPO/RLOO)
+    sft          ftdata.run.sft          input_ids + labels: assistant turns trained
+    preference   ftdata.run.preference   prompt_ids + chosen_ids + rejected_ids: one verified prompt
+    kto          ftdata.run.kto          prompt_ids + completion_ids + label (the preference engine, unpaired)
+    prompts      ftdata.run.prompts      prompt + prompt_ids + typed reward columns: nothing trained (GRPO/RLOO)
 
 What `run` reads of a measured item and its fit, whatever its task, is typed in `ftdata.run.seam` (`Item`: `example`,
 `location`, `total`, `tokenized.notes`, `rendered.method`, `drift`, `split_row`; `Fit`: `rows`, `reason`, `code`);
@@ -74,15 +75,6 @@ ST = TypeVar("ST")
 # the tokenizer's per-call cost stays negligible.
 SLICE = 64
 SIBLING = "another instance of this record was rejected; a record is kept whole or not at all"
-
-TASKS: dict[Task, str] = {
-    Task.SFT: "ftdata.run.sft:SFT",
-    Task.PREFERENCE: "ftdata.run.pairs:PAIRS",
-    Task.KTO: "ftdata.run.pairs:KTO",
-    Task.PROMPTS: "ftdata.run.prompts:PROMPTS",
-}
-"""The table of tasks: each names the object that implements `TaskModule` for it. Names, not imports: a
-task module builds on this engine, so the engine loads it on first use (an added task is a module and a line)."""
 
 
 class TaskModule(Protocol[R, I, F, P, S]):
@@ -171,12 +163,22 @@ AnyTask = TaskModule[object, Item, Fit, Part, TaskState]  # a task as the engine
 _LOADED: dict[Task, AnyTask] = {}
 
 
+def module_of(task: Task) -> str:
+    """The module that implements `task`: `ftdata.run.` and the task's name (`ftdata.run.preference`). A name, not
+    an import: a task module builds on this engine, so the engine loads it on first use, and an added task is its
+    module and its `Task` member.
+
+    >>> module_of(Task.KTO)
+    'ftdata.run.kto'
+    """
+    return f"ftdata.run.{task.value}"
+
+
 def task_module(task: Task | None) -> AnyTask:
-    """The `TaskModule` of `task` (None: SFT), from the table."""
+    """The `TaskModule` of `task` (None: SFT): the `TASK` of its module (`module_of`)."""
     task = task or Task.SFT
     if task not in _LOADED:
-        module, name = TASKS[task].split(":")
-        _LOADED[task] = getattr(importlib.import_module(module), name)
+        _LOADED[task] = importlib.import_module(module_of(task)).TASK
     return _LOADED[task]
 
 
@@ -189,7 +191,7 @@ class Stage:
 
     def __init__(self, tokenizer: Any, options: DataOptions):
         self.task = task_module(options.task)
-        check(options, task=self.task, tasks=[task_module(task) for task in TASKS])  # options the task refuses
+        check(options, task=self.task, tasks=[task_module(task) for task in Task])  # options the task refuses
         options = self.task.options(options)
         self._given = tokenizer  # as loaded: what `inputs` declares
         self.chat_template = load_chat_template(options.chat_template) if options.chat_template is not None else None
@@ -439,4 +441,4 @@ def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(list(chain.from_iterable(lists)), dtype=np.int32), lengths
 
 
-__all__ = ["TASKS", "AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "task_module"]
+__all__ = ["AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "module_of", "task_module"]

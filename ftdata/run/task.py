@@ -26,7 +26,7 @@ from ftdata.options import BuildOptions, DataOptions
 from ftdata.records.preference import PREFERENCE_FIELDS, detect_task, preference_columns
 from ftdata.records.prompts import PROMPT_FIELDS, RewardColumns, looks_like_prompts, nested_paths, prompt_columns
 from ftdata.records.reward_types import SKIP
-from ftdata.run.stage import TASKS, task_module
+from ftdata.run.stage import task_module
 from ftdata.run.loop import read_batches
 from ftdata.run.option_rules import check
 from ftdata.types import Task
@@ -121,7 +121,7 @@ def check_options(options: DataOptions) -> DataOptions:
             task=sft), naming it and the fix.
     """
     if options.task is not None:
-        check(options, task=task_module(options.task), tasks=[task_module(task) for task in TASKS])
+        check(options, task=task_module(options.task), tasks=[task_module(task) for task in Task])
     return options
 
 

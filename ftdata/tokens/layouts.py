@@ -18,8 +18,8 @@ Here: the columns, how a layout is told from a table's column names (`layout_of`
 
 Adding a layout: a `Layout` here (its module, if it needs code of its own) and one line in `LAYOUTS`. Rows that
 TRL's collator takes as they are (padded, or end to end: `padding_free`) train with nothing more; a layout with a
-collator or trainer of its own (tree rows) adds that code in `ftdata.train` and its line in
-`ftdata.train.layouts.TRAINING` (the layers: this table cannot name train/ code).
+collator or trainer of its own (tree rows) holds that code in the train/ module named for it, `ftdata.train.<name>`
+(its `TRAINING`), which `ftdata.train.layouts.training` finds by the name: this table never names train/ code.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Layout:
     How TRL's collator takes its rows: `padding_free` (a batch's rows end to end, position_ids restarting, no mask;
     else right-padded with a mask); `probed`: the model is proven on its rows before step 1 (the route its kernels
     give them: `ftdata.train.packing_probe`); `no_media`: the fix, where its rows cannot carry media yet. A layout
-    with code of its own to train (a collator, a trainer) has its line in `ftdata.train.layouts.TRAINING` too."""
+    with code of its own to train (a collator, a trainer) holds it in `ftdata.train.<name>` (its `TRAINING`)."""
 
     name: str
     marker: str | None

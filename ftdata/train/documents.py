@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ftdata.tokens.layouts import PACKED, WEIGHTS
+from ftdata.tokens.layouts import DOCUMENTS, PACKED, WEIGHTS
+from ftdata.train.layout_training import LayoutTraining
 from ftdata.types import IGNORE_INDEX
 
 # Row columns that hold one value per token, cut with the documents; the packed layout's own columns are dropped.
@@ -52,3 +53,6 @@ class DocumentsCollator:
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return self.inner([doc for example in examples for doc in split_documents(example)])
+
+
+TRAINING = LayoutTraining(DOCUMENTS, wrap=DocumentsCollator)  # how the documents route trains (`layouts.training`)

@@ -1,7 +1,9 @@
 """How each row layout (`ftdata.tokens.layouts`) trains: its collator, its trainer, what it asks of the model and
-the layout its rows fall back to. `training(layout)`: the layout's line in `TRAINING` (a layout with code of its own
-to train), else TRL's collator as the layout declares it (`Layout.padding_free`, `probed`, `no_media`); `trainer.py`
-and `run.py` ask it and never which layout rows are.
+the layout its rows fall back to. `training(layout)`: the `TRAINING` of the train/ module named for the layout (a
+layout with code of its own to train: `ftdata.train.tree`, `ftdata.train.documents`), else TRL's collator as the
+layout declares it (`Layout.padding_free`, `probed`, `no_media`); `trainer.py` and `run.py` ask it and never which
+layout rows are. So a layout is its line in `ftdata.tokens.layouts.LAYOUTS` and, where it trains with code of its
+own, its module here.
 
     layout     collated by                                   the model must                      else
     plain      TRL's collator, right-padded with a mask      -                                   -
@@ -19,73 +21,42 @@ A tree's fallback changes the rows (before the run records its data: `fit`); a p
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ftdata.tokens.layers import SequenceLayers
-from ftdata.tokens.layouts import DOCUMENTS, LAYOUTS, PACKED, TREE, Layout, layout_of
+from ftdata.tokens.layouts import LAYOUTS, PACKED, Layout, layout_of
 from ftdata.train.architecture import Route
-from ftdata.train.documents import DocumentsCollator
-from ftdata.train.tree import TreeCollator, as_split_rows, tree_trainer_class, use_tree_attention
+from ftdata.train.layout_training import LayoutTraining
 
-__all__ = ["TRAINING", "LayoutTraining", "fit", "trained_as", "training"]
-
-
-@dataclass(frozen=True)
-class LayoutTraining:
-    """What training a layout takes beyond TRL's collator as the layout declares it (`Layout.padding_free`,
-    `probed`, `no_media`: read through here).
-
-    `collator` (given the pad id) and `trainer`: its own, in place of TRL's; `wrap`: wraps TRL's collator (outside
-    the loss weights' one); `prepare`: readies the model for it; `convert`: its rows as its fallback's, where the
-    model cannot train it (`Layout.blocker`), and `fallback_note` the note then (`{model}`, `{why}`)."""
-
-    layout: Layout
-    collator: Callable[[int], Any] | None = None
-    trainer: Callable[[], type] | None = None
-    wrap: Callable[[Any], Any] | None = None
-    prepare: Callable[[Any], None] | None = None
-    convert: Callable[[Any], Any] | None = None
-    fallback_note: str = ""
-
-    @property
-    def padding_free(self) -> bool:
-        return self.layout.padding_free
-
-    @property
-    def probed(self) -> bool:
-        return self.layout.probed
-
-    @property
-    def no_media(self) -> str | None:
-        return self.layout.no_media
+__all__ = ["LayoutTraining", "fit", "module_of", "trained_as", "training"]
 
 
-TRAINING: dict[str, LayoutTraining] = {  # the layouts with training code of their own; the rest: `training`
-    TREE.name: LayoutTraining(
-        TREE,
-        collator=TreeCollator,
-        trainer=tree_trainer_class,
-        prepare=use_tree_attention,
-        convert=as_split_rows,
-        fallback_note="tree rows: {model} cannot attend along a tree ({why}); training their split rows instead "
-        "(the same trained tokens in the same contexts, each shared prefix forwarded once per row)",
-    ),
-    DOCUMENTS.name: LayoutTraining(DOCUMENTS, wrap=DocumentsCollator),
-}
+def module_of(layout: Layout) -> str:
+    """The train/ module that holds a layout's training code, where it has any: `ftdata.train.` and its name. A name,
+    not an import: that module builds on this one's `LayoutTraining`, so it is loaded on first use.
+
+    >>> module_of(LAYOUTS["tree"])
+    'ftdata.train.tree'
+    """
+    return f"ftdata.train.{layout.name}"
 
 
 def training(layout: Layout | str) -> LayoutTraining:
-    """How `layout` (or the layout of that name) trains: its line in `TRAINING`, else TRL's collator as the layout
-    declares it (padded, or end to end).
+    """How `layout` (or the layout of that name) trains: the `TRAINING` of its module (`module_of`) where it has one,
+    else TRL's collator as the layout declares it (padded, or end to end).
 
+    >>> from ftdata.train.tree import TreeCollator
     >>> training("packed").padding_free, training("plain").padding_free, training("tree").collator is TreeCollator
     (True, False, True)
     """
     layout = LAYOUTS[layout] if isinstance(layout, str) else layout
-    return TRAINING.get(layout.name) or LayoutTraining(layout)
+    name = module_of(layout)
+    own = getattr(importlib.import_module(name), "TRAINING", None) if importlib.util.find_spec(name) else None
+    return own or LayoutTraining(layout)
 
 
 def fit(splits: Any, model: Any) -> Any:

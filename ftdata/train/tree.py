@@ -28,9 +28,11 @@ import torch.nn.functional as F
 from ftdata.tokens.layers import SequenceLayers
 from ftdata.tokens.layouts import TREE, WEIGHTS
 from ftdata.tokens.tree import parents
+from ftdata.train.layout_training import LayoutTraining
 from ftdata.types import IGNORE_INDEX
 
 __all__ = [
+    "TRAINING",
     "TreeCollator",
     "as_split_rows",
     "segments",
@@ -261,3 +263,14 @@ def use_tree_attention(model: Any) -> None:
     register_tree_attention()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.set_attn_implementation(ATTENTION)
+
+
+TRAINING = LayoutTraining(  # how tree rows train (`ftdata.train.layouts.training`)
+    TREE,
+    collator=TreeCollator,
+    trainer=tree_trainer_class,
+    prepare=use_tree_attention,
+    convert=as_split_rows,
+    fallback_note="tree rows: {model} cannot attend along a tree ({why}); training their split rows instead "
+    "(the same trained tokens in the same contexts, each shared prefix forwarded once per row)",
+)

@@ -1,6 +1,6 @@
 """A task without views of its own in the CLI's table (`ftdata.cli.views.VIEWS`) is still previewed and measured:
 the plain views print each record as its task renders it and every figure its `stats` measured. So a new task is
-its module and its line in `run.stage.TASKS`; a line in `VIEWS` only dresses its output."""
+its module (`ftdata.run.<name>`) and its line in `types.Task`; a line in `VIEWS` only dresses its output."""
 
 from __future__ import annotations
 

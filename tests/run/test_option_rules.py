@@ -16,14 +16,14 @@ from ftdata.cli.app import app
 from ftdata.errors import ConfigError
 from ftdata.mix.recipe import Recipe
 from ftdata.options import CHOICES, DATA_FIELDS, BuildOptions, DataOptions, RunOptions
-from ftdata.run.stage import TASKS, Stage, task_module
+from ftdata.run.stage import Stage, task_module
 from ftdata.run.task import check_options
 from ftdata.train.config import TrainConfig
-from ftdata.types import Engine, OnError, Padding, _Choice
+from ftdata.types import Engine, OnError, Padding, Task, _Choice
 
 
 def test_every_rule_names_a_data_option_and_values_of_its_choice() -> None:
-    for task in TASKS:
+    for task in Task:
         rules = task_module(task).rules
         assert set(rules.own) <= set(DATA_FIELDS), task
         assert not rules.own or rules.noun, task  # an owned option's refusal names what the owner builds

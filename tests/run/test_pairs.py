@@ -1,4 +1,4 @@
-"""Preference rows (ftdata.run.pairs) on the reversible byte tokenizer: literal records to literal ids, the
+"""Preference rows (ftdata.run.preference) on the reversible byte tokenizer: literal records to literal ids, the
 rejects with their reasons, truncation of the shared prompt, the task option, and Hypothesis properties.
 
 The byte tokenizer's ChatML renders `<s><|im_start|>user\\n2+2?<|im_end|>\\n<|im_start|>assistant\\n`
@@ -18,7 +18,7 @@ from ftdata.options import DataOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.run.stage import Stage
 from ftdata.types import Task
-from ftdata.run.pairs import MeasuredPair
+from ftdata.run.preference import MeasuredPair
 from ftdata.run.report import Reject
 from ftdata.run.task import check_options
 

@@ -19,7 +19,7 @@ from ftdata.errors import Location
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode, RejectCode
 from ftdata.run.stage import Stage
-from ftdata.run.pairs import MeasuredPair
+from ftdata.run.preference import MeasuredPair
 from ftdata.run.report import Reject
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")

@@ -4,6 +4,8 @@ training run's record count the same tokens."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 import ftdata
 from ftdata.cli.views import VIEWS
 from ftdata.run.columns import row_columns, task_of_columns
-from ftdata.run.stage import TASKS, task_module
+from ftdata.run.stage import module_of, task_module
 from ftdata.train.data import data_task, token_counts
 from ftdata.types import Task
 
@@ -38,16 +40,35 @@ def test_the_task_of_a_built_dataset_comes_from_its_columns(columns: list[str], 
     assert data_task("kto", columns) is Task.KTO  # what the build declared wins
 
 
+def test_each_task_is_the_task_object_of_the_run_module_named_for_it() -> None:
+    """The table of tasks is `Task`: the task named `x` is `ftdata.run.x`'s `TASK`, and no other module of run/
+    holds one (so a task is its module and its line in `Task`, and its name by string stays within run/)."""
+    for task in Task:
+        module = importlib.import_module(module_of(task))
+        assert module.__name__ == f"ftdata.run.{task.value}" and module.TASK.task is task
+        assert task_module(task) is module.TASK
+    holders = set()
+    for path in sorted((ROOT / "ftdata" / "run").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {t.id for node in tree.body if isinstance(node, ast.AnnAssign | ast.Assign)
+                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+        if "TASK" in names:
+            holders.add(f"ftdata.run.{path.stem}")
+    assert holders == {module_of(task) for task in Task} == {
+        "ftdata.run.sft", "ftdata.run.preference", "ftdata.run.kto", "ftdata.run.prompts"
+    }
+
+
 def test_every_task_states_its_columns_and_unit_and_has_views() -> None:
-    assert {task: task_module(task).columns for task in TASKS} == {
+    assert {task: task_module(task).columns for task in Task} == {
         Task.SFT: ("input_ids", "labels"),
         Task.PREFERENCE: ("prompt_ids", "chosen_ids", "rejected_ids"),
         Task.KTO: ("prompt_ids", "completion_ids", "label"),
         Task.PROMPTS: ("prompt", "prompt_ids"),
     }
-    assert [task_module(task).unit for task in TASKS] == ["sequences", "pairs", "completions", "prompts"]
-    assert set(VIEWS) == set(TASKS)  # each task dressed by the CLI; one without a line gets the plain views
-    assert all(callable(task_module(task).stats) for task in TASKS)  # each measures a source itself
+    assert [task_module(task).unit for task in Task] == ["sequences", "pairs", "completions", "prompts"]
+    assert set(VIEWS) == set(Task)  # each task dressed by the CLI; one without a line gets the plain views
+    assert all(callable(task_module(task).stats) for task in Task)  # each measures a source itself
     assert "chosen_ids" in row_columns() and "answer" not in row_columns()
 
 

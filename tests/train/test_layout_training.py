@@ -1,21 +1,43 @@
-"""How each row layout trains (`ftdata.train.layouts.training`): its line in `TRAINING` where it has training code of
-its own, else TRL's collator as the layout declares it. A layout TRL's collator takes as it is is one line in
-`LAYOUTS`: told by its marker, written into a schema, cut into sequences and collated, with nothing else added."""
+"""How each row layout trains (`ftdata.train.layouts.training`): the `TRAINING` of the train/ module named for it
+where it has training code of its own, else TRL's collator as the layout declares it. A layout TRL's collator takes
+as it is is one line in `LAYOUTS`: told by its marker, written into a schema, cut into sequences and collated, with
+nothing else added; one with a collator of its own adds its module and nothing else."""
 
 from __future__ import annotations
+
+import ast
+import importlib.machinery
+import sys
+import types
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+import ftdata.train
 from ftdata.tokens import layouts
 from ftdata.tokens.layouts import LAYOUTS, PACKED, PLAIN, POSITIONS, TREE, Layout, layout_of
-from ftdata.train.layouts import TRAINING, training
+from ftdata.train.layout_training import LayoutTraining
+from ftdata.train.layouts import module_of, training
 from ftdata.train.tree import TreeCollator
 
 
-def test_every_layout_trains_and_only_those_with_code_have_a_line() -> None:
-    assert set(TRAINING) == {"tree", "documents"}
+def _holders() -> set[str]:
+    """The modules of train/ that assign a `TRAINING` at their top level."""
+    out = set()
+    for path in sorted(Path(ftdata.train.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TRAINING" for t in node.targets)
+               for node in tree.body):
+            out.add(f"ftdata.train.{path.stem}")
+    return out
+
+
+def test_every_layout_trains_and_only_those_with_code_have_a_module() -> None:
+    assert _holders() == {"ftdata.train.tree", "ftdata.train.documents"}
+    assert all(training(name).layout is LAYOUTS[name] for name in LAYOUTS)  # each module's TRAINING is its layout's
+    assert {module_of(LAYOUTS[name]) for name in LAYOUTS if training(name).collator or training(name).wrap} == _holders()
     assert {name: (training(name).padding_free, training(name).probed) for name in LAYOUTS} == {
         "plain": (False, False),
         "packed": (True, True),
@@ -54,3 +76,22 @@ def test_a_layout_added_by_one_line_is_read_from_schema_to_collator(one_more_lay
     )
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]  # padded rows, as it declares
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+
+
+def test_a_layout_with_a_collator_of_its_own_is_its_line_and_its_module(
+    one_more_layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The module `ftdata.train.chunks` (put in place as an import would find it) holds the layout's `TRAINING`:
+    nothing else names it, and `training` finds it."""
+
+    def collator(pad_id: int) -> str:
+        return f"chunks collator, pad {pad_id}"
+
+    module = types.ModuleType("ftdata.train.chunks")
+    module.__spec__ = importlib.machinery.ModuleSpec("ftdata.train.chunks", None)
+    module.TRAINING = LayoutTraining(one_more_layout, collator=collator)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ftdata.train.chunks", module)
+    how = training("chunks")
+    assert how is module.TRAINING and how.collator is not None and how.collator(7) == "chunks collator, pad 7"
+    monkeypatch.delitem(sys.modules, "ftdata.train.chunks")
+    assert training("chunks").collator is None  # without its module: TRL's collator, as the layout declares

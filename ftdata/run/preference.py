@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["KTO", "PAIRS", "Fitted", "MeasuredPair", "PairState", "PairTask", "Side", "sides_of"]
+__all__ = ["TASK", "Fitted", "MeasuredPair", "PairModule", "PairState", "PairTask", "Side", "sides_of"]
 
 ROUNDS = 3  # prompt cuts a pair may take: the SFT budget is re-aimed after each by what the pair still has over
 CUT_WORDS = {RejectCode.TURNS_DROPPED: "oldest turns dropped", RejectCode.PROMPT_SHORTENED: "prompt shortened"}
@@ -309,8 +309,7 @@ class PairTask:
 
 
 PairModule = TaskModule[Pair | Unpaired, MeasuredPair, Fitted, PairPart, PairState]
-PAIRS: PairModule = PairTask(Task.PREFERENCE)
-KTO: PairModule = PairTask(Task.KTO)
+TASK: PairModule = PairTask(Task.PREFERENCE)  # the preference task; `ftdata.run.kto` is its unpaired twin
 
 
 def _prompt(stage: Stage, record: Pair | Unpaired, sides: tuple[Rendered, ...]) -> Rendered:
@@ -375,7 +374,7 @@ def _shorten(stage: Stage, item: MeasuredPair, over: str) -> Fitted:
         shorter = cut.conversations[0]
         record = replace(item.record, prompt=replace(shorter, messages=shorter.messages[:-1]))
         with limits.pinned():
-            ((_, again),) = PAIRS.measure(stage, [(0, record)], False)
+            ((_, again),) = TASK.measure(stage, [(0, record)], False)
         if isinstance(again, Reject):
             return Fitted([], f"the pair with its prompt shortened cannot be used: {again.reason}", again.code)
         if again.row.length <= limit:
