@@ -230,7 +230,8 @@ def _stage(settings: Settings) -> tuple[Any, Any]:
     from ftdata.run.task import with_task
 
     options = with_task(settings.data, settings.options)
-    stage = Stage(load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code), options.data)
+    tok = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code, shared=True)  # read only
+    stage = Stage(tok, options.data)
     return stage, TaskChoice(stage.task.task.value, options.task_reason)
 
 
@@ -515,9 +516,10 @@ def build(
         )
     opts = settings.options
     # the library decides the rest (ftdata.build.api): the recipe's options, the cache, the tokenizer;
-    # it is loaded here first only because `datasets`, imported before it, costs the build 17-40 MiB more
+    # it is loaded here first only because `datasets`, imported before it, costs the build 17-40 MiB more; shared:
+    # the build and the page only read it (a process that builds again from the same folder loads it once)
     spec = settings.tokenizer  # `tokenizer_spec`'s choice (`resolve`, `_recipe`)
-    tok = load_tokenizer(spec, trust_remote_code=settings.trust_remote_code)
+    tok = load_tokenizer(spec, trust_remote_code=settings.trust_remote_code, shared=True)
     import datasets
 
     datasets.disable_progress_bars()  # ours is on screen; save_to_disk's would interleave with it
@@ -738,7 +740,7 @@ def markers(
     from ftdata.io.resources import load_tokenizer
 
     kwargs = parse_json_object(chat_template_kwargs, name="chat_template_kwargs") if chat_template_kwargs else None
-    tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code, shared=True)  # read only: applied copies
     label = tokenizer_label(tokenizer, tok)
     if chat_template is not None:
         tok = load_chat_template(chat_template).applied(tok)

@@ -168,7 +168,7 @@ def check_serving(
     options = BuildOptions.from_mapping(
         {k: v for k, v in record["options"].items() if k not in ("rejects_path", "cache", "cache_dir")}
     )
-    tokenizer = load_tokenizer(built_tokenizer(record))
+    tokenizer = load_tokenizer(built_tokenizer(record), shared=True)  # read only: `applied` copies
     if options.data.chat_template is not None:
         from ftdata.chat.chat_template import load_chat_template
 

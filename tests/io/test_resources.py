@@ -10,10 +10,14 @@ import os
 import shutil
 from pathlib import Path
 
+import datasets
 import pytest
 from support import TOKENIZERS
+from typer.testing import CliRunner
 
+from ftdata.cli.app import app
 from ftdata.guard.inputs import Digests
+from ftdata.io import resources
 from ftdata.io.resources import load_tokenizer, tokenizer_input
 
 
@@ -120,3 +124,29 @@ def test_a_checked_state_is_never_taken_after_its_build(folder: Path) -> None:
         assert tok is held
     tok.chat_template = "{{ messages[0]['content'] }}"  # then changed: its fingerprint is the new state's
     assert tokenizer_input(tok, Digests()).digest != before
+
+
+def test_builds_in_one_process_parse_the_tokenizer_once_until_a_byte_of_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ftdata build` only reads its tokenizer, so a process that builds again from the same folder (a notebook, a
+    script over CliRunner) is served the one it parsed, while every byte of the folder is the same."""
+    folder = tmp_path / "qwen"
+    shutil.copytree(TOKENIZERS / "qwen2.5-instruct", folder)
+    for file in folder.iterdir():
+        file.chmod(0o644)
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}))
+    parsed = []
+    real = resources._tokenizer_class
+    monkeypatch.setattr(resources, "_tokenizer_class", lambda path: parsed.append(path) or real(path))
+    for out in ("a", "b"):
+        assert CliRunner().invoke(app, ["build", str(data), "-o", str(tmp_path / out), "--tokenizer", str(folder)]).exit_code == 0
+    assert len(parsed) == 1
+    config = folder / "tokenizer_config.json"
+    config.write_text(config.read_text(encoding="utf-8").replace("You are Qwen", "You are Qwem"), encoding="utf-8")
+    assert CliRunner().invoke(app, ["build", str(data), "-o", str(tmp_path / "c"), "--tokenizer", str(folder)]).exit_code == 0
+    assert len(parsed) == 2
+    tok = resources.load_tokenizer(str(folder))
+    texts = {out: tok.decode(datasets.load_from_disk(str(tmp_path / out / "dataset"))[0]["input_ids"]) for out in "abc"}
+    assert "You are Qwen," in texts["a"] and texts["a"] == texts["b"] and "You are Qwem," in texts["c"]
