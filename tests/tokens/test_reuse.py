@@ -61,11 +61,16 @@ def test_ids_are_the_tokenizers_own_on_every_shared_tokenizer(name: str | None) 
     assert encoder.exact is (name != "phi-3-mini-4k-instruct")
 
 
+@pytest.fixture(scope="module")
+def qwen() -> Any:
+    return AutoTokenizer.from_pretrained(TOKENIZERS / "qwen2.5-instruct")  # read only: each template is passed
+
+
 @pytest.mark.parametrize("template", TRL_TEMPLATES, ids=lambda p: p.stem)
-def test_ids_are_the_tokenizers_own_on_every_trl_template(template: Path) -> None:
-    tok = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen2.5-instruct")
-    tok.chat_template = template.read_text(encoding="utf-8")
-    texts = _renders(tok, bos_token="<|endoftext|>")  # Llama 3's templates write a BOS; Qwen2.5 has none
+def test_ids_are_the_tokenizers_own_on_every_trl_template(template: Path, qwen: Any) -> None:
+    tok = qwen
+    source = template.read_text(encoding="utf-8")
+    texts = _renders(tok, chat_template=source, bos_token="<|endoftext|>")  # Llama 3's write a BOS; Qwen2.5 has none
     assert texts, f"{template.name} rendered none of the probe conversations"
     assert ReusingEncoder(tok).encode(texts * 2, tok) == tok(texts * 2, add_special_tokens=False)["input_ids"]
 
