@@ -307,9 +307,14 @@ class Printer:
             print_(f"task       {task.line}")
         if rows:
             print_(f"rows       {rows}")
-        if not trains:
-            limit = opts.max_prompt_length or opts.max_length
-            print_(f"template   {renderer.name}  (max_prompt_length={limit})")
+        if not trains:  # the length limit the task reads: a prompt set's own max_prompt_length, else max_length
+            own = "max_prompt_length" in stage.task.rules.own
+            limit = (
+                f"max_prompt_length={opts.max_prompt_length or opts.max_length}"
+                if own
+                else f"max_length={opts.max_length}"
+            )
+            print_(f"template   {renderer.name}  ({limit})")
             if markers:
                 print_(
                     f"markers    user {markers.user_header!r}  assistant {markers.assistant_header!r}  system "

@@ -43,6 +43,15 @@ def test_plain_preview_shows_each_prompt_as_the_build_tokenizes_it(tmp_path: Pat
     assert "record 3" not in text
 
 
+def test_the_plain_header_names_the_length_limit_the_task_reads(no_views: None) -> None:
+    """A prompt set reads max_prompt_length; a task that does not (SFT shown plainly here) is held to max_length."""
+    prompts = run("preview", DATA / "gsm8k_test_20.jsonl", "--task", "prompts", "-n", "1", "--max-prompt-length", "300")
+    assert "(max_prompt_length=300)" in prompts
+    sft = run("preview", DATA / "alpaca_en_demo_20.json", "-n", "1", "--max-length", "512")
+    assert "each record as the sft task renders it" in sft
+    assert "(max_length=512)" in sft and "max_prompt_length" not in sft
+
+
 def test_plain_stats_print_every_figure_the_task_measured(no_views: None) -> None:
     data = DATA / "gsm8k_test_20.jsonl"
     measured = json.loads(run("stats", data, "--task", "prompts", "--json"))
