@@ -105,3 +105,18 @@ def set_day(monkeypatch, day) -> None:
             return cls(day.year, day.month, day.day, 12, tzinfo=tz)
 
     monkeypatch.setattr(chat_template_utils, "datetime", Day)
+
+
+def modules_assigning(package: str, name: str) -> set[str]:
+    """The modules of the ftdata subpackage `package` ("run", "train") that assign `name` at their top level (a
+    plain or an annotated assignment), by dotted name: where a table-free seam finds its implementations."""
+    import ast
+
+    out = set()
+    for path in sorted((ROOT / "ftdata" / package).glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                out.add(f"ftdata.{package}.{path.stem}")
+    return out
+

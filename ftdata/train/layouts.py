@@ -36,8 +36,8 @@ __all__ = ["LayoutTraining", "fit", "module_of", "trained_as", "training"]
 
 
 def module_of(layout: Layout) -> str:
-    """The train/ module that holds a layout's training code, where it has any: `ftdata.train.` and its name. A name,
-    not an import: that module builds on this one's `LayoutTraining`, so it is loaded on first use.
+    """The train/ module that holds a layout's training code, where it has any: `ftdata.train.` and its name. Found
+    by the name, not imported here, so no table of this module lists the layouts that have code of their own.
 
     >>> module_of(LAYOUTS["tree"])
     'ftdata.train.tree'

@@ -4,11 +4,11 @@ training run's record count the same tokens."""
 
 from __future__ import annotations
 
-import ast
 import importlib
 from pathlib import Path
 
 import pytest
+from support import modules_assigning
 
 import ftdata
 from ftdata.cli.views import VIEWS
@@ -47,14 +47,7 @@ def test_each_task_is_the_task_object_of_the_run_module_named_for_it() -> None:
         module = importlib.import_module(module_of(task))
         assert module.__name__ == f"ftdata.run.{task.value}" and module.TASK.task is task
         assert task_module(task) is module.TASK
-    holders = set()
-    for path in sorted((ROOT / "ftdata" / "run").glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        names = {t.id for node in tree.body if isinstance(node, ast.AnnAssign | ast.Assign)
-                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
-        if "TASK" in names:
-            holders.add(f"ftdata.run.{path.stem}")
-    assert holders == {module_of(task) for task in Task} == {
+    assert modules_assigning("run", "TASK") == {module_of(task) for task in Task} == {
         "ftdata.run.sft", "ftdata.run.preference", "ftdata.run.kto", "ftdata.run.prompts"
     }
 

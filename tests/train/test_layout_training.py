@@ -5,17 +5,15 @@ nothing else added; one with a collator of its own adds its module and nothing e
 
 from __future__ import annotations
 
-import ast
 import importlib.machinery
 import sys
 import types
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from support import modules_assigning
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-import ftdata.train
 from ftdata.tokens import layouts
 from ftdata.tokens.layouts import LAYOUTS, PACKED, PLAIN, POSITIONS, TREE, Layout, layout_of
 from ftdata.train.layout_training import LayoutTraining
@@ -23,21 +21,10 @@ from ftdata.train.layouts import module_of, training
 from ftdata.train.tree import TreeCollator
 
 
-def _holders() -> set[str]:
-    """The modules of train/ that assign a `TRAINING` at their top level."""
-    out = set()
-    for path in sorted(Path(ftdata.train.__file__).parent.glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        if any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TRAINING" for t in node.targets)
-               for node in tree.body):
-            out.add(f"ftdata.train.{path.stem}")
-    return out
-
-
 def test_every_layout_trains_and_only_those_with_code_have_a_module() -> None:
-    assert _holders() == {"ftdata.train.tree", "ftdata.train.documents"}
+    assert modules_assigning("train", "TRAINING") == {"ftdata.train.tree", "ftdata.train.documents"}
     assert all(training(name).layout is LAYOUTS[name] for name in LAYOUTS)  # each module's TRAINING is its layout's
-    assert {module_of(LAYOUTS[name]) for name in LAYOUTS if training(name).collator or training(name).wrap} == _holders()
+    assert {module_of(LAYOUTS[name]) for name in LAYOUTS if training(name).collator or training(name).wrap} == modules_assigning("train", "TRAINING")
     assert {name: (training(name).padding_free, training(name).probed) for name in LAYOUTS} == {
         "plain": (False, False),
         "packed": (True, True),
