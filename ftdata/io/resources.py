@@ -288,6 +288,8 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
                 f"tokenizer {str(spec)!r} ships its own Python code (auto_map); ftdata does not run it "
                 "unless you pass --trust-remote-code (trust_remote_code=True) after reading that code"
             ) from None
+        if isinstance(exc, json.JSONDecodeError) and (broken := _broken_json(path)) is not None:
+            raise ConfigError(f"cannot load tokenizer {str(spec)!r}: {broken}; fix that file") from None
         hint = "a local folder with tokenizer.json" if not path.exists() else "a folder with tokenizer.json"
         raise ConfigError(
             f"cannot load tokenizer {str(spec)!r}: {str(exc).splitlines()[0]} "
@@ -299,6 +301,19 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
                 _LOADED.clear()
             _LOADED[key] = (files, None, tok)  # its state digest comes with the build's fingerprint of it
     return tok
+
+
+def _broken_json(folder: Path) -> str | None:
+    """The first JSON file of a tokenizer folder that does not parse, located (`tokenizer_config.json:1:22: invalid
+    JSON: Expecting ',' delimiter`); None when every one parses (the error was another file's, or not JSON's)."""
+    for file in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            return f"{file.name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
+        except (OSError, ValueError, RecursionError):
+            continue
+    return None
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from support import TOKENIZERS
 from typer.testing import CliRunner
 
 from ftdata.cli.app import app
+from ftdata.errors import ConfigError
 from ftdata.guard.inputs import Digests
 from ftdata.io import resources
 from ftdata.io.resources import load_tokenizer, tokenizer_input
@@ -150,3 +151,14 @@ def test_builds_in_one_process_parse_the_tokenizer_once_until_a_byte_of_it_chang
     tok = resources.load_tokenizer(str(folder))
     texts = {out: tok.decode(datasets.load_from_disk(str(tmp_path / out / "dataset"))[0]["input_ids"]) for out in "abc"}
     assert "You are Qwen," in texts["a"] and texts["a"] == texts["b"] and "You are Qwem," in texts["c"]
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "tokenizer.json"])
+def test_a_broken_json_file_of_the_folder_is_named_with_its_line_and_column(folder: Path, name: str) -> None:
+    file = folder / name
+    text = file.read_text(encoding="utf-8")
+    file.write_text(text[: len(text) // 2], encoding="utf-8")  # cut mid-file, as an interrupted copy leaves it
+    with pytest.raises(ConfigError, match=rf"cannot load tokenizer '.*phi-3': {name}:\d+:\d+: invalid JSON: .*; fix that file$"):
+        load_tokenizer(str(folder), shared=True)
+    result = CliRunner().invoke(app, ["markers", "--tokenizer", str(folder)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and f"{name}:" in result.output
