@@ -95,6 +95,33 @@ def test_the_llamafactory_demo_builds_rows_equal_to_the_processors(family, data,
     assert [round(r["media"][0]["seconds"], 3) for r in ds][:3] == [4.032, 2.901, 5.855]
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_folders_processor_holds_the_builds_tokenizer_and_is_autoprocessors(family, request, tmp_path, monkeypatch):
+    """A build loads the folder's tokenizer once: the audio processor is AutoProcessor's (class, settings, ids and
+    features for a clip) with that tokenizer in it, no tokenizer file parsed again; another folder's is not taken."""
+    from transformers import AutoProcessor, PreTrainedTokenizerBase
+
+    from ftdata.io.resources import load_tokenizer
+    from ftdata.media.processors import load_processor
+
+    folder = request.getfixturevalue(family).tokenizer.name_or_path
+    auto = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    tok = load_tokenizer(folder)
+    parsed = []
+    loader = PreTrainedTokenizerBase.from_pretrained.__func__
+    monkeypatch.setattr(PreTrainedTokenizerBase, "from_pretrained", classmethod(lambda c, *a, **k: parsed.append(a) or loader(c, *a, **k)))
+    ours = load_processor(folder, tokenizer=tok)
+    assert parsed == [] and ours.tokenizer is tok
+    assert type(ours) is type(auto) and ours.to_dict() == auto.to_dict() and ours.audio_token_id == auto.audio_token_id
+    fe = getattr(auto, "feature_extractor", None) or auto.audio_processor
+    wave = load_audio(str(CLIPS / "2.wav"), rate=fe.sampling_rate)
+    text = auto.tokenizer.decode(auto.tokenizer("What is that sound?")["input_ids"]) + auto.audio_token
+    a, o = (p(text=[text], audio=[wave], sampling_rate=fe.sampling_rate) for p in (auto, ours))
+    assert a.keys() == o.keys() and all(np.array_equal(np.asarray(a[k]), np.asarray(o[k])) for k in a)
+    other = shutil.copytree(folder, tmp_path / "copy")  # the same files, another folder: its tokenizer is its own
+    assert load_processor(str(other), tokenizer=tok).tokenizer is not tok and len(parsed) == 1
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """One clip per rate x channels x format, 0.1 s up to 2.3 s, and a chat record for each."""
