@@ -96,14 +96,15 @@ def grow_reference(rows: Sequence[tuple[list[int], list[int]]], *, max_length: i
 
 def distinct_prefixes(records: Sequence[Sequence[tuple[list[int], list[int]]]]) -> int:
     """The least any exact layout of these rows can forward: their distinct (token, loss weight) prefixes, across
-    records (a set of tuples, nothing shared with `ftdata.tokens.tree`)."""
-    seen: set[tuple[Key, ...]] = set()
+    records (a trie of dicts, each prefix numbered once; nothing shared with `ftdata.tokens.tree`)."""
+    prefixes: dict[tuple[int, Key], int] = {}  # (a prefix's number, the next key) -> the longer prefix's number
     for rows in records:
         for row in rows:
             weights = getattr(row, "weights", None) or [1.0] * len(row[0])
-            keys = tuple(zip(row[0], weights))
-            seen.update(keys[: i + 1] for i in range(len(keys)))
-    return len(seen)
+            node = 0  # the empty prefix
+            for key in zip(row[0], weights):
+                node = prefixes.setdefault((node, key), len(prefixes) + 1)
+    return len(prefixes)
 
 
 class _SharedTrie:

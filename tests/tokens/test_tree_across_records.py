@@ -22,7 +22,7 @@ from tree_reference import distinct_prefixes, share_reference
 
 import ftdata
 from ftdata.tokens.masking import WeightedRow
-from ftdata.tokens.tree import paths, share, visible
+from ftdata.tokens.tree import parents, paths, share, visible
 from ftdata.types import IGNORE_INDEX
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -52,14 +52,25 @@ def build(tmp_path: Path, history: str, **options: Any) -> Any:
     return ftdata.build(str(data), tokenizer=tok, history=history, cache=False, **options).dataset
 
 
-def contexts(rows: Any) -> list[tuple[tuple[int, ...], int]]:
+# (a context's number, the next token) -> the number of that context followed by the token: every distinct sequence of
+# tokens numbered once, shared by every `contexts` call (0: the empty context)
+_CONTEXTS: dict[tuple[int, int], int] = {}
+
+
+def contexts(rows: Any) -> list[tuple[int, int]]:
     """Every trained token of `rows` as (what it is predicted from, the token): a plain row's tokens before it, a
-    tree row's ancestors (`visible`, from the position ids)."""
+    tree row's ancestors (`parents`, from the position ids). A context is its number in `_CONTEXTS`, the same for the
+    same tokens in every call, so rows of thousands of tokens compare in time linear in their tokens."""
     out = []
     for row in rows:
         ids, labels = row["input_ids"], row["labels"]
-        seen = visible(row["position_ids"]) if "position_ids" in row else [list(range(i + 1)) for i in range(len(ids))]
-        out.extend((tuple(ids[j] for j in seen[i][:-1]), lab) for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
+        up = parents(row["position_ids"]) if "position_ids" in row else range(-1, len(ids) - 1)
+        node: list[int] = []  # per token: the number of the tokens it sees, itself included
+        for i, (token, label) in enumerate(zip(ids, labels)):
+            before = node[up[i]] if up[i] >= 0 else 0
+            node.append(_CONTEXTS.setdefault((before, token), len(_CONTEXTS) + 1))
+            if label != IGNORE_INDEX:
+                out.append((before, label))
     return sorted(out)
 
 
