@@ -26,6 +26,11 @@ from ftdata.chat.renderer import ChatRenderer
 from ftdata.chat.stops import one_token
 from ftdata.errors import TemplateError
 
+# What a transformers 5 tokenizer built its Rust tokenizer from in __init__ (the vocabulary and merges as Python
+# objects), never read or changed after it: a copy shares them (copying Qwen2.5's 151k merges one tuple at a time was
+# half of a 1.3 s deepcopy; Gemma 3's 515k: 1.4 of 3.6 s).
+INIT_TABLES = ("_vocab", "_merges", "_vocab_scores")
+
 # A chat marker: <|im_end|>, <｜Assistant｜> (DeepSeek's full-width bars), <start_of_turn>, </s>, [INST], [/INST].
 MARKER = re.compile(r"<\|[^<>|\s]+\|>|<｜[^<>｜]+｜>|</?[A-Za-z_][\w.-]*>|\[/?[A-Z][A-Z_]*\]")
 
@@ -73,7 +78,8 @@ def with_chat_tokens(tokenizer: Any) -> Any:
         return tokenizer
     from tokenizers import AddedToken
 
-    extended = copy.deepcopy(tokenizer)
+    shared = {id(table): table for name in INIT_TABLES if (table := vars(tokenizer).get(name)) is not None}
+    extended = copy.deepcopy(tokenizer, shared)  # a memo entry is the copy deepcopy uses: the table itself
     tokens = [
         AddedToken(m, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False) for m in markers
     ]

@@ -38,6 +38,19 @@ def test_with_chat_tokens_adds_special_tokens_once():
     assert with_chat_tokens(extended) is extended
 
 
+def test_the_copy_shares_only_the_tables_init_read_and_leaves_the_tokenizer_as_it_was():
+    """Phi-3's tokenizer keeps the vocabulary and merges its __init__ built from: the copy shares those (no one
+    changes them), and nothing else: the tokens it adds are in the copy only."""
+    tok = copy.deepcopy(tokenizer("phi-3-mini-4k-instruct"))
+    tok.chat_template = CHATML
+    before = (len(tok), dict(tok.added_tokens_decoder), tok("<|im_end|>")["input_ids"], tok.special_tokens_map)
+    extended = with_chat_tokens(tok)
+    assert extended._merges is tok._merges and extended._vocab is tok._vocab and len(tok._merges) > 60_000
+    assert (len(tok), dict(tok.added_tokens_decoder), tok("<|im_end|>")["input_ids"], tok.special_tokens_map) == before
+    assert len(extended) == len(tok) + 2 and extended.backend_tokenizer is not tok.backend_tokenizer
+    assert extended("<|im_end|>", add_special_tokens=False)["input_ids"] == [len(tok) + 1]
+
+
 def test_build_with_add_chat_tokens_trains_the_closer_as_one_token():
     rows = [{"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]}]
     (added,) = build_sft_dataset(rows, tokenizer=chatml_llama3(), add_chat_tokens=True)
