@@ -1,13 +1,14 @@
 """`ftdata train OUT` in two processes on CPU (gloo), against one process with the same global batch.
 
 The session's tiny Llama (2 layers, hidden 64, the SmolLM2 tokenizer: `tiny_model_dir`), plain LoRA (no
-quantization), rows of ~43 tokens built by the bundled tokenizer, 4 steps: one run of one process (4 rows a step),
-one `torchrun --nproc_per_node 2` run (2 rows a step on each rank), and an `accelerate launch --multi_gpu
+quantization), rows of ~43 tokens built by the bundled tokenizer, 4 steps: one run of one process (4 rows a step; the
+CLI app in the test's own process), one `torchrun --nproc_per_node 2` run (2 rows a step on each rank), and an `accelerate launch --multi_gpu
 --num_processes 2` resume of the second from its checkpoint-2. About 35 s on 2 quiet cores (the bundled 135M model
 took 80: most of a launch is importing torch and TRL, and the 135M steps); in the default suite so CI runs it.
 
-A `sitecustomize` hook on each process's path marks that the process started and whether it
-ever built a tokenizing stage (`ftdata.run.stage.Stage`): training on a build folder must not.
+A `sitecustomize` hook on each launched process's path marks that the process started and whether it
+ever built a tokenizing stage (`ftdata.run.stage.Stage`): training on a build folder must not (the one-process run
+counts its stages the same way, in this process).
 """
 
 from __future__ import annotations
@@ -102,18 +103,38 @@ def _launch_all(root: Path, model: Path):
     ftdata.build(str(data), built, max_length=64)  # `ftdata build` in this process: one process start fewer
     common = ["train", str(built), "--model", str(model), *TRAIN_FLAGS, "--output-dir", str(root / "runs")]
     torchrun = [_script("torchrun"), "--nproc_per_node", "2"]
-    procs = {
-        "one": launch.run("one", [], [*common, "--per-device-train-batch-size", "4", "--run-name", "one"]),
-        "two": launch.run("two", torchrun, [*common, "--per-device-train-batch-size", "2", "--run-name", "two"]),
-    }
+    one = _in_this_process([*common, "--per-device-train-batch-size", "4", "--run-name", "one"])
+    procs = {"two": launch.run("two", torchrun, [*common, "--per-device-train-batch-size", "2", "--run-name", "two"])}
     # A copy of the two-process run as if it had been stopped after checkpoint-2, resumed under accelerate.
     shutil.copytree(root / "runs" / "two", root / "runs" / "resumed")
     for later in ("checkpoint-4", "adapter"):
         shutil.rmtree(root / "runs" / "resumed" / later)
     accelerate = [_script("accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
     procs["resumed"] = launch.run("resumed", accelerate, ["train", "--resume", str(root / "runs" / "resumed")])
-    records = {name: json.loads((root / "runs" / name / "run.json").read_text()) for name in procs}
-    return launch, procs, records, root / "runs"
+    records = {name: json.loads((root / "runs" / name / "run.json").read_text()) for name in ("one", *procs)}
+    return launch, procs, records, root / "runs", one
+
+
+def _in_this_process(args: list[str]) -> list[str]:
+    """`ftdata ARGS` run by the CLI app in this process (one start of torch and TRL fewer); what it built: the
+    `Stage`s it made (training on a build folder makes none)."""
+    from typer.testing import CliRunner
+
+    import ftdata.run.stage
+    from ftdata.cli.app import app
+
+    built: list[str] = []
+    init = ftdata.run.stage.Stage.__init__
+
+    def marked(self, *a, **k):
+        built.append("tokenized")
+        init(self, *a, **k)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ftdata.run.stage.Stage, "__init__", marked)
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output[-3000:] + repr(result.exception)
+    return built
 
 
 def losses(record: dict) -> dict[int, float]:
@@ -121,7 +142,7 @@ def losses(record: dict) -> dict[int, float]:
 
 
 def _two_processes_match_one_with_the_same_global_batch(runs) -> None:
-    _, _, records, _ = runs
+    _, _, records, _, _ = runs
     one, two = losses(records["one"]), losses(records["two"])
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
     for step in one:
@@ -130,7 +151,7 @@ def _two_processes_match_one_with_the_same_global_batch(runs) -> None:
 
 
 def _run_json_records_world_size_and_global_batch(runs) -> None:
-    _, _, records, _ = runs
+    _, _, records, _, _ = runs
     assert records["one"]["processes"] == {
         "world_size": 1, "backend": None, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
         "global_batch_size": 4,
@@ -145,21 +166,21 @@ def _run_json_records_world_size_and_global_batch(runs) -> None:
 
 
 def _no_rank_tokenizes_the_built_rows(runs) -> None:
-    launch, _, _, _ = runs
-    assert launch.marks("one") == {"started-main"}
+    launch, _, _, _, one = runs
+    assert one == []
     assert launch.marks("two") == {"started-main", "started-0", "started-1"}
     assert launch.marks("resumed") == {"started-main", "started-0", "started-1"}
 
 
 def _no_ddp_warning_and_one_summary(runs) -> None:
-    _, procs, _, _ = runs
+    _, procs, _, _, _ = runs
     for name in ("two", "resumed"):
         assert "find_unused_parameters" not in procs[name].stderr
         assert procs[name].stdout.count("done ") == 1
 
 
 def _checkpoints_and_resume_under_two_processes(runs) -> None:
-    _, _, records, folder = runs
+    _, _, records, folder, _ = runs
     checkpoint = folder / "two" / "checkpoint-2"
     assert {"adapter_model.safetensors", "optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"} <= {
         p.name for p in checkpoint.iterdir()
