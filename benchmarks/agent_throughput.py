@@ -207,6 +207,7 @@ def pin(cores: int) -> None:
 
 
 def child(method: str, path: Path, max_length: int, workers: int) -> None:
+    method = method.removesuffix("@before")  # the same method, on the --baseline checkout's ftdata (PYTHONPATH)
     pin(workers if method == "processes" else 1)
     import datasets
     import transformers
@@ -226,11 +227,13 @@ def child(method: str, path: Path, max_length: int, workers: int) -> None:
     print(json.dumps(out))
 
 
-def measure(method: str, path: Path, max_length: int, workers: int) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter and return its JSON line."""
+def measure(method: str, path: Path, max_length: int, workers: int, baseline: Path | None = None) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return its JSON line (`METHOD@before`: with the ftdata of the
+    --baseline checkout)."""
     command = [sys.executable, __file__, "--child", method, "--data", str(path), "--max-length", str(max_length),
                "--workers", str(workers)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = baseline if method.endswith("@before") and baseline is not None else ROOT
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(code)})
     if done.returncode:
         raise SystemExit(f"{method} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -246,15 +249,19 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=131_072, help="longer than any example: nothing is cut")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="workers of the processes engine")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated; METHOD@before: with --baseline's ftdata")
+    parser.add_argument("--baseline", type=Path, help="another ftdata checkout (its root), measured in the same rounds as "
+                        "the methods named METHOD@before: before/after in one run")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.data, args.max_length, args.workers)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if unknown := [m for m in methods if m not in METHODS]:
-        parser.error(f"--methods takes {', '.join(METHODS)}; got {', '.join(unknown)}")
+    if unknown := [m for m in methods if m.removesuffix("@before") not in METHODS]:
+        parser.error(f"--methods takes {', '.join(METHODS)} (each also as METHOD@before); got {', '.join(unknown)}")
+    if any(m.endswith("@before") for m in methods) and args.baseline is None:
+        parser.error("a METHOD@before needs --baseline CHECKOUT")
 
     examples = build_examples(args.examples, args.bytes)
     with tempfile.TemporaryDirectory() as tmp:
@@ -266,33 +273,36 @@ def main() -> None:
         print(f"data: {len(examples)} examples, {statistics.mean(map(len, lines)) / 1000:.1f} KB each on average "
               f"({min(map(len, lines)):,}-{max(map(len, lines)):,} bytes), {statistics.mean(turns):.0f} assistant "
               f"turns each: the {ATIF.name} trajectories concatenated and repeated (see the docstring)\n")  # fmt: skip
-        rounds = [{m: measure(m, path, args.max_length, args.workers) for m in methods} for _ in range(args.rounds)]
+        rounds = [
+            {m: measure(m, path, args.max_length, args.workers, args.baseline) for m in methods} for _ in range(args.rounds)
+        ]
     show(methods, rounds, args.workers)
 
 
 def show(methods: list[str], rounds: list[dict[str, dict[str, Any]]], workers: int) -> None:
     """Every round's examples/min/core, then the median of each, its ratio to the anchor and to TRL."""
-    cores = {m: workers if m == "processes" else 1 for m in methods}
+    cores = {m: workers if m.removesuffix("@before") == "processes" else 1 for m in methods}
     built = []
     for m in methods:
         first = rounds[0][m]
         trained = f" ({first['trained']:,} trained)" if "trained" in first else ""
         built.append(f"{m} {first['rows']} rows {first['tokens']:,} tokens{trained}")
     print("what each built: " + "; ".join(built))
-    print(f"{'round':>7}" + "".join(f"{m:>11}" for m in methods) + "   examples/min/core (processes: per worker)")
+    w = {m: max(11, len(m) + 2) for m in methods}  # column widths
+    print(f"{'round':>7}" + "".join(f"{m:>{w[m]}}" for m in methods) + "   examples/min/core (processes: per worker)")
     per: dict[str, list[float]] = {m: [] for m in methods}
     for i, measured in enumerate(rounds, 1):
         for m in methods:
             per[m].append(measured[m]["records"] / measured[m]["seconds"] * 60 / cores[m])
-        print(f"{i:>7}" + "".join(f"{per[m][-1]:>11,.0f}" for m in methods), flush=True)
+        print(f"{i:>7}" + "".join(f"{per[m][-1]:>{w[m]},.0f}" for m in methods), flush=True)
     median = {m: statistics.median(per[m]) for m in methods}
-    print(f"{'median':>7}" + "".join(f"{median[m]:>11,.0f}" for m in methods))
-    anchor = "".join(f"{median[m] / ANCHOR_PER_MIN:>10.2f}x" for m in methods)
+    print(f"{'median':>7}" + "".join(f"{median[m]:>{w[m]},.0f}" for m in methods))
+    anchor = "".join(f"{median[m] / ANCHOR_PER_MIN:>{w[m] - 1}.2f}x" for m in methods)
     print(f"{'/anchor':>7}{anchor}   anchor: {ANCHOR_PER_MIN}/min/core (fw-ai cookbook)")
     for base in ("trl", "raw"):
         if base in methods:  # each round's own ratio, then their median
             ratio = {m: statistics.median(a / b for a, b in zip(per[m], per[base])) for m in methods}
-            print(f"{'/' + base:>7}" + "".join(f"{ratio[m]:>10.2f}x" for m in methods) + "   per round, median")
+            print(f"{'/' + base:>7}" + "".join(f"{ratio[m]:>{w[m] - 1}.2f}x" for m in methods) + "   per round, median")
     if "processes" in methods and "inference" in methods:
         speedup = statistics.median(p * workers / i for p, i in zip(per["processes"], per["inference"]))
         print(f"processes, {workers} workers: {speedup:.2f}x inference's rate on one core (median)")

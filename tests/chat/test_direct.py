@@ -191,14 +191,21 @@ def test_direct_render_on_any_conversation(name: str, msgs: list[dict[str, Any]]
 
 def test_bound_render_keys_are_the_render_keys() -> None:
     """A bound conversation's renders are shared within a unit (`shared_renders`) under the key an unbound render
-    of the same arguments has: put together from each message's JSON, it is the same string."""
+    of the same arguments has: put together from each message's JSON, it is the same key; other arguments (a
+    prefix, the generation prompt, tools and kwargs, one message changed) have keys of their own."""
     from ftdata.chat.renderer import _render_key, _written
 
     msgs = _conversation(False)
     known = _written(msgs)
     changed = [*msgs[:2], {**msgs[2], "content": "\ue000"}, *msgs[3:]]
+    keys = []
     for messages in [*(msgs[:n] for n in range(len(msgs) + 1)), changed]:
         for generation in (False, True):
             for tools, kwargs in ((TOOLS, {"enable_thinking": True}), (None, None)):
                 plain = _render_key(messages, generation, tools, kwargs)
                 assert plain is not None and _render_key(messages, generation, tools, kwargs, known) == plain
+                keys.append(plain)
+    assert len(set(keys)) == len(keys) == 4 * (len(msgs) + 2)
+    assert _render_key([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], False, None, None) != _render_key(
+        [{"role": "user", "content": 'a"}, {"role": "user", "content": "b'}], False, None, None
+    )  # JSON keeps one message apart from two
