@@ -48,29 +48,32 @@ def _render_key(
     messages: Any, generation: bool, tools: Any, kwargs: Any, known: dict[int, tuple[Any, str]] | None = None
 ) -> tuple[str, ...] | None:
     """The arguments of a render as exact strings (JSON keeps str, int, float, bool and None apart and keys in
-    order): each message's, then `[generation, tools, kwargs]`'s; None for arguments JSON does not write (a render
-    that is then not shared).
+    order): each message's, then `generation`'s, `tools`' and `kwargs`'; None for arguments JSON does not write (a
+    render that is then not shared).
 
-    `known`: messages already written (id -> (message, its JSON)): a long conversation's many renders write each
-    message once, and its keys hash in time linear in their messages (a string caches its hash; one string of the
-    whole conversation per render was hashed, and built, anew: 14% of a 110 KB agent build)."""
+    `known`: values already written (id -> (value, its JSON)): a long conversation's many renders write each message
+    and its tool schemas once, and its keys hash in time linear in their messages (a string caches its hash; one
+    string of the whole conversation per render was hashed, and built, anew: 14% of a 110 KB agent build)."""
     try:
-        parts = []
-        for m in messages:
-            held = known.get(id(m)) if known is not None else None
-            parts.append(held[1] if held is not None and held[0] is m else _KEYS.encode(m))
-        parts.append(_KEYS.encode([generation, tools, kwargs]))
+        parts = [_json(m, known) for m in messages]
+        parts += (_KEYS.encode(generation), _json(tools, known), _KEYS.encode(kwargs))
         return tuple(parts)
     except (TypeError, ValueError, RecursionError):
         return None
 
 
-def _written(messages: list[Any]) -> dict[int, tuple[Any, str]]:
-    """Each message's JSON, by id, for `_render_key`; a message JSON does not write is left out."""
+def _json(value: Any, known: dict[int, tuple[Any, str]] | None) -> str:
+    held = known.get(id(value)) if known is not None else None
+    return held[1] if held is not None and held[0] is value else _KEYS.encode(value)
+
+
+def _written(values: list[Any]) -> dict[int, tuple[Any, str]]:
+    """Each value's JSON (a conversation's messages, its tools), by id, for `_render_key`; one JSON does not write
+    is left out."""
     out = {}
-    for m in messages:
+    for v in values:
         try:
-            out[id(m)] = (m, _KEYS.encode(m))
+            out[id(v)] = (v, _KEYS.encode(v))
         except (TypeError, ValueError, RecursionError):
             continue
     return out
@@ -168,12 +171,12 @@ class ChatRenderer:
             self.tokenizer, msgs, tools=list(tools) if tools else self.tools, kwargs={**self.kwargs, **(kwargs or {})}
         )
 
-        known: dict[int, tuple[Any, str]] | None = None  # each message's JSON, for the unit's keys: when first asked
+        known: dict[int, tuple[Any, str]] | None = None  # the messages' and tools' JSON, for the keys: when first asked
 
         def render(messages: list[dict[str, Any]], *, generation: bool = False) -> str:
             nonlocal known
             if known is None and _SHARED.get() is not None:
-                known = _written(msgs)
+                known = _written([*msgs, *([tools] if tools is not None else [])])
             return self(
                 messages,
                 generation=generation,

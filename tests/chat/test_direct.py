@@ -196,7 +196,7 @@ def test_bound_render_keys_are_the_render_keys() -> None:
     from ftdata.chat.renderer import _render_key, _written
 
     msgs = _conversation(False)
-    known = _written(msgs)
+    known, with_tools = _written(msgs), _written([*msgs, TOOLS])  # as `bind` writes them: the tools too
     changed = [*msgs[:2], {**msgs[2], "content": "\ue000"}, *msgs[3:]]
     keys = []
     for messages in [*(msgs[:n] for n in range(len(msgs) + 1)), changed]:
@@ -204,6 +204,7 @@ def test_bound_render_keys_are_the_render_keys() -> None:
             for tools, kwargs in ((TOOLS, {"enable_thinking": True}), (None, None)):
                 plain = _render_key(messages, generation, tools, kwargs)
                 assert plain is not None and _render_key(messages, generation, tools, kwargs, known) == plain
+                assert _render_key(messages, generation, tools, kwargs, with_tools) == plain
                 keys.append(plain)
     assert len(set(keys)) == len(keys) == 4 * (len(msgs) + 2)
     assert _render_key([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], False, None, None) != _render_key(
