@@ -48,6 +48,10 @@ workers) with the anchor's 405/min/core beside it.
 
     python benchmarks/agent_throughput.py [--examples 200] [--bytes 110000] [--rounds 3] [--workers 2]
                                           [--methods one_row,inference,tree,processes,trl]
+                                          [--baseline CHECKOUT --methods inference@before,inference,...]
+
+--baseline: another ftdata checkout (its root); a method named METHOD@before runs with that checkout's ftdata, in
+the same rounds as the others: before and after in one run.
 """
 
 from __future__ import annotations
