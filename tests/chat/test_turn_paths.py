@@ -251,3 +251,18 @@ def test_a_long_records_masked_reasoning_ends_where_its_own_renders_end_it(kind,
         monkeypatch.setattr(turns, "LONG", 10**9)
         assert outcome(stage, record) == fast
     assert isinstance(fast[0], tuple) and sum(l != -100 for l in fast[1]) < sum(l != -100 for l in unmasked[1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(st.sampled_from(["a", "\n", "\ue000", "\ue001", "\U000f0000", "]", "^", "-", "\\", "["]), max_size=40),
+    marks=st.lists(st.sampled_from(["\ue000", "\ue001", "\U000f0000", "]", "^", "-", "\\", "[", "ab"]), max_size=5),
+)
+def test_marks_are_found_where_a_walk_over_the_characters_finds_them(text, marks):
+    """`long_records._positions` (one regular-expression scan) against a walk over every character; marks that are
+    regular-expression syntax in a character class, and a mark of two characters (never one character), included."""
+    walked: dict[str, list[int]] = {}
+    for k, ch in enumerate(text):
+        if ch in marks:
+            walked.setdefault(ch, []).append(k)
+    assert long_records._positions(text, dict.fromkeys(marks)) == walked
