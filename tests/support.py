@@ -119,4 +119,3 @@ def modules_assigning(package: str, name: str) -> set[str]:
             if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 out.add(f"ftdata.{package}.{path.stem}")
     return out
-
