@@ -171,7 +171,7 @@ class Masker:
     def _pieced(self, batch: list[Rendered], bare: list[bool]) -> list[Pieces | None]:
         """Each record's pieces where its template constants' ids are reused (`tokens.reuse.Constants`): only for
         records whose spans are each one piece of record text and whose exchange ends fall between pieces."""
-        if self.constants is None or not self.constants.usable or not any(r.constants for r in batch):
+        if self.constants is None or not any(r.constants for r in batch):
             return [None] * len(batch)
         plain = [bool(r.constants) and not (b or r.holes or r.literal or r.media) for r, b in zip(batch, bare)]
         found = self.constants.pieces([(r.text, r.constants) if p else ("", ()) for r, p in zip(batch, plain)])

@@ -46,21 +46,20 @@ class ReusingEncoder:
     """
 
     def __init__(self, tokenizer: Any):
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        # a backend that pads or truncates by itself (transformers switches that off per call) is not called directly
-        plain = backend is not None and backend.truncation is None and backend.padding is None
-        self.backend = backend if plain else None
+        self.backend = getattr(tokenizer, "backend_tokenizer", None)
         self.added = _splitting_tokens(self.backend) if self.backend is not None else {}
-        self.exact = bool(self.added) and splits_at_added(self.backend, self.added)
+        self.exact = bool(self.added) and _plain(self.backend) and splits_at_added(self.backend, self.added)
         self._split: re.Pattern[str] | None = None  # from the first texts: the added tokens they hold
         self._ids: dict[str, int] = {}
         self._known: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], tokenizer: Any, *, special: bool = False) -> list[list[int]]:
-        """The ids of `texts`; `tokenizer` (the one this encoder was made for) when it has no Rust backend.
+        """The ids of `texts`; `tokenizer`'s (the one this encoder was made for) when it has no Rust backend or its
+        backend pads or truncates.
         `special`: with the tokenizer's special tokens added (a BOS), each text tokenized whole."""
-        if self.backend is None:
+        if self.backend is None or not _plain(self.backend):  # read per call: a transformers call with
+            # truncation=True leaves the backend truncating; transformers switches that off for its own calls
             return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
         if special or not self.exact:
             return [e.ids for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=special)]
@@ -215,14 +214,18 @@ class Constants:
 
     def __init__(self, backend: Any):
         self.backend = backend
-        self.usable = _pieces_exact(backend)
         self._known: dict[tuple[str, bool], _Constant] = {}
         self._lock = threading.Lock()
+
+    @property
+    def usable(self) -> bool:
+        """Whether any text's pieces tokenize as the whole text, as the tokenizer stands now (`_pieces_exact`)."""
+        return _pieces_exact(self.backend)
 
     def pieces(self, records: Sequence[tuple[str, Sequence[tuple[int, str]]]]) -> list[Pieces | None]:
         """Each (text, constants) as pieces [start, end) in order, a constant's with its ids (None: text to
         tokenize), or None where a constant is out of place or a border beside one is unproven for the text."""
-        if not self.usable:
+        if not self.usable:  # read per call: a transformers call with truncation=True leaves the backend truncating
             return [None] * len(records)
         wanted = [self._wanted(text, constants) for text, constants in records]
         todo = {(c, side, kind) for need in wanted if need is not None for c, side, kind in need}
@@ -317,10 +320,15 @@ class Constants:
         return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
 
 
+def _plain(backend: Any) -> bool:
+    """The backend neither pads nor truncates by itself, so calling it directly gives each text's own ids."""
+    return backend.truncation is None and backend.padding is None
+
+
 def _pieces_exact(backend: Any) -> bool:
     """Whether a text's pieces can tokenize apart as in the whole text at all: a pre-tokenizer splits words,
     no normalizer but Unicode forms rewrites text, no added token takes the whitespace beside it."""
-    if backend is None or backend.pre_tokenizer is None or backend.truncation or backend.padding:
+    if backend is None or backend.pre_tokenizer is None or not _plain(backend):
         return False
     normalizer = None if backend.normalizer is None else json.loads(backend.normalizer.__getstate__())
     forms = {"NFC", "NFD", "NFKC", "NFKD"}

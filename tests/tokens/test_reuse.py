@@ -122,6 +122,7 @@ from support import tokenizer  # noqa: E402
 
 from ftdata.chat.prompt_templates import load_prompt_template, render_prompt_template  # noqa: E402
 from ftdata.errors import Location  # noqa: E402
+from ftdata.errors import UnusableRecord  # noqa: E402
 from ftdata.tokens.masking import Masker  # noqa: E402
 from ftdata.tokens.reuse import Constants  # noqa: E402
 from ftdata.types import Example, Message, Rendered  # noqa: E402
@@ -212,3 +213,30 @@ def test_a_piece_is_covered_when_its_tokens_spell_its_bytes():
     assert not masker.spelling.covers(ids[:-1], text)  # the end-of-turn token missing
     assert not masker.spelling.covers(ids[1:], text)
     assert not masker.spelling.covers([], "")
+
+
+def test_a_tokenizer_left_truncating_reuses_nothing_and_rows_stay_the_whole_texts():
+    tok = tokenizer(None)
+    reusing, whole = Masker(tok), Masker(tok, reuse=False)
+    rendered = _alpaca(None, "Give three tips.", "", "Eat well, sleep well and walk every day.")
+    assert reusing.constants.pieces([(rendered.text, rendered.constants)]) != [None]
+    tok("Give three tips.", truncation=True, max_length=4)  # transformers leaves its backend truncating
+    try:
+        assert tok.backend_tokenizer.truncation is not None
+        assert not reusing.constants.usable
+        assert reusing.constants.pieces([(rendered.text, rendered.constants)]) == [None]
+        [a], [b] = reusing([rendered]), whole([rendered])
+        assert isinstance(a, UnusableRecord) and str(a) == str(b)  # cut by the backend: refused, never trained short
+    finally:
+        tok.backend_tokenizer.no_truncation()
+    assert reusing.constants.usable
+
+
+def test_a_tokenizer_left_truncating_encodes_prompts_whole() -> None:
+    tok = load_tokenizer(None)
+    encoder = ReusingEncoder(tok)
+    texts = _renders(tok)
+    tok("Give three tips.", truncation=True, max_length=4)  # transformers leaves its backend truncating
+    assert tok.backend_tokenizer.truncation is not None
+    assert encoder.encode(texts, tok) == tok(texts, add_special_tokens=False)["input_ids"]  # transformers: untruncated
+    assert max(map(len, encoder.encode(texts, tok))) > 4
