@@ -215,6 +215,8 @@ class Columns:
         self.claimed = frozenset(
             c for k, c in (*self.explicit.items(), *self.named.items()) if "." not in c and k not in MESSAGE_KEYS
         )
+        # Each field's aliases the map leaves to it, in order (every record asks these a dozen times).
+        self._aliases = {name: tuple(a for a in aliases if a not in self.claimed) for name, aliases in fields.items()}
 
     @property
     def message_keys(self) -> dict[str, str]:
@@ -233,7 +235,7 @@ class Columns:
                     field=name,
                 )
             return column, value
-        present = [a for a in self.fields[name] if a in row and a not in self.claimed]
+        present = [a for a in self._aliases[name] if a in row]
         if len(present) > 1:
             values = {a: _unwrap(row[a]) for a in present}
             if len({repr(v) for v in values.values()}) > 1:
@@ -249,7 +251,10 @@ class Columns:
         """The row's column (or dotted path) for field `name`, or None; never raises (detection asks every record)."""
         if name in self.explicit:
             return self.explicit[name] if at_path(row, self.explicit[name])[0] else None
-        return next((a for a in self.fields[name] if a in row and a not in self.claimed), None)
+        for alias in self._aliases[name]:
+            if alias in row:
+                return alias
+        return None
 
     def value(self, row: Mapping[str, Any], name: str) -> Any:
         """The value of field `name` in `row` (None when the row has none); never raises."""

@@ -30,6 +30,7 @@ from ftdata.types import Example
 LABELS = ("label", "kto_tag", "tag")
 SCORES = ("score", "scores", "rating", "ratings", "reward", "rewards")
 VIDEO_COLUMNS = ("videos", "video")
+_WATCHED = frozenset((*LABELS, *SCORES, *VIDEO_COLUMNS))  # a row with none of these columns is noted for none
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -63,7 +64,7 @@ def unread(examples: tuple[Example, ...], row: Any, location: Location, claimed:
         UnusableRecord: the record carries video (`media_unsupported`).
     """
     notes: list[Note] = []
-    if isinstance(row, Mapping):
+    if isinstance(row, Mapping) and not _WATCHED.isdisjoint(row):
         for column in VIDEO_COLUMNS:
             if column not in claimed and _present(row.get(column)):
                 raise UnusableRecord(
