@@ -252,8 +252,8 @@ def load_tokenizer(
 
 # Tokenizers that shared calls loaded from folders in this process: (folder as named, its absolute path,
 # trust_remote_code) -> (the folder's files digest, the loaded state's digest as a build's fingerprint took it (None
-# before), the tokenizer). Only shared callers hold them, and those only read them (ftdata copies a tokenizer to
-# change it); a changed one is loaded again.
+# before), the tokenizer), the most recently used last (a full memo lets the first go). Only shared callers hold
+# them, and those only read them (ftdata copies a tokenizer to change it); a changed one is loaded again.
 _LOADED: dict[tuple[str, str, bool], tuple[str, str | None, Any]] = {}
 _LOADED_LOCK = threading.Lock()
 _LOADED_LIMIT = 8
@@ -272,6 +272,9 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
     if files is not None and held is not None and held[0] == files and held[1] is not None:
         if held[1] == (state := _state_digest(held[2])):
             _CHECKED.last = (held[2], state)  # this build's fingerprint of it: the state just read
+            with _LOADED_LOCK:  # the most recently used: the last a full memo lets go
+                if _LOADED.get(key) is held:
+                    _LOADED[key] = _LOADED.pop(key)
             return held[2]
     try:
         tok = _tokenizer_class(path).from_pretrained(
@@ -297,8 +300,9 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
         ) from None
     if files is not None and getattr(tok, "is_fast", False):
         with _LOADED_LOCK:
-            if len(_LOADED) >= _LOADED_LIMIT:
-                _LOADED.clear()
+            _LOADED.pop(key, None)
+            while len(_LOADED) >= _LOADED_LIMIT:  # the least recently used goes (a process building from ten
+                del _LOADED[next(iter(_LOADED))]  # folders in turn kept none when a full memo was emptied)
             _LOADED[key] = (files, None, tok)  # its state digest comes with the build's fingerprint of it
     return tok
 

@@ -86,6 +86,20 @@ def test_a_plain_load_is_the_callers_own(folder: Path) -> None:
     assert "<made-by-the-caller>" not in held.get_vocab() and load_tokenizer(str(folder), shared=True) is held
 
 
+def test_a_full_memo_lets_the_least_recently_used_go(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two held at most here: building from a, b, a, c keeps a (used last but one) and lets b go."""
+    monkeypatch.setattr(resources, "_LOADED", {})
+    monkeypatch.setattr(resources, "_LOADED_LIMIT", 2)
+    shutil.copytree(folder, tmp_path / "b")
+    shutil.copytree(folder, tmp_path / "c")
+    a, b = (_built(load_tokenizer(str(f), shared=True)) for f in (folder, tmp_path / "b"))
+    assert load_tokenizer(str(folder), shared=True) is a  # a used again: b is now the least recently used
+    c = _built(load_tokenizer(str(tmp_path / "c"), shared=True))
+    assert len(resources._LOADED) == 2
+    assert load_tokenizer(str(folder), shared=True) is a and load_tokenizer(str(tmp_path / "c"), shared=True) is c
+    assert load_tokenizer(str(tmp_path / "b"), shared=True) is not b
+
+
 def test_a_shared_tokenizer_no_build_fingerprinted_is_loaded_again(folder: Path) -> None:
     """Its state is recorded when a build fingerprints it (no second serialisation for a process that builds once):
     before that there is nothing to hold it to."""
