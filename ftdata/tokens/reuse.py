@@ -214,13 +214,15 @@ class Constants:
 
     def __init__(self, backend: Any):
         self.backend = backend
+        self._exact = _pieces_exact(backend)  # its pre-tokenizer, normalizer and added tokens: read once
         self._known: dict[tuple[str, bool], _Constant] = {}
         self._lock = threading.Lock()
 
     @property
     def usable(self) -> bool:
-        """Whether any text's pieces tokenize as the whole text, as the tokenizer stands now (`_pieces_exact`)."""
-        return _pieces_exact(self.backend)
+        """Whether any text's pieces tokenize as the whole text (`_pieces_exact`), as the tokenizer stands now: what
+        can change after it is made, whether it truncates or pads, is read again each time."""
+        return self._exact and _plain(self.backend)
 
     def pieces(self, records: Sequence[tuple[str, Sequence[tuple[int, str]]]]) -> list[Pieces | None]:
         """Each (text, constants) as pieces [start, end) in order, a constant's with its ids (None: text to
