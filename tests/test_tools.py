@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# mypy's cache outlives a run (a second run takes seconds, not a minute) but never lands in the repository.
+# mypy's cache outlives a run (a second run takes seconds, not 20) but never lands in the repository.
 CACHE = Path(tempfile.gettempdir()) / f"ftdata-mypy-{re.sub(r'[^A-Za-z0-9]', '_', str(ROOT))}"
 
 
