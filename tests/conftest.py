@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,32 @@ for _folder in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+# Machine-wide things a run may make or use in the developer's ftdata cache: the bundled model, made once per machine
+# (`resources.materialised`), and the other stacks' venvs. Builds go to a cache of the run's own.
+MACHINE_WIDE = ("smollm2-135m-instruct", "stacks")
+_CACHE = pytest.StashKey[Path]()
+
+
+def pytest_configure(config):
+    """Each test process caches its builds (and stores the images builds write) in a folder of its own, removed at its
+    end: a build an earlier run left in the developer's cache (~/.cache/ftdata/builds) would be served where the test
+    builds, and would make a second run faster than the first."""
+    from ftdata.io.resources import cache_root
+
+    mine = Path(tempfile.mkdtemp(prefix="ftdata-tests-cache-"))
+    for name in MACHINE_WIDE:
+        (cache_root() / name).mkdir(parents=True, exist_ok=True)
+        (mine / name).symlink_to(cache_root() / name, target_is_directory=True)
+    config.stash[_CACHE] = mine
+    os.environ["FTDATA_CACHE"] = str(mine)
+    os.environ["FTDATA_IMAGE_DIR"] = str(mine / "images")
+
+
+def pytest_unconfigure(config):
+    if (mine := config.stash.get(_CACHE, None)) is not None:
+        shutil.rmtree(mine, ignore_errors=True)  # the links go, not what they point to
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,21 +88,51 @@ def go_offline() -> None:
 
 def bundled_tokenizer_dir() -> Path:
     """Materialise the bundled tokenizer once (atomically) and return its folder."""
-    target = bundled_dir() / "tokenizer"
-    if (target / "tokenizer.json").is_file():
-        return target
-    go_offline()
-    from transformers import AutoTokenizer
 
-    gguf = bundled_gguf()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
+    def make(folder: Path) -> None:
+        go_offline()
+        from transformers import AutoTokenizer
+
+        gguf = bundled_gguf()
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False).save_pretrained(
+            folder
+        )
+
+    return materialised(bundled_dir() / "tokenizer", "tokenizer.json", make)
+
+
+def materialised(target: Path, marker: str, make: Callable[[Path], None]) -> Path:
+    """`target`, made once on this machine by `make(folder)` into a fresh folder beside it, renamed into place.
+
+    A folder holding `marker` is done. Processes that start together (two ranks, two builds on a fresh machine) make
+    it once: the first takes a lock file beside it and the others wait on it, then find it done, where each read the
+    GGUF again for seconds. The lock is the operating system's, so a process killed holding it holds it no longer.
+
+    Raises:
+        ConfigError: `target` exists without `marker` (not a folder ftdata finished; it is left as it is).
+    """
+    if (target / marker).is_file():
+        return target
+    from filelock import FileLock
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tok-"))
-    tok.save_pretrained(tmp)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process won the race; its copy is as good as ours
-        shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if (target / marker).is_file():
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            make(tmp)
+            tmp.rename(target)
+        except OSError:
+            if (target / marker).is_file():  # a process that took no lock (an earlier ftdata) finished it first
+                return target
+            if not target.exists():
+                raise
+            raise ConfigError(
+                f"{target} exists but has no {marker}: ftdata did not finish it; remove that folder and run again"
+            ) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,14 @@ import torch
 from ftdata.errors import ConfigError
 from ftdata.chat.chat_template import load_chat_template
 from ftdata.chat.chat_tokens import with_chat_tokens
-from ftdata.io.resources import bundled_dir, bundled_gguf, bundled_tokenizer_dir, is_bundled, load_tokenizer
+from ftdata.io.resources import (
+    bundled_dir,
+    bundled_gguf,
+    bundled_tokenizer_dir,
+    is_bundled,
+    load_tokenizer,
+    materialised,
+)
 from ftdata.train.config import Precision, Quantization, TrainConfig
 from ftdata.train.targets import lora_targets
 
@@ -80,34 +86,24 @@ def resolve_device(requested: Precision) -> Device:
 
 def bundled_model_dir() -> Path:
     """Materialise the bundled SmolLM2-135M-Instruct once (atomically) and return its folder."""
-    target = bundled_dir() / "model"
-    if (target / "config.json").is_file():
-        return target
-    from transformers import AutoModelForCausalLM
 
-    gguf = bundled_gguf()
-    source = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
-    )
-    settings = {k: v for k, v in source.config.to_dict().items() if k != "quantization_config"}
-    config = type(source.config).from_dict(settings)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(source.state_dict())
-    fresh.generation_config = source.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".model-"))
-    try:
-        fresh.save_pretrained(tmp)
+    def make(folder: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        gguf = bundled_gguf()
+        source = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+        )
+        settings = {k: v for k, v in source.config.to_dict().items() if k != "quantization_config"}
+        config = type(source.config).from_dict(settings)
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(source.state_dict())
+        fresh.generation_config = source.generation_config
+        fresh.save_pretrained(folder)
         for file in bundled_tokenizer_dir().iterdir():
-            shutil.copy2(file, tmp / file.name)
-        tmp.rename(target)
-    except OSError:
-        # Another process (e.g. a second rank) finished first; its copy is as good as ours.
-        if not (target / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+            shutil.copy2(file, folder / file.name)
+
+    return materialised(bundled_dir() / "model", "config.json", make)
 
 
 def resolve_model_path(spec: str | None) -> Path:

@@ -176,3 +176,57 @@ def test_a_broken_json_file_of_the_folder_is_named_with_its_line_and_column(fold
         load_tokenizer(str(folder), shared=True)
     result = CliRunner().invoke(app, ["markers", "--tokenizer", str(folder)])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and f"{name}:" in result.output
+
+
+# Two processes that need the bundled model at once (two ranks, two builds on a fresh machine): each makes the
+# folder only if it is not there, holding the lock beside it.
+MAKER = """
+import sys, time
+from pathlib import Path
+from ftdata.io.resources import materialised
+log = Path(sys.argv[2])
+def make(folder):
+    with log.open("a") as fh:
+        fh.write("made\\n")
+    time.sleep(1.0)  # the GGUF's seconds: the other process starts meanwhile
+    (folder / "done").write_text("yes")
+print(materialised(Path(sys.argv[1]), "done", make))
+"""
+
+
+def test_processes_starting_together_make_a_bundled_folder_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    target, log = tmp_path / "cache" / "model", tmp_path / "made.log"
+    procs = [subprocess.Popen([sys.executable, "-c", MAKER, str(target), str(log)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == [str(target)] * 2
+    assert log.read_text() == "made\n"  # one made it, the other waited and found it done
+    assert (target / "done").read_text() == "yes"
+    assert sorted(p.name for p in target.parent.iterdir()) == [".model.lock", "model"]  # no half-made folder left
+
+
+def test_a_make_that_fails_leaves_nothing_and_the_next_call_makes_it(tmp_path: Path) -> None:
+    target = tmp_path / "tokenizer"
+
+    def broken(folder: Path) -> None:
+        (folder / "half").write_text("x")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        resources.materialised(target, "tokenizer.json", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tokenizer.lock"]
+    made = resources.materialised(target, "tokenizer.json", lambda folder: (folder / "tokenizer.json").write_text("{}"))
+    assert made == target and (target / "tokenizer.json").read_text() == "{}"
+
+
+def test_a_folder_ftdata_did_not_finish_is_named_and_left_as_it_is(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "mine.txt").write_text("keep")
+    with pytest.raises(ConfigError, match=r"model exists but has no config.json: ftdata did not finish it; remove"):
+        resources.materialised(target, "config.json", lambda folder: (folder / "config.json").write_text("{}"))
+    assert [p.name for p in target.iterdir()] == ["mine.txt"]
