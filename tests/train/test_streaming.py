@@ -2,8 +2,8 @@
 the seeded shuffle, and resume from the right place in the stream.
 
 The sharded builds have engine=ray's layout (`OUT/data/part-NNNNN.parquet` + build.json): one
-real `ftdata build --output-format parquet` of ~13k rows of 256 tokens (~30 MB of tokens),
-its train file as the one shard of the 1x build and as each of the ten shards of the 10x one.
+real `ftdata build --output-format parquet` (the CLI app, in the test's process) of ~13k rows of 256 tokens
+(~30 MB of tokens), its train file as the one shard of the 1x build and as each of the ten shards of the 10x one.
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ def _build(folder: Path, records: list[dict[str, str]], *extra: str) -> Path:
     source = folder / "records.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     out = folder / "built"
-    subprocess.run([_ftdata(), "build", str(source), "-o", str(out), "--output-format", "parquet", *extra],
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    from typer.testing import CliRunner
+
+    from ftdata.cli.app import app
+
+    # `ftdata build` run by the CLI app in this process: one start of torch and ftdata fewer than a subprocess
+    result = CliRunner().invoke(app, ["build", str(source), "-o", str(out), "--output-format", "parquet", *extra])
+    assert result.exit_code == 0, result.output[-3000:] + repr(result.exception)
     return out
 
 
