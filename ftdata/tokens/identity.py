@@ -185,8 +185,10 @@ class RawCheck:
 
 
 @functools.lru_cache(maxsize=8)
-def _raw_tokenizer(path: str, mtime_ns: int, size: int) -> Any:
-    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is (its time and size in the key)."""
+def _raw_tokenizer(path: str, stat: tuple[int, ...]) -> Any:
+    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is: `stat` holds its inode, size,
+    modification and change times. The change time moves with every write, also one that puts the old
+    modification time back (`touch -r`, `cp -p`), and no call can set it."""
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(path)
@@ -203,8 +205,8 @@ def raw_check(tokenizer: Any, texts: Iterable[str], *, sample: int = RAW_SAMPLE)
     if folder is None or not (folder / "tokenizer.json").is_file():
         return RawCheck(0, skipped="the tokenizer has no folder with a tokenizer.json to compare with")
     file = folder / "tokenizer.json"
-    stat = file.stat()
-    raw = _raw_tokenizer(str(file), stat.st_mtime_ns, stat.st_size)
+    st = file.stat()
+    raw = _raw_tokenizer(str(file), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     loaded = type(tokenizer).__name__
     template = getattr(tokenizer, "chat_template", None)
     chat = _probe_render(tokenizer, template) if isinstance(template, str) else None

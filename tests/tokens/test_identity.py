@@ -92,6 +92,30 @@ def test_the_bundled_tokenizer_is_checked_against_its_materialised_tokenizer_jso
     assert record["serving"]["tokenizer"]["files"].keys() >= {"tokenizer.json", "tokenizer_config.json"}
 
 
+def test_a_tokenizer_json_edited_under_its_old_time_and_size_is_read_again(tmp_path: Path) -> None:
+    """The raw tokenizer is kept per file while the file is as it was: an edit that swaps two ids (the size unchanged)
+    and puts the modification time back is read again, so the folder's own class and tokenizers agree on it."""
+    import os
+
+    from ftdata.io.resources import bundled_tokenizer_dir, load_tokenizer
+
+    folder = shutil.copytree(bundled_tokenizer_dir(), tmp_path / "tok")
+    text = "a cat and the dog"
+    original = load_tokenizer(folder)
+    assert original(text, add_special_tokens=False)["input_ids"][2:4] == [284, 260]  # " and", " the"
+    assert raw_check(original, [text]).differ == 0
+    file = folder / "tokenizer.json"
+    before, stat = file.read_text(encoding="utf-8"), file.stat()
+    after = before.replace('"Ġthe": 260', '"Ġthe": 284').replace('"Ġand": 284', '"Ġand": 260')
+    assert after != before and len(after) == len(before)
+    file.write_text(after, encoding="utf-8")
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old modification time
+    assert file.stat().st_size == stat.st_size and file.stat().st_mtime_ns == stat.st_mtime_ns
+    edited = load_tokenizer(folder)
+    assert edited(text, add_special_tokens=False)["input_ids"][2:4] == [260, 284]  # the edit took
+    assert raw_check(edited, [text]).differ == 0  # read again: a kept parse of the old file says the text differs
+
+
 def _edited(tok: object, old: str, new: str) -> object:
     out = copy.copy(tok)
     out.chat_template = tok.chat_template.replace(old, new, 1)  # type: ignore[attr-defined]
