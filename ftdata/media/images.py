@@ -77,12 +77,13 @@ class ImageInfo:
 
 
 class Headers:
-    """Reads image headers, with a per-process cache keyed by path, size and mtime (truncation re-renders)."""
+    """Reads image headers, with a per-process cache keyed by path and the file's size, modification and change times
+    and inode (truncation re-renders): an edit that puts the old modification time back still moves the change time."""
 
     def __init__(self, *, store: Path | None, max_pixels: int | None, limit: int = 65536):
         self.store = store
         self.max_pixels = max_pixels
-        self._cache: dict[tuple[str, int, int], tuple[str, tuple[int, int]]] = {}  # -> (resolved path, size)
+        self._cache: dict[tuple[str, int, int, int, int], tuple[str, tuple[int, int]]] = {}  # -> (resolved path, size)
         self._limit = limit
         self._lock = threading.Lock()  # engine=local renders batches on several threads
         self._read: dict[
@@ -156,7 +157,7 @@ class Headers:
         self._saw(path, st)
         if not stat.S_ISREG(st.st_mode):
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
-        key = (str(path), st.st_size, st.st_mtime_ns)
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         found = self._cache.get(key)
         if found is None:
             try:

@@ -74,3 +74,21 @@ def test_build_rejects_them_and_keeps_the_rest(qwen_dir, damaged):
     result = build(data, processor=str(qwen_dir))
     assert [row["media"][0]["ref"].rsplit("/", 1)[1] for row in result.dataset] == ["grace_hopper.jpg", "trailer.jpg"]
     assert result.report.rejected == {"media_unreadable": 3}
+
+
+def test_an_image_rewritten_under_its_old_time_and_size_is_read_again(tmp_path):
+    """A kept header is the file's while its size, modification and change times and inode are: an 8x2 BMP rewritten
+    as a 4x4 one (the same 102 bytes) with its old modification time put back is read again, not sized 8x2."""
+    import os
+
+    path = tmp_path / "a.bmp"
+    Image.new("RGB", (8, 2), "red").save(path)
+    headers = Headers(store=None, max_pixels=None)
+    first = headers.info(path.name, base=tmp_path, field="f")
+    assert (first.width, first.height) == (8, 2)
+    stat = path.stat()
+    Image.new("RGB", (4, 4), "blue").save(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old modification time
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns) == (102, stat.st_mtime_ns)
+    again = headers.info(path.name, base=tmp_path, field="f")
+    assert (again.width, again.height) == (4, 4)
