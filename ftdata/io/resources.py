@@ -101,6 +101,9 @@ def bundled_tokenizer_dir() -> Path:
     return materialised(bundled_dir() / "tokenizer", "tokenizer.json", make)
 
 
+MAKE_WAIT = 600.0  # seconds to wait for another process making the same folder (a GGUF takes seconds)
+
+
 def materialised(target: Path, marker: str, make: Callable[[Path], None]) -> Path:
     """`target`, made once on this machine by `make(folder)` into a fresh folder beside it, renamed into place.
 
@@ -109,31 +112,46 @@ def materialised(target: Path, marker: str, make: Callable[[Path], None]) -> Pat
     GGUF again for seconds. The lock is the operating system's, so a process killed holding it holds it no longer.
 
     Raises:
-        ConfigError: `target` exists without `marker` (not a folder ftdata finished; it is left as it is).
+        ConfigError: `target` exists without `marker` (not a folder ftdata finished; it is left as it is), or another
+            process has held the lock for `MAKE_WAIT` seconds.
     """
     if (target / marker).is_file():
         return target
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
-        if (target / marker).is_file():
-            return target
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-        try:
-            make(tmp)
-            tmp.rename(target)
-        except OSError:
-            if (target / marker).is_file():  # a process that took no lock (an earlier ftdata) finished it first
-                return target
-            if not target.exists():
-                raise
-            raise ConfigError(
-                f"{target} exists but has no {marker}: ftdata did not finish it; remove that folder and run again"
-            ) from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    lock = FileLock(str(target.parent / f".{target.name}.lock"), timeout=MAKE_WAIT)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"another process has been making {target} for over {MAKE_WAIT:.0f} s (it holds {lock.lock_file}); "
+            "wait for it or stop it, then run again"
+        ) from None
+    try:
+        if not (target / marker).is_file():  # else made while this process waited
+            _make_into(target, marker, make)
+    finally:
+        lock.release()
     return target
+
+
+def _make_into(target: Path, marker: str, make: Callable[[Path], None]) -> None:
+    """`make` a fresh folder beside `target`, then rename it to `target`."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        make(tmp)
+        tmp.rename(target)
+    except OSError:
+        if (target / marker).is_file():  # a process that took no lock (an earlier ftdata) finished it first
+            return
+        if not target.exists():
+            raise
+        raise ConfigError(
+            f"{target} exists but has no {marker}: ftdata did not finish it; remove that folder and run again"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_bundled(spec: object) -> bool:
