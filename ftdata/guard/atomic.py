@@ -14,6 +14,7 @@ import fcntl
 import os
 import stat
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,13 +112,15 @@ def open_lock(path: Path) -> int:
 
 
 @contextmanager
-def file_lock(path: Path, *, waiting: str | None = None) -> Iterator[None]:
+def file_lock(path: Path, *, waiting: str | None = None, timeout: float | None = None) -> Iterator[None]:
     """Hold an exclusive `fcntl` lock on `path` (created if missing); wait for another holder.
 
-    `waiting`, when given, is printed to stderr if the lock is busy.
+    `waiting`, when given, is printed to stderr if the lock is busy. `timeout`: the seconds to wait at most (None: as
+    long as the holder lives; the lock goes with its process).
 
     Raises:
         ConfigError: `path` is a symbolic link or not a plain file (`open_lock`).
+        TimeoutError: another holder kept it for `timeout` seconds.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = open_lock(path)
@@ -127,7 +130,23 @@ def file_lock(path: Path, *, waiting: str | None = None) -> Iterator[None]:
         except BlockingIOError:
             if waiting:
                 print(waiting, file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for(fd, timeout)
         yield
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
+
+
+def _wait_for(fd: int, timeout: float | None) -> None:
+    """Take the lock on `fd` once its holder lets go, or raise TimeoutError after `timeout` seconds."""
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(min(0.05, timeout))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{timeout} s") from None

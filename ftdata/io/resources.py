@@ -16,9 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftdata.errors import ConfigError
+from ftdata.guard.atomic import file_lock, remove, temp_name
 from ftdata.guard.inputs import Digests, Input, InputKind, folder_input, text_digest
 
 if TYPE_CHECKING:
@@ -105,11 +104,11 @@ MAKE_WAIT = 600.0  # seconds to wait for another process making the same folder 
 
 
 def materialised(target: Path, marker: str, make: Callable[[Path], None]) -> Path:
-    """`target`, made once on this machine by `make(folder)` into a fresh folder beside it, renamed into place.
+    """`target`, made once on this machine by `make(folder)` into a temporary folder beside it, renamed into place.
 
     A folder holding `marker` is done. Processes that start together (two ranks, two builds on a fresh machine) make
-    it once: the first takes a lock file beside it and the others wait on it, then find it done, where each read the
-    GGUF again for seconds. The lock is the operating system's, so a process killed holding it holds it no longer.
+    it once: the first holds the lock file beside it (`guard.atomic.file_lock`, as builds lock their output) and
+    the others wait on it, then find it done, where each read the GGUF again for seconds.
 
     Raises:
         ConfigError: `target` exists without `marker` (not a folder ftdata finished; it is left as it is), or another
@@ -117,28 +116,23 @@ def materialised(target: Path, marker: str, make: Callable[[Path], None]) -> Pat
     """
     if (target / marker).is_file():
         return target
-    from filelock import FileLock, Timeout
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(target.parent / f".{target.name}.lock"), timeout=MAKE_WAIT)
+    lock = target.parent / f".{target.name}.lock"
     try:
-        lock.acquire()
-    except Timeout:
+        with file_lock(lock, timeout=MAKE_WAIT):
+            if not (target / marker).is_file():  # else made while this process waited
+                _make_into(target, marker, make)
+    except TimeoutError:
         raise ConfigError(
-            f"another process has been making {target} for over {MAKE_WAIT:.0f} s (it holds {lock.lock_file}); "
+            f"another process has been making {target} for over {MAKE_WAIT:.0f} s (it holds {lock}); "
             "wait for it or stop it, then run again"
         ) from None
-    try:
-        if not (target / marker).is_file():  # else made while this process waited
-            _make_into(target, marker, make)
-    finally:
-        lock.release()
     return target
 
 
 def _make_into(target: Path, marker: str, make: Callable[[Path], None]) -> None:
-    """`make` a fresh folder beside `target`, then rename it to `target`."""
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    """`make` a temporary folder beside `target` (`guard.atomic.temp_name`), then rename it to `target`."""
+    tmp = temp_name(target)
+    tmp.mkdir()
     try:
         make(tmp)
         tmp.rename(target)
@@ -151,7 +145,7 @@ def _make_into(target: Path, marker: str, make: Callable[[Path], None]) -> None:
             f"{target} exists but has no {marker}: ftdata did not finish it; remove that folder and run again"
         ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
 
 
 def is_bundled(spec: object) -> bool:

@@ -233,11 +233,11 @@ def test_a_folder_ftdata_did_not_finish_is_named_and_left_as_it_is(tmp_path: Pat
 
 
 def test_a_process_that_holds_the_lock_too_long_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from filelock import FileLock
+    from ftdata.guard.atomic import file_lock
 
     monkeypatch.setattr(resources, "MAKE_WAIT", 0.3)
     made = []
-    with FileLock(str(tmp_path / ".model.lock")):  # another process making it, stuck
+    with file_lock(tmp_path / ".model.lock"):  # another process making it, stuck (flock: another descriptor waits)
         with pytest.raises(ConfigError, match=r"another process has been making .*model for over 0 s \(it holds .*\.model\.lock\); wait for it or stop it"):
             resources.materialised(tmp_path / "model", "config.json", made.append)
     assert made == [] and not (tmp_path / "model").exists()
