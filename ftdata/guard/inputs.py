@@ -56,6 +56,7 @@ __all__ = [
     "stat_of",
     "text_digest",
     "text_input",
+    "version_of",
 ]
 
 RACY_NS = 2_000_000_000  # 2 s: coarser than any file system clock ftdata meets (ext4 ~4 ms, HFS+ 1 s, FAT 2 s)
@@ -169,6 +170,12 @@ def stat_of(path: str | Path) -> Stat | None:
         st = os.stat(path)
     except OSError:
         return None
+    return version_of(st)
+
+
+def version_of(st: os.stat_result) -> Stat | None:
+    """The `Stat` of what `os.stat` found, None when it is not a regular file. The change time moves with every
+    write, also one that puts the old modification time back (`touch -r`, `cp -p`), and no call can set it."""
     if not stat.S_ISREG(st.st_mode):
         return None
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino

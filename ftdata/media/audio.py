@@ -23,7 +23,6 @@ import base64
 import binascii
 import hashlib
 import os
-import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, UnusableRecord
+from ftdata.guard.inputs import Stat, version_of
 from ftdata.media.audio_families import count_audio, window_exceeded
 from ftdata.media.audio_files import AudioHeader, read_header
 from ftdata.media.families import audio_rule, family
@@ -80,7 +80,7 @@ class AudioMedium:
         self.text = counting.text or self.placeholder
         self._lock = threading.Lock()  # engine=local renders batches on several threads
         self._read: dict[str, tuple[int, int, int, int] | None] = {}
-        self._headers: dict[tuple[str, int, int], AudioHeader] = {}
+        self._headers: dict[tuple[str, Stat], AudioHeader] = {}
         self._tokens: dict[int, Expansion] = {}
 
     def drain(self) -> dict[str, tuple[int, int, int, int] | None]:
@@ -150,14 +150,10 @@ class AudioMedium:
             st: os.stat_result | None = path.stat()
         except OSError:
             st = None
-        version = (
-            (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-            if st is not None and stat.S_ISREG(st.st_mode)
-            else None
-        )
+        version = version_of(st) if st is not None else None
         with self._lock:
             self._read[os.path.abspath(path)] = version
-        key = (str(path), version[0], version[1]) if version else None
+        key = (str(path), version) if version else None
         found = self._headers.get(key) if key else None
         if found is None:
             found = read_header(path, field=field)  # a missing file or a folder: its reject

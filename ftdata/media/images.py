@@ -49,6 +49,7 @@ from typing import Any
 
 from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.guard.bounds import MAX_HEADER_BYTES, BoundedHead, HeaderTooLong
+from ftdata.guard.inputs import Stat, version_of
 from ftdata.media.families import Counts, family
 from ftdata.media.medium import Expansion, Item
 from ftdata.outcomes import RejectCode
@@ -77,13 +78,12 @@ class ImageInfo:
 
 
 class Headers:
-    """Reads image headers, with a per-process cache keyed by path and the file's size, modification and change times
-    and inode (truncation re-renders): an edit that puts the old modification time back still moves the change time."""
+    """Reads image headers, with a per-process cache keyed by path and the file's `Stat` (truncation re-renders)."""
 
     def __init__(self, *, store: Path | None, max_pixels: int | None, limit: int = 65536):
         self.store = store
         self.max_pixels = max_pixels
-        self._cache: dict[tuple[str, int, int, int, int], tuple[str, tuple[int, int]]] = {}  # -> (resolved path, size)
+        self._cache: dict[tuple[str, Stat | None], tuple[str, tuple[int, int]]] = {}  # -> (resolved path, size)
         self._limit = limit
         self._lock = threading.Lock()  # engine=local renders batches on several threads
         self._read: dict[
@@ -98,11 +98,7 @@ class Headers:
         return read
 
     def _saw(self, path: Path, st: os.stat_result | None) -> None:
-        version = (
-            (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-            if st is not None and stat.S_ISREG(st.st_mode)
-            else None
-        )
+        version = version_of(st) if st is not None else None
         with self._lock:
             self._read[os.path.abspath(path)] = version
 
@@ -157,7 +153,7 @@ class Headers:
         self._saw(path, st)
         if not stat.S_ISREG(st.st_mode):
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
-        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        key = (str(path), version_of(st))
         found = self._cache.get(key)
         if found is None:
             try:

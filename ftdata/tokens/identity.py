@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftdata.guard.inputs import Stat, stat_of
+
 __all__ = [
     "PROBE_CHAT",
     "PROBE_TEXT",
@@ -185,10 +187,8 @@ class RawCheck:
 
 
 @functools.lru_cache(maxsize=8)
-def _raw_tokenizer(path: str, stat: tuple[int, ...]) -> Any:
-    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is: `stat` holds its inode, size,
-    modification and change times. The change time moves with every write, also one that puts the old
-    modification time back (`touch -r`, `cp -p`), and no call can set it."""
+def _raw_tokenizer(path: str, version: Stat | None) -> Any:
+    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is (its `Stat` in the key)."""
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(path)
@@ -205,8 +205,7 @@ def raw_check(tokenizer: Any, texts: Iterable[str], *, sample: int = RAW_SAMPLE)
     if folder is None or not (folder / "tokenizer.json").is_file():
         return RawCheck(0, skipped="the tokenizer has no folder with a tokenizer.json to compare with")
     file = folder / "tokenizer.json"
-    st = file.stat()
-    raw = _raw_tokenizer(str(file), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    raw = _raw_tokenizer(str(file), stat_of(file))
     loaded = type(tokenizer).__name__
     template = getattr(tokenizer, "chat_template", None)
     chat = _probe_render(tokenizer, template) if isinstance(template, str) else None

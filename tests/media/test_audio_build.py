@@ -353,6 +353,23 @@ def test_the_medium_counts_what_the_processor_makes_at_any_rate_and_length(qwen2
     assert item.dropped == pytest.approx(max(0.0, len(wave) - 480000) / 16000)
 
 
+def test_a_clip_rewritten_under_its_old_time_and_size_is_read_again(qwen2_audio, tmp_path):
+    """A kept clip header is the file's while its `Stat` is: a 1 s WAV at 16 kHz rewritten as 2 s at 8 kHz (the same
+    bytes' length) with its old modification time put back is read again, not counted as 1 s."""
+    import os
+
+    from ftdata.media.audio import AudioMedium
+
+    path = write_clip(tmp_path / "a.wav", tone(16000, 16000, 1), 16000)
+    medium = AudioMedium(qwen2_audio, store=None, window="cut")
+    assert medium.clip(str(path), base=None, field="f").header.seconds == 1.0
+    stat = path.stat()
+    write_clip(path, tone(16000, 8000, 1), 8000)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old modification time
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert medium.clip(str(path), base=None, field="f").header.seconds == 2.0
+
+
 def _build_edit(root, out, cache=True):
     """`ftdata build` of the clip's chats in `root` into `out`: (was it cached, its rows, its rejects)."""
     flags = ["--cache-dir", str(root / "cache")] if cache else ["--no-cache"]
