@@ -46,7 +46,7 @@ from typing import Any
 from ftdata.errors import UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.tokens.border import REPAIRED, Border, Offsets, first_at
-from ftdata.tokens.reuse import Constants, Pieces
+from ftdata.tokens.reuse import Constants, Pieces, shape
 from ftdata.tokens.spelling import Spelling
 from ftdata.types import IGNORE_INDEX, Rendered
 
@@ -120,9 +120,18 @@ class Masker:
     """Tokenizes rendered records in batches and builds their labels."""
 
     def __init__(self, tokenizer: Any, *, fast_verify: bool = True, reuse: bool = True):
+        self.tokenizer = tokenizer
         self.backend = tokenizer.backend_tokenizer
-        with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
-        plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+        self._options = (fast_verify, reuse)
+        self._read()
+
+    def _read(self) -> None:
+        """What the masker knows of its tokenizer, read (again) for the tokenizer as it stands (`reuse.shape`): a
+        token added after the masker was made changes the ids of every text holding it."""
+        fast_verify, reuse = self._options
+        self.shape = shape(self.backend)
+        with_special = self.tokenizer("x", add_special_tokens=True)["input_ids"]
+        plain = self.tokenizer("x", add_special_tokens=False)["input_ids"]
         at = _find(with_special, plain)
         self.bos_ids: list[int] = with_special[:at] if at >= 0 else []
         self.border = Border(self.backend)
@@ -140,6 +149,8 @@ class Masker:
         return self.border.anchor_before(prompt)
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
+        if shape(self.backend) != self.shape:
+            self._read()
         # A text with nothing to locate (no span, hole, boundary, literal piece or media item: a pair's
         # prompt) is tokenized without offsets, the Rust tokenizer's cheaper call (8-11% less CPU); its
         # offsets are computed only if read (`preview`).

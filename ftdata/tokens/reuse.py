@@ -28,7 +28,7 @@ from collections import ChainMap, Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Constants", "ReusingEncoder", "splits_at_added"]
+__all__ = ["Constants", "ReusingEncoder", "shape", "splits_at_added"]
 
 # Stretches kept (their ids) per encoder: those that repeat within a batch of texts (a template's constant
 # text), up to KEEP of them, each up to KEEP_CHARS long.
@@ -47,6 +47,11 @@ class ReusingEncoder:
 
     def __init__(self, tokenizer: Any):
         self.backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._read()
+
+    def _read(self) -> None:
+        """What this encoder knows of its tokenizer, read (again) for the tokenizer as it stands (`shape`)."""
+        self.shape = shape(self.backend)
         self.added = _splitting_tokens(self.backend) if self.backend is not None else {}
         self.exact = bool(self.added) and _plain(self.backend) and splits_at_added(self.backend, self.added)
         self._split: re.Pattern[str] | None = None  # from the first texts: the added tokens they hold
@@ -61,6 +66,9 @@ class ReusingEncoder:
         if self.backend is None or not _plain(self.backend):  # read per call: a transformers call with
             # truncation=True leaves the backend truncating; transformers switches that off for its own calls
             return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
+        if shape(self.backend) != self.shape:  # a token added since, or a new pre-tokenizer: its stretches differ
+            with self._lock:
+                self._read()
         if special or not self.exact:
             return [e.ids for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=special)]
         if self._split is None:
@@ -320,6 +328,18 @@ class Constants:
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
+
+
+def shape(backend: Any) -> tuple[Any, ...]:
+    """What a tokenizer's pieces and borders depend on that a caller can change after loading it: its vocabulary
+    size with added tokens (`add_tokens`) and its normalizer, pre-tokenizer and decoder (each assignable). Read in
+    microseconds; those who keep facts about a tokenizer compare it per batch and read them again when it differs.
+    Not in it: a token of the vocabulary made an added token, or an added token given new flags (no id is new, and
+    reading every added token takes 34 ms on Gemma 3's 6,415)."""
+    if backend is None:
+        return ()
+    parts = (backend.normalizer, backend.pre_tokenizer, backend.decoder)
+    return (backend.get_vocab_size(with_added_tokens=True), *(p and p.__getstate__() for p in parts))
 
 
 def _plain(backend: Any) -> bool:

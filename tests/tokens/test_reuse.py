@@ -240,3 +240,21 @@ def test_a_tokenizer_left_truncating_encodes_prompts_whole() -> None:
     assert tok.backend_tokenizer.truncation is not None
     assert encoder.encode(texts, tok) == tok(texts, add_special_tokens=False)["input_ids"]  # transformers: untruncated
     assert max(map(len, encoder.encode(texts, tok))) > 4
+
+
+@pytest.mark.parametrize("kind", ["masker", "encoder"])
+def test_a_token_added_after_the_masker_was_made_is_tokenized_as_the_tokenizer_now_does(kind):
+    # The constants' ids, the splitting tokens and the borders were read from the tokenizer as it stood; a token
+    # added since (here inside the constant `### Response:`, a new id) changes the ids of every text that holds it.
+    tok = load_tokenizer(None)  # its own: the test changes it
+    rendered = _alpaca(None, "Give three tips.", "", "Eat well.")
+    masker, encoder = Masker(tok), ReusingEncoder(tok)
+    before = masker([rendered])[0].input_ids if kind == "masker" else encoder.encode([rendered.text] * 2, tok)[0]
+    tok.add_tokens(["sponse"])
+    own = tok(rendered.text, add_special_tokens=False)["input_ids"]
+    assert tok.convert_tokens_to_ids("sponse") in own and own != before[-len(own) :]
+    if kind == "masker":
+        [row] = masker([rendered])
+        assert row.input_ids[row.prefix :] == own and row == Masker(tok, reuse=False)([rendered])[0]
+    else:
+        assert encoder.encode([rendered.text] * 2, tok) == [own, own]
