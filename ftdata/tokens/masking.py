@@ -167,10 +167,14 @@ class Masker:
             self.spelling is not None and p is not None and self.spelling.exact(r.text) for r, p in zip(batch, pieced)
         ]
         encoded = self._encode_pieces(batch, pieced, exact)
+        # each pieced record's own pieces: start -> (ids, encoding), the ids read once (each read of an
+        # encoding's `ids` makes a new list)
+        own = [None if p is None else {s: _read(next(encoded)) for s, _, ids in p if ids is None} for p in pieced]
+        counted = self._counted(batch, own, exact)
         located = []
-        for r, b, p, x in zip(batch, bare, pieced, exact):
-            if p is not None:
-                located.append(self._joined(r, p, encoded, exact=x))
+        for r, b, p, o, c, x in zip(batch, bare, pieced, own, counted, exact):
+            if p is not None and o is not None:
+                located.append(self._joined(r, p, o, c, exact=x))
                 continue
             e = next(fast if b else full)
             located.append(self._locate(r, e.ids, _LaterOffsets(self.backend, r.text, len(e.ids)) if b else Offsets(e)))
@@ -215,28 +219,47 @@ class Masker:
         fast = iter(self.backend.encode_batch_fast(rest, add_special_tokens=False) if rest else ())
         return iter([next(with_offsets if k else fast) for k in offsets])
 
-    def _joined(self, r: Rendered, pieces: Pieces, encoded: Iterator[Any], *, exact: bool) -> _Located | UnusableRecord:
+    def _counted(
+        self, batch: list[Rendered], own: list[dict[int, tuple[list[int], Any]] | None], exact: list[bool]
+    ) -> list[list[bool | None]]:
+        """For each record's spans, whether their tokens spell their bytes (`Spelling.covers`; None: not counted,
+        read the offsets), counted for every exact pieced record of the batch in one pass over their ids."""
+        out: list[list[bool | None]] = [[None] * len(r.spans) for r in batch]
+        wanted = [
+            (i, k, o[s][0], r.text[s:e])
+            for i, (r, o, x) in enumerate(zip(batch, own, exact))
+            if o is not None and x
+            for k, (s, e) in enumerate(r.spans)
+        ]
+        if wanted and self.spelling is not None:
+            counts = self.spelling.covers_all([(ids, text) for _, _, ids, text in wanted])
+            for (i, k, _, _), count in zip(wanted, counts):
+                out[i][k] = count
+        return out
+
+    def _joined(
+        self,
+        r: Rendered,
+        pieces: Pieces,
+        own: dict[int, tuple[list[int], Any]],
+        counted: list[bool | None],
+        *,
+        exact: bool,
+    ) -> _Located | UnusableRecord:
         """A record's ids as its pieces' ids joined (each constant's reused), each span checked to be covered
-        exactly by its tokens: in bytes where its tokens spell it (`exact`), else by their offsets."""
+        exactly by its tokens: in bytes where its tokens spell it (`counted`: `_counted`'s, for an `exact` record),
+        else by their offsets."""
         ids: list[int] = []
         edges: dict[int, int] = {}
-        own: dict[int, Any] = {}  # a span piece's start -> its ids and encoding
         for s, _, constant in pieces:
             edges[s] = len(ids)
-            if constant is not None:
-                ids += constant
-            else:
-                enc = next(encoded)
-                piece = enc.ids
-                ids += piece
-                own[s] = (piece, enc)
+            ids += own[s][0] if constant is None else constant
         edges[len(r.text)] = len(ids)
-        for s, e in r.spans:
-            piece, enc = own[s]
-            counted = self.spelling.covers(piece, r.text[s:e]) if exact and self.spelling is not None else None
-            if counted is False:
+        for (s, e), count in zip(r.spans, counted):
+            if count is False:
                 problem = f"trained tokens do not spell the {len(r.text[s:e].encode())} bytes of the response"
-            elif counted is None:
+            elif count is None:
+                piece, enc = own[s]
                 if exact:  # encoded without offsets, for a count the sizes could not give
                     enc = self.backend.encode(r.text[s:e], add_special_tokens=False)
                 problem = _coverage_problem(r.text, s, e, _Shifted(Offsets(enc), s), 0, len(piece))
@@ -284,6 +307,10 @@ class Masker:
             ids, labels = self.bos_ids + ids, [IGNORE_INDEX] * n + labels
             weights = None if weights is None else [1.0] * n + weights
         return Tokenized(ids, labels, cuts, n, notes, x.offsets, weights)
+
+
+def _read(encoding: Any) -> tuple[list[int], Any]:
+    return encoding.ids, encoding
 
 
 class _LaterOffsets(Sequence[tuple[int, int]]):

@@ -8,9 +8,12 @@ piece whose tokens carry no offsets, `ftdata.tokens.masking`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 __all__ = ["Spelling"]
 
@@ -33,7 +36,7 @@ class Spelling:
 
     missing: bytes  # byte values the vocabulary has no token for
     ascii_only: bool  # a Unicode normalizer: only ASCII text is unchanged by it
-    sizes: Mapping[int, int] | None = None  # the bytes each token id spells (`_Sizes`)
+    sizes: _Sizes | None = None  # the bytes each token id spells
 
     @staticmethod
     def of(backend: Any) -> Spelling | None:
@@ -70,12 +73,15 @@ class Spelling:
 
             'Eat well.<|endoftext|>' -> 'Eat' ' well' '.' '<|endoftext|>': 3 + 5 + 1 + 13 = 22 bytes
         """
-        if self.sizes is None:
-            return None
-        total = sum(map(self.sizes.__getitem__, ids))
-        if getattr(self.sizes, "unknown", False):
-            return None
-        return bool(ids) and total == len(text.encode())
+        return self.covers_all([(ids, text)])[0]
+
+    def covers_all(self, pieces: Sequence[tuple[list[int], str]]) -> list[bool | None]:
+        """`covers` of each `(ids, text)`, the bytes of all their tokens counted in one numpy pass (a build's
+        batch: a dict lookup per token cost 7% of the build's time with the GIL held)."""
+        totals = None if self.sizes is None else self.sizes.totals([ids for ids, _ in pieces])
+        if totals is None:
+            return [None] * len(pieces)
+        return [bool(ids) and total == len(text.encode()) for (ids, text), total in zip(pieces, totals)]
 
 
 class _Sizes(dict[int, int]):
@@ -88,6 +94,7 @@ class _Sizes(dict[int, int]):
         self._backend = backend
         self._chars = frozenset(_BYTE_CHARS)
         self.unknown = False  # a token read so far stands for no bytes that can be counted: no count is trusted
+        self._table = np.full(backend.get_vocab_size(with_added_tokens=True), -1, dtype=np.int64)
 
     def __missing__(self, i: int) -> int:
         token = self._backend.id_to_token(i)
@@ -96,6 +103,23 @@ class _Sizes(dict[int, int]):
             return 0
         self[i] = len(token)
         return self[i]
+
+    def totals(self, lists: Sequence[list[int]]) -> list[int] | None:
+        """The bytes the tokens of each list spell, summed (None once a token read stands for no bytes): each id's
+        size looked up in a table the ids read so far filled (`-1`: not yet read)."""
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        ids = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(lengths.sum()))
+        if ids.size and int(ids.max()) >= len(self._table):  # an id past the table: a token added since
+            self._table = np.concatenate([self._table, np.full(int(ids.max()) + 1 - len(self._table), -1)])
+        sizes = self._table[ids]
+        if (sizes < 0).any():
+            for i in np.unique(ids[sizes < 0]).tolist():
+                self._table[i] = self[i]
+            sizes = self._table[ids]
+        if self.unknown:
+            return None
+        ends = np.concatenate(([0], np.cumsum(sizes)))[np.cumsum(lengths)]
+        return np.diff(ends, prepend=0).tolist()
 
 
 def _spec(part: Any) -> dict[str, Any] | None:

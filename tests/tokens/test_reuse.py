@@ -215,6 +215,31 @@ def test_a_piece_is_covered_when_its_tokens_spell_its_bytes():
     assert not masker.spelling.covers([], "")
 
 
+def test_pieces_counted_together_are_each_counted_as_alone():
+    # A batch's spans are counted in one pass over all their ids (`covers_all`); each answer is its own piece's.
+    tok = load_tokenizer(None)  # its own: a token is added below
+    spelling = Masker(tok).spelling
+    texts = ["Eat well, é 中.<|im_end|>", "", "ok", "a\n\n  b<|endoftext|>", "日本語 🦆"]
+    pieces = [(tok.backend_tokenizer.encode(t, add_special_tokens=False).ids, t) for t in texts]
+    pieces += [(pieces[0][0][:-1], texts[0]), (pieces[2][0] * 2, texts[2]), (pieces[4][0], texts[0])]
+    assert spelling.covers_all(pieces) == [True, False, True, True, True, False, False, False]
+    assert spelling.covers_all(pieces) == [spelling.covers(ids, text) for ids, text in pieces]
+    tok.add_tokens(["<new>"])  # an id past the table it was made with
+    assert spelling.covers_all([(tok.backend_tokenizer.encode("a<new>", add_special_tokens=False).ids, "a<new>")]) == [True]
+
+
+def test_a_token_that_spells_no_bytes_leaves_every_piece_to_its_offsets():
+    # A token whose characters are not GPT-2's byte alphabet (here one added after the sizes were read: "€") counts
+    # no bytes; from then on no count is trusted (None: the masker reads the offsets).
+    tok = load_tokenizer(None)  # its own: a token is added below
+    spelling = Masker(tok).spelling
+    ids = tok.backend_tokenizer.encode("hi", add_special_tokens=False).ids
+    assert spelling.covers_all([(ids, "hi")]) == [True]
+    tok.add_tokens(["€"])
+    assert spelling.covers_all([(ids, "hi"), ([tok.convert_tokens_to_ids("€")], "€")]) == [None, None]
+    assert spelling.covers(ids, "hi") is None
+
+
 def test_a_tokenizer_left_truncating_reuses_nothing_and_rows_stay_the_whole_texts():
     tok = tokenizer(None)
     reusing, whole = Masker(tok), Masker(tok, reuse=False)
