@@ -119,3 +119,30 @@ def modules_assigning(package: str, name: str) -> set[str]:
             if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 out.add(f"ftdata.{package}.{path.stem}")
     return out
+
+
+def settled(monkeypatch, *modules) -> None:
+    """Files written in this test count as settled for the in-process memos of `modules` (`guard.inputs.StatMemo`):
+    their clock reads `RACY_NS` and a second later, so what they read from a file just written is kept, and a test
+    can show what a kept value is keyed by."""
+    import time
+    from types import SimpleNamespace
+
+    from ftdata.guard.inputs import RACY_NS
+
+    for module in modules:
+        monkeypatch.setattr(module, "time", SimpleNamespace(time_ns=lambda: time.time_ns() + RACY_NS + 10**9))
+
+
+def same_tick(monkeypatch, module, path) -> None:
+    """`module`'s `version_of` (or `stat_of`) gives `path`'s stat as it is now for every later stat of it: as if a
+    rewrite came within one tick of the file system's clock (size, modification and change times, inode all kept)."""
+    import os
+
+    from ftdata.guard.inputs import stat_of, version_of
+
+    first = version_of(os.stat(path))
+    if hasattr(module, "version_of"):
+        monkeypatch.setattr(module, "version_of", lambda st: first if st.st_ino == first[3] else version_of(st))
+    else:
+        monkeypatch.setattr(module, "stat_of", lambda p: first if os.stat(p).st_ino == first[3] else stat_of(p))

@@ -34,13 +34,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ftdata.errors import FtdataError
 from ftdata.guard.opened import reopened
 
 __all__ = [
     "RACY_NS",
+    "StatMemo",
     "WEIGHT_SUFFIXES",
     "Digests",
     "Input",
@@ -59,6 +60,7 @@ __all__ = [
     "version_of",
 ]
 
+T = TypeVar("T")
 RACY_NS = 2_000_000_000  # 2 s: coarser than any file system clock ftdata meets (ext4 ~4 ms, HFS+ 1 s, FAT 2 s)
 
 # Model weights beside tokenizer and processor files: never read by a build, never hashed.
@@ -184,6 +186,30 @@ def version_of(st: os.stat_result) -> Stat | None:
 def _racy(version: Stat, taken_ns: int) -> bool:
     """Changed so shortly before `taken_ns` that another change may keep the same stat (see the module docstring)."""
     return max(version[1], version[2]) >= taken_ns - RACY_NS
+
+
+class StatMemo(Generic[T]):
+    """What a process made from files (a header, a parsed tokenizer), by the file's name and `Stat`, kept only when
+    the file had not changed within `RACY_NS` of when it was read: a change within one tick of the file system's
+    clock can keep a stat as it was, so a racily clean value is made again on its next use instead of served
+    stale. Thread-safe; emptied when `limit` entries are held."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._values: dict[tuple[str, Stat], T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, version: Stat | None) -> T | None:
+        return None if version is None else self._values.get((name, version))
+
+    def put(self, name: str, version: Stat | None, taken_ns: int, value: T) -> None:
+        """Keep `value`, made from the file `name` as `version` stat'ed it, read at or after `taken_ns`."""
+        if version is None or _racy(version, taken_ns):
+            return
+        with self._lock:
+            if len(self._values) >= self._limit:
+                self._values.clear()
+            self._values[(name, version)] = value
 
 
 def _sha256(path: str | Path) -> str:

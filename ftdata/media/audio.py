@@ -24,13 +24,14 @@ import binascii
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, UnusableRecord
-from ftdata.guard.inputs import Stat, version_of
+from ftdata.guard.inputs import StatMemo, version_of
 from ftdata.media.audio_families import count_audio, window_exceeded
 from ftdata.media.audio_files import AudioHeader, read_header
 from ftdata.media.families import audio_rule, family
@@ -80,7 +81,7 @@ class AudioMedium:
         self.text = counting.text or self.placeholder
         self._lock = threading.Lock()  # engine=local renders batches on several threads
         self._read: dict[str, tuple[int, int, int, int] | None] = {}
-        self._headers: dict[tuple[str, Stat], AudioHeader] = {}
+        self._headers: StatMemo[AudioHeader] = StatMemo(65536)
         self._tokens: dict[int, Expansion] = {}
 
     def drain(self) -> dict[str, tuple[int, int, int, int] | None]:
@@ -153,18 +154,14 @@ class AudioMedium:
         version = version_of(st) if st is not None else None
         with self._lock:
             self._read[os.path.abspath(path)] = version
-        key = (str(path), version) if version else None
-        found = self._headers.get(key) if key else None
+        found = self._headers.get(str(path), version)
         if found is None:
+            taken = time.time_ns()
             found = read_header(path, field=field)  # a missing file or a folder: its reject
             found = AudioHeader(
                 str(Path(found.ref).resolve()), found.format, found.channels, found.sample_rate, found.frames
             )
-            if key is not None:
-                with self._lock:
-                    if len(self._headers) >= 65536:
-                        self._headers.clear()
-                    self._headers[key] = found
+            self._headers.put(str(path), version, taken, found)
         return found
 
     def _inline(self, data: bytes, field: str) -> Clip:

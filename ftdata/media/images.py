@@ -42,6 +42,7 @@ import io
 import os
 import stat
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ from typing import Any
 
 from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.guard.bounds import MAX_HEADER_BYTES, BoundedHead, HeaderTooLong
-from ftdata.guard.inputs import Stat, version_of
+from ftdata.guard.inputs import StatMemo, version_of
 from ftdata.media.families import Counts, family
 from ftdata.media.medium import Expansion, Item
 from ftdata.outcomes import RejectCode
@@ -83,8 +84,7 @@ class Headers:
     def __init__(self, *, store: Path | None, max_pixels: int | None, limit: int = 65536):
         self.store = store
         self.max_pixels = max_pixels
-        self._cache: dict[tuple[str, Stat | None], tuple[str, tuple[int, int]]] = {}  # -> (resolved path, size)
-        self._limit = limit
+        self._cache: StatMemo[tuple[str, tuple[int, int]]] = StatMemo(limit)  # -> (resolved path, size)
         self._lock = threading.Lock()  # engine=local renders batches on several threads
         self._read: dict[
             str, tuple[int, int, int, int] | None
@@ -153,9 +153,10 @@ class Headers:
         self._saw(path, st)
         if not stat.S_ISREG(st.st_mode):
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
-        key = (str(path), version_of(st))
-        found = self._cache.get(key)
+        version = version_of(st)
+        found = self._cache.get(str(path), version)
         if found is None:
+            taken = time.time_ns()
             try:
                 with path.open("rb") as fh:
                     size = _header(fh, what=str(path))[0]
@@ -168,10 +169,7 @@ class Headers:
             except ValueError as exc:
                 raise _reject(str(exc), field, RejectCode.MEDIA_UNREADABLE) from None
             found = (str(path.resolve()), size)
-            with self._lock:
-                if len(self._cache) >= self._limit:
-                    self._cache.clear()
-                self._cache[key] = found
+            self._cache.put(str(path), version, taken, found)
         return self._checked(ImageInfo(ref or found[0], *found[1]), field)
 
     def _inline(self, data: bytes, *, field: str) -> ImageInfo:

@@ -13,16 +13,16 @@ print holds the probe's ids, and every build encodes a sample of its own texts b
 
 from __future__ import annotations
 
-import functools
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdata.guard.inputs import Stat, stat_of
+from ftdata.guard.inputs import Stat, StatMemo, stat_of
 
 __all__ = [
     "PROBE_CHAT",
@@ -186,12 +186,20 @@ class RawCheck:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-@functools.lru_cache(maxsize=8)
+_RAW: StatMemo[Any] = StatMemo(8)
+
+
 def _raw_tokenizer(path: str, version: Stat | None) -> Any:
-    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is (its `Stat` in the key)."""
+    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is (its `Stat` in the key; one
+    changed too recently to trust its stat is loaded again each time)."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(path)
+    found = _RAW.get(path, version)
+    if found is None:
+        taken = time.time_ns()
+        found = Tokenizer.from_file(path)
+        _RAW.put(path, version, taken, found)
+    return found
 
 
 def raw_check(tokenizer: Any, texts: Iterable[str], *, sample: int = RAW_SAMPLE) -> RawCheck:

@@ -210,3 +210,21 @@ def test_a_file_read_in_two_versions_by_one_build_stops_it() -> None:
     assert read == {"/a.png": (10, 1, 1, 7), "/gone.jpg": None, "/b.png": (3, 2, 2, 8)}
     with pytest.raises(FtdataError, match=r"^/a\.png changed while the build read it \(its records saw two versions\); build again$"):
         add_read(read, {"/a.png": (10, 1, 5, 7)})
+
+
+def test_a_stat_memo_keeps_only_what_was_read_after_the_file_settled():
+    from ftdata.guard.inputs import RACY_NS, StatMemo
+
+    memo: StatMemo[str] = StatMemo(limit=2)
+    changed = 10 * RACY_NS  # the file's modification and change times, in ns
+    version = (5, changed, changed, 1)
+    memo.put("a", version, changed + RACY_NS // 2, "racy")  # read half a window after its change: not kept
+    assert memo.get("a", version) is None
+    memo.put("a", version, changed + RACY_NS + 1, "settled")
+    assert memo.get("a", version) == "settled"
+    assert memo.get("a", (5, changed, changed + 1, 1)) is None  # any other stat: another file
+    memo.put("b", None, changed + RACY_NS + 1, "no file")
+    assert memo.get("b", None) is None
+    memo.put("c", version, changed + RACY_NS + 1, "c")
+    memo.put("d", version, changed + RACY_NS + 1, "d")  # a third entry empties a memo of two
+    assert (memo.get("a", version), memo.get("c", version), memo.get("d", version)) == (None, None, "d")

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from audio_support import CLIPS, SHARED_AUDIO, gemma3n, phi4, qwen2_audio, tone, write_clip
+from support import same_tick, settled
 from typer.testing import CliRunner
 
 from ftdata.build.api import build
@@ -353,20 +354,39 @@ def test_the_medium_counts_what_the_processor_makes_at_any_rate_and_length(qwen2
     assert item.dropped == pytest.approx(max(0.0, len(wave) - 480000) / 16000)
 
 
-def test_a_clip_rewritten_under_its_old_time_and_size_is_read_again(qwen2_audio, tmp_path):
+def test_a_clip_rewritten_under_its_old_time_and_size_is_read_again(qwen2_audio, tmp_path, monkeypatch):
     """A kept clip header is the file's while its `Stat` is: a 1 s WAV at 16 kHz rewritten as 2 s at 8 kHz (the same
     bytes' length) with its old modification time put back is read again, not counted as 1 s."""
     import os
 
+    import ftdata.media.audio as audio
     from ftdata.media.audio import AudioMedium
 
+    settled(monkeypatch, audio)  # the header read is kept: the change time is what tells the rewrite
     path = write_clip(tmp_path / "a.wav", tone(16000, 16000, 1), 16000)
     medium = AudioMedium(qwen2_audio, store=None, window="cut")
     assert medium.clip(str(path), base=None, field="f").header.seconds == 1.0
+    assert medium._headers.get(str(path), audio.version_of(path.stat())) is not None
     stat = path.stat()
     write_clip(path, tone(16000, 8000, 1), 8000)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old modification time
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert medium.clip(str(path), base=None, field="f").header.seconds == 2.0
+
+
+def test_a_clip_rewritten_within_one_clock_tick_is_read_again(qwen2_audio, tmp_path, monkeypatch):
+    """A header read from a clip changed within `RACY_NS` is not kept: the same rewrite in the same tick of the file
+    system's clock, its whole stat unchanged, is read again."""
+    import ftdata.media.audio as audio
+    from ftdata.media.audio import AudioMedium
+
+    path = write_clip(tmp_path / "a.wav", tone(16000, 16000, 1), 16000)
+    same_tick(monkeypatch, audio, path)
+    medium = AudioMedium(qwen2_audio, store=None, window="cut")
+    assert medium.clip(str(path), base=None, field="f").header.seconds == 1.0
+    size = path.stat().st_size
+    write_clip(path, tone(16000, 8000, 1), 8000)
+    assert path.stat().st_size == size
     assert medium.clip(str(path), base=None, field="f").header.seconds == 2.0
 
 

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 from PIL import Image
+from support import same_tick, settled
 
 from ftdata.errors import UnusableRecord
 from ftdata.outcomes import RejectCode
@@ -76,19 +77,39 @@ def test_build_rejects_them_and_keeps_the_rest(qwen_dir, damaged):
     assert result.report.rejected == {"media_unreadable": 3}
 
 
-def test_an_image_rewritten_under_its_old_time_and_size_is_read_again(tmp_path):
+def test_an_image_rewritten_under_its_old_time_and_size_is_read_again(tmp_path, monkeypatch):
     """A kept header is the file's while its size, modification and change times and inode are: an 8x2 BMP rewritten
     as a 4x4 one (the same 102 bytes) with its old modification time put back is read again, not sized 8x2."""
     import os
 
+    import ftdata.media.images as images
+
+    settled(monkeypatch, images)  # the header read is kept: the change time is what tells the rewrite
     path = tmp_path / "a.bmp"
     Image.new("RGB", (8, 2), "red").save(path)
     headers = Headers(store=None, max_pixels=None)
     first = headers.info(path.name, base=tmp_path, field="f")
     assert (first.width, first.height) == (8, 2)
+    assert headers._cache.get(str(path), images.version_of(path.stat())) is not None
     stat = path.stat()
     Image.new("RGB", (4, 4), "blue").save(path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old modification time
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns) == (102, stat.st_mtime_ns)
+    again = headers.info(path.name, base=tmp_path, field="f")
+    assert (again.width, again.height) == (4, 4)
+
+
+def test_an_image_rewritten_within_one_clock_tick_is_read_again(tmp_path, monkeypatch):
+    """A header read from a file changed within `RACY_NS` is not kept: a rewrite in the same tick of the file
+    system's clock, its whole stat unchanged (8x2 BMP -> 4x4, the same 102 bytes), is read again."""
+    import ftdata.media.images as images
+
+    path = tmp_path / "a.bmp"
+    Image.new("RGB", (8, 2), "red").save(path)
+    same_tick(monkeypatch, images, path)
+    headers = Headers(store=None, max_pixels=None)
+    assert (headers.info(path.name, base=tmp_path, field="f").width, path.stat().st_size) == (8, 102)
+    Image.new("RGB", (4, 4), "blue").save(path)
+    assert path.stat().st_size == 102
     again = headers.info(path.name, base=tmp_path, field="f")
     assert (again.width, again.height) == (4, 4)

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from support import TOKENIZERS, tokenizer
+from support import TOKENIZERS, same_tick, settled, tokenizer
 
 import ftdata
 from ftdata.errors import ConfigError
@@ -92,28 +92,58 @@ def test_the_bundled_tokenizer_is_checked_against_its_materialised_tokenizer_jso
     assert record["serving"]["tokenizer"]["files"].keys() >= {"tokenizer.json", "tokenizer_config.json"}
 
 
-def test_a_tokenizer_json_edited_under_its_old_time_and_size_is_read_again(tmp_path: Path) -> None:
+def _swapped_tokenizer(tmp_path: Path) -> tuple[Path, str, str]:
+    """A copy of the bundled tokenizer folder, the text of its tokenizer.json, and that text with the ids of " and"
+    and " the" swapped (the same length)."""
+    from ftdata.io.resources import bundled_tokenizer_dir
+
+    folder = shutil.copytree(bundled_tokenizer_dir(), tmp_path / "tok")
+    before = (folder / "tokenizer.json").read_text(encoding="utf-8")
+    after = before.replace('"Ġthe": 260', '"Ġthe": 284').replace('"Ġand": 284', '"Ġand": 260')
+    assert after != before and len(after) == len(before)
+    return folder, before, after
+
+
+def test_a_tokenizer_json_edited_under_its_old_time_and_size_is_read_again(tmp_path: Path, monkeypatch) -> None:
     """The raw tokenizer is kept per file while the file is as it was: an edit that swaps two ids (the size unchanged)
     and puts the modification time back is read again, so the folder's own class and tokenizers agree on it."""
     import os
 
-    from ftdata.io.resources import bundled_tokenizer_dir, load_tokenizer
+    import ftdata.tokens.identity as identity
+    from ftdata.io.resources import load_tokenizer
 
-    folder = shutil.copytree(bundled_tokenizer_dir(), tmp_path / "tok")
+    settled(monkeypatch, identity)  # the parse is kept: the change time is what tells the edit
+    folder, before, after = _swapped_tokenizer(tmp_path)
     text = "a cat and the dog"
     original = load_tokenizer(folder)
     assert original(text, add_special_tokens=False)["input_ids"][2:4] == [284, 260]  # " and", " the"
     assert raw_check(original, [text]).differ == 0
     file = folder / "tokenizer.json"
-    before, stat = file.read_text(encoding="utf-8"), file.stat()
-    after = before.replace('"Ġthe": 260', '"Ġthe": 284').replace('"Ġand": 284', '"Ġand": 260')
-    assert after != before and len(after) == len(before)
+    assert identity._RAW.get(str(file), identity.stat_of(file)) is not None
+    stat = file.stat()
     file.write_text(after, encoding="utf-8")
     os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old modification time
     assert file.stat().st_size == stat.st_size and file.stat().st_mtime_ns == stat.st_mtime_ns
     edited = load_tokenizer(folder)
     assert edited(text, add_special_tokens=False)["input_ids"][2:4] == [260, 284]  # the edit took
     assert raw_check(edited, [text]).differ == 0  # read again: a kept parse of the old file says the text differs
+
+
+def test_a_tokenizer_json_edited_within_one_clock_tick_is_read_again(tmp_path: Path, monkeypatch) -> None:
+    """A parse of a tokenizer.json changed within `RACY_NS` is not kept: the same edit in the same tick of the file
+    system's clock, its whole stat unchanged, is read again."""
+    import ftdata.tokens.identity as identity
+    from ftdata.io.resources import load_tokenizer
+
+    folder, _, after = _swapped_tokenizer(tmp_path)
+    file = folder / "tokenizer.json"
+    same_tick(monkeypatch, identity, file)
+    text = "a cat and the dog"
+    assert raw_check(load_tokenizer(folder), [text]).differ == 0
+    file.write_text(after, encoding="utf-8")
+    edited = load_tokenizer(folder)
+    assert edited(text, add_special_tokens=False)["input_ids"][2:4] == [260, 284]
+    assert raw_check(edited, [text]).differ == 0
 
 
 def _edited(tok: object, old: str, new: str) -> object:
