@@ -185,8 +185,8 @@ class Masker:
             if b:
                 located.append(self._locate(r, e.ids, _LaterOffsets(self.backend, r.text, len(e.ids))))
                 continue
-            x = self._locate(r, e.ids, Offsets(e))
-            located.append(self._let_go(x) if len(r.text) >= LET_GO_CHARS else x)
+            found = self._locate(r, e.ids, Offsets(e))
+            located.append(self._let_go(found) if len(r.text) >= LET_GO_CHARS else found)
         # One Rust call decodes every trained run of the records whose spelling is not exact by construction.
         runs = [x.ids[i0:i1] for x in located if isinstance(x, _Located) and x.decode for i0, i1 in x.ranges]
         decoded = iter(self.backend.decode_batch(runs, skip_special_tokens=False)) if runs else iter(())
