@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ftdata.run.stage import Ran, flat
+from ftdata.run.stage import Ran
+from ftdata.tokens.packing import flat
 from ftdata.run.seam import Part
 from ftdata.run.rows import RECORD, list_column
 from ftdata.types import Task

@@ -23,7 +23,8 @@ from ftdata.records.reward_types import OPEN, SKIP, is_open, parse_kind
 from ftdata.run.open_columns import OpenColumns, rewrite
 from ftdata.run.rows import RECORD, list_column
 from ftdata.run.seam import Part
-from ftdata.run.stage import Ran, flat
+from ftdata.run.stage import Ran
+from ftdata.tokens.packing import flat
 
 __all__ = ["MESSAGE", "PromptPart", "PromptRow", "PromptRows", "arrow_type", "prompt_part", "prompt_schema"]
 

@@ -39,7 +39,8 @@ from ftdata.records.formats import FIELD_ALIASES, Columns, to_examples
 from ftdata.records.media import attach_columns
 from ftdata.records.preference import detect_task, looks_like_preference, preference_columns, to_pairs
 from ftdata.run.drift import Drift, recorded, token_drift
-from ftdata.run.stage import Ran, Stage, TaskModule, flat
+from ftdata.run.stage import Ran, Stage, TaskModule
+from ftdata.tokens.packing import flat
 from ftdata.run.option_rules import TaskRules
 from ftdata.run.report import BuildReport, Reject
 from ftdata.run.seam import Once, Part

@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Iterator
-from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -434,11 +433,4 @@ class Ran(Generic[I, F]):
         )
 
 
-def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """`lists` as (every value in one int32 array, each list's length): `np.fromiter` over a chain, its size given,
-    writes each value once (numpy 2: 35% less time than a list made first and converted)."""
-    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    return np.fromiter(chain.from_iterable(lists), dtype=np.int32, count=int(lengths.sum())), lengths
-
-
-__all__ = ["AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "flat", "module_of", "task_module"]
+__all__ = ["AnyTask", "Outcome", "Ran", "Stage", "TaskModule", "module_of", "task_module"]

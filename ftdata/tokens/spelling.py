@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from itertools import chain
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ftdata.tokens.packing import flat
 
 __all__ = ["Spelling"]
 
@@ -107,8 +108,7 @@ class _Sizes(dict[int, int]):
     def totals(self, lists: Sequence[list[int]]) -> list[int] | None:
         """The bytes the tokens of each list spell, summed (None once a token read stands for no bytes): each id's
         size looked up in a table the ids read so far filled (`-1`: not yet read)."""
-        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-        ids = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(lengths.sum()))
+        ids, lengths = flat(lists)
         if ids.size and int(ids.max()) >= len(self._table):  # an id past the table: a token added since
             self._table = np.concatenate([self._table, np.full(int(ids.max()) + 1 - len(self._table), -1)])
         sizes = self._table[ids]
