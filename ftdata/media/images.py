@@ -40,7 +40,6 @@ import binascii
 import hashlib
 import io
 import os
-import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -50,7 +49,7 @@ from typing import Any
 
 from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.guard.bounds import MAX_HEADER_BYTES, BoundedHead, HeaderTooLong
-from ftdata.guard.inputs import StatMemo, version_of
+from ftdata.guard.inputs import Stat, StatMemo, version_of
 from ftdata.media.families import Counts, family
 from ftdata.media.medium import Expansion, Item
 from ftdata.outcomes import RejectCode
@@ -97,10 +96,12 @@ class Headers:
             read, self._read = self._read, {}
         return read
 
-    def _saw(self, path: Path, st: os.stat_result | None) -> None:
+    def _saw(self, path: Path, st: os.stat_result | None) -> Stat | None:
+        """Note that `path` was read as `st` found it (None: no file); its `Stat`."""
         version = version_of(st) if st is not None else None
         with self._lock:
             self._read[os.path.abspath(path)] = version
+        return version
 
     def info(self, raw: Any, *, base: Path | None, field: str) -> ImageInfo:
         """The reference and size of one image value from a record.
@@ -150,10 +151,9 @@ class Headers:
                 field,
                 RejectCode.MEDIA_MISSING,
             ) from None
-        self._saw(path, st)
-        if not stat.S_ISREG(st.st_mode):
+        version = self._saw(path, st)
+        if version is None:  # not a regular file
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
-        version = version_of(st)
         found = self._cache.get(str(path), version)
         if found is None:
             taken = time.time_ns()

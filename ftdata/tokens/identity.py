@@ -13,7 +13,6 @@ print holds the probe's ids, and every build encodes a sample of its own texts b
 
 from __future__ import annotations
 
-
 import hashlib
 import json
 import time

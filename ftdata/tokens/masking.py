@@ -128,9 +128,9 @@ class Masker:
         self.tokenizer = tokenizer
         self.backend = tokenizer.backend_tokenizer
         self._options = (fast_verify, reuse)
-        self._read()
+        self._read_tokenizer()
 
-    def _read(self) -> None:
+    def _read_tokenizer(self) -> None:
         """What the masker knows of its tokenizer, read (again) for the tokenizer as it stands (`reuse.shape`): a
         token added after the masker was made changes the ids of every text holding it."""
         fast_verify, reuse = self._options
@@ -155,7 +155,7 @@ class Masker:
 
     def __call__(self, batch: list[Rendered]) -> list[Tokenized | UnusableRecord]:
         if shape(self.backend) != self.shape:
-            self._read()
+            self._read_tokenizer()
         # A text with nothing to locate (no span, hole, boundary, literal piece or media item: a pair's
         # prompt) is tokenized without offsets, the Rust tokenizer's cheaper call (8-11% less CPU); its
         # offsets are computed only if read (`preview`).
@@ -174,7 +174,7 @@ class Masker:
         encoded = self._encode_pieces(batch, pieced, exact)
         # each pieced record's own pieces: start -> (ids, encoding), the ids read once (each read of an
         # encoding's `ids` makes a new list)
-        own = [None if p is None else {s: _read(next(encoded)) for s, _, ids in p if ids is None} for p in pieced]
+        own = [None if p is None else {s: _with_ids(next(encoded)) for s, _, ids in p if ids is None} for p in pieced]
         counted = self._counted(batch, own, exact)
         located = []
         for r, b, p, o, c, x in zip(batch, bare, pieced, own, counted, exact):
@@ -202,7 +202,7 @@ class Masker:
     def _let_go(self, x: _Located | UnusableRecord) -> _Located | UnusableRecord:
         """A long record located on its encoding, without it: the exchange cuts read from it now, its offsets read
         again (`_LaterOffsets`) only if a later step reads them (a record with holes keeps them: it reads them)."""
-        if not isinstance(x, _Located) or not isinstance(x.offsets, Offsets) or x.rendered.holes or x.edges:
+        if not isinstance(x, _Located) or not isinstance(x.offsets, Offsets) or x.rendered.holes:
             return x
         edges = {b: first_at(x.offsets, b) for b in x.rendered.boundaries}
         return replace(x, offsets=_LaterOffsets(self.backend, x.rendered.text, len(x.ids)), edges=edges)
@@ -333,7 +333,7 @@ class Masker:
         return Tokenized(ids, labels, cuts, n, notes, x.offsets, weights)
 
 
-def _read(encoding: Any) -> tuple[list[int], Any]:
+def _with_ids(encoding: Any) -> tuple[list[int], Any]:
     return encoding.ids, encoding
 
 

@@ -47,9 +47,9 @@ class ReusingEncoder:
 
     def __init__(self, tokenizer: Any):
         self.backend = getattr(tokenizer, "backend_tokenizer", None)
-        self._read()
+        self._read_tokenizer()
 
-    def _read(self) -> None:
+    def _read_tokenizer(self) -> None:
         """What this encoder knows of its tokenizer, read (again) for the tokenizer as it stands (`shape`)."""
         self.shape = shape(self.backend)
         self.added = _splitting_tokens(self.backend) if self.backend is not None else {}
@@ -68,7 +68,7 @@ class ReusingEncoder:
             return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
         if shape(self.backend) != self.shape:  # a token added since, or a new pre-tokenizer: its stretches differ
             with self._lock:
-                self._read()
+                self._read_tokenizer()
         if special or not self.exact:
             return [e.ids for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=special)]
         if self._split is None:
