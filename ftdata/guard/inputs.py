@@ -41,6 +41,7 @@ from ftdata.guard.opened import reopened
 
 __all__ = [
     "RACY_NS",
+    "ReadFiles",
     "StatMemo",
     "WEIGHT_SUFFIXES",
     "Digests",
@@ -210,6 +211,28 @@ class StatMemo(Generic[T]):
             if len(self._values) >= self._limit:
                 self._values.clear()
             self._values[(name, version)] = value
+
+
+class ReadFiles:
+    """The files a build's records named, each as stat'ed when read (None: no file there), noted from any thread and
+    taken all at once (`drain`): what the build cache checks on a hit (`Manifest`)."""
+
+    def __init__(self) -> None:
+        self._read: dict[str, Stat | None] = {}
+        self._lock = threading.Lock()  # engine=local renders batches on several threads
+
+    def saw(self, path: str | Path, st: os.stat_result | None) -> Stat | None:
+        """Note that `path` was read as `st` found it (None: no file); its `Stat`."""
+        version = version_of(st) if st is not None else None
+        with self._lock:
+            self._read[os.path.abspath(path)] = version
+        return version
+
+    def drain(self) -> dict[str, Stat | None]:
+        """Every file noted since the last drain."""
+        with self._lock:
+            read, self._read = self._read, {}
+        return read
 
 
 def _sha256(path: str | Path) -> str:

@@ -23,7 +23,6 @@ import base64
 import binascii
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdata.errors import ConfigError, UnusableRecord
-from ftdata.guard.inputs import StatMemo, version_of
+from ftdata.guard.inputs import ReadFiles, Stat, StatMemo
 from ftdata.media.audio_families import count_audio, window_exceeded
 from ftdata.media.audio_files import AudioHeader, read_header
 from ftdata.media.families import audio_rule, family
@@ -79,15 +78,12 @@ class AudioMedium:
         self.pad: str = self.rule.placeholder
         self.pad_id: int = processor.tokenizer.convert_tokens_to_ids(self.pad)
         self.text = counting.text or self.placeholder
-        self._lock = threading.Lock()  # engine=local renders batches on several threads
-        self._read: dict[str, tuple[int, int, int, int] | None] = {}
+        self.read = ReadFiles()  # every clip file named, as stat'ed when read
         self._headers: StatMemo[AudioHeader] = StatMemo(65536)
         self._tokens: dict[int, Expansion] = {}
 
-    def drain(self) -> dict[str, tuple[int, int, int, int] | None]:
-        with self._lock:
-            read, self._read = self._read, {}
-        return read
+    def drain(self) -> dict[str, Stat | None]:
+        return self.read.drain()
 
     def sample(self) -> Expansion:
         return self.expansion(self.rule.tokens(self.rule.sampling_rate))  # a one-second clip
@@ -151,9 +147,7 @@ class AudioMedium:
             st: os.stat_result | None = path.stat()
         except OSError:
             st = None
-        version = version_of(st) if st is not None else None
-        with self._lock:
-            self._read[os.path.abspath(path)] = version
+        version = self.read.saw(path, st)
         found = self._headers.get(str(path), version)
         if found is None:
             taken = time.time_ns()

@@ -49,7 +49,7 @@ from typing import Any
 
 from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.guard.bounds import MAX_HEADER_BYTES, BoundedHead, HeaderTooLong
-from ftdata.guard.inputs import Stat, StatMemo, version_of
+from ftdata.guard.inputs import ReadFiles, Stat, StatMemo
 from ftdata.media.families import Counts, family
 from ftdata.media.medium import Expansion, Item
 from ftdata.outcomes import RejectCode
@@ -84,24 +84,7 @@ class Headers:
         self.store = store
         self.max_pixels = max_pixels
         self._cache: StatMemo[tuple[str, tuple[int, int]]] = StatMemo(limit)  # -> (resolved path, size)
-        self._lock = threading.Lock()  # engine=local renders batches on several threads
-        self._read: dict[
-            str, tuple[int, int, int, int] | None
-        ] = {}  # path -> (size, mtime, ctime, inode), None: no file
-
-    def drain(self) -> dict[str, tuple[int, int, int, int] | None]:
-        """Every image file named since the last drain, as stat'ed when read (None: no file there): what the
-        build's cache checks on a hit (`ftdata.guard.inputs.Manifest`)."""
-        with self._lock:
-            read, self._read = self._read, {}
-        return read
-
-    def _saw(self, path: Path, st: os.stat_result | None) -> Stat | None:
-        """Note that `path` was read as `st` found it (None: no file); its `Stat`."""
-        version = version_of(st) if st is not None else None
-        with self._lock:
-            self._read[os.path.abspath(path)] = version
-        return version
+        self.read = ReadFiles()  # every image file named, as stat'ed when read
 
     def info(self, raw: Any, *, base: Path | None, field: str) -> ImageInfo:
         """The reference and size of one image value from a record.
@@ -145,13 +128,13 @@ class Headers:
         try:
             st = path.stat()
         except OSError:
-            self._saw(path, None)
+            self.read.saw(path, None)
             raise _reject(
                 f"image file {str(path)!r} does not exist; fix the path (relative paths start at the data file)",
                 field,
                 RejectCode.MEDIA_MISSING,
             ) from None
-        version = self._saw(path, st)
+        version = self.read.saw(path, st)
         if version is None:  # not a regular file
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
         found = self._cache.get(str(path), version)
@@ -378,8 +361,8 @@ class ImageMedium:
         self.text = self.rule.text or self.placeholder
         self._sizes: dict[tuple[int, int], Expansion] = {}
 
-    def drain(self) -> dict[str, tuple[int, int, int, int] | None]:
-        return self.headers.drain()
+    def drain(self) -> dict[str, Stat | None]:
+        return self.headers.read.drain()
 
     def sample(self) -> Expansion:
         return self.expansion(224, 224)

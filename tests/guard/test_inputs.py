@@ -228,3 +228,24 @@ def test_a_stat_memo_keeps_only_what_was_read_after_the_file_settled():
     memo.put("c", version, changed + RACY_NS + 1, "c")
     memo.put("d", version, changed + RACY_NS + 1, "d")  # a third entry empties a memo of two
     assert (memo.get("a", version), memo.get("c", version), memo.get("d", version)) == (None, None, "d")
+
+
+def test_the_files_read_are_noted_from_every_thread_and_taken_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ftdata.guard.inputs import ReadFiles, version_of
+
+    files = [tmp_path / f"{i}.png" for i in range(200)]
+    for i, path in enumerate(files):
+        path.write_bytes(b"x" * i)
+    (tmp_path / "folder.png").mkdir()
+    seen = ReadFiles()
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(lambda p: seen.saw(p, p.stat()), files))
+    assert versions == [version_of(p.stat()) for p in files] and versions[3][0] == 3
+    assert seen.saw(tmp_path / "folder.png", (tmp_path / "folder.png").stat()) is None  # not a regular file
+    assert seen.saw(tmp_path / "gone.png", None) is None
+    read = seen.drain()
+    assert read == {**{str(p): version_of(p.stat()) for p in files}, str(tmp_path / "folder.png"): None,
+                    str(tmp_path / "gone.png"): None}  # fmt: skip
+    assert seen.drain() == {}  # taken once

@@ -360,13 +360,14 @@ def test_a_clip_rewritten_under_its_old_time_and_size_is_read_again(qwen2_audio,
     import os
 
     import ftdata.media.audio as audio
+    from ftdata.guard import inputs
     from ftdata.media.audio import AudioMedium
 
     settled(monkeypatch, audio)  # the header read is kept: the change time is what tells the rewrite
     path = write_clip(tmp_path / "a.wav", tone(16000, 16000, 1), 16000)
     medium = AudioMedium(qwen2_audio, store=None, window="cut")
     assert medium.clip(str(path), base=None, field="f").header.seconds == 1.0
-    assert medium._headers.get(str(path), audio.version_of(path.stat())) is not None
+    assert medium._headers.get(str(path), inputs.version_of(path.stat())) is not None
     stat = path.stat()
     write_clip(path, tone(16000, 8000, 1), 8000)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old modification time
@@ -377,11 +378,11 @@ def test_a_clip_rewritten_under_its_old_time_and_size_is_read_again(qwen2_audio,
 def test_a_clip_rewritten_within_one_clock_tick_is_read_again(qwen2_audio, tmp_path, monkeypatch):
     """A header read from a clip changed within `RACY_NS` is not kept: the same rewrite in the same tick of the file
     system's clock, its whole stat unchanged, is read again."""
-    import ftdata.media.audio as audio
+    from ftdata.guard import inputs
     from ftdata.media.audio import AudioMedium
 
     path = write_clip(tmp_path / "a.wav", tone(16000, 16000, 1), 16000)
-    same_tick(monkeypatch, audio, path)
+    same_tick(monkeypatch, inputs, path)  # the stat a build notes (`ReadFiles`)
     medium = AudioMedium(qwen2_audio, store=None, window="cut")
     assert medium.clip(str(path), base=None, field="f").header.seconds == 1.0
     size = path.stat().st_size

@@ -83,6 +83,7 @@ def test_an_image_rewritten_under_its_old_time_and_size_is_read_again(tmp_path, 
     import os
 
     import ftdata.media.images as images
+    from ftdata.guard import inputs
 
     settled(monkeypatch, images)  # the header read is kept: the change time is what tells the rewrite
     path = tmp_path / "a.bmp"
@@ -90,7 +91,7 @@ def test_an_image_rewritten_under_its_old_time_and_size_is_read_again(tmp_path, 
     headers = Headers(store=None, max_pixels=None)
     first = headers.info(path.name, base=tmp_path, field="f")
     assert (first.width, first.height) == (8, 2)
-    assert headers._cache.get(str(path), images.version_of(path.stat())) is not None
+    assert headers._cache.get(str(path), inputs.version_of(path.stat())) is not None
     stat = path.stat()
     Image.new("RGB", (4, 4), "blue").save(path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old modification time
@@ -102,11 +103,11 @@ def test_an_image_rewritten_under_its_old_time_and_size_is_read_again(tmp_path, 
 def test_an_image_rewritten_within_one_clock_tick_is_read_again(tmp_path, monkeypatch):
     """A header read from a file changed within `RACY_NS` is not kept: a rewrite in the same tick of the file
     system's clock, its whole stat unchanged (8x2 BMP -> 4x4, the same 102 bytes), is read again."""
-    import ftdata.media.images as images
+    from ftdata.guard import inputs
 
     path = tmp_path / "a.bmp"
     Image.new("RGB", (8, 2), "red").save(path)
-    same_tick(monkeypatch, images, path)
+    same_tick(monkeypatch, inputs, path)  # the stat a build notes (`ReadFiles`)
     headers = Headers(store=None, max_pixels=None)
     assert (headers.info(path.name, base=tmp_path, field="f").width, path.stat().st_size) == (8, 102)
     Image.new("RGB", (4, 4), "blue").save(path)
