@@ -78,12 +78,12 @@ class AudioMedium:
         self.pad: str = self.rule.placeholder
         self.pad_id: int = processor.tokenizer.convert_tokens_to_ids(self.pad)
         self.text = counting.text or self.placeholder
-        self.read = ReadFiles()  # every clip file named, as stat'ed when read
+        self.files_read = ReadFiles()  # every clip file named, as stat'ed when read
         self._headers: StatMemo[AudioHeader] = StatMemo(65536)
         self._tokens: dict[int, Expansion] = {}
 
     def drain(self) -> dict[str, Stat | None]:
-        return self.read.drain()
+        return self.files_read.drain()
 
     def sample(self) -> Expansion:
         return self.expansion(self.rule.tokens(self.rule.sampling_rate))  # a one-second clip
@@ -147,7 +147,7 @@ class AudioMedium:
             st: os.stat_result | None = path.stat()
         except OSError:
             st = None
-        version = self.read.saw(path, st)
+        version = self.files_read.saw(path, st)
         found = self._headers.get(str(path), version)
         if found is None:
             taken = time.time_ns()

@@ -84,7 +84,7 @@ class Headers:
         self.store = store
         self.max_pixels = max_pixels
         self._cache: StatMemo[tuple[str, tuple[int, int]]] = StatMemo(limit)  # -> (resolved path, size)
-        self.read = ReadFiles()  # every image file named, as stat'ed when read
+        self.files_read = ReadFiles()  # every image file named, as stat'ed when read
 
     def info(self, raw: Any, *, base: Path | None, field: str) -> ImageInfo:
         """The reference and size of one image value from a record.
@@ -128,13 +128,13 @@ class Headers:
         try:
             st = path.stat()
         except OSError:
-            self.read.saw(path, None)
+            self.files_read.saw(path, None)
             raise _reject(
                 f"image file {str(path)!r} does not exist; fix the path (relative paths start at the data file)",
                 field,
                 RejectCode.MEDIA_MISSING,
             ) from None
-        version = self.read.saw(path, st)
+        version = self.files_read.saw(path, st)
         if version is None:  # not a regular file
             raise _reject(f"image {str(path)!r} is not a file", field, RejectCode.MEDIA_MISSING)
         found = self._cache.get(str(path), version)
@@ -362,7 +362,7 @@ class ImageMedium:
         self._sizes: dict[tuple[int, int], Expansion] = {}
 
     def drain(self) -> dict[str, Stat | None]:
-        return self.headers.read.drain()
+        return self.headers.files_read.drain()
 
     def sample(self) -> Expansion:
         return self.expansion(224, 224)
