@@ -85,36 +85,39 @@ class Spelling:
         return [bool(ids) and total == len(text.encode()) for (ids, text), total in zip(pieces, totals)]
 
 
-class _Sizes(dict[int, int]):
+class _Sizes:
     """The bytes each token id stands for, looked up the first time an id is read (reading the whole vocabulary
     cost 0.05-0.5 s a build): a byte-level token's characters (one per byte), an added token's content in UTF-8,
     and `unknown` once a token with a character that stands for no byte is read (then no count is trusted)."""
 
     def __init__(self, backend: Any):
-        super().__init__({i: len(t.content.encode()) for i, t in backend.get_added_tokens_decoder().items()})
         self._backend = backend
         self._chars = frozenset(_BYTE_CHARS)
         self.unknown = False  # a token read so far stands for no bytes that can be counted: no count is trusted
-        self._table = np.full(backend.get_vocab_size(with_added_tokens=True), -1, dtype=np.int64)
+        added = backend.get_added_tokens_decoder()
+        size = max(backend.get_vocab_size(with_added_tokens=True), max(added, default=-1) + 1)
+        self._table = np.full(size, -1, dtype=np.int64)  # -1: not read yet
+        for i, token in added.items():
+            self._table[i] = len(token.content.encode())
 
-    def __missing__(self, i: int) -> int:
+    def _size(self, i: int) -> int:
+        """The bytes of token `i`, read from the vocabulary (0, and `unknown` set, when it stands for none)."""
         token = self._backend.id_to_token(i)
         if token is None or not self._chars.issuperset(token):
             self.unknown = True
             return 0
-        self[i] = len(token)
-        return self[i]
+        return len(token)
 
     def totals(self, lists: Sequence[list[int]]) -> list[int] | None:
         """The bytes the tokens of each list spell, summed (None once a token read stands for no bytes): each id's
-        size looked up in a table the ids read so far filled (`-1`: not yet read)."""
+        size looked up in the table, an id not read before (`-1`, or past the table: a token added since) read first."""
         ids, lengths = flat(lists)
-        if ids.size and int(ids.max()) >= len(self._table):  # an id past the table: a token added since
+        if ids.size and int(ids.max()) >= len(self._table):
             self._table = np.concatenate([self._table, np.full(int(ids.max()) + 1 - len(self._table), -1)])
         sizes = self._table[ids]
         if (sizes < 0).any():
             for i in np.unique(ids[sizes < 0]).tolist():
-                self._table[i] = self[i]
+                self._table[i] = self._size(i)
             sizes = self._table[ids]
         if self.unknown:
             return None
