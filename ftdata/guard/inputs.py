@@ -203,14 +203,16 @@ class StatMemo(Generic[T]):
     def get(self, name: str, version: Stat | None) -> T | None:
         return None if version is None else self._values.get((name, version))
 
-    def put(self, name: str, version: Stat | None, taken_ns: int, value: T) -> None:
-        """Keep `value`, made from the file `name` as `version` stat'ed it, read at or after `taken_ns`."""
+    def put(self, name: str, version: Stat | None, taken_ns: int, value: T) -> bool:
+        """Keep `value`, made from the file `name` as `version` stat'ed it, read at or after `taken_ns`; whether it
+        was kept (not when the file is missing or racily clean)."""
         if version is None or _racy(version, taken_ns):
-            return
+            return False
         with self._lock:
             if len(self._values) >= self._limit:
                 self._values.clear()
             self._values[(name, version)] = value
+        return True
 
 
 class ReadFiles:
@@ -240,9 +242,7 @@ def _sha256(path: str | Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-_MEMO: dict[tuple[str, Stat], str] = {}  # this process's digests, by path and stat (never a racy one)
-_MEMO_LOCK = threading.Lock()
-_MEMO_LIMIT = 1 << 20
+_MEMO: StatMemo[str] = StatMemo(1 << 20)  # this process's digests, by path and stat (never a racy one)
 
 
 class Digests:
@@ -281,16 +281,12 @@ class Digests:
         digest = _sha256(name)
         if stat_of(name) != now:  # written to while it was read: what was hashed is no version of it
             return "" if version is not None else f"changing {uuid.uuid4().hex}"  # never vouches, never a hit
-        if not _racy(now, taken):
-            with _MEMO_LOCK:
-                if len(_MEMO) >= _MEMO_LIMIT:
-                    _MEMO.clear()
-                _MEMO[(name, now)] = digest
+        if _MEMO.put(name, now, taken, digest):
             self._pending.append((name, *now, digest))
         return digest
 
     def _remembered(self, name: str, version: Stat) -> str | None:
-        found = _MEMO.get((name, version))
+        found = _MEMO.get(name, version)
         if found is not None or self._index is None:
             return found
         db = self._open()
@@ -302,8 +298,7 @@ class Digests:
             return None
         if row is None or tuple(row[:4]) != version:
             return None
-        with _MEMO_LOCK:
-            _MEMO[(name, version)] = row[4]
+        _MEMO.put(name, version, time.time_ns(), str(row[4]))  # settled when indexed, so settled now
         return str(row[4])
 
     def _open(self) -> sqlite3.Connection | None:

@@ -32,7 +32,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(inputs, "_sha256", sha256)
     monkeypatch.setattr(inputs, "RACY_NS", 0)
-    monkeypatch.setattr(inputs, "_MEMO", {})
+    monkeypatch.setattr(inputs, "_MEMO", inputs.StatMemo(1 << 20))
     return hashed
 
 
@@ -49,13 +49,13 @@ def _restored(path: Path, data: bytes, *, rename: bool = False) -> None:
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
-def test_a_file_is_hashed_once_across_runs_and_again_after_an_edit_that_restores_its_mtime(tmp_path: Path, counted: list[str]) -> None:
+def test_a_file_is_hashed_once_across_runs_and_again_after_an_edit_that_restores_its_mtime(tmp_path: Path, counted: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "d.jsonl"
     data.write_bytes(b'{"output": "b"}\n')
     index = tmp_path / "index.sqlite"
     with Digests(index) as files:
         assert files.file(data) == _sha(b'{"output": "b"}\n')
-    inputs._MEMO.clear()  # a new process: only the index remembers
+    monkeypatch.setattr(inputs, "_MEMO", inputs.StatMemo(1 << 20))  # a new process: only the index remembers
     with Digests(index) as files:
         assert files.file(data) == _sha(b'{"output": "b"}\n')
     assert counted == ["d.jsonl"]
@@ -77,12 +77,12 @@ def test_a_file_replaced_by_a_rename_is_hashed_again(tmp_path: Path, counted: li
 
 def test_a_file_changed_moments_ago_is_never_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Racily clean (git's word): another change within the same clock tick would keep its stat."""
-    monkeypatch.setattr(inputs, "_MEMO", {})
+    monkeypatch.setattr(inputs, "_MEMO", inputs.StatMemo(1 << 20))
     data = tmp_path / "d.jsonl"
     data.write_bytes(b"x\n")
     with Digests(tmp_path / "index.sqlite") as files:
         files.file(data)
-    assert inputs._MEMO == {}
+    assert inputs._MEMO.get(str(data), stat_of(data)) is None
     import sqlite3
 
     assert sqlite3.connect(tmp_path / "index.sqlite").execute("SELECT COUNT(*) FROM digests").fetchone() == (0,)
