@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +34,10 @@ from ftdata.errors import ConfigError, FtdataError, Location
 from ftdata.guard.bounds import ReadBounds
 from ftdata.io.counter import count_records
 from ftdata.mix.contamination import EvalIndex
-from ftdata.mix.dedup import Deduplicator, digest
+from ftdata.mix.dedup import Deduplicator, digest, exact_repeats
 from ftdata.mix.recipe import Dedup, MixBy, Recipe
 from ftdata.mix.shares import Plan, SourceSizes, plan_mix
-from ftdata.run.executors import ray_cluster
+from ftdata.run.executors import hand_back_freed_memory, ray_cluster
 from ftdata.options import BuildOptions, RunOptions
 from ftdata.outcomes import RejectCode, RejectStage
 from ftdata.run.report import BuildReport, Reject, RejectsWriter
@@ -86,37 +87,64 @@ class _Source:
     removed: dict[str, int] = field(default_factory=lambda: {"deduplicated": 0, "decontaminated": 0})
 
 
-class _Records:
-    """Each kept record's location, kept compactly (file number, line, index) by record id."""
+class _Spill:
+    """Rows of int64 columns written to a scratch file as they come and read back mapped from it: their pages
+    are the page cache's, not the build's own memory (a million records' locations, digests and row lengths held
+    77 MiB)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path, width: int) -> None:
+        self.path, self.width, self.rows = path, width, 0
+        self._file = path.open("wb")
+
+    def add(self, block: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(block, dtype=np.int64).tobytes())
+        self.rows += len(block)
+
+    def read(self) -> np.ndarray:
+        """Every row written, as one `(rows, width)` array mapped read-only from the file."""
+        if not self._file.closed:
+            self._file.flush()
+        if not self.rows:
+            return np.zeros((0, self.width), dtype=np.int64)
+        return np.memmap(self.path, dtype=np.int64, mode="r", shape=(self.rows, self.width))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Records:
+    """Each kept record's location (file number, line, index) by record id, spilled to `path`."""
+
+    def __init__(self, path: Path) -> None:
         self._file_ids: dict[str, int] = {}  # file -> its number, in the order first seen
-        self.ids: list[np.ndarray] = []
-        self.where: list[np.ndarray] = []
+        self._spill = _Spill(path, 4)  # record id, file number, line, index (-1: none)
 
     def add(self, ids: list[int], locations: list[Location]) -> None:
-        self.ids.append(np.asarray(ids, dtype=np.int64))
         rows = [
             (
+                record,
                 self._file_ids.setdefault(loc.source, len(self._file_ids)),
                 -1 if loc.line is None else loc.line,
                 -1 if loc.index is None else loc.index,
             )
-            for loc in locations
+            for record, loc in zip(ids, locations, strict=True)
         ]
-        self.where.append(np.asarray(rows, dtype=np.int64).reshape(-1, 3))
+        self._spill.add(np.asarray(rows, dtype=np.int64).reshape(-1, 4))
 
     def locations(self, records: np.ndarray) -> list[str]:
         """The locations of `records` (ids), in that order."""
         if not len(records):
             return []
-        ids, where, files = np.concatenate(self.ids), np.concatenate(self.where), list(self._file_ids)
-        order = np.argsort(ids)
-        at = order[np.searchsorted(ids, records, sorter=order)]
+        table, files = self._spill.read(), list(self._file_ids)
+        order = np.argsort(table[:, 0], kind="stable")
+        at = order[np.searchsorted(table[:, 0], records, sorter=order)]
         return [
             str(Location(files[f], None if line < 0 else int(line), None if index < 0 else int(index)))
-            for f, line, index in where[at]
+            for f, line, index in table[at, 1:]
         ]
+
+    def close(self) -> None:
+        self._spill.close()
 
 
 def recipe_stages(recipe: Recipe, tokenizer: Any) -> list[Stage]:
@@ -175,23 +203,24 @@ def build_recipe(
         with _one_cluster(options.run):
             for spec, stage in zip(recipe.sources, stages or recipe_stages(recipe, tokenizer)):
                 reading.source(spec, stage, options.run, progress)
-        reading.rows.close()
+        reading.close()
         reading.dedupe()
-        splits, mix = _mixture(
-            recipe, data, reading.sources, reading.row_units(), reading.removed, reading.records, reading.sink
-        )
+        splits, mix = _mixture(recipe, data, reading)
     except BaseException:
         reading.sink.abort()
-        reading.rows.close()
+        reading.close()
         raise
     reading.sink.close()
-    for source in reading.sources:
+    sources, rows = reading.sources, reading.rows.path
+    del reading  # what it holds per record (removed ids, duplicates, mapped files) goes before the rows are written
+    hand_back_freed_memory()  # and what the mixture freed: packing's own arrays come on top of what is kept
+    for source in sources:
         report.merge(source.report)
     report.mix = mix
     report.rejects_path = options.output.rejects_path
     if not len(splits["train"]):
         raise FtdataError(f"{recipe.origin}: the mixture has no records (every record was rejected or removed)")
-    dataset = task_module(data.task).finish(reading.rows.path, data, report, splits=splits, pad_id=0)
+    dataset = task_module(data.task).finish(rows, data, report, splits=splits, pad_id=0)
     report.sequences = int(sum(m["sequences"] for m in mix))
     report.tokens = int(sum(m["tokens"]["used"] for m in mix))
     report.trained_tokens = int(sum(m["trained_tokens"]["used"] for m in mix))
@@ -216,22 +245,22 @@ class _Reading:
         self.recipe = recipe
         self.sink = sink
         self.media = media
-        self.rows = task_module(data.task).open_rows(safeio.scratch_dir() / "rows.arrow", replace(data, processor=None))
+        scratch = safeio.scratch_dir()
+        self.rows = task_module(data.task).open_rows(scratch / "rows.arrow", replace(data, processor=None))
         self.texts = recipe.dedup is not Dedup.NONE or bool(recipe.decontaminate)
         # near: MinHash LSH, record by record; exact: a 16-byte digest per record, compared at the end
         self.near: Deduplicator[int] | None = None
         if recipe.dedup is Dedup.NEAR:
             self.near = Deduplicator(recipe.dedup, threshold=recipe.near_threshold)
-        self.digests: list[tuple[np.ndarray, bytes]] = []  # per batch: (record ids, their digests joined)
         self.index = None
         if recipe.decontaminate:  # evaluation files are user bytes too: read within the build's bounds
             self.index = EvalIndex.from_files(
                 recipe.eval_files(), n=recipe.ngram, bounds=ReadBounds.of(recipe.build_options().data)
             )
-        self.records = _Records()
-        self.units: list[
-            tuple[np.ndarray, np.ndarray, np.ndarray]
-        ] = []  # per batch: each row's record, tokens, trained tokens
+        self.digests = _Spill(scratch / "digests", 3)  # record id and its 16-byte digest
+        self.records = _Records(scratch / "records")
+        # each row's record, tokens and trained tokens, counted from its batch as it is written
+        self.units = tuple(_Spill(scratch / f"rows-{name}", 1) for name in ("record", "tokens", "trained"))
         self.removed: set[int] = set()
         self.duplicates: list[tuple[int, int, str]] = []  # (record, the record it repeats, how)
         self.sources: list[_Source] = []
@@ -248,7 +277,8 @@ class _Reading:
                 if self.media is not None:
                     add_read(self.media, c.read)
                 self.rows.add(c)
-                self.units.append((base + c.groups, *c.units()))
+                for spill, column in zip(self.units, (base + c.groups, *c.units()), strict=True):
+                    spill.add(column)
                 self.records.add([base + r for r, _, _ in part.located], [where for _, where, _ in part.located])
                 self._check(base, part.located, source)
         source.last = self.rows.records
@@ -278,24 +308,28 @@ class _Reading:
             elif self.recipe.dedup is Dedup.EXACT:
                 exact.append((base + r, digest(text)))
         if exact:
-            self.digests.append((np.asarray([r for r, _ in exact], dtype=np.int64), b"".join(d for _, d in exact)))
+            digests = np.frombuffer(b"".join(d for _, d in exact), dtype="<i8").reshape(-1, 2)
+            self.digests.add(np.column_stack([np.asarray([r for r, _ in exact], dtype=np.int64), digests]))
 
-    def row_units(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(record, tokens, trained tokens) of every row of the rows file, in file order (counted as written)."""
-        if not self.units:
-            return tuple(np.zeros(0, dtype=np.int64) for _ in range(3))  # type: ignore[return-value]  # three arrays: a generator's tuple has no fixed length for mypy
-        return tuple(np.concatenate(column) for column in zip(*self.units))  # type: ignore[return-value]  # as above
+    def close(self) -> None:
+        """Every file written while reading, closed (each is read back from its file)."""
+        self.rows.close()
+        self.records.close()
+        self.digests.close()
+        for spill in self.units:
+            spill.close()
+
+    def take_units(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(record, tokens, trained tokens) of every row of the rows file, in file order, mapped from their files."""
+        groups, tokens, trained = (spill.read()[:, 0] for spill in self.units)
+        return groups, tokens, trained
 
     def dedupe(self) -> None:
         """Remove every record that repeats an earlier one; write each reject naming the one it repeats."""
-        if self.digests:
-            ids = np.concatenate([i for i, _ in self.digests])
-            keys = np.frombuffer(b"".join(d for _, d in self.digests), dtype="S16")
-            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-            kept_ids = ids[first[inverse]]  # each record's first instance
-            self.duplicates += [
-                (int(r), int(o), "exact") for r, o in zip(ids[kept_ids != ids], kept_ids[kept_ids != ids])
-            ]
+        if self.digests.rows:
+            table = self.digests.read()
+            later, first = exact_repeats(table[:, 0], table[:, 1:])
+            self.duplicates += [(int(r), int(o), "exact") for r, o in zip(later, first)]
             self.duplicates.sort()
         if not self.duplicates:
             return
@@ -319,28 +353,22 @@ class _Reading:
         self.sink.write(rejects)
 
 
-def _mixture(
-    recipe: Recipe,
-    data: Any,
-    sources: list[_Source],
-    units: tuple[np.ndarray, np.ndarray, np.ndarray],
-    removed: set[int],
-    records: _Records,
-    sink: RejectsWriter,
-) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+def _mixture(recipe: Recipe, data: Any, reading: _Reading) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """The rows of train (mixed, with repeats) and test (held out before mixing), and the per-source table.
 
     Raises:
         ConfigError: a source cannot meet its share (plan_mix names it).
     """
-    groups, lengths, trained = units
+    sources, removed, records, sink = reading.sources, reading.removed, reading.records, reading.sink
+    groups, lengths, trained = reading.take_units()
     n_records = int(groups.max()) + 1 if len(groups) else 0
     per = {
         "records": np.zeros(n_records, dtype=np.int64),
         "tokens": np.bincount(groups, weights=lengths, minlength=n_records).astype(np.int64),
         "trained_tokens": np.bincount(groups, weights=trained, minlength=n_records).astype(np.int64),
     }
-    per["records"][np.unique(groups)] = 1
+    del lengths, trained  # only their sums per record are read from here on
+    per["records"][groups] = 1  # a record of many rows is one record
     held = _held_out(groups, sources, data, removed)
     kept = []  # per source: its train records (ids, ascending)
     for source in sources:
@@ -380,7 +408,7 @@ def _mixture(
     splits = {"train": train}
     if data.test_size is not None:
         splits["test"] = np.flatnonzero(np.isin(groups, held))
-    return splits, _table(plan, sources, kept, per, recipe, lengths, groups)
+    return splits, _table(plan, sources, kept, per, recipe, groups)
 
 
 def _held_out(groups: np.ndarray, sources: list[_Source], data: Any, removed: set[int]) -> np.ndarray:
@@ -396,13 +424,28 @@ def _held_out(groups: np.ndarray, sources: list[_Source], data: Any, removed: se
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
+_CHUNK = 1 << 16  # records a step of `_rows_of`
+
+
 def _rows_of(groups: np.ndarray, records: np.ndarray) -> np.ndarray:
     """The rows of `records` (a record may repeat), in that order: a record's rows are consecutive in the
-    rows file (records are written in order), so each is a range found by binary search."""
-    starts = np.searchsorted(groups, records, side="left")
-    counts = np.searchsorted(groups, records, side="right") - starts
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    return offsets + np.arange(int(counts.sum()))
+    rows file (records are written in order), so each is a range found by binary search. Counted, then filled, a
+    chunk of records at a time: whole-length temporaries were the peak of a million-record recipe build."""
+
+    def ranges(i: int) -> tuple[np.ndarray, np.ndarray]:  # first row and row count of each record of chunk i
+        chunk = records[i : i + _CHUNK]
+        first = np.searchsorted(groups, chunk, side="left")
+        return first, np.searchsorted(groups, chunk, side="right") - first
+
+    steps = range(0, len(records), _CHUNK)
+    out = np.empty(sum(int(ranges(i)[1].sum()) for i in steps), dtype=np.int64)
+    at = 0
+    for i in steps:
+        first, many = ranges(i)
+        n = int(many.sum())
+        out[at : at + n] = np.repeat(first - (np.cumsum(many) - many), many) + np.arange(n)
+        at += n
+    return out
 
 
 def _table(
@@ -411,7 +454,6 @@ def _table(
     kept: list[np.ndarray],
     per: dict[str, np.ndarray],
     recipe: Recipe,
-    lengths: np.ndarray,
     groups: np.ndarray,
 ) -> list[dict[str, Any]]:
     """One row per source: what was read, rejected, removed, used and repeated, and the shares in every unit."""

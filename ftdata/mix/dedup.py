@@ -16,6 +16,8 @@ from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from ftdata.errors import ConfigError
 from ftdata.mix.normalise import normalise, words
 from ftdata.mix.recipe import Dedup
@@ -82,6 +84,27 @@ def find_duplicates(
             yield found
 
 
+def exact_repeats(ids: np.ndarray, digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The records whose digest an earlier record has, and that first record: `(repeats, firsts)`, ids paired.
+
+    `ids`: the records in build order; `digests`: their `digest`s as an `(n, 2)` array of 64-bit integers. One
+    stable sort of the digests: a million records take ~25 MiB beside them (`np.unique` with its first indices and
+    inverse took ~75 MiB, the peak of a deduplicated recipe build).
+
+    >>> d = np.array([[1, 2], [3, 4], [1, 2], [1, 5], [1, 2]], dtype=np.uint64)
+    >>> [a.tolist() for a in exact_repeats(np.array([10, 11, 12, 13, 14]), d)]
+    [[12, 14], [10, 10]]
+    """
+    order = np.lexsort((digests[:, 1], digests[:, 0]))  # stable: equal digests stay in build order
+    ordered = digests[order]
+    same = (ordered[1:] == ordered[:-1]).all(axis=1)  # position k + 1 repeats position k
+    del ordered
+    later = np.flatnonzero(same) + 1
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))  # where each distinct digest first comes
+    first = starts[np.searchsorted(starts, later, side="right") - 1]
+    return ids[order[later]], ids[order[first]]
+
+
 class _Near(Generic[K]):
     """MinHash LSH over word shingles; ids are insertion numbers, keys are kept beside them."""
 
@@ -121,4 +144,4 @@ def _shingles(text: str) -> set[str]:
     return {" ".join(ws[i : i + SHINGLE]) for i in range(len(ws) - SHINGLE + 1)}
 
 
-__all__ = ["Duplicate", "Deduplicator", "SHINGLE", "digest", "find_duplicates"]
+__all__ = ["Duplicate", "Deduplicator", "SHINGLE", "digest", "exact_repeats", "find_duplicates"]

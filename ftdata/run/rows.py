@@ -176,7 +176,7 @@ class RowsFile:
         w_starts: list[np.ndarray] = []
         w_lengths: list[np.ndarray] = []
         rows = 0
-        with pa.OSFile(str(path)) as fh:
+        with pa.memory_map(str(path)) as fh:  # batches read in place: their bodies are the page cache's
             schema = pa.ipc.read_schema(fh)
             while (message := _next_message(fh)) is not None:
                 body = fh.tell() - message.body.size  # file position of the batch's buffers
@@ -361,22 +361,22 @@ def write_packed(
         media = checked_media(media, source.lengths)
     lengths = source.lengths
     if rows is not None:
-        rows = rows.astype(np.int64)  # a datasets indices mapping is uint64
+        rows = rows.astype(np.int64, copy=False)  # a datasets indices mapping is uint64 (a mixture's is int64 already)
         lengths = lengths[rows]
     starts, members = plan_arrays(
         padded_lengths(lengths, multiple=pad_to_multiple_of), max_length=max_length, seed=seed
     )
-    row_of = members if rows is None else rows[members]
     trained = 0
     schema = _packed_schema(source.weighted, media=media is not None)
     with pa.ipc.new_stream(str(path), TREE.schema(schema) if source.tree else schema) as sink:
         for first in range(0, len(starts) - 1, batch_rows):
             last = min(first + batch_rows, len(starts) - 1)
             bounds = starts[first : last + 1]
+            picked = members[bounds[0] : bounds[-1]]  # into `lengths`: the file's rows are `rows[picked]`
             batch, n = _pack_bins(
                 source,
                 bounds - bounds[0],
-                row_of[bounds[0] : bounds[-1]],
+                picked if rows is None else rows[picked],  # a batch's, not a whole-length copy up front
                 pad_to_multiple_of=pad_to_multiple_of,
                 pad_id=pad_id,
                 media=media,

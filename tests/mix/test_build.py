@@ -256,3 +256,22 @@ def test_an_evaluation_line_past_the_bound_is_a_located_error_not_a_silent_gap(t
         f"{evals}:2: the line is longer than 1,000 bytes (max_line_bytes), so it was skipped unread; split the record, "
         "or raise max_line_bytes (--max-line-bytes) if it is real"
     )
+
+
+@given(
+    st.lists(st.integers(1, 3), max_size=40),
+    st.lists(st.integers(0, 45), max_size=60),
+    st.integers(1, 7),
+)
+def test_the_rows_of_drawn_records_are_each_records_rows_in_draw_order(
+    rows_per_record: list[int], drawn: list[int], chunk: int
+) -> None:
+    """`_rows_of`, filled a few records at a time, against a loop over the draw: a record drawn twice gives its rows
+    twice, a record with no rows (or past the last) gives none, whatever the chunk."""
+    from ftdata.mix import build
+
+    groups = np.repeat(np.arange(len(rows_per_record)), rows_per_record)
+    want = [row for record in drawn for row in np.flatnonzero(groups == record).tolist()]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "_CHUNK", chunk)
+        assert build._rows_of(groups, np.asarray(drawn, dtype=np.int64)).tolist() == want

@@ -6,12 +6,15 @@ import json
 import sys
 from collections import Counter
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import DATASETS
 
 from ftdata.errors import ConfigError, Location
 from ftdata.records.formats import to_examples
-from ftdata.mix.dedup import Deduplicator, Duplicate, digest, find_duplicates
+from ftdata.mix.dedup import Deduplicator, Duplicate, digest, exact_repeats, find_duplicates
 from ftdata.mix.normalise import normalise, words
 from ftdata.mix.recipe import Dedup
 from ftdata.io.readers import read_records
@@ -79,3 +82,23 @@ def test_a_planted_duplicate_of_a_glaive_record_is_removed(how: str) -> None:
     assert found[-1] == Duplicate(planted, original[0], Dedup.EXACT, 1.0)
     assert verbatim <= {d.key.index for d in found[:-1]}
     assert all(d.original.index < d.key.index for d in found[:-1])
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=60),
+    st.integers(0, 1000),
+)
+def test_exact_repeats_are_the_first_seen_record_of_each_digest(pairs: list[tuple[int, int]], offset: int) -> None:
+    """Against a dict of first-seen records: each record after the first of its digest names that first one.
+    Digests share their first or second word often (0-3 each), so a sort on one word alone would pair wrongly."""
+    ids = np.arange(len(pairs), dtype=np.int64) * 7 + offset  # not positions: the ids travel with the records
+    digests = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    first: dict[tuple[int, int], int] = {}
+    want = []
+    for record, pair in zip(ids.tolist(), pairs):
+        if pair in first:
+            want.append((record, first[pair]))
+        else:
+            first[pair] = record
+    later, firsts = exact_repeats(ids, digests)
+    assert sorted(zip(later.tolist(), firsts.tolist())) == want

@@ -356,3 +356,23 @@ def test_threaded_local_gives_what_one_thread_gives_on_a_real_file(monkeypatch: 
         out[threads] = (result.dataset.to_dict(), rejects.read_text(encoding="utf-8"), report)
     assert out[1][2]["records"] > 37 * 4 and out[1][2]["rejected"] == {"too_long": 704}
     assert out[4] == out[1]
+
+
+def test_freed_memory_is_handed_back_with_malloc_trim_and_nothing_is_done_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    from ftdata.run import executors
+
+    calls: list[int] = []
+
+    class Glibc:
+        def malloc_trim(self, pad: int) -> int:
+            calls.append(pad)
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Glibc())
+    executors.hand_back_freed_memory()
+    assert calls == [0]  # everything free, no padding kept
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # a C library without malloc_trim (not glibc)
+    executors.hand_back_freed_memory()
+    assert calls == [0]
