@@ -175,7 +175,7 @@ def hand_back_freed_memory() -> None:
     """
     try:
         trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
+    except (OSError, AttributeError, TypeError):  # not glibc (TypeError: no handle to the running program)
         return
     trim(0)
 
