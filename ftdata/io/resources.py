@@ -13,6 +13,7 @@ pays nothing more. Any other call loads its own.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -383,21 +384,19 @@ def _fingerprinted(tokenizer: Any, state: str) -> None:
                 _LOADED[key] = (files, state, tok)
 
 
-def _state(tokenizer: Any) -> str:
-    """A tokenizer's loaded state as text: its class, vocabulary and rules, chat template and special tokens."""
-    return json.dumps(
-        [
-            type(tokenizer).__name__,
-            tokenizer.backend_tokenizer.to_str(),
-            getattr(tokenizer, "chat_template", None),
-            getattr(tokenizer, "special_tokens_map", {}),
-        ],
-        default=str,
-    )
-
-
 def _state_digest(tokenizer: Any) -> str:
-    return text_digest(_state(tokenizer))
+    """sha256 of a tokenizer's loaded state: its class, its vocabulary and rules (`to_str`: megabytes, tens for a large
+    vocabulary; hashed as they are, not quoted into JSON first: 0.14 -> 0.11 s for Qwen2.5's), its chat template and
+    special tokens; each part framed by its length."""
+    digest = hashlib.sha256()
+    rest = json.dumps(
+        [getattr(tokenizer, "chat_template", None), getattr(tokenizer, "special_tokens_map", {})], default=str
+    )
+    for part in (type(tokenizer).__name__, tokenizer.backend_tokenizer.to_str(), rest):
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def tokenizer_input(tokenizer: Any, digests: Digests) -> Input:

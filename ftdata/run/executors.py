@@ -25,6 +25,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager, nullcontext
@@ -106,13 +107,37 @@ class LocalExecutor:
             for batch in batches:
                 yield fn(spec, batch)
             return
+        rest = iter(batches)
+        head, failure = _first(rest, 2)
+        if len(head) < 2 or failure is not None:  # one batch: nothing to overlap, so no pool
+            with _one_tokenizer_thread(), _quiet_collector():
+                for batch in head:
+                    yield fn(spec, batch)
+            if failure is not None:
+                raise failure
+            return
         with (
             _one_tokenizer_thread(),
             _quiet_collector(),
             _long_turns(),
             ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool,
         ):
-            yield from _in_order(pool, lambda batch: pool.submit(fn, spec, batch), iter(batches), 2 * self.threads)
+            yield from _in_order(pool, lambda batch: pool.submit(fn, spec, batch), chain(head, rest), 2 * self.threads)
+
+
+def _first(batches: Iterator[B], n: int) -> tuple[list[B], FtdataError | None]:
+    """Up to the first `n` batches, and the `FtdataError` that reading the next one raised (raised by the caller
+    after the batches before it, as `_in_order` does)."""
+    head: list[B] = []
+    while len(head) < n:
+        try:
+            batch = next(batches, None)
+        except FtdataError as exc:
+            return head, exc
+        if batch is None:
+            break
+        head.append(batch)
+    return head, None
 
 
 @contextmanager
@@ -180,6 +205,16 @@ def hand_back_freed_memory() -> None:
     trim(0)
 
 
+_COLLECTOR = threading.Lock()
+_held: list[tuple[tuple[int, int, int], bool]] = []  # per running build: (the caller's thresholds, whether it froze)
+# When a check last found the caller's heap frozen (time.monotonic), None when it found it not frozen. Asking
+# (`gc.get_freeze_count`) walks every frozen object, ~0.1 us each: 20 ms of a small build on a test worker's frozen
+# heap, half a second on a heap of millions. So a frozen heap is asked about again only after `FROZEN_CHECK_EVERY_S`
+# (one that is not frozen costs nothing to ask about: it is asked each time).
+FROZEN_CHECK_EVERY_S = 60.0
+_frozen_seen: float | None = None
+
+
 @contextmanager
 def _quiet_collector() -> Iterator[None]:
     """The garbage collector out of the build's way while it lasts: a frozen heap, rare young collections.
@@ -188,20 +223,41 @@ def _quiet_collector() -> Iterator[None]:
     not change during it, yet each full collection walked all of them while holding the GIL
     (0.1 s each): they are frozen, and unfrozen after, so their garbage is collected as before.
     A caller that froze its own heap (say, before forking workers) keeps it as it is: that
-    state is theirs. The young generation is collected every `YOUNG_COLLECTION_EVERY`
-    allocations instead of 700; the thresholds are restored after.
+    state is theirs (`_callers_heap_frozen`). The young generation is collected every `YOUNG_COLLECTION_EVERY`
+    allocations instead of 700. Builds running at once share one freeze; the last to end unfreezes the heap and
+    restores the caller's thresholds (two builds must not undo each other's).
     """
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION_EVERY), *thresholds[1:])
-    frozen = gc.get_freeze_count() == 0
-    if frozen:
-        gc.freeze()
+    with _COLLECTOR:
+        if _held:
+            _held.append(_held[0])
+        else:
+            thresholds = gc.get_threshold()
+            gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION_EVERY), *thresholds[1:])
+            froze = not _callers_heap_frozen()
+            if froze:
+                gc.freeze()
+            _held.append((thresholds, froze))
     try:
         yield
     finally:
-        if frozen:
-            gc.unfreeze()
-        gc.set_threshold(*thresholds)
+        with _COLLECTOR:
+            thresholds, froze = _held.pop()
+            if not _held:
+                if froze:
+                    gc.unfreeze()
+                gc.set_threshold(*thresholds)
+
+
+def _callers_heap_frozen() -> bool:
+    """Whether the caller froze its heap: asked of the collector, or, within `FROZEN_CHECK_EVERY_S` of finding it
+    frozen, taken as still so (had the caller unfrozen it meanwhile, a build would run unfrozen: slower, no other
+    change). Called with `_COLLECTOR` held, while no build holds a freeze of its own."""
+    global _frozen_seen
+    now = time.monotonic()
+    if _frozen_seen is not None and now - _frozen_seen < FROZEN_CHECK_EVERY_S:
+        return True
+    _frozen_seen = now if gc.get_freeze_count() else None
+    return _frozen_seen is not None
 
 
 def _in_order(pool: Any, submit: Callable[[B], Future[T]], batches: Iterator[B], ahead: int) -> Iterator[T]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -185,18 +186,31 @@ class RawCheck:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-_RAW: StatMemo[Any] = StatMemo(8)
+_RAW: StatMemo[Any] = StatMemo(8)  # by the file's name and `Stat`
+_RAW_BYTES: dict[str, Any] = {}  # by the sha256 of the bytes parsed, the most recently loaded last
+_RAW_BYTES_LIMIT = 4
+_RAW_LOCK = threading.Lock()
 
 
 def _raw_tokenizer(path: str, version: Stat | None) -> Any:
-    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is (its `Stat` in the key; one
-    changed too recently to trust its stat is loaded again each time)."""
+    """`tokenizers.Tokenizer` of a `tokenizer.json`, loaded once per file as it is (its `Stat` in the key), and once
+    per content: a file whose stat cannot be trusted yet (changed too recently) or another file with the same bytes
+    (a copy of the folder) is read and hashed, and the tokenizer parsed from those bytes before is served."""
     from tokenizers import Tokenizer
 
     found = _RAW.get(path, version)
     if found is None:
         taken = time.time_ns()
-        found = Tokenizer.from_file(path)
+        data = Path(path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        with _RAW_LOCK:
+            found = _RAW_BYTES.get(digest)
+        if found is None:
+            found = Tokenizer.from_buffer(data)
+            with _RAW_LOCK:
+                while len(_RAW_BYTES) >= _RAW_BYTES_LIMIT:
+                    del _RAW_BYTES[next(iter(_RAW_BYTES))]
+                _RAW_BYTES[digest] = found
         _RAW.put(path, version, taken, found)
     return found
 

@@ -267,7 +267,9 @@ _MASKERS: dict[str | None, Masker] = {}
 
 def _check_one(name, msgs, stats: Counter) -> None:
     tok = tokenizer(name)
-    renderer = _RENDERERS.setdefault(name, Renderer(tok))
+    if name not in _RENDERERS:  # one per template (`setdefault` would build one per example and drop it)
+        _RENDERERS[name], _MASKERS[name] = Renderer(tok), Masker(tok)
+    renderer = _RENDERERS[name]
     try:
         (example,) = to_examples({"messages": msgs}, Location("h"))
         rendered = renderer(example)
@@ -281,7 +283,7 @@ def _check_one(name, msgs, stats: Counter) -> None:
             raise AssertionError(f"unexpected rejection for {msgs!r}: {exc}")  # plain text is never rejected
         return
     assert not _control(tok, msgs), "control-token text must be rejected"
-    result = _MASKERS.setdefault(name, Masker(tok))([rendered])[0]
+    result = _MASKERS[name]([rendered])[0]
     if isinstance(result, UnusableRecord):
         # Only allowed when the vocabulary cannot spell an assistant content at all.
         assert "cannot spell" in result.reason, f"verification rejected {msgs!r}: {result.reason}"

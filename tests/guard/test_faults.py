@@ -525,3 +525,31 @@ def test_the_sweep_removes_a_dead_runs_scratch_and_follows_no_link(tmp_path: Pat
     assert safeio.clean_stale_scratch(tmp_path) == 1
     assert not dead.exists()
     assert (elsewhere / safeio.SCRATCH_MARK).exists() and (tmp_path / "ftdata-124-abcdefgh").is_symlink()
+
+
+def test_a_process_sweeps_at_its_first_scratch_folder_and_then_at_most_every_minute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead run's scratch is swept by the next scratch folder a running process makes once `SWEEP_EVERY_S` has
+    passed, not before each one: a process that made a thousand folders no longer opens a thousand marks a build."""
+    from ftdata.guard import scratch
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    monkeypatch.setattr(scratch, "_SWEPT", None)
+    clock = [1000.0]
+    monkeypatch.setattr(scratch.time, "monotonic", lambda: clock[0])
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; from ftdata.guard import safeio; print(safeio.scratch_dir()); os._exit(0)"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    dead = Path(done.stdout.strip())
+    made = [scratch.scratch_dir()]  # this process's first: swept
+    assert not dead.exists()
+    shutil.copytree(made[0], dead)  # another dead run's scratch (its mark's lock held by nobody)
+    clock[0] += scratch.SWEEP_EVERY_S - 1
+    made.append(scratch.scratch_dir())
+    assert dead.exists()  # within the minute: not swept
+    clock[0] += 1
+    made.append(scratch.scratch_dir())
+    assert not dead.exists() and all(p.is_dir() for p in made)  # a minute on: swept, and this process's own kept
+    for path in made:
+        scratch.drop_scratch(path)

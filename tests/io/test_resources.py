@@ -119,8 +119,8 @@ def test_a_second_build_serialises_its_shared_tokenizer_once(
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
     data.write_text(json.dumps({"messages": chat}) + "\n", encoding="utf-8")
     calls: list[object] = []
-    real = resources._state
-    monkeypatch.setattr(resources, "_state", lambda tok: calls.append(tok) or real(tok))
+    real = resources._state_digest
+    monkeypatch.setattr(resources, "_state_digest", lambda tok: calls.append(tok) or real(tok))
     first = ftdata.build(str(data), tmp_path / "one", tokenizer=str(folder), cache=False)
     assert len(calls) == 1  # loaded: the fingerprint's serialisation only
     calls.clear()

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -270,11 +270,12 @@ def test_threads_run_the_tokenizer_single_threaded_and_restore_the_setting(monke
 
 
 @pytest.fixture
-def unfrozen_heap() -> Iterator[None]:
+def unfrozen_heap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The heap of a caller that froze nothing (the suite freezes what collection made alive: conftest)."""
     import gc
 
     gc.unfreeze()
+    monkeypatch.setattr(executors, "_frozen_seen", None)  # an earlier build's finding that it was frozen
     yield
     gc.collect()
     gc.freeze()
@@ -290,46 +291,111 @@ def test_threads_leave_the_heap_to_the_garbage_collector_again_after_the_build(u
     assert gc.get_freeze_count() == 0 and gc.isenabled() and gc.get_threshold() == before
 
 
-def test_a_callers_frozen_heap_is_left_as_the_caller_froze_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neither frozen again nor unfrozen by the build. (What ftdata calls, not the frozen count: a frozen
-    object that another thread frees meanwhile leaves the count, whatever the build does.)"""
+def _collector_calls(monkeypatch: pytest.MonkeyPatch, frozen: list[int]) -> list[str]:
+    """The calls builds make to the collector's freezing, with `frozen[0]` objects frozen by the caller."""
     import gc
 
     calls: list[str] = []
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
     monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
-    monkeypatch.setattr(gc, "get_freeze_count", lambda: 1000)  # the caller froze its heap
-    list(LocalExecutor(threads=2).map(lambda spec, batch: None, None, [[1], [2]]))
-    assert calls == []
-    monkeypatch.setattr(gc, "get_freeze_count", lambda: 0)  # and with nothing frozen: frozen for the build, then not
-    list(LocalExecutor(threads=2).map(lambda spec, batch: None, None, [[1], [2]]))
-    assert calls == ["freeze", "unfreeze"]
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: calls.append("count") or frozen[0])
+    monkeypatch.setattr(executors, "_frozen_seen", None)
+    return calls
 
 
-def test_threads_take_longer_turns_on_the_gil_while_builds_run_and_give_the_callers_interval_back() -> None:
-    caller = sys.getswitchinterval()
-    assert caller < executors.SWITCH_INTERVAL  # Python's default, 5 ms
+def test_a_callers_frozen_heap_is_left_as_the_caller_froze_it_and_asked_about_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither frozen again nor unfrozen by the build. (What ftdata calls, not the frozen count: a frozen object that
+    another thread frees meanwhile leaves the count, whatever the build does.) Asking walks every frozen object, so a
+    heap found frozen is taken as frozen for `FROZEN_CHECK_EVERY_S`; one found not frozen is asked about each time."""
+    frozen, clock = [1000], [500.0]
+    calls = _collector_calls(monkeypatch, frozen)
+    monkeypatch.setattr(executors.time, "monotonic", lambda: clock[0])
+    for _ in range(3):
+        list(LocalExecutor(threads=2).map(lambda spec, batch: None, None, [[1], [2]]))
+    assert calls == ["count"]  # asked once; never frozen or unfrozen
+    frozen[0], clock[0] = 0, clock[0] + executors.FROZEN_CHECK_EVERY_S - 1  # the caller unfroze it
+    list(LocalExecutor(threads=2).map(lambda spec, batch: None, None, [[1], [2]]))
+    assert calls == ["count"]  # within the minute: still taken as frozen (the build ran unfrozen)
+    clock[0] += 1
+    for _ in range(2):
+        list(LocalExecutor(threads=2).map(lambda spec, batch: None, None, [[1], [2]]))
+    assert calls == ["count"] + ["count", "freeze", "unfreeze"] * 2  # asked again; not frozen: asked each build
+
+
+def _two_builds_at_once(read: Callable[[], Any], meanwhile: Callable[[], None]) -> list[list[Any]]:
+    """Two builds whose first batches meet (both running at once): `meanwhile()` is called then; each batch returns
+    `read()`, after both are released."""
     started, release = threading.Barrier(3), threading.Event()
 
-    def build(spec: Any, batch: list[int]) -> float:
-        if batch == [0]:  # both builds' first batches meet: two builds at once
+    def build(spec: Any, batch: list[int]) -> Any:
+        if batch == [0]:
             started.wait(timeout=10)
             release.wait(timeout=10)
-        return sys.getswitchinterval()
+        return read()
 
-    results: list[list[float]] = []
+    results: list[list[Any]] = []
     builds = [
         threading.Thread(target=lambda: results.append(list(LocalExecutor(threads=2).map(build, None, [[0], [1]]))))
         for _ in range(2)
     ]  # fmt: skip
     for thread in builds:
         thread.start()
-    started.wait(timeout=10)
-    assert sys.getswitchinterval() == executors.SWITCH_INTERVAL
-    release.set()
-    for thread in builds:
-        thread.join(timeout=10)
-    assert results == [[executors.SWITCH_INTERVAL] * 2] * 2
+    try:
+        started.wait(timeout=10)
+        meanwhile()
+    finally:
+        release.set()
+        for thread in builds:
+            thread.join(timeout=10)
+    return results
+
+
+def test_builds_at_once_share_one_freeze_and_the_last_restores_the_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    calls = _collector_calls(monkeypatch, [0])
+    before = gc.get_threshold()
+
+    def meanwhile() -> None:
+        assert calls == ["count", "freeze"]  # the second build found the first's freeze: not asked, not frozen again
+
+    results = _two_builds_at_once(gc.get_threshold, meanwhile)
+    assert results == [[(executors.YOUNG_COLLECTION_EVERY, *before[1:])] * 2] * 2
+    assert calls == ["count", "freeze", "unfreeze"] and gc.get_threshold() == before  # once, when the last ended
+
+
+def test_one_batch_runs_in_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing to overlap: no pool (the collector is quieted all the same). A read error after the batch comes
+    after it."""
+    calls = _collector_calls(monkeypatch, [0])
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    here = threading.current_thread().name
+    one = lambda spec, batch: (threading.current_thread().name, os.environ["TOKENIZERS_PARALLELISM"], batch[0] + spec)  # noqa: E731
+
+    assert list(LocalExecutor(threads=2).map(one, 10, [[1]])) == [(here, "false", 11)]
+    assert calls == ["count", "freeze", "unfreeze"]
+
+    def then_bad():
+        yield [1]
+        raise RecordError("line 2 is not JSON")
+
+    got = []
+    with pytest.raises(RecordError, match="line 2 is not JSON"):
+        for item in LocalExecutor(threads=2).map(one, 10, then_bad()):
+            got.append(item)
+    assert got == [(here, "false", 11)] and os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    assert list(LocalExecutor(threads=2).map(one, 10, [])) == []
+    assert [name for name, _, _ in LocalExecutor(threads=2).map(one, 0, [[1], [2]])] != [here, here]  # two: the pool
+
+
+def test_threads_take_longer_turns_on_the_gil_while_builds_run_and_give_the_callers_interval_back() -> None:
+    caller = sys.getswitchinterval()
+    assert caller < executors.SWITCH_INTERVAL  # Python's default, 5 ms
+
+    def meanwhile() -> None:
+        assert sys.getswitchinterval() == executors.SWITCH_INTERVAL
+
+    assert _two_builds_at_once(sys.getswitchinterval, meanwhile) == [[executors.SWITCH_INTERVAL] * 2] * 2
     assert sys.getswitchinterval() == caller  # restored once, when the last build ended
 
     def fails(spec: Any, batch: list[int]) -> None:

@@ -146,6 +146,33 @@ def test_a_tokenizer_json_edited_within_one_clock_tick_is_read_again(tmp_path: P
     assert raw_check(edited, [text]).differ == 0
 
 
+def test_copies_of_a_tokenizer_json_are_parsed_once_and_a_copy_edited_by_one_byte_again(tmp_path: Path, monkeypatch) -> None:
+    """The raw tokenizer is kept per content too: fresh copies of one folder (stats too recent to trust) share one
+    parse; a copy whose tokenizer.json differs by one byte (two ids swapped) gets its own, and the check says so."""
+    import tokenizers
+
+    import ftdata.tokens.identity as identity
+    from ftdata.io.resources import load_tokenizer
+
+    monkeypatch.setattr(identity, "_RAW_BYTES", {})
+    parsed: list[int] = []
+    parse = tokenizers.Tokenizer.from_buffer
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_buffer", lambda data: parsed.append(len(data)) or parse(data))
+    folder, _, after = _swapped_tokenizer(tmp_path)
+    text = "a cat and the dog"
+    tok = load_tokenizer(folder)
+    for k in range(3):
+        copy_k = shutil.copytree(folder, tmp_path / f"copy{k}")
+        assert raw_check(tok, [text]).differ == 0 and raw_check(load_tokenizer(copy_k), [text]).differ == 0
+    assert len(parsed) == 1
+    (tmp_path / "copy0" / "tokenizer.json").write_text(after, encoding="utf-8")
+    edited = load_tokenizer(tmp_path / "copy0")
+    assert edited(text, add_special_tokens=False)["input_ids"][2:4] == [260, 284]
+    assert raw_check(edited, [text]).differ == 0 and len(parsed) == 2  # its own parse: the kept one would differ
+    edited.name_or_path = str(folder)  # the edited class against the first folder's parse: they differ, and it says
+    assert raw_check(edited, [text]).differ == 1 and len(parsed) == 2
+
+
 def _edited(tok: object, old: str, new: str) -> object:
     out = copy.copy(tok)
     out.chat_template = tok.chat_template.replace(old, new, 1)  # type: ignore[attr-defined]
