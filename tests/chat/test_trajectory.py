@@ -10,7 +10,6 @@ an exhaustive search over the rows `render(messages[:j+1])` can make.
 
 from __future__ import annotations
 
-import copy
 import json
 from itertools import combinations
 from typing import Any
@@ -19,16 +18,16 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import TOKENIZERS, tokenizer
+from support import TOKENIZERS, copied, tokenizer
 from test_chat_tools import GLM_TAGS, GPTOSS_TAGS, template_tokenizer
 
 import ftdata
 from ftdata.errors import Location
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
-from ftdata.run.stage import Stage
-from ftdata.run.sft import Measured
 from ftdata.run.report import Reject
+from ftdata.run.sft import Measured
+from ftdata.run.stage import Stage
 from ftdata.types import SplitReason
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -303,7 +302,7 @@ def test_a_turn_whose_last_turn_form_cannot_be_located_is_rejected_not_trained_a
         "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endif %}{%- endfor %}"
         "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    tok = copy.deepcopy(tokenizer("qwen2.5-instruct"))
+    tok = copied(tokenizer("qwen2.5-instruct"))
     tok.chat_template = template
     call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
     messages = [user("Weather?"), assistant("", tool_calls=[call]), {"role": "tool", "tool_call_id": "c1", "content": "5C"},

@@ -11,19 +11,18 @@ else in the data is still control text.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 import oracle
 import pytest
-from support import ROOT, TOKENIZERS, tokenizer
+from support import ROOT, TOKENIZERS, copied, tokenizer
 
 from ftdata.errors import Location
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode
-from ftdata.run.stage import Stage
 from ftdata.run.sft import Measured
+from ftdata.run.stage import Stage
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
 
@@ -40,7 +39,7 @@ def served(name: str) -> Any:
     and `<think>`/`</think>` as added tokens (not special, as in QwQ-32B's and DeepSeek-V3.1's tokenizer.json)."""
     if name not in _TOKENIZERS:
         entry = ENTRIES[name]
-        tok = copy.deepcopy(tokenizer(BASE[name]))
+        tok = copied(tokenizer(BASE[name]))
         marks = [*entry["special_tokens"], *entry["stop_tokens"], *(t for t in (entry["bos"], entry["eos"]) if t)]
         split = [t for t in dict.fromkeys(marks) if len(tok.backend_tokenizer.encode(t, add_special_tokens=False).ids) != 1]
         tok.add_tokens(split, special_tokens=True)

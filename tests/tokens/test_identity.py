@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from support import TOKENIZERS, same_tick, settled, tokenizer
+from support import TOKENIZERS, copied, same_tick, settled, tokenizer
 
 import ftdata
 from ftdata.errors import ConfigError
@@ -53,7 +53,7 @@ def test_the_other_shared_folders_encode_like_their_tokenizer_json(name: str) ->
 def test_a_class_that_normalizes_otherwise_is_caught_in_one_line() -> None:
     from tokenizers import normalizers
 
-    tok = copy.deepcopy(tokenizer("qwen2.5-instruct"))
+    tok = copied(tokenizer("qwen2.5-instruct"))
     tok.backend_tokenizer.normalizer = normalizers.Lowercase()  # what a class that rebuilds the pipeline may do
     check = raw_check(tok, ["Hello"])
     assert check.line is not None and "\n" not in check.line

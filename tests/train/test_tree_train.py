@@ -17,6 +17,7 @@ from support import TOKENIZERS
 
 import ftdata
 from ftdata.tokens.tree import visible
+from ftdata.train.layouts import fit
 from ftdata.train.tree import (
     TreeCollator,
     as_split_rows,
@@ -26,7 +27,6 @@ from ftdata.train.tree import (
     tree_loss,
     use_tree_attention,
 )
-from ftdata.train.layouts import fit
 from ftdata.types import IGNORE_INDEX
 
 pytestmark = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason=f"real tokenizers not found at {TOKENIZERS}")
@@ -179,10 +179,9 @@ def test_tree_rows_with_added_chat_tokens_train_with_the_split_rows_loss(tmp_pat
     """TRL's qwen3 template on the Llama-3 tokenizer, its markers added as tokens (`add_chat_tokens`: their
     embedding and output rows train through peft): the tree build's first loss through `build_trainer` is the split
     build's, each from the model's own logits."""
-    import copy
 
     import trl
-    from support import tokenizer
+    from support import copied, tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from ftdata.train.config import TrainConfig
@@ -190,7 +189,7 @@ def test_tree_rows_with_added_chat_tokens_train_with_the_split_rows_loss(tmp_pat
     from ftdata.train.model import load_for_training
     from ftdata.train.trainer import build_trainer
 
-    tok = copy.deepcopy(tokenizer("llama-3-8b-instruct"))
+    tok = copied(tokenizer("llama-3-8b-instruct"))
     tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text(encoding="utf-8")
     folder = tmp_path / "tiny"
     torch.manual_seed(0)
