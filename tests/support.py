@@ -19,18 +19,6 @@ TOKENIZER_NAMES = sorted(p.name for p in TOKENIZERS.iterdir() if (p / "tokenizer
 _cache: dict[str, object] = {}
 
 
-def copied(tok):
-    """A copy of a real tokenizer to change (tokens added, a template set): `copy.deepcopy`, sharing the tables
-    transformers built the Rust tokenizer from and never reads again, as `ftdata.chat.chat_tokens.with_chat_tokens`
-    copies (0.5 s of Qwen2.5's 1 s copy)."""
-    import copy
-
-    from ftdata.chat.chat_tokens import INIT_TABLES
-
-    shared = {id(table): table for name in INIT_TABLES if (table := vars(tok).get(name)) is not None}
-    return copy.deepcopy(tok, shared)
-
-
 def tokenizer(name: str | None):
     """A real tokenizer by folder name under ../shared/tokenizers (None = bundled SmolLM2), cached."""
     from ftdata.io.resources import load_tokenizer

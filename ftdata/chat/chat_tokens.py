@@ -78,8 +78,7 @@ def with_chat_tokens(tokenizer: Any) -> Any:
         return tokenizer
     from tokenizers import AddedToken
 
-    shared = {id(table): table for name in INIT_TABLES if (table := vars(tokenizer).get(name)) is not None}
-    extended = copy.deepcopy(tokenizer, shared)  # a memo entry is the copy deepcopy uses: the table itself
+    extended = copy_tokenizer(tokenizer)
     tokens = [
         AddedToken(m, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False) for m in markers
     ]
@@ -87,9 +86,15 @@ def with_chat_tokens(tokenizer: Any) -> Any:
     return extended
 
 
+def copy_tokenizer(tokenizer: Any) -> Any:
+    """A deep copy of `tokenizer` to change, sharing the tables it was built from (`INIT_TABLES`)."""
+    shared = {id(table): table for name in INIT_TABLES if (table := vars(tokenizer).get(name)) is not None}
+    return copy.deepcopy(tokenizer, shared)  # a memo entry is the copy deepcopy uses: the table itself
+
+
 def added_token_ids(tokenizer: Any, base_vocab: int) -> list[int]:
     """Ids of the tokens past the model's embedding rows (`base_vocab`): the rows training must learn."""
     return list(range(base_vocab, len(tokenizer)))
 
 
-__all__ = ["MARKER", "added_token_ids", "chat_markers", "with_chat_tokens"]
+__all__ = ["MARKER", "added_token_ids", "chat_markers", "copy_tokenizer", "with_chat_tokens"]

@@ -109,20 +109,16 @@ class LocalExecutor:
             return
         rest = iter(batches)
         head, failure = _first(rest, 2)
-        if len(head) < 2 or failure is not None:  # one batch: nothing to overlap, so no pool
-            with _one_tokenizer_thread(), _quiet_collector():
-                for batch in head:
-                    yield fn(spec, batch)
-            if failure is not None:
-                raise failure
-            return
-        with (
-            _one_tokenizer_thread(),
-            _quiet_collector(),
-            _long_turns(),
-            ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool,
-        ):
-            yield from _in_order(pool, lambda batch: pool.submit(fn, spec, batch), chain(head, rest), 2 * self.threads)
+        with _one_tokenizer_thread(), _quiet_collector():
+            if len(head) > 1 and failure is None:
+                with _long_turns(), ThreadPoolExecutor(self.threads, thread_name_prefix="ftdata") as pool:
+                    submit = lambda batch: pool.submit(fn, spec, batch)  # noqa: E731
+                    yield from _in_order(pool, submit, chain(head, rest), 2 * self.threads)
+                return
+            for batch in head:  # one batch: nothing to overlap, so no pool
+                yield fn(spec, batch)
+        if failure is not None:
+            raise failure
 
 
 def _first(batches: Iterator[B], n: int) -> tuple[list[B], FtdataError | None]:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdata.guard.inputs import Stat, StatMemo, stat_of
+from ftdata.guard.inputs import Stat, StatMemo, stat_of, text_digest
 
 __all__ = [
     "PROBE_CHAT",
@@ -202,7 +202,7 @@ def _raw_tokenizer(path: str, version: Stat | None) -> Any:
     if found is None:
         taken = time.time_ns()
         data = Path(path).read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
+        digest = text_digest(data)
         with _RAW_LOCK:
             found = _RAW_BYTES.get(digest)
         if found is None:

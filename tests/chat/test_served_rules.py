@@ -16,9 +16,10 @@ import json
 import shutil
 
 import pytest
-from support import TOKENIZERS, copied, matrix_module, tokenizer
+from support import TOKENIZERS, matrix_module, tokenizer
 
 from ftdata import ConfigError, prepare
+from ftdata.chat.chat_tokens import copy_tokenizer
 from ftdata.chat.markers import detect_role_markers, model_stop_tokens
 from ftdata.outcomes import NoteCode
 
@@ -53,7 +54,7 @@ NO_GENERATION = TOOLS + TURNS
 
 
 def qwen_with(template: str):
-    tok = copied(tokenizer("qwen2.5-instruct"))
+    tok = copy_tokenizer(tokenizer("qwen2.5-instruct"))
     tok.chat_template = template
     return tok
 
@@ -325,7 +326,7 @@ def test_a_closer_the_generation_prompt_already_ends_with_is_never_trained(kwarg
     prompt's, and the turn is trained after the prompt itself (a prompt row). Before: `</think>4<｜end▁of▁sentence｜>`
     on every turn. Thinking on: the prompt ends in
     `<think>`, and the `</think>` the history writes is the model's."""
-    tok = copied(tokenizer("deepseek-v3"))
+    tok = copy_tokenizer(tokenizer("deepseek-v3"))
     tok.chat_template = trl_or_served("deepseek-v3.2.jinja")
     assert tok.apply_chat_template(TWO_TURNS["messages"][:1], tokenize=False, add_generation_prompt=True, **(kwargs or {})).endswith(
         "<｜Assistant｜><think></think>" if not (kwargs or {}).get("thinking") else "<｜Assistant｜><think>"

@@ -18,10 +18,11 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import TOKENIZERS, copied, tokenizer
+from support import TOKENIZERS, tokenizer
 from test_chat_tools import GLM_TAGS, GPTOSS_TAGS, template_tokenizer
 
 import ftdata
+from ftdata.chat.chat_tokens import copy_tokenizer
 from ftdata.errors import Location
 from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
@@ -302,7 +303,7 @@ def test_a_turn_whose_last_turn_form_cannot_be_located_is_rejected_not_trained_a
         "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endif %}{%- endfor %}"
         "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    tok = copied(tokenizer("qwen2.5-instruct"))
+    tok = copy_tokenizer(tokenizer("qwen2.5-instruct"))
     tok.chat_template = template
     call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
     messages = [user("Weather?"), assistant("", tool_calls=[call]), {"role": "tool", "tool_call_id": "c1", "content": "5C"},

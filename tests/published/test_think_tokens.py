@@ -16,8 +16,9 @@ from typing import Any
 
 import oracle
 import pytest
-from support import ROOT, TOKENIZERS, copied, tokenizer
+from support import ROOT, TOKENIZERS, tokenizer
 
+from ftdata.chat.chat_tokens import copy_tokenizer
 from ftdata.errors import Location
 from ftdata.options import DataOptions
 from ftdata.outcomes import NoteCode
@@ -39,7 +40,7 @@ def served(name: str) -> Any:
     and `<think>`/`</think>` as added tokens (not special, as in QwQ-32B's and DeepSeek-V3.1's tokenizer.json)."""
     if name not in _TOKENIZERS:
         entry = ENTRIES[name]
-        tok = copied(tokenizer(BASE[name]))
+        tok = copy_tokenizer(tokenizer(BASE[name]))
         marks = [*entry["special_tokens"], *entry["stop_tokens"], *(t for t in (entry["bos"], entry["eos"]) if t)]
         split = [t for t in dict.fromkeys(marks) if len(tok.backend_tokenizer.encode(t, add_special_tokens=False).ids) != 1]
         tok.add_tokens(split, special_tokens=True)

@@ -10,9 +10,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-from support import TOKENIZERS, copied, same_tick, settled, tokenizer
+from support import TOKENIZERS, same_tick, settled, tokenizer
 
 import ftdata
+from ftdata.chat.chat_tokens import copy_tokenizer
 from ftdata.errors import ConfigError
 from ftdata.tokens.identity import print_of, raw_check, template_mismatch, tokenizer_mismatch
 from ftdata.train.carried import carry_template, saved_template
@@ -53,7 +54,7 @@ def test_the_other_shared_folders_encode_like_their_tokenizer_json(name: str) ->
 def test_a_class_that_normalizes_otherwise_is_caught_in_one_line() -> None:
     from tokenizers import normalizers
 
-    tok = copied(tokenizer("qwen2.5-instruct"))
+    tok = copy_tokenizer(tokenizer("qwen2.5-instruct"))
     tok.backend_tokenizer.normalizer = normalizers.Lowercase()  # what a class that rebuilds the pipeline may do
     check = raw_check(tok, ["Hello"])
     assert check.line is not None and "\n" not in check.line

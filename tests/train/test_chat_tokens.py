@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from support import CHATML, TOKENIZERS, copied, tokenizer
+from support import CHATML, TOKENIZERS, tokenizer
 
 from ftdata import build_sft_dataset
-from ftdata.chat.chat_tokens import chat_markers, with_chat_tokens
+from ftdata.chat.chat_tokens import chat_markers, copy_tokenizer, with_chat_tokens
 
 torch = pytest.importorskip("torch")
 LLAMA3 = "llama-3-8b-instruct"
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not (TOKENIZERS / LLAMA3).is_dir(), reason="shar
 
 
 def chatml_llama3():
-    tok = copied(tokenizer(LLAMA3))
+    tok = copy_tokenizer(tokenizer(LLAMA3))
     tok.chat_template = CHATML
     return tok
 
@@ -40,7 +40,7 @@ def test_with_chat_tokens_adds_special_tokens_once():
 def test_the_copy_shares_only_the_tables_init_read_and_leaves_the_tokenizer_as_it_was():
     """Phi-3's tokenizer keeps the vocabulary and merges its __init__ built from: the copy shares those (no one
     changes them), and nothing else: the tokens it adds are in the copy only."""
-    tok = copied(tokenizer("phi-3-mini-4k-instruct"))
+    tok = copy_tokenizer(tokenizer("phi-3-mini-4k-instruct"))
     tok.chat_template = CHATML
     before = (len(tok), dict(tok.added_tokens_decoder), tok("<|im_end|>")["input_ids"], tok.special_tokens_map)
     extended = with_chat_tokens(tok)
