@@ -32,6 +32,7 @@ from ftdata.train import record
 from ftdata.train.carried import carry_template
 from ftdata.train.config import Method, TrainConfig, changed_options, read_yaml
 from ftdata.train.data import Splits, data_task, load_splits, save_eval_split
+from ftdata.train.fused_head import trained_positions_only
 from ftdata.train.generation import EvalReport, GenerationSettings
 from ftdata.train.packing_probe import check_packed_rows
 from ftdata.train.model import (
@@ -129,10 +130,11 @@ def train(
             resuming=checkpoint is not None,
             display=TrainingDisplay(console, verbose=verbose, method=splits.method),
         )
-        started = time.perf_counter()
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        seconds = time.perf_counter() - started
-        _final_eval(trainer, splits)
+        with trained_positions_only():
+            started = time.perf_counter()
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            seconds = time.perf_counter() - started
+            _final_eval(trainer, splits)
         output_dir = run_dir / ("adapter" if cfg.lora else "model")
         trainer.save_model(str(output_dir))
         if state.is_main_process:
