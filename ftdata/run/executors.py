@@ -24,7 +24,6 @@ import gc
 import os
 import pickle
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -38,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 from ftdata.errors import ConfigError, FtdataError
 from ftdata.guard.reaper import Reaper, die_with_parent
 from ftdata.guard.scratch import drop_scratch, scratch_dir
+from ftdata.run.held import Held
 from ftdata.types import Engine
 
 __all__ = [
@@ -157,25 +157,16 @@ def _one_tokenizer_thread() -> Iterator[None]:
 SWITCH_INTERVAL = 0.02
 
 
-_TURNS = threading.Lock()
-_turns: list[float] = []  # the caller's interval, saved while builds run (one entry per running build)
-
-
-@contextmanager
-def _long_turns() -> Iterator[None]:
+def _set_long_turns() -> float:
     """The interpreter's switch interval at least `SWITCH_INTERVAL` while builds' threads run (it is the
-    process's: another thread of the caller's waits up to that long for the GIL meanwhile); the caller's
-    restored when the last build running ends (two builds at once must not restore each other's)."""
-    with _TURNS:
-        _turns.append(_turns[0] if _turns else sys.getswitchinterval())
-        sys.setswitchinterval(max(_turns[0], SWITCH_INTERVAL))
-    try:
-        yield
-    finally:
-        with _TURNS:
-            saved = _turns.pop()
-            if not _turns:
-                sys.setswitchinterval(saved)
+    process's: another thread of the caller's waits up to that long for the GIL meanwhile); the caller's, returned
+    to be restored when the last build running ends."""
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(max(saved, SWITCH_INTERVAL))
+    return saved
+
+
+_long_turns = Held(_set_long_turns, sys.setswitchinterval)
 
 
 # Container objects allocated (net) between two young-generation collections while a build
@@ -201,8 +192,6 @@ def hand_back_freed_memory() -> None:
     trim(0)
 
 
-_COLLECTOR = threading.Lock()
-_held: list[tuple[tuple[int, int, int], bool]] = []  # per running build: (the caller's thresholds, whether it froze)
 # When a check last found the caller's heap frozen (time.monotonic), None when it found it not frozen. Asking
 # (`gc.get_freeze_count`) walks every frozen object, ~0.1 us each: 20 ms of a small build on a test worker's frozen
 # heap, half a second on a heap of millions. So a frozen heap is asked about again only after `FROZEN_CHECK_EVERY_S`
@@ -211,43 +200,39 @@ FROZEN_CHECK_EVERY_S = 60.0
 _frozen_seen: float | None = None
 
 
-@contextmanager
-def _quiet_collector() -> Iterator[None]:
-    """The garbage collector out of the build's way while it lasts: a frozen heap, rare young collections.
+def _quiet() -> tuple[tuple[int, int, int], bool]:
+    """The garbage collector out of the builds' way while they run: a frozen heap, rare young collections.
 
     The objects alive before the build (the modules, the tokenizer, the caller's objects) do
     not change during it, yet each full collection walked all of them while holding the GIL
     (0.1 s each): they are frozen, and unfrozen after, so their garbage is collected as before.
     A caller that froze its own heap (say, before forking workers) keeps it as it is: that
     state is theirs (`_callers_heap_frozen`). The young generation is collected every `YOUNG_COLLECTION_EVERY`
-    allocations instead of 700. Builds running at once share one freeze; the last to end unfreezes the heap and
-    restores the caller's thresholds (two builds must not undo each other's).
+    allocations instead of 700. Returns what `_loud` puts back when the last build running ends: the caller's
+    thresholds, and whether this froze the heap.
     """
-    with _COLLECTOR:
-        if _held:
-            _held.append(_held[0])
-        else:
-            thresholds = gc.get_threshold()
-            gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION_EVERY), *thresholds[1:])
-            froze = not _callers_heap_frozen()
-            if froze:
-                gc.freeze()
-            _held.append((thresholds, froze))
-    try:
-        yield
-    finally:
-        with _COLLECTOR:
-            thresholds, froze = _held.pop()
-            if not _held:
-                if froze:
-                    gc.unfreeze()
-                gc.set_threshold(*thresholds)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION_EVERY), *thresholds[1:])
+    froze = not _callers_heap_frozen()
+    if froze:
+        gc.freeze()
+    return thresholds, froze
+
+
+def _loud(saved: tuple[tuple[int, int, int], bool]) -> None:
+    thresholds, froze = saved
+    if froze:
+        gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+_quiet_collector = Held(_quiet, _loud)
 
 
 def _callers_heap_frozen() -> bool:
     """Whether the caller froze its heap: asked of the collector, or, within `FROZEN_CHECK_EVERY_S` of finding it
     frozen, taken as still so (had the caller unfrozen it meanwhile, a build would run unfrozen: slower, no other
-    change). Called with `_COLLECTOR` held, while no build holds a freeze of its own."""
+    change). Asked by the first build to enter `_quiet_collector`, under its lock."""
     global _frozen_seen
     now = time.monotonic()
     if _frozen_seen is not None and now - _frozen_seen < FROZEN_CHECK_EVERY_S:

@@ -14,47 +14,38 @@ from its own hidden state, and the untrained positions are zeros as before (`tes
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-_LOCK = threading.Lock()
-_HELD: list[Any] = [0, None]  # [trainings inside, TRL's own choice while one is]
+from ftdata.run.held import Held
 
 
-@contextmanager
-def trained_positions_only() -> Iterator[None]:
-    """TRL's fused LM head, on the CPU, projects only the trained positions while this is entered (a TRL without
-    that head is left as it is). Trainings inside at once share it; the last to leave puts TRL's choice back."""
+def _compact() -> Callable[[Any], bool] | None:
+    """Makes TRL's `_use_triton(device)` (which its fused head asks whether to project only the trained positions)
+    true on the CPU too; returns TRL's own, or None where there is nothing to change (no TRL, or a TRL without that
+    head)."""
     try:
         from trl.trainer import utils as trl_utils
-    except ImportError:  # no TRL, or one whose trainers do not import here: nothing to change
-        yield
-        return
-    if not callable(getattr(trl_utils, "_use_triton", None)):
-        yield
-        return
-    with _LOCK:
-        if _HELD[0] == 0:
-            _HELD[1] = trl_utils._use_triton
-            trl_utils._use_triton = _compact_on_cpu(_HELD[1])  # type: ignore[assignment]  # TRL types it for torch.device only
-        _HELD[0] += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _HELD[0] -= 1
-            if _HELD[0] == 0:
-                trl_utils._use_triton = _HELD[1]
-                _HELD[1] = None
-
-
-def _compact_on_cpu(own: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    """TRL's `_use_triton(device)` (which the fused head asks whether to project only the trained positions), true
-    also on the CPU."""
+    except ImportError:  # no TRL, or one whose trainers do not import here
+        return None
+    own = getattr(trl_utils, "_use_triton", None)
+    if not callable(own):
+        return None
 
     def compact(device: Any) -> bool:
         return getattr(device, "type", None) == "cpu" or own(device)
 
-    return compact
+    trl_utils._use_triton = compact
+    return own
+
+
+def _own(own: Callable[[Any], bool] | None) -> None:
+    if own is not None:
+        from trl.trainer import utils as trl_utils
+
+        trl_utils._use_triton = own  # type: ignore[assignment]  # TRL types it for torch.device only
+
+
+# `with trained_positions_only():` TRL's fused LM head, on the CPU, projects only the trained positions inside.
+# Trainings inside at once share it; the last to leave puts TRL's own function back.
+trained_positions_only = Held(_compact, _own)
