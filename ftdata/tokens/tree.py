@@ -121,6 +121,11 @@ class _Grown:
         hanging: dict[tuple[int, int], list[int]] = {}
         for j, (row, depth) in enumerate(self.attach):
             hanging.setdefault((row, depth), []).append(j)
+        # per row: the depths that rows hang from, shallowest first (a walk over every token of every row, asking
+        # at each, was 0.4 s of a 5 s build of 40 agent examples)
+        forks: dict[int, list[int]] = {}
+        for row, depth in sorted(hanging):
+            forks.setdefault(row, []).append(depth)
         parts: list[np.ndarray] = []
         depths: list[np.ndarray] = []
         stack = [(j, 0) for j in reversed(hanging.get((-1, 0), []))]
@@ -128,8 +133,9 @@ class _Grown:
             j, start = stack.pop()
             parts.append(self.rows[j][start:])
             depths.append(np.arange(start, len(self.rows[j])))
-            for d in range(start + 1, len(self.rows[j]) + 1):  # pushed shallowest first: popped deepest first
-                stack.extend((k, d) for k in reversed(hanging.get((j, d), [])))
+            for d in forks.get(j, ()):  # pushed shallowest first: popped deepest first
+                if start < d <= len(self.rows[j]):
+                    stack.extend((k, d) for k in reversed(hanging[(j, d)]))
         keys, positions = np.concatenate(parts), np.concatenate(depths)
         weights = keys[:, 2].tolist() if weighted else None
         ids, labels = keys[:, 0].astype(np.int64).tolist(), keys[:, 1].astype(np.int64).tolist()
