@@ -23,7 +23,6 @@ template is prefix-stable, `prompt_tails` where it is not.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from ftdata.chat.sentinels import (
     free_marks,
     has_reasoning,
     marked_call,
+    marks_in,
     put_back,
 )
 from ftdata.errors import TemplateError
@@ -50,13 +50,10 @@ _FORMS = {"content": FORMS, "reasoning": (*FORMS, lambda s: s.strip("\n"))}
 
 
 def _positions(rendered: str, marks: dict[str, Any]) -> dict[str, list[int]]:
-    """Where each of `marks` (single characters) occurs in `rendered` (a mark it does not hold is not a key): one
-    regular-expression scan, not a Python step per character of a 110 KB render."""
+    """Where each of `marks` (`free_marks`') occurs in `rendered` (a mark it does not hold is not a key)."""
     at: dict[str, list[int]] = {}
-    chars = [m for m in marks if len(m) == 1]
-    if chars:
-        for found in re.finditer("[" + "".join(map(re.escape, chars)) + "]", rendered):
-            at.setdefault(found.group(), []).append(found.start())
+    for k, ch in marks_in(rendered, marks):
+        at.setdefault(ch, []).append(k)
     return at
 
 
