@@ -37,7 +37,11 @@ is those 9 trajectories' messages concatenated, verbatim and in full, in a seede
 (`random.Random(seed + example)`), pass after pass, until the example's JSON line reaches --bytes
 (default 110,000); trailing non-assistant messages are then dropped so it ends on an assistant turn. Every
 example's `tools` are the OpenHands trajectory's 6 tool definitions. So an example is real text repeated
-(each trajectory ~1.3 times), in an order of its own.
+(each trajectory ~1.3 times), in an order of its own: ftdata tokenizes a stretch between added tokens that it has
+seen before once (`ftdata.tokens.stretches`), and here nearly every stretch repeats. With --unique, every message
+but the system prompt is tagged with its example and place (`[example 3, message 17] ` before its text and its
+tool calls' first text argument), so that only the system prompt and tool definitions repeat, as across the
+distinct sessions of one harness.
 
 Tokenizer: ../shared/tokenizers/qwen2.5-instruct (the Qwen one there: no Qwen3 tokenizer is stored), its
 own chat template (ChatML with tools). Every measurement runs in a fresh subprocess; the methods alternate
@@ -46,7 +50,7 @@ measurements. Each measurement is pinned to one core (`os.sched_setaffinity`; pr
 engine=local runs one thread. The table gives examples/min per core (the processes engine's divided by its
 workers) with the anchor's 405/min/core beside it.
 
-    python benchmarks/agent_throughput.py [--examples 200] [--bytes 110000] [--rounds 3] [--workers 2]
+    python benchmarks/agent_throughput.py [--examples 200] [--bytes 110000] [--rounds 3] [--workers 2] [--unique]
                                           [--methods one_row,inference,tree,processes,trl]
                                           [--baseline CHECKOUT --methods inference@before,inference,...]
 
@@ -114,10 +118,27 @@ def _joined(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def build_examples(count: int, size: int, *, seed: int = 0, folder: Path = ATIF) -> list[dict[str, Any]]:
+def _tagged(message: dict[str, Any], tag: str) -> dict[str, Any]:
+    """`message` with `tag` in front of its text and of each tool call's first text argument: text no other message
+    of any example holds."""
+    out = {**message, "content": tag + (message.get("content") or "")}
+    calls = []
+    for call in message.get("tool_calls") or ():
+        arguments = dict(call["function"]["arguments"])
+        first = next((k for k, v in arguments.items() if isinstance(v, str)), None)
+        if first is not None:
+            arguments[first] = tag + arguments[first]
+        calls.append({**call, "function": {**call["function"], "arguments": arguments}})
+    return {**out, "tool_calls": calls} if calls else out
+
+
+def build_examples(
+    count: int, size: int, *, seed: int = 0, folder: Path = ATIF, unique: bool = False
+) -> list[dict[str, Any]]:
     """`count` examples of about `size` bytes (their JSON line): the OpenHands system prompt, then the
     trajectories of `folder` concatenated in a seeded shuffle per pass until the line reaches `size`, user
-    messages in a row joined, ending on an assistant turn."""
+    messages in a row joined, ending on an assistant turn. `unique`: each message but the system prompt tagged
+    with its example and place (`_tagged`), so that no two messages of any examples have the same text."""
     system, bodies, tools = trajectories(folder)
     base = len(json.dumps({"messages": [system], "tools": tools}, ensure_ascii=False))
     sizes = [len(json.dumps(b, ensure_ascii=False)) for b in bodies]
@@ -137,6 +158,8 @@ def build_examples(count: int, size: int, *, seed: int = 0, folder: Path = ATIF)
         messages = _joined(messages)
         while messages[-1]["role"] != "assistant":
             messages.pop()
+        if unique:
+            messages[1:] = [_tagged(m, f"[example {k}, message {i}] ") for i, m in enumerate(messages[1:], 1)]
         examples.append({"messages": messages, "tools": tools})
     return examples
 
@@ -252,6 +275,8 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=110_000, help="size of an example's JSON line")
     parser.add_argument("--max-length", type=int, default=131_072, help="longer than any example: nothing is cut")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--unique", action="store_true", help="no message text repeated: each message tagged with its "
+                        "example and place (the system prompt and tools still open every example)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="workers of the processes engine")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated; METHOD@before: with --baseline's ftdata")
     parser.add_argument("--baseline", type=Path, help="another ftdata checkout (its root), measured in the same rounds as "
@@ -267,7 +292,7 @@ def main() -> None:
     if any(m.endswith("@before") for m in methods) and args.baseline is None:
         parser.error("a METHOD@before needs --baseline CHECKOUT")
 
-    examples = build_examples(args.examples, args.bytes)
+    examples = build_examples(args.examples, args.bytes, unique=args.unique)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_jsonl(examples, Path(tmp) / "agent.jsonl")
         lines = path.read_bytes().splitlines()
@@ -276,7 +301,8 @@ def main() -> None:
               f"(its own template); {args.rounds} rounds of {', '.join(methods)} in turn")  # fmt: skip
         print(f"data: {len(examples)} examples, {statistics.mean(map(len, lines)) / 1000:.1f} KB each on average "
               f"({min(map(len, lines)):,}-{max(map(len, lines)):,} bytes), {statistics.mean(turns):.0f} assistant "
-              f"turns each: the {ATIF.name} trajectories concatenated and repeated (see the docstring)\n")  # fmt: skip
+              f"turns each: the {ATIF.name} trajectories concatenated and repeated (see the docstring)"
+              f"{', every message tagged apart (--unique)' if args.unique else ''}\n")  # fmt: skip
         rounds = [
             {m: measure(m, path, args.max_length, args.workers, args.baseline) for m in methods} for _ in range(args.rounds)
         ]

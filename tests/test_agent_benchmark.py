@@ -61,3 +61,21 @@ def test_ftdata_builds_every_example_without_a_reject(tmp_path) -> None:
     report = ftdata.prepare(path, tokenizer=tokenizer("qwen2.5-instruct"), max_length=65_536, history="one_row").report
     assert (report.records, report.rows, sum(report.rejected.values())) == (1, 1, 0)
     assert 0 < report.trained_tokens < report.tokens
+
+
+def test_unique_examples_repeat_only_the_system_prompt_and_tools() -> None:
+    b = bench()
+    plain, unique = b.build_examples(2, 30_000), b.build_examples(2, 30_000, unique=True)
+    texts = []
+    for p, u in zip(plain, unique):
+        assert u["messages"][0] == p["messages"][0] and u["tools"] == p["tools"]
+        assert len(u["messages"]) == len(p["messages"])
+        for k, (a, m) in enumerate(zip(p["messages"][1:], u["messages"][1:]), 1):
+            tag = m["content"][: m["content"].index("] ") + 2]
+            assert m["content"] == tag + (a.get("content") or "") and tag.endswith(f", message {k}] ")
+            for x, y in zip(a.get("tool_calls") or (), m.get("tool_calls") or ()):
+                assert [str(v).removeprefix(tag) for v in y["function"]["arguments"].values()] == [
+                    str(v) for v in x["function"]["arguments"].values()
+                ]
+            texts.append(m["content"])
+    assert len(set(texts)) == len(texts)  # no message text twice, in one example or across them

@@ -48,6 +48,7 @@ from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.tokens.border import REPAIRED, Border, Offsets, first_at
 from ftdata.tokens.reuse import Constants, Pieces, shape
 from ftdata.tokens.spelling import Spelling
+from ftdata.tokens.stretches import Stretches
 from ftdata.types import IGNORE_INDEX, Rendered
 
 # Texts at least this long are encoded one at a time and their encodings let go once located: Rust encodings kept
@@ -142,6 +143,7 @@ class Masker:
         self.border = Border(self.backend)
         self.spelling = Spelling.of(self.backend) if fast_verify else None
         self.constants = Constants(self.backend) if reuse else None
+        self.stretches = Stretches(self.backend) if reuse else None
 
     @property
     def anchor(self) -> str | None:
@@ -193,11 +195,18 @@ class Masker:
         return [x if isinstance(x, UnusableRecord) else self._finish(x, decoded) for x in located]
 
     def _whole(self, texts: list[str]) -> Iterator[Any]:
-        """The encodings of whole texts, with offsets, in order: the short ones in one call, a long one alone when
+        """The encodings of whole texts, with offsets, in order: those that repeat stretches of earlier texts
+        assembled from their stretches (`tokens.stretches`), the other short ones in one call, a long one alone when
         its turn comes, so that its encoding is let go (`_let_go`) before the next one is made."""
-        short = iter(self.backend.encode_batch([t for t in texts if len(t) < LET_GO_CHARS], add_special_tokens=False))
-        for text in texts:
-            yield self.backend.encode(text, add_special_tokens=False) if len(text) >= LET_GO_CHARS else next(short)
+        stretches = self.stretches if self.stretches is not None and texts and self.stretches.usable else None
+        plans = stretches.plans(texts) if stretches is not None else [None] * len(texts)
+        short = [t for t, p in zip(texts, plans) if p is None and len(t) < LET_GO_CHARS]
+        batch = iter(self.backend.encode_batch(short, add_special_tokens=False) if short else ())
+        for text, plan in zip(texts, plans):
+            if plan is not None and stretches is not None:
+                yield stretches.assemble(plan)
+            else:
+                yield self.backend.encode(text, add_special_tokens=False) if len(text) >= LET_GO_CHARS else next(batch)
 
     def _let_go(self, x: _Located | UnusableRecord) -> _Located | UnusableRecord:
         """A long record located on its encoding, without it: the exchange cuts read from it now, its offsets read

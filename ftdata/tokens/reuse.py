@@ -28,7 +28,15 @@ from collections import ChainMap, Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Constants", "ReusingEncoder", "shape", "splits_at_added"]
+__all__ = [
+    "Constants",
+    "ReusingEncoder",
+    "learn_split",
+    "plain_backend",
+    "shape",
+    "splits_at_added",
+    "splitting_tokens",
+]
 
 # Stretches kept (their ids) per encoder: those that repeat within a batch of texts (a template's constant
 # text), up to KEEP of them, each up to KEEP_CHARS long.
@@ -52,8 +60,8 @@ class ReusingEncoder:
     def _read_tokenizer(self) -> None:
         """What this encoder knows of its tokenizer, read (again) for the tokenizer as it stands (`shape`)."""
         self.shape = shape(self.backend)
-        self.added = _splitting_tokens(self.backend) if self.backend is not None else {}
-        self.exact = bool(self.added) and _plain(self.backend) and splits_at_added(self.backend, self.added)
+        self.added = splitting_tokens(self.backend) if self.backend is not None else {}
+        self.exact = bool(self.added) and plain_backend(self.backend) and splits_at_added(self.backend, self.added)
         self._split: re.Pattern[str] | None = None  # from the first texts: the added tokens they hold
         self._ids: dict[str, int] = {}
         self._known: dict[str, list[int]] = {}
@@ -63,7 +71,7 @@ class ReusingEncoder:
         """The ids of `texts`; `tokenizer`'s (the one this encoder was made for) when it has no Rust backend or its
         backend pads or truncates.
         `special`: with the tokenizer's special tokens added (a BOS), each text tokenized whole."""
-        if self.backend is None or not _plain(self.backend):  # read per call: a transformers call with
+        if self.backend is None or not plain_backend(self.backend):  # read per call: a transformers call with
             # truncation=True leaves the backend truncating; transformers switches that off for its own calls
             return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
         if shape(self.backend) != self.shape:  # a token added since, or a new pre-tokenizer: its stretches differ
@@ -86,14 +94,19 @@ class ReusingEncoder:
         return [_joined(parts, ChainMap(fresh, self._known), self._ids) for parts in splits]
 
     def _learn(self, texts: Sequence[str]) -> None:
-        """Split at the added tokens `texts` hold (a template's markup; Gemma 3 has 6,415 added tokens, and one
-        pattern of them all costs 180 us a text) that share no characters with another added token's edge."""
-        used = [t for t in self.added if any(t in text for text in texts[:64])]
-        apart = [t for t in used if not _overlaps(t, self.added)]
-        pattern = "|".join(re.escape(t) for t in sorted(apart, key=len, reverse=True)) or "(?!)"
+        ids, pattern = learn_split(self.added, texts)
         with self._lock:
-            self._ids = {t: self.added[t] for t in apart}
-            self._split = re.compile(f"({pattern})")
+            self._ids, self._split = ids, pattern
+
+
+def learn_split(added: dict[str, int], texts: Sequence[str]) -> tuple[dict[str, int], re.Pattern[str]]:
+    """The added tokens `texts` hold (a template's markup; Gemma 3 has 6,415 added tokens, and one pattern of them
+    all costs 180 us a text) that share no characters with another added token's edge, by content, and a pattern
+    that splits a text at them, keeping them: stretch, token, stretch, ..., stretch."""
+    used = [t for t in added if any(t in text for text in texts[:64])]
+    apart = [t for t in used if not _overlaps(t, added)]
+    pattern = "|".join(re.escape(t) for t in sorted(apart, key=len, reverse=True)) or "(?!)"
+    return {t: added[t] for t in apart}, re.compile(f"({pattern})")
 
 
 def _overlaps(token: str, added: dict[str, int]) -> bool:
@@ -113,7 +126,7 @@ def _overlaps(token: str, added: dict[str, int]) -> bool:
     return False
 
 
-def _splitting_tokens(backend: Any) -> dict[str, int]:
+def splitting_tokens(backend: Any) -> dict[str, int]:
     """The added tokens the tokenizer splits every text at before anything else, by content: each one
     matched as written (not normalized, or no normalizer), that takes no whitespace beside it (lstrip,
     rstrip) and matches inside words too (not single_word). {} when any added token is otherwise: the
@@ -230,7 +243,7 @@ class Constants:
     def usable(self) -> bool:
         """Whether any text's pieces tokenize as the whole text (`_pieces_exact`), as the tokenizer stands now: what
         can change after it is made, whether it truncates or pads, is read again each time."""
-        return self._exact and _plain(self.backend)
+        return self._exact and plain_backend(self.backend)
 
     def pieces(self, records: Sequence[tuple[str, Sequence[tuple[int, str]]]]) -> list[Pieces | None]:
         """Each (text, constants) as pieces [start, end) in order, a constant's with its ids (None: text to
@@ -342,7 +355,7 @@ def shape(backend: Any) -> tuple[Any, ...]:
     return (backend.get_vocab_size(with_added_tokens=True), *(p and p.__getstate__() for p in parts))
 
 
-def _plain(backend: Any) -> bool:
+def plain_backend(backend: Any) -> bool:
     """The backend neither pads nor truncates by itself, so calling it directly gives each text's own ids."""
     return backend.truncation is None and backend.padding is None
 
@@ -350,7 +363,7 @@ def _plain(backend: Any) -> bool:
 def _pieces_exact(backend: Any) -> bool:
     """Whether a text's pieces can tokenize apart as in the whole text at all: a pre-tokenizer splits words,
     no normalizer but Unicode forms rewrites text, no added token takes the whitespace beside it."""
-    if backend is None or backend.pre_tokenizer is None or not _plain(backend):
+    if backend is None or backend.pre_tokenizer is None or not plain_backend(backend):
         return False
     normalizer = None if backend.normalizer is None else json.loads(backend.normalizer.__getstate__())
     forms = {"NFC", "NFD", "NFKC", "NFKD"}
