@@ -5,6 +5,7 @@ characters, a stretch seen once is never kept, and what is kept stays within its
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,27 @@ def test_a_token_added_to_the_tokenizer_forgets_what_was_kept() -> None:
     tok.add_tokens([AddedToken("<fn>", special=True, normalized=False)])
     assert stretches.usable and not stretches._kept  # read again: the kept stretches held `<fn>` as text
     _same_encoding(_encodings(stretches, [text, text])[1], text, tok.backend_tokenizer)
+
+
+def test_threads_that_share_the_stretches_get_each_texts_own_encoding(monkeypatch) -> None:
+    # engine=local masks batches on several threads, one `Stretches` for them all; a small budget makes them evict
+    # what the others serve
+    monkeypatch.setattr(stretches_module, "KEEP_TOKENS", 400)
+    backend = tokenizer("qwen2.5-instruct").backend_tokenizer
+    stretches = Stretches(backend)
+    system = "<|im_start|>system\n" + "Use the tools. " * 30 + "<|im_end|>\n"
+    texts = [system + f"<|im_start|>user\ntask {i % 7}: " + "go " * (i % 5) + "<|im_end|>\n" for i in range(60)]
+    wanted = [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+
+    def work(k: int) -> tuple[list[Any], list[str]]:
+        order = texts[k:] + texts[:k]
+        return _encodings(stretches, order), order
+
+    with ThreadPoolExecutor(4) as pool:
+        for got, order in pool.map(work, range(0, 40, 10)):
+            assert [e.ids for e in got] == [wanted[texts.index(t)] for t in order]
+            assert sum(isinstance(e, Assembled) for e in got) > 50
+    assert stretches._kept_tokens <= 400
 
 
 def _agent_records(tmp_path: Path) -> Path:
