@@ -42,7 +42,8 @@ KEEP_TOKENS = 1 << 19
 # when full.
 SEEN = 1 << 18
 # A text is assembled from its stretches when kept stretches, or stretches seen before, hold at least this share of
-# its characters: below, the Python that assembles it costs more than the tokenizing it saves.
+# its characters; a mostly new one is tokenized whole, in one call with the others (an assembled text costs a
+# tokenizer call of its own and a Python step per stretch).
 ASSEMBLE_SHARE = 0.125
 
 
