@@ -153,7 +153,24 @@ def splitting_tokens(backend: Any) -> dict[str, int]:
 def splits_at_added(backend: Any, splitting: dict[str, int]) -> bool:
     """Whether texts split at `splitting` tokenize to their stretches' ids joined by the tokens' ids: checked
     on probe texts with every kind of character on both sides of each token (up to 8 tokens, the longest,
-    which hold the shorter ones' characters, first)."""
+    which hold the shorter ones' characters, first). The answer is kept for the process, by what it depends on:
+    the tokenizer's shape (its normalizer and pre-tokenizer among it) and the splitting tokens with their ids; the
+    model never sees across a split. The check costs 14-24 ms, and a process may run hundreds of builds."""
+    key = (shape(backend), tuple(sorted(splitting.items())))
+    known = _PROVEN.get(key)
+    if known is None:
+        known = _splits_at_added(backend, splitting)
+        if len(_PROVEN) >= _PROVEN_LIMIT:
+            _PROVEN.clear()
+        _PROVEN[key] = known
+    return known
+
+
+_PROVEN: dict[tuple[Any, ...], bool] = {}
+_PROVEN_LIMIT = 64
+
+
+def _splits_at_added(backend: Any, splitting: dict[str, int]) -> bool:
     tokens = sorted(splitting, key=lambda t: (-len(t), t))[:8]
     texts = [f"{a}{t}{b}" for t in tokens for a in _SIDES for b in _SIDES[::-1]]
     texts += [f"{tokens[0]}{t}{a}{t}" for t in tokens for a in _SIDES]

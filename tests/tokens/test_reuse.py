@@ -283,3 +283,25 @@ def test_a_token_added_after_the_masker_was_made_is_tokenized_as_the_tokenizer_n
         assert row.input_ids[row.prefix :] == own and row == Masker(tok, reuse=False)([rendered])[0]
     else:
         assert encoder.encode([rendered.text] * 2, tok) == [own, own]
+
+
+def test_the_proof_kept_for_a_tokenizer_is_proven_again_once_its_pre_tokenizer_changes(monkeypatch):
+    from tokenizers import pre_tokenizers
+
+    from ftdata.tokens import reuse
+
+    proofs = []
+    real = reuse._splits_at_added
+    monkeypatch.setattr(reuse, "_splits_at_added", lambda b, a: proofs.append(1) or real(b, a))
+    monkeypatch.setattr(reuse, "_PROVEN", {})
+    tok = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen2.5-instruct")
+    backend = tok.backend_tokenizer
+    added = reuse.splitting_tokens(backend)
+    assert reuse.splits_at_added(backend, added) and reuse.splits_at_added(backend, added)
+    assert len(proofs) == 1  # the second answer kept
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    reuse.splits_at_added(backend, added)
+    assert len(proofs) == 2  # another shape: proven again
+    longest = min(added, key=lambda t: (-len(t), t))  # one of those the probes put in texts
+    assert not reuse.splits_at_added(backend, {**added, longest: 0})  # another id: proven again, and wrong
+    assert len(proofs) == 3
