@@ -153,9 +153,12 @@ def splitting_tokens(backend: Any) -> dict[str, int]:
 def splits_at_added(backend: Any, splitting: dict[str, int]) -> bool:
     """Whether texts split at `splitting` tokenize to their stretches' ids joined by the tokens' ids: checked
     on probe texts with every kind of character on both sides of each token (up to 8 tokens, the longest,
-    which hold the shorter ones' characters, first). The answer is kept for the process, by what it depends on:
-    the tokenizer's shape (its normalizer and pre-tokenizer among it) and the splitting tokens with their ids; the
-    model never sees across a split. The check costs 14-24 ms, and a process may run hundreds of builds."""
+    which hold the shorter ones' characters, first); False for a backend that truncates or pads. The answer is
+    kept for the process, by what it depends on: the tokenizer's shape (its normalizer and pre-tokenizer among it)
+    and the splitting tokens with their ids; the model never sees across a split. The check costs 14-24 ms, and a
+    process may run hundreds of builds."""
+    if not plain_backend(backend):  # a backend left truncating cuts the probes: no answer, and none kept
+        return False
     key = (shape(backend), tuple(sorted(splitting.items())))
     known = _PROVEN.get(key)
     if known is None:

@@ -125,9 +125,11 @@ class Stretches:
         if shape(self.backend) != self.shape:  # a token added since, or a new pre-tokenizer: stretches differ
             with self._lock:
                 self._read_tokenizer()
+        if not plain_backend(self.backend):
+            return False
         if self._exact is None:
             self._exact = bool(self.added) and splits_at_added(self.backend, self.added)
-        return self._exact and plain_backend(self.backend)
+        return self._exact
 
     def plans(self, texts: Sequence[str]) -> list[Plan | None]:
         """Each text split at its added tokens, when it is to be assembled (kept stretches, or stretches seen

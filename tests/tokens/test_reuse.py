@@ -305,3 +305,15 @@ def test_the_proof_kept_for_a_tokenizer_is_proven_again_once_its_pre_tokenizer_c
     longest = min(added, key=lambda t: (-len(t), t))  # one of those the probes put in texts
     assert not reuse.splits_at_added(backend, {**added, longest: 0})  # another id: proven again, and wrong
     assert len(proofs) == 3
+
+
+def test_a_backend_left_truncating_is_not_proven_and_leaves_no_answer_kept(monkeypatch):
+    from ftdata.tokens import reuse
+
+    monkeypatch.setattr(reuse, "_PROVEN", {})
+    backend = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen2.5-instruct").backend_tokenizer
+    added = reuse.splitting_tokens(backend)
+    backend.enable_truncation(4)  # what a transformers call with truncation=True can leave behind
+    assert not reuse.splits_at_added(backend, added) and not reuse._PROVEN
+    backend.no_truncation()
+    assert reuse.splits_at_added(backend, added)

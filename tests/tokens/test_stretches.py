@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import SHARED, TOKENIZER_NAMES, tokenizer
+from support import SHARED, TOKENIZER_NAMES, TOKENIZERS, tokenizer
 from test_reuse import _renders
 
 import ftdata
+from ftdata.io.resources import load_tokenizer
 from ftdata.tokens import stretches as stretches_module
 from ftdata.tokens.border import Offsets
 from ftdata.tokens.stretches import Assembled, Stretches
@@ -49,7 +50,8 @@ def _encodings(stretches: Stretches, texts: list[str]) -> list[Any]:
 
 @pytest.mark.parametrize("name", [None, *TOKENIZER_NAMES], ids=lambda n: n or "smollm2")
 def test_an_assembled_text_has_the_whole_texts_encoding_on_every_shared_tokenizer(name: str | None) -> None:
-    tok = tokenizer(name)
+    tok = load_tokenizer(None if name is None else TOKENIZERS / name)  # its own: as its files have it, not as
+    # another test in this worker may have left the shared one (truncating after a transformers call)
     stretches = Stretches(tok.backend_tokenizer)
     texts = _renders(tok)
     if not stretches.usable:  # Gemma 3 (a normalizer over its added tokens), Phi-3 (added tokens strip spaces)
@@ -104,7 +106,6 @@ def test_what_is_kept_stays_within_its_budget_the_least_recently_used_let_go(mon
 
 
 def test_a_token_added_to_the_tokenizer_forgets_what_was_kept() -> None:
-    from support import TOKENIZERS
     from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
