@@ -111,7 +111,7 @@ class Stretches:
         self.shape = shape(self.backend)
         self.added = splitting_tokens(self.backend)
         self._exact: bool | None = None  # `splits_at_added`, checked when first asked
-        self._split: Any = None  # learnt from the first text: the added tokens it holds
+        self._split: Any = None  # learnt from the first batch of texts: the added tokens they hold
         self._ids: dict[str, int] = {}
         self._kept: OrderedDict[str, tuple[Any, array[int]]] = OrderedDict()  # stretch -> (its encoding, ids)
         self._kept_tokens = 0
