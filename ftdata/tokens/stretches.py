@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ftdata.tokens.reuse import learn_split, plain_backend, shape, splits_at_added, splitting_tokens
+from ftdata.tokens.reuse import learn_split, shape, splits_at_added, splitting_tokens
 
 __all__ = ["Assembled", "Plan", "Stretches"]
 
@@ -110,7 +110,6 @@ class Stretches:
     def _read_tokenizer(self) -> None:
         self.shape = shape(self.backend)
         self.added = splitting_tokens(self.backend)
-        self._exact: bool | None = None  # `splits_at_added`, checked when first asked
         self._split: Any = None  # learnt from the first batch of texts: the added tokens they hold
         self._ids: dict[str, int] = {}
         self._kept: OrderedDict[str, tuple[Any, array[int]]] = OrderedDict()  # stretch -> (its encoding, ids)
@@ -125,11 +124,7 @@ class Stretches:
         if shape(self.backend) != self.shape:  # a token added since, or a new pre-tokenizer: stretches differ
             with self._lock:
                 self._read_tokenizer()
-        if not plain_backend(self.backend):
-            return False
-        if self._exact is None:
-            self._exact = bool(self.added) and splits_at_added(self.backend, self.added)
-        return self._exact
+        return bool(self.added) and splits_at_added(self.backend, self.added)  # proven once a process, per shape
 
     def plans(self, texts: Sequence[str]) -> list[Plan | None]:
         """Each text split at its added tokens, when it is to be assembled (kept stretches, or stretches seen
