@@ -30,8 +30,9 @@ decoded. `Masker(tokenizer, fast_verify=False)` decodes every record (the tests 
 A record that carries its template's constant text (`Rendered.constants`: a prompt template's
 `### Instruction:` lines) is tokenized piece by piece where the tokenizer's pre-tokenizer is
 proven to split at every border of the constants (`ftdata.tokens.reuse.Constants`): the
-constants' ids are reused, the record's own text tokenized without offsets, and the ids are the
-whole text's, exactly. Its spans are each one piece, checked the same way: covered exactly (by
+constants' ids are reused, the record's own text tokenized without offsets (split into words in
+Python where `ftdata.tokens.words` is proven for the tokenizer), and the ids are the whole text's,
+exactly. Its spans are each one piece, checked the same way: covered exactly (by
 the bytes their tokens spell, where the spelling holds, else by offsets) and decoded where the
 decode can fail. `Masker(tokenizer, reuse=False)` tokenizes every text whole (the tests compare).
 """
@@ -49,12 +50,17 @@ from ftdata.tokens.border import REPAIRED, Border, Offsets, first_at
 from ftdata.tokens.reuse import Constants, Pieces, shape
 from ftdata.tokens.spelling import Spelling
 from ftdata.tokens.stretches import Stretches
+from ftdata.tokens.words import Words
 from ftdata.types import IGNORE_INDEX, Rendered
 
 # Texts at least this long are encoded one at a time and their encodings let go once located: Rust encodings kept
 # alive until a batch ends made every later encode slower (40 agent sessions of ~25,000 tokens, one core: 2.96 s
 # in one `encode_batch` kept, 2.07 s one at a time with each let go after its offsets were read).
 LET_GO_CHARS = 32_768
+# Record text is split into words here (`tokens.words`) once a build has tokenized this many characters of it without
+# offsets: the proof that the split gives the tokenizer's ids costs ~75 ms, once a process, and the Rust tokenizer
+# takes about that long for 500,000 characters.
+WORDS_FROM_CHARS = 500_000
 
 WIDENED = Note(
     NoteCode.TRAIN_DETAIL_WIDENED,
@@ -144,6 +150,8 @@ class Masker:
         self.spelling = Spelling.of(self.backend) if fast_verify else None
         self.constants = Constants(self.backend) if reuse else None
         self.stretches = Stretches(self.backend) if reuse else None
+        self.words: Words | None = None
+        self._chars: int | None = 0  # characters tokenized without offsets so far (None: Words.of asked)
 
     @property
     def anchor(self) -> str | None:
@@ -159,34 +167,30 @@ class Masker:
         if shape(self.backend) != self.shape:
             self._read_tokenizer()
         # A text with nothing to locate (no span, hole, boundary, literal piece or media item: a pair's
-        # prompt) is tokenized without offsets, the Rust tokenizer's cheaper call (8-11% less CPU); its
-        # offsets are computed only if read (`preview`).
+        # prompt) is tokenized without offsets (`_ids`); its offsets are computed only if read (`preview`).
         bare = [not (r.spans or r.holes or r.boundaries or r.literal or r.media) for r in batch]
         pieced = self._pieced(batch, bare)
         whole = [not b and p is None for b, p in zip(bare, pieced)]
         full = self._whole([r.text for r, w in zip(batch, whole) if w])
-        fast = iter(
-            self.backend.encode_batch_fast([r.text for r, b in zip(batch, bare) if b], add_special_tokens=False)
-            if any(bare)
-            else ()
-        )
+        fast = self._ids([r.text for r, b in zip(batch, bare) if b])
         exact = [
             self.spelling is not None and p is not None and self.spelling.exact(r.text) for r, p in zip(batch, pieced)
         ]
         encoded = self._encode_pieces(batch, pieced, exact)
-        # each pieced record's own pieces: start -> (ids, encoding), the ids read once (each read of an
+        # each pieced record's own pieces: start -> (ids, encoding or None), the ids read once (each read of an
         # encoding's `ids` makes a new list)
-        own = [None if p is None else {s: _with_ids(next(encoded)) for s, _, ids in p if ids is None} for p in pieced]
+        own = [None if p is None else {s: next(encoded) for s, _, ids in p if ids is None} for p in pieced]
         counted = self._counted(batch, own, exact)
         located = []
         for r, b, p, o, c, x in zip(batch, bare, pieced, own, counted, exact):
             if p is not None and o is not None:
                 located.append(self._joined(r, p, o, c, exact=x))
                 continue
-            e = next(fast if b else full)
             if b:
-                located.append(self._locate(r, e.ids, _LaterOffsets(self.backend, r.text, len(e.ids))))
+                ids = next(fast)[0]
+                located.append(self._locate(r, ids, _LaterOffsets(self.backend, r.text, len(ids))))
                 continue
+            e = next(full)
             found = self._locate(r, e.ids, Offsets(e))
             located.append(self._let_go(found) if len(r.text) >= LET_GO_CHARS else found)
         # One Rust call decodes every trained run of the records whose spelling is not exact by construction.
@@ -233,9 +237,9 @@ class Masker:
             out.append(pieces)
         return out
 
-    def _encode_pieces(self, batch: list[Rendered], pieced: list[Pieces | None], exact: list[bool]) -> Iterator[Any]:
-        """The encodings of every piece of record text to tokenize, in order: without offsets (the Rust tokenizer's
-        cheaper call), but a span's with its offsets where its coverage cannot be counted in bytes (`Spelling`)."""
+    def _encode_pieces(self, batch: list[Rendered], pieced: list[Pieces | None], exact: list[bool]) -> Iterator[_Piece]:
+        """Every piece of record text to tokenize, in order, as (ids, encoding): without offsets (`_ids`), but a
+        span's with its offsets where its coverage cannot be counted in bytes (`Spelling`)."""
         texts: list[str] = []
         offsets: list[bool] = []
         counted = self.spelling is not None and self.spelling.sizes is not None
@@ -249,11 +253,25 @@ class Masker:
         spans = [t for t, k in zip(texts, offsets) if k]
         rest = [t for t, k in zip(texts, offsets) if not k]
         with_offsets = iter(self.backend.encode_batch(spans, add_special_tokens=False) if spans else ())
-        fast = iter(self.backend.encode_batch_fast(rest, add_special_tokens=False) if rest else ())
-        return iter([next(with_offsets if k else fast) for k in offsets])
+        fast = self._ids(rest)
+        return iter([_with_ids(next(with_offsets)) if k else next(fast) for k in offsets])
+
+    def _ids(self, texts: list[str]) -> Iterator[_Piece]:
+        """Each text's (ids, encoding), without offsets: split into words here where `tokens.words` answers (no
+        encoding), else by the Rust tokenizer's cheaper call (8-11% less CPU than with offsets)."""
+        if not texts:
+            return iter(())
+        if self._chars is not None:
+            self._chars += sum(map(len, texts))
+            if self._chars >= WORDS_FROM_CHARS:
+                self.words, self._chars = Words.of(self.backend), None
+        made = self.words.encode(texts) if self.words is not None else [None] * len(texts)
+        left = [t for t, ids in zip(texts, made) if ids is None]
+        rust = iter(self.backend.encode_batch_fast(left, add_special_tokens=False) if left else ())
+        return iter([(ids, None) if ids is not None else _with_ids(next(rust)) for ids in made])
 
     def _counted(
-        self, batch: list[Rendered], own: list[dict[int, tuple[list[int], Any]] | None], exact: list[bool]
+        self, batch: list[Rendered], own: list[dict[int, _Piece] | None], exact: list[bool]
     ) -> list[list[bool | None]]:
         """For each record's spans, whether their tokens spell their bytes (`Spelling.covers`; None: not counted,
         read the offsets), counted for every exact pieced record of the batch in one pass over their ids."""
@@ -274,7 +292,7 @@ class Masker:
         self,
         r: Rendered,
         pieces: Pieces,
-        own: dict[int, tuple[list[int], Any]],
+        own: dict[int, _Piece],
         counted: list[bool | None],
         *,
         exact: bool,
@@ -344,6 +362,10 @@ class Masker:
 
 def _with_ids(encoding: Any) -> tuple[list[int], Any]:
     return encoding.ids, encoding
+
+
+# A piece of record text tokenized: its ids and its Rust encoding (None: split into words here, `tokens.words`).
+_Piece = tuple[list[int], Any]
 
 
 class _LaterOffsets(Sequence[tuple[int, int]]):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ftdata.tokens.packing import flat
 
-__all__ = ["Spelling"]
+__all__ = ["BYTE_CHARS", "Spelling"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class Spelling:
             or not _byte_level_only(pre)
         ):
             return None
-        missing = bytes(b for b, char in enumerate(_BYTE_CHARS) if model.token_to_id(char) is None)
+        missing = bytes(b for b, char in enumerate(BYTE_CHARS) if model.token_to_id(char) is None)
         return Spelling(missing, ascii_only=normalizer is not None, sizes=_Sizes(backend))
 
     def exact(self, text: str) -> bool:
@@ -92,7 +92,7 @@ class _Sizes:
 
     def __init__(self, backend: Any):
         self._backend = backend
-        self._chars = frozenset(_BYTE_CHARS)
+        self._chars = frozenset(BYTE_CHARS)
         self.unknown = False  # a token read so far stands for no bytes that can be counted: no count is trusted
         added = backend.get_added_tokens_decoder()
         size = max(backend.get_vocab_size(with_added_tokens=True), max(added, default=-1) + 1)
@@ -164,4 +164,4 @@ def _byte_chars() -> str:
     return "".join(chars)
 
 
-_BYTE_CHARS = _byte_chars()
+BYTE_CHARS = _byte_chars()

@@ -276,6 +276,7 @@ def test_verification_passes_unicode_the_tokenizer_normalizes():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from ftdata.tokens import masking as masking_module  # noqa: E402
 from ftdata.tokens import spelling as spelling_module  # noqa: E402
 
 SPELLING = {None: "ascii", "qwen2.5-instruct": "normalizer", "llama-3-8b-instruct": "ascii",
@@ -287,7 +288,7 @@ ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 def test_byte_table_is_gpt2s():
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    assert spelling_module._BYTE_CHARS == "".join(bytes_to_unicode()[b] for b in range(256))
+    assert spelling_module.BYTE_CHARS == "".join(bytes_to_unicode()[b] for b in range(256))
 
 
 @pytest.mark.parametrize("name", ALL, ids=lambda n: n or "smollm2")
@@ -352,19 +353,19 @@ def test_a_corrupted_mask_is_caught(smol, monkeypatch):
     assert result.reason == "verification failed: trained tokens cover ' there<|im_end|>', not the response 'hi there<|im_end|>'"
 
 
-def test_a_corrupted_piece_is_caught(smol, monkeypatch):
-    """A span piece's first token lost (the kind of bug joining pieces can have) fails the byte count."""
-
-    class Lost:
-        def __init__(self, enc):
-            self.ids = enc.ids[1:]
-
+@pytest.mark.parametrize("words", [False, True], ids=["rust", "words"])
+def test_a_corrupted_piece_is_caught(smol, monkeypatch, words):
+    """A span piece's first token lost (the kind of bug joining pieces, or words, can have) fails the byte count,
+    whether the Rust tokenizer made its ids or `tokens.words` did."""
+    if words:
+        monkeypatch.setattr(masking_module, "WORDS_FROM_CHARS", 0)
     masker = Masker(smol)
     real = masker._encode_pieces
-    monkeypatch.setattr(masker, "_encode_pieces", lambda *a: iter([Lost(e) for e in real(*a)]))
+    monkeypatch.setattr(masker, "_encode_pieces", lambda *a: iter([(ids[1:], enc) for ids, enc in real(*a)]))
     rendered = Renderer(smol, "alpaca")(Example((Message("user", "Say hi."), Message("assistant", "hi there")), Location("x")))
     (result,) = masker([rendered])
     assert result.reason == "verification failed: trained tokens do not spell the 18 bytes of the response"
+    assert (masker.words is not None) is words
 
 
 def test_unspellable_text_is_caught_on_the_fast_path(smol):
