@@ -372,7 +372,9 @@ def shape(backend: Any) -> tuple[Any, ...]:
     if backend is None:
         return ()
     parts = (backend.normalizer, backend.pre_tokenizer, backend.decoder)
-    return (backend.get_vocab_size(with_added_tokens=True), *(p and p.__getstate__() for p in parts))
+    # `is None`, not truth: an empty `Sequence` normalizer (DeepSeek-V3's) is falsy, and its Python object is new at
+    # every read, so a shape that held it never equalled the next one
+    return (backend.get_vocab_size(with_added_tokens=True), *(None if p is None else p.__getstate__() for p in parts))
 
 
 def plain_backend(backend: Any) -> bool:

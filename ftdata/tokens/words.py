@@ -71,7 +71,6 @@ class Words:
 
     def __init__(self, backend: Any, patterns: list[re.Pattern[str]]):
         self.backend = backend
-        self.shape = shape(backend)
         self._patterns = patterns
         self._model = backend.model
         self._added = splitting_tokens(backend)
