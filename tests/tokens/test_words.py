@@ -217,3 +217,33 @@ def test_the_maskers_rows_with_words_are_its_rows_without(monkeypatch, name: str
     assert masker.words is not None
     assert with_words == without
     assert masking.Masker(tok, reuse=False)(rendered) == without
+
+
+def test_a_masker_that_threads_share_leaves_the_words_to_the_rust_tokenizer(monkeypatch) -> None:
+    # engine=local on more cores: the Rust call releases the GIL for the other threads' Python; one thread alone (a
+    # worker process, one core) splits words here. The rows are the same either way.
+    import threading
+
+    from ftdata.chat.render import Renderer
+    from ftdata.errors import Location
+    from ftdata.types import Example, Message
+
+    tok = tokenizer(None)
+    render = Renderer(tok, "alpaca")
+    rendered = [render(Example((Message("user", f"Say {i}."), Message("assistant", f"{i} it is.")), Location("x")))
+                for i in range(50)]  # fmt: skip
+    monkeypatch.setattr(masking, "WORDS_FROM_CHARS", 0)
+    calls: list[int] = []
+    real = Words.encode
+    monkeypatch.setattr(Words, "encode", lambda self, texts: calls.append(len(texts)) or real(self, texts))
+    masker = masking.Masker(tok)
+    alone = masker(rendered)
+    assert calls and masker.words is not None
+    other: list[Any] = []
+    thread = threading.Thread(target=lambda: other.append(masker(rendered)))
+    thread.start()
+    thread.join()
+    calls.clear()
+    shared = masker(rendered)
+    assert calls == []
+    assert alone == other[0] == shared
