@@ -177,10 +177,11 @@ _BYTE_MAP = dict(enumerate(BYTE_CHARS[:128]))
 
 def _split(pattern: re.Pattern[str], text: str) -> list[str]:
     """`text` cut as a `Split(pattern, "Isolated")` pre-tokenizer cuts it: each match a word, and each stretch
-    between matches a word too."""
-    words = pattern.findall(text)
-    if sum(map(len, words)) == len(text):
-        return words
+    between matches a word too. (`findall` gives whole matches only for a pattern without groups.)"""
+    if not pattern.groups:
+        words = pattern.findall(text)
+        if sum(map(len, words)) == len(text):
+            return words
     out, at = [], 0
     for m in pattern.finditer(text):
         if m.start() > at:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import DATASETS, TOKENIZER_NAMES, tokenizer
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from ftdata.tokens import masking, words
 from ftdata.tokens.words import Words
@@ -161,6 +161,18 @@ def test_a_word_whose_tokens_do_not_spell_it_goes_to_the_tokenizer() -> None:
 def test_a_tokenizer_this_does_not_read_is_never_split_here(change: dict[str, Any]) -> None:
     assert Words.of(toy_bpe()) is not None
     assert Words.of(toy_bpe(**change)) is None
+
+
+def test_a_pattern_with_groups_is_cut_at_its_whole_matches() -> None:
+    # `findall` gives a pattern's groups, not its matches: `(a)(b)` on "ab" is one tuple of two, as long as the text
+    pre = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"(a)(b)|[c-z]+| "), "isolated"), pre_tokenizers.ByteLevel(False, use_regex=False)]
+    )
+    t = toy_bpe(pre=pre)
+    w = Words.of(t)
+    assert w is not None
+    texts = ["ab", "ab cd", "abab xy ab", "ba"]
+    assert w.encode(texts) == [t.encode(x).ids for x in texts]
 
 
 def test_a_backend_left_truncating_is_not_split_here() -> None:
