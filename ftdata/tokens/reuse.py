@@ -36,6 +36,7 @@ __all__ = [
     "shape",
     "splits_at_added",
     "splitting_tokens",
+    "unicode_forms_only",
 ]
 
 # Stretches kept (their ids) per encoder: those that repeat within a batch of texts (a template's constant
@@ -382,15 +383,22 @@ def plain_backend(backend: Any) -> bool:
     return backend.truncation is None and backend.padding is None
 
 
+def unicode_forms_only(backend: Any) -> bool:
+    """The tokenizer has no normalizer, or only Unicode normalization forms (NFC, NFKC, ...), alone or in a
+    `Sequence`: nothing that rewrites ASCII text."""
+    if backend.normalizer is None:
+        return True
+    normalizer = json.loads(backend.normalizer.__getstate__())
+    steps = normalizer.get("normalizers", [normalizer])
+    return all(step.get("type") in ("NFC", "NFD", "NFKC", "NFKD") for step in steps)
+
+
 def _pieces_exact(backend: Any) -> bool:
     """Whether a text's pieces can tokenize apart as in the whole text at all: a pre-tokenizer splits words,
     no normalizer but Unicode forms rewrites text, no added token takes the whitespace beside it."""
     if backend is None or backend.pre_tokenizer is None or not plain_backend(backend):
         return False
-    normalizer = None if backend.normalizer is None else json.loads(backend.normalizer.__getstate__())
-    forms = {"NFC", "NFD", "NFKC", "NFKD"}
-    steps = normalizer.get("normalizers", [normalizer]) if normalizer else []
-    if any(step.get("type") not in forms for step in steps):
+    if not unicode_forms_only(backend):
         return False
     return not any(t.lstrip or t.rstrip or t.single_word for t in backend.get_added_tokens_decoder().values())
 

@@ -36,7 +36,14 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
-from ftdata.tokens.reuse import learn_split, plain_backend, shape, splits_at_added, splitting_tokens
+from ftdata.tokens.reuse import (
+    learn_split,
+    plain_backend,
+    shape,
+    splits_at_added,
+    splitting_tokens,
+    unicode_forms_only,
+)
 from ftdata.tokens.spelling import BYTE_CHARS
 
 __all__ = ["Words"]
@@ -71,7 +78,7 @@ class Words:
 
     def __init__(self, backend: Any, patterns: list[re.Pattern[str]]):
         self.backend = backend
-        self._patterns = patterns
+        self._first, *self._rest = patterns  # the pre-tokenizer's regexes, in order
         self._model = backend.model
         self._added = splitting_tokens(backend)
         added = {t.content for t in backend.get_added_tokens_decoder().values() if t.content}
@@ -112,8 +119,10 @@ class Words:
             self._split = re.compile("((?!))")  # never splits: a text with an added token goes to the tokenizer
 
     def _text(self, text: str) -> list[int] | None:
+        if self._firsts is None or not self._firsts.search(text):
+            return self._stretch(text)
         assert self._split is not None
-        parts = self._split.split(text) if self._firsts is not None and self._firsts.search(text) else [text]
+        parts = self._split.split(text)
         out: list[int] = []
         for i, part in enumerate(parts):
             if i % 2:
@@ -129,9 +138,8 @@ class Words:
 
     def _stretch(self, text: str) -> list[int] | None:
         """A stretch's ids: its words' kept ids joined (in C: a Python step per word cost as much as the split)."""
-        first, *rest = self._patterns
-        words = _split(first, text)
-        for pattern in rest:
+        words = _split(self._first, text)
+        for pattern in self._rest:
             words = [w for part in words for w in _split(pattern, part)]
         kept = self._kept
         for _ in range(2):
@@ -201,12 +209,7 @@ def _patterns(backend: Any) -> list[re.Pattern[str]] | None:
     model = backend.model
     if type(model).__name__ != "BPE" or model.dropout or model.continuing_subword_prefix or model.end_of_word_suffix:
         return None
-    if backend.normalizer is not None:
-        normalizer = json.loads(backend.normalizer.__getstate__())
-        steps = normalizer.get("normalizers", [normalizer])
-        if any(step.get("type") not in ("NFC", "NFD", "NFKC", "NFKD") for step in steps):
-            return None  # a Unicode form leaves ASCII text as it is
-    if backend.pre_tokenizer is None:
+    if not unicode_forms_only(backend) or backend.pre_tokenizer is None:  # a Unicode form leaves ASCII text as it is
         return None
     pre = json.loads(backend.pre_tokenizer.__getstate__())
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
