@@ -386,25 +386,30 @@ def _tree_part(ran: Ran[Measured, Truncated], *, max_length: int, across: bool) 
     `across`, records that start alike share one); `tokens` counts what is forwarded (each tree's unique tokens).
     A tree's record index (`groups`) is its first record's, so a held-out split keeps the records of a tree together."""
     trees = batch_trees(ran, max_length=max_length, across=across)
-    seqs = [
-        WeightedRow(s.tree.ids, s.tree.labels, s.tree.weights)
-        if s.tree.weights is not None
-        else (s.tree.ids, s.tree.labels)
-        for s in trees
-    ]
-    positions, _ = flat([s.tree.positions for s in trees])
+    columns = [s.tree for s in trees]  # each tree's columns are arrays already: laid end to end as they are
+
+    def joined(column: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(column).astype(dtype, copy=False) if column else np.zeros(0, dtype=dtype)
+
+    weighted = any(t.weights is not None for t in columns)
     report = ran.report
     out = SftPart(
-        *_flatten(seqs),
+        joined([t.ids for t in columns], np.int32),
+        joined([t.labels for t in columns], np.int32),
+        np.fromiter((len(t.ids) for t in columns), dtype=np.int64, count=len(columns)),
         groups=np.asarray([s.records[0] for s in trees], dtype=np.int64),
         rejects=ran.rejects,
         report=report,
-        weights=_weights(seqs),
+        weights=(
+            joined([t.weights if t.weights is not None else np.ones(len(t.ids)) for t in columns], np.float32)
+            if weighted
+            else None
+        ),
         read=ran.read,
         sources=[s.location for s in trees],
-        positions=positions,
+        positions=joined([t.positions for t in columns], np.int32),
     )
-    report.sequences = len(seqs)
+    report.sequences = len(trees)
     report.tokens = int(out.lengths.sum())
     report.trained_tokens = int((out.labels != -100).sum())
     return out

@@ -348,7 +348,7 @@ def summaries(stage: Stage, ran: Ran) -> list[RecordStats | TreeStats]:
     ]
     if built_layout(stage.options) is TREE:
         out.extend(
-            TreeStats((len(s.tree.ids),), count_trained(s.tree.labels), int(s.tree.labels[0] != IGNORE_INDEX))
+            TreeStats((len(s.tree.ids),), s.tree.trained, int(s.tree.first_trained))
             for s in batch_trees(ran, max_length=stage.options.max_length, across=stage.options.shares_trees)
         )
     return out

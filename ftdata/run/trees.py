@@ -19,7 +19,6 @@ from typing import Any
 
 from ftdata.run.stage import Ran
 from ftdata.tokens.tree import Shared, Tree, grow, share
-from ftdata.types import IGNORE_INDEX, count_trained
 
 __all__ = ["RecordTrees", "SharedTree", "batch_trees", "record_trees"]
 
@@ -41,12 +40,12 @@ class RecordTrees:
 
     @property
     def trained(self) -> int:
-        return sum(count_trained(t.labels) for t in self.trees)
+        return sum(t.trained for t in self.trees)
 
     @property
     def first_trained(self) -> int:
         """Its trees whose first token is trained (packing masks it, as for a packed row's first token)."""
-        return sum(1 for t in self.trees if t.labels and t.labels[0] != IGNORE_INDEX)
+        return sum(t.first_trained for t in self.trees)
 
     def describe(self) -> str:
         """`its 3 rows are written as 1 prefix tree: 90 unique tokens forwarded (137 in the rows), 38 trained`."""

@@ -206,7 +206,7 @@ def test_every_trained_token_of_the_split_rows_is_trained_once_in_its_context(
     seen = []
     for s in trees:
         t = s.tree
-        weights = t.weights or [1.0] * len(t.ids)
+        weights = t.weights if t.weights is not None else [1.0] * len(t.ids)
         for i, path in enumerate(visible(t.positions)):
             if t.labels[i] != IGNORE_INDEX:
                 seen.append((tuple((t.ids[j], weights[j]) for j in path), t.labels[i]))
