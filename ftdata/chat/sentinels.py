@@ -23,6 +23,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from ftdata.errors import Location, TemplateError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.records.tools import writes
@@ -129,9 +131,12 @@ _PRIVATE = re.compile("[" + "".join(f"{chr(a)}-{chr(b - 1)}" for a, b in _PLANES
 def free_marks(text: str) -> Iterator[str]:
     """Private-use characters that do not occur in `text`, one after another (the planes' too: a
     long record may need thousands)."""
-    used = set(text)
+    # The code points from the first private-use one up that `text` holds, read as an array: `set(text)` took
+    # 1.9 ms of a 110 KB render, this 0.1 ms (a lone surrogate is below them, and passes the encoder).
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    used = set(codes[codes >= _PLANES[0][0]].tolist())
     planes = itertools.chain.from_iterable(range(a, b) for a, b in _PLANES)  # lazily: ~1M code points
-    return (chr(c) for c in planes if chr(c) not in used)
+    return (chr(c) for c in planes if c not in used)
 
 
 def marks_in(text: str, marks: Collection[str]) -> list[tuple[int, str]]:
