@@ -409,7 +409,9 @@ class RunOptions:
     ray_address: str | None = _opt(
         None, "engine=ray: the cluster to join ('auto', 'ray://head:10001'); None starts a local one"
     )
-    batch_size: int = _opt(512, "records per tokenizer batch / worker chunk")
+    batch_size: int = _opt(
+        512, "records per tokenizer batch / worker chunk (fewer where they reach 1,000,000 characters of text)"
+    )
     max_reject_ratio: float | None = _opt(
         None, "fail (exit 4) when more than this fraction of the records read is rejected, e.g. 0.05; None = never"
     )

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from ftdata.guard.inputs import Input, Manifest
 from ftdata.options import DataOptions
+from ftdata.run.loop import BATCH_CHARS
 from ftdata.run.report import REPORT_FORMAT
 from ftdata.types import HistoryMode
 
@@ -26,7 +27,8 @@ _NAMED_BY_INPUTS = ("template", "chat_template", "processor")
 
 def build_key(inputs: Sequence[Input], options: DataOptions, *, batch_size: int | None = None) -> str:
     """The cache key of a build that read `inputs` (in declaration order) with `options`. `batch_size`: the run's,
-    which shapes the rows of a build that grows trees across the records of a batch (history=tree), and only those."""
+    which shapes the rows of a build that grows trees across the records of a batch (history=tree), and only those,
+    with the text that closes a batch (`run.loop.BATCH_CHARS`)."""
     from ftdata import __version__
 
     h = hashlib.sha256()
@@ -35,6 +37,7 @@ def build_key(inputs: Sequence[Input], options: DataOptions, *, batch_size: int 
     settings = {k: v for k, v in options.fingerprint().items() if k not in _NAMED_BY_INPUTS}
     if options.history is HistoryMode.TREE and options.shares_trees and batch_size is not None:
         settings["tree_batch_size"] = batch_size
+        settings["tree_batch_chars"] = BATCH_CHARS
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(f"ftdata {__version__} report {REPORT_FORMAT}".encode())
     return h.hexdigest()[:16]

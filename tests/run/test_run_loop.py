@@ -105,6 +105,18 @@ def test_a_run_starts_with_small_batches_that_double_up_to_the_batch_size_and_en
     assert [len(b.records) for b in loop.read_batches(rows[:500], DataOptions(template="alpaca"), batch_size=300)] == [64, 128, 256, 52]
 
 
+def test_long_records_are_batched_by_their_text_and_the_tail_halves_down_to_two_of_them() -> None:
+    """A batch of long records (agent sessions) closes at `BATCH_CHARS` characters of text, before its record count,
+    so that workers are given work in pieces of about one size; Alpaca-sized records are batched as above."""
+    long = [{"instruction": f"q{i}", "output": "x" * 99_998} for i in range(60)]  # 100,000 characters of text each
+    batches = list(loop.read_batches(long, DataOptions(template="alpaca"), batch_size=300))
+    assert [len(b.records) for b in batches] == [10, 10, 10, 10, 10, 5, 3, 2]  # the last ten halved
+    assert all(b.chars - 100_001 < loop.BATCH_CHARS for b in batches)  # closed by the record that reaches it
+    assert [row for b in batches for _, row in b.records] == long  # every record once, in order
+    mixed = [{"instruction": "q", "output": "x" * (250_000 if i == 3 else 10)} for i in range(100)]
+    assert [len(b.records) for b in loop.read_batches(mixed, DataOptions(template="alpaca"), batch_size=300)] == [64, 36]
+
+
 def test_the_halving_tail_keeps_the_filters_rejects_and_counts() -> None:
     rows = [{"instruction": f"q{i}", "output": "a" if i % 3 else "drop"} for i in range(1100)]
     batches = list(loop.read_batches(rows, DataOptions(template="alpaca", filter="output != 'drop'"), batch_size=300))
@@ -128,12 +140,14 @@ def test_a_read_error_comes_after_every_batch_read_before_it(tmp_path: Path) -> 
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=records, truncation=policies, slice_=st.integers(1, 4), first=st.integers(1, 3), batch_size=st.integers(1, 6))
+@given(rows=records, truncation=policies, slice_=st.integers(1, 4), first=st.integers(1, 3), batch_size=st.integers(1, 6),
+       chars=st.integers(1, 200))  # fmt: skip
 def test_how_the_work_is_cut_up_never_changes_what_is_built(
-    char_tok, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], truncation: str, slice_: int, first: int, batch_size: int
+    char_tok, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], truncation: str, slice_: int, first: int, batch_size: int,
+    chars: int,
 ) -> None:  # fmt: skip
-    """Batches, their first sizes and the slices a batch is rendered and tokenized in: the rows, the
-    rejects and the counts are those of one batch rendered whole."""
+    """Batches, their first sizes, the text that closes one and the slices a batch is rendered and tokenized in: the
+    rows, the rejects and the counts are those of one batch rendered whole."""
     options: dict[str, Any] = {"template": "alpaca", "max_length": 220, "truncation": truncation, "on_error": "skip"}
 
     def built() -> tuple[Any, ...]:
@@ -149,10 +163,12 @@ def test_how_the_work_is_cut_up_never_changes_what_is_built(
     with monkeypatch.context() as whole:
         whole.setattr(stage_module, "SLICE", 10**6)
         whole.setattr(loop, "FIRST_BATCH", 10**6)
+        whole.setattr(loop, "BATCH_CHARS", 10**9)
         expected = built()
     with monkeypatch.context() as cut:
         cut.setattr(stage_module, "SLICE", slice_)
         cut.setattr(loop, "FIRST_BATCH", first)
+        cut.setattr(loop, "BATCH_CHARS", chars)
         assert built() == expected
 
 
@@ -184,3 +200,17 @@ def test_a_records_reject_lines_are_in_the_order_of_its_instances_however_the_ba
         report = prepare(rows, tokenizer=char_tok, batch_size=3, rejects_path=str(rejects), **options).report
         assert [json.loads(line) for line in rejects.read_text().splitlines()] == expected
         assert (dict(report.rejected), report.sequences) == ({"too_long": 1, "malformed": 1}, 1)
+
+
+def test_a_tree_across_records_build_is_keyed_by_what_cuts_its_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which records meet in a tree across records depends on the batches: their size and the text that closes one
+    are in that build's cache key, and in no other build's."""
+    from ftdata.build import fingerprint
+
+    tree, plain = DataOptions(template="alpaca", history="tree"), DataOptions(template="alpaca")
+    before = {o.history: fingerprint.build_key([], o, batch_size=512) for o in (tree, plain)}
+    assert fingerprint.build_key([], tree, batch_size=256) != before[tree.history]
+    assert fingerprint.build_key([], plain, batch_size=256) == before[plain.history]
+    monkeypatch.setattr(fingerprint, "BATCH_CHARS", loop.BATCH_CHARS * 2)
+    assert fingerprint.build_key([], tree, batch_size=512) != before[tree.history]
+    assert fingerprint.build_key([], plain, batch_size=512) == before[plain.history]
