@@ -137,6 +137,23 @@ def test_direct_leaves_what_it_cannot_prove() -> None:
         ChatRenderer(raising).bind(msgs)(msgs)
 
 
+def test_a_copy_rendered_again_is_written_as_it_holds_now() -> None:
+    """The template data of a copy (a message with a piece replaced, as the sentinel renders make) is kept for the
+    next render of that same copy, and served only while the copy holds the very values it held."""
+    tok = _tokenizer("qwen2_5")
+    msgs = _conversation(False)
+    direct = Direct(tok, msgs, tools=None, kwargs={})
+    copy = {**msgs[1], "content": "first"}
+    changed = [msgs[0], copy, *msgs[2:]]
+    assert direct(changed, generation=False, what="t") == tok.apply_chat_template(changed, tokenize=False)
+    assert direct(changed, generation=False, what="t") == tok.apply_chat_template(changed, tokenize=False)
+    copy["content"] = "second"  # the same dict, another value: its data is made again
+    again = direct(changed, generation=False, what="t")
+    assert "second" in again and "first" not in again and again == tok.apply_chat_template(changed, tokenize=False)
+    copy["name"] = "x"  # a key more
+    assert direct(changed, generation=False, what="t") == tok.apply_chat_template(changed, tokenize=False)
+
+
 def test_bound_renderer_is_the_renderer() -> None:
     """`ChatRenderer.bind` renders what the renderer renders, the record's kwargs over the build's."""
     renderer = ChatRenderer(_tokenizer("qwen3"), {"enable_thinking": False})
