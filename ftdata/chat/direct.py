@@ -58,10 +58,10 @@ def _steps() -> tuple[Any, Any, Any, frozenset[str], Any] | None:
 
 def _same_items(message: dict[str, Any], items: tuple[tuple[Any, Any], ...]) -> bool:
     """Whether `message` holds exactly `items` (each key the very value it held)."""
-    return len(message) == len(items) and all(message.get(k, _items) is v for k, v in items)
+    return len(message) == len(items) and all(message.get(k, _MISSING) is v for k, v in items)
 
 
-_items = object()  # no value a message holds
+_MISSING = object()  # no value a message holds
 
 
 class Direct:

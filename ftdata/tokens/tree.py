@@ -59,13 +59,8 @@ class Tree:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Tree):
             return NotImplemented
-        return (
-            self.rows == other.rows
-            and all(np.array_equal(a, b) for a, b in ((self.ids, other.ids), (self.labels, other.labels)))
-            and np.array_equal(self.positions, other.positions)
-            and (self.weights is None) == (other.weights is None)
-            and (self.weights is None or np.array_equal(self.weights, other.weights))  # type: ignore[arg-type]  # None on both sides is the line above
-        )
+        columns = ("ids", "labels", "positions", "weights")
+        return self.rows == other.rows and all(_same(getattr(self, c), getattr(other, c)) for c in columns)
 
     @property
     def trained(self) -> int:
@@ -78,6 +73,11 @@ class Tree:
         return bool(len(self.labels)) and int(self.labels[0]) != IGNORE_INDEX
 
     __hash__ = None  # type: ignore[assignment]  # arrays are not hashable: neither is a tree (as the dataclass had it)
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Two columns hold the same values (None only as the other's None)."""
+    return a is b if a is None or b is None else np.array_equal(a, b)
 
 
 class _Grown:
