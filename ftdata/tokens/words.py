@@ -128,7 +128,7 @@ class Words:
             if i % 2:
                 out.append(self._ids[part])
             elif part:
-                if self._firsts is not None and self._firsts.search(part):
+                if self._firsts.search(part):
                     return None  # an added token may start in it: the tokenizer's own matching decides
                 ids = self._stretch(part)
                 if ids is None:
