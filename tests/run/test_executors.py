@@ -281,11 +281,12 @@ def unfrozen_heap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     gc.freeze()
 
 
-def test_threads_leave_the_heap_to_the_garbage_collector_again_after_the_build(unfrozen_heap: None) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_leave_the_heap_to_the_garbage_collector_again_after_the_build(unfrozen_heap: None, threads: int) -> None:
     import gc
 
     before = gc.get_threshold()
-    seen = list(LocalExecutor(threads=2).map(lambda spec, batch: (gc.get_freeze_count() > 0, gc.get_threshold()), None, [[1], [2]]))
+    seen = list(LocalExecutor(threads=threads).map(lambda spec, batch: (gc.get_freeze_count() > 0, gc.get_threshold()), None, [[1], [2]]))
     # Full collections skipped what was alive before the build; young ones came every 50,000 allocations.
     assert seen == [(True, (executors.YOUNG_COLLECTION_EVERY, *before[1:]))] * 2
     assert gc.get_freeze_count() == 0 and gc.isenabled() and gc.get_threshold() == before
