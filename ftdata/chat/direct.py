@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ftdata.chat import sandbox
+from ftdata.chat.prefixes import STEP, Watched, loop_shaped
 from ftdata.guard import limits
 
 __all__ = ["Direct"]
@@ -95,6 +96,7 @@ class Direct:
         self._steps = (normalize, plain, alias)
         self._variables = {"tools": tool_data, "documents": None, **variables}
         self._compiled = compiled
+        self._source = source
         self._written: dict[Any, tuple[Any, str]] = {}
         for m in msgs:
             data = self._message(m)
@@ -119,6 +121,27 @@ class Direct:
         Raises:
             LimitExceeded: the render ran too long or built too much (named `what`, as `ChatRenderer` names it).
         """
+        data = self._template_data(messages)
+        return None if data is None else self._render(data, generation, what)
+
+    def watched(self, messages: Sequence[Any], *, what: object) -> Watched | None:
+        """`messages` rendered (without the generation prompt) through a `Watched` sequence, for
+        `ftdata.chat.prefixes`: its record of what the template asked of them, with the text it wrote
+        (`Watched.text`); None where the template is not `loop_shaped`, the render is left to
+        `apply_chat_template`, or it passes a limit (the prefixes are then rendered one by one)."""
+        data = self._template_data(messages)
+        if data is None or not loop_shaped(self._compiled.environment, self._source):
+            return None
+        root = self._compiled.root_render_func.__code__
+        seen = Watched(data, lambda code: code is root or code is STEP)
+        try:
+            seen.text = self._render(seen, False, what, seen)
+        except limits.LimitExceeded:
+            return None
+        return seen if seen.text is not None else None
+
+    def _template_data(self, messages: Sequence[Any]) -> list[dict[str, Any]] | None:
+        """What transformers hands the template as `messages`; None where this render is left to it."""
         if self._compiled is None or not messages:
             return None
         data = []
@@ -135,13 +158,19 @@ class Direct:
                 self._copies[id(m)] = (m, tuple(m.items()), made)  # held: its id names it while it is kept
                 one = made
             data.append(one)
+        return data
+
+    def _render(self, data: Sequence[Any], generation: bool, what: object, seen: Watched | None = None) -> str | None:
+        """The template rendered with `data` as `messages`; None where it raises. `seen`: kept told how much text
+        has been written (`Watched.at`) as each part is."""
         compiled = self._compiled
         variables = {"messages": data, "add_generation_prompt": generation, **self._variables}
         token = sandbox.WRITTEN.set(self._written)
         try:
             with limits.time_limit(limits.limits().render_seconds, what):
                 # `Template.render` minus its traceback rewriting: the same parts joined by the same `concat`.
-                text = compiled.environment.concat(compiled.root_render_func(compiled.new_context(variables)))
+                parts = compiled.root_render_func(compiled.new_context(variables))
+                text = compiled.environment.concat(parts if seen is None else _counted(parts, seen))
         except limits.LimitExceeded as exc:
             raise exc if str(exc).startswith(str(what)) else limits.LimitExceeded(f"{what}: {exc}") from None
         except Exception:  # noqa: BLE001 (the template raised: apply_chat_template raises it with its own message)
@@ -149,3 +178,10 @@ class Direct:
         finally:
             sandbox.WRITTEN.reset(token)
         return limits.check_size(text, what) if isinstance(text, str) else None
+
+
+def _counted(parts: Iterator[str], seen: Watched) -> Iterator[str]:
+    """`parts`, with `seen.at` the length of those handed on before the next is asked for."""
+    for part in parts:
+        yield part
+        seen.at += len(part)

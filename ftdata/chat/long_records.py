@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ftdata.chat.prefixes import Prefixes
 from ftdata.chat.sentinels import (
     FORMS,
     Found,
@@ -272,17 +273,24 @@ SAMPLES = 16
 
 
 def prompt_ends(
-    text: str, render: Render, msgs: list[dict[str, Any]], header: str, turns: list[int], contents: Spans | None
+    text: str,
+    render: Render,
+    msgs: list[dict[str, Any]],
+    header: str,
+    turns: list[int],
+    contents: Spans | None,
+    proven: Prefixes | None = None,
 ) -> dict[int, int]:
     """len(P_i) for assistant turns `turns` (plain: content only) of a prefix-stable template, in a
     bounded number of renders instead of one conversation prefix per turn (quadratic in a long record).
 
     P_i is A up to the generation prompt (`header`) the template writes between the content of
     message i-1 and turn i's own content, both located by `content_spans`: that stretch holds
-    markup only (`contents`: from `content_spans`). In each group of turns that follow a message
-    of one role (a tool result may end without the header: diffusion_gemma), up to `SAMPLES`
-    prompts are rendered as they are (`picks`) and must agree; a group where one does not is left
-    out (its turns are then rendered).
+    markup only (`contents`: from `content_spans`). Where one watched render proves P_i (`proven`:
+    `ftdata.chat.prefixes`), that is checked turn by turn, without a render. In each group of the
+    other turns that follow a message of one role (a tool result may end without the header:
+    diffusion_gemma), up to `SAMPLES` prompts are rendered as they are (`picks`) and must agree; a
+    group where one does not is left out (its turns are then rendered).
     """
     if contents is None:
         return {}
@@ -304,8 +312,11 @@ def prompt_ends(
 
     kept: dict[int, int] = {}
     for group in groups(msgs, list(out)).values():
-        if all(agrees(i) for i in picks(group)):
-            kept.update((i, out[i]) for i in group)
+        known = [i for i in group if proven is not None and i in proven.ends]
+        kept.update((i, out[i]) for i in known if proven is not None and proven.prompt_end(i) == out[i])
+        rest = [i for i in group if i not in known]
+        if rest and all(agrees(i) for i in picks(rest)):
+            kept.update((i, out[i]) for i in rest)
     return kept
 
 

@@ -5,18 +5,19 @@ the time and size limits, and the scope (`shared_renders`) in which one unit of 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from ftdata.chat import sandbox, splice
+from ftdata.chat import prefixes, sandbox, splice
 from ftdata.chat.direct import Direct
+from ftdata.chat.prefixes import Prefixes
 from ftdata.chat.contents import STRING, ContentForm, as_parts, collapse, contents_of, media_count
 from ftdata.errors import Location, TemplateError
 from ftdata.guard import limits
 
-__all__ = ["ChatRenderer", "shared_renders"]
+__all__ = ["Bound", "ChatRenderer", "shared_renders"]
 
 
 # The renders of one unit of work (the sides of one preference pair, the rows of one record), by their
@@ -163,31 +164,11 @@ class ChatRenderer:
         tools: Sequence[Mapping[str, Any]] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         location: Location | None = None,
-    ) -> Callable[..., str]:
+    ) -> Bound:
         """`render(messages, generation=False)`: `self(messages, generation=..., tools=..., kwargs=..., location=...)`
         for the many renders of one conversation `msgs` (its prefixes, copies with some messages changed), the
         template data of each of its messages built once (`ftdata.chat.direct`): the same text."""
-        direct = Direct(
-            self.tokenizer, msgs, tools=list(tools) if tools else self.tools, kwargs={**self.kwargs, **(kwargs or {})}
-        )
-
-        known: dict[int, tuple[Any, str]] | None = None  # the messages' and tools' JSON, for the keys: when first asked
-
-        def render(messages: list[dict[str, Any]], *, generation: bool = False) -> str:
-            nonlocal known
-            if known is None and _SHARED.get() is not None:
-                known = _written([*msgs, *([tools] if tools is not None else [])])
-            return self(
-                messages,
-                generation=generation,
-                tools=tools,
-                kwargs=kwargs,
-                location=location,
-                direct=direct,
-                known=known,
-            )
-
-        return render
+        return Bound(self, msgs, tools=tools, kwargs=kwargs, location=location)
 
     def render_all(self, conversations: list[list[dict[str, Any]]], *, generation: bool) -> list[str] | None:
         """Every conversation rendered as TRL's trainers render a batch of prompts: each the text
@@ -236,3 +217,48 @@ class ChatRenderer:
             raise TemplateError(f"chat template raised for roles [{roles}]: {exc}") from None
         text = limits.check_size(text if isinstance(text, str) else "".join(text), what)
         return collapse(text, self.contents, images) if images else text
+
+
+class Bound:
+    """A `ChatRenderer` bound to one conversation (`ChatRenderer.bind`): called as `render(messages, generation=...)`
+    on it, its prefixes and copies of it; `prefixes(text)`: its prefix renders read off its render A (`text`),
+    where the template proves them (`ftdata.chat.prefixes`)."""
+
+    def __init__(
+        self,
+        renderer: ChatRenderer,
+        msgs: list[dict[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None,
+        kwargs: Mapping[str, Any] | None,
+        location: Location | None,
+    ):
+        self._renderer, self._msgs, self._tools, self._kwargs, self._location = renderer, msgs, tools, kwargs, location
+        self._direct = Direct(
+            renderer.tokenizer,
+            msgs,
+            tools=list(tools) if tools else renderer.tools,
+            kwargs={**renderer.kwargs, **(kwargs or {})},
+        )
+        self._known: dict[int, tuple[Any, str]] | None = None  # the messages' and tools' JSON, for keys: when asked
+
+    def __call__(self, messages: list[dict[str, Any]], *, generation: bool = False) -> str:
+        if self._known is None and _SHARED.get() is not None:
+            self._known = _written([*self._msgs, *([self._tools] if self._tools is not None else [])])
+        return self._renderer(
+            messages,
+            generation=generation,
+            tools=self._tools,
+            kwargs=self._kwargs,
+            location=self._location,
+            direct=self._direct,
+            known=self._known,
+        )
+
+    def prefixes(self, text: str) -> Prefixes | None:
+        """`render(msgs[:n], generation=g)` for the n that one watched render of the conversation proves (A is
+        `text`); None where none is (the template's shape, media, a render left to `apply_chat_template`)."""
+        msgs = self._msgs
+        if self._renderer.contents.form_of(msgs) is ContentForm.PARTS:
+            return None
+        return prefixes.read(text, msgs, self, lambda: self._direct.watched(msgs, what=_Naming(self._location)))

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ftdata.chat.prefixes import Prefixes
 from ftdata.errors import Location, TemplateError, UnusableRecord
 from ftdata.outcomes import RejectCode
 from ftdata.records.tools import writes
@@ -56,6 +57,11 @@ LazySpans = Callable[[], "Spans | None"]  # every content's span in A (`content_
 
 def no_spans() -> Spans | None:
     """`LazySpans` where no content's span is known."""
+    return None
+
+
+def no_prefixes() -> Prefixes | None:
+    """`Chat.prefixes` where no prefix render is proven."""
     return None
 
 
@@ -233,14 +239,16 @@ def first_named(msg: dict[str, Any], mark: str) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Chat:
     """A rendering whose turns are located: A (`text`) of `msgs`, `render` (the record's tools and kwargs
-    bound; `generation=True` for an inference prompt), the record's location, and every content's span
-    in A from one skeleton render (`contents()`, computed once when asked; None where not used)."""
+    bound; `generation=True` for an inference prompt), the record's location, every content's span
+    in A from one skeleton render (`contents()`, computed once when asked; None where not used), and the
+    prefix renders one watched render of A proves (`prefixes()`, likewise)."""
 
     text: str
     msgs: list[dict[str, Any]]
     render: Render
     source: Location
     contents: LazySpans = no_spans
+    prefixes: Callable[[], Prefixes | None] = no_prefixes  # its proven prefix renders (`ftdata.chat.prefixes`)
 
     def with_message(self, i: int, message: dict[str, Any]) -> list[dict[str, Any]]:
         """The messages with message i replaced by `message`."""

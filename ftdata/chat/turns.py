@@ -149,7 +149,9 @@ class ChatSpans:
                 tuple(dict.fromkeys([*notes, *last.notes])),
             )
         contents = cache(lambda: content_spans(text, render, msgs))  # every content's span, one render, when asked
-        return self._every_turn(Chat(text, msgs, render, example.source, contents), trained, notes, exact=exact)
+        proven = cache(lambda: render.prefixes(text))  # the prefix renders one watched render proves, when asked
+        chat = Chat(text, msgs, render, example.source, contents, proven)
+        return self._every_turn(chat, trained, notes, exact=exact)
 
     def _whole(self, example: Example, msgs: list[dict[str, Any]], render: Render) -> str:
         """A: the record rendered. Raises UnusableRecord where the template raises (with the fix, where known)."""
@@ -222,19 +224,23 @@ class ChatSpans:
 
     @staticmethod
     def _held(chat: Chat, trained: list[bool]) -> set[int]:
-        """A long conversation's trained history turns that A writes as inference sees them, in a bounded
-        number of renders: in each group of at least `LONG` turns of one kind (plain; with reasoning or calls)
-        after a message of one role, up to `SAMPLES` turns are rendered as the last one (`picks`); where A
-        begins with each of those renders, the group holds, as `_long` takes P_i. Elsewhere (a short
-        conversation, a group where one render differs: Qwen3's turns before and after the last user query)
-        each turn is checked by `_unheld`."""
+        """A long conversation's trained history turns that A writes as inference sees them: where one watched
+        render proves the turn's render as the last one (`ftdata.chat.prefixes`), A begins with it, checked turn
+        by turn; else in a bounded number of renders: in each group of at least `LONG` such turns of one kind
+        (plain; with reasoning or calls) after a message of one role, up to `SAMPLES` turns are rendered as the
+        last one (`picks`); where A begins with each of those renders, the group holds, as `_long` takes P_i.
+        Elsewhere (a short conversation, a group where one render differs: Qwen3's turns before and after the
+        last user query) each turn is checked by `_unheld`."""
         msgs = chat.msgs
         turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant" and trained[i] and 0 < i < len(msgs) - 1]
         if len(turns) < LONG:
             return set()
-        plain = [i for i in turns if not msgs[i].get("tool_calls") and msgs[i].get("reasoning_content") is None]
-        other = sorted(set(turns) - set(plain))
-        out: set[int] = set()
+        proven = chat.prefixes()
+        ends = proven.ends if proven is not None else {}
+        out = {i for i in turns if i + 1 in ends and proven is not None and proven.starts(i + 1)}
+        rest = [i for i in turns if i + 1 not in ends]
+        plain = [i for i in rest if not msgs[i].get("tool_calls") and msgs[i].get("reasoning_content") is None]
+        other = sorted(set(rest) - set(plain))
         for kind in (plain, other):
             for group in groups(msgs, kind).values():
                 if len(group) >= LONG and all(
@@ -351,7 +357,9 @@ class ChatSpans:
             if len(kind) < LONG:
                 continue
             if m.prefix_stable and not m.ignores_generation_prompt and m.assistant_header.strip():
-                prompts.update(prompt_ends(chat.text, chat.render, msgs, m.assistant_header, kind, spans))
+                prompts.update(
+                    prompt_ends(chat.text, chat.render, msgs, m.assistant_header, kind, spans, chat.prefixes())
+                )
             rest = [i for i in kind if i not in prompts]
             if len(rest) >= LONG:
                 prompts.update(prompt_tails(chat.text, chat.render, msgs, rest, spans))

@@ -26,6 +26,7 @@ from test_invariance import BENIGN, CITY, _variants, fragments, on, stage_for, t
 
 import ftdata.chat.turns as turns
 from ftdata.chat import long_records
+from ftdata.chat.renderer import Bound
 from ftdata.errors import Location, UnusableRecord
 from ftdata.run.stage import Stage
 
@@ -130,7 +131,7 @@ def test_long_conversations_train_as_every_prefix_rendered_at_length(kind, case,
 
 
 class Counted:
-    """A renderer that counts its renders."""
+    """A renderer that counts its renders (a watched render of `ftdata.chat.prefixes` too)."""
 
     def __init__(self, render: Any):
         self.render, self.calls = render, 0
@@ -139,15 +140,20 @@ class Counted:
         self.calls += 1
         return self.render(*args, **kwargs)
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.render, name)
+
     def bind(self, msgs: Any, **options: Any) -> Any:
         """The renderer bound to one conversation (`ChatRenderer.bind`), its renders counted too."""
-        bound = self.render.bind(msgs, **options)
+        bound = Bound(self, msgs, **options)
+        watched = bound._direct.watched
 
-        def render(*args: Any, **kwargs: Any) -> str:
+        def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            return bound(*args, **kwargs)
+            return watched(*args, **kwargs)
 
-        return render
+        bound._direct.watched = counted  # type: ignore[method-assign]
+        return bound
 
 
 def cycled(kinds: list[str], exchanges: int) -> dict[str, Any]:

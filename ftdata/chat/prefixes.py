@@ -1,0 +1,215 @@
+"""Every prefix render of a conversation read off one render of it, where the template's message loop proves it.
+
+A long record is checked on its prefixes: each trained history turn against `render(msgs[:i+1])`, each turn's
+inference prompt against `render(msgs[:i], generation=True)`, one render of the prefix each. Many templates
+write a conversation as one loop over its messages, then a generation prompt:
+
+    {% if messages[0].role == 'system' %}...{% endif %}           prelude: reads messages[0]
+    {% for message in messages %}...{% endfor %}                  one message per pass
+    {% if add_generation_prompt %}<|im_start|>assistant\\n{% endif %}
+
+Rendering `msgs[:n]`, such a template runs exactly as it runs on `msgs` (a deterministic program given the same
+answers) until it first asks something of `messages` that the two answer differently: message k for k >= n,
+how many there are, the last one. Where that first question is its loop asking for message n after writing
+message n-1, the loop ends there and the template writes what follows the loop, which reads nothing the loop
+changed: so `render(msgs[:n], generation=g)` is A up to that point, then that tail, the same for every n.
+
+`read` renders A once with its messages in a `_Watched` sequence that records every question and where in A's
+text it was asked, and keeps each n whose first differing question is that clean end of the loop (`Prefixes`).
+The template itself must have that shape (`_loop_shaped`, read from its syntax tree once per template): one loop
+over `messages` at its top level, without a filter, `else` or recursion; `messages` used nowhere else but indexed
+by a number (a slice, a filter, a test or passing it on would ask what the sequence does not record);
+`add_generation_prompt` read only after the loop, and after it no name that the template assigns. The two tails
+come from two renders of the shortest proven prefix, which must agree with A.
+
+A prefix whose first differing question is another (Qwen2.5's tool message reads `loop.last` and the message
+after it) is not proven: it is checked by its own render, as before. Only `Direct`'s renders (the template run
+as transformers runs it) are watched; elsewhere nothing is proven.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import nodes
+from jinja2.runtime import LoopContext
+
+from ftdata.errors import TemplateError
+
+__all__ = ["STEP", "Prefixes", "Watched", "loop_shaped", "read"]
+
+# Where a loop over the messages asks for the next one as it moves on, never as it looks ahead (`loop.last` peeks
+# from `LoopContext._peek_next`, `loop.length` lists the rest): LoopContext's own step, or the template's code
+# running a `for` over them (when the loop does not read `loop`: `Direct.watched` names that code).
+STEP = LoopContext.__next__.__code__
+
+
+@dataclass(frozen=True, slots=True)
+class Prefixes:
+    """`render(msgs[:n], generation=g)` read off A (`text`): A[:ends[n]] + tails[g], for each n in `ends`
+    (1 <= n <= len(msgs))."""
+
+    text: str
+    ends: dict[int, int]
+    tails: tuple[str, str]  # what the template writes after its loop: without, with the generation prompt
+
+    def starts(self, n: int) -> bool | None:
+        """Whether A begins with `render(msgs[:n])`; None where that is not proven."""
+        end = self.ends.get(n)
+        return None if end is None else self.text.startswith(self.tails[0], end)
+
+    def prompt_end(self, n: int) -> int | None:
+        """len(render(msgs[:n], generation=True)) where A begins with that render; None where it does not or
+        that is not proven."""
+        end = self.ends.get(n)
+        if end is None or not self.text.startswith(self.tails[1], end):
+            return None
+        return end + len(self.tails[1])
+
+
+class Watched(Sequence[Any]):
+    """The messages a template is given, recording each question it asks of them in `asked`: (reach, clean,
+    where) with `where` the length of the text written so far (`at`), `reach` the largest n for which msgs[:n]
+    answers otherwise than the whole (message k: k; its length or a negative index: the count - 1; the loop's step
+    to message k, or past the last one: k), `clean` whether it is the step of the template's own loop."""
+
+    def __init__(self, items: list[Any], steps: Callable[[Any], bool]):
+        self._items = items
+        self._steps = steps
+        self.asked: list[tuple[int, bool, int]] = []
+        self.at = 0  # the length of the text the render has written so far
+        self.iterated = 0
+        self.unknown = False  # asked what a list answers otherwise: nothing is proven
+        self.text: str | None = None  # what the render wrote, once it has
+
+    def __len__(self) -> int:
+        self.asked.append((len(self._items) - 1, False, self.at))
+        return len(self._items)
+
+    def __getitem__(self, k: Any) -> Any:
+        count = len(self._items)
+        if not isinstance(k, int):
+            # A name (`messages['x']`): Jinja then looks for an attribute, which a list and this sequence have
+            # otherwise. Nothing is proven.
+            self.unknown = True
+        elif 0 <= k:
+            if k < count:  # past the end, msgs[:n] raises too
+                self.asked.append((k, False, self.at))
+        else:
+            self.asked.append((count - 1, False, self.at))
+        return self._items[k]
+
+    def __iter__(self) -> Iterator[Any]:
+        self.iterated += 1
+        return _Steps(self)
+
+    def __contains__(self, value: object) -> bool:
+        self.asked.append((len(self._items) - 1, False, self.at))
+        return value in self._items
+
+    def __reversed__(self) -> Iterator[Any]:
+        self.asked.append((len(self._items) - 1, False, self.at))
+        return reversed(self._items)
+
+    def __repr__(self) -> str:
+        self.asked.append((len(self._items) - 1, False, self.at))
+        return repr(self._items)
+
+
+class _Steps:
+    """An iterator over a `Watched` sequence that records each step: which message, whether the loop itself moved
+    on (its caller's code is the loop's step), and where."""
+
+    __slots__ = ("_k", "_of")
+
+    def __init__(self, of: Watched):
+        self._of, self._k = of, 0
+
+    def __iter__(self) -> _Steps:
+        return self
+
+    def __next__(self) -> Any:
+        of, k = self._of, self._k
+        of.asked.append((k, of._steps(sys._getframe(1).f_code), of.at))
+        if k >= len(of._items):
+            raise StopIteration
+        self._k = k + 1
+        return of._items[k]
+
+
+def ends(asked: list[tuple[int, bool, int]], count: int) -> dict[int, int]:
+    """For each n in 1..count whose first differing question (the first with reach >= n) is the loop's clean step
+    to message n: where A's text stood then."""
+    out: dict[int, int] = {}
+    reached = 0
+    for reach, clean, where in asked:
+        if reach > reached:
+            if clean and reach <= count:
+                out[reach] = where
+            reached = reach
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def loop_shaped(environment: Any, source: str) -> bool:
+    """Whether `source` is a template whose prefix renders `read` may prove (see the module)."""
+    try:
+        tree = environment.parse(source)
+    except Exception:  # noqa: BLE001 (a template its environment cannot parse proves nothing)
+        return False
+    if any(True for _ in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport))):
+        return False
+    body = tree.body
+    loops = [k for k, node in enumerate(body) if isinstance(node, nodes.For) and _is_messages(node.iter)]
+    if len(loops) != 1:
+        return False
+    k = loops[0]
+    loop = body[k]
+    if loop.recursive or loop.else_ or loop.test is not None:
+        return False
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    assigned |= {m.name for m in tree.find_all(nodes.Macro)}
+    after = [n for node in body[k + 1 :] for n in node.find_all(nodes.Name)]
+    if any(n.name in assigned or n.name == "messages" for n in after):
+        return False
+    before = [n for node in body[: k + 1] for n in node.find_all(nodes.Name)]
+    if any(n.name == "add_generation_prompt" for n in before):
+        return False
+    indexed = {
+        id(g.node) for g in tree.find_all(nodes.Getitem) if _is_messages(g.node) and not isinstance(g.arg, nodes.Slice)
+    }
+    indexed.add(id(loop.iter))
+    return all(id(n) in indexed and n.ctx == "load" for n in tree.find_all(nodes.Name) if n.name == "messages")
+
+
+def _is_messages(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "messages"
+
+
+def read(
+    text: str, msgs: list[dict[str, Any]], render: Callable[..., str], watched: Callable[[], Watched | None]
+) -> Prefixes | None:
+    """The prefix renders of `msgs` (A = `text`) that one watched render proves (`watched`: that render's record,
+    None where the template is not `loop_shaped` or the render is not `Direct`'s), their tails from two renders
+    of the shortest proven prefix by `render`; None where none is proven or those renders disagree with A."""
+    seen = watched()
+    if seen is None or seen.iterated != 1 or seen.unknown or seen.text != text:
+        return None
+    found = ends(seen.asked, len(msgs))
+    whole = found.get(len(msgs))
+    shorter = [n for n in found if n < len(msgs)]
+    if whole is None or not shorter:
+        return None
+    n = min(shorter)
+    try:
+        bare, prompt = render(msgs[:n]), render(msgs[:n], generation=True)
+    except TemplateError:
+        return None
+    head = text[: found[n]]
+    if bare != head + text[whole:] or not prompt.startswith(head):
+        return None
+    return Prefixes(text, found, (text[whole:], prompt[len(head) :]))

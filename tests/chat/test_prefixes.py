@@ -1,0 +1,156 @@
+"""Prefix renders read off one watched render (ftdata/chat/prefixes.py): every prefix it proves is, byte for byte,
+what `apply_chat_template` writes for that prefix, with and without the generation prompt, on every chat template
+TRL ships and every shared tokenizer's, and on any conversation (Hypothesis); the template shapes it refuses, and
+the questions a template asks that leave a prefix to its own render (one edit of a template that proves them)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_direct import MESSAGE, TEMPLATES, TOOLS, _apply, _conversation, _tokenizer
+
+from ftdata.chat import sandbox
+from ftdata.chat.prefixes import ends, loop_shaped
+from ftdata.chat.renderer import Bound, ChatRenderer
+from ftdata.errors import TemplateError
+
+from support import make_char_tokenizer
+
+ATIF = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "agent_traces" / "atif"
+
+PLAIN = [
+    {"role": "user", "content": "Hi."},
+    {"role": "assistant", "content": "Hello."},
+    {"role": "user", "content": "And then?"},
+    {"role": "assistant", "content": "Then this."},
+]
+
+
+def _checked(tok: Any, msgs: list[dict[str, Any]], tools: Any) -> list[int] | None:
+    """The prefixes one watched render of `msgs` proves, each checked against `apply_chat_template` (the oracle)
+    with and without the generation prompt, and what `Prefixes` answers of it; None where none is proven."""
+    bound = ChatRenderer(tok).bind(msgs, tools=tools)
+    try:
+        text = bound(msgs)
+    except TemplateError:
+        return None
+    proven = bound.prefixes(text)
+    if proven is None:
+        return None
+    for n, end in proven.ends.items():
+        bare, prompt = _apply(tok, msgs[:n], False, tools, {}), _apply(tok, msgs[:n], True, tools, {})
+        assert bare == text[:end] + proven.tails[0], n
+        assert prompt == text[:end] + proven.tails[1], n
+        assert proven.starts(n) == text.startswith(bare)
+        assert proven.prompt_end(n) == (len(prompt) if text.startswith(prompt) else None)
+    return sorted(proven.ends)
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_proven_prefix_is_its_render(name: str) -> None:
+    tok = _tokenizer(name)
+    for msgs, tools in ((_conversation(False), TOOLS), (_conversation(True), None), (PLAIN, None)):
+        _checked(tok, msgs, tools)
+
+
+def test_which_prefixes_are_proven() -> None:
+    """Qwen 2.5's template reads `loop.last` and the next message in a tool result's pass: the prefixes that end
+    on a tool result are left to their own renders, every other is proven. Phi-3's loop asks nothing ahead."""
+    msgs = _conversation(False)  # tool results at messages 3 and 7
+    for name in ("qwen2_5", "shared/qwen2.5-instruct", "qwen3_instruct_2507"):
+        assert _checked(_tokenizer(name), msgs, TOOLS) == [1, 2, 3, 5, 6, 7, 9], name
+    assert _checked(_tokenizer("phi3"), msgs, TOOLS) == list(range(1, 10))
+    assert _checked(_tokenizer("qwen2_5"), PLAIN, None) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("name", ["qwen2_5", "qwen3_vl", "phi3", "llama3_training", "shared/qwen2.5-instruct"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(msgs=st.lists(MESSAGE, min_size=1, max_size=8))
+def test_proven_prefixes_of_any_conversation(name: str, msgs: list[dict[str, Any]]) -> None:
+    _checked(_tokenizer(name), [{"role": "user", "content": "hi"}, *msgs], TOOLS)
+
+
+LOOP = (
+    "{% if messages[0]['role'] == 'system' %}[S]{% endif %}"
+    "{% for message in messages %}<{{ message.role }}>{{ message.content }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def _proven(template: str, msgs: list[dict[str, Any]] = PLAIN) -> list[int] | None:
+    return _checked(make_char_tokenizer(chat_template=template), msgs, None)
+
+
+def test_a_loop_over_the_messages_proves_every_prefix() -> None:
+    assert _proven(LOOP) == [1, 2, 3, 4]
+    # `loop.first`, `loop.index0` and a look back ask nothing the prefix answers otherwise
+    look = "{% if not loop.first and messages[loop.index0 - 1].role == 'user' %}!{% endif %}"
+    behind = LOOP.replace("</s>", look + "</s>")
+    assert _proven(behind) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("edit", "proven"),
+    [
+        # a look ahead: the prefix that ends where it is asked is left to its render
+        ("{% if not loop.last %},{% endif %}</s>", None),
+        ("{% if message.role == 'user' and not loop.last %},{% endif %}</s>", [2, 4]),
+        ("{% if message.role == 'user' and messages[loop.index0 + 1] is defined %},{% endif %}</s>", [2, 4]),
+        ("{{ loop.length }}</s>", None),
+        ("{{ loop.revindex }}</s>", None),
+    ],
+)
+def test_a_question_ahead_leaves_its_prefix_to_its_render(edit: str, proven: list[int] | None) -> None:
+    assert _proven(LOOP.replace("</s>", edit)) == proven
+
+
+@pytest.mark.parametrize(
+    ("template", "shaped"),
+    [
+        (LOOP.replace("[S]", "{{ messages|length }}"), False),  # a filter on the messages
+        (LOOP.replace("in messages", "in messages[1:]"), False),  # a slice
+        (LOOP.replace("in messages", "in messages if message.role != 'system'"), False),  # a filtered loop
+        (LOOP.replace("</s>", "{% if add_generation_prompt %}?{% endif %}</s>"), False),  # the prompt in the loop
+        ("{% set ns = namespace(n=0) %}" + LOOP.replace("</s>", "{% set ns.n = ns.n + 1 %}</s>") + "{{ ns.n }}", False),
+        ("{% set messages = messages %}" + LOOP, False),  # rebound
+        (LOOP + "{% for message in messages %}{% endfor %}", False),  # two loops
+        ("{% macro m(x) %}{{ x|length }}{% endmacro %}{{ m(messages) }}" + LOOP, False),  # handed on
+        # shaped, but what they ask is asked before every prefix ends
+        ("{{ messages[-1].role }}" + LOOP, True),  # the last message: another one per prefix
+        ("{{ messages['count'] is defined }}" + LOOP, True),  # a name: a list's attribute, not a message
+    ],
+)
+def test_other_shapes_prove_nothing(template: str, shaped: bool) -> None:
+    assert loop_shaped(sandbox.bounded_chat_template(template).environment, template) is shaped
+    assert _proven(template) is None
+
+
+def test_where_each_prefix_first_differs() -> None:
+    """`ends` from a literal record of questions: (reach, the loop's own step, where)."""
+    asked = [(0, False, 0), (0, True, 3), (1, True, 10), (2, False, 15), (2, True, 20), (3, True, 30), (4, True, 44)]
+    assert ends(asked, 4) == {1: 10, 3: 30, 4: 44}  # 2: asked for message 2 before the loop stepped to it
+    assert ends([(3, False, 0), (4, True, 9)], 4) == {4: 9}  # the count asked first: only the whole conversation
+
+
+def _rows(monkeypatch: pytest.MonkeyPatch, *, proofs: bool) -> str:
+    import transformers
+
+    from ftdata import prepare
+
+    if not proofs:
+        monkeypatch.setattr(Bound, "prefixes", lambda self, text: None)
+    tok = transformers.AutoTokenizer.from_pretrained(str(ATIF.parents[2] / "tokenizers" / "qwen2.5-instruct"))
+    out = prepare(ATIF, tokenizer=tok, max_length=65536, history="inference")
+    digest = hashlib.sha256(repr(sorted(out.dataset.to_dict().items())).encode()).hexdigest()
+    return f"{digest} {dict(out.report.rejected)}"
+
+
+@pytest.mark.skipif(not ATIF.is_dir(), reason="needs ../shared/datasets/agent_traces/atif")
+def test_real_trajectories_build_the_same_rows_with_and_without_proofs(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_proofs = _rows(monkeypatch, proofs=True)
+    assert with_proofs == _rows(monkeypatch, proofs=False)
