@@ -16,9 +16,10 @@ changed: so `render(msgs[:n], generation=g)` is A up to that point, then that ta
 
 `read` renders A once with its messages in a `_Watched` sequence that records every question and where in A's
 text it was asked, and keeps each n whose first differing question is that clean end of the loop (`Prefixes`).
-The template itself must have that shape (`_loop_shaped`, read from its syntax tree once per template): one loop
+The template itself must have that shape (`loop_shaped`, read from its syntax tree once per template): one loop
 over `messages` at its top level, without a filter, `else` or recursion; `messages` used nowhere else but indexed
-by a number (a slice, a filter, a test or passing it on would ask what the sequence does not record);
+by a number, or named again before the loop as it is or from a constant start on (`loop_messages = messages[1:]`,
+which the sequence watches too; another slice, a filter, a test or passing it on would ask what it does not record);
 `add_generation_prompt` read only after the loop, and after it no name that the template assigns. The two tails
 come from two renders of the shortest proven prefix, which must agree with A.
 
@@ -75,49 +76,68 @@ class Watched(Sequence[Any]):
     """The messages a template is given, recording each question it asks of them in `asked`: (reach, clean,
     where) with `where` the length of the text written so far (`at`), `reach` the largest n for which msgs[:n]
     answers otherwise than the whole (message k: k; its length or a negative index: the count - 1; the loop's step
-    to message k, or past the last one: k), `clean` whether it is the step of the template's own loop."""
+    to message k, or past the last one: k), `clean` whether it is the step of the template's own loop.
 
-    def __init__(self, items: list[Any], steps: Callable[[Any], bool]):
-        self._items = items
-        self._steps = steps
-        self.asked: list[tuple[int, bool, int]] = []
-        self.at = 0  # the length of the text the render has written so far
-        self.iterated = 0
-        self.unknown = False  # asked what a list answers otherwise: nothing is proven
-        self.text: str | None = None  # what the render wrote, once it has
+    `messages[c:]` (a constant start: Llama 3 and Gemma 3 set the system message apart) is a view of the same
+    messages from c on, whose questions are recorded here too, by the index of the message they concern."""
+
+    def __init__(self, items: list[Any], steps: Callable[[Any], bool], *, start: int = 0, root: Watched | None = None):
+        self._items, self._steps, self._start = items, steps, start
+        self._root = self if root is None else root
+        if root is None:
+            self.asked: list[tuple[int, bool, int]] = []
+            self.at = 0  # the length of the text the render has written so far
+            self.iterated = 0
+            self.unknown = False  # asked what a list answers otherwise: nothing is proven
+            self.text: str | None = None  # what the render wrote, once it has
+
+    def _ask(self, reach: int, clean: bool = False) -> None:
+        root = self._root
+        root.asked.append((reach, clean, root.at))
 
     def __len__(self) -> int:
-        self.asked.append((len(self._items) - 1, False, self.at))
-        return len(self._items)
+        self._ask(len(self._items) - 1)
+        return len(self._items) - self._start
 
     def __getitem__(self, k: Any) -> Any:
         count = len(self._items)
-        if not isinstance(k, int):
-            # A name (`messages['x']`): Jinja then looks for an attribute, which a list and this sequence have
-            # otherwise. Nothing is proven.
-            self.unknown = True
-        elif 0 <= k:
-            if k < count:  # past the end, msgs[:n] raises too
-                self.asked.append((k, False, self.at))
+        if isinstance(k, int) and k >= 0:
+            if self._start + k < count:  # past the end, msgs[:n] raises too
+                self._ask(self._start + k)
+            return self._items[self._start + k]
+        if isinstance(k, int):
+            self._ask(count - 1)
+        elif (start := _start_of(k)) is not None:
+            return Watched(self._items, self._steps, start=min(self._start + start, count), root=self._root)
         else:
-            self.asked.append((count - 1, False, self.at))
-        return self._items[k]
+            # A name (`messages['x']`: Jinja then looks for an attribute, which a list and this sequence have
+            # otherwise), another slice: nothing is proven.
+            self._root.unknown = True
+        return self._items[self._start :][k]
 
     def __iter__(self) -> Iterator[Any]:
-        self.iterated += 1
+        self._root.iterated += 1
         return _Steps(self)
 
     def __contains__(self, value: object) -> bool:
-        self.asked.append((len(self._items) - 1, False, self.at))
-        return value in self._items
+        self._ask(len(self._items) - 1)
+        return value in self._items[self._start :]
 
     def __reversed__(self) -> Iterator[Any]:
-        self.asked.append((len(self._items) - 1, False, self.at))
-        return reversed(self._items)
+        self._ask(len(self._items) - 1)
+        return reversed(self._items[self._start :])
 
     def __repr__(self) -> str:
-        self.asked.append((len(self._items) - 1, False, self.at))
-        return repr(self._items)
+        self._ask(len(self._items) - 1)
+        return repr(self._items[self._start :])
+
+
+def _start_of(cut: Any) -> int | None:
+    """c for a slice `[c:]` (c >= 0, or none: 0); None for anything else."""
+    if not isinstance(cut, slice) or cut.stop is not None or cut.step is not None:
+        return None
+    start = 0 if cut.start is None else cut.start
+    return start if type(start) is int and start >= 0 else None
 
 
 class _Steps:
@@ -127,14 +147,14 @@ class _Steps:
     __slots__ = ("_k", "_of")
 
     def __init__(self, of: Watched):
-        self._of, self._k = of, 0
+        self._of, self._k = of, of._start
 
     def __iter__(self) -> _Steps:
         return self
 
     def __next__(self) -> Any:
         of, k = self._of, self._k
-        of.asked.append((k, of._steps(sys._getframe(1).f_code), of.at))
+        of._ask(k, of._steps(sys._getframe(1).f_code))
         if k >= len(of._items):
             raise StopIteration
         self._k = k + 1
@@ -156,7 +176,9 @@ def ends(asked: list[tuple[int, bool, int]], count: int) -> dict[int, int]:
 
 @functools.lru_cache(maxsize=64)
 def loop_shaped(environment: Any, source: str) -> bool:
-    """Whether `source` is a template whose prefix renders `read` may prove (see the module)."""
+    """Whether `source` is a template whose prefix renders `read` may prove (see the module). `messages` may be
+    named again before the loop, at the top level (`{% set loop_messages = messages[1:] %}`): as it is, or from a
+    constant start on."""
     try:
         tree = environment.parse(source)
     except Exception:  # noqa: BLE001 (a template its environment cannot parse proves nothing)
@@ -164,7 +186,13 @@ def loop_shaped(environment: Any, source: str) -> bool:
     if any(True for _ in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport))):
         return False
     body = tree.body
-    loops = [k for k, node in enumerate(body) if isinstance(node, nodes.For) and _is_messages(node.iter)]
+    names, allowed = {"messages"}, set()  # the messages' names; the nodes that read them as `read` watches
+    for node in _top_level(body):
+        if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name) and _reads(node.node, names):
+            names.add(node.target.name)
+            allowed.add(id(node.target))
+            allowed.add(id(_source(node.node)))
+    loops = [k for k, node in enumerate(body) if isinstance(node, nodes.For) and _reads(node.iter, names)]
     if len(loops) != 1:
         return False
     k = loops[0]
@@ -174,20 +202,48 @@ def loop_shaped(environment: Any, source: str) -> bool:
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     assigned |= {m.name for m in tree.find_all(nodes.Macro)}
     after = [n for node in body[k + 1 :] for n in node.find_all(nodes.Name)]
-    if any(n.name in assigned or n.name == "messages" for n in after):
+    if any(n.name in assigned or n.name in names for n in after):
         return False
     before = [n for node in body[: k + 1] for n in node.find_all(nodes.Name)]
     if any(n.name == "add_generation_prompt" for n in before):
         return False
-    indexed = {
-        id(g.node) for g in tree.find_all(nodes.Getitem) if _is_messages(g.node) and not isinstance(g.arg, nodes.Slice)
+    allowed |= {
+        id(g.node) for g in tree.find_all(nodes.Getitem) if _named(g.node, names) and not isinstance(g.arg, nodes.Slice)
     }
-    indexed.add(id(loop.iter))
-    return all(id(n) in indexed and n.ctx == "load" for n in tree.find_all(nodes.Name) if n.name == "messages")
+    allowed.add(id(_source(loop.iter)))
+    return all(id(n) in allowed for n in tree.find_all(nodes.Name) if n.name in names)
 
 
-def _is_messages(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.Name) and node.name == "messages"
+def _top_level(body: list[nodes.Node]) -> Iterator[nodes.Node]:
+    """The statements of `body` and of the `if` blocks in it, in order: those that run at the template's level."""
+    for node in body:
+        yield node
+        if isinstance(node, nodes.If):
+            yield from _top_level(node.body)
+            for branch in node.elif_:
+                yield from _top_level([branch])
+            yield from _top_level(node.else_)
+
+
+def _reads(node: nodes.Node, names: set[str]) -> bool:
+    """Whether `node` is one of `names`, or one of them from a constant start on (`messages[1:]`)."""
+    if _named(node, names):
+        return True
+    if not (isinstance(node, nodes.Getitem) and _named(node.node, names) and isinstance(node.arg, nodes.Slice)):
+        return False
+    cut = node.arg
+    start = cut.start
+    constant = start is None or (isinstance(start, nodes.Const) and type(start.value) is int and start.value >= 0)
+    return constant and cut.stop is None and cut.step is None
+
+
+def _source(node: nodes.Node) -> nodes.Node:
+    """The name that `_reads` found in `node`: itself, or the one it is a slice of."""
+    return node.node if isinstance(node, nodes.Getitem) else node
+
+
+def _named(node: nodes.Node, names: set[str]) -> bool:
+    return isinstance(node, nodes.Name) and node.name in names and node.ctx == "load"
 
 
 def read(

@@ -29,6 +29,7 @@ PLAIN = [
     {"role": "user", "content": "And then?"},
     {"role": "assistant", "content": "Then this."},
 ]
+SYSTEM = [{"role": "system", "content": "Be brief."}, *PLAIN]
 
 
 def _checked(tok: Any, msgs: list[dict[str, Any]], tools: Any) -> list[int] | None:
@@ -54,7 +55,7 @@ def _checked(tok: Any, msgs: list[dict[str, Any]], tools: Any) -> list[int] | No
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_every_proven_prefix_is_its_render(name: str) -> None:
     tok = _tokenizer(name)
-    for msgs, tools in ((_conversation(False), TOOLS), (_conversation(True), None), (PLAIN, None)):
+    for msgs, tools in ((_conversation(False), TOOLS), (_conversation(True), None), (PLAIN, None), (SYSTEM, None)):
         _checked(tok, msgs, tools)
 
 
@@ -66,9 +67,12 @@ def test_which_prefixes_are_proven() -> None:
         assert _checked(_tokenizer(name), msgs, TOOLS) == [1, 2, 3, 5, 6, 7, 9], name
     assert _checked(_tokenizer("phi3"), msgs, TOOLS) == list(range(1, 10))
     assert _checked(_tokenizer("qwen2_5"), PLAIN, None) == [1, 2, 3, 4]
+    # Llama 3 and Gemma 3 loop over the messages under another name, Gemma 3 from the second on after a system one
+    for name in ("llama3", "shared/llama-3-8b-instruct", "gemma3", "shared/gemma-3-it"):
+        assert _checked(_tokenizer(name), SYSTEM, None) == [1, 2, 3, 4, 5], name
 
 
-@pytest.mark.parametrize("name", ["qwen2_5", "qwen3_vl", "phi3", "llama3_training", "shared/qwen2.5-instruct"])
+@pytest.mark.parametrize("name", ["qwen2_5", "qwen3_vl", "phi3", "llama3", "gemma3", "shared/qwen2.5-instruct"])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(msgs=st.lists(MESSAGE, min_size=1, max_size=8))
 def test_proven_prefixes_of_any_conversation(name: str, msgs: list[dict[str, Any]]) -> None:
@@ -92,6 +96,14 @@ def test_a_loop_over_the_messages_proves_every_prefix() -> None:
     look = "{% if not loop.first and messages[loop.index0 - 1].role == 'user' %}!{% endif %}"
     behind = LOOP.replace("</s>", look + "</s>")
     assert _proven(behind) == [1, 2, 3, 4]
+    # the messages from a constant start on, under their own name or another, set at the template's level
+    assert _proven(LOOP.replace("in messages", "in messages[1:]")) == [1, 2, 3, 4]
+    apart = (
+        "{% if messages[0].role == 'system' %}{% set rest = messages[1:] %}{% else %}{% set rest = messages %}"
+        "{% endif %}" + LOOP.replace("in messages", "in rest")
+    )
+    assert _proven(apart, SYSTEM) == [1, 2, 3, 4, 5] and _proven(apart) == [1, 2, 3, 4]
+    assert _proven("{% set messages = messages[0:] %}" + LOOP) == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
@@ -113,11 +125,14 @@ def test_a_question_ahead_leaves_its_prefix_to_its_render(edit: str, proven: lis
     ("template", "shaped"),
     [
         (LOOP.replace("[S]", "{{ messages|length }}"), False),  # a filter on the messages
-        (LOOP.replace("in messages", "in messages[1:]"), False),  # a slice
+        (LOOP.replace("in messages", "in messages[1:3]"), False),  # a slice that ends
+        (LOOP.replace("in messages", "in messages[::2]"), False),  # or steps
+        ("{% set rest = messages[loop_start:] %}" + LOOP.replace("in messages", "in rest"), False),  # a start not known
+        (LOOP.replace("in messages", "in rest").replace("</s>", "{% set rest = messages %}</s>"), False),  # in the loop
         (LOOP.replace("in messages", "in messages if message.role != 'system'"), False),  # a filtered loop
         (LOOP.replace("</s>", "{% if add_generation_prompt %}?{% endif %}</s>"), False),  # the prompt in the loop
         ("{% set ns = namespace(n=0) %}" + LOOP.replace("</s>", "{% set ns.n = ns.n + 1 %}</s>") + "{{ ns.n }}", False),
-        ("{% set messages = messages %}" + LOOP, False),  # rebound
+        ("{% set messages = messages|list %}" + LOOP, False),  # rebound to another value
         (LOOP + "{% for message in messages %}{% endfor %}", False),  # two loops
         ("{% macro m(x) %}{{ x|length }}{% endmacro %}{{ m(messages) }}" + LOOP, False),  # handed on
         # shaped, but what they ask is asked before every prefix ends
