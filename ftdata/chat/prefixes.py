@@ -14,7 +14,7 @@ how many there are, the last one. Where that first question is its loop asking f
 message n-1, the loop ends there and the template writes what follows the loop, which reads nothing the loop
 changed: so `render(msgs[:n], generation=g)` is A up to that point, then that tail, the same for every n.
 
-`read` renders A once with its messages in a `_Watched` sequence that records every question and where in A's
+`read` renders A once with its messages in a `Watched` sequence that records every question and where in A's
 text it was asked, and keeps each n whose first differing question is that clean end of the loop (`Prefixes`).
 The template itself must have that shape (`loop_shaped`, read from its syntax tree once per template): one loop
 over `messages` at its top level, without a filter, `else` or recursion; `messages` used nowhere else but indexed
