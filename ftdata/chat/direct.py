@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ftdata.chat import sandbox
-from ftdata.chat.prefixes import STEP, Watched, loop_shaped
+from ftdata.chat.prefixes import Watched, loop_shaped, passes_apart
 from ftdata.guard import limits
 
 __all__ = ["Direct"]
@@ -124,21 +124,25 @@ class Direct:
         data = self._template_data(messages)
         return None if data is None else self._render(data, generation, what)
 
-    def watched(self, messages: Sequence[Any], *, what: object) -> Watched | None:
+    def watched(self, messages: Sequence[Any], *, lies: bool = False, what: object) -> Watched | None:
         """`messages` rendered (without the generation prompt) through a `Watched` sequence, for
         `ftdata.chat.prefixes`: its record of what the template asked of them, with the text it wrote
-        (`Watched.text`); None where the template is not `loop_shaped`, the render is left to
-        `apply_chat_template`, or it passes a limit (the prefixes are then rendered one by one)."""
+        (`Watched.text`; `lies`: each look ahead told there is no next message); None where the template is not
+        `loop_shaped`, the render is left to `apply_chat_template`, or it passes a limit (the prefixes are then
+        rendered one by one)."""
         data = self._template_data(messages)
         if data is None or not loop_shaped(self._compiled.environment, self._source):
             return None
-        root = self._compiled.root_render_func.__code__
-        seen = Watched(data, lambda code: code is root or code is STEP)
+        seen = Watched(data, self._compiled.root_render_func.__code__, lies=lies)
         try:
             seen.text = self._render(seen, False, what, seen)
         except limits.LimitExceeded:
             return None
         return seen if seen.text is not None else None
+
+    def passes_apart(self) -> bool:
+        """Whether the template's loop leaves nothing from one pass to the next (`prefixes.passes_apart`)."""
+        return self._compiled is not None and passes_apart(self._compiled.environment, self._source)
 
     def _template_data(self, messages: Sequence[Any]) -> list[dict[str, Any]] | None:
         """What transformers hands the template as `messages`; None where this render is left to it."""

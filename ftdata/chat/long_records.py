@@ -312,7 +312,7 @@ def prompt_ends(
 
     kept: dict[int, int] = {}
     for group in groups(msgs, list(out)).values():
-        known = [i for i in group if proven is not None and i in proven.ends]
+        known = [i for i in group if proven is not None and i in proven.cuts]
         kept.update((i, out[i]) for i in known if proven is not None and proven.prompt_end(i) == out[i])
         rest = [i for i in group if i not in known]
         if rest and all(agrees(i) for i in picks(rest)):

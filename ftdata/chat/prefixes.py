@@ -23,9 +23,13 @@ which the sequence watches too; another slice, a filter, a test or passing it on
 `add_generation_prompt` read only after the loop, and after it no name that the template assigns. The two tails
 come from two renders of the shortest proven prefix, which must agree with A.
 
-A prefix whose first differing question is another (Qwen2.5's tool message reads `loop.last` and the message
-after it) is not proven: it is checked by its own render, as before. Only `Direct`'s renders (the template run
-as transformers runs it) are watched; elsewhere nothing is proven.
+Where msgs[:n] first differs as the loop looks ahead from message n-1 (`loop.last`, `loop.nextitem`: Qwen2.5's
+tool result asks whether another follows), msgs[:n] writes A up to that look, then the rest of that pass as the
+last one. Where no pass leaves anything to the next (`passes_apart`), a second render that answers every look
+ahead with "no next message" (`Watched.lies`) writes each pass as msgs[:n] writes its last one: that stretch is
+read off it (`_ahead`). A prefix whose first differing question is another (the message after it, the count) is
+not proven: it is checked by its own render, as before. Only `Direct`'s renders (the template run as transformers
+runs it) are watched; elsewhere nothing is proven.
 """
 
 from __future__ import annotations
@@ -41,59 +45,72 @@ from jinja2.runtime import LoopContext
 
 from ftdata.errors import TemplateError
 
-__all__ = ["STEP", "Prefixes", "Watched", "loop_shaped", "read"]
+__all__ = ["Prefixes", "Watched", "loop_shaped", "passes_apart", "read"]
 
-# Where a loop over the messages asks for the next one as it moves on, never as it looks ahead (`loop.last` peeks
-# from `LoopContext._peek_next`, `loop.length` lists the rest): LoopContext's own step, or the template's code
-# running a `for` over them (when the loop does not read `loop`: `Direct.watched` names that code).
-STEP = LoopContext.__next__.__code__
+# What a question is: any other (a message, the count), the template's own loop moving on to the next message, or
+# that loop looking ahead (`loop.last`, `loop.nextitem`: LoopContext._peek_next).
+ASK, STEP, PEEK = 0, 1, 2
+# Where the loop moves on (LoopContext's own step; the template's code where the loop does not read `loop`:
+# `Watched` is told that code) and where it looks ahead (`loop.length` lists the rest: a plain question).
+_STEPS = LoopContext.__next__.__code__
+_PEEKS = LoopContext._peek_next.__code__
 
 
 @dataclass(frozen=True, slots=True)
 class Prefixes:
-    """`render(msgs[:n], generation=g)` read off A (`text`): A[:ends[n]] + tails[g], for each n in `ends`
-    (1 <= n <= len(msgs))."""
+    """`render(msgs[:n], generation=g)` read off A (`text`): A[:cut] + written + tails[g] for each n in `cuts`
+    (n -> (cut, written); 1 <= n <= len(msgs)). `written` is empty where the loop's step to message n is where
+    msgs[:n] first differs; where that is the loop looking ahead (`loop.last`), it is what the rest of the pass
+    over message n-1 writes when it is the last one (`_ahead`)."""
 
     text: str
-    ends: dict[int, int]
+    cuts: dict[int, tuple[int, str]]
     tails: tuple[str, str]  # what the template writes after its loop: without, with the generation prompt
 
     def starts(self, n: int) -> bool | None:
         """Whether A begins with `render(msgs[:n])`; None where that is not proven."""
-        end = self.ends.get(n)
-        return None if end is None else self.text.startswith(self.tails[0], end)
+        if n not in self.cuts:
+            return None
+        cut, written = self.cuts[n]
+        return self.text.startswith(written + self.tails[0], cut)
 
     def prompt_end(self, n: int) -> int | None:
         """len(render(msgs[:n], generation=True)) where A begins with that render; None where it does not or
         that is not proven."""
-        end = self.ends.get(n)
-        if end is None or not self.text.startswith(self.tails[1], end):
+        if n not in self.cuts:
             return None
-        return end + len(self.tails[1])
+        cut, written = self.cuts[n]
+        prompt = written + self.tails[1]
+        return cut + len(prompt) if self.text.startswith(prompt, cut) else None
 
 
 class Watched(Sequence[Any]):
-    """The messages a template is given, recording each question it asks of them in `asked`: (reach, clean,
+    """The messages a template is given, recording each question it asks of them in `asked`: (reach, kind,
     where) with `where` the length of the text written so far (`at`), `reach` the largest n for which msgs[:n]
     answers otherwise than the whole (message k: k; its length or a negative index: the count - 1; the loop's step
-    to message k, or past the last one: k), `clean` whether it is the step of the template's own loop.
+    or look to message k, or past the last one: k), `kind` ASK, STEP (the template's own loop, `loop` its code
+    where it does not read `loop`) or PEEK.
+
+    `lies`: each look ahead is told there is no next message (the loop still steps to it): each pass is written as
+    if it were the last (`_ahead`).
 
     `messages[c:]` (a constant start: Llama 3 and Gemma 3 set the system message apart) is a view of the same
     messages from c on, whose questions are recorded here too, by the index of the message they concern."""
 
-    def __init__(self, items: list[Any], steps: Callable[[Any], bool], *, start: int = 0, root: Watched | None = None):
-        self._items, self._steps, self._start = items, steps, start
+    def __init__(self, items: list[Any], loop: Any, *, lies: bool = False, start: int = 0, root: Watched | None = None):
+        self._items, self._loop, self._start = items, loop, start
         self._root = self if root is None else root
         if root is None:
-            self.asked: list[tuple[int, bool, int]] = []
+            self.asked: list[tuple[int, int, int]] = []
             self.at = 0  # the length of the text the render has written so far
             self.iterated = 0
             self.unknown = False  # asked what a list answers otherwise: nothing is proven
+            self.lies = lies
             self.text: str | None = None  # what the render wrote, once it has
 
-    def _ask(self, reach: int, clean: bool = False) -> None:
+    def _ask(self, reach: int, kind: int = ASK) -> None:
         root = self._root
-        root.asked.append((reach, clean, root.at))
+        root.asked.append((reach, kind, root.at))
 
     def __len__(self) -> int:
         self._ask(len(self._items) - 1)
@@ -108,7 +125,7 @@ class Watched(Sequence[Any]):
         if isinstance(k, int):
             self._ask(count - 1)
         elif (start := _start_of(k)) is not None:
-            return Watched(self._items, self._steps, start=min(self._start + start, count), root=self._root)
+            return Watched(self._items, self._loop, start=min(self._start + start, count), root=self._root)
         else:
             # A name (`messages['x']`: Jinja then looks for an attribute, which a list and this sequence have
             # otherwise), another slice: nothing is proven.
@@ -154,23 +171,41 @@ class _Steps:
 
     def __next__(self) -> Any:
         of, k = self._of, self._k
-        of._ask(k, of._steps(sys._getframe(1).f_code))
-        if k >= len(of._items):
+        code = sys._getframe(1).f_code
+        kind = STEP if code is _STEPS or code is of._loop else PEEK if code is _PEEKS else ASK
+        of._ask(k, kind)
+        if k >= len(of._items) or (kind == PEEK and of._root.lies):
             raise StopIteration
         self._k = k + 1
         return of._items[k]
 
 
-def ends(asked: list[tuple[int, bool, int]], count: int) -> dict[int, int]:
-    """For each n in 1..count whose first differing question (the first with reach >= n) is the loop's clean step
-    to message n: where A's text stood then."""
-    out: dict[int, int] = {}
+def firsts(asked: list[tuple[int, int, int]], count: int) -> dict[int, tuple[int, int]]:
+    """For each n in 1..count whose first differing question (the first with reach >= n) is about message n
+    itself (the loop's step or look to it: reach n): that question's (kind, where)."""
+    out: dict[int, tuple[int, int]] = {}
     reached = 0
-    for reach, clean, where in asked:
+    for reach, kind, where in asked:
         if reach > reached:
-            if clean and reach <= count:
-                out[reach] = where
+            if kind != ASK and reach <= count:
+                out[reach] = (kind, where)
             reached = reach
+    return out
+
+
+def _ahead(asked: list[tuple[int, int, int]], wanted: set[int]) -> dict[int, tuple[int, int]]:
+    """From a render that `lies` (`Watched`): for each n of `wanted`, where in its text the pass over message n-1
+    first looks ahead and where the loop steps to message n; only where every question before that step that
+    reaches n is a look ahead to message n from that pass (so msgs[:n] answers each alike: nothing else, such as
+    a `loop.length` the loop keeps, was learnt of the messages after n-1)."""
+    steps = {reach: i for i, (reach, kind, _) in enumerate(asked) if kind == STEP}
+    out: dict[int, tuple[int, int]] = {}
+    for n in wanted:
+        if n - 1 not in steps or n not in steps:
+            continue
+        reaching = [(i, kind) for i, (reach, kind, _) in enumerate(asked[: steps[n]]) if reach >= n]
+        if reaching and all(i > steps[n - 1] and asked[i][0] == n and kind == PEEK for i, kind in reaching):
+            out[n] = (asked[reaching[0][0]][2], asked[steps[n]][2])
     return out
 
 
@@ -214,6 +249,28 @@ def loop_shaped(environment: Any, source: str) -> bool:
     return all(id(n) in allowed for n in tree.find_all(nodes.Name) if n.name in names)
 
 
+@functools.lru_cache(maxsize=64)
+def passes_apart(environment: Any, source: str) -> bool:
+    """Whether no pass of a `loop_shaped` template's loop leaves anything to the next but the loop's own step: no
+    namespace attribute set anywhere, no `loop.changed` (it remembers the last pass). A name set in a pass is not
+    left to the next: Jinja looks it up again at the start of each pass. Then a pass over message k is written
+    alike in every render that reaches it the same way (`_ahead`)."""
+    tree = environment.parse(source)
+    if any(isinstance(a.target, nodes.NSRef) for a in tree.find_all((nodes.Assign, nodes.AssignBlock))):
+        return False
+    loop = next(n for n in tree.body if isinstance(n, nodes.For) and _reads(n.iter, _names(tree)))
+    return not any(g.attr == "changed" and _named(g.node, {"loop"}) for g in loop.find_all(nodes.Getattr))
+
+
+def _names(tree: nodes.Template) -> set[str]:
+    """`messages` and the names `loop_shaped` takes for it."""
+    names = {"messages"}
+    for node in _top_level(tree.body):
+        if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name) and _reads(node.node, names):
+            names.add(node.target.name)
+    return names
+
+
 def _top_level(body: list[nodes.Node]) -> Iterator[nodes.Node]:
     """The statements of `body` and of the `if` blocks in it, in order: those that run at the template's level."""
     for node in body:
@@ -247,25 +304,47 @@ def _named(node: nodes.Node, names: set[str]) -> bool:
 
 
 def read(
-    text: str, msgs: list[dict[str, Any]], render: Callable[..., str], watched: Callable[[], Watched | None]
+    text: str,
+    msgs: list[dict[str, Any]],
+    render: Callable[..., str],
+    watched: Callable[[bool], Watched | None],
+    apart: Callable[[], bool],
 ) -> Prefixes | None:
-    """The prefix renders of `msgs` (A = `text`) that one watched render proves (`watched`: that render's record,
-    None where the template is not `loop_shaped` or the render is not `Direct`'s), their tails from two renders
-    of the shortest proven prefix by `render`; None where none is proven or those renders disagree with A."""
-    seen = watched()
-    if seen is None or seen.iterated != 1 or seen.unknown or seen.text != text:
+    """The prefix renders of `msgs` (A = `text`) that one watched render proves (`watched(lies)`: that render's
+    record, None where the template is not `loop_shaped` or the render is not `Direct`'s), with those whose first
+    difference is the loop looking ahead, from a second render that `lies`, where no pass leaves anything to the
+    next (`apart`: `passes_apart`); their tails from two renders of the shortest proven prefix by `render`. None
+    where none is proven or those renders disagree with A."""
+    seen = watched(False)
+    if seen is None or _proving(seen) != text:
         return None
-    found = ends(seen.asked, len(msgs))
-    whole = found.get(len(msgs))
-    shorter = [n for n in found if n < len(msgs)]
-    if whole is None or not shorter:
+    count = len(msgs)
+    found = firsts(seen.asked, count)
+    cuts = {n: (where, "") for n, (kind, where) in found.items() if kind == STEP}
+    ahead = {n for n, (kind, _) in found.items() if kind == PEEK and n < count}
+    lying = watched(True) if ahead and apart() else None
+    if lying is not None and (lied := _proving(lying)) is not None:
+        for n, (look, step) in _ahead(lying.asked, ahead).items():
+            cuts[n] = (found[n][1], lied[look:step])
+    # where A's own loop ended (its step past the last message), for the tails
+    whole = next((where for reach, kind, where in seen.asked if kind == STEP and reach == count), None)
+    cuts.pop(count, None)
+    if whole is None or not cuts:
         return None
+    cuts[count] = (whole, "")
+    shorter = [n for n in cuts if n < count]
     n = min(shorter)
     try:
         bare, prompt = render(msgs[:n]), render(msgs[:n], generation=True)
     except TemplateError:
         return None
-    head = text[: found[n]]
+    head = text[: cuts[n][0]] + cuts[n][1]
     if bare != head + text[whole:] or not prompt.startswith(head):
         return None
-    return Prefixes(text, found, (text[whole:], prompt[len(head) :]))
+    return Prefixes(text, cuts, (text[whole:], prompt[len(head) :]))
+
+
+def _proving(seen: Watched) -> str | None:
+    """What a watched render wrote, where it proves anything: its loop was the only walk over the messages, and
+    nothing was asked that a list answers otherwise."""
+    return seen.text if seen.iterated == 1 and not seen.unknown else None

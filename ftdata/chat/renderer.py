@@ -261,4 +261,7 @@ class Bound:
         msgs = self._msgs
         if self._renderer.contents.form_of(msgs) is ContentForm.PARTS:
             return None
-        return prefixes.read(text, msgs, self, lambda: self._direct.watched(msgs, what=_Naming(self._location)))
+        what = _Naming(self._location)
+        return prefixes.read(
+            text, msgs, self, lambda lies: self._direct.watched(msgs, lies=lies, what=what), self._direct.passes_apart
+        )

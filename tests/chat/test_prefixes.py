@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from test_direct import MESSAGE, TEMPLATES, TOOLS, _apply, _conversation, _tokenizer
 
 from ftdata.chat import sandbox
-from ftdata.chat.prefixes import ends, loop_shaped
+from ftdata.chat.prefixes import ASK, PEEK, STEP, firsts, loop_shaped
 from ftdata.chat.renderer import Bound, ChatRenderer
 from ftdata.errors import TemplateError
 
@@ -43,13 +43,13 @@ def _checked(tok: Any, msgs: list[dict[str, Any]], tools: Any) -> list[int] | No
     proven = bound.prefixes(text)
     if proven is None:
         return None
-    for n, end in proven.ends.items():
+    for n, (cut, written) in proven.cuts.items():
         bare, prompt = _apply(tok, msgs[:n], False, tools, {}), _apply(tok, msgs[:n], True, tools, {})
-        assert bare == text[:end] + proven.tails[0], n
-        assert prompt == text[:end] + proven.tails[1], n
+        assert bare == text[:cut] + written + proven.tails[0], n
+        assert prompt == text[:cut] + written + proven.tails[1], n
         assert proven.starts(n) == text.startswith(bare)
         assert proven.prompt_end(n) == (len(prompt) if text.startswith(prompt) else None)
-    return sorted(proven.ends)
+    return sorted(proven.cuts)
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
@@ -60,12 +60,12 @@ def test_every_proven_prefix_is_its_render(name: str) -> None:
 
 
 def test_which_prefixes_are_proven() -> None:
-    """Qwen 2.5's template reads `loop.last` and the next message in a tool result's pass: the prefixes that end
-    on a tool result are left to their own renders, every other is proven. Phi-3's loop asks nothing ahead."""
+    """Qwen 2.5's template reads `loop.last` (then the next message) in a tool result's pass: the prefixes that end
+    on a tool result first differ there, and are proven by the second render, in which every pass is written as
+    the last. Phi-3's loop asks nothing ahead."""
     msgs = _conversation(False)  # tool results at messages 3 and 7
-    for name in ("qwen2_5", "shared/qwen2.5-instruct", "qwen3_instruct_2507"):
-        assert _checked(_tokenizer(name), msgs, TOOLS) == [1, 2, 3, 5, 6, 7, 9], name
-    assert _checked(_tokenizer("phi3"), msgs, TOOLS) == list(range(1, 10))
+    for name in ("qwen2_5", "shared/qwen2.5-instruct", "qwen3_instruct_2507", "phi3"):
+        assert _checked(_tokenizer(name), msgs, TOOLS) == list(range(1, 10)), name
     assert _checked(_tokenizer("qwen2_5"), PLAIN, None) == [1, 2, 3, 4]
     # Llama 3 and Gemma 3 loop over the messages under another name, Gemma 3 from the second on after a system one
     for name in ("llama3", "shared/llama-3-8b-instruct", "gemma3", "shared/gemma-3-it"):
@@ -109,16 +109,22 @@ def test_a_loop_over_the_messages_proves_every_prefix() -> None:
 @pytest.mark.parametrize(
     ("edit", "proven"),
     [
-        # a look ahead: the prefix that ends where it is asked is left to its render
-        ("{% if not loop.last %},{% endif %}</s>", None),
-        ("{% if message.role == 'user' and not loop.last %},{% endif %}</s>", [2, 4]),
+        # the loop looking ahead: proven by the render that writes every pass as the last
+        ("{% if not loop.last %},{% endif %}</s>", [1, 2, 3, 4]),
+        ("{% if message.role == 'user' and not loop.last %},{% endif %}</s>", [1, 2, 3, 4]),
+        ("{% if loop.nextitem is defined %},{% endif %}</s>", [1, 2, 3, 4]),
+        # a name set in a pass is looked up again in the next (Jinja's scoping): nothing is left to it
+        ("{{ said }}{% set said = not loop.last %}{{ said }}</s>", [1, 2, 3, 4]),
+        # but not where a pass leaves something to the next, or where the next message itself is asked
+        ("{% if not loop.last %}{% set ns.k = ns.k + 1 %}{% endif %}{{ ns.k }}</s>", None),
+        ("{% if loop.changed(loop.last) %}!{% endif %}</s>", None),
         ("{% if message.role == 'user' and messages[loop.index0 + 1] is defined %},{% endif %}</s>", [2, 4]),
         ("{{ loop.length }}</s>", None),
         ("{{ loop.revindex }}</s>", None),
     ],
 )
 def test_a_question_ahead_leaves_its_prefix_to_its_render(edit: str, proven: list[int] | None) -> None:
-    assert _proven(LOOP.replace("</s>", edit)) == proven
+    assert _proven("{% set ns = namespace(k=0) %}" + LOOP.replace("</s>", edit)) == proven
 
 
 @pytest.mark.parametrize(
@@ -146,10 +152,12 @@ def test_other_shapes_prove_nothing(template: str, shaped: bool) -> None:
 
 
 def test_where_each_prefix_first_differs() -> None:
-    """`ends` from a literal record of questions: (reach, the loop's own step, where)."""
-    asked = [(0, False, 0), (0, True, 3), (1, True, 10), (2, False, 15), (2, True, 20), (3, True, 30), (4, True, 44)]
-    assert ends(asked, 4) == {1: 10, 3: 30, 4: 44}  # 2: asked for message 2 before the loop stepped to it
-    assert ends([(3, False, 0), (4, True, 9)], 4) == {4: 9}  # the count asked first: only the whole conversation
+    """`firsts` from a literal record of questions: (reach, kind, where)."""
+    asked = [(0, ASK, 0), (0, STEP, 3), (1, STEP, 10), (2, ASK, 15), (2, STEP, 20), (3, PEEK, 25), (3, STEP, 30)]
+    asked.append((4, STEP, 44))
+    # 2: asked for message 2 before the loop stepped to it; 3: first looked ahead to it
+    assert firsts(asked, 4) == {1: (STEP, 10), 3: (PEEK, 25), 4: (STEP, 44)}
+    assert firsts([(3, ASK, 0), (4, STEP, 9)], 4) == {4: (STEP, 9)}  # the count asked first: only the whole
 
 
 def _rows(monkeypatch: pytest.MonkeyPatch, *, proofs: bool) -> str:
