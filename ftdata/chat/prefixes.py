@@ -197,15 +197,24 @@ def _ahead(asked: list[tuple[int, int, int]], wanted: set[int]) -> dict[int, tup
     """From a render that `lies` (`Watched`): for each n of `wanted`, where in its text the pass over message n-1
     first looks ahead and where the loop steps to message n; only where every question before that step that
     reaches n is a look ahead to message n from that pass (so msgs[:n] answers each alike: nothing else, such as
-    a `loop.length` the loop keeps, was learnt of the messages after n-1)."""
-    steps = {reach: i for i, (reach, kind, _) in enumerate(asked) if kind == STEP}
+    a `loop.length` the loop keeps, was learnt of the messages after n-1). One pass over the questions."""
     out: dict[int, tuple[int, int]] = {}
-    for n in wanted:
-        if n - 1 not in steps or n not in steps:
+    before = 0  # the largest reach asked before the current pass
+    n: int | None = None  # the current pass is over message n-1
+    look, alike, most = None, True, 0  # its first look ahead to n; whether it asked nothing else of n on; its reach
+    for reach, kind, where in asked:
+        if kind == STEP:
+            if reach == n and n in wanted and alike and look is not None and before < n:
+                out[n] = (look, where)
+            before = max(before, most)
+            n, look, alike, most = reach + 1, None, True, reach
             continue
-        reaching = [(i, kind) for i, (reach, kind, _) in enumerate(asked[: steps[n]]) if reach >= n]
-        if reaching and all(i > steps[n - 1] and asked[i][0] == n and kind == PEEK for i, kind in reaching):
-            out[n] = (asked[reaching[0][0]][2], asked[steps[n]][2])
+        most = max(most, reach)
+        if n is not None and reach >= n:
+            if reach == n and kind == PEEK:
+                look = where if look is None else look
+            else:
+                alike = False
     return out
 
 

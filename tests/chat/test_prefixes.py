@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from test_direct import MESSAGE, TEMPLATES, TOOLS, _apply, _conversation, _tokenizer
 
 from ftdata.chat import sandbox
-from ftdata.chat.prefixes import ASK, PEEK, STEP, firsts, loop_shaped
+from ftdata.chat.prefixes import ASK, PEEK, STEP, _ahead, firsts, loop_shaped
 from ftdata.chat.renderer import Bound, ChatRenderer
 from ftdata.errors import TemplateError
 
@@ -158,6 +158,17 @@ def test_where_each_prefix_first_differs() -> None:
     # 2: asked for message 2 before the loop stepped to it; 3: first looked ahead to it
     assert firsts(asked, 4) == {1: (STEP, 10), 3: (PEEK, 25), 4: (STEP, 44)}
     assert firsts([(3, ASK, 0), (4, STEP, 9)], 4) == {4: (STEP, 9)}  # the count asked first: only the whole
+
+
+def test_where_a_pass_written_as_the_last_is_read() -> None:
+    """`_ahead` from a literal record of a render that lies: each pass's first look ahead and the next step."""
+    asked = [(0, STEP, 0), (1, PEEK, 5), (1, STEP, 8), (2, ASK, 9), (2, STEP, 12), (3, PEEK, 15), (3, PEEK, 16)]
+    asked += [(3, STEP, 20), (4, STEP, 30)]
+    assert _ahead(asked, {1, 2, 3}) == {1: (5, 8), 3: (15, 20)}  # 2: its pass asked for message 2 itself
+    assert _ahead(asked, {3}) == {3: (15, 20)}
+    # the count asked in the first pass (`loop.length`, which the loop keeps): no later pass is read
+    asked = [(0, STEP, 0), (3, ASK, 1), (1, PEEK, 2), (1, STEP, 3), (2, PEEK, 4), (2, STEP, 5), (3, PEEK, 6)]
+    assert _ahead([*asked, (3, STEP, 7), (4, STEP, 8)], {1, 2, 3}) == {}
 
 
 def _rows(monkeypatch: pytest.MonkeyPatch, *, proofs: bool) -> str:
