@@ -230,13 +230,8 @@ def loop_shaped(environment: Any, source: str) -> bool:
     if any(True for _ in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport))):
         return False
     body = tree.body
-    names, allowed = {"messages"}, set()  # the messages' names; the nodes that read them as `read` watches
-    for node in _top_level(body):
-        if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name) and _reads(node.node, names):
-            names.add(node.target.name)
-            allowed.add(id(node.target))
-            allowed.add(id(_source(node.node)))
-    loops = [k for k, node in enumerate(body) if isinstance(node, nodes.For) and _reads(node.iter, names)]
+    names, allowed = _names(tree)
+    loops = _loops(body, names)
     if len(loops) != 1:
         return False
     k = loops[0]
@@ -267,17 +262,25 @@ def passes_apart(environment: Any, source: str) -> bool:
     tree = environment.parse(source)
     if any(isinstance(a.target, nodes.NSRef) for a in tree.find_all((nodes.Assign, nodes.AssignBlock))):
         return False
-    loop = next(n for n in tree.body if isinstance(n, nodes.For) and _reads(n.iter, _names(tree)))
+    (k,) = _loops(tree.body, _names(tree)[0])  # one: the template is `loop_shaped`
+    loop = tree.body[k]
     return not any(g.attr == "changed" and _named(g.node, {"loop"}) for g in loop.find_all(nodes.Getattr))
 
 
-def _names(tree: nodes.Template) -> set[str]:
-    """`messages` and the names `loop_shaped` takes for it."""
-    names = {"messages"}
+def _names(tree: nodes.Template) -> tuple[set[str], set[int]]:
+    """`messages` and the names set to it at the template's level (as it is or from a constant start on), with the
+    nodes (by id) of those settings that name them: read as `read` watches them."""
+    names, naming = {"messages"}, set()
     for node in _top_level(tree.body):
         if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name) and _reads(node.node, names):
             names.add(node.target.name)
-    return names
+            naming |= {id(node.target), id(_source(node.node))}
+    return names, naming
+
+
+def _loops(body: list[nodes.Node], names: set[str]) -> list[int]:
+    """Where in `body` a loop walks the messages (under one of `names`, or from a constant start on)."""
+    return [k for k, node in enumerate(body) if isinstance(node, nodes.For) and _reads(node.iter, names)]
 
 
 def _top_level(body: list[nodes.Node]) -> Iterator[nodes.Node]:

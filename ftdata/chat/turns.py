@@ -237,7 +237,7 @@ class ChatSpans:
             return set()
         proven = chat.prefixes()
         cuts = proven.cuts if proven is not None else {}
-        out = {i for i in turns if i + 1 in cuts and proven is not None and proven.starts(i + 1)}
+        out = {i for i in turns if proven is not None and proven.starts(i + 1)}
         rest = [i for i in turns if i + 1 not in cuts]
         plain = [i for i in rest if not msgs[i].get("tool_calls") and msgs[i].get("reasoning_content") is None]
         other = sorted(set(rest) - set(plain))
