@@ -400,8 +400,9 @@ class RunOptions:
 
     engine: Engine = _opt(
         Engine.LOCAL,
-        "where rendering and tokenization run: local (this process), processes (spawned workers; "
-        "inputs under a few thousand records stay local) or ray (a Ray cluster); same output every way",
+        "where rendering and tokenization run: local (this process), processes (worker processes: forked from a fork "
+        "server on Linux, spawned elsewhere; inputs under a few thousand records stay local) or ray (a Ray cluster); "
+        "same output every way",
     )
     num_workers: int | None = _opt(
         None, "workers for engine=processes or ray (default: one per CPU core / the cluster's CPUs)"

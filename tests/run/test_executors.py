@@ -215,6 +215,29 @@ def test_a_script_without_the_main_guard_is_told_so_not_left_hanging(tmp_path: P
     assert not (tmp_path / "out" / "build.json").exists()
 
 
+def _where(spec: Any, batch: list[int]) -> tuple[str | None, str, int]:
+    return os.environ.get("FTDATA_TEST_MARK"), os.getcwd(), os.getppid()
+
+
+def test_workers_see_the_environment_and_folder_of_their_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A fork server started by an earlier build holds that build's environment and folder: each build's workers
+    get their own build's. On Linux both builds' workers come from that one server (started once, not by this
+    process's builds each time)."""
+    parents = set()
+    for k, mark in enumerate(("first", "second")):
+        folder = tmp_path / mark
+        folder.mkdir()
+        monkeypatch.setenv("FTDATA_TEST_MARK", mark)
+        monkeypatch.chdir(folder)
+        seen = set(ProcessExecutor(2, in_process_below=0).map(_where, k, [[1], [2], [3], [4]]))
+        assert {(m, f) for m, f, _ in seen} == {(mark, str(folder))}
+        parents |= {p for _, _, p in seen}
+    if sys.platform.startswith("linux"):
+        assert len(parents) == 1 and parents != {os.getpid()}
+    else:
+        assert parents == {os.getpid()}
+
+
 def _late_first(spec: Any, batch: list[int]) -> tuple[str, int]:
     time.sleep(0.02 * (5 - batch[0]))  # the later batches finish first
     return threading.current_thread().name, batch[0] ** 2 + spec
