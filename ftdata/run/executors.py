@@ -3,8 +3,8 @@
     local      in this process, a few batches at a time on threads (the tokenizer releases
                the GIL while it encodes)
     processes  N worker processes on this machine: on Linux forked from multiprocessing's fork
-               server (started once per process, by spawn), elsewhere started with `spawn`
-               (both safe with threads)
+               server (started once per process, by spawn: the build's threads stay out of the
+               fork), elsewhere started with `spawn`
     ray        tasks on a Ray cluster (`pip install 'ftdata[ray]'`): a local one started for
                the build, or the one at `ray_address`
 
@@ -407,11 +407,12 @@ FORK_SERVER_PRELOAD = ["ftdata.run.executors", "ftdata.run.loop", "ftdata.run.st
 
 
 def _context() -> Any:
-    """Where the workers come from: on Linux, forked from multiprocessing's fork server, a single-threaded process
-    started once (by spawn) per build process, with `FORK_SERVER_PRELOAD` imported: a worker starts in a fraction of
-    a second, where a spawned one imports ftdata and transformers first (~3.5 s, every build). A forked worker
-    prepares as a spawned one does (the build's folder, import path and main script: the `__main__` guard is still
-    needed). Elsewhere (macOS, Windows): spawn."""
+    """Where the workers come from: on Linux, forked from multiprocessing's fork server, a process started once (by
+    spawn) per build process, with `FORK_SERVER_PRELOAD` imported (its other threads: numpy's BLAS pool and pyarrow's
+    jemalloc background thread, which both handle a fork; the Rust tokenizer is not imported there): a worker starts
+    in a fraction of a second, where a spawned one imports ftdata and transformers first (~3.5 s, every build). A
+    forked worker prepares as a spawned one does (the build's folder, import path and main script: the `__main__` guard
+    is still needed). Elsewhere (macOS, Windows): spawn."""
     import multiprocessing
 
     if not sys.platform.startswith("linux") or "forkserver" not in multiprocessing.get_all_start_methods():
