@@ -304,17 +304,16 @@ def _init_worker(spec_file: str, build: int, forked: bool, environ: dict[str, st
     # A SIGKILL of the build leaves no worker (nor the resource tracker they keep alive). Started by spawn, the
     # worker's parent is the build. Forked from the fork server, it is the server, which ends when every holder of
     # the write end of its pipe from the build is gone: the build, and each forked process, which gets a copy (for
-    # processes of its own); the worker lets its copy go, so the server ends with the build. The build is asked
-    # after the signal is set (it may have died before).
+    # processes of its own). The server is alive while this worker holds its copy, so its pid is read first; the
+    # worker then lets the copy go, and the server ends with the build (`die_with_parent` sees one that ended since).
+    parent = os.getppid() if forked else build
     if forked:
         from multiprocessing import forkserver
 
         server: Any = forkserver._forkserver  # the module's one ForkServer, as this process inherited it
         os.close(server._forkserver_alive_fd)
         server._forkserver_alive_fd = None
-    die_with_parent(os.getppid() if forked else build)
-    if forked and not _alive(build):
-        os._exit(1)
+    die_with_parent(parent)
     # The build's environment as it is now, not as the fork server found it when it started (an earlier build's, in
     # a long-lived process); its folder and import path come with multiprocessing's preparation, as under spawn.
     os.environ.clear()
@@ -326,16 +325,6 @@ def _init_worker(spec_file: str, build: int, forked: bool, environ: dict[str, st
     # young generation is collected as rarely as in a local build (see _quiet_collector).
     gc.freeze()
     gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's (a reused pid)
-        return True
-    return True
 
 
 def _call(fn: Callable[[Any, Any], T], batch: Any) -> T | Raised:
