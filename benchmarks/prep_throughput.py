@@ -11,7 +11,10 @@ Prompts are the Alpaca template rendering of each record, completions its output
 
 Cases: the real Alpaca files in ../shared/datasets/alpaca (1,099 records) and a seeded
 synthetic set of --records records (default 20,000) drawn from them with `random.Random(0)`:
-the reproducible "synthetic 20k" figure (bundled SmolLM2, `alpaca`, BFD packing at 1024).
+the reproducible "synthetic 20k" figure (bundled SmolLM2, `alpaca`, BFD packing at 1024). Drawn with
+replacement, each record's texts come ~18 times, and ftdata tokenizes a text it has seen twice only once
+(`ftdata.tokens.repeats`); --unique adds "synthetic 20k unique": the same draw with every record's instruction and
+output numbered, so no text repeats, as in data without duplicates.
 
 Every measurement runs in a fresh subprocess (so its peak RSS is its own). The methods
 alternate in a fixed order, round after round (raw, ftdata, trl, raw, ftdata, trl, ...;
@@ -22,7 +25,7 @@ round, then the min and median of each ratio. All tok/s use the raw tokenizer's 
 larger builds, on every path: benchmarks/build_memory.py.
 
     python benchmarks/prep_throughput.py [--records 20000] [--engines local,processes,ray]
-                                         [--rounds 5] [--synthetic-only] [--baseline CHECKOUT]
+                                         [--rounds 5] [--synthetic-only] [--unique] [--baseline CHECKOUT]
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ def read_jsonl(path: Path) -> list[dict[str, str]]:
 def synthetic(base: list[dict[str, str]], n: int, seed: int = 0) -> list[dict[str, str]]:
     rng = random.Random(seed)
     return [dict(rng.choice(base)) for _ in range(n)]
+
+
+def numbered(records: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Each record's instruction and output with its number in the set: no text repeats."""
+    return [{**r, "instruction": f"{r['instruction']} (#{i})", "output": f"{r['output']} (#{i})"} for i, r in enumerate(records)]
 
 
 def engine_unavailable(engine: str) -> str:
@@ -192,6 +200,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers for the processes and ray executors")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every method in turn; min and median of each ratio")
     parser.add_argument("--synthetic-only", action="store_true", help="skip the real Alpaca case")
+    parser.add_argument("--unique", action="store_true", help="also the synthetic set with every record numbered (no text repeats)")
     parser.add_argument("--baseline", type=Path, help="another ftdata checkout (its root) measured in the same rounds, "
                         "its engines named ENGINE@before: before/after in one run")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -216,6 +225,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; tokenizer: bundled SmolLM2; "
           f"template alpaca; max_length {args.max_length}; {args.rounds} rounds of {', '.join(methods)} in turn\n")  # fmt: skip
     cases = {f"synthetic {args.records // 1000}k": synthetic(base, args.records)}
+    if args.unique:
+        cases[f"synthetic {args.records // 1000}k unique"] = numbered(synthetic(base, args.records))
     if not args.synthetic_only:
         cases = {"real alpaca": base, **cases}
     with tempfile.TemporaryDirectory() as tmp:
