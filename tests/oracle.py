@@ -659,7 +659,8 @@ def trained_runs(tokenizer: Any, text: str, input_ids: list[int], labels: list[i
     if lead >= 0 and input_ids[lead:] == enc.ids:
         if any(labels[k] != IGNORE_INDEX for k in range(lead)):
             return "a token ftdata added in front (BOS) is trained"
-        return [[enc.offsets[k - lead] for k in run] for run in runs]
+        offsets = enc.offsets  # each read of it makes the whole list anew: read once, not per trained token
+        return [[offsets[k - lead] for k in run] for run in runs]
 
     def decoded(ids: list[int]) -> str:
         return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
