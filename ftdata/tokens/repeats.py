@@ -2,8 +2,8 @@
 
 A record's own text between its template constants (`tokens.reuse.Constants`) and a pair's prompt are tokenized on
 their own, without offsets (`Masker._ids`): their ids are the tokenizer's for those characters, whichever record
-holds them. Data repeats such texts: an instruction many records share ("Summarize the following text."), an empty
-input's neighbour, a prompt answered by several pairs, a record that appears twice in a mixture.
+holds them. Data repeats such texts: an instruction many records share ("Summarize the following text."), an input
+given with many instructions, a prompt answered by several pairs, a record that appears twice in a mixture.
 
     record 1   ### Instruction:\\n | Give three tips for staying healthy. | \\n\\n### Response:\\n | Eat well ...
     record 7   ### Instruction:\\n | Give three tips for staying healthy. | \\n\\n### Response:\\n | Sleep ...
