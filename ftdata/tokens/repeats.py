@@ -24,8 +24,11 @@ __all__ = ["Repeats"]
 
 # Tokens of texts kept (a tuple of ids each, ~36 bytes a token: ~18 MiB at most).
 KEEP_TOKENS = 1 << 19
-# Texts remembered as seen once (their hashes), so that one is kept when it comes again; forgotten all at once when
-# full.
+# Texts seen once are remembered as one bit each, at their hash, in a table of `SEEN_BITS` bits (512 KiB), so that one
+# is kept when it comes again; forgotten all at once when `SEEN` have been noted. A text whose bit another set (1 in
+# 16 at the fullest) is kept at its first repeat-less sighting: a tuple of ids more, within `KEEP_TOKENS`, never
+# other ids (a kept text is found by its characters).
+SEEN_BITS = 1 << 22
 SEEN = 1 << 18
 
 
@@ -35,7 +38,8 @@ class Repeats:
     def __init__(self) -> None:
         self._kept: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._tokens = 0
-        self._seen: set[int] = set()
+        self._seen = bytearray(SEEN_BITS // 8)
+        self._noted = 0  # texts noted in it since it was last cleared
         self._lock = threading.Lock()
 
     def served(self, texts: Sequence[str]) -> list[list[int] | None]:
@@ -51,13 +55,15 @@ class Repeats:
     def keep(self, texts: Sequence[str], ids: Sequence[Sequence[int]]) -> None:
         """Note these texts, just tokenized to `ids`, as seen; keep those seen before."""
         with self._lock:
-            seen, kept = self._seen, self._kept
+            kept = self._kept
             for text, its in zip(texts, ids):
-                key = hash(text)
-                if key not in seen:
-                    if len(seen) >= SEEN:
-                        seen.clear()
-                    seen.add(key)
+                at = hash(text) & (SEEN_BITS - 1)
+                byte, bit = at >> 3, 1 << (at & 7)
+                if not self._seen[byte] & bit:
+                    if self._noted >= SEEN:
+                        self._seen, self._noted = bytearray(SEEN_BITS // 8), 0
+                    self._seen[byte] |= bit
+                    self._noted += 1
                 elif text not in kept:
                     kept[text] = tuple(its)
                     self._tokens += len(its)

@@ -53,6 +53,16 @@ def test_texts_seen_once_are_forgotten_all_at_once_when_the_record_is_full(monke
     assert memo.served(["a", "b", "c"]) == [None, None, [3]]
 
 
+def test_texts_that_share_a_seen_bit_are_each_served_their_own_ids(monkeypatch) -> None:
+    monkeypatch.setattr(repeats, "SEEN_BITS", 8)  # 40 texts on 8 bits: most share one
+    memo = Repeats()
+    texts = [f"text {i}" for i in range(40)]
+    own = [[i, i + 1] for i in range(40)]
+    memo.keep(texts, own)
+    memo.keep(texts, own)
+    assert memo.served(texts) == own
+
+
 def _rendered(tok: Any, records: list[dict[str, str]]) -> list[Rendered]:
     template = load_prompt_template("alpaca")
     out = []
