@@ -9,7 +9,7 @@ given with many instructions, a prompt answered by several pairs, a record that 
     record 7   ### Instruction:\\n | Give three tips for staying healthy. | \\n\\n### Response:\\n | Sleep ...
                 constant (reused)    seen before: its ids served             constant          its own
 
-A text seen twice is kept (`KEEP_TOKENS` tokens of them, the least recently used let go first) and its ids served to
+A text seen twice is kept (`KEEP_BYTES` of them, the least recently used let go first) and its ids served to
 every later text with the same characters, by the same tokenizer as it stands: the masker makes a new `Repeats` when
 `reuse.shape` changes, and nothing is served or kept while the backend truncates or pads (`reuse.plain_backend`).
 """
@@ -22,11 +22,14 @@ from collections.abc import Sequence
 
 __all__ = ["Repeats"]
 
-# Tokens of texts kept (a tuple of ids each, ~36 bytes a token: ~18 MiB at most).
-KEEP_TOKENS = 1 << 19
+# Bytes of texts kept, as `_cost` counts them: 12 MiB at most. The synthetic 20k benchmark keeps 2,605 texts in 7;
+# at 1M records of short random texts a bound of 524,288 tokens held ~30 MiB.
+KEEP_BYTES = 12 << 20
+# What a kept text costs beyond its ids and characters: its key, tuple and place in the ordered dict.
+ENTRY_BYTES = 200
 # Texts seen once are remembered as one bit each, at their hash, in a table of `SEEN_BITS` bits (512 KiB), so that one
 # is kept when it comes again; forgotten all at once when `SEEN` have been noted. A text whose bit another set (1 in
-# 16 at the fullest) is kept at its first repeat-less sighting: a tuple of ids more, within `KEEP_TOKENS`, never
+# 16 at the fullest) is kept at its first repeat-less sighting: a tuple of ids more, within `KEEP_BYTES`, never
 # other ids (a kept text is found by its characters).
 SEEN_BITS = 1 << 22
 SEEN = 1 << 18
@@ -37,7 +40,7 @@ class Repeats:
 
     def __init__(self) -> None:
         self._kept: OrderedDict[str, tuple[int, ...]] = OrderedDict()
-        self._tokens = 0
+        self._bytes = 0
         self._seen = bytearray(SEEN_BITS // 8)
         self._noted = 0  # texts noted in it since it was last cleared
         self._lock = threading.Lock()
@@ -66,7 +69,12 @@ class Repeats:
                     self._noted += 1
                 elif text not in kept:
                     kept[text] = tuple(its)
-                    self._tokens += len(its)
-            while self._tokens > KEEP_TOKENS and len(kept) > 1:
-                _, gone = kept.popitem(last=False)
-                self._tokens -= len(gone)
+                    self._bytes += _cost(text, its)
+            while self._bytes > KEEP_BYTES and len(kept) > 1:
+                self._bytes -= _cost(*kept.popitem(last=False))
+
+
+def _cost(text: str, ids: Sequence[int]) -> int:
+    """The bytes a kept text holds: each id a tuple slot and an int (8 + 32), its characters (one byte each: ASCII's,
+    as a str holds them), and `ENTRY_BYTES`."""
+    return 40 * len(ids) + len(text) + ENTRY_BYTES

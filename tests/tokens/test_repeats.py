@@ -34,13 +34,13 @@ def test_a_text_is_kept_when_seen_again_and_served_from_then_on() -> None:
     assert memo.served(["a b "]) == [None]  # one character more: another text
 
 
-def test_kept_texts_stay_within_the_token_bound_least_recently_served_let_go_first(monkeypatch) -> None:
-    monkeypatch.setattr(repeats, "KEEP_TOKENS", 5)
+def test_kept_texts_stay_within_the_byte_bound_least_recently_served_let_go_first(monkeypatch) -> None:
+    monkeypatch.setattr(repeats, "KEEP_BYTES", 2 * repeats._cost("x", [1, 2]) + 1)
     memo = Repeats()
     for _ in range(2):
         memo.keep(["x", "y"], [[1, 2], [3, 4]])
     assert memo.served(["x"]) == [[1, 2]]  # x served last: y is the least recently used
-    memo.keep(["z", "z"], [[5, 6], [5, 6]])  # 6 tokens > 5: y goes
+    memo.keep(["z", "z"], [[5, 6], [5, 6]])  # three such texts are over the bound: y goes
     assert memo.served(["x", "y", "z"]) == [[1, 2], None, [5, 6]]
 
 
