@@ -49,7 +49,7 @@ from typing import Any
 from ftdata.errors import UnusableRecord
 from ftdata.outcomes import Note, NoteCode, RejectCode
 from ftdata.tokens.border import REPAIRED, Border, Offsets, first_at
-from ftdata.tokens.repeats import Repeats
+from ftdata.tokens.repeats import KEEP_BYTES, Repeats, ids_cost
 from ftdata.tokens.reuse import Constants, Pieces, plain_backend, shape
 from ftdata.tokens.spelling import Spelling
 from ftdata.tokens.stretches import Stretches
@@ -153,7 +153,7 @@ class Masker:
         self.spelling = Spelling.of(self.backend) if fast_verify else None
         self.constants = Constants(self.backend) if reuse else None
         self.stretches = Stretches(self.backend) if reuse else None
-        self.repeats = Repeats() if reuse else None
+        self.repeats: Repeats[tuple[int, ...]] | None = Repeats(ids_cost, KEEP_BYTES) if reuse else None
         self.words: Words | None = None
         self._chars: int | None = 0  # characters tokenized without offsets so far (None: Words.of asked)
         self._threads: set[int] = set()  # the threads that have tokenized with this masker
@@ -285,12 +285,12 @@ class Masker:
         todo = [t for t, ids in zip(texts, served) if ids is None]
         unique = list(dict.fromkeys(todo))
         made = dict(zip(unique, self._tokenized(unique, alone)))
-        repeats.keep(todo, [made[t][0] for t in todo])
+        repeats.keep((t, tuple(made[t][0])) for t, again in zip(todo, repeats.seen(todo)) if again)
         out: list[_Piece] = []
         given: set[str] = set()
         for text, ids in zip(texts, served):
             if ids is not None:
-                out.append((ids, None))
+                out.append((list(ids), None))
             elif text in given:  # the same text again in this batch: a list of its own
                 out.append((list(made[text][0]), None))
             else:

@@ -11,8 +11,8 @@ between them:
 
 Agent records repeat long stretches: a harness's system prompt and tool definitions open each of its records
 (22 KB of a 107 KB OpenHands record), the rows a history-rewriting template makes of one record repeat its turns,
-the rollouts of one task repeat its prompt. A stretch seen twice is kept (`KEEP_TOKENS` tokens of them, the least
-recently used let go first) and its encoding served to every later text that holds it: served only for the same
+the rollouts of one task repeat its prompt. A stretch seen twice is kept (`tokens.repeats`: `KEEP_BYTES` of them, the
+least recently used let go first) and its encoding served to every later text that holds it: served only for the same
 characters, by the same tokenizer as it stands (`reuse.shape`). A text is assembled from its stretches when kept
 ones, or ones seen before, hold at least `ASSEMBLE_SHARE` of it (its other stretches tokenized in one call, those seen
 before kept); any other text is tokenized whole, as before.
@@ -27,20 +27,17 @@ from __future__ import annotations
 import threading
 from array import array
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ftdata.tokens.repeats import ENTRY_BYTES, Repeats
 from ftdata.tokens.reuse import learn_split, shape, splits_at_added, splitting_tokens
 
 __all__ = ["Assembled", "Plan", "Stretches"]
 
-# Tokens of stretches kept (Rust encodings, ~90 bytes a token with the ids beside them: ~45 MiB at most).
-KEEP_TOKENS = 1 << 19
-# Stretches remembered as seen once (their hashes), so that one is kept when it comes again; forgotten all at once
-# when full.
-SEEN = 1 << 18
+# Bytes of stretches kept, as `_cost` counts them: 45 MiB at most (524,288 tokens at 90 bytes).
+KEEP_BYTES = 45 << 20
 # A text is assembled from its stretches when kept stretches, or stretches seen before, hold at least this share of
 # its characters; a mostly new one is tokenized whole, in one call with the others (an assembled text costs a
 # tokenizer call of its own and a Python step per stretch).
@@ -112,9 +109,7 @@ class Stretches:
         self.added = splitting_tokens(self.backend)
         self._split: Any = None  # learnt from the first batch of texts: the added tokens they hold
         self._ids: dict[str, int] = {}
-        self._kept: OrderedDict[str, tuple[Any, array[int]]] = OrderedDict()  # stretch -> (its encoding, ids)
-        self._kept_tokens = 0
-        self._seen: set[int] = set()
+        self.kept: Repeats[tuple[Any, array[int]]] = Repeats(_cost, KEEP_BYTES)  # stretch -> (its encoding, ids)
         self._lock = threading.Lock()
 
     @property
@@ -139,27 +134,19 @@ class Stretches:
             if len(parts) == 1:
                 out.append(None)
                 continue
-            stretches = set(parts[::2])
-            stretches.discard("")
-            with self._lock:
-                again = {s for s in stretches if s in self._kept or hash(s) in self._seen}
-                if len(self._seen) + len(stretches) > SEEN:
-                    self._seen.clear()
-                self._seen.update(map(hash, stretches))
+            stretches = [s for s in dict.fromkeys(parts[::2]) if s]
+            again = {s for s, seen in zip(stretches, self.kept.seen(stretches)) if seen}
             out.append(Plan(parts, again) if sum(map(len, again)) >= ASSEMBLE_SHARE * len(text) else None)
         return out
 
     def assemble(self, plan: Plan) -> Assembled:
         """The text's encoding from its stretches: the kept ones served, the others tokenized in one call, those seen
         before kept."""
-        parts = plan.parts
-        with self._lock:
-            kept = {s: self._kept[s] for s in plan.again if s in self._kept}
-            for s in kept:
-                self._kept.move_to_end(s)
+        parts, again = plan.parts, list(plan.again)
+        kept = {s: value for s, value in zip(again, self.kept.served(again)) if value is not None}
         todo = list(dict.fromkeys(s for s in parts[::2] if s and s not in kept))
         fresh = {s: (e, e.ids) for s, e in zip(todo, self.backend.encode_batch(todo, add_special_tokens=False))}
-        self._keep({s: fresh[s] for s in plan.again if s in fresh})
+        self.kept.keep((s, (fresh[s][0], array("l", fresh[s][1]))) for s in again if s in fresh)
         out, at = Assembled(), 0
         for i, part in enumerate(parts):
             if i % 2:
@@ -169,16 +156,10 @@ class Stretches:
             at += len(part)
         return out
 
-    def _keep(self, stretches: dict[str, tuple[Any, list[int]]]) -> None:
-        """Keep these stretches' encodings, the least recently used let go to make room."""
-        with self._lock:
-            for s, (encoding, ids) in stretches.items():
-                if s not in self._kept:
-                    self._kept[s] = (encoding, array("l", ids))
-                    self._kept_tokens += len(ids)
-            while self._kept_tokens > KEEP_TOKENS and len(self._kept) > 1:
-                _, (_encoding, gone) = self._kept.popitem(last=False)
-                self._kept_tokens -= len(gone)
+
+def _cost(stretch: str, kept: tuple[Any, array[int]]) -> int:
+    """The bytes a kept stretch holds: its Rust encoding and ids (~90 a token), its characters and `ENTRY_BYTES`."""
+    return 90 * len(kept[1]) + len(stretch) + ENTRY_BYTES
 
 
 @dataclass(frozen=True, slots=True)

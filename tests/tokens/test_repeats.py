@@ -21,46 +21,53 @@ from ftdata.tokens.repeats import Repeats
 from ftdata.types import Example, Message, Rendered
 
 
+def _ids_memo(keep_bytes: int = repeats.KEEP_BYTES) -> Repeats[tuple[int, ...]]:
+    return Repeats(repeats.ids_cost, keep_bytes)
+
+
+def _tokenized(memo: Repeats[tuple[int, ...]], texts: list[str], ids: list[list[int]]) -> None:
+    """As the masker notes texts it just tokenized: each seen, those seen before kept."""
+    memo.keep((t, tuple(i)) for t, i, again in zip(texts, ids, memo.seen(texts)) if again)
+
+
 def test_a_text_is_kept_when_seen_again_and_served_from_then_on() -> None:
-    memo = Repeats()
+    memo = _ids_memo()
     assert memo.served(["a b", "c"]) == [None, None]
-    memo.keep(["a b", "c"], [[1, 2], [3]])  # seen once: nothing kept
-    assert memo.served(["a b", "c"]) == [None, None]
-    memo.keep(["a b"], [[1, 2]])  # seen again: kept
-    served = memo.served(["c", "a b", "a b"])
-    assert served == [None, [1, 2], [1, 2]]
-    served[1].append(9)  # each served list is the caller's own
-    assert memo.served(["a b"]) == [[1, 2]]
+    assert memo.seen(["a b", "c"]) == [False, False]
+    assert memo.seen(["a b", "c", "d"]) == [True, True, False]
+    memo.keep([("a b", (1, 2))])
+    assert memo.served(["c", "a b", "a b"]) == [None, (1, 2), (1, 2)]
     assert memo.served(["a b "]) == [None]  # one character more: another text
+    assert memo.seen(["a b "]) == [False]
 
 
-def test_kept_texts_stay_within_the_byte_bound_least_recently_served_let_go_first(monkeypatch) -> None:
-    monkeypatch.setattr(repeats, "KEEP_BYTES", 2 * repeats._cost("x", [1, 2]) + 1)
-    memo = Repeats()
+def test_kept_texts_stay_within_the_byte_bound_least_recently_served_let_go_first() -> None:
+    memo = _ids_memo(2 * repeats.ids_cost("x", [1, 2]) + 1)
     for _ in range(2):
-        memo.keep(["x", "y"], [[1, 2], [3, 4]])
-    assert memo.served(["x"]) == [[1, 2]]  # x served last: y is the least recently used
-    memo.keep(["z", "z"], [[5, 6], [5, 6]])  # three such texts are over the bound: y goes
-    assert memo.served(["x", "y", "z"]) == [[1, 2], None, [5, 6]]
+        _tokenized(memo, ["x", "y"], [[1, 2], [3, 4]])
+    assert memo.served(["x"]) == [(1, 2)]  # x served last: y is the least recently used
+    _tokenized(memo, ["z", "z"], [[5, 6], [5, 6]])  # three such texts are over the bound: y goes
+    assert memo.served(["x", "y", "z"]) == [(1, 2), None, (5, 6)]
+    assert memo.bytes == 2 * repeats.ids_cost("x", [1, 2])
 
 
 def test_texts_seen_once_are_forgotten_all_at_once_when_the_record_is_full(monkeypatch) -> None:
     monkeypatch.setattr(repeats, "SEEN", 2)
-    memo = Repeats()
-    memo.keep(["a", "b"], [[1], [2]])
-    memo.keep(["c"], [[3]])  # full: a and b forgotten, c noted
-    memo.keep(["a", "c"], [[1], [3]])  # a is new again; c is seen again: kept
-    assert memo.served(["a", "b", "c"]) == [None, None, [3]]
+    memo = _ids_memo()
+    _tokenized(memo, ["a", "b"], [[1], [2]])
+    _tokenized(memo, ["c"], [[3]])  # full: a and b forgotten, c noted
+    _tokenized(memo, ["a", "c"], [[1], [3]])  # a is new again; c is seen again: kept
+    assert memo.served(["a", "b", "c"]) == [None, None, (3,)]
 
 
 def test_texts_that_share_a_seen_bit_are_each_served_their_own_ids(monkeypatch) -> None:
     monkeypatch.setattr(repeats, "SEEN_BITS", 8)  # 40 texts on 8 bits: most share one
-    memo = Repeats()
+    memo = _ids_memo()
     texts = [f"text {i}" for i in range(40)]
     own = [[i, i + 1] for i in range(40)]
-    memo.keep(texts, own)
-    memo.keep(texts, own)
-    assert memo.served(texts) == own
+    _tokenized(memo, texts, own)
+    _tokenized(memo, texts, own)
+    assert memo.served(texts) == [tuple(i) for i in own]
 
 
 def _rendered(tok: Any, records: list[dict[str, str]]) -> list[Rendered]:
@@ -90,12 +97,11 @@ def test_the_maskers_rows_on_records_that_repeat_are_its_rows_without_the_memo(m
     rendered = _rendered(tok, _repeating_records())
     tokenized: Counter[str] = Counter()  # batches each text was tokenized in (a text twice in one: once)
     served: list[int] = []
-    real_keep, real_served = Repeats.keep, Repeats.served
-    monkeypatch.setattr(
-        Repeats, "keep", lambda self, texts, ids: (tokenized.update(set(texts)), real_keep(self, texts, ids))[1]
-    )
-    monkeypatch.setattr(Repeats, "served", lambda self, texts: (out := real_served(self, texts), served.append(sum(x is not None for x in out)))[0])  # fmt: skip
     masker = masking.Masker(tok)
+    memo, real_tokenized = masker.repeats, masker._tokenized
+    real_served = memo.served
+    monkeypatch.setattr(masker, "_tokenized", lambda texts, alone: (tokenized.update(texts), real_tokenized(texts, alone))[1])
+    monkeypatch.setattr(memo, "served", lambda texts: (out := real_served(texts), served.append(sum(x is not None for x in out)))[0])  # fmt: skip
     rows = [r for i in range(0, len(rendered), 64) for r in masker(rendered[i : i + 64])]
     assert _outcomes(rows) == _outcomes(masking.Masker(tok, reuse=False)(rendered))
     assert max(tokenized.values()) == 2 and sum(served) > 0  # seen, then kept; served from then on

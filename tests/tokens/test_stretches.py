@@ -5,6 +5,7 @@ characters, a stretch seen once is never kept, and what is kept stays within its
 
 from __future__ import annotations
 
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -82,26 +83,27 @@ def test_a_stretch_is_kept_on_its_second_sighting_and_served_only_for_the_same_c
     one = system + "<|im_start|>user\nFix the bug<|im_end|>\n"
     two = system + "<|im_start|>user\nNow test it<|im_end|>\n"
     [plan] = stretches.plans([one])
-    assert plan is None and not stretches._kept  # nothing seen before: tokenized whole, nothing kept
+    assert plan is None and not stretches.kept.kept  # nothing seen before: tokenized whole, nothing kept
     [plan] = stretches.plans([two])
     assert plan is not None  # the system prompt was seen: assembled, and kept
     _same_encoding(stretches.assemble(plan), two, backend)
-    assert set(stretches._kept) == {"system\n" + "You are a careful agent. " * 40, "\n"}  # not the users' own
+    assert set(stretches.kept.kept) == {"system\n" + "You are a careful agent. " * 40, "\n"}  # not the users' own
     edited = two.replace("careful", "careFul")  # one byte of the kept stretch changed
     [plan] = stretches.plans([edited])
     assert plan is None  # mostly new text again: tokenized whole
-    assert "system\n" + "You are a careFul agent. " * 40 not in stretches._kept
+    assert "system\n" + "You are a careFul agent. " * 40 not in stretches.kept.kept
 
 
 def test_what_is_kept_stays_within_its_budget_the_least_recently_used_let_go(monkeypatch) -> None:
     backend = tokenizer("qwen2.5-instruct").backend_tokenizer
-    monkeypatch.setattr(stretches_module, "KEEP_TOKENS", 60)
+    one = stretches_module._cost("system\n" + "alpha " * 20, (None, array("l", range(23))))  # 23 tokens each
+    monkeypatch.setattr(stretches_module, "KEEP_BYTES", 2 * one + 10)
     stretches = Stretches(backend)
     prompts = ["<|im_start|>system\n" + f"{word} " * 20 + "<|im_end|>" for word in ("alpha", "beta", "gamma")]
     for text in prompts + prompts:
         _encodings(stretches, [text])
-    assert stretches._kept_tokens <= 60
-    assert [k.split()[1] for k in stretches._kept] == ["beta", "gamma"]  # 21 tokens each: alpha, kept first, let go
+    assert stretches.kept.bytes <= 2 * one + 10
+    assert [k.split()[1] for k in stretches.kept.kept] == ["beta", "gamma"]  # alpha, kept first, let go
     _same_encoding(_encodings(stretches, [prompts[0]])[0], prompts[0], backend)
 
 
@@ -113,16 +115,16 @@ def test_a_token_added_to_the_tokenizer_forgets_what_was_kept() -> None:
     stretches = Stretches(tok.backend_tokenizer)
     text = "<|im_start|>system\nCall <fn> now, " * 3 + "<|im_end|>"
     _encodings(stretches, [text, text])
-    assert stretches.usable and stretches._kept
+    assert stretches.usable and stretches.kept.kept
     tok.add_tokens([AddedToken("<fn>", special=True, normalized=False)])
-    assert stretches.usable and not stretches._kept  # read again: the kept stretches held `<fn>` as text
+    assert stretches.usable and not stretches.kept.kept  # read again: the kept stretches held `<fn>` as text
     _same_encoding(_encodings(stretches, [text, text])[1], text, tok.backend_tokenizer)
 
 
 def test_threads_that_share_the_stretches_get_each_texts_own_encoding(monkeypatch) -> None:
     # engine=local masks batches on several threads, one `Stretches` for them all; a small budget makes them evict
     # what the others serve
-    monkeypatch.setattr(stretches_module, "KEEP_TOKENS", 400)
+    monkeypatch.setattr(stretches_module, "KEEP_BYTES", 400 * 90)
     backend = tokenizer("qwen2.5-instruct").backend_tokenizer
     stretches = Stretches(backend)
     system = "<|im_start|>system\n" + "Use the tools. " * 30 + "<|im_end|>\n"
@@ -137,7 +139,7 @@ def test_threads_that_share_the_stretches_get_each_texts_own_encoding(monkeypatc
         for got, order in pool.map(work, range(0, 40, 10)):
             assert [e.ids for e in got] == [wanted[texts.index(t)] for t in order]
             assert sum(isinstance(e, Assembled) for e in got) > 50
-    assert stretches._kept_tokens <= 400
+    assert stretches.kept.bytes <= 400 * 90
 
 
 def _agent_records(tmp_path: Path) -> Path:
