@@ -401,14 +401,30 @@ def _context() -> Any:
     jemalloc background thread, which both handle a fork; the Rust tokenizer is not imported there): a worker starts
     in a fraction of a second, where a spawned one imports ftdata and transformers first (~3.5 s, every build). A
     forked worker prepares as a spawned one does (the build's folder, import path and main script: the `__main__` guard
-    is still needed). Elsewhere (macOS, Windows): spawn."""
+    is still needed). Elsewhere (macOS, Windows), and where the server's socket would not fit under TMPDIR
+    (`_fork_server_fits`): spawn."""
     import multiprocessing
 
     if not sys.platform.startswith("linux") or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
+    if not _fork_server_fits():
+        return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(FORK_SERVER_PRELOAD)  # read when the server starts: once per process
     return context
+
+
+# The longest path a Unix socket binds to on Linux (its `sun_path` holds 108 bytes with the closing NUL).
+UNIX_SOCKET_PATH = 107
+
+
+def _fork_server_fits() -> bool:
+    """Whether the fork server's socket fits in multiprocessing's temp folder (`pymp-XXXXXXXX` in TMPDIR, made once a
+    process, removed at its exit): under a TMPDIR longer than 75 bytes (a job's scratch on a cluster, a deep test
+    folder) the server fails to start with `OSError: AF_UNIX path too long`, so workers are spawned instead."""
+    from multiprocessing import util
+
+    return len(os.fsencode(util.get_temp_dir())) + len("/listener-12345678") <= UNIX_SOCKET_PATH
 
 
 GUARD = 'put the build under `if __name__ == "__main__":`, or use engine=local'

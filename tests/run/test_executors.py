@@ -187,11 +187,14 @@ def test_a_script_without_the_main_guard_is_told_so_not_left_hanging(tmp_path: P
     """Spawned workers run the main script again: at its top level, the build would start again in each.
     Each refuses it, and the build says why in one line. Before, it hung two ways: on OUT's lock, which
     the workers' builds waited for, and on the spec it was writing into the spawn pipe of a worker that
-    had died (megabytes: the tokenizer)."""
+    had died (megabytes: the tokenizer).
+
+    The guarded build runs under a TMPDIR too long for the fork server's socket (over 75 bytes): its workers are
+    spawned (before: `OSError: AF_UNIX path too long`, and a traceback)."""
     script = tmp_path / "prep.py"
     call = f"if __name__ == '__main__':\n    {BUILD}" if guarded else BUILD
     script.write_text(SCRIPT.format(call=call), encoding="utf-8")
-    temp = tmp_path / "tmp"
+    temp = tmp_path / ("t" * 80 if guarded else "tmp")
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
