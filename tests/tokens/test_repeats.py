@@ -1,5 +1,5 @@
 """Texts tokenized without offsets that repeat from record to record, tokenized once (`ftdata.tokens.repeats`): a text
-is kept when seen a second time and served from then on, within a token bound; the masker's rows on real records
+is kept when seen a second time and served from then on, within a byte bound; the masker's rows on real records
 that repeat are its rows without it on every shared tokenizer, a text edited by one character is tokenized again, and
 a tokenizer changed since (a token added, truncation left on) is never served ids it did not make."""
 
