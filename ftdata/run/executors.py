@@ -533,8 +533,10 @@ def ray_cluster(address: str | None, num_workers: int | None) -> Iterator[tuple[
                     logging_level=logging.WARNING,
                 )
             except Exception as exc:  # ConnectionError, RuntimeError, ValueError: whatever the address gave
+                # a local cluster's sockets go under RAY_TMPDIR, else TMPDIR (~70 bytes more: a Unix socket takes 107)
+                fix = "; set RAY_TMPDIR to a short folder (such as /tmp)" if "AF_UNIX path" in str(exc) else ""
                 raise ConfigError(
-                    f"engine=ray could not start or reach a Ray cluster at {address or 'this machine'}: {exc}"
+                    f"engine=ray could not start or reach a Ray cluster at {address or 'this machine'}: {exc}{fix}"
                 ) from None
         try:
             yield ray, num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -220,6 +220,24 @@ def test_ray_build_refuses_what_needs_the_whole_corpus(tmp_path: Path) -> None:
     )
 
 
+def test_a_local_cluster_under_a_long_tmpdir_is_one_line_that_names_ray_tmpdir(tmp_path: Path) -> None:
+    """Ray puts a local cluster's sockets ~70 bytes under RAY_TMPDIR, else TMPDIR: under an 80-byte TMPDIR its start
+    fails (a Unix socket's path takes 107 bytes), and the build says so in one line with the fix."""
+    import subprocess
+
+    temp = tmp_path / ("t" * 80)
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"} | {"TMPDIR": str(temp), "RAY_ADDRESS": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "ftdata", "build", str(ALPACA), "-o", str(tmp_path / "out"), "--engine", "ray", "--no-cache"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and last.startswith("error: --engine ray could not start or reach a Ray cluster at this machine: ")
+    assert "AF_UNIX path length cannot exceed 107 bytes" in last and last.endswith("; set RAY_TMPDIR to a short folder (such as /tmp)")
+    assert not (tmp_path / "out" / "build.json").exists()
+
+
 def test_engine_ray_without_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, char_tok) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ConfigError, match=r"^engine=ray needs Ray: pip install 'ftdata\[ray\]'"):
