@@ -405,9 +405,8 @@ def _context() -> Any:
     (`_fork_server_fits`): spawn."""
     import multiprocessing
 
-    if not sys.platform.startswith("linux") or "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    if not _fork_server_fits():
+    linux = sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+    if not linux or not _fork_server_fits():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(FORK_SERVER_PRELOAD)  # read when the server starts: once per process
