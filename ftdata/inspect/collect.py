@@ -257,7 +257,9 @@ def _source(item: dict[str, Any]) -> dict[str, str]:
 
 
 def _tokenizer(manifest: dict[str, Any], folder: Path) -> Any:
-    from ftdata.io.resources import load_tokenizer
+    """The tokenizer build.json names, shared: the page only reads it (a process that built from that folder loads it
+    once)."""
+    from ftdata.io.resources import shared_tokenizer
 
     path = next((i.get("path") for i in manifest.get("inputs", []) if i.get("kind") == "tokenizer"), None)
     if not path or not Path(path).is_dir():
@@ -265,7 +267,8 @@ def _tokenizer(manifest: dict[str, Any], folder: Path) -> Any:
             f"{folder / MANIFEST} names the tokenizer {path!r}, which is not there; give the build's tokenizer with "
             "--tokenizer DIR"
         )
-    return load_tokenizer(path)
+    with shared_tokenizer(path) as tok:
+        return tok
 
 
 def _special_ids(tok: Any) -> frozenset[int]:

@@ -167,6 +167,26 @@ def test_builds_in_one_process_parse_the_tokenizer_once_until_a_byte_of_it_chang
     assert "You are Qwen," in texts["a"] and texts["a"] == texts["b"] and "You are Qwem," in texts["c"]
 
 
+def test_a_page_of_a_build_reads_the_tokenizer_the_build_parsed(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ftdata inspect OUT` only reads the tokenizer build.json names: after a build from that folder in the same
+    process it is served the one the build parsed, and parsed again once a byte of the folder changes."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}))
+    parsed = []
+    real = resources._tokenizer_class
+    monkeypatch.setattr(resources, "_tokenizer_class", lambda path: parsed.append(path) or real(path))
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["build", str(data), "-o", str(out), "--tokenizer", str(folder)]).exit_code == 0
+    assert CliRunner().invoke(app, ["inspect", str(out)]).exit_code == 0
+    assert len(parsed) == 1 and (out / "inspect.html").is_file()
+    config = folder / "tokenizer_config.json"
+    config.write_text(config.read_text(encoding="utf-8").replace('"model_max_length": 4096', '"model_max_length": 4097'))
+    assert CliRunner().invoke(app, ["inspect", str(out)]).exit_code == 0
+    assert len(parsed) == 2
+
+
 @pytest.mark.parametrize("name", ["tokenizer_config.json", "tokenizer.json"])
 def test_a_broken_json_file_of_the_folder_is_named_with_its_line_and_column(folder: Path, name: str) -> None:
     file = folder / name
