@@ -62,6 +62,29 @@ def make_char_tokenizer(*, bos: bool = True, chat_template: str | None = CHATML)
 
 
 
+def pristine(name: str | None):
+    """The real tokenizer `name` (None: the bundled SmolLM2) as its files have it, shared the way builds share it
+    (`load_tokenizer(..., shared=True)`): served again while its folder's bytes and its loaded state are what they
+    were, so never with the truncation another test's transformers call left on it; else parsed again. Read it only."""
+    from ftdata.guard.inputs import Digests
+    from ftdata.io.resources import load_tokenizer, tokenizer_input
+
+    tok = load_tokenizer(None if name is None else TOKENIZERS / name, shared=True)
+    tokenizer_input(tok, Digests())  # fingerprinted as a build's: what the memo serves again
+    return tok
+
+
+def with_template(tok, template: str):
+    """`tok` rendering with `template`: a shallow copy sharing its vocabulary and rules, as a build's `Media` makes one
+    (a deep copy costs a parse: 0.7 s for Qwen2.5's tokenizer). Never add tokens to it or change its backend:
+    `copy_tokenizer` makes a tokenizer of its own to change."""
+    import copy
+
+    view = copy.copy(tok)
+    view.chat_template = template
+    return view
+
+
 def trained_text(tok, row) -> str:
     """The text of the trained tokens of a dataset row, decoded."""
     return tok.decode([i for i, label in zip(row["input_ids"], row["labels"]) if label != -100])

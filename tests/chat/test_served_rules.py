@@ -16,7 +16,7 @@ import json
 import shutil
 
 import pytest
-from support import TOKENIZERS, matrix_module, tokenizer
+from support import TOKENIZERS, matrix_module, tokenizer, with_template
 
 from ftdata import ConfigError, prepare
 from ftdata.chat.chat_tokens import copy_tokenizer
@@ -54,6 +54,12 @@ NO_GENERATION = TOOLS + TURNS
 
 
 def qwen_with(template: str):
+    """Qwen2.5's tokenizer rendering with `template` (shared: `qwen_own` for one to add tokens to)."""
+    return with_template(tokenizer("qwen2.5-instruct"), template)
+
+
+def qwen_own(template: str):
+    """`qwen_with`, a copy of its own to add tokens to."""
     tok = copy_tokenizer(tokenizer("qwen2.5-instruct"))
     tok.chat_template = template
     return tok
@@ -177,8 +183,8 @@ def test_a_generation_prompt_written_after_every_conversation_is_never_trained()
 
 
 def qwen_with_think_tokens(template: str):
-    """`qwen_with`, plus `<think>` / `</think>` as added tokens (as Qwen3, DeepSeek and GLM have them)."""
-    tok = qwen_with(template)
+    """`qwen_own`, plus `<think>` / `</think>` as added tokens (as Qwen3, DeepSeek and GLM have them)."""
+    tok = qwen_own(template)
     tok.add_tokens(["<think>", "</think>"])
     return tok
 
@@ -296,7 +302,7 @@ COHERE = ["<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", 
 def test_a_user_who_writes_start_keeps_the_response_opener_trained():
     """Command R7B with thinking off: `<|START_RESPONSE|>` is the model's. Before, a user who wrote
     "START" (inside `<|START_RESPONSE|>`) had it masked in the first turn."""
-    tok = qwen_with(trl_or_served("command-r7b-tool-use.jinja"))
+    tok = qwen_own(trl_or_served("command-r7b-tool-use.jinja"))
     tok.add_tokens(COHERE, special_tokens=True)
     record = {"messages": [{"role": "system", "content": "START"}, {"role": "user", "content": "\nSTART"},
                            {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "STARTSTART"},
@@ -326,8 +332,7 @@ def test_a_closer_the_generation_prompt_already_ends_with_is_never_trained(kwarg
     prompt's, and the turn is trained after the prompt itself (a prompt row). Before: `</think>4<｜end▁of▁sentence｜>`
     on every turn. Thinking on: the prompt ends in
     `<think>`, and the `</think>` the history writes is the model's."""
-    tok = copy_tokenizer(tokenizer("deepseek-v3"))
-    tok.chat_template = trl_or_served("deepseek-v3.2.jinja")
+    tok = with_template(tokenizer("deepseek-v3"), trl_or_served("deepseek-v3.2.jinja"))
     assert tok.apply_chat_template(TWO_TURNS["messages"][:1], tokenize=False, add_generation_prompt=True, **(kwargs or {})).endswith(
         "<｜Assistant｜><think></think>" if not (kwargs or {}).get("thinking") else "<｜Assistant｜><think>"
     )

@@ -18,13 +18,11 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import TOKENIZERS, tokenizer
+from support import TOKENIZERS, tokenizer, with_template
 from test_chat_tools import GLM_TAGS, GPTOSS_TAGS, template_tokenizer
 
 import ftdata
-from ftdata.chat.chat_tokens import copy_tokenizer
 from ftdata.errors import Location
-from ftdata.io.resources import load_tokenizer
 from ftdata.options import DataOptions
 from ftdata.run.report import Reject
 from ftdata.run.sft import Measured
@@ -208,8 +206,7 @@ MISTRAL_V3 = (
 def test_a_moved_system_prompt_trains_a_history_turn_in_the_context_its_inference_prompt_gives() -> None:
     """Mistral v0.3 writes the system prompt into the last user turn: a history turn's context at inference
     holds the system prompt before its own user turn, which the full render does not (reason: context)."""
-    tok = load_tokenizer(TOKENIZERS / "mistral-nemo-instruct-2407")  # a copy of its own: the template is changed
-    tok.chat_template = MISTRAL_V3
+    tok = with_template(tokenizer("mistral-nemo-instruct-2407"), MISTRAL_V3)
     messages = [{"role": "system", "content": "Be brief."}, user("hi"), assistant("hello"), user("2+2?"), assistant("4")]
     first, second = check_record(tok, messages)
     assert second.split_row.reasons == ((2, SplitReason.CONTEXT),)  # type: ignore[union-attr]
@@ -303,8 +300,7 @@ def test_a_turn_whose_last_turn_form_cannot_be_located_is_rejected_not_trained_a
         "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endif %}{%- endfor %}"
         "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    tok = copy_tokenizer(tokenizer("qwen2.5-instruct"))
-    tok.chat_template = template
+    tok = with_template(tokenizer("qwen2.5-instruct"), template)
     call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
     messages = [user("Weather?"), assistant("", tool_calls=[call]), {"role": "tool", "tool_call_id": "c1", "content": "5C"},
                 assistant("It is 5C.")]

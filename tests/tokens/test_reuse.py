@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import trl
-from support import TOKENIZER_NAMES, TOKENIZERS
+from support import TOKENIZER_NAMES, TOKENIZERS, pristine, tokenizer, with_template
 from tokenizers import AddedToken
 from transformers import AutoTokenizer
 
@@ -50,7 +50,7 @@ def _renders(tok: Any, **kwargs: object) -> list[str]:
 
 @pytest.mark.parametrize("name", [None, *TOKENIZER_NAMES])
 def test_ids_are_the_tokenizers_own_on_every_shared_tokenizer(name: str | None) -> None:
-    tok = load_tokenizer(None) if name is None else AutoTokenizer.from_pretrained(TOKENIZERS / name)
+    tok = pristine(name)
     texts = _renders(tok) * 2  # the second time, the constant stretches come from what was kept
     encoder = ReusingEncoder(tok)
     assert texts
@@ -103,10 +103,9 @@ def test_a_batch_render_is_each_conversations_own_render() -> None:
 
 
 def test_a_batch_render_that_raises_is_none_so_each_is_rendered_on_its_own() -> None:
-    tok = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen2.5-instruct")
-    tok.chat_template = (
-        "{% for m in messages %}{% if m.content == 'boom' %}{{ raise_exception('no') }}{% endif %}"
-        "{{ m.content }}{% endfor %}"
+    tok = with_template(
+        tokenizer("qwen2.5-instruct"),
+        "{% for m in messages %}{% if m.content == 'boom' %}{{ raise_exception('no') }}{% endif %}{{ m.content }}{% endfor %}",
     )
     renderer = ChatRenderer(tok)
     a, b, boom = ([{"role": "user", "content": c}] for c in ("a", "b", "boom"))
@@ -118,7 +117,6 @@ def test_a_batch_render_that_raises_is_none_so_each_is_rendered_on_its_own() -> 
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from support import tokenizer  # noqa: E402
 
 from ftdata.chat.prompt_templates import load_prompt_template, render_prompt_template  # noqa: E402
 from ftdata.errors import Location  # noqa: E402

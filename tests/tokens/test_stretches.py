@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import SHARED, TOKENIZER_NAMES, TOKENIZERS, tokenizer
+from support import SHARED, TOKENIZER_NAMES, TOKENIZERS, pristine, tokenizer
 from test_reuse import _renders
 
 import ftdata
-from ftdata.io.resources import load_tokenizer
 from ftdata.tokens import stretches as stretches_module
 from ftdata.tokens.border import Offsets
 from ftdata.tokens.stretches import Assembled, Stretches
@@ -51,8 +50,7 @@ def _encodings(stretches: Stretches, texts: list[str]) -> list[Any]:
 
 @pytest.mark.parametrize("name", [None, *TOKENIZER_NAMES], ids=lambda n: n or "smollm2")
 def test_an_assembled_text_has_the_whole_texts_encoding_on_every_shared_tokenizer(name: str | None) -> None:
-    tok = load_tokenizer(None if name is None else TOKENIZERS / name)  # its own: as its files have it, not as
-    # another test in this worker may have left the shared one (truncating after a transformers call)
+    tok = pristine(name)  # as its files have it, not as another test may have left `tokenizer(name)` (truncating)
     stretches = Stretches(tok.backend_tokenizer)
     texts = _renders(tok)
     if not stretches.usable:  # Gemma 3 (a normalizer over its added tokens), Phi-3 (added tokens strip spaces)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import CHATML, TOKENIZERS, tokenizer
+from support import CHATML, TOKENIZERS, tokenizer, with_template
 
 from ftdata import build_sft_dataset
 from ftdata.chat.chat_tokens import chat_markers, copy_tokenizer, with_chat_tokens
@@ -18,9 +18,8 @@ pytestmark = pytest.mark.skipif(not (TOKENIZERS / LLAMA3).is_dir(), reason="shar
 
 
 def chatml_llama3():
-    tok = copy_tokenizer(tokenizer(LLAMA3))
-    tok.chat_template = CHATML
-    return tok
+    """Llama 3's tokenizer rendering ChatML, whose markers it splits (shared: `with_chat_tokens` copies it to add them)."""
+    return with_template(tokenizer(LLAMA3), CHATML)
 
 
 def test_markers_come_from_the_templates_renders():

@@ -180,17 +180,15 @@ def test_tree_rows_with_added_chat_tokens_train_with_the_split_rows_loss(tmp_pat
     embedding and output rows train through peft): the tree build's first loss through `build_trainer` is the split
     build's, each from the model's own logits."""
     import trl
-    from support import tokenizer
+    from support import tokenizer, with_template
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ftdata.chat.chat_tokens import copy_tokenizer
     from ftdata.train.config import TrainConfig
     from ftdata.train.data import Splits
     from ftdata.train.model import load_for_training
     from ftdata.train.trainer import build_trainer
 
-    tok = copy_tokenizer(tokenizer("llama-3-8b-instruct"))
-    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text(encoding="utf-8")
+    tok = with_template(tokenizer("llama-3-8b-instruct"), (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text(encoding="utf-8"))
     folder = tmp_path / "tiny"
     torch.manual_seed(0)
     config = LlamaConfig(
