@@ -17,16 +17,23 @@ TOKENIZERS = SHARED / "tokenizers"
 TOKENIZER_NAMES = sorted(p.name for p in TOKENIZERS.iterdir() if (p / "tokenizer.json").is_file()) if TOKENIZERS.is_dir() else []
 
 _cache: dict[str, object] = {}
+_as_loaded: dict[str, str] = {}  # each cached tokenizer's fingerprint when it was loaded (`pristine`)
 
 
 def tokenizer(name: str | None):
     """A real tokenizer by folder name under ../shared/tokenizers (None = bundled SmolLM2), cached."""
-    from ftdata.io.resources import load_tokenizer
-
     key = name or "smollm2"
     if key not in _cache:
-        _cache[key] = load_tokenizer(None if name is None else TOKENIZERS / name)
+        _load(name)
     return _cache[key]
+
+
+def _load(name: str | None) -> None:
+    from ftdata.guard.inputs import Digests
+    from ftdata.io.resources import load_tokenizer, tokenizer_input
+
+    tok = load_tokenizer(None if name is None else TOKENIZERS / name)
+    _cache[name or "smollm2"], _as_loaded[name or "smollm2"] = tok, tokenizer_input(tok, Digests()).digest
 
 
 
@@ -63,15 +70,16 @@ def make_char_tokenizer(*, bos: bool = True, chat_template: str | None = CHATML)
 
 
 def pristine(name: str | None):
-    """The real tokenizer `name` (None: the bundled SmolLM2) as its files have it, shared the way builds share it
-    (`load_tokenizer(..., shared=True)`): served again while its folder's bytes and its loaded state are what they
-    were, so never with the truncation another test's transformers call left on it; else parsed again. Read it only."""
+    """`tokenizer(name)` as its files have it: served while its fingerprint (its folder's bytes and its loaded state,
+    as a build takes it) is the one it had when loaded, so never with the truncation another test's transformers call
+    left on it; else parsed again. Read it only."""
     from ftdata.guard.inputs import Digests
-    from ftdata.io.resources import load_tokenizer, tokenizer_input
+    from ftdata.io.resources import tokenizer_input
 
-    tok = load_tokenizer(None if name is None else TOKENIZERS / name, shared=True)
-    tokenizer_input(tok, Digests())  # fingerprinted as a build's: what the memo serves again
-    return tok
+    key = name or "smollm2"
+    if key not in _cache or tokenizer_input(_cache[key], Digests()).digest != _as_loaded[key]:
+        _load(name)
+    return _cache[key]
 
 
 def with_template(tok, template: str):
