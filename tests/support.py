@@ -32,8 +32,8 @@ def _load(name: str | None) -> None:
     from ftdata.guard.inputs import Digests
     from ftdata.io.resources import load_tokenizer, tokenizer_input
 
-    tok = load_tokenizer(None if name is None else TOKENIZERS / name)
-    _cache[name or "smollm2"], _as_loaded[name or "smollm2"] = tok, tokenizer_input(tok, Digests()).digest
+    key, tok = name or "smollm2", load_tokenizer(None if name is None else TOKENIZERS / name)
+    _cache[key], _as_loaded[key] = tok, tokenizer_input(tok, Digests()).digest
 
 
 
@@ -80,17 +80,6 @@ def pristine(name: str | None):
     if key not in _cache or tokenizer_input(_cache[key], Digests()).digest != _as_loaded[key]:
         _load(name)
     return _cache[key]
-
-
-def with_template(tok, template: str):
-    """`tok` rendering with `template`: a shallow copy sharing its vocabulary and rules, as a build's `Media` makes one
-    (a deep copy costs a parse: 0.7 s for Qwen2.5's tokenizer). Never add tokens to it or change its backend:
-    `copy_tokenizer` makes a tokenizer of its own to change."""
-    import copy
-
-    view = copy.copy(tok)
-    view.chat_template = template
-    return view
 
 
 def trained_text(tok, row) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ftdata.chat.chat_template import with_template
 from ftdata.chat.sentinels import sentinel
 from ftdata.errors import ConfigError, UnusableRecord
 from ftdata.media.audio import AudioMedium
@@ -121,9 +122,8 @@ class Media:
         # The build renders with the processor's chat template (a model folder's chat_template.json may
         # differ from its tokenizer's): the tokenizer is copied with it, not changed.
         template = self.processor.chat_template
-        if isinstance(template, str) and template != getattr(tokenizer, "chat_template", None):
-            tokenizer = copy.copy(tokenizer)
-            tokenizer.chat_template = template
+        if isinstance(template, str):
+            tokenizer = with_template(tokenizer, template)
         self.tokenizer = tokenizer
         store = Path(options.image_dir).expanduser() if options.image_dir else default_store()
         media: list[Medium] = []

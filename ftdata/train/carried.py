@@ -9,12 +9,12 @@ with the one build.json records (`serving.tokenizer`): written there when the fo
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 from ftdata.build.export import MANIFEST
+from ftdata.chat.chat_template import with_template
 from ftdata.errors import ConfigError
 from ftdata.tokens.identity import TokenizerPrint, template_mismatch
 
@@ -56,8 +56,7 @@ def carry_template(folder: Path, data: str | Path | None, tokenizer: Any) -> Non
     if held is None:
         (folder / JINJA).write_text(built.chat_template, encoding="utf-8")
         return
-    holder = copy.copy(tokenizer)  # renders the probes with the folder's template
-    holder.chat_template = held
+    holder = with_template(tokenizer, held)  # renders the probes with the folder's template
     line = template_mismatch(built, holder, what=f"the saved {folder}")
     if line:
         raise ConfigError(f"{line}; it would be served with another template than its data was rendered with")

@@ -16,9 +16,10 @@ import json
 import shutil
 
 import pytest
-from support import TOKENIZERS, matrix_module, tokenizer, with_template
+from support import TOKENIZERS, matrix_module, tokenizer
 
 from ftdata import ConfigError, prepare
+from ftdata.chat.chat_template import with_template
 from ftdata.chat.chat_tokens import copy_tokenizer
 from ftdata.chat.markers import detect_role_markers, model_stop_tokens
 from ftdata.outcomes import NoteCode

@@ -18,10 +18,11 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import TOKENIZERS, tokenizer, with_template
+from support import TOKENIZERS, tokenizer
 from test_chat_tools import GLM_TAGS, GPTOSS_TAGS, template_tokenizer
 
 import ftdata
+from ftdata.chat.chat_template import with_template
 from ftdata.errors import Location
 from ftdata.options import DataOptions
 from ftdata.run.report import Reject

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import trl
-from support import TOKENIZER_NAMES, TOKENIZERS, pristine, tokenizer, with_template
+from support import TOKENIZER_NAMES, TOKENIZERS, pristine, tokenizer
 from tokenizers import AddedToken
 from transformers import AutoTokenizer
 
+from ftdata.chat.chat_template import with_template
 from ftdata.chat.renderer import ChatRenderer
 from ftdata.io.resources import load_tokenizer
 from ftdata.tokens.reuse import ReusingEncoder

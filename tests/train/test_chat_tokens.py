@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from support import CHATML, TOKENIZERS, tokenizer, with_template
+from support import CHATML, TOKENIZERS, tokenizer
 
 from ftdata import build_sft_dataset
+from ftdata.chat.chat_template import with_template
 from ftdata.chat.chat_tokens import chat_markers, copy_tokenizer, with_chat_tokens
 
 torch = pytest.importorskip("torch")

@@ -180,9 +180,10 @@ def test_tree_rows_with_added_chat_tokens_train_with_the_split_rows_loss(tmp_pat
     embedding and output rows train through peft): the tree build's first loss through `build_trainer` is the split
     build's, each from the model's own logits."""
     import trl
-    from support import tokenizer, with_template
+    from support import tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from ftdata.chat.chat_template import with_template
     from ftdata.train.config import TrainConfig
     from ftdata.train.data import Splits
     from ftdata.train.model import load_for_training
