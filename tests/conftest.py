@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from support import SHARED, make_char_tokenizer, tokenizer
+from support import SHARED, fresh_cache, make_char_tokenizer, tokenizer
 
 # tests/ mirrors the package, one folder per package, and a test module imports another's helpers by basename
 # (`from test_chat_tools import template_tokenizer`) across folders: each folder is importable, as pytest's prepend
@@ -25,9 +25,6 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
-# Machine-wide things a run may make or use in the developer's ftdata cache: the bundled model, made once per machine
-# (`resources.materialised`), and the other stacks' venvs. Builds go to a cache of the run's own.
-MACHINE_WIDE = ("smollm2-135m-instruct", "stacks")
 _CACHE = pytest.StashKey[Path]()
 
 
@@ -35,12 +32,7 @@ def pytest_configure(config):
     """Each test process caches its builds (and stores the images builds write) in a folder of its own, removed at its
     end: a build an earlier run left in the developer's cache (~/.cache/ftdata/builds) would be served where the test
     builds, and would make a second run faster than the first."""
-    from ftdata.io.resources import cache_root
-
-    mine = Path(tempfile.mkdtemp(prefix="ftdata-tests-cache-"))
-    for name in MACHINE_WIDE:
-        (cache_root() / name).mkdir(parents=True, exist_ok=True)
-        (mine / name).symlink_to(cache_root() / name, target_is_directory=True)
+    mine = fresh_cache(Path(tempfile.mkdtemp(prefix="ftdata-tests-cache-")))  # the machine-wide folders linked
     config.stash[_CACHE] = mine
     os.environ["FTDATA_CACHE"] = str(mine)
     os.environ["FTDATA_IMAGE_DIR"] = str(mine / "images")

@@ -16,6 +16,23 @@ DATASETS = SHARED / "datasets"
 TOKENIZERS = SHARED / "tokenizers"
 TOKENIZER_NAMES = sorted(p.name for p in TOKENIZERS.iterdir() if (p / "tokenizer.json").is_file()) if TOKENIZERS.is_dir() else []
 
+# Machine-wide things a run may make or use in the developer's ftdata cache: the bundled model, made once per machine
+# (`resources.materialised`: reading the GGUF takes 8-20 s), and the other stacks' venvs.
+MACHINE_WIDE = ("smollm2-135m-instruct", "stacks")
+
+
+def fresh_cache(folder: Path) -> Path:
+    """`folder` made an ftdata cache of its own (builds, answers, images) that links the machine-wide folders of the
+    cache in use now (`cache_root()`), which tests must not make again; for FTDATA_CACHE."""
+    from ftdata.io.resources import cache_root
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in MACHINE_WIDE:
+        (cache_root() / name).mkdir(parents=True, exist_ok=True)
+        (folder / name).symlink_to(cache_root() / name, target_is_directory=True)
+    return folder
+
+
 _cache: dict[str, object] = {}
 _as_loaded: dict[str, str] = {}  # each cached tokenizer's fingerprint when it was loaded (`pristine`)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TOKENIZERS, set_day
+from support import TOKENIZERS, fresh_cache, set_day
 
 import ftdata
 from ftdata.errors import ConfigError
@@ -77,7 +77,8 @@ def replay(fixture: dict[str, Any]) -> Callable[[dict[str, Any]], tuple[int, dic
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))  # answers are kept there, by request
+    # Answers are kept there, by request; the bundled tokenizer stays the machine's (not made again from its GGUF).
+    monkeypatch.setenv("FTDATA_CACHE", str(fresh_cache(tmp_path / "cache")))
 
 
 def _build(out: Path, name: str, folder: Path | None = None) -> Path:

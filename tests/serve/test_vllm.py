@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from stack import CONFIGS, READY, SERVER_ARGS, render_server, served_folder, source_folder
+from support import fresh_cache
 
 import ftdata
 from ftdata.serve.parity import check_serving
@@ -31,7 +32,7 @@ def test_a_real_vllm_renders_what_the_fixture_recorded(
 ) -> None:
     from ftdata.io.resources import bundled_tokenizer_dir
 
-    monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FTDATA_CACHE", str(fresh_cache(tmp_path / "cache")))
     given = source_folder(name, tmp_path / "sources")
     source = given or bundled_tokenizer_dir()
     out = tmp_path / "out"
@@ -51,7 +52,7 @@ def test_check_serving_starts_and_stops_vllm_itself(tmp_path: Path, monkeypatch:
 
     from ftdata.cli.app import app
 
-    monkeypatch.setenv("FTDATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FTDATA_CACHE", str(fresh_cache(tmp_path / "cache")))
     monkeypatch.setenv("FTDATA_VLLM", str(READY.parent / "bin" / "vllm"))
     given = source_folder("qwen2.5-instruct", tmp_path)
     out = tmp_path / "out"
