@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import CHATML, TOKENIZERS, tokenizer
+from support import CHATML, TOKENIZER_NAMES, TOKENIZERS, pristine, tokenizer
 
 from ftdata import build_sft_dataset
 from ftdata.chat.chat_template import with_template
@@ -39,7 +39,7 @@ def test_with_chat_tokens_adds_special_tokens_once():
 
 def test_the_copy_shares_only_the_tables_init_read_and_leaves_the_tokenizer_as_it_was():
     """Phi-3's tokenizer keeps the vocabulary and merges its __init__ built from: the copy shares those (no one
-    changes them), and nothing else: the tokens it adds are in the copy only."""
+    changes them) and its Rust model, and the tokens it adds are in the copy only."""
     tok = copy_tokenizer(tokenizer("phi-3-mini-4k-instruct"))
     tok.chat_template = CHATML
     before = (len(tok), dict(tok.added_tokens_decoder), tok("<|im_end|>")["input_ids"], tok.special_tokens_map)
@@ -48,6 +48,46 @@ def test_the_copy_shares_only_the_tables_init_read_and_leaves_the_tokenizer_as_i
     assert (len(tok), dict(tok.added_tokens_decoder), tok("<|im_end|>")["input_ids"], tok.special_tokens_map) == before
     assert len(extended) == len(tok) + 2 and extended.backend_tokenizer is not tok.backend_tokenizer
     assert extended("<|im_end|>", add_special_tokens=False)["input_ids"] == [len(tok) + 1]
+
+
+@pytest.mark.parametrize("name", [None, *TOKENIZER_NAMES])
+def test_a_copy_is_the_tokenizer_and_what_it_adds_is_its_own_on_every_shared_tokenizer(name):
+    """The copy serialises (`to_str`: model, pipeline, added tokens, padding, truncation) as the tokenizer does; tokens,
+    padding and truncation set on it leave the tokenizer as it was, and text without the new tokens encodes alike."""
+    tok = pristine(name)
+    state = tok.backend_tokenizer.to_str()
+    copied = copy_tokenizer(tok)
+    assert copied.backend_tokenizer is not tok.backend_tokenizer and copied.backend_tokenizer.to_str() == state
+    size = len(tok)
+    copied.add_special_tokens({"additional_special_tokens": ["<|zz_open|>", "<|zz_close|>"]}, replace_extra_special_tokens=False)
+    copied.backend_tokenizer.enable_truncation(max_length=7)
+    assert (len(copied), copied.convert_tokens_to_ids(["<|zz_open|>", "<|zz_close|>"])) == (size + 2, [size, size + 1])
+    assert tok.backend_tokenizer.to_str() == state and len(tok) == size
+    text = "Hello wörld, 12 345 <b>tags</b>\n\tand  spaces"
+    ids = tok.backend_tokenizer.encode(text, add_special_tokens=False).ids
+    assert copied.backend_tokenizer.encode(text, add_special_tokens=False).ids == ids[:7]
+    assert copied.backend_tokenizer.encode("<|zz_close|>", add_special_tokens=False).ids == [size + 1]
+
+
+def test_a_tokenizer_whose_added_tokens_would_move_is_deep_copied():
+    """Added tokens re-added to a new tokenizer take the model's id where the model has the text, else the next: a
+    token added before its model was replaced by one that has it would move (3 -> 4 here), so that copy is a deep
+    copy, as before (which, parsing the serialised tokenizer, moves it too)."""
+    import copy
+
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from ftdata.chat.chat_tokens import _over_the_same_model
+
+    small = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    small.add_special_tokens(["<x>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=small)
+    backend = tok.backend_tokenizer
+    backend.model = models.WordLevel({"a": 0, "b": 1, "[UNK]": 2, "c": 3, "<x>": 4}, unk_token="[UNK]")
+    assert backend.token_to_id("<x>") == 3 and _over_the_same_model(backend) is None
+    copied = copy_tokenizer(tok)
+    assert copied.backend_tokenizer is not backend and copied.backend_tokenizer.to_str() == copy.deepcopy(backend).to_str()
 
 
 def test_build_with_add_chat_tokens_trains_the_closer_as_one_token():
