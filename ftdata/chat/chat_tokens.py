@@ -91,22 +91,20 @@ def with_chat_tokens(tokenizer: Any) -> Any:
 
 def copy_tokenizer(tokenizer: Any) -> Any:
     """A copy of `tokenizer` to add tokens to and set attributes of: its Python state deep-copied, sharing the tables
-    its __init__ built from (`INIT_TABLES`); its Rust tokenizer a new one over the same model and pipeline
-    (`_over_the_same_model`), not the whole tokenizer serialised and parsed again as a deep copy does (Qwen2.5's 0.55
-    s, Gemma 3's 1.9 s; 0.01-0.03 and 0.12-0.33 s this way). It serialises (`to_str`) as the deep copy does."""
+    its __init__ built from (`INIT_TABLES`), over a copy of its Rust tokenizer (`copy_backend`)."""
     shared = {id(table): table for name in INIT_TABLES if (table := vars(tokenizer).get(name)) is not None}
-    backend = vars(tokenizer).get("_tokenizer")
-    if isinstance(backend, Tokenizer) and (fresh := _over_the_same_model(backend)) is not None:
-        shared[id(backend)] = fresh
-    return copy.deepcopy(tokenizer, shared)  # a memo entry is the copy deepcopy uses: the table itself, the new backend
+    if isinstance(backend := vars(tokenizer).get("_tokenizer"), Tokenizer):
+        shared[id(backend)] = copy_backend(backend)
+    return copy.deepcopy(tokenizer, shared)  # a memo entry is the copy deepcopy uses: the table itself, the backend's
 
 
-def _over_the_same_model(backend: Tokenizer) -> Tokenizer | None:
-    """A new Rust tokenizer over `backend`'s model, normalizer, pre-tokenizer, post-processor and decoder (shared: they
-    are replaced, never changed in place, by ftdata and transformers), with its added tokens, in id order, and its
-    padding and truncation; None where an added token would come back with another id (one added before its model was
-    replaced by a model that holds its text: a deep copy then). Tokens added to it are its own (`AddedVocabulary` is
-    per tokenizer)."""
+def copy_backend(backend: Tokenizer) -> Tokenizer:
+    """A copy of a Rust tokenizer to add tokens to and set flags, padding or truncation of: a new one over the same
+    model, normalizer, pre-tokenizer, post-processor and decoder (shared: ftdata and transformers replace them, never
+    change them in place), with its added tokens re-added in id order, its padding and truncation. A deep copy
+    serialises the whole tokenizer and parses it again (Qwen2.5's 0.55 s, Gemma 3's 1.9 s; 0.01-0.03 and 0.12-0.33 s
+    this way); the copy serialises (`to_str`) as the deep copy does. Where an added token would come back with another
+    id (one added before its model was replaced by a model that holds its text), a deep copy."""
     fresh = Tokenizer(backend.model)
     for part in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
         if (value := getattr(backend, part)) is not None:
@@ -115,7 +113,7 @@ def _over_the_same_model(backend: Tokenizer) -> Tokenizer | None:
     for special, run in itertools.groupby((added[i] for i in sorted(added)), key=lambda token: token.special):
         (fresh.add_special_tokens if special else fresh.add_tokens)(list(run))
     if _added(fresh) != _added(backend):
-        return None
+        return copy.deepcopy(backend)
     fresh.encode_special_tokens = backend.encode_special_tokens
     if (padding := backend.padding) is not None:
         fresh.enable_padding(**padding)
@@ -136,4 +134,4 @@ def added_token_ids(tokenizer: Any, base_vocab: int) -> list[int]:
     return list(range(base_vocab, len(tokenizer)))
 
 
-__all__ = ["MARKER", "added_token_ids", "chat_markers", "copy_tokenizer", "with_chat_tokens"]
+__all__ = ["MARKER", "added_token_ids", "chat_markers", "copy_backend", "copy_tokenizer", "with_chat_tokens"]

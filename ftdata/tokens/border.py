@@ -20,7 +20,6 @@ Two overhangs by whitespace only keep a token whole (`token_ranges`).
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 from bisect import bisect_left
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from ftdata.chat.chat_tokens import copy_backend
 from ftdata.outcomes import Note, NoteCode
 from ftdata.types import Rendered
 
@@ -200,7 +200,7 @@ class Border:
         """A copy of the tokenizer that reads control-token text as plain text (made once, when needed)."""
         with self._literal_lock:
             if self._literal is None:
-                backend = copy.deepcopy(self.backend)
+                backend = copy_backend(self.backend)
                 backend.encode_special_tokens = True
                 self._literal = backend
         return self._literal

@@ -69,25 +69,32 @@ def test_a_copy_is_the_tokenizer_and_what_it_adds_is_its_own_on_every_shared_tok
     assert copied.backend_tokenizer.encode("<|zz_close|>", add_special_tokens=False).ids == [size + 1]
 
 
-def test_a_tokenizer_whose_added_tokens_would_move_is_deep_copied():
-    """Added tokens re-added to a new tokenizer take the model's id where the model has the text, else the next: a
-    token added before its model was replaced by one that has it would move (3 -> 4 here), so that copy is a deep
-    copy, as before (which, parsing the serialised tokenizer, moves it too)."""
+def test_a_backend_copy_shares_the_model_unless_an_added_token_would_move():
+    """`copy_backend` shares the model (changed in place, it changes in both: ftdata never does). Added tokens re-added
+    take the model's id where the model has their text: a token added before its model was replaced by one that has it
+    would move (3 -> 4 here), so that copy is a deep copy, with a model of its own (and, parsing the serialised
+    tokenizer, the token moved too: the copy still serialises as a deep copy does)."""
     import copy
 
     from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
 
-    from ftdata.chat.chat_tokens import _over_the_same_model
+    from ftdata.chat.chat_tokens import copy_backend
 
-    small = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
-    small.add_special_tokens(["<x>"])
-    tok = PreTrainedTokenizerFast(tokenizer_object=small)
-    backend = tok.backend_tokenizer
-    backend.model = models.WordLevel({"a": 0, "b": 1, "[UNK]": 2, "c": 3, "<x>": 4}, unk_token="[UNK]")
-    assert backend.token_to_id("<x>") == 3 and _over_the_same_model(backend) is None
-    copied = copy_tokenizer(tok)
-    assert copied.backend_tokenizer is not backend and copied.backend_tokenizer.to_str() == copy.deepcopy(backend).to_str()
+    def small() -> Tokenizer:
+        backend = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+        backend.add_special_tokens(["<x>"])
+        return backend
+
+    plain = small()
+    copy_backend(plain).model.unk_token = "a"
+    assert plain.model.unk_token == "a"
+    moved = small()
+    moved.model = models.WordLevel({"a": 0, "b": 1, "[UNK]": 2, "c": 3, "<x>": 4}, unk_token="[UNK]")
+    assert moved.token_to_id("<x>") == 3
+    copied = copy_backend(moved)
+    assert copied is not moved and copied.to_str() == copy.deepcopy(moved).to_str()
+    copied.model.unk_token = "a"
+    assert moved.model.unk_token == "[UNK]"
 
 
 def test_build_with_add_chat_tokens_trains_the_closer_as_one_token():
