@@ -152,7 +152,7 @@ def test_lora_targets_are_what_peft_accepts(model_type: str, targets: list[str],
 
 @pytest.fixture(scope="module")
 def qa_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import QA
+    from train_records import QA
 
     path = tmp_path_factory.mktemp("qa") / "qa.json"
     path.write_text(json.dumps([{"instruction": q, "input": "", "output": a} for q, a in QA[:6]]), encoding="utf-8")

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import GSM8K as GSM8K_RECORDS
-from conftest import prompt_rows
+from train_records import GSM8K as GSM8K_RECORDS
+from train_records import prompt_rows
 from typer.testing import CliRunner
 
 from ftdata.cli.app import app
@@ -174,7 +174,7 @@ def test_grpo_trains_two_steps_and_records_each_reward(tmp_path: Path, tiny_mode
 
 
 def test_the_record_reads_opens_and_template_variables_from_build_json(tmp_path: Path, smol_tok) -> None:
-    from conftest import prompt_set_build
+    from train_records import prompt_set_build
 
     from ftdata.train.data import load_splits
     from ftdata.train.grpo import grpo_record, prompt_settings

@@ -1,7 +1,7 @@
 """DPO and KTO through `ftdata train` / `ftdata eval`: a tiny Llama with the SmolLM2 vocabulary, CPU,
 a few steps on preference rows given to TRL's trainers untouched.
 
-The builds come from `conftest.preference_build` (ftdata's rows under the rule, a build.json with
+The builds come from `train_records.preference_build` (ftdata's rows under the rule, a build.json with
 the task) until the preference builder is merged; then that helper calls `ftdata build`.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import preference_build, preference_records, preference_rows
+from train_records import preference_build, preference_records, preference_rows
 from typer.testing import CliRunner
 
 import ftdata
