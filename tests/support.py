@@ -17,7 +17,7 @@ TOKENIZERS = SHARED / "tokenizers"
 TOKENIZER_NAMES = sorted(p.name for p in TOKENIZERS.iterdir() if (p / "tokenizer.json").is_file()) if TOKENIZERS.is_dir() else []
 
 # Machine-wide things a run may make or use in the developer's ftdata cache: the bundled model, made once per machine
-# (`resources.materialised`: reading the GGUF takes 8-20 s), and the other stacks' venvs.
+# (`resources.materialised`: 11-13 s from the GGUF, 20 s beside a test run), and the other stacks' venvs.
 MACHINE_WIDE = ("smollm2-135m-instruct", "stacks")
 
 
