@@ -59,9 +59,10 @@ def test_a_copy_is_the_tokenizer_and_what_it_adds_is_its_own_on_every_shared_tok
     copied = copy_tokenizer(tok)
     assert copied.backend_tokenizer is not tok.backend_tokenizer and copied.backend_tokenizer.to_str() == state
     size = len(tok)
-    copied.add_special_tokens({"additional_special_tokens": ["<|zz_open|>", "<|zz_close|>"]}, replace_extra_special_tokens=False)
+    new = ["<|zz_open|>", "<|zz_close|>"]
+    copied.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
     copied.backend_tokenizer.enable_truncation(max_length=7)
-    assert (len(copied), copied.convert_tokens_to_ids(["<|zz_open|>", "<|zz_close|>"])) == (size + 2, [size, size + 1])
+    assert (len(copied), copied.convert_tokens_to_ids(new)) == (size + 2, [size, size + 1])
     assert tok.backend_tokenizer.to_str() == state and len(tok) == size
     text = "Hello wörld, 12 345 <b>tags</b>\n\tand  spaces"
     ids = tok.backend_tokenizer.encode(text, add_special_tokens=False).ids
