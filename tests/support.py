@@ -53,8 +53,6 @@ def _load(name: str | None) -> None:
     _cache[key], _as_loaded[key] = tok, tokenizer_input(tok, Digests()).digest
 
 
-
-
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

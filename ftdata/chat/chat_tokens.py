@@ -112,7 +112,7 @@ def copy_backend(backend: Tokenizer) -> Tokenizer:
     added = backend.get_added_tokens_decoder()
     for special, run in itertools.groupby((added[i] for i in sorted(added)), key=lambda token: token.special):
         (fresh.add_special_tokens if special else fresh.add_tokens)(list(run))
-    if _added(fresh) != _added(backend):
+    if fresh.get_added_tokens_decoder() != added:  # `AddedToken`s compare by text and every flag
         return copy.deepcopy(backend)
     fresh.encode_special_tokens = backend.encode_special_tokens
     if (padding := backend.padding) is not None:
@@ -120,13 +120,6 @@ def copy_backend(backend: Tokenizer) -> Tokenizer:
     if (truncation := backend.truncation) is not None:
         fresh.enable_truncation(**truncation)
     return fresh
-
-
-def _added(backend: Tokenizer) -> dict[int, tuple[object, ...]]:
-    return {
-        i: (t.content, t.special, t.single_word, t.lstrip, t.rstrip, t.normalized)
-        for i, t in backend.get_added_tokens_decoder().items()
-    }
 
 
 def added_token_ids(tokenizer: Any, base_vocab: int) -> list[int]:
