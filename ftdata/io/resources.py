@@ -7,8 +7,9 @@ Nothing here touches the network.
 
 A build's tokenizer folder is loaded once per process and served again while every byte of its files and the
 loaded state (vocabulary, rules, chat template, special tokens) are what they were when the build fingerprinted
-it (`load_tokenizer(..., shared=True)`): a second build of one process skips the 0.2-1.4 s parse, and the first
-pays nothing more. Any other call loads its own.
+it or when it was loaded from the folder a second time (`load_tokenizer(..., shared=True)`; a preview, or a
+build without a cache key, takes no fingerprint): a later build of one process skips the 0.2-1.4 s parse, and the
+first pays nothing more. Any other call loads its own.
 """
 
 from __future__ import annotations
@@ -267,9 +268,9 @@ def load_tokenizer(
     (`--trust-remote-code`): that code would run in this process.
 
     Each call loads a tokenizer of its own, which the caller may change. `shared=True` is for a caller that only
-    reads it (a build): the tokenizer an earlier shared call loaded from the same folder, named the same, once a
-    build has fingerprinted it (`tokenizer_input`) and while every byte of the folder's files and the loaded state
-    are what they were then (else loaded again).
+    reads it (a build): the tokenizer an earlier shared call loaded from the same folder, named the same, once its
+    state is recorded (by a build's fingerprint, `tokenizer_input`, or as it loads the second time) and while every
+    byte of the folder's files and the loaded state are what they were then (else loaded again).
 
     Raises:
         ConfigError: the tokenizer cannot be found or is not a fast tokenizer
@@ -294,9 +295,10 @@ def load_tokenizer(
 
 
 # Tokenizers that shared calls loaded from folders in this process: (folder as named, its absolute path,
-# trust_remote_code) -> (the folder's files digest, the loaded state's digest as a build's fingerprint took it (None
-# before), the tokenizer), the most recently used last (a full memo lets the first go). Only shared callers hold
-# them, and those only read them (ftdata copies a tokenizer to change it); a changed one is loaded again.
+# trust_remote_code) -> (the folder's files digest, the loaded state's digest as a build's fingerprint or a second
+# load took it (None before), the tokenizer), the most recently used last (a full memo lets the first go). Only
+# shared callers hold them, and those only read them (ftdata copies a tokenizer to change it); a changed one is
+# loaded again.
 _LOADED: dict[tuple[str, str, bool], tuple[str, str | None, Any]] = {}
 _LOADED_LOCK = threading.Lock()
 _LOADED_LIMIT = 8
@@ -342,11 +344,16 @@ def _loaded(spec: Any, path: Path, trust_remote_code: bool, *, shared: bool) -> 
             f"(give {hint}, or omit --tokenizer for the bundled SmolLM2)"
         ) from None
     if files is not None and getattr(tok, "is_fast", False):
+        # Loaded from this folder before (a preview, or a build with no cache key, never fingerprints it): its state
+        # is read now, for this build's fingerprint to take and the next call to be served; else with the fingerprint.
+        read = _state_digest(tok) if held is not None else None
+        if read is not None:
+            _CHECKED.last = (tok, read)
         with _LOADED_LOCK:
             _LOADED.pop(key, None)
             while len(_LOADED) >= _LOADED_LIMIT:  # the least recently used goes (a process building from ten
                 del _LOADED[next(iter(_LOADED))]  # folders in turn kept none when a full memo was emptied)
-            _LOADED[key] = (files, None, tok)  # its state digest comes with the build's fingerprint of it
+            _LOADED[key] = (files, read, tok)
     return tok
 
 

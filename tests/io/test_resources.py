@@ -100,11 +100,42 @@ def test_a_full_memo_lets_the_least_recently_used_go(folder: Path, tmp_path: Pat
     assert load_tokenizer(str(tmp_path / "b"), shared=True) is not b
 
 
-def test_a_shared_tokenizer_no_build_fingerprinted_is_loaded_again(folder: Path) -> None:
+def test_a_shared_tokenizer_no_build_fingerprinted_is_loaded_again_once(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its state is recorded when a build fingerprints it (no second serialisation for a process that builds once):
-    before that there is nothing to hold it to."""
+    before that there is nothing to hold it to. A preview, or a build without a cache key, takes no fingerprint: the
+    second load reads the state as it loads, and is served from then on while it stays so."""
+    calls: list[object] = []
+    real = resources._state_digest
+    monkeypatch.setattr(resources, "_state_digest", lambda tok: calls.append(tok) or real(tok))
     first = load_tokenizer(str(folder), shared=True)
-    assert load_tokenizer(str(folder), shared=True) is not first
+    assert calls == []  # a process that loads the folder once serialises nothing
+    second = load_tokenizer(str(folder), shared=True)
+    assert second is not first and calls == [second]
+    assert load_tokenizer(str(folder), shared=True) is second  # the check: its state as read when it loaded
+    second.add_tokens(["<made-by-the-caller>"])
+    third = load_tokenizer(str(folder), shared=True)
+    assert third is not second and "<made-by-the-caller>" not in third.get_vocab()
+
+
+def test_a_build_after_a_second_load_takes_the_state_read_as_it_loaded(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page or a preview loaded the folder first; the build that loads it again serialises it once (its fingerprint
+    takes the digest the load read), and its key is a fresh load's."""
+    import ftdata
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo."}]}) + "\n")
+    load_tokenizer(str(folder), shared=True)
+    calls: list[object] = []
+    real = resources._state_digest
+    monkeypatch.setattr(resources, "_state_digest", lambda tok: calls.append(tok) or real(tok))
+    ftdata.build(str(data), tmp_path / "one", tokenizer=str(folder), cache=False)
+    assert len(calls) == 1
+    monkeypatch.setattr(resources, "_LOADED", {})  # nothing held: a fresh load, fingerprinted by its build
+    ftdata.build(str(data), tmp_path / "two", tokenizer=str(folder), cache=False)
+    key = [json.loads((tmp_path / out / "build.json").read_text())["fingerprint"] for out in ("one", "two")]
+    assert key[0] == key[1]
 
 
 def test_a_second_build_serialises_its_shared_tokenizer_once(
