@@ -100,13 +100,26 @@ def test_a_full_memo_lets_the_least_recently_used_go(folder: Path, tmp_path: Pat
     assert load_tokenizer(str(tmp_path / "b"), shared=True) is not b
 
 
+def _serialisations(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The tokenizers whose state is serialised (`_state_digest`) from now on, in order."""
+    calls: list[object] = []
+    real = resources._state_digest
+    monkeypatch.setattr(resources, "_state_digest", lambda tok: calls.append(tok) or real(tok))
+    return calls
+
+
+def _chat_file(tmp_path: Path) -> Path:
+    data = tmp_path / "d.jsonl"
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    data.write_text(json.dumps({"messages": chat}) + "\n", encoding="utf-8")
+    return data
+
+
 def test_a_shared_tokenizer_no_build_fingerprinted_is_loaded_again_once(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its state is recorded when a build fingerprints it (no second serialisation for a process that builds once):
     before that there is nothing to hold it to. A preview, or a build without a cache key, takes no fingerprint: the
     second load reads the state as it loads, and is served from then on while it stays so."""
-    calls: list[object] = []
-    real = resources._state_digest
-    monkeypatch.setattr(resources, "_state_digest", lambda tok: calls.append(tok) or real(tok))
+    calls = _serialisations(monkeypatch)
     first = load_tokenizer(str(folder), shared=True)
     assert calls == []  # a process that loads the folder once serialises nothing
     second = load_tokenizer(str(folder), shared=True)
@@ -124,12 +137,9 @@ def test_a_build_after_a_second_load_takes_the_state_read_as_it_loaded(
     takes the digest the load read), and its key is a fresh load's."""
     import ftdata
 
-    data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo."}]}) + "\n")
+    data = _chat_file(tmp_path)
     load_tokenizer(str(folder), shared=True)
-    calls: list[object] = []
-    real = resources._state_digest
-    monkeypatch.setattr(resources, "_state_digest", lambda tok: calls.append(tok) or real(tok))
+    calls = _serialisations(monkeypatch)
     ftdata.build(str(data), tmp_path / "one", tokenizer=str(folder), cache=False)
     assert len(calls) == 1
     monkeypatch.setattr(resources, "_LOADED", {})  # nothing held: a fresh load, fingerprinted by its build
@@ -144,14 +154,9 @@ def test_a_second_build_serialises_its_shared_tokenizer_once(
     """A memo hit reads the tokenizer's state to check it; the build's fingerprint takes that digest (one
     serialisation, not two), and the build's key is the one a fresh load gives."""
     import ftdata
-    from ftdata.io import resources
 
-    data = tmp_path / "d.jsonl"
-    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
-    data.write_text(json.dumps({"messages": chat}) + "\n", encoding="utf-8")
-    calls: list[object] = []
-    real = resources._state_digest
-    monkeypatch.setattr(resources, "_state_digest", lambda tok: calls.append(tok) or real(tok))
+    data = _chat_file(tmp_path)
+    calls = _serialisations(monkeypatch)
     first = ftdata.build(str(data), tmp_path / "one", tokenizer=str(folder), cache=False)
     assert len(calls) == 1  # loaded: the fingerprint's serialisation only
     calls.clear()
