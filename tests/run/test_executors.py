@@ -212,9 +212,11 @@ def test_a_script_without_the_main_guard_is_told_so_not_left_hanging(tmp_path: P
         f"and its top level starts a build; {guard}"
     )  # fmt: skip
     # Each worker refused the build it was started into, before reading or locking OUT (before: it waited
-    # for OUT's lock, held by the build waiting for it).
-    refused = f"ftdata.errors.ConfigError: a worker process started with spawn runs {script} again, and its top level starts a build; {guard}"
-    assert refused in done.stderr
+    # for OUT's lock, held by the build waiting for it). The workers print their tracebacks at once, and unbuffered
+    # (PYTHONUNBUFFERED) the last line goes out as four writes, the type, ": ", the message and "\n": another
+    # worker's lines can fall between them. The message is one write (atomic on a pipe, under 4,096 bytes).
+    refused = f"a worker process started with spawn runs {script} again, and its top level starts a build; {guard}"
+    assert refused in done.stderr and "ConfigError" in done.stderr
     assert not (tmp_path / "out" / "build.json").exists()
 
 
