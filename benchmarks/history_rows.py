@@ -115,7 +115,8 @@ def train_step(out: Path) -> dict[str, float]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import ftdata
-    from ftdata.train.tree import TreeCollator, is_tree, tree_forward, use_tree_attention
+    from ftdata.tokens.layouts import TREE, layout_of
+    from ftdata.train.tree import TreeCollator, tree_forward, use_tree_attention
 
     rows = ftdata.load(str(out)).dataset
     torch.manual_seed(0)
@@ -124,7 +125,7 @@ def train_step(out: Path) -> dict[str, float]:
         num_key_value_heads=2, max_position_embeddings=131_072, tie_word_embeddings=True, attn_implementation="sdpa",
     )  # fmt: skip
     model = LlamaForCausalLM(config)
-    tree = is_tree(rows)
+    tree = layout_of(rows) is TREE
     if tree:
         use_tree_attention(model)
     trained = sum(sum(label != -100 for label in r[1:]) for r in rows["labels"])
