@@ -152,7 +152,10 @@ def recipe_stages(recipe: Recipe, tokenizer: Any) -> list[Stage]:
     and a prompt set's reward columns (`recipe_rewards`) for all; what declares the files it reads. A recipe draws,
     dedups and holds out records one by one, so history=tree grows a tree per record (no tree across records)."""
     extra = {**recipe_task(recipe), "tree_across_records": False}
-    return [Stage(tokenizer, recipe.source_options(spec).updated(**extra).data) for spec in recipe.sources]
+    stages = [Stage(tokenizer, recipe.source_options(spec).updated(**extra).data) for spec in recipe.sources]
+    for stage in stages:  # one memo of repeated texts per tokenizer, not per source (`Masker.share_memos`)
+        stage.masker.share_memos(next(s for s in stages if s.masker.backend is stage.masker.backend).masker)
+    return stages
 
 
 def recipe_task(recipe: Recipe) -> dict[str, Any]:

@@ -275,3 +275,43 @@ def test_the_rows_of_drawn_records_are_each_records_rows_in_draw_order(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(build, "_CHUNK", chunk)
         assert build._rows_of(groups, np.asarray(drawn, dtype=np.int64)).tolist() == want
+
+
+def test_a_recipes_sources_on_one_tokenizer_keep_their_repeated_texts_in_one_memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each source's masker kept texts seen twice in memos of its own (at most 12 MiB of ids and 45 MiB of stretches
+    each), so a recipe's memory grew with its sources. Sources on the build's one tokenizer share them: a text once in
+    each of two sources is seen twice, and kept. The rows are those of memos apart."""
+    import ftdata.mix.build as mix_build
+    from ftdata.tokens.masking import Masker
+
+    made: list[list[Any]] = []
+    recipe_stages = mix_build.recipe_stages
+    monkeypatch.setattr(mix_build, "recipe_stages", lambda *args: made.append(recipe_stages(*args)) or made[-1])
+    for name in ("a", "b"):
+        record = {"instruction": "Name a colour of the sky at noon.", "output": f"{name}: blue"}
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps(record) + "\n")
+    sources = [{"data": str(tmp_path / f"{n}.jsonl"), "name": n, "weight": 1} for n in "ab"]
+    recipe = write_recipe(tmp_path, sources=sources, template="alpaca")
+    shared = ftdata.build(recipe)
+    (stages,) = made
+    first, second = (stage.masker for stage in stages)
+    assert second.repeats is first.repeats and second.stretches is first.stretches
+    assert [text for text in first.repeats.kept if "colour of the sky" in text] == ["Name a colour of the sky at noon."]
+    monkeypatch.setattr(Masker, "share_memos", lambda self, other: None)
+    apart = ftdata.build(recipe)
+    assert made[1][1].masker.repeats is not made[1][0].masker.repeats
+    assert not [text for text in made[1][0].masker.repeats.kept if "colour of the sky" in text]
+    assert rows_digest(apart.dataset) == rows_digest(shared.dataset)
+
+
+def test_maskers_of_two_backends_keep_memos_of_their_own(smol: Any) -> None:
+    """Another backend (a copy with a token added, a source's own chat template) may give the same text other ids."""
+    from ftdata.chat.chat_tokens import copy_tokenizer
+    from ftdata.tokens.masking import Masker
+
+    one, copy = Masker(smol), Masker(copy_tokenizer(smol))
+    copy.share_memos(one)
+    assert copy.repeats is not one.repeats and copy.stretches is not one.stretches
+    again = Masker(smol)
+    again.share_memos(one)
+    assert again.repeats is one.repeats and again.stretches is one.stretches
