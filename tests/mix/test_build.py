@@ -305,7 +305,8 @@ def test_a_recipes_sources_on_one_tokenizer_keep_their_repeated_texts_in_one_mem
 
 
 def test_maskers_of_two_backends_keep_memos_of_their_own(smol: Any) -> None:
-    """Another backend (a copy with a token added, a source's own chat template) may give the same text other ids."""
+    """A masker on another backend (a source's own copy of the tokenizer: its own chat template, tokens added) keeps
+    memos of its own: such a copy may give the same text other ids. One on the same backend shares them."""
     from ftdata.chat.chat_tokens import copy_tokenizer
     from ftdata.tokens.masking import Masker
 
