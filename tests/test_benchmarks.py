@@ -43,14 +43,9 @@ def _first_missing(chain: list[str]) -> int | None:
     """The index of the first name of `ftdata.<chain>` that is not there (a module's attribute or submodule)."""
     at: Any = ftdata
     for k, part in enumerate(chain):
-        if isinstance(at, ModuleType):
-            if not _resolves(at.__name__, part):
-                return k
-            at = getattr(at, part, None) or importlib.import_module(f"{at.__name__}.{part}")
-        elif not hasattr(at, part):
+        if not (_resolves(at.__name__, part) if isinstance(at, ModuleType) else hasattr(at, part)):
             return k
-        else:
-            at = getattr(at, part)
+        at = getattr(at, part)  # a submodule `_resolves` imported is its package's attribute from then on
     return None
 
 
